@@ -1,0 +1,64 @@
+//! # media-core: the StreamCore selective forwarding unit, without IO
+//!
+//! One [`Sfu`] owns the peers and rooms of one worker (one UDP socket). It is a
+//! plain, synchronous, deterministic state machine in the shape of `str0m` itself:
+//!
+//! ```text
+//!   driver                               Sfu
+//!   ──────                               ───
+//!   datagram  ──handle_datagram(now,…)──► demux → Rtc.handle_input → drain → route
+//!   deadline  ──handle_timeout(now)─────► due peers only (one timer heap)
+//!   command   ──accept_offer / remove_peer / add_remote_candidates
+//!             ◄──poll_transmit()────────  datagrams to send
+//!             ◄──poll_event()───────────  peer connected/removed, track (un)published
+//!             ◄──poll_timeout()─────────  when to call handle_timeout next
+//! ```
+//!
+//! ## Who owns time
+//! The caller. Every input carries `now`; nothing in this crate reads a clock, so
+//! tests drive it faster than real time.
+//!
+//! ## The drain invariant
+//! After every mutation of an `Rtc` (input, RTP write, keyframe request, SDP or
+//! direct-API call) the core polls it until it returns a timeout before touching it
+//! again. Events found while draining are queued and handled after the drain; effects
+//! on other peers (forwarding, keyframe requests) therefore never nest more than one
+//! level deep.
+//!
+//! ## Forwarding
+//! Publishers and subscribers run in str0m's RTP mode: packets are not depacketised.
+//! Each published track (`TrackIn`) keeps its fan-out list; each subscriber m-line
+//! (`TrackOut`) keeps a [`munger::Munger`] that rewrites sequence numbers and
+//! timestamps so a change of source is invisible to the player, and holds video back
+//! until a keyframe ([`keyframe`]). Keyframe requests to publishers are coalesced and
+//! rate-limited per track. Payloads are shared (`Arc<[u8]>`), never copied, and the
+//! forwarding loop allocates nothing of its own in steady state.
+//!
+//! ## Panic policy
+//! Errors come from bad input; panics are bugs. Nothing reachable from network input
+//! panics; every `expect` names who guarantees it.
+//!
+//! ## Invariants
+//! - media-core does no IO and knows nothing of HTTP, tokens or databases.
+//! - A peer is in the demux tables from the moment its answer exists until it is
+//!   removed, and in no table after.
+//! - Each subscriber slot is fed by at most one track; each track feeds a subscriber
+//!   at most once.
+
+pub mod demux;
+mod ids;
+pub mod keyframe;
+pub mod munger;
+mod peer;
+mod room;
+mod sfu;
+pub mod timers;
+
+pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
+pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
+pub use sfu::{
+    Accepted, OfferRequest, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
+};
+
+/// str0m types that appear in this crate's API.
+pub use str0m;

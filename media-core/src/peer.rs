@@ -1,0 +1,102 @@
+//! A peer: one `str0m::Rtc` and what the SFU knows about it.
+//!
+//! Lifecycle: `Connecting` (answer sent, waiting for ICE/DTLS) → `Connected` →
+//! optionally `Disconnected` (ICE consent lost; it may come back within the grace
+//! period) → removed. A peer that never connects within the connect timeout, or stays
+//! disconnected past the grace period, is reaped by its own timer.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::Rtc;
+use str0m::media::Pt;
+use str0m::media::{MediaKind, Mid};
+
+use crate::munger::Munger;
+use crate::room::{RoomKey, TrackRef};
+use crate::{PeerId, PeerRole};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    Connecting,
+    Connected,
+    Disconnected { since: Instant },
+}
+
+/// A subscriber's sending m-line and the track that feeds it.
+#[derive(Debug)]
+pub struct TrackOut {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub source: Option<TrackRef>,
+    pub munger: Munger,
+    /// Video is held back until a keyframe of the current source arrives.
+    pub needs_keyframe: bool,
+    /// (incoming PT, outgoing PT) pairs already matched for this subscriber.
+    pub pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+impl TrackOut {
+    pub fn new(mid: Mid, kind: MediaKind) -> Self {
+        TrackOut {
+            mid,
+            kind,
+            source: None,
+            munger: Munger::new(),
+            needs_keyframe: kind == MediaKind::Video,
+            pt_map: Vec::with_capacity(4),
+        }
+    }
+}
+
+pub struct Peer {
+    pub id: PeerId,
+    pub room: RoomKey,
+    pub identity: String,
+    pub role: PeerRole,
+    pub rtc: Rtc,
+    pub ufrag: String,
+    pub addrs: Vec<SocketAddr>,
+    pub state: PeerState,
+    pub created: Instant,
+    /// The `Rtc`'s own next timeout, from the last drain.
+    pub rtc_deadline: Instant,
+    /// A deferred keyframe request of one of this publisher's tracks.
+    pub keyframe_deadline: Option<Instant>,
+    /// The deadline of this peer's live entry in the timer queue.
+    pub scheduled: Option<Instant>,
+    /// Subscriber m-lines; empty for publishers.
+    pub tracks_out: Vec<TrackOut>,
+    /// Publisher m-lines announced by this peer; the tracks themselves live in the room.
+    pub published: Vec<Mid>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// The earliest moment this peer needs attention.
+    pub fn wake_at(&self, connect_deadline: Instant, grace_deadline: Option<Instant>) -> Instant {
+        let mut t = self.rtc_deadline;
+        if let Some(k) = self.keyframe_deadline {
+            t = t.min(k);
+        }
+        match self.state {
+            PeerState::Connecting => t = t.min(connect_deadline),
+            PeerState::Disconnected { .. } => {
+                if let Some(g) = grace_deadline {
+                    t = t.min(g);
+                }
+            }
+            _ => {}
+        }
+        t
+    }
+}

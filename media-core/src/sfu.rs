@@ -1,0 +1,1091 @@
+//! `Sfu`: the peers and rooms of one worker, and the packet routing between them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::crypto::CryptoProvider;
+use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info, warn};
+
+use crate::demux::Demux;
+use crate::keyframe::is_keyframe;
+use crate::peer::{Peer, PeerState, TrackOut};
+use crate::room::{KeyframeDecision, Room, RoomKey, Subscription, TrackIn, TrackRef};
+use crate::timers::TimerQueue;
+use crate::{PeerId, PeerRole, RoomId};
+
+/// Settings of one worker's core.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Host candidates offered to every peer: the worker's UDP socket as clients reach
+    /// it (the public address behind NAT). At least one.
+    pub candidates: Vec<SocketAddr>,
+    /// The worker socket's own address. Datagrams arrive here; when it differs from the
+    /// advertised candidates (NAT), they are presented to str0m as arriving on the
+    /// first candidate.
+    pub local_addr: SocketAddr,
+    /// At most one keyframe request per publisher track per interval.
+    pub keyframe_min_interval: Duration,
+    /// A peer that has not connected this long after its answer is reaped.
+    pub connect_timeout: Duration,
+    /// A connected peer whose ICE consent is lost is reaped after this long.
+    pub disconnect_grace: Duration,
+    /// Peers this worker accepts at most.
+    pub max_peers: usize,
+    /// How often str0m reports stats events (also the audio-level refresh).
+    pub stats_interval: Option<Duration>,
+}
+
+impl SfuConfig {
+    pub fn new(local_addr: SocketAddr) -> Self {
+        SfuConfig {
+            candidates: vec![local_addr],
+            local_addr,
+            keyframe_min_interval: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(30),
+            disconnect_grace: Duration::from_secs(20),
+            max_peers: 10_000,
+            stats_interval: None,
+        }
+    }
+}
+
+/// An offer from a client that wants to join a room.
+#[derive(Debug, Clone, Copy)]
+pub struct OfferRequest<'a> {
+    pub room: &'a RoomId,
+    pub identity: &'a str,
+    pub role: PeerRole,
+    pub offer_sdp: &'a str,
+}
+
+/// A peer accepted into a room, with the SDP answer to send back.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub peer: PeerId,
+    pub answer_sdp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    #[error("the SDP offer could not be parsed: {0}")]
+    MalformedSdp(String),
+    #[error("the SDP offer cannot be answered: {0}")]
+    UnusableSdp(String),
+    #[error("{0}")]
+    NoUsableMedia(&'static str),
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("this worker is at its limit of {0} peers")]
+    Full(usize),
+    #[error("bad ICE candidate: {0}")]
+    BadCandidate(String),
+}
+
+/// Why a peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// The application asked (WHIP/WHEP `DELETE`).
+    Requested,
+    /// ICE/DTLS never completed.
+    ConnectTimeout,
+    /// Connectivity was lost and did not come back within the grace period.
+    Disconnected,
+    /// The remote closed the connection.
+    ClosedByRemote,
+    /// str0m reported an error for this peer.
+    Failed,
+}
+
+/// What the core tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    PeerConnected {
+        peer: PeerId,
+        room: RoomId,
+    },
+    PeerRemoved {
+        peer: PeerId,
+        room: RoomId,
+        reason: RemoveReason,
+    },
+    TrackPublished {
+        room: RoomId,
+        peer: PeerId,
+        mid: Mid,
+        kind: MediaKind,
+    },
+    TrackUnpublished {
+        room: RoomId,
+        peer: PeerId,
+        mid: Mid,
+    },
+}
+
+/// Monotonic counters; the driver exports them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SfuStats {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    /// Datagrams that are not STUN/DTLS/RTP/RTCP, or from an unknown source that is
+    /// not a STUN request for a known peer.
+    pub datagrams_dropped: u64,
+    pub rtp_in: u64,
+    pub rtp_forwarded: u64,
+    pub forward_errors: u64,
+    pub dropped_waiting_keyframe: u64,
+    pub keyframe_requests: u64,
+}
+
+/// One published track, as seen from outside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackInfo {
+    pub peer: PeerId,
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub subscribers: usize,
+    pub packets: u64,
+    /// Smoothed audio level in -dBov (0 loud, 127 silent); `None` for video.
+    pub audio_level: Option<u8>,
+}
+
+/// Work that must wait until the current drain is finished.
+#[derive(Debug)]
+enum Deferred {
+    Keyframe(RoomKey, TrackRef),
+    /// A deferred keyframe request came due; send it unless a keyframe arrived.
+    FlushKeyframe(RoomKey, TrackRef),
+    Remove(PeerId, RemoveReason),
+}
+
+/// The SFU core of one worker. See the crate docs for the run loop.
+pub struct Sfu {
+    config: SfuConfig,
+    dtls_cert: Option<DtlsCert>,
+    next_peer: u64,
+    next_room: u32,
+    peers: HashMap<PeerId, Peer>,
+    rooms: HashMap<RoomKey, Room>,
+    room_keys: HashMap<RoomId, RoomKey>,
+    demux: Demux,
+    timers: TimerQueue,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    /// Events drained from `Rtc`s, handled after the drain that produced them.
+    pending: VecDeque<(PeerId, Event)>,
+    deferred: VecDeque<Deferred>,
+    stats: SfuStats,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("peers", &self.peers.len())
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Self {
+        // Idempotent: the first call in a process wins.
+        str0m::crypto::from_feature_flags().install_process_default();
+        // One certificate per worker: generating one per peer costs a key generation
+        // on every join.
+        let dtls_cert = CryptoProvider::get_default()
+            .and_then(|p| p.dtls_provider.generate_certificate());
+        Sfu {
+            config,
+            dtls_cert,
+            next_peer: 1,
+            next_room: 1,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            room_keys: HashMap::new(),
+            demux: Demux::default(),
+            timers: TimerQueue::default(),
+            transmits: VecDeque::with_capacity(256),
+            events: VecDeque::new(),
+            pending: VecDeque::with_capacity(64),
+            deferred: VecDeque::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    // ---- getters ------------------------------------------------------------------
+
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn track_count(&self) -> usize {
+        self.rooms.values().map(|r| r.tracks.len()).sum()
+    }
+
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// The tracks published in a room, in publish order.
+    pub fn room_tracks(&self, room: &RoomId) -> Vec<TrackInfo> {
+        let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
+            return Vec::new();
+        };
+        r.tracks
+            .iter()
+            .map(|t| TrackInfo {
+                peer: t.track.owner,
+                mid: t.track.mid,
+                kind: t.kind,
+                subscribers: t.fanout.len(),
+                packets: t.packets,
+                audio_level: (t.kind == MediaKind::Audio).then(|| t.audio_level.dbov()),
+            })
+            .collect()
+    }
+
+    /// Entries in the timer heap, live and stale.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Table sizes, for leak checks: (peers, rooms, demux addresses, demux ufrags).
+    pub fn table_sizes(&self) -> (usize, usize, usize, usize) {
+        let (a, u) = self.demux.len();
+        (self.peers.len(), self.rooms.len(), a, u)
+    }
+
+    // ---- commands -----------------------------------------------------------------
+
+    /// Answers a client's offer and adds the peer to the room. The peer is registered
+    /// for demultiplexing before this returns, so the client's first STUN request
+    /// finds it even if it arrives before the answer is read.
+    pub fn accept_offer(
+        &mut self,
+        now: Instant,
+        req: OfferRequest<'_>,
+    ) -> Result<Accepted, SfuError> {
+        if self.peers.len() >= self.config.max_peers {
+            return Err(SfuError::Full(self.config.max_peers));
+        }
+        let offer = SdpOffer::from_sdp_string(req.offer_sdp)
+            .map_err(|e| SfuError::MalformedSdp(e.to_string()))?;
+
+        let mut builder = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+            .set_stats_interval(self.config.stats_interval);
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder.build(now);
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => warn!(%addr, error = %e, "unusable local candidate"),
+            }
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::UnusableSdp(e.to_string()))?;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+
+        let id = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let room = self.room_key(req.room);
+        self.demux.insert_ufrag(ufrag.clone(), id);
+        self.rooms
+            .get_mut(&room)
+            .expect("room_key creates the room") // room_key() inserted it just above
+            .peers
+            .push(id);
+        self.peers.insert(
+            id,
+            Peer {
+                id,
+                room,
+                identity: req.identity.to_owned(),
+                role: req.role,
+                rtc,
+                ufrag,
+                addrs: Vec::new(),
+                state: PeerState::Connecting,
+                created: now,
+                rtc_deadline: now,
+                keyframe_deadline: None,
+                scheduled: None,
+                tracks_out: Vec::new(),
+                published: Vec::new(),
+            },
+        );
+        // str0m announces `MediaAdded` only once media can flow; the room needs the
+        // m-lines now, so read them from the answer.
+        let answer_sdp = answer.to_sdp_string();
+        for mid in answer_mids(&answer_sdp) {
+            let media = self.peers[&id]
+                .rtc
+                .media(mid)
+                .map(|m| (m.kind(), m.direction()));
+            if let Some((kind, direction)) = media {
+                self.add_media(id, mid, kind, direction);
+            }
+        }
+        self.drain(now, id);
+        self.process(now);
+
+        let Some(peer) = self.peers.get(&id) else {
+            return Err(SfuError::UnusableSdp("the peer failed while answering".into()));
+        };
+        let usable = match req.role {
+            PeerRole::Publisher => !peer.published.is_empty(),
+            PeerRole::Subscriber => !peer.tracks_out.is_empty(),
+        };
+        if !usable {
+            self.remove_now(id, None);
+            return Err(SfuError::NoUsableMedia(match req.role {
+                PeerRole::Publisher => "the offer has no audio or video m-line the server can receive (sendonly or sendrecv)",
+                PeerRole::Subscriber => "the offer has no audio or video m-line the server can send to (recvonly or sendrecv)",
+            }));
+        }
+        info!(peer = %id, room = %req.room, identity = req.identity, role = ?req.role, "peer accepted");
+        Ok(Accepted {
+            peer: id,
+            answer_sdp,
+        })
+    }
+
+    /// Ends a peer gracefully: its tracks end for every subscriber at once, and a
+    /// goodbye (RTCP BYE, DTLS close_notify) is queued for transmission.
+    pub fn remove_peer(&mut self, now: Instant, peer: PeerId) -> Result<(), SfuError> {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        if p.rtc.close().is_ok() {
+            // Drain the goodbye into the transmit queue; nothing else reads this Rtc again.
+            while let Ok(out) = p.rtc.poll_output() {
+                match out {
+                    Output::Transmit(t) => {
+                        self.stats.datagrams_out += 1;
+                        self.stats.bytes_out += t.contents.len() as u64;
+                        self.transmits.push_back(t);
+                    }
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+                if !p.rtc.is_alive() {
+                    break;
+                }
+            }
+        }
+        self.remove_now(peer, Some(RemoveReason::Requested));
+        self.process(now);
+        Ok(())
+    }
+
+    /// Adds trickled remote candidates (`a=candidate:` values or full lines).
+    pub fn add_remote_candidates(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        candidates: &[&str],
+    ) -> Result<usize, SfuError> {
+        let mut parsed = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let c = c.trim().trim_start_matches("a=");
+            parsed.push(
+                Candidate::from_sdp_string(c)
+                    .map_err(|e| SfuError::BadCandidate(format!("{c}: {e}")))?,
+            );
+        }
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer);
+        }
+        let n = parsed.len();
+        for c in parsed {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.rtc.add_remote_candidate(c);
+            }
+            self.drain(now, peer);
+        }
+        self.process(now);
+        Ok(n)
+    }
+
+    // ---- inputs -------------------------------------------------------------------
+
+    /// One UDP datagram from `source` that arrived on the worker socket `destination`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let Ok(contents) = DatagramRecv::try_from(data) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let destination = if self.config.candidates.contains(&destination) {
+            destination
+        } else {
+            self.config.candidates.first().copied().unwrap_or(destination)
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let id = match self.demux.lookup_addr(&source) {
+            Some(id) => id,
+            None => {
+                let Some(id) = self.demux.lookup_stun(data) else {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                };
+                if !peer.rtc.accepts(&input) {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                }
+                self.demux.learn(source, id, &mut peer.addrs);
+                id
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            // Bad input for this peer only; str0m rejects it and stays consistent.
+            debug!(peer = %id, error = %e, "datagram rejected");
+            self.stats.datagrams_dropped += 1;
+        }
+        self.drain(now, id);
+        self.process(now);
+    }
+
+    /// Advances time: services every peer whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.scheduled != Some(at) {
+                continue; // stale entry; the live one is elsewhere in the heap
+            }
+            peer.scheduled = None;
+            self.service(now, id);
+        }
+        self.process(now);
+    }
+
+    // ---- outputs ------------------------------------------------------------------
+
+    /// The next datagram to send. `source` is the candidate it leaves from.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` should be called next. May be early, never late.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    // ---- internals ----------------------------------------------------------------
+
+    fn room_key(&mut self, id: &RoomId) -> RoomKey {
+        if let Some(k) = self.room_keys.get(id) {
+            return *k;
+        }
+        let k = RoomKey(self.next_room);
+        self.next_room = self.next_room.wrapping_add(1);
+        self.room_keys.insert(id.clone(), k);
+        self.rooms.insert(k, Room::new(id.clone()));
+        k
+    }
+
+    /// Lifecycle checks, due keyframe requests and the `Rtc`'s own timeout.
+    fn service(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match peer.state {
+            PeerState::Connecting if now >= peer.created + self.config.connect_timeout => {
+                self.deferred
+                    .push_back(Deferred::Remove(id, RemoveReason::ConnectTimeout));
+                return;
+            }
+            PeerState::Disconnected { since } if now >= since + self.config.disconnect_grace => {
+                self.deferred
+                    .push_back(Deferred::Remove(id, RemoveReason::Disconnected));
+                return;
+            }
+            _ => {}
+        }
+        if peer.keyframe_deadline.is_some_and(|t| t <= now) {
+            peer.keyframe_deadline = None;
+            let room = peer.room;
+            for mid in peer.published.clone() {
+                self.deferred.push_back(Deferred::FlushKeyframe(
+                    room,
+                    TrackRef { owner: id, mid },
+                ));
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if now >= peer.rtc_deadline {
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                warn!(peer = %id, error = %e, "peer failed on timeout");
+                self.deferred.push_back(Deferred::Remove(id, RemoveReason::Failed));
+                return;
+            }
+        }
+        self.drain(now, id);
+    }
+
+    /// Drains one `Rtc` until it reports its next timeout (str0m's single-mutation
+    /// invariant), then reschedules the peer.
+    fn drain(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        drain_rtc(
+            peer,
+            &mut self.transmits,
+            &mut self.pending,
+            &mut self.deferred,
+            &mut self.stats,
+        );
+        schedule(&mut self.timers, &self.config, peer, now);
+    }
+
+    /// Handles drained events and deferred work until nothing is left.
+    fn process(&mut self, now: Instant) {
+        loop {
+            if let Some((id, ev)) = self.pending.pop_front() {
+                self.on_event(now, id, ev);
+            } else if let Some(d) = self.deferred.pop_front() {
+                match d {
+                    Deferred::Keyframe(room, track) => {
+                        self.request_keyframe(now, room, track, false)
+                    }
+                    Deferred::FlushKeyframe(room, track) => {
+                        self.request_keyframe(now, room, track, true)
+                    }
+                    Deferred::Remove(id, reason) => self.remove_now(id, Some(reason)),
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: PeerId, ev: Event) {
+        match ev {
+            Event::RtpPacket(pkt) => self.forward(now, id, pkt),
+            Event::Connected => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                peer.state = PeerState::Connected;
+                let room = self.rooms[&peer.room].id.clone();
+                info!(peer = %id, %room, "peer connected");
+                self.events
+                    .push_back(SfuEvent::PeerConnected { peer: id, room });
+                // Subscribers bound before they connected get a fresh keyframe now.
+                self.request_keyframes_for(id);
+            }
+            Event::IceConnectionStateChange(state) => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                match (state, peer.state) {
+                    (IceConnectionState::Disconnected, PeerState::Connected)
+                    | (IceConnectionState::Disconnected, PeerState::Connecting) => {
+                        debug!(peer = %id, "ICE disconnected; grace period starts");
+                        peer.state = PeerState::Disconnected { since: now };
+                        schedule(&mut self.timers, &self.config, peer, now);
+                    }
+                    (
+                        IceConnectionState::Connected | IceConnectionState::Completed,
+                        PeerState::Disconnected { .. },
+                    ) => {
+                        debug!(peer = %id, "ICE back");
+                        peer.state = PeerState::Connected;
+                    }
+                    _ => {}
+                }
+            }
+            Event::KeyframeRequest(r) => {
+                let Some(peer) = self.peers.get(&id) else {
+                    return;
+                };
+                if let Some(source) = peer
+                    .tracks_out
+                    .iter()
+                    .find(|t| t.mid == r.mid)
+                    .and_then(|t| t.source)
+                {
+                    self.deferred
+                        .push_back(Deferred::Keyframe(peer.room, source));
+                }
+            }
+            Event::Closed => {
+                self.deferred
+                    .push_back(Deferred::Remove(id, RemoveReason::ClosedByRemote));
+            }
+            _ => {}
+        }
+    }
+
+    /// Publishes a publisher's receiving m-line, or adds a subscriber's sending slot.
+    fn add_media(&mut self, id: PeerId, mid: Mid, kind: MediaKind, direction: Direction) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !matches!(kind, MediaKind::Audio | MediaKind::Video) || peer.published.contains(&mid) {
+            return;
+        }
+        let m = MediaAdded { mid, kind, direction, simulcast: None };
+        let room_key = peer.room;
+        match peer.role {
+            PeerRole::Publisher if m.direction.is_receiving() => {
+                peer.published.push(m.mid);
+                let room = self.rooms.get_mut(&room_key).expect("peer's room exists"); // a room lives while it has peers
+                room.tracks
+                    .push(TrackIn::new(TrackRef { owner: id, mid: m.mid }, m.kind));
+                info!(peer = %id, room = %room.id, mid = %m.mid, kind = ?m.kind, "track published");
+                self.events.push_back(SfuEvent::TrackPublished {
+                    room: room.id.clone(),
+                    peer: id,
+                    mid: m.mid,
+                    kind: m.kind,
+                });
+            }
+            PeerRole::Subscriber if m.direction.is_sending() => {
+                peer.tracks_out.push(TrackOut::new(m.mid, m.kind));
+            }
+            _ => return,
+        }
+        self.bind_room(room_key);
+    }
+
+    /// Feeds every unfed subscriber slot of a room from a published track of the same
+    /// kind, in publish order, one track per slot and at most one slot per track.
+    fn bind_room(&mut self, key: RoomKey) {
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        for &sub in &room.peers {
+            let Some(peer) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            if peer.role != PeerRole::Subscriber {
+                continue;
+            }
+            for (slot, out) in peer.tracks_out.iter_mut().enumerate() {
+                if out.source.is_some() {
+                    continue;
+                }
+                let Some(track) = room.tracks.iter_mut().find(|t| {
+                    t.kind == out.kind && !t.fanout.iter().any(|s| s.subscriber == sub)
+                }) else {
+                    continue;
+                };
+                track.fanout.push(Subscription {
+                    subscriber: sub,
+                    slot,
+                });
+                out.source = Some(track.track);
+                out.munger.switch_source();
+                out.needs_keyframe = out.kind == MediaKind::Video;
+                out.pt_map.clear();
+                debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
+                if out.kind == MediaKind::Video {
+                    self.deferred.push_back(Deferred::Keyframe(key, track.track));
+                }
+            }
+        }
+    }
+
+    /// Asks for keyframes of every video source feeding `sub`.
+    fn request_keyframes_for(&mut self, sub: PeerId) {
+        let Some(peer) = self.peers.get(&sub) else {
+            return;
+        };
+        for out in &peer.tracks_out {
+            if let (Some(src), MediaKind::Video) = (out.source, out.kind) {
+                self.deferred.push_back(Deferred::Keyframe(peer.room, src));
+            }
+        }
+    }
+
+    /// Asks a publisher for a keyframe of `track`, subject to coalescing. With
+    /// `only_if_pending`, this is the timer of an earlier deferred request.
+    fn request_keyframe(&mut self, now: Instant, key: RoomKey, track: TrackRef, only_if_pending: bool) {
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let Some(t) = room.tracks.iter_mut().find(|t| t.track == track) else {
+            return;
+        };
+        if t.kind != MediaKind::Video {
+            return;
+        }
+        if only_if_pending
+            && t
+                .keyframes
+                .pending_deadline(self.config.keyframe_min_interval)
+                .is_none()
+        {
+            return;
+        }
+        let rid = t.active_rid.flatten();
+        let decision = t.keyframes.request(now, self.config.keyframe_min_interval);
+        let Some(publisher) = self.peers.get_mut(&track.owner) else {
+            return;
+        };
+        match decision {
+            KeyframeDecision::SendNow => {
+                let sent = publisher
+                    .rtc
+                    .direct_api()
+                    .stream_rx_by_mid(track.mid, rid)
+                    .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
+                    .is_some();
+                if sent {
+                    self.stats.keyframe_requests += 1;
+                    debug!(publisher = %track.owner, mid = %track.mid, "keyframe requested");
+                } else {
+                    // No incoming stream yet: ask again once the interval has passed.
+                    publisher.keyframe_deadline = Some(now + self.config.keyframe_min_interval);
+                }
+                self.drain(now, track.owner);
+            }
+            KeyframeDecision::Deferred(at) => {
+                publisher.keyframe_deadline =
+                    Some(publisher.keyframe_deadline.map_or(at, |k| k.min(at)));
+                schedule(&mut self.timers, &self.config, publisher, now);
+            }
+        }
+    }
+
+    /// The hot path: one RTP packet from a publisher to every subscriber of its track.
+    fn forward(&mut self, now: Instant, from: PeerId, pkt: RtpPacket) {
+        self.stats.rtp_in += 1;
+        let Some(publisher) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if publisher.role != PeerRole::Publisher {
+            return;
+        }
+        let room_key = publisher.room;
+        let Some(room) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let found = room.tracks.iter().position(|t| {
+            t.track.owner == from && t.ssrcs.iter().any(|(s, _)| *s == ssrc)
+        });
+        let ti = match found {
+            Some(i) => i,
+            None => {
+                let lookup = publisher
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|rx| (rx.mid(), rx.rid()));
+                drain_rtc(
+                    publisher,
+                    &mut self.transmits,
+                    &mut self.pending,
+                    &mut self.deferred,
+                    &mut self.stats,
+                );
+                schedule(&mut self.timers, &self.config, publisher, now);
+                let Some((mid, rid)) = lookup else {
+                    self.stats.forward_errors += 1;
+                    return;
+                };
+                let Some(i) = room.track_index(TrackRef { owner: from, mid }) else {
+                    return;
+                };
+                room.tracks[i].ssrcs.push((ssrc, rid));
+                i
+            }
+        };
+        let track = &mut room.tracks[ti];
+        let rid = track
+            .ssrcs
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .and_then(|(_, r)| *r);
+        if track.active_rid.is_none() {
+            track.active_rid = Some(rid);
+        }
+        if track.active_rid != Some(rid) {
+            return;
+        }
+        let pt = pkt.header.payload_type;
+        if track.params.is_none_or(|p| p.pt() != pt) {
+            track.params = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied();
+        }
+        let Some(params) = track.params else {
+            self.stats.forward_errors += 1;
+            return;
+        };
+        let spec = params.spec();
+        let keyframe = track.kind == MediaKind::Video && is_keyframe(spec.codec, &pkt.payload);
+        if keyframe {
+            track.keyframes.keyframe_received();
+        }
+        let ext = &pkt.header.ext_vals;
+        if let Some(level) = ext.audio_level {
+            track.audio_level.update(level, ext.voice_activity);
+        }
+        track.packets += 1;
+        track.bytes += pkt.payload.len() as u64;
+        let out_ext = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            ..ExtensionValues::default()
+        };
+        let nackable = track.kind == MediaKind::Video;
+        let clock_rate = spec.clock_rate.get();
+
+        for sub in &track.fanout {
+            let Some(peer) = self.peers.get_mut(&sub.subscriber) else {
+                continue;
+            };
+            if peer.state != PeerState::Connected {
+                continue;
+            }
+            let Some(out) = peer.tracks_out.get_mut(sub.slot) else {
+                continue;
+            };
+            if out.needs_keyframe {
+                if !keyframe {
+                    self.stats.dropped_waiting_keyframe += 1;
+                    continue;
+                }
+                out.needs_keyframe = false;
+            }
+            let out_pt = match out.pt_map.iter().find(|(i, _)| *i == pt) {
+                Some((_, o)) => *o,
+                None => {
+                    let negotiated = peer.rtc.media(out.mid).map(|m| m.remote_pts());
+                    let o = peer
+                        .rtc
+                        .codec_config()
+                        .match_params(params)
+                        .map(|p| p.pt())
+                        .filter(|p| negotiated.is_some_and(|n| n.contains(p)));
+                    if o.is_none() {
+                        warn!(subscriber = %sub.subscriber, codec = ?spec.codec, "subscriber did not negotiate the publisher's codec");
+                    }
+                    out.pt_map.push((pt, o));
+                    o
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                self.stats.forward_errors += 1;
+                continue;
+            };
+            let Some((seq, ts)) =
+                out.munger
+                    .rewrite(now, *pkt.seq_no, pkt.header.timestamp, clock_rate)
+            else {
+                continue;
+            };
+            let mid = out.mid;
+            let mut api = peer.rtc.direct_api();
+            match api.stream_tx_by_mid(mid, None) {
+                Some(tx) => {
+                    tx.write_rtp(
+                        RtpWrite::new(out_pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
+                            .marker(pkt.header.marker)
+                            .ext_vals(out_ext.clone())
+                            .nackable(nackable),
+                    );
+                    self.stats.rtp_forwarded += 1;
+                }
+                None => self.stats.forward_errors += 1,
+            }
+            drain_rtc(
+                peer,
+                &mut self.transmits,
+                &mut self.pending,
+                &mut self.deferred,
+                &mut self.stats,
+            );
+            schedule(&mut self.timers, &self.config, peer, now);
+        }
+    }
+
+    /// Removes a peer from every table. Its tracks end for their subscribers, whose
+    /// slots are re-fed from another publisher of the room if there is one.
+    /// `reason: None` removes silently (a peer that was never announced).
+    fn remove_now(&mut self, id: PeerId, reason: Option<RemoveReason>) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        self.demux.forget(id, &peer.ufrag, &peer.addrs);
+        let key = peer.room;
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        room.peers.retain(|p| *p != id);
+        let room_id = room.id.clone();
+        // Subscriptions of this subscriber.
+        for out in &peer.tracks_out {
+            if let Some(src) = out.source
+                && let Some(t) = room.tracks.iter_mut().find(|t| t.track == src)
+            {
+                t.fanout.retain(|s| s.subscriber != id);
+            }
+        }
+        // Tracks of this publisher.
+        let mut ended = Vec::new();
+        room.tracks.retain_mut(|t| {
+            if t.track.owner != id {
+                return true;
+            }
+            ended.push((t.track.mid, std::mem::take(&mut t.fanout)));
+            false
+        });
+        for (mid, fanout) in &ended {
+            for s in fanout {
+                if let Some(out) = self
+                    .peers
+                    .get_mut(&s.subscriber)
+                    .and_then(|p| p.tracks_out.get_mut(s.slot))
+                {
+                    out.source = None;
+                }
+            }
+            if reason.is_some() {
+                self.events.push_back(SfuEvent::TrackUnpublished {
+                    room: room_id.clone(),
+                    peer: id,
+                    mid: *mid,
+                });
+            }
+        }
+        let empty = room.peers.is_empty();
+        if empty {
+            self.rooms.remove(&key);
+            self.room_keys.remove(&room_id);
+        }
+        if let Some(reason) = reason {
+            info!(peer = %id, room = %room_id, identity = %peer.identity, ?reason, "peer removed");
+            self.events.push_back(SfuEvent::PeerRemoved {
+                peer: id,
+                room: room_id,
+                reason,
+            });
+        }
+        if !ended.is_empty() && !empty {
+            self.bind_room(key);
+        }
+    }
+}
+
+/// Polls one `Rtc` until it returns a timeout. Events are queued for `Sfu::process`;
+/// an error schedules the peer's removal.
+fn drain_rtc(
+    peer: &mut Peer,
+    transmits: &mut VecDeque<Transmit>,
+    pending: &mut VecDeque<(PeerId, Event)>,
+    deferred: &mut VecDeque<Deferred>,
+    stats: &mut SfuStats,
+) {
+    loop {
+        match peer.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                peer.rtc_deadline = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                stats.datagrams_out += 1;
+                stats.bytes_out += t.contents.len() as u64;
+                transmits.push_back(t);
+            }
+            Ok(Output::Event(e)) => pending.push_back((peer.id, e)),
+            Err(e) => {
+                warn!(peer = %peer.id, error = %e, "peer failed");
+                deferred.push_back(Deferred::Remove(peer.id, RemoveReason::Failed));
+                // An inert Rtc produces nothing more; a far deadline keeps it off the heap.
+                peer.rtc.disconnect();
+                peer.rtc_deadline = far_future(peer.created);
+                return;
+            }
+        }
+        if !peer.rtc.is_alive() {
+            peer.rtc_deadline = far_future(peer.created);
+            return;
+        }
+    }
+}
+
+fn far_future(from: Instant) -> Instant {
+    from + Duration::from_secs(365 * 24 * 3600)
+}
+
+fn schedule(timers: &mut TimerQueue, config: &SfuConfig, peer: &mut Peer, _now: Instant) {
+    let connect_deadline = peer.created + config.connect_timeout;
+    let grace = match peer.state {
+        PeerState::Disconnected { since } => Some(since + config.disconnect_grace),
+        _ => None,
+    };
+    let at = peer.wake_at(connect_deadline, grace);
+    timers.schedule(peer.id, at, &mut peer.scheduled);
+}
+
+/// The `a=mid:` values of an SDP, in m-line order.
+fn answer_mids(sdp: &str) -> impl Iterator<Item = Mid> + '_ {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(Mid::from)
+}

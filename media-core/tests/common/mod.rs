@@ -1,0 +1,298 @@
+//! A virtual-time harness: str0m client peers wired to one `Sfu` in memory.
+//!
+//! Time only moves when a test calls `run`; datagrams are delivered immediately,
+//! and the SFU→client and client→SFU links can drop packets with a seeded RNG, so
+//! every run of a test sees exactly the same packets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use media_core::str0m::change::SdpAnswer;
+use media_core::str0m::format::Codec;
+use media_core::str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use media_core::str0m::net::{Protocol, Receive, Transmit};
+use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
+use media_core::{OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent};
+
+pub const SFU_ADDR: &str = "127.0.0.1:40000";
+
+/// A received frame: (mid, payload, keyframe per str0m's depacketiser).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub mid: Mid,
+    pub data: Vec<u8>,
+}
+
+pub struct Client {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub peer: PeerId,
+    pub role: PeerRole,
+    pub mids: Vec<(Mid, MediaKind)>,
+    pub frames: Vec<Frame>,
+    pub keyframe_requests: usize,
+    pub connected: bool,
+    /// While true the client neither sends nor receives (a dead network).
+    pub offline: bool,
+    audio_time: u64,
+    video_time: u64,
+}
+
+impl Client {
+    pub fn mid(&self, kind: MediaKind) -> Mid {
+        self.mids.iter().find(|(_, k)| *k == kind).expect("client has this kind").0
+    }
+
+    pub fn frames_of(&self, kind: MediaKind) -> Vec<Vec<u8>> {
+        let mid = self.mid(kind);
+        self.frames.iter().filter(|f| f.mid == mid).map(|f| f.data.clone()).collect()
+    }
+}
+
+pub struct Harness {
+    pub now: Instant,
+    pub sfu: Sfu,
+    pub clients: Vec<Client>,
+    pub events: Vec<SfuEvent>,
+    /// Probability (0..1) that a datagram from the SFU to a client is lost.
+    pub loss_down: f64,
+    /// Probability that a datagram from a client to the SFU is lost.
+    pub loss_up: f64,
+    rng: u64,
+    next_port: u16,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(f: impl FnOnce(&mut SfuConfig)) -> Self {
+        let mut config = SfuConfig::new(SFU_ADDR.parse().unwrap());
+        f(&mut config);
+        Harness {
+            now: Instant::now(),
+            sfu: Sfu::new(config),
+            clients: Vec::new(),
+            events: Vec::new(),
+            loss_down: 0.0,
+            loss_up: 0.0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            next_port: 50_000,
+        }
+    }
+
+    /// A client that offers `kinds` in the direction its role implies.
+    pub fn join(&mut self, room: &str, role: PeerRole, kinds: &[MediaKind]) -> Result<usize, SfuError> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
+        self.next_port += 1;
+        let mut rtc = Rtc::builder().build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let dir = match role {
+            PeerRole::Publisher => Direction::SendOnly,
+            PeerRole::Subscriber => Direction::RecvOnly,
+        };
+        let mut api = rtc.sdp_api();
+        let mids: Vec<(Mid, MediaKind)> = kinds
+            .iter()
+            .map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k))
+            .collect();
+        let (offer, pending) = api.apply().expect("offer");
+        let room = RoomId::parse(room).unwrap();
+        let accepted = self.sfu.accept_offer(
+            self.now,
+            OfferRequest {
+                room: &room,
+                identity: "tester",
+                role,
+                offer_sdp: &offer.to_sdp_string(),
+            },
+        )?;
+        let answer = SdpAnswer::from_sdp_string(&accepted.answer_sdp).expect("answer parses");
+        rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+        self.clients.push(Client {
+            rtc,
+            addr,
+            peer: accepted.peer,
+            role,
+            mids,
+            frames: Vec::new(),
+            keyframe_requests: 0,
+            connected: false,
+            offline: false,
+            audio_time: 0,
+            video_time: 0,
+        });
+        self.shuttle();
+        Ok(self.clients.len() - 1)
+    }
+
+    /// Advances virtual time by `d` in 5 ms steps, delivering everything on the way.
+    pub fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(5);
+            self.tick();
+        }
+    }
+
+    /// Runs until every client is connected (or panics after 5 virtual seconds).
+    pub fn connect_all(&mut self) {
+        for _ in 0..1000 {
+            if self.clients.iter().all(|c| c.connected || c.offline) {
+                return;
+            }
+            self.run(Duration::from_millis(5));
+        }
+        panic!("clients did not connect");
+    }
+
+    pub fn tick(&mut self) {
+        let now = self.now;
+        if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            self.sfu.handle_timeout(now);
+        }
+        for c in &mut self.clients {
+            if !c.offline {
+                c.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+        }
+        self.shuttle();
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        // xorshift64*: deterministic loss pattern.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (x >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// Moves datagrams both ways until nothing is in flight.
+    pub fn shuttle(&mut self) {
+        let now = self.now;
+        loop {
+            let mut up: Vec<Transmit> = Vec::new();
+            for c in &mut self.clients {
+                loop {
+                    match c.rtc.poll_output().unwrap() {
+                        Output::Timeout(_) => break,
+                        Output::Transmit(t) => {
+                            if !c.offline {
+                                up.push(t)
+                            }
+                        }
+                        Output::Event(e) => match e {
+                            Event::Connected => c.connected = true,
+                            Event::MediaData(d) => c.frames.push(Frame {
+                                mid: d.mid,
+                                data: d.data.to_vec(),
+                            }),
+                            Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                            _ => {}
+                        },
+                    }
+                }
+            }
+            let mut moved = false;
+            for t in up {
+                if self.chance(self.loss_up) {
+                    continue;
+                }
+                self.sfu.handle_datagram(now, t.source, t.destination, &t.contents);
+                moved = true;
+            }
+            while let Some(t) = self.sfu.poll_transmit() {
+                moved = true;
+                if self.chance(self.loss_down) {
+                    continue;
+                }
+                let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination) else {
+                    continue;
+                };
+                if c.offline {
+                    continue;
+                }
+                let input = Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: (&*t.contents).try_into().unwrap(),
+                    },
+                );
+                c.rtc.handle_input(input).unwrap();
+            }
+            while let Some(e) = self.sfu.poll_event() {
+                self.events.push(e);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// One 20 ms Opus frame from a publisher.
+    pub fn send_audio(&mut self, client: usize, payload: &[u8]) {
+        let now = self.now;
+        let c = &mut self.clients[client];
+        let mid = c.mid(MediaKind::Audio);
+        let w = c.rtc.writer(mid).expect("audio writer");
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .expect("opus negotiated")
+            .pt();
+        w.write(pt, now, MediaTime::new(c.audio_time, Frequency::FORTY_EIGHT_KHZ), payload.to_vec())
+            .unwrap();
+        c.audio_time += 960;
+        self.shuttle();
+    }
+
+    /// One VP8 frame: `keyframe` sets the VP8 payload header's P bit accordingly.
+    pub fn send_video(&mut self, client: usize, keyframe: bool, body: &[u8]) -> Vec<u8> {
+        let now = self.now;
+        let mut data = body.to_vec();
+        data[0] = if keyframe { data[0] & !1 } else { data[0] | 1 };
+        let c = &mut self.clients[client];
+        let mid = c.mid(MediaKind::Video);
+        let w = c.rtc.writer(mid).expect("video writer");
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("vp8 negotiated")
+            .pt();
+        w.write(pt, now, MediaTime::from_90khz(c.video_time), data.clone())
+            .unwrap();
+        c.video_time += 3000;
+        self.shuttle();
+        data
+    }
+
+    /// A subscriber client sends a PLI for its video.
+    pub fn request_keyframe_from_client(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        let mid = c.mid(MediaKind::Video);
+        if let Some(rx) = c.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+        self.shuttle();
+    }
+
+    pub fn removed(&self, peer: PeerId) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, SfuEvent::PeerRemoved { peer: p, .. } if *p == peer))
+    }
+}
+
+/// Deterministic payload bytes for frame `n` of `len` bytes.
+pub fn payload(n: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (n as usize * 31 + i * 7) as u8).collect()
+}
