@@ -289,7 +289,7 @@ impl Sfu {
             return Err(SfuError::Full(self.config.max_peers));
         }
         let offer = SdpOffer::from_sdp_string(req.offer_sdp)
-            .map_err(|e| SfuError::MalformedSdp(e.to_string()))?;
+            .map_err(|e| SfuError::MalformedSdp(clean_parse_error(&e.to_string())))?;
 
         let mut builder = Rtc::builder()
             .set_ice_lite(true)
@@ -1088,4 +1088,38 @@ fn answer_mids(sdp: &str) -> impl Iterator<Item = Mid> + '_ {
     sdp.lines()
         .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
         .map(Mid::from)
+}
+
+/// The SDP parser's message names a memory address ("at PointerOffset(0x…)"); that
+/// says nothing to a client and leaks process layout, so it is cut out.
+fn clean_parse_error(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at PointerOffset(") {
+        out.push_str(&rest[..i]);
+        rest = match rest[i..].find(')') {
+            Some(j) => &rest[i + j + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_lose_pointers() {
+        assert_eq!(
+            clean_parse_error("SDP parse: Parse error at PointerOffset(0x7fb0f8001ff3)\nUnexpected end of input\nExpected `o`\n"),
+            "SDP parse: Parse error; Unexpected end of input; Expected `o`"
+        );
+        assert_eq!(clean_parse_error("plain"), "plain");
+    }
 }

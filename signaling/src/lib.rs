@@ -1,1 +1,21 @@
+//! # signaling: how clients reach the media plane
+//!
+//! WHIP/WHEP resources over HTTP ([`whip`]), join-token verification ([`token`]),
+//! and the one error-to-HTTP mapping ([`error`]). The media plane is behind the
+//! [`backend::MediaBackend`] trait, so this crate holds no sockets and no `Rtc`s.
+//!
+//! Invariants:
+//! - Signaling holds no user accounts: a join token is the whole authority of a request.
+//! - SFU nodes verify tokens with a public key; signing keys stay with the control plane
+//!   and the operator's CLI.
+//! - The protocol types here are the only client-facing serialized types of the SFU.
 
+pub mod backend;
+pub mod error;
+pub mod token;
+pub mod whip;
+
+pub use backend::{BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner};
+pub use error::ApiError;
+pub use token::{Grants, JoinGrant, JoinTokenSigner, JoinTokenVerifier, TokenError};
+pub use whip::{SignalingState, router};

@@ -1,0 +1,304 @@
+//! WHIP (RFC 9725) and WHEP resources.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | `POST` | `/whip/{room}` | publish: SDP offer in, `201` + answer + `Location` out |
+//! | `POST` | `/whep/{room}` | play: likewise, for a player |
+//! | `PATCH` | `/whip/{room}/{session}`, `/whep/…` | trickle ICE candidates (`application/trickle-ice-sdpfrag`) |
+//! | `DELETE` | `/whip/{room}/{session}`, `/whep/…` | end the session |
+//! | `OPTIONS` | any of the above | `204` with the allowed methods |
+//!
+//! Every request carries `Authorization: Bearer <join token>`. The token must name the
+//! room, and grant `publish` (WHIP) or `subscribe` (WHEP). `PATCH` and `DELETE` need a
+//! token for the same identity and room as the session.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use media_core::{PeerRole, RoomId, SfuError};
+use tracing::info;
+
+use crate::backend::{BackendError, MediaBackend, OpenSession, SessionId};
+use crate::error::ApiError;
+use crate::token::{JoinGrant, JoinTokenVerifier, TokenError};
+
+/// Largest SDP body accepted.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+pub struct SignalingState<B> {
+    pub backend: Arc<B>,
+    pub verifier: JoinTokenVerifier,
+}
+
+impl<B> Clone for SignalingState<B> {
+    fn clone(&self) -> Self {
+        SignalingState {
+            backend: self.backend.clone(),
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// The WHIP and WHEP routes.
+pub fn router<B: MediaBackend>(state: SignalingState<B>) -> Router {
+    Router::new()
+        .route("/whip/{room}", post(publish::<B>).options(options_endpoint))
+        .route("/whep/{room}", post(play::<B>).options(options_endpoint))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::patch(patch_session::<B>)
+                .delete(delete_session::<B>)
+                .options(options_resource),
+        )
+        .route(
+            "/whep/{room}/{session}",
+            axum::routing::patch(patch_session::<B>)
+                .delete(delete_session::<B>)
+                .options(options_resource),
+        )
+        .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
+        .with_state(state)
+}
+
+async fn options_endpoint() -> Response {
+    (StatusCode::NO_CONTENT, [(header::ALLOW, "POST, OPTIONS")]).into_response()
+}
+
+async fn options_resource() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::ALLOW, "PATCH, DELETE, OPTIONS")],
+    )
+        .into_response()
+}
+
+async fn publish<B: MediaBackend>(
+    State(st): State<SignalingState<B>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    open(st, room, headers, body, PeerRole::Publisher).await
+}
+
+async fn play<B: MediaBackend>(
+    State(st): State<SignalingState<B>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    open(st, room, headers, body, PeerRole::Subscriber).await
+}
+
+async fn open<B: MediaBackend>(
+    st: SignalingState<B>,
+    room: String,
+    headers: HeaderMap,
+    body: Bytes,
+    role: PeerRole,
+) -> Result<Response, ApiError> {
+    let room = parse_room(&room)?;
+    let grant = authorize(&st.verifier, &headers, &room)?;
+    let allowed = match role {
+        PeerRole::Publisher => grant.grants.publish,
+        PeerRole::Subscriber => grant.grants.subscribe,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(match role {
+            PeerRole::Publisher => "the token does not grant publish",
+            PeerRole::Subscriber => "the token does not grant subscribe",
+        }));
+    }
+    require_content_type(&headers, "application/sdp")?;
+    let offer_sdp = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8"))?;
+    if offer_sdp.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "malformed_sdp",
+            "the request body is empty; send an SDP offer",
+        ));
+    }
+    let opened = st
+        .backend
+        .open_session(OpenSession {
+            room: room.clone(),
+            identity: grant.identity.clone(),
+            role,
+            offer_sdp,
+        })
+        .await
+        .map_err(backend_error)?;
+    let prefix = match role {
+        PeerRole::Publisher => "whip",
+        PeerRole::Subscriber => "whep",
+    };
+    let location = format!("/{prefix}/{room}/{}", opened.id.as_str());
+    info!(%room, identity = %grant.identity, session = %opened.id, ?role, "session created");
+    let mut resp = (StatusCode::CREATED, opened.answer_sdp).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("room and session ids are URL-safe ASCII"), // both are parsed to safe alphabets
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location"),
+    );
+    Ok(resp)
+}
+
+async fn patch_session<B: MediaBackend>(
+    State(st): State<SignalingState<B>>,
+    Path((room, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (room, id) = owned_session(&st, &room, &session, &headers)?;
+    require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
+    let frag = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("malformed_sdpfrag", "the body is not UTF-8"))?;
+    let candidates: Vec<String> = frag
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .map(|c| format!("candidate:{c}"))
+        .collect();
+    let restart = headers
+        .get(header::IF_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*");
+    if restart || (candidates.is_empty() && frag.contains("a=ice-pwd:")) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "ice_restart_unsupported",
+            "ICE restart is not supported on this resource; DELETE it and create a new session",
+        ));
+    }
+    if !candidates.is_empty() {
+        st.backend
+            .add_candidates(&id, candidates)
+            .await
+            .map_err(backend_error)?;
+    }
+    info!(%room, session = %id, "trickle candidates added");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_session<B: MediaBackend>(
+    State(st): State<SignalingState<B>>,
+    Path((room, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (room, id) = owned_session(&st, &room, &session, &headers)?;
+    st.backend.close_session(&id).await.map_err(backend_error)?;
+    info!(%room, session = %id, "session deleted");
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Checks that the session exists in this room and that the caller's token is for
+/// the same identity.
+fn owned_session<B: MediaBackend>(
+    st: &SignalingState<B>,
+    room: &str,
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<(RoomId, SessionId), ApiError> {
+    let room = parse_room(room)?;
+    let grant = authorize(&st.verifier, headers, &room)?;
+    let unknown = || ApiError::not_found("no such session in this room");
+    let id = SessionId::parse(session).ok_or_else(unknown)?;
+    let owner = st.backend.session_owner(&id).ok_or_else(unknown)?;
+    if owner.room != room {
+        return Err(unknown());
+    }
+    if owner.identity != grant.identity {
+        return Err(ApiError::forbidden(
+            "the token's identity does not own this session",
+        ));
+    }
+    Ok((room, id))
+}
+
+fn parse_room(s: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(s).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))
+}
+
+fn authorize(
+    verifier: &JoinTokenVerifier,
+    headers: &HeaderMap,
+    room: &RoomId,
+) -> Result<JoinGrant, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <join token>"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <join token>'"))?;
+    let grant = verifier.verify(token).map_err(|e| match e {
+        TokenError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string()),
+        other => ApiError::unauthorized(other.to_string()),
+    })?;
+    if grant.room != *room {
+        return Err(ApiError::forbidden(format!(
+            "the token is for room '{}', not '{room}'",
+            grant.room
+        )));
+    }
+    Ok(grant)
+}
+
+fn require_content_type(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
+    let got = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = got.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type must be {want}, got '{got}'"),
+        ))
+    }
+}
+
+fn backend_error(e: BackendError) -> ApiError {
+    match e {
+        BackendError::Sfu(SfuError::MalformedSdp(m)) => ApiError::bad_request(
+            "malformed_sdp",
+            format!("the SDP offer could not be parsed: {m}"),
+        ),
+        BackendError::Sfu(SfuError::UnusableSdp(m)) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unusable_sdp",
+            format!("the SDP offer cannot be answered: {m}"),
+        ),
+        BackendError::Sfu(SfuError::NoUsableMedia(m)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_usable_media", m)
+        }
+        BackendError::Sfu(SfuError::BadCandidate(m)) => {
+            ApiError::bad_request("malformed_sdpfrag", format!("bad ICE candidate: {m}"))
+        }
+        BackendError::Sfu(SfuError::Full(n)) => ApiError::unavailable(
+            "node_full",
+            format!("this node is at its limit of {n} peers per worker"),
+        ),
+        BackendError::Sfu(SfuError::UnknownPeer) | BackendError::UnknownSession => {
+            ApiError::not_found("no such session")
+        }
+        BackendError::Draining => ApiError::unavailable(
+            "draining",
+            "this node is draining and accepts no new sessions",
+        ),
+        BackendError::Unavailable(m) => ApiError::unavailable("media_unavailable", m),
+    }
+}

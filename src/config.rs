@@ -1,0 +1,294 @@
+//! Settings: defaults → config file → `STREAMCORE_*` environment → command-line flags.
+//!
+//! Nested keys use `__` in the environment: `STREAMCORE_MEDIA__PORT=40000`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP listener: WHIP/WHEP, health, metrics.
+    pub http: SocketAddr,
+    /// Where the node keeps its state (signing key, spool).
+    pub data_dir: PathBuf,
+    /// A separate listener for `/metrics`; when unset, `/metrics` is on `http`.
+    pub metrics: Option<SocketAddr>,
+    /// How long SIGTERM waits for sessions to end before closing them.
+    pub shutdown_grace_secs: u64,
+    pub log: LogSettings,
+    pub media: MediaSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// A tracing filter, e.g. `info` or `streamcore=debug,str0m=info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSettings {
+    /// IP the UDP media sockets bind; defaults to the IP of `http`.
+    pub bind: Option<IpAddr>,
+    /// First UDP port; worker `i` uses `port + i`. 0 picks free ports (tests).
+    pub port: u16,
+    /// Media workers (threads), one UDP port each. 0 = one per CPU core.
+    pub workers: usize,
+    /// Addresses clients reach the media ports at (the public IP behind NAT). Defaults
+    /// to the bind IP, which must then not be a wildcard.
+    pub advertise: Vec<IpAddr>,
+    /// Peers per worker at most.
+    pub max_peers_per_worker: usize,
+    /// Minimum spacing of keyframe requests to one publisher track.
+    pub keyframe_interval_ms: u64,
+    /// Peers that do not connect within this time are removed.
+    pub connect_timeout_secs: u64,
+    /// Peers that lose connectivity are removed after this grace period.
+    pub disconnect_grace_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http: "127.0.0.1:8080".parse().expect("literal address"), // constant
+            data_dir: PathBuf::from("data"),
+            metrics: None,
+            shutdown_grace_secs: 30,
+            log: LogSettings {
+                json: false,
+                level: "info".into(),
+            },
+            media: MediaSettings {
+                bind: None,
+                port: 40_000,
+                workers: 0,
+                advertise: Vec::new(),
+                max_peers_per_worker: 10_000,
+                keyframe_interval_ms: 300,
+                connect_timeout_secs: 30,
+                disconnect_grace_secs: 20,
+            },
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the layered value alone.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "MediaOverrides::is_empty")]
+    pub media: MediaOverrides,
+    #[serde(skip_serializing_if = "LogOverrides::is_empty")]
+    pub log: LogOverrides,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MediaOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<Vec<IpAddr>>,
+}
+
+impl MediaOverrides {
+    fn is_empty(&self) -> bool {
+        self.bind.is_none() && self.port.is_none() && self.workers.is_none() && self.advertise.is_none()
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LogOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<bool>,
+}
+
+impl LogOverrides {
+    fn is_empty(&self) -> bool {
+        self.json.is_none()
+    }
+}
+
+impl Settings {
+    /// Layers the sources. `file` is read when given (it must exist), else
+    /// `streamcore.toml` in the working directory when present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(f) => {
+                if !f.exists() {
+                    bail!("config file {} does not exist", f.display());
+                }
+                fig = fig.merge(Toml::file(f));
+            }
+            None => fig = fig.merge(Toml::file("streamcore.toml")),
+        }
+        fig = fig
+            .merge(Env::prefixed("STREAMCORE_").split("__"))
+            .merge(Serialized::defaults(overrides));
+        let s: Settings = fig.extract().context("invalid settings")?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.media.workers > 256 {
+            bail!("media.workers = {} is more than 256", self.media.workers);
+        }
+        if self.media.port != 0
+            && (self.media.port as usize + self.worker_count()) > u16::MAX as usize + 1
+        {
+            bail!("media.port + workers exceeds 65535");
+        }
+        if self.media_bind_ip().is_unspecified() && self.media.advertise.is_empty() {
+            bail!(
+                "media binds the wildcard address {}; set media.advertise (STREAMCORE_MEDIA__ADVERTISE \
+                 or --advertise) to the IP clients reach this node at",
+                self.media_bind_ip()
+            );
+        }
+        if self.media.advertise.iter().any(|ip| ip.is_unspecified()) {
+            bail!("media.advertise cannot contain a wildcard address");
+        }
+        Ok(())
+    }
+
+    pub fn worker_count(&self) -> usize {
+        match self.media.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn media_bind_ip(&self) -> IpAddr {
+        self.media.bind.unwrap_or(self.http.ip())
+    }
+
+    /// The IPs offered as host candidates.
+    pub fn advertised_ips(&self) -> Vec<IpAddr> {
+        if self.media.advertise.is_empty() {
+            vec![self.media_bind_ip()]
+        } else {
+            self.media.advertise.clone()
+        }
+    }
+
+    pub fn token_key_path(&self) -> PathBuf {
+        self.data_dir.join("keys").join("join-token-ed25519.pem")
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The effective settings as TOML, for `streamcore config print`. There are no
+    /// secrets among the settings yet; the signing key is a path, never its content.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+/// Parses durations like `90s`, `30m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 30m, 1h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit '{unit}' in '{s}'; use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("a duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn layers_in_order() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "http = \"127.0.0.1:9000\"\n[media]\nport = 41000\nworkers = 2\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.http.port(), 9000);
+        assert_eq!(s.media.port, 41000);
+        assert_eq!(s.worker_count(), 2);
+        let o = Overrides {
+            media: MediaOverrides {
+                port: Some(0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = Settings::load(Some(&file), &o).unwrap();
+        assert_eq!(s.media.port, 0);
+        assert_eq!(s.media.workers, 2, "file value survives a partial override");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn wildcard_bind_needs_an_advertised_address() {
+        let mut s = Settings::default();
+        s.http = "0.0.0.0:8080".parse().unwrap();
+        assert!(s.validate().is_err());
+        s.media.advertise = vec!["192.0.2.10".parse().unwrap()];
+        assert!(s.validate().is_ok());
+        assert_eq!(s.advertised_ips(), vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "htp = \"x\"\n").unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn prints_as_toml() {
+        let t = Settings::default().to_toml().unwrap();
+        assert!(t.contains("http = \"127.0.0.1:8080\""), "{t}");
+        assert!(t.contains("[media]"));
+        assert!(t.contains("port = 40000"));
+    }
+}

@@ -1,0 +1,489 @@
+//! The thin async driver around `media_core::Sfu`: one thread per worker, each with
+//! its own UDP socket and current-thread tokio runtime. Nothing is shared between
+//! workers on the packet path; the session table is touched only by signaling calls
+//! and peer removals.
+//!
+//! A room lives on one worker (chosen by a hash of its name), so forwarding inside a
+//! room never crosses threads.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use media_core::{
+    OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats,
+};
+use signaling::{BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// Largest datagram we read; larger ones are truncated and then rejected by str0m.
+const RECV_BUF: usize = 2048;
+/// Datagrams read per wake-up before outputs are flushed.
+const RECV_BATCH: usize = 64;
+/// Socket buffers: a keyframe burst to many subscribers must not overflow them.
+const SOCKET_BUF_BYTES: usize = 4 * 1024 * 1024;
+
+enum Command {
+    Accept {
+        room: RoomId,
+        identity: String,
+        role: PeerRole,
+        offer: String,
+        reply: oneshot::Sender<Result<media_core::Accepted, SfuError>>,
+    },
+    Remove {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Candidates {
+        peer: PeerId,
+        candidates: Vec<String>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    /// Close every peer gracefully and stop.
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+struct SessionEntry {
+    worker: usize,
+    peer: PeerId,
+    owner: SessionOwner,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_id: HashMap<SessionId, SessionEntry>,
+    by_peer: HashMap<(usize, PeerId), SessionId>,
+}
+
+impl Sessions {
+    fn remove_peer(&mut self, worker: usize, peer: PeerId) {
+        if let Some(id) = self.by_peer.remove(&(worker, peer)) {
+            self.by_id.remove(&id);
+        }
+    }
+}
+
+struct Worker {
+    tx: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The node's media workers, as signaling sees them.
+pub struct MediaWorkers {
+    workers: Vec<Worker>,
+    sessions: Arc<Mutex<Sessions>>,
+    draining: AtomicBool,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for MediaWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaWorkers")
+            .field("ports", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaWorkers {
+    /// Binds every worker's socket (so a taken port fails start-up, not a later call)
+    /// and starts the worker threads.
+    pub fn start(settings: &Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let n = settings.worker_count();
+        let bind_ip = settings.media_bind_ip();
+        let sessions = Arc::new(Mutex::new(Sessions::default()));
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if settings.media.port == 0 {
+                0
+            } else {
+                settings.media.port + i as u16
+            };
+            let socket = bind_udp(SocketAddr::new(bind_ip, port))
+                .with_context(|| format!("binding media worker {i} on {bind_ip}:{port}"))?;
+            let local_addr = socket.local_addr()?;
+            let candidates: Vec<SocketAddr> = settings
+                .advertised_ips()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, local_addr.port()))
+                .collect();
+            let mut config = SfuConfig::new(local_addr);
+            config.candidates = candidates;
+            config.max_peers = settings.media.max_peers_per_worker;
+            config.keyframe_min_interval = Duration::from_millis(settings.media.keyframe_interval_ms);
+            config.connect_timeout = Duration::from_secs(settings.media.connect_timeout_secs);
+            config.disconnect_grace = Duration::from_secs(settings.media.disconnect_grace_secs);
+            let (tx, rx) = mpsc::channel(1024);
+            let ctx = WorkerContext {
+                index: i,
+                sessions: sessions.clone(),
+                metrics: metrics.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            error!(worker = i, error = %e, "could not start worker runtime");
+                            return;
+                        }
+                    };
+                    rt.block_on(run_worker(socket, config, rx, ctx));
+                })
+                .context("spawning media worker thread")?;
+            info!(worker = i, addr = %local_addr, "media worker listening");
+            workers.push(Worker {
+                tx,
+                local_addr,
+                thread: Mutex::new(Some(thread)),
+            });
+        }
+        Ok(MediaWorkers {
+            workers,
+            sessions,
+            draining: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.local_addr).collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().map(|s| s.by_id.len()).unwrap_or(0)
+    }
+
+    /// Stops new sessions; existing ones continue.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Closes every peer (with a goodbye) and joins the worker threads.
+    /// Blocks until the threads have finished; call it from a blocking context.
+    pub fn shutdown(&self) {
+        self.start_draining();
+        for w in &self.workers {
+            let _ = w.tx.try_send(Command::Shutdown);
+        }
+        for w in &self.workers {
+            let handle = w.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(t) = handle {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn worker_for(&self, room: &RoomId) -> usize {
+        let mut h = DefaultHasher::new();
+        room.hash(&mut h);
+        (h.finish() % self.workers.len() as u64) as usize
+    }
+
+    async fn call<T>(
+        &self,
+        worker: usize,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, BackendError> {
+        let (reply, rx) = oneshot::channel();
+        self.workers[worker]
+            .tx
+            .send(make(reply))
+            .await
+            .map_err(|_| BackendError::Unavailable(format!("media worker {worker} has stopped")))?;
+        rx.await
+            .map_err(|_| BackendError::Unavailable(format!("media worker {worker} did not answer")))?
+            .map_err(BackendError::from)
+    }
+
+    fn entry(&self, id: &SessionId) -> Option<SessionEntry> {
+        self.sessions.lock().ok()?.by_id.get(id).cloned()
+    }
+}
+
+impl Drop for MediaWorkers {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl MediaBackend for MediaWorkers {
+    async fn open_session(&self, req: OpenSession) -> Result<OpenedSession, BackendError> {
+        if self.is_draining() {
+            return Err(BackendError::Draining);
+        }
+        let worker = self.worker_for(&req.room);
+        let owner = SessionOwner {
+            room: req.room.clone(),
+            identity: req.identity.clone(),
+            role: req.role,
+        };
+        let accepted = self
+            .call(worker, |reply| Command::Accept {
+                room: req.room,
+                identity: req.identity,
+                role: req.role,
+                offer: req.offer_sdp,
+                reply,
+            })
+            .await?;
+        let id = SessionId::random();
+        if let Ok(mut s) = self.sessions.lock() {
+            s.by_peer.insert((worker, accepted.peer), id.clone());
+            s.by_id.insert(
+                id.clone(),
+                SessionEntry {
+                    worker,
+                    peer: accepted.peer,
+                    owner,
+                },
+            );
+        }
+        let kind = match req.role {
+            PeerRole::Publisher => "whip",
+            PeerRole::Subscriber => "whep",
+        };
+        self.metrics.sessions_created.with_label_values(&[kind]).inc();
+        Ok(OpenedSession {
+            id,
+            answer_sdp: accepted.answer_sdp,
+        })
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), BackendError> {
+        let e = self.entry(id).ok_or(BackendError::UnknownSession)?;
+        let r = self
+            .call(e.worker, |reply| Command::Remove {
+                peer: e.peer,
+                reply,
+            })
+            .await;
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove_peer(e.worker, e.peer);
+        }
+        match r {
+            Err(BackendError::Sfu(SfuError::UnknownPeer)) => Err(BackendError::UnknownSession),
+            other => other,
+        }
+    }
+
+    async fn add_candidates(
+        &self,
+        id: &SessionId,
+        candidates: Vec<String>,
+    ) -> Result<(), BackendError> {
+        let e = self.entry(id).ok_or(BackendError::UnknownSession)?;
+        self.call(e.worker, |reply| Command::Candidates {
+            peer: e.peer,
+            candidates,
+            reply,
+        })
+        .await
+    }
+
+    fn session_owner(&self, id: &SessionId) -> Option<SessionOwner> {
+        self.entry(id).map(|e| e.owner)
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Larger buffers ride out keyframe bursts; the kernel may clamp them.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUF_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUF_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+struct WorkerContext {
+    index: usize,
+    sessions: Arc<Mutex<Sessions>>,
+    metrics: Metrics,
+}
+
+async fn run_worker(
+    std_socket: StdUdpSocket,
+    config: SfuConfig,
+    mut rx: mpsc::Receiver<Command>,
+    ctx: WorkerContext,
+) {
+    let socket = match UdpSocket::from_std(std_socket) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(worker = ctx.index, error = %e, "could not register the media socket");
+            return;
+        }
+    };
+    let local = config.local_addr;
+    let mut sfu = Sfu::new(config);
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut reported = SfuStats::default();
+    let mut last_gauges = Instant::now();
+    let label = ctx.index.to_string();
+    // Wake at least this often so gauges stay fresh on an idle worker.
+    let idle_wake = Duration::from_secs(1);
+
+    loop {
+        let deadline = sfu
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + idle_wake)
+            .min(tokio::time::Instant::now() + idle_wake);
+        tokio::select! {
+            biased;
+            cmd = rx.recv() => {
+                match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(c) => handle_command(&mut sfu, c),
+                }
+            }
+            r = socket.recv_from(&mut buf) => {
+                match r {
+                    Ok((n, src)) => {
+                        sfu.handle_datagram(Instant::now(), src, local, &buf[..n]);
+                        // Drain what else is queued before flushing.
+                        for _ in 1..RECV_BATCH {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, local, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => debug!(worker = ctx.index, error = %e, "recv failed"),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        let now = Instant::now();
+        if sfu.poll_timeout().is_some_and(|t| t <= now) {
+            sfu.handle_timeout(now);
+        }
+        flush(&mut sfu, &socket, &ctx.metrics).await;
+        while let Some(ev) = sfu.poll_event() {
+            on_event(&ctx, ev);
+        }
+        let stats = sfu.stats();
+        if stats != reported {
+            ctx.metrics.add_stats(&reported, &stats);
+            reported = stats;
+        }
+        if now.duration_since(last_gauges) >= Duration::from_secs(1) {
+            last_gauges = now;
+            ctx.metrics.peers.with_label_values(&[&label]).set(sfu.peer_count() as i64);
+            ctx.metrics.rooms.with_label_values(&[&label]).set(sfu.room_count() as i64);
+            ctx.metrics.tracks.with_label_values(&[&label]).set(sfu.track_count() as i64);
+        }
+    }
+
+    // Graceful end: every peer gets its goodbye.
+    let now = Instant::now();
+    let peers: Vec<PeerId> = ctx
+        .sessions
+        .lock()
+        .map(|s| s.by_peer.keys().filter(|(w, _)| *w == ctx.index).map(|(_, p)| *p).collect())
+        .unwrap_or_default();
+    for p in peers {
+        let _ = sfu.remove_peer(now, p);
+        if let Ok(mut s) = ctx.sessions.lock() {
+            s.remove_peer(ctx.index, p);
+        }
+    }
+    flush(&mut sfu, &socket, &ctx.metrics).await;
+    ctx.metrics.peers.with_label_values(&[&label]).set(0);
+    ctx.metrics.rooms.with_label_values(&[&label]).set(0);
+    ctx.metrics.tracks.with_label_values(&[&label]).set(0);
+    info!(worker = ctx.index, "media worker stopped");
+}
+
+fn handle_command(sfu: &mut Sfu, c: Command) {
+    let now = Instant::now();
+    match c {
+        Command::Accept {
+            room,
+            identity,
+            role,
+            offer,
+            reply,
+        } => {
+            let r = sfu.accept_offer(
+                now,
+                OfferRequest {
+                    room: &room,
+                    identity: &identity,
+                    role,
+                    offer_sdp: &offer,
+                },
+            );
+            if let Ok(a) = &r
+                && reply.is_closed()
+            {
+                // The HTTP request went away: nobody will ever use this peer.
+                let _ = sfu.remove_peer(now, a.peer);
+            }
+            let _ = reply.send(r);
+        }
+        Command::Remove { peer, reply } => {
+            let _ = reply.send(sfu.remove_peer(now, peer));
+        }
+        Command::Candidates {
+            peer,
+            candidates,
+            reply,
+        } => {
+            let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
+            let _ = reply.send(sfu.add_remote_candidates(now, peer, &refs).map(|_| ()));
+        }
+        Command::Shutdown => {}
+    }
+}
+
+async fn flush(sfu: &mut Sfu, socket: &UdpSocket, metrics: &Metrics) {
+    while let Some(t) = sfu.poll_transmit() {
+        match socket.try_send_to(&t.contents, t.destination) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                    metrics.send_errors.inc();
+                    debug!(dest = %t.destination, error = %e, "send failed");
+                }
+            }
+            Err(e) => {
+                metrics.send_errors.inc();
+                debug!(dest = %t.destination, error = %e, "send failed");
+            }
+        }
+    }
+}
+
+fn on_event(ctx: &WorkerContext, ev: SfuEvent) {
+    match ev {
+        SfuEvent::PeerRemoved { peer, room, reason } => {
+            if let Ok(mut s) = ctx.sessions.lock() {
+                s.remove_peer(ctx.index, peer);
+            }
+            debug!(worker = ctx.index, %peer, %room, ?reason, "session ended");
+        }
+        SfuEvent::PeerConnected { .. }
+        | SfuEvent::TrackPublished { .. }
+        | SfuEvent::TrackUnpublished { .. } => {}
+    }
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics of the node. Labels are bounded: `worker` (one per UDP port)
+//! and WHIP/WHEP `kind`; never rooms, peers or users.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use media_core::SfuStats;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub rooms: IntGaugeVec,
+    pub peers: IntGaugeVec,
+    pub tracks: IntGaugeVec,
+    pub datagrams_in: IntCounter,
+    pub bytes_in: IntCounter,
+    pub datagrams_out: IntCounter,
+    pub bytes_out: IntCounter,
+    pub datagrams_dropped: IntCounter,
+    pub rtp_in: IntCounter,
+    pub rtp_forwarded: IntCounter,
+    pub forward_errors: IntCounter,
+    pub keyframe_requests: IntCounter,
+    pub send_errors: IntCounter,
+    pub sessions_created: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric names are valid literals"); // constant names
+    r.register(Box::new(c.clone())).expect("each metric is registered once"); // new registry per Metrics
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid literal"); // constant names
+    r.register(Box::new(g.clone())).expect("registered once"); // new registry per Metrics
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let sessions_created = IntCounterVec::new(
+            Opts::new("streamcore_sessions_created_total", "WHIP/WHEP sessions created"),
+            &["kind"],
+        )
+        .expect("valid literal"); // constant names
+        r.register(Box::new(sessions_created.clone())).expect("registered once"); // fresh registry
+        Metrics {
+            rooms: gauge_vec(&r, "streamcore_rooms", "Rooms with at least one peer", "worker"),
+            peers: gauge_vec(&r, "streamcore_peers", "Peers (WebRTC connections)", "worker"),
+            tracks: gauge_vec(&r, "streamcore_tracks", "Published tracks", "worker"),
+            datagrams_in: counter(&r, "streamcore_udp_datagrams_in_total", "UDP datagrams received"),
+            bytes_in: counter(&r, "streamcore_udp_bytes_in_total", "UDP bytes received"),
+            datagrams_out: counter(&r, "streamcore_udp_datagrams_out_total", "UDP datagrams sent"),
+            bytes_out: counter(&r, "streamcore_udp_bytes_out_total", "UDP bytes sent"),
+            datagrams_dropped: counter(
+                &r,
+                "streamcore_udp_datagrams_dropped_total",
+                "Datagrams dropped: unclassifiable, unknown source, or rejected by the peer",
+            ),
+            rtp_in: counter(&r, "streamcore_rtp_packets_in_total", "RTP packets received from publishers"),
+            rtp_forwarded: counter(&r, "streamcore_rtp_packets_forwarded_total", "RTP packets written to subscribers"),
+            forward_errors: counter(
+                &r,
+                "streamcore_forward_errors_total",
+                "RTP packets that could not be forwarded (no codec match, no stream)",
+            ),
+            keyframe_requests: counter(&r, "streamcore_keyframe_requests_total", "Keyframe requests sent to publishers"),
+            send_errors: counter(&r, "streamcore_udp_send_errors_total", "UDP sends that failed"),
+            sessions_created,
+            registry: r,
+        }
+    }
+
+    /// Adds the growth of a worker's counters since `prev`.
+    pub fn add_stats(&self, prev: &SfuStats, now: &SfuStats) {
+        self.datagrams_in.inc_by(now.datagrams_in - prev.datagrams_in);
+        self.bytes_in.inc_by(now.bytes_in - prev.bytes_in);
+        self.datagrams_out.inc_by(now.datagrams_out - prev.datagrams_out);
+        self.bytes_out.inc_by(now.bytes_out - prev.bytes_out);
+        self.datagrams_dropped.inc_by(now.datagrams_dropped - prev.datagrams_dropped);
+        self.rtp_in.inc_by(now.rtp_in - prev.rtp_in);
+        self.rtp_forwarded.inc_by(now.rtp_forwarded - prev.rtp_forwarded);
+        self.forward_errors.inc_by(now.forward_errors - prev.forward_errors);
+        self.keyframe_requests.inc_by(now.keyframe_requests - prev.keyframe_requests);
+    }
+
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

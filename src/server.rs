@@ -1,0 +1,170 @@
+//! Assembles the node: media workers, signaling routes, health and metrics, and the
+//! drain-on-shutdown sequence.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use signaling::{JoinTokenSigner, SignalingState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::media::MediaWorkers;
+use crate::metrics::Metrics;
+
+/// A running node. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub media_addrs: Vec<SocketAddr>,
+    pub signer: Arc<JoinTokenSigner>,
+    pub workers: Arc<MediaWorkers>,
+    stop: watch::Sender<bool>,
+    http_task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("http_addr", &self.http_addr)
+            .field("media_addrs", &self.media_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    workers: Arc<MediaWorkers>,
+    metrics: Metrics,
+}
+
+/// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
+/// addresses are in the returned value.
+pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let signer = Arc::new(
+        JoinTokenSigner::load_or_create(&settings.token_key_path())
+            .context("loading the join-token key")?,
+    );
+    let metrics = Metrics::new();
+    let workers = Arc::new(MediaWorkers::start(settings, metrics.clone())?);
+    let media_addrs = workers.local_addrs();
+
+    let ops = OpsState {
+        workers: workers.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ops.clone())
+        .merge(signaling::router(SignalingState {
+            backend: workers.clone(),
+            verifier: signer.verifier(),
+        }));
+    if settings.metrics.is_none() {
+        app = app.merge(metrics_router(ops.clone()));
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let listener = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", settings.http))?;
+    let http_addr = listener.local_addr()?;
+    let http_task = tokio::spawn(serve(listener, app, stop_rx.clone()));
+
+    let (metrics_addr, metrics_task) = match settings.metrics {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics on {addr}"))?;
+            let a = l.local_addr()?;
+            (Some(a), Some(tokio::spawn(serve(l, metrics_router(ops), stop_rx))))
+        }
+        None => (None, None),
+    };
+    info!(http = %http_addr, media = ?media_addrs, "streamcore listening");
+    Ok(RunningServer {
+        http_addr,
+        metrics_addr,
+        media_addrs,
+        signer,
+        workers,
+        stop,
+        http_task,
+        metrics_task,
+    })
+}
+
+fn metrics_router(ops: OpsState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(ops)
+}
+
+async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
+    if ops.workers.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+async fn metrics(State(ops): State<OpsState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ops.metrics.render(),
+    )
+}
+
+impl RunningServer {
+    /// Drains: `/readyz` turns 503 and new sessions are refused at once; waits up to
+    /// `grace` for sessions to end (or until `force` fires), then closes the rest
+    /// with a goodbye and stops listening.
+    pub async fn shutdown(self, grace: Duration, force: impl std::future::Future<Output = ()>) {
+        self.workers.start_draining();
+        info!(sessions = self.workers.session_count(), grace_secs = grace.as_secs(), "draining");
+        let wait = async {
+            while self.workers.session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = wait => info!("all sessions ended"),
+            _ = tokio::time::sleep(grace) => info!(sessions = self.workers.session_count(), "grace period over; closing sessions"),
+            _ = force => info!("second signal; closing now"),
+        }
+        let workers = self.workers.clone();
+        // Joining worker threads blocks; keep it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
+        let _ = self.stop.send(true);
+        let _ = self.http_task.await;
+        if let Some(t) = self.metrics_task {
+            let _ = t.await;
+        }
+    }
+}
