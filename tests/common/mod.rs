@@ -1,0 +1,255 @@
+//! End-to-end harness: the real node in-process (HTTP + UDP workers on 127.0.0.1)
+//! and str0m client peers on their own loopback UDP sockets, joined through the real
+//! WHIP/WHEP endpoints.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use media_core::str0m::change::{SdpAnswer, SdpPendingOffer};
+use media_core::str0m::format::Codec;
+use media_core::str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use media_core::str0m::net::{Protocol, Receive};
+use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
+use media_core::RoomId;
+use signaling::Grants;
+use streamcore::config::Settings;
+use streamcore::server::RunningServer;
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = std::env::temp_dir().join(format!("sc-e2e-{}", rand::random::<u64>()));
+        let mut s = Settings::default();
+        s.http = "127.0.0.1:0".parse().unwrap();
+        s.data_dir = data_dir.clone();
+        s.media.port = 0;
+        s.media.workers = 2;
+        f(&mut s);
+        let server = streamcore::server::start(&s).await.expect("server starts");
+        let base = format!("http://{}", server.http_addr);
+        TestServer {
+            server: Some(server),
+            base,
+            data_dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn token(&self, room: &str, identity: &str, grants: Grants) -> String {
+        self.server()
+            .signer
+            .sign(&RoomId::parse(room).unwrap(), identity, grants, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    pub fn publish_token(&self, room: &str, identity: &str) -> String {
+        self.token(room, identity, Grants { publish: true, ..Grants::default() })
+    }
+
+    pub fn subscribe_token(&self, room: &str, identity: &str) -> String {
+        self.token(room, identity, Grants { subscribe: true, ..Grants::default() })
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_millis(100), std::future::pending()).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A WebRTC client on its own UDP socket.
+pub struct Peer {
+    pub rtc: Rtc,
+    pub sock: UdpSocket,
+    pub addr: SocketAddr,
+    pub mids: Vec<(Mid, MediaKind)>,
+    pub frames: Vec<(Mid, Vec<u8>)>,
+    pub connected: bool,
+    pub keyframe_requests: usize,
+    pub location: String,
+    pub token: String,
+    audio_time: u64,
+    video_time: u64,
+}
+
+/// What a WHIP/WHEP POST answered when it was not 201.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+pub fn offer(kinds: &[MediaKind], dir: Direction) -> (Rtc, UdpSocket, Vec<(Mid, MediaKind)>, String, SdpPendingOffer) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let mids = kinds.iter().map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k)).collect();
+    let (offer, pending) = api.apply().unwrap();
+    (rtc, sock, mids, offer.to_sdp_string(), pending)
+}
+
+pub async fn join(
+    srv: &TestServer,
+    path: &str,
+    token: &str,
+    kinds: &[MediaKind],
+) -> Result<Peer, Refused> {
+    let dir = if path.starts_with("/whip") { Direction::SendOnly } else { Direction::RecvOnly };
+    let (mut rtc, sock, mids, sdp, pending) = offer(kinds, dir);
+    let resp = srv
+        .http
+        .post(format!("{}{}", srv.base, path))
+        .header("Content-Type", "application/sdp")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(sdp)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    if status != 201 {
+        let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+        return Err(Refused { status, body });
+    }
+    assert_eq!(resp.headers()["content-type"], "application/sdp");
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let answer = resp.text().await.unwrap();
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    Ok(Peer {
+        rtc,
+        sock,
+        addr,
+        mids,
+        frames: Vec::new(),
+        connected: false,
+        keyframe_requests: 0,
+        location,
+        token: token.to_owned(),
+        audio_time: 0,
+        video_time: 0,
+    })
+}
+
+impl Peer {
+    pub fn mid(&self, kind: MediaKind) -> Mid {
+        self.mids.iter().find(|(_, k)| *k == kind).unwrap().0
+    }
+
+    pub fn frames_of(&self, kind: MediaKind) -> Vec<Vec<u8>> {
+        let mid = self.mid(kind);
+        self.frames.iter().filter(|(m, _)| *m == mid).map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Moves this peer's packets both ways; never blocks.
+    pub fn step(&mut self) {
+        let mut buf = [0u8; 2000];
+        loop {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, src)) => {
+                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive { proto: Protocol::Udp, source: src, destination: self.addr, contents },
+                    );
+                    let _ = self.rtc.handle_input(input);
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(_)) | Err(_) => break,
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.sock.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::MediaData(d) => self.frames.push((d.mid, d.data.to_vec())),
+                    Event::KeyframeRequest(_) => self.keyframe_requests += 1,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    pub fn send_audio(&mut self, payload: &[u8]) {
+        let mid = self.mid(MediaKind::Audio);
+        let w = self.rtc.writer(mid).unwrap();
+        let pt = w.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
+        w.write(pt, Instant::now(), MediaTime::new(self.audio_time, Frequency::FORTY_EIGHT_KHZ), payload.to_vec())
+            .unwrap();
+        self.audio_time += 960;
+        self.drain();
+    }
+
+    pub fn send_video(&mut self, keyframe: bool, body: &[u8]) -> Vec<u8> {
+        let mut data = body.to_vec();
+        data[0] = if keyframe { data[0] & !1 } else { data[0] | 1 };
+        let mid = self.mid(MediaKind::Video);
+        let w = self.rtc.writer(mid).unwrap();
+        let pt = w.payload_params().find(|p| p.spec().codec == Codec::Vp8).unwrap().pt();
+        w.write(pt, Instant::now(), MediaTime::from_90khz(self.video_time), data.clone()).unwrap();
+        self.video_time += 3000;
+        self.drain();
+        data
+    }
+}
+
+/// Steps every peer for `d` of real time.
+pub async fn pump(peers: &mut [&mut Peer], d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        for p in peers.iter_mut() {
+            p.step();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Steps until all peers are connected (at most 10 s).
+pub async fn connect(peers: &mut [&mut Peer]) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !peers.iter().all(|p| p.connected) {
+        assert!(Instant::now() < end, "peers did not connect");
+        pump(peers, Duration::from_millis(5)).await;
+    }
+}
+
+pub fn payload(n: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (n as usize * 31 + i * 7) as u8).collect()
+}
