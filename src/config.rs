@@ -111,7 +111,10 @@ pub struct MediaOverrides {
 
 impl MediaOverrides {
     fn is_empty(&self) -> bool {
-        self.bind.is_none() && self.port.is_none() && self.workers.is_none() && self.advertise.is_none()
+        self.bind.is_none()
+            && self.port.is_none()
+            && self.workers.is_none()
+            && self.advertise.is_none()
     }
 }
 
@@ -213,7 +216,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 30m, 1h or 7d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 30m, 1h or 7d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -246,7 +251,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "http = \"127.0.0.1:9000\"\n[media]\nport = 41000\nworkers = 2\n").unwrap();
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:9000\"\n[media]\nport = 41000\nworkers = 2\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
         assert_eq!(s.http.port(), 9000);
         assert_eq!(s.media.port, 41000);
@@ -266,12 +275,17 @@ mod tests {
 
     #[test]
     fn wildcard_bind_needs_an_advertised_address() {
-        let mut s = Settings::default();
-        s.http = "0.0.0.0:8080".parse().unwrap();
+        let mut s = Settings {
+            http: "0.0.0.0:8080".parse().unwrap(),
+            ..Settings::default()
+        };
         assert!(s.validate().is_err());
         s.media.advertise = vec!["192.0.2.10".parse().unwrap()];
         assert!(s.validate().is_ok());
-        assert_eq!(s.advertised_ips(), vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            s.advertised_ips(),
+            vec!["192.0.2.10".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

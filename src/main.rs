@@ -145,7 +145,9 @@ fn main() -> anyhow::Result<()> {
             let settings = Settings::load(a.common.config.as_deref(), &overrides)?;
             let room = RoomId::parse(&a.room).map_err(|e| anyhow::anyhow!("--room: {e}"))?;
             if !(a.publish || a.subscribe || a.publish_data || a.record) {
-                anyhow::bail!("grant at least one of --publish, --subscribe, --publish-data, --record");
+                anyhow::bail!(
+                    "grant at least one of --publish, --subscribe, --publish-data, --record"
+                );
             }
             let signer = JoinTokenSigner::load_or_create(&settings.token_key_path())?;
             let grants = Grants {

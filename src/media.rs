@@ -122,7 +122,8 @@ impl MediaWorkers {
             let mut config = SfuConfig::new(local_addr);
             config.candidates = candidates;
             config.max_peers = settings.media.max_peers_per_worker;
-            config.keyframe_min_interval = Duration::from_millis(settings.media.keyframe_interval_ms);
+            config.keyframe_min_interval =
+                Duration::from_millis(settings.media.keyframe_interval_ms);
             config.connect_timeout = Duration::from_secs(settings.media.connect_timeout_secs);
             config.disconnect_grace = Duration::from_secs(settings.media.disconnect_grace_secs);
             let (tx, rx) = mpsc::channel(1024);
@@ -134,7 +135,10 @@ impl MediaWorkers {
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(rt) => rt,
                         Err(e) => {
                             error!(worker = i, error = %e, "could not start worker runtime");
@@ -209,7 +213,9 @@ impl MediaWorkers {
             .await
             .map_err(|_| BackendError::Unavailable(format!("media worker {worker} has stopped")))?;
         rx.await
-            .map_err(|_| BackendError::Unavailable(format!("media worker {worker} did not answer")))?
+            .map_err(|_| {
+                BackendError::Unavailable(format!("media worker {worker} did not answer"))
+            })?
             .map_err(BackendError::from)
     }
 
@@ -260,7 +266,10 @@ impl MediaBackend for MediaWorkers {
             PeerRole::Publisher => "whip",
             PeerRole::Subscriber => "whep",
         };
-        self.metrics.sessions_created.with_label_values(&[kind]).inc();
+        self.metrics
+            .sessions_created
+            .with_label_values(&[kind])
+            .inc();
         Ok(OpenedSession {
             id,
             answer_sdp: accepted.answer_sdp,
@@ -388,9 +397,18 @@ async fn run_worker(
         }
         if now.duration_since(last_gauges) >= Duration::from_secs(1) {
             last_gauges = now;
-            ctx.metrics.peers.with_label_values(&[&label]).set(sfu.peer_count() as i64);
-            ctx.metrics.rooms.with_label_values(&[&label]).set(sfu.room_count() as i64);
-            ctx.metrics.tracks.with_label_values(&[&label]).set(sfu.track_count() as i64);
+            ctx.metrics
+                .peers
+                .with_label_values(&[&label])
+                .set(sfu.peer_count() as i64);
+            ctx.metrics
+                .rooms
+                .with_label_values(&[&label])
+                .set(sfu.room_count() as i64);
+            ctx.metrics
+                .tracks
+                .with_label_values(&[&label])
+                .set(sfu.track_count() as i64);
         }
     }
 
@@ -399,7 +417,13 @@ async fn run_worker(
     let peers: Vec<PeerId> = ctx
         .sessions
         .lock()
-        .map(|s| s.by_peer.keys().filter(|(w, _)| *w == ctx.index).map(|(_, p)| *p).collect())
+        .map(|s| {
+            s.by_peer
+                .keys()
+                .filter(|(w, _)| *w == ctx.index)
+                .map(|(_, p)| *p)
+                .collect()
+        })
         .unwrap_or_default();
     for p in peers {
         let _ = sfu.remove_peer(now, p);

@@ -32,7 +32,8 @@ impl std::fmt::Debug for Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("metric names are valid literals"); // constant names
-    r.register(Box::new(c.clone())).expect("each metric is registered once"); // new registry per Metrics
+    r.register(Box::new(c.clone()))
+        .expect("each metric is registered once"); // new registry per Metrics
     c
 }
 
@@ -46,33 +47,71 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         let sessions_created = IntCounterVec::new(
-            Opts::new("streamcore_sessions_created_total", "WHIP/WHEP sessions created"),
+            Opts::new(
+                "streamcore_sessions_created_total",
+                "WHIP/WHEP sessions created",
+            ),
             &["kind"],
         )
         .expect("valid literal"); // constant names
-        r.register(Box::new(sessions_created.clone())).expect("registered once"); // fresh registry
+        r.register(Box::new(sessions_created.clone()))
+            .expect("registered once"); // fresh registry
         Metrics {
-            rooms: gauge_vec(&r, "streamcore_rooms", "Rooms with at least one peer", "worker"),
-            peers: gauge_vec(&r, "streamcore_peers", "Peers (WebRTC connections)", "worker"),
+            rooms: gauge_vec(
+                &r,
+                "streamcore_rooms",
+                "Rooms with at least one peer",
+                "worker",
+            ),
+            peers: gauge_vec(
+                &r,
+                "streamcore_peers",
+                "Peers (WebRTC connections)",
+                "worker",
+            ),
             tracks: gauge_vec(&r, "streamcore_tracks", "Published tracks", "worker"),
-            datagrams_in: counter(&r, "streamcore_udp_datagrams_in_total", "UDP datagrams received"),
+            datagrams_in: counter(
+                &r,
+                "streamcore_udp_datagrams_in_total",
+                "UDP datagrams received",
+            ),
             bytes_in: counter(&r, "streamcore_udp_bytes_in_total", "UDP bytes received"),
-            datagrams_out: counter(&r, "streamcore_udp_datagrams_out_total", "UDP datagrams sent"),
+            datagrams_out: counter(
+                &r,
+                "streamcore_udp_datagrams_out_total",
+                "UDP datagrams sent",
+            ),
             bytes_out: counter(&r, "streamcore_udp_bytes_out_total", "UDP bytes sent"),
             datagrams_dropped: counter(
                 &r,
                 "streamcore_udp_datagrams_dropped_total",
                 "Datagrams dropped: unclassifiable, unknown source, or rejected by the peer",
             ),
-            rtp_in: counter(&r, "streamcore_rtp_packets_in_total", "RTP packets received from publishers"),
-            rtp_forwarded: counter(&r, "streamcore_rtp_packets_forwarded_total", "RTP packets written to subscribers"),
+            rtp_in: counter(
+                &r,
+                "streamcore_rtp_packets_in_total",
+                "RTP packets received from publishers",
+            ),
+            rtp_forwarded: counter(
+                &r,
+                "streamcore_rtp_packets_forwarded_total",
+                "RTP packets written to subscribers",
+            ),
             forward_errors: counter(
                 &r,
                 "streamcore_forward_errors_total",
                 "RTP packets that could not be forwarded (no codec match, no stream)",
             ),
-            keyframe_requests: counter(&r, "streamcore_keyframe_requests_total", "Keyframe requests sent to publishers"),
-            send_errors: counter(&r, "streamcore_udp_send_errors_total", "UDP sends that failed"),
+            keyframe_requests: counter(
+                &r,
+                "streamcore_keyframe_requests_total",
+                "Keyframe requests sent to publishers",
+            ),
+            send_errors: counter(
+                &r,
+                "streamcore_udp_send_errors_total",
+                "UDP sends that failed",
+            ),
             sessions_created,
             registry: r,
         }
@@ -80,15 +119,21 @@ impl Metrics {
 
     /// Adds the growth of a worker's counters since `prev`.
     pub fn add_stats(&self, prev: &SfuStats, now: &SfuStats) {
-        self.datagrams_in.inc_by(now.datagrams_in - prev.datagrams_in);
+        self.datagrams_in
+            .inc_by(now.datagrams_in - prev.datagrams_in);
         self.bytes_in.inc_by(now.bytes_in - prev.bytes_in);
-        self.datagrams_out.inc_by(now.datagrams_out - prev.datagrams_out);
+        self.datagrams_out
+            .inc_by(now.datagrams_out - prev.datagrams_out);
         self.bytes_out.inc_by(now.bytes_out - prev.bytes_out);
-        self.datagrams_dropped.inc_by(now.datagrams_dropped - prev.datagrams_dropped);
+        self.datagrams_dropped
+            .inc_by(now.datagrams_dropped - prev.datagrams_dropped);
         self.rtp_in.inc_by(now.rtp_in - prev.rtp_in);
-        self.rtp_forwarded.inc_by(now.rtp_forwarded - prev.rtp_forwarded);
-        self.forward_errors.inc_by(now.forward_errors - prev.forward_errors);
-        self.keyframe_requests.inc_by(now.keyframe_requests - prev.keyframe_requests);
+        self.rtp_forwarded
+            .inc_by(now.rtp_forwarded - prev.rtp_forwarded);
+        self.forward_errors
+            .inc_by(now.forward_errors - prev.forward_errors);
+        self.keyframe_requests
+            .inc_by(now.keyframe_requests - prev.keyframe_requests);
     }
 
     pub fn render(&self) -> String {

@@ -89,7 +89,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
                 .await
                 .with_context(|| format!("binding metrics on {addr}"))?;
             let a = l.local_addr()?;
-            (Some(a), Some(tokio::spawn(serve(l, metrics_router(ops), stop_rx))))
+            (
+                Some(a),
+                Some(tokio::spawn(serve(l, metrics_router(ops), stop_rx))),
+            )
         }
         None => (None, None),
     };
@@ -107,7 +110,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
 }
 
 fn metrics_router(ops: OpsState) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(ops)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(ops)
 }
 
 async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
@@ -147,7 +152,11 @@ impl RunningServer {
     /// with a goodbye and stops listening.
     pub async fn shutdown(self, grace: Duration, force: impl std::future::Future<Output = ()>) {
         self.workers.start_draining();
-        info!(sessions = self.workers.session_count(), grace_secs = grace.as_secs(), "draining");
+        info!(
+            sessions = self.workers.session_count(),
+            grace_secs = grace.as_secs(),
+            "draining"
+        );
         let wait = async {
             while self.workers.session_count() > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -78,7 +78,9 @@ async fn garbled_sdp_and_datagrams() {
 
     // The node still works.
     let mut p = join(&srv, "/whip/g", &token, &[Audio]).await.unwrap();
-    let mut s = join(&srv, "/whep/g", &srv.subscribe_token("g", "ear"), &[Audio]).await.unwrap();
+    let mut s = join(&srv, "/whep/g", &srv.subscribe_token("g", "ear"), &[Audio])
+        .await
+        .unwrap();
     connect(&mut [&mut p, &mut s]).await;
     for n in 0..5 {
         p.send_audio(&payload(n, 30));

@@ -23,8 +23,17 @@ async fn venv_python() -> String {
         .output()
         .await
         .expect("running scripts/ensure-venv.sh");
-    assert!(out.status.success(), "scripts/ensure-venv.sh failed: the aiortc interop test needs Python 3 and PyPI");
-    String::from_utf8(out.stdout).unwrap().lines().last().expect("venv python path").trim().to_owned()
+    assert!(
+        out.status.success(),
+        "scripts/ensure-venv.sh failed: the aiortc interop test needs Python 3 and PyPI"
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("venv python path")
+        .trim()
+        .to_owned()
 }
 
 fn harness(py: &str, args: &[String]) -> Command {
@@ -45,8 +54,15 @@ async fn finish(child: tokio::process::Child, what: &str, limit: Duration) -> se
         .expect("harness output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    let last = stdout.lines().last().unwrap_or_else(|| panic!("{what} printed nothing; stderr:\n{stderr}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("{what} printed nothing; stderr:\n{stderr}"));
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{what}: {e}: {last}"))
 }
 
@@ -58,23 +74,67 @@ async fn interop(codec: &str) {
     let whep = format!("{}/whep/{room}", srv.base);
 
     // One player arrives before the publisher, one after.
-    let early = harness(&py, &[
-        "play".into(), "--url".into(), whep.clone(), "--token".into(), srv.subscribe_token(&room, "early"),
-        "--seconds".into(), "3".into(), "--expect-freq".into(), "440".into(), "--expect-video".into(),
-        "--video-codec".into(), codec.into(), "--timeout".into(), "25".into(),
-    ]).spawn().unwrap();
+    let early = harness(
+        &py,
+        &[
+            "play".into(),
+            "--url".into(),
+            whep.clone(),
+            "--token".into(),
+            srv.subscribe_token(&room, "early"),
+            "--seconds".into(),
+            "3".into(),
+            "--expect-freq".into(),
+            "440".into(),
+            "--expect-video".into(),
+            "--video-codec".into(),
+            codec.into(),
+            "--timeout".into(),
+            "25".into(),
+        ],
+    )
+    .spawn()
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let publisher = harness(&py, &[
-        "publish".into(), "--url".into(), whip, "--token".into(), srv.publish_token(&room, "phone"),
-        "--seconds".into(), "7".into(), "--freq".into(), "440".into(), "--video".into(),
-        "--video-codec".into(), codec.into(),
-    ]).spawn().unwrap();
+    let publisher = harness(
+        &py,
+        &[
+            "publish".into(),
+            "--url".into(),
+            whip,
+            "--token".into(),
+            srv.publish_token(&room, "phone"),
+            "--seconds".into(),
+            "7".into(),
+            "--freq".into(),
+            "440".into(),
+            "--video".into(),
+            "--video-codec".into(),
+            codec.into(),
+        ],
+    )
+    .spawn()
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let late = harness(&py, &[
-        "play".into(), "--url".into(), whep, "--token".into(), srv.subscribe_token(&room, "late"),
-        "--seconds".into(), "3".into(), "--expect-freq".into(), "440".into(), "--expect-video".into(),
-        "--video-codec".into(), codec.into(),
-    ]).spawn().unwrap();
+    let late = harness(
+        &py,
+        &[
+            "play".into(),
+            "--url".into(),
+            whep,
+            "--token".into(),
+            srv.subscribe_token(&room, "late"),
+            "--seconds".into(),
+            "3".into(),
+            "--expect-freq".into(),
+            "440".into(),
+            "--expect-video".into(),
+            "--video-codec".into(),
+            codec.into(),
+        ],
+    )
+    .spawn()
+    .unwrap();
 
     let limit = Duration::from_secs(40);
     let early = finish(early, "early player", limit).await;
@@ -82,7 +142,10 @@ async fn interop(codec: &str) {
     let publisher = finish(publisher, "publisher", limit).await;
     for (name, r) in [("early", &early), ("late", &late)] {
         assert_eq!(r["ok"], true, "{name}: {r}");
-        assert!((r["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 15.0, "{name}: {r}");
+        assert!(
+            (r["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 15.0,
+            "{name}: {r}"
+        );
         assert!(r["audio_frames"].as_u64().unwrap() > 50, "{name}: {r}");
         assert!(r["video_frames"].as_u64().unwrap() > 5, "{name}: {r}");
         assert_eq!(r["delete_status"], 200, "{name}: {r}");
@@ -90,7 +153,11 @@ async fn interop(codec: &str) {
     assert_eq!(publisher["delete_status"], 200, "{publisher}");
     assert!(srv.metric("streamcore_keyframe_requests_total").await >= 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(srv.server().workers.session_count(), 0, "every session ended with its DELETE");
+    assert_eq!(
+        srv.server().workers.session_count(),
+        0,
+        "every session ended with its DELETE"
+    );
     srv.stop().await;
 }
 

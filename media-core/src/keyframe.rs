@@ -126,11 +126,11 @@ mod tests {
         check(
             Codec::Vp8,
             &[
-                (&[0x10, 0x00], true),                   // S=1, PID=0, P=0
-                (&[0x10, 0x01], false),                  // P=1: inter frame
-                (&[0x00, 0x00], false),                  // not start of partition
-                (&[0x90, 0x80, 0x05, 0x00], true),       // X, I with 7-bit picture id
-                (&[0x90, 0x80, 0x85, 0x01, 0x00], true), // 15-bit picture id
+                (&[0x10, 0x00], true),                               // S=1, PID=0, P=0
+                (&[0x10, 0x01], false),                              // P=1: inter frame
+                (&[0x00, 0x00], false),                              // not start of partition
+                (&[0x90, 0x80, 0x05, 0x00], true),                   // X, I with 7-bit picture id
+                (&[0x90, 0x80, 0x85, 0x01, 0x00], true),             // 15-bit picture id
                 (&[0x90, 0xe0, 0x85, 0x01, 0x07, 0x20, 0x00], true), // I, L, T
                 (&[0x90, 0xe0, 0x85, 0x01, 0x07, 0x20, 0x01], false),
                 (&[0x90, 0x80], false), // truncated
@@ -144,10 +144,10 @@ mod tests {
         check(
             Codec::Vp9,
             &[
-                (&[0x08], true),             // B only
-                (&[0x48], false),            // P set
-                (&[0x00], false),            // not start of frame
-                (&[0xa8, 0x05, 0x00], true), // I, L: spatial layer 0
+                (&[0x08], true),              // B only
+                (&[0x48], false),             // P set
+                (&[0x00], false),             // not start of frame
+                (&[0xa8, 0x05, 0x00], true),  // I, L: spatial layer 0
                 (&[0xa8, 0x05, 0x02], false), // spatial layer 1
                 (&[0xa8, 0x85, 0x01, 0x00], true),
                 (&[0xa8], false),
@@ -160,9 +160,9 @@ mod tests {
         check(
             Codec::H264,
             &[
-                (&[0x65, 0x88], true),                               // IDR
-                (&[0x67, 0x42], true),                               // SPS
-                (&[0x41, 0x9a], false),                              // non-IDR slice
+                (&[0x65, 0x88], true),                                     // IDR
+                (&[0x67, 0x42], true),                                     // SPS
+                (&[0x41, 0x9a], false),                                    // non-IDR slice
                 (&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68], true), // STAP-A with SPS
                 (&[0x78, 0x00, 0x01, 0x41], false),
                 (&[0x78, 0x00, 0x00, 0x67], false), // zero-sized NAL in STAP-A
@@ -176,7 +176,10 @@ mod tests {
 
     #[test]
     fn av1_and_audio() {
-        check(Codec::Av1, &[(&[0x18], true), (&[0x10], false), (&[], false)]);
+        check(
+            Codec::Av1,
+            &[(&[0x18], true), (&[0x10], false), (&[], false)],
+        );
         check(Codec::Opus, &[(&[0xfc], true), (&[], true)]);
     }
 }

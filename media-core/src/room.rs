@@ -181,6 +181,7 @@ mod tests {
 
     #[test]
     fn keyframe_requests_are_coalesced() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
         let t0 = Instant::now();
         let iv = Duration::from_millis(300);
         let ms = |n| t0 + Duration::from_millis(n);

@@ -200,8 +200,8 @@ impl Sfu {
         str0m::crypto::from_feature_flags().install_process_default();
         // One certificate per worker: generating one per peer costs a key generation
         // on every join.
-        let dtls_cert = CryptoProvider::get_default()
-            .and_then(|p| p.dtls_provider.generate_certificate());
+        let dtls_cert =
+            CryptoProvider::get_default().and_then(|p| p.dtls_provider.generate_certificate());
         Sfu {
             config,
             dtls_cert,
@@ -359,7 +359,9 @@ impl Sfu {
         self.process(now);
 
         let Some(peer) = self.peers.get(&id) else {
-            return Err(SfuError::UnusableSdp("the peer failed while answering".into()));
+            return Err(SfuError::UnusableSdp(
+                "the peer failed while answering".into(),
+            ));
         };
         let usable = match req.role {
             PeerRole::Publisher => !peer.published.is_empty(),
@@ -368,8 +370,12 @@ impl Sfu {
         if !usable {
             self.remove_now(id, None);
             return Err(SfuError::NoUsableMedia(match req.role {
-                PeerRole::Publisher => "the offer has no audio or video m-line the server can receive (sendonly or sendrecv)",
-                PeerRole::Subscriber => "the offer has no audio or video m-line the server can send to (recvonly or sendrecv)",
+                PeerRole::Publisher => {
+                    "the offer has no audio or video m-line the server can receive (sendonly or sendrecv)"
+                }
+                PeerRole::Subscriber => {
+                    "the offer has no audio or video m-line the server can send to (recvonly or sendrecv)"
+                }
             }));
         }
         info!(peer = %id, room = %req.room, identity = req.identity, role = ?req.role, "peer accepted");
@@ -455,7 +461,11 @@ impl Sfu {
         let destination = if self.config.candidates.contains(&destination) {
             destination
         } else {
-            self.config.candidates.first().copied().unwrap_or(destination)
+            self.config
+                .candidates
+                .first()
+                .copied()
+                .unwrap_or(destination)
         };
         let input = Input::Receive(
             now,
@@ -564,21 +574,20 @@ impl Sfu {
             peer.keyframe_deadline = None;
             let room = peer.room;
             for mid in peer.published.clone() {
-                self.deferred.push_back(Deferred::FlushKeyframe(
-                    room,
-                    TrackRef { owner: id, mid },
-                ));
+                self.deferred
+                    .push_back(Deferred::FlushKeyframe(room, TrackRef { owner: id, mid }));
             }
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if now >= peer.rtc_deadline {
-            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                warn!(peer = %id, error = %e, "peer failed on timeout");
-                self.deferred.push_back(Deferred::Remove(id, RemoveReason::Failed));
-                return;
-            }
+        if now >= peer.rtc_deadline
+            && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
+        {
+            warn!(peer = %id, error = %e, "peer failed on timeout");
+            self.deferred
+                .push_back(Deferred::Remove(id, RemoveReason::Failed));
+            return;
         }
         self.drain(now, id);
     }
@@ -686,14 +695,24 @@ impl Sfu {
         if !matches!(kind, MediaKind::Audio | MediaKind::Video) || peer.published.contains(&mid) {
             return;
         }
-        let m = MediaAdded { mid, kind, direction, simulcast: None };
+        let m = MediaAdded {
+            mid,
+            kind,
+            direction,
+            simulcast: None,
+        };
         let room_key = peer.room;
         match peer.role {
             PeerRole::Publisher if m.direction.is_receiving() => {
                 peer.published.push(m.mid);
                 let room = self.rooms.get_mut(&room_key).expect("peer's room exists"); // a room lives while it has peers
-                room.tracks
-                    .push(TrackIn::new(TrackRef { owner: id, mid: m.mid }, m.kind));
+                room.tracks.push(TrackIn::new(
+                    TrackRef {
+                        owner: id,
+                        mid: m.mid,
+                    },
+                    m.kind,
+                ));
                 info!(peer = %id, room = %room.id, mid = %m.mid, kind = ?m.kind, "track published");
                 self.events.push_back(SfuEvent::TrackPublished {
                     room: room.id.clone(),
@@ -727,9 +746,11 @@ impl Sfu {
                 if out.source.is_some() {
                     continue;
                 }
-                let Some(track) = room.tracks.iter_mut().find(|t| {
-                    t.kind == out.kind && !t.fanout.iter().any(|s| s.subscriber == sub)
-                }) else {
+                let Some(track) = room
+                    .tracks
+                    .iter_mut()
+                    .find(|t| t.kind == out.kind && !t.fanout.iter().any(|s| s.subscriber == sub))
+                else {
                     continue;
                 };
                 track.fanout.push(Subscription {
@@ -742,7 +763,8 @@ impl Sfu {
                 out.pt_map.clear();
                 debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
                 if out.kind == MediaKind::Video {
-                    self.deferred.push_back(Deferred::Keyframe(key, track.track));
+                    self.deferred
+                        .push_back(Deferred::Keyframe(key, track.track));
                 }
             }
         }
@@ -762,7 +784,13 @@ impl Sfu {
 
     /// Asks a publisher for a keyframe of `track`, subject to coalescing. With
     /// `only_if_pending`, this is the timer of an earlier deferred request.
-    fn request_keyframe(&mut self, now: Instant, key: RoomKey, track: TrackRef, only_if_pending: bool) {
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        key: RoomKey,
+        track: TrackRef,
+        only_if_pending: bool,
+    ) {
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
@@ -773,8 +801,7 @@ impl Sfu {
             return;
         }
         if only_if_pending
-            && t
-                .keyframes
+            && t.keyframes
                 .pending_deadline(self.config.keyframe_min_interval)
                 .is_none()
         {
@@ -824,9 +851,10 @@ impl Sfu {
             return;
         };
         let ssrc = pkt.header.ssrc;
-        let found = room.tracks.iter().position(|t| {
-            t.track.owner == from && t.ssrcs.iter().any(|(s, _)| *s == ssrc)
-        });
+        let found = room
+            .tracks
+            .iter()
+            .position(|t| t.track.owner == from && t.ssrcs.iter().any(|(s, _)| *s == ssrc));
         let ti = match found {
             Some(i) => i,
             None => {
@@ -1117,7 +1145,9 @@ mod tests {
     #[test]
     fn parse_errors_lose_pointers() {
         assert_eq!(
-            clean_parse_error("SDP parse: Parse error at PointerOffset(0x7fb0f8001ff3)\nUnexpected end of input\nExpected `o`\n"),
+            clean_parse_error(
+                "SDP parse: Parse error at PointerOffset(0x7fb0f8001ff3)\nUnexpected end of input\nExpected `o`\n"
+            ),
             "SDP parse: Parse error; Unexpected end of input; Expected `o`"
         );
         assert_eq!(clean_parse_error("plain"), "plain");

@@ -56,6 +56,7 @@ mod tests {
 
     #[test]
     fn earlier_deadline_pushes_later_does_not() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut q = TimerQueue::default();

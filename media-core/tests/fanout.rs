@@ -44,10 +44,14 @@ fn one_publisher_to_five_subscribers_audio_and_video() {
 #[test]
 fn player_that_arrives_first_gets_the_tracks_when_published() {
     let mut h = Harness::new();
-    let sub = h.join("early", PeerRole::Subscriber, &[Audio, Video]).unwrap();
+    let sub = h
+        .join("early", PeerRole::Subscriber, &[Audio, Video])
+        .unwrap();
     h.connect_all();
     h.run(Duration::from_millis(500));
-    let publisher = h.join("early", PeerRole::Publisher, &[Audio, Video]).unwrap();
+    let publisher = h
+        .join("early", PeerRole::Publisher, &[Audio, Video])
+        .unwrap();
     h.connect_all();
     let mut sent = Vec::new();
     for n in 0..20u32 {

@@ -32,12 +32,20 @@ fn late_subscriber_starts_on_a_keyframe() {
     h.connect_all();
     let sent = publish_for(&mut h, publisher, 10, 30);
 
-    assert!(h.sfu.stats().keyframe_requests > requests_before, "SFU asked the publisher");
+    assert!(
+        h.sfu.stats().keyframe_requests > requests_before,
+        "SFU asked the publisher"
+    );
     let got = h.clients[late].frames_of(Video);
     assert!(!got.is_empty(), "late subscriber got video");
     assert_eq!(got[0][0] & 1, 0, "first frame is a keyframe");
     // Within a couple of frames of joining: the request round trip is immediate here.
-    assert!(got.len() >= sent.len() - 2, "got {} of {}", got.len(), sent.len());
+    assert!(
+        got.len() >= sent.len() - 2,
+        "got {} of {}",
+        got.len(),
+        sent.len()
+    );
     // The early subscriber saw every frame, keyframes included.
     assert_eq!(h.clients[early].frames_of(Video).len(), 40);
 }
@@ -77,4 +85,3 @@ fn subscriber_pli_reaches_the_publisher() {
     h.run(Duration::from_millis(350));
     assert_eq!(h.clients[publisher].keyframe_requests, 1);
 }
-

@@ -34,7 +34,10 @@ fn subscriber_leaving_disturbs_no_one() {
         room: media_core::RoomId::parse("l").unwrap(),
         reason: RemoveReason::Requested
     }));
-    assert_eq!(h.sfu.remove_peer(h.now, h.clients[b].peer), Err(media_core::SfuError::UnknownPeer));
+    assert_eq!(
+        h.sfu.remove_peer(h.now, h.clients[b].peer),
+        Err(media_core::SfuError::UnknownPeer)
+    );
 }
 
 #[test]
@@ -57,7 +60,11 @@ fn publisher_leaving_ends_tracks_and_next_publisher_takes_over() {
         .filter(|e| matches!(e, SfuEvent::TrackUnpublished { peer, .. } if *peer == peer1))
         .count();
     assert_eq!(unpublished, 2);
-    assert!(h.sfu.room_tracks(&media_core::RoomId::parse("l").unwrap()).is_empty());
+    assert!(
+        h.sfu
+            .room_tracks(&media_core::RoomId::parse("l").unwrap())
+            .is_empty()
+    );
 
     h.run(Duration::from_millis(500));
     let p2 = h.join("l", PeerRole::Publisher, &[Audio, Video]).unwrap();

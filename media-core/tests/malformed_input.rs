@@ -37,7 +37,11 @@ fn random_datagrams_are_dropped() {
             *b = [0x00, 0x01, 0x16, 0x80, 0x81, *b][i % 6];
         }
         // Half from a known peer's address, half from strangers.
-        let src = if i % 2 == 0 { known } else { format!("127.0.0.1:{}", 1000 + i).parse().unwrap() };
+        let src = if i % 2 == 0 {
+            known
+        } else {
+            format!("127.0.0.1:{}", 1000 + i).parse().unwrap()
+        };
         h.sfu.handle_datagram(h.now, src, sfu, &d);
     }
     h.shuttle();
@@ -60,7 +64,13 @@ fn random_sdp_is_rejected_without_leaking() {
     let valid = {
         let mut rtc = media_core::str0m::Rtc::builder().build(h.now);
         let mut api = rtc.sdp_api();
-        api.add_media(Audio, media_core::str0m::media::Direction::SendOnly, None, None, None);
+        api.add_media(
+            Audio,
+            media_core::str0m::media::Direction::SendOnly,
+            None,
+            None,
+            None,
+        );
         api.apply().unwrap().0.to_sdp_string()
     };
     for i in 0..300 {
@@ -74,10 +84,14 @@ fn random_sdp_is_rejected_without_leaking() {
                 let mut out = Vec::new();
                 for l in valid.lines() {
                     let r = rng.next();
-                    if r % 5 == 0 {
+                    if r.is_multiple_of(5) {
                         continue;
                     }
-                    out.push(if r % 7 == 0 { l.replacen(':', "#", 1) } else { l.to_owned() });
+                    out.push(if r.is_multiple_of(7) {
+                        l.replacen(':', "#", 1)
+                    } else {
+                        l.to_owned()
+                    });
                 }
                 out.join("\r\n")
             }
@@ -90,8 +104,20 @@ fn random_sdp_is_rejected_without_leaking() {
                 String::from_utf8_lossy(&b).into_owned()
             }
         };
-        let role = if i % 2 == 0 { PeerRole::Publisher } else { PeerRole::Subscriber };
-        let _ = h.sfu.accept_offer(h.now, OfferRequest { room: &room, identity: "x", role, offer_sdp: &body });
+        let role = if i % 2 == 0 {
+            PeerRole::Publisher
+        } else {
+            PeerRole::Subscriber
+        };
+        let _ = h.sfu.accept_offer(
+            h.now,
+            OfferRequest {
+                room: &room,
+                identity: "x",
+                role,
+                offer_sdp: &body,
+            },
+        );
     }
     // Whatever was accepted never connects and is reaped.
     h.run(Duration::from_secs(31));
@@ -105,15 +131,37 @@ fn offers_without_usable_media_are_refused() {
     // A publisher that only wants to receive.
     let mut rtc = media_core::str0m::Rtc::builder().build(h.now);
     let mut api = rtc.sdp_api();
-    api.add_media(Audio, media_core::str0m::media::Direction::RecvOnly, None, None, None);
+    api.add_media(
+        Audio,
+        media_core::str0m::media::Direction::RecvOnly,
+        None,
+        None,
+        None,
+    );
     let offer = api.apply().unwrap().0.to_sdp_string();
     let err = h
         .sfu
-        .accept_offer(h.now, OfferRequest { room: &room, identity: "x", role: PeerRole::Publisher, offer_sdp: &offer })
+        .accept_offer(
+            h.now,
+            OfferRequest {
+                room: &room,
+                identity: "x",
+                role: PeerRole::Publisher,
+                offer_sdp: &offer,
+            },
+        )
         .unwrap_err();
     assert!(matches!(err, SfuError::NoUsableMedia(_)), "{err:?}");
     assert!(matches!(
-        h.sfu.accept_offer(h.now, OfferRequest { room: &room, identity: "x", role: PeerRole::Subscriber, offer_sdp: "v=0\r\n" }),
+        h.sfu.accept_offer(
+            h.now,
+            OfferRequest {
+                room: &room,
+                identity: "x",
+                role: PeerRole::Subscriber,
+                offer_sdp: "v=0\r\n"
+            }
+        ),
         Err(SfuError::MalformedSdp(_) | SfuError::UnusableSdp(_))
     ));
     assert_eq!(h.sfu.table_sizes(), (0, 0, 0, 0));

@@ -23,7 +23,10 @@ fn lossy_run(loss_up: f64, loss_down: f64) {
     h.loss_down = 0.0;
     h.run(Duration::from_secs(1));
     let got = h.clients[s].frames_of(Video);
-    assert_eq!(got, sent, "every frame repaired (up {loss_up}, down {loss_down})");
+    assert_eq!(
+        got, sent,
+        "every frame repaired (up {loss_up}, down {loss_down})"
+    );
 }
 
 #[test]

@@ -51,5 +51,9 @@ fn timer_heap_stays_bounded() {
     let (peers, ..) = h.sfu.table_sizes();
     assert_eq!(peers, 6);
     // 500 packets × 5 subscribers drained 2500+ times; the heap holds a handful.
-    assert!(h.sfu.timer_entries() <= 4 * peers, "{} entries", h.sfu.timer_entries());
+    assert!(
+        h.sfu.timer_entries() <= 4 * peers,
+        "{} entries",
+        h.sfu.timer_entries()
+    );
 }

@@ -15,7 +15,9 @@ pub mod error;
 pub mod token;
 pub mod whip;
 
-pub use backend::{BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner};
+pub use backend::{
+    BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner,
+};
 pub use error::ApiError;
 pub use token::{Grants, JoinGrant, JoinTokenSigner, JoinTokenVerifier, TokenError};
 pub use whip::{SignalingState, router};

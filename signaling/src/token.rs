@@ -99,11 +99,12 @@ impl JoinTokenVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<JoinGrant, TokenError> {
-        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
-            })?;
+            },
+        )?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > MAX_IDENTITY_LEN {
             return Err(TokenError::NoIdentity);
@@ -159,10 +160,7 @@ impl JoinTokenSigner {
         };
         match std::fs::read_to_string(path) {
             Ok(pem) => {
-                let body: String = pem
-                    .lines()
-                    .filter(|l| !l.starts_with("-----"))
-                    .collect();
+                let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
                 let der = STANDARD
                     .decode(body.trim())
                     .map_err(|e| err(format!("not PEM: {e}")))?;
@@ -264,7 +262,9 @@ mod tests {
     fn sign_and_verify() {
         let s = JoinTokenSigner::generate().unwrap();
         let room = RoomId::parse("r").unwrap();
-        let t = s.sign(&room, "alice", grants(), Duration::from_secs(60)).unwrap();
+        let t = s
+            .sign(&room, "alice", grants(), Duration::from_secs(60))
+            .unwrap();
         let g = s.verifier().verify(&t).unwrap();
         assert_eq!(g.identity, "alice");
         assert_eq!(g.room, room);
@@ -276,8 +276,13 @@ mod tests {
         let a = JoinTokenSigner::generate().unwrap();
         let b = JoinTokenSigner::generate().unwrap();
         let room = RoomId::parse("r").unwrap();
-        let t = a.sign(&room, "x", grants(), Duration::from_secs(60)).unwrap();
-        assert!(matches!(b.verifier().verify(&t), Err(TokenError::Invalid(_))));
+        let t = a
+            .sign(&room, "x", grants(), Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            b.verifier().verify(&t),
+            Err(TokenError::Invalid(_))
+        ));
         let mut parts: Vec<String> = t.split('.').map(String::from).collect();
         let claims = serde_json::json!({"sub":"x","room":"r","grants":{"publish":true,"subscribe":true},"iat":0,"nbf":0,"exp":u64::MAX / 2,"jti":"j"});
         parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());

@@ -141,7 +141,10 @@ async fn open<B: MediaBackend>(
     info!(%room, identity = %grant.identity, session = %opened.id, ?role, "session created");
     let mut resp = (StatusCode::CREATED, opened.answer_sdp).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     h.insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("room and session ids are URL-safe ASCII"), // both are parsed to safe alphabets
@@ -238,11 +241,18 @@ fn authorize(
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <join token>'"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <join token>'")
+        })?;
     let grant = verifier.verify(token).map_err(|e| match e {
-        TokenError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string()),
+        TokenError::Expired => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string())
+        }
         other => ApiError::unauthorized(other.to_string()),
     })?;
     if grant.room != *room {

@@ -7,12 +7,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use media_core::RoomId;
 use media_core::str0m::change::{SdpAnswer, SdpPendingOffer};
 use media_core::str0m::format::Codec;
 use media_core::str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use media_core::str0m::net::{Protocol, Receive};
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
-use media_core::RoomId;
 use signaling::Grants;
 use streamcore::config::Settings;
 use streamcore::server::RunningServer;
@@ -31,9 +31,11 @@ impl TestServer {
 
     pub async fn start_with(f: impl FnOnce(&mut Settings)) -> Self {
         let data_dir = std::env::temp_dir().join(format!("sc-e2e-{}", rand::random::<u64>()));
-        let mut s = Settings::default();
-        s.http = "127.0.0.1:0".parse().unwrap();
-        s.data_dir = data_dir.clone();
+        let mut s = Settings {
+            http: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.clone(),
+            ..Settings::default()
+        };
         s.media.port = 0;
         s.media.workers = 2;
         f(&mut s);
@@ -54,20 +56,47 @@ impl TestServer {
     pub fn token(&self, room: &str, identity: &str, grants: Grants) -> String {
         self.server()
             .signer
-            .sign(&RoomId::parse(room).unwrap(), identity, grants, Duration::from_secs(600))
+            .sign(
+                &RoomId::parse(room).unwrap(),
+                identity,
+                grants,
+                Duration::from_secs(600),
+            )
             .unwrap()
     }
 
     pub fn publish_token(&self, room: &str, identity: &str) -> String {
-        self.token(room, identity, Grants { publish: true, ..Grants::default() })
+        self.token(
+            room,
+            identity,
+            Grants {
+                publish: true,
+                ..Grants::default()
+            },
+        )
     }
 
     pub fn subscribe_token(&self, room: &str, identity: &str) -> String {
-        self.token(room, identity, Grants { subscribe: true, ..Grants::default() })
+        self.token(
+            room,
+            identity,
+            Grants {
+                subscribe: true,
+                ..Grants::default()
+            },
+        )
     }
 
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -76,7 +105,8 @@ impl TestServer {
 
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
-            s.shutdown(Duration::from_millis(100), std::future::pending()).await;
+            s.shutdown(Duration::from_millis(100), std::future::pending())
+                .await;
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
@@ -104,14 +134,26 @@ pub struct Refused {
     pub body: serde_json::Value,
 }
 
-pub fn offer(kinds: &[MediaKind], dir: Direction) -> (Rtc, UdpSocket, Vec<(Mid, MediaKind)>, String, SdpPendingOffer) {
+pub fn offer(
+    kinds: &[MediaKind],
+    dir: Direction,
+) -> (
+    Rtc,
+    UdpSocket,
+    Vec<(Mid, MediaKind)>,
+    String,
+    SdpPendingOffer,
+) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_nonblocking(true).unwrap();
     let addr = sock.local_addr().unwrap();
     let mut rtc = Rtc::builder().build(Instant::now());
     rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
     let mut api = rtc.sdp_api();
-    let mids = kinds.iter().map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k)).collect();
+    let mids = kinds
+        .iter()
+        .map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k))
+        .collect();
     let (offer, pending) = api.apply().unwrap();
     (rtc, sock, mids, offer.to_sdp_string(), pending)
 }
@@ -122,7 +164,11 @@ pub async fn join(
     token: &str,
     kinds: &[MediaKind],
 ) -> Result<Peer, Refused> {
-    let dir = if path.starts_with("/whip") { Direction::SendOnly } else { Direction::RecvOnly };
+    let dir = if path.starts_with("/whip") {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
     let (mut rtc, sock, mids, sdp, pending) = offer(kinds, dir);
     let resp = srv
         .http
@@ -167,24 +213,30 @@ impl Peer {
 
     pub fn frames_of(&self, kind: MediaKind) -> Vec<Vec<u8>> {
         let mid = self.mid(kind);
-        self.frames.iter().filter(|(m, _)| *m == mid).map(|(_, d)| d.clone()).collect()
+        self.frames
+            .iter()
+            .filter(|(m, _)| *m == mid)
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 
     /// Moves this peer's packets both ways; never blocks.
     pub fn step(&mut self) {
         let mut buf = [0u8; 2000];
-        loop {
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, src)) => {
-                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive { proto: Protocol::Udp, source: src, destination: self.addr, contents },
-                    );
-                    let _ = self.rtc.handle_input(input);
-                }
-                Err(_) => break,
-            }
+        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
+            let Ok(contents) = (&buf[..n]).try_into() else {
+                continue;
+            };
+            let input = Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source: src,
+                    destination: self.addr,
+                    contents,
+                },
+            );
+            let _ = self.rtc.handle_input(input);
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
         self.drain();
@@ -210,9 +262,18 @@ impl Peer {
     pub fn send_audio(&mut self, payload: &[u8]) {
         let mid = self.mid(MediaKind::Audio);
         let w = self.rtc.writer(mid).unwrap();
-        let pt = w.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
-        w.write(pt, Instant::now(), MediaTime::new(self.audio_time, Frequency::FORTY_EIGHT_KHZ), payload.to_vec())
-            .unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .unwrap()
+            .pt();
+        w.write(
+            pt,
+            Instant::now(),
+            MediaTime::new(self.audio_time, Frequency::FORTY_EIGHT_KHZ),
+            payload.to_vec(),
+        )
+        .unwrap();
         self.audio_time += 960;
         self.drain();
     }
@@ -222,8 +283,18 @@ impl Peer {
         data[0] = if keyframe { data[0] & !1 } else { data[0] | 1 };
         let mid = self.mid(MediaKind::Video);
         let w = self.rtc.writer(mid).unwrap();
-        let pt = w.payload_params().find(|p| p.spec().codec == Codec::Vp8).unwrap().pt();
-        w.write(pt, Instant::now(), MediaTime::from_90khz(self.video_time), data.clone()).unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap()
+            .pt();
+        w.write(
+            pt,
+            Instant::now(),
+            MediaTime::from_90khz(self.video_time),
+            data.clone(),
+        )
+        .unwrap();
         self.video_time += 3000;
         self.drain();
         data

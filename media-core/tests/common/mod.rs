@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use media_core::str0m::change::SdpAnswer;
 use media_core::str0m::format::Codec;
-use media_core::str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use media_core::str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid,
+};
 use media_core::str0m::net::{Protocol, Receive, Transmit};
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
 use media_core::{OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent};
@@ -41,12 +43,20 @@ pub struct Client {
 
 impl Client {
     pub fn mid(&self, kind: MediaKind) -> Mid {
-        self.mids.iter().find(|(_, k)| *k == kind).expect("client has this kind").0
+        self.mids
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .expect("client has this kind")
+            .0
     }
 
     pub fn frames_of(&self, kind: MediaKind) -> Vec<Vec<u8>> {
         let mid = self.mid(kind);
-        self.frames.iter().filter(|f| f.mid == mid).map(|f| f.data.clone()).collect()
+        self.frames
+            .iter()
+            .filter(|f| f.mid == mid)
+            .map(|f| f.data.clone())
+            .collect()
     }
 }
 
@@ -72,6 +82,8 @@ impl Harness {
         let mut config = SfuConfig::new(SFU_ADDR.parse().unwrap());
         f(&mut config);
         Harness {
+            // The harness owns virtual time; it only needs some starting instant.
+            #[allow(clippy::disallowed_methods)]
             now: Instant::now(),
             sfu: Sfu::new(config),
             clients: Vec::new(),
@@ -84,7 +96,12 @@ impl Harness {
     }
 
     /// A client that offers `kinds` in the direction its role implies.
-    pub fn join(&mut self, room: &str, role: PeerRole, kinds: &[MediaKind]) -> Result<usize, SfuError> {
+    pub fn join(
+        &mut self,
+        room: &str,
+        role: PeerRole,
+        kinds: &[MediaKind],
+    ) -> Result<usize, SfuError> {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
         self.next_port += 1;
         let mut rtc = Rtc::builder().build(self.now);
@@ -110,7 +127,9 @@ impl Harness {
             },
         )?;
         let answer = SdpAnswer::from_sdp_string(&accepted.answer_sdp).expect("answer parses");
-        rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
         self.clients.push(Client {
             rtc,
             addr,
@@ -204,7 +223,8 @@ impl Harness {
                 if self.chance(self.loss_up) {
                     continue;
                 }
-                self.sfu.handle_datagram(now, t.source, t.destination, &t.contents);
+                self.sfu
+                    .handle_datagram(now, t.source, t.destination, &t.contents);
                 moved = true;
             }
             while let Some(t) = self.sfu.poll_transmit() {
@@ -249,8 +269,13 @@ impl Harness {
             .find(|p| p.spec().codec == Codec::Opus)
             .expect("opus negotiated")
             .pt();
-        w.write(pt, now, MediaTime::new(c.audio_time, Frequency::FORTY_EIGHT_KHZ), payload.to_vec())
-            .unwrap();
+        w.write(
+            pt,
+            now,
+            MediaTime::new(c.audio_time, Frequency::FORTY_EIGHT_KHZ),
+            payload.to_vec(),
+        )
+        .unwrap();
         c.audio_time += 960;
         self.shuttle();
     }
