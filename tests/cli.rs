@@ -1,0 +1,263 @@
+//! The `streamcore` binary: token creation, config printing, and SIGTERM drain.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::offer;
+use media_core::str0m::media::Direction;
+use media_core::str0m::media::MediaKind::Audio;
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamcore");
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sc-cli-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn token_create_prints_a_verifiable_token() {
+    let dir = tempdir();
+    let out = Command::new(BIN)
+        .args(["token", "create", "--data-dir"])
+        .arg(&dir)
+        .args([
+            "--room",
+            "demo",
+            "--identity",
+            "phone",
+            "--publish",
+            "--ttl",
+            "10m",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let signer =
+        signaling::JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))
+            .unwrap();
+    let grant = signer.verifier().verify(token.trim()).unwrap();
+    assert_eq!(grant.identity, "phone");
+    assert!(grant.grants.publish && !grant.grants.subscribe);
+
+    let bad = Command::new(BIN)
+        .args(["token", "create", "--data-dir"])
+        .arg(&dir)
+        .args(["--room", "no/slash", "--identity", "x", "--publish"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--room"));
+    let none = Command::new(BIN)
+        .args(["token", "create", "--data-dir"])
+        .arg(&dir)
+        .args(["--room", "r", "--identity", "x"])
+        .output()
+        .unwrap();
+    assert!(!none.status.success(), "a token without grants is refused");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn config_print_shows_layers() {
+    let dir = tempdir();
+    let file = dir.join("s.toml");
+    std::fs::write(&file, "[media]\nport = 41000\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .args(["--workers", "3"])
+        .env("STREAMCORE_HTTP", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("http = \"127.0.0.1:9999\""), "{text}");
+    assert!(text.contains("port = 41000"), "{text}");
+    assert!(text.contains("workers = 3"), "{text}");
+    let bad = Command::new(BIN)
+        .args(["config", "print", "--http", "0.0.0.0:8080"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("advertise"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Starts `streamcore serve` and returns it with its HTTP address (read from its log).
+fn serve(dir: &std::path::Path, grace_secs: u64) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--workers",
+            "1",
+            "--log-json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("STREAMCORE_SHUTDOWN_GRACE_SECS", grace_secs.to_string())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = rx
+            .recv_timeout(deadline - Instant::now())
+            .expect("server logged its address");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if let Some(http) = v["fields"]["http"].as_str() {
+            return (child, format!("http://{http}"));
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig])
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("server did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits() {
+    let dir = tempdir();
+    let (mut child, base) = serve(&dir, 2);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A session that stays open (its client never connects within the grace period).
+    let signer =
+        signaling::JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))
+            .unwrap();
+    let room = media_core::RoomId::parse("d").unwrap();
+    let grants = signaling::Grants {
+        publish: true,
+        ..Default::default()
+    };
+    let token = signer
+        .sign(&room, "p", grants, Duration::from_secs(60))
+        .unwrap();
+    let post = |sdp: String| {
+        http.post(format!("{base}/whip/d"))
+            .header("Content-Type", "application/sdp")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(sdp)
+            .send()
+    };
+    assert_eq!(
+        post(offer(&[Audio], Direction::SendOnly).3)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    signal(&child, "TERM");
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let refused = post(offer(&[Audio], Direction::SendOnly).3).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "waited for the grace period"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once() {
+    let dir = tempdir();
+    let (mut child, base) = serve(&dir, 60);
+    let signer =
+        signaling::JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))
+            .unwrap();
+    let room = media_core::RoomId::parse("d").unwrap();
+    let grants = signaling::Grants {
+        publish: true,
+        ..Default::default()
+    };
+    let token = signer
+        .sign(&room, "p", grants, Duration::from_secs(60))
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/whip/d"))
+        .header("Content-Type", "application/sdp")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(offer(&[Audio], Direction::SendOnly).3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    signal(&child, "INT");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(status.success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "did not wait out the 60 s grace"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
