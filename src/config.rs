@@ -22,6 +22,11 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// How long SIGTERM waits for sessions to end before closing them.
     pub shutdown_grace_secs: u64,
+    /// The control plane's database: `postgres://…`, or a SQLite file. Default: a SQLite
+    /// file in `data_dir`.
+    pub database_url: Option<String>,
+    /// The URL browsers and phones reach this node at (pairing links, reset mails).
+    pub public_url: Option<String>,
     pub log: LogSettings,
     pub media: MediaSettings,
 }
@@ -64,6 +69,8 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             metrics: None,
             shutdown_grace_secs: 30,
+            database_url: None,
+            public_url: None,
             log: LogSettings {
                 json: false,
                 level: "info".into(),
@@ -91,6 +98,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
     #[serde(skip_serializing_if = "MediaOverrides::is_empty")]
     pub media: MediaOverrides,
     #[serde(skip_serializing_if = "LogOverrides::is_empty")]
@@ -195,7 +204,24 @@ impl Settings {
     }
 
     pub fn token_key_path(&self) -> PathBuf {
-        self.data_dir.join("keys").join("join-token-ed25519.pem")
+        self.keys_dir().join("join-token-ed25519.pem")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
+    /// The database to use: the configured URL, else `streamcore.db` in `data_dir`.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("streamcore.db").display())
+        })
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http))
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -205,7 +231,23 @@ impl Settings {
     /// The effective settings as TOML, for `streamcore config print`. There are no
     /// secrets among the settings yet; the signing key is a path, never its content.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        let mut shown = self.clone();
+        shown.database_url = shown.database_url.as_deref().map(redact_url);
+        Ok(toml::to_string_pretty(&shown)?)
+    }
+}
+
+/// Hides the password of a URL (`postgres://user:secret@host/db` → `postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((creds, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -235,6 +277,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
 
     #[test]
     fn durations() {

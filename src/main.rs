@@ -26,10 +26,33 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run only the control API (accounts, devices, rooms, join tokens) over HTTP.
+    Api(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(ServeArgs),
+    /// Operator accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Settings.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin account, or make an existing account admin. The password is
+    /// read from STREAMCORE_ADMIN_PASSWORD, else from the first line of stdin.
+    Create {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
     },
 }
 
@@ -68,6 +91,9 @@ struct ServeArgs {
     /// Log one JSON object per line.
     #[arg(long)]
     log_json: bool,
+    /// Control-plane database: postgres://… or a SQLite file (default: DATA_DIR/streamcore.db).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +135,7 @@ impl ServeArgs {
             http: self.http,
             data_dir: self.common.data_dir.clone(),
             metrics: self.metrics,
+            database_url: self.database_url.clone(),
             media: MediaOverrides {
                 bind: self.media_bind,
                 port: self.media_port,
@@ -128,12 +155,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
             streamcore::init_logging(settings.log.json, &settings.log.level);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            rt.block_on(serve(settings))
+            runtime()?.block_on(serve(settings))
         }
         Command::Token {
             command: TokenCommand::Create(a),
@@ -159,6 +181,54 @@ fn main() -> anyhow::Result<()> {
             println!("{}", signer.sign(&room, &a.identity, grants, a.ttl)?);
             Ok(())
         }
+        Command::Api(args) => {
+            let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
+            streamcore::init_logging(settings.log.json, &settings.log.level);
+            runtime()?.block_on(async {
+                let server = streamcore::server::start_api(&settings).await?;
+                tracing::info!(http = %server.http_addr, "control API listening");
+                wait_for_signal().await;
+                server.shutdown().await;
+                Ok(())
+            })
+        }
+        Command::Migrate(args) => {
+            let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
+            streamcore::init_logging(settings.log.json, &settings.log.level);
+            runtime()?.block_on(async {
+                let db = control_api::store::Db::connect(&settings.database_url()).await?;
+                control_api::store::Store::migrate(&db).await?;
+                println!("migrations applied ({})", db.backend());
+                Ok(())
+            })
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    serve,
+                    email,
+                    display_name,
+                },
+        } => {
+            let settings = Settings::load(serve.common.config.as_deref(), &serve.overrides())?;
+            let password = match std::env::var("STREAMCORE_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            runtime()?.block_on(async {
+                let db = control_api::store::Db::connect(&settings.database_url()).await?;
+                let outcome =
+                    control_api::admin::create_admin(&db, &email, &password, &display_name).await?;
+                println!("{outcome}");
+                Ok(())
+            })
+        }
         Command::Config {
             command: ConfigCommand::Print(args),
         } => {
@@ -167,6 +237,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

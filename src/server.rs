@@ -27,6 +27,7 @@ pub struct RunningServer {
     pub media_addrs: Vec<SocketAddr>,
     pub signer: Arc<JoinTokenSigner>,
     pub workers: Arc<MediaWorkers>,
+    pub api: control_api::AppState,
     stop: watch::Sender<bool>,
     http_task: tokio::task::JoinHandle<()>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
@@ -56,6 +57,22 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         JoinTokenSigner::load_or_create(&settings.token_key_path())
             .context("loading the join-token key")?,
     );
+    let api = control_api::build_state(
+        &settings.database_url(),
+        &settings.keys_dir(),
+        signer.clone(),
+        control_api::ApiConfig {
+            public_url: settings.public_url(),
+            ..control_api::ApiConfig::default()
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "opening the database {}",
+            crate::config::redact_url(&settings.database_url())
+        )
+    })?;
     let metrics = Metrics::new();
     let workers = Arc::new(MediaWorkers::start(settings, metrics.clone())?);
     let media_addrs = workers.local_addrs();
@@ -71,7 +88,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         .merge(signaling::router(SignalingState {
             backend: workers.clone(),
             verifier: signer.verifier(),
-        }));
+        }))
+        .merge(control_api::router(api.clone()));
     if settings.metrics.is_none() {
         app = app.merge(metrics_router(ops.clone()));
     }
@@ -103,6 +121,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         media_addrs,
         signer,
         workers,
+        api,
         stop,
         http_task,
         metrics_task,
@@ -119,6 +138,7 @@ async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<boo
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -175,5 +195,66 @@ impl RunningServer {
         if let Some(t) = self.metrics_task {
             let _ = t.await;
         }
+    }
+}
+
+/// A control-API-only node (`streamcore api`).
+pub struct RunningApi {
+    pub http_addr: SocketAddr,
+    pub api: control_api::AppState,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningApi")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let signer = Arc::new(JoinTokenSigner::load_or_create(&settings.token_key_path())?);
+    let api = control_api::build_state(
+        &settings.database_url(),
+        &settings.keys_dir(),
+        signer,
+        control_api::ApiConfig {
+            public_url: settings.public_url(),
+            ..control_api::ApiConfig::default()
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "opening the database {}",
+            crate::config::redact_url(&settings.database_url())
+        )
+    })?;
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(healthz))
+        .merge(control_api::router(api.clone()));
+    let listener = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", settings.http))?;
+    let http_addr = listener.local_addr()?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, app, rx));
+    Ok(RunningApi {
+        http_addr,
+        api,
+        stop,
+        task,
+    })
+}
+
+impl RunningApi {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }

@@ -96,6 +96,8 @@ fn config_print_shows_layers() {
 }
 
 /// Starts `streamcore serve` and returns it with its HTTP address (read from its log).
+/// The caller waits for the child (`wait_exit`).
+#[allow(clippy::zombie_processes)]
 fn serve(dir: &std::path::Path, grace_secs: u64) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args([

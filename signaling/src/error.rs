@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request field a validation error is about.
+    pub field: Option<&'static str>,
 }
 
 impl ApiError {
@@ -22,7 +24,28 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// A validation error about one request field (422 `invalid_field`).
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("{field}: {}", message.into()),
+            )
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -67,7 +90,11 @@ impl IntoResponse for ApiError {
         } else {
             info!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
         }
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(f) = self.field {
+            error["field"] = json!(f);
+        }
+        let body = json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

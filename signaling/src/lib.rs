@@ -19,5 +19,5 @@ pub use backend::{
     BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner,
 };
 pub use error::ApiError;
-pub use token::{Grants, JoinGrant, JoinTokenSigner, JoinTokenVerifier, TokenError};
+pub use token::{Ed25519Key, Grants, JoinGrant, JoinTokenSigner, JoinTokenVerifier, TokenError};
 pub use whip::{SignalingState, router};

@@ -118,16 +118,16 @@ impl JoinTokenVerifier {
     }
 }
 
-/// The node's signing key. Only the control plane and the CLI sign.
-pub struct JoinTokenSigner {
+/// An Ed25519 signing key kept in a PEM (PKCS#8) file.
+pub struct Ed25519Key {
     pkcs8: Vec<u8>,
     public: Vec<u8>,
     key: EncodingKey,
 }
 
-impl std::fmt::Debug for JoinTokenSigner {
+impl std::fmt::Debug for Ed25519Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinTokenSigner")
+        f.debug_struct("Ed25519Key")
             .field("key", &"[redacted]")
             .finish()
     }
@@ -135,7 +135,7 @@ impl std::fmt::Debug for JoinTokenSigner {
 
 const PEM_LABEL: &str = "PRIVATE KEY";
 
-impl JoinTokenSigner {
+impl Ed25519Key {
     pub fn generate() -> Result<Self, TokenError> {
         let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|e| TokenError::Signing(e.to_string()))?;
@@ -145,7 +145,7 @@ impl JoinTokenSigner {
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, TokenError> {
         let pair = Ed25519KeyPair::from_pkcs8(der)
             .map_err(|e| TokenError::Signing(format!("not an Ed25519 PKCS#8 key: {e}")))?;
-        Ok(JoinTokenSigner {
+        Ok(Ed25519Key {
             pkcs8: der.to_vec(),
             public: pair.public_key().as_ref().to_vec(),
             key: EncodingKey::from_ed_der(der),
@@ -189,16 +189,59 @@ impl JoinTokenSigner {
         &self.public
     }
 
+    /// A key id: the first 8 bytes of SHA-256 of the public key, hex.
+    pub fn key_id(&self) -> String {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.public);
+        hex::encode(&d.as_ref()[..8])
+    }
+
     /// The public key as a JWK (`OKP`, `Ed25519`), for a JWKS endpoint.
     pub fn public_jwk(&self) -> serde_json::Value {
         serde_json::json!({
             "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+            "kid": self.key_id(),
             "x": URL_SAFE_NO_PAD.encode(&self.public),
         })
     }
 
+    /// Signs `claims` as an EdDSA JWT.
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key_id());
+        jsonwebtoken::encode(&header, claims, &self.key)
+            .map_err(|e| TokenError::Signing(e.to_string()))
+    }
+}
+
+/// The node's join-token signing key. Only the control plane and the CLI sign.
+#[derive(Debug)]
+pub struct JoinTokenSigner {
+    key: Ed25519Key,
+}
+
+impl JoinTokenSigner {
+    pub fn generate() -> Result<Self, TokenError> {
+        Ed25519Key::generate().map(|key| JoinTokenSigner { key })
+    }
+
+    pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {
+        Ed25519Key::load_or_create(path).map(|key| JoinTokenSigner { key })
+    }
+
+    pub fn key(&self) -> &Ed25519Key {
+        &self.key
+    }
+
+    pub fn public_key(&self) -> &[u8] {
+        self.key.public_key()
+    }
+
+    pub fn public_jwk(&self) -> serde_json::Value {
+        self.key.public_jwk()
+    }
+
     pub fn verifier(&self) -> JoinTokenVerifier {
-        JoinTokenVerifier::from_public_key(&self.public)
+        JoinTokenVerifier::from_public_key(self.key.public_key())
     }
 
     pub fn sign(
@@ -224,8 +267,7 @@ impl JoinTokenSigner {
             exp: now + ttl.as_secs().max(1),
             jti: hex::encode(rand::random::<[u8; 12]>()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        self.key.sign_claims(&claims)
     }
 }
 
@@ -302,7 +344,7 @@ mod tests {
             exp: 2,
             jti: "j".into(),
         };
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &s.key).unwrap();
+        let t = s.key().sign_claims(&claims).unwrap();
         assert!(matches!(s.verifier().verify(&t), Err(TokenError::Expired)));
     }
 

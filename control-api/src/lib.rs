@@ -1,0 +1,117 @@
+//! # control-api: who may do what
+//!
+//! Users and sessions (Argon2id passwords, short-lived access JWTs, rotating refresh
+//! tokens with reuse detection), password reset through a mail outbox, devices and
+//! phone pairing, rooms and join tokens for the SFU, and the phone's music-library
+//! metadata. JSON over `/api/v1`, stored through [`store::Store`] in SQLite (embedded
+//! default) or PostgreSQL.
+//!
+//! Invariants:
+//! - control-api never touches media packets; it only signs join tokens the SFU verifies.
+//! - Every read of user-owned data is filtered by the caller's user id in the store query
+//!   itself: another user's device, room or track is "not found", never "forbidden".
+//! - Secrets (refresh tokens, reset tokens) are stored only as SHA-256 digests; passwords
+//!   only as Argon2id hashes; none of them is ever logged.
+//! - Every error is `{"error": {"code", "message"[, "field"]}}`.
+
+pub mod admin;
+pub mod auth;
+pub mod extract;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use signaling::{ApiError, JoinTokenSigner};
+
+pub use state::{ApiConfig, AppState, Caller};
+use store::{Db, Store, StoreError};
+
+use routes::{accounts, devices, library, rooms};
+
+/// Connects to the database (`postgres://…`, or a SQLite path/URL), applies the
+/// migrations, and loads or creates the access-token key in `keys_dir`.
+pub async fn build_state(
+    database_url: &str,
+    keys_dir: &Path,
+    join_signer: Arc<JoinTokenSigner>,
+    config: ApiConfig,
+) -> Result<AppState, BuildError> {
+    let db = Db::connect(database_url).await?;
+    db.migrate().await?;
+    let tokens = auth::AccessTokens::load_or_create(&keys_dir.join("access-token-ed25519.pem"))?;
+    Ok(AppState {
+        db,
+        tokens: Arc::new(tokens),
+        join_signer,
+        config: Arc::new(config),
+        limits: Arc::new(state::Limits::default()),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] signaling::TokenError),
+}
+
+/// All routes of the API, under `/api/v1`, plus the JWKS document.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/auth/register", post(accounts::register))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/refresh", post(accounts::refresh))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/auth/password/forgot", post(accounts::forgot_password))
+        .route("/auth/password/reset", post(accounts::reset_password))
+        .route("/me", get(accounts::me))
+        .route("/me/password", post(accounts::change_password))
+        .route("/admin/users", get(accounts::admin_list_users))
+        .route(
+            "/admin/users/{id}/sessions",
+            axum::routing::delete(accounts::admin_end_sessions),
+        )
+        .route("/admin/mail", get(accounts::admin_mail))
+        .route("/devices", post(devices::create).get(devices::list))
+        .route(
+            "/devices/{id}",
+            get(devices::get)
+                .patch(devices::rename)
+                .delete(devices::remove),
+        )
+        .route("/devices/{id}/heartbeat", post(devices::heartbeat))
+        .route("/pairings", post(devices::start_pairing))
+        .route("/pairings/claim", post(devices::claim))
+        .route("/pairings/{id}", get(devices::pairing_status))
+        .route("/rooms", post(rooms::create).get(rooms::list))
+        .route(
+            "/rooms/{name}",
+            get(rooms::get).patch(rooms::update).delete(rooms::delete),
+        )
+        .route("/rooms/{name}/token", post(rooms::join_token))
+        .route("/library/sync", post(library::sync))
+        .route("/library/tracks", get(library::list))
+        .route("/jwks.json", get(rooms::jwks));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/.well-known/jwks.json", get(rooms::jwks))
+        .merge(openapi::router())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,65 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, and the
+//! browsable page (Swagger UI, served from the binary; no CDN).
+
+use axum::Router;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes::{accounts, devices, library, rooms};
+
+/// Every error response: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unauthorized`, `invalid_field`, `not_found`, …
+    pub code: String,
+    pub message: String,
+    /// The request field a validation error is about.
+    pub field: Option<String>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, rooms, join tokens and library metadata."),
+    paths(
+        accounts::register, accounts::login, accounts::refresh, accounts::logout,
+        accounts::forgot_password, accounts::reset_password, accounts::me, accounts::change_password,
+        accounts::admin_list_users, accounts::admin_end_sessions, accounts::admin_mail,
+        devices::create, devices::list, devices::get, devices::rename, devices::remove, devices::heartbeat,
+        devices::start_pairing, devices::pairing_status, devices::claim,
+        rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks,
+        library::sync, library::list,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// `/api/openapi.json` and the browsable page at `/api/docs`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::from(
+        utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()),
+    )
+}

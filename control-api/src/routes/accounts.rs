@@ -1,0 +1,518 @@
+//! Accounts and sessions: register, login, refresh, logout, me, passwords, admin.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::extract::ApiJson;
+use crate::openapi::ErrorBody;
+use signaling::ApiError;
+use tracing::{info, warn};
+
+use crate::auth::{self, now_millis, secret_hash};
+use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
+use crate::store::{Mail, NewUser, Role, Store, User};
+
+pub const MIN_PASSWORD: usize = 10;
+pub const MAX_PASSWORD: usize = 256;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Registered {
+    pub user: UserView,
+    pub session: Session,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    /// Refresh tokens revoked.
+    pub revoked: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ForgotRequest {
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetRequest {
+    pub token: String,
+    pub new_password: String,
+}
+
+pub fn parse_email(s: &str) -> Result<String, ApiError> {
+    let e = s.trim().to_lowercase();
+    let valid = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(e)
+    } else {
+        Err(ApiError::invalid_field(
+            "email",
+            "must be an email address like name@example.com",
+        ))
+    }
+}
+
+pub fn check_password(field: &'static str, p: &str) -> Result<(), ApiError> {
+    let n = p.chars().count();
+    if n < MIN_PASSWORD {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be at least {MIN_PASSWORD} characters"),
+        ));
+    }
+    if n > MAX_PASSWORD {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be at most {MAX_PASSWORD} characters"),
+        ));
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("password hashing failed"))
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    blocking(move || auth::hash_password(&password))
+        .await?
+        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+}
+
+/// Starts a new session (refresh-token family) for a user or one of their devices.
+pub async fn new_session(
+    st: &AppState,
+    user: &User,
+    device: Option<&str>,
+) -> Result<Session, ApiError> {
+    let access = st
+        .tokens
+        .issue(&user.id, user.role, device)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (refresh, rec) = st.tokens.new_refresh(&user.id, None, device);
+    st.db.insert_refresh(rec).await.map_err(store_error)?;
+    Ok(Session {
+        access_token: access,
+        refresh_token: refresh,
+        token_type: "Bearer",
+        expires_in: st.tokens.access_ttl.as_secs(),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 201, body = Registered), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody)))]
+pub async fn register(
+    State(st): State<AppState>,
+    ClientAddr(_addr): ClientAddr,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let email = parse_email(&req.email)?;
+    check_password("password", &req.password)?;
+    let display_name = req.display_name.unwrap_or_default().trim().to_owned();
+    if display_name.chars().count() > 100 {
+        return Err(ApiError::invalid_field(
+            "display_name",
+            "must be at most 100 characters",
+        ));
+    }
+    let password_hash = hash(req.password).await?;
+    // Admins are made by the operator (`streamcore admin create`), never by signing up.
+    let role = Role::User;
+    let user = st
+        .db
+        .create_user(NewUser {
+            email,
+            display_name,
+            password_hash,
+            role,
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => {
+                ApiError::conflict("email_taken", "an account with this email already exists")
+            }
+            other => store_error(other),
+        })?;
+    info!(user = %user.id, role = role.as_str(), "account registered");
+    let session = new_session(&st, &user, None).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            user: UserView::from(&user),
+            session,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts", request_body = LoginRequest, responses((status = 200, body = Session), (status = 401, description = "email or password is wrong", body = ErrorBody), (status = 429, description = "too many attempts", body = ErrorBody)))]
+pub async fn login(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<Session>, ApiError> {
+    let now = Instant::now();
+    let email = req.email.trim().to_lowercase();
+    st.limits
+        .login_addr
+        .check(&addr.key(), now)
+        .map_err(too_many)?;
+    st.limits
+        .login_account
+        .check(&email, now)
+        .map_err(too_many)?;
+    let user = st.db.user_by_email(&email).await.map_err(store_error)?;
+    let hash = user.as_ref().map_or_else(
+        || auth::dummy_hash().to_owned(),
+        |u| u.password_hash.clone(),
+    );
+    let password = req.password;
+    // Always verify, so an unknown email costs the same time as a wrong password.
+    let ok = blocking(move || auth::verify_password(&password, &hash)).await?;
+    match user {
+        Some(u) if ok => {
+            info!(user = %u.id, "login");
+            Ok(Json(new_session(&st, &u, None).await?))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "email or password is wrong",
+        )),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "accounts", request_body = RefreshRequest, responses((status = 200, body = Session), (status = 401, description = "invalid, expired or reused (the family is revoked)", body = ErrorBody)))]
+pub async fn refresh(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<Session>, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            "the refresh token is not valid; log in again",
+        )
+    };
+    let rec = st
+        .db
+        .refresh_by_hash(&secret_hash(req.refresh_token.trim()))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(invalid)?;
+    let now = now_millis();
+    if rec.revoked_at.is_some() || rec.expires_at <= now {
+        return Err(invalid());
+    }
+    if !st
+        .db
+        .mark_refresh_used(&rec.id, now)
+        .await
+        .map_err(store_error)?
+    {
+        // Used before: someone holds a copy. End the whole login.
+        let n = st
+            .db
+            .revoke_family(&rec.family_id, now)
+            .await
+            .map_err(store_error)?;
+        warn!(user = %rec.user_id, family = %rec.family_id, revoked = n, "refresh token reused; family revoked");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "refresh_token_reused",
+            "this refresh token was already used; every session of this login was ended",
+        ));
+    }
+    let user = st
+        .db
+        .user_by_id(&rec.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(invalid)?;
+    let access = st
+        .tokens
+        .issue(&user.id, user.role, rec.device_id.as_deref())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (secret, next) =
+        st.tokens
+            .new_refresh(&user.id, Some(&rec.family_id), rec.device_id.as_deref());
+    st.db.insert_refresh(next).await.map_err(store_error)?;
+    Ok(Json(Session {
+        access_token: access,
+        refresh_token: secret,
+        token_type: "Bearer",
+        expires_in: st.tokens.access_ttl.as_secs(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts", request_body = RefreshRequest, responses((status = 204, description = "the login (refresh family) is ended")))]
+pub async fn logout(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(rec) = st
+        .db
+        .refresh_by_hash(&secret_hash(req.refresh_token.trim()))
+        .await
+        .map_err(store_error)?
+    {
+        st.db
+            .revoke_family(&rec.family_id, now_millis())
+            .await
+            .map_err(store_error)?;
+    }
+    // Logging out an unknown or already-ended session is not an error.
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = UserView), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn me(State(st): State<AppState>, caller: Caller) -> Result<Json<UserView>, ApiError> {
+    let u = st
+        .db
+        .user_by_id(&caller.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    Ok(Json(UserView::from(&u)))
+}
+
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "accounts", request_body = ChangePassword, responses((status = 204, description = "changed; every session ended"), (status = 403, description = "not allowed", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn change_password(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ChangePassword>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_user()?;
+    check_password("new_password", &req.new_password)?;
+    let u = st
+        .db
+        .user_by_id(&caller.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::unauthorized("no such account"))?;
+    let (cur, h) = (req.current_password, u.password_hash.clone());
+    if !blocking(move || auth::verify_password(&cur, &h)).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "current_password is wrong",
+        ));
+    }
+    let new_hash = hash(req.new_password).await?;
+    st.db
+        .set_password(&u.id, &new_hash)
+        .await
+        .map_err(store_error)?;
+    st.db
+        .revoke_user_tokens(&u.id, now_millis())
+        .await
+        .map_err(store_error)?;
+    info!(user = %u.id, "password changed; sessions ended");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Always 202, whether or not the email has an account.
+#[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "accounts", request_body = ForgotRequest, responses((status = 202, description = "a reset mail is queued if the account exists"), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many attempts", body = ErrorBody)))]
+pub async fn forgot_password(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(req): ApiJson<ForgotRequest>,
+) -> Result<StatusCode, ApiError> {
+    let now = Instant::now();
+    st.limits
+        .login_addr
+        .check(&addr.key(), now)
+        .map_err(too_many)?;
+    let email = parse_email(&req.email)?;
+    if st.limits.reset_account.check(&email, now).is_err() {
+        // Quietly: a 429 here would tell an attacker the address is being reset.
+        return Ok(StatusCode::ACCEPTED);
+    }
+    if let Some(u) = st.db.user_by_email(&email).await.map_err(store_error)? {
+        let token = auth::new_secret();
+        let expires = now_millis() + st.config.reset_ttl.as_millis() as i64;
+        st.db
+            .insert_password_reset(&u.id, &secret_hash(&token), expires)
+            .await
+            .map_err(store_error)?;
+        let link = format!(
+            "{}/reset-password?token={token}",
+            st.config.public_url.trim_end_matches('/')
+        );
+        st.db
+            .insert_mail(Mail {
+                id: uuid::Uuid::new_v4().to_string(),
+                to_addr: u.email.clone(),
+                subject: "Reset your StreamCore password".into(),
+                body: format!(
+                    "Someone asked to reset the password of this account.\n\nReset token: {token}\nLink: {link}\n\nThe token works once and expires in {} minutes. If it was not you, ignore this mail.\n",
+                    st.config.reset_ttl.as_secs() / 60
+                ),
+                created_at: now_millis(),
+                sent_at: None,
+            })
+            .await
+            .map_err(store_error)?;
+        info!(user = %u.id, "password reset mail queued in the outbox");
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "accounts", request_body = ResetRequest, responses((status = 204, description = "password set; every session ended"), (status = 400, description = "unknown, used or expired token", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody)))]
+pub async fn reset_password(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    check_password("new_password", &req.new_password)?;
+    let user_id = st
+        .db
+        .take_password_reset(&secret_hash(req.token.trim()), now_millis())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_reset_token",
+                "the reset token is unknown, used or expired",
+            )
+        })?;
+    let h = hash(req.new_password).await?;
+    st.db
+        .set_password(&user_id, &h)
+        .await
+        .map_err(store_error)?;
+    st.db
+        .revoke_user_tokens(&user_id, now_millis())
+        .await
+        .map_err(store_error)?;
+    info!(user = %user_id, "password reset; sessions ended");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", responses((status = 200, body = Vec<UserView>), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn admin_list_users(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    caller.require_admin()?;
+    let users = st.db.list_users().await.map_err(store_error)?;
+    Ok(Json(users.iter().map(UserView::from).collect()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", tag = "admin", params(("id" = String, Path, description = "user id")), responses((status = 200, body = Revoked), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn admin_end_sessions(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    caller.require_admin()?;
+    if st.db.user_by_id(&id).await.map_err(store_error)?.is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let n = st
+        .db
+        .revoke_user_tokens(&id, now_millis())
+        .await
+        .map_err(store_error)?;
+    info!(admin = %caller.user_id, user = %id, revoked = n, "sessions ended by admin");
+    Ok(Json(Revoked { revoked: n }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailView {
+    pub id: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// The mail outbox, for operators without SMTP.
+#[utoipa::path(get, path = "/api/v1/admin/mail", tag = "admin", responses((status = 200, body = Vec<MailView>), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn admin_mail(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<MailView>>, ApiError> {
+    caller.require_admin()?;
+    let mails = st.db.list_mail(100).await.map_err(store_error)?;
+    Ok(Json(
+        mails
+            .into_iter()
+            .map(|m| MailView {
+                id: m.id,
+                to: m.to_addr,
+                subject: m.subject,
+                body: m.body,
+                created_at: m.created_at,
+            })
+            .collect(),
+    ))
+}

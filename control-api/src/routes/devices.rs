@@ -1,0 +1,455 @@
+//! Devices (register, list, rename, remove, heartbeat) and phone pairing.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::extract::{ApiJson, OptionalJson};
+use crate::openapi::ErrorBody;
+use crate::routes::accounts::Session;
+use signaling::ApiError;
+use tracing::info;
+
+use crate::auth::now_millis;
+use crate::routes::accounts::new_session;
+use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
+use crate::store::{Capabilities, Device, NewDevice, Pairing, Store};
+
+pub const DEVICE_KINDS: [&str; 3] = ["phone", "browser", "other"];
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub capabilities: Capabilities,
+    pub online: bool,
+    pub last_seen: Option<i64>,
+    pub created_at: i64,
+}
+
+pub fn view(st: &AppState, d: Device) -> DeviceView {
+    let window = st.config.online_window.as_millis() as i64;
+    DeviceView {
+        online: d.last_seen.is_some_and(|t| now_millis() - t <= window),
+        id: d.id,
+        name: d.name,
+        kind: d.kind,
+        capabilities: d.capabilities,
+        last_seen: d.last_seen,
+        created_at: d.created_at,
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+impl DeviceInfo {
+    fn validate(self, field: &'static str) -> Result<DeviceInfo, ApiError> {
+        let name = parse_name(field, &self.name)?;
+        if !DEVICE_KINDS.contains(&self.kind.as_str()) {
+            return Err(ApiError::invalid_field(
+                "kind",
+                "must be one of phone, browser, other",
+            ));
+        }
+        Ok(DeviceInfo { name, ..self })
+    }
+}
+
+fn parse_name(field: &'static str, s: &str) -> Result<String, ApiError> {
+    let n = s.trim();
+    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be 1–100 printable characters",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Rename {
+    pub name: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+}
+
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = DeviceInfo, responses((status = 201, body = DeviceView), (status = 403, description = "not allowed", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<DeviceInfo>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_user()?;
+    let req = req.validate("name")?;
+    let d = st
+        .db
+        .create_device(
+            NewDevice {
+                user_id: caller.user_id.clone(),
+                name: req.name,
+                kind: req.kind,
+                capabilities: req.capabilities,
+            },
+            now_millis(),
+        )
+        .await
+        .map_err(store_error)?;
+    info!(user = %caller.user_id, device = %d.id, "device registered");
+    Ok((StatusCode::CREATED, Json(view(&st, d))))
+}
+
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", responses((status = 200, body = Vec<DeviceView>), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let ds = st
+        .db
+        .list_devices(&caller.user_id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(ds.into_iter().map(|d| view(&st, d)).collect()))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("no such device")
+}
+
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path)), responses((status = 200, body = DeviceView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let d = st
+        .db
+        .device(&caller.user_id, &id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    Ok(Json(view(&st, d)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", request_body = Rename, params(("id" = String, Path)), responses((status = 200, body = DeviceView), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn rename(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Rename>,
+) -> Result<Json<DeviceView>, ApiError> {
+    caller.require_user()?;
+    let name = parse_name("name", &req.name)?;
+    if !st
+        .db
+        .rename_device(&caller.user_id, &id, &name)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found());
+    }
+    get(State(st), caller, Path(id)).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path)), responses((status = 204, description = "removed; its credentials and library are gone"), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn remove(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_user()?;
+    if !st
+        .db
+        .delete_device(&caller.user_id, &id)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found());
+    }
+    st.db
+        .revoke_device_tokens(&id, now_millis())
+        .await
+        .map_err(store_error)?;
+    info!(user = %caller.user_id, device = %id, "device removed; its credentials revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A device reports it is alive (and, optionally, what it can do now). A device
+/// credential may only report for itself.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/heartbeat", tag = "devices", request_body = Option<Heartbeat>, params(("id" = String, Path)), responses((status = 204, description = "last_seen updated"), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn heartbeat(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<Heartbeat>,
+) -> Result<StatusCode, ApiError> {
+    if caller.device.as_deref().is_some_and(|d| d != id) {
+        return Err(ApiError::forbidden(
+            "a device credential may only report for its own device",
+        ));
+    }
+    let caps = body.capabilities;
+    if !st
+        .db
+        .touch_device(&caller.user_id, &id, now_millis(), caps)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- pairing ----------------------------------------------------------------------
+
+/// Code alphabet: no 0/O, 1/I/L, 2/Z, 5/S, 8/B to survive reading aloud and typing.
+const CODE_ALPHABET: &[u8] = b"ACDEFGHJKMNPQRTUVWXY34679";
+pub const CODE_LEN: usize = 8;
+
+pub fn new_code() -> String {
+    (0..CODE_LEN)
+        .map(|_| CODE_ALPHABET[rand::random_range(0..CODE_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Normalises what a person typed: case, spaces and dashes do not matter.
+pub fn normalise_code(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairingView {
+    pub id: String,
+    pub code: String,
+    pub expires_at: i64,
+    /// The link the QR code encodes: the phone page with the code.
+    pub url: String,
+    /// The QR code of `url`, as SVG.
+    pub qr_svg: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/pairings", tag = "pairing", responses((status = 201, body = PairingView), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn start_pairing(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_user()?;
+    let now = now_millis();
+    let mut attempt = 0;
+    let p = loop {
+        let p = Pairing {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: caller.user_id.clone(),
+            code: new_code(),
+            created_at: now,
+            expires_at: now + st.config.pairing_ttl.as_millis() as i64,
+            attempts: 0,
+            claimed_at: None,
+            device_id: None,
+        };
+        match st.db.create_pairing(p.clone()).await {
+            Ok(()) => break p,
+            Err(crate::store::StoreError::Conflict(_)) if attempt < 5 => attempt += 1,
+            Err(e) => return Err(store_error(e)),
+        }
+    };
+    let url = format!(
+        "{}/phone?code={}",
+        st.config.public_url.trim_end_matches('/'),
+        p.code
+    );
+    let qr_svg = qrcode::QrCode::new(url.as_bytes())
+        .map(|q| {
+            q.render::<qrcode::render::svg::Color>()
+                .min_dimensions(200, 200)
+                .build()
+        })
+        .map_err(|e| ApiError::internal(format!("QR code: {e}")))?;
+    info!(user = %caller.user_id, pairing = %p.id, "pairing started");
+    Ok((
+        StatusCode::CREATED,
+        Json(PairingView {
+            id: p.id,
+            code: p.code,
+            expires_at: p.expires_at,
+            url,
+            qr_svg,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/pairings/{id}", tag = "pairing", params(("id" = String, Path)), responses((status = 200, body = PairingStatus), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn pairing_status(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PairingStatus>, ApiError> {
+    let p = st
+        .db
+        .pairing(&caller.user_id, &id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such pairing"))?;
+    let status = if p.claimed_at.is_some() {
+        "claimed"
+    } else if p.expires_at <= now_millis() {
+        "expired"
+    } else {
+        "pending"
+    };
+    let device = match &p.device_id {
+        Some(d) => st
+            .db
+            .device(&caller.user_id, d)
+            .await
+            .map_err(store_error)?
+            .map(|d| view(&st, d)),
+        None => None,
+    };
+    Ok(Json(PairingStatus {
+        id: p.id,
+        status,
+        expires_at: p.expires_at,
+        device,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairingStatus {
+    pub id: String,
+    /// `pending`, `claimed` or `expired`.
+    pub status: &'static str,
+    pub expires_at: i64,
+    /// The paired device, once claimed.
+    pub device: Option<DeviceView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paired {
+    pub device: DeviceView,
+    /// A device-scoped session for the phone.
+    pub session: Session,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Claim {
+    pub code: String,
+    pub device: DeviceInfo,
+}
+
+/// The phone claims a code (no login): it becomes a device of the code's user and
+/// gets a device-scoped session.
+#[utoipa::path(post, path = "/api/v1/pairings/claim", tag = "pairing", request_body = Claim, responses((status = 201, body = Paired), (status = 400, description = "unknown, used or expired code", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many attempts", body = ErrorBody)))]
+pub async fn claim(
+    State(st): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(req): ApiJson<Claim>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.limits
+        .pairing_addr
+        .check(&addr.key(), Instant::now())
+        .map_err(too_many)?;
+    let info = req.device.validate("device.name")?;
+    let code = normalise_code(&req.code);
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_pairing_code",
+            "the code is unknown, used or expired",
+        )
+    };
+    if code.len() != CODE_LEN {
+        return Err(invalid());
+    }
+    let p = st
+        .db
+        .pairing_by_code(&code)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(invalid)?;
+    st.db
+        .add_pairing_attempt(&p.id)
+        .await
+        .map_err(store_error)?;
+    let now = now_millis();
+    if p.claimed_at.is_some() || p.expires_at <= now {
+        return Err(invalid());
+    }
+    let user = st
+        .db
+        .user_by_id(&p.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(invalid)?;
+    let device = st
+        .db
+        .create_device(
+            NewDevice {
+                user_id: user.id.clone(),
+                name: info.name,
+                kind: info.kind,
+                capabilities: info.capabilities,
+            },
+            now,
+        )
+        .await
+        .map_err(store_error)?;
+    if !st
+        .db
+        .claim_pairing(&p.id, &device.id, now)
+        .await
+        .map_err(store_error)?
+    {
+        // Lost a race with another claim of the same code.
+        st.db
+            .delete_device(&user.id, &device.id)
+            .await
+            .map_err(store_error)?;
+        return Err(invalid());
+    }
+    let session = new_session(&st, &user, Some(&device.id)).await?;
+    info!(user = %user.id, device = %device.id, "phone paired");
+    Ok((
+        StatusCode::CREATED,
+        Json(Paired {
+            device: view(&st, device),
+            session,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        let c = new_code();
+        assert_eq!(c.len(), CODE_LEN);
+        assert!(c.bytes().all(|b| CODE_ALPHABET.contains(&b)));
+        assert_eq!(normalise_code("ac-df gh j k"), "ACDFGHJK");
+        for ambiguous in ["0", "O", "1", "I", "L", "2", "Z", "5", "S", "8", "B"] {
+            assert!(
+                !CODE_ALPHABET.contains(&ambiguous.as_bytes()[0]),
+                "{ambiguous}"
+            );
+        }
+    }
+}

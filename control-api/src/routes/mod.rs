@@ -1,0 +1,6 @@
+//! The `/api/v1` routes.
+
+pub mod accounts;
+pub mod devices;
+pub mod library;
+pub mod rooms;

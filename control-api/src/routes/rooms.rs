@@ -1,0 +1,317 @@
+//! Rooms, their settings, and join tokens for the SFU.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use media_core::RoomId;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::extract::{ApiJson, OptionalJson};
+use crate::openapi::ErrorBody;
+use signaling::{ApiError, Grants};
+use tracing::info;
+
+use crate::auth::now_millis;
+use crate::state::{AppState, Caller, store_error};
+use crate::store::{Room, RoomSettings, Store};
+
+pub const POLICIES: [&str; 2] = ["owner", "anyone"];
+pub const MAX_PARTICIPANTS: i64 = 1000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomView {
+    pub name: String,
+    pub owner_id: String,
+    pub max_participants: i64,
+    pub auto_record: bool,
+    pub publish_policy: String,
+    pub created_at: i64,
+}
+
+impl From<Room> for RoomView {
+    fn from(r: Room) -> Self {
+        RoomView {
+            name: r.name,
+            owner_id: r.owner_id,
+            max_participants: r.max_participants,
+            auto_record: r.auto_record,
+            publish_policy: r.publish_policy,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateRoom {
+    pub name: String,
+    #[serde(flatten)]
+    pub settings: SettingsInput,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SettingsInput {
+    pub max_participants: Option<i64>,
+    pub auto_record: Option<bool>,
+    pub publish_policy: Option<String>,
+}
+
+impl SettingsInput {
+    fn apply(self, base: RoomSettings) -> Result<RoomSettings, ApiError> {
+        let max = self.max_participants.unwrap_or(base.max_participants);
+        if !(1..=MAX_PARTICIPANTS).contains(&max) {
+            return Err(ApiError::invalid_field(
+                "max_participants",
+                format!("must be 1–{MAX_PARTICIPANTS}"),
+            ));
+        }
+        let policy = self.publish_policy.unwrap_or(base.publish_policy);
+        if !POLICIES.contains(&policy.as_str()) {
+            return Err(ApiError::invalid_field(
+                "publish_policy",
+                "must be owner or anyone",
+            ));
+        }
+        Ok(RoomSettings {
+            max_participants: max,
+            auto_record: self.auto_record.unwrap_or(base.auto_record),
+            publish_policy: policy,
+        })
+    }
+}
+
+fn defaults() -> RoomSettings {
+    RoomSettings {
+        max_participants: 50,
+        auto_record: false,
+        publish_policy: "owner".into(),
+    }
+}
+
+fn parse_room(s: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(s).map_err(|e| ApiError::invalid_field("name", e.to_string()))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("no such room")
+}
+
+#[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", request_body = CreateRoom, responses((status = 201, body = RoomView), (status = 403, description = "not allowed", body = ErrorBody), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateRoom>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_user()?;
+    let name = parse_room(&req.name)?;
+    let settings = req.settings.apply(defaults())?;
+    let room = st
+        .db
+        .create_room(&caller.user_id, name.as_str(), settings, now_millis())
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => {
+                ApiError::conflict("room_exists", "a room with this name exists")
+            }
+            other => store_error(other),
+        })?;
+    info!(user = %caller.user_id, room = %room.name, "room created");
+    Ok((StatusCode::CREATED, Json(RoomView::from(room))))
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", responses((status = 200, body = Vec<RoomView>), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<RoomView>>, ApiError> {
+    caller.require_user()?;
+    let rooms = st
+        .db
+        .list_rooms(&caller.user_id)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(rooms.into_iter().map(RoomView::from).collect()))
+}
+
+/// The caller's own room (another user's room is "not found", not "forbidden").
+async fn own_room(st: &AppState, caller: &Caller, name: &str) -> Result<Room, ApiError> {
+    match st.db.room_by_name(name).await.map_err(store_error)? {
+        Some(r) if r.owner_id == caller.user_id => Ok(r),
+        _ => Err(not_found()),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<RoomView>, ApiError> {
+    caller.require_user()?;
+    Ok(Json(own_room(&st, &caller, &name).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v1/rooms/{name}", tag = "rooms", request_body = SettingsInput, params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SettingsInput>,
+) -> Result<Json<RoomView>, ApiError> {
+    caller.require_user()?;
+    let room = own_room(&st, &caller, &name).await?;
+    let settings = req.apply(RoomSettings {
+        max_participants: room.max_participants,
+        auto_record: room.auto_record,
+        publish_policy: room.publish_policy,
+    })?;
+    let r = st
+        .db
+        .update_room(&caller.user_id, &name, settings)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    Ok(Json(r.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_user()?;
+    if !st
+        .db
+        .delete_room(&caller.user_id, &name)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found());
+    }
+    info!(user = %caller.user_id, room = %name, "room deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinTokenView {
+    /// The join token (EdDSA JWT) to send as `Authorization: Bearer` to WHIP/WHEP.
+    pub token: String,
+    pub room: String,
+    pub identity: String,
+    pub publish: bool,
+    pub subscribe: bool,
+    pub publish_data: bool,
+    pub record: bool,
+    pub expires_in: u64,
+    pub whip_url: String,
+    pub whep_url: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// Participant identity; defaults to the caller's user id (or device id).
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub subscribe: bool,
+    #[serde(default)]
+    pub publish_data: bool,
+    #[serde(default)]
+    pub record: bool,
+    /// Lifetime in seconds (default 3600, at most the configured maximum).
+    pub ttl_secs: Option<u64>,
+}
+
+/// Issues a join token for a room. The owner (and the owner's devices) may have any
+/// grant. Other users may subscribe and send data, and publish when the room's policy
+/// is `anyone`; only the owner may record.
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/token", tag = "rooms", request_body = Option<TokenRequest>, params(("name" = String, Path)), responses((status = 200, body = JoinTokenView), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn join_token(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    OptionalJson(req): OptionalJson<TokenRequest>,
+) -> Result<Json<JoinTokenView>, ApiError> {
+    let room = st
+        .db
+        .room_by_name(&name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let room_id = parse_room(&room.name)?;
+    let owner = room.owner_id == caller.user_id;
+    if !(req.publish || req.subscribe || req.publish_data || req.record) {
+        return Err(ApiError::invalid_field(
+            "publish",
+            "ask for at least one of publish, subscribe, publish_data, record",
+        ));
+    }
+    if req.publish && !owner && room.publish_policy != "anyone" {
+        return Err(ApiError::forbidden(
+            "only the room's owner may publish in this room",
+        ));
+    }
+    if req.record && !owner {
+        return Err(ApiError::forbidden("only the room's owner may record"));
+    }
+    let identity = match req.identity {
+        Some(i) => {
+            let i = i.trim().to_owned();
+            if i.is_empty()
+                || i.len() > signaling::token::MAX_IDENTITY_LEN
+                || i.chars().any(char::is_control)
+            {
+                return Err(ApiError::invalid_field(
+                    "identity",
+                    "must be 1–128 bytes of printable text",
+                ));
+            }
+            i
+        }
+        None => caller
+            .device
+            .clone()
+            .unwrap_or_else(|| caller.user_id.clone()),
+    };
+    let ttl = req.ttl_secs.unwrap_or(3600);
+    if ttl == 0 || ttl > st.config.max_join_ttl.as_secs() {
+        return Err(ApiError::invalid_field(
+            "ttl_secs",
+            format!("must be 1–{}", st.config.max_join_ttl.as_secs()),
+        ));
+    }
+    let grants = Grants {
+        publish: req.publish,
+        subscribe: req.subscribe,
+        publish_data: req.publish_data,
+        record: req.record,
+    };
+    let token = st
+        .join_signer
+        .sign(&room_id, &identity, grants, Duration::from_secs(ttl))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(JoinTokenView {
+        token,
+        whip_url: format!("/whip/{}", room.name),
+        whep_url: format!("/whep/{}", room.name),
+        room: room.name,
+        identity,
+        publish: grants.publish,
+        subscribe: grants.subscribe,
+        publish_data: grants.publish_data,
+        record: grants.record,
+        expires_in: ttl,
+    }))
+}
+
+/// The public keys SFU nodes verify join tokens with.
+#[utoipa::path(get, path = "/api/v1/jwks.json", tag = "rooms", responses((status = 200, description = "a JWK Set (RFC 7517) of Ed25519 keys", body = Object)))]
+pub async fn jwks(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "keys": [st.join_signer.public_jwk()] }))
+}

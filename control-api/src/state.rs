@@ -1,0 +1,179 @@
+//! Shared state of the API and the extractors every route uses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use signaling::{ApiError, JoinTokenSigner, TokenError};
+
+use crate::auth::AccessTokens;
+use crate::ratelimit::RateLimiter;
+use crate::store::{Db, Role, StoreError};
+
+/// Settings of the control API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Base URL browsers and phones use (for pairing links and QR codes).
+    pub public_url: String,
+    /// How long a pairing code lives.
+    pub pairing_ttl: Duration,
+    /// How long a password-reset token lives.
+    pub reset_ttl: Duration,
+    /// A device is online when its last heartbeat is newer than this.
+    pub online_window: Duration,
+    /// Longest join token the API issues.
+    pub max_join_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            pairing_ttl: Duration::from_secs(5 * 60),
+            reset_ttl: Duration::from_secs(30 * 60),
+            online_window: Duration::from_secs(60),
+            max_join_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub struct Limits {
+    /// Login attempts per account.
+    pub login_account: RateLimiter,
+    /// Login and reset attempts per client address.
+    pub login_addr: RateLimiter,
+    /// Reset mails per account.
+    pub reset_account: RateLimiter,
+    /// Pairing claims per client address.
+    pub pairing_addr: RateLimiter,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let min = Duration::from_secs(60);
+        Limits {
+            login_account: RateLimiter::new(5, min),
+            login_addr: RateLimiter::new(20, min),
+            reset_account: RateLimiter::new(3, Duration::from_secs(3600)),
+            pairing_addr: RateLimiter::new(10, min),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub tokens: Arc<AccessTokens>,
+    pub join_signer: Arc<JoinTokenSigner>,
+    pub config: Arc<ApiConfig>,
+    pub limits: Arc<Limits>,
+}
+
+/// Who is calling, from a verified access token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub role: Role,
+    /// Set when the credential belongs to one paired device.
+    pub device: Option<String>,
+}
+
+impl Caller {
+    /// Refuses device-scoped credentials: only a user's own session may do this.
+    pub fn require_user(&self) -> Result<(), ApiError> {
+        match self.device {
+            None => Ok(()),
+            Some(_) => Err(ApiError::forbidden(
+                "a device credential cannot do this; log in as the user",
+            )),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        self.require_user()?;
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this needs the admin role"))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing Authorization: Bearer <access token>")
+            })?;
+        let claims = st.tokens.verify(token.trim()).map_err(|e| match e {
+            TokenError::Expired => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "the access token has expired; refresh it",
+            ),
+            _ => ApiError::unauthorized("the access token is not valid"),
+        })?;
+        Ok(Caller {
+            user_id: claims.sub,
+            role: claims.role,
+            device: claims.device,
+        })
+    }
+}
+
+/// The client's address, for rate limits (the socket peer; no proxy headers are trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+impl ClientAddr {
+    pub fn key(&self) -> String {
+        self.0.map_or_else(|| "unknown".into(), |ip| ip.to_string())
+    }
+}
+
+/// Maps storage failures: conflicts are the caller's, anything else is ours.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(what) => {
+            ApiError::conflict("conflict", format!("{what} already exists"))
+        }
+        other => {
+            tracing::error!(error = %other, "storage failed");
+            ApiError::internal("storage is unavailable; try again")
+        }
+    }
+}
+
+pub fn too_many(retry: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "too many attempts; try again in {} s",
+            retry.as_secs().max(1)
+        ),
+    )
+}

@@ -1,0 +1,179 @@
+//! `Db`: the backend chosen at start-up, behind the one `Store` interface.
+
+use super::postgres::PgStore;
+use super::sqlite::SqliteStore;
+use super::*;
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Db {
+    /// `postgres://…` or `postgresql://…` selects PostgreSQL; anything else is a SQLite
+    /// URL or file path.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Db::Postgres(PgStore::connect(url).await?))
+        } else {
+            Ok(Db::Sqlite(SqliteStore::connect(url).await?))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Db::Sqlite($s) => $call.await,
+            Db::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl Store for Db {
+    async fn migrate(&self) -> R<()> {
+        delegate!(self, s => s.migrate())
+    }
+    async fn create_user(&self, new: NewUser) -> R<User> {
+        delegate!(self, s => s.create_user(new))
+    }
+    async fn user_by_email(&self, email: &str) -> R<Option<User>> {
+        delegate!(self, s => s.user_by_email(email))
+    }
+    async fn user_by_id(&self, id: &str) -> R<Option<User>> {
+        delegate!(self, s => s.user_by_id(id))
+    }
+    async fn list_users(&self) -> R<Vec<User>> {
+        delegate!(self, s => s.list_users())
+    }
+    async fn count_users(&self) -> R<i64> {
+        delegate!(self, s => s.count_users())
+    }
+    async fn set_password(&self, user_id: &str, hash: &str) -> R<()> {
+        delegate!(self, s => s.set_password(user_id, hash))
+    }
+    async fn set_role(&self, user_id: &str, role: Role) -> R<bool> {
+        delegate!(self, s => s.set_role(user_id, role))
+    }
+    async fn insert_refresh(&self, rec: RefreshRecord) -> R<()> {
+        delegate!(self, s => s.insert_refresh(rec))
+    }
+    async fn refresh_by_hash(&self, hash: &str) -> R<Option<RefreshRecord>> {
+        delegate!(self, s => s.refresh_by_hash(hash))
+    }
+    async fn mark_refresh_used(&self, id: &str, now: Millis) -> R<bool> {
+        delegate!(self, s => s.mark_refresh_used(id, now))
+    }
+    async fn revoke_family(&self, family_id: &str, now: Millis) -> R<u64> {
+        delegate!(self, s => s.revoke_family(family_id, now))
+    }
+    async fn revoke_user_tokens(&self, user_id: &str, now: Millis) -> R<u64> {
+        delegate!(self, s => s.revoke_user_tokens(user_id, now))
+    }
+    async fn revoke_device_tokens(&self, device_id: &str, now: Millis) -> R<u64> {
+        delegate!(self, s => s.revoke_device_tokens(device_id, now))
+    }
+    async fn insert_password_reset(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> R<()> {
+        delegate!(self, s => s.insert_password_reset(user_id, token_hash, expires_at))
+    }
+    async fn take_password_reset(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
+        delegate!(self, s => s.take_password_reset(token_hash, now))
+    }
+    async fn insert_mail(&self, mail: Mail) -> R<()> {
+        delegate!(self, s => s.insert_mail(mail))
+    }
+    async fn list_mail(&self, limit: i64) -> R<Vec<Mail>> {
+        delegate!(self, s => s.list_mail(limit))
+    }
+    async fn mark_mail_sent(&self, id: &str, now: Millis) -> R<()> {
+        delegate!(self, s => s.mark_mail_sent(id, now))
+    }
+    async fn create_device(&self, new: NewDevice, now: Millis) -> R<Device> {
+        delegate!(self, s => s.create_device(new, now))
+    }
+    async fn list_devices(&self, user_id: &str) -> R<Vec<Device>> {
+        delegate!(self, s => s.list_devices(user_id))
+    }
+    async fn device(&self, user_id: &str, id: &str) -> R<Option<Device>> {
+        delegate!(self, s => s.device(user_id, id))
+    }
+    async fn rename_device(&self, user_id: &str, id: &str, name: &str) -> R<bool> {
+        delegate!(self, s => s.rename_device(user_id, id, name))
+    }
+    async fn delete_device(&self, user_id: &str, id: &str) -> R<bool> {
+        delegate!(self, s => s.delete_device(user_id, id))
+    }
+    async fn touch_device(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: Millis,
+        capabilities: Option<Capabilities>,
+    ) -> R<bool> {
+        delegate!(self, s => s.touch_device(user_id, id, now, capabilities))
+    }
+    async fn create_pairing(&self, p: Pairing) -> R<()> {
+        delegate!(self, s => s.create_pairing(p))
+    }
+    async fn pairing_by_code(&self, code: &str) -> R<Option<Pairing>> {
+        delegate!(self, s => s.pairing_by_code(code))
+    }
+    async fn pairing(&self, user_id: &str, id: &str) -> R<Option<Pairing>> {
+        delegate!(self, s => s.pairing(user_id, id))
+    }
+    async fn add_pairing_attempt(&self, id: &str) -> R<i64> {
+        delegate!(self, s => s.add_pairing_attempt(id))
+    }
+    async fn claim_pairing(&self, id: &str, device_id: &str, now: Millis) -> R<bool> {
+        delegate!(self, s => s.claim_pairing(id, device_id, now))
+    }
+    async fn create_room(
+        &self,
+        owner_id: &str,
+        name: &str,
+        st: RoomSettings,
+        now: Millis,
+    ) -> R<Room> {
+        delegate!(self, s => s.create_room(owner_id, name, st, now))
+    }
+    async fn list_rooms(&self, owner_id: &str) -> R<Vec<Room>> {
+        delegate!(self, s => s.list_rooms(owner_id))
+    }
+    async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
+        delegate!(self, s => s.room_by_name(name))
+    }
+    async fn update_room(&self, owner_id: &str, name: &str, st: RoomSettings) -> R<Option<Room>> {
+        delegate!(self, s => s.update_room(owner_id, name, st))
+    }
+    async fn delete_room(&self, owner_id: &str, name: &str) -> R<bool> {
+        delegate!(self, s => s.delete_room(owner_id, name))
+    }
+    async fn upsert_tracks(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        tracks: &[TrackMeta],
+        now: Millis,
+    ) -> R<SyncCounts> {
+        delegate!(self, s => s.upsert_tracks(user_id, device_id, tracks, now))
+    }
+    async fn delete_tracks(&self, user_id: &str, device_id: &str, client_ids: &[String]) -> R<u64> {
+        delegate!(self, s => s.delete_tracks(user_id, device_id, client_ids))
+    }
+    async fn list_tracks(&self, user_id: &str, q: &LibraryQuery) -> R<Vec<LibraryTrack>> {
+        delegate!(self, s => s.list_tracks(user_id, q))
+    }
+}

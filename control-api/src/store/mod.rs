@@ -1,0 +1,339 @@
+//! Persistence for the control plane: one trait, a SQLite implementation (the
+//! embedded default) and a PostgreSQL one, with migrations in `migrations/<backend>/`.
+//!
+//! Conventions shared by both backends:
+//! - ids are UUID v4 strings; times are milliseconds since the Unix epoch (`i64`);
+//! - secrets (refresh tokens, reset tokens) are stored only as SHA-256 hex digests;
+//! - every query that reads user-owned rows filters by the owner's user id, so one user
+//!   can never see another's devices, rooms or library;
+//! - single-use state changes (`mark_refresh_used`, `take_password_reset`,
+//!   `claim_pairing`) are one conditional `UPDATE` and report whether they won, so two
+//!   racing requests cannot both succeed.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+pub mod any;
+pub mod postgres;
+pub mod sqlite;
+
+pub use any::Db;
+
+pub type Millis = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (e.g. email or room name taken).
+    #[error("already exists: {0}")]
+    Conflict(&'static str),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    /// Lower-cased.
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// One refresh token. Tokens of one login form a *family*: each use rotates to a new
+/// token of the same family; presenting a used token again revokes the family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub id: String,
+    pub user_id: String,
+    pub family_id: String,
+    /// SHA-256 hex of the opaque token.
+    pub token_hash: String,
+    /// Set for device-scoped credentials (a paired phone).
+    pub device_id: Option<String>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub used_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub id: String,
+    pub to_addr: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: Millis,
+    pub sent_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub mic: bool,
+    #[serde(default)]
+    pub camera: bool,
+    #[serde(default)]
+    pub screen: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// `phone`, `browser` or `other`.
+    pub kind: String,
+    pub capabilities: Capabilities,
+    pub created_at: Millis,
+    pub last_seen: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub user_id: String,
+    pub name: String,
+    pub kind: String,
+    pub capabilities: Capabilities,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairing {
+    pub id: String,
+    pub user_id: String,
+    /// The short code typed or scanned on the phone (unique among all pairings).
+    pub code: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub attempts: i64,
+    pub claimed_at: Option<Millis>,
+    pub device_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: String,
+    pub owner_id: String,
+    /// Globally unique; the SFU's room name.
+    pub name: String,
+    pub max_participants: i64,
+    pub auto_record: bool,
+    /// `owner` (only the owner may publish) or `anyone`.
+    pub publish_policy: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub max_participants: i64,
+    pub auto_record: bool,
+    pub publish_policy: String,
+}
+
+/// A track of a phone's local music library, as the phone reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrackMeta {
+    /// The phone's stable id for the track; (device, client_id) is unique.
+    pub client_id: String,
+    pub title: String,
+    #[serde(default)]
+    pub artist: String,
+    #[serde(default)]
+    pub album: String,
+    pub duration_ms: i64,
+    #[serde(default)]
+    pub codec: String,
+    #[serde(default)]
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryTrack {
+    pub device_id: String,
+    pub meta: TrackMeta,
+    pub updated_at: Millis,
+}
+
+/// What an incremental sync changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SyncCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LibraryQuery {
+    /// Case-insensitive substring of title, artist or album.
+    pub q: Option<String>,
+    pub device_id: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+type R<T> = Result<T, StoreError>;
+
+/// Everything the control plane stores. Implementations must be cheap to clone
+/// (a connection pool inside).
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Applies this backend's migrations (idempotent).
+    fn migrate(&self) -> impl Future<Output = R<()>> + Send;
+
+    // users
+    fn create_user(&self, new: NewUser) -> impl Future<Output = R<User>> + Send;
+    fn user_by_email(&self, email: &str) -> impl Future<Output = R<Option<User>>> + Send;
+    fn user_by_id(&self, id: &str) -> impl Future<Output = R<Option<User>>> + Send;
+    fn list_users(&self) -> impl Future<Output = R<Vec<User>>> + Send;
+    fn count_users(&self) -> impl Future<Output = R<i64>> + Send;
+    fn set_password(&self, user_id: &str, hash: &str) -> impl Future<Output = R<()>> + Send;
+    fn set_role(&self, user_id: &str, role: Role) -> impl Future<Output = R<bool>> + Send;
+
+    // refresh tokens
+    fn insert_refresh(&self, rec: RefreshRecord) -> impl Future<Output = R<()>> + Send;
+    fn refresh_by_hash(&self, hash: &str) -> impl Future<Output = R<Option<RefreshRecord>>> + Send;
+    /// Sets `used_at` if it is unset and the token is not revoked; true if this call did.
+    fn mark_refresh_used(&self, id: &str, now: Millis) -> impl Future<Output = R<bool>> + Send;
+    fn revoke_family(&self, family_id: &str, now: Millis) -> impl Future<Output = R<u64>> + Send;
+    /// Revokes every live refresh token of a user (logout everywhere, password change).
+    fn revoke_user_tokens(&self, user_id: &str, now: Millis)
+    -> impl Future<Output = R<u64>> + Send;
+    /// Revokes the device-scoped tokens of one device (device removed).
+    fn revoke_device_tokens(
+        &self,
+        device_id: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<u64>> + Send;
+
+    // password reset
+    fn insert_password_reset(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> impl Future<Output = R<()>> + Send;
+    /// Consumes an unused, unexpired reset token; returns its user.
+    fn take_password_reset(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<Option<String>>> + Send;
+
+    // mail outbox
+    fn insert_mail(&self, mail: Mail) -> impl Future<Output = R<()>> + Send;
+    /// Newest first.
+    fn list_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;
+    fn mark_mail_sent(&self, id: &str, now: Millis) -> impl Future<Output = R<()>> + Send;
+
+    // devices
+    fn create_device(&self, new: NewDevice, now: Millis) -> impl Future<Output = R<Device>> + Send;
+    fn list_devices(&self, user_id: &str) -> impl Future<Output = R<Vec<Device>>> + Send;
+    fn device(&self, user_id: &str, id: &str) -> impl Future<Output = R<Option<Device>>> + Send;
+    fn rename_device(
+        &self,
+        user_id: &str,
+        id: &str,
+        name: &str,
+    ) -> impl Future<Output = R<bool>> + Send;
+    /// Deletes the device and its library tracks.
+    fn delete_device(&self, user_id: &str, id: &str) -> impl Future<Output = R<bool>> + Send;
+    /// Heartbeat: sets `last_seen`, and the capabilities when given.
+    fn touch_device(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: Millis,
+        capabilities: Option<Capabilities>,
+    ) -> impl Future<Output = R<bool>> + Send;
+
+    // pairing
+    fn create_pairing(&self, p: Pairing) -> impl Future<Output = R<()>> + Send;
+    fn pairing_by_code(&self, code: &str) -> impl Future<Output = R<Option<Pairing>>> + Send;
+    fn pairing(&self, user_id: &str, id: &str) -> impl Future<Output = R<Option<Pairing>>> + Send;
+    /// Counts one claim attempt; returns the new count.
+    fn add_pairing_attempt(&self, id: &str) -> impl Future<Output = R<i64>> + Send;
+    /// Marks the pairing claimed by `device_id` if it is unclaimed and unexpired.
+    fn claim_pairing(
+        &self,
+        id: &str,
+        device_id: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<bool>> + Send;
+
+    // rooms
+    fn create_room(
+        &self,
+        owner_id: &str,
+        name: &str,
+        s: RoomSettings,
+        now: Millis,
+    ) -> impl Future<Output = R<Room>> + Send;
+    fn list_rooms(&self, owner_id: &str) -> impl Future<Output = R<Vec<Room>>> + Send;
+    fn room_by_name(&self, name: &str) -> impl Future<Output = R<Option<Room>>> + Send;
+    fn update_room(
+        &self,
+        owner_id: &str,
+        name: &str,
+        s: RoomSettings,
+    ) -> impl Future<Output = R<Option<Room>>> + Send;
+    fn delete_room(&self, owner_id: &str, name: &str) -> impl Future<Output = R<bool>> + Send;
+
+    // library
+    /// Inserts or updates tracks by (device, client_id); identical tracks count as
+    /// unchanged. Runs in one transaction.
+    fn upsert_tracks(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        tracks: &[TrackMeta],
+        now: Millis,
+    ) -> impl Future<Output = R<SyncCounts>> + Send;
+    fn delete_tracks(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        client_ids: &[String],
+    ) -> impl Future<Output = R<u64>> + Send;
+    /// Ordered by artist, album, title, client_id.
+    fn list_tracks(
+        &self,
+        user_id: &str,
+        q: &LibraryQuery,
+    ) -> impl Future<Output = R<Vec<LibraryTrack>>> + Send;
+}

@@ -1,0 +1,875 @@
+//! SQLite implementation of [`Store`], the embedded default.
+//!
+//! One database file in WAL mode with foreign keys on. Write transactions start with
+//! `BEGIN IMMEDIATE` so they take the write lock up front and wait (busy timeout)
+//! instead of failing on a lock upgrade.
+//!
+//! The small helpers at the end of this file (ids, clock, LIKE patterns, conflict
+//! mapping) are shared with `postgres.rs`.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, Pairing, R,
+    RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+};
+
+/// Connections of a file database. WAL lets readers run beside the one writer.
+const POOL_SIZE: u32 = 8;
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) a SQLite database.
+    ///
+    /// Accepts a URL (`sqlite://data/sc.db`, `sqlite:sc.db?mode=rwc`, `sqlite::memory:`)
+    /// or a plain file path (`data/sc.db`; missing parent directories are created).
+    /// An in-memory database gets a single, never-recycled connection so that it lives
+    /// as long as the store. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url_or_path: &str) -> Result<Self, StoreError> {
+        let in_memory = url_or_path.contains(":memory:") || url_or_path.contains("mode=memory");
+        let options = if url_or_path.starts_with("sqlite:") || url_or_path == ":memory:" {
+            SqliteConnectOptions::from_str(url_or_path)?
+        } else {
+            let path = std::path::Path::new(url_or_path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+            }
+            SqliteConnectOptions::new().filename(path)
+        };
+        let options = options
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool_options = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(POOL_SIZE)
+        };
+        let pool = pool_options.connect_with(options).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The underlying pool (health checks, closing in tests).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn user_row(r: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        display_name: r.try_get("display_name")?,
+        password_hash: r.try_get("password_hash")?,
+        role: parse_role(r.try_get("role")?)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn refresh_row(r: &SqliteRow) -> Result<RefreshRecord, sqlx::Error> {
+    Ok(RefreshRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        family_id: r.try_get("family_id")?,
+        token_hash: r.try_get("token_hash")?,
+        device_id: r.try_get("device_id")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        used_at: r.try_get("used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn mail_row(r: &SqliteRow) -> Result<Mail, sqlx::Error> {
+    Ok(Mail {
+        id: r.try_get("id")?,
+        to_addr: r.try_get("to_addr")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+        sent_at: r.try_get("sent_at")?,
+    })
+}
+
+fn device_row(r: &SqliteRow) -> Result<Device, sqlx::Error> {
+    Ok(Device {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        capabilities: Capabilities {
+            mic: r.try_get("cap_mic")?,
+            camera: r.try_get("cap_camera")?,
+            screen: r.try_get("cap_screen")?,
+        },
+        created_at: r.try_get("created_at")?,
+        last_seen: r.try_get("last_seen")?,
+    })
+}
+
+fn pairing_row(r: &SqliteRow) -> Result<Pairing, sqlx::Error> {
+    Ok(Pairing {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        code: r.try_get("code")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        attempts: r.try_get("attempts")?,
+        claimed_at: r.try_get("claimed_at")?,
+        device_id: r.try_get("device_id")?,
+    })
+}
+
+fn room_row(r: &SqliteRow) -> Result<Room, sqlx::Error> {
+    Ok(Room {
+        id: r.try_get("id")?,
+        owner_id: r.try_get("owner_id")?,
+        name: r.try_get("name")?,
+        max_participants: r.try_get("max_participants")?,
+        auto_record: r.try_get("auto_record")?,
+        publish_policy: r.try_get("publish_policy")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn track_meta_row(r: &SqliteRow) -> Result<TrackMeta, sqlx::Error> {
+    Ok(TrackMeta {
+        client_id: r.try_get("client_id")?,
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        album: r.try_get("album")?,
+        duration_ms: r.try_get("duration_ms")?,
+        codec: r.try_get("codec")?,
+        size_bytes: r.try_get("size_bytes")?,
+    })
+}
+
+fn track_row(r: &SqliteRow) -> Result<LibraryTrack, sqlx::Error> {
+    Ok(LibraryTrack {
+        device_id: r.try_get("device_id")?,
+        meta: track_meta_row(r)?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn collect<T>(rows: Vec<SqliteRow>, f: fn(&SqliteRow) -> Result<T, sqlx::Error>) -> R<Vec<T>> {
+    rows.iter()
+        .map(|r| f(r).map_err(StoreError::from))
+        .collect()
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self) -> R<()> {
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    async fn create_user(&self, new: NewUser) -> R<User> {
+        let user = User {
+            id: new_id(),
+            email: new.email,
+            display_name: new.display_name,
+            password_hash: new.password_hash,
+            role: new.role,
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, role, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "email"))?;
+        Ok(user)
+    }
+
+    async fn user_by_email(&self, email: &str) -> R<Option<User>> {
+        let row = sqlx::query(
+            "SELECT id, email, display_name, password_hash, role, created_at \
+             FROM users WHERE email = ?",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_row).transpose()?)
+    }
+
+    async fn user_by_id(&self, id: &str) -> R<Option<User>> {
+        let row = sqlx::query(
+            "SELECT id, email, display_name, password_hash, role, created_at \
+             FROM users WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_row).transpose()?)
+    }
+
+    async fn list_users(&self) -> R<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT id, email, display_name, password_hash, role, created_at \
+             FROM users ORDER BY created_at, email",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, user_row)
+    }
+
+    async fn count_users(&self) -> R<i64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    async fn set_password(&self, user_id: &str, hash: &str) -> R<()> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_role(&self, user_id: &str, role: Role) -> R<bool> {
+        let done = sqlx::query("UPDATE users SET role = ? WHERE id = ?")
+            .bind(role.as_str())
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- refresh tokens ----
+
+    async fn insert_refresh(&self, rec: RefreshRecord) -> R<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, device_id, \
+             created_at, expires_at, used_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rec.id)
+        .bind(&rec.user_id)
+        .bind(&rec.family_id)
+        .bind(&rec.token_hash)
+        .bind(&rec.device_id)
+        .bind(rec.created_at)
+        .bind(rec.expires_at)
+        .bind(rec.used_at)
+        .bind(rec.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "refresh token"))?;
+        Ok(())
+    }
+
+    async fn refresh_by_hash(&self, hash: &str) -> R<Option<RefreshRecord>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, family_id, token_hash, device_id, created_at, expires_at, \
+             used_at, revoked_at FROM refresh_tokens WHERE token_hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(refresh_row).transpose()?)
+    }
+
+    async fn mark_refresh_used(&self, id: &str, now: Millis) -> R<bool> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ? \
+             WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: Millis) -> R<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_user_tokens(&self, user_id: &str, now: Millis) -> R<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_device_tokens(&self, device_id: &str, now: Millis) -> R<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- password reset ----
+
+    async fn insert_password_reset(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> R<()> {
+        sqlx::query(
+            "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "password reset token"))?;
+        Ok(())
+    }
+
+    async fn take_password_reset(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
+        let user_id: Option<String> = sqlx::query_scalar(
+            "UPDATE password_resets SET used_at = ? \
+             WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(user_id)
+    }
+
+    // ---- mail outbox ----
+
+    async fn insert_mail(&self, mail: Mail) -> R<()> {
+        sqlx::query(
+            "INSERT INTO mail_outbox (id, to_addr, subject, body, created_at, sent_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&mail.id)
+        .bind(&mail.to_addr)
+        .bind(&mail.subject)
+        .bind(&mail.body)
+        .bind(mail.created_at)
+        .bind(mail.sent_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "mail id"))?;
+        Ok(())
+    }
+
+    async fn list_mail(&self, limit: i64) -> R<Vec<Mail>> {
+        let rows = sqlx::query(
+            "SELECT id, to_addr, subject, body, created_at, sent_at FROM mail_outbox \
+             ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        )
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, mail_row)
+    }
+
+    async fn mark_mail_sent(&self, id: &str, now: Millis) -> R<()> {
+        sqlx::query("UPDATE mail_outbox SET sent_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- devices ----
+
+    async fn create_device(&self, new: NewDevice, now: Millis) -> R<Device> {
+        let device = Device {
+            id: new_id(),
+            user_id: new.user_id,
+            name: new.name,
+            kind: new.kind,
+            capabilities: new.capabilities,
+            created_at: now,
+            last_seen: None,
+        };
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, name, kind, cap_mic, cap_camera, cap_screen, \
+             created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&device.id)
+        .bind(&device.user_id)
+        .bind(&device.name)
+        .bind(&device.kind)
+        .bind(device.capabilities.mic)
+        .bind(device.capabilities.camera)
+        .bind(device.capabilities.screen)
+        .bind(device.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "device id"))?;
+        Ok(device)
+    }
+
+    async fn list_devices(&self, user_id: &str) -> R<Vec<Device>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
+             last_seen FROM devices WHERE user_id = ? ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, device_row)
+    }
+
+    async fn device(&self, user_id: &str, id: &str) -> R<Option<Device>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
+             last_seen FROM devices WHERE user_id = ? AND id = ?",
+        )
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(device_row).transpose()?)
+    }
+
+    async fn rename_device(&self, user_id: &str, id: &str, name: &str) -> R<bool> {
+        let done = sqlx::query("UPDATE devices SET name = ? WHERE user_id = ? AND id = ?")
+            .bind(name)
+            .bind(user_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_device(&self, user_id: &str, id: &str) -> R<bool> {
+        // The foreign keys cascade too; the explicit delete keeps the contract even on a
+        // connection opened without `PRAGMA foreign_keys`.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM library_tracks WHERE user_id = ? AND device_id = ?")
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM devices WHERE user_id = ? AND id = ?")
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn touch_device(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: Millis,
+        capabilities: Option<Capabilities>,
+    ) -> R<bool> {
+        let done = sqlx::query(
+            "UPDATE devices SET last_seen = ?, cap_mic = COALESCE(?, cap_mic), \
+             cap_camera = COALESCE(?, cap_camera), cap_screen = COALESCE(?, cap_screen) \
+             WHERE user_id = ? AND id = ?",
+        )
+        .bind(now)
+        .bind(capabilities.map(|c| c.mic))
+        .bind(capabilities.map(|c| c.camera))
+        .bind(capabilities.map(|c| c.screen))
+        .bind(user_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- pairing ----
+
+    async fn create_pairing(&self, p: Pairing) -> R<()> {
+        sqlx::query(
+            "INSERT INTO pairings (id, user_id, code, created_at, expires_at, attempts, \
+             claimed_at, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p.id)
+        .bind(&p.user_id)
+        .bind(&p.code)
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .bind(p.attempts)
+        .bind(p.claimed_at)
+        .bind(&p.device_id)
+        .execute(&self.pool)
+        .await
+        .map_err(pairing_conflict)?;
+        Ok(())
+    }
+
+    async fn pairing_by_code(&self, code: &str) -> R<Option<Pairing>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, code, created_at, expires_at, attempts, claimed_at, device_id \
+             FROM pairings WHERE code = ?",
+        )
+        .bind(code)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(pairing_row).transpose()?)
+    }
+
+    async fn pairing(&self, user_id: &str, id: &str) -> R<Option<Pairing>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, code, created_at, expires_at, attempts, claimed_at, device_id \
+             FROM pairings WHERE user_id = ? AND id = ?",
+        )
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(pairing_row).transpose()?)
+    }
+
+    async fn add_pairing_attempt(&self, id: &str) -> R<i64> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE pairings SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        n.ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    async fn claim_pairing(&self, id: &str, device_id: &str, now: Millis) -> R<bool> {
+        let done = sqlx::query(
+            "UPDATE pairings SET claimed_at = ?, device_id = ? \
+             WHERE id = ? AND claimed_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(device_id)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- rooms ----
+
+    async fn create_room(
+        &self,
+        owner_id: &str,
+        name: &str,
+        s: RoomSettings,
+        now: Millis,
+    ) -> R<Room> {
+        let room = Room {
+            id: new_id(),
+            owner_id: owner_id.to_owned(),
+            name: name.to_owned(),
+            max_participants: s.max_participants,
+            auto_record: s.auto_record,
+            publish_policy: s.publish_policy,
+            created_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO rooms (id, owner_id, name, max_participants, auto_record, \
+             publish_policy, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&room.id)
+        .bind(&room.owner_id)
+        .bind(&room.name)
+        .bind(room.max_participants)
+        .bind(room.auto_record)
+        .bind(&room.publish_policy)
+        .bind(room.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "room name"))?;
+        Ok(room)
+    }
+
+    async fn list_rooms(&self, owner_id: &str) -> R<Vec<Room>> {
+        let rows = sqlx::query(
+            "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
+             created_at FROM rooms WHERE owner_id = ? ORDER BY name",
+        )
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, room_row)
+    }
+
+    async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
+        let row = sqlx::query(
+            "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
+             created_at FROM rooms WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(room_row).transpose()?)
+    }
+
+    async fn update_room(&self, owner_id: &str, name: &str, s: RoomSettings) -> R<Option<Room>> {
+        let row = sqlx::query(
+            "UPDATE rooms SET max_participants = ?, auto_record = ?, publish_policy = ? \
+             WHERE owner_id = ? AND name = ? \
+             RETURNING id, owner_id, name, max_participants, auto_record, publish_policy, \
+             created_at",
+        )
+        .bind(s.max_participants)
+        .bind(s.auto_record)
+        .bind(&s.publish_policy)
+        .bind(owner_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(room_row).transpose()?)
+    }
+
+    async fn delete_room(&self, owner_id: &str, name: &str) -> R<bool> {
+        let done = sqlx::query("DELETE FROM rooms WHERE owner_id = ? AND name = ?")
+            .bind(owner_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- library ----
+
+    async fn upsert_tracks(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        tracks: &[TrackMeta],
+        now: Millis,
+    ) -> R<SyncCounts> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let owned: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM devices WHERE id = ? AND user_id = ?")
+                .bind(device_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if owned.is_none() {
+            return Err(StoreError::Database(sqlx::Error::RowNotFound));
+        }
+        let mut counts = SyncCounts::default();
+        for t in tracks {
+            let existing = sqlx::query(
+                "SELECT client_id, title, artist, album, duration_ms, codec, size_bytes \
+                 FROM library_tracks WHERE device_id = ? AND client_id = ?",
+            )
+            .bind(device_id)
+            .bind(&t.client_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match existing.as_ref().map(track_meta_row).transpose()? {
+                Some(old) if old == *t => counts.unchanged += 1,
+                Some(_) => {
+                    sqlx::query(
+                        "UPDATE library_tracks SET title = ?, artist = ?, album = ?, \
+                         duration_ms = ?, codec = ?, size_bytes = ?, title_lc = ?, \
+                         artist_lc = ?, album_lc = ?, updated_at = ? \
+                         WHERE device_id = ? AND client_id = ?",
+                    )
+                    .bind(&t.title)
+                    .bind(&t.artist)
+                    .bind(&t.album)
+                    .bind(t.duration_ms)
+                    .bind(&t.codec)
+                    .bind(t.size_bytes)
+                    .bind(fold(&t.title))
+                    .bind(fold(&t.artist))
+                    .bind(fold(&t.album))
+                    .bind(now)
+                    .bind(device_id)
+                    .bind(&t.client_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    counts.updated += 1;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO library_tracks (device_id, client_id, user_id, title, \
+                         artist, album, duration_ms, codec, size_bytes, title_lc, artist_lc, \
+                         album_lc, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(device_id)
+                    .bind(&t.client_id)
+                    .bind(user_id)
+                    .bind(&t.title)
+                    .bind(&t.artist)
+                    .bind(&t.album)
+                    .bind(t.duration_ms)
+                    .bind(&t.codec)
+                    .bind(t.size_bytes)
+                    .bind(fold(&t.title))
+                    .bind(fold(&t.artist))
+                    .bind(fold(&t.album))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    counts.inserted += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn delete_tracks(&self, user_id: &str, device_id: &str, client_ids: &[String]) -> R<u64> {
+        if client_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut deleted = 0;
+        for client_id in client_ids {
+            let done = sqlx::query(
+                "DELETE FROM library_tracks WHERE user_id = ? AND device_id = ? AND client_id = ?",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+            deleted += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn list_tracks(&self, user_id: &str, q: &LibraryQuery) -> R<Vec<LibraryTrack>> {
+        let (limit, offset) = page(q);
+        let rows = sqlx::query(
+            r"SELECT device_id, client_id, title, artist, album, duration_ms, codec, size_bytes,
+                     updated_at
+              FROM library_tracks
+              WHERE user_id = ?1
+                AND (?2 IS NULL OR device_id = ?2)
+                AND (?3 IS NULL
+                     OR title_lc LIKE ?3 ESCAPE '\'
+                     OR artist_lc LIKE ?3 ESCAPE '\'
+                     OR album_lc LIKE ?3 ESCAPE '\')
+              ORDER BY artist_lc, album_lc, title_lc, artist, album, title, client_id
+              LIMIT ?4 OFFSET ?5",
+        )
+        .bind(user_id)
+        .bind(q.device_id.as_deref())
+        .bind(q.q.as_deref().map(like_pattern))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, track_row)
+    }
+}
+
+// ---- helpers shared with postgres.rs ----
+
+/// Milliseconds since the Unix epoch, for the few rows whose trait method takes no `now`.
+pub(super) fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(super) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(super) fn parse_role(s: String) -> Result<Role, sqlx::Error> {
+    Role::parse(&s).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {s:?}").into()))
+}
+
+/// Case folding used for the `*_lc` search columns and the search text (Unicode-aware,
+/// unlike SQLite's `lower()`), identical on both backends.
+pub(super) fn fold(s: &str) -> String {
+    s.to_lowercase()
+}
+
+/// `%<q>%` for `LIKE ... ESCAPE '\'`, with the query folded and `\`, `%`, `_` escaped.
+pub(super) fn like_pattern(q: &str) -> String {
+    let mut p = String::with_capacity(q.len() + 2);
+    p.push('%');
+    for c in fold(q).chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Limit and offset of a library query; negative values count as zero.
+pub(super) fn page(q: &LibraryQuery) -> (i64, i64) {
+    (q.limit.max(0), q.offset.max(0))
+}
+
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Maps a unique violation to `Conflict(what)`, anything else to `Database`.
+pub(super) fn conflict(e: sqlx::Error, what: &'static str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(what)
+    } else {
+        StoreError::Database(e)
+    }
+}
+
+/// A clash on `pairings.code` is `Conflict("pairing code")` (the caller retries with a
+/// new code); one on the caller-chosen id is `Conflict("pairing id")`.
+pub(super) fn pairing_conflict(e: sqlx::Error) -> StoreError {
+    let on_id = match &e {
+        // PostgreSQL names the constraint; SQLite names the column in the message.
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            db.constraint() == Some("pairings_pkey") || db.message().contains("pairings.id")
+        }
+        _ => false,
+    };
+    conflict(e, if on_id { "pairing id" } else { "pairing code" })
+}

@@ -1,0 +1,1098 @@
+//! Every endpoint of the control API over real HTTP, on SQLite and on PostgreSQL.
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use control_api::store::{Db, Role, Store};
+use control_api::{ApiConfig, AppState};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    state: AppState,
+    _guards: (Option<common::PgTestDb>, Option<common::TempDir>),
+    _keys: common::TempDir,
+}
+
+impl Api {
+    async fn start(pg: bool, config: ApiConfig) -> Api {
+        let (url, guards) = if pg {
+            let (u, g) = common::fresh_pg_url().await;
+            (u, (Some(g), None))
+        } else {
+            let (p, d) = common::fresh_sqlite_path();
+            (p, (None, Some(d)))
+        };
+        let keys = common::TempDir::new();
+        let signer = Arc::new(signaling::JoinTokenSigner::generate().unwrap());
+        let state = control_api::build_state(&url, keys.path(), signer, config)
+            .await
+            .unwrap();
+        let app =
+            control_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Api {
+            base,
+            http: reqwest::Client::new(),
+            state,
+            _guards: guards,
+            _keys: keys,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Registers and returns (user id, access token, refresh token).
+    async fn user(&self, email: &str) -> (String, String, String) {
+        let (s, v) = self.post("/api/v1/auth/register", None, json!({"email": email, "password": "correct horse battery", "display_name": "Tester"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (
+            v["user"]["id"].as_str().unwrap().to_owned(),
+            v["session"]["access_token"].as_str().unwrap().to_owned(),
+            v["session"]["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Api::start(false, super::config()).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Api::start(true, super::config()).await).await
+            }
+        }
+    };
+}
+
+fn config() -> ApiConfig {
+    ApiConfig {
+        pairing_ttl: Duration::from_secs(2),
+        reset_ttl: Duration::from_secs(2),
+        ..ApiConfig::default()
+    }
+}
+
+async fn accounts(api: Api) {
+    let (id, access, _) = api.user("Ann@Example.com").await;
+    let (s, me) = api.get("/api/v1/me", &access).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["id"], id);
+    assert_eq!(
+        me["email"], "ann@example.com",
+        "emails are stored lower-cased"
+    );
+    assert_eq!(me["role"], "user");
+    assert!(me.get("password_hash").is_none());
+    // Duplicate, invalid email, short password.
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "ann@example.com", "password": "another long one"}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "email_taken"));
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "nope", "password": "another long one"}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v), v["error"]["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("email")
+        )
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "b@example.com", "password": "short"}),
+        )
+        .await;
+    assert_eq!(v["error"]["field"], "password", "{s} {v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "b@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+    );
+    // Login: wrong password and unknown email look the same.
+    let (s1, v1) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ann@example.com", "password": "wrong password!"}),
+        )
+        .await;
+    let (s2, v2) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ghost@example.com", "password": "wrong password!"}),
+        )
+        .await;
+    assert_eq!(
+        (s1, code(&v1)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    assert_eq!(
+        (s1, v1),
+        (s2, v2),
+        "no difference between unknown email and wrong password"
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ANN@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Bad access tokens.
+    let (s, v) = api.get("/api/v1/me", "garbage").await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, _) = api.call(Method::GET, "/api/v1/me", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Change password: wrong current, then right; old sessions end.
+    let (_, login) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ann@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .post(
+            "/api/v1/me/password",
+            Some(&access),
+            json!({"current_password": "nope nope nope", "new_password": "new password 123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api.post("/api/v1/me/password", Some(&access), json!({"current_password": "correct horse battery", "new_password": "new password 123"})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": refresh}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "sessions ended by the password change"
+    );
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ann@example.com", "password": "new password 123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Unknown routes and methods are JSON errors too.
+    let (s, v) = api.get("/api/v1/nothing", &access).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, v) = api
+        .call(Method::PUT, "/api/v1/me", Some(&access), None)
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+}
+both!(accounts);
+
+async fn refresh_rotation_and_reuse(api: Api) {
+    let (_, _, r0) = api.user("rot@example.com").await;
+    let (s, v) = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r0}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r1 = v["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r0, "rotated");
+    let a1 = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(api.get("/api/v1/me", &a1).await.0, StatusCode::OK);
+    let (s, v) = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r1}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r2 = v["refresh_token"].as_str().unwrap().to_owned();
+    // r1 presented again: reuse. The whole family is revoked, r2 included.
+    let (s, v) = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r1}))
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "refresh_token_reused")
+    );
+    let (s, v) = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r2}))
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_refresh_token")
+    );
+    // Another login is a separate family and unaffected; logout ends it.
+    let (_, v) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "rot@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    let other = v["refresh_token"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .post("/api/v1/auth/logout", None, json!({"refresh_token": other}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": other}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": "made-up"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+both!(refresh_rotation_and_reuse);
+
+async fn password_reset(api: Api) {
+    let (uid, _, _) = api.user("reset@example.com").await;
+    let admin = make_admin(&api, "admin@example.com").await;
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/password/forgot",
+            None,
+            json!({"email": "reset@example.com"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/password/forgot",
+            None,
+            json!({"email": "nobody@example.com"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "unknown emails look the same");
+    let (_, mail) = api.get("/api/v1/admin/mail", &admin).await;
+    let mails = mail.as_array().unwrap();
+    assert_eq!(
+        mails.len(),
+        1,
+        "one mail, to the existing account only: {mail}"
+    );
+    assert_eq!(mails[0]["to"], "reset@example.com");
+    let body = mails[0]["body"].as_str().unwrap();
+    let token = body
+        .lines()
+        .find_map(|l| l.strip_prefix("Reset token: "))
+        .unwrap()
+        .to_owned();
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/password/reset",
+            None,
+            json!({"token": token, "new_password": "brand new secret"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/password/reset",
+            None,
+            json!({"token": token, "new_password": "brand new secret 2"}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_reset_token"),
+        "single use"
+    );
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "reset@example.com", "password": "brand new secret"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Expiry (2 s in this configuration).
+    api.post(
+        "/api/v1/auth/password/forgot",
+        None,
+        json!({"email": "reset@example.com"}),
+    )
+    .await;
+    let (_, mail) = api.get("/api/v1/admin/mail", &admin).await;
+    let body = mail[0]["body"].as_str().unwrap().to_owned();
+    let token = body
+        .lines()
+        .find_map(|l| l.strip_prefix("Reset token: "))
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/password/reset",
+            None,
+            json!({"token": token, "new_password": "too late secret"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "expired");
+    let _ = uid;
+}
+both!(password_reset);
+
+async fn make_admin(api: &Api, email: &str) -> String {
+    let (id, _, _) = api.user(email).await;
+    assert!(api.state.db.set_role(&id, Role::Admin).await.unwrap());
+    let (_, v) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": "correct horse battery"}),
+        )
+        .await;
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn admin(api: Api) {
+    let (uid, user_access, user_refresh) = api.user("plain@example.com").await;
+    let (s, v) = api.get("/api/v1/admin/users", &user_access).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+    let admin = make_admin(&api, "boss@example.com").await;
+    let (s, v) = api.get("/api/v1/admin/users", &admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let (s, v) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/admin/users/{uid}/sessions"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["revoked"], 1);
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": user_refresh}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the admin ended the user's sessions"
+    );
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/admin/users/nope/sessions",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+both!(admin);
+
+async fn devices_and_isolation(api: Api) {
+    let (_, a, _) = api.user("a@example.com").await;
+    let (_, b, _) = api.user("b@example.com").await;
+    let (s, d) = api.post("/api/v1/devices", Some(&a), json!({"name": "Pixel", "kind": "phone", "capabilities": {"mic": true, "camera": true}})).await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    assert_eq!(d["online"], false);
+    assert_eq!(
+        d["capabilities"],
+        json!({"mic": true, "camera": true, "screen": false})
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/devices",
+            Some(&a),
+            json!({"name": "", "kind": "phone"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("name"))
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/devices",
+            Some(&a),
+            json!({"name": "x", "kind": "toaster"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("kind"))
+    );
+    // Heartbeat makes it online, with new capabilities.
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/devices/{id}/heartbeat"),
+            Some(&a),
+            json!({"capabilities": {"mic": true, "camera": false, "screen": true}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/devices/{id}/heartbeat"),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "an empty heartbeat body is fine");
+    let (_, d) = api.get(&format!("/api/v1/devices/{id}"), &a).await;
+    assert_eq!(d["online"], true);
+    assert_eq!(d["capabilities"]["screen"], true);
+    assert!(d["last_seen"].as_i64().is_some());
+    // Rename.
+    let (s, d) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/devices/{id}"),
+            Some(&a),
+            Some(json!({"name": "Kitchen phone"})),
+        )
+        .await;
+    assert_eq!(
+        (s, d["name"].as_str()),
+        (StatusCode::OK, Some("Kitchen phone"))
+    );
+    // B sees nothing of A's.
+    let (_, list) = api.get("/api/v1/devices", &b).await;
+    assert_eq!(list, json!([]));
+    for (m, body) in [
+        (Method::GET, None),
+        (Method::PATCH, Some(json!({"name": "mine"}))),
+        (Method::DELETE, None),
+    ] {
+        let (s, _) = api
+            .call(m.clone(), &format!("/api/v1/devices/{id}"), Some(&b), body)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} on another user's device");
+    }
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/devices/{id}/heartbeat"),
+            Some(&b),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, list) = api.get("/api/v1/devices", &a).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // Remove.
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/devices/{id}"),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api.get(&format!("/api/v1/devices/{id}"), &a).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+both!(devices_and_isolation);
+
+async fn pairing(api: Api) {
+    let (_, a, _) = api.user("pair@example.com").await;
+    let (s, p) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let code = p["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    assert!(
+        p["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/phone?code={code}"))
+    );
+    assert!(p["qr_svg"].as_str().unwrap().contains("<svg"));
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let (_, st) = api.get(&format!("/api/v1/pairings/{pid}"), &a).await;
+    assert_eq!(st["status"], "pending");
+    // The phone claims it, typing it in lower case with a dash.
+    let typed = format!("{}-{}", &code[..4], &code[4..]).to_lowercase();
+    let device = json!({"name": "Phone", "kind": "phone", "capabilities": {"mic": true}});
+    let (s, claim) = api
+        .post(
+            "/api/v1/pairings/claim",
+            None,
+            json!({"code": typed, "device": device}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{claim}");
+    let phone_access = claim["session"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phone_refresh = claim["session"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dev_id = claim["device"]["id"].as_str().unwrap().to_owned();
+    let (_, st) = api.get(&format!("/api/v1/pairings/{pid}"), &a).await;
+    assert_eq!(
+        (st["status"].as_str(), st["device"]["id"].as_str()),
+        (Some("claimed"), Some(dev_id.as_str()))
+    );
+    // Single use.
+    let (s, v) = api
+        .post(
+            "/api/v1/pairings/claim",
+            None,
+            json!({"code": code, "device": device}),
+        )
+        .await;
+    assert_eq!(
+        (s, code_of(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_pairing_code")
+    );
+    // The device credential: its own heartbeat yes, user-only actions no.
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/devices/{dev_id}/heartbeat"),
+            Some(&phone_access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&phone_access), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api
+        .post(
+            "/api/v1/devices",
+            Some(&phone_access),
+            json!({"name": "x", "kind": "phone"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Device tokens refresh too, and die with the device.
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": phone_refresh}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let phone_refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    api.call(
+        Method::DELETE,
+        &format!("/api/v1/devices/{dev_id}"),
+        Some(&a),
+        None,
+    )
+    .await;
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": phone_refresh}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "removing a device revokes its credentials"
+    );
+    // Expiry (2 s here).
+    let (_, p) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, _) = api
+        .post(
+            "/api/v1/pairings/claim",
+            None,
+            json!({"code": p["code"], "device": device}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "expired");
+    let (_, st) = api
+        .get(
+            &format!("/api/v1/pairings/{}", p["id"].as_str().unwrap()),
+            &a,
+        )
+        .await;
+    assert_eq!(st["status"], "expired");
+    // Guessing is rate-limited per address (10 per minute).
+    let mut limited = false;
+    for i in 0..12 {
+        let (s, v) = api
+            .post(
+                "/api/v1/pairings/claim",
+                None,
+                json!({"code": format!("AAAAAA{:02}", i), "device": device}),
+            )
+            .await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(code_of(&v), "rate_limited");
+            limited = true;
+        }
+    }
+    assert!(limited, "claims are rate-limited");
+    // Another user cannot see the pairing.
+    let (_, b, _) = api.user("other@example.com").await;
+    let (s, _) = api.get(&format!("/api/v1/pairings/{pid}"), &b).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+both!(pairing);
+
+fn code_of(v: &Value) -> &str {
+    code(v)
+}
+
+async fn login_rate_limit(api: Api) {
+    api.user("limited@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let (s, _) = api
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": "limited@example.com", "password": "wrong wrong wrong"}),
+            )
+            .await;
+        statuses.push(s.as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert_eq!(&statuses[5..], &[429; 2], "{statuses:?}");
+    // Even the right password is refused while limited.
+    let (s, v) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "limited@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    // Unknown accounts are limited the same way.
+    for _ in 0..5 {
+        api.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ghost2@example.com", "password": "x"}),
+        )
+        .await;
+    }
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ghost2@example.com", "password": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+}
+both!(login_rate_limit);
+
+async fn rooms_and_join_tokens(api: Api) {
+    let (owner_id, a, _) = api.user("host@example.com").await;
+    let (_, b, _) = api.user("guest@example.com").await;
+    let (s, r) = api
+        .post(
+            "/api/v1/rooms",
+            Some(&a),
+            json!({"name": "party", "max_participants": 10}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        (r["max_participants"].as_i64(), r["publish_policy"].as_str()),
+        (Some(10), Some("owner"))
+    );
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&b), json!({"name": "party"}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "room_exists"));
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": "no/slash"}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("name"))
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/rooms",
+            Some(&a),
+            json!({"name": "big", "max_participants": 0}),
+        )
+        .await;
+    assert_eq!(v["error"]["field"], "max_participants", "{s}");
+    let (_, list) = api.get("/api/v1/rooms", &a).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (_, list) = api.get("/api/v1/rooms", &b).await;
+    assert_eq!(list, json!([]), "rooms are listed for their owner only");
+    let (s, _) = api.get("/api/v1/rooms/party", &b).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, r) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/rooms/party",
+            Some(&a),
+            Some(json!({"auto_record": true, "publish_policy": "anyone"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            s,
+            r["auto_record"].as_bool(),
+            r["max_participants"].as_i64()
+        ),
+        (StatusCode::OK, Some(true), Some(10))
+    );
+    let (s, _) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/rooms/party",
+            Some(&b),
+            Some(json!({"auto_record": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/rooms/party",
+            Some(&a),
+            Some(json!({"publish_policy": "everyone"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("publish_policy"))
+    );
+
+    // Join tokens verify with the published JWKS key (what an SFU node does).
+    let (s, t) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&a),
+            json!({"publish": true, "subscribe": true, "record": true, "ttl_secs": 600}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let (_, jwks) = api
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
+    let x = jwks["keys"][0]["x"].as_str().unwrap();
+    use base64::Engine;
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(x)
+        .unwrap();
+    let verifier = signaling::JoinTokenVerifier::from_public_key(&public);
+    let grant = verifier.verify(t["token"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (grant.identity.as_str(), grant.room.as_str()),
+        (owner_id.as_str(), "party")
+    );
+    assert!(grant.grants.publish && grant.grants.subscribe && grant.grants.record);
+    // A guest: subscribe yes, publish yes (policy anyone), record no.
+    let (s, t) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&b),
+            json!({"subscribe": true, "identity": "guest-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        verifier
+            .verify(t["token"].as_str().unwrap())
+            .unwrap()
+            .identity,
+        "guest-1"
+    );
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&b),
+            json!({"publish": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&b),
+            json!({"record": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    api.call(
+        Method::PATCH,
+        "/api/v1/rooms/party",
+        Some(&a),
+        Some(json!({"publish_policy": "owner"})),
+    )
+    .await;
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&b),
+            json!({"publish": true}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "only the owner publishes under policy owner"
+    );
+    let (s, v) = api
+        .post("/api/v1/rooms/party/token", Some(&a), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&a),
+            json!({"subscribe": true, "ttl_secs": 999999999}),
+        )
+        .await;
+    assert_eq!(v["error"]["field"], "ttl_secs", "{s}");
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/nope/token",
+            Some(&a),
+            json!({"subscribe": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Delete.
+    let (s, _) = api
+        .call(Method::DELETE, "/api/v1/rooms/party", Some(&b), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api
+        .call(Method::DELETE, "/api/v1/rooms/party", Some(&a), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api.get("/api/v1/rooms/party", &a).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+both!(rooms_and_join_tokens);
+
+async fn library(api: Api) {
+    let (_, a, _) = api.user("music@example.com").await;
+    let (_, b, _) = api.user("other@example.com").await;
+    let (_, p) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+        .await;
+    let (_, claim) = api
+        .post(
+            "/api/v1/pairings/claim",
+            None,
+            json!({"code": p["code"], "device": {"name": "Phone", "kind": "phone"}}),
+        )
+        .await;
+    let phone = claim["session"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dev = claim["device"]["id"].as_str().unwrap().to_owned();
+    let track = |i: u32, title: &str, artist: &str| json!({"client_id": format!("c{i}"), "title": title, "artist": artist, "album": "LP", "duration_ms": 180000 + i, "codec": "mp3", "size_bytes": 4000000});
+    let batch = json!({"upsert": [track(1, "Blue in Green", "Miles Davis"), track(2, "So What", "Miles Davis"), track(3, "100% Pure", "Various")]});
+    let (s, c) = api
+        .post("/api/v1/library/sync", Some(&phone), batch.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(
+        c,
+        json!({"inserted": 3, "updated": 0, "unchanged": 0, "deleted": 0})
+    );
+    let (_, c) = api.post("/api/v1/library/sync", Some(&phone), batch).await;
+    assert_eq!(
+        c,
+        json!({"inserted": 0, "updated": 0, "unchanged": 3, "deleted": 0}),
+        "idempotent"
+    );
+    let (_, c) = api
+        .post(
+            "/api/v1/library/sync",
+            Some(&phone),
+            json!({"upsert": [track(2, "So What (live)", "Miles Davis")], "delete": ["c1"]}),
+        )
+        .await;
+    assert_eq!(
+        c,
+        json!({"inserted": 0, "updated": 1, "unchanged": 0, "deleted": 1})
+    );
+    // The user's browser lists and searches.
+    let (s, all) = api.get("/api/v1/library/tracks", &a).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all[0]["device_id"], dev);
+    let (_, hits) = api.get("/api/v1/library/tracks?q=MILES", &a).await;
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hits[0]["title"], "So What (live)");
+    let (_, hits) = api.get("/api/v1/library/tracks?q=100%25", &a).await;
+    assert_eq!(hits.as_array().unwrap().len(), 1, "% is literal: {hits}");
+    let (_, page) = api.get("/api/v1/library/tracks?limit=1&offset=1", &a).await;
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    let (s, v) = api.get("/api/v1/library/tracks?limit=0", &a).await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
+    );
+    let (s, v) = api.get("/api/v1/library/tracks?limit=abc", &a).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query")
+    );
+    // Isolation.
+    let (_, none) = api.get("/api/v1/library/tracks", &b).await;
+    assert_eq!(none, json!([]));
+    let (s, _) = api
+        .post(
+            "/api/v1/library/sync",
+            Some(&b),
+            json!({"device_id": dev, "upsert": [track(9, "x", "y")]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another user's device");
+    // Validation.
+    let (s, v) = api
+        .post(
+            "/api/v1/library/sync",
+            Some(&phone),
+            json!({"upsert": [{"client_id": "", "title": "t", "duration_ms": 1}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("upsert"))
+    );
+    let (s, v) = api
+        .post("/api/v1/library/sync", Some(&a), json!({"upsert": []}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("device_id"))
+    );
+    // Removing the device removes its library.
+    api.call(
+        Method::DELETE,
+        &format!("/api/v1/devices/{dev}"),
+        Some(&a),
+        None,
+    )
+    .await;
+    let (_, none) = api.get("/api/v1/library/tracks", &a).await;
+    assert_eq!(none, json!([]));
+}
+both!(library);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_route() {
+    let api = Api::start(false, config()).await;
+    let (s, doc) = api.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/auth/register",
+        "/api/v1/auth/refresh",
+        "/api/v1/devices/{id}/heartbeat",
+        "/api/v1/pairings/claim",
+        "/api/v1/rooms/{name}/token",
+        "/api/v1/library/sync",
+        "/api/v1/library/tracks",
+        "/api/v1/admin/mail",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    assert_eq!(paths.len(), 23);
+    let page = api
+        .http
+        .get(format!("{}/api/docs/", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("swagger"));
+    let _ = Db::backend;
+}

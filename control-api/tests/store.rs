@@ -1,0 +1,1134 @@
+//! The `Store` contract, run against both backends: every scenario below is one generic
+//! function, instantiated once on a fresh SQLite file (`sqlite::*`) and once on a fresh
+//! PostgreSQL database (`postgres::*`).
+//!
+//! Run: `cargo test -p control-api --test store`. PostgreSQL must be reachable (see
+//! `common/mod.rs`); the `postgres::*` tests fail, not skip, when it is not.
+
+mod common;
+
+use control_api::store::postgres::PgStore;
+use control_api::store::sqlite::SqliteStore;
+use control_api::store::{
+    Capabilities, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, Pairing,
+    RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+};
+
+const HOUR: Millis = 3_600_000;
+const T0: Millis = 1_700_000_000_000;
+
+/// Instantiates each scenario for both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (path, _dir) = common::fresh_sqlite_path();
+                    let store = SqliteStore::connect(&path).await.expect("open SQLite");
+                    store.migrate().await.expect("migrate");
+                    super::$name(&store).await;
+                    store.pool().close().await;
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (url, _db) = common::fresh_pg_url().await;
+                    let store = PgStore::connect(&url).await.expect("connect PostgreSQL");
+                    store.migrate().await.expect("migrate");
+                    super::$name(&store).await;
+                    store.pool().close().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    migrate_is_idempotent,
+    users,
+    refresh_rotation_and_family_revoke,
+    refresh_revoke_user_and_device,
+    refresh_mark_used_race,
+    password_reset,
+    mail_outbox,
+    devices_crud_and_isolation,
+    pairing,
+    pairing_claim_race,
+    rooms,
+    library_upsert_counts,
+    library_delete,
+    library_search,
+    library_pagination_and_order,
+    library_isolation,
+    library_follows_device_deletion,
+);
+
+// ---------------------------------------------------------------- fixtures
+
+async fn user<S: Store>(s: &S, email: &str) -> User {
+    s.create_user(NewUser {
+        email: email.to_owned(),
+        display_name: format!("{email} name"),
+        password_hash: "$argon2id$fake".to_owned(),
+        role: Role::User,
+    })
+    .await
+    .expect("create user")
+}
+
+async fn device<S: Store>(s: &S, user_id: &str, name: &str) -> String {
+    s.create_device(
+        NewDevice {
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            kind: "phone".to_owned(),
+            capabilities: Capabilities {
+                mic: true,
+                camera: false,
+                screen: false,
+            },
+        },
+        T0,
+    )
+    .await
+    .expect("create device")
+    .id
+}
+
+fn refresh(user_id: &str, family: &str, hash: &str, device_id: Option<&str>) -> RefreshRecord {
+    RefreshRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_owned(),
+        family_id: family.to_owned(),
+        token_hash: hash.to_owned(),
+        device_id: device_id.map(str::to_owned),
+        created_at: T0,
+        expires_at: T0 + 24 * HOUR,
+        used_at: None,
+        revoked_at: None,
+    }
+}
+
+fn pairing_row(user_id: &str, code: &str, expires_at: Millis) -> Pairing {
+    Pairing {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_owned(),
+        code: code.to_owned(),
+        created_at: T0,
+        expires_at,
+        attempts: 0,
+        claimed_at: None,
+        device_id: None,
+    }
+}
+
+fn track(client_id: &str, title: &str, artist: &str, album: &str) -> TrackMeta {
+    TrackMeta {
+        client_id: client_id.to_owned(),
+        title: title.to_owned(),
+        artist: artist.to_owned(),
+        album: album.to_owned(),
+        duration_ms: 200_000,
+        codec: "aac".to_owned(),
+        size_bytes: 4_000_000,
+    }
+}
+
+fn settings(max: i64, auto_record: bool, policy: &str) -> RoomSettings {
+    RoomSettings {
+        max_participants: max,
+        auto_record,
+        publish_policy: policy.to_owned(),
+    }
+}
+
+fn query(q: Option<&str>, device_id: Option<&str>, limit: i64, offset: i64) -> LibraryQuery {
+    LibraryQuery {
+        q: q.map(str::to_owned),
+        device_id: device_id.map(str::to_owned),
+        limit,
+        offset,
+    }
+}
+
+fn ids(tracks: &[LibraryTrack]) -> Vec<&str> {
+    tracks.iter().map(|t| t.meta.client_id.as_str()).collect()
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) -> bool {
+    match r {
+        Err(StoreError::Conflict(w)) => w == what,
+        other => panic!("expected Conflict({what:?}), got {other:?}"),
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok_and(|u| u.get_version_num() == 4)
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async fn migrate_is_idempotent<S: Store>(s: &S) {
+    s.migrate().await.expect("second migrate");
+    assert_eq!(s.count_users().await.unwrap(), 0);
+}
+
+async fn users<S: Store>(s: &S) {
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let alice = user(s, "alice@example.com").await;
+    assert!(is_uuid(&alice.id));
+    assert_eq!(alice.email, "alice@example.com");
+    assert_eq!(alice.display_name, "alice@example.com name");
+    assert_eq!(alice.role, Role::User);
+    assert!(alice.created_at >= before && alice.created_at < before + 60_000);
+
+    // duplicate email
+    let dup = s
+        .create_user(NewUser {
+            email: "alice@example.com".to_owned(),
+            display_name: "Other".to_owned(),
+            password_hash: "x".to_owned(),
+            role: Role::Admin,
+        })
+        .await;
+    assert!(is_conflict(dup, "email"));
+
+    let bob = s
+        .create_user(NewUser {
+            email: "bob@example.com".to_owned(),
+            display_name: "Bob".to_owned(),
+            password_hash: "h".to_owned(),
+            role: Role::Admin,
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.user_by_email("alice@example.com").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(s.user_by_email("ALICE@example.com").await.unwrap(), None);
+    assert_eq!(s.user_by_email("nobody@example.com").await.unwrap(), None);
+    assert_eq!(s.user_by_id(&bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(s.user_by_id("no-such-id").await.unwrap(), None);
+    assert_eq!(s.count_users().await.unwrap(), 2);
+    let mut listed: Vec<String> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["alice@example.com", "bob@example.com"]);
+
+    s.set_password(&alice.id, "$argon2id$new").await.unwrap();
+    let a = s.user_by_id(&alice.id).await.unwrap().unwrap();
+    assert_eq!(a.password_hash, "$argon2id$new");
+    assert_eq!(
+        s.user_by_id(&bob.id).await.unwrap().unwrap().password_hash,
+        "h"
+    );
+
+    assert!(s.set_role(&alice.id, Role::Admin).await.unwrap());
+    assert_eq!(
+        s.user_by_id(&alice.id).await.unwrap().unwrap().role,
+        Role::Admin
+    );
+    assert!(!s.set_role("no-such-id", Role::Admin).await.unwrap());
+}
+
+async fn refresh_rotation_and_family_revoke<S: Store>(s: &S) {
+    let u = user(s, "r@example.com").await;
+    let a = refresh(&u.id, "fam1", "hash-a", None);
+    s.insert_refresh(a.clone()).await.unwrap();
+    assert_eq!(s.refresh_by_hash("hash-a").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.refresh_by_hash("hash-zzz").await.unwrap(), None);
+
+    // duplicate token hash
+    let dup = s
+        .insert_refresh(refresh(&u.id, "fam9", "hash-a", None))
+        .await;
+    assert!(is_conflict(dup, "refresh token"));
+
+    // rotation: the first use wins, the second loses
+    assert!(s.mark_refresh_used(&a.id, T0 + 10).await.unwrap());
+    assert!(!s.mark_refresh_used(&a.id, T0 + 20).await.unwrap());
+    let used = s.refresh_by_hash("hash-a").await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(T0 + 10));
+    assert_eq!(used.revoked_at, None);
+    assert!(!s.mark_refresh_used("no-such-id", T0).await.unwrap());
+
+    let b = refresh(&u.id, "fam1", "hash-b", None);
+    s.insert_refresh(b.clone()).await.unwrap();
+    let other = refresh(&u.id, "fam2", "hash-c", None);
+    s.insert_refresh(other.clone()).await.unwrap();
+
+    // reuse detected: revoke the family (both tokens, used or not)
+    assert_eq!(s.revoke_family("fam1", T0 + 30).await.unwrap(), 2);
+    assert_eq!(s.revoke_family("fam1", T0 + 40).await.unwrap(), 0);
+    let b_now = s.refresh_by_hash("hash-b").await.unwrap().unwrap();
+    assert_eq!(b_now.revoked_at, Some(T0 + 30));
+    assert_eq!(b_now.used_at, None);
+    // a revoked token cannot be used
+    assert!(!s.mark_refresh_used(&b.id, T0 + 50).await.unwrap());
+    // the other family is untouched
+    let o = s.refresh_by_hash("hash-c").await.unwrap().unwrap();
+    assert_eq!(o.revoked_at, None);
+    assert!(s.mark_refresh_used(&other.id, T0 + 60).await.unwrap());
+}
+
+async fn refresh_revoke_user_and_device<S: Store>(s: &S) {
+    let u1 = user(s, "u1@example.com").await;
+    let u2 = user(s, "u2@example.com").await;
+    let phone = device(s, &u1.id, "phone").await;
+    let tablet = device(s, &u1.id, "tablet").await;
+
+    s.insert_refresh(refresh(&u1.id, "f1", "h1", None))
+        .await
+        .unwrap();
+    s.insert_refresh(refresh(&u1.id, "f2", "h2", Some(&phone)))
+        .await
+        .unwrap();
+    s.insert_refresh(refresh(&u1.id, "f3", "h3", Some(&tablet)))
+        .await
+        .unwrap();
+    s.insert_refresh(refresh(&u2.id, "f4", "h4", None))
+        .await
+        .unwrap();
+    let stored = s.refresh_by_hash("h2").await.unwrap().unwrap();
+    assert_eq!(stored.device_id.as_deref(), Some(phone.as_str()));
+
+    // device revoke: only that device's tokens
+    assert_eq!(s.revoke_device_tokens(&phone, T0 + 1).await.unwrap(), 1);
+    assert_eq!(s.revoke_device_tokens(&phone, T0 + 2).await.unwrap(), 0);
+    let h = |hash: &'static str| async move { s.refresh_by_hash(hash).await.unwrap().unwrap() };
+    assert_eq!(h("h2").await.revoked_at, Some(T0 + 1));
+    assert_eq!(h("h1").await.revoked_at, None);
+    assert_eq!(h("h3").await.revoked_at, None);
+
+    // user revoke: every live token of u1 (h1, h3), nothing of u2
+    assert_eq!(s.revoke_user_tokens(&u1.id, T0 + 5).await.unwrap(), 2);
+    assert_eq!(s.revoke_user_tokens(&u1.id, T0 + 6).await.unwrap(), 0);
+    assert_eq!(h("h1").await.revoked_at, Some(T0 + 5));
+    assert_eq!(h("h2").await.revoked_at, Some(T0 + 1), "not re-stamped");
+    assert_eq!(h("h3").await.revoked_at, Some(T0 + 5));
+    assert_eq!(h("h4").await.revoked_at, None);
+
+    // deleting a device deletes its device-scoped tokens
+    assert!(s.delete_device(&u1.id, &tablet).await.unwrap());
+    assert_eq!(s.refresh_by_hash("h3").await.unwrap(), None);
+    assert!(s.refresh_by_hash("h1").await.unwrap().is_some());
+}
+
+async fn refresh_mark_used_race<S: Store>(s: &S) {
+    let u = user(s, "race@example.com").await;
+    let rec = refresh(&u.id, "fam", "hash-race", None);
+    s.insert_refresh(rec.clone()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (s, id) = (s.clone(), rec.id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.mark_refresh_used(&id, T0 + i).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one concurrent rotation wins");
+}
+
+async fn password_reset<S: Store>(s: &S) {
+    let u = user(s, "reset@example.com").await;
+    s.insert_password_reset(&u.id, "reset-1", T0 + HOUR)
+        .await
+        .unwrap();
+    let dup = s.insert_password_reset(&u.id, "reset-1", T0 + HOUR).await;
+    assert!(is_conflict(dup, "password reset token"));
+
+    assert_eq!(s.take_password_reset("unknown", T0).await.unwrap(), None);
+    // single use
+    assert_eq!(
+        s.take_password_reset("reset-1", T0 + 10).await.unwrap(),
+        Some(u.id.clone())
+    );
+    assert_eq!(
+        s.take_password_reset("reset-1", T0 + 20).await.unwrap(),
+        None
+    );
+
+    // expiry: valid until expires_at (exclusive)
+    s.insert_password_reset(&u.id, "reset-2", T0 + HOUR)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.take_password_reset("reset-2", T0 + HOUR).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.take_password_reset("reset-2", T0 + 2 * HOUR)
+            .await
+            .unwrap(),
+        None
+    );
+    // refused attempts do not consume the token
+    assert_eq!(
+        s.take_password_reset("reset-2", T0 + HOUR - 1)
+            .await
+            .unwrap(),
+        Some(u.id.clone())
+    );
+}
+
+async fn mail_outbox<S: Store>(s: &S) {
+    let mail = |id: &str, at: Millis| Mail {
+        id: id.to_owned(),
+        to_addr: format!("{id}@example.com"),
+        subject: format!("subject {id}"),
+        body: format!("body {id}\nline 2"),
+        created_at: at,
+        sent_at: None,
+    };
+    s.insert_mail(mail("m2", T0 + 2)).await.unwrap();
+    s.insert_mail(mail("m1", T0 + 1)).await.unwrap();
+    // same time: the later insert counts as newer
+    for id in ["m3a", "m3b", "m3c", "m3d", "m3e", "m3f"] {
+        s.insert_mail(mail(id, T0 + 3)).await.unwrap();
+    }
+
+    let all = s.list_mail(10).await.unwrap();
+    let order: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        order,
+        ["m3f", "m3e", "m3d", "m3c", "m3b", "m3a", "m2", "m1"],
+        "newest first"
+    );
+    assert_eq!(all[7], mail("m1", T0 + 1));
+
+    let two = s.list_mail(2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].id, "m3f");
+    assert!(s.list_mail(0).await.unwrap().is_empty());
+
+    s.mark_mail_sent("m2", T0 + 100).await.unwrap();
+    let all = s.list_mail(10).await.unwrap();
+    let m2 = all.iter().find(|m| m.id == "m2").unwrap();
+    assert_eq!(m2.sent_at, Some(T0 + 100));
+    assert!(
+        all.iter()
+            .filter(|m| m.id != "m2")
+            .all(|m| m.sent_at.is_none())
+    );
+}
+
+async fn devices_crud_and_isolation<S: Store>(s: &S) {
+    let u1 = user(s, "d1@example.com").await;
+    let u2 = user(s, "d2@example.com").await;
+    let caps = Capabilities {
+        mic: true,
+        camera: true,
+        screen: false,
+    };
+    let d = s
+        .create_device(
+            NewDevice {
+                user_id: u1.id.clone(),
+                name: "Pixel".to_owned(),
+                kind: "phone".to_owned(),
+                capabilities: caps,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(is_uuid(&d.id));
+    assert_eq!(d.user_id, u1.id);
+    assert_eq!(d.capabilities, caps);
+    assert_eq!(d.created_at, T0);
+    assert_eq!(d.last_seen, None);
+    let d2 = device(s, &u1.id, "Browser").await;
+    let other = device(s, &u2.id, "Theirs").await;
+
+    assert_eq!(s.device(&u1.id, &d.id).await.unwrap(), Some(d.clone()));
+    let mine: Vec<String> = s
+        .list_devices(&u1.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.contains(&d.id) && mine.contains(&d2));
+    assert_eq!(s.list_devices(&u2.id).await.unwrap().len(), 1);
+
+    // another user's id never returns or changes anything
+    assert_eq!(s.device(&u2.id, &d.id).await.unwrap(), None);
+    assert!(!s.rename_device(&u2.id, &d.id, "hijacked").await.unwrap());
+    assert!(!s.touch_device(&u2.id, &d.id, T0 + 5, None).await.unwrap());
+    assert!(!s.delete_device(&u2.id, &d.id).await.unwrap());
+    assert_eq!(s.device(&u1.id, &d.id).await.unwrap(), Some(d.clone()));
+    assert_eq!(s.device(&u1.id, &other).await.unwrap(), None);
+
+    // rename
+    assert!(s.rename_device(&u1.id, &d.id, "Pixel 9").await.unwrap());
+    assert_eq!(
+        s.device(&u1.id, &d.id).await.unwrap().unwrap().name,
+        "Pixel 9"
+    );
+    assert!(!s.rename_device(&u1.id, "no-such-id", "x").await.unwrap());
+
+    // touch: last_seen always, capabilities only when given
+    assert!(s.touch_device(&u1.id, &d.id, T0 + 10, None).await.unwrap());
+    let t = s.device(&u1.id, &d.id).await.unwrap().unwrap();
+    assert_eq!(t.last_seen, Some(T0 + 10));
+    assert_eq!(t.capabilities, caps);
+    let new_caps = Capabilities {
+        mic: false,
+        camera: false,
+        screen: true,
+    };
+    assert!(
+        s.touch_device(&u1.id, &d.id, T0 + 20, Some(new_caps))
+            .await
+            .unwrap()
+    );
+    let t = s.device(&u1.id, &d.id).await.unwrap().unwrap();
+    assert_eq!(t.last_seen, Some(T0 + 20));
+    assert_eq!(t.capabilities, new_caps);
+
+    // delete
+    assert!(s.delete_device(&u1.id, &d.id).await.unwrap());
+    assert!(!s.delete_device(&u1.id, &d.id).await.unwrap());
+    assert_eq!(s.device(&u1.id, &d.id).await.unwrap(), None);
+    assert_eq!(s.list_devices(&u1.id).await.unwrap().len(), 1);
+    assert_eq!(s.list_devices(&u2.id).await.unwrap().len(), 1);
+}
+
+async fn pairing<S: Store>(s: &S) {
+    let u = user(s, "p@example.com").await;
+    let u2 = user(s, "p2@example.com").await;
+    let p = pairing_row(&u.id, "123456", T0 + 600_000);
+    s.create_pairing(p.clone()).await.unwrap();
+
+    assert_eq!(s.pairing_by_code("123456").await.unwrap(), Some(p.clone()));
+    assert_eq!(s.pairing_by_code("654321").await.unwrap(), None);
+    assert_eq!(s.pairing(&u.id, &p.id).await.unwrap(), Some(p.clone()));
+    assert_eq!(s.pairing(&u2.id, &p.id).await.unwrap(), None);
+
+    // the same code again clashes, even for another user; the caller retries
+    let clash = s
+        .create_pairing(pairing_row(&u2.id, "123456", T0 + 600_000))
+        .await;
+    assert!(is_conflict(clash, "pairing code"));
+
+    assert_eq!(s.add_pairing_attempt(&p.id).await.unwrap(), 1);
+    assert_eq!(s.add_pairing_attempt(&p.id).await.unwrap(), 2);
+    assert!(s.add_pairing_attempt("no-such-id").await.is_err());
+
+    // claim once
+    let phone = device(s, &u.id, "phone").await;
+    assert!(s.claim_pairing(&p.id, &phone, T0 + 1000).await.unwrap());
+    assert!(!s.claim_pairing(&p.id, &phone, T0 + 2000).await.unwrap());
+    let claimed = s.pairing(&u.id, &p.id).await.unwrap().unwrap();
+    assert_eq!(claimed.claimed_at, Some(T0 + 1000));
+    assert_eq!(claimed.device_id.as_deref(), Some(phone.as_str()));
+    assert_eq!(claimed.attempts, 2);
+
+    // expired: cannot be claimed (at or after expires_at)
+    let late = pairing_row(&u.id, "777777", T0 + 600_000);
+    s.create_pairing(late.clone()).await.unwrap();
+    assert!(
+        !s.claim_pairing(&late.id, &phone, T0 + 600_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.claim_pairing(&late.id, &phone, T0 + 700_000)
+            .await
+            .unwrap()
+    );
+    let still = s.pairing(&u.id, &late.id).await.unwrap().unwrap();
+    assert_eq!(still.claimed_at, None);
+    assert_eq!(still.device_id, None);
+    assert!(!s.claim_pairing("no-such-id", &phone, T0).await.unwrap());
+}
+
+async fn pairing_claim_race<S: Store>(s: &S) {
+    let u = user(s, "pr@example.com").await;
+    let p = pairing_row(&u.id, "424242", T0 + HOUR);
+    s.create_pairing(p.clone()).await.unwrap();
+    let mut devices = Vec::new();
+    for i in 0..8 {
+        devices.push(device(s, &u.id, &format!("phone {i}")).await);
+    }
+    let mut tasks = Vec::new();
+    for d in devices {
+        let (s, id) = (s.clone(), p.id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.claim_pairing(&id, &d, T0 + 1).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one concurrent claim wins");
+}
+
+async fn rooms<S: Store>(s: &S) {
+    let u1 = user(s, "room1@example.com").await;
+    let u2 = user(s, "room2@example.com").await;
+    let r = s
+        .create_room(&u1.id, "jam", settings(8, false, "owner"), T0)
+        .await
+        .unwrap();
+    assert!(is_uuid(&r.id));
+    assert_eq!(r.owner_id, u1.id);
+    assert_eq!(r.name, "jam");
+    assert_eq!(r.max_participants, 8);
+    assert!(!r.auto_record);
+    assert_eq!(r.publish_policy, "owner");
+    assert_eq!(r.created_at, T0);
+
+    // names are global
+    let taken = s
+        .create_room(&u2.id, "jam", settings(2, true, "anyone"), T0)
+        .await;
+    assert!(is_conflict(taken, "room name"));
+    s.create_room(&u2.id, "other", settings(2, true, "anyone"), T0 + 1)
+        .await
+        .unwrap();
+    s.create_room(&u1.id, "band", settings(4, true, "anyone"), T0 + 2)
+        .await
+        .unwrap();
+
+    let names = |rooms: Vec<control_api::store::Room>| -> Vec<String> {
+        let mut v: Vec<String> = rooms.into_iter().map(|r| r.name).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(s.list_rooms(&u1.id).await.unwrap()), ["band", "jam"]);
+    assert_eq!(names(s.list_rooms(&u2.id).await.unwrap()), ["other"]);
+    assert_eq!(s.room_by_name("jam").await.unwrap(), Some(r.clone()));
+    assert_eq!(s.room_by_name("nope").await.unwrap(), None);
+
+    // only the owner may change or delete
+    assert_eq!(
+        s.update_room(&u2.id, "jam", settings(99, true, "anyone"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!s.delete_room(&u2.id, "jam").await.unwrap());
+    assert_eq!(s.room_by_name("jam").await.unwrap(), Some(r.clone()));
+
+    let updated = s
+        .update_room(&u1.id, "jam", settings(16, true, "anyone"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.id, r.id);
+    assert_eq!(updated.created_at, r.created_at);
+    assert_eq!(updated.max_participants, 16);
+    assert!(updated.auto_record);
+    assert_eq!(updated.publish_policy, "anyone");
+    assert_eq!(s.room_by_name("jam").await.unwrap(), Some(updated));
+    assert_eq!(
+        s.update_room(&u1.id, "nope", settings(1, false, "owner"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert!(s.delete_room(&u1.id, "jam").await.unwrap());
+    assert!(!s.delete_room(&u1.id, "jam").await.unwrap());
+    assert_eq!(s.room_by_name("jam").await.unwrap(), None);
+    // the name is free again
+    s.create_room(&u2.id, "jam", settings(2, false, "owner"), T0 + 3)
+        .await
+        .unwrap();
+}
+
+async fn library_upsert_counts<S: Store>(s: &S) {
+    let u = user(s, "lib@example.com").await;
+    let d = device(s, &u.id, "phone").await;
+    let a = track("a", "Alpha", "Artist", "Album");
+    let b = track("b", "Beta", "Artist", "Album");
+    let c = track("c", "Gamma", "Artist", "Album");
+
+    let counts = s
+        .upsert_tracks(&u.id, &d, &[a.clone(), b.clone(), c.clone()], T0)
+        .await
+        .unwrap();
+    let expect = |inserted, updated, unchanged| SyncCounts {
+        inserted,
+        updated,
+        unchanged,
+        deleted: 0,
+    };
+    assert_eq!(counts, expect(3, 0, 0));
+
+    let counts = s
+        .upsert_tracks(&u.id, &d, &[a.clone(), b.clone(), c.clone()], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(counts, expect(0, 0, 3));
+
+    let b2 = TrackMeta {
+        duration_ms: b.duration_ms + 1,
+        ..b.clone()
+    };
+    let c2 = TrackMeta {
+        album: "Album (Deluxe)".into(),
+        ..c.clone()
+    };
+    let e = track("e", "Epsilon", "Artist", "Album");
+    let counts = s
+        .upsert_tracks(
+            &u.id,
+            &d,
+            &[a.clone(), b2.clone(), c2.clone(), e.clone()],
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, expect(1, 2, 1));
+
+    let all = s
+        .list_tracks(&u.id, &query(None, None, 100, 0))
+        .await
+        .unwrap();
+    let lib = |meta: &TrackMeta, updated_at| LibraryTrack {
+        device_id: d.clone(),
+        meta: meta.clone(),
+        updated_at,
+    };
+    assert_eq!(
+        all,
+        [
+            lib(&a, T0),
+            lib(&b2, T0 + 2),
+            lib(&e, T0 + 2),
+            lib(&c2, T0 + 2)
+        ],
+        "stored fields, updated_at only moves on change, ordered by artist, album, title"
+    );
+
+    // every field takes part in the comparison
+    let variants = [
+        TrackMeta {
+            title: "Alpha!".into(),
+            ..a.clone()
+        },
+        TrackMeta {
+            artist: "Artist!".into(),
+            ..a.clone()
+        },
+        TrackMeta {
+            album: "Album!".into(),
+            ..a.clone()
+        },
+        TrackMeta {
+            duration_ms: 1,
+            ..a.clone()
+        },
+        TrackMeta {
+            codec: "opus".into(),
+            ..a.clone()
+        },
+        TrackMeta {
+            size_bytes: 1,
+            ..a.clone()
+        },
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        let at = T0 + 10 + i as Millis;
+        let counts = s
+            .upsert_tracks(&u.id, &d, std::slice::from_ref(v), at)
+            .await
+            .unwrap();
+        assert_eq!(counts, expect(0, 1, 0), "variant {i}");
+    }
+
+    // a batch naming one track twice: the later entry wins
+    let counts = s
+        .upsert_tracks(&u.id, &d, &[a.clone(), a.clone()], T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(counts, expect(0, 1, 1));
+    let empty = s.upsert_tracks(&u.id, &d, &[], T0 + 30).await.unwrap();
+    assert_eq!(empty, SyncCounts::default());
+    let got = s
+        .list_tracks(&u.id, &query(Some("alpha"), None, 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(got, [lib(&a, T0 + 20)]);
+}
+
+async fn library_delete<S: Store>(s: &S) {
+    let u1 = user(s, "del1@example.com").await;
+    let u2 = user(s, "del2@example.com").await;
+    let d = device(s, &u1.id, "phone").await;
+    let tracks = [
+        track("a", "A", "X", "Y"),
+        track("b", "B", "X", "Y"),
+        track("c", "C", "X", "Y"),
+    ];
+    s.upsert_tracks(&u1.id, &d, &tracks, T0).await.unwrap();
+    let all = query(None, None, 100, 0);
+
+    let del = |user: &str, ids: &[&str]| {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let user = user.to_owned();
+        let d = d.clone();
+        async move { s.delete_tracks(&user, &d, &ids).await.unwrap() }
+    };
+    assert_eq!(
+        del(&u2.id, &["a", "b"]).await,
+        0,
+        "another user deletes nothing"
+    );
+    assert_eq!(del(&u1.id, &[]).await, 0);
+    assert_eq!(del(&u1.id, &["a", "zzz"]).await, 1);
+    assert_eq!(ids(&s.list_tracks(&u1.id, &all).await.unwrap()), ["b", "c"]);
+    assert_eq!(del(&u1.id, &["a"]).await, 0);
+    assert_eq!(del(&u1.id, &["b", "c"]).await, 2);
+    assert!(s.list_tracks(&u1.id, &all).await.unwrap().is_empty());
+
+    // after deletion the same client id syncs as new
+    let counts = s
+        .upsert_tracks(&u1.id, &d, &tracks[..1], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(counts.inserted, 1);
+}
+
+async fn library_search<S: Store>(s: &S) {
+    let u = user(s, "search@example.com").await;
+    let d1 = device(s, &u.id, "phone").await;
+    let d2 = device(s, &u.id, "tablet").await;
+    s.upsert_tracks(
+        &u.id,
+        &d1,
+        &[
+            track("t1", "Yesterday", "The Beatles", "Help!"),
+            track("t2", "Ace of Spades", "Motörhead", "Ace of Spades"),
+            track("t3", "100% Pure", "Someone", "Percent"),
+            track("t4", "1000 Pure", "Someone", "Thousand"),
+            track("t5", "snake_case song", "Coder", "Under_score"),
+            track("t6", "Rebecca", "AC\\DC", "Live"),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    s.upsert_tracks(
+        &u.id,
+        &d2,
+        &[track("t1", "Yesterday (Live)", "The Beatles", "Live")],
+        T0,
+    )
+    .await
+    .unwrap();
+
+    let (uid, first) = (&u.id, &d1);
+    let search = |q: &'static str, device: Option<String>| async move {
+        let found = s
+            .list_tracks(uid, &query(Some(q), device.as_deref(), 100, 0))
+            .await
+            .unwrap();
+        let mut v: Vec<String> = found
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}:{}",
+                    if t.device_id == *first { "d1" } else { "d2" },
+                    t.meta.client_id
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let d1_only = Some(d1.clone());
+    assert_eq!(search("BEATLES", d1_only.clone()).await, ["d1:t1"]);
+    assert_eq!(search("beatles", None).await, ["d1:t1", "d2:t1"]);
+    assert_eq!(search("yEsTeRdAy", None).await, ["d1:t1", "d2:t1"]);
+    assert_eq!(search("help", None).await, ["d1:t1"], "album matches");
+    assert_eq!(
+        search("MOTÖRHEAD", None).await,
+        ["d1:t2"],
+        "non-ASCII case folding"
+    );
+    assert_eq!(search("spades", None).await, ["d1:t2"]);
+    assert_eq!(search("0%", None).await, ["d1:t3"], "% is literal");
+    assert_eq!(search("%", None).await, ["d1:t3"]);
+    assert_eq!(search("e_c", None).await, ["d1:t5"], "_ is literal");
+    assert_eq!(search("_", None).await, ["d1:t5"]);
+    assert_eq!(
+        search("c\\d", None).await,
+        ["d1:t6"],
+        "backslash is literal"
+    );
+    assert_eq!(search("\\", None).await, ["d1:t6"]);
+    assert!(search("zzz", None).await.is_empty());
+    assert_eq!(
+        search("", None).await.len(),
+        7,
+        "empty query matches everything"
+    );
+    assert_eq!(search("live", None).await, ["d1:t6", "d2:t1"]);
+    assert_eq!(search("live", Some(d2.clone())).await, ["d2:t1"]);
+
+    // device filter without a query
+    let on_d2 = s
+        .list_tracks(&u.id, &query(None, Some(&d2), 100, 0))
+        .await
+        .unwrap();
+    assert_eq!(ids(&on_d2), ["t1"]);
+    assert_eq!(on_d2[0].meta.title, "Yesterday (Live)");
+}
+
+async fn library_pagination_and_order<S: Store>(s: &S) {
+    let u = user(s, "page@example.com").await;
+    let d = device(s, &u.id, "phone").await;
+    s.upsert_tracks(
+        &u.id,
+        &d,
+        &[
+            track("p1", "Song B", "artist z", "Album"),
+            track("p2", "Song A", "Artist a", "Album 2"),
+            track("p3", "song a", "Artist A", "Album 1"),
+            track("p4", "Song C", "artist a", "album 1"),
+            track("p5", "Song", "Zed", ""),
+            track("x2", "Same", "Same", "Same"),
+            track("x1", "Same", "Same", "Same"),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    // case-insensitive artist, album, title; then exact text; then client id
+    let expected = ["p3", "p4", "p2", "p1", "x1", "x2", "p5"];
+    let all = s
+        .list_tracks(&u.id, &query(None, None, 100, 0))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), expected);
+
+    let mut paged = Vec::new();
+    for offset in (0..8).step_by(3) {
+        let page = s
+            .list_tracks(&u.id, &query(None, None, 3, offset))
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let page = |limit, offset| {
+        let u = u.id.clone();
+        async move {
+            let t = s
+                .list_tracks(&u, &query(None, None, limit, offset))
+                .await
+                .unwrap();
+            t.into_iter().map(|t| t.meta.client_id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(2, 2).await, ["p2", "p1"]);
+    assert_eq!(page(2, 6).await, ["p5"]);
+    assert!(page(2, 7).await.is_empty());
+    assert!(page(0, 0).await.is_empty(), "limit 0 returns nothing");
+    assert!(page(-1, 0).await.is_empty(), "negative limit counts as 0");
+    assert_eq!(page(1, -5).await, ["p3"], "negative offset counts as 0");
+    let filtered = s
+        .list_tracks(&u.id, &query(Some("song"), None, 2, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&filtered),
+        ["p4", "p2"],
+        "pagination applies after the filter"
+    );
+}
+
+async fn library_isolation<S: Store>(s: &S) {
+    let u1 = user(s, "iso1@example.com").await;
+    let u2 = user(s, "iso2@example.com").await;
+    let d1 = device(s, &u1.id, "phone 1").await;
+    let d2 = device(s, &u2.id, "phone 2").await;
+    let mine = [track("a", "Secret Song", "Private", "Mine")];
+    s.upsert_tracks(&u1.id, &d1, &mine, T0).await.unwrap();
+    s.upsert_tracks(&u2.id, &d2, &[track("a", "Public", "Other", "Theirs")], T0)
+        .await
+        .unwrap();
+    let all = query(None, None, 100, 0);
+
+    let theirs = s.list_tracks(&u2.id, &all).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].device_id, d2);
+    assert!(
+        s.list_tracks(&u2.id, &query(None, Some(&d1), 100, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.list_tracks(&u2.id, &query(Some("secret"), None, 100, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // u2 cannot write into u1's device
+    let hijack = s
+        .upsert_tracks(&u2.id, &d1, &[track("a", "Overwritten", "x", "y")], T0 + 1)
+        .await;
+    assert!(
+        hijack.is_err(),
+        "upsert onto another user's device must fail"
+    );
+    let hijack = s
+        .upsert_tracks(&u2.id, &d1, &[track("new", "Injected", "x", "y")], T0 + 1)
+        .await;
+    assert!(hijack.is_err());
+    assert_eq!(
+        s.delete_tracks(&u2.id, &d1, &["a".to_owned()])
+            .await
+            .unwrap(),
+        0
+    );
+    let still = s.list_tracks(&u1.id, &all).await.unwrap();
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].meta, mine[0]);
+    assert_eq!(still[0].updated_at, T0);
+    assert!(
+        s.upsert_tracks(&u1.id, "no-such-device", &mine, T0)
+            .await
+            .is_err()
+    );
+}
+
+async fn library_follows_device_deletion<S: Store>(s: &S) {
+    let u = user(s, "gone@example.com").await;
+    let d1 = device(s, &u.id, "old phone").await;
+    let d2 = device(s, &u.id, "new phone").await;
+    s.upsert_tracks(
+        &u.id,
+        &d1,
+        &[track("a", "A", "X", "Y"), track("b", "B", "X", "Y")],
+        T0,
+    )
+    .await
+    .unwrap();
+    s.upsert_tracks(&u.id, &d2, &[track("a", "A", "X", "Y")], T0)
+        .await
+        .unwrap();
+    let p = pairing_row(&u.id, "999999", T0 + HOUR);
+    s.create_pairing(p.clone()).await.unwrap();
+    assert!(s.claim_pairing(&p.id, &d1, T0 + 1).await.unwrap());
+
+    assert!(s.delete_device(&u.id, &d1).await.unwrap());
+    let left = s
+        .list_tracks(&u.id, &query(None, None, 100, 0))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].device_id, d2);
+    assert!(
+        s.list_tracks(&u.id, &query(None, Some(&d1), 100, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.upsert_tracks(&u.id, &d1, &[track("c", "C", "X", "Y")], T0 + 2)
+            .await
+            .is_err(),
+        "no syncing into a deleted device"
+    );
+    // the pairing's history survives, without the dangling device reference
+    let p_after = s.pairing(&u.id, &p.id).await.unwrap().unwrap();
+    assert_eq!(p_after.claimed_at, Some(T0 + 1));
+    assert_eq!(p_after.device_id, None);
+}
+
+#[test]
+fn pg_url_helper_replaces_the_database() {
+    use common::database_url;
+    assert_eq!(
+        database_url("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        database_url("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        database_url("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+}
+
+/// The forms `SqliteStore::connect` accepts, and the connection settings it applies.
+#[tokio::test]
+async fn sqlite_connect_forms_and_pragmas() {
+    // in memory: one database shared by every call on the store
+    let mem = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    mem.migrate().await.unwrap();
+    user(&mem, "mem@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(mem.count_users().await.unwrap(), 1);
+    }
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(mem.pool())
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+
+    // a plain path whose parent directories do not exist yet
+    let dir = common::TempDir::new();
+    let nested = dir.path().join("a/b/store.db");
+    let store = SqliteStore::connect(nested.to_str().unwrap())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    user(&store, "file@example.com").await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    store.pool().close().await;
+    assert!(nested.exists());
+
+    // the same file through a URL: the data is there
+    let url = format!("sqlite://{}", nested.display());
+    let again = SqliteStore::connect(&url).await.unwrap();
+    again.migrate().await.unwrap();
+    assert!(
+        again
+            .user_by_email("file@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    again.pool().close().await;
+}
