@@ -29,6 +29,9 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub log: LogSettings,
     pub media: MediaSettings,
+    /// Delivery of password-reset mail. Unset: mails stay in the outbox, where an admin
+    /// reads them (`GET /api/v1/admin/mail`).
+    pub smtp: Option<SmtpSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,6 +65,77 @@ pub struct MediaSettings {
     pub disconnect_grace_secs: u64,
 }
 
+/// An SMTP server for outgoing mail (`[smtp]`, `STREAMCORE_SMTP__HOST`, …).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// The server's name; with TLS also the name its certificate must carry.
+    pub host: String,
+    /// 587 by default (submission with STARTTLS); 465 is usual for `tls = "tls"`.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// The sender: `noreply@example.com` or `StreamCore <noreply@example.com>`.
+    pub from: String,
+    /// Login, when the server wants one (set both or neither).
+    pub username: Option<String>,
+    /// Secret: `config print` shows `***`.
+    pub password: Option<String>,
+    /// `starttls` (default; required, never a silent fallback), `tls` (implicit TLS) or
+    /// `none` (plain text, for a relay on the same host).
+    #[serde(default)]
+    pub tls: SmtpTlsMode,
+    /// PEM file of extra CA certificates to trust (a private CA), besides the built-in
+    /// Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsMode {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+/// `[smtp]` keys whose environment values are taken as text, never parsed.
+const SMTP_TEXT_KEYS: [&str; 5] = ["host", "from", "username", "password", "ca_file"];
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+impl SmtpSettings {
+    /// The control API's view of these settings.
+    pub fn to_smtp_config(&self) -> control_api::mail::SmtpConfig {
+        use control_api::mail::{SmtpConfig, SmtpTls};
+        let mut c = SmtpConfig::new(self.host.clone(), self.port, self.from.clone());
+        c.username = self.username.clone();
+        c.password = self.password.clone();
+        c.tls = match self.tls {
+            SmtpTlsMode::None => SmtpTls::None,
+            SmtpTlsMode::Starttls => SmtpTls::Starttls,
+            SmtpTlsMode::Tls => SmtpTls::Tls,
+        };
+        c.ca_file = self.ca_file.clone();
+        c
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -85,6 +159,7 @@ impl Default for Settings {
                 connect_timeout_secs: 30,
                 disconnect_grace_secs: 20,
             },
+            smtp: None,
         }
     }
 }
@@ -139,6 +214,9 @@ impl LogOverrides {
     }
 }
 
+/// `STREAMCORE_*` variables that are not settings.
+const NOT_SETTINGS: [&str; 4] = ["admin_password", "config", "test_pg_url", "cache"];
+
 impl Settings {
     /// Layers the sources. `file` is read when given (it must exist), else
     /// `streamcore.toml` in the working directory when present.
@@ -153,9 +231,22 @@ impl Settings {
             }
             None => fig = fig.merge(Toml::file("streamcore.toml")),
         }
-        fig = fig
-            .merge(Env::prefixed("STREAMCORE_").split("__"))
-            .merge(Serialized::defaults(overrides));
+        // Variables with the prefix that are not settings (the CLI's own inputs and the
+        // test scripts') are left out.
+        fig = fig.merge(
+            Env::prefixed("STREAMCORE_")
+                .filter(|k| !NOT_SETTINGS.iter().any(|n| k == *n))
+                .split("__"),
+        );
+        // The environment provider reads values as TOML scalars (`123456` is a number,
+        // `true` a bool); these settings are text whatever they look like, so a numeric
+        // password keeps its exact characters.
+        for (key, value) in Env::prefixed("STREAMCORE_SMTP__").iter() {
+            if SMTP_TEXT_KEYS.contains(&key.as_str()) {
+                fig = fig.merge(Serialized::default(&format!("smtp.{key}"), value));
+            }
+        }
+        fig = fig.merge(Serialized::defaults(overrides));
         let s: Settings = fig.extract().context("invalid settings")?;
         s.validate()?;
         Ok(s)
@@ -179,6 +270,20 @@ impl Settings {
         }
         if self.media.advertise.iter().any(|ip| ip.is_unspecified()) {
             bail!("media.advertise cannot contain a wildcard address");
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.host.trim().is_empty() {
+                bail!("smtp.host is empty");
+            }
+            if smtp.port == 0 {
+                bail!("smtp.port cannot be 0");
+            }
+            if smtp.from.trim().is_empty() {
+                bail!("smtp.from is empty; set the sender address of reset mails");
+            }
+            if smtp.username.is_some() != smtp.password.is_some() {
+                bail!("smtp.username and smtp.password must be set together");
+            }
         }
         Ok(())
     }
@@ -228,11 +333,17 @@ impl Settings {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    /// The effective settings as TOML, for `streamcore config print`. There are no
-    /// secrets among the settings yet; the signing key is a path, never its content.
+    /// The effective settings as TOML, for `streamcore config print`. Secrets are
+    /// hidden: the database URL's password and `smtp.password` show as `***`; the signing
+    /// key is a path, never its content.
     pub fn to_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
         shown.database_url = shown.database_url.as_deref().map(redact_url);
+        if let Some(smtp) = &mut shown.smtp
+            && smtp.password.is_some()
+        {
+            smtp.password = Some("***".into());
+        }
         Ok(toml::to_string_pretty(&shown)?)
     }
 }
@@ -347,6 +458,60 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(&file, "htp = \"x\"\n").unwrap();
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn smtp_table_defaults_checks_and_redaction() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"mail.example.com\"\nfrom = \"StreamCore <noreply@example.com>\"\n\
+             username = \"relay\"\npassword = \"s3cret-pw\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        let smtp = s.smtp.clone().expect("[smtp] is set");
+        assert_eq!(smtp.host, "mail.example.com");
+        assert_eq!(smtp.port, 587, "default port");
+        assert_eq!(smtp.tls, SmtpTlsMode::Starttls, "default TLS mode");
+        assert_eq!(smtp.password.as_deref(), Some("s3cret-pw"));
+        assert!(!format!("{smtp:?}").contains("s3cret"), "Debug hides it");
+        let c = smtp.to_smtp_config();
+        assert_eq!(
+            (c.port, c.tls, c.username.as_deref()),
+            (587, control_api::mail::SmtpTls::Starttls, Some("relay"))
+        );
+
+        let printed = s.to_toml().unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("password = \"***\""), "{printed}");
+        assert!(printed.contains("host = \"mail.example.com\""), "{printed}");
+        let back: Settings = toml::from_str(&printed).unwrap();
+        assert_eq!(back.smtp.unwrap().port, 587, "the printed form loads again");
+
+        // Bad values are refused at load.
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"h\"\nfrom = \"a@b.c\"\ntls = \"ssl\"\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"h\"\nfrom = \"a@b.c\"\nusername = \"u\"\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
+        std::fs::write(&file, "[smtp]\nhost = \"h\"\n").unwrap();
+        assert!(
+            Settings::load(Some(&file), &Overrides::default()).is_err(),
+            "from is required"
+        );
+        assert!(Settings::default().smtp.is_none());
+        assert!(!Settings::default().to_toml().unwrap().contains("smtp"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,5 +1,5 @@
-//! Assembles the node: media workers, signaling routes, health and metrics, and the
-//! drain-on-shutdown sequence.
+//! Assembles the node: media workers, signaling routes, health and metrics, the SMTP
+//! mail relay, and the drain-on-shutdown sequence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,10 @@ use tracing::info;
 use crate::config::Settings;
 use crate::media::MediaWorkers;
 use crate::metrics::Metrics;
+use control_api::mail::MailRelay;
+
+/// How long shutdown lets a mail that is being sent finish.
+const MAIL_GRACE: Duration = Duration::from_secs(5);
 
 /// A running node. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -31,6 +35,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     http_task: tokio::task::JoinHandle<()>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
+    mail_relay: Option<MailRelay>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -48,9 +53,10 @@ struct OpsState {
     metrics: Metrics,
 }
 
-/// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
-/// addresses are in the returned value.
-pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
+/// The data dir, the join-token key and the control plane's database (migrated).
+async fn open_control_plane(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<JoinTokenSigner>, control_api::AppState)> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let signer = Arc::new(
@@ -73,6 +79,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             crate::config::redact_url(&settings.database_url())
         )
     })?;
+    Ok((signer, api))
+}
+
+/// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
+/// addresses are in the returned value.
+pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
+    let (signer, api) = open_control_plane(settings).await?;
+    // First, so a bad [smtp] fails the start before anything listens.
+    let mail_relay = start_mail_relay(settings, &api)?;
     let metrics = Metrics::new();
     let workers = Arc::new(MediaWorkers::start(settings, metrics.clone())?);
     let media_addrs = workers.local_addrs();
@@ -125,6 +140,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         stop,
         http_task,
         metrics_task,
+        mail_relay,
     })
 }
 
@@ -132,6 +148,22 @@ fn metrics_router(ops: OpsState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(ops)
+}
+
+/// Starts SMTP delivery of the mail outbox when `[smtp]` is configured.
+fn start_mail_relay(
+    settings: &Settings,
+    api: &control_api::AppState,
+) -> anyhow::Result<Option<MailRelay>> {
+    match &settings.smtp {
+        Some(smtp) => Ok(Some(
+            MailRelay::start(api, smtp.to_smtp_config()).context("starting SMTP delivery")?,
+        )),
+        None => {
+            info!("no [smtp] configured: reset mails stay in the outbox (GET /api/v1/admin/mail)");
+            Ok(None)
+        }
+    }
 }
 
 async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
@@ -195,6 +227,9 @@ impl RunningServer {
         if let Some(t) = self.metrics_task {
             let _ = t.await;
         }
+        if let Some(r) = self.mail_relay {
+            r.shutdown(MAIL_GRACE).await;
+        }
     }
 }
 
@@ -204,6 +239,7 @@ pub struct RunningApi {
     pub api: control_api::AppState,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    mail_relay: Option<MailRelay>,
 }
 
 impl std::fmt::Debug for RunningApi {
@@ -215,25 +251,8 @@ impl std::fmt::Debug for RunningApi {
 }
 
 pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let signer = Arc::new(JoinTokenSigner::load_or_create(&settings.token_key_path())?);
-    let api = control_api::build_state(
-        &settings.database_url(),
-        &settings.keys_dir(),
-        signer,
-        control_api::ApiConfig {
-            public_url: settings.public_url(),
-            ..control_api::ApiConfig::default()
-        },
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "opening the database {}",
-            crate::config::redact_url(&settings.database_url())
-        )
-    })?;
+    let (_, api) = open_control_plane(settings).await?;
+    let mail_relay = start_mail_relay(settings, &api)?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(healthz))
@@ -249,6 +268,7 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
         api,
         stop,
         task,
+        mail_relay,
     })
 }
 
@@ -256,5 +276,8 @@ impl RunningApi {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some(r) = self.mail_relay {
+            r.shutdown(MAIL_GRACE).await;
+        }
     }
 }

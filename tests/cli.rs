@@ -263,3 +263,87 @@ async fn second_signal_exits_at_once() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn migrate_and_admin_create() {
+    let dir = tempdir();
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut c = Command::new(BIN);
+        c.args(args).arg("--data-dir").arg(&dir);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["migrate"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sqlite"));
+    assert!(dir.join("streamcore.db").exists());
+    let pw = ("STREAMCORE_ADMIN_PASSWORD", "a long admin password");
+    let out = run(&["admin", "create", "--email", "Ops@Example.com"], Some(pw));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
+    let out = run(&["admin", "create", "--email", "ops@example.com"], Some(pw));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("now an admin"));
+    let out = run(
+        &["admin", "create", "--email", "x@example.com"],
+        Some(("STREAMCORE_ADMIN_PASSWORD", "short")),
+    );
+    assert!(!out.status.success(), "a short password is refused");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_role_serves_the_control_api_alone() {
+    let dir = tempdir();
+    let mut child = Command::new(BIN)
+        .args(["api", "--http", "127.0.0.1:0", "--log-json", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep reading the log to its end: a closed pipe would break the server's logging.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(http) = v["fields"]["http"].as_str()
+            {
+                let _ = tx.send(format!("http://{http}"));
+            }
+        }
+    });
+    let base = tokio::task::spawn_blocking(move || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("address logged")
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "solo@example.com", "password": "long enough pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http.post(format!("{base}/whip/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "no media plane in the api role");
+    signal(&child, "TERM");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,7 +1,8 @@
 //! # control-api: who may do what
 //!
 //! Users and sessions (Argon2id passwords, short-lived access JWTs, rotating refresh
-//! tokens with reuse detection), password reset through a mail outbox, devices and
+//! tokens with reuse detection), password reset through a mail outbox (delivered over
+//! SMTP by [`mail::MailRelay`] when the node has SMTP configured), devices and
 //! phone pairing, rooms and join tokens for the SFU, and the phone's music-library
 //! metadata. JSON over `/api/v1`, stored through [`store::Store`] in SQLite (embedded
 //! default) or PostgreSQL.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod extract;
+pub mod mail;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -52,6 +54,7 @@ pub async fn build_state(
         join_signer,
         config: Arc::new(config),
         limits: Arc::new(state::Limits::default()),
+        mail_queued: Arc::new(tokio::sync::Notify::new()),
     })
 }
 

@@ -71,6 +71,9 @@ pub struct AppState {
     pub join_signer: Arc<JoinTokenSigner>,
     pub config: Arc<ApiConfig>,
     pub limits: Arc<Limits>,
+    /// Signalled when a mail is queued in the outbox, so a running
+    /// [`MailRelay`](crate::mail::MailRelay) sends it at once instead of at its next poll.
+    pub mail_queued: Arc<tokio::sync::Notify>,
 }
 
 /// Who is calling, from a verified access token.

@@ -57,6 +57,7 @@ on_both_backends!(
     refresh_mark_used_race,
     password_reset,
     mail_outbox,
+    mail_unsent_oldest_first,
     devices_crud_and_isolation,
     pairing,
     pairing_claim_race,
@@ -429,6 +430,49 @@ async fn mail_outbox<S: Store>(s: &S) {
         all.iter()
             .filter(|m| m.id != "m2")
             .all(|m| m.sent_at.is_none())
+    );
+}
+
+async fn mail_unsent_oldest_first<S: Store>(s: &S) {
+    let mail = |id: &str, at: Millis| Mail {
+        id: id.to_owned(),
+        to_addr: format!("{id}@example.com"),
+        subject: format!("subject {id}"),
+        body: format!("body {id}"),
+        created_at: at,
+        sent_at: None,
+    };
+    assert!(s.unsent_mail(10).await.unwrap().is_empty());
+    s.insert_mail(mail("b", T0 + 2)).await.unwrap();
+    s.insert_mail(mail("a", T0 + 1)).await.unwrap();
+    // same time: the earlier insert counts as older
+    for id in ["c1", "c2", "c3"] {
+        s.insert_mail(mail(id, T0 + 3)).await.unwrap();
+    }
+    s.insert_mail(Mail {
+        sent_at: Some(T0 + 4),
+        ..mail("done", T0)
+    })
+    .await
+    .unwrap();
+
+    let ids = |v: Vec<Mail>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.unsent_mail(10).await.unwrap()),
+        ["a", "b", "c1", "c2", "c3"],
+        "oldest first, sent ones left out"
+    );
+    assert_eq!(s.unsent_mail(10).await.unwrap()[0], mail("a", T0 + 1));
+    assert_eq!(ids(s.unsent_mail(2).await.unwrap()), ["a", "b"]);
+    assert!(s.unsent_mail(0).await.unwrap().is_empty());
+
+    s.mark_mail_sent("a", T0 + 10).await.unwrap();
+    s.mark_mail_sent("c2", T0 + 10).await.unwrap();
+    assert_eq!(ids(s.unsent_mail(10).await.unwrap()), ["b", "c1", "c3"]);
+    assert_eq!(
+        s.list_mail(10).await.unwrap().len(),
+        6,
+        "sent mail stays listed"
     );
 }
 

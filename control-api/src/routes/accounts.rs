@@ -422,6 +422,8 @@ pub async fn forgot_password(
             })
             .await
             .map_err(store_error)?;
+        // Wakes the SMTP relay if one runs; without one the mail waits in the outbox.
+        st.mail_queued.notify_one();
         info!(user = %u.id, "password reset mail queued in the outbox");
     }
     Ok(StatusCode::ACCEPTED)

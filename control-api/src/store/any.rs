@@ -101,6 +101,9 @@ impl Store for Db {
     async fn mark_mail_sent(&self, id: &str, now: Millis) -> R<()> {
         delegate!(self, s => s.mark_mail_sent(id, now))
     }
+    async fn unsent_mail(&self, limit: i64) -> R<Vec<Mail>> {
+        delegate!(self, s => s.unsent_mail(limit))
+    }
     async fn create_device(&self, new: NewDevice, now: Millis) -> R<Device> {
         delegate!(self, s => s.create_device(new, now))
     }

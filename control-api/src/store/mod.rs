@@ -260,6 +260,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Newest first.
     fn list_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;
     fn mark_mail_sent(&self, id: &str, now: Millis) -> impl Future<Output = R<()>> + Send;
+    /// Mails not yet marked sent, oldest first (insertion order among equal times).
+    fn unsent_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;
 
     // devices
     fn create_device(&self, new: NewDevice, now: Millis) -> impl Future<Output = R<Device>> + Send;

@@ -3,13 +3,14 @@
 //! Same schema and semantics as the SQLite store (`migrations/postgres/`); the shared
 //! helpers (ids, clock, LIKE patterns, conflict mapping) live at the end of `sqlite.rs`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
 use super::sqlite::{
-    conflict, fold, like_pattern, new_id, now_ms, page, pairing_conflict, parse_role,
+    conflict, fold, like_pattern, new_id, now_ms, page, pairing_conflict, parse_role, plan_upsert,
 };
 use super::{
     Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, Pairing, R,
@@ -406,6 +407,17 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn unsent_mail(&self, limit: i64) -> R<Vec<Mail>> {
+        let rows = sqlx::query(
+            "SELECT id, to_addr, subject, body, created_at, sent_at FROM mail_outbox \
+             WHERE sent_at IS NULL ORDER BY created_at, seq LIMIT $1",
+        )
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, mail_row)
+    }
+
     // ---- devices ----
 
     async fn create_device(&self, new: NewDevice, now: Millis) -> R<Device> {
@@ -688,68 +700,63 @@ impl Store for PgStore {
         if owned.is_none() {
             return Err(StoreError::Database(sqlx::Error::RowNotFound));
         }
-        let mut counts = SyncCounts::default();
-        for t in tracks {
-            let existing = sqlx::query(
-                "SELECT client_id, title, artist, album, duration_ms, codec, size_bytes \
-                 FROM library_tracks WHERE device_id = $1 AND client_id = $2",
+        if tracks.is_empty() {
+            tx.commit().await?;
+            return Ok(SyncCounts::default());
+        }
+        // One read of the batch's tracks that are already stored, the decision in
+        // memory, one INSERT ... ON CONFLICT of everything new or changed: the same few
+        // statements per sync whatever its size, instead of two per track.
+        let ids: Vec<&str> = tracks.iter().map(|t| t.client_id.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT client_id, title, artist, album, duration_ms, codec, size_bytes \
+             FROM library_tracks WHERE device_id = $1 AND client_id = ANY($2)",
+        )
+        .bind(device_id)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored = rows
+            .iter()
+            .map(|r| track_meta_row(r).map(|m| (m.client_id.clone(), m)))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let (counts, writes) = plan_upsert(&stored, tracks);
+        if !writes.is_empty() {
+            let text = |f: fn(&TrackMeta) -> &str| writes.iter().map(|t| f(t)).collect::<Vec<_>>();
+            let folded =
+                |f: fn(&TrackMeta) -> &str| writes.iter().map(|t| fold(f(t))).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO library_tracks (device_id, client_id, user_id, title, artist, \
+                 album, duration_ms, codec, size_bytes, title_lc, artist_lc, album_lc, \
+                 updated_at) \
+                 SELECT $1, u.client_id, $2, u.title, u.artist, u.album, u.duration_ms, \
+                 u.codec, u.size_bytes, u.title_lc, u.artist_lc, u.album_lc, $3 \
+                 FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], \
+                 $9::text[], $10::int8[], $11::text[], $12::text[], $13::text[]) \
+                 AS u(client_id, title, artist, album, duration_ms, codec, size_bytes, \
+                 title_lc, artist_lc, album_lc) \
+                 ON CONFLICT (device_id, client_id) DO UPDATE SET title = EXCLUDED.title, \
+                 artist = EXCLUDED.artist, album = EXCLUDED.album, \
+                 duration_ms = EXCLUDED.duration_ms, codec = EXCLUDED.codec, \
+                 size_bytes = EXCLUDED.size_bytes, title_lc = EXCLUDED.title_lc, \
+                 artist_lc = EXCLUDED.artist_lc, album_lc = EXCLUDED.album_lc, \
+                 updated_at = EXCLUDED.updated_at",
             )
             .bind(device_id)
-            .bind(&t.client_id)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .next();
-            match existing.as_ref().map(track_meta_row).transpose()? {
-                Some(old) if old == *t => counts.unchanged += 1,
-                Some(_) => {
-                    sqlx::query(
-                        "UPDATE library_tracks SET title = $1, artist = $2, album = $3, \
-                         duration_ms = $4, codec = $5, size_bytes = $6, title_lc = $7, \
-                         artist_lc = $8, album_lc = $9, updated_at = $10 \
-                         WHERE device_id = $11 AND client_id = $12",
-                    )
-                    .bind(&t.title)
-                    .bind(&t.artist)
-                    .bind(&t.album)
-                    .bind(t.duration_ms)
-                    .bind(&t.codec)
-                    .bind(t.size_bytes)
-                    .bind(fold(&t.title))
-                    .bind(fold(&t.artist))
-                    .bind(fold(&t.album))
-                    .bind(now)
-                    .bind(device_id)
-                    .bind(&t.client_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    counts.updated += 1;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO library_tracks (device_id, client_id, user_id, title, \
-                         artist, album, duration_ms, codec, size_bytes, title_lc, artist_lc, \
-                         album_lc, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    )
-                    .bind(device_id)
-                    .bind(&t.client_id)
-                    .bind(user_id)
-                    .bind(&t.title)
-                    .bind(&t.artist)
-                    .bind(&t.album)
-                    .bind(t.duration_ms)
-                    .bind(&t.codec)
-                    .bind(t.size_bytes)
-                    .bind(fold(&t.title))
-                    .bind(fold(&t.artist))
-                    .bind(fold(&t.album))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    counts.inserted += 1;
-                }
-            }
+            .bind(user_id)
+            .bind(now)
+            .bind(text(|t| &t.client_id))
+            .bind(text(|t| &t.title))
+            .bind(text(|t| &t.artist))
+            .bind(text(|t| &t.album))
+            .bind(writes.iter().map(|t| t.duration_ms).collect::<Vec<_>>())
+            .bind(text(|t| &t.codec))
+            .bind(writes.iter().map(|t| t.size_bytes).collect::<Vec<_>>())
+            .bind(folded(|t| &t.title))
+            .bind(folded(|t| &t.artist))
+            .bind(folded(|t| &t.album))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(counts)

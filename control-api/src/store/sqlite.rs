@@ -7,6 +7,8 @@
 //! The small helpers at the end of this file (ids, clock, LIKE patterns, conflict
 //! mapping) are shared with `postgres.rs`.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -421,6 +423,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn unsent_mail(&self, limit: i64) -> R<Vec<Mail>> {
+        let rows = sqlx::query(
+            "SELECT id, to_addr, subject, body, created_at, sent_at FROM mail_outbox \
+             WHERE sent_at IS NULL ORDER BY created_at, rowid LIMIT ?",
+        )
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, mail_row)
+    }
+
     // ---- devices ----
 
     async fn create_device(&self, new: NewDevice, now: Millis) -> R<Device> {
@@ -695,65 +708,71 @@ impl Store for SqliteStore {
         if owned.is_none() {
             return Err(StoreError::Database(sqlx::Error::RowNotFound));
         }
-        let mut counts = SyncCounts::default();
-        for t in tracks {
-            let existing = sqlx::query(
-                "SELECT client_id, title, artist, album, duration_ms, codec, size_bytes \
-                 FROM library_tracks WHERE device_id = ? AND client_id = ?",
+        if tracks.is_empty() {
+            tx.commit().await?;
+            return Ok(SyncCounts::default());
+        }
+        // One read of the batch's tracks that are already stored, the decision in
+        // memory, one write of everything new or changed: a few statements per sync
+        // instead of two per track. JSON arrays keep the SQL fixed (no parameter limit).
+        let ids = json(&tracks.iter().map(|t| &t.client_id).collect::<Vec<_>>())?;
+        let rows = sqlx::query(
+            "SELECT client_id, title, artist, album, duration_ms, codec, size_bytes \
+             FROM library_tracks \
+             WHERE device_id = ?1 AND client_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(device_id)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored = rows
+            .iter()
+            .map(|r| track_meta_row(r).map(|m| (m.client_id.clone(), m)))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let (counts, writes) = plan_upsert(&stored, tracks);
+        if !writes.is_empty() {
+            let rows = json(
+                &writes
+                    .iter()
+                    .map(|t| {
+                        (
+                            &t.client_id,
+                            &t.title,
+                            &t.artist,
+                            &t.album,
+                            t.duration_ms,
+                            &t.codec,
+                            t.size_bytes,
+                            fold(&t.title),
+                            fold(&t.artist),
+                            fold(&t.album),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )?;
+            sqlx::query(
+                "INSERT INTO library_tracks (device_id, client_id, user_id, title, artist, \
+                 album, duration_ms, codec, size_bytes, title_lc, artist_lc, album_lc, \
+                 updated_at) \
+                 SELECT ?1, json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]'), \
+                 json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
+                 json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
+                 json_extract(value, '$[6]'), json_extract(value, '$[7]'), \
+                 json_extract(value, '$[8]'), json_extract(value, '$[9]'), ?3 \
+                 FROM json_each(?4) WHERE true \
+                 ON CONFLICT (device_id, client_id) DO UPDATE SET title = excluded.title, \
+                 artist = excluded.artist, album = excluded.album, \
+                 duration_ms = excluded.duration_ms, codec = excluded.codec, \
+                 size_bytes = excluded.size_bytes, title_lc = excluded.title_lc, \
+                 artist_lc = excluded.artist_lc, album_lc = excluded.album_lc, \
+                 updated_at = excluded.updated_at",
             )
             .bind(device_id)
-            .bind(&t.client_id)
-            .fetch_optional(&mut *tx)
+            .bind(user_id)
+            .bind(now)
+            .bind(rows)
+            .execute(&mut *tx)
             .await?;
-            match existing.as_ref().map(track_meta_row).transpose()? {
-                Some(old) if old == *t => counts.unchanged += 1,
-                Some(_) => {
-                    sqlx::query(
-                        "UPDATE library_tracks SET title = ?, artist = ?, album = ?, \
-                         duration_ms = ?, codec = ?, size_bytes = ?, title_lc = ?, \
-                         artist_lc = ?, album_lc = ?, updated_at = ? \
-                         WHERE device_id = ? AND client_id = ?",
-                    )
-                    .bind(&t.title)
-                    .bind(&t.artist)
-                    .bind(&t.album)
-                    .bind(t.duration_ms)
-                    .bind(&t.codec)
-                    .bind(t.size_bytes)
-                    .bind(fold(&t.title))
-                    .bind(fold(&t.artist))
-                    .bind(fold(&t.album))
-                    .bind(now)
-                    .bind(device_id)
-                    .bind(&t.client_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    counts.updated += 1;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO library_tracks (device_id, client_id, user_id, title, \
-                         artist, album, duration_ms, codec, size_bytes, title_lc, artist_lc, \
-                         album_lc, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(device_id)
-                    .bind(&t.client_id)
-                    .bind(user_id)
-                    .bind(&t.title)
-                    .bind(&t.artist)
-                    .bind(&t.album)
-                    .bind(t.duration_ms)
-                    .bind(&t.codec)
-                    .bind(t.size_bytes)
-                    .bind(fold(&t.title))
-                    .bind(fold(&t.artist))
-                    .bind(fold(&t.album))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    counts.inserted += 1;
-                }
-            }
         }
         tx.commit().await?;
         Ok(counts)
@@ -841,6 +860,64 @@ pub(super) fn like_pattern(q: &str) -> String {
     }
     p.push('%');
     p
+}
+
+/// How an upsert batch applies to what is stored, decided in memory so that both stores
+/// need one read and one write per sync instead of two statements per track.
+///
+/// Entries are taken in order, each compared with the track's current state (as stored,
+/// or as an earlier entry of the same batch left it): identical is unchanged, different
+/// is updated, absent is inserted. Returns the counts and, for every track inserted or
+/// updated at least once, its final version (in first-seen order, one per client_id).
+pub(super) fn plan_upsert<'a>(
+    stored: &HashMap<String, TrackMeta>,
+    tracks: &'a [TrackMeta],
+) -> (SyncCounts, Vec<&'a TrackMeta>) {
+    let mut counts = SyncCounts::default();
+    // client_id -> (latest version in the batch, written at least once)
+    let mut latest: HashMap<&'a str, (&'a TrackMeta, bool)> = HashMap::new();
+    let mut order: Vec<&'a str> = Vec::new();
+    for t in tracks {
+        let id = t.client_id.as_str();
+        let current = match latest.get(id) {
+            Some((m, _)) => Some(*m),
+            None => stored.get(id),
+        };
+        let changed = match current {
+            Some(old) if old == t => {
+                counts.unchanged += 1;
+                false
+            }
+            Some(_) => {
+                counts.updated += 1;
+                true
+            }
+            None => {
+                counts.inserted += 1;
+                true
+            }
+        };
+        match latest.entry(id) {
+            Entry::Occupied(mut e) => {
+                let written = e.get().1 || changed;
+                e.insert((t, written));
+            }
+            Entry::Vacant(e) => {
+                e.insert((t, changed));
+                order.push(id);
+            }
+        }
+    }
+    let writes = order
+        .into_iter()
+        .filter_map(|id| latest.get(id).filter(|(_, w)| *w).map(|(m, _)| *m))
+        .collect();
+    (counts, writes)
+}
+
+/// A value as JSON text, for `json_each(?)`.
+fn json<T: serde::Serialize>(v: &T) -> R<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))
 }
 
 /// Limit and offset of a library query; negative values count as zero.
