@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds and runs every StreamCore benchmark; results go to target/bench-results/.
+#   benches/run-all.sh            # B0 + B1/B2, full (about 15 minutes on 2 cores)
+#   benches/run-all.sh --quick    # a smoke run (about 2 minutes)
+# See docs/benchmarks.md for what is measured and how to read it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+quick=()
+if [[ "${1:-}" == "--quick" ]]; then
+    quick=(--quick)
+fi
+# Real-time priority (root only) keeps other work on a shared machine from
+# preempting the server and the load generator; see docs/benchmarks.md.
+rt=()
+if [[ $EUID -eq 0 ]]; then
+    rt=(--rt)
+fi
+out=target/bench-results
+mkdir -p "$out"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+
+cargo build --release --locked --bin streamcore -p streamcore
+cargo build --release --locked -p streamcore-benches --bins --benches
+
+# B0: in-process (pins itself to CPU 0).
+cargo bench --locked -p streamcore-benches --bench b0_inproc -- "${quick[@]}" "${rt[@]}" \
+    --json "$out/b0-$stamp.json" | tee "$out/b0-$stamp.md"
+
+# B1/B2: loopback end to end (server on CPU 0, load generator on CPU 1).
+target/release/sc-loadgen "${quick[@]}" "${rt[@]}" --json "$out/loadgen-$stamp.json" \
+    | tee "$out/loadgen-$stamp.md"
