@@ -950,3 +950,55 @@ pub(super) fn pairing_conflict(e: sqlx::Error) -> StoreError {
     };
     conflict(e, if on_id { "pairing id" } else { "pairing code" })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(id: &str, title: &str) -> TrackMeta {
+        TrackMeta {
+            client_id: id.into(),
+            title: title.into(),
+            artist: "A".into(),
+            album: "B".into(),
+            duration_ms: 1000,
+            codec: "aac".into(),
+            size_bytes: 10,
+        }
+    }
+
+    fn counts(inserted: u64, updated: u64, unchanged: u64) -> SyncCounts {
+        SyncCounts {
+            inserted,
+            updated,
+            unchanged,
+            deleted: 0,
+        }
+    }
+
+    #[test]
+    fn plan_upsert_is_the_sequential_outcome() {
+        let stored: HashMap<String, TrackMeta> = [t("a", "A"), t("b", "B")]
+            .into_iter()
+            .map(|m| (m.client_id.clone(), m))
+            .collect();
+        // unchanged, updated, inserted; nothing to write for the unchanged one
+        let batch = [t("a", "A"), t("b", "B2"), t("c", "C")];
+        let (c, w) = plan_upsert(&stored, &batch);
+        assert_eq!(c, counts(1, 1, 1));
+        assert_eq!(w, [&batch[1], &batch[2]]);
+        // each entry is compared with the one before it in the batch; the last one wins
+        let batch = [
+            t("c", "C"),
+            t("c", "C"),
+            t("c", "C2"),
+            t("a", "A2"),
+            t("a", "A"),
+        ];
+        let (c, w) = plan_upsert(&stored, &batch);
+        assert_eq!(c, counts(1, 3, 1));
+        assert_eq!(w, [&batch[2], &batch[4]], "a is written back as stored");
+        let (c, w) = plan_upsert(&stored, &[]);
+        assert_eq!((c, w.len()), (SyncCounts::default(), 0));
+    }
+}
