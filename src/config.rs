@@ -32,6 +32,26 @@ pub struct Settings {
     /// Delivery of password-reset mail. Unset: mails stay in the outbox, where an admin
     /// reads them (`GET /api/v1/admin/mail`).
     pub smtp: Option<SmtpSettings>,
+    /// Names this node in events, consumer groups and leases. Default: kept in
+    /// `data_dir/node-id`, made up on first start.
+    pub node_id: Option<String>,
+    pub events: EventSettings,
+}
+
+/// `[events]`: where events go (`docs/events.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Kafka bootstrap servers (`host:port,…`). Unset: the in-process bus.
+    pub kafka_brokers: Option<String>,
+    /// Partitions of each topic the node creates.
+    pub kafka_partitions: i32,
+    /// Replication factor of each topic the node creates.
+    pub kafka_replication: i32,
+    /// How long a publish waits for the broker before the relay retries the batch.
+    pub kafka_message_timeout_secs: u64,
+    /// A device is online while its heartbeats are newer than this.
+    pub online_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -160,6 +180,14 @@ impl Default for Settings {
                 disconnect_grace_secs: 20,
             },
             smtp: None,
+            node_id: None,
+            events: EventSettings {
+                kafka_brokers: None,
+                kafka_partitions: 3,
+                kafka_replication: 1,
+                kafka_message_timeout_secs: 30,
+                online_window_secs: 60,
+            },
         }
     }
 }
@@ -179,6 +207,20 @@ pub struct Overrides {
     pub media: MediaOverrides,
     #[serde(skip_serializing_if = "LogOverrides::is_empty")]
     pub log: LogOverrides,
+    #[serde(skip_serializing_if = "EventOverrides::is_empty")]
+    pub events: EventOverrides,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct EventOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+}
+
+impl EventOverrides {
+    fn is_empty(&self) -> bool {
+        self.kafka_brokers.is_none()
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -253,6 +295,27 @@ impl Settings {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self
+            .events
+            .kafka_brokers
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            bail!("events.kafka_brokers is empty; unset it for the in-process bus");
+        }
+        if self.events.kafka_partitions < 1 || self.events.kafka_replication < 1 {
+            bail!("events.kafka_partitions and events.kafka_replication must be at least 1");
+        }
+        if self.events.online_window_secs == 0 {
+            bail!("events.online_window_secs must be at least 1");
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            bail!("node_id must be 1–64 letters, digits, '-' or '_'");
+        }
         if self.media.workers > 256 {
             bail!("media.workers = {} is more than 256", self.media.workers);
         }

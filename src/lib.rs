@@ -7,6 +7,7 @@
 pub mod config;
 pub mod media;
 pub mod metrics;
+pub mod room_events;
 pub mod server;
 
 /// Installs the log subscriber: text or JSON lines on stderr, filtered by `level`

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use media_core::RoomId;
 use signaling::{Grants, JoinTokenSigner};
-use streamcore::config::{LogOverrides, MediaOverrides, Overrides, Settings, parse_duration};
+use streamcore::config::{
+    EventOverrides, LogOverrides, MediaOverrides, Overrides, Settings, parse_duration,
+};
 
 #[derive(Parser)]
 #[command(name = "streamcore", version, about = "StreamCore media server")]
@@ -94,6 +96,9 @@ struct ServeArgs {
     /// Control-plane database: postgres://… or a SQLite file (default: DATA_DIR/streamcore.db).
     #[arg(long)]
     database_url: Option<String>,
+    /// Kafka bootstrap servers for events (default: the in-process bus).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +149,9 @@ impl ServeArgs {
             },
             log: LogOverrides {
                 json: self.log_json.then_some(true),
+            },
+            events: EventOverrides {
+                kafka_brokers: self.kafka_brokers.clone(),
             },
         }
     }

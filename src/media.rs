@@ -100,7 +100,11 @@ impl std::fmt::Debug for MediaWorkers {
 impl MediaWorkers {
     /// Binds every worker's socket (so a taken port fails start-up, not a later call)
     /// and starts the worker threads.
-    pub fn start(settings: &Settings, metrics: Metrics) -> anyhow::Result<Self> {
+    pub fn start(
+        settings: &Settings,
+        metrics: Metrics,
+        room_events: mpsc::UnboundedSender<(usize, SfuEvent)>,
+    ) -> anyhow::Result<Self> {
         let n = settings.worker_count();
         let bind_ip = settings.media_bind_ip();
         let sessions = Arc::new(Mutex::new(Sessions::default()));
@@ -131,6 +135,7 @@ impl MediaWorkers {
                 index: i,
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
+                room_events: room_events.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -327,6 +332,9 @@ struct WorkerContext {
     index: usize,
     sessions: Arc<Mutex<Sessions>>,
     metrics: Metrics,
+    /// Lifecycle events for `room.events` (unbounded: a few per join, and the media
+    /// thread must never wait on the database).
+    room_events: mpsc::UnboundedSender<(usize, SfuEvent)>,
 }
 
 async fn run_worker(
@@ -499,15 +507,15 @@ async fn flush(sfu: &mut Sfu, socket: &UdpSocket, metrics: &Metrics) {
 }
 
 fn on_event(ctx: &WorkerContext, ev: SfuEvent) {
-    match ev {
-        SfuEvent::PeerRemoved { peer, room, reason } => {
-            if let Ok(mut s) = ctx.sessions.lock() {
-                s.remove_peer(ctx.index, peer);
-            }
-            debug!(worker = ctx.index, %peer, %room, ?reason, "session ended");
+    if let SfuEvent::PeerRemoved {
+        peer, room, reason, ..
+    } = &ev
+    {
+        if let Ok(mut s) = ctx.sessions.lock() {
+            s.remove_peer(ctx.index, *peer);
         }
-        SfuEvent::PeerConnected { .. }
-        | SfuEvent::TrackPublished { .. }
-        | SfuEvent::TrackUnpublished { .. } => {}
+        debug!(worker = ctx.index, %peer, %room, ?reason, "session ended");
     }
+    // The receiver lives as long as the node; after shutdown nobody listens.
+    let _ = ctx.room_events.send((ctx.index, ev));
 }

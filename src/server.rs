@@ -19,10 +19,16 @@ use tracing::info;
 use crate::config::Settings;
 use crate::media::MediaWorkers;
 use crate::metrics::Metrics;
+use control_api::hub;
 use control_api::mail::MailRelay;
+use control_api::relay::{EventRelay, RelayConfig};
+use events::{Bus, KafkaBus, KafkaConfig};
+use tokio::sync::mpsc;
 
 /// How long shutdown lets a mail that is being sent finish.
 const MAIL_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown lets the event relay finish the batch under way.
+const EVENTS_GRACE: Duration = Duration::from_secs(5);
 
 /// A running node. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -36,6 +42,7 @@ pub struct RunningServer {
     http_task: tokio::task::JoinHandle<()>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     mail_relay: Option<MailRelay>,
+    events: EventServices,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -63,12 +70,13 @@ async fn open_control_plane(
         JoinTokenSigner::load_or_create(&settings.token_key_path())
             .context("loading the join-token key")?,
     );
-    let api = control_api::build_state(
+    let mut api = control_api::build_state(
         &settings.database_url(),
         &settings.keys_dir(),
         signer.clone(),
         control_api::ApiConfig {
             public_url: settings.public_url(),
+            online_window: Duration::from_secs(settings.events.online_window_secs),
             ..control_api::ApiConfig::default()
         },
     )
@@ -79,7 +87,86 @@ async fn open_control_plane(
             crate::config::redact_url(&settings.database_url())
         )
     })?;
+    api.node_id = Arc::from(node_id(settings)?);
+    api.bus = match &settings.events.kafka_brokers {
+        Some(brokers) => {
+            let mut k = KafkaConfig::new(brokers);
+            k.client_id = format!("streamcore-{}", api.node_id);
+            k.partitions = settings.events.kafka_partitions;
+            k.replication = settings.events.kafka_replication;
+            k.message_timeout = Duration::from_secs(settings.events.kafka_message_timeout_secs);
+            Bus::Kafka(KafkaBus::new(k).context("configuring Kafka")?)
+        }
+        None => Bus::in_process(),
+    };
+    info!(node = %api.node_id, bus = api.bus.kind(), "events");
     Ok((signer, api))
+}
+
+/// The configured node id, else the one kept in the data dir (made on first start).
+fn node_id(settings: &Settings) -> anyhow::Result<String> {
+    if let Some(id) = &settings.node_id {
+        return Ok(id.clone());
+    }
+    let path = settings.data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("node-{}", &uuid_hex()[..8]);
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+fn uuid_hex() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// The event relay, the hub's consumer, the presence sweeper and (on media nodes) the
+/// room-event writer.
+struct EventServices {
+    relay: EventRelay,
+    consumer: hub::Task,
+    sweeper: hub::Task,
+    room_events: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EventServices {
+    fn start(
+        api: &control_api::AppState,
+        room_events: Option<mpsc::UnboundedReceiver<(usize, media_core::SfuEvent)>>,
+    ) -> anyhow::Result<EventServices> {
+        let relay = EventRelay::start(api, RelayConfig::default());
+        let consumer = hub::start_consumer(api).context("subscribing to events")?;
+        let sweeper = hub::start_sweeper(api, (api.config.online_window / 4).max(Duration::from_millis(250)));
+        let room_events = room_events.map(|rx| tokio::spawn(crate::room_events::run(api.clone(), rx)));
+        Ok(EventServices {
+            relay,
+            consumer,
+            sweeper,
+            room_events,
+        })
+    }
+
+    async fn shutdown(self, api: &control_api::AppState) {
+        // Media workers are gone, so the room-event channel is closed: let the writer
+        // put what it holds into the outbox, then let the relay publish it.
+        if let Some(t) = self.room_events
+            && tokio::time::timeout(EVENTS_GRACE, t).await.is_err()
+        {
+            tracing::warn!("room events still waiting for the database at shutdown");
+        }
+        api.events_written();
+        self.sweeper.shutdown().await;
+        self.consumer.shutdown().await;
+        self.relay.shutdown(EVENTS_GRACE).await;
+        if let Bus::Kafka(k) = &api.bus {
+            k.flush(EVENTS_GRACE);
+        }
+    }
 }
 
 /// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
@@ -89,7 +176,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     // First, so a bad [smtp] fails the start before anything listens.
     let mail_relay = start_mail_relay(settings, &api)?;
     let metrics = Metrics::new();
-    let workers = Arc::new(MediaWorkers::start(settings, metrics.clone())?);
+    let (room_tx, room_rx) = mpsc::unbounded_channel();
+    let workers = Arc::new(MediaWorkers::start(settings, metrics.clone(), room_tx)?);
+    let events = EventServices::start(&api, Some(room_rx))?;
     let media_addrs = workers.local_addrs();
 
     let ops = OpsState {
@@ -141,6 +230,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         http_task,
         metrics_task,
         mail_relay,
+        events,
     })
 }
 
@@ -227,6 +317,7 @@ impl RunningServer {
         if let Some(t) = self.metrics_task {
             let _ = t.await;
         }
+        self.events.shutdown(&self.api).await;
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;
         }
@@ -240,6 +331,7 @@ pub struct RunningApi {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     mail_relay: Option<MailRelay>,
+    events: EventServices,
 }
 
 impl std::fmt::Debug for RunningApi {
@@ -253,6 +345,7 @@ impl std::fmt::Debug for RunningApi {
 pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
     let (_, api) = open_control_plane(settings).await?;
     let mail_relay = start_mail_relay(settings, &api)?;
+    let events = EventServices::start(&api, None)?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(healthz))
@@ -269,6 +362,7 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
         stop,
         task,
         mail_relay,
+        events,
     })
 }
 
@@ -276,6 +370,7 @@ impl RunningApi {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        self.events.shutdown(&self.api).await;
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;
         }

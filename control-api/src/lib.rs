@@ -17,10 +17,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod events;
+pub mod hub;
 pub mod extract;
 pub mod mail;
 pub mod openapi;
 pub mod ratelimit;
+pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -35,7 +38,7 @@ use signaling::{ApiError, JoinTokenSigner};
 pub use state::{ApiConfig, AppState, Caller};
 use store::{Db, Store, StoreError};
 
-use routes::{accounts, devices, library, rooms};
+use routes::{accounts, control, devices, library, rooms};
 
 /// Connects to the database (`postgres://…`, or a SQLite path/URL), applies the
 /// migrations, and loads or creates the access-token key in `keys_dir`.
@@ -55,6 +58,10 @@ pub async fn build_state(
         config: Arc::new(config),
         limits: Arc::new(state::Limits::default()),
         mail_queued: Arc::new(tokio::sync::Notify::new()),
+        bus: ::events::Bus::in_process(),
+        events_queued: Arc::new(tokio::sync::Notify::new()),
+        hub: Arc::new(hub::Hub::default()),
+        node_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
     })
 }
 
@@ -91,6 +98,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(devices::remove),
         )
         .route("/devices/{id}/heartbeat", post(devices::heartbeat))
+        .route("/devices/{id}/commands", post(control::command))
+        .route("/devices/{id}/now-playing", get(control::now_playing))
+        .route("/devices/socket", get(control::device_socket))
+        .route("/events/socket", get(control::browser_socket))
         .route("/pairings", post(devices::start_pairing))
         .route("/pairings/claim", post(devices::claim))
         .route("/pairings/{id}", get(devices::pairing_status))

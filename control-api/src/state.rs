@@ -27,6 +27,9 @@ pub struct ApiConfig {
     pub online_window: Duration,
     /// Longest join token the API issues.
     pub max_join_ttl: Duration,
+    /// A remote-control command older than this when it reaches the device's node
+    /// is dropped instead of delivered (the user has moved on).
+    pub command_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -37,6 +40,7 @@ impl Default for ApiConfig {
             reset_ttl: Duration::from_secs(30 * 60),
             online_window: Duration::from_secs(60),
             max_join_ttl: Duration::from_secs(24 * 3600),
+            command_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +78,22 @@ pub struct AppState {
     /// Signalled when a mail is queued in the outbox, so a running
     /// [`MailRelay`](crate::mail::MailRelay) sends it at once instead of at its next poll.
     pub mail_queued: Arc<tokio::sync::Notify>,
+    /// Where the event relay publishes and the hub consumes.
+    pub bus: events::Bus,
+    /// Signalled when events are written to the outbox, so the
+    /// [`EventRelay`](crate::relay::EventRelay) publishes them at once.
+    pub events_queued: Arc<tokio::sync::Notify>,
+    /// This node's live device and browser sockets.
+    pub hub: Arc<crate::hub::Hub>,
+    /// Names this node in event sources, consumer groups and the relay lease.
+    pub node_id: Arc<str>,
+}
+
+impl AppState {
+    /// `streamcore/<node id>`, the `source` of every event this node emits.
+    pub fn event_source(&self) -> String {
+        format!("streamcore/{}", self.node_id)
+    }
 }
 
 /// Who is calling, from a verified access token.
@@ -118,6 +138,13 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("missing Authorization: Bearer <access token>")
             })?;
+        Caller::from_token(st, token)
+    }
+}
+
+impl Caller {
+    /// Verifies an access token (from a header, or a WebSocket's first message).
+    pub fn from_token(st: &AppState, token: &str) -> Result<Caller, ApiError> {
         let claims = st.tokens.verify(token.trim()).map_err(|e| match e {
             TokenError::Expired => ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -1082,10 +1082,14 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/library/sync",
         "/api/v1/library/tracks",
         "/api/v1/admin/mail",
+        "/api/v1/devices/{id}/commands",
+        "/api/v1/devices/{id}/now-playing",
+        "/api/v1/devices/socket",
+        "/api/v1/events/socket",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 23);
+    assert_eq!(paths.len(), 27);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

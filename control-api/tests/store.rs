@@ -10,8 +10,9 @@ mod common;
 use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
-    Capabilities, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, Pairing,
-    RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+    Capabilities, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, OutboxEvent,
+    Pairing, Presence, RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts,
+    TrackMeta, User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -68,6 +69,11 @@ on_both_backends!(
     library_pagination_and_order,
     library_isolation,
     library_follows_device_deletion,
+    outbox_order_and_publish_marks,
+    presence_writes_its_events_in_the_same_transaction,
+    presence_sockets_and_expiry,
+    now_playing_with_its_event,
+    relay_lease_has_one_holder,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -519,7 +525,12 @@ async fn devices_crud_and_isolation<S: Store>(s: &S) {
     // another user's id never returns or changes anything
     assert_eq!(s.device(&u2.id, &d.id).await.unwrap(), None);
     assert!(!s.rename_device(&u2.id, &d.id, "hijacked").await.unwrap());
-    assert!(!s.touch_device(&u2.id, &d.id, T0 + 5, None).await.unwrap());
+    assert!(
+        s.update_presence(Some(&u2.id), &d.id, &heartbeat(None), T0 + 5, |_| vec![])
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(!s.delete_device(&u2.id, &d.id).await.unwrap());
     assert_eq!(s.device(&u1.id, &d.id).await.unwrap(), Some(d.clone()));
     assert_eq!(s.device(&u1.id, &other).await.unwrap(), None);
@@ -532,21 +543,28 @@ async fn devices_crud_and_isolation<S: Store>(s: &S) {
     );
     assert!(!s.rename_device(&u1.id, "no-such-id", "x").await.unwrap());
 
-    // touch: last_seen always, capabilities only when given
-    assert!(s.touch_device(&u1.id, &d.id, T0 + 10, None).await.unwrap());
+    // heartbeat: last_seen always, capabilities only when given
+    let c = s
+        .update_presence(Some(&u1.id), &d.id, &heartbeat(None), T0 + 10, |_| vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.came_online() && !c.capabilities_changed());
     let t = s.device(&u1.id, &d.id).await.unwrap().unwrap();
     assert_eq!(t.last_seen, Some(T0 + 10));
     assert_eq!(t.capabilities, caps);
+    assert!(t.online);
     let new_caps = Capabilities {
         mic: false,
         camera: false,
         screen: true,
     };
-    assert!(
-        s.touch_device(&u1.id, &d.id, T0 + 20, Some(new_caps))
-            .await
-            .unwrap()
-    );
+    let c = s
+        .update_presence(Some(&u1.id), &d.id, &heartbeat(Some(new_caps)), T0 + 20, |_| vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!c.came_online() && c.capabilities_changed());
     let t = s.device(&u1.id, &d.id).await.unwrap().unwrap();
     assert_eq!(t.last_seen, Some(T0 + 20));
     assert_eq!(t.capabilities, new_caps);
@@ -1175,4 +1193,164 @@ async fn sqlite_connect_forms_and_pragmas() {
             .is_some()
     );
     again.pool().close().await;
+}
+
+// ---------------------------------------------------------------- events
+
+fn heartbeat(capabilities: Option<Capabilities>) -> Presence {
+    Presence::Heartbeat { capabilities }
+}
+
+fn ev(id: &str, key: &str, at: Millis) -> OutboxEvent {
+    OutboxEvent {
+        id: id.into(),
+        topic: "device.status".into(),
+        key: key.into(),
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        created_at: at,
+    }
+}
+
+fn event_ids(rows: &[control_api::store::OutboxRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.event.id.as_str()).collect()
+}
+
+async fn outbox_order_and_publish_marks<S: Store>(s: &S) {
+    s.insert_events(&[ev("a", "k1", T0), ev("b", "k2", T0)])
+        .await
+        .unwrap();
+    s.insert_events(&[ev("c", "k1", T0 + 1)]).await.unwrap();
+    // A duplicate id is refused and nothing of that batch is written.
+    assert!(is_conflict(
+        s.insert_events(&[ev("d", "k1", T0 + 2), ev("a", "k1", T0 + 2)])
+            .await,
+        "event id"
+    ));
+    let rows = s.unpublished_events(10).await.unwrap();
+    assert_eq!(event_ids(&rows), ["a", "b", "c"]);
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(rows[0].event, ev("a", "k1", T0));
+    assert_eq!(event_ids(&s.unpublished_events(2).await.unwrap()), ["a", "b"]);
+    assert_eq!(s.count_unpublished_events().await.unwrap(), 3);
+    // Only the named rows are marked, whatever their neighbours.
+    let marked = s
+        .mark_events_published(&[rows[0].seq, rows[2].seq], T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(marked, 2);
+    assert_eq!(
+        s.mark_events_published(&[rows[0].seq], T0 + 11).await.unwrap(),
+        0,
+        "already published"
+    );
+    assert_eq!(event_ids(&s.unpublished_events(10).await.unwrap()), ["b"]);
+    assert_eq!(s.mark_events_published(&[], T0).await.unwrap(), 0);
+    // Retention removes published rows only.
+    assert_eq!(s.purge_published_events(T0 + 11).await.unwrap(), 2);
+    assert_eq!(s.count_unpublished_events().await.unwrap(), 1);
+}
+
+async fn presence_writes_its_events_in_the_same_transaction<S: Store>(s: &S) {
+    let u = user(s, "p@example.com").await;
+    let d = device(s, &u.id, "Phone").await;
+    let c = s
+        .update_presence(Some(&u.id), &d, &heartbeat(None), T0, |c| {
+            assert!(c.came_online());
+            vec![ev("online-1", &c.device.id, T0)]
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.device.online);
+    assert_eq!(event_ids(&s.unpublished_events(10).await.unwrap()), ["online-1"]);
+    // An event that cannot be written rolls the state change back.
+    let r = s
+        .update_presence(Some(&u.id), &d, &Presence::Expire { stale_before: T0 + 1 }, T0 + 2, |_| {
+            vec![ev("online-1", &d, T0 + 2)]
+        })
+        .await;
+    assert!(is_conflict(r, "event id"));
+    assert!(s.device(&u.id, &d).await.unwrap().unwrap().online, "rolled back");
+    assert_eq!(s.count_unpublished_events().await.unwrap(), 1);
+    // No device, no events.
+    let none = s
+        .update_presence(Some(&u.id), "nope", &heartbeat(None), T0, |_| vec![ev("x", "nope", T0)])
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(s.count_unpublished_events().await.unwrap(), 1);
+}
+
+async fn presence_sockets_and_expiry<S: Store>(s: &S) {
+    let u = user(s, "q@example.com").await;
+    let d = device(s, &u.id, "Phone").await;
+    let connect = |c: &str| Presence::Connect {
+        conn: c.into(),
+        capabilities: None,
+    };
+    s.update_presence(Some(&u.id), &d, &connect("c1"), T0, |_| vec![])
+        .await
+        .unwrap();
+    s.update_presence(Some(&u.id), &d, &connect("c2"), T0 + 1, |_| vec![])
+        .await
+        .unwrap();
+    let old_closed = s
+        .update_presence(Some(&u.id), &d, &Presence::Disconnect { conn: "c1".into() }, T0 + 2, |_| vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(old_closed.device.online);
+    assert_eq!(old_closed.device.control_conn.as_deref(), Some("c2"));
+    // The sweeper finds it once its heartbeats are old, from any user.
+    assert!(s.stale_online_devices(T0 + 1, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.stale_online_devices(T0 + 2, 10).await.unwrap(),
+        vec![(u.id.clone(), d.clone())]
+    );
+    let expired = s
+        .update_presence(None, &d, &Presence::Expire { stale_before: T0 + 2 }, T0 + 3, |_| vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(expired.went_offline());
+    assert_eq!(expired.device.control_conn, None);
+    assert!(s.stale_online_devices(T0 + 100, 10).await.unwrap().is_empty());
+}
+
+async fn now_playing_with_its_event<S: Store>(s: &S) {
+    let u = user(s, "n@example.com").await;
+    let other = user(s, "o@example.com").await;
+    let d = device(s, &u.id, "Phone").await;
+    assert!(
+        s.record_now_playing(&u.id, &d, r#"{"status":"playing"}"#, T0, ev("np1", &d, T0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.record_now_playing(&u.id, &d, r#"{"status":"paused"}"#, T0 + 5, ev("np2", &d, T0 + 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.record_now_playing(&other.id, &d, "{}", T0, ev("np3", &d, T0))
+            .await
+            .unwrap(),
+        "another user's device"
+    );
+    assert_eq!(
+        s.now_playing(&u.id).await.unwrap(),
+        vec![(d.clone(), r#"{"status":"paused"}"#.to_owned(), T0 + 5)]
+    );
+    assert!(s.now_playing(&other.id).await.unwrap().is_empty());
+    assert_eq!(event_ids(&s.unpublished_events(10).await.unwrap()), ["np1", "np2"]);
+}
+
+async fn relay_lease_has_one_holder<S: Store>(s: &S) {
+    assert!(s.take_lease("relay", "a", T0, 1000).await.unwrap());
+    assert!(!s.take_lease("relay", "b", T0 + 10, 1000).await.unwrap());
+    assert!(s.take_lease("relay", "a", T0 + 500, 1000).await.unwrap(), "renewed");
+    assert!(!s.take_lease("relay", "b", T0 + 1400, 1000).await.unwrap(), "renewal counts");
+    assert!(s.take_lease("relay", "b", T0 + 1501, 1000).await.unwrap(), "expired: taken over");
+    assert!(!s.take_lease("relay", "a", T0 + 1502, 1000).await.unwrap());
+    assert!(s.take_lease("other", "a", T0, 1000).await.unwrap());
 }

@@ -109,15 +109,19 @@ pub enum SfuEvent {
     PeerConnected {
         peer: PeerId,
         room: RoomId,
+        identity: String,
+        role: PeerRole,
     },
     PeerRemoved {
         peer: PeerId,
         room: RoomId,
+        identity: String,
         reason: RemoveReason,
     },
     TrackPublished {
         room: RoomId,
         peer: PeerId,
+        identity: String,
         mid: Mid,
         kind: MediaKind,
     },
@@ -639,8 +643,12 @@ impl Sfu {
                 peer.state = PeerState::Connected;
                 let room = self.rooms[&peer.room].id.clone();
                 info!(peer = %id, %room, "peer connected");
-                self.events
-                    .push_back(SfuEvent::PeerConnected { peer: id, room });
+                self.events.push_back(SfuEvent::PeerConnected {
+                    peer: id,
+                    room,
+                    identity: peer.identity.clone(),
+                    role: peer.role,
+                });
                 // Subscribers bound before they connected get a fresh keyframe now.
                 self.request_keyframes_for(id);
             }
@@ -717,6 +725,7 @@ impl Sfu {
                 self.events.push_back(SfuEvent::TrackPublished {
                     room: room.id.clone(),
                     peer: id,
+                    identity: peer.identity.clone(),
                     mid: m.mid,
                     kind: m.kind,
                 });
@@ -1051,6 +1060,7 @@ impl Sfu {
             self.events.push_back(SfuEvent::PeerRemoved {
                 peer: id,
                 room: room_id,
+                identity: peer.identity.clone(),
                 reason,
             });
         }

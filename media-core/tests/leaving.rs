@@ -32,6 +32,7 @@ fn subscriber_leaving_disturbs_no_one() {
     assert!(h.events.contains(&SfuEvent::PeerRemoved {
         peer: h.clients[b].peer,
         room: media_core::RoomId::parse("l").unwrap(),
+        identity: "tester".into(),
         reason: RemoveReason::Requested
     }));
     assert_eq!(

@@ -18,7 +18,8 @@ use tracing::info;
 use crate::auth::now_millis;
 use crate::routes::accounts::new_session;
 use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
-use crate::store::{Capabilities, Device, NewDevice, Pairing, Store};
+use crate::events::presence_events;
+use crate::store::{Capabilities, Device, NewDevice, Pairing, Presence, Store};
 
 pub const DEVICE_KINDS: [&str; 3] = ["phone", "browser", "other"];
 
@@ -36,7 +37,9 @@ pub struct DeviceView {
 pub fn view(st: &AppState, d: Device) -> DeviceView {
     let window = st.config.online_window.as_millis() as i64;
     DeviceView {
-        online: d.last_seen.is_some_and(|t| now_millis() - t <= window),
+        // The flag flips with events; the window covers a node that died before it
+        // could flip it (until the sweeper does).
+        online: d.online && d.last_seen.is_some_and(|t| now_millis() - t <= window),
         id: d.id,
         name: d.name,
         kind: d.kind,
@@ -203,15 +206,19 @@ pub async fn heartbeat(
             "a device credential may only report for its own device",
         ));
     }
-    let caps = body.capabilities;
-    if !st
-        .db
-        .touch_device(&caller.user_id, &id, now_millis(), caps)
+    let now = now_millis();
+    let source = st.event_source();
+    let p = Presence::Heartbeat {
+        capabilities: body.capabilities,
+    };
+    st.db
+        .update_presence(Some(&caller.user_id), &id, &p, now, |c| {
+            presence_events(&source, c, now)
+        })
         .await
         .map_err(store_error)?
-    {
-        return Err(not_found());
-    }
+        .ok_or_else(not_found)?;
+    st.events_written();
     Ok(StatusCode::NO_CONTENT)
 }
 

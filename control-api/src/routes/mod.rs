@@ -1,6 +1,7 @@
 //! The `/api/v1` routes.
 
 pub mod accounts;
+pub mod control;
 pub mod devices;
 pub mod library;
 pub mod rooms;

@@ -119,14 +119,52 @@ impl Store for Db {
     async fn delete_device(&self, user_id: &str, id: &str) -> R<bool> {
         delegate!(self, s => s.delete_device(user_id, id))
     }
-    async fn touch_device(
+    async fn update_presence<F>(
+        &self,
+        user_id: Option<&str>,
+        id: &str,
+        p: &Presence,
+        now: Millis,
+        events: F,
+    ) -> R<Option<PresenceChange>>
+    where
+        F: FnOnce(&PresenceChange) -> Vec<OutboxEvent> + Send,
+    {
+        delegate!(self, s => s.update_presence(user_id, id, p, now, events))
+    }
+    async fn stale_online_devices(&self, before: Millis, limit: i64) -> R<Vec<(String, String)>> {
+        delegate!(self, s => s.stale_online_devices(before, limit))
+    }
+    async fn record_now_playing(
         &self,
         user_id: &str,
-        id: &str,
+        device_id: &str,
+        state_json: &str,
         now: Millis,
-        capabilities: Option<Capabilities>,
+        event: OutboxEvent,
     ) -> R<bool> {
-        delegate!(self, s => s.touch_device(user_id, id, now, capabilities))
+        delegate!(self, s => s.record_now_playing(user_id, device_id, state_json, now, event))
+    }
+    async fn now_playing(&self, user_id: &str) -> R<Vec<(String, String, Millis)>> {
+        delegate!(self, s => s.now_playing(user_id))
+    }
+    async fn insert_events(&self, events: &[OutboxEvent]) -> R<()> {
+        delegate!(self, s => s.insert_events(events))
+    }
+    async fn unpublished_events(&self, limit: i64) -> R<Vec<OutboxRow>> {
+        delegate!(self, s => s.unpublished_events(limit))
+    }
+    async fn mark_events_published(&self, seqs: &[i64], now: Millis) -> R<u64> {
+        delegate!(self, s => s.mark_events_published(seqs, now))
+    }
+    async fn count_unpublished_events(&self) -> R<i64> {
+        delegate!(self, s => s.count_unpublished_events())
+    }
+    async fn purge_published_events(&self, before: Millis) -> R<u64> {
+        delegate!(self, s => s.purge_published_events(before))
+    }
+    async fn take_lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> R<bool> {
+        delegate!(self, s => s.take_lease(name, holder, now, ttl))
     }
     async fn create_pairing(&self, p: Pairing) -> R<()> {
         delegate!(self, s => s.create_pairing(p))

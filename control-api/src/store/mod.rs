@@ -123,6 +123,10 @@ pub struct Device {
     pub capabilities: Capabilities,
     pub created_at: Millis,
     pub last_seen: Option<Millis>,
+    /// Presence as last decided by [`apply_presence`]; see `docs/events.md`.
+    pub online: bool,
+    /// The live device socket remote-control commands go to, if any.
+    pub control_conn: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +212,114 @@ pub struct LibraryQuery {
     pub offset: i64,
 }
 
+/// One event for the outbox: the envelope JSON with its topic and ordering key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub topic: String,
+    pub key: String,
+    pub payload: String,
+    pub created_at: Millis,
+}
+
+/// An outbox row: its position in publish order and the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event: OutboxEvent,
+}
+
+/// What happened to a device's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// An HTTP or socket heartbeat, optionally with new capabilities.
+    Heartbeat { capabilities: Option<Capabilities> },
+    /// The device opened its control socket `conn`.
+    Connect {
+        conn: String,
+        capabilities: Option<Capabilities>,
+    },
+    /// Control socket `conn` closed. A newer socket of the device is left alone.
+    Disconnect { conn: String },
+    /// The sweeper: offline if the last heartbeat is older than `stale_before`.
+    Expire { stale_before: Millis },
+}
+
+/// The presence columns of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceState {
+    pub online: bool,
+    pub control_conn: Option<String>,
+    pub last_seen: Option<Millis>,
+    pub capabilities: Capabilities,
+}
+
+/// The rule both backends apply inside their transaction.
+pub fn apply_presence(old: &PresenceState, p: &Presence, now: Millis) -> PresenceState {
+    let mut s = old.clone();
+    match p {
+        Presence::Heartbeat { capabilities } => {
+            s.online = true;
+            s.last_seen = Some(now);
+            if let Some(c) = capabilities {
+                s.capabilities = *c;
+            }
+        }
+        Presence::Connect { conn, capabilities } => {
+            s.online = true;
+            s.last_seen = Some(now);
+            s.control_conn = Some(conn.clone());
+            if let Some(c) = capabilities {
+                s.capabilities = *c;
+            }
+        }
+        Presence::Disconnect { conn } => {
+            if old.control_conn.as_deref() == Some(conn) {
+                s.control_conn = None;
+                s.online = false;
+            }
+        }
+        Presence::Expire { stale_before } => {
+            if old.online && old.last_seen.is_none_or(|t| t < *stale_before) {
+                s.online = false;
+                s.control_conn = None;
+            }
+        }
+    }
+    s
+}
+
+/// A presence update as applied: the device afterwards and what it was before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub device: Device,
+    pub was_online: bool,
+    pub old_capabilities: Capabilities,
+}
+
+impl PresenceChange {
+    pub fn came_online(&self) -> bool {
+        !self.was_online && self.device.online
+    }
+    pub fn went_offline(&self) -> bool {
+        self.was_online && !self.device.online
+    }
+    pub fn capabilities_changed(&self) -> bool {
+        self.old_capabilities != self.device.capabilities
+    }
+}
+
+impl Device {
+    pub fn presence(&self) -> PresenceState {
+        PresenceState {
+            online: self.online,
+            control_conn: self.control_conn.clone(),
+            last_seen: self.last_seen,
+            capabilities: self.capabilities,
+        }
+    }
+}
+
 type R<T> = Result<T, StoreError>;
 
 /// Everything the control plane stores. Implementations must be cheap to clone
@@ -275,13 +387,64 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = R<bool>> + Send;
     /// Deletes the device and its library tracks.
     fn delete_device(&self, user_id: &str, id: &str) -> impl Future<Output = R<bool>> + Send;
-    /// Heartbeat: sets `last_seen`, and the capabilities when given.
-    fn touch_device(
+    /// Applies a presence change ([`apply_presence`]) to one device and, in the same
+    /// transaction, writes the events `events` makes of it to the outbox. `None` when
+    /// the device does not exist (or is another user's). `user_id: None` is for the
+    /// sweeper, which acts on any user's device.
+    fn update_presence<F>(
+        &self,
+        user_id: Option<&str>,
+        id: &str,
+        p: &Presence,
+        now: Millis,
+        events: F,
+    ) -> impl Future<Output = R<Option<PresenceChange>>> + Send
+    where
+        F: FnOnce(&PresenceChange) -> Vec<OutboxEvent> + Send;
+    /// Devices marked online whose last heartbeat is older than `before`: (user, device).
+    fn stale_online_devices(
+        &self,
+        before: Millis,
+        limit: i64,
+    ) -> impl Future<Output = R<Vec<(String, String)>>> + Send;
+    /// Stores a device's reported playback state and its `now.playing` event in one
+    /// transaction. False when the device does not exist (or is another user's).
+    fn record_now_playing(
         &self,
         user_id: &str,
-        id: &str,
+        device_id: &str,
+        state_json: &str,
         now: Millis,
-        capabilities: Option<Capabilities>,
+        event: OutboxEvent,
+    ) -> impl Future<Output = R<bool>> + Send;
+    /// The last reported state of each of a user's devices: (device, state JSON, time).
+    fn now_playing(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = R<Vec<(String, String, Millis)>>> + Send;
+
+    // events outbox
+    /// Writes events in one transaction (state changes that live nowhere else: remote
+    /// commands, room events from the SFU).
+    fn insert_events(&self, events: &[OutboxEvent]) -> impl Future<Output = R<()>> + Send;
+    /// Unpublished events, oldest first (`seq` order).
+    fn unpublished_events(&self, limit: i64) -> impl Future<Output = R<Vec<OutboxRow>>> + Send;
+    fn mark_events_published(
+        &self,
+        seqs: &[i64],
+        now: Millis,
+    ) -> impl Future<Output = R<u64>> + Send;
+    fn count_unpublished_events(&self) -> impl Future<Output = R<i64>> + Send;
+    /// Deletes published events older than `before` (retention).
+    fn purge_published_events(&self, before: Millis) -> impl Future<Output = R<u64>> + Send;
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`; true if
+    /// `holder` holds it now. One conditional statement decides between racers.
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        ttl: Millis,
     ) -> impl Future<Output = R<bool>> + Send;
 
     // pairing
@@ -338,4 +501,52 @@ pub trait Store: Clone + Send + Sync + 'static {
         user_id: &str,
         q: &LibraryQuery,
     ) -> impl Future<Output = R<Vec<LibraryTrack>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(online: bool, conn: Option<&str>, last_seen: Option<Millis>) -> PresenceState {
+        PresenceState {
+            online,
+            control_conn: conn.map(str::to_owned),
+            last_seen,
+            capabilities: Capabilities::default(),
+        }
+    }
+
+    #[test]
+    fn presence_rules() {
+        let off = state(false, None, None);
+        let caps = Capabilities {
+            mic: true,
+            ..Capabilities::default()
+        };
+        let hb = apply_presence(&off, &Presence::Heartbeat { capabilities: Some(caps) }, 10);
+        assert_eq!(
+            hb,
+            PresenceState {
+                capabilities: caps,
+                ..state(true, None, Some(10))
+            }
+        );
+        let conn = |c: &str| Presence::Connect {
+            conn: c.into(),
+            capabilities: None,
+        };
+        let a = apply_presence(&off, &conn("a"), 20);
+        assert_eq!(a, state(true, Some("a"), Some(20)));
+        // A newer socket replaces the old one; the old one closing leaves it alone.
+        let b = apply_presence(&a, &conn("b"), 30);
+        let closed_a = apply_presence(&b, &Presence::Disconnect { conn: "a".into() }, 31);
+        assert_eq!(closed_a, b);
+        let closed_b = apply_presence(&b, &Presence::Disconnect { conn: "b".into() }, 32);
+        assert_eq!(closed_b, state(false, None, Some(30)));
+        // Expiry only takes devices whose last heartbeat is old.
+        let fresh = apply_presence(&b, &Presence::Expire { stale_before: 30 }, 40);
+        assert_eq!(fresh, b);
+        let stale = apply_presence(&b, &Presence::Expire { stale_before: 31 }, 40);
+        assert_eq!(stale, state(false, None, Some(30)));
+    }
 }

@@ -18,8 +18,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, Pairing, R,
-    RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+    Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
+    OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, RefreshRecord, Role, Room,
+    RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
 };
 
 /// Connections of a file database. WAL lets readers run beside the one writer.
@@ -124,7 +125,42 @@ fn device_row(r: &SqliteRow) -> Result<Device, sqlx::Error> {
         },
         created_at: r.try_get("created_at")?,
         last_seen: r.try_get("last_seen")?,
+        online: r.try_get("online")?,
+        control_conn: r.try_get("control_conn")?,
     })
+}
+
+fn outbox_row(r: &SqliteRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        seq: r.try_get("seq")?,
+        event: OutboxEvent {
+            id: r.try_get("id")?,
+            topic: r.try_get("topic")?,
+            key: r.try_get("key")?,
+            payload: r.try_get("payload")?,
+            created_at: r.try_get("created_at")?,
+        },
+    })
+}
+
+async fn insert_outbox(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[OutboxEvent],
+) -> Result<(), StoreError> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO event_outbox (id, topic, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.topic)
+        .bind(&e.key)
+        .bind(&e.payload)
+        .bind(e.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| conflict(e, "event id"))?;
+    }
+    Ok(())
 }
 
 fn pairing_row(r: &SqliteRow) -> Result<Pairing, sqlx::Error> {
@@ -445,6 +481,8 @@ impl Store for SqliteStore {
             capabilities: new.capabilities,
             created_at: now,
             last_seen: None,
+            online: false,
+            control_conn: None,
         };
         sqlx::query(
             "INSERT INTO devices (id, user_id, name, kind, cap_mic, cap_camera, cap_screen, \
@@ -467,7 +505,7 @@ impl Store for SqliteStore {
     async fn list_devices(&self, user_id: &str) -> R<Vec<Device>> {
         let rows = sqlx::query(
             "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
-             last_seen FROM devices WHERE user_id = ? ORDER BY created_at, id",
+             last_seen, online, control_conn FROM devices WHERE user_id = ? ORDER BY created_at, id",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -478,7 +516,7 @@ impl Store for SqliteStore {
     async fn device(&self, user_id: &str, id: &str) -> R<Option<Device>> {
         let row = sqlx::query(
             "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
-             last_seen FROM devices WHERE user_id = ? AND id = ?",
+             last_seen, online, control_conn FROM devices WHERE user_id = ? AND id = ?",
         )
         .bind(user_id)
         .bind(id)
@@ -515,24 +553,184 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn touch_device(
+    async fn update_presence<F>(
+        &self,
+        user_id: Option<&str>,
+        id: &str,
+        p: &Presence,
+        now: Millis,
+        events: F,
+    ) -> R<Option<PresenceChange>>
+    where
+        F: FnOnce(&PresenceChange) -> Vec<OutboxEvent> + Send,
+    {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
+             last_seen, online, control_conn FROM devices WHERE id = ? AND (? IS NULL OR user_id = ?)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let old = device_row(&row)?;
+        let new = apply_presence(&old.presence(), p, now);
+        sqlx::query(
+            "UPDATE devices SET online = ?, control_conn = ?, last_seen = ?, cap_mic = ?, \
+             cap_camera = ?, cap_screen = ? WHERE id = ?",
+        )
+        .bind(new.online)
+        .bind(&new.control_conn)
+        .bind(new.last_seen)
+        .bind(new.capabilities.mic)
+        .bind(new.capabilities.camera)
+        .bind(new.capabilities.screen)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let change = PresenceChange {
+            was_online: old.online,
+            old_capabilities: old.capabilities,
+            device: Device {
+                online: new.online,
+                control_conn: new.control_conn,
+                last_seen: new.last_seen,
+                capabilities: new.capabilities,
+                ..old
+            },
+        };
+        insert_outbox(&mut tx, &events(&change)).await?;
+        tx.commit().await?;
+        Ok(Some(change))
+    }
+
+    async fn stale_online_devices(&self, before: Millis, limit: i64) -> R<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, id FROM devices WHERE online = 1 \
+             AND (last_seen IS NULL OR last_seen < ?) LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("user_id")?, r.try_get("id")?)))
+            .collect()
+    }
+
+    async fn record_now_playing(
         &self,
         user_id: &str,
-        id: &str,
+        device_id: &str,
+        state_json: &str,
         now: Millis,
-        capabilities: Option<Capabilities>,
+        event: OutboxEvent,
     ) -> R<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
-            "UPDATE devices SET last_seen = ?, cap_mic = COALESCE(?, cap_mic), \
-             cap_camera = COALESCE(?, cap_camera), cap_screen = COALESCE(?, cap_screen) \
-             WHERE user_id = ? AND id = ?",
+            "INSERT INTO now_playing (device_id, user_id, state, updated_at) \
+             SELECT id, user_id, ?, ? FROM devices WHERE id = ? AND user_id = ? \
+             ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(state_json)
+        .bind(now)
+        .bind(device_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn now_playing(&self, user_id: &str) -> R<Vec<(String, String, Millis)>> {
+        let rows = sqlx::query(
+            "SELECT device_id, state, updated_at FROM now_playing WHERE user_id = ? \
+             ORDER BY device_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("device_id")?,
+                    r.try_get("state")?,
+                    r.try_get("updated_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- events outbox ----
+
+    async fn insert_events(&self, events: &[OutboxEvent]) -> R<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_outbox(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unpublished_events(&self, limit: i64) -> R<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, topic, key, payload, created_at FROM event_outbox \
+             WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, outbox_row)
+    }
+
+    async fn mark_events_published(&self, seqs: &[i64], now: Millis) -> R<u64> {
+        let done = sqlx::query(
+            "UPDATE event_outbox SET published_at = ? \
+             WHERE published_at IS NULL AND seq IN (SELECT value FROM json_each(?))",
         )
         .bind(now)
-        .bind(capabilities.map(|c| c.mic))
-        .bind(capabilities.map(|c| c.camera))
-        .bind(capabilities.map(|c| c.screen))
-        .bind(user_id)
-        .bind(id)
+        .bind(json(&seqs)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_unpublished_events(&self) -> R<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM event_outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn purge_published_events(&self, before: Millis) -> R<u64> {
+        let done = sqlx::query(
+            "DELETE FROM event_outbox WHERE published_at IS NOT NULL AND published_at < ?",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_lease(&self, name: &str, holder: &str, now: Millis, ttl: Millis) -> R<bool> {
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

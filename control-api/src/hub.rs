@@ -1,0 +1,346 @@
+//! `Hub`: this node's live sockets, and the two tasks that feed them.
+//!
+//! - Phones hold one *device socket* each (`/api/v1/devices/socket`); remote-control
+//!   commands from `playback.events` go down it.
+//! - Browsers hold *user sockets* (`/api/v1/events/socket`); every `now.playing` and
+//!   `device.status` event of their user is pushed to all of them.
+//!
+//! Delivery goes through the bus, never straight from the HTTP handler to a socket,
+//! so a phone on another node is reached the same way as one on this node. Each node
+//! consumes with its own group (`streamcore-hub-<node>`) and drops repeats by event id.
+//!
+//! [`PresenceSweeper`] marks devices offline whose heartbeats stopped (a phone whose
+//! node died, or an HTTP-only device), writing `device.offline` like any other flip.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use events::{Envelope, SeenIds, Topic};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::auth::now_millis;
+use crate::events::presence_events;
+use crate::state::AppState;
+use crate::store::{Presence, Store};
+
+/// Messages a socket may have queued before the slowest reader loses them; a socket
+/// that far behind is closed (the client reconnects and gets a snapshot).
+pub const SOCKET_QUEUE: usize = 256;
+
+/// Pushed events older than this when they arrive are not pushed (a consumer catching
+/// up after a restart must not replay history to live screens).
+const PUSH_MAX_AGE_MS: i64 = 30_000;
+
+struct DeviceSocket {
+    conn: String,
+    tx: mpsc::Sender<String>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    devices: Mutex<HashMap<String, DeviceSocket>>,
+    users: Mutex<HashMap<String, Vec<(u64, mpsc::Sender<String>)>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// The device's socket `conn` becomes the one commands go to (a newer socket of
+    /// the same device replaces an older one).
+    pub fn register_device(&self, device_id: &str, conn: &str) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        if let Ok(mut d) = self.devices.lock() {
+            d.insert(
+                device_id.to_owned(),
+                DeviceSocket {
+                    conn: conn.to_owned(),
+                    tx,
+                },
+            );
+        }
+        rx
+    }
+
+    pub fn unregister_device(&self, device_id: &str, conn: &str) {
+        if let Ok(mut d) = self.devices.lock()
+            && d.get(device_id).is_some_and(|s| s.conn == conn)
+        {
+            d.remove(device_id);
+        }
+    }
+
+    /// True if the device has a socket on this node and the message was queued.
+    pub fn send_to_device(&self, device_id: &str, msg: String) -> bool {
+        let Ok(d) = self.devices.lock() else {
+            return false;
+        };
+        d.get(device_id).is_some_and(|s| s.tx.try_send(msg).is_ok())
+    }
+
+    pub fn register_user(&self, user_id: &str) -> (u64, mpsc::Receiver<String>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        if let Ok(mut u) = self.users.lock() {
+            u.entry(user_id.to_owned()).or_default().push((id, tx));
+        }
+        (id, rx)
+    }
+
+    pub fn unregister_user(&self, user_id: &str, id: u64) {
+        if let Ok(mut u) = self.users.lock()
+            && let Some(v) = u.get_mut(user_id)
+        {
+            v.retain(|(i, _)| *i != id);
+            if v.is_empty() {
+                u.remove(user_id);
+            }
+        }
+    }
+
+    /// Queues `msg` on every socket of the user here; a socket whose queue is full is
+    /// dropped (its task sees the channel close and ends the connection).
+    pub fn send_to_user(&self, user_id: &str, msg: &str) -> usize {
+        let Ok(mut u) = self.users.lock() else {
+            return 0;
+        };
+        let Some(v) = u.get_mut(user_id) else {
+            return 0;
+        };
+        v.retain(|(_, tx)| tx.try_send(msg.to_owned()).is_ok());
+        v.len()
+    }
+
+    /// Device sockets and user sockets on this node.
+    pub fn counts(&self) -> (usize, usize) {
+        let d = self.devices.lock().map(|d| d.len()).unwrap_or(0);
+        let u = self
+            .users
+            .lock()
+            .map(|u| u.values().map(Vec::len).sum())
+            .unwrap_or(0);
+        (d, u)
+    }
+}
+
+/// A background task with a stop signal.
+pub struct Task {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
+}
+
+impl Task {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let mut t = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+            t.abort();
+        }
+    }
+}
+
+/// Consumes `playback.events`, `now.playing` and `device.status` and delivers them to
+/// this node's sockets.
+pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
+    let group = format!("streamcore-hub-{}", st.node_id);
+    let sub = st.bus.subscribe(
+        &group,
+        &[Topic::PlaybackEvents, Topic::NowPlaying, Topic::DeviceStatus],
+    )?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(consume(st.clone(), sub, rx));
+    Ok(Task { stop, task })
+}
+
+async fn consume(st: AppState, mut sub: events::Subscription, mut stop: watch::Receiver<bool>) {
+    let mut seen = SeenIds::new(50_000);
+    loop {
+        let d = tokio::select! {
+            d = sub.next() => d,
+            _ = stop.changed() => return,
+        };
+        let d = match d {
+            Ok(d) => d,
+            Err(events::BusError::Closed) => return,
+            Err(e) => {
+                debug!(error = %e, "hub consumer: bus error; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        match Envelope::from_slice(&d.payload) {
+            Ok(env) => {
+                if seen.first_time(&env.id) {
+                    deliver(&st, &env);
+                }
+            }
+            Err(e) => warn!(topic = %d.topic, offset = d.offset, error = %e, "hub consumer: unreadable event skipped"),
+        }
+        if let Err(e) = sub.commit(&d) {
+            debug!(error = %e, "hub consumer: offset not stored");
+        }
+    }
+}
+
+/// Milliseconds since the envelope's time (0 if unreadable).
+fn age_ms(env: &Envelope) -> i64 {
+    parse_rfc3339_millis(&env.time).map_or(0, |t| now_millis() - t)
+}
+
+fn deliver(st: &AppState, env: &Envelope) {
+    let Some(kind) = env.event_type() else {
+        return;
+    };
+    let data = &env.data;
+    let user = data["user_id"].as_str().unwrap_or_default();
+    let age = age_ms(env);
+    if kind.is_command() {
+        let device = data["device_id"].as_str().unwrap_or_default();
+        if age > st.config.command_ttl.as_millis() as i64 {
+            info!(device, command = %data["command_id"], age_ms = age, "command too old; not delivered");
+            return;
+        }
+        let mut msg = data.clone();
+        msg["type"] = json!("command");
+        msg["event_id"] = json!(env.id);
+        if st.hub.send_to_device(device, msg.to_string()) {
+            debug!(device, command = %data["command_id"], "command delivered to the device socket");
+        }
+        return;
+    }
+    if age > PUSH_MAX_AGE_MS {
+        return;
+    }
+    let push_type = match kind.topic() {
+        Topic::NowPlaying => "now_playing",
+        Topic::DeviceStatus => "device_status",
+        Topic::PlaybackEvents => "playback_event",
+        _ => return,
+    };
+    let msg = json!({
+        "type": push_type,
+        "event": env.kind,
+        "event_id": env.id,
+        "time": env.time,
+        "data": data,
+    });
+    st.hub.send_to_user(user, &msg.to_string());
+}
+
+/// `2026-12-01T06:30:18.123Z` → milliseconds (the envelope's own format only).
+pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days-from-civil (Howard Hinnant), the inverse of `events::rfc3339_millis`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+/// Marks devices offline whose heartbeats stopped for longer than the online window.
+pub fn start_sweeper(st: &AppState, every: Duration) -> Task {
+    let (stop, mut rx) = watch::channel(false);
+    let st = st.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = rx.changed() => return,
+            }
+            let now = now_millis();
+            let stale_before = now - st.config.online_window.as_millis() as i64;
+            let stale = match st.db.stale_online_devices(stale_before, 500).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "presence sweep failed");
+                    continue;
+                }
+            };
+            let source = st.event_source();
+            let mut wrote = false;
+            for (_, device) in stale {
+                let r = st
+                    .db
+                    .update_presence(None, &device, &Presence::Expire { stale_before }, now, |c| {
+                        presence_events(&source, c, now)
+                    })
+                    .await;
+                match r {
+                    Ok(Some(c)) if c.went_offline() => {
+                        info!(%device, "device offline: heartbeats stopped");
+                        wrote = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(%device, error = %e, "presence sweep: update failed"),
+                }
+            }
+            if wrote {
+                st.events_written();
+            }
+        }
+    });
+    Task { stop, task }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ms in [0, 951_782_400_000, 1_796_106_618_123, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_millis(&events::rfc3339_millis(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339_millis("2026-12-01T06:30:18Z"), None);
+        assert_eq!(parse_rfc3339_millis("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn sockets_register_replace_and_receive() {
+        let hub = Hub::default();
+        let mut old = hub.register_device("d1", "c1");
+        let mut new = hub.register_device("d1", "c2");
+        assert!(hub.send_to_device("d1", "x".into()));
+        assert_eq!(new.recv().await.as_deref(), Some("x"));
+        assert!(old.recv().await.is_none(), "the replaced socket's queue closed");
+        hub.unregister_device("d1", "c1"); // the old socket closing leaves the new one
+        assert!(hub.send_to_device("d1", "y".into()));
+        hub.unregister_device("d1", "c2");
+        assert!(!hub.send_to_device("d1", "z".into()));
+
+        let (a, mut ra) = hub.register_user("u1");
+        let (_b, mut rb) = hub.register_user("u1");
+        assert_eq!(hub.send_to_user("u1", "s"), 2);
+        assert_eq!(ra.recv().await.as_deref(), Some("s"));
+        assert_eq!(rb.recv().await.as_deref(), Some("s"));
+        hub.unregister_user("u1", a);
+        assert_eq!(hub.send_to_user("u1", "t"), 1);
+        assert_eq!(hub.counts(), (0, 1));
+    }
+}

@@ -1,0 +1,226 @@
+//! Kafka through `rdkafka` (bundled librdkafka).
+//!
+//! The producer is idempotent with `acks=all`, so librdkafka's own retries neither
+//! reorder nor duplicate records within a partition; records of one key share a
+//! partition. While the broker is away, `publish` waits up to `message_timeout` and
+//! then fails, and the relay publishes the batch again once the broker is back.
+//! Topics are created at start-up (brokers such as tansu do not create them on use)
+//! and again whenever a publish fails, since a broker that restarted empty lost them.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tracing::{debug, info};
+
+use crate::Topic;
+use crate::bus::{BusError, Delivery, Record};
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Names this node in broker logs.
+    pub client_id: String,
+    /// Partitions of each topic StreamCore creates.
+    pub partitions: i32,
+    /// Replication factor of each topic StreamCore creates.
+    pub replication: i32,
+    /// How long a record may wait for the broker before `publish` fails.
+    pub message_timeout: Duration,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.to_owned(),
+            client_id: "streamcore".into(),
+            partitions: 3,
+            replication: 1,
+            message_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            // Come back quickly after a broker restart.
+            .set("reconnect.backoff.ms", "50")
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("log_level", "3");
+        c
+    }
+}
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: std::sync::Arc<AdminClient<DefaultClientContext>>,
+}
+
+impl KafkaBus {
+    /// Creates the clients; does not need the broker to be up yet.
+    pub fn new(config: KafkaConfig) -> Result<KafkaBus, BusError> {
+        let producer: FutureProducer = config
+            .base()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("retry.backoff.ms", "100")
+            .set(
+                "message.timeout.ms",
+                config.message_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .base()
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(KafkaBus {
+            config,
+            producer,
+            admin: std::sync::Arc::new(admin),
+        })
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    pub async fn ensure_topics(&self) -> Result<(), BusError> {
+        let topics: Vec<NewTopic<'_>> = Topic::ALL
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t.name(),
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new()
+            .request_timeout(Some(Duration::from_secs(5)))
+            .operation_timeout(Some(Timeout::After(Duration::from_secs(5))));
+        let results = self
+            .admin
+            .create_topics(topics.iter(), &opts)
+            .await
+            .map_err(|e| BusError::Publish(format!("creating topics: {e}")))?;
+        for r in results {
+            match r {
+                Ok(name) => info!(topic = %name, "Kafka topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Publish(format!(
+                        "creating topic {name}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn publish(&self, records: &[Record]) -> Result<(), BusError> {
+        let mut inflight = Vec::with_capacity(records.len());
+        for r in records {
+            let mut record = FutureRecord::to(r.topic.name())
+                .key(r.key.as_str())
+                .payload(r.payload.as_str());
+            // The local queue is large (100k records); when it is full, wait for room.
+            let fut = loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => break f,
+                    Err((e, back)) => {
+                        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                            return Err(BusError::Publish(e.to_string()));
+                        }
+                        record = back;
+                        self.producer.poll(Timeout::After(Duration::from_millis(10)));
+                    }
+                }
+            };
+            inflight.push(fut);
+        }
+        let mut first_error = None;
+        for f in inflight {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(_) => {
+                    first_error.get_or_insert_with(|| "the producer was dropped".into());
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                debug!(error = %e, "Kafka publish failed");
+                Err(BusError::Publish(e))
+            }
+        }
+    }
+
+    /// Flushes queued records (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(Timeout::After(timeout));
+    }
+
+    pub fn subscribe(&self, group: &str, topics: &[Topic]) -> Result<StreamConsumer, BusError> {
+        let consumer: StreamConsumer = self
+            .config
+            .base()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            // Offsets are stored only once the record was handled (`commit`).
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        let names: Vec<&str> = topics.iter().map(|t| t.name()).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| BusError::Subscribe(e.to_string()))?;
+        Ok(consumer)
+    }
+}
+
+pub(crate) async fn next(c: &StreamConsumer) -> Result<Delivery, BusError> {
+    loop {
+        let m = c
+            .recv()
+            .await
+            .map_err(|e| BusError::Receive(e.to_string()))?;
+        let Some(topic) = Topic::parse(m.topic()) else {
+            continue;
+        };
+        return Ok(Delivery {
+            topic,
+            key: m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            partition: m.partition(),
+            offset: m.offset(),
+        });
+    }
+}
+
+pub(crate) fn commit(c: &StreamConsumer, d: &Delivery) -> Result<(), BusError> {
+    // librdkafka stores `offset + 1`, the next record to read.
+    c.store_offset(d.topic.name(), d.partition, d.offset)
+        .map_err(|e| BusError::Receive(e.to_string()))
+}

@@ -1,0 +1,292 @@
+//! `room.events` from the media plane: the SFU's lifecycle events become outbox rows.
+//!
+//! [`RoomEventTracker`] is the pure part: it turns `SfuEvent`s into room events and
+//! decides when a room starts (its first participant connects) and ends (its last
+//! connected participant leaves). A peer that never connects never "joins", and its
+//! tracks are announced only once it has joined. Rooms live on one worker, so the
+//! tracker keys peers by (worker, peer).
+//!
+//! [`run`] is the driver: events are written to the outbox in arrival order; while
+//! the database is unavailable they wait in memory and are retried, never dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use control_api::AppState;
+use control_api::events::outbox_event;
+use control_api::store::Store;
+use events::EventType;
+use media_core::str0m::media::MediaKind;
+use media_core::{PeerId, PeerRole, RemoveReason, SfuEvent};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+type PeerKey = (usize, PeerId);
+
+/// One room event: its type, the room (the ordering key) and its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomEvent {
+    pub kind: EventType,
+    pub room: String,
+    pub data: Value,
+}
+
+#[derive(Debug, Default)]
+pub struct RoomEventTracker {
+    /// Connected participants per room.
+    joined: HashMap<String, HashSet<PeerKey>>,
+    /// Tracks published by peers that have not connected yet.
+    pending_tracks: HashMap<PeerKey, Vec<Value>>,
+    /// Tracks announced, so their end is announced too.
+    announced: HashSet<(PeerKey, String)>,
+}
+
+fn participant_id(worker: usize, peer: PeerId) -> String {
+    format!("w{worker}-{peer}")
+}
+
+fn kind_name(k: MediaKind) -> &'static str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+fn reason_name(r: RemoveReason) -> &'static str {
+    match r {
+        RemoveReason::Requested => "left",
+        RemoveReason::ConnectTimeout => "connect_timeout",
+        RemoveReason::Disconnected => "disconnected",
+        RemoveReason::ClosedByRemote => "closed_by_remote",
+        RemoveReason::Failed => "failed",
+    }
+}
+
+impl RoomEventTracker {
+    pub fn on_event(&mut self, worker: usize, ev: &SfuEvent) -> Vec<RoomEvent> {
+        let mut out = Vec::new();
+        match ev {
+            SfuEvent::PeerConnected {
+                peer,
+                room,
+                identity,
+                role,
+            } => {
+                let key = (worker, *peer);
+                let room = room.to_string();
+                let members = self.joined.entry(room.clone()).or_default();
+                if members.is_empty() {
+                    out.push(RoomEvent {
+                        kind: EventType::RoomStarted,
+                        room: room.clone(),
+                        data: json!({"room": room}),
+                    });
+                }
+                if members.insert(key) {
+                    out.push(RoomEvent {
+                        kind: EventType::RoomParticipantJoined,
+                        room: room.clone(),
+                        data: json!({
+                            "room": room,
+                            "participant": identity,
+                            "participant_id": participant_id(worker, *peer),
+                            "role": match role { PeerRole::Publisher => "publisher", PeerRole::Subscriber => "subscriber" },
+                        }),
+                    });
+                }
+                for data in self.pending_tracks.remove(&key).unwrap_or_default() {
+                    if let Some(mid) = data["track"].as_str() {
+                        self.announced.insert((key, mid.to_owned()));
+                    }
+                    out.push(RoomEvent {
+                        kind: EventType::RoomTrackPublished,
+                        room: room.clone(),
+                        data,
+                    });
+                }
+            }
+            SfuEvent::TrackPublished {
+                room,
+                peer,
+                identity,
+                mid,
+                kind,
+            } => {
+                let key = (worker, *peer);
+                let room = room.to_string();
+                let data = json!({
+                    "room": room,
+                    "participant": identity,
+                    "participant_id": participant_id(worker, *peer),
+                    "track": mid.to_string(),
+                    "kind": kind_name(*kind),
+                });
+                if self.joined.get(&room).is_some_and(|m| m.contains(&key)) {
+                    self.announced.insert((key, mid.to_string()));
+                    out.push(RoomEvent {
+                        kind: EventType::RoomTrackPublished,
+                        room,
+                        data,
+                    });
+                } else {
+                    self.pending_tracks.entry(key).or_default().push(data);
+                }
+            }
+            SfuEvent::TrackUnpublished { room, peer, mid } => {
+                let key = (worker, *peer);
+                if self.announced.remove(&(key, mid.to_string())) {
+                    let room = room.to_string();
+                    out.push(RoomEvent {
+                        kind: EventType::RoomTrackUnpublished,
+                        room: room.clone(),
+                        data: json!({
+                            "room": room,
+                            "participant_id": participant_id(worker, *peer),
+                            "track": mid.to_string(),
+                        }),
+                    });
+                }
+            }
+            SfuEvent::PeerRemoved {
+                peer,
+                room,
+                identity,
+                reason,
+            } => {
+                let key = (worker, *peer);
+                self.pending_tracks.remove(&key);
+                self.announced.retain(|(k, _)| *k != key);
+                let room = room.to_string();
+                let Some(members) = self.joined.get_mut(&room) else {
+                    return out;
+                };
+                if members.remove(&key) {
+                    out.push(RoomEvent {
+                        kind: EventType::RoomParticipantLeft,
+                        room: room.clone(),
+                        data: json!({
+                            "room": room,
+                            "participant": identity,
+                            "participant_id": participant_id(worker, *peer),
+                            "reason": reason_name(*reason),
+                        }),
+                    });
+                }
+                if members.is_empty() {
+                    self.joined.remove(&room);
+                    out.push(RoomEvent {
+                        kind: EventType::RoomEnded,
+                        room: room.clone(),
+                        data: json!({"room": room}),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Writes the media plane's room events to the outbox until the channel closes.
+pub async fn run(st: AppState, mut rx: mpsc::UnboundedReceiver<(usize, SfuEvent)>) {
+    let mut tracker = RoomEventTracker::default();
+    let source = st.event_source();
+    while let Some((worker, ev)) = rx.recv().await {
+        let now = control_api::auth::now_millis();
+        let rows: Vec<_> = tracker
+            .on_event(worker, &ev)
+            .into_iter()
+            .map(|e| {
+                outbox_event(
+                    &source,
+                    e.kind,
+                    &e.room,
+                    format!("room/{}", e.room),
+                    e.data,
+                    now,
+                )
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match st.db.insert_events(&rows).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %e, events = rows.len(), "room events wait: outbox write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        st.events_written();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media_core::RoomId;
+    use media_core::str0m::media::Mid;
+
+    fn names(v: &[RoomEvent]) -> Vec<&'static str> {
+        v.iter().map(|e| e.kind.name()).collect()
+    }
+
+    #[test]
+    fn rooms_start_with_the_first_join_and_end_with_the_last_leave() {
+        let mut t = RoomEventTracker::default();
+        let room = RoomId::parse("demo").unwrap();
+        let (a, b, ghost) = (PeerId(1), PeerId(2), PeerId(3));
+        let published = |peer, mid: &str| SfuEvent::TrackPublished {
+            room: room.clone(),
+            peer,
+            identity: "phone".into(),
+            mid: Mid::from(mid),
+            kind: MediaKind::Audio,
+        };
+        let connected = |peer, identity: &str| SfuEvent::PeerConnected {
+            peer,
+            room: room.clone(),
+            identity: identity.into(),
+            role: PeerRole::Publisher,
+        };
+        let removed = |peer, reason| SfuEvent::PeerRemoved {
+            peer,
+            room: room.clone(),
+            identity: "x".into(),
+            reason,
+        };
+        // Tracks wait for their publisher to connect.
+        assert!(t.on_event(0, &published(a, "0")).is_empty());
+        let e = t.on_event(0, &connected(a, "phone"));
+        assert_eq!(
+            names(&e),
+            ["room.started", "room.participant_joined", "room.track_published"]
+        );
+        assert_eq!(e[2].data["track"], "0");
+        assert_eq!(e[1].data["participant"], "phone");
+        assert_eq!(names(&t.on_event(0, &connected(b, "browser"))), ["room.participant_joined"]);
+        // A peer that never connected leaves no trace.
+        assert!(t.on_event(0, &published(ghost, "0")).is_empty());
+        assert!(t.on_event(0, &removed(ghost, RemoveReason::ConnectTimeout)).is_empty());
+        let unpub = SfuEvent::TrackUnpublished {
+            room: room.clone(),
+            peer: a,
+            mid: Mid::from("0"),
+        };
+        assert_eq!(names(&t.on_event(0, &unpub)), ["room.track_unpublished"]);
+        assert!(t.on_event(0, &unpub).is_empty(), "announced once");
+        let e = t.on_event(0, &removed(a, RemoveReason::Requested));
+        assert_eq!(names(&e), ["room.participant_left"]);
+        assert_eq!(e[0].data["reason"], "left");
+        assert_eq!(
+            names(&t.on_event(0, &removed(b, RemoveReason::Disconnected))),
+            ["room.participant_left", "room.ended"]
+        );
+        // Same peer number on another worker is another participant.
+        assert_eq!(names(&t.on_event(1, &connected(a, "p"))), ["room.started", "room.participant_joined"]);
+    }
+}
