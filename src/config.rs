@@ -257,7 +257,13 @@ impl LogOverrides {
 }
 
 /// `STREAMCORE_*` variables that are not settings.
-const NOT_SETTINGS: [&str; 4] = ["admin_password", "config", "test_pg_url", "cache"];
+const NOT_SETTINGS: [&str; 5] = [
+    "admin_password",
+    "config",
+    "test_pg_url",
+    "cache",
+    "tansu",
+];
 
 impl Settings {
     /// Layers the sources. `file` is read when given (it must exist), else

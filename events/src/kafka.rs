@@ -7,6 +7,7 @@
 //! Topics are created at start-up (brokers such as tansu do not create them on use)
 //! and again whenever a publish fails, since a broker that restarted empty lost them.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -17,7 +18,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::Topic;
 use crate::bus::{BusError, Delivery, Record};
@@ -63,38 +64,67 @@ impl KafkaConfig {
 #[derive(Clone)]
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
-    admin: std::sync::Arc<AdminClient<DefaultClientContext>>,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer whose
+    /// broker lost its producer state, e.g. a broker that restarted empty).
+    producer: Arc<RwLock<FutureProducer>>,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+}
+
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer, BusError> {
+    config
+        .base()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("retry.backoff.ms", "100")
+        .set(
+            "message.timeout.ms",
+            config.message_timeout.as_millis().to_string(),
+        )
+        .create()
+        .map_err(|e| BusError::Config(e.to_string()))
 }
 
 impl KafkaBus {
     /// Creates the clients; does not need the broker to be up yet.
     pub fn new(config: KafkaConfig) -> Result<KafkaBus, BusError> {
-        let producer: FutureProducer = config
-            .base()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("retry.backoff.ms", "100")
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
-            .create()
-            .map_err(|e| BusError::Config(e.to_string()))?;
+        let producer = new_producer(&config)?;
         let admin: AdminClient<DefaultClientContext> = config
             .base()
             .create()
             .map_err(|e| BusError::Config(e.to_string()))?;
         Ok(KafkaBus {
             config,
-            producer,
-            admin: std::sync::Arc::new(admin),
+            producer: Arc::new(RwLock::new(producer)),
+            admin: Arc::new(admin),
         })
     }
 
     pub fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+
+    fn producer(&self) -> Result<FutureProducer, BusError> {
+        self.producer
+            .read()
+            .map(|p| p.clone())
+            .map_err(|_| BusError::Closed)
+    }
+
+    /// After a failed publish: a producer in a fatal state never recovers, so it is
+    /// replaced (the caller publishes the batch again, under a new producer id).
+    fn recover(&self, p: &FutureProducer) {
+        if let Some((code, reason)) = p.client().fatal_error() {
+            warn!(?code, %reason, "Kafka producer failed fatally; starting a new one");
+            match new_producer(&self.config) {
+                Ok(fresh) => {
+                    if let Ok(mut slot) = self.producer.write() {
+                        *slot = fresh;
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not start a new Kafka producer"),
+            }
+        }
     }
 
     pub async fn ensure_topics(&self) -> Result<(), BusError> {
@@ -131,50 +161,19 @@ impl KafkaBus {
     }
 
     pub async fn publish(&self, records: &[Record]) -> Result<(), BusError> {
-        let mut inflight = Vec::with_capacity(records.len());
-        for r in records {
-            let mut record = FutureRecord::to(r.topic.name())
-                .key(r.key.as_str())
-                .payload(r.payload.as_str());
-            // The local queue is large (100k records); when it is full, wait for room.
-            let fut = loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => break f,
-                    Err((e, back)) => {
-                        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                            return Err(BusError::Publish(e.to_string()));
-                        }
-                        record = back;
-                        self.producer.poll(Timeout::After(Duration::from_millis(10)));
-                    }
-                }
-            };
-            inflight.push(fut);
+        let producer = self.producer()?;
+        let r = publish_with(&producer, records).await;
+        if r.is_err() {
+            self.recover(&producer);
         }
-        let mut first_error = None;
-        for f in inflight {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    first_error.get_or_insert_with(|| e.to_string());
-                }
-                Err(_) => {
-                    first_error.get_or_insert_with(|| "the producer was dropped".into());
-                }
-            }
-        }
-        match first_error {
-            None => Ok(()),
-            Some(e) => {
-                debug!(error = %e, "Kafka publish failed");
-                Err(BusError::Publish(e))
-            }
-        }
+        r
     }
 
     /// Flushes queued records (shutdown).
     pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(Timeout::After(timeout));
+        if let Ok(p) = self.producer() {
+            let _ = p.flush(Timeout::After(timeout));
+        }
     }
 
     pub fn subscribe(&self, group: &str, topics: &[Topic]) -> Result<StreamConsumer, BusError> {
@@ -194,6 +193,48 @@ impl KafkaBus {
             .subscribe(&names)
             .map_err(|e| BusError::Subscribe(e.to_string()))?;
         Ok(consumer)
+    }
+}
+
+async fn publish_with(producer: &FutureProducer, records: &[Record]) -> Result<(), BusError> {
+    let mut inflight = Vec::with_capacity(records.len());
+    for r in records {
+        let mut record = FutureRecord::to(r.topic.name())
+            .key(r.key.as_str())
+            .payload(r.payload.as_str());
+        // The local queue is large (100k records); when it is full, wait for room.
+        let fut = loop {
+            match producer.send_result(record) {
+                Ok(f) => break f,
+                Err((e, back)) => {
+                    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                        return Err(BusError::Publish(e.to_string()));
+                    }
+                    record = back;
+                    producer.poll(Timeout::After(Duration::from_millis(10)));
+                }
+            }
+        };
+        inflight.push(fut);
+    }
+    let mut first_error = None;
+    for f in inflight {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                first_error.get_or_insert_with(|| "the producer was dropped".into());
+            }
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) => {
+            debug!(error = %e, "Kafka publish failed");
+            Err(BusError::Publish(e))
+        }
     }
 }
 

@@ -17,6 +17,9 @@ use signaling::Grants;
 use streamcore::config::Settings;
 use streamcore::server::RunningServer;
 
+pub mod kafka;
+pub mod remote;
+
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub base: String,

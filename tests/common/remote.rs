@@ -1,0 +1,121 @@
+//! Remote-control clients for end-to-end tests: a user, phones paired through the
+//! real pairing endpoints, and WebSocket clients for the device and browser sockets.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// A user account with an access token.
+pub struct User {
+    pub id: String,
+    pub access: String,
+}
+
+pub async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut r = http.post(url).json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.unwrap();
+    let s = resp.status().as_u16();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> User {
+    let (s, v) = post(
+        http,
+        format!("{base}/api/v1/auth/register"),
+        None,
+        json!({"email": email, "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    User {
+        id: v["user"]["id"].as_str().unwrap().to_owned(),
+        access: v["session"]["access_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Pairs a phone with the user: returns (device id, device access token).
+pub async fn pair_phone(http: &reqwest::Client, base: &str, user: &User, name: &str) -> (String, String) {
+    let (s, p) = post(http, format!("{base}/api/v1/pairings"), Some(&user.access), json!({})).await;
+    assert_eq!(s, 201, "{p}");
+    let (s, v) = post(
+        http,
+        format!("{base}/api/v1/pairings/claim"),
+        None,
+        json!({"code": p["code"], "device": {"name": name, "kind": "phone"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    (
+        v["device"]["id"].as_str().unwrap().to_owned(),
+        v["session"]["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Opens a socket with the token in the Authorization header.
+pub async fn socket(base: &str, path: &str, token: &str) -> Ws {
+    let url = format!("{}{}", base.replacen("http://", "ws://", 1), path);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
+    ws
+}
+
+/// Opens a socket and authenticates with a first `auth` message, as browsers do.
+pub async fn socket_first_message(base: &str, path: &str, token: &str) -> Ws {
+    let url = format!("{}{}", base.replacen("http://", "ws://", 1), path);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket opens");
+    send(&mut ws, json!({"type": "auth", "token": token})).await;
+    ws
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+pub async fn send_raw(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).await.unwrap();
+}
+
+/// The next JSON message, or `None` when the socket closed or `within` passed.
+pub async fn recv(ws: &mut Ws, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
+        match m.ok()? {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).ok(),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Reads until a message satisfies `want`; panics with what it saw after `within`.
+pub async fn wait_for(ws: &mut Ws, within: Duration, want: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < within {
+        match recv(ws, within.saturating_sub(start.elapsed())).await {
+            Some(v) if want(&v) => return v,
+            Some(v) => seen.push(v),
+            None => break,
+        }
+    }
+    panic!("no matching message within {within:?}; saw {seen:?}");
+}

@@ -1,0 +1,377 @@
+//! Events and remote control through the real node: the outbox, the relay, the bus
+//! (in-process, and Kafka on a real tansu broker), the device and browser sockets.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::kafka::Tansu;
+use common::remote::{pair_phone, post, recv, register, send, send_raw, socket, socket_first_message, wait_for};
+use common::{TestServer, connect, join, pump};
+use control_api::store::Store;
+use events::{Bus, Envelope, KafkaBus, KafkaConfig, Record, SeenIds, Topic};
+use media_core::str0m::media::MediaKind::Audio;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn venv_python() -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ensure-venv.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .expect("running scripts/ensure-venv.sh");
+    assert!(out.status.success(), "scripts/ensure-venv.sh failed");
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned()
+}
+
+async fn kafka_server(t: &Tansu) -> TestServer {
+    let brokers = t.brokers();
+    TestServer::start_with(move |s| {
+        s.events.kafka_brokers = Some(brokers);
+        s.events.kafka_message_timeout_secs = 5;
+    })
+    .await
+}
+
+/// A consumer outside the node: its own group on the node's broker.
+fn kafka_consumer(t: &Tansu, topics: &[Topic]) -> events::Subscription {
+    let bus = Bus::Kafka(KafkaBus::new(KafkaConfig::new(&t.brokers())).unwrap());
+    bus.subscribe(&format!("test-{}", uuid::Uuid::new_v4()), topics)
+        .unwrap()
+}
+
+/// Envelopes from `sub` until `done` says enough (deduplicated by id), or panics.
+async fn collect(
+    sub: &mut events::Subscription,
+    within: Duration,
+    done: impl Fn(&[Envelope]) -> bool,
+) -> Vec<Envelope> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = SeenIds::new(100_000);
+    let mut out = Vec::new();
+    while !done(&out) {
+        let d = match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(_)) => continue,
+            Err(_) => panic!(
+                "timed out; got {:?}",
+                out.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>()
+            ),
+        };
+        let env = Envelope::from_slice(&d.payload).expect("an envelope");
+        assert_eq!(env.event_type().map(|t| t.topic()), Some(d.topic), "{env:?}");
+        if seen.first_time(&env.id) {
+            out.push(env);
+        }
+        sub.commit(&d).unwrap();
+    }
+    out
+}
+
+fn kinds(v: &[Envelope]) -> Vec<&str> {
+    v.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// A browser commands the phone over HTTP and over its socket; the phone answers with
+/// its state; both browsers see it. Bad messages get errors and break nothing.
+async fn remote_control(srv: &TestServer) {
+    let http = &srv.http;
+    let user = register(http, &srv.base, &format!("{}@example.com", uuid::Uuid::new_v4())).await;
+    let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
+    let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
+    let welcome = wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    assert_eq!(welcome["device_id"], device);
+
+    let mut a = socket(&srv.base, "/api/v1/events/socket", &user.access).await;
+    let mut b = socket_first_message(&srv.base, "/api/v1/events/socket", &user.access).await;
+    for s in [&mut a, &mut b] {
+        let snap = wait_for(s, WAIT, |m| m["type"] == "snapshot").await;
+        assert_eq!(snap["devices"][0]["id"], device);
+        assert_eq!(snap["devices"][0]["online"], true);
+    }
+
+    // HTTP command → phone.
+    let (s, accepted) = post(
+        http,
+        format!("{}/api/v1/devices/{device}/commands", srv.base),
+        Some(&user.access),
+        json!({"action": "pause"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{accepted}");
+    let cmd = wait_for(&mut phone, WAIT, |m| m["type"] == "command").await;
+    assert_eq!(cmd["action"], "pause");
+    assert_eq!(cmd["command_id"], accepted["command_id"]);
+    assert_eq!(cmd["event_id"], accepted["event_id"]);
+
+    // Phone's new state → every browser.
+    send(
+        &mut phone,
+        json!({"type": "state", "command_id": cmd["command_id"], "state": {"status": "paused", "position_ms": 61_000, "volume": 80, "track": {"id": "t1", "title": "Song"}}}),
+    )
+    .await;
+    for s in [&mut a, &mut b] {
+        let np = wait_for(s, WAIT, |m| m["type"] == "now_playing").await;
+        assert_eq!(np["data"]["command_id"], accepted["command_id"]);
+        assert_eq!(np["data"]["state"]["status"], "paused");
+        assert_eq!(np["data"]["state"]["position_ms"], 61_000);
+        assert_eq!(np["data"]["device_id"], device);
+    }
+    let r = http
+        .get(format!("{}/api/v1/devices/{device}/now-playing", srv.base))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let np: Value = r.json().await.unwrap();
+    assert_eq!(np["state"]["track"]["title"], "Song");
+
+    // Socket command from browser b → phone, acknowledged to b with its request id.
+    send(&mut b, json!({"type": "command", "request_id": 7, "device_id": device, "action": "seek", "position_ms": 5000})).await;
+    let ack = wait_for(&mut b, WAIT, |m| m["type"] == "command_accepted").await;
+    assert_eq!(ack["request_id"], 7);
+    let cmd = wait_for(&mut phone, WAIT, |m| m["type"] == "command").await;
+    assert_eq!(cmd["action"], "seek");
+    assert_eq!(cmd["position_ms"], 5000);
+    assert_eq!(cmd["command_id"], ack["command_id"]);
+
+    // Bad input: an error message, and the sockets keep working.
+    send_raw(&mut b, "{not json").await;
+    let e = wait_for(&mut b, WAIT, |m| m["type"] == "error").await;
+    assert_eq!(e["error"]["code"], "malformed_json");
+    send(&mut b, json!({"type": "command", "request_id": 8, "device_id": device, "action": "volume", "volume": 300})).await;
+    let e = wait_for(&mut b, WAIT, |m| m["type"] == "error").await;
+    assert_eq!((e["request_id"].clone(), e["error"]["code"].clone()), (json!(8), json!("invalid_field")));
+    send(&mut phone, json!({"type": "state", "state": {"status": "dancing"}})).await;
+    let e = wait_for(&mut phone, WAIT, |m| m["type"] == "error").await;
+    assert_eq!(e["error"]["code"], "invalid_message");
+    send(&mut phone, json!({"type": "ping"})).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "pong").await;
+    send(&mut b, json!({"type": "ping"})).await;
+    wait_for(&mut b, WAIT, |m| m["type"] == "pong").await;
+
+    // The phone leaves: browsers see it go offline; commands fail fast.
+    drop(phone);
+    for s in [&mut a, &mut b] {
+        let st = wait_for(s, WAIT, |m| m["type"] == "device_status" && m["event"] == "device.offline").await;
+        assert_eq!(st["data"]["device_id"], device);
+    }
+    let t0 = std::time::Instant::now();
+    let (s, e) = post(
+        http,
+        format!("{}/api/v1/devices/{device}/commands", srv.base),
+        Some(&user.access),
+        json!({"action": "resume"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{e}");
+    assert_eq!(e["error"]["code"], "device_offline");
+    assert!(t0.elapsed() < Duration::from_secs(2), "fails fast");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_control_through_the_in_process_bus() {
+    let srv = TestServer::start().await;
+    remote_control(&srv).await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_control_through_kafka() {
+    let t = Tansu::start();
+    let srv = kafka_server(&t).await;
+    remote_control(&srv).await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_to_a_device_that_never_connected_fail_and_others_are_refused() {
+    let srv = TestServer::start().await;
+    let http = &srv.http;
+    let user = register(http, &srv.base, "owner@example.com").await;
+    let other = register(http, &srv.base, "other@example.com").await;
+    let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
+    let url = format!("{}/api/v1/devices/{device}/commands", srv.base);
+    let (s, e) = post(http, url.clone(), Some(&user.access), json!({"action": "play"})).await;
+    assert_eq!((s, e["error"]["code"].clone()), (409, json!("device_offline")));
+    // An HTTP heartbeat makes it online but gives it no socket to receive commands.
+    let (s, _) = post(http, format!("{}/api/v1/devices/{device}/heartbeat", srv.base), Some(&device_token), json!({})).await;
+    assert_eq!(s, 204);
+    let (s, _) = post(http, url.clone(), Some(&user.access), json!({"action": "play"})).await;
+    assert_eq!(s, 409);
+    let (s, _) = post(http, url.clone(), Some(&other.access), json!({"action": "play"})).await;
+    assert_eq!(s, 404, "another user's device does not exist for them");
+    let (s, e) = post(http, url.clone(), Some(&device_token), json!({"action": "play"})).await;
+    assert_eq!((s, e["error"]["code"].clone()), (403, json!("forbidden")));
+    let (s, e) = post(http, url, Some(&user.access), json!({"action": "explode"})).await;
+    assert_eq!((s, e["error"]["field"].clone()), (422, json!("action")));
+    // A user credential cannot open the device socket; a bad token cannot open either.
+    let ws = format!("{}/api/v1/devices/socket", srv.base.replacen("http", "ws", 1));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws.clone()).unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", user.access).parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    let mut bad = socket_first_message(&srv.base, "/api/v1/events/socket", "nonsense").await;
+    let e = recv(&mut bad, WAIT).await.unwrap();
+    assert_eq!(e["error"]["code"], "unauthorized");
+    assert!(recv(&mut bad, WAIT).await.is_none(), "closed after a bad auth");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_status_follows_sockets_heartbeats_and_silence() {
+    let srv = TestServer::start_with(|s| s.events.online_window_secs = 1).await;
+    let bus = srv.server().api.bus.clone();
+    let mut sub = bus.subscribe("test-status", &[Topic::DeviceStatus]).unwrap();
+    let http = &srv.http;
+    let user = register(http, &srv.base, "s@example.com").await;
+    let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
+    let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    send(&mut phone, json!({"type": "heartbeat", "capabilities": {"mic": true, "camera": false, "screen": false}})).await;
+    // Silence longer than the online window: the node closes the socket.
+    let got = collect(&mut sub, WAIT, |v| v.len() >= 3).await;
+    assert_eq!(kinds(&got), ["device.online", "device.capabilities_changed", "device.offline"]);
+    assert!(got.iter().all(|e| e.subject == format!("device/{device}")));
+    assert_eq!(got[1].data["capabilities"]["mic"], true);
+    // An HTTP-only device goes offline when its heartbeats stop (the sweeper).
+    let (s, _) = post(http, format!("{}/api/v1/devices/{device}/heartbeat", srv.base), Some(&device_token), json!({})).await;
+    assert_eq!(s, 204);
+    let got = collect(&mut sub, WAIT, |v| v.len() >= 2).await;
+    assert_eq!(kinds(&got), ["device.online", "device.offline"]);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_follow_whip_and_whep_sessions() {
+    let srv = TestServer::start().await;
+    let mut sub = srv.server().api.bus.subscribe("test-rooms", &[Topic::RoomEvents]).unwrap();
+    let mut publisher = join(&srv, "/whip/ev", &srv.publish_token("ev", "phone"), &[Audio]).await.unwrap();
+    let mut player = join(&srv, "/whep/ev", &srv.subscribe_token("ev", "tv"), &[Audio]).await.unwrap();
+    connect(&mut [&mut publisher, &mut player]).await;
+    let got = collect(&mut sub, WAIT, |v| v.len() >= 4).await;
+    let mut k = kinds(&got);
+    k[1..].sort();
+    assert_eq!(k, ["room.started", "room.participant_joined", "room.participant_joined", "room.track_published"]);
+    let track = got.iter().find(|e| e.kind == "room.track_published").unwrap();
+    assert_eq!((track.data["participant"].clone(), track.data["kind"].clone()), (json!("phone"), json!("audio")));
+    for url in [&publisher.location, &player.location] {
+        let token = if url.starts_with("/whip") { &publisher.token } else { &player.token };
+        let r = srv.http.delete(format!("{}{url}", srv.base)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    pump(&mut [&mut publisher, &mut player], Duration::from_millis(100)).await;
+    let got = collect(&mut sub, WAIT, |v| v.iter().any(|e| e.kind == "room.ended")).await;
+    assert_eq!(kinds(&got), ["room.track_unpublished", "room.participant_left", "room.participant_left", "room.ended"]);
+    assert!(got.iter().all(|e| e.subject == "room/ev"));
+    srv.stop().await;
+}
+
+/// Every topic round-trips through a real broker, and records of one key arrive in
+/// the order they were published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topic_round_trips_through_kafka_in_order_per_key() {
+    let t = Tansu::start();
+    let bus = Bus::Kafka(KafkaBus::new(KafkaConfig::new(&t.brokers())).unwrap());
+    bus.ensure_topics().await.unwrap();
+    let mut sub = kafka_consumer(&t, &Topic::ALL);
+    let mut records = Vec::new();
+    let mut sent: HashMap<(Topic, String), Vec<String>> = HashMap::new();
+    for i in 0..120 {
+        let topic = Topic::ALL[i % Topic::ALL.len()];
+        let key = format!("key-{}", i % 4);
+        let kind = events::EventType::ALL.iter().find(|k| k.topic() == topic).unwrap();
+        let env = Envelope::new(*kind, 1_000 + i as i64, "streamcore/test", format!("test/{key}"), json!({"n": i}));
+        sent.entry((topic, key.clone())).or_default().push(env.id.clone());
+        records.push(Record { topic, key, payload: env.to_json() });
+    }
+    bus.publish(&records).await.unwrap();
+    let got = collect(&mut sub, Duration::from_secs(30), |v| v.len() >= 120).await;
+    let mut received: HashMap<(Topic, String), Vec<String>> = HashMap::new();
+    for e in &got {
+        let topic = e.event_type().unwrap().topic();
+        let key = e.subject.trim_start_matches("test/").to_owned();
+        received.entry((topic, key)).or_default().push(e.id.clone());
+    }
+    assert_eq!(received, sent, "every record once, in order per (topic, key)");
+}
+
+/// The broker becomes unreachable while events keep happening: they wait in the outbox
+/// and arrive once it is back, each once and in order. The outside consumer is
+/// confluent-kafka (librdkafka in Python), not our client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_nothing() {
+    let t = Tansu::start();
+    let srv = kafka_server(&t).await;
+    let http = &srv.http;
+    let user = register(http, &srv.base, "k@example.com").await;
+    let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
+    let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    let command = |n: i64| {
+        post(
+            http,
+            format!("{}/api/v1/devices/{device}/commands", srv.base),
+            Some(&user.access),
+            json!({"action": "seek", "position_ms": n}),
+        )
+    };
+    let mut issued = Vec::new();
+    for n in 0..10 {
+        let (s, a) = command(n).await;
+        assert_eq!(s, 202, "{a}");
+        issued.push(a["event_id"].as_str().unwrap().to_owned());
+    }
+    let mut sub = kafka_consumer(&t, &[Topic::PlaybackEvents]);
+    let first = collect(&mut sub, Duration::from_secs(30), |v| v.len() >= 10).await;
+    assert_eq!(first.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), issued);
+    drop(sub);
+
+    t.cut();
+    let mut during = Vec::new();
+    for n in 10..20 {
+        let (s, a) = command(n).await;
+        assert_eq!(s, 202, "commands are accepted while the broker is away: {a}");
+        during.push(a["event_id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = srv.server().api.db.count_unpublished_events().await.unwrap();
+    assert!(pending >= 10, "the events wait in the outbox ({pending})");
+    t.heal();
+    let out = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if srv.server().api.db.count_unpublished_events().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(out.is_ok(), "the outbox drained after the broker returned");
+    let py = venv_python().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/interop/kafka_consume.py");
+    let output = tokio::process::Command::new(py)
+        .args([script, "--brokers", &t.brokers(), "--topic", "playback.events", "--count", "20", "--timeout", "30"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut ids = Vec::new();
+    let mut distinct = HashSet::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["key"], device, "keyed by device");
+        let env = &v["value"];
+        assert_eq!(env["version"], 1);
+        assert_eq!(env["type"], "playback.seek");
+        if distinct.insert(env["id"].as_str().unwrap().to_owned()) {
+            ids.push(env["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let all: Vec<String> = issued.iter().chain(&during).cloned().collect();
+    assert_eq!(ids, all, "every event once, in order, the waiting ones after the others");
+    srv.stop().await;
+}
