@@ -257,13 +257,7 @@ impl LogOverrides {
 }
 
 /// `STREAMCORE_*` variables that are not settings.
-const NOT_SETTINGS: [&str; 5] = [
-    "admin_password",
-    "config",
-    "test_pg_url",
-    "cache",
-    "tansu",
-];
+const NOT_SETTINGS: [&str; 5] = ["admin_password", "config", "test_pg_url", "cache", "tansu"];
 
 impl Settings {
     /// Layers the sources. `file` is read when given (it must exist), else
@@ -318,7 +312,9 @@ impl Settings {
         if let Some(id) = &self.node_id
             && (id.is_empty()
                 || id.len() > 64
-                || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         {
             bail!("node_id must be 1–64 letters, digits, '-' or '_'");
         }

@@ -264,14 +264,24 @@ mod tests {
         let e = t.on_event(0, &connected(a, "phone"));
         assert_eq!(
             names(&e),
-            ["room.started", "room.participant_joined", "room.track_published"]
+            [
+                "room.started",
+                "room.participant_joined",
+                "room.track_published"
+            ]
         );
         assert_eq!(e[2].data["track"], "0");
         assert_eq!(e[1].data["participant"], "phone");
-        assert_eq!(names(&t.on_event(0, &connected(b, "browser"))), ["room.participant_joined"]);
+        assert_eq!(
+            names(&t.on_event(0, &connected(b, "browser"))),
+            ["room.participant_joined"]
+        );
         // A peer that never connected leaves no trace.
         assert!(t.on_event(0, &published(ghost, "0")).is_empty());
-        assert!(t.on_event(0, &removed(ghost, RemoveReason::ConnectTimeout)).is_empty());
+        assert!(
+            t.on_event(0, &removed(ghost, RemoveReason::ConnectTimeout))
+                .is_empty()
+        );
         let unpub = SfuEvent::TrackUnpublished {
             room: room.clone(),
             peer: a,
@@ -287,6 +297,9 @@ mod tests {
             ["room.participant_left", "room.ended"]
         );
         // Same peer number on another worker is another participant.
-        assert_eq!(names(&t.on_event(1, &connected(a, "p"))), ["room.started", "room.participant_joined"]);
+        assert_eq!(
+            names(&t.on_event(1, &connected(a, "p"))),
+            ["room.started", "room.participant_joined"]
+        );
     }
 }

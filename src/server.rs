@@ -141,8 +141,12 @@ impl EventServices {
     ) -> anyhow::Result<EventServices> {
         let relay = EventRelay::start(api, RelayConfig::default());
         let consumer = hub::start_consumer(api).context("subscribing to events")?;
-        let sweeper = hub::start_sweeper(api, (api.config.online_window / 4).max(Duration::from_millis(250)));
-        let room_events = room_events.map(|rx| tokio::spawn(crate::room_events::run(api.clone(), rx)));
+        let sweeper = hub::start_sweeper(
+            api,
+            (api.config.online_window / 4).max(Duration::from_millis(250)),
+        );
+        let room_events =
+            room_events.map(|rx| tokio::spawn(crate::room_events::run(api.clone(), rx)));
         Ok(EventServices {
             relay,
             consumer,

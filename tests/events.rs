@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::kafka::Tansu;
-use common::remote::{pair_phone, post, recv, register, send, send_raw, socket, socket_first_message, wait_for};
+use common::remote::{
+    pair_phone, post, recv, register, send, send_raw, socket, socket_first_message, wait_for,
+};
 use common::{TestServer, connect, join, pump};
 use control_api::store::Store;
 use events::{Bus, Envelope, KafkaBus, KafkaConfig, Record, SeenIds, Topic};
@@ -24,7 +26,13 @@ async fn venv_python() -> String {
         .await
         .expect("running scripts/ensure-venv.sh");
     assert!(out.status.success(), "scripts/ensure-venv.sh failed");
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 async fn kafka_server(t: &Tansu) -> TestServer {
@@ -62,7 +70,11 @@ async fn collect(
             ),
         };
         let env = Envelope::from_slice(&d.payload).expect("an envelope");
-        assert_eq!(env.event_type().map(|t| t.topic()), Some(d.topic), "{env:?}");
+        assert_eq!(
+            env.event_type().map(|t| t.topic()),
+            Some(d.topic),
+            "{env:?}"
+        );
         if seen.first_time(&env.id) {
             out.push(env);
         }
@@ -79,7 +91,12 @@ fn kinds(v: &[Envelope]) -> Vec<&str> {
 /// its state; both browsers see it. Bad messages get errors and break nothing.
 async fn remote_control(srv: &TestServer) {
     let http = &srv.http;
-    let user = register(http, &srv.base, &format!("{}@example.com", uuid::Uuid::new_v4())).await;
+    let user = register(
+        http,
+        &srv.base,
+        &format!("{}@example.com", uuid::Uuid::new_v4()),
+    )
+    .await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
     let welcome = wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
@@ -145,8 +162,15 @@ async fn remote_control(srv: &TestServer) {
     assert_eq!(e["error"]["code"], "malformed_json");
     send(&mut b, json!({"type": "command", "request_id": 8, "device_id": device, "action": "volume", "volume": 300})).await;
     let e = wait_for(&mut b, WAIT, |m| m["type"] == "error").await;
-    assert_eq!((e["request_id"].clone(), e["error"]["code"].clone()), (json!(8), json!("invalid_field")));
-    send(&mut phone, json!({"type": "state", "state": {"status": "dancing"}})).await;
+    assert_eq!(
+        (e["request_id"].clone(), e["error"]["code"].clone()),
+        (json!(8), json!("invalid_field"))
+    );
+    send(
+        &mut phone,
+        json!({"type": "state", "state": {"status": "dancing"}}),
+    )
+    .await;
     let e = wait_for(&mut phone, WAIT, |m| m["type"] == "error").await;
     assert_eq!(e["error"]["code"], "invalid_message");
     send(&mut phone, json!({"type": "ping"})).await;
@@ -157,7 +181,10 @@ async fn remote_control(srv: &TestServer) {
     // The phone leaves: browsers see it go offline; commands fail fast.
     drop(phone);
     for s in [&mut a, &mut b] {
-        let st = wait_for(s, WAIT, |m| m["type"] == "device_status" && m["event"] == "device.offline").await;
+        let st = wait_for(s, WAIT, |m| {
+            m["type"] == "device_status" && m["event"] == "device.offline"
+        })
+        .await;
         assert_eq!(st["data"]["device_id"], device);
     }
     let t0 = std::time::Instant::now();
@@ -196,28 +223,72 @@ async fn commands_to_a_device_that_never_connected_fail_and_others_are_refused()
     let other = register(http, &srv.base, "other@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let url = format!("{}/api/v1/devices/{device}/commands", srv.base);
-    let (s, e) = post(http, url.clone(), Some(&user.access), json!({"action": "play"})).await;
-    assert_eq!((s, e["error"]["code"].clone()), (409, json!("device_offline")));
+    let (s, e) = post(
+        http,
+        url.clone(),
+        Some(&user.access),
+        json!({"action": "play"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].clone()),
+        (409, json!("device_offline"))
+    );
     // An HTTP heartbeat makes it online but gives it no socket to receive commands.
-    let (s, _) = post(http, format!("{}/api/v1/devices/{device}/heartbeat", srv.base), Some(&device_token), json!({})).await;
+    let (s, _) = post(
+        http,
+        format!("{}/api/v1/devices/{device}/heartbeat", srv.base),
+        Some(&device_token),
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 204);
-    let (s, _) = post(http, url.clone(), Some(&user.access), json!({"action": "play"})).await;
+    let (s, _) = post(
+        http,
+        url.clone(),
+        Some(&user.access),
+        json!({"action": "play"}),
+    )
+    .await;
     assert_eq!(s, 409);
-    let (s, _) = post(http, url.clone(), Some(&other.access), json!({"action": "play"})).await;
+    let (s, _) = post(
+        http,
+        url.clone(),
+        Some(&other.access),
+        json!({"action": "play"}),
+    )
+    .await;
     assert_eq!(s, 404, "another user's device does not exist for them");
-    let (s, e) = post(http, url.clone(), Some(&device_token), json!({"action": "play"})).await;
+    let (s, e) = post(
+        http,
+        url.clone(),
+        Some(&device_token),
+        json!({"action": "play"}),
+    )
+    .await;
     assert_eq!((s, e["error"]["code"].clone()), (403, json!("forbidden")));
     let (s, e) = post(http, url, Some(&user.access), json!({"action": "explode"})).await;
     assert_eq!((s, e["error"]["field"].clone()), (422, json!("action")));
     // A user credential cannot open the device socket; a bad token cannot open either.
-    let ws = format!("{}/api/v1/devices/socket", srv.base.replacen("http", "ws", 1));
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws.clone()).unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {}", user.access).parse().unwrap());
+    let ws = format!(
+        "{}/api/v1/devices/socket",
+        srv.base.replacen("http", "ws", 1)
+    );
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws.clone())
+            .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", user.access).parse().unwrap(),
+    );
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
     let mut bad = socket_first_message(&srv.base, "/api/v1/events/socket", "nonsense").await;
     let e = recv(&mut bad, WAIT).await.unwrap();
     assert_eq!(e["error"]["code"], "unauthorized");
-    assert!(recv(&mut bad, WAIT).await.is_none(), "closed after a bad auth");
+    assert!(
+        recv(&mut bad, WAIT).await.is_none(),
+        "closed after a bad auth"
+    );
     srv.stop().await;
 }
 
@@ -225,7 +296,9 @@ async fn commands_to_a_device_that_never_connected_fail_and_others_are_refused()
 async fn device_status_follows_sockets_heartbeats_and_silence() {
     let srv = TestServer::start_with(|s| s.events.online_window_secs = 1).await;
     let bus = srv.server().api.bus.clone();
-    let mut sub = bus.subscribe("test-status", &[Topic::DeviceStatus]).unwrap();
+    let mut sub = bus
+        .subscribe("test-status", &[Topic::DeviceStatus])
+        .unwrap();
     let http = &srv.http;
     let user = register(http, &srv.base, "s@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
@@ -234,11 +307,24 @@ async fn device_status_follows_sockets_heartbeats_and_silence() {
     send(&mut phone, json!({"type": "heartbeat", "capabilities": {"mic": true, "camera": false, "screen": false}})).await;
     // Silence longer than the online window: the node closes the socket.
     let got = collect(&mut sub, WAIT, |v| v.len() >= 3).await;
-    assert_eq!(kinds(&got), ["device.online", "device.capabilities_changed", "device.offline"]);
+    assert_eq!(
+        kinds(&got),
+        [
+            "device.online",
+            "device.capabilities_changed",
+            "device.offline"
+        ]
+    );
     assert!(got.iter().all(|e| e.subject == format!("device/{device}")));
     assert_eq!(got[1].data["capabilities"]["mic"], true);
     // An HTTP-only device goes offline when its heartbeats stop (the sweeper).
-    let (s, _) = post(http, format!("{}/api/v1/devices/{device}/heartbeat", srv.base), Some(&device_token), json!({})).await;
+    let (s, _) = post(
+        http,
+        format!("{}/api/v1/devices/{device}/heartbeat", srv.base),
+        Some(&device_token),
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 204);
     let got = collect(&mut sub, WAIT, |v| v.len() >= 2).await;
     assert_eq!(kinds(&got), ["device.online", "device.offline"]);
@@ -248,24 +334,77 @@ async fn device_status_follows_sockets_heartbeats_and_silence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_events_follow_whip_and_whep_sessions() {
     let srv = TestServer::start().await;
-    let mut sub = srv.server().api.bus.subscribe("test-rooms", &[Topic::RoomEvents]).unwrap();
-    let mut publisher = join(&srv, "/whip/ev", &srv.publish_token("ev", "phone"), &[Audio]).await.unwrap();
-    let mut player = join(&srv, "/whep/ev", &srv.subscribe_token("ev", "tv"), &[Audio]).await.unwrap();
+    let mut sub = srv
+        .server()
+        .api
+        .bus
+        .subscribe("test-rooms", &[Topic::RoomEvents])
+        .unwrap();
+    let mut publisher = join(
+        &srv,
+        "/whip/ev",
+        &srv.publish_token("ev", "phone"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    let mut player = join(&srv, "/whep/ev", &srv.subscribe_token("ev", "tv"), &[Audio])
+        .await
+        .unwrap();
     connect(&mut [&mut publisher, &mut player]).await;
     let got = collect(&mut sub, WAIT, |v| v.len() >= 4).await;
     let mut k = kinds(&got);
     k[1..].sort();
-    assert_eq!(k, ["room.started", "room.participant_joined", "room.participant_joined", "room.track_published"]);
-    let track = got.iter().find(|e| e.kind == "room.track_published").unwrap();
-    assert_eq!((track.data["participant"].clone(), track.data["kind"].clone()), (json!("phone"), json!("audio")));
+    assert_eq!(
+        k,
+        [
+            "room.started",
+            "room.participant_joined",
+            "room.participant_joined",
+            "room.track_published"
+        ]
+    );
+    let track = got
+        .iter()
+        .find(|e| e.kind == "room.track_published")
+        .unwrap();
+    assert_eq!(
+        (
+            track.data["participant"].clone(),
+            track.data["kind"].clone()
+        ),
+        (json!("phone"), json!("audio"))
+    );
     for url in [&publisher.location, &player.location] {
-        let token = if url.starts_with("/whip") { &publisher.token } else { &player.token };
-        let r = srv.http.delete(format!("{}{url}", srv.base)).bearer_auth(token).send().await.unwrap();
+        let token = if url.starts_with("/whip") {
+            &publisher.token
+        } else {
+            &player.token
+        };
+        let r = srv
+            .http
+            .delete(format!("{}{url}", srv.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    pump(&mut [&mut publisher, &mut player], Duration::from_millis(100)).await;
+    pump(
+        &mut [&mut publisher, &mut player],
+        Duration::from_millis(100),
+    )
+    .await;
     let got = collect(&mut sub, WAIT, |v| v.iter().any(|e| e.kind == "room.ended")).await;
-    assert_eq!(kinds(&got), ["room.track_unpublished", "room.participant_left", "room.participant_left", "room.ended"]);
+    assert_eq!(
+        kinds(&got),
+        [
+            "room.track_unpublished",
+            "room.participant_left",
+            "room.participant_left",
+            "room.ended"
+        ]
+    );
     assert!(got.iter().all(|e| e.subject == "room/ev"));
     srv.stop().await;
 }
@@ -283,10 +422,25 @@ async fn every_topic_round_trips_through_kafka_in_order_per_key() {
     for i in 0..120 {
         let topic = Topic::ALL[i % Topic::ALL.len()];
         let key = format!("key-{}", i % 4);
-        let kind = events::EventType::ALL.iter().find(|k| k.topic() == topic).unwrap();
-        let env = Envelope::new(*kind, 1_000 + i as i64, "streamcore/test", format!("test/{key}"), json!({"n": i}));
-        sent.entry((topic, key.clone())).or_default().push(env.id.clone());
-        records.push(Record { topic, key, payload: env.to_json() });
+        let kind = events::EventType::ALL
+            .iter()
+            .find(|k| k.topic() == topic)
+            .unwrap();
+        let env = Envelope::new(
+            *kind,
+            1_000 + i as i64,
+            "streamcore/test",
+            format!("test/{key}"),
+            json!({"n": i}),
+        );
+        sent.entry((topic, key.clone()))
+            .or_default()
+            .push(env.id.clone());
+        records.push(Record {
+            topic,
+            key,
+            payload: env.to_json(),
+        });
     }
     bus.publish(&records).await.unwrap();
     let got = collect(&mut sub, Duration::from_secs(30), |v| v.len() >= 120).await;
@@ -296,7 +450,10 @@ async fn every_topic_round_trips_through_kafka_in_order_per_key() {
         let key = e.subject.trim_start_matches("test/").to_owned();
         received.entry((topic, key)).or_default().push(e.id.clone());
     }
-    assert_eq!(received, sent, "every record once, in order per (topic, key)");
+    assert_eq!(
+        received, sent,
+        "every record once, in order per (topic, key)"
+    );
 }
 
 /// The broker becomes unreachable while events keep happening: they wait in the outbox
@@ -327,23 +484,43 @@ async fn broker_outage_loses_nothing() {
     }
     let mut sub = kafka_consumer(&t, &[Topic::PlaybackEvents]);
     let first = collect(&mut sub, Duration::from_secs(30), |v| v.len() >= 10).await;
-    assert_eq!(first.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), issued);
+    assert_eq!(
+        first.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        issued
+    );
     drop(sub);
 
     t.cut();
     let mut during = Vec::new();
     for n in 10..20 {
         let (s, a) = command(n).await;
-        assert_eq!(s, 202, "commands are accepted while the broker is away: {a}");
+        assert_eq!(
+            s, 202,
+            "commands are accepted while the broker is away: {a}"
+        );
         during.push(a["event_id"].as_str().unwrap().to_owned());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pending = srv.server().api.db.count_unpublished_events().await.unwrap();
+    let pending = srv
+        .server()
+        .api
+        .db
+        .count_unpublished_events()
+        .await
+        .unwrap();
     assert!(pending >= 10, "the events wait in the outbox ({pending})");
     t.heal();
     let out = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if srv.server().api.db.count_unpublished_events().await.unwrap() == 0 {
+            if srv
+                .server()
+                .api
+                .db
+                .count_unpublished_events()
+                .await
+                .unwrap()
+                == 0
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -352,13 +529,30 @@ async fn broker_outage_loses_nothing() {
     .await;
     assert!(out.is_ok(), "the outbox drained after the broker returned");
     let py = venv_python().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/interop/kafka_consume.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/interop/kafka_consume.py"
+    );
     let output = tokio::process::Command::new(py)
-        .args([script, "--brokers", &t.brokers(), "--topic", "playback.events", "--count", "20", "--timeout", "30"])
+        .args([
+            script,
+            "--brokers",
+            &t.brokers(),
+            "--topic",
+            "playback.events",
+            "--count",
+            "20",
+            "--timeout",
+            "30",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut ids = Vec::new();
     let mut distinct = HashSet::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
@@ -372,6 +566,9 @@ async fn broker_outage_loses_nothing() {
         }
     }
     let all: Vec<String> = issued.iter().chain(&during).cloned().collect();
-    assert_eq!(ids, all, "every event once, in order, the waiting ones after the others");
+    assert_eq!(
+        ids, all,
+        "every event once, in order, the waiting ones after the others"
+    );
     srv.stop().await;
 }

@@ -40,10 +40,13 @@ struct DeviceSocket {
     tx: mpsc::Sender<String>,
 }
 
+/// One browser socket of a user: its id and its queue.
+type UserSocket = (u64, mpsc::Sender<String>);
+
 #[derive(Default)]
 pub struct Hub {
     devices: Mutex<HashMap<String, DeviceSocket>>,
-    users: Mutex<HashMap<String, Vec<(u64, mpsc::Sender<String>)>>>,
+    users: Mutex<HashMap<String, Vec<UserSocket>>>,
     next_id: AtomicU64,
 }
 
@@ -147,7 +150,10 @@ impl Task {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let mut t = self.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut t)
+            .await
+            .is_err()
+        {
             t.abort();
         }
     }
@@ -159,7 +165,11 @@ pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
     let group = format!("streamcore-hub-{}", st.node_id);
     let sub = st.bus.subscribe(
         &group,
-        &[Topic::PlaybackEvents, Topic::NowPlaying, Topic::DeviceStatus],
+        &[
+            Topic::PlaybackEvents,
+            Topic::NowPlaying,
+            Topic::DeviceStatus,
+        ],
     )?;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(consume(st.clone(), sub, rx));
@@ -190,7 +200,9 @@ async fn consume(st: AppState, mut sub: events::Subscription, mut stop: watch::R
                     deliver(&st, &env);
                 }
             }
-            Err(e) => warn!(topic = %d.topic, offset = d.offset, error = %e, "hub consumer: unreadable event skipped"),
+            Err(e) => {
+                warn!(topic = %d.topic, offset = d.offset, error = %e, "hub consumer: unreadable event skipped")
+            }
         }
         if let Err(e) = sub.commit(&d) {
             debug!(error = %e, "hub consumer: offset not stored");
@@ -287,9 +299,13 @@ pub fn start_sweeper(st: &AppState, every: Duration) -> Task {
             for (_, device) in stale {
                 let r = st
                     .db
-                    .update_presence(None, &device, &Presence::Expire { stale_before }, now, |c| {
-                        presence_events(&source, c, now)
-                    })
+                    .update_presence(
+                        None,
+                        &device,
+                        &Presence::Expire { stale_before },
+                        now,
+                        |c| presence_events(&source, c, now),
+                    )
                     .await;
                 match r {
                     Ok(Some(c)) if c.went_offline() => {
@@ -328,7 +344,10 @@ mod tests {
         let mut new = hub.register_device("d1", "c2");
         assert!(hub.send_to_device("d1", "x".into()));
         assert_eq!(new.recv().await.as_deref(), Some("x"));
-        assert!(old.recv().await.is_none(), "the replaced socket's queue closed");
+        assert!(
+            old.recv().await.is_none(),
+            "the replaced socket's queue closed"
+        );
         hub.unregister_device("d1", "c1"); // the old socket closing leaves the new one
         assert!(hub.send_to_device("d1", "y".into()));
         hub.unregister_device("d1", "c2");

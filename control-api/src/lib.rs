@@ -18,8 +18,8 @@
 pub mod admin;
 pub mod auth;
 pub mod events;
-pub mod hub;
 pub mod extract;
+pub mod hub;
 pub mod mail;
 pub mod openapi;
 pub mod ratelimit;

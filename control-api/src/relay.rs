@@ -87,7 +87,12 @@ impl EventRelay {
     }
 }
 
-async fn run(st: AppState, cfg: RelayConfig, mut stop: watch::Receiver<bool>, stats: Arc<RelayStats>) {
+async fn run(
+    st: AppState,
+    cfg: RelayConfig,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<RelayStats>,
+) {
     let holder = st.node_id.to_string();
     if let Err(e) = st.bus.ensure_topics().await {
         warn!(bus = st.bus.kind(), error = %e, "could not create topics yet; will retry");
@@ -187,7 +192,10 @@ async fn run(st: AppState, cfg: RelayConfig, mut stop: watch::Receiver<bool>, st
                     .published
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
                 if !backoff.is_zero() {
-                    info!(bus = st.bus.kind(), "event bus reachable again; outbox draining");
+                    info!(
+                        bus = st.bus.kind(),
+                        "event bus reachable again; outbox draining"
+                    );
                 }
                 backoff = Duration::ZERO;
             }

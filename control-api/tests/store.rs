@@ -11,8 +11,8 @@ use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
     Capabilities, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, OutboxEvent,
-    Pairing, Presence, RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts,
-    TrackMeta, User,
+    Pairing, Presence, RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta,
+    User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -560,7 +560,13 @@ async fn devices_crud_and_isolation<S: Store>(s: &S) {
         screen: true,
     };
     let c = s
-        .update_presence(Some(&u1.id), &d.id, &heartbeat(Some(new_caps)), T0 + 20, |_| vec![])
+        .update_presence(
+            Some(&u1.id),
+            &d.id,
+            &heartbeat(Some(new_caps)),
+            T0 + 20,
+            |_| vec![],
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1230,7 +1236,10 @@ async fn outbox_order_and_publish_marks<S: Store>(s: &S) {
     assert_eq!(event_ids(&rows), ["a", "b", "c"]);
     assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(rows[0].event, ev("a", "k1", T0));
-    assert_eq!(event_ids(&s.unpublished_events(2).await.unwrap()), ["a", "b"]);
+    assert_eq!(
+        event_ids(&s.unpublished_events(2).await.unwrap()),
+        ["a", "b"]
+    );
     assert_eq!(s.count_unpublished_events().await.unwrap(), 3);
     // Only the named rows are marked, whatever their neighbours.
     let marked = s
@@ -1239,7 +1248,9 @@ async fn outbox_order_and_publish_marks<S: Store>(s: &S) {
         .unwrap();
     assert_eq!(marked, 2);
     assert_eq!(
-        s.mark_events_published(&[rows[0].seq], T0 + 11).await.unwrap(),
+        s.mark_events_published(&[rows[0].seq], T0 + 11)
+            .await
+            .unwrap(),
         0,
         "already published"
     );
@@ -1262,19 +1273,33 @@ async fn presence_writes_its_events_in_the_same_transaction<S: Store>(s: &S) {
         .unwrap()
         .unwrap();
     assert!(c.device.online);
-    assert_eq!(event_ids(&s.unpublished_events(10).await.unwrap()), ["online-1"]);
+    assert_eq!(
+        event_ids(&s.unpublished_events(10).await.unwrap()),
+        ["online-1"]
+    );
     // An event that cannot be written rolls the state change back.
     let r = s
-        .update_presence(Some(&u.id), &d, &Presence::Expire { stale_before: T0 + 1 }, T0 + 2, |_| {
-            vec![ev("online-1", &d, T0 + 2)]
-        })
+        .update_presence(
+            Some(&u.id),
+            &d,
+            &Presence::Expire {
+                stale_before: T0 + 1,
+            },
+            T0 + 2,
+            |_| vec![ev("online-1", &d, T0 + 2)],
+        )
         .await;
     assert!(is_conflict(r, "event id"));
-    assert!(s.device(&u.id, &d).await.unwrap().unwrap().online, "rolled back");
+    assert!(
+        s.device(&u.id, &d).await.unwrap().unwrap().online,
+        "rolled back"
+    );
     assert_eq!(s.count_unpublished_events().await.unwrap(), 1);
     // No device, no events.
     let none = s
-        .update_presence(Some(&u.id), "nope", &heartbeat(None), T0, |_| vec![ev("x", "nope", T0)])
+        .update_presence(Some(&u.id), "nope", &heartbeat(None), T0, |_| {
+            vec![ev("x", "nope", T0)]
+        })
         .await
         .unwrap();
     assert!(none.is_none());
@@ -1295,7 +1320,13 @@ async fn presence_sockets_and_expiry<S: Store>(s: &S) {
         .await
         .unwrap();
     let old_closed = s
-        .update_presence(Some(&u.id), &d, &Presence::Disconnect { conn: "c1".into() }, T0 + 2, |_| vec![])
+        .update_presence(
+            Some(&u.id),
+            &d,
+            &Presence::Disconnect { conn: "c1".into() },
+            T0 + 2,
+            |_| vec![],
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1308,13 +1339,26 @@ async fn presence_sockets_and_expiry<S: Store>(s: &S) {
         vec![(u.id.clone(), d.clone())]
     );
     let expired = s
-        .update_presence(None, &d, &Presence::Expire { stale_before: T0 + 2 }, T0 + 3, |_| vec![])
+        .update_presence(
+            None,
+            &d,
+            &Presence::Expire {
+                stale_before: T0 + 2,
+            },
+            T0 + 3,
+            |_| vec![],
+        )
         .await
         .unwrap()
         .unwrap();
     assert!(expired.went_offline());
     assert_eq!(expired.device.control_conn, None);
-    assert!(s.stale_online_devices(T0 + 100, 10).await.unwrap().is_empty());
+    assert!(
+        s.stale_online_devices(T0 + 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn now_playing_with_its_event<S: Store>(s: &S) {
@@ -1327,9 +1371,15 @@ async fn now_playing_with_its_event<S: Store>(s: &S) {
             .unwrap()
     );
     assert!(
-        s.record_now_playing(&u.id, &d, r#"{"status":"paused"}"#, T0 + 5, ev("np2", &d, T0 + 5))
-            .await
-            .unwrap()
+        s.record_now_playing(
+            &u.id,
+            &d,
+            r#"{"status":"paused"}"#,
+            T0 + 5,
+            ev("np2", &d, T0 + 5)
+        )
+        .await
+        .unwrap()
     );
     assert!(
         !s.record_now_playing(&other.id, &d, "{}", T0, ev("np3", &d, T0))
@@ -1342,15 +1392,27 @@ async fn now_playing_with_its_event<S: Store>(s: &S) {
         vec![(d.clone(), r#"{"status":"paused"}"#.to_owned(), T0 + 5)]
     );
     assert!(s.now_playing(&other.id).await.unwrap().is_empty());
-    assert_eq!(event_ids(&s.unpublished_events(10).await.unwrap()), ["np1", "np2"]);
+    assert_eq!(
+        event_ids(&s.unpublished_events(10).await.unwrap()),
+        ["np1", "np2"]
+    );
 }
 
 async fn relay_lease_has_one_holder<S: Store>(s: &S) {
     assert!(s.take_lease("relay", "a", T0, 1000).await.unwrap());
     assert!(!s.take_lease("relay", "b", T0 + 10, 1000).await.unwrap());
-    assert!(s.take_lease("relay", "a", T0 + 500, 1000).await.unwrap(), "renewed");
-    assert!(!s.take_lease("relay", "b", T0 + 1400, 1000).await.unwrap(), "renewal counts");
-    assert!(s.take_lease("relay", "b", T0 + 1501, 1000).await.unwrap(), "expired: taken over");
+    assert!(
+        s.take_lease("relay", "a", T0 + 500, 1000).await.unwrap(),
+        "renewed"
+    );
+    assert!(
+        !s.take_lease("relay", "b", T0 + 1400, 1000).await.unwrap(),
+        "renewal counts"
+    );
+    assert!(
+        s.take_lease("relay", "b", T0 + 1501, 1000).await.unwrap(),
+        "expired: taken over"
+    );
     assert!(!s.take_lease("relay", "a", T0 + 1502, 1000).await.unwrap());
     assert!(s.take_lease("other", "a", T0, 1000).await.unwrap());
 }

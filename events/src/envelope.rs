@@ -161,7 +161,10 @@ impl Envelope {
     pub fn from_slice(bytes: &[u8]) -> Result<Envelope, String> {
         let e: Envelope = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if e.version != ENVELOPE_VERSION {
-            return Err(format!("envelope version {} is not {ENVELOPE_VERSION}", e.version));
+            return Err(format!(
+                "envelope version {} is not {ENVELOPE_VERSION}",
+                e.version
+            ));
         }
         Ok(e)
     }
@@ -238,7 +241,10 @@ mod tests {
     fn rfc3339() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_796_106_618_123), "2026-12-01T06:30:18.123Z");
+        assert_eq!(
+            rfc3339_millis(1_796_106_618_123),
+            "2026-12-01T06:30:18.123Z"
+        );
         assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 

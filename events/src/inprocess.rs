@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::bus::{BusError, Delivery, Record};
 use crate::Topic;
+use crate::bus::{BusError, Delivery, Record};
 
 /// Records a group may have queued before `publish` waits for it.
 const GROUP_QUEUE: usize = 4096;
@@ -140,7 +140,11 @@ mod tests {
     async fn a_dropped_consumer_does_not_block_publishers() {
         let bus = Bus::in_process();
         drop(bus.subscribe("gone", &[Topic::RoomEvents]).unwrap());
-        bus.publish(&[rec(Topic::RoomEvents, "r", 0)]).await.unwrap();
-        bus.publish(&[rec(Topic::RoomEvents, "r", 1)]).await.unwrap();
+        bus.publish(&[rec(Topic::RoomEvents, "r", 0)])
+            .await
+            .unwrap();
+        bus.publish(&[rec(Topic::RoomEvents, "r", 1)])
+            .await
+            .unwrap();
     }
 }

@@ -151,9 +151,7 @@ impl KafkaBus {
                 Ok(name) => info!(topic = %name, "Kafka topic created"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(BusError::Publish(format!(
-                        "creating topic {name}: {code}"
-                    )));
+                    return Err(BusError::Publish(format!("creating topic {name}: {code}")));
                 }
             }
         }

@@ -28,14 +28,21 @@ fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("STREAMCORE_TANSU") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var("STREAMCORE_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/streamcore")
-    });
+    let cache = std::env::var("STREAMCORE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/streamcore")
+        });
     cache.join("tansu-0.6.0/bin/tansu")
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Tansu {
@@ -68,7 +75,10 @@ impl Tansu {
             .expect("tansu starts");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {broker_port}");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {broker_port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let up = Arc::new(AtomicBool::new(true));
@@ -122,7 +132,8 @@ async fn relay(
             continue;
         }
         let link = tokio::spawn(async move {
-            if let Ok(mut broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await {
+            if let Ok(mut broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+            {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
             }
         });

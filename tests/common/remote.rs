@@ -9,9 +9,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-pub type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A user account with an access token.
 pub struct User {
@@ -50,8 +49,19 @@ pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> User {
 }
 
 /// Pairs a phone with the user: returns (device id, device access token).
-pub async fn pair_phone(http: &reqwest::Client, base: &str, user: &User, name: &str) -> (String, String) {
-    let (s, p) = post(http, format!("{base}/api/v1/pairings"), Some(&user.access), json!({})).await;
+pub async fn pair_phone(
+    http: &reqwest::Client,
+    base: &str,
+    user: &User,
+    name: &str,
+) -> (String, String) {
+    let (s, p) = post(
+        http,
+        format!("{base}/api/v1/pairings"),
+        Some(&user.access),
+        json!({}),
+    )
+    .await;
     assert_eq!(s, 201, "{p}");
     let (s, v) = post(
         http,
@@ -73,14 +83,18 @@ pub async fn socket(base: &str, path: &str, token: &str) -> Ws {
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("socket opens");
     ws
 }
 
 /// Opens a socket and authenticates with a first `auth` message, as browsers do.
 pub async fn socket_first_message(base: &str, path: &str, token: &str) -> Ws {
     let url = format!("{}{}", base.replacen("http://", "ws://", 1), path);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket opens");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("socket opens");
     send(&mut ws, json!({"type": "auth", "token": token})).await;
     ws
 }

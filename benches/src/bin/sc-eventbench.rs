@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Args {
     kafka: Option<String>,
@@ -46,13 +47,20 @@ fn args() -> anyhow::Result<Args> {
             "--kafka-brokers" => a.kafka = Some(v()?),
             "--commands" => a.commands = v()?.parse()?,
             "--events" => a.events = v()?.parse()?,
-            _ => bail!("usage: sc-eventbench [--kafka-brokers HOST:PORT] [--commands N] [--events N]"),
+            _ => bail!(
+                "usage: sc-eventbench [--kafka-brokers HOST:PORT] [--commands N] [--events N]"
+            ),
         }
     }
     Ok(a)
 }
 
-async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> anyhow::Result<Value> {
     let mut r = http.post(url).json(&body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -67,8 +75,10 @@ async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Va
 }
 
 async fn socket(base: &str, path: &str, token: &str) -> anyhow::Result<Ws> {
-    let mut req = format!("{}{}", base.replacen("http://", "ws://", 1), path).into_client_request()?;
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    let mut req =
+        format!("{}{}", base.replacen("http://", "ws://", 1), path).into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
     Ok(tokio_tungstenite::connect_async(req).await?.0)
 }
 
@@ -114,12 +124,36 @@ async fn main() -> anyhow::Result<()> {
     let srv = streamcore::server::start(&s).await?;
     let base = format!("http://{}", srv.http_addr);
     let http = reqwest::Client::new();
-    let reg = post(&http, format!("{base}/api/v1/auth/register"), None, json!({"email": "bench@example.com", "password": "a long enough password"})).await?;
-    let access = reg["session"]["access_token"].as_str().context("token")?.to_owned();
-    let p = post(&http, format!("{base}/api/v1/pairings"), Some(&access), json!({})).await?;
-    let claim = post(&http, format!("{base}/api/v1/pairings/claim"), None, json!({"code": p["code"], "device": {"name": "bench phone", "kind": "phone"}})).await?;
+    let reg = post(
+        &http,
+        format!("{base}/api/v1/auth/register"),
+        None,
+        json!({"email": "bench@example.com", "password": "a long enough password"}),
+    )
+    .await?;
+    let access = reg["session"]["access_token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let p = post(
+        &http,
+        format!("{base}/api/v1/pairings"),
+        Some(&access),
+        json!({}),
+    )
+    .await?;
+    let claim = post(
+        &http,
+        format!("{base}/api/v1/pairings/claim"),
+        None,
+        json!({"code": p["code"], "device": {"name": "bench phone", "kind": "phone"}}),
+    )
+    .await?;
     let device = claim["device"]["id"].as_str().context("device")?.to_owned();
-    let device_token = claim["session"]["access_token"].as_str().context("token")?.to_owned();
+    let device_token = claim["session"]["access_token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
 
     // The phone: answers every command with its state.
     let mut phone = socket(&base, "/api/v1/devices/socket", &device_token).await?;
@@ -145,7 +179,9 @@ async fn main() -> anyhow::Result<()> {
     let mut ping = Vec::new();
     for _ in 0..a.commands {
         let t = Instant::now();
-        browsers[0].send(Message::text(json!({"type": "ping"}).to_string())).await?;
+        browsers[0]
+            .send(Message::text(json!({"type": "ping"}).to_string()))
+            .await?;
         wait(&mut browsers[0], |m| m["type"] == "pong").await?;
         ping.push(t.elapsed().as_secs_f64() * 1e3);
     }
@@ -154,10 +190,19 @@ async fn main() -> anyhow::Result<()> {
     let mut mirrored = Vec::new();
     for i in 0..a.commands + 20 {
         let t = Instant::now();
-        let acc = post(&http, url.clone(), Some(&access), json!({"action": "seek", "position_ms": i})).await?;
+        let acc = post(
+            &http,
+            url.clone(),
+            Some(&access),
+            json!({"action": "seek", "position_ms": i}),
+        )
+        .await?;
         let id = acc["command_id"].clone();
         for b in browsers.iter_mut() {
-            wait(b, |m| m["type"] == "now_playing" && m["data"]["command_id"] == id).await?;
+            wait(b, |m| {
+                m["type"] == "now_playing" && m["data"]["command_id"] == id
+            })
+            .await?;
         }
         if i >= 20 {
             mirrored.push(t.elapsed().as_secs_f64() * 1e3);
@@ -168,7 +213,14 @@ async fn main() -> anyhow::Result<()> {
     let st = srv.api.clone();
     let source = st.event_source();
     let make = |i: usize| {
-        outbox_event(&source, EventType::RoomParticipantJoined, &format!("room-{}", i % 16), format!("room/room-{}", i % 16), json!({"n": i}), 0)
+        outbox_event(
+            &source,
+            EventType::RoomParticipantJoined,
+            &format!("room-{}", i % 16),
+            format!("room/room-{}", i % 16),
+            json!({"n": i}),
+            0,
+        )
     };
     let rows: Vec<_> = (0..a.events).map(make).collect();
     let t = Instant::now();
@@ -189,7 +241,11 @@ async fn main() -> anyhow::Result<()> {
     let records: Vec<Record> = (0..a.events)
         .map(|i| {
             let e = make(i);
-            Record { topic: Topic::RoomEvents, key: e.key, payload: e.payload }
+            Record {
+                topic: Topic::RoomEvents,
+                key: e.key,
+                payload: e.payload,
+            }
         })
         .collect();
     let t = Instant::now();
@@ -211,7 +267,8 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     phone_task.abort();
-    srv.shutdown(Duration::from_millis(100), std::future::pending()).await;
+    srv.shutdown(Duration::from_millis(100), std::future::pending())
+        .await;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

@@ -89,11 +89,17 @@ fn parse_action(req: &CommandRequest) -> Result<EventType, ApiError> {
         return Err(ApiError::invalid_field("position_ms", "must be 0 or more"));
     }
     if t == EventType::PlaybackSeek && req.position_ms.is_none() {
-        return Err(ApiError::invalid_field("position_ms", "seek needs a position"));
+        return Err(ApiError::invalid_field(
+            "position_ms",
+            "seek needs a position",
+        ));
     }
     match (t, req.volume) {
         (EventType::PlaybackVolume, None) => {
-            return Err(ApiError::invalid_field("volume", "volume needs a level 0–100"));
+            return Err(ApiError::invalid_field(
+                "volume",
+                "volume needs a level 0–100",
+            ));
         }
         (_, Some(v)) if !(0..=100).contains(&v) => {
             return Err(ApiError::invalid_field("volume", "must be 0–100"));
@@ -103,7 +109,10 @@ fn parse_action(req: &CommandRequest) -> Result<EventType, ApiError> {
     if let Some(id) = &req.track_id
         && (id.is_empty() || id.len() > 200)
     {
-        return Err(ApiError::invalid_field("track_id", "must be 1–200 characters"));
+        return Err(ApiError::invalid_field(
+            "track_id",
+            "must be 1–200 characters",
+        ));
     }
     Ok(t)
 }
@@ -132,9 +141,8 @@ pub async fn issue_command(
         .ok_or_else(|| ApiError::not_found("no such device"))?;
     let now = now_millis();
     let window = st.config.online_window.as_millis() as i64;
-    let live = d.online
-        && d.control_conn.is_some()
-        && d.last_seen.is_some_and(|t| now - t <= window);
+    let live =
+        d.online && d.control_conn.is_some() && d.last_seen.is_some_and(|t| now - t <= window);
     if !live {
         return Err(device_offline());
     }
@@ -362,7 +370,11 @@ async fn run_device_socket(st: AppState, caller: Caller, device_id: String, mut 
     if !presence(&st, &caller, &device_id, connect).await {
         // The device was removed while its credential still verified.
         let _ = socket
-            .send(Message::text(error_msg("not_found", "no such device", None)))
+            .send(Message::text(error_msg(
+                "not_found",
+                "no such device",
+                None,
+            )))
             .await;
         st.hub.unregister_device(&device_id, &conn);
         return;
@@ -374,7 +386,10 @@ async fn run_device_socket(st: AppState, caller: Caller, device_id: String, mut 
         "device_id": device_id,
         "heartbeat_interval_ms": (window.as_millis() / 3) as u64,
     });
-    let mut open = socket.send(Message::text(welcome.to_string())).await.is_ok();
+    let mut open = socket
+        .send(Message::text(welcome.to_string()))
+        .await
+        .is_ok();
     let mut last_heard = tokio::time::Instant::now();
     while open {
         tokio::select! {
@@ -419,8 +434,8 @@ struct PlaybackState {
 }
 
 fn parse_state(v: &Value) -> Result<PlaybackState, &'static str> {
-    let s: PlaybackState = serde_json::from_value(v.clone())
-        .map_err(|_| "state must be an object with a status")?;
+    let s: PlaybackState =
+        serde_json::from_value(v.clone()).map_err(|_| "state must be an object with a status")?;
     if !["playing", "paused", "stopped"].contains(&s.status.as_str()) {
         return Err("state.status must be playing, paused or stopped");
     }
@@ -430,14 +445,22 @@ fn parse_state(v: &Value) -> Result<PlaybackState, &'static str> {
     if s.volume.is_some_and(|v| !(0..=100).contains(&v)) {
         return Err("state.volume must be 0–100");
     }
-    if s.track.as_ref().is_some_and(|t| !t.is_object() && !t.is_null()) {
+    if s.track
+        .as_ref()
+        .is_some_and(|t| !t.is_object() && !t.is_null())
+    {
         return Err("state.track must be an object");
     }
     Ok(s)
 }
 
 /// Handles one message from a phone; returns the reply, if any.
-async fn on_device_message(st: &AppState, caller: &Caller, device_id: &str, text: &str) -> Option<String> {
+async fn on_device_message(
+    st: &AppState,
+    caller: &Caller,
+    device_id: &str,
+    text: &str,
+) -> Option<String> {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => return Some(error_msg("malformed_json", "the message is not JSON", None)),
@@ -449,7 +472,13 @@ async fn on_device_message(st: &AppState, caller: &Caller, device_id: &str, text
                 None | Some(Value::Null) => None,
                 Some(c) => match serde_json::from_value::<Capabilities>(c.clone()) {
                     Ok(c) => Some(c),
-                    Err(_) => return Some(error_msg("invalid_message", "capabilities must be {mic, camera, screen}", rid)),
+                    Err(_) => {
+                        return Some(error_msg(
+                            "invalid_message",
+                            "capabilities must be {mic, camera, screen}",
+                            rid,
+                        ));
+                    }
                 },
             };
             presence(st, caller, device_id, Presence::Heartbeat { capabilities }).await;
@@ -496,7 +525,11 @@ async fn on_device_message(st: &AppState, caller: &Caller, device_id: &str, text
                 Ok(false) => Some(error_msg("not_found", "no such device", rid)),
                 Err(e) => {
                     warn!(device = %device_id, error = %e, "recording playback state failed");
-                    Some(error_msg("internal", "storage is unavailable; send the state again", rid))
+                    Some(error_msg(
+                        "internal",
+                        "storage is unavailable; send the state again",
+                        rid,
+                    ))
                 }
             }
         }
@@ -522,7 +555,11 @@ async fn on_device_message(st: &AppState, caller: &Caller, device_id: &str, text
                 }
                 Err(e) => {
                     warn!(device = %device_id, error = %e, "recording track end failed");
-                    Some(error_msg("internal", "storage is unavailable; send it again", rid))
+                    Some(error_msg(
+                        "internal",
+                        "storage is unavailable; send it again",
+                        rid,
+                    ))
                 }
             }
         }
@@ -659,9 +696,18 @@ mod tests {
 
     #[test]
     fn commands_are_validated() {
-        assert_eq!(parse_action(&req("pause", None, None)).unwrap(), EventType::PlaybackPause);
-        assert_eq!(parse_action(&req("seek", Some(5), None)).unwrap(), EventType::PlaybackSeek);
-        assert_eq!(parse_action(&req("volume", None, Some(100))).unwrap(), EventType::PlaybackVolume);
+        assert_eq!(
+            parse_action(&req("pause", None, None)).unwrap(),
+            EventType::PlaybackPause
+        );
+        assert_eq!(
+            parse_action(&req("seek", Some(5), None)).unwrap(),
+            EventType::PlaybackSeek
+        );
+        assert_eq!(
+            parse_action(&req("volume", None, Some(100))).unwrap(),
+            EventType::PlaybackVolume
+        );
         for (bad, field) in [
             (req("rewind", None, None), "action"),
             (req("seek", None, None), "position_ms"),

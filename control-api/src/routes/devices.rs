@@ -16,9 +16,9 @@ use signaling::ApiError;
 use tracing::info;
 
 use crate::auth::now_millis;
+use crate::events::presence_events;
 use crate::routes::accounts::new_session;
 use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
-use crate::events::presence_events;
 use crate::store::{Capabilities, Device, NewDevice, Pairing, Presence, Store};
 
 pub const DEVICE_KINDS: [&str; 3] = ["phone", "browser", "other"];

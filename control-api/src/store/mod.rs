@@ -523,7 +523,13 @@ mod tests {
             mic: true,
             ..Capabilities::default()
         };
-        let hb = apply_presence(&off, &Presence::Heartbeat { capabilities: Some(caps) }, 10);
+        let hb = apply_presence(
+            &off,
+            &Presence::Heartbeat {
+                capabilities: Some(caps),
+            },
+            10,
+        );
         assert_eq!(
             hb,
             PresenceState {
