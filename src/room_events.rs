@@ -148,6 +148,27 @@ impl RoomEventTracker {
                     });
                 }
             }
+            SfuEvent::SpeakerChanged {
+                room,
+                peer,
+                identity,
+                mid,
+            } => {
+                let key = (worker, *peer);
+                let room = room.to_string();
+                if self.joined.get(&room).is_some_and(|m| m.contains(&key)) {
+                    out.push(RoomEvent {
+                        kind: EventType::RoomSpeakerChanged,
+                        room: room.clone(),
+                        data: json!({
+                            "room": room,
+                            "participant": identity,
+                            "participant_id": participant_id(worker, *peer),
+                            "track": mid.to_string(),
+                        }),
+                    });
+                }
+            }
             SfuEvent::PeerRemoved {
                 peer,
                 room,

@@ -52,6 +52,7 @@ pub mod munger;
 mod peer;
 mod room;
 mod sfu;
+pub mod speaker;
 pub mod timers;
 
 pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};

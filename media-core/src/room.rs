@@ -10,6 +10,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
 
+use crate::speaker::{SpeakerConfig, SpeakerDetector};
 use crate::{PeerId, RoomId};
 
 /// A publisher's m-line: `(publisher, mid)` identifies it within a worker.
@@ -159,7 +160,13 @@ pub struct Room {
     pub id: RoomId,
     pub peers: Vec<PeerId>,
     pub tracks: Vec<TrackIn>,
+    pub speaker: SpeakerDetector<TrackRef>,
+    /// When the speaker was last evaluated (at most every `SPEAKER_INTERVAL`).
+    pub speaker_checked: Option<Instant>,
 }
+
+/// How often a room's active speaker is re-evaluated from its audio levels.
+pub const SPEAKER_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Room {
     pub fn new(id: RoomId) -> Self {
@@ -167,6 +174,8 @@ impl Room {
             id,
             peers: Vec::new(),
             tracks: Vec::new(),
+            speaker: SpeakerDetector::new(SpeakerConfig::default()),
+            speaker_checked: None,
         }
     }
 

@@ -16,7 +16,9 @@ use tracing::{debug, info, warn};
 use crate::demux::Demux;
 use crate::keyframe::is_keyframe;
 use crate::peer::{Peer, PeerState, TrackOut};
-use crate::room::{KeyframeDecision, Room, RoomKey, Subscription, TrackIn, TrackRef};
+use crate::room::{
+    KeyframeDecision, Room, RoomKey, SPEAKER_INTERVAL, Subscription, TrackIn, TrackRef,
+};
 use crate::timers::TimerQueue;
 use crate::{PeerId, PeerRole, RoomId};
 
@@ -128,6 +130,14 @@ pub enum SfuEvent {
     TrackUnpublished {
         room: RoomId,
         peer: PeerId,
+        mid: Mid,
+    },
+    /// The room's active speaker changed to this audio track
+    /// ([`crate::speaker`]: levels from the RFC 6464 extension, with hysteresis).
+    SpeakerChanged {
+        room: RoomId,
+        peer: PeerId,
+        identity: String,
         mid: Mid,
     },
 }
@@ -929,6 +939,7 @@ impl Sfu {
             ..ExtensionValues::default()
         };
         let nackable = track.kind == MediaKind::Video;
+        let is_audio = track.kind == MediaKind::Audio && ext.audio_level.is_some();
         let clock_rate = spec.clock_rate.get();
 
         for sub in &track.fanout {
@@ -998,6 +1009,43 @@ impl Sfu {
             );
             schedule(&mut self.timers, &self.config, peer, now);
         }
+        if is_audio {
+            self.check_speaker(now, room_key);
+        }
+    }
+
+    /// Re-evaluates a room's active speaker, at most every `SPEAKER_INTERVAL`.
+    fn check_speaker(&mut self, now: Instant, key: RoomKey) {
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        if room
+            .speaker_checked
+            .is_some_and(|t| now.duration_since(t) < SPEAKER_INTERVAL)
+        {
+            return;
+        }
+        room.speaker_checked = Some(now);
+        let levels = room
+            .tracks
+            .iter()
+            .filter(|t| t.kind == MediaKind::Audio && t.packets > 0)
+            .map(|t| (t.track, t.audio_level.dbov()));
+        let Some(track) = room.speaker.update(now, levels) else {
+            return;
+        };
+        let identity = self
+            .peers
+            .get(&track.owner)
+            .map(|p| p.identity.clone())
+            .unwrap_or_default();
+        debug!(room = %room.id, peer = %track.owner, mid = %track.mid, "active speaker");
+        self.events.push_back(SfuEvent::SpeakerChanged {
+            room: room.id.clone(),
+            peer: track.owner,
+            identity,
+            mid: track.mid,
+        });
     }
 
     /// Removes a peer from every table. Its tracks end for their subscribers, whose
@@ -1032,6 +1080,12 @@ impl Sfu {
             ended.push((t.track.mid, std::mem::take(&mut t.fanout)));
             false
         });
+        for (mid, _) in &ended {
+            room.speaker.remove(TrackRef {
+                owner: id,
+                mid: *mid,
+            });
+        }
         for (mid, fanout) in &ended {
             for s in fanout {
                 if let Some(out) = self

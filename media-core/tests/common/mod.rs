@@ -260,15 +260,23 @@ impl Harness {
 
     /// One 20 ms Opus frame from a publisher.
     pub fn send_audio(&mut self, client: usize, payload: &[u8]) {
+        self.send_audio_with_level(client, payload, None);
+    }
+
+    /// Audio with the RFC 6464 level extension (`level` in -dBov, as str0m takes it).
+    pub fn send_audio_with_level(&mut self, client: usize, payload: &[u8], level: Option<i8>) {
         let now = self.now;
         let c = &mut self.clients[client];
         let mid = c.mid(MediaKind::Audio);
-        let w = c.rtc.writer(mid).expect("audio writer");
+        let mut w = c.rtc.writer(mid).expect("audio writer");
         let pt = w
             .payload_params()
             .find(|p| p.spec().codec == Codec::Opus)
             .expect("opus negotiated")
             .pt();
+        if let Some(l) = level {
+            w = w.audio_level(l, l > -60);
+        }
         w.write(
             pt,
             now,
