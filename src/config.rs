@@ -50,6 +50,9 @@ pub struct EventSettings {
     pub kafka_replication: i32,
     /// How long a publish waits for the broker before the relay retries the batch.
     pub kafka_message_timeout_secs: u64,
+    /// Longest a consumer fetch waits at the broker (bounds remote-control latency on
+    /// brokers that hold fetches for the whole wait).
+    pub kafka_fetch_wait_ms: u64,
     /// A device is online while its heartbeats are newer than this.
     pub online_window_secs: u64,
 }
@@ -186,6 +189,7 @@ impl Default for Settings {
                 kafka_partitions: 3,
                 kafka_replication: 1,
                 kafka_message_timeout_secs: 30,
+                kafka_fetch_wait_ms: 100,
                 online_window_secs: 60,
             },
         }

@@ -95,6 +95,7 @@ async fn open_control_plane(
             k.partitions = settings.events.kafka_partitions;
             k.replication = settings.events.kafka_replication;
             k.message_timeout = Duration::from_secs(settings.events.kafka_message_timeout_secs);
+            k.fetch_wait = Duration::from_millis(settings.events.kafka_fetch_wait_ms);
             Bus::Kafka(KafkaBus::new(k).context("configuring Kafka")?)
         }
         None => Bus::in_process(),

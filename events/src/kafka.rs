@@ -35,6 +35,11 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// How long a record may wait for the broker before `publish` fails.
     pub message_timeout: Duration,
+    /// Longest a consumer's fetch waits at the broker for new records. A broker that
+    /// answers a fetch only when this runs out (tansu does) adds it to every hop, so it
+    /// bounds remote-control latency; a broker that answers as soon as records arrive
+    /// only polls this often while idle.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
@@ -45,6 +50,7 @@ impl KafkaConfig {
             partitions: 3,
             replication: 1,
             message_timeout: Duration::from_secs(30),
+            fetch_wait: Duration::from_millis(100),
         }
     }
 
@@ -184,6 +190,10 @@ impl KafkaBus {
             // Offsets are stored only once the record was handled (`commit`).
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait.as_millis().to_string(),
+            )
             .create()
             .map_err(|e| BusError::Config(e.to_string()))?;
         let names: Vec<&str> = topics.iter().map(|t| t.name()).collect();

@@ -8,9 +8,10 @@
 //!    `--commands` commands (sequential): time from sending `POST …/commands` until
 //!    *both* browsers have the resulting `now_playing`. Baseline in the same run: the
 //!    round trip of a `ping` on a browser socket (WebSocket + JSON, no outbox, no bus).
-//! 2. **Relay throughput.** `--events` events written to the outbox in batches of 500
-//!    (the relay paused), then the time for the relay to publish them all. Baseline in
-//!    the same run: the same records published straight to the bus, no database.
+//! 2. **Relay throughput.** `--events` events written to the outbox in batches of 500,
+//!    then the time for the relay to publish them all (a consumer group reads them).
+//!    Baseline in the same run: the same records published straight to the bus, no
+//!    database.
 //!
 //! Output: one JSON object on stdout; `docs/benchmarks.md` has the numbers.
 
@@ -30,6 +31,7 @@ type Ws =
 
 struct Args {
     kafka: Option<String>,
+    fetch_wait_ms: u64,
     commands: usize,
     events: usize,
 }
@@ -37,6 +39,7 @@ struct Args {
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         kafka: None,
+        fetch_wait_ms: 100,
         commands: 300,
         events: 20_000,
     };
@@ -45,10 +48,11 @@ fn args() -> anyhow::Result<Args> {
         let mut v = || it.next().context("missing value");
         match k.as_str() {
             "--kafka-brokers" => a.kafka = Some(v()?),
+            "--kafka-fetch-wait-ms" => a.fetch_wait_ms = v()?.parse()?,
             "--commands" => a.commands = v()?.parse()?,
             "--events" => a.events = v()?.parse()?,
             _ => bail!(
-                "usage: sc-eventbench [--kafka-brokers HOST:PORT] [--commands N] [--events N]"
+                "usage: sc-eventbench [--kafka-brokers HOST:PORT [--kafka-fetch-wait-ms MS]] [--commands N] [--events N]"
             ),
         }
     }
@@ -112,6 +116,8 @@ fn percentiles(mut v: Vec<f64>) -> Value {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
+    // Warnings only (RUST_LOG overrides): librdkafka's own chatter stays out.
+    streamcore::init_logging(false, "warn,rdkafka=off,librdkafka=off");
     let dir = std::env::temp_dir().join(format!("sc-eventbench-{}", rand::random::<u64>()));
     let mut s = streamcore::config::Settings {
         http: "127.0.0.1:0".parse()?,
@@ -121,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     s.media.port = 0;
     s.media.workers = 1;
     s.events.kafka_brokers = a.kafka.clone();
+    s.events.kafka_fetch_wait_ms = a.fetch_wait_ms;
     let srv = streamcore::server::start(&s).await?;
     let base = format!("http://{}", srv.http_addr);
     let http = reqwest::Client::new();
@@ -155,16 +162,24 @@ async fn main() -> anyhow::Result<()> {
         .context("token")?
         .to_owned();
 
-    // The phone: answers every command with its state.
+    // The phone: answers every command with its state, and heartbeats as asked (a
+    // device socket silent for the online window is closed).
     let mut phone = socket(&base, "/api/v1/devices/socket", &device_token).await?;
-    wait(&mut phone, |m| m["type"] == "welcome").await?;
+    let welcome = wait(&mut phone, |m| m["type"] == "welcome").await?;
+    let beat = Duration::from_millis(welcome["heartbeat_interval_ms"].as_u64().unwrap_or(10_000));
     let phone_task = tokio::spawn(async move {
-        while let Ok(m) = next_json(&mut phone).await {
-            if m["type"] == "command" {
-                let reply = json!({"type": "state", "command_id": m["command_id"], "state": {"status": "playing", "position_ms": m["position_ms"]}});
-                if phone.send(Message::text(reply.to_string())).await.is_err() {
-                    break;
-                }
+        let mut heartbeat = tokio::time::interval(beat);
+        loop {
+            let reply = tokio::select! {
+                m = next_json(&mut phone) => match m {
+                    Ok(m) if m["type"] == "command" => json!({"type": "state", "command_id": m["command_id"], "state": {"status": "playing", "position_ms": m["position_ms"]}}),
+                    Ok(_) => continue,
+                    Err(_) => break,
+                },
+                _ = heartbeat.tick() => json!({"type": "heartbeat"}),
+            };
+            if phone.send(Message::text(reply.to_string())).await.is_err() {
+                break;
             }
         }
     });
@@ -209,8 +224,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // Relay throughput: the node's relay drains a prepared outbox.
+    // Relay throughput: the node's relay drains a prepared outbox to the bus, where a
+    // consumer group of `room.events` reads it (in-process, a group without readers
+    // would make publishing free).
     let st = srv.api.clone();
+    let mut sink = st.bus.subscribe("bench-sink", &[Topic::RoomEvents])?;
+    let sink_task = tokio::spawn(async move { while sink.next().await.is_ok() {} });
     let source = st.event_source();
     let make = |i: usize| {
         outbox_event(
@@ -258,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
     let cmd_p = percentiles(mirrored);
     let out = json!({
         "bus": st.bus.kind(),
+        "kafka_fetch_wait_ms": a.kafka.as_ref().map(|_| a.fetch_wait_ms),
         "command_to_mirrored_state": cmd_p,
         "baseline_socket_ping": ping_p,
         "ratio_p50": cmd_p["p50_ms"].as_f64().unwrap_or(0.0) / ping_p["p50_ms"].as_f64().unwrap_or(1.0),
@@ -267,6 +287,7 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     phone_task.abort();
+    sink_task.abort();
     srv.shutdown(Duration::from_millis(100), std::future::pending())
         .await;
     let _ = std::fs::remove_dir_all(dir);
