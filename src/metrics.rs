@@ -1,7 +1,7 @@
 //! Prometheus metrics of the node. Labels are bounded: `worker` (one per UDP port)
 //! and WHIP/WHEP `kind`; never rooms, peers or users.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use media_core::SfuStats;
 
@@ -22,6 +22,11 @@ pub struct Metrics {
     pub keyframe_requests: IntCounter,
     pub send_errors: IntCounter,
     pub sessions_created: IntCounterVec,
+    pub events_published: IntCounter,
+    pub event_publish_failures: IntCounter,
+    pub events_pending: IntGauge,
+    pub device_sockets: IntGauge,
+    pub user_sockets: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -35,6 +40,12 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     r.register(Box::new(c.clone()))
         .expect("each metric is registered once"); // new registry per Metrics
     c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid literal"); // constant names
+    r.register(Box::new(g.clone())).expect("registered once"); // new registry per Metrics
+    g
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
@@ -113,6 +124,31 @@ impl Metrics {
                 "UDP sends that failed",
             ),
             sessions_created,
+            events_published: counter(
+                &r,
+                "streamcore_events_published_total",
+                "Outbox events the relay published to the bus",
+            ),
+            event_publish_failures: counter(
+                &r,
+                "streamcore_event_publish_failures_total",
+                "Relay batches the bus refused (published again after a backoff)",
+            ),
+            events_pending: gauge(
+                &r,
+                "streamcore_events_pending",
+                "Outbox events not yet published (all nodes of the database)",
+            ),
+            device_sockets: gauge(
+                &r,
+                "streamcore_device_sockets",
+                "Device (phone) control sockets on this node",
+            ),
+            user_sockets: gauge(
+                &r,
+                "streamcore_user_sockets",
+                "Browser (user) event sockets on this node",
+            ),
             registry: r,
         }
     }

@@ -126,6 +126,32 @@ fn uuid_hex() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
+/// Copies the relay's counters, the outbox depth and the socket counts into the
+/// metrics once a second.
+async fn sample_events(
+    api: control_api::AppState,
+    stats: Arc<control_api::relay::RelayStats>,
+    m: Metrics,
+) {
+    use control_api::store::Store;
+    use std::sync::atomic::Ordering;
+    let (mut published, mut failed) = (0, 0);
+    loop {
+        let p = stats.published.load(Ordering::Relaxed);
+        let f = stats.failed_batches.load(Ordering::Relaxed);
+        m.events_published.inc_by(p - published);
+        m.event_publish_failures.inc_by(f - failed);
+        (published, failed) = (p, f);
+        if let Ok(n) = api.db.count_unpublished_events().await {
+            m.events_pending.set(n);
+        }
+        let (devices, users) = api.hub.counts();
+        m.device_sockets.set(devices as i64);
+        m.user_sockets.set(users as i64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The event relay, the hub's consumer, the presence sweeper and (on media nodes) the
 /// room-event writer.
 struct EventServices {
@@ -133,12 +159,14 @@ struct EventServices {
     consumer: hub::Task,
     sweeper: hub::Task,
     room_events: Option<tokio::task::JoinHandle<()>>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl EventServices {
     fn start(
         api: &control_api::AppState,
         room_events: Option<mpsc::UnboundedReceiver<(usize, media_core::SfuEvent)>>,
+        metrics: Option<Metrics>,
     ) -> anyhow::Result<EventServices> {
         let relay = EventRelay::start(api, RelayConfig::default());
         let consumer = hub::start_consumer(api).context("subscribing to events")?;
@@ -148,11 +176,14 @@ impl EventServices {
         );
         let room_events =
             room_events.map(|rx| tokio::spawn(crate::room_events::run(api.clone(), rx)));
+        let sampler =
+            metrics.map(|m| tokio::spawn(sample_events(api.clone(), relay.stats.clone(), m)));
         Ok(EventServices {
             relay,
             consumer,
             sweeper,
             room_events,
+            sampler,
         })
     }
 
@@ -165,11 +196,16 @@ impl EventServices {
             tracing::warn!("room events still waiting for the database at shutdown");
         }
         api.events_written();
+        if let Some(t) = self.sampler {
+            t.abort();
+        }
         self.sweeper.shutdown().await;
         self.consumer.shutdown().await;
         self.relay.shutdown(EVENTS_GRACE).await;
         if let Bus::Kafka(k) = &api.bus {
-            k.flush(EVENTS_GRACE);
+            // librdkafka's flush blocks its thread.
+            let k = k.clone();
+            let _ = tokio::task::spawn_blocking(move || k.flush(EVENTS_GRACE)).await;
         }
     }
 }
@@ -183,7 +219,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     let metrics = Metrics::new();
     let (room_tx, room_rx) = mpsc::unbounded_channel();
     let workers = Arc::new(MediaWorkers::start(settings, metrics.clone(), room_tx)?);
-    let events = EventServices::start(&api, Some(room_rx))?;
+    let events = EventServices::start(&api, Some(room_rx), Some(metrics.clone()))?;
     let media_addrs = workers.local_addrs();
 
     let ops = OpsState {
@@ -350,7 +386,7 @@ impl std::fmt::Debug for RunningApi {
 pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
     let (_, api) = open_control_plane(settings).await?;
     let mail_relay = start_mail_relay(settings, &api)?;
-    let events = EventServices::start(&api, None)?;
+    let events = EventServices::start(&api, None, None)?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(healthz))

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::kafka::Tansu;
 use common::remote::{
-    pair_phone, post, recv, register, send, send_raw, socket, socket_first_message, wait_for,
+    command, heartbeat, pair_phone, recv, register, send, send_raw, socket, socket_first_message,
+    wait_for,
 };
 use common::{TestServer, connect, join, pump};
 use control_api::store::Store;
@@ -111,10 +112,11 @@ async fn remote_control(srv: &TestServer) {
     }
 
     // HTTP command → phone.
-    let (s, accepted) = post(
+    let (s, accepted) = command(
         http,
-        format!("{}/api/v1/devices/{device}/commands", srv.base),
-        Some(&user.access),
+        &srv.base,
+        &user.access,
+        &device,
         json!({"action": "pause"}),
     )
     .await;
@@ -188,16 +190,25 @@ async fn remote_control(srv: &TestServer) {
         assert_eq!(st["data"]["device_id"], device);
     }
     let t0 = std::time::Instant::now();
-    let (s, e) = post(
+    let (s, e) = command(
         http,
-        format!("{}/api/v1/devices/{device}/commands", srv.base),
-        Some(&user.access),
+        &srv.base,
+        &user.access,
+        &device,
         json!({"action": "resume"}),
     )
     .await;
     assert_eq!(s, 409, "{e}");
     assert_eq!(e["error"]["code"], "device_offline");
     assert!(t0.elapsed() < Duration::from_secs(2), "fails fast");
+
+    // The relay's work shows in the metrics (sampled once a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // online, pause, its state, seek, offline
+    assert!(srv.metric("streamcore_events_published_total").await >= 5);
+    assert_eq!(srv.metric("streamcore_events_pending").await, 0);
+    assert_eq!(srv.metric("streamcore_device_sockets").await, 0);
+    assert_eq!(srv.metric("streamcore_user_sockets").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,11 +233,11 @@ async fn commands_to_a_device_that_never_connected_fail_and_others_are_refused()
     let user = register(http, &srv.base, "owner@example.com").await;
     let other = register(http, &srv.base, "other@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
-    let url = format!("{}/api/v1/devices/{device}/commands", srv.base);
-    let (s, e) = post(
+    let (s, e) = command(
         http,
-        url.clone(),
-        Some(&user.access),
+        &srv.base,
+        &user.access,
+        &device,
         json!({"action": "play"}),
     )
     .await;
@@ -235,39 +246,45 @@ async fn commands_to_a_device_that_never_connected_fail_and_others_are_refused()
         (409, json!("device_offline"))
     );
     // An HTTP heartbeat makes it online but gives it no socket to receive commands.
-    let (s, _) = post(
+    assert_eq!(
+        heartbeat(http, &srv.base, &device_token, &device).await,
+        204
+    );
+    let (s, _) = command(
         http,
-        format!("{}/api/v1/devices/{device}/heartbeat", srv.base),
-        Some(&device_token),
-        json!({}),
-    )
-    .await;
-    assert_eq!(s, 204);
-    let (s, _) = post(
-        http,
-        url.clone(),
-        Some(&user.access),
+        &srv.base,
+        &user.access,
+        &device,
         json!({"action": "play"}),
     )
     .await;
     assert_eq!(s, 409);
-    let (s, _) = post(
+    let (s, _) = command(
         http,
-        url.clone(),
-        Some(&other.access),
+        &srv.base,
+        &other.access,
+        &device,
         json!({"action": "play"}),
     )
     .await;
     assert_eq!(s, 404, "another user's device does not exist for them");
-    let (s, e) = post(
+    let (s, e) = command(
         http,
-        url.clone(),
-        Some(&device_token),
+        &srv.base,
+        &device_token,
+        &device,
         json!({"action": "play"}),
     )
     .await;
     assert_eq!((s, e["error"]["code"].clone()), (403, json!("forbidden")));
-    let (s, e) = post(http, url, Some(&user.access), json!({"action": "explode"})).await;
+    let (s, e) = command(
+        http,
+        &srv.base,
+        &user.access,
+        &device,
+        json!({"action": "explode"}),
+    )
+    .await;
     assert_eq!((s, e["error"]["field"].clone()), (422, json!("action")));
     // A user credential cannot open the device socket; a bad token cannot open either.
     let ws = format!(
@@ -318,14 +335,10 @@ async fn device_status_follows_sockets_heartbeats_and_silence() {
     assert!(got.iter().all(|e| e.subject == format!("device/{device}")));
     assert_eq!(got[1].data["capabilities"]["mic"], true);
     // An HTTP-only device goes offline when its heartbeats stop (the sweeper).
-    let (s, _) = post(
-        http,
-        format!("{}/api/v1/devices/{device}/heartbeat", srv.base),
-        Some(&device_token),
-        json!({}),
-    )
-    .await;
-    assert_eq!(s, 204);
+    assert_eq!(
+        heartbeat(http, &srv.base, &device_token, &device).await,
+        204
+    );
     let got = collect(&mut sub, WAIT, |v| v.len() >= 2).await;
     assert_eq!(kinds(&got), ["device.online", "device.offline"]);
     srv.stop().await;
@@ -468,17 +481,18 @@ async fn broker_outage_loses_nothing() {
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
     wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
-    let command = |n: i64| {
-        post(
+    let seek = |n: i64| {
+        command(
             http,
-            format!("{}/api/v1/devices/{device}/commands", srv.base),
-            Some(&user.access),
+            &srv.base,
+            &user.access,
+            &device,
             json!({"action": "seek", "position_ms": n}),
         )
     };
     let mut issued = Vec::new();
     for n in 0..10 {
-        let (s, a) = command(n).await;
+        let (s, a) = seek(n).await;
         assert_eq!(s, 202, "{a}");
         issued.push(a["event_id"].as_str().unwrap().to_owned());
     }
@@ -493,7 +507,7 @@ async fn broker_outage_loses_nothing() {
     t.cut();
     let mut during = Vec::new();
     for n in 10..20 {
-        let (s, a) = command(n).await;
+        let (s, a) = seek(n).await;
         assert_eq!(
             s, 202,
             "commands are accepted while the broker is away: {a}"

@@ -212,7 +212,7 @@ async fn consume(st: AppState, mut sub: events::Subscription, mut stop: watch::R
 
 /// Milliseconds since the envelope's time (0 if unreadable).
 fn age_ms(env: &Envelope) -> i64 {
-    parse_rfc3339_millis(&env.time).map_or(0, |t| now_millis() - t)
+    env.time_millis().map_or(0, |t| now_millis() - t)
 }
 
 fn deliver(st: &AppState, env: &Envelope) {
@@ -253,26 +253,6 @@ fn deliver(st: &AppState, env: &Envelope) {
         "data": data,
     });
     st.hub.send_to_user(user, &msg.to_string());
-}
-
-/// `2026-12-01T06:30:18.123Z` → milliseconds (the envelope's own format only).
-pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 24 || b[23] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
-    // Days-from-civil (Howard Hinnant), the inverse of `events::rfc3339_millis`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 
 /// Marks devices offline whose heartbeats stopped for longer than the online window.
@@ -327,15 +307,6 @@ pub fn start_sweeper(st: &AppState, every: Duration) -> Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for ms in [0, 951_782_400_000, 1_796_106_618_123, 4_102_444_799_999] {
-            assert_eq!(parse_rfc3339_millis(&events::rfc3339_millis(ms)), Some(ms));
-        }
-        assert_eq!(parse_rfc3339_millis("2026-12-01T06:30:18Z"), None);
-        assert_eq!(parse_rfc3339_millis("garbage"), None);
-    }
 
     #[tokio::test]
     async fn sockets_register_replace_and_receive() {

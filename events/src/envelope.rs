@@ -169,6 +169,11 @@ impl Envelope {
         Ok(e)
     }
 
+    /// `time` as milliseconds since the Unix epoch.
+    pub fn time_millis(&self) -> Option<i64> {
+        parse_rfc3339_millis(&self.time)
+    }
+
     pub fn to_json(&self) -> String {
         // A struct of strings and a JSON value always serialises.
         serde_json::to_string(self).expect("envelope serialises")
@@ -197,6 +202,26 @@ pub fn rfc3339_millis(ms: i64) -> String {
         sod % 3600 / 60,
         sod % 60
     )
+}
+
+/// The inverse of [`rfc3339_millis`], for that exact format only.
+pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days-from-civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 
 /// The last `capacity` event ids a consumer has handled: at-least-once delivery
@@ -246,6 +271,11 @@ mod tests {
             "2026-12-01T06:30:18.123Z"
         );
         assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
+        for ms in [0, 951_782_400_000, 1_796_106_618_123, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339_millis("2026-12-01T06:30:18Z"), None);
+        assert_eq!(parse_rfc3339_millis("garbage"), None);
     }
 
     #[test]

@@ -24,6 +24,8 @@ mod inprocess;
 mod kafka;
 
 pub use bus::{Bus, BusError, Delivery, Record, Subscription};
-pub use envelope::{ENVELOPE_VERSION, Envelope, EventType, SeenIds, Topic, rfc3339_millis};
+pub use envelope::{
+    ENVELOPE_VERSION, Envelope, EventType, SeenIds, Topic, parse_rfc3339_millis, rfc3339_millis,
+};
 pub use inprocess::InProcessBus;
 pub use kafka::{KafkaBus, KafkaConfig};

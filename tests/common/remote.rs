@@ -133,3 +133,37 @@ pub async fn wait_for(ws: &mut Ws, within: Duration, want: impl Fn(&Value) -> bo
     }
     panic!("no matching message within {within:?}; saw {seen:?}");
 }
+
+/// `POST /api/v1/devices/{device}/commands` as `token`.
+pub async fn command(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    device: &str,
+    body: Value,
+) -> (u16, Value) {
+    post(
+        http,
+        format!("{base}/api/v1/devices/{device}/commands"),
+        Some(token),
+        body,
+    )
+    .await
+}
+
+/// `POST /api/v1/devices/{device}/heartbeat` with a device credential; the status.
+pub async fn heartbeat(
+    http: &reqwest::Client,
+    base: &str,
+    device_token: &str,
+    device: &str,
+) -> u16 {
+    post(
+        http,
+        format!("{base}/api/v1/devices/{device}/heartbeat"),
+        Some(device_token),
+        json!({}),
+    )
+    .await
+    .0
+}
