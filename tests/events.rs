@@ -586,3 +586,77 @@ async fn broker_outage_loses_nothing() {
     );
     srv.stop().await;
 }
+
+/// Two nodes share one PostgreSQL database and one broker (and their keys): a browser on
+/// node A commands a phone whose socket is on node B, and the phone's state reaches the
+/// browsers on both nodes, once each. One relay publishes at a time (the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_database_and_a_broker() {
+    let t = Tansu::start();
+    let (db_url, _db) = common::pg::fresh_pg_url().await;
+    let shared = std::env::temp_dir().join(format!("sc-two-nodes-{}", uuid::Uuid::new_v4()));
+    let node = |id: &'static str| {
+        let (db_url, brokers, dir) = (db_url.clone(), t.brokers(), shared.clone());
+        move |s: &mut streamcore::config::Settings| {
+            s.data_dir = dir;
+            s.database_url = Some(db_url);
+            s.node_id = Some(id.into());
+            s.events.kafka_brokers = Some(brokers);
+            s.events.kafka_fetch_wait_ms = 20;
+        }
+    };
+    let a = TestServer::start_with(node("node-a")).await;
+    let b = TestServer::start_with(node("node-b")).await;
+    let http = &a.http;
+    let user = register(http, &a.base, "two@example.com").await;
+    let (device, device_token) = pair_phone(http, &a.base, &user, "Pixel").await;
+    let mut phone = socket(&b.base, "/api/v1/devices/socket", &device_token).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    let mut on_a = socket(&a.base, "/api/v1/events/socket", &user.access).await;
+    let mut on_b = socket(&b.base, "/api/v1/events/socket", &user.access).await;
+    for s in [&mut on_a, &mut on_b] {
+        wait_for(s, WAIT, |m| m["type"] == "snapshot").await;
+    }
+    let (s, acc) = command(
+        http,
+        &a.base,
+        &user.access,
+        &device,
+        json!({"action": "next"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{acc}");
+    let cmd = wait_for(&mut phone, Duration::from_secs(20), |m| {
+        m["type"] == "command"
+    })
+    .await;
+    assert_eq!(cmd["command_id"], acc["command_id"]);
+    send(&mut phone, json!({"type": "state", "command_id": cmd["command_id"], "state": {"status": "playing", "track": {"id": "t2"}}})).await;
+    for s in [&mut on_a, &mut on_b] {
+        let np = wait_for(s, Duration::from_secs(20), |m| m["type"] == "now_playing").await;
+        assert_eq!(np["data"]["command_id"], acc["command_id"]);
+        // Once: nothing else of that kind follows.
+        while let Some(m) = recv(s, Duration::from_millis(500)).await {
+            assert_ne!(
+                m["type"], "now_playing",
+                "a repeat reached the browser: {m}"
+            );
+        }
+    }
+    // The phone got the command once, too.
+    while let Some(m) = recv(&mut phone, Duration::from_millis(300)).await {
+        assert_ne!(m["type"], "command", "a repeat reached the phone: {m}");
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let published = (
+        a.metric("streamcore_events_published_total").await,
+        b.metric("streamcore_events_published_total").await,
+    );
+    assert!(
+        published.0 == 0 || published.1 == 0,
+        "one relay publishes at a time: {published:?}"
+    );
+    assert!(published.0 + published.1 >= 3, "{published:?}");
+    b.stop().await;
+    a.stop().await;
+}

@@ -18,6 +18,9 @@ use streamcore::config::Settings;
 use streamcore::server::RunningServer;
 
 pub mod kafka;
+/// Fresh PostgreSQL databases, shared with control-api's tests.
+#[path = "../../control-api/tests/common/mod.rs"]
+pub mod pg;
 pub mod remote;
 
 pub struct TestServer {
