@@ -48,6 +48,7 @@
 pub mod demux;
 mod ids;
 pub mod keyframe;
+pub mod layers;
 pub mod munger;
 mod peer;
 mod room;

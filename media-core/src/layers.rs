@@ -1,0 +1,293 @@
+//! `LayerSelector`: which simulcast layer one subscriber receives.
+//!
+//! Layers are indexed low to high (0 = the smallest). The selector keeps a *target*
+//! (what the subscriber should get now) and a *current* layer (what it gets): the target
+//! follows the subscriber's preference (highest layer it wants) and its estimated
+//! bandwidth; the current layer moves to the target only on a keyframe of the target
+//! layer, so the player never sees a stream start mid-picture.
+//!
+//! Rules, in order:
+//! - only *active* layers count (a layer the publisher stopped sending drops out);
+//! - never above the preference;
+//! - the highest layer whose bitrate fits the bandwidth estimate: the first choice, the
+//!   current layer and lower ones fit at 100 % of their bitrate, a higher one only at
+//!   `up_headroom` × its bitrate and only after it has fitted for `up_hold` (no flapping
+//!   on a noisy estimate); going down is immediate;
+//! - if nothing fits, the lowest active layer (a frozen picture helps nobody);
+//! - without an estimate yet, the preference alone decides.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerConfig {
+    pub up_headroom: f64,
+    pub up_hold: Duration,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        LayerConfig {
+            up_headroom: 1.25,
+            up_hold: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the SFU knows of one incoming layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Measured on ingress, bits per second.
+    pub bitrate_bps: u64,
+    /// The publisher is sending it.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerSelector {
+    config: LayerConfig,
+    /// Highest layer the subscriber wants; `None`: no limit.
+    preferred_max: Option<usize>,
+    current: Option<usize>,
+    target: Option<usize>,
+    /// A higher layer that fits, and since when.
+    up_candidate: Option<(usize, Instant)>,
+}
+
+impl LayerSelector {
+    pub fn new(config: LayerConfig) -> Self {
+        LayerSelector {
+            config,
+            preferred_max: None,
+            current: None,
+            target: None,
+            up_candidate: None,
+        }
+    }
+
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    pub fn target(&self) -> Option<usize> {
+        self.target
+    }
+
+    pub fn set_preference(&mut self, max_layer: Option<usize>) {
+        self.preferred_max = max_layer;
+    }
+
+    /// Re-decides the target from the layers and the bandwidth estimate. Returns the
+    /// target when it changed (the caller then asks the publisher for a keyframe of it).
+    pub fn update(
+        &mut self,
+        now: Instant,
+        layers: &[LayerInfo],
+        available_bps: Option<u64>,
+    ) -> Option<usize> {
+        let cap = self.preferred_max.unwrap_or(usize::MAX);
+        let active = || {
+            layers
+                .iter()
+                .enumerate()
+                .filter(|(i, l)| l.active && *i <= cap)
+        };
+        let lowest_active = layers.iter().position(|l| l.active);
+        let reference = self.current.or(self.target);
+        let wanted = match available_bps {
+            None => active().map(|(i, _)| i).last(),
+            Some(bw) => {
+                let fits = |i: usize, l: &LayerInfo| {
+                    // Headroom only to go up from a layer the subscriber has.
+                    let need = if reference.is_some_and(|r| i > r) {
+                        l.bitrate_bps as f64 * self.config.up_headroom
+                    } else {
+                        l.bitrate_bps as f64
+                    };
+                    need <= bw as f64
+                };
+                active().filter(|(i, l)| fits(*i, l)).map(|(i, _)| i).last()
+            }
+        }
+        .or_else(|| {
+            // Nothing fits (or the preference is below every active layer).
+            active().map(|(i, _)| i).next().or(lowest_active)
+        });
+        let wanted = match (wanted, reference) {
+            (Some(w), Some(r)) if w > r && available_bps.is_some() => match self.up_candidate {
+                Some((c, since)) if c == w && now.duration_since(since) >= self.config.up_hold => {
+                    self.up_candidate = None;
+                    Some(w)
+                }
+                Some((c, _)) if c == w => Some(r),
+                _ => {
+                    self.up_candidate = Some((w, now));
+                    Some(r)
+                }
+            },
+            (w, _) => {
+                self.up_candidate = None;
+                w
+            }
+        };
+        // Held at a layer that has gone inactive: the highest active one below it.
+        let wanted = match wanted {
+            Some(w) if !layers.get(w).is_some_and(|l| l.active) => active()
+                .map(|(i, _)| i)
+                .filter(|i| *i < w)
+                .last()
+                .or(lowest_active),
+            w => w,
+        };
+        if wanted != self.target {
+            self.target = wanted;
+            return wanted;
+        }
+        None
+    }
+
+    /// A keyframe of `layer` arrived: true if the subscriber now switches to it. The
+    /// caller rebases sequence numbers and timestamps at the switch.
+    pub fn on_keyframe(&mut self, layer: usize) -> bool {
+        if self.target == Some(layer) && self.current != Some(layer) {
+            self.current = Some(layer);
+            return true;
+        }
+        false
+    }
+
+    /// Should a packet of `layer` go to this subscriber?
+    pub fn forwards(&self, layer: usize) -> bool {
+        self.current == Some(layer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+    fn layers(active: [bool; 3]) -> Vec<LayerInfo> {
+        L.iter()
+            .zip(active)
+            .map(|(b, a)| LayerInfo {
+                bitrate_bps: *b,
+                active: a,
+            })
+            .collect()
+    }
+
+    /// Runs steps of (ms, active layers, bandwidth, preference) and returns the target
+    /// after each, with a keyframe of the target after every step (so current follows).
+    fn check(steps: &[(u64, [bool; 3], Option<u64>, Option<usize>)]) -> Vec<Option<usize>> {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new(LayerConfig::default());
+        steps
+            .iter()
+            .map(|(ms, act, bw, pref)| {
+                s.set_preference(*pref);
+                s.update(t0 + Duration::from_millis(*ms), &layers(*act), *bw);
+                if let Some(t) = s.target() {
+                    s.on_keyframe(t);
+                }
+                s.target()
+            })
+            .collect()
+    }
+
+    const ALL: [bool; 3] = [true, true, true];
+
+    #[test]
+    fn no_estimate_means_the_preference_decides() {
+        assert_eq!(check(&[(0, ALL, None, None)]), [Some(2)]);
+        assert_eq!(check(&[(0, ALL, None, Some(1))]), [Some(1)]);
+        assert_eq!(check(&[(0, ALL, None, Some(0))]), [Some(0)]);
+    }
+
+    #[test]
+    fn bandwidth_down_is_immediate_and_up_waits_for_the_hold() {
+        let got = check(&[
+            (0, ALL, Some(3_000_000), None),
+            (100, ALL, Some(600_000), None), // down at once
+            (200, ALL, Some(100_000), None), // nothing fits: the lowest
+            (300, ALL, Some(700_000), None), // 1 fits with headroom (625k), but hold
+            (1_000, ALL, Some(700_000), None),
+            (2_300, ALL, Some(700_000), None),   // held 2 s: up
+            (2_400, ALL, Some(1_600_000), None), // 2 needs 1.875 M with headroom
+            (5_000, ALL, Some(2_000_000), None), // fits: starts the hold
+            (7_000, ALL, Some(2_000_000), None), // held: up
+        ]);
+        assert_eq!(
+            got,
+            [
+                Some(2),
+                Some(1),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_noisy_estimate_does_not_flap() {
+        let got = check(&[
+            (0, ALL, Some(600_000), None),
+            (500, ALL, Some(1_900_000), None),
+            (1_000, ALL, Some(600_000), None), // the hold restarts
+            (1_500, ALL, Some(1_900_000), None),
+            (3_000, ALL, Some(1_900_000), None), // only 1.5 s since 1 500
+        ]);
+        assert_eq!(got, [Some(1), Some(1), Some(1), Some(1), Some(1)]);
+    }
+
+    #[test]
+    fn preference_changes_apply_at_once() {
+        let got = check(&[
+            (0, ALL, Some(3_000_000), None),
+            (100, ALL, Some(3_000_000), Some(0)),
+            (200, ALL, Some(3_000_000), Some(1)), // up within the preference waits too
+            (2_300, ALL, Some(3_000_000), Some(1)),
+        ]);
+        assert_eq!(got, [Some(2), Some(0), Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn a_layer_the_publisher_drops_drops_out() {
+        let got = check(&[
+            (0, ALL, Some(3_000_000), None),
+            (100, [true, true, false], Some(3_000_000), None),
+            (200, [false, true, false], Some(3_000_000), None),
+            (300, [false, false, false], Some(3_000_000), None),
+        ]);
+        assert_eq!(got, [Some(2), Some(1), Some(1), None]);
+    }
+
+    #[test]
+    fn the_switch_waits_for_a_keyframe_of_the_target() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new(LayerConfig::default());
+        assert_eq!(s.update(t0, &layers(ALL), Some(600_000)), Some(1));
+        assert!(!s.forwards(1), "nothing until a keyframe");
+        assert!(
+            !s.on_keyframe(0),
+            "a keyframe of another layer does not switch"
+        );
+        assert!(s.on_keyframe(1));
+        assert!(s.forwards(1) && !s.forwards(0));
+        assert!(!s.on_keyframe(1), "already there");
+        assert_eq!(s.update(t0, &layers(ALL), Some(200_000)), Some(0));
+        assert!(
+            s.forwards(1),
+            "keeps the old layer until the new one's keyframe"
+        );
+        assert!(s.on_keyframe(0));
+        assert!(s.forwards(0));
+    }
+}
