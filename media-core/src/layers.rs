@@ -94,7 +94,7 @@ impl LayerSelector {
         let lowest_active = layers.iter().position(|l| l.active);
         let reference = self.current.or(self.target);
         let wanted = match available_bps {
-            None => active().map(|(i, _)| i).last(),
+            None => active().map(|(i, _)| i).next_back(),
             Some(bw) => {
                 let fits = |i: usize, l: &LayerInfo| {
                     // Headroom only to go up from a layer the subscriber has.
@@ -105,7 +105,10 @@ impl LayerSelector {
                     };
                     need <= bw as f64
                 };
-                active().filter(|(i, l)| fits(*i, l)).map(|(i, _)| i).last()
+                active()
+                    .filter(|(i, l)| fits(*i, l))
+                    .map(|(i, _)| i)
+                    .next_back()
             }
         }
         .or_else(|| {
@@ -134,7 +137,7 @@ impl LayerSelector {
             Some(w) if !layers.get(w).is_some_and(|l| l.active) => active()
                 .map(|(i, _)| i)
                 .filter(|i| *i < w)
-                .last()
+                .next_back()
                 .or(lowest_active),
             w => w,
         };
