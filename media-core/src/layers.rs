@@ -134,11 +134,9 @@ impl LayerSelector {
         };
         // Held at a layer that has gone inactive: the highest active one below it.
         let wanted = match wanted {
-            Some(w) if !layers.get(w).is_some_and(|l| l.active) => active()
-                .map(|(i, _)| i)
-                .filter(|i| *i < w)
-                .next_back()
-                .or(lowest_active),
+            Some(w) if !layers.get(w).is_some_and(|l| l.active) => {
+                active().map(|(i, _)| i).rfind(|i| *i < w).or(lowest_active)
+            }
             w => w,
         };
         if wanted != self.target {
@@ -180,9 +178,12 @@ mod tests {
             .collect()
     }
 
-    /// Runs steps of (ms, active layers, bandwidth, preference) and returns the target
-    /// after each, with a keyframe of the target after every step (so current follows).
-    fn check(steps: &[(u64, [bool; 3], Option<u64>, Option<usize>)]) -> Vec<Option<usize>> {
+    /// One step: (ms, active layers, bandwidth estimate, preference).
+    type Step = (u64, [bool; 3], Option<u64>, Option<usize>);
+
+    /// Runs the steps and returns the target after each, with a keyframe of the target
+    /// after every step (so current follows).
+    fn check(steps: &[Step]) -> Vec<Option<usize>> {
         #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
         let t0 = Instant::now();
         let mut s = LayerSelector::new(LayerConfig::default());
