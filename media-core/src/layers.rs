@@ -42,18 +42,19 @@ pub struct LayerInfo {
     pub active: bool,
 }
 
+/// A subscriber's layer choice; `K` names a layer (the simulcast rid).
 #[derive(Debug, Clone)]
-pub struct LayerSelector {
+pub struct LayerSelector<K> {
     config: LayerConfig,
-    /// Highest layer the subscriber wants; `None`: no limit.
+    /// Highest layer (index, 0 = lowest) the subscriber wants; `None`: no limit.
     preferred_max: Option<usize>,
-    current: Option<usize>,
-    target: Option<usize>,
+    current: Option<K>,
+    target: Option<K>,
     /// A higher layer that fits, and since when.
-    up_candidate: Option<(usize, Instant)>,
+    up_candidate: Option<(K, Instant)>,
 }
 
-impl LayerSelector {
+impl<K: Copy + PartialEq> LayerSelector<K> {
     pub fn new(config: LayerConfig) -> Self {
         LayerSelector {
             config,
@@ -64,35 +65,39 @@ impl LayerSelector {
         }
     }
 
-    pub fn current(&self) -> Option<usize> {
+    pub fn current(&self) -> Option<K> {
         self.current
     }
 
-    pub fn target(&self) -> Option<usize> {
+    pub fn target(&self) -> Option<K> {
         self.target
     }
 
+    /// Highest layer index wanted (0 = lowest); `None` for no limit.
     pub fn set_preference(&mut self, max_layer: Option<usize>) {
         self.preferred_max = max_layer;
     }
 
-    /// Re-decides the target from the layers and the bandwidth estimate. Returns the
-    /// target when it changed (the caller then asks the publisher for a keyframe of it).
+    /// Re-decides the target from the layers (ordered low to high) and the bandwidth
+    /// estimate. True when the target changed (the caller then asks the publisher for a
+    /// keyframe of it).
     pub fn update(
         &mut self,
         now: Instant,
-        layers: &[LayerInfo],
+        layers: &[(K, LayerInfo)],
         available_bps: Option<u64>,
-    ) -> Option<usize> {
+    ) -> bool {
         let cap = self.preferred_max.unwrap_or(usize::MAX);
         let active = || {
             layers
                 .iter()
                 .enumerate()
-                .filter(|(i, l)| l.active && *i <= cap)
+                .filter(|(i, (_, l))| l.active && *i <= cap)
+                .map(|(i, (_, l))| (i, l))
         };
-        let lowest_active = layers.iter().position(|l| l.active);
-        let reference = self.current.or(self.target);
+        let position = |k: K| layers.iter().position(|(x, _)| *x == k);
+        let lowest_active = layers.iter().position(|(_, l)| l.active);
+        let reference = self.current.or(self.target).and_then(position);
         let wanted = match available_bps {
             None => active().map(|(i, _)| i).next_back(),
             Some(bw) => {
@@ -116,17 +121,22 @@ impl LayerSelector {
             active().map(|(i, _)| i).next().or(lowest_active)
         });
         let wanted = match (wanted, reference) {
-            (Some(w), Some(r)) if w > r && available_bps.is_some() => match self.up_candidate {
-                Some((c, since)) if c == w && now.duration_since(since) >= self.config.up_hold => {
-                    self.up_candidate = None;
-                    Some(w)
+            (Some(w), Some(r)) if w > r && available_bps.is_some() => {
+                let key = layers[w].0;
+                match self.up_candidate {
+                    Some((c, since))
+                        if c == key && now.duration_since(since) >= self.config.up_hold =>
+                    {
+                        self.up_candidate = None;
+                        Some(w)
+                    }
+                    Some((c, _)) if c == key => Some(r),
+                    _ => {
+                        self.up_candidate = Some((key, now));
+                        Some(r)
+                    }
                 }
-                Some((c, _)) if c == w => Some(r),
-                _ => {
-                    self.up_candidate = Some((w, now));
-                    Some(r)
-                }
-            },
+            }
             (w, _) => {
                 self.up_candidate = None;
                 w
@@ -134,21 +144,30 @@ impl LayerSelector {
         };
         // Held at a layer that has gone inactive: the highest active one below it.
         let wanted = match wanted {
-            Some(w) if !layers.get(w).is_some_and(|l| l.active) => {
+            Some(w) if !layers[w].1.active => {
                 active().map(|(i, _)| i).rfind(|i| *i < w).or(lowest_active)
             }
             w => w,
         };
+        let wanted = wanted.map(|i| layers[i].0);
         if wanted != self.target {
             self.target = wanted;
-            return wanted;
+            return true;
         }
-        None
+        false
+    }
+
+    /// Forgets the current layer (the source changed): the next keyframe of the target
+    /// starts the stream again.
+    pub fn reset(&mut self) {
+        self.current = None;
+        self.target = None;
+        self.up_candidate = None;
     }
 
     /// A keyframe of `layer` arrived: true if the subscriber now switches to it. The
     /// caller rebases sequence numbers and timestamps at the switch.
-    pub fn on_keyframe(&mut self, layer: usize) -> bool {
+    pub fn on_keyframe(&mut self, layer: K) -> bool {
         if self.target == Some(layer) && self.current != Some(layer) {
             self.current = Some(layer);
             return true;
@@ -157,7 +176,7 @@ impl LayerSelector {
     }
 
     /// Should a packet of `layer` go to this subscriber?
-    pub fn forwards(&self, layer: usize) -> bool {
+    pub fn forwards(&self, layer: K) -> bool {
         self.current == Some(layer)
     }
 }
@@ -168,12 +187,18 @@ mod tests {
 
     const L: [u64; 3] = [150_000, 500_000, 1_500_000];
 
-    fn layers(active: [bool; 3]) -> Vec<LayerInfo> {
+    fn layers(active: [bool; 3]) -> Vec<(usize, LayerInfo)> {
         L.iter()
             .zip(active)
-            .map(|(b, a)| LayerInfo {
-                bitrate_bps: *b,
-                active: a,
+            .enumerate()
+            .map(|(i, (b, a))| {
+                (
+                    i,
+                    LayerInfo {
+                        bitrate_bps: *b,
+                        active: a,
+                    },
+                )
             })
             .collect()
     }
@@ -277,7 +302,8 @@ mod tests {
         #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
         let t0 = Instant::now();
         let mut s = LayerSelector::new(LayerConfig::default());
-        assert_eq!(s.update(t0, &layers(ALL), Some(600_000)), Some(1));
+        assert!(s.update(t0, &layers(ALL), Some(600_000)));
+        assert_eq!(s.target(), Some(1));
         assert!(!s.forwards(1), "nothing until a keyframe");
         assert!(
             !s.on_keyframe(0),
@@ -286,7 +312,8 @@ mod tests {
         assert!(s.on_keyframe(1));
         assert!(s.forwards(1) && !s.forwards(0));
         assert!(!s.on_keyframe(1), "already there");
-        assert_eq!(s.update(t0, &layers(ALL), Some(200_000)), Some(0));
+        assert!(s.update(t0, &layers(ALL), Some(200_000)));
+        assert_eq!(s.target(), Some(0));
         assert!(
             s.forwards(1),
             "keeps the old layer until the new one's keyframe"

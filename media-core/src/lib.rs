@@ -29,9 +29,11 @@
 //! Publishers and subscribers run in str0m's RTP mode: packets are not depacketised.
 //! Each published track (`TrackIn`) keeps its fan-out list; each subscriber m-line
 //! (`TrackOut`) keeps a [`munger::Munger`] that rewrites sequence numbers and
-//! timestamps so a change of source is invisible to the player, and holds video back
-//! until a keyframe ([`keyframe`]). Keyframe requests to publishers are coalesced and
-//! rate-limited per track. Payloads are shared (`Arc<[u8]>`), never copied, and the
+//! timestamps so a change of source is invisible to the player, and a
+//! [`layers::LayerSelector`] that picks one simulcast layer of the source and holds
+//! video back until a keyframe of it ([`keyframe`]). Keyframe requests to publishers
+//! are coalesced and rate-limited per track. The room's active speaker comes from the
+//! tracks' audio levels ([`speaker`]). Payloads are shared (`Arc<[u8]>`), never copied, and the
 //! forwarding loop allocates nothing of its own in steady state.
 //!
 //! ## Panic policy

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use str0m::Rtc;
 use str0m::media::Pt;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Rid};
 
+use crate::layers::{LayerConfig, LayerSelector};
 use crate::munger::Munger;
 use crate::room::{RoomKey, TrackRef};
 use crate::{PeerId, PeerRole};
@@ -30,8 +31,9 @@ pub struct TrackOut {
     pub kind: MediaKind,
     pub source: Option<TrackRef>,
     pub munger: Munger,
-    /// Video is held back until a keyframe of the current source arrives.
-    pub needs_keyframe: bool,
+    /// Which layer of the source this subscriber receives. Video is held back until a
+    /// keyframe of the chosen layer arrives (also after a change of source).
+    pub layer: LayerSelector<Option<Rid>>,
     /// (incoming PT, outgoing PT) pairs already matched for this subscriber.
     pub pt_map: Vec<(Pt, Option<Pt>)>,
 }
@@ -43,7 +45,7 @@ impl TrackOut {
             kind,
             source: None,
             munger: Munger::new(),
-            needs_keyframe: kind == MediaKind::Video,
+            layer: LayerSelector::new(LayerConfig::default()),
             pt_map: Vec::with_capacity(4),
         }
     }

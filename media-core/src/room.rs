@@ -10,6 +10,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
 
+use crate::layers::LayerInfo;
 use crate::speaker::{SpeakerConfig, SpeakerDetector};
 use crate::{PeerId, RoomId};
 
@@ -27,16 +28,36 @@ pub struct Subscription {
     pub slot: usize,
 }
 
+/// How long a layer's bitrate is measured over, and how often subscribers' layers are
+/// re-decided from it.
+pub const LAYER_WINDOW: Duration = Duration::from_millis(500);
+/// A layer without packets for this long is inactive (the publisher dropped it).
+pub const LAYER_INACTIVE_AFTER: Duration = Duration::from_secs(1);
+
+/// One incoming layer of a track: an SSRC and its simulcast rid (`None` without
+/// simulcast), with its measured bitrate.
+#[derive(Debug)]
+pub struct LayerIn {
+    pub ssrc: Ssrc,
+    pub rid: Option<Rid>,
+    bytes: u64,
+    last_packet: Option<Instant>,
+}
+
 /// A published track.
 #[derive(Debug)]
 pub struct TrackIn {
     pub track: TrackRef,
     pub kind: MediaKind,
-    /// Incoming SSRCs of this track and the simulcast layer each carries.
-    pub ssrcs: Vec<(Ssrc, Option<Rid>)>,
-    /// The simulcast layer forwarded to everyone (the first one seen). Layer choice
-    /// per subscriber is the job of a `LayerSelector`; until then one layer is sent.
-    pub active_rid: Option<Option<Rid>>,
+    /// The incoming layers (one without simulcast, up to three with).
+    pub layers: Vec<LayerIn>,
+    /// The layers ordered low to high by measured bitrate, as the `LayerSelector`s of
+    /// the subscribers see them; refreshed every `LAYER_WINDOW`.
+    pub layer_infos: Vec<(Option<Rid>, LayerInfo)>,
+    measured_at: Option<Instant>,
+    /// Subscribers' layers must be re-decided at the next packet (a new layer, a new
+    /// subscriber, a changed preference).
+    pub reselect: bool,
     /// Cache of the publisher's payload parameters for the last payload type seen.
     pub params: Option<PayloadParams>,
     pub fanout: Vec<Subscription>,
@@ -51,8 +72,10 @@ impl TrackIn {
         TrackIn {
             track,
             kind,
-            ssrcs: Vec::with_capacity(3),
-            active_rid: None,
+            layers: Vec::with_capacity(3),
+            layer_infos: Vec::with_capacity(3),
+            measured_at: None,
+            reselect: false,
             params: None,
             fanout: Vec::new(),
             keyframes: KeyframeRequests::default(),
@@ -60,6 +83,65 @@ impl TrackIn {
             packets: 0,
             bytes: 0,
         }
+    }
+}
+
+impl TrackIn {
+    /// The layer an incoming SSRC belongs to.
+    pub fn layer_index(&self, ssrc: Ssrc) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == ssrc)
+    }
+
+    pub fn add_layer(&mut self, ssrc: Ssrc, rid: Option<Rid>) -> usize {
+        self.layers.push(LayerIn {
+            ssrc,
+            rid,
+            bytes: 0,
+            last_packet: None,
+        });
+        self.reselect = true;
+        self.layers.len() - 1
+    }
+
+    /// Counts a packet of layer `i`. True when subscribers' layers should be decided
+    /// again now (a window ended, or `reselect` was asked for).
+    pub fn count(&mut self, now: Instant, i: usize, bytes: usize) -> bool {
+        let l = &mut self.layers[i];
+        l.bytes += bytes as u64;
+        l.last_packet = Some(now);
+        let due = self
+            .measured_at
+            .is_none_or(|t| now.duration_since(t) >= LAYER_WINDOW);
+        if due {
+            self.measure(now);
+        }
+        due || std::mem::take(&mut self.reselect)
+    }
+
+    /// Bitrates over the window that ends now, activity, and the low-to-high order.
+    fn measure(&mut self, now: Instant) {
+        let elapsed = self
+            .measured_at
+            .map_or(LAYER_WINDOW, |t| now.duration_since(t))
+            .max(Duration::from_millis(1));
+        self.measured_at = Some(now);
+        self.layer_infos.clear();
+        for l in &mut self.layers {
+            let bitrate_bps = (l.bytes * 8 * 1000) / elapsed.as_millis() as u64;
+            l.bytes = 0;
+            let active = l
+                .last_packet
+                .is_some_and(|t| now.duration_since(t) < LAYER_INACTIVE_AFTER);
+            self.layer_infos.push((
+                l.rid,
+                LayerInfo {
+                    bitrate_bps,
+                    active,
+                },
+            ));
+        }
+        // Stable: layers not measured apart keep their first-seen order.
+        self.layer_infos.sort_by_key(|(_, i)| i.bitrate_bps);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
-use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, MediaKind, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -314,6 +314,7 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
+
         let mut rtc = builder.build(now);
         for addr in &self.config.candidates {
             match Candidate::host(*addr, "udp") {
@@ -424,6 +425,33 @@ impl Sfu {
         }
         self.remove_now(peer, Some(RemoveReason::Requested));
         self.process(now);
+        Ok(())
+    }
+
+    /// Caps the simulcast layer a subscriber receives on its m-line `mid`: `Some(0)` the
+    /// lowest, `None` no cap. Takes effect at the next keyframe of the chosen layer.
+    pub fn set_layer_preference(
+        &mut self,
+        peer: PeerId,
+        mid: Mid,
+        max_layer: Option<usize>,
+    ) -> Result<(), SfuError> {
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        let room = p.room;
+        let out = p
+            .tracks_out
+            .iter_mut()
+            .find(|o| o.mid == mid)
+            .ok_or(SfuError::UnknownPeer)?;
+        out.layer.set_preference(max_layer);
+        if let Some(src) = out.source
+            && let Some(t) = self
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.tracks.iter_mut().find(|t| t.track == src))
+        {
+            t.reselect = true;
+        }
         Ok(())
     }
 
@@ -778,7 +806,8 @@ impl Sfu {
                 });
                 out.source = Some(track.track);
                 out.munger.switch_source();
-                out.needs_keyframe = out.kind == MediaKind::Video;
+                out.layer.reset();
+                track.reselect = true;
                 out.pt_map.clear();
                 debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
                 if out.kind == MediaKind::Video {
@@ -826,19 +855,40 @@ impl Sfu {
         {
             return;
         }
-        let rid = t.active_rid.flatten();
+        // The layers some subscriber receives or waits for (at most three); before the
+        // first packet or without simulcast, the track's only stream.
+        let mut rids: [Option<Rid>; 3] = [None; 3];
+        let mut n = 0;
+        for sub in &t.fanout {
+            let target = self
+                .peers
+                .get(&sub.subscriber)
+                .and_then(|p| p.tracks_out.get(sub.slot))
+                .and_then(|o| o.layer.target());
+            if let Some(r) = target
+                && n < rids.len()
+                && !rids[..n].contains(&r)
+            {
+                rids[n] = r;
+                n += 1;
+            }
+        }
+        let n = n.max(1);
         let decision = t.keyframes.request(now, self.config.keyframe_min_interval);
         let Some(publisher) = self.peers.get_mut(&track.owner) else {
             return;
         };
         match decision {
             KeyframeDecision::SendNow => {
-                let sent = publisher
-                    .rtc
-                    .direct_api()
-                    .stream_rx_by_mid(track.mid, rid)
-                    .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
-                    .is_some();
+                let mut sent = false;
+                for rid in &rids[..n] {
+                    sent |= publisher
+                        .rtc
+                        .direct_api()
+                        .stream_rx_by_mid(track.mid, *rid)
+                        .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
+                        .is_some();
+                }
                 if sent {
                     self.stats.keyframe_requests += 1;
                     debug!(publisher = %track.owner, mid = %track.mid, "keyframe requested");
@@ -873,9 +923,9 @@ impl Sfu {
         let found = room
             .tracks
             .iter()
-            .position(|t| t.track.owner == from && t.ssrcs.iter().any(|(s, _)| *s == ssrc));
-        let ti = match found {
-            Some(i) => i,
+            .position(|t| t.track.owner == from && t.layer_index(ssrc).is_some());
+        let (ti, li) = match found {
+            Some(i) => (i, room.tracks[i].layer_index(ssrc).unwrap_or(0)),
             None => {
                 let lookup = publisher
                     .rtc
@@ -897,22 +947,22 @@ impl Sfu {
                 let Some(i) = room.track_index(TrackRef { owner: from, mid }) else {
                     return;
                 };
-                room.tracks[i].ssrcs.push((ssrc, rid));
-                i
+                let li = room.tracks[i].add_layer(ssrc, rid);
+                (i, li)
             }
         };
-        let track = &mut room.tracks[ti];
-        let rid = track
-            .ssrcs
-            .iter()
-            .find(|(s, _)| *s == ssrc)
-            .and_then(|(_, r)| *r);
-        if track.active_rid.is_none() {
-            track.active_rid = Some(rid);
+        let rid = room.tracks[ti].layers[li].rid;
+        if room.tracks[ti].count(now, li, pkt.payload.len()) {
+            // Before this packet goes out, so a subscriber whose first target is this
+            // layer can start on this very keyframe.
+            self.select_layers(now, room_key, ti);
         }
-        if track.active_rid != Some(rid) {
+        let (Some(publisher), Some(room)) =
+            (self.peers.get_mut(&from), self.rooms.get_mut(&room_key))
+        else {
             return;
-        }
+        };
+        let track = &mut room.tracks[ti];
         let pt = pkt.header.payload_type;
         if track.params.is_none_or(|p| p.pt() != pt) {
             track.params = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied();
@@ -952,12 +1002,14 @@ impl Sfu {
             let Some(out) = peer.tracks_out.get_mut(sub.slot) else {
                 continue;
             };
-            if out.needs_keyframe {
-                if !keyframe {
+            if nackable && !out.layer.forwards(rid) {
+                // Video starts, and changes layer, only on a keyframe of the chosen
+                // layer; the munger makes the change invisible to the player.
+                if !(keyframe && out.layer.on_keyframe(rid)) {
                     self.stats.dropped_waiting_keyframe += 1;
                     continue;
                 }
-                out.needs_keyframe = false;
+                out.munger.switch_source();
             }
             let out_pt = match out.pt_map.iter().find(|(i, _)| *i == pt) {
                 Some((_, o)) => *o,
@@ -1011,6 +1063,37 @@ impl Sfu {
         }
         if is_audio {
             self.check_speaker(now, room_key);
+        }
+    }
+
+    /// Re-decides the layer of every subscriber of a video track from its preference,
+    /// its bandwidth estimate and the measured layers; asks the publisher for a keyframe
+    /// when someone's target changed.
+    fn select_layers(&mut self, now: Instant, key: RoomKey, ti: usize) {
+        let Some(track) = self.rooms.get(&key).and_then(|r| r.tracks.get(ti)) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let mut changed = false;
+        for sub in &track.fanout {
+            let Some(peer) = self.peers.get_mut(&sub.subscriber) else {
+                continue;
+            };
+            // No bandwidth estimate yet: subscribers' estimators are not enabled (their
+            // padding and probing belong with the room protocol's congestion control).
+            if let Some(out) = peer.tracks_out.get_mut(sub.slot)
+                && out.layer.update(now, &track.layer_infos, None)
+                && out.layer.target() != out.layer.current()
+            {
+                debug!(subscriber = %sub.subscriber, target = ?out.layer.target(), "layer target changed");
+                changed = true;
+            }
+        }
+        if changed {
+            self.deferred
+                .push_back(Deferred::Keyframe(key, track.track));
         }
     }
 

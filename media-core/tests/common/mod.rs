@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use media_core::str0m::change::SdpAnswer;
 use media_core::str0m::format::Codec;
 use media_core::str0m::media::{
-    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid,
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
+    SimulcastLayer,
 };
 use media_core::str0m::net::{Protocol, Receive, Transmit};
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
@@ -102,6 +103,21 @@ impl Harness {
         role: PeerRole,
         kinds: &[MediaKind],
     ) -> Result<usize, SfuError> {
+        self.join_with(room, role, kinds, &[])
+    }
+
+    /// A publisher of one video track sent as simulcast layers `rids`.
+    pub fn join_simulcast(&mut self, room: &str, rids: &[&str]) -> Result<usize, SfuError> {
+        self.join_with(room, PeerRole::Publisher, &[MediaKind::Video], rids)
+    }
+
+    fn join_with(
+        &mut self,
+        room: &str,
+        role: PeerRole,
+        kinds: &[MediaKind],
+        rids: &[&str],
+    ) -> Result<usize, SfuError> {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
         self.next_port += 1;
         let mut rtc = Rtc::builder().build(self.now);
@@ -111,9 +127,23 @@ impl Harness {
             PeerRole::Subscriber => Direction::RecvOnly,
         };
         let mut api = rtc.sdp_api();
+        let simulcast = |k: &MediaKind| {
+            (*k == MediaKind::Video && !rids.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for r in rids {
+                    s.add_send_layer(SimulcastLayer::new(r));
+                }
+                s
+            })
+        };
         let mids: Vec<(Mid, MediaKind)> = kinds
             .iter()
-            .map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k))
+            .map(|k| {
+                (
+                    api.add_media(*k, dir, Some("s".into()), None, simulcast(k)),
+                    *k,
+                )
+            })
             .collect();
         let (offer, pending) = api.apply().expect("offer");
         let room = RoomId::parse(room).unwrap();
@@ -306,6 +336,39 @@ impl Harness {
         c.video_time += 3000;
         self.shuttle();
         data
+    }
+
+    /// One VP8 frame on each of the given simulcast layers, at the same media time:
+    /// `(rid, keyframe, body)`. Returns what each layer carried.
+    pub fn send_simulcast_frame(
+        &mut self,
+        client: usize,
+        layers: &[(&str, bool, &[u8])],
+    ) -> Vec<Vec<u8>> {
+        let now = self.now;
+        let mut sent = Vec::new();
+        for (rid, keyframe, body) in layers {
+            let mut data = body.to_vec();
+            data[0] = if *keyframe { data[0] & !1 } else { data[0] | 1 };
+            let c = &mut self.clients[client];
+            let mid = c.mid(MediaKind::Video);
+            let w = c
+                .rtc
+                .writer(mid)
+                .expect("video writer")
+                .rid(Rid::from(*rid));
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .expect("vp8 negotiated")
+                .pt();
+            w.write(pt, now, MediaTime::from_90khz(c.video_time), data.clone())
+                .unwrap();
+            sent.push(data);
+        }
+        self.clients[client].video_time += 3000;
+        self.shuttle();
+        sent
     }
 
     /// A subscriber client sends a PLI for its video.
