@@ -110,6 +110,70 @@ impl Munger {
     }
 }
 
+/// VP8 PictureID (15-bit) and TL0PICIDX (8-bit) rewriting for one outgoing track,
+/// the counterpart of [`Munger`] for the payload descriptor: a decoder that sees the
+/// picture id jump when the source or simulcast layer changes would take it for lost
+/// pictures. After a switch the ids continue from the last ones sent.
+#[derive(Debug, Clone, Default)]
+pub struct PictureIdMunger {
+    state: PidState,
+    pid_offset: u16,
+    tl0_offset: u8,
+    last_pid: u16,
+    last_tl0: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum PidState {
+    #[default]
+    Fresh,
+    Switching,
+    Running,
+}
+
+const PID_MASK: u16 = 0x7fff;
+
+impl PictureIdMunger {
+    pub fn switch_source(&mut self) {
+        if self.state != PidState::Fresh {
+            self.state = PidState::Switching;
+        }
+    }
+
+    /// The picture id and TL0PICIDX to send for an incoming packet's.
+    pub fn rewrite(&mut self, pid: u16, tl0: Option<u8>) -> (u16, Option<u8>) {
+        let pid = pid & PID_MASK;
+        let fresh = self.state == PidState::Fresh;
+        match self.state {
+            PidState::Fresh => {
+                self.pid_offset = 0;
+                self.tl0_offset = 0;
+                self.state = PidState::Running;
+            }
+            PidState::Switching => {
+                self.pid_offset = self.last_pid.wrapping_add(1).wrapping_sub(pid) & PID_MASK;
+                if let Some(t) = tl0 {
+                    self.tl0_offset = self.last_tl0.wrapping_add(1).wrapping_sub(t);
+                }
+                self.state = PidState::Running;
+            }
+            PidState::Running => {}
+        }
+        let out_pid = pid.wrapping_add(self.pid_offset) & PID_MASK;
+        let out_tl0 = tl0.map(|t| t.wrapping_add(self.tl0_offset));
+        // Only forward progress counts (packets of one picture share its id; a
+        // retransmitted old one must not pull the base back).
+        let ahead = out_pid.wrapping_sub(self.last_pid) & PID_MASK;
+        if fresh || ahead < 0x4000 {
+            self.last_pid = out_pid;
+            if let Some(t) = out_tl0 {
+                self.last_tl0 = t;
+            }
+        }
+        (out_pid, out_tl0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +238,53 @@ mod tests {
             (0, false, 1, u32::MAX - 10, Some((1, u32::MAX - 10))),
             (20, false, 2, 949, Some((2, 949))),
         ]);
+    }
+}
+
+#[cfg(test)]
+mod picture_id_tests {
+    use super::*;
+
+    #[test]
+    fn picture_ids_continue_across_switches_and_wrap() {
+        let mut m = PictureIdMunger::default();
+        assert_eq!(m.rewrite(100, Some(7)), (100, Some(7)));
+        assert_eq!(
+            m.rewrite(100, Some(7)),
+            (100, Some(7)),
+            "same picture, next packet"
+        );
+        assert_eq!(m.rewrite(101, Some(8)), (101, Some(8)));
+        m.switch_source();
+        // Another layer with its own counters continues where the last one stopped.
+        assert_eq!(m.rewrite(9000, Some(200)), (102, Some(9)));
+        assert_eq!(m.rewrite(9001, Some(201)), (103, Some(10)));
+        assert_eq!(
+            m.rewrite(9000, Some(200)),
+            (102, Some(9)),
+            "a late packet keeps its id"
+        );
+        assert_eq!(
+            m.rewrite(9002, None),
+            (104, None),
+            "no TL0PICIDX in this one"
+        );
+        m.switch_source();
+        assert_eq!(m.rewrite(0x7fff, Some(255)), (105, Some(11)));
+        assert_eq!(
+            m.rewrite(0, Some(0)),
+            (106, Some(12)),
+            "15-bit and 8-bit wrap"
+        );
+        let mut w = PictureIdMunger::default();
+        assert_eq!(w.rewrite(0x7fff, Some(255)), (0x7fff, Some(255)));
+        assert_eq!(w.rewrite(0, Some(0)), (0, Some(0)));
+        w.switch_source();
+        assert_eq!(w.rewrite(500, Some(3)), (1, Some(1)));
+        // The first id may be anywhere in the 15-bit range.
+        let mut f = PictureIdMunger::default();
+        assert_eq!(f.rewrite(20_000, Some(9)), (20_000, Some(9)));
+        f.switch_source();
+        assert_eq!(f.rewrite(1_000, Some(1)), (20_001, Some(10)));
     }
 }

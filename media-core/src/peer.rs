@@ -13,7 +13,7 @@ use str0m::media::Pt;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use crate::layers::{LayerConfig, LayerSelector};
-use crate::munger::Munger;
+use crate::munger::{Munger, PictureIdMunger};
 use crate::room::{RoomKey, TrackRef};
 use crate::{PeerId, PeerRole};
 
@@ -31,6 +31,7 @@ pub struct TrackOut {
     pub kind: MediaKind,
     pub source: Option<TrackRef>,
     pub munger: Munger,
+    pub pictures: PictureIdMunger,
     /// Which layer of the source this subscriber receives. Video is held back until a
     /// keyframe of the chosen layer arrives (also after a change of source).
     pub layer: LayerSelector<Option<Rid>>,
@@ -39,12 +40,19 @@ pub struct TrackOut {
 }
 
 impl TrackOut {
+    /// The next packet comes from another source or layer: numbering continues.
+    pub fn switch_source(&mut self) {
+        self.munger.switch_source();
+        self.pictures.switch_source();
+    }
+
     pub fn new(mid: Mid, kind: MediaKind) -> Self {
         TrackOut {
             mid,
             kind,
             source: None,
             munger: Munger::new(),
+            pictures: PictureIdMunger::default(),
             layer: LayerSelector::new(LayerConfig::default()),
             pt_map: Vec::with_capacity(4),
         }

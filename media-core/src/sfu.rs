@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
+use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, MediaKind, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch, Vp8PatchError};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
@@ -805,7 +806,7 @@ impl Sfu {
                     slot,
                 });
                 out.source = Some(track.track);
-                out.munger.switch_source();
+                out.switch_source();
                 out.layer.reset();
                 track.reselect = true;
                 out.pt_map.clear();
@@ -991,6 +992,12 @@ impl Sfu {
         let nackable = track.kind == MediaKind::Video;
         let is_audio = track.kind == MediaKind::Audio && ext.audio_level.is_some();
         let clock_rate = spec.clock_rate.get();
+        // VP8 picture ids are rewritten with the sequence numbers (layer and source
+        // changes); a descriptor without them is left alone.
+        let vp8 = (spec.codec == Codec::Vp8)
+            .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
+            .flatten()
+            .and_then(|d| Some((d, d.picture_id()?, d.tl0_pic_idx())));
 
         for sub in &track.fanout {
             let Some(peer) = self.peers.get_mut(&sub.subscriber) else {
@@ -1009,7 +1016,7 @@ impl Sfu {
                     self.stats.dropped_waiting_keyframe += 1;
                     continue;
                 }
-                out.munger.switch_source();
+                out.switch_source();
             }
             let out_pt = match out.pt_map.iter().find(|(i, _)| *i == pt) {
                 Some((_, o)) => *o,
@@ -1038,16 +1045,23 @@ impl Sfu {
             else {
                 continue;
             };
+            let patch = vp8.and_then(|(d, pid, tl0)| {
+                let (out_pid, out_tl0) = out.pictures.rewrite(pid, tl0);
+                ((out_pid, out_tl0) != (pid, tl0)).then(|| vp8_patch(d, out_pid, out_tl0))?
+            });
             let mid = out.mid;
             let mut api = peer.rtc.direct_api();
             match api.stream_tx_by_mid(mid, None) {
                 Some(tx) => {
-                    tx.write_rtp(
+                    let mut w =
                         RtpWrite::new(out_pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
                             .marker(pkt.header.marker)
                             .ext_vals(out_ext.clone())
-                            .nackable(nackable),
-                    );
+                            .nackable(nackable);
+                    if let Some(p) = patch {
+                        w = w.vp8_patch(p);
+                    }
+                    tx.write_rtp(w);
                     self.stats.rtp_forwarded += 1;
                 }
                 None => self.stats.forward_errors += 1,
@@ -1204,6 +1218,23 @@ impl Sfu {
         if !ended.is_empty() && !empty {
             self.bind_room(key);
         }
+    }
+}
+
+/// The descriptor patch that sets a VP8 packet's picture id and TL0PICIDX. A 7-bit
+/// picture id keeps its width (the low bits continue just the same).
+fn vp8_patch(d: Vp8Descriptor, pid: u16, tl0: Option<u8>) -> Option<Vp8Patch> {
+    let build = |pid: u16| {
+        let mut b = d.patch().picture_id(pid);
+        if let Some(t) = tl0 {
+            b = b.tl0_pic_idx(t);
+        }
+        b.build()
+    };
+    match build(pid) {
+        Ok(p) => Some(p),
+        Err(Vp8PatchError::PictureIdTooLarge) => build(pid & 0x7f).ok(),
+        Err(_) => None,
     }
 }
 

@@ -28,7 +28,7 @@ fn send(h: &mut Harness, p: usize, start: u32, frames: u32, on: &[&str]) {
             .collect();
         let layers: Vec<(&str, bool, &[u8])> = bodies
             .iter()
-            .map(|(r, b)| (*r, n % 10 == 0, b.as_slice()))
+            .map(|(r, b)| (*r, n.is_multiple_of(10), b.as_slice()))
             .collect();
         h.send_simulcast_frame(p, &layers);
         h.run(Duration::from_millis(33));
@@ -98,4 +98,45 @@ fn each_subscriber_gets_one_layer_and_switches_on_keyframes() {
         "a dropped layer froze the picture for {gap} frames"
     );
     assert_eq!(h.sfu.stats().forward_errors, 0);
+}
+
+/// Layers carry independent VP8 picture ids; the subscriber sees one sequence of them
+/// across a layer switch (the SFU patches the payload descriptor).
+#[test]
+fn vp8_picture_ids_continue_across_a_layer_switch() {
+    let mut h = Harness::new();
+    let p = h.join_simulcast_rtp("pid", &["l", "h"]).unwrap();
+    let s = h.join("pid", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    let frame = |h: &mut Harness, n: u64| {
+        let key = n.is_multiple_of(10);
+        h.send_vp8_rtp(p, "l", 1000 + n, 1000 + n as u16, 10 + n as u8, key);
+        h.send_vp8_rtp(
+            p,
+            "h",
+            50_000 + n,
+            20_000 + n as u16,
+            200u8.wrapping_add(n as u8),
+            key,
+        );
+        h.run(Duration::from_millis(33));
+    };
+    for n in 0..40 {
+        frame(&mut h, n);
+    }
+    let (peer, mid) = (h.clients[s].peer, h.clients[s].mid(Video));
+    h.sfu.set_layer_preference(peer, mid, Some(0)).unwrap();
+    for n in 40..80 {
+        frame(&mut h, n);
+    }
+    let ids: Vec<u64> = h.clients[s]
+        .frames
+        .iter()
+        .filter_map(|f| f.picture_id)
+        .collect();
+    assert!(ids.len() >= 40, "{ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1),
+        "{ids:?}"
+    );
 }

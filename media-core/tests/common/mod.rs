@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use media_core::str0m::change::SdpAnswer;
 use media_core::str0m::format::Codec;
+use media_core::str0m::format::CodecExtra;
 use media_core::str0m::media::{
     Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
     SimulcastLayer,
 };
 use media_core::str0m::net::{Protocol, Receive, Transmit};
+use media_core::str0m::rtp::RtpWrite;
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
 use media_core::{OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent};
 
@@ -25,6 +27,8 @@ pub const SFU_ADDR: &str = "127.0.0.1:40000";
 pub struct Frame {
     pub mid: Mid,
     pub data: Vec<u8>,
+    /// The VP8 picture id the depacketizer saw (extended), if the sender wrote one.
+    pub picture_id: Option<u64>,
 }
 
 pub struct Client {
@@ -72,6 +76,8 @@ pub struct Harness {
     pub loss_up: f64,
     rng: u64,
     next_port: u16,
+    /// The next client joins in RTP mode.
+    rtp_mode_next: bool,
 }
 
 impl Harness {
@@ -93,6 +99,7 @@ impl Harness {
             loss_up: 0.0,
             rng: 0x9e37_79b9_7f4a_7c15,
             next_port: 50_000,
+            rtp_mode_next: false,
         }
     }
 
@@ -111,6 +118,62 @@ impl Harness {
         self.join_with(room, PeerRole::Publisher, &[MediaKind::Video], rids)
     }
 
+    /// Like [`Harness::join_simulcast`], but the client writes RTP itself
+    /// ([`Harness::send_vp8_rtp`]), so the test chooses the payload descriptors.
+    pub fn join_simulcast_rtp(&mut self, room: &str, rids: &[&str]) -> Result<usize, SfuError> {
+        self.rtp_mode_next = true;
+        let r = self.join_with(room, PeerRole::Publisher, &[MediaKind::Video], rids);
+        self.rtp_mode_next = false;
+        r
+    }
+
+    /// One single-packet VP8 picture on layer `rid`, with a descriptor carrying a
+    /// 15-bit PictureID and a TL0PICIDX; `n` is its sequence number (and sets its
+    /// timestamp). Layer "h" pictures are ten times the size of the others.
+    pub fn send_vp8_rtp(
+        &mut self,
+        client: usize,
+        rid: &str,
+        n: u64,
+        pid: u16,
+        tl0: u8,
+        keyframe: bool,
+    ) {
+        let now = self.now;
+        let c = &mut self.clients[client];
+        let mid = c.mid(MediaKind::Video);
+        let pt = c
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("vp8 configured")
+            .pt();
+        // X; I, L, T; 15-bit PictureID; TL0PICIDX; TID 0 with Y set.
+        let mut payload = vec![
+            0x90,
+            0xe0,
+            0x80 | (pid >> 8) as u8 & 0x7f,
+            pid as u8,
+            tl0,
+            0x20,
+        ];
+        // VP8 frame tag (P bit clear on keyframes), start code, 320x240, then filler.
+        payload.extend_from_slice(&[if keyframe { 0x00 } else { 0x01 }, 0x00, 0x00]);
+        payload.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]);
+        payload.extend_from_slice(&[rid.as_bytes()[0], (n & 0xff) as u8]);
+        payload.extend(std::iter::repeat_n(0x55, if rid == "h" { 400 } else { 40 }));
+        let mut api = c.rtc.direct_api();
+        let tx = api
+            .stream_tx_by_mid(mid, Some(Rid::from(rid)))
+            .expect("a send stream per rid");
+        tx.write_rtp(
+            RtpWrite::new(pt, n.into(), (n * 3000) as u32, now, payload)
+                .marker(true)
+                .nackable(true),
+        );
+        self.shuttle();
+    }
+
     fn join_with(
         &mut self,
         room: &str,
@@ -120,7 +183,9 @@ impl Harness {
     ) -> Result<usize, SfuError> {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
         self.next_port += 1;
-        let mut rtc = Rtc::builder().build(self.now);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(self.rtp_mode_next)
+            .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let dir = match role {
             PeerRole::Publisher => Direction::SendOnly,
@@ -241,6 +306,10 @@ impl Harness {
                             Event::MediaData(d) => c.frames.push(Frame {
                                 mid: d.mid,
                                 data: d.data.to_vec(),
+                                picture_id: match d.codec_extra {
+                                    CodecExtra::Vp8(v) => v.picture_id,
+                                    _ => None,
+                                },
                             }),
                             Event::KeyframeRequest(_) => c.keyframe_requests += 1,
                             _ => {}
