@@ -389,20 +389,8 @@ impl Harness {
 
     /// One VP8 frame: `keyframe` sets the VP8 payload header's P bit accordingly.
     pub fn send_video(&mut self, client: usize, keyframe: bool, body: &[u8]) -> Vec<u8> {
-        let now = self.now;
-        let mut data = body.to_vec();
-        data[0] = if keyframe { data[0] & !1 } else { data[0] | 1 };
-        let c = &mut self.clients[client];
-        let mid = c.mid(MediaKind::Video);
-        let w = c.rtc.writer(mid).expect("video writer");
-        let pt = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .expect("vp8 negotiated")
-            .pt();
-        w.write(pt, now, MediaTime::from_90khz(c.video_time), data.clone())
-            .unwrap();
-        c.video_time += 3000;
+        let data = self.write_vp8(client, None, keyframe, body);
+        self.clients[client].video_time += 3000;
         self.shuttle();
         data
     }
@@ -414,30 +402,40 @@ impl Harness {
         client: usize,
         layers: &[(&str, bool, &[u8])],
     ) -> Vec<Vec<u8>> {
-        let now = self.now;
-        let mut sent = Vec::new();
-        for (rid, keyframe, body) in layers {
-            let mut data = body.to_vec();
-            data[0] = if *keyframe { data[0] & !1 } else { data[0] | 1 };
-            let c = &mut self.clients[client];
-            let mid = c.mid(MediaKind::Video);
-            let w = c
-                .rtc
-                .writer(mid)
-                .expect("video writer")
-                .rid(Rid::from(*rid));
-            let pt = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .expect("vp8 negotiated")
-                .pt();
-            w.write(pt, now, MediaTime::from_90khz(c.video_time), data.clone())
-                .unwrap();
-            sent.push(data);
-        }
+        let sent = layers
+            .iter()
+            .map(|(rid, keyframe, body)| self.write_vp8(client, Some(rid), *keyframe, body))
+            .collect();
         self.clients[client].video_time += 3000;
         self.shuttle();
         sent
+    }
+
+    /// Writes one VP8 frame at the client's current video time (on layer `rid`).
+    fn write_vp8(
+        &mut self,
+        client: usize,
+        rid: Option<&str>,
+        keyframe: bool,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let now = self.now;
+        let mut data = body.to_vec();
+        data[0] = if keyframe { data[0] & !1 } else { data[0] | 1 };
+        let c = &mut self.clients[client];
+        let mid = c.mid(MediaKind::Video);
+        let mut w = c.rtc.writer(mid).expect("video writer");
+        if let Some(r) = rid {
+            w = w.rid(Rid::from(r));
+        }
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .expect("vp8 negotiated")
+            .pt();
+        w.write(pt, now, MediaTime::from_90khz(c.video_time), data.clone())
+            .unwrap();
+        data
     }
 
     /// A subscriber client sends a PLI for its video.
