@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use media_core::{
-    OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats,
+    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RoomId, Sfu, SfuConfig,
+    SfuError, SfuEvent, SfuStats,
 };
-use signaling::{BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner};
+use signaling::{
+    BackendError, JoinRoom, MediaBackend, OpenSession, OpenedSession, ParticipantKey,
+    RoomBackend, RoomCommand, RoomReply, RoomUpdate, SessionId, SessionOwner,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
@@ -39,6 +43,7 @@ enum Command {
         identity: String,
         role: PeerRole,
         offer: String,
+        room_limit: Option<usize>,
         reply: oneshot::Sender<Result<media_core::Accepted, SfuError>>,
     },
     Remove {
@@ -49,6 +54,23 @@ enum Command {
         peer: PeerId,
         candidates: Vec<String>,
         reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    /// A room participant joins; `updates` hears the room from the snapshot on.
+    Join {
+        req: JoinRoom,
+        updates: mpsc::Sender<RoomUpdate>,
+        reply: oneshot::Sender<Result<(PeerId, Vec<ParticipantInfo>), SfuError>>,
+    },
+    /// A resumed participant's new update channel.
+    Attach {
+        peer: PeerId,
+        updates: mpsc::Sender<RoomUpdate>,
+        reply: oneshot::Sender<Result<Vec<ParticipantInfo>, SfuError>>,
+    },
+    Room {
+        peer: PeerId,
+        cmd: RoomCommand,
+        reply: oneshot::Sender<Result<RoomReply, SfuError>>,
     },
     /// Close every peer gracefully and stop.
     Shutdown,
@@ -252,6 +274,7 @@ impl MediaBackend for MediaWorkers {
                 identity: req.identity,
                 role: req.role,
                 offer: req.offer_sdp,
+                room_limit: req.room_limit,
                 reply,
             })
             .await?;
@@ -270,6 +293,7 @@ impl MediaBackend for MediaWorkers {
         let kind = match req.role {
             PeerRole::Publisher => "whip",
             PeerRole::Subscriber => "whep",
+            PeerRole::Participant => "rtc",
         };
         self.metrics
             .sessions_created
@@ -317,6 +341,61 @@ impl MediaBackend for MediaWorkers {
     }
 }
 
+impl RoomBackend for MediaWorkers {
+    async fn join_room(
+        &self,
+        req: JoinRoom,
+        updates: mpsc::Sender<RoomUpdate>,
+    ) -> Result<(ParticipantKey, Vec<ParticipantInfo>), BackendError> {
+        if self.is_draining() {
+            return Err(BackendError::Draining);
+        }
+        let worker = self.worker_for(&req.room);
+        let (peer, snapshot) = self
+            .call(worker, |reply| Command::Join {
+                req,
+                updates,
+                reply,
+            })
+            .await?;
+        self.metrics
+            .sessions_created
+            .with_label_values(&["rtc"])
+            .inc();
+        Ok((ParticipantKey { worker, peer }, snapshot))
+    }
+
+    async fn attach(
+        &self,
+        key: ParticipantKey,
+        updates: mpsc::Sender<RoomUpdate>,
+    ) -> Result<Vec<ParticipantInfo>, BackendError> {
+        self.call(key.worker, |reply| Command::Attach {
+            peer: key.peer,
+            updates,
+            reply,
+        })
+        .await
+    }
+
+    async fn room_command(
+        &self,
+        key: ParticipantKey,
+        cmd: RoomCommand,
+    ) -> Result<RoomReply, BackendError> {
+        self.call(key.worker, |reply| Command::Room {
+            peer: key.peer,
+            cmd,
+            reply,
+        })
+        .await
+    }
+
+    fn is_draining(&self) -> bool {
+        MediaWorkers::is_draining(self)
+    }
+}
+
 fn bind_udp(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -326,6 +405,71 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// A room participant's update channel.
+struct Listener {
+    peer: PeerId,
+    identity: String,
+    updates: mpsc::Sender<RoomUpdate>,
+}
+
+/// The update channels of the room participants on one worker, by room.
+#[derive(Default)]
+struct Listeners {
+    by_room: HashMap<RoomId, Vec<Listener>>,
+}
+
+impl Listeners {
+    fn add(&mut self, room: RoomId, l: Listener) {
+        let v = self.by_room.entry(room).or_default();
+        v.retain(|o| o.peer != l.peer);
+        v.push(l);
+    }
+
+    /// Sends to every listener of `room` that `to` accepts. A listener whose queue is
+    /// full is dropped: its socket sees the channel close and the client resumes with
+    /// a fresh snapshot, rather than the worker waiting or the update being lost.
+    fn send(
+        &mut self,
+        room: &RoomId,
+        update: &RoomUpdate,
+        mut to: impl FnMut(&Listener) -> bool,
+    ) -> usize {
+        let Some(v) = self.by_room.get_mut(room) else {
+            return 0;
+        };
+        let mut n = 0;
+        v.retain(|l| {
+            if !to(l) {
+                return !l.updates.is_closed();
+            }
+            match l.updates.try_send(update.clone()) {
+                Ok(()) => {
+                    n += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    info!(peer = %l.peer, %room, "room updates backed up; participant cut off");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if v.is_empty() {
+            self.by_room.remove(room);
+        }
+        n
+    }
+
+    fn remove(&mut self, room: &RoomId, peer: PeerId) {
+        if let Some(v) = self.by_room.get_mut(room) {
+            v.retain(|l| l.peer != peer);
+            if v.is_empty() {
+                self.by_room.remove(room);
+            }
+        }
+    }
 }
 
 struct WorkerContext {
@@ -352,6 +496,7 @@ async fn run_worker(
     };
     let local = config.local_addr;
     let mut sfu = Sfu::new(config);
+    let mut listeners = Listeners::default();
     let mut buf = vec![0u8; RECV_BUF];
     let mut reported = SfuStats::default();
     let mut last_gauges = Instant::now();
@@ -370,7 +515,7 @@ async fn run_worker(
             cmd = rx.recv() => {
                 match cmd {
                     None | Some(Command::Shutdown) => break,
-                    Some(c) => handle_command(&mut sfu, c),
+                    Some(c) => handle_command(&mut sfu, &ctx, &mut listeners, c),
                 }
             }
             r = socket.recv_from(&mut buf) => {
@@ -395,9 +540,7 @@ async fn run_worker(
             sfu.handle_timeout(now);
         }
         flush(&mut sfu, &socket, &ctx.metrics).await;
-        while let Some(ev) = sfu.poll_event() {
-            on_event(&ctx, ev);
-        }
+        deliver_events(&mut sfu, &ctx, &mut listeners);
         let stats = sfu.stats();
         if stats != reported {
             ctx.metrics.add_stats(&reported, &stats);
@@ -422,18 +565,7 @@ async fn run_worker(
 
     // Graceful end: every peer gets its goodbye.
     let now = Instant::now();
-    let peers: Vec<PeerId> = ctx
-        .sessions
-        .lock()
-        .map(|s| {
-            s.by_peer
-                .keys()
-                .filter(|(w, _)| *w == ctx.index)
-                .map(|(_, p)| *p)
-                .collect()
-        })
-        .unwrap_or_default();
-    for p in peers {
+    for p in sfu.peer_ids() {
         let _ = sfu.remove_peer(now, p);
         if let Ok(mut s) = ctx.sessions.lock() {
             s.remove_peer(ctx.index, p);
@@ -446,19 +578,82 @@ async fn run_worker(
     info!(worker = ctx.index, "media worker stopped");
 }
 
-fn handle_command(sfu: &mut Sfu, c: Command) {
+fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners, c: Command) {
     let now = Instant::now();
     match c {
+        Command::Join {
+            req,
+            updates,
+            reply,
+        } => {
+            // Everything before the join reaches the others first; the joiner's
+            // snapshot then contains it, and its channel hears only what follows.
+            deliver_events(sfu, ctx, listeners);
+            let r = sfu.join(
+                now,
+                JoinRequest {
+                    room: &req.room,
+                    identity: &req.identity,
+                    room_limit: req.room_limit,
+                },
+            );
+            deliver_events(sfu, ctx, listeners);
+            let r = r.map(|peer| {
+                listeners.add(
+                    req.room.clone(),
+                    Listener {
+                        peer,
+                        identity: req.identity.clone(),
+                        updates,
+                    },
+                );
+                (peer, sfu.room_participants(&req.room))
+            });
+            if let Ok((peer, _)) = &r
+                && reply.is_closed()
+            {
+                let _ = sfu.remove_peer(now, *peer);
+            }
+            let _ = reply.send(r);
+        }
+        Command::Attach {
+            peer,
+            updates,
+            reply,
+        } => {
+            deliver_events(sfu, ctx, listeners);
+            let r = match sfu.peer_room(peer) {
+                Some((room, identity)) => {
+                    let room = room.clone();
+                    listeners.add(
+                        room.clone(),
+                        Listener {
+                            peer,
+                            identity: identity.to_owned(),
+                            updates,
+                        },
+                    );
+                    Ok(sfu.room_participants(&room))
+                }
+                None => Err(SfuError::UnknownPeer),
+            };
+            let _ = reply.send(r);
+        }
+        Command::Room { peer, cmd, reply } => {
+            let _ = reply.send(room_command(sfu, listeners, now, peer, cmd));
+        }
         Command::Accept {
             room,
             identity,
             role,
             offer,
+            room_limit,
             reply,
         } => {
             let r = sfu.accept_offer(
                 now,
                 OfferRequest {
+                    room_limit,
                     room: &room,
                     identity: &identity,
                     role,
@@ -506,11 +701,81 @@ async fn flush(sfu: &mut Sfu, socket: &UdpSocket, metrics: &Metrics) {
     }
 }
 
-fn on_event(ctx: &WorkerContext, ev: SfuEvent) {
+fn room_command(
+    sfu: &mut Sfu,
+    listeners: &mut Listeners,
+    now: Instant,
+    peer: PeerId,
+    cmd: RoomCommand,
+) -> Result<RoomReply, SfuError> {
+    match cmd {
+        RoomCommand::Offer(sdp) => sfu.negotiate(now, peer, &sdp).map(RoomReply::Answer),
+        RoomCommand::Candidates(c) => {
+            let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+            sfu.add_remote_candidates(now, peer, &refs)
+                .map(|_| RoomReply::Done)
+        }
+        RoomCommand::Subscribe { mid, track } => {
+            sfu.subscribe(now, peer, mid, track).map(|_| RoomReply::Done)
+        }
+        RoomCommand::Unsubscribe { mid } => sfu.unsubscribe(now, peer, mid).map(|_| RoomReply::Done),
+        RoomCommand::Pause { mid, paused } => {
+            sfu.set_paused(now, peer, mid, paused).map(|_| RoomReply::Done)
+        }
+        RoomCommand::MaxLayer { mid, max_layer } => sfu
+            .set_layer_preference(peer, mid, max_layer)
+            .map(|_| RoomReply::Done),
+        RoomCommand::Mute { mid, muted } => sfu
+            .set_track_muted(now, peer, mid, muted)
+            .map(|_| RoomReply::Done),
+        RoomCommand::Unpublish { mid } => sfu.unpublish(now, peer, mid).map(|_| RoomReply::Done),
+        RoomCommand::Data { to, payload } => {
+            let (room, identity) = sfu.peer_room(peer).ok_or(SfuError::UnknownPeer)?;
+            let room = room.clone();
+            let update = RoomUpdate::Data {
+                from: peer,
+                from_identity: identity.to_owned(),
+                payload,
+            };
+            let n = listeners.send(&room, &update, |l| {
+                l.peer != peer && to.as_ref().is_none_or(|t| t.contains(&l.identity))
+            });
+            Ok(RoomReply::Delivered(n))
+        }
+        RoomCommand::Leave(reason) => sfu
+            .remove_peer_because(now, peer, reason)
+            .map(|_| RoomReply::Done),
+    }
+}
+
+/// Hands the core's events to the room's participants and to `room.events`.
+fn deliver_events(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners) {
+    while let Some(ev) = sfu.poll_event() {
+        on_event(ctx, listeners, ev);
+    }
+}
+
+fn event_room(ev: &SfuEvent) -> &RoomId {
+    match ev {
+        SfuEvent::PeerJoined { room, .. }
+        | SfuEvent::PeerConnected { room, .. }
+        | SfuEvent::PeerRemoved { room, .. }
+        | SfuEvent::TrackPublished { room, .. }
+        | SfuEvent::TrackUnpublished { room, .. }
+        | SfuEvent::TrackMuted { room, .. }
+        | SfuEvent::SpeakerChanged { room, .. } => room,
+    }
+}
+
+fn on_event(ctx: &WorkerContext, listeners: &mut Listeners, ev: SfuEvent) {
+    let room = event_room(&ev).clone();
+    let update = RoomUpdate::Sfu(ev.clone());
+    listeners.send(&room, &update, |_| true);
     if let SfuEvent::PeerRemoved {
         peer, room, reason, ..
     } = &ev
     {
+        listeners.remove(room, *peer);
         if let Ok(mut s) = ctx.sessions.lock() {
             s.remove_peer(ctx.index, *peer);
         }

@@ -67,7 +67,15 @@ impl RoomEventTracker {
     pub fn on_event(&mut self, worker: usize, ev: &SfuEvent) -> Vec<RoomEvent> {
         let mut out = Vec::new();
         match ev {
-            SfuEvent::PeerConnected {
+            // A room participant is in the room from its join (it may never send media);
+            // a WHIP/WHEP session from the moment it connects.
+            SfuEvent::PeerJoined {
+                peer,
+                room,
+                identity,
+                role: role @ PeerRole::Participant,
+            }
+            | SfuEvent::PeerConnected {
                 peer,
                 room,
                 identity,
@@ -91,7 +99,7 @@ impl RoomEventTracker {
                             "room": room,
                             "participant": identity,
                             "participant_id": participant_id(worker, *peer),
-                            "role": match role { PeerRole::Publisher => "publisher", PeerRole::Subscriber => "subscriber" },
+                            "role": role.as_str(),
                         }),
                     });
                 }
@@ -169,6 +177,7 @@ impl RoomEventTracker {
                     });
                 }
             }
+            SfuEvent::PeerJoined { .. } | SfuEvent::TrackMuted { .. } => {}
             SfuEvent::PeerRemoved {
                 peer,
                 room,

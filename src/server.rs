@@ -234,6 +234,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             backend: workers.clone(),
             verifier: signer.verifier(),
         }))
+        .merge(signaling::room::router(signaling::room::RoomState::new(
+            workers.clone(),
+            signer.verifier(),
+            signaling::room::RoomProtocolConfig {
+                // One grace for both: a lost network costs the socket and ICE at once.
+                resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
+            },
+        )))
         .merge(control_api::router(api.clone()));
     if settings.metrics.is_none() {
         app = app.merge(metrics_router(ops.clone()));

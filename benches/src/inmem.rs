@@ -501,6 +501,7 @@ fn join(
     let dir = match role {
         PeerRole::Publisher => Direction::SendOnly,
         PeerRole::Subscriber => Direction::RecvOnly,
+        PeerRole::Participant => Direction::SendRecv,
     };
     let mut api = rtc.sdp_api();
     let mid = api.add_media(kind.media_kind(), dir, Some("s".into()), None, None);
@@ -515,6 +516,7 @@ fn join(
             identity: "bench",
             role,
             offer_sdp: &offer_sdp,
+            room_limit: None,
         },
     );
     alloc::set_tracing(false);

@@ -72,8 +72,34 @@ impl fmt::Display for PeerId {
 pub enum PeerRole {
     /// Sends media into the room (a WHIP client).
     Publisher,
-    /// Receives the room's media (a WHEP player).
+    /// Receives the room's media (a WHEP player): every track of the room, bound in
+    /// publish order to the m-lines it offered.
     Subscriber,
+    /// Publishes and subscribes over one connection, choosing what it receives track
+    /// by track (a `/rtc` client). Renegotiates as tracks come and go; may join before
+    /// it has media.
+    Participant,
+}
+
+impl PeerRole {
+    /// Its name in logs, events and the room protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRole::Publisher => "publisher",
+            PeerRole::Subscriber => "subscriber",
+            PeerRole::Participant => "participant",
+        }
+    }
+
+    /// May send media into the room.
+    pub fn publishes(self) -> bool {
+        matches!(self, PeerRole::Publisher | PeerRole::Participant)
+    }
+
+    /// May receive media from the room.
+    pub fn subscribes(self) -> bool {
+        matches!(self, PeerRole::Subscriber | PeerRole::Participant)
+    }
 }
 
 #[cfg(test)]

@@ -60,8 +60,10 @@ pub mod timers;
 
 pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
 pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
+pub use room::TrackRef;
 pub use sfu::{
-    Accepted, OfferRequest, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
+    Accepted, JoinRequest, OfferRequest, ParticipantInfo, PublishedTrack, RemoveReason, Sfu,
+    SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
 };
 
 /// str0m types that appear in this crate's API.

@@ -1,6 +1,7 @@
 //! A peer: one `str0m::Rtc` and what the SFU knows about it.
 //!
-//! Lifecycle: `Connecting` (answer sent, waiting for ICE/DTLS) → `Connected` →
+//! Lifecycle: `Idle` (a room participant that has joined without an offer yet) →
+//! `Connecting` (answer sent, waiting for ICE/DTLS) → `Connected` →
 //! optionally `Disconnected` (ICE consent lost; it may come back within the grace
 //! period) → removed. A peer that never connects within the connect timeout, or stays
 //! disconnected past the grace period, is reaped by its own timer.
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use str0m::Rtc;
 use str0m::media::Pt;
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::media::{Direction, MediaKind, Mid, Rid};
 
 use crate::layers::{LayerConfig, LayerSelector};
 use crate::munger::{Munger, PictureIdMunger};
@@ -19,6 +20,8 @@ use crate::{PeerId, PeerRole};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {
+    /// Joined, no offer yet: in the room's participant list, not on the network.
+    Idle,
     Connecting,
     Connected,
     Disconnected { since: Instant },
@@ -37,6 +40,11 @@ pub struct TrackOut {
     pub layer: LayerSelector<Option<Rid>>,
     /// (incoming PT, outgoing PT) pairs already matched for this subscriber.
     pub pt_map: Vec<(Pt, Option<Pt>)>,
+    /// The subscriber asked for nothing to be sent on this m-line for now.
+    pub paused: bool,
+    /// The m-line is negotiated as sending. A renegotiation that stops it keeps the
+    /// slot (slots are indexed) but disables it.
+    pub enabled: bool,
 }
 
 impl TrackOut {
@@ -44,6 +52,13 @@ impl TrackOut {
     pub fn switch_source(&mut self) {
         self.munger.switch_source();
         self.pictures.switch_source();
+    }
+
+    /// Forwarding starts again after a gap (resume, unmute): numbering continues
+    /// without a hole the player would take for loss, and video waits for a keyframe.
+    pub fn restart(&mut self) {
+        self.switch_source();
+        self.layer.reset();
     }
 
     pub fn new(mid: Mid, kind: MediaKind) -> Self {
@@ -55,6 +70,8 @@ impl TrackOut {
             pictures: PictureIdMunger::default(),
             layer: LayerSelector::new(LayerConfig::default()),
             pt_map: Vec::with_capacity(4),
+            paused: false,
+            enabled: true,
         }
     }
 }
@@ -79,6 +96,9 @@ pub struct Peer {
     pub tracks_out: Vec<TrackOut>,
     /// Publisher m-lines announced by this peer; the tracks themselves live in the room.
     pub published: Vec<Mid>,
+    /// Each m-line's direction (as this side sees it) after the last negotiation, so a
+    /// renegotiation acts only on what changed.
+    pub directions: Vec<(Mid, Direction)>,
 }
 
 impl std::fmt::Debug for Peer {

@@ -63,6 +63,8 @@ pub struct TrackIn {
     pub fanout: Vec<Subscription>,
     pub keyframes: KeyframeRequests,
     pub audio_level: AudioLevel,
+    /// The publisher muted it: nothing is forwarded until it unmutes.
+    pub muted: bool,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -80,6 +82,7 @@ impl TrackIn {
             fanout: Vec::new(),
             keyframes: KeyframeRequests::default(),
             audio_level: AudioLevel::default(),
+            muted: false,
             packets: 0,
             bytes: 0,
         }

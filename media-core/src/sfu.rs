@@ -8,7 +8,7 @@ use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaAdded, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch, Vp8PatchError};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -66,6 +66,36 @@ pub struct OfferRequest<'a> {
     pub identity: &'a str,
     pub role: PeerRole,
     pub offer_sdp: &'a str,
+    /// Most peers the room may hold, counting this one (from the join token).
+    pub room_limit: Option<usize>,
+}
+
+/// A room participant joining before it has media ([`Sfu::join`]).
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRequest<'a> {
+    pub room: &'a RoomId,
+    pub identity: &'a str,
+    /// Most peers the room may hold, counting this one.
+    pub room_limit: Option<usize>,
+}
+
+/// One peer of a room, as the room's participant list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    pub peer: PeerId,
+    pub identity: String,
+    pub role: PeerRole,
+    /// ICE and DTLS are up (and not in a disconnect grace period).
+    pub connected: bool,
+    pub tracks: Vec<PublishedTrack>,
+}
+
+/// A track of a [`ParticipantInfo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTrack {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub muted: bool,
 }
 
 /// A peer accepted into a room, with the SDP answer to send back.
@@ -89,6 +119,16 @@ pub enum SfuError {
     Full(usize),
     #[error("bad ICE candidate: {0}")]
     BadCandidate(String),
+    #[error("the room is full ({0} participants)")]
+    RoomFull(usize),
+    #[error("no such track in this room")]
+    UnknownTrack,
+    #[error("no m-line {0} that can carry this")]
+    UnknownMid(String),
+    #[error("the m-line carries {slot:?}, the track is {track:?}")]
+    WrongKind { slot: MediaKind, track: MediaKind },
+    #[error("{0}")]
+    NotAllowed(&'static str),
 }
 
 /// Why a peer left.
@@ -109,6 +149,13 @@ pub enum RemoveReason {
 /// What the core tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {
+    /// A peer entered the room's participant list (before it connects).
+    PeerJoined {
+        peer: PeerId,
+        room: RoomId,
+        identity: String,
+        role: PeerRole,
+    },
     PeerConnected {
         peer: PeerId,
         room: RoomId,
@@ -132,6 +179,13 @@ pub enum SfuEvent {
         room: RoomId,
         peer: PeerId,
         mid: Mid,
+    },
+    /// The publisher muted or unmuted a track; muted tracks are not forwarded.
+    TrackMuted {
+        room: RoomId,
+        peer: PeerId,
+        mid: Mid,
+        muted: bool,
     },
     /// The room's active speaker changed to this audio track
     /// ([`crate::speaker`]: levels from the RFC 6464 extension, with hysteresis).
@@ -261,6 +315,18 @@ impl Sfu {
         self.peers.contains_key(&peer)
     }
 
+    /// Every peer of this worker.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// A peer's room and identity.
+    pub fn peer_room(&self, peer: PeerId) -> Option<(&RoomId, &str)> {
+        let p = self.peers.get(&peer)?;
+        let room = self.rooms.get(&p.room)?;
+        Some((&room.id, &p.identity))
+    }
+
     /// The tracks published in a room, in publish order.
     pub fn room_tracks(&self, room: &RoomId) -> Vec<TrackInfo> {
         let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
@@ -300,12 +366,124 @@ impl Sfu {
         now: Instant,
         req: OfferRequest<'_>,
     ) -> Result<Accepted, SfuError> {
+        let offer = parse_offer(req.offer_sdp)?;
+        let id = self.add_peer(now, req.room, req.identity, req.role, req.room_limit)?;
+        // The join is announced before the tracks the offer publishes, once the offer
+        // turned out usable.
+        let announce_at = self.events.len();
+        let answer_sdp = match self.apply_offer(now, id, offer) {
+            Ok(a) => a,
+            Err(e) => {
+                self.remove_now(id, None);
+                self.events.truncate(announce_at);
+                return Err(e);
+            }
+        };
+        self.process(now);
+        let Some(peer) = self.peers.get(&id) else {
+            return Err(SfuError::UnusableSdp(
+                "the peer failed while answering".into(),
+            ));
+        };
+        let usable = match req.role {
+            PeerRole::Publisher => !peer.published.is_empty(),
+            PeerRole::Subscriber => !peer.tracks_out.is_empty(),
+            PeerRole::Participant => true,
+        };
+        if !usable {
+            self.remove_now(id, None);
+            self.events.retain(|e| !matches!(e, SfuEvent::TrackPublished { peer, .. } if *peer == id));
+            return Err(SfuError::NoUsableMedia(match req.role {
+                PeerRole::Subscriber => {
+                    "the offer has no audio or video m-line the server can send to (recvonly or sendrecv)"
+                }
+                _ => {
+                    "the offer has no audio or video m-line the server can receive (sendonly or sendrecv)"
+                }
+            }));
+        }
+        if let Some(joined) = self.join_event(id) {
+            self.events.insert(announce_at.min(self.events.len()), joined);
+        }
+        info!(peer = %id, room = %req.room, identity = req.identity, role = ?req.role, "peer accepted");
+        Ok(Accepted {
+            peer: id,
+            answer_sdp,
+        })
+    }
+
+    /// A room participant joins without media: it is in the participant list at once
+    /// and negotiates ([`Sfu::negotiate`]) when it has something to send or receive.
+    pub fn join(&mut self, now: Instant, req: JoinRequest<'_>) -> Result<PeerId, SfuError> {
+        let id = self.add_peer(
+            now,
+            req.room,
+            req.identity,
+            PeerRole::Participant,
+            req.room_limit,
+        )?;
+        if let Some(joined) = self.join_event(id) {
+            self.events.push_back(joined);
+        }
+        info!(peer = %id, room = %req.room, identity = req.identity, "participant joined");
+        Ok(id)
+    }
+
+    /// A participant's (re-)offer: new m-lines publish or open subscription slots,
+    /// m-lines whose direction changed publish, unpublish or close accordingly, and
+    /// new ICE credentials restart ICE (a client whose network changed). The client is
+    /// always the offerer, so offers never cross.
+    pub fn negotiate(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        let offer = parse_offer(offer_sdp)?;
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        if p.role != PeerRole::Participant {
+            return Err(SfuError::NotAllowed(
+                "WHIP and WHEP sessions do not renegotiate",
+            ));
+        }
+        let answer = self.apply_offer(now, peer, offer);
+        self.process(now);
+        answer
+    }
+
+    fn join_event(&self, id: PeerId) -> Option<SfuEvent> {
+        let peer = self.peers.get(&id)?;
+        let room = self.rooms.get(&peer.room)?;
+        Some(SfuEvent::PeerJoined {
+            peer: id,
+            room: room.id.clone(),
+            identity: peer.identity.clone(),
+            role: peer.role,
+        })
+    }
+
+    /// A new peer with its `Rtc`, in the demux tables and the room, not yet announced.
+    fn add_peer(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        identity: &str,
+        role: PeerRole,
+        room_limit: Option<usize>,
+    ) -> Result<PeerId, SfuError> {
         if self.peers.len() >= self.config.max_peers {
             return Err(SfuError::Full(self.config.max_peers));
         }
-        let offer = SdpOffer::from_sdp_string(req.offer_sdp)
-            .map_err(|e| SfuError::MalformedSdp(clean_parse_error(&e.to_string())))?;
-
+        if let Some(limit) = room_limit {
+            let present = self
+                .room_keys
+                .get(room)
+                .and_then(|k| self.rooms.get(k))
+                .map_or(0, |r| r.peers.len());
+            if present >= limit {
+                return Err(SfuError::RoomFull(limit));
+            }
+        }
         let mut builder = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -315,7 +493,6 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
-
         let mut rtc = builder.build(now);
         for addr in &self.config.candidates {
             match Candidate::host(*addr, "udp") {
@@ -325,18 +502,13 @@ impl Sfu {
                 Err(e) => warn!(%addr, error = %e, "unusable local candidate"),
             }
         }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::UnusableSdp(e.to_string()))?;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
-
         let id = PeerId(self.next_peer);
         self.next_peer += 1;
-        let room = self.room_key(req.room);
+        let key = self.room_key(room);
         self.demux.insert_ufrag(ufrag.clone(), id);
         self.rooms
-            .get_mut(&room)
+            .get_mut(&key)
             .expect("room_key creates the room") // room_key() inserted it just above
             .peers
             .push(id);
@@ -344,21 +516,56 @@ impl Sfu {
             id,
             Peer {
                 id,
-                room,
-                identity: req.identity.to_owned(),
-                role: req.role,
+                room: key,
+                identity: identity.to_owned(),
+                role,
                 rtc,
                 ufrag,
                 addrs: Vec::new(),
-                state: PeerState::Connecting,
+                state: PeerState::Idle,
                 created: now,
                 rtc_deadline: now,
                 keyframe_deadline: None,
                 scheduled: None,
                 tracks_out: Vec::new(),
                 published: Vec::new(),
+                directions: Vec::new(),
             },
         );
+        Ok(id)
+    }
+
+    /// Answers an offer on an existing peer and brings the room in line with it.
+    fn apply_offer(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        offer: SdpOffer,
+    ) -> Result<String, SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer)?;
+        let answer = peer.rtc.sdp_api().accept_offer(offer);
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                // str0m may have taken part of the offer in; drain so the peer stays
+                // consistent with what it did take.
+                self.drain(now, id);
+                return Err(SfuError::UnusableSdp(e.to_string()));
+            }
+        };
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != peer.ufrag {
+            // The remote restarted ICE (new network): STUN with the new credentials
+            // must find this peer; the old ones are void.
+            info!(peer = %id, "ICE restart");
+            self.demux.forget(id, &peer.ufrag, &[]);
+            self.demux.insert_ufrag(ufrag.clone(), id);
+            peer.ufrag = ufrag;
+        }
+        if peer.state == PeerState::Idle {
+            peer.state = PeerState::Connecting;
+            peer.created = now;
+        }
         // str0m announces `MediaAdded` only once media can flow; the room needs the
         // m-lines now, so read them from the answer.
         let answer_sdp = answer.to_sdp_string();
@@ -368,42 +575,27 @@ impl Sfu {
                 .media(mid)
                 .map(|m| (m.kind(), m.direction()));
             if let Some((kind, direction)) = media {
-                self.add_media(id, mid, kind, direction);
+                self.reconcile_media(id, mid, kind, direction);
             }
         }
         self.drain(now, id);
-        self.process(now);
-
-        let Some(peer) = self.peers.get(&id) else {
-            return Err(SfuError::UnusableSdp(
-                "the peer failed while answering".into(),
-            ));
-        };
-        let usable = match req.role {
-            PeerRole::Publisher => !peer.published.is_empty(),
-            PeerRole::Subscriber => !peer.tracks_out.is_empty(),
-        };
-        if !usable {
-            self.remove_now(id, None);
-            return Err(SfuError::NoUsableMedia(match req.role {
-                PeerRole::Publisher => {
-                    "the offer has no audio or video m-line the server can receive (sendonly or sendrecv)"
-                }
-                PeerRole::Subscriber => {
-                    "the offer has no audio or video m-line the server can send to (recvonly or sendrecv)"
-                }
-            }));
-        }
-        info!(peer = %id, room = %req.room, identity = req.identity, role = ?req.role, "peer accepted");
-        Ok(Accepted {
-            peer: id,
-            answer_sdp,
-        })
+        Ok(answer_sdp)
     }
 
     /// Ends a peer gracefully: its tracks end for every subscriber at once, and a
     /// goodbye (RTCP BYE, DTLS close_notify) is queued for transmission.
     pub fn remove_peer(&mut self, now: Instant, peer: PeerId) -> Result<(), SfuError> {
+        self.remove_peer_because(now, peer, RemoveReason::Requested)
+    }
+
+    /// Like [`Sfu::remove_peer`], for a reason the application knows (a participant
+    /// whose signaling did not come back within the grace period is `Disconnected`).
+    pub fn remove_peer_because(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        reason: RemoveReason,
+    ) -> Result<(), SfuError> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return Err(SfuError::UnknownPeer);
         };
@@ -424,9 +616,194 @@ impl Sfu {
                 }
             }
         }
-        self.remove_now(peer, Some(RemoveReason::Requested));
+        self.remove_now(peer, Some(reason));
         self.process(now);
         Ok(())
+    }
+
+    /// Feeds a participant's sending m-line `mid` from `track` (any published track of
+    /// its room, of the same kind). Replaces what the m-line carried before; the
+    /// player sees one continuous stream.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        mid: Mid,
+        track: TrackRef,
+    ) -> Result<(), SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        if p.role != PeerRole::Participant {
+            return Err(SfuError::NotAllowed(
+                "only room participants choose their subscriptions",
+            ));
+        }
+        let key = p.room;
+        let slot = p
+            .tracks_out
+            .iter()
+            .position(|o| o.mid == mid && o.enabled)
+            .ok_or_else(|| SfuError::UnknownMid(mid.to_string()))?;
+        let slot_kind = p.tracks_out[slot].kind;
+        let current = p.tracks_out[slot].source;
+        let room = self.rooms.get(&key).ok_or(SfuError::UnknownTrack)?;
+        let ti = room.track_index(track).ok_or(SfuError::UnknownTrack)?;
+        let track_kind = room.tracks[ti].kind;
+        if track_kind != slot_kind {
+            return Err(SfuError::WrongKind {
+                slot: slot_kind,
+                track: track_kind,
+            });
+        }
+        if current == Some(track) {
+            return Ok(());
+        }
+        self.unbind_slot(peer, slot);
+        let (Some(room), Some(p)) = (self.rooms.get_mut(&key), self.peers.get_mut(&peer)) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        if bind(&mut room.tracks[ti], &mut p.tracks_out[slot], peer, slot) {
+            self.deferred.push_back(Deferred::Keyframe(key, track));
+        }
+        self.process(now);
+        Ok(())
+    }
+
+    /// Stops feeding a participant's m-line `mid`. The m-line stays negotiated and can
+    /// be fed again.
+    pub fn unsubscribe(&mut self, now: Instant, peer: PeerId, mid: Mid) -> Result<(), SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        let slot = p
+            .tracks_out
+            .iter()
+            .position(|o| o.mid == mid)
+            .ok_or_else(|| SfuError::UnknownMid(mid.to_string()))?;
+        self.unbind_slot(peer, slot);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Pauses or resumes what a subscriber's m-line `mid` receives, keeping the
+    /// subscription. Video resumes at a keyframe.
+    pub fn set_paused(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        mid: Mid,
+        paused: bool,
+    ) -> Result<(), SfuError> {
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        let key = p.room;
+        let out = p
+            .tracks_out
+            .iter_mut()
+            .find(|o| o.mid == mid)
+            .ok_or_else(|| SfuError::UnknownMid(mid.to_string()))?;
+        if out.paused == paused {
+            return Ok(());
+        }
+        out.paused = paused;
+        if !paused {
+            out.restart();
+            if let Some(src) = out.source {
+                self.reselect(key, src);
+                self.deferred.push_back(Deferred::Keyframe(key, src));
+            }
+        }
+        self.process(now);
+        Ok(())
+    }
+
+    /// The publisher ends one of its tracks without renegotiating (it may renegotiate
+    /// the m-line away afterwards).
+    pub fn unpublish(&mut self, now: Instant, peer: PeerId, mid: Mid) -> Result<(), SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        if !p.published.contains(&mid) {
+            return Err(SfuError::UnknownTrack);
+        }
+        let key = p.room;
+        self.end_track(key, TrackRef { owner: peer, mid }, true);
+        self.bind_room(key);
+        self.process(now);
+        Ok(())
+    }
+
+    /// The publisher muted or unmuted a track. Muted tracks are not forwarded; at
+    /// unmute, video subscribers restart at a keyframe.
+    pub fn set_track_muted(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        mid: Mid,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        let key = p.room;
+        let track = TrackRef { owner: peer, mid };
+        let room = self.rooms.get_mut(&key).ok_or(SfuError::UnknownTrack)?;
+        let ti = room.track_index(track).ok_or(SfuError::UnknownTrack)?;
+        let t = &mut room.tracks[ti];
+        if t.muted == muted {
+            return Ok(());
+        }
+        t.muted = muted;
+        if !muted {
+            t.reselect = true;
+            for sub in &t.fanout {
+                if let Some(out) = self
+                    .peers
+                    .get_mut(&sub.subscriber)
+                    .and_then(|p| p.tracks_out.get_mut(sub.slot))
+                {
+                    out.restart();
+                }
+            }
+            self.deferred.push_back(Deferred::Keyframe(key, track));
+        }
+        self.events.push_back(SfuEvent::TrackMuted {
+            room: room.id.clone(),
+            peer,
+            mid,
+            muted,
+        });
+        self.process(now);
+        Ok(())
+    }
+
+    /// The room's peers and their tracks, in join order.
+    pub fn room_participants(&self, room: &RoomId) -> Vec<ParticipantInfo> {
+        let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
+            return Vec::new();
+        };
+        r.peers
+            .iter()
+            .filter_map(|id| self.peers.get(id))
+            .map(|p| ParticipantInfo {
+                peer: p.id,
+                identity: p.identity.clone(),
+                role: p.role,
+                connected: p.state == PeerState::Connected,
+                tracks: r
+                    .tracks
+                    .iter()
+                    .filter(|t| t.track.owner == p.id)
+                    .map(|t| PublishedTrack {
+                        mid: t.track.mid,
+                        kind: t.kind,
+                        muted: t.muted,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn reselect(&mut self, key: RoomKey, track: TrackRef) {
+        if let Some(t) = self
+            .rooms
+            .get_mut(&key)
+            .and_then(|r| r.tracks.iter_mut().find(|t| t.track == track))
+        {
+            t.reselect = true;
+        }
     }
 
     /// Caps the simulcast layer a subscriber receives on its m-line `mid`: `Some(0)` the
@@ -443,15 +820,10 @@ impl Sfu {
             .tracks_out
             .iter_mut()
             .find(|o| o.mid == mid)
-            .ok_or(SfuError::UnknownPeer)?;
+            .ok_or_else(|| SfuError::UnknownMid(mid.to_string()))?;
         out.layer.set_preference(max_layer);
-        if let Some(src) = out.source
-            && let Some(t) = self
-                .rooms
-                .get_mut(&room)
-                .and_then(|r| r.tracks.iter_mut().find(|t| t.track == src))
-        {
-            t.reselect = true;
+        if let Some(src) = out.source {
+            self.reselect(room, src);
         }
         Ok(())
     }
@@ -734,47 +1106,146 @@ impl Sfu {
         }
     }
 
-    /// Publishes a publisher's receiving m-line, or adds a subscriber's sending slot.
-    fn add_media(&mut self, id: PeerId, mid: Mid, kind: MediaKind, direction: Direction) {
+    /// Brings the room in line with one negotiated m-line: a receiving m-line of a peer
+    /// that publishes is a track, a sending m-line of a peer that subscribes is a slot.
+    /// Only a change from the last negotiation acts, so a track the client unpublished
+    /// stays unpublished until its m-line stops and starts sending again.
+    fn reconcile_media(&mut self, id: PeerId, mid: Mid, kind: MediaKind, direction: Direction) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if !matches!(kind, MediaKind::Audio | MediaKind::Video) || peer.published.contains(&mid) {
+        let before = match peer.directions.iter_mut().find(|(m, _)| *m == mid) {
+            Some((_, d)) => std::mem::replace(d, direction),
+            None => {
+                peer.directions.push((mid, direction));
+                Direction::Inactive
+            }
+        };
+        if !matches!(kind, MediaKind::Audio | MediaKind::Video) {
             return;
         }
-        let m = MediaAdded {
+        let role = peer.role;
+        let room_key = peer.room;
+        if role.publishes() {
+            match (before.is_receiving(), direction.is_receiving()) {
+                (false, true) => self.publish_track(id, mid, kind),
+                (true, false) => self.end_track(room_key, TrackRef { owner: id, mid }, true),
+                _ => {}
+            }
+        }
+        if role.subscribes() {
+            match (before.is_sending(), direction.is_sending()) {
+                (false, true) => self.open_slot(id, mid, kind),
+                (true, false) => self.close_slot(id, mid),
+                _ => {}
+            }
+        }
+        if role == PeerRole::Subscriber || role.publishes() {
+            self.bind_room(room_key);
+        }
+    }
+
+    fn publish_track(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.published.contains(&mid) {
+            return;
+        }
+        peer.published.push(mid);
+        let room = self.rooms.get_mut(&peer.room).expect("peer's room exists"); // a room lives while it has peers
+        room.tracks
+            .push(TrackIn::new(TrackRef { owner: id, mid }, kind));
+        info!(peer = %id, room = %room.id, %mid, ?kind, "track published");
+        self.events.push_back(SfuEvent::TrackPublished {
+            room: room.id.clone(),
+            peer: id,
+            identity: peer.identity.clone(),
             mid,
             kind,
-            direction,
-            simulcast: None,
-        };
-        let room_key = peer.room;
-        match peer.role {
-            PeerRole::Publisher if m.direction.is_receiving() => {
-                peer.published.push(m.mid);
-                let room = self.rooms.get_mut(&room_key).expect("peer's room exists"); // a room lives while it has peers
-                room.tracks.push(TrackIn::new(
-                    TrackRef {
-                        owner: id,
-                        mid: m.mid,
-                    },
-                    m.kind,
-                ));
-                info!(peer = %id, room = %room.id, mid = %m.mid, kind = ?m.kind, "track published");
-                self.events.push_back(SfuEvent::TrackPublished {
-                    room: room.id.clone(),
-                    peer: id,
-                    identity: peer.identity.clone(),
-                    mid: m.mid,
-                    kind: m.kind,
-                });
-            }
-            PeerRole::Subscriber if m.direction.is_sending() => {
-                peer.tracks_out.push(TrackOut::new(m.mid, m.kind));
-            }
-            _ => return,
+        });
+    }
+
+    /// Ends a published track: its subscribers' slots fall empty (WHEP players are
+    /// re-fed from another track of the room).
+    fn end_track(&mut self, key: RoomKey, track: TrackRef, announce: bool) {
+        if let Some(p) = self.peers.get_mut(&track.owner) {
+            p.published.retain(|m| *m != track.mid);
         }
-        self.bind_room(room_key);
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = room.track_index(track) else {
+            return;
+        };
+        let t = room.tracks.remove(i);
+        room.speaker.remove(track);
+        for s in &t.fanout {
+            if let Some(out) = self
+                .peers
+                .get_mut(&s.subscriber)
+                .and_then(|p| p.tracks_out.get_mut(s.slot))
+            {
+                out.source = None;
+            }
+        }
+        info!(peer = %track.owner, room = %room.id, mid = %track.mid, "track unpublished");
+        if announce {
+            self.events.push_back(SfuEvent::TrackUnpublished {
+                room: room.id.clone(),
+                peer: track.owner,
+                mid: track.mid,
+            });
+        }
+    }
+
+    fn open_slot(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match peer.tracks_out.iter_mut().find(|o| o.mid == mid) {
+            Some(out) => out.enabled = true,
+            None => peer.tracks_out.push(TrackOut::new(mid, kind)),
+        }
+    }
+
+    fn close_slot(&mut self, id: PeerId, mid: Mid) {
+        let Some(slot) = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.tracks_out.iter().position(|o| o.mid == mid))
+        else {
+            return;
+        };
+        self.unbind_slot(id, slot);
+        if let Some(out) = self
+            .peers
+            .get_mut(&id)
+            .and_then(|p| p.tracks_out.get_mut(slot))
+        {
+            out.enabled = false;
+        }
+    }
+
+    /// Empties a subscriber slot.
+    fn unbind_slot(&mut self, id: PeerId, slot: usize) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(out) = peer.tracks_out.get_mut(slot) else {
+            return;
+        };
+        let Some(src) = out.source.take() else {
+            return;
+        };
+        if let Some(t) = self
+            .rooms
+            .get_mut(&peer.room)
+            .and_then(|r| r.tracks.iter_mut().find(|t| t.track == src))
+        {
+            t.fanout
+                .retain(|s| !(s.subscriber == id && s.slot == slot));
+        }
     }
 
     /// Feeds every unfed subscriber slot of a room from a published track of the same
@@ -791,7 +1262,7 @@ impl Sfu {
                 continue;
             }
             for (slot, out) in peer.tracks_out.iter_mut().enumerate() {
-                if out.source.is_some() {
+                if out.source.is_some() || !out.enabled {
                     continue;
                 }
                 let Some(track) = room
@@ -801,17 +1272,7 @@ impl Sfu {
                 else {
                     continue;
                 };
-                track.fanout.push(Subscription {
-                    subscriber: sub,
-                    slot,
-                });
-                out.source = Some(track.track);
-                out.switch_source();
-                out.layer.reset();
-                track.reselect = true;
-                out.pt_map.clear();
-                debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
-                if out.kind == MediaKind::Video {
+                if bind(track, out, sub, slot) {
                     self.deferred
                         .push_back(Deferred::Keyframe(key, track.track));
                 }
@@ -913,7 +1374,7 @@ impl Sfu {
         let Some(publisher) = self.peers.get_mut(&from) else {
             return;
         };
-        if publisher.role != PeerRole::Publisher {
+        if !publisher.role.publishes() {
             return;
         }
         let room_key = publisher.room;
@@ -983,6 +1444,9 @@ impl Sfu {
         }
         track.packets += 1;
         track.bytes += pkt.payload.len() as u64;
+        if track.muted {
+            return;
+        }
         let out_ext = ExtensionValues {
             audio_level: ext.audio_level,
             voice_activity: ext.voice_activity,
@@ -1009,6 +1473,9 @@ impl Sfu {
             let Some(out) = peer.tracks_out.get_mut(sub.slot) else {
                 continue;
             };
+            if out.paused {
+                continue;
+            }
             if nackable && !out.layer.forwards(rid) {
                 // Video starts, and changes layer, only on a keyframe of the chosen
                 // layer; the munger makes the change invisible to the player.
@@ -1169,38 +1636,18 @@ impl Sfu {
             }
         }
         // Tracks of this publisher.
-        let mut ended = Vec::new();
-        room.tracks.retain_mut(|t| {
-            if t.track.owner != id {
-                return true;
-            }
-            ended.push((t.track.mid, std::mem::take(&mut t.fanout)));
-            false
-        });
-        for (mid, _) in &ended {
-            room.speaker.remove(TrackRef {
-                owner: id,
-                mid: *mid,
-            });
+        let ended: Vec<TrackRef> = room
+            .tracks
+            .iter()
+            .filter(|t| t.track.owner == id)
+            .map(|t| t.track)
+            .collect();
+        for t in &ended {
+            self.end_track(key, *t, reason.is_some());
         }
-        for (mid, fanout) in &ended {
-            for s in fanout {
-                if let Some(out) = self
-                    .peers
-                    .get_mut(&s.subscriber)
-                    .and_then(|p| p.tracks_out.get_mut(s.slot))
-                {
-                    out.source = None;
-                }
-            }
-            if reason.is_some() {
-                self.events.push_back(SfuEvent::TrackUnpublished {
-                    room: room_id.clone(),
-                    peer: id,
-                    mid: *mid,
-                });
-            }
-        }
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
         let empty = room.peers.is_empty();
         if empty {
             self.rooms.remove(&key);
@@ -1219,6 +1666,25 @@ impl Sfu {
             self.bind_room(key);
         }
     }
+}
+
+/// Feeds subscriber slot `slot` of `sub` from `track`. True if the subscriber needs a
+/// keyframe of it.
+fn bind(track: &mut TrackIn, out: &mut TrackOut, sub: PeerId, slot: usize) -> bool {
+    track.fanout.push(Subscription {
+        subscriber: sub,
+        slot,
+    });
+    out.source = Some(track.track);
+    out.restart();
+    track.reselect = true;
+    out.pt_map.clear();
+    debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
+    out.kind == MediaKind::Video && !track.muted
+}
+
+fn parse_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
+    SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::MalformedSdp(clean_parse_error(&e.to_string())))
 }
 
 /// The descriptor patch that sets a VP8 packet's picture id and TL0PICIDX. A 7-bit

@@ -112,6 +112,7 @@ fn random_sdp_is_rejected_without_leaking() {
         let _ = h.sfu.accept_offer(
             h.now,
             OfferRequest {
+                room_limit: None,
                 room: &room,
                 identity: "x",
                 role,
@@ -144,6 +145,7 @@ fn offers_without_usable_media_are_refused() {
         .accept_offer(
             h.now,
             OfferRequest {
+                room_limit: None,
                 room: &room,
                 identity: "x",
                 role: PeerRole::Publisher,
@@ -156,6 +158,7 @@ fn offers_without_usable_media_are_refused() {
         h.sfu.accept_offer(
             h.now,
             OfferRequest {
+                room_limit: None,
                 room: &room,
                 identity: "x",
                 role: PeerRole::Subscriber,

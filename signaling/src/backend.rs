@@ -4,7 +4,9 @@
 use std::fmt;
 use std::future::Future;
 
-use media_core::{PeerRole, RoomId, SfuError};
+use media_core::{ParticipantInfo, PeerId, PeerRole, RemoveReason, RoomId, SfuError, SfuEvent, TrackRef};
+use str0m::media::Mid;
+use tokio::sync::mpsc;
 
 /// An unguessable session id: 128 random bits, hex. The resource URL containing it
 /// is only handed to the client that created the session.
@@ -46,6 +48,8 @@ pub struct OpenSession {
     pub identity: String,
     pub role: PeerRole,
     pub offer_sdp: String,
+    /// Most peers the room may hold, counting this one (from the join token).
+    pub room_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +96,108 @@ pub trait MediaBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     fn session_owner(&self, id: &SessionId) -> Option<SessionOwner>;
+}
+
+/// A room participant on this node: the worker its room lives on and its peer there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParticipantKey {
+    pub worker: usize,
+    pub peer: PeerId,
+}
+
+/// What a room participant hears about its room, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomUpdate {
+    Sfu(SfuEvent),
+    /// A data message from another participant.
+    Data {
+        from: PeerId,
+        from_identity: String,
+        payload: serde_json::Value,
+    },
+}
+
+/// Updates queued for one participant at most; one that falls this far behind is
+/// cut off and resumes with a fresh snapshot.
+pub const ROOM_UPDATE_QUEUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct JoinRoom {
+    pub room: RoomId,
+    pub identity: String,
+    pub room_limit: Option<usize>,
+}
+
+/// A participant's request to its room's worker.
+#[derive(Debug, Clone)]
+pub enum RoomCommand {
+    /// A (re-)offer; the reply carries the answer.
+    Offer(String),
+    Candidates(Vec<String>),
+    Subscribe {
+        mid: Mid,
+        track: TrackRef,
+    },
+    Unsubscribe {
+        mid: Mid,
+    },
+    Pause {
+        mid: Mid,
+        paused: bool,
+    },
+    /// Caps the simulcast layer (`None`: no cap).
+    MaxLayer {
+        mid: Mid,
+        max_layer: Option<usize>,
+    },
+    Mute {
+        mid: Mid,
+        muted: bool,
+    },
+    Unpublish {
+        mid: Mid,
+    },
+    /// Relays to the room's other participants, or only to those with these identities.
+    Data {
+        to: Option<Vec<String>>,
+        payload: serde_json::Value,
+    },
+    Leave(RemoveReason),
+}
+
+/// What a [`RoomCommand`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomReply {
+    Done,
+    Answer(String),
+    /// How many participants a data message reached.
+    Delivered(usize),
+}
+
+/// The media plane as the room protocol needs it.
+pub trait RoomBackend: Send + Sync + 'static {
+    /// Joins a room without media. `updates` hears every later change of the room;
+    /// the snapshot returned and the updates never overlap or leave a gap.
+    fn join_room(
+        &self,
+        req: JoinRoom,
+        updates: mpsc::Sender<RoomUpdate>,
+    ) -> impl Future<Output = Result<(ParticipantKey, Vec<ParticipantInfo>), BackendError>> + Send;
+
+    /// A resumed participant's new update channel, and a fresh snapshot.
+    fn attach(
+        &self,
+        key: ParticipantKey,
+        updates: mpsc::Sender<RoomUpdate>,
+    ) -> impl Future<Output = Result<Vec<ParticipantInfo>, BackendError>> + Send;
+
+    fn room_command(
+        &self,
+        key: ParticipantKey,
+        cmd: RoomCommand,
+    ) -> impl Future<Output = Result<RoomReply, BackendError>> + Send;
+
+    fn is_draining(&self) -> bool;
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! # signaling: how clients reach the media plane
 //!
-//! WHIP/WHEP resources over HTTP ([`whip`]), join-token verification ([`token`]),
+//! WHIP/WHEP resources over HTTP ([`whip`]), the multi-party room protocol over a
+//! WebSocket ([`room`], `/rtc`), join-token verification ([`token`]),
 //! and the one error-to-HTTP mapping ([`error`]). The media plane is behind the
 //! [`backend::MediaBackend`] trait, so this crate holds no sockets and no `Rtc`s.
 //!
@@ -12,11 +13,13 @@
 
 pub mod backend;
 pub mod error;
+pub mod room;
 pub mod token;
 pub mod whip;
 
 pub use backend::{
-    BackendError, MediaBackend, OpenSession, OpenedSession, SessionId, SessionOwner,
+    BackendError, JoinRoom, MediaBackend, OpenSession, OpenedSession, ParticipantKey,
+    ROOM_UPDATE_QUEUE, RoomBackend, RoomCommand, RoomReply, RoomUpdate, SessionId, SessionOwner,
 };
 pub use error::ApiError;
 pub use token::{Ed25519Key, Grants, JoinGrant, JoinTokenSigner, JoinTokenVerifier, TokenError};

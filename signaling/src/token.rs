@@ -44,6 +44,9 @@ pub struct JoinClaims {
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
+    /// Most participants the room may hold when this token joins it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_participants: Option<u32>,
 }
 
 /// A verified token, parsed into domain types.
@@ -52,6 +55,8 @@ pub struct JoinGrant {
     pub identity: String,
     pub room: RoomId,
     pub grants: Grants,
+    /// Most peers the room may hold, counting the joining one.
+    pub room_limit: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +119,7 @@ impl JoinTokenVerifier {
             identity: c.sub,
             room,
             grants: c.grants,
+            room_limit: c.max_participants.map(|n| n as usize),
         })
     }
 }
@@ -251,6 +257,18 @@ impl JoinTokenSigner {
         grants: Grants,
         ttl: Duration,
     ) -> Result<String, TokenError> {
+        self.sign_limited(room, identity, grants, ttl, None)
+    }
+
+    /// A token that may join only while the room holds fewer than `max_participants`.
+    pub fn sign_limited(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        grants: Grants,
+        ttl: Duration,
+        max_participants: Option<u32>,
+    ) -> Result<String, TokenError> {
         if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
             return Err(TokenError::NoIdentity);
         }
@@ -266,6 +284,7 @@ impl JoinTokenSigner {
             nbf: now,
             exp: now + ttl.as_secs().max(1),
             jti: hex::encode(rand::random::<[u8; 12]>()),
+            max_participants,
         };
         self.key.sign_claims(&claims)
     }

@@ -104,14 +104,17 @@ async fn open<B: MediaBackend>(
 ) -> Result<Response, ApiError> {
     let room = parse_room(&room)?;
     let grant = authorize(&st.verifier, &headers, &room)?;
-    let allowed = match role {
-        PeerRole::Publisher => grant.grants.publish,
-        PeerRole::Subscriber => grant.grants.subscribe,
+    let whep = role == PeerRole::Subscriber;
+    let allowed = if whep {
+        grant.grants.subscribe
+    } else {
+        grant.grants.publish
     };
     if !allowed {
-        return Err(ApiError::forbidden(match role {
-            PeerRole::Publisher => "the token does not grant publish",
-            PeerRole::Subscriber => "the token does not grant subscribe",
+        return Err(ApiError::forbidden(if whep {
+            "the token does not grant subscribe"
+        } else {
+            "the token does not grant publish"
         }));
     }
     require_content_type(&headers, "application/sdp")?;
@@ -130,13 +133,11 @@ async fn open<B: MediaBackend>(
             identity: grant.identity.clone(),
             role,
             offer_sdp,
+            room_limit: grant.room_limit,
         })
         .await
         .map_err(backend_error)?;
-    let prefix = match role {
-        PeerRole::Publisher => "whip",
-        PeerRole::Subscriber => "whep",
-    };
+    let prefix = if whep { "whep" } else { "whip" };
     let location = format!("/{prefix}/{room}/{}", opened.id.as_str());
     info!(%room, identity = %grant.identity, session = %opened.id, ?role, "session created");
     let mut resp = (StatusCode::CREATED, opened.answer_sdp).into_response();
@@ -249,12 +250,7 @@ fn authorize(
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be 'Bearer <join token>'")
         })?;
-    let grant = verifier.verify(token).map_err(|e| match e {
-        TokenError::Expired => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string())
-        }
-        other => ApiError::unauthorized(other.to_string()),
-    })?;
+    let grant = verifier.verify(token).map_err(token_error)?;
     if grant.room != *room {
         return Err(ApiError::forbidden(format!(
             "the token is for room '{}', not '{room}'",
@@ -281,7 +277,17 @@ fn require_content_type(headers: &HeaderMap, want: &str) -> Result<(), ApiError>
     }
 }
 
-fn backend_error(e: BackendError) -> ApiError {
+pub(crate) fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Expired => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", e.to_string())
+        }
+        other => ApiError::unauthorized(other.to_string()),
+    }
+}
+
+/// The one mapping of media-plane errors to client errors (HTTP and the room protocol).
+pub(crate) fn backend_error(e: BackendError) -> ApiError {
     match e {
         BackendError::Sfu(SfuError::MalformedSdp(m)) => ApiError::bad_request(
             "malformed_sdp",
@@ -305,6 +311,25 @@ fn backend_error(e: BackendError) -> ApiError {
         BackendError::Sfu(SfuError::UnknownPeer) | BackendError::UnknownSession => {
             ApiError::not_found("no such session")
         }
+        BackendError::Sfu(SfuError::RoomFull(n)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "room_full",
+            format!("the room is full ({n} participants)"),
+        ),
+        BackendError::Sfu(SfuError::UnknownTrack) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_track",
+            "no such track in this room",
+        ),
+        BackendError::Sfu(SfuError::UnknownMid(m)) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_mid",
+            format!("no negotiated m-line {m} that can carry this; renegotiate first"),
+        ),
+        e @ BackendError::Sfu(SfuError::WrongKind { .. }) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind", e.to_string())
+        }
+        BackendError::Sfu(SfuError::NotAllowed(m)) => ApiError::forbidden(m),
         BackendError::Draining => ApiError::unavailable(
             "draining",
             "this node is draining and accepts no new sessions",

@@ -294,7 +294,14 @@ pub async fn join_token(
     };
     let token = st
         .join_signer
-        .sign(&room_id, &identity, grants, Duration::from_secs(ttl))
+        .sign_limited(
+            &room_id,
+            &identity,
+            grants,
+            Duration::from_secs(ttl),
+            // The SFU enforces the room's size at join time from the token.
+            u32::try_from(room.max_participants).ok().filter(|n| *n > 0),
+        )
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(JoinTokenView {
         token,

@@ -190,6 +190,7 @@ impl Harness {
         let dir = match role {
             PeerRole::Publisher => Direction::SendOnly,
             PeerRole::Subscriber => Direction::RecvOnly,
+            PeerRole::Participant => Direction::SendRecv,
         };
         let mut api = rtc.sdp_api();
         let simulcast = |k: &MediaKind| {
@@ -215,6 +216,7 @@ impl Harness {
         let accepted = self.sfu.accept_offer(
             self.now,
             OfferRequest {
+                room_limit: None,
                 room: &room,
                 identity: "tester",
                 role,

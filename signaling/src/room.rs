@@ -1,0 +1,1074 @@
+//! The multi-party room protocol: JSON messages over a WebSocket at `/rtc`.
+//!
+//! `docs/protocol.md` is the client's reference (message table, sequence diagram).
+//! One socket carries one participant: it joins with a join token, then negotiates
+//! one peer connection (the client always offers, so offers never cross), chooses its
+//! subscriptions, and hears every change of the room in order.
+//!
+//! Invariants:
+//! - A bad message gets an `error` reply on the same socket and changes nothing; it
+//!   never closes the socket, nor touches anyone else's session.
+//! - A socket that goes away without `leave` leaves its participant in the room for the
+//!   grace period; a `join` with the participant's resume token within it takes the
+//!   participant over (same peer, identity and subscriptions) without anyone seeing it
+//!   leave. After the grace period the participant is removed.
+//! - What a participant hears after `joined` continues the snapshot in it exactly: the
+//!   media worker registers the update channel and takes the snapshot in one step.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use media_core::{
+    ParticipantInfo, PeerId, PublishedTrack, RemoveReason, RoomId, SfuEvent, TrackRef,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use str0m::media::{MediaKind, Mid};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::backend::{
+    BackendError, JoinRoom, ParticipantKey, ROOM_UPDATE_QUEUE, RoomBackend, RoomCommand,
+    RoomReply, RoomUpdate,
+};
+use crate::error::ApiError;
+use crate::token::{JoinGrant, JoinTokenVerifier};
+use crate::whip::{backend_error, token_error};
+
+/// The protocol version this server speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest client message, in bytes (an SDP offer fits many times over).
+pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+/// Largest `data` payload, serialized, in bytes.
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+/// The first message (`join`) must arrive this soon after the socket opens.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the room protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomProtocolConfig {
+    /// How long a participant whose socket went away stays in the room, resumable.
+    pub resume_grace: Duration,
+}
+
+impl Default for RoomProtocolConfig {
+    fn default() -> Self {
+        RoomProtocolConfig {
+            resume_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+pub struct RoomState<B> {
+    pub backend: Arc<B>,
+    pub verifier: JoinTokenVerifier,
+    pub config: RoomProtocolConfig,
+    sessions: Arc<Mutex<HashMap<String, Resumable>>>,
+}
+
+impl<B> Clone for RoomState<B> {
+    fn clone(&self) -> Self {
+        RoomState {
+            backend: self.backend.clone(),
+            verifier: self.verifier.clone(),
+            config: self.config,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+impl<B: RoomBackend> RoomState<B> {
+    pub fn new(backend: Arc<B>, verifier: JoinTokenVerifier, config: RoomProtocolConfig) -> Self {
+        RoomState {
+            backend,
+            verifier,
+            config,
+            sessions: Arc::default(),
+        }
+    }
+
+    /// Participants with a live socket or within their resume grace.
+    pub fn participant_count(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+/// A participant as the resume table knows it, keyed by its sid.
+struct Resumable {
+    key: ParticipantKey,
+    room: RoomId,
+    identity: String,
+    /// Only its hash would do as well; it is random and lives in memory only.
+    resume_token: String,
+    /// Bumped at every attach and detach: a grace timer or an old socket acts only
+    /// if the generation it saw is still current.
+    generation: u64,
+    /// Tells the socket holding the participant that another one took it over.
+    kick: Option<oneshot::Sender<()>>,
+}
+
+/// The `/rtc` route.
+pub fn router<B: RoomBackend>(state: RoomState<B>) -> axum::Router {
+    axum::Router::new()
+        .route("/rtc", axum::routing::get(upgrade::<B>))
+        .with_state(state)
+}
+
+/// A WebSocket upgrade, or a JSON error for a plain HTTP request.
+struct Upgrade(WebSocketUpgrade);
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map(Upgrade)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "websocket_required",
+                    "/rtc speaks the room protocol over a WebSocket; see docs/protocol.md",
+                )
+            })
+    }
+}
+
+async fn upgrade<B: RoomBackend>(State(st): State<RoomState<B>>, Upgrade(ws): Upgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| run_socket(st, socket))
+        .into_response()
+}
+
+// ---- messages ---------------------------------------------------------------------
+
+/// A client message. Every request may carry an `id`, echoed in its reply or error.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        #[serde(default)]
+        id: Option<Value>,
+        token: String,
+        #[serde(default)]
+        version: Option<u32>,
+        #[serde(default)]
+        resume: Option<Resume>,
+    },
+    Offer {
+        #[serde(default)]
+        id: Option<Value>,
+        sdp: String,
+    },
+    Candidate {
+        #[serde(default)]
+        id: Option<Value>,
+        candidate: String,
+    },
+    Subscribe {
+        #[serde(default)]
+        id: Option<Value>,
+        track: String,
+        mid: String,
+        #[serde(default)]
+        max_layer: Option<usize>,
+        #[serde(default)]
+        paused: Option<bool>,
+    },
+    UpdateSubscription {
+        #[serde(default)]
+        id: Option<Value>,
+        mid: String,
+        #[serde(default)]
+        paused: Option<bool>,
+        /// `null` lifts the cap; absent leaves it.
+        #[serde(default, with = "double_option")]
+        max_layer: Option<Option<usize>>,
+    },
+    Unsubscribe {
+        #[serde(default)]
+        id: Option<Value>,
+        mid: String,
+    },
+    Mute {
+        #[serde(default)]
+        id: Option<Value>,
+        mid: String,
+        muted: bool,
+    },
+    Unpublish {
+        #[serde(default)]
+        id: Option<Value>,
+        mid: String,
+    },
+    Data {
+        #[serde(default)]
+        id: Option<Value>,
+        payload: Value,
+        #[serde(default)]
+        to: Option<Vec<String>>,
+    },
+    Leave {
+        #[serde(default)]
+        id: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<Value>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub sid: String,
+    pub token: String,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// A participant in a message.
+#[derive(Debug, Serialize)]
+struct ParticipantView {
+    sid: String,
+    identity: String,
+    /// `participant` (this protocol), `publisher` (WHIP) or `subscriber` (WHEP).
+    kind: &'static str,
+    connected: bool,
+    tracks: Vec<TrackView>,
+}
+
+#[derive(Debug, Serialize)]
+struct TrackView {
+    id: String,
+    participant: String,
+    kind: &'static str,
+    mid: String,
+    muted: bool,
+}
+
+fn sid(peer: PeerId) -> String {
+    peer.to_string()
+}
+
+fn parse_sid(s: &str) -> Option<PeerId> {
+    s.strip_prefix('p')?.parse().ok().map(PeerId)
+}
+
+fn track_id(owner: PeerId, mid: Mid) -> String {
+    format!("{owner}/{mid}")
+}
+
+fn parse_track_id(s: &str) -> Option<TrackRef> {
+    let (owner, mid) = s.split_once('/')?;
+    if mid.is_empty() || mid.len() > 16 {
+        return None;
+    }
+    Some(TrackRef {
+        owner: parse_sid(owner)?,
+        mid: Mid::from(mid),
+    })
+}
+
+fn parse_mid(s: &str) -> Result<Mid, ApiError> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid_field("mid", "not an m-line id"));
+    }
+    Ok(Mid::from(s))
+}
+
+fn kind_name(k: MediaKind) -> &'static str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+fn track_view(owner: PeerId, t: &PublishedTrack) -> TrackView {
+    TrackView {
+        id: track_id(owner, t.mid),
+        participant: sid(owner),
+        kind: kind_name(t.kind),
+        mid: t.mid.to_string(),
+        muted: t.muted,
+    }
+}
+
+fn participant_view(p: &ParticipantInfo) -> ParticipantView {
+    ParticipantView {
+        sid: sid(p.peer),
+        identity: p.identity.clone(),
+        kind: p.role.as_str(),
+        connected: p.connected,
+        tracks: p.tracks.iter().map(|t| track_view(p.peer, t)).collect(),
+    }
+}
+
+fn reason_name(r: RemoveReason) -> &'static str {
+    match r {
+        RemoveReason::Requested => "left",
+        RemoveReason::ConnectTimeout => "connect_timeout",
+        RemoveReason::Disconnected => "disconnected",
+        RemoveReason::ClosedByRemote => "closed",
+        RemoveReason::Failed => "failed",
+    }
+}
+
+fn error_message(e: &ApiError, request: Option<&Value>) -> Value {
+    let mut m = json!({"type": "error", "code": e.code, "message": e.message});
+    if let Some(id) = request {
+        m["id"] = id.clone();
+    }
+    m
+}
+
+fn reply(kind: &str, request: Option<&Value>, mut body: Value) -> Value {
+    body["type"] = json!(kind);
+    if let Some(id) = request {
+        body["id"] = id.clone();
+    }
+    body
+}
+
+/// What one room update means to participant `me`: a message, and whether the
+/// participant itself is gone.
+fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static str>) {
+    match u {
+        RoomUpdate::Data {
+            from,
+            from_identity,
+            payload,
+        } => (
+            Some(json!({"type": "data", "from": sid(*from), "from_identity": from_identity, "payload": payload})),
+            None,
+        ),
+        RoomUpdate::Sfu(ev) => match ev {
+            SfuEvent::PeerJoined {
+                peer,
+                identity,
+                role,
+                ..
+            } if *peer != me => (
+                Some(json!({"type": "participant_joined", "participant": ParticipantView {
+                    sid: sid(*peer), identity: identity.clone(), kind: role.as_str(), connected: false, tracks: Vec::new(),
+                }})),
+                None,
+            ),
+            SfuEvent::PeerConnected { peer, .. } => (
+                Some(json!({"type": "participant_connected", "participant": sid(*peer)})),
+                None,
+            ),
+            SfuEvent::PeerRemoved { peer, reason, .. } if *peer == me => {
+                (None, Some(reason_name(*reason)))
+            }
+            SfuEvent::PeerRemoved { peer, reason, .. } => (
+                Some(json!({"type": "participant_left", "participant": sid(*peer), "reason": reason_name(*reason)})),
+                None,
+            ),
+            SfuEvent::TrackPublished {
+                peer, mid, kind, ..
+            } => (
+                Some(json!({"type": "track_published", "track": track_view(*peer, &PublishedTrack { mid: *mid, kind: *kind, muted: false })})),
+                None,
+            ),
+            SfuEvent::TrackUnpublished { peer, mid, .. } => (
+                Some(json!({"type": "track_unpublished", "track": track_id(*peer, *mid), "participant": sid(*peer)})),
+                None,
+            ),
+            SfuEvent::TrackMuted {
+                peer, mid, muted, ..
+            } => (
+                Some(json!({"type": "track_muted", "track": track_id(*peer, *mid), "participant": sid(*peer), "muted": muted})),
+                None,
+            ),
+            SfuEvent::SpeakerChanged { peer, mid, .. } => (
+                Some(json!({"type": "speaker_changed", "participant": sid(*peer), "track": track_id(*peer, *mid)})),
+                None,
+            ),
+            SfuEvent::PeerJoined { .. } => (None, None),
+        },
+    }
+}
+
+/// True if an offer sends audio or video (an m-line without `recvonly`/`inactive`,
+/// and not refused with port 0).
+pub fn offer_sends_media(sdp: &str) -> bool {
+    let mut in_media = false;
+    let mut sends = false;
+    let mut any = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_media && sends {
+                any = true;
+            }
+            in_media = (m.starts_with("audio ") || m.starts_with("video "))
+                && m.split(' ').nth(1) != Some("0");
+            sends = true;
+        } else if in_media && matches!(line, "a=recvonly" | "a=inactive") {
+            sends = false;
+        }
+    }
+    any || (in_media && sends)
+}
+
+// ---- one socket -------------------------------------------------------------------
+
+/// What a participant may do, from its token.
+struct Session {
+    key: ParticipantKey,
+    sid: String,
+    grant: JoinGrant,
+    generation: u64,
+    kicked: oneshot::Receiver<()>,
+    updates: mpsc::Receiver<RoomUpdate>,
+}
+
+async fn send(socket: &mut WebSocket, v: &Value) -> bool {
+    socket
+        .send(Message::Text(Utf8Bytes::from(v.to_string())))
+        .await
+        .is_ok()
+}
+
+/// The next client message; `None` when the socket is gone. Non-text frames and
+/// unparsable text get an error reply and are skipped.
+async fn next_message(socket: &mut WebSocket) -> Option<Result<ClientMessage, ApiError>> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(t)) => return Some(parse_message(&t)),
+            Ok(Message::Binary(_)) => {
+                return Some(Err(ApiError::bad_request(
+                    "bad_message",
+                    "messages are JSON text frames",
+                )));
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn parse_message(text: &str) -> Result<ClientMessage, ApiError> {
+    serde_json::from_str(text).map_err(|e| {
+        // serde names the unknown variant or field; that is what the client needs.
+        ApiError::bad_request("bad_message", format!("not a room protocol message: {e}"))
+    })
+}
+
+async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
+    let Some(mut session) = handshake(&st, &mut socket).await else {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    };
+    info!(room = %session.grant.room, identity = %session.grant.identity, participant = %session.sid, "room socket attached");
+    let end = serve(&st, &mut socket, &mut session).await;
+    match end {
+        End::Left(reason) => {
+            forget(&st, &session.sid);
+            let _ = send(&mut socket, &json!({"type": "left", "reason": reason})).await;
+        }
+        End::Replaced => {
+            let _ = send(
+                &mut socket,
+                &json!({"type": "error", "code": "replaced", "message": "another connection resumed this participant"}),
+            )
+            .await;
+        }
+        End::SocketGone | End::TooSlow => {
+            if matches!(end, End::TooSlow) {
+                warn!(participant = %session.sid, "room updates backed up; the socket is cut off and may resume");
+                let _ = send(
+                    &mut socket,
+                    &json!({"type": "error", "code": "too_slow", "message": "this connection fell behind the room; resume to get a fresh snapshot"}),
+                )
+                .await;
+            }
+            detach(&st, &session);
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+enum End {
+    /// The participant is out of the room (it left, or the media plane removed it).
+    Left(&'static str),
+    /// Another socket resumed the participant.
+    Replaced,
+    SocketGone,
+    TooSlow,
+}
+
+/// Waits for `join`, joins or resumes, and sends `joined`. `None` if the socket
+/// went away or never joined in time.
+async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) -> Option<Session> {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, next_message(socket)).await {
+            Err(_) => {
+                let e = ApiError::bad_request("join_timeout", "send join first, within 10 s");
+                send(socket, &error_message(&e, None)).await;
+                return None;
+            }
+            Ok(None) => return None,
+            Ok(Some(m)) => m,
+        };
+        let (id, token, version, resume) = match msg {
+            Ok(ClientMessage::Join {
+                id,
+                token,
+                version,
+                resume,
+            }) => (id, token, version, resume),
+            Ok(_) => {
+                let e = ApiError::bad_request("not_joined", "send join first");
+                send(socket, &error_message(&e, None)).await;
+                continue;
+            }
+            Err(e) => {
+                send(socket, &error_message(&e, None)).await;
+                continue;
+            }
+        };
+        match join(st, token, version, resume).await {
+            Ok((session, participants, resumed, resume_token)) => {
+                let me = participants
+                    .iter()
+                    .find(|p| p.peer == session.key.peer)
+                    .map(participant_view);
+                let others: Vec<ParticipantView> = participants
+                    .iter()
+                    .filter(|p| p.peer != session.key.peer)
+                    .map(participant_view)
+                    .collect();
+                let msg = reply(
+                    "joined",
+                    id.as_ref(),
+                    json!({
+                        "version": PROTOCOL_VERSION,
+                        "room": session.grant.room.as_str(),
+                        "participant": me,
+                        "participants": others,
+                        "resumed": resumed,
+                        "resume_token": resume_token,
+                        "resume_grace_secs": st.config.resume_grace.as_secs(),
+                        "grants": session.grant.grants,
+                    }),
+                );
+                if !send(socket, &msg).await {
+                    detach(st, &session);
+                    return None;
+                }
+                return Some(session);
+            }
+            Err(e) => {
+                info!(code = e.code, message = %e.message, "room join refused");
+                send(socket, &error_message(&e, id.as_ref())).await;
+            }
+        }
+    }
+}
+
+async fn join<B: RoomBackend>(
+    st: &RoomState<B>,
+    token: String,
+    version: Option<u32>,
+    resume: Option<Resume>,
+) -> Result<(Session, Vec<ParticipantInfo>, bool, String), ApiError> {
+    if let Some(v) = version
+        && v != PROTOCOL_VERSION
+    {
+        return Err(ApiError::bad_request(
+            "unsupported_version",
+            format!("this server speaks version {PROTOCOL_VERSION}, not {v}"),
+        ));
+    }
+    let grant = st.verifier.verify(&token).map_err(token_error)?;
+    let (tx, rx) = mpsc::channel(ROOM_UPDATE_QUEUE);
+    let (kick, kicked) = oneshot::channel();
+    if let Some(r) = resume {
+        // Take the participant over first, then attach: a grace timer that fires in
+        // between sees a newer generation and does nothing.
+        let (key, generation, old_kick) = {
+            let mut sessions = st
+                .sessions
+                .lock()
+                .map_err(|_| ApiError::internal("session table poisoned"))?;
+            let Some(entry) = sessions.get_mut(&r.sid) else {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::GONE,
+                    "resume_expired",
+                    "no such participant to resume (its grace period is over); join anew",
+                ));
+            };
+            if entry.resume_token != r.token
+                || entry.identity != grant.identity
+                || entry.room != grant.room
+            {
+                return Err(ApiError::forbidden(
+                    "the resume token or identity does not match this participant",
+                ));
+            }
+            entry.generation += 1;
+            let old = entry.kick.replace(kick);
+            (entry.key, entry.generation, old)
+        };
+        if let Some(k) = old_kick {
+            let _ = k.send(());
+        }
+        let participants = st
+            .backend
+            .attach(key, tx)
+            .await
+            .map_err(|e| match e {
+                BackendError::Sfu(media_core::SfuError::UnknownPeer) => ApiError::new(
+                    axum::http::StatusCode::GONE,
+                    "resume_expired",
+                    "the participant is gone; join anew",
+                ),
+                other => backend_error(other),
+            })?;
+        info!(room = %grant.room, identity = %grant.identity, participant = %r.sid, "participant resumed");
+        return Ok((
+            Session {
+                key,
+                sid: r.sid,
+                grant,
+                generation,
+                kicked,
+                updates: rx,
+            },
+            participants,
+            true,
+            r.token,
+        ));
+    }
+    if st.backend.is_draining() {
+        return Err(backend_error(BackendError::Draining));
+    }
+    let (key, participants) = st
+        .backend
+        .join_room(
+            JoinRoom {
+                room: grant.room.clone(),
+                identity: grant.identity.clone(),
+                room_limit: grant.room_limit,
+            },
+            tx,
+        )
+        .await
+        .map_err(backend_error)?;
+    let sid = sid(key.peer);
+    let resume_token = hex::encode(rand::random::<[u8; 16]>());
+    if let Ok(mut sessions) = st.sessions.lock() {
+        sessions.insert(
+            sid.clone(),
+            Resumable {
+                key,
+                room: grant.room.clone(),
+                identity: grant.identity.clone(),
+                resume_token: resume_token.clone(),
+                generation: 0,
+                kick: Some(kick),
+            },
+        );
+    }
+    Ok((
+        Session {
+            key,
+            sid,
+            grant,
+            generation: 0,
+            kicked,
+            updates: rx,
+        },
+        participants,
+        false,
+        resume_token,
+    ))
+}
+
+fn forget<B>(st: &RoomState<B>, sid: &str) {
+    if let Ok(mut s) = st.sessions.lock() {
+        s.remove(sid);
+    }
+}
+
+/// The socket went away without `leave`: the participant stays for the grace period.
+fn detach<B: RoomBackend>(st: &RoomState<B>, session: &Session) {
+    let generation = {
+        let Ok(mut sessions) = st.sessions.lock() else {
+            return;
+        };
+        let Some(entry) = sessions.get_mut(&session.sid) else {
+            return;
+        };
+        if entry.generation != session.generation {
+            return; // already taken over
+        }
+        entry.generation += 1;
+        entry.kick = None;
+        entry.generation
+    };
+    info!(participant = %session.sid, grace_secs = st.config.resume_grace.as_secs(), "room socket gone; resumable for the grace period");
+    let st = st.clone();
+    let sid = session.sid.clone();
+    let key = session.key;
+    tokio::spawn(async move {
+        tokio::time::sleep(st.config.resume_grace).await;
+        let expired = match st.sessions.lock() {
+            Ok(mut sessions) => {
+                if sessions.get(&sid).is_some_and(|e| e.generation == generation) {
+                    sessions.remove(&sid);
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if expired {
+            info!(participant = %sid, "not resumed within the grace period; removed");
+            if let Err(e) = st
+                .backend
+                .room_command(key, RoomCommand::Leave(RemoveReason::Disconnected))
+                .await
+            {
+                debug!(participant = %sid, error = %e, "participant already gone");
+            }
+        }
+    });
+}
+
+async fn serve<B: RoomBackend>(
+    st: &RoomState<B>,
+    socket: &mut WebSocket,
+    session: &mut Session,
+) -> End {
+    loop {
+        tokio::select! {
+            _ = &mut session.kicked => return End::Replaced,
+            u = session.updates.recv() => {
+                let Some(u) = u else {
+                    // The worker dropped this channel: it fell behind (or the node stops).
+                    return End::TooSlow;
+                };
+                let (msg, gone) = update_message(session.key.peer, &u);
+                if let Some(reason) = gone {
+                    return End::Left(reason);
+                }
+                if let Some(m) = msg && !send(socket, &m).await {
+                    return End::SocketGone;
+                }
+            }
+            m = next_message(socket) => {
+                let Some(m) = m else { return End::SocketGone };
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        debug!(participant = %session.sid, code = e.code, "bad room message");
+                        if !send(socket, &error_message(&e, None)).await {
+                            return End::SocketGone;
+                        }
+                        continue;
+                    }
+                };
+                if let ClientMessage::Leave { id } = &m {
+                    let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
+                    let _ = send(socket, &reply("leave_ok", id.as_ref(), json!({}))).await;
+                    return End::Left("left");
+                }
+                let (id, out) = handle(st, session, m).await;
+                let msg = match out {
+                    Ok(v) => v,
+                    Err(e) => {
+                        debug!(participant = %session.sid, code = e.code, message = %e.message, "room request refused");
+                        error_message(&e, id.as_ref())
+                    }
+                };
+                if !send(socket, &msg).await {
+                    return End::SocketGone;
+                }
+            }
+        }
+    }
+}
+
+/// One request after `join`: its id and the reply (or error) to send.
+async fn handle<B: RoomBackend>(
+    st: &RoomState<B>,
+    session: &Session,
+    m: ClientMessage,
+) -> (Option<Value>, Result<Value, ApiError>) {
+    let grants = session.grant.grants;
+    let command = |cmd| st.backend.room_command(session.key, cmd);
+    match m {
+        ClientMessage::Join { id, .. } => (
+            id,
+            Err(ApiError::bad_request(
+                "already_joined",
+                "this socket has joined; open another one to join again",
+            )),
+        ),
+        ClientMessage::Leave { id } => (id, Ok(json!({}))), // handled by the caller
+        ClientMessage::Ping { id } => {
+            let r = reply("pong", id.as_ref(), json!({}));
+            (id, Ok(r))
+        }
+        ClientMessage::Offer { id, sdp } => {
+            if sdp.trim().is_empty() {
+                let e = ApiError::bad_request("malformed_sdp", "the offer is empty");
+                return (id, Err(e));
+            }
+            if !grants.publish && offer_sends_media(&sdp) {
+                let e = ApiError::forbidden(
+                    "the token does not grant publish; offer recvonly m-lines only",
+                );
+                return (id, Err(e));
+            }
+            let r = command(RoomCommand::Offer(sdp)).await;
+            let r = match r {
+                Ok(RoomReply::Answer(a)) => Ok(reply("answer", id.as_ref(), json!({"sdp": a}))),
+                Ok(_) => Err(ApiError::internal("the media worker gave no answer")),
+                Err(e) => Err(backend_error(e)),
+            };
+            (id, r)
+        }
+        ClientMessage::Candidate { id, candidate } => {
+            let r = command(RoomCommand::Candidates(vec![candidate]))
+                .await
+                .map(|_| reply("candidate_ok", id.as_ref(), json!({})))
+                .map_err(backend_error);
+            (id, r)
+        }
+        ClientMessage::Subscribe {
+            id,
+            track,
+            mid,
+            max_layer,
+            paused,
+        } => {
+            let r = async {
+                if !grants.subscribe {
+                    return Err(ApiError::forbidden("the token does not grant subscribe"));
+                }
+                let t = parse_track_id(&track)
+                    .ok_or_else(|| ApiError::invalid_field("track", "not a track id"))?;
+                let mid = parse_mid(&mid)?;
+                if let Some(l) = max_layer {
+                    command(RoomCommand::MaxLayer {
+                        mid,
+                        max_layer: Some(l),
+                    })
+                    .await
+                    .map_err(backend_error)?;
+                }
+                if let Some(p) = paused {
+                    command(RoomCommand::Pause { mid, paused: p })
+                        .await
+                        .map_err(backend_error)?;
+                }
+                command(RoomCommand::Subscribe { mid, track: t })
+                    .await
+                    .map_err(backend_error)?;
+                Ok(reply(
+                    "subscribed",
+                    id.as_ref(),
+                    json!({"track": track, "mid": mid.to_string()}),
+                ))
+            }
+            .await;
+            (id, r)
+        }
+        ClientMessage::UpdateSubscription {
+            id,
+            mid,
+            paused,
+            max_layer,
+        } => {
+            let r = async {
+                let mid = parse_mid(&mid)?;
+                if let Some(l) = max_layer {
+                    command(RoomCommand::MaxLayer { mid, max_layer: l })
+                        .await
+                        .map_err(backend_error)?;
+                }
+                if let Some(p) = paused {
+                    command(RoomCommand::Pause { mid, paused: p })
+                        .await
+                        .map_err(backend_error)?;
+                }
+                Ok(reply(
+                    "subscription_updated",
+                    id.as_ref(),
+                    json!({"mid": mid.to_string()}),
+                ))
+            }
+            .await;
+            (id, r)
+        }
+        ClientMessage::Unsubscribe { id, mid } => {
+            let r = async {
+                let mid = parse_mid(&mid)?;
+                command(RoomCommand::Unsubscribe { mid })
+                    .await
+                    .map_err(backend_error)?;
+                Ok(reply(
+                    "unsubscribed",
+                    id.as_ref(),
+                    json!({"mid": mid.to_string()}),
+                ))
+            }
+            .await;
+            (id, r)
+        }
+        ClientMessage::Mute { id, mid, muted } => {
+            let r = async {
+                let m = parse_mid(&mid)?;
+                command(RoomCommand::Mute { mid: m, muted })
+                    .await
+                    .map_err(backend_error)?;
+                Ok(reply(
+                    "mute_ok",
+                    id.as_ref(),
+                    json!({"track": track_id(session.key.peer, m), "muted": muted}),
+                ))
+            }
+            .await;
+            (id, r)
+        }
+        ClientMessage::Unpublish { id, mid } => {
+            let r = async {
+                let m = parse_mid(&mid)?;
+                command(RoomCommand::Unpublish { mid: m })
+                    .await
+                    .map_err(backend_error)?;
+                Ok(reply(
+                    "unpublished",
+                    id.as_ref(),
+                    json!({"track": track_id(session.key.peer, m)}),
+                ))
+            }
+            .await;
+            (id, r)
+        }
+        ClientMessage::Data { id, payload, to } => {
+            let r = async {
+                if !grants.publish_data {
+                    return Err(ApiError::forbidden("the token does not grant publish_data"));
+                }
+                let size = payload.to_string().len();
+                if size > MAX_DATA_BYTES {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "data_too_large",
+                        format!("the payload is {size} bytes; at most {MAX_DATA_BYTES}"),
+                    ));
+                }
+                let named = to.is_some();
+                let delivered = match command(RoomCommand::Data { to, payload })
+                    .await
+                    .map_err(backend_error)?
+                {
+                    RoomReply::Delivered(n) => n,
+                    _ => 0,
+                };
+                if named && delivered == 0 {
+                    return Err(ApiError::not_found(
+                        "none of the named participants is in the room",
+                    ));
+                }
+                Ok(reply(
+                    "data_ok",
+                    id.as_ref(),
+                    json!({"delivered": delivered}),
+                ))
+            }
+            .await;
+            (id, r)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        let t = parse_track_id(&track_id(PeerId(42), Mid::from("3"))).unwrap();
+        assert_eq!(t.owner, PeerId(42));
+        assert_eq!(t.mid, Mid::from("3"));
+        assert!(parse_track_id("p4").is_none());
+        assert!(parse_track_id("x4/1").is_none());
+        assert!(parse_track_id("p4/").is_none());
+        assert_eq!(parse_sid("p7"), Some(PeerId(7)));
+    }
+
+    #[test]
+    fn messages_parse_strictly() {
+        assert!(matches!(
+            parse_message(r#"{"type":"join","token":"t","id":1}"#),
+            Ok(ClientMessage::Join { .. })
+        ));
+        let e = parse_message(r#"{"type":"fly"}"#).unwrap_err();
+        assert_eq!(e.code, "bad_message");
+        assert!(parse_message(r#"{"type":"mute","mid":"0"}"#).is_err());
+        assert!(parse_message(r#"{"type":"ping","extra":1}"#).is_err());
+        assert!(parse_message("not json").is_err());
+        match parse_message(r#"{"type":"update_subscription","mid":"1","max_layer":null}"#) {
+            Ok(ClientMessage::UpdateSubscription { max_layer, .. }) => {
+                assert_eq!(max_layer, Some(None))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_message(r#"{"type":"update_subscription","mid":"1"}"#) {
+            Ok(ClientMessage::UpdateSubscription { max_layer, .. }) => assert_eq!(max_layer, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn offers_that_send() {
+        let recv = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(!offer_sends_media(recv));
+        let send = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+        assert!(offer_sends_media(send));
+        let implicit = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(offer_sends_media(implicit));
+        let stopped = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n";
+        assert!(!offer_sends_media(stopped));
+        let data = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert!(!offer_sends_media(data));
+    }
+
+    #[test]
+    fn own_removal_ends_the_session() {
+        let me = PeerId(1);
+        let removed = |peer| {
+            RoomUpdate::Sfu(SfuEvent::PeerRemoved {
+                peer,
+                room: RoomId::parse("r").unwrap(),
+                identity: "x".into(),
+                reason: RemoveReason::Disconnected,
+            })
+        };
+        assert_eq!(update_message(me, &removed(me)).1, Some("disconnected"));
+        let (m, gone) = update_message(me, &removed(PeerId(2)));
+        assert!(gone.is_none());
+        assert_eq!(m.unwrap()["type"], "participant_left");
+    }
+}
