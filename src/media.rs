@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use media_core::{
-    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RoomId, Sfu, SfuConfig,
-    SfuError, SfuEvent, SfuStats,
+    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError,
+    SfuEvent, SfuStats,
 };
 use signaling::{
-    BackendError, JoinRoom, MediaBackend, OpenSession, OpenedSession, ParticipantKey,
-    RoomBackend, RoomCommand, RoomReply, RoomUpdate, SessionId, SessionOwner,
+    BackendError, JoinRoom, MediaBackend, OpenSession, OpenedSession, ParticipantKey, RoomBackend,
+    RoomCommand, RoomReply, RoomUpdate, SessionId, SessionOwner,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -715,13 +715,15 @@ fn room_command(
             sfu.add_remote_candidates(now, peer, &refs)
                 .map(|_| RoomReply::Done)
         }
-        RoomCommand::Subscribe { mid, track } => {
-            sfu.subscribe(now, peer, mid, track).map(|_| RoomReply::Done)
+        RoomCommand::Subscribe { mid, track } => sfu
+            .subscribe(now, peer, mid, track)
+            .map(|_| RoomReply::Done),
+        RoomCommand::Unsubscribe { mid } => {
+            sfu.unsubscribe(now, peer, mid).map(|_| RoomReply::Done)
         }
-        RoomCommand::Unsubscribe { mid } => sfu.unsubscribe(now, peer, mid).map(|_| RoomReply::Done),
-        RoomCommand::Pause { mid, paused } => {
-            sfu.set_paused(now, peer, mid, paused).map(|_| RoomReply::Done)
-        }
+        RoomCommand::Pause { mid, paused } => sfu
+            .set_paused(now, peer, mid, paused)
+            .map(|_| RoomReply::Done),
         RoomCommand::MaxLayer { mid, max_layer } => sfu
             .set_layer_preference(peer, mid, max_layer)
             .map(|_| RoomReply::Done),

@@ -59,8 +59,8 @@ pub mod speaker;
 pub mod timers;
 
 pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
-pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
 pub use room::TrackRef;
+pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
 pub use sfu::{
     Accepted, JoinRequest, OfferRequest, ParticipantInfo, PublishedTrack, RemoveReason, Sfu,
     SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,

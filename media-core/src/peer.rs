@@ -24,7 +24,9 @@ pub enum PeerState {
     Idle,
     Connecting,
     Connected,
-    Disconnected { since: Instant },
+    Disconnected {
+        since: Instant,
+    },
 }
 
 /// A subscriber's sending m-line and the track that feeds it.

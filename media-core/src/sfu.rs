@@ -392,7 +392,8 @@ impl Sfu {
         };
         if !usable {
             self.remove_now(id, None);
-            self.events.retain(|e| !matches!(e, SfuEvent::TrackPublished { peer, .. } if *peer == id));
+            self.events
+                .retain(|e| !matches!(e, SfuEvent::TrackPublished { peer, .. } if *peer == id));
             return Err(SfuError::NoUsableMedia(match req.role {
                 PeerRole::Subscriber => {
                     "the offer has no audio or video m-line the server can send to (recvonly or sendrecv)"
@@ -403,7 +404,8 @@ impl Sfu {
             }));
         }
         if let Some(joined) = self.join_event(id) {
-            self.events.insert(announce_at.min(self.events.len()), joined);
+            self.events
+                .insert(announce_at.min(self.events.len()), joined);
         }
         info!(peer = %id, room = %req.room, identity = req.identity, role = ?req.role, "peer accepted");
         Ok(Accepted {
@@ -1243,8 +1245,7 @@ impl Sfu {
             .get_mut(&peer.room)
             .and_then(|r| r.tracks.iter_mut().find(|t| t.track == src))
         {
-            t.fanout
-                .retain(|s| !(s.subscriber == id && s.slot == slot));
+            t.fanout.retain(|s| !(s.subscriber == id && s.slot == slot));
         }
     }
 
@@ -1684,7 +1685,8 @@ fn bind(track: &mut TrackIn, out: &mut TrackOut, sub: PeerId, slot: usize) -> bo
 }
 
 fn parse_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
-    SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::MalformedSdp(clean_parse_error(&e.to_string())))
+    SdpOffer::from_sdp_string(sdp)
+        .map_err(|e| SfuError::MalformedSdp(clean_parse_error(&e.to_string())))
 }
 
 /// The descriptor patch that sets a VP8 packet's picture id and TL0PICIDX. A 7-bit

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::future::Future;
 
-use media_core::{ParticipantInfo, PeerId, PeerRole, RemoveReason, RoomId, SfuError, SfuEvent, TrackRef};
+use media_core::{
+    ParticipantInfo, PeerId, PeerRole, RemoveReason, RoomId, SfuError, SfuEvent, TrackRef,
+};
 use str0m::media::Mid;
 use tokio::sync::mpsc;
 

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::backend::{
-    BackendError, JoinRoom, ParticipantKey, ROOM_UPDATE_QUEUE, RoomBackend, RoomCommand,
-    RoomReply, RoomUpdate,
+    BackendError, JoinRoom, ParticipantKey, ROOM_UPDATE_QUEUE, RoomBackend, RoomCommand, RoomReply,
+    RoomUpdate,
 };
 use crate::error::ApiError;
 use crate::token::{JoinGrant, JoinTokenVerifier};
@@ -353,7 +353,9 @@ fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static
             from_identity,
             payload,
         } => (
-            Some(json!({"type": "data", "from": sid(*from), "from_identity": from_identity, "payload": payload})),
+            Some(
+                json!({"type": "data", "from": sid(*from), "from_identity": from_identity, "payload": payload}),
+            ),
             None,
         ),
         RoomUpdate::Sfu(ev) => match ev {
@@ -363,9 +365,11 @@ fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static
                 role,
                 ..
             } if *peer != me => (
-                Some(json!({"type": "participant_joined", "participant": ParticipantView {
-                    sid: sid(*peer), identity: identity.clone(), kind: role.as_str(), connected: false, tracks: Vec::new(),
-                }})),
+                Some(
+                    json!({"type": "participant_joined", "participant": ParticipantView {
+                        sid: sid(*peer), identity: identity.clone(), kind: role.as_str(), connected: false, tracks: Vec::new(),
+                    }}),
+                ),
                 None,
             ),
             SfuEvent::PeerConnected { peer, .. } => (
@@ -376,27 +380,37 @@ fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static
                 (None, Some(reason_name(*reason)))
             }
             SfuEvent::PeerRemoved { peer, reason, .. } => (
-                Some(json!({"type": "participant_left", "participant": sid(*peer), "reason": reason_name(*reason)})),
+                Some(
+                    json!({"type": "participant_left", "participant": sid(*peer), "reason": reason_name(*reason)}),
+                ),
                 None,
             ),
             SfuEvent::TrackPublished {
                 peer, mid, kind, ..
             } => (
-                Some(json!({"type": "track_published", "track": track_view(*peer, &PublishedTrack { mid: *mid, kind: *kind, muted: false })})),
+                Some(
+                    json!({"type": "track_published", "track": track_view(*peer, &PublishedTrack { mid: *mid, kind: *kind, muted: false })}),
+                ),
                 None,
             ),
             SfuEvent::TrackUnpublished { peer, mid, .. } => (
-                Some(json!({"type": "track_unpublished", "track": track_id(*peer, *mid), "participant": sid(*peer)})),
+                Some(
+                    json!({"type": "track_unpublished", "track": track_id(*peer, *mid), "participant": sid(*peer)}),
+                ),
                 None,
             ),
             SfuEvent::TrackMuted {
                 peer, mid, muted, ..
             } => (
-                Some(json!({"type": "track_muted", "track": track_id(*peer, *mid), "participant": sid(*peer), "muted": muted})),
+                Some(
+                    json!({"type": "track_muted", "track": track_id(*peer, *mid), "participant": sid(*peer), "muted": muted}),
+                ),
                 None,
             ),
             SfuEvent::SpeakerChanged { peer, mid, .. } => (
-                Some(json!({"type": "speaker_changed", "participant": sid(*peer), "track": track_id(*peer, *mid)})),
+                Some(
+                    json!({"type": "speaker_changed", "participant": sid(*peer), "track": track_id(*peer, *mid)}),
+                ),
                 None,
             ),
             SfuEvent::PeerJoined { .. } => (None, None),
@@ -629,18 +643,14 @@ async fn join<B: RoomBackend>(
         if let Some(k) = old_kick {
             let _ = k.send(());
         }
-        let participants = st
-            .backend
-            .attach(key, tx)
-            .await
-            .map_err(|e| match e {
-                BackendError::Sfu(media_core::SfuError::UnknownPeer) => ApiError::new(
-                    axum::http::StatusCode::GONE,
-                    "resume_expired",
-                    "the participant is gone; join anew",
-                ),
-                other => backend_error(other),
-            })?;
+        let participants = st.backend.attach(key, tx).await.map_err(|e| match e {
+            BackendError::Sfu(media_core::SfuError::UnknownPeer) => ApiError::new(
+                axum::http::StatusCode::GONE,
+                "resume_expired",
+                "the participant is gone; join anew",
+            ),
+            other => backend_error(other),
+        })?;
         info!(room = %grant.room, identity = %grant.identity, participant = %r.sid, "participant resumed");
         return Ok((
             Session {
@@ -731,7 +741,10 @@ fn detach<B: RoomBackend>(st: &RoomState<B>, session: &Session) {
         tokio::time::sleep(st.config.resume_grace).await;
         let expired = match st.sessions.lock() {
             Ok(mut sessions) => {
-                if sessions.get(&sid).is_some_and(|e| e.generation == generation) {
+                if sessions
+                    .get(&sid)
+                    .is_some_and(|e| e.generation == generation)
+                {
                     sessions.remove(&sid);
                     true
                 } else {

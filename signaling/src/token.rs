@@ -352,6 +352,20 @@ mod tests {
     }
 
     #[test]
+    fn room_limits_travel_in_the_token() {
+        let s = JoinTokenSigner::generate().unwrap();
+        let room = RoomId::parse("r").unwrap();
+        let t = s
+            .sign_limited(&room, "x", grants(), Duration::from_secs(60), Some(5))
+            .unwrap();
+        assert_eq!(s.verifier().verify(&t).unwrap().room_limit, Some(5));
+        let t = s
+            .sign(&room, "x", grants(), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(s.verifier().verify(&t).unwrap().room_limit, None);
+    }
+
+    #[test]
     fn expired_tokens_are_rejected() {
         let s = JoinTokenSigner::generate().unwrap();
         let claims = JoinClaims {
@@ -362,6 +376,7 @@ mod tests {
             nbf: 1,
             exp: 2,
             jti: "j".into(),
+            max_participants: None,
         };
         let t = s.key().sign_claims(&claims).unwrap();
         assert!(matches!(s.verifier().verify(&t), Err(TokenError::Expired)));

@@ -326,9 +326,11 @@ pub(crate) fn backend_error(e: BackendError) -> ApiError {
             "unknown_mid",
             format!("no negotiated m-line {m} that can carry this; renegotiate first"),
         ),
-        e @ BackendError::Sfu(SfuError::WrongKind { .. }) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind", e.to_string())
-        }
+        e @ BackendError::Sfu(SfuError::WrongKind { .. }) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_kind",
+            e.to_string(),
+        ),
         BackendError::Sfu(SfuError::NotAllowed(m)) => ApiError::forbidden(m),
         BackendError::Draining => ApiError::unavailable(
             "draining",

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use media_core::str0m::change::SdpAnswer;
+use media_core::str0m::change::{SdpAnswer, SdpApi};
 use media_core::str0m::format::Codec;
 use media_core::str0m::format::CodecExtra;
 use media_core::str0m::media::{
@@ -18,7 +18,9 @@ use media_core::str0m::media::{
 use media_core::str0m::net::{Protocol, Receive, Transmit};
 use media_core::str0m::rtp::RtpWrite;
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
-use media_core::{OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent};
+use media_core::{
+    JoinRequest, OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent,
+};
 
 pub const SFU_ADDR: &str = "127.0.0.1:40000";
 
@@ -242,6 +244,87 @@ impl Harness {
         });
         self.shuttle();
         Ok(self.clients.len() - 1)
+    }
+
+    /// A room participant that joins without media ([`Sfu::join`]); it negotiates
+    /// with [`Harness::negotiate`].
+    pub fn join_participant(
+        &mut self,
+        room: &str,
+        identity: &str,
+        room_limit: Option<usize>,
+    ) -> Result<usize, SfuError> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
+        self.next_port += 1;
+        let room = RoomId::parse(room).unwrap();
+        let peer = self.sfu.join(
+            self.now,
+            JoinRequest {
+                room: &room,
+                identity,
+                room_limit,
+            },
+        )?;
+        let mut rtc = Rtc::builder().build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        self.clients.push(Client {
+            rtc,
+            addr,
+            peer,
+            role: PeerRole::Participant,
+            mids: Vec::new(),
+            frames: Vec::new(),
+            keyframe_requests: 0,
+            connected: false,
+            offline: false,
+            audio_time: 0,
+            video_time: 0,
+        });
+        self.shuttle();
+        Ok(self.clients.len() - 1)
+    }
+
+    /// A participant's (re-)offer: `change` edits the client's session and returns the
+    /// m-lines it added (recorded as the client's); the SFU answers.
+    pub fn negotiate(
+        &mut self,
+        client: usize,
+        change: impl FnOnce(&mut SdpApi<'_>) -> Vec<(Mid, MediaKind)>,
+    ) -> Result<(), SfuError> {
+        let now = self.now;
+        let c = &mut self.clients[client];
+        let mut api = c.rtc.sdp_api();
+        let added = change(&mut api);
+        let (offer, pending) = api.apply().expect("the change makes an offer");
+        let answer = self.sfu.negotiate(now, c.peer, &offer.to_sdp_string())?;
+        c.rtc
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("answer accepted");
+        c.mids.extend(added);
+        self.shuttle();
+        Ok(())
+    }
+
+    /// The client's network changes: it is on a new address from now on and restarts
+    /// ICE there.
+    pub fn move_and_restart_ice(&mut self, client: usize) -> Result<(), SfuError> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
+        self.next_port += 1;
+        self.clients[client].addr = addr;
+        self.clients[client].offline = false;
+        self.negotiate(client, |api| {
+            api.ice_restart(false);
+            Vec::new()
+        })?;
+        let c = &mut self.clients[client];
+        c.rtc
+            .add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        self.shuttle();
+        Ok(())
     }
 
     /// Advances virtual time by `d` in 5 ms steps, delivering everything on the way.
