@@ -22,6 +22,7 @@ pub mod kafka;
 #[path = "../../control-api/tests/common/mod.rs"]
 pub mod pg;
 pub mod remote;
+pub mod room;
 
 pub struct TestServer {
     pub server: Option<RunningServer>,
@@ -213,6 +214,24 @@ pub async fn join(
 }
 
 impl Peer {
+    /// A peer from a session the caller set up itself.
+    pub fn from_parts(rtc: Rtc, sock: UdpSocket, mids: Vec<(Mid, MediaKind)>) -> Peer {
+        let addr = sock.local_addr().unwrap();
+        Peer {
+            rtc,
+            sock,
+            addr,
+            mids,
+            frames: Vec::new(),
+            connected: false,
+            keyframe_requests: 0,
+            location: String::new(),
+            token: String::new(),
+            audio_time: 0,
+            video_time: 0,
+        }
+    }
+
     pub fn mid(&self, kind: MediaKind) -> Mid {
         self.mids.iter().find(|(_, k)| *k == kind).unwrap().0
     }
