@@ -84,8 +84,17 @@ pub struct MediaSettings {
     pub keyframe_interval_ms: u64,
     /// Peers that do not connect within this time are removed.
     pub connect_timeout_secs: u64,
-    /// Peers that lose connectivity are removed after this grace period.
+    /// Peers that lose connectivity are removed after this grace period; room
+    /// participants whose socket went away may resume within it.
     pub disconnect_grace_secs: u64,
+    /// Where a subscriber's bandwidth estimate starts (kb/s); 0 turns estimation off,
+    /// and layers then follow subscribers' preferences alone.
+    #[serde(default = "default_bwe_initial_kbps")]
+    pub bwe_initial_kbps: u64,
+}
+
+fn default_bwe_initial_kbps() -> u64 {
+    1_000
 }
 
 /// An SMTP server for outgoing mail (`[smtp]`, `STREAMCORE_SMTP__HOST`, …).
@@ -181,6 +190,7 @@ impl Default for Settings {
                 keyframe_interval_ms: 300,
                 connect_timeout_secs: 30,
                 disconnect_grace_secs: 20,
+                bwe_initial_kbps: default_bwe_initial_kbps(),
             },
             smtp: None,
             node_id: None,

@@ -152,6 +152,8 @@ impl MediaWorkers {
                 Duration::from_millis(settings.media.keyframe_interval_ms);
             config.connect_timeout = Duration::from_secs(settings.media.connect_timeout_secs);
             config.disconnect_grace = Duration::from_secs(settings.media.disconnect_grace_secs);
+            config.initial_bitrate = (settings.media.bwe_initial_kbps > 0)
+                .then(|| media_core::str0m::bwe::Bitrate::kbps(settings.media.bwe_initial_kbps));
             let (tx, rx) = mpsc::channel(1024);
             let ctx = WorkerContext {
                 index: i,

@@ -73,6 +73,11 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
         self.target
     }
 
+    /// The highest layer index the subscriber wants, if it set a cap.
+    pub fn preference(&self) -> Option<usize> {
+        self.preferred_max
+    }
+
     /// Highest layer index wanted (0 = lowest); `None` for no limit.
     pub fn set_preference(&mut self, max_layer: Option<usize>) {
         self.preferred_max = max_layer;

@@ -98,6 +98,11 @@ pub struct Peer {
     pub tracks_out: Vec<TrackOut>,
     /// Publisher m-lines announced by this peer; the tracks themselves live in the room.
     pub published: Vec<Mid>,
+    /// The send-side bandwidth estimate towards this peer (TWCC, or REMB from the
+    /// client), bits per second; `None` before the first one.
+    pub estimate_bps: Option<u64>,
+    /// The (minimum, desired) last given to the estimator, so it is told only changes.
+    pub bwe_steer: (u64, u64),
     /// Each m-line's direction (as this side sees it) after the last negotiation, so a
     /// renegotiation acts only on what changed.
     pub directions: Vec<(Mid, Direction)>,

@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
@@ -43,6 +44,9 @@ pub struct SfuConfig {
     pub max_peers: usize,
     /// How often str0m reports stats events (also the audio-level refresh).
     pub stats_interval: Option<Duration>,
+    /// Where a subscriber's send-side bandwidth estimate starts; `None` turns the
+    /// estimator off (layers are then chosen by preference alone).
+    pub initial_bitrate: Option<Bitrate>,
 }
 
 impl SfuConfig {
@@ -55,6 +59,7 @@ impl SfuConfig {
             disconnect_grace: Duration::from_secs(20),
             max_peers: 10_000,
             stats_interval: None,
+            initial_bitrate: Some(Bitrate::kbps(1_000)),
         }
     }
 }
@@ -251,6 +256,8 @@ pub struct Sfu {
     /// Events drained from `Rtc`s, handled after the drain that produced them.
     pending: VecDeque<(PeerId, Event)>,
     deferred: VecDeque<Deferred>,
+    /// Scratch list of the timer entries due in one `handle_timeout`.
+    due: Vec<(Instant, PeerId)>,
     stats: SfuStats,
 }
 
@@ -285,6 +292,7 @@ impl Sfu {
             events: VecDeque::new(),
             pending: VecDeque::with_capacity(64),
             deferred: VecDeque::new(),
+            due: Vec::with_capacity(64),
             stats: SfuStats::default(),
         }
     }
@@ -495,6 +503,9 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
+        if role.subscribes() {
+            builder = builder.enable_bwe(self.config.initial_bitrate);
+        }
         let mut rtc = builder.build(now);
         for addr in &self.config.candidates {
             match Candidate::host(*addr, "udp") {
@@ -531,6 +542,8 @@ impl Sfu {
                 scheduled: None,
                 tracks_out: Vec::new(),
                 published: Vec::new(),
+                estimate_bps: None,
+                bwe_steer: (0, 0),
                 directions: Vec::new(),
             },
         );
@@ -926,8 +939,15 @@ impl Sfu {
     }
 
     /// Advances time: services every peer whose deadline has passed.
+    /// Each due peer is serviced once per call: a paced `Rtc` asks for another timeout
+    /// at the same instant after every packet it sends, and is served again at the next
+    /// call, after the socket has been read.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, id)) = self.timers.pop_due(now) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(entry) = self.timers.pop_due(now) {
+            due.push(entry);
+        }
+        for (at, id) in due.drain(..) {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -937,6 +957,7 @@ impl Sfu {
             peer.scheduled = None;
             self.service(now, id);
         }
+        self.due = due;
         self.process(now);
     }
 
@@ -1084,6 +1105,32 @@ impl Sfu {
                         peer.state = PeerState::Connected;
                     }
                     _ => {}
+                }
+            }
+            Event::EgressBitrateEstimate(kind) => {
+                let estimate = match kind {
+                    BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. } => estimate,
+                    _ => return,
+                };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                peer.estimate_bps = Some(estimate.as_u64());
+                // Decided again at each video source's next packet.
+                let Some(room) = self.rooms.get_mut(&peer.room) else {
+                    return;
+                };
+                for out in peer
+                    .tracks_out
+                    .iter()
+                    .filter(|o| o.kind == MediaKind::Video)
+                {
+                    if let Some(t) = out
+                        .source
+                        .and_then(|s| room.tracks.iter_mut().find(|t| t.track == s))
+                    {
+                        t.reselect = true;
+                    }
                 }
             }
             Event::KeyframeRequest(r) => {
@@ -1563,20 +1610,106 @@ impl Sfu {
             let Some(peer) = self.peers.get_mut(&sub.subscriber) else {
                 continue;
             };
-            // No bandwidth estimate yet: subscribers' estimators are not enabled (their
-            // padding and probing belong with the room protocol's congestion control).
+            let budget = slot_budget(peer);
             if let Some(out) = peer.tracks_out.get_mut(sub.slot)
-                && out.layer.update(now, &track.layer_infos, None)
+                && out.layer.update(now, &track.layer_infos, budget)
                 && out.layer.target() != out.layer.current()
             {
-                debug!(subscriber = %sub.subscriber, target = ?out.layer.target(), "layer target changed");
+                debug!(subscriber = %sub.subscriber, target = ?out.layer.target(), ?budget, "layer target changed");
                 changed = true;
             }
         }
+        let track_ref = track.track;
+        let n = track.fanout.len();
         if changed {
-            self.deferred
-                .push_back(Deferred::Keyframe(key, track.track));
+            self.deferred.push_back(Deferred::Keyframe(key, track_ref));
         }
+        // By index: steering changes no fan-out, and the hot path allocates nothing.
+        for i in 0..n {
+            let Some(sub) = self
+                .rooms
+                .get(&key)
+                .and_then(|r| r.tracks.get(ti))
+                .and_then(|t| t.fanout.get(i))
+                .map(|s| s.subscriber)
+            else {
+                break;
+            };
+            self.steer_bwe(now, key, sub);
+        }
+    }
+
+    /// Tells a subscriber's estimator what to aim for. `desired` is what its slots
+    /// would carry at their preferred layers, with headroom: the pacer sends at
+    /// little more than the estimate, and an estimate held at the bare media rate
+    /// would delay every keyframe burst. `minimum` asks for padding only while a slot
+    /// is held below the layer it wants: up to the next layer's rate, so the estimate
+    /// can grow into it.
+    fn steer_bwe(&mut self, now: Instant, key: RoomKey, sub: PeerId) {
+        let (Some(room), Some(peer)) = (self.rooms.get(&key), self.peers.get_mut(&sub)) else {
+            return;
+        };
+        if peer.estimate_bps.is_none() {
+            return;
+        }
+        let (mut current_total, mut probe_total, mut wanted_total) = (0u64, 0u64, 0u64);
+        let mut held_below = false;
+        for out in peer.tracks_out.iter().filter(|o| !o.paused) {
+            let Some(src) = out.source else { continue };
+            if out.kind == MediaKind::Audio {
+                current_total += AUDIO_BUDGET_BPS;
+                probe_total += AUDIO_BUDGET_BPS;
+                wanted_total += AUDIO_BUDGET_BPS;
+                continue;
+            }
+            let Some(t) = room.tracks.iter().find(|t| t.track == src) else {
+                continue;
+            };
+            let cap = out.layer.preference().unwrap_or(usize::MAX);
+            let active = || {
+                t.layer_infos
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, (_, l))| l.active && *i <= cap)
+                    .map(|(i, (_, l))| (i, l.bitrate_bps))
+            };
+            let Some((top_index, top)) = active().last() else {
+                continue;
+            };
+            wanted_total += top;
+            let current = out
+                .layer
+                .current()
+                .and_then(|c| t.layer_infos.iter().position(|(r, _)| *r == c));
+            let (now_rate, next_rate) = match current {
+                Some(c) => {
+                    let here = active().find(|(i, _)| *i == c).map_or(0, |(_, b)| b);
+                    let next = active().find(|(i, _)| *i > c).map_or(here, |(_, b)| b);
+                    held_below |= c < top_index;
+                    (here, next)
+                }
+                None => {
+                    let low = active().next().map_or(0, |(_, b)| b);
+                    (low, low)
+                }
+            };
+            current_total += now_rate;
+            probe_total += next_rate;
+        }
+        let desired = wanted_total.saturating_mul(2).max(MIN_DESIRED_BPS);
+        let minimum = if held_below {
+            probe_total.max(current_total)
+        } else {
+            0
+        };
+        if (minimum, desired) == peer.bwe_steer {
+            return;
+        }
+        peer.bwe_steer = (minimum, desired);
+        peer.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired.max(minimum)));
+        self.drain(now, sub);
     }
 
     /// Re-evaluates a room's active speaker, at most every `SPEAKER_INTERVAL`.
@@ -1667,6 +1800,25 @@ impl Sfu {
             self.bind_room(key);
         }
     }
+}
+
+/// What a subscriber's audio is assumed to need of its estimate.
+const AUDIO_BUDGET_BPS: u64 = 64_000;
+/// The estimator is never asked for less than this: below it, probing stalls.
+const MIN_DESIRED_BPS: u64 = 300_000;
+
+/// The share of a subscriber's bandwidth estimate one of its video slots may use:
+/// the estimate less its audio, split evenly over the video it receives.
+fn slot_budget(peer: &Peer) -> Option<u64> {
+    let estimate = peer.estimate_bps?;
+    let fed = || {
+        peer.tracks_out
+            .iter()
+            .filter(|o| o.source.is_some() && !o.paused)
+    };
+    let audio = fed().filter(|o| o.kind == MediaKind::Audio).count() as u64;
+    let video = fed().filter(|o| o.kind == MediaKind::Video).count().max(1) as u64;
+    Some(estimate.saturating_sub(audio * AUDIO_BUDGET_BPS) / video)
 }
 
 /// Feeds subscriber slot `slot` of `sub` from `track`. True if the subscriber needs a

@@ -49,7 +49,8 @@ fn layer_runs(h: &Harness, c: usize) -> String {
 
 #[test]
 fn each_subscriber_gets_one_layer_and_switches_on_keyframes() {
-    let mut h = Harness::new();
+    // Preference alone: no bandwidth estimator (see `bandwidth_*` for the estimate).
+    let mut h = Harness::with_config(|c| c.initial_bitrate = None);
     let p = h.join_simulcast("sim", &["l", "m", "h"]).unwrap();
     let a = h.join("sim", PeerRole::Subscriber, &[Video]).unwrap();
     let b = h.join("sim", PeerRole::Subscriber, &[Video]).unwrap();
@@ -139,4 +140,45 @@ fn vp8_picture_ids_continue_across_a_layer_switch() {
         ids.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1),
         "{ids:?}"
     );
+}
+
+/// The subscriber's link narrows and widens: the send-side estimate (TWCC feedback
+/// from the subscriber) follows, and the layer follows the estimate — down at once,
+/// up after probing found room and the hold passed. The other subscriber keeps the
+/// top layer throughout.
+#[test]
+fn bandwidth_estimate_moves_a_subscriber_down_and_up() {
+    let mut h = Harness::new();
+    let p = h.join_simulcast("bw", &["l", "m", "h"]).unwrap();
+    let a = h.join("bw", PeerRole::Subscriber, &[Video]).unwrap();
+    let b = h.join("bw", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    send(&mut h, p, 0, 120, &["l", "m", "h"]);
+    assert!(layer_runs(&h, a).ends_with('h'), "{}", layer_runs(&h, a));
+    assert!(layer_runs(&h, b).ends_with('h'), "{}", layer_runs(&h, b));
+
+    // b's link drops to 200 kb/s: below h (~300 kb/s on the wire), above m.
+    h.clients[b].downlink = Some(common::Link::new(200_000));
+    send(&mut h, p, 120, 300, &["l", "m", "h"]);
+    let runs = layer_runs(&h, b);
+    assert!(
+        runs.ends_with('m') || runs.ends_with('l'),
+        "b went down: {runs}"
+    );
+    let lowered = runs.clone();
+
+    // The link opens up again: probing finds the room, b climbs back to h.
+    h.clients[b].downlink.as_mut().unwrap().bps = 5_000_000;
+    send(&mut h, p, 420, 450, &["l", "m", "h"]);
+    let runs = layer_runs(&h, b);
+    assert!(
+        runs.ends_with('h') && runs.len() > lowered.len(),
+        "b back up: {runs}"
+    );
+    assert!(
+        layer_runs(&h, a).ends_with('h'),
+        "a untouched: {}",
+        layer_runs(&h, a)
+    );
+    assert!(!layer_runs(&h, a).contains('m'), "{}", layer_runs(&h, a));
 }

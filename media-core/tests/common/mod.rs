@@ -44,8 +44,56 @@ pub struct Client {
     pub connected: bool,
     /// While true the client neither sends nor receives (a dead network).
     pub offline: bool,
+    /// A bottleneck on the SFU→client path; `None`: unlimited and instant.
+    pub downlink: Option<Link>,
     audio_time: u64,
     video_time: u64,
+}
+
+/// A rate-limited link with a drop-tail queue: a datagram leaves when the ones before
+/// it have been serialised at `bps`, and is dropped if it would wait over `max_delay`.
+#[derive(Debug)]
+pub struct Link {
+    pub bps: u64,
+    pub max_delay: Duration,
+    busy_until: Option<Instant>,
+    queue: std::collections::VecDeque<(Instant, Transmit)>,
+    pub dropped: u64,
+}
+
+impl Link {
+    pub fn new(bps: u64) -> Self {
+        Link {
+            bps,
+            max_delay: Duration::from_millis(200),
+            busy_until: None,
+            queue: Default::default(),
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, now: Instant, t: Transmit) {
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        let bits = (t.contents.len() as u64 + 28) * 8; // + IP/UDP headers
+        let done = start + Duration::from_micros(bits * 1_000_000 / self.bps.max(1));
+        if done.duration_since(now) > self.max_delay {
+            self.dropped += 1;
+            return;
+        }
+        self.busy_until = Some(done);
+        self.queue.push_back((done, t));
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Transmit> {
+        if self.queue.front().is_some_and(|(at, _)| *at <= now) {
+            return self.queue.pop_front().map(|(_, t)| t);
+        }
+        None
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.front().map(|(at, _)| *at)
+    }
 }
 
 impl Client {
@@ -239,6 +287,7 @@ impl Harness {
             keyframe_requests: 0,
             connected: false,
             offline: false,
+            downlink: None,
             audio_time: 0,
             video_time: 0,
         });
@@ -277,6 +326,7 @@ impl Harness {
             keyframe_requests: 0,
             connected: false,
             offline: false,
+            downlink: None,
             audio_time: 0,
             video_time: 0,
         });
@@ -331,7 +381,18 @@ impl Harness {
     pub fn run(&mut self, d: Duration) {
         let end = self.now + d;
         while self.now < end {
-            self.now += Duration::from_millis(5);
+            let step = self.now + Duration::from_millis(5);
+            // The SFU's own deadlines come first (a pacer sends one packet per
+            // timeout); time moves at least 100 µs per wake-up, as it would for real.
+            let links = self
+                .clients
+                .iter()
+                .filter_map(|c| c.downlink.as_ref()?.next_due());
+            let at = match self.sfu.poll_timeout().into_iter().chain(links).min() {
+                Some(t) if t < step => t.max(self.now + Duration::from_micros(100)),
+                _ => step,
+            };
+            self.now = at.min(end.max(self.now + Duration::from_micros(100)));
             self.tick();
         }
     }
@@ -377,6 +438,22 @@ impl Harness {
         let now = self.now;
         loop {
             let mut up: Vec<Transmit> = Vec::new();
+            let mut moved = false;
+            for c in &mut self.clients {
+                while let Some(t) = c.downlink.as_mut().and_then(|l| l.pop_due(now)) {
+                    moved = true;
+                    let input = Input::Receive(
+                        now,
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: t.source,
+                            destination: t.destination,
+                            contents: (&*t.contents).try_into().unwrap(),
+                        },
+                    );
+                    c.rtc.handle_input(input).unwrap();
+                }
+            }
             for c in &mut self.clients {
                 loop {
                     match c.rtc.poll_output().unwrap() {
@@ -402,7 +479,6 @@ impl Harness {
                     }
                 }
             }
-            let mut moved = false;
             for t in up {
                 if self.chance(self.loss_up) {
                     continue;
@@ -420,6 +496,10 @@ impl Harness {
                     continue;
                 };
                 if c.offline {
+                    continue;
+                }
+                if let Some(link) = c.downlink.as_mut() {
+                    link.push(now, t);
                     continue;
                 }
                 let input = Input::Receive(
