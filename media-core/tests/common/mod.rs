@@ -42,6 +42,8 @@ pub struct Client {
     pub frames: Vec<Frame>,
     pub keyframe_requests: usize,
     pub connected: bool,
+    /// RTP payloads received, for clients in RTP mode.
+    pub rtp: Vec<Vec<u8>>,
     /// While true the client neither sends nor receives (a dead network).
     pub offline: bool,
     /// A bottleneck on the SFU→client path; `None`: unlimited and instant.
@@ -128,6 +130,8 @@ pub struct Harness {
     next_port: u16,
     /// The next client joins in RTP mode.
     rtp_mode_next: bool,
+    /// The next client offers only this video codec (and Opus).
+    codec_next: Option<Codec>,
 }
 
 impl Harness {
@@ -150,6 +154,7 @@ impl Harness {
             rng: 0x9e37_79b9_7f4a_7c15,
             next_port: 50_000,
             rtp_mode_next: false,
+            codec_next: None,
         }
     }
 
@@ -175,6 +180,43 @@ impl Harness {
         let r = self.join_with(room, PeerRole::Publisher, &[MediaKind::Video], rids);
         self.rtp_mode_next = false;
         r
+    }
+
+    /// A video client in RTP mode that negotiates only `codec`: it writes payloads
+    /// with [`Harness::send_rtp`] and records what it receives in `Client::rtp`.
+    pub fn join_codec_rtp(
+        &mut self,
+        room: &str,
+        role: PeerRole,
+        codec: Codec,
+    ) -> Result<usize, SfuError> {
+        self.rtp_mode_next = true;
+        self.codec_next = Some(codec);
+        let r = self.join_with(room, role, &[MediaKind::Video], &[]);
+        self.rtp_mode_next = false;
+        self.codec_next = None;
+        r
+    }
+
+    /// One RTP packet of the client's video codec, sent as given.
+    pub fn send_rtp(&mut self, client: usize, seq: u64, ts: u32, marker: bool, payload: Vec<u8>) {
+        let now = self.now;
+        let c = &mut self.clients[client];
+        let mid = c.mid(MediaKind::Video);
+        let pt = c
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec.is_video())
+            .expect("a video codec")
+            .pt();
+        let mut api = c.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).expect("a send stream");
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), ts, now, payload)
+                .marker(marker)
+                .nackable(true),
+        );
+        self.shuttle();
     }
 
     /// One single-packet VP8 picture on layer `rid`, with a descriptor carrying a
@@ -233,9 +275,17 @@ impl Harness {
     ) -> Result<usize, SfuError> {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
         self.next_port += 1;
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(self.rtp_mode_next)
-            .build(self.now);
+        let mut builder = Rtc::builder().set_rtp_mode(self.rtp_mode_next);
+        if let Some(codec) = self.codec_next {
+            builder = builder.clear_codecs().enable_opus(true, false);
+            builder = match codec {
+                Codec::Vp9 => builder.enable_vp9(true),
+                Codec::Av1 => builder.enable_av1(true),
+                Codec::H264 => builder.enable_h264(true),
+                _ => builder.enable_vp8(true),
+            };
+        }
+        let mut rtc = builder.build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let dir = match role {
             PeerRole::Publisher => Direction::SendOnly,
@@ -286,6 +336,7 @@ impl Harness {
             frames: Vec::new(),
             keyframe_requests: 0,
             connected: false,
+            rtp: Vec::new(),
             offline: false,
             downlink: None,
             audio_time: 0,
@@ -325,6 +376,7 @@ impl Harness {
             frames: Vec::new(),
             keyframe_requests: 0,
             connected: false,
+            rtp: Vec::new(),
             offline: false,
             downlink: None,
             audio_time: 0,
@@ -474,6 +526,7 @@ impl Harness {
                                 },
                             }),
                             Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                            Event::RtpPacket(p) => c.rtp.push(p.payload.to_vec()),
                             _ => {}
                         },
                     }
