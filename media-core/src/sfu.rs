@@ -1673,7 +1673,7 @@ impl Sfu {
                     .filter(move |(i, (_, l))| l.active && *i <= cap)
                     .map(|(i, (_, l))| (i, l.bitrate_bps))
             };
-            let Some((top_index, top)) = active().last() else {
+            let Some((top_index, top)) = active().next_back() else {
                 continue;
             };
             wanted_total += top;
