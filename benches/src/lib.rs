@@ -17,6 +17,7 @@
 pub mod alloc;
 pub mod inmem;
 pub mod procfs;
+pub mod server;
 pub mod shape;
 pub mod srtp;
 

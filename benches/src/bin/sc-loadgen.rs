@@ -22,23 +22,22 @@
 //! `sc-loadgen --help` for the options; docs/benchmarks.md for the method.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use media_core::RoomId;
 use serde_json::json;
-use signaling::{Grants, JoinTokenSigner};
+use signaling::Grants;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use streamcore_benches::procfs::{self, CpuReading};
+use streamcore_benches::procfs;
+use streamcore_benches::server::{Server, ServerSpec};
 use streamcore_benches::shape::{self, Kind, Source};
 use streamcore_benches::srtp::{
     GCM_TAG_LEN, GcmSender, RTP_HEADER_LEN, SessionKeys, SrtpSender, TAG_LEN, write_rtp_header,
@@ -235,158 +234,6 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-// ---- the server under test -------------------------------------------------------
-
-struct Server {
-    keep_log: bool,
-    child: Child,
-    pid: String,
-    base: String,
-    dir: PathBuf,
-    signer: JoinTokenSigner,
-    http: reqwest::Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.keep_log {
-            let dest = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/bench-results")
-                .join(format!("server-{}.log", self.pid));
-            let _ = std::fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")));
-            let _ = std::fs::copy(self.dir.join("server.log"), &dest);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_tcp_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-impl Server {
-    async fn start(args: &Args) -> anyhow::Result<Server> {
-        let dir = std::env::temp_dir().join(format!(
-            "sc-bench-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let signer = JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))?;
-        let port = free_tcp_port()?;
-        let log = std::fs::File::create(dir.join("server.log"))?;
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(&args.server_cpu)
-            .arg(&args.streamcore)
-            .args(["serve", "--data-dir"])
-            .arg(&dir)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--media-port", "0", "--workers", "1"])
-            .current_dir(&dir)
-            .env("RUST_LOG", args.server_log.as_deref().unwrap_or("warn"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting streamcore serve")?;
-        // taskset execs the server: the child's pid is the server's.
-        let pid = child.id().to_string();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(4)
-            .build()?;
-        let mut s = Server {
-            keep_log: args.server_log.is_some(),
-            child,
-            pid,
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-            signer,
-            http,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = s.http.get(format!("{}/healthz", s.base)).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            if let Some(st) = s.child.try_wait()? {
-                bail!("streamcore exited at start ({st}): {}", s.log_tail());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "streamcore did not answer /healthz in 15 s: {}",
-                    s.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // The server binary must be the one we pinned.
-        let cpus = procfs::cpus_allowed(&s.pid).unwrap_or_default();
-        if cpus != args.server_cpu {
-            eprintln!(
-                "warning: server allowed on CPUs {cpus}, wanted {}",
-                args.server_cpu
-            );
-        }
-        Ok(s)
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
-    }
-
-    /// Counter values by metric name, summed over labels.
-    async fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let mut m = HashMap::new();
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((name, value)) = l.rsplit_once(' ') else {
-                continue;
-            };
-            let name = name.split('{').next().unwrap_or(name);
-            if let Ok(v) = value.parse::<f64>() {
-                *m.entry(name.to_owned()).or_insert(0.0) += v;
-            }
-        }
-        Ok(m)
-    }
-
-    fn cpu(&self) -> CpuReading {
-        procfs::cpu(&self.pid).unwrap_or_default()
-    }
-
-    fn rss_kb(&self) -> u64 {
-        procfs::rss_kb(&self.pid).unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn token(&self, identity: &str, grants: Grants) -> anyhow::Result<String> {
-        Ok(self.signer.sign(
-            &RoomId::parse(ROOM)?,
-            identity,
-            grants,
-            Duration::from_secs(3600),
-        )?)
-    }
-}
-
 // ---- peers -------------------------------------------------------------------------
 
 /// Shared by every task of one ladder (single-threaded runtime).
@@ -483,7 +330,7 @@ async fn join(
         subscribe: !publish,
         ..Grants::default()
     };
-    let token = server.token(identity, grants)?;
+    let token = server.token(ROOM, identity, grants)?;
     let path = if publish { "whip" } else { "whep" };
     let resp = server
         .http
@@ -763,7 +610,13 @@ async fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow::Result<Vec<Step>> {
     let tck = procfs::clk_tck();
-    let mut server = Server::start(args).await?;
+    let mut server = Server::start(&ServerSpec {
+        streamcore: args.streamcore.clone(),
+        cpu: args.server_cpu.clone(),
+        log: args.server_log.clone(),
+        workers: 1,
+    })
+    .await?;
     let shared = Rc::new(Shared {
         epoch: Instant::now(),
         kind,
