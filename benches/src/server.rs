@@ -24,7 +24,6 @@ pub struct ServerSpec {
     pub workers: usize,
 }
 
-
 pub struct Server {
     keep_log: bool,
     child: Child,
@@ -117,7 +116,10 @@ impl Server {
         // The server binary must be the one we pinned.
         let cpus = procfs::cpus_allowed(&s.pid).unwrap_or_default();
         if cpus != args.cpu {
-            eprintln!("warning: server allowed on CPUs {cpus}, wanted {}", args.cpu);
+            eprintln!(
+                "warning: server allowed on CPUs {cpus}, wanted {}",
+                args.cpu
+            );
         }
         Ok(s)
     }
@@ -171,4 +173,3 @@ impl Server {
         )?)
     }
 }
-

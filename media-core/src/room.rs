@@ -40,6 +40,9 @@ pub const LAYER_INACTIVE_AFTER: Duration = Duration::from_secs(1);
 pub struct LayerIn {
     pub ssrc: Ssrc,
     pub rid: Option<Rid>,
+    /// Keyframe requests are coalesced per layer: a keyframe of one layer does not
+    /// answer a subscriber waiting for another.
+    pub keyframes: KeyframeRequests,
     bytes: u64,
     last_packet: Option<Instant>,
 }
@@ -61,6 +64,7 @@ pub struct TrackIn {
     /// Cache of the publisher's payload parameters for the last payload type seen.
     pub params: Option<PayloadParams>,
     pub fanout: Vec<Subscription>,
+    /// Keyframe requests before any layer has been seen.
     pub keyframes: KeyframeRequests,
     pub audio_level: AudioLevel,
     /// The publisher muted it: nothing is forwarded until it unmutes.
@@ -99,6 +103,7 @@ impl TrackIn {
         self.layers.push(LayerIn {
             ssrc,
             rid,
+            keyframes: KeyframeRequests::default(),
             bytes: 0,
             last_packet: None,
         });

@@ -1358,15 +1358,8 @@ impl Sfu {
         if t.kind != MediaKind::Video {
             return;
         }
-        if only_if_pending
-            && t.keyframes
-                .pending_deadline(self.config.keyframe_min_interval)
-                .is_none()
-        {
-            return;
-        }
-        // The layers some subscriber receives or waits for (at most three); before the
-        // first packet or without simulcast, the track's only stream.
+        // The layers some subscriber waits for (at most three). Subscribers without a
+        // target yet get theirs at the next packet, which asks again.
         let mut rids: [Option<Rid>; 3] = [None; 3];
         let mut n = 0;
         for sub in &t.fanout {
@@ -1383,36 +1376,66 @@ impl Sfu {
                 n += 1;
             }
         }
-        let n = n.max(1);
-        let decision = t.keyframes.request(now, self.config.keyframe_min_interval);
+        let interval = self.config.keyframe_min_interval;
+        // Per layer: (rid, what to do). Before the first packet there are no layers:
+        // the track's only stream is asked, under the track's own limiter.
+        let mut asks: [(Option<Rid>, Option<KeyframeDecision>); 3] = [(None, None); 3];
+        let mut m = 0;
+        if t.layers.is_empty() {
+            let pending = t.keyframes.pending_deadline(interval).is_some();
+            if !only_if_pending || pending {
+                asks[0] = (None, Some(t.keyframes.request(now, interval)));
+                m = 1;
+            }
+        } else {
+            for rid in &rids[..n] {
+                let Some(layer) = t.layers.iter_mut().find(|l| l.rid == *rid) else {
+                    continue;
+                };
+                let pending = layer.keyframes.pending_deadline(interval).is_some();
+                if only_if_pending && !pending {
+                    continue;
+                }
+                asks[m] = (*rid, Some(layer.keyframes.request(now, interval)));
+                m += 1;
+            }
+        }
         let Some(publisher) = self.peers.get_mut(&track.owner) else {
             return;
         };
-        match decision {
-            KeyframeDecision::SendNow => {
-                let mut sent = false;
-                for rid in &rids[..n] {
-                    sent |= publisher
+        let mut sent = false;
+        let mut missing = false;
+        for (rid, decision) in &asks[..m] {
+            match decision {
+                Some(KeyframeDecision::SendNow) => {
+                    let ok = publisher
                         .rtc
                         .direct_api()
                         .stream_rx_by_mid(track.mid, *rid)
                         .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
                         .is_some();
+                    sent |= ok;
+                    missing |= !ok;
                 }
-                if sent {
-                    self.stats.keyframe_requests += 1;
-                    debug!(publisher = %track.owner, mid = %track.mid, "keyframe requested");
-                } else {
-                    // No incoming stream yet: ask again once the interval has passed.
-                    publisher.keyframe_deadline = Some(now + self.config.keyframe_min_interval);
+                Some(KeyframeDecision::Deferred(at)) => {
+                    publisher.keyframe_deadline =
+                        Some(publisher.keyframe_deadline.map_or(*at, |k| k.min(*at)));
                 }
-                self.drain(now, track.owner);
+                None => {}
             }
-            KeyframeDecision::Deferred(at) => {
-                publisher.keyframe_deadline =
-                    Some(publisher.keyframe_deadline.map_or(at, |k| k.min(at)));
-                schedule(&mut self.timers, &self.config, publisher, now);
-            }
+        }
+        if missing {
+            // No incoming stream yet: ask again once the interval has passed.
+            let at = now + interval;
+            publisher.keyframe_deadline =
+                Some(publisher.keyframe_deadline.map_or(at, |k| k.min(at)));
+        }
+        if sent {
+            self.stats.keyframe_requests += 1;
+            debug!(publisher = %track.owner, mid = %track.mid, rids = ?&rids[..n], "keyframe requested");
+            self.drain(now, track.owner);
+        } else if let Some(publisher) = self.peers.get_mut(&track.owner) {
+            schedule(&mut self.timers, &self.config, publisher, now);
         }
     }
 
@@ -1485,6 +1508,7 @@ impl Sfu {
         let keyframe = track.kind == MediaKind::Video && is_keyframe(spec.codec, &pkt.payload);
         if keyframe {
             track.keyframes.keyframe_received();
+            track.layers[li].keyframes.keyframe_received();
         }
         let ext = &pkt.header.ext_vals;
         if let Some(level) = ext.audio_level {

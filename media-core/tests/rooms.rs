@@ -224,6 +224,8 @@ fn pause_and_mute_stop_forwarding_and_resume_on_a_keyframe() {
     let now = p.h.now;
     let kf = p.h.clients[p.alice].keyframe_requests;
     p.h.sfu.set_paused(now, bob, p.bob_video, false).unwrap();
+    // The next (delta) frame re-decides Bob's layer and asks for its keyframe.
+    p.h.send_video(p.alice, false, &payload(150, 300));
     p.h.run(Duration::from_millis(50));
     assert!(
         p.h.clients[p.alice].keyframe_requests > kf,
@@ -395,4 +397,26 @@ fn whip_tracks_feed_participants_and_participant_tracks_feed_whep() {
     h.shuttle();
     assert!(h.events.iter().any(|e| matches!(e,
         SfuEvent::PeerRemoved { peer: p, reason: RemoveReason::Requested, .. } if *p == peer)));
+}
+
+#[test]
+fn resubscribing_the_same_m_line_resumes_at_once() {
+    let mut p = pair();
+    p.subscribe(p.bob_video, p.alice_video).unwrap();
+    send_media(&mut p.h, p.alice, 0);
+    let bob = p.h.clients[p.bob].peer;
+    let now = p.h.now;
+    p.h.sfu.unsubscribe(now, bob, p.bob_video).unwrap();
+    send_media(&mut p.h, p.alice, 100);
+    let before = frames_on(&p.h, p.bob, p.bob_video);
+    p.subscribe(p.bob_video, p.alice_video).unwrap();
+    // Alice answers the keyframe request with her next frame.
+    for i in 0..10 {
+        let key = i == 0 || p.h.clients[p.alice].keyframe_requests > 0;
+        p.h.clients[p.alice].keyframe_requests = 0;
+        p.h.send_video(p.alice, key, &payload(200 + i, 300));
+        p.h.run(Duration::from_millis(33));
+    }
+    let after = frames_on(&p.h, p.bob, p.bob_video);
+    assert!(after >= before + 9, "{before} -> {after}");
 }

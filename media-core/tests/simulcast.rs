@@ -182,3 +182,57 @@ fn bandwidth_estimate_moves_a_subscriber_down_and_up() {
     );
     assert!(!layer_runs(&h, a).contains('m'), "{}", layer_runs(&h, a));
 }
+
+/// Keyframe requests are per layer: while one subscriber's layer keeps producing
+/// keyframes, another subscriber waiting for a different layer still gets its
+/// request through, and its picture starts within one request interval.
+#[test]
+fn a_keyframe_of_one_layer_does_not_answer_a_request_for_another() {
+    let mut h = Harness::with_config(|c| c.initial_bitrate = None);
+    let p = h.join_simulcast("kf", &["l", "m", "h"]).unwrap();
+    let a = h.join("kf", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    // The publisher sends a layer's keyframe only when asked for that layer (and at
+    // the start); `a` takes the top layer.
+    let mut wanted: Vec<&str> = vec!["l", "m", "h"];
+    let frame = |h: &mut Harness, n: u32, wanted: &mut Vec<&str>| {
+        for r in std::mem::take(&mut h.clients[p].keyframe_rids) {
+            match r {
+                Some(r) => wanted.push(["l", "m", "h"].into_iter().find(|x| *x == &*r).unwrap()),
+                None => wanted.extend(["l", "m", "h"]),
+            }
+        }
+        let bodies: Vec<(&str, Vec<u8>)> = SIZES
+            .iter()
+            .map(|(r, size)| {
+                let mut b = payload(n, *size);
+                b[1] = r.as_bytes()[0];
+                b[2..6].copy_from_slice(&n.to_be_bytes());
+                (*r, b)
+            })
+            .collect();
+        let layers: Vec<(&str, bool, &[u8])> = bodies
+            .iter()
+            .map(|(r, b)| (*r, wanted.contains(r), b.as_slice()))
+            .collect();
+        wanted.clear();
+        h.send_simulcast_frame(p, &layers);
+        h.run(Duration::from_millis(33));
+    };
+    for n in 0..40 {
+        frame(&mut h, n, &mut wanted);
+    }
+    assert!(layer_runs(&h, a).ends_with('h'), "{}", layer_runs(&h, a));
+    // b arrives capped to the lowest layer while a's layer keeps its keyframes coming.
+    let b = h.join("kf", PeerRole::Subscriber, &[Video]).unwrap();
+    let (pb, mid) = (h.clients[b].peer, h.clients[b].mid(Video));
+    h.sfu.set_layer_preference(pb, mid, Some(0)).unwrap();
+    h.connect_all();
+    for n in 40..55 {
+        wanted.push("h");
+        frame(&mut h, n, &mut wanted);
+    }
+    assert!(layer_runs(&h, b).starts_with('l'), "{}", layer_runs(&h, b));
+    let got = h.clients[b].frames_of(Video).len();
+    assert!(got >= 8, "b's picture started late: {got} frames of 15");
+}

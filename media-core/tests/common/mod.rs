@@ -44,6 +44,8 @@ pub struct Client {
     pub connected: bool,
     /// RTP payloads received, for clients in RTP mode.
     pub rtp: Vec<Vec<u8>>,
+    /// The rid of each keyframe request received (`None` without simulcast).
+    pub keyframe_rids: Vec<Option<Rid>>,
     /// While true the client neither sends nor receives (a dead network).
     pub offline: bool,
     /// A bottleneck on the SFU→client path; `None`: unlimited and instant.
@@ -337,6 +339,7 @@ impl Harness {
             keyframe_requests: 0,
             connected: false,
             rtp: Vec::new(),
+            keyframe_rids: Vec::new(),
             offline: false,
             downlink: None,
             audio_time: 0,
@@ -377,6 +380,7 @@ impl Harness {
             keyframe_requests: 0,
             connected: false,
             rtp: Vec::new(),
+            keyframe_rids: Vec::new(),
             offline: false,
             downlink: None,
             audio_time: 0,
@@ -525,7 +529,10 @@ impl Harness {
                                     _ => None,
                                 },
                             }),
-                            Event::KeyframeRequest(_) => c.keyframe_requests += 1,
+                            Event::KeyframeRequest(r) => {
+                                c.keyframe_requests += 1;
+                                c.keyframe_rids.push(r.rid);
+                            }
                             Event::RtpPacket(p) => c.rtp.push(p.payload.to_vec()),
                             _ => {}
                         },
