@@ -375,7 +375,10 @@ impl Sfu {
         req: OfferRequest<'_>,
     ) -> Result<Accepted, SfuError> {
         let offer = parse_offer(req.offer_sdp)?;
-        let id = self.add_peer(now, req.room, req.identity, req.role, req.room_limit)?;
+        // Estimation picks video layers and costs pacing on every packet: a player
+        // that receives no video does without it.
+        let bwe = req.role == PeerRole::Subscriber && offer_receives_video(req.offer_sdp);
+        let id = self.add_peer(now, req.room, req.identity, req.role, req.room_limit, bwe)?;
         // The join is announced before the tracks the offer publishes, once the offer
         // turned out usable.
         let announce_at = self.events.len();
@@ -425,12 +428,15 @@ impl Sfu {
     /// A room participant joins without media: it is in the participant list at once
     /// and negotiates ([`Sfu::negotiate`]) when it has something to send or receive.
     pub fn join(&mut self, now: Instant, req: JoinRequest<'_>) -> Result<PeerId, SfuError> {
+        // A participant may subscribe to video at any later offer; its estimator
+        // must exist from the start.
         let id = self.add_peer(
             now,
             req.room,
             req.identity,
             PeerRole::Participant,
             req.room_limit,
+            true,
         )?;
         if let Some(joined) = self.join_event(id) {
             self.events.push_back(joined);
@@ -480,6 +486,7 @@ impl Sfu {
         identity: &str,
         role: PeerRole,
         room_limit: Option<usize>,
+        bwe: bool,
     ) -> Result<PeerId, SfuError> {
         if self.peers.len() >= self.config.max_peers {
             return Err(SfuError::Full(self.config.max_peers));
@@ -503,7 +510,7 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
-        if role.subscribes() {
+        if bwe {
             builder = builder.enable_bwe(self.config.initial_bitrate);
         }
         let mut rtc = builder.build(now);
@@ -1860,6 +1867,25 @@ fn bind(track: &mut TrackIn, out: &mut TrackOut, sub: PeerId, slot: usize) -> bo
     out.kind == MediaKind::Video && !track.muted
 }
 
+/// True if an offer has a video m-line the client receives on (`recvonly` or
+/// `sendrecv`, not refused with port 0).
+fn offer_receives_video(sdp: &str) -> bool {
+    let mut video = false;
+    let mut receives = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if video && receives {
+                return true;
+            }
+            video = m.starts_with("video ") && m.split(' ').nth(1) != Some("0");
+            receives = true; // sendrecv unless the section says otherwise
+        } else if video && matches!(line, "a=sendonly" | "a=inactive") {
+            receives = false;
+        }
+    }
+    video && receives
+}
+
 fn parse_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
     SdpOffer::from_sdp_string(sdp)
         .map_err(|e| SfuError::MalformedSdp(clean_parse_error(&e.to_string())))
@@ -1963,6 +1989,20 @@ fn clean_parse_error(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offers_that_receive_video() {
+        let v = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(offer_receives_video(v));
+        let a = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n";
+        assert!(!offer_receives_video(a));
+        let send = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(!offer_receives_video(send));
+        let implicit = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 9 X 1\r\na=sendonly\r\n";
+        assert!(offer_receives_video(implicit));
+        let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(!offer_receives_video(refused));
+    }
 
     #[test]
     fn parse_errors_lose_pointers() {

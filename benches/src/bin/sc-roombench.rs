@@ -598,6 +598,9 @@ async fn join_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             let _ = s.request(json!({"type": "leave"})).await;
             peer.stop.set(true);
         }
+        // Past the keyframe-request interval (300 ms), so neither path waits for the
+        // other's request.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         {
             let t0 = Instant::now();
             let peer = Peer::new().await?;
@@ -616,7 +619,7 @@ async fn join_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             http_delete(&server, &url, "join", &format!("w{i}")).await;
             peer.stop.set(true);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     camera.stop.set(true);
     let (r50, r95) = (percentile(&room_ms, 0.5), percentile(&room_ms, 0.95));

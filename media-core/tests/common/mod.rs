@@ -533,7 +533,10 @@ impl Harness {
                                 c.keyframe_requests += 1;
                                 c.keyframe_rids.push(r.rid);
                             }
-                            Event::RtpPacket(p) => c.rtp.push(p.payload.to_vec()),
+                            // Padding (probing) carries no payload.
+                            Event::RtpPacket(p) if !p.payload.is_empty() => {
+                                c.rtp.push(p.payload.to_vec())
+                            }
                             _ => {}
                         },
                     }
