@@ -236,3 +236,52 @@ fn a_keyframe_of_one_layer_does_not_answer_a_request_for_another() {
     let got = h.clients[b].frames_of(Video).len();
     assert!(got >= 8, "b's picture started late: {got} frames of 15");
 }
+
+/// H264 simulcast: the same per-subscriber layer choice, switching on IDR pictures.
+#[test]
+fn h264_simulcast_layers_switch_on_idr() {
+    use media_core::str0m::format::Codec;
+    let mut h = Harness::with_config(|c| c.initial_bitrate = None);
+    let p = h
+        .join_codec("h264", PeerRole::Publisher, Codec::H264, &["l", "h"])
+        .unwrap();
+    let s = h
+        .join_codec("h264", PeerRole::Subscriber, Codec::H264, &[])
+        .unwrap();
+    h.connect_all();
+    let send = |h: &mut Harness, from: u32, n: u32| {
+        for i in from..from + n {
+            let key = i.is_multiple_of(10);
+            let lo = [b'l'; 120];
+            let hi = [b'h'; 900];
+            h.send_h264_simulcast_frame(p, &[("l", key, &lo), ("h", key, &hi)]);
+            h.run(Duration::from_millis(33));
+        }
+    };
+    // The tag byte after the start code and NAL header names the layer.
+    let runs = |h: &Harness| {
+        let mut out = String::new();
+        for f in h.clients[s].frames_of(Video) {
+            let l = f.get(5).map_or('?', |b| *b as char);
+            if !out.ends_with(l) {
+                out.push(l);
+            }
+        }
+        out
+    };
+    send(&mut h, 0, 40);
+    assert!(runs(&h).ends_with('h'), "{}", runs(&h));
+    let (peer, mid) = (h.clients[s].peer, h.clients[s].mid(Video));
+    h.sfu.set_layer_preference(peer, mid, Some(0)).unwrap();
+    let before = h.clients[s].frames_of(Video).len();
+    send(&mut h, 40, 30);
+    assert!(runs(&h).ends_with("hl"), "{}", runs(&h));
+    // The first low frame after the switch is the IDR picture.
+    let frames = h.clients[s].frames_of(Video);
+    let first_low = frames[before..]
+        .iter()
+        .find(|f| f.get(5) == Some(&b'l'))
+        .unwrap();
+    assert_eq!(first_low[4] & 0x1f, 5, "switch at an IDR");
+    assert_eq!(h.sfu.stats().forward_errors, 0);
+}

@@ -175,6 +175,47 @@ impl Harness {
         self.join_with(room, PeerRole::Publisher, &[MediaKind::Video], rids)
     }
 
+    /// A client that offers only `codec` for video (and Opus), in frame mode.
+    pub fn join_codec(
+        &mut self,
+        room: &str,
+        role: PeerRole,
+        codec: Codec,
+        rids: &[&str],
+    ) -> Result<usize, SfuError> {
+        self.codec_next = Some(codec);
+        let r = self.join_with(room, role, &[MediaKind::Video], rids);
+        self.codec_next = None;
+        r
+    }
+
+    /// One H264 access unit (Annex B) on each of the given simulcast layers at the
+    /// same media time: an IDR slice for keyframes, a non-IDR slice otherwise.
+    /// `(rid, keyframe, body)`; the body follows the one-byte NAL header.
+    pub fn send_h264_simulcast_frame(&mut self, client: usize, layers: &[(&str, bool, &[u8])]) {
+        let now = self.now;
+        for (rid, keyframe, body) in layers {
+            let mut data = vec![0, 0, 0, 1, if *keyframe { 0x65 } else { 0x41 }];
+            data.extend_from_slice(body);
+            let c = &mut self.clients[client];
+            let mid = c.mid(MediaKind::Video);
+            let w = c
+                .rtc
+                .writer(mid)
+                .expect("video writer")
+                .rid(Rid::from(*rid));
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::H264)
+                .expect("h264 negotiated")
+                .pt();
+            w.write(pt, now, MediaTime::from_90khz(c.video_time), data)
+                .unwrap();
+        }
+        self.clients[client].video_time += 3000;
+        self.shuttle();
+    }
+
     /// Like [`Harness::join_simulcast`], but the client writes RTP itself
     /// ([`Harness::send_vp8_rtp`]), so the test chooses the payload descriptors.
     pub fn join_simulcast_rtp(&mut self, room: &str, rids: &[&str]) -> Result<usize, SfuError> {
