@@ -788,3 +788,57 @@ fn on_event(ctx: &WorkerContext, listeners: &mut Listeners, ev: SfuEvent) {
     // The receiver lives as long as the node; after shutdown nobody listens.
     let _ = ctx.room_events.send((ctx.index, ev));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(n: u64) -> RoomUpdate {
+        RoomUpdate::Data {
+            from: PeerId(n),
+            from_identity: "x".into(),
+            payload: serde_json::json!(n),
+        }
+    }
+
+    #[test]
+    fn a_listener_that_falls_behind_is_cut_off_and_the_others_are_not() {
+        let room = RoomId::parse("r").unwrap();
+        let mut l = Listeners::default();
+        let (slow_tx, mut slow_rx) = mpsc::channel(2);
+        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        l.add(
+            room.clone(),
+            Listener {
+                peer: PeerId(1),
+                identity: "slow".into(),
+                updates: slow_tx,
+            },
+        );
+        l.add(
+            room.clone(),
+            Listener {
+                peer: PeerId(2),
+                identity: "fast".into(),
+                updates: fast_tx,
+            },
+        );
+        for n in 0..3 {
+            l.send(&room, &update(n), |_| true);
+        }
+        // The slow one got what fit, then its channel closed: it resumes for a fresh
+        // snapshot instead of silently missing an update.
+        assert_eq!(slow_rx.try_recv().unwrap(), update(0));
+        assert_eq!(slow_rx.try_recv().unwrap(), update(1));
+        assert!(matches!(
+            slow_rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        for n in 0..3 {
+            assert_eq!(fast_rx.try_recv().unwrap(), update(n));
+        }
+        // Named delivery counts only those it reached.
+        assert_eq!(l.send(&room, &update(9), |x| x.identity == "fast"), 1);
+        assert_eq!(l.send(&room, &update(9), |x| x.identity == "slow"), 0);
+    }
+}

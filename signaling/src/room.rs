@@ -504,12 +504,15 @@ async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
         }
         End::SocketGone | End::TooSlow => {
             if matches!(end, End::TooSlow) {
-                warn!(participant = %session.sid, "room updates backed up; the socket is cut off and may resume");
-                let _ = send(
-                    &mut socket,
-                    &json!({"type": "error", "code": "too_slow", "message": "this connection fell behind the room; resume to get a fresh snapshot"}),
-                )
-                .await;
+                // The worker dropped the update channel: it fell behind, or the node
+                // is stopping.
+                let msg = if st.backend.is_draining() {
+                    json!({"type": "error", "code": "draining", "message": "this node is shutting down; join again (another node will take it)"})
+                } else {
+                    warn!(participant = %session.sid, "room updates backed up; the socket is cut off and may resume");
+                    json!({"type": "error", "code": "too_slow", "message": "this connection fell behind the room; resume to get a fresh snapshot"})
+                };
+                let _ = send(&mut socket, &msg).await;
             }
             detach(&st, &session);
         }
@@ -643,7 +646,12 @@ async fn join<B: RoomBackend>(
         if let Some(k) = old_kick {
             let _ = k.send(());
         }
-        let participants = st.backend.attach(key, tx).await.map_err(|e| match e {
+        let attached = st.backend.attach(key, tx).await;
+        if attached.is_err() {
+            // The media plane no longer has it: nothing left to resume.
+            forget(st, &r.sid);
+        }
+        let participants = attached.map_err(|e| match e {
             BackendError::Sfu(media_core::SfuError::UnknownPeer) => ApiError::new(
                 axum::http::StatusCode::GONE,
                 "resume_expired",
