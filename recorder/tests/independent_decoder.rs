@@ -1,0 +1,80 @@
+//! What the Ogg Opus writer produces, decoded by an independent decoder: FFmpeg's, via
+//! PyAV in the project's Python virtualenv (`scripts/ensure-venv.sh`; aiortc brings it).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use recorder::OggOpusWriter;
+use recorder::ogg::{PRE_SKIP, SILENCE_20MS};
+
+fn python() -> String {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(repo.join("scripts/ensure-venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/ensure-venv.sh");
+    assert!(out.status.success(), "scripts/ensure-venv.sh failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("the venv's python")
+        .trim()
+        .to_owned()
+}
+
+/// (decoded samples per channel, channels, sample rate) as PyAV reports them.
+fn decode(py: &str, path: &std::path::Path) -> (u64, u64, u64) {
+    let script = r#"
+import sys, av
+c = av.open(sys.argv[1])
+s = c.streams.audio[0]
+n = sum(f.samples for f in c.decode(s))
+print(n, s.codec_context.channels, s.codec_context.sample_rate)
+"#;
+    let out = Command::new(py)
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("running the decoder");
+    assert!(
+        out.status.success(),
+        "PyAV could not decode: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2])
+}
+
+#[test]
+fn ffmpeg_decodes_the_duration_that_was_sent_gaps_included() {
+    let py = python();
+    let dir = std::env::temp_dir().join(format!("sc-ogg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("track.opus");
+    // 3 s of 20 ms packets with a 1 s DTX pause in the middle and a lost packet.
+    let mut w = OggOpusWriter::new(Vec::new(), 2, 42, "streamcore").unwrap();
+    let mut ts = 90_000u32;
+    for i in 0..150u32 {
+        if i == 75 {
+            ts = ts.wrapping_add(48_000); // nothing sent for a second
+        }
+        if i != 100 {
+            w.push(ts, &SILENCE_20MS).unwrap();
+        }
+        ts = ts.wrapping_add(960);
+    }
+    let written = w.samples();
+    std::fs::write(&path, w.finish().unwrap()).unwrap();
+    // 150 packets and the gap filled: 4 s of media time.
+    assert_eq!(written, 4 * 48_000);
+    let (samples, channels, rate) = decode(&py, &path);
+    assert_eq!((channels, rate), (2, 48_000));
+    assert_eq!(samples, written - u64::from(PRE_SKIP));
+    let _ = std::fs::remove_dir_all(&dir);
+}
