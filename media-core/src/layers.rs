@@ -12,7 +12,8 @@
 //! - the highest layer whose bitrate fits the bandwidth estimate: the first choice, the
 //!   current layer and lower ones fit at 100 % of their bitrate, a higher one only at
 //!   `up_headroom` × its bitrate and only after it has fitted for `up_hold` (no flapping
-//!   on a noisy estimate); going down is immediate;
+//!   on a noisy estimate) — unless the subscriber just raised its preference: then a
+//!   higher layer that fits with headroom is taken at once; going down is immediate;
 //! - if nothing fits, the lowest active layer (a frozen picture helps nobody);
 //! - without an estimate yet, the preference alone decides.
 
@@ -52,6 +53,8 @@ pub struct LayerSelector<K> {
     target: Option<K>,
     /// A higher layer that fits, and since when.
     up_candidate: Option<(K, Instant)>,
+    /// The preference was raised since the last update: the subscriber asked for more.
+    raised: bool,
 }
 
 impl<K: Copy + PartialEq> LayerSelector<K> {
@@ -62,6 +65,7 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
             current: None,
             target: None,
             up_candidate: None,
+            raised: false,
         }
     }
 
@@ -80,6 +84,8 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
 
     /// Highest layer index wanted (0 = lowest); `None` for no limit.
     pub fn set_preference(&mut self, max_layer: Option<usize>) {
+        let cap = |p: Option<usize>| p.unwrap_or(usize::MAX);
+        self.raised |= cap(max_layer) > cap(self.preferred_max);
         self.preferred_max = max_layer;
     }
 
@@ -125,8 +131,9 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
             // Nothing fits (or the preference is below every active layer).
             active().map(|(i, _)| i).next().or(lowest_active)
         });
+        let raised = std::mem::take(&mut self.raised);
         let wanted = match (wanted, reference) {
-            (Some(w), Some(r)) if w > r && available_bps.is_some() => {
+            (Some(w), Some(r)) if w > r && available_bps.is_some() && !raised => {
                 let key = layers[w].0;
                 match self.up_candidate {
                     Some((c, since))
@@ -285,10 +292,24 @@ mod tests {
         let got = check(&[
             (0, ALL, Some(3_000_000), None),
             (100, ALL, Some(3_000_000), Some(0)),
-            (200, ALL, Some(3_000_000), Some(1)), // up within the preference waits too
-            (2_300, ALL, Some(3_000_000), Some(1)),
+            (200, ALL, Some(3_000_000), Some(1)), // raised, and it fits: at once
+            (300, ALL, Some(3_000_000), None),    // raised again: the top fits too
+            (400, ALL, Some(700_000), None),      // the estimate drops: down
+            (500, ALL, Some(3_000_000), None),    // bandwidth back, no new ask: hold
+            (2_600, ALL, Some(3_000_000), None),
         ]);
-        assert_eq!(got, [Some(2), Some(0), Some(0), Some(1)]);
+        assert_eq!(
+            got,
+            [
+                Some(2),
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(1),
+                Some(1),
+                Some(2)
+            ]
+        );
     }
 
     #[test]
