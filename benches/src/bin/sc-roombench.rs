@@ -14,8 +14,8 @@
 //! - `switch`: the cost of a layer switch. A simulcast publisher (l/m/h, keyframe on
 //!   request per layer); a participant capped to the lowest layer asks for the top
 //!   one and back (`update_subscription`), 8 times each way; time from the request
-//!   to the first frame of the new layer. Going up waits for the estimator's hold
-//!   (2 s); going down does not. Baseline: a fresh `subscribe` of the same track.
+//!   to the first frame of the new layer. Baseline: a fresh `subscribe` of the same
+//!   track.
 //! - `load`: 10 rooms × 10 participants, each publishing Opus-sized audio (50 pps) and
 //!   subscribed to the other nine over one peer connection: SFU CPU-µs per forwarded
 //!   packet, delivery and RSS over a steady window. Baseline: the same packets through
