@@ -767,6 +767,7 @@ fn event_room(ev: &SfuEvent) -> &RoomId {
         | SfuEvent::TrackPublished { room, .. }
         | SfuEvent::TrackUnpublished { room, .. }
         | SfuEvent::TrackMuted { room, .. }
+        | SfuEvent::LayersWanted { room, .. }
         | SfuEvent::SpeakerChanged { room, .. } => room,
     }
 }

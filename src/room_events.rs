@@ -177,7 +177,9 @@ impl RoomEventTracker {
                     });
                 }
             }
-            SfuEvent::PeerJoined { .. } | SfuEvent::TrackMuted { .. } => {}
+            SfuEvent::PeerJoined { .. }
+            | SfuEvent::TrackMuted { .. }
+            | SfuEvent::LayersWanted { .. } => {}
             SfuEvent::PeerRemoved {
                 peer,
                 room,

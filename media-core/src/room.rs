@@ -69,6 +69,8 @@ pub struct TrackIn {
     pub audio_level: AudioLevel,
     /// The publisher muted it: nothing is forwarded until it unmutes.
     pub muted: bool,
+    /// The layers (rids, low to high) last announced as wanted.
+    pub wanted_layers: Option<([Option<Rid>; 3], usize)>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -87,6 +89,7 @@ impl TrackIn {
             keyframes: KeyframeRequests::default(),
             audio_level: AudioLevel::default(),
             muted: false,
+            wanted_layers: None,
             packets: 0,
             bytes: 0,
         }

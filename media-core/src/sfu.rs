@@ -192,6 +192,14 @@ pub enum SfuEvent {
         mid: Mid,
         muted: bool,
     },
+    /// The simulcast layers (rids, low to high) anyone may receive of a publisher's
+    /// track changed; the publisher may stop sending the others.
+    LayersWanted {
+        room: RoomId,
+        peer: PeerId,
+        mid: Mid,
+        layers: Vec<String>,
+    },
     /// The room's active speaker changed to this audio track
     /// ([`crate::speaker`]: levels from the RFC 6464 extension, with hysteresis).
     SpeakerChanged {
@@ -686,6 +694,8 @@ impl Sfu {
         if bind(&mut room.tracks[ti], &mut p.tracks_out[slot], peer, slot) {
             self.deferred.push_back(Deferred::Keyframe(key, track));
         }
+        // A publisher that paused its layers hears at once that they are wanted again.
+        self.announce_wanted(key, ti);
         self.process(now);
         Ok(())
     }
@@ -1333,6 +1343,10 @@ impl Sfu {
                 }
             }
         }
+        let n = self.rooms.get(&key).map_or(0, |r| r.tracks.len());
+        for ti in 0..n {
+            self.announce_wanted(key, ti);
+        }
     }
 
     /// Asks for keyframes of every video source feeding `sub`.
@@ -1668,6 +1682,49 @@ impl Sfu {
             };
             self.steer_bwe(now, key, sub);
         }
+        self.announce_wanted(key, ti);
+    }
+
+    /// Tells the publisher of a simulcast track which layers anyone may receive (up to
+    /// the highest preference among its subscribers), when that changes, so it can
+    /// stop encoding the others. Bandwidth does not narrow it: a layer the estimate
+    /// rules out now may fit later, and a paused encoding is never measured active.
+    fn announce_wanted(&mut self, key: RoomKey, ti: usize) {
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let Some(track) = room.tracks.get_mut(ti) else {
+            return;
+        };
+        if track.kind != MediaKind::Video || track.layer_infos.len() < 2 {
+            return;
+        }
+        let cap = track
+            .fanout
+            .iter()
+            .filter_map(|s| self.peers.get(&s.subscriber)?.tracks_out.get(s.slot))
+            .filter(|o| !o.paused)
+            .map(|o| o.layer.preference().unwrap_or(usize::MAX))
+            .max();
+        let count = cap.map_or(0, |c| c.saturating_add(1).min(track.layer_infos.len()));
+        let mut rids = [None; 3];
+        for (slot, (rid, _)) in rids.iter_mut().zip(&track.layer_infos[..count]) {
+            *slot = *rid;
+        }
+        if track.wanted_layers == Some((rids, count)) {
+            return;
+        }
+        track.wanted_layers = Some((rids, count));
+        let layers = track.layer_infos[..count]
+            .iter()
+            .filter_map(|(rid, _)| rid.map(|r| r.to_string()))
+            .collect();
+        self.events.push_back(SfuEvent::LayersWanted {
+            room: room.id.clone(),
+            peer: track.track.owner,
+            mid: track.track.mid,
+            layers,
+        });
     }
 
     /// Tells a subscriber's estimator what to aim for. `desired` is what its slots

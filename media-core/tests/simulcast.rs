@@ -285,3 +285,50 @@ fn h264_simulcast_layers_switch_on_idr() {
     assert_eq!(first_low[4] & 0x1f, 5, "switch at an IDR");
     assert_eq!(h.sfu.stats().forward_errors, 0);
 }
+
+/// The publisher hears which layers anyone may receive: up to the highest preference
+/// among the subscribers, none when nobody watches, all again when someone arrives.
+#[test]
+fn the_publisher_hears_which_layers_are_wanted() {
+    use media_core::SfuEvent;
+    let mut h = Harness::with_config(|c| c.initial_bitrate = None);
+    let p = h.join_simulcast("want", &["l", "m", "h"]).unwrap();
+    let a = h.join("want", PeerRole::Subscriber, &[Video]).unwrap();
+    let b = h.join("want", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    let wanted = |h: &Harness| -> Vec<Vec<String>> {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::LayersWanted { layers, .. } => Some(layers.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    send(&mut h, p, 0, 40, &["l", "m", "h"]);
+    assert_eq!(wanted(&h).last().unwrap(), &["l", "m", "h"]);
+    let cap = |h: &mut Harness, c: usize, max: Option<usize>| {
+        let (peer, mid) = (h.clients[c].peer, h.clients[c].mid(Video));
+        h.sfu.set_layer_preference(peer, mid, max).unwrap();
+    };
+    cap(&mut h, a, Some(0));
+    cap(&mut h, b, Some(1));
+    send(&mut h, p, 40, 20, &["l", "m", "h"]);
+    assert_eq!(wanted(&h).last().unwrap(), &["l", "m"]);
+    cap(&mut h, b, Some(0));
+    send(&mut h, p, 60, 20, &["l", "m", "h"]);
+    assert_eq!(wanted(&h).last().unwrap(), &["l"]);
+    // Both leave: nothing is wanted (the publisher may stop encoding).
+    for c in [a, b] {
+        let peer = h.clients[c].peer;
+        let now = h.now;
+        h.sfu.remove_peer(now, peer).unwrap();
+    }
+    send(&mut h, p, 80, 20, &["l", "m", "h"]);
+    assert_eq!(wanted(&h).last().unwrap(), &Vec::<String>::new());
+    // Someone arrives: every layer is wanted again before any packet of them.
+    let n = wanted(&h).len();
+    let _c = h.join("want", PeerRole::Subscriber, &[Video]).unwrap();
+    assert_eq!(wanted(&h).len(), n + 1);
+    assert_eq!(wanted(&h).last().unwrap(), &["l", "m", "h"]);
+}

@@ -413,7 +413,16 @@ fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static
                 ),
                 None,
             ),
-            SfuEvent::PeerJoined { .. } => (None, None),
+            // Only the publisher hears which of its layers anyone wants.
+            SfuEvent::LayersWanted {
+                peer, mid, layers, ..
+            } if *peer == me => (
+                Some(
+                    json!({"type": "layers_wanted", "track": track_id(*peer, *mid), "layers": layers}),
+                ),
+                None,
+            ),
+            SfuEvent::PeerJoined { .. } | SfuEvent::LayersWanted { .. } => (None, None),
         },
     }
 }
@@ -1074,6 +1083,22 @@ mod tests {
         assert!(!offer_sends_media(stopped));
         let data = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
         assert!(!offer_sends_media(data));
+    }
+
+    #[test]
+    fn only_the_publisher_hears_which_layers_are_wanted() {
+        let wanted = RoomUpdate::Sfu(SfuEvent::LayersWanted {
+            room: RoomId::parse("r").unwrap(),
+            peer: PeerId(3),
+            mid: Mid::from("1"),
+            layers: vec!["l".into(), "m".into()],
+        });
+        let (m, _) = update_message(PeerId(3), &wanted);
+        let m = m.unwrap();
+        assert_eq!(m["type"], "layers_wanted");
+        assert_eq!(m["track"], "p3/1");
+        assert_eq!(m["layers"], json!(["l", "m"]));
+        assert!(update_message(PeerId(4), &wanted).0.is_none());
     }
 
     #[test]
