@@ -123,6 +123,22 @@ impl Histogram {
     }
 }
 
+/// Polls `f` every `every` until it holds or `limit` has passed; its last answer.
+pub async fn wait_until(
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,16 +16,7 @@ const SIZES: [(&str, usize); 3] = [("l", 150), ("m", 500), ("h", 1100)];
 /// each 10th frame. Each frame's second byte names its layer, the next four its number.
 fn send(h: &mut Harness, p: usize, start: u32, frames: u32, on: &[&str]) {
     for n in start..start + frames {
-        let bodies: Vec<(&str, Vec<u8>)> = SIZES
-            .iter()
-            .filter(|(r, _)| on.contains(r))
-            .map(|(r, size)| {
-                let mut b = payload(n, *size);
-                b[1] = r.as_bytes()[0];
-                b[2..6].copy_from_slice(&n.to_be_bytes());
-                (*r, b)
-            })
-            .collect();
+        let bodies = bodies(n, on);
         let layers: Vec<(&str, bool, &[u8])> = bodies
             .iter()
             .map(|(r, b)| (*r, n.is_multiple_of(10), b.as_slice()))
@@ -33,6 +24,21 @@ fn send(h: &mut Harness, p: usize, start: u32, frames: u32, on: &[&str]) {
         h.send_simulcast_frame(p, &layers);
         h.run(Duration::from_millis(33));
     }
+}
+
+/// Frame `n` of each layer in `on`: its second byte names the layer, the next four
+/// its number.
+fn bodies(n: u32, on: &[&str]) -> Vec<(&'static str, Vec<u8>)> {
+    SIZES
+        .iter()
+        .filter(|(r, _)| on.contains(r))
+        .map(|(r, size)| {
+            let mut b = payload(n, *size);
+            b[1] = r.as_bytes()[0];
+            b[2..6].copy_from_slice(&n.to_be_bytes());
+            (*r, b)
+        })
+        .collect()
 }
 
 /// The layers of the frames a client received, run-length encoded: "h", "hl", ….
@@ -202,15 +208,7 @@ fn a_keyframe_of_one_layer_does_not_answer_a_request_for_another() {
                 None => wanted.extend(["l", "m", "h"]),
             }
         }
-        let bodies: Vec<(&str, Vec<u8>)> = SIZES
-            .iter()
-            .map(|(r, size)| {
-                let mut b = payload(n, *size);
-                b[1] = r.as_bytes()[0];
-                b[2..6].copy_from_slice(&n.to_be_bytes());
-                (*r, b)
-            })
-            .collect();
+        let bodies = bodies(n, &["l", "m", "h"]);
         let layers: Vec<(&str, bool, &[u8])> = bodies
             .iter()
             .map(|(r, b)| (*r, wanted.contains(r), b.as_slice()))

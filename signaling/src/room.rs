@@ -837,6 +837,29 @@ async fn serve<B: RoomBackend>(
     }
 }
 
+/// A subscription's layer cap (`Some(None)` lifts it) and pause, where given.
+async fn set_quality<B: RoomBackend>(
+    st: &RoomState<B>,
+    key: ParticipantKey,
+    mid: Mid,
+    max_layer: Option<Option<usize>>,
+    paused: Option<bool>,
+) -> Result<(), ApiError> {
+    if let Some(max_layer) = max_layer {
+        st.backend
+            .room_command(key, RoomCommand::MaxLayer { mid, max_layer })
+            .await
+            .map_err(backend_error)?;
+    }
+    if let Some(paused) = paused {
+        st.backend
+            .room_command(key, RoomCommand::Pause { mid, paused })
+            .await
+            .map_err(backend_error)?;
+    }
+    Ok(())
+}
+
 /// One request after `join`: its id and the reply (or error) to send.
 async fn handle<B: RoomBackend>(
     st: &RoomState<B>,
@@ -898,19 +921,7 @@ async fn handle<B: RoomBackend>(
                 let t = parse_track_id(&track)
                     .ok_or_else(|| ApiError::invalid_field("track", "not a track id"))?;
                 let mid = parse_mid(&mid)?;
-                if let Some(l) = max_layer {
-                    command(RoomCommand::MaxLayer {
-                        mid,
-                        max_layer: Some(l),
-                    })
-                    .await
-                    .map_err(backend_error)?;
-                }
-                if let Some(p) = paused {
-                    command(RoomCommand::Pause { mid, paused: p })
-                        .await
-                        .map_err(backend_error)?;
-                }
+                set_quality(st, session.key, mid, max_layer.map(Some), paused).await?;
                 command(RoomCommand::Subscribe { mid, track: t })
                     .await
                     .map_err(backend_error)?;
@@ -931,16 +942,7 @@ async fn handle<B: RoomBackend>(
         } => {
             let r = async {
                 let mid = parse_mid(&mid)?;
-                if let Some(l) = max_layer {
-                    command(RoomCommand::MaxLayer { mid, max_layer: l })
-                        .await
-                        .map_err(backend_error)?;
-                }
-                if let Some(p) = paused {
-                    command(RoomCommand::Pause { mid, paused: p })
-                        .await
-                        .map_err(backend_error)?;
-                }
+                set_quality(st, session.key, mid, max_layer, paused).await?;
                 Ok(reply(
                     "subscription_updated",
                     id.as_ref(),

@@ -42,7 +42,7 @@ use streamcore_benches::shape::{self, Kind, Source};
 use streamcore_benches::srtp::{
     GCM_TAG_LEN, GcmSender, RTP_HEADER_LEN, SessionKeys, SrtpSender, TAG_LEN, write_rtp_header,
 };
-use streamcore_benches::{Histogram, Summary};
+use streamcore_benches::{Histogram, Summary, wait_until};
 use tokio::net::UdpSocket;
 
 const PINNED_ENV: &str = "SC_LOADGEN_PINNED";
@@ -597,17 +597,6 @@ impl Step {
     }
 }
 
-async fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
-}
-
 async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow::Result<Vec<Step>> {
     let tck = procfs::clk_tck();
     let mut server = Server::start(&ServerSpec {
@@ -638,7 +627,11 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         pub_connected.clone(),
         shared.clone(),
     )));
-    if !wait_until(Duration::from_secs(10), || pub_connected.get()).await {
+    if !wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        pub_connected.get()
+    })
+    .await
+    {
         bail!("the publisher did not connect: {}", server.log_tail());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -686,11 +679,11 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         // From here on, N is what was reached.
         let n = subs.len().max(1);
         let connect_deadline = Duration::from_secs(20) + Duration::from_millis(20 * n as u64);
-        wait_until(connect_deadline, || {
+        wait_until(connect_deadline, Duration::from_millis(50), || {
             subs.iter().all(|(r, _)| r.connected.get())
         })
         .await;
-        wait_until(Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             subs.iter().all(|(r, _)| r.received.get() > 0)
         })
         .await;

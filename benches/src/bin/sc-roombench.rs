@@ -44,7 +44,7 @@ use str0m::media::{
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use streamcore_benches::server::{Server, ServerSpec};
-use streamcore_benches::{Summary, procfs};
+use streamcore_benches::{Summary, procfs, wait_until};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
@@ -317,17 +317,6 @@ async fn drive(p: Rc<Peer>) {
     }
 }
 
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    f()
-}
-
 // ---- a room socket -------------------------------------------------------------------
 
 type Ws =
@@ -566,7 +555,11 @@ async fn join_workload(spec: &ServerSpec) -> anyhow::Result<()> {
     )
     .await?;
     spawn_video(camera.clone(), mids[0], vec![(None, b'v', 1000)]);
-    if !wait_until(Duration::from_secs(10), || camera.connected.get()).await {
+    if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+        camera.connected.get()
+    })
+    .await
+    {
         bail!("camera did not connect");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -591,7 +584,11 @@ async fn join_workload(spec: &ServerSpec) -> anyhow::Result<()> {
                 "subscribed",
             )
             .await?;
-            if !wait_until(Duration::from_secs(10), || peer.first_frame.get().is_some()).await {
+            if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+                peer.first_frame.get().is_some()
+            })
+            .await
+            {
                 bail!("room participant {i}: no media within 10 s");
             }
             room_ms.push(ms(peer.first_frame.get().unwrap_or(t0) - t0));
@@ -612,7 +609,11 @@ async fn join_workload(spec: &ServerSpec) -> anyhow::Result<()> {
                 add(MediaKind::Video, Direction::RecvOnly, 1),
             )
             .await?;
-            if !wait_until(Duration::from_secs(10), || peer.first_frame.get().is_some()).await {
+            if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+                peer.first_frame.get().is_some()
+            })
+            .await
+            {
                 bail!("WHEP player {i}: no media within 10 s");
             }
             whep_ms.push(ms(peer.first_frame.get().unwrap_or(t0) - t0));
@@ -670,7 +671,11 @@ async fn switch_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             (Some("h"), b'h', 1100),
         ],
     );
-    if !wait_until(Duration::from_secs(10), || camera.connected.get()).await {
+    if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+        camera.connected.get()
+    })
+    .await
+    {
         bail!("camera did not connect");
     }
     let peer = Peer::new().await?;
@@ -701,7 +706,11 @@ async fn switch_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             "subscribed",
         )
         .await?;
-        if !wait_until(Duration::from_secs(10), || peer.tag_time(b'l').is_some()).await {
+        if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+            peer.tag_time(b'l').is_some()
+        })
+        .await
+        {
             bail!("no lowest layer after subscribing");
         }
         fresh.push(ms(peer.tag_time(b'l').unwrap_or(t0) - t0));
@@ -714,7 +723,11 @@ async fn switch_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             "subscription_updated",
         )
         .await?;
-        if !wait_until(Duration::from_secs(10), || peer.tag_time(b'h').is_some()).await {
+        if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+            peer.tag_time(b'h').is_some()
+        })
+        .await
+        {
             bail!("switch {i}: no top layer within 10 s");
         }
         up.push(ms(peer.tag_time(b'h').unwrap_or(t0) - t0));
@@ -727,7 +740,11 @@ async fn switch_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             "subscription_updated",
         )
         .await?;
-        if !wait_until(Duration::from_secs(10), || peer.tag_time(b'l').is_some()).await {
+        if !wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+            peer.tag_time(b'l').is_some()
+        })
+        .await
+        {
             bail!("switch {i}: no lowest layer within 10 s");
         }
         down.push(ms(peer.tag_time(b'l').unwrap_or(t0) - t0));
@@ -915,7 +932,7 @@ async fn load_run(spec: &ServerSpec, args: &Args, rtc: bool) -> anyhow::Result<L
             }
         }
     }
-    if !wait_until(Duration::from_secs(20), || {
+    if !wait_until(Duration::from_secs(20), Duration::from_millis(2), || {
         all.iter().all(|p| p.connected.get())
     })
     .await

@@ -539,16 +539,7 @@ impl Harness {
             for c in &mut self.clients {
                 while let Some(t) = c.downlink.as_mut().and_then(|l| l.pop_due(now)) {
                     moved = true;
-                    let input = Input::Receive(
-                        now,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: t.source,
-                            destination: t.destination,
-                            contents: (&*t.contents).try_into().unwrap(),
-                        },
-                    );
-                    c.rtc.handle_input(input).unwrap();
+                    deliver(&mut c.rtc, now, &t);
                 }
             }
             for c in &mut self.clients {
@@ -606,16 +597,7 @@ impl Harness {
                     link.push(now, t);
                     continue;
                 }
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: t.source,
-                        destination: t.destination,
-                        contents: (&*t.contents).try_into().unwrap(),
-                    },
-                );
-                c.rtc.handle_input(input).unwrap();
+                deliver(&mut c.rtc, now, &t);
             }
             while let Some(e) = self.sfu.poll_event() {
                 self.events.push(e);
@@ -722,6 +704,20 @@ impl Harness {
             .iter()
             .any(|e| matches!(e, SfuEvent::PeerRemoved { peer: p, .. } if *p == peer))
     }
+}
+
+/// Hands a datagram from the SFU to a client.
+fn deliver(rtc: &mut Rtc, now: Instant, t: &Transmit) {
+    let input = Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source: t.source,
+            destination: t.destination,
+            contents: (&*t.contents).try_into().unwrap(),
+        },
+    );
+    rtc.handle_input(input).unwrap();
 }
 
 /// Deterministic payload bytes for frame `n` of `len` bytes.
