@@ -91,11 +91,6 @@ impl<B: RoomBackend> RoomState<B> {
             sessions: Arc::default(),
         }
     }
-
-    /// Participants with a live socket or within their resume grace.
-    pub fn participant_count(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
-    }
 }
 
 /// A participant as the resume table knows it, keyed by its sid.

@@ -197,19 +197,10 @@ pub async fn join(
     rtc.sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
         .unwrap();
-    let addr = sock.local_addr().unwrap();
     Ok(Peer {
-        rtc,
-        sock,
-        addr,
-        mids,
-        frames: Vec::new(),
-        connected: false,
-        keyframe_requests: 0,
         location,
         token: token.to_owned(),
-        audio_time: 0,
-        video_time: 0,
+        ..Peer::from_parts(rtc, sock, mids)
     })
 }
 

@@ -101,6 +101,31 @@ impl Link {
 }
 
 impl Client {
+    fn new(
+        rtc: Rtc,
+        addr: SocketAddr,
+        peer: PeerId,
+        role: PeerRole,
+        mids: Vec<(Mid, MediaKind)>,
+    ) -> Self {
+        Client {
+            rtc,
+            addr,
+            peer,
+            role,
+            mids,
+            frames: Vec::new(),
+            keyframe_requests: 0,
+            connected: false,
+            rtp: Vec::new(),
+            keyframe_rids: Vec::new(),
+            offline: false,
+            downlink: None,
+            audio_time: 0,
+            video_time: 0,
+        }
+    }
+
     pub fn mid(&self, kind: MediaKind) -> Mid {
         self.mids
             .iter()
@@ -370,22 +395,8 @@ impl Harness {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("answer accepted");
-        self.clients.push(Client {
-            rtc,
-            addr,
-            peer: accepted.peer,
-            role,
-            mids,
-            frames: Vec::new(),
-            keyframe_requests: 0,
-            connected: false,
-            rtp: Vec::new(),
-            keyframe_rids: Vec::new(),
-            offline: false,
-            downlink: None,
-            audio_time: 0,
-            video_time: 0,
-        });
+        self.clients
+            .push(Client::new(rtc, addr, accepted.peer, role, mids));
         self.shuttle();
         Ok(self.clients.len() - 1)
     }
@@ -411,22 +422,13 @@ impl Harness {
         )?;
         let mut rtc = Rtc::builder().build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        self.clients.push(Client {
+        self.clients.push(Client::new(
             rtc,
             addr,
             peer,
-            role: PeerRole::Participant,
-            mids: Vec::new(),
-            frames: Vec::new(),
-            keyframe_requests: 0,
-            connected: false,
-            rtp: Vec::new(),
-            keyframe_rids: Vec::new(),
-            offline: false,
-            downlink: None,
-            audio_time: 0,
-            video_time: 0,
-        });
+            PeerRole::Participant,
+            Vec::new(),
+        ));
         self.shuttle();
         Ok(self.clients.len() - 1)
     }
