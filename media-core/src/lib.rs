@@ -33,7 +33,8 @@
 //! [`layers::LayerSelector`] that picks one simulcast layer of the source and holds
 //! video back until a keyframe of it ([`keyframe`]). Keyframe requests to publishers
 //! are coalesced and rate-limited per track. The room's active speaker comes from the
-//! tracks' audio levels ([`speaker`]). Payloads are shared (`Arc<[u8]>`), never copied, and the
+//! tracks' audio levels ([`speaker`]). A recorded room's tracks are also offered to
+//! its [`tap`], which never blocks. Payloads are shared (`Arc<[u8]>`), never copied, and the
 //! forwarding loop allocates nothing of its own in steady state.
 //!
 //! ## Panic policy
@@ -56,6 +57,7 @@ mod peer;
 mod room;
 mod sfu;
 pub mod speaker;
+pub mod tap;
 pub mod timers;
 
 pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
@@ -65,6 +67,7 @@ pub use sfu::{
     Accepted, JoinRequest, OfferRequest, ParticipantInfo, PublishedTrack, RemoveReason, Sfu,
     SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
 };
+pub use tap::{MediaTap, SenderClock, TapItem, TapPacket, TapStats, TapTrack};
 
 /// str0m types that appear in this crate's API.
 pub use str0m;

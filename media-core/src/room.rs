@@ -12,6 +12,7 @@ use str0m::rtp::Ssrc;
 
 use crate::layers::LayerInfo;
 use crate::speaker::{SpeakerConfig, SpeakerDetector};
+use crate::tap::TrackTap;
 use crate::{PeerId, RoomId};
 
 /// A publisher's m-line: `(publisher, mid)` identifies it within a worker.
@@ -71,6 +72,8 @@ pub struct TrackIn {
     pub muted: bool,
     /// The layers (rids, low to high) last announced as wanted.
     pub wanted_layers: Option<([Option<Rid>; 3], usize)>,
+    /// Whether (and which layer of) this track is recorded.
+    pub tap: TrackTap,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -90,6 +93,7 @@ impl TrackIn {
             audio_level: AudioLevel::default(),
             muted: false,
             wanted_layers: None,
+            tap: TrackTap::Off,
             packets: 0,
             bytes: 0,
         }

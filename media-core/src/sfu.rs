@@ -21,6 +21,7 @@ use crate::peer::{Peer, PeerState, TrackOut};
 use crate::room::{
     KeyframeDecision, Room, RoomKey, SPEAKER_INTERVAL, Subscription, TrackIn, TrackRef,
 };
+use crate::tap::{MediaTap, SenderClock, Tap, TapItem, TapPacket, TapStats, TapTrack, TrackTap};
 use crate::timers::TimerQueue;
 use crate::{PeerId, PeerRole, RoomId};
 
@@ -225,6 +226,8 @@ pub struct SfuStats {
     pub forward_errors: u64,
     pub dropped_waiting_keyframe: u64,
     pub keyframe_requests: u64,
+    /// Items a recording tap refused (the recorder was behind).
+    pub tap_refused: u64,
 }
 
 /// One published track, as seen from outside.
@@ -266,6 +269,8 @@ pub struct Sfu {
     deferred: VecDeque<Deferred>,
     /// Scratch list of the timer entries due in one `handle_timeout`.
     due: Vec<(Instant, PeerId)>,
+    /// Recorded rooms. Keyed by id, not key: a tap outlives its room emptying.
+    taps: HashMap<RoomId, Tap>,
     stats: SfuStats,
 }
 
@@ -301,6 +306,7 @@ impl Sfu {
             pending: VecDeque::with_capacity(64),
             deferred: VecDeque::new(),
             due: Vec::with_capacity(64),
+            taps: HashMap::new(),
             stats: SfuStats::default(),
         }
     }
@@ -1220,8 +1226,11 @@ impl Sfu {
         }
         peer.published.push(mid);
         let room = self.rooms.get_mut(&peer.room).expect("peer's room exists"); // a room lives while it has peers
-        room.tracks
-            .push(TrackIn::new(TrackRef { owner: id, mid }, kind));
+        let mut track = TrackIn::new(TrackRef { owner: id, mid }, kind);
+        if self.taps.contains_key(&room.id) {
+            track.tap = TrackTap::Waiting;
+        }
+        room.tracks.push(track);
         info!(peer = %id, room = %room.id, %mid, ?kind, "track published");
         self.events.push_back(SfuEvent::TrackPublished {
             room: room.id.clone(),
@@ -1230,6 +1239,58 @@ impl Sfu {
             mid,
             kind,
         });
+    }
+
+    /// Starts offering a room's media to `sink` (the room need not exist yet: tracks
+    /// published later are recorded too). Each track is announced at its first
+    /// packet once its layer is chosen, and a video track's recording starts with a
+    /// keyframe request.
+    pub fn start_tap(&mut self, room: RoomId, sink: Box<dyn MediaTap>) -> Result<(), SfuError> {
+        if self.taps.contains_key(&room) {
+            return Err(SfuError::NotAllowed("the room is already being recorded"));
+        }
+        if let Some(r) = self
+            .room_keys
+            .get(&room)
+            .and_then(|k| self.rooms.get_mut(k))
+        {
+            for t in &mut r.tracks {
+                t.tap = TrackTap::Waiting;
+            }
+        }
+        info!(%room, "recording tap started");
+        self.taps.insert(
+            room,
+            Tap {
+                sink,
+                offered: 0,
+                refused: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a room's tap and returns it; nothing more is offered to it.
+    pub fn stop_tap(&mut self, room: &RoomId) -> Option<(Box<dyn MediaTap>, TapStats)> {
+        let tap = self.taps.remove(room)?;
+        if let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get_mut(k)) {
+            for t in &mut r.tracks {
+                t.tap = TrackTap::Off;
+            }
+        }
+        let stats = TapStats {
+            offered: tap.offered,
+            refused: tap.refused,
+        };
+        info!(%room, offered = stats.offered, refused = stats.refused, "recording tap stopped");
+        Some((tap.sink, stats))
+    }
+
+    pub fn tap_stats(&self, room: &RoomId) -> Option<TapStats> {
+        self.taps.get(room).map(|t| TapStats {
+            offered: t.offered,
+            refused: t.refused,
+        })
     }
 
     /// Ends a published track: its subscribers' slots fall empty (WHEP players are
@@ -1246,6 +1307,9 @@ impl Sfu {
         };
         let t = room.tracks.remove(i);
         room.speaker.remove(track);
+        if let (TrackTap::On(_), Some(tap)) = (t.tap, self.taps.get_mut(&room.id)) {
+            tap.offer(TapItem::TrackEnded(track), &mut self.stats);
+        }
         for s in &t.fanout {
             if let Some(out) = self
                 .peers
@@ -1397,6 +1461,13 @@ impl Sfu {
                 n += 1;
             }
         }
+        if let TrackTap::On(r) = t.tap
+            && n < rids.len()
+            && !rids[..n].contains(&r)
+        {
+            rids[n] = r;
+            n += 1;
+        }
         let interval = self.config.keyframe_min_interval;
         // Per layer: (rid, what to do). Before the first packet there are no layers:
         // the track's only stream is asked, under the track's own limiter.
@@ -1539,6 +1610,21 @@ impl Sfu {
         track.bytes += pkt.payload.len() as u64;
         if track.muted {
             return;
+        }
+        if track.tap != TrackTap::Off
+            && let Some(tap) = self.taps.get_mut(&room.id)
+            && tap_packet(
+                tap,
+                track,
+                &publisher.identity,
+                rid,
+                &pkt,
+                &spec,
+                &mut self.stats,
+            )
+        {
+            self.deferred
+                .push_back(Deferred::Keyframe(room_key, track.track));
         }
         let out_ext = ExtensionValues {
             audio_level: ext.audio_level,
@@ -2071,4 +2157,73 @@ mod tests {
         );
         assert_eq!(clean_parse_error("plain"), "plain");
     }
+}
+
+/// Offers a packet of a tapped track, first announcing the track once its recorded
+/// layer can be chosen. True when the track was just announced and is video (the
+/// caller asks for a keyframe).
+fn tap_packet(
+    tap: &mut Tap,
+    track: &mut TrackIn,
+    identity: &str,
+    rid: Option<Rid>,
+    pkt: &RtpPacket,
+    spec: &str0m::format::CodecSpec,
+    stats: &mut SfuStats,
+) -> bool {
+    let mut announced = false;
+    if track.tap == TrackTap::Waiting {
+        let mut layers = [None; 3];
+        let mut measured = [None; 3];
+        let nl = track.layers.len().min(3);
+        let nm = track.layer_infos.len().min(3);
+        for (d, l) in layers.iter_mut().zip(&track.layers) {
+            *d = l.rid;
+        }
+        for (d, (r, _)) in measured.iter_mut().zip(&track.layer_infos) {
+            *d = *r;
+        }
+        let Some(chosen) = crate::tap::choose_layer(&layers[..nl], &measured[..nm]) else {
+            return false;
+        };
+        track.tap = TrackTap::On(chosen);
+        tap.offer(
+            TapItem::Track(TapTrack {
+                track: track.track,
+                identity: identity.to_owned(),
+                kind: track.kind,
+                codec: spec.codec,
+                clock_rate: spec.clock_rate.get(),
+                channels: spec.channels.unwrap_or(1),
+                rid: chosen,
+            }),
+            stats,
+        );
+        announced = track.kind == MediaKind::Video;
+    }
+    if track.tap != TrackTap::On(rid) {
+        return announced;
+    }
+    let rtp_time = pkt.time.numer() as i64;
+    let sender_clock = pkt.last_sender_info.map(|si| SenderClock {
+        ntp_time: si.ntp_time,
+        rtp_time: crate::tap::extend_report_time(
+            rtp_time,
+            pkt.header.timestamp,
+            si.rtp_time.numer() as u32,
+        ),
+    });
+    tap.offer(
+        TapItem::Packet(TapPacket {
+            track: track.track,
+            seq: *pkt.seq_no,
+            rtp_time,
+            marker: pkt.header.marker,
+            payload: pkt.payload.clone(),
+            arrival: pkt.timestamp,
+            sender_clock,
+        }),
+        stats,
+    );
+    announced
 }

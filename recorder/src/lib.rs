@@ -1,17 +1,172 @@
-//! # recorder: per-track recording of rooms
+//! # recorder: per-track recording of rooms, spooled locally, uploaded to a store
 //!
-//! Today: the container writers the recorder will spool tracks into, starting with
-//! Ogg Opus ([`ogg`], RFC 7845) and a reader for it used to check what was written.
-//! The recording pipeline (bounded hand-off from the SFU, spool, upload to the object
-//! store, recovery after a restart) is the open part of the "Recording" issue.
+//! ```text
+//!  SFU worker ──tap (bounded queue, never blocks)──► session thread ──► spool dir
+//!                                                     (Ogg / WebM / MKV writers,      │
+//!                                                      manifest)                      ▼
+//!                                           uploader task ◄── closed recordings ──────┘
+//!                                              │ put + confirm, retry with backoff
+//!                                              ▼
+//!                                        object store (local dir | S3)
+//! ```
+//!
+//! - [`session`]: one recording being written, fed by [`media_core::MediaTap`].
+//! - [`ogg`], [`video`]: container writers (Ogg Opus; Matroska/WebM for video).
+//! - [`manifest`]: what a recording holds and when each track's first sample was.
+//! - [`spool`], [`upload`], [`store`]: durability from disk to the object store.
 //!
 //! Invariants:
 //! - Writers take RTP payloads with their RTP timestamps and produce a file whose
 //!   duration is the media time covered, gaps included: missing time (DTX, loss) is
 //!   written as silence, never squeezed out.
-//! - Writers do no IO of their own beyond the `Write` they are given, and never panic
-//!   on packet contents.
+//! - The SFU never waits for the recorder: a full queue refuses items, the SFU
+//!   counts them, and the recorder records the gap.
+//! - Files are fsynced at close; a recording's local files are deleted only after
+//!   the store confirmed each one (size read back) and the manifest, which goes last.
+//! - A restart finishes what a dead recorder left: interrupted recordings are closed
+//!   from their spool and uploaded; an upload repeated after a crash writes the same
+//!   keys, so nothing is duplicated.
 
+pub mod manifest;
 pub mod ogg;
+pub mod reorder;
+pub mod session;
+pub mod spool;
+pub mod store;
+pub mod upload;
+pub mod video;
 
-pub use ogg::{OggError, OggOpusReader, OggOpusWriter, opus_packet_samples};
+use std::path::{Path, PathBuf};
+
+pub use manifest::{ClockSource, Manifest, SpoolState, TrackEntry};
+pub use ogg::{OggError, OggOpusReader, OggOpusWriter, opus_packet_samples, repair_ogg};
+pub use session::{QueueTap, Session, SessionConfig, SessionHandle};
+pub use store::{Store, StoreConfig, StoreError};
+pub use upload::{Backoff, UploadQueue, UploadStats, object_key};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("manifest: {0}")]
+    Manifest(String),
+}
+
+impl RecorderError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        RecorderError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// What the recorder reports; the control plane turns these into state and
+/// `recording.events`.
+#[derive(Debug, Clone)]
+pub struct RecorderEvent {
+    pub recording_id: String,
+    pub room: String,
+    pub kind: RecorderEventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum RecorderEventKind {
+    TrackAdded(TrackEntry),
+    /// Files closed and fsynced (also for a recording finished after a crash).
+    Stopped(Manifest),
+    /// The store confirmed every file and the manifest.
+    Uploaded {
+        objects: Vec<String>,
+        manifest: Manifest,
+    },
+    /// The recording could not be written (its reason).
+    Failed(String),
+}
+
+/// Settings of a recorder.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    pub spool: PathBuf,
+    /// Items queued between the SFU and a recording before it refuses more.
+    pub queue: usize,
+    pub session: SessionConfig,
+    pub backoff: Backoff,
+}
+
+/// Starts and stops recordings and owns the uploader.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    config: RecorderConfig,
+    uploads: UploadQueue,
+    events: tokio::sync::mpsc::UnboundedSender<RecorderEvent>,
+}
+
+impl Recorder {
+    /// Recovers the spool (see [`upload::recover`]) and starts the uploader; needs a
+    /// tokio runtime.
+    pub fn start(
+        config: RecorderConfig,
+        store: Store,
+        events: tokio::sync::mpsc::UnboundedSender<RecorderEvent>,
+    ) -> Result<(Recorder, tokio::task::JoinHandle<()>), RecorderError> {
+        std::fs::create_dir_all(&config.spool).map_err(|e| RecorderError::io(&config.spool, e))?;
+        let pending = upload::recover(&config.spool, &events)?;
+        let (uploads, task) = upload::start(store, config.backoff.clone(), pending, events.clone());
+        Ok((
+            Recorder {
+                config,
+                uploads,
+                events,
+            },
+            task,
+        ))
+    }
+
+    pub fn upload_stats(&self) -> UploadStats {
+        *self.uploads.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts writing a recording: the tap goes to the SFU, the handle stops it.
+    pub fn begin(
+        &self,
+        recording_id: &str,
+        room: &str,
+    ) -> Result<(QueueTap, SessionHandle), RecorderError> {
+        let session = Session::create(
+            &self.config.spool,
+            recording_id,
+            room,
+            self.config.session.clone(),
+            (std::time::Instant::now(), std::time::SystemTime::now()),
+        )?;
+        let uploads = self.uploads.clone();
+        let events = self.events.clone();
+        let (id, room) = (recording_id.to_owned(), room.to_owned());
+        session::spawn(
+            session,
+            self.config.queue,
+            self.events.clone(),
+            Box::new(move |dir, result| {
+                let kind = match result {
+                    Ok(m) => RecorderEventKind::Stopped(m.clone()),
+                    Err(e) => {
+                        tracing::error!(recording = %id, error = %e, "recording failed at close");
+                        RecorderEventKind::Failed(e.to_string())
+                    }
+                };
+                let _ = events.send(RecorderEvent {
+                    recording_id: id,
+                    room,
+                    kind,
+                });
+                // Even a failed close leaves files worth keeping: the manifest names
+                // them and recovery or the uploader takes them from here.
+                uploads.push(dir.to_owned());
+            }),
+        )
+    }
+}

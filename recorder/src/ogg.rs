@@ -260,6 +260,44 @@ fn crc32(data: &[u8]) -> u32 {
     })
 }
 
+/// Cuts an Ogg file back to its last complete, CRC-correct page (what a recorder that
+/// died mid-write leaves is a valid stream up to there). Returns the granule position
+/// of that page: the samples the file holds.
+pub fn repair_ogg(path: &std::path::Path) -> Result<u64, OggError> {
+    let data = std::fs::read(path)?;
+    let mut i = 0;
+    let mut granule = 0;
+    while let Some(h) = data.get(i..i + 27) {
+        if &h[..4] != b"OggS" {
+            break;
+        }
+        let nseg = h[26] as usize;
+        let Some(seg) = data.get(i + 27..i + 27 + nseg) else {
+            break;
+        };
+        let end = i + 27 + nseg + seg.iter().map(|s| *s as usize).sum::<usize>();
+        let Some(page) = data.get(i..end) else {
+            break;
+        };
+        let mut zeroed = page.to_vec();
+        zeroed[22..26].fill(0);
+        if crc32(&zeroed) != u32::from_le_bytes([h[22], h[23], h[24], h[25]]) {
+            break;
+        }
+        let g = u64::from_le_bytes(h[6..14].try_into().expect("8 bytes")); // sliced to 8
+        if g != u64::MAX {
+            granule = g;
+        }
+        i = end;
+    }
+    if i < data.len() {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.set_len(i as u64)?;
+        f.sync_all()?;
+    }
+    Ok(granule)
+}
+
 /// Reads an Ogg Opus stream back: headers, packets and granule positions, with every
 /// page's CRC checked. For tests and for the recorder's own checks of its files.
 #[derive(Debug, Default)]

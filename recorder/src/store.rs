@@ -1,0 +1,209 @@
+//! The object store recordings go to: a local directory or S3, behind one interface
+//! (`object_store`). Large files go up in parts; a put is confirmed by reading the
+//! object's size back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("reading {path}: {source}")]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store holds {got} bytes of {key}, {want} were sent")]
+    SizeMismatch { key: String, want: u64, got: u64 },
+    #[error("object store settings: {0}")]
+    Config(String),
+}
+
+/// Where recordings are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A directory on this machine (the default).
+    Local { dir: PathBuf },
+    /// An S3-compatible service.
+    S3 {
+        bucket: String,
+        /// e.g. `http://127.0.0.1:9000`; empty for AWS itself.
+        endpoint: String,
+        region: String,
+        access_key_id: String,
+        secret_access_key: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// Files larger than this go up as multipart uploads of this part size.
+    part_size: usize,
+    description: String,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        match config {
+            StoreConfig::Local { dir } => {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Local {
+                    path: dir.clone(),
+                    source: e,
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(dir)?;
+                Ok(Store {
+                    inner: Arc::new(fs),
+                    part_size: 8 * 1024 * 1024,
+                    description: format!("local directory {}", dir.display()),
+                })
+            }
+            StoreConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+            } => {
+                if bucket.is_empty() {
+                    return Err(StoreError::Config("the S3 bucket is not set".into()));
+                }
+                let mut b = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(region)
+                    .with_access_key_id(access_key_id)
+                    .with_secret_access_key(secret_access_key)
+                    // The recorder retries with its own backoff; a failed attempt
+                    // should come back quickly.
+                    .with_retry(RetryConfig {
+                        max_retries: 1,
+                        retry_timeout: Duration::from_secs(10),
+                        ..RetryConfig::default()
+                    })
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(Duration::from_secs(120)),
+                    );
+                if !endpoint.is_empty() {
+                    b = b
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                Ok(Store {
+                    inner: Arc::new(b.build()?),
+                    // S3's smallest part (but the last) is 5 MiB.
+                    part_size: 8 * 1024 * 1024,
+                    description: format!("s3 bucket {bucket} at {endpoint}"),
+                })
+            }
+        }
+    }
+
+    /// The same store with another part size (tests use small parts).
+    pub fn with_part_size(mut self, bytes: usize) -> Store {
+        self.part_size = bytes.max(5 * 1024 * 1024);
+        self
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Uploads a local file to `key` and confirms its size. Returns the size.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
+        let local = |e| StoreError::Local {
+            path: path.to_owned(),
+            source: e,
+        };
+        let size = tokio::fs::metadata(path).await.map_err(local)?.len();
+        let location = ObjectPath::from(key);
+        if size as usize <= self.part_size {
+            let data = tokio::fs::read(path).await.map_err(local)?;
+            self.inner
+                .put(&location, PutPayload::from(Bytes::from(data)))
+                .await?;
+        } else {
+            let mut upload = self.inner.put_multipart(&location).await?;
+            let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+            let result: Result<(), StoreError> = async {
+                loop {
+                    let mut part = Vec::with_capacity(self.part_size);
+                    let n = (&mut file)
+                        .take(self.part_size as u64)
+                        .read_to_end(&mut part)
+                        .await
+                        .map_err(local)?;
+                    if n == 0 {
+                        break;
+                    }
+                    upload.put_part(PutPayload::from(Bytes::from(part))).await?;
+                }
+                upload.complete().await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        }
+        self.confirm(key, size).await?;
+        Ok(size)
+    }
+
+    /// Uploads bytes to `key` and confirms their size.
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let size = data.len() as u64;
+        self.inner
+            .put(&ObjectPath::from(key), PutPayload::from(Bytes::from(data)))
+            .await?;
+        self.confirm(key, size).await
+    }
+
+    async fn confirm(&self, key: &str, want: u64) -> Result<(), StoreError> {
+        let meta = self.inner.head(&ObjectPath::from(key)).await?;
+        if meta.size != want {
+            return Err(StoreError::SizeMismatch {
+                key: key.to_owned(),
+                want,
+                got: meta.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// An object's bytes (tests and tools).
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        Ok(self
+            .inner
+            .get(&ObjectPath::from(key))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    /// The keys under a prefix, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        use futures_util::TryStreamExt;
+        let p = ObjectPath::from(prefix);
+        let mut keys: Vec<String> = self
+            .inner
+            .list(Some(&p))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+}
