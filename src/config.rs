@@ -36,7 +36,55 @@ pub struct Settings {
     /// `data_dir/node-id`, made up on first start.
     pub node_id: Option<String>,
     pub events: EventSettings,
+    pub recording: RecordingSettings,
 }
+
+/// `[recording]`: where recordings are spooled and stored.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    /// Where tracks are written before upload. Default: `data_dir/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// The local-directory store, used when no S3 bucket is set. Default:
+    /// `data_dir/recordings`.
+    pub local_dir: Option<PathBuf>,
+    /// S3 (or S3-compatible) bucket; set to store recordings there.
+    pub s3_bucket: Option<String>,
+    /// The S3 endpoint (`http://127.0.0.1:9000` for a local one); unset for AWS.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    /// Secret: `config print` shows `***`.
+    pub s3_secret_access_key: Option<String>,
+    /// Items (packets) queued between the SFU and one recording before it refuses more.
+    pub queue: usize,
+}
+
+impl std::fmt::Debug for RecordingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingSettings")
+            .field("spool_dir", &self.spool_dir)
+            .field("local_dir", &self.local_dir)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field(
+                "s3_secret_access_key",
+                &self.s3_secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+/// `[recording]` keys whose environment values are taken as text, never parsed.
+const RECORDING_TEXT_KEYS: [&str; 4] = [
+    "s3_bucket",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+];
 
 /// `[events]`: where events go (`docs/events.md`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -202,6 +250,16 @@ impl Default for Settings {
                 kafka_fetch_wait_ms: 100,
                 online_window_secs: 60,
             },
+            recording: RecordingSettings {
+                spool_dir: None,
+                local_dir: None,
+                s3_bucket: None,
+                s3_endpoint: None,
+                s3_region: "us-east-1".into(),
+                s3_access_key_id: None,
+                s3_secret_access_key: None,
+                queue: 8192,
+            },
         }
     }
 }
@@ -302,6 +360,11 @@ impl Settings {
                 fig = fig.merge(Serialized::default(&format!("smtp.{key}"), value));
             }
         }
+        for (key, value) in Env::prefixed("STREAMCORE_RECORDING__").iter() {
+            if RECORDING_TEXT_KEYS.contains(&key.as_str()) {
+                fig = fig.merge(Serialized::default(&format!("recording.{key}"), value));
+            }
+        }
         fig = fig.merge(Serialized::defaults(overrides));
         let s: Settings = fig.extract().context("invalid settings")?;
         s.validate()?;
@@ -309,6 +372,19 @@ impl Settings {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.recording.queue < 16 {
+            bail!("recording.queue must be at least 16");
+        }
+        if self
+            .recording
+            .s3_bucket
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            bail!(
+                "recording.s3_bucket is empty; unset it to store recordings in a local directory"
+            );
+        }
         if self
             .events
             .kafka_brokers
@@ -408,6 +484,39 @@ impl Settings {
             .unwrap_or_else(|| format!("http://{}", self.http))
     }
 
+    /// The recorder's settings: spool and object store.
+    pub fn recorder_config(&self) -> (recorder::RecorderConfig, recorder::StoreConfig) {
+        let r = &self.recording;
+        let spool = r
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spool"));
+        let store = match &r.s3_bucket {
+            Some(bucket) => recorder::StoreConfig::S3 {
+                bucket: bucket.clone(),
+                endpoint: r.s3_endpoint.clone().unwrap_or_default(),
+                region: r.s3_region.clone(),
+                access_key_id: r.s3_access_key_id.clone().unwrap_or_default(),
+                secret_access_key: r.s3_secret_access_key.clone().unwrap_or_default(),
+            },
+            None => recorder::StoreConfig::Local {
+                dir: r
+                    .local_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("recordings")),
+            },
+        };
+        (
+            recorder::RecorderConfig {
+                spool,
+                queue: r.queue,
+                session: recorder::SessionConfig::default(),
+                backoff: recorder::Backoff::default(),
+            },
+            store,
+        )
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -422,6 +531,9 @@ impl Settings {
             && smtp.password.is_some()
         {
             smtp.password = Some("***".into());
+        }
+        if shown.recording.s3_secret_access_key.is_some() {
+            shown.recording.s3_secret_access_key = Some("***".into());
         }
         Ok(toml::to_string_pretty(&shown)?)
     }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod media;
 pub mod metrics;
+pub mod recording;
 pub mod room_events;
 pub mod server;
 

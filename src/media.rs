@@ -72,6 +72,17 @@ enum Command {
         cmd: RoomCommand,
         reply: oneshot::Sender<Result<RoomReply, SfuError>>,
     },
+    /// Record a room: its media goes to `tap` as well.
+    StartTap {
+        room: RoomId,
+        tap: Box<dyn media_core::MediaTap>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    /// Stop recording a room (the tap is dropped).
+    StopTap {
+        room: RoomId,
+        reply: oneshot::Sender<Result<Option<media_core::TapStats>, SfuError>>,
+    },
     /// Close every peer gracefully and stop.
     Shutdown,
 }
@@ -246,6 +257,26 @@ impl MediaWorkers {
                 BackendError::Unavailable(format!("media worker {worker} did not answer"))
             })?
             .map_err(BackendError::from)
+    }
+
+    /// Starts offering a room's media to a recorder's tap, on the room's worker.
+    pub async fn start_tap(
+        &self,
+        room: RoomId,
+        tap: Box<dyn media_core::MediaTap>,
+    ) -> Result<(), BackendError> {
+        let w = self.worker_for(&room);
+        self.call(w, |reply| Command::StartTap { room, tap, reply })
+            .await
+    }
+
+    /// Stops a room's tap; its counters, if it had one.
+    pub async fn stop_tap(
+        &self,
+        room: RoomId,
+    ) -> Result<Option<media_core::TapStats>, BackendError> {
+        let w = self.worker_for(&room);
+        self.call(w, |reply| Command::StopTap { room, reply }).await
     }
 
     fn entry(&self, id: &SessionId) -> Option<SessionEntry> {
@@ -680,6 +711,12 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
         } => {
             let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
             let _ = reply.send(sfu.add_remote_candidates(now, peer, &refs).map(|_| ()));
+        }
+        Command::StartTap { room, tap, reply } => {
+            let _ = reply.send(sfu.start_tap(room, tap));
+        }
+        Command::StopTap { room, reply } => {
+            let _ = reply.send(Ok(sfu.stop_tap(&room).map(|(_, stats)| stats)));
         }
         Command::Shutdown => {}
     }

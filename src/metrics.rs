@@ -20,6 +20,7 @@ pub struct Metrics {
     pub rtp_forwarded: IntCounter,
     pub forward_errors: IntCounter,
     pub keyframe_requests: IntCounter,
+    pub recording_dropped: IntCounter,
     pub send_errors: IntCounter,
     pub sessions_created: IntCounterVec,
     pub events_published: IntCounter,
@@ -118,6 +119,11 @@ impl Metrics {
                 "streamcore_keyframe_requests_total",
                 "Keyframe requests sent to publishers",
             ),
+            recording_dropped: counter(
+                &r,
+                "streamcore_recording_items_dropped_total",
+                "Packets and track notices a recording's queue refused (the recorder was behind)",
+            ),
             send_errors: counter(
                 &r,
                 "streamcore_udp_send_errors_total",
@@ -170,6 +176,8 @@ impl Metrics {
             .inc_by(now.forward_errors - prev.forward_errors);
         self.keyframe_requests
             .inc_by(now.keyframe_requests - prev.keyframe_requests);
+        self.recording_dropped
+            .inc_by(now.tap_refused - prev.tap_refused);
     }
 
     pub fn render(&self) -> String {

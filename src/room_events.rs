@@ -225,8 +225,19 @@ pub async fn run(st: AppState, mut rx: mpsc::UnboundedReceiver<(usize, SfuEvent)
     let source = st.event_source();
     while let Some((worker, ev)) = rx.recv().await {
         let now = control_api::auth::now_millis();
-        let rows: Vec<_> = tracker
-            .on_event(worker, &ev)
+        let room_events = tracker.on_event(worker, &ev);
+        for e in &room_events {
+            match e.kind {
+                EventType::RoomStarted => {
+                    tokio::spawn(auto_record(st.clone(), e.room.clone()));
+                }
+                EventType::RoomEnded => {
+                    tokio::spawn(stop_at_room_end(st.clone(), e.room.clone()));
+                }
+                _ => {}
+            }
+        }
+        let rows: Vec<_> = room_events
             .into_iter()
             .map(|e| {
                 outbox_event(
@@ -254,6 +265,42 @@ pub async fn run(st: AppState, mut rx: mpsc::UnboundedReceiver<(usize, SfuEvent)
             }
         }
         st.events_written();
+    }
+}
+
+/// A room that starts with `auto_record` set is recorded from its start.
+async fn auto_record(st: AppState, room: String) {
+    match st.db.room_by_name(&room).await {
+        Ok(Some(r)) if r.auto_record => {
+            if let Err(e) = control_api::routes::recordings::start_recording(&st, &r, "auto").await
+            {
+                warn!(%room, error = ?e, "auto-record did not start");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(%room, error = %e, "auto-record: room settings unavailable"),
+    }
+}
+
+/// A room's recording ends with the room (its last participant left).
+async fn stop_at_room_end(st: AppState, room: String) {
+    let Some(ctl) = st.recordings.clone() else {
+        return;
+    };
+    let Some(id) = ctl.recording_of_room(&room) else {
+        return;
+    };
+    match ctl.stop(&id, "room_ended").await {
+        Ok(Some(manifest)) => {
+            if let Err(e) =
+                control_api::routes::recordings::mark_stopped(&st, &id, &room, &manifest).await
+            {
+                // The recorder's own Stopped report makes the same change.
+                warn!(recording = %id, error = %e, "marking the recording stopped failed");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => warn!(recording = %id, error = %e, "stopping the recording at room end failed"),
     }
 }
 

@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 const MAIL_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown lets the event relay finish the batch under way.
 const EVENTS_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown lets closed recordings upload; the rest upload at the next start.
+const UPLOAD_GRACE: Duration = Duration::from_secs(5);
 
 /// A running node. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -43,6 +45,7 @@ pub struct RunningServer {
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     mail_relay: Option<MailRelay>,
     events: EventServices,
+    pub recorder: crate::recording::RunningRecorder,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -213,12 +216,15 @@ impl EventServices {
 /// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
 /// addresses are in the returned value.
 pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
-    let (signer, api) = open_control_plane(settings).await?;
+    let (signer, mut api) = open_control_plane(settings).await?;
     // First, so a bad [smtp] fails the start before anything listens.
     let mail_relay = start_mail_relay(settings, &api)?;
     let metrics = Metrics::new();
     let (room_tx, room_rx) = mpsc::unbounded_channel();
     let workers = Arc::new(MediaWorkers::start(settings, metrics.clone(), room_tx)?);
+    let recorder =
+        crate::recording::RunningRecorder::start(settings, &api, workers.clone()).await?;
+    api.recordings = Some(recorder.service.clone());
     let events = EventServices::start(&api, Some(room_rx), Some(metrics.clone()))?;
     let media_addrs = workers.local_addrs();
 
@@ -280,6 +286,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         metrics_task,
         mail_relay,
         events,
+        recorder,
     })
 }
 
@@ -358,6 +365,8 @@ impl RunningServer {
             _ = tokio::time::sleep(grace) => info!(sessions = self.workers.session_count(), "grace period over; closing sessions"),
             _ = force => info!("second signal; closing now"),
         }
+        // Recordings close their files while the workers still run (their taps go).
+        self.recorder.service.stop_all("shutdown").await;
         let workers = self.workers.clone();
         // Joining worker threads blocks; keep it off the async threads.
         let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
@@ -366,6 +375,7 @@ impl RunningServer {
         if let Some(t) = self.metrics_task {
             let _ = t.await;
         }
+        self.recorder.shutdown(UPLOAD_GRACE).await;
         self.events.shutdown(&self.api).await;
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;

@@ -38,7 +38,7 @@ use signaling::{ApiError, JoinTokenSigner};
 pub use state::{ApiConfig, AppState, Caller};
 use store::{Db, Store, StoreError};
 
-use routes::{accounts, control, devices, library, rooms};
+use routes::{accounts, control, devices, library, recordings, rooms};
 
 /// Connects to the database (`postgres://…`, or a SQLite path/URL), applies the
 /// migrations, and loads or creates the access-token key in `keys_dir`.
@@ -62,6 +62,7 @@ pub async fn build_state(
         events_queued: Arc::new(tokio::sync::Notify::new()),
         hub: Arc::new(hub::Hub::default()),
         node_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
+        recordings: None,
     })
 }
 
@@ -111,6 +112,12 @@ pub fn router(state: AppState) -> Router {
             get(rooms::get).patch(rooms::update).delete(rooms::delete),
         )
         .route("/rooms/{name}/token", post(rooms::join_token))
+        .route(
+            "/rooms/{name}/recordings",
+            post(recordings::start).get(recordings::list),
+        )
+        .route("/rooms/{name}/recordings/{id}", get(recordings::get))
+        .route("/rooms/{name}/recordings/{id}/stop", post(recordings::stop))
         .route("/library/sync", post(library::sync))
         .route("/library/tracks", get(library::list))
         .route("/jwks.json", get(rooms::jwks));

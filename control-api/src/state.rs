@@ -87,6 +87,8 @@ pub struct AppState {
     pub hub: Arc<crate::hub::Hub>,
     /// Names this node in event sources, consumer groups and the relay lease.
     pub node_id: Arc<str>,
+    /// The media node's recorder (`None` on an API-only node).
+    pub recordings: crate::routes::recordings::Recordings,
 }
 
 impl AppState {

@@ -2129,36 +2129,6 @@ fn clean_parse_error(msg: &str) -> String {
         .join("; ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offers_that_receive_video() {
-        let v = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
-        assert!(offer_receives_video(v));
-        let a = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n";
-        assert!(!offer_receives_video(a));
-        let send = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert!(!offer_receives_video(send));
-        let implicit = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 9 X 1\r\na=sendonly\r\n";
-        assert!(offer_receives_video(implicit));
-        let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
-        assert!(!offer_receives_video(refused));
-    }
-
-    #[test]
-    fn parse_errors_lose_pointers() {
-        assert_eq!(
-            clean_parse_error(
-                "SDP parse: Parse error at PointerOffset(0x7fb0f8001ff3)\nUnexpected end of input\nExpected `o`\n"
-            ),
-            "SDP parse: Parse error; Unexpected end of input; Expected `o`"
-        );
-        assert_eq!(clean_parse_error("plain"), "plain");
-    }
-}
-
 /// Offers a packet of a tapped track, first announcing the track once its recorded
 /// layer can be chosen. True when the track was just announced and is video (the
 /// caller asks for a keyframe).
@@ -2226,4 +2196,34 @@ fn tap_packet(
         stats,
     );
     announced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_that_receive_video() {
+        let v = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(offer_receives_video(v));
+        let a = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n";
+        assert!(!offer_receives_video(a));
+        let send = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(!offer_receives_video(send));
+        let implicit = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 9 X 1\r\na=sendonly\r\n";
+        assert!(offer_receives_video(implicit));
+        let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(!offer_receives_video(refused));
+    }
+
+    #[test]
+    fn parse_errors_lose_pointers() {
+        assert_eq!(
+            clean_parse_error(
+                "SDP parse: Parse error at PointerOffset(0x7fb0f8001ff3)\nUnexpected end of input\nExpected `o`\n"
+            ),
+            "SDP parse: Parse error; Unexpected end of input; Expected `o`"
+        );
+        assert_eq!(clean_parse_error("plain"), "plain");
+    }
 }

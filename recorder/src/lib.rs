@@ -83,6 +83,8 @@ pub enum RecorderEventKind {
         objects: Vec<String>,
         manifest: Manifest,
     },
+    /// An upload attempt failed; it is retried (the error).
+    UploadRetrying(String),
     /// The recording could not be written (its reason).
     Failed(String),
 }
@@ -124,6 +126,11 @@ impl Recorder {
             },
             task,
         ))
+    }
+
+    /// True while closed recordings wait for (or are in) upload.
+    pub fn has_pending_uploads(&self) -> bool {
+        self.uploads.pending() > 0
     }
 
     pub fn upload_stats(&self) -> UploadStats {

@@ -187,6 +187,9 @@ impl<W: Write> OggOpusWriter<W> {
         self.segments.clear();
         self.body.clear();
         self.page_start = self.granule;
+        // Each page reaches the file at once (not only the buffer in front of it), so
+        // a recorder that dies loses at most the page being filled.
+        self.out.flush()?;
         Ok(())
     }
 

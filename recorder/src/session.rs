@@ -404,13 +404,16 @@ impl SessionHandle {
     }
 }
 
+/// Called with the spool directory and the outcome when a session has closed.
+pub type OnClosed = Box<dyn FnOnce(&Path, &Result<Manifest, RecorderError>) + Send>;
+
 /// Runs `session` on its own thread behind a queue of `capacity` items. When it
 /// closes, `on_closed` gets the manifest (the recorder queues the upload from there).
 pub fn spawn(
     session: Session,
     capacity: usize,
     events: tokio::sync::mpsc::UnboundedSender<RecorderEvent>,
-    on_closed: Box<dyn FnOnce(&Path, &Result<Manifest, RecorderError>) + Send>,
+    on_closed: OnClosed,
 ) -> Result<(QueueTap, SessionHandle), RecorderError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(16));
     let stop = Arc::new(AtomicBool::new(false));

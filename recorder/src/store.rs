@@ -77,6 +77,8 @@ impl Store {
                 if bucket.is_empty() {
                     return Err(StoreError::Config("the S3 bucket is not set".into()));
                 }
+                // Idempotent; the first provider installed in the process stays.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
                     .with_region(region)

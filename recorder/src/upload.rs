@@ -66,6 +66,8 @@ pub struct UploadStats {
 pub struct UploadQueue {
     tx: mpsc::UnboundedSender<PathBuf>,
     pub stats: Arc<Mutex<UploadStats>>,
+    /// Recordings queued or being uploaded.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for UploadQueue {
@@ -76,7 +78,16 @@ impl std::fmt::Debug for UploadQueue {
 
 impl UploadQueue {
     pub fn push(&self, dir: PathBuf) {
-        let _ = self.tx.send(dir);
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.tx.send(dir).is_err() {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -91,6 +102,8 @@ pub fn start(
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let stats = Arc::new(Mutex::new(UploadStats::default()));
     let st = stats.clone();
+    let pending_count = Arc::new(std::sync::atomic::AtomicUsize::new(pending.len()));
+    let left = pending_count.clone();
     let task = tokio::spawn(async move {
         let mut queue: VecDeque<PathBuf> = pending.into();
         loop {
@@ -103,9 +116,21 @@ pub fn start(
             let mut attempt = 0;
             loop {
                 match upload_recording(&store, &dir, &events, &st).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
                     Err(e) => {
                         st.lock().unwrap_or_else(|p| p.into_inner()).failed_attempts += 1;
+                        if let Some(id) = dir.file_name().and_then(|n| n.to_str())
+                            && let Ok(m) = Manifest::read(&dir)
+                        {
+                            let _ = events.send(RecorderEvent {
+                                recording_id: m.recording_id,
+                                room: m.room,
+                                kind: RecorderEventKind::UploadRetrying(format!("{id}: {e}")),
+                            });
+                        }
                         let wait = backoff.delay(attempt);
                         warn!(dir = %dir.display(), error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "recording upload failed; retrying");
                         attempt = attempt.saturating_add(1);
@@ -119,7 +144,14 @@ pub fn start(
             }
         }
     });
-    (UploadQueue { tx, stats }, task)
+    (
+        UploadQueue {
+            tx,
+            stats,
+            pending: pending_count,
+        },
+        task,
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +243,11 @@ pub fn recover(
                 let path = dir.join(&t.file);
                 if t.codec == "opus" && path.exists() {
                     match repair_ogg(&path) {
+                        Ok(0) => {
+                            t.error = Some(
+                                "nothing of it reached the disk before the recorder died".into(),
+                            )
+                        }
                         Ok(samples) => {
                             t.duration_ms = samples.saturating_sub(u64::from(crate::ogg::PRE_SKIP))
                                 as f64

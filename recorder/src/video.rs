@@ -60,6 +60,7 @@ pub struct VideoWriter<W: Write + Seek> {
     prev_ms: i64,
     cluster_ms: Option<i64>,
     duration_pos: Option<u64>,
+    flushed_ms: i64,
     need_keyframe: bool,
     pub frames: u64,
     pub frames_skipped: u64,
@@ -87,6 +88,7 @@ impl<W: Write + Seek> VideoWriter<W> {
             prev_ms: 0,
             cluster_ms: None,
             duration_pos: None,
+            flushed_ms: 0,
             need_keyframe: true,
             frames: 0,
             frames_skipped: 0,
@@ -361,6 +363,10 @@ impl<W: Write + Seek> VideoWriter<W> {
             Some(c) => key || ms - c > MAX_CLUSTER_MS,
         };
         if new_cluster {
+            // What is buffered reaches the file at every cluster (each keyframe, at
+            // least every 30 s) and every second, so a recorder that dies loses little.
+            self.out.flush()?;
+            self.flushed_ms = ms;
             self.out.write_all(&[0x1f, 0x43, 0xb6, 0x75])?;
             self.out.write_all(&UNKNOWN_SIZE)?;
             write_uint(&mut self.out, 0xe7, ms as u64)?;
@@ -379,6 +385,10 @@ impl<W: Write + Seek> VideoWriter<W> {
         }
         self.last_ms = ms;
         self.frames += 1;
+        if ms - self.flushed_ms >= 1000 {
+            self.out.flush()?;
+            self.flushed_ms = ms;
+        }
         Ok(())
     }
 

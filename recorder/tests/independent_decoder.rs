@@ -1,28 +1,13 @@
 //! What the Ogg Opus writer produces, decoded by an independent decoder: FFmpeg's, via
 //! PyAV in the project's Python virtualenv (`scripts/ensure-venv.sh`; aiortc brings it).
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod support;
+use support::python;
 
 use recorder::OggOpusWriter;
 use recorder::ogg::{PRE_SKIP, SILENCE_20MS};
-
-fn python() -> String {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(repo.join("scripts/ensure-venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/ensure-venv.sh");
-    assert!(out.status.success(), "scripts/ensure-venv.sh failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("the venv's python")
-        .trim()
-        .to_owned()
-}
 
 /// (decoded samples per channel, channels, sample rate) as PyAV reports them.
 fn decode(py: &str, path: &std::path::Path) -> (u64, u64, u64) {

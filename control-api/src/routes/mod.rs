@@ -4,4 +4,5 @@ pub mod accounts;
 pub mod control;
 pub mod devices;
 pub mod library;
+pub mod recordings;
 pub mod rooms;

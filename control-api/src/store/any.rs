@@ -181,6 +181,27 @@ impl Store for Db {
     async fn claim_pairing(&self, id: &str, device_id: &str, now: Millis) -> R<bool> {
         delegate!(self, s => s.claim_pairing(id, device_id, now))
     }
+    async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
+        delegate!(self, s => s.create_recording(rec, event))
+    }
+    async fn change_recording(
+        &self,
+        id: &str,
+        from: &[&str],
+        change: RecordingChange,
+        events: Vec<OutboxEvent>,
+    ) -> R<bool> {
+        delegate!(self, s => s.change_recording(id, from, change, events))
+    }
+    async fn recording(&self, id: &str) -> R<Option<Recording>> {
+        delegate!(self, s => s.recording(id))
+    }
+    async fn room_recordings(&self, room_name: &str) -> R<Vec<Recording>> {
+        delegate!(self, s => s.room_recordings(room_name))
+    }
+    async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
+        delegate!(self, s => s.node_recordings(node_id, status))
+    }
     async fn create_room(
         &self,
         owner_id: &str,

@@ -212,6 +212,40 @@ pub struct LibraryQuery {
     pub offset: i64,
 }
 
+/// One recording of a room (see `migrations/*/0003_recordings.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    pub id: String,
+    pub room_name: String,
+    pub owner_id: String,
+    pub started_by: String,
+    pub node_id: String,
+    /// `recording`, `stopped`, `uploaded` or `failed`.
+    pub status: String,
+    pub started_at: Millis,
+    pub stopped_at: Option<Millis>,
+    pub uploaded_at: Option<Millis>,
+    pub stop_reason: Option<String>,
+    pub failure: Option<String>,
+    pub last_error: Option<String>,
+    pub manifest: Option<String>,
+    pub objects: Option<String>,
+}
+
+/// A change of a recording: the new status and the fields it sets (`None` keeps a
+/// field as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingChange {
+    pub status: String,
+    pub stopped_at: Option<Millis>,
+    pub uploaded_at: Option<Millis>,
+    pub stop_reason: Option<String>,
+    pub failure: Option<String>,
+    pub last_error: Option<String>,
+    pub manifest: Option<String>,
+    pub objects: Option<String>,
+}
+
 /// One event for the outbox: the envelope JSON with its topic and ordering key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
@@ -446,6 +480,33 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
         ttl: Millis,
     ) -> impl Future<Output = R<bool>> + Send;
+
+    // recordings
+    /// Inserts a recording in status `recording` with its `recording.started` event.
+    /// `Conflict` when the room already has an active recording.
+    fn create_recording(
+        &self,
+        rec: &Recording,
+        event: OutboxEvent,
+    ) -> impl Future<Output = R<()>> + Send;
+    /// Applies `change` if the recording's status is one of `from`, writing `events`
+    /// in the same transaction. False (and nothing written) otherwise.
+    fn change_recording(
+        &self,
+        id: &str,
+        from: &[&str],
+        change: RecordingChange,
+        events: Vec<OutboxEvent>,
+    ) -> impl Future<Output = R<bool>> + Send;
+    fn recording(&self, id: &str) -> impl Future<Output = R<Option<Recording>>> + Send;
+    /// A room's recordings, newest first.
+    fn room_recordings(&self, room_name: &str) -> impl Future<Output = R<Vec<Recording>>> + Send;
+    /// Recordings in `status` held by `node_id` (recovery at start).
+    fn node_recordings(
+        &self,
+        node_id: &str,
+        status: &str,
+    ) -> impl Future<Output = R<Vec<Recording>>> + Send;
 
     // pairing
     fn create_pairing(&self, p: Pairing) -> impl Future<Output = R<()>> + Send;

@@ -14,8 +14,9 @@ use super::sqlite::{
 };
 use super::{
     Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
-    OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, RefreshRecord, Role, Room,
-    RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
+    OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, Recording, RecordingChange,
+    RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+    apply_presence,
 };
 
 /// Connections per store.
@@ -144,6 +145,25 @@ fn pairing_row(r: &PgRow) -> Result<Pairing, sqlx::Error> {
         attempts: r.try_get("attempts")?,
         claimed_at: r.try_get("claimed_at")?,
         device_id: r.try_get("device_id")?,
+    })
+}
+
+fn recording_row(r: &PgRow) -> Result<Recording, sqlx::Error> {
+    Ok(Recording {
+        id: r.try_get("id")?,
+        room_name: r.try_get("room_name")?,
+        owner_id: r.try_get("owner_id")?,
+        started_by: r.try_get("started_by")?,
+        node_id: r.try_get("node_id")?,
+        status: r.try_get("status")?,
+        started_at: r.try_get("started_at")?,
+        stopped_at: r.try_get("stopped_at")?,
+        uploaded_at: r.try_get("uploaded_at")?,
+        stop_reason: r.try_get("stop_reason")?,
+        failure: r.try_get("failure")?,
+        last_error: r.try_get("last_error")?,
+        manifest: r.try_get("manifest")?,
+        objects: r.try_get("objects")?,
     })
 }
 
@@ -792,6 +812,108 @@ impl Store for PgStore {
     }
 
     // ---- rooms ----
+
+    async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO recordings (id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&rec.id)
+        .bind(&rec.room_name)
+        .bind(&rec.owner_id)
+        .bind(&rec.started_by)
+        .bind(&rec.node_id)
+        .bind(&rec.status)
+        .bind(rec.started_at)
+        .bind(rec.stopped_at)
+        .bind(rec.uploaded_at)
+        .bind(&rec.stop_reason)
+        .bind(&rec.failure)
+        .bind(&rec.last_error)
+        .bind(&rec.manifest)
+        .bind(&rec.objects)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "active recording of this room"))?;
+        insert_outbox(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn change_recording(
+        &self,
+        id: &str,
+        from: &[&str],
+        change: RecordingChange,
+        events: Vec<OutboxEvent>,
+    ) -> R<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE recordings SET status = $1, \
+             stopped_at = COALESCE($2, stopped_at), \
+             uploaded_at = COALESCE($3, uploaded_at), \
+             stop_reason = COALESCE($4, stop_reason), \
+             failure = COALESCE($5, failure), \
+             last_error = COALESCE($6, last_error), \
+             manifest = COALESCE($7, manifest), \
+             objects = COALESCE($8, objects) \
+             WHERE id = $9 AND {STATUS_IN}",
+        )
+        .bind(&change.status)
+        .bind(change.stopped_at)
+        .bind(change.uploaded_at)
+        .bind(&change.stop_reason)
+        .bind(&change.failure)
+        .bind(&change.last_error)
+        .bind(&change.manifest)
+        .bind(&change.objects)
+        .bind(id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "active recording of this room"))?
+        .rows_affected();
+        if done != 1 {
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn recording(&self, id: &str) -> R<Option<Recording>> {
+        let row = sqlx::query("SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings WHERE id = $1")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
+        Ok(row.as_ref().map(recording_row).transpose()?)
+    }
+
+    async fn room_recordings(&self, room_name: &str) -> R<Vec<Recording>> {
+        let rows = sqlx::query(
+            "SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+             WHERE room_name = $1 ORDER BY started_at DESC, id",
+        )
+        .bind(room_name)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, recording_row)
+    }
+
+    async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
+        let rows = sqlx::query(
+            "SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+             WHERE node_id = $1 AND status = $2 ORDER BY started_at",
+        )
+        .bind(node_id)
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, recording_row)
+    }
 
     async fn create_room(
         &self,

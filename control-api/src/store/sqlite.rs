@@ -19,8 +19,9 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
-    OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, RefreshRecord, Role, Room,
-    RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
+    OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, Recording, RecordingChange,
+    RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+    apply_presence,
 };
 
 /// Connections of a file database. WAL lets readers run beside the one writer.
@@ -173,6 +174,25 @@ fn pairing_row(r: &SqliteRow) -> Result<Pairing, sqlx::Error> {
         attempts: r.try_get("attempts")?,
         claimed_at: r.try_get("claimed_at")?,
         device_id: r.try_get("device_id")?,
+    })
+}
+
+fn recording_row(r: &SqliteRow) -> Result<Recording, sqlx::Error> {
+    Ok(Recording {
+        id: r.try_get("id")?,
+        room_name: r.try_get("room_name")?,
+        owner_id: r.try_get("owner_id")?,
+        started_by: r.try_get("started_by")?,
+        node_id: r.try_get("node_id")?,
+        status: r.try_get("status")?,
+        started_at: r.try_get("started_at")?,
+        stopped_at: r.try_get("stopped_at")?,
+        uploaded_at: r.try_get("uploaded_at")?,
+        stop_reason: r.try_get("stop_reason")?,
+        failure: r.try_get("failure")?,
+        last_error: r.try_get("last_error")?,
+        manifest: r.try_get("manifest")?,
+        objects: r.try_get("objects")?,
     })
 }
 
@@ -805,6 +825,108 @@ impl Store for SqliteStore {
     }
 
     // ---- rooms ----
+
+    async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO recordings (id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rec.id)
+        .bind(&rec.room_name)
+        .bind(&rec.owner_id)
+        .bind(&rec.started_by)
+        .bind(&rec.node_id)
+        .bind(&rec.status)
+        .bind(rec.started_at)
+        .bind(rec.stopped_at)
+        .bind(rec.uploaded_at)
+        .bind(&rec.stop_reason)
+        .bind(&rec.failure)
+        .bind(&rec.last_error)
+        .bind(&rec.manifest)
+        .bind(&rec.objects)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "active recording of this room"))?;
+        insert_outbox(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn change_recording(
+        &self,
+        id: &str,
+        from: &[&str],
+        change: RecordingChange,
+        events: Vec<OutboxEvent>,
+    ) -> R<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE recordings SET status = ?, \
+             stopped_at = COALESCE(?, stopped_at), \
+             uploaded_at = COALESCE(?, uploaded_at), \
+             stop_reason = COALESCE(?, stop_reason), \
+             failure = COALESCE(?, failure), \
+             last_error = COALESCE(?, last_error), \
+             manifest = COALESCE(?, manifest), \
+             objects = COALESCE(?, objects) \
+             WHERE id = ? AND {STATUS_IN}",
+        )
+        .bind(&change.status)
+        .bind(change.stopped_at)
+        .bind(change.uploaded_at)
+        .bind(&change.stop_reason)
+        .bind(&change.failure)
+        .bind(&change.last_error)
+        .bind(&change.manifest)
+        .bind(&change.objects)
+        .bind(id)
+        .bind(json(&from)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "active recording of this room"))?
+        .rows_affected();
+        if done != 1 {
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn recording(&self, id: &str) -> R<Option<Recording>> {
+        let row = sqlx::query("SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings WHERE id = ?")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
+        Ok(row.as_ref().map(recording_row).transpose()?)
+    }
+
+    async fn room_recordings(&self, room_name: &str) -> R<Vec<Recording>> {
+        let rows = sqlx::query(
+            "SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+             WHERE room_name = ? ORDER BY started_at DESC, id",
+        )
+        .bind(room_name)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, recording_row)
+    }
+
+    async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
+        let rows = sqlx::query(
+            "SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+             WHERE node_id = ? AND status = ? ORDER BY started_at",
+        )
+        .bind(node_id)
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, recording_row)
+    }
 
     async fn create_room(
         &self,

@@ -1,0 +1,424 @@
+//! Recordings of rooms: start, stop, list, get.
+//!
+//! Who may: the room's owner (an access token), or a join token for the room with
+//! the `record` grant. The media node does the recording behind [`RecordingControl`];
+//! this module owns the rows and their `recording.events` (each status change and its
+//! event are one transaction, and only a real change writes one).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use events::EventType;
+use serde::Serialize;
+use serde_json::{Value, json};
+use signaling::ApiError;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::auth::now_millis;
+use crate::events::outbox_event;
+use crate::openapi::ErrorBody;
+use crate::state::{AppState, Caller, store_error};
+use crate::store::{OutboxEvent, Recording, RecordingChange, Room, Store, StoreError};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The media node's side of recordings.
+pub trait RecordingControl: Send + Sync {
+    /// Starts writing recording `id` of `room` on this node.
+    fn start<'a>(&'a self, id: &'a str, room: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Stops it; resolves with the closed manifest (JSON) once its files are closed,
+    /// `None` when it is not running on this node.
+    fn stop<'a>(
+        &'a self,
+        id: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, String>>;
+    /// The recording running for a room on this node, if any.
+    fn recording_of_room(&self, room: &str) -> Option<String>;
+}
+
+pub type Recordings = Option<Arc<dyn RecordingControl>>;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingView {
+    pub id: String,
+    pub room: String,
+    /// `recording`, `stopped`, `uploaded` or `failed`.
+    pub status: String,
+    pub started_by: String,
+    pub started_at: i64,
+    pub stopped_at: Option<i64>,
+    pub uploaded_at: Option<i64>,
+    pub stop_reason: Option<String>,
+    pub failure: Option<String>,
+    /// The last failed upload attempt (uploads are retried until they succeed).
+    pub last_error: Option<String>,
+    /// The recorder's manifest: one entry per track file.
+    #[schema(value_type = Object)]
+    pub manifest: Option<Value>,
+    /// Object-store keys of the files and the manifest, once uploaded.
+    pub objects: Option<Vec<String>>,
+}
+
+impl From<Recording> for RecordingView {
+    fn from(r: Recording) -> Self {
+        RecordingView {
+            id: r.id,
+            room: r.room_name,
+            status: r.status,
+            started_by: r.started_by,
+            started_at: r.started_at,
+            stopped_at: r.stopped_at,
+            uploaded_at: r.uploaded_at,
+            stop_reason: r.stop_reason,
+            failure: r.failure,
+            last_error: r.last_error,
+            manifest: r.manifest.and_then(|m| serde_json::from_str(&m).ok()),
+            objects: r.objects.and_then(|o| serde_json::from_str(&o).ok()),
+        }
+    }
+}
+
+/// Who asks: the owner's access token, or a join token (its room and grants).
+#[derive(Debug)]
+pub enum RecordCaller {
+    User(Caller),
+    Token {
+        room: String,
+        identity: String,
+        record: bool,
+    },
+}
+
+impl FromRequestParts<AppState> for RecordCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing Authorization: Bearer <access or join token>")
+            })?
+            .trim();
+        if let Ok(c) = Caller::from_token(st, token) {
+            return Ok(RecordCaller::User(c));
+        }
+        match st.join_signer.verifier().verify(token) {
+            Ok(g) => Ok(RecordCaller::Token {
+                room: g.room.as_str().to_owned(),
+                identity: g.identity,
+                record: g.grants.record,
+            }),
+            Err(_) => Err(ApiError::unauthorized(
+                "the token is neither a valid access token nor a valid join token",
+            )),
+        }
+    }
+}
+
+impl RecordCaller {
+    /// The room, if this caller may record it; who they are.
+    async fn authorize(&self, st: &AppState, room: &str) -> Result<(Room, String), ApiError> {
+        let found = st.db.room_by_name(room).await.map_err(store_error)?;
+        match self {
+            RecordCaller::User(c) => {
+                c.require_user()?;
+                match found {
+                    Some(r) if r.owner_id == c.user_id => Ok((r, c.user_id.clone())),
+                    _ => Err(ApiError::not_found("no such room")),
+                }
+            }
+            RecordCaller::Token {
+                room: granted,
+                identity,
+                record,
+            } => {
+                let r = found.ok_or_else(|| ApiError::not_found("no such room"))?;
+                if granted != room {
+                    return Err(ApiError::forbidden("the join token is for another room"));
+                }
+                if !record {
+                    return Err(ApiError::forbidden("the join token has no record grant"));
+                }
+                Ok((r, identity.clone()))
+            }
+        }
+    }
+}
+
+fn control(st: &AppState) -> Result<Arc<dyn RecordingControl>, ApiError> {
+    st.recordings.clone().ok_or_else(|| {
+        ApiError::unavailable(
+            "recording_unavailable",
+            "this node does not record (it runs the API only)",
+        )
+    })
+}
+
+/// A `recording.events` row for a recording.
+pub fn recording_event(
+    st: &AppState,
+    kind: EventType,
+    rec_id: &str,
+    room: &str,
+    data: Value,
+) -> OutboxEvent {
+    let mut data = data;
+    if let Value::Object(m) = &mut data {
+        m.insert("recording_id".into(), json!(rec_id));
+        m.insert("room".into(), json!(room));
+    }
+    outbox_event(
+        &st.event_source(),
+        kind,
+        room,
+        format!("recording/{rec_id}"),
+        data,
+        now_millis(),
+    )
+}
+
+/// Starts a recording of a room on this node (also auto-record). `Conflict` when the
+/// room is being recorded.
+pub async fn start_recording(
+    st: &AppState,
+    room: &Room,
+    started_by: &str,
+) -> Result<Recording, ApiError> {
+    let ctl = control(st)?;
+    let rec = Recording {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        room_name: room.name.clone(),
+        owner_id: room.owner_id.clone(),
+        started_by: started_by.to_owned(),
+        node_id: st.node_id.to_string(),
+        status: "recording".into(),
+        started_at: now_millis(),
+        stopped_at: None,
+        uploaded_at: None,
+        stop_reason: None,
+        failure: None,
+        last_error: None,
+        manifest: None,
+        objects: None,
+    };
+    let ev = recording_event(
+        st,
+        EventType::RecordingStarted,
+        &rec.id,
+        &rec.room_name,
+        json!({ "started_by": started_by, "node_id": rec.node_id }),
+    );
+    st.db
+        .create_recording(&rec, ev)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                ApiError::conflict("already_recording", "the room is already being recorded")
+            }
+            other => store_error(other),
+        })?;
+    if let Err(reason) = ctl.start(&rec.id, &rec.room_name).await {
+        warn!(recording = %rec.id, room = %rec.room_name, %reason, "recording could not start");
+        let ev = recording_event(
+            st,
+            EventType::RecordingFailed,
+            &rec.id,
+            &rec.room_name,
+            json!({ "reason": reason }),
+        );
+        st.db
+            .change_recording(
+                &rec.id,
+                &["recording"],
+                RecordingChange {
+                    status: "failed".into(),
+                    stopped_at: Some(now_millis()),
+                    failure: Some(reason.clone()),
+                    ..RecordingChange::default()
+                },
+                vec![ev],
+            )
+            .await
+            .map_err(store_error)?;
+        st.events_written();
+        return Err(ApiError::unavailable(
+            "recording_failed",
+            format!("the recording could not start: {reason}"),
+        ));
+    }
+    st.events_written();
+    info!(recording = %rec.id, room = %rec.room_name, by = %started_by, "recording started");
+    Ok(rec)
+}
+
+/// Marks a recording stopped with its manifest (idempotent: only the first call
+/// writes `recording.stopped`).
+pub async fn mark_stopped(
+    st: &AppState,
+    id: &str,
+    room: &str,
+    manifest: &Value,
+) -> Result<bool, StoreError> {
+    let reason = manifest["stop_reason"]
+        .as_str()
+        .unwrap_or("requested")
+        .to_owned();
+    let tracks = manifest["tracks"].as_array().map_or(0, Vec::len);
+    let ev = recording_event(
+        st,
+        EventType::RecordingStopped,
+        id,
+        room,
+        json!({ "reason": reason, "tracks": tracks }),
+    );
+    let changed = st
+        .db
+        .change_recording(
+            id,
+            &["recording"],
+            RecordingChange {
+                status: "stopped".into(),
+                stopped_at: Some(manifest["stopped_at"].as_i64().unwrap_or_else(now_millis)),
+                stop_reason: Some(reason),
+                manifest: Some(manifest.to_string()),
+                ..RecordingChange::default()
+            },
+            vec![ev],
+        )
+        .await?;
+    if changed {
+        st.events_written();
+    }
+    Ok(changed)
+}
+
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path)), responses((status = 201, body = RecordingView), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 409, description = "already recording", body = ErrorBody), (status = 503, description = "this node does not record", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn start(
+    State(st): State<AppState>,
+    caller: RecordCaller,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (room, who) = caller.authorize(&st, &name).await?;
+    let rec = start_recording(&st, &room, &who).await?;
+    Ok((StatusCode::CREATED, Json(RecordingView::from(rec))))
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path)), responses((status = 200, body = Vec<RecordingView>), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: RecordCaller,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<RecordingView>>, ApiError> {
+    let (room, _) = caller.authorize(&st, &name).await?;
+    let recs = st
+        .db
+        .room_recordings(&room.name)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(recs.into_iter().map(RecordingView::from).collect()))
+}
+
+async fn room_recording(
+    st: &AppState,
+    caller: &RecordCaller,
+    name: &str,
+    id: &str,
+) -> Result<Recording, ApiError> {
+    let (room, _) = caller.authorize(st, name).await?;
+    match st.db.recording(id).await.map_err(store_error)? {
+        Some(r) if r.room_name == room.name => Ok(r),
+        _ => Err(ApiError::not_found("no such recording in this room")),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path)), responses((status = 200, body = RecordingView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: RecordCaller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<RecordingView>, ApiError> {
+    Ok(Json(room_recording(&st, &caller, &name, &id).await?.into()))
+}
+
+/// Stops a recording: its files are closed (fsynced) before this returns; the upload
+/// follows (status `uploaded` when the store has confirmed every file).
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings/{id}/stop", tag = "recordings", params(("name" = String, Path), ("id" = String, Path)), responses((status = 200, body = RecordingView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 409, description = "not recording (stopped already)", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn stop(
+    State(st): State<AppState>,
+    caller: RecordCaller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<RecordingView>, ApiError> {
+    let rec = room_recording(&st, &caller, &name, &id).await?;
+    if rec.status != "recording" {
+        return Err(ApiError::conflict(
+            "not_recording",
+            format!("the recording is {}, not recording", rec.status),
+        ));
+    }
+    let ctl = control(&st)?;
+    match ctl.stop(&rec.id, "requested").await {
+        Err(reason) => {
+            // The session's own Failed report records why; say it here too.
+            return Err(ApiError::internal(format!(
+                "the recording failed to close: {reason}"
+            )));
+        }
+        Ok(Some(manifest)) => {
+            mark_stopped(&st, &rec.id, &rec.room_name, &manifest)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(None) => {
+            // Nobody writes it: its node died without a spool to recover from, or it
+            // is another node's.
+            if rec.node_id != *st.node_id {
+                return Err(ApiError::conflict(
+                    "other_node",
+                    format!("the recording is written by node {}", rec.node_id),
+                ));
+            }
+            let ev = recording_event(
+                &st,
+                EventType::RecordingFailed,
+                &rec.id,
+                &rec.room_name,
+                json!({ "reason": "lost: not running on its node" }),
+            );
+            st.db
+                .change_recording(
+                    &rec.id,
+                    &["recording"],
+                    RecordingChange {
+                        status: "failed".into(),
+                        stopped_at: Some(now_millis()),
+                        failure: Some("lost: not running on its node".into()),
+                        ..RecordingChange::default()
+                    },
+                    vec![ev],
+                )
+                .await
+                .map_err(store_error)?;
+            st.events_written();
+        }
+    }
+    info!(recording = %rec.id, room = %rec.room_name, "recording stopped");
+    let now = st
+        .db
+        .recording(&rec.id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such recording"))?;
+    Ok(Json(now.into()))
+}

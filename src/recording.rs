@@ -1,0 +1,311 @@
+//! The node's recorder: the media workers' taps, the recorder crate's sessions and
+//! uploader, and the recordings' rows and `recording.events`.
+//!
+//! [`RecordingService`] is what the control API starts and stops recordings through.
+//! [`apply_events`] turns what the recorder reports into row changes; a change the
+//! database refuses is retried until it lands, so no report is lost, and each row
+//! change writes its event only once (see `Store::change_recording`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use control_api::AppState;
+use control_api::routes::recordings::{BoxFuture, RecordingControl, mark_stopped, recording_event};
+use control_api::store::{RecordingChange, Store};
+use events::EventType;
+use media_core::RoomId;
+use recorder::{Recorder, RecorderEvent, RecorderEventKind, SessionHandle, Store as ObjectStore};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::media::MediaWorkers;
+
+struct Active {
+    room: RoomId,
+    handle: SessionHandle,
+}
+
+pub struct RecordingService {
+    recorder: Recorder,
+    workers: Arc<MediaWorkers>,
+    active: Mutex<HashMap<String, Active>>,
+}
+
+impl std::fmt::Debug for RecordingService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingService").finish_non_exhaustive()
+    }
+}
+
+/// The running recorder: its service, the uploader and the event writer.
+pub struct RunningRecorder {
+    pub service: Arc<RecordingService>,
+    uploader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRecorder {
+    /// Opens the object store, recovers the spool (interrupted recordings are closed
+    /// and queued for upload) and starts the uploader.
+    pub async fn start(
+        settings: &Settings,
+        api: &AppState,
+        workers: Arc<MediaWorkers>,
+    ) -> anyhow::Result<RunningRecorder> {
+        let (config, store_config) = settings.recorder_config();
+        let store = ObjectStore::open(&store_config).context("opening the recordings store")?;
+        info!(store = store.description(), spool = %config.spool.display(), "recordings");
+        let spool = config.spool.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (recorder, uploader) =
+            Recorder::start(config, store, tx).context("opening the recording spool")?;
+        mark_lost(api, &spool).await;
+        let writer = tokio::spawn(apply_events(api.clone(), rx));
+        Ok(RunningRecorder {
+            service: Arc::new(RecordingService {
+                recorder,
+                workers,
+                active: Mutex::new(HashMap::new()),
+            }),
+            uploader,
+            writer,
+        })
+    }
+
+    /// Stops every recording (files closed), then gives the uploader and the event
+    /// writer `grace` to finish; what is left is picked up at the next start.
+    pub async fn shutdown(self, grace: Duration) {
+        self.service.stop_all("shutdown").await;
+        let deadline = tokio::time::Instant::now() + grace;
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.service.recorder.has_pending_uploads() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        self.uploader.abort();
+        drop(self.service);
+        if tokio::time::timeout_at(deadline, self.writer)
+            .await
+            .is_err()
+        {
+            warn!("recording events still waiting for the database at shutdown");
+        }
+    }
+}
+
+impl RecordingService {
+    async fn start_recording(&self, id: &str, room: &str) -> Result<(), String> {
+        let room_id = RoomId::parse(room).map_err(|e| e.to_string())?;
+        let (tap, handle) = self
+            .recorder
+            .begin(id, room)
+            .map_err(|e| format!("spool: {e}"))?;
+        if let Err(e) = self.workers.start_tap(room_id.clone(), Box::new(tap)).await {
+            let _ = handle.stop("failed").await;
+            return Err(e.to_string());
+        }
+        self.lock().insert(
+            id.to_owned(),
+            Active {
+                room: room_id,
+                handle,
+            },
+        );
+        Ok(())
+    }
+
+    async fn stop_recording(&self, id: &str, reason: &str) -> Result<Option<Value>, String> {
+        let Some(active) = self.lock().remove(id) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.workers.stop_tap(active.room.clone()).await {
+            warn!(recording = %id, error = %e, "removing the tap failed; closing the recording anyway");
+        }
+        let manifest = active
+            .handle
+            .stop(reason)
+            .await
+            .map_err(|e| format!("closing the recording: {e}"))?;
+        serde_json::to_value(&manifest)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The recording running for a room, if any.
+    pub fn recording_of(&self, room: &str) -> Option<String> {
+        self.lock()
+            .iter()
+            .find(|(_, a)| a.room.as_str() == room)
+            .map(|(id, _)| id.clone())
+    }
+
+    pub async fn stop_all(&self, reason: &str) {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.stop_recording(&id, reason).await {
+                warn!(recording = %id, error = %e, "stopping a recording failed");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RecordingControl for RecordingService {
+    fn start<'a>(&'a self, id: &'a str, room: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.start_recording(id, room))
+    }
+
+    fn stop<'a>(
+        &'a self,
+        id: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Value>, String>> {
+        Box::pin(self.stop_recording(id, reason))
+    }
+
+    fn recording_of_room(&self, room: &str) -> Option<String> {
+        self.recording_of(room)
+    }
+}
+
+/// Rows this node left `recording` with no spool directory to finish them from
+/// (the spool was lost): they fail, with the reason.
+async fn mark_lost(api: &AppState, spool: &std::path::Path) {
+    let rows = match api.db.node_recordings(&api.node_id, "recording").await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "could not list this node's recordings at start");
+            return;
+        }
+    };
+    for r in rows {
+        if spool.join(recorder::spool::safe_name(&r.id)).exists() {
+            continue; // recovered from the spool; its Stopped report follows
+        }
+        let reason = "lost: the node restarted without this recording's spool";
+        let ev = recording_event(
+            api,
+            EventType::RecordingFailed,
+            &r.id,
+            &r.room_name,
+            json!({ "reason": reason }),
+        );
+        let change = RecordingChange {
+            status: "failed".into(),
+            failure: Some(reason.into()),
+            stopped_at: Some(control_api::auth::now_millis()),
+            ..RecordingChange::default()
+        };
+        match api
+            .db
+            .change_recording(&r.id, &["recording"], change, vec![ev])
+            .await
+        {
+            Ok(_) => warn!(recording = %r.id, room = %r.room_name, "{reason}"),
+            Err(e) => warn!(recording = %r.id, error = %e, "could not mark a lost recording"),
+        }
+    }
+    api.events_written();
+}
+
+/// Writes the recorder's reports as row changes and events, in order; retries a
+/// report until the database takes it.
+pub async fn apply_events(api: AppState, mut rx: mpsc::UnboundedReceiver<RecorderEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match apply(&api, &ev).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(recording = %ev.recording_id, error = %e, "recording report waits: database write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        api.events_written();
+    }
+}
+
+async fn apply(api: &AppState, ev: &RecorderEvent) -> Result<(), control_api::store::StoreError> {
+    let (id, room) = (&ev.recording_id, &ev.room);
+    match &ev.kind {
+        RecorderEventKind::TrackAdded(t) => {
+            let data = json!({
+                "file": t.file, "participant": t.participant, "mid": t.mid,
+                "kind": t.kind, "codec": t.codec, "rid": t.rid, "error": t.error,
+            });
+            api.db
+                .insert_events(&[recording_event(
+                    api,
+                    EventType::RecordingTrackAdded,
+                    id,
+                    room,
+                    data,
+                )])
+                .await
+        }
+        RecorderEventKind::Stopped(m) => {
+            let manifest = serde_json::to_value(m).unwrap_or(Value::Null);
+            mark_stopped(api, id, room, &manifest).await.map(|_| ())
+        }
+        RecorderEventKind::Uploaded { objects, manifest } => {
+            let ev = recording_event(
+                api,
+                EventType::RecordingUploaded,
+                id,
+                room,
+                json!({ "objects": objects }),
+            );
+            let change = RecordingChange {
+                status: "uploaded".into(),
+                uploaded_at: Some(control_api::auth::now_millis()),
+                manifest: serde_json::to_string(manifest).ok(),
+                objects: serde_json::to_string(objects).ok(),
+                ..RecordingChange::default()
+            };
+            api.db
+                .change_recording(id, &["recording", "stopped"], change, vec![ev])
+                .await
+                .map(|_| ())
+        }
+        RecorderEventKind::UploadRetrying(error) => {
+            let change = RecordingChange {
+                status: "stopped".into(),
+                last_error: Some(error.clone()),
+                ..RecordingChange::default()
+            };
+            api.db
+                .change_recording(id, &["stopped"], change, vec![])
+                .await
+                .map(|_| ())
+        }
+        RecorderEventKind::Failed(reason) => {
+            let ev = recording_event(
+                api,
+                EventType::RecordingFailed,
+                id,
+                room,
+                json!({ "reason": reason }),
+            );
+            let change = RecordingChange {
+                status: "failed".into(),
+                failure: Some(reason.clone()),
+                stopped_at: Some(control_api::auth::now_millis()),
+                ..RecordingChange::default()
+            };
+            api.db
+                .change_recording(id, &["recording"], change, vec![ev])
+                .await
+                .map(|_| ())
+        }
+    }
+}
