@@ -11,8 +11,8 @@ use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
     Capabilities, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, OutboxEvent,
-    Pairing, Presence, RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta,
-    User,
+    Pairing, Presence, Recording, RecordingChange, RefreshRecord, Role, RoomSettings, Store,
+    StoreError, SyncCounts, TrackMeta, User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -74,6 +74,7 @@ on_both_backends!(
     presence_sockets_and_expiry,
     now_playing_with_its_event,
     relay_lease_has_one_holder,
+    recordings_move_once_with_their_events,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1415,4 +1416,114 @@ async fn relay_lease_has_one_holder<S: Store>(s: &S) {
     );
     assert!(!s.take_lease("relay", "a", T0 + 1502, 1000).await.unwrap());
     assert!(s.take_lease("other", "a", T0, 1000).await.unwrap());
+}
+
+fn recording(id: &str, room: &str, at: Millis) -> Recording {
+    Recording {
+        id: id.into(),
+        room_name: room.into(),
+        owner_id: "u1".into(),
+        started_by: "u1".into(),
+        node_id: "n1".into(),
+        status: "recording".into(),
+        started_at: at,
+        stopped_at: None,
+        uploaded_at: None,
+        stop_reason: None,
+        failure: None,
+        last_error: None,
+        manifest: None,
+        objects: None,
+    }
+}
+
+async fn recordings_move_once_with_their_events<S: Store>(s: &S) {
+    s.create_recording(&recording("r1", "room", T0), ev("e1", "room", T0))
+        .await
+        .unwrap();
+    // One active recording per room; the refused one writes no event.
+    assert!(is_conflict(
+        s.create_recording(&recording("r2", "room", T0 + 1), ev("e2", "room", T0))
+            .await,
+        "active recording of this room"
+    ));
+    s.create_recording(&recording("r3", "other", T0 + 2), ev("e3", "other", T0))
+        .await
+        .unwrap();
+    let stop = RecordingChange {
+        status: "stopped".into(),
+        stopped_at: Some(T0 + 10),
+        stop_reason: Some("requested".into()),
+        manifest: Some("{}".into()),
+        ..RecordingChange::default()
+    };
+    assert!(
+        s.change_recording(
+            "r1",
+            &["recording"],
+            stop.clone(),
+            vec![ev("e4", "room", T0)]
+        )
+        .await
+        .unwrap()
+    );
+    // The same change again (a report repeated after a crash) changes nothing and
+    // writes no second event.
+    assert!(
+        !s.change_recording("r1", &["recording"], stop, vec![ev("e5", "room", T0)])
+            .await
+            .unwrap()
+    );
+    let r = s.recording("r1").await.unwrap().unwrap();
+    assert_eq!(r.status, "stopped");
+    assert_eq!(r.stopped_at, Some(T0 + 10));
+    assert_eq!(r.manifest.as_deref(), Some("{}"));
+    // Unset fields stay as they were.
+    let up = RecordingChange {
+        status: "uploaded".into(),
+        uploaded_at: Some(T0 + 20),
+        objects: Some("[]".into()),
+        ..RecordingChange::default()
+    };
+    assert!(
+        s.change_recording(
+            "r1",
+            &["recording", "stopped"],
+            up,
+            vec![ev("e6", "room", T0)]
+        )
+        .await
+        .unwrap()
+    );
+    let r = s.recording("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.stopped_at, r.uploaded_at),
+        ("uploaded", Some(T0 + 10), Some(T0 + 20))
+    );
+    assert_eq!(r.stop_reason.as_deref(), Some("requested"));
+    // The room may record again once nothing is active.
+    s.create_recording(&recording("r4", "room", T0 + 30), ev("e7", "room", T0))
+        .await
+        .unwrap();
+    let listed: Vec<String> = s
+        .room_recordings("room")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["r4", "r1"]);
+    let active: Vec<String> = s
+        .node_recordings("n1", "recording")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(active, ["r3", "r4"]);
+    assert!(s.recording("nope").await.unwrap().is_none());
+    assert_eq!(
+        event_ids(&s.unpublished_events(20).await.unwrap()),
+        ["e1", "e3", "e4", "e6", "e7"]
+    );
 }

@@ -317,6 +317,22 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Writes one encoded frame of `codec` on the m-line of `kind` (str0m packetises
+    /// it), stamped with the wall clock now.
+    pub fn send_frame(&mut self, kind: MediaKind, codec: Codec, time: MediaTime, data: &[u8]) {
+        let mid = self.mid(kind);
+        let w = self.rtc.writer(mid).unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .expect("the codec was negotiated")
+            .pt();
+        w.write(pt, Instant::now(), time, data.to_vec()).unwrap();
+        self.drain();
+    }
+}
+
 /// Steps every peer for `d` of real time.
 pub async fn pump(peers: &mut [&mut Peer], d: Duration) {
     let end = Instant::now() + d;

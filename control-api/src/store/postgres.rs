@@ -858,7 +858,7 @@ impl Store for PgStore {
              last_error = COALESCE($6, last_error), \
              manifest = COALESCE($7, manifest), \
              objects = COALESCE($8, objects) \
-             WHERE id = $9 AND {STATUS_IN}",
+             WHERE id = $9 AND status = ANY($10)",
         )
         .bind(&change.status)
         .bind(change.stopped_at)

@@ -871,7 +871,7 @@ impl Store for SqliteStore {
              last_error = COALESCE(?, last_error), \
              manifest = COALESCE(?, manifest), \
              objects = COALESCE(?, objects) \
-             WHERE id = ? AND {STATUS_IN}",
+             WHERE id = ? AND status IN (SELECT value FROM json_each(?))",
         )
         .bind(&change.status)
         .bind(change.stopped_at)

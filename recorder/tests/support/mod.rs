@@ -72,6 +72,12 @@ pub fn encode(py: &str, codec: &str, n: usize) -> Vec<Encoded> {
         });
         i += 9 + len;
     }
+    // Timestamps from 0 (Opus starts before it, by its pre-skip).
+    if let Some(first) = v.first().map(|e| e.pts) {
+        for e in &mut v {
+            e.pts = e.pts.wrapping_sub(first);
+        }
+    }
     v
 }
 
