@@ -18,7 +18,7 @@ use media_core::str0m::media::{
 };
 use recorder::OggOpusReader;
 use serde_json::{Value, json};
-use support::{Encoded, encode, python};
+use support::{Encoded, Moto, encode, python};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -325,5 +325,253 @@ async fn a_room_with_two_publishers_is_recorded_aligned_and_uploaded() {
         ]
     );
     assert!(evs.iter().all(|e| e.data["recording_id"] == id.as_str()));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_h264_and_av1_tracks_are_recorded_from_a_keyframe_and_decode() {
+    let py = python();
+    let srv = TestServer::start().await;
+    let owner = owner_with_room(&srv, "codecs", false).await;
+    let mut peers = Vec::new();
+    for who in ["vp9", "h264", "av1"] {
+        peers.push(
+            join(
+                &srv,
+                "/whip/codecs",
+                &srv.publish_token("codecs", who),
+                &[Video],
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    {
+        let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
+        connect(&mut refs).await;
+    }
+    let (s, rec) = start(&srv, "codecs", &owner.access).await;
+    assert_eq!(s, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let codecs = [
+        (Codec::Vp9, "vp9"),
+        (Codec::H264, "h264"),
+        (Codec::Av1, "av1"),
+    ];
+    let mut tracks: Vec<Play> = codecs
+        .iter()
+        .enumerate()
+        .map(|(i, (c, name))| Play::new(i, Video, *c, encode(&py, name, 45), 0))
+        .collect();
+    {
+        let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
+        play(&mut refs, &mut tracks).await;
+    }
+    let (s, v) = stop(&srv, "codecs", &id, &owner.access).await;
+    assert_eq!(s, 200, "{v}");
+    let done = wait_recording(&srv, "codecs", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    for (_, name) in codecs {
+        let t = track(&done["manifest"], name, "video");
+        assert_eq!(t["codec"], name);
+        let path = stored_file(&srv, "codecs", &id, t);
+        let want_ext = if name == "h264" { "mkv" } else { "webm" };
+        assert_eq!(path.extension().unwrap(), want_ext);
+        let ff = &support::decode(&py, &path)[0];
+        let ff_codec = ff["codec"].as_str().unwrap();
+        assert!(
+            ff_codec.contains(name) || (name == "av1" && ff_codec.contains("dav1d")),
+            "{name}: {ff}"
+        );
+        assert_eq!(
+            (ff["width"].as_u64(), ff["height"].as_u64()),
+            (Some(320), Some(240)),
+            "{name}"
+        );
+        let frames = ff["frames"].as_u64().unwrap();
+        assert!(frames >= 40, "{name}: FFmpeg decodes {frames} of 45 frames");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_recording_requests_get_clear_errors() {
+    let srv = TestServer::start().await;
+    let owner = owner_with_room(&srv, "studio", false).await;
+    let stranger = register(&srv.http, &srv.base, "stranger@example.test").await;
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
+
+    let (s, v) = start(&srv, "nowhere", &owner.access).await;
+    assert_eq!((s, code(&v)), (404, "not_found".into()), "{v}");
+    // Another user's room is "not found", never "forbidden".
+    let (s, v) = start(&srv, "studio", &stranger.access).await;
+    assert_eq!((s, code(&v)), (404, "not_found".into()), "{v}");
+    // A join token without the record grant.
+    let (s, v) = start(&srv, "studio", &srv.publish_token("studio", "guest")).await;
+    assert_eq!((s, code(&v)), (403, "forbidden".into()), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("record"));
+    // A record grant for another room.
+    let other = srv.token(
+        "elsewhere",
+        "guest",
+        signaling::Grants {
+            record: true,
+            ..Default::default()
+        },
+    );
+    let (s, v) = start(&srv, "studio", &other).await;
+    assert_eq!((s, code(&v)), (403, "forbidden".into()), "{v}");
+    let (s, v) = start(&srv, "studio", "not-a-token").await;
+    assert_eq!(s, 401, "{v}");
+
+    // A join token with the record grant may; a second start conflicts.
+    let recorder = srv.token(
+        "studio",
+        "producer",
+        signaling::Grants {
+            record: true,
+            ..Default::default()
+        },
+    );
+    let (s, v) = start(&srv, "studio", &recorder).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["started_by"], "producer");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = start(&srv, "studio", &owner.access).await;
+    assert_eq!((s, code(&v)), (409, "already_recording".into()), "{v}");
+    let (s, v) = get(&srv, "/api/v1/rooms/studio/recordings", &recorder).await;
+    assert_eq!(s, 200);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (s, v) = get(&srv, "/api/v1/rooms/studio/recordings/nope", &owner.access).await;
+    assert_eq!((s, code(&v)), (404, "not_found".into()), "{v}");
+    let (s, v) = stop(&srv, "studio", &id, &recorder).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = stop(&srv, "studio", &id, &owner.access).await;
+    assert_eq!((s, code(&v)), (409, "not_recording".into()), "{v}");
+    // Nothing was published: an empty recording still completes.
+    let done = wait_recording(&srv, "studio", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    assert_eq!(done["manifest"]["tracks"].as_array().unwrap().len(), 0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_record_starts_with_the_room_and_ends_with_it() {
+    let py = python();
+    let srv = TestServer::start().await;
+    let owner = owner_with_room(&srv, "radio", true).await;
+    let mut host = join(
+        &srv,
+        "/whip/radio",
+        &srv.publish_token("radio", "host"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut host]).await;
+    let deadline = Instant::now() + WAIT;
+    let id = loop {
+        let (_, v) = get(&srv, "/api/v1/rooms/radio/recordings", &owner.access).await;
+        if let Some(r) = v.as_array().and_then(|a| a.first()) {
+            assert_eq!(r["started_by"], "auto");
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "auto-record did not start");
+        common::pump(&mut [&mut host], Duration::from_millis(50)).await;
+    };
+    let mut tracks = [Play::new(0, Audio, Codec::Opus, encode(&py, "opus", 50), 0)];
+    play(&mut [&mut host], &mut tracks).await;
+    // The host leaves: the room ends, and its recording with it.
+    let r = srv
+        .http
+        .delete(format!("{}{}", srv.base, host.location))
+        .bearer_auth(&host.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let done = wait_recording(&srv, "radio", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    assert_eq!(done["stop_reason"], "room_ended");
+    let t = track(&done["manifest"], "host", "audio");
+    assert!(
+        (t["duration_ms"].as_f64().unwrap() - 1000.0).abs() <= 100.0,
+        "{t}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_s3_an_outage_during_the_recording_delays_the_upload_and_loses_nothing() {
+    let py = python();
+    let mut moto = Moto::start(&py);
+    let endpoint = moto.endpoint();
+    let srv = TestServer::start_with(|s| {
+        s.recording.s3_bucket = Some(support::BUCKET.into());
+        s.recording.s3_endpoint = Some(endpoint.clone());
+        s.recording.s3_access_key_id = Some("test".into());
+        s.recording.s3_secret_access_key = Some("test".into());
+    })
+    .await;
+    let owner = owner_with_room(&srv, "show", false).await;
+    let mut host = join(
+        &srv,
+        "/whip/show",
+        &srv.publish_token("show", "host"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut host]).await;
+    let (s, rec) = start(&srv, "show", &owner.access).await;
+    assert_eq!(s, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let mut tracks = [Play::new(
+        0,
+        Audio,
+        Codec::Opus,
+        encode(&py, "opus", 100),
+        0,
+    )];
+    // The store goes down mid-recording.
+    moto.stop();
+    play(&mut [&mut host], &mut tracks).await;
+    let (s, v) = stop(&srv, "show", &id, &owner.access).await;
+    assert_eq!(s, 200, "{v}");
+    // Uploads fail and say so, and are retried.
+    let v = wait_recording(&srv, "show", &id, &owner.access, |v| {
+        !v["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(v["status"], "stopped");
+    moto.restart();
+    let done = wait_recording(&srv, "show", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    let store = recorder::Store::open(&moto.store_config()).unwrap();
+    let objects: Vec<String> = done["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_owned())
+        .collect();
+    let mut listed = store.list(&format!("show/{id}")).await.unwrap();
+    listed.sort();
+    let mut want = objects.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    let t = track(&done["manifest"], "host", "audio");
+    let key = recorder::object_key("show", &id, t["file"].as_str().unwrap());
+    let data = store.get(&key).await.unwrap();
+    let ogg = OggOpusReader::parse(&data).unwrap();
+    let ms = (ogg.samples().unwrap() - 312) as f64 / 48.0;
+    assert!((ms - 2000.0).abs() <= 100.0, "{ms} ms in the store");
     srv.stop().await;
 }

@@ -474,7 +474,8 @@ impl<W: Write + Seek> VideoWriter<W> {
         }
     }
 
-    /// Width and height from the first keyframe, where cheap to read (VP8, VP9).
+    /// Width and height (Matroska wants them): from the first keyframe (VP8, VP9),
+    /// the SPS (H264) or the sequence header (AV1).
     fn picture_size(&self) -> Option<(u16, u16)> {
         let f = &self.frame;
         match self.codec {
@@ -483,6 +484,8 @@ impl<W: Write + Seek> VideoWriter<W> {
                 u16::from_le_bytes([f[8], f[9]]) & 0x3fff,
             )),
             Codec::Vp9 => vp9_size(f),
+            Codec::H264 => h264_size(self.sps.as_deref()?),
+            Codec::Av1 => av1_size(self.sps.as_deref()?),
             _ => None,
         }
     }
@@ -543,6 +546,148 @@ fn vp9_size(f: &[u8]) -> Option<(u16, u16)> {
     Some((w as u16, h as u16))
 }
 
+/// H264 SPS (with its NAL header) → cropped frame size (ITU-T H.264 §7.3.2.1.1).
+fn h264_size(nal: &[u8]) -> Option<(u16, u16)> {
+    // Emulation prevention bytes out.
+    let mut rbsp = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = Bits {
+        data: &rbsp,
+        pos: 0,
+    };
+    let profile = r.read(8)?;
+    r.read(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma = 1;
+    if [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135].contains(&profile) {
+        chroma = r.ue()?;
+        if chroma == 3 {
+            r.read(1)?;
+        }
+        r.ue()?;
+        r.ue()?;
+        r.read(1)?;
+        if r.read(1)? == 1 {
+            for i in 0..if chroma == 3 { 12 } else { 8 } {
+                if r.read(1)? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        if next != 0 {
+                            last = next;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?;
+        }
+        1 => {
+            r.read(1)?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()?.min(255) {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.read(1)?;
+    let w_mbs = r.ue()? + 1;
+    let h_units = r.ue()? + 1;
+    let frame_mbs_only = r.read(1)?;
+    if frame_mbs_only == 0 {
+        r.read(1)?;
+    }
+    r.read(1)?;
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if r.read(1)? == 1 {
+        (cl, cr, ct, cb) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+    }
+    let (cx, cy) = match chroma {
+        0 | 3 => (1, 2 - frame_mbs_only),
+        2 => (2, 2 - frame_mbs_only),
+        _ => (2, 2 * (2 - frame_mbs_only)),
+    };
+    let w = (w_mbs * 16).checked_sub(cx * (cl + cr))?;
+    let h = ((2 - frame_mbs_only) * h_units * 16).checked_sub(cy * (ct + cb))?;
+    Some((u16::try_from(w).ok()?, u16::try_from(h).ok()?))
+}
+
+/// The payload of a low-overhead AV1 OBU (header, extension, size) and its header byte.
+fn obu_payload(obu: &[u8]) -> Option<&[u8]> {
+    let h = *obu.first()?;
+    let at = 1 + usize::from(h & 0x04 != 0);
+    let (len, used) = leb128(obu.get(at..)?)?;
+    obu.get(at + used..at + used + len as usize)
+}
+
+/// AV1 sequence header → max frame size (AV1 spec §5.5).
+fn av1_size(obu: &[u8]) -> Option<(u16, u16)> {
+    let mut r = Bits {
+        data: obu_payload(obu)?,
+        pos: 0,
+    };
+    r.read(3)?; // seq_profile
+    r.read(1)?; // still_picture
+    if r.read(1)? == 1 {
+        r.read(5)?; // seq_level_idx[0]
+    } else {
+        let mut decoder_model = false;
+        let mut delay_len = 0;
+        if r.read(1)? == 1 {
+            // timing_info
+            r.read(32)?;
+            r.read(32)?;
+            if r.read(1)? == 1 {
+                r.uvlc()?;
+            }
+            if r.read(1)? == 1 {
+                decoder_model = true;
+                delay_len = r.read(5)? as usize + 1;
+                r.read(32)?;
+                r.read(10)?;
+            }
+        }
+        let initial_display_delay = r.read(1)? == 1;
+        for _ in 0..=r.read(5)? {
+            r.read(12)?;
+            if r.read(5)? > 7 {
+                r.read(1)?;
+            }
+            if decoder_model && r.read(1)? == 1 {
+                r.read(delay_len)?;
+                r.read(delay_len)?;
+                r.read(1)?;
+            }
+            if initial_display_delay && r.read(1)? == 1 {
+                r.read(4)?;
+            }
+        }
+    }
+    let wb = r.read(4)? as usize + 1;
+    let hb = r.read(4)? as usize + 1;
+    let w = r.read(wb)? + 1;
+    let h = r.read(hb)? + 1;
+    Some((u16::try_from(w).ok()?, u16::try_from(h).ok()?))
+}
+
 struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
@@ -550,13 +695,46 @@ struct Bits<'a> {
 
 impl Bits<'_> {
     fn read(&mut self, n: usize) -> Option<u32> {
-        let mut v = 0u32;
+        if n > 32 {
+            return None;
+        }
+        let mut v = 0u64;
         for _ in 0..n {
             let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
+            v = (v << 1) | u64::from((byte >> (7 - self.pos % 8)) & 1);
             self.pos += 1;
         }
-        Some(v)
+        u32::try_from(v).ok()
+    }
+
+    /// Exp-Golomb, unsigned.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.read(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.read(zeros)?)
+    }
+
+    /// Exp-Golomb, signed.
+    fn se(&mut self) -> Option<i64> {
+        let k = i64::from(self.ue()?);
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+    }
+
+    /// AV1's uvlc.
+    fn uvlc(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.read(1)? == 0 {
+            zeros += 1;
+            if zeros >= 32 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.read(zeros)?)
     }
 }
 
@@ -659,6 +837,29 @@ mod tests {
         }
         p.extend_from_slice(body);
         p
+    }
+
+    #[test]
+    fn picture_sizes_come_from_h264_sps_and_av1_sequence_headers() {
+        // x264's SPS of a 320x240 stream (constrained baseline).
+        let sps = [
+            0x67, 0x42, 0xc0, 0x0d, 0xda, 0x05, 0x07, 0xe8, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40,
+            0x00, 0x00, 0x0f, 0x23, 0xc5, 0x0a, 0xa8,
+        ];
+        assert_eq!(h264_size(&sps), Some((320, 240)));
+        // 1920x1080 (cropped from 1088) high profile.
+        let sps_hd = [
+            0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00,
+            0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
+        ];
+        assert_eq!(h264_size(&sps_hd), Some((1920, 1080)));
+        // libaom's sequence header of a 320x240 stream, as an OBU with its size.
+        let seq = [
+            0x0a, 0x0b, 0x00, 0x00, 0x00, 0x04, 0x3c, 0xff, 0xbc, 0xda, 0x80, 0x10, 0x10,
+        ];
+        assert_eq!(av1_size(&seq), Some((320, 240)));
+        assert_eq!(h264_size(&[0x67]), None);
+        assert_eq!(av1_size(&[0x0a, 0x00]), None);
     }
 
     #[test]
