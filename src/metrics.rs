@@ -21,6 +21,9 @@ pub struct Metrics {
     pub forward_errors: IntCounter,
     pub keyframe_requests: IntCounter,
     pub recording_dropped: IntCounter,
+    pub recordings_active: IntGauge,
+    pub recordings_uploaded: IntCounter,
+    pub recording_upload_failures: IntCounter,
     pub send_errors: IntCounter,
     pub sessions_created: IntCounterVec,
     pub events_published: IntCounter,
@@ -123,6 +126,21 @@ impl Metrics {
                 &r,
                 "streamcore_recording_items_dropped_total",
                 "Packets and track notices a recording's queue refused (the recorder was behind)",
+            ),
+            recordings_active: gauge(
+                &r,
+                "streamcore_recordings_active",
+                "Recordings being written on this node",
+            ),
+            recordings_uploaded: counter(
+                &r,
+                "streamcore_recordings_uploaded_total",
+                "Recordings the object store confirmed (every file and the manifest)",
+            ),
+            recording_upload_failures: counter(
+                &r,
+                "streamcore_recording_upload_failures_total",
+                "Failed recording upload attempts (each is retried with backoff)",
             ),
             send_errors: counter(
                 &r,

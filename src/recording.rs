@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::media::MediaWorkers;
+use crate::metrics::Metrics;
 
 struct Active {
     room: RoomId,
@@ -33,6 +34,7 @@ pub struct RecordingService {
     recorder: Recorder,
     workers: Arc<MediaWorkers>,
     active: Mutex<HashMap<String, Active>>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for RecordingService {
@@ -46,6 +48,9 @@ pub struct RunningRecorder {
     pub service: Arc<RecordingService>,
     uploader: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
+    /// Tells the writer to apply what is queued and stop (the service, held by the
+    /// API's state, outlives shutdown, so its channel never closes by itself).
+    stop_writer: tokio::sync::oneshot::Sender<()>,
 }
 
 impl RunningRecorder {
@@ -55,6 +60,7 @@ impl RunningRecorder {
         settings: &Settings,
         api: &AppState,
         workers: Arc<MediaWorkers>,
+        metrics: Metrics,
     ) -> anyhow::Result<RunningRecorder> {
         let (config, store_config) = settings.recorder_config();
         let store = ObjectStore::open(&store_config).context("opening the recordings store")?;
@@ -64,15 +70,18 @@ impl RunningRecorder {
         let (recorder, uploader) =
             Recorder::start(config, store, tx).context("opening the recording spool")?;
         mark_lost(api, &spool).await;
-        let writer = tokio::spawn(apply_events(api.clone(), rx));
+        let (stop_writer, stopped) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(apply_events(api.clone(), rx, metrics.clone(), stopped));
         Ok(RunningRecorder {
             service: Arc::new(RecordingService {
                 recorder,
                 workers,
                 active: Mutex::new(HashMap::new()),
+                metrics,
             }),
             uploader,
             writer,
+            stop_writer,
         })
     }
 
@@ -88,7 +97,7 @@ impl RunningRecorder {
         })
         .await;
         self.uploader.abort();
-        drop(self.service);
+        let _ = self.stop_writer.send(());
         if tokio::time::timeout_at(deadline, self.writer)
             .await
             .is_err()
@@ -109,19 +118,26 @@ impl RecordingService {
             let _ = handle.stop("failed").await;
             return Err(e.to_string());
         }
-        self.lock().insert(
+        let mut active = self.lock();
+        active.insert(
             id.to_owned(),
             Active {
                 room: room_id,
                 handle,
             },
         );
+        self.metrics.recordings_active.set(active.len() as i64);
         Ok(())
     }
 
     async fn stop_recording(&self, id: &str, reason: &str) -> Result<Option<Value>, String> {
-        let Some(active) = self.lock().remove(id) else {
-            return Ok(None);
+        let active = {
+            let mut all = self.lock();
+            let Some(a) = all.remove(id) else {
+                return Ok(None);
+            };
+            self.metrics.recordings_active.set(all.len() as i64);
+            a
         };
         if let Err(e) = self.workers.stop_tap(active.room.clone()).await {
             warn!(recording = %id, error = %e, "removing the tap failed; closing the recording anyway");
@@ -218,8 +234,36 @@ async fn mark_lost(api: &AppState, spool: &std::path::Path) {
 
 /// Writes the recorder's reports as row changes and events, in order; retries a
 /// report until the database takes it.
-pub async fn apply_events(api: AppState, mut rx: mpsc::UnboundedReceiver<RecorderEvent>) {
-    while let Some(ev) = rx.recv().await {
+pub async fn apply_events(
+    api: AppState,
+    mut rx: mpsc::UnboundedReceiver<RecorderEvent>,
+    metrics: Metrics,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut stopping = false;
+    loop {
+        let ev = if stopping {
+            match rx.try_recv() {
+                Ok(ev) => ev,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => ev,
+                    None => return,
+                },
+                _ = &mut stop => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        match ev.kind {
+            RecorderEventKind::Uploaded { .. } => metrics.recordings_uploaded.inc(),
+            RecorderEventKind::UploadRetrying(_) => metrics.recording_upload_failures.inc(),
+            _ => {}
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             match apply(&api, &ev).await {

@@ -223,7 +223,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     let (room_tx, room_rx) = mpsc::unbounded_channel();
     let workers = Arc::new(MediaWorkers::start(settings, metrics.clone(), room_tx)?);
     let recorder =
-        crate::recording::RunningRecorder::start(settings, &api, workers.clone()).await?;
+        crate::recording::RunningRecorder::start(settings, &api, workers.clone(), metrics.clone())
+            .await?;
     api.recordings = Some(recorder.service.clone());
     let events = EventServices::start(&api, Some(room_rx), Some(metrics.clone()))?;
     let media_addrs = workers.local_addrs();

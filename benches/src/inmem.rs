@@ -470,6 +470,7 @@ fn stats_since(a: &SfuStats, b: &SfuStats) -> SfuStats {
         forward_errors: a.forward_errors - b.forward_errors,
         dropped_waiting_keyframe: a.dropped_waiting_keyframe - b.dropped_waiting_keyframe,
         keyframe_requests: a.keyframe_requests - b.keyframe_requests,
+        tap_refused: a.tap_refused - b.tap_refused,
     }
 }
 

@@ -11,8 +11,12 @@
 //!   process pinned to core 0, joined over WHIP/WHEP from a str0m load generator
 //!   pinned to core 1; CPU-µs per forwarded packet from `/proc`, RSS per subscriber,
 //!   loss, and the SRTP-protect + `send_to` floor measured in the same run.
+//! - `src/bin/sc-roombench.rs`, `sc-eventbench.rs`, `sc-apibench.rs`: rooms, events,
+//!   the control API (each with its baseline in the same run).
+//! - `src/bin/sc-recbench.rs`: what a recording adds to forwarding, and recorded
+//!   tracks per core against a raw append of the same bytes.
 //!
-//! This library holds what both share.
+//! This library holds what they share.
 
 pub mod alloc;
 pub mod inmem;
