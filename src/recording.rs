@@ -139,12 +139,19 @@ impl RecordingService {
             self.metrics.recordings_active.set(all.len() as i64);
             a
         };
-        if let Err(e) = self.workers.stop_tap(active.room.clone()).await {
-            warn!(recording = %id, error = %e, "removing the tap failed; closing the recording anyway");
+        let refused = match self.workers.stop_tap(active.room.clone()).await {
+            Ok(stats) => stats.map_or(0, |s| s.refused),
+            Err(e) => {
+                warn!(recording = %id, error = %e, "removing the tap failed; closing the recording anyway");
+                0
+            }
+        };
+        if refused > 0 {
+            warn!(recording = %id, refused, "the recorder fell behind: packets are missing from this recording");
         }
         let manifest = active
             .handle
-            .stop(reason)
+            .stop_counting(reason, refused)
             .await
             .map_err(|e| format!("closing the recording: {e}"))?;
         serde_json::to_value(&manifest)

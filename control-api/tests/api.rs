@@ -1086,10 +1086,13 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/devices/{id}/now-playing",
         "/api/v1/devices/socket",
         "/api/v1/events/socket",
+        "/api/v1/rooms/{name}/recordings",
+        "/api/v1/rooms/{name}/recordings/{id}",
+        "/api/v1/rooms/{name}/recordings/{id}/stop",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 27);
+    assert_eq!(paths.len(), 30);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

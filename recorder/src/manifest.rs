@@ -35,6 +35,10 @@ pub struct Manifest {
     /// Why it stopped: `requested`, `room_ended`, `shutdown`, `interrupted` (the
     /// recorder died and the recording was finished from its spool at restart).
     pub stop_reason: Option<String>,
+    /// Packets (and track notices) the SFU could not queue for this recording because
+    /// the recorder was behind; they are missing from its files.
+    #[serde(default)]
+    pub refused_by_queue: u64,
     pub tracks: Vec<TrackEntry>,
 }
 

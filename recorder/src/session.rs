@@ -111,6 +111,7 @@ impl Session {
             started_at: unix_ms(anchor.1) as i64,
             stopped_at: None,
             stop_reason: None,
+            refused_by_queue: 0,
             tracks: Vec::new(),
         };
         manifest.write(&dir)?;
@@ -336,6 +337,11 @@ impl Session {
         }
     }
 
+    /// Notes how many items the SFU's queue refused (they are missing from the files).
+    pub fn set_refused(&mut self, n: u64) {
+        self.manifest.refused_by_queue = n;
+    }
+
     /// Finishes every track, fsyncs, and marks the manifest closed.
     pub fn close(mut self, reason: &str, now: SystemTime) -> Result<Manifest, RecorderError> {
         let live: Vec<usize> = self.live.drain().map(|(_, i)| i).collect();
@@ -384,6 +390,7 @@ pub struct SessionHandle {
     pub recording_id: String,
     stop: Arc<AtomicBool>,
     reason: Arc<Mutex<String>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
     done: tokio::sync::oneshot::Receiver<Result<Manifest, RecorderError>>,
 }
 
@@ -399,6 +406,16 @@ impl SessionHandle {
     /// Stops the session: what is queued is written, the files are closed and
     /// fsynced; resolves to the closed manifest.
     pub async fn stop(self, reason: &str) -> Result<Manifest, RecorderError> {
+        self.stop_counting(reason, 0).await
+    }
+
+    /// [`stop`](Self::stop), noting that the SFU's queue refused `refused` items.
+    pub async fn stop_counting(
+        self,
+        reason: &str,
+        refused: u64,
+    ) -> Result<Manifest, RecorderError> {
+        self.refused.store(refused, Ordering::Release);
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
         self.stop.store(true, Ordering::Release);
         self.done
@@ -423,12 +440,13 @@ pub fn spawn(
     let reason = Arc::new(Mutex::new(String::from("requested")));
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let id = session.manifest.recording_id.clone();
-    let (s2, r2) = (stop.clone(), reason.clone());
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (s2, r2, n2) = (stop.clone(), reason.clone(), refused.clone());
     std::thread::Builder::new()
         .name(format!("rec-{}", &id[..id.len().min(8)]))
         .spawn(move || {
             let dir = session.dir.clone();
-            let result = run(session, rx, &s2, &r2, &events);
+            let result = run(session, rx, &s2, &r2, &n2, &events);
             on_closed(&dir, &result);
             let _ = done_tx.send(result);
         })
@@ -439,6 +457,7 @@ pub fn spawn(
             recording_id: id,
             stop,
             reason,
+            refused,
             done,
         },
     ))
@@ -449,6 +468,7 @@ fn run(
     rx: Receiver<TapItem>,
     stop: &AtomicBool,
     reason: &Mutex<String>,
+    refused: &std::sync::atomic::AtomicU64,
     events: &tokio::sync::mpsc::UnboundedSender<RecorderEvent>,
 ) -> Result<Manifest, RecorderError> {
     let id = session.manifest.recording_id.clone();
@@ -478,6 +498,7 @@ fn run(
         std::thread::sleep(POLL);
     }
     let reason = reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    session.set_refused(refused.load(Ordering::Acquire));
     session.close(&reason, SystemTime::now())
 }
 

@@ -241,6 +241,17 @@ pub fn recover(
         if m.state == SpoolState::Recording {
             for t in m.tracks.iter_mut().filter(|t| !t.file.is_empty()) {
                 let path = dir.join(&t.file);
+                if t.kind == "video" && path.exists() {
+                    match crate::video::repair_matroska(&path) {
+                        Ok(ms) if ms > 0.0 => t.duration_ms = ms,
+                        Ok(_) => {
+                            t.error = Some(
+                                "nothing of it reached the disk before the recorder died".into(),
+                            )
+                        }
+                        Err(e) => t.error = Some(format!("repair: {e}")),
+                    }
+                }
                 if t.codec == "opus" && path.exists() {
                     match repair_ogg(&path) {
                         Ok(0) => {

@@ -509,6 +509,132 @@ impl<W: Write + Seek> VideoWriter<W> {
     }
 }
 
+/// An EBML element ID (1–4 bytes, its length marker kept) at the start of `b`.
+fn read_id(b: &[u8]) -> Option<(u32, usize)> {
+    let first = *b.first()?;
+    let len = first.leading_zeros() as usize + 1;
+    if len > 4 {
+        return None;
+    }
+    let bytes = b.get(..len)?;
+    Some((
+        bytes.iter().fold(0u32, |v, x| (v << 8) | u32::from(*x)),
+        len,
+    ))
+}
+
+/// An EBML size (1–8 bytes); `None` inside for "unknown".
+fn read_size(b: &[u8]) -> Option<(Option<u64>, usize)> {
+    let first = *b.first()?;
+    let len = first.leading_zeros() as usize + 1;
+    if len > 8 {
+        return None;
+    }
+    let bytes = b.get(..len)?;
+    let mask = if len == 8 { 0 } else { 0xffu8 >> len };
+    let mut v = u64::from(first & mask);
+    let mut all_ones = (first & mask) == mask;
+    for x in &bytes[1..] {
+        v = (v << 8) | u64::from(*x);
+        all_ones &= *x == 0xff;
+    }
+    Some(((!all_ones).then_some(v), len))
+}
+
+/// Cuts a Matroska file this writer made back to its last complete block (what a
+/// recorder that died mid-write leaves), and writes the duration the blocks cover.
+/// Returns that duration in milliseconds; 0 when not even the header reached the disk.
+pub fn repair_matroska(path: &std::path::Path) -> Result<f64, VideoError> {
+    let data = std::fs::read(path)?;
+    let mut good = 0usize; // everything before this is whole
+    let mut duration_at = None;
+    let (mut cluster_ms, mut last, mut prev) = (0i64, None::<i64>, 0i64);
+    let mut i = 0;
+    let mut seen_tracks = false;
+    // Top level: the EBML header, then the segment (unknown size) and its children;
+    // clusters (unknown size) hold a timestamp and blocks, and end at the next cluster.
+    while i < data.len() {
+        let Some((id, il)) = read_id(&data[i..]) else {
+            break;
+        };
+        let Some((size, sl)) = read_size(&data[i + il..]) else {
+            break;
+        };
+        let body = i + il + sl;
+        match (id, size) {
+            (0x1853_8067, _) | (0x1f43_b675, None) => {
+                // Segment or live cluster: descend.
+                i = body;
+                if id == 0x1f43_b675 {
+                    good = i;
+                }
+                continue;
+            }
+            (_, None) => break,
+            (_, Some(n)) => {
+                let end = body + n as usize;
+                if end > data.len() {
+                    break; // torn
+                }
+                match id {
+                    0x1549_a966 => {
+                        // Info: find Duration's float.
+                        let mut j = body;
+                        while j < end {
+                            let Some((cid, cil)) = read_id(&data[j..]) else {
+                                break;
+                            };
+                            let Some((Some(cn), csl)) = read_size(&data[j + cil..]) else {
+                                break;
+                            };
+                            if cid == 0x4489 && cn == 8 {
+                                duration_at = Some(j + cil + csl);
+                            }
+                            j += cil + csl + cn as usize;
+                        }
+                    }
+                    0x1654_ae6b => seen_tracks = true,
+                    0xe7 => {
+                        cluster_ms = data[body..end]
+                            .iter()
+                            .fold(0i64, |v, x| (v << 8) | i64::from(*x));
+                    }
+                    0xa3 if end - body >= 4 => {
+                        let rel = i16::from_be_bytes([data[body + 1], data[body + 2]]);
+                        let t = cluster_ms + i64::from(rel);
+                        if let Some(l) = last
+                            && t > l
+                        {
+                            prev = l;
+                        }
+                        last = Some(t.max(last.unwrap_or(t)));
+                    }
+                    _ => {}
+                }
+                i = end;
+                good = i;
+            }
+        }
+    }
+    if !seen_tracks {
+        good = 0;
+    }
+    let ms = match last {
+        Some(l) if seen_tracks => (l + (l - prev).max(0)) as f64,
+        _ => 0.0,
+    };
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    if good < data.len() {
+        f.set_len(good as u64)?;
+    }
+    if let Some(at) = duration_at.filter(|a| a + 8 <= good) {
+        f.seek(SeekFrom::Start(at as u64))?;
+        f.write_all(&ms.to_be_bytes())?;
+    }
+    f.sync_all()?;
+    Ok(ms)
+}
+
 /// VP9 keyframe uncompressed header → frame size.
 fn vp9_size(f: &[u8]) -> Option<(u16, u16)> {
     let mut r = Bits { data: f, pos: 0 };
@@ -860,6 +986,40 @@ mod tests {
         assert_eq!(av1_size(&seq), Some((320, 240)));
         assert_eq!(h264_size(&[0x67]), None);
         assert_eq!(av1_size(&[0x0a, 0x00]), None);
+    }
+
+    #[test]
+    fn a_file_cut_mid_block_is_repaired_to_its_last_whole_block() {
+        let mut w = VideoWriter::new(Cursor::new(Vec::new()), Codec::Vp8).unwrap();
+        for (i, key) in [true, false, false, true, false].into_iter().enumerate() {
+            let ts = i as i64 * 3000;
+            w.push(&pkt(i as u64 + 1, ts, true, vp8(key, &[7u8; 200])))
+                .unwrap();
+        }
+        // A recorder killed now: no finish, so no duration; then a torn write.
+        let mut data = w.out.get_ref().clone();
+        let whole = data.len();
+        data.extend_from_slice(&[0xa3, 0x40, 0xd0, 0x81, 0x00]); // a block's start only
+        let path = std::env::temp_dir().join(format!("sc-mkv-{}.webm", std::process::id()));
+        std::fs::write(&path, &data).unwrap();
+        let ms = repair_matroska(&path).unwrap();
+        // Frames at 0, 33, 67, 100 (new cluster) and 133 ms; the last lasts one step.
+        assert_eq!(ms, 166.0);
+        let fixed = std::fs::read(&path).unwrap();
+        assert_eq!(fixed.len(), whole);
+        // The duration is in the header now, and repairing again changes nothing.
+        assert!(
+            fixed
+                .windows(10)
+                .any(|x| x[..2] == [0x44, 0x89] && x[3..] == 166.0f64.to_be_bytes()[..7])
+        );
+        assert_eq!(repair_matroska(&path).unwrap(), 166.0);
+        assert_eq!(std::fs::read(&path).unwrap().len(), whole);
+        // Nothing but a torn header: nothing is left.
+        std::fs::write(&path, &fixed[..20]).unwrap();
+        assert_eq!(repair_matroska(&path).unwrap(), 0.0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
