@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use control_api::AppState;
-use control_api::routes::recordings::{BoxFuture, RecordingControl, mark_stopped, recording_event};
+use control_api::routes::recordings::{
+    BoxFuture, RecordingControl, mark_failed, mark_stopped, recording_event,
+};
 use control_api::store::{RecordingChange, Store};
 use events::EventType;
 use media_core::RoomId;
@@ -214,29 +216,11 @@ async fn mark_lost(api: &AppState, spool: &std::path::Path) {
             continue; // recovered from the spool; its Stopped report follows
         }
         let reason = "lost: the node restarted without this recording's spool";
-        let ev = recording_event(
-            api,
-            EventType::RecordingFailed,
-            &r.id,
-            &r.room_name,
-            json!({ "reason": reason }),
-        );
-        let change = RecordingChange {
-            status: "failed".into(),
-            failure: Some(reason.into()),
-            stopped_at: Some(control_api::auth::now_millis()),
-            ..RecordingChange::default()
-        };
-        match api
-            .db
-            .change_recording(&r.id, &["recording"], change, vec![ev])
-            .await
-        {
+        match mark_failed(api, &r.id, &r.room_name, reason).await {
             Ok(_) => warn!(recording = %r.id, room = %r.room_name, "{reason}"),
             Err(e) => warn!(recording = %r.id, error = %e, "could not mark a lost recording"),
         }
     }
-    api.events_written();
 }
 
 /// Writes the recorder's reports as row changes and events, in order; retries a
@@ -339,24 +323,6 @@ async fn apply(api: &AppState, ev: &RecorderEvent) -> Result<(), control_api::st
                 .await
                 .map(|_| ())
         }
-        RecorderEventKind::Failed(reason) => {
-            let ev = recording_event(
-                api,
-                EventType::RecordingFailed,
-                id,
-                room,
-                json!({ "reason": reason }),
-            );
-            let change = RecordingChange {
-                status: "failed".into(),
-                failure: Some(reason.clone()),
-                stopped_at: Some(control_api::auth::now_millis()),
-                ..RecordingChange::default()
-            };
-            api.db
-                .change_recording(id, &["recording"], change, vec![ev])
-                .await
-                .map(|_| ())
-        }
+        RecorderEventKind::Failed(reason) => mark_failed(api, id, room, reason).await.map(|_| ()),
     }
 }

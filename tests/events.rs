@@ -1,6 +1,8 @@
 //! Events and remote control through the real node: the outbox, the relay, the bus
 //! (in-process, and Kafka on a real tansu broker), the device and browser sockets.
 mod common;
+#[path = "../recorder/tests/support/mod.rs"]
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -18,22 +20,11 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The project's venv python (`scripts/ensure-venv.sh`, shared with the recorder's tests).
 async fn venv_python() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ensure-venv.sh");
-    let out = tokio::process::Command::new("bash")
-        .arg(script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
+    tokio::task::spawn_blocking(support::python)
         .await
-        .expect("running scripts/ensure-venv.sh");
-    assert!(out.status.success(), "scripts/ensure-venv.sh failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned()
+        .expect("the venv helper ran")
 }
 
 async fn kafka_server(t: &Tansu) -> TestServer {

@@ -4,6 +4,8 @@
 //! The Python virtualenv is created (once, cached) by `scripts/ensure-venv.sh`. All
 //! traffic stays on 127.0.0.1: the script pins aioice's host addresses to loopback.
 mod common;
+#[path = "../recorder/tests/support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -16,24 +18,11 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The project's venv python (`scripts/ensure-venv.sh`, shared with the recorder's tests).
 async fn venv_python() -> String {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/ensure-venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
+    tokio::task::spawn_blocking(support::python)
         .await
-        .expect("running scripts/ensure-venv.sh");
-    assert!(
-        out.status.success(),
-        "scripts/ensure-venv.sh failed: the aiortc interop test needs Python 3 and PyPI"
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("venv python path")
-        .trim()
-        .to_owned()
+        .expect("the venv helper ran")
 }
 
 fn harness(py: &str, args: &[String]) -> Command {

@@ -132,16 +132,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing Authorization: Bearer <access token>")
-            })?;
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <access token>")
+        })?;
         Caller::from_token(st, token)
     }
+}
+
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 impl Caller {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use events::EventType;
@@ -25,7 +24,7 @@ use utoipa::ToSchema;
 use crate::auth::now_millis;
 use crate::events::outbox_event;
 use crate::openapi::ErrorBody;
-use crate::state::{AppState, Caller, store_error};
+use crate::state::{AppState, Caller, bearer, store_error};
 use crate::store::{OutboxEvent, Recording, RecordingChange, Room, Store, StoreError};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -102,15 +101,9 @@ impl FromRequestParts<AppState> for RecordCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing Authorization: Bearer <access or join token>")
-            })?
-            .trim();
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <access or join token>")
+        })?;
         if let Ok(c) = Caller::from_token(st, token) {
             return Ok(RecordCaller::User(c));
         }
@@ -231,28 +224,9 @@ pub async fn start_recording(
         })?;
     if let Err(reason) = ctl.start(&rec.id, &rec.room_name).await {
         warn!(recording = %rec.id, room = %rec.room_name, %reason, "recording could not start");
-        let ev = recording_event(
-            st,
-            EventType::RecordingFailed,
-            &rec.id,
-            &rec.room_name,
-            json!({ "reason": reason }),
-        );
-        st.db
-            .change_recording(
-                &rec.id,
-                &["recording"],
-                RecordingChange {
-                    status: "failed".into(),
-                    stopped_at: Some(now_millis()),
-                    failure: Some(reason.clone()),
-                    ..RecordingChange::default()
-                },
-                vec![ev],
-            )
+        mark_failed(st, &rec.id, &rec.room_name, &reason)
             .await
             .map_err(store_error)?;
-        st.events_written();
         return Err(ApiError::unavailable(
             "recording_failed",
             format!("the recording could not start: {reason}"),
@@ -261,6 +235,37 @@ pub async fn start_recording(
     st.events_written();
     info!(recording = %rec.id, room = %rec.room_name, by = %started_by, "recording started");
     Ok(rec)
+}
+
+/// Marks a recording that is still `recording` failed, with its reason and its
+/// `recording.failed` event (idempotent, like every status change).
+pub async fn mark_failed(
+    st: &AppState,
+    id: &str,
+    room: &str,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let ev = recording_event(
+        st,
+        EventType::RecordingFailed,
+        id,
+        room,
+        json!({ "reason": reason }),
+    );
+    let change = RecordingChange {
+        status: "failed".into(),
+        stopped_at: Some(now_millis()),
+        failure: Some(reason.to_owned()),
+        ..RecordingChange::default()
+    };
+    let changed = st
+        .db
+        .change_recording(id, &["recording"], change, vec![ev])
+        .await?;
+    if changed {
+        st.events_written();
+    }
+    Ok(changed)
 }
 
 /// Marks a recording stopped with its manifest (idempotent: only the first call
@@ -389,28 +394,14 @@ pub async fn stop(
                     format!("the recording is written by node {}", rec.node_id),
                 ));
             }
-            let ev = recording_event(
+            mark_failed(
                 &st,
-                EventType::RecordingFailed,
                 &rec.id,
                 &rec.room_name,
-                json!({ "reason": "lost: not running on its node" }),
-            );
-            st.db
-                .change_recording(
-                    &rec.id,
-                    &["recording"],
-                    RecordingChange {
-                        status: "failed".into(),
-                        stopped_at: Some(now_millis()),
-                        failure: Some("lost: not running on its node".into()),
-                        ..RecordingChange::default()
-                    },
-                    vec![ev],
-                )
-                .await
-                .map_err(store_error)?;
-            st.events_written();
+                "lost: not running on its node",
+            )
+            .await
+            .map_err(store_error)?;
         }
     }
     info!(recording = %rec.id, room = %rec.room_name, "recording stopped");
