@@ -46,9 +46,13 @@ pub struct Manifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockSource {
-    /// From the publisher's RTCP sender report (its NTP clock ↔ RTP time).
+    /// From the publisher's RTCP sender report (its NTP clock ↔ RTP time), moved onto
+    /// the node's clock by the publisher's least delayed packet: its tracks keep the
+    /// sender's capture-time sync, and a publisher whose clock is wrong still lines up.
     SenderReport,
-    /// From when the SFU received the first packet (no sender report was seen).
+    /// From when the node received the packets (no sender report was seen): the
+    /// earliest start any packet's arrival implies, so first-packet jitter does not
+    /// move it.
     Arrival,
 }
 
@@ -64,7 +68,8 @@ pub struct TrackEntry {
     pub clock_rate: u32,
     /// Simulcast layer recorded, if any.
     pub rid: Option<String>,
-    /// Unix milliseconds (fractional) of the first sample written.
+    /// Unix milliseconds (fractional) of the first sample written, on the node's clock
+    /// (the same for every track of the recording).
     pub first_sample_at: Option<f64>,
     pub clock_source: Option<ClockSource>,
     /// Media time written, gaps included.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use media_core::str0m::format::Codec;
 use media_core::str0m::media::MediaKind;
-use media_core::{MediaTap, SenderClock, TapItem, TapPacket, TapTrack, TrackRef};
+use media_core::{MediaTap, PeerId, SenderClock, TapItem, TapPacket, TapTrack, TrackRef};
 use tracing::{info, warn};
 
 use crate::manifest::{ClockSource, Manifest, SpoolState, TrackEntry};
@@ -55,7 +55,12 @@ struct TrackState {
     writer: Writer,
     reorder: Reorder,
     first_rtp: Option<i64>,
-    first_arrival: Option<Instant>,
+    /// The publisher.
+    owner: PeerId,
+    /// Earliest start the packets' arrivals imply, on the node's clock (Unix ms):
+    /// min over packets of arrival − media time since the first sample. The least
+    /// delayed packet wins, so jitter on the first one does not move the track.
+    implied_start: f64,
     sender_clock: Option<SenderClock>,
     path: PathBuf,
 }
@@ -70,8 +75,23 @@ pub struct Session {
     /// Maps packet arrival (monotonic) to wall-clock time.
     anchor: (Instant, SystemTime),
     scratch: Vec<TapPacket>,
+    /// Per publisher: min over its packets of arrival − the sender-report time of the
+    /// packet (ms). It maps the publisher's clock onto the node's through its least
+    /// delayed packet; one offset for all of a publisher's tracks keeps their sender
+    /// reports' lip sync.
+    publisher_offset: HashMap<PeerId, f64>,
     /// Packets of tracks never announced (their announcement was refused).
     pub orphan_packets: u64,
+}
+
+/// A monotonic instant on the wall clock, through the session's anchor (Unix ms).
+fn wall_ms(anchor: (Instant, SystemTime), at: Instant) -> f64 {
+    let wall = if at >= anchor.0 {
+        anchor.1 + (at - anchor.0)
+    } else {
+        anchor.1 - (anchor.0 - at)
+    };
+    unix_ms(wall)
 }
 
 pub fn unix_ms(t: SystemTime) -> f64 {
@@ -123,6 +143,7 @@ impl Session {
             config,
             anchor,
             scratch: Vec::with_capacity(16),
+            publisher_offset: HashMap::new(),
             orphan_packets: 0,
         })
     }
@@ -232,7 +253,8 @@ impl Session {
             writer,
             reorder: Reorder::new(self.config.reorder_packets, self.config.reorder_wait),
             first_rtp: None,
-            first_arrival: None,
+            owner: t.track.owner,
+            implied_start: f64::INFINITY,
             sender_clock: None,
             path,
         });
@@ -264,7 +286,21 @@ impl Session {
                 entry.bytes += p.payload.len() as u64;
                 if st.first_rtp.is_none() && written_anything(&st.writer) {
                     st.first_rtp = Some(p.rtp_time);
-                    st.first_arrival = Some(p.arrival);
+                }
+                let rate = f64::from(st.clock_rate);
+                let arrival = wall_ms(self.anchor, p.arrival);
+                if let Some(first) = st.first_rtp {
+                    let implied = arrival - (p.rtp_time - first) as f64 * 1000.0 / rate;
+                    st.implied_start = st.implied_start.min(implied);
+                }
+                if let Some(sc) = st.sender_clock {
+                    let sent =
+                        unix_ms(sc.ntp_time) + (p.rtp_time - sc.rtp_time) as f64 * 1000.0 / rate;
+                    let off = self
+                        .publisher_offset
+                        .entry(st.owner)
+                        .or_insert(f64::INFINITY);
+                    *off = off.min(arrival - sent);
                 }
             }
             Err((file_failed, e)) => {
@@ -288,7 +324,6 @@ impl Session {
             self.write(i, &p);
         }
         self.scratch = rest;
-        let anchor = self.anchor;
         let st = &mut self.tracks[i];
         let entry = &mut self.manifest.tracks[st.entry];
         entry.lost_packets += st.reorder.lost;
@@ -315,24 +350,24 @@ impl Session {
                 entry.error = Some(e);
             }
         }
+        // Every track lands on the node's clock, so tracks of publishers whose clocks
+        // disagree still line up; a publisher's sender reports, when there are any,
+        // place its tracks relative to each other (capture time, not arrival).
         if let Some(first) = st.first_rtp {
-            let (at, source) = match st.sender_clock {
-                Some(sc) => (
+            let offset = self
+                .publisher_offset
+                .get(&st.owner)
+                .filter(|o| o.is_finite());
+            let (at, source) = match (st.sender_clock, offset) {
+                (Some(sc), Some(off)) => (
                     unix_ms(sc.ntp_time)
-                        + (first - sc.rtp_time) as f64 * 1000.0 / f64::from(st.clock_rate),
+                        + (first - sc.rtp_time) as f64 * 1000.0 / f64::from(st.clock_rate)
+                        + off,
                     ClockSource::SenderReport,
                 ),
-                None => {
-                    let arrival = st.first_arrival.unwrap_or(anchor.0);
-                    let wall = if arrival >= anchor.0 {
-                        anchor.1 + (arrival - anchor.0)
-                    } else {
-                        anchor.1 - (anchor.0 - arrival)
-                    };
-                    (unix_ms(wall), ClockSource::Arrival)
-                }
+                _ => (st.implied_start, ClockSource::Arrival),
             };
-            entry.first_sample_at = Some(at);
+            entry.first_sample_at = at.is_finite().then_some(at);
             entry.clock_source = Some(source);
         }
     }
@@ -547,17 +582,21 @@ mod tests {
         let (a, b) = (track(1, "alice"), track(2, "bob"));
         assert!(s.handle(TapItem::Track(a.clone())).unwrap().is_some());
         assert!(s.handle(TapItem::Track(b.clone())).unwrap().is_some());
-        // Bob's sender report: RTP time 1000 was wall + 250 ms.
+        // Bob's clock is 5 s ahead of the node's: his sender report says RTP time 1000
+        // was wall + 5 s; his packets take 10 ms to arrive.
         let sr = SenderClock {
-            ntp_time: wall + Duration::from_millis(250),
+            ntp_time: wall + Duration::from_secs(5),
             rtp_time: 1000,
         };
         for seq in 0..100u64 {
-            let at = t0 + Duration::from_millis(seq * 20);
+            // Alice's first packet is 30 ms late (jitter), the rest on time.
+            let jitter = if seq == 0 { 30 } else { 0 };
+            let at = t0 + Duration::from_millis(seq * 20 + jitter);
             // Alice loses packets 40..50: the file keeps the time as silence.
             if !(40..50).contains(&seq) {
                 s.handle(packet(&a, seq, at, None)).unwrap();
             }
+            let at = t0 + Duration::from_millis(seq * 20 + 10);
             s.handle(packet(&b, seq, at, Some(sr))).unwrap();
         }
         // A packet of a track never announced is counted, not written.
@@ -576,8 +615,10 @@ mod tests {
         assert!((mb.duration_ms - 1993.5).abs() < 0.01);
         assert_eq!(ma.clock_source, Some(ClockSource::Arrival));
         assert_eq!(mb.clock_source, Some(ClockSource::SenderReport));
+        // Both on the node's clock: Alice's late first packet does not move her, Bob's
+        // wrong clock does not move him (only his 10 ms of network delay remains).
         assert_eq!(ma.first_sample_at, Some(unix_ms(wall)));
-        assert_eq!(mb.first_sample_at, Some(unix_ms(wall) + 250.0));
+        assert_eq!(mb.first_sample_at, Some(unix_ms(wall) + 10.0));
         for t in [ma, mb] {
             let r = OggOpusReader::parse(&std::fs::read(dir.join(&t.file)).unwrap()).unwrap();
             assert_eq!(r.samples().unwrap(), 100 * 960);
