@@ -1,0 +1,35 @@
+//! # transcoder: loudness-normalised audio and waveform previews
+//!
+//! Today: the signal-processing core, on interleaved `f32` PCM in memory, with no IO:
+//! - [`loudness`]: EBU R128 integrated loudness and true peak (the `ebur128` crate).
+//! - [`limiter`]: a look-ahead true-peak limiter (4× oversampled detection, gain that
+//!   never overshoots its ceiling: a limiter, not clipping).
+//! - [`normalize`]: gain to a target loudness, limited to a true-peak ceiling.
+//! - [`waveform`]: peaks in a fixed number of buckets, as JSON-ready data and as SVG.
+//!
+//! Decoding (symphonia, libopus), resampling, Opus encoding, the worker, jobs and the
+//! podcast mixdown are the open part of the "Transcoder" issue.
+//!
+//! Invariants:
+//! - Nothing here changes the length of the audio: normalising returns as many frames
+//!   as it was given.
+//! - The limiter's gain is at most what each sample's detected peak requires, so the
+//!   output's true peak stays under the ceiling (up to the detector's accuracy).
+
+pub mod limiter;
+pub mod loudness;
+pub mod normalize;
+pub mod waveform;
+
+pub use limiter::TruePeakLimiter;
+pub use loudness::{Loudness, measure};
+pub use normalize::{NormalizeReport, Target, normalize};
+pub use waveform::{Peaks, peaks, svg};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("bad audio: {0}")]
+    BadAudio(String),
+    #[error("loudness meter: {0}")]
+    Meter(String),
+}
