@@ -59,7 +59,11 @@ fn tone_bursts(secs: f64, amp: f32, channels: usize) -> Vec<f32> {
     (0..n)
         .flat_map(|i| {
             let t = i as f64 / f64::from(RATE);
-            let env = if ((t * 2.0) as u64).is_multiple_of(2) { 1.0 } else { 0.3 };
+            let env = if ((t * 2.0) as u64).is_multiple_of(2) {
+                1.0
+            } else {
+                0.3
+            };
             let x = amp * (env * (2.0 * std::f64::consts::PI * 330.0 * t).sin()) as f32;
             std::iter::repeat_n(x, channels)
         })
