@@ -1,14 +1,17 @@
 //! # transcoder: loudness-normalised audio and waveform previews
 //!
-//! Today: the signal-processing core, on interleaved `f32` PCM in memory, with no IO:
+//! Today: decoding and resampling to 48 kHz, and the signal-processing core on
+//! interleaved `f32` PCM in memory:
+//! - [`decode`]: symphonia (MP3, AAC, FLAC, WAV, Vorbis; Ogg, MKV/WebM, MP4, …).
+//! - [`resample`]: rubato's FFT resampler to 48 kHz, length kept.
 //! - [`loudness`]: EBU R128 integrated loudness and true peak (the `ebur128` crate).
 //! - [`limiter`]: a look-ahead true-peak limiter (4× oversampled detection, gain that
 //!   never overshoots its ceiling: a limiter, not clipping).
 //! - [`normalize`]: gain to a target loudness, limited to a true-peak ceiling.
 //! - [`waveform`]: peaks in a fixed number of buckets, as JSON-ready data and as SVG.
 //!
-//! Decoding (symphonia, libopus), resampling, Opus encoding, the worker, jobs and the
-//! podcast mixdown are the open part of the "Transcoder" issue.
+//! Opus (libopus) decoding and encoding, the worker, jobs, uploads and the podcast
+//! mixdown are the open part of the "Transcoder" issue.
 //!
 //! Invariants:
 //! - Nothing here changes the length of the audio: normalising returns as many frames
@@ -16,14 +19,18 @@
 //! - The limiter's gain is at most what each sample's detected peak requires, so the
 //!   output's true peak stays under the ceiling (up to the detector's accuracy).
 
+pub mod decode;
 pub mod limiter;
 pub mod loudness;
 pub mod normalize;
+pub mod resample;
 pub mod waveform;
 
+pub use decode::{Pcm, decode_file};
 pub use limiter::TruePeakLimiter;
 pub use loudness::{Loudness, measure};
 pub use normalize::{NormalizeReport, Target, normalize};
+pub use resample::to_48k;
 pub use waveform::{Peaks, peaks, svg};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,4 +39,6 @@ pub enum TranscodeError {
     BadAudio(String),
     #[error("loudness meter: {0}")]
     Meter(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
