@@ -193,8 +193,22 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
+    /// Like [`finish`](Self::finish), with the stream ending at `granule` (RFC 7845
+    /// end trimming: an encoder's last packet is padded, and the decoder drops what
+    /// lies past the last page's granule position). `granule` counts the pre-skip.
+    pub fn finish_at(mut self, granule: u64) -> Result<W, OggError> {
+        if granule < self.granule && granule >= self.page_start {
+            self.granule = granule;
+        }
+        self.finish_inner()
+    }
+
     /// Writes the last page (end of stream) and hands back the output.
-    pub fn finish(mut self) -> Result<W, OggError> {
+    pub fn finish(self) -> Result<W, OggError> {
+        self.finish_inner()
+    }
+
+    fn finish_inner(mut self) -> Result<W, OggError> {
         self.flush_page(FLAG_EOS)?;
         self.out.flush()?;
         Ok(self.out)

@@ -10,8 +10,11 @@
 //! - [`normalize`]: gain to a target loudness, limited to a true-peak ceiling.
 //! - [`waveform`]: peaks in a fixed number of buckets, as JSON-ready data and as SVG.
 //!
-//! Opus (libopus) decoding and encoding, the worker, jobs, uploads and the podcast
-//! mixdown are the open part of the "Transcoder" issue.
+//! - [`encode`]: Opus (libopus) in Ogg, end-trimmed to the input's length.
+//! - [`pipeline`]: one file, decode → 48 kHz → normalise → Opus, with its waveform.
+//!
+//! Opus *inputs*, the worker, jobs, uploads and the podcast mixdown are the open part
+//! of the "Transcoder" issue.
 //!
 //! Invariants:
 //! - Nothing here changes the length of the audio: normalising returns as many frames
@@ -20,16 +23,20 @@
 //!   output's true peak stays under the ceiling (up to the detector's accuracy).
 
 pub mod decode;
+pub mod encode;
 pub mod limiter;
 pub mod loudness;
 pub mod normalize;
+pub mod pipeline;
 pub mod resample;
 pub mod waveform;
 
 pub use decode::{Pcm, decode_file};
+pub use encode::encode_ogg_opus;
 pub use limiter::TruePeakLimiter;
 pub use loudness::{Loudness, measure};
 pub use normalize::{NormalizeReport, Target, normalize};
+pub use pipeline::{TranscodeOptions, TranscodeReport, transcode_file};
 pub use resample::to_48k;
 pub use waveform::{Peaks, peaks, svg};
 
@@ -41,4 +48,6 @@ pub enum TranscodeError {
     Meter(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    #[error("encoding: {0}")]
+    Encode(String),
 }

@@ -1,0 +1,104 @@
+//! One file from the command line or a job: decode → 48 kHz → normalise → Opus in Ogg,
+//! plus its waveform.
+
+use std::path::Path;
+
+use crate::TranscodeError;
+use crate::decode::decode_file;
+use crate::encode::{default_bitrate, encode_ogg_opus};
+use crate::normalize::{NormalizeReport, Target, normalize};
+use crate::resample::to_48k;
+use crate::waveform::{Peaks, peaks};
+
+#[derive(Debug, Clone)]
+pub struct TranscodeOptions {
+    pub target: Target,
+    /// Opus bitrate; `None`: 96 kb/s stereo, 64 kb/s mono.
+    pub bitrate: Option<i32>,
+    pub waveform_buckets: usize,
+}
+
+impl Default for TranscodeOptions {
+    fn default() -> Self {
+        TranscodeOptions {
+            target: Target::MUSIC,
+            bitrate: None,
+            waveform_buckets: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TranscodeReport {
+    pub input_codec: String,
+    pub input_rate: u32,
+    pub channels: usize,
+    pub duration_ms: f64,
+    pub bad_packets: u64,
+    pub loudness: NormalizeReport,
+    pub waveform: Peaks,
+}
+
+/// Transcodes `input` to an Ogg Opus file at `output`. `progress` hears the stage
+/// and a percentage.
+pub fn transcode_file(
+    input: &Path,
+    output: &Path,
+    options: &TranscodeOptions,
+    mut progress: impl FnMut(&str, u8),
+) -> Result<TranscodeReport, TranscodeError> {
+    progress("decode", 0);
+    let pcm = decode_file(input)?;
+    let (input_codec, input_rate, bad_packets) = (pcm.codec.clone(), pcm.rate, pcm.bad_packets);
+    progress("resample", 30);
+    let mut pcm = to_48k(pcm)?;
+    if pcm.channels > 2 {
+        // Opus output here is mono or stereo: fold the rest down to stereo.
+        let ch = pcm.channels;
+        pcm.samples = pcm
+            .samples
+            .chunks(ch)
+            .flat_map(|f| {
+                let l = f.iter().step_by(2).sum::<f32>() / f.len().div_ceil(2) as f32;
+                let r = f.iter().skip(1).step_by(2).sum::<f32>() / (f.len() / 2).max(1) as f32;
+                [l, r]
+            })
+            .collect();
+        pcm.channels = 2;
+    }
+    progress("normalise", 45);
+    let (normalised, loudness) = normalize(&pcm.samples, pcm.channels, pcm.rate, options.target)?;
+    progress("encode", 70);
+    let file = std::fs::File::create(output)
+        .map_err(|e| TranscodeError::Encode(format!("{}: {e}", output.display())))?;
+    let bitrate = options
+        .bitrate
+        .unwrap_or_else(|| default_bitrate(pcm.channels));
+    let out = encode_ogg_opus(
+        &normalised,
+        pcm.channels,
+        bitrate,
+        std::io::BufWriter::new(file),
+    )?;
+    out.into_inner()
+        .map_err(|e| TranscodeError::Encode(e.to_string()))?
+        .sync_all()
+        .map_err(|e| TranscodeError::Encode(e.to_string()))?;
+    progress("waveform", 95);
+    let waveform = peaks(
+        &normalised,
+        pcm.channels,
+        pcm.rate,
+        options.waveform_buckets,
+    );
+    progress("done", 100);
+    Ok(TranscodeReport {
+        input_codec,
+        input_rate,
+        channels: pcm.channels,
+        duration_ms: pcm.duration_ms(),
+        bad_packets,
+        loudness,
+        waveform,
+    })
+}

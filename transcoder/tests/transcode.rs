@@ -1,0 +1,149 @@
+//! Whole files: FFmpeg-encoded fixtures → `transcode_file` → Ogg Opus, checked by our
+//! Ogg reader and libopus decoder and by FFmpeg (decoder and `ebur128` meter, through
+//! PyAV): loudness within ±0.5 LU of the target, true peak ≤ −1 dBTP, duration within
+//! 20 ms of the input.
+
+#[path = "../../recorder/tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use recorder::OggOpusReader;
+use transcoder::{Target, TranscodeOptions, measure, transcode_file};
+
+fn fixture(py: &str, kind: &str, container: &str, rate: u32, secs: f64) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("sc-tx-{}-{kind}.{container}", support::rand_u64()));
+    let st = Command::new(py)
+        .arg(support::repo().join("scripts/interop/make_audio.py"))
+        .args([kind, container, &rate.to_string(), &secs.to_string()])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    path
+}
+
+/// Decodes our Ogg Opus with libopus, honouring pre-skip and the end granule.
+fn decode_ogg(data: &[u8]) -> (Vec<f32>, usize) {
+    let r = OggOpusReader::parse(data).unwrap();
+    let ch = usize::from(r.channels);
+    let mut dec = opus::Decoder::new(
+        48_000,
+        if ch == 1 {
+            opus::Channels::Mono
+        } else {
+            opus::Channels::Stereo
+        },
+    )
+    .unwrap();
+    let mut pcm = Vec::new();
+    let mut buf = vec![0f32; 5760 * ch];
+    for p in &r.packets {
+        let n = dec.decode_float(p, &mut buf, false).unwrap();
+        pcm.extend_from_slice(&buf[..n * ch]);
+    }
+    // The last page's granule: where the stream ends (end trimming).
+    let end = r.pages.last().map_or(0, |(g, _)| *g) as usize * ch;
+    pcm.truncate(end);
+    pcm.drain(..usize::from(r.pre_skip) * ch);
+    (pcm, ch)
+}
+
+fn ffmpeg_loudness(py: &str, path: &std::path::Path) -> (f64, f64) {
+    let out = Command::new(py)
+        .arg(support::repo().join("scripts/interop/loudness.py"))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<f64> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+#[test]
+fn fixtures_become_normalised_opus_of_the_same_length() {
+    let py = support::python();
+    for (kind, container, rate, target) in [
+        ("sweep", "flac", 44_100, Target::MUSIC),
+        ("speech", "mp3", 48_000, Target::PODCAST),
+        ("clipped", "wav", 48_000, Target::MUSIC),
+        ("speech", "m4a", 44_100, Target::PODCAST),
+    ] {
+        let input = fixture(&py, kind, container, rate, 6.0);
+        let output = input.with_extension("opus.ogg");
+        let mut stages = Vec::new();
+        let report = transcode_file(
+            &input,
+            &output,
+            &TranscodeOptions {
+                target,
+                ..TranscodeOptions::default()
+            },
+            |stage, pct| stages.push((stage.to_owned(), pct)),
+        )
+        .unwrap_or_else(|e| panic!("{kind} {container}: {e}"));
+        assert_eq!(stages.last().unwrap(), &("done".to_owned(), 100));
+        assert!(
+            stages.windows(2).all(|w| w[0].1 <= w[1].1),
+            "progress only grows"
+        );
+        assert_eq!(report.waveform.buckets, 1000);
+        let data = std::fs::read(&output).unwrap();
+        let (pcm, ch) = decode_ogg(&data);
+        let ms = (pcm.len() / ch) as f64 / 48.0;
+        // AAC in MP4 keeps the encoder's padding of its last frame: symphonia 0.6 does
+        // not apply the MP4 edit list that says where the audio ends (an open item of
+        // the transcoder; every other format is held to 20 ms).
+        let slack = if container == "m4a" {
+            20.0 + 1024.0 * 1000.0 / f64::from(rate)
+        } else {
+            20.0
+        };
+        assert!((ms - 6000.0).abs() <= slack, "{kind} {container}: {ms} ms");
+        let ours = measure(&pcm, ch, 48_000).unwrap();
+        assert!(
+            (ours.integrated_lufs - target.lufs).abs() <= 0.5,
+            "{kind} {container}: {ours:?}"
+        );
+        assert!(
+            ours.true_peak_dbtp <= target.ceiling_dbtp,
+            "{kind} {container}: {ours:?}"
+        );
+        let (i, tp) = ffmpeg_loudness(&py, &output);
+        assert!(
+            (i - target.lufs).abs() <= 0.5,
+            "{kind} {container}: FFmpeg {i} LUFS"
+        );
+        assert!(
+            tp <= target.ceiling_dbtp,
+            "{kind} {container}: FFmpeg {tp} dBTP"
+        );
+        let ff = support::decode(&py, &output);
+        let ff_ms = ff[0]["samples"].as_f64().unwrap() / 48.0;
+        assert!(
+            (ff_ms - ms).abs() <= 1.0,
+            "{kind} {container}: FFmpeg decodes {ff_ms} ms, we {ms}"
+        );
+        let _ = std::fs::remove_file(&input);
+        let _ = std::fs::remove_file(&output);
+    }
+}
+
+#[test]
+fn a_corrupt_input_fails_the_transcode_with_a_reason_and_writes_nothing() {
+    let dir = std::env::temp_dir();
+    let input = dir.join(format!("sc-tx-bad-{}.flac", support::rand_u64()));
+    std::fs::write(&input, vec![0x42u8; 10_000]).unwrap();
+    let output = input.with_extension("ogg");
+    let err = transcode_file(&input, &output, &TranscodeOptions::default(), |_, _| {}).unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert!(!output.exists());
+    let _ = std::fs::remove_file(&input);
+}
