@@ -7,23 +7,11 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use transcoder::{Target, TranscodeError, decode_file, measure, normalize, to_48k};
 
 fn fixture(py: &str, kind: &str, container: &str, rate: u32, secs: f64) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "sc-fixture-{}-{kind}.{container}",
-        support::rand_u64()
-    ));
-    let st = Command::new(py)
-        .arg(support::repo().join("scripts/interop/make_audio.py"))
-        .args([kind, container, &rate.to_string(), &secs.to_string()])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(st.success(), "make_audio.py {kind} {container}");
-    path
+    support::make_audio(py, kind, container, rate, secs)
 }
 
 #[test]

@@ -4,8 +4,6 @@
 #[path = "../../recorder/tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
-
 use transcoder::{Target, measure, normalize};
 
 const RATE: u32 = 48_000;
@@ -35,23 +33,9 @@ fn wav(samples: &[f32], channels: u16) -> Vec<u8> {
 fn ffmpeg_meter(py: &str, samples: &[f32], channels: u16) -> (f64, f64) {
     let path = std::env::temp_dir().join(format!("sc-lufs-{}.wav", support::rand_u64()));
     std::fs::write(&path, wav(samples, channels)).unwrap();
-    let out = Command::new(py)
-        .arg(support::repo().join("scripts/interop/loudness.py"))
-        .arg(&path)
-        .output()
-        .unwrap();
+    let m = support::ffmpeg_loudness(py, &path);
     let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
-    (v[0], v[1])
+    m
 }
 
 fn tone_bursts(secs: f64, amp: f32, channels: usize) -> Vec<f32> {

@@ -7,22 +7,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use recorder::OggOpusReader;
 use transcoder::{Target, TranscodeOptions, measure, transcode_file};
 
 fn fixture(py: &str, kind: &str, container: &str, rate: u32, secs: f64) -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("sc-tx-{}-{kind}.{container}", support::rand_u64()));
-    let st = Command::new(py)
-        .arg(support::repo().join("scripts/interop/make_audio.py"))
-        .args([kind, container, &rate.to_string(), &secs.to_string()])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    path
+    support::make_audio(py, kind, container, rate, secs)
 }
 
 /// Decodes our Ogg Opus with libopus, honouring pre-skip and the end granule.
@@ -49,22 +39,6 @@ fn decode_ogg(data: &[u8]) -> (Vec<f32>, usize) {
     pcm.truncate(end);
     pcm.drain(..usize::from(r.pre_skip) * ch);
     (pcm, ch)
-}
-
-fn ffmpeg_loudness(py: &str, path: &std::path::Path) -> (f64, f64) {
-    let out = Command::new(py)
-        .arg(support::repo().join("scripts/interop/loudness.py"))
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = String::from_utf8(out.stdout).unwrap();
-    let v: Vec<f64> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1])
 }
 
 #[test]
@@ -116,7 +90,7 @@ fn fixtures_become_normalised_opus_of_the_same_length() {
             ours.true_peak_dbtp <= target.ceiling_dbtp,
             "{kind} {container}: {ours:?}"
         );
-        let (i, tp) = ffmpeg_loudness(&py, &output);
+        let (i, tp) = support::ffmpeg_loudness(&py, &output);
         assert!(
             (i - target.lufs).abs() <= 0.5,
             "{kind} {container}: FFmpeg {i} LUFS"

@@ -99,6 +99,40 @@ pub fn decode(py: &str, path: &Path) -> Vec<serde_json::Value> {
     v["streams"].as_array().unwrap().clone()
 }
 
+/// An audio fixture from FFmpeg's encoders (`scripts/interop/make_audio.py`): `kind`
+/// sweep/speech/silence/clipped, `container` wav/flac/mp3/m4a/ogg/webm, stereo.
+pub fn make_audio(py: &str, kind: &str, container: &str, rate: u32, secs: f64) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("sc-audio-{}-{kind}.{container}", rand_u64()));
+    let st = Command::new(py)
+        .arg(repo().join("scripts/interop/make_audio.py"))
+        .args([kind, container, &rate.to_string(), &secs.to_string()])
+        .arg(&path)
+        .status()
+        .expect("running make_audio.py");
+    assert!(st.success(), "make_audio.py {kind} {container} failed");
+    path
+}
+
+/// FFmpeg's EBU R128 meter on a file (`scripts/interop/loudness.py`): (LUFS, dBTP).
+pub fn ffmpeg_loudness(py: &str, path: &Path) -> (f64, f64) {
+    let out = Command::new(py)
+        .arg(repo().join("scripts/interop/loudness.py"))
+        .arg(path)
+        .output()
+        .expect("running loudness.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1])
+}
+
 pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
