@@ -1,5 +1,6 @@
 //! Decoding audio files to interleaved `f32` with symphonia: MP3, AAC (in MP4/M4A or
-//! ADTS), FLAC, WAV/AIFF, Vorbis, in their containers (Ogg, MKV/WebM, MP4, …). The
+//! ADTS), FLAC, WAV/AIFF, Vorbis, and Opus through libopus, in their containers (Ogg,
+//! MKV/WebM, MP4, …). The
 //! container is found by probing the bytes; the file name is only a hint.
 //!
 //! A packet the decoder rejects is skipped and counted (a corrupt frame costs that
@@ -9,6 +10,7 @@
 use std::path::Path;
 
 use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
@@ -58,6 +60,17 @@ pub fn decode_file(path: &Path) -> Result<Pcm, TranscodeError> {
     )
 }
 
+/// symphonia's decoders, and libopus for Opus (symphonia has none of its own).
+fn codecs() -> &'static CodecRegistry {
+    static REGISTRY: std::sync::OnceLock<CodecRegistry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = CodecRegistry::new();
+        symphonia::default::register_enabled_codecs(&mut r);
+        r.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+        r
+    })
+}
+
 fn unsupported(what: impl std::fmt::Display) -> TranscodeError {
     TranscodeError::Unsupported(what.to_string())
 }
@@ -84,7 +97,7 @@ fn decode(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<Pcm, Transcode
         .and_then(|p| p.audio())
         .ok_or_else(|| unsupported("the audio track has no codec parameters"))?
         .clone();
-    let mut decoder = symphonia::default::get_codecs()
+    let mut decoder = codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| unsupported(format!("no decoder for this codec ({e})")))?;
     let codec = format!("{:?}", params.codec);

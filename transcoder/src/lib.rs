@@ -2,7 +2,8 @@
 //!
 //! Today: decoding and resampling to 48 kHz, and the signal-processing core on
 //! interleaved `f32` PCM in memory:
-//! - [`decode`]: symphonia (MP3, AAC, FLAC, WAV, Vorbis; Ogg, MKV/WebM, MP4, …).
+//! - [`decode`]: symphonia (MP3, AAC, FLAC, WAV, Vorbis, and Opus through libopus;
+//!   Ogg, MKV/WebM, MP4, …).
 //! - [`resample`]: rubato's FFT resampler to 48 kHz, length kept.
 //! - [`loudness`]: EBU R128 integrated loudness and true peak (the `ebur128` crate).
 //! - [`limiter`]: a look-ahead true-peak limiter (4× oversampled detection, gain that
@@ -13,8 +14,8 @@
 //! - [`encode`]: Opus (libopus) in Ogg, end-trimmed to the input's length.
 //! - [`pipeline`]: one file, decode → 48 kHz → normalise → Opus, with its waveform.
 //!
-//! Opus *inputs*, the worker, jobs, uploads and the podcast mixdown are the open part
-//! of the "Transcoder" issue.
+//! The worker, jobs, uploads, the CLI and the podcast mixdown are the open part of the
+//! "Transcoder" issue.
 //!
 //! Invariants:
 //! - Nothing here changes the length of the audio: normalising returns as many frames

@@ -111,6 +111,42 @@ fn fixtures_become_normalised_opus_of_the_same_length() {
 }
 
 #[test]
+fn opus_inputs_decode_through_libopus_and_come_out_normalised() {
+    // Our own output as input: Ogg Opus, decoded by libopus inside symphonia.
+    let py = support::python();
+    let src = fixture(&py, "speech", "flac", 48_000, 5.0);
+    let first = src.with_extension("first.ogg");
+    transcode_file(&src, &first, &TranscodeOptions::default(), |_, _| {}).unwrap();
+    let pcm = transcoder::decode_file(&first).unwrap();
+    assert_eq!((pcm.rate, pcm.channels), (48_000, 2));
+    assert!(
+        (pcm.duration_ms() - 5000.0).abs() <= 20.0,
+        "{} ms",
+        pcm.duration_ms()
+    );
+    let second = src.with_extension("second.ogg");
+    let report = transcode_file(
+        &first,
+        &second,
+        &TranscodeOptions {
+            target: Target::PODCAST,
+            ..TranscodeOptions::default()
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    assert!((report.loudness.input.integrated_lufs + 14.0).abs() <= 0.5);
+    let (i, tp) = support::ffmpeg_loudness(&py, &second);
+    assert!(
+        (i + 16.0).abs() <= 0.5 && tp <= -1.0,
+        "FFmpeg: {i} LUFS, {tp} dBTP"
+    );
+    for p in [src, first, second] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
 fn a_corrupt_input_fails_the_transcode_with_a_reason_and_writes_nothing() {
     let dir = std::env::temp_dir();
     let input = dir.join(format!("sc-tx-bad-{}.flac", support::rand_u64()));
