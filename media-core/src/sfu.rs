@@ -1259,14 +1259,7 @@ impl Sfu {
             }
         }
         info!(%room, "recording tap started");
-        self.taps.insert(
-            room,
-            Tap {
-                sink,
-                offered: 0,
-                refused: 0,
-            },
-        );
+        self.taps.insert(room, Tap::new(sink));
         Ok(())
     }
 
@@ -1278,19 +1271,13 @@ impl Sfu {
                 t.tap = TrackTap::Off;
             }
         }
-        let stats = TapStats {
-            offered: tap.offered,
-            refused: tap.refused,
-        };
+        let stats = tap.stats;
         info!(%room, offered = stats.offered, refused = stats.refused, "recording tap stopped");
         Some((tap.sink, stats))
     }
 
     pub fn tap_stats(&self, room: &RoomId) -> Option<TapStats> {
-        self.taps.get(room).map(|t| TapStats {
-            offered: t.offered,
-            refused: t.refused,
-        })
+        self.taps.get(room).map(|t| t.stats)
     }
 
     /// Ends a published track: its subscribers' slots fall empty (WHEP players are

@@ -79,19 +79,25 @@ pub trait MediaTap: Send {
 /// A room's tap and its counters.
 pub(crate) struct Tap {
     pub sink: Box<dyn MediaTap>,
-    pub offered: u64,
-    pub refused: u64,
+    pub stats: TapStats,
 }
 
 impl Tap {
+    pub fn new(sink: Box<dyn MediaTap>) -> Self {
+        Tap {
+            sink,
+            stats: TapStats::default(),
+        }
+    }
+
     pub fn offer(&mut self, item: TapItem, stats: &mut crate::SfuStats) {
-        self.offered += 1;
+        self.stats.offered += 1;
         if !self.sink.offer(item) {
             stats.tap_refused += 1;
-            if self.refused == 0 {
+            if self.stats.refused == 0 {
                 tracing::warn!("recorder is behind: tapped media is being dropped");
             }
-            self.refused += 1;
+            self.stats.refused += 1;
         }
     }
 }
