@@ -53,17 +53,7 @@ pub fn transcode_file(
     progress("resample", 30);
     let mut pcm = to_48k(pcm)?;
     if pcm.channels > 2 {
-        // Opus output here is mono or stereo: fold the rest down to stereo.
-        let ch = pcm.channels;
-        pcm.samples = pcm
-            .samples
-            .chunks(ch)
-            .flat_map(|f| {
-                let l = f.iter().step_by(2).sum::<f32>() / f.len().div_ceil(2) as f32;
-                let r = f.iter().skip(1).step_by(2).sum::<f32>() / (f.len() / 2).max(1) as f32;
-                [l, r]
-            })
-            .collect();
+        pcm.samples = downmix_to_stereo(&pcm.samples, pcm.channels)?;
         pcm.channels = 2;
     }
     progress("normalise", 45);
@@ -101,4 +91,35 @@ pub fn transcode_file(
         loudness,
         waveform,
     })
+}
+
+/// Opus output here is mono or stereo. 5.1 (L R C LFE Ls Rs, the WAV/MP4/Vorbis order
+/// symphonia hands out) folds down by ITU-R BS.775: centre and surrounds at −3 dB, LFE
+/// dropped. Other layouts are refused rather than guessed at.
+pub fn downmix_to_stereo(samples: &[f32], channels: usize) -> Result<Vec<f32>, TranscodeError> {
+    const M3DB: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    match channels {
+        6 => Ok(samples
+            .chunks_exact(6)
+            .flat_map(|f| [f[0] + M3DB * (f[2] + f[4]), f[1] + M3DB * (f[2] + f[5])])
+            .collect()),
+        n => Err(TranscodeError::Unsupported(format!(
+            "{n} channels (mono, stereo and 5.1 are transcoded)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_one_folds_down_by_bs775_and_other_layouts_are_refused() {
+        // One frame: L, R, C, LFE, Ls, Rs.
+        let out = downmix_to_stereo(&[1.0, 0.0, 0.5, 9.0, 0.2, 0.4], 6).unwrap();
+        let m = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((out[0] - (1.0 + m * 0.7)).abs() < 1e-6);
+        assert!((out[1] - m * 0.9).abs() < 1e-6, "LFE left out");
+        assert!(downmix_to_stereo(&[0.0; 4], 4).is_err());
+    }
 }
