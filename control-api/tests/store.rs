@@ -10,9 +10,9 @@ mod common;
 use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
-    Capabilities, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser, OutboxEvent,
-    Pairing, Presence, Recording, RecordingChange, RefreshRecord, Role, RoomSettings, Store,
-    StoreError, SyncCounts, TrackMeta, User,
+    Capabilities, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
+    OutboxEvent, Pairing, Presence, Recording, RecordingChange, RefreshRecord, Role, RoomSettings,
+    Store, StoreError, SyncCounts, TrackMeta, User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -75,6 +75,7 @@ on_both_backends!(
     now_playing_with_its_event,
     relay_lease_has_one_holder,
     recordings_move_once_with_their_events,
+    jobs_are_claimed_by_one_worker_and_move_with_their_events,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1525,5 +1526,166 @@ async fn recordings_move_once_with_their_events<S: Store>(s: &S) {
     assert_eq!(
         event_ids(&s.unpublished_events(20).await.unwrap()),
         ["e1", "e3", "e4", "e6", "e7"]
+    );
+}
+
+fn job(id: &str, at: Millis) -> Job {
+    Job {
+        id: id.into(),
+        kind: "transcode".into(),
+        owner_id: Some("u1".into()),
+        recording_id: None,
+        spec: "{}".into(),
+        status: "queued".into(),
+        stage: None,
+        percent: 0,
+        attempts: 0,
+        worker_id: None,
+        lease_until: None,
+        last_error: None,
+        result: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn jobs_are_claimed_by_one_worker_and_move_with_their_events<S: Store>(s: &S) {
+    assert!(
+        s.create_job(&job("j1", T0), vec![ev("e1", "j1", T0)])
+            .await
+            .unwrap()
+    );
+    // The same request again (redelivered) inserts nothing and writes no event.
+    assert!(
+        !s.create_job(&job("j1", T0), vec![ev("e2", "j1", T0)])
+            .await
+            .unwrap()
+    );
+    let mut mix = job("j2", T0 + 1);
+    mix.kind = "mixdown".into();
+    mix.recording_id = Some("r1".into());
+    assert!(s.create_job(&mix, vec![]).await.unwrap());
+
+    let claimed = s
+        .claim_job("j1", "w1", T0 + 10, T0 + 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            claimed.status.as_str(),
+            claimed.attempts,
+            claimed.worker_id.as_deref()
+        ),
+        ("running", 1, Some("w1"))
+    );
+    assert!(
+        s.claim_job("j1", "w2", T0 + 20, T0 + 1000)
+            .await
+            .unwrap()
+            .is_none(),
+        "held on a live lease"
+    );
+    // Progress by the holder; nobody else can change it.
+    let progress = JobChange {
+        status: "running".into(),
+        stage: Some("decode".into()),
+        percent: Some(30),
+        ..JobChange::default()
+    };
+    assert!(
+        !s.change_job(
+            "j1",
+            "w2",
+            progress.clone(),
+            T0 + 30,
+            vec![ev("e3", "j1", T0)]
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.change_job("j1", "w1", progress, T0 + 30, vec![ev("e4", "j1", T0)])
+            .await
+            .unwrap()
+    );
+    // The worker dies: once the lease runs out another worker claims it again.
+    let again = s
+        .claim_job("j1", "w2", T0 + 1001, T0 + 2000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.attempts, again.stage.as_deref(), again.percent),
+        (2, Some("decode"), 30)
+    );
+    let retry = JobChange {
+        status: "retrying".into(),
+        last_error: Some("store away".into()),
+        ..JobChange::default()
+    };
+    assert!(
+        !s.change_job("j1", "w1", retry.clone(), T0 + 1002, vec![])
+            .await
+            .unwrap(),
+        "the first worker lost it"
+    );
+    assert!(
+        s.change_job("j1", "w2", retry, T0 + 1002, vec![ev("e5", "j1", T0)])
+            .await
+            .unwrap()
+    );
+    let third = s
+        .claim_job("j1", "w2", T0 + 1003, T0 + 3000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.attempts, 3);
+    let done = JobChange {
+        status: "completed".into(),
+        percent: Some(100),
+        result: Some(r#"{"ok":true}"#.into()),
+        ..JobChange::default()
+    };
+    assert!(
+        s.change_job("j1", "w2", done, T0 + 1004, vec![ev("e6", "j1", T0)])
+            .await
+            .unwrap()
+    );
+    let j = s.job("j1").await.unwrap().unwrap();
+    assert!(j.is_final());
+    assert_eq!(
+        (
+            j.status.as_str(),
+            j.percent,
+            j.last_error.as_deref(),
+            j.result.as_deref()
+        ),
+        ("completed", 100, Some("store away"), Some(r#"{"ok":true}"#))
+    );
+    assert_eq!(j.updated_at, T0 + 1004);
+    assert!(
+        s.claim_job("j1", "w3", T0 + 9999, T0 + 99_999)
+            .await
+            .unwrap()
+            .is_none(),
+        "a finished job is never claimed"
+    );
+    assert!(s.job("nope").await.unwrap().is_none());
+
+    let ids = |v: Vec<Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.owner_jobs("u1", "transcode", 10).await.unwrap()),
+        ["j1"]
+    );
+    assert_eq!(
+        ids(s.owner_jobs("u1", "mixdown", 10).await.unwrap()),
+        ["j2"]
+    );
+    assert_eq!(ids(s.recording_jobs("r1").await.unwrap()), ["j2"]);
+    assert_eq!(ids(s.open_jobs(10).await.unwrap()), ["j2"]);
+    assert_eq!(
+        event_ids(&s.unpublished_events(20).await.unwrap()),
+        ["e1", "e4", "e5", "e6"]
     );
 }

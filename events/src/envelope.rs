@@ -16,16 +16,18 @@ pub enum Topic {
     RoomEvents,
     RecordingEvents,
     TranscodeJobs,
+    TranscodeDeadLetter,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::PlaybackEvents,
         Topic::DeviceStatus,
         Topic::NowPlaying,
         Topic::RoomEvents,
         Topic::RecordingEvents,
         Topic::TranscodeJobs,
+        Topic::TranscodeDeadLetter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +38,7 @@ impl Topic {
             Topic::RoomEvents => "room.events",
             Topic::RecordingEvents => "recording.events",
             Topic::TranscodeJobs => "transcode.jobs",
+            Topic::TranscodeDeadLetter => "transcode.dead_letter",
         }
     }
 
@@ -104,6 +107,7 @@ event_types! {
     TranscodeProgress => "transcode.progress", TranscodeJobs;
     TranscodeCompleted => "transcode.completed", TranscodeJobs;
     TranscodeFailed => "transcode.failed", TranscodeJobs;
+    TranscodeDeadLettered => "transcode.dead_lettered", TranscodeDeadLetter;
 }
 
 impl EventType {

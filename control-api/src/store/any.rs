@@ -181,6 +181,40 @@ impl Store for Db {
     async fn claim_pairing(&self, id: &str, device_id: &str, now: Millis) -> R<bool> {
         delegate!(self, s => s.claim_pairing(id, device_id, now))
     }
+    async fn create_job(&self, job: &Job, events: Vec<OutboxEvent>) -> R<bool> {
+        delegate!(self, s => s.create_job(job, events))
+    }
+    async fn claim_job(
+        &self,
+        id: &str,
+        worker_id: &str,
+        now: Millis,
+        lease_until: Millis,
+    ) -> R<Option<Job>> {
+        delegate!(self, s => s.claim_job(id, worker_id, now, lease_until))
+    }
+    async fn change_job(
+        &self,
+        id: &str,
+        worker_id: &str,
+        change: JobChange,
+        now: Millis,
+        events: Vec<OutboxEvent>,
+    ) -> R<bool> {
+        delegate!(self, s => s.change_job(id, worker_id, change, now, events))
+    }
+    async fn job(&self, id: &str) -> R<Option<Job>> {
+        delegate!(self, s => s.job(id))
+    }
+    async fn owner_jobs(&self, owner_id: &str, kind: &str, limit: i64) -> R<Vec<Job>> {
+        delegate!(self, s => s.owner_jobs(owner_id, kind, limit))
+    }
+    async fn recording_jobs(&self, recording_id: &str) -> R<Vec<Job>> {
+        delegate!(self, s => s.recording_jobs(recording_id))
+    }
+    async fn open_jobs(&self, limit: i64) -> R<Vec<Job>> {
+        delegate!(self, s => s.open_jobs(limit))
+    }
     async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
         delegate!(self, s => s.create_recording(rec, event))
     }

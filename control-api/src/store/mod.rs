@@ -246,6 +246,49 @@ pub struct RecordingChange {
     pub objects: Option<String>,
 }
 
+/// One transcode job (see `migrations/*/0004_transcode_jobs.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    /// `transcode` or `mixdown`.
+    pub kind: String,
+    pub owner_id: Option<String>,
+    pub recording_id: Option<String>,
+    /// JSON: `transcoder::JobSpec`.
+    pub spec: String,
+    /// `queued`, `running`, `retrying`, `completed` or `failed`.
+    pub status: String,
+    pub stage: Option<String>,
+    pub percent: i64,
+    /// Attempts started so far.
+    pub attempts: i64,
+    pub worker_id: Option<String>,
+    pub lease_until: Option<Millis>,
+    pub last_error: Option<String>,
+    /// JSON, once completed.
+    pub result: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Job {
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed")
+    }
+}
+
+/// A change of a job by the worker holding it: the new status and the fields it
+/// sets (`None` keeps a field as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobChange {
+    pub status: String,
+    pub stage: Option<String>,
+    pub percent: Option<i64>,
+    pub lease_until: Option<Millis>,
+    pub last_error: Option<String>,
+    pub result: Option<String>,
+}
+
 /// One event for the outbox: the envelope JSON with its topic and ordering key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
@@ -507,6 +550,48 @@ pub trait Store: Clone + Send + Sync + 'static {
         node_id: &str,
         status: &str,
     ) -> impl Future<Output = R<Vec<Recording>>> + Send;
+
+    // transcode jobs
+    /// Inserts `job` unless its id exists, with `events` in the same transaction.
+    /// True if it was inserted.
+    fn create_job(
+        &self,
+        job: &Job,
+        events: Vec<OutboxEvent>,
+    ) -> impl Future<Output = R<bool>> + Send;
+    /// Moves a job to `running` for `worker_id` until `lease_until` and counts the
+    /// attempt — if it is queued or retrying, or running on a lease that ran out or
+    /// on this same worker (restarted: its earlier attempt died with it).
+    /// Returns the claimed job; `None` if it is not there to claim.
+    fn claim_job(
+        &self,
+        id: &str,
+        worker_id: &str,
+        now: Millis,
+        lease_until: Millis,
+    ) -> impl Future<Output = R<Option<Job>>> + Send;
+    /// Applies `change` if the job is `running` on `worker_id`, writing `events` in
+    /// the same transaction. False (nothing written) if the worker lost it.
+    fn change_job(
+        &self,
+        id: &str,
+        worker_id: &str,
+        change: JobChange,
+        now: Millis,
+        events: Vec<OutboxEvent>,
+    ) -> impl Future<Output = R<bool>> + Send;
+    fn job(&self, id: &str) -> impl Future<Output = R<Option<Job>>> + Send;
+    /// A user's jobs of `kind`, newest first.
+    fn owner_jobs(
+        &self,
+        owner_id: &str,
+        kind: &str,
+        limit: i64,
+    ) -> impl Future<Output = R<Vec<Job>>> + Send;
+    /// A recording's jobs, newest first.
+    fn recording_jobs(&self, recording_id: &str) -> impl Future<Output = R<Vec<Job>>> + Send;
+    /// Jobs not finished (queued, running, retrying), oldest first.
+    fn open_jobs(&self, limit: i64) -> impl Future<Output = R<Vec<Job>>> + Send;
 
     // pairing
     fn create_pairing(&self, p: Pairing) -> impl Future<Output = R<()>> + Send;

@@ -18,10 +18,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Capabilities, Device, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
-    OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, Recording, RecordingChange,
-    RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
-    apply_presence,
+    Capabilities, Device, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice,
+    NewUser, OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, Recording,
+    RecordingChange, RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts,
+    TrackMeta, User, apply_presence,
 };
 
 /// Connections of a file database. WAL lets readers run beside the one writer.
@@ -174,6 +174,26 @@ fn pairing_row(r: &SqliteRow) -> Result<Pairing, sqlx::Error> {
         attempts: r.try_get("attempts")?,
         claimed_at: r.try_get("claimed_at")?,
         device_id: r.try_get("device_id")?,
+    })
+}
+
+fn job_row(r: &SqliteRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        owner_id: r.try_get("owner_id")?,
+        recording_id: r.try_get("recording_id")?,
+        spec: r.try_get("spec")?,
+        status: r.try_get("status")?,
+        stage: r.try_get("stage")?,
+        percent: r.try_get("percent")?,
+        attempts: r.try_get("attempts")?,
+        worker_id: r.try_get("worker_id")?,
+        lease_until: r.try_get("lease_until")?,
+        last_error: r.try_get("last_error")?,
+        result: r.try_get("result")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
     })
 }
 
@@ -926,6 +946,154 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         collect(rows, recording_row)
+    }
+
+    // ---- transcode jobs ----
+
+    async fn create_job(&self, job: &Job, events: Vec<OutboxEvent>) -> R<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "INSERT INTO transcode_jobs (id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(&job.owner_id)
+        .bind(&job.recording_id)
+        .bind(&job.spec)
+        .bind(&job.status)
+        .bind(&job.stage)
+        .bind(job.percent)
+        .bind(job.attempts)
+        .bind(&job.worker_id)
+        .bind(job.lease_until)
+        .bind(&job.last_error)
+        .bind(&job.result)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_job(
+        &self,
+        id: &str,
+        worker_id: &str,
+        now: Millis,
+        lease_until: Millis,
+    ) -> R<Option<Job>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE transcode_jobs SET status = 'running', attempts = attempts + 1, \
+             worker_id = ?, lease_until = ?, updated_at = ? \
+             WHERE id = ? AND (status IN ('queued', 'retrying') \
+             OR (status = 'running' AND (lease_until IS NULL OR lease_until < ? OR worker_id = ?)))",
+        )
+        .bind(worker_id)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .bind(worker_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = job_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn change_job(
+        &self,
+        id: &str,
+        worker_id: &str,
+        change: JobChange,
+        now: Millis,
+        events: Vec<OutboxEvent>,
+    ) -> R<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE transcode_jobs SET status = ?, \
+             stage = COALESCE(?, stage), \
+             percent = COALESCE(?, percent), \
+             lease_until = COALESCE(?, lease_until), \
+             last_error = COALESCE(?, last_error), \
+             result = COALESCE(?, result), \
+             updated_at = ? \
+             WHERE id = ? AND status = 'running' AND worker_id = ?",
+        )
+        .bind(&change.status)
+        .bind(&change.stage)
+        .bind(change.percent)
+        .bind(change.lease_until)
+        .bind(&change.last_error)
+        .bind(&change.result)
+        .bind(now)
+        .bind(id)
+        .bind(worker_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn job(&self, id: &str) -> R<Option<Job>> {
+        let row = sqlx::query("SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job_row).transpose()?)
+    }
+
+    async fn owner_jobs(&self, owner_id: &str, kind: &str, limit: i64) -> R<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE owner_id = ? AND kind = ? ORDER BY created_at DESC, id LIMIT ?",
+        )
+        .bind(owner_id)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, job_row)
+    }
+
+    async fn recording_jobs(&self, recording_id: &str) -> R<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE recording_id = ? ORDER BY created_at DESC, id",
+        )
+        .bind(recording_id)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, job_row)
+    }
+
+    async fn open_jobs(&self, limit: i64) -> R<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE status IN ('queued', 'running', 'retrying') ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, job_row)
     }
 
     async fn create_room(
