@@ -32,7 +32,7 @@ pub struct Pcm {
     pub samples: Vec<f32>,
     /// Packets the decoder rejected (skipped).
     pub bad_packets: u64,
-    /// The codec, as symphonia names it.
+    /// The codec, as its decoder names itself (`flac`, `mp3`, `aac`, …).
     pub codec: String,
 }
 
@@ -100,7 +100,8 @@ fn decode(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<Pcm, Transcode
     let mut decoder = codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| unsupported(format!("no decoder for this codec ({e})")))?;
-    let codec = format!("{:?}", params.codec);
+    // The decoder's short name: `flac`, `mp3`, `aac`, `vorbis`, `opus`, `pcm_s16le`, …
+    let codec = decoder.codec_info().short_name.to_owned();
     let mut out = Pcm {
         rate: params.sample_rate.unwrap_or(0),
         channels: params.channels.as_ref().map_or(0, |c| c.count()),

@@ -3,11 +3,13 @@
 
 use std::io::Write;
 
-use opus::{Application, Bitrate, Channels, Encoder};
+use opus::{Application, Bitrate, Channels, Decoder, Encoder};
 use recorder::OggOpusWriter;
 use recorder::ogg::PRE_SKIP;
 
 use crate::TranscodeError;
+use crate::loudness::measure;
+use crate::normalize::{NormalizeReport, Target, normalize};
 
 /// 20 ms at 48 kHz.
 const FRAME: usize = 960;
@@ -24,6 +26,65 @@ pub fn encode_ogg_opus<W: Write>(
     channels: usize,
     bitrate: i32,
     out: W,
+) -> Result<W, TranscodeError> {
+    encode(samples, channels, bitrate, out, None)
+}
+
+/// Like [`encode_ogg_opus`], and also decodes every packet as a player would (libopus,
+/// pre-skip dropped, trimmed to the input's length), returning that audio too.
+pub fn encode_ogg_opus_decoded<W: Write>(
+    samples: &[f32],
+    channels: usize,
+    bitrate: i32,
+    out: W,
+) -> Result<(W, Vec<f32>), TranscodeError> {
+    let mut decoded = Vec::with_capacity(samples.len() + PRE_SKIP as usize * channels);
+    let w = encode(samples, channels, bitrate, out, Some(&mut decoded))?;
+    decoded.drain(..(PRE_SKIP as usize * channels).min(decoded.len()));
+    decoded.truncate(samples.len());
+    Ok((w, decoded))
+}
+
+/// The Ogg Opus file of `samples` normalised to `target`, with the true peak of its
+/// *decoded* audio under the target's ceiling. Lossy coding adds peaks — up to a few dB
+/// on dense, heavily limited music — so the limiter's ceiling alone does not hold in
+/// the delivered file: the encoded audio is decoded and measured, and while it
+/// overshoots, the limiter's ceiling is lowered by the overshoot and the audio is
+/// normalised and encoded again (at most five passes). The report's output is the
+/// decoded file's loudness and true peak.
+pub fn normalize_to_opus(
+    samples: &[f32],
+    channels: usize,
+    target: Target,
+    bitrate: i32,
+) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport), TranscodeError> {
+    let mut headroom = 0.0;
+    let mut last = None;
+    for _ in 0..5 {
+        let aim = Target {
+            ceiling_dbtp: target.ceiling_dbtp - headroom,
+            ..target
+        };
+        let (normalised, mut report) = normalize(samples, channels, 48_000, aim)?;
+        let (file, decoded) = encode_ogg_opus_decoded(&normalised, channels, bitrate, Vec::new())?;
+        report.output = measure(&decoded, channels, 48_000)?;
+        let over = report.output.true_peak_dbtp - target.ceiling_dbtp;
+        let done = over <= -0.05;
+        last = Some((file, normalised, report));
+        if done {
+            break;
+        }
+        headroom += over + 0.15;
+    }
+    last.ok_or_else(|| TranscodeError::Encode("nothing encoded".into()))
+}
+
+fn encode<W: Write>(
+    samples: &[f32],
+    channels: usize,
+    bitrate: i32,
+    out: W,
+    mut decoded: Option<&mut Vec<f32>>,
 ) -> Result<W, TranscodeError> {
     let ch = match channels {
         1 => Channels::Mono,
@@ -43,6 +104,11 @@ pub fn encode_ogg_opus<W: Write>(
             "libopus look-ahead is {lookahead}, the Ogg writer's pre-skip {PRE_SKIP}"
         )));
     }
+    let mut dec = match decoded {
+        Some(_) => Some(Decoder::new(48_000, ch).map_err(enc_err)?),
+        None => None,
+    };
+    let mut pcm = vec![0f32; FRAME * channels];
     let io = |e: recorder::OggError| TranscodeError::Encode(e.to_string());
     let mut w = OggOpusWriter::new(out, channels as u8, 1, "StreamCore transcoder").map_err(io)?;
     let frames = samples.len() / channels;
@@ -62,6 +128,12 @@ pub fn encode_ogg_opus<W: Write>(
         }
         let n = enc.encode_float(&buf, &mut packet).map_err(enc_err)?;
         w.push(ts, &packet[..n]).map_err(io)?;
+        if let (Some(d), Some(out)) = (dec.as_mut(), decoded.as_deref_mut()) {
+            let got = d
+                .decode_float(&packet[..n], &mut pcm, false)
+                .map_err(enc_err)?;
+            out.extend_from_slice(&pcm[..got * channels]);
+        }
         ts = ts.wrapping_add(FRAME as u32);
         pos += FRAME;
     }

@@ -13,9 +13,11 @@
 //!
 //! - [`encode`]: Opus (libopus) in Ogg, end-trimmed to the input's length.
 //! - [`pipeline`]: one file, decode → 48 kHz → normalise → Opus, with its waveform.
-//!
-//! The worker, jobs, uploads, the CLI and the podcast mixdown are the open part of the
-//! "Transcoder" issue.
+//! - [`mixdown`]: a recording's speakers aligned by wall clock, a normalised stem
+//!   each, mixed into one normalised episode.
+//! - [`jobs`]: what a job is and the bookkeeping of running them (retry and
+//!   dead-letter decisions, due order, committable offsets), with no clock or I/O of
+//!   its own; the node's `worker` module drives it.
 //!
 //! Invariants:
 //! - Nothing here changes the length of the audio: normalising returns as many frames
@@ -25,17 +27,21 @@
 
 pub mod decode;
 pub mod encode;
+pub mod jobs;
 pub mod limiter;
 pub mod loudness;
+pub mod mixdown;
 pub mod normalize;
 pub mod pipeline;
 pub mod resample;
 pub mod waveform;
 
 pub use decode::{Pcm, decode_file};
-pub use encode::encode_ogg_opus;
+pub use encode::{encode_ogg_opus, normalize_to_opus};
+pub use jobs::{JobError, JobSpec, RetryPolicy};
 pub use limiter::TruePeakLimiter;
 pub use loudness::{Loudness, measure};
+pub use mixdown::{Mixdown, Speaker, TrackAudio, mixdown};
 pub use normalize::{NormalizeReport, Target, normalize};
 pub use pipeline::{TranscodeOptions, TranscodeReport, transcode_file};
 pub use resample::to_48k;

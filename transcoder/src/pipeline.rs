@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::TranscodeError;
 use crate::decode::decode_file;
-use crate::encode::{default_bitrate, encode_ogg_opus};
-use crate::normalize::{NormalizeReport, Target, normalize};
+use crate::encode::{default_bitrate, normalize_to_opus};
+use crate::normalize::{NormalizeReport, Target};
 use crate::resample::to_48k;
 use crate::waveform::{Peaks, peaks};
 
@@ -57,23 +57,13 @@ pub fn transcode_file(
         pcm.channels = 2;
     }
     progress("normalise", 45);
-    let (normalised, loudness) = normalize(&pcm.samples, pcm.channels, pcm.rate, options.target)?;
-    progress("encode", 70);
-    let file = std::fs::File::create(output)
-        .map_err(|e| TranscodeError::Encode(format!("{}: {e}", output.display())))?;
     let bitrate = options
         .bitrate
         .unwrap_or_else(|| default_bitrate(pcm.channels));
-    let out = encode_ogg_opus(
-        &normalised,
-        pcm.channels,
-        bitrate,
-        std::io::BufWriter::new(file),
-    )?;
-    out.into_inner()
-        .map_err(|e| TranscodeError::Encode(e.to_string()))?
-        .sync_all()
-        .map_err(|e| TranscodeError::Encode(e.to_string()))?;
+    let (ogg, normalised, loudness) =
+        normalize_to_opus(&pcm.samples, pcm.channels, options.target, bitrate)?;
+    progress("encode", 85);
+    write_file(output, &ogg)?;
     progress("waveform", 95);
     let waveform = peaks(
         &normalised,
@@ -91,6 +81,15 @@ pub fn transcode_file(
         loudness,
         waveform,
     })
+}
+
+/// Writes `data` to `path` and syncs it.
+pub fn write_file(path: &Path, data: &[u8]) -> Result<(), TranscodeError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| TranscodeError::Encode(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::create(path).map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)
 }
 
 /// Opus output here is mono or stereo. 5.1 (L R C LFE Ls Rs, the WAV/MP4/Vorbis order

@@ -23,6 +23,13 @@ fn every_container_decodes_to_its_duration_and_normalises() {
             let pcm = decode_file(&path).unwrap_or_else(|e| panic!("{container} {kind}: {e}"));
             assert_eq!(pcm.channels, 2, "{container}");
             assert_eq!(pcm.rate, rate, "{container}");
+            let codec = match container {
+                "wav" => "pcm_s16le",
+                "m4a" => "aac",
+                "ogg" | "webm" => "vorbis",
+                other => other,
+            };
+            assert_eq!(pcm.codec, codec, "{container}");
             let pcm = to_48k(pcm).unwrap();
             assert_eq!(pcm.rate, 48_000);
             let ms = pcm.duration_ms();

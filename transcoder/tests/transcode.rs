@@ -157,3 +157,41 @@ fn a_corrupt_input_fails_the_transcode_with_a_reason_and_writes_nothing() {
     assert!(!output.exists());
     let _ = std::fs::remove_file(&input);
 }
+
+/// Dense, mastered-sounding music (the benchmark's signal, 40 s) needs the limiter, and
+/// Opus then adds peaks of its own: the delivered file's decoded true peak must still
+/// be under the ceiling (before the decoded check it read up to +1.6 dBTP).
+#[test]
+fn dense_music_stays_under_the_ceiling_once_encoded() {
+    let py = support::python();
+    let src = std::env::temp_dir().join(format!("sc-dense-{}.flac", support::rand_u64()));
+    let st = std::process::Command::new(&py)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/interop/bench_audio.py"
+        ))
+        .arg(&src)
+        .arg("40")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = src.with_extension("opus");
+    let r = transcode_file(&src, &out, &TranscodeOptions::default(), |_, _| {}).unwrap();
+    assert!(
+        r.loudness.limited_frames > 0,
+        "the fixture needs the limiter"
+    );
+    let (pcm, ch) = decode_ogg(&std::fs::read(&out).unwrap());
+    let ours = measure(&pcm, ch, 48_000).unwrap();
+    assert!(ours.true_peak_dbtp <= -1.0, "{ours:?}");
+    assert!((ours.integrated_lufs + 14.0).abs() <= 0.5, "{ours:?}");
+    assert!(
+        (r.loudness.output.true_peak_dbtp - ours.true_peak_dbtp).abs() < 0.05,
+        "the report is the file's"
+    );
+    let (lufs, tp) = support::ffmpeg_loudness(&py, &out);
+    assert!(tp <= -1.0, "FFmpeg: {tp} dBTP");
+    assert!((lufs + 14.0).abs() <= 0.5, "FFmpeg: {lufs} LUFS");
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&out);
+}
