@@ -159,8 +159,8 @@ impl Task {
     }
 }
 
-/// Consumes `playback.events`, `now.playing` and `device.status` and delivers them to
-/// this node's sockets.
+/// Consumes `playback.events`, `now.playing`, `device.status` and `transcode.jobs` and
+/// delivers them to this node's sockets.
 pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
     let group = format!("streamcore-hub-{}", st.node_id);
     let sub = st.bus.subscribe(
@@ -169,6 +169,7 @@ pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
             Topic::PlaybackEvents,
             Topic::NowPlaying,
             Topic::DeviceStatus,
+            Topic::TranscodeJobs,
         ],
     )?;
     let (stop, rx) = watch::channel(false);
@@ -243,6 +244,8 @@ fn deliver(st: &AppState, env: &Envelope) {
         Topic::NowPlaying => "now_playing",
         Topic::DeviceStatus => "device_status",
         Topic::PlaybackEvents => "playback_event",
+        // A user's jobs: progress and results for the browser that uploaded.
+        Topic::TranscodeJobs => "transcode_job",
         _ => return,
     };
     let msg = json!({

@@ -38,7 +38,7 @@ use signaling::{ApiError, JoinTokenSigner};
 pub use state::{ApiConfig, AppState, Caller};
 use store::{Db, Store, StoreError};
 
-use routes::{accounts, control, devices, library, recordings, rooms};
+use routes::{accounts, control, devices, jobs, library, recordings, rooms};
 
 /// Connects to the database (`postgres://…`, or a SQLite path/URL), applies the
 /// migrations, and loads or creates the access-token key in `keys_dir`.
@@ -63,6 +63,7 @@ pub async fn build_state(
         hub: Arc::new(hub::Hub::default()),
         node_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
         recordings: None,
+        objects: None,
     })
 }
 
@@ -118,6 +119,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rooms/{name}/recordings/{id}", get(recordings::get))
         .route("/rooms/{name}/recordings/{id}/stop", post(recordings::stop))
+        .route("/rooms/{name}/recordings/{id}/mixdown", post(jobs::mixdown))
+        .route(
+            "/rooms/{name}/recordings/{id}/mixdown/{job}/files/{file}",
+            get(jobs::mixdown_file),
+        )
+        .route(
+            "/uploads",
+            post(jobs::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .get(jobs::list),
+        )
+        .route("/uploads/{id}", get(jobs::get))
+        .route("/uploads/{id}/files/{name}", get(jobs::file))
         .route("/library/sync", post(library::sync))
         .route("/library/tracks", get(library::list))
         .route("/jwks.json", get(rooms::jwks));

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{accounts, control, devices, library, recordings, rooms};
+use crate::routes::{accounts, control, devices, jobs, library, recordings, rooms};
 
 /// Every error response: `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,7 +42,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings and library metadata."),
+    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, and library metadata."),
     paths(
         accounts::register, accounts::login, accounts::refresh, accounts::logout,
         accounts::forgot_password, accounts::reset_password, accounts::me, accounts::change_password,
@@ -51,6 +51,7 @@ impl Modify for BearerAuth {
         devices::start_pairing, devices::pairing_status, devices::claim,
         rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks,
         recordings::start, recordings::list, recordings::get, recordings::stop,
+        jobs::mixdown, jobs::mixdown_file, jobs::upload, jobs::list, jobs::get, jobs::file,
         library::sync, library::list,
         control::command, control::now_playing, control::device_socket, control::browser_socket,
     ),

@@ -30,6 +30,10 @@ pub struct ApiConfig {
     /// A remote-control command older than this when it reaches the device's node
     /// is dropped instead of delivered (the user has moved on).
     pub command_ttl: Duration,
+    /// Largest upload `POST /api/v1/uploads` takes.
+    pub max_upload_bytes: u64,
+    /// Where uploads are spooled while they stream in.
+    pub upload_dir: std::path::PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +45,8 @@ impl Default for ApiConfig {
             online_window: Duration::from_secs(60),
             max_join_ttl: Duration::from_secs(24 * 3600),
             command_ttl: Duration::from_secs(10),
+            max_upload_bytes: 512 * 1024 * 1024,
+            upload_dir: std::env::temp_dir().join("streamcore-uploads"),
         }
     }
 }
@@ -89,6 +95,8 @@ pub struct AppState {
     pub node_id: Arc<str>,
     /// The media node's recorder (`None` on an API-only node).
     pub recordings: crate::routes::recordings::Recordings,
+    /// The object store uploads go to (`None` on an API-only node).
+    pub objects: crate::routes::jobs::ObjectsRef,
 }
 
 impl AppState {

@@ -65,6 +65,9 @@ pub struct RecordingView {
     pub manifest: Option<Value>,
     /// Object-store keys of the files and the manifest, once uploaded.
     pub objects: Option<Vec<String>>,
+    /// Podcast mixdowns of this recording, newest first (their results: the episode,
+    /// one stem per speaker, waveforms).
+    pub mixdowns: Vec<crate::routes::jobs::JobView>,
 }
 
 impl From<Recording> for RecordingView {
@@ -82,8 +85,17 @@ impl From<Recording> for RecordingView {
             last_error: r.last_error,
             manifest: r.manifest.and_then(|m| serde_json::from_str(&m).ok()),
             objects: r.objects.and_then(|o| serde_json::from_str(&o).ok()),
+            mixdowns: Vec::new(),
         }
     }
+}
+
+/// A recording with its mixdown jobs.
+async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
+    let jobs = st.db.recording_jobs(&r.id).await.map_err(store_error)?;
+    let mut v = RecordingView::from(r);
+    v.mixdowns = jobs.into_iter().map(Into::into).collect();
+    Ok(v)
 }
 
 /// Who asks: the owner's access token, or a join token (its room and grants).
@@ -332,10 +344,14 @@ pub async fn list(
         .room_recordings(&room.name)
         .await
         .map_err(store_error)?;
-    Ok(Json(recs.into_iter().map(RecordingView::from).collect()))
+    let mut out = Vec::with_capacity(recs.len());
+    for r in recs {
+        out.push(view(&st, r).await?);
+    }
+    Ok(Json(out))
 }
 
-async fn room_recording(
+pub(crate) async fn room_recording(
     st: &AppState,
     caller: &RecordCaller,
     name: &str,
@@ -354,7 +370,8 @@ pub async fn get(
     caller: RecordCaller,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<RecordingView>, ApiError> {
-    Ok(Json(room_recording(&st, &caller, &name, &id).await?.into()))
+    let r = room_recording(&st, &caller, &name, &id).await?;
+    Ok(Json(view(&st, r).await?))
 }
 
 /// Stops a recording: its files are closed (fsynced) before this returns; the upload

@@ -133,6 +133,30 @@ pub fn ffmpeg_loudness(py: &str, path: &Path) -> (f64, f64) {
     (v[0], v[1])
 }
 
+/// Where sound starts in each file and how long it is, as FFmpeg decodes it
+/// (`scripts/interop/onsets.py`): `(onset ms, duration ms)` per file.
+pub fn onsets(py: &str, level: f64, paths: &[&Path]) -> Vec<(f64, f64)> {
+    let out = Command::new(py)
+        .arg(repo().join("scripts/interop/onsets.py"))
+        .arg(level.to_string())
+        .args(paths)
+        .output()
+        .expect("running onsets.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Vec<f64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1])
+        })
+        .collect()
+}
+
 pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
