@@ -45,7 +45,7 @@ if [[ -f "$stamp" ]]; then
     have="$(cat "$stamp" 2>/dev/null || true)"
 fi
 
-if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server, cmake' >/dev/null 2>&1; then
+if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server' >/dev/null 2>&1; then
     log "venv up to date: $venv"
     printf '%s\n' "$py"
     exit 0
@@ -58,7 +58,7 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
     # Another caller may have finished the install while we waited.
     have="$(cat "$stamp" 2>/dev/null || true)"
-    if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server, cmake' >/dev/null 2>&1; then
+    if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server' >/dev/null 2>&1; then
         log "venv up to date: $venv"
         printf '%s\n' "$py"
         exit 0
@@ -80,7 +80,7 @@ rm -f "$stamp"
 log "installing $(grep -cv '^\s*\(#\|$\)' "$req") pinned packages from $req"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 "$py" -m pip install --quiet --prefer-binary -r "$req" >&2
-"$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server, cmake' >&2
+"$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server' >&2
 printf '%s\n' "$want" >"$stamp"
 log "venv ready: $venv"
 printf '%s\n' "$py"

@@ -37,6 +37,43 @@ pub struct Settings {
     pub node_id: Option<String>,
     pub events: EventSettings,
     pub recording: RecordingSettings,
+    #[serde(default)]
+    pub worker: WorkerSettings,
+}
+
+/// `[worker]`: the transcode worker (`streamcore worker`, and in-process in `serve`)
+/// and uploads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Run a worker inside `serve`.
+    pub in_process: bool,
+    /// Attempts before a job goes to `transcode.dead_letter`.
+    pub max_attempts: u32,
+    /// First retry delay; each later one doubles, up to `backoff_max_secs`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    /// A running job's claim; renewed while it runs, so a dead worker's job is taken
+    /// up again this long after it stopped renewing.
+    pub lease_secs: u64,
+    /// Scratch files of running jobs. Default: `data_dir/worker`.
+    pub scratch_dir: Option<PathBuf>,
+    /// Largest upload `POST /api/v1/uploads` takes, in MiB.
+    pub max_upload_mib: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            in_process: true,
+            max_attempts: 5,
+            backoff_base_ms: 2_000,
+            backoff_max_secs: 300,
+            lease_secs: 120,
+            scratch_dir: None,
+            max_upload_mib: 512,
+        }
+    }
 }
 
 /// `[recording]`: where recordings are spooled and stored.
@@ -260,6 +297,7 @@ impl Default for Settings {
                 s3_secret_access_key: None,
                 queue: 8192,
             },
+            worker: WorkerSettings::default(),
         }
     }
 }
@@ -372,6 +410,15 @@ impl Settings {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.worker.max_attempts == 0 {
+            bail!("worker.max_attempts must be at least 1");
+        }
+        if self.worker.lease_secs < 5 {
+            bail!("worker.lease_secs must be at least 5");
+        }
+        if self.worker.max_upload_mib == 0 {
+            bail!("worker.max_upload_mib must be at least 1");
+        }
         if self.recording.queue < 16 {
             bail!("recording.queue must be at least 16");
         }
@@ -515,6 +562,13 @@ impl Settings {
             },
             store,
         )
+    }
+
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.worker
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("worker"))
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -1,7 +1,8 @@
 //! # streamcore: the binary's library half
 //!
-//! Settings ([`config`]), the tokio driver around the media core ([`media`]), Prometheus
-//! metrics ([`metrics`]) and the assembly of a node ([`server`]). `main.rs` only parses
+//! Settings ([`config`]), the tokio driver around the media core ([`media`]), the
+//! recorder's ([`recording`]) and the transcode worker's ([`worker`]) drivers,
+//! Prometheus metrics ([`metrics`]) and the assembly of a node ([`server`]). `main.rs` only parses
 //! the command line and calls into this crate, so tests start the same server in-process.
 
 pub mod config;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod recording;
 pub mod room_events;
 pub mod server;
+pub mod worker;
 
 /// Installs the log subscriber: text or JSON lines on stderr, filtered by `level`
 /// (overridden by `RUST_LOG`).

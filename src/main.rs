@@ -30,6 +30,10 @@ enum Command {
     },
     /// Run only the control API (accounts, devices, rooms, join tokens) over HTTP.
     Api(ServeArgs),
+    /// Run only a transcode worker (jobs from `transcode.jobs`).
+    Worker(ServeArgs),
+    /// Transcode one audio file to loudness-normalised Ogg Opus, with a progress bar.
+    Transcode(TranscodeArgs),
     /// Apply the database migrations and exit.
     Migrate(ServeArgs),
     /// Operator accounts.
@@ -128,6 +132,23 @@ struct TokenArgs {
     ttl: Duration,
 }
 
+#[derive(Args)]
+struct TranscodeArgs {
+    /// Any audio file StreamCore decodes (FLAC, WAV, MP3, AAC/M4A, Ogg Vorbis/Opus, WebM).
+    input: PathBuf,
+    /// The Ogg Opus file to write.
+    output: PathBuf,
+    /// Target integrated loudness (default −14 LUFS; −16 is the podcast norm).
+    #[arg(long, allow_negative_numbers = true, default_value_t = -14.0)]
+    target_lufs: f64,
+    /// Opus bitrate in b/s (default 96000 stereo, 64000 mono).
+    #[arg(long)]
+    bitrate: Option<i32>,
+    /// Also write the waveform peaks (JSON) here, and an SVG beside it.
+    #[arg(long)]
+    waveform: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the effective settings (defaults, file, environment and flags merged).
@@ -200,6 +221,18 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Worker(args) => {
+            let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
+            streamcore::init_logging(settings.log.json, &settings.log.level);
+            runtime()?.block_on(async {
+                let node = streamcore::server::start_worker_node(&settings).await?;
+                tracing::info!(node = %node.api.node_id, "transcode worker running");
+                wait_for_signal().await;
+                node.shutdown(settings.shutdown_grace()).await;
+                Ok(())
+            })
+        }
+        Command::Transcode(a) => transcode(a),
         Command::Migrate(args) => {
             let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
             streamcore::init_logging(settings.log.json, &settings.log.level);
@@ -245,6 +278,77 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `streamcore transcode`: one file, a progress bar on stderr, a summary on stdout.
+fn transcode(a: TranscodeArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    if !(-40.0..=-5.0).contains(&a.target_lufs) {
+        anyhow::bail!("--target-lufs {} is outside -40…-5", a.target_lufs);
+    }
+    let options = transcoder::TranscodeOptions {
+        target: transcoder::Target {
+            lufs: a.target_lufs,
+            ..transcoder::Target::MUSIC
+        },
+        bitrate: a.bitrate,
+        waveform_buckets: 1000,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last_stage = String::new();
+    let progress = |stage: &str, pct: u8| {
+        let mut err = std::io::stderr().lock();
+        if tty {
+            let filled = usize::from(pct.min(100)) * 30 / 100;
+            let _ = write!(
+                err,
+                "\r[{}{}] {pct:>3}% {stage:<10}",
+                "#".repeat(filled),
+                "-".repeat(30 - filled)
+            );
+            if pct >= 100 {
+                let _ = writeln!(err);
+            }
+        } else if stage != last_stage {
+            let _ = writeln!(err, "{pct:>3}% {stage}");
+            last_stage = stage.to_owned();
+        }
+        let _ = err.flush();
+    };
+    let tmp = a.output.with_extension("opus.part");
+    let r = match transcoder::transcode_file(&a.input, &tmp, &options, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            if tty {
+                eprintln!();
+            }
+            return Err(anyhow::anyhow!("{}: {e}", a.input.display()));
+        }
+    };
+    std::fs::rename(&tmp, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    if let Some(path) = &a.waveform {
+        std::fs::write(path, serde_json::to_vec(&r.waveform)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            path.with_extension("svg"),
+            transcoder::svg(&r.waveform, 1000, 120),
+        )
+        .with_context(|| format!("writing {}", path.with_extension("svg").display()))?;
+    }
+    let l = &r.loudness;
+    println!(
+        "{}: {:.2} s, {} {} Hz, {} channel(s); {:.1} LUFS → {:.1} LUFS, true peak {:.1} dBTP",
+        a.output.display(),
+        r.duration_ms / 1000.0,
+        r.input_codec,
+        r.input_rate,
+        r.channels,
+        l.input.integrated_lufs,
+        l.output.integrated_lufs,
+        l.output.true_peak_dbtp
+    );
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

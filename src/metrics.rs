@@ -25,6 +25,10 @@ pub struct Metrics {
     pub recordings_uploaded: IntCounter,
     pub recording_upload_failures: IntCounter,
     pub send_errors: IntCounter,
+    pub jobs_completed: IntCounter,
+    pub job_retries: IntCounter,
+    pub jobs_dead_lettered: IntCounter,
+    pub jobs_running: IntGauge,
     pub sessions_created: IntCounterVec,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
@@ -141,6 +145,26 @@ impl Metrics {
                 &r,
                 "streamcore_recording_upload_failures_total",
                 "Failed recording upload attempts (each is retried with backoff)",
+            ),
+            jobs_completed: counter(
+                &r,
+                "streamcore_transcode_jobs_completed_total",
+                "Transcode jobs this node's worker completed",
+            ),
+            job_retries: counter(
+                &r,
+                "streamcore_transcode_job_retries_total",
+                "Failed transcode attempts that will be retried after a backoff",
+            ),
+            jobs_dead_lettered: counter(
+                &r,
+                "streamcore_transcode_jobs_dead_lettered_total",
+                "Transcode jobs that failed for good (sent to transcode.dead_letter)",
+            ),
+            jobs_running: gauge(
+                &r,
+                "streamcore_transcode_jobs_running",
+                "Transcode jobs running on this node's worker",
             ),
             send_errors: counter(
                 &r,

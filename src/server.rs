@@ -31,6 +31,9 @@ const MAIL_GRACE: Duration = Duration::from_secs(5);
 const EVENTS_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown lets closed recordings upload; the rest upload at the next start.
 const UPLOAD_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown lets a running transcode job finish; after that it is taken up
+/// again when its lease runs out.
+const JOB_GRACE: Duration = Duration::from_secs(5);
 
 /// A running node. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -46,6 +49,7 @@ pub struct RunningServer {
     mail_relay: Option<MailRelay>,
     events: EventServices,
     pub recorder: crate::recording::RunningRecorder,
+    worker: Option<crate::worker::RunningWorker>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -80,6 +84,8 @@ async fn open_control_plane(
         control_api::ApiConfig {
             public_url: settings.public_url(),
             online_window: Duration::from_secs(settings.events.online_window_secs),
+            max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
+            upload_dir: settings.data_dir.join("uploads"),
             ..control_api::ApiConfig::default()
         },
     )
@@ -104,7 +110,29 @@ async fn open_control_plane(
         None => Bus::in_process(),
     };
     info!(node = %api.node_id, bus = api.bus.kind(), "events");
+    let store = Arc::new(
+        recorder::Store::open(&settings.recorder_config().1).context("opening the object store")?,
+    );
+    api.objects = Some(Arc::new(crate::worker::StoreObjects(store)));
     Ok((signer, api))
+}
+
+/// Starts the transcode worker on this node.
+pub fn start_worker(
+    settings: &Settings,
+    api: &control_api::AppState,
+    metrics: Metrics,
+) -> anyhow::Result<crate::worker::RunningWorker> {
+    // The store uploads go into (a client of its own: they are cheap).
+    let store =
+        recorder::Store::open(&settings.recorder_config().1).context("opening the object store")?;
+    crate::worker::RunningWorker::start(
+        api,
+        Arc::new(store),
+        crate::worker::WorkerConfig::from_settings(settings),
+        metrics,
+    )
+    .context("starting the transcode worker")
 }
 
 /// The configured node id, else the one kept in the data dir (made on first start).
@@ -226,6 +254,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         crate::recording::RunningRecorder::start(settings, &api, workers.clone(), metrics.clone())
             .await?;
     api.recordings = Some(recorder.service.clone());
+    // Subscribed before the relay starts, so it hears every request.
+    let worker = if settings.worker.in_process {
+        Some(start_worker(settings, &api, metrics.clone())?)
+    } else {
+        None
+    };
     let events = EventServices::start(&api, Some(room_rx), Some(metrics.clone()))?;
     let media_addrs = workers.local_addrs();
 
@@ -288,6 +322,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         mail_relay,
         events,
         recorder,
+        worker,
     })
 }
 
@@ -377,6 +412,9 @@ impl RunningServer {
             let _ = t.await;
         }
         self.recorder.shutdown(UPLOAD_GRACE).await;
+        if let Some(w) = self.worker {
+            w.shutdown(JOB_GRACE).await;
+        }
         self.events.shutdown(&self.api).await;
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;
@@ -434,5 +472,37 @@ impl RunningApi {
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;
         }
+    }
+}
+
+/// A transcode-worker node (`streamcore worker`): the worker, and the event relay so
+/// its outbox rows are published even with no API node running.
+pub struct RunningWorkerNode {
+    pub api: control_api::AppState,
+    worker: crate::worker::RunningWorker,
+    events: EventServices,
+}
+
+impl std::fmt::Debug for RunningWorkerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunningWorkerNode")
+    }
+}
+
+pub async fn start_worker_node(settings: &Settings) -> anyhow::Result<RunningWorkerNode> {
+    let (_, api) = open_control_plane(settings).await?;
+    let worker = start_worker(settings, &api, Metrics::new())?;
+    let events = EventServices::start(&api, None, None)?;
+    Ok(RunningWorkerNode {
+        api,
+        worker,
+        events,
+    })
+}
+
+impl RunningWorkerNode {
+    pub async fn shutdown(self, grace: Duration) {
+        self.worker.shutdown(grace).await;
+        self.events.shutdown(&self.api).await;
     }
 }

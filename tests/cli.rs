@@ -1,5 +1,8 @@
-//! The `streamcore` binary: token creation, config printing, and SIGTERM drain.
+//! The `streamcore` binary: token creation, config printing, SIGTERM drain, and
+//! transcoding one file.
 mod common;
+#[path = "../recorder/tests/support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -346,4 +349,67 @@ async fn api_role_serves_the_control_api_alone() {
             .unwrap();
     assert!(status.success());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn transcode_writes_normalised_opus_with_progress_and_a_waveform() {
+    let py = support::python();
+    let dir = tempdir();
+    let src = support::make_audio(&py, "sweep", "mp3", 44_100, 4.0);
+    let out = dir.join("sweep.opus");
+    let wf = dir.join("sweep.json");
+    let run = Command::new(BIN)
+        .arg("transcode")
+        .arg(&src)
+        .arg(&out)
+        .args(["--target-lufs", "-16", "--waveform"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    // Not a terminal here: one progress line per stage, up to 100 %.
+    for stage in ["decode", "normalise", "encode", "done"] {
+        assert!(stderr.contains(stage), "no {stage} in {stderr}");
+    }
+    assert!(stderr.contains("100% done"), "{stderr}");
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert!(summary.contains("-16.0 LUFS"), "{summary}");
+    let (lufs, tp) = support::ffmpeg_loudness(&py, &out);
+    assert!((lufs + 16.0).abs() <= 0.5, "{lufs} LUFS");
+    assert!(tp <= -1.0, "{tp} dBTP");
+    let ms = support::onsets(&py, 2.0, &[&out])[0].1;
+    assert!((ms - 4000.0).abs() <= 20.0, "{ms} ms");
+    let peaks: serde_json::Value = serde_json::from_slice(&std::fs::read(&wf).unwrap()).unwrap();
+    assert_eq!(peaks["buckets"], 1000);
+    assert!(
+        std::fs::read_to_string(wf.with_extension("svg"))
+            .unwrap()
+            .starts_with("<svg")
+    );
+
+    // A file that is not audio: a clear reason, a failing exit, no output left.
+    let junk = dir.join("junk.mp3");
+    std::fs::write(&junk, b"this is not an mp3 at all, only text").unwrap();
+    let bad_out = dir.join("junk.opus");
+    let run = Command::new(BIN)
+        .arg("transcode")
+        .arg(&junk)
+        .arg(&bad_out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("junk.mp3"), "{err}");
+    assert!(!bad_out.exists() && !dir.join("junk.opus.part").exists());
+    let run = Command::new(BIN)
+        .arg("transcode")
+        .arg(&src)
+        .arg(&bad_out)
+        .args(["--target-lufs", "3"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--target-lufs"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -575,3 +575,201 @@ async fn with_s3_an_outage_during_the_recording_delays_the_upload_and_loses_noth
     assert!((ms - 2000.0).abs() <= 100.0, "{ms} ms in the store");
     srv.stop().await;
 }
+
+/// Polls a recording until its newest mixdown is finished.
+async fn wait_mixdown(srv: &TestServer, room: &str, id: &str, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, v) = get(srv, &format!("/api/v1/rooms/{room}/recordings/{id}"), token).await;
+        assert_eq!(s, 200, "{v}");
+        let m = &v["mixdowns"][0];
+        if m["status"] == "completed" || m["status"] == "failed" {
+            return m.clone();
+        }
+        assert!(Instant::now() < deadline, "the mixdown never finished: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_speaker_recording_is_mixed_down_with_its_stems_aligned() {
+    let py = python();
+    let srv = TestServer::start().await;
+    let owner = owner_with_room(&srv, "episode", false).await;
+    let mut sub = srv
+        .server()
+        .api
+        .bus
+        .subscribe("test-mix", &[Topic::TranscodeJobs])
+        .unwrap();
+    let mut alice = join(
+        &srv,
+        "/whip/episode",
+        &srv.publish_token("episode", "alice"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    let mut bob = join(
+        &srv,
+        "/whip/episode",
+        &srv.publish_token("episode", "bob"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut alice, &mut bob]).await;
+    let (s, rec) = start(&srv, "episode", &owner.access).await;
+    assert_eq!(s, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    // A mixdown needs the recording in the store.
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms/episode/recordings/{id}/mixdown", srv.base),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("not_uploaded")),
+        "{v}"
+    );
+
+    // Alice speaks for 3 s; Bob starts 700 ms later and speaks for 2 s.
+    let mut tracks = [
+        Play::new(0, Audio, Codec::Opus, encode(&py, "opus", 150), 0),
+        Play::new(1, Audio, Codec::Opus, encode(&py, "opus", 100), 700),
+    ];
+    play(&mut [&mut alice, &mut bob], &mut tracks).await;
+    let (s, v) = stop(&srv, "episode", &id, &owner.access).await;
+    assert_eq!(s, 200, "{v}");
+    wait_recording(&srv, "episode", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms/episode/recordings/{id}/mixdown", srv.base),
+        Some(&owner.access),
+        json!({"target_lufs": 99}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("target_lufs")),
+        "{v}"
+    );
+    let (s, job) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms/episode/recordings/{id}/mixdown", srv.base),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    assert_eq!(job["kind"], "mixdown");
+    let done = wait_mixdown(&srv, "episode", &id, &owner.access).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["id"], job["id"]);
+    let result = &done["result"];
+    let files = result["files"].as_object().unwrap();
+    for name in [
+        "episode.opus",
+        "episode.waveform.json",
+        "episode.waveform.svg",
+        "stems/alice.opus",
+        "stems/bob.opus",
+        "stems/alice.waveform.json",
+        "stems/bob.waveform.svg",
+    ] {
+        assert!(files.contains_key(name), "{name} missing from {result}");
+    }
+    let path = |name: &str| {
+        srv.data_dir
+            .join("recordings")
+            .join(files[name].as_str().unwrap())
+    };
+
+    // FFmpeg decodes the episode and both stems: each stem spans the episode, Alice's
+    // starts with it, Bob's where he started relative to her (within 10 ms).
+    let (ep, a, b) = (
+        path("episode.opus"),
+        path("stems/alice.opus"),
+        path("stems/bob.opus"),
+    );
+    let on = support::onsets(&py, 0.02, &[&ep, &a, &b]);
+    let sent =
+        (tracks[1].first_sent.unwrap() - tracks[0].first_sent.unwrap()).as_secs_f64() * 1000.0;
+    let (ep_on, a_on, b_on) = (on[0].0, on[1].0, on[2].0);
+    assert!(
+        (ep_on - a_on).abs() <= 2.0,
+        "episode starts at {ep_on} ms, alice at {a_on} ms"
+    );
+    assert!(
+        ((b_on - a_on) - sent).abs() <= 10.0,
+        "bob's stem starts {} ms after alice's; he was sent {sent} ms after her",
+        b_on - a_on
+    );
+    // From Alice's first sample to whoever ends last.
+    let length = tracks[0].sent_ms().max(sent + tracks[1].sent_ms());
+    for (name, (_, ms)) in ["episode", "alice", "bob"].iter().zip(&on) {
+        assert!(
+            (ms - on[0].1).abs() <= 1.0,
+            "{name} is {ms} ms, the episode {} ms",
+            on[0].1
+        );
+        assert!(
+            (ms - length).abs() <= 100.0,
+            "{name} is {ms} ms; the talk was {length} ms"
+        );
+    }
+    // Podcast loudness by FFmpeg's meter, episode and stems.
+    for p in [&ep, &a, &b] {
+        let (lufs, tp) = support::ffmpeg_loudness(&py, p);
+        assert!((lufs + 16.0).abs() <= 0.5, "{}: {lufs} LUFS", p.display());
+        assert!(tp <= -1.0, "{}: true peak {tp} dBTP", p.display());
+    }
+    let stems = result["stems"].as_array().unwrap();
+    assert_eq!(stems.len(), 2);
+    let bob_offset = stems[1]["offset_ms"].as_f64().unwrap();
+    assert!((bob_offset - sent).abs() <= 10.0, "{result}");
+
+    // The files come through the API too.
+    let url = format!(
+        "{}/api/v1/rooms/episode/recordings/{id}/mixdown/{}/files/episode.opus",
+        srv.base,
+        job["id"].as_str().unwrap()
+    );
+    let r = srv
+        .http
+        .get(&url)
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/ogg");
+    assert_eq!(r.bytes().await.unwrap(), std::fs::read(&ep).unwrap());
+    let r = srv
+        .http
+        .get(url.replace("episode.opus", "nope.opus"))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let evs = collect_events(&mut sub, "transcode.completed").await;
+    assert_eq!(evs[0].kind, "transcode.requested");
+    let progress: Vec<i64> = evs
+        .iter()
+        .filter(|e| e.kind == "transcode.progress")
+        .map(|e| e.data["percent"].as_i64().unwrap())
+        .collect();
+    assert!(progress.len() >= 3, "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert!(evs.iter().all(|e| e.data["job_id"] == job["id"]));
+    srv.stop().await;
+}
