@@ -57,6 +57,7 @@ pub fn decode_file(path: &Path) -> Result<Pcm, TranscodeError> {
     decode(
         MediaSourceStream::new(Box::new(file), Default::default()),
         &hint,
+        crate::mp4edit::read(path),
     )
 }
 
@@ -75,7 +76,11 @@ fn unsupported(what: impl std::fmt::Display) -> TranscodeError {
     TranscodeError::Unsupported(what.to_string())
 }
 
-fn decode(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<Pcm, TranscodeError> {
+fn decode(
+    mss: MediaSourceStream<'static>,
+    hint: &Hint,
+    edit: Option<crate::mp4edit::Edit>,
+) -> Result<Pcm, TranscodeError> {
     let mut reader = symphonia::default::get_probe()
         .probe(
             hint,
@@ -156,19 +161,23 @@ fn decode(mss: MediaSourceStream<'static>, hint: &Hint) -> Result<Pcm, Transcode
         ));
     }
     let ch = out.channels.max(1);
-    // AAC decoders emit one frame (1024 samples) of MDCT warm-up before the first real
-    // sample; MP4 edit lists say so, but symphonia 0.6 does not apply them. A larger
-    // encoder delay (Apple's 2112 in all) needs the edit list itself: not handled.
-    let delay = match delay {
-        Some(d) => d as usize,
-        None if params.codec == CODEC_ID_AAC => AAC_DECODER_DELAY,
-        None => 0,
+    // An MP4 edit list says where the playable audio starts (the encoder's delay: 1024
+    // samples of AAC warm-up from FFmpeg, 2112 from Apple's encoder) and how long it is
+    // (the last frame's padding is not); symphonia 0.6 reads it but does not apply it.
+    // Without one, raw AAC still starts with the decoder's 1024-sample warm-up.
+    let delay = match (edit, delay) {
+        (Some(e), _) => e.delay as usize,
+        (None, Some(d)) => d as usize,
+        (None, None) if params.codec == CODEC_ID_AAC => AAC_DECODER_DELAY,
+        (None, None) => 0,
     };
     let decoded = out.samples.len() / ch;
-    let keep = playable
+    let keep = edit
+        .map(|e| e.playable)
+        .or(playable)
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(decoded);
-    if decoded > keep || params.codec == CODEC_ID_AAC {
+    if decoded > keep || params.codec == CODEC_ID_AAC || edit.is_some() {
         let d = delay.min(decoded.saturating_sub(1));
         out.samples.drain(..d * ch);
         out.samples.truncate(keep.min(decoded - d) * ch);

@@ -9,7 +9,7 @@ use recorder::ogg::PRE_SKIP;
 
 use crate::TranscodeError;
 use crate::loudness::measure;
-use crate::normalize::{NormalizeReport, Target, normalize};
+use crate::normalize::{NormalizeReport, Target, normalize_measured};
 
 /// 20 ms at 48 kHz.
 const FRAME: usize = 960;
@@ -50,7 +50,7 @@ pub fn encode_ogg_opus_decoded<W: Write>(
 /// on dense, heavily limited music — so the limiter's ceiling alone does not hold in
 /// the delivered file: the encoded audio is decoded and measured, and while it
 /// overshoots, the limiter's ceiling is lowered by the overshoot and the audio is
-/// normalised and encoded again (at most five passes). The report's output is the
+/// normalised and encoded again (at most four passes; dense music takes two). The report's output is the
 /// decoded file's loudness and true peak.
 pub fn normalize_to_opus(
     samples: &[f32],
@@ -58,23 +58,27 @@ pub fn normalize_to_opus(
     target: Target,
     bitrate: i32,
 ) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport), TranscodeError> {
-    let mut headroom = 0.0;
+    let input = measure(samples, channels, 48_000)?;
+    let mut aim = target;
+    let mut start_gain = None;
     let mut last = None;
-    for _ in 0..5 {
-        let aim = Target {
-            ceiling_dbtp: target.ceiling_dbtp - headroom,
-            ..target
-        };
-        let (normalised, mut report) = normalize(samples, channels, 48_000, aim)?;
+    for _ in 0..4 {
+        let (normalised, mut report) =
+            normalize_measured(samples, channels, 48_000, aim, input, start_gain)?;
         let (file, decoded) = encode_ogg_opus_decoded(&normalised, channels, bitrate, Vec::new())?;
+        let pcm_peak = report.output.true_peak_dbtp;
         report.output = measure(&decoded, channels, 48_000)?;
-        let over = report.output.true_peak_dbtp - target.ceiling_dbtp;
-        let done = over <= -0.05;
+        let decoded_peak = report.output.true_peak_dbtp;
+        let over = decoded_peak - target.ceiling_dbtp;
+        start_gain = Some(report.gain_db);
         last = Some((file, normalised, report));
-        if done {
+        if over <= -0.05 || !over.is_finite() {
             break;
         }
-        headroom += over + 0.15;
+        // What the codec added on top of the limited PCM is about the same at a lower
+        // ceiling: aim under the target by that much (and by at least what it overshot).
+        let added = (decoded_peak - pcm_peak).max(0.0);
+        aim.ceiling_dbtp = (target.ceiling_dbtp - added - 0.15).min(aim.ceiling_dbtp - over - 0.15);
     }
     last.ok_or_else(|| TranscodeError::Encode("nothing encoded".into()))
 }

@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod limiter;
 pub mod loudness;
 pub mod mixdown;
+mod mp4edit;
 pub mod normalize;
 pub mod pipeline;
 pub mod resample;

@@ -49,6 +49,20 @@ pub fn normalize(
     target: Target,
 ) -> Result<(Vec<f32>, NormalizeReport), TranscodeError> {
     let input = measure(samples, channels, rate)?;
+    normalize_measured(samples, channels, rate, target, input, None)
+}
+
+/// [`normalize`] of audio already measured (`input`), starting the gain search at
+/// `start_gain_db` when given (a repeat at a lower ceiling starts where the last one
+/// ended, so it needs fewer limiter passes).
+pub fn normalize_measured(
+    samples: &[f32],
+    channels: usize,
+    rate: u32,
+    target: Target,
+    input: Loudness,
+    start_gain_db: Option<f64>,
+) -> Result<(Vec<f32>, NormalizeReport), TranscodeError> {
     if !input.integrated_lufs.is_finite() {
         return Ok((
             samples.to_vec(),
@@ -61,9 +75,12 @@ pub fn normalize(
         ));
     }
     let limiter = TruePeakLimiter::new(target.ceiling_dbtp - CEILING_MARGIN_DB, rate);
-    let mut gain_db = target.lufs - input.integrated_lufs;
+    let mut gain_db = start_gain_db.unwrap_or(target.lufs - input.integrated_lufs);
     let mut best = None;
-    // Each pass adds what the last fell short; heavy limiting needs a few.
+    let mut last: Option<(f64, f64)> = None;
+    // Each pass adds what the last fell short, scaled by how much loudness the last
+    // change of gain bought (a secant step): under heavy limiting a dB of gain buys well
+    // under a dB of loudness, and adding only the shortfall would take many passes.
     for _ in 0..8 {
         let g = 10f64.powf(gain_db / 20.0) as f32;
         let mut out: Vec<f32> = samples.iter().map(|s| s * g).collect();
@@ -83,7 +100,14 @@ pub fn normalize(
             break;
         }
         // Limited harder than the loudness allows: more gain, the limiter takes it.
-        gain_db += short;
+        let slope = match last {
+            Some((g0, l0)) if (gain_db - g0).abs() > 1e-3 => {
+                ((output.integrated_lufs - l0) / (gain_db - g0)).clamp(0.1, 1.0)
+            }
+            _ => 1.0,
+        };
+        last = Some((gain_db, output.integrated_lufs));
+        gain_db += (short / slope).clamp(-6.0, 6.0);
     }
     best.ok_or_else(|| TranscodeError::BadAudio("nothing to normalise".into()))
 }
