@@ -269,24 +269,14 @@ impl Worker {
             }
         }
         let spec = &data["spec"];
-        let now = control_api::auth::now_millis();
-        let job = Job {
-            id: id.to_owned(),
-            kind: spec["kind"].as_str().unwrap_or("unknown").to_owned(),
-            owner_id: data["owner_id"].as_str().map(str::to_owned),
-            recording_id: data["recording_id"].as_str().map(str::to_owned),
-            spec: spec.to_string(),
-            status: "queued".into(),
-            stage: None,
-            percent: 0,
-            attempts: 0,
-            worker_id: None,
-            lease_until: None,
-            last_error: None,
-            result: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let job = Job::queued(
+            id.to_owned(),
+            spec["kind"].as_str().unwrap_or("unknown"),
+            data["owner_id"].as_str().map(str::to_owned),
+            data["recording_id"].as_str().map(str::to_owned),
+            spec.to_string(),
+            control_api::auth::now_millis(),
+        );
         match self.api.db.create_job(&job, vec![]).await {
             Ok(_) => self.api.db.job(id).await.ok().flatten(),
             Err(e) => {

@@ -534,34 +534,10 @@ async fn broker_outage_loses_nothing() {
     .await;
     assert!(out.is_ok(), "the outbox drained after the broker returned");
     let py = venv_python().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/interop/kafka_consume.py"
-    );
-    let output = tokio::process::Command::new(py)
-        .args([
-            script,
-            "--brokers",
-            &t.brokers(),
-            "--topic",
-            "playback.events",
-            "--count",
-            "20",
-            "--timeout",
-            "30",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let records = t.outside_consume(&py, "playback.events", 20).await;
     let mut ids = Vec::new();
     let mut distinct = HashSet::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
+    for v in records {
         assert_eq!(v["key"], device, "keyed by device");
         let env = &v["value"];
         assert_eq!(env["version"], 1);

@@ -113,15 +113,7 @@ async fn owner_with_room(srv: &TestServer, room: &str, auto_record: bool) -> Use
 }
 
 async fn get(srv: &TestServer, path: &str, token: &str) -> (u16, Value) {
-    let r = srv
-        .http
-        .get(format!("{}{path}", srv.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+    common::remote::get(&srv.http, format!("{}{path}", srv.base), token).await
 }
 
 async fn start(srv: &TestServer, room: &str, token: &str) -> (u16, Value) {

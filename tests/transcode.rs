@@ -33,15 +33,7 @@ async fn upload(srv: &TestServer, token: &str, query: &str, body: Vec<u8>) -> (u
 }
 
 async fn get(srv: &TestServer, path: &str, token: &str) -> (u16, Value) {
-    let r = srv
-        .http
-        .get(format!("{}{path}", srv.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+    common::remote::get(&srv.http, format!("{}{path}", srv.base), token).await
 }
 
 /// Polls an upload until it is completed or failed; returns it and every distinct
@@ -543,37 +535,8 @@ async fn over_kafka_an_outside_request_is_done_and_a_bad_one_reaches_the_dead_le
     let junk = wait_job(&srv, "k-junk", |j| j.is_final()).await;
     assert_eq!(junk.status, "failed", "{junk:?}");
     // confluent-kafka, outside the node, reads the dead letter.
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/interop/kafka_consume.py"
-    );
-    let output = tokio::process::Command::new(&py)
-        .args([
-            script,
-            "--brokers",
-            &t.brokers(),
-            "--topic",
-            "transcode.dead_letter",
-            "--count",
-            "1",
-            "--timeout",
-            "30",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line: Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let dead = t.outside_consume(&py, "transcode.dead_letter", 1).await;
+    let line = &dead[0];
     assert_eq!(line["key"], "k-junk");
     assert_eq!(line["value"]["type"], "transcode.dead_lettered");
     assert_eq!(

@@ -99,6 +99,36 @@ impl Tansu {
         }
     }
 
+    /// Reads `count` records of `topic` with confluent-kafka, a client no one here
+    /// wrote (`scripts/interop/kafka_consume.py`, a fresh group from the earliest
+    /// offset): one JSON line per record, `{key, partition, offset, value}`.
+    pub async fn outside_consume(
+        &self,
+        py: &str,
+        topic: &str,
+        count: usize,
+    ) -> Vec<serde_json::Value> {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/interop/kafka_consume.py"
+        );
+        let output = tokio::process::Command::new(py)
+            .args([script, "--brokers", &self.brokers(), "--topic", topic])
+            .args(["--count", &count.to_string(), "--timeout", "30"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// What clients connect to (the relay).
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)

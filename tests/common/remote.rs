@@ -18,6 +18,13 @@ pub struct User {
     pub access: String,
 }
 
+/// GET with a bearer token: status and JSON body (`null` when there is none).
+pub async fn get(http: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let r = http.get(url).bearer_auth(token).send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
 pub async fn post(
     http: &reqwest::Client,
     url: String,

@@ -119,24 +119,14 @@ pub async fn request_job(
     recording_id: Option<&str>,
     spec: Value,
 ) -> Result<Job, ApiError> {
-    let now = now_millis();
-    let job = Job {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        kind: kind.to_owned(),
-        owner_id: owner.map(str::to_owned),
-        recording_id: recording_id.map(str::to_owned),
-        spec: spec.to_string(),
-        status: "queued".into(),
-        stage: None,
-        percent: 0,
-        attempts: 0,
-        worker_id: None,
-        lease_until: None,
-        last_error: None,
-        result: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let job = Job::queued(
+        uuid::Uuid::new_v4().simple().to_string(),
+        kind,
+        owner.map(str::to_owned),
+        recording_id.map(str::to_owned),
+        spec.to_string(),
+        now_millis(),
+    );
     let ev = job_event(
         st,
         EventType::TranscodeRequested,

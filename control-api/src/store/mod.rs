@@ -272,6 +272,34 @@ pub struct Job {
 }
 
 impl Job {
+    /// A new job waiting for a worker.
+    pub fn queued(
+        id: String,
+        kind: &str,
+        owner_id: Option<String>,
+        recording_id: Option<String>,
+        spec: String,
+        now: Millis,
+    ) -> Job {
+        Job {
+            id,
+            kind: kind.to_owned(),
+            owner_id,
+            recording_id,
+            spec,
+            status: "queued".into(),
+            stage: None,
+            percent: 0,
+            attempts: 0,
+            worker_id: None,
+            lease_until: None,
+            last_error: None,
+            result: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "failed")
     }
