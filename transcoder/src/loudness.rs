@@ -44,6 +44,24 @@ pub fn measure(samples: &[f32], channels: usize, rate: u32) -> Result<Loudness, 
     })
 }
 
+/// Integrated loudness alone (LUFS, `-inf` for silence): what a gain search needs,
+/// without the cost of the true-peak scan.
+pub fn integrated(samples: &[f32], channels: usize, rate: u32) -> Result<f64, TranscodeError> {
+    if channels == 0 || !samples.len().is_multiple_of(channels) {
+        return Err(TranscodeError::BadAudio(format!(
+            "{} samples do not split into {channels} channels",
+            samples.len()
+        )));
+    }
+    let meter_err = |e: ebur128::Error| TranscodeError::Meter(format!("{e:?}"));
+    let mut m = EbuR128::new(channels as u32, rate, Mode::I).map_err(meter_err)?;
+    for block in samples.chunks(channels * rate as usize) {
+        m.add_frames_f32(block).map_err(meter_err)?;
+    }
+    let l = m.loudness_global().map_err(meter_err)?;
+    Ok(if l.is_nan() { f64::NEG_INFINITY } else { l })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use crate::TranscodeError;
 use crate::limiter::TruePeakLimiter;
-use crate::loudness::{Loudness, measure};
+use crate::loudness::{Loudness, integrated, measure};
 
 /// What to normalise to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,7 +37,7 @@ pub struct NormalizeReport {
 
 /// The limiter aims a little under the ceiling: its detector and the later Opus
 /// encode both add a few hundredths of a dB.
-const CEILING_MARGIN_DB: f64 = 0.3;
+pub(crate) const CEILING_MARGIN_DB: f64 = 0.3;
 
 /// Returns `samples` (interleaved, `channels`, `rate`) at `target` loudness with its
 /// true peak under the ceiling. Silence stays silence. Limiting costs loudness, so the
@@ -49,12 +49,18 @@ pub fn normalize(
     target: Target,
 ) -> Result<(Vec<f32>, NormalizeReport), TranscodeError> {
     let input = measure(samples, channels, rate)?;
-    normalize_measured(samples, channels, rate, target, input, None)
+    let (out, mut report) = normalize_measured(samples, channels, rate, target, input, None)?;
+    if report.output.true_peak_dbtp.is_nan() {
+        report.output = measure(&out, channels, rate)?;
+    }
+    Ok((out, report))
 }
 
 /// [`normalize`] of audio already measured (`input`), starting the gain search at
 /// `start_gain_db` when given (a repeat at a lower ceiling starts where the last one
-/// ended, so it needs fewer limiter passes).
+/// ended, so it needs fewer limiter passes). The search measures integrated loudness
+/// only: the report's output true peak is NaN, for the caller to measure where it
+/// matters (after encoding, say).
 pub fn normalize_measured(
     samples: &[f32],
     channels: usize,
@@ -85,7 +91,10 @@ pub fn normalize_measured(
         let g = 10f64.powf(gain_db / 20.0) as f32;
         let mut out: Vec<f32> = samples.iter().map(|s| s * g).collect();
         let limited_frames = limiter.process(&mut out, channels);
-        let output = measure(&out, channels, rate)?;
+        let output = Loudness {
+            integrated_lufs: integrated(&out, channels, rate)?,
+            true_peak_dbtp: f64::NAN,
+        };
         let short = target.lufs - output.integrated_lufs;
         best = Some((
             out,
