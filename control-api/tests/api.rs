@@ -1089,10 +1089,15 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/rooms/{name}/recordings",
         "/api/v1/rooms/{name}/recordings/{id}",
         "/api/v1/rooms/{name}/recordings/{id}/stop",
+        "/api/v1/rooms/{name}/recordings/{id}/mixdown",
+        "/api/v1/rooms/{name}/recordings/{id}/mixdown/{job}/files/{file}",
+        "/api/v1/uploads",
+        "/api/v1/uploads/{id}",
+        "/api/v1/uploads/{id}/files/{name}",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 30);
+    assert_eq!(paths.len(), 35);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))
