@@ -66,7 +66,9 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             in_process: true,
-            max_attempts: 5,
+            // 2 s … 256 s apart: about eight and a half minutes of an object store or
+            // database away before a job is dead-lettered.
+            max_attempts: 8,
             backoff_base_ms: 2_000,
             backoff_max_secs: 300,
             lease_secs: 120,
