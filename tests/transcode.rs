@@ -143,6 +143,8 @@ async fn an_upload_is_normalised_to_opus_with_progress_and_a_waveform() {
         .bus
         .subscribe("test-upload", &[Topic::TranscodeJobs])
         .unwrap();
+    // The user's browser socket hears the job as it goes.
+    let mut browser = common::remote::socket(&srv.base, "/api/v1/events/socket", &u.access).await;
     // Speech-like noise at 44.1 kHz in FLAC; the name says MP3 and is not believed.
     let src = make_audio(&py, "speech", "flac", 44_100, 6.0);
     let (s, job) = upload(
@@ -212,6 +214,16 @@ async fn an_upload_is_normalised_to_opus_with_progress_and_a_waveform() {
     }
     assert!(steps.windows(2).all(|w| w[0].1 <= w[1].1), "{steps:?}");
     assert!(seen.len() >= 2, "polling saw {seen:?}");
+
+    let pushed = common::remote::wait_for(&mut browser, Duration::from_secs(10), |m| {
+        m["type"] == "transcode_job" && m["event"] == "transcode.completed"
+    })
+    .await;
+    assert_eq!(pushed["data"]["job_id"], id.as_str());
+    assert_eq!(
+        pushed["data"]["result"]["files"]["audio.opus"],
+        r["files"]["audio.opus"]
+    );
 
     // Listed, and nobody else's.
     let (s, list) = get(&srv, "/api/v1/uploads", &u.access).await;
