@@ -452,47 +452,51 @@ impl Worker {
     }
 
     /// Writes a job change with its events, retrying until the database takes it.
+    /// False if the job is no longer this worker's.
     async fn change(
         &self,
         id: &str,
         change: JobChange,
         events: Vec<control_api::store::OutboxEvent>,
     ) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self
-                .api
-                .db
-                .change_job(
-                    id,
-                    &self.api.node_id,
-                    change.clone(),
-                    control_api::auth::now_millis(),
-                    events.clone(),
-                )
-                .await
-            {
-                Ok(done) => {
-                    self.api.events_written();
-                    return done;
-                }
-                Err(e) => {
-                    warn!(job = id, error = %e, "writing a job's result waits: database write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let db = &self.api.db;
+        let done = until_written(&format!("job {id}'s result"), || {
+            db.change_job(
+                id,
+                &self.api.node_id,
+                change.clone(),
+                control_api::auth::now_millis(),
+                events.clone(),
+            )
+        })
+        .await;
+        self.api.events_written();
+        done
     }
 
     async fn write(&self, events: Vec<control_api::store::OutboxEvent>) {
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.api.db.insert_events(&events).await {
-            warn!(error = %e, "writing a dead letter waits: database write failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        until_written("a dead letter", || self.api.db.insert_events(&events)).await;
         self.api.events_written();
+    }
+}
+
+/// Runs a database write until it succeeds (backoff 100 ms → 5 s): a result or an
+/// event the database refuses for a while is delayed, not lost.
+async fn until_written<T, F, Fut>(what: &str, mut write: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, control_api::store::StoreError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(v) => return v,
+            Err(e) => {
+                warn!(error = %e, "writing {what} waits: database write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

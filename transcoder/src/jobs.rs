@@ -160,10 +160,6 @@ impl Schedule {
         true
     }
 
-    pub fn contains(&self, job: &str) -> bool {
-        self.due.contains_key(job)
-    }
-
     /// The next job due at or before `now_ms`.
     pub fn pop_due(&mut self, now_ms: u64) -> Option<String> {
         while let Some(std::cmp::Reverse((at, _, id))) = self.heap.peek().cloned() {
