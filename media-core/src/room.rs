@@ -165,7 +165,9 @@ impl TrackIn {
 /// Many subscribers joining at once, or a subscriber that keeps sending PLIs, must
 /// not turn into a PLI storm at the publisher: at most one request goes out per
 /// `min_interval`; requests in between are remembered and sent when the interval
-/// ends, unless a keyframe arrived meanwhile.
+/// ends, unless a keyframe arrived meanwhile and reached every subscriber that waited.
+/// While a connected subscriber still waits, the publisher is asked again every
+/// `retry` (`retry_due`): encoders ignore some requests, and requests get lost.
 #[derive(Debug, Default, Clone)]
 pub struct KeyframeRequests {
     last_sent: Option<Instant>,
@@ -199,6 +201,12 @@ impl KeyframeRequests {
     /// A keyframe arrived: deferred requests are satisfied.
     pub fn keyframe_received(&mut self) {
         self.pending = false;
+    }
+
+    /// Someone still waits: true when the last request is `retry` old (or there was
+    /// none), so it is time to ask again.
+    pub fn retry_due(&self, now: Instant, retry: Duration) -> bool {
+        self.last_sent.is_none_or(|t| now >= t + retry)
     }
 
     /// When a deferred request is due, `Some(deadline)`.
@@ -299,6 +307,10 @@ mod tests {
         k.keyframe_received();
         assert_eq!(k.pending_deadline(iv), None);
         assert_eq!(k.request(ms(301), iv), KeyframeDecision::SendNow);
+        let retry = Duration::from_secs(1);
+        assert!(!k.retry_due(ms(1300), retry));
+        assert!(k.retry_due(ms(1301), retry));
+        assert!(KeyframeRequests::default().retry_due(ms(0), retry));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct SfuConfig {
     pub local_addr: SocketAddr,
     /// At most one keyframe request per publisher track per interval.
     pub keyframe_min_interval: Duration,
+    /// While a connected subscriber waits for a keyframe of a layer, the publisher is
+    /// asked again this often: an encoder may ignore a request (Chromium drops one that
+    /// comes within 300 ms of the last it acted on) or the request may be lost.
+    pub keyframe_retry_interval: Duration,
     /// A peer that has not connected this long after its answer is reaped.
     pub connect_timeout: Duration,
     /// A connected peer whose ICE consent is lost is reaped after this long.
@@ -56,6 +60,7 @@ impl SfuConfig {
             candidates: vec![local_addr],
             local_addr,
             keyframe_min_interval: Duration::from_millis(300),
+            keyframe_retry_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             disconnect_grace: Duration::from_secs(20),
             max_peers: 10_000,
@@ -245,10 +250,20 @@ pub struct TrackInfo {
 /// Work that must wait until the current drain is finished.
 #[derive(Debug)]
 enum Deferred {
-    Keyframe(RoomKey, TrackRef),
-    /// A deferred keyframe request came due; send it unless a keyframe arrived.
-    FlushKeyframe(RoomKey, TrackRef),
+    Keyframe(RoomKey, TrackRef, KeyframeAsk),
     Remove(PeerId, RemoveReason),
+}
+
+/// Which layers of a track a keyframe request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyframeAsk {
+    /// Every layer some subscriber (or the recording) targets.
+    Targets,
+    /// The layers whose deferred request is pending (its timer came due); nothing
+    /// when a keyframe arrived meanwhile.
+    Pending,
+    /// One layer a connected subscriber still waits for.
+    Layer(Option<Rid>),
 }
 
 /// The SFU core of one worker. See the crate docs for the run loop.
@@ -698,7 +713,8 @@ impl Sfu {
             return Err(SfuError::UnknownPeer);
         };
         if bind(&mut room.tracks[ti], &mut p.tracks_out[slot], peer, slot) {
-            self.deferred.push_back(Deferred::Keyframe(key, track));
+            self.deferred
+                .push_back(Deferred::Keyframe(key, track, KeyframeAsk::Targets));
         }
         // A publisher that paused its layers hears at once that they are wanted again.
         self.announce_wanted(key, ti);
@@ -744,7 +760,8 @@ impl Sfu {
             out.restart();
             if let Some(src) = out.source {
                 self.reselect(key, src);
-                self.deferred.push_back(Deferred::Keyframe(key, src));
+                self.deferred
+                    .push_back(Deferred::Keyframe(key, src, KeyframeAsk::Targets));
             }
         }
         self.process(now);
@@ -795,7 +812,8 @@ impl Sfu {
                     out.restart();
                 }
             }
-            self.deferred.push_back(Deferred::Keyframe(key, track));
+            self.deferred
+                .push_back(Deferred::Keyframe(key, track, KeyframeAsk::Targets));
         }
         self.events.push_back(SfuEvent::TrackMuted {
             room: room.id.clone(),
@@ -1035,8 +1053,11 @@ impl Sfu {
             peer.keyframe_deadline = None;
             let room = peer.room;
             for mid in peer.published.clone() {
-                self.deferred
-                    .push_back(Deferred::FlushKeyframe(room, TrackRef { owner: id, mid }));
+                self.deferred.push_back(Deferred::Keyframe(
+                    room,
+                    TrackRef { owner: id, mid },
+                    KeyframeAsk::Pending,
+                ));
             }
         }
         let Some(peer) = self.peers.get_mut(&id) else {
@@ -1076,11 +1097,8 @@ impl Sfu {
                 self.on_event(now, id, ev);
             } else if let Some(d) = self.deferred.pop_front() {
                 match d {
-                    Deferred::Keyframe(room, track) => {
-                        self.request_keyframe(now, room, track, false)
-                    }
-                    Deferred::FlushKeyframe(room, track) => {
-                        self.request_keyframe(now, room, track, true)
+                    Deferred::Keyframe(room, track, ask) => {
+                        self.request_keyframe(now, room, track, ask)
                     }
                     Deferred::Remove(id, reason) => self.remove_now(id, Some(reason)),
                 }
@@ -1166,8 +1184,11 @@ impl Sfu {
                     .find(|t| t.mid == r.mid)
                     .and_then(|t| t.source)
                 {
-                    self.deferred
-                        .push_back(Deferred::Keyframe(peer.room, source));
+                    self.deferred.push_back(Deferred::Keyframe(
+                        peer.room,
+                        source,
+                        KeyframeAsk::Targets,
+                    ));
                 }
             }
             Event::Closed => {
@@ -1389,8 +1410,11 @@ impl Sfu {
                     continue;
                 };
                 if bind(track, out, sub, slot) {
-                    self.deferred
-                        .push_back(Deferred::Keyframe(key, track.track));
+                    self.deferred.push_back(Deferred::Keyframe(
+                        key,
+                        track.track,
+                        KeyframeAsk::Targets,
+                    ));
                 }
             }
         }
@@ -1407,20 +1431,15 @@ impl Sfu {
         };
         for out in &peer.tracks_out {
             if let (Some(src), MediaKind::Video) = (out.source, out.kind) {
-                self.deferred.push_back(Deferred::Keyframe(peer.room, src));
+                self.deferred
+                    .push_back(Deferred::Keyframe(peer.room, src, KeyframeAsk::Targets));
             }
         }
     }
 
-    /// Asks a publisher for a keyframe of `track`, subject to coalescing. With
-    /// `only_if_pending`, this is the timer of an earlier deferred request.
-    fn request_keyframe(
-        &mut self,
-        now: Instant,
-        key: RoomKey,
-        track: TrackRef,
-        only_if_pending: bool,
-    ) {
+    /// Asks a publisher for a keyframe of `track` (the layers `ask` names), subject to
+    /// coalescing.
+    fn request_keyframe(&mut self, now: Instant, key: RoomKey, track: TrackRef, ask: KeyframeAsk) {
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
@@ -1430,31 +1449,36 @@ impl Sfu {
         if t.kind != MediaKind::Video {
             return;
         }
-        // The layers some subscriber waits for (at most three). Subscribers without a
-        // target yet get theirs at the next packet, which asks again.
+        // The layers asked for (at most three): one, or every layer some subscriber
+        // or the recording targets. Subscribers without a target yet get theirs at the
+        // next packet, which asks again.
         let mut rids: [Option<Rid>; 3] = [None; 3];
         let mut n = 0;
-        for sub in &t.fanout {
-            let target = self
-                .peers
-                .get(&sub.subscriber)
-                .and_then(|p| p.tracks_out.get(sub.slot))
-                .and_then(|o| o.layer.target());
-            if let Some(r) = target
-                && n < rids.len()
-                && !rids[..n].contains(&r)
-            {
+        let mut add = |r: Option<Rid>| {
+            if n < rids.len() && !rids[..n].contains(&r) {
                 rids[n] = r;
                 n += 1;
             }
+        };
+        match ask {
+            KeyframeAsk::Layer(r) => add(r),
+            KeyframeAsk::Targets | KeyframeAsk::Pending => {
+                for sub in &t.fanout {
+                    if let Some(r) = self
+                        .peers
+                        .get(&sub.subscriber)
+                        .and_then(|p| p.tracks_out.get(sub.slot))
+                        .and_then(|o| o.layer.target())
+                    {
+                        add(r);
+                    }
+                }
+                if let TrackTap::On(r) = t.tap {
+                    add(r);
+                }
+            }
         }
-        if let TrackTap::On(r) = t.tap
-            && n < rids.len()
-            && !rids[..n].contains(&r)
-        {
-            rids[n] = r;
-            n += 1;
-        }
+        let only_if_pending = ask == KeyframeAsk::Pending;
         let interval = self.config.keyframe_min_interval;
         // Per layer: (rid, what to do). Before the first packet there are no layers:
         // the track's only stream is asked, under the track's own limiter.
@@ -1587,7 +1611,6 @@ impl Sfu {
         let keyframe = track.kind == MediaKind::Video && is_keyframe(spec.codec, &pkt.payload);
         if keyframe {
             track.keyframes.keyframe_received();
-            track.layers[li].keyframes.keyframe_received();
         }
         let ext = &pkt.header.ext_vals;
         if let Some(level) = ext.audio_level {
@@ -1610,8 +1633,11 @@ impl Sfu {
                 &mut self.stats,
             )
         {
-            self.deferred
-                .push_back(Deferred::Keyframe(room_key, track.track));
+            self.deferred.push_back(Deferred::Keyframe(
+                room_key,
+                track.track,
+                KeyframeAsk::Targets,
+            ));
         }
         let out_ext = ExtensionValues {
             audio_level: ext.audio_level,
@@ -1629,6 +1655,8 @@ impl Sfu {
             .flatten()
             .and_then(|d| Some((d, d.picture_id()?, d.tl0_pic_idx())));
 
+        // A connected subscriber still waits for a keyframe of this layer.
+        let mut waiting = false;
         for sub in &track.fanout {
             let Some(peer) = self.peers.get_mut(&sub.subscriber) else {
                 continue;
@@ -1647,6 +1675,7 @@ impl Sfu {
                 // layer; the munger makes the change invisible to the player.
                 if !(keyframe && out.layer.on_keyframe(rid)) {
                     self.stats.dropped_waiting_keyframe += 1;
+                    waiting |= out.layer.target() == Some(rid);
                     continue;
                 }
                 out.switch_source();
@@ -1708,6 +1737,19 @@ impl Sfu {
             );
             schedule(&mut self.timers, &self.config, peer, now);
         }
+        let requests = &mut track.layers[li].keyframes;
+        if keyframe && !waiting {
+            // Only once it reached everyone who waited: a keyframe one subscriber
+            // took must not cancel the request made for another.
+            requests.keyframe_received();
+        }
+        if waiting && requests.retry_due(now, self.config.keyframe_retry_interval) {
+            self.deferred.push_back(Deferred::Keyframe(
+                room_key,
+                track.track,
+                KeyframeAsk::Layer(rid),
+            ));
+        }
         if is_audio {
             self.check_speaker(now, room_key);
         }
@@ -1740,7 +1782,8 @@ impl Sfu {
         let track_ref = track.track;
         let n = track.fanout.len();
         if changed {
-            self.deferred.push_back(Deferred::Keyframe(key, track_ref));
+            self.deferred
+                .push_back(Deferred::Keyframe(key, track_ref, KeyframeAsk::Targets));
         }
         // By index: steering changes no fan-out, and the hot path allocates nothing.
         for i in 0..n {

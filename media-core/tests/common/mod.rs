@@ -46,6 +46,8 @@ pub struct Client {
     pub rtp: Vec<Vec<u8>>,
     /// The rid of each keyframe request received (`None` without simulcast).
     pub keyframe_rids: Vec<Option<Rid>>,
+    /// When each keyframe request arrived (virtual time).
+    pub keyframe_request_times: Vec<Instant>,
     /// While true the client neither sends nor receives (a dead network).
     pub offline: bool,
     /// A bottleneck on the SFU→client path; `None`: unlimited and instant.
@@ -119,6 +121,7 @@ impl Client {
             connected: false,
             rtp: Vec::new(),
             keyframe_rids: Vec::new(),
+            keyframe_request_times: Vec::new(),
             offline: false,
             downlink: None,
             audio_time: 0,
@@ -566,6 +569,7 @@ impl Harness {
                             Event::KeyframeRequest(r) => {
                                 c.keyframe_requests += 1;
                                 c.keyframe_rids.push(r.rid);
+                                c.keyframe_request_times.push(now);
                             }
                             // Padding (probing) carries no payload.
                             Event::RtpPacket(p) if !p.payload.is_empty() => {
