@@ -5,7 +5,10 @@
 //! `threshold` -dBov. The speaker changes only when another track has been the loudest
 //! speaking track for `hold` and is `margin` dB louder than the current speaker (if the
 //! current speaker is still speaking), so cross-talk and short interjections do not
-//! flip it back and forth. Silence keeps the last speaker.
+//! flip it back and forth. A candidate stays a candidate while it speaks within
+//! `margin` of the loudest, so two voices of about the same level (which trade the
+//! "loudest" place from one measurement to the next) still elect one of them. Silence
+//! keeps the last speaker.
 
 use std::time::{Duration, Instant};
 
@@ -63,9 +66,13 @@ impl<K: Copy + PartialEq> SpeakerDetector<K> {
     pub fn update(&mut self, now: Instant, levels: impl Iterator<Item = (K, u8)>) -> Option<K> {
         let mut loudest: Option<(K, u8)> = None;
         let mut current_level = None;
+        let mut candidate_level = None;
         for (k, level) in levels {
             if Some(k) == self.current {
                 current_level = Some(level);
+            }
+            if self.candidate.is_some_and(|(c, _)| c == k) {
+                candidate_level = Some(level);
             }
             if level <= self.config.threshold && loudest.is_none_or(|(_, l)| level < l) {
                 loudest = Some((k, level));
@@ -87,12 +94,19 @@ impl<K: Copy + PartialEq> SpeakerDetector<K> {
             self.candidate = None;
             return None;
         }
+        // The candidate holds its place while it is the loudest, or about as loud.
+        let holds = |c: K| {
+            c == k
+                || candidate_level.is_some_and(|cl| {
+                    cl <= self.config.threshold && cl <= level.saturating_add(self.config.margin)
+                })
+        };
         match self.candidate {
-            Some((c, since)) if c == k => {
+            Some((c, since)) if holds(c) && Some(c) != self.current => {
                 if now.duration_since(since) >= self.config.hold {
-                    self.current = Some(k);
+                    self.current = Some(c);
                     self.candidate = None;
-                    return Some(k);
+                    return Some(c);
                 }
             }
             _ => self.candidate = Some((k, now)),
@@ -117,6 +131,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn voices_of_about_the_same_level_still_elect_a_speaker() {
+        // The loudest place changes hands at every measurement; one of them wins.
+        let steps: Vec<(u64, [(u8, u8); 2])> = (0..10)
+            .map(|i| {
+                (
+                    i * 100,
+                    if i % 2 == 0 {
+                        [(1, 20), (2, 21)]
+                    } else {
+                        [(1, 21), (2, 20)]
+                    },
+                )
+            })
+            .collect();
+        let steps: Vec<(u64, &[(u8, u8)])> = steps.iter().map(|(t, l)| (*t, &l[..])).collect();
+        assert_eq!(run(&steps), [(500, 1)]);
     }
 
     #[test]
