@@ -25,8 +25,18 @@ pub struct Settings {
     /// The control plane's database: `postgres://…`, or a SQLite file. Default: a SQLite
     /// file in `data_dir`.
     pub database_url: Option<String>,
-    /// The URL browsers and phones reach this node at (pairing links, reset mails).
+    /// The URL browsers and phones reach this node at (pairing links, reset mails, the
+    /// URLs in join tokens). Default: `http(s)://` the listen address, or the first
+    /// advertised IP when the node listens on a wildcard address.
     pub public_url: Option<String>,
+    /// Origins whose pages may call `/api/v1` (CORS), e.g. `["https://app.example.com"]`.
+    /// Empty (the default): only the node's own pages. WHIP/WHEP allow any origin:
+    /// the join token is their authority.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// HTTPS on the `http` listener (`[tls]`).
+    #[serde(default)]
+    pub tls: TlsSettings,
     pub log: LogSettings,
     pub media: MediaSettings,
     /// Delivery of password-reset mail. Unset: mails stay in the outbox, where an admin
@@ -39,6 +49,27 @@ pub struct Settings {
     pub recording: RecordingSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+}
+
+/// `[tls]`: serve HTTPS instead of HTTP. Browsers give a page the camera and the
+/// microphone only on a secure origin, and a phone on the LAN reaches the node by an
+/// IP, not `localhost`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// A PEM certificate chain (leaf first) …
+    pub cert: Option<PathBuf>,
+    /// … and its PEM private key.
+    pub key: Option<PathBuf>,
+    /// Make (once) and keep a local CA and a certificate for the advertised addresses in
+    /// `data_dir/tls`; the start-up log prints their SHA-256 fingerprints.
+    pub self_signed: bool,
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert.is_some()
+    }
 }
 
 /// `[worker]`: the transcode worker (`streamcore worker`, and in-process in `serve`)
@@ -264,6 +295,8 @@ impl Default for Settings {
             shutdown_grace_secs: 30,
             database_url: None,
             public_url: None,
+            cors_origins: Vec::new(),
+            tls: TlsSettings::default(),
             log: LogSettings {
                 json: false,
                 level: "info".into(),
@@ -321,6 +354,24 @@ pub struct Overrides {
     pub log: LogOverrides,
     #[serde(skip_serializing_if = "EventOverrides::is_empty")]
     pub events: EventOverrides,
+    #[serde(skip_serializing_if = "TlsOverrides::is_empty")]
+    pub tls: TlsOverrides,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TlsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_signed: Option<bool>,
+}
+
+impl TlsOverrides {
+    fn is_empty(&self) -> bool {
+        self.cert.is_none() && self.key.is_none() && self.self_signed.is_none()
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -475,6 +526,23 @@ impl Settings {
         if self.media.advertise.iter().any(|ip| ip.is_unspecified()) {
             bail!("media.advertise cannot contain a wildcard address");
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls.cert and tls.key must be set together (--tls-cert and --tls-key)");
+        }
+        if self.tls.self_signed && self.tls.cert.is_some() {
+            bail!("tls.self_signed and tls.cert exclude each other: pick one");
+        }
+        for origin in &self.cors_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|h| !h.contains('/') && !h.is_empty());
+            if !ok {
+                bail!("cors_origins: '{origin}' is not an origin (scheme://host[:port], no path)");
+            }
+        }
         if let Some(smtp) = &self.smtp {
             if smtp.host.trim().is_empty() {
                 bail!("smtp.host is empty");
@@ -527,10 +595,23 @@ impl Settings {
         })
     }
 
+    /// The public URL for a node whose HTTP listener is bound to `bound` (the port may
+    /// have been chosen by the OS).
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        if let Some(u) = &self.public_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        let ip = if bound.ip().is_unspecified() {
+            self.media.advertise.first().copied().unwrap_or(bound.ip())
+        } else {
+            bound.ip()
+        };
+        format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
+    }
+
     pub fn public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http))
+        self.public_url_for(self.http)
     }
 
     /// The recorder's settings: spool and object store.

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod recording;
 pub mod room_events;
 pub mod server;
+pub mod tls;
 pub mod worker;
 
 /// Installs the log subscriber: text or JSON lines on stderr, filtered by `level`

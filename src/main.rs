@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use media_core::RoomId;
 use signaling::{Grants, JoinTokenSigner};
 use streamcore::config::{
-    EventOverrides, LogOverrides, MediaOverrides, Overrides, Settings, parse_duration,
+    EventOverrides, LogOverrides, MediaOverrides, Overrides, Settings, TlsOverrides, parse_duration,
 };
 
 #[derive(Parser)]
@@ -103,6 +103,16 @@ struct ServeArgs {
     /// Kafka bootstrap servers for events (default: the in-process bus).
     #[arg(long)]
     kafka_brokers: Option<String>,
+    /// HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key", conflicts_with = "tls")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// `self-signed`: HTTPS with a certificate the node makes and keeps for its
+    /// addresses (a phone on the LAN gets camera and microphone; see the README).
+    #[arg(long, value_parser = ["self-signed"])]
+    tls: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +183,11 @@ impl ServeArgs {
             },
             events: EventOverrides {
                 kafka_brokers: self.kafka_brokers.clone(),
+            },
+            tls: TlsOverrides {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                self_signed: self.tls.is_some().then_some(true),
             },
         }
     }
@@ -361,10 +376,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let server = streamcore::server::start(&settings).await?;
-    tracing::info!(
-        "publish with WHIP at http://{0}/whip/<room>, play with WHEP at http://{0}/whep/<room>",
-        server.http_addr
+    let url = &server.public_url;
+    println!(
+        "StreamCore is running: open {url}/ in a browser (WHIP at {url}/whip/<room>, WHEP at {url}/whep/<room>)"
     );
+    if let Some(tls) = &server.tls {
+        println!("HTTPS certificate SHA-256 fingerprint: {}", tls.fingerprint);
+        if let Some((ca, fp)) = &tls.ca {
+            println!(
+                "local CA for phones to trust: {} (SHA-256 {fp})",
+                ca.display()
+            );
+        }
+    }
     wait_for_signal().await;
     // A second signal during the drain exits at once.
     server

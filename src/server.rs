@@ -1,5 +1,6 @@
-//! Assembles the node: media workers, signaling routes, health and metrics, the SMTP
-//! mail relay, and the drain-on-shutdown sequence.
+//! Assembles the node: media workers, signaling routes, the control API, the web app,
+//! health and metrics, the SMTP mail relay, HTTP or HTTPS, and the drain-on-shutdown
+//! sequence.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ const JOB_GRACE: Duration = Duration::from_secs(5);
 /// A running node. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub http_addr: SocketAddr,
+    /// Where browsers reach it (`http://…` or `https://…`).
+    pub public_url: String,
+    /// The HTTPS certificate in use, if any.
+    pub tls: Option<crate::tls::Tls>,
     pub metrics_addr: Option<SocketAddr>,
     pub media_addrs: Vec<SocketAddr>,
     pub signer: Arc<JoinTokenSigner>,
@@ -68,8 +73,10 @@ struct OpsState {
 }
 
 /// The data dir, the join-token key and the control plane's database (migrated).
+/// `public_url` is where browsers reach the node (links, QR codes, token URLs).
 async fn open_control_plane(
     settings: &Settings,
+    public_url: &str,
 ) -> anyhow::Result<(Arc<JoinTokenSigner>, control_api::AppState)> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
@@ -82,7 +89,8 @@ async fn open_control_plane(
         &settings.keys_dir(),
         signer.clone(),
         control_api::ApiConfig {
-            public_url: settings.public_url(),
+            public_url: public_url.to_owned(),
+            secure_cookies: public_url.starts_with("https://"),
             online_window: Duration::from_secs(settings.events.online_window_secs),
             max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
             upload_dir: settings.data_dir.join("uploads"),
@@ -244,7 +252,14 @@ impl EventServices {
 /// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
 /// addresses are in the returned value.
 pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
-    let (signer, mut api) = open_control_plane(settings).await?;
+    // First, so a port the OS chooses is in the links the control plane makes.
+    let listener = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", settings.http))?;
+    let http_addr = listener.local_addr()?;
+    let public_url = settings.public_url_for(http_addr);
+    let tls = crate::tls::load(settings)?;
+    let (signer, mut api) = open_control_plane(settings, &public_url).await?;
     // First, so a bad [smtp] fails the start before anything listens.
     let mail_relay = start_mail_relay(settings, &api)?;
     let metrics = Metrics::new();
@@ -283,17 +298,19 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
                 resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
             },
         )))
-        .merge(control_api::router(api.clone()));
+        .merge(api_router(settings, &api))
+        .merge(web::router());
     if settings.metrics.is_none() {
         app = app.merge(metrics_router(ops.clone()));
     }
 
     let (stop, stop_rx) = watch::channel(false);
-    let listener = TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("binding HTTP on {}", settings.http))?;
-    let http_addr = listener.local_addr()?;
-    let http_task = tokio::spawn(serve(listener, app, stop_rx.clone()));
+    let http_task = tokio::spawn(serve(
+        listener,
+        app,
+        tls.as_ref().map(|t| t.config.clone()),
+        stop_rx.clone(),
+    ));
 
     let (metrics_addr, metrics_task) = match settings.metrics {
         Some(addr) => {
@@ -303,14 +320,19 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             let a = l.local_addr()?;
             (
                 Some(a),
-                Some(tokio::spawn(serve(l, metrics_router(ops), stop_rx))),
+                Some(tokio::spawn(serve(l, metrics_router(ops), None, stop_rx))),
             )
         }
         None => (None, None),
     };
-    info!(http = %http_addr, media = ?media_addrs, "streamcore listening");
+    info!(http = %http_addr, url = %public_url, media = ?media_addrs, "streamcore listening");
+    if let Some(t) = &tls {
+        crate::tls::announce(t, &public_url);
+    }
     Ok(RunningServer {
         http_addr,
+        public_url,
+        tls,
         metrics_addr,
         media_addrs,
         signer,
@@ -324,6 +346,29 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         recorder,
         worker,
     })
+}
+
+/// The control API, answering CORS preflights for the configured origins only.
+fn api_router(settings: &Settings, api: &control_api::AppState) -> Router {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let router = control_api::router(api.clone());
+    let origins: Vec<HeaderValue> = settings
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return router;
+    }
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::LOCATION, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 fn metrics_router(ops: OpsState) -> Router {
@@ -348,7 +393,18 @@ fn start_mail_relay(
     }
 }
 
-async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+/// How long a stopping listener lets open HTTPS connections finish.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Some(tls) = tls {
+        return crate::tls::serve(listener, app, tls, stop, HTTP_GRACE).await;
+    }
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -441,19 +497,25 @@ impl std::fmt::Debug for RunningApi {
 }
 
 pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
-    let (_, api) = open_control_plane(settings).await?;
+    let listener = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", settings.http))?;
+    let http_addr = listener.local_addr()?;
+    let public_url = settings.public_url_for(http_addr);
+    let tls = crate::tls::load(settings)?;
+    let (_, api) = open_control_plane(settings, &public_url).await?;
     let mail_relay = start_mail_relay(settings, &api)?;
     let events = EventServices::start(&api, None, None)?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(healthz))
-        .merge(control_api::router(api.clone()));
-    let listener = TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("binding HTTP on {}", settings.http))?;
-    let http_addr = listener.local_addr()?;
+        .merge(api_router(settings, &api))
+        .merge(web::router());
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, app, rx));
+    if let Some(t) = &tls {
+        crate::tls::announce(t, &public_url);
+    }
+    let task = tokio::spawn(serve(listener, app, tls.map(|t| t.config), rx));
     Ok(RunningApi {
         http_addr,
         api,
@@ -490,7 +552,7 @@ impl std::fmt::Debug for RunningWorkerNode {
 }
 
 pub async fn start_worker_node(settings: &Settings) -> anyhow::Result<RunningWorkerNode> {
-    let (_, api) = open_control_plane(settings).await?;
+    let (_, api) = open_control_plane(settings, &settings.public_url()).await?;
     let worker = start_worker(settings, &api, Metrics::new())?;
     let events = EventServices::start(&api, None, None)?;
     Ok(RunningWorkerNode {

@@ -159,8 +159,8 @@ impl Task {
     }
 }
 
-/// Consumes `playback.events`, `now.playing`, `device.status` and `transcode.jobs` and
-/// delivers them to this node's sockets.
+/// Consumes `playback.events`, `now.playing`, `device.status`, `transcode.jobs` and
+/// `recording.events` and delivers them to this node's sockets.
 pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
     let group = format!("streamcore-hub-{}", st.node_id);
     let sub = st.bus.subscribe(
@@ -170,6 +170,7 @@ pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
             Topic::NowPlaying,
             Topic::DeviceStatus,
             Topic::TranscodeJobs,
+            Topic::RecordingEvents,
         ],
     )?;
     let (stop, rx) = watch::channel(false);
@@ -246,6 +247,8 @@ fn deliver(st: &AppState, env: &Envelope) {
         Topic::PlaybackEvents => "playback_event",
         // A user's jobs: progress and results for the browser that uploaded.
         Topic::TranscodeJobs => "transcode_job",
+        // The room owner's recordings page follows their status.
+        Topic::RecordingEvents => "recording",
         _ => return,
     };
     let msg = json!({
@@ -255,6 +258,20 @@ fn deliver(st: &AppState, env: &Envelope) {
         "time": env.time,
         "data": data,
     });
+    if kind.topic() == Topic::RecordingEvents {
+        // Recording events name the recording, not its owner: look the owner up.
+        let Some(id) = data["recording_id"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let st = st.clone();
+        tokio::spawn(async move {
+            use crate::store::Store;
+            if let Ok(Some(r)) = st.db.recording(&id).await {
+                st.hub.send_to_user(&r.owner_id, &msg.to_string());
+            }
+        });
+        return;
+    }
     st.hub.send_to_user(user, &msg.to_string());
 }
 

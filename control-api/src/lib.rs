@@ -17,9 +17,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cookies;
 pub mod events;
 pub mod extract;
 pub mod hub;
+pub mod links;
 pub mod mail;
 pub mod openapi;
 pub mod ratelimit;
@@ -51,9 +53,12 @@ pub async fn build_state(
     let db = Db::connect(database_url).await?;
     db.migrate().await?;
     let tokens = auth::AccessTokens::load_or_create(&keys_dir.join("access-token-ed25519.pem"))?;
+    let links = links::FileLinks::load_or_create(&keys_dir.join("file-links.key"))
+        .map_err(BuildError::LinkKey)?;
     Ok(AppState {
         db,
         tokens: Arc::new(tokens),
+        links: Arc::new(links),
         join_signer,
         config: Arc::new(config),
         limits: Arc::new(state::Limits::default()),
@@ -73,6 +78,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] signaling::TokenError),
+    #[error("the file-link key: {0}")]
+    LinkKey(std::io::Error),
 }
 
 /// All routes of the API, under `/api/v1`, plus the JWKS document.
@@ -100,6 +107,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(devices::remove),
         )
         .route("/devices/{id}/heartbeat", post(devices::heartbeat))
+        .route("/devices/{id}/stream", post(rooms::device_stream))
         .route("/devices/{id}/commands", post(control::command))
         .route("/devices/{id}/now-playing", get(control::now_playing))
         .route("/devices/socket", get(control::device_socket))
@@ -119,6 +127,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rooms/{name}/recordings/{id}", get(recordings::get))
         .route("/rooms/{name}/recordings/{id}/stop", post(recordings::stop))
+        .route(
+            "/rooms/{name}/recordings/{id}/files/{file}",
+            get(recordings::file),
+        )
         .route("/rooms/{name}/recordings/{id}/mixdown", post(jobs::mixdown))
         .route(
             "/rooms/{name}/recordings/{id}/mixdown/{job}/files/{file}",

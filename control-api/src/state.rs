@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub max_upload_bytes: u64,
     /// Where uploads are spooled while they stream in.
     pub upload_dir: std::path::PathBuf,
+    /// Session cookies carry `Secure` (the node is reached over HTTPS).
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +49,7 @@ impl Default for ApiConfig {
             command_ttl: Duration::from_secs(10),
             max_upload_bytes: 512 * 1024 * 1024,
             upload_dir: std::env::temp_dir().join("streamcore-uploads"),
+            secure_cookies: false,
         }
     }
 }
@@ -78,6 +81,8 @@ impl Default for Limits {
 pub struct AppState {
     pub db: Db,
     pub tokens: Arc<AccessTokens>,
+    /// Signs the short-lived links pages put in `<audio src>` and downloads.
+    pub links: Arc<crate::links::FileLinks>,
     pub join_signer: Arc<JoinTokenSigner>,
     pub config: Arc<ApiConfig>,
     pub limits: Arc<Limits>,

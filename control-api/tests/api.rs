@@ -1094,10 +1094,12 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/uploads",
         "/api/v1/uploads/{id}",
         "/api/v1/uploads/{id}/files/{name}",
+        "/api/v1/devices/{id}/stream",
+        "/api/v1/rooms/{name}/recordings/{id}/files/{file}",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 35);
+    assert_eq!(paths.len(), 37);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

@@ -69,6 +69,68 @@ pub struct RoomState<B> {
     pub verifier: JoinTokenVerifier,
     pub config: RoomProtocolConfig,
     sessions: Arc<Mutex<HashMap<String, Resumable>>>,
+    sources: Arc<TrackSources>,
+}
+
+/// What kinds of source a published m-line may say it carries.
+pub const TRACK_SOURCES: [&str; 5] = ["camera", "microphone", "screen", "screen_audio", "music"];
+
+/// What each published m-line carries (camera, microphone, screen, …), as its
+/// publisher said in its offers. The media plane has no use for it; other
+/// participants do (a screen share is shown apart from the camera). Keyed by the
+/// participant (worker and peer), so the worker of the room it lives in is implied.
+#[derive(Debug, Default)]
+struct TrackSources(Mutex<HashMap<(usize, PeerId), Vec<(Mid, &'static str)>>>);
+
+impl TrackSources {
+    /// Records what an offer said; m-lines it does not name keep what they had.
+    fn set(&self, key: ParticipantKey, given: &[(Mid, &'static str)]) {
+        let Ok(mut m) = self.0.lock() else { return };
+        let entry = m.entry((key.worker, key.peer)).or_default();
+        for (mid, source) in given {
+            match entry.iter_mut().find(|(m, _)| m == mid) {
+                Some(e) => e.1 = source,
+                None => entry.push((*mid, source)),
+            }
+        }
+    }
+
+    fn get(&self, worker: usize, peer: PeerId, mid: Mid) -> Option<&'static str> {
+        let m = self.0.lock().ok()?;
+        m.get(&(worker, peer))?
+            .iter()
+            .find(|(m, _)| *m == mid)
+            .map(|(_, s)| *s)
+    }
+
+    fn remove(&self, key: ParticipantKey) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&(key.worker, key.peer));
+        }
+    }
+}
+
+/// An offer's `sources`: `{mid: "camera" | "microphone" | "screen" | …}`.
+fn parse_sources(given: &HashMap<String, String>) -> Result<Vec<(Mid, &'static str)>, ApiError> {
+    if given.len() > 32 {
+        return Err(ApiError::invalid_field("sources", "at most 32 m-lines"));
+    }
+    given
+        .iter()
+        .map(|(mid, source)| {
+            let mid = parse_mid(mid)?;
+            let source = TRACK_SOURCES
+                .iter()
+                .find(|s| **s == source.as_str())
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "sources",
+                        format!("'{source}' is not one of {}", TRACK_SOURCES.join(", ")),
+                    )
+                })?;
+            Ok((mid, *source))
+        })
+        .collect()
 }
 
 impl<B> Clone for RoomState<B> {
@@ -78,6 +140,7 @@ impl<B> Clone for RoomState<B> {
             verifier: self.verifier.clone(),
             config: self.config,
             sessions: self.sessions.clone(),
+            sources: self.sources.clone(),
         }
     }
 }
@@ -89,6 +152,7 @@ impl<B: RoomBackend> RoomState<B> {
             verifier,
             config,
             sessions: Arc::default(),
+            sources: Arc::default(),
         }
     }
 }
@@ -158,6 +222,9 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<Value>,
         sdp: String,
+        /// What the sending m-lines carry: `{mid: "camera" | "screen" | …}`.
+        #[serde(default)]
+        sources: HashMap<String, String>,
     },
     Candidate {
         #[serde(default)]
@@ -254,6 +321,9 @@ struct TrackView {
     kind: &'static str,
     mid: String,
     muted: bool,
+    /// What it carries, as its publisher said (`camera`, `screen`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
 }
 
 fn sid(peer: PeerId) -> String {
@@ -293,23 +363,29 @@ fn kind_name(k: MediaKind) -> &'static str {
     }
 }
 
-fn track_view(owner: PeerId, t: &PublishedTrack) -> TrackView {
+fn track_view(owner: PeerId, t: &PublishedTrack, source: Option<&'static str>) -> TrackView {
     TrackView {
         id: track_id(owner, t.mid),
         participant: sid(owner),
         kind: kind_name(t.kind),
         mid: t.mid.to_string(),
         muted: t.muted,
+        source,
     }
 }
 
-fn participant_view(p: &ParticipantInfo) -> ParticipantView {
+/// A participant of the room on `worker`.
+fn participant_view(sources: &TrackSources, worker: usize, p: &ParticipantInfo) -> ParticipantView {
     ParticipantView {
         sid: sid(p.peer),
         identity: p.identity.clone(),
         kind: p.role.as_str(),
         connected: p.connected,
-        tracks: p.tracks.iter().map(|t| track_view(p.peer, t)).collect(),
+        tracks: p
+            .tracks
+            .iter()
+            .map(|t| track_view(p.peer, t, sources.get(worker, p.peer, t.mid)))
+            .collect(),
     }
 }
 
@@ -339,9 +415,15 @@ fn reply(kind: &str, request: Option<&Value>, mut body: Value) -> Value {
     body
 }
 
-/// What one room update means to participant `me`: a message, and whether the
-/// participant itself is gone.
-fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static str>) {
+/// What one room update means to participant `me` (on `me.worker`, the room's): a
+/// message, and whether the participant itself is gone.
+fn update_message(
+    sources: &TrackSources,
+    me: ParticipantKey,
+    u: &RoomUpdate,
+) -> (Option<Value>, Option<&'static str>) {
+    let worker = me.worker;
+    let me = me.peer;
     match u {
         RoomUpdate::Data {
             from,
@@ -384,7 +466,7 @@ fn update_message(me: PeerId, u: &RoomUpdate) -> (Option<Value>, Option<&'static
                 peer, mid, kind, ..
             } => (
                 Some(
-                    json!({"type": "track_published", "track": track_view(*peer, &PublishedTrack { mid: *mid, kind: *kind, muted: false })}),
+                    json!({"type": "track_published", "track": track_view(*peer, &PublishedTrack { mid: *mid, kind: *kind, muted: false }, sources.get(worker, *peer, *mid))}),
                 ),
                 None,
             ),
@@ -566,14 +648,15 @@ async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) ->
         };
         match join(st, token, version, resume).await {
             Ok((session, participants, resumed, resume_token)) => {
+                let view = |p| participant_view(&st.sources, session.key.worker, p);
                 let me = participants
                     .iter()
                     .find(|p| p.peer == session.key.peer)
-                    .map(participant_view);
+                    .map(view);
                 let others: Vec<ParticipantView> = participants
                     .iter()
                     .filter(|p| p.peer != session.key.peer)
-                    .map(participant_view)
+                    .map(view)
                     .collect();
                 let msg = reply(
                     "joined",
@@ -724,8 +807,9 @@ async fn join<B: RoomBackend>(
 }
 
 fn forget<B>(st: &RoomState<B>, sid: &str) {
-    if let Ok(mut s) = st.sessions.lock() {
-        s.remove(sid);
+    let gone = st.sessions.lock().ok().and_then(|mut s| s.remove(sid));
+    if let Some(r) = gone {
+        st.sources.remove(r.key);
     }
 }
 
@@ -766,6 +850,9 @@ fn detach<B: RoomBackend>(st: &RoomState<B>, session: &Session) {
             Err(_) => false,
         };
         if expired {
+            st.sources.remove(key);
+        }
+        if expired {
             info!(participant = %sid, "not resumed within the grace period; removed");
             if let Err(e) = st
                 .backend
@@ -791,7 +878,7 @@ async fn serve<B: RoomBackend>(
                     // The worker dropped this channel: it fell behind (or the node stops).
                     return End::TooSlow;
                 };
-                let (msg, gone) = update_message(session.key.peer, &u);
+                let (msg, gone) = update_message(&st.sources, session.key, &u);
                 if let Some(reason) = gone {
                     return End::Left(reason);
                 }
@@ -876,10 +963,16 @@ async fn handle<B: RoomBackend>(
             let r = reply("pong", id.as_ref(), json!({}));
             (id, Ok(r))
         }
-        ClientMessage::Offer { id, sdp } => {
+        ClientMessage::Offer { id, sdp, sources } => {
             if sdp.trim().is_empty() {
                 let e = ApiError::bad_request("malformed_sdp", "the offer is empty");
                 return (id, Err(e));
+            }
+            match parse_sources(&sources) {
+                // Known before the worker announces the tracks, so the announcement
+                // carries them.
+                Ok(s) => st.sources.set(session.key, &s),
+                Err(e) => return (id, Err(e)),
             }
             if !grants.publish && offer_sends_media(&sdp) {
                 let e = ApiError::forbidden(
@@ -1090,12 +1183,52 @@ mod tests {
             mid: Mid::from("1"),
             layers: vec!["l".into(), "m".into()],
         });
-        let (m, _) = update_message(PeerId(3), &wanted);
+        let sources = TrackSources::default();
+        let (m, _) = update_message(&sources, key(3), &wanted);
         let m = m.unwrap();
         assert_eq!(m["type"], "layers_wanted");
         assert_eq!(m["track"], "p3/1");
         assert_eq!(m["layers"], json!(["l", "m"]));
-        assert!(update_message(PeerId(4), &wanted).0.is_none());
+        assert!(update_message(&sources, key(4), &wanted).0.is_none());
+    }
+
+    fn key(peer: u64) -> ParticipantKey {
+        ParticipantKey {
+            worker: 0,
+            peer: PeerId(peer),
+        }
+    }
+
+    #[test]
+    fn tracks_carry_the_source_their_publisher_named() {
+        let sources = TrackSources::default();
+        let given = parse_sources(&HashMap::from([("1".to_owned(), "screen".to_owned())])).unwrap();
+        sources.set(key(3), &given);
+        let published = |mid: &str| {
+            RoomUpdate::Sfu(SfuEvent::TrackPublished {
+                room: RoomId::parse("r").unwrap(),
+                peer: PeerId(3),
+                identity: "x".into(),
+                mid: Mid::from(mid),
+                kind: MediaKind::Video,
+            })
+        };
+        let (m, _) = update_message(&sources, key(4), &published("1"));
+        assert_eq!(m.unwrap()["track"]["source"], "screen");
+        let (m, _) = update_message(&sources, key(4), &published("0"));
+        assert!(
+            m.unwrap()["track"].get("source").is_none(),
+            "not named: absent"
+        );
+        // A later offer that names other m-lines keeps this one.
+        let more = parse_sources(&HashMap::from([("0".to_owned(), "camera".to_owned())])).unwrap();
+        sources.set(key(3), &more);
+        assert_eq!(sources.get(0, PeerId(3), Mid::from("1")), Some("screen"));
+        assert_eq!(sources.get(0, PeerId(3), Mid::from("0")), Some("camera"));
+        sources.remove(key(3));
+        assert_eq!(sources.get(0, PeerId(3), Mid::from("1")), None);
+        let bad = parse_sources(&HashMap::from([("0".to_owned(), "hologram".to_owned())]));
+        assert_eq!(bad.unwrap_err().field, Some("sources"));
     }
 
     #[test]
@@ -1109,8 +1242,12 @@ mod tests {
                 reason: RemoveReason::Disconnected,
             })
         };
-        assert_eq!(update_message(me, &removed(me)).1, Some("disconnected"));
-        let (m, gone) = update_message(me, &removed(PeerId(2)));
+        let sources = TrackSources::default();
+        assert_eq!(
+            update_message(&sources, key(1), &removed(me)).1,
+            Some("disconnected")
+        );
+        let (m, gone) = update_message(&sources, key(1), &removed(PeerId(2)));
         assert!(gone.is_none());
         assert_eq!(m.unwrap()["type"], "participant_left");
     }

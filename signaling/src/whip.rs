@@ -6,11 +6,15 @@
 //! | `POST` | `/whep/{room}` | play: likewise, for a player |
 //! | `PATCH` | `/whip/{room}/{session}`, `/whep/…` | trickle ICE candidates (`application/trickle-ice-sdpfrag`) |
 //! | `DELETE` | `/whip/{room}/{session}`, `/whep/…` | end the session |
-//! | `OPTIONS` | any of the above | `204` with the allowed methods |
+//! | `OPTIONS` | any of the above | `204` with the allowed methods (a CORS preflight) |
 //!
 //! Every request carries `Authorization: Bearer <join token>`. The token must name the
 //! room, and grant `publish` (WHIP) or `subscribe` (WHEP). `PATCH` and `DELETE` need a
 //! token for the same identity and room as the session.
+//!
+//! CORS (RFC 9725 §4.2): a page of any origin may publish and play, since the bearer
+//! token, not the origin, is the authority; no cookie is ever read. Every answer,
+//! errors included, allows any origin and exposes `Location`, `Link` and `ETag`.
 
 use std::sync::Arc;
 
@@ -62,19 +66,57 @@ pub fn router<B: MediaBackend>(state: SignalingState<B>) -> Router {
                 .options(options_resource),
         )
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
+        .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(state)
 }
 
+/// What every WHIP/WHEP answer carries for pages of other origins.
+async fn allow_any_origin(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Link, ETag"),
+    );
+    resp
+}
+
+/// A preflight's answer: what may be sent, and for how long the browser may cache it.
+fn preflight(methods: &'static str) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ALLOW, methods),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, methods),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, If-Match",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+        .into_response()
+}
+
 async fn options_endpoint() -> Response {
-    (StatusCode::NO_CONTENT, [(header::ALLOW, "POST, OPTIONS")]).into_response()
+    let mut r = preflight("POST, OPTIONS");
+    r.headers_mut().insert(
+        header::HeaderName::from_static("accept-post"),
+        HeaderValue::from_static("application/sdp"),
+    );
+    r
 }
 
 async fn options_resource() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [(header::ALLOW, "PATCH, DELETE, OPTIONS")],
-    )
-        .into_response()
+    let mut r = preflight("PATCH, DELETE, OPTIONS");
+    r.headers_mut().insert(
+        header::HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    r
 }
 
 async fn publish<B: MediaBackend>(
@@ -149,10 +191,6 @@ async fn open<B: MediaBackend>(
     h.insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("room and session ids are URL-safe ASCII"), // both are parsed to safe alphabets
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location"),
     );
     Ok(resp)
 }

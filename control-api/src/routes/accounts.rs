@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,6 +15,7 @@ use signaling::ApiError;
 use tracing::{info, warn};
 
 use crate::auth::{self, now_millis, secret_hash};
+use crate::cookies::{self, CookieKind};
 use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
 use crate::store::{Mail, NewUser, Role, Store, User};
 
@@ -45,7 +46,9 @@ impl From<&User> for UserView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
     pub access_token: String,
-    pub refresh_token: String,
+    /// Absent when it was put in the page's HttpOnly cookie instead (`"cookie"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     pub token_type: &'static str,
     /// Seconds the access token lives.
     pub expires_in: u64,
@@ -69,17 +72,76 @@ pub struct RegisterRequest {
     pub password: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// A browser page: keep the refresh token in an HttpOnly cookie, not in the body.
+    #[serde(default)]
+    pub cookie: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// A browser page: keep the refresh token in an HttpOnly cookie, not in the body.
+    #[serde(default)]
+    pub cookie: bool,
 }
 
+/// The refresh token itself, or which of the page's cookies holds it.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// `user` or `device`: take the token from that HttpOnly cookie.
+    #[serde(default)]
+    pub cookie: Option<CookieKind>,
+}
+
+/// The refresh token a request presents, and the cookie it came from.
+fn presented(
+    req: &RefreshRequest,
+    headers: &HeaderMap,
+) -> Result<(String, Option<CookieKind>), ApiError> {
+    match (&req.refresh_token, req.cookie) {
+        (Some(t), None) => Ok((t.trim().to_owned(), None)),
+        (None, Some(kind)) => cookies::read(headers, kind)
+            .map(|t| (t, Some(kind)))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_refresh_token",
+                    "this browser holds no session; sign in",
+                )
+            }),
+        _ => Err(ApiError::invalid_field(
+            "refresh_token",
+            "give either refresh_token or cookie",
+        )),
+    }
+}
+
+/// The answer carrying a new session (`wrap` puts it in its body): its refresh token
+/// in the body, or in the page's cookie (and then not in the body).
+pub fn session_response<T: Serialize>(
+    st: &AppState,
+    status: StatusCode,
+    mut session: Session,
+    cookie: Option<CookieKind>,
+    wrap: impl FnOnce(Session) -> T,
+) -> Response {
+    let set = cookie.and_then(|kind| {
+        let token = session.refresh_token.take()?;
+        Some(cookies::set(
+            kind,
+            &token,
+            st.tokens.refresh_ttl,
+            st.config.secure_cookies,
+        ))
+    });
+    let mut resp = (status, Json(wrap(session))).into_response();
+    if let Some(v) = set {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -164,7 +226,7 @@ pub async fn new_session(
     st.db.insert_refresh(rec).await.map_err(store_error)?;
     Ok(Session {
         access_token: access,
-        refresh_token: refresh,
+        refresh_token: Some(refresh),
         token_type: "Bearer",
         expires_in: st.tokens.access_ttl.as_secs(),
     })
@@ -205,12 +267,15 @@ pub async fn register(
         })?;
     info!(user = %user.id, role = role.as_str(), "account registered");
     let session = new_session(&st, &user, None).await?;
-    Ok((
+    Ok(session_response(
+        &st,
         StatusCode::CREATED,
-        Json(Registered {
+        session,
+        req.cookie.then_some(CookieKind::User),
+        |session| Registered {
             user: UserView::from(&user),
             session,
-        }),
+        },
     ))
 }
 
@@ -219,7 +284,7 @@ pub async fn login(
     State(st): State<AppState>,
     addr: ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<Session>, ApiError> {
+) -> Result<Response, ApiError> {
     let now = Instant::now();
     let email = req.email.trim().to_lowercase();
     st.limits
@@ -241,7 +306,14 @@ pub async fn login(
     match user {
         Some(u) if ok => {
             info!(user = %u.id, "login");
-            Ok(Json(new_session(&st, &u, None).await?))
+            let session = new_session(&st, &u, None).await?;
+            Ok(session_response(
+                &st,
+                StatusCode::OK,
+                session,
+                req.cookie.then_some(CookieKind::User),
+                |s| s,
+            ))
         }
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -254,8 +326,40 @@ pub async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "accounts", request_body = RefreshRequest, responses((status = 200, body = Session), (status = 401, description = "invalid, expired or reused (the family is revoked)", body = ErrorBody)))]
 pub async fn refresh(
     State(st): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<RefreshRequest>,
-) -> Result<Json<Session>, ApiError> {
+) -> Result<Response, Response> {
+    let (token, cookie) = presented(&req, &headers).map_err(IntoResponse::into_response)?;
+    // A cookie that did not work is removed, so the page stops presenting it.
+    let refuse = |e: ApiError| {
+        let mut r = e.into_response();
+        if let Some(kind) = cookie {
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                cookies::clear(kind, st.config.secure_cookies),
+            );
+        }
+        r
+    };
+    match rotate(&st, &token, cookie).await {
+        Ok(session) => Ok(session_response(
+            &st,
+            StatusCode::OK,
+            session,
+            cookie,
+            |s| s,
+        )),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(refuse(e)),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// Spends a refresh token and makes the next one of its family.
+async fn rotate(
+    st: &AppState,
+    token: &str,
+    cookie: Option<CookieKind>,
+) -> Result<Session, ApiError> {
     let invalid = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -265,12 +369,16 @@ pub async fn refresh(
     };
     let rec = st
         .db
-        .refresh_by_hash(&secret_hash(req.refresh_token.trim()))
+        .refresh_by_hash(&secret_hash(token))
         .await
         .map_err(store_error)?
         .ok_or_else(invalid)?;
     let now = now_millis();
     if rec.revoked_at.is_some() || rec.expires_at <= now {
+        return Err(invalid());
+    }
+    // A device's cookie holds a device login, a user's cookie a user's.
+    if cookie.is_some_and(|k| (k == CookieKind::Device) != rec.device_id.is_some()) {
         return Err(invalid());
     }
     if !st
@@ -306,24 +414,32 @@ pub async fn refresh(
         st.tokens
             .new_refresh(&user.id, Some(&rec.family_id), rec.device_id.as_deref());
     st.db.insert_refresh(next).await.map_err(store_error)?;
-    Ok(Json(Session {
+    Ok(Session {
         access_token: access,
-        refresh_token: secret,
+        refresh_token: Some(secret),
         token_type: "Bearer",
         expires_in: st.tokens.access_ttl.as_secs(),
-    }))
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "accounts", request_body = RefreshRequest, responses((status = 204, description = "the login (refresh family) is ended")))]
 pub async fn logout(
     State(st): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<RefreshRequest>,
-) -> Result<StatusCode, ApiError> {
-    if let Some(rec) = st
-        .db
-        .refresh_by_hash(&secret_hash(req.refresh_token.trim()))
-        .await
-        .map_err(store_error)?
+) -> Result<Response, ApiError> {
+    let presented = match presented(&req, &headers) {
+        Ok(p) => Some(p),
+        // Logging out a browser that holds no session is not an error.
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => None,
+        Err(e) => return Err(e),
+    };
+    if let Some((token, _)) = &presented
+        && let Some(rec) = st
+            .db
+            .refresh_by_hash(&secret_hash(token))
+            .await
+            .map_err(store_error)?
     {
         st.db
             .revoke_family(&rec.family_id, now_millis())
@@ -331,7 +447,14 @@ pub async fn logout(
             .map_err(store_error)?;
     }
     // Logging out an unknown or already-ended session is not an error.
-    Ok(StatusCode::NO_CONTENT)
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(kind) = req.cookie {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            cookies::clear(kind, st.config.secure_cookies),
+        );
+    }
+    Ok(resp)
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = UserView), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]

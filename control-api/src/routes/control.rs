@@ -431,6 +431,9 @@ struct PlaybackState {
     volume: Option<i64>,
     #[serde(default)]
     track: Option<Value>,
+    /// The device is publishing its live stream (`POST /devices/{id}/stream`).
+    #[serde(default)]
+    live: Option<bool>,
 }
 
 fn parse_state(v: &Value) -> Result<PlaybackState, &'static str> {
@@ -495,6 +498,7 @@ async fn on_device_message(
                 "position_ms": state.position_ms,
                 "volume": state.volume,
                 "track": state.track,
+                "live": state.live.unwrap_or(false),
             });
             let mut data = json!({
                 "device_id": device_id,

@@ -360,6 +360,9 @@ pub struct Paired {
 pub struct Claim {
     pub code: String,
     pub device: DeviceInfo,
+    /// The phone page: keep the device's refresh token in an HttpOnly cookie.
+    #[serde(default)]
+    pub cookie: bool,
 }
 
 /// The phone claims a code (no login): it becomes a device of the code's user and
@@ -433,12 +436,13 @@ pub async fn claim(
     }
     let session = new_session(&st, &user, Some(&device.id)).await?;
     info!(user = %user.id, device = %device.id, "phone paired");
-    Ok((
+    let device = view(&st, device);
+    Ok(crate::routes::accounts::session_response(
+        &st,
         StatusCode::CREATED,
-        Json(Paired {
-            device: view(&st, device),
-            session,
-        }),
+        session,
+        req.cookie.then_some(crate::cookies::CookieKind::Device),
+        |session| Paired { device, session },
     ))
 }
 

@@ -14,7 +14,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use events::EventType;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -62,8 +62,23 @@ pub struct JobView {
     /// Outputs (object keys), loudness, duration — once completed.
     #[schema(value_type = Object)]
     pub result: Option<Value>,
+    /// Once completed: each output file with a link that opens it for a few hours.
+    pub files: Vec<crate::routes::recordings::FileLink>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl JobView {
+    /// Links to the job's output files, served under the API path `dir`.
+    pub fn with_links(mut self, st: &AppState, dir: &str) -> JobView {
+        if let Some(files) = self.result.as_ref().and_then(|r| r["files"].as_object()) {
+            self.files = files
+                .keys()
+                .map(|name| crate::routes::recordings::link(st, dir, name))
+                .collect();
+        }
+        self
+    }
 }
 
 impl From<Job> for JobView {
@@ -79,6 +94,7 @@ impl From<Job> for JobView {
             recording_id: j.recording_id,
             spec: serde_json::from_str(&j.spec).unwrap_or(Value::Null),
             result: j.result.and_then(|r| serde_json::from_str(&r).ok()),
+            files: Vec::new(),
             created_at: j.created_at,
             updated_at: j.updated_at,
         }
@@ -314,6 +330,15 @@ async fn own_upload(st: &AppState, caller: &Caller, id: &str) -> Result<Job, Api
     }
 }
 
+/// An upload's view with links to its outputs.
+fn upload_view(st: &AppState, j: Job) -> JobView {
+    let dir = format!(
+        "/api/v1/uploads/{}/files",
+        crate::routes::recordings::encode_segment(&j.id)
+    );
+    JobView::from(j).with_links(st, &dir)
+}
+
 /// The caller's uploads, newest first.
 #[utoipa::path(get, path = "/api/v1/uploads", tag = "uploads", responses((status = 200, body = [JobView]), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
@@ -325,7 +350,9 @@ pub async fn list(
         .owner_jobs(&caller.user_id, "transcode", 200)
         .await
         .map_err(store_error)?;
-    Ok(Json(jobs.into_iter().map(JobView::from).collect()))
+    Ok(Json(
+        jobs.into_iter().map(|j| upload_view(&st, j)).collect(),
+    ))
 }
 
 /// An upload's job: progress while it runs, the result when done.
@@ -335,11 +362,27 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(own_upload(&st, &caller, &id).await?.into()))
+    Ok(Json(upload_view(&st, own_upload(&st, &caller, &id).await?)))
+}
+
+/// The object at `key`, or 503 when the store does not answer.
+pub(crate) async fn read_object(st: &AppState, key: &str) -> Result<Vec<u8>, ApiError> {
+    objects(st)?.get(key).await.map_err(|e| {
+        warn!(key = %key, error = %e, "reading a stored file failed");
+        ApiError::unavailable(
+            "storage_unavailable",
+            "the object store is unavailable; try again",
+        )
+    })
 }
 
 /// A file a completed job wrote (`audio.opus`, `waveform.json`, `waveform.svg`, …).
-async fn output_file(st: &AppState, job: &Job, name: &str) -> Result<Response, ApiError> {
+async fn output_file(
+    st: &AppState,
+    job: &Job,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let result: Value = job
         .result
         .as_deref()
@@ -349,30 +392,26 @@ async fn output_file(st: &AppState, job: &Job, name: &str) -> Result<Response, A
         .as_str()
         .ok_or_else(|| ApiError::not_found("the job wrote no such file"))?
         .to_owned();
-    let bytes = objects(st)?.get(&key).await.map_err(|e| {
-        warn!(key = %key, error = %e, "reading a job's output failed");
-        ApiError::unavailable(
-            "storage_unavailable",
-            "the object store is unavailable; try again",
-        )
-    })?;
-    let content_type = match name.rsplit('.').next() {
-        Some("opus" | "ogg") => "audio/ogg",
-        Some("json") => "application/json",
-        Some("svg") => "image/svg+xml",
-        _ => "application/octet-stream",
-    };
-    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+    let bytes = read_object(st, &key).await?;
+    Ok(crate::routes::files::file_response(bytes, name, headers))
 }
 
 #[utoipa::path(get, path = "/api/v1/uploads/{id}/files/{name}", tag = "uploads", params(("id" = String, Path), ("name" = String, Path)), responses((status = 200, description = "the file"), (status = 404, description = "no such upload or file", body = ErrorBody), (status = 409, description = "not completed", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn file(
     State(st): State<AppState>,
-    caller: Caller,
+    access: crate::links::FileAccess,
     Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = own_upload(&st, &caller, &id).await?;
-    output_file(&st, &job, &name).await
+    let job = match access {
+        crate::links::FileAccess::Caller(caller) => own_upload(&st, &caller, &id).await?,
+        // The link was signed for this upload's file.
+        crate::links::FileAccess::Link => match st.db.job(&id).await.map_err(store_error)? {
+            Some(j) if j.kind == "transcode" => j,
+            _ => return Err(ApiError::not_found("no such upload")),
+        },
+    };
+    output_file(&st, &job, &name, &headers).await
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -420,13 +459,14 @@ pub async fn mixdown_file(
     State(st): State<AppState>,
     caller: RecordCaller,
     Path((name, id, job, file)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rec = crate::routes::recordings::room_recording(&st, &caller, &name, &id).await?;
     let job = match st.db.job(&job).await.map_err(store_error)? {
         Some(j) if j.recording_id.as_deref() == Some(&rec.id) => j,
         _ => return Err(ApiError::not_found("no such mixdown of this recording")),
     };
-    output_file(&st, &job, &file).await
+    output_file(&st, &job, &file, &headers).await
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod control;
 pub mod devices;
+pub mod files;
 pub mod jobs;
 pub mod library;
 pub mod recordings;

@@ -1,7 +1,8 @@
-//! Recordings of rooms: start, stop, list, get.
+//! Recordings of rooms: start, stop, list, get, and their files.
 //!
 //! Who may: the room's owner (an access token), or a join token for the room with
-//! the `record` grant. The media node does the recording behind [`RecordingControl`];
+//! the `record` grant; a file also opens with the signed link its recording's view
+//! carries (`files[].url`). The media node does the recording behind [`RecordingControl`];
 //! this module owns the rows and their `recording.events` (each status change and its
 //! event are one transaction, and only a real change writes one).
 
@@ -11,9 +12,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use events::EventType;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -68,6 +69,39 @@ pub struct RecordingView {
     /// Podcast mixdowns of this recording, newest first (their results: the episode,
     /// one stem per speaker, waveforms).
     pub mixdowns: Vec<crate::routes::jobs::JobView>,
+    /// The uploaded files with links that open them for a few hours (for players and
+    /// downloads, which cannot send a token).
+    pub files: Vec<FileLink>,
+}
+
+/// A stored file and a signed link to it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileLink {
+    pub name: String,
+    pub url: String,
+}
+
+/// One path segment, percent-encoded (a stem's name holds a `/`).
+pub(crate) fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A link to a file under `dir` (an API path), valid for [`crate::links::LINK_TTL`].
+pub(crate) fn link(st: &AppState, dir: &str, name: &str) -> FileLink {
+    let path = format!("{dir}/{}", encode_segment(name));
+    FileLink {
+        name: name.to_owned(),
+        url: st
+            .links
+            .sign(&path, now_millis() / 1000, crate::links::LINK_TTL),
+    }
 }
 
 impl From<Recording> for RecordingView {
@@ -86,15 +120,35 @@ impl From<Recording> for RecordingView {
             manifest: r.manifest.and_then(|m| serde_json::from_str(&m).ok()),
             objects: r.objects.and_then(|o| serde_json::from_str(&o).ok()),
             mixdowns: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
 
-/// A recording with its mixdown jobs.
+/// A recording with its mixdown jobs and links to its files.
 async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     let jobs = st.db.recording_jobs(&r.id).await.map_err(store_error)?;
+    let dir = format!(
+        "/api/v1/rooms/{}/recordings/{}",
+        encode_segment(&r.room_name),
+        encode_segment(&r.id)
+    );
+    let prefix = format!("{}/{}/", r.room_name, r.id);
     let mut v = RecordingView::from(r);
-    v.mixdowns = jobs.into_iter().map(Into::into).collect();
+    v.files = v
+        .objects
+        .iter()
+        .flatten()
+        .filter_map(|key| key.strip_prefix(&prefix))
+        .map(|name| link(st, &format!("{dir}/files"), name))
+        .collect();
+    v.mixdowns = jobs
+        .into_iter()
+        .map(|j| {
+            let files = format!("{dir}/mixdown/{}/files", encode_segment(&j.id));
+            crate::routes::jobs::JobView::from(j).with_links(st, &files)
+        })
+        .collect();
     Ok(v)
 }
 
@@ -107,15 +161,22 @@ pub enum RecordCaller {
         identity: String,
         record: bool,
     },
+    /// A signed link to the requested file (checked against the request's path).
+    Link,
 }
 
 impl FromRequestParts<AppState> for RecordCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <access or join token>")
-        })?;
+        let Some(token) = bearer(parts) else {
+            if crate::links::request_is_linked(&st.links, parts) {
+                return Ok(RecordCaller::Link);
+            }
+            return Err(ApiError::unauthorized(
+                "missing Authorization: Bearer <access or join token>",
+            ));
+        };
         if let Ok(c) = Caller::from_token(st, token) {
             return Ok(RecordCaller::User(c));
         }
@@ -157,6 +218,11 @@ impl RecordCaller {
                     return Err(ApiError::forbidden("the join token has no record grant"));
                 }
                 Ok((r, identity.clone()))
+            }
+            // The link was made for this path by someone who could read it.
+            RecordCaller::Link => {
+                let r = found.ok_or_else(|| ApiError::not_found("no such room"))?;
+                Ok((r, "link".into()))
             }
         }
     }
@@ -329,7 +395,7 @@ pub async fn start(
 ) -> Result<impl IntoResponse, ApiError> {
     let (room, who) = caller.authorize(&st, &name).await?;
     let rec = start_recording(&st, &room, &who).await?;
-    Ok((StatusCode::CREATED, Json(RecordingView::from(rec))))
+    Ok((StatusCode::CREATED, Json(view(&st, rec).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path)), responses((status = 200, body = Vec<RecordingView>), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
@@ -372,6 +438,30 @@ pub async fn get(
 ) -> Result<Json<RecordingView>, ApiError> {
     let r = room_recording(&st, &caller, &name, &id).await?;
     Ok(Json(view(&st, r).await?))
+}
+
+/// One uploaded file of a recording (a track, or the manifest), ranges allowed.
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/files/{file}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 206, description = "the asked range"), (status = 404, description = "no such room, recording or file (or not uploaded yet)", body = ErrorBody), (status = 401, description = "no or bad token or link", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn file(
+    State(st): State<AppState>,
+    caller: RecordCaller,
+    Path((name, id, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rec = room_recording(&st, &caller, &name, &id).await?;
+    let key = format!("{}/{}/{file}", rec.room_name, rec.id);
+    let stored: Vec<String> = rec
+        .objects
+        .as_deref()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or_default();
+    if !stored.contains(&key) {
+        return Err(ApiError::not_found(
+            "no such file in this recording (or it is not uploaded yet)",
+        ));
+    }
+    let bytes = crate::routes::jobs::read_object(&st, &key).await?;
+    Ok(crate::routes::files::file_response(bytes, &file, &headers))
 }
 
 /// Stops a recording: its files are closed (fsynced) before this returns; the upload
@@ -428,5 +518,5 @@ pub async fn stop(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("no such recording"))?;
-    Ok(Json(now.into()))
+    Ok(Json(view(&st, now).await?))
 }

@@ -208,8 +208,12 @@ pub struct JoinTokenView {
     pub publish_data: bool,
     pub record: bool,
     pub expires_in: u64,
+    /// Where to publish with WHIP (absolute).
     pub whip_url: String,
+    /// Where to play with WHEP (absolute).
     pub whep_url: String,
+    /// The room protocol's WebSocket (absolute).
+    pub rtc_url: String,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -244,7 +248,6 @@ pub async fn join_token(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    let room_id = parse_room(&room.name)?;
     let owner = room.owner_id == caller.user_id;
     if !(req.publish || req.subscribe || req.publish_data || req.record) {
         return Err(ApiError::invalid_field(
@@ -292,6 +295,18 @@ pub async fn join_token(
         publish_data: req.publish_data,
         record: req.record,
     };
+    Ok(Json(issue(&st, &room, identity, grants, ttl)?))
+}
+
+/// Signs a join token for `room` and says where to use it.
+fn issue(
+    st: &AppState,
+    room: &Room,
+    identity: String,
+    grants: Grants,
+    ttl: u64,
+) -> Result<JoinTokenView, ApiError> {
+    let room_id = parse_room(&room.name)?;
     let token = st
         .join_signer
         .sign_limited(
@@ -303,18 +318,108 @@ pub async fn join_token(
             u32::try_from(room.max_participants).ok().filter(|n| *n > 0),
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(JoinTokenView {
+    let base = st.config.public_url.trim_end_matches('/');
+    let ws_base = base
+        .strip_prefix("https://")
+        .map(|h| format!("wss://{h}"))
+        .or_else(|| base.strip_prefix("http://").map(|h| format!("ws://{h}")))
+        .unwrap_or_else(|| base.to_owned());
+    Ok(JoinTokenView {
         token,
-        whip_url: format!("/whip/{}", room.name),
-        whep_url: format!("/whep/{}", room.name),
-        room: room.name,
+        whip_url: format!("{base}/whip/{}", room.name),
+        whep_url: format!("{base}/whep/{}", room.name),
+        rtc_url: format!("{ws_base}/rtc"),
+        room: room.name.clone(),
         identity,
         publish: grants.publish,
         subscribe: grants.subscribe,
         publish_data: grants.publish_data,
         record: grants.record,
         expires_in: ttl,
-    }))
+    })
+}
+
+/// The room a device goes live in: `device-<device id>`, owned by the device's user.
+pub fn device_room_name(device_id: &str) -> String {
+    format!("device-{device_id}")
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StreamRequest {
+    /// `publish` (the device itself goes live) or `listen` (its user hears it).
+    pub role: String,
+}
+
+/// A join token for a device's live stream: the device (with its own credential)
+/// publishes, its user (or the user's other devices) listen. The device's room is
+/// made on first use.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/stream", tag = "devices", request_body = StreamRequest, params(("id" = String, Path)), responses((status = 200, body = JoinTokenView), (status = 403, description = "only the device itself publishes", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn device_stream(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<StreamRequest>,
+) -> Result<Json<JoinTokenView>, ApiError> {
+    let device = st
+        .db
+        .device(&caller.user_id, &id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such device"))?;
+    let (grants, identity) = match req.role.as_str() {
+        "publish" if caller.device.as_deref() == Some(device.id.as_str()) => (
+            Grants {
+                publish: true,
+                publish_data: true,
+                ..Grants::default()
+            },
+            device.id.clone(),
+        ),
+        "publish" => {
+            return Err(ApiError::forbidden(
+                "only the device itself goes live (with its own credential)",
+            ));
+        }
+        "listen" => (
+            Grants {
+                subscribe: true,
+                ..Grants::default()
+            },
+            caller
+                .device
+                .clone()
+                .unwrap_or_else(|| caller.user_id.clone()),
+        ),
+        _ => return Err(ApiError::invalid_field("role", "must be publish or listen")),
+    };
+    let name = device_room_name(&device.id);
+    let room = match st.db.room_by_name(&name).await.map_err(store_error)? {
+        Some(r) if r.owner_id == device.user_id => r,
+        Some(_) => {
+            return Err(ApiError::conflict(
+                "room_exists",
+                "another account holds this device's room name",
+            ));
+        }
+        None => match st
+            .db
+            .create_room(&device.user_id, &name, defaults(), now_millis())
+            .await
+        {
+            Ok(r) => r,
+            // Made by a request racing this one.
+            Err(crate::store::StoreError::Conflict(_)) => st
+                .db
+                .room_by_name(&name)
+                .await
+                .map_err(store_error)?
+                .filter(|r| r.owner_id == device.user_id)
+                .ok_or_else(|| ApiError::conflict("room_exists", "the device's room is taken"))?,
+            Err(e) => return Err(store_error(e)),
+        },
+    };
+    let ttl = 3600.min(st.config.max_join_ttl.as_secs());
+    Ok(Json(issue(&st, &room, identity, grants, ttl)?))
 }
 
 /// The public keys SFU nodes verify join tokens with.

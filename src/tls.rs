@@ -1,0 +1,376 @@
+//! HTTPS on the node's listener, so a phone on the LAN can use its camera and
+//! microphone without a proxy (browsers allow them only on secure origins).
+//!
+//! Two sources of a certificate (`[tls]`):
+//! - files (`cert` + `key`, PEM): a real certificate, reloaded at each start;
+//! - `self_signed`: a local CA (made once, kept in `data_dir/tls/ca.pem`, ten years)
+//!   and a server certificate it signs for the addresses clients use — the
+//!   advertised IPs, the listen IP, the public URL's host, `localhost` and
+//!   `127.0.0.1` — remade when that list changes or within 30 days of its end
+//!   (397 days, the most Apple's devices accept). A phone trusts the node by
+//!   installing `ca.pem` (see the README), or once by accepting the warning after
+//!   comparing the fingerprint the log prints.
+//!
+//! Serving: rustls (aws-lc-rs, as str0m's DTLS) in front of the same axum router,
+//! HTTP/1.1 with upgrades (WebSockets), and a graceful stop like plain HTTP.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::ConnectInfo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+
+/// A server certificate, ready to serve.
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// SHA-256 of the server certificate, `AB:CD:…`.
+    pub fingerprint: String,
+    /// With `self_signed`: the CA certificate to install on phones, and its fingerprint.
+    pub ca: Option<(PathBuf, String)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("fingerprint", &self.fingerprint)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server certificate's lifetime: Apple's devices refuse longer ones.
+const LEAF_DAYS: i64 = 397;
+/// A server certificate this close to its end is remade at start.
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// The certificate the settings ask for, or `None` for plain HTTP.
+pub fn load(settings: &Settings) -> anyhow::Result<Option<Tls>> {
+    let t = &settings.tls;
+    let (chain, key, ca) = if t.self_signed {
+        let dir = settings.data_dir.join("tls");
+        let names = names(settings);
+        let (chain, key, ca_path, ca_der) = self_signed(&dir, &names)
+            .with_context(|| format!("making the self-signed certificate in {}", dir.display()))?;
+        (chain, key, Some((ca_path, fingerprint(&ca_der))))
+    } else if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+        let chain = read_chain(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("reading the private key {}", key.display()))?;
+        (chain, key, None)
+    } else {
+        return Ok(None);
+    };
+    let fp = fingerprint(&chain[0]);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not fit together")?;
+    // WebSockets upgrade HTTP/1.1 connections.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Tls {
+        config: Arc::new(config),
+        fingerprint: fp,
+        ca,
+    }))
+}
+
+fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading the certificate {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing the certificate {}", path.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", path.display());
+    }
+    Ok(chain)
+}
+
+/// The names a self-signed certificate covers: every address a client may use.
+pub fn names(settings: &Settings) -> Vec<String> {
+    let mut ips: Vec<IpAddr> = settings.media.advertise.clone();
+    if !settings.http.ip().is_unspecified() {
+        ips.push(settings.http.ip());
+    }
+    ips.push(IpAddr::from([127, 0, 0, 1]));
+    let mut names: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    if let Some(host) = settings
+        .public_url
+        .as_deref()
+        .and_then(|u| u.split("://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .map(|hostport| match hostport.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => hostport,
+        })
+    {
+        names.push(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        );
+    }
+    names.push("localhost".into());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+/// The CA and server certificate in `dir`, made or remade as needed. Returns the
+/// chain (server, CA), the server key, and where the CA is.
+#[allow(clippy::type_complexity)] // one call site; a struct would only rename the tuple
+fn self_signed(
+    dir: &Path,
+    names: &[String],
+) -> anyhow::Result<(
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    PathBuf,
+    CertificateDer<'static>,
+)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(dir)?;
+    let ca_path = dir.join("ca.pem");
+    let ca_key_path = dir.join("ca-key.pem");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    let names_path = dir.join("names");
+    let now = time::OffsetDateTime::now_utc();
+
+    if !(ca_path.exists() && ca_key_path.exists()) {
+        let key = KeyPair::generate().context("making the CA key")?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!(
+                "StreamCore local CA {}",
+                hex::encode(rand::random::<[u8; 4]>())
+            ),
+        );
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(3650);
+        let cert = params.self_signed(&key).context("signing the CA")?;
+        write_secret(&ca_key_path, key.serialize_pem().as_bytes())?;
+        std::fs::write(&ca_path, cert.pem())?;
+        let _ = std::fs::remove_file(&cert_path);
+        info!(ca = %ca_path.display(), "made a local certificate authority for HTTPS");
+    }
+    let ca_pem = std::fs::read_to_string(&ca_path)?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .with_context(|| format!("parsing {}", ca_path.display()))?;
+
+    let wanted = names.join("\n");
+    let current = std::fs::read_to_string(&names_path).unwrap_or_default();
+    let fresh = cert_path.exists()
+        && key_path.exists()
+        && current == wanted
+        && leaf_valid_until(&cert_path)
+            .is_some_and(|end| end - now > time::Duration::days(RENEW_BEFORE_DAYS));
+    if !fresh {
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)
+            .context("reading the CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("reading the CA")?;
+        let key = KeyPair::generate().context("making the server key")?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).context("the certificate's names")?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("StreamCore {}", names[0]));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(LEAF_DAYS);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .context("signing the server certificate")?;
+        write_secret(&key_path, key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&names_path, &wanted)?;
+        info!(names = %names.join(", "), "made an HTTPS certificate");
+    }
+    let mut chain = read_chain(&cert_path)?;
+    chain.push(ca_der.clone().into_owned());
+    let key = PrivateKeyDer::from_pem_file(&key_path).context("reading the server key")?;
+    Ok((chain, key, ca_path, ca_der.into_owned()))
+}
+
+/// When the certificate in `path` ends.
+fn leaf_valid_until(path: &Path) -> Option<time::OffsetDateTime> {
+    let der = CertificateDer::from_pem_file(path).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}
+
+/// Writes a private key readable by its owner only.
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:…` (what browsers' certificate viewers show).
+pub fn fingerprint(der: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    d.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Serves `app` over TLS on `listener` until `stop` turns true, then lets open
+/// connections finish (up to `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use tower::ServiceExt as _;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                // A browser that does not trust the certificate yet closes here.
+                Ok(Err(e)) => {
+                    return tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                }
+                Err(_) => return tracing::debug!(peer = %addr, "TLS handshake timed out"),
+            };
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(addr));
+                    app.clone().oneshot(req)
+                },
+            );
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(peer = %addr, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("HTTPS connections still open at shutdown; closing them");
+    }
+}
+
+/// What the log and the console say about HTTPS at start.
+pub fn announce(tls: &Tls, public_url: &str) {
+    info!(fingerprint = %tls.fingerprint, "HTTPS on {public_url}");
+    if let Some((ca, fp)) = &tls.ca {
+        info!(
+            ca = %ca.display(),
+            ca_fingerprint = %fp,
+            "self-signed HTTPS: install the CA on phones (README: \"HTTPS for a phone on your network\"), or accept the browser's warning after checking the fingerprint"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_names_every_address_clients_use() {
+        let mut s = Settings::default();
+        s.http = "0.0.0.0:8443".parse().unwrap();
+        s.media.advertise = vec!["192.168.1.20".parse().unwrap()];
+        s.public_url = Some("https://phone-gw.lan:8443/".into());
+        assert_eq!(
+            names(&s),
+            ["192.168.1.20", "127.0.0.1", "phone-gw.lan", "localhost"]
+        );
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("sc-tls-{}", rand::random::<u64>()));
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let (chain, _, ca, ca_der) = self_signed(&dir, &names).unwrap();
+        assert_eq!(chain.len(), 2, "server certificate, then the CA");
+        assert_eq!(chain[1], ca_der);
+        let again = self_signed(&dir, &names).unwrap();
+        assert_eq!(again.0[0], chain[0], "kept while the names are the same");
+        let more = vec!["10.0.0.5".to_owned(), "localhost".to_owned()];
+        let remade = self_signed(&dir, &more).unwrap();
+        assert_ne!(remade.0[0], chain[0], "remade for new names");
+        assert_eq!(remade.3, ca_der, "by the same CA");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&remade.0[0]).unwrap();
+        let sans = leaf.subject_alternative_name().unwrap().unwrap().value;
+        assert_eq!(sans.general_names.len(), 2);
+        assert!(ca.exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.join("key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the key is private");
+        }
+        assert_eq!(fingerprint(&chain[0]).len(), 32 * 3 - 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
