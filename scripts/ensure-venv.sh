@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the cached virtualenv for the Python interop harness (aiortc)
 # the SMTP server of the mail tests (aiosmtpd), the outside Kafka consumer of the
-# event tests (confluent-kafka) and the S3 server of the recording tests (moto).
+# event tests (confluent-kafka), the S3 server of the recording tests (moto) and the
+# driver of the browser tests (Playwright, with Debian's Chromium).
 #
 #   venv:  ${STREAMCORE_CACHE:-$HOME/.cache/streamcore}/venv
 #   deps:  scripts/interop/requirements.txt
@@ -45,7 +46,7 @@ if [[ -f "$stamp" ]]; then
     have="$(cat "$stamp" 2>/dev/null || true)"
 fi
 
-if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server' >/dev/null 2>&1; then
+if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server, playwright.sync_api' >/dev/null 2>&1; then
     log "venv up to date: $venv"
     printf '%s\n' "$py"
     exit 0
@@ -58,7 +59,7 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
     # Another caller may have finished the install while we waited.
     have="$(cat "$stamp" 2>/dev/null || true)"
-    if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server' >/dev/null 2>&1; then
+    if [[ "$want" == "$have" ]] && [[ -x "$py" ]] && "$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server, playwright.sync_api' >/dev/null 2>&1; then
         log "venv up to date: $venv"
         printf '%s\n' "$py"
         exit 0
@@ -80,7 +81,7 @@ rm -f "$stamp"
 log "installing $(grep -cv '^\s*\(#\|$\)' "$req") pinned packages from $req"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 "$py" -m pip install --quiet --prefer-binary -r "$req" >&2
-"$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server' >&2
+"$py" -c 'import aiortc, aiohttp, numpy, av, aiosmtpd, confluent_kafka, moto.server, playwright.sync_api' >&2
 printf '%s\n' "$want" >"$stamp"
 log "venv ready: $venv"
 printf '%s\n' "$py"

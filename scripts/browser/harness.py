@@ -1,0 +1,272 @@
+"""What the browser tests share: Debian's Chromium under Playwright, pages driven as a
+person would, conditions waited for with deadlines (never fixed sleeps), console
+output kept for failure reports, screenshots at desktop and phone width, and audio
+fixtures.
+
+Each scenario (scripts/browser/*.py) takes `--base http://127.0.0.1:PORT` (a running
+node), does its checks, writes screenshots under `--shots`, and prints one JSON line
+of what it measured. It exits non-zero with a message naming what went wrong.
+The Rust tests in tests/browser.rs start the node and run the scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import Any, Callable
+
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+CHROMIUM = os.environ.get("STREAMCORE_CHROMIUM", "/usr/bin/chromium")
+
+# Flags: fake camera/microphone and an auto-accepted permission prompt, autoplay with
+# sound, loopback ICE candidates (tests stay on 127.0.0.1), and no background traffic
+# (this machine's network is closed).
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+class Failure(Exception):
+    """A check that did not hold."""
+
+
+def args(extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--base", required=True, help="the node, e.g. http://127.0.0.1:8080")
+    p.add_argument("--shots", default="target/browser-screenshots", help="where screenshots go")
+    p.add_argument("--data-dir", help="the node's data dir (for checks that read it)")
+    if extra:
+        extra(p)
+    a = p.parse_args()
+    Path(a.shots).mkdir(parents=True, exist_ok=True)
+    return a
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
+    """Polls `check` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = check()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the last one is reported
+            last_error = e
+        time.sleep(every)
+    raise Failure(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+class Session:
+    """One Chromium with its contexts (each a separate person: cookies, storage)."""
+
+    def __init__(self, shots: str, extra_flags: list[str] | None = None):
+        self._pw = sync_playwright().start()
+        self.browser: Browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS + (extra_flags or []))
+        self.shots = Path(shots)
+        self.logs: list[str] = []
+        self.contexts: list[BrowserContext] = []
+        # What a scenario wants reported when it fails (called then).
+        self.on_failure: Callable[[], Any] | None = None
+
+    def person(self, name: str, viewport: dict | None = None, **kw: Any) -> Page:
+        ctx = self.browser.new_context(viewport=viewport or DESKTOP, **kw)
+        self.contexts.append(ctx)
+        page = ctx.new_page()
+        page.on("console", lambda m: self.logs.append(f"[{name} {m.type}] {m.text}"))
+        page.on("pageerror", lambda e: self.logs.append(f"[{name} pageerror] {e}"))
+        page.set_default_timeout(20_000)
+        return page
+
+    def screenshot(self, page: Page, name: str) -> None:
+        """The page at desktop and at phone width: `<name>-desktop.png`, `<name>-phone.png`."""
+        size = page.viewport_size or DESKTOP
+        for label, vp in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(vp)
+            # Two animation frames: the new layout has been painted.
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            page.screenshot(path=str(self.shots / f"{name}-{label}.png"), full_page=True)
+        page.set_viewport_size(size)
+
+    def close(self) -> None:
+        for c in self.contexts:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self.browser.close()
+        self._pw.stop()
+
+
+def run(main: Callable[[argparse.Namespace, Session], dict], extra=None, flags: list[str] | None = None) -> None:
+    """Runs a scenario; prints its result as JSON, or the failure with the pages' logs."""
+    a = args(extra)
+    s = Session(a.shots, flags)
+    try:
+        result = main(a, s)
+    except Exception as e:  # noqa: BLE001 - every failure is reported the same way
+        print("\n".join(s.logs[-200:]), file=sys.stderr)
+        if s.on_failure:
+            try:
+                print(f"state at failure: {json.dumps(s.on_failure(), default=str)}", file=sys.stderr)
+            except Exception as e2:  # noqa: BLE001 - the report must not hide the failure
+                print(f"(no state: {e2})", file=sys.stderr)
+        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        s.close()
+        sys.exit(1)
+    s.close()
+    print(json.dumps(result))
+
+
+# ---- accounts through the pages ----------------------------------------------------
+
+
+def sign_up(page: Page, base: str, email: str, password: str = "a long password 1", name: str = "") -> None:
+    """Creates an account on `/` as a person would, and waits for the devices page."""
+    page.goto(f"{base}/")
+    page.get_by_role("tab", name="Create account").click()
+    form = page.locator("#signup")
+    if name:
+        form.get_by_label("Your name").fill(name)
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("Password").fill(password)
+    form.get_by_role("button", name="Create account").click()
+    page.locator("#devices-panel").wait_for(state="visible")
+
+
+def sign_in(page: Page, base: str, email: str, password: str = "a long password 1") -> None:
+    page.goto(f"{base}/")
+    form = page.locator("#signin")
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("Password").fill(password)
+    form.get_by_role("button", name="Sign in").click()
+    page.locator("#devices-panel").wait_for(state="visible")
+
+
+# ---- audio --------------------------------------------------------------------------
+
+
+def tone_wav(path: Path, freq: float = 440.0, seconds: float = 30.0, rate: int = 48_000, clicks_every: float = 0.0) -> Path:
+    """A mono 16-bit WAV of a sine (and, if asked, a short full-scale click every
+    `clicks_every` seconds, for latency measurements)."""
+    n = int(seconds * rate)
+    frames = bytearray()
+    for i in range(n):
+        v = 0.5 * math.sin(2 * math.pi * freq * i / rate)
+        if clicks_every and (i % int(clicks_every * rate)) < int(0.004 * rate):
+            v = 0.99 if (i // 8) % 2 else -0.99
+        frames += struct.pack("<h", int(v * 32767))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    return path
+
+
+def tagged_tone(path: Path, title: str, artist: str, album: str, freq: float = 440.0, seconds: float = 30.0) -> Path:
+    """A FLAC file of a tone with Vorbis-comment tags (encoded by FFmpeg through PyAV)."""
+    import av
+    import numpy as np
+
+    rate = 48_000
+    with av.open(str(path), "w", format="flac") as out:
+        out.metadata.update({"title": title, "artist": artist, "album": album})
+        stream = out.add_stream("flac", rate=rate, layout="mono")
+        t = np.arange(int(seconds * rate)) / rate
+        pcm = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)
+        for start in range(0, len(pcm), 4800):
+            chunk = pcm[start : start + 4800].reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            frame.sample_rate = rate
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    return path
+
+
+# In-page measurement of what a media element receives: the dominant frequency of its
+# audio (WebAudio analyser on the received stream) and its RMS level.
+ANALYSE_JS = """
+async ([selector, ms]) => {
+  const el = document.querySelector(selector);
+  const stream = el.srcObject;
+  if (!stream || stream.getAudioTracks().length === 0) return {error: 'no audio track on ' + selector};
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const src = ctx.createMediaStreamSource(new MediaStream(stream.getAudioTracks()));
+  const an = ctx.createAnalyser();
+  an.fftSize = 16384;
+  src.connect(an);
+  const bins = new Float32Array(an.frequencyBinCount);
+  const acc = new Float32Array(an.frequencyBinCount);
+  const td = new Float32Array(an.fftSize);
+  let rms = 0, n = 0;
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    await new Promise(r => setTimeout(r, 100));
+    an.getFloatFrequencyData(bins);
+    for (let i = 0; i < bins.length; i++) acc[i] += Math.pow(10, bins[i] / 20);
+    an.getFloatTimeDomainData(td);
+    let s = 0; for (const x of td) s += x * x; rms += Math.sqrt(s / td.length); n++;
+  }
+  let best = 1;
+  for (let i = 2; i < acc.length; i++) if (acc[i] > acc[best]) best = i;
+  // Parabolic interpolation between bins.
+  const a = acc[best - 1], b = acc[best], c = acc[best + 1] ?? 0;
+  const p = (a - c) / (2 * (a - 2 * b + c) || 1);
+  const hz = (best + p) * ctx.sampleRate / an.fftSize;
+  await ctx.close();
+  return {hz, rms: rms / n};
+}
+"""
+
+
+def analyse(page: Page, selector: str, ms: int = 2000) -> dict:
+    """Dominant frequency (Hz) and RMS of the audio a media element receives."""
+    r = page.evaluate(ANALYSE_JS, [selector, ms])
+    if "error" in r:
+        raise Failure(r["error"])
+    return r
+
+
+INBOUND_JS = """
+async (pcExpr) => {
+  const pc = eval(pcExpr);
+  if (!pc) return null;
+  const out = [];
+  (await pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp') out.push({kind: s.kind, mid: s.mid, packets: s.packetsReceived, bytes: s.bytesReceived,
+      frameWidth: s.frameWidth, frameHeight: s.frameHeight, framesDecoded: s.framesDecoded, keyFramesDecoded: s.keyFramesDecoded,
+      energy: s.totalAudioEnergy, audioLevel: s.audioLevel});
+  });
+  return out;
+}
+"""
+
+
+def inbound(page: Page, pc_expr: str) -> list[dict]:
+    """The inbound RTP stats of the peer connection `pc_expr` evaluates to in the page."""
+    return page.evaluate(INBOUND_JS, pc_expr) or []

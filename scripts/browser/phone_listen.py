@@ -1,0 +1,135 @@
+"""The seed use case, in two browser contexts: a user signs up and pairs a phone by
+its code; the phone page goes live with a music file (played through WebAudio into
+the stream); the listen page hears it (the tone's frequency measured in the page),
+mirrors what plays, browses the phone's library, and its remote commands reach the
+phone's player."""
+
+import time
+import uuid
+from pathlib import Path
+
+from harness import PHONE, Failure, analyse, inbound, run, sign_up, tagged_tone, wait_for
+
+
+def main(a, s):
+    base = a.base
+    email = f"listener-{uuid.uuid4().hex[:8]}@example.com"
+    user = s.person("user")
+    sign_up(user, base, email, name="Lee")
+    s.screenshot(user, "devices-empty")
+
+    # Pair: the code and QR appear; the phone opens the link the QR encodes.
+    user.get_by_role("button", name="Pair a phone").click()
+    user.locator("#pair-code").wait_for()
+    link = user.locator("#pair-link").get_attribute("href")
+    code = user.locator("#pair-code").inner_text().replace(" ", "")
+    if not link or code not in link:
+        raise Failure(f"the pairing link {link!r} does not carry the code {code!r}")
+    s.screenshot(user, "pairing")
+
+    phone = s.person("phone", viewport=PHONE)
+    phone.goto(link)
+    phone.locator("#phone").wait_for(state="visible")
+    wait_for("the phone's device socket", lambda: phone.locator("#connection").inner_text() == "online")
+    wait_for("the pairing page to see the phone", lambda: "Paired" in user.locator("#pair-status").inner_text())
+    if "code=" in phone.url:
+        raise Failure("the claimed code stayed in the phone's address bar")
+
+    # The phone reads a music file into its library (tags from the file) and syncs it.
+    song = tagged_tone(Path(a.shots) / "tone-440.flac", "Concert A", "The Tuning Forks", "Reference Pitches", 440.0, 40.0)
+    phone.locator("#files").set_input_files(str(song))
+    phone.locator("#library li", has_text="Concert A").wait_for()
+    track_text = phone.locator("#library li").first.inner_text()
+    if "The Tuning Forks" not in track_text:
+        raise Failure(f"the library entry lacks the artist tag: {track_text!r}")
+
+    # Live with the music player, playing the file.
+    phone.locator("#library li", has_text="Concert A").click()
+    wait_for("the phone's player to play", lambda: phone.evaluate("() => !window.streamcorePhone.audio.paused"))
+    phone.get_by_role("button", name="Go live").click()
+    wait_for("the phone to be live", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
+    s.screenshot(phone, "phone")
+
+    # The listen page: pick the phone, hear it.
+    user.goto(f"{base}/")
+    user.locator("#devices li").first.wait_for()
+    device_id = user.locator("#devices li").first.get_attribute("data-device")
+    wait_for("the phone to show online", lambda: user.locator(f"#devices li[data-device='{device_id}'] .badge").inner_text() == "online")
+    user.locator(f"#devices li[data-device='{device_id}']").get_by_role("link", name="Listen").click()
+    user.wait_for_url(f"**/listen?device={device_id}")
+    user.get_by_role("button", name="Listen live").click()
+    wait_for("the live badge", lambda: user.locator("#live-state").inner_text() == "live", 20)
+    wait_for(
+        "audio packets on the listen page",
+        lambda: any(r["kind"] == "audio" and (r["packets"] or 0) > 50 for r in inbound(user, "window.streamcoreListen.player()?.pc")),
+        20,
+    )
+    tone = analyse(user, "#audio", 3000)
+    if abs(tone["hz"] - 440) > 5:
+        raise Failure(f"the listener hears {tone['hz']:.1f} Hz, not 440 Hz")
+    if tone["rms"] < 0.01:
+        raise Failure(f"the listener hears silence (rms {tone['rms']:.4f})")
+    stats = [r for r in inbound(user, "window.streamcoreListen.player().pc") if r["kind"] == "audio"][0]
+    if not stats.get("energy"):
+        raise Failure(f"getStats shows no audio energy: {stats}")
+
+    # What plays is mirrored.
+    wait_for("now playing on the listen page", lambda: user.locator("#np-title").inner_text() == "Concert A")
+    wait_for("the playing status", lambda: user.locator("#np-status").get_attribute("data-status") == "playing")
+    s.screenshot(user, "listen")
+
+    # Pause on the listen page → the phone's player pauses → the listen page shows it.
+    mirrored_ms = user.evaluate(
+        """() => new Promise((resolve, reject) => {
+          const el = document.querySelector('#np-status');
+          const t0 = performance.now();
+          const obs = new MutationObserver(() => {
+            if (el.getAttribute('data-status') === 'paused') { obs.disconnect(); resolve(performance.now() - t0); }
+          });
+          obs.observe(el, {attributes: true});
+          setTimeout(() => { obs.disconnect(); reject(new Error('no paused state within 5 s')); }, 5000);
+          document.querySelector('#playpause').click();
+        })"""
+    )
+    if not phone.evaluate("() => window.streamcorePhone.audio.paused"):
+        raise Failure("the phone's player did not pause")
+    if mirrored_ms > 500:
+        raise Failure(f"the pause showed on the listen page after {mirrored_ms:.0f} ms (over 500 ms)")
+
+    # Silence while paused; the tone again after resume.
+    quiet = analyse(user, "#audio", 1000)
+    user.locator("#playpause").click()
+    wait_for("playing again", lambda: user.locator("#np-status").get_attribute("data-status") == "playing")
+    wait_for("the phone to play again", lambda: phone.evaluate("() => !window.streamcorePhone.audio.paused"))
+
+    # Volume from the listen page reaches the phone.
+    user.locator("#volume").fill("35")
+    user.locator("#volume").dispatch_event("change")
+    wait_for("the phone's volume", lambda: phone.locator("#volume").input_value() == "35")
+
+    # The phone's library, searched from the listen page; a track played from there.
+    user.locator("#search").fill("tuning")
+    user.locator("#library li", has_text="Concert A").wait_for()
+    user.locator("#search").fill("no such thing")
+    wait_for("an empty search", lambda: user.locator("#library li").count() == 0)
+    user.locator("#search").fill("concert")
+    user.locator("#library li", has_text="Concert A").click()
+    wait_for("the phone to play the chosen track", lambda: phone.locator("#np-title").inner_text() == "Concert A")
+
+    # A seek from the listen page.
+    user.locator("#seek").fill("20")
+    user.locator("#seek").dispatch_event("change")
+    wait_for("the phone to seek", lambda: phone.evaluate("() => window.streamcorePhone.audio.currentTime") >= 19)
+
+    return {
+        "hz": round(tone["hz"], 1),
+        "rms": round(tone["rms"], 4),
+        "paused_rms": round(quiet["rms"], 4),
+        "audio_packets": stats["packets"],
+        "audio_energy": stats["energy"],
+        "mirrored_ms": round(mirrored_ms),
+    }
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,171 @@
+"""Three people in one room, each in their own browser context: everyone decodes
+everyone's audio and video; a subscriber that caps a simulcast publisher to layer 0
+receives the low resolution while another does not; a screen share arrives as its
+own tile; chat arrives; the active speaker is highlighted; mute shows; and a
+participant whose connection is cut (its socket closed, then an ICE restart) is back
+within 2 s without anyone seeing it leave."""
+
+import time
+import uuid
+
+from harness import Failure, run, sign_up, wait_for
+
+# What a page receives from each other participant, by their identity and track kind.
+RECEIVED_JS = """
+async () => {
+  const room = window.streamcoreRoom;
+  if (!room || !room.pc) return [];
+  const byMid = {};
+  (await room.pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp') byMid[s.mid] = s; });
+  const out = [];
+  for (const p of room.participants.values()) for (const t of p.tracks.values()) {
+    const s = t.transceiver ? byMid[t.transceiver.mid] : undefined;
+    out.push({who: p.identity, sid: p.sid, kind: t.kind, source: t.source, subscribed: t.subscribed,
+      packets: s?.packetsReceived ?? 0, frames: s?.framesDecoded ?? 0, width: s?.frameWidth ?? 0,
+      energy: s?.totalAudioEnergy ?? 0});
+  }
+  return out;
+}
+"""
+
+# Every participant-left event a page sees, kept from the moment it is installed.
+WATCH_LEAVES_JS = """
+() => { window.__left = []; window.streamcoreRoom.on('participantLeft', (e) => window.__left.push(e.participant.identity)); }
+"""
+
+
+def received(page):
+    return page.evaluate(RECEIVED_JS)
+
+
+def get_from(page, who, kind, source=None):
+    for r in received(page):
+        if r["who"] == who and r["kind"] == kind and (source is None or r["source"] == source):
+            return r
+    return None
+
+
+def main(a, s):
+    base = a.base
+    room = f"standup-{uuid.uuid4().hex[:6]}"
+    names = ["Ada", "Ben", "Cleo"]
+    pages = {}
+    for n in names:
+        p = s.person(n)
+        sign_up(p, base, f"{n.lower()}-{uuid.uuid4().hex[:6]}@example.com", name=n)
+        pages[n] = p
+    ada, ben, cleo = (pages[n] for n in names)
+
+    # Ada creates the room (everyone may publish) and is in it with camera and mic.
+    ada.goto(f"{base}/room")
+    form = ada.locator("#create-form")
+    form.get_by_label("Name").fill(room)
+    form.get_by_role("button", name="Create and join").click()
+    ada.wait_for_url(f"**/room?name={room}")
+    for p in (ben, cleo):
+        p.goto(f"{base}/room")
+        p.get_by_label("Room name").fill(room)
+        p.get_by_role("button", name="Join", exact=True).click()
+        p.wait_for_url(f"**/room?name={room}")
+    for n, p in pages.items():
+        wait_for(f"{n} to be connected", lambda p=p: p.locator("#room-state").inner_text() == "connected", 20)
+        wait_for(f"{n}'s camera to publish", lambda p=p: p.locator("#camera").get_attribute("aria-pressed") == "true", 20)
+
+    # Everyone decodes everyone's audio and video.
+    s.on_failure = lambda: {n: received(p) for n, p in pages.items()}
+    for n, p in pages.items():
+        for other in names:
+            if other == n:
+                continue
+            wait_for(
+                f"{n} to decode {other}'s video",
+                lambda p=p, other=other: (get_from(p, other, "video", "camera") or {}).get("frames", 0) > 10,
+                30,
+            )
+            wait_for(
+                f"{n} to receive {other}'s audio with energy",
+                lambda p=p, other=other: (get_from(p, other, "audio") or {}).get("energy", 0) > 0,
+                30,
+            )
+    # Each page shows a tile per person, with video.
+    for n, p in pages.items():
+        wait_for(f"{n}'s three tiles", lambda p=p: p.locator(".tile:not(.screen)").count() == 3)
+
+    # Simulcast: Ben caps Ada to the lowest layer; Cleo leaves it on automatic.
+    ben.locator(".tile", has_text="Ada").get_by_label("Video quality of Ada").select_option("0")
+    low = wait_for(
+        "Ben to receive Ada's lowest layer",
+        lambda: (lambda r: r if r and 0 < r["width"] <= 320 else None)(get_from(ben, "Ada", "video", "camera")),
+        30,
+    )
+    high = wait_for(
+        "Cleo to receive a higher layer of Ada",
+        lambda: (lambda r: r if r and r["width"] > low["width"] else None)(get_from(cleo, "Ada", "video", "camera")),
+        30,
+    )
+    frames_before = low["frames"]
+    wait_for("Ben's low layer to keep decoding", lambda: get_from(ben, "Ada", "video", "camera")["frames"] > frames_before + 10)
+
+    # A screen share is a second video track, shown as its own tile.
+    ada.get_by_role("button", name="Share screen").click()
+    wait_for("Ada's share to start", lambda: ada.locator("#screen").get_attribute("aria-pressed") == "true")
+    for n in ("Ben", "Cleo"):
+        p = pages[n]
+        p.locator(".tile.screen").wait_for()
+        wait_for(f"{n} to decode the screen", lambda p=p: (get_from(p, "Ada", "video", "screen") or {}).get("frames", 0) > 3, 30)
+
+    # Chat over the room's data messages.
+    ben.locator("#chat-text").fill("hello from Ben")
+    ben.get_by_role("button", name="Send").click()
+    for n in ("Ada", "Cleo"):
+        pages[n].locator("#chat li", has_text="hello from Ben").wait_for()
+
+    # Mute: Ben's microphone off shows on his tile elsewhere.
+    ben.get_by_role("button", name="Microphone").click()
+    wait_for("Ben's mute to show for Ada", lambda: ada.locator(".tile", has_text="Ben").locator(".muted-flag").is_visible())
+    ben.get_by_role("button", name="Microphone").click()
+    wait_for("Ben's unmute to show for Ada", lambda: not ada.locator(".tile", has_text="Ben").locator(".muted-flag").is_visible())
+
+    # The active speaker is highlighted, and the quality badge reports.
+    wait_for("an active speaker", lambda: ada.locator(".tile.speaking").count() == 1, 20)
+    wait_for("the quality badge", lambda: ada.locator("#quality").get_attribute("data-level") in ("excellent", "good"))
+    s.screenshot(ada, "room")
+
+    # Cleo's network drops: her socket closes; she resumes and restarts ICE.
+    for p in (ada, ben):
+        p.evaluate(WATCH_LEAVES_JS)
+    ada_from_cleo = get_from(ada, "Cleo", "video", "camera")["frames"]
+    back_ms = cleo.evaluate(
+        """() => new Promise((resolve, reject) => {
+          const room = window.streamcoreRoom;
+          const t0 = performance.now();
+          let dropped = false;
+          room.on('reconnecting', () => { dropped = true; });
+          room.on('reconnected', () => resolve({ms: performance.now() - t0, dropped}));
+          setTimeout(() => reject(new Error('not back within 10 s (state ' + room.state + ')')), 10000);
+          room.simulate('socket-close');
+        })"""
+    )
+    if not back_ms["dropped"]:
+        raise Failure("the closed socket did not make the client reconnect")
+    wait_for("Ada to decode Cleo again after the ICE restart", lambda: get_from(ada, "Cleo", "video", "camera")["frames"] > ada_from_cleo + 15, 15)
+    cleo_sees = {r["who"] for r in received(cleo)}
+    if cleo_sees != {"Ada", "Ben"}:
+        raise Failure(f"after resuming Cleo sees {cleo_sees}")
+    for n in ("Ada", "Ben"):
+        left = pages[n].evaluate("() => window.__left")
+        if left:
+            raise Failure(f"{n} saw {left} leave during Cleo's reconnect")
+    if back_ms["ms"] > 2000:
+        raise Failure(f"Cleo was back after {back_ms['ms']:.0f} ms (over 2 s)")
+    s.screenshot(cleo, "room-phone-layout")
+
+    return {
+        "low_width": low["width"],
+        "auto_width": high["width"],
+        "reconnect_ms": round(back_ms["ms"]),
+    }
+
+
+if __name__ == "__main__":
+    run(main)

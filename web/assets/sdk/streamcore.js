@@ -1,0 +1,2058 @@
+// @ts-check
+/**
+ * StreamCore's browser client: one ES module for every protocol a page speaks to a
+ * StreamCore node. It knows nothing of the pages built on it.
+ *
+ * - {@link Session}: the control API (`/api/v1`) with an access token kept in memory
+ *   and the refresh token in an HttpOnly cookie, rotated on every refresh; refreshes
+ *   are serialised across the origin's tabs (Web Locks), since presenting a rotated
+ *   token twice ends the whole login.
+ * - {@link WhipPublisher} and {@link WhepPlayer}: one stream each way over WHIP/WHEP
+ *   (RFC 9725), with trickle ICE by `PATCH` and teardown by `DELETE`.
+ * - {@link Room}: the `/rtc` room protocol — join, one peer connection renegotiated
+ *   with one offer in flight, publish (simulcast with rids), subscribe with a layer
+ *   cap, mute, data, and resume with an ICE restart after a network change.
+ * - {@link DeviceSocket} (a paired phone) and {@link UserSocket} (a user's browser):
+ *   remote control and live state.
+ * - {@link QualityMonitor}: connection quality from `getStats`.
+ *
+ * Everything reports through events (`on(type, handler)` returns an unsubscribe
+ * function); nothing asks the page to poll. Errors are {@link StreamCoreError}s with
+ * the server's `code`.
+ *
+ * See docs/client.md.
+ * @module streamcore
+ */
+
+/** The room protocol version this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
+// ---- errors and events ----------------------------------------------------------
+
+/** An error from the server (its `{"error": {"code", "message"}}`) or from the client. */
+export class StreamCoreError extends Error {
+  /**
+   * @param {string} code stable, machine-readable (`token_expired`, `node_full`, …)
+   * @param {string} message for people
+   * @param {{status?: number, field?: string, retryAfter?: number}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = 'StreamCoreError';
+    /** @type {string} */
+    this.code = code;
+    /** HTTP status, when the error came from an HTTP answer. */
+    this.status = extra.status ?? 0;
+    /** The invalid field of a `422 invalid_field`. */
+    this.field = extra.field;
+    /** Seconds to wait before trying again (a `Retry-After` header). */
+    this.retryAfter = extra.retryAfter;
+  }
+}
+
+/**
+ * The error of a failed HTTP answer.
+ * @param {Response} res
+ * @returns {Promise<StreamCoreError>}
+ */
+async function errorOf(res) {
+  let code = `http_${res.status}`;
+  let message = res.statusText || `HTTP ${res.status}`;
+  /** @type {string|undefined} */
+  let field;
+  try {
+    const body = await res.json();
+    if (body && body.error) {
+      code = String(body.error.code ?? code);
+      message = String(body.error.message ?? message);
+      field = body.error.field;
+    }
+  } catch {
+    // Not JSON (a proxy's page): keep the status.
+  }
+  const retry = Number(res.headers.get('retry-after'));
+  return new StreamCoreError(code, message, {
+    status: res.status,
+    field,
+    retryAfter: Number.isFinite(retry) && retry > 0 ? retry : undefined,
+  });
+}
+
+/**
+ * A small typed event emitter.
+ * @template {Record<string, any>} Events
+ */
+export class Emitter {
+  /** @type {Map<keyof Events, Set<(data: any) => void>>} */
+  #handlers = new Map();
+
+  /**
+   * Calls `handler` for every `type` event; returns a function that stops it.
+   * @template {keyof Events} K
+   * @param {K} type
+   * @param {(data: Events[K]) => void} handler
+   * @returns {() => void}
+   */
+  on(type, handler) {
+    let set = this.#handlers.get(type);
+    if (!set) {
+      set = new Set();
+      this.#handlers.set(type, set);
+    }
+    set.add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /**
+   * @template {keyof Events} K
+   * @param {K} type
+   * @param {(data: Events[K]) => void} handler
+   */
+  off(type, handler) {
+    this.#handlers.get(type)?.delete(handler);
+  }
+
+  /**
+   * Resolves with the next `type` event.
+   * @template {keyof Events} K
+   * @param {K} type
+   * @returns {Promise<Events[K]>}
+   */
+  once(type) {
+    return new Promise((resolve) => {
+      const off = this.on(type, (d) => {
+        off();
+        resolve(d);
+      });
+    });
+  }
+
+  /**
+   * @protected
+   * @template {keyof Events} K
+   * @param {K} type
+   * @param {Events[K]} data
+   */
+  emit(type, data) {
+    for (const h of [...(this.#handlers.get(type) ?? [])]) {
+      try {
+        h(data);
+      } catch (e) {
+        // A page's handler must not break the client's state machine.
+        console.error(`streamcore: a '${String(type)}' handler threw`, e);
+      }
+    }
+  }
+}
+
+/**
+ * Resolves after `ms`.
+ * @param {number} ms
+ */
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The origin pages talk to: `base`, or the page's own.
+ * @param {string|undefined} base
+ */
+function originOf(base) {
+  return (base ?? globalThis.location?.origin ?? '').replace(/\/$/, '');
+}
+
+/**
+ * A WebSocket URL on the same host as `base`.
+ * @param {string|undefined} base http(s) origin; the page's own when undefined
+ * @param {string} path
+ */
+export function socketUrl(base, path) {
+  const u = new URL(path, originOf(base) + '/');
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.toString();
+}
+
+/**
+ * The claims of a JWT, unverified (the server verifies; the client only reads `exp`).
+ * @param {string} jwt
+ * @returns {Record<string, any>}
+ */
+function claimsOf(jwt) {
+  try {
+    const part = jwt.split('.')[1] ?? '';
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)));
+  } catch {
+    return {};
+  }
+}
+
+// ---- the control API --------------------------------------------------------------
+
+/** @typedef {'user'|'device'} SessionKind */
+
+/**
+ * @typedef {object} DeviceInfo
+ * @property {string} name
+ * @property {'phone'|'browser'|'other'} kind
+ * @property {{mic?: boolean, camera?: boolean, screen?: boolean}} [capabilities]
+ */
+
+/**
+ * @typedef {object} SessionEvents
+ * @property {{code: string, message: string}} ended the login is over (signed out,
+ *   revoked, device removed); the page should ask the person to sign in or pair again
+ * @property {{}} refreshed a new access token was obtained
+ */
+
+/**
+ * A signed-in user or a paired device, for `/api/v1`.
+ *
+ * The access token lives in memory only; the refresh token is an HttpOnly cookie the
+ * page cannot read (`SameSite=Strict`, path `/api/v1/auth`). A page that loads calls
+ * {@link Session.restore}; an expired access token is refreshed on the way.
+ * @extends {Emitter<SessionEvents>}
+ */
+export class Session extends Emitter {
+  /** @type {string} */
+  #access;
+  /** @type {Promise<void>|null} */
+  #refreshing = null;
+  #ended = false;
+
+  /**
+   * @param {{kind: SessionKind, accessToken: string, base?: string}} init
+   */
+  constructor(init) {
+    super();
+    /** @readonly */
+    this.kind = init.kind;
+    /** @readonly */
+    this.base = originOf(init.base);
+    this.#access = init.accessToken;
+  }
+
+  /** The user's id. */
+  get userId() {
+    return String(claimsOf(this.#access).sub ?? '');
+  }
+
+  /** The device's id, for a device session. */
+  get deviceId() {
+    const d = claimsOf(this.#access).device;
+    return d ? String(d) : null;
+  }
+
+  /** The role (`user`, `admin`). */
+  get role() {
+    return String(claimsOf(this.#access).role ?? 'user');
+  }
+
+  /**
+   * A plain JSON call without a session.
+   * @param {string} base
+   * @param {string} path
+   * @param {unknown} body
+   */
+  static async #anonymous(base, path, body) {
+    const res = await fetch(originOf(base) + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      credentials: 'same-origin',
+    });
+    if (!res.ok) throw await errorOf(res);
+    return res.status === 204 || res.status === 202 ? null : res.json();
+  }
+
+  /**
+   * Creates an account and signs in.
+   * @param {{email: string, password: string, displayName?: string, base?: string}} a
+   */
+  static async register(a) {
+    const r = await Session.#anonymous(a.base ?? '', '/api/v1/auth/register', {
+      email: a.email,
+      password: a.password,
+      display_name: a.displayName || undefined,
+      cookie: true,
+    });
+    return new Session({ kind: 'user', accessToken: r.session.access_token, base: a.base });
+  }
+
+  /**
+   * Signs in with email and password.
+   * @param {{email: string, password: string, base?: string}} a
+   */
+  static async login(a) {
+    const r = await Session.#anonymous(a.base ?? '', '/api/v1/auth/login', {
+      email: a.email,
+      password: a.password,
+      cookie: true,
+    });
+    return new Session({ kind: 'user', accessToken: r.access_token, base: a.base });
+  }
+
+  /**
+   * Claims a pairing code: this browser becomes a device of the code's user.
+   * @param {{code: string, device: DeviceInfo, base?: string}} a
+   * @returns {Promise<{session: Session, device: any}>}
+   */
+  static async claimPairing(a) {
+    const r = await Session.#anonymous(a.base ?? '', '/api/v1/pairings/claim', {
+      code: a.code,
+      device: a.device,
+      cookie: true,
+    });
+    return {
+      session: new Session({ kind: 'device', accessToken: r.session.access_token, base: a.base }),
+      device: r.device,
+    };
+  }
+
+  /**
+   * The session this browser already holds (its refresh cookie), or `null`.
+   * @param {{kind?: SessionKind, base?: string}} [a]
+   * @returns {Promise<Session|null>}
+   */
+  static async restore(a = {}) {
+    const kind = a.kind ?? 'user';
+    try {
+      const access = await Session.#refreshWithLock(a.base ?? '', kind);
+      return new Session({ kind, accessToken: access, base: a.base });
+    } catch (e) {
+      if (e instanceof StreamCoreError && e.status === 401) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Asks for a password-reset mail (always accepted: it does not tell whether the
+   * address has an account).
+   * @param {string} email
+   * @param {{base?: string}} [a]
+   */
+  static async forgotPassword(email, a = {}) {
+    await Session.#anonymous(a.base ?? '', '/api/v1/auth/password/forgot', { email });
+  }
+
+  /**
+   * Sets a new password with the token of a reset mail.
+   * @param {string} token
+   * @param {string} newPassword
+   * @param {{base?: string}} [a]
+   */
+  static async resetPassword(token, newPassword, a = {}) {
+    await Session.#anonymous(a.base ?? '', '/api/v1/auth/password/reset', {
+      token,
+      new_password: newPassword,
+    });
+  }
+
+  /**
+   * One refresh, with the origin's tabs taking turns: the cookie each sends is the one
+   * the tab before it received.
+   * @param {string} base
+   * @param {SessionKind} kind
+   * @returns {Promise<string>} the new access token
+   */
+  static async #refreshWithLock(base, kind) {
+    const run = async () => {
+      const r = await Session.#anonymous(base, '/api/v1/auth/refresh', { cookie: kind });
+      return String(r.access_token);
+    };
+    const locks = globalThis.navigator?.locks;
+    return locks ? locks.request(`streamcore-refresh-${kind}`, run) : run();
+  }
+
+  /** Gets a new access token now (the cookie rotates). */
+  async refresh() {
+    if (this.#ended) throw new StreamCoreError('session_ended', 'the session has ended');
+    if (!this.#refreshing) {
+      this.#refreshing = (async () => {
+        try {
+          this.#access = await Session.#refreshWithLock(this.base, this.kind);
+          this.emit('refreshed', {});
+        } catch (e) {
+          if (e instanceof StreamCoreError && e.status === 401) this.#end(e);
+          throw e;
+        } finally {
+          this.#refreshing = null;
+        }
+      })();
+    }
+    return this.#refreshing;
+  }
+
+  /** @param {StreamCoreError} e */
+  #end(e) {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.emit('ended', { code: e.code, message: e.message });
+  }
+
+  /** The session ended (and cannot be refreshed). */
+  get ended() {
+    return this.#ended;
+  }
+
+  /**
+   * A valid access token, refreshed first when it expires within 30 s.
+   * @returns {Promise<string>}
+   */
+  async accessToken() {
+    const exp = Number(claimsOf(this.#access).exp ?? 0) * 1000;
+    if (exp - Date.now() < 30_000) await this.refresh();
+    return this.#access;
+  }
+
+  /**
+   * Calls `/api/v1`: JSON in, JSON out (or `null` for an empty answer). An expired
+   * access token is refreshed and the call made once more.
+   * @param {string} method
+   * @param {string} path under `/api/v1`, e.g. `/devices`
+   * @param {unknown} [body] JSON, or a `Blob`/`File` sent as is
+   * @returns {Promise<any>}
+   */
+  async request(method, path, body) {
+    for (let attempt = 0; ; attempt++) {
+      const token = await this.accessToken();
+      /** @type {Record<string, string>} */
+      const headers = { authorization: `Bearer ${token}` };
+      /** @type {BodyInit|undefined} */
+      let payload;
+      if (body instanceof Blob) {
+        payload = body;
+      } else if (body !== undefined) {
+        headers['content-type'] = 'application/json';
+        payload = JSON.stringify(body);
+      }
+      const res = await fetch(`${this.base}/api/v1${path}`, {
+        method,
+        headers,
+        body: payload,
+        credentials: 'same-origin',
+      });
+      if (res.ok) {
+        if (res.status === 204) return null;
+        const type = res.headers.get('content-type') ?? '';
+        return type.includes('json') ? res.json() : res.blob();
+      }
+      const err = await errorOf(res);
+      if (res.status === 401 && attempt === 0 && !this.#ended) {
+        // Expired, or signed by a key the node rotated: one refresh, one retry.
+        await this.refresh();
+        continue;
+      }
+      if (res.status === 401) this.#end(err);
+      throw err;
+    }
+  }
+
+  /** @param {string} path */
+  get(path) {
+    return this.request('GET', path);
+  }
+
+  /**
+   * @param {string} path
+   * @param {unknown} [body]
+   */
+  post(path, body) {
+    return this.request('POST', path, body);
+  }
+
+  /**
+   * @param {string} path
+   * @param {unknown} body
+   */
+  patch(path, body) {
+    return this.request('PATCH', path, body);
+  }
+
+  /** @param {string} path */
+  delete(path) {
+    return this.request('DELETE', path);
+  }
+
+  /**
+   * Sends a file as a request body with upload progress (fetch has none).
+   * @param {string} path under `/api/v1`, with its query
+   * @param {Blob} file
+   * @param {(sent: number, total: number) => void} [onProgress]
+   * @returns {Promise<any>} the JSON answer
+   */
+  async upload(path, file, onProgress) {
+    const token = await this.accessToken();
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', `${this.base}/api/v1${path}`);
+      xhr.setRequestHeader('authorization', `Bearer ${token}`);
+      xhr.setRequestHeader('content-type', file.type || 'application/octet-stream');
+      xhr.upload.onprogress = (e) => onProgress?.(e.loaded, e.total);
+      xhr.onerror = () => reject(new StreamCoreError('network', 'the upload was interrupted'));
+      xhr.onload = () => {
+        /** @type {any} */
+        let body = null;
+        try {
+          body = JSON.parse(xhr.responseText);
+        } catch {
+          body = null;
+        }
+        if (xhr.status >= 200 && xhr.status < 300) {
+          resolve(body);
+        } else {
+          reject(
+            new StreamCoreError(
+              body?.error?.code ?? `http_${xhr.status}`,
+              body?.error?.message ?? `HTTP ${xhr.status}`,
+              { status: xhr.status, field: body?.error?.field },
+            ),
+          );
+        }
+      };
+      xhr.send(file);
+    });
+  }
+
+  /** Ends this login on the server and forgets its cookie. */
+  async logout() {
+    try {
+      await Session.#anonymous(this.base, '/api/v1/auth/logout', { cookie: this.kind });
+    } finally {
+      this.#ended = true;
+    }
+  }
+}
+
+// ---- connection quality -----------------------------------------------------------
+
+/**
+ * @typedef {object} TrackStats
+ * @property {'in'|'out'} direction
+ * @property {'audio'|'video'} kind
+ * @property {string|null} mid
+ * @property {string|null} rid the simulcast layer (outbound)
+ * @property {number} packets
+ * @property {number} packetsLost
+ * @property {number} kbps over the last interval
+ * @property {number} [frameWidth]
+ * @property {number} [frameHeight]
+ * @property {number} [framesDecoded]
+ * @property {number} [framesPerSecond]
+ * @property {number} [keyFramesDecoded]
+ * @property {number} [audioLevel] 0–1 (inbound audio)
+ * @property {number} [totalAudioEnergy]
+ * @property {string} [qualityLimitation] why the encoder sends less (outbound video)
+ */
+
+/**
+ * @typedef {object} QualityReport
+ * @property {'excellent'|'good'|'poor'|'lost'} level
+ * @property {number|null} rttMs round-trip time to the node
+ * @property {number} lossPercent packets lost over the last interval, either way
+ * @property {number|null} jitterMs inbound audio jitter
+ * @property {number} inboundKbps
+ * @property {number} outboundKbps
+ * @property {TrackStats[]} tracks
+ */
+
+/**
+ * Samples a peer connection's `getStats` every `intervalMs` and reports
+ * {@link QualityReport}s as `quality` events.
+ * @extends {Emitter<{quality: QualityReport}>}
+ */
+export class QualityMonitor extends Emitter {
+  /** @type {RTCPeerConnection} */
+  #pc;
+  /** @type {Map<string, {bytes: number, packets: number, lost: number, at: number}>} */
+  #last = new Map();
+  /** @type {ReturnType<typeof setInterval>|null} */
+  #timer = null;
+  /** @type {QualityReport|null} */
+  latest = null;
+
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {{intervalMs?: number}} [opts]
+   */
+  constructor(pc, opts = {}) {
+    super();
+    this.#pc = pc;
+    this.intervalMs = opts.intervalMs ?? 2000;
+  }
+
+  start() {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => {
+      this.sample().catch(() => {});
+    }, this.intervalMs);
+  }
+
+  stop() {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /**
+   * Reads the stats now.
+   * @returns {Promise<QualityReport>}
+   */
+  async sample() {
+    const report = await this.#pc.getStats();
+    const now = performance.now();
+    /** @type {TrackStats[]} */
+    const tracks = [];
+    let rtt = /** @type {number|null} */ (null);
+    let jitter = /** @type {number|null} */ (null);
+    let inKbps = 0;
+    let outKbps = 0;
+    let lost = 0;
+    let expected = 0;
+    let remoteLoss = 0;
+    report.forEach((/** @type {any} */ s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        if (typeof s.currentRoundTripTime === 'number') rtt = s.currentRoundTripTime * 1000;
+      } else if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp') {
+        const inbound = s.type === 'inbound-rtp';
+        const bytes = inbound ? s.bytesReceived ?? 0 : s.bytesSent ?? 0;
+        const packets = inbound ? s.packetsReceived ?? 0 : s.packetsSent ?? 0;
+        const prev = this.#last.get(s.id);
+        const secs = prev ? (now - prev.at) / 1000 : 0;
+        const kbps = prev && secs > 0 ? ((bytes - prev.bytes) * 8) / 1000 / secs : 0;
+        if (inbound) {
+          inKbps += kbps;
+          if (prev) {
+            const dl = (s.packetsLost ?? 0) - prev.lost;
+            lost += Math.max(0, dl);
+            expected += Math.max(0, packets - prev.packets) + Math.max(0, dl);
+          }
+          if (s.kind === 'audio' && typeof s.jitter === 'number') {
+            jitter = Math.max(jitter ?? 0, s.jitter * 1000);
+          }
+        } else {
+          outKbps += kbps;
+        }
+        this.#last.set(s.id, { bytes, packets, lost: s.packetsLost ?? 0, at: now });
+        tracks.push({
+          direction: inbound ? 'in' : 'out',
+          kind: s.kind,
+          mid: s.mid ?? null,
+          rid: s.rid ?? null,
+          packets,
+          packetsLost: s.packetsLost ?? 0,
+          kbps: Math.round(kbps),
+          frameWidth: s.frameWidth,
+          frameHeight: s.frameHeight,
+          framesDecoded: s.framesDecoded,
+          framesPerSecond: s.framesPerSecond,
+          keyFramesDecoded: s.keyFramesDecoded,
+          audioLevel: s.audioLevel,
+          totalAudioEnergy: s.totalAudioEnergy,
+          qualityLimitation: s.qualityLimitationReason,
+        });
+      } else if (s.type === 'remote-inbound-rtp') {
+        // What the node saw of what we send.
+        if (typeof s.fractionLost === 'number') remoteLoss = Math.max(remoteLoss, s.fractionLost);
+        if (rtt === null && typeof s.roundTripTime === 'number') rtt = s.roundTripTime * 1000;
+      }
+    });
+    const lossPercent = Math.max(expected > 0 ? (100 * lost) / expected : 0, remoteLoss * 100);
+    const state = this.#pc.connectionState;
+    /** @type {QualityReport['level']} */
+    let level;
+    if (state === 'failed' || state === 'disconnected' || state === 'closed') {
+      level = 'lost';
+    } else if (lossPercent < 2 && (rtt === null || rtt < 150)) {
+      level = 'excellent';
+    } else if (lossPercent < 8 && (rtt === null || rtt < 400)) {
+      level = 'good';
+    } else {
+      level = 'poor';
+    }
+    const q = {
+      level,
+      rttMs: rtt === null ? null : Math.round(rtt),
+      lossPercent: Math.round(lossPercent * 10) / 10,
+      jitterMs: jitter === null ? null : Math.round(jitter),
+      inboundKbps: Math.round(inKbps),
+      outboundKbps: Math.round(outKbps),
+      tracks,
+    };
+    this.latest = q;
+    this.emit('quality', q);
+    return q;
+  }
+}
+
+// ---- WHIP and WHEP ----------------------------------------------------------------
+
+/**
+ * @typedef {object} SessionStreamEvents
+ * @property {RTCPeerConnectionState} state the peer connection's state
+ * @property {QualityReport} quality
+ * @property {MediaStreamTrack} track a received track (WHEP)
+ */
+
+/** Simulcast layers a camera is sent as, low to high (the server orders them by bitrate). */
+export const SIMULCAST_LAYERS = /** @type {const} */ ([
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+]);
+
+/**
+ * What WHIP and WHEP share: the HTTP offer/answer, trickle and teardown.
+ * @extends {Emitter<SessionStreamEvents>}
+ */
+class HttpMediaSession extends Emitter {
+  /** @type {RTCPeerConnection|null} */
+  pc = null;
+  /** @type {string|null} the session's resource URL (`Location`) */
+  resource = null;
+  /** @type {QualityMonitor|null} */
+  quality = null;
+  /** @type {string[]} */
+  #trickle = [];
+  /** @type {ReturnType<typeof setTimeout>|null} */
+  #trickleTimer = null;
+
+  /**
+   * @param {{url: string, token: string, iceServers?: RTCIceServer[]}} opts
+   *   `url` is the endpoint (`…/whip/<room>` or `…/whep/<room>`), `token` a join token
+   */
+  constructor(opts) {
+    super();
+    this.url = new URL(opts.url, globalThis.location?.href).toString();
+    this.token = opts.token;
+    this.iceServers = opts.iceServers ?? [];
+  }
+
+  /** @protected */
+  newPeerConnection() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    pc.addEventListener('connectionstatechange', () => this.emit('state', pc.connectionState));
+    pc.addEventListener('icecandidate', (e) => {
+      if (e.candidate?.candidate) this.#queueCandidate(e.candidate.candidate);
+    });
+    this.pc = pc;
+    this.quality = new QualityMonitor(pc);
+    this.quality.on('quality', (q) => this.emit('quality', q));
+    return pc;
+  }
+
+  /**
+   * Offers, POSTs the offer, applies the answer.
+   * @protected
+   */
+  async exchange() {
+    const pc = /** @type {RTCPeerConnection} */ (this.pc);
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(this.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` },
+      body: pc.localDescription?.sdp ?? '',
+    });
+    if (res.status !== 201) {
+      const err = await errorOf(res);
+      pc.close();
+      throw err;
+    }
+    const location = res.headers.get('location');
+    this.resource = location ? new URL(location, this.url).toString() : null;
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    this.quality?.start();
+    this.#flushCandidates();
+  }
+
+  /** @param {string} candidate */
+  #queueCandidate(candidate) {
+    this.#trickle.push(candidate);
+    if (!this.#trickleTimer) {
+      // Candidates come in bursts: one PATCH per burst.
+      this.#trickleTimer = setTimeout(() => this.#flushCandidates(), 50);
+    }
+  }
+
+  #flushCandidates() {
+    if (this.#trickleTimer) clearTimeout(this.#trickleTimer);
+    this.#trickleTimer = null;
+    const pc = this.pc;
+    if (!this.resource || !pc || this.#trickle.length === 0) return;
+    const sdp = pc.localDescription?.sdp ?? '';
+    const ufrag = /a=ice-ufrag:(\S+)/.exec(sdp)?.[1] ?? '';
+    const pwd = /a=ice-pwd:(\S+)/.exec(sdp)?.[1] ?? '';
+    const mid = pc.getTransceivers()[0]?.mid ?? '0';
+    const lines = [`a=ice-ufrag:${ufrag}`, `a=ice-pwd:${pwd}`, `m=audio 9 UDP/TLS/RTP/SAVPF 0`, `a=mid:${mid}`];
+    for (const c of this.#trickle.splice(0)) lines.push(`a=${c}`);
+    fetch(this.resource, {
+      method: 'PATCH',
+      headers: {
+        'content-type': 'application/trickle-ice-sdpfrag',
+        authorization: `Bearer ${this.token}`,
+      },
+      body: lines.join('\r\n') + '\r\n',
+    }).catch(() => {
+      // Trickle is an optimisation: the node is ICE-lite and learns addresses from STUN.
+    });
+  }
+
+  /** Ends the session (`DELETE`) and closes the connection. */
+  async stop() {
+    this.quality?.stop();
+    const resource = this.resource;
+    this.resource = null;
+    this.pc?.close();
+    if (resource) {
+      await fetch(resource, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${this.token}` },
+      }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Publishes tracks to a room over WHIP.
+ *
+ * ```js
+ * const pub = new WhipPublisher({url: '/whip/demo', token});
+ * await pub.publish(stream.getTracks(), {simulcast: true});
+ * ```
+ */
+export class WhipPublisher extends HttpMediaSession {
+  /**
+   * @param {MediaStreamTrack[]} tracks at most one audio and one video
+   * @param {{simulcast?: boolean}} [opts] send video as three simulcast layers
+   */
+  async publish(tracks, opts = {}) {
+    const pc = this.newPeerConnection();
+    const stream = new MediaStream(tracks);
+    for (const track of tracks) {
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (track.kind === 'video' && opts.simulcast) {
+        init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      }
+      pc.addTransceiver(track, init);
+    }
+    await this.exchange();
+  }
+
+  /**
+   * Sends another track of the same kind without a new session (a different
+   * microphone, music instead of the microphone).
+   * @param {'audio'|'video'} kind
+   * @param {MediaStreamTrack|null} track
+   */
+  async replaceTrack(kind, track) {
+    const sender = this.pc?.getSenders().find((s) => s.track?.kind === kind || (!s.track && kind === 'audio'));
+    if (!sender) throw new StreamCoreError('no_such_track', `this session sends no ${kind}`);
+    await sender.replaceTrack(track);
+  }
+}
+
+/**
+ * Plays a room over WHEP: the room's published audio and video, in publish order.
+ *
+ * ```js
+ * const player = new WhepPlayer({url: '/whep/demo', token});
+ * await player.play();
+ * video.srcObject = player.stream;
+ * ```
+ */
+export class WhepPlayer extends HttpMediaSession {
+  /** What is received: one audio and (if asked) one video track. */
+  stream = new MediaStream();
+
+  /**
+   * @param {{audio?: boolean, video?: boolean}} [what] default: both
+   */
+  async play(what = {}) {
+    const pc = this.newPeerConnection();
+    pc.addEventListener('track', (e) => {
+      this.stream.addTrack(e.track);
+      this.emit('track', e.track);
+    });
+    if (what.audio !== false) pc.addTransceiver('audio', { direction: 'recvonly' });
+    if (what.video !== false) pc.addTransceiver('video', { direction: 'recvonly' });
+    await this.exchange();
+  }
+}
+
+// ---- the room protocol ------------------------------------------------------------
+
+/** @typedef {'camera'|'microphone'|'screen'|'music'|'unknown'} TrackSource */
+
+/**
+ * A track published in a room by someone else.
+ */
+export class RemoteTrack {
+  /** The received media once subscribed, else `null`. @type {MediaStreamTrack|null} */
+  mediaStreamTrack = null;
+  /** @type {RTCRtpTransceiver|null} */
+  transceiver = null;
+  /** The layer cap asked for (0 lowest), `null` for none. @type {number|null} */
+  maxLayer = null;
+  paused = false;
+
+  /**
+   * @param {{id: string, participant: string, kind: 'audio'|'video', mid: string, muted: boolean, source?: TrackSource}} t
+   */
+  constructor(t) {
+    /** `<participant sid>/<mid>` */
+    this.id = t.id;
+    this.participantSid = t.participant;
+    this.kind = t.kind;
+    this.muted = t.muted;
+    /** @type {TrackSource} */
+    this.source = t.source ?? 'unknown';
+  }
+
+  get subscribed() {
+    return this.mediaStreamTrack !== null;
+  }
+}
+
+/** A participant of the room other than this one. */
+export class RemoteParticipant {
+  /** @type {Map<string, RemoteTrack>} by track id */
+  tracks = new Map();
+
+  /**
+   * @param {{sid: string, identity: string, kind: string, connected: boolean}} p
+   */
+  constructor(p) {
+    this.sid = p.sid;
+    this.identity = p.identity;
+    /** `participant` (/rtc), `publisher` (WHIP) or `subscriber` (WHEP) */
+    this.kind = p.kind;
+    this.connected = p.connected;
+  }
+}
+
+/** A track this participant publishes. */
+export class LocalTrackPublication {
+  /** `<sid>/<mid>` once negotiated. @type {string|null} */
+  trackId = null;
+  muted = false;
+  /** The simulcast layers (rids) someone receives; `null` until the node said. @type {string[]|null} */
+  layersWanted = null;
+
+  /**
+   * @param {MediaStreamTrack} track
+   * @param {RTCRtpTransceiver} transceiver
+   * @param {TrackSource} source
+   */
+  constructor(track, transceiver, source) {
+    this.track = track;
+    this.transceiver = transceiver;
+    this.source = source;
+  }
+
+  get kind() {
+    return this.track.kind;
+  }
+}
+
+/**
+ * @typedef {object} RoomEvents
+ * @property {{state: Room['state']}} state
+ * @property {RemoteParticipant} participantJoined
+ * @property {{participant: RemoteParticipant, reason: string}} participantLeft
+ * @property {RemoteParticipant} participantConnected
+ * @property {RemoteTrack} trackPublished someone published (also for the snapshot on join)
+ * @property {RemoteTrack} trackUnpublished
+ * @property {RemoteTrack} trackSubscribed its `mediaStreamTrack` is ready to play
+ * @property {RemoteTrack} trackUnsubscribed
+ * @property {{track: RemoteTrack|null, trackId: string, muted: boolean}} trackMuted
+ * @property {LocalTrackPublication} localTrackPublished
+ * @property {{participantSid: string, trackId: string}} activeSpeaker
+ * @property {{from: string, fromIdentity: string, payload: any}} data
+ * @property {QualityReport} quality this connection's quality, every 2 s
+ * @property {{reason: string}} reconnecting the network went away; resuming
+ * @property {{}} reconnected media flows again; nobody saw this participant leave
+ * @property {{reason: string}} disconnected out of the room for good
+ * @property {StreamCoreError} error a failure the page should show
+ */
+
+/** Room-protocol failures that a fresh join, not a resume, answers. */
+const RESUME_FAILED = new Set(['resume_expired', 'forbidden', 'not_joined']);
+
+/**
+ * A multi-party room over `/rtc` (docs/protocol.md): one WebSocket for signalling and
+ * one peer connection, renegotiated by this client (it always offers; one offer in
+ * flight at a time).
+ *
+ * ```js
+ * const room = new Room({tokenProvider: () => fetchJoinToken('demo')});
+ * room.on('trackSubscribed', (t) => attach(t));
+ * await room.connect();
+ * await room.publish(micTrack, {source: 'microphone'});
+ * ```
+ * @extends {Emitter<RoomEvents>}
+ */
+export class Room extends Emitter {
+  /** @type {'idle'|'connecting'|'connected'|'reconnecting'|'disconnected'} */
+  state = 'idle';
+  /** @type {{sid: string, identity: string}} */
+  local = { sid: '', identity: '' };
+  /** @type {Map<string, RemoteParticipant>} */
+  participants = new Map();
+  /** @type {Map<RTCRtpTransceiver, LocalTrackPublication>} */
+  publications = new Map();
+  /** @type {RTCPeerConnection|null} */
+  pc = null;
+  /** @type {QualityMonitor|null} */
+  quality = null;
+  /** @type {string|null} the active speaker's sid */
+  activeSpeaker = null;
+  /** @type {string} */
+  roomName = '';
+  /** @type {Record<string, boolean>} */
+  grants = {};
+
+  /** @type {WebSocket|null} */
+  #ws = null;
+  #nextId = 1;
+  /** @type {Map<number, {resolve: (m: any) => void, reject: (e: any) => void}>} */
+  #waiting = new Map();
+  /** @type {string|null} */
+  #token = null;
+  /** @type {{sid: string, token: string}|null} */
+  #resume = null;
+  /** @type {number} seconds a resume stays possible */
+  #grace = 20;
+  /** Receive transceivers that carry nothing now, by kind. @type {{audio: RTCRtpTransceiver[], video: RTCRtpTransceiver[]}} */
+  #free = { audio: [], video: [] };
+  /** Subscribed tracks by the mid that carries them. @type {Map<string, RemoteTrack>} */
+  #byMid = new Map();
+  /** Track ids with a subscription under way. @type {Set<string>} */
+  #subscribing = new Set();
+  /** @type {Promise<void>|null} */
+  #negotiating = null;
+  #dirty = false;
+  #iceRestart = false;
+  /** Bumped at every (re)connection: stale sockets' events are ignored. */
+  #generation = 0;
+  /** @type {ReturnType<typeof setInterval>|null} */
+  #pinger = null;
+  /** @type {ReturnType<typeof setTimeout>|null} */
+  #iceWatch = null;
+  /** @type {(() => void)[]} */
+  #unlisten = [];
+  #leaving = false;
+
+  /**
+   * @param {object} opts
+   * @param {() => Promise<string>} opts.tokenProvider gives a join token (called again
+   *   when a rejoin needs a fresh one)
+   * @param {string} [opts.url] the `/rtc` WebSocket URL (default: this origin's)
+   * @param {RTCIceServer[]} [opts.iceServers]
+   * @param {boolean} [opts.autoSubscribe] subscribe to every track as it appears (default true)
+   */
+  constructor(opts) {
+    super();
+    this.tokenProvider = opts.tokenProvider;
+    this.url = opts.url ?? socketUrl(undefined, '/rtc');
+    this.iceServers = opts.iceServers ?? [];
+    this.autoSubscribe = opts.autoSubscribe ?? true;
+  }
+
+  /** @param {Room['state']} s */
+  #setState(s) {
+    if (this.state === s) return;
+    this.state = s;
+    this.emit('state', { state: s });
+  }
+
+  /** Joins the room. */
+  async connect() {
+    if (this.state !== 'idle' && this.state !== 'disconnected') {
+      throw new StreamCoreError('already_connected', 'this room is already connected');
+    }
+    this.#leaving = false;
+    this.#setState('connecting');
+    try {
+      this.#token = await this.tokenProvider();
+      await this.#open(false);
+    } catch (e) {
+      this.#teardown();
+      this.#setState('disconnected');
+      throw e;
+    }
+    this.#watchNetwork();
+    this.#setState('connected');
+    if (this.autoSubscribe) this.#subscribeAll();
+  }
+
+  /** Subscribes to every track not received yet (the snapshot's, after joining). */
+  #subscribeAll() {
+    if (this.grants.subscribe === false) return;
+    for (const p of this.participants.values()) {
+      for (const t of p.tracks.values()) {
+        if (!t.transceiver) this.subscribe(t).catch((e) => this.emit('error', e));
+      }
+    }
+  }
+
+  /**
+   * Opens the socket and joins (or resumes), then reconciles the snapshot.
+   * @param {boolean} resume
+   */
+  async #open(resume) {
+    const generation = ++this.#generation;
+    const ws = await this.#socket(generation);
+    /** @type {any} */
+    const join = { type: 'join', token: this.#token, version: PROTOCOL_VERSION };
+    if (resume && this.#resume) join.resume = this.#resume;
+    const joined = await this.#request(join);
+    this.local = { sid: joined.participant.sid, identity: joined.participant.identity };
+    this.roomName = joined.room;
+    this.grants = joined.grants ?? {};
+    this.#resume = { sid: joined.participant.sid, token: joined.resume_token };
+    this.#grace = joined.resume_grace_secs ?? 20;
+    if (!this.pc) this.#newPeerConnection();
+    this.#reconcile(joined.participants ?? []);
+    clearInterval(this.#pinger ?? undefined);
+    this.#pinger = setInterval(() => this.#ping(ws), 10_000);
+  }
+
+  /**
+   * A connected socket whose messages feed this room.
+   * @param {number} generation
+   * @returns {Promise<WebSocket>}
+   */
+  #socket(generation) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      this.#ws = ws;
+      ws.onopen = () => resolve(ws);
+      ws.onerror = () => reject(new StreamCoreError('network', 'could not reach the room server'));
+      ws.onmessage = (e) => {
+        if (generation === this.#generation) this.#onMessage(JSON.parse(String(e.data)));
+      };
+      ws.onclose = () => {
+        if (generation !== this.#generation) return;
+        for (const w of this.#waiting.values()) {
+          w.reject(new StreamCoreError('network', 'the connection to the room server closed'));
+        }
+        this.#waiting.clear();
+        if (!this.#leaving && this.state === 'connected') this.#reconnect('socket closed');
+      };
+    });
+  }
+
+  /**
+   * Sends a request and resolves with its reply (rejects with its `error`).
+   * @param {Record<string, any>} msg
+   * @returns {Promise<any>}
+   */
+  #request(msg) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new StreamCoreError('network', 'not connected to the room server'));
+    }
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new StreamCoreError('timeout', `no answer to '${msg.type}' in 10 s`));
+      }, 10_000);
+      this.#waiting.set(id, {
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      ws.send(JSON.stringify({ ...msg, id }));
+    });
+  }
+
+  /** @param {WebSocket} ws */
+  #ping(ws) {
+    if (ws !== this.#ws || this.state !== 'connected') return;
+    // A socket on a network that went away can stay "open" for minutes: no pong in
+    // 5 s means it is gone.
+    const dead = setTimeout(() => {
+      if (ws === this.#ws && this.state === 'connected') this.#reconnect('no answer from the server');
+    }, 5000);
+    this.#request({ type: 'ping' }).then(
+      () => clearTimeout(dead),
+      () => {},
+    );
+  }
+
+  /** @param {any} m */
+  #onMessage(m) {
+    if (typeof m.id === 'number' && this.#waiting.has(m.id)) {
+      const w = /** @type {{resolve: (m: any) => void, reject: (e: any) => void}} */ (this.#waiting.get(m.id));
+      this.#waiting.delete(m.id);
+      if (m.type === 'error') w.reject(new StreamCoreError(m.code, m.message));
+      else w.resolve(m);
+      return;
+    }
+    switch (m.type) {
+      case 'participant_joined':
+        this.#addParticipant(m.participant);
+        break;
+      case 'participant_connected': {
+        const p = this.participants.get(m.participant);
+        if (p) {
+          p.connected = true;
+          this.emit('participantConnected', p);
+        }
+        break;
+      }
+      case 'participant_left':
+        this.#removeParticipant(m.participant, m.reason);
+        break;
+      case 'track_published':
+        this.#addTrack(m.track);
+        break;
+      case 'track_unpublished':
+        this.#removeTrack(m.participant, m.track);
+        break;
+      case 'track_muted': {
+        const t = this.participants.get(m.participant)?.tracks.get(m.track) ?? null;
+        if (t) t.muted = m.muted;
+        this.emit('trackMuted', { track: t, trackId: m.track, muted: m.muted });
+        break;
+      }
+      case 'speaker_changed':
+        this.activeSpeaker = m.participant;
+        this.emit('activeSpeaker', { participantSid: m.participant, trackId: m.track });
+        break;
+      case 'layers_wanted':
+        this.#applyLayers(m.track, m.layers);
+        break;
+      case 'data':
+        this.emit('data', { from: m.from, fromIdentity: m.from_identity, payload: m.payload });
+        break;
+      case 'left':
+        this.#leaving = true;
+        this.#teardown();
+        this.#setState('disconnected');
+        this.emit('disconnected', { reason: m.reason });
+        break;
+      case 'error':
+        if (m.code === 'replaced') {
+          // Another tab or device took this participant over.
+          this.#leaving = true;
+          this.#teardown();
+          this.#setState('disconnected');
+          this.emit('disconnected', { reason: 'replaced' });
+        } else if (m.code === 'too_slow' || m.code === 'draining') {
+          this.#reconnect(m.code);
+        } else {
+          this.emit('error', new StreamCoreError(m.code, m.message));
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * Brings the participant list in line with a snapshot (the first, or a resume's).
+   * @param {any[]} snapshot
+   */
+  #reconcile(snapshot) {
+    const seen = new Set();
+    for (const p of snapshot) {
+      seen.add(p.sid);
+      const known = this.participants.get(p.sid);
+      if (!known) {
+        this.#addParticipant(p);
+        continue;
+      }
+      known.connected = p.connected;
+      const ids = new Set(p.tracks.map((/** @type {any} */ t) => t.id));
+      for (const id of [...known.tracks.keys()]) if (!ids.has(id)) this.#removeTrack(p.sid, id);
+      for (const t of p.tracks) if (!known.tracks.has(t.id)) this.#addTrack(t);
+    }
+    for (const sid of [...this.participants.keys()]) {
+      if (!seen.has(sid)) this.#removeParticipant(sid, 'left');
+    }
+  }
+
+  /** @param {any} p */
+  #addParticipant(p) {
+    if (p.sid === this.local.sid) return;
+    const participant = new RemoteParticipant(p);
+    this.participants.set(p.sid, participant);
+    this.emit('participantJoined', participant);
+    for (const t of p.tracks ?? []) this.#addTrack(t);
+  }
+
+  /**
+   * @param {string} sid
+   * @param {string} reason
+   */
+  #removeParticipant(sid, reason) {
+    const p = this.participants.get(sid);
+    if (!p) return;
+    for (const id of [...p.tracks.keys()]) this.#removeTrack(sid, id);
+    this.participants.delete(sid);
+    this.emit('participantLeft', { participant: p, reason });
+  }
+
+  /** @param {any} t */
+  #addTrack(t) {
+    if (t.participant === this.local.sid) {
+      for (const pub of this.publications.values()) {
+        if (pub.transceiver.mid === t.mid) pub.trackId = t.id;
+      }
+      return;
+    }
+    const p = this.participants.get(t.participant);
+    if (!p || p.tracks.has(t.id)) return;
+    const track = new RemoteTrack(t);
+    p.tracks.set(t.id, track);
+    this.emit('trackPublished', track);
+    // While joining, the snapshot's tracks wait for the join to finish.
+    const live = this.state === 'connected' || this.state === 'reconnecting';
+    if (live && this.autoSubscribe && this.grants.subscribe !== false) {
+      this.subscribe(track).catch((e) => this.emit('error', e));
+    }
+  }
+
+  /**
+   * @param {string} sid
+   * @param {string} id
+   */
+  #removeTrack(sid, id) {
+    const p = this.participants.get(sid);
+    const t = p?.tracks.get(id);
+    if (!p || !t) return;
+    p.tracks.delete(id);
+    this.#release(t);
+    this.emit('trackUnpublished', t);
+  }
+
+  /**
+   * Gives a track's receive m-line back to the pool (the node already unbound it).
+   * @param {RemoteTrack} t
+   */
+  #release(t) {
+    const tr = t.transceiver;
+    if (!tr) return;
+    t.transceiver = null;
+    t.mediaStreamTrack = null;
+    if (tr.mid) this.#byMid.delete(tr.mid);
+    this.#free[t.kind].push(tr);
+    this.emit('trackUnsubscribed', t);
+  }
+
+  #newPeerConnection() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    pc.addEventListener('icecandidate', (e) => {
+      if (e.candidate?.candidate) {
+        this.#request({ type: 'candidate', candidate: e.candidate.candidate }).catch(() => {});
+      }
+    });
+    pc.addEventListener('connectionstatechange', () => this.#onPeerState(pc));
+    this.pc = pc;
+    this.quality = new QualityMonitor(pc);
+    this.quality.on('quality', (q) => this.emit('quality', q));
+    this.quality.start();
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  #onPeerState(pc) {
+    if (pc !== this.pc) return;
+    const s = pc.connectionState;
+    if (this.#iceWatch) clearTimeout(this.#iceWatch);
+    this.#iceWatch = null;
+    if (s === 'failed') {
+      this.#reconnect('media connection failed');
+    } else if (s === 'disconnected') {
+      // Often back on its own within a second or two; otherwise restart ICE.
+      this.#iceWatch = setTimeout(() => {
+        if (this.pc === pc && pc.connectionState === 'disconnected') this.#reconnect('media connection lost');
+      }, 2500);
+    } else if (s === 'connected' && this.state === 'reconnecting') {
+      this.#setState('connected');
+      this.emit('reconnected', {});
+    }
+  }
+
+  #watchNetwork() {
+    const onChange = () => {
+      // The address may have changed: check the socket now; ICE restarts on resume.
+      if (this.state === 'connected' && this.#ws) this.#ping(this.#ws);
+    };
+    globalThis.addEventListener?.('online', onChange);
+    /** @type {any} */
+    const conn = /** @type {any} */ (globalThis.navigator)?.connection;
+    conn?.addEventListener?.('change', onChange);
+    this.#unlisten.push(() => {
+      globalThis.removeEventListener?.('online', onChange);
+      conn?.removeEventListener?.('change', onChange);
+    });
+  }
+
+  /**
+   * Renegotiates until nothing changed during the last round: one offer in flight.
+   * @returns {Promise<void>}
+   */
+  #negotiate() {
+    this.#dirty = true;
+    if (!this.#negotiating) {
+      this.#negotiating = (async () => {
+        try {
+          while (this.#dirty) {
+            this.#dirty = false;
+            const pc = /** @type {RTCPeerConnection} */ (this.pc);
+            const restart = this.#iceRestart;
+            this.#iceRestart = false;
+            const offer = await pc.createOffer({ iceRestart: restart });
+            await pc.setLocalDescription(offer);
+            /** @type {Record<string, TrackSource>} */
+            const sources = {};
+            for (const pub of this.publications.values()) {
+              if (pub.transceiver.mid) sources[pub.transceiver.mid] = pub.source;
+            }
+            const answer = await this.#request({ type: 'offer', sdp: pc.localDescription?.sdp, sources });
+            await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+          }
+        } finally {
+          this.#negotiating = null;
+        }
+      })();
+    }
+    return this.#negotiating;
+  }
+
+  /**
+   * Publishes a track.
+   * @param {MediaStreamTrack} track
+   * @param {{source?: TrackSource, simulcast?: boolean, stream?: MediaStream}} [opts]
+   *   `simulcast` sends video as three layers; `stream` groups tracks for lip sync
+   * @returns {Promise<LocalTrackPublication>}
+   */
+  async publish(track, opts = {}) {
+    const pc = this.#requirePc();
+    /** @type {RTCRtpTransceiverInit} */
+    const init = { direction: 'sendonly', streams: opts.stream ? [opts.stream] : [] };
+    if (track.kind === 'video' && opts.simulcast) {
+      init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+    }
+    const tr = pc.addTransceiver(track, init);
+    const source = opts.source ?? (track.kind === 'audio' ? 'microphone' : 'camera');
+    const pub = new LocalTrackPublication(track, tr, source);
+    this.publications.set(tr, pub);
+    try {
+      await this.#negotiate();
+    } catch (e) {
+      this.publications.delete(tr);
+      tr.direction = 'inactive';
+      tr.sender.replaceTrack(null).catch(() => {});
+      throw e;
+    }
+    pub.trackId = `${this.local.sid}/${tr.mid}`;
+    this.emit('localTrackPublished', pub);
+    return pub;
+  }
+
+  /**
+   * Stops publishing a track (its m-line goes inactive and may be reused later).
+   * @param {LocalTrackPublication} pub
+   */
+  async unpublish(pub) {
+    if (!this.publications.delete(pub.transceiver)) return;
+    if (pub.transceiver.mid) {
+      await this.#request({ type: 'unpublish', mid: pub.transceiver.mid }).catch(() => {});
+    }
+    await pub.transceiver.sender.replaceTrack(null);
+    pub.transceiver.direction = 'inactive';
+    await this.#negotiate();
+  }
+
+  /**
+   * Mutes (or unmutes) a published track: the node stops forwarding it and everyone
+   * hears `trackMuted`; the track also stops sending.
+   * @param {LocalTrackPublication} pub
+   * @param {boolean} muted
+   */
+  async setMuted(pub, muted) {
+    pub.track.enabled = !muted;
+    pub.muted = muted;
+    if (pub.transceiver.mid) await this.#request({ type: 'mute', mid: pub.transceiver.mid, muted });
+  }
+
+  /**
+   * Receives a track: a free receive m-line of its kind carries it (one is added and
+   * negotiated when none is free).
+   * @param {RemoteTrack} track
+   * @param {{maxLayer?: number|null}} [opts] cap the simulcast layer (0 is the lowest)
+   */
+  async subscribe(track, opts = {}) {
+    if (track.transceiver || this.#subscribing.has(track.id)) return;
+    this.#subscribing.add(track.id);
+    try {
+      await this.#subscribe(track, opts);
+    } finally {
+      this.#subscribing.delete(track.id);
+    }
+  }
+
+  /**
+   * @param {RemoteTrack} track
+   * @param {{maxLayer?: number|null}} opts
+   */
+  async #subscribe(track, opts) {
+    const pc = this.#requirePc();
+    let tr = this.#free[track.kind].pop();
+    if (!tr) {
+      tr = pc.addTransceiver(track.kind, { direction: 'recvonly' });
+      await this.#negotiate();
+    }
+    const mid = /** @type {string} */ (tr.mid);
+    if (opts.maxLayer !== undefined) track.maxLayer = opts.maxLayer;
+    /** @type {Record<string, any>} */
+    const msg = { type: 'subscribe', track: track.id, mid };
+    if (track.maxLayer !== null) msg.max_layer = track.maxLayer;
+    try {
+      await this.#request(msg);
+    } catch (e) {
+      this.#free[track.kind].push(tr);
+      if (e instanceof StreamCoreError && e.code === 'unknown_track') return;
+      throw e;
+    }
+    if (!this.participants.get(track.participantSid)?.tracks.has(track.id)) {
+      // Unpublished meanwhile (the node unbound it).
+      this.#free[track.kind].push(tr);
+      return;
+    }
+    track.transceiver = tr;
+    this.#byMid.set(mid, track);
+    track.mediaStreamTrack = tr.receiver.track;
+    this.emit('trackSubscribed', track);
+  }
+
+  /**
+   * Stops receiving a track; its m-line stays negotiated for the next one.
+   * @param {RemoteTrack} track
+   */
+  async unsubscribe(track) {
+    const mid = track.transceiver?.mid;
+    if (!mid) return;
+    await this.#request({ type: 'unsubscribe', mid });
+    this.#release(track);
+  }
+
+  /**
+   * Caps the simulcast layer of a subscribed track (`null` lifts the cap).
+   * @param {RemoteTrack} track
+   * @param {number|null} maxLayer
+   */
+  async setMaxLayer(track, maxLayer) {
+    track.maxLayer = maxLayer;
+    const mid = track.transceiver?.mid;
+    if (mid) await this.#request({ type: 'update_subscription', mid, max_layer: maxLayer });
+  }
+
+  /**
+   * Pauses a subscribed track (nothing is sent) or resumes it (video from a keyframe).
+   * @param {RemoteTrack} track
+   * @param {boolean} paused
+   */
+  async setPaused(track, paused) {
+    track.paused = paused;
+    const mid = track.transceiver?.mid;
+    if (mid) await this.#request({ type: 'update_subscription', mid, paused });
+  }
+
+  /**
+   * Sends a JSON payload to everyone else, or to the named identities.
+   * @param {any} payload at most 16 KiB serialized
+   * @param {{to?: string[]}} [opts]
+   * @returns {Promise<number>} how many received it
+   */
+  async sendData(payload, opts = {}) {
+    /** @type {Record<string, any>} */
+    const msg = { type: 'data', payload };
+    if (opts.to) msg.to = opts.to;
+    const r = await this.#request(msg);
+    return r.delivered ?? 0;
+  }
+
+  /**
+   * Sets which simulcast layers a published track sends (`layers_wanted`).
+   * @param {string} trackId
+   * @param {string[]} layers
+   */
+  async #applyLayers(trackId, layers) {
+    for (const pub of this.publications.values()) {
+      if (pub.trackId !== trackId && `${this.local.sid}/${pub.transceiver.mid}` !== trackId) continue;
+      pub.layersWanted = layers;
+      const sender = pub.transceiver.sender;
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length < 2) return;
+      let changed = false;
+      for (const e of params.encodings) {
+        const active = e.rid ? layers.includes(e.rid) : true;
+        if (e.active !== active) {
+          e.active = active;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params).catch(() => {});
+    }
+  }
+
+  #requirePc() {
+    if (!this.pc || (this.state !== 'connected' && this.state !== 'reconnecting')) {
+      throw new StreamCoreError('not_connected', 'join the room first');
+    }
+    return this.pc;
+  }
+
+  /**
+   * Resumes after a network change: a new socket takes the participant over within
+   * the grace period, then an ICE restart moves media to the new path. Nobody sees
+   * this participant leave. Called by the client itself when the socket or ICE is
+   * lost; a page may call it when it knows the network changed.
+   * @param {string} [reason]
+   */
+  async reconnect(reason = 'requested') {
+    await this.#reconnect(reason);
+  }
+
+  /** @type {Promise<void>|null} */
+  #reconnecting = null;
+
+  /** @param {string} reason */
+  #reconnect(reason) {
+    if (this.#reconnecting || this.#leaving) return this.#reconnecting ?? Promise.resolve();
+    this.#setState('reconnecting');
+    this.emit('reconnecting', { reason });
+    this.#reconnecting = (async () => {
+      try {
+        const deadline = Date.now() + this.#grace * 1000;
+        let delay = 0;
+        for (;;) {
+          if (this.#leaving) return;
+          await sleep(delay);
+          try {
+            this.#ws?.close();
+            await this.#open(true);
+            break;
+          } catch (e) {
+            if (e instanceof StreamCoreError && (RESUME_FAILED.has(e.code) || e.code === 'token_expired')) {
+              await this.#rejoin();
+              return;
+            }
+            if (Date.now() > deadline) {
+              await this.#rejoin();
+              return;
+            }
+            delay = Math.min(2000, Math.max(250, delay * 2));
+          }
+        }
+        // The participant is back; now the media path.
+        this.#iceRestart = true;
+        await this.#negotiate();
+        if (this.pc?.connectionState === 'connected') {
+          this.#setState('connected');
+          this.emit('reconnected', {});
+        }
+      } catch (e) {
+        this.emit('error', e instanceof StreamCoreError ? e : new StreamCoreError('reconnect_failed', String(e)));
+      } finally {
+        this.#reconnecting = null;
+      }
+    })();
+    return this.#reconnecting;
+  }
+
+  /** The resume window passed: a new participant with the same tracks. */
+  async #rejoin() {
+    const tracks = [...this.publications.values()].map((p) => ({
+      track: p.track,
+      source: p.source,
+      simulcast: (p.transceiver.sender.getParameters().encodings?.length ?? 0) > 1,
+      muted: p.muted,
+    }));
+    this.pc?.close();
+    this.pc = null;
+    this.quality?.stop();
+    this.publications.clear();
+    this.#free = { audio: [], video: [] };
+    this.#byMid.clear();
+    for (const p of [...this.participants.keys()]) this.#removeParticipant(p, 'left');
+    this.#resume = null;
+    this.#token = await this.tokenProvider();
+    await this.#open(false);
+    for (const t of tracks) {
+      const pub = await this.publish(t.track, { source: t.source, simulcast: t.simulcast });
+      if (t.muted) await this.setMuted(pub, true);
+    }
+    this.#setState('connected');
+    this.emit('reconnected', {});
+  }
+
+  /**
+   * For tests and demos: behaves as if the network did something.
+   * - `socket-close`: the signalling socket drops (as on a network change); the client
+   *   resumes and restarts ICE.
+   * @param {'socket-close'} scenario
+   */
+  simulate(scenario) {
+    if (scenario === 'socket-close') this.#ws?.close();
+  }
+
+  /** Leaves the room; others see `participant_left` at once. */
+  async leave() {
+    this.#leaving = true;
+    try {
+      await this.#request({ type: 'leave' });
+    } catch {
+      // Gone already.
+    }
+    this.#teardown();
+    this.#setState('disconnected');
+  }
+
+  #teardown() {
+    clearInterval(this.#pinger ?? undefined);
+    if (this.#iceWatch) clearTimeout(this.#iceWatch);
+    this.#generation++;
+    this.#ws?.close();
+    this.#ws = null;
+    this.quality?.stop();
+    this.pc?.close();
+    this.pc = null;
+    for (const u of this.#unlisten.splice(0)) u();
+  }
+}
+
+// ---- the device and user sockets --------------------------------------------------
+
+/**
+ * @typedef {object} ApiSocketEvents
+ * @property {{}} open authenticated
+ * @property {{willRetry: boolean}} close
+ * @property {StreamCoreError} error
+ */
+
+/**
+ * A WebSocket of the control API that authenticates with the session's access token
+ * (first message) and comes back by itself (backoff 0.5 s doubling to 15 s) until
+ * closed or the session ends.
+ */
+class ApiSocketConnection {
+  /** @type {WebSocket|null} */
+  ws = null;
+  #closed = false;
+  #attempt = 0;
+
+  /**
+   * @param {Session} session
+   * @param {string} path
+   * @param {{message: (m: any) => void, close: (willRetry: boolean) => void, error: (e: StreamCoreError) => void}} on
+   */
+  constructor(session, path, on) {
+    this.session = session;
+    this.path = path;
+    this.on = on;
+  }
+
+  open() {
+    this.#closed = false;
+    this.#connect();
+  }
+
+  async #connect() {
+    if (this.#closed) return;
+    let token;
+    try {
+      token = await this.session.accessToken();
+    } catch (e) {
+      // The session ended: no point retrying.
+      this.on.error(e instanceof StreamCoreError ? e : new StreamCoreError('network', String(e)));
+      return;
+    }
+    const ws = new WebSocket(socketUrl(this.session.base, this.path));
+    this.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token }));
+    ws.onmessage = (e) => {
+      /** @type {any} */
+      let m;
+      try {
+        m = JSON.parse(String(e.data));
+      } catch {
+        return;
+      }
+      if (m.type === 'error' && m.request_id === undefined) {
+        const code = String(m.error?.code ?? 'error');
+        if (code === 'token_expired' || code === 'unauthorized') {
+          // Refresh before the reconnect; a refresh that fails ends the session.
+          this.session.refresh().catch(() => this.close());
+        }
+      } else {
+        this.#attempt = 0;
+      }
+      this.on.message(m);
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      const willRetry = !this.#closed && !this.session.ended;
+      this.on.close(willRetry);
+      if (willRetry) {
+        const delay = Math.min(15_000, 500 * 2 ** this.#attempt++);
+        setTimeout(() => this.#connect(), delay);
+      }
+    };
+  }
+
+  /** @param {Record<string, any>} message */
+  send(message) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  close() {
+    this.#closed = true;
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+  }
+}
+
+/**
+ * The error of a socket's `error` message.
+ * @param {any} m
+ */
+const socketError = (m) => new StreamCoreError(String(m.error?.code ?? 'error'), String(m.error?.message ?? ''));
+
+/**
+ * @typedef {object} PlaybackState
+ * @property {'playing'|'paused'|'stopped'} status
+ * @property {number} [position_ms]
+ * @property {number} [volume] 0–100
+ * @property {Record<string, any>|null} [track] what is playing (title, artist, album, duration_ms, id)
+ * @property {boolean} [live] the device is publishing
+ */
+
+/**
+ * @typedef {object} DeviceCommand
+ * @property {string} command_id
+ * @property {'play'|'pause'|'resume'|'seek'|'next'|'previous'|'volume'} action
+ * @property {number} [position_ms]
+ * @property {number} [volume]
+ * @property {string} [track_id]
+ */
+
+/**
+ * @typedef {object} DeviceSocketEvents
+ * @property {{device_id: string, heartbeat_interval_ms: number}} welcome
+ * @property {DeviceCommand} command
+ * @property {{message: string}} removed the device was removed from the account
+ */
+
+/**
+ * The socket of a paired device: commands from the user's browsers arrive as
+ * `command` events; the device reports its playback state and heartbeats.
+ * @extends {Emitter<DeviceSocketEvents & ApiSocketEvents>}
+ */
+export class DeviceSocket extends Emitter {
+  /** @type {ReturnType<typeof setInterval>|null} */
+  #heartbeat = null;
+  #conn;
+
+  /**
+   * @param {Session} session a device session
+   * @param {{capabilities?: {mic?: boolean, camera?: boolean, screen?: boolean}}} [opts]
+   */
+  constructor(session, opts = {}) {
+    super();
+    this.capabilities = opts.capabilities;
+    this.#conn = new ApiSocketConnection(session, '/api/v1/devices/socket', {
+      message: (m) => this.#handle(m),
+      close: (willRetry) => {
+        if (this.#heartbeat) clearInterval(this.#heartbeat);
+        this.#heartbeat = null;
+        this.emit('close', { willRetry });
+      },
+      error: (e) => this.emit('error', e),
+    });
+  }
+
+  /** Connects (and reconnects until {@link DeviceSocket.close}). */
+  open() {
+    this.#conn.open();
+  }
+
+  close() {
+    this.#conn.close();
+  }
+
+  /** @param {any} m */
+  #handle(m) {
+    switch (m.type) {
+      case 'welcome':
+        if (this.#heartbeat) clearInterval(this.#heartbeat);
+        this.#heartbeat = setInterval(() => this.heartbeat(), Math.max(1000, m.heartbeat_interval_ms));
+        this.heartbeat();
+        this.emit('open', {});
+        this.emit('welcome', m);
+        break;
+      case 'command':
+        this.emit('command', m);
+        break;
+      case 'error':
+        if (m.error?.code === 'not_found') {
+          this.emit('removed', { message: 'this device was removed from the account' });
+          this.close();
+        } else {
+          this.emit('error', socketError(m));
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  heartbeat() {
+    /** @type {Record<string, any>} */
+    const m = { type: 'heartbeat' };
+    if (this.capabilities) m.capabilities = this.capabilities;
+    this.#conn.send(m);
+  }
+
+  /**
+   * Reports the player's state (mirrored to every browser of the user).
+   * @param {PlaybackState} state
+   * @param {string} [commandId] the command it answers
+   */
+  sendState(state, commandId) {
+    /** @type {Record<string, any>} */
+    const m = { type: 'state', state };
+    if (commandId) m.command_id = commandId;
+    return this.#conn.send(m);
+  }
+
+  /** @param {Record<string, any>} [track] */
+  trackEnded(track) {
+    return this.#conn.send({ type: 'track_ended', track: track ?? null });
+  }
+}
+
+/**
+ * @typedef {object} UserSocketEvents
+ * @property {{devices: any[], now_playing: {device_id: string, state: PlaybackState, updated_at: number}[]}} snapshot
+ * @property {{event: string, event_id: string, time: string, data: any}} nowPlaying
+ * @property {{event: string, event_id: string, time: string, data: any}} deviceStatus
+ * @property {{event: string, event_id: string, time: string, data: any}} playbackEvent
+ * @property {{event: string, event_id: string, time: string, data: any}} transcodeJob
+ * @property {{event: string, event_id: string, time: string, data: any}} recording
+ */
+
+/**
+ * A user's browser socket: a snapshot of the devices and what they play, then every
+ * change; commands to a device go up the same socket.
+ * @extends {Emitter<UserSocketEvents & ApiSocketEvents>}
+ */
+export class UserSocket extends Emitter {
+  #nextRequest = 1;
+  /** @type {Map<number, {resolve: (m: any) => void, reject: (e: any) => void}>} */
+  #waiting = new Map();
+  #conn;
+
+  /** @param {Session} session a user session */
+  constructor(session) {
+    super();
+    this.#conn = new ApiSocketConnection(session, '/api/v1/events/socket', {
+      message: (m) => this.#handle(m),
+      close: (willRetry) => {
+        for (const w of this.#waiting.values()) w.reject(new StreamCoreError('network', 'the connection closed'));
+        this.#waiting.clear();
+        this.emit('close', { willRetry });
+      },
+      error: (e) => this.emit('error', e),
+    });
+  }
+
+  /** Connects (and reconnects, with a fresh snapshot, until {@link UserSocket.close}). */
+  open() {
+    this.#conn.open();
+  }
+
+  close() {
+    this.#conn.close();
+  }
+
+  /** @param {any} m */
+  #handle(m) {
+    if (m.request_id !== undefined && this.#waiting.has(m.request_id)) {
+      const w = /** @type {{resolve: (m: any) => void, reject: (e: any) => void}} */ (this.#waiting.get(m.request_id));
+      this.#waiting.delete(m.request_id);
+      if (m.type === 'error') w.reject(socketError(m));
+      else w.resolve(m);
+      return;
+    }
+    switch (m.type) {
+      case 'snapshot':
+        this.emit('open', {});
+        this.emit('snapshot', m);
+        break;
+      case 'now_playing':
+        this.emit('nowPlaying', m);
+        break;
+      case 'device_status':
+        this.emit('deviceStatus', m);
+        break;
+      case 'playback_event':
+        this.emit('playbackEvent', m);
+        break;
+      case 'transcode_job':
+        this.emit('transcodeJob', m);
+        break;
+      case 'recording':
+        this.emit('recording', m);
+        break;
+      case 'error':
+        this.emit('error', socketError(m));
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * Commands a device (play, pause, resume, seek, next, previous, volume). Resolves
+   * once the node accepted it; the device's new state arrives as `nowPlaying`.
+   * @param {string} deviceId
+   * @param {DeviceCommand['action']} action
+   * @param {{position_ms?: number, volume?: number, track_id?: string}} [params]
+   * @returns {Promise<{command_id: string, event_id: string}>}
+   */
+  command(deviceId, action, params = {}) {
+    const id = this.#nextRequest++;
+    return new Promise((resolve, reject) => {
+      if (!this.#conn.send({ type: 'command', request_id: id, device_id: deviceId, action, ...params })) {
+        reject(new StreamCoreError('network', 'not connected to the server'));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new StreamCoreError('timeout', 'the server did not answer the command'));
+      }, 10_000);
+      this.#waiting.set(id, {
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+  }
+}

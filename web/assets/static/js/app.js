@@ -1,0 +1,245 @@
+// @ts-check
+/**
+ * What every page shares: the signed-in session, the top bar, messages people can
+ * understand, and a tiny DOM builder. The protocols live in the client library
+ * (/sdk/streamcore.js); this file only presents.
+ */
+import { Session, StreamCoreError } from '/sdk/streamcore.js';
+
+/**
+ * Builds an element: `h('button', {class: 'x', onclick: f}, 'text', child)`.
+ * @param {string} tag
+ * @param {Record<string, any>|null} [props]
+ * @param {...(Node|string|number|null|undefined|false)} children
+ * @returns {HTMLElement}
+ */
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props ?? {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') {
+      el.addEventListener(k.slice(2), v);
+    } else if (k === 'class') {
+      el.className = String(v);
+    } else if (k === 'text') {
+      el.textContent = String(v);
+    } else if (k in el && typeof v !== 'string') {
+      /** @type {any} */ (el)[k] = v;
+    } else {
+      el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(typeof c === 'string' || typeof c === 'number' ? String(c) : c);
+  }
+  return el;
+}
+
+/**
+ * The element with `id`, typed.
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {new (...a: any[]) => T} [type]
+ * @returns {T}
+ */
+export function $(id, type) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`no #${id} on this page`);
+  if (type && !(el instanceof type)) throw new Error(`#${id} is not a ${type.name}`);
+  return /** @type {T} */ (el);
+}
+
+/** Error codes as a person should read them. */
+const MESSAGES = /** @type {Record<string, string>} */ ({
+  invalid_credentials: 'That email and password do not match an account.',
+  email_taken: 'An account with this email exists already. Sign in, or reset the password.',
+  rate_limited: 'Too many attempts. Wait a minute, then try again.',
+  invalid_pairing_code:
+    'This pairing code is unknown, used or expired. On your computer, open StreamCore → Devices → Pair a phone for a new code.',
+  invalid_reset_token: 'This reset link has expired or was already used. Ask for a new one.',
+  invalid_refresh_token: 'Your session has ended. Sign in again.',
+  refresh_token_reused: 'Your session was ended for safety (it was used twice). Sign in again.',
+  token_expired: 'Your session has expired. Sign in again.',
+  session_ended: 'Your session has ended. Sign in again.',
+  device_offline: 'The phone is offline. Open the StreamCore page on the phone and keep it open.',
+  node_full: 'The server is full right now. Try again in a moment.',
+  draining: 'The server is restarting. Try again in a moment.',
+  media_unavailable: 'The media server is unavailable. Try again in a moment.',
+  network: 'Cannot reach the server. Check your connection.',
+  room_full: 'This room is full.',
+  room_exists: 'A room with this name exists already (it may be someone else’s). Pick another name.',
+  not_found: 'Not found — it may have been removed.',
+  forbidden: 'You are not allowed to do that.',
+  too_large: 'The file is too large for this server.',
+  unsupported_type: 'This is not an audio file StreamCore can read (FLAC, WAV, MP3, AAC/M4A, Ogg, WebM).',
+  not_uploaded: 'The recording is still being stored; wait until it shows “stored”.',
+  already_recording: 'This room is being recorded already.',
+  not_recording: 'This recording has stopped already.',
+  storage_unavailable: 'The storage is unavailable right now. Try again shortly.',
+});
+
+/**
+ * A sentence for a failure: the server's code, a browser's media error, or else its
+ * own message.
+ * @param {unknown} e
+ * @returns {string}
+ */
+export function explain(e) {
+  if (e instanceof StreamCoreError) {
+    if (e.code === 'invalid_field' || e.code === 'invalid_body') return e.message;
+    return MESSAGES[e.code] ?? e.message;
+  }
+  if (e instanceof DOMException || (e instanceof Error && /Error$/.test(e.name))) {
+    switch (e.name) {
+      case 'NotAllowedError':
+        return 'Access to the microphone or camera was denied. Allow it in the browser’s site settings (the icon left of the address), then try again.';
+      case 'NotFoundError':
+        return 'No microphone or camera was found on this device.';
+      case 'NotReadableError':
+        return 'The microphone or camera is in use by another app.';
+      case 'OverconstrainedError':
+        return 'The camera cannot do what was asked; try another one.';
+      case 'SecurityError':
+        return 'This page needs a secure connection (HTTPS) to use the microphone or camera.';
+      case 'TypeError':
+        return e.message.includes('fetch') ? MESSAGES.network : e.message;
+      default:
+        return e.message || String(e);
+    }
+  }
+  return String(e);
+}
+
+/**
+ * Shows a message in `box` (an element with `role="alert"` or `aria-live`).
+ * @param {HTMLElement} box
+ * @param {string} text empty hides it
+ * @param {'error'|'info'|'ok'} [kind]
+ */
+export function say(box, text, kind = 'error') {
+  box.textContent = text;
+  box.className = `message ${kind}`;
+  box.hidden = !text;
+}
+
+/**
+ * Runs `f` with `button` disabled, showing a failure in `box`.
+ * @template T
+ * @param {HTMLButtonElement|null} button
+ * @param {HTMLElement} box
+ * @param {() => Promise<T>} f
+ * @returns {Promise<T|undefined>}
+ */
+export async function busy(button, box, f) {
+  if (button) button.disabled = true;
+  say(box, '');
+  try {
+    return await f();
+  } catch (e) {
+    say(box, explain(e));
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/** @param {number|null|undefined} ms */
+export function clock(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '0:00';
+  const s = Math.floor(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+/** @param {number|null|undefined} ms unix milliseconds */
+export function when(ms) {
+  if (!ms) return '';
+  return new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+/** @param {number} n */
+export function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** The page's query parameters. */
+export function query() {
+  return new URLSearchParams(location.search);
+}
+
+const NAV = [
+  ['/', 'Devices'],
+  ['/listen', 'Listen'],
+  ['/room', 'Rooms'],
+  ['/recordings', 'Recordings'],
+  ['/uploads', 'Uploads'],
+];
+
+/**
+ * The top bar of a signed-in page.
+ * @param {Session} session
+ * @param {{email: string, display_name: string}} me
+ */
+export function topBar(session, me) {
+  const header = $('top');
+  header.className = 'top';
+  header.replaceChildren(
+    h('a', { class: 'brand', href: '/' }, 'StreamCore'),
+    h(
+      'nav',
+      { 'aria-label': 'Main' },
+      ...NAV.map(([href, label]) =>
+        h('a', { href, 'aria-current': location.pathname === href ? 'page' : undefined }, label),
+      ),
+    ),
+    h(
+      'div',
+      { class: 'who' },
+      h('span', { text: me.display_name || me.email }),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'secondary',
+          onclick: async () => {
+            await session.logout().catch(() => {});
+            location.href = '/';
+          },
+        },
+        'Sign out',
+      ),
+    ),
+  );
+}
+
+/**
+ * The signed-in user's session, or a trip to the sign-in page (which comes back here).
+ * When the session ends while the page is open, the page says so.
+ * @returns {Promise<{session: Session, me: any}>}
+ */
+export async function signedIn() {
+  const session = await Session.restore({ kind: 'user' });
+  if (!session) {
+    location.href = `/?next=${encodeURIComponent(location.pathname + location.search)}`;
+    // Never resolves: the page is being left.
+    return new Promise(() => {});
+  }
+  const me = await session.get('/me');
+  topBar(session, me);
+  session.on('ended', (e) => {
+    const banner = h(
+      'div',
+      { class: 'message error banner', role: 'alert' },
+      MESSAGES[e.code] ?? 'Your session has ended. ',
+      ' ',
+      h('a', { href: `/?next=${encodeURIComponent(location.pathname + location.search)}` }, 'Sign in again'),
+    );
+    document.querySelector('main')?.prepend(banner);
+  });
+  return { session, me };
+}

@@ -1,0 +1,241 @@
+// @ts-check
+/**
+ * `/recordings`: start and stop recording a room, the room's recordings with their
+ * status (live from the user socket), a player per recorded track, and podcast
+ * mixdowns: progress, the episode with its waveform, and every stem to download.
+ */
+import { StreamCoreError, UserSocket } from '/sdk/streamcore.js';
+import { $, busy, clock, explain, h, query, say, signedIn, when } from '/static/js/app.js';
+
+const { session } = await signedIn();
+const box = $('rec-message');
+const select = $('room', HTMLSelectElement);
+const list = $('recordings');
+
+const rooms = await session.get('/rooms');
+rooms.sort((/** @type {any} */ a, /** @type {any} */ b) => Number(a.name.startsWith('device-')) - Number(b.name.startsWith('device-')) || a.name.localeCompare(b.name));
+let room = query().get('room') ?? rooms[0]?.name ?? null;
+$('no-rooms').hidden = rooms.length > 0;
+select.replaceChildren(
+  ...rooms.map((/** @type {any} */ r) =>
+    h('option', { value: r.name, selected: r.name === room }, r.name.startsWith('device-') ? `${r.name} (a phone’s live room)` : r.name),
+  ),
+);
+if (room && !rooms.some((/** @type {any} */ r) => r.name === room)) {
+  say(box, `You have no room called “${room}”.`);
+  room = null;
+}
+
+/** @type {Map<string, any>} recordings of the room, by id */
+const recordings = new Map();
+/** Progress of running mixdowns (from events), by job id. @type {Map<string, {stage: string, percent: number}>} */
+const progress = new Map();
+
+/** @param {string} path */
+const api = (path) => `/rooms/${encodeURIComponent(/** @type {string} */ (room))}/recordings${path}`;
+
+/**
+ * @param {{files: {name: string, url: string}[]}} holder
+ * @param {string} name
+ */
+const url = (holder, name) => holder.files?.find((f) => f.name === name)?.url;
+
+/** @param {any} r */
+const statusBadge = (r) => {
+  const text = { recording: 'recording', stopped: 'stopped — storing…', uploaded: 'stored', failed: `failed${r.failure ? `: ${r.failure}` : ''}` };
+  const cls = { recording: 'live', stopped: 'reconnecting', uploaded: 'online', failed: 'offline' };
+  return h(
+    'span',
+    { class: `badge ${/** @type {Record<string, string>} */ (cls)[r.status] ?? ''}`, 'data-status': r.status },
+    /** @type {Record<string, string>} */ (text)[r.status] ?? r.status,
+  );
+};
+
+/**
+ * A player for one stored media file.
+ * @param {string|undefined} src
+ * @param {string} kind `audio` or `video`
+ * @param {string} label
+ */
+const player = (src, kind, label) =>
+  src
+    ? h(kind === 'video' ? 'video' : 'audio', { controls: true, preload: 'metadata', src, class: kind === 'video' ? 'preview' : undefined, 'aria-label': label })
+    : h('span', { class: 'small muted' }, 'available once stored');
+
+/**
+ * A mixdown job: progress, or its episode and stems.
+ * @param {any} r
+ * @param {any} j
+ */
+const mixdownView = (r, j) => {
+  if (j.status === 'completed') {
+    const res = j.result ?? {};
+    const episodeSvg = 'episode.waveform.svg';
+    return h(
+      'div',
+      { class: 'stack', 'data-mixdown': j.id, 'data-status': j.status },
+      h('h3', null, 'Podcast episode'),
+      player(url(j, 'episode.opus'), 'audio', `Episode of the recording of ${when(r.started_at)}`),
+      url(j, episodeSvg) ? h('img', { class: 'waveform', src: url(j, episodeSvg), alt: 'Waveform of the episode' }) : null,
+      h(
+        'div',
+        { class: 'row small' },
+        h('a', { class: 'button secondary', href: url(j, 'episode.opus'), download: `${r.room}-${r.id.slice(0, 8)}.opus` }, 'Download the episode'),
+        h('span', { class: 'muted' }, `${clock(res.duration_ms)} at ${res.episode?.loudness?.output_lufs?.toFixed?.(1) ?? '−16'} LUFS`),
+      ),
+      h('h3', null, 'One stem per speaker'),
+      h(
+        'ul',
+        { class: 'list' },
+        ...(res.stems ?? []).map((/** @type {any} */ s) =>
+          h(
+            'li',
+            null,
+            h(
+              'div',
+              { class: 'grow stack' },
+              h('strong', null, s.speaker),
+              url(j, s.waveform.replace(/\.json$/, '.svg'))
+                ? h('img', { class: 'waveform', src: url(j, s.waveform.replace(/\.json$/, '.svg')), alt: `Waveform of ${s.speaker}` })
+                : null,
+            ),
+            h('a', { class: 'button secondary', href: url(j, s.file), download: `${s.speaker}.opus` }, `Download ${s.speaker}`),
+          ),
+        ),
+      ),
+    );
+  }
+  const p = progress.get(j.id);
+  const text = j.status === 'failed' ? `failed: ${j.last_error ?? ''}` : p ? `${p.stage} ${p.percent}%` : j.status === 'retrying' ? 'retrying…' : 'waiting for a worker…';
+  return h('p', { class: j.status === 'failed' ? 'message error' : 'message info', 'data-mixdown': j.id, 'data-status': j.status, role: 'status' }, `Making the episode: ${text}`);
+};
+
+/** @param {any} r */
+const item = (r) => {
+  const tracks = r.manifest?.tracks ?? [];
+  const mix = r.mixdowns?.[0];
+  const make = h(
+    'button',
+    { type: 'button', class: 'secondary', disabled: r.status !== 'uploaded' || (mix && mix.status !== 'completed' && mix.status !== 'failed') },
+    mix ? 'Make the episode again' : 'Make a podcast episode',
+  );
+  make.addEventListener('click', () =>
+    busy(/** @type {HTMLButtonElement} */ (make), box, async () => {
+      const j = await session.post(api(`/${encodeURIComponent(r.id)}/mixdown`), {});
+      r.mixdowns = [j, ...(r.mixdowns ?? [])];
+      render();
+    }),
+  );
+  const stop = r.status === 'recording' ? h('button', { type: 'button', class: 'danger' }, 'Stop') : null;
+  stop?.addEventListener('click', () => stopRecording(r.id, /** @type {HTMLButtonElement} */ (stop)));
+  const took = r.stopped_at ? clock(r.stopped_at - r.started_at) : '';
+  return h(
+    'li',
+    { 'data-recording': r.id },
+    h(
+      'div',
+      { class: 'grow stack' },
+      h('div', { class: 'row spread' }, h('strong', null, when(r.started_at)), h('div', { class: 'row' }, took ? h('span', { class: 'time' }, took) : null, statusBadge(r), stop)),
+      tracks.length
+        ? h(
+            'ul',
+            { class: 'list' },
+            ...tracks.map((/** @type {any} */ t) =>
+              h(
+                'li',
+                { 'data-file': t.file },
+                h(
+                  'div',
+                  { class: 'grow stack' },
+                  h('div', null, h('strong', null, t.participant), ` — ${t.kind}, ${t.codec}, ${clock(t.duration_ms)}`, t.error ? h('span', { class: 'small muted' }, ` (${t.error})`) : null),
+                  player(url(r, t.file), t.kind, `${t.kind} of ${t.participant}`),
+                ),
+                url(r, t.file) ? h('a', { class: 'button secondary', href: url(r, t.file), download: t.file }, 'Download') : null,
+              ),
+            ),
+          )
+        : h('p', { class: 'small muted' }, r.status === 'recording' ? 'Tracks appear here when the recording stops.' : 'No tracks.'),
+      h('div', { class: 'row' }, make),
+      mix ? mixdownView(r, mix) : null,
+    ),
+  );
+};
+
+const render = () => {
+  const items = [...recordings.values()].sort((a, b) => b.started_at - a.started_at);
+  $('none').hidden = items.length > 0;
+  list.replaceChildren(...items.map(item));
+  const active = items.find((r) => r.status === 'recording');
+  $('start').hidden = Boolean(active);
+  $('stop').hidden = !active;
+  const st = $('rec-state');
+  st.textContent = active ? 'recording' : 'not recording';
+  st.className = `badge ${active ? 'live' : 'offline'}`;
+  $('start', HTMLButtonElement).disabled = !room;
+};
+
+const load = async () => {
+  recordings.clear();
+  if (room) for (const r of await session.get(api(''))) recordings.set(r.id, r);
+  render();
+};
+
+/** @param {string} id */
+const refresh = async (id) => {
+  const r = await session.get(api(`/${encodeURIComponent(id)}`)).catch(() => null);
+  if (r) {
+    recordings.set(r.id, r);
+    render();
+  }
+};
+
+/**
+ * @param {string} id
+ * @param {HTMLButtonElement} button
+ */
+const stopRecording = (id, button) =>
+  busy(button, box, async () => {
+    const r = await session.post(api(`/${encodeURIComponent(id)}/stop`)).catch((e) => {
+      if (e instanceof StreamCoreError && e.code === 'not_recording') return null;
+      throw e;
+    });
+    if (r) recordings.set(r.id, r);
+    render();
+  });
+
+$('start').addEventListener('click', () =>
+  busy($('start', HTMLButtonElement), box, async () => {
+    const r = await session.post(api(''));
+    recordings.set(r.id, r);
+    render();
+  }),
+);
+$('stop').addEventListener('click', () => {
+  const active = [...recordings.values()].find((r) => r.status === 'recording');
+  if (active) stopRecording(active.id, $('stop', HTMLButtonElement));
+});
+select.addEventListener('change', () => {
+  room = select.value;
+  history.replaceState(null, '', `/recordings?room=${encodeURIComponent(room)}`);
+  load().catch((e) => say(box, explain(e)));
+});
+
+const socket = new UserSocket(session);
+socket.on('recording', (e) => {
+  if (e.data.room === room) refresh(e.data.recording_id);
+});
+socket.on('transcodeJob', (e) => {
+  const d = e.data;
+  if (d.kind !== 'mixdown') return;
+  const owner = [...recordings.values()].find((r) => r.mixdowns?.some((/** @type {any} */ j) => j.id === d.job_id));
+  if (e.event === 'transcode.progress') {
+    progress.set(d.job_id, { stage: d.stage, percent: d.percent });
+    render();
+  } else if (owner) {
+    progress.delete(d.job_id);
+    refresh(owner.id);
+  }
+});
+socket.open();
+
+await load().catch((e) => say(box, explain(e)));

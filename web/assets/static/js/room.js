@@ -1,0 +1,384 @@
+// @ts-check
+/**
+ * `/room`: the lobby (your rooms, join by name, create) and, with `?name=`, the call:
+ * camera, microphone and screen share, a tile per participant with the active speaker
+ * highlighted and a quality choice per tile, chat over the room's data messages, a
+ * connection-quality badge, and a reconnect that needs nobody.
+ */
+import { Room, StreamCoreError } from '/sdk/streamcore.js';
+import { $, busy, explain, h, query, say, signedIn } from '/static/js/app.js';
+
+const { session, me } = await signedIn();
+const name = query().get('name');
+
+if (!name) {
+  lobby();
+} else {
+  call(name).catch((e) => say($('call-message'), explain(e)));
+}
+
+/** @param {string} room */
+const roomUrl = (room) => `/room?name=${encodeURIComponent(room)}`;
+
+async function lobby() {
+  $('lobby').hidden = false;
+  const box = $('lobby-message');
+  const rooms = await session.get('/rooms').catch((e) => {
+    say(box, explain(e));
+    return [];
+  });
+  $('no-rooms').hidden = rooms.length > 0;
+  $('rooms').replaceChildren(
+    ...rooms
+      .filter((/** @type {any} */ r) => !r.name.startsWith('device-'))
+      .map((/** @type {any} */ r) =>
+        h(
+          'li',
+          null,
+          h('div', { class: 'grow' }, h('strong', null, r.name), h('div', { class: 'small muted' }, `up to ${r.max_participants} people${r.publish_policy === 'anyone' ? '' : ', only you publish'}${r.auto_record ? ', recorded automatically' : ''}`)),
+          h('a', { class: 'button', href: roomUrl(r.name) }, 'Join'),
+          h('a', { class: 'button secondary', href: `/recordings?room=${encodeURIComponent(r.name)}` }, 'Recordings'),
+        ),
+      ),
+  );
+  const join = $('join-form', HTMLFormElement);
+  join.addEventListener('submit', (e) => {
+    e.preventDefault();
+    location.href = roomUrl($('join-name', HTMLInputElement).value.trim());
+  });
+  const create = $('create-form', HTMLFormElement);
+  create.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const f = new FormData(create);
+    busy(create.querySelector('button'), box, async () => {
+      const r = await session.post('/rooms', {
+        name: String(f.get('name')).trim(),
+        max_participants: Number(f.get('max_participants')),
+        publish_policy: f.get('anyone') ? 'anyone' : 'owner',
+        auto_record: f.get('auto_record') === 'on',
+      });
+      location.href = roomUrl(r.name);
+    });
+  });
+}
+
+/**
+ * A join token: publishing too when the room allows it.
+ * @param {string} room
+ * @returns {Promise<any>}
+ */
+async function joinToken(room) {
+  const identity = me.display_name || me.email;
+  try {
+    return await session.post(`/rooms/${encodeURIComponent(room)}/token`, {
+      publish: true,
+      subscribe: true,
+      publish_data: true,
+      identity,
+    });
+  } catch (e) {
+    if (e instanceof StreamCoreError && e.code === 'forbidden') {
+      // Only the owner publishes here: listen and chat.
+      return session.post(`/rooms/${encodeURIComponent(room)}/token`, { subscribe: true, publish_data: true, identity });
+    }
+    throw e;
+  }
+}
+
+/** @param {string} roomName */
+async function call(roomName) {
+  $('call').hidden = false;
+  $('call-title').textContent = roomName;
+  document.title = `${roomName} — StreamCore`;
+  /** @type {HTMLAnchorElement} */ ($('recordings-link')).href = `/recordings?room=${encodeURIComponent(roomName)}`;
+  const box = $('call-message');
+  const tiles = $('tiles');
+
+  let grant;
+  try {
+    grant = await joinToken(roomName);
+  } catch (e) {
+    if (e instanceof StreamCoreError && e.status === 404) {
+      say(box, `There is no room called “${roomName}”. Create it in the lobby.`);
+      $('call').append(h('p', null, h('a', { class: 'button', href: '/room' }, 'Back to the rooms')));
+      return;
+    }
+    throw e;
+  }
+  if (!grant.publish) say(box, 'Only the room’s owner publishes here: you can watch, listen and chat.', 'info');
+
+  const room = new Room({ url: grant.rtc_url, tokenProvider: async () => (await joinToken(roomName)).token });
+  Object.assign(window, { streamcoreRoom: room });
+
+  // ---- tiles ----
+  /** @type {Map<string, {tile: HTMLElement, video: HTMLVideoElement, stream: MediaStream, quality: HTMLSelectElement|null}>} */
+  const people = new Map();
+  /** @type {Map<string, HTMLElement>} screen shares by track id */
+  const screens = new Map();
+
+  /**
+   * @param {string} sid
+   * @param {string} label
+   * @param {boolean} local
+   */
+  const personTile = (sid, label, local) => {
+    let p = people.get(sid);
+    if (p) return p;
+    const stream = new MediaStream();
+    const video = /** @type {HTMLVideoElement} */ (h('video', { autoplay: true, playsinline: true, muted: local }));
+    video.muted = local;
+    video.srcObject = stream;
+    const quality = local
+      ? null
+      : /** @type {HTMLSelectElement} */ (
+          h(
+            'select',
+            { 'aria-label': `Video quality of ${label}` },
+            h('option', { value: '' }, 'Auto'),
+            h('option', { value: '2' }, 'High'),
+            h('option', { value: '1' }, 'Medium'),
+            h('option', { value: '0' }, 'Low'),
+          )
+        );
+    quality?.addEventListener('change', () => {
+      const participant = room.participants.get(sid);
+      const layer = quality.value === '' ? null : Number(quality.value);
+      for (const t of participant?.tracks.values() ?? []) {
+        if (t.kind === 'video' && t.source !== 'screen') room.setMaxLayer(t, layer).catch((e) => say(box, explain(e)));
+      }
+    });
+    const tile = h(
+      'figure',
+      { class: 'tile', 'data-sid': sid, 'aria-label': label },
+      h('div', { class: 'avatar', 'aria-hidden': 'true' }, label.slice(0, 1).toUpperCase()),
+      video,
+      h('figcaption', { class: 'name' }, local ? `${label} (you)` : label),
+      h('div', { class: 'tools' }, h('span', { class: 'muted-flag', hidden: true }, 'muted'), quality),
+    );
+    tiles.append(tile);
+    p = { tile, video, stream, quality };
+    people.set(sid, p);
+    return p;
+  };
+
+  /**
+   * Puts a track in a participant's tile (one audio and one video at a time).
+   * @param {{tile: HTMLElement, video: HTMLVideoElement, stream: MediaStream}} p
+   * @param {MediaStreamTrack} track
+   */
+  const show = (p, track) => {
+    for (const t of p.stream.getTracks()) if (t.kind === track.kind) p.stream.removeTrack(t);
+    p.stream.addTrack(track);
+    p.tile.classList.toggle('has-video', p.stream.getVideoTracks().length > 0);
+    /** @type {HTMLElement} */ (p.tile.querySelector('.avatar')).hidden = p.stream.getVideoTracks().length > 0;
+    p.video.play().catch(() => {});
+  };
+
+  /**
+   * @param {{tile: HTMLElement, stream: MediaStream}} p
+   * @param {MediaStreamTrack} track
+   */
+  const hide = (p, track) => {
+    p.stream.removeTrack(track);
+    /** @type {HTMLElement} */ (p.tile.querySelector('.avatar')).hidden = p.stream.getVideoTracks().length > 0;
+  };
+
+  const count = () => {
+    $('count').textContent = `${room.participants.size + 1} in the room`;
+  };
+
+  room.on('participantJoined', (p) => {
+    personTile(p.sid, p.identity, false);
+    count();
+  });
+  room.on('participantLeft', ({ participant }) => {
+    people.get(participant.sid)?.tile.remove();
+    people.delete(participant.sid);
+    count();
+  });
+  room.on('trackSubscribed', (t) => {
+    const track = /** @type {MediaStreamTrack} */ (t.mediaStreamTrack);
+    const owner = room.participants.get(t.participantSid);
+    if (t.source === 'screen') {
+      const video = /** @type {HTMLVideoElement} */ (h('video', { autoplay: true, playsinline: true }));
+      video.muted = true;
+      video.srcObject = new MediaStream([track]);
+      const tile = h(
+        'figure',
+        { class: 'tile screen', 'data-track': t.id, 'aria-label': `Screen of ${owner?.identity ?? ''}` },
+        video,
+        h('figcaption', { class: 'name' }, `${owner?.identity ?? ''}’s screen`),
+      );
+      screens.get(t.id)?.remove();
+      screens.set(t.id, tile);
+      tiles.prepend(tile);
+      return;
+    }
+    show(personTile(t.participantSid, owner?.identity ?? t.participantSid, false), track);
+  });
+  /** @param {import('/sdk/streamcore.js').RemoteTrack} t */
+  const drop = (t) => {
+    screens.get(t.id)?.remove();
+    screens.delete(t.id);
+    const p = people.get(t.participantSid);
+    if (p) for (const m of p.stream.getTracks()) if (m.kind === t.kind && t.source !== 'screen') hide(p, m);
+  };
+  room.on('trackUnsubscribed', drop);
+  room.on('trackMuted', ({ track, muted }) => {
+    if (!track || track.kind !== 'audio') return;
+    const flag = people.get(track.participantSid)?.tile.querySelector('.muted-flag');
+    if (flag) /** @type {HTMLElement} */ (flag).hidden = !muted;
+  });
+  room.on('activeSpeaker', ({ participantSid }) => {
+    for (const [sid, p] of people) p.tile.classList.toggle('speaking', sid === participantSid);
+  });
+  room.on('quality', (q) => {
+    const b = $('quality');
+    b.hidden = false;
+    b.textContent = `${q.level}${q.rttMs !== null ? ` · ${q.rttMs} ms` : ''}${q.lossPercent ? ` · ${q.lossPercent}% lost` : ''}`;
+    b.className = `badge ${q.level}`;
+    b.setAttribute('data-level', q.level);
+  });
+  const state = $('room-state');
+  room.on('state', ({ state: s }) => {
+    const text = { connecting: 'connecting', connected: 'connected', reconnecting: 'reconnecting…', disconnected: 'left', idle: 'not connected' };
+    state.textContent = text[s];
+    state.className = `badge ${s === 'connected' ? 'online' : s === 'reconnecting' ? 'reconnecting' : 'offline'}`;
+  });
+  room.on('reconnecting', () => say(box, 'The connection dropped; reconnecting…', 'info'));
+  room.on('reconnected', () => say(box, ''));
+  room.on('disconnected', ({ reason }) => {
+    say(box, reason === 'replaced' ? 'You joined this room from another tab or device; this one left.' : 'You left the room.', 'info');
+  });
+  room.on('error', (e) => say(box, explain(e)));
+
+  // ---- chat ----
+  const chat = $('chat');
+  /**
+   * @param {string} who
+   * @param {string} text
+   */
+  const addChat = (who, text) => {
+    chat.append(h('li', null, h('b', null, who), text));
+    chat.scrollTop = chat.scrollHeight;
+  };
+  room.on('data', (d) => {
+    if (typeof d.payload?.chat === 'string') addChat(d.fromIdentity, d.payload.chat);
+  });
+  const chatForm = $('chat-form', HTMLFormElement);
+  chatForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const input = $('chat-text', HTMLInputElement);
+    const text = input.value.trim();
+    if (!text) return;
+    busy(chatForm.querySelector('button'), box, async () => {
+      await room.sendData({ chat: text });
+      addChat('You', text);
+      input.value = '';
+    });
+  });
+
+  await room.connect();
+  count();
+  const local = personTile(room.local.sid, me.display_name || me.email, true);
+
+  // ---- publishing ----
+  /** @type {import('/sdk/streamcore.js').LocalTrackPublication|null} */
+  let micPub = null;
+  /** @type {import('/sdk/streamcore.js').LocalTrackPublication|null} */
+  let camPub = null;
+  /** @type {import('/sdk/streamcore.js').LocalTrackPublication|null} */
+  let screenPub = null;
+  const camStream = new MediaStream();
+
+  /**
+   * @param {string} id
+   * @param {boolean} on
+   */
+  const pressed = (id, on) => $(id).setAttribute('aria-pressed', String(on));
+
+  const startMic = async () => {
+    if (micPub) return room.setMuted(micPub, false);
+    const s = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const track = s.getAudioTracks()[0];
+    camStream.addTrack(track);
+    micPub = await room.publish(track, { source: 'microphone', stream: camStream });
+  };
+  const startCamera = async () => {
+    if (camPub) {
+      camPub.track.enabled = true;
+      await room.setMuted(camPub, false);
+    } else {
+      const s = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+      const track = s.getVideoTracks()[0];
+      camStream.addTrack(track);
+      camPub = await room.publish(track, { source: 'camera', simulcast: true, stream: camStream });
+    }
+    show(local, camPub.track);
+  };
+  const toggle = /** @type {(id: string, on: () => Promise<any>, off: () => Promise<any>) => void} */ (id, on, off) => {
+    const button = $(id, HTMLButtonElement);
+    button.addEventListener('click', () =>
+      busy(button, box, async () => {
+        const now = button.getAttribute('aria-pressed') === 'true';
+        await (now ? off() : on());
+        pressed(id, !now);
+      }),
+    );
+  };
+  toggle('mic', startMic, async () => micPub && room.setMuted(micPub, true));
+  toggle(
+    'camera',
+    startCamera,
+    async () => {
+      if (!camPub) return;
+      await room.setMuted(camPub, true);
+      hide(local, camPub.track);
+    },
+  );
+  const stopScreen = async () => {
+    const p = screenPub;
+    screenPub = null;
+    pressed('screen', false);
+    screens.get('local')?.remove();
+    screens.delete('local');
+    if (!p) return;
+    p.track.stop();
+    await room.unpublish(p);
+  };
+  toggle(
+    'screen',
+    async () => {
+      const s = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      const track = s.getVideoTracks()[0];
+      track.addEventListener('ended', () => stopScreen().catch(() => {}));
+      screenPub = await room.publish(track, { source: 'screen' });
+      // What the others see, here too.
+      const video = /** @type {HTMLVideoElement} */ (h('video', { autoplay: true, playsinline: true }));
+      video.muted = true;
+      video.srcObject = new MediaStream([track]);
+      const tile = h('figure', { class: 'tile screen local', 'aria-label': 'Your screen' }, video, h('figcaption', { class: 'name' }, 'Your screen (shared)'));
+      screens.set('local', tile);
+      tiles.prepend(tile);
+    },
+    stopScreen,
+  );
+  $('leave').addEventListener('click', async () => {
+    await room.leave();
+    location.href = '/room';
+  });
+
+  if (grant.publish) {
+    // Join with the microphone and camera on; a denied permission leaves the rest working.
+    for (const [id, start] of /** @type {const} */ ([['mic', startMic], ['camera', startCamera]])) {
+      try {
+        await start();
+        pressed(id, true);
+      } catch (e) {
+        say(box, explain(e));
+      }
+    }
+  } else {
+    for (const id of ['mic', 'camera', 'screen']) $(id, HTMLButtonElement).disabled = true;
+  }
+}

@@ -1,0 +1,156 @@
+// @ts-check
+/**
+ * `/uploads`: drop an audio file; it uploads (with progress), becomes a transcode job
+ * whose progress arrives live on the user socket, and the result plays here with its
+ * waveform.
+ */
+import { UserSocket } from '/sdk/streamcore.js';
+import { $, bytes, clock, explain, h, say, signedIn, when } from '/static/js/app.js';
+
+const { session } = await signedIn();
+const box = $('up-message');
+const list = $('jobs');
+/** @type {Map<string, any>} */
+const jobs = new Map();
+/** Upload progress of files still sending, by a local key. @type {Map<string, {name: string, sent: number, total: number}>} */
+const sending = new Map();
+
+/** @param {any} j */
+const statusText = (j) =>
+  ({
+    queued: 'waiting',
+    running: `${j.stage ?? 'working'} ${j.percent ?? 0}%`,
+    retrying: `retrying (${j.last_error ?? ''})`,
+    completed: 'done',
+    failed: `failed: ${j.last_error ?? ''}`,
+  })[/** @type {string} */ (j.status)] ?? j.status;
+
+/**
+ * @param {any} j
+ * @param {string} name
+ */
+const fileUrl = (j, name) => j.files?.find((/** @type {any} */ f) => f.name === name)?.url;
+
+/** @param {number|null|undefined} x */
+const lufs = (x) => (typeof x === 'number' ? x.toFixed(1) : '—');
+
+/** @param {any} j */
+const item = (j) => {
+  const src = j.spec?.source ?? {};
+  const loud = j.result?.loudness;
+  return h(
+    'li',
+    { 'data-job': j.id, 'data-status': j.status },
+    h(
+      'div',
+      { class: 'grow stack' },
+      h('div', { class: 'row spread' }, h('strong', null, src.name ?? j.id), h('span', { class: 'small muted' }, when(j.created_at))),
+      h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': j.status === 'completed' ? 100 : j.percent ?? 0, 'aria-label': `Progress of ${src.name ?? 'the upload'}` }, h('div', { style: null })),
+      h('div', { class: 'small', 'data-role': 'status' }, statusText(j)),
+      j.status === 'completed'
+        ? h(
+            'div',
+            { class: 'stack' },
+            h('audio', { controls: true, preload: 'metadata', src: fileUrl(j, 'audio.opus') }),
+            fileUrl(j, 'waveform.svg') ? h('img', { class: 'waveform', src: fileUrl(j, 'waveform.svg'), alt: `Waveform of ${src.name ?? 'the result'}` }) : null,
+            h(
+              'div',
+              { class: 'small muted' },
+              `${clock(j.result?.duration_ms)} · ${loud ? `${lufs(loud.input_lufs)} → ${lufs(loud.output_lufs)} LUFS` : ''}`,
+              ' · ',
+              h('a', { href: fileUrl(j, 'audio.opus'), download: `${(src.name ?? 'audio').replace(/\.[^.]+$/, '')}.opus` }, 'Download'),
+            ),
+          )
+        : null,
+    ),
+  );
+};
+
+const render = () => {
+  const items = [...jobs.values()].sort((a, b) => b.created_at - a.created_at);
+  $('none').hidden = items.length > 0 || sending.size > 0;
+  list.replaceChildren(
+    ...[...sending.entries()].map(([key, s]) =>
+      h(
+        'li',
+        { 'data-sending': key },
+        h(
+          'div',
+          { class: 'grow stack' },
+          h('strong', null, s.name),
+          h('progress', { max: s.total || 1, value: s.sent, 'aria-label': `Uploading ${s.name}` }),
+          h('div', { class: 'small' }, `uploading ${bytes(s.sent)} of ${bytes(s.total)}`),
+        ),
+      ),
+    ),
+    ...items.map(item),
+  );
+  // Widths through the DOM, not inline styles (the page's policy refuses those).
+  for (const li of list.querySelectorAll('[data-job]')) {
+    const bar = /** @type {HTMLElement|null} */ (li.querySelector('.progress > div'));
+    const now = Number(li.querySelector('.progress')?.getAttribute('aria-valuenow') ?? 0);
+    if (bar) bar.style.width = `${now}%`;
+  }
+};
+
+for (const j of await session.get('/uploads')) jobs.set(j.id, j);
+render();
+
+const socket = new UserSocket(session);
+socket.on('transcodeJob', async (e) => {
+  const id = e.data.job_id;
+  if (!jobs.has(id) && e.data.kind !== 'transcode') return;
+  if (e.event === 'transcode.progress' && jobs.has(id)) {
+    const j = jobs.get(id);
+    j.status = 'running';
+    j.stage = e.data.stage;
+    j.percent = e.data.percent;
+    render();
+    return;
+  }
+  // Completion and failures: the job's view carries the results and links.
+  const j = await session.get(`/uploads/${encodeURIComponent(id)}`).catch(() => null);
+  if (j) {
+    jobs.set(id, j);
+    render();
+  }
+});
+socket.open();
+
+/** @param {File} file */
+const upload = async (file) => {
+  const key = `${file.name}-${Date.now()}`;
+  sending.set(key, { name: file.name, sent: 0, total: file.size });
+  render();
+  say(box, '');
+  try {
+    const target = $('target', HTMLSelectElement).value;
+    const j = await session.upload(`/uploads?name=${encodeURIComponent(file.name)}&target_lufs=${target}`, file, (sent, total) => {
+      sending.set(key, { name: file.name, sent, total });
+      render();
+    });
+    jobs.set(j.id, j);
+  } catch (e) {
+    say(box, `${file.name}: ${explain(e)}`);
+  } finally {
+    sending.delete(key);
+    render();
+  }
+};
+
+const drop = $('drop');
+const input = $('file', HTMLInputElement);
+input.addEventListener('change', () => {
+  for (const f of input.files ?? []) upload(f);
+  input.value = '';
+});
+drop.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  drop.classList.add('over');
+});
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  drop.classList.remove('over');
+  for (const f of e.dataTransfer?.files ?? []) upload(f);
+});

@@ -1,0 +1,256 @@
+//! # web: the pages and the JavaScript client, inside the binary
+//!
+//! `assets/` is embedded at compile time (`build.rs`): `pages/*.html` are what people
+//! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`,
+//! `/reset-password`), `static/` holds their scripts and styles, and
+//! `sdk/streamcore.js` is the client library every page is built on (docs/client.md).
+//! There is no build step and nothing is fetched from elsewhere: the bytes in the
+//! repository are the bytes a browser gets.
+//!
+//! Invariants:
+//! - Every page is sent with a Content-Security-Policy that allows no inline script or
+//!   style and nothing from another origin, with `X-Content-Type-Options: nosniff`,
+//!   a `Referrer-Policy`, and no framing.
+//! - Every asset carries its content hash as `ETag` and `Cache-Control: no-cache`: a
+//!   new binary's assets are used at once, unchanged ones cost a `304`.
+//! - The client library may be imported by a page of any origin
+//!   (`Access-Control-Allow-Origin: *`); it carries no secret.
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// One embedded file.
+#[derive(Debug)]
+pub struct Asset {
+    /// Its path under `assets/`.
+    pub path: &'static str,
+    pub content_type: &'static str,
+    /// A quoted hash of the bytes.
+    pub etag: &'static str,
+    pub bytes: &'static [u8],
+}
+
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+/// The pages: route → file under `assets/`.
+pub const PAGES: [(&str, &str); 7] = [
+    ("/", "pages/index.html"),
+    ("/phone", "pages/phone.html"),
+    ("/listen", "pages/listen.html"),
+    ("/room", "pages/room.html"),
+    ("/recordings", "pages/recordings.html"),
+    ("/uploads", "pages/uploads.html"),
+    ("/reset-password", "pages/reset-password.html"),
+];
+
+/// The pages' policy: scripts, styles, fonts and connections only from this origin
+/// (WebSockets included), pictures and media also from `blob:`/`data:` URLs the
+/// pages make themselves (QR codes, recorded audio).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
+font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The embedded file at `path` (under `assets/`).
+pub fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.path == path)
+}
+
+/// The routes of the pages, their files and the client library.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let mut r = Router::new();
+    for (route, file) in PAGES {
+        r = r.route(
+            route,
+            get(move |headers: HeaderMap| async move { serve(file, &headers, Kind::Page) }),
+        );
+    }
+    r.route(
+        "/static/{*path}",
+        get(
+            |axum::extract::Path(p): axum::extract::Path<String>, headers: HeaderMap| async move {
+                serve(&format!("static/{p}"), &headers, Kind::Static)
+            },
+        ),
+    )
+    .route(
+        "/sdk/{*path}",
+        get(
+            |axum::extract::Path(p): axum::extract::Path<String>, headers: HeaderMap| async move {
+                serve(&format!("sdk/{p}"), &headers, Kind::Sdk)
+            },
+        ),
+    )
+    .route(
+        "/favicon.ico",
+        get(
+            |headers: HeaderMap| async move { serve("static/favicon.svg", &headers, Kind::Static) },
+        ),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Page,
+    Static,
+    Sdk,
+}
+
+fn serve(path: &str, request: &HeaderMap, kind: Kind) -> Response {
+    let Some(a) = asset(path) else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":{"code":"not_found","message":"no such file"}}"#,
+        )
+            .into_response();
+    };
+    let fresh = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == a.etag || t.trim() == "*"));
+    let mut resp = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        a.bytes.into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
+    h.insert(header::ETAG, HeaderValue::from_static(a.etag));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    match kind {
+        Kind::Page => {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(
+                "permissions-policy",
+                HeaderValue::from_static(
+                    "camera=(self), microphone=(self), display-capture=(self), geolocation=()",
+                ),
+            );
+            h.insert(
+                "cross-origin-opener-policy",
+                HeaderValue::from_static("same-origin"),
+            );
+        }
+        Kind::Sdk => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+        Kind::Static => {}
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = Request::get(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        router::<()>()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn every_page_and_the_sdk_are_embedded() {
+        for (_, file) in PAGES {
+            assert!(asset(file).is_some(), "{file} is missing");
+        }
+        assert!(asset("sdk/streamcore.js").is_some());
+        assert!(asset("static/favicon.svg").is_some());
+    }
+
+    #[test]
+    fn pages_load_only_files_that_are_embedded() {
+        // A page that names a script or stylesheet the binary lacks renders broken.
+        for (_, file) in PAGES {
+            let html = std::str::from_utf8(asset(file).unwrap().bytes).unwrap();
+            for attr in ["src=\"", "href=\""] {
+                for part in html.split(attr).skip(1) {
+                    let url = part.split('"').next().unwrap();
+                    if let Some(p) = url
+                        .strip_prefix('/')
+                        .filter(|p| p.starts_with("static/") || p.starts_with("sdk/"))
+                    {
+                        assert!(
+                            asset(p).is_some(),
+                            "{file} loads {url}, which is not embedded"
+                        );
+                    }
+                }
+            }
+            assert!(
+                !html.contains("<script>")
+                    && !html.contains(" style=\"")
+                    && !html.contains("<style"),
+                "{file} has inline script or style, which the policy refuses"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_carry_the_security_headers() {
+        for (route, _) in PAGES {
+            let r = get(route, &[]).await;
+            assert_eq!(r.status(), StatusCode::OK, "{route}");
+            let h = r.headers();
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+            assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+            assert!(
+                h[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sdk_is_importable_from_any_origin_and_revalidated_by_etag() {
+        let r = get("/sdk/streamcore.js", &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(
+            r.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        let etag = r.headers()[header::ETAG].to_str().unwrap().to_owned();
+        let again = get("/sdk/streamcore.js", &[("if-none-match", &etag)]).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            get("/static/nope.js", &[]).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}
