@@ -420,7 +420,14 @@ impl LogOverrides {
 }
 
 /// `STREAMCORE_*` variables that are not settings.
-const NOT_SETTINGS: [&str; 5] = ["admin_password", "config", "test_pg_url", "cache", "tansu"];
+const NOT_SETTINGS: [&str; 6] = [
+    "admin_password",
+    "config",
+    "test_pg_url",
+    "cache",
+    "tansu",
+    "chromium",
+];
 
 impl Settings {
     /// Layers the sources. `file` is read when given (it must exist), else

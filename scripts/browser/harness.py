@@ -89,6 +89,7 @@ class Session:
         self.contexts: list[BrowserContext] = []
         # What a scenario wants reported when it fails (called then).
         self.on_failure: Callable[[], Any] | None = None
+        self._others: list[Browser] = []
 
     def person(self, name: str, viewport: dict | None = None, **kw: Any) -> Page:
         ctx = self.browser.new_context(viewport=viewport or DESKTOP, **kw)
@@ -98,6 +99,12 @@ class Session:
         page.on("pageerror", lambda e: self.logs.append(f"[{name} pageerror] {e}"))
         page.set_default_timeout(20_000)
         return page
+
+    def other_browser(self, flags: list[str]) -> Browser:
+        """A second Chromium with other flags (closed with this session)."""
+        b = self._pw.chromium.launch(executable_path=CHROMIUM, args=flags)
+        self._others.append(b)
+        return b
 
     def screenshot(self, page: Page, name: str) -> None:
         """The page at desktop and at phone width: `<name>-desktop.png`, `<name>-phone.png`."""
@@ -115,7 +122,11 @@ class Session:
                 c.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
-        self.browser.close()
+        for b in [self.browser, *self._others]:
+            try:
+                b.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
         self._pw.stop()
 
 

@@ -308,7 +308,9 @@ export class Session extends Emitter {
   }
 
   /**
-   * The session this browser already holds (its refresh cookie), or `null`.
+   * The session this browser already holds (its refresh cookie), or `null` when it
+   * holds none. A session that ended (revoked, expired, the device removed) rejects
+   * with a {@link StreamCoreError} whose `status` is 401, so a page can say so.
    * @param {{kind?: SessionKind, base?: string}} [a]
    * @returns {Promise<Session|null>}
    */
@@ -318,7 +320,7 @@ export class Session extends Emitter {
       const access = await Session.#refreshWithLock(a.base ?? '', kind);
       return new Session({ kind, accessToken: access, base: a.base });
     } catch (e) {
-      if (e instanceof StreamCoreError && e.status === 401) return null;
+      if (e instanceof StreamCoreError && e.code === 'no_session') return null;
       throw e;
     }
   }

@@ -51,7 +51,7 @@ export function $(id, type) {
 }
 
 /** Error codes as a person should read them. */
-const MESSAGES = /** @type {Record<string, string>} */ ({
+export const MESSAGES = /** @type {Record<string, string>} */ ({
   invalid_credentials: 'That email and password do not match an account.',
   email_taken: 'An account with this email exists already. Sign in, or reset the password.',
   rate_limited: 'Too many attempts. Wait a minute, then try again.',
@@ -62,6 +62,7 @@ const MESSAGES = /** @type {Record<string, string>} */ ({
   refresh_token_reused: 'Your session was ended for safety (it was used twice). Sign in again.',
   token_expired: 'Your session has expired. Sign in again.',
   session_ended: 'Your session has ended. Sign in again.',
+  no_session: 'Sign in to continue.',
   device_offline: 'The phone is offline. Open the StreamCore page on the phone and keep it open.',
   node_full: 'The server is full right now. Try again in a moment.',
   draining: 'The server is restarting. Try again in a moment.',
@@ -144,6 +145,22 @@ export async function busy(button, box, f) {
   }
 }
 
+/** A transcode job's stage as a person reads it. @param {string|null|undefined} stage */
+export function stageText(stage) {
+  const words = /** @type {Record<string, string>} */ ({
+    fetch: 'fetching',
+    decode: 'decoding',
+    resample: 'resampling',
+    normalise: 'levelling the loudness',
+    encode: 'encoding',
+    waveform: 'drawing the waveform',
+    mix: 'mixing',
+    upload: 'storing',
+    done: 'finishing',
+  });
+  return stage ? words[stage] ?? stage : 'working';
+}
+
 /** @param {number|null|undefined} ms */
 export function clock(ms) {
   if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return '0:00';
@@ -223,9 +240,18 @@ export function topBar(session, me) {
  * @returns {Promise<{session: Session, me: any}>}
  */
 export async function signedIn() {
-  const session = await Session.restore({ kind: 'user' });
+  const back = encodeURIComponent(location.pathname + location.search);
+  let session;
+  try {
+    session = await Session.restore({ kind: 'user' });
+  } catch (e) {
+    if (!(e instanceof StreamCoreError && e.status === 401)) throw e;
+    // The session ended while the person was away: the sign-in page says so.
+    location.href = `/?next=${back}&ended=${encodeURIComponent(e.code)}`;
+    return new Promise(() => {});
+  }
   if (!session) {
-    location.href = `/?next=${encodeURIComponent(location.pathname + location.search)}`;
+    location.href = `/?next=${back}`;
     // Never resolves: the page is being left.
     return new Promise(() => {});
   }

@@ -4,7 +4,7 @@
  * (live online state from the user socket), renaming, removing, and pairing a phone.
  */
 import { Session, UserSocket } from '/sdk/streamcore.js';
-import { $, busy, explain, h, query, say, topBar, when } from '/static/js/app.js';
+import { $, MESSAGES, busy, explain, h, query, say, topBar, when } from '/static/js/app.js';
 
 const authBox = $('auth-message');
 
@@ -27,6 +27,9 @@ function showTab(which) {
 
 function signedOut() {
   $('welcome').hidden = false;
+  const ended = query().get('ended');
+  if (ended) say(authBox, MESSAGES[ended] ?? MESSAGES.session_ended);
+  else if (next()) say(authBox, 'Sign in to continue.', 'info');
   for (const id of ['signin', 'signup', 'forgot']) {
     $(`tab-${id}`).addEventListener('click', () => showTab(id));
   }
@@ -237,7 +240,7 @@ async function main() {
   try {
     session = await Session.restore({ kind: 'user' });
   } catch (e) {
-    $('welcome').hidden = false;
+    signedOut();
     say(authBox, explain(e));
     return;
   }

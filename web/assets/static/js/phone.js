@@ -78,9 +78,16 @@ async function pair() {
       return pairForm(explain(e));
     }
   }
-  const existing = await Session.restore({ kind: 'device' }).catch(() => null);
-  return existing ?? pairForm();
+  try {
+    return (await Session.restore({ kind: 'device' })) ?? (await pairForm());
+  } catch (e) {
+    if (e instanceof StreamCoreError && e.status === 401) return pairForm(NO_LONGER_PAIRED);
+    throw e;
+  }
 }
+
+const NO_LONGER_PAIRED =
+  'This phone is no longer paired: it was removed from the account, or its session ended. Pair it again with a new code.';
 
 /**
  * @typedef {object} LibraryTrack
@@ -117,9 +124,7 @@ async function phone(session) {
 
   const gone = () => {
     $('phone').hidden = true;
-    pairForm('This phone is no longer paired: it was removed from the account, or its session ended. Pair it again.').then(
-      () => location.reload(),
-    );
+    pairForm(NO_LONGER_PAIRED).then(() => location.reload());
   };
   session.on('ended', gone);
 
@@ -421,7 +426,13 @@ async function phone(session) {
         preview.play().catch(() => {});
       }
     }
-    const grant = await session.post(`/devices/${encodeURIComponent(deviceId)}/stream`, { role: 'publish' });
+    const grant = await session.post(`/devices/${encodeURIComponent(deviceId)}/stream`, { role: 'publish' }).catch((e) => {
+      for (const t of captured?.getTracks() ?? []) t.stop();
+      captured = null;
+      // The device was removed while this page was open.
+      if (e instanceof StreamCoreError && e.status === 404) gone();
+      throw e;
+    });
     const p = new WhipPublisher({ url: grant.whip_url, token: grant.token });
     p.on('quality', (q) => {
       const b = $('quality');

@@ -5,7 +5,7 @@
  * mixdowns: progress, the episode with its waveform, and every stem to download.
  */
 import { StreamCoreError, UserSocket } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, query, say, signedIn, when } from '/static/js/app.js';
+import { $, busy, clock, explain, h, query, say, signedIn, stageText, when } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const box = $('rec-message');
@@ -59,7 +59,7 @@ const statusBadge = (r) => {
  */
 const player = (src, kind, label) =>
   src
-    ? h(kind === 'video' ? 'video' : 'audio', { controls: true, preload: 'metadata', src, class: kind === 'video' ? 'preview' : undefined, 'aria-label': label })
+    ? h(kind === 'video' ? 'video' : 'audio', { controls: true, preload: 'metadata', src, class: kind === 'video' ? 'preview clip' : undefined, 'aria-label': label })
     : h('span', { class: 'small muted' }, 'available once stored');
 
 /**
@@ -106,7 +106,7 @@ const mixdownView = (r, j) => {
     );
   }
   const p = progress.get(j.id);
-  const text = j.status === 'failed' ? `failed: ${j.last_error ?? ''}` : p ? `${p.stage} ${p.percent}%` : j.status === 'retrying' ? 'retrying…' : 'waiting for a worker…';
+  const text = j.status === 'failed' ? `failed: ${j.last_error ?? ''}` : p ? `${stageText(p.stage)} ${p.percent}%` : j.status === 'retrying' ? 'retrying…' : 'waiting for a worker…';
   return h('p', { class: j.status === 'failed' ? 'message error' : 'message info', 'data-mixdown': j.id, 'data-status': j.status, role: 'status' }, `Making the episode: ${text}`);
 };
 

@@ -5,7 +5,7 @@
  * waveform.
  */
 import { UserSocket } from '/sdk/streamcore.js';
-import { $, bytes, clock, explain, h, say, signedIn, when } from '/static/js/app.js';
+import { $, bytes, clock, explain, h, say, signedIn, stageText, when } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const box = $('up-message');
@@ -19,7 +19,7 @@ const sending = new Map();
 const statusText = (j) =>
   ({
     queued: 'waiting',
-    running: `${j.stage ?? 'working'} ${j.percent ?? 0}%`,
+    running: `${stageText(j.stage)} ${j.percent ?? 0}%`,
     retrying: `retrying (${j.last_error ?? ''})`,
     completed: 'done',
     failed: `failed: ${j.last_error ?? ''}`,

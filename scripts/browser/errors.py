@@ -1,0 +1,159 @@
+"""Bad input, as people meet it, each with a message they understand and the rest of
+the page still working: a wrong and an expired pairing code, a device removed while
+its phone page is open, a session that ended, a used reset link, a wrong password, a
+room that does not exist, and a microphone the person denied."""
+
+import json
+import sqlite3
+import urllib.request
+import uuid
+from pathlib import Path
+
+from harness import CHROMIUM, FLAGS, PHONE, Failure, run, sign_up, wait_for
+
+
+def api(base, method, path, body=None, token=None):
+    req = urllib.request.Request(f"{base}/api/v1{path}", method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+
+
+def message(page, selector):
+    box = page.locator(selector)
+    box.wait_for(state="visible")
+    return box.inner_text()
+
+
+def new_code(user):
+    before = user.locator("#pair-link").get_attribute("href")
+    user.get_by_role("button", name="Pair a phone").click()
+    link = wait_for("a fresh code", lambda: (lambda h: h if h and h not in ("#", before) else None)(user.locator("#pair-link").get_attribute("href")))
+    return link, user.locator("#pair-code").inner_text().replace(" ", "")
+
+
+def main(a, s):
+    base = a.base
+    checks = {}
+    email = f"errors-{uuid.uuid4().hex[:8]}@example.com"
+    password = "a long password 1"
+    user = s.person("user")
+    sign_up(user, base, email, password, name="Erin")
+
+    # A wrong code.
+    phone = s.person("phone", viewport=PHONE)
+    phone.goto(f"{base}/phone?code=WRNGCODE")
+    text = message(phone, "#pair-message")
+    if "unknown, used or expired" not in text:
+        raise Failure(f"a wrong code says {text!r}")
+    if not phone.get_by_role("button", name="Pair").is_enabled():
+        raise Failure("after a wrong code the form cannot be used")
+    checks["wrong_code"] = text
+    s.screenshot(phone, "phone-wrong-code")
+
+    # An expired code (aged in the node's database).
+    link, code = new_code(user)
+    db = sqlite3.connect(str(Path(a.data_dir) / "streamcore.db"))
+    db.execute("UPDATE pairings SET expires_at = 0 WHERE code = ?", (code,))
+    db.commit()
+    db.close()
+    phone.goto(link)
+    text = message(phone, "#pair-message")
+    if "unknown, used or expired" not in text:
+        raise Failure(f"an expired code says {text!r}")
+    checks["expired_code"] = text
+
+    # A good code by hand in the same form works after those failures.
+    link, code = new_code(user)
+    phone.goto(f"{base}/phone")
+    phone.get_by_label("Pairing code").fill(code.lower())
+    phone.get_by_role("button", name="Pair").click()
+    phone.locator("#phone").wait_for(state="visible")
+    wait_for("the phone online", lambda: phone.locator("#connection").inner_text() == "online")
+
+    # The device is removed while its page is open: going live says so; so does a reload.
+    user.goto(f"{base}/")
+    item = user.locator("#devices li").first
+    item.get_by_role("button", name="Remove").click()
+    user.get_by_role("button", name="Yes, remove").click()
+    wait_for("the removal", lambda: "was removed" in user.locator("#devices-message").inner_text())
+    phone.get_by_role("button", name="Go live").click()
+    text = message(phone, "#pair-message")
+    if "no longer paired" not in text:
+        raise Failure(f"going live on a removed device says {text!r}")
+    phone.reload()
+    text = message(phone, "#pair-message")
+    if "no longer paired" not in text:
+        raise Failure(f"reopening a removed device's page says {text!r}")
+    checks["removed_device"] = text
+
+    # The session ends (the password changed elsewhere): the page says so on its next load.
+    user.goto(f"{base}/listen")
+    user.locator("#listen-title").wait_for()
+    login = api(base, "POST", "/auth/login", {"email": email, "password": password})
+    api(base, "POST", "/me/password", {"current_password": password, "new_password": "another long password"}, login["access_token"])
+    user.reload()
+    user.wait_for_url("**/?next=*")
+    text = message(user, "#auth-message")
+    if "session has ended" not in text:
+        raise Failure(f"an ended session says {text!r}")
+    checks["ended_session"] = text
+    # Signing in again brings the person back where they were.
+    form = user.locator("#signin")
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("Password").fill("another long password")
+    form.get_by_role("button", name="Sign in").click()
+    user.wait_for_url("**/listen")
+
+    # A wrong password, and a reset link that was used or has expired.
+    other = s.person("other")
+    other.goto(f"{base}/")
+    form = other.locator("#signin")
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("Password").fill("not the password")
+    form.get_by_role("button", name="Sign in").click()
+    text = message(other, "#auth-message")
+    if "do not match" not in text:
+        raise Failure(f"a wrong password says {text!r}")
+    other.goto(f"{base}/reset-password?token=spent-or-made-up")
+    other.get_by_label("New password (at least 10 characters)").fill("a brand new password")
+    other.get_by_role("button", name="Set the password").click()
+    text = message(other, "#reset-message")
+    if "expired or was already used" not in text:
+        raise Failure(f"a bad reset link says {text!r}")
+    checks["reset_token"] = text
+
+    # A room that does not exist.
+    user.goto(f"{base}/room?name=no-such-room-{uuid.uuid4().hex[:4]}")
+    text = message(user, "#call-message")
+    if "no room called" not in text:
+        raise Failure(f"a missing room says {text!r}")
+
+    # A denied microphone, in a browser that refuses permission prompts: the message
+    # says what to do, and going live with music still works.
+    denied = s.other_browser([f for f in FLAGS if f != "--use-fake-ui-for-media-stream"] + ["--deny-permission-prompts"])
+    dphone = denied.new_context(viewport=PHONE).new_page()
+    dphone.on("console", lambda m: s.logs.append(f"[denied {m.type}] {m.text}"))
+    user.goto(f"{base}/")
+    link, _ = new_code(user)
+    dphone.goto(link)
+    dphone.locator("#phone").wait_for(state="visible")
+    dphone.get_by_label("Microphone", exact=True).check()
+    dphone.get_by_role("button", name="Go live").click()
+    text = message(dphone, "#phone-message")
+    if "denied" not in text:
+        raise Failure(f"a denied microphone says {text!r}")
+    if dphone.locator("#live-badge").inner_text() != "not live":
+        raise Failure("a denied microphone left the phone half live")
+    checks["denied_microphone"] = text
+    s.screenshot(dphone, "phone-denied-microphone")
+    dphone.get_by_label("Music player").check()
+    dphone.get_by_role("button", name="Go live").click()
+    wait_for("going live with music after the denial", lambda: dphone.locator("#live-badge").inner_text() == "live", 20)
+    return checks
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,167 @@
+"""A page on another origin publishes over WHIP and plays over WHEP with the client
+library imported from the node (CORS), and the keyframe defect found with Chromium:
+Chromium's VP8 encoder sends keyframes only when asked, and a second WHEP player that
+joins about 0.5 s after the first must still start decoding at once — in every round.
+The control API stays closed to that origin (no CORS by default)."""
+
+import json
+import threading
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness import Failure, run, wait_for
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>another site</title>
+<script type="module">
+import * as sc from '%(node)s/sdk/streamcore.js';
+window.sc = sc;
+window.ready = true;
+</script></head><body><video id="v" autoplay playsinline muted></video></body></html>"""
+
+
+def serve_foreign_page(node: str) -> tuple[ThreadingHTTPServer, str]:
+    """A web server of another origin (another port) with one page."""
+    body = (PAGE % {"node": node}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):  # quiet
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def api(base: str, method: str, path: str, body=None, token=None):
+    req = urllib.request.Request(f"{base}/api/v1{path}", method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+
+
+PUBLISH_JS = """
+async ([url, token]) => {
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 640, height: 360}});
+  const pub = new window.sc.WhipPublisher({url, token});
+  await pub.publish(stream.getTracks());
+  window.pub = pub;
+  return pub.resource;
+}
+"""
+
+# Starts a WHEP player; resolves with how long until the first decoded audio and
+# video (a video element's first painted frame).
+PLAY_JS = """
+async ([url, token, name]) => {
+  const t0 = performance.now();
+  const player = new window.sc.WhepPlayer({url, token});
+  window[name] = player;
+  await player.play();
+  const posted = performance.now();
+  const v = document.createElement('video');
+  v.muted = false; v.playsInline = true; v.autoplay = true;
+  document.body.append(v);
+  v.srcObject = player.stream;
+  const firstFrame = new Promise(r => v.requestVideoFrameCallback(() => r(performance.now() - t0)));
+  return {post_ms: posted - t0, first_frame_ms: await Promise.race([firstFrame, new Promise(r => setTimeout(() => r(null), 8000))])};
+}
+"""
+
+def start(page, grant):
+    """Starts a player in the page without waiting for it; its result lands in `window.__res`."""
+    page.evaluate(
+        "([js, args]) => { window.__res = undefined; (0, eval)(js)(args).then(r => { window.__res = r; }, e => { window.__res = {error: String(e)}; }); }",
+        [PLAY_JS, [grant["whep_url"], grant["token"], "player"]],
+    )
+
+
+STATS_JS = """
+async (name) => {
+  const out = {};
+  (await window[name].pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp') out[s.kind] = {packets: s.packetsReceived, frames: s.framesDecoded, keyframes: s.keyFramesDecoded, energy: s.totalAudioEnergy};
+  });
+  return out;
+}
+"""
+
+
+def main(a, s):
+    node = a.base
+    srv, origin = serve_foreign_page(node)
+    try:
+        # An account and a room, through the API (this test is about the other site).
+        email = f"cors-{uuid.uuid4().hex[:8]}@example.com"
+        reg = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})
+        access = reg["session"]["access_token"]
+        room = f"cors-{uuid.uuid4().hex[:6]}"
+        api(node, "POST", "/rooms", {"name": room}, access)
+        pub_grant = api(node, "POST", f"/rooms/{room}/token", {"publish": True}, access)
+        play_grant = api(node, "POST", f"/rooms/{room}/token", {"subscribe": True}, access)
+
+        publisher = s.person("publisher")
+        publisher.goto(origin + "/")
+        wait_for("the client library from the node", lambda: publisher.evaluate("() => window.ready === true"))
+        resource = publisher.evaluate(PUBLISH_JS, [pub_grant["whip_url"], pub_grant["token"]])
+        if not resource or not resource.startswith(node):
+            raise Failure(f"no Location for the WHIP session (exposed by CORS?): {resource!r}")
+
+        # The API is not open to this origin: the browser refuses to read it.
+        blocked = publisher.evaluate(
+            """async ([node, token]) => {
+              try { await fetch(node + '/api/v1/me', {headers: {authorization: 'Bearer ' + token}}); return false; }
+              catch (e) { return true; }
+            }""",
+            [node, access],
+        )
+        if not blocked:
+            raise Failure("a page of another origin could read /api/v1 (no cors_origins configured)")
+
+        rounds = []
+        for r in range(3):
+            first = s.person(f"player{r}a")
+            second = s.person(f"player{r}b")
+            for p in (first, second):
+                p.goto(origin + "/")
+                wait_for("the client library", lambda p=p: p.evaluate("() => window.ready === true"))
+            start(first, play_grant)
+            # The second player about half a second after the first (the scenario's
+            # timing, not a wait for a condition).
+            first.wait_for_timeout(500)
+            start(second, play_grant)
+            ra, rb = (wait_for("a player's result", lambda p=p: p.evaluate("() => window.__res"), 20) for p in (first, second))
+            for res in (ra, rb):
+                if "error" in res:
+                    raise Failure(f"round {r}: a player failed: {res['error']}")
+            for label, res, page in (("first", ra, first), ("second", rb, second)):
+                if res["first_frame_ms"] is None:
+                    raise Failure(f"round {r}: the {label} player decoded no frame in 8 s: {page.evaluate(STATS_JS, 'player')}")
+                st = wait_for(
+                    f"round {r}: the {label} player's audio",
+                    lambda page=page: (lambda x: x if x.get("audio", {}).get("energy") else None)(page.evaluate(STATS_JS, "player")),
+                )
+                if not st.get("video", {}).get("keyframes"):
+                    raise Failure(f"round {r}: the {label} player decoded no keyframe: {st}")
+            rounds.append({"first_ms": round(ra["first_frame_ms"]), "second_ms": round(rb["first_frame_ms"])})
+            for p in (first, second):
+                p.evaluate("() => window.player.stop()")
+                p.context.close()
+        # Teardown by DELETE, cross-origin too.
+        publisher.evaluate("() => window.pub.stop()")
+        return {"rounds": rounds, "origin": origin}
+    finally:
+        srv.shutdown()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,156 @@
+"""The recordings and uploads pages: two people in a Chromium room are recorded from
+the recordings page; the recording is stored, each track plays in the page, and its
+files decode with FFmpeg (PyAV); a podcast mixdown is asked for, its progress shows,
+and the episode and stems download and decode. An audio file dropped on the uploads
+page shows its progress, then plays with its waveform."""
+
+import io
+import urllib.request
+import uuid
+from pathlib import Path
+
+import av
+
+from harness import Failure, run, sign_up, tone_wav, wait_for
+
+
+def fetch(url: str) -> tuple[bytes, str]:
+    """A signed link, opened without any credential (as a media element does)."""
+    with urllib.request.urlopen(url) as r:
+        return r.read(), r.headers.get("content-type", "")
+
+
+def decode(data: bytes) -> dict:
+    """What FFmpeg decodes from a file: seconds of audio, and video frames."""
+    out = {"audio_s": 0.0, "video_frames": 0}
+    with av.open(io.BytesIO(data)) as c:
+        for frame in c.decode(*c.streams):
+            if isinstance(frame, av.AudioFrame):
+                out["audio_s"] += frame.samples / frame.sample_rate
+            else:
+                out["video_frames"] += 1
+    return out
+
+
+def absolute(base: str, url: str) -> str:
+    return url if url.startswith("http") else base + url
+
+
+def main(a, s):
+    base = a.base
+    room = f"podcast-{uuid.uuid4().hex[:6]}"
+    host = s.person("host")
+    sign_up(host, base, f"host-{uuid.uuid4().hex[:6]}@example.com", name="Hana")
+    guest = s.person("guest")
+    sign_up(guest, base, f"guest-{uuid.uuid4().hex[:6]}@example.com", name="Gus")
+
+    host.goto(f"{base}/room")
+    form = host.locator("#create-form")
+    form.get_by_label("Name").fill(room)
+    form.get_by_role("button", name="Create and join").click()
+    host.wait_for_url(f"**/room?name={room}")
+    guest.goto(f"{base}/room?name={room}")
+    s.on_failure = lambda: {n: [p.url, p.locator("#call-message").inner_text(), p.locator("#room-state").inner_text(), p.locator("#camera").get_attribute("aria-pressed")] for n, p in (("host", host), ("guest", guest))}
+    for p in (host, guest):
+        wait_for("both connected and publishing", lambda p=p: p.locator("#camera").get_attribute("aria-pressed") == "true", 30)
+    wait_for("the host to hear the guest", lambda: host.locator(".tile", has_text="Gus").count() == 1, 20)
+
+    # The recordings page, in another tab of the host's browser.
+    rec = host.context.new_page()
+    rec.goto(f"{base}/recordings?room={room}")
+    rec.get_by_role("button", name="Start recording").click()
+    wait_for("the recording to run", lambda: rec.locator("#rec-state").inner_text() == "recording")
+    item = rec.locator("#recordings li[data-recording]").first
+    item.wait_for()
+    # Record for a while: until the room has sent some seconds of media.
+    started = rec.evaluate("() => performance.now()")
+    wait_for("six seconds of recording", lambda: rec.evaluate("() => performance.now()") - started > 6000, 15, 0.25)
+    rec.get_by_role("button", name="Stop recording").click()
+    wait_for("the recording stored", lambda: item.locator("[data-status]").first.get_attribute("data-status") == "uploaded", 60)
+    s.screenshot(rec, "recordings")
+
+    # Every track plays in the page from its signed link, and decodes with FFmpeg.
+    tracks = item.locator("li[data-file]")
+    wait_for("the tracks listed", lambda: tracks.count() >= 4)
+    decoded = {}
+    for i in range(tracks.count()):
+        t = tracks.nth(i)
+        name = t.get_attribute("data-file")
+        media = t.locator("audio, video")
+        src = media.get_attribute("src")
+        if not src or "sig=" not in src:
+            raise Failure(f"{name}: no signed link in the player ({src!r})")
+        ready = media.evaluate("m => new Promise(r => { if (m.readyState >= 1) r(m.duration); m.onloadedmetadata = () => r(m.duration); m.onerror = () => r(-1); })")
+        if ready == -1:
+            raise Failure(f"{name}: the page's player cannot load it")
+        data, ctype = fetch(absolute(base, src))
+        d = decode(data)
+        decoded[name] = d
+        if name.endswith(".ogg") and d["audio_s"] < 4:
+            raise Failure(f"{name} ({ctype}) decodes to {d['audio_s']:.1f} s of audio")
+        if name.endswith(".webm") and d["video_frames"] < 30:
+            raise Failure(f"{name} ({ctype}) decodes to {d['video_frames']} frames")
+    if sum(1 for n in decoded if n.endswith(".ogg")) < 2 or sum(1 for n in decoded if n.endswith(".webm")) < 2:
+        raise Failure(f"not every speaker's audio and video was recorded: {sorted(decoded)}")
+
+    # A podcast episode: progress, then the episode and one stem per speaker.
+    item.get_by_role("button", name="Make a podcast episode").click()
+    wait_for("the mixdown's progress", lambda: item.locator("[data-mixdown]").count() == 1)
+    mix = item.locator("[data-mixdown]")
+    wait_for("the episode", lambda: mix.get_attribute("data-status") == "completed", 120, 0.25)
+    episode = mix.locator("audio").first
+    ep_src = episode.get_attribute("src")
+    wait_for("the episode's waveform picture", lambda: mix.locator("img.waveform").first.evaluate("i => i.complete && i.naturalWidth > 0"))
+    ep = decode(fetch(absolute(base, ep_src))[0])
+    if ep["audio_s"] < 4:
+        raise Failure(f"the episode decodes to {ep['audio_s']:.1f} s")
+    stems = mix.locator("a[download]")
+    if stems.count() < 3:
+        raise Failure(f"{stems.count()} downloads: the episode and a stem per speaker were expected")
+    for i in range(stems.count()):
+        d = decode(fetch(absolute(base, stems.nth(i).get_attribute("href")))[0])
+        if d["audio_s"] < 4:
+            raise Failure(f"download {i} decodes to {d['audio_s']:.1f} s")
+    s.screenshot(rec, "recordings-episode")
+
+    # Uploads: a file in, progress live, the result plays with its waveform.
+    up = host.context.new_page()
+    up.goto(f"{base}/uploads")
+    wav = tone_wav(Path(a.shots) / "upload-330.wav", 330.0, 60.0)
+    # Every progress text the page shows on the way, as it shows them.
+    up.evaluate(
+        """() => {
+          window.__seen = new Set();
+          const note = () => document.querySelectorAll('#jobs [data-role=status], #jobs li[data-sending] .small')
+            .forEach(e => window.__seen.add(e.textContent));
+          new MutationObserver(note).observe(document.querySelector('#jobs'), {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    up.locator("#file").set_input_files(str(wav))
+    job = up.locator("#jobs li[data-job]").first
+    job.wait_for()
+    wait_for("the upload's job to complete", lambda: job.get_attribute("data-status") == "completed", 90, 0.1)
+    seen = up.evaluate("() => [...window.__seen]")
+    if not any(x.startswith("uploading") for x in seen):
+        raise Failure(f"the upload's bytes showed no progress: {seen}")
+    if not any("%" in x for x in seen):
+        raise Failure(f"the job showed no progress: {seen}")
+    player = job.locator("audio")
+    played = player.evaluate(
+        """a => new Promise((resolve) => {
+          a.muted = true;
+          a.play().catch(e => resolve({error: String(e)}));
+          const t0 = performance.now();
+          const check = () => a.currentTime > 0.5 ? resolve({t: a.currentTime}) : performance.now() - t0 > 10000 ? resolve({error: 'no progress'}) : setTimeout(check, 100);
+          check();
+        })"""
+    )
+    if "error" in played:
+        raise Failure(f"the upload's result does not play: {played}")
+    wait_for("the upload's waveform", lambda: job.locator("img.waveform").evaluate("i => i.complete && i.naturalWidth > 0"))
+    s.screenshot(up, "uploads")
+    return {"tracks": {k: v for k, v in decoded.items()}, "episode_s": round(ep["audio_s"], 1), "upload_progress": sorted(seen)}
+
+
+if __name__ == "__main__":
+    run(main)

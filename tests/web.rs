@@ -1,0 +1,670 @@
+//! What the web app needs from the node, over real HTTP: the pages and the client
+//! library with their headers, CORS on WHIP/WHEP and the API, refresh tokens in
+//! HttpOnly cookies, stream tokens for devices, signed links to files with byte
+//! ranges, join tokens with absolute URLs, and HTTPS with a self-signed certificate.
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestServer;
+use common::remote::{get, pair_phone, post, register};
+use serde_json::{Value, json};
+
+/// A mono 16-bit 48 kHz WAV of a 440 Hz tone.
+fn tone_wav(seconds: f64) -> Vec<u8> {
+    let n = (48_000.0 * seconds) as u32;
+    let mut w = Vec::with_capacity(44 + 2 * n as usize);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 0x0001_0001, 48_000, 96_000, 0x0010_0002] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(2 * n).to_le_bytes());
+    for i in 0..n {
+        let x = (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 48_000.0).sin() * 0.5;
+        w.extend_from_slice(&((x * 32767.0) as i16).to_le_bytes());
+    }
+    w
+}
+
+/// The `Set-Cookie` headers of an answer.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `name=value` of the named cookie among `Set-Cookie` headers.
+fn cookie(set: &[String], name: &str) -> Option<String> {
+    set.iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+}
+
+async fn post_json(
+    srv: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
+    let mut r = srv.http.post(format!("{}{path}", srv.base)).json(&body);
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_the_client_library_are_served_with_their_headers() {
+    let srv = TestServer::start().await;
+    for page in [
+        "/",
+        "/phone?code=ABCD2345",
+        "/listen",
+        "/room?name=x",
+        "/recordings",
+        "/uploads",
+        "/reset-password",
+    ] {
+        let r = srv
+            .http
+            .get(format!("{}{page}", srv.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert!(r.headers().contains_key("referrer-policy"));
+        assert!(r.text().await.unwrap().contains("<!doctype html>"));
+    }
+    let sdk = srv
+        .http
+        .get(format!("{}/sdk/streamcore.js", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sdk.status(), 200);
+    assert_eq!(sdk.headers()["access-control-allow-origin"], "*");
+    assert!(sdk.text().await.unwrap().contains("export class Room"));
+    // The API's JSON 404 is kept for everything else.
+    let r = srv
+        .http
+        .get(format!("{}/no/such/page", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_found");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_answer_cors_for_any_origin() {
+    let srv = TestServer::start().await;
+    for (path, method, extra) in [
+        ("/whip/demo", "POST", ("accept-post", "application/sdp")),
+        ("/whep/demo", "POST", ("accept-post", "application/sdp")),
+        (
+            "/whip/demo/abc",
+            "PATCH",
+            ("accept-patch", "application/trickle-ice-sdpfrag"),
+        ),
+    ] {
+        let r = srv
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", srv.base))
+            .header("origin", "https://studio.example")
+            .header("access-control-request-method", method)
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{path}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "*", "{path}");
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains(method)
+        );
+        let allowed = h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+        assert_eq!(h[extra.0], extra.1, "{path}");
+    }
+    // Errors are readable by the other origin too.
+    let r = srv
+        .http
+        .post(format!("{}/whip/demo", srv.base))
+        .header("origin", "https://studio.example")
+        .header("content-type", "application/sdp")
+        .body("v=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for h in ["Location", "Link", "ETag"] {
+        assert!(exposed.contains(h), "{exposed}");
+    }
+    srv.stop().await;
+}
+
+async fn api_preflight(srv: &TestServer, origin: &str) -> reqwest::Response {
+    srv.http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/devices", srv.base),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_allows_only_configured_origins() {
+    let srv = TestServer::start().await;
+    let r = api_preflight(&srv, "https://app.example").await;
+    assert!(
+        !r.headers().contains_key("access-control-allow-origin"),
+        "no origin by default"
+    );
+    srv.stop().await;
+
+    let srv = TestServer::start_with(|s| s.cors_origins = vec!["https://app.example".into()]).await;
+    let r = api_preflight(&srv, "https://app.example").await;
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        r.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("authorization")
+    );
+    let r = api_preflight(&srv, "https://evil.example").await;
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_keeps_its_refresh_token_in_an_http_only_cookie() {
+    let srv = TestServer::start().await;
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/register",
+        None,
+        json!({"email": "cookie@example.com", "password": "a long password 1", "cookie": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let set = set_cookies(&r);
+    let first = cookie(&set, "sc_refresh_user").expect("the refresh cookie");
+    let attrs = &set[0];
+    for a in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/api/v1/auth",
+        "Max-Age=",
+    ] {
+        assert!(attrs.contains(a), "{attrs} lacks {a}");
+    }
+    assert!(!attrs.contains("Secure"), "plain HTTP on loopback");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["session"]["access_token"].is_string());
+    assert!(
+        v["session"].get("refresh_token").is_none(),
+        "the page never sees it: {v}"
+    );
+
+    // Refresh with the cookie: a new access token and a rotated cookie.
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        Some(&first),
+        json!({"cookie": "user"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let second = cookie(&set_cookies(&r), "sc_refresh_user").expect("rotated");
+    assert_ne!(second, first);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["access_token"].is_string() && v.get("refresh_token").is_none());
+
+    // The old cookie again: reuse, the login ends, and the cookie is cleared.
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        Some(&first),
+        json!({"cookie": "user"}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let cleared = set_cookies(&r);
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("sc_refresh_user=;") && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "refresh_token_reused");
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        Some(&second),
+        json!({"cookie": "user"}),
+    )
+    .await;
+    assert_eq!(r.status(), 401, "the whole family ended");
+
+    // No cookie: a distinct code, so a page tells "not signed in" from "ended".
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"cookie": "user"}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "no_session");
+    // Neither or both of refresh_token and cookie: a bad request.
+    let r = post_json(&srv, "/api/v1/auth/refresh", None, json!({})).await;
+    assert_eq!(r.status(), 422);
+
+    // Login with a cookie, then a user's cookie presented as a device's: refused.
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "cookie@example.com", "password": "a long password 1", "cookie": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let c = cookie(&set_cookies(&r), "sc_refresh_user").unwrap();
+    let as_device = c.replacen("sc_refresh_user", "sc_refresh_device", 1);
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        Some(&as_device),
+        json!({"cookie": "device"}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+
+    // Logout clears the cookie and ends the login.
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/logout",
+        Some(&c),
+        json!({"cookie": "user"}),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert!(
+        set_cookies(&r)
+            .iter()
+            .any(|s| s.starts_with("sc_refresh_user=;"))
+    );
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        Some(&c),
+        json!({"cookie": "user"}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+
+    // A phone page pairs with a cookie of its own kind.
+    let user = register(&srv.http, &srv.base, "owner@example.com").await;
+    let (_, p) = post(
+        &srv.http,
+        format!("{}/api/v1/pairings", srv.base),
+        Some(&user.access),
+        json!({}),
+    )
+    .await;
+    let r = post_json(
+        &srv,
+        "/api/v1/pairings/claim",
+        None,
+        json!({"code": p["code"], "device": {"name": "Phone", "kind": "phone"}, "cookie": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let device_cookie = cookie(&set_cookies(&r), "sc_refresh_device").expect("device cookie");
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/refresh",
+        Some(&device_cookie),
+        json!({"cookie": "device"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_get_stream_tokens_for_their_own_room() {
+    let srv = TestServer::start().await;
+    let user = register(&srv.http, &srv.base, "live@example.com").await;
+    let (device, device_token) = pair_phone(&srv.http, &srv.base, &user, "Phone").await;
+    let url = |d: &str| format!("{}/api/v1/devices/{d}/stream", srv.base);
+
+    let (s, v) = post(
+        &srv.http,
+        url(&device),
+        Some(&device_token),
+        json!({"role": "publish"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let room = format!("device-{device}");
+    assert_eq!(v["room"], room);
+    assert_eq!(v["whip_url"], format!("{}/whip/{room}", srv.base));
+    assert_eq!(
+        v["rtc_url"],
+        format!("{}/rtc", srv.base.replacen("http://", "ws://", 1))
+    );
+    let grant = srv
+        .server()
+        .signer
+        .verifier()
+        .verify(v["token"].as_str().unwrap())
+        .unwrap();
+    assert!(grant.grants.publish && !grant.grants.subscribe);
+    assert_eq!(grant.identity, device);
+
+    // The user listens; only the device itself may publish.
+    let (s, v) = post(
+        &srv.http,
+        url(&device),
+        Some(&user.access),
+        json!({"role": "listen"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let grant = srv
+        .server()
+        .signer
+        .verifier()
+        .verify(v["token"].as_str().unwrap())
+        .unwrap();
+    assert!(grant.grants.subscribe && !grant.grants.publish);
+    assert_eq!(grant.room.as_str(), room);
+    let (s, v) = post(
+        &srv.http,
+        url(&device),
+        Some(&user.access),
+        json!({"role": "publish"}),
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (s, v) = post(
+        &srv.http,
+        url(&device),
+        Some(&user.access),
+        json!({"role": "dj"}),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("role")));
+
+    // The room is the user's; another user sees no such device.
+    let (_, rooms) = get(
+        &srv.http,
+        format!("{}/api/v1/rooms", srv.base),
+        &user.access,
+    )
+    .await;
+    assert!(rooms.as_array().unwrap().iter().any(|r| r["name"] == room));
+    let stranger = register(&srv.http, &srv.base, "stranger@example.com").await;
+    let (s, _) = post(
+        &srv.http,
+        url(&device),
+        Some(&stranger.access),
+        json!({"role": "listen"}),
+    )
+    .await;
+    assert_eq!(s, 404);
+
+    // Ordinary join tokens carry absolute URLs as well.
+    post(
+        &srv.http,
+        format!("{}/api/v1/rooms", srv.base),
+        Some(&user.access),
+        json!({"name": "demo"}),
+    )
+    .await;
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms/demo/token", srv.base),
+        Some(&user.access),
+        json!({"subscribe": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["whep_url"], format!("{}/whep/demo", srv.base));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_files_open_with_signed_links_and_byte_ranges() {
+    let srv = TestServer::start().await;
+    let user = register(&srv.http, &srv.base, "links@example.com").await;
+    let wav = tone_wav(3.0);
+    let r = srv
+        .http
+        .post(format!(
+            "{}/api/v1/uploads?name=tone.wav&target_lufs=-16",
+            srv.base
+        ))
+        .bearer_auth(&user.access)
+        .body(wav)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, j) = get(
+            &srv.http,
+            format!("{}/api/v1/uploads/{id}", srv.base),
+            &user.access,
+        )
+        .await;
+        if j["status"] == "completed" {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job did not complete: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let link = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "audio.opus")
+        .and_then(|f| f["url"].as_str())
+        .expect("a link to audio.opus")
+        .to_owned();
+    assert!(link.starts_with(&format!("/api/v1/uploads/{id}/files/audio.opus?exp=")));
+
+    // No credential but the link: the whole file, then a range of it.
+    let whole = srv
+        .http
+        .get(format!("{}{link}", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-type"], "audio/ogg");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let bytes = whole.bytes().await.unwrap();
+    assert_eq!(&bytes[..4], b"OggS");
+    let part = srv
+        .http
+        .get(format!("{}{link}", srv.base))
+        .header("range", "bytes=4-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 4-99/{}", bytes.len())
+    );
+    assert_eq!(part.bytes().await.unwrap(), bytes[4..100]);
+
+    // The link opens that file only, and only as signed.
+    let other = link.replacen("audio.opus", "waveform.svg", 1);
+    let tampered = format!("{}A", link.trim_end_matches('A'));
+    for bad in [
+        other,
+        tampered,
+        format!("/api/v1/uploads/{id}/files/audio.opus"),
+    ] {
+        let r = srv
+            .http
+            .get(format!("{}{bad}", srv.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+    }
+    srv.stop().await;
+}
+
+/// One HTTP/1.1 request over TLS: the answer's head and the server certificate's
+/// fingerprint.
+async fn https(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    request: &str,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let fp = streamcore::tls::fingerprint(&tls.get_ref().1.peer_certificates().unwrap()[0]);
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.ok();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let head = text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(h, _)| h);
+    (head.to_owned(), fp)
+}
+
+/// A TLS client that trusts the CA in `data_dir/tls/ca.pem`, as a phone that installed
+/// it does.
+fn trusting_the_node(data_dir: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let ca = std::fs::read(data_dir.join("tls/ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_certificate_the_node_makes_and_keeps() {
+    let data_dir = std::env::temp_dir().join(format!("sc-tls-{}", rand::random::<u64>()));
+    let settings = |s: &mut streamcore::config::Settings| {
+        s.tls.self_signed = true;
+        s.data_dir = data_dir.clone();
+    };
+    let mut srv = TestServer::start_with(settings).await;
+    let (addr, fingerprint, ca_fingerprint) = {
+        let server = srv.server();
+        let tls = server.tls.as_ref().expect("HTTPS is on");
+        assert_eq!(server.public_url, format!("https://{}", server.http_addr));
+        (
+            server.http_addr,
+            tls.fingerprint.clone(),
+            tls.ca.as_ref().expect("a local CA").1.clone(),
+        )
+    };
+    let connector = trusting_the_node(&data_dir);
+    let (head, fp) = https(
+        &connector,
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase().contains("content-security-policy"),
+        "{head}"
+    );
+    assert_eq!(
+        fp, fingerprint,
+        "the printed fingerprint is the certificate's"
+    );
+
+    // A page's session cookie over HTTPS is Secure.
+    let body = r#"{"email":"tls@example.com","password":"a long password 1","cookie":true}"#;
+    let (head, _) = https(
+        &connector,
+        addr,
+        &format!(
+            "POST /api/v1/auth/register HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    let set_cookie = head
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("set-cookie: sc_refresh_user="))
+        .expect("the session cookie");
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+
+    // A restart keeps the certificate: a phone trusts it once.
+    if let Some(s) = srv.server.take() {
+        s.shutdown(Duration::from_millis(100), std::future::pending())
+            .await;
+    }
+    let again = TestServer::start_with(settings).await;
+    let tls = again.server().tls.as_ref().unwrap();
+    assert_eq!(tls.fingerprint, fingerprint);
+    assert_eq!(tls.ca.as_ref().unwrap().1, ca_fingerprint);
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
