@@ -50,12 +50,17 @@ fn chromium() -> String {
 
 /// Runs `scripts/browser/<name>.py` against `srv`; its JSON result.
 async fn scenario(name: &str, srv: &TestServer, extra: &[&str]) -> Value {
+    scenario_at(name, &srv.base, srv, extra).await
+}
+
+/// Runs a scenario against `srv` reached at `base`.
+async fn scenario_at(name: &str, base: &str, srv: &TestServer, extra: &[&str]) -> Value {
     let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
         .await
         .expect("the setup helpers ran");
     let child = Command::new(py)
         .arg(repo().join(format!("scripts/browser/{name}.py")))
-        .args(["--base", srv.base.as_str(), "--shots"])
+        .args(["--base", base, "--shots"])
         .arg(screenshots())
         .arg("--data-dir")
         .arg(&srv.data_dir)
@@ -167,6 +172,7 @@ async fn bad_input_gets_a_clear_message_and_breaks_nothing() {
     for key in [
         "wrong_code",
         "expired_code",
+        "insecure_origin",
         "removed_device",
         "ended_session",
         "reset_token",
@@ -174,5 +180,24 @@ async fn bad_input_gets_a_clear_message_and_breaks_nothing() {
     ] {
         assert!(r[key].as_str().is_some_and(|m| m.len() > 20), "{key}: {r}");
     }
+    srv.stop().await;
+}
+
+/// HTTPS without a proxy: the phone reaches the node by a LAN name over the node's own
+/// certificate, is a secure origin there, and goes live with its microphone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_on_the_lan_goes_live_with_its_microphone_over_https() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let port = support::free_port();
+    let srv = TestServer::start_with(|s| {
+        s.http = format!("127.0.0.1:{port}").parse().unwrap();
+        s.public_url = Some(format!("https://phone.test:{port}"));
+        s.tls.self_signed = true;
+    })
+    .await;
+    let tls = srv.server().tls.as_ref().expect("HTTPS is on");
+    assert!(tls.ca.is_some());
+    let r = scenario_at("tls", &format!("https://phone.test:{port}"), &srv, &[]).await;
+    assert!(number(&r, "audio_packets") > 50.0, "{r}");
     srv.stop().await;
 }

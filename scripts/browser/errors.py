@@ -131,6 +131,25 @@ def main(a, s):
     if "no room called" not in text:
         raise Failure(f"a missing room says {text!r}")
 
+    # Over plain HTTP on a LAN name (not localhost) the browser hides the microphone:
+    # the phone says how to get it, and music still goes live.
+    user.goto(f"{base}/")
+    _, code = new_code(user)
+    lan = base.replace("127.0.0.1", "phone-lan.test")
+    lphone = s.person("lan phone", viewport=PHONE)
+    lphone.goto(f"{lan}/phone?code={code}")
+    lphone.locator("#phone").wait_for(state="visible")
+    lphone.get_by_label("Microphone", exact=True).check()
+    lphone.get_by_role("button", name="Go live").click()
+    text = message(lphone, "#phone-message")
+    if "secure address" not in text or "https://" not in text:
+        raise Failure(f"the microphone on an insecure origin says {text!r}")
+    checks["insecure_origin"] = text
+    lphone.get_by_label("Music player").check()
+    s.on_failure = lambda: lphone.locator("#phone-message").inner_text()
+    lphone.get_by_role("button", name="Go live").click()
+    wait_for("music live over plain HTTP", lambda: lphone.locator("#live-badge").inner_text() == "live", 20)
+
     # A denied microphone, in a browser that refuses permission prompts: the message
     # says what to do, and going live with music still works.
     denied = s.other_browser([f for f in FLAGS if f != "--use-fake-ui-for-media-stream"] + ["--deny-permission-prompts"])

@@ -41,6 +41,8 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
+    # Names other than localhost, for a node reached as a phone reaches it on a LAN.
+    "--host-resolver-rules=MAP *.test 127.0.0.1",
 ]
 
 DESKTOP = {"width": 1280, "height": 800}

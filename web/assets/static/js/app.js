@@ -145,6 +145,33 @@ export async function busy(button, box, f) {
   }
 }
 
+/**
+ * The camera and microphone (and screen), or a clear error when the page's address is
+ * not secure: browsers hide them from `http://` pages other than `localhost`.
+ * @returns {MediaDevices}
+ */
+export function mediaDevices() {
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    throw new StreamCoreError(
+      'insecure_origin',
+      `The microphone and camera need a secure address, and ${location.origin} is not one. Open this server’s https:// address (start it with --tls self-signed; see its README).`,
+    );
+  }
+  return navigator.mediaDevices;
+}
+
+/**
+ * The path of a URL the node handed out (a join token's `whip_url`, …), to be used on
+ * this page's own origin: the page may have been opened under another name of the
+ * same node (a LAN address) than the one the node calls itself, and the page's policy
+ * allows connections to its own origin only.
+ * @param {string} url
+ */
+export function here(url) {
+  const u = new URL(url, location.href);
+  return u.pathname + u.search;
+}
+
 /** A transcode job's stage as a person reads it. @param {string|null|undefined} stage */
 export function stageText(stage) {
   const words = /** @type {Record<string, string>} */ ({

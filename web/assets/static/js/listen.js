@@ -5,7 +5,7 @@
  * its library.
  */
 import { UserSocket, WhepPlayer } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, query, say, signedIn } from '/static/js/app.js';
+import { $, busy, clock, explain, h, here, query, say, signedIn } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const message = $('listen-message');
@@ -152,7 +152,7 @@ const stopListening = async () => {
 const startListening = async () => {
   if (!deviceId) throw new Error('Pick a device first.');
   const grant = await session.post(`/devices/${encodeURIComponent(deviceId)}/stream`, { role: 'listen' });
-  const p = new WhepPlayer({ url: grant.whep_url, token: grant.token });
+  const p = new WhepPlayer({ url: here(grant.whep_url), token: grant.token });
   p.on('quality', (q) => {
     const b = $('quality');
     b.hidden = false;

@@ -10,7 +10,7 @@
  *   browser of the user mirrors it.
  */
 import { DeviceSocket, Session, StreamCoreError, WhipPublisher } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, query, say } from '/static/js/app.js';
+import { $, busy, clock, explain, h, here, mediaDevices, query, say } from '/static/js/app.js';
 import { readDuration, readTags } from '/static/js/tags.js';
 
 const message = $('phone-message');
@@ -27,7 +27,7 @@ function guessName() {
 /** What this browser can send, as far as it tells before any permission. */
 async function capabilities() {
   try {
-    const kinds = new Set((await navigator.mediaDevices.enumerateDevices()).map((d) => d.kind));
+    const kinds = new Set((await mediaDevices().enumerateDevices()).map((d) => d.kind));
     return { mic: kinds.has('audioinput'), camera: kinds.has('videoinput'), screen: false };
   } catch {
     return { mic: false, camera: false, screen: false };
@@ -413,7 +413,7 @@ async function phone(session) {
     if (source === 'music') {
       tracks = ensureGraph().out.stream.getAudioTracks();
     } else {
-      captured = await navigator.mediaDevices.getUserMedia(
+      captured = await mediaDevices().getUserMedia(
         source === 'camera'
           ? { audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 }, facingMode: 'environment' } }
           : { audio: true },
@@ -433,7 +433,7 @@ async function phone(session) {
       if (e instanceof StreamCoreError && e.status === 404) gone();
       throw e;
     });
-    const p = new WhipPublisher({ url: grant.whip_url, token: grant.token });
+    const p = new WhipPublisher({ url: here(grant.whip_url), token: grant.token });
     p.on('quality', (q) => {
       const b = $('quality');
       b.hidden = false;

@@ -6,7 +6,7 @@
  * connection-quality badge, and a reconnect that needs nobody.
  */
 import { Room, StreamCoreError } from '/sdk/streamcore.js';
-import { $, busy, explain, h, query, say, signedIn } from '/static/js/app.js';
+import { $, busy, explain, h, mediaDevices, query, say, signedIn } from '/static/js/app.js';
 
 const { session, me } = await signedIn();
 const name = query().get('name');
@@ -107,7 +107,8 @@ async function call(roomName) {
   }
   if (!grant.publish) say(box, 'Only the room’s owner publishes here: you can watch, listen and chat.', 'info');
 
-  const room = new Room({ url: grant.rtc_url, tokenProvider: async () => (await joinToken(roomName)).token });
+  // The room socket of the node that served this page (see `here`).
+  const room = new Room({ tokenProvider: async () => (await joinToken(roomName)).token });
   Object.assign(window, { streamcoreRoom: room });
 
   // ---- tiles ----
@@ -299,7 +300,7 @@ async function call(roomName) {
 
   const startMic = async () => {
     if (micPub) return room.setMuted(micPub, false);
-    const s = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const s = await mediaDevices().getUserMedia({ audio: true });
     const track = s.getAudioTracks()[0];
     camStream.addTrack(track);
     micPub = await room.publish(track, { source: 'microphone', stream: camStream });
@@ -309,7 +310,7 @@ async function call(roomName) {
       camPub.track.enabled = true;
       await room.setMuted(camPub, false);
     } else {
-      const s = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+      const s = await mediaDevices().getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
       const track = s.getVideoTracks()[0];
       camStream.addTrack(track);
       camPub = await room.publish(track, { source: 'camera', simulcast: true, stream: camStream });
@@ -349,7 +350,7 @@ async function call(roomName) {
   toggle(
     'screen',
     async () => {
-      const s = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      const s = await mediaDevices().getDisplayMedia({ video: true, audio: false });
       const track = s.getVideoTracks()[0];
       track.addEventListener('ended', () => stopScreen().catch(() => {}));
       screenPub = await room.publish(track, { source: 'screen' });

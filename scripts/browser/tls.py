@@ -1,0 +1,47 @@
+"""HTTPS without a proxy: a phone on the LAN reaches the node by a name that is not
+localhost (`phone.test`, mapped to 127.0.0.1), over the certificate the node made
+for itself (`--tls self-signed`; the phone's browser accepts it as a person would
+after checking its fingerprint). There, the page is a secure origin: the phone goes
+live with its microphone, and the listen page hears it over the same HTTPS node
+(pages, API, WebSockets and WHIP/WHEP on one port)."""
+
+import uuid
+
+from harness import PHONE, Failure, inbound, run, sign_up, wait_for
+
+
+def main(a, s):
+    base = a.base
+    if not base.startswith("https://"):
+        raise Failure(f"this scenario wants an HTTPS node, got {base}")
+    user = s.person("user", ignore_https_errors=True)
+    sign_up(user, base, f"tls-{uuid.uuid4().hex[:8]}@example.com", name="Tess")
+    user.get_by_role("button", name="Pair a phone").click()
+    link = wait_for("the pairing link", lambda: (lambda h: h if h and h.startswith("https://") else None)(user.locator("#pair-link").get_attribute("href")))
+
+    phone = s.person("phone", viewport=PHONE, ignore_https_errors=True)
+    phone.goto(link)
+    phone.locator("#phone").wait_for(state="visible")
+    if not phone.evaluate("() => window.isSecureContext"):
+        raise Failure("the phone page over HTTPS is not a secure context")
+    wait_for("the device socket over wss", lambda: phone.locator("#connection").inner_text() == "online")
+    phone.get_by_label("Microphone", exact=True).check()
+    phone.get_by_role("button", name="Go live").click()
+    wait_for("the phone live with its microphone", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
+    s.screenshot(phone, "phone-https")
+
+    user.goto(f"{base}/")
+    device = user.locator("#devices li").first
+    device.wait_for()
+    device.get_by_role("link", name="Listen").click()
+    user.get_by_role("button", name="Listen live").click()
+    stats = wait_for(
+        "the microphone's audio on the listen page",
+        lambda: next((r for r in inbound(user, "window.streamcoreListen.player()?.pc") if r["kind"] == "audio" and (r["packets"] or 0) > 50 and r.get("energy")), None),
+        20,
+    )
+    return {"origin": base, "audio_packets": stats["packets"], "audio_energy": stats["energy"]}
+
+
+if __name__ == "__main__":
+    run(main)
