@@ -184,9 +184,10 @@ async fn bad_input_gets_a_clear_message_and_breaks_nothing() {
 }
 
 /// HTTPS without a proxy: the phone reaches the node by a LAN name over the node's own
-/// certificate, is a secure origin there, and goes live with its microphone.
+/// certificate, is a secure origin there, and goes live with its microphone, then its
+/// camera (the listener decodes the pictures).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_on_the_lan_goes_live_with_its_microphone_over_https() {
+async fn a_phone_on_the_lan_goes_live_with_its_microphone_and_camera_over_https() {
     let _one = ONE_AT_A_TIME.lock().await;
     let port = support::free_port();
     let srv = TestServer::start_with(|s| {
@@ -199,5 +200,6 @@ async fn a_phone_on_the_lan_goes_live_with_its_microphone_over_https() {
     assert!(tls.ca.is_some());
     let r = scenario_at("tls", &format!("https://phone.test:{port}"), &srv, &[]).await;
     assert!(number(&r, "audio_packets") > 50.0, "{r}");
+    assert!(number(&r, "video_frames") > 10.0, "{r}");
     srv.stop().await;
 }

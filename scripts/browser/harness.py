@@ -109,7 +109,9 @@ class Session:
         return b
 
     def screenshot(self, page: Page, name: str) -> None:
-        """The page at desktop and at phone width: `<name>-desktop.png`, `<name>-phone.png`."""
+        """The page at desktop and at phone width: `<name>-desktop.png`, `<name>-phone.png`.
+        Each photographed page is also checked for controls without a name."""
+        assert_labelled(page)
         size = page.viewport_size or DESKTOP
         for label, vp in (("desktop", DESKTOP), ("phone", PHONE)):
             page.set_viewport_size(vp)
@@ -150,6 +152,30 @@ def run(main: Callable[[argparse.Namespace, Session], dict], extra=None, flags: 
         sys.exit(1)
     s.close()
     print(json.dumps(result))
+
+
+# ---- accessibility basics ------------------------------------------------------------
+
+UNLABELLED_JS = """
+() => [...document.querySelectorAll('input, select, textarea, button, a[href], [role=button]')]
+  .filter(e => e.offsetParent !== null || e.type === 'file')
+  .filter(e => {
+    const name = (e.getAttribute('aria-label') || '').trim()
+      || (e.getAttribute('aria-labelledby') ? 'x' : '')
+      || (e.labels && [...e.labels].map(l => l.textContent.trim()).join(''))
+      || (['BUTTON', 'A'].includes(e.tagName) || e.getAttribute('role') === 'button' ? e.textContent.trim() : '')
+      || (e.getAttribute('title') || '').trim();
+    return !name;
+  })
+  .map(e => e.outerHTML.slice(0, 120))
+"""
+
+
+def assert_labelled(page: Page) -> None:
+    """Every visible control has a name a screen reader can read."""
+    missing = page.evaluate(UNLABELLED_JS)
+    if missing:
+        raise Failure(f"controls without an accessible name on {page.url}: {missing}")
 
 
 # ---- accounts through the pages ----------------------------------------------------
@@ -198,23 +224,31 @@ def tone_wav(path: Path, freq: float = 440.0, seconds: float = 30.0, rate: int =
     return path
 
 
+# Container and encoder for each tagged fixture, by file suffix: the tag formats a
+# phone's music comes in (Vorbis comments, ID3v2, MP4 `ilst`, OpusTags).
+ENCODERS = {".flac": ("flac", "flac"), ".mp3": ("mp3", "libmp3lame"), ".m4a": ("ipod", "aac"), ".opus": ("ogg", "libopus")}
+
+
 def tagged_tone(path: Path, title: str, artist: str, album: str, freq: float = 440.0, seconds: float = 30.0) -> Path:
-    """A FLAC file of a tone with Vorbis-comment tags (encoded by FFmpeg through PyAV)."""
+    """An audio file of a tone with title, artist and album tags, in the format its
+    suffix names (encoded by FFmpeg through PyAV)."""
     import av
     import numpy as np
 
+    fmt, codec = ENCODERS[path.suffix]
     rate = 48_000
-    with av.open(str(path), "w", format="flac") as out:
+    with av.open(str(path), "w", format=fmt) as out:
         out.metadata.update({"title": title, "artist": artist, "album": album})
-        stream = out.add_stream("flac", rate=rate, layout="mono")
+        stream = out.add_stream(codec, rate=rate, layout="mono")
         t = np.arange(int(seconds * rate)) / rate
-        pcm = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)
+        pcm = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+        resampler = av.AudioResampler(format=stream.codec_context.format, layout="mono", rate=rate)
         for start in range(0, len(pcm), 4800):
-            chunk = pcm[start : start + 4800].reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            frame = av.AudioFrame.from_ndarray(pcm[start : start + 4800].reshape(1, -1), format="flt", layout="mono")
             frame.sample_rate = rate
-            for p in stream.encode(frame):
-                out.mux(p)
+            for f in resampler.resample(frame):
+                for p in stream.encode(f):
+                    out.mux(p)
         for p in stream.encode(None):
             out.mux(p)
     return path

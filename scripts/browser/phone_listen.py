@@ -42,6 +42,17 @@ def main(a, s):
     track_text = phone.locator("#library li").first.inner_text()
     if "The Tuning Forks" not in track_text:
         raise Failure(f"the library entry lacks the artist tag: {track_text!r}")
+    # Files in the other formats a phone's music comes in: their tags are read too.
+    others = [
+        tagged_tone(Path(a.shots) / f"tone{suffix}", f"Song in {suffix[1:]}", f"Artist {suffix[1:]}", "Formats", hz, 20.0)
+        for suffix, hz in ((".mp3", 550.0), (".m4a", 660.0), (".opus", 770.0))
+    ]
+    phone.locator("#files").set_input_files([str(p) for p in others])
+    for suffix in ("mp3", "m4a", "opus"):
+        entry = phone.locator("#library li", has_text=f"Song in {suffix}")
+        entry.wait_for()
+        if f"Artist {suffix}" not in entry.inner_text():
+            raise Failure(f"the {suffix} file's artist tag was not read: {entry.inner_text()!r}")
 
     # Live with the music player, playing the file.
     phone.locator("#library li", has_text="Concert A").click()
@@ -120,6 +131,26 @@ def main(a, s):
     user.locator("#seek").fill("20")
     user.locator("#seek").dispatch_event("change")
     wait_for("the phone to seek", lambda: phone.evaluate("() => window.streamcorePhone.audio.currentTime") >= 19)
+
+    # Previous restarts a track that has played a while; next and previous move on the
+    # phone's queue, and the listen page follows.
+    user.get_by_role("button", name="Previous track").click()
+    wait_for("the track to restart", lambda: phone.evaluate("() => window.streamcorePhone.audio.currentTime") < 3)
+    user.get_by_role("button", name="Next track").click()
+    wait_for("the next track", lambda: user.locator("#np-title").inner_text() not in ("Concert A", "Nothing playing"))
+    moved_to = user.locator("#np-title").inner_text()
+    if phone.locator("#np-title").inner_text() != moved_to:
+        raise Failure(f"the listen page shows {moved_to!r}, the phone plays {phone.locator('#np-title').inner_text()!r}")
+    user.get_by_role("button", name="Previous track").click()
+    wait_for("back to the first track", lambda: user.locator("#np-title").inner_text() == "Concert A")
+
+    # The device can be renamed from the devices page.
+    user.goto(f"{base}/")
+    user.locator("#devices li").first.get_by_role("button", name="Rename").click()
+    user.get_by_label("New name for").fill("Lee's phone")
+    user.get_by_role("button", name="Save").click()
+    user.locator("#devices .device-name", has_text="Lee's phone").wait_for()
+    s.screenshot(user, "devices")
 
     return {
         "hz": round(tone["hz"], 1),

@@ -40,7 +40,21 @@ def main(a, s):
         lambda: next((r for r in inbound(user, "window.streamcoreListen.player()?.pc") if r["kind"] == "audio" and (r["packets"] or 0) > 50 and r.get("energy")), None),
         20,
     )
-    return {"origin": base, "audio_packets": stats["packets"], "audio_energy": stats["energy"]}
+    # The camera instead: the listener's player goes on with the new tracks, video too.
+    phone.get_by_role("button", name="Stop").click()
+    wait_for("the phone off the air", lambda: phone.locator("#live-badge").inner_text() == "not live")
+    phone.get_by_label("Camera and microphone").check()
+    phone.get_by_role("button", name="Go live").click()
+    wait_for("the phone live with its camera", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
+    phone.locator("#preview").wait_for(state="visible")
+    video = wait_for(
+        "the camera's pictures on the listen page",
+        lambda: next((r for r in inbound(user, "window.streamcoreListen.player()?.pc") if r["kind"] == "video" and (r["framesDecoded"] or 0) > 10), None),
+        30,
+    )
+    user.locator("#video").wait_for(state="visible")
+    s.screenshot(user, "listen-camera")
+    return {"origin": base, "audio_packets": stats["packets"], "audio_energy": stats["energy"], "video_frames": video["framesDecoded"]}
 
 
 if __name__ == "__main__":
