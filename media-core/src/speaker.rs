@@ -94,11 +94,19 @@ impl<K: Copy + PartialEq> SpeakerDetector<K> {
             self.candidate = None;
             return None;
         }
-        // The candidate holds its place while it is the loudest, or about as loud.
+        // The candidate holds its place while it is the loudest, or about as loud — and,
+        // like any newcomer, clearly louder than a current speaker still talking.
+        let margin = self.config.margin;
+        let louder_than_current = |l: u8| {
+            current_level
+                .is_none_or(|cur| cur > self.config.threshold || l.saturating_add(margin) <= cur)
+        };
         let holds = |c: K| {
             c == k
                 || candidate_level.is_some_and(|cl| {
-                    cl <= self.config.threshold && cl <= level.saturating_add(self.config.margin)
+                    cl <= self.config.threshold
+                        && cl <= level.saturating_add(margin)
+                        && louder_than_current(cl)
                 })
         };
         match self.candidate {
@@ -150,6 +158,21 @@ mod tests {
             .collect();
         let steps: Vec<(u64, &[(u8, u8)])> = steps.iter().map(|(t, l)| (*t, &l[..])).collect();
         assert_eq!(run(&steps), [(500, 1)]);
+    }
+
+    #[test]
+    fn a_held_candidate_must_still_be_clearly_louder_than_the_speaker() {
+        // 1 speaks; 3 starts louder, then falls back to within the margin of 1 while 4
+        // is the loudest: 3 may not take over from 1, 4 does after its own hold.
+        let steps: &[(u64, &[(u8, u8)])] = &[
+            (0, &[(1, 20)]),
+            (500, &[(1, 20)]),
+            (600, &[(1, 28), (3, 21)]),
+            (700, &[(1, 28), (3, 25), (4, 20)]),
+            (1100, &[(1, 28), (3, 25), (4, 20)]),
+            (1200, &[(1, 28), (3, 25), (4, 20)]),
+        ];
+        assert_eq!(run(steps), [(500, 1), (1200, 4)]);
     }
 
     #[test]
