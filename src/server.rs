@@ -90,7 +90,7 @@ async fn open_control_plane(
         signer.clone(),
         control_api::ApiConfig {
             public_url: public_url.to_owned(),
-            secure_cookies: public_url.starts_with("https://"),
+            secure_cookies: public_url.starts_with("https://") || settings.tls.enabled(),
             online_window: Duration::from_secs(settings.events.online_window_secs),
             max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
             upload_dir: settings.data_dir.join("uploads"),
@@ -251,14 +251,40 @@ impl EventServices {
 
 /// Starts the node on `settings`. Ports given as 0 are chosen by the OS; the chosen
 /// addresses are in the returned value.
-pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
-    // First, so a port the OS chooses is in the links the control plane makes.
+/// The HTTP(S) listener: bound first, so a port the OS chooses is in the links the
+/// control plane makes; its address, the public URL, and the certificate if any.
+struct HttpListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    public_url: String,
+    tls: Option<crate::tls::Tls>,
+}
+
+async fn bind_http(settings: &Settings) -> anyhow::Result<HttpListener> {
     let listener = TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("binding HTTP on {}", settings.http))?;
-    let http_addr = listener.local_addr()?;
-    let public_url = settings.public_url_for(http_addr);
+    let addr = listener.local_addr()?;
+    let public_url = settings.public_url_for(addr);
     let tls = crate::tls::load(settings)?;
+    if let Some(t) = &tls {
+        crate::tls::announce(t, &public_url);
+    }
+    Ok(HttpListener {
+        listener,
+        addr,
+        public_url,
+        tls,
+    })
+}
+
+pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
+    let HttpListener {
+        listener,
+        addr: http_addr,
+        public_url,
+        tls,
+    } = bind_http(settings).await?;
     let (signer, mut api) = open_control_plane(settings, &public_url).await?;
     // First, so a bad [smtp] fails the start before anything listens.
     let mail_relay = start_mail_relay(settings, &api)?;
@@ -326,9 +352,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         None => (None, None),
     };
     info!(http = %http_addr, url = %public_url, media = ?media_addrs, "streamcore listening");
-    if let Some(t) = &tls {
-        crate::tls::announce(t, &public_url);
-    }
     Ok(RunningServer {
         http_addr,
         public_url,
@@ -497,12 +520,12 @@ impl std::fmt::Debug for RunningApi {
 }
 
 pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
-    let listener = TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("binding HTTP on {}", settings.http))?;
-    let http_addr = listener.local_addr()?;
-    let public_url = settings.public_url_for(http_addr);
-    let tls = crate::tls::load(settings)?;
+    let HttpListener {
+        listener,
+        addr: http_addr,
+        public_url,
+        tls,
+    } = bind_http(settings).await?;
     let (_, api) = open_control_plane(settings, &public_url).await?;
     let mail_relay = start_mail_relay(settings, &api)?;
     let events = EventServices::start(&api, None, None)?;
@@ -512,9 +535,6 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
         .merge(api_router(settings, &api))
         .merge(web::router());
     let (stop, rx) = watch::channel(false);
-    if let Some(t) = &tls {
-        crate::tls::announce(t, &public_url);
-    }
     let task = tokio::spawn(serve(listener, app, tls.map(|t| t.config), rx));
     Ok(RunningApi {
         http_addr,

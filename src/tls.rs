@@ -3,8 +3,10 @@
 //!
 //! Two sources of a certificate (`[tls]`):
 //! - files (`cert` + `key`, PEM): a real certificate, reloaded at each start;
-//! - `self_signed`: a local CA (made once, kept in `data_dir/tls/ca.pem`, ten years)
-//!   and a server certificate it signs for the addresses clients use — the
+//! - `self_signed`: a local CA (made once, kept in `data_dir/tls/ca.pem`, ten years,
+//!   name-constrained to private addresses and local names plus this node's own, so a
+//!   phone that installs it trusts it for nothing else) and a server certificate it
+//!   signs for the addresses clients use — the
 //!   advertised IPs, the listen IP, the public URL's host, `localhost` and
 //!   `127.0.0.1` — remade when that list changes or within 30 days of its end
 //!   (397 days, the most Apple's devices accept). A phone trusts the node by
@@ -50,6 +52,8 @@ impl std::fmt::Debug for Tls {
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request's headers may take to arrive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The server certificate's lifetime: Apple's devices refuse longer ones.
 const LEAF_DAYS: i64 = 397;
 /// A server certificate this close to its end is remade at start.
@@ -152,9 +156,22 @@ fn self_signed(
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     let names_path = dir.join("names");
+    let permits_path = dir.join("ca-permits");
     let now = time::OffsetDateTime::now_utc();
 
-    if !(ca_path.exists() && ca_key_path.exists()) {
+    // The CA may only vouch for what it permits; a name outside (a new public address)
+    // needs a new CA, which phones must trust again.
+    let permits: Vec<String> = std::fs::read_to_string(&permits_path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let covered = names.iter().all(|n| permitted(&permits, n));
+    if !(ca_path.exists() && ca_key_path.exists() && covered) {
+        if ca_path.exists() {
+            warn!(names = %names.join(", "), "the local CA does not cover these names; making a new one (phones must trust it again)");
+        }
+        let permits = ca_permits(names);
         let key = KeyPair::generate().context("making the CA key")?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(
@@ -166,11 +183,16 @@ fn self_signed(
         );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: permits.iter().filter_map(|p| subtree(p)).collect(),
+            excluded_subtrees: Vec::new(),
+        });
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(3650);
         let cert = params.self_signed(&key).context("signing the CA")?;
         write_secret(&ca_key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&ca_path, cert.pem())?;
+        std::fs::write(&permits_path, permits.join("\n"))?;
         let _ = std::fs::remove_file(&cert_path);
         info!(ca = %ca_path.display(), "made a local certificate authority for HTTPS");
     }
@@ -216,6 +238,88 @@ fn self_signed(
     Ok((chain, key, ca_path, ca_der.into_owned()))
 }
 
+/// What the local CA permits, besides `names`: private and link-local addresses,
+/// loopback, and names that only mean something on a LAN. As `ip:<cidr>` and
+/// `dns:<name>` lines (kept in `ca-permits`).
+const LOCAL_PERMITS: [&str; 15] = [
+    "ip:127.0.0.0/8",
+    "ip:10.0.0.0/8",
+    "ip:172.16.0.0/12",
+    "ip:192.168.0.0/16",
+    "ip:100.64.0.0/10",
+    "ip:169.254.0.0/16",
+    "ip:::1/128",
+    "ip:fc00::/7",
+    "ip:fe80::/10",
+    "dns:localhost",
+    "dns:local",
+    "dns:lan",
+    "dns:home.arpa",
+    "dns:internal",
+    "dns:test",
+];
+
+/// The local permits plus whatever of `names` they do not cover.
+fn ca_permits(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = LOCAL_PERMITS.iter().map(|s| (*s).to_owned()).collect();
+    for n in names {
+        if !permitted(&out, n) {
+            out.push(match n.parse::<IpAddr>() {
+                Ok(ip) if ip.is_ipv4() => format!("ip:{ip}/32"),
+                Ok(ip) => format!("ip:{ip}/128"),
+                Err(_) => format!("dns:{n}"),
+            });
+        }
+    }
+    out
+}
+
+/// Whether a name is inside one of the permits (an address in a subnet, a DNS name
+/// equal to or under a permitted name).
+fn permitted(permits: &[String], name: &str) -> bool {
+    let ip = name.parse::<IpAddr>().ok();
+    let lower = name.to_ascii_lowercase();
+    permits.iter().any(|p| {
+        if let Some(cidr) = p.strip_prefix("ip:") {
+            let (Some(ip), Some((net, bits))) = (ip, cidr.rsplit_once('/')) else {
+                return false;
+            };
+            let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+                return false;
+            };
+            match (ip, net) {
+                (IpAddr::V4(a), IpAddr::V4(n)) => {
+                    let mask = u32::MAX.checked_shl(32 - bits.min(32)).unwrap_or(0);
+                    u32::from(a) & mask == u32::from(n) & mask
+                }
+                (IpAddr::V6(a), IpAddr::V6(n)) => {
+                    let mask = u128::MAX.checked_shl(128 - bits.min(128)).unwrap_or(0);
+                    u128::from(a) & mask == u128::from(n) & mask
+                }
+                _ => false,
+            }
+        } else if let Some(dns) = p.strip_prefix("dns:") {
+            let dns = dns.to_ascii_lowercase();
+            ip.is_none() && (lower == dns || lower.ends_with(&format!(".{dns}")))
+        } else {
+            false
+        }
+    })
+}
+
+/// A permit as a name constraint of the CA certificate.
+fn subtree(permit: &str) -> Option<rcgen::GeneralSubtree> {
+    if let Some(cidr) = permit.strip_prefix("ip:") {
+        return cidr
+            .parse::<rcgen::CidrSubnet>()
+            .ok()
+            .map(rcgen::GeneralSubtree::IpAddress);
+    }
+    permit
+        .strip_prefix("dns:")
+        .map(|d| rcgen::GeneralSubtree::DnsName(d.to_owned()))
+}
+
 /// When the certificate in `path` ends.
 fn leaf_valid_until(path: &Path) -> Option<time::OffsetDateTime> {
     let der = CertificateDer::from_pem_file(path).ok()?;
@@ -236,6 +340,12 @@ fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // An existing file keeps its mode through `open`: set it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
@@ -301,7 +411,12 @@ pub async fn serve(
                     app.clone().oneshot(req)
                 },
             );
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that never finishes its headers does not hold a connection.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(peer = %addr, error = %e, "HTTPS connection ended with an error");
@@ -345,6 +460,40 @@ mod tests {
     }
 
     #[test]
+    fn the_local_ca_permits_lan_addresses_and_this_nodes_names_only() {
+        let names = vec![
+            "192.168.1.20".to_owned(),
+            "203.0.113.7".to_owned(),
+            "studio.example.com".to_owned(),
+            "phone.test".to_owned(),
+        ];
+        let permits = ca_permits(&names);
+        for n in &names {
+            assert!(permitted(&permits, n), "{n}");
+        }
+        assert!(permits.contains(&"ip:203.0.113.7/32".to_owned()));
+        assert!(permits.contains(&"dns:studio.example.com".to_owned()));
+        assert!(
+            !permits.contains(&"dns:phone.test".to_owned()),
+            "under .test already"
+        );
+        for other in ["8.8.8.8", "www.bank.example", "example.com", "2001:db8::1"] {
+            assert!(!permitted(&permits, other), "{other}");
+        }
+        for local in [
+            "10.1.2.3",
+            "172.20.0.1",
+            "fd00::5",
+            "::1",
+            "my-pc.local",
+            "LOCALHOST",
+        ] {
+            assert!(permitted(&permits, local), "{local}");
+        }
+        assert!(permits.iter().all(|p| subtree(p).is_some()));
+    }
+
+    #[test]
     fn a_self_signed_certificate_is_made_once_and_kept() {
         let dir = std::env::temp_dir().join(format!("sc-tls-{}", rand::random::<u64>()));
         let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
@@ -356,7 +505,16 @@ mod tests {
         let more = vec!["10.0.0.5".to_owned(), "localhost".to_owned()];
         let remade = self_signed(&dir, &more).unwrap();
         assert_ne!(remade.0[0], chain[0], "remade for new names");
-        assert_eq!(remade.3, ca_der, "by the same CA");
+        assert_eq!(
+            remade.3, ca_der,
+            "by the same CA: a LAN address is within it"
+        );
+        let public = vec!["203.0.113.9".to_owned()];
+        let new_ca = self_signed(&dir, &public).unwrap();
+        assert_ne!(
+            new_ca.3, ca_der,
+            "a public address needs a CA that permits it"
+        );
         let (_, leaf) = x509_parser::parse_x509_certificate(&remade.0[0]).unwrap();
         let sans = leaf.subject_alternative_name().unwrap().unwrap().value;
         assert_eq!(sans.general_names.len(), 2);

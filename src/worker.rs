@@ -82,6 +82,36 @@ impl Objects for StoreObjects {
                 .map_err(|e| e.to_string())
         })
     }
+
+    fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { self.0.size(key).await.map_err(|e| e.to_string()) })
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<axum::body::Bytes, String>> {
+        Box::pin(async move {
+            self.0
+                .get_range(key, range)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn get_stream<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(u64, control_api::routes::jobs::ByteStream), String>> {
+        use futures_util::TryStreamExt;
+        Box::pin(async move {
+            let (size, stream) = self.0.get_stream(key).await.map_err(|e| e.to_string())?;
+            let stream: control_api::routes::jobs::ByteStream =
+                Box::pin(stream.map_err(|e| e.to_string()));
+            Ok((size, stream))
+        })
+    }
 }
 
 /// A running worker. Call [`RunningWorker::shutdown`].

@@ -178,8 +178,31 @@ pub fn start_consumer(st: &AppState) -> Result<Task, events::BusError> {
     Ok(Task { stop, task })
 }
 
+/// Pushes of recording events, in the order they were consumed: each needs its
+/// recording's owner looked up first, one after the other.
+type RecordingPushes = mpsc::UnboundedSender<(String, String)>;
+
+fn start_recording_pushes(st: &AppState) -> RecordingPushes {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, String)>();
+    let st = st.clone();
+    tokio::spawn(async move {
+        use crate::store::Store;
+        while let Some((recording, msg)) = rx.recv().await {
+            match st.db.recording(&recording).await {
+                Ok(Some(r)) => {
+                    st.hub.send_to_user(&r.owner_id, &msg);
+                }
+                Ok(None) => {}
+                Err(e) => debug!(recording, error = %e, "recording event not pushed: no owner"),
+            }
+        }
+    });
+    tx
+}
+
 async fn consume(st: AppState, mut sub: events::Subscription, mut stop: watch::Receiver<bool>) {
     let mut seen = SeenIds::new(50_000);
+    let recordings = start_recording_pushes(&st);
     loop {
         let d = tokio::select! {
             d = sub.next() => d,
@@ -199,7 +222,7 @@ async fn consume(st: AppState, mut sub: events::Subscription, mut stop: watch::R
         match Envelope::from_slice(&d.payload) {
             Ok(env) => {
                 if seen.first_time(&env.id) {
-                    deliver(&st, &env);
+                    deliver(&st, &env, &recordings);
                 }
             }
             Err(e) => {
@@ -217,7 +240,7 @@ fn age_ms(env: &Envelope) -> i64 {
     env.time_millis().map_or(0, |t| now_millis() - t)
 }
 
-fn deliver(st: &AppState, env: &Envelope) {
+fn deliver(st: &AppState, env: &Envelope, recordings: &RecordingPushes) {
     let Some(kind) = env.event_type() else {
         return;
     };
@@ -259,17 +282,10 @@ fn deliver(st: &AppState, env: &Envelope) {
         "data": data,
     });
     if kind.topic() == Topic::RecordingEvents {
-        // Recording events name the recording, not its owner: look the owner up.
-        let Some(id) = data["recording_id"].as_str().map(str::to_owned) else {
-            return;
-        };
-        let st = st.clone();
-        tokio::spawn(async move {
-            use crate::store::Store;
-            if let Ok(Some(r)) = st.db.recording(&id).await {
-                st.hub.send_to_user(&r.owner_id, &msg.to_string());
-            }
-        });
+        // Recording events name the recording, not its owner: the owner is looked up.
+        if let Some(id) = data["recording_id"].as_str() {
+            let _ = recordings.send((id.to_owned(), msg.to_string()));
+        }
         return;
     }
     st.hub.send_to_user(user, &msg.to_string());

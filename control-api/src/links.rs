@@ -41,34 +41,17 @@ impl FileLinks {
     /// The key in `path`, made (32 random bytes, mode 0600) when missing.
     pub fn load_or_create(path: &Path) -> io::Result<FileLinks> {
         let bytes = match std::fs::read(path) {
-            Ok(b) if b.len() >= 32 => b,
-            Ok(_) => return Err(io::Error::other(format!("{} is too short", path.display()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let key: [u8; 32] = rand::random();
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt as _;
-                    opts.mode(0o600);
-                }
-                match opts.open(path) {
-                    Ok(mut f) => {
-                        use std::io::Write as _;
-                        f.write_all(&key)?;
-                        f.sync_all()?;
-                        key.to_vec()
-                    }
-                    // Another node of the same data dir made it first.
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::read(path)?,
-                    Err(e) => return Err(e),
-                }
-            }
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create(path)?,
             Err(e) => return Err(e),
         };
+        if bytes.len() < 32 {
+            return Err(io::Error::other(format!(
+                "{} holds {} bytes, not a 32-byte key",
+                path.display(),
+                bytes.len()
+            )));
+        }
         Ok(FileLinks {
             key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
         })
@@ -100,6 +83,37 @@ impl FileLinks {
     }
 }
 
+/// Writes a new key beside `path`, then links it into place: the file appears whole or
+/// not at all, so a node starting at the same time never reads half a key. When
+/// another node's key got there first, that key is the one.
+fn create(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let key: [u8; 32] = rand::random();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".file-links-{}.tmp",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key.to_vec()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::read(path),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether a request is a valid link: its path (as the client sent it, before any
 /// nesting) signed with its `exp`.
 pub fn request_is_linked(links: &FileLinks, parts: &axum::http::request::Parts) -> bool {
@@ -107,31 +121,25 @@ pub fn request_is_linked(links: &FileLinks, parts: &axum::http::request::Parts) 
         .extensions
         .get::<axum::extract::OriginalUri>()
         .map_or(&parts.uri, |o| &o.0);
-    let Some(query) = uri.query() else {
+    let Ok(axum::extract::Query(q)) = axum::extract::Query::<LinkQuery>::try_from_uri(uri) else {
         return false;
     };
-    let mut q = LinkQuery {
-        exp: None,
-        sig: None,
-    };
-    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-        match k {
-            "exp" => q.exp = v.parse().ok(),
-            "sig" => q.sig = Some(v.to_owned()),
-            _ => {}
-        }
-    }
     links.verify(uri.path(), &q, crate::auth::now_millis() / 1000)
 }
 
-/// A file route's caller: a bearer token, or a signed link to this very file.
+/// A file route's caller: whoever its usual extractor `C` accepts (a bearer token), or
+/// a signed link to this very file. Only the routes that serve files take it.
 #[derive(Debug)]
-pub enum FileAccess {
-    Caller(crate::state::Caller),
+pub enum FileAccess<C> {
+    Caller(C),
     Link,
 }
 
-impl axum::extract::FromRequestParts<crate::state::AppState> for FileAccess {
+impl<C> axum::extract::FromRequestParts<crate::state::AppState> for FileAccess<C>
+where
+    C: axum::extract::FromRequestParts<crate::state::AppState, Rejection = signaling::ApiError>
+        + Send,
+{
     type Rejection = signaling::ApiError;
 
     async fn from_request_parts(
@@ -141,7 +149,7 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for FileAccess {
         if crate::state::bearer(parts).is_none() && request_is_linked(&st.links, parts) {
             return Ok(FileAccess::Link);
         }
-        crate::state::Caller::from_request_parts(parts, st)
+        C::from_request_parts(parts, st)
             .await
             .map(FileAccess::Caller)
     }
@@ -164,17 +172,10 @@ mod tests {
     }
 
     fn query(url: &str) -> LinkQuery {
-        let q = url.split_once('?').unwrap().1;
-        let mut exp = None;
-        let mut sig = None;
-        for kv in q.split('&') {
-            match kv.split_once('=') {
-                Some(("exp", v)) => exp = v.parse().ok(),
-                Some(("sig", v)) => sig = Some(v.to_owned()),
-                _ => {}
-            }
-        }
-        LinkQuery { exp, sig }
+        let uri: axum::http::Uri = url.parse().unwrap();
+        axum::extract::Query::<LinkQuery>::try_from_uri(&uri)
+            .unwrap()
+            .0
     }
 
     #[test]

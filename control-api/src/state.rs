@@ -36,6 +36,9 @@ pub struct ApiConfig {
     pub upload_dir: std::path::PathBuf,
     /// Session cookies carry `Secure` (the node is reached over HTTPS).
     pub secure_cookies: bool,
+    /// A refresh token presented again this soon after its first use still works, into
+    /// the same login (its answer may have been lost); later, reuse ends the login.
+    pub refresh_reuse_leeway: Duration,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +53,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 512 * 1024 * 1024,
             upload_dir: std::env::temp_dir().join("streamcore-uploads"),
             secure_cookies: false,
+            refresh_reuse_leeway: Duration::from_secs(30),
         }
     }
 }

@@ -112,6 +112,8 @@ fn config() -> ApiConfig {
     ApiConfig {
         pairing_ttl: Duration::from_secs(2),
         reset_ttl: Duration::from_secs(2),
+        // Every reuse counts, however soon (the leeway has a test of its own).
+        refresh_reuse_leeway: Duration::ZERO,
         ..ApiConfig::default()
     }
 }
@@ -320,6 +322,47 @@ async fn refresh_rotation_and_reuse(api: Api) {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 both!(refresh_rotation_and_reuse);
+
+/// A refresh whose answer was lost (the browser navigated away, the network dropped)
+/// leaves the browser with the token it already spent; presented again within the
+/// leeway it still works, into the same login, which nothing revokes.
+async fn refresh_reuse_leeway(api: Api) {
+    let (_, _, r0) = api.user("leeway@example.com").await;
+    let (s, v) = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r0}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let lost = v["refresh_token"].as_str().unwrap().to_owned();
+    let (s, v) = api
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": r0}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "within the leeway: {v}");
+    let again = v["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(again, lost);
+    for token in [lost, again] {
+        let (s, v) = api
+            .post(
+                "/api/v1/auth/refresh",
+                None,
+                json!({"refresh_token": token}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "the login goes on: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reuse_leeway_sqlite() {
+    let api = Api::start(
+        false,
+        ApiConfig {
+            refresh_reuse_leeway: Duration::from_secs(30),
+            ..config()
+        },
+    )
+    .await;
+    refresh_reuse_leeway(api).await;
+}
 
 async fn password_reset(api: Api) {
     let (uid, _, _) = api.user("reset@example.com").await;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A room name: 1–64 characters of `[A-Za-z0-9_.-]`.
+/// A room name: 1–64 characters of `[A-Za-z0-9_.-]`, not only dots.
 ///
 /// Room names appear in URLs, metric-free logs and object-store keys, so the
 /// alphabet is deliberately narrow.
@@ -19,6 +19,8 @@ pub enum RoomIdError {
     TooLong,
     #[error("room name may only contain letters, digits, '_', '-' and '.'")]
     BadCharacter,
+    #[error("room name cannot be only dots")]
+    OnlyDots,
 }
 
 impl RoomId {
@@ -36,6 +38,10 @@ impl RoomId {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         {
             return Err(RoomIdError::BadCharacter);
+        }
+        // `.` and `..` are path segments URLs resolve away.
+        if s.bytes().all(|b| b == b'.') {
+            return Err(RoomIdError::OnlyDots);
         }
         Ok(RoomId(Arc::from(s)))
     }

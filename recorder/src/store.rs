@@ -195,6 +195,38 @@ impl Store {
             .await?)
     }
 
+    /// An object's size, in bytes.
+    pub async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.inner.head(&ObjectPath::from(key)).await?.size)
+    }
+
+    /// A byte range of an object.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        Ok(self.inner.get_range(&ObjectPath::from(key), range).await?)
+    }
+
+    /// An object as it streams from the store, with its size (served to clients
+    /// without holding it in memory).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        (
+            u64,
+            futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+        ),
+        StoreError,
+    > {
+        use futures_util::TryStreamExt;
+        let r = self.inner.get(&ObjectPath::from(key)).await?;
+        let size = r.meta.size;
+        Ok((size, Box::pin(r.into_stream().map_err(StoreError::from))))
+    }
+
     /// The keys under a prefix, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         use futures_util::TryStreamExt;

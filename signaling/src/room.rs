@@ -83,11 +83,13 @@ pub const TRACK_SOURCES: [&str; 5] = ["camera", "microphone", "screen", "screen_
 struct TrackSources(Mutex<HashMap<(usize, PeerId), Vec<(Mid, &'static str)>>>);
 
 impl TrackSources {
-    /// Records what an offer said; m-lines it does not name keep what they had.
-    fn set(&self, key: ParticipantKey, given: &[(Mid, &'static str)]) {
+    /// Records what an offer said: m-lines it names get their source, m-lines it does
+    /// not name keep theirs, m-lines that are not in it any more are forgotten.
+    fn set(&self, key: ParticipantKey, offered: &[Mid], given: &[(Mid, &'static str)]) {
         let Ok(mut m) = self.0.lock() else { return };
         let entry = m.entry((key.worker, key.peer)).or_default();
-        for (mid, source) in given {
+        entry.retain(|(mid, _)| offered.contains(mid));
+        for (mid, source) in given.iter().filter(|(mid, _)| offered.contains(mid)) {
             match entry.iter_mut().find(|(m, _)| m == mid) {
                 Some(e) => e.1 = source,
                 None => entry.push((*mid, source)),
@@ -502,6 +504,14 @@ fn update_message(
             SfuEvent::PeerJoined { .. } | SfuEvent::LayersWanted { .. } => (None, None),
         },
     }
+}
+
+/// The `a=mid:` values of an SDP.
+fn offered_mids(sdp: &str) -> Vec<Mid> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .filter_map(|m| parse_mid(m).ok())
+        .collect()
 }
 
 /// True if an offer sends audio or video (an m-line without `recvonly`/`inactive`,
@@ -971,7 +981,7 @@ async fn handle<B: RoomBackend>(
             match parse_sources(&sources) {
                 // Known before the worker announces the tracks, so the announcement
                 // carries them.
-                Ok(s) => st.sources.set(session.key, &s),
+                Ok(s) => st.sources.set(session.key, &offered_mids(&sdp), &s),
                 Err(e) => return (id, Err(e)),
             }
             if !grants.publish && offer_sends_media(&sdp) {
@@ -1203,7 +1213,8 @@ mod tests {
     fn tracks_carry_the_source_their_publisher_named() {
         let sources = TrackSources::default();
         let given = parse_sources(&HashMap::from([("1".to_owned(), "screen".to_owned())])).unwrap();
-        sources.set(key(3), &given);
+        let offered = [Mid::from("0"), Mid::from("1")];
+        sources.set(key(3), &offered, &given);
         let published = |mid: &str| {
             RoomUpdate::Sfu(SfuEvent::TrackPublished {
                 room: RoomId::parse("r").unwrap(),
@@ -1222,9 +1233,19 @@ mod tests {
         );
         // A later offer that names other m-lines keeps this one.
         let more = parse_sources(&HashMap::from([("0".to_owned(), "camera".to_owned())])).unwrap();
-        sources.set(key(3), &more);
+        sources.set(key(3), &offered, &more);
         assert_eq!(sources.get(0, PeerId(3), Mid::from("1")), Some("screen"));
         assert_eq!(sources.get(0, PeerId(3), Mid::from("0")), Some("camera"));
+        // Names of m-lines the offer lacks are not kept; m-lines gone are forgotten.
+        let stray = parse_sources(&HashMap::from([("9".to_owned(), "screen".to_owned())])).unwrap();
+        sources.set(key(3), &[Mid::from("0")], &stray);
+        assert_eq!(sources.get(0, PeerId(3), Mid::from("9")), None);
+        assert_eq!(sources.get(0, PeerId(3), Mid::from("1")), None);
+        assert_eq!(sources.get(0, PeerId(3), Mid::from("0")), Some("camera"));
+        assert_eq!(
+            offered_mids("v=0\r\na=mid:0\r\nm=x\r\na=mid:audio\r\n"),
+            [Mid::from("0"), Mid::from("audio")]
+        );
         sources.remove(key(3));
         assert_eq!(sources.get(0, PeerId(3), Mid::from("1")), None);
         let bad = parse_sources(&HashMap::from([("0".to_owned(), "hologram".to_owned())]));

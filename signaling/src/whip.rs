@@ -79,7 +79,7 @@ async fn allow_any_origin(mut resp: Response) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, Link, ETag"),
+        HeaderValue::from_static("Location, Link, ETag, Retry-After"),
     );
     resp
 }

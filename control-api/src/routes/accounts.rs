@@ -108,7 +108,7 @@ fn presented(
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "invalid_refresh_token",
+                    "no_session",
                     "this browser holds no session; sign in",
                 )
             }),
@@ -381,12 +381,21 @@ async fn rotate(
     if cookie.is_some_and(|k| (k == CookieKind::Device) != rec.device_id.is_some()) {
         return Err(invalid());
     }
-    if !st
+    let first_use = st
         .db
         .mark_refresh_used(&rec.id, now)
         .await
-        .map_err(store_error)?
-    {
+        .map_err(store_error)?;
+    // Used moments ago (or being used by a request racing this one): a browser that
+    // never received the answer to its last refresh (a navigation cancelled it, the
+    // network dropped), or two tabs refreshing at once where the browser has no
+    // locks. It gets a new token of the same login instead of losing it.
+    let leeway = st.config.refresh_reuse_leeway.as_millis() as i64;
+    let recent = rec.used_at.is_none_or(|t| now - t < leeway);
+    if !first_use && recent {
+        info!(user = %rec.user_id, family = %rec.family_id, "refresh token presented again within the leeway");
+    }
+    if !first_use && !recent {
         // Used before: someone holds a copy. End the whole login.
         let n = st
             .db

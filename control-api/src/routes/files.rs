@@ -1,8 +1,17 @@
-//! Stored files as HTTP answers: the type from the name, and single byte ranges
-//! (`Range: bytes=…`), which media elements use to seek and to read a file's end.
+//! Stored files as HTTP answers: the type from the name, the whole file streamed from
+//! the store, or one byte range of it (media elements seek with ranges and read a
+//! file's end first). Nothing holds a whole file in memory.
 
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use signaling::ApiError;
+
+use crate::routes::jobs::{Objects, storage_unavailable};
+
+/// The most one range answer carries: a player asking for `bytes=0-` of a long
+/// recording gets this much and asks on (RFC 9110 lets a server send less).
+pub const MAX_RANGE: u64 = 8 * 1024 * 1024;
 
 /// The `Content-Type` of a stored file, by its extension.
 pub fn content_type(name: &str) -> &'static str {
@@ -21,43 +30,84 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The requested byte range of a `len`-byte file: `Ok(None)` for the whole file,
-/// `Err(())` when it cannot be satisfied. One range only (`bytes=a-b`, `a-`, `-n`);
-/// anything else is answered with the whole file, as RFC 9110 allows.
-fn range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What a request asks of a `len`-byte file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Whole,
+    /// Inclusive byte positions.
+    Range(u64, u64),
+    Unsatisfiable,
+}
+
+/// One range only (`bytes=a-b`, `a-`, `-n`), at most [`MAX_RANGE`] long; anything else
+/// is answered with the whole file, as RFC 9110 allows.
+fn asked(headers: &HeaderMap, len: u64) -> Asked {
     let Some(spec) = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("bytes="))
     else {
-        return Ok(None);
+        return Asked::Whole;
     };
     if spec.contains(',') {
-        return Ok(None);
+        return Asked::Whole;
     }
     let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
+        return Asked::Whole;
     };
     let (a, b) = (a.trim(), b.trim());
+    let last = len.saturating_sub(1);
     let (start, end) = match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(s), Ok(e)) if s <= e => (s, e.min(len.saturating_sub(1))),
-        (Ok(s), Err(_)) if b.is_empty() => (s, len.saturating_sub(1)),
-        (Err(_), Ok(n)) if a.is_empty() && n > 0 => (len.saturating_sub(n), len.saturating_sub(1)),
-        _ => return Ok(None),
+        (Ok(s), Ok(e)) if s <= e => (s, e.min(last)),
+        (Ok(s), Err(_)) if b.is_empty() => (s, last),
+        (Err(_), Ok(n)) if a.is_empty() && n > 0 => (len.saturating_sub(n), last),
+        _ => return Asked::Whole,
     };
     if len == 0 || start >= len {
-        return Err(());
+        return Asked::Unsatisfiable;
     }
-    Ok(Some((start, end)))
+    Asked::Range(start, end.min(start + MAX_RANGE - 1))
 }
 
-/// A stored file's answer: `200` with all of it, `206` with the asked range, or `416`.
-pub fn file_response(bytes: Vec<u8>, name: &str, request: &HeaderMap) -> Response {
-    let len = bytes.len() as u64;
-    let mut resp = match range(request, len) {
-        Ok(None) => (StatusCode::OK, bytes).into_response(),
-        Ok(Some((start, end))) => {
-            let body = bytes[start as usize..=end as usize].to_vec();
+/// Whether a request names a byte range at all (then the size is needed first).
+fn has_range(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::RANGE)
+}
+
+/// The stored object `key` (a file called `name`): `200` with all of it (streamed),
+/// `206` with the asked range, or `416`.
+pub async fn serve_object(
+    store: &dyn Objects,
+    key: &str,
+    name: &str,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let ranged = if has_range(request) {
+        let len = store
+            .size(key)
+            .await
+            .map_err(|e| storage_unavailable(key, &e))?;
+        match asked(request, len) {
+            Asked::Whole => None,
+            Asked::Range(start, end) => Some((start, end, len)),
+            Asked::Unsatisfiable => {
+                let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("digits and ASCII"), // a formatted number
+                );
+                return Ok(r);
+            }
+        }
+    } else {
+        None
+    };
+    let mut resp = match ranged {
+        Some((start, end, len)) => {
+            let body = store
+                .get_range(key, start..end + 1)
+                .await
+                .map_err(|e| storage_unavailable(key, &e))?;
             let mut r = (StatusCode::PARTIAL_CONTENT, body).into_response();
             r.headers_mut().insert(
                 header::CONTENT_RANGE,
@@ -66,13 +116,15 @@ pub fn file_response(bytes: Vec<u8>, name: &str, request: &HeaderMap) -> Respons
             );
             r
         }
-        Err(()) => {
-            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            r.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{len}")).expect("digits and ASCII"), // formatted number
-            );
-            return r;
+        None => {
+            let (len, stream) = store
+                .get_stream(key)
+                .await
+                .map_err(|e| storage_unavailable(key, &e))?;
+            let mut r = (StatusCode::OK, Body::from_stream(stream)).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            r
         }
     };
     let h = resp.headers_mut();
@@ -85,7 +137,7 @@ pub fn file_response(bytes: Vec<u8>, name: &str, request: &HeaderMap) -> Respons
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=3600"),
     );
-    resp
+    Ok(resp)
 }
 
 #[cfg(test)]
@@ -101,26 +153,27 @@ mod tests {
     #[test]
     fn ranges_are_read_as_rfc_9110_says() {
         let h = HeaderMap::new();
-        assert_eq!(range(&h, 10), Ok(None));
-        assert_eq!(range(&ranged("bytes=0-3"), 10), Ok(Some((0, 3))));
-        assert_eq!(range(&ranged("bytes=4-"), 10), Ok(Some((4, 9))));
-        assert_eq!(range(&ranged("bytes=-3"), 10), Ok(Some((7, 9))));
-        assert_eq!(range(&ranged("bytes=5-100"), 10), Ok(Some((5, 9))));
-        assert_eq!(range(&ranged("bytes=10-"), 10), Err(()));
-        assert_eq!(range(&ranged("bytes=0-1,4-5"), 10), Ok(None));
-        assert_eq!(range(&ranged("bytes=7-3"), 10), Ok(None));
-        assert_eq!(range(&ranged("items=0-3"), 10), Ok(None));
+        assert_eq!(asked(&h, 10), Asked::Whole);
+        assert_eq!(asked(&ranged("bytes=0-3"), 10), Asked::Range(0, 3));
+        assert_eq!(asked(&ranged("bytes=4-"), 10), Asked::Range(4, 9));
+        assert_eq!(asked(&ranged("bytes=-3"), 10), Asked::Range(7, 9));
+        assert_eq!(asked(&ranged("bytes=5-100"), 10), Asked::Range(5, 9));
+        assert_eq!(asked(&ranged("bytes=10-"), 10), Asked::Unsatisfiable);
+        assert_eq!(asked(&ranged("bytes=0-1,4-5"), 10), Asked::Whole);
+        assert_eq!(asked(&ranged("bytes=7-3"), 10), Asked::Whole);
+        assert_eq!(asked(&ranged("items=0-3"), 10), Asked::Whole);
     }
 
     #[test]
-    fn a_range_answer_is_partial_content() {
-        let r = file_response((0u8..10).collect(), "a.opus", &ranged("bytes=2-4"));
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "audio/ogg");
-        assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
-        let r = file_response(vec![1; 4], "x.webm", &ranged("bytes=9-"));
-        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */4");
+    fn a_range_is_at_most_max_range_long() {
+        let big = 100 * MAX_RANGE;
+        assert_eq!(
+            asked(&ranged("bytes=0-"), big),
+            Asked::Range(0, MAX_RANGE - 1)
+        );
+        assert_eq!(
+            asked(&ranged("bytes=5-"), big),
+            Asked::Range(5, 5 + MAX_RANGE - 1)
+        );
     }
 }

@@ -38,7 +38,20 @@ pub trait Objects: Send + Sync {
     fn put_file<'a>(&'a self, key: &'a str, path: &'a FsPath)
     -> BoxFuture<'a, Result<u64, String>>;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    /// An object's size in bytes.
+    fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+    /// A byte range of an object.
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<axum::body::Bytes, String>>;
+    /// An object as it streams from the store, with its size.
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, ByteStream), String>>;
 }
+
+/// Bytes as they come from the object store.
+pub type ByteStream = futures_util::stream::BoxStream<'static, Result<axum::body::Bytes, String>>;
 
 pub type ObjectsRef = Option<Arc<dyn Objects>>;
 
@@ -159,7 +172,7 @@ pub async fn request_job(
     Ok(job)
 }
 
-fn objects(st: &AppState) -> Result<Arc<dyn Objects>, ApiError> {
+pub(crate) fn objects(st: &AppState) -> Result<Arc<dyn Objects>, ApiError> {
     st.objects.clone().ok_or_else(|| {
         ApiError::unavailable(
             "storage_unavailable",
@@ -365,15 +378,13 @@ pub async fn get(
     Ok(Json(upload_view(&st, own_upload(&st, &caller, &id).await?)))
 }
 
-/// The object at `key`, or 503 when the store does not answer.
-pub(crate) async fn read_object(st: &AppState, key: &str) -> Result<Vec<u8>, ApiError> {
-    objects(st)?.get(key).await.map_err(|e| {
-        warn!(key = %key, error = %e, "reading a stored file failed");
-        ApiError::unavailable(
-            "storage_unavailable",
-            "the object store is unavailable; try again",
-        )
-    })
+/// The store's failure to read `key`, as the caller sees it (and logged).
+pub(crate) fn storage_unavailable(key: &str, e: &str) -> ApiError {
+    warn!(key = %key, error = %e, "reading a stored file failed");
+    ApiError::unavailable(
+        "storage_unavailable",
+        "the object store is unavailable; try again",
+    )
 }
 
 /// A file a completed job wrote (`audio.opus`, `waveform.json`, `waveform.svg`, …).
@@ -392,14 +403,13 @@ async fn output_file(
         .as_str()
         .ok_or_else(|| ApiError::not_found("the job wrote no such file"))?
         .to_owned();
-    let bytes = read_object(st, &key).await?;
-    Ok(crate::routes::files::file_response(bytes, name, headers))
+    crate::routes::files::serve_object(&*objects(st)?, &key, name, headers).await
 }
 
 #[utoipa::path(get, path = "/api/v1/uploads/{id}/files/{name}", tag = "uploads", params(("id" = String, Path), ("name" = String, Path)), responses((status = 200, description = "the file"), (status = 404, description = "no such upload or file", body = ErrorBody), (status = 409, description = "not completed", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn file(
     State(st): State<AppState>,
-    access: crate::links::FileAccess,
+    access: crate::links::FileAccess<Caller>,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -457,11 +467,11 @@ pub async fn mixdown(
 #[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/mixdown/{job}/files/{file}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path), ("job" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 404, description = "no such recording, job or file", body = ErrorBody), (status = 409, description = "not completed", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn mixdown_file(
     State(st): State<AppState>,
-    caller: RecordCaller,
+    access: crate::links::FileAccess<RecordCaller>,
     Path((name, id, job, file)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let rec = crate::routes::recordings::room_recording(&st, &caller, &name, &id).await?;
+    let rec = crate::routes::recordings::file_recording(&st, &access, &name, &id).await?;
     let job = match st.db.job(&job).await.map_err(store_error)? {
         Some(j) if j.recording_id.as_deref() == Some(&rec.id) => j,
         _ => return Err(ApiError::not_found("no such mixdown of this recording")),

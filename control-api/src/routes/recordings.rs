@@ -81,16 +81,16 @@ pub struct FileLink {
     pub url: String,
 }
 
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// One path segment, percent-encoded (a stem's name holds a `/`).
 pub(crate) fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A link to a file under `dir` (an API path), valid for [`crate::links::LINK_TTL`].
@@ -161,22 +161,15 @@ pub enum RecordCaller {
         identity: String,
         record: bool,
     },
-    /// A signed link to the requested file (checked against the request's path).
-    Link,
 }
 
 impl FromRequestParts<AppState> for RecordCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = bearer(parts) else {
-            if crate::links::request_is_linked(&st.links, parts) {
-                return Ok(RecordCaller::Link);
-            }
-            return Err(ApiError::unauthorized(
-                "missing Authorization: Bearer <access or join token>",
-            ));
-        };
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <access or join token>")
+        })?;
         if let Ok(c) = Caller::from_token(st, token) {
             return Ok(RecordCaller::User(c));
         }
@@ -218,11 +211,6 @@ impl RecordCaller {
                     return Err(ApiError::forbidden("the join token has no record grant"));
                 }
                 Ok((r, identity.clone()))
-            }
-            // The link was made for this path by someone who could read it.
-            RecordCaller::Link => {
-                let r = found.ok_or_else(|| ApiError::not_found("no such room"))?;
-                Ok((r, "link".into()))
             }
         }
     }
@@ -424,9 +412,28 @@ pub(crate) async fn room_recording(
     id: &str,
 ) -> Result<Recording, ApiError> {
     let (room, _) = caller.authorize(st, name).await?;
+    recording_in(st, &room.name, id).await
+}
+
+/// Recording `id` of room `room`, for whoever may read it (checked by the caller).
+async fn recording_in(st: &AppState, room: &str, id: &str) -> Result<Recording, ApiError> {
     match st.db.recording(id).await.map_err(store_error)? {
-        Some(r) if r.room_name == room.name => Ok(r),
+        Some(r) if r.room_name == room => Ok(r),
         _ => Err(ApiError::not_found("no such recording in this room")),
+    }
+}
+
+/// The recording a file route names, for its caller or its signed link (made for this
+/// path by someone who could read it).
+pub(crate) async fn file_recording(
+    st: &AppState,
+    access: &crate::links::FileAccess<RecordCaller>,
+    name: &str,
+    id: &str,
+) -> Result<Recording, ApiError> {
+    match access {
+        crate::links::FileAccess::Caller(c) => room_recording(st, c, name, id).await,
+        crate::links::FileAccess::Link => recording_in(st, name, id).await,
     }
 }
 
@@ -444,11 +451,11 @@ pub async fn get(
 #[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/files/{file}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 206, description = "the asked range"), (status = 404, description = "no such room, recording or file (or not uploaded yet)", body = ErrorBody), (status = 401, description = "no or bad token or link", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn file(
     State(st): State<AppState>,
-    caller: RecordCaller,
+    access: crate::links::FileAccess<RecordCaller>,
     Path((name, id, file)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let rec = room_recording(&st, &caller, &name, &id).await?;
+    let rec = file_recording(&st, &access, &name, &id).await?;
     let key = format!("{}/{}/{file}", rec.room_name, rec.id);
     let stored: Vec<String> = rec
         .objects
@@ -460,8 +467,8 @@ pub async fn file(
             "no such file in this recording (or it is not uploaded yet)",
         ));
     }
-    let bytes = crate::routes::jobs::read_object(&st, &key).await?;
-    Ok(crate::routes::files::file_response(bytes, &file, &headers))
+    let store = crate::routes::jobs::objects(&st)?;
+    crate::routes::files::serve_object(&*store, &key, &file, &headers).await
 }
 
 /// Stops a recording: its files are closed (fsynced) before this returns; the upload

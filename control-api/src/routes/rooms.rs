@@ -108,6 +108,12 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_user()?;
     let name = parse_room(&req.name)?;
+    if name.as_str().starts_with(DEVICE_ROOM_PREFIX) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "names starting with 'device-' belong to devices' live rooms",
+        ));
+    }
     let settings = req.settings.apply(defaults())?;
     let room = st
         .db
@@ -340,9 +346,12 @@ fn issue(
 }
 
 /// The room a device goes live in: `device-<device id>`, owned by the device's user.
+/// Nobody else may create a room of that prefix.
 pub fn device_room_name(device_id: &str) -> String {
-    format!("device-{device_id}")
+    format!("{DEVICE_ROOM_PREFIX}{device_id}")
 }
+
+const DEVICE_ROOM_PREFIX: &str = "device-";
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StreamRequest {
