@@ -23,17 +23,14 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "scripts" / "browser"))
 
-from harness import PHONE, Session, sign_up, tagged_tone, wait_for  # noqa: E402
+from harness import PHONE, Session, api, fixtures, serve_page, sign_up, tagged_tone, wait_for  # noqa: E402
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>bench</title>
 <script type="module">
@@ -124,33 +121,6 @@ async ([pcExpr, streamExpr, t0]) => {
   return {audio_ms: await Promise.race([audio, timeout]), video_ms: await Promise.race([frame, timeout])};
 }
 """
-
-
-def serve_page(node: str) -> tuple[ThreadingHTTPServer, str]:
-    body = (PAGE % {"node": node}).encode()
-
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("content-type", "text/html")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
-
-
-def api(base, method, path, body=None, token=None):
-    req = urllib.request.Request(f"{base}/api/v1{path}", method=method, data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -275,7 +245,7 @@ def direct(s: Session, origin: str, joins: int) -> dict:
     return {"join_audio_ms": summary(audio), "join_video_ms": summary(video), "mouth_to_ear_ms": summary(m2e), "failed_joins": joins - min(len(audio), len(video))}
 
 
-def command_round_trips(s: Session, node: str, shots: str, n: int) -> list[float]:
+def command_round_trips(s: Session, node: str, n: int) -> list[float]:
     """Pause/resume pressed on the node's listen page until the phone's new state shows
     there (the pages, the API, the bus, both sockets)."""
     user = s.person("cmd-user")
@@ -285,7 +255,7 @@ def command_round_trips(s: Session, node: str, shots: str, n: int) -> list[float
     phone = s.person("cmd-phone", viewport=PHONE)
     phone.goto(link)
     wait_for("online", lambda: phone.locator("#connection").inner_text() == "online")
-    song = tagged_tone(Path(shots) / "bench-tone.flac", "Bench", "Bench", "Bench", 440.0, 120.0)
+    song = tagged_tone(fixtures() / "bench-tone.flac", "Bench", "Bench", "Bench", 440.0, 120.0)
     phone.locator("#files").set_input_files(str(song))
     phone.locator("#library li").first.click()
     device = user.locator("#devices li").first
@@ -382,7 +352,7 @@ def main() -> None:
     a = p.parse_args()
     Path(a.shots).mkdir(parents=True, exist_ok=True)
     proc, node, data = start_node(a.streamcore)
-    srv, origin = serve_page(node)
+    srv, origin = serve_page(PAGE % {"node": node})
     s = Session(a.shots)
     try:
         result = {
@@ -390,7 +360,7 @@ def main() -> None:
             "chromium": s.browser.version,
             "through_node": through_node(s, node, origin + "/", a.joins),
             "direct": direct(s, origin + "/", a.joins),
-            "command_through_node_ms": summary(command_round_trips(s, node, a.shots, a.commands)),
+            "command_through_node_ms": summary(command_round_trips(s, node, a.commands)),
             "command_direct_ms": summary(direct_command_round_trips(s, origin + "/", a.commands)),
         }
     finally:

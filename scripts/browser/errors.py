@@ -3,22 +3,11 @@ the page still working: a wrong and an expired pairing code, a device removed wh
 its phone page is open, a session that ended, a used reset link, a wrong password, a
 room that does not exist, and a microphone the person denied."""
 
-import json
 import sqlite3
-import urllib.request
 import uuid
 from pathlib import Path
 
-from harness import CHROMIUM, FLAGS, PHONE, Failure, run, sign_up, wait_for
-
-
-def api(base, method, path, body=None, token=None):
-    req = urllib.request.Request(f"{base}/api/v1{path}", method=method, data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
+from harness import FLAGS, PHONE, Failure, api, run, sign_up, wait_for
 
 
 def message(page, selector):
@@ -117,12 +106,14 @@ def main(a, s):
     text = message(other, "#auth-message")
     if "do not match" not in text:
         raise Failure(f"a wrong password says {text!r}")
+    s.screenshot(other, "sign-in")
     other.goto(f"{base}/reset-password?token=spent-or-made-up")
     other.get_by_label("New password (at least 10 characters)").fill("a brand new password")
     other.get_by_role("button", name="Set the password").click()
     text = message(other, "#reset-message")
     if "expired or was already used" not in text:
         raise Failure(f"a bad reset link says {text!r}")
+    s.screenshot(other, "reset-password")
     checks["reset_token"] = text
 
     # A room that does not exist.

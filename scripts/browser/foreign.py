@@ -4,13 +4,9 @@ Chromium's VP8 encoder sends keyframes only when asked, and a second WHEP player
 joins about 0.5 s after the first must still start decoding at once — in every round.
 The control API stays closed to that origin (no CORS by default)."""
 
-import json
-import threading
-import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import Failure, run, wait_for
+from harness import Failure, api, run, serve_page, wait_for
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>another site</title>
 <script type="module">
@@ -18,35 +14,6 @@ import * as sc from '%(node)s/sdk/streamcore.js';
 window.sc = sc;
 window.ready = true;
 </script></head><body><video id="v" autoplay playsinline muted></video></body></html>"""
-
-
-def serve_foreign_page(node: str) -> tuple[ThreadingHTTPServer, str]:
-    """A web server of another origin (another port) with one page."""
-    body = (PAGE % {"node": node}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):  # quiet
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
-
-
-def api(base: str, method: str, path: str, body=None, token=None):
-    req = urllib.request.Request(f"{base}/api/v1{path}", method=method, data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
 
 
 PUBLISH_JS = """
@@ -98,7 +65,7 @@ async (name) => {
 
 def main(a, s):
     node = a.base
-    srv, origin = serve_foreign_page(node)
+    srv, origin = serve_page(PAGE % {"node": node})
     try:
         # An account and a room, through the API (this test is about the other site).
         email = f"cors-{uuid.uuid4().hex[:8]}@example.com"

@@ -45,6 +45,18 @@ FLAGS = [
     "--host-resolver-rules=MAP *.test 127.0.0.1",
 ]
 
+def fake_microphone() -> list[str]:
+    """Chromium's fake microphone plays a file: a steady 300 Hz tone, looped. (Its own
+    fake input beeps for a moment each second, too briefly for a speaking level to
+    hold, which made every audio-level check a matter of luck.)"""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / "streamcore-fake-mic-300hz.wav"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tone_wav(tmp, 300.0, 10.0, amplitude=0.25)
+        tmp.rename(path)
+    return [f"--use-file-for-fake-audio-capture={path}"]
+
+
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -85,7 +97,7 @@ class Session:
 
     def __init__(self, shots: str, extra_flags: list[str] | None = None):
         self._pw = sync_playwright().start()
-        self.browser: Browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS + (extra_flags or []))
+        self.browser: Browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS + fake_microphone() + (extra_flags or []))
         self.shots = Path(shots)
         self.logs: list[str] = []
         self.contexts: list[BrowserContext] = []
@@ -154,6 +166,47 @@ def run(main: Callable[[argparse.Namespace, Session], dict], extra=None, flags: 
     print(json.dumps(result))
 
 
+# ---- the node's API and a page of another origin ------------------------------------
+
+
+def api(base: str, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    """A JSON call to `/api/v1` from the test itself (not a page)."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{base}/api/v1{path}", method=method, data=json.dumps(body).encode() if body is not None else None
+    )
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+
+
+def serve_page(html: str) -> tuple[Any, str]:
+    """A web server of another origin (another port) with one page; returns the server
+    (to `shutdown()`) and its origin."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = html.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):  # quiet
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
 # ---- accessibility basics ------------------------------------------------------------
 
 UNLABELLED_JS = """
@@ -206,15 +259,19 @@ def sign_in(page: Page, base: str, email: str, password: str = "a long password 
 # ---- audio --------------------------------------------------------------------------
 
 
-def tone_wav(path: Path, freq: float = 440.0, seconds: float = 30.0, rate: int = 48_000, clicks_every: float = 0.0) -> Path:
-    """A mono 16-bit WAV of a sine (and, if asked, a short full-scale click every
-    `clicks_every` seconds, for latency measurements)."""
+def fixtures() -> Path:
+    """A fresh directory for the media files a scenario makes."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="sc-browser-"))
+
+
+def tone_wav(path: Path, freq: float = 440.0, seconds: float = 30.0, rate: int = 48_000, amplitude: float = 0.5) -> Path:
+    """A mono 16-bit WAV of a sine."""
     n = int(seconds * rate)
     frames = bytearray()
     for i in range(n):
-        v = 0.5 * math.sin(2 * math.pi * freq * i / rate)
-        if clicks_every and (i % int(clicks_every * rate)) < int(0.004 * rate):
-            v = 0.99 if (i // 8) % 2 else -0.99
+        v = amplitude * math.sin(2 * math.pi * freq * i / rate)
         frames += struct.pack("<h", int(v * 32767))
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)

@@ -4,11 +4,9 @@ the stream); the listen page hears it (the tone's frequency measured in the page
 mirrors what plays, browses the phone's library, and its remote commands reach the
 phone's player."""
 
-import time
 import uuid
-from pathlib import Path
 
-from harness import PHONE, Failure, analyse, inbound, run, sign_up, tagged_tone, wait_for
+from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_up, tagged_tone, wait_for
 
 
 def main(a, s):
@@ -36,7 +34,8 @@ def main(a, s):
         raise Failure("the claimed code stayed in the phone's address bar")
 
     # The phone reads a music file into its library (tags from the file) and syncs it.
-    song = tagged_tone(Path(a.shots) / "tone-440.flac", "Concert A", "The Tuning Forks", "Reference Pitches", 440.0, 40.0)
+    media = fixtures()
+    song = tagged_tone(media / "tone-440.flac", "Concert A", "The Tuning Forks", "Reference Pitches", 440.0, 40.0)
     phone.locator("#files").set_input_files(str(song))
     phone.locator("#library li", has_text="Concert A").wait_for()
     track_text = phone.locator("#library li").first.inner_text()
@@ -44,7 +43,7 @@ def main(a, s):
         raise Failure(f"the library entry lacks the artist tag: {track_text!r}")
     # Files in the other formats a phone's music comes in: their tags are read too.
     others = [
-        tagged_tone(Path(a.shots) / f"tone{suffix}", f"Song in {suffix[1:]}", f"Artist {suffix[1:]}", "Formats", hz, 20.0)
+        tagged_tone(media / f"tone{suffix}", f"Song in {suffix[1:]}", f"Artist {suffix[1:]}", "Formats", hz, 20.0)
         for suffix, hz in ((".mp3", 550.0), (".m4a", 660.0), (".opus", 770.0))
     ]
     phone.locator("#files").set_input_files([str(p) for p in others])

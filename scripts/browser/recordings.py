@@ -7,11 +7,10 @@ page shows its progress, then plays with its waveform."""
 import io
 import urllib.request
 import uuid
-from pathlib import Path
 
 import av
 
-from harness import Failure, run, sign_up, tone_wav, wait_for
+from harness import Failure, fixtures, run, sign_up, tone_wav, wait_for
 
 
 def fetch(url: str) -> tuple[bytes, str]:
@@ -116,14 +115,14 @@ def main(a, s):
     # Uploads: a file in, progress live, the result plays with its waveform.
     up = host.context.new_page()
     up.goto(f"{base}/uploads")
-    wav = tone_wav(Path(a.shots) / "upload-330.wav", 330.0, 60.0)
+    wav = tone_wav(fixtures() / "upload-330.wav", 330.0, 60.0)
     # Every progress text the page shows on the way, as it shows them.
     up.evaluate(
         """() => {
           window.__seen = new Set();
-          const note = () => document.querySelectorAll('#jobs [data-role=status], #jobs li[data-sending] .small')
+          const note = () => document.querySelectorAll('#jobs [data-role=status], #sending .small')
             .forEach(e => window.__seen.add(e.textContent));
-          new MutationObserver(note).observe(document.querySelector('#jobs'), {subtree: true, childList: true, characterData: true});
+          new MutationObserver(note).observe(document.querySelector('main'), {subtree: true, childList: true, characterData: true});
         }"""
     )
     up.locator("#file").set_input_files(str(wav))

@@ -5,7 +5,6 @@ own tile; chat arrives; the active speaker is highlighted; mute shows; and a
 participant whose connection is cut (its socket closed, then an ICE restart) is back
 within 2 s without anyone seeing it leave."""
 
-import time
 import uuid
 
 from harness import Failure, run, sign_up, wait_for
@@ -58,6 +57,8 @@ def main(a, s):
 
     # Ada creates the room (everyone may publish) and is in it with camera and mic.
     ada.goto(f"{base}/room")
+    ada.locator("#create-form").wait_for()
+    s.screenshot(ada, "rooms-lobby")
     form = ada.locator("#create-form")
     form.get_by_label("Name").fill(room)
     form.get_by_role("button", name="Create and join").click()

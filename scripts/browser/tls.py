@@ -35,10 +35,16 @@ def main(a, s):
     device.wait_for()
     device.get_by_role("link", name="Listen").click()
     user.get_by_role("button", name="Listen live").click()
+    s.on_failure = lambda: {
+        "listen": inbound(user, "window.streamcoreListen.player()?.pc"),
+        "live_state": user.locator("#live-state").inner_text(),
+        "listen_message": user.locator("#listen-message").inner_text(),
+        "phone_live": phone.locator("#live-badge").inner_text(),
+    }
     stats = wait_for(
         "the microphone's audio on the listen page",
         lambda: next((r for r in inbound(user, "window.streamcoreListen.player()?.pc") if r["kind"] == "audio" and (r["packets"] or 0) > 50 and r.get("energy")), None),
-        20,
+        30,
     )
     # The camera instead: the listener's player goes on with the new tracks, video too.
     phone.get_by_role("button", name="Stop").click()

@@ -56,24 +56,30 @@ export class StreamCoreError extends Error {
  * @returns {Promise<StreamCoreError>}
  */
 async function errorOf(res) {
-  let code = `http_${res.status}`;
-  let message = res.statusText || `HTTP ${res.status}`;
-  /** @type {string|undefined} */
-  let field;
+  /** @type {any} */
+  let body = null;
   try {
-    const body = await res.json();
-    if (body && body.error) {
-      code = String(body.error.code ?? code);
-      message = String(body.error.message ?? message);
-      field = body.error.field;
-    }
+    body = await res.json();
   } catch {
-    // Not JSON (a proxy's page): keep the status.
+    // Not JSON (a proxy's page): the status says what there is to say.
   }
-  const retry = Number(res.headers.get('retry-after'));
-  return new StreamCoreError(code, message, {
-    status: res.status,
-    field,
+  return errorFrom(res.status, res.statusText, body, res.headers.get('retry-after'));
+}
+
+/**
+ * The error an HTTP answer carries: `{"error": {"code", "message", "field"?}}`, else
+ * its status.
+ * @param {number} status
+ * @param {string} statusText
+ * @param {any} body the parsed JSON body, or null
+ * @param {string|null} retryAfter the `Retry-After` header
+ */
+function errorFrom(status, statusText, body, retryAfter) {
+  const e = body?.error;
+  const retry = Number(retryAfter);
+  return new StreamCoreError(String(e?.code ?? `http_${status}`), String(e?.message ?? (statusText || `HTTP ${status}`)), {
+    status,
+    field: e?.field,
     retryAfter: Number.isFinite(retry) && retry > 0 ? retry : undefined,
   });
 }
@@ -214,12 +220,15 @@ function claimsOf(jwt) {
 export class Session extends Emitter {
   /** @type {string} */
   #access;
+  /** When the access token expires, on this browser's clock (from `expires_in`). */
+  #expiresAt;
   /** @type {Promise<void>|null} */
   #refreshing = null;
   #ended = false;
 
   /**
-   * @param {{kind: SessionKind, accessToken: string, base?: string}} init
+   * @param {{kind: SessionKind, accessToken: string, expiresIn?: number, base?: string}} init
+   *   `expiresIn`: seconds the access token lives (default 15 minutes)
    */
   constructor(init) {
     super();
@@ -228,6 +237,7 @@ export class Session extends Emitter {
     /** @readonly */
     this.base = originOf(init.base);
     this.#access = init.accessToken;
+    this.#expiresAt = Date.now() + (init.expiresIn ?? 900) * 1000;
   }
 
   /** The user's id. */
@@ -274,7 +284,7 @@ export class Session extends Emitter {
       display_name: a.displayName || undefined,
       cookie: true,
     });
-    return new Session({ kind: 'user', accessToken: r.session.access_token, base: a.base });
+    return new Session({ kind: 'user', accessToken: r.session.access_token, expiresIn: r.session.expires_in, base: a.base });
   }
 
   /**
@@ -287,7 +297,7 @@ export class Session extends Emitter {
       password: a.password,
       cookie: true,
     });
-    return new Session({ kind: 'user', accessToken: r.access_token, base: a.base });
+    return new Session({ kind: 'user', accessToken: r.access_token, expiresIn: r.expires_in, base: a.base });
   }
 
   /**
@@ -302,7 +312,7 @@ export class Session extends Emitter {
       cookie: true,
     });
     return {
-      session: new Session({ kind: 'device', accessToken: r.session.access_token, base: a.base }),
+      session: new Session({ kind: 'device', accessToken: r.session.access_token, expiresIn: r.session.expires_in, base: a.base }),
       device: r.device,
     };
   }
@@ -317,8 +327,8 @@ export class Session extends Emitter {
   static async restore(a = {}) {
     const kind = a.kind ?? 'user';
     try {
-      const access = await Session.#refreshWithLock(a.base ?? '', kind);
-      return new Session({ kind, accessToken: access, base: a.base });
+      const r = await Session.#refreshWithLock(a.base ?? '', kind);
+      return new Session({ kind, accessToken: r.access_token, expiresIn: r.expires_in, base: a.base });
     } catch (e) {
       if (e instanceof StreamCoreError && e.code === 'no_session') return null;
       throw e;
@@ -350,15 +360,16 @@ export class Session extends Emitter {
 
   /**
    * One refresh, with the origin's tabs taking turns: the cookie each sends is the one
-   * the tab before it received.
+   * the tab before it received. (Without Web Locks — pages on an insecure origin — tabs
+   * may race; the node tolerates a token presented again within seconds.)
    * @param {string} base
    * @param {SessionKind} kind
-   * @returns {Promise<string>} the new access token
+   * @returns {Promise<{access_token: string, expires_in: number}>}
    */
   static async #refreshWithLock(base, kind) {
     const run = async () => {
       const r = await Session.#anonymous(base, '/api/v1/auth/refresh', { cookie: kind });
-      return String(r.access_token);
+      return { access_token: String(r.access_token), expires_in: Number(r.expires_in) };
     };
     const locks = globalThis.navigator?.locks;
     return locks ? locks.request(`streamcore-refresh-${kind}`, run) : run();
@@ -370,7 +381,9 @@ export class Session extends Emitter {
     if (!this.#refreshing) {
       this.#refreshing = (async () => {
         try {
-          this.#access = await Session.#refreshWithLock(this.base, this.kind);
+          const r = await Session.#refreshWithLock(this.base, this.kind);
+          this.#access = r.access_token;
+          this.#expiresAt = Date.now() + r.expires_in * 1000;
           this.emit('refreshed', {});
         } catch (e) {
           if (e instanceof StreamCoreError && e.status === 401) this.#end(e);
@@ -400,8 +413,8 @@ export class Session extends Emitter {
    * @returns {Promise<string>}
    */
   async accessToken() {
-    const exp = Number(claimsOf(this.#access).exp ?? 0) * 1000;
-    if (exp - Date.now() < 30_000) await this.refresh();
+    if (this.#ended) throw new StreamCoreError('session_ended', 'the session has ended');
+    if (this.#expiresAt - Date.now() < 30_000) await this.refresh();
     return this.#access;
   }
 
@@ -498,17 +511,8 @@ export class Session extends Emitter {
         } catch {
           body = null;
         }
-        if (xhr.status >= 200 && xhr.status < 300) {
-          resolve(body);
-        } else {
-          reject(
-            new StreamCoreError(
-              body?.error?.code ?? `http_${xhr.status}`,
-              body?.error?.message ?? `HTTP ${xhr.status}`,
-              { status: xhr.status, field: body?.error?.field },
-            ),
-          );
-        }
+        if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+        else reject(errorFrom(xhr.status, xhr.statusText, body, xhr.getResponseHeader('retry-after')));
       };
       xhr.send(file);
     });
@@ -747,11 +751,18 @@ class HttpMediaSession extends Emitter {
   async exchange() {
     const pc = /** @type {RTCPeerConnection} */ (this.pc);
     await pc.setLocalDescription(await pc.createOffer());
-    const res = await fetch(this.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` },
-      body: pc.localDescription?.sdp ?? '',
-    });
+    /** @type {Response} */
+    let res;
+    try {
+      res = await fetch(this.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` },
+        body: pc.localDescription?.sdp ?? '',
+      });
+    } catch {
+      pc.close();
+      throw new StreamCoreError('network', 'could not reach the media server');
+    }
     if (res.status !== 201) {
       const err = await errorOf(res);
       pc.close();
@@ -845,9 +856,11 @@ export class WhipPublisher extends HttpMediaSession {
    * @param {MediaStreamTrack|null} track
    */
   async replaceTrack(kind, track) {
-    const sender = this.pc?.getSenders().find((s) => s.track?.kind === kind || (!s.track && kind === 'audio'));
-    if (!sender) throw new StreamCoreError('no_such_track', `this session sends no ${kind}`);
-    await sender.replaceTrack(track);
+    // By the m-line's kind (a receiver's track always has it), not the sender's track,
+    // which is null after a replacement with null.
+    const tr = this.pc?.getTransceivers().find((t) => t.receiver.track.kind === kind);
+    if (!tr) throw new StreamCoreError('no_such_track', `this session sends no ${kind}`);
+    await tr.sender.replaceTrack(track);
   }
 }
 
@@ -881,7 +894,7 @@ export class WhepPlayer extends HttpMediaSession {
 
 // ---- the room protocol ------------------------------------------------------------
 
-/** @typedef {'camera'|'microphone'|'screen'|'music'|'unknown'} TrackSource */
+/** @typedef {'camera'|'microphone'|'screen'|'screen_audio'|'music'|'unknown'} TrackSource */
 
 /**
  * A track published in a room by someone else.
@@ -979,6 +992,60 @@ export class LocalTrackPublication {
 const RESUME_FAILED = new Set(['resume_expired', 'forbidden', 'not_joined']);
 
 /**
+ * Requests waiting for their replies, by id, each with a deadline.
+ */
+class Replies {
+  /** @type {Map<unknown, {resolve: (m: any) => void, reject: (e: any) => void, timer: ReturnType<typeof setTimeout>}>} */
+  #waiting = new Map();
+
+  /**
+   * The reply to request `id` (register before sending).
+   * @param {unknown} id
+   * @param {string} what the request, for the timeout's message
+   * @param {number} [ms]
+   * @returns {Promise<any>}
+   */
+  wait(id, what, ms = 10_000) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new StreamCoreError('timeout', `no answer to '${what}' in ${ms / 1000} s`));
+      }, ms);
+      this.#waiting.set(id, { resolve, reject, timer });
+    });
+  }
+
+  /**
+   * Settles request `id` with `reply`, or fails it with `error`. False when no request
+   * waits under that id (the message is not a reply).
+   * @param {unknown} id
+   * @param {any} reply
+   * @param {StreamCoreError|null} error
+   */
+  settle(id, reply, error) {
+    const w = this.#waiting.get(id);
+    if (!w) return false;
+    this.#waiting.delete(id);
+    clearTimeout(w.timer);
+    if (error) w.reject(error);
+    else w.resolve(reply);
+    return true;
+  }
+
+  /**
+   * Fails every waiting request: the connection they went out on is gone.
+   * @param {StreamCoreError} error
+   */
+  failAll(error) {
+    for (const w of this.#waiting.values()) {
+      clearTimeout(w.timer);
+      w.reject(error);
+    }
+    this.#waiting.clear();
+  }
+}
+
+/**
  * A multi-party room over `/rtc` (docs/protocol.md): one WebSocket for signalling and
  * one peer connection, renegotiated by this client (it always offers; one offer in
  * flight at a time).
@@ -989,6 +1056,11 @@ const RESUME_FAILED = new Set(['resume_expired', 'forbidden', 'not_joined']);
  * await room.connect();
  * await room.publish(micTrack, {source: 'microphone'});
  * ```
+ *
+ * Lifecycle: `idle` → `connecting` → `connected` ⇄ `reconnecting` → `disconnected`
+ * (left, replaced, or a reconnect that failed for good); `connect()` may start again
+ * from `disconnected`. Every (re)connection has a generation: what an older socket or
+ * request says once a newer one exists is ignored, and its requests are failed.
  * @extends {Emitter<RoomEvents>}
  */
 export class Room extends Emitter {
@@ -1014,25 +1086,22 @@ export class Room extends Emitter {
   /** @type {WebSocket|null} */
   #ws = null;
   #nextId = 1;
-  /** @type {Map<number, {resolve: (m: any) => void, reject: (e: any) => void}>} */
-  #waiting = new Map();
+  #replies = new Replies();
   /** @type {string|null} */
   #token = null;
   /** @type {{sid: string, token: string}|null} */
   #resume = null;
   /** @type {number} seconds a resume stays possible */
   #grace = 20;
-  /** Receive transceivers that carry nothing now, by kind. @type {{audio: RTCRtpTransceiver[], video: RTCRtpTransceiver[]}} */
+  /** Receive transceivers of the current connection that carry nothing now. @type {{audio: RTCRtpTransceiver[], video: RTCRtpTransceiver[]}} */
   #free = { audio: [], video: [] };
-  /** Subscribed tracks by the mid that carries them. @type {Map<string, RemoteTrack>} */
-  #byMid = new Map();
   /** Track ids with a subscription under way. @type {Set<string>} */
   #subscribing = new Set();
-  /** @type {Promise<void>|null} */
+  /** The negotiation loop running now, and a token naming it. @type {{run: Promise<void>}|null} */
   #negotiating = null;
   #dirty = false;
   #iceRestart = false;
-  /** Bumped at every (re)connection: stale sockets' events are ignored. */
+  /** Bumped at every (re)connection and at teardown: stale sockets are ignored. */
   #generation = 0;
   /** @type {ReturnType<typeof setInterval>|null} */
   #pinger = null;
@@ -1041,11 +1110,13 @@ export class Room extends Emitter {
   /** @type {(() => void)[]} */
   #unlisten = [];
   #leaving = false;
+  /** @type {Promise<void>|null} */
+  #reconnecting = null;
 
   /**
    * @param {object} opts
    * @param {() => Promise<string>} opts.tokenProvider gives a join token (called again
-   *   when a rejoin needs a fresh one)
+   *   when a resume or rejoin needs a fresh one)
    * @param {string} [opts.url] the `/rtc` WebSocket URL (default: this origin's)
    * @param {RTCIceServer[]} [opts.iceServers]
    * @param {boolean} [opts.autoSubscribe] subscribe to every track as it appears (default true)
@@ -1082,12 +1153,12 @@ export class Room extends Emitter {
     }
     this.#watchNetwork();
     this.#setState('connected');
-    if (this.autoSubscribe) this.#subscribeAll();
+    this.#subscribeAll();
   }
 
   /** Subscribes to every track not received yet (the snapshot's, after joining). */
   #subscribeAll() {
-    if (this.grants.subscribe === false) return;
+    if (!this.autoSubscribe || this.grants.subscribe === false) return;
     for (const p of this.participants.values()) {
       for (const t of p.tracks.values()) {
         if (!t.transceiver) this.subscribe(t).catch((e) => this.emit('error', e));
@@ -1096,16 +1167,31 @@ export class Room extends Emitter {
   }
 
   /**
-   * Opens the socket and joins (or resumes), then reconciles the snapshot.
+   * Throws when a newer connection or a leave made the work of `generation` pointless.
+   * @param {number} generation
+   */
+  #stillCurrent(generation) {
+    if (generation !== this.#generation || this.#leaving) {
+      throw new StreamCoreError('cancelled', 'the connection was replaced or the room was left');
+    }
+  }
+
+  /**
+   * Opens a socket and joins (or resumes), then reconciles the snapshot.
    * @param {boolean} resume
    */
   async #open(resume) {
     const generation = ++this.#generation;
+    // Requests sent on the previous socket will never be answered.
+    this.#replies.failAll(new StreamCoreError('network', 'the connection to the room server was replaced'));
+    clearInterval(this.#pinger ?? undefined);
     const ws = await this.#socket(generation);
+    this.#stillCurrent(generation);
     /** @type {any} */
     const join = { type: 'join', token: this.#token, version: PROTOCOL_VERSION };
     if (resume && this.#resume) join.resume = this.#resume;
     const joined = await this.#request(join);
+    this.#stillCurrent(generation);
     this.local = { sid: joined.participant.sid, identity: joined.participant.identity };
     this.roomName = joined.room;
     this.grants = joined.grants ?? {};
@@ -1113,30 +1199,46 @@ export class Room extends Emitter {
     this.#grace = joined.resume_grace_secs ?? 20;
     if (!this.pc) this.#newPeerConnection();
     this.#reconcile(joined.participants ?? []);
-    clearInterval(this.#pinger ?? undefined);
     this.#pinger = setInterval(() => this.#ping(ws), 10_000);
   }
 
   /**
-   * A connected socket whose messages feed this room.
+   * A connected socket whose messages feed this room (within 10 s).
    * @param {number} generation
    * @returns {Promise<WebSocket>}
    */
   #socket(generation) {
     return new Promise((resolve, reject) => {
+      this.#ws?.close();
       const ws = new WebSocket(this.url);
       this.#ws = ws;
-      ws.onopen = () => resolve(ws);
-      ws.onerror = () => reject(new StreamCoreError('network', 'could not reach the room server'));
+      const timer = setTimeout(() => {
+        reject(new StreamCoreError('network', 'the room server did not answer in 10 s'));
+        ws.close();
+      }, 10_000);
+      ws.onopen = () => {
+        clearTimeout(timer);
+        resolve(ws);
+      };
+      ws.onerror = () => {
+        clearTimeout(timer);
+        reject(new StreamCoreError('network', 'could not reach the room server'));
+      };
       ws.onmessage = (e) => {
-        if (generation === this.#generation) this.#onMessage(JSON.parse(String(e.data)));
+        if (generation !== this.#generation) return;
+        /** @type {any} */
+        let m;
+        try {
+          m = JSON.parse(String(e.data));
+        } catch {
+          return;
+        }
+        this.#onMessage(m);
       };
       ws.onclose = () => {
+        clearTimeout(timer);
         if (generation !== this.#generation) return;
-        for (const w of this.#waiting.values()) {
-          w.reject(new StreamCoreError('network', 'the connection to the room server closed'));
-        }
-        this.#waiting.clear();
+        this.#replies.failAll(new StreamCoreError('network', 'the connection to the room server closed'));
         if (!this.#leaving && this.state === 'connected') this.#reconnect('socket closed');
       };
     });
@@ -1153,23 +1255,9 @@ export class Room extends Emitter {
       return Promise.reject(new StreamCoreError('network', 'not connected to the room server'));
     }
     const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        reject(new StreamCoreError('timeout', `no answer to '${msg.type}' in 10 s`));
-      }, 10_000);
-      this.#waiting.set(id, {
-        resolve: (m) => {
-          clearTimeout(timer);
-          resolve(m);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      ws.send(JSON.stringify({ ...msg, id }));
-    });
+    const reply = this.#replies.wait(id, String(msg.type));
+    ws.send(JSON.stringify({ ...msg, id }));
+    return reply;
   }
 
   /** @param {WebSocket} ws */
@@ -1188,12 +1276,9 @@ export class Room extends Emitter {
 
   /** @param {any} m */
   #onMessage(m) {
-    if (typeof m.id === 'number' && this.#waiting.has(m.id)) {
-      const w = /** @type {{resolve: (m: any) => void, reject: (e: any) => void}} */ (this.#waiting.get(m.id));
-      this.#waiting.delete(m.id);
-      if (m.type === 'error') w.reject(new StreamCoreError(m.code, m.message));
-      else w.resolve(m);
-      return;
+    if (typeof m.id === 'number') {
+      const error = m.type === 'error' ? new StreamCoreError(m.code, m.message) : null;
+      if (this.#replies.settle(m.id, m, error)) return;
     }
     switch (m.type) {
       case 'participant_joined':
@@ -1233,18 +1318,12 @@ export class Room extends Emitter {
         this.emit('data', { from: m.from, fromIdentity: m.from_identity, payload: m.payload });
         break;
       case 'left':
-        this.#leaving = true;
-        this.#teardown();
-        this.#setState('disconnected');
-        this.emit('disconnected', { reason: m.reason });
+        this.#end(m.reason ?? 'left');
         break;
       case 'error':
         if (m.code === 'replaced') {
-          // Another tab or device took this participant over.
-          this.#leaving = true;
-          this.#teardown();
-          this.#setState('disconnected');
-          this.emit('disconnected', { reason: 'replaced' });
+          // This participant was resumed on another socket (another tab, a reload).
+          this.#end('replaced');
         } else if (m.code === 'too_slow' || m.code === 'draining') {
           this.#reconnect(m.code);
         } else {
@@ -1254,6 +1333,18 @@ export class Room extends Emitter {
       default:
         break;
     }
+  }
+
+  /**
+   * Out of the room for good: everything is closed and forgotten, once.
+   * @param {string} reason
+   */
+  #end(reason) {
+    if (this.state === 'disconnected') return;
+    this.#leaving = true;
+    this.#teardown();
+    this.#setState('disconnected');
+    this.emit('disconnected', { reason });
   }
 
   /**
@@ -1342,9 +1433,17 @@ export class Room extends Emitter {
     if (!tr) return;
     t.transceiver = null;
     t.mediaStreamTrack = null;
-    if (tr.mid) this.#byMid.delete(tr.mid);
-    this.#free[t.kind].push(tr);
+    this.#pool(tr, t.kind);
     this.emit('trackUnsubscribed', t);
+  }
+
+  /**
+   * A receive m-line back in the pool — only one of the current connection.
+   * @param {RTCRtpTransceiver} tr
+   * @param {'audio'|'video'} kind
+   */
+  #pool(tr, kind) {
+    if (this.pc?.getTransceivers().includes(tr) && !this.#free[kind].includes(tr)) this.#free[kind].push(tr);
   }
 
   #newPeerConnection() {
@@ -1374,7 +1473,7 @@ export class Room extends Emitter {
       this.#iceWatch = setTimeout(() => {
         if (this.pc === pc && pc.connectionState === 'disconnected') this.#reconnect('media connection lost');
       }, 2500);
-    } else if (s === 'connected' && this.state === 'reconnecting') {
+    } else if (s === 'connected' && this.state === 'reconnecting' && !this.#reconnecting) {
       this.#setState('connected');
       this.emit('reconnected', {});
     }
@@ -1397,34 +1496,43 @@ export class Room extends Emitter {
 
   /**
    * Renegotiates until nothing changed during the last round: one offer in flight.
+   * A round that fails leaves its change (an ICE restart included) for the next one.
    * @returns {Promise<void>}
    */
   #negotiate() {
     this.#dirty = true;
-    if (!this.#negotiating) {
-      this.#negotiating = (async () => {
-        try {
-          while (this.#dirty) {
-            this.#dirty = false;
-            const pc = /** @type {RTCPeerConnection} */ (this.pc);
-            const restart = this.#iceRestart;
-            this.#iceRestart = false;
-            const offer = await pc.createOffer({ iceRestart: restart });
-            await pc.setLocalDescription(offer);
+    if (this.#negotiating) return this.#negotiating.run;
+    const mine = { run: Promise.resolve() };
+    mine.run = (async () => {
+      try {
+        while (this.#dirty) {
+          this.#dirty = false;
+          const restart = this.#iceRestart;
+          this.#iceRestart = false;
+          try {
+            const pc = this.#requirePc();
+            await pc.setLocalDescription(await pc.createOffer({ iceRestart: restart }));
             /** @type {Record<string, TrackSource>} */
             const sources = {};
             for (const pub of this.publications.values()) {
               if (pub.transceiver.mid) sources[pub.transceiver.mid] = pub.source;
             }
             const answer = await this.#request({ type: 'offer', sdp: pc.localDescription?.sdp, sources });
+            if (pc !== this.pc) return;
             await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+          } catch (e) {
+            this.#dirty = true;
+            this.#iceRestart ||= restart;
+            throw e;
           }
-        } finally {
-          this.#negotiating = null;
         }
-      })();
-    }
-    return this.#negotiating;
+      } finally {
+        // A teardown may have started another loop since: only this one lets go.
+        if (this.#negotiating === mine) this.#negotiating = null;
+      }
+    })();
+    this.#negotiating = mine;
+    return mine.run;
   }
 
   /**
@@ -1506,30 +1614,28 @@ export class Room extends Emitter {
    */
   async #subscribe(track, opts) {
     const pc = this.#requirePc();
-    let tr = this.#free[track.kind].pop();
-    if (!tr) {
-      tr = pc.addTransceiver(track.kind, { direction: 'recvonly' });
-      await this.#negotiate();
-    }
-    const mid = /** @type {string} */ (tr.mid);
-    if (opts.maxLayer !== undefined) track.maxLayer = opts.maxLayer;
-    /** @type {Record<string, any>} */
-    const msg = { type: 'subscribe', track: track.id, mid };
-    if (track.maxLayer !== null) msg.max_layer = track.maxLayer;
+    const tr = this.#free[track.kind].pop() ?? pc.addTransceiver(track.kind, { direction: 'recvonly' });
     try {
+      // A new m-line (or one whose negotiation failed) is negotiated first.
+      if (!tr.mid) await this.#negotiate();
+      const mid = tr.mid;
+      if (!mid || pc !== this.pc) throw new StreamCoreError('not_negotiated', 'the receive m-line was not negotiated');
+      if (opts.maxLayer !== undefined) track.maxLayer = opts.maxLayer;
+      /** @type {Record<string, any>} */
+      const msg = { type: 'subscribe', track: track.id, mid };
+      if (track.maxLayer !== null) msg.max_layer = track.maxLayer;
       await this.#request(msg);
     } catch (e) {
-      this.#free[track.kind].push(tr);
+      this.#pool(tr, track.kind);
       if (e instanceof StreamCoreError && e.code === 'unknown_track') return;
       throw e;
     }
     if (!this.participants.get(track.participantSid)?.tracks.has(track.id)) {
       // Unpublished meanwhile (the node unbound it).
-      this.#free[track.kind].push(tr);
+      this.#pool(tr, track.kind);
       return;
     }
     track.transceiver = tr;
-    this.#byMid.set(mid, track);
     track.mediaStreamTrack = tr.receiver.track;
     this.emit('trackSubscribed', track);
   }
@@ -1623,12 +1729,10 @@ export class Room extends Emitter {
     await this.#reconnect(reason);
   }
 
-  /** @type {Promise<void>|null} */
-  #reconnecting = null;
-
   /** @param {string} reason */
   #reconnect(reason) {
-    if (this.#reconnecting || this.#leaving) return this.#reconnecting ?? Promise.resolve();
+    if (this.#reconnecting) return this.#reconnecting;
+    if (this.#leaving || (this.state !== 'connected' && this.state !== 'reconnecting')) return Promise.resolve();
     this.#setState('reconnecting');
     this.emit('reconnecting', { reason });
     this.#reconnecting = (async () => {
@@ -1636,33 +1740,40 @@ export class Room extends Emitter {
         const deadline = Date.now() + this.#grace * 1000;
         let delay = 0;
         for (;;) {
-          if (this.#leaving) return;
           await sleep(delay);
+          if (this.#leaving) return;
           try {
-            this.#ws?.close();
             await this.#open(true);
+            // The participant is back; now the media path: an ICE restart.
+            await this.#negotiating?.run.catch(() => {});
+            this.#iceRestart = true;
+            await this.#negotiate();
             break;
           } catch (e) {
-            if (e instanceof StreamCoreError && (RESUME_FAILED.has(e.code) || e.code === 'token_expired')) {
-              await this.#rejoin();
-              return;
+            if (this.#leaving) return;
+            const code = e instanceof StreamCoreError ? e.code : '';
+            if (code === 'token_expired') {
+              // Still within the grace: resume with a fresh token.
+              this.#token = await this.tokenProvider();
+              delay = 0;
+              continue;
             }
-            if (Date.now() > deadline) {
+            if (RESUME_FAILED.has(code) || Date.now() > deadline) {
               await this.#rejoin();
               return;
             }
             delay = Math.min(2000, Math.max(250, delay * 2));
           }
         }
-        // The participant is back; now the media path.
-        this.#iceRestart = true;
-        await this.#negotiate();
         if (this.pc?.connectionState === 'connected') {
           this.#setState('connected');
           this.emit('reconnected', {});
         }
+        // Else `#onPeerState` says so once ICE is up on the new path.
       } catch (e) {
+        if (this.#leaving) return;
         this.emit('error', e instanceof StreamCoreError ? e : new StreamCoreError('reconnect_failed', String(e)));
+        this.#end('reconnect_failed');
       } finally {
         this.#reconnecting = null;
       }
@@ -1678,14 +1789,7 @@ export class Room extends Emitter {
       simulcast: (p.transceiver.sender.getParameters().encodings?.length ?? 0) > 1,
       muted: p.muted,
     }));
-    this.pc?.close();
-    this.pc = null;
-    this.quality?.stop();
-    this.publications.clear();
-    this.#free = { audio: [], video: [] };
-    this.#byMid.clear();
-    for (const p of [...this.participants.keys()]) this.#removeParticipant(p, 'left');
-    this.#resume = null;
+    this.#reset();
     this.#token = await this.tokenProvider();
     await this.#open(false);
     for (const t of tracks) {
@@ -1694,6 +1798,7 @@ export class Room extends Emitter {
     }
     this.#setState('connected');
     this.emit('reconnected', {});
+    this.#subscribeAll();
   }
 
   /**
@@ -1708,14 +1813,34 @@ export class Room extends Emitter {
 
   /** Leaves the room; others see `participant_left` at once. */
   async leave() {
+    if (this.state === 'disconnected' || this.state === 'idle') return;
     this.#leaving = true;
     try {
       await this.#request({ type: 'leave' });
     } catch {
       // Gone already.
     }
-    this.#teardown();
-    this.#setState('disconnected');
+    this.#end('left');
+  }
+
+  /**
+   * Forgets the connection: the peer connection, what it carried, the participants
+   * (each leaving), and the negotiation state. The socket is left to the caller.
+   */
+  #reset() {
+    this.#replies.failAll(new StreamCoreError('network', 'the connection was reset'));
+    this.quality?.stop();
+    this.pc?.close();
+    this.pc = null;
+    for (const sid of [...this.participants.keys()]) this.#removeParticipant(sid, 'left');
+    this.publications.clear();
+    this.#free = { audio: [], video: [] };
+    this.#subscribing.clear();
+    this.#negotiating = null;
+    this.#dirty = false;
+    this.#iceRestart = false;
+    this.#resume = null;
+    this.activeSpeaker = null;
   }
 
   #teardown() {
@@ -1724,9 +1849,7 @@ export class Room extends Emitter {
     this.#generation++;
     this.#ws?.close();
     this.#ws = null;
-    this.quality?.stop();
-    this.pc?.close();
-    this.pc = null;
+    this.#reset();
     for (const u of this.#unlisten.splice(0)) u();
   }
 }
@@ -1750,6 +1873,8 @@ class ApiSocketConnection {
   ws = null;
   #closed = false;
   #attempt = 0;
+  /** @type {ReturnType<typeof setTimeout>|null} */
+  #retry = null;
 
   /**
    * @param {Session} session
@@ -1763,11 +1888,13 @@ class ApiSocketConnection {
   }
 
   open() {
+    if (this.ws) return;
     this.#closed = false;
     this.#connect();
   }
 
   async #connect() {
+    this.#retry = null;
     if (this.#closed) return;
     let token;
     try {
@@ -1777,6 +1904,7 @@ class ApiSocketConnection {
       this.on.error(e instanceof StreamCoreError ? e : new StreamCoreError('network', String(e)));
       return;
     }
+    if (this.#closed || this.ws) return;
     const ws = new WebSocket(socketUrl(this.session.base, this.path));
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token }));
@@ -1806,7 +1934,7 @@ class ApiSocketConnection {
       this.on.close(willRetry);
       if (willRetry) {
         const delay = Math.min(15_000, 500 * 2 ** this.#attempt++);
-        setTimeout(() => this.#connect(), delay);
+        this.#retry = setTimeout(() => this.#connect(), delay);
       }
     };
   }
@@ -1820,6 +1948,8 @@ class ApiSocketConnection {
 
   close() {
     this.#closed = true;
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#retry = null;
     const ws = this.ws;
     this.ws = null;
     ws?.close();
@@ -1962,8 +2092,7 @@ export class DeviceSocket extends Emitter {
  */
 export class UserSocket extends Emitter {
   #nextRequest = 1;
-  /** @type {Map<number, {resolve: (m: any) => void, reject: (e: any) => void}>} */
-  #waiting = new Map();
+  #replies = new Replies();
   #conn;
 
   /** @param {Session} session a user session */
@@ -1972,8 +2101,7 @@ export class UserSocket extends Emitter {
     this.#conn = new ApiSocketConnection(session, '/api/v1/events/socket', {
       message: (m) => this.#handle(m),
       close: (willRetry) => {
-        for (const w of this.#waiting.values()) w.reject(new StreamCoreError('network', 'the connection closed'));
-        this.#waiting.clear();
+        this.#replies.failAll(new StreamCoreError('network', 'the connection closed'));
         this.emit('close', { willRetry });
       },
       error: (e) => this.emit('error', e),
@@ -1991,11 +2119,7 @@ export class UserSocket extends Emitter {
 
   /** @param {any} m */
   #handle(m) {
-    if (m.request_id !== undefined && this.#waiting.has(m.request_id)) {
-      const w = /** @type {{resolve: (m: any) => void, reject: (e: any) => void}} */ (this.#waiting.get(m.request_id));
-      this.#waiting.delete(m.request_id);
-      if (m.type === 'error') w.reject(socketError(m));
-      else w.resolve(m);
+    if (m.request_id !== undefined && this.#replies.settle(m.request_id, m, m.type === 'error' ? socketError(m) : null)) {
       return;
     }
     switch (m.type) {
@@ -2036,25 +2160,10 @@ export class UserSocket extends Emitter {
    */
   command(deviceId, action, params = {}) {
     const id = this.#nextRequest++;
-    return new Promise((resolve, reject) => {
-      if (!this.#conn.send({ type: 'command', request_id: id, device_id: deviceId, action, ...params })) {
-        reject(new StreamCoreError('network', 'not connected to the server'));
-        return;
-      }
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        reject(new StreamCoreError('timeout', 'the server did not answer the command'));
-      }, 10_000);
-      this.#waiting.set(id, {
-        resolve: (m) => {
-          clearTimeout(timer);
-          resolve(m);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-    });
+    const reply = this.#replies.wait(id, 'command');
+    if (!this.#conn.send({ type: 'command', request_id: id, device_id: deviceId, action, ...params })) {
+      this.#replies.settle(id, null, new StreamCoreError('network', 'not connected to the server'));
+    }
+    return reply;
   }
 }

@@ -172,6 +172,18 @@ export function here(url) {
   return u.pathname + u.search;
 }
 
+/**
+ * Shows a connection's quality in a badge: level, round trip, loss.
+ * @param {HTMLElement} badge
+ * @param {import('/sdk/streamcore.js').QualityReport} q
+ */
+export function showQuality(badge, q) {
+  badge.hidden = false;
+  badge.textContent = `${q.level}${q.rttMs !== null ? ` · ${q.rttMs} ms` : ''}${q.lossPercent ? ` · ${q.lossPercent}% lost` : ''}`;
+  badge.className = `badge ${q.level}`;
+  badge.setAttribute('data-level', q.level);
+}
+
 /** A transcode job's stage as a person reads it. @param {string|null|undefined} stage */
 export function stageText(stage) {
   const words = /** @type {Record<string, string>} */ ({

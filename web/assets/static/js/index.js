@@ -8,11 +8,16 @@ import { $, MESSAGES, busy, explain, h, query, say, topBar, when } from '/static
 
 const authBox = $('auth-message');
 
-/** Where to go after signing in. */
+/** Where to go after signing in: a page of this site only (never another origin). */
 function next() {
   const n = query().get('next');
-  // Only paths of this site.
-  return n && n.startsWith('/') && !n.startsWith('//') ? n : null;
+  if (!n) return null;
+  try {
+    const u = new URL(n, location.origin);
+    return u.origin === location.origin ? u.pathname + u.search : null;
+  } catch {
+    return null;
+  }
 }
 
 /** @param {string} which */

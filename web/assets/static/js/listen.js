@@ -5,7 +5,7 @@
  * its library.
  */
 import { UserSocket, WhepPlayer } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, here, query, say, signedIn } from '/static/js/app.js';
+import { $, busy, clock, explain, h, here, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const message = $('listen-message');
@@ -153,12 +153,7 @@ const startListening = async () => {
   if (!deviceId) throw new Error('Pick a device first.');
   const grant = await session.post(`/devices/${encodeURIComponent(deviceId)}/stream`, { role: 'listen' });
   const p = new WhepPlayer({ url: here(grant.whep_url), token: grant.token });
-  p.on('quality', (q) => {
-    const b = $('quality');
-    b.hidden = false;
-    b.textContent = `${q.level}${q.rttMs !== null ? ` · ${q.rttMs} ms` : ''}`;
-    b.className = `badge ${q.level}`;
-  });
+  p.on('quality', (q) => showQuality($('quality'), q));
   p.on('state', (s) => {
     if (s === 'failed' && player === p) {
       say(message, 'The connection to the server was lost. Press “Listen live” again.');

@@ -10,7 +10,7 @@
  *   browser of the user mirrors it.
  */
 import { DeviceSocket, Session, StreamCoreError, WhipPublisher } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, here, mediaDevices, query, say } from '/static/js/app.js';
+import { $, busy, clock, explain, h, here, mediaDevices, query, say, showQuality } from '/static/js/app.js';
 import { readDuration, readTags } from '/static/js/tags.js';
 
 const message = $('phone-message');
@@ -143,6 +143,10 @@ async function phone(session) {
   let volume = Number($('volume', HTMLInputElement).value);
   /** @type {{ctx: AudioContext, gain: GainNode, out: MediaStreamAudioDestinationNode}|null} */
   let graph = null;
+  /** The live stream, while the phone is live. @type {WhipPublisher|null} */
+  let publisher = null;
+  // Made before anything can report to it; opened once the page is set up.
+  const socket = new DeviceSocket(session, { capabilities: await capabilities() });
 
   // The player plays through WebAudio: the phone hears it, and the same sound is
   // what goes live.
@@ -381,8 +385,6 @@ async function phone(session) {
   }
 
   // ---- going live ----
-  /** @type {WhipPublisher|null} */
-  let publisher = null;
   /** @type {MediaStream|null} */
   let captured = null;
   const liveButton = $('live', HTMLButtonElement);
@@ -434,12 +436,7 @@ async function phone(session) {
       throw e;
     });
     const p = new WhipPublisher({ url: here(grant.whip_url), token: grant.token });
-    p.on('quality', (q) => {
-      const b = $('quality');
-      b.hidden = false;
-      b.textContent = `${q.level}${q.rttMs !== null ? ` · ${q.rttMs} ms` : ''}`;
-      b.className = `badge ${q.level}`;
-    });
+    p.on('quality', (q) => showQuality($('quality'), q));
     p.on('state', (s) => {
       if (s === 'failed' && publisher === p) {
         say(message, 'The live stream was lost. Press “Go live” to start again.');
@@ -466,7 +463,6 @@ async function phone(session) {
   renderLive();
 
   // ---- the device socket: commands in, state out ----
-  const socket = new DeviceSocket(session, { capabilities: await capabilities() });
   const conn = $('connection');
   socket.on('welcome', () => {
     conn.textContent = 'online';

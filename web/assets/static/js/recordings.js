@@ -123,7 +123,7 @@ const item = (r) => {
     busy(/** @type {HTMLButtonElement} */ (make), box, async () => {
       const j = await session.post(api(`/${encodeURIComponent(r.id)}/mixdown`), {});
       r.mixdowns = [j, ...(r.mixdowns ?? [])];
-      render();
+      show(r);
     }),
   );
   const stop = r.status === 'recording' ? h('button', { type: 'button', class: 'danger' }, 'Stop') : null;
@@ -161,10 +161,28 @@ const item = (r) => {
   );
 };
 
-const render = () => {
-  const items = [...recordings.values()].sort((a, b) => b.started_at - a.started_at);
+/** Rows by recording id: one changes without touching the others (whose players may be playing). */
+/** @type {Map<string, HTMLElement>} */
+const rows = new Map();
+
+/**
+ * Shows one recording: its row is rebuilt, the others stay as they are.
+ * @param {any} r
+ */
+const show = (r) => {
+  recordings.set(r.id, r);
+  const li = item(r);
+  const old = rows.get(r.id);
+  if (old) old.replaceWith(li);
+  else list.prepend(li);
+  rows.set(r.id, li);
+  controls();
+};
+
+/** The start/stop controls and the empty note, from what is recording. */
+const controls = () => {
+  const items = [...recordings.values()];
   $('none').hidden = items.length > 0;
-  list.replaceChildren(...items.map(item));
   const active = items.find((r) => r.status === 'recording');
   $('start').hidden = Boolean(active);
   $('stop').hidden = !active;
@@ -176,17 +194,19 @@ const render = () => {
 
 const load = async () => {
   recordings.clear();
-  if (room) for (const r of await session.get(api(''))) recordings.set(r.id, r);
-  render();
+  rows.clear();
+  list.replaceChildren();
+  const all = room ? await session.get(api('')) : [];
+  // Oldest first, each on top: newest first on the page.
+  all.sort((/** @type {any} */ a, /** @type {any} */ b) => a.started_at - b.started_at);
+  for (const r of all) show(r);
+  controls();
 };
 
 /** @param {string} id */
 const refresh = async (id) => {
   const r = await session.get(api(`/${encodeURIComponent(id)}`)).catch(() => null);
-  if (r) {
-    recordings.set(r.id, r);
-    render();
-  }
+  if (r) show(r);
 };
 
 /**
@@ -199,15 +219,13 @@ const stopRecording = (id, button) =>
       if (e instanceof StreamCoreError && e.code === 'not_recording') return null;
       throw e;
     });
-    if (r) recordings.set(r.id, r);
-    render();
+    if (r) show(r);
   });
 
 $('start').addEventListener('click', () =>
   busy($('start', HTMLButtonElement), box, async () => {
     const r = await session.post(api(''));
-    recordings.set(r.id, r);
-    render();
+    show(r);
   }),
 );
 $('stop').addEventListener('click', () => {
@@ -230,7 +248,10 @@ socket.on('transcodeJob', (e) => {
   const owner = [...recordings.values()].find((r) => r.mixdowns?.some((/** @type {any} */ j) => j.id === d.job_id));
   if (e.event === 'transcode.progress') {
     progress.set(d.job_id, { stage: d.stage, percent: d.percent });
-    render();
+    // Only the progress line changes.
+    const line = list.querySelector(`[data-mixdown="${CSS.escape(d.job_id)}"]`);
+    const job = owner?.mixdowns.find((/** @type {any} */ j) => j.id === d.job_id);
+    if (line && owner && job) line.replaceWith(mixdownView(owner, job));
   } else if (owner) {
     progress.delete(d.job_id);
     refresh(owner.id);

@@ -6,7 +6,7 @@
  * connection-quality badge, and a reconnect that needs nobody.
  */
 import { Room, StreamCoreError } from '/sdk/streamcore.js';
-import { $, busy, explain, h, mediaDevices, query, say, signedIn } from '/static/js/app.js';
+import { $, busy, explain, h, mediaDevices, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session, me } = await signedIn();
 const name = query().get('name');
@@ -233,13 +233,7 @@ async function call(roomName) {
   room.on('activeSpeaker', ({ participantSid }) => {
     for (const [sid, p] of people) p.tile.classList.toggle('speaking', sid === participantSid);
   });
-  room.on('quality', (q) => {
-    const b = $('quality');
-    b.hidden = false;
-    b.textContent = `${q.level}${q.rttMs !== null ? ` · ${q.rttMs} ms` : ''}${q.lossPercent ? ` · ${q.lossPercent}% lost` : ''}`;
-    b.className = `badge ${q.level}`;
-    b.setAttribute('data-level', q.level);
-  });
+  room.on('quality', (q) => showQuality($('quality'), q));
   const state = $('room-state');
   room.on('state', ({ state: s }) => {
     const text = { connecting: 'connecting', connected: 'connected', reconnecting: 'reconnecting…', disconnected: 'left', idle: 'not connected' };
@@ -249,7 +243,11 @@ async function call(roomName) {
   room.on('reconnecting', () => say(box, 'The connection dropped; reconnecting…', 'info'));
   room.on('reconnected', () => say(box, ''));
   room.on('disconnected', ({ reason }) => {
-    say(box, reason === 'replaced' ? 'You joined this room from another tab or device; this one left.' : 'You left the room.', 'info');
+    const why = {
+      replaced: 'This connection was taken over by another one of yours (another tab, or this page reloaded); it left the room.',
+      reconnect_failed: 'The connection could not be brought back. Reload the page to join again.',
+    };
+    say(box, /** @type {Record<string, string>} */ (why)[reason] ?? 'You left the room.', reason === 'left' ? 'info' : 'error');
   });
   room.on('error', (e) => say(box, explain(e)));
 

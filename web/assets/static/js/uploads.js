@@ -45,7 +45,7 @@ const item = (j) => {
       'div',
       { class: 'grow stack' },
       h('div', { class: 'row spread' }, h('strong', null, src.name ?? j.id), h('span', { class: 'small muted' }, when(j.created_at))),
-      h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': j.status === 'completed' ? 100 : j.percent ?? 0, 'aria-label': `Progress of ${src.name ?? 'the upload'}` }, h('div', { style: null })),
+      h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-label': `Progress of ${src.name ?? 'the upload'}` }, h('div')),
       h('div', { class: 'small', 'data-role': 'status' }, statusText(j)),
       j.status === 'completed'
         ? h(
@@ -66,10 +66,50 @@ const item = (j) => {
   );
 };
 
-const render = () => {
-  const items = [...jobs.values()].sort((a, b) => b.created_at - a.created_at);
-  $('none').hidden = items.length > 0 || sending.size > 0;
-  list.replaceChildren(
+/**
+ * Shows a job's progress in its row, in place.
+ * @param {HTMLElement} li
+ * @param {any} j
+ */
+const update = (li, j) => {
+  li.setAttribute('data-status', j.status);
+  const status = /** @type {HTMLElement} */ (li.querySelector('[data-role=status]'));
+  status.textContent = statusText(j);
+  const percent = j.status === 'completed' ? 100 : j.percent ?? 0;
+  const bar = /** @type {HTMLElement} */ (li.querySelector('.progress'));
+  bar.setAttribute('aria-valuenow', String(percent));
+  // Widths through the DOM, not inline styles (the page's policy refuses those).
+  /** @type {HTMLElement} */ (bar.firstElementChild).style.width = `${percent}%`;
+};
+
+/** Rows by job id; a row is rebuilt only when its job completes (its player appears). */
+/** @type {Map<string, {li: HTMLElement, completed: boolean}>} */
+const rows = new Map();
+
+/**
+ * Shows a job: updates its row in place (a playing result keeps playing).
+ * @param {any} j
+ * @param {'top'|'bottom'} [where] where a new row goes
+ */
+const show = (j, where = 'top') => {
+  jobs.set(j.id, j);
+  const row = rows.get(j.id);
+  const completed = j.status === 'completed';
+  if (row && row.completed === completed) {
+    update(row.li, j);
+    return;
+  }
+  const li = item(j);
+  if (row) row.li.replaceWith(li);
+  else if (where === 'top') list.prepend(li);
+  else list.append(li);
+  rows.set(j.id, { li, completed });
+  update(li, j);
+  $('none').hidden = true;
+};
+
+const renderSending = () => {
+  $('sending').replaceChildren(
     ...[...sending.entries()].map(([key, s]) =>
       h(
         'li',
@@ -83,37 +123,26 @@ const render = () => {
         ),
       ),
     ),
-    ...items.map(item),
   );
-  // Widths through the DOM, not inline styles (the page's policy refuses those).
-  for (const li of list.querySelectorAll('[data-job]')) {
-    const bar = /** @type {HTMLElement|null} */ (li.querySelector('.progress > div'));
-    const now = Number(li.querySelector('.progress')?.getAttribute('aria-valuenow') ?? 0);
-    if (bar) bar.style.width = `${now}%`;
-  }
+  $('none').hidden = rows.size > 0 || sending.size > 0;
 };
 
-for (const j of await session.get('/uploads')) jobs.set(j.id, j);
-render();
+const existing = await session.get('/uploads');
+existing.sort((/** @type {any} */ a, /** @type {any} */ b) => b.created_at - a.created_at);
+for (const j of existing) show(j, 'bottom');
+$('none').hidden = rows.size > 0;
 
 const socket = new UserSocket(session);
 socket.on('transcodeJob', async (e) => {
   const id = e.data.job_id;
   if (!jobs.has(id) && e.data.kind !== 'transcode') return;
   if (e.event === 'transcode.progress' && jobs.has(id)) {
-    const j = jobs.get(id);
-    j.status = 'running';
-    j.stage = e.data.stage;
-    j.percent = e.data.percent;
-    render();
+    show({ ...jobs.get(id), status: 'running', stage: e.data.stage, percent: e.data.percent });
     return;
   }
   // Completion and failures: the job's view carries the results and links.
   const j = await session.get(`/uploads/${encodeURIComponent(id)}`).catch(() => null);
-  if (j) {
-    jobs.set(id, j);
-    render();
-  }
+  if (j) show(j);
 });
 socket.open();
 
@@ -121,20 +150,21 @@ socket.open();
 const upload = async (file) => {
   const key = `${file.name}-${Date.now()}`;
   sending.set(key, { name: file.name, sent: 0, total: file.size });
-  render();
+  renderSending();
   say(box, '');
   try {
     const target = $('target', HTMLSelectElement).value;
     const j = await session.upload(`/uploads?name=${encodeURIComponent(file.name)}&target_lufs=${target}`, file, (sent, total) => {
       sending.set(key, { name: file.name, sent, total });
-      render();
+      renderSending();
     });
-    jobs.set(j.id, j);
+    // Events may have shown it already; the answer is older than they are.
+    if (!rows.has(j.id)) show(j);
   } catch (e) {
     say(box, `${file.name}: ${explain(e)}`);
   } finally {
     sending.delete(key);
-    render();
+    renderSending();
   }
 };
 
