@@ -449,8 +449,10 @@ mod tests {
 
     #[test]
     fn the_certificate_names_every_address_clients_use() {
-        let mut s = Settings::default();
-        s.http = "0.0.0.0:8443".parse().unwrap();
+        let mut s = Settings {
+            http: "0.0.0.0:8443".parse().unwrap(),
+            ..Settings::default()
+        };
         s.media.advertise = vec!["192.168.1.20".parse().unwrap()];
         s.public_url = Some("https://phone-gw.lan:8443/".into());
         assert_eq!(

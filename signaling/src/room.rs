@@ -80,7 +80,10 @@ pub const TRACK_SOURCES: [&str; 5] = ["camera", "microphone", "screen", "screen_
 /// participants do (a screen share is shown apart from the camera). Keyed by the
 /// participant (worker and peer), so the worker of the room it lives in is implied.
 #[derive(Debug, Default)]
-struct TrackSources(Mutex<HashMap<(usize, PeerId), Vec<(Mid, &'static str)>>>);
+struct TrackSources(Mutex<HashMap<(usize, PeerId), Vec<MidSource>>>);
+
+/// An m-line and what it carries (one of [`TRACK_SOURCES`]).
+type MidSource = (Mid, &'static str);
 
 impl TrackSources {
     /// Records what an offer said: m-lines it names get their source, m-lines it does
