@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every StreamCore benchmark; results go to target/bench-results/.
-#   benches/run-all.sh            # B0 + B1/B2, full (about 15 minutes on 2 cores)
+#   benches/run-all.sh            # B0 + B1/B2 + B9, full (about 20 minutes on 2 cores)
 #   benches/run-all.sh --quick    # a smoke run (about 2 minutes)
 # See docs/benchmarks.md for what is measured and how to read it.
 set -euo pipefail
@@ -30,3 +30,14 @@ cargo bench --locked -p streamcore-benches --bench b0_inproc -- "${quick[@]}" "$
 # B1/B2: loopback end to end (server on CPU 0, load generator on CPU 1).
 target/release/sc-loadgen "${quick[@]}" "${rt[@]}" --json "$out/loadgen-$stamp.json" \
     | tee "$out/loadgen-$stamp.md"
+
+# B9: Chromium to Chromium through the node, beside two directly connected Chromiums
+# (Debian's Chromium and Playwright, as the browser tests use them).
+joins=20
+if [[ ${#quick[@]} -gt 0 ]]; then
+    joins=5
+fi
+STREAMCORE_CHROMIUM="$(scripts/ensure-chromium.sh | tail -n1)" \
+    "$(scripts/ensure-venv.sh | tail -n1)" benches/browser/browserbench.py \
+    --streamcore target/release/streamcore --joins "$joins" --commands "$joins" \
+    --json "$out/b9-$stamp.json"
