@@ -307,7 +307,7 @@ impl Default for Settings {
                 workers: 0,
                 advertise: Vec::new(),
                 max_peers_per_worker: 10_000,
-                keyframe_interval_ms: 300,
+                keyframe_interval_ms: 350,
                 connect_timeout_secs: 30,
                 disconnect_grace_secs: 20,
                 bwe_initial_kbps: default_bwe_initial_kbps(),

@@ -35,7 +35,9 @@ pub struct SfuConfig {
     /// advertised candidates (NAT), they are presented to str0m as arriving on the
     /// first candidate.
     pub local_addr: SocketAddr,
-    /// At most one keyframe request per publisher track per interval.
+    /// At most one keyframe request per publisher track per interval. A little over
+    /// the 300 ms within which Chromium ignores a second request: a deferred request
+    /// sent exactly 300 ms after the first can arrive a hair sooner and be ignored.
     pub keyframe_min_interval: Duration,
     /// While a connected subscriber waits for a keyframe of a layer, the publisher is
     /// asked again this often: an encoder may ignore a request (Chromium drops one that
@@ -59,7 +61,7 @@ impl SfuConfig {
         SfuConfig {
             candidates: vec![local_addr],
             local_addr,
-            keyframe_min_interval: Duration::from_millis(300),
+            keyframe_min_interval: Duration::from_millis(350),
             keyframe_retry_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             disconnect_grace: Duration::from_secs(20),

@@ -595,7 +595,7 @@ async fn join_workload(spec: &ServerSpec) -> anyhow::Result<()> {
             let _ = s.request(json!({"type": "leave"})).await;
             peer.stop.set(true);
         }
-        // Past the keyframe-request interval (300 ms), so neither path waits for the
+        // Past the keyframe-request interval (350 ms), so neither path waits for the
         // other's request.
         tokio::time::sleep(Duration::from_millis(400)).await;
         {
