@@ -685,10 +685,35 @@ async fn https_with_a_certificate_the_node_makes_and_keeps() {
         s.shutdown(Duration::from_millis(100), std::future::pending())
             .await;
     }
-    let again = TestServer::start_with(settings).await;
+    let mut again = TestServer::start_with(settings).await;
     let tls = again.server().tls.as_ref().unwrap();
     assert_eq!(tls.fingerprint, fingerprint);
     assert_eq!(tls.ca.as_ref().unwrap().1, ca_fingerprint);
-    again.stop().await;
+    if let Some(s) = again.server.take() {
+        s.shutdown(Duration::from_millis(100), std::future::pending())
+            .await;
+    }
+
+    // A certificate of one's own, from files (here: the one the node made).
+    let with_files = TestServer::start_with(|s| {
+        s.tls.cert = Some(data_dir.join("tls/cert.pem"));
+        s.tls.key = Some(data_dir.join("tls/key.pem"));
+    })
+    .await;
+    let server = with_files.server();
+    let tls = server.tls.as_ref().expect("HTTPS from files");
+    assert!(tls.ca.is_none());
+    let (head, fp) = https(
+        &connector,
+        server.http_addr,
+        &format!(
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            server.http_addr
+        ),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(fp, fingerprint);
+    with_files.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }

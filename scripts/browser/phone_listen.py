@@ -6,7 +6,7 @@ phone's player."""
 
 import uuid
 
-from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_up, tagged_tone, wait_for
+from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_up, tagged_tone, tone_wav, wait_for
 
 
 def main(a, s):
@@ -52,6 +52,18 @@ def main(a, s):
         entry.wait_for()
         if f"Artist {suffix}" not in entry.inner_text():
             raise Failure(f"the {suffix} file's artist tag was not read: {entry.inner_text()!r}")
+    # A whole folder, as a phone's music folder is chosen; a file without tags is
+    # named after its file.
+    folder = media / "Music"
+    folder.mkdir()
+    tagged_tone(folder / "b-side.flac", "B Side", "The Folders", "Directory", 330.0, 10.0)
+    tone_wav(folder / "02 - Untagged Demo.wav", 220.0, 5.0)
+    phone.locator("#folder").set_input_files(str(folder))
+    phone.locator("#library li", has_text="B Side").wait_for()
+    phone.locator("#library li", has_text="Untagged Demo").wait_for()
+    wait_for("the folder's tracks synced", lambda: "2 tracks added and synced" in phone.locator("#phone-message").inner_text())
+    if not phone.locator("#lib-status").inner_text().startswith("6 tracks"):
+        raise Failure(f"the library holds {phone.locator('#lib-status').inner_text()!r}")
 
     # Live with the music player, playing the file.
     phone.locator("#library li", has_text="Concert A").click()
