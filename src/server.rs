@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use signaling::{JoinTokenSigner, SignalingState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -416,6 +417,15 @@ fn start_mail_relay(
     }
 }
 
+/// Small writes go out at once: a WebSocket message (a remote command, a room
+/// event) otherwise waits for the ACK of the previous segment, which the peer's
+/// delayed ACK holds back ~40 ms.
+pub(crate) fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
 /// How long a stopping listener lets open HTTPS connections finish.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 
@@ -432,7 +442,7 @@ async fn serve(
         let _ = stop.wait_for(|s| *s).await;
     };
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
+    if let Err(e) = axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(shutdown)
         .await
     {

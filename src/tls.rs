@@ -381,7 +381,7 @@ pub async fn serve(
     };
     tokio::pin!(stopped);
     loop {
-        let (tcp, addr) = tokio::select! {
+        let (mut tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -393,6 +393,7 @@ pub async fn serve(
             },
             () = &mut stopped => break,
         };
+        crate::server::no_delay(&mut tcp);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
