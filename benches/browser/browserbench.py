@@ -12,7 +12,7 @@ peers connected directly (no server) in the same run.
   the API, the event bus and both sockets), beside a command and its answer over a
   data channel between two directly connected pages.
 
-Not a test: run by hand (README of benches, docs/benchmarks.md). It starts the node
+Not a test: run by hand or by benches/run-all.sh (results in docs/benchmarks.md). It starts the node
 itself from `--streamcore` (a release build) on free loopback ports.
 """
 
