@@ -1,11 +1,14 @@
 """Bad input, as people meet it, each with a message they understand and the rest of
 the page still working: a wrong and an expired pairing code, a device removed while
 its phone page is open, a session that ended, a used reset link, a wrong password, a
-room that does not exist, and a microphone the person denied."""
+room that does not exist, a page whose server is slow or failing while it loads,
+and a microphone the person denied."""
 
 import sqlite3
 import uuid
 from pathlib import Path
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from harness import FLAGS, PHONE, Failure, api, run, sign_up, wait_for
 
@@ -140,6 +143,41 @@ def main(a, s):
     s.on_failure = lambda: lphone.locator("#phone-message").inner_text()
     lphone.get_by_role("button", name="Go live").click()
     wait_for("music live over plain HTTP", lambda: lphone.locator("#live-badge").inner_text() == "live", 20)
+
+    # A slow server: until a page has wired its controls they take no input (a click
+    # then would be lost: the listen page waits for the devices before it wires
+    # "Listen live"), and once it has, the same click works.
+    devices = "**/api/v1/devices"
+    held = []
+    user.route(devices, lambda route: held.append(route))
+    user.goto(f"{base}/listen")
+    wait_for("the listen page asking for the devices", lambda: user.evaluate("() => true") and held)
+    if user.locator("#main").get_attribute("inert") is None:
+        raise Failure("the listen page takes input before it is ready")
+    try:
+        user.locator("#listen").click(trial=True, timeout=1000)
+        raise Failure("“Listen live” took a click before the page was ready")
+    except PlaywrightTimeout:
+        pass
+    held[0].continue_()
+    user.unroute(devices)
+    user.get_by_role("button", name="Listen live").click()
+    wait_for("listening after a slow start", lambda: user.evaluate("() => window.streamcoreListen?.player() != null"))
+    checks["slow_start"] = user.locator("#live-state").inner_text()
+
+    # A page whose server fails while it loads says so, and a reload brings it back.
+    user.route(devices, lambda route: route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "The server is restarting."}}))
+    user.goto(f"{base}/listen")
+    text = message(user, "#load-failed")
+    if "could not load" not in text or "restarting" not in text:
+        raise Failure(f"a page that failed to load says {text!r}")
+    checks["load_failed"] = text
+    s.screenshot(user, "listen-load-failed")
+    user.unroute(devices)
+    user.get_by_role("link", name="Reload").click()
+    user.get_by_role("button", name="Listen live").wait_for()
+    if user.locator("#load-failed").count() or user.locator("#main").get_attribute("inert") is not None:
+        raise Failure("the reloaded page did not recover")
 
     # A denied microphone, in a browser that refuses permission prompts: the message
     # says what to do, and going live with music still works.

@@ -214,6 +214,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pages_take_input_only_once_their_script_is_ready() {
+        // `<main>` starts inert; the page's script lifts it (app.js `pageReady`) once
+        // its controls are wired, so an early click or submit is not lost.
+        for (_, file) in PAGES {
+            let html = std::str::from_utf8(asset(file).unwrap().bytes).unwrap();
+            let main = html.split("<main").nth(1).and_then(|m| m.split('>').next());
+            assert!(
+                main.is_some_and(|m| m.contains(" inert") && m.contains("aria-busy=\"true\"")),
+                "{file}'s <main> does not start inert and busy"
+            );
+            let script = html
+                .split("<script type=\"module\" src=\"/")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_else(|| panic!("{file} has no module script"));
+            let js = std::str::from_utf8(asset(script).unwrap().bytes).unwrap();
+            // Imported and used.
+            assert!(
+                js.matches("pageReady").count() >= 2,
+                "{script} never calls pageReady"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn pages_carry_the_security_headers() {
         for (route, _) in PAGES {

@@ -125,6 +125,49 @@ export function say(box, text, kind = 'error') {
 }
 
 /**
+ * The page's controls take input. Every page's `<main>` starts `inert` (no clicks, no
+ * focus, no submits) until its script has wired them: a click before that would be
+ * lost, and a form submitted before would go the browser's default way, its fields
+ * (a password) in the address. Pages call this once wired, on failure too.
+ */
+export function pageReady() {
+  const main = document.getElementById('main');
+  main?.removeAttribute('inert');
+  main?.removeAttribute('aria-busy');
+}
+
+/** The page is being rewired (a phone page after pairing): input waits for {@link pageReady}. */
+export function pageLoading() {
+  const main = document.getElementById('main');
+  main?.setAttribute('inert', '');
+  main?.setAttribute('aria-busy', 'true');
+}
+
+/**
+ * A page whose script failed before it was ready says so, above its (still inert)
+ * content: half-wired controls would lose what a person does with them.
+ * @param {unknown} e
+ */
+function loadFailed(e) {
+  const main = document.getElementById('main');
+  if (!main?.hasAttribute('inert') || document.getElementById('load-failed')) return;
+  console.error('the page failed to load', e);
+  main.removeAttribute('aria-busy');
+  main.before(
+    h(
+      'div',
+      { id: 'load-failed', class: 'message error banner', role: 'alert' },
+      `This page could not load: ${explain(e)} `,
+      h('a', { href: location.href }, 'Reload'),
+    ),
+  );
+}
+// A module's top-level await that rejects is reported as an error; a promise no one
+// awaited, as an unhandled rejection.
+window.addEventListener('error', (e) => loadFailed(e.error ?? e.message));
+window.addEventListener('unhandledrejection', (e) => loadFailed(e.reason));
+
+/**
  * Runs `f` with `button` disabled, showing a failure in `box`.
  * @template T
  * @param {HTMLButtonElement|null} button

@@ -4,7 +4,7 @@
  * (live online state from the user socket), renaming, removing, and pairing a phone.
  */
 import { Session, UserSocket } from '/sdk/streamcore.js';
-import { $, MESSAGES, busy, explain, h, query, say, topBar, when } from '/static/js/app.js';
+import { $, MESSAGES, busy, explain, h, pageReady, query, say, topBar, when } from '/static/js/app.js';
 
 const authBox = $('auth-message');
 
@@ -261,4 +261,4 @@ async function main() {
   await devicesPage(session).catch((e) => say($('devices-message'), explain(e)));
 }
 
-main();
+main().finally(pageReady);

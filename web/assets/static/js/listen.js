@@ -5,7 +5,7 @@
  * its library.
  */
 import { UserSocket, WhepPlayer } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, here, query, say, showQuality, signedIn } from '/static/js/app.js';
+import { $, busy, clock, explain, h, here, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const message = $('listen-message');
@@ -229,6 +229,7 @@ select.addEventListener('change', async () => {
 
 renderDevices();
 renderNowPlaying();
+pageReady();
 loadLibrary().catch((e) => say(message, explain(e)));
 
 // For the page's own tests and for people who script it.

@@ -10,7 +10,7 @@
  *   browser of the user mirrors it.
  */
 import { DeviceSocket, Session, StreamCoreError, WhipPublisher } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, here, mediaDevices, query, say, showQuality } from '/static/js/app.js';
+import { $, busy, clock, explain, h, here, mediaDevices, pageLoading, pageReady, query, say, showQuality } from '/static/js/app.js';
 import { readDuration, readTags } from '/static/js/tags.js';
 
 const message = $('phone-message');
@@ -59,6 +59,7 @@ function pairForm(error) {
         resolve(r.session);
       });
     };
+    pageReady();
   });
 }
 
@@ -121,6 +122,8 @@ async function phone(session) {
   $('loading').hidden = true;
   $('pair-panel').hidden = true;
   $('phone').hidden = false;
+  // Its controls take input once wired, at the end.
+  pageLoading();
 
   const gone = () => {
     $('phone').hidden = true;
@@ -527,6 +530,7 @@ async function phone(session) {
     location.href = '/phone';
   });
 
+  pageReady();
   // For the page's own tests and for people who script it.
   Object.assign(window, { streamcorePhone: { audio, library: () => library, live: () => publisher !== null } });
 }
@@ -537,4 +541,5 @@ pair()
     $('loading').hidden = true;
     say(message, explain(e));
     $('phone').hidden = false;
+    pageReady();
   });

@@ -5,7 +5,7 @@
  * mixdowns: progress, the episode with its waveform, and every stem to download.
  */
 import { StreamCoreError, UserSocket } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, query, say, signedIn, stageText, when } from '/static/js/app.js';
+import { $, busy, clock, explain, h, pageReady, query, say, signedIn, stageText, when } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const box = $('rec-message');
@@ -258,5 +258,6 @@ socket.on('transcodeJob', (e) => {
   }
 });
 socket.open();
+pageReady();
 
 await load().catch((e) => say(box, explain(e)));

@@ -1,7 +1,7 @@
 // @ts-check
 /** `/reset-password`: the link of a reset mail; sets a new password with its token. */
 import { Session } from '/sdk/streamcore.js';
-import { $, busy, query, say } from '/static/js/app.js';
+import { $, busy, pageReady, query, say } from '/static/js/app.js';
 
 const form = $('reset-form', HTMLFormElement);
 const box = $('reset-message');
@@ -21,3 +21,4 @@ form.addEventListener('submit', (e) => {
     say(box, 'Your password is set. Every earlier sign-in was ended; sign in with the new password.', 'ok');
   });
 });
+pageReady();

@@ -6,7 +6,7 @@
  * connection-quality badge, and a reconnect that needs nobody.
  */
 import { Room, StreamCoreError } from '/sdk/streamcore.js';
-import { $, busy, explain, h, mediaDevices, query, say, showQuality, signedIn } from '/static/js/app.js';
+import { $, busy, explain, h, mediaDevices, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session, me } = await signedIn();
 const name = query().get('name');
@@ -14,7 +14,9 @@ const name = query().get('name');
 if (!name) {
   lobby();
 } else {
-  call(name).catch((e) => say($('call-message'), explain(e)));
+  call(name)
+    .catch((e) => say($('call-message'), explain(e)))
+    .finally(pageReady);
 }
 
 /** @param {string} room */
@@ -23,24 +25,6 @@ const roomUrl = (room) => `/room?name=${encodeURIComponent(room)}`;
 async function lobby() {
   $('lobby').hidden = false;
   const box = $('lobby-message');
-  const rooms = await session.get('/rooms').catch((e) => {
-    say(box, explain(e));
-    return [];
-  });
-  $('no-rooms').hidden = rooms.length > 0;
-  $('rooms').replaceChildren(
-    ...rooms
-      .filter((/** @type {any} */ r) => !r.name.startsWith('device-'))
-      .map((/** @type {any} */ r) =>
-        h(
-          'li',
-          null,
-          h('div', { class: 'grow' }, h('strong', null, r.name), h('div', { class: 'small muted' }, `up to ${r.max_participants} people${r.publish_policy === 'anyone' ? '' : ', only you publish'}${r.auto_record ? ', recorded automatically' : ''}`)),
-          h('a', { class: 'button', href: roomUrl(r.name) }, 'Join'),
-          h('a', { class: 'button secondary', href: `/recordings?room=${encodeURIComponent(r.name)}` }, 'Recordings'),
-        ),
-      ),
-  );
   const join = $('join-form', HTMLFormElement);
   join.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -60,6 +44,26 @@ async function lobby() {
       location.href = roomUrl(r.name);
     });
   });
+  pageReady();
+
+  const rooms = await session.get('/rooms').catch((e) => {
+    say(box, explain(e));
+    return [];
+  });
+  $('no-rooms').hidden = rooms.length > 0;
+  $('rooms').replaceChildren(
+    ...rooms
+      .filter((/** @type {any} */ r) => !r.name.startsWith('device-'))
+      .map((/** @type {any} */ r) =>
+        h(
+          'li',
+          null,
+          h('div', { class: 'grow' }, h('strong', null, r.name), h('div', { class: 'small muted' }, `up to ${r.max_participants} people${r.publish_policy === 'anyone' ? '' : ', only you publish'}${r.auto_record ? ', recorded automatically' : ''}`)),
+          h('a', { class: 'button', href: roomUrl(r.name) }, 'Join'),
+          h('a', { class: 'button secondary', href: `/recordings?room=${encodeURIComponent(r.name)}` }, 'Recordings'),
+        ),
+      ),
+  );
 }
 
 /**
@@ -366,6 +370,7 @@ async function call(roomName) {
     await room.leave();
     location.href = '/room';
   });
+  pageReady();
 
   if (grant.publish) {
     // Join with the microphone and camera on; a denied permission leaves the rest working.

@@ -5,7 +5,7 @@
  * waveform.
  */
 import { UserSocket } from '/sdk/streamcore.js';
-import { $, bytes, clock, explain, h, say, signedIn, stageText, when } from '/static/js/app.js';
+import { $, bytes, clock, explain, h, pageReady, say, signedIn, stageText, when } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const box = $('up-message');
@@ -184,3 +184,4 @@ drop.addEventListener('drop', (e) => {
   drop.classList.remove('over');
   for (const f of e.dataTransfer?.files ?? []) upload(f);
 });
+pageReady();
