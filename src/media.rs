@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use media_core::{
-    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError,
-    SfuEvent, SfuStats,
+    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RemoteIceCreds, RoomId, Sfu,
+    SfuConfig, SfuError, SfuEvent, SfuStats,
 };
 use signaling::{
     BackendError, JoinRoom, MediaBackend, OpenSession, OpenedSession, ParticipantKey, RoomBackend,
@@ -54,6 +54,12 @@ enum Command {
         peer: PeerId,
         candidates: Vec<String>,
         reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    /// A WHIP/WHEP client's ICE restart; the reply is the new answer.
+    RestartIce {
+        peer: PeerId,
+        creds: RemoteIceCreds,
+        reply: oneshot::Sender<Result<String, SfuError>>,
     },
     /// A room participant joins; `updates` hears the room from the snapshot on.
     Join {
@@ -300,6 +306,7 @@ impl MediaBackend for MediaWorkers {
             room: req.room.clone(),
             identity: req.identity.clone(),
             role: req.role,
+            ice_ufrag: String::new(),
         };
         let accepted = self
             .call(worker, |reply| Command::Accept {
@@ -312,6 +319,12 @@ impl MediaBackend for MediaWorkers {
             })
             .await?;
         let id = SessionId::random();
+        let owner = SessionOwner {
+            ice_ufrag: signaling::sdpfrag::ice_ufrag(&accepted.answer_sdp)
+                .unwrap_or_default()
+                .to_owned(),
+            ..owner
+        };
         if let Ok(mut s) = self.sessions.lock() {
             s.by_peer.insert((worker, accepted.peer), id.clone());
             s.by_id.insert(
@@ -367,6 +380,29 @@ impl MediaBackend for MediaWorkers {
             reply,
         })
         .await
+    }
+
+    async fn restart_ice(
+        &self,
+        id: &SessionId,
+        creds: RemoteIceCreds,
+    ) -> Result<String, BackendError> {
+        let e = self.entry(id).ok_or(BackendError::UnknownSession)?;
+        let answer = self
+            .call(e.worker, |reply| Command::RestartIce {
+                peer: e.peer,
+                creds,
+                reply,
+            })
+            .await?;
+        if let Ok(mut s) = self.sessions.lock()
+            && let Some(entry) = s.by_id.get_mut(id)
+        {
+            entry.owner.ice_ufrag = signaling::sdpfrag::ice_ufrag(&answer)
+                .unwrap_or_default()
+                .to_owned();
+        }
+        Ok(answer)
     }
 
     fn session_owner(&self, id: &SessionId) -> Option<SessionOwner> {
@@ -711,6 +747,9 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
         } => {
             let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
             let _ = reply.send(sfu.add_remote_candidates(now, peer, &refs).map(|_| ()));
+        }
+        Command::RestartIce { peer, creds, reply } => {
+            let _ = reply.send(sfu.restart_ice(now, peer, &creds));
         }
         Command::StartTap { room, tap, reply } => {
             let _ = reply.send(sfu.start_tap(room, tap));

@@ -132,7 +132,8 @@ async fn three_people_meet_in_a_room() {
 
 /// A page of another origin publishes and plays with the client library (CORS), and
 /// a second WHEP player half a second behind the first decodes at once, every time
-/// (the keyframe-request defect found with Chromium).
+/// (the keyframe-request defect found with Chromium). Then a player and the publisher
+/// restart ICE on their sessions (RFC 9725 §4.4) and the player keeps decoding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_origin_publishes_and_plays_and_late_players_get_keyframes() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -145,6 +146,9 @@ async fn another_origin_publishes_and_plays_and_late_players_get_keyframes() {
         // must not wait for a periodic keyframe either (Chromium sends none).
         assert!(number(round, "second_ms") < 3000.0, "{r}");
     }
+    // The restart's PATCH round trip and Chromium's checks against the new credentials.
+    assert!(number(&r["restart"], "player_ms") < 2000.0, "{r}");
+    assert!(number(&r["restart"], "publisher_ms") < 2000.0, "{r}");
     srv.stop().await;
 }
 

@@ -3,7 +3,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, connect, join, payload, pump};
+use common::{TestServer, connect, join, move_and_restart_ice, payload, pump};
 use media_core::str0m::media::MediaKind::{Audio, Video};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,5 +191,112 @@ async fn draining_refuses_new_sessions_and_keeps_old_ones() {
         5,
         "existing sessions keep flowing while draining"
     );
+    srv.stop().await;
+}
+
+/// Sends audio until `player` has received `more` further frames; how long it took.
+async fn audio_back(
+    publisher: &mut common::Peer,
+    player: &mut common::Peer,
+    more: usize,
+) -> Duration {
+    let start = std::time::Instant::now();
+    let want = player.frames_of(Audio).len() + more;
+    let mut n = 1000;
+    while player.frames_of(Audio).len() < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no audio after the ICE restart"
+        );
+        publisher.send_audio(&payload(n, 100));
+        n += 1;
+        pump(
+            &mut [&mut *publisher, &mut *player],
+            Duration::from_millis(20),
+        )
+        .await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_a_new_network_restarts_ice_and_keeps_its_session() {
+    let srv = TestServer::start().await;
+    let mut publisher = join(
+        &srv,
+        "/whip/move",
+        &srv.publish_token("move", "phone"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    let mut player = join(
+        &srv,
+        "/whep/move",
+        &srv.subscribe_token("move", "tv"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut publisher, &mut player]).await;
+    audio_back(&mut publisher, &mut player, 5).await;
+    let sessions = srv.metric("streamcore_sessions_created_total").await;
+    assert!(player.etag.starts_with('"'), "201 carries an ETag");
+    let (player_location, first_etag) = (player.location.clone(), player.etag.clone());
+
+    // The player's address changes (127.0.0.1 → 127.0.0.2) and it restarts ICE.
+    let (status, etag) = move_and_restart_ice(&srv, &mut player, "127.0.0.2").await;
+    assert_eq!(status, 200);
+    assert_ne!(etag, first_etag, "a new ICE session, a new ETag");
+    let took = audio_back(&mut publisher, &mut player, 5).await;
+    println!("player: audio back {took:?} after the restart");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // And the publisher's.
+    let (status, _) = move_and_restart_ice(&srv, &mut publisher, "127.0.0.3").await;
+    assert_eq!(status, 200);
+    let took = audio_back(&mut publisher, &mut player, 5).await;
+    println!("publisher: audio back {took:?} after the restart");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // Same sessions: nothing was created, the resource is where it was.
+    assert_eq!(player.location, player_location);
+    assert_eq!(
+        srv.metric("streamcore_sessions_created_total").await,
+        sessions
+    );
+
+    let patch = |etag: Option<&str>, body: &str| {
+        let mut r = srv
+            .http
+            .patch(format!("{}{}", srv.base, player.location))
+            .header("Content-Type", "application/trickle-ice-sdpfrag")
+            .header("Authorization", format!("Bearer {}", player.token))
+            .body(body.to_owned());
+        if let Some(e) = etag {
+            r = r.header("If-Match", e);
+        }
+        r.send()
+    };
+    let candidate = "a=candidate:1 1 udp 2130706431 127.0.0.2 9 typ host\r\n";
+    // Candidates for the ICE session that was restarted are refused; for the current
+    // one they are taken.
+    let r = patch(Some(&first_etag), candidate).await.unwrap();
+    assert_eq!(r.status(), 412);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ice_session_changed");
+    assert_eq!(
+        patch(Some(&player.etag), candidate).await.unwrap().status(),
+        204
+    );
+    // A restart without credentials, or with ones that could not be ICE's, is refused.
+    for bad in [candidate, "a=ice-ufrag:ab\r\na=ice-pwd:x\r\n"] {
+        let r = patch(Some("*"), bad).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "malformed_sdpfrag");
+    }
+    // Media still flows after the refusals.
+    audio_back(&mut publisher, &mut player, 5).await;
     srv.stop().await;
 }

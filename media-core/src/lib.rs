@@ -49,6 +49,7 @@
 //!   at most once.
 
 pub mod demux;
+pub mod ice_restart;
 mod ids;
 pub mod keyframe;
 pub mod layers;
@@ -60,6 +61,7 @@ pub mod speaker;
 pub mod tap;
 pub mod timers;
 
+pub use ice_restart::RemoteIceCreds;
 pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
 pub use room::TrackRef;
 pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};

@@ -106,6 +106,9 @@ pub struct Peer {
     /// Each m-line's direction (as this side sees it) after the last negotiation, so a
     /// renegotiation acts only on what changed.
     pub directions: Vec<(Mid, Direction)>,
+    /// A WHIP/WHEP session's offer, replayed with new credentials on an ICE restart
+    /// ([`crate::ice_restart`]); `None` for room participants, who re-offer.
+    pub offer_sdp: Option<String>,
 }
 
 impl std::fmt::Debug for Peer {

@@ -16,6 +16,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::demux::Demux;
+use crate::ice_restart::{RemoteIceCreds, restart_offer};
 use crate::keyframe::is_keyframe;
 use crate::peer::{Peer, PeerState, TrackOut};
 use crate::room::{
@@ -449,6 +450,9 @@ impl Sfu {
             self.events
                 .insert(announce_at.min(self.events.len()), joined);
         }
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.offer_sdp = Some(req.offer_sdp.to_owned());
+        }
         info!(peer = %id, room = %req.room, identity = req.identity, role = ?req.role, "peer accepted");
         Ok(Accepted {
             peer: id,
@@ -493,6 +497,27 @@ impl Sfu {
                 "WHIP and WHEP sessions do not renegotiate",
             ));
         }
+        let answer = self.apply_offer(now, peer, offer);
+        self.process(now);
+        answer
+    }
+
+    /// Restarts ICE on a WHIP/WHEP session whose client changed network (RFC 9725
+    /// §4.4): the session's offer is replayed with the client's new credentials, and
+    /// the answer carries the node's new ones. Media, tracks and subscriptions are
+    /// untouched; packets flow again once the client's checks reach the new
+    /// credentials.
+    pub fn restart_ice(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        creds: &RemoteIceCreds,
+    ) -> Result<String, SfuError> {
+        let p = self.peers.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        let offer = p.offer_sdp.as_deref().ok_or(SfuError::NotAllowed(
+            "a room participant restarts ICE with a new offer",
+        ))?;
+        let offer = parse_offer(&restart_offer(offer, creds))?;
         let answer = self.apply_offer(now, peer, offer);
         self.process(now);
         answer
@@ -583,6 +608,7 @@ impl Sfu {
                 estimate_bps: None,
                 bwe_steer: (0, 0),
                 directions: Vec::new(),
+                offer_sdp: None,
             },
         );
         Ok(id)

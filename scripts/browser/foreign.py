@@ -63,6 +63,54 @@ async (name) => {
 """
 
 
+# Restarts ICE on a session (RFC 9725 §4.4, as after a network change) and resolves
+# with how long until `restarted`, the ICE ufrags before and after, and the resource.
+RESTART_JS = """
+async (name) => {
+  const session = window[name];
+  const ufrag = () => /a=ice-ufrag:(\\S+)/.exec(session.pc.remoteDescription.sdp)[1];
+  const before = {ufrag: ufrag(), resource: session.resource, etag: session.etag};
+  const t0 = performance.now();
+  const restarted = session.once('restarted');
+  await session.restartIce();
+  await restarted;
+  return {before, after: {ufrag: ufrag(), resource: session.resource, etag: session.etag}, ms: performance.now() - t0};
+}
+"""
+
+
+def restart_both(s, origin, publisher, play_grant):
+    """A player and then the publisher restart ICE on their sessions: new ICE
+    credentials both ways, the same resources, and the player keeps decoding."""
+    player = s.person("restarting player")
+    player.goto(origin + "/")
+    wait_for("the client library", lambda: player.evaluate("() => window.ready === true"))
+    start(player, play_grant)
+    res = wait_for("the player's result", lambda: player.evaluate("() => window.__res"), 20)
+    if "error" in res or res["first_frame_ms"] is None:
+        raise Failure(f"the restarting player did not start: {res}")
+    out = {}
+    for label, page, name in (("player", player, "player"), ("publisher", publisher, "pub")):
+        r = page.evaluate(RESTART_JS, name)
+        if r["before"]["ufrag"] == r["after"]["ufrag"] or r["before"]["etag"] == r["after"]["etag"]:
+            raise Failure(f"{label}: the restart did not change the node's ICE credentials: {r}")
+        if r["before"]["resource"] != r["after"]["resource"]:
+            raise Failure(f"{label}: the restart made a new session: {r}")
+        frames = player.evaluate(STATS_JS, "player")["video"]["frames"]
+        wait_for(
+            f"video decoded after the {label}'s restart",
+            lambda frames=frames: player.evaluate(STATS_JS, "player")["video"]["frames"] > frames + 10,
+            10,
+        )
+        state = page.evaluate(f"() => window.{name}.pc.connectionState")
+        if state != "connected":
+            raise Failure(f"{label}: connection {state} after the restart")
+        out[f"{label}_ms"] = round(r["ms"])
+    player.evaluate("() => window.player.stop()")
+    player.context.close()
+    return out
+
+
 def main(a, s):
     node = a.base
     srv, origin = serve_page(PAGE % {"node": node})
@@ -123,9 +171,10 @@ def main(a, s):
             for p in (first, second):
                 p.evaluate("() => window.player.stop()")
                 p.context.close()
+        restart = restart_both(s, origin, publisher, play_grant)
         # Teardown by DELETE, cross-origin too.
         publisher.evaluate("() => window.pub.stop()")
-        return {"rounds": rounds, "origin": origin}
+        return {"rounds": rounds, "origin": origin, "restart": restart}
     finally:
         srv.shutdown()
 

@@ -5,7 +5,8 @@ use std::fmt;
 use std::future::Future;
 
 use media_core::{
-    ParticipantInfo, PeerId, PeerRole, RemoveReason, RoomId, SfuError, SfuEvent, TrackRef,
+    ParticipantInfo, PeerId, PeerRole, RemoteIceCreds, RemoveReason, RoomId, SfuError, SfuEvent,
+    TrackRef,
 };
 use str0m::media::Mid;
 use tokio::sync::mpsc;
@@ -66,6 +67,9 @@ pub struct SessionOwner {
     pub room: RoomId,
     pub identity: String,
     pub role: PeerRole,
+    /// The node's ICE ufrag of the session's current ICE session: the resource's
+    /// `ETag`, which changes with every ICE restart.
+    pub ice_ufrag: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,14 @@ pub trait MediaBackend: Send + Sync + 'static {
         id: &SessionId,
         candidates: Vec<String>,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Restarts ICE with the client's new credentials (RFC 9725 §4.4); the answer SDP
+    /// carries the node's new ones.
+    fn restart_ice(
+        &self,
+        id: &SessionId,
+        creds: RemoteIceCreds,
+    ) -> impl Future<Output = Result<String, BackendError>> + Send;
 
     fn session_owner(&self, id: &SessionId) -> Option<SessionOwner>;
 }

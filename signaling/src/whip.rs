@@ -4,13 +4,20 @@
 //! |---|---|---|
 //! | `POST` | `/whip/{room}` | publish: SDP offer in, `201` + answer + `Location` out |
 //! | `POST` | `/whep/{room}` | play: likewise, for a player |
-//! | `PATCH` | `/whip/{room}/{session}`, `/whep/…` | trickle ICE candidates (`application/trickle-ice-sdpfrag`) |
+//! | `PATCH` | `/whip/{room}/{session}`, `/whep/…` | trickle ICE candidates (`application/trickle-ice-sdpfrag`); with `If-Match: *`, an ICE restart |
 //! | `DELETE` | `/whip/{room}/{session}`, `/whep/…` | end the session |
 //! | `OPTIONS` | any of the above | `204` with the allowed methods (a CORS preflight) |
 //!
 //! Every request carries `Authorization: Bearer <join token>`. The token must name the
 //! room, and grant `publish` (WHIP) or `subscribe` (WHEP). `PATCH` and `DELETE` need a
 //! token for the same identity and room as the session.
+//!
+//! ICE sessions (RFC 9725 §4.3–4.4): the `ETag` of a resource names its current ICE
+//! session (the node's ufrag). A trickle PATCH whose `If-Match` names an older one is
+//! refused with `412`; a PATCH with `If-Match: *` and new credentials restarts ICE
+//! (a client that changed network) and answers `200` with the node's new credentials
+//! and candidates, and the new `ETag`. The session, its tracks and its subscribers
+//! are kept.
 //!
 //! CORS (RFC 9725 §4.2): a page of any origin may publish and play, since the bearer
 //! token, not the origin, is the authority; no cookie is ever read. Every answer,
@@ -24,11 +31,12 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use media_core::{PeerRole, RoomId, SfuError};
+use media_core::{PeerRole, RemoteIceCreds, RoomId, SfuError};
 use tracing::info;
 
-use crate::backend::{BackendError, MediaBackend, OpenSession, SessionId};
+use crate::backend::{BackendError, MediaBackend, OpenSession, SessionId, SessionOwner};
 use crate::error::ApiError;
+use crate::sdpfrag::{self, IceFragment};
 use crate::token::{JoinGrant, JoinTokenVerifier, TokenError};
 
 /// Largest SDP body accepted.
@@ -182,8 +190,12 @@ async fn open<B: MediaBackend>(
     let prefix = if whep { "whep" } else { "whip" };
     let location = format!("/{prefix}/{room}/{}", opened.id.as_str());
     info!(%room, identity = %grant.identity, session = %opened.id, ?role, "session created");
+    let etag = sdpfrag::ice_ufrag(&opened.answer_sdp).map(sdpfrag::etag);
     let mut resp = (StatusCode::CREATED, opened.answer_sdp).into_response();
     let h = resp.headers_mut();
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, v);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
@@ -201,28 +213,29 @@ async fn patch_session<B: MediaBackend>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (room, id) = owned_session(&st, &room, &session, &headers)?;
+    let (room, id, owner) = owned_session(&st, &room, &session, &headers)?;
     require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
-    let frag = std::str::from_utf8(&body)
+    let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("malformed_sdpfrag", "the body is not UTF-8"))?;
-    let candidates: Vec<String> = frag
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
-        .map(|c| format!("candidate:{c}"))
-        .collect();
-    let restart = headers
+    let frag = IceFragment::parse(text);
+    let if_match = headers
         .get(header::IF_MATCH)
-        .is_some_and(|v| v.as_bytes() == b"*");
-    if restart || (candidates.is_empty() && frag.contains("a=ice-pwd:")) {
+        .map(|v| v.to_str().unwrap_or("").trim());
+    if if_match == Some("*") {
+        return restart_ice(&st, &room, &id, frag).await;
+    }
+    if let Some(tag) = if_match
+        && tag != sdpfrag::etag(&owner.ice_ufrag)
+    {
         return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "ice_restart_unsupported",
-            "ICE restart is not supported on this resource; DELETE it and create a new session",
+            StatusCode::PRECONDITION_FAILED,
+            "ice_session_changed",
+            "the ICE session named by If-Match has been restarted; send candidates of the current one",
         ));
     }
-    if !candidates.is_empty() {
+    if !frag.candidates.is_empty() {
         st.backend
-            .add_candidates(&id, candidates)
+            .add_candidates(&id, frag.candidates)
             .await
             .map_err(backend_error)?;
     }
@@ -230,12 +243,59 @@ async fn patch_session<B: MediaBackend>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// An ICE restart (RFC 9725 §4.4): the client's new credentials and candidates in,
+/// the node's new ones out.
+async fn restart_ice<B: MediaBackend>(
+    st: &SignalingState<B>,
+    room: &RoomId,
+    id: &SessionId,
+    frag: IceFragment,
+) -> Result<Response, ApiError> {
+    let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else {
+        return Err(ApiError::bad_request(
+            "malformed_sdpfrag",
+            "an ICE restart (If-Match: *) must carry a=ice-ufrag and a=ice-pwd",
+        ));
+    };
+    let creds = RemoteIceCreds::new(ufrag, pwd).ok_or_else(|| {
+        ApiError::bad_request(
+            "malformed_sdpfrag",
+            "a=ice-ufrag must be 4-256 and a=ice-pwd 22-256 ICE characters (letters, digits, + and /)",
+        )
+    })?;
+    let answer = st
+        .backend
+        .restart_ice(id, creds)
+        .await
+        .map_err(backend_error)?;
+    if !frag.candidates.is_empty() {
+        st.backend
+            .add_candidates(id, frag.candidates)
+            .await
+            .map_err(backend_error)?;
+    }
+    info!(%room, session = %id, "ICE restarted");
+    let mut resp = (StatusCode::OK, sdpfrag::restart_answer(&answer)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    if let Some(v) = sdpfrag::ice_ufrag(&answer)
+        .map(sdpfrag::etag)
+        .and_then(|e| HeaderValue::from_str(&e).ok())
+    {
+        h.insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
 async fn delete_session<B: MediaBackend>(
     State(st): State<SignalingState<B>>,
     Path((room, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (room, id) = owned_session(&st, &room, &session, &headers)?;
+    let (room, id, _) = owned_session(&st, &room, &session, &headers)?;
     st.backend.close_session(&id).await.map_err(backend_error)?;
     info!(%room, session = %id, "session deleted");
     Ok(StatusCode::OK.into_response())
@@ -248,7 +308,7 @@ fn owned_session<B: MediaBackend>(
     room: &str,
     session: &str,
     headers: &HeaderMap,
-) -> Result<(RoomId, SessionId), ApiError> {
+) -> Result<(RoomId, SessionId, SessionOwner), ApiError> {
     let room = parse_room(room)?;
     let grant = authorize(&st.verifier, headers, &room)?;
     let unknown = || ApiError::not_found("no such session in this room");
@@ -262,7 +322,7 @@ fn owned_session<B: MediaBackend>(
             "the token's identity does not own this session",
         ));
     }
-    Ok((room, id))
+    Ok((room, id, owner))
 }
 
 fn parse_room(s: &str) -> Result<RoomId, ApiError> {

@@ -130,6 +130,10 @@ pub struct Peer {
     pub keyframe_requests: usize,
     pub location: String,
     pub token: String,
+    /// The WHIP/WHEP resource's `ETag` (its ICE session).
+    pub etag: String,
+    /// The node's answer, kept for ICE restarts (which send only new credentials).
+    pub answer: String,
     audio_time: u64,
     video_time: u64,
 }
@@ -193,6 +197,11 @@ pub async fn join(
     }
     assert_eq!(resp.headers()["content-type"], "application/sdp");
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     let answer = resp.text().await.unwrap();
     rtc.sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -200,6 +209,8 @@ pub async fn join(
     Ok(Peer {
         location,
         token: token.to_owned(),
+        etag,
+        answer,
         ..Peer::from_parts(rtc, sock, mids)
     })
 }
@@ -218,6 +229,8 @@ impl Peer {
             keyframe_requests: 0,
             location: String::new(),
             token: String::new(),
+            etag: String::new(),
+            answer: String::new(),
             audio_time: 0,
             video_time: 0,
         }
@@ -331,6 +344,84 @@ impl Peer {
         w.write(pt, Instant::now(), time, data.to_vec()).unwrap();
         self.drain();
     }
+}
+
+/// A client's network change: it moves to a new socket on `ip` and restarts ICE with
+/// a WHIP/WHEP PATCH (RFC 9725 §4.4), sending its new credentials and candidate.
+/// Returns the PATCH's status and the resource's new `ETag`.
+pub async fn move_and_restart_ice(srv: &TestServer, peer: &mut Peer, ip: &str) -> (u16, String) {
+    let sock = UdpSocket::bind((ip, 0)).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let addr = sock.local_addr().unwrap();
+    peer.sock = sock;
+    peer.addr = addr;
+    let mut api = peer.rtc.sdp_api();
+    api.ice_restart(false);
+    let (offer, pending) = api.apply().expect("an ICE restart makes an offer");
+    let offer = offer.to_sdp_string();
+    let value = |sdp: &str, key: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+    };
+    let candidate = Candidate::host(addr, "udp").unwrap();
+    let frag = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na={}\r\n",
+        value(&offer, "a=ice-ufrag:").unwrap(),
+        value(&offer, "a=ice-pwd:").unwrap(),
+        candidate.to_sdp_string(),
+    );
+    let resp = srv
+        .http
+        .patch(format!("{}{}", srv.base, peer.location))
+        .header("Content-Type", "application/trickle-ice-sdpfrag")
+        .header("Authorization", format!("Bearer {}", peer.token))
+        .header("If-Match", "*")
+        .body(frag)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, String::new());
+    }
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/trickle-ice-sdpfrag"
+    );
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let reply = resp.text().await.unwrap();
+    // The answer as before, with the node's new credentials and candidates.
+    let mut answer = String::new();
+    let mut candidates_placed = false;
+    for line in peer.answer.lines() {
+        if line.starts_with("a=candidate:") || line.starts_with("a=end-of-candidates") {
+            continue;
+        }
+        if line.starts_with("a=ice-ufrag:") {
+            answer += &format!("a=ice-ufrag:{}\r\n", value(&reply, "a=ice-ufrag:").unwrap());
+        } else if line.starts_with("a=ice-pwd:") {
+            answer += &format!("a=ice-pwd:{}\r\n", value(&reply, "a=ice-pwd:").unwrap());
+        } else {
+            answer += line;
+            answer += "\r\n";
+        }
+        if line.starts_with("a=mid:") && !candidates_placed {
+            candidates_placed = true;
+            for c in reply.lines().filter(|l| l.starts_with("a=candidate:")) {
+                answer += c;
+                answer += "\r\n";
+            }
+        }
+    }
+    peer.rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    peer.rtc.add_local_candidate(candidate);
+    peer.answer = answer;
+    peer.etag = etag.clone();
+    (status, etag)
 }
 
 /// Steps every peer for `d` of real time.

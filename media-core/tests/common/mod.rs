@@ -19,7 +19,8 @@ use media_core::str0m::net::{Protocol, Receive, Transmit};
 use media_core::str0m::rtp::RtpWrite;
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
 use media_core::{
-    JoinRequest, OfferRequest, PeerId, PeerRole, RoomId, Sfu, SfuConfig, SfuError, SfuEvent,
+    JoinRequest, OfferRequest, PeerId, PeerRole, RemoteIceCreds, RoomId, Sfu, SfuConfig, SfuError,
+    SfuEvent,
 };
 
 pub const SFU_ADDR: &str = "127.0.0.1:40000";
@@ -473,6 +474,43 @@ impl Harness {
             Vec::new()
         })?;
         let c = &mut self.clients[client];
+        c.rtc
+            .add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        self.shuttle();
+        Ok(())
+    }
+
+    /// A WHIP/WHEP client's network changes: it restarts ICE on its new address the
+    /// RFC 9725 way, sending only new credentials ([`Sfu::restart_ice`]).
+    pub fn move_and_restart_session_ice(&mut self, client: usize) -> Result<(), SfuError> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
+        self.next_port += 1;
+        let now = self.now;
+        let c = &mut self.clients[client];
+        c.addr = addr;
+        c.offline = false;
+        let mut api = c.rtc.sdp_api();
+        api.ice_restart(false);
+        let (offer, pending) = api.apply().expect("an ICE restart makes an offer");
+        let offer = offer.to_sdp_string();
+        let value = |key: &str| {
+            offer
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .expect("the offer has ICE credentials")
+                .trim()
+                .to_owned()
+        };
+        let creds = RemoteIceCreds::new(&value("a=ice-ufrag:"), &value("a=ice-pwd:"))
+            .expect("str0m makes valid credentials");
+        let answer = self.sfu.restart_ice(now, c.peer, &creds)?;
+        c.rtc
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("answer accepted");
         c.rtc
             .add_local_candidate(Candidate::host(addr, "udp").unwrap());
         self.shuttle();

@@ -695,7 +695,51 @@ export class QualityMonitor extends Emitter {
  * @property {RTCPeerConnectionState} state the peer connection's state
  * @property {QualityReport} quality
  * @property {MediaStreamTrack} track a received track (WHEP)
+ * @property {{}} restarted ICE was restarted on the same session (a network change)
+ * @property {StreamCoreError} error a restart that failed (the next one retries)
  */
+
+/**
+ * An `application/trickle-ice-sdpfrag` body (RFC 8840): this side's credentials from
+ * `sdp`, the bundle's first m-line, and `candidates`.
+ * @param {string} sdp
+ * @param {string} mid
+ * @param {string[]} candidates
+ */
+function iceFragment(sdp, mid, candidates) {
+  const ufrag = /a=ice-ufrag:(\S+)/.exec(sdp)?.[1] ?? '';
+  const pwd = /a=ice-pwd:(\S+)/.exec(sdp)?.[1] ?? '';
+  const lines = [`a=ice-ufrag:${ufrag}`, `a=ice-pwd:${pwd}`, 'm=audio 9 UDP/TLS/RTP/SAVPF 0', `a=mid:${mid}`];
+  for (const c of candidates) lines.push(`a=${c}`);
+  return lines.join('\r\n') + '\r\n';
+}
+
+/**
+ * The node's answer with the credentials and candidates of an ICE restart's answer
+ * `frag`: everything else negotiated still holds (RFC 9725 §4.4).
+ * @param {string} answer
+ * @param {string} frag
+ */
+function withIceFragment(answer, frag) {
+  const ufrag = /a=ice-ufrag:(\S+)/.exec(frag)?.[1];
+  const pwd = /a=ice-pwd:(\S+)/.exec(frag)?.[1];
+  if (!ufrag || !pwd) throw new StreamCoreError('bad_answer', 'the media server did not send new ICE credentials');
+  const candidates = frag.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:'));
+  /** @type {string[]} */
+  const out = [];
+  let placed = false;
+  for (const line of answer.split(/\r?\n/)) {
+    if (line === '' || line.startsWith('a=candidate:') || line === 'a=end-of-candidates') continue;
+    if (line.startsWith('a=ice-ufrag:')) out.push(`a=ice-ufrag:${ufrag}`);
+    else if (line.startsWith('a=ice-pwd:')) out.push(`a=ice-pwd:${pwd}`);
+    else out.push(line);
+    if (line.startsWith('a=mid:') && !placed) {
+      placed = true;
+      out.push(...candidates);
+    }
+  }
+  return out.join('\r\n') + '\r\n';
+}
 
 /** Simulcast layers a camera is sent as, low to high (the server orders them by bitrate). */
 export const SIMULCAST_LAYERS = /** @type {const} */ ([
@@ -705,7 +749,12 @@ export const SIMULCAST_LAYERS = /** @type {const} */ ([
 ]);
 
 /**
- * What WHIP and WHEP share: the HTTP offer/answer, trickle and teardown.
+ * What WHIP and WHEP share: the HTTP offer/answer, trickle, ICE restart and teardown.
+ *
+ * A connection that is lost (or a browser that reports a network change) restarts ICE
+ * on the same session by itself (RFC 9725 §4.4): a `PATCH` with `If-Match: *` and new
+ * credentials, answered with the node's. The session, its tracks and its players are
+ * kept; `restarted` is emitted when media can flow again.
  * @extends {Emitter<SessionStreamEvents>}
  */
 class HttpMediaSession extends Emitter {
@@ -715,10 +764,20 @@ class HttpMediaSession extends Emitter {
   resource = null;
   /** @type {QualityMonitor|null} */
   quality = null;
+  /** @type {string|null} the resource's `ETag`: names its current ICE session */
+  etag = null;
+  /** @type {string} the node's answer, kept for ICE restarts */
+  #answer = '';
   /** @type {string[]} */
   #trickle = [];
   /** @type {ReturnType<typeof setTimeout>|null} */
   #trickleTimer = null;
+  /** @type {Promise<void>|null} */
+  #restarting = null;
+  /** @type {ReturnType<typeof setTimeout>|null} */
+  #iceWatch = null;
+  /** @type {(() => void)[]} */
+  #unlisten = [];
 
   /**
    * @param {{url: string, token: string, iceServers?: RTCIceServer[]}} opts
@@ -734,14 +793,56 @@ class HttpMediaSession extends Emitter {
   /** @protected */
   newPeerConnection() {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
-    pc.addEventListener('connectionstatechange', () => this.emit('state', pc.connectionState));
+    pc.addEventListener('connectionstatechange', () => {
+      this.emit('state', pc.connectionState);
+      this.#onPeerState(pc);
+    });
     pc.addEventListener('icecandidate', (e) => {
       if (e.candidate?.candidate) this.#queueCandidate(e.candidate.candidate);
     });
     this.pc = pc;
     this.quality = new QualityMonitor(pc);
     this.quality.on('quality', (q) => this.emit('quality', q));
+    this.#watchNetwork();
     return pc;
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  #onPeerState(pc) {
+    if (pc !== this.pc) return;
+    if (this.#iceWatch) clearTimeout(this.#iceWatch);
+    this.#iceWatch = null;
+    const s = pc.connectionState;
+    if (s === 'failed') {
+      this.#restartQuietly();
+    } else if (s === 'disconnected') {
+      // Often back on its own within a second or two; otherwise restart ICE.
+      this.#iceWatch = setTimeout(() => {
+        if (this.pc === pc && pc.connectionState === 'disconnected') this.#restartQuietly();
+      }, 2000);
+    }
+  }
+
+  #watchNetwork() {
+    // The address may have changed: a new ICE session finds the new path at once
+    // instead of waiting for consent to fail.
+    const onChange = () => {
+      if (this.pc?.connectionState !== 'new') this.#restartQuietly();
+    };
+    globalThis.addEventListener?.('online', onChange);
+    /** @type {any} */
+    const conn = /** @type {any} */ (globalThis.navigator)?.connection;
+    conn?.addEventListener?.('change', onChange);
+    this.#unlisten.push(() => {
+      globalThis.removeEventListener?.('online', onChange);
+      conn?.removeEventListener?.('change', onChange);
+    });
+  }
+
+  #restartQuietly() {
+    this.restartIce().catch((/** @type {unknown} */ e) =>
+      this.emit('error', e instanceof StreamCoreError ? e : new StreamCoreError('ice_restart_failed', String(e))),
+    );
   }
 
   /**
@@ -760,19 +861,68 @@ class HttpMediaSession extends Emitter {
         body: pc.localDescription?.sdp ?? '',
       });
     } catch {
-      pc.close();
+      this.#close();
       throw new StreamCoreError('network', 'could not reach the media server');
     }
     if (res.status !== 201) {
       const err = await errorOf(res);
-      pc.close();
+      this.#close();
       throw err;
     }
     const location = res.headers.get('location');
     this.resource = location ? new URL(location, this.url).toString() : null;
-    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    this.etag = res.headers.get('etag');
+    this.#answer = await res.text();
+    await pc.setRemoteDescription({ type: 'answer', sdp: this.#answer });
     this.quality?.start();
     this.#flushCandidates();
+  }
+
+  /**
+   * Restarts ICE on this session (RFC 9725 §4.4), as after a network change. Runs by
+   * itself when the connection is lost; one restart at a time.
+   * @returns {Promise<void>}
+   */
+  restartIce() {
+    if (!this.#restarting) {
+      this.#restarting = this.#restart().finally(() => {
+        this.#restarting = null;
+        this.#flushCandidates();
+      });
+    }
+    return this.#restarting;
+  }
+
+  async #restart() {
+    const pc = this.pc;
+    const resource = this.resource;
+    if (!pc || !resource || pc.signalingState === 'closed') return;
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+    const sdp = pc.localDescription?.sdp ?? '';
+    // Candidates gathered so far belong to the new ICE session too; they go with it.
+    const lines = iceFragment(sdp, pc.getTransceivers()[0]?.mid ?? '0', this.#trickle.splice(0));
+    /** @type {Response} */
+    let res;
+    try {
+      res = await fetch(resource, {
+        method: 'PATCH',
+        headers: {
+          'content-type': 'application/trickle-ice-sdpfrag',
+          authorization: `Bearer ${this.token}`,
+          'if-match': '*',
+        },
+        body: lines,
+      });
+    } catch {
+      // Still offline: the local offer stays pending and the next restart retries.
+      throw new StreamCoreError('network', 'could not reach the media server to resume');
+    }
+    if (res.status !== 200) throw await errorOf(res);
+    this.etag = res.headers.get('etag');
+    const answer = withIceFragment(this.#answer, await res.text());
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    this.#answer = answer;
+    this.emit('restarted', {});
   }
 
   /** @param {string} candidate */
@@ -788,23 +938,25 @@ class HttpMediaSession extends Emitter {
     if (this.#trickleTimer) clearTimeout(this.#trickleTimer);
     this.#trickleTimer = null;
     const pc = this.pc;
-    if (!this.resource || !pc || this.#trickle.length === 0) return;
-    const sdp = pc.localDescription?.sdp ?? '';
-    const ufrag = /a=ice-ufrag:(\S+)/.exec(sdp)?.[1] ?? '';
-    const pwd = /a=ice-pwd:(\S+)/.exec(sdp)?.[1] ?? '';
-    const mid = pc.getTransceivers()[0]?.mid ?? '0';
-    const lines = [`a=ice-ufrag:${ufrag}`, `a=ice-pwd:${pwd}`, `m=audio 9 UDP/TLS/RTP/SAVPF 0`, `a=mid:${mid}`];
-    for (const c of this.#trickle.splice(0)) lines.push(`a=${c}`);
-    fetch(this.resource, {
-      method: 'PATCH',
-      headers: {
-        'content-type': 'application/trickle-ice-sdpfrag',
-        authorization: `Bearer ${this.token}`,
-      },
-      body: lines.join('\r\n') + '\r\n',
-    }).catch(() => {
+    // During a restart, candidates wait: they belong to the ICE session it makes.
+    if (!this.resource || !pc || this.#restarting || this.#trickle.length === 0) return;
+    const body = iceFragment(pc.localDescription?.sdp ?? '', pc.getTransceivers()[0]?.mid ?? '0', this.#trickle.splice(0));
+    /** @type {Record<string, string>} */
+    const headers = {
+      'content-type': 'application/trickle-ice-sdpfrag',
+      authorization: `Bearer ${this.token}`,
+    };
+    if (this.etag) headers['if-match'] = this.etag;
+    fetch(this.resource, { method: 'PATCH', headers, body }).catch(() => {
       // Trickle is an optimisation: the node is ICE-lite and learns addresses from STUN.
     });
+  }
+
+  #close() {
+    if (this.#iceWatch) clearTimeout(this.#iceWatch);
+    this.#iceWatch = null;
+    for (const off of this.#unlisten.splice(0)) off();
+    this.pc?.close();
   }
 
   /** Ends the session (`DELETE`) and closes the connection. */
@@ -812,7 +964,7 @@ class HttpMediaSession extends Emitter {
     this.quality?.stop();
     const resource = this.resource;
     this.resource = null;
-    this.pc?.close();
+    this.#close();
     if (resource) {
       await fetch(resource, {
         method: 'DELETE',
