@@ -49,6 +49,48 @@ pub struct Settings {
     pub recording: RecordingSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+    #[serde(default)]
+    pub turn: TurnSettings,
+}
+
+/// `[turn]`: the STUN and TURN servers handed to clients (join-token responses,
+/// `joined`, WHIP/WHEP `Link` headers). TURN credentials are time-limited REST-style
+/// ones made from `shared_secret`, which the TURN server (e.g. coturn with
+/// `use-auth-secret` and `static-auth-secret`) shares.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnSettings {
+    /// e.g. `["stun:stun.example.net:3478"]`.
+    pub stun_urls: Vec<String>,
+    /// e.g. `["turn:turn.example.net:3478?transport=udp", "turns:turn.example.net:443?transport=tcp"]`.
+    pub external_urls: Vec<String>,
+    pub shared_secret: Option<String>,
+    /// How long a handed-out TURN credential is accepted.
+    pub credential_ttl_secs: u64,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        TurnSettings {
+            stun_urls: Vec::new(),
+            external_urls: Vec::new(),
+            shared_secret: None,
+            // A day: a listening session outlasts an hour, and a credential is
+            // needed again at every allocation refresh and ICE restart.
+            credential_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl TurnSettings {
+    pub fn ice_servers(&self) -> signaling::IceServerConfig {
+        signaling::IceServerConfig {
+            stun_urls: self.stun_urls.clone(),
+            turn_urls: self.external_urls.clone(),
+            shared_secret: self.shared_secret.clone(),
+            credential_ttl: Duration::from_secs(self.credential_ttl_secs),
+        }
+    }
 }
 
 /// `[tls]`: serve HTTPS instead of HTTP. Browsers give a page the camera and the
@@ -333,6 +375,7 @@ impl Default for Settings {
                 queue: 8192,
             },
             worker: WorkerSettings::default(),
+            turn: TurnSettings::default(),
         }
     }
 }
@@ -470,6 +513,10 @@ impl Settings {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.turn
+            .ice_servers()
+            .validate()
+            .map_err(anyhow::Error::msg)?;
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
         }
@@ -679,6 +726,9 @@ impl Settings {
         if shown.recording.s3_secret_access_key.is_some() {
             shown.recording.s3_secret_access_key = Some("***".into());
         }
+        if shown.turn.shared_secret.is_some() {
+            shown.turn.shared_secret = Some("***".into());
+        }
         Ok(toml::to_string_pretty(&shown)?)
     }
 }
@@ -794,6 +844,28 @@ mod tests {
         std::fs::write(&file, "htp = \"x\"\n").unwrap();
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn turn_table_checks_and_redaction() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[turn]\nexternal_urls = [\"turn:t.example:3478?transport=udp\"]\nshared_secret = \"n0rth-w1nd\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.turn.credential_ttl_secs, 86400, "default lifetime");
+        let printed = s.to_toml().unwrap();
+        assert!(!printed.contains("n0rth"), "{printed}");
+        assert!(printed.contains("shared_secret = \"***\""), "{printed}");
+        // TURN URLs without the secret the TURN server checks are refused at load.
+        std::fs::write(&file, "[turn]\nexternal_urls = [\"turn:t.example:3478\"]\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("shared_secret"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -95,6 +95,7 @@ async fn open_control_plane(
             online_window: Duration::from_secs(settings.events.online_window_secs),
             max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
             upload_dir: settings.data_dir.join("uploads"),
+            ice_servers: Arc::new(settings.turn.ice_servers()),
             ..control_api::ApiConfig::default()
         },
     )
@@ -305,6 +306,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     let events = EventServices::start(&api, Some(room_rx), Some(metrics.clone()))?;
     let media_addrs = workers.local_addrs();
 
+    let ice_servers = Arc::new(settings.turn.ice_servers());
     let ops = OpsState {
         workers: workers.clone(),
         metrics: metrics.clone(),
@@ -316,6 +318,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         .merge(signaling::router(SignalingState {
             backend: workers.clone(),
             verifier: signer.verifier(),
+            ice_servers: ice_servers.clone(),
         }))
         .merge(signaling::room::router(signaling::room::RoomState::new(
             workers.clone(),
@@ -323,6 +326,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             signaling::room::RoomProtocolConfig {
                 // One grace for both: a lost network costs the socket and ICE at once.
                 resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
+                ice_servers: ice_servers.clone(),
             },
         )))
         .merge(api_router(settings, &api))

@@ -152,6 +152,27 @@ async fn another_origin_publishes_and_plays_and_late_players_get_keyframes() {
     srv.stop().await;
 }
 
+/// Clients that can only go through TURN: the node hands out Debian's coturn with
+/// REST-style credentials, and a relay-only Chromium publisher and player connect
+/// through it; coturn refuses expired and forged credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_clients_connect_through_an_external_turn_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let coturn = tokio::task::spawn_blocking(common::coturn::Coturn::start)
+        .await
+        .unwrap();
+    let srv = TestServer::start_with(|s| {
+        s.turn.external_urls = coturn.urls();
+        s.turn.shared_secret = Some(coturn.secret.clone());
+    })
+    .await;
+    let r = scenario("turn", &srv, &["--turn-secret", &coturn.secret]).await;
+    assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
+    assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
+    assert!(number(&r, "video_frames") > 10.0, "{r}");
+    srv.stop().await;
+}
+
 /// Recording a Chromium room from the recordings page: tracks that decode, a podcast
 /// mixdown with its episode and stems; and an upload with live progress that plays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -300,3 +300,85 @@ async fn a_client_on_a_new_network_restarts_ice_and_keeps_its_session() {
     audio_back(&mut publisher, &mut player, 5).await;
     srv.stop().await;
 }
+
+/// Configured STUN and TURN servers reach every kind of client: WHIP/WHEP `201`s name
+/// them in `Link` headers (RFC 9725 §4.6) and `/rtc`'s `joined` carries them, TURN with
+/// credentials for the client's identity that expire after the configured lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_servers_are_handed_to_every_client() {
+    let srv = TestServer::start_with(|s| {
+        s.turn.stun_urls = vec!["stun:stun.example.net:3478".into()];
+        s.turn.external_urls = vec!["turn:turn.example.net:3478?transport=udp".into()];
+        s.turn.shared_secret = Some("north".into());
+        s.turn.credential_ttl_secs = 600;
+    })
+    .await;
+    let (_, _, _, sdp, _) = common::offer(&[Audio], media_core::str0m::media::Direction::SendOnly);
+    let resp = srv
+        .http
+        .post(format!("{}/whip/links", srv.base))
+        .header("Content-Type", "application/sdp")
+        .header(
+            "Authorization",
+            format!("Bearer {}", srv.publish_token("links", "phone")),
+        )
+        .body(sdp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let links: Vec<&str> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(links[0], "<stun:stun.example.net:3478>; rel=\"ice-server\"");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let turn = links[1];
+    assert!(turn.starts_with(
+        "<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\""
+    ));
+    let username = turn
+        .split("username=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let (expiry, identity) = username.split_once(':').unwrap();
+    assert_eq!(identity, "phone");
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        (now + 590..=now + 610).contains(&expiry),
+        "{expiry} vs {now}"
+    );
+    assert!(turn.ends_with("; credential-type=\"password\""), "{turn}");
+
+    let token = srv.token(
+        "links",
+        "carol",
+        signaling::Grants {
+            subscribe: true,
+            ..signaling::Grants::default()
+        },
+    );
+    let client = common::room::RoomClient::join(&srv, &token).await;
+    let servers = &client.joined["ice_servers"];
+    assert_eq!(
+        servers[0]["urls"][0], "stun:stun.example.net:3478",
+        "{servers}"
+    );
+    assert!(servers[0].get("username").is_none());
+    assert_eq!(
+        servers[1]["urls"][0],
+        "turn:turn.example.net:3478?transport=udp"
+    );
+    assert!(servers[1]["username"].as_str().unwrap().ends_with(":carol"));
+    assert!(!servers[1]["credential"].as_str().unwrap().is_empty());
+    srv.stop().await;
+}

@@ -39,6 +39,8 @@ pub struct ApiConfig {
     /// A refresh token presented again this soon after its first use still works, into
     /// the same login (its answer may have been lost); later, reuse ends the login.
     pub refresh_reuse_leeway: Duration,
+    /// STUN/TURN servers handed out with join tokens.
+    pub ice_servers: Arc<signaling::IceServerConfig>,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +56,7 @@ impl Default for ApiConfig {
             upload_dir: std::env::temp_dir().join("streamcore-uploads"),
             secure_cookies: false,
             refresh_reuse_leeway: Duration::from_secs(30),
+            ice_servers: Arc::default(),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod ice_servers;
 pub mod room;
 pub mod sdpfrag;
 pub mod token;
@@ -23,5 +24,6 @@ pub use backend::{
     ROOM_UPDATE_QUEUE, RoomBackend, RoomCommand, RoomReply, RoomUpdate, SessionId, SessionOwner,
 };
 pub use error::ApiError;
+pub use ice_servers::{IceServer, IceServerConfig};
 pub use token::{Ed25519Key, Grants, JoinGrant, JoinTokenSigner, JoinTokenVerifier, TokenError};
 pub use whip::{SignalingState, router};

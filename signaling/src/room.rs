@@ -50,16 +50,19 @@ pub const MAX_DATA_BYTES: usize = 16 * 1024;
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the room protocol.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RoomProtocolConfig {
     /// How long a participant whose socket went away stays in the room, resumable.
     pub resume_grace: Duration,
+    /// STUN/TURN servers handed to each participant in `joined`.
+    pub ice_servers: Arc<crate::IceServerConfig>,
 }
 
 impl Default for RoomProtocolConfig {
     fn default() -> Self {
         RoomProtocolConfig {
             resume_grace: Duration::from_secs(20),
+            ice_servers: Arc::default(),
         }
     }
 }
@@ -143,7 +146,7 @@ impl<B> Clone for RoomState<B> {
         RoomState {
             backend: self.backend.clone(),
             verifier: self.verifier.clone(),
-            config: self.config,
+            config: self.config.clone(),
             sessions: self.sessions.clone(),
             sources: self.sources.clone(),
         }
@@ -682,6 +685,7 @@ async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) ->
                         "resumed": resumed,
                         "resume_token": resume_token,
                         "resume_grace_secs": st.config.resume_grace.as_secs(),
+                        "ice_servers": st.config.ice_servers.servers_for(&session.grant.identity, std::time::SystemTime::now()),
                         "grants": session.grant.grants,
                     }),
                 );

@@ -36,6 +36,7 @@ use tracing::info;
 
 use crate::backend::{BackendError, MediaBackend, OpenSession, SessionId, SessionOwner};
 use crate::error::ApiError;
+use crate::ice_servers::{IceServerConfig, link_headers};
 use crate::sdpfrag::{self, IceFragment};
 use crate::token::{JoinGrant, JoinTokenVerifier, TokenError};
 
@@ -45,6 +46,8 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 pub struct SignalingState<B> {
     pub backend: Arc<B>,
     pub verifier: JoinTokenVerifier,
+    /// Handed to each new session as `Link: rel="ice-server"` headers.
+    pub ice_servers: Arc<IceServerConfig>,
 }
 
 impl<B> Clone for SignalingState<B> {
@@ -52,6 +55,7 @@ impl<B> Clone for SignalingState<B> {
         SignalingState {
             backend: self.backend.clone(),
             verifier: self.verifier.clone(),
+            ice_servers: self.ice_servers.clone(),
         }
     }
 }
@@ -195,6 +199,15 @@ async fn open<B: MediaBackend>(
     let h = resp.headers_mut();
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         h.insert(header::ETAG, v);
+    }
+    // STUN/TURN for this client (RFC 9725 §4.6): used for its ICE restarts.
+    let servers = st
+        .ice_servers
+        .servers_for(&grant.identity, std::time::SystemTime::now());
+    for link in link_headers(&servers) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
     }
     h.insert(
         header::CONTENT_TYPE,

@@ -17,6 +17,7 @@ use signaling::Grants;
 use streamcore::config::Settings;
 use streamcore::server::RunningServer;
 
+pub mod coturn;
 pub mod kafka;
 /// Fresh PostgreSQL databases, shared with control-api's tests.
 #[path = "../../control-api/tests/common/mod.rs"]

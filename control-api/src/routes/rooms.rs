@@ -220,6 +220,19 @@ pub struct JoinTokenView {
     pub whep_url: String,
     /// The room protocol's WebSocket (absolute).
     pub rtc_url: String,
+    /// STUN/TURN servers for `RTCConfiguration.iceServers`, TURN with credentials for
+    /// this identity (empty when none are configured).
+    pub ice_servers: Vec<IceServerView>,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IceServerView {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -335,6 +348,17 @@ fn issue(
         whip_url: format!("{base}/whip/{}", room.name),
         whep_url: format!("{base}/whep/{}", room.name),
         rtc_url: format!("{ws_base}/rtc"),
+        ice_servers: st
+            .config
+            .ice_servers
+            .servers_for(&identity, std::time::SystemTime::now())
+            .into_iter()
+            .map(|s| IceServerView {
+                urls: s.urls,
+                username: s.username,
+                credential: s.credential,
+            })
+            .collect(),
         room: room.name.clone(),
         identity,
         publish: grants.publish,

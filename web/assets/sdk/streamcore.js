@@ -715,6 +715,35 @@ function iceFragment(sdp, mid, candidates) {
 }
 
 /**
+ * The ICE servers a `Link` header names (RFC 9725 §4.6):
+ * `<turn:host:3478?transport=udp>; rel="ice-server"; username="…"; credential="…"`.
+ * @param {string|null} header
+ * @returns {RTCIceServer[]}
+ */
+export function iceServersFromLinks(header) {
+  if (!header) return [];
+  /** @type {RTCIceServer[]} */
+  const out = [];
+  for (const link of header.split(/,(?=\s*<)/)) {
+    const url = /<([^>]*)>/.exec(link)?.[1];
+    if (!url || !/;\s*rel="?ice-server"?/.test(link)) continue;
+    /** @param {string} key */
+    const param = (key) => {
+      const m = new RegExp(`;\\s*${key}="((?:[^"\\\\]|\\\\.)*)"`).exec(link);
+      return m ? m[1].replace(/\\(.)/g, '$1') : undefined;
+    };
+    /** @type {RTCIceServer} */
+    const server = { urls: url };
+    const username = param('username');
+    const credential = param('credential');
+    if (username !== undefined) server.username = username;
+    if (credential !== undefined) server.credential = credential;
+    out.push(server);
+  }
+  return out;
+}
+
+/**
  * The node's answer with the credentials and candidates of an ICE restart's answer
  * `frag`: everything else negotiated still holds (RFC 9725 §4.4).
  * @param {string} answer
@@ -780,19 +809,27 @@ class HttpMediaSession extends Emitter {
   #unlisten = [];
 
   /**
-   * @param {{url: string, token: string, iceServers?: RTCIceServer[]}} opts
-   *   `url` is the endpoint (`…/whip/<room>` or `…/whep/<room>`), `token` a join token
+   * @param {{url: string, token: string, iceServers?: RTCIceServer[], iceTransportPolicy?: RTCIceTransportPolicy}} opts
+   *   `url` is the endpoint (`…/whip/<room>` or `…/whep/<room>`), `token` a join token;
+   *   `iceServers` those of the join-token response (`ice_servers`): without them the
+   *   session takes the ones its `201` names (`Link: rel="ice-server"`) for its ICE
+   *   restarts; `iceTransportPolicy: 'relay'` sends everything through TURN
    */
   constructor(opts) {
     super();
     this.url = new URL(opts.url, globalThis.location?.href).toString();
     this.token = opts.token;
     this.iceServers = opts.iceServers ?? [];
+    this.iceTransportPolicy = opts.iceTransportPolicy ?? 'all';
   }
 
   /** @protected */
   newPeerConnection() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+    });
     pc.addEventListener('connectionstatechange', () => {
       this.emit('state', pc.connectionState);
       this.#onPeerState(pc);
@@ -872,6 +909,12 @@ class HttpMediaSession extends Emitter {
     const location = res.headers.get('location');
     this.resource = location ? new URL(location, this.url).toString() : null;
     this.etag = res.headers.get('etag');
+    const linked = iceServersFromLinks(res.headers.get('link'));
+    if (this.iceServers.length === 0 && linked.length > 0) {
+      // Too late for this offer's gathering, in time for every ICE restart.
+      this.iceServers = linked;
+      pc.setConfiguration({ ...pc.getConfiguration(), iceServers: linked });
+    }
     this.#answer = await res.text();
     await pc.setRemoteDescription({ type: 'answer', sdp: this.#answer });
     this.quality?.start();
@@ -1264,13 +1307,16 @@ export class Room extends Emitter {
   #leaving = false;
   /** @type {Promise<void>|null} */
   #reconnecting = null;
+  #ownIceServers = false;
 
   /**
    * @param {object} opts
    * @param {() => Promise<string>} opts.tokenProvider gives a join token (called again
    *   when a resume or rejoin needs a fresh one)
    * @param {string} [opts.url] the `/rtc` WebSocket URL (default: this origin's)
-   * @param {RTCIceServer[]} [opts.iceServers]
+   * @param {RTCIceServer[]} [opts.iceServers] default: those `joined` hands out (the
+   *   node's STUN/TURN, with fresh credentials at every resume)
+   * @param {RTCIceTransportPolicy} [opts.iceTransportPolicy] `relay`: only through TURN
    * @param {boolean} [opts.autoSubscribe] subscribe to every track as it appears (default true)
    */
   constructor(opts) {
@@ -1278,6 +1324,8 @@ export class Room extends Emitter {
     this.tokenProvider = opts.tokenProvider;
     this.url = opts.url ?? socketUrl(undefined, '/rtc');
     this.iceServers = opts.iceServers ?? [];
+    this.#ownIceServers = opts.iceServers !== undefined;
+    this.iceTransportPolicy = opts.iceTransportPolicy ?? 'all';
     this.autoSubscribe = opts.autoSubscribe ?? true;
   }
 
@@ -1349,6 +1397,11 @@ export class Room extends Emitter {
     this.grants = joined.grants ?? {};
     this.#resume = { sid: joined.participant.sid, token: joined.resume_token };
     this.#grace = joined.resume_grace_secs ?? 20;
+    if (!this.#ownIceServers && Array.isArray(joined.ice_servers)) {
+      this.iceServers = joined.ice_servers;
+      // A resumed connection restarts ICE next: with the fresh credentials.
+      this.pc?.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers });
+    }
     if (!this.pc) this.#newPeerConnection();
     this.#reconcile(joined.participants ?? []);
     this.#pinger = setInterval(() => this.#ping(ws), 10_000);
@@ -1599,7 +1652,11 @@ export class Room extends Emitter {
   }
 
   #newPeerConnection() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+    });
     pc.addEventListener('icecandidate', (e) => {
       if (e.candidate?.candidate) {
         this.#request({ type: 'candidate', candidate: e.candidate.candidate }).catch(() => {});

@@ -1,0 +1,157 @@
+"""Clients that can only go through TURN: the node hands out an external TURN server
+(coturn, started by the test) with time-limited REST credentials, and a Chromium
+publisher and player forced to relay (`iceTransportPolicy: 'relay'`) connect through it
+and decode audio and video. The credentials are checked by coturn itself: the ones the
+node handed out are accepted, expired ones and ones made with another secret are
+refused (no relay candidate, a 401 from the TURN server)."""
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+
+from foreign import PAGE, STATS_JS
+from harness import Failure, api, run, serve_page, wait_for
+
+PUBLISH_JS = """
+async ([url, token, iceServers]) => {
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 640, height: 360}});
+  const pub = new window.sc.WhipPublisher({url, token, iceServers, iceTransportPolicy: 'relay'});
+  await pub.publish(stream.getTracks());
+  window.pub = pub;
+  return pub.resource;
+}
+"""
+
+PLAY_JS = """
+async ([url, token, iceServers]) => {
+  const player = new window.sc.WhepPlayer({url, token, iceServers, iceTransportPolicy: 'relay'});
+  window.player = player;
+  await player.play();
+  // Audio energy is measured on what is played out.
+  const v = document.createElement('video');
+  v.playsInline = true; v.autoplay = true;
+  document.body.append(v);
+  v.srcObject = player.stream;
+  return player.resource;
+}
+"""
+
+# The kind of local candidate the connection settled on ('relay' through TURN).
+PATH_JS = """
+async (name) => {
+  const stats = await window[name].pc.getStats();
+  let pair = null;
+  stats.forEach(s => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId);
+  return {type: local.candidateType, relayProtocol: local.relayProtocol ?? null, state: pair.state};
+}
+"""
+
+# Gathers relay-only candidates with these servers; what came of it.
+GATHER_JS = """
+async (iceServers) => {
+  const pc = new RTCPeerConnection({iceServers, iceTransportPolicy: 'relay'});
+  const relay = [], errors = [];
+  pc.addEventListener('icecandidateerror', e => errors.push({code: e.errorCode, text: e.errorText}));
+  const done = new Promise(r => pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') r(); }));
+  pc.addEventListener('icecandidate', e => { if (e.candidate && e.candidate.type === 'relay') relay.push(e.candidate.candidate); });
+  pc.addTransceiver('audio');
+  await pc.setLocalDescription(await pc.createOffer());
+  await Promise.race([done, new Promise(r => setTimeout(r, 10000))]);
+  pc.close();
+  return {relay: relay.length, errors};
+}
+"""
+
+
+def credentials(secret: str, expiry: int, identity: str) -> tuple[str, str]:
+    """The TURN REST credential, computed here independently of the node."""
+    username = f"{expiry}:{identity}"
+    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(mac).decode()
+
+
+def extra(p):
+    p.add_argument("--turn-secret", required=True)
+
+
+def main(a, s):
+    node = a.base
+    srv, origin = serve_page(PAGE % {"node": node})
+    try:
+        email = f"turn-{uuid.uuid4().hex[:8]}@example.com"
+        reg = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})
+        access = reg["session"]["access_token"]
+        room = f"turn-{uuid.uuid4().hex[:6]}"
+        api(node, "POST", "/rooms", {"name": room}, access)
+        pub_grant = api(node, "POST", f"/rooms/{room}/token", {"publish": True}, access)
+        play_grant = api(node, "POST", f"/rooms/{room}/token", {"subscribe": True}, access)
+
+        servers = play_grant.get("ice_servers") or []
+        turn = [x for x in servers if any(u.startswith("turn:") for u in x["urls"])]
+        if len(turn) != 1 or not turn[0].get("username") or not turn[0].get("credential"):
+            raise Failure(f"the join-token response names no TURN server with credentials: {servers}")
+        expiry = int(turn[0]["username"].split(":", 1)[0])
+        if not time.time() + 3000 < expiry < time.time() + 2 * 86400:
+            raise Failure(f"the TURN credential's expiry is not in the configured lifetime: {turn[0]}")
+        # Independent of the node: the same HMAC, as coturn computes it.
+        identity = turn[0]["username"].split(":", 1)[1]
+        if credentials(a.turn_secret, expiry, identity)[1] != turn[0]["credential"]:
+            raise Failure("the TURN password is not HMAC-SHA1(secret, username)")
+
+        publisher = s.person("relayed publisher")
+        player = s.person("relayed player")
+        for p in (publisher, player):
+            p.goto(origin + "/")
+            wait_for("the client library", lambda p=p: p.evaluate("() => window.ready === true"))
+        publisher.evaluate(PUBLISH_JS, [pub_grant["whip_url"], pub_grant["token"], pub_grant["ice_servers"]])
+        player.evaluate(PLAY_JS, [play_grant["whep_url"], play_grant["token"], play_grant["ice_servers"]])
+        s.on_failure = lambda: {"player": player.evaluate(STATS_JS, "player"), "player_path": player.evaluate(PATH_JS, "player"), "publisher_path": publisher.evaluate(PATH_JS, "pub")}
+        st = wait_for(
+            "relayed audio and video decoded",
+            lambda: (lambda x: x if x.get("audio", {}).get("energy") and (x.get("video", {}).get("frames") or 0) > 10 else None)(
+                player.evaluate(STATS_JS, "player")
+            ),
+            30,
+        )
+        paths = {}
+        for label, page, name in (("publisher", publisher, "pub"), ("player", player, "player")):
+            path = wait_for(f"the {label}'s selected path", lambda page=page, name=name: page.evaluate(PATH_JS, name))
+            if path["type"] != "relay":
+                raise Failure(f"the {label} is not connected through TURN: {path}")
+            paths[label] = path
+
+        # coturn checks the credentials: fresh ones work, expired ones and ones made
+        # with another secret do not.
+        url = turn[0]["urls"]
+        fresh = credentials(a.turn_secret, int(time.time()) + 600, "checker")
+        expired = credentials(a.turn_secret, int(time.time()) - 60, "checker")
+        forged = credentials("not the secret", int(time.time()) + 600, "checker")
+        checks = {}
+        for label, (u, c) in (("fresh", fresh), ("expired", expired), ("forged", forged)):
+            checks[label] = player.evaluate(GATHER_JS, [{"urls": url, "username": u, "credential": c}])
+        if checks["fresh"]["relay"] == 0:
+            raise Failure(f"fresh credentials got no relay candidate: {checks}")
+        for label in ("expired", "forged"):
+            if checks[label]["relay"] != 0:
+                raise Failure(f"{label} credentials were accepted by the TURN server: {checks}")
+            if not any(e["code"] == 401 for e in checks[label]["errors"]):
+                raise Failure(f"{label} credentials: no 401 from the TURN server: {checks}")
+
+        for page, name in ((player, "player"), (publisher, "pub")):
+            page.evaluate(f"() => window.{name}.stop()")
+        return {
+            "paths": paths,
+            "audio_packets": st["audio"]["packets"],
+            "video_frames": st["video"]["frames"],
+            "credential_checks": {k: {"relay": v["relay"], "codes": sorted({e["code"] for e in v["errors"]})} for k, v in checks.items()},
+        }
+    finally:
+        srv.shutdown()
+
+
+if __name__ == "__main__":
+    run(main, extra)

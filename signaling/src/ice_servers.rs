@@ -1,0 +1,215 @@
+//! The ICE servers handed to clients: STUN URLs as configured, and TURN URLs with
+//! time-limited credentials in the TURN REST style (coturn's `use-auth-secret`):
+//! username `<expiry, unix seconds>:<identity>`, password
+//! `base64(HMAC-SHA1(shared secret, username))`. Nothing is stored: any TURN server
+//! that knows the secret checks them, and refuses them once the expiry has passed.
+//!
+//! They reach clients in the join-token response, the room protocol's `joined`
+//! message, and WHIP/WHEP `201` answers as `Link: <…>; rel="ice-server"` headers
+//! (RFC 9725 §4.6).
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use serde::Serialize;
+
+/// What the operator configured (`[turn]`).
+#[derive(Clone, Default)]
+pub struct IceServerConfig {
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN server; TURN URLs are handed out only with it.
+    pub shared_secret: Option<String>,
+    /// How long a TURN credential is accepted after it is handed out.
+    pub credential_ttl: Duration,
+}
+
+impl fmt::Debug for IceServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServerConfig")
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field("shared_secret", &self.shared_secret.as_ref().map(|_| "***"))
+            .field("credential_ttl", &self.credential_ttl)
+            .finish()
+    }
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceServerConfig {
+    /// Checks the URLs' schemes and that TURN has its secret; the message says what
+    /// to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        for u in &self.stun_urls {
+            if !(u.starts_with("stun:") || u.starts_with("stuns:")) {
+                return Err(format!(
+                    "turn.stun_urls: '{u}' is not a stun: or stuns: URL"
+                ));
+            }
+        }
+        for u in &self.turn_urls {
+            if !(u.starts_with("turn:") || u.starts_with("turns:")) {
+                return Err(format!(
+                    "turn.external_urls: '{u}' is not a turn: or turns: URL"
+                ));
+            }
+        }
+        if !self.turn_urls.is_empty() && self.shared_secret.as_deref().unwrap_or("").is_empty() {
+            return Err("turn.external_urls needs turn.shared_secret (the TURN server's static-auth-secret)".into());
+        }
+        if !self.turn_urls.is_empty() && self.credential_ttl.is_zero() {
+            return Err("turn.credential_ttl_secs must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The servers for a client of `identity`, with credentials valid from `now` for
+    /// the configured lifetime.
+    pub fn servers_for(&self, identity: &str, now: SystemTime) -> Vec<IceServer> {
+        let mut out = Vec::new();
+        if !self.stun_urls.is_empty() {
+            out.push(IceServer {
+                urls: self.stun_urls.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if let (false, Some(secret)) = (self.turn_urls.is_empty(), &self.shared_secret) {
+            let expiry = now
+                .checked_add(self.credential_ttl)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            let username = rest_username(expiry, identity);
+            out.push(IceServer {
+                urls: self.turn_urls.clone(),
+                credential: Some(rest_password(secret, &username)),
+                username: Some(username),
+            });
+        }
+        out
+    }
+}
+
+/// `<expiry>:<identity>`. A `:` in the identity would end coturn's timestamp early
+/// on some separators; identities are not secret, so it is replaced.
+pub fn rest_username(expiry_unix: u64, identity: &str) -> String {
+    format!("{expiry_unix}:{}", identity.replace(':', "_"))
+}
+
+/// The password a TURN server with `secret` expects for `username`.
+pub fn rest_password(secret: &str, username: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let tag = hmac::sign(&key, username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+/// `Link` header values for `servers` (RFC 9725 §4.6), one per URL.
+pub fn link_headers(servers: &[IceServer]) -> Vec<String> {
+    let quoted = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = Vec::new();
+    for s in servers {
+        for url in &s.urls {
+            let mut v = format!("<{url}>; rel=\"ice-server\"");
+            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+                v.push_str(&format!(
+                    "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                    quoted(u),
+                    quoted(c)
+                ));
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> IceServerConfig {
+        IceServerConfig {
+            stun_urls: vec!["stun:stun.example.net:3478".into()],
+            turn_urls: vec![
+                "turn:turn.example.net:3478?transport=udp".into(),
+                "turns:turn.example.net:443?transport=tcp".into(),
+            ],
+            shared_secret: Some("north".into()),
+            credential_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn turn_credentials_are_the_rest_style_hmac_of_expiry_and_identity() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let servers = config().servers_for("phone:1", now);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].urls, ["stun:stun.example.net:3478"]);
+        assert_eq!(servers[0].username, None);
+        let turn = &servers[1];
+        assert_eq!(turn.username.as_deref(), Some("1700003600:phone_1"));
+        // The same computation coturn does: HMAC-SHA1 keyed with the secret, base64.
+        // (`printf %s 1700003600:phone_1 | openssl dgst -sha1 -hmac north -binary | base64`)
+        assert_eq!(
+            turn.credential.as_deref(),
+            Some("uk6zhMhjhmzAKp4CzJVDnVeO4xM=")
+        );
+    }
+
+    #[test]
+    fn nothing_is_handed_out_unless_configured() {
+        assert!(
+            IceServerConfig::default()
+                .servers_for("a", SystemTime::now())
+                .is_empty()
+        );
+        let no_secret = IceServerConfig {
+            shared_secret: None,
+            ..config()
+        };
+        assert!(no_secret.validate().unwrap_err().contains("shared_secret"));
+        let bad = IceServerConfig {
+            turn_urls: vec!["http://x".into()],
+            ..config()
+        };
+        assert!(bad.validate().is_err());
+        assert!(config().validate().is_ok());
+        assert!(!format!("{:?}", config()).contains("north"));
+    }
+
+    #[test]
+    fn link_headers_carry_each_url_and_its_credentials() {
+        let servers = vec![
+            IceServer {
+                urls: vec!["stun:s.example:3478".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec!["turn:t.example:3478?transport=udp".into()],
+                username: Some("1:u".into()),
+                credential: Some("p\"w".into()),
+            },
+        ];
+        assert_eq!(
+            link_headers(&servers),
+            [
+                "<stun:s.example:3478>; rel=\"ice-server\"".to_owned(),
+                "<turn:t.example:3478?transport=udp>; rel=\"ice-server\"; username=\"1:u\"; \
+                 credential=\"p\\\"w\"; credential-type=\"password\""
+                    .to_owned(),
+            ]
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Debian's coturn as the external TURN server, on loopback ports of its own, checking
+//! the node's REST-style credentials with a shared secret.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Coturn {
+    child: Child,
+    pub port: u16,
+    pub secret: String,
+    dir: std::path::PathBuf,
+}
+
+impl Coturn {
+    /// Starts `turnserver` (installed by `scripts/ensure-coturn.sh`) and waits until it
+    /// listens.
+    pub fn start() -> Coturn {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(repo.join("scripts/ensure-coturn.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/ensure-coturn.sh");
+        assert!(out.status.success(), "scripts/ensure-coturn.sh failed");
+        let bin = String::from_utf8(out.stdout).unwrap();
+        let bin = bin
+            .lines()
+            .last()
+            .expect("turnserver's path")
+            .trim()
+            .to_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let relay_min = 50_000 + (rand::random::<u16>() % 100) * 100;
+        let secret = format!("secret-{}", rand::random::<u64>());
+        let dir = std::env::temp_dir().join(format!("sc-coturn-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(bin)
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint"])
+            .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay_min}"))
+            .arg(format!("--max-port={}", relay_min + 99))
+            .args(["--use-auth-secret", "--realm", "streamcore.test"])
+            .arg(format!("--static-auth-secret={secret}"))
+            // The node is on loopback here; in production it is not, and coturn's
+            // default (no loopback peers) stays.
+            .arg("--allow-loopback-peers")
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .arg(format!(
+                "--pidfile={}",
+                dir.join("turnserver.pid").display()
+            ))
+            .args(["--log-file", "stdout", "--simple-log"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting turnserver");
+        let c = Coturn {
+            child,
+            port,
+            secret,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "turnserver did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// The URLs the node hands out for it.
+    pub fn urls(&self) -> Vec<String> {
+        vec![
+            format!("turn:127.0.0.1:{}?transport=udp", self.port),
+            format!("turn:127.0.0.1:{}?transport=tcp", self.port),
+        ]
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
