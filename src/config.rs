@@ -247,6 +247,9 @@ pub struct MediaSettings {
     /// Peers that lose connectivity are removed after this grace period; room
     /// participants whose socket went away may resume within it.
     pub disconnect_grace_secs: u64,
+    /// A room whose last participant left ends this much later unless someone comes
+    /// back (its recording goes on through the gap); 0 ends it at once.
+    pub empty_room_grace_secs: u64,
     /// Where a subscriber's bandwidth estimate starts (kb/s); 0 turns estimation off,
     /// and layers then follow subscribers' preferences alone.
     #[serde(default = "default_bwe_initial_kbps")]
@@ -352,6 +355,7 @@ impl Default for Settings {
                 keyframe_interval_ms: 350,
                 connect_timeout_secs: 30,
                 disconnect_grace_secs: 20,
+                empty_room_grace_secs: 30,
                 bwe_initial_kbps: default_bwe_initial_kbps(),
             },
             smtp: None,

@@ -1,16 +1,17 @@
 //! `room.events` from the media plane: the SFU's lifecycle events become outbox rows.
 //!
 //! [`RoomEventTracker`] is the pure part: it turns `SfuEvent`s into room events and
-//! decides when a room starts (its first participant connects) and ends (its last
-//! connected participant leaves). A peer that never connects never "joins", and its
-//! tracks are announced only once it has joined. Rooms live on one worker, so the
-//! tracker keys peers by (worker, peer).
+//! decides when a room starts (its first participant connects) and ends (it has been
+//! empty for the grace period: a phone that drops off for a few seconds and comes back
+//! finds the same room, and its recording goes on). A peer that never connects never
+//! "joins", and its tracks are announced only once it has joined. Rooms live on one
+//! worker, so the tracker keys peers by (worker, peer). Time is the caller's.
 //!
 //! [`run`] is the driver: events are written to the outbox in arrival order; while
 //! the database is unavailable they wait in memory and are retried, never dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control_api::AppState;
 use control_api::events::outbox_event;
@@ -40,6 +41,10 @@ pub struct RoomEventTracker {
     pending_tracks: HashMap<PeerKey, Vec<Value>>,
     /// Tracks announced, so their end is announced too.
     announced: HashSet<(PeerKey, String)>,
+    /// How long a room stays after its last participant left.
+    grace: Duration,
+    /// Empty rooms within their grace, and when it runs out.
+    ending: HashMap<String, Instant>,
 }
 
 fn participant_id(worker: usize, peer: PeerId) -> String {
@@ -64,7 +69,37 @@ fn reason_name(r: RemoveReason) -> &'static str {
 }
 
 impl RoomEventTracker {
-    pub fn on_event(&mut self, worker: usize, ev: &SfuEvent) -> Vec<RoomEvent> {
+    /// A tracker whose rooms end once they have been empty for `grace`.
+    pub fn new(grace: Duration) -> Self {
+        RoomEventTracker {
+            grace,
+            ..RoomEventTracker::default()
+        }
+    }
+
+    /// When [`Self::poll_ended`] next has something to say.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.ending.values().min().copied()
+    }
+
+    /// `room.ended` for every room whose grace ran out by `now`.
+    pub fn poll_ended(&mut self, now: Instant) -> Vec<RoomEvent> {
+        let mut due: Vec<String> = self
+            .ending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        due.sort();
+        due.into_iter()
+            .map(|room| {
+                self.ending.remove(&room);
+                ended(room)
+            })
+            .collect()
+    }
+
+    pub fn on_event(&mut self, worker: usize, ev: &SfuEvent, now: Instant) -> Vec<RoomEvent> {
         let mut out = Vec::new();
         match ev {
             // A room participant is in the room from its join (it may never send media);
@@ -84,7 +119,9 @@ impl RoomEventTracker {
                 let key = (worker, *peer);
                 let room = room.to_string();
                 let members = self.joined.entry(room.clone()).or_default();
-                if members.is_empty() {
+                // Back within the grace: the same room goes on.
+                let resumed = self.ending.remove(&room).is_some();
+                if members.is_empty() && !resumed {
                     out.push(RoomEvent {
                         kind: EventType::RoomStarted,
                         room: room.clone(),
@@ -207,11 +244,11 @@ impl RoomEventTracker {
                 }
                 if members.is_empty() {
                     self.joined.remove(&room);
-                    out.push(RoomEvent {
-                        kind: EventType::RoomEnded,
-                        room: room.clone(),
-                        data: json!({"room": room}),
-                    });
+                    if self.grace.is_zero() {
+                        out.push(ended(room));
+                    } else {
+                        self.ending.insert(room, now + self.grace);
+                    }
                 }
             }
         }
@@ -219,13 +256,39 @@ impl RoomEventTracker {
     }
 }
 
-/// Writes the media plane's room events to the outbox until the channel closes.
-pub async fn run(st: AppState, mut rx: mpsc::UnboundedReceiver<(usize, SfuEvent)>) {
-    let mut tracker = RoomEventTracker::default();
+fn ended(room: String) -> RoomEvent {
+    RoomEvent {
+        kind: EventType::RoomEnded,
+        data: json!({"room": room}),
+        room,
+    }
+}
+
+/// Writes the media plane's room events to the outbox until the channel closes; an
+/// empty room ends `grace` after its last participant left, unless one came back.
+pub async fn run(
+    st: AppState,
+    mut rx: mpsc::UnboundedReceiver<(usize, SfuEvent)>,
+    grace: Duration,
+) {
+    let mut tracker = RoomEventTracker::new(grace);
     let source = st.event_source();
-    while let Some((worker, ev)) = rx.recv().await {
+    loop {
+        let deadline = tracker.next_deadline();
+        let next = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => Some(m),
+                None => break,
+            },
+            _ = sleep_until(deadline) => None,
+        };
+        let instant = Instant::now();
+        let mut room_events = match next {
+            Some((worker, ev)) => tracker.on_event(worker, &ev, instant),
+            None => Vec::new(),
+        };
+        room_events.extend(tracker.poll_ended(instant));
         let now = control_api::auth::now_millis();
-        let room_events = tracker.on_event(worker, &ev);
         for e in &room_events {
             match e.kind {
                 EventType::RoomStarted => {
@@ -268,6 +331,14 @@ pub async fn run(st: AppState, mut rx: mpsc::UnboundedReceiver<(usize, SfuEvent)
     }
 }
 
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A room that starts with `auto_record` set is recorded from its start.
 async fn auto_record(st: AppState, room: String) {
     match st.db.room_by_name(&room).await {
@@ -282,7 +353,7 @@ async fn auto_record(st: AppState, room: String) {
     }
 }
 
-/// A room's recording ends with the room (its last participant left).
+/// A room's recording ends with the room (empty for the grace period).
 async fn stop_at_room_end(st: AppState, room: String) {
     let Some(ctl) = st.recordings.clone() else {
         return;
@@ -317,6 +388,7 @@ mod tests {
     #[test]
     fn rooms_start_with_the_first_join_and_end_with_the_last_leave() {
         let mut t = RoomEventTracker::default();
+        let now = Instant::now();
         let room = RoomId::parse("demo").unwrap();
         let (a, b, ghost) = (PeerId(1), PeerId(2), PeerId(3));
         let published = |peer, mid: &str| SfuEvent::TrackPublished {
@@ -339,8 +411,8 @@ mod tests {
             reason,
         };
         // Tracks wait for their publisher to connect.
-        assert!(t.on_event(0, &published(a, "0")).is_empty());
-        let e = t.on_event(0, &connected(a, "phone"));
+        assert!(t.on_event(0, &published(a, "0"), now).is_empty());
+        let e = t.on_event(0, &connected(a, "phone"), now);
         assert_eq!(
             names(&e),
             [
@@ -352,13 +424,13 @@ mod tests {
         assert_eq!(e[2].data["track"], "0");
         assert_eq!(e[1].data["participant"], "phone");
         assert_eq!(
-            names(&t.on_event(0, &connected(b, "browser"))),
+            names(&t.on_event(0, &connected(b, "browser"), now)),
             ["room.participant_joined"]
         );
         // A peer that never connected leaves no trace.
-        assert!(t.on_event(0, &published(ghost, "0")).is_empty());
+        assert!(t.on_event(0, &published(ghost, "0"), now).is_empty());
         assert!(
-            t.on_event(0, &removed(ghost, RemoveReason::ConnectTimeout))
+            t.on_event(0, &removed(ghost, RemoveReason::ConnectTimeout), now)
                 .is_empty()
         );
         let unpub = SfuEvent::TrackUnpublished {
@@ -366,18 +438,72 @@ mod tests {
             peer: a,
             mid: Mid::from("0"),
         };
-        assert_eq!(names(&t.on_event(0, &unpub)), ["room.track_unpublished"]);
-        assert!(t.on_event(0, &unpub).is_empty(), "announced once");
-        let e = t.on_event(0, &removed(a, RemoveReason::Requested));
+        assert_eq!(
+            names(&t.on_event(0, &unpub, now)),
+            ["room.track_unpublished"]
+        );
+        assert!(t.on_event(0, &unpub, now).is_empty(), "announced once");
+        let e = t.on_event(0, &removed(a, RemoveReason::Requested), now);
         assert_eq!(names(&e), ["room.participant_left"]);
         assert_eq!(e[0].data["reason"], "left");
         assert_eq!(
-            names(&t.on_event(0, &removed(b, RemoveReason::Disconnected))),
+            names(&t.on_event(0, &removed(b, RemoveReason::Disconnected), now)),
             ["room.participant_left", "room.ended"]
         );
         // Same peer number on another worker is another participant.
         assert_eq!(
-            names(&t.on_event(1, &connected(a, "p"))),
+            names(&t.on_event(1, &connected(a, "p"), now)),
+            ["room.started", "room.participant_joined"]
+        );
+    }
+
+    #[test]
+    fn an_empty_room_ends_only_after_its_grace() {
+        let grace = Duration::from_secs(30);
+        let mut t = RoomEventTracker::new(grace);
+        let start = Instant::now();
+        let room = RoomId::parse("podcast").unwrap();
+        let connected = |peer| SfuEvent::PeerConnected {
+            peer,
+            room: room.clone(),
+            identity: "phone".into(),
+            role: PeerRole::Publisher,
+        };
+        let removed = |peer| SfuEvent::PeerRemoved {
+            peer,
+            room: room.clone(),
+            identity: "phone".into(),
+            reason: RemoveReason::Disconnected,
+        };
+        t.on_event(0, &connected(PeerId(1)), start);
+        // The only publisher's phone drops: the room waits.
+        let dropped = start + Duration::from_secs(60);
+        assert_eq!(
+            names(&t.on_event(0, &removed(PeerId(1)), dropped)),
+            ["room.participant_left"]
+        );
+        assert_eq!(t.next_deadline(), Some(dropped + grace));
+        assert!(t.poll_ended(dropped + Duration::from_secs(29)).is_empty());
+        // It comes back two seconds later: the same room, no new start.
+        assert_eq!(
+            names(&t.on_event(0, &connected(PeerId(2)), dropped + Duration::from_secs(2))),
+            ["room.participant_joined"]
+        );
+        assert_eq!(t.next_deadline(), None);
+        assert!(t.poll_ended(dropped + grace * 2).is_empty());
+        // Gone for good: the room ends when the grace runs out, once.
+        let left = dropped + Duration::from_secs(100);
+        t.on_event(0, &removed(PeerId(2)), left);
+        assert!(
+            t.poll_ended(left + grace - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(names(&t.poll_ended(left + grace)), ["room.ended"]);
+        assert!(t.poll_ended(left + grace * 2).is_empty());
+        assert_eq!(t.next_deadline(), None);
+        // After it ended, a join starts the room anew.
+        assert_eq!(
+            names(&t.on_event(0, &connected(PeerId(3)), left + grace * 3)),
             ["room.started", "room.participant_joined"]
         );
     }

@@ -206,7 +206,11 @@ struct EventServices {
 impl EventServices {
     fn start(
         api: &control_api::AppState,
-        room_events: Option<mpsc::UnboundedReceiver<(usize, media_core::SfuEvent)>>,
+        // The media plane's events, and how long an empty room lasts.
+        room_events: Option<(
+            mpsc::UnboundedReceiver<(usize, media_core::SfuEvent)>,
+            Duration,
+        )>,
         metrics: Option<Metrics>,
     ) -> anyhow::Result<EventServices> {
         let relay = EventRelay::start(api, RelayConfig::default());
@@ -215,8 +219,8 @@ impl EventServices {
             api,
             (api.config.online_window / 4).max(Duration::from_millis(250)),
         );
-        let room_events =
-            room_events.map(|rx| tokio::spawn(crate::room_events::run(api.clone(), rx)));
+        let room_events = room_events
+            .map(|(rx, grace)| tokio::spawn(crate::room_events::run(api.clone(), rx, grace)));
         let sampler =
             metrics.map(|m| tokio::spawn(sample_events(api.clone(), relay.stats.clone(), m)));
         Ok(EventServices {
@@ -303,7 +307,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     } else {
         None
     };
-    let events = EventServices::start(&api, Some(room_rx), Some(metrics.clone()))?;
+    let events = EventServices::start(
+        &api,
+        Some((
+            room_rx,
+            Duration::from_secs(settings.media.empty_room_grace_secs),
+        )),
+        Some(metrics.clone()),
+    )?;
     let media_addrs = workers.local_addrs();
 
     let ice_servers = Arc::new(settings.turn.ice_servers());

@@ -337,7 +337,8 @@ async fn device_status_follows_sockets_heartbeats_and_silence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_events_follow_whip_and_whep_sessions() {
-    let srv = TestServer::start().await;
+    // The room ends a second after its last participant left.
+    let srv = TestServer::start_with(|s| s.media.empty_room_grace_secs = 1).await;
     let mut sub = srv
         .server()
         .api

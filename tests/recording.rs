@@ -451,10 +451,15 @@ async fn bad_recording_requests_get_clear_errors() {
     srv.stop().await;
 }
 
+/// Auto-record starts with the room and ends with it; a room outlives a short absence:
+/// the only publisher drops off and comes back within the room's grace, and the
+/// recording goes on through the gap (a new track after it, the gap in the manifest),
+/// ending only when the room has stayed empty for the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_record_starts_with_the_room_and_ends_with_it() {
+async fn auto_record_starts_with_the_room_and_outlives_a_short_absence() {
     let py = python();
-    let srv = TestServer::start().await;
+    let grace = Duration::from_secs(2);
+    let srv = TestServer::start_with(|s| s.media.empty_room_grace_secs = grace.as_secs()).await;
     let owner = owner_with_room(&srv, "radio", true).await;
     let mut host = join(
         &srv,
@@ -477,24 +482,81 @@ async fn auto_record_starts_with_the_room_and_ends_with_it() {
     };
     let mut tracks = [Play::new(0, Audio, Codec::Opus, encode(&py, "opus", 50), 0)];
     play(&mut [&mut host], &mut tracks).await;
-    // The host leaves: the room ends, and its recording with it.
-    let r = srv
-        .http
-        .delete(format!("{}{}", srv.base, host.location))
-        .bearer_auth(&host.token)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let leave = |host: &Peer| {
+        srv.http
+            .delete(format!("{}{}", srv.base, host.location))
+            .bearer_auth(&host.token)
+            .send()
+    };
+    // The host's phone drops off; a second later it is back, in a new session.
+    assert!(leave(&host).await.unwrap().status().is_success());
+    let gone = Instant::now();
+    // The scenario's absence, not a wait for a condition.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut host = join(
+        &srv,
+        "/whip/radio",
+        &srv.publish_token("radio", "host"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut host]).await;
+    assert!(
+        gone.elapsed() < grace,
+        "the host came back within the grace"
+    );
+    let mut tracks = [Play::new(0, Audio, Codec::Opus, encode(&py, "opus", 50), 0)];
+    play(&mut [&mut host], &mut tracks).await;
+    let (_, v) = get(
+        &srv,
+        &format!("/api/v1/rooms/radio/recordings/{id}"),
+        &owner.access,
+    )
+    .await;
+    assert_eq!(v["status"], "recording", "the same recording goes on: {v}");
+    // The host leaves for good: the room ends after the grace, its recording with it.
+    assert!(leave(&host).await.unwrap().status().is_success());
     let done = wait_recording(&srv, "radio", &id, &owner.access, |v| {
         v["status"] == "uploaded"
     })
     .await;
     assert_eq!(done["stop_reason"], "room_ended");
-    let t = track(&done["manifest"], "host", "audio");
+    let manifest = &done["manifest"];
+    let host_tracks: Vec<&Value> = manifest["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["participant"] == "host" && t["kind"] == "audio")
+        .collect();
+    assert_eq!(host_tracks.len(), 2, "{manifest}");
+    for t in &host_tracks {
+        assert!(
+            (t["duration_ms"].as_f64().unwrap() - 1000.0).abs() <= 100.0,
+            "{t}"
+        );
+    }
+    // The absence is in the manifest, between the two tracks, and so is the grace.
+    let started = manifest["started_at"].as_f64().unwrap();
+    let first_end = host_tracks[0]["first_sample_at"].as_f64().unwrap() - started
+        + host_tracks[0]["duration_ms"].as_f64().unwrap();
+    let second_start = host_tracks[1]["first_sample_at"].as_f64().unwrap() - started;
+    let gaps = manifest["gaps"].as_array().unwrap();
+    let absence = gaps
+        .iter()
+        .find(|g| (g["from_ms"].as_f64().unwrap() - first_end).abs() < 1.0)
+        .unwrap_or_else(|| panic!("no gap after the first track: {manifest}"));
     assert!(
-        (t["duration_ms"].as_f64().unwrap() - 1000.0).abs() <= 100.0,
-        "{t}"
+        (absence["to_ms"].as_f64().unwrap() - second_start).abs() < 1.0,
+        "{manifest}"
+    );
+    assert!(second_start - first_end >= 1000.0, "{manifest}");
+    let last = gaps.last().unwrap();
+    let recorded =
+        (manifest["stopped_at"].as_f64().unwrap() - started) - last["from_ms"].as_f64().unwrap();
+    assert!(
+        recorded >= grace.as_millis() as f64 - 200.0,
+        "the grace is recorded as a gap: {manifest}"
     );
     srv.stop().await;
 }

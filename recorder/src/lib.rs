@@ -38,7 +38,7 @@ pub mod video;
 
 use std::path::{Path, PathBuf};
 
-pub use manifest::{ClockSource, Manifest, SpoolState, TrackEntry};
+pub use manifest::{ClockSource, Gap, Manifest, SpoolState, TrackEntry};
 pub use ogg::{OggError, OggOpusReader, OggOpusWriter, opus_packet_samples, repair_ogg};
 pub use session::{QueueTap, Session, SessionConfig, SessionHandle};
 pub use store::{Store, StoreConfig, StoreError};

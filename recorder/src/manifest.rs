@@ -40,7 +40,23 @@ pub struct Manifest {
     #[serde(default)]
     pub refused_by_queue: u64,
     pub tracks: Vec<TrackEntry>,
+    /// Spans in which no track was written, at least [`MIN_GAP_MS`] long: before the
+    /// first publisher, after the last, and while the room was empty (a publisher that
+    /// dropped off and came back within the room's grace goes on in a new track). The
+    /// mixdown is silent there, and there is no picture.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
 }
+
+/// A span of a recording without media, in milliseconds from `started_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub from_ms: f64,
+    pub to_ms: f64,
+}
+
+/// Shorter pauses between tracks are not gaps (a track's own start-up, a renegotiation).
+pub const MIN_GAP_MS: f64 = 500.0;
 
 /// How a track's first sample was placed on the wall clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +99,37 @@ pub struct TrackEntry {
 }
 
 impl Manifest {
+    /// The spans between `started_at` and `stopped_at` that no track covers.
+    pub fn find_gaps(&self) -> Vec<Gap> {
+        let Some(stopped) = self.stopped_at else {
+            return Vec::new();
+        };
+        let start = self.started_at as f64;
+        let end = (stopped - self.started_at).max(0) as f64;
+        let mut spans: Vec<(f64, f64)> = self
+            .tracks
+            .iter()
+            .filter_map(|t| {
+                let from = t.first_sample_at? - start;
+                Some((from, from + t.duration_ms))
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut gaps = Vec::new();
+        let mut covered = 0.0_f64;
+        for (from, to) in spans.into_iter().chain([(end, end)]) {
+            let from = from.min(end);
+            if from - covered >= MIN_GAP_MS {
+                gaps.push(Gap {
+                    from_ms: covered,
+                    to_ms: from,
+                });
+            }
+            covered = covered.max(to.min(end));
+        }
+        gaps
+    }
+
     pub fn read(dir: &Path) -> Result<Manifest, RecorderError> {
         let path = dir.join(MANIFEST_FILE);
         let data = std::fs::read(&path).map_err(|e| RecorderError::io(&path, e))?;
@@ -95,5 +142,67 @@ impl Manifest {
         let data =
             serde_json::to_vec_pretty(self).map_err(|e| RecorderError::Manifest(e.to_string()))?;
         crate::spool::write_atomic(dir, MANIFEST_FILE, &data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(first_sample_at: f64, duration_ms: f64) -> TrackEntry {
+        TrackEntry {
+            file: "t.ogg".into(),
+            participant: "phone".into(),
+            mid: "0".into(),
+            kind: "audio".into(),
+            codec: "opus".into(),
+            clock_rate: 48_000,
+            rid: None,
+            first_sample_at: Some(first_sample_at),
+            clock_source: Some(ClockSource::Arrival),
+            duration_ms,
+            packets: 1,
+            lost_packets: 0,
+            bytes: 1,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn gaps_are_the_spans_no_track_covers() {
+        let mut m = Manifest {
+            version: MANIFEST_VERSION,
+            recording_id: "r".into(),
+            room: "podcast".into(),
+            state: SpoolState::Closed,
+            started_at: 1_000_000,
+            stopped_at: Some(1_060_000),
+            stop_reason: Some("room_ended".into()),
+            refused_by_queue: 0,
+            // Before the gap: two overlapping tracks 0.2–20 s; a new session's track
+            // after it, 22.5–40 s; then the room's grace until 60 s.
+            tracks: vec![
+                track(1_000_200.0, 19_800.0),
+                track(1_001_000.0, 10_000.0),
+                track(1_022_500.0, 17_500.0),
+            ],
+            gaps: Vec::new(),
+        };
+        assert_eq!(
+            m.find_gaps(),
+            [
+                Gap {
+                    from_ms: 20_000.0,
+                    to_ms: 22_500.0
+                },
+                Gap {
+                    from_ms: 40_000.0,
+                    to_ms: 60_000.0
+                },
+            ]
+        );
+        // A track that starts 200 ms in is no gap; a recording still running has none.
+        m.stopped_at = None;
+        assert!(m.find_gaps().is_empty());
     }
 }

@@ -133,6 +133,7 @@ impl Session {
             stop_reason: None,
             refused_by_queue: 0,
             tracks: Vec::new(),
+            gaps: Vec::new(),
         };
         manifest.write(&dir)?;
         Ok(Session {
@@ -386,6 +387,7 @@ impl Session {
         self.manifest.state = SpoolState::Closed;
         self.manifest.stopped_at = Some(unix_ms(now) as i64);
         self.manifest.stop_reason = Some(reason.to_owned());
+        self.manifest.gaps = self.manifest.find_gaps();
         fsync_dir(&self.dir)?;
         self.manifest.write(&self.dir)?;
         Ok(self.manifest)

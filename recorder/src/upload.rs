@@ -271,6 +271,7 @@ pub fn recover(
             m.state = SpoolState::Closed;
             m.stopped_at = Some(unix_ms(SystemTime::now()) as i64);
             m.stop_reason = Some("interrupted".into());
+            m.gaps = m.find_gaps();
             m.write(dir)?;
             info!(recording = %m.recording_id, "interrupted recording finished from the spool");
             let _ = events.send(RecorderEvent {
