@@ -235,6 +235,9 @@ pub struct MediaSettings {
     pub port: u16,
     /// Media workers (threads), one UDP port each. 0 = one per CPU core.
     pub workers: usize,
+    /// ICE-TCP: each worker also listens on TCP, on the same port number as its UDP
+    /// socket, for clients whose network drops UDP (RFC 6544, passive candidates).
+    pub ice_tcp: bool,
     /// Addresses clients reach the media ports at (the public IP behind NAT). Defaults
     /// to the bind IP, which must then not be a wildcard.
     pub advertise: Vec<IpAddr>,
@@ -356,6 +359,7 @@ impl Default for Settings {
                 connect_timeout_secs: 30,
                 disconnect_grace_secs: 20,
                 empty_room_grace_secs: 30,
+                ice_tcp: true,
                 bwe_initial_kbps: default_bwe_initial_kbps(),
             },
             smtp: None,

@@ -6,6 +6,7 @@
 //! the command line and calls into this crate, so tests start the same server in-process.
 
 pub mod config;
+pub mod ice_tcp;
 pub mod media;
 pub mod metrics;
 pub mod recording;

@@ -28,7 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
 use crate::config::Settings;
+use crate::ice_tcp::{IceTcp, TcpEvent};
 use crate::metrics::Metrics;
+use media_core::str0m::net::Protocol;
 
 /// Largest datagram we read; larger ones are truncated and then rejected by str0m.
 const RECV_BUF: usize = 2048;
@@ -117,6 +119,7 @@ impl Sessions {
 struct Worker {
     tx: mpsc::Sender<Command>,
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -162,8 +165,29 @@ impl MediaWorkers {
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, local_addr.port()))
                 .collect();
+            // ICE-TCP on the UDP port's number (any free port when the UDP port was
+            // picked for us and its number is taken on TCP).
+            let tcp = if settings.media.ice_tcp {
+                let at = SocketAddr::new(bind_ip, local_addr.port());
+                let l = match bind_tcp(at) {
+                    Err(_) if settings.media.port == 0 => bind_tcp(SocketAddr::new(bind_ip, 0)),
+                    r => r,
+                }
+                .with_context(|| format!("binding media worker {i}'s ICE-TCP listener on {at}"))?;
+                Some(l)
+            } else {
+                None
+            };
+            let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?;
             let mut config = SfuConfig::new(local_addr);
             config.candidates = candidates;
+            if let Some(t) = tcp_addr {
+                config.tcp_candidates = settings
+                    .advertised_ips()
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, t.port()))
+                    .collect();
+            }
             config.max_peers = settings.media.max_peers_per_worker;
             config.keyframe_min_interval =
                 Duration::from_millis(settings.media.keyframe_interval_ms);
@@ -191,13 +215,14 @@ impl MediaWorkers {
                             return;
                         }
                     };
-                    rt.block_on(run_worker(socket, config, rx, ctx));
+                    rt.block_on(run_worker(socket, tcp, config, rx, ctx));
                 })
                 .context("spawning media worker thread")?;
-            info!(worker = i, addr = %local_addr, "media worker listening");
+            info!(worker = i, addr = %local_addr, tcp = ?tcp_addr, "media worker listening");
             workers.push(Worker {
                 tx,
                 local_addr,
+                tcp_addr,
                 thread: Mutex::new(Some(thread)),
             });
         }
@@ -211,6 +236,11 @@ impl MediaWorkers {
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.local_addr).collect()
+    }
+
+    /// The workers' ICE-TCP listeners (empty when ICE-TCP is off).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().filter_map(|w| w.tcp_addr).collect()
     }
 
     pub fn session_count(&self) -> usize {
@@ -476,6 +506,16 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
     Ok(socket.into())
 }
 
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// A room participant's update channel.
 struct Listener {
     peer: PeerId,
@@ -552,6 +592,7 @@ struct WorkerContext {
 
 async fn run_worker(
     std_socket: StdUdpSocket,
+    tcp_listener: Option<std::net::TcpListener>,
     config: SfuConfig,
     mut rx: mpsc::Receiver<Command>,
     ctx: WorkerContext,
@@ -563,6 +604,15 @@ async fn run_worker(
             return;
         }
     };
+    let (listener, mut tcp) = match tcp_listener.map(IceTcp::new).transpose() {
+        Ok(Some((l, t))) => (Some(l), Some(t)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            error!(worker = ctx.index, error = %e, "could not register the ICE-TCP listener");
+            return;
+        }
+    };
+    let tcp_local = tcp.as_ref().map(IceTcp::local_addr);
     let local = config.local_addr;
     let mut sfu = Sfu::new(config);
     let mut listeners = Listeners::default();
@@ -602,13 +652,34 @@ async fn run_worker(
                     Err(e) => debug!(worker = ctx.index, error = %e, "recv failed"),
                 }
             }
+            accepted = accept(listener.as_ref()) => {
+                if let (Ok((stream, remote)), Some(t)) = (accepted, tcp.as_mut()) {
+                    t.adopt(stream, remote);
+                }
+            }
+            ev = tcp_event(tcp.as_mut()) => {
+                if let (Some(t), Some(at)) = (tcp.as_mut(), tcp_local) {
+                    let mut next = ev;
+                    // Drain what else is queued before flushing.
+                    for _ in 0..RECV_BATCH {
+                        match next {
+                            Some(TcpEvent::Frame(src, data)) => {
+                                sfu.handle_packet(Instant::now(), Protocol::Tcp, src, at, &data);
+                            }
+                            Some(TcpEvent::Closed(src)) => t.closed(src),
+                            None => break,
+                        }
+                        next = t.events.try_recv().ok();
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => {}
         }
         let now = Instant::now();
         if sfu.poll_timeout().is_some_and(|t| t <= now) {
             sfu.handle_timeout(now);
         }
-        flush(&mut sfu, &socket, &ctx.metrics).await;
+        flush(&mut sfu, &socket, tcp.as_mut(), &ctx.metrics).await;
         deliver_events(&mut sfu, &ctx, &mut listeners);
         let stats = sfu.stats();
         if stats != reported {
@@ -629,6 +700,10 @@ async fn run_worker(
                 .tracks
                 .with_label_values(&[&label])
                 .set(sfu.track_count() as i64);
+            ctx.metrics
+                .ice_tcp_connections
+                .with_label_values(&[&label])
+                .set(tcp.as_ref().map_or(0, |t| t.connections() as i64));
         }
     }
 
@@ -640,7 +715,7 @@ async fn run_worker(
             s.remove_peer(ctx.index, p);
         }
     }
-    flush(&mut sfu, &socket, &ctx.metrics).await;
+    flush(&mut sfu, &socket, tcp.as_mut(), &ctx.metrics).await;
     ctx.metrics.peers.with_label_values(&[&label]).set(0);
     ctx.metrics.rooms.with_label_values(&[&label]).set(0);
     ctx.metrics.tracks.with_label_values(&[&label]).set(0);
@@ -761,8 +836,35 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
     }
 }
 
-async fn flush(sfu: &mut Sfu, socket: &UdpSocket, metrics: &Metrics) {
+/// The next ICE-TCP connection, or never without a listener.
+async fn accept(
+    listener: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame or close of an ICE-TCP connection, or never without a listener.
+async fn tcp_event(tcp: Option<&mut IceTcp>) -> Option<TcpEvent> {
+    match tcp {
+        Some(t) => t.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush(sfu: &mut Sfu, socket: &UdpSocket, mut tcp: Option<&mut IceTcp>, metrics: &Metrics) {
     while let Some(t) = sfu.poll_transmit() {
+        if t.proto == Protocol::Tcp {
+            let sent = tcp
+                .as_mut()
+                .is_some_and(|c| c.send(t.destination, &t.contents));
+            if !sent {
+                metrics.send_errors.inc();
+            }
+            continue;
+        }
         match socket.try_send_to(&t.contents, t.destination) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

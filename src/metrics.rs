@@ -30,6 +30,9 @@ pub struct Metrics {
     pub jobs_dead_lettered: IntCounter,
     pub jobs_running: IntGauge,
     pub sessions_created: IntCounterVec,
+    /// Peers connected, by the transport that completed the connection (`udp`, `tcp`).
+    pub connections: IntCounterVec,
+    pub ice_tcp_connections: IntGaugeVec,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
     pub events_pending: IntGauge,
@@ -75,7 +78,24 @@ impl Metrics {
         .expect("valid literal"); // constant names
         r.register(Box::new(sessions_created.clone()))
             .expect("registered once"); // fresh registry
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "streamcore_connections_total",
+                "Peers connected, by transport (udp, tcp = ICE-TCP)",
+            ),
+            &["transport"],
+        )
+        .expect("valid literal"); // constant names
+        r.register(Box::new(connections.clone()))
+            .expect("registered once"); // fresh registry
         Metrics {
+            connections,
+            ice_tcp_connections: gauge_vec(
+                &r,
+                "streamcore_ice_tcp_connections",
+                "Open ICE-TCP connections",
+                "worker",
+            ),
             rooms: gauge_vec(
                 &r,
                 "streamcore_rooms",
@@ -220,6 +240,12 @@ impl Metrics {
             .inc_by(now.keyframe_requests - prev.keyframe_requests);
         self.recording_dropped
             .inc_by(now.tap_refused - prev.tap_refused);
+        self.connections
+            .with_label_values(&["udp"])
+            .inc_by(now.connected_udp - prev.connected_udp);
+        self.connections
+            .with_label_values(&["tcp"])
+            .inc_by(now.connected_tcp - prev.connected_tcp);
     }
 
     pub fn render(&self) -> String {

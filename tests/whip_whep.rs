@@ -382,3 +382,70 @@ async fn ice_servers_are_handed_to_every_client() {
     assert!(!servers[1]["credential"].as_str().unwrap().is_empty());
     srv.stop().await;
 }
+
+/// A client whose network passes no UDP reaches the node over ICE-TCP (RFC 6544): its
+/// only candidate is TCP, it plays a UDP publisher's audio and video in full, and the
+/// node's TCP candidate ranks below its UDP one, so UDP wins wherever it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_udp_plays_over_ice_tcp() {
+    let srv = TestServer::start().await;
+    let mut publisher = join(
+        &srv,
+        "/whip/tcp",
+        &srv.publish_token("tcp", "phone"),
+        &[Audio, Video],
+    )
+    .await
+    .unwrap();
+    let mut player = common::join_over_tcp(
+        &srv,
+        "/whep/tcp",
+        &srv.subscribe_token("tcp", "office"),
+        &[Audio, Video],
+    )
+    .await;
+    let prio = |proto: &str| -> u64 {
+        let line = player
+            .answer
+            .lines()
+            .find(|l| l.starts_with("a=candidate:") && l.split_whitespace().nth(2) == Some(proto))
+            .unwrap();
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    assert!(prio("tcp") < prio("udp"), "{}", player.answer);
+    connect(&mut [&mut publisher, &mut player]).await;
+    let mut sent_a = Vec::new();
+    let mut sent_v = Vec::new();
+    for n in 0..50u32 {
+        let a = payload(n, 120);
+        publisher.send_audio(&a);
+        sent_a.push(a);
+        if n % 2 == 0 {
+            sent_v.push(publisher.send_video(n == 0, &payload(n, 3000)));
+        }
+        pump(
+            &mut [&mut publisher, &mut player],
+            Duration::from_millis(20),
+        )
+        .await;
+    }
+    pump(
+        &mut [&mut publisher, &mut player],
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(player.frames_of(Audio), sent_a);
+    assert_eq!(player.frames_of(Video), sent_v);
+    assert_eq!(
+        srv.metric("streamcore_connections_total{transport=\"tcp\"}")
+            .await,
+        1
+    );
+    assert_eq!(
+        srv.metric("streamcore_connections_total{transport=\"udp\"}")
+            .await,
+        1
+    );
+    assert_eq!(srv.metric("streamcore_ice_tcp_connections").await, 1);
+    srv.stop().await;
+}

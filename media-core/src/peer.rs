@@ -109,6 +109,8 @@ pub struct Peer {
     /// A WHIP/WHEP session's offer, replayed with new credentials on an ICE restart
     /// ([`crate::ice_restart`]); `None` for room participants, who re-offer.
     pub offer_sdp: Option<String>,
+    /// The transport of the last packet from this peer (UDP, or ICE-TCP).
+    pub last_proto: str0m::net::Protocol,
 }
 
 impl std::fmt::Debug for Peer {

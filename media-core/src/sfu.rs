@@ -10,7 +10,7 @@ use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::net::{DatagramRecv, Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch, Vp8PatchError};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
@@ -36,6 +36,10 @@ pub struct SfuConfig {
     /// advertised candidates (NAT), they are presented to str0m as arriving on the
     /// first candidate.
     pub local_addr: SocketAddr,
+    /// Passive ICE-TCP host candidates (RFC 6544): the worker's TCP listener as clients
+    /// reach it, for networks that drop UDP. Their lower type preference keeps UDP
+    /// first wherever it works. Empty: no ICE-TCP.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// At most one keyframe request per publisher track per interval. A little over
     /// the 300 ms within which Chromium ignores a second request: a deferred request
     /// sent exactly 300 ms after the first can arrive a hair sooner and be ignored.
@@ -62,6 +66,7 @@ impl SfuConfig {
         SfuConfig {
             candidates: vec![local_addr],
             local_addr,
+            tcp_candidates: Vec::new(),
             keyframe_min_interval: Duration::from_millis(350),
             keyframe_retry_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
@@ -236,6 +241,10 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Items a recording tap refused (the recorder was behind).
     pub tap_refused: u64,
+    /// Peers that connected over UDP and over ICE-TCP (by the transport of the packet
+    /// that completed the connection).
+    pub connected_udp: u64,
+    pub connected_tcp: u64,
 }
 
 /// One published track, as seen from outside.
@@ -578,6 +587,19 @@ impl Sfu {
                 Err(e) => warn!(%addr, error = %e, "unusable local candidate"),
             }
         }
+        for addr in &self.config.tcp_candidates {
+            match Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+            {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => warn!(%addr, error = %e, "unusable local ICE-TCP candidate"),
+            }
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let id = PeerId(self.next_peer);
         self.next_peer += 1;
@@ -609,6 +631,7 @@ impl Sfu {
                 bwe_steer: (0, 0),
                 directions: Vec::new(),
                 offer_sdp: None,
+                last_proto: Protocol::Udp,
             },
         );
         Ok(id)
@@ -951,25 +974,39 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) {
+        self.handle_packet(now, Protocol::Udp, source, destination, data);
+    }
+
+    /// One packet from `source` that arrived on the worker's `destination`: a UDP
+    /// datagram, or one RFC 4571 frame of an ICE-TCP connection (whose remote address
+    /// is `source`).
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let Ok(contents) = DatagramRecv::try_from(data) else {
             self.stats.datagrams_dropped += 1;
             return;
         };
-        let destination = if self.config.candidates.contains(&destination) {
+        let advertised = match proto {
+            Protocol::Tcp => &self.config.tcp_candidates,
+            _ => &self.config.candidates,
+        };
+        let destination = if advertised.contains(&destination) {
             destination
         } else {
-            self.config
-                .candidates
-                .first()
-                .copied()
-                .unwrap_or(destination)
+            advertised.first().copied().unwrap_or(destination)
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
@@ -998,6 +1035,7 @@ impl Sfu {
             self.stats.datagrams_dropped += 1;
             return;
         };
+        peer.last_proto = proto;
         if let Err(e) = peer.rtc.handle_input(input) {
             // Bad input for this peer only; str0m rejects it and stays consistent.
             debug!(peer = %id, error = %e, "datagram rejected");
@@ -1145,7 +1183,17 @@ impl Sfu {
                 };
                 peer.state = PeerState::Connected;
                 let room = self.rooms[&peer.room].id.clone();
-                info!(peer = %id, %room, "peer connected");
+                let transport = match peer.last_proto {
+                    Protocol::Tcp => {
+                        self.stats.connected_tcp += 1;
+                        "tcp"
+                    }
+                    _ => {
+                        self.stats.connected_udp += 1;
+                        "udp"
+                    }
+                };
+                info!(peer = %id, %room, transport, "peer connected");
                 self.events.push_back(SfuEvent::PeerConnected {
                     peer: id,
                     room,

@@ -135,6 +135,8 @@ pub struct Peer {
     pub etag: String,
     /// The node's answer, kept for ICE restarts (which send only new credentials).
     pub answer: String,
+    /// An ICE-TCP connection to the node, when this client has no UDP.
+    pub tcp: Option<TcpLink>,
     audio_time: u64,
     video_time: u64,
 }
@@ -232,6 +234,7 @@ impl Peer {
             token: String::new(),
             etag: String::new(),
             answer: String::new(),
+            tcp: None,
             audio_time: 0,
             video_time: 0,
         }
@@ -268,6 +271,27 @@ impl Peer {
             );
             let _ = self.rtc.handle_input(input);
         }
+        let frames = self
+            .tcp
+            .as_mut()
+            .map(TcpLink::read_frames)
+            .unwrap_or_default();
+        for frame in frames {
+            let link = self.tcp.as_ref().expect("frames came from it");
+            let Ok(contents) = frame.as_slice().try_into() else {
+                continue;
+            };
+            let input = Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Tcp,
+                    source: link.remote,
+                    destination: link.local,
+                    contents,
+                },
+            );
+            let _ = self.rtc.handle_input(input);
+        }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
         self.drain();
     }
@@ -276,9 +300,12 @@ impl Peer {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(_)) | Err(_) => break,
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.sock.send_to(&t.contents, t.destination);
-                }
+                Ok(Output::Transmit(t)) => match (&mut self.tcp, t.proto) {
+                    (Some(link), Protocol::Tcp) => link.write_frame(&t.contents),
+                    _ => {
+                        let _ = self.sock.send_to(&t.contents, t.destination);
+                    }
+                },
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => self.connected = true,
                     Event::MediaData(d) => self.frames.push((d.mid, d.data.to_vec())),
@@ -344,6 +371,118 @@ impl Peer {
             .pt();
         w.write(pt, Instant::now(), time, data.to_vec()).unwrap();
         self.drain();
+    }
+}
+
+/// A client's ICE-TCP connection (RFC 6544 active side, RFC 4571 framing).
+pub struct TcpLink {
+    stream: std::net::TcpStream,
+    inbuf: Vec<u8>,
+    /// The client's candidate (`tcptype active`, port 9, as browsers offer it).
+    pub local: SocketAddr,
+    /// The node's passive candidate this connection goes to.
+    pub remote: SocketAddr,
+}
+
+impl TcpLink {
+    /// Every whole frame that has arrived; waits at most a millisecond.
+    fn read_frames(&mut self) -> Vec<Vec<u8>> {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.inbuf.extend_from_slice(&buf[..n]);
+        }
+        let mut frames = Vec::new();
+        while self.inbuf.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([self.inbuf[0], self.inbuf[1]]));
+            if self.inbuf.len() < 2 + len {
+                break;
+            }
+            frames.push(self.inbuf[2..2 + len].to_vec());
+            self.inbuf.drain(..2 + len);
+        }
+        frames
+    }
+
+    fn write_frame(&mut self, packet: &[u8]) {
+        use std::io::Write;
+        let mut frame = (packet.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(packet);
+        let _ = self.stream.write_all(&frame);
+    }
+}
+
+/// Joins like [`join`], but with no UDP at all: the offer's only candidate is an
+/// active ICE-TCP one, and the client connects to the node's passive candidate from
+/// the answer.
+pub async fn join_over_tcp(srv: &TestServer, path: &str, token: &str, kinds: &[MediaKind]) -> Peer {
+    let dir = if path.starts_with("/whip") {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
+    let local: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(
+        Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(media_core::str0m::net::TcpType::Active)
+            .build()
+            .unwrap(),
+    );
+    let mut api = rtc.sdp_api();
+    let mids = kinds
+        .iter()
+        .map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k))
+        .collect();
+    let (offer, pending) = api.apply().unwrap();
+    let resp = srv
+        .http
+        .post(format!("{}{}", srv.base, path))
+        .header("Content-Type", "application/sdp")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(offer.to_sdp_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let answer = resp.text().await.unwrap();
+    // `a=candidate:<f> 1 tcp <prio> <ip> <port> typ host tcptype passive`
+    let passive = answer
+        .lines()
+        .find(|l| {
+            l.starts_with("a=candidate:") && l.contains(" tcp ") && l.contains("tcptype passive")
+        })
+        .unwrap_or_else(|| panic!("no passive ICE-TCP candidate in the answer:\n{answer}"));
+    let f: Vec<&str> = passive.split_whitespace().collect();
+    let remote: SocketAddr = format!("{}:{}", f[4], f[5]).parse().unwrap();
+    let stream = std::net::TcpStream::connect(remote).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    // A UDP socket nobody sends to: this client's media goes over TCP only.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    Peer {
+        location,
+        token: token.to_owned(),
+        answer,
+        tcp: Some(TcpLink {
+            stream,
+            inbuf: Vec::new(),
+            local,
+            remote,
+        }),
+        ..Peer::from_parts(rtc, sock, mids)
     }
 }
 
