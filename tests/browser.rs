@@ -55,9 +55,22 @@ async fn scenario(name: &str, srv: &TestServer, extra: &[&str]) -> Value {
 
 /// Runs a scenario against `srv` reached at `base`.
 async fn scenario_at(name: &str, base: &str, srv: &TestServer, extra: &[&str]) -> Value {
+    scenario_with(name, base, srv, extra, None).await
+}
+
+/// Runs a scenario with Chromium started by `launcher` (a wrapper around Debian's
+/// Chromium, which it is given) instead of Chromium itself.
+async fn scenario_with(
+    name: &str,
+    base: &str,
+    srv: &TestServer,
+    extra: &[&str],
+    launcher: Option<&(dyn Fn(&str) -> String + Sync)>,
+) -> Value {
     let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
         .await
         .expect("the setup helpers ran");
+    let chromium = launcher.map_or(chromium.clone(), |l| l(&chromium));
     let child = Command::new(py)
         .arg(repo().join(format!("scripts/browser/{name}.py")))
         .args(["--base", base, "--shots"])
@@ -170,6 +183,60 @@ async fn relay_only_clients_connect_through_an_external_turn_server() {
     assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
     assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
     assert!(number(&r, "video_frames") > 10.0, "{r}");
+    srv.stop().await;
+}
+
+/// A network that drops UDP and a client that changes address, for real: Chromium in
+/// a network namespace of its own (UDP dropped by nftables there) publishes a 440 Hz
+/// tone and plays it back over ICE-TCP; then its address moves, and both WHIP/WHEP
+/// sessions restart ICE by themselves and keep going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_firewall_without_udp_over_ice_tcp_and_moving_address() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let ns = tokio::task::spawn_blocking(|| {
+        let ns = common::netns::NetNs::create();
+        ns.block_udp();
+        ns
+    })
+    .await
+    .unwrap();
+    let host = ns.host_ip;
+    let srv = TestServer::start_with(move |s| {
+        s.http = std::net::SocketAddr::new(host.into(), 0);
+    })
+    .await;
+    let new_ip = {
+        let o = ns.client_ip.octets();
+        std::net::Ipv4Addr::new(o[0], o[1], o[2], 3)
+    };
+    let launcher = |chromium: &str| ns.chromium(chromium);
+    let r = scenario_with(
+        "ice_tcp",
+        &srv.base.clone(),
+        &srv,
+        &[
+            "--netns",
+            &ns.name,
+            "--client-if",
+            &ns.client_if,
+            "--old-ip",
+            &ns.client_ip.to_string(),
+            "--new-ip",
+            &new_ip.to_string(),
+        ],
+        Some(&launcher),
+    )
+    .await;
+    assert!((number(&r, "hz") - 440.0).abs() <= 5.0, "{r}");
+    assert!((number(&r, "hz_after") - 440.0).abs() <= 5.0, "{r}");
+    assert_eq!(r["paths"]["player"]["protocol"], "tcp", "{r}");
+    assert!(number(&r, "media_back_after_restart_ms") <= 2000.0, "{r}");
+    assert!(
+        srv.metric("streamcore_connections_total{transport=\"tcp\"}")
+            .await
+            >= 2,
+        "{r}"
+    );
     srv.stop().await;
 }
 

@@ -2,7 +2,6 @@
 //! the node's REST-style credentials with a shared secret.
 
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,23 +13,10 @@ pub struct Coturn {
 }
 
 impl Coturn {
-    /// Starts `turnserver` (installed by `scripts/ensure-coturn.sh`) and waits until it
+    /// Starts `turnserver` (Debian's coturn, installed when missing) and waits until it
     /// listens.
     pub fn start() -> Coturn {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new("bash")
-            .arg(repo.join("scripts/ensure-coturn.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running scripts/ensure-coturn.sh");
-        assert!(out.status.success(), "scripts/ensure-coturn.sh failed");
-        let bin = String::from_utf8(out.stdout).unwrap();
-        let bin = bin
-            .lines()
-            .last()
-            .expect("turnserver's path")
-            .trim()
-            .to_owned();
+        let bin = crate::common::ensure_debian_command("turnserver", "coturn");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -19,11 +19,32 @@ use streamcore::server::RunningServer;
 
 pub mod coturn;
 pub mod kafka;
+pub mod netns;
 /// Fresh PostgreSQL databases, shared with control-api's tests.
 #[path = "../../control-api/tests/common/mod.rs"]
 pub mod pg;
 pub mod remote;
 pub mod room;
+
+/// The path of `command`, installing Debian's `package` first when it is missing
+/// (`scripts/ensure-debian-command.sh`).
+pub fn ensure_debian_command(command: &str, package: &str) -> String {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(repo.join("scripts/ensure-debian-command.sh"))
+        .args([command, package])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running scripts/ensure-debian-command.sh");
+    assert!(out.status.success(), "{package} could not be installed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("a path")
+        .trim()
+        .to_owned()
+}
 
 pub struct TestServer {
     pub server: Option<RunningServer>,
