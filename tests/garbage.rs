@@ -1,4 +1,6 @@
-//! Hundreds of garbled SDP bodies and UDP datagrams: no crash, no 5xx, no leaked peer.
+//! Hundreds of garbled SDP bodies and UDP datagrams: no crash, no 5xx, no leaked peer;
+//! and 100 000 random and mutated STUN messages over UDP and ICE-TCP, addressed to a
+//! live session: the node and the session survive.
 mod common;
 
 use std::time::Duration;
@@ -71,9 +73,15 @@ async fn garbled_sdp_and_datagrams() {
             sock.send_to(&d, port).unwrap();
         }
     }
-    // Accepted offers never connect; they are reaped.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(srv.server().workers.session_count(), 0);
+    // Accepted offers never connect; they are reaped (connect timeout 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while srv.server().workers.session_count() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unconnected sessions were not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(srv.metric("streamcore_udp_datagrams_dropped_total").await >= 300);
 
     // The node still works.
@@ -88,5 +96,135 @@ async fn garbled_sdp_and_datagrams() {
     }
     pump(&mut [&mut s], Duration::from_millis(100)).await;
     assert_eq!(s.frames_of(Audio).len(), 5);
+    srv.stop().await;
+}
+
+/// A STUN binding request a real client sent to the node: the seed of the mutations.
+fn captured_stun(peer: &mut common::Peer) -> Vec<u8> {
+    use media_core::str0m::{Input, Output};
+    for _ in 0..200 {
+        let _ = peer
+            .rtc
+            .handle_input(Input::Timeout(std::time::Instant::now()));
+        while let Ok(out) = peer.rtc.poll_output() {
+            match out {
+                Output::Transmit(t) if t.contents.len() >= 20 && t.contents[0] < 2 => {
+                    return t.contents.to_vec();
+                }
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the client sent no STUN request");
+}
+
+/// One fuzzed message: random bytes under a STUN header, or the seed mutated
+/// (bytes flipped, the length field or an attribute changed, cut, or extended).
+fn fuzzed(rng: &mut Rng, seed: &[u8], i: usize) -> Vec<u8> {
+    let mut m = seed.to_vec();
+    match i % 6 {
+        0 => {
+            let n = (rng.next() % 600) as usize + 20;
+            m = (0..n).map(|_| rng.next() as u8).collect();
+            m[0] = (rng.next() % 2) as u8;
+            m[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        }
+        1 => {
+            for _ in 0..(rng.next() % 4 + 1) {
+                let k = rng.next() as usize % m.len();
+                m[k] = rng.next() as u8;
+            }
+        }
+        2 => {
+            let len = rng.next() as u16;
+            m[2..4].copy_from_slice(&len.to_be_bytes());
+        }
+        3 => {
+            // An attribute's length, somewhere after the header.
+            let k = 20 + (rng.next() as usize % (m.len() - 20)) & !3;
+            if k + 4 <= m.len() {
+                m[k + 2..k + 4].copy_from_slice(&(rng.next() as u16).to_be_bytes());
+            }
+        }
+        4 => m.truncate(20 + rng.next() as usize % (m.len() - 19)),
+        _ => m.extend((0..(rng.next() % 64)).map(|_| rng.next() as u8)),
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_malformed_stun_messages_over_udp_and_tcp() {
+    use std::io::Write;
+    let srv = TestServer::start().await;
+    let mut p = join(
+        &srv,
+        "/whip/stun",
+        &srv.publish_token("stun", "phone"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    let seed = captured_stun(&mut p);
+    let mut s = join(
+        &srv,
+        "/whep/stun",
+        &srv.subscribe_token("stun", "ear"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    // The seed names the publisher's session: mutations reach its ICE agent.
+    let udp_node = srv.server().workers.local_addrs();
+    let tcp_node = srv.server().workers.tcp_addrs();
+    assert!(!tcp_node.is_empty(), "ICE-TCP is on by default");
+    let mut rng = Rng(0x57_u64 << 32 | 0x4e);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut tcp: Vec<std::net::TcpStream> = tcp_node
+        .iter()
+        .map(|a| std::net::TcpStream::connect(a).unwrap())
+        .collect();
+    for i in 0..100_000 {
+        let m = fuzzed(&mut rng, &seed, i);
+        if i % 2 == 0 {
+            let _ = sock.send_to(&m, udp_node[i / 2 % udp_node.len()]);
+        } else {
+            let k = i / 2 % tcp.len();
+            let mut frame = (m.len() as u16).to_be_bytes().to_vec();
+            frame.extend_from_slice(&m);
+            if tcp[k].write_all(&frame).is_err() {
+                // The node closed it (a frame it would not take): a new connection.
+                tcp[k] = std::net::TcpStream::connect(tcp_node[k]).unwrap();
+            }
+        }
+        if i % 5_000 == 0 {
+            // Let the workers keep up; the session's own traffic goes on meanwhile.
+            pump(&mut [&mut p, &mut s], Duration::from_millis(5)).await;
+        }
+    }
+    // Bad framing closes an ICE-TCP connection and nothing else.
+    let mut bad = std::net::TcpStream::connect(tcp_node[0]).unwrap();
+    let _ = bad.write_all(&[0xff, 0xff, 1, 2, 3]);
+    drop(tcp);
+
+    // The node and the session still work.
+    connect(&mut [&mut p, &mut s]).await;
+    for n in 0..5 {
+        p.send_audio(&payload(n, 30));
+        pump(&mut [&mut p, &mut s], Duration::from_millis(20)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.frames_of(Audio).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audio after the fuzzing"
+        );
+        pump(&mut [&mut p, &mut s], Duration::from_millis(20)).await;
+    }
+    assert_eq!(srv.server().workers.session_count(), 2);
+    // They were read, not lost on the way (the kernel may drop a few datagrams).
+    let read = srv.metric("streamcore_udp_datagrams_in_total").await;
+    assert!(read >= 90_000, "only {read} packets reached the workers");
     srv.stop().await;
 }
