@@ -189,7 +189,8 @@ async fn relay_only_clients_connect_through_an_external_turn_server() {
 /// A network that drops UDP and a client that changes address, for real: Chromium in
 /// a network namespace of its own (UDP dropped by nftables there) publishes a 440 Hz
 /// tone and plays it back over ICE-TCP; then its address moves, and both WHIP/WHEP
-/// sessions restart ICE by themselves and keep going.
+/// sessions restart ICE by themselves and keep going; then two room participants there
+/// move again and resume with an ICE restart, nobody seeing anyone leave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_firewall_without_udp_over_ice_tcp_and_moving_address() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -231,6 +232,12 @@ async fn behind_a_firewall_without_udp_over_ice_tcp_and_moving_address() {
     assert!((number(&r, "hz_after") - 440.0).abs() <= 5.0, "{r}");
     assert_eq!(r["paths"]["player"]["protocol"], "tcp", "{r}");
     assert!(number(&r, "media_back_after_restart_ms") <= 2000.0, "{r}");
+    // The room protocol: both participants resumed with an ICE restart.
+    assert!((number(&r["room"], "hz_after") - 440.0).abs() <= 5.0, "{r}");
+    assert!(
+        number(&r["room"], "media_back_after_resume_ms") <= 2000.0,
+        "{r}"
+    );
     assert!(
         srv.metric("streamcore_connections_total{transport=\"tcp\"}")
             .await

@@ -4,7 +4,9 @@ dropping every UDP packet the namespace sends). A publisher of a 440 Hz tone and
 player in that namespace connect to the node over ICE-TCP, and the player's page
 hears 440 Hz. Then the namespace's address changes (10.x.y.2 → 10.x.y.3, the old one
 removed): both sessions restart ICE over WHIP/WHEP PATCH by themselves, keep their
-resources (no new session), and the tone comes back."""
+resources (no new session), and the tone comes back. Then two room participants
+(`/rtc`) in that namespace, one hearing the other's tone, move again: both resume with
+an ICE restart, nobody sees anyone leave, and the tone comes back."""
 
 import subprocess
 import sys
@@ -78,6 +80,93 @@ async () => {
 """
 
 
+ROOM_JS = """
+async ([tokA, tokB]) => {
+  const sc = window.sc;
+  const mic = (await navigator.mediaDevices.getUserMedia({audio: true})).getAudioTracks()[0];
+  const alice = new sc.Room({tokenProvider: async () => tokA});
+  const bob = new sc.Room({tokenProvider: async () => tokB});
+  window.revents = [];
+  for (const [n, r] of [['alice', alice], ['bob', bob]]) {
+    for (const what of ['reconnecting', 'reconnected', 'disconnected', 'participantLeft']) {
+      r.on(what, () => window.revents.push({n, what, at: performance.now()}));
+    }
+  }
+  bob.on('trackSubscribed', (t) => {
+    const a = document.createElement('audio');
+    a.id = 'roomheard'; a.autoplay = true; a.srcObject = new MediaStream([t.mediaStreamTrack]);
+    document.body.append(a);
+  });
+  await alice.connect();
+  await bob.connect();
+  await alice.publish(mic, {source: 'microphone'});
+  window.alice = alice; window.bob = bob;
+  return {alice: alice.local.sid, bob: bob.local.sid};
+}
+"""
+
+ROOM_PACKETS_JS = """
+async () => {
+  let n = 0;
+  (await window.bob.pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n += s.packetsReceived; });
+  return n;
+}
+"""
+
+
+def move(a, node: str, old: str, new: str) -> None:
+    """The namespace's address changes: the new one added, the old one removed."""
+    ns = ["ip", "netns", "exec", a.netns]
+    subprocess.run([*ns, "ip", "addr", "add", f"{new}/24", "dev", a.client_if], check=True)
+    subprocess.run([*ns, "ip", "addr", "del", f"{old}/24", "dev", a.client_if], check=True)
+    # The default route goes with the old address when it was the only one using it.
+    subprocess.run([*ns, "ip", "route", "replace", "default", "via", node.split("//")[1].split(":")[0]], check=True)
+
+
+def room_moves(a, s, page, node: str, access: str) -> dict:
+    room = f"tcp-room-{uuid.uuid4().hex[:6]}"
+    api(node, "POST", "/rooms", {"name": room}, access)
+    grant = {"publish": True, "subscribe": True, "publish_data": True}
+    tok_a = api(node, "POST", f"/rooms/{room}/token", {**grant, "identity": "alice"}, access)["token"]
+    tok_b = api(node, "POST", f"/rooms/{room}/token", {**grant, "identity": "bob"}, access)["token"]
+    sids = page.evaluate(ROOM_JS, [tok_a, tok_b])
+    wait_for("bob hears alice in the room", lambda: page.evaluate(ROOM_PACKETS_JS) > 50, 20)
+    heard = analyse(page, "#roomheard")
+    if abs(heard["hz"] - 440.0) > 5.0:
+        raise Failure(f"in the room bob heard {heard['hz']:.1f} Hz, not 440 Hz")
+    moved = page.evaluate("() => performance.now()")
+    old = a.new_ip
+    new = old.rsplit(".", 1)[0] + ".4"
+    move(a, node, old, new)
+    back = wait_for(
+        "both participants to resume",
+        lambda: (lambda ev: ev if {e["n"] for e in ev if e["what"] == "reconnected"} == {"alice", "bob"} else None)(
+            page.evaluate("() => window.revents")
+        ),
+        40,
+    )
+    resumed_at = max(e["at"] for e in back if e["what"] == "reconnected")
+    before = page.evaluate(ROOM_PACKETS_JS)
+    wait_for("room audio after the move", lambda: page.evaluate(ROOM_PACKETS_JS) > before + 25, 10)
+    media_at = page.evaluate("() => performance.now()")
+    events = page.evaluate("() => window.revents")
+    if any(e["what"] in ("participantLeft", "disconnected") for e in events):
+        raise Failure(f"someone saw a participant leave: {events}")
+    if page.evaluate("() => ({alice: window.alice.local.sid, bob: window.bob.local.sid})") != sids:
+        raise Failure("a participant re-joined instead of resuming")
+    after = analyse(page, "#roomheard")
+    if abs(after["hz"] - 440.0) > 5.0:
+        raise Failure(f"after the move bob heard {after['hz']:.1f} Hz")
+    page.evaluate("() => Promise.all([window.alice.leave(), window.bob.leave()])")
+    return {
+        "hz": round(heard["hz"], 1),
+        "hz_after": round(after["hz"], 1),
+        "resumed_after_move_ms": round(resumed_at - moved),
+        "media_back_after_resume_ms": round(media_at - resumed_at),
+        "events": [f"{e['n']} {e['what']} +{round(e['at'] - moved)}ms" for e in events],
+    }
+
+
 def extra(p):
     p.add_argument("--netns", required=True, help="the client's network namespace")
     p.add_argument("--client-if", required=True, help="its end of the veth pair")
@@ -108,13 +197,9 @@ def main(a, s):
     if abs(heard["hz"] - 440.0) > 5.0:
         raise Failure(f"the player heard {heard['hz']:.1f} Hz, not 440 Hz")
 
-    # The client's address changes: the new one added, the old one removed.
-    ns = ["ip", "netns", "exec", a.netns]
-    subprocess.run([*ns, "ip", "addr", "add", f"{a.new_ip}/24", "dev", a.client_if], check=True)
+    # The client's address changes.
     moved = page.evaluate("() => performance.now()")
-    subprocess.run([*ns, "ip", "addr", "del", f"{a.old_ip}/24", "dev", a.client_if], check=True)
-    # The default route goes with the old address when it was the only one using it.
-    subprocess.run([*ns, "ip", "route", "replace", "default", "via", node.split("//")[1].split(":")[0]], check=True)
+    move(a, node, a.old_ip, a.new_ip)
     restarted = wait_for(
         "both sessions to restart ICE",
         lambda: (lambda ev: ev if {e["name"] for e in ev if e["what"] == "restarted"} == {"publisher", "player"} else None)(
@@ -136,7 +221,9 @@ def main(a, s):
     if abs(heard_after["hz"] - 440.0) > 5.0:
         raise Failure(f"after the move the player heard {heard_after['hz']:.1f} Hz")
     page.evaluate("() => Promise.all([window.player.stop(), window.pub.stop()])")
+    room = room_moves(a, s, page, node, access)
     return {
+        "room": room,
         "paths": paths,
         "paths_after": after,
         "hz": round(heard["hz"], 1),
