@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every StreamCore benchmark; results go to target/bench-results/.
-#   benches/run-all.sh            # B0 + B1/B2 + B9, full (about 20 minutes on 2 cores)
+#   benches/run-all.sh            # B0 + B1/B2 + transports + B9, full (about 22 minutes on 2 cores)
 #   benches/run-all.sh --quick    # a smoke run (about 2 minutes)
 # See docs/benchmarks.md for what is measured and how to read it.
 set -euo pipefail
@@ -30,6 +30,13 @@ cargo bench --locked -p streamcore-benches --bench b0_inproc -- "${quick[@]}" "$
 # B1/B2: loopback end to end (server on CPU 0, load generator on CPU 1).
 target/release/sc-loadgen "${quick[@]}" "${rt[@]}" --json "$out/loadgen-$stamp.json" \
     | tee "$out/loadgen-$stamp.md"
+
+# Transports: subscribers over UDP and over ICE-TCP, alternating (server on CPU 0).
+transport_args=()
+if [[ ${#quick[@]} -gt 0 ]]; then
+    transport_args=(--rounds 1 --seconds 3)
+fi
+taskset -c 1 target/release/sc-transportbench "${transport_args[@]}" | tee "$out/transport-$stamp.md"
 
 # B9: Chromium to Chromium through the node, beside two directly connected Chromiums
 # (Debian's Chromium and Playwright, as the browser tests use them).

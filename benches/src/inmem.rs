@@ -471,6 +471,8 @@ fn stats_since(a: &SfuStats, b: &SfuStats) -> SfuStats {
         dropped_waiting_keyframe: a.dropped_waiting_keyframe - b.dropped_waiting_keyframe,
         keyframe_requests: a.keyframe_requests - b.keyframe_requests,
         tap_refused: a.tap_refused - b.tap_refused,
+        connected_udp: a.connected_udp - b.connected_udp,
+        connected_tcp: a.connected_tcp - b.connected_tcp,
     }
 }
 

@@ -15,6 +15,8 @@
 //!   the control API (each with its baseline in the same run).
 //! - `src/bin/sc-recbench.rs`: what a recording adds to forwarding, and recorded
 //!   tracks per core against a raw append of the same bytes.
+//! - `src/bin/sc-transportbench.rs`: server CPU per forwarded packet and added latency
+//!   for subscribers over ICE-TCP, against the same over UDP in the same run.
 //!
 //! This library holds what they share.
 
