@@ -143,7 +143,7 @@ fn fuzzed(rng: &mut Rng, seed: &[u8], i: usize) -> Vec<u8> {
         }
         3 => {
             // An attribute's length, somewhere after the header.
-            let k = 20 + (rng.next() as usize % (m.len() - 20)) & !3;
+            let k = (20 + (rng.next() as usize % (m.len() - 20))) & !3;
             if k + 4 <= m.len() {
                 m[k + 2..k + 4].copy_from_slice(&(rng.next() as u16).to_be_bytes());
             }

@@ -125,7 +125,7 @@ impl Client {
         let mut buf = [0u8; 2048];
         let now = Instant::now();
         while let Ok((n, src)) = self.udp.recv_from(&mut buf) {
-            self.input(now, Protocol::Udp, src, &buf[..n].to_vec());
+            self.input(now, Protocol::Udp, src, &buf[..n]);
         }
         if let Some((s, inbuf, remote)) = &mut self.tcp {
             let remote = *remote;
