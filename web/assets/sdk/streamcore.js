@@ -700,6 +700,23 @@ export class QualityMonitor extends Emitter {
  */
 
 /**
+ * Calls `handler` when the browser says the network changed (`online`, or
+ * `navigator.connection`'s `change` where there is one).
+ * @param {() => void} handler
+ * @returns {() => void} stops listening
+ */
+function onNetworkChange(handler) {
+  globalThis.addEventListener?.('online', handler);
+  /** @type {any} */
+  const conn = /** @type {any} */ (globalThis.navigator)?.connection;
+  conn?.addEventListener?.('change', handler);
+  return () => {
+    globalThis.removeEventListener?.('online', handler);
+    conn?.removeEventListener?.('change', handler);
+  };
+}
+
+/**
  * An `application/trickle-ice-sdpfrag` body (RFC 8840): this side's credentials from
  * `sdp`, the bundle's first m-line, and `candidates`.
  * @param {string} sdp
@@ -863,17 +880,11 @@ class HttpMediaSession extends Emitter {
   #watchNetwork() {
     // The address may have changed: a new ICE session finds the new path at once
     // instead of waiting for consent to fail.
-    const onChange = () => {
-      if (this.pc?.connectionState !== 'new') this.#restartQuietly();
-    };
-    globalThis.addEventListener?.('online', onChange);
-    /** @type {any} */
-    const conn = /** @type {any} */ (globalThis.navigator)?.connection;
-    conn?.addEventListener?.('change', onChange);
-    this.#unlisten.push(() => {
-      globalThis.removeEventListener?.('online', onChange);
-      conn?.removeEventListener?.('change', onChange);
-    });
+    this.#unlisten.push(
+      onNetworkChange(() => {
+        if (this.pc?.connectionState !== 'new') this.#restartQuietly();
+      }),
+    );
   }
 
   #restartQuietly() {
@@ -1689,18 +1700,12 @@ export class Room extends Emitter {
   }
 
   #watchNetwork() {
-    const onChange = () => {
-      // The address may have changed: check the socket now; ICE restarts on resume.
-      if (this.state === 'connected' && this.#ws) this.#ping(this.#ws);
-    };
-    globalThis.addEventListener?.('online', onChange);
-    /** @type {any} */
-    const conn = /** @type {any} */ (globalThis.navigator)?.connection;
-    conn?.addEventListener?.('change', onChange);
-    this.#unlisten.push(() => {
-      globalThis.removeEventListener?.('online', onChange);
-      conn?.removeEventListener?.('change', onChange);
-    });
+    this.#unlisten.push(
+      onNetworkChange(() => {
+        // The address may have changed: check the socket now; ICE restarts on resume.
+        if (this.state === 'connected' && this.#ws) this.#ping(this.#ws);
+      }),
+    );
   }
 
   /**
