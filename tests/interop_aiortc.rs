@@ -159,3 +159,128 @@ async fn aiortc_vp8_and_opus() {
 async fn aiortc_h264_and_opus() {
     interop("H264").await;
 }
+
+/// A network that drops UDP, with aiortc: its ICE (aioice) has no ICE-TCP, so it goes
+/// the other way a browser would, through TURN over TCP (Debian's coturn, with the
+/// REST credentials the node hands out). Publisher and player run in a network
+/// namespace whose UDP nftables drops; the player hears the publisher's 440 Hz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_without_udp_goes_through_turn_over_tcp() {
+    let py = venv_python().await;
+    let ns = tokio::task::spawn_blocking(|| {
+        let ns = common::netns::NetNs::create();
+        ns.block_udp();
+        ns
+    })
+    .await
+    .unwrap();
+    let host = ns.host_ip;
+    let coturn = tokio::task::spawn_blocking(move || common::coturn::Coturn::start_on(host.into()))
+        .await
+        .unwrap();
+    let turn_tcp = format!("turn:{host}:{}?transport=tcp", coturn.port);
+    let secret = coturn.secret.clone();
+    let (url, key) = (turn_tcp.clone(), secret.clone());
+    let srv = TestServer::start_with(move |s| {
+        s.http = std::net::SocketAddr::new(host.into(), 0);
+        s.turn.external_urls = vec![url];
+        s.turn.shared_secret = Some(key);
+    })
+    .await;
+    // The servers the node hands a client of this identity (join-token response,
+    // `joined`, WHIP/WHEP `Link`).
+    let ice = |identity: &str| {
+        let config = signaling::IceServerConfig {
+            turn_urls: vec![turn_tcp.clone()],
+            shared_secret: Some(secret.clone()),
+            credential_ttl: Duration::from_secs(600),
+            ..Default::default()
+        };
+        serde_json::to_string(&config.servers_for(identity, std::time::SystemTime::now())).unwrap()
+    };
+    let o = ns.client_ip.octets();
+    let lab = [
+        "--lab-net".to_owned(),
+        format!("{}.{}.{}.0/24", o[0], o[1], o[2]),
+        "--host-ip".to_owned(),
+        ns.client_ip.to_string(),
+    ];
+    let in_ns = |args: Vec<String>| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns.name, &py])
+            .arg(repo().join("scripts/interop/whip_whep.py"))
+            .args(args)
+            .args(&lab)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    };
+    let publisher = in_ns(vec![
+        "publish".into(),
+        "--url".into(),
+        format!("{}/whip/firewalled", srv.base),
+        "--token".into(),
+        srv.publish_token("firewalled", "phone"),
+        "--seconds".into(),
+        "8".into(),
+        "--freq".into(),
+        "440".into(),
+        "--ice-servers".into(),
+        ice("phone"),
+        "--timeout".into(),
+        "25".into(),
+    ])
+    .spawn()
+    .unwrap();
+    let player = in_ns(vec![
+        "play".into(),
+        "--url".into(),
+        format!("{}/whep/firewalled", srv.base),
+        "--token".into(),
+        srv.subscribe_token("firewalled", "office"),
+        "--seconds".into(),
+        "3".into(),
+        "--expect-freq".into(),
+        "440".into(),
+        "--ice-servers".into(),
+        ice("office"),
+        "--timeout".into(),
+        "25".into(),
+    ])
+    .spawn()
+    .unwrap();
+    let limit = Duration::from_secs(50);
+    let player = finish(player, "player behind the firewall", limit).await;
+    let publisher = finish(publisher, "publisher behind the firewall", limit).await;
+    assert_eq!(player["ok"], true, "{player}");
+    assert!(
+        (player["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 15.0,
+        "{player}"
+    );
+    assert!(player["audio_frames"].as_u64().unwrap() > 50, "{player}");
+    assert_eq!(publisher["delete_status"], 200, "{publisher}");
+    // Without the TURN server the same client gets nowhere: UDP really is blocked.
+    let direct = in_ns(vec![
+        "play".into(),
+        "--url".into(),
+        format!("{}/whep/firewalled", srv.base),
+        "--token".into(),
+        srv.subscribe_token("firewalled", "direct"),
+        "--seconds".into(),
+        "1".into(),
+        "--timeout".into(),
+        "6".into(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(
+        direct.status.code(),
+        Some(1),
+        "a direct UDP client connected: {}",
+        String::from_utf8_lossy(&direct.stdout)
+    );
+    srv.stop().await;
+    drop(coturn);
+}

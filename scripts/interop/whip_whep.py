@@ -23,7 +23,10 @@ Diagnostics go to stderr. Exit codes:
 All traffic stays on loopback: ICE host candidates are restricted to 127.0.0.1,
 no STUN/TURN servers are configured, the signalling URL must be a loopback
 address, and remote candidates that are not loopback addresses are dropped
-from the answer before it is applied.
+from the answer before it is applied. A test that runs this client in a network
+namespace of its own passes `--lab-net 10.x.y.0/24 --host-ip 10.x.y.2`: that
+private test link is then allowed too, and the only host address. `--ice-servers`
+takes RTCConfiguration.iceServers as JSON (a TURN server on that link).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import numpy as np  # noqa: E402
 from aiortc import (  # noqa: E402
     MediaStreamTrack,
     RTCConfiguration,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -89,15 +93,20 @@ def err(msg: str) -> None:
 # --------------------------------------------------------------------------
 
 
+# Besides loopback, the private link of a test's network namespace (--lab-net).
+LAB_NETS: list[Any] = []
+
+
 def is_loopback_host(host: Optional[str]) -> bool:
     if not host:
         return False
     if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    return ip.is_loopback or any(ip in net for net in LAB_NETS)
 
 
 def require_loopback_url(url: str) -> None:
@@ -225,8 +234,12 @@ class PatternVideoTrack(MediaStreamTrack):
 # --------------------------------------------------------------------------
 
 
+# RTCConfiguration.iceServers (--ice-servers), as RTCIceServer objects.
+ICE_SERVERS: list[Any] = []
+
+
 def new_peer_connection() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    return RTCPeerConnection(RTCConfiguration(iceServers=ICE_SERVERS))
 
 
 def prefer_codec(transceiver: Any, kind: str, codec_name: str) -> None:
@@ -585,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=20.0, help="bound for each server-dependent wait (s)"
         )
         sp.add_argument("-v", "--verbose", action="count", default=0)
+        sp.add_argument("--lab-net", default=None, help="a private test link also allowed (CIDR)")
+        sp.add_argument("--host-ip", default=None, help="the only host address to gather (on --lab-net)")
+        sp.add_argument("--ice-servers", default=None, help="RTCConfiguration.iceServers as JSON")
 
     pub = sub.add_parser("publish", help="WHIP publish a sine tone (and optional video)")
     common(pub, "whip")
@@ -614,6 +630,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.seconds < 0 or args.timeout <= 0:
         err("--seconds must be >= 0 and --timeout > 0")
         return EXIT_SIGNALLING
+    if args.lab_net:
+        net = ipaddress.ip_network(args.lab_net)
+        if not net.is_private:
+            err("--lab-net must be a private network")
+            return EXIT_SIGNALLING
+        LAB_NETS.append(net)
+    if args.host_ip:
+        if not is_loopback_host(args.host_ip):
+            err("--host-ip must be loopback or on --lab-net")
+            return EXIT_SIGNALLING
+        aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: [args.host_ip]
+    for s in json.loads(args.ice_servers or "[]"):
+        urls = s["urls"] if isinstance(s["urls"], list) else [s["urls"]]
+        for u in urls:
+            host = u.split(":", 1)[1].split("?")[0].rsplit(":", 1)[0]
+            if not is_loopback_host(host):
+                err(f"refusing ICE server {u!r} off the test network")
+                return EXIT_SIGNALLING
+        ICE_SERVERS.append(RTCIceServer(urls=urls, username=s.get("username"), credential=s.get("credential")))
     runner = run_publish if args.cmd == "publish" else run_play
     try:
         return asyncio.run(runner(args))

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 pub struct Coturn {
     child: Child,
+    pub ip: std::net::IpAddr,
     pub port: u16,
     pub secret: String,
     dir: std::path::PathBuf,
@@ -16,8 +17,13 @@ impl Coturn {
     /// Starts `turnserver` (Debian's coturn, installed when missing) and waits until it
     /// listens.
     pub fn start() -> Coturn {
+        Self::start_on([127, 0, 0, 1].into())
+    }
+
+    /// Listens and relays on `ip` (a test link's address, say).
+    pub fn start_on(ip: std::net::IpAddr) -> Coturn {
         let bin = crate::common::ensure_debian_command("turnserver", "coturn");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let port = std::net::TcpListener::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
@@ -28,7 +34,12 @@ impl Coturn {
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(bin)
             .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint"])
-            .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
+            .args([
+                "--listening-ip",
+                &ip.to_string(),
+                "--relay-ip",
+                &ip.to_string(),
+            ])
             .arg(format!("--listening-port={port}"))
             .arg(format!("--min-port={relay_min}"))
             .arg(format!("--max-port={}", relay_min + 99))
@@ -49,12 +60,13 @@ impl Coturn {
             .expect("starting turnserver");
         let c = Coturn {
             child,
+            ip,
             port,
             secret,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((ip, port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "turnserver did not listen on {port}"
@@ -67,8 +79,8 @@ impl Coturn {
     /// The URLs the node hands out for it.
     pub fn urls(&self) -> Vec<String> {
         vec![
-            format!("turn:127.0.0.1:{}?transport=udp", self.port),
-            format!("turn:127.0.0.1:{}?transport=tcp", self.port),
+            format!("turn:{}:{}?transport=udp", self.ip, self.port),
+            format!("turn:{}:{}?transport=tcp", self.ip, self.port),
         ]
     }
 }
