@@ -167,7 +167,8 @@ async fn another_origin_publishes_and_plays_and_late_players_get_keyframes() {
 
 /// Clients that can only go through TURN: the node hands out Debian's coturn with
 /// REST-style credentials, and a relay-only Chromium publisher and player connect
-/// through it; coturn refuses expired and forged credentials.
+/// through it; coturn refuses expired and forged credentials, and, configured as the
+/// README says, relays to the node only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_clients_connect_through_an_external_turn_server() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -183,6 +184,14 @@ async fn relay_only_clients_connect_through_an_external_turn_server() {
     assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
     assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
     assert!(number(&r, "video_frames") > 10.0, "{r}");
+    // No open relay: to the node, yes; anywhere else, 403.
+    assert_eq!(r["relay_refusals"]["node"][0], "bound", "{r}");
+    assert!(
+        r["relay_refusals"]["elsewhere"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{r}"
+    );
     srv.stop().await;
 }
 

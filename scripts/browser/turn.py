@@ -3,11 +3,16 @@
 publisher and player forced to relay (`iceTransportPolicy: 'relay'`) connect through it
 and decode audio and video. The credentials are checked by coturn itself: the ones the
 node handed out are accepted, expired ones and ones made with another secret are
-refused (no relay candidate, a 401 from the TURN server)."""
+refused (no relay candidate, a 401 from the TURN server). And it is no open relay: with
+the configuration the README gives (every peer address denied but the node's), a TURN
+client with valid credentials may relay to the node and is refused (403) anywhere
+else."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import threading
 import time
 import uuid
 
@@ -72,6 +77,47 @@ def credentials(secret: str, expiry: int, identity: str) -> tuple[str, str]:
     username = f"{expiry}:{identity}"
     mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(mac).decode()
+
+
+def relay_refusals(turn_url: str, username: str, password: str, node: tuple[str, int]) -> dict:
+    """Allocates on the TURN server (aioice's client, over UDP) and binds a channel to
+    the node and to an address that is not the node's: what each got."""
+    from aioice.turn import create_turn_endpoint
+
+    host, port = turn_url.split(":", 1)[1].split("?")[0].rsplit(":", 1)
+
+    class Recorder(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.errors = []
+
+        def error_received(self, exc):
+            self.errors.append(str(exc))
+
+    async def check():
+        transport, proto = await create_turn_endpoint(Recorder, (host, int(port)), username, password)
+        out = {}
+        try:
+            for label, peer in (("node", node), ("elsewhere", ("127.0.0.2", node[1]))):
+                before = len(proto.errors)
+                transport.sendto(b"hello", peer)
+                deadline = time.monotonic() + 5
+                # The channel binding's answer (or its failure) comes back within the deadline.
+                while time.monotonic() < deadline and len(proto.errors) == before:
+                    inner = transport._TurnTransport__inner_protocol  # noqa: SLF001 - the bound channels
+                    if peer in inner.peer_to_channel:
+                        break
+                    await asyncio.sleep(0.02)
+                out[label] = proto.errors[before:] or ["bound"]
+        finally:
+            transport.close()
+        return out
+
+    result = {}
+    # Playwright's sync API owns this thread's event loop; the check gets its own.
+    t = threading.Thread(target=lambda: result.update(asyncio.run(check())))
+    t.start()
+    t.join(30)
+    return result
 
 
 def extra(p):
@@ -141,6 +187,18 @@ def main(a, s):
             if not any(e["code"] == 401 for e in checks[label]["errors"]):
                 raise Failure(f"{label} credentials: no 401 from the TURN server: {checks}")
 
+        node_media = [
+            line.split()[4:6]
+            for line in player.evaluate("() => window.player.pc.remoteDescription.sdp").splitlines()
+            if line.startswith("a=candidate:") and " udp " in line
+        ][0]
+        udp_url = next(u for u in url if "transport=udp" in u)
+        refusals = relay_refusals(udp_url, fresh[0], fresh[1], (node_media[0], int(node_media[1])))
+        if refusals.get("node") != ["bound"]:
+            raise Failure(f"the TURN server would not relay to the node: {refusals}")
+        if not any("403" in e for e in refusals.get("elsewhere", [])):
+            raise Failure(f"the TURN server relays to an address that is not the node's: {refusals}")
+
         for page, name in ((player, "player"), (publisher, "pub")):
             page.evaluate(f"() => window.{name}.stop()")
         return {
@@ -148,6 +206,7 @@ def main(a, s):
             "audio_packets": st["audio"]["packets"],
             "video_frames": st["video"]["frames"],
             "credential_checks": {k: {"relay": v["relay"], "codes": sorted({e["code"] for e in v["errors"]})} for k, v in checks.items()},
+            "relay_refusals": refusals,
         }
     finally:
         srv.shutdown()

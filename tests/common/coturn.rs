@@ -48,6 +48,9 @@ impl Coturn {
             // The node is on loopback here; in production it is not, and coturn's
             // default (no loopback peers) stays.
             .arg("--allow-loopback-peers")
+            // Not an open relay: peers are the node's media address only (README).
+            .arg("--denied-peer-ip=0.0.0.0-255.255.255.255")
+            .arg(format!("--allowed-peer-ip={ip}"))
             .arg(format!("--userdb={}", dir.join("turndb").display()))
             .arg(format!(
                 "--pidfile={}",
