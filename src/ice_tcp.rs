@@ -87,12 +87,10 @@ impl IceTcp {
         let Some(conn) = self.conns.get(&to) else {
             return false;
         };
-        let Ok(len) = u16::try_from(packet.len()) else {
+        let mut frame = Vec::new();
+        if media_core::framing::frame(packet, &mut frame).is_none() {
             return false;
-        };
-        let mut frame = Vec::with_capacity(2 + packet.len());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(packet);
+        }
         match conn.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => false,

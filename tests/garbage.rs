@@ -191,8 +191,8 @@ async fn a_hundred_thousand_malformed_stun_messages_over_udp_and_tcp() {
             let _ = sock.send_to(&m, udp_node[i / 2 % udp_node.len()]);
         } else {
             let k = i / 2 % tcp.len();
-            let mut frame = (m.len() as u16).to_be_bytes().to_vec();
-            frame.extend_from_slice(&m);
+            let mut frame = Vec::new();
+            media_core::framing::frame(&m, &mut frame).unwrap();
             if tcp[k].write_all(&frame).is_err() {
                 // The node closed it (a frame it would not take): a new connection.
                 tcp[k] = std::net::TcpStream::connect(tcp_node[k]).unwrap();

@@ -49,6 +49,7 @@
 //!   at most once.
 
 pub mod demux;
+pub mod framing;
 pub mod ice_restart;
 mod ids;
 pub mod keyframe;

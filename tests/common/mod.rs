@@ -182,15 +182,34 @@ pub fn offer(
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_nonblocking(true).unwrap();
     let addr = sock.local_addr().unwrap();
+    let (rtc, mids, sdp, pending) = offer_from(Candidate::host(addr, "udp").unwrap(), kinds, dir);
+    (rtc, sock, mids, sdp, pending)
+}
+
+/// A client whose only candidate is `candidate`, and its offer of `kinds`.
+fn offer_from(
+    candidate: Candidate,
+    kinds: &[MediaKind],
+    dir: Direction,
+) -> (Rtc, Vec<(Mid, MediaKind)>, String, SdpPendingOffer) {
     let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    rtc.add_local_candidate(candidate);
     let mut api = rtc.sdp_api();
     let mids = kinds
         .iter()
         .map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k))
         .collect();
     let (offer, pending) = api.apply().unwrap();
-    (rtc, sock, mids, offer.to_sdp_string(), pending)
+    (rtc, mids, offer.to_sdp_string(), pending)
+}
+
+/// How a test client reaches the node's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// No UDP at all: the offer's only candidate is an active ICE-TCP one, and the
+    /// client connects to the node's passive candidate from the answer.
+    Tcp,
 }
 
 pub async fn join(
@@ -199,12 +218,41 @@ pub async fn join(
     token: &str,
     kinds: &[MediaKind],
 ) -> Result<Peer, Refused> {
+    join_via(srv, path, token, kinds, Transport::Udp).await
+}
+
+/// Joins like [`join`] with no UDP at all (ICE-TCP).
+pub async fn join_over_tcp(srv: &TestServer, path: &str, token: &str, kinds: &[MediaKind]) -> Peer {
+    join_via(srv, path, token, kinds, Transport::Tcp)
+        .await
+        .expect("the node answers")
+}
+
+pub async fn join_via(
+    srv: &TestServer,
+    path: &str,
+    token: &str,
+    kinds: &[MediaKind],
+    transport: Transport,
+) -> Result<Peer, Refused> {
     let dir = if path.starts_with("/whip") {
         Direction::SendOnly
     } else {
         Direction::RecvOnly
     };
-    let (mut rtc, sock, mids, sdp, pending) = offer(kinds, dir);
+    // A UDP socket even for an ICE-TCP client: nobody sends to it then.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let candidate = match transport {
+        Transport::Udp => Candidate::host(sock.local_addr().unwrap(), "udp").unwrap(),
+        Transport::Tcp => Candidate::builder()
+            .tcp()
+            .host(TCP_ACTIVE.parse().unwrap())
+            .tcptype(media_core::str0m::net::TcpType::Active)
+            .build()
+            .unwrap(),
+    };
+    let (mut rtc, mids, sdp, pending) = offer_from(candidate, kinds, dir);
     let resp = srv
         .http
         .post(format!("{}{}", srv.base, path))
@@ -227,6 +275,7 @@ pub async fn join(
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     let answer = resp.text().await.unwrap();
+    let tcp = (transport == Transport::Tcp).then(|| TcpLink::connect(&answer));
     rtc.sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
         .unwrap();
@@ -235,6 +284,7 @@ pub async fn join(
         token: token.to_owned(),
         etag,
         answer,
+        tcp,
         ..Peer::from_parts(rtc, sock, mids)
     })
 }
@@ -398,112 +448,59 @@ impl Peer {
 /// A client's ICE-TCP connection (RFC 6544 active side, RFC 4571 framing).
 pub struct TcpLink {
     stream: std::net::TcpStream,
-    inbuf: Vec<u8>,
-    /// The client's candidate (`tcptype active`, port 9, as browsers offer it).
+    deframer: media_core::framing::Deframer,
+    /// The client's candidate ([`TCP_ACTIVE`]).
     pub local: SocketAddr,
     /// The node's passive candidate this connection goes to.
     pub remote: SocketAddr,
 }
 
+/// An ICE-TCP client's candidate (`tcptype active`, port 9, as browsers offer it).
+const TCP_ACTIVE: &str = "127.0.0.1:9";
+
 impl TcpLink {
+    /// Connects to the node's passive ICE-TCP candidate in `answer`
+    /// (`a=candidate:<f> 1 tcp <prio> <ip> <port> typ host tcptype passive`).
+    fn connect(answer: &str) -> TcpLink {
+        let passive = answer
+            .lines()
+            .find(|l| {
+                l.starts_with("a=candidate:")
+                    && l.contains(" tcp ")
+                    && l.contains("tcptype passive")
+            })
+            .unwrap_or_else(|| panic!("no passive ICE-TCP candidate in the answer:\n{answer}"));
+        let f: Vec<&str> = passive.split_whitespace().collect();
+        let remote: SocketAddr = format!("{}:{}", f[4], f[5]).parse().unwrap();
+        let stream = std::net::TcpStream::connect(remote).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        TcpLink {
+            stream,
+            deframer: Default::default(),
+            local: TCP_ACTIVE.parse().unwrap(),
+            remote,
+        }
+    }
+
     /// Every whole frame that has arrived; waits at most a millisecond.
     fn read_frames(&mut self) -> Vec<Vec<u8>> {
         use std::io::Read;
         let mut buf = [0u8; 4096];
-        while let Ok(n) = self.stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            self.inbuf.extend_from_slice(&buf[..n]);
+        while let Ok(n @ 1..) = self.stream.read(&mut buf) {
+            self.deframer.push(&buf[..n]);
         }
-        let mut frames = Vec::new();
-        while self.inbuf.len() >= 2 {
-            let len = usize::from(u16::from_be_bytes([self.inbuf[0], self.inbuf[1]]));
-            if self.inbuf.len() < 2 + len {
-                break;
-            }
-            frames.push(self.inbuf[2..2 + len].to_vec());
-            self.inbuf.drain(..2 + len);
-        }
-        frames
+        std::iter::from_fn(|| self.deframer.next_packet()).collect()
     }
 
     fn write_frame(&mut self, packet: &[u8]) {
         use std::io::Write;
-        let mut frame = (packet.len() as u16).to_be_bytes().to_vec();
-        frame.extend_from_slice(packet);
-        let _ = self.stream.write_all(&frame);
-    }
-}
-
-/// Joins like [`join`], but with no UDP at all: the offer's only candidate is an
-/// active ICE-TCP one, and the client connects to the node's passive candidate from
-/// the answer.
-pub async fn join_over_tcp(srv: &TestServer, path: &str, token: &str, kinds: &[MediaKind]) -> Peer {
-    let dir = if path.starts_with("/whip") {
-        Direction::SendOnly
-    } else {
-        Direction::RecvOnly
-    };
-    let local: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(
-        Candidate::builder()
-            .tcp()
-            .host(local)
-            .tcptype(media_core::str0m::net::TcpType::Active)
-            .build()
-            .unwrap(),
-    );
-    let mut api = rtc.sdp_api();
-    let mids = kinds
-        .iter()
-        .map(|k| (api.add_media(*k, dir, Some("s".into()), None, None), *k))
-        .collect();
-    let (offer, pending) = api.apply().unwrap();
-    let resp = srv
-        .http
-        .post(format!("{}{}", srv.base, path))
-        .header("Content-Type", "application/sdp")
-        .header("Authorization", format!("Bearer {token}"))
-        .body(offer.to_sdp_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let location = resp.headers()["location"].to_str().unwrap().to_owned();
-    let answer = resp.text().await.unwrap();
-    // `a=candidate:<f> 1 tcp <prio> <ip> <port> typ host tcptype passive`
-    let passive = answer
-        .lines()
-        .find(|l| {
-            l.starts_with("a=candidate:") && l.contains(" tcp ") && l.contains("tcptype passive")
-        })
-        .unwrap_or_else(|| panic!("no passive ICE-TCP candidate in the answer:\n{answer}"));
-    let f: Vec<&str> = passive.split_whitespace().collect();
-    let remote: SocketAddr = format!("{}:{}", f[4], f[5]).parse().unwrap();
-    let stream = std::net::TcpStream::connect(remote).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(1)))
-        .unwrap();
-    rtc.sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
-        .unwrap();
-    // A UDP socket nobody sends to: this client's media goes over TCP only.
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_nonblocking(true).unwrap();
-    Peer {
-        location,
-        token: token.to_owned(),
-        answer,
-        tcp: Some(TcpLink {
-            stream,
-            inbuf: Vec::new(),
-            local,
-            remote,
-        }),
-        ..Peer::from_parts(rtc, sock, mids)
+        let mut frame = Vec::new();
+        if media_core::framing::frame(packet, &mut frame).is_some() {
+            let _ = self.stream.write_all(&frame);
+        }
     }
 }
 

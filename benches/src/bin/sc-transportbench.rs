@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use media_core::framing::{self, Deframer};
 use media_core::str0m::change::SdpAnswer;
 use media_core::str0m::format::Codec;
 use media_core::str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
@@ -41,7 +42,7 @@ struct Client {
     rtc: Rtc,
     udp: UdpSocket,
     addr: SocketAddr,
-    tcp: Option<(TcpStream, Vec<u8>, SocketAddr)>,
+    tcp: Option<(TcpStream, Deframer, SocketAddr)>,
     mid: Mid,
     connected: bool,
     time: u64,
@@ -103,7 +104,7 @@ impl Client {
             let s = TcpStream::connect(remote)?;
             s.set_nodelay(true)?;
             s.set_nonblocking(true)?;
-            Some((s, Vec::new(), remote))
+            Some((s, Deframer::default(), remote))
         } else {
             None
         };
@@ -127,23 +128,12 @@ impl Client {
         while let Ok((n, src)) = self.udp.recv_from(&mut buf) {
             self.input(now, Protocol::Udp, src, &buf[..n]);
         }
-        if let Some((s, inbuf, remote)) = &mut self.tcp {
+        if let Some((s, deframer, remote)) = &mut self.tcp {
             let remote = *remote;
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                inbuf.extend_from_slice(&buf[..n]);
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                deframer.push(&buf[..n]);
             }
-            let mut frames = Vec::new();
-            while inbuf.len() >= 2 {
-                let len = usize::from(u16::from_be_bytes([inbuf[0], inbuf[1]]));
-                if inbuf.len() < 2 + len {
-                    break;
-                }
-                frames.push(inbuf[2..2 + len].to_vec());
-                inbuf.drain(..2 + len);
-            }
+            let frames: Vec<Vec<u8>> = std::iter::from_fn(|| deframer.next_packet()).collect();
             for f in frames {
                 self.input(now, Protocol::Tcp, remote, &f);
             }
@@ -173,9 +163,10 @@ impl Client {
                 Ok(Output::Timeout(_)) | Err(_) => break,
                 Ok(Output::Transmit(t)) => match (&mut self.tcp, t.proto) {
                     (Some((s, _, _)), Protocol::Tcp) => {
-                        let mut frame = (t.contents.len() as u16).to_be_bytes().to_vec();
-                        frame.extend_from_slice(&t.contents);
-                        let _ = s.write_all(&frame);
+                        let mut frame = Vec::new();
+                        if framing::frame(&t.contents, &mut frame).is_some() {
+                            let _ = s.write_all(&frame);
+                        }
                     }
                     _ => {
                         let _ = self.udp.send_to(&t.contents, t.destination);
