@@ -54,9 +54,10 @@ pub struct Settings {
 }
 
 /// `[turn]`: the STUN and TURN servers handed to clients (join-token responses,
-/// `joined`, WHIP/WHEP `Link` headers). TURN credentials are time-limited REST-style
-/// ones made from `shared_secret`, which the TURN server (e.g. coturn with
-/// `use-auth-secret` and `static-auth-secret`) shares.
+/// `joined`, WHIP/WHEP `Link` headers), and the embedded TURN server. TURN
+/// credentials are time-limited REST-style ones made from `shared_secret`, which an
+/// external TURN server (e.g. coturn with `use-auth-secret` and `static-auth-secret`)
+/// shares; the embedded one makes up a secret when none is set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TurnSettings {
@@ -67,6 +68,24 @@ pub struct TurnSettings {
     pub shared_secret: Option<String>,
     /// How long a handed-out TURN credential is accepted.
     pub credential_ttl_secs: u64,
+    /// Run the embedded TURN server (relays to this node's media ports only).
+    pub embedded: bool,
+    /// Its listeners on the media bind address: UDP, TCP, and TLS (with the `[tls]`
+    /// certificate; 443 is what passes strict firewalls). 0: that listener is off.
+    pub udp_port: u16,
+    pub tcp_port: u16,
+    pub tls_port: u16,
+    /// Relay ports, `low-high`.
+    pub relay_ports: String,
+    /// The name clients use for `turns:` URLs (must match the certificate). Default:
+    /// the public URL's host.
+    pub tls_host: Option<String>,
+    pub realm: String,
+    /// Allocations one identity may hold at once.
+    pub max_allocations_per_user: usize,
+    /// Peers a relay may reach besides this node's media ports (`ip`, `ip:port`,
+    /// `ip:low-high`): e.g. other nodes of a cluster.
+    pub allowed_peers: Vec<String>,
 }
 
 impl Default for TurnSettings {
@@ -78,18 +97,85 @@ impl Default for TurnSettings {
             // A day: a listening session outlasts an hour, and a credential is
             // needed again at every allocation refresh and ICE restart.
             credential_ttl_secs: 24 * 3600,
+            embedded: false,
+            udp_port: 3478,
+            tcp_port: 3478,
+            tls_port: 0,
+            relay_ports: "49152-65535".into(),
+            tls_host: None,
+            realm: "streamcore".into(),
+            // A browser allocates per local interface and per URL, for each of its
+            // connections; 20 covers a room page with a screen share.
+            max_allocations_per_user: 20,
+            allowed_peers: Vec::new(),
         }
     }
 }
 
 impl TurnSettings {
-    pub fn ice_servers(&self) -> signaling::IceServerConfig {
+    /// The ICE servers for clients; `embedded_urls` are the embedded server's, and
+    /// `secret` the one it checks (the configured one, or one made up at start).
+    pub fn ice_servers_with(
+        &self,
+        embedded_urls: &[String],
+        secret: Option<&str>,
+    ) -> signaling::IceServerConfig {
+        let mut turn_urls = self.external_urls.clone();
+        turn_urls.extend_from_slice(embedded_urls);
         signaling::IceServerConfig {
             stun_urls: self.stun_urls.clone(),
-            turn_urls: self.external_urls.clone(),
-            shared_secret: self.shared_secret.clone(),
+            turn_urls,
+            shared_secret: secret
+                .map(str::to_owned)
+                .or_else(|| self.shared_secret.clone()),
             credential_ttl: Duration::from_secs(self.credential_ttl_secs),
         }
+    }
+
+    pub fn ice_servers(&self) -> signaling::IceServerConfig {
+        self.ice_servers_with(&[], None)
+    }
+
+    /// The relay port range.
+    pub fn relay_port_range(&self) -> Result<std::ops::RangeInclusive<u16>, String> {
+        let bad = || {
+            format!(
+                "turn.relay_ports: '{}' is not low-high (e.g. 49152-65535)",
+                self.relay_ports
+            )
+        };
+        let (lo, hi) = self.relay_ports.split_once('-').ok_or_else(bad)?;
+        let (lo, hi): (u16, u16) = (
+            lo.trim().parse().map_err(|_| bad())?,
+            hi.trim().parse().map_err(|_| bad())?,
+        );
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(lo..=hi)
+    }
+
+    fn validate_embedded(&self, tls: bool) -> Result<(), String> {
+        if !self.embedded {
+            return Ok(());
+        }
+        self.relay_port_range()?;
+        for p in &self.allowed_peers {
+            media_core::turn::PeerRule::parse(p).map_err(|e| format!("turn.allowed_peers: {e}"))?;
+        }
+        if self.tls_port != 0 && !tls {
+            return Err("turn.tls_port needs a certificate: configure [tls]".into());
+        }
+        if self.udp_port == 0 && self.tcp_port == 0 && self.tls_port == 0 {
+            return Err("turn.embedded needs at least one of udp_port, tcp_port, tls_port".into());
+        }
+        if self.max_allocations_per_user == 0 {
+            return Err("turn.max_allocations_per_user must be at least 1".into());
+        }
+        if self.realm.is_empty() {
+            return Err("turn.realm must not be empty".into());
+        }
+        Ok(())
     }
 }
 
@@ -524,6 +610,9 @@ impl Settings {
         self.turn
             .ice_servers()
             .validate()
+            .map_err(anyhow::Error::msg)?;
+        self.turn
+            .validate_embedded(self.tls.enabled())
             .map_err(anyhow::Error::msg)?;
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");

@@ -13,6 +13,7 @@ pub mod recording;
 pub mod room_events;
 pub mod server;
 pub mod tls;
+pub mod turn;
 pub mod worker;
 
 /// Installs the log subscriber: text or JSON lines on stderr, filtered by `level`

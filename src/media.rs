@@ -146,6 +146,7 @@ impl MediaWorkers {
         settings: &Settings,
         metrics: Metrics,
         room_events: mpsc::UnboundedSender<(usize, SfuEvent)>,
+        relays: Option<Arc<dyn media_core::turn::RelayDirectory>>,
     ) -> anyhow::Result<Self> {
         let n = settings.worker_count();
         let bind_ip = settings.media_bind_ip();
@@ -189,6 +190,7 @@ impl MediaWorkers {
                     .collect();
             }
             config.max_peers = settings.media.max_peers_per_worker;
+            config.relays = relays.clone();
             config.keyframe_min_interval =
                 Duration::from_millis(settings.media.keyframe_interval_ms);
             config.connect_timeout = Duration::from_secs(settings.media.connect_timeout_secs);

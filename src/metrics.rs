@@ -30,8 +30,15 @@ pub struct Metrics {
     pub jobs_dead_lettered: IntCounter,
     pub jobs_running: IntGauge,
     pub sessions_created: IntCounterVec,
-    /// Peers connected, by the transport that completed the connection (`udp`, `tcp`).
+    /// Peers connected, by the transport that completed the connection (`udp`, `tcp`,
+    /// and through the embedded TURN server `turn-udp`, `turn-tcp`, `turn-tls`).
     pub connections: IntCounterVec,
+    /// The embedded TURN server: open allocations and allocations made, by the
+    /// client's transport; bytes relayed, by direction; requests refused, by reason.
+    pub turn_allocations: IntGaugeVec,
+    pub turn_allocations_total: IntCounterVec,
+    pub turn_relayed_bytes: IntCounterVec,
+    pub turn_refusals: IntCounterVec,
     pub ice_tcp_connections: IntGaugeVec,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
@@ -59,6 +66,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn counter_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid literal"); // constant names
+    r.register(Box::new(c.clone())).expect("registered once"); // new registry per Metrics
+    c
+}
+
 fn gauge_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid literal"); // constant names
     r.register(Box::new(g.clone())).expect("registered once"); // new registry per Metrics
@@ -81,7 +94,7 @@ impl Metrics {
         let connections = IntCounterVec::new(
             Opts::new(
                 "streamcore_connections_total",
-                "Peers connected, by transport (udp, tcp = ICE-TCP)",
+                "Peers connected, by transport (udp, tcp = ICE-TCP, turn-udp, turn-tcp, turn-tls)",
             ),
             &["transport"],
         )
@@ -90,6 +103,30 @@ impl Metrics {
             .expect("registered once"); // fresh registry
         Metrics {
             connections,
+            turn_allocations: gauge_vec(
+                &r,
+                "streamcore_turn_allocations",
+                "Open allocations on the embedded TURN server, by client transport",
+                "transport",
+            ),
+            turn_allocations_total: counter_vec(
+                &r,
+                "streamcore_turn_allocations_total",
+                "Allocations made on the embedded TURN server, by client transport",
+                "transport",
+            ),
+            turn_relayed_bytes: counter_vec(
+                &r,
+                "streamcore_turn_relayed_bytes_total",
+                "Payload bytes the embedded TURN server relayed (to_peer, to_client)",
+                "direction",
+            ),
+            turn_refusals: counter_vec(
+                &r,
+                "streamcore_turn_refusals_total",
+                "TURN requests refused (unauthorized, forbidden = peer not allowed, quota)",
+                "reason",
+            ),
             ice_tcp_connections: gauge_vec(
                 &r,
                 "streamcore_ice_tcp_connections",
@@ -246,6 +283,45 @@ impl Metrics {
         self.connections
             .with_label_values(&["tcp"])
             .inc_by(now.connected_tcp - prev.connected_tcp);
+        for t in media_core::turn::ClientTransport::ALL {
+            let i = t as usize;
+            self.connections
+                .with_label_values(&[t.label()])
+                .inc_by(now.connected_turn[i] - prev.connected_turn[i]);
+        }
+    }
+
+    /// Counters of the embedded TURN server since `prev`, and its open allocations.
+    pub fn add_turn_stats(
+        &self,
+        prev: &media_core::turn::server::TurnStats,
+        now: &media_core::turn::server::TurnStats,
+        open: [usize; 3],
+    ) {
+        for t in media_core::turn::ClientTransport::ALL {
+            let i = t as usize;
+            self.turn_allocations
+                .with_label_values(&[t.label()])
+                .set(open[i] as i64);
+            self.turn_allocations_total
+                .with_label_values(&[t.label()])
+                .inc_by(now.allocations_total[i] - prev.allocations_total[i]);
+        }
+        for (label, a, b) in [
+            ("to_peer", now.bytes_to_peers, prev.bytes_to_peers),
+            ("to_client", now.bytes_to_clients, prev.bytes_to_clients),
+        ] {
+            self.turn_relayed_bytes
+                .with_label_values(&[label])
+                .inc_by(a - b);
+        }
+        for (label, a, b) in [
+            ("unauthorized", now.unauthorized, prev.unauthorized),
+            ("forbidden", now.forbidden, prev.forbidden),
+            ("quota", now.over_quota, prev.over_quota),
+        ] {
+            self.turn_refusals.with_label_values(&[label]).inc_by(a - b);
+        }
     }
 
     pub fn render(&self) -> String {

@@ -56,6 +56,8 @@ pub struct RunningServer {
     events: EventServices,
     pub recorder: crate::recording::RunningRecorder,
     worker: Option<crate::worker::RunningWorker>,
+    /// The embedded TURN server, when `turn.embedded` is on.
+    pub turn: Option<crate::turn::EmbeddedTurn>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -296,7 +298,18 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     let mail_relay = start_mail_relay(settings, &api)?;
     let metrics = Metrics::new();
     let (room_tx, room_rx) = mpsc::unbounded_channel();
-    let workers = Arc::new(MediaWorkers::start(settings, metrics.clone(), room_tx)?);
+    let relays = settings
+        .turn
+        .embedded
+        .then(|| Arc::new(crate::turn::Relays::default()));
+    let workers = Arc::new(MediaWorkers::start(
+        settings,
+        metrics.clone(),
+        room_tx,
+        relays
+            .clone()
+            .map(|r| r as Arc<dyn media_core::turn::RelayDirectory>),
+    )?);
     let recorder =
         crate::recording::RunningRecorder::start(settings, &api, workers.clone(), metrics.clone())
             .await?;
@@ -316,8 +329,28 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         Some(metrics.clone()),
     )?;
     let media_addrs = workers.local_addrs();
-
-    let ice_servers = Arc::new(settings.turn.ice_servers());
+    let turn = match relays {
+        Some(directory) => Some(
+            crate::turn::EmbeddedTurn::start(
+                settings,
+                &media_addrs,
+                tls.as_ref().map(|t| t.config.clone()),
+                directory,
+                metrics.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let ice_servers = Arc::new(match &turn {
+        Some(t) => settings.turn.ice_servers_with(&t.urls, Some(&t.secret)),
+        None => settings.turn.ice_servers(),
+    });
+    // The join-token response hands out the embedded server's URLs too, known only now.
+    api.config = Arc::new(control_api::ApiConfig {
+        ice_servers: ice_servers.clone(),
+        ..(*api.config).clone()
+    });
     let ops = OpsState {
         workers: workers.clone(),
         metrics: metrics.clone(),
@@ -384,6 +417,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         events,
         recorder,
         worker,
+        turn,
     })
 }
 

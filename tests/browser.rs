@@ -195,6 +195,127 @@ async fn relay_only_clients_connect_through_an_external_turn_server() {
     srv.stop().await;
 }
 
+/// The embedded TURN server in place of coturn: the same relay-only Chromium
+/// publisher and player connect through it with the node's REST credentials; it
+/// refuses expired and forged credentials (401) and a relay to anywhere but the
+/// node's media ports (403); the metrics count the relayed connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_clients_connect_through_the_embedded_turn_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let secret = format!("embedded-{}", rand::random::<u32>());
+    let key = secret.clone();
+    let srv = TestServer::start_with(move |s| {
+        s.turn.embedded = true;
+        s.turn.udp_port = support::free_port();
+        s.turn.tcp_port = support::free_port();
+        s.turn.shared_secret = Some(key);
+    })
+    .await;
+    let turn = srv
+        .server()
+        .turn
+        .as_ref()
+        .expect("the embedded TURN server runs");
+    assert_eq!(turn.urls.len(), 2, "{:?}", turn.urls);
+    let r = scenario("turn", &srv, &["--turn-secret", &secret]).await;
+    assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
+    assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
+    assert!(number(&r, "video_frames") > 10.0, "{r}");
+    assert_eq!(r["relay_refusals"]["node"][0], "bound", "{r}");
+    assert!(
+        r["relay_refusals"]["elsewhere"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{r}"
+    );
+    // The metrics are updated once a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let relayed = srv
+            .metric("streamcore_connections_total{transport=\"turn-udp\"}")
+            .await;
+        let refused = srv
+            .metric("streamcore_turn_refusals_total{reason=\"forbidden\"}")
+            .await;
+        let unauthorized = srv
+            .metric("streamcore_turn_refusals_total{reason=\"unauthorized\"}")
+            .await;
+        let bytes = srv
+            .metric("streamcore_turn_relayed_bytes_total{direction=\"to_client\"}")
+            .await;
+        let allocations = srv.metric("streamcore_turn_allocations_total").await;
+        if relayed >= 2 && refused >= 1 && unauthorized >= 2 && bytes > 10_000 && allocations >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "TURN metrics: connections {relayed}, forbidden {refused}, unauthorized \
+             {unauthorized}, bytes to clients {bytes}, allocations {allocations}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    srv.stop().await;
+}
+
+/// Only HTTPS and TURN over TLS get through: Chromium in a network namespace whose
+/// firewall drops everything to the node but TCP to those two ports publishes camera
+/// and microphone and plays them back through the embedded TURN server's TLS
+/// listener, with the ICE servers the node handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_firewall_that_lets_only_tls_out_through_turn_over_tls() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let ns = tokio::task::spawn_blocking(common::netns::NetNs::create)
+        .await
+        .unwrap();
+    let host = ns.host_ip;
+    let (https, turns) = (support::free_port(), support::free_port());
+    let srv = TestServer::start_with(move |s| {
+        s.http = std::net::SocketAddr::new(host.into(), https);
+        s.public_url = Some(format!("https://{host}:{https}"));
+        s.tls.self_signed = true;
+        s.metrics = Some("127.0.0.1:0".parse().unwrap());
+        s.turn.embedded = true;
+        s.turn.udp_port = support::free_port();
+        s.turn.tcp_port = support::free_port();
+        s.turn.tls_port = turns;
+    })
+    .await;
+    let ns = tokio::task::spawn_blocking(move || {
+        ns.allow_only_tcp_to(host, &[https, turns]);
+        ns
+    })
+    .await
+    .unwrap();
+    let launcher = |chromium: &str| ns.chromium(chromium);
+    let base = format!("https://{host}:{https}");
+    let r = scenario_with("turn_tls", &base, &srv, &[], Some(&launcher)).await;
+    for who in ["pub", "player"] {
+        assert_eq!(r["paths"][who]["type"], "relay", "{r}");
+        assert_eq!(r["paths"][who]["relayProtocol"], "tls", "{r}");
+    }
+    assert!(number(&r, "video_frames") > 10.0, "{r}");
+    assert!(number(&r, "audio_packets") > 50.0, "{r}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while srv
+        .metric("streamcore_turn_allocations_total{transport=\"turn-tls\"}")
+        .await
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no TURN/TLS allocations counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        srv.metric("streamcore_connections_total{transport=\"turn-tls\"}")
+            .await
+            >= 2,
+        "{r}"
+    );
+    srv.stop().await;
+}
+
 /// A network that drops UDP and a client that changes address, for real: Chromium in
 /// a network namespace of its own (UDP dropped by nftables there) publishes a 440 Hz
 /// tone and plays it back over ICE-TCP; then its address moves, and both WHIP/WHEP

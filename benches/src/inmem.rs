@@ -473,6 +473,7 @@ fn stats_since(a: &SfuStats, b: &SfuStats) -> SfuStats {
         tap_refused: a.tap_refused - b.tap_refused,
         connected_udp: a.connected_udp - b.connected_udp,
         connected_tcp: a.connected_tcp - b.connected_tcp,
+        connected_turn: std::array::from_fn(|i| a.connected_turn[i] - b.connected_turn[i]),
     }
 }
 

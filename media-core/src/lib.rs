@@ -61,6 +61,7 @@ mod sfu;
 pub mod speaker;
 pub mod tap;
 pub mod timers;
+pub mod turn;
 
 pub use ice_restart::RemoteIceCreds;
 pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};

@@ -111,6 +111,9 @@ pub struct Peer {
     pub offer_sdp: Option<String>,
     /// The transport of the last packet from this peer (UDP, or ICE-TCP).
     pub last_proto: str0m::net::Protocol,
+    /// Where the last packet from this peer came from (a TURN relay's address, for a
+    /// relayed peer).
+    pub last_source: std::net::SocketAddr,
 }
 
 impl std::fmt::Debug for Peer {

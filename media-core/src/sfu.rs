@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -24,6 +25,7 @@ use crate::room::{
 };
 use crate::tap::{MediaTap, SenderClock, Tap, TapItem, TapPacket, TapStats, TapTrack, TrackTap};
 use crate::timers::TimerQueue;
+use crate::turn::RelayDirectory;
 use crate::{PeerId, PeerRole, RoomId};
 
 /// Settings of one worker's core.
@@ -59,6 +61,9 @@ pub struct SfuConfig {
     /// Where a subscriber's send-side bandwidth estimate starts; `None` turns the
     /// estimator off (layers are then chosen by preference alone).
     pub initial_bitrate: Option<Bitrate>,
+    /// The embedded TURN server's relay addresses, so a relayed peer is counted by the
+    /// transport its client used to reach the relay.
+    pub relays: Option<Arc<dyn RelayDirectory>>,
 }
 
 impl SfuConfig {
@@ -74,6 +79,7 @@ impl SfuConfig {
             max_peers: 10_000,
             stats_interval: None,
             initial_bitrate: Some(Bitrate::kbps(1_000)),
+            relays: None,
         }
     }
 }
@@ -245,6 +251,9 @@ pub struct SfuStats {
     /// that completed the connection).
     pub connected_udp: u64,
     pub connected_tcp: u64,
+    /// Peers that connected through the embedded TURN server, by the transport its
+    /// client used ([`crate::turn::ClientTransport`] order: UDP, TCP, TLS); not in `connected_udp`.
+    pub connected_turn: [u64; 3],
 }
 
 /// One published track, as seen from outside.
@@ -632,6 +641,7 @@ impl Sfu {
                 directions: Vec::new(),
                 offer_sdp: None,
                 last_proto: Protocol::Udp,
+                last_source: self.config.local_addr,
             },
         );
         Ok(id)
@@ -1036,6 +1046,7 @@ impl Sfu {
             return;
         };
         peer.last_proto = proto;
+        peer.last_source = source;
         if let Err(e) = peer.rtc.handle_input(input) {
             // Bad input for this peer only; str0m rejects it and stays consistent.
             debug!(peer = %id, error = %e, "datagram rejected");
@@ -1183,10 +1194,19 @@ impl Sfu {
                 };
                 peer.state = PeerState::Connected;
                 let room = self.rooms[&peer.room].id.clone();
-                let transport = match peer.last_proto {
-                    Protocol::Tcp => {
+                let relayed = self
+                    .config
+                    .relays
+                    .as_ref()
+                    .and_then(|r| r.transport_of(peer.last_source));
+                let transport = match (peer.last_proto, relayed) {
+                    (Protocol::Tcp, _) => {
                         self.stats.connected_tcp += 1;
                         "tcp"
+                    }
+                    (_, Some(t)) => {
+                        self.stats.connected_turn[t as usize] += 1;
+                        t.label()
                     }
                     _ => {
                         self.stats.connected_udp += 1;

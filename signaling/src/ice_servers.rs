@@ -11,8 +11,6 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::hmac;
-use base64::Engine;
 use serde::Serialize;
 
 /// What the operator configured (`[turn]`).
@@ -101,18 +99,8 @@ impl IceServerConfig {
     }
 }
 
-/// `<expiry>:<identity>`. A `:` in the identity would end coturn's timestamp early
-/// on some separators; identities are not secret, so it is replaced.
-pub fn rest_username(expiry_unix: u64, identity: &str) -> String {
-    format!("{expiry_unix}:{}", identity.replace(':', "_"))
-}
-
-/// The password a TURN server with `secret` expects for `username`.
-pub fn rest_password(secret: &str, username: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
-    let tag = hmac::sign(&key, username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
-}
+// One implementation for the node's signaling and its embedded TURN server.
+pub use media_core::turn::credentials::{rest_password, rest_username};
 
 /// `Link` header values for `servers` (RFC 9725 §4.6), one per URL.
 pub fn link_headers(servers: &[IceServer]) -> Vec<String> {

@@ -116,10 +116,16 @@ impl TestServer {
         )
     }
 
+    /// A metric's value (summed over its labels when `name` leaves them open), from
+    /// the metrics listener when there is one, else from the HTTP listener.
     pub async fn metric(&self, name: &str) -> u64 {
+        let at = match self.server().metrics_addr {
+            Some(a) => format!("http://{a}"),
+            None => self.base.clone(),
+        };
         let text = self
             .http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{at}/metrics"))
             .send()
             .await
             .unwrap()

@@ -107,6 +107,33 @@ impl NetNs {
         ]);
     }
 
+    /// Drops every packet the client sends to `host` but TCP to `ports` (a firewall
+    /// that leaves HTTPS and TURN/TLS open, and nothing else).
+    pub fn allow_only_tcp_to(&self, host: Ipv4Addr, ports: &[u16]) {
+        let nft = crate::common::ensure_debian_command("nft", "nftables");
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        self.exec(&[&nft, "add table inet streamcore_test"]);
+        self.exec(&[
+            &nft,
+            "add chain inet streamcore_test out { type filter hook output priority 0 ; policy accept ; }",
+        ]);
+        self.exec(&[
+            &nft,
+            &format!(
+                "add rule inet streamcore_test out ip daddr {host} tcp dport {{ {} }} accept",
+                ports.join(", ")
+            ),
+        ]);
+        self.exec(&[
+            &nft,
+            &format!("add rule inet streamcore_test out ip daddr {host} drop"),
+        ]);
+        self.exec(&[
+            &nft,
+            "add rule inet streamcore_test out meta l4proto udp drop",
+        ]);
+    }
+
     /// A script that runs Chromium inside the namespace (Playwright's executable).
     pub fn chromium(&self, chromium: &str) -> String {
         let path = self.dir.join("chromium-in-netns");
