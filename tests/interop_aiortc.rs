@@ -166,6 +166,21 @@ async fn aiortc_h264_and_opus() {
 /// namespace whose UDP nftables drops; the player hears the publisher's 440 Hz.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_without_udp_goes_through_turn_over_tcp() {
+    through_turn_over_tcp_without_udp(Turn::Coturn).await;
+}
+
+/// The same through the node's own embedded TURN server (TCP listener only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_without_udp_goes_through_the_embedded_turn_over_tcp() {
+    through_turn_over_tcp_without_udp(Turn::Embedded).await;
+}
+
+enum Turn {
+    Coturn,
+    Embedded,
+}
+
+async fn through_turn_over_tcp_without_udp(turn: Turn) {
     let py = venv_python().await;
     let ns = tokio::task::spawn_blocking(|| {
         let ns = common::netns::NetNs::create();
@@ -175,18 +190,38 @@ async fn aiortc_without_udp_goes_through_turn_over_tcp() {
     .await
     .unwrap();
     let host = ns.host_ip;
-    let coturn = tokio::task::spawn_blocking(move || common::coturn::Coturn::start_on(host.into()))
-        .await
-        .unwrap();
-    let turn_tcp = format!("turn:{host}:{}?transport=tcp", coturn.port);
-    let secret = coturn.secret.clone();
-    let (url, key) = (turn_tcp.clone(), secret.clone());
-    let srv = TestServer::start_with(move |s| {
-        s.http = std::net::SocketAddr::new(host.into(), 0);
-        s.turn.external_urls = vec![url];
-        s.turn.shared_secret = Some(key);
-    })
-    .await;
+    let (coturn, srv, turn_tcp, secret) = match turn {
+        Turn::Coturn => {
+            let coturn =
+                tokio::task::spawn_blocking(move || common::coturn::Coturn::start_on(host.into()))
+                    .await
+                    .unwrap();
+            let turn_tcp = format!("turn:{host}:{}?transport=tcp", coturn.port);
+            let (url, key) = (turn_tcp.clone(), coturn.secret.clone());
+            let srv = TestServer::start_with(move |s| {
+                s.http = std::net::SocketAddr::new(host.into(), 0);
+                s.turn.external_urls = vec![url];
+                s.turn.shared_secret = Some(key);
+            })
+            .await;
+            let secret = coturn.secret.clone();
+            (Some(coturn), srv, turn_tcp, secret)
+        }
+        Turn::Embedded => {
+            let secret = format!("embedded-{}", rand::random::<u32>());
+            let key = secret.clone();
+            let srv = TestServer::start_with(move |s| {
+                s.http = std::net::SocketAddr::new(host.into(), 0);
+                s.turn.embedded = true;
+                s.turn.udp_port = 0;
+                s.turn.tcp_port = support::free_port();
+                s.turn.shared_secret = Some(key);
+            })
+            .await;
+            let at = srv.server().turn.as_ref().and_then(|t| t.tcp_addr).unwrap();
+            (None, srv, format!("turn:{at}?transport=tcp"), secret)
+        }
+    };
     // The servers the node hands a client of this identity (join-token response,
     // `joined`, WHIP/WHEP `Link`).
     let ice = |identity: &str| {
@@ -281,6 +316,21 @@ async fn aiortc_without_udp_goes_through_turn_over_tcp() {
         "a direct UDP client connected: {}",
         String::from_utf8_lossy(&direct.stdout)
     );
+    if coturn.is_none() {
+        // Both clients' connections counted by the transport they reached TURN with.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while srv
+            .metric("streamcore_connections_total{transport=\"turn-tcp\"}")
+            .await
+            < 2
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the node counted no peers connected through TURN over TCP"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     srv.stop().await;
     drop(coturn);
 }
