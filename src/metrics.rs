@@ -39,6 +39,7 @@ pub struct Metrics {
     pub turn_allocations_total: IntCounterVec,
     pub turn_relayed_bytes: IntCounterVec,
     pub turn_refusals: IntCounterVec,
+    pub turn_client_messages: IntCounter,
     pub ice_tcp_connections: IntGaugeVec,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
@@ -120,6 +121,11 @@ impl Metrics {
                 "streamcore_turn_relayed_bytes_total",
                 "Payload bytes the embedded TURN server relayed (to_peer, to_client)",
                 "direction",
+            ),
+            turn_client_messages: counter(
+                &r,
+                "streamcore_turn_client_messages_total",
+                "Messages (STUN or ChannelData) the embedded TURN server read from clients",
             ),
             turn_refusals: counter_vec(
                 &r,
@@ -307,6 +313,8 @@ impl Metrics {
                 .with_label_values(&[t.label()])
                 .inc_by(now.allocations_total[i] - prev.allocations_total[i]);
         }
+        self.turn_client_messages
+            .inc_by(now.client_messages - prev.client_messages);
         for (label, a, b) in [
             ("to_peer", now.bytes_to_peers, prev.bytes_to_peers),
             ("to_client", now.bytes_to_clients, prev.bytes_to_clients),

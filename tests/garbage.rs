@@ -1,7 +1,10 @@
 //! Hundreds of garbled SDP bodies and UDP datagrams: no crash, no 5xx, no leaked peer;
-//! and 100 000 random and mutated STUN messages over UDP and ICE-TCP, addressed to a
-//! live session: the node and the session survive.
+//! 100 000 random and mutated STUN messages over UDP and ICE-TCP, addressed to a live
+//! session: the node and the session survive; and as many TURN messages to the
+//! embedded TURN server over UDP and TCP: it survives and still allocates.
 mod common;
+#[path = "../recorder/tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -226,5 +229,185 @@ async fn a_hundred_thousand_malformed_stun_messages_over_udp_and_tcp() {
     // They were read, not lost on the way (the kernel may drop a few datagrams).
     let read = srv.metric("streamcore_udp_datagrams_in_total").await;
     assert!(read >= 90_000, "only {read} packets reached the workers");
+    srv.stop().await;
+}
+
+/// A TURN client over UDP, written with the node's own STUN codec: enough to get an
+/// allocation and the messages that seed the TURN fuzzing.
+struct TurnClient {
+    sock: std::net::UdpSocket,
+    server: std::net::SocketAddr,
+    username: String,
+    key: [u8; 16],
+    nonce: String,
+    next: u8,
+}
+
+impl TurnClient {
+    fn new(server: std::net::SocketAddr, secret: &str) -> TurnClient {
+        use media_core::turn::credentials::{long_term_key, rest_password, rest_username};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let username = rest_username(expiry, "fuzzer");
+        let key = long_term_key(&username, "streamcore", &rest_password(secret, &username));
+        let mut c = TurnClient {
+            sock,
+            server,
+            username,
+            key,
+            nonce: String::new(),
+            next: 0,
+        };
+        // The 401 challenge brings the nonce.
+        let (code, reply) = c.ask(media_core::turn::stun::ALLOCATE, |b| {
+            b.attr(media_core::turn::stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        });
+        assert_eq!(code, 401);
+        let m = media_core::turn::stun::parse(&reply).unwrap();
+        c.nonce = m.text(media_core::turn::stun::NONCE).unwrap().to_owned();
+        c
+    }
+
+    /// A request, authenticated once the nonce is known.
+    fn request(
+        &mut self,
+        method: u16,
+        attrs: impl Fn(media_core::turn::stun::Builder) -> media_core::turn::stun::Builder,
+    ) -> Vec<u8> {
+        use media_core::turn::stun::{self, Builder, Class};
+        self.next = self.next.wrapping_add(1);
+        let mut b = attrs(Builder::new(method, Class::Request, [self.next; 12]));
+        if !self.nonce.is_empty() {
+            b = b
+                .attr(stun::USERNAME, self.username.as_bytes())
+                .attr(stun::REALM, b"streamcore")
+                .attr(stun::NONCE, self.nonce.as_bytes())
+                .integrity(&self.key);
+        }
+        b.fingerprint().finish()
+    }
+
+    /// Sends a request and waits for its answer: the error code (0 for success).
+    fn ask(
+        &mut self,
+        method: u16,
+        attrs: impl Fn(media_core::turn::stun::Builder) -> media_core::turn::stun::Builder,
+    ) -> (u16, Vec<u8>) {
+        let req = self.request(method, attrs);
+        let tid = req[8..20].to_vec();
+        self.sock.send_to(&req, self.server).unwrap();
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, _) = self
+                .sock
+                .recv_from(&mut buf)
+                .expect("the TURN server answers");
+            let Ok(m) = media_core::turn::stun::parse(&buf[..n]) else {
+                continue;
+            };
+            if buf[8..20] != tid[..] {
+                continue;
+            }
+            let code = m
+                .attr(media_core::turn::stun::ERROR_CODE)
+                .map_or(0, |v| u16::from(v[2]) * 100 + u16::from(v[3]));
+            return (code, buf[..n].to_vec());
+        }
+    }
+}
+
+/// 100 000 random and mutated TURN messages (authenticated Allocate, ChannelBind,
+/// Send indications and ChannelData from a client with an allocation, as seeds) over
+/// UDP and TCP to the embedded TURN server: it survives, the client's allocation
+/// still answers, and a new client still gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_malformed_turn_messages_over_udp_and_tcp() {
+    use media_core::turn::stun::{self, Class};
+    use std::io::Write;
+    let secret = "fuzzing secret";
+    let srv = TestServer::start_with(|s| {
+        s.turn.embedded = true;
+        s.turn.udp_port = support::free_port();
+        s.turn.tcp_port = support::free_port();
+        s.turn.shared_secret = Some(secret.into());
+    })
+    .await;
+    let turn = srv.server().turn.as_ref().unwrap();
+    let (udp_at, tcp_at) = (turn.udp_addr.unwrap(), turn.tcp_addr.unwrap());
+    let node = srv.server().media_addrs[0];
+    let fuzz = tokio::task::spawn_blocking(move || {
+        let mut c = TurnClient::new(udp_at, secret);
+        let transport = |b: stun::Builder| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        assert_eq!(c.ask(stun::ALLOCATE, transport).0, 0, "allocated");
+        let bind = move |b: stun::Builder| {
+            b.attr(stun::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
+                .xor_address(stun::XOR_PEER_ADDRESS, node)
+        };
+        assert_eq!(c.ask(stun::CHANNEL_BIND, bind).0, 0, "bound to the node");
+        let seeds = [
+            c.request(stun::ALLOCATE, transport),
+            c.request(stun::CHANNEL_BIND, bind),
+            stun::Builder::new(stun::SEND, Class::Indication, [9; 12])
+                .xor_address(stun::XOR_PEER_ADDRESS, node)
+                .attr(stun::DATA_ATTR, &[0u8; 40])
+                .finish(),
+            stun::channel_data(0x4000, &[1u8; 40], true),
+        ];
+        let mut rng = Rng(0x7e_u64 << 32 | 0x11);
+        let mut tcp = std::net::TcpStream::connect(tcp_at).unwrap();
+        for i in 0..100_000 {
+            let m = fuzzed(&mut rng, &seeds[i / 6 % seeds.len()], i);
+            if i % 2 == 0 {
+                let _ = c.sock.send_to(&m, udp_at);
+            } else if tcp.write_all(&m).is_err() {
+                // The node closed it (bytes that are neither STUN nor ChannelData).
+                tcp = std::net::TcpStream::connect(tcp_at).unwrap();
+            }
+            if i % 500 == 0 {
+                // Let the server keep up (the kernel drops what a full buffer cannot take).
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // The client's allocation is still there, and a new client gets one.
+        let (code, _) = c.ask(stun::REFRESH, |b| b.u32_attr(stun::LIFETIME, 600));
+        assert!(code == 0 || code == 438, "refresh after fuzzing: {code}");
+        if code == 438 {
+            assert_eq!(
+                c.ask(stun::REFRESH, |b| b.u32_attr(stun::LIFETIME, 600)).0,
+                0
+            );
+        }
+        let mut fresh = TurnClient::new(udp_at, secret);
+        assert_eq!(
+            fresh.ask(stun::ALLOCATE, transport).0,
+            0,
+            "a new allocation"
+        );
+    });
+    fuzz.await.expect("the TURN server survived the fuzzing");
+    // They were read, not lost on the way: nearly all of the 50 000 datagrams (a
+    // garbled length over TCP swallows what follows into one message).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = srv.metric("streamcore_turn_client_messages_total").await;
+        if read >= 45_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {read} messages reached the TURN server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = reqwest::get(format!("{}/healthz", srv.base))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
     srv.stop().await;
 }

@@ -226,6 +226,8 @@ impl Allocation {
 /// Counters for metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TurnStats {
+    /// Messages (STUN or ChannelData, well formed or not) from clients.
+    pub client_messages: u64,
     /// Allocations made, by [`ClientTransport`].
     pub allocations_total: [u64; 3],
     pub bytes_to_peers: u64,
@@ -284,6 +286,7 @@ impl TurnServer {
 
     /// Handles one STUN message or ChannelData from a client.
     pub fn from_client<'a>(&mut self, ft: FiveTuple, data: &'a [u8], now: Now) -> FromClient<'a> {
+        self.stats.client_messages += 1;
         if let Some(cd) = stun::parse_channel_data(data) {
             return self.channel_data_from_client(ft, cd.channel, cd.data, now.instant);
         }
