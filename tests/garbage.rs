@@ -237,15 +237,13 @@ async fn a_hundred_thousand_malformed_stun_messages_over_udp_and_tcp() {
 struct TurnClient {
     sock: std::net::UdpSocket,
     server: std::net::SocketAddr,
-    username: String,
-    key: [u8; 16],
-    nonce: String,
+    auth: media_core::turn::client::ClientAuth,
     next: u8,
 }
 
 impl TurnClient {
     fn new(server: std::net::SocketAddr, secret: &str) -> TurnClient {
-        use media_core::turn::credentials::{long_term_key, rest_password, rest_username};
+        use media_core::turn::credentials::{rest_password, rest_username};
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let expiry = std::time::SystemTime::now()
@@ -254,42 +252,34 @@ impl TurnClient {
             .as_secs()
             + 600;
         let username = rest_username(expiry, "fuzzer");
-        let key = long_term_key(&username, "streamcore", &rest_password(secret, &username));
+        let auth =
+            media_core::turn::client::ClientAuth::new(&username, &rest_password(secret, &username));
         let mut c = TurnClient {
             sock,
             server,
-            username,
-            key,
-            nonce: String::new(),
+            auth,
             next: 0,
         };
-        // The 401 challenge brings the nonce.
-        let (code, reply) = c.ask(media_core::turn::stun::ALLOCATE, |b| {
+        // The 401 challenge brings the realm and nonce.
+        let (code, _) = c.ask(media_core::turn::stun::ALLOCATE, |b| {
             b.attr(media_core::turn::stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
         });
         assert_eq!(code, 401);
-        let m = media_core::turn::stun::parse(&reply).unwrap();
-        c.nonce = m.text(media_core::turn::stun::NONCE).unwrap().to_owned();
         c
     }
 
-    /// A request, authenticated once the nonce is known.
+    /// A request, authenticated once the challenge is known.
     fn request(
         &mut self,
         method: u16,
         attrs: impl Fn(media_core::turn::stun::Builder) -> media_core::turn::stun::Builder,
     ) -> Vec<u8> {
-        use media_core::turn::stun::{self, Builder, Class};
+        use media_core::turn::stun::{Builder, Class};
         self.next = self.next.wrapping_add(1);
-        let mut b = attrs(Builder::new(method, Class::Request, [self.next; 12]));
-        if !self.nonce.is_empty() {
-            b = b
-                .attr(stun::USERNAME, self.username.as_bytes())
-                .attr(stun::REALM, b"streamcore")
-                .attr(stun::NONCE, self.nonce.as_bytes())
-                .integrity(&self.key);
-        }
-        b.fingerprint().finish()
+        self.auth
+            .sign(attrs(Builder::new(method, Class::Request, [self.next; 12])))
+            .fingerprint()
+            .finish()
     }
 
     /// Sends a request and waits for its answer: the error code (0 for success).
@@ -299,7 +289,6 @@ impl TurnClient {
         attrs: impl Fn(media_core::turn::stun::Builder) -> media_core::turn::stun::Builder,
     ) -> (u16, Vec<u8>) {
         let req = self.request(method, attrs);
-        let tid = req[8..20].to_vec();
         self.sock.send_to(&req, self.server).unwrap();
         let mut buf = [0u8; 2048];
         loop {
@@ -310,12 +299,12 @@ impl TurnClient {
             let Ok(m) = media_core::turn::stun::parse(&buf[..n]) else {
                 continue;
             };
-            if buf[8..20] != tid[..] {
+            if m.transaction[..] != req[8..20] {
                 continue;
             }
-            let code = m
-                .attr(media_core::turn::stun::ERROR_CODE)
-                .map_or(0, |v| u16::from(v[2]) * 100 + u16::from(v[3]));
+            // A challenge or a stale nonce: the next request uses what it says.
+            self.auth.learn(&m);
+            let code = media_core::turn::client::error_code(&m).unwrap_or(0);
             return (code, buf[..n].to_vec());
         }
     }

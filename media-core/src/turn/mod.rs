@@ -5,6 +5,7 @@
 //!
 //! - [`stun`]: the STUN and ChannelData wire formats;
 //! - [`credentials`]: REST credentials, long-term keys, stateless nonces;
+//! - [`client`]: the client's side of the credentials (tests, load generators);
 //! - [`server`]: allocations, permissions, channels, quota and allow-list;
 //! - [`StreamDeframer`]: STUN and ChannelData out of a TCP or TLS byte stream;
 //! - [`RelayDirectory`]: which relay addresses are TURN allocations, so the SFU can
@@ -12,6 +13,7 @@
 //!
 //! The async driver (sockets, TLS, relay ports) is the binary's `turn` module.
 
+pub mod client;
 pub mod credentials;
 pub mod server;
 pub mod stun;

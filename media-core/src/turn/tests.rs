@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::client::ClientAuth;
 use super::credentials::{long_term_key, rest_password, rest_username};
 use super::server::PendingAllocation;
 use super::stun::{self, Builder, Class};
@@ -43,12 +44,13 @@ fn server() -> TurnServer {
     TurnServer::new(c)
 }
 
-/// A TURN client: its 5-tuple, REST credentials, and the nonce it was given.
+/// A TURN client: its 5-tuple and REST credentials (with the nonce it was given).
 struct Client {
     ft: FiveTuple,
-    username: String,
+    auth: ClientAuth,
+    /// The key the server's answers are signed with.
     key: [u8; 16],
-    nonce: Option<String>,
+    challenged: bool,
     next: u8,
 }
 
@@ -61,16 +63,29 @@ impl Client {
         secret: &str,
     ) -> Client {
         let username = rest_username(expiry, identity);
-        let key = long_term_key(&username, REALM, &rest_password(secret, &username));
+        Client::with_credentials(
+            transport,
+            port,
+            &username,
+            &rest_password(secret, &username),
+        )
+    }
+
+    fn with_credentials(
+        transport: ClientTransport,
+        port: u16,
+        username: &str,
+        password: &str,
+    ) -> Client {
         Client {
             ft: FiveTuple {
                 transport,
                 client: SocketAddr::new("192.168.1.20".parse().unwrap(), port),
                 server: "10.0.0.1:3478".parse().unwrap(),
             },
-            username,
-            key,
-            nonce: None,
+            auth: ClientAuth::new(username, password),
+            key: long_term_key(username, REALM, password),
+            challenged: false,
             next: 0,
         }
     }
@@ -101,15 +116,11 @@ impl Client {
         buf: &'a mut Vec<u8>,
     ) -> FromClient<'a> {
         let tid = self.tid();
-        let mut b = attrs(Builder::new(method, Class::Request, tid));
-        if let Some(nonce) = &self.nonce {
-            b = b
-                .attr(stun::USERNAME, self.username.as_bytes())
-                .attr(stun::REALM, REALM.as_bytes())
-                .attr(stun::NONCE, nonce.as_bytes())
-                .integrity(&self.key);
-        }
-        *buf = b.fingerprint().finish();
+        *buf = self
+            .auth
+            .sign(attrs(Builder::new(method, Class::Request, tid)))
+            .fingerprint()
+            .finish();
         srv.from_client(self.ft, buf, now)
     }
 
@@ -130,8 +141,9 @@ impl Client {
         let code = m
             .attr(stun::ERROR_CODE)
             .map_or(0, |v| u16::from(v[2]) * 100 + u16::from(v[3]));
-        if let Some(n) = m.text(stun::NONCE) {
-            self.nonce = Some(n.to_owned());
+        if m.text(stun::NONCE).is_some() {
+            self.auth.learn(&m);
+            self.challenged = true;
         }
         (m.class, code, reply)
     }
@@ -139,7 +151,7 @@ impl Client {
     /// The 401 challenge, then the authenticated Allocate up to its pending state.
     fn start_allocate(&mut self, srv: &mut TurnServer, now: Now) -> Result<PendingAllocation, u16> {
         let transport = |b: Builder| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        if self.nonce.is_none() {
+        if !self.challenged {
             let (class, code, _) = self.ask(srv, stun::ALLOCATE, transport, now);
             assert_eq!((class, code), (Class::Error, 401));
         }
@@ -340,8 +352,7 @@ fn expired_forged_and_stale_credentials_are_refused() {
         forged.start_allocate(&mut srv, clock.at(0)).unwrap_err(),
         401
     );
-    let mut not_rest = Client::valid(5005, "eve");
-    not_rest.username = "eve".into();
+    let mut not_rest = Client::with_credentials(ClientTransport::Udp, 5005, "eve", "pw");
     assert_eq!(
         not_rest.start_allocate(&mut srv, clock.at(0)).unwrap_err(),
         401
@@ -437,14 +448,17 @@ fn retransmitted_allocate_gets_the_same_answer_and_others_a_mismatch() {
     );
     // Another user on the same 5-tuple may not touch it.
     let mut other = Client::valid(8000, "not r");
-    other.nonce = c.nonce.clone();
+    assert_eq!(
+        other.ask(&mut srv, stun::REFRESH, |b| b, clock.at(2)).1,
+        401
+    );
     assert_eq!(
         other.ask(&mut srv, stun::REFRESH, |b| b, clock.at(2)).1,
         441
     );
     // TCP relays are not offered.
     let mut tcp = Client::valid(8001, "t");
-    tcp.nonce = c.nonce.clone();
+    assert_eq!(tcp.ask(&mut srv, stun::REFRESH, |b| b, clock.at(2)).1, 401);
     let tcp_transport = |b: Builder| b.attr(stun::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
     assert_eq!(
         tcp.ask(&mut srv, stun::ALLOCATE, tcp_transport, clock.at(2))
@@ -500,13 +514,12 @@ fn random_and_mutated_input_never_panics() {
     let relay = c.allocate(&mut srv, relay_addr(40), clock.at(0));
     let tid = c.tid();
     let seeds = [
-        Builder::new(stun::CHANNEL_BIND, Class::Request, tid)
-            .attr(stun::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
-            .xor_address(stun::XOR_PEER_ADDRESS, node())
-            .attr(stun::USERNAME, c.username.as_bytes())
-            .attr(stun::REALM, REALM.as_bytes())
-            .attr(stun::NONCE, c.nonce.clone().unwrap().as_bytes())
-            .integrity(&c.key)
+        c.auth
+            .sign(
+                Builder::new(stun::CHANNEL_BIND, Class::Request, tid)
+                    .attr(stun::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
+                    .xor_address(stun::XOR_PEER_ADDRESS, node()),
+            )
             .fingerprint()
             .finish(),
         stun::channel_data(0x4000, b"payload", false),
