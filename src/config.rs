@@ -966,6 +966,51 @@ mod tests {
     }
 
     #[test]
+    fn embedded_turn_settings_are_checked_at_load() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[turn]\nembedded = true\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(
+            (s.turn.udp_port, s.turn.tcp_port, s.turn.tls_port),
+            (3478, 3478, 0)
+        );
+        assert_eq!(s.turn.relay_port_range().unwrap(), 49152..=65535);
+        for (toml, says) in [
+            ("embedded = true\ntls_port = 443\n", "[tls]"),
+            (
+                "embedded = true\nrelay_ports = \"60000-50000\"\n",
+                "relay_ports",
+            ),
+            (
+                "embedded = true\nallowed_peers = [\"not-an-ip:1\"]\n",
+                "allowed_peers",
+            ),
+            (
+                "embedded = true\nudp_port = 0\ntcp_port = 0\n",
+                "at least one",
+            ),
+            (
+                "embedded = true\nmax_allocations_per_user = 0\n",
+                "max_allocations_per_user",
+            ),
+        ] {
+            std::fs::write(&file, format!("[turn]\n{toml}")).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{toml}: {e:#}");
+        }
+        // With a certificate, TURN over TLS is fine.
+        std::fs::write(
+            &file,
+            "[tls]\nself_signed = true\n[turn]\nembedded = true\ntls_port = 443\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&file), &Overrides::default()).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn smtp_table_defaults_checks_and_redaction() {
         let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();

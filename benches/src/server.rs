@@ -22,6 +22,8 @@ pub struct ServerSpec {
     /// The server's RUST_LOG; when set, its log is kept in target/bench-results.
     pub log: Option<String>,
     pub workers: usize,
+    /// More settings, as `STREAMCORE_*` environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Server {
@@ -75,6 +77,7 @@ impl Server {
             .args(["--media-port", "0", "--workers", &args.workers.to_string()])
             .current_dir(&dir)
             .env("RUST_LOG", args.log.as_deref().unwrap_or("warn"))
+            .envs(args.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -604,6 +604,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         cpu: args.server_cpu.clone(),
         log: args.server_log.clone(),
         workers: 1,
+        env: Vec::new(),
     })
     .await?;
     let shared = Rc::new(Shared {

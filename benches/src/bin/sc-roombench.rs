@@ -135,6 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cpu: args.server_cpu.clone(),
         log: args.server_log.clone(),
         workers: 1,
+        env: Vec::new(),
     };
     for w in &args.workloads {
         match w.as_str() {

@@ -1,16 +1,18 @@
 //! Transports (docs/benchmarks.md "Transports"): what the path a subscriber reaches
 //! the node by costs. A fresh `streamcore serve --workers 1` pinned to one core; one
-//! publisher over UDP; N subscribers all over UDP, or all over ICE-TCP (RFC 6544: the
-//! only candidate they offer is TCP). Per transport, alternating, in the same run:
+//! publisher over UDP; N subscribers all over UDP, all over ICE-TCP (RFC 6544: the
+//! only candidate they offer is TCP), or all through TURN (their only candidate is a
+//! relayed one): the node's embedded TURN server over UDP or TCP, or Debian's coturn
+//! over UDP or TCP (pinned to the same core) as the reference. Per transport,
+//! alternating, in the same run:
 //!
 //! - **server CPU per forwarded packet**: Δ scheduler run time of the server's threads
-//!   (`/proc/PID/task/*/schedstat`) / Δ `streamcore_rtp_packets_forwarded_total`;
+//!   (`/proc/PID/task/*/schedstat`, plus coturn's for the coturn rows) / Δ
+//!   `streamcore_rtp_packets_forwarded_total`;
 //! - **added latency**: the publisher stamps its send time into every payload; each
 //!   subscriber takes receive time − stamp (both this process's clock), p50 / p99.
 //!
-//! The ratio ICE-TCP ÷ UDP is the result. TURN is not measured here: the node has no
-//! embedded TURN server yet, and driving coturn needs a TURN client in this load
-//! generator.
+//! The ratios to UDP are the result.
 //!
 //! `taskset -c 1 sc-transportbench [--subscribers N] [--seconds S] [--rounds R]
 //! [--streamcore PATH]`.
@@ -27,14 +29,304 @@ use media_core::str0m::format::Codec;
 use media_core::str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use media_core::str0m::net::{Protocol, Receive, TcpType};
 use media_core::str0m::{Candidate, Event, Input, Output, Rtc};
+use media_core::turn::client::{self as turn_client, ClientAuth};
+use media_core::turn::credentials::{rest_password, rest_username};
+use media_core::turn::{StreamDeframer, stun};
 use signaling::Grants;
-use streamcore_benches::server::{Server, ServerSpec};
+use streamcore_benches::server::{Server, ServerSpec, free_tcp_port};
 use streamcore_benches::{Histogram, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Transport {
     Udp,
     Tcp,
+    /// Through the node's embedded TURN server, over UDP or TCP to it.
+    TurnUdp,
+    TurnTcp,
+    /// Through coturn, over UDP or TCP to it.
+    CoturnUdp,
+    CoturnTcp,
+}
+
+impl Transport {
+    const ALL: [Transport; 6] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::TurnUdp,
+        Transport::TurnTcp,
+        Transport::CoturnUdp,
+        Transport::CoturnTcp,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "ICE-TCP",
+            Transport::TurnUdp => "embedded TURN, UDP",
+            Transport::TurnTcp => "embedded TURN, TCP",
+            Transport::CoturnUdp => "coturn, UDP",
+            Transport::CoturnTcp => "coturn, TCP",
+        }
+    }
+
+    fn turn_over_tcp(self) -> Option<bool> {
+        match self {
+            Transport::TurnUdp | Transport::CoturnUdp => Some(false),
+            Transport::TurnTcp | Transport::CoturnTcp => Some(true),
+            _ => None,
+        }
+    }
+}
+
+/// A TURN server's listeners and the secret of its REST credentials.
+struct TurnServer {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    secret: String,
+}
+
+/// Debian's coturn, pinned like the node, as the reference TURN server.
+struct Coturn {
+    child: std::process::Child,
+    pid: String,
+    dir: PathBuf,
+    server: TurnServer,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Coturn {
+    /// `turnserver` (scripts/ensure-coturn.sh installs it) relaying to loopback
+    /// peers only, checking REST credentials, on `cpu`.
+    fn start(cpu: &str) -> anyhow::Result<Coturn> {
+        let port = free_tcp_port()?;
+        let relay_min = 50_000 + (rand::random::<u16>() % 100) * 100;
+        let secret = format!("bench-{}", rand::random::<u64>());
+        let dir = std::env::temp_dir().join(format!("sc-bench-coturn-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir)?;
+        let child = std::process::Command::new("taskset")
+            .args([
+                "-c",
+                cpu,
+                "turnserver",
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+            ])
+            .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay_min}"))
+            .arg(format!("--max-port={}", relay_min + 99))
+            .args(["--use-auth-secret", "--realm", "streamcore.bench"])
+            .arg(format!("--static-auth-secret={secret}"))
+            .args([
+                "--allow-loopback-peers",
+                "--denied-peer-ip=0.0.0.0-255.255.255.255",
+            ])
+            .arg("--allowed-peer-ip=127.0.0.1")
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .arg(format!(
+                "--pidfile={}",
+                dir.join("turnserver.pid").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting turnserver (scripts/ensure-coturn.sh installs it)")?;
+        let at: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let c = Coturn {
+            pid: child.id().to_string(),
+            child,
+            dir,
+            server: TurnServer {
+                udp: at,
+                tcp: at,
+                secret,
+            },
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(at).is_err() {
+            if Instant::now() > deadline {
+                bail!("turnserver did not listen on {at}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(c)
+    }
+}
+
+/// How a subscriber reaches its TURN server.
+enum TurnLink {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream, StreamDeframer),
+}
+
+/// A TURN allocation and its one channel, to the node.
+struct TurnPath {
+    link: TurnLink,
+    auth: ClientAuth,
+    relay: SocketAddr,
+    local: SocketAddr,
+    node: SocketAddr,
+    next: u8,
+}
+
+const CHANNEL: u16 = 0x4000;
+
+impl TurnPath {
+    /// Allocates a relay on `server` (blocking, a few round trips).
+    fn allocate(
+        server: SocketAddr,
+        tcp: bool,
+        secret: &str,
+        identity: &str,
+    ) -> anyhow::Result<TurnPath> {
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 3600;
+        let username = rest_username(expiry, identity);
+        let auth = ClientAuth::new(&username, &rest_password(secret, &username));
+        let (link, local) = if tcp {
+            let s = TcpStream::connect(server)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let local = s.local_addr()?;
+            (TurnLink::Tcp(s, StreamDeframer::default()), local)
+        } else {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let local = s.local_addr()?;
+            (TurnLink::Udp(s, server), local)
+        };
+        let mut p = TurnPath {
+            link,
+            auth,
+            relay: local,
+            local,
+            node: local,
+            next: 0,
+        };
+        let transport = |b: stun::Builder| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        let mut answer = p.ask(stun::ALLOCATE, transport)?;
+        if matches!(turn_client::error_code(&stun::parse(&answer)?), Some(401)) {
+            answer = p.ask(stun::ALLOCATE, transport)?;
+        }
+        let m = stun::parse(&answer)?;
+        if let Some(code) = turn_client::error_code(&m) {
+            bail!("TURN Allocate refused: {code}");
+        }
+        p.relay = m
+            .xor_address(stun::XOR_RELAYED_ADDRESS)
+            .context("no XOR-RELAYED-ADDRESS")?;
+        Ok(p)
+    }
+
+    fn send_raw(&mut self, msg: &[u8]) -> std::io::Result<()> {
+        match &mut self.link {
+            TurnLink::Udp(s, server) => s.send_to(msg, *server).map(|_| ()),
+            TurnLink::Tcp(s, _) => s.write_all(msg),
+        }
+    }
+
+    /// The next message (setup only: blocks up to the read timeout).
+    fn receive_one(&mut self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 4096];
+        match &mut self.link {
+            TurnLink::Udp(s, _) => s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec()),
+            TurnLink::Tcp(s, deframer) => loop {
+                if let Ok(Some(m)) = deframer.next_message() {
+                    return Some(m);
+                }
+                match s.read(&mut buf) {
+                    Ok(n @ 1..) => deframer.push(&buf[..n]),
+                    _ => return None,
+                }
+            },
+        }
+    }
+
+    /// Messages that have arrived (the link is non-blocking by then).
+    fn receive(&mut self, out: &mut Vec<Vec<u8>>) {
+        let mut buf = [0u8; 4096];
+        match &mut self.link {
+            TurnLink::Udp(s, _) => {
+                while let Ok((n, _)) = s.recv_from(&mut buf) {
+                    out.push(buf[..n].to_vec());
+                    if out.len() > 64 {
+                        break;
+                    }
+                }
+            }
+            TurnLink::Tcp(s, deframer) => {
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    deframer.push(&buf[..n]);
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                while let Ok(Some(m)) = deframer.next_message() {
+                    out.push(m);
+                }
+            }
+        }
+    }
+
+    /// A signed request and its answer (setup only: the sockets block here).
+    fn ask(
+        &mut self,
+        method: u16,
+        attrs: impl Fn(stun::Builder) -> stun::Builder,
+    ) -> anyhow::Result<Vec<u8>> {
+        self.next += 1;
+        let tid = [self.next; 12];
+        let req = self
+            .auth
+            .sign(attrs(stun::Builder::new(method, stun::Class::Request, tid)))
+            .fingerprint()
+            .finish();
+        self.send_raw(&req)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(m) = self.receive_one()
+                && let Ok(msg) = stun::parse(&m)
+                && msg.transaction == tid
+            {
+                self.auth.learn(&msg);
+                return Ok(m);
+            }
+        }
+        bail!("no answer from the TURN server")
+    }
+
+    /// Binds the channel to the node and turns the link non-blocking.
+    fn bind(&mut self, node: SocketAddr) -> anyhow::Result<()> {
+        self.node = node;
+        let answer = self.ask(stun::CHANNEL_BIND, |b| {
+            b.attr(stun::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])
+                .xor_address(stun::XOR_PEER_ADDRESS, node)
+        })?;
+        if let Some(code) = turn_client::error_code(&stun::parse(&answer)?) {
+            bail!("TURN ChannelBind refused: {code}");
+        }
+        match &self.link {
+            TurnLink::Udp(s, _) => s.set_nonblocking(true)?,
+            TurnLink::Tcp(s, _) => s.set_nonblocking(true)?,
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        let tcp = matches!(self.link, TurnLink::Tcp(..));
+        let _ = self.send_raw(&stun::channel_data(CHANNEL, data, tcp));
+    }
 }
 
 /// A client: str0m over one UDP socket, or over one ICE-TCP connection.
@@ -43,6 +335,7 @@ struct Client {
     udp: UdpSocket,
     addr: SocketAddr,
     tcp: Option<(TcpStream, Deframer, SocketAddr)>,
+    turn: Option<TurnPath>,
     mid: Mid,
     connected: bool,
     time: u64,
@@ -53,15 +346,30 @@ impl Client {
         srv: &Server,
         path: &str,
         token: &str,
+        identity: &str,
         transport: Transport,
+        turn: Option<&TurnServer>,
     ) -> anyhow::Result<Client> {
         let udp = UdpSocket::bind("127.0.0.1:0")?;
         udp.set_nonblocking(true)?;
         let mut addr = udp.local_addr()?;
         let mut rtc = Rtc::builder().build(Instant::now());
+        let mut relayed = None;
         match transport {
             Transport::Udp => {
                 rtc.add_local_candidate(Candidate::host(addr, "udp")?);
+            }
+            t @ (Transport::TurnUdp
+            | Transport::TurnTcp
+            | Transport::CoturnUdp
+            | Transport::CoturnTcp) => {
+                let server = turn.context("a TURN server")?;
+                let tcp = t.turn_over_tcp() == Some(true);
+                let at = if tcp { server.tcp } else { server.udp };
+                let p = TurnPath::allocate(at, tcp, &server.secret, identity)?;
+                addr = p.relay;
+                rtc.add_local_candidate(Candidate::relayed(p.relay, p.local, "udp")?);
+                relayed = Some(p);
             }
             Transport::Tcp => {
                 addr = "127.0.0.1:9".parse()?;
@@ -94,6 +402,14 @@ impl Client {
             bail!("{path}: {} {}", resp.status(), resp.text().await?);
         }
         let answer = resp.text().await?;
+        if let Some(p) = &mut relayed {
+            let line = answer
+                .lines()
+                .find(|l| l.starts_with("a=candidate") && l.contains(" udp "))
+                .context("no UDP candidate in the answer")?;
+            let f: Vec<&str> = line.split_whitespace().collect();
+            p.bind(format!("{}:{}", f[4], f[5]).parse()?)?;
+        }
         let tcp = if transport == Transport::Tcp {
             let line = answer
                 .lines()
@@ -115,6 +431,7 @@ impl Client {
             udp,
             addr,
             tcp,
+            turn: relayed,
             mid,
             connected: false,
             time: 0,
@@ -136,6 +453,17 @@ impl Client {
             let frames: Vec<Vec<u8>> = std::iter::from_fn(|| deframer.next_packet()).collect();
             for f in frames {
                 self.input(now, Protocol::Tcp, remote, &f);
+            }
+        }
+        if let Some(p) = &mut self.turn {
+            let node = p.node;
+            let mut got = Vec::new();
+            p.receive(&mut got);
+            for m in got {
+                if let Some(cd) = stun::parse_channel_data(&m) {
+                    let data = cd.data.to_vec();
+                    self.input(now, Protocol::Udp, node, &data);
+                }
             }
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
@@ -162,6 +490,11 @@ impl Client {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(_)) | Err(_) => break,
                 Ok(Output::Transmit(t)) => match (&mut self.tcp, t.proto) {
+                    _ if self.turn.is_some() => {
+                        if let Some(p) = &mut self.turn {
+                            p.send(&t.contents);
+                        }
+                    }
                     (Some((s, _, _)), Protocol::Tcp) => {
                         let mut frame = Vec::new();
                         if framing::frame(&t.contents, &mut frame).is_some() {
@@ -282,13 +615,49 @@ async fn measure(
     rate: u32,
     size: usize,
 ) -> anyhow::Result<(f64, f64, f64, f64)> {
+    // The embedded TURN server listens on one port number for UDP and TCP.
+    let turn_port = free_tcp_port()?;
+    let embedded = matches!(transport, Transport::TurnUdp | Transport::TurnTcp);
+    let secret = format!("bench-{}", rand::random::<u64>());
+    let env = if embedded {
+        vec![
+            ("STREAMCORE_TURN__EMBEDDED".to_owned(), "true".to_owned()),
+            (
+                "STREAMCORE_TURN__UDP_PORT".to_owned(),
+                turn_port.to_string(),
+            ),
+            (
+                "STREAMCORE_TURN__TCP_PORT".to_owned(),
+                turn_port.to_string(),
+            ),
+            ("STREAMCORE_TURN__SHARED_SECRET".to_owned(), secret.clone()),
+        ]
+    } else {
+        Vec::new()
+    };
     let srv = Server::start(&ServerSpec {
         streamcore: args.streamcore.clone(),
         cpu: "0".into(),
         log: None,
         workers: 1,
+        env,
     })
     .await?;
+    let coturn = match transport {
+        Transport::CoturnUdp | Transport::CoturnTcp => Some(Coturn::start("0")?),
+        _ => None,
+    };
+    let at: SocketAddr = format!("127.0.0.1:{turn_port}").parse()?;
+    let turn = match &coturn {
+        Some(c) => Some(&c.server),
+        None => None,
+    };
+    let own = TurnServer {
+        udp: at,
+        tcp: at,
+        secret,
+    };
+    let turn = turn.or(embedded.then_some(&own));
     let grants = |publish| Grants {
         publish,
         subscribe: !publish,
@@ -300,13 +669,16 @@ async fn measure(
         &srv,
         "/whip/t",
         &srv.token("t", "pub", grants(true))?,
+        "pub",
         Transport::Udp,
+        None,
     )
     .await?;
     let mut subs = Vec::new();
     for i in 0..args.subscribers {
-        let token = srv.token("t", &format!("s{i}"), grants(false))?;
-        subs.push(Client::join(&srv, "/whep/t", &token, transport).await?);
+        let identity = format!("s{i}");
+        let token = srv.token("t", &identity, grants(false))?;
+        subs.push(Client::join(&srv, "/whep/t", &token, &identity, transport, turn).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(publisher.connected && subs.iter().all(|s| s.connected)) {
@@ -333,15 +705,22 @@ async fn measure(
     };
     run.drive(2.0, &mut pace).await;
     run.lat.clear();
-    let (c0, m0) = (srv.cpu(), srv.metrics().await?);
+    let coturn_cpu = || {
+        coturn
+            .as_ref()
+            .and_then(|c| streamcore_benches::procfs::cpu(&c.pid))
+            .unwrap_or_default()
+    };
+    let (c0, k0, m0) = (srv.cpu(), coturn_cpu(), srv.metrics().await?);
     let sent0 = pace.sent;
     run.drive(args.seconds as f64, &mut pace).await;
     let sent = pace.sent;
     let lat = run.lat;
-    let (c1, m1) = (srv.cpu(), srv.metrics().await?);
+    let (c1, k1, m1) = (srv.cpu(), coturn_cpu(), srv.metrics().await?);
     let fwd =
         m1["streamcore_rtp_packets_forwarded_total"] - m0["streamcore_rtp_packets_forwarded_total"];
-    let cpu_s = c1.since(&c0, streamcore_benches::procfs::clk_tck()).1;
+    let tck = streamcore_benches::procfs::clk_tck();
+    let cpu_s = c1.since(&c0, tck).1 + k1.since(&k0, tck).1;
     let expected = ((sent - sent0) * args.subscribers as u64) as f64;
     let loss = 1.0 - lat.count() as f64 / expected.max(1.0);
     Ok((
@@ -374,28 +753,31 @@ fn main() -> anyhow::Result<()> {
         ("audio 50 pps × 100 B", 50, 100),
         ("300 pps × 1100 B", 300, 1100),
     ] {
-        let mut by = [Vec::new(), Vec::new()];
-        let mut lat = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-        let mut loss = [0.0f64; 2];
+        const N: usize = Transport::ALL.len();
+        let mut by: [Vec<f64>; N] = Default::default();
+        let mut p50: [Vec<f64>; N] = Default::default();
+        let mut p99: [Vec<f64>; N] = Default::default();
+        let mut loss = [0.0f64; N];
         for _ in 0..args.rounds {
-            // Alternating, so drift on the shared machine hits both alike.
-            for (i, t) in [Transport::Udp, Transport::Tcp].into_iter().enumerate() {
-                let (us, p50, p99, l) = rt.block_on(measure(&args, t, rate, size))?;
+            // Alternating, so drift on the shared machine hits all alike.
+            for (i, t) in Transport::ALL.into_iter().enumerate() {
+                let (us, a, b, l) = rt.block_on(measure(&args, t, rate, size))?;
                 by[i].push(us);
-                lat[i * 2].push(p50);
-                lat[i * 2 + 1].push(p99);
+                p50[i].push(a);
+                p99[i].push(b);
                 loss[i] = loss[i].max(l);
             }
         }
         let udp = Summary::of(&by[0]).median;
-        for (i, name) in ["UDP", "ICE-TCP"].into_iter().enumerate() {
+        for (i, t) in Transport::ALL.into_iter().enumerate() {
             let s = Summary::of(&by[i]);
             println!(
-                "| {label} | {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} % |",
+                "| {label} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} % |",
+                t.name(),
                 s.show(2),
                 s.median / udp,
-                Summary::of(&lat[i * 2]).median,
-                Summary::of(&lat[i * 2 + 1]).median,
+                Summary::of(&p50[i]).median,
+                Summary::of(&p99[i]).median,
                 100.0 * loss[i].max(0.0)
             );
         }

@@ -561,3 +561,18 @@ fn random_and_mutated_input_never_panics() {
         while let Ok(Some(_)) = d.next_message() {}
     }
 }
+
+#[test]
+fn peer_rules_parse_addresses_ports_and_ranges() {
+    let r = PeerRule::parse("10.0.0.7:40000-40007").unwrap();
+    assert_eq!(
+        (r.ip.to_string(), r.ports),
+        ("10.0.0.7".into(), 40000..=40007)
+    );
+    assert_eq!(PeerRule::parse("10.0.0.7:5").unwrap().ports, 5..=5);
+    assert_eq!(PeerRule::parse("10.0.0.7").unwrap().ports, 1..=65535);
+    assert_eq!(PeerRule::parse("[::1]:9").unwrap().ip.to_string(), "::1");
+    for bad in ["host:1", "10.0.0.7:9-1", "10.0.0.7:0", "10.0.0.7:x"] {
+        assert!(PeerRule::parse(bad).is_err(), "{bad}");
+    }
+}
