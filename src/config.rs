@@ -80,6 +80,10 @@ pub struct TurnSettings {
     /// The name clients use for `turns:` URLs (must match the certificate). Default:
     /// the public URL's host.
     pub tls_host: Option<String>,
+    /// A PEM certificate chain and key for the TLS listener alone (TURN often has a
+    /// name of its own); default: the `[tls]` certificate.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub realm: String,
     /// Allocations one identity may hold at once.
     pub max_allocations_per_user: usize,
@@ -103,6 +107,8 @@ impl Default for TurnSettings {
             tls_port: 0,
             relay_ports: "49152-65535".into(),
             tls_host: None,
+            tls_cert: None,
+            tls_key: None,
             realm: "streamcore".into(),
             // A browser allocates per local interface and per URL, for each of its
             // connections; 20 covers a room page with a screen share.
@@ -163,8 +169,14 @@ impl TurnSettings {
         for p in &self.allowed_peers {
             media_core::turn::PeerRule::parse(p).map_err(|e| format!("turn.allowed_peers: {e}"))?;
         }
-        if self.tls_port != 0 && !tls {
-            return Err("turn.tls_port needs a certificate: configure [tls]".into());
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("turn.tls_cert and turn.tls_key go together".into());
+        }
+        if self.tls_port != 0 && !tls && self.tls_cert.is_none() {
+            return Err(
+                "turn.tls_port needs a certificate: configure [tls], or turn.tls_cert and turn.tls_key"
+                    .into(),
+            );
         }
         if self.udp_port == 0 && self.tcp_port == 0 && self.tls_port == 0 {
             return Err("turn.embedded needs at least one of udp_port, tcp_port, tls_port".into());

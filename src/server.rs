@@ -334,7 +334,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             crate::turn::EmbeddedTurn::start(
                 settings,
                 &media_addrs,
-                tls.as_ref().map(|t| t.config.clone()),
+                crate::tls::turn_config(settings, tls.as_ref())?,
                 directory,
                 metrics.clone(),
             )

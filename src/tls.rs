@@ -77,13 +77,7 @@ pub fn load(settings: &Settings) -> anyhow::Result<Option<Tls>> {
         return Ok(None);
     };
     let fp = fingerprint(&chain[0]);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("the certificate and key do not fit together")?;
+    let mut config = server_config(chain, key)?;
     // WebSockets upgrade HTTP/1.1 connections.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Tls {
@@ -91,6 +85,42 @@ pub fn load(settings: &Settings) -> anyhow::Result<Option<Tls>> {
         fingerprint: fp,
         ca,
     }))
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not fit together")
+}
+
+/// The certificate of the embedded TURN server's TLS listener: `turn.tls_cert` and
+/// `turn.tls_key` when set (TURN often has a name of its own), else the node's.
+pub fn turn_config(
+    settings: &Settings,
+    node: Option<&Tls>,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let mut config = match (&settings.turn.tls_cert, &settings.turn.tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_chain(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading the private key {}", key.display()))?;
+            server_config(chain, key)?
+        }
+        _ => match node {
+            Some(t) => (*t.config).clone(),
+            None => return Ok(None),
+        },
+    };
+    // TURN clients ask for no HTTP protocol.
+    config.alpn_protocols.clear();
+    Ok(Some(Arc::new(config)))
 }
 
 fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

@@ -121,7 +121,8 @@ fn now() -> Now {
 
 impl EmbeddedTurn {
     /// Binds the listeners (a taken port fails the start) and starts serving.
-    /// `media` are the node's media sockets, which relays may reach.
+    /// `media` are the node's media sockets, which relays may reach; `tls` the TLS
+    /// listener's certificate ([`crate::tls::turn_config`]).
     pub async fn start(
         settings: &Settings,
         media: &[SocketAddr],
@@ -168,14 +169,9 @@ impl EmbeddedTurn {
         };
         let tcp = bind_tcp(bind_ip, t.tcp_port, "TCP").await?;
         let tls_listener = match tls {
-            Some(cfg) if t.tls_port != 0 => {
-                let mut cfg = (*cfg).clone();
-                // TURN clients offer no HTTP ALPN; none is chosen.
-                cfg.alpn_protocols.clear();
-                bind_tcp(bind_ip, t.tls_port, "TLS")
-                    .await?
-                    .map(|l| (l, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
-            }
+            Some(cfg) if t.tls_port != 0 => bind_tcp(bind_ip, t.tls_port, "TLS")
+                .await?
+                .map(|l| (l, tokio_rustls::TlsAcceptor::from(cfg))),
             _ => None,
         };
         let shared = Arc::new(Shared {

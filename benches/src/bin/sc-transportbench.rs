@@ -2,8 +2,8 @@
 //! the node by costs. A fresh `streamcore serve --workers 1` pinned to one core; one
 //! publisher over UDP; N subscribers all over UDP, all over ICE-TCP (RFC 6544: the
 //! only candidate they offer is TCP), or all through TURN (their only candidate is a
-//! relayed one): the node's embedded TURN server over UDP or TCP, or Debian's coturn
-//! over UDP or TCP (pinned to the same core) as the reference. Per transport,
+//! relayed one): the node's embedded TURN server over UDP, TCP or TLS, or Debian's
+//! coturn the same three ways (pinned to the same core) as the reference. Per transport,
 //! alternating, in the same run:
 //!
 //! - **server CPU per forwarded packet**: Δ scheduler run time of the server's threads
@@ -20,6 +20,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -43,19 +44,23 @@ enum Transport {
     /// Through the node's embedded TURN server, over UDP or TCP to it.
     TurnUdp,
     TurnTcp,
-    /// Through coturn, over UDP or TCP to it.
+    TurnTls,
+    /// Through coturn, over UDP, TCP or TLS to it.
     CoturnUdp,
     CoturnTcp,
+    CoturnTls,
 }
 
 impl Transport {
-    const ALL: [Transport; 6] = [
+    const ALL: [Transport; 8] = [
         Transport::Udp,
         Transport::Tcp,
         Transport::TurnUdp,
         Transport::TurnTcp,
+        Transport::TurnTls,
         Transport::CoturnUdp,
         Transport::CoturnTcp,
+        Transport::CoturnTls,
     ];
 
     fn name(self) -> &'static str {
@@ -64,24 +69,122 @@ impl Transport {
             Transport::Tcp => "ICE-TCP",
             Transport::TurnUdp => "embedded TURN, UDP",
             Transport::TurnTcp => "embedded TURN, TCP",
+            Transport::TurnTls => "embedded TURN, TLS",
             Transport::CoturnUdp => "coturn, UDP",
             Transport::CoturnTcp => "coturn, TCP",
+            Transport::CoturnTls => "coturn, TLS",
         }
     }
 
-    fn turn_over_tcp(self) -> Option<bool> {
+    /// How a subscriber reaches its TURN server, for the TURN rows.
+    fn turn_link(self) -> Option<LinkKind> {
         match self {
-            Transport::TurnUdp | Transport::CoturnUdp => Some(false),
-            Transport::TurnTcp | Transport::CoturnTcp => Some(true),
+            Transport::TurnUdp | Transport::CoturnUdp => Some(LinkKind::Udp),
+            Transport::TurnTcp | Transport::CoturnTcp => Some(LinkKind::Tcp),
+            Transport::TurnTls | Transport::CoturnTls => Some(LinkKind::Tls),
             _ => None,
         }
     }
+
+    fn embedded(self) -> bool {
+        matches!(self, Transport::TurnUdp | Transport::TurnTcp | Transport::TurnTls)
+    }
+
+    fn coturn(self) -> bool {
+        matches!(self, Transport::CoturnUdp | Transport::CoturnTcp | Transport::CoturnTls)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LinkKind {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A self-signed certificate for the TURN servers' TLS listeners (the load generator
+/// does not check it: it measures cost, not trust).
+struct TestCert {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCert {
+    fn make() -> anyhow::Result<TestCert> {
+        let dir = std::env::temp_dir().join(format!("sc-bench-cert-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir)?;
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem())?;
+        std::fs::write(&key, ck.signing_key.serialize_pem())?;
+        Ok(TestCert { dir, cert, key })
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Accepts any server certificate.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn tls_client() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth(),
+    ))
 }
 
 /// A TURN server's listeners and the secret of its REST credentials.
 struct TurnServer {
     udp: SocketAddr,
     tcp: SocketAddr,
+    tls: SocketAddr,
     secret: String,
 }
 
@@ -104,8 +207,9 @@ impl Drop for Coturn {
 impl Coturn {
     /// `turnserver` (scripts/ensure-coturn.sh installs it) relaying to loopback
     /// peers only, checking REST credentials, on `cpu`.
-    fn start(cpu: &str) -> anyhow::Result<Coturn> {
+    fn start(cpu: &str, cert: &TestCert) -> anyhow::Result<Coturn> {
         let port = free_tcp_port()?;
+        let tls_port = free_tcp_port()?;
         let relay_min = 50_000 + (rand::random::<u16>() % 100) * 100;
         let secret = format!("bench-{}", rand::random::<u64>());
         let dir = std::env::temp_dir().join(format!("sc-bench-coturn-{}", rand::random::<u64>()));
@@ -117,9 +221,11 @@ impl Coturn {
                 "turnserver",
                 "-n",
                 "--no-cli",
-                "--no-tls",
                 "--no-dtls",
             ])
+            .arg(format!("--tls-listening-port={tls_port}"))
+            .arg(format!("--cert={}", cert.cert.display()))
+            .arg(format!("--pkey={}", cert.key.display()))
             .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
             .arg(format!("--listening-port={port}"))
             .arg(format!("--min-port={relay_min}"))
@@ -148,13 +254,14 @@ impl Coturn {
             server: TurnServer {
                 udp: at,
                 tcp: at,
+                tls: format!("127.0.0.1:{tls_port}").parse()?,
                 secret,
             },
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(at).is_err() {
+        while TcpStream::connect(at).is_err() || TcpStream::connect(c.server.tls).is_err() {
             if Instant::now() > deadline {
-                bail!("turnserver did not listen on {at}");
+                bail!("turnserver did not listen on {at} and {}", c.server.tls);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -166,6 +273,10 @@ impl Coturn {
 enum TurnLink {
     Udp(UdpSocket, SocketAddr),
     Tcp(TcpStream, StreamDeframer),
+    Tls(
+        Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+        StreamDeframer,
+    ),
 }
 
 /// A TURN allocation and its one channel, to the node.
@@ -184,7 +295,7 @@ impl TurnPath {
     /// Allocates a relay on `server` (blocking, a few round trips).
     fn allocate(
         server: SocketAddr,
-        tcp: bool,
+        kind: LinkKind,
         secret: &str,
         identity: &str,
     ) -> anyhow::Result<TurnPath> {
@@ -194,17 +305,27 @@ impl TurnPath {
             + 3600;
         let username = rest_username(expiry, identity);
         let auth = ClientAuth::new(&username, &rest_password(secret, &username));
-        let (link, local) = if tcp {
-            let s = TcpStream::connect(server)?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            let local = s.local_addr()?;
-            (TurnLink::Tcp(s, StreamDeframer::default()), local)
-        } else {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            let local = s.local_addr()?;
-            (TurnLink::Udp(s, server), local)
+        let (link, local) = match kind {
+            LinkKind::Udp => {
+                let s = UdpSocket::bind("127.0.0.1:0")?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let local = s.local_addr()?;
+                (TurnLink::Udp(s, server), local)
+            }
+            LinkKind::Tcp | LinkKind::Tls => {
+                let s = TcpStream::connect(server)?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let local = s.local_addr()?;
+                if kind == LinkKind::Tcp {
+                    (TurnLink::Tcp(s, StreamDeframer::default()), local)
+                } else {
+                    let name = rustls::pki_types::ServerName::from(server.ip());
+                    let conn = rustls::ClientConnection::new(tls_client()?, name)?;
+                    let stream = rustls::StreamOwned::new(conn, s);
+                    (TurnLink::Tls(Box::new(stream), StreamDeframer::default()), local)
+                }
+            }
         };
         let mut p = TurnPath {
             link,
@@ -233,6 +354,7 @@ impl TurnPath {
         match &mut self.link {
             TurnLink::Udp(s, server) => s.send_to(msg, *server).map(|_| ()),
             TurnLink::Tcp(s, _) => s.write_all(msg),
+            TurnLink::Tls(s, _) => s.write_all(msg).and_then(|()| s.flush()),
         }
     }
 
@@ -241,15 +363,8 @@ impl TurnPath {
         let mut buf = [0u8; 4096];
         match &mut self.link {
             TurnLink::Udp(s, _) => s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec()),
-            TurnLink::Tcp(s, deframer) => loop {
-                if let Ok(Some(m)) = deframer.next_message() {
-                    return Some(m);
-                }
-                match s.read(&mut buf) {
-                    Ok(n @ 1..) => deframer.push(&buf[..n]),
-                    _ => return None,
-                }
-            },
+            TurnLink::Tcp(s, deframer) => read_one(s, deframer, &mut buf),
+            TurnLink::Tls(s, deframer) => read_one(s.as_mut(), deframer, &mut buf),
         }
     }
 
@@ -265,17 +380,8 @@ impl TurnPath {
                     }
                 }
             }
-            TurnLink::Tcp(s, deframer) => {
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    deframer.push(&buf[..n]);
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                while let Ok(Some(m)) = deframer.next_message() {
-                    out.push(m);
-                }
-            }
+            TurnLink::Tcp(s, deframer) => read_available(s, deframer, &mut buf, out),
+            TurnLink::Tls(s, deframer) => read_available(s.as_mut(), deframer, &mut buf, out),
         }
     }
 
@@ -319,13 +425,42 @@ impl TurnPath {
         match &self.link {
             TurnLink::Udp(s, _) => s.set_nonblocking(true)?,
             TurnLink::Tcp(s, _) => s.set_nonblocking(true)?,
+            TurnLink::Tls(s, _) => s.sock.set_nonblocking(true)?,
         }
         Ok(())
     }
 
     fn send(&mut self, data: &[u8]) {
-        let tcp = matches!(self.link, TurnLink::Tcp(..));
-        let _ = self.send_raw(&stun::channel_data(CHANNEL, data, tcp));
+        let stream = !matches!(self.link, TurnLink::Udp(..));
+        let _ = self.send_raw(&stun::channel_data(CHANNEL, data, stream));
+    }
+}
+
+/// The next message off a stream (blocking up to its read timeout).
+fn read_one(s: &mut dyn Read, deframer: &mut StreamDeframer, buf: &mut [u8]) -> Option<Vec<u8>> {
+    loop {
+        if let Ok(Some(m)) = deframer.next_message() {
+            return Some(m);
+        }
+        match s.read(buf) {
+            Ok(n @ 1..) => deframer.push(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Every whole message a non-blocking stream holds now.
+fn read_available(
+    s: &mut dyn Read,
+    deframer: &mut StreamDeframer,
+    buf: &mut [u8],
+    out: &mut Vec<Vec<u8>>,
+) {
+    while let Ok(n @ 1..) = s.read(buf) {
+        deframer.push(&buf[..n]);
+    }
+    while let Ok(Some(m)) = deframer.next_message() {
+        out.push(m);
     }
 }
 
@@ -359,18 +494,6 @@ impl Client {
             Transport::Udp => {
                 rtc.add_local_candidate(Candidate::host(addr, "udp")?);
             }
-            t @ (Transport::TurnUdp
-            | Transport::TurnTcp
-            | Transport::CoturnUdp
-            | Transport::CoturnTcp) => {
-                let server = turn.context("a TURN server")?;
-                let tcp = t.turn_over_tcp() == Some(true);
-                let at = if tcp { server.tcp } else { server.udp };
-                let p = TurnPath::allocate(at, tcp, &server.secret, identity)?;
-                addr = p.relay;
-                rtc.add_local_candidate(Candidate::relayed(p.relay, p.local, "udp")?);
-                relayed = Some(p);
-            }
             Transport::Tcp => {
                 addr = "127.0.0.1:9".parse()?;
                 rtc.add_local_candidate(
@@ -380,6 +503,19 @@ impl Client {
                         .tcptype(TcpType::Active)
                         .build()?,
                 );
+            }
+            t => {
+                let server = turn.context("a TURN server")?;
+                let kind = t.turn_link().context("a TURN row")?;
+                let at = match kind {
+                    LinkKind::Udp => server.udp,
+                    LinkKind::Tcp => server.tcp,
+                    LinkKind::Tls => server.tls,
+                };
+                let p = TurnPath::allocate(at, kind, &server.secret, identity)?;
+                addr = p.relay;
+                rtc.add_local_candidate(Candidate::relayed(p.relay, p.local, "udp")?);
+                relayed = Some(p);
             }
         }
         let dir = if path.starts_with("/whip") {
@@ -611,13 +747,14 @@ fn parse_args() -> anyhow::Result<Args> {
 /// One measurement: (server µs per forwarded packet, latency p50 ms, p99 ms, loss).
 async fn measure(
     args: &Args,
+    cert: &TestCert,
     transport: Transport,
     rate: u32,
     size: usize,
 ) -> anyhow::Result<(f64, f64, f64, f64)> {
     // The embedded TURN server listens on one port number for UDP and TCP.
-    let turn_port = free_tcp_port()?;
-    let embedded = matches!(transport, Transport::TurnUdp | Transport::TurnTcp);
+    let (turn_port, tls_port) = (free_tcp_port()?, free_tcp_port()?);
+    let embedded = transport.embedded();
     let secret = format!("bench-{}", rand::random::<u64>());
     let env = if embedded {
         vec![
@@ -631,6 +768,9 @@ async fn measure(
                 turn_port.to_string(),
             ),
             ("STREAMCORE_TURN__SHARED_SECRET".to_owned(), secret.clone()),
+            ("STREAMCORE_TURN__TLS_PORT".to_owned(), tls_port.to_string()),
+            ("STREAMCORE_TURN__TLS_CERT".to_owned(), cert.cert.display().to_string()),
+            ("STREAMCORE_TURN__TLS_KEY".to_owned(), cert.key.display().to_string()),
         ]
     } else {
         Vec::new()
@@ -643,9 +783,10 @@ async fn measure(
         env,
     })
     .await?;
-    let coturn = match transport {
-        Transport::CoturnUdp | Transport::CoturnTcp => Some(Coturn::start("0")?),
-        _ => None,
+    let coturn = if transport.coturn() {
+        Some(Coturn::start("0", cert)?)
+    } else {
+        None
     };
     let at: SocketAddr = format!("127.0.0.1:{turn_port}").parse()?;
     let turn = match &coturn {
@@ -655,6 +796,7 @@ async fn measure(
     let own = TurnServer {
         udp: at,
         tcp: at,
+        tls: format!("127.0.0.1:{tls_port}").parse()?,
         secret,
     };
     let turn = turn.or(embedded.then_some(&own));
@@ -742,6 +884,7 @@ fn main() -> anyhow::Result<()> {
         args.rounds,
         args.seconds
     );
+    let cert = TestCert::make()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -761,7 +904,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..args.rounds {
             // Alternating, so drift on the shared machine hits all alike.
             for (i, t) in Transport::ALL.into_iter().enumerate() {
-                let (us, a, b, l) = rt.block_on(measure(&args, t, rate, size))?;
+                let (us, a, b, l) = rt.block_on(measure(&args, &cert, t, rate, size))?;
                 by[i].push(us);
                 p50[i].push(a);
                 p99[i].push(b);
