@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every StreamCore benchmark; results go to target/bench-results/.
-#   benches/run-all.sh            # B0 + B1/B2 + transports + B9, full (about 22 minutes on 2 cores)
+#   benches/run-all.sh            # B0 + B1/B2 + transports + B9, full (about 30 minutes on 2 cores)
 #   benches/run-all.sh --quick    # a smoke run (about 2 minutes)
 # See docs/benchmarks.md for what is measured and how to read it.
 set -euo pipefail
@@ -31,7 +31,9 @@ cargo bench --locked -p streamcore-benches --bench b0_inproc -- "${quick[@]}" "$
 target/release/sc-loadgen "${quick[@]}" "${rt[@]}" --json "$out/loadgen-$stamp.json" \
     | tee "$out/loadgen-$stamp.md"
 
-# Transports: subscribers over UDP and over ICE-TCP, alternating (server on CPU 0).
+# Transports: subscribers over UDP, ICE-TCP, and through the embedded TURN server and
+# Debian's coturn over UDP, TCP and TLS, alternating (server and TURN on CPU 0).
+bash scripts/ensure-coturn.sh >/dev/null
 transport_args=()
 if [[ ${#quick[@]} -gt 0 ]]; then
     transport_args=(--rounds 1 --seconds 3)

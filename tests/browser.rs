@@ -257,9 +257,9 @@ async fn relay_only_clients_connect_through_the_embedded_turn_server() {
     srv.stop().await;
 }
 
-/// Only HTTPS and TURN over TLS get through: Chromium in a network namespace whose
-/// firewall drops everything to the node but TCP to those two ports publishes camera
-/// and microphone and plays them back through the embedded TURN server's TLS
+/// Only HTTPS and TURN over TLS (on 443) get through: Chromium in a network namespace
+/// whose firewall drops everything to the node but TCP to those two ports publishes
+/// camera and microphone and plays them back through the embedded TURN server's TLS
 /// listener, with the ICE servers the node handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_firewall_that_lets_only_tls_out_through_turn_over_tls() {
@@ -268,7 +268,12 @@ async fn behind_a_firewall_that_lets_only_tls_out_through_turn_over_tls() {
         .await
         .unwrap();
     let host = ns.host_ip;
-    let (https, turns) = (support::free_port(), support::free_port());
+    // TURN/TLS on 443, as strict firewalls want it, unless something here holds it.
+    let turns = match std::net::TcpListener::bind((host, 443)) {
+        Ok(_) => 443,
+        Err(_) => support::free_port(),
+    };
+    let https = support::free_port();
     let srv = TestServer::start_with(move |s| {
         s.http = std::net::SocketAddr::new(host.into(), https);
         s.public_url = Some(format!("https://{host}:{https}"));

@@ -87,11 +87,17 @@ impl Transport {
     }
 
     fn embedded(self) -> bool {
-        matches!(self, Transport::TurnUdp | Transport::TurnTcp | Transport::TurnTls)
+        matches!(
+            self,
+            Transport::TurnUdp | Transport::TurnTcp | Transport::TurnTls
+        )
     }
 
     fn coturn(self) -> bool {
-        matches!(self, Transport::CoturnUdp | Transport::CoturnTcp | Transport::CoturnTls)
+        matches!(
+            self,
+            Transport::CoturnUdp | Transport::CoturnTcp | Transport::CoturnTls
+        )
     }
 }
 
@@ -163,9 +169,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -215,14 +219,7 @@ impl Coturn {
         let dir = std::env::temp_dir().join(format!("sc-bench-coturn-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir)?;
         let child = std::process::Command::new("taskset")
-            .args([
-                "-c",
-                cpu,
-                "turnserver",
-                "-n",
-                "--no-cli",
-                "--no-dtls",
-            ])
+            .args(["-c", cpu, "turnserver", "-n", "--no-cli", "--no-dtls"])
             .arg(format!("--tls-listening-port={tls_port}"))
             .arg(format!("--cert={}", cert.cert.display()))
             .arg(format!("--pkey={}", cert.key.display()))
@@ -323,7 +320,10 @@ impl TurnPath {
                     let name = rustls::pki_types::ServerName::from(server.ip());
                     let conn = rustls::ClientConnection::new(tls_client()?, name)?;
                     let stream = rustls::StreamOwned::new(conn, s);
-                    (TurnLink::Tls(Box::new(stream), StreamDeframer::default()), local)
+                    (
+                        TurnLink::Tls(Box::new(stream), StreamDeframer::default()),
+                        local,
+                    )
                 }
             }
         };
@@ -769,8 +769,14 @@ async fn measure(
             ),
             ("STREAMCORE_TURN__SHARED_SECRET".to_owned(), secret.clone()),
             ("STREAMCORE_TURN__TLS_PORT".to_owned(), tls_port.to_string()),
-            ("STREAMCORE_TURN__TLS_CERT".to_owned(), cert.cert.display().to_string()),
-            ("STREAMCORE_TURN__TLS_KEY".to_owned(), cert.key.display().to_string()),
+            (
+                "STREAMCORE_TURN__TLS_CERT".to_owned(),
+                cert.cert.display().to_string(),
+            ),
+            (
+                "STREAMCORE_TURN__TLS_KEY".to_owned(),
+                cert.key.display().to_string(),
+            ),
         ]
     } else {
         Vec::new()
@@ -789,10 +795,7 @@ async fn measure(
         None
     };
     let at: SocketAddr = format!("127.0.0.1:{turn_port}").parse()?;
-    let turn = match &coturn {
-        Some(c) => Some(&c.server),
-        None => None,
-    };
+    let turn = coturn.as_ref().map(|c| &c.server);
     let own = TurnServer {
         udp: at,
         tcp: at,
