@@ -165,6 +165,22 @@ async fn another_origin_publishes_and_plays_and_late_players_get_keyframes() {
     srv.stop().await;
 }
 
+/// What the `turn` scenario found: a relay-only publisher and player connected
+/// through TURN and decoded video; the TURN server would relay to the node and
+/// refused (403) to relay anywhere else.
+fn relayed_only_through_turn(r: &Value) {
+    assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
+    assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
+    assert!(number(r, "video_frames") > 10.0, "{r}");
+    assert_eq!(r["relay_refusals"]["node"][0], "bound", "{r}");
+    assert!(
+        r["relay_refusals"]["elsewhere"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{r}"
+    );
+}
+
 /// Clients that can only go through TURN: the node hands out Debian's coturn with
 /// REST-style credentials, and a relay-only Chromium publisher and player connect
 /// through it; coturn refuses expired and forged credentials, and, configured as the
@@ -181,17 +197,7 @@ async fn relay_only_clients_connect_through_an_external_turn_server() {
     })
     .await;
     let r = scenario("turn", &srv, &["--turn-secret", &coturn.secret]).await;
-    assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
-    assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
-    assert!(number(&r, "video_frames") > 10.0, "{r}");
-    // No open relay: to the node, yes; anywhere else, 403.
-    assert_eq!(r["relay_refusals"]["node"][0], "bound", "{r}");
-    assert!(
-        r["relay_refusals"]["elsewhere"][0]
-            .as_str()
-            .is_some_and(|e| e.contains("403")),
-        "{r}"
-    );
+    relayed_only_through_turn(&r);
     srv.stop().await;
 }
 
@@ -218,41 +224,19 @@ async fn relay_only_clients_connect_through_the_embedded_turn_server() {
         .expect("the embedded TURN server runs");
     assert_eq!(turn.urls.len(), 2, "{:?}", turn.urls);
     let r = scenario("turn", &srv, &["--turn-secret", &secret]).await;
-    assert_eq!(r["paths"]["publisher"]["type"], "relay", "{r}");
-    assert_eq!(r["paths"]["player"]["type"], "relay", "{r}");
-    assert!(number(&r, "video_frames") > 10.0, "{r}");
-    assert_eq!(r["relay_refusals"]["node"][0], "bound", "{r}");
-    assert!(
-        r["relay_refusals"]["elsewhere"][0]
-            .as_str()
-            .is_some_and(|e| e.contains("403")),
-        "{r}"
-    );
-    // The metrics are updated once a second.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let relayed = srv
-            .metric("streamcore_connections_total{transport=\"turn-udp\"}")
-            .await;
-        let refused = srv
-            .metric("streamcore_turn_refusals_total{reason=\"forbidden\"}")
-            .await;
-        let unauthorized = srv
-            .metric("streamcore_turn_refusals_total{reason=\"unauthorized\"}")
-            .await;
-        let bytes = srv
-            .metric("streamcore_turn_relayed_bytes_total{direction=\"to_client\"}")
-            .await;
-        let allocations = srv.metric("streamcore_turn_allocations_total").await;
-        if relayed >= 2 && refused >= 1 && unauthorized >= 2 && bytes > 10_000 && allocations >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "TURN metrics: connections {relayed}, forbidden {refused}, unauthorized \
-             {unauthorized}, bytes to clients {bytes}, allocations {allocations}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    relayed_only_through_turn(&r);
+    // The metrics (updated every second) count what happened.
+    for (name, at_least) in [
+        ("streamcore_connections_total{transport=\"turn-udp\"}", 2),
+        ("streamcore_turn_refusals_total{reason=\"forbidden\"}", 1),
+        ("streamcore_turn_refusals_total{reason=\"unauthorized\"}", 2),
+        (
+            "streamcore_turn_relayed_bytes_total{direction=\"to_client\"}",
+            10_000,
+        ),
+        ("streamcore_turn_allocations_total", 3),
+    ] {
+        srv.wait_for_metric(name, at_least).await;
     }
     srv.stop().await;
 }
@@ -300,24 +284,13 @@ async fn behind_a_firewall_that_lets_only_tls_out_through_turn_over_tls() {
     }
     assert!(number(&r, "video_frames") > 10.0, "{r}");
     assert!(number(&r, "audio_packets") > 50.0, "{r}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while srv
-        .metric("streamcore_turn_allocations_total{transport=\"turn-tls\"}")
-        .await
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no TURN/TLS allocations counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        srv.metric("streamcore_connections_total{transport=\"turn-tls\"}")
-            .await
-            >= 2,
-        "{r}"
-    );
+    srv.wait_for_metric(
+        "streamcore_turn_allocations_total{transport=\"turn-tls\"}",
+        2,
+    )
+    .await;
+    srv.wait_for_metric("streamcore_connections_total{transport=\"turn-tls\"}", 2)
+        .await;
     srv.stop().await;
 }
 

@@ -138,6 +138,23 @@ impl TestServer {
             .sum::<f64>() as u64
     }
 
+    /// Waits until `name` reaches `at_least` (metrics are updated every second or
+    /// so); its value then. Panics after 10 s, naming the metric and its last value.
+    pub async fn wait_for_metric(&self, name: &str, at_least: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(name).await;
+            if v >= at_least {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {v}, not at least {at_least}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown(Duration::from_millis(100), std::future::pending())

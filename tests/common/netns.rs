@@ -93,44 +93,35 @@ impl NetNs {
         ip(&all);
     }
 
-    /// Drops every UDP packet the client sends (nftables, inside the namespace).
-    pub fn block_udp(&self) {
+    /// Adds `rules` to an nftables output chain inside the namespace (made on first use).
+    fn filter_out(&self, rules: &[String]) {
         let nft = crate::common::ensure_debian_command("nft", "nftables");
         self.exec(&[&nft, "add table inet streamcore_test"]);
         self.exec(&[
             &nft,
             "add chain inet streamcore_test out { type filter hook output priority 0 ; policy accept ; }",
         ]);
-        self.exec(&[
-            &nft,
-            "add rule inet streamcore_test out meta l4proto udp drop",
-        ]);
+        for r in rules {
+            self.exec(&[&nft, &format!("add rule inet streamcore_test out {r}")]);
+        }
+    }
+
+    /// Drops every UDP packet the client sends (nftables, inside the namespace).
+    pub fn block_udp(&self) {
+        self.filter_out(&["meta l4proto udp drop".into()]);
     }
 
     /// Drops every packet the client sends to `host` but TCP to `ports` (a firewall
     /// that leaves HTTPS and TURN/TLS open, and nothing else).
     pub fn allow_only_tcp_to(&self, host: Ipv4Addr, ports: &[u16]) {
-        let nft = crate::common::ensure_debian_command("nft", "nftables");
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        self.exec(&[&nft, "add table inet streamcore_test"]);
-        self.exec(&[
-            &nft,
-            "add chain inet streamcore_test out { type filter hook output priority 0 ; policy accept ; }",
-        ]);
-        self.exec(&[
-            &nft,
-            &format!(
-                "add rule inet streamcore_test out ip daddr {host} tcp dport {{ {} }} accept",
+        self.filter_out(&[
+            format!(
+                "ip daddr {host} tcp dport {{ {} }} accept",
                 ports.join(", ")
             ),
-        ]);
-        self.exec(&[
-            &nft,
-            &format!("add rule inet streamcore_test out ip daddr {host} drop"),
-        ]);
-        self.exec(&[
-            &nft,
-            "add rule inet streamcore_test out meta l4proto udp drop",
+            format!("ip daddr {host} drop"),
+            "meta l4proto udp drop".into(),
         ]);
     }
 

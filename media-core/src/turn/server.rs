@@ -243,6 +243,7 @@ const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 const UDP: u8 = 17;
 const SOFTWARE_NAME: &[u8] = b"StreamCore";
+const FORBIDDEN_PEER: &str = "Forbidden: this server relays only to its media ports";
 
 #[derive(Debug)]
 pub struct TurnServer {
@@ -393,6 +394,15 @@ impl TurnServer {
     fn error(msg: &Message<'_>, auth: &Auth, code: u16, reason: &str) -> Vec<u8> {
         Builder::new(msg.method, Class::Error, msg.transaction)
             .error(code, reason)
+            .attr(stun::SOFTWARE, SOFTWARE_NAME)
+            .integrity(&auth.key)
+            .fingerprint()
+            .finish()
+    }
+
+    /// A signed success answer to `msg`, with what `attrs` adds.
+    fn success(msg: &Message<'_>, auth: &Auth, attrs: impl FnOnce(Builder) -> Builder) -> Vec<u8> {
+        attrs(Builder::new(msg.method, Class::Success, msg.transaction))
             .attr(stun::SOFTWARE, SOFTWARE_NAME)
             .integrity(&auth.key)
             .fingerprint()
@@ -569,12 +579,7 @@ impl TurnServer {
         if granted == 0 {
             self.remove(ft);
         }
-        Builder::new(stun::REFRESH, Class::Success, msg.transaction)
-            .u32_attr(stun::LIFETIME, granted)
-            .attr(stun::SOFTWARE, SOFTWARE_NAME)
-            .integrity(&auth.key)
-            .fingerprint()
-            .finish()
+        Self::success(msg, auth, |b| b.u32_attr(stun::LIFETIME, granted))
     }
 
     fn create_permission(
@@ -598,12 +603,7 @@ impl TurnServer {
         }
         if peers.iter().any(|p| !self.config.may_permit(p.ip())) {
             self.stats.forbidden += 1;
-            return Self::error(
-                msg,
-                auth,
-                403,
-                "Forbidden: this server relays only to its media ports",
-            );
+            return Self::error(msg, auth, 403, FORBIDDEN_PEER);
         }
         let a = match self.own_allocation(ft, msg, auth) {
             Ok(a) => a,
@@ -612,11 +612,7 @@ impl TurnServer {
         for p in peers {
             a.permissions.insert(p.ip(), now + PERMISSION_LIFETIME);
         }
-        Builder::new(stun::CREATE_PERMISSION, Class::Success, msg.transaction)
-            .attr(stun::SOFTWARE, SOFTWARE_NAME)
-            .integrity(&auth.key)
-            .fingerprint()
-            .finish()
+        Self::success(msg, auth, |b| b)
     }
 
     fn channel_bind(
@@ -646,12 +642,7 @@ impl TurnServer {
         };
         if !self.config.may_relay(peer) {
             self.stats.forbidden += 1;
-            return Self::error(
-                msg,
-                auth,
-                403,
-                "Forbidden: this server relays only to its media ports",
-            );
+            return Self::error(msg, auth, 403, FORBIDDEN_PEER);
         }
         let a = match self.own_allocation(ft, msg, auth) {
             Ok(a) => a,
@@ -676,11 +667,7 @@ impl TurnServer {
         );
         a.channel_of.insert(peer, number);
         a.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME);
-        Builder::new(stun::CHANNEL_BIND, Class::Success, msg.transaction)
-            .attr(stun::SOFTWARE, SOFTWARE_NAME)
-            .integrity(&auth.key)
-            .fingerprint()
-            .finish()
+        Self::success(msg, auth, |b| b)
     }
 
     fn send_indication<'a>(
