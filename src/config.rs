@@ -77,6 +77,10 @@ pub struct TurnSettings {
     pub tls_port: u16,
     /// Relay ports, `low-high`.
     pub relay_ports: String,
+    /// The IP relay sockets bind. Default: the media bind IP; with a wildcard bind,
+    /// the local address that routes to the advertised one (the private interface
+    /// behind 1:1 NAT).
+    pub relay_ip: Option<IpAddr>,
     /// The name clients use for `turns:` URLs (must match the certificate). Default:
     /// the public URL's host.
     pub tls_host: Option<String>,
@@ -106,6 +110,7 @@ impl Default for TurnSettings {
             tcp_port: 3478,
             tls_port: 0,
             relay_ports: "49152-65535".into(),
+            relay_ip: None,
             tls_host: None,
             tls_cert: None,
             tls_key: None,

@@ -23,7 +23,7 @@ use media_core::turn::{
 use std::sync::RwLock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -33,8 +33,12 @@ use crate::metrics::Metrics;
 /// A stream client quiet this long is closed (ICE consent checks run every few
 /// seconds through a working relay).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Stream connections held at most.
+/// Stream connections held at most (counted from accept, handshakes included) …
 const MAX_STREAMS: usize = 4096;
+/// … and from one address.
+const MAX_STREAMS_PER_IP: usize = 64;
+/// A stream client that takes no data for this long is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued towards one stream client at most.
 const SEND_QUEUE: usize = 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +54,8 @@ pub struct EmbeddedTurn {
     pub secret: String,
     tasks: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// Tells the connections' tasks to end.
+    stop: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for EmbeddedTurn {
@@ -99,10 +105,116 @@ struct Shared {
     core: Mutex<TurnServer>,
     relays: Mutex<HashMap<SocketAddr, Relay>>,
     streams: Mutex<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    slots: Mutex<StreamSlots>,
     udp: Option<Arc<UdpSocket>>,
     directory: Arc<Relays>,
     relay_ip: IpAddr,
     relay_ports: RangeInclusive<u16>,
+    media: MediaAddrs,
+    stop: watch::Receiver<bool>,
+}
+
+/// Open stream connections, in all and per address.
+#[derive(Default)]
+struct StreamSlots {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in [`StreamSlots`], given back when it ends.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Shared {
+    fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut s = lock(&self.slots);
+        let mine = s.per_ip.get(&ip).copied().unwrap_or(0);
+        if s.total >= MAX_STREAMS || mine >= MAX_STREAMS_PER_IP {
+            return None;
+        }
+        s.total += 1;
+        s.per_ip.insert(ip, mine + 1);
+        Some(Slot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = lock(&self.shared.slots);
+        s.total -= 1;
+        if let Some(n) = s.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The node's media ports as clients name them (the advertised addresses, public
+/// behind NAT) and as the relay reaches them here (the relay's own IP: a public
+/// address behind 1:1 NAT is not on this host).
+#[derive(Debug, Clone)]
+struct MediaAddrs {
+    local_ip: IpAddr,
+    public: Vec<IpAddr>,
+    ports: Vec<u16>,
+}
+
+impl MediaAddrs {
+    /// Where to send what a client relays to `peer`.
+    fn to_local(&self, peer: SocketAddr) -> SocketAddr {
+        if self.ports.contains(&peer.port()) && self.public.contains(&peer.ip()) {
+            SocketAddr::new(self.local_ip, peer.port())
+        } else {
+            peer
+        }
+    }
+
+    /// The address a client knows for what arrived from `source` (unchanged when
+    /// the local address is itself advertised).
+    fn to_public(&self, source: SocketAddr) -> SocketAddr {
+        match self.public.first() {
+            Some(p)
+                if source.ip() == self.local_ip
+                    && !self.public.contains(&self.local_ip)
+                    && self.ports.contains(&source.port()) =>
+            {
+                SocketAddr::new(*p, source.port())
+            }
+            _ => source,
+        }
+    }
+}
+
+/// The relay sockets' IP: the configured one, else the media bind IP, else (a
+/// wildcard bind) the local address this host reaches its advertised one from —
+/// the same address when it is local, the interface's behind NAT.
+fn relay_ip(settings: &Settings) -> IpAddr {
+    if let Some(ip) = settings.turn.relay_ip {
+        return ip;
+    }
+    let bind = settings.media_bind_ip();
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let advertised = settings.advertised_ips()[0];
+    let probe = || -> std::io::Result<IpAddr> {
+        let any: IpAddr = if advertised.is_ipv4() {
+            [0, 0, 0, 0].into()
+        } else {
+            [0u16; 8].into()
+        };
+        let s = std::net::UdpSocket::bind((any, 0))?;
+        s.connect((advertised, 9))?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().unwrap_or(advertised)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,14 +246,12 @@ impl EmbeddedTurn {
         let bind_ip = settings.media_bind_ip();
         let advertised = settings.advertised_ips();
         // Relays bind a concrete address: it is the source the media workers see.
-        let relay_ip = if bind_ip.is_unspecified() {
-            advertised[0]
-        } else {
-            bind_ip
-        };
+        let relay_ip = relay_ip(settings);
         let mut allowed: Vec<PeerRule> = Vec::new();
         for m in media {
-            allowed.push(PeerRule::exact(*m));
+            if !m.ip().is_unspecified() {
+                allowed.push(PeerRule::exact(*m));
+            }
             for ip in &advertised {
                 allowed.push(PeerRule::exact(SocketAddr::new(*ip, m.port())));
             }
@@ -174,14 +284,22 @@ impl EmbeddedTurn {
                 .map(|l| (l, tokio_rustls::TlsAcceptor::from(cfg))),
             _ => None,
         };
+        let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             core: Mutex::new(TurnServer::new(config)),
             relays: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            slots: Mutex::new(StreamSlots::default()),
             udp: udp.clone(),
             directory,
             relay_ip,
             relay_ports: t.relay_port_range().map_err(anyhow::Error::msg)?,
+            media: MediaAddrs {
+                local_ip: relay_ip,
+                public: advertised.clone(),
+                ports: media.iter().map(SocketAddr::port).collect(),
+            },
+            stop: stop_rx,
         });
 
         let udp_addr = udp.as_ref().map(|u| u.local_addr()).transpose()?;
@@ -228,11 +346,13 @@ impl EmbeddedTurn {
             secret,
             tasks,
             shared,
+            stop,
         })
     }
 
-    /// Stops listening and releases every relay.
+    /// Stops listening, closes every client connection and releases every relay.
     pub fn stop(&mut self) {
+        let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -283,11 +403,12 @@ impl Shared {
     fn from_client(self: &Arc<Self>, ft: FiveTuple, data: &[u8]) -> Option<Vec<u8>> {
         let now = now();
         let mut core = lock(&self.core);
-        match core.from_client(ft, data, now) {
+        let reply = match core.from_client(ft, data, now) {
             FromClient::Reply(r) => Some(r),
             FromClient::Relay { relay, peer, data } => {
+                let to = self.media.to_local(peer);
                 if let Some(r) = lock(&self.relays).get(&relay)
-                    && let Err(e) = r.socket.try_send_to(data, peer)
+                    && let Err(e) = r.socket.try_send_to(data, to)
                 {
                     debug!(%relay, %peer, error = %e, "TURN relay send failed");
                 }
@@ -303,12 +424,20 @@ impl Shared {
                         self.directory.insert(addr, ft.transport);
                         debug!(client = %ft.client, transport = ft.transport.label(), relay = %addr, "TURN allocation");
                     }
-                    None => warn!(ip = %self.relay_ip, "TURN: no relay port free in the range"),
+                    None => warn!(ip = %self.relay_ip, ports = ?self.relay_ports,
+                        "TURN: no relay socket could be bound (ports taken, or the IP is not this host's: set turn.relay_ip)"),
                 }
                 Some(answer)
             }
             FromClient::Ignore => None,
+        };
+        // A Refresh with lifetime 0 ends an allocation: its socket goes now.
+        let released = core.take_released();
+        drop(core);
+        for (_, relay) in released {
+            self.release(relay);
         }
+        reply
     }
 
     /// A UDP socket on a free port of the relay range (random probes, so two
@@ -392,6 +521,7 @@ async fn read_relay(shared: Arc<Shared>, relay: SocketAddr, socket: Arc<UdpSocke
                 continue;
             }
         };
+        let peer = shared.media.to_public(peer);
         let out = lock(&shared.core).from_peer(relay, peer, &buf[..n], Instant::now());
         if let Some((ft, msg)) = out {
             shared.to_client(ft, msg);
@@ -421,10 +551,10 @@ async fn accept(
                 continue;
             }
         };
-        if lock(&shared.streams).len() >= MAX_STREAMS {
+        let Some(slot) = shared.take_slot(client.ip()) else {
             debug!(%client, "TURN connection refused: at the limit");
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         let ft = FiveTuple {
             transport,
@@ -434,6 +564,7 @@ async fn accept(
         let shared = shared.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => serve_stream(shared, ft, stream).await,
                 Some(acceptor) => {
@@ -460,18 +591,24 @@ where
     lock(&shared.streams).insert(ft, tx.clone());
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if write.write_all(&msg).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&msg)).await {
+                Ok(Ok(())) => {}
+                // A client that takes nothing is gone, as far as we are concerned.
+                Ok(Err(_)) | Err(_) => return,
             }
         }
-        let _ = write.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
     });
+    let mut stop = shared.stop.clone();
     let mut deframer = StreamDeframer::default();
     let mut buf = vec![0u8; 16 * 1024];
     'read: loop {
-        let n = match tokio::time::timeout(IDLE_TIMEOUT, read.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => n,
+        let n = tokio::select! {
+            r = tokio::time::timeout(IDLE_TIMEOUT, read.read(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => n,
+            },
+            _ = stop.wait_for(|s| *s) => break,
         };
         deframer.push(&buf[..n]);
         loop {
@@ -492,11 +629,12 @@ where
         }
     }
     lock(&shared.streams).remove(&ft);
-    let relay = lock(&shared.core).client_closed(ft);
-    if let Some(relay) = relay {
+    let released = lock(&shared.core).client_closed(ft);
+    for (_, relay) in released {
         shared.release(relay);
     }
     drop(tx);
+    // Bounded by the write timeout; the connection's slot is held until then.
     let _ = writer.await;
 }
 
@@ -518,5 +656,37 @@ async fn tick(shared: Arc<Shared>, metrics: Metrics) {
         }
         metrics.add_turn_stats(&prev, &stats, open);
         prev = stats;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MediaAddrs;
+
+    #[test]
+    fn media_addresses_behind_nat_are_reached_locally_and_named_publicly() {
+        let m = MediaAddrs {
+            local_ip: "10.0.0.5".parse().unwrap(),
+            public: vec!["203.0.113.7".parse().unwrap()],
+            ports: vec![40000, 40001],
+        };
+        let public = "203.0.113.7:40001".parse().unwrap();
+        let local = "10.0.0.5:40001".parse().unwrap();
+        assert_eq!(m.to_local(public), local);
+        assert_eq!(m.to_public(local), public);
+        // Other ports and addresses pass as they are.
+        for other in ["203.0.113.7:22", "10.0.0.5:22", "192.0.2.1:40000"] {
+            let a = other.parse().unwrap();
+            assert_eq!(m.to_local(a), a);
+            assert_eq!(m.to_public(a), a);
+        }
+        // Without NAT nothing changes.
+        let plain = MediaAddrs {
+            local_ip: "127.0.0.1".parse().unwrap(),
+            public: vec!["127.0.0.1".parse().unwrap()],
+            ports: vec![40000],
+        };
+        let a = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!((plain.to_local(a), plain.to_public(a)), (a, a));
     }
 }

@@ -245,7 +245,8 @@ impl TurnClient {
     fn new(server: std::net::SocketAddr, secret: &str) -> TurnClient {
         use media_core::turn::credentials::{rest_password, rest_username};
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let expiry = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -289,13 +290,21 @@ impl TurnClient {
         attrs: impl Fn(media_core::turn::stun::Builder) -> media_core::turn::stun::Builder,
     ) -> (u16, Vec<u8>) {
         let req = self.request(method, attrs);
-        self.sock.send_to(&req, self.server).unwrap();
+        // As a STUN client does over UDP: the request again until answered (the
+        // server's receive queue may still hold the fuzzing, or have dropped it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut buf = [0u8; 2048];
+        self.sock.send_to(&req, self.server).unwrap();
         loop {
-            let (n, _) = self
-                .sock
-                .recv_from(&mut buf)
-                .expect("the TURN server answers");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the TURN server did not answer within 20 s"
+            );
+            // Answers to the fuzzing may come first; a quiet 500 ms means: again.
+            let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
+                self.sock.send_to(&req, self.server).unwrap();
+                continue;
+            };
             let Ok(m) = media_core::turn::stun::parse(&buf[..n]) else {
                 continue;
             };

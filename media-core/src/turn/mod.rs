@@ -22,32 +22,36 @@ use std::net::SocketAddr;
 
 pub use server::{ClientTransport, FiveTuple, FromClient, Now, PeerRule, TurnConfig, TurnServer};
 
-/// Largest message taken from a stream: a datagram's worth and its headers.
-pub const MAX_STREAM_FRAME: usize = 4 + 65_535 + 3;
-
 /// Splits a TURN client's TCP/TLS byte stream into STUN messages and ChannelData.
+/// Consumed bytes are dropped once per [`StreamDeframer::push`], not per message, so
+/// a read full of tiny messages costs linear time.
 #[derive(Debug, Default)]
 pub struct StreamDeframer {
     buf: Vec<u8>,
+    /// Where the next message starts in `buf`.
+    at: usize,
 }
 
 impl StreamDeframer {
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.at);
+        self.at = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole message; `Err` when the stream holds something that is neither
     /// (the connection is to be closed).
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, stun::StunError> {
-        let Some(len) = stun::stream_frame_len(&self.buf) else {
+        let rest = &self.buf[self.at..];
+        let Some(len) = stun::stream_frame_len(rest) else {
             return Ok(None);
         };
         let len = len?;
-        if self.buf.len() < len {
+        if rest.len() < len {
             return Ok(None);
         }
-        let msg = self.buf[..len].to_vec();
-        self.buf.drain(..len);
+        let msg = rest[..len].to_vec();
+        self.at += len;
         Ok(Some(msg))
     }
 }

@@ -253,6 +253,9 @@ pub struct TurnServer {
     by_relay: HashMap<SocketAddr, FiveTuple>,
     per_user: HashMap<String, usize>,
     stats: TurnStats,
+    /// Allocations ended (by Refresh with lifetime 0, a closed stream, or expiry)
+    /// whose relay sockets the driver has yet to close.
+    released: Vec<(FiveTuple, SocketAddr)>,
 }
 
 impl TurnServer {
@@ -264,6 +267,7 @@ impl TurnServer {
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             stats: TurnStats::default(),
+            released: Vec::new(),
         }
     }
 
@@ -751,13 +755,22 @@ impl TurnServer {
     }
 
     /// A stream client went away: its allocation ends (RFC 8656 §3.1). The relay
-    /// address to release.
-    pub fn client_closed(&mut self, ft: FiveTuple) -> Option<SocketAddr> {
-        self.remove(ft)
+    /// addresses to release.
+    pub fn client_closed(&mut self, ft: FiveTuple) -> Vec<(FiveTuple, SocketAddr)> {
+        self.remove(ft);
+        self.take_released()
     }
 
-    fn remove(&mut self, ft: FiveTuple) -> Option<SocketAddr> {
-        let a = self.allocations.remove(&ft)?;
+    /// Allocations that ended since the last call, however they ended: their relay
+    /// sockets are to be closed. The driver asks after every call that can end one.
+    pub fn take_released(&mut self) -> Vec<(FiveTuple, SocketAddr)> {
+        std::mem::take(&mut self.released)
+    }
+
+    fn remove(&mut self, ft: FiveTuple) {
+        let Some(a) = self.allocations.remove(&ft) else {
+            return;
+        };
         self.by_relay.remove(&a.relay);
         if let Some(n) = self.per_user.get_mut(&a.auth.identity) {
             *n -= 1;
@@ -765,11 +778,12 @@ impl TurnServer {
                 self.per_user.remove(&a.auth.identity);
             }
         }
-        Some(a.relay)
+        self.released.push((ft, a.relay));
     }
 
     /// Ends allocations whose lifetime ran out and forgets stale permissions and
-    /// channels; the ended allocations' clients and relay addresses.
+    /// channels; every allocation released since the last call (as
+    /// [`TurnServer::take_released`]).
     pub fn expire(&mut self, now: Instant) -> Vec<(FiveTuple, SocketAddr)> {
         let ended: Vec<FiveTuple> = self
             .allocations
@@ -777,10 +791,9 @@ impl TurnServer {
             .filter(|(_, a)| a.expires <= now)
             .map(|(ft, _)| *ft)
             .collect();
-        let out = ended
-            .into_iter()
-            .filter_map(|ft| self.remove(ft).map(|r| (ft, r)))
-            .collect();
+        for ft in ended {
+            self.remove(ft);
+        }
         for a in self.allocations.values_mut() {
             a.permissions.retain(|_, e| *e > now);
             let before = a.channels.len();
@@ -790,7 +803,7 @@ impl TurnServer {
                 a.channel_of.retain(|_, n| channels.contains_key(n));
             }
         }
-        out
+        self.take_released()
     }
 
     /// When [`TurnServer::expire`] has something to do next.

@@ -272,7 +272,7 @@ fn stream_clients_get_padded_channel_data_and_lose_the_allocation_on_close() {
         .unwrap();
     assert_eq!(data.len(), 12, "padded to four bytes");
     assert_eq!(srv.allocations(), [0, 0, 1]);
-    assert_eq!(srv.client_closed(c.ft), Some(relay));
+    assert_eq!(srv.client_closed(c.ft), vec![(c.ft, relay)]);
     assert_eq!(srv.allocations(), [0, 0, 0]);
     assert!(
         srv.from_peer(relay, node(), b"x", clock.at(2).instant)
