@@ -137,16 +137,30 @@ async fn interop(codec: &str) {
         );
         assert!(r["audio_frames"].as_u64().unwrap() > 50, "{name}: {r}");
         assert!(r["video_frames"].as_u64().unwrap() > 5, "{name}: {r}");
+        // The codec asked for, not VP8 as a fallback, and whole pictures of the
+        // publisher's size.
+        assert_eq!(r["video_codec"], codec, "{name}: {r}");
+        assert_eq!(
+            r["video_size"],
+            serde_json::json!([320, 240]),
+            "{name}: {r}"
+        );
         assert_eq!(r["delete_status"], 200, "{name}: {r}");
     }
     assert_eq!(publisher["delete_status"], 200, "{publisher}");
+    assert_eq!(publisher["video_codec"], codec, "{publisher}");
     assert!(srv.metric("streamcore_keyframe_requests_total").await >= 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        srv.server().workers.session_count(),
-        0,
-        "every session ended with its DELETE"
-    );
+    // Every session ends with its DELETE (the workers take the removal in their
+    // next loop turn).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while srv.server().workers.session_count() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sessions left after every DELETE",
+            srv.server().workers.session_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     srv.stop().await;
 }
 

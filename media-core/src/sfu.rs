@@ -428,7 +428,16 @@ impl Sfu {
         // Estimation picks video layers and costs pacing on every packet: a player
         // that receives no video does without it.
         let bwe = req.role == PeerRole::Subscriber && offer_receives_video(req.offer_sdp);
-        let id = self.add_peer(now, req.room, req.identity, req.role, req.room_limit, bwe)?;
+        let preferred = offer_preferred_video_codec(req.offer_sdp);
+        let id = self.add_peer(
+            now,
+            req.room,
+            req.identity,
+            req.role,
+            req.room_limit,
+            bwe,
+            preferred,
+        )?;
         // The join is announced before the tracks the offer publishes, once the offer
         // turned out usable.
         let announce_at = self.events.len();
@@ -490,6 +499,7 @@ impl Sfu {
             PeerRole::Participant,
             req.room_limit,
             true,
+            None,
         )?;
         if let Some(joined) = self.join_event(id) {
             self.events.push_back(joined);
@@ -561,6 +571,7 @@ impl Sfu {
         role: PeerRole,
         room_limit: Option<usize>,
         bwe: bool,
+        preferred_video: Option<Codec>,
     ) -> Result<PeerId, SfuError> {
         if self.peers.len() >= self.config.max_peers {
             return Err(SfuError::Full(self.config.max_peers));
@@ -586,6 +597,23 @@ impl Sfu {
         }
         if bwe {
             builder = builder.enable_bwe(self.config.initial_bitrate);
+        }
+        if let Some(first) = preferred_video {
+            // str0m answers in its own codec order, so the offerer's first choice (a
+            // phone's hardware H.264, say) would lose to VP8. Re-enabling a codec
+            // moves it to the end: every other video codec goes behind the first.
+            let cc = builder.codec_config();
+            for c in [Codec::Vp8, Codec::H264, Codec::Vp9, Codec::Av1] {
+                if c == first || !cc.params().iter().any(|p| p.spec().codec == c) {
+                    continue;
+                }
+                match c {
+                    Codec::Vp8 => cc.enable_vp8(true),
+                    Codec::H264 => cc.enable_h264(true),
+                    Codec::Vp9 => cc.enable_vp9(true),
+                    _ => cc.enable_av1(true),
+                }
+            }
         }
         let mut rtc = builder.build(now);
         for addr in &self.config.candidates {
@@ -2136,6 +2164,34 @@ fn bind(track: &mut TrackIn, out: &mut TrackOut, sub: PeerId, slot: usize) -> bo
     out.kind == MediaKind::Video && !track.muted
 }
 
+/// The codec an offer lists first in its first video m-line (the offerer's
+/// preference), when it is one the node forwards.
+fn offer_preferred_video_codec(sdp: &str) -> Option<Codec> {
+    let mut first_pt: Option<&str> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if first_pt.is_some() {
+                return None;
+            }
+            if m.starts_with("video ") {
+                first_pt = m.split(' ').nth(3);
+            }
+        } else if let (Some(pt), Some(map)) = (first_pt, line.strip_prefix("a=rtpmap:")) {
+            let (map_pt, rest) = map.split_once(' ')?;
+            if map_pt == pt {
+                return match rest.split('/').next()?.to_ascii_uppercase().as_str() {
+                    "VP8" => Some(Codec::Vp8),
+                    "H264" => Some(Codec::H264),
+                    "VP9" => Some(Codec::Vp9),
+                    "AV1" => Some(Codec::Av1),
+                    _ => None,
+                };
+            }
+        }
+    }
+    None
+}
+
 /// True if an offer has a video m-line the client receives on (`recvonly` or
 /// `sendrecv`, not refused with port 0).
 fn offer_receives_video(sdp: &str) -> bool {
@@ -2340,6 +2396,21 @@ mod tests {
         assert!(offer_receives_video(implicit));
         let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
         assert!(!offer_receives_video(refused));
+    }
+
+    #[test]
+    fn the_offers_first_video_codec_is_its_preference() {
+        let h264_first = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                          m=video 9 X 102 96\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(offer_preferred_video_codec(h264_first), Some(Codec::H264));
+        let vp8_first =
+            "v=0\r\nm=video 9 X 96 102\r\na=rtpmap:102 H264/90000\r\na=rtpmap:96 vp8/90000\r\n";
+        assert_eq!(offer_preferred_video_codec(vp8_first), Some(Codec::Vp8));
+        let audio_only = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(offer_preferred_video_codec(audio_only), None);
+        // The first video m-line names no rtpmap for its first payload type.
+        let unnamed = "v=0\r\nm=video 9 X 97\r\nm=video 9 X 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(offer_preferred_video_codec(unnamed), None);
     }
 
     #[test]

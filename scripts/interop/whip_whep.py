@@ -238,6 +238,18 @@ class PatternVideoTrack(MediaStreamTrack):
 ICE_SERVERS: list[Any] = []
 
 
+def negotiated_video_codec(pc: RTCPeerConnection) -> Optional[str]:
+    """The codec the answer put first for video (the one media flows in), e.g. "H264"."""
+    sdp = pc.remoteDescription.sdp if pc.remoteDescription else ""
+    first_pt = None
+    for line in sdp.splitlines():
+        if line.startswith("m=video") and len(line.split()) > 3:
+            first_pt = line.split()[3]
+        elif first_pt and line.startswith(f"a=rtpmap:{first_pt} "):
+            return line.split()[1].split("/")[0]
+    return None
+
+
 def new_peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=ICE_SERVERS))
 
@@ -403,6 +415,7 @@ async def run_publish(args: argparse.Namespace) -> int:
 
     resource: Optional[str] = None
     connected = False
+    video_codec: Optional[str] = None
     rc = EXIT_OK
     async with aiohttp.ClientSession() as session:
         try:
@@ -411,7 +424,8 @@ async def run_publish(args: argparse.Namespace) -> int:
             except AnswerRejected as e:
                 resource = e.resource
                 return EXIT_SIGNALLING
-            emit({"event": "published", "location": resource})
+            video_codec = negotiated_video_codec(pc)
+            emit({"event": "published", "location": resource, "video_codec": video_codec})
 
             connected = await wait_connected(pc, args.timeout)
             if not connected:
@@ -437,6 +451,7 @@ async def run_publish(args: argparse.Namespace) -> int:
                         "connected": connected,
                         "audio_frames_sent": audio.frames_sent,
                         "video_frames_sent": video.frames_sent if video else 0,
+                        "video_codec": video_codec,
                     }
                 )
     return rc
@@ -523,6 +538,7 @@ async def run_play(args: argparse.Namespace) -> int:
     resource: Optional[str] = None
     connected = False
     delete_status: Optional[int] = None
+    video_codec: Optional[str] = None
     async with aiohttp.ClientSession() as session:
         try:
             try:
@@ -530,6 +546,7 @@ async def run_play(args: argparse.Namespace) -> int:
             except AnswerRejected as e:
                 resource = e.resource
                 return EXIT_SIGNALLING
+            video_codec = negotiated_video_codec(pc)
             connected = await wait_connected(pc, args.timeout)
             if connected:
                 loop = asyncio.get_running_loop()
@@ -573,6 +590,7 @@ async def run_play(args: argparse.Namespace) -> int:
             "rms": round(rms, 1),
             "sample_rate": collector.sample_rate,
             "video_size": list(collector.video_size) if collector.video_size else None,
+            "video_codec": video_codec,
             "connected": connected,
             "delete_status": delete_status,
             "ok": ok,
