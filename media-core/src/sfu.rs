@@ -428,15 +428,16 @@ impl Sfu {
         // Estimation picks video layers and costs pacing on every packet: a player
         // that receives no video does without it.
         let bwe = req.role == PeerRole::Subscriber && offer_receives_video(req.offer_sdp);
-        let preferred = offer_preferred_video_codec(req.offer_sdp);
         let id = self.add_peer(
             now,
             req.room,
             req.identity,
             req.role,
             req.room_limit,
-            bwe,
-            preferred,
+            PeerMedia {
+                bwe,
+                preferred_video: offer_preferred_video_codec(req.offer_sdp),
+            },
         )?;
         // The join is announced before the tracks the offer publishes, once the offer
         // turned out usable.
@@ -498,8 +499,10 @@ impl Sfu {
             req.identity,
             PeerRole::Participant,
             req.room_limit,
-            true,
-            None,
+            PeerMedia {
+                bwe: true,
+                preferred_video: None,
+            },
         )?;
         if let Some(joined) = self.join_event(id) {
             self.events.push_back(joined);
@@ -570,9 +573,12 @@ impl Sfu {
         identity: &str,
         role: PeerRole,
         room_limit: Option<usize>,
-        bwe: bool,
-        preferred_video: Option<Codec>,
+        media: PeerMedia,
     ) -> Result<PeerId, SfuError> {
+        let PeerMedia {
+            bwe,
+            preferred_video,
+        } = media;
         if self.peers.len() >= self.config.max_peers {
             return Err(SfuError::Full(self.config.max_peers));
         }
@@ -2162,6 +2168,14 @@ fn bind(track: &mut TrackIn, out: &mut TrackOut, sub: PeerId, slot: usize) -> bo
     out.pt_map.clear();
     debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
     out.kind == MediaKind::Video && !track.muted
+}
+
+/// How a new peer's `Rtc` is set up.
+struct PeerMedia {
+    /// Run the bandwidth estimator (subscribers of video).
+    bwe: bool,
+    /// The video codec to put first in answers (the offerer's first choice).
+    preferred_video: Option<Codec>,
 }
 
 /// The codec an offer lists first in its first video m-line (the offerer's
