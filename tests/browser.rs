@@ -242,9 +242,10 @@ async fn relay_only_clients_connect_through_the_embedded_turn_server() {
 }
 
 /// Only HTTPS and TURN over TLS (on 443) get through: Chromium in a network namespace
-/// whose firewall drops everything to the node but TCP to those two ports publishes
-/// camera and microphone and plays them back through the embedded TURN server's TLS
-/// listener, with the ICE servers the node handed out.
+/// whose firewall drops everything to the node but TCP to those two ports. On the
+/// node's pages a person pairs a phone, the phone goes live with camera and
+/// microphone, and the listen page plays it, both through the embedded TURN server's
+/// TLS listener with the ICE servers the node handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_firewall_that_lets_only_tls_out_through_turn_over_tls() {
     let _one = ONE_AT_A_TIME.lock().await;

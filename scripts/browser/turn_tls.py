@@ -1,39 +1,23 @@
 """A network that lets nothing out but TLS: Chromium runs in a network namespace of
 its own whose nftables drop every packet to the node except TCP to two ports, the
 node's HTTPS and the embedded TURN server's TLS listener (what a strict corporate
-firewall leaves open). UDP and ICE-TCP are blocked, so a publisher of camera and
-microphone and a player can only connect through TURN over TLS with the ICE servers
-the node handed out; the player decodes audio and video, and both selected
-candidate pairs are relayed over TLS."""
+firewall leaves open). UDP and ICE-TCP are blocked. On the pages the node serves, a
+person signs up and pairs a phone; the phone goes live with its camera and
+microphone; the listen page plays it. Both connect only through TURN over TLS with
+the ICE servers the node handed them: the listener decodes audio and video, and both
+selected candidate pairs are relayed over TLS."""
 
 import uuid
 
-from foreign import STATS_JS
-from harness import Failure, api, run, wait_for
+from harness import PHONE, Failure, inbound, run, sign_up, wait_for
 
-START_JS = """
-async ([whip, whep]) => {
-  const sc = await import('/sdk/streamcore.js');
-  window.sc = sc;
-  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 640, height: 360}});
-  const pub = new sc.WhipPublisher({url: whip.whip_url, token: whip.token, iceServers: whip.ice_servers});
-  await pub.publish(stream.getTracks());
-  const player = new sc.WhepPlayer({url: whep.whep_url, token: whep.token, iceServers: whep.ice_servers});
-  await player.play();
-  window.pub = pub; window.player = player;
-  const v = document.createElement('video');
-  v.playsInline = true; v.autoplay = true; v.muted = false;
-  document.body.append(v);
-  v.srcObject = player.stream;
-  return {publisher: pub.resource, player: player.resource};
-}
-"""
-
-# The selected pair's local candidate: its type and, for a relay, how the client
-# reaches the TURN server.
+# The selected pair's local candidate of the connection `pc_expr` names: its type
+# and, for a relay, how the client reaches the TURN server.
 PATH_JS = """
-async (name) => {
-  const stats = await window[name].pc.getStats();
+async (pcExpr) => {
+  const pc = eval(pcExpr);
+  if (!pc) return null;
+  const stats = await pc.getStats();
   let pair = null;
   stats.forEach(s => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
   if (!pair || pair.state !== 'succeeded') return null;
@@ -42,47 +26,55 @@ async (name) => {
 }
 """
 
+LISTEN_PC = "window.streamcoreListen.player()?.pc"
+PHONE_PC = "window.streamcorePhone.publisher()?.pc"
+
 
 def main(a, s):
-    node = a.base
-    email = f"tls-turn-{uuid.uuid4().hex[:8]}@example.com"
-    reg = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})
-    access = reg["session"]["access_token"]
-    room = f"tls-turn-{uuid.uuid4().hex[:6]}"
-    api(node, "POST", "/rooms", {"name": room}, access)
-    whip = api(node, "POST", f"/rooms/{room}/token", {"publish": True}, access)
-    whep = api(node, "POST", f"/rooms/{room}/token", {"subscribe": True}, access)
-    urls = [u for server in whep.get("ice_servers") or [] for u in server["urls"]]
-    if not any(u.startswith("turns:") for u in urls):
-        raise Failure(f"the node handed out no turns: URL: {urls}")
+    base = a.base
+    if not base.startswith("https://"):
+        raise Failure(f"this scenario wants an HTTPS node, got {base}")
+    user = s.person("user behind a TLS-only firewall", ignore_https_errors=True)
+    sign_up(user, base, f"tls-turn-{uuid.uuid4().hex[:8]}@example.com", name="Tia")
+    user.get_by_role("button", name="Pair a phone").click()
+    link = wait_for("the pairing link", lambda: (lambda h: h if h and h.startswith("https://") else None)(user.locator("#pair-link").get_attribute("href")))
 
-    page = s.person("behind a TLS-only firewall", ignore_https_errors=True)
-    page.goto(node + "/healthz")
-    page.evaluate(START_JS, [whip, whep])
+    phone = s.person("phone behind a TLS-only firewall", viewport=PHONE, ignore_https_errors=True)
+    phone.goto(link)
+    phone.locator("#phone").wait_for(state="visible")
+    wait_for("the device socket over wss", lambda: phone.locator("#connection").inner_text() == "online")
+    phone.get_by_label("Camera and microphone").check()
+    phone.get_by_role("button", name="Go live").click()
+    wait_for("the phone live through TURN/TLS", lambda: phone.locator("#live-badge").inner_text() == "live", 30)
+
+    user.goto(f"{base}/")
+    device = user.locator("#devices li").first
+    device.wait_for()
+    device.get_by_role("link", name="Listen").click()
+    user.get_by_role("button", name="Listen live").click()
     s.on_failure = lambda: {
-        "player": page.evaluate(STATS_JS, "player"),
-        "paths": {n: page.evaluate(PATH_JS, n) for n in ("pub", "player")},
+        "listen": inbound(user, LISTEN_PC),
+        "paths": {"phone": phone.evaluate(PATH_JS, PHONE_PC), "listen": user.evaluate(PATH_JS, LISTEN_PC)},
+        "live_state": user.locator("#live-state").inner_text(),
     }
-    st = wait_for(
-        "audio and video decoded through TURN/TLS",
-        lambda: (lambda x: x if x.get("audio", {}).get("energy") and (x.get("audio", {}).get("packets") or 0) > 50 and (x.get("video", {}).get("frames") or 0) > 10 else None)(
-            page.evaluate(STATS_JS, "player")
-        ),
+    audio = wait_for(
+        "the phone's audio on the listen page",
+        lambda: next((r for r in inbound(user, LISTEN_PC) if r["kind"] == "audio" and (r["packets"] or 0) > 50 and r.get("energy")), None),
         40,
     )
+    video = wait_for(
+        "the phone's pictures on the listen page",
+        lambda: next((r for r in inbound(user, LISTEN_PC) if r["kind"] == "video" and (r["framesDecoded"] or 0) > 10), None),
+        30,
+    )
     paths = {}
-    for name in ("pub", "player"):
-        path = wait_for(f"the {name}'s selected path", lambda name=name: page.evaluate(PATH_JS, name))
+    for label, page, expr in (("pub", phone, PHONE_PC), ("player", user, LISTEN_PC)):
+        path = wait_for(f"the {label}'s selected path", lambda page=page, expr=expr: page.evaluate(PATH_JS, expr))
         if path["type"] != "relay" or path["relayProtocol"] != "tls":
-            raise Failure(f"{name} is not relayed over TLS: {path}")
-        paths[name] = path
-    page.evaluate("() => Promise.all([window.player.stop(), window.pub.stop()])")
-    return {
-        "paths": paths,
-        "audio_packets": st["audio"]["packets"],
-        "video_frames": st["video"]["frames"],
-        "urls": urls,
-    }
+            raise Failure(f"the {label} is not relayed over TLS: {path}")
+        paths[label] = path
+    s.screenshot(user, "listen-through-turn-tls")
+    return {"paths": paths, "audio_packets": audio["packets"], "video_frames": video["framesDecoded"]}
 
 
 if __name__ == "__main__":

@@ -532,7 +532,7 @@ async function phone(session) {
 
   pageReady();
   // For the page's own tests and for people who script it.
-  Object.assign(window, { streamcorePhone: { audio, library: () => library, live: () => publisher !== null } });
+  Object.assign(window, { streamcorePhone: { audio, library: () => library, live: () => publisher !== null, publisher: () => publisher } });
 }
 
 pair()
