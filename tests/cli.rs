@@ -204,15 +204,7 @@ async fn sigterm_drains_then_exits() {
 
     signal(&child, "TERM");
     let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        http.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    wait_draining(&base).await;
     let refused = post(offer(&[Audio], Direction::SendOnly).3).await.unwrap();
     assert_eq!(refused.status(), 503);
     let status =
@@ -225,6 +217,25 @@ async fn sigterm_drains_then_exits() {
         "waited for the grace period"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Waits (5 s at most) until `/readyz` says 503: the node is draining.
+async fn wait_draining(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = reqwest::get(format!("{base}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(503) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still says {status:?} 5 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +263,8 @@ async fn second_signal_exits_at_once() {
         .unwrap();
     assert_eq!(r.status(), 201);
     signal(&child, "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first signal is taken (the node drains) before the second comes.
+    wait_draining(&base).await;
     let t0 = Instant::now();
     signal(&child, "INT");
     let status =

@@ -193,13 +193,16 @@ async fn remote_control(srv: &TestServer) {
     assert_eq!(e["error"]["code"], "device_offline");
     assert!(t0.elapsed() < Duration::from_secs(2), "fails fast");
 
-    // The relay's work shows in the metrics (sampled once a second).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // online, pause, its state, seek, offline
-    assert!(srv.metric("streamcore_events_published_total").await >= 5);
-    assert_eq!(srv.metric("streamcore_events_pending").await, 0);
-    assert_eq!(srv.metric("streamcore_device_sockets").await, 0);
-    assert_eq!(srv.metric("streamcore_user_sockets").await, 2);
+    // The relay's work shows in the metrics (sampled once a second): online, pause,
+    // its state, seek, offline.
+    srv.wait_for_metric("streamcore_events_published_total", 5)
+        .await;
+    srv.wait_for_metric_to_be("streamcore_events_pending", 0)
+        .await;
+    srv.wait_for_metric_to_be("streamcore_device_sockets", 0)
+        .await;
+    srv.wait_for_metric_to_be("streamcore_user_sockets", 2)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,11 +618,18 @@ async fn two_nodes_share_a_database_and_a_broker() {
     while let Some(m) = recv(&mut phone, Duration::from_millis(300)).await {
         assert_ne!(m["type"], "command", "a repeat reached the phone: {m}");
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let published = (
-        a.metric("streamcore_events_published_total").await,
-        b.metric("streamcore_events_published_total").await,
-    );
+    // The relays' metrics are sampled once a second: wait until the three show.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let published = loop {
+        let p = (
+            a.metric("streamcore_events_published_total").await,
+            b.metric("streamcore_events_published_total").await,
+        );
+        if p.0 + p.1 >= 3 || tokio::time::Instant::now() > deadline {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         published.0 == 0 || published.1 == 0,
         "one relay publishes at a time: {published:?}"

@@ -155,6 +155,22 @@ impl TestServer {
         }
     }
 
+    /// Waits until `name` is exactly `value`; panics after 10 s with its last value.
+    pub async fn wait_for_metric_to_be(&self, name: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(name).await;
+            if v == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {v}, not {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown(Duration::from_millis(100), std::future::pending())
