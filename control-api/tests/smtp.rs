@@ -350,11 +350,20 @@ async fn implicit_tls_with_login() {
     tls_with_login(SmtpTls::Tls, "tls").await;
 }
 
-/// Sends nothing for 3 s, then checks the mail is still queued.
-async fn refuses_to_send(api: &Api, sink: &Sink, to: &str) {
+/// The relay tries (the sink sees `attempt`: a TLS hello, or an EHLO), sends
+/// nothing, and the mail stays queued.
+async fn refuses_to_send(api: &Api, sink: &Sink, to: &str, attempt: &str) {
     api.user(to).await;
     api.forgot(to).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while sink.count(attempt) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never tried the mail server (no {attempt}); sink: {}",
+            sink.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(sink.messages().is_empty());
     assert_eq!(api.outbox_for(to).await.sent_at, None, "still queued");
 }
@@ -366,7 +375,7 @@ async fn untrusted_certificate_sends_nothing() {
     let mut c = smtp(sink.port);
     c.tls = SmtpTls::Tls;
     let api = Api::start(false, c).await;
-    refuses_to_send(&api, &sink, "eve@example.com").await;
+    refuses_to_send(&api, &sink, "eve@example.com", "tls_hello").await;
     api.stop().await;
 }
 
@@ -377,6 +386,6 @@ async fn starttls_is_required() {
     let mut c = smtp(sink.port);
     c.tls = SmtpTls::Starttls;
     let api = Api::start(false, c).await;
-    refuses_to_send(&api, &sink, "fay@example.com").await;
+    refuses_to_send(&api, &sink, "fay@example.com", "ehlo").await;
     api.stop().await;
 }

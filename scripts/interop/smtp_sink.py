@@ -4,6 +4,8 @@ Prints one JSON object per line on stdout:
   {"event": "ready", "port": P}        once it accepts connections
   {"event": "message", "mail_from", "rcpt_tos", "auth_user", "tls", "subject", "from",
    "to", "message_id", "date", "body"}  for every message it accepted (body decoded)
+  {"event": "tls_hello"}               a client began a TLS handshake (implicit TLS)
+  {"event": "ehlo", "tls"}             a client said EHLO (so a connection was made)
   {"event": "refused"}                 for a DATA it answered with 451 (--fail-first)
   {"event": "rejected", "address"}     for a RCPT it answered with 550 (--reject)
 
@@ -116,6 +118,11 @@ class Handler:
         self.fail_left = fail_first
         self.reject = (reject or "").lower()
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        emit({"event": "ehlo", "tls": session.ssl is not None})
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.reject and address.lower() == self.reject:
             emit({"event": "rejected", "address": address})
@@ -167,6 +174,9 @@ def main():
             ap.error("--tls needs --ca-out")
         ctx = make_cert(a.ca_out)
         if a.tls == "tls":
+            # Called at the client's hello, before it can refuse the certificate:
+            # the test sees the attempt even when the handshake then fails.
+            ctx.sni_callback = lambda *_: emit({"event": "tls_hello"})
             ssl_context = ctx
         else:
             kwargs.update(tls_context=ctx, require_starttls=True)
