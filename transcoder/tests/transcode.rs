@@ -146,6 +146,13 @@ fn a_corrupt_input_fails_the_transcode_with_a_reason_and_writes_nothing() {
     std::fs::write(&input, vec![0x42u8; 10_000]).unwrap();
     let output = input.with_extension("ogg");
     let err = transcode_file(&input, &output, &TranscodeOptions::default(), |_, _| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            transcoder::TranscodeError::Unsupported(_) | transcoder::TranscodeError::BadAudio(_)
+        ),
+        "{err:?}"
+    );
     assert!(!err.to_string().is_empty());
     assert!(!output.exists());
     let _ = std::fs::remove_file(&input);
