@@ -417,7 +417,10 @@ async fn a_request_from_the_bus_is_retried_until_its_input_appears_or_dead_lette
     // ...by when the input is there.
     let store = srv.data_dir.join("recordings").join("inbox");
     std::fs::create_dir_all(&store).unwrap();
-    std::fs::copy(&wav, store.join("late.wav")).unwrap();
+    // Whole or not at all, as an object store would show it: a retry that read a
+    // half-copied file would fail for good and miscount the attempts.
+    std::fs::copy(&wav, store.join(".late.wav.part")).unwrap();
+    std::fs::rename(store.join(".late.wav.part"), store.join("late.wav")).unwrap();
     let done = wait_job(&srv, "late-input", |j| j.is_final()).await;
     assert_eq!(
         (done.status.as_str(), done.attempts),
