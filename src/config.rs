@@ -34,6 +34,11 @@ pub struct Settings {
     /// the join token is their authority.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Reverse proxies in front of the node (`10.0.0.0/8`, `192.0.2.1`): from them
+    /// `Forwarded`/`X-Forwarded-For` name the client for rate limits and logs; from
+    /// anyone else those headers are ignored. Empty (the default): no proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// HTTPS on the `http` listener (`[tls]`).
     #[serde(default)]
     pub tls: TlsSettings,
@@ -447,6 +452,7 @@ impl Default for Settings {
             database_url: None,
             public_url: None,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             tls: TlsSettings::default(),
             log: LogSettings {
                 json: false,
@@ -700,6 +706,8 @@ impl Settings {
         if self.tls.self_signed && self.tls.cert.is_some() {
             bail!("tls.self_signed and tls.cert exclude each other: pick one");
         }
+        control_api::client_addr::parse_proxies(&self.trusted_proxies)
+            .map_err(anyhow::Error::msg)?;
         for origin in &self.cors_origins {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
                 && !origin.ends_with('/')

@@ -98,6 +98,8 @@ async fn open_control_plane(
             max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
             upload_dir: settings.data_dir.join("uploads"),
             ice_servers: Arc::new(settings.turn.ice_servers()),
+            trusted_proxies: control_api::client_addr::parse_proxies(&settings.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
             ..control_api::ApiConfig::default()
         },
     )

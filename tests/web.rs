@@ -719,3 +719,49 @@ async fn https_with_a_certificate_the_node_makes_and_keeps() {
     with_files.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// Behind a reverse proxy each client gets its own rate-limit bucket, named by the
+/// proxy's `X-Forwarded-For` (an IPv6 client's whole /64 one bucket); from a peer
+/// that is not a trusted proxy the header changes nothing. Pairing claims allow 10
+/// tries a minute per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_follow_the_client_behind_a_trusted_proxy_only() {
+    async fn claim(srv: &TestServer, forwarded_for: &str) -> u16 {
+        srv.http
+            .post(format!("{}/api/v1/pairings/claim", srv.base))
+            .header("X-Forwarded-For", forwarded_for)
+            .json(&json!({"code": "ZZZZ-ZZZZ", "device": {"name": "Phone", "kind": "phone"}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    let behind = TestServer::start_with(|s| s.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    for _ in 0..10 {
+        assert_eq!(claim(&behind, "198.51.100.1").await, 400);
+    }
+    assert_eq!(claim(&behind, "198.51.100.1").await, 429);
+    assert_eq!(
+        claim(&behind, "198.51.100.2").await,
+        400,
+        "another client has its own bucket"
+    );
+    for _ in 0..10 {
+        assert_eq!(claim(&behind, "2001:db8:0:1::1").await, 400);
+    }
+    assert_eq!(claim(&behind, "2001:db8:0:1::2").await, 429, "the same /64");
+    assert_eq!(claim(&behind, "2001:db8:0:2::1").await, 400);
+    behind.stop().await;
+
+    let direct = TestServer::start().await;
+    for i in 0..10 {
+        assert_eq!(claim(&direct, &format!("198.51.100.{i}")).await, 400);
+    }
+    assert_eq!(
+        claim(&direct, "198.51.100.99").await,
+        429,
+        "a forged header buys no new bucket"
+    );
+    direct.stop().await;
+}

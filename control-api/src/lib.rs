@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client_addr;
 pub mod cookies;
 pub mod events;
 pub mod extract;

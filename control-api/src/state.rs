@@ -1,10 +1,9 @@
 //! Shared state of the API and the extractors every route uses.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -41,6 +40,8 @@ pub struct ApiConfig {
     pub refresh_reuse_leeway: Duration,
     /// STUN/TURN servers handed out with join tokens.
     pub ice_servers: Arc<signaling::IceServerConfig>,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` name the client ([`ClientAddr`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +58,7 @@ impl Default for ApiConfig {
             secure_cookies: false,
             refresh_reuse_leeway: Duration::from_secs(30),
             ice_servers: Arc::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -188,28 +190,7 @@ impl Caller {
     }
 }
 
-/// The client's address, for rate limits (the socket peer; no proxy headers are trusted).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
-
-impl ClientAddr {
-    pub fn key(&self) -> String {
-        self.0.map_or_else(|| "unknown".into(), |ip| ip.to_string())
-    }
-}
+pub use crate::client_addr::ClientAddr;
 
 /// Maps storage failures: conflicts are the caller's, anything else is ours.
 pub fn store_error(e: StoreError) -> ApiError {
