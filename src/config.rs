@@ -56,6 +56,34 @@ pub struct Settings {
     pub worker: WorkerSettings,
     #[serde(default)]
     pub turn: TurnSettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// `[limits]`: abuse limits of the control API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Sign-ups per client address per minute (429 with `Retry-After` beyond).
+    pub register_per_address_per_minute: u32,
+    /// Sign-ups per minute in all.
+    pub register_per_minute: u32,
+    /// Argon2 password hashes and checks at once (19 MiB each); more wait up to
+    /// `password_hash_wait_ms`, then get 503 with `Retry-After`. 0: two per core.
+    pub concurrent_password_hashes: usize,
+    pub password_hash_wait_ms: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let api = control_api::ApiConfig::default();
+        LimitSettings {
+            register_per_address_per_minute: api.register_per_address_per_minute,
+            register_per_minute: api.register_per_minute,
+            concurrent_password_hashes: 0,
+            password_hash_wait_ms: api.password_hash_wait.as_millis() as u64,
+        }
+    }
 }
 
 /// `[turn]`: the STUN and TURN servers handed to clients (join-token responses,
@@ -493,6 +521,7 @@ impl Default for Settings {
             },
             worker: WorkerSettings::default(),
             turn: TurnSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -637,6 +666,12 @@ impl Settings {
         self.turn
             .validate_embedded(self.tls.enabled())
             .map_err(anyhow::Error::msg)?;
+        if self.limits.register_per_address_per_minute == 0 || self.limits.register_per_minute == 0
+        {
+            bail!(
+                "limits.register_per_address_per_minute and limits.register_per_minute must be at least 1"
+            );
+        }
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
         }

@@ -100,6 +100,13 @@ async fn open_control_plane(
             ice_servers: Arc::new(settings.turn.ice_servers()),
             trusted_proxies: control_api::client_addr::parse_proxies(&settings.trusted_proxies)
                 .map_err(anyhow::Error::msg)?,
+            register_per_address_per_minute: settings.limits.register_per_address_per_minute,
+            register_per_minute: settings.limits.register_per_minute,
+            concurrent_password_hashes: match settings.limits.concurrent_password_hashes {
+                0 => control_api::ApiConfig::default().concurrent_password_hashes,
+                n => n,
+            },
+            password_hash_wait: Duration::from_millis(settings.limits.password_hash_wait_ms),
             ..control_api::ApiConfig::default()
         },
     )

@@ -765,3 +765,75 @@ async fn rate_limits_follow_the_client_behind_a_trusted_proxy_only() {
     );
     direct.stop().await;
 }
+
+/// Sign-ups are limited per client address (429 with `Retry-After`), and Argon2 runs
+/// in a bounded number of slots: a flood of sign-ups from many addresses (behind a
+/// trusted proxy) gets 201s and, past the wait for a slot, 503 with `Retry-After`,
+/// never anything else, and the node keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_are_rate_limited_and_password_hashing_is_bounded() {
+    async fn sign_up(srv: &TestServer, n: usize, forwarded_for: &str) -> reqwest::Response {
+        srv.http
+            .post(format!("{}/api/v1/auth/register", srv.base))
+            .header("X-Forwarded-For", forwarded_for)
+            .json(
+                &json!({"email": format!("flood{n}@example.com"), "password": "a long password 1"}),
+            )
+            .send()
+            .await
+            .unwrap()
+    }
+    let srv = TestServer::start_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+        s.limits.concurrent_password_hashes = 1;
+        s.limits.password_hash_wait_ms = 300;
+    })
+    .await;
+    // One address: ten sign-ups a minute.
+    for n in 0..10 {
+        assert_eq!(sign_up(&srv, n, "198.51.100.1").await.status(), 201);
+    }
+    let refused = sign_up(&srv, 10, "198.51.100.1").await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["retry_after_secs"], retry);
+
+    // Many addresses at once, one hashing slot, 300 ms of waiting for it.
+    let srv = Arc::new(srv);
+    let flood: Vec<_> = (0..60)
+        .map(|i| {
+            let srv = srv.clone();
+            tokio::spawn(async move {
+                let r = sign_up(&srv, 100 + i, &format!("203.0.113.{i}")).await;
+                (
+                    r.status().as_u16(),
+                    r.headers().get("retry-after").is_some(),
+                )
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut busy = 0;
+    for f in flood {
+        match f.await.unwrap() {
+            (201, _) => created += 1,
+            (503, true) => busy += 1,
+            other => panic!("a sign-up in the flood got {other:?}"),
+        }
+    }
+    assert!(created >= 1, "none got through");
+    assert!(
+        busy >= 1,
+        "all {created} waited for one slot: the wait is not bounded"
+    );
+    let health = reqwest::get(format!("{}/healthz", srv.base)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    Arc::into_inner(srv).unwrap().stop().await;
+}

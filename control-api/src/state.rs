@@ -42,6 +42,13 @@ pub struct ApiConfig {
     pub ice_servers: Arc<signaling::IceServerConfig>,
     /// Proxies whose `Forwarded`/`X-Forwarded-For` name the client ([`ClientAddr`]).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Sign-ups allowed per client address per minute, and in all per minute.
+    pub register_per_address_per_minute: u32,
+    pub register_per_minute: u32,
+    /// Password hashes (and checks) run at once; more wait up to
+    /// `password_hash_wait`, then get 503 with `Retry-After`.
+    pub concurrent_password_hashes: usize,
+    pub password_hash_wait: Duration,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +66,12 @@ impl Default for ApiConfig {
             refresh_reuse_leeway: Duration::from_secs(30),
             ice_servers: Arc::default(),
             trusted_proxies: Vec::new(),
+            register_per_address_per_minute: 10,
+            register_per_minute: 300,
+            // Two per core: the cores stay busy, and 19 MiB each stays bounded.
+            concurrent_password_hashes: 2 * std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get),
+            password_hash_wait: Duration::from_secs(5),
         }
     }
 }
@@ -72,17 +85,33 @@ pub struct Limits {
     pub reset_account: RateLimiter,
     /// Pairing claims per client address.
     pub pairing_addr: RateLimiter,
+    /// Sign-ups per client address, and in all.
+    pub register_addr: RateLimiter,
+    pub register_all: RateLimiter,
+    /// Argon2 runs at once (hash or verify; 19 MiB each).
+    pub password_hashes: Arc<tokio::sync::Semaphore>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    pub fn new(config: &ApiConfig) -> Self {
         let min = Duration::from_secs(60);
         Limits {
             login_account: RateLimiter::new(5, min),
             login_addr: RateLimiter::new(20, min),
             reset_account: RateLimiter::new(3, Duration::from_secs(3600)),
             pairing_addr: RateLimiter::new(10, min),
+            register_addr: RateLimiter::new(config.register_per_address_per_minute, min),
+            register_all: RateLimiter::new(config.register_per_minute, min),
+            password_hashes: Arc::new(tokio::sync::Semaphore::new(
+                config.concurrent_password_hashes.max(1),
+            )),
         }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::new(&ApiConfig::default())
     }
 }
 
@@ -214,4 +243,5 @@ pub fn too_many(retry: Duration) -> ApiError {
             retry.as_secs().max(1)
         ),
     )
+    .with_retry_after(retry)
 }

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub message: String,
     /// The request field a validation error is about.
     pub field: Option<&'static str>,
+    /// When to try again (a `Retry-After` header and `retry_after_secs`), for 429
+    /// and 503.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -25,7 +28,14 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client when to come back.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     /// A validation error about one request field (422 `invalid_field`).
@@ -94,7 +104,16 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             error["field"] = json!(f);
         }
+        let secs = self.retry_after.map(|d| d.as_secs().max(1));
+        if let Some(secs) = secs {
+            error["retry_after_secs"] = json!(secs);
+        }
         let body = json!({ "error": error });
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = secs {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }

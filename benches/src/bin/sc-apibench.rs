@@ -1826,6 +1826,12 @@ impl Server {
             // Only the listening line and problems; the routes measured here log
             // nothing per request at INFO anyway, but device registration does.
             .env("RUST_LOG", "warn,streamcore=info")
+            // This load generator signs up thousands of users from one address.
+            .env(
+                "STREAMCORE_LIMITS__REGISTER_PER_ADDRESS_PER_MINUTE",
+                "1000000",
+            )
+            .env("STREAMCORE_LIMITS__REGISTER_PER_MINUTE", "1000000")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

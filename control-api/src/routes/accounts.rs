@@ -1,6 +1,6 @@
 //! Accounts and sessions: register, login, refresh, logout, me, passwords, admin.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -198,16 +198,40 @@ pub fn check_password(field: &'static str, p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Runs Argon2 work (hash or verify) on a blocking thread, holding one of the
+/// bounded hashing slots: each costs 19 MiB, so a flood of sign-ups waits (up to
+/// `password_hash_wait`, then 503 with `Retry-After`) instead of taking the node's
+/// memory.
 async fn blocking<T: Send + 'static>(
+    st: &AppState,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    let wait = st.config.password_hash_wait;
+    let permit = tokio::time::timeout(wait, st.limits.password_hashes.clone().acquire_owned())
         .await
-        .map_err(|_| ApiError::internal("password hashing failed"))
+        .map_err(|_| {
+            tracing::warn!(
+                wait_ms = wait.as_millis() as u64,
+                "every password-hashing slot busy: request refused"
+            );
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server is busy checking passwords; try again in a few seconds",
+            )
+            .with_retry_after(Duration::from_secs(2))
+        })?
+        .map_err(|_| ApiError::internal("password hashing is shut down"))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|_| ApiError::internal("password hashing failed"))
 }
 
-async fn hash(password: String) -> Result<String, ApiError> {
-    blocking(move || auth::hash_password(&password))
+async fn hash(st: &AppState, password: String) -> Result<String, ApiError> {
+    blocking(st, move || auth::hash_password(&password))
         .await?
         .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
 }
@@ -232,12 +256,19 @@ pub async fn new_session(
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 201, body = Registered), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 201, body = Registered), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many sign-ups from this address or in all (Retry-After)", body = ErrorBody), (status = 503, description = "every password-hashing slot busy (Retry-After)", body = ErrorBody)))]
 pub async fn register(
     State(st): State<AppState>,
-    ClientAddr(_addr): ClientAddr,
+    addr: ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Before anything costs: sign-ups per client address, and in all.
+    let now = Instant::now();
+    st.limits
+        .register_addr
+        .check(&addr.key(), now)
+        .map_err(too_many)?;
+    st.limits.register_all.check("all", now).map_err(too_many)?;
     let email = parse_email(&req.email)?;
     check_password("password", &req.password)?;
     let display_name = req.display_name.unwrap_or_default().trim().to_owned();
@@ -247,7 +278,7 @@ pub async fn register(
             "must be at most 100 characters",
         ));
     }
-    let password_hash = hash(req.password).await?;
+    let password_hash = hash(&st, req.password).await?;
     // Admins are made by the operator (`streamcore admin create`), never by signing up.
     let role = Role::User;
     let user = st
@@ -302,7 +333,7 @@ pub async fn login(
     );
     let password = req.password;
     // Always verify, so an unknown email costs the same time as a wrong password.
-    let ok = blocking(move || auth::verify_password(&password, &hash)).await?;
+    let ok = blocking(&st, move || auth::verify_password(&password, &hash)).await?;
     match user {
         Some(u) if ok => {
             info!(user = %u.id, "login");
@@ -492,14 +523,14 @@ pub async fn change_password(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::unauthorized("no such account"))?;
     let (cur, h) = (req.current_password, u.password_hash.clone());
-    if !blocking(move || auth::verify_password(&cur, &h)).await? {
+    if !blocking(&st, move || auth::verify_password(&cur, &h)).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
             "current_password is wrong",
         ));
     }
-    let new_hash = hash(req.new_password).await?;
+    let new_hash = hash(&st, req.new_password).await?;
     st.db
         .set_password(&u.id, &new_hash)
         .await
@@ -578,7 +609,7 @@ pub async fn reset_password(
                 "the reset token is unknown, used or expired",
             )
         })?;
-    let h = hash(req.new_password).await?;
+    let h = hash(&st, req.new_password).await?;
     st.db
         .set_password(&user_id, &h)
         .await
