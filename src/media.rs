@@ -741,6 +741,7 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
                     room: &req.room,
                     identity: &req.identity,
                     room_limit: req.room_limit,
+                    may_publish: req.may_publish,
                 },
             );
             deliver_events(sfu, ctx, listeners);

@@ -114,6 +114,9 @@ pub struct Peer {
     /// Where the last packet from this peer came from (a TURN relay's address, for a
     /// relayed peer).
     pub last_source: std::net::SocketAddr,
+    /// Whether this peer's offers may send audio or video (a room participant's
+    /// publish grant).
+    pub may_publish: bool,
 }
 
 impl std::fmt::Debug for Peer {

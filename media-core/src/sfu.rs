@@ -102,6 +102,9 @@ pub struct JoinRequest<'a> {
     pub identity: &'a str,
     /// Most peers the room may hold, counting this one.
     pub room_limit: Option<usize>,
+    /// The participant's token grants publishing: without it, offers that send
+    /// audio or video are refused here, whatever signaling let through.
+    pub may_publish: bool,
 }
 
 /// One peer of a room, as the room's participant list shows it.
@@ -504,6 +507,9 @@ impl Sfu {
                 preferred_video: None,
             },
         )?;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.may_publish = req.may_publish;
+        }
         if let Some(joined) = self.join_event(id) {
             self.events.push_back(joined);
         }
@@ -526,6 +532,11 @@ impl Sfu {
         if p.role != PeerRole::Participant {
             return Err(SfuError::NotAllowed(
                 "WHIP and WHEP sessions do not renegotiate",
+            ));
+        }
+        if !p.may_publish && offer_sends_media(offer_sdp) {
+            return Err(SfuError::NotAllowed(
+                "the token does not grant publish; offer recvonly m-lines only",
             ));
         }
         let answer = self.apply_offer(now, peer, offer);
@@ -676,6 +687,8 @@ impl Sfu {
                 offer_sdp: None,
                 last_proto: Protocol::Udp,
                 last_source: self.config.local_addr,
+                // WHIP/WHEP sessions are held to their role; participants to their grant.
+                may_publish: true,
             },
         );
         Ok(id)
@@ -2206,6 +2219,27 @@ fn offer_preferred_video_codec(sdp: &str) -> Option<Codec> {
     None
 }
 
+/// True if an offer has an audio or video m-line the client sends on (`sendonly` or
+/// `sendrecv`, the default; not refused with port 0).
+fn offer_sends_media(sdp: &str) -> bool {
+    let mut in_media = false;
+    let mut sends = false;
+    let mut any = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_media && sends {
+                any = true;
+            }
+            in_media = (m.starts_with("audio ") || m.starts_with("video "))
+                && m.split(' ').nth(1) != Some("0");
+            sends = true;
+        } else if in_media && matches!(line, "a=recvonly" | "a=inactive") {
+            sends = false;
+        }
+    }
+    any || (in_media && sends)
+}
+
 /// True if an offer has a video m-line the client receives on (`recvonly` or
 /// `sendrecv`, not refused with port 0).
 fn offer_receives_video(sdp: &str) -> bool {
@@ -2397,6 +2431,20 @@ fn tap_packet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offers_that_send() {
+        let recv = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert!(!offer_sends_media(recv));
+        let send = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+        assert!(offer_sends_media(send));
+        let implicit = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(offer_sends_media(implicit));
+        let stopped = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n";
+        assert!(!offer_sends_media(stopped));
+        let data = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert!(!offer_sends_media(data));
+    }
 
     #[test]
     fn offers_that_receive_video() {

@@ -420,3 +420,36 @@ fn resubscribing_the_same_m_line_resumes_at_once() {
     let after = frames_on(&p.h, p.bob, p.bob_video);
     assert!(after >= before + 9, "{before} -> {after}");
 }
+
+/// A participant whose token does not grant publishing may receive, but an offer
+/// that sends audio or video is refused by the media core itself, and nothing of it
+/// is published.
+#[test]
+fn a_participant_without_the_publish_grant_cannot_send() {
+    let mut h = Harness::new();
+    let viewer = h.join_participant_with("r", "viewer", None, false).unwrap();
+    let refused = h.negotiate(viewer, |api| {
+        let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        vec![(mid, MediaKind::Audio)]
+    });
+    assert!(
+        matches!(refused, Err(SfuError::NotAllowed(m)) if m.contains("publish")),
+        "{refused:?}"
+    );
+    let peer = h.clients[viewer].peer;
+    let room = RoomId::parse("r").unwrap();
+    let me = h
+        .sfu
+        .room_participants(&room)
+        .into_iter()
+        .find(|p| p.peer == peer)
+        .expect("still in the room");
+    assert!(me.tracks.is_empty(), "nothing published: {me:?}");
+    assert!(h.sfu.room_tracks(&room).is_empty());
+    // Receiving is fine.
+    let mut h2 = Harness::new();
+    let viewer2 = h2
+        .join_participant_with("r", "viewer", None, false)
+        .unwrap();
+    add(&mut h2, viewer2, MediaKind::Audio, Direction::RecvOnly);
+}

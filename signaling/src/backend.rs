@@ -140,6 +140,8 @@ pub struct JoinRoom {
     pub room: RoomId,
     pub identity: String,
     pub room_limit: Option<usize>,
+    /// The token's publish grant, enforced by the media core.
+    pub may_publish: bool,
 }
 
 /// A participant's request to its room's worker.

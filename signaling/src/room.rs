@@ -520,27 +520,6 @@ fn offered_mids(sdp: &str) -> Vec<Mid> {
         .collect()
 }
 
-/// True if an offer sends audio or video (an m-line without `recvonly`/`inactive`,
-/// and not refused with port 0).
-pub fn offer_sends_media(sdp: &str) -> bool {
-    let mut in_media = false;
-    let mut sends = false;
-    let mut any = false;
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            if in_media && sends {
-                any = true;
-            }
-            in_media = (m.starts_with("audio ") || m.starts_with("video "))
-                && m.split(' ').nth(1) != Some("0");
-            sends = true;
-        } else if in_media && matches!(line, "a=recvonly" | "a=inactive") {
-            sends = false;
-        }
-    }
-    any || (in_media && sends)
-}
-
 // ---- one socket -------------------------------------------------------------------
 
 /// What a participant may do, from its token.
@@ -788,6 +767,7 @@ async fn join<B: RoomBackend>(
                 room: grant.room.clone(),
                 identity: grant.identity.clone(),
                 room_limit: grant.room_limit,
+                may_publish: grant.grants.publish,
             },
             tx,
         )
@@ -991,12 +971,6 @@ async fn handle<B: RoomBackend>(
                 Ok(s) => st.sources.set(session.key, &offered_mids(&sdp), &s),
                 Err(e) => return (id, Err(e)),
             }
-            if !grants.publish && offer_sends_media(&sdp) {
-                let e = ApiError::forbidden(
-                    "the token does not grant publish; offer recvonly m-lines only",
-                );
-                return (id, Err(e));
-            }
             let r = command(RoomCommand::Offer(sdp)).await;
             let r = match r {
                 Ok(RoomReply::Answer(a)) => Ok(reply("answer", id.as_ref(), json!({"sdp": a}))),
@@ -1176,20 +1150,6 @@ mod tests {
             Ok(ClientMessage::UpdateSubscription { max_layer, .. }) => assert_eq!(max_layer, None),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn offers_that_send() {
-        let recv = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
-        assert!(!offer_sends_media(recv));
-        let send = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
-        assert!(offer_sends_media(send));
-        let implicit = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert!(offer_sends_media(implicit));
-        let stopped = "v=0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n";
-        assert!(!offer_sends_media(stopped));
-        let data = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
-        assert!(!offer_sends_media(data));
     }
 
     #[test]

@@ -413,6 +413,17 @@ impl Harness {
         identity: &str,
         room_limit: Option<usize>,
     ) -> Result<usize, SfuError> {
+        self.join_participant_with(room, identity, room_limit, true)
+    }
+
+    /// [`Harness::join_participant`] with the token's publish grant.
+    pub fn join_participant_with(
+        &mut self,
+        room: &str,
+        identity: &str,
+        room_limit: Option<usize>,
+        may_publish: bool,
+    ) -> Result<usize, SfuError> {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.next_port).parse().unwrap();
         self.next_port += 1;
         let room = RoomId::parse(room).unwrap();
@@ -422,6 +433,7 @@ impl Harness {
                 room: &room,
                 identity,
                 room_limit,
+                may_publish,
             },
         )?;
         let mut rtc = Rtc::builder().build(self.now);
