@@ -550,3 +550,60 @@ async fn a_room_of_twenty() {
     assert_eq!(r["delivered"], 19);
     srv.stop().await;
 }
+
+/// A participant flooding `data` is held to its budget (a burst of 100, then 50 a
+/// second): the rest is refused to it (`rate_limited`) and never sent on, so a
+/// listener that reads nothing meanwhile is not cut off. Before, every message went
+/// to everyone: the listener's socket backed up, its 1024-update queue overflowed,
+/// and it was the one cut off (`too_slow`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_flood_is_refused_to_the_flooder_and_cuts_off_no_one_else() {
+    let srv = TestServer::start().await;
+    let mut flooder = RoomClient::join(&srv, &srv.token("flood", "flooder", all_grants())).await;
+    let mut listener = RoomClient::join(&srv, &srv.token("flood", "listener", all_grants())).await;
+    let chunk = "x".repeat(8 * 1024);
+    const N: u64 = 3000;
+    for i in 0..N {
+        send_json(
+            flooder.ws.as_mut().unwrap(),
+            &json!({"type": "data", "id": format!("f{i}"), "payload": chunk}),
+        )
+        .await;
+    }
+    let (mut ok, mut limited) = (0u64, 0u64);
+    while ok + limited < N {
+        let m = flooder
+            .take(
+                |m| {
+                    m["id"].as_str().is_some_and(|id| id.starts_with('f'))
+                        && (m["type"] == "data_ok" || m["type"] == "error")
+                },
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap_or_else(|| panic!("{ok} sent and {limited} refused of {N}"));
+        match (m["type"].as_str(), m["code"].as_str()) {
+            (Some("data_ok"), _) => ok += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            _ => panic!("unexpected answer to the flood: {m}"),
+        }
+    }
+    assert!(limited >= N / 2, "only {limited} of {N} refused");
+    assert!((100..N / 2).contains(&ok), "{ok} sent");
+    // The listener reads now: it is still in the room, heard what was sent, no more.
+    let r = listener.request(json!({"type": "ping"})).await;
+    assert_eq!(r["type"], "pong", "{r}");
+    listener.poll(Duration::from_millis(500)).await;
+    assert!(
+        !listener.saw("error", |_| true),
+        "the listener got an error: {:?}",
+        listener.inbox.iter().find(|m| m["type"] == "error")
+    );
+    let heard = listener
+        .inbox
+        .iter()
+        .filter(|m| m["type"] == "data")
+        .count() as u64;
+    assert_eq!(heard, ok);
+    srv.stop().await;
+}

@@ -530,6 +530,42 @@ struct Session {
     generation: u64,
     kicked: oneshot::Receiver<()>,
     updates: mpsc::Receiver<RoomUpdate>,
+    data_budget: DataBudget,
+}
+
+/// `data` messages one participant may send: a token bucket of [`DATA_BURST`]
+/// refilled at [`DATA_PER_SECOND`]. Past it a message is refused (`rate_limited`) and
+/// never reaches the others, so a flooder fills no one's update queue but its own
+/// replies.
+#[derive(Debug)]
+struct DataBudget {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+pub const DATA_PER_SECOND: f64 = 50.0;
+pub const DATA_BURST: f64 = 100.0;
+
+impl DataBudget {
+    fn new(now: std::time::Instant) -> DataBudget {
+        DataBudget {
+            tokens: DATA_BURST,
+            last: now,
+        }
+    }
+
+    /// Takes one message's worth; false when the budget is spent.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * DATA_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(DATA_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 async fn send(socket: &mut WebSocket, v: &Value) -> bool {
@@ -751,6 +787,7 @@ async fn join<B: RoomBackend>(
                 generation,
                 kicked,
                 updates: rx,
+                data_budget: DataBudget::new(std::time::Instant::now()),
             },
             participants,
             true,
@@ -796,6 +833,7 @@ async fn join<B: RoomBackend>(
             generation: 0,
             kicked,
             updates: rx,
+            data_budget: DataBudget::new(std::time::Instant::now()),
         },
         participants,
         false,
@@ -899,6 +937,20 @@ async fn serve<B: RoomBackend>(
                     let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
                     let _ = send(socket, &reply("leave_ok", id.as_ref(), json!({}))).await;
                     return End::Left("left");
+                }
+                if let ClientMessage::Data { id, .. } = &m
+                    && !session.data_budget.take(std::time::Instant::now())
+                {
+                    let e = ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("more than {DATA_PER_SECOND} data messages a second; this one was not sent"),
+                    )
+                    .with_retry_after(Duration::from_secs(1));
+                    if !send(socket, &error_message(&e, id.as_ref())).await {
+                        return End::SocketGone;
+                    }
+                    continue;
                 }
                 let (id, out) = handle(st, session, m).await;
                 let msg = match out {
@@ -1150,6 +1202,22 @@ mod tests {
             Ok(ClientMessage::UpdateSubscription { max_layer, .. }) => assert_eq!(max_layer, None),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn data_budget_allows_a_burst_then_the_rate() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = std::time::Instant::now();
+        let mut b = DataBudget::new(t0);
+        let burst = (0..200).filter(|_| b.take(t0)).count();
+        assert_eq!(burst, DATA_BURST as usize);
+        // A second later: one second's worth more, no more.
+        let t1 = t0 + Duration::from_secs(1);
+        let more = (0..200).filter(|_| b.take(t1)).count();
+        assert_eq!(more, DATA_PER_SECOND as usize);
+        // Quiet for a minute: back to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..500).filter(|_| b.take(t2)).count(), DATA_BURST as usize);
     }
 
     #[test]
