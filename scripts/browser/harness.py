@@ -262,6 +262,29 @@ def sign_in(page: Page, base: str, email: str, password: str = "a long password 
 # ---- audio --------------------------------------------------------------------------
 
 
+def pair_phone_over_https(s: "Session", base: str, email: str, name: str) -> tuple[Page, Page]:
+    """On an HTTPS node with its own certificate: a person signs up and pairs a phone;
+    the phone page is open and its device socket online. (user page, phone page)."""
+    user = s.person("user", ignore_https_errors=True)
+    sign_up(user, base, email, name=name)
+    user.get_by_role("button", name="Pair a phone").click()
+    link = wait_for("the pairing link", lambda: (lambda h: h if h and h.startswith("https://") else None)(user.locator("#pair-link").get_attribute("href")))
+    phone = s.person("phone", viewport=PHONE, ignore_https_errors=True)
+    phone.goto(link)
+    phone.locator("#phone").wait_for(state="visible")
+    wait_for("the device socket over wss", lambda: phone.locator("#connection").inner_text() == "online")
+    return user, phone
+
+
+def listen_to_first_device(user: Page, base: str) -> None:
+    """From the devices page, the first device's listen page, listening live."""
+    user.goto(f"{base}/")
+    device = user.locator("#devices li").first
+    device.wait_for()
+    device.get_by_role("link", name="Listen").click()
+    user.get_by_role("button", name="Listen live").click()
+
+
 def fixtures() -> Path:
     """A fresh directory for the media files a scenario makes."""
     import tempfile

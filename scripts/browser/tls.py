@@ -7,34 +7,22 @@ live with its microphone, and the listen page hears it over the same HTTPS node
 
 import uuid
 
-from harness import PHONE, Failure, inbound, run, sign_up, wait_for
+from harness import Failure, inbound, listen_to_first_device, pair_phone_over_https, run, wait_for
 
 
 def main(a, s):
     base = a.base
     if not base.startswith("https://"):
         raise Failure(f"this scenario wants an HTTPS node, got {base}")
-    user = s.person("user", ignore_https_errors=True)
-    sign_up(user, base, f"tls-{uuid.uuid4().hex[:8]}@example.com", name="Tess")
-    user.get_by_role("button", name="Pair a phone").click()
-    link = wait_for("the pairing link", lambda: (lambda h: h if h and h.startswith("https://") else None)(user.locator("#pair-link").get_attribute("href")))
-
-    phone = s.person("phone", viewport=PHONE, ignore_https_errors=True)
-    phone.goto(link)
-    phone.locator("#phone").wait_for(state="visible")
+    user, phone = pair_phone_over_https(s, base, f"tls-{uuid.uuid4().hex[:8]}@example.com", "Tess")
     if not phone.evaluate("() => window.isSecureContext"):
         raise Failure("the phone page over HTTPS is not a secure context")
-    wait_for("the device socket over wss", lambda: phone.locator("#connection").inner_text() == "online")
     phone.get_by_label("Microphone", exact=True).check()
     phone.get_by_role("button", name="Go live").click()
     wait_for("the phone live with its microphone", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
     s.screenshot(phone, "phone-https")
 
-    user.goto(f"{base}/")
-    device = user.locator("#devices li").first
-    device.wait_for()
-    device.get_by_role("link", name="Listen").click()
-    user.get_by_role("button", name="Listen live").click()
+    listen_to_first_device(user, base)
     s.on_failure = lambda: {
         "listen": inbound(user, "window.streamcoreListen.player()?.pc"),
         "live_state": user.locator("#live-state").inner_text(),

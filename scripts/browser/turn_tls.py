@@ -9,7 +9,7 @@ selected candidate pairs are relayed over TLS."""
 
 import uuid
 
-from harness import PHONE, Failure, inbound, run, sign_up, wait_for
+from harness import Failure, inbound, listen_to_first_device, pair_phone_over_https, run, wait_for
 
 # The selected pair's local candidate of the connection `pc_expr` names: its type
 # and, for a relay, how the client reaches the TURN server.
@@ -34,24 +34,12 @@ def main(a, s):
     base = a.base
     if not base.startswith("https://"):
         raise Failure(f"this scenario wants an HTTPS node, got {base}")
-    user = s.person("user behind a TLS-only firewall", ignore_https_errors=True)
-    sign_up(user, base, f"tls-turn-{uuid.uuid4().hex[:8]}@example.com", name="Tia")
-    user.get_by_role("button", name="Pair a phone").click()
-    link = wait_for("the pairing link", lambda: (lambda h: h if h and h.startswith("https://") else None)(user.locator("#pair-link").get_attribute("href")))
-
-    phone = s.person("phone behind a TLS-only firewall", viewport=PHONE, ignore_https_errors=True)
-    phone.goto(link)
-    phone.locator("#phone").wait_for(state="visible")
-    wait_for("the device socket over wss", lambda: phone.locator("#connection").inner_text() == "online")
+    user, phone = pair_phone_over_https(s, base, f"tls-turn-{uuid.uuid4().hex[:8]}@example.com", "Tia")
     phone.get_by_label("Camera and microphone").check()
     phone.get_by_role("button", name="Go live").click()
     wait_for("the phone live through TURN/TLS", lambda: phone.locator("#live-badge").inner_text() == "live", 30)
 
-    user.goto(f"{base}/")
-    device = user.locator("#devices li").first
-    device.wait_for()
-    device.get_by_role("link", name="Listen").click()
-    user.get_by_role("button", name="Listen live").click()
+    listen_to_first_device(user, base)
     s.on_failure = lambda: {
         "listen": inbound(user, LISTEN_PC),
         "paths": {"phone": phone.evaluate(PATH_JS, PHONE_PC), "listen": user.evaluate(PATH_JS, LISTEN_PC)},
