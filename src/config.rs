@@ -72,6 +72,9 @@ pub struct LimitSettings {
     /// `password_hash_wait_ms`, then get 503 with `Retry-After`. 0: two per core.
     pub concurrent_password_hashes: usize,
     pub password_hash_wait_ms: u64,
+    /// An open pairing code is void (the owner starts a new one) once this many
+    /// wrong codes were tried anywhere while it was open.
+    pub pairing_wrong_guesses_per_code: u32,
 }
 
 impl Default for LimitSettings {
@@ -82,6 +85,7 @@ impl Default for LimitSettings {
             register_per_minute: api.register_per_minute,
             concurrent_password_hashes: 0,
             password_hash_wait_ms: api.password_hash_wait.as_millis() as u64,
+            pairing_wrong_guesses_per_code: api.pairing_wrong_guesses_per_code,
         }
     }
 }
@@ -671,6 +675,9 @@ impl Settings {
             bail!(
                 "limits.register_per_address_per_minute and limits.register_per_minute must be at least 1"
             );
+        }
+        if self.limits.pairing_wrong_guesses_per_code == 0 {
+            bail!("limits.pairing_wrong_guesses_per_code must be at least 1");
         }
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");

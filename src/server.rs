@@ -107,6 +107,7 @@ async fn open_control_plane(
                 n => n,
             },
             password_hash_wait: Duration::from_millis(settings.limits.password_hash_wait_ms),
+            pairing_wrong_guesses_per_code: settings.limits.pairing_wrong_guesses_per_code,
             ..control_api::ApiConfig::default()
         },
     )

@@ -389,6 +389,107 @@ async fn vp9_h264_and_av1_tracks_are_recorded_from_a_keyframe_and_decode() {
     srv.stop().await;
 }
 
+/// A recording belongs to the room it was made in, not to its name: delete the room,
+/// let someone else make one under the same name, and they see none of the old
+/// recordings, not even through a link made before; a recording running when the room
+/// was deleted was stopped with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings() {
+    let srv = TestServer::start().await;
+    let first = owner_with_room(&srv, "reborn", false).await;
+    let (s, v) = start(&srv, "reborn", &first.access).await;
+    assert_eq!(s, 201, "{v}");
+    let done_id = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = stop(&srv, "reborn", &done_id, &first.access).await;
+    assert_eq!(s, 200, "{v}");
+    let done = wait_recording(&srv, "reborn", &done_id, &first.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    let old_link = done["files"][0]["url"].as_str().unwrap().to_owned();
+    let fetch = |url: String| {
+        let http = srv.http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(fetch(format!("{}{old_link}", srv.base)).await, 200);
+    // Deleted while a second recording runs.
+    let (s, v) = start(&srv, "reborn", &first.access).await;
+    assert_eq!(s, 201, "{v}");
+    let running_id = v["id"].as_str().unwrap().to_owned();
+    let s = srv
+        .http
+        .delete(format!("{}/api/v1/rooms/reborn", srv.base))
+        .bearer_auth(&first.access)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 204);
+
+    let second = register(&srv.http, &srv.base, "second-owner@example.test").await;
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms", srv.base),
+        Some(&second.access),
+        json!({"name": "reborn"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = get(&srv, "/api/v1/rooms/reborn/recordings", &second.access).await;
+    assert_eq!(
+        (s, v.clone()),
+        (200, json!([])),
+        "the new owner lists none: {v}"
+    );
+    for id in [&done_id, &running_id] {
+        let (s, v) = get(
+            &srv,
+            &format!("/api/v1/rooms/reborn/recordings/{id}"),
+            &second.access,
+        )
+        .await;
+        assert_eq!(s, 404, "{v}");
+        let (s, v) = post(
+            &srv.http,
+            format!("{}/api/v1/rooms/reborn/recordings/{id}/mixdown", srv.base),
+            Some(&second.access),
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, 404, "no mixdown of another room's recording: {v}");
+    }
+    assert_eq!(
+        fetch(format!("{}{old_link}", srv.base)).await,
+        404,
+        "a link made for the old room opens nothing in the new one"
+    );
+    let file = done["files"][0]["name"].as_str().unwrap();
+    let s = srv
+        .http
+        .get(format!(
+            "{}/api/v1/rooms/reborn/recordings/{done_id}/files/{file}",
+            srv.base
+        ))
+        .bearer_auth(&second.access)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 404);
+    // The recording running at the deletion was stopped: the new room records at once.
+    let (s, v) = start(&srv, "reborn", &second.access).await;
+    assert_eq!(
+        s, 201,
+        "the deleted room's recording still held the name: {v}"
+    );
+    let (s, v) = get(&srv, "/api/v1/rooms/reborn/recordings", &second.access).await;
+    assert_eq!(s, 200);
+    assert_eq!(v.as_array().unwrap().len(), 1, "only its own: {v}");
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recording_requests_get_clear_errors() {
     let srv = TestServer::start().await;

@@ -49,6 +49,11 @@ pub struct ApiConfig {
     /// `password_hash_wait`, then get 503 with `Retry-After`.
     pub concurrent_password_hashes: usize,
     pub password_hash_wait: Duration,
+    /// An open pairing code is void once this many wrong codes were tried in its life
+    /// (a wrong code names no pairing, so every open one counts it): with 25^8 codes,
+    /// 10 000 guesses find a given code with odds below 10^-7, however many addresses
+    /// the guesses come from.
+    pub pairing_wrong_guesses_per_code: u32,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +77,7 @@ impl Default for ApiConfig {
             concurrent_password_hashes: 2 * std::thread::available_parallelism()
                 .map_or(1, std::num::NonZeroUsize::get),
             password_hash_wait: Duration::from_secs(5),
+            pairing_wrong_guesses_per_code: 10_000,
         }
     }
 }

@@ -761,6 +761,87 @@ async fn pairing(api: Api) {
 }
 both!(pairing);
 
+/// A wrong code names no pairing, so it counts against every open one; a code that
+/// lived through too many wrong tries is void, and the codes that come after are not.
+async fn pairing_codes_void_after_wrong_guesses(api: Api) {
+    let (_, a, _) = api.user("guessed@example.com").await;
+    let device = json!({"name": "Phone", "kind": "phone"});
+    let start = || async {
+        let (s, p) = api
+            .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        (
+            p["id"].as_str().unwrap().to_owned(),
+            p["code"].as_str().unwrap().to_owned(),
+        )
+    };
+    let claim = |code: String| {
+        let device = device.clone();
+        let api = &api;
+        async move {
+            let (s, v) = api
+                .post(
+                    "/api/v1/pairings/claim",
+                    None,
+                    json!({"code": code, "device": device}),
+                )
+                .await;
+            (s, code_of(&v).to_owned())
+        }
+    };
+    let (open_id, open_code) = start().await;
+    let wrong = |i: usize| {
+        // Same alphabet and length as a real code, but not this one.
+        let c = if open_code.starts_with('A') { 'C' } else { 'A' };
+        format!("{c}{c}{c}{c}{c}{c}{c}{}", ["3", "4", "6"][i % 3])
+    };
+    // Two wrong tries leave the open code usable.
+    for i in 0..2 {
+        assert_eq!(
+            claim(wrong(i)).await,
+            (StatusCode::BAD_REQUEST, "invalid_pairing_code".into())
+        );
+    }
+    let (_, st) = api.get(&format!("/api/v1/pairings/{open_id}"), &a).await;
+    assert_eq!(st["status"], "pending", "under the budget (3 here)");
+    // The third wrong try uses up the budget: the right code no longer pairs.
+    assert_eq!(
+        claim(wrong(2)).await,
+        (StatusCode::BAD_REQUEST, "invalid_pairing_code".into())
+    );
+    assert_eq!(
+        claim(open_code.clone()).await,
+        (StatusCode::BAD_REQUEST, "pairing_code_void".into()),
+        "a code that lived through 3 wrong tries is void"
+    );
+    let (_, st) = api.get(&format!("/api/v1/pairings/{open_id}"), &a).await;
+    assert_eq!(st["status"], "void", "the devices page can tell the owner");
+    // A new code starts with a clean count and pairs.
+    let (fresh_id, fresh_code) = start().await;
+    assert_eq!(claim(fresh_code).await.0, StatusCode::CREATED);
+    let (_, st) = api.get(&format!("/api/v1/pairings/{fresh_id}"), &a).await;
+    assert_eq!(st["status"], "claimed");
+}
+
+fn guess_budget_config() -> ApiConfig {
+    ApiConfig {
+        pairing_ttl: Duration::from_secs(600),
+        pairing_wrong_guesses_per_code: 3,
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_codes_void_after_wrong_guesses_sqlite() {
+    pairing_codes_void_after_wrong_guesses(Api::start(false, guess_budget_config()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_codes_void_after_wrong_guesses_postgres() {
+    pairing_codes_void_after_wrong_guesses(Api::start(true, guess_budget_config()).await).await;
+}
+
 fn code_of(v: &Value) -> &str {
     code(v)
 }

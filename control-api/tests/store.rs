@@ -602,9 +602,9 @@ async fn pairing<S: Store>(s: &S) {
         .await;
     assert!(is_conflict(clash, "pairing code"));
 
-    assert_eq!(s.add_pairing_attempt(&p.id).await.unwrap(), 1);
-    assert_eq!(s.add_pairing_attempt(&p.id).await.unwrap(), 2);
-    assert!(s.add_pairing_attempt("no-such-id").await.is_err());
+    // A wrong code counts against every open pairing (this one is the only one).
+    assert_eq!(s.count_wrong_pairing_guess(T0).await.unwrap(), 1);
+    assert_eq!(s.count_wrong_pairing_guess(T0 + 1).await.unwrap(), 1);
 
     // claim once
     let phone = device(s, &u.id, "phone").await;
@@ -614,6 +614,11 @@ async fn pairing<S: Store>(s: &S) {
     assert_eq!(claimed.claimed_at, Some(T0 + 1000));
     assert_eq!(claimed.device_id.as_deref(), Some(phone.as_str()));
     assert_eq!(claimed.attempts, 2);
+    assert_eq!(
+        s.count_wrong_pairing_guess(T0 + 2000).await.unwrap(),
+        0,
+        "a claimed pairing no longer counts guesses"
+    );
 
     // expired: cannot be claimed (at or after expires_at)
     let late = pairing_row(&u.id, "777777", T0 + 600_000);
@@ -628,8 +633,14 @@ async fn pairing<S: Store>(s: &S) {
             .await
             .unwrap()
     );
+    assert_eq!(
+        s.count_wrong_pairing_guess(T0 + 600_000).await.unwrap(),
+        0,
+        "nor does an expired one"
+    );
     let still = s.pairing(&u.id, &late.id).await.unwrap().unwrap();
     assert_eq!(still.claimed_at, None);
+    assert_eq!(still.attempts, 0);
     assert_eq!(still.device_id, None);
     assert!(!s.claim_pairing("no-such-id", &phone, T0).await.unwrap());
 }
@@ -1422,6 +1433,7 @@ async fn relay_lease_has_one_holder<S: Store>(s: &S) {
 fn recording(id: &str, room: &str, at: Millis) -> Recording {
     Recording {
         id: id.into(),
+        room_id: format!("id-of-{room}"),
         room_name: room.into(),
         owner_id: "u1".into(),
         started_by: "u1".into(),
@@ -1506,8 +1518,25 @@ async fn recordings_move_once_with_their_events<S: Store>(s: &S) {
     s.create_recording(&recording("r4", "room", T0 + 30), ev("e7", "room", T0))
         .await
         .unwrap();
+    // A later room of the same name is another room: it lists none of these.
+    let later = Recording {
+        room_id: "id-of-a-later-room".into(),
+        status: "stopped".into(),
+        ..recording("r5", "room", T0 + 40)
+    };
+    s.create_recording(&later, ev("e8", "room", T0))
+        .await
+        .unwrap();
     let listed: Vec<String> = s
-        .room_recordings("room")
+        .room_recordings("id-of-a-later-room")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["r5"]);
+    let listed: Vec<String> = s
+        .room_recordings("id-of-room")
         .await
         .unwrap()
         .into_iter()
@@ -1525,7 +1554,7 @@ async fn recordings_move_once_with_their_events<S: Store>(s: &S) {
     assert!(s.recording("nope").await.unwrap().is_none());
     assert_eq!(
         event_ids(&s.unpublished_events(20).await.unwrap()),
-        ["e1", "e3", "e4", "e6", "e7"]
+        ["e1", "e3", "e4", "e6", "e7", "e8"]
     );
 }
 

@@ -319,6 +319,8 @@ pub async fn pairing_status(
         "claimed"
     } else if p.expires_at <= now_millis() {
         "expired"
+    } else if p.attempts >= i64::from(st.config.pairing_wrong_guesses_per_code) {
+        "void"
     } else {
         "pending"
     };
@@ -342,7 +344,8 @@ pub async fn pairing_status(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PairingStatus {
     pub id: String,
-    /// `pending`, `claimed` or `expired`.
+    /// `pending`, `claimed`, `expired` or `void` (too many wrong codes were tried
+    /// while it was open; start a new one).
     pub status: &'static str,
     pub expires_at: i64,
     /// The paired device, once claimed.
@@ -388,19 +391,25 @@ pub async fn claim(
     if code.len() != CODE_LEN {
         return Err(invalid());
     }
-    let p = st
-        .db
-        .pairing_by_code(&code)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(invalid)?;
-    st.db
-        .add_pairing_attempt(&p.id)
-        .await
-        .map_err(store_error)?;
     let now = now_millis();
+    let Some(p) = st.db.pairing_by_code(&code).await.map_err(store_error)? else {
+        let open = st
+            .db
+            .count_wrong_pairing_guess(now)
+            .await
+            .map_err(store_error)?;
+        info!(client = %addr.key(), open_pairings = open, "wrong pairing code");
+        return Err(invalid());
+    };
     if p.claimed_at.is_some() || p.expires_at <= now {
         return Err(invalid());
+    }
+    if p.attempts >= i64::from(st.config.pairing_wrong_guesses_per_code) {
+        info!(pairing = %p.id, wrong_guesses = p.attempts, "pairing code void after wrong guesses");
+        return Err(ApiError::bad_request(
+            "pairing_code_void",
+            "too many wrong codes were tried while this one was open; start a new pairing",
+        ));
     }
     let user = st
         .db

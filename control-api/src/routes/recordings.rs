@@ -258,6 +258,7 @@ pub async fn start_recording(
     let ctl = control(st)?;
     let rec = Recording {
         id: uuid::Uuid::new_v4().simple().to_string(),
+        room_id: room.id.clone(),
         room_name: room.name.clone(),
         owner_id: room.owner_id.clone(),
         started_by: started_by.to_owned(),
@@ -393,11 +394,7 @@ pub async fn list(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<RecordingView>>, ApiError> {
     let (room, _) = caller.authorize(&st, &name).await?;
-    let recs = st
-        .db
-        .room_recordings(&room.name)
-        .await
-        .map_err(store_error)?;
+    let recs = st.db.room_recordings(&room.id).await.map_err(store_error)?;
     let mut out = Vec::with_capacity(recs.len());
     for r in recs {
         out.push(view(&st, r).await?);
@@ -412,13 +409,15 @@ pub(crate) async fn room_recording(
     id: &str,
 ) -> Result<Recording, ApiError> {
     let (room, _) = caller.authorize(st, name).await?;
-    recording_in(st, &room.name, id).await
+    recording_in(st, &room, id).await
 }
 
-/// Recording `id` of room `room`, for whoever may read it (checked by the caller).
-async fn recording_in(st: &AppState, room: &str, id: &str) -> Result<Recording, ApiError> {
+/// Recording `id` of `room`, for whoever may read it (checked by the caller). Made in
+/// this room, not merely in one of the same name: a room deleted and made again is
+/// another room.
+async fn recording_in(st: &AppState, room: &Room, id: &str) -> Result<Recording, ApiError> {
     match st.db.recording(id).await.map_err(store_error)? {
-        Some(r) if r.room_name == room => Ok(r),
+        Some(r) if r.room_id == room.id => Ok(r),
         _ => Err(ApiError::not_found("no such recording in this room")),
     }
 }
@@ -433,7 +432,15 @@ pub(crate) async fn file_recording(
 ) -> Result<Recording, ApiError> {
     match access {
         crate::links::FileAccess::Caller(c) => room_recording(st, c, name, id).await,
-        crate::links::FileAccess::Link => recording_in(st, name, id).await,
+        crate::links::FileAccess::Link => {
+            let room = st
+                .db
+                .room_by_name(name)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| ApiError::not_found("no such room"))?;
+            recording_in(st, &room, id).await
+        }
     }
 }
 
@@ -486,8 +493,26 @@ pub async fn stop(
             format!("the recording is {}, not recording", rec.status),
         ));
     }
-    let ctl = control(&st)?;
-    match ctl.stop(&rec.id, "requested").await {
+    stop_recording(&st, &rec, "requested").await?;
+    info!(recording = %rec.id, room = %rec.room_name, "recording stopped");
+    let now = st
+        .db
+        .recording(&rec.id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such recording"))?;
+    Ok(Json(view(&st, now).await?))
+}
+
+/// Stops a running recording (`reason` goes into its manifest): closed and marked
+/// stopped, or failed when nobody writes it any more.
+pub(crate) async fn stop_recording(
+    st: &AppState,
+    rec: &Recording,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let ctl = control(st)?;
+    match ctl.stop(&rec.id, reason).await {
         Err(reason) => {
             // The session's own Failed report records why; say it here too.
             return Err(ApiError::internal(format!(
@@ -495,7 +520,7 @@ pub async fn stop(
             )));
         }
         Ok(Some(manifest)) => {
-            mark_stopped(&st, &rec.id, &rec.room_name, &manifest)
+            mark_stopped(st, &rec.id, &rec.room_name, &manifest)
                 .await
                 .map_err(store_error)?;
         }
@@ -508,22 +533,10 @@ pub async fn stop(
                     format!("the recording is written by node {}", rec.node_id),
                 ));
             }
-            mark_failed(
-                &st,
-                &rec.id,
-                &rec.room_name,
-                "lost: not running on its node",
-            )
-            .await
-            .map_err(store_error)?;
+            mark_failed(st, &rec.id, &rec.room_name, "lost: not running on its node")
+                .await
+                .map_err(store_error)?;
         }
     }
-    info!(recording = %rec.id, room = %rec.room_name, "recording stopped");
-    let now = st
-        .db
-        .recording(&rec.id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("no such recording"))?;
-    Ok(Json(view(&st, now).await?))
+    Ok(())
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::extract::{ApiJson, OptionalJson};
 use crate::openapi::ErrorBody;
 use signaling::{ApiError, Grants};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::now_millis;
 use crate::state::{AppState, Caller, store_error};
@@ -191,6 +191,24 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_user()?;
+    let room = st
+        .db
+        .room_by_name(&name)
+        .await
+        .map_err(store_error)?
+        .filter(|r| r.owner_id == caller.user_id)
+        .ok_or_else(not_found)?;
+    // Its recordings stay under its id (archived: no room of this name made later
+    // sees them); one still running is stopped first, so nothing goes on recording a
+    // room that no longer exists.
+    for rec in st.db.room_recordings(&room.id).await.map_err(store_error)? {
+        if rec.status == "recording"
+            && let Err(e) =
+                crate::routes::recordings::stop_recording(&st, &rec, "room_deleted").await
+        {
+            warn!(recording = %rec.id, room = %name, error = %e.message, "recording of a deleted room did not stop");
+        }
+    }
     if !st
         .db
         .delete_room(&caller.user_id, &name)

@@ -175,8 +175,8 @@ impl Store for Db {
     async fn pairing(&self, user_id: &str, id: &str) -> R<Option<Pairing>> {
         delegate!(self, s => s.pairing(user_id, id))
     }
-    async fn add_pairing_attempt(&self, id: &str) -> R<i64> {
-        delegate!(self, s => s.add_pairing_attempt(id))
+    async fn count_wrong_pairing_guess(&self, now: Millis) -> R<u64> {
+        delegate!(self, s => s.count_wrong_pairing_guess(now))
     }
     async fn claim_pairing(&self, id: &str, device_id: &str, now: Millis) -> R<bool> {
         delegate!(self, s => s.claim_pairing(id, device_id, now))
@@ -230,8 +230,8 @@ impl Store for Db {
     async fn recording(&self, id: &str) -> R<Option<Recording>> {
         delegate!(self, s => s.recording(id))
     }
-    async fn room_recordings(&self, room_name: &str) -> R<Vec<Recording>> {
-        delegate!(self, s => s.room_recordings(room_name))
+    async fn room_recordings(&self, room_id: &str) -> R<Vec<Recording>> {
+        delegate!(self, s => s.room_recordings(room_id))
     }
     async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
         delegate!(self, s => s.node_recordings(node_id, status))

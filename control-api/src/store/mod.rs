@@ -145,6 +145,7 @@ pub struct Pairing {
     pub code: String,
     pub created_at: Millis,
     pub expires_at: Millis,
+    /// Wrong codes tried while this pairing was open (see `count_wrong_pairing_guess`).
     pub attempts: i64,
     pub claimed_at: Option<Millis>,
     pub device_id: Option<String>,
@@ -216,6 +217,10 @@ pub struct LibraryQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recording {
     pub id: String,
+    /// The room it was made in. A room deleted keeps its recordings under its old id
+    /// (archived): no room of the same name made later sees them.
+    pub room_id: String,
+    /// The room's name then (the SFU room and the object keys use it).
     pub room_name: String,
     pub owner_id: String,
     pub started_by: String,
@@ -571,7 +576,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = R<bool>> + Send;
     fn recording(&self, id: &str) -> impl Future<Output = R<Option<Recording>>> + Send;
     /// A room's recordings, newest first.
-    fn room_recordings(&self, room_name: &str) -> impl Future<Output = R<Vec<Recording>>> + Send;
+    fn room_recordings(&self, room_id: &str) -> impl Future<Output = R<Vec<Recording>>> + Send;
     /// Recordings in `status` held by `node_id` (recovery at start).
     fn node_recordings(
         &self,
@@ -625,8 +630,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn create_pairing(&self, p: Pairing) -> impl Future<Output = R<()>> + Send;
     fn pairing_by_code(&self, code: &str) -> impl Future<Output = R<Option<Pairing>>> + Send;
     fn pairing(&self, user_id: &str, id: &str) -> impl Future<Output = R<Option<Pairing>>> + Send;
-    /// Counts one claim attempt; returns the new count.
-    fn add_pairing_attempt(&self, id: &str) -> impl Future<Output = R<i64>> + Send;
+    /// Counts a wrong code against every pairing open at `now` (unclaimed, unexpired):
+    /// a wrong code names no pairing, so each open one bears every guess made in its
+    /// life. Returns how many pairings were open.
+    fn count_wrong_pairing_guess(&self, now: Millis) -> impl Future<Output = R<u64>> + Send;
     /// Marks the pairing claimed by `device_id` if it is unclaimed and unexpired.
     fn claim_pairing(
         &self,

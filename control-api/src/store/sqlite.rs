@@ -200,6 +200,7 @@ fn job_row(r: &SqliteRow) -> Result<Job, sqlx::Error> {
 fn recording_row(r: &SqliteRow) -> Result<Recording, sqlx::Error> {
     Ok(Recording {
         id: r.try_get("id")?,
+        room_id: r.try_get("room_id")?,
         room_name: r.try_get("room_name")?,
         owner_id: r.try_get("owner_id")?,
         started_by: r.try_get("started_by")?,
@@ -820,14 +821,15 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(pairing_row).transpose()?)
     }
 
-    async fn add_pairing_attempt(&self, id: &str) -> R<i64> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "UPDATE pairings SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+    async fn count_wrong_pairing_guess(&self, now: Millis) -> R<u64> {
+        let done = sqlx::query(
+            "UPDATE pairings SET attempts = attempts + 1 \
+             WHERE claimed_at IS NULL AND expires_at > ?",
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
+        .bind(now)
+        .execute(&self.pool)
         .await?;
-        n.ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+        Ok(done.rows_affected())
     }
 
     async fn claim_pairing(&self, id: &str, device_id: &str, now: Millis) -> R<bool> {
@@ -849,10 +851,11 @@ impl Store for SqliteStore {
     async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
-            "INSERT INTO recordings (id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO recordings (id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&rec.id)
+        .bind(&rec.room_id)
         .bind(&rec.room_name)
         .bind(&rec.owner_id)
         .bind(&rec.started_by)
@@ -916,7 +919,7 @@ impl Store for SqliteStore {
     }
 
     async fn recording(&self, id: &str) -> R<Option<Recording>> {
-        let row = sqlx::query("SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings WHERE id = ?")
+        let row = sqlx::query("SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings WHERE id = ?")
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -925,12 +928,12 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(recording_row).transpose()?)
     }
 
-    async fn room_recordings(&self, room_name: &str) -> R<Vec<Recording>> {
+    async fn room_recordings(&self, room_id: &str) -> R<Vec<Recording>> {
         let rows = sqlx::query(
-            "SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
-             WHERE room_name = ? ORDER BY started_at DESC, id",
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+             WHERE room_id = ? ORDER BY started_at DESC, id",
         )
-        .bind(room_name)
+        .bind(room_id)
         .fetch_all(&self.pool)
         .await?;
         collect(rows, recording_row)
@@ -938,7 +941,7 @@ impl Store for SqliteStore {
 
     async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
         let rows = sqlx::query(
-            "SELECT id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
              WHERE node_id = ? AND status = ? ORDER BY started_at",
         )
         .bind(node_id)

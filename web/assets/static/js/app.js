@@ -57,6 +57,8 @@ export const MESSAGES = /** @type {Record<string, string>} */ ({
   rate_limited: 'Too many attempts. Wait a minute, then try again.',
   invalid_pairing_code:
     'This pairing code is unknown, used or expired. On your computer, open StreamCore → Devices → Pair a phone for a new code.',
+  pairing_code_void:
+    'Someone tried many wrong codes, so this one was switched off for safety. Press “Pair a phone” for a new code.',
   invalid_reset_token: 'This reset link has expired or was already used. Ask for a new one.',
   invalid_refresh_token: 'Your session has ended. Sign in again.',
   refresh_token_reused: 'Your session was ended for safety (it was used twice). Sign in again.',

@@ -211,6 +211,10 @@ async function devicesPage(session) {
       say(status, `Paired: ${p.device?.name ?? 'your phone'}. It shows up in your devices.`, 'ok');
       if (p.device) devices.set(p.device.id, p.device);
       render();
+    } else if (p?.status === 'void') {
+      pairing = null;
+      if (countdown) clearInterval(countdown);
+      say(status, MESSAGES.pairing_code_void, 'error');
     }
   };
   $('pair').addEventListener('click', () =>
