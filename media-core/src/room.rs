@@ -46,6 +46,10 @@ pub struct LayerIn {
     pub keyframes: KeyframeRequests,
     bytes: u64,
     last_packet: Option<Instant>,
+    /// Its place in the low-to-high order: the bitrate of the last window it sent
+    /// in. A layer the publisher paused (nobody wanted it) measures 0 bit/s but keeps
+    /// its place, or the lowest layer would no longer be first.
+    rank_bps: u64,
 }
 
 /// A published track.
@@ -70,7 +74,8 @@ pub struct TrackIn {
     pub audio_level: AudioLevel,
     /// The publisher muted it: nothing is forwarded until it unmutes.
     pub muted: bool,
-    /// The layers (rids, low to high) last announced as wanted.
+    /// The layers last announced: every received one (rids, low to high) and how
+    /// many of them, from the lowest, are wanted.
     pub wanted_layers: Option<([Option<Rid>; 3], usize)>,
     /// Whether (and which layer of) this track is recorded.
     pub tap: TrackTap,
@@ -113,6 +118,7 @@ impl TrackIn {
             keyframes: KeyframeRequests::default(),
             bytes: 0,
             last_packet: None,
+            rank_bps: 0,
         });
         self.reselect = true;
         self.layers.len() - 1
@@ -144,6 +150,9 @@ impl TrackIn {
         for l in &mut self.layers {
             let bitrate_bps = (l.bytes * 8 * 1000) / elapsed.as_millis() as u64;
             l.bytes = 0;
+            if bitrate_bps > 0 {
+                l.rank_bps = bitrate_bps;
+            }
             let active = l
                 .last_packet
                 .is_some_and(|t| now.duration_since(t) < LAYER_INACTIVE_AFTER);
@@ -156,7 +165,13 @@ impl TrackIn {
             ));
         }
         // Stable: layers not measured apart keep their first-seen order.
-        self.layer_infos.sort_by_key(|(_, i)| i.bitrate_bps);
+        let layers = &self.layers;
+        self.layer_infos.sort_by_key(|(rid, _)| {
+            layers
+                .iter()
+                .find(|l| l.rid == *rid)
+                .map_or(0, |l| l.rank_bps)
+        });
     }
 }
 

@@ -216,12 +216,16 @@ pub enum SfuEvent {
         muted: bool,
     },
     /// The simulcast layers (rids, low to high) anyone may receive of a publisher's
-    /// track changed; the publisher may stop sending the others.
+    /// track changed. `unwanted` are the layers received so far that nobody may
+    /// receive: the publisher may stop sending those. A layer never received (the
+    /// browser has not sent it yet, for bandwidth or resolution) is in neither list and
+    /// must stay on, or it could never appear.
     LayersWanted {
         room: RoomId,
         peer: PeerId,
         mid: Mid,
         layers: Vec<String>,
+        unwanted: Vec<String>,
     },
     /// The room's active speaker changed to this audio track
     /// ([`crate::speaker`]: levels from the RFC 6464 extension, with hysteresis).
@@ -1967,22 +1971,25 @@ impl Sfu {
             .max();
         let count = cap.map_or(0, |c| c.saturating_add(1).min(track.layer_infos.len()));
         let mut rids = [None; 3];
-        for (slot, (rid, _)) in rids.iter_mut().zip(&track.layer_infos[..count]) {
+        for (slot, (rid, _)) in rids.iter_mut().zip(&track.layer_infos) {
             *slot = *rid;
         }
         if track.wanted_layers == Some((rids, count)) {
             return;
         }
         track.wanted_layers = Some((rids, count));
-        let layers = track.layer_infos[..count]
-            .iter()
-            .filter_map(|(rid, _)| rid.map(|r| r.to_string()))
-            .collect();
+        let rids = |infos: &[(Option<Rid>, crate::layers::LayerInfo)]| -> Vec<String> {
+            infos
+                .iter()
+                .filter_map(|(rid, _)| rid.map(|r| r.to_string()))
+                .collect()
+        };
         self.events.push_back(SfuEvent::LayersWanted {
             room: room.id.clone(),
             peer: track.track.owner,
             mid: track.track.mid,
-            layers,
+            layers: rids(&track.layer_infos[..count]),
+            unwanted: rids(&track.layer_infos[count..]),
         });
     }
 

@@ -330,3 +330,78 @@ fn the_publisher_hears_which_layers_are_wanted() {
     assert_eq!(wanted(&h).len(), n + 1);
     assert_eq!(wanted(&h).last().unwrap(), &["l", "m", "h"]);
 }
+
+/// A publisher that stops encoding the layers nobody wants (as browsers do on
+/// `layers_wanted`) keeps being told the same layers: a paused layer keeps its place
+/// in the low-to-high order, so the cap still names the lowest one and not a paused
+/// one that now measures 0 bit/s; lifting the cap asks for every layer again.
+#[test]
+fn a_publisher_that_pauses_unwanted_layers_is_asked_for_the_same_ones() {
+    use media_core::SfuEvent;
+    let mut h = Harness::with_config(|c| c.initial_bitrate = None);
+    let p = h.join_simulcast("pause", &["l", "m", "h"]).unwrap();
+    let a = h.join("pause", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    let wanted = |h: &Harness| -> Vec<Vec<String>> {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::LayersWanted { layers, .. } => Some(layers.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    send(&mut h, p, 0, 40, &["l", "m", "h"]);
+    let (peer, mid) = (h.clients[a].peer, h.clients[a].mid(Video));
+    h.sfu.set_layer_preference(peer, mid, Some(0)).unwrap();
+    send(&mut h, p, 40, 20, &["l", "m", "h"]);
+    assert_eq!(wanted(&h).last().unwrap(), &["l"]);
+    // The publisher obeys: only "l" for 3 s, long past the inactivity window.
+    let n = wanted(&h).len();
+    send(&mut h, p, 60, 90, &["l"]);
+    assert_eq!(
+        &wanted(&h)[n..],
+        &[] as &[Vec<String>],
+        "nothing new to ask while only the wanted layer flows"
+    );
+    assert_eq!(layer_runs(&h, a).chars().last(), Some('l'));
+    // The cap lifted while only "l" flows: every layer is asked for again.
+    h.sfu.set_layer_preference(peer, mid, None).unwrap();
+    send(&mut h, p, 150, 10, &["l"]);
+    assert_eq!(wanted(&h).last().unwrap(), &["l", "m", "h"]);
+    send(&mut h, p, 160, 60, &["l", "m", "h"]);
+    assert_eq!(layer_runs(&h, a).chars().last(), Some('h'));
+}
+
+/// A layer the publisher declared but never sent (a browser holds back its top layer
+/// for bandwidth or a small camera) is neither wanted nor unwanted: the publisher is
+/// never told to switch it off, so it can appear later.
+#[test]
+fn a_layer_never_received_is_not_switched_off() {
+    use media_core::SfuEvent;
+    let mut h = Harness::with_config(|c| c.initial_bitrate = None);
+    let p = h.join_simulcast("unseen", &["l", "m", "h"]).unwrap();
+    let a = h.join("unseen", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    let last = |h: &Harness| -> (Vec<String>, Vec<String>) {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::LayersWanted {
+                    layers, unwanted, ..
+                } => Some((layers.clone(), unwanted.clone())),
+                _ => None,
+            })
+            .next_back()
+            .expect("layers announced")
+    };
+    send(&mut h, p, 0, 40, &["l", "m"]);
+    assert_eq!(last(&h), (vec!["l".into(), "m".into()], vec![]));
+    let (peer, mid) = (h.clients[a].peer, h.clients[a].mid(Video));
+    h.sfu.set_layer_preference(peer, mid, Some(0)).unwrap();
+    send(&mut h, p, 40, 20, &["l", "m"]);
+    assert_eq!(last(&h), (vec!["l".into()], vec!["m".into()]));
+    // "h" shows up later: now it is known, and unwanted too.
+    send(&mut h, p, 60, 40, &["l", "m", "h"]);
+    assert_eq!(last(&h), (vec!["l".into()], vec!["m".into(), "h".into()]));
+}

@@ -1,9 +1,10 @@
 """Three people in one room, each in their own browser context: everyone decodes
 everyone's audio and video; a subscriber that caps a simulcast publisher to layer 0
-receives the low resolution while another does not; a screen share arrives as its
-own tile; chat arrives; the active speaker is highlighted; mute shows; and a
-participant whose connection is cut (its socket closed, then an ICE restart) is back
-within 2 s without anyone seeing it leave."""
+receives the low resolution while another does not, and when nobody wants the upper
+layers the publisher stops sending them (and starts again); a screen share arrives as
+its own tile, and a subscriber can drop it and take it again; chat arrives; the active
+speaker is highlighted; mute shows; and a participant whose connection is cut (its
+socket closed, then an ICE restart) is back within 2 s without anyone seeing it leave."""
 
 import uuid
 
@@ -30,6 +31,23 @@ async () => {
 # Every participant-left event a page sees, kept from the moment it is installed.
 WATCH_LEAVES_JS = """
 () => { window.__left = []; window.streamcoreRoom.on('participantLeft', (e) => window.__left.push(e.participant.identity)); }
+"""
+
+
+# The rids of the simulcast layers the page's camera encodes now.
+ACTIVE_LAYERS_JS = """
+() => {
+  for (const pub of window.streamcoreRoom.publications.values()) {
+    const enc = pub.transceiver.sender.getParameters().encodings ?? [];
+    if (enc.length > 1) return enc.filter(e => e.active).map(e => e.rid);
+  }
+  return null;
+}
+"""
+
+# What the node last told the page about its camera's layers.
+LAYERS_TOLD_JS = """
+() => [...window.streamcoreRoom.publications.values()].map(p => [p.source, p.layersWanted, p.layersUnwanted])
 """
 
 
@@ -107,6 +125,23 @@ def main(a, s):
     frames_before = low["frames"]
     wait_for("Ben's low layer to keep decoding", lambda: get_from(ben, "Ada", "video", "camera")["frames"] > frames_before + 10)
 
+    # When nobody wants Ada's upper layers (Cleo caps her too), the node says so
+    # (layers_wanted) and Ada's browser stops encoding them; when Cleo goes back to
+    # automatic, they are switched on again and Cleo gets the higher resolution back.
+    # (Chromium sends two of the three layers of its 640x480 fake camera; a layer the
+    # node never received stays on.)
+    s.on_failure = lambda: {"active": ada.evaluate(ACTIVE_LAYERS_JS), "told": ada.evaluate(LAYERS_TOLD_JS)}
+    cleo.locator(".tile", has_text="Ada").get_by_label("Video quality of Ada").select_option("0")
+    wait_for("Ada to stop encoding her middle layer", lambda: (lambda on: "q" in on and "h" not in on)(ada.evaluate(ACTIVE_LAYERS_JS)), 20)
+    cleo.locator(".tile", has_text="Ada").get_by_label("Video quality of Ada").select_option("")
+    wait_for("Ada to send every layer again", lambda: ada.evaluate(ACTIVE_LAYERS_JS) == ["q", "h", "f"], 20)
+    wait_for(
+        "Cleo to get the higher layer back",
+        lambda: (get_from(cleo, "Ada", "video", "camera") or {}).get("width", 0) > low["width"],
+        30,
+    )
+    s.on_failure = lambda: {n: received(p) for n, p in pages.items()}
+
     # A screen share is a second video track, shown as its own tile.
     ada.get_by_role("button", name="Share screen").click()
     wait_for("Ada's share to start", lambda: ada.locator("#screen").get_attribute("aria-pressed") == "true")
@@ -114,6 +149,21 @@ def main(a, s):
         p = pages[n]
         p.locator(".tile.screen").wait_for()
         wait_for(f"{n} to decode the screen", lambda p=p: (get_from(p, "Ada", "video", "screen") or {}).get("frames", 0) > 3, 30)
+
+    # The library's own subscription calls: Ben stops receiving Ada's screen, then
+    # takes it again, and it decodes again.
+    screen_js = """async (what) => {
+      const room = window.streamcoreRoom;
+      for (const p of room.participants.values()) for (const t of p.tracks.values())
+        if (p.identity === 'Ada' && t.source === 'screen') return what === 'off' ? room.unsubscribe(t) : room.subscribe(t);
+      throw new Error('Ben has no screen track of Ada');
+    }"""
+    ben.evaluate(screen_js, "off")
+    wait_for("Ben's subscription to Ada's screen to end", lambda: (get_from(ben, "Ada", "video", "screen") or {}).get("subscribed") is False)
+    ben.evaluate(screen_js, "on")
+    wait_for("Ben to subscribe to Ada's screen again", lambda: (get_from(ben, "Ada", "video", "screen") or {}).get("subscribed") is True)
+    again = get_from(ben, "Ada", "video", "screen")["frames"]
+    wait_for("Ben to decode Ada's screen again", lambda: get_from(ben, "Ada", "video", "screen")["frames"] > again + 3, 30)
 
     # Chat over the room's data messages.
     ben.locator("#chat-text").fill("hello from Ben")

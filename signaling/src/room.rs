@@ -500,10 +500,14 @@ fn update_message(
             ),
             // Only the publisher hears which of its layers anyone wants.
             SfuEvent::LayersWanted {
-                peer, mid, layers, ..
+                peer,
+                mid,
+                layers,
+                unwanted,
+                ..
             } if *peer == me => (
                 Some(
-                    json!({"type": "layers_wanted", "track": track_id(*peer, *mid), "layers": layers}),
+                    json!({"type": "layers_wanted", "track": track_id(*peer, *mid), "layers": layers, "unwanted": unwanted}),
                 ),
                 None,
             ),
@@ -1227,6 +1231,7 @@ mod tests {
             peer: PeerId(3),
             mid: Mid::from("1"),
             layers: vec!["l".into(), "m".into()],
+            unwanted: vec!["h".into()],
         });
         let sources = TrackSources::default();
         let (m, _) = update_message(&sources, key(3), &wanted);
@@ -1234,6 +1239,7 @@ mod tests {
         assert_eq!(m["type"], "layers_wanted");
         assert_eq!(m["track"], "p3/1");
         assert_eq!(m["layers"], json!(["l", "m"]));
+        assert_eq!(m["unwanted"], json!(["h"]));
         assert!(update_message(&sources, key(4), &wanted).0.is_none());
     }
 

@@ -1156,6 +1156,10 @@ export class LocalTrackPublication {
   muted = false;
   /** The simulcast layers (rids) someone receives; `null` until the node said. @type {string[]|null} */
   layersWanted = null;
+  /** The received layers nobody wants (their encodings are off). @type {string[]|null} */
+  layersUnwanted = null;
+  /** The last change of the encodings, awaited by the next (one at a time). @type {Promise<void>} */
+  layersApplied = Promise.resolve();
 
   /**
    * @param {MediaStreamTrack} track
@@ -1528,7 +1532,7 @@ export class Room extends Emitter {
         this.emit('activeSpeaker', { participantSid: m.participant, trackId: m.track });
         break;
       case 'layers_wanted':
-        this.#applyLayers(m.track, m.layers);
+        this.#applyLayers(m.track, m.unwanted ?? null, m.layers);
         break;
       case 'data':
         this.emit('data', { from: m.from, fromIdentity: m.from_identity, payload: m.payload });
@@ -1902,26 +1906,42 @@ export class Room extends Emitter {
   }
 
   /**
-   * Sets which simulcast layers a published track sends (`layers_wanted`).
+   * Sets which simulcast layers a published track sends (`layers_wanted`): off the
+   * ones the node received and nobody wants, on the rest. A layer the node never
+   * received stays on (it may not have been sent yet, for bandwidth), or it could
+   * never appear; an older node names only the wanted ones.
    * @param {string} trackId
+   * @param {string[]|null} unwanted
    * @param {string[]} layers
    */
-  async #applyLayers(trackId, layers) {
+  async #applyLayers(trackId, unwanted, layers) {
     for (const pub of this.publications.values()) {
       if (pub.trackId !== trackId && `${this.local.sid}/${pub.transceiver.mid}` !== trackId) continue;
       pub.layersWanted = layers;
-      const sender = pub.transceiver.sender;
-      const params = sender.getParameters();
-      if (!params.encodings || params.encodings.length < 2) return;
-      let changed = false;
-      for (const e of params.encodings) {
-        const active = e.rid ? layers.includes(e.rid) : true;
-        if (e.active !== active) {
-          e.active = active;
-          changed = true;
+      pub.layersUnwanted = unwanted;
+      // One change at a time, each with the latest wish: two setParameters calls in
+      // flight make the second fail (its parameters are stale), and a layer would stay
+      // off that someone wants again.
+      pub.layersApplied = pub.layersApplied.then(async () => {
+        const [wanted, off] = [pub.layersWanted ?? [], pub.layersUnwanted];
+        const sender = pub.transceiver.sender;
+        const params = sender.getParameters();
+        if (!params.encodings || params.encodings.length < 2) return;
+        let changed = false;
+        for (const e of params.encodings) {
+          const active = !e.rid || (off ? !off.includes(e.rid) : wanted.includes(e.rid));
+          if (e.active !== active) {
+            e.active = active;
+            changed = true;
+          }
         }
-      }
-      if (changed) await sender.setParameters(params).catch(() => {});
+        if (changed) {
+          await sender.setParameters(params).catch((e) => {
+            this.emit('error', new StreamCoreError('layers_not_applied', `the simulcast layers could not be changed: ${e}`));
+          });
+        }
+      });
+      await pub.layersApplied;
     }
   }
 
