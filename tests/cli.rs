@@ -279,6 +279,96 @@ async fn second_signal_exits_at_once() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Starts `streamcore serve` with `extra` flags and hands over what it prints on stdout,
+/// line by line.
+#[allow(clippy::zombie_processes)]
+fn serve_printing(
+    dir: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--media-port", "0"])
+        .args(["--workers", "1", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("STREAMCORE_SHUTDOWN_GRACE_SECS", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The rest of the first printed line that starts with `prefix` (10 s at most).
+fn printed(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("nothing printed starting with {prefix:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+}
+
+/// `serve --tls self-signed` makes a certificate and a local CA for phones, serves
+/// HTTPS and prints both fingerprints (what a person compares on the phone);
+/// `--tls-cert/--tls-key` serve a given certificate and print its fingerprint.
+#[test]
+fn serve_with_the_tls_flags_prints_the_certificates_fingerprints() {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let dir = tempdir();
+    let (mut child, lines) = serve_printing(&dir, &["--tls".as_ref(), "self-signed".as_ref()]);
+    let running = printed(&lines, "StreamCore is running: open ");
+    assert!(running.starts_with("https://127.0.0.1:"), "{running}");
+    let fingerprint = printed(&lines, "HTTPS certificate SHA-256 fingerprint: ");
+    let cert = CertificateDer::from_pem_file(dir.join("tls/cert.pem")).unwrap();
+    assert_eq!(fingerprint, streamcore::tls::fingerprint(&cert));
+    let ca_line = printed(&lines, "local CA for phones to trust: ");
+    let ca = CertificateDer::from_pem_file(dir.join("tls/ca.pem")).unwrap();
+    assert_eq!(
+        ca_line,
+        format!(
+            "{} (SHA-256 {})",
+            dir.join("tls/ca.pem").display(),
+            streamcore::tls::fingerprint(&ca)
+        )
+    );
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+
+    // The certificate just made, given by the flags to another node.
+    let other = tempdir();
+    let (mut child, lines) = serve_printing(
+        &other,
+        &[
+            "--tls-cert".as_ref(),
+            dir.join("tls/cert.pem").as_os_str(),
+            "--tls-key".as_ref(),
+            dir.join("tls/key.pem").as_os_str(),
+        ],
+    );
+    assert!(printed(&lines, "StreamCore is running: open ").starts_with("https://"));
+    assert_eq!(
+        printed(&lines, "HTTPS certificate SHA-256 fingerprint: "),
+        fingerprint
+    );
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(other).unwrap();
+}
+
 #[test]
 fn migrate_and_admin_create() {
     let dir = tempdir();

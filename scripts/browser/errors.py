@@ -1,16 +1,18 @@
 """Bad input, as people meet it, each with a message they understand and the rest of
 the page still working: a wrong and an expired pairing code, a device removed while
-its phone page is open, a session that ended, a used reset link, a wrong password, a
+its phone page is open, a session that ended and one that expired, a used reset link, a wrong password, a
 room that does not exist, a page whose server is slow or failing while it loads,
-and a microphone the person denied."""
+a microphone the person denied; then a forgotten password reset through the pages,
+and signing out."""
 
+import re
 import sqlite3
 import uuid
 from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from harness import FLAGS, PHONE, Failure, api, run, sign_up, wait_for
+from harness import FLAGS, PHONE, Failure, api, run, sign_up, tab_to, wait_for
 
 
 def message(page, selector):
@@ -45,6 +47,13 @@ def main(a, s):
     checks["wrong_code"] = text
     s.screenshot(phone, "phone-wrong-code")
 
+    # Keyboard only: Tab to "Pair a phone", Enter, and a code is there.
+    user.goto(f"{base}/")
+    user.locator("#devices-panel").wait_for(state="visible")
+    tab_to(user, "Pair a phone")
+    user.keyboard.press("Enter")
+    wait_for("a pairing code made from the keyboard", lambda: len(user.locator("#pair-code").inner_text().replace(" ", "")) == 8)
+
     # An expired code (aged in the node's database).
     link, code = new_code(user)
     db = sqlite3.connect(str(Path(a.data_dir) / "streamcore.db"))
@@ -61,7 +70,7 @@ def main(a, s):
     link, code = new_code(user)
     phone.goto(f"{base}/phone")
     phone.get_by_label("Pairing code").fill(code.lower())
-    phone.get_by_role("button", name="Pair").click()
+    phone.get_by_label("Pairing code").press("Enter")
     phone.locator("#phone").wait_for(state="visible")
     wait_for("the phone online", lambda: phone.locator("#connection").inner_text() == "online")
 
@@ -93,6 +102,30 @@ def main(a, s):
         raise Failure(f"an ended session says {text!r}")
     checks["ended_session"] = text
     # Signing in again brings the person back where they were.
+    form = user.locator("#signin")
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("Password").fill("another long password")
+    form.get_by_role("button", name="Sign in").click()
+    user.wait_for_url("**/listen")
+
+    # The session expires (its refresh token aged in the node's database): the page says
+    # "expired", not "ended", and signing in again brings the person back.
+    db = sqlite3.connect(str(Path(a.data_dir) / "streamcore.db"))
+    aged = db.execute(
+        "UPDATE refresh_tokens SET expires_at = 0 WHERE revoked_at IS NULL AND device_id IS NULL "
+        "AND user_id = (SELECT id FROM users WHERE email = ?)",
+        (email,),
+    ).rowcount
+    db.commit()
+    db.close()
+    if aged < 1:
+        raise Failure("no live refresh token to age")
+    user.reload()
+    user.wait_for_url("**/?next=*")
+    text = message(user, "#auth-message")
+    if "session has expired" not in text:
+        raise Failure(f"an expired session says {text!r}")
+    checks["expired_session"] = text
     form = user.locator("#signin")
     form.get_by_label("Email").fill(email)
     form.get_by_label("Password").fill("another long password")
@@ -202,6 +235,45 @@ def main(a, s):
     dphone.get_by_label("Music player").check()
     dphone.get_by_role("button", name="Go live").click()
     wait_for("going live with music after the denial", lambda: dphone.locator("#live-badge").inner_text() == "live", 20)
+
+    # Forgot password, the whole way through the pages (last: a new password ends the
+    # person's other sessions): the form, the link from the mail (this node has no
+    # SMTP, so it waits in the outbox), the reset page, signing in with the new
+    # password; then signing out ends the session for good.
+    other.goto(f"{base}/")
+    other.get_by_role("tab", name="Forgot password").click()
+    other.locator("#forgot").get_by_label("Email").fill(email)
+    other.get_by_role("button", name="Send the reset link").click()
+    text = message(other, "#auth-message")
+    if "on its way" not in text:
+        raise Failure(f"asking for a reset link says {text!r}")
+
+    def reset_link():
+        db = sqlite3.connect(str(Path(a.data_dir) / "streamcore.db"))
+        rows = db.execute("SELECT body FROM mail_outbox WHERE to_addr = ? ORDER BY created_at DESC", (email,)).fetchall()
+        db.close()
+        found = [m.group(0) for (body,) in rows for m in [re.search(r"https?://\S+/reset-password\?token=[\w-]+", body)] if m]
+        return found[0] if found else None
+
+    link = wait_for("the reset mail in the outbox", reset_link)
+    other.goto(link)
+    other.get_by_label("New password (at least 10 characters)").fill("a third long password")
+    other.get_by_role("button", name="Set the password").click()
+    other.locator("#done").wait_for(state="visible")
+    checks["password_reset"] = other.locator("#reset-message").inner_text()
+    other.get_by_role("link", name="Sign in").click()
+    form = other.locator("#signin")
+    form.get_by_label("Email").fill(email)
+    form.get_by_label("Password").fill("a third long password")
+    form.get_by_role("button", name="Sign in").click()
+    other.locator("#devices-panel").wait_for(state="visible")
+    other.get_by_role("button", name="Sign out").click()
+    other.locator("#signin").wait_for(state="visible")
+    other.goto(f"{base}/listen")
+    other.wait_for_url("**/?next=*")
+    if other.locator("#devices-panel").is_visible():
+        raise Failure("signed out, the devices still show")
+    checks["signed_out"] = other.url
     return checks
 
 

@@ -122,14 +122,22 @@ class Session:
 
     def screenshot(self, page: Page, name: str) -> None:
         """The page at desktop and at phone width: `<name>-desktop.png`, `<name>-phone.png`.
-        Each photographed page is also checked for controls without a name."""
+        Each photographed page is also checked for controls without a name and for text
+        with too little contrast, and at phone width for anything that makes it scroll
+        sideways."""
         assert_labelled(page)
+        assert_contrast(page)
         size = page.viewport_size or DESKTOP
         for label, vp in (("desktop", DESKTOP), ("phone", PHONE)):
             page.set_viewport_size(vp)
             # Two animation frames: the new layout has been painted.
             page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
             page.screenshot(path=str(self.shots / f"{name}-{label}.png"), full_page=True)
+            if label == "phone":
+                wide = page.evaluate(OVERFLOW_JS)
+                if wide:
+                    page.set_viewport_size(size)
+                    raise Failure(f"{page.url} is wider than a phone ({PHONE['width']} px): {wide}")
         page.set_viewport_size(size)
 
     def close(self) -> None:
@@ -227,11 +235,88 @@ UNLABELLED_JS = """
 """
 
 
+# What sticks out sideways at the current width (the page then scrolls horizontally).
+OVERFLOW_JS = """
+() => {
+  const w = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth <= w) return null;
+  return [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > w + 1)
+    .slice(0, 5)
+    .map(e => e.outerHTML.slice(0, 100));
+}
+"""
+
+
+# Text whose colour does not stand out enough from its background (WCAG 2 AA: 4.5:1,
+# 3:1 for large text); disabled controls and text over pictures or video are exempt.
+LOW_CONTRAST_JS = """
+() => {
+  const parse = (c) => {
+    const m = /^rgba?\\(([^)]+)\\)$/.exec(c);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const lum = ({ r, g, b }) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const backdrop = (e) => {
+    for (let n = e; n; n = n.parentElement) {
+      if (['VIDEO', 'IMG', 'CANVAS'].includes(n.tagName) || getComputedStyle(n).backgroundImage !== 'none') return null;
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c && c.a > 0.5) return c;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const bad = [];
+  for (const e of document.querySelectorAll('body *')) {
+    if (e.getClientRects().length === 0 || e.closest(':disabled, [aria-disabled=true], .tile')) continue;
+    const text = [...e.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent.trim()).join('');
+    if (!text) continue;
+    const st = getComputedStyle(e);
+    if (st.visibility === 'hidden') continue;
+    const fg = parse(st.color);
+    const bg = backdrop(e);
+    if (!fg || !bg) continue;
+    const seen = { r: fg.r * fg.a + bg.r * (1 - fg.a), g: fg.g * fg.a + bg.g * (1 - fg.a), b: fg.b * fg.a + bg.b * (1 - fg.a) };
+    const [hi, lo] = [lum(seen), lum(bg)].sort((x, y) => y - x);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(st.fontSize);
+    const large = size >= 24 || (Number(st.fontWeight) >= 700 && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${e.tagName.toLowerCase()} "${text.slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+  }
+  return bad.slice(0, 8);
+}
+"""
+
+
+def assert_contrast(page: Page) -> None:
+    """Every visible text stands out from its background (WCAG AA)."""
+    low = page.evaluate(LOW_CONTRAST_JS)
+    if low:
+        raise Failure(f"text with too little contrast on {page.url}: {low}")
+
+
 def assert_labelled(page: Page) -> None:
     """Every visible control has a name a screen reader can read."""
     missing = page.evaluate(UNLABELLED_JS)
     if missing:
         raise Failure(f"controls without an accessible name on {page.url}: {missing}")
+
+
+def tab_to(page: Page, name: str, presses: int = 40) -> None:
+    """Moves the keyboard focus with Tab alone to the control whose text or label is
+    `name` (keyboard use: every control is reachable in order)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => { const e = document.activeElement; return e ? (e.getAttribute('aria-label') || e.textContent || '').trim() : ''; }"
+        )
+        if focused == name:
+            return
+    raise Failure(f"{name!r} cannot be reached with Tab on {page.url}")
 
 
 # ---- accounts through the pages ----------------------------------------------------

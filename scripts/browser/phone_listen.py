@@ -4,6 +4,7 @@ the stream); the listen page hears it (the tone's frequency measured in the page
 mirrors what plays, browses the phone's library, and its remote commands reach the
 phone's player."""
 
+import re
 import uuid
 
 from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_up, tagged_tone, tone_wav, wait_for
@@ -23,6 +24,7 @@ def main(a, s):
     code = user.locator("#pair-code").inner_text().replace(" ", "")
     if not link or code not in link:
         raise Failure(f"the pairing link {link!r} does not carry the code {code!r}")
+    wait_for("the QR code's picture", lambda: user.locator("#pair-qr").evaluate("i => i.complete && i.naturalWidth >= 100"))
     s.screenshot(user, "pairing")
 
     phone = s.person("phone", viewport=PHONE)
@@ -32,6 +34,12 @@ def main(a, s):
     wait_for("the pairing page to see the phone", lambda: "Paired" in user.locator("#pair-status").inner_text())
     if "code=" in phone.url:
         raise Failure("the claimed code stayed in the phone's address bar")
+    # The devices list shows the phone online with what it can use (Chromium's fake
+    # microphone and camera).
+    entry = user.locator("#devices li").first
+    wait_for("the phone in the devices list, online", lambda: entry.locator("[data-online]").get_attribute("data-online") == "true")
+    if "Can use: microphone, camera" not in entry.inner_text():
+        raise Failure(f"the device's capabilities are not shown: {entry.inner_text()!r}")
 
     # The phone reads a music file into its library (tags from the file) and syncs it.
     media = fixtures()
@@ -39,8 +47,10 @@ def main(a, s):
     phone.locator("#files").set_input_files(str(song))
     phone.locator("#library li", has_text="Concert A").wait_for()
     track_text = phone.locator("#library li").first.inner_text()
-    if "The Tuning Forks" not in track_text:
-        raise Failure(f"the library entry lacks the artist tag: {track_text!r}")
+    if "The Tuning Forks — Reference Pitches" not in track_text:
+        raise Failure(f"the library entry lacks the artist and album tags: {track_text!r}")
+    if not re.search(r"\b0:(39|40)\b", track_text):
+        raise Failure(f"the library entry lacks the 40 s duration: {track_text!r}")
     # Files in the other formats a phone's music comes in: their tags are read too.
     others = [
         tagged_tone(media / f"tone{suffix}", f"Song in {suffix[1:]}", f"Artist {suffix[1:]}", "Formats", hz, 20.0)

@@ -4,6 +4,7 @@ files decode with FFmpeg (PyAV); a podcast mixdown is asked for, its progress sh
 and the episode and stems download and decode. An audio file dropped on the uploads
 page shows its progress, then plays with its waveform."""
 
+import base64
 import io
 import urllib.request
 import uuid
@@ -99,7 +100,12 @@ def main(a, s):
     wait_for("the episode", lambda: mix.get_attribute("data-status") == "completed", 120, 0.25)
     episode = mix.locator("audio").first
     ep_src = episode.get_attribute("src")
-    wait_for("the episode's waveform picture", lambda: mix.locator("img.waveform").first.evaluate("i => i.complete && i.naturalWidth > 0"))
+    # A waveform picture for the episode and for each speaker's stem, every one drawn.
+    pictures = mix.locator("img.waveform")
+    wait_for(
+        "the episode's and every stem's waveform picture",
+        lambda: pictures.count() >= 3 and pictures.evaluate_all("is => is.every(i => i.complete && i.naturalWidth > 0)"),
+    )
     ep = decode(fetch(absolute(base, ep_src))[0])
     if ep["audio_s"] < 4:
         raise Failure(f"the episode decodes to {ep['audio_s']:.1f} s")
@@ -147,6 +153,27 @@ def main(a, s):
     if "error" in played:
         raise Failure(f"the upload's result does not play: {played}")
     wait_for("the upload's waveform", lambda: job.locator("img.waveform").evaluate("i => i.complete && i.naturalWidth > 0"))
+
+    # A file dragged onto the drop area goes the same way (the browser's own drag
+    # events, with the file in their DataTransfer).
+    dropped_wav = tone_wav(fixtures() / "upload-dropped-550.wav", 550.0, 3.0)
+    transfer = up.evaluate_handle(
+        """([b64, name]) => {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          const dt = new DataTransfer();
+          dt.items.add(new File([bytes], name, { type: 'audio/wav' }));
+          return dt;
+        }""",
+        [base64.b64encode(dropped_wav.read_bytes()).decode(), dropped_wav.name],
+    )
+    area = up.locator("#drop")
+    area.dispatch_event("dragenter", {"dataTransfer": transfer})
+    area.dispatch_event("dragover", {"dataTransfer": transfer})
+    area.dispatch_event("drop", {"dataTransfer": transfer})
+    dropped = up.locator("#jobs li[data-job]", has_text=dropped_wav.name)
+    dropped.wait_for()
+    wait_for("the dropped file's job to complete", lambda: dropped.get_attribute("data-status") == "completed", 90, 0.1)
+    wait_for("the dropped file's waveform", lambda: dropped.locator("img.waveform").evaluate("i => i.complete && i.naturalWidth > 0"))
     s.screenshot(up, "uploads")
     return {"tracks": {k: v for k, v in decoded.items()}, "episode_s": round(ep["audio_s"], 1), "upload_progress": sorted(seen)}
 

@@ -405,8 +405,16 @@ async fn rotate(
         .map_err(store_error)?
         .ok_or_else(invalid)?;
     let now = now_millis();
-    if rec.revoked_at.is_some() || rec.expires_at <= now {
+    if rec.revoked_at.is_some() {
         return Err(invalid());
+    }
+    if rec.expires_at <= now {
+        // Said apart from an ended one: the person sees "expired", not "ended".
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "refresh_token_expired",
+            "the session has expired; log in again",
+        ));
     }
     // A device's cookie holds a device login, a user's cookie a user's.
     if cookie.is_some_and(|k| (k == CookieKind::Device) != rec.device_id.is_some()) {

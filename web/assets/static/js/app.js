@@ -63,6 +63,7 @@ export const MESSAGES = /** @type {Record<string, string>} */ ({
   invalid_refresh_token: 'Your session has ended. Sign in again.',
   refresh_token_reused: 'Your session was ended for safety (it was used twice). Sign in again.',
   token_expired: 'Your session has expired. Sign in again.',
+  refresh_token_expired: 'Your session has expired. Sign in again.',
   session_ended: 'Your session has ended. Sign in again.',
   no_session: 'Sign in to continue.',
   device_offline: 'The phone is offline. Open the StreamCore page on the phone and keep it open.',

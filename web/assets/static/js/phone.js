@@ -478,7 +478,7 @@ async function phone(session) {
   });
   socket.on('removed', gone);
   socket.on('error', (e) => {
-    if (e.code === 'session_ended' || e.code === 'invalid_refresh_token') gone();
+    if (['session_ended', 'invalid_refresh_token', 'refresh_token_expired'].includes(e.code)) gone();
   });
   socket.on('command', async (c) => {
     try {
