@@ -638,3 +638,90 @@ async fn two_nodes_share_a_database_and_a_broker() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Sockets do not outlive their credentials: removing a device closes its socket at
+/// once, a password change closes the user's browser and device sockets (and the old
+/// access token, which still verifies, opens none), and a socket whose token expires
+/// is closed unless a fresh one arrives in-band.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_close_when_their_credentials_end() {
+    let srv = TestServer::start().await;
+    let http = &srv.http;
+    let user = register(http, &srv.base, "sockets-end@example.com").await;
+    let is_error =
+        |code: &'static str| move |v: &Value| v["type"] == "error" && v["error"]["code"] == code;
+
+    // A removed device's socket closes at once.
+    let (gone, gone_token) = pair_phone(http, &srv.base, &user, "Old phone").await;
+    let mut gone_ws = socket_first_message(&srv.base, "/api/v1/devices/socket", &gone_token).await;
+    wait_for(&mut gone_ws, WAIT, |v| v["type"] == "welcome").await;
+    let s = http
+        .delete(format!("{}/api/v1/devices/{gone}", srv.base))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 204);
+    wait_for(&mut gone_ws, WAIT, is_error("not_found")).await;
+    assert!(recv(&mut gone_ws, WAIT).await.is_none(), "closed");
+
+    // A password change closes the user's sockets, browsers' and devices'.
+    let (_, phone_token) = pair_phone(http, &srv.base, &user, "Phone").await;
+    let mut phone = socket_first_message(&srv.base, "/api/v1/devices/socket", &phone_token).await;
+    wait_for(&mut phone, WAIT, |v| v["type"] == "welcome").await;
+    let mut browser = socket_first_message(&srv.base, "/api/v1/events/socket", &user.access).await;
+    wait_for(&mut browser, WAIT, |v| v["type"] == "snapshot").await;
+    let (s, v) = common::remote::post(
+        http,
+        format!("{}/api/v1/me/password", srv.base),
+        Some(&user.access),
+        json!({"current_password": "a long enough password", "new_password": "another long password"}),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    for ws in [&mut browser, &mut phone] {
+        wait_for(ws, WAIT, is_error("session_ended")).await;
+        assert!(recv(ws, WAIT).await.is_none(), "closed");
+    }
+    // The old access token still verifies (for its short life) but opens no socket.
+    let mut again = socket_first_message(&srv.base, "/api/v1/events/socket", &user.access).await;
+    wait_for(&mut again, WAIT, is_error("session_ended")).await;
+    assert!(recv(&mut again, WAIT).await.is_none(), "closed");
+
+    // Tokens that expire in 2 s, signed with the node's own key.
+    let mut tokens = control_api::auth::AccessTokens::load_or_create(
+        &srv.data_dir.join("keys/access-token-ed25519.pem"),
+    )
+    .unwrap();
+    tokens.access_ttl = Duration::from_secs(2);
+    let short = tokens
+        .issue(&user.id, control_api::store::Role::User, None)
+        .unwrap();
+    let mut expiring = socket_first_message(&srv.base, "/api/v1/events/socket", &short).await;
+    wait_for(&mut expiring, WAIT, |v| v["type"] == "snapshot").await;
+    let mut refreshed = socket_first_message(&srv.base, "/api/v1/events/socket", &short).await;
+    wait_for(&mut refreshed, WAIT, |v| v["type"] == "snapshot").await;
+    tokens.access_ttl = Duration::from_secs(60);
+    let fresh = tokens
+        .issue(&user.id, control_api::store::Role::User, None)
+        .unwrap();
+    send(&mut refreshed, json!({"type": "auth", "token": fresh})).await;
+    wait_for(&mut refreshed, WAIT, |v| v["type"] == "auth_ok").await;
+    // The first closes when its token ends; the refreshed one still answers after.
+    wait_for(&mut expiring, WAIT, is_error("token_expired")).await;
+    assert!(recv(&mut expiring, WAIT).await.is_none(), "closed");
+    send(&mut refreshed, json!({"type": "nonsense", "request_id": 7})).await;
+    let answer = wait_for(&mut refreshed, WAIT, |v| v["request_id"] == 7).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    // A fresh token of someone else is refused, and the socket closed.
+    let other = register(http, &srv.base, "someone-else@example.com").await;
+    send(
+        &mut refreshed,
+        json!({"type": "auth", "token": other.access, "request_id": 8}),
+    )
+    .await;
+    wait_for(&mut refreshed, WAIT, is_error("forbidden")).await;
+    assert!(recv(&mut refreshed, WAIT).await.is_none(), "closed");
+    srv.stop().await;
+}

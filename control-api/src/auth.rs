@@ -73,6 +73,10 @@ pub struct AccessClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     pub iat: u64,
+    /// `iat` to the millisecond: a token made in the same second as a sessions' end,
+    /// but after it, still opens a socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
     pub exp: u64,
     pub typ: String,
 }
@@ -118,12 +122,14 @@ impl AccessTokens {
         role: Role,
         device: Option<&str>,
     ) -> Result<String, TokenError> {
-        let now = now_millis() as u64 / 1000;
+        let now_ms = now_millis();
+        let now = now_ms as u64 / 1000;
         self.key.sign_claims(&AccessClaims {
             sub: user_id.to_owned(),
             role,
             device: device.map(str::to_owned),
             iat: now,
+            iat_ms: Some(now_ms),
             exp: now + self.access_ttl.as_secs(),
             typ: ACCESS_TYP.into(),
         })

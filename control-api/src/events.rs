@@ -77,6 +77,35 @@ impl AppState {
     }
 }
 
+/// `device.removed`: every node closes the device's socket (opened before `now`).
+pub fn device_removed_event(
+    source: &str,
+    user_id: &str,
+    device_id: &str,
+    now: Millis,
+) -> OutboxEvent {
+    outbox_event(
+        source,
+        EventType::DeviceRemoved,
+        device_id,
+        format!("device/{device_id}"),
+        json!({"device_id": device_id, "user_id": user_id, "removed_at": now}),
+        now,
+    )
+}
+
+/// `user.sessions_ended`: every node closes the user's sockets (opened before `now`).
+pub fn sessions_ended_event(source: &str, user_id: &str, reason: &str, now: Millis) -> OutboxEvent {
+    outbox_event(
+        source,
+        EventType::UserSessionsEnded,
+        user_id,
+        format!("user/{user_id}"),
+        json!({"user_id": user_id, "reason": reason, "ended_at": now}),
+        now,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

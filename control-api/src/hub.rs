@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use events::{Envelope, SeenIds, Topic};
+use events::{Envelope, EventType, SeenIds, Topic};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::auth::now_millis;
 use crate::events::presence_events;
 use crate::state::AppState;
-use crate::store::{Presence, Store};
+use crate::store::{Millis, Presence, Store};
 
 /// Messages a socket may have queued before the slowest reader loses them; a socket
 /// that far behind is closed (the client reconnects and gets a snapshot).
@@ -37,11 +37,17 @@ const PUSH_MAX_AGE_MS: i64 = 30_000;
 
 struct DeviceSocket {
     conn: String,
+    user_id: String,
+    opened_at: Millis,
     tx: mpsc::Sender<String>,
 }
 
-/// One browser socket of a user: its id and its queue.
-type UserSocket = (u64, mpsc::Sender<String>);
+/// One browser socket of a user.
+struct UserSocket {
+    id: u64,
+    opened_at: Millis,
+    tx: mpsc::Sender<String>,
+}
 
 #[derive(Default)]
 pub struct Hub {
@@ -59,13 +65,20 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// The device's socket `conn` becomes the one commands go to (a newer socket of
     /// the same device replaces an older one).
-    pub fn register_device(&self, device_id: &str, conn: &str) -> mpsc::Receiver<String> {
+    pub fn register_device(
+        &self,
+        device_id: &str,
+        conn: &str,
+        user_id: &str,
+    ) -> mpsc::Receiver<String> {
         let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
         if let Ok(mut d) = self.devices.lock() {
             d.insert(
                 device_id.to_owned(),
                 DeviceSocket {
                     conn: conn.to_owned(),
+                    user_id: user_id.to_owned(),
+                    opened_at: now_millis(),
                     tx,
                 },
             );
@@ -93,7 +106,11 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
         if let Ok(mut u) = self.users.lock() {
-            u.entry(user_id.to_owned()).or_default().push((id, tx));
+            u.entry(user_id.to_owned()).or_default().push(UserSocket {
+                id,
+                opened_at: now_millis(),
+                tx,
+            });
         }
         (id, rx)
     }
@@ -102,7 +119,7 @@ impl Hub {
         if let Ok(mut u) = self.users.lock()
             && let Some(v) = u.get_mut(user_id)
         {
-            v.retain(|(i, _)| *i != id);
+            v.retain(|s| s.id != id);
             if v.is_empty() {
                 u.remove(user_id);
             }
@@ -118,8 +135,58 @@ impl Hub {
         let Some(v) = u.get_mut(user_id) else {
             return 0;
         };
-        v.retain(|(_, tx)| tx.try_send(msg.to_owned()).is_ok());
+        v.retain(|s| s.tx.try_send(msg.to_owned()).is_ok());
         v.len()
+    }
+
+    /// Ends the device's socket if it was opened before `before` (the device was
+    /// removed then; a socket opened later holds a credential that still verified
+    /// after the removal, which cannot be): `last` is its last message, then it closes.
+    pub fn end_device(&self, device_id: &str, before: Millis, last: &str) -> bool {
+        let Ok(mut d) = self.devices.lock() else {
+            return false;
+        };
+        if d.get(device_id).is_none_or(|s| s.opened_at > before) {
+            return false;
+        }
+        // Dropping the sender closes the socket once it has sent what is queued.
+        if let Some(s) = d.remove(device_id) {
+            let _ = s.tx.try_send(last.to_owned());
+        }
+        true
+    }
+
+    /// Ends every socket of the user opened before `before` — browsers' and the user's
+    /// devices' (their sessions ended then) — each with `last` as its last message.
+    /// Returns how many were ended.
+    pub fn end_user(&self, user_id: &str, before: Millis, last: &str) -> usize {
+        let mut ended = 0;
+        if let Ok(mut u) = self.users.lock()
+            && let Some(v) = u.get_mut(user_id)
+        {
+            v.retain(|s| {
+                if s.opened_at > before {
+                    return true;
+                }
+                let _ = s.tx.try_send(last.to_owned());
+                ended += 1;
+                false
+            });
+            if v.is_empty() {
+                u.remove(user_id);
+            }
+        }
+        if let Ok(mut d) = self.devices.lock() {
+            d.retain(|_, s| {
+                if s.user_id != user_id || s.opened_at > before {
+                    return true;
+                }
+                let _ = s.tx.try_send(last.to_owned());
+                ended += 1;
+                false
+            });
+        }
+        ended
     }
 
     /// Device sockets and user sockets on this node.
@@ -247,6 +314,39 @@ fn deliver(st: &AppState, env: &Envelope, recordings: &RecordingPushes) {
     let data = &env.data;
     let user = data["user_id"].as_str().unwrap_or_default();
     let age = age_ms(env);
+    // Sessions end however late the news arrives: only sockets opened before the
+    // event are closed, so a late or repeated one harms nothing.
+    match kind {
+        EventType::DeviceRemoved => {
+            let (device, at) = (
+                data["device_id"].as_str().unwrap_or_default(),
+                data["removed_at"].as_i64().unwrap_or(0),
+            );
+            let last = crate::routes::control::error_msg(
+                "not_found",
+                "this device was removed from the account",
+                None,
+            );
+            if st.hub.end_device(device, at, &last) {
+                info!(device, "device removed: its socket closed");
+            }
+            return;
+        }
+        EventType::UserSessionsEnded => {
+            let at = data["ended_at"].as_i64().unwrap_or(0);
+            let last = crate::routes::control::error_msg(
+                "session_ended",
+                "your sessions were ended; sign in again",
+                None,
+            );
+            let n = st.hub.end_user(user, at, &last);
+            if n > 0 {
+                info!(user, sockets = n, reason = %data["reason"], "sessions ended: sockets closed");
+            }
+            return;
+        }
+        _ => {}
+    }
     if kind.is_command() {
         let device = data["device_id"].as_str().unwrap_or_default();
         if age > st.config.command_ttl.as_millis() as i64 {
@@ -347,8 +447,8 @@ mod tests {
     #[tokio::test]
     async fn sockets_register_replace_and_receive() {
         let hub = Hub::default();
-        let mut old = hub.register_device("d1", "c1");
-        let mut new = hub.register_device("d1", "c2");
+        let mut old = hub.register_device("d1", "c1", "u1");
+        let mut new = hub.register_device("d1", "c2", "u1");
         assert!(hub.send_to_device("d1", "x".into()));
         assert_eq!(new.recv().await.as_deref(), Some("x"));
         assert!(
@@ -368,5 +468,29 @@ mod tests {
         hub.unregister_user("u1", a);
         assert_eq!(hub.send_to_user("u1", "t"), 1);
         assert_eq!(hub.counts(), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn ending_sessions_closes_only_the_sockets_opened_before() {
+        let hub = Hub::default();
+        let mut phone = hub.register_device("d1", "c1", "u1");
+        let mut other_phone = hub.register_device("d2", "c2", "u2");
+        let (_, mut browser) = hub.register_user("u1");
+        let (_, mut other_browser) = hub.register_user("u2");
+        let now = now_millis();
+        // An event from before these sockets opened ends none of them.
+        assert_eq!(hub.end_user("u1", now - 60_000, "old"), 0);
+        assert!(!hub.end_device("d1", now - 60_000, "old"));
+        assert_eq!(hub.end_user("u1", now, "ended"), 2);
+        for rx in [&mut phone, &mut browser] {
+            assert_eq!(rx.recv().await.as_deref(), Some("ended"));
+            assert!(rx.recv().await.is_none(), "closed after its last message");
+        }
+        assert_eq!(hub.counts(), (1, 1), "the other user's sockets stay");
+        assert!(hub.end_device("d2", now, "removed"));
+        assert_eq!(other_phone.recv().await.as_deref(), Some("removed"));
+        assert!(other_phone.recv().await.is_none());
+        assert_eq!(hub.send_to_user("u2", "still here"), 1);
+        assert_eq!(other_browser.recv().await.as_deref(), Some("still here"));
     }
 }

@@ -162,6 +162,11 @@ pub struct Caller {
     pub role: Role,
     /// Set when the credential belongs to one paired device.
     pub device: Option<String>,
+    /// When the access token ends (Unix milliseconds): a socket opened with it is
+    /// closed then, unless the client sends a fresh one in-band.
+    pub expires_at: crate::store::Millis,
+    /// When the access token was issued (Unix milliseconds).
+    pub issued_at: crate::store::Millis,
 }
 
 impl Caller {
@@ -221,6 +226,10 @@ impl Caller {
             user_id: claims.sub,
             role: claims.role,
             device: claims.device,
+            expires_at: (claims.exp as crate::store::Millis).saturating_mul(1000),
+            issued_at: claims
+                .iat_ms
+                .unwrap_or((claims.iat as crate::store::Millis).saturating_mul(1000)),
         })
     }
 }

@@ -90,6 +90,8 @@ event_types! {
     DeviceOnline => "device.online", DeviceStatus;
     DeviceOffline => "device.offline", DeviceStatus;
     DeviceCapabilitiesChanged => "device.capabilities_changed", DeviceStatus;
+    DeviceRemoved => "device.removed", DeviceStatus;
+    UserSessionsEnded => "user.sessions_ended", DeviceStatus;
     NowPlayingUpdated => "now_playing.updated", NowPlaying;
     RoomStarted => "room.started", RoomEvents;
     RoomEnded => "room.ended", RoomEvents;

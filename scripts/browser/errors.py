@@ -74,33 +74,36 @@ def main(a, s):
     phone.locator("#phone").wait_for(state="visible")
     wait_for("the phone online", lambda: phone.locator("#connection").inner_text() == "online")
 
-    # The device is removed while its page is open: going live says so; so does a reload.
+    # The device is removed while its page is open: the node closes its socket at once
+    # and the page says so by itself; so does a reload.
     user.goto(f"{base}/")
     item = user.locator("#devices li").first
     item.get_by_role("button", name="Remove").click()
     user.get_by_role("button", name="Yes, remove").click()
     wait_for("the removal", lambda: "was removed" in user.locator("#devices-message").inner_text())
-    phone.get_by_role("button", name="Go live").click()
     text = message(phone, "#pair-message")
     if "no longer paired" not in text:
-        raise Failure(f"going live on a removed device says {text!r}")
+        raise Failure(f"the open page of a removed device says {text!r}")
+    if phone.locator("#phone").is_visible():
+        raise Failure("the removed device's player is still shown")
     phone.reload()
     text = message(phone, "#pair-message")
     if "no longer paired" not in text:
         raise Failure(f"reopening a removed device's page says {text!r}")
     checks["removed_device"] = text
 
-    # The session ends (the password changed elsewhere): the page says so on its next load.
+    # The session ends (the password changed elsewhere): the open page says so at once
+    # (the node closes its socket), and its link leads to signing in.
     user.goto(f"{base}/listen")
     user.locator("#listen-title").wait_for()
     login = api(base, "POST", "/auth/login", {"email": email, "password": password})
     api(base, "POST", "/me/password", {"current_password": password, "new_password": "another long password"}, login["access_token"])
-    user.reload()
-    user.wait_for_url("**/?next=*")
-    text = message(user, "#auth-message")
+    text = message(user, ".banner")
     if "session has ended" not in text:
         raise Failure(f"an ended session says {text!r}")
     checks["ended_session"] = text
+    user.get_by_role("link", name="Sign in again").click()
+    user.wait_for_url("**/?next=*")
     # Signing in again brings the person back where they were.
     form = user.locator("#signin")
     form.get_by_label("Email").fill(email)
@@ -109,7 +112,9 @@ def main(a, s):
     user.wait_for_url("**/listen")
 
     # The session expires (its refresh token aged in the node's database): the page says
-    # "expired", not "ended", and signing in again brings the person back.
+    # "expired", not "ended", and signing in again brings the person back. (Once the
+    # page has its session: a reload during its refresh would lose the rotated cookie.)
+    wait_for("the listen page ready", lambda: user.locator("#main").get_attribute("inert") is None)
     db = sqlite3.connect(str(Path(a.data_dir) / "streamcore.db"))
     aged = db.execute(
         "UPDATE refresh_tokens SET expires_at = 0 WHERE revoked_at IS NULL AND device_id IS NULL "

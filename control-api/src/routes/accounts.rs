@@ -543,10 +543,7 @@ pub async fn change_password(
         .set_password(&u.id, &new_hash)
         .await
         .map_err(store_error)?;
-    st.db
-        .revoke_user_tokens(&u.id, now_millis())
-        .await
-        .map_err(store_error)?;
+    end_sessions(&st, &u.id, "password_changed").await?;
     info!(user = %u.id, "password changed; sessions ended");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -622,10 +619,7 @@ pub async fn reset_password(
         .set_password(&user_id, &h)
         .await
         .map_err(store_error)?;
-    st.db
-        .revoke_user_tokens(&user_id, now_millis())
-        .await
-        .map_err(store_error)?;
+    end_sessions(&st, &user_id, "password_reset").await?;
     info!(user = %user_id, "password reset; sessions ended");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -650,11 +644,7 @@ pub async fn admin_end_sessions(
     if st.db.user_by_id(&id).await.map_err(store_error)?.is_none() {
         return Err(ApiError::not_found("no such user"));
     }
-    let n = st
-        .db
-        .revoke_user_tokens(&id, now_millis())
-        .await
-        .map_err(store_error)?;
+    let n = end_sessions(&st, &id, "admin").await?;
     info!(admin = %caller.user_id, user = %id, revoked = n, "sessions ended by admin");
     Ok(Json(Revoked { revoked: n }))
 }
@@ -688,4 +678,20 @@ pub async fn admin_mail(
             })
             .collect(),
     ))
+}
+
+/// Ends every session of a user: its refresh tokens are revoked, and every node closes
+/// the user's sockets (browsers' and devices') through `user.sessions_ended`. Returns
+/// how many refresh tokens were live.
+async fn end_sessions(st: &AppState, user_id: &str, reason: &str) -> Result<u64, ApiError> {
+    let now = now_millis();
+    let n = st
+        .db
+        .revoke_user_tokens(user_id, now)
+        .await
+        .map_err(store_error)?;
+    let event = crate::events::sessions_ended_event(&st.event_source(), user_id, reason, now);
+    st.db.insert_events(&[event]).await.map_err(store_error)?;
+    st.events_written();
+    Ok(n)
 }

@@ -228,7 +228,7 @@ pub async fn now_playing(
 
 // ---- sockets --------------------------------------------------------------------
 
-fn error_msg(code: &str, message: &str, request_id: Option<&Value>) -> String {
+pub(crate) fn error_msg(code: &str, message: &str, request_id: Option<&Value>) -> String {
     let mut m = json!({"type": "error", "error": {"code": code, "message": message}});
     if let Some(r) = request_id {
         m["request_id"] = r.clone();
@@ -298,9 +298,76 @@ fn socket_auth(st: &AppState, headers: &HeaderMap) -> Result<Auth, ApiError> {
 }
 
 async fn authenticate(st: &AppState, auth: Auth, socket: &mut WebSocket) -> Option<Caller> {
-    match auth {
-        Auth::Known(c) => Some(c),
-        Auth::FirstMessage => first_message_caller(st, socket).await,
+    let caller = match auth {
+        Auth::Known(c) => c,
+        Auth::FirstMessage => first_message_caller(st, socket).await?,
+    };
+    if sessions_ended_since(st, &caller).await {
+        let _ = socket
+            .send(Message::text(error_msg(
+                "session_ended",
+                "your sessions were ended; sign in again",
+                None,
+            )))
+            .await;
+        return None;
+    }
+    Some(caller)
+}
+
+/// The user's sessions were ended after this access token was issued (it still
+/// verifies for the rest of its short life, but opens no socket).
+async fn sessions_ended_since(st: &AppState, caller: &Caller) -> bool {
+    match st.db.sessions_ended_at(&caller.user_id).await {
+        Ok(Some(at)) => caller.issued_at < at,
+        Ok(None) => false,
+        Err(e) => {
+            warn!(user = %caller.user_id, error = %e, "sessions check failed; socket allowed");
+            false
+        }
+    }
+}
+
+/// When a socket opened with `caller`'s token must close (its token's end).
+fn socket_deadline(caller: &Caller) -> tokio::time::Instant {
+    let left = (caller.expires_at - now_millis()).max(0) as u64;
+    tokio::time::Instant::now() + Duration::from_millis(left)
+}
+
+/// An in-band `{"type":"auth","token":…}` on an open socket: a fresh access token of
+/// the same user (and device) moves the socket's end to the new token's.
+fn reauth(st: &AppState, caller: &Caller, v: &Value) -> Result<Caller, ApiError> {
+    let token = v["token"]
+        .as_str()
+        .ok_or_else(|| ApiError::unauthorized("auth needs a token"))?;
+    let fresh = Caller::from_token(st, token)?;
+    if fresh.user_id != caller.user_id || fresh.device != caller.device {
+        return Err(ApiError::forbidden(
+            "the token is another user's or device's",
+        ));
+    }
+    Ok(fresh)
+}
+
+/// A message that is an in-band `auth`, parsed; `None` for every other message.
+fn auth_message(text: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    (v["type"] == "auth").then_some(v)
+}
+
+/// Handles an in-band `auth`: the answer to send, and whether the socket stays open.
+fn on_auth(st: &AppState, caller: &mut Caller, v: &Value) -> (String, bool) {
+    let rid = v.get("request_id");
+    match reauth(st, caller, v) {
+        Ok(fresh) => {
+            *caller = fresh;
+            let mut ok = json!({"type": "auth_ok", "expires_at": caller.expires_at});
+            if let Some(r) = rid {
+                ok["request_id"] = r.clone();
+            }
+            (ok.to_string(), true)
+        }
+        Err(e) => (error_msg(e.code, &e.message, rid), false),
     }
 }
 
@@ -360,9 +427,14 @@ async fn presence(st: &AppState, caller: &Caller, device_id: &str, p: Presence) 
     }
 }
 
-async fn run_device_socket(st: AppState, caller: Caller, device_id: String, mut socket: WebSocket) {
+async fn run_device_socket(
+    st: AppState,
+    mut caller: Caller,
+    device_id: String,
+    mut socket: WebSocket,
+) {
     let conn = uuid::Uuid::new_v4().to_string();
-    let mut rx = st.hub.register_device(&device_id, &conn);
+    let mut rx = st.hub.register_device(&device_id, &conn, &caller.user_id);
     let connect = Presence::Connect {
         conn: conn.clone(),
         capabilities: None,
@@ -391,12 +463,17 @@ async fn run_device_socket(st: AppState, caller: Caller, device_id: String, mut 
         .await
         .is_ok();
     let mut last_heard = tokio::time::Instant::now();
+    let mut deadline = socket_deadline(&caller);
     while open {
         tokio::select! {
             m = socket.recv() => match m {
                 Some(Ok(Message::Text(t))) => {
                     last_heard = tokio::time::Instant::now();
-                    if let Some(reply) = on_device_message(&st, &caller, &device_id, t.as_str()).await {
+                    if let Some(v) = auth_message(t.as_str()) {
+                        let (reply, keep) = on_auth(&st, &mut caller, &v);
+                        deadline = socket_deadline(&caller);
+                        open = socket.send(Message::text(reply)).await.is_ok() && keep;
+                    } else if let Some(reply) = on_device_message(&st, &caller, &device_id, t.as_str()).await {
                         open = socket.send(Message::text(reply)).await.is_ok();
                     }
                 }
@@ -413,6 +490,11 @@ async fn run_device_socket(st: AppState, caller: Caller, device_id: String, mut 
             },
             _ = tokio::time::sleep_until(last_heard + window) => {
                 info!(device = %device_id, "device socket silent for the online window; closing");
+                open = false;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                info!(device = %device_id, "device socket's token expired without a fresh one; closing");
+                let _ = socket.send(Message::text(error_msg("token_expired", "the access token has expired; reconnect with a fresh one", None))).await;
                 open = false;
             }
         }
@@ -618,7 +700,7 @@ async fn snapshot(st: &AppState, caller: &Caller) -> Result<String, String> {
     Ok(json!({"type": "snapshot", "devices": devices, "now_playing": playing}).to_string())
 }
 
-async fn run_browser_socket(st: AppState, caller: Caller, mut socket: WebSocket) {
+async fn run_browser_socket(st: AppState, mut caller: Caller, mut socket: WebSocket) {
     // Registered before the snapshot is read, so nothing falls between the two.
     let (id, mut rx) = st.hub.register_user(&caller.user_id);
     let first = match snapshot(&st, &caller).await {
@@ -630,12 +712,19 @@ async fn run_browser_socket(st: AppState, caller: Caller, mut socket: WebSocket)
     };
     let mut open = socket.send(Message::text(first)).await.is_ok();
     debug!(user = %caller.user_id, "browser socket open");
+    let mut deadline = socket_deadline(&caller);
     while open {
         tokio::select! {
             m = socket.recv() => match m {
                 Some(Ok(Message::Text(t))) => {
-                    let reply = on_browser_message(&st, &caller, t.as_str()).await;
-                    open = socket.send(Message::text(reply)).await.is_ok();
+                    if let Some(v) = auth_message(t.as_str()) {
+                        let (reply, keep) = on_auth(&st, &mut caller, &v);
+                        deadline = socket_deadline(&caller);
+                        open = socket.send(Message::text(reply)).await.is_ok() && keep;
+                    } else {
+                        let reply = on_browser_message(&st, &caller, t.as_str()).await;
+                        open = socket.send(Message::text(reply)).await.is_ok();
+                    }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     open = socket.send(Message::text(error_msg("bad_message", "messages are JSON text", None))).await.is_ok();
@@ -645,9 +734,15 @@ async fn run_browser_socket(st: AppState, caller: Caller, mut socket: WebSocket)
             },
             out = rx.recv() => match out {
                 Some(text) => open = socket.send(Message::text(text)).await.is_ok(),
-                // Dropped by the hub: this socket fell too far behind.
+                // Dropped by the hub: this socket fell too far behind, or its
+                // sessions were ended.
                 None => open = false,
             },
+            () = tokio::time::sleep_until(deadline) => {
+                debug!(user = %caller.user_id, "browser socket's token expired without a fresh one; closing");
+                let _ = socket.send(Message::text(error_msg("token_expired", "the access token has expired; reconnect with a fresh one", None))).await;
+                open = false;
+            }
         }
     }
     st.hub.unregister_user(&caller.user_id, id);

@@ -184,10 +184,15 @@ pub async fn remove(
     {
         return Err(not_found());
     }
+    let now = now_millis();
     st.db
-        .revoke_device_tokens(&id, now_millis())
+        .revoke_device_tokens(&id, now)
         .await
         .map_err(store_error)?;
+    // Every node closes the device's socket at once.
+    let event = crate::events::device_removed_event(&st.event_source(), &caller.user_id, &id, now);
+    st.db.insert_events(&[event]).await.map_err(store_error)?;
+    st.events_written();
     info!(user = %caller.user_id, device = %id, "device removed; its credentials revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -78,6 +78,9 @@ impl Store for Db {
     async fn revoke_user_tokens(&self, user_id: &str, now: Millis) -> R<u64> {
         delegate!(self, s => s.revoke_user_tokens(user_id, now))
     }
+    async fn sessions_ended_at(&self, user_id: &str) -> R<Option<Millis>> {
+        delegate!(self, s => s.sessions_ended_at(user_id))
+    }
     async fn revoke_device_tokens(&self, device_id: &str, now: Millis) -> R<u64> {
         delegate!(self, s => s.revoke_device_tokens(device_id, now))
     }

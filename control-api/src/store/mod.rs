@@ -453,9 +453,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Sets `used_at` if it is unset and the token is not revoked; true if this call did.
     fn mark_refresh_used(&self, id: &str, now: Millis) -> impl Future<Output = R<bool>> + Send;
     fn revoke_family(&self, family_id: &str, now: Millis) -> impl Future<Output = R<u64>> + Send;
-    /// Revokes every live refresh token of a user (logout everywhere, password change).
+    /// Revokes every live refresh token of a user (logout everywhere, password change)
+    /// and notes the time (`sessions_ended_at`).
     fn revoke_user_tokens(&self, user_id: &str, now: Millis)
     -> impl Future<Output = R<u64>> + Send;
+    /// When the user's sessions were last ended ([`Store::revoke_user_tokens`]).
+    fn sessions_ended_at(&self, user_id: &str) -> impl Future<Output = R<Option<Millis>>> + Send;
     /// Revokes the device-scoped tokens of one device (device removed).
     fn revoke_device_tokens(
         &self,

@@ -387,14 +387,30 @@ impl Store for PgStore {
     }
 
     async fn revoke_user_tokens(&self, user_id: &str, now: Millis) -> R<u64> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE users SET sessions_ended_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    async fn sessions_ended_at(&self, user_id: &str) -> R<Option<Millis>> {
+        let at: Option<Option<Millis>> =
+            sqlx::query_scalar("SELECT sessions_ended_at FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(at.flatten())
     }
 
     async fn revoke_device_tokens(&self, device_id: &str, now: Millis) -> R<u64> {

@@ -404,6 +404,11 @@ export class Session extends Emitter {
   }
 
   /** The session ended (and cannot be refreshed). */
+  /** When the current access token ends (ms since the epoch). */
+  get expiresAt() {
+    return this.#expiresAt;
+  }
+
   get ended() {
     return this.#ended;
   }
@@ -2109,6 +2114,8 @@ class ApiSocketConnection {
   #attempt = 0;
   /** @type {ReturnType<typeof setTimeout>|null} */
   #retry = null;
+  /** @type {ReturnType<typeof setTimeout>|null} */
+  #reauth = null;
 
   /**
    * @param {Session} session
@@ -2141,7 +2148,10 @@ class ApiSocketConnection {
     if (this.#closed || this.ws) return;
     const ws = new WebSocket(socketUrl(this.session.base, this.path));
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token }));
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: 'auth', token }));
+      this.#scheduleReauth(ws);
+    };
     ws.onmessage = (e) => {
       /** @type {any} */
       let m;
@@ -2152,8 +2162,9 @@ class ApiSocketConnection {
       }
       if (m.type === 'error' && m.request_id === undefined) {
         const code = String(m.error?.code ?? 'error');
-        if (code === 'token_expired' || code === 'unauthorized') {
-          // Refresh before the reconnect; a refresh that fails ends the session.
+        if (code === 'token_expired' || code === 'unauthorized' || code === 'session_ended') {
+          // Refresh before the reconnect; a refresh that fails ends the session (as
+          // it does after the account's sessions were ended).
           this.session.refresh().catch(() => this.close());
         }
       } else {
@@ -2164,6 +2175,8 @@ class ApiSocketConnection {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = null;
+      if (this.#reauth) clearTimeout(this.#reauth);
+      this.#reauth = null;
       const willRetry = !this.#closed && !this.session.ended;
       this.on.close(willRetry);
       if (willRetry) {
@@ -2171,6 +2184,28 @@ class ApiSocketConnection {
         this.#retry = setTimeout(() => this.#connect(), delay);
       }
     };
+  }
+
+  /**
+   * The node closes a socket when the token it was opened with expires: a minute
+   * before that, a fresh token is sent in-band (`auth`), and again before that one ends.
+   * @param {WebSocket} ws
+   */
+  #scheduleReauth(ws) {
+    if (this.#reauth) clearTimeout(this.#reauth);
+    const delay = Math.max(5_000, this.session.expiresAt - Date.now() - 60_000);
+    this.#reauth = setTimeout(async () => {
+      this.#reauth = null;
+      if (this.ws !== ws) return;
+      try {
+        await this.session.refresh();
+        const token = await this.session.accessToken();
+        if (this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'auth', token }));
+      } catch {
+        // The session ended: its 'ended' event tells the page; the node closes the socket.
+      }
+      if (this.ws === ws) this.#scheduleReauth(ws);
+    }, delay);
   }
 
   /** @param {Record<string, any>} message */
@@ -2184,6 +2219,8 @@ class ApiSocketConnection {
     this.#closed = true;
     if (this.#retry) clearTimeout(this.#retry);
     this.#retry = null;
+    if (this.#reauth) clearTimeout(this.#reauth);
+    this.#reauth = null;
     const ws = this.ws;
     this.ws = null;
     ws?.close();
