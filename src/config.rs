@@ -44,8 +44,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub log: LogSettings,
     pub media: MediaSettings,
-    /// Delivery of password-reset mail. Unset: mails stay in the outbox, where an admin
-    /// reads them (`GET /api/v1/admin/mail`).
+    /// Delivery of password-reset mail. Unset: mails stay in the outbox, where the operator
+    /// reads them (`streamcore admin mail`).
     pub smtp: Option<SmtpSettings>,
     /// Names this node in events, consumer groups and leases. Default: kept in
     /// `data_dir/node-id`, made up on first start.

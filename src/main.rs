@@ -60,6 +60,15 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         display_name: String,
     },
+    /// Print the mail waiting in the outbox, whole (reset links included), for an
+    /// operator without SMTP to pass on. The admin API lists it with secrets redacted.
+    Mail {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Only the mail to this address.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -282,6 +291,26 @@ fn main() -> anyhow::Result<()> {
                 let outcome =
                     control_api::admin::create_admin(&db, &email, &password, &display_name).await?;
                 println!("{outcome}");
+                Ok(())
+            })
+        }
+        Command::Admin {
+            command: AdminCommand::Mail { serve, to },
+        } => {
+            let settings = Settings::load(serve.common.config.as_deref(), &serve.overrides())?;
+            runtime()?.block_on(async {
+                let db = control_api::store::Db::connect(&settings.database_url()).await?;
+                let waiting = control_api::store::Store::unsent_mail(&db, 1000).await?;
+                let to = to.map(|t| t.trim().to_lowercase());
+                let mut shown = 0;
+                for m in waiting
+                    .iter()
+                    .filter(|m| to.as_deref().is_none_or(|t| m.to_addr == t))
+                {
+                    println!("To: {}\nSubject: {}\n\n{}\n", m.to_addr, m.subject, m.body);
+                    shown += 1;
+                }
+                eprintln!("{shown} unsent mail(s)");
                 Ok(())
             })
         }

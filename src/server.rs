@@ -470,7 +470,9 @@ fn start_mail_relay(
             MailRelay::start(api, smtp.to_smtp_config()).context("starting SMTP delivery")?,
         )),
         None => {
-            info!("no [smtp] configured: reset mails stay in the outbox (GET /api/v1/admin/mail)");
+            info!(
+                "no [smtp] configured: reset mails stay in the outbox (`streamcore admin mail` prints them)"
+            );
             Ok(None)
         }
     }

@@ -406,6 +406,63 @@ fn migrate_and_admin_create() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `streamcore admin mail`: an operator without SMTP reads waiting mail whole on the
+/// node (the admin API shows it redacted); `--to` picks one recipient's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mail_prints_the_waiting_mail_whole() {
+    use control_api::store::{Db, Mail, Store};
+    let dir = tempdir();
+    let db = Db::connect(&format!("sqlite://{}", dir.join("streamcore.db").display()))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    for (id, to, token) in [
+        ("m1", "ann@example.com", "tok-ann"),
+        ("m2", "bo@example.com", "tok-bo"),
+    ] {
+        db.insert_mail(Mail {
+            id: id.into(),
+            to_addr: to.into(),
+            subject: "Reset your StreamCore password".into(),
+            body: format!(
+                "Reset token: {token}\nLink: http://x.test/reset-password?token={token}\n"
+            ),
+            created_at: 1,
+            sent_at: None,
+        })
+        .await
+        .unwrap();
+    }
+    db.mark_mail_sent("m2", 2).await.unwrap();
+    let out = Command::new(BIN)
+        .args(["admin", "mail", "--to", "Ann@Example.com", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("To: ann@example.com"), "{stdout}");
+    assert!(stdout.contains("reset-password?token=tok-ann"), "{stdout}");
+    assert!(
+        !stdout.contains("tok-bo"),
+        "sent mail is scrubbed and not shown: {stdout}"
+    );
+    let scrubbed = db.list_mail(10).await.unwrap();
+    assert_eq!(
+        scrubbed
+            .iter()
+            .find(|m| m.id == "m2")
+            .map(|m| m.body.as_str()),
+        Some(""),
+        "a sent mail's body is scrubbed"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_role_serves_the_control_api_alone() {
     let dir = tempdir();

@@ -4,7 +4,8 @@
 //! signal [`AppState::mail_queued`]. When the node has SMTP configured it starts one
 //! [`MailRelay`], a background task that takes unsent mails oldest first, sends each,
 //! and marks it sent only after the server accepted it. Without SMTP the mails stay in
-//! the outbox, where an admin reads them (`GET /api/v1/admin/mail`).
+//! the outbox, where the operator reads them (`streamcore admin mail`; `GET /api/v1/admin/mail`
+//! lists them redacted).
 //!
 //! Failures never lose a mail; it stays unsent and is tried again:
 //! - Trouble with the server as a whole (refused or dropped connection, timeout, TLS,

@@ -484,6 +484,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn insert_mail(&self, mail: Mail) -> impl Future<Output = R<()>> + Send;
     /// Newest first.
     fn list_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;
+    /// Marks a mail sent and scrubs its body: what it carried (a reset token) is no
+    /// longer kept once the mail server has it.
     fn mark_mail_sent(&self, id: &str, now: Millis) -> impl Future<Output = R<()>> + Send;
     /// Mails not yet marked sent, oldest first (insertion order among equal times).
     fn unsent_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;

@@ -493,7 +493,7 @@ impl Store for PgStore {
     }
 
     async fn mark_mail_sent(&self, id: &str, now: Millis) -> R<()> {
-        sqlx::query("UPDATE mail_outbox SET sent_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE mail_outbox SET body = '', sent_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&self.pool)

@@ -508,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_mail_sent(&self, id: &str, now: Millis) -> R<()> {
-        sqlx::query("UPDATE mail_outbox SET sent_at = ? WHERE id = ?")
+        sqlx::query("UPDATE mail_outbox SET body = '', sent_at = ? WHERE id = ?")
             .bind(now)
             .bind(id)
             .execute(&self.pool)
