@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = os.environ.get("STREAMCORE_CHROMIUM", "/usr/bin/chromium")
 
@@ -322,9 +323,27 @@ def tab_to(page: Page, name: str, presses: int = 40) -> None:
 # ---- accounts through the pages ----------------------------------------------------
 
 
+def open_page(page: Page, url: str, attempts: int = 3) -> None:
+    """Opens a page and waits until its script has wired it (`<main>` no longer inert).
+    Chromium in a network namespace set up moments before can see the network change
+    while a page loads (ERR_NETWORK_CHANGED: a script fails, the page never wires):
+    then, as a person would, it loads the page again."""
+    for attempt in range(attempts):
+        page.goto(url)
+        try:
+            page.wait_for_function(
+                "() => { const m = document.getElementById('main'); return !!m && !m.hasAttribute('inert'); }",
+                timeout=10_000,
+            )
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise Failure(f"{url} never became ready ({attempts} loads)")
+
+
 def sign_up(page: Page, base: str, email: str, password: str = "a long password 1", name: str = "") -> None:
     """Creates an account on `/` as a person would, and waits for the devices page."""
-    page.goto(f"{base}/")
+    open_page(page, f"{base}/")
     page.get_by_role("tab", name="Create account").click()
     form = page.locator("#signup")
     if name:
@@ -336,7 +355,7 @@ def sign_up(page: Page, base: str, email: str, password: str = "a long password 
 
 
 def sign_in(page: Page, base: str, email: str, password: str = "a long password 1") -> None:
-    page.goto(f"{base}/")
+    open_page(page, f"{base}/")
     form = page.locator("#signin")
     form.get_by_label("Email").fill(email)
     form.get_by_label("Password").fill(password)
