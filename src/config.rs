@@ -75,6 +75,12 @@ pub struct LimitSettings {
     /// An open pairing code is void (the owner starts a new one) once this many
     /// wrong codes were tried anywhere while it was open.
     pub pairing_wrong_guesses_per_code: u32,
+    /// HTTP(S) connections the node holds open, in all and per client address (IPv6
+    /// per /64; trusted proxies count only in all); more are closed at accept.
+    pub http_connections: usize,
+    pub http_connections_per_address: usize,
+    /// A request's header must arrive whole within this many seconds.
+    pub http_header_timeout_secs: u64,
 }
 
 impl Default for LimitSettings {
@@ -86,6 +92,9 @@ impl Default for LimitSettings {
             concurrent_password_hashes: 0,
             password_hash_wait_ms: api.password_hash_wait.as_millis() as u64,
             pairing_wrong_guesses_per_code: api.pairing_wrong_guesses_per_code,
+            http_connections: 10_000,
+            http_connections_per_address: 256,
+            http_header_timeout_secs: 15,
         }
     }
 }
@@ -674,6 +683,14 @@ impl Settings {
         {
             bail!(
                 "limits.register_per_address_per_minute and limits.register_per_minute must be at least 1"
+            );
+        }
+        if self.limits.http_connections == 0
+            || self.limits.http_connections_per_address == 0
+            || self.limits.http_header_timeout_secs == 0
+        {
+            bail!(
+                "limits.http_connections, limits.http_connections_per_address and limits.http_header_timeout_secs must be at least 1"
             );
         }
         if self.limits.pairing_wrong_guesses_per_code == 0 {

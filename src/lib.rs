@@ -6,6 +6,8 @@
 //! the command line and calls into this crate, so tests start the same server in-process.
 
 pub mod config;
+pub mod conn_slots;
+pub mod http_listener;
 pub mod ice_tcp;
 pub mod media;
 pub mod metrics;

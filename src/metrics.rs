@@ -40,6 +40,9 @@ pub struct Metrics {
     pub turn_relayed_bytes: IntCounterVec,
     pub turn_refusals: IntCounterVec,
     pub turn_client_messages: IntCounter,
+    /// HTTP(S) connections closed at accept: the node (`full`) or their address
+    /// (`address_full`) held as many as allowed.
+    pub http_connections_refused: IntCounterVec,
     pub ice_tcp_connections: IntGaugeVec,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
@@ -131,6 +134,12 @@ impl Metrics {
                 &r,
                 "streamcore_turn_refusals_total",
                 "TURN requests refused (unauthorized, forbidden = peer not allowed, quota)",
+                "reason",
+            ),
+            http_connections_refused: counter_vec(
+                &r,
+                "streamcore_http_connections_refused_total",
+                "HTTP(S) connections closed at accept (full, address_full)",
                 "reason",
             ),
             ice_tcp_connections: gauge_vec(

@@ -12,13 +12,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use signaling::{JoinTokenSigner, SignalingState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::Settings;
+use crate::conn_slots::ConnectionSlots;
+use crate::http_listener::HttpLimits;
 use crate::media::MediaWorkers;
 use crate::metrics::Metrics;
 use control_api::hub;
@@ -394,6 +395,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         listener,
         app,
         tls.as_ref().map(|t| t.config.clone()),
+        http_limits(settings, Some(&metrics))?,
         stop_rx.clone(),
     ));
 
@@ -405,7 +407,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             let a = l.local_addr()?;
             (
                 Some(a),
-                Some(tokio::spawn(serve(l, metrics_router(ops), None, stop_rx))),
+                Some(tokio::spawn(serve(
+                    l,
+                    metrics_router(ops),
+                    None,
+                    http_limits(settings, None)?,
+                    stop_rx,
+                ))),
             )
         }
         None => (None, None),
@@ -494,21 +502,22 @@ async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
+    limits: HttpLimits,
+    stop: watch::Receiver<bool>,
 ) {
-    if let Some(tls) = tls {
-        return crate::tls::serve(listener, app, tls, stop, HTTP_GRACE).await;
-    }
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    crate::http_listener::serve(listener, app, tls, limits, stop, HTTP_GRACE).await;
+}
+
+/// The HTTP(S) listener's limits from `[limits]` (and `trusted_proxies`).
+fn http_limits(settings: &Settings, metrics: Option<&Metrics>) -> anyhow::Result<HttpLimits> {
+    let l = &settings.limits;
+    Ok(HttpLimits {
+        slots: ConnectionSlots::new(l.http_connections, l.http_connections_per_address),
+        header_timeout: Duration::from_secs(l.http_header_timeout_secs),
+        trusted_proxies: control_api::client_addr::parse_proxies(&settings.trusted_proxies)
+            .map_err(anyhow::Error::msg)?,
+        refused: metrics.map(|m| m.http_connections_refused.clone()),
+    })
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -606,7 +615,8 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
         .merge(api_router(settings, &api))
         .merge(web::router());
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, app, tls.map(|t| t.config), rx));
+    let limits = http_limits(settings, None)?;
+    let task = tokio::spawn(serve(listener, app, tls.map(|t| t.config), limits, rx));
     Ok(RunningApi {
         http_addr,
         api,

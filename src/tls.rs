@@ -13,21 +13,16 @@
 //!   installing `ca.pem` (see the README), or once by accepting the warning after
 //!   comparing the fingerprint the log prints.
 //!
-//! Serving: rustls (aws-lc-rs, as str0m's DTLS) in front of the same axum router,
-//! HTTP/1.1 with upgrades (WebSockets), and a graceful stop like plain HTTP.
+//! Serving: [`crate::http_listener`] puts rustls (aws-lc-rs, as str0m's DTLS) in front
+//! of the same router as plain HTTP, with the same connection limits.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::extract::ConnectInfo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Settings;
@@ -50,10 +45,6 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request's headers may take to arrive.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The server certificate's lifetime: Apple's devices refuse longer ones.
 const LEAF_DAYS: i64 = 397;
 /// A server certificate this close to its end is remade at start.
@@ -389,77 +380,6 @@ pub fn fingerprint(der: &[u8]) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// Serves `app` over TLS on `listener` until `stop` turns true, then lets open
-/// connections finish (up to `grace`).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Arc<rustls::ServerConfig>,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-    use tower::ServiceExt as _;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    tokio::pin!(stopped);
-    loop {
-        let (mut tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stopped => break,
-        };
-        crate::server::no_delay(&mut tcp);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                // A browser that does not trust the certificate yet closes here.
-                Ok(Err(e)) => {
-                    return tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
-                }
-                Err(_) => return tracing::debug!(peer = %addr, "TLS handshake timed out"),
-            };
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(addr));
-                    app.clone().oneshot(req)
-                },
-            );
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A client that never finishes its headers does not hold a connection.
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %addr, error = %e, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("HTTPS connections still open at shutdown; closing them");
-    }
 }
 
 /// What the log and the console say about HTTPS at start.

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
+use crate::conn_slots::ConnectionSlots;
 use crate::metrics::Metrics;
 
 /// A stream client quiet this long is closed (ICE consent checks run every few
@@ -105,55 +106,14 @@ struct Shared {
     core: Mutex<TurnServer>,
     relays: Mutex<HashMap<SocketAddr, Relay>>,
     streams: Mutex<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
-    slots: Mutex<StreamSlots>,
+    /// Open TCP/TLS connections, in all and per address.
+    slots: Arc<ConnectionSlots>,
     udp: Option<Arc<UdpSocket>>,
     directory: Arc<Relays>,
     relay_ip: IpAddr,
     relay_ports: RangeInclusive<u16>,
     media: MediaAddrs,
     stop: watch::Receiver<bool>,
-}
-
-/// Open stream connections, in all and per address.
-#[derive(Default)]
-struct StreamSlots {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// A connection's place in [`StreamSlots`], given back when it ends.
-struct Slot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Shared {
-    fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut s = lock(&self.slots);
-        let mine = s.per_ip.get(&ip).copied().unwrap_or(0);
-        if s.total >= MAX_STREAMS || mine >= MAX_STREAMS_PER_IP {
-            return None;
-        }
-        s.total += 1;
-        s.per_ip.insert(ip, mine + 1);
-        Some(Slot {
-            shared: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut s = lock(&self.shared.slots);
-        s.total -= 1;
-        if let Some(n) = s.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                s.per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// The node's media ports as clients name them (the advertised addresses, public
@@ -289,7 +249,7 @@ impl EmbeddedTurn {
             core: Mutex::new(TurnServer::new(config)),
             relays: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
-            slots: Mutex::new(StreamSlots::default()),
+            slots: ConnectionSlots::new(MAX_STREAMS, MAX_STREAMS_PER_IP),
             udp: udp.clone(),
             directory,
             relay_ip,
@@ -551,7 +511,7 @@ async fn accept(
                 continue;
             }
         };
-        let Some(slot) = shared.take_slot(client.ip()) else {
+        let Ok(slot) = shared.slots.take(client.ip(), false) else {
             debug!(%client, "TURN connection refused: at the limit");
             continue;
         };

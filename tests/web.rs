@@ -837,3 +837,86 @@ async fn sign_ups_are_rate_limited_and_password_hashing_is_bounded() {
     assert_eq!(health.status(), 200);
     Arc::into_inner(srv).unwrap().stop().await;
 }
+
+/// Slowloris: a few hundred connections from one address that start a request and
+/// never finish its header cannot starve anyone else. Past the per-address cap they
+/// are closed at once; the ones let in are closed when their header deadline passes;
+/// meanwhile a client from another address is served at once, and afterwards the
+/// first address is too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_from_one_address_do_not_starve_the_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW: usize = 300;
+    const PER_ADDRESS: usize = 50;
+    let srv = TestServer::start_with(|s| {
+        s.limits.http_connections_per_address = PER_ADDRESS;
+        s.limits.http_header_timeout_secs = 2;
+    })
+    .await;
+    let addr = srv.server().http_addr;
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A header begun, never ended.
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+        slow.push(s);
+    }
+    /// Whether the server has closed `s` (EOF, a reset, or a last answer) by `until`.
+    async fn closed_by(s: &mut tokio::net::TcpStream, until: tokio::time::Instant) -> bool {
+        let mut buf = [0u8; 256];
+        matches!(
+            tokio::time::timeout_at(until, s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        ) || matches!(
+            tokio::time::timeout_at(until, s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    // Another address is served while the slow ones hold what they got.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(addr).await.unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_string(&mut answer))
+        .await
+        .expect("served while the slow clients wait")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Every slow connection is closed: the refused ones at once, the others at
+    // their header deadline (2 s).
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut still_open = 0;
+    for s in &mut slow {
+        if !closed_by(s, until).await {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open, 0,
+        "slow connections left open past their deadline"
+    );
+    drop(slow);
+
+    // The first address is served again, and the refusals were counted.
+    let r = srv
+        .http
+        .get(format!("{}/healthz", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refused = srv
+        .metric("streamcore_http_connections_refused_total")
+        .await;
+    assert!(
+        refused >= (SLOW - PER_ADDRESS) as u64,
+        "{refused} refusals counted"
+    );
+    srv.stop().await;
+}

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 
 use crate::state::AppState;
 
