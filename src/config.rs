@@ -81,6 +81,14 @@ pub struct LimitSettings {
     pub http_connections_per_address: usize,
     /// A request's header must arrive whole within this many seconds.
     pub http_header_timeout_secs: u64,
+    /// The most a user may hold at once; beyond, 403 `quota_exceeded`.
+    pub rooms_per_user: i64,
+    pub devices_per_user: i64,
+    pub open_pairings_per_user: i64,
+    /// Uploads and mixdowns queued or in progress.
+    pub jobs_in_flight_per_user: i64,
+    /// Browser and device sockets open on one node.
+    pub sockets_per_user: usize,
 }
 
 impl Default for LimitSettings {
@@ -95,6 +103,11 @@ impl Default for LimitSettings {
             http_connections: 10_000,
             http_connections_per_address: 256,
             http_header_timeout_secs: 15,
+            rooms_per_user: api.quotas.rooms,
+            devices_per_user: api.quotas.devices,
+            open_pairings_per_user: api.quotas.open_pairings,
+            jobs_in_flight_per_user: api.quotas.jobs_in_flight,
+            sockets_per_user: api.quotas.sockets,
         }
     }
 }
@@ -692,6 +705,15 @@ impl Settings {
             bail!(
                 "limits.http_connections, limits.http_connections_per_address and limits.http_header_timeout_secs must be at least 1"
             );
+        }
+        let l = &self.limits;
+        if l.rooms_per_user < 1
+            || l.devices_per_user < 1
+            || l.open_pairings_per_user < 1
+            || l.jobs_in_flight_per_user < 1
+            || l.sockets_per_user < 1
+        {
+            bail!("the per-user quotas in [limits] must be at least 1");
         }
         if self.limits.pairing_wrong_guesses_per_code == 0 {
             bail!("limits.pairing_wrong_guesses_per_code must be at least 1");

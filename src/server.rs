@@ -109,6 +109,13 @@ async fn open_control_plane(
             },
             password_hash_wait: Duration::from_millis(settings.limits.password_hash_wait_ms),
             pairing_wrong_guesses_per_code: settings.limits.pairing_wrong_guesses_per_code,
+            quotas: control_api::state::Quotas {
+                rooms: settings.limits.rooms_per_user,
+                devices: settings.limits.devices_per_user,
+                open_pairings: settings.limits.open_pairings_per_user,
+                jobs_in_flight: settings.limits.jobs_in_flight_per_user,
+                sockets: settings.limits.sockets_per_user,
+            },
             ..control_api::ApiConfig::default()
         },
     )

@@ -725,3 +725,43 @@ async fn sockets_close_when_their_credentials_end() {
     assert!(recv(&mut refreshed, WAIT).await.is_none(), "closed");
     srv.stop().await;
 }
+
+/// A user holds at most `limits.sockets_per_user` sockets on a node (2 here, browsers'
+/// and devices' together): one more is told why and closed; once one closes, another
+/// opens; another user is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sockets_are_capped() {
+    let srv = TestServer::start_with(|s| s.limits.sockets_per_user = 2).await;
+    let http = &srv.http;
+    let user = register(http, &srv.base, "many-tabs@example.com").await;
+    let (_, phone_token) = pair_phone(http, &srv.base, &user, "Phone").await;
+    let mut phone = socket_first_message(&srv.base, "/api/v1/devices/socket", &phone_token).await;
+    wait_for(&mut phone, WAIT, |v| v["type"] == "welcome").await;
+    let mut tab = socket_first_message(&srv.base, "/api/v1/events/socket", &user.access).await;
+    wait_for(&mut tab, WAIT, |v| v["type"] == "snapshot").await;
+    let mut third = socket_first_message(&srv.base, "/api/v1/events/socket", &user.access).await;
+    let e = wait_for(&mut third, WAIT, |v| v["type"] == "error").await;
+    assert_eq!(e["error"]["code"], "quota_exceeded", "{e}");
+    assert!(recv(&mut third, WAIT).await.is_none(), "closed");
+    let other = register(http, &srv.base, "one-tab@example.com").await;
+    let mut theirs = socket_first_message(&srv.base, "/api/v1/events/socket", &other.access).await;
+    wait_for(&mut theirs, WAIT, |v| v["type"] == "snapshot").await;
+    // One closes: the next opens (the node may take a moment to see the close).
+    drop(tab);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut next = socket_first_message(&srv.base, "/api/v1/events/socket", &user.access).await;
+        match recv(&mut next, WAIT).await {
+            Some(v) if v["type"] == "snapshot" => break,
+            Some(v) if v["error"]["code"] == "quota_exceeded" => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the closed socket still counts"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    srv.stop().await;
+}

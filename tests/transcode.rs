@@ -474,6 +474,8 @@ async fn a_request_from_the_bus_is_retried_until_its_input_appears_or_dead_lette
     srv.stop().await;
 }
 
+/// A job queued while no worker runs is done once one does; meanwhile the user's
+/// jobs-in-flight quota (1 here) refuses another upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_queued_while_no_worker_runs_are_done_after_a_restart() {
     let py = python();
@@ -482,17 +484,20 @@ async fn jobs_queued_while_no_worker_runs_are_done_after_a_restart() {
     let srv = TestServer::start_with(move |s| {
         s.data_dir = d1;
         s.worker.in_process = false;
+        s.limits.jobs_in_flight_per_user = 1;
     })
     .await;
     let u = user(&srv, "restart").await;
-    let (s, job) = upload(
-        &srv,
-        &u.access,
-        "",
-        std::fs::read(make_audio(&py, "sweep", "mp3", 44_100, 3.0)).unwrap(),
-    )
-    .await;
+    let sweep = std::fs::read(make_audio(&py, "sweep", "mp3", 44_100, 3.0)).unwrap();
+    let (s, job) = upload(&srv, &u.access, "", sweep.clone()).await;
     assert_eq!(s, 202, "{job}");
+    // One job in flight is this user's quota here: a second upload waits its turn.
+    let (s, refused) = upload(&srv, &u.access, "", sweep).await;
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{refused}"
+    );
     let id = job["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -189,6 +189,21 @@ impl Hub {
         ended
     }
 
+    /// The user's sockets on this node: their browsers' and their devices'.
+    pub fn sockets_of(&self, user_id: &str) -> usize {
+        let browsers = self
+            .users
+            .lock()
+            .map(|u| u.get(user_id).map_or(0, Vec::len))
+            .unwrap_or(0);
+        let devices = self
+            .devices
+            .lock()
+            .map(|d| d.values().filter(|s| s.user_id == user_id).count())
+            .unwrap_or(0);
+        browsers + devices
+    }
+
     /// Device sockets and user sockets on this node.
     pub fn counts(&self) -> (usize, usize) {
         let d = self.devices.lock().map(|d| d.len()).unwrap_or(0);

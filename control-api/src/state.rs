@@ -11,7 +11,7 @@ use signaling::{ApiError, JoinTokenSigner, TokenError};
 
 use crate::auth::AccessTokens;
 use crate::ratelimit::RateLimiter;
-use crate::store::{Db, Role, StoreError};
+use crate::store::{Db, Role, Store, StoreError};
 
 /// Settings of the control API.
 #[derive(Debug, Clone)]
@@ -54,6 +54,79 @@ pub struct ApiConfig {
     /// 10 000 guesses find a given code with odds below 10^-7, however many addresses
     /// the guesses come from.
     pub pairing_wrong_guesses_per_code: u32,
+    /// The most a user may hold at once.
+    pub quotas: Quotas,
+}
+
+/// The most a user may hold at once; beyond, `403 quota_exceeded` (checked before each
+/// new one, so requests racing each other may pass it by a few).
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    /// Rooms they made (their devices' live rooms do not count).
+    pub rooms: i64,
+    pub devices: i64,
+    /// Pairing codes waiting for a phone.
+    pub open_pairings: i64,
+    /// Uploads and mixdowns queued or in progress.
+    pub jobs_in_flight: i64,
+    /// Browser and device sockets open on one node.
+    pub sockets: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            rooms: 100,
+            devices: 50,
+            open_pairings: 5,
+            jobs_in_flight: 4,
+            sockets: 20,
+        }
+    }
+}
+
+/// What a quota counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Quota {
+    Rooms,
+    Devices,
+    OpenPairings,
+    JobsInFlight,
+}
+
+/// Refuses one more of `what` when the user holds the most their quota allows.
+pub async fn within_quota(st: &AppState, user_id: &str, what: Quota) -> Result<(), ApiError> {
+    let c = st
+        .db
+        .owned_counts(user_id, crate::auth::now_millis())
+        .await
+        .map_err(store_error)?;
+    let q = &st.config.quotas;
+    let (have, max, noun, advice) = match what {
+        Quota::Rooms => (c.rooms, q.rooms, "rooms", "delete one to make another"),
+        Quota::Devices => (c.devices, q.devices, "devices", "remove one to add another"),
+        Quota::OpenPairings => (
+            c.open_pairings,
+            q.open_pairings,
+            "pairing codes waiting for a phone",
+            "use one, or wait a few minutes for them to expire",
+        ),
+        Quota::JobsInFlight => (
+            c.jobs_in_flight,
+            q.jobs_in_flight,
+            "uploads and episodes in progress",
+            "wait for one to finish",
+        ),
+    };
+    if have >= max {
+        tracing::info!(user = %user_id, have, max, noun, "quota reached");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!("You have {have} {noun}, the most this server allows: {advice}."),
+        ));
+    }
+    Ok(())
 }
 
 impl Default for ApiConfig {
@@ -78,6 +151,7 @@ impl Default for ApiConfig {
                 .map_or(1, std::num::NonZeroUsize::get),
             password_hash_wait: Duration::from_secs(5),
             pairing_wrong_guesses_per_code: 10_000,
+            quotas: Quotas::default(),
         }
     }
 }

@@ -1242,3 +1242,122 @@ async fn openapi_document_lists_every_route() {
     assert!(page.text().await.unwrap().contains("swagger"));
     let _ = Db::backend;
 }
+
+/// Per-user quotas: rooms, devices (made by hand or by pairing), and open pairing codes
+/// stop at the configured counts with `403 quota_exceeded` and a message a person can
+/// act on; giving one back makes room for the next; another user is not affected.
+async fn quotas_stop_at_the_configured_counts(api: Api) {
+    let (_, a, _) = api.user("quota@example.com").await;
+    let refused = |s: StatusCode, v: &Value| {
+        assert_eq!(
+            (s, code(v)),
+            (StatusCode::FORBIDDEN, "quota_exceeded"),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the most this server allows"),
+            "{v}"
+        );
+    };
+    // Rooms: 2.
+    for name in ["q-one", "q-two"] {
+        let (s, v) = api
+            .post("/api/v1/rooms", Some(&a), json!({"name": name}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": "q-three"}))
+        .await;
+    refused(s, &v);
+    let (s, _) = api
+        .call(Method::DELETE, "/api/v1/rooms/q-one", Some(&a), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": "q-three"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "a room given back makes room: {v}");
+    // Open pairing codes: 2.
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let (s, p) = api
+            .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        codes.push(p["code"].as_str().unwrap().to_owned());
+    }
+    let (s, v) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+        .await;
+    refused(s, &v);
+    // Devices: 2 — one by hand, one by pairing; the second code cannot pair a third.
+    let (s, v) = api
+        .post(
+            "/api/v1/devices",
+            Some(&a),
+            json!({"name": "Laptop", "kind": "browser"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let claim = |code: String| {
+        let api = &api;
+        async move {
+            api.post(
+                "/api/v1/pairings/claim",
+                None,
+                json!({"code": code, "device": {"name": "Phone", "kind": "phone"}}),
+            )
+            .await
+        }
+    };
+    let (s, v) = claim(codes[0].clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = claim(codes[1].clone()).await;
+    refused(s, &v);
+    let (s, v) = api
+        .post(
+            "/api/v1/devices",
+            Some(&a),
+            json!({"name": "Tablet", "kind": "browser"}),
+        )
+        .await;
+    refused(s, &v);
+    // A claimed code no longer counts as open: another can be made.
+    let (s, v) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&a), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Another user starts from nothing.
+    let (_, b, _) = api.user("other-quota@example.com").await;
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&b), json!({"name": "b-room"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+fn small_quotas() -> ApiConfig {
+    ApiConfig {
+        pairing_ttl: Duration::from_secs(600),
+        quotas: control_api::state::Quotas {
+            rooms: 2,
+            devices: 2,
+            open_pairings: 2,
+            ..Default::default()
+        },
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_stop_at_the_configured_counts_sqlite() {
+    quotas_stop_at_the_configured_counts(Api::start(false, small_quotas()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_stop_at_the_configured_counts_postgres() {
+    quotas_stop_at_the_configured_counts(Api::start(true, small_quotas()).await).await;
+}

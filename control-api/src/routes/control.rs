@@ -302,6 +302,20 @@ async fn authenticate(st: &AppState, auth: Auth, socket: &mut WebSocket) -> Opti
         Auth::Known(c) => c,
         Auth::FirstMessage => first_message_caller(st, socket).await?,
     };
+    let open = st.hub.sockets_of(&caller.user_id);
+    if open >= st.config.quotas.sockets {
+        info!(user = %caller.user_id, open, "socket refused: quota reached");
+        let _ = socket
+            .send(Message::text(error_msg(
+                "quota_exceeded",
+                &format!(
+                    "You have {open} connections open, the most this server allows: close a tab or an app first."
+                ),
+                None,
+            )))
+            .await;
+        return None;
+    }
     if sessions_ended_since(st, &caller).await {
         let _ = socket
             .send(Message::text(error_msg(

@@ -18,7 +18,7 @@ use tracing::info;
 use crate::auth::now_millis;
 use crate::events::presence_events;
 use crate::routes::accounts::new_session;
-use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
+use crate::state::{AppState, Caller, ClientAddr, Quota, store_error, too_many, within_quota};
 use crate::store::{Capabilities, Device, NewDevice, Pairing, Presence, Store};
 
 pub const DEVICE_KINDS: [&str; 3] = ["phone", "browser", "other"];
@@ -100,6 +100,7 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_user()?;
     let req = req.validate("name")?;
+    within_quota(&st, &caller.user_id, Quota::Devices).await?;
     let d = st
         .db
         .create_device(
@@ -264,6 +265,7 @@ pub async fn start_pairing(
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_user()?;
+    within_quota(&st, &caller.user_id, Quota::OpenPairings).await?;
     let now = now_millis();
     let mut attempt = 0;
     let p = loop {
@@ -422,6 +424,7 @@ pub async fn claim(
         .await
         .map_err(store_error)?
         .ok_or_else(invalid)?;
+    within_quota(&st, &user.id, Quota::Devices).await?;
     let device = st
         .db
         .create_device(

@@ -28,7 +28,7 @@ use crate::auth::now_millis;
 use crate::events::outbox_event;
 use crate::openapi::ErrorBody;
 use crate::routes::recordings::{BoxFuture, RecordCaller};
-use crate::state::{AppState, Caller, store_error};
+use crate::state::{AppState, Caller, Quota, store_error, within_quota};
 use crate::store::{Job, OutboxEvent, Store};
 
 /// The object store uploads go into and results come out of (the recorder's store on
@@ -258,6 +258,7 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     caller.require_user()?;
     check_options(q.target_lufs, q.bitrate)?;
+    within_quota(&st, &caller.user_id, Quota::JobsInFlight).await?;
     let store = objects(&st)?;
     let limit = st.config.max_upload_bytes;
     let too_large = || {
@@ -443,6 +444,7 @@ pub async fn mixdown(
     let req = body.map(|Json(b)| b).unwrap_or_default();
     check_options(req.target_lufs, req.bitrate)?;
     let rec = crate::routes::recordings::room_recording(&st, &caller, &name, &id).await?;
+    within_quota(&st, &rec.owner_id, Quota::JobsInFlight).await?;
     if rec.status != "uploaded" {
         return Err(ApiError::conflict(
             "not_uploaded",

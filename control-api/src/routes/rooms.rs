@@ -17,7 +17,7 @@ use signaling::{ApiError, Grants};
 use tracing::{info, warn};
 
 use crate::auth::now_millis;
-use crate::state::{AppState, Caller, store_error};
+use crate::state::{AppState, Caller, Quota, store_error, within_quota};
 use crate::store::{Room, RoomSettings, Store};
 
 pub const POLICIES: [&str; 2] = ["owner", "anyone"];
@@ -115,6 +115,7 @@ pub async fn create(
         ));
     }
     let settings = req.settings.apply(defaults())?;
+    within_quota(&st, &caller.user_id, Quota::Rooms).await?;
     let room = st
         .db
         .create_room(&caller.user_id, name.as_str(), settings, now_millis())

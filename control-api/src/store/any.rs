@@ -178,6 +178,9 @@ impl Store for Db {
     async fn pairing(&self, user_id: &str, id: &str) -> R<Option<Pairing>> {
         delegate!(self, s => s.pairing(user_id, id))
     }
+    async fn owned_counts(&self, user_id: &str, now: Millis) -> R<OwnedCounts> {
+        delegate!(self, s => s.owned_counts(user_id, now))
+    }
     async fn count_wrong_pairing_guess(&self, now: Millis) -> R<u64> {
         delegate!(self, s => s.count_wrong_pairing_guess(now))
     }

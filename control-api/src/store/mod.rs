@@ -137,6 +137,18 @@ pub struct NewDevice {
     pub capabilities: Capabilities,
 }
 
+/// What a user holds, as quotas count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnedCounts {
+    /// Rooms they made (not their devices' live rooms).
+    pub rooms: i64,
+    pub devices: i64,
+    /// Pairings neither claimed nor expired.
+    pub open_pairings: i64,
+    /// Their transcode and mixdown jobs queued, running or waiting to retry.
+    pub jobs_in_flight: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pairing {
     pub id: String,
@@ -630,6 +642,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn recording_jobs(&self, recording_id: &str) -> impl Future<Output = R<Vec<Job>>> + Send;
     /// Jobs not finished (queued, running, retrying), oldest first.
     fn open_jobs(&self, limit: i64) -> impl Future<Output = R<Vec<Job>>> + Send;
+
+    /// What a user holds now, for quotas ([`OwnedCounts`]).
+    fn owned_counts(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<OwnedCounts>> + Send;
 
     // pairing
     fn create_pairing(&self, p: Pairing) -> impl Future<Output = R<()>> + Send;

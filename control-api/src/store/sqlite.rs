@@ -19,7 +19,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     Capabilities, Device, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice,
-    NewUser, OutboxEvent, OutboxRow, Pairing, Presence, PresenceChange, R, Recording,
+    NewUser, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence, PresenceChange, R, Recording,
     RecordingChange, RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts,
     TrackMeta, User, apply_presence,
 };
@@ -835,6 +835,28 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(pairing_row).transpose()?)
+    }
+
+    async fn owned_counts(&self, user_id: &str, now: Millis) -> R<OwnedCounts> {
+        let (rooms, devices, open_pairings, jobs_in_flight): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+                 (SELECT COUNT(*) FROM rooms WHERE owner_id = ?1 AND name NOT LIKE 'device-%'), \
+                 (SELECT COUNT(*) FROM devices WHERE user_id = ?1), \
+                 (SELECT COUNT(*) FROM pairings \
+                   WHERE user_id = ?1 AND claimed_at IS NULL AND expires_at > ?2), \
+                 (SELECT COUNT(*) FROM transcode_jobs \
+                   WHERE owner_id = ?1 AND status IN ('queued', 'running', 'retrying'))",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OwnedCounts {
+            rooms,
+            devices,
+            open_pairings,
+            jobs_in_flight,
+        })
     }
 
     async fn count_wrong_pairing_guess(&self, now: Millis) -> R<u64> {
