@@ -286,23 +286,31 @@ fn h264_simulcast_layers_switch_on_idr() {
 
 /// The publisher hears which layers anyone may receive: up to the highest preference
 /// among the subscribers, none when nobody watches, all again when someone arrives.
+/// Every `LayersWanted` so far: (wanted, unwanted), oldest first.
+fn announced(h: &Harness) -> Vec<(Vec<String>, Vec<String>)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            media_core::SfuEvent::LayersWanted {
+                layers, unwanted, ..
+            } => Some((layers.clone(), unwanted.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The wanted layers of every `LayersWanted` so far.
+fn wanted(h: &Harness) -> Vec<Vec<String>> {
+    announced(h).into_iter().map(|(w, _)| w).collect()
+}
+
 #[test]
 fn the_publisher_hears_which_layers_are_wanted() {
-    use media_core::SfuEvent;
     let mut h = Harness::with_config(|c| c.initial_bitrate = None);
     let p = h.join_simulcast("want", &["l", "m", "h"]).unwrap();
     let a = h.join("want", PeerRole::Subscriber, &[Video]).unwrap();
     let b = h.join("want", PeerRole::Subscriber, &[Video]).unwrap();
     h.connect_all();
-    let wanted = |h: &Harness| -> Vec<Vec<String>> {
-        h.events
-            .iter()
-            .filter_map(|e| match e {
-                SfuEvent::LayersWanted { layers, .. } => Some(layers.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     send(&mut h, p, 0, 40, &["l", "m", "h"]);
     assert_eq!(wanted(&h).last().unwrap(), &["l", "m", "h"]);
     let cap = |h: &mut Harness, c: usize, max: Option<usize>| {
@@ -337,20 +345,10 @@ fn the_publisher_hears_which_layers_are_wanted() {
 /// one that now measures 0 bit/s; lifting the cap asks for every layer again.
 #[test]
 fn a_publisher_that_pauses_unwanted_layers_is_asked_for_the_same_ones() {
-    use media_core::SfuEvent;
     let mut h = Harness::with_config(|c| c.initial_bitrate = None);
     let p = h.join_simulcast("pause", &["l", "m", "h"]).unwrap();
     let a = h.join("pause", PeerRole::Subscriber, &[Video]).unwrap();
     h.connect_all();
-    let wanted = |h: &Harness| -> Vec<Vec<String>> {
-        h.events
-            .iter()
-            .filter_map(|e| match e {
-                SfuEvent::LayersWanted { layers, .. } => Some(layers.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     send(&mut h, p, 0, 40, &["l", "m", "h"]);
     let (peer, mid) = (h.clients[a].peer, h.clients[a].mid(Video));
     h.sfu.set_layer_preference(peer, mid, Some(0)).unwrap();
@@ -378,23 +376,11 @@ fn a_publisher_that_pauses_unwanted_layers_is_asked_for_the_same_ones() {
 /// never told to switch it off, so it can appear later.
 #[test]
 fn a_layer_never_received_is_not_switched_off() {
-    use media_core::SfuEvent;
     let mut h = Harness::with_config(|c| c.initial_bitrate = None);
     let p = h.join_simulcast("unseen", &["l", "m", "h"]).unwrap();
     let a = h.join("unseen", PeerRole::Subscriber, &[Video]).unwrap();
     h.connect_all();
-    let last = |h: &Harness| -> (Vec<String>, Vec<String>) {
-        h.events
-            .iter()
-            .filter_map(|e| match e {
-                SfuEvent::LayersWanted {
-                    layers, unwanted, ..
-                } => Some((layers.clone(), unwanted.clone())),
-                _ => None,
-            })
-            .next_back()
-            .expect("layers announced")
-    };
+    let last = |h: &Harness| announced(h).pop().expect("layers announced");
     send(&mut h, p, 0, 40, &["l", "m"]);
     assert_eq!(last(&h), (vec!["l".into(), "m".into()], vec![]));
     let (peer, mid) = (h.clients[a].peer, h.clients[a].mid(Video));
