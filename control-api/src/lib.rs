@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
             "/uploads",
             post(jobs::upload)
                 .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(axum::middleware::map_response(close_after_refused_upload))
                 .get(jobs::list),
         )
         .route("/uploads/{id}", get(jobs::get))
@@ -162,4 +163,17 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
         .with_state(state)
+}
+
+/// A refused upload may leave most of its body unread, and the server then closes the
+/// connection: saying so (`Connection: close`) keeps a client from sending its next
+/// request on a connection that is going away.
+async fn close_after_refused_upload(mut r: axum::response::Response) -> axum::response::Response {
+    if !r.status().is_success() {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
