@@ -3,15 +3,21 @@
 //! process (making one makes a DTLS certificate, which would dominate); each input gets
 //! a room of its own, and its peers leave after it.
 #![no_main]
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use media_core::{JoinRequest, OfferRequest, PeerRole, RoomId, Sfu, SfuConfig};
 
 static NODE: Mutex<Option<(Sfu, u64)>> = Mutex::new(None);
+static DEFAULT_HOOK: Once = Once::new();
 
 fuzz_target!(|data: &[u8]| {
+    // libfuzzer-sys aborts in its panic hook, before anything unwinds; the core
+    // catches str0m's panics on malformed offers (and refuses them), so the default
+    // hook goes back: a panic the core does not catch still fails the run (libfuzzer-sys
+    // aborts when one reaches it).
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let Ok(sdp) = std::str::from_utf8(data) else {
         return;
     };

@@ -706,7 +706,19 @@ impl Sfu {
         offer: SdpOffer,
     ) -> Result<String, SfuError> {
         let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer)?;
-        let answer = peer.rtc.sdp_api().accept_offer(offer);
+        // str0m asserts on some malformed offers (a payload type claimed twice, found
+        // by fuzz/sdp_offer): one client's offer must not take the worker down. After
+        // a panic the peer's state is unknown, so the peer goes with the offer.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            peer.rtc.sdp_api().accept_offer(offer)
+        }));
+        let Ok(answer) = answer else {
+            warn!(peer = %id, "the offer made str0m panic; the peer is removed");
+            self.remove_now(id, Some(RemoveReason::Failed));
+            return Err(SfuError::UnusableSdp(
+                "the offer could not be used (its payload types conflict)".into(),
+            ));
+        };
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {

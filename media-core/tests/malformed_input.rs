@@ -169,3 +169,38 @@ fn offers_without_usable_media_are_refused() {
     ));
     assert_eq!(h.sfu.table_sizes(), (0, 0, 0, 0));
 }
+
+/// An offer that makes str0m assert (a payload type claimed twice across m-lines;
+/// found by `fuzz/sdp_offer`) is refused like any unusable offer: the core goes on,
+/// keeps nothing of the peer, and answers the next client.
+#[test]
+fn an_offer_that_makes_str0m_panic_is_refused_and_the_core_goes_on() {
+    let offer =
+        include_str!("../../fuzz/corpus/sdp_offer/regression-payload-type-claimed-twice.sdp");
+    let mut h = Harness::new();
+    let room = RoomId::parse("x").unwrap();
+    for role in [PeerRole::Publisher, PeerRole::Subscriber] {
+        let err = h
+            .sfu
+            .accept_offer(
+                h.now,
+                OfferRequest {
+                    room_limit: None,
+                    room: &room,
+                    identity: "x",
+                    role,
+                    offer_sdp: offer,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, SfuError::UnusableSdp(_)), "{err:?}");
+    }
+    assert_eq!(
+        h.sfu.table_sizes(),
+        (0, 0, 0, 0),
+        "nothing of the peers is kept"
+    );
+    // The next client is served as usual.
+    let _publisher = h.join("x", PeerRole::Publisher, &[Audio]).unwrap();
+    h.connect_all();
+}
