@@ -3,9 +3,9 @@
 //! cannot take every connection from everyone else.
 //!
 //! A connection takes a [`Slot`] when it is accepted and gives it back when the slot
-//! drops. Addresses are counted as rate limits count them: IPv4 per address, IPv6 per
-//! /64 (one host has a whole /64). The HTTP(S) listener and the TURN server's TCP/TLS
-//! listeners each have their own.
+//! drops. Addresses are counted as rate limits count them
+//! ([`control_api::client_addr::bucket`]: IPv4 per address, IPv6 per /64). The
+//! HTTP(S) listener and the TURN server's TCP/TLS listeners each have their own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -63,7 +63,7 @@ impl ConnectionSlots {
     /// `unlimited_address` (a trusted reverse proxy, which carries many clients)
     /// counts only against the total.
     pub fn take(self: &Arc<Self>, ip: IpAddr, unlimited_address: bool) -> Result<Slot, Refused> {
-        let bucket = bucket(ip);
+        let bucket = control_api::client_addr::bucket(ip);
         let mut open = self.lock();
         if open.total >= self.max_total {
             return Err(Refused::Full);
@@ -103,20 +103,6 @@ impl Drop for Slot {
                 open.per_address.remove(&self.bucket);
             }
         }
-    }
-}
-
-/// IPv4 as is (and IPv4-mapped IPv6 as IPv4); IPv6 by its /64.
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
     }
 }
 

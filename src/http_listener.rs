@@ -8,7 +8,7 @@
 //! `max_per_address` each and lose them after `header_timeout`; a refused connection
 //! is closed at once, before any byte is read.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,12 +35,6 @@ pub struct HttpLimits {
     pub trusted_proxies: Vec<control_api::client_addr::IpNet>,
     /// Counts refused connections by reason (`streamcore_http_connections_refused_total`).
     pub refused: Option<prometheus::IntCounterVec>,
-}
-
-impl HttpLimits {
-    fn is_proxy(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
-    }
 }
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then lets
@@ -76,7 +70,8 @@ pub async fn serve(
             },
             () = &mut stopped => break,
         };
-        let slot = match limits.slots.take(addr.ip(), limits.is_proxy(addr.ip())) {
+        let proxy = control_api::client_addr::trusted(addr.ip(), &limits.trusted_proxies);
+        let slot = match limits.slots.take(addr.ip(), proxy) {
             Ok(s) => s,
             Err(why) => {
                 // Debug only: under a flood this would be a line per connection.

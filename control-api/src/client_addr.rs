@@ -40,17 +40,26 @@ impl FromRequestParts<AppState> for ClientAddr {
 impl ClientAddr {
     /// The rate-limit bucket: the IPv4 address, or the IPv6 /64.
     pub fn key(&self) -> String {
-        match self.0 {
+        match self.0.map(bucket) {
             None => "unknown".into(),
             Some(IpAddr::V4(v4)) => v4.to_string(),
-            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => {
-                    let s = v6.segments();
-                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-                }
-            },
+            Some(IpAddr::V6(v6)) => format!("{v6}/64"),
         }
+    }
+}
+
+/// Whose limits a client address counts against: IPv4 (and IPv4-mapped IPv6) as is,
+/// IPv6 by its /64 (the bucket's first address).
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -67,7 +76,8 @@ pub fn parse_proxies(list: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+/// `ip` is one of the trusted proxies.
+pub fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     proxies.iter().any(|n| n.contains(&ip))
 }
 
