@@ -98,39 +98,43 @@ fn config_print_shows_layers() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Starts `streamcore serve` and returns it with its HTTP address (read from its log).
-/// The caller waits for the child (`wait_exit`).
+/// Starts `streamcore serve` on free ports in `dir` with `extra` flags, its stdout and
+/// stderr piped. The caller waits for the child (`wait_exit`).
 #[allow(clippy::zombie_processes)]
-fn serve(dir: &std::path::Path, grace_secs: u64) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--media-port",
-            "0",
-            "--workers",
-            "1",
-            "--log-json",
-            "--data-dir",
-        ])
+fn spawn_serve(dir: &std::path::Path, grace_secs: u64, extra: &[&std::ffi::OsStr]) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--media-port", "0"])
+        .args(["--workers", "1", "--data-dir"])
         .arg(dir)
+        .args(extra)
         .env("STREAMCORE_SHUTDOWN_GRACE_SECS", grace_secs.to_string())
         .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+        .unwrap()
+}
+
+/// The lines of a child's output, as they come.
+fn lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
+    rx
+}
+
+/// Starts `streamcore serve` and returns it with its HTTP address (read from its log).
+fn serve(dir: &std::path::Path, grace_secs: u64) -> (Child, String) {
+    let mut child = spawn_serve(dir, grace_secs, &["--log-json".as_ref()]);
+    let log = lines(child.stderr.take().unwrap());
+    let _ = lines(child.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let line = rx
-            .recv_timeout(deadline - Instant::now())
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("server logged its address");
         let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if let Some(http) = v["fields"]["http"].as_str() {
@@ -281,29 +285,15 @@ async fn second_signal_exits_at_once() {
 
 /// Starts `streamcore serve` with `extra` flags and hands over what it prints on stdout,
 /// line by line.
-#[allow(clippy::zombie_processes)]
 fn serve_printing(
     dir: &std::path::Path,
     extra: &[&std::ffi::OsStr],
 ) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--http", "127.0.0.1:0", "--media-port", "0"])
-        .args(["--workers", "1", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("STREAMCORE_SHUTDOWN_GRACE_SECS", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx)
+    let mut child = spawn_serve(dir, 0, extra);
+    let printed = lines(child.stdout.take().unwrap());
+    // Its log is not read here; drained so the node never blocks on a full pipe.
+    let _ = lines(child.stderr.take().unwrap());
+    (child, printed)
 }
 
 /// The rest of the first printed line that starts with `prefix` (10 s at most).
