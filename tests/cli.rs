@@ -127,6 +127,7 @@ fn lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<
 }
 
 /// Starts `streamcore serve` and returns it with its HTTP address (read from its log).
+#[allow(clippy::zombie_processes)]
 fn serve(dir: &std::path::Path, grace_secs: u64) -> (Child, String) {
     let mut child = spawn_serve(dir, grace_secs, &["--log-json".as_ref()]);
     let log = lines(child.stderr.take().unwrap());
@@ -285,6 +286,7 @@ async fn second_signal_exits_at_once() {
 
 /// Starts `streamcore serve` with `extra` flags and hands over what it prints on stdout,
 /// line by line.
+#[allow(clippy::zombie_processes)]
 fn serve_printing(
     dir: &std::path::Path,
     extra: &[&std::ffi::OsStr],
