@@ -238,9 +238,10 @@ fn main() -> anyhow::Result<()> {
             let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
             streamcore::init_logging(settings.log.json, &settings.log.level);
             runtime()?.block_on(async {
+                let mut signals = StopSignals::install();
                 let server = streamcore::server::start_api(&settings).await?;
                 tracing::info!(http = %server.http_addr, "control API listening");
-                wait_for_signal().await;
+                signals.recv().await;
                 server.shutdown().await;
                 Ok(())
             })
@@ -249,9 +250,10 @@ fn main() -> anyhow::Result<()> {
             let settings = Settings::load(args.common.config.as_deref(), &args.overrides())?;
             streamcore::init_logging(settings.log.json, &settings.log.level);
             runtime()?.block_on(async {
+                let mut signals = StopSignals::install();
                 let node = streamcore::server::start_worker_node(&settings).await?;
                 tracing::info!(node = %node.api.node_id, "transcode worker running");
-                wait_for_signal().await;
+                signals.recv().await;
                 node.shutdown(settings.shutdown_grace()).await;
                 Ok(())
             })
@@ -404,6 +406,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = StopSignals::install();
     let server = streamcore::server::start(&settings).await?;
     let url = &server.public_url;
     println!(
@@ -418,32 +421,58 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             );
         }
     }
-    wait_for_signal().await;
+    signals.recv().await;
     // A second signal during the drain exits at once.
     server
-        .shutdown(settings.shutdown_grace(), wait_for_signal())
+        .shutdown(settings.shutdown_grace(), signals.recv())
         .await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and Ctrl-C, listened for from the moment this is made: made before the node
+/// says it is running, so a signal that comes right after drains the node instead of
+/// the default kill.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
