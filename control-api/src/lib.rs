@@ -35,13 +35,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use signaling::{ApiError, JoinTokenSigner};
 
 pub use state::{ApiConfig, AppState, Caller};
 use store::{Db, Store, StoreError};
 
-use routes::{accounts, control, devices, jobs, library, recordings, rooms};
+use routes::{accounts, control, devices, jobs, library, members, recordings, rooms};
 
 /// Connects to the database (`postgres://…`, or a SQLite path/URL), applies the
 /// migrations, and loads or creates the access-token key in `keys_dir`.
@@ -122,6 +122,15 @@ pub fn router(state: AppState) -> Router {
             get(rooms::get).patch(rooms::update).delete(rooms::delete),
         )
         .route("/rooms/{name}/token", post(rooms::join_token))
+        .route("/rooms/{name}/share-link", post(rooms::new_share_link))
+        .route(
+            "/rooms/{name}/members",
+            get(members::list).post(members::invite),
+        )
+        .route("/rooms/{name}/members/{email}", delete(members::remove))
+        .route("/invitations", get(members::invitations))
+        .route("/invitations/{id}/accept", post(members::accept))
+        .route("/invitations/{id}/decline", post(members::decline))
         .route(
             "/rooms/{name}/recordings",
             post(recordings::start).get(recordings::list),

@@ -168,6 +168,8 @@ pub struct Limits {
     /// Sign-ups per client address, and in all.
     pub register_addr: RateLimiter,
     pub register_all: RateLimiter,
+    /// Room invitation mails per inviting user.
+    pub invite_mails: RateLimiter,
     /// Argon2 runs at once (hash or verify; 19 MiB each).
     pub password_hashes: Arc<tokio::sync::Semaphore>,
 }
@@ -182,6 +184,7 @@ impl Limits {
             pairing_addr: RateLimiter::new(10, min),
             register_addr: RateLimiter::new(config.register_per_address_per_minute, min),
             register_all: RateLimiter::new(config.register_per_minute, min),
+            invite_mails: RateLimiter::new(30, Duration::from_secs(3600)),
             password_hashes: Arc::new(tokio::sync::Semaphore::new(
                 config.concurrent_password_hashes.max(1),
             )),

@@ -1003,6 +1003,52 @@ async fn rooms_and_join_tokens(api: Api) {
         (owner_id.as_str(), "party")
     );
     assert!(grant.grants.publish && grant.grants.subscribe && grant.grants.record);
+    // The room is private (the default): a stranger is answered as for a room that
+    // does not exist.
+    let (s, v) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&b),
+            json!({"subscribe": true}),
+        )
+        .await;
+    let (_, v_none) = api
+        .post(
+            "/api/v1/rooms/nope/token",
+            Some(&b),
+            json!({"subscribe": true}),
+        )
+        .await;
+    assert_eq!((s, &v), (StatusCode::NOT_FOUND, &v_none));
+    // Invited and accepted, he is a member.
+    api.call(
+        Method::PATCH,
+        "/api/v1/rooms/party",
+        Some(&a),
+        Some(json!({"access": "members"})),
+    )
+    .await;
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/party/members",
+            Some(&a),
+            json!({"email": "guest@example.com"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, inv) = api.get("/api/v1/invitations", &b).await;
+    let (s, _) = api
+        .call(
+            Method::POST,
+            &format!(
+                "/api/v1/invitations/{}/accept",
+                inv[0]["id"].as_str().unwrap()
+            ),
+            Some(&b),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     // A guest: subscribe yes, publish yes (policy anyone), record no.
     let (s, t) = api
         .post(
@@ -1087,6 +1133,298 @@ async fn rooms_and_join_tokens(api: Api) {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 both!(rooms_and_join_tokens);
+
+/// `access`: private rooms are the owner's (and the owner's devices'), `members` rooms
+/// let in who accepted an invitation, `link` rooms whoever holds the current link; a
+/// room the caller may not join looks like no room at all.
+async fn room_access_policies(api: Api) {
+    let (_, host, _) = api.user("host@example.com").await;
+    let (_, ann, _) = api.user("ann@example.com").await;
+    let (_, bob, _) = api.user("bob@example.com").await;
+    let (s, r) = api
+        .post("/api/v1/rooms", Some(&host), json!({"name": "den"}))
+        .await;
+    assert_eq!(
+        (s, r["access"].as_str(), r.get("share_url")),
+        (StatusCode::CREATED, Some("private"), None)
+    );
+    let token = |who: &str, key: Option<&str>| {
+        let mut body = json!({"subscribe": true});
+        if let Some(k) = key {
+            body["key"] = json!(k);
+        }
+        let who = who.to_owned();
+        let api = &api;
+        async move { api.post("/api/v1/rooms/den/token", Some(&who), body).await }
+    };
+    let (_, nothing) = api
+        .post(
+            "/api/v1/rooms/no-such-room/token",
+            Some(&ann),
+            json!({"subscribe": true}),
+        )
+        .await;
+    let refused = |(s, v): (StatusCode, Value)| {
+        assert_eq!(
+            (s, &v),
+            (StatusCode::NOT_FOUND, &nothing),
+            "a room one may not join answers as no room does"
+        )
+    };
+    refused(token(&ann, None).await);
+    // The owner's paired phone joins the private room.
+    let (_, p) = api
+        .call(Method::POST, "/api/v1/pairings", Some(&host), None)
+        .await;
+    let (_, claim) = api
+        .post(
+            "/api/v1/pairings/claim",
+            None,
+            json!({"code": p["code"], "device": {"name": "Phone", "kind": "phone"}}),
+        )
+        .await;
+    let phone = claim["session"]["access_token"].as_str().unwrap();
+    assert_eq!(token(phone, None).await.0, StatusCode::OK);
+
+    // members: an invitation alone does not open the room, accepting does; only the
+    // invited address can answer; removing closes it again.
+    let (s, v) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/rooms/den",
+            Some(&host),
+            Some(json!({"access": "everyone"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("access"))
+    );
+    api.call(
+        Method::PATCH,
+        "/api/v1/rooms/den",
+        Some(&host),
+        Some(json!({"access": "members"})),
+    )
+    .await;
+    let (s, m) = api
+        .post(
+            "/api/v1/rooms/den/members",
+            Some(&host),
+            json!({"email": " Ann@Example.com "}),
+        )
+        .await;
+    assert_eq!(
+        (s, m["email"].as_str(), m["status"].as_str()),
+        (
+            StatusCode::CREATED,
+            Some("ann@example.com"),
+            Some("invited")
+        )
+    );
+    let mail = &api.state.db.list_mail(1).await.unwrap()[0];
+    assert_eq!(mail.to_addr, "ann@example.com");
+    assert!(mail.subject.contains("den"), "{}", mail.subject);
+    let (s, v) = api
+        .post(
+            "/api/v1/rooms/den/members",
+            Some(&ann),
+            json!({"email": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "only the owner invites: {v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/rooms/den/members",
+            Some(&host),
+            json!({"email": "not-an-email"}),
+        )
+        .await;
+    assert_eq!(v["error"]["field"], "email", "{s}");
+    refused(token(&ann, None).await);
+    let (_, inv) = api.get("/api/v1/invitations", &ann).await;
+    assert_eq!(
+        (
+            inv[0]["room"].as_str(),
+            inv[0]["owner_name"].as_str(),
+            inv[0]["status"].as_str()
+        ),
+        (Some("den"), Some("Tester"), Some("invited"))
+    );
+    let id = inv[0]["id"].as_str().unwrap().to_owned();
+    let (_, none) = api.get("/api/v1/invitations", &bob).await;
+    assert_eq!(none, json!([]));
+    let (s, _) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/invitations/{id}/accept"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "Bob cannot take Ann's invitation");
+    refused(token(&bob, None).await);
+    let (s, v) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/invitations/{id}/accept"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    let (s, t) = token(&ann, None).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/den/token",
+            Some(&ann),
+            json!({"record": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a member does not record");
+    let (_, members) = api.get("/api/v1/rooms/den/members", &host).await;
+    assert_eq!(members[0]["status"], "accepted");
+    let (s, _) = api.get("/api/v1/rooms/den/members", &ann).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Private again: membership no longer opens it.
+    api.call(
+        Method::PATCH,
+        "/api/v1/rooms/den",
+        Some(&host),
+        Some(json!({"access": "private"})),
+    )
+    .await;
+    refused(token(&ann, None).await);
+    api.call(
+        Method::PATCH,
+        "/api/v1/rooms/den",
+        Some(&host),
+        Some(json!({"access": "members"})),
+    )
+    .await;
+    assert_eq!(token(&ann, None).await.0, StatusCode::OK);
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/rooms/den/members/ann@example.com",
+            Some(&host),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    refused(token(&ann, None).await);
+    // Declining: the invitation stays listed as declined, the room stays closed.
+    api.post(
+        "/api/v1/rooms/den/members",
+        Some(&host),
+        json!({"email": "bob@example.com"}),
+    )
+    .await;
+    let (_, inv) = api.get("/api/v1/invitations", &bob).await;
+    let (s, v) = api
+        .call(
+            Method::POST,
+            &format!(
+                "/api/v1/invitations/{}/decline",
+                inv[0]["id"].as_str().unwrap()
+            ),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("declined"))
+    );
+    refused(token(&bob, None).await);
+
+    // link: whoever holds the current link's key; a new link voids the old one, and
+    // so does closing the room and opening it again.
+    let (_, r) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/rooms/den",
+            Some(&host),
+            Some(json!({"access": "link"})),
+        )
+        .await;
+    let url = r["share_url"].as_str().expect("a share link").to_owned();
+    let key = url.split("key=").nth(1).unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "{}/room?name=den&key=",
+            api.state.config.public_url.trim_end_matches('/')
+        )),
+        "{url}"
+    );
+    assert!(key.len() >= 43, "256 bits: {key}");
+    refused(token(&bob, None).await);
+    refused(token(&bob, Some("guess")).await);
+    refused(token(&bob, Some(&format!("{}x", &key[..key.len() - 1]))).await);
+    let (s, t) = token(&bob, Some(&key)).await;
+    assert_eq!((s, t["subscribe"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, r2) = api
+        .call(
+            Method::POST,
+            "/api/v1/rooms/den/share-link",
+            Some(&host),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let key2 = r2["share_url"]
+        .as_str()
+        .unwrap()
+        .split("key=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_ne!(key2, key);
+    refused(token(&bob, Some(&key)).await);
+    assert_eq!(token(&bob, Some(&key2)).await.0, StatusCode::OK);
+    let (s, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/rooms/den/share-link",
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for access in ["private", "link"] {
+        api.call(
+            Method::PATCH,
+            "/api/v1/rooms/den",
+            Some(&host),
+            Some(json!({"access": access})),
+        )
+        .await;
+    }
+    refused(token(&bob, Some(&key2)).await);
+    let (s, v) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/rooms/den",
+            Some(&host),
+            Some(json!({"access": "private"})),
+        )
+        .await;
+    assert_eq!((s, v.get("share_url")), (StatusCode::OK, None));
+    let (s, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/rooms/den/share-link",
+            Some(&host),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "not_shared_by_link"));
+}
+both!(room_access_policies);
 
 async fn library(api: Api) {
     let (_, a, _) = api.user("music@example.com").await;

@@ -63,6 +63,7 @@ on_both_backends!(
     pairing,
     pairing_claim_race,
     rooms,
+    room_members,
     library_upsert_counts,
     library_delete,
     library_search,
@@ -154,6 +155,8 @@ fn settings(max: i64, auto_record: bool, policy: &str) -> RoomSettings {
         max_participants: max,
         auto_record,
         publish_policy: policy.to_owned(),
+        access: "private".to_owned(),
+        share_key: "k".repeat(43),
     }
 }
 
@@ -739,6 +742,88 @@ async fn rooms<S: Store>(s: &S) {
     s.create_room(&u2.id, "jam", settings(2, false, "owner"), T0 + 3)
         .await
         .unwrap();
+}
+
+async fn room_members<S: Store>(s: &S) {
+    let owner = user(s, "host@example.com").await;
+    let guest = user(s, "guest@example.com").await;
+    let other = user(s, "other@example.com").await;
+    let room = s
+        .create_room(&owner.id, "circle", settings(8, false, "owner"), T0)
+        .await
+        .unwrap();
+    let m = s
+        .invite_member(&room.id, "guest@example.com", T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!((m.status.as_str(), m.user_id.as_deref()), ("invited", None));
+    // Inviting again changes nothing for someone who has not answered.
+    let again = s
+        .invite_member(&room.id, "guest@example.com", T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(again, m);
+    assert!(!s.is_member(&room.id, &guest.id).await.unwrap());
+    let inv = s.invitations("guest@example.com").await.unwrap();
+    assert_eq!(inv.len(), 1);
+    assert_eq!(
+        (inv[0].room_name.as_str(), inv[0].owner_name.as_str()),
+        ("circle", "host@example.com name")
+    );
+    assert!(s.invitations("other@example.com").await.unwrap().is_empty());
+    // Only the invited address answers.
+    assert_eq!(
+        s.answer_invitation(&m.id, "other@example.com", &other.id, true, T0 + 3)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!s.is_member(&room.id, &other.id).await.unwrap());
+    let accepted = s
+        .answer_invitation(&m.id, "guest@example.com", &guest.id, true, T0 + 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            accepted.status.as_str(),
+            accepted.user_id.as_deref(),
+            accepted.responded_at
+        ),
+        ("accepted", Some(guest.id.as_str()), Some(T0 + 3))
+    );
+    assert!(s.is_member(&room.id, &guest.id).await.unwrap());
+    // Leaving (declining) ends membership; a new invite asks again.
+    s.answer_invitation(&m.id, "guest@example.com", &guest.id, false, T0 + 4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!s.is_member(&room.id, &guest.id).await.unwrap());
+    let asked = s
+        .invite_member(&room.id, "guest@example.com", T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (asked.status.as_str(), asked.invited_at, asked.responded_at),
+        ("invited", T0 + 5, None)
+    );
+    s.invite_member(&room.id, "new@example.com", T0 + 6)
+        .await
+        .unwrap();
+    let emails: Vec<String> = s
+        .room_members(&room.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.email)
+        .collect();
+    assert_eq!(emails, ["guest@example.com", "new@example.com"]);
+    assert!(s.remove_member(&room.id, "new@example.com").await.unwrap());
+    assert!(!s.remove_member(&room.id, "new@example.com").await.unwrap());
+    // Deleting the room deletes its list.
+    assert!(s.delete_room(&owner.id, "circle").await.unwrap());
+    assert!(s.invitations("guest@example.com").await.unwrap().is_empty());
+    assert!(s.room_members(&room.id).await.unwrap().is_empty());
 }
 
 async fn library_upsert_counts<S: Store>(s: &S) {

@@ -1,10 +1,13 @@
-"""Three people in one room, each in their own browser context: everyone decodes
+"""Three people in one room, each in their own browser context. Ada's room is for
+people she invites: she invites Ben and Cleo from the call page, and they accept from
+their lobby (Ben, before accepting, is told no such room is open to him). Everyone decodes
 everyone's audio and video; a subscriber that caps a simulcast publisher to layer 0
 receives the low resolution while another does not, and when nobody wants the upper
 layers the publisher stops sending them (and starts again); a screen share arrives as
 its own tile, and a subscriber can drop it and take it again; chat arrives; the active
 speaker is highlighted; mute shows; and a participant whose connection is cut (its
-socket closed, then an ICE restart) is back within 2 s without anyone seeing it leave."""
+socket closed, then an ICE restart) is back within 2 s without anyone seeing it leave.
+Last, Ada opens the room to link holders, and Dan, a stranger, joins with the link."""
 
 import uuid
 
@@ -67,9 +70,11 @@ def main(a, s):
     room = f"standup-{uuid.uuid4().hex[:6]}"
     names = ["Ada", "Ben", "Cleo"]
     pages = {}
+    emails = {}
     for n in names:
         p = s.person(n)
-        sign_up(p, base, f"{n.lower()}-{uuid.uuid4().hex[:6]}@example.com", name=n)
+        emails[n] = f"{n.lower()}-{uuid.uuid4().hex[:6]}@example.com"
+        sign_up(p, base, emails[n], name=n)
         pages[n] = p
     ada, ben, cleo = (pages[n] for n in names)
 
@@ -79,13 +84,30 @@ def main(a, s):
     s.screenshot(ada, "rooms-lobby")
     form = ada.locator("#create-form")
     form.get_by_label("Name").fill(room)
+    form.get_by_label("Who may join").select_option("members")
     form.get_by_role("button", name="Create and join").click()
     ada.wait_for_url(f"**/room?name={room}")
-    for p in (ben, cleo):
+    # Before anyone is invited, Ben typing the name learns nothing but that he may not join.
+    ben.goto(f"{base}/room")
+    ben.get_by_label("Room name").fill(room)
+    ben.get_by_role("button", name="Join", exact=True).click()
+    wait_for("Ben to be told the room is not open to him", lambda: "that you may join" in ben.locator("#call-message").inner_text())
+    sharing = ada.locator("#sharing")
+    sharing.wait_for()
+    for n in ("Ben", "Cleo"):
+        sharing.get_by_label("Email").fill(emails[n])
+        sharing.get_by_role("button", name="Invite").click()
+        wait_for(f"{n} on Ada's list", lambda n=n: "not answered" in ada.locator(f'#members li[data-email="{emails[n]}"]').inner_text())
+    for n in ("Ben", "Cleo"):
+        p = pages[n]
         p.goto(f"{base}/room")
-        p.get_by_label("Room name").fill(room)
-        p.get_by_role("button", name="Join", exact=True).click()
+        invitation = p.locator(f'#invitations li[data-room="{room}"]')
+        invitation.wait_for()
+        if n == "Ben":
+            s.screenshot(p, "room-invitation")
+        invitation.get_by_role("button", name="Accept").click()
         p.wait_for_url(f"**/room?name={room}")
+    wait_for("Ada's list to show two members", lambda: ada.locator("#members .member-status", has_text="member").count() == 2)
     for n, p in pages.items():
         wait_for(f"{n} to be connected", lambda p=p: p.locator("#room-state").inner_text() == "connected", 20)
         wait_for(f"{n}'s camera to publish", lambda p=p: p.locator("#camera").get_attribute("aria-pressed") == "true", 20)
@@ -210,6 +232,25 @@ def main(a, s):
     if back_ms["ms"] > 2000:
         raise Failure(f"Cleo was back after {back_ms['ms']:.0f} ms (over 2 s)")
     s.screenshot(cleo, "room-phone-layout")
+
+    # Ada opens the room to anyone with the link; Dan, invited by nobody, joins with it.
+    ada.locator("#access").select_option("link")
+    wait_for("the share link", lambda: "key=" in ada.locator("#share-url").input_value())
+    link = ada.locator("#share-url").input_value()
+    s.screenshot(ada, "room-share-link")
+    dan = s.person("Dan")
+    sign_up(dan, base, f"dan-{uuid.uuid4().hex[:6]}@example.com", name="Dan")
+    # (the link names the node's public URL; the test opens its path on the address it uses)
+    dan.goto(base + link[link.index("/room?"):])
+    wait_for("Dan to be connected through the link", lambda: dan.locator("#room-state").inner_text() == "connected", 20)
+    wait_for("Ada to see Dan's tile", lambda: ada.locator(".tile", has_text="Dan").count() == 1, 20)
+    # A new link: the old one no longer opens the room.
+    ada.get_by_role("button", name="Make a new link").click()
+    wait_for("a new share link", lambda: ada.locator("#share-url").input_value() not in ("", link))
+    late = s.person("Eve")
+    sign_up(late, base, f"eve-{uuid.uuid4().hex[:6]}@example.com", name="Eve")
+    late.goto(base + link[link.index("/room?"):])
+    wait_for("Eve to be told the old link is void", lambda: "no longer works" in late.locator("#call-message").inner_text())
 
     return {
         "low_width": low["width"],

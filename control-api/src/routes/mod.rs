@@ -6,5 +6,6 @@ pub mod devices;
 pub mod files;
 pub mod jobs;
 pub mod library;
+pub mod members;
 pub mod recordings;
 pub mod rooms;

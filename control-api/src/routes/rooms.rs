@@ -1,4 +1,9 @@
 //! Rooms, their settings, and join tokens for the SFU.
+//!
+//! Who may join a room is its `access`: `private` (the owner and the owner's devices;
+//! the default), `members` (users the owner invited by email, once they accept; see
+//! `routes::members`) or `link` (anyone signed in who holds the share link). A room
+//! the caller may not join answers exactly as a room that does not exist.
 
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ use crate::state::{AppState, Caller, Quota, store_error, within_quota};
 use crate::store::{Room, RoomSettings, Store};
 
 pub const POLICIES: [&str; 2] = ["owner", "anyone"];
+pub const ACCESS: [&str; 3] = ["private", "members", "link"];
 pub const MAX_PARTICIPANTS: i64 = 1000;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,20 +36,40 @@ pub struct RoomView {
     pub max_participants: i64,
     pub auto_record: bool,
     pub publish_policy: String,
+    /// `private`, `members` or `link`.
+    pub access: String,
+    /// The share link (only while `access` is `link`): whoever opens it signed in
+    /// may join.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_url: Option<String>,
     pub created_at: i64,
 }
 
-impl From<Room> for RoomView {
-    fn from(r: Room) -> Self {
+impl RoomView {
+    /// The room as its owner sees it.
+    pub fn new(st: &AppState, r: Room) -> Self {
+        let share_url = (r.access == "link").then(|| share_url(st, &r));
         RoomView {
             name: r.name,
             owner_id: r.owner_id,
             max_participants: r.max_participants,
             auto_record: r.auto_record,
             publish_policy: r.publish_policy,
+            access: r.access,
+            share_url,
             created_at: r.created_at,
         }
     }
+}
+
+/// The room page with the share key: opening it signed in joins the room.
+fn share_url(st: &AppState, r: &Room) -> String {
+    format!(
+        "{}/room?name={}&key={}",
+        st.config.public_url.trim_end_matches('/'),
+        r.name,
+        r.share_key
+    )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -58,6 +84,9 @@ pub struct SettingsInput {
     pub max_participants: Option<i64>,
     pub auto_record: Option<bool>,
     pub publish_policy: Option<String>,
+    /// `private` (default), `members` or `link`. Switching to `link` makes a new
+    /// share link; earlier links stop working.
+    pub access: Option<String>,
 }
 
 impl SettingsInput {
@@ -76,10 +105,24 @@ impl SettingsInput {
                 "must be owner or anyone",
             ));
         }
+        let access = self.access.unwrap_or_else(|| base.access.clone());
+        if !ACCESS.contains(&access.as_str()) {
+            return Err(ApiError::invalid_field(
+                "access",
+                "must be private, members or link",
+            ));
+        }
+        let share_key = if access == "link" && base.access != "link" {
+            crate::auth::new_secret()
+        } else {
+            base.share_key
+        };
         Ok(RoomSettings {
             max_participants: max,
             auto_record: self.auto_record.unwrap_or(base.auto_record),
             publish_policy: policy,
+            access,
+            share_key,
         })
     }
 }
@@ -89,6 +132,18 @@ fn defaults() -> RoomSettings {
         max_participants: 50,
         auto_record: false,
         publish_policy: "owner".into(),
+        access: "private".into(),
+        share_key: crate::auth::new_secret(),
+    }
+}
+
+fn settings_of(room: &Room) -> RoomSettings {
+    RoomSettings {
+        max_participants: room.max_participants,
+        auto_record: room.auto_record,
+        publish_policy: room.publish_policy.clone(),
+        access: room.access.clone(),
+        share_key: room.share_key.clone(),
     }
 }
 
@@ -127,7 +182,7 @@ pub async fn create(
             other => store_error(other),
         })?;
     info!(user = %caller.user_id, room = %room.name, "room created");
-    Ok((StatusCode::CREATED, Json(RoomView::from(room))))
+    Ok((StatusCode::CREATED, Json(RoomView::new(&st, room))))
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", responses((status = 200, body = Vec<RoomView>), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
@@ -141,11 +196,13 @@ pub async fn list(
         .list_rooms(&caller.user_id)
         .await
         .map_err(store_error)?;
-    Ok(Json(rooms.into_iter().map(RoomView::from).collect()))
+    Ok(Json(
+        rooms.into_iter().map(|r| RoomView::new(&st, r)).collect(),
+    ))
 }
 
 /// The caller's own room (another user's room is "not found", not "forbidden").
-async fn own_room(st: &AppState, caller: &Caller, name: &str) -> Result<Room, ApiError> {
+pub(crate) async fn own_room(st: &AppState, caller: &Caller, name: &str) -> Result<Room, ApiError> {
     match st.db.room_by_name(name).await.map_err(store_error)? {
         Some(r) if r.owner_id == caller.user_id => Ok(r),
         _ => Err(not_found()),
@@ -159,7 +216,10 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<Json<RoomView>, ApiError> {
     caller.require_user()?;
-    Ok(Json(own_room(&st, &caller, &name).await?.into()))
+    Ok(Json(RoomView::new(
+        &st,
+        own_room(&st, &caller, &name).await?,
+    )))
 }
 
 #[utoipa::path(patch, path = "/api/v1/rooms/{name}", tag = "rooms", request_body = SettingsInput, params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
@@ -171,18 +231,46 @@ pub async fn update(
 ) -> Result<Json<RoomView>, ApiError> {
     caller.require_user()?;
     let room = own_room(&st, &caller, &name).await?;
-    let settings = req.apply(RoomSettings {
-        max_participants: room.max_participants,
-        auto_record: room.auto_record,
-        publish_policy: room.publish_policy,
-    })?;
+    let settings = req.apply(settings_of(&room))?;
     let r = st
         .db
         .update_room(&caller.user_id, &name, settings)
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    Ok(Json(r.into()))
+    if r.access != room.access {
+        info!(user = %caller.user_id, room = %name, access = %r.access, "room access changed");
+    }
+    Ok(Json(RoomView::new(&st, r)))
+}
+
+/// A new share link for a room open to link holders; the old one stops working.
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/share-link", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 409, description = "the room is not open to link holders", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn new_share_link(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<RoomView>, ApiError> {
+    caller.require_user()?;
+    let room = own_room(&st, &caller, &name).await?;
+    if room.access != "link" {
+        return Err(ApiError::conflict(
+            "not_shared_by_link",
+            "set the room's access to link first",
+        ));
+    }
+    let settings = RoomSettings {
+        share_key: crate::auth::new_secret(),
+        ..settings_of(&room)
+    };
+    let r = st
+        .db
+        .update_room(&caller.user_id, &name, settings)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    info!(user = %caller.user_id, room = %name, "room share link replaced");
+    Ok(Json(RoomView::new(&st, r)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
@@ -268,11 +356,55 @@ pub struct TokenRequest {
     pub record: bool,
     /// Lifetime in seconds (default 3600, at most the configured maximum).
     pub ttl_secs: Option<u64>,
+    /// The share link's key, for a room open to link holders.
+    pub key: Option<String>,
+}
+
+/// Why the caller may join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Owner,
+    Member,
+    LinkHolder,
+}
+
+/// Whether (and why) the caller may join `room`; `None` means "as if it did not exist".
+pub async fn standing(
+    st: &AppState,
+    caller: &Caller,
+    room: &Room,
+    key: Option<&str>,
+) -> Result<Option<Standing>, ApiError> {
+    if room.owner_id == caller.user_id {
+        return Ok(Some(Standing::Owner));
+    }
+    Ok(match room.access.as_str() {
+        "members" => st
+            .db
+            .is_member(&room.id, &caller.user_id)
+            .await
+            .map_err(store_error)?
+            .then_some(Standing::Member),
+        "link" => key
+            .filter(|k| !room.share_key.is_empty() && same_secret(k, &room.share_key))
+            .map(|_| Standing::LinkHolder),
+        _ => None,
+    })
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Issues a join token for a room. The owner (and the owner's devices) may have any
-/// grant. Other users may subscribe and send data, and publish when the room's policy
-/// is `anyone`; only the owner may record.
+/// grant. Members and share-link holders (see the room's `access`) may subscribe and
+/// send data, and publish when the room's policy is `anyone`; only the owner may
+/// record. Anyone else gets the 404 of a room that does not exist.
 #[utoipa::path(post, path = "/api/v1/rooms/{name}/token", tag = "rooms", request_body = Option<TokenRequest>, params(("name" = String, Path)), responses((status = 200, body = JoinTokenView), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn join_token(
     State(st): State<AppState>,
@@ -286,7 +418,11 @@ pub async fn join_token(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    let owner = room.owner_id == caller.user_id;
+    let Some(standing) = standing(&st, &caller, &room, req.key.as_deref()).await? else {
+        info!(user = %caller.user_id, room = %name, access = %room.access, "join token refused: not the owner, a member or a link holder");
+        return Err(not_found());
+    };
+    let owner = standing == Standing::Owner;
     if !(req.publish || req.subscribe || req.publish_data || req.record) {
         return Err(ApiError::invalid_field(
             "publish",

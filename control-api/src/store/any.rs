@@ -263,6 +263,31 @@ impl Store for Db {
     async fn delete_room(&self, owner_id: &str, name: &str) -> R<bool> {
         delegate!(self, s => s.delete_room(owner_id, name))
     }
+    async fn invite_member(&self, room_id: &str, email: &str, now: Millis) -> R<Membership> {
+        delegate!(self, s => s.invite_member(room_id, email, now))
+    }
+    async fn room_members(&self, room_id: &str) -> R<Vec<Membership>> {
+        delegate!(self, s => s.room_members(room_id))
+    }
+    async fn remove_member(&self, room_id: &str, email: &str) -> R<bool> {
+        delegate!(self, s => s.remove_member(room_id, email))
+    }
+    async fn invitations(&self, email: &str) -> R<Vec<Invitation>> {
+        delegate!(self, s => s.invitations(email))
+    }
+    async fn answer_invitation(
+        &self,
+        id: &str,
+        email: &str,
+        user_id: &str,
+        accept: bool,
+        now: Millis,
+    ) -> R<Option<Membership>> {
+        delegate!(self, s => s.answer_invitation(id, email, user_id, accept, now))
+    }
+    async fn is_member(&self, room_id: &str, user_id: &str) -> R<bool> {
+        delegate!(self, s => s.is_member(room_id, user_id))
+    }
     async fn upsert_tracks(
         &self,
         user_id: &str,

@@ -173,6 +173,10 @@ pub struct Room {
     pub auto_record: bool,
     /// `owner` (only the owner may publish) or `anyone`.
     pub publish_policy: String,
+    /// Who may join: `private`, `members` or `link` (see `routes::rooms`).
+    pub access: String,
+    /// The secret a share link carries (used only while `access` is `link`).
+    pub share_key: String,
     pub created_at: Millis,
 }
 
@@ -181,6 +185,31 @@ pub struct RoomSettings {
     pub max_participants: i64,
     pub auto_record: bool,
     pub publish_policy: String,
+    pub access: String,
+    pub share_key: String,
+}
+
+/// One person invited to a room by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub id: String,
+    pub room_id: String,
+    /// Lower-cased, as accounts store it.
+    pub email: String,
+    /// The account that accepted (set once accepted).
+    pub user_id: Option<String>,
+    /// `invited`, `accepted` or `declined`.
+    pub status: String,
+    pub invited_at: Millis,
+    pub responded_at: Option<Millis>,
+}
+
+/// An invitation as its invitee sees it: with the room's name and who invited them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub membership: Membership,
+    pub room_name: String,
+    pub owner_name: String,
 }
 
 /// A track of a phone's local music library, as the phone reports it.
@@ -683,6 +712,31 @@ pub trait Store: Clone + Send + Sync + 'static {
         s: RoomSettings,
     ) -> impl Future<Output = R<Option<Room>>> + Send;
     fn delete_room(&self, owner_id: &str, name: &str) -> impl Future<Output = R<bool>> + Send;
+
+    // room members
+    /// Invites `email` to the room; inviting again someone who declined asks again,
+    /// anyone else's row is returned as it is.
+    fn invite_member(
+        &self,
+        room_id: &str,
+        email: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<Membership>> + Send;
+    fn room_members(&self, room_id: &str) -> impl Future<Output = R<Vec<Membership>>> + Send;
+    fn remove_member(&self, room_id: &str, email: &str) -> impl Future<Output = R<bool>> + Send;
+    /// The invitations sent to `email`, newest first.
+    fn invitations(&self, email: &str) -> impl Future<Output = R<Vec<Invitation>>> + Send;
+    /// Accepts (binding `user_id`) or declines the invitation `id` sent to `email`.
+    fn answer_invitation(
+        &self,
+        id: &str,
+        email: &str,
+        user_id: &str,
+        accept: bool,
+        now: Millis,
+    ) -> impl Future<Output = R<Option<Membership>>> + Send;
+    /// Whether `user_id` accepted an invitation to the room.
+    fn is_member(&self, room_id: &str, user_id: &str) -> impl Future<Output = R<bool>> + Send;
 
     // library
     /// Inserts or updates tracks by (device, client_id); identical tracks count as

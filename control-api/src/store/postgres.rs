@@ -13,10 +13,10 @@ use super::sqlite::{
     conflict, fold, like_pattern, new_id, now_ms, page, pairing_conflict, parse_role, plan_upsert,
 };
 use super::{
-    Capabilities, Device, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice,
-    NewUser, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence, PresenceChange, R, Recording,
-    RecordingChange, RefreshRecord, Role, Room, RoomSettings, Store, StoreError, SyncCounts,
-    TrackMeta, User, apply_presence,
+    Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Membership,
+    Millis, NewDevice, NewUser, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence,
+    PresenceChange, R, Recording, RecordingChange, RefreshRecord, Role, Room, RoomSettings, Store,
+    StoreError, SyncCounts, TrackMeta, User, apply_presence,
 };
 
 /// Connections per store.
@@ -196,7 +196,29 @@ fn room_row(r: &PgRow) -> Result<Room, sqlx::Error> {
         max_participants: r.try_get("max_participants")?,
         auto_record: r.try_get("auto_record")?,
         publish_policy: r.try_get("publish_policy")?,
+        access: r.try_get("access")?,
+        share_key: r.try_get("share_key")?,
         created_at: r.try_get("created_at")?,
+    })
+}
+
+fn membership_row(r: &PgRow) -> Result<Membership, sqlx::Error> {
+    Ok(Membership {
+        id: r.try_get("id")?,
+        room_id: r.try_get("room_id")?,
+        email: r.try_get("email")?,
+        user_id: r.try_get("user_id")?,
+        status: r.try_get("status")?,
+        invited_at: r.try_get("invited_at")?,
+        responded_at: r.try_get("responded_at")?,
+    })
+}
+
+fn invitation_row(r: &PgRow) -> Result<Invitation, sqlx::Error> {
+    Ok(Invitation {
+        membership: membership_row(r)?,
+        room_name: r.try_get("room_name")?,
+        owner_name: r.try_get("owner_name")?,
     })
 }
 
@@ -1135,11 +1157,14 @@ impl Store for PgStore {
             max_participants: s.max_participants,
             auto_record: s.auto_record,
             publish_policy: s.publish_policy,
+            access: s.access,
+            share_key: s.share_key,
             created_at: now,
         };
         sqlx::query(
             "INSERT INTO rooms (id, owner_id, name, max_participants, auto_record, \
-             publish_policy, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             publish_policy, access, share_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&room.id)
         .bind(&room.owner_id)
@@ -1147,6 +1172,8 @@ impl Store for PgStore {
         .bind(room.max_participants)
         .bind(room.auto_record)
         .bind(&room.publish_policy)
+        .bind(&room.access)
+        .bind(&room.share_key)
         .bind(room.created_at)
         .execute(&self.pool)
         .await
@@ -1157,7 +1184,7 @@ impl Store for PgStore {
     async fn list_rooms(&self, owner_id: &str) -> R<Vec<Room>> {
         let rows = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             created_at FROM rooms WHERE owner_id = $1 ORDER BY name",
+             access, share_key, created_at FROM rooms WHERE owner_id = $1 ORDER BY name",
         )
         .bind(owner_id)
         .fetch_all(&self.pool)
@@ -1168,7 +1195,7 @@ impl Store for PgStore {
     async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
         let row = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             created_at FROM rooms WHERE name = $1",
+             access, share_key, created_at FROM rooms WHERE name = $1",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -1180,14 +1207,16 @@ impl Store for PgStore {
 
     async fn update_room(&self, owner_id: &str, name: &str, s: RoomSettings) -> R<Option<Room>> {
         let row = sqlx::query(
-            "UPDATE rooms SET max_participants = $1, auto_record = $2, publish_policy = $3 \
-             WHERE owner_id = $4 AND name = $5 \
+            "UPDATE rooms SET max_participants = $1, auto_record = $2, publish_policy = $3, \
+             access = $4, share_key = $5 WHERE owner_id = $6 AND name = $7 \
              RETURNING id, owner_id, name, max_participants, auto_record, publish_policy, \
-             created_at",
+             access, share_key, created_at",
         )
         .bind(s.max_participants)
         .bind(s.auto_record)
         .bind(&s.publish_policy)
+        .bind(&s.access)
+        .bind(&s.share_key)
         .bind(owner_id)
         .bind(name)
         .fetch_all(&self.pool)
@@ -1204,6 +1233,97 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    // ---- room members ----
+
+    async fn invite_member(&self, room_id: &str, email: &str, now: Millis) -> R<Membership> {
+        let row = sqlx::query(
+            "INSERT INTO room_members (id, room_id, email, status, invited_at) \
+             VALUES ($1, $2, $3, 'invited', $4) \
+             ON CONFLICT (room_id, email) DO UPDATE SET \
+               status = CASE WHEN room_members.status = 'declined' THEN 'invited' ELSE room_members.status END, \
+               invited_at = CASE WHEN room_members.status = 'declined' THEN excluded.invited_at ELSE room_members.invited_at END, \
+               responded_at = CASE WHEN room_members.status = 'declined' THEN NULL ELSE room_members.responded_at END \
+             RETURNING id, room_id, email, user_id, status, invited_at, responded_at",
+        )
+        .bind(new_id())
+        .bind(room_id)
+        .bind(email)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(membership_row(&row)?)
+    }
+
+    async fn room_members(&self, room_id: &str) -> R<Vec<Membership>> {
+        let rows = sqlx::query(
+            "SELECT id, room_id, email, user_id, status, invited_at, responded_at FROM room_members WHERE room_id = $1 ORDER BY email",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, membership_row)
+    }
+
+    async fn remove_member(&self, room_id: &str, email: &str) -> R<bool> {
+        let done = sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND email = $2")
+            .bind(room_id)
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn invitations(&self, email: &str) -> R<Vec<Invitation>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.room_id, m.email, m.user_id, m.status, m.invited_at, m.responded_at, \
+             r.name AS room_name, u.display_name AS owner_name \
+             FROM room_members m JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = r.owner_id \
+             WHERE m.email = $1 ORDER BY m.invited_at DESC, m.id",
+        )
+        .bind(email)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, invitation_row)
+    }
+
+    async fn answer_invitation(
+        &self,
+        id: &str,
+        email: &str,
+        user_id: &str,
+        accept: bool,
+        now: Millis,
+    ) -> R<Option<Membership>> {
+        let row = sqlx::query(
+            "UPDATE room_members SET status = $1, user_id = $2, responded_at = $3 \
+             WHERE id = $4 AND email = $5 RETURNING id, room_id, email, user_id, status, invited_at, responded_at",
+        )
+        .bind(if accept { "accepted" } else { "declined" })
+        .bind(accept.then_some(user_id))
+        .bind(now)
+        .bind(id)
+        .bind(email)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
+        Ok(row.as_ref().map(membership_row).transpose()?)
+    }
+
+    async fn is_member(&self, room_id: &str, user_id: &str) -> R<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM room_members \
+             WHERE room_id = $1 AND user_id = $2 AND status = 'accepted'",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
+        Ok(row.is_some())
     }
 
     // ---- library ----

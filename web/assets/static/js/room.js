@@ -1,15 +1,25 @@
 // @ts-check
 /**
- * `/room`: the lobby (your rooms, join by name, create) and, with `?name=`, the call:
- * camera, microphone and screen share, a tile per participant with the active speaker
- * highlighted and a quality choice per tile, chat over the room's data messages, a
- * connection-quality badge, and a reconnect that needs nobody.
+ * `/room`: the lobby (your rooms, invitations, join by name, create) and, with
+ * `?name=` (and a share link's `&key=`), the call: camera, microphone and screen share,
+ * a tile per participant with the active speaker highlighted and a quality choice per
+ * tile, chat over the room's data messages, a connection-quality badge, a reconnect
+ * that needs nobody, and for the room's owner who may join (invitations, share link).
  */
 import { Room, StreamCoreError } from '/sdk/streamcore.js';
 import { $, busy, explain, h, mediaDevices, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session, me } = await signedIn();
 const name = query().get('name');
+/** A share link's key (rooms open to anyone with the link). */
+const shareKey = query().get('key');
+
+/** How each `access` reads. */
+const ACCESS = /** @type {Record<string, string>} */ ({
+  private: 'only you and your devices',
+  members: 'people you invite',
+  link: 'anyone with the link',
+});
 
 if (!name) {
   lobby();
@@ -39,6 +49,7 @@ async function lobby() {
         name: String(f.get('name')).trim(),
         max_participants: Number(f.get('max_participants')),
         publish_policy: f.get('anyone') ? 'anyone' : 'owner',
+        access: String(f.get('access')),
         auto_record: f.get('auto_record') === 'on',
       });
       location.href = roomUrl(r.name);
@@ -58,12 +69,124 @@ async function lobby() {
         h(
           'li',
           null,
-          h('div', { class: 'grow' }, h('strong', null, r.name), h('div', { class: 'small muted' }, `up to ${r.max_participants} people${r.publish_policy === 'anyone' ? '' : ', only you publish'}${r.auto_record ? ', recorded automatically' : ''}`)),
+          h('div', { class: 'grow' }, h('strong', null, r.name), h('div', { class: 'small muted' }, `${ACCESS[r.access] ?? r.access}, up to ${r.max_participants} people${r.publish_policy === 'anyone' ? '' : ', only you publish'}${r.auto_record ? ', recorded automatically' : ''}`)),
           h('a', { class: 'button', href: roomUrl(r.name) }, 'Join'),
           h('a', { class: 'button secondary', href: `/recordings?room=${encodeURIComponent(r.name)}` }, 'Recordings'),
         ),
       ),
   );
+  await invitations(box);
+}
+
+/**
+ * The rooms others invited you to: accept or decline; join or leave the accepted.
+ * @param {HTMLElement} box
+ */
+async function invitations(box) {
+  const list = await session.get('/invitations').catch((e) => {
+    say(box, explain(e));
+    return [];
+  });
+  const shown = list.filter((/** @type {any} */ i) => i.status !== 'declined');
+  $('no-invitations').hidden = shown.length > 0;
+  /**
+   * @param {any} i
+   * @param {'accept'|'decline'} answer
+   * @param {HTMLButtonElement} button
+   */
+  const respond = (i, answer, button) =>
+    busy(button, box, async () => {
+      await session.post(`/invitations/${encodeURIComponent(i.id)}/${answer}`);
+      if (answer === 'accept') location.href = roomUrl(i.room);
+      else await invitations(box);
+    });
+  $('invitations').replaceChildren(
+    ...shown.map((/** @type {any} */ i) => {
+      const from = h('div', { class: 'small muted' }, i.status === 'accepted' ? `you are a member; ${i.owner_name}’s room` : `${i.owner_name} invited you`);
+      const item = h('li', { 'data-room': i.room }, h('div', { class: 'grow' }, h('strong', null, i.room), from));
+      if (i.status === 'accepted') {
+        const leave = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary' }, 'Leave'));
+        leave.addEventListener('click', () => respond(i, 'decline', leave));
+        item.append(h('a', { class: 'button', href: roomUrl(i.room) }, 'Join'), leave);
+      } else {
+        const accept = /** @type {HTMLButtonElement} */ (h('button', { type: 'button' }, 'Accept'));
+        const decline = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary' }, 'Decline'));
+        accept.addEventListener('click', () => respond(i, 'accept', accept));
+        decline.addEventListener('click', () => respond(i, 'decline', decline));
+        item.append(accept, decline);
+      }
+      return item;
+    }),
+  );
+}
+
+/**
+ * The owner's controls of who may join: access, the share link, invitations.
+ * @param {any} info the room as `GET /rooms/{name}` returns it to its owner
+ */
+async function sharing(info) {
+  const box = $('sharing-message');
+  const path = `/rooms/${encodeURIComponent(info.name)}`;
+  const access = $('access', HTMLSelectElement);
+  /** @param {any} r */
+  const showRoom = (r) => {
+    access.value = r.access;
+    $('link-box').hidden = r.access !== 'link';
+    $('members-box').hidden = r.access !== 'members';
+    $('share-url', HTMLInputElement).value = r.share_url ?? '';
+  };
+  const members = async () => {
+    const list = await session.get(`${path}/members`);
+    $('no-members').hidden = list.length > 0;
+    const status = { invited: 'invited, not answered yet', accepted: 'member', declined: 'declined' };
+    $('members').replaceChildren(
+      ...list.map((/** @type {any} */ m) => {
+        const remove = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary', 'aria-label': `Remove ${m.email}` }, 'Remove'));
+        remove.addEventListener('click', () =>
+          busy(remove, box, async () => {
+            await session.delete(`${path}/members/${encodeURIComponent(m.email)}`);
+            await members();
+          }),
+        );
+        return h('li', { 'data-email': m.email }, h('div', { class: 'grow' }, h('strong', null, m.email), h('div', { class: 'small muted member-status' }, /** @type {Record<string, string>} */ (status)[m.status] ?? m.status)), remove);
+      }),
+    );
+  };
+  showRoom(info);
+  access.addEventListener('change', () =>
+    busy(null, box, async () => {
+      showRoom(await session.patch(path, { access: access.value }));
+      if (access.value === 'members') await members();
+      say(box, `Now ${ACCESS[access.value]} may join.`, 'ok');
+    }),
+  );
+  const copy = $('copy-link', HTMLButtonElement);
+  copy.addEventListener('click', () =>
+    busy(copy, box, async () => {
+      await navigator.clipboard.writeText($('share-url', HTMLInputElement).value);
+      say(box, 'The link is copied.', 'ok');
+    }),
+  );
+  const renew = $('new-link', HTMLButtonElement);
+  renew.addEventListener('click', () =>
+    busy(renew, box, async () => {
+      showRoom(await session.post(`${path}/share-link`));
+      say(box, 'A new link is made; the old one no longer lets anyone in.', 'ok');
+    }),
+  );
+  const invite = $('invite-form', HTMLFormElement);
+  invite.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const email = $('invite-email', HTMLInputElement);
+    busy(invite.querySelector('button'), box, async () => {
+      const m = await session.post(`${path}/members`, { email: email.value.trim() });
+      email.value = '';
+      await members();
+      say(box, `${m.email} is invited: they get a mail, and see the invitation under Rooms.`, 'ok');
+    });
+  });
+  $('sharing').hidden = false;
+  if (info.access === 'members') await members();
 }
 
 /**
@@ -73,17 +196,19 @@ async function lobby() {
  */
 async function joinToken(room) {
   const identity = me.display_name || me.email;
+  const key = shareKey ?? undefined;
   try {
     return await session.post(`/rooms/${encodeURIComponent(room)}/token`, {
       publish: true,
       subscribe: true,
       publish_data: true,
       identity,
+      key,
     });
   } catch (e) {
     if (e instanceof StreamCoreError && e.code === 'forbidden') {
       // Only the owner publishes here: listen and chat.
-      return session.post(`/rooms/${encodeURIComponent(room)}/token`, { subscribe: true, publish_data: true, identity });
+      return session.post(`/rooms/${encodeURIComponent(room)}/token`, { subscribe: true, publish_data: true, identity, key });
     }
     throw e;
   }
@@ -103,13 +228,23 @@ async function call(roomName) {
     grant = await joinToken(roomName);
   } catch (e) {
     if (e instanceof StreamCoreError && e.status === 404) {
-      say(box, `There is no room called “${roomName}”. Create it in the lobby.`);
+      say(
+        box,
+        shareKey
+          ? `This link to “${roomName}” no longer works: its owner closed the room or made a new link. Ask them for the current one.`
+          : `There is no room called “${roomName}” that you may join. If someone invited you, accept the invitation under Rooms; if they shared a link, open that link.`,
+      );
       $('call').append(h('p', null, h('a', { class: 'button', href: '/room' }, 'Back to the rooms')));
       return;
     }
     throw e;
   }
   if (!grant.publish) say(box, 'Only the room’s owner publishes here: you can watch, listen and chat.', 'info');
+  // The owner (only they can read the room's settings) decides who may join.
+  session
+    .get(`/rooms/${encodeURIComponent(roomName)}`)
+    .then(sharing, () => {})
+    .catch((e) => say($('sharing-message'), explain(e)));
 
   // The room socket of the node that served this page (see `here`).
   const room = new Room({ tokenProvider: async () => (await joinToken(roomName)).token });
