@@ -136,8 +136,10 @@ async fn a_phone_pairs_goes_live_with_music_and_a_browser_listens_and_controls_i
     srv.stop().await;
 }
 
-/// Three people in a room: audio and video both ways, a simulcast layer cap,
-/// screen share, chat, active speaker, mute, and a reconnect nobody notices.
+/// Three people in a room they reach by invitation (a stranger is told no room is open
+/// to them): audio and video both ways, a simulcast layer cap, screen share, chat,
+/// active speaker, mute, and a reconnect nobody notices; then a fourth joins with the
+/// share link, and a replaced link lets nobody in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_people_meet_in_a_room() {
     let _one = ONE_AT_A_TIME.lock().await;

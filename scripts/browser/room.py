@@ -95,7 +95,7 @@ def main(a, s):
     sharing = ada.locator("#sharing")
     sharing.wait_for()
     for n in ("Ben", "Cleo"):
-        sharing.get_by_label("Email").fill(emails[n])
+        ada.locator("#invite-email").fill(emails[n])
         sharing.get_by_role("button", name="Invite").click()
         wait_for(f"{n} on Ada's list", lambda n=n: "not answered" in ada.locator(f'#members li[data-email="{emails[n]}"]').inner_text())
     for n in ("Ben", "Cleo"):

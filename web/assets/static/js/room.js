@@ -187,6 +187,10 @@ async function sharing(info) {
   });
   $('sharing').hidden = false;
   if (info.access === 'members') await members();
+  // Invitees answer from their own pages: the list follows without a reload.
+  setInterval(() => {
+    if (!$('members-box').hidden && document.visibilityState === 'visible') members().catch(() => {});
+  }, 4000);
 }
 
 /**
