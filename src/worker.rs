@@ -252,6 +252,16 @@ impl Worker {
 
     async fn on_delivery(&mut self, sub: &events::Subscription, d: Delivery) {
         self.commits.received(d.partition, d.offset);
+        if !self
+            .api
+            .event_key
+            .verify(&d.payload, d.signature.as_deref())
+        {
+            // Only a holder of the event key may have a job run (a job reads and
+            // writes the object store).
+            warn!(partition = d.partition, offset = d.offset, key = %d.key, "transcode.jobs: record without a valid signature ignored");
+            return self.done_with(sub, &d);
+        }
         let env = match Envelope::from_slice(&d.payload) {
             Ok(env) => env,
             Err(e) => {
@@ -277,8 +287,9 @@ impl Worker {
         };
         // A request from outside the control API: its row is made here.
         let job = match self.ensure_row(&job_id, &env.data).await {
-            Some(j) => j,
-            None => return, // the database is away: the offset stays uncommitted
+            Row::Ready(j) => *j,
+            Row::Refused => return self.done_with(sub, &d),
+            Row::Unavailable => return, // the database is away: the offset stays uncommitted
         };
         if job.is_final() {
             return self.done_with(sub, &d);
@@ -289,14 +300,21 @@ impl Worker {
         }
     }
 
-    async fn ensure_row(&self, id: &str, data: &Value) -> Option<Job> {
+    async fn ensure_row(&self, id: &str, data: &Value) -> Row {
         match self.api.db.job(id).await {
-            Ok(Some(j)) => return Some(j),
+            Ok(Some(j)) => return Row::Ready(Box::new(j)),
             Ok(None) => {}
             Err(e) => {
                 warn!(job = id, error = %e, "reading a job failed; its request is redelivered later");
-                return None;
+                return Row::Unavailable;
             }
+        }
+        if let Some(why) = self.outside_request_refusal(data).await {
+            warn!(job = id, reason = %why, "transcode.requested refused: dead-lettered");
+            let owner = data["owner_id"].as_str();
+            self.write(vec![self.dead_letter_event(id, owner, 0, &why, data)])
+                .await;
+            return Row::Refused;
         }
         let spec = &data["spec"];
         let job = Job::queued(
@@ -308,11 +326,77 @@ impl Worker {
             control_api::auth::now_millis(),
         );
         match self.api.db.create_job(&job, vec![]).await {
-            Ok(_) => self.api.db.job(id).await.ok().flatten(),
+            Ok(_) => match self.api.db.job(id).await {
+                Ok(Some(j)) => Row::Ready(Box::new(j)),
+                _ => Row::Unavailable,
+            },
             Err(e) => {
                 warn!(job = id, error = %e, "creating a job's row failed; its request is redelivered later");
+                Row::Unavailable
+            }
+        }
+    }
+
+    /// Why a request made outside the control API (it has no job row yet) may not run:
+    /// what it names must belong to whom it claims. With an owner, a transcode's input
+    /// and output lie under `uploads/<owner>/`, and a mixdown's under the owner's
+    /// recording it names; without one, nothing under `uploads/` (users' files).
+    async fn outside_request_refusal(&self, data: &Value) -> Option<String> {
+        let spec = &data["spec"];
+        let owner = data["owner_id"].as_str();
+        let key = |field: &str| spec[field].as_str().unwrap_or_default().to_owned();
+        let clean = |k: &str| {
+            !k.is_empty() && !k.starts_with('/') && !k.split('/').any(|s| s == ".." || s == ".")
+        };
+        if let Some(owner) = owner {
+            match self.api.db.user_by_id(owner).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Some(format!("owner {owner} has no account")),
+                Err(e) => return Some(format!("owner {owner} could not be checked: {e}")),
+            }
+        }
+        match (spec["kind"].as_str(), owner) {
+            (Some("transcode"), owner) => {
+                let (input, output) = (key("input"), key("output_prefix"));
+                if !clean(&input) || !clean(&output) {
+                    return Some("input and output_prefix must be plain object keys".into());
+                }
+                let inside = |k: &str| match owner {
+                    Some(o) => k.starts_with(&format!("uploads/{o}/")),
+                    None => !k.starts_with("uploads/"),
+                };
+                if !inside(&input) || !inside(&output) {
+                    return Some(match owner {
+                        Some(o) => format!("a job of {o} reads and writes only under uploads/{o}/"),
+                        None => "a job without an owner may not touch uploads/".into(),
+                    });
+                }
                 None
             }
+            (Some("mixdown"), Some(owner)) => {
+                let Some(rec_id) = data["recording_id"].as_str() else {
+                    return Some("a mixdown names its recording_id".into());
+                };
+                let rec = match self.api.db.recording(rec_id).await {
+                    Ok(Some(r)) if r.owner_id == owner => r,
+                    Ok(_) => return Some(format!("recording {rec_id} is not {owner}'s")),
+                    Err(e) => return Some(format!("recording {rec_id} could not be checked: {e}")),
+                };
+                let prefix = format!("{}/{}/", rec.room_name, rec.id);
+                let output = key("output_prefix");
+                if key("recording_prefix") != prefix
+                    || !clean(&output)
+                    || !output.starts_with(&format!("{prefix}mixdown/"))
+                {
+                    return Some(format!(
+                        "a mixdown of {rec_id} reads {prefix} and writes under {prefix}mixdown/"
+                    ));
+                }
+                None
+            }
+            (Some("mixdown"), None) => Some("a mixdown needs an owner_id".into()),
+            // An unknown kind fails when it runs, as before.
+            _ => None,
         }
     }
 
@@ -618,6 +702,15 @@ impl Progress {
             p.report(stage, from + (span * u16::from(pct.min(100)) / 100) as u8);
         }
     }
+}
+
+/// A request's job row, as `ensure_row` finds or makes it.
+enum Row {
+    Ready(Box<Job>),
+    /// What it names is not its owner's: dead-lettered, never run.
+    Refused,
+    /// The database is away; the request is redelivered later.
+    Unavailable,
 }
 
 fn decode_error(e: TranscodeError) -> JobError {

@@ -62,6 +62,10 @@ async fn collect(
             ),
         };
         let env = Envelope::from_slice(&d.payload).expect("an envelope");
+        assert!(
+            d.signature.is_some(),
+            "every record carries its signature: {env:?}"
+        );
         assert_eq!(
             env.event_type().map(|t| t.topic()),
             Some(d.topic),
@@ -217,6 +221,88 @@ async fn remote_control_through_kafka() {
     let t = Tansu::start();
     let srv = kafka_server(&t).await;
     remote_control(&srv).await;
+    srv.stop().await;
+}
+
+/// Records produced straight to the topics by someone without the cluster's event key
+/// are ignored: a command reaches no device, a forged "sessions ended" closes no
+/// socket. Signed with the key, a command still reaches only a device of the user it
+/// names (checked in the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_bus_records_command_no_device() {
+    let t = Tansu::start();
+    let srv = kafka_server(&t).await;
+    let http = &srv.http;
+    let owner = register(http, &srv.base, "owner@example.com").await;
+    let other = register(http, &srv.base, "other@example.com").await;
+    let (device, device_token) = pair_phone(http, &srv.base, &owner, "Pixel").await;
+    let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    let node_key = srv.server().api.event_key.clone();
+    let wrong_key = events::EventKey::new(&[9; 32]).unwrap();
+    let now = control_api::auth::now_millis();
+    let record = |kind, key: &str, data: Value, sign: Option<&events::EventKey>| {
+        let env = Envelope::new(kind, now, "outside/forger", format!("device/{key}"), data);
+        let payload = env.to_json();
+        Record {
+            topic: kind.topic(),
+            key: key.to_owned(),
+            signature: sign.map(|k| k.sign(payload.as_bytes())),
+            payload,
+        }
+    };
+    let pause = |user: &str, id: &str| json!({"device_id": device, "user_id": user, "command_id": id, "action": "pause"});
+    let forger = Bus::Kafka(KafkaBus::new(KafkaConfig::new(&t.brokers())).unwrap());
+    forger
+        .publish(&[
+            record(
+                events::EventType::UserSessionsEnded,
+                &owner.id,
+                json!({"user_id": owner.id, "ended_at": now + 60_000, "reason": "forged"}),
+                None,
+            ),
+            record(
+                events::EventType::PlaybackPause,
+                &device,
+                pause(&owner.id, "unsigned"),
+                None,
+            ),
+            record(
+                events::EventType::PlaybackPause,
+                &device,
+                pause(&owner.id, "wrong-key"),
+                Some(&wrong_key),
+            ),
+            record(
+                events::EventType::PlaybackPause,
+                &device,
+                pause(&other.id, "other-users"),
+                Some(&node_key),
+            ),
+            record(
+                events::EventType::PlaybackPause,
+                &device,
+                pause(&owner.id, "signed"),
+                Some(&node_key),
+            ),
+        ])
+        .await
+        .unwrap();
+    // Same key, same partition, in order: had any forged record been obeyed it would
+    // have come first (and the forged session end would have closed the socket).
+    let first = wait_for(&mut phone, WAIT, |m| m["type"] == "command").await;
+    assert_eq!(first["command_id"], "signed", "{first}");
+    let (s, accepted) = command(
+        http,
+        &srv.base,
+        &owner.access,
+        &device,
+        json!({"action": "resume"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{accepted}");
+    let next = wait_for(&mut phone, WAIT, |m| m["type"] == "command").await;
+    assert_eq!(next["command_id"], accepted["command_id"], "{next}");
     srv.stop().await;
 }
 
@@ -444,10 +530,12 @@ async fn every_topic_round_trips_through_kafka_in_order_per_key() {
         sent.entry((topic, key.clone()))
             .or_default()
             .push(env.id.clone());
+        let payload = env.to_json();
         records.push(Record {
             topic,
             key,
-            payload: env.to_json(),
+            signature: Some(format!("sig-{}", env.id)),
+            payload,
         });
     }
     bus.publish(&records).await.unwrap();

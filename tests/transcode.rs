@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use common::kafka::Tansu;
 use common::remote::{User, register};
+use control_api::store::Store;
 use events::{Bus, Envelope, EventType, KafkaBus, KafkaConfig, Record, Topic};
 use serde_json::{Value, json};
 use support::{ffmpeg_loudness, make_audio, python};
@@ -65,7 +66,6 @@ async fn wait_job(
     id: &str,
     done: impl Fn(&control_api::store::Job) -> bool,
 ) -> control_api::store::Job {
-    use control_api::store::Store;
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(j) = srv.server().api.db.job(id).await.unwrap()
@@ -361,8 +361,9 @@ async fn a_corrupt_upload_fails_for_good_with_its_reason_and_the_worker_keeps_go
     srv.stop().await;
 }
 
-/// A `transcode.requested` as any producer would write it to the topic.
-fn request(job: &str, spec: Value) -> Record {
+/// A `transcode.requested` as a producer holding the node's event key writes it to
+/// the topic.
+fn request(srv: &TestServer, job: &str, spec: Value) -> Record {
     let env = Envelope::new(
         EventType::TranscodeRequested,
         control_api::auth::now_millis(),
@@ -370,10 +371,12 @@ fn request(job: &str, spec: Value) -> Record {
         format!("job/{job}"),
         json!({ "job_id": job, "spec": spec }),
     );
+    let payload = env.to_json();
     Record {
         topic: Topic::TranscodeJobs,
         key: job.to_owned(),
-        payload: env.to_json(),
+        signature: Some(srv.server().api.event_key.sign(payload.as_bytes())),
+        payload,
     }
 }
 
@@ -398,8 +401,16 @@ async fn a_request_from_the_bus_is_retried_until_its_input_appears_or_dead_lette
         )
         .unwrap();
     bus.publish(&[
-        request("late-input", transcode_spec("inbox/late.wav", "out/late/")),
-        request("no-input", transcode_spec("inbox/never.wav", "out/never/")),
+        request(
+            &srv,
+            "late-input",
+            transcode_spec("inbox/late.wav", "out/late/"),
+        ),
+        request(
+            &srv,
+            "no-input",
+            transcode_spec("inbox/never.wav", "out/never/"),
+        ),
     ])
     .await
     .unwrap();
@@ -463,14 +474,23 @@ async fn a_request_from_the_bus_is_retried_until_its_input_appears_or_dead_lette
     );
     // A request with no job id, or a bad spec, is dead-lettered too, with the reason.
     bus.publish(&[request(
+        &srv,
         "bad-spec",
         json!({ "kind": "transcode", "input": "../etc/passwd", "output_prefix": "x/" }),
     )])
     .await
     .unwrap();
-    let bad = wait_job(&srv, "bad-spec", |j| j.is_final()).await;
-    assert_eq!((bad.status.as_str(), bad.attempts), ("failed", 1));
-    assert!(bad.last_error.unwrap().contains("bad object key"));
+    // A key that climbs out of its prefix is refused before any job exists.
+    let evs = events_until(&mut sub, "bad-spec", "transcode.dead_lettered").await;
+    let dl = evs.last().unwrap();
+    assert!(
+        dl.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("plain object keys"),
+        "{dl:?}"
+    );
+    assert!(srv.server().api.db.job("bad-spec").await.unwrap().is_none());
     srv.stop().await;
 }
 
@@ -541,12 +561,47 @@ async fn over_kafka_an_outside_request_is_done_and_a_bad_one_reaches_the_dead_le
     let mut junk = b"OggS".to_vec();
     junk.resize(4096, 7);
     std::fs::write(inbox.join("junk.ogg"), junk).unwrap();
-    // Our Kafka client as an outside producer, straight to the topic.
+    // Our Kafka client as an outside producer, straight to the topic. Without the
+    // node's event key a request is ignored; with it, a job that claims an owner may
+    // only read and write that owner's uploads.
+    let owner = user(&srv, "kafka-owner").await;
+    let unsigned = Record {
+        signature: None,
+        ..request(
+            &srv,
+            "k-unsigned",
+            transcode_spec("inbox/talk.ogg", "out/k-unsigned/"),
+        )
+    };
+    let mut foreign = request(
+        &srv,
+        "k-foreign",
+        transcode_spec(
+            "uploads/someone-else/x/source.ogg",
+            "uploads/someone-else/x/",
+        ),
+    );
+    {
+        let mut env = Envelope::from_slice(foreign.payload.as_bytes()).unwrap();
+        env.data["owner_id"] = json!(owner.id);
+        foreign.payload = env.to_json();
+        foreign.signature = Some(srv.server().api.event_key.sign(foreign.payload.as_bytes()));
+    }
     let producer = Bus::Kafka(KafkaBus::new(KafkaConfig::new(&t.brokers())).unwrap());
     producer
         .publish(&[
-            request("k-good", transcode_spec("inbox/talk.ogg", "out/k-good/")),
-            request("k-junk", transcode_spec("inbox/junk.ogg", "out/k-junk/")),
+            unsigned,
+            foreign,
+            request(
+                &srv,
+                "k-good",
+                transcode_spec("inbox/talk.ogg", "out/k-good/"),
+            ),
+            request(
+                &srv,
+                "k-junk",
+                transcode_spec("inbox/junk.ogg", "out/k-junk/"),
+            ),
         ])
         .await
         .unwrap();
@@ -554,9 +609,34 @@ async fn over_kafka_an_outside_request_is_done_and_a_bad_one_reaches_the_dead_le
     assert_eq!(good.status, "completed", "{good:?}");
     let junk = wait_job(&srv, "k-junk", |j| j.is_final()).await;
     assert_eq!(junk.status, "failed", "{junk:?}");
-    // confluent-kafka, outside the node, reads the dead letter.
-    let dead = t.outside_consume(&py, "transcode.dead_letter", 1).await;
-    let line = &dead[0];
+    let db = &srv.server().api.db;
+    assert!(
+        db.job("k-unsigned").await.unwrap().is_none(),
+        "an unsigned request makes no job"
+    );
+    assert!(
+        db.job("k-foreign").await.unwrap().is_none(),
+        "a request on another's files makes no job"
+    );
+    assert!(!srv.data_dir.join("recordings/out/k-unsigned").exists());
+    // confluent-kafka, outside the node, reads the dead letters: the refused request
+    // (with why) and the junk.
+    let dead = t.outside_consume(&py, "transcode.dead_letter", 2).await;
+    let refused = dead
+        .iter()
+        .find(|l| l["key"] == "k-foreign")
+        .expect("k-foreign dead-lettered");
+    assert!(
+        refused["value"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("only under uploads/{}/", owner.id)),
+        "{refused}"
+    );
+    let line = dead
+        .iter()
+        .find(|l| l["key"] == "k-junk")
+        .expect("k-junk dead-lettered");
     assert_eq!(line["key"], "k-junk");
     assert_eq!(line["value"]["type"], "transcode.dead_lettered");
     assert_eq!(

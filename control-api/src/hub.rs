@@ -301,14 +301,20 @@ async fn consume(st: AppState, mut sub: events::Subscription, mut stop: watch::R
                 }
             }
         };
-        match Envelope::from_slice(&d.payload) {
-            Ok(env) => {
-                if seen.first_time(&env.id) {
-                    deliver(&st, &env, &recordings);
+        if !st.event_key.verify(&d.payload, d.signature.as_deref()) {
+            // Not from a node holding the event key: a command in it could reach any
+            // device, a push any user.
+            warn!(topic = %d.topic, partition = d.partition, offset = d.offset, key = %d.key, "hub consumer: record without a valid signature ignored");
+        } else {
+            match Envelope::from_slice(&d.payload) {
+                Ok(env) => {
+                    if seen.first_time(&env.id) {
+                        deliver(&st, &env, &recordings).await;
+                    }
                 }
-            }
-            Err(e) => {
-                warn!(topic = %d.topic, offset = d.offset, error = %e, "hub consumer: unreadable event skipped")
+                Err(e) => {
+                    warn!(topic = %d.topic, offset = d.offset, error = %e, "hub consumer: unreadable event skipped")
+                }
             }
         }
         if let Err(e) = sub.commit(&d) {
@@ -322,7 +328,7 @@ fn age_ms(env: &Envelope) -> i64 {
     env.time_millis().map_or(0, |t| now_millis() - t)
 }
 
-fn deliver(st: &AppState, env: &Envelope, recordings: &RecordingPushes) {
+async fn deliver(st: &AppState, env: &Envelope, recordings: &RecordingPushes) {
     let Some(kind) = env.event_type() else {
         return;
     };
@@ -367,6 +373,18 @@ fn deliver(st: &AppState, env: &Envelope, recordings: &RecordingPushes) {
         if age > st.config.command_ttl.as_millis() as i64 {
             info!(device, command = %data["command_id"], age_ms = age, "command too old; not delivered");
             return;
+        }
+        // Signed by a node, and still only to a device of the user it names.
+        match st.db.device(user, device).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                warn!(device, user, command = %data["command_id"], "command names a device that is not its user's; not delivered");
+                return;
+            }
+            Err(e) => {
+                warn!(device, command = %data["command_id"], error = %e, "command not delivered: its device could not be checked");
+                return;
+            }
         }
         let mut msg = data.clone();
         msg["type"] = json!("command");

@@ -22,6 +22,7 @@ pub mod cookies;
 pub mod events;
 pub mod extract;
 pub mod hub;
+pub mod keyfile;
 pub mod links;
 pub mod mail;
 pub mod openapi;
@@ -56,10 +57,15 @@ pub async fn build_state(
     let tokens = auth::AccessTokens::load_or_create(&keys_dir.join("access-token-ed25519.pem"))?;
     let links = links::FileLinks::load_or_create(&keys_dir.join("file-links.key"))
         .map_err(BuildError::LinkKey)?;
+    let event_key = keyfile::load_or_create(&keys_dir.join(EVENT_KEY_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|k| ::events::EventKey::new(&k))
+        .map_err(BuildError::EventKey)?;
     Ok(AppState {
         db,
         tokens: Arc::new(tokens),
         links: Arc::new(links),
+        event_key: Arc::new(event_key),
         join_signer,
         limits: Arc::new(state::Limits::new(&config)),
         config: Arc::new(config),
@@ -81,7 +87,12 @@ pub enum BuildError {
     Key(#[from] signaling::TokenError),
     #[error("the file-link key: {0}")]
     LinkKey(std::io::Error),
+    #[error("the event key ({EVENT_KEY_FILE} in the keys directory): {0}")]
+    EventKey(String),
 }
+
+/// The cluster's event key in the keys directory: nodes sharing a bus share it.
+pub const EVENT_KEY_FILE: &str = "event-signing.key";
 
 /// All routes of the API, under `/api/v1`, plus the JWKS document.
 pub fn router(state: AppState) -> Router {

@@ -40,18 +40,7 @@ pub struct LinkQuery {
 impl FileLinks {
     /// The key in `path`, made (32 random bytes, mode 0600) when missing.
     pub fn load_or_create(path: &Path) -> io::Result<FileLinks> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create(path)?,
-            Err(e) => return Err(e),
-        };
-        if bytes.len() < 32 {
-            return Err(io::Error::other(format!(
-                "{} holds {} bytes, not a 32-byte key",
-                path.display(),
-                bytes.len()
-            )));
-        }
+        let bytes = crate::keyfile::load_or_create(path)?;
         Ok(FileLinks {
             key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
         })
@@ -80,37 +69,6 @@ impl FileLinks {
             return false;
         };
         hmac::verify(&self.key, format!("{path}\n{exp}").as_bytes(), &sig).is_ok()
-    }
-}
-
-/// Writes a new key beside `path`, then links it into place: the file appears whole or
-/// not at all, so a node starting at the same time never reads half a key. When
-/// another node's key got there first, that key is the one.
-fn create(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Write as _;
-    let key: [u8; 32] = rand::random();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".file-links-{}.tmp",
-        hex::encode(rand::random::<[u8; 8]>())
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(&key)?;
-    f.sync_all()?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(key.to_vec()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::read(path),
-        Err(e) => Err(e),
     }
 }
 

@@ -170,6 +170,7 @@ async fn run(
                     records.push(Record {
                         topic,
                         key: r.event.key,
+                        signature: Some(st.event_key.sign(r.event.payload.as_bytes())),
                         payload: r.event.payload,
                     });
                 }

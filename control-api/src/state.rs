@@ -204,6 +204,9 @@ pub struct AppState {
     pub tokens: Arc<AccessTokens>,
     /// Signs the short-lived links pages put in `<audio src>` and downloads.
     pub links: Arc<crate::links::FileLinks>,
+    /// Signs every record the relay publishes; the hub and the worker act only on
+    /// records it verifies (`events::EventKey`).
+    pub event_key: Arc<::events::EventKey>,
     pub join_signer: Arc<JoinTokenSigner>,
     pub config: Arc<ApiConfig>,
     pub limits: Arc<Limits>,

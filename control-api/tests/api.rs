@@ -1566,10 +1566,16 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/uploads/{id}/files/{name}",
         "/api/v1/devices/{id}/stream",
         "/api/v1/rooms/{name}/recordings/{id}/files/{file}",
+        "/api/v1/rooms/{name}/share-link",
+        "/api/v1/rooms/{name}/members",
+        "/api/v1/rooms/{name}/members/{email}",
+        "/api/v1/invitations",
+        "/api/v1/invitations/{id}/accept",
+        "/api/v1/invitations/{id}/decline",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 37);
+    assert_eq!(paths.len(), 43);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

@@ -14,6 +14,8 @@ pub struct Record {
     pub key: String,
     /// The envelope as JSON.
     pub payload: String,
+    /// [`crate::EventKey::sign`] of `payload` (the `streamcore-signature` header).
+    pub signature: Option<String>,
 }
 
 /// One record as a consumer receives it.
@@ -22,6 +24,8 @@ pub struct Delivery {
     pub topic: Topic,
     pub key: String,
     pub payload: Vec<u8>,
+    /// The record's `streamcore-signature` header, if it had one.
+    pub signature: Option<String>,
     /// Kafka's partition and offset; the in-process bus numbers records per bus.
     pub partition: i32,
     pub offset: i64,

@@ -44,6 +44,7 @@ impl InProcessBus {
                     topic: r.topic,
                     key: r.key.clone(),
                     payload: r.payload.as_bytes().to_vec(),
+                    signature: r.signature.clone(),
                     partition: 0,
                     offset,
                 };
@@ -85,6 +86,7 @@ mod tests {
             topic,
             key: key.into(),
             payload: format!("{key}-{n}"),
+            signature: None,
         }
     }
 

@@ -15,7 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tracing::{debug, info, warn};
@@ -210,6 +210,12 @@ async fn publish_with(producer: &FutureProducer, records: &[Record]) -> Result<(
         let mut record = FutureRecord::to(r.topic.name())
             .key(r.key.as_str())
             .payload(r.payload.as_str());
+        if let Some(sig) = &r.signature {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: crate::SIGNATURE_HEADER,
+                value: Some(sig.as_str()),
+            }));
+        }
         // The local queue is large (100k records); when it is full, wait for room.
         let fut = loop {
             match producer.send_result(record) {
@@ -262,6 +268,12 @@ pub(crate) async fn next(c: &StreamConsumer) -> Result<Delivery, BusError> {
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            signature: m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == crate::SIGNATURE_HEADER)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            }),
             partition: m.partition(),
             offset: m.offset(),
         });

@@ -15,6 +15,10 @@
 //! - delivery is at least once: consumers drop repeats by event id ([`SeenIds`]);
 //! - every consumer group receives every record of the topics it subscribed to.
 //!
+//! Records carry an HMAC of their payload ([`EventKey`], `signing`): consumers that
+//! act on an event (command a device, run a job) act only on records signed with the
+//! cluster's key.
+//!
 //! Invariant: this crate knows nothing of databases, HTTP or media; it moves bytes
 //! with a topic and a key.
 
@@ -22,6 +26,7 @@ mod bus;
 mod envelope;
 mod inprocess;
 mod kafka;
+mod signing;
 
 pub use bus::{Bus, BusError, Delivery, Record, Subscription};
 pub use envelope::{
@@ -29,3 +34,4 @@ pub use envelope::{
 };
 pub use inprocess::InProcessBus;
 pub use kafka::{KafkaBus, KafkaConfig};
+pub use signing::{EventKey, SIGNATURE_HEADER};

@@ -263,6 +263,8 @@ async fn main() -> anyhow::Result<()> {
             Record {
                 topic: Topic::RoomEvents,
                 key: e.key,
+                // Signed, as the relay signs.
+                signature: Some(st.event_key.sign(e.payload.as_bytes())),
                 payload: e.payload,
             }
         })

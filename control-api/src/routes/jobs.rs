@@ -316,7 +316,9 @@ pub async fn upload(
             "not an audio file StreamCore decodes (FLAC, WAV, MP3, AAC/M4A, Ogg, WebM)",
         ));
     };
-    let prefix = format!("uploads/{id}/");
+    // Under its owner's prefix: the worker runs a job from the bus only on keys of
+    // whom it names (see `src/worker.rs`, `outside_request_refusal`).
+    let prefix = format!("uploads/{}/{id}/", caller.user_id);
     let input = format!("{prefix}source.{kind}");
     store.put_file(&input, &spool.0).await.map_err(|e| {
         warn!(key = %input, error = %e, "storing an upload failed");
