@@ -89,6 +89,11 @@ pub struct LimitSettings {
     pub jobs_in_flight_per_user: i64,
     /// Browser and device sockets open on one node.
     pub sockets_per_user: usize,
+    /// Bytes of uploaded files a user keeps in the store, in MiB.
+    pub upload_mib_per_user: u64,
+    /// Live WHIP/WHEP sessions one join token may hold (a client that reconnects
+    /// while its old session lingers needs more than one).
+    pub sessions_per_join_token: usize,
 }
 
 impl Default for LimitSettings {
@@ -108,6 +113,8 @@ impl Default for LimitSettings {
             open_pairings_per_user: api.quotas.open_pairings,
             jobs_in_flight_per_user: api.quotas.jobs_in_flight,
             sockets_per_user: api.quotas.sockets,
+            upload_mib_per_user: api.quotas.upload_bytes / (1024 * 1024),
+            sessions_per_join_token: 4,
         }
     }
 }
@@ -712,6 +719,8 @@ impl Settings {
             || l.open_pairings_per_user < 1
             || l.jobs_in_flight_per_user < 1
             || l.sockets_per_user < 1
+            || l.upload_mib_per_user < 1
+            || l.sessions_per_join_token < 1
         {
             bail!("the per-user quotas in [limits] must be at least 1");
         }

@@ -339,6 +339,7 @@ impl MediaBackend for MediaWorkers {
             identity: req.identity.clone(),
             role: req.role,
             ice_ufrag: String::new(),
+            token_id: req.token_id,
         };
         let accepted = self
             .call(worker, |reply| Command::Accept {
@@ -439,6 +440,15 @@ impl MediaBackend for MediaWorkers {
 
     fn session_owner(&self, id: &SessionId) -> Option<SessionOwner> {
         self.entry(id).map(|e| e.owner)
+    }
+
+    fn sessions_of_token(&self, token_id: &str) -> usize {
+        self.sessions.lock().map_or(0, |s| {
+            s.by_id
+                .values()
+                .filter(|e| e.owner.token_id == token_id)
+                .count()
+        })
     }
 }
 

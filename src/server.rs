@@ -115,6 +115,10 @@ async fn open_control_plane(
                 open_pairings: settings.limits.open_pairings_per_user,
                 jobs_in_flight: settings.limits.jobs_in_flight_per_user,
                 sockets: settings.limits.sockets_per_user,
+                upload_bytes: settings
+                    .limits
+                    .upload_mib_per_user
+                    .saturating_mul(1024 * 1024),
             },
             ..control_api::ApiConfig::default()
         },
@@ -381,6 +385,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             backend: workers.clone(),
             verifier: signer.verifier(),
             ice_servers: ice_servers.clone(),
+            sessions_per_token: settings.limits.sessions_per_join_token,
         }))
         .merge(signaling::room::router(signaling::room::RoomState::new(
             workers.clone(),

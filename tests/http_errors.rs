@@ -317,3 +317,38 @@ async fn session_resource_errors() {
     assert_eq!(s, 200);
     srv.stop().await;
 }
+
+/// One join token holds at most `limits.sessions_per_join_token` live WHIP/WHEP
+/// sessions: one more is refused (429 `too_many_sessions`) and joins nothing; ending
+/// a session makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_holds_a_bounded_number_of_sessions() {
+    let srv = TestServer::start_with(|s| s.limits.sessions_per_join_token = 2).await;
+    let token = srv.subscribe_token("capped", "viewer");
+    let first = join(&srv, "/whep/capped", &token, &[Audio]).await.unwrap();
+    let _second = join(&srv, "/whep/capped", &token, &[Audio]).await.unwrap();
+    let Err(refused) = join(&srv, "/whep/capped", &token, &[Audio]).await else {
+        panic!("a third session on one token was taken");
+    };
+    assert_eq!(
+        (refused.status, code(&refused.body)),
+        (429, "too_many_sessions"),
+        "{:?}",
+        refused.body
+    );
+    // Another token is not held back by this one's sessions.
+    let other = srv.subscribe_token("capped", "viewer-2");
+    join(&srv, "/whep/capped", &other, &[Audio]).await.unwrap();
+    let r = srv
+        .http
+        .delete(format!("{}{}", srv.base, first.location))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    join(&srv, "/whep/capped", &token, &[Audio])
+        .await
+        .expect("room again once a session ended");
+    srv.stop().await;
+}

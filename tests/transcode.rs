@@ -303,6 +303,82 @@ async fn bad_uploads_get_clear_errors() {
     srv.stop().await;
 }
 
+/// An upload sent chunked (no `Content-Length`), over a raw connection: the status
+/// and the body of the answer.
+async fn upload_chunked(srv: &TestServer, token: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = srv.base.trim_start_matches("http://");
+    let mut c = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST /api/v1/uploads HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(64 * 1024) {
+        // The node may answer (and close) before the last chunk: that is the point.
+        if c.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+            || c.write_all(chunk).await.is_err()
+            || c.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = c.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, c.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The bytes a user keeps in uploads are bounded (`limits.upload_mib_per_user`): an
+/// upload that would pass it is refused with `403 quota_exceeded`, whether its size is
+/// announced or only seen as it streams, and nothing of it is kept; others' uploads
+/// are not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_uploads_are_bounded_in_bytes() {
+    let srv = TestServer::start_with(|s| s.limits.upload_mib_per_user = 1).await;
+    let u = user(&srv, "quota").await;
+    let file = |kib: usize| {
+        let mut f = b"fLaC".to_vec();
+        f.resize(kib * 1024, 1);
+        f
+    };
+    let (s, v) = upload(&srv, &u.access, "", file(700)).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = upload(&srv, &u.access, "", file(400)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{v}"
+    );
+    let (s, text) = upload_chunked(&srv, &u.access, &file(400)).await;
+    assert!(s == 403 && text.contains("quota_exceeded"), "{text}");
+    let (s, v) = upload(&srv, &u.access, "", file(300)).await;
+    assert_eq!(s, 202, "what still fits is taken: {v}");
+    let other = user(&srv, "quota-other").await;
+    let (s, v) = upload(&srv, &other.access, "", file(700)).await;
+    assert_eq!(s, 202, "{v}");
+    let (_, mine) = get(&srv, "/api/v1/uploads", &u.access).await;
+    assert_eq!(mine.as_array().unwrap().len(), 2, "{mine}");
+    let parts = std::fs::read_dir(srv.data_dir.join("uploads"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            })
+            .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(parts, 0, "refused uploads leave no spooled part");
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_upload_fails_for_good_with_its_reason_and_the_worker_keeps_going() {
     let py = python();

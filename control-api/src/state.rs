@@ -71,6 +71,8 @@ pub struct Quotas {
     pub jobs_in_flight: i64,
     /// Browser and device sockets open on one node.
     pub sockets: usize,
+    /// Bytes of uploaded files kept in the store.
+    pub upload_bytes: u64,
 }
 
 impl Default for Quotas {
@@ -81,6 +83,7 @@ impl Default for Quotas {
             open_pairings: 5,
             jobs_in_flight: 4,
             sockets: 20,
+            upload_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
 }

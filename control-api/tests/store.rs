@@ -64,6 +64,7 @@ on_both_backends!(
     pairing_claim_race,
     rooms,
     room_members,
+    upload_bytes_are_counted_per_owner,
     library_upsert_counts,
     library_delete,
     library_search,
@@ -824,6 +825,59 @@ async fn room_members<S: Store>(s: &S) {
     assert!(s.delete_room(&owner.id, "circle").await.unwrap());
     assert!(s.invitations("guest@example.com").await.unwrap().is_empty());
     assert!(s.room_members(&room.id).await.unwrap().is_empty());
+}
+
+async fn upload_bytes_are_counted_per_owner<S: Store>(s: &S) {
+    let a = user(s, "bytes-a@example.com").await;
+    let b = user(s, "bytes-b@example.com").await;
+    let job = |id: &str, kind: &str, owner: &str, spec: serde_json::Value| {
+        control_api::store::Job::queued(
+            id.into(),
+            kind,
+            Some(owner.into()),
+            None,
+            spec.to_string(),
+            T0,
+        )
+    };
+    for j in [
+        job(
+            "j1",
+            "transcode",
+            &a.id,
+            serde_json::json!({"source": {"bytes": 1000}}),
+        ),
+        job(
+            "j2",
+            "transcode",
+            &a.id,
+            serde_json::json!({"source": {"bytes": 2500}}),
+        ),
+        // Not counted: a mixdown, a size that is not a number, no size, another user's.
+        job(
+            "j3",
+            "mixdown",
+            &a.id,
+            serde_json::json!({"source": {"bytes": 7}}),
+        ),
+        job(
+            "j4",
+            "transcode",
+            &a.id,
+            serde_json::json!({"source": {"bytes": "many"}}),
+        ),
+        job("j5", "transcode", &a.id, serde_json::json!({"input": "x"})),
+        job(
+            "j6",
+            "transcode",
+            &b.id,
+            serde_json::json!({"source": {"bytes": 99}}),
+        ),
+    ] {
+        s.create_job(&j, vec![]).await.unwrap();
+    }
+    assert_eq!(s.owned_counts(&a.id, T0).await.unwrap().upload_bytes, 3500);
+    assert_eq!(s.owned_counts(&b.id, T0).await.unwrap().upload_bytes, 99);
 }
 
 async fn library_upsert_counts<S: Store>(s: &S) {

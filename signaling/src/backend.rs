@@ -53,6 +53,8 @@ pub struct OpenSession {
     pub offer_sdp: String,
     /// Most peers the room may hold, counting this one (from the join token).
     pub room_limit: Option<usize>,
+    /// The join token's id (`jti`).
+    pub token_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct SessionOwner {
     /// The node's ICE ufrag of the session's current ICE session: the resource's
     /// `ETag`, which changes with every ICE restart.
     pub ice_ufrag: String,
+    /// The id of the join token it was opened with.
+    pub token_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,9 @@ pub trait MediaBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, BackendError>> + Send;
 
     fn session_owner(&self, id: &SessionId) -> Option<SessionOwner>;
+
+    /// How many sessions opened with the join token `token_id` are live.
+    fn sessions_of_token(&self, token_id: &str) -> usize;
 }
 
 /// A room participant on this node: the worker its room lives on and its peer there.

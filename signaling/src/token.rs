@@ -57,6 +57,8 @@ pub struct JoinGrant {
     pub grants: Grants,
     /// Most peers the room may hold, counting the joining one.
     pub room_limit: Option<usize>,
+    /// The token's `jti`: WHIP/WHEP sessions are counted per token.
+    pub token_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,7 @@ impl JoinTokenVerifier {
             room,
             grants: c.grants,
             room_limit: c.max_participants.map(|n| n as usize),
+            token_id: c.jti,
         })
     }
 }

@@ -48,6 +48,9 @@ pub struct SignalingState<B> {
     pub verifier: JoinTokenVerifier,
     /// Handed to each new session as `Link: rel="ice-server"` headers.
     pub ice_servers: Arc<IceServerConfig>,
+    /// Most live WHIP/WHEP sessions one join token may hold; one more answers
+    /// `429 too_many_sessions`.
+    pub sessions_per_token: usize,
 }
 
 impl<B> Clone for SignalingState<B> {
@@ -56,6 +59,7 @@ impl<B> Clone for SignalingState<B> {
             backend: self.backend.clone(),
             verifier: self.verifier.clone(),
             ice_servers: self.ice_servers.clone(),
+            sessions_per_token: self.sessions_per_token,
         }
     }
 }
@@ -172,6 +176,17 @@ async fn open<B: MediaBackend>(
         }));
     }
     require_content_type(&headers, "application/sdp")?;
+    let live = st.backend.sessions_of_token(&grant.token_id);
+    if live >= st.sessions_per_token {
+        info!(%room, identity = %grant.identity, live, "session refused: its join token holds the most sessions");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "this join token already has {live} live sessions, the most allowed; end one (DELETE its resource) or use another token"
+            ),
+        ));
+    }
     let offer_sdp = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("malformed_sdp", "the SDP offer is not UTF-8"))?;
     if offer_sdp.trim().is_empty() {
@@ -188,6 +203,7 @@ async fn open<B: MediaBackend>(
             role,
             offer_sdp,
             room_limit: grant.room_limit,
+            token_id: grant.token_id.clone(),
         })
         .await
         .map_err(backend_error)?;

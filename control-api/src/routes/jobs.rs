@@ -248,7 +248,7 @@ impl Drop for SpoolFile {
 }
 
 /// Uploads an audio file (the raw bytes as the body) and queues its transcode.
-#[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the audio file"), responses((status = 202, body = JobView), (status = 413, description = "larger than the upload limit", body = ErrorBody), (status = 415, description = "not an audio file StreamCore decodes", body = ErrorBody), (status = 422, description = "bad option", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the audio file"), responses((status = 202, body = JobView), (status = 403, description = "the user's uploads would pass their quota (or jobs in flight)", body = ErrorBody), (status = 413, description = "larger than the upload limit", body = ErrorBody), (status = 415, description = "not an audio file StreamCore decodes", body = ErrorBody), (status = 422, description = "bad option", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload(
     State(st): State<AppState>,
     caller: Caller,
@@ -268,13 +268,42 @@ pub async fn upload(
             format!("uploads are limited to {limit} bytes"),
         )
     };
+    // What the user may still keep: a larger upload is refused before it is read,
+    // or as soon as it passes this.
+    let kept = st
+        .db
+        .owned_counts(&caller.user_id, now_millis())
+        .await
+        .map_err(store_error)?
+        .upload_bytes;
+    let room_left = st
+        .config
+        .quotas
+        .upload_bytes
+        .saturating_sub(kept.max(0) as u64);
+    let over_quota = || {
+        info!(user = %caller.user_id, kept, quota = st.config.quotas.upload_bytes, "upload quota reached");
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!(
+                "Your uploads take {} MiB, and this one would pass the {} MiB this server keeps for you.",
+                kept / (1024 * 1024),
+                st.config.quotas.upload_bytes / (1024 * 1024)
+            ),
+        )
+    };
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        && len > limit
     {
-        return Err(too_large());
+        if len > limit {
+            return Err(too_large());
+        }
+        if len > room_left {
+            return Err(over_quota());
+        }
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     std::fs::create_dir_all(&st.config.upload_dir).map_err(|e| {
@@ -297,6 +326,9 @@ pub async fn upload(
         size += chunk.len() as u64;
         if size > limit {
             return Err(too_large());
+        }
+        if size > room_left {
+            return Err(over_quota());
         }
         if head.len() < 64 {
             let take = (64 - head.len()).min(chunk.len());

@@ -147,6 +147,8 @@ pub struct OwnedCounts {
     pub open_pairings: i64,
     /// Their transcode and mixdown jobs queued, running or waiting to retry.
     pub jobs_in_flight: i64,
+    /// Bytes of the files they uploaded (each upload job's `spec.source.bytes`).
+    pub upload_bytes: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -845,14 +845,17 @@ impl Store for PgStore {
     }
 
     async fn owned_counts(&self, user_id: &str, now: Millis) -> R<OwnedCounts> {
-        let (rooms, devices, open_pairings, jobs_in_flight): (i64, i64, i64, i64) = sqlx::query_as(
+        let (rooms, devices, open_pairings, jobs_in_flight, upload_bytes): (i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
                  (SELECT COUNT(*) FROM rooms WHERE owner_id = $1 AND name NOT LIKE 'device-%'), \
                  (SELECT COUNT(*) FROM devices WHERE user_id = $1), \
                  (SELECT COUNT(*) FROM pairings \
                    WHERE user_id = $1 AND claimed_at IS NULL AND expires_at > $2), \
                  (SELECT COUNT(*) FROM transcode_jobs \
-                   WHERE owner_id = $1 AND status IN ('queued', 'running', 'retrying'))",
+                   WHERE owner_id = $1 AND status IN ('queued', 'running', 'retrying')), \
+                 (SELECT COALESCE(SUM(CASE WHEN jsonb_typeof(spec::jsonb #> '{source,bytes}') = 'number' \
+                      THEN (spec::jsonb #>> '{source,bytes}')::numeric ELSE 0 END), 0)::bigint \
+                    FROM transcode_jobs WHERE owner_id = $1 AND kind = 'transcode')",
         )
         .bind(user_id)
         .bind(now)
@@ -863,6 +866,7 @@ impl Store for PgStore {
             devices,
             open_pairings,
             jobs_in_flight,
+            upload_bytes,
         })
     }
 

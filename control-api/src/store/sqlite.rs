@@ -860,14 +860,18 @@ impl Store for SqliteStore {
     }
 
     async fn owned_counts(&self, user_id: &str, now: Millis) -> R<OwnedCounts> {
-        let (rooms, devices, open_pairings, jobs_in_flight): (i64, i64, i64, i64) = sqlx::query_as(
+        let (rooms, devices, open_pairings, jobs_in_flight, upload_bytes): (i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
                  (SELECT COUNT(*) FROM rooms WHERE owner_id = ?1 AND name NOT LIKE 'device-%'), \
                  (SELECT COUNT(*) FROM devices WHERE user_id = ?1), \
                  (SELECT COUNT(*) FROM pairings \
                    WHERE user_id = ?1 AND claimed_at IS NULL AND expires_at > ?2), \
                  (SELECT COUNT(*) FROM transcode_jobs \
-                   WHERE owner_id = ?1 AND status IN ('queued', 'running', 'retrying'))",
+                   WHERE owner_id = ?1 AND status IN ('queued', 'running', 'retrying')), \
+                 (SELECT CAST(COALESCE(SUM(CASE WHEN json_valid(spec) THEN \
+                      CASE WHEN json_type(spec, '$.source.bytes') = 'integer' \
+                      THEN json_extract(spec, '$.source.bytes') ELSE 0 END ELSE 0 END), 0) AS INTEGER) \
+                    FROM transcode_jobs WHERE owner_id = ?1 AND kind = 'transcode')",
         )
         .bind(user_id)
         .bind(now)
@@ -878,6 +882,7 @@ impl Store for SqliteStore {
             devices,
             open_pairings,
             jobs_in_flight,
+            upload_bytes,
         })
     }
 

@@ -81,6 +81,8 @@ export const MESSAGES = /** @type {Record<string, string>} */ ({
   already_recording: 'This room is being recorded already.',
   not_recording: 'This recording has stopped already.',
   storage_unavailable: 'The storage is unavailable right now. Try again shortly.',
+  too_many_sessions: 'This stream is open in too many places with the same pass. Close one of them, or reload this page.',
+  not_shared_by_link: 'Choose “Anyone signed in with the link” first.',
 });
 
 /**
