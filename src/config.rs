@@ -94,6 +94,9 @@ pub struct LimitSettings {
     /// Live WHIP/WHEP sessions one join token may hold (a client that reconnects
     /// while its old session lingers needs more than one).
     pub sessions_per_join_token: usize,
+    /// A WebSocket (browser events, `/rtc`) silent this long, not even answering the
+    /// node's pings, is closed.
+    pub websocket_idle_secs: u64,
 }
 
 impl Default for LimitSettings {
@@ -115,6 +118,7 @@ impl Default for LimitSettings {
             sockets_per_user: api.quotas.sockets,
             upload_mib_per_user: api.quotas.upload_bytes / (1024 * 1024),
             sessions_per_join_token: 4,
+            websocket_idle_secs: 60,
         }
     }
 }
@@ -721,8 +725,11 @@ impl Settings {
             || l.sockets_per_user < 1
             || l.upload_mib_per_user < 1
             || l.sessions_per_join_token < 1
+            || l.websocket_idle_secs < 3
         {
-            bail!("the per-user quotas in [limits] must be at least 1");
+            bail!(
+                "the per-user quotas in [limits] must be at least 1 (limits.websocket_idle_secs at least 3)"
+            );
         }
         if self.limits.pairing_wrong_guesses_per_code == 0 {
             bail!("limits.pairing_wrong_guesses_per_code must be at least 1");

@@ -120,6 +120,7 @@ async fn open_control_plane(
                     .upload_mib_per_user
                     .saturating_mul(1024 * 1024),
             },
+            websocket_idle: Duration::from_secs(settings.limits.websocket_idle_secs),
             ..control_api::ApiConfig::default()
         },
     )
@@ -394,6 +395,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
                 // One grace for both: a lost network costs the socket and ICE at once.
                 resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
                 ice_servers: ice_servers.clone(),
+                idle_timeout: Duration::from_secs(settings.limits.websocket_idle_secs),
             },
         )))
         .merge(api_router(settings, &api))

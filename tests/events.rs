@@ -853,3 +853,80 @@ async fn a_users_sockets_are_capped() {
     }
     srv.stop().await;
 }
+
+/// Frames of `ws` until `n` pings arrived (each answered by the client library as it
+/// reads), or panics after `within`.
+async fn read_pings(ws: &mut common::remote::Ws, n: usize, within: Duration) {
+    use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pings = 0;
+    while pings < n {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None) => {
+                panic!("closed after {pings} pings")
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("socket error after {pings} pings: {e}"),
+            Err(_) => panic!("{pings} of {n} pings within {within:?}"),
+        }
+    }
+}
+
+/// True once `ws` ends (a close frame, the end of the stream or a reset) within
+/// `within`; the frames before are read and dropped.
+async fn closes(ws: &mut common::remote::Ws, within: Duration) -> bool {
+    use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None | Some(Err(_)),
+            ) => {
+                return true;
+            }
+            Ok(Some(Ok(_))) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The node pings quiet sockets and closes those that stay silent (`limits.websocket_idle_secs`):
+/// a browser socket and a `/rtc` socket whose client stopped reading are closed; ones
+/// that answer the pings stay open for several idle periods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_and_answering_ones_stay() {
+    let srv = TestServer::start_with(|s| s.limits.websocket_idle_secs = 3).await;
+    let user = register(&srv.http, &srv.base, "idle@example.com").await;
+    let mut answering = socket(&srv.base, "/api/v1/events/socket", &user.access).await;
+    let mut silent = socket(&srv.base, "/api/v1/events/socket", &user.access).await;
+    let token = srv.token(
+        "idle-room",
+        "quiet",
+        signaling::Grants {
+            subscribe: true,
+            ..signaling::Grants::default()
+        },
+    );
+    let mut rtc_silent = socket(&srv.base, "/rtc", "unused").await;
+    send(
+        &mut rtc_silent,
+        json!({"type": "join", "id": 0, "token": token, "version": 1}),
+    )
+    .await;
+    wait_for(&mut rtc_silent, WAIT, |m| m["type"] == "joined").await;
+    // Five pings a second apart is past the 3 s idle timeout, answered all along; the
+    // others read nothing meanwhile.
+    read_pings(&mut answering, 5, Duration::from_secs(20)).await;
+    send(&mut answering, json!({"type": "ping"})).await;
+    wait_for(&mut answering, WAIT, |m| m["type"] == "pong").await;
+    assert!(
+        closes(&mut silent, WAIT).await,
+        "the silent browser socket is closed"
+    );
+    assert!(
+        closes(&mut rtc_silent, WAIT).await,
+        "the silent /rtc socket is closed"
+    );
+    srv.stop().await;
+}

@@ -56,6 +56,8 @@ pub struct ApiConfig {
     pub pairing_wrong_guesses_per_code: u32,
     /// The most a user may hold at once.
     pub quotas: Quotas,
+    /// A browser socket silent this long (not even answering pings) is closed.
+    pub websocket_idle: Duration,
 }
 
 /// The most a user may hold at once; beyond, `403 quota_exceeded` (checked before each
@@ -155,6 +157,7 @@ impl Default for ApiConfig {
             password_hash_wait: Duration::from_secs(5),
             pairing_wrong_guesses_per_code: 10_000,
             quotas: Quotas::default(),
+            websocket_idle: Duration::from_secs(60),
         }
     }
 }

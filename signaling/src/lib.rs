@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod error;
 pub mod ice_servers;
+pub mod liveness;
 pub mod room;
 pub mod sdpfrag;
 pub mod token;

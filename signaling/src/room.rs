@@ -37,6 +37,7 @@ use crate::backend::{
     RoomUpdate,
 };
 use crate::error::ApiError;
+use crate::liveness::{Due, Liveness};
 use crate::token::{JoinGrant, JoinTokenVerifier};
 use crate::whip::{backend_error, token_error};
 
@@ -56,6 +57,9 @@ pub struct RoomProtocolConfig {
     pub resume_grace: Duration,
     /// STUN/TURN servers handed to each participant in `joined`.
     pub ice_servers: Arc<crate::IceServerConfig>,
+    /// A socket silent this long (not even answering pings) is taken for gone
+    /// (`crate::liveness`); the participant may still resume within `resume_grace`.
+    pub idle_timeout: Duration,
 }
 
 impl Default for RoomProtocolConfig {
@@ -63,6 +67,7 @@ impl Default for RoomProtocolConfig {
         RoomProtocolConfig {
             resume_grace: Duration::from_secs(20),
             ice_servers: Arc::default(),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -581,9 +586,14 @@ async fn send(socket: &mut WebSocket, v: &Value) -> bool {
 
 /// The next client message; `None` when the socket is gone. Non-text frames and
 /// unparsable text get an error reply and are skipped.
-async fn next_message(socket: &mut WebSocket) -> Option<Result<ClientMessage, ApiError>> {
+async fn next_message(
+    socket: &mut WebSocket,
+    live: &mut Liveness,
+) -> Option<Result<ClientMessage, ApiError>> {
     loop {
-        match socket.recv().await? {
+        let frame = socket.recv().await?;
+        live.heard(std::time::Instant::now());
+        match frame {
             Ok(Message::Text(t)) => return Some(parse_message(&t)),
             Ok(Message::Binary(_)) => {
                 return Some(Err(ApiError::bad_request(
@@ -661,7 +671,8 @@ enum End {
 async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) -> Option<Session> {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     loop {
-        let msg = match tokio::time::timeout_at(deadline, next_message(socket)).await {
+        let mut live = Liveness::new(std::time::Instant::now(), st.config.idle_timeout);
+        let msg = match tokio::time::timeout_at(deadline, next_message(socket, &mut live)).await {
             Err(_) => {
                 let e = ApiError::bad_request("join_timeout", "send join first, within 10 s");
                 send(socket, &error_message(&e, None)).await;
@@ -915,9 +926,22 @@ async fn serve<B: RoomBackend>(
     socket: &mut WebSocket,
     session: &mut Session,
 ) -> End {
+    let mut live = Liveness::new(std::time::Instant::now(), st.config.idle_timeout);
     loop {
         tokio::select! {
             _ = &mut session.kicked => return End::Replaced,
+            () = tokio::time::sleep_until(live.wake_at().into()) => match live.due(std::time::Instant::now()) {
+                Due::Ping => {
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::SocketGone;
+                    }
+                }
+                Due::Idle => {
+                    info!(participant = %session.sid, idle_secs = live.idle().as_secs(), "room socket silent (no pong); taken for gone, resumable");
+                    return End::SocketGone;
+                }
+                Due::Nothing => {}
+            },
             u = session.updates.recv() => {
                 let Some(u) = u else {
                     // The worker dropped this channel: it fell behind (or the node stops).
@@ -931,7 +955,7 @@ async fn serve<B: RoomBackend>(
                     return End::SocketGone;
                 }
             }
-            m = next_message(socket) => {
+            m = next_message(socket, &mut live) => {
                 let Some(m) = m else { return End::SocketGone };
                 let m = match m {
                     Ok(m) => m,

@@ -27,6 +27,7 @@ use events::EventType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use signaling::ApiError;
+use signaling::liveness::{Due, Liveness};
 use tracing::{debug, info, warn};
 use utoipa::ToSchema;
 
@@ -727,30 +728,44 @@ async fn run_browser_socket(st: AppState, mut caller: Caller, mut socket: WebSoc
     let mut open = socket.send(Message::text(first)).await.is_ok();
     debug!(user = %caller.user_id, "browser socket open");
     let mut deadline = socket_deadline(&caller);
+    let mut live = Liveness::new(std::time::Instant::now(), st.config.websocket_idle);
     while open {
         tokio::select! {
-            m = socket.recv() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(v) = auth_message(t.as_str()) {
-                        let (reply, keep) = on_auth(&st, &mut caller, &v);
-                        deadline = socket_deadline(&caller);
-                        open = socket.send(Message::text(reply)).await.is_ok() && keep;
-                    } else {
-                        let reply = on_browser_message(&st, &caller, t.as_str()).await;
-                        open = socket.send(Message::text(reply)).await.is_ok();
+            m = socket.recv() => {
+                if matches!(m, Some(Ok(_))) {
+                    live.heard(std::time::Instant::now());
+                }
+                match m {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Some(v) = auth_message(t.as_str()) {
+                            let (reply, keep) = on_auth(&st, &mut caller, &v);
+                            deadline = socket_deadline(&caller);
+                            open = socket.send(Message::text(reply)).await.is_ok() && keep;
+                        } else {
+                            let reply = on_browser_message(&st, &caller, t.as_str()).await;
+                            open = socket.send(Message::text(reply)).await.is_ok();
+                        }
                     }
+                    Some(Ok(Message::Binary(_))) => {
+                        open = socket.send(Message::text(error_msg("bad_message", "messages are JSON text", None))).await.is_ok();
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    open = socket.send(Message::text(error_msg("bad_message", "messages are JSON text", None))).await.is_ok();
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
-            },
+            }
             out = rx.recv() => match out {
                 Some(text) => open = socket.send(Message::text(text)).await.is_ok(),
                 // Dropped by the hub: this socket fell too far behind, or its
                 // sessions were ended.
                 None => open = false,
+            },
+            () = tokio::time::sleep_until(live.wake_at().into()) => match live.due(std::time::Instant::now()) {
+                Due::Ping => open = socket.send(Message::Ping(Default::default())).await.is_ok(),
+                Due::Idle => {
+                    info!(user = %caller.user_id, idle_secs = live.idle().as_secs(), "browser socket silent (no pong); closing");
+                    open = false;
+                }
+                Due::Nothing => {}
             },
             () = tokio::time::sleep_until(deadline) => {
                 debug!(user = %caller.user_id, "browser socket's token expired without a fresh one; closing");
