@@ -81,6 +81,11 @@ pub struct LimitSettings {
     pub http_connections_per_address: usize,
     /// A request's header must arrive whole within this many seconds.
     pub http_header_timeout_secs: u64,
+    /// A request body that sends nothing for this many seconds is cut off (408
+    /// `body_too_slow`); so is one whose average rate, after that long, is under
+    /// `http_min_body_bytes_per_sec` (0: no minimum).
+    pub http_body_idle_secs: u64,
+    pub http_min_body_bytes_per_sec: u64,
     /// The most a user may hold at once; beyond, 403 `quota_exceeded`.
     pub rooms_per_user: i64,
     pub devices_per_user: i64,
@@ -111,6 +116,8 @@ impl Default for LimitSettings {
             http_connections: 10_000,
             http_connections_per_address: 256,
             http_header_timeout_secs: 15,
+            http_body_idle_secs: 30,
+            http_min_body_bytes_per_sec: 1024,
             rooms_per_user: api.quotas.rooms,
             devices_per_user: api.quotas.devices,
             open_pairings_per_user: api.quotas.open_pairings,
@@ -712,9 +719,10 @@ impl Settings {
         if self.limits.http_connections == 0
             || self.limits.http_connections_per_address == 0
             || self.limits.http_header_timeout_secs == 0
+            || self.limits.http_body_idle_secs == 0
         {
             bail!(
-                "limits.http_connections, limits.http_connections_per_address and limits.http_header_timeout_secs must be at least 1"
+                "limits.http_connections, limits.http_connections_per_address, limits.http_header_timeout_secs and limits.http_body_idle_secs must be at least 1"
             );
         }
         let l = &self.limits;

@@ -35,6 +35,8 @@ pub struct HttpLimits {
     pub trusted_proxies: Vec<control_api::client_addr::IpNet>,
     /// Counts refused connections by reason (`streamcore_http_connections_refused_total`).
     pub refused: Option<prometheus::IntCounterVec>,
+    /// How a request body must keep coming (`control_api::body_pace`).
+    pub body: control_api::body_pace::BodyLimits,
 }
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then lets
@@ -87,11 +89,18 @@ pub async fn serve(
         let app = app.clone();
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
+        let body_limits = limits.body;
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                    let req = req.map(|b| {
+                        axum::body::Body::new(control_api::body_pace::PacedBody::new(
+                            b,
+                            body_limits,
+                        ))
+                    });
                     app.clone().oneshot(req)
                 },
             );

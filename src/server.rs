@@ -531,6 +531,10 @@ fn http_limits(settings: &Settings, metrics: Option<&Metrics>) -> anyhow::Result
         trusted_proxies: control_api::client_addr::parse_proxies(&settings.trusted_proxies)
             .map_err(anyhow::Error::msg)?,
         refused: metrics.map(|m| m.http_connections_refused.clone()),
+        body: control_api::body_pace::BodyLimits {
+            idle: Duration::from_secs(l.http_body_idle_secs),
+            min_bytes_per_sec: l.http_min_body_bytes_per_sec,
+        },
     })
 }
 

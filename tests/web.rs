@@ -920,3 +920,91 @@ async fn slow_clients_from_one_address_do_not_starve_the_others() {
     );
     srv.stop().await;
 }
+
+/// A request body must keep coming (`limits.http_body_idle_secs`,
+/// `limits.http_min_body_bytes_per_sec`): an upload that stops half-way and a JSON body
+/// trickled under the minimum rate are answered `408 body_too_slow` and leave nothing
+/// behind; a body sent at once is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_stop_or_trickle_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start_with(|s| {
+        s.limits.http_body_idle_secs = 2;
+        s.limits.http_min_body_bytes_per_sec = 2000;
+    })
+    .await;
+    let addr = srv.server().http_addr;
+    let user = register(&srv.http, &srv.base, "slow-body@example.com").await;
+    /// Reads the whole answer (the node closes after it) within 10 s.
+    async fn answer(c: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    // An upload announced as 100 kB that stops after 4 kB.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+        user.access
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut part = b"fLaC".to_vec();
+    part.resize(4096, 0);
+    c.write_all(&part).await.unwrap();
+    let stopped = answer(&mut c).await;
+    assert!(
+        stopped.starts_with("HTTP/1.1 408") && stopped.contains("body_too_slow"),
+        "{stopped}"
+    );
+
+    // A sign-in whose JSON comes 50 bytes every 200 ms: never idle, far under 2000 B/s.
+    let body = json!({"email": "slow-body@example.com", "password": "x".repeat(3000)}).to_string();
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut cut_off = String::new();
+    for chunk in body.as_bytes().chunks(50) {
+        if c.write_all(chunk).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await
+            && n > 0
+        {
+            cut_off = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never cut off");
+    }
+    assert!(
+        cut_off.starts_with("HTTP/1.1 408") && cut_off.contains("body_too_slow"),
+        "{cut_off:?}"
+    );
+
+    // Nothing of the upload was kept; a body sent at once goes through.
+    let (s, v) = get(
+        &srv.http,
+        format!("{}/api/v1/uploads", srv.base),
+        &user.access,
+    )
+    .await;
+    assert_eq!((s, v), (200, json!([])));
+    let parts = std::fs::read_dir(srv.data_dir.join("uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(parts, 0, "no spooled part left");
+    let (s, _) = post(
+        &srv.http,
+        format!("{}/api/v1/auth/login", srv.base),
+        None,
+        json!({"email": "slow-body@example.com", "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(s, 200, "signed in with a body sent at once");
+    srv.stop().await;
+}

@@ -35,7 +35,10 @@ where
                 "invalid_body",
                 e.body_text(),
             )),
-            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+            Err(e) => match crate::body_pace::stalled(&e) {
+                Some(s) => Err(crate::body_pace::stalled_error(s)),
+                None => Err(ApiError::bad_request("invalid_body", e.body_text())),
+            },
         }
     }
 }

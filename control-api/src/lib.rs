@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body_pace;
 pub mod client_addr;
 pub mod cookies;
 pub mod events;

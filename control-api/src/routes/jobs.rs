@@ -320,8 +320,12 @@ pub async fn upload(
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("upload_interrupted", format!("reading the upload: {e}"))
+        let chunk = chunk.map_err(|e| match crate::body_pace::stalled(&e) {
+            Some(s) => {
+                info!(user = %caller.user_id, received = size, reason = %s, "upload cut off");
+                crate::body_pace::stalled_error(s)
+            }
+            None => ApiError::bad_request("upload_interrupted", format!("reading the upload: {e}")),
         })?;
         size += chunk.len() as u64;
         if size > limit {
