@@ -70,6 +70,7 @@ async fn pages_and_the_client_library_are_served_with_their_headers() {
         "/recordings",
         "/uploads",
         "/reset-password",
+        "/verify-email",
     ] {
         let r = srv
             .http

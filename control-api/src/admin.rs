@@ -12,7 +12,10 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-/// Creates an admin account, or promotes an existing account (its password unchanged).
+/// Creates an admin account (its email counts as verified: the operator vouches for
+/// it), or promotes an existing account whose owner verified its email (its password
+/// unchanged). An unverified account is never promoted: anyone may have registered
+/// the address, hoping the operator would.
 pub async fn create_admin<S: Store>(
     db: &S,
     email: &str,
@@ -22,6 +25,11 @@ pub async fn create_admin<S: Store>(
     db.migrate().await?;
     let email = parse_email(email).map_err(|e| AdminError::Invalid(e.message))?;
     if let Some(u) = db.user_by_email(&email).await? {
+        if u.email_verified_at.is_none() {
+            return Err(AdminError::Invalid(format!(
+                "{email} has an account that never verified its email, so whoever registered it may not hold that mailbox; it is not made admin. Its owner opens the link of the verification mail (`streamcore admin mail --to {email}` shows it) or the account is removed, then run this again"
+            )));
+        }
         db.set_role(&u.id, Role::Admin).await?;
         return Ok(format!(
             "{email} is now an admin (existing account, password unchanged)"
@@ -34,6 +42,7 @@ pub async fn create_admin<S: Store>(
         display_name: display_name.trim().to_owned(),
         password_hash,
         role: Role::Admin,
+        email_verified: true,
     })
     .await?;
     Ok(format!("admin account {email} created"))

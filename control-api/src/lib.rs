@@ -104,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(accounts::logout))
         .route("/auth/password/forgot", post(accounts::forgot_password))
         .route("/auth/password/reset", post(accounts::reset_password))
+        .route("/auth/email/verify", post(accounts::verify_email))
+        .route("/auth/email/resend", post(accounts::resend_verification))
         .route("/me", get(accounts::me))
         .route("/me/password", post(accounts::change_password))
         .route("/admin/users", get(accounts::admin_list_users))

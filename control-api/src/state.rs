@@ -90,6 +90,37 @@ impl Default for Quotas {
     }
 }
 
+impl Quotas {
+    /// What an account that has not verified its email may hold: enough to try
+    /// everything, too little to host for others on an address it may not own.
+    pub fn unverified(&self) -> Quotas {
+        Quotas {
+            rooms: self.rooms.min(10),
+            devices: self.devices.min(10),
+            open_pairings: self.open_pairings.min(3),
+            jobs_in_flight: self.jobs_in_flight.min(2),
+            sockets: self.sockets,
+            upload_bytes: self.upload_bytes.min(1024 * 1024 * 1024),
+        }
+    }
+}
+
+/// The quotas of `user_id`: lower until the account verified its email.
+pub async fn quotas_of(st: &AppState, user_id: &str) -> Result<(Quotas, bool), ApiError> {
+    let verified = st
+        .db
+        .user_by_id(user_id)
+        .await
+        .map_err(store_error)?
+        .is_some_and(|u| u.email_verified_at.is_some());
+    let q = st.config.quotas;
+    Ok(if verified {
+        (q, true)
+    } else {
+        (q.unverified(), false)
+    })
+}
+
 /// What a quota counts.
 #[derive(Debug, Clone, Copy)]
 pub enum Quota {
@@ -106,7 +137,7 @@ pub async fn within_quota(st: &AppState, user_id: &str, what: Quota) -> Result<(
         .owned_counts(user_id, crate::auth::now_millis())
         .await
         .map_err(store_error)?;
-    let q = &st.config.quotas;
+    let (q, verified) = quotas_of(st, user_id).await?;
     let (have, max, noun, advice) = match what {
         Quota::Rooms => (c.rooms, q.rooms, "rooms", "delete one to make another"),
         Quota::Devices => (c.devices, q.devices, "devices", "remove one to add another"),
@@ -128,7 +159,13 @@ pub async fn within_quota(st: &AppState, user_id: &str, what: Quota) -> Result<(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "quota_exceeded",
-            format!("You have {have} {noun}, the most this server allows: {advice}."),
+            if verified {
+                format!("You have {have} {noun}, the most this server allows: {advice}.")
+            } else {
+                format!(
+                    "You have {have} {noun}, the most until you confirm your email address (open the link in the mail we sent): {advice}."
+                )
+            },
         ));
     }
     Ok(())
@@ -176,6 +213,8 @@ pub struct Limits {
     pub register_all: RateLimiter,
     /// Room invitation mails per inviting user.
     pub invite_mails: RateLimiter,
+    /// Verification mails asked for again, per account.
+    pub verify_mails: RateLimiter,
     /// Argon2 runs at once (hash or verify; 19 MiB each).
     pub password_hashes: Arc<tokio::sync::Semaphore>,
 }
@@ -191,6 +230,7 @@ impl Limits {
             register_addr: RateLimiter::new(config.register_per_address_per_minute, min),
             register_all: RateLimiter::new(config.register_per_minute, min),
             invite_mails: RateLimiter::new(30, Duration::from_secs(3600)),
+            verify_mails: RateLimiter::new(3, Duration::from_secs(3600)),
             password_hashes: Arc::new(tokio::sync::Semaphore::new(
                 config.concurrent_password_hashes.max(1),
             )),

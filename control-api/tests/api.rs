@@ -30,6 +30,33 @@ impl Api {
             .to_owned()
     }
 
+    /// Confirms `email` with the token of the newest verification mail to it.
+    async fn verify(&self, email: &str) {
+        let token = self.verification_token(email).await;
+        let (s, v) = self
+            .post("/api/v1/auth/email/verify", None, json!({"token": token}))
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    }
+
+    /// The token of the newest verification mail to `email`, read from the store.
+    async fn verification_token(&self, email: &str) -> String {
+        self.state
+            .db
+            .list_mail(1000)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.to_addr == email)
+            .find_map(|m| {
+                m.body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Verification token: "))
+                    .map(str::to_owned)
+            })
+            .expect("a verification mail")
+    }
+
     async fn start(pg: bool, config: ApiConfig) -> Api {
         let (url, guards) = if pg {
             let (u, g) = common::fresh_pg_url().await;
@@ -395,11 +422,16 @@ async fn password_reset(api: Api) {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "unknown emails look the same");
     let (_, mail) = api.get("/api/v1/admin/mail", &admin).await;
-    let mails = mail.as_array().unwrap();
+    let mails: Vec<&Value> = mail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["subject"].as_str().unwrap_or_default().contains("Reset"))
+        .collect();
     assert_eq!(
         mails.len(),
         1,
-        "one mail, to the existing account only: {mail}"
+        "one reset mail, to the existing account only: {mail}"
     );
     assert_eq!(mails[0]["to"], "reset@example.com");
     // The token itself, as the operator reads it on the node (`streamcore admin mail`);
@@ -514,6 +546,128 @@ async fn admin(api: Api) {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 both!(admin);
+
+/// Email verification: a sign-up gets a mail with a single-use link; until it is
+/// opened the account has lower quotas, sends no invitations and is never made admin
+/// (`streamcore admin create` on someone else's unverified registration refuses).
+async fn email_verification_and_what_it_opens(api: Api) {
+    let (_, a, _) = api.user("fresh@example.com").await;
+    let (_, me) = api.get("/api/v1/me", &a).await;
+    assert_eq!(me["email_verified"], false, "{me}");
+    let mail = api
+        .state
+        .db
+        .list_mail(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.to_addr == "fresh@example.com")
+        .expect("a verification mail");
+    assert!(
+        mail.body.contains(&format!(
+            "{}/verify-email?token=",
+            api.state.config.public_url.trim_end_matches('/')
+        )),
+        "{}",
+        mail.body
+    );
+    // Lower quotas until verified: 10 rooms, not 100.
+    for i in 0..10 {
+        let (s, v) = api
+            .post(
+                "/api/v1/rooms",
+                Some(&a),
+                json!({"name": format!("fresh-{i}")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": "fresh-10"}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "quota_exceeded"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("confirm your email"),
+        "{v}"
+    );
+    // No invitations in the name of an address nobody proved.
+    let (s, v) = api
+        .post(
+            "/api/v1/rooms/fresh-0/members",
+            Some(&a),
+            json!({"email": "stranger@example.com"}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "email_unverified"));
+    // Never made admin by the operator's command: anyone may have registered it.
+    let refused = control_api::admin::create_admin(&api.state.db, "fresh@example.com", "x", "")
+        .await
+        .expect_err("an unverified account is not promoted");
+    assert!(refused.to_string().contains("never verified"), "{refused}");
+    let (_, me) = api.get("/api/v1/me", &a).await;
+    assert_eq!(me["role"], "user");
+    // A new mail on request (3 an hour), a bad token refused, the right one once.
+    let (s, _) = api
+        .call(Method::POST, "/api/v1/auth/email/resend", Some(&a), None)
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, v) = api
+        .post("/api/v1/auth/email/verify", None, json!({"token": "guess"}))
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_verification_token")
+    );
+    let token = api.verification_token("fresh@example.com").await;
+    let (s, _) = api
+        .post("/api/v1/auth/email/verify", None, json!({"token": token}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = api
+        .post("/api/v1/auth/email/verify", None, json!({"token": token}))
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_verification_token"),
+        "single use"
+    );
+    let (_, me) = api.get("/api/v1/me", &a).await;
+    assert_eq!(me["email_verified"], true);
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": "fresh-10"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "the full quota once verified: {v}");
+    let (s, v) = api
+        .call(Method::POST, "/api/v1/auth/email/resend", Some(&a), None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "already_verified"));
+    // Verified, the owner of the address may be made admin; a new admin account is
+    // verified from the start.
+    let promoted = control_api::admin::create_admin(&api.state.db, "fresh@example.com", "x", "")
+        .await
+        .unwrap();
+    assert!(promoted.contains("now an admin"), "{promoted}");
+    control_api::admin::create_admin(
+        &api.state.db,
+        "root@example.com",
+        "a long admin password",
+        "Root",
+    )
+    .await
+    .unwrap();
+    let root = api
+        .state
+        .db
+        .user_by_email("root@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(root.email_verified_at.is_some() && root.role == Role::Admin);
+}
+both!(email_verification_and_what_it_opens);
 
 async fn devices_and_isolation(api: Api) {
     let (_, a, _) = api.user("a@example.com").await;
@@ -903,6 +1057,7 @@ both!(login_rate_limit);
 
 async fn rooms_and_join_tokens(api: Api) {
     let (owner_id, a, _) = api.user("host@example.com").await;
+    api.verify("host@example.com").await;
     let (_, b, _) = api.user("guest@example.com").await;
     let (s, r) = api
         .post(
@@ -1139,6 +1294,7 @@ both!(rooms_and_join_tokens);
 /// room the caller may not join looks like no room at all.
 async fn room_access_policies(api: Api) {
     let (_, host, _) = api.user("host@example.com").await;
+    api.verify("host@example.com").await;
     let (_, ann, _) = api.user("ann@example.com").await;
     let (_, bob, _) = api.user("bob@example.com").await;
     let (s, r) = api
@@ -1572,10 +1728,12 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/invitations",
         "/api/v1/invitations/{id}/accept",
         "/api/v1/invitations/{id}/decline",
+        "/api/v1/auth/email/verify",
+        "/api/v1/auth/email/resend",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 43);
+    assert_eq!(paths.len(), 45);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))
@@ -1592,6 +1750,7 @@ async fn openapi_document_lists_every_route() {
 /// act on; giving one back makes room for the next; another user is not affected.
 async fn quotas_stop_at_the_configured_counts(api: Api) {
     let (_, a, _) = api.user("quota@example.com").await;
+    api.verify("quota@example.com").await;
     let refused = |s: StatusCode, v: &Value| {
         assert_eq!(
             (s, code(v)),

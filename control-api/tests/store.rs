@@ -88,6 +88,7 @@ async fn user<S: Store>(s: &S, email: &str) -> User {
         display_name: format!("{email} name"),
         password_hash: "$argon2id$fake".to_owned(),
         role: Role::User,
+        email_verified: false,
     })
     .await
     .expect("create user")
@@ -212,6 +213,7 @@ async fn users<S: Store>(s: &S) {
             display_name: "Other".to_owned(),
             password_hash: "x".to_owned(),
             role: Role::Admin,
+            email_verified: false,
         })
         .await;
     assert!(is_conflict(dup, "email"));
@@ -222,6 +224,7 @@ async fn users<S: Store>(s: &S) {
             display_name: "Bob".to_owned(),
             password_hash: "h".to_owned(),
             role: Role::Admin,
+            email_verified: false,
         })
         .await
         .unwrap();

@@ -5,14 +5,13 @@ room that does not exist, a page whose server is slow or failing while it loads,
 a microphone the person denied; then a forgotten password reset through the pages,
 and signing out."""
 
-import re
 import sqlite3
 import uuid
 from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from harness import FLAGS, PHONE, Failure, api, run, sign_up, tab_to, wait_for
+from harness import FLAGS, PHONE, Failure, api, mailed_link, run, sign_up, tab_to, wait_for
 
 
 def message(page, selector):
@@ -253,14 +252,7 @@ def main(a, s):
     if "on its way" not in text:
         raise Failure(f"asking for a reset link says {text!r}")
 
-    def reset_link():
-        db = sqlite3.connect(str(Path(a.data_dir) / "streamcore.db"))
-        rows = db.execute("SELECT body FROM mail_outbox WHERE to_addr = ? ORDER BY created_at DESC", (email,)).fetchall()
-        db.close()
-        found = [m.group(0) for (body,) in rows for m in [re.search(r"https?://\S+/reset-password\?token=[\w-]+", body)] if m]
-        return found[0] if found else None
-
-    link = wait_for("the reset mail in the outbox", reset_link)
+    link = wait_for("the reset mail in the outbox", lambda: mailed_link(a.data_dir, email, "/reset-password"))
     other.goto(link)
     other.get_by_label("New password (at least 10 characters)").fill("a third long password")
     other.get_by_role("button", name="Set the password").click()

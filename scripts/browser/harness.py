@@ -341,6 +341,20 @@ def open_page(page: Page, url: str, attempts: int = 3) -> None:
                 raise Failure(f"{url} never became ready ({attempts} loads)")
 
 
+def mailed_link(data_dir: str, to: str, path: str) -> str | None:
+    """The newest link to `path` (`/reset-password`, `/verify-email`) in the mail waiting
+    for `to` in the node's outbox (the test node has no SMTP; SQLite under its data dir)."""
+    import re
+    import sqlite3
+
+    db = sqlite3.connect(str(Path(data_dir) / "streamcore.db"))
+    rows = db.execute("SELECT body FROM mail_outbox WHERE to_addr = ? ORDER BY created_at DESC", (to,)).fetchall()
+    db.close()
+    pattern = re.compile(r"https?://\S+" + re.escape(path) + r"\?token=[\w-]+")
+    found = [m.group(0) for (body,) in rows for m in [pattern.search(body)] if m]
+    return found[0] if found else None
+
+
 def sign_up(page: Page, base: str, email: str, password: str = "a long password 1", name: str = "") -> None:
     """Creates an account on `/` as a person would, and waits for the devices page."""
     open_page(page, f"{base}/")

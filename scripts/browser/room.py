@@ -11,7 +11,7 @@ Last, Ada opens the room to link holders, and Dan, a stranger, joins with the li
 
 import uuid
 
-from harness import Failure, run, sign_up, wait_for
+from harness import Failure, mailed_link, run, sign_up, wait_for
 
 # What a page receives from each other participant, by their identity and track kind.
 RECEIVED_JS = """
@@ -77,6 +77,16 @@ def main(a, s):
         sign_up(p, base, emails[n], name=n)
         pages[n] = p
     ada, ben, cleo = (pages[n] for n in names)
+
+    # Ada confirms her address first (only a confirmed account invites): the devices
+    # page says so, and the link of the mail confirms it.
+    ada.locator("#verify-banner").wait_for()
+    s.screenshot(ada, "verify-banner")
+    ada.goto(wait_for("Ada's verification mail", lambda: mailed_link(a.data_dir, emails["Ada"], "/verify-email")))
+    wait_for("the address confirmed", lambda: "is confirmed" in ada.locator("#verify-message").inner_text())
+    s.screenshot(ada, "verify-email")
+    if "token" in ada.url:
+        raise Failure(f"the verification token stays in the address bar: {ada.url}")
 
     # Ada creates the room (everyone may publish) and is in it with camera and mic.
     ada.goto(f"{base}/room")

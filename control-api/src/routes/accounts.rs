@@ -29,6 +29,9 @@ pub struct UserView {
     pub display_name: String,
     pub role: Role,
     pub created_at: i64,
+    /// Whether the account proved it holds `email` (the link of its verification
+    /// mail). Unverified accounts have lower quotas and send no invitations.
+    pub email_verified: bool,
 }
 
 impl From<&User> for UserView {
@@ -39,6 +42,7 @@ impl From<&User> for UserView {
             display_name: u.display_name.clone(),
             role: u.role,
             created_at: u.created_at,
+            email_verified: u.email_verified_at.is_some(),
         }
     }
 }
@@ -153,6 +157,12 @@ pub struct ChangePassword {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ForgotRequest {
     pub email: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VerifyRequest {
+    /// The token of the verification mail.
+    pub token: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -288,6 +298,7 @@ pub async fn register(
             display_name,
             password_hash,
             role,
+            email_verified: false,
         })
         .await
         .map_err(|e| match e {
@@ -297,6 +308,7 @@ pub async fn register(
             other => store_error(other),
         })?;
     info!(user = %user.id, role = role.as_str(), "account registered");
+    mail_verification(&st, &user).await?;
     let session = new_session(&st, &user, None).await?;
     Ok(session_response(
         &st,
@@ -624,6 +636,91 @@ pub async fn reset_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// How long a verification link works.
+const VERIFY_TTL_MS: i64 = 48 * 3600 * 1000;
+
+/// Queues a mail with a link that proves the account holds its address.
+async fn mail_verification(st: &AppState, user: &User) -> Result<(), ApiError> {
+    let token = auth::new_secret();
+    st.db
+        .insert_email_verification(
+            &user.id,
+            &user.email,
+            &secret_hash(&token),
+            now_millis() + VERIFY_TTL_MS,
+        )
+        .await
+        .map_err(store_error)?;
+    let link = format!(
+        "{}/verify-email?token={token}",
+        st.config.public_url.trim_end_matches('/')
+    );
+    st.db
+        .insert_mail(Mail {
+            id: uuid::Uuid::new_v4().to_string(),
+            to_addr: user.email.clone(),
+            subject: "Confirm your StreamCore email address".into(),
+            body: format!(
+                "Open this link to confirm that this address is yours:\n\nLink: {link}\nVerification token: {token}\n\nIt works once, for 48 hours. If you did not make a StreamCore account, ignore this mail.\n"
+            ),
+            created_at: now_millis(),
+            sent_at: None,
+        })
+        .await
+        .map_err(store_error)?;
+    st.mail_queued.notify_one();
+    info!(user = %user.id, "verification mail queued in the outbox");
+    Ok(())
+}
+
+/// Confirms the account's email with the token of its verification mail.
+#[utoipa::path(post, path = "/api/v1/auth/email/verify", tag = "accounts", request_body = VerifyRequest, responses((status = 204, description = "the email is verified"), (status = 400, description = "unknown, used or expired token", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody)))]
+pub async fn verify_email(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<VerifyRequest>,
+) -> Result<StatusCode, ApiError> {
+    let user_id = st
+        .db
+        .take_email_verification(&secret_hash(req.token.trim()), now_millis())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_verification_token",
+                "this verification link is unknown, used or expired; ask for a new one",
+            )
+        })?;
+    info!(user = %user_id, "email verified");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends the caller a new verification mail (3 an hour).
+#[utoipa::path(post, path = "/api/v1/auth/email/resend", tag = "accounts", responses((status = 202, description = "a verification mail is queued"), (status = 409, description = "the email is verified already", body = ErrorBody), (status = 429, description = "too many mails lately", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn resend_verification(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    caller.require_user()?;
+    let user = st
+        .db
+        .user_by_id(&caller.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    if user.email_verified_at.is_some() {
+        return Err(ApiError::conflict(
+            "already_verified",
+            "this email address is verified already",
+        ));
+    }
+    st.limits
+        .verify_mails
+        .check(&user.id, Instant::now())
+        .map_err(too_many)?;
+    mail_verification(&st, &user).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", responses((status = 200, body = Vec<UserView>), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn admin_list_users(
     State(st): State<AppState>,
@@ -703,8 +800,10 @@ async fn end_sessions(st: &AppState, user_id: &str, reason: &str) -> Result<u64,
 pub fn redact_secrets(body: &str) -> String {
     body.lines()
         .map(|line| {
-            if line.starts_with("Reset token: ") {
-                return "Reset token: [redacted]".to_owned();
+            for label in ["Reset token: ", "Verification token: "] {
+                if line.starts_with(label) {
+                    return format!("{label}[redacted]");
+                }
             }
             match line.find("token=") {
                 Some(i) => {

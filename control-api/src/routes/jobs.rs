@@ -276,20 +276,17 @@ pub async fn upload(
         .await
         .map_err(store_error)?
         .upload_bytes;
-    let room_left = st
-        .config
-        .quotas
-        .upload_bytes
-        .saturating_sub(kept.max(0) as u64);
+    let (quotas, _) = crate::state::quotas_of(&st, &caller.user_id).await?;
+    let room_left = quotas.upload_bytes.saturating_sub(kept.max(0) as u64);
     let over_quota = || {
-        info!(user = %caller.user_id, kept, quota = st.config.quotas.upload_bytes, "upload quota reached");
+        info!(user = %caller.user_id, kept, quota = quotas.upload_bytes, "upload quota reached");
         ApiError::new(
             StatusCode::FORBIDDEN,
             "quota_exceeded",
             format!(
                 "Your uploads take {} MiB, and this one would pass the {} MiB this server keeps for you.",
                 kept / (1024 * 1024),
-                st.config.quotas.upload_bytes / (1024 * 1024)
+                quotas.upload_bytes / (1024 * 1024)
             ),
         )
     };

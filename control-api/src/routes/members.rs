@@ -82,6 +82,13 @@ pub async fn invite(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    if owner.email_verified_at.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "email_unverified",
+            "Confirm your email address first (open the link in the mail we sent): invitations go out in your name.",
+        ));
+    }
     if email == owner.email {
         return Err(ApiError::invalid_field(
             "email",

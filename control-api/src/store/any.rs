@@ -95,6 +95,18 @@ impl Store for Db {
     async fn take_password_reset(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
         delegate!(self, s => s.take_password_reset(token_hash, now))
     }
+    async fn insert_email_verification(
+        &self,
+        user_id: &str,
+        email: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> R<()> {
+        delegate!(self, s => s.insert_email_verification(user_id, email, token_hash, expires_at))
+    }
+    async fn take_email_verification(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
+        delegate!(self, s => s.take_email_verification(token_hash, now))
+    }
     async fn insert_mail(&self, mail: Mail) -> R<()> {
         delegate!(self, s => s.insert_mail(mail))
     }

@@ -66,6 +66,8 @@ pub struct User {
     pub password_hash: String,
     pub role: Role,
     pub created_at: Millis,
+    /// When the account proved it holds `email` (see `routes::accounts::verify_email`).
+    pub email_verified_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +76,8 @@ pub struct NewUser {
     pub display_name: String,
     pub password_hash: String,
     pub role: Role,
+    /// Made by the operator, who vouches for the address.
+    pub email_verified: bool,
 }
 
 /// One refresh token. Tokens of one login form a *family*: each use rotates to a new
@@ -524,6 +528,21 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = R<Option<String>>> + Send;
 
     // mail outbox
+    /// A verification link for `email` of `user_id`, stored as its token's hash.
+    fn insert_email_verification(
+        &self,
+        user_id: &str,
+        email: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> impl Future<Output = R<()>> + Send;
+    /// Uses a verification link once: marks its user verified, if the account still has
+    /// the address the link was sent to. The user id when it did.
+    fn take_email_verification(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<Option<String>>> + Send;
     fn insert_mail(&self, mail: Mail) -> impl Future<Output = R<()>> + Send;
     /// Newest first.
     fn list_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;

@@ -55,6 +55,7 @@ fn user_row(r: &PgRow) -> Result<User, sqlx::Error> {
         password_hash: r.try_get("password_hash")?,
         role: parse_role(r.try_get("role")?)?,
         created_at: r.try_get("created_at")?,
+        email_verified_at: r.try_get("email_verified_at")?,
     })
 }
 
@@ -264,17 +265,19 @@ impl Store for PgStore {
     // ---- users ----
 
     async fn create_user(&self, new: NewUser) -> R<User> {
+        let now = now_ms();
         let user = User {
             id: new_id(),
             email: new.email,
             display_name: new.display_name,
             password_hash: new.password_hash,
             role: new.role,
-            created_at: now_ms(),
+            created_at: now,
+            email_verified_at: new.email_verified.then_some(now),
         };
         sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, role, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, email, display_name, password_hash, role, created_at, \
+             email_verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&user.id)
         .bind(&user.email)
@@ -282,6 +285,7 @@ impl Store for PgStore {
         .bind(&user.password_hash)
         .bind(user.role.as_str())
         .bind(user.created_at)
+        .bind(user.email_verified_at)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, "email"))?;
@@ -290,7 +294,7 @@ impl Store for PgStore {
 
     async fn user_by_email(&self, email: &str) -> R<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at \
+            "SELECT id, email, display_name, password_hash, role, created_at, email_verified_at \
              FROM users WHERE email = $1",
         )
         .bind(email)
@@ -303,7 +307,7 @@ impl Store for PgStore {
 
     async fn user_by_id(&self, id: &str) -> R<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at \
+            "SELECT id, email, display_name, password_hash, role, created_at, email_verified_at \
              FROM users WHERE id = $1",
         )
         .bind(id)
@@ -316,7 +320,7 @@ impl Store for PgStore {
 
     async fn list_users(&self) -> R<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at \
+            "SELECT id, email, display_name, password_hash, role, created_at, email_verified_at \
              FROM users ORDER BY created_at, email",
         )
         .fetch_all(&self.pool)
@@ -485,6 +489,56 @@ impl Store for PgStore {
     }
 
     // ---- mail outbox ----
+
+    async fn insert_email_verification(
+        &self,
+        user_id: &str,
+        email: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> R<()> {
+        sqlx::query(
+            "INSERT INTO email_verifications (token_hash, user_id, email, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(email)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "email verification token"))?;
+        Ok(())
+    }
+
+    async fn take_email_verification(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<(String, String)> = sqlx::query_as(
+            "UPDATE email_verifications SET used_at = $1 \
+             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING user_id, email",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((user_id, email)) = taken else {
+            return Ok(None);
+        };
+        let done = sqlx::query(
+            "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1) \
+             WHERE id = $2 AND email = $3",
+        )
+        .bind(now)
+        .bind(&user_id)
+        .bind(&email)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((done.rows_affected() == 1).then_some(user_id))
+    }
 
     async fn insert_mail(&self, mail: Mail) -> R<()> {
         sqlx::query(

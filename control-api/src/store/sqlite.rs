@@ -85,6 +85,7 @@ fn user_row(r: &SqliteRow) -> Result<User, sqlx::Error> {
         password_hash: r.try_get("password_hash")?,
         role: parse_role(r.try_get("role")?)?,
         created_at: r.try_get("created_at")?,
+        email_verified_at: r.try_get("email_verified_at")?,
     })
 }
 
@@ -288,17 +289,19 @@ impl Store for SqliteStore {
     // ---- users ----
 
     async fn create_user(&self, new: NewUser) -> R<User> {
+        let now = now_ms();
         let user = User {
             id: new_id(),
             email: new.email,
             display_name: new.display_name,
             password_hash: new.password_hash,
             role: new.role,
-            created_at: now_ms(),
+            created_at: now,
+            email_verified_at: new.email_verified.then_some(now),
         };
         sqlx::query(
-            "INSERT INTO users (id, email, display_name, password_hash, role, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, email, display_name, password_hash, role, created_at, \
+             email_verified_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&user.id)
         .bind(&user.email)
@@ -306,6 +309,7 @@ impl Store for SqliteStore {
         .bind(&user.password_hash)
         .bind(user.role.as_str())
         .bind(user.created_at)
+        .bind(user.email_verified_at)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, "email"))?;
@@ -314,7 +318,7 @@ impl Store for SqliteStore {
 
     async fn user_by_email(&self, email: &str) -> R<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at \
+            "SELECT id, email, display_name, password_hash, role, created_at, email_verified_at \
              FROM users WHERE email = ?",
         )
         .bind(email)
@@ -325,7 +329,7 @@ impl Store for SqliteStore {
 
     async fn user_by_id(&self, id: &str) -> R<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at \
+            "SELECT id, email, display_name, password_hash, role, created_at, email_verified_at \
              FROM users WHERE id = ?",
         )
         .bind(id)
@@ -336,7 +340,7 @@ impl Store for SqliteStore {
 
     async fn list_users(&self) -> R<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT id, email, display_name, password_hash, role, created_at \
+            "SELECT id, email, display_name, password_hash, role, created_at, email_verified_at \
              FROM users ORDER BY created_at, email",
         )
         .fetch_all(&self.pool)
@@ -500,6 +504,56 @@ impl Store for SqliteStore {
     }
 
     // ---- mail outbox ----
+
+    async fn insert_email_verification(
+        &self,
+        user_id: &str,
+        email: &str,
+        token_hash: &str,
+        expires_at: Millis,
+    ) -> R<()> {
+        sqlx::query(
+            "INSERT INTO email_verifications (token_hash, user_id, email, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(email)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "email verification token"))?;
+        Ok(())
+    }
+
+    async fn take_email_verification(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<(String, String)> = sqlx::query_as(
+            "UPDATE email_verifications SET used_at = ? \
+             WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+             RETURNING user_id, email",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((user_id, email)) = taken else {
+            return Ok(None);
+        };
+        let done = sqlx::query(
+            "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?) \
+             WHERE id = ? AND email = ?",
+        )
+        .bind(now)
+        .bind(&user_id)
+        .bind(&email)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((done.rows_affected() == 1).then_some(user_id))
+    }
 
     async fn insert_mail(&self, mail: Mail) -> R<()> {
         sqlx::query(

@@ -346,6 +346,15 @@ export class Session extends Emitter {
   }
 
   /**
+   * Confirms an account's email address with the token of its verification mail.
+   * @param {string} token
+   * @param {{base?: string}} [a]
+   */
+  static async verifyEmail(token, a = {}) {
+    await Session.#anonymous(a.base ?? '', '/api/v1/auth/email/verify', { token });
+  }
+
+  /**
    * Sets a new password with the token of a reset mail.
    * @param {string} token
    * @param {string} newPassword

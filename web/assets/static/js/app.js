@@ -81,6 +81,9 @@ export const MESSAGES = /** @type {Record<string, string>} */ ({
   already_recording: 'This room is being recorded already.',
   not_recording: 'This recording has stopped already.',
   storage_unavailable: 'The storage is unavailable right now. Try again shortly.',
+  invalid_verification_token: 'This confirmation link is unknown, used or expired. Ask for a new mail on the devices page.',
+  already_verified: 'Your email address is confirmed already.',
+  email_unverified: 'Confirm your email address first: open the link in the mail we sent you (or send it again from the devices page).',
   too_many_sessions: 'This stream is open in too many places with the same pass. Close one of them, or reload this page.',
   not_shared_by_link: 'Choose “Anyone signed in with the link” first.',
 });

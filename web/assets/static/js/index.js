@@ -85,6 +85,16 @@ function signedOut() {
 async function devicesPage(session) {
   const me = await session.get('/me');
   topBar(session, me);
+  if (!me.email_verified) {
+    $('verify-banner').hidden = false;
+    const resend = $('resend-verification', HTMLButtonElement);
+    resend.addEventListener('click', () =>
+      busy(resend, $('verify-sent'), async () => {
+        await session.post('/auth/email/resend');
+        say($('verify-sent'), `A new mail is on its way to ${me.email}. Open its link to confirm the address.`, 'ok');
+      }),
+    );
+  }
   $('devices-panel').hidden = false;
   const box = $('devices-message');
   const list = $('devices');
