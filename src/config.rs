@@ -102,6 +102,9 @@ pub struct LimitSettings {
     /// A WebSocket (browser events, `/rtc`) silent this long, not even answering the
     /// node's pings, is closed.
     pub websocket_idle_secs: u64,
+    /// The longest a join token from the API may live (clients ask for new ones to
+    /// join again; a session already open outlives its token).
+    pub join_token_max_ttl_secs: u64,
 }
 
 impl Default for LimitSettings {
@@ -126,6 +129,7 @@ impl Default for LimitSettings {
             upload_mib_per_user: api.quotas.upload_bytes / (1024 * 1024),
             sessions_per_join_token: 4,
             websocket_idle_secs: 60,
+            join_token_max_ttl_secs: api.max_join_ttl.as_secs(),
         }
     }
 }
@@ -734,6 +738,7 @@ impl Settings {
             || l.upload_mib_per_user < 1
             || l.sessions_per_join_token < 1
             || l.websocket_idle_secs < 3
+            || l.join_token_max_ttl_secs < 1
         {
             bail!(
                 "the per-user quotas in [limits] must be at least 1 (limits.websocket_idle_secs at least 3)"

@@ -121,6 +121,7 @@ async fn open_control_plane(
                     .saturating_mul(1024 * 1024),
             },
             websocket_idle: Duration::from_secs(settings.limits.websocket_idle_secs),
+            max_join_ttl: Duration::from_secs(settings.limits.join_token_max_ttl_secs),
             ..control_api::ApiConfig::default()
         },
     )
@@ -378,6 +379,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         workers: workers.clone(),
         metrics: metrics.clone(),
     };
+    // Join tokens from the API are bound to their room as the database knows it.
+    let room_authority: signaling::room_authority::SharedRoomAuthority = Some(Arc::new(
+        control_api::routes::rooms::DbRoomAuthority(api.db.clone()),
+    ));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -387,6 +392,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             verifier: signer.verifier(),
             ice_servers: ice_servers.clone(),
             sessions_per_token: settings.limits.sessions_per_join_token,
+            rooms: room_authority.clone(),
         }))
         .merge(signaling::room::router(signaling::room::RoomState::new(
             workers.clone(),
@@ -396,6 +402,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
                 resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
                 ice_servers: ice_servers.clone(),
                 idle_timeout: Duration::from_secs(settings.limits.websocket_idle_secs),
+                rooms: room_authority.clone(),
             },
         )))
         .merge(api_router(settings, &api))

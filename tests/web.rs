@@ -1009,3 +1009,97 @@ async fn bodies_that_stop_or_trickle_are_cut_off() {
     assert_eq!(s, 200, "signed in with a body sent at once");
     srv.stop().await;
 }
+
+/// Join tokens are bound to their room's id and epoch: resetting the room, removing a
+/// member or deleting the room (and making another of the same name) revokes every
+/// token issued before, over WHEP and over `/rtc` alike (`401 token_revoked`); a new
+/// token works. A token the operator made (`streamcore token create`) carries no
+/// binding and keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_die_with_their_room_epoch() {
+    use media_core::str0m::media::MediaKind::Audio;
+    let srv = TestServer::start().await;
+    let owner = register(&srv.http, &srv.base, "epoch-owner@example.com").await;
+    let url = |p: &str| format!("{}/api/v1{p}", srv.base);
+    let (s, v) = post(
+        &srv.http,
+        url("/rooms"),
+        Some(&owner.access),
+        json!({"name": "epochs"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let token = || async {
+        let (s, v) = post(
+            &srv.http,
+            url("/rooms/epochs/token"),
+            Some(&owner.access),
+            json!({"subscribe": true}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let whep = |t: String| {
+        let srv = &srv;
+        async move { common::join(srv, "/whep/epochs", &t, &[Audio]).await }
+    };
+    let revoked = |r: Result<common::Peer, common::Refused>| match r {
+        Err(e) => assert_eq!(
+            (e.status, e.body["error"]["code"].as_str()),
+            (401, Some("token_revoked")),
+            "{:?}",
+            e.body
+        ),
+        Ok(_) => panic!("a revoked token opened a session"),
+    };
+
+    let before = token().await;
+    assert!(whep(before.clone()).await.is_ok(), "a fresh token joins");
+    let (s, _) = post(
+        &srv.http,
+        url("/rooms/epochs/reset"),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    revoked(whep(before.clone()).await);
+    // The room protocol refuses it too.
+    let mut rtc = common::remote::socket(&srv.base, "/rtc", "-").await;
+    common::remote::send(
+        &mut rtc,
+        json!({"type": "join", "id": 0, "token": before, "version": 1}),
+    )
+    .await;
+    let refused =
+        common::remote::wait_for(&mut rtc, Duration::from_secs(10), |m| m["type"] == "error").await;
+    assert_eq!(refused["code"], "token_revoked", "{refused}");
+    let after_reset = token().await;
+    assert!(whep(after_reset.clone()).await.is_ok(), "a new token joins");
+
+    // Deleted and made again under the same name: another room, the old tokens dead.
+    let r = srv
+        .http
+        .delete(url("/rooms/epochs"))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, _) = post(
+        &srv.http,
+        url("/rooms"),
+        Some(&owner.access),
+        json!({"name": "epochs"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    revoked(whep(after_reset).await);
+    assert!(whep(token().await).await.is_ok());
+
+    // An operator's token for the same room is not bound to it.
+    let operator = srv.subscribe_token("epochs", "operator");
+    assert!(whep(operator).await.is_ok());
+    srv.stop().await;
+}

@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rooms/{name}/token", post(rooms::join_token))
         .route("/rooms/{name}/share-link", post(rooms::new_share_link))
+        .route("/rooms/{name}/reset", post(rooms::reset))
         .route(
             "/rooms/{name}/members",
             get(members::list).post(members::invite),

@@ -49,7 +49,7 @@ impl Modify for BearerAuth {
         accounts::admin_list_users, accounts::admin_end_sessions, accounts::admin_mail,
         devices::create, devices::list, devices::get, devices::rename, devices::remove, devices::heartbeat,
         devices::start_pairing, devices::pairing_status, devices::claim,
-        rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks, rooms::device_stream, rooms::new_share_link, members::list, members::invite, members::remove, members::invitations, members::accept, members::decline,
+        rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks, rooms::device_stream, rooms::new_share_link, rooms::reset, members::list, members::invite, members::remove, members::invitations, members::accept, members::decline,
         recordings::start, recordings::list, recordings::get, recordings::stop, recordings::file,
         jobs::mixdown, jobs::mixdown_file, jobs::upload, jobs::list, jobs::get, jobs::file,
         library::sync, library::list,

@@ -178,7 +178,7 @@ impl Default for ApiConfig {
             pairing_ttl: Duration::from_secs(5 * 60),
             reset_ttl: Duration::from_secs(30 * 60),
             online_window: Duration::from_secs(60),
-            max_join_ttl: Duration::from_secs(24 * 3600),
+            max_join_ttl: Duration::from_secs(3600),
             command_ttl: Duration::from_secs(10),
             max_upload_bytes: 512 * 1024 * 1024,
             upload_dir: std::env::temp_dir().join("streamcore-uploads"),

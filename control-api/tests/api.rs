@@ -1157,6 +1157,15 @@ async fn rooms_and_join_tokens(api: Api) {
         (grant.identity.as_str(), grant.room.as_str()),
         (owner_id.as_str(), "party")
     );
+    let party = api.state.db.room_by_name("party").await.unwrap().unwrap();
+    assert_eq!(
+        grant.binding,
+        Some(signaling::token::RoomBinding {
+            room_id: party.id.clone(),
+            epoch: party.epoch
+        }),
+        "bound to the room as it is"
+    );
     assert!(grant.grants.publish && grant.grants.subscribe && grant.grants.record);
     // The room is private (the default): a stranger is answered as for a room that
     // does not exist.
@@ -1463,6 +1472,11 @@ async fn room_access_policies(api: Api) {
     )
     .await;
     assert_eq!(token(&ann, None).await.0, StatusCode::OK);
+    let epoch = |api: &Api| {
+        let db = api.state.db.clone();
+        async move { db.room_by_name("den").await.unwrap().unwrap().epoch }
+    };
+    let before = epoch(&api).await;
     let (s, _) = api
         .call(
             Method::DELETE,
@@ -1472,6 +1486,11 @@ async fn room_access_policies(api: Api) {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        epoch(&api).await,
+        before + 1,
+        "removing a member revokes the room's tokens"
+    );
     refused(token(&ann, None).await);
     // Declining: the invitation stays listed as declined, the room stays closed.
     api.post(
@@ -1730,10 +1749,11 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/invitations/{id}/decline",
         "/api/v1/auth/email/verify",
         "/api/v1/auth/email/resend",
+        "/api/v1/rooms/{name}/reset",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 45);
+    assert_eq!(paths.len(), 46);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

@@ -47,9 +47,13 @@ def main(a, s):
     host.goto(f"{base}/room")
     form = host.locator("#create-form")
     form.get_by_label("Name").fill(room)
+    # Open to whoever has the link; the host hands it to the guest.
+    form.get_by_label("Who may join").select_option("link")
     form.get_by_role("button", name="Create and join").click()
     host.wait_for_url(f"**/room?name={room}")
-    guest.goto(f"{base}/room?name={room}")
+    wait_for("the share link", lambda: "key=" in host.locator("#share-url").input_value())
+    link = host.locator("#share-url").input_value()
+    guest.goto(base + link[link.index("/room?"):])
     s.on_failure = lambda: {n: [p.url, p.locator("#call-message").inner_text(), p.locator("#room-state").inner_text(), p.locator("#camera").get_attribute("aria-pressed")] for n, p in (("host", host), ("guest", guest))}
     for p in (host, guest):
         wait_for("both connected and publishing", lambda p=p: p.locator("#camera").get_attribute("aria-pressed") == "true", 30)

@@ -16,6 +16,7 @@ pub mod error;
 pub mod ice_servers;
 pub mod liveness;
 pub mod room;
+pub mod room_authority;
 pub mod sdpfrag;
 pub mod token;
 pub mod whip;

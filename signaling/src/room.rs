@@ -60,6 +60,8 @@ pub struct RoomProtocolConfig {
     /// A socket silent this long (not even answering pings) is taken for gone
     /// (`crate::liveness`); the participant may still resume within `resume_grace`.
     pub idle_timeout: Duration,
+    /// Asked whether a token's room is still the one it was issued for.
+    pub rooms: crate::room_authority::SharedRoomAuthority,
 }
 
 impl Default for RoomProtocolConfig {
@@ -68,6 +70,7 @@ impl Default for RoomProtocolConfig {
             resume_grace: Duration::from_secs(20),
             ice_servers: Arc::default(),
             idle_timeout: Duration::from_secs(60),
+            rooms: None,
         }
     }
 }
@@ -754,6 +757,7 @@ async fn join<B: RoomBackend>(
         ));
     }
     let grant = st.verifier.verify(&token).map_err(token_error)?;
+    crate::room_authority::check(&st.config.rooms, &grant).await?;
     let (tx, rx) = mpsc::channel(ROOM_UPDATE_QUEUE);
     let (kick, kicked) = oneshot::channel();
     if let Some(r) = resume {

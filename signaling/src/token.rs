@@ -10,6 +10,7 @@
 //! | `grants` | `publish`, `subscribe`, `publish_data`, `record` (all default false) |
 //! | `iat`, `nbf`, `exp` | issued at, not before, expiry (seconds since the epoch) |
 //! | `jti` | random token id |
+//! | `rid`, `epoch` | the control plane's room id and room epoch when it issued the token (absent from operator tokens): a node asks [`crate::room_authority`] whether they are still current |
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,19 @@ pub struct JoinClaims {
     /// Most participants the room may hold when this token joins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_participants: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+}
+
+/// The room a token was issued for, as the control plane knew it: deleting the room,
+/// or moving its epoch on (a reset, a member removed, its access changed), revokes
+/// every token bound to the old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomBinding {
+    pub room_id: String,
+    pub epoch: i64,
 }
 
 /// A verified token, parsed into domain types.
@@ -59,6 +73,8 @@ pub struct JoinGrant {
     pub room_limit: Option<usize>,
     /// The token's `jti`: WHIP/WHEP sessions are counted per token.
     pub token_id: String,
+    /// Absent from tokens the operator made for rooms the control plane may not know.
+    pub binding: Option<RoomBinding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +139,10 @@ impl JoinTokenVerifier {
             grants: c.grants,
             room_limit: c.max_participants.map(|n| n as usize),
             token_id: c.jti,
+            binding: match (c.rid, c.epoch) {
+                (Some(room_id), Some(epoch)) => Some(RoomBinding { room_id, epoch }),
+                _ => None,
+            },
         })
     }
 }
@@ -272,6 +292,20 @@ impl JoinTokenSigner {
         ttl: Duration,
         max_participants: Option<u32>,
     ) -> Result<String, TokenError> {
+        self.sign_bound(room, identity, grants, ttl, max_participants, None)
+    }
+
+    /// A token bound to the control plane's room (`binding`): it stops working when
+    /// the room is deleted or its epoch moves on.
+    pub fn sign_bound(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        grants: Grants,
+        ttl: Duration,
+        max_participants: Option<u32>,
+        binding: Option<RoomBinding>,
+    ) -> Result<String, TokenError> {
         if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
             return Err(TokenError::NoIdentity);
         }
@@ -288,6 +322,8 @@ impl JoinTokenSigner {
             exp: now + ttl.as_secs().max(1),
             jti: hex::encode(rand::random::<[u8; 12]>()),
             max_participants,
+            epoch: binding.as_ref().map(|b| b.epoch),
+            rid: binding.map(|b| b.room_id),
         };
         self.key.sign_claims(&claims)
     }
@@ -380,9 +416,36 @@ mod tests {
             exp: 2,
             jti: "j".into(),
             max_participants: None,
+            rid: None,
+            epoch: None,
         };
         let t = s.key().sign_claims(&claims).unwrap();
         assert!(matches!(s.verifier().verify(&t), Err(TokenError::Expired)));
+    }
+
+    #[test]
+    fn a_bound_token_carries_its_room_binding() {
+        let s = JoinTokenSigner::generate().unwrap();
+        let room = RoomId::parse("r").unwrap();
+        let binding = RoomBinding {
+            room_id: "id-1".into(),
+            epoch: 7,
+        };
+        let t = s
+            .sign_bound(
+                &room,
+                "x",
+                grants(),
+                Duration::from_secs(60),
+                None,
+                Some(binding.clone()),
+            )
+            .unwrap();
+        assert_eq!(s.verifier().verify(&t).unwrap().binding, Some(binding));
+        let plain = s
+            .sign(&room, "x", grants(), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(s.verifier().verify(&plain).unwrap().binding, None);
     }
 
     #[test]

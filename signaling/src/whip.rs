@@ -51,6 +51,8 @@ pub struct SignalingState<B> {
     /// Most live WHIP/WHEP sessions one join token may hold; one more answers
     /// `429 too_many_sessions`.
     pub sessions_per_token: usize,
+    /// Asked whether a token's room is still the one it was issued for.
+    pub rooms: crate::room_authority::SharedRoomAuthority,
 }
 
 impl<B> Clone for SignalingState<B> {
@@ -60,6 +62,7 @@ impl<B> Clone for SignalingState<B> {
             verifier: self.verifier.clone(),
             ice_servers: self.ice_servers.clone(),
             sessions_per_token: self.sessions_per_token,
+            rooms: self.rooms.clone(),
         }
     }
 }
@@ -176,6 +179,7 @@ async fn open<B: MediaBackend>(
         }));
     }
     require_content_type(&headers, "application/sdp")?;
+    crate::room_authority::check(&st.rooms, &grant).await?;
     let live = st.backend.sessions_of_token(&grant.token_id);
     if live >= st.sessions_per_token {
         info!(%room, identity = %grant.identity, live, "session refused: its join token holds the most sessions");

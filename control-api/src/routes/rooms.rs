@@ -239,9 +239,52 @@ pub async fn update(
         .map_err(store_error)?
         .ok_or_else(not_found)?;
     if r.access != room.access {
-        info!(user = %caller.user_id, room = %name, access = %r.access, "room access changed");
+        // Tokens issued under the old access stop joining.
+        st.db.bump_room_epoch(&r.id).await.map_err(store_error)?;
+        info!(user = %caller.user_id, room = %name, access = %r.access, "room access changed; its join tokens revoked");
     }
     Ok(Json(RoomView::new(&st, r)))
+}
+
+/// Revokes every join token of the room (its epoch moves on): nobody joins or resumes
+/// with a token issued before. Who is in the room stays until they leave.
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/reset", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn reset(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<RoomView>, ApiError> {
+    caller.require_user()?;
+    let room = own_room(&st, &caller, &name).await?;
+    let epoch = st.db.bump_room_epoch(&room.id).await.map_err(store_error)?;
+    info!(user = %caller.user_id, room = %name, epoch, "room reset: its join tokens revoked");
+    Ok(Json(RoomView::new(
+        &st,
+        own_room(&st, &caller, &name).await?,
+    )))
+}
+
+/// The control plane's answer to "is this token's room still the one it was issued
+/// for" (`signaling::room_authority`), from the database.
+#[derive(Debug, Clone)]
+pub struct DbRoomAuthority(pub crate::store::Db);
+
+impl signaling::room_authority::RoomAuthority for DbRoomAuthority {
+    fn is_current<'a>(
+        &'a self,
+        room: &'a RoomId,
+        binding: &'a signaling::token::RoomBinding,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let r = self
+                .0
+                .room_by_name(room.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(r.is_some_and(|r| r.id == binding.room_id && r.epoch == binding.epoch))
+        })
+    }
 }
 
 /// A new share link for a room open to link holders; the old one stops working.
@@ -269,7 +312,8 @@ pub async fn new_share_link(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    info!(user = %caller.user_id, room = %name, "room share link replaced");
+    st.db.bump_room_epoch(&r.id).await.map_err(store_error)?;
+    info!(user = %caller.user_id, room = %name, "room share link replaced; its join tokens revoked");
     Ok(Json(RoomView::new(&st, r)))
 }
 
@@ -483,13 +527,17 @@ fn issue(
     let room_id = parse_room(&room.name)?;
     let token = st
         .join_signer
-        .sign_limited(
+        .sign_bound(
             &room_id,
             &identity,
             grants,
             Duration::from_secs(ttl),
             // The SFU enforces the room's size at join time from the token.
             u32::try_from(room.max_participants).ok().filter(|n| *n > 0),
+            Some(signaling::token::RoomBinding {
+                room_id: room.id.clone(),
+                epoch: room.epoch,
+            }),
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let base = st.config.public_url.trim_end_matches('/');

@@ -183,6 +183,8 @@ pub struct Room {
     pub access: String,
     /// The secret a share link carries (used only while `access` is `link`).
     pub share_key: String,
+    /// Join tokens of an earlier epoch no longer join (see `bump_room_epoch`).
+    pub epoch: i64,
     pub created_at: Millis,
 }
 
@@ -733,6 +735,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         s: RoomSettings,
     ) -> impl Future<Output = R<Option<Room>>> + Send;
     fn delete_room(&self, owner_id: &str, name: &str) -> impl Future<Output = R<bool>> + Send;
+    /// Moves the room's epoch on: every join token issued before stops joining.
+    fn bump_room_epoch(&self, room_id: &str) -> impl Future<Output = R<i64>> + Send;
 
     // room members
     /// Invites `email` to the room; inviting again someone who declined asks again,

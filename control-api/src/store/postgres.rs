@@ -199,6 +199,7 @@ fn room_row(r: &PgRow) -> Result<Room, sqlx::Error> {
         publish_policy: r.try_get("publish_policy")?,
         access: r.try_get("access")?,
         share_key: r.try_get("share_key")?,
+        epoch: r.try_get("epoch")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -1217,6 +1218,7 @@ impl Store for PgStore {
             publish_policy: s.publish_policy,
             access: s.access,
             share_key: s.share_key,
+            epoch: 0,
             created_at: now,
         };
         sqlx::query(
@@ -1242,7 +1244,7 @@ impl Store for PgStore {
     async fn list_rooms(&self, owner_id: &str) -> R<Vec<Room>> {
         let rows = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, created_at FROM rooms WHERE owner_id = $1 ORDER BY name",
+             access, share_key, epoch, created_at FROM rooms WHERE owner_id = $1 ORDER BY name",
         )
         .bind(owner_id)
         .fetch_all(&self.pool)
@@ -1253,7 +1255,7 @@ impl Store for PgStore {
     async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
         let row = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, created_at FROM rooms WHERE name = $1",
+             access, share_key, epoch, created_at FROM rooms WHERE name = $1",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -1268,7 +1270,7 @@ impl Store for PgStore {
             "UPDATE rooms SET max_participants = $1, auto_record = $2, publish_policy = $3, \
              access = $4, share_key = $5 WHERE owner_id = $6 AND name = $7 \
              RETURNING id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, created_at",
+             access, share_key, epoch, created_at",
         )
         .bind(s.max_participants)
         .bind(s.auto_record)
@@ -1291,6 +1293,15 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn bump_room_epoch(&self, room_id: &str) -> R<i64> {
+        let epoch: Option<i64> =
+            sqlx::query_scalar("UPDATE rooms SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(epoch.unwrap_or(0))
     }
 
     // ---- room members ----

@@ -228,6 +228,7 @@ fn room_row(r: &SqliteRow) -> Result<Room, sqlx::Error> {
         publish_policy: r.try_get("publish_policy")?,
         access: r.try_get("access")?,
         share_key: r.try_get("share_key")?,
+        epoch: r.try_get("epoch")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -1234,6 +1235,7 @@ impl Store for SqliteStore {
             publish_policy: s.publish_policy,
             access: s.access,
             share_key: s.share_key,
+            epoch: 0,
             created_at: now,
         };
         sqlx::query(
@@ -1259,7 +1261,7 @@ impl Store for SqliteStore {
     async fn list_rooms(&self, owner_id: &str) -> R<Vec<Room>> {
         let rows = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, created_at FROM rooms WHERE owner_id = ? ORDER BY name",
+             access, share_key, epoch, created_at FROM rooms WHERE owner_id = ? ORDER BY name",
         )
         .bind(owner_id)
         .fetch_all(&self.pool)
@@ -1270,7 +1272,7 @@ impl Store for SqliteStore {
     async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
         let row = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, created_at FROM rooms WHERE name = ?",
+             access, share_key, epoch, created_at FROM rooms WHERE name = ?",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -1283,7 +1285,7 @@ impl Store for SqliteStore {
             "UPDATE rooms SET max_participants = ?, auto_record = ?, publish_policy = ?, \
              access = ?, share_key = ? WHERE owner_id = ? AND name = ? \
              RETURNING id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, created_at",
+             access, share_key, epoch, created_at",
         )
         .bind(s.max_participants)
         .bind(s.auto_record)
@@ -1304,6 +1306,15 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn bump_room_epoch(&self, room_id: &str) -> R<i64> {
+        let epoch: Option<i64> =
+            sqlx::query_scalar("UPDATE rooms SET epoch = epoch + 1 WHERE id = ? RETURNING epoch")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(epoch.unwrap_or(0))
     }
 
     // ---- room members ----
