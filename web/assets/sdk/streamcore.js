@@ -2000,8 +2000,9 @@ export class Room extends Emitter {
           } catch (e) {
             if (this.#leaving) return;
             const code = e instanceof StreamCoreError ? e.code : '';
-            if (code === 'token_expired') {
-              // Still within the grace: resume with a fresh token.
+            if (code === 'token_expired' || code === 'token_revoked') {
+              // Still within the grace: resume with a fresh token (after a room reset
+              // or an access change, one the caller may still get).
               this.#token = await this.tokenProvider();
               delay = 0;
               continue;

@@ -84,6 +84,7 @@ export const MESSAGES = /** @type {Record<string, string>} */ ({
   invalid_verification_token: 'This confirmation link is unknown, used or expired. Ask for a new mail on the devices page.',
   already_verified: 'Your email address is confirmed already.',
   email_unverified: 'Confirm your email address first: open the link in the mail we sent you (or send it again from the devices page).',
+  token_revoked: 'Who may join this room changed. Reload the page to join again if you are still invited.',
   too_many_sessions: 'This stream is open in too many places with the same pass. Close one of them, or reload this page.',
   not_shared_by_link: 'Choose “Anyone signed in with the link” first.',
 });
