@@ -81,7 +81,10 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+            .map_err(|e| match crate::body_pace::stalled(&e) {
+                Some(s) => crate::body_pace::stalled_error(s),
+                None => ApiError::bad_request("invalid_body", e.body_text()),
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }

@@ -40,6 +40,54 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every operation that takes a body can be sent one that is not what it says: a body
+/// that is not JSON (400 `malformed_json`, or 400 for an upload the node cannot read),
+/// another `Content-Type` (415), JSON of the wrong shape (422). The extractors answer
+/// those alike everywhere (`crate::extract`); this says so in each operation.
+struct BodyErrors;
+
+impl Modify for BodyErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |text: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(text)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.request_body.is_none() {
+                    continue;
+                }
+                let r = &mut op.responses.responses;
+                r.entry("400".into())
+                    .or_insert_with(|| error("the body is not valid JSON (or not readable)"));
+                r.entry("415".into())
+                    .or_insert_with(|| error("the body's Content-Type is not the one expected"));
+                r.entry("422".into()).or_insert_with(|| {
+                    error("the body is JSON of the wrong shape, or a field is invalid")
+                });
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, and library metadata."),
@@ -56,7 +104,7 @@ impl Modify for BearerAuth {
         control::command, control::now_playing, control::device_socket, control::browser_socket,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &BodyErrors),
 )]
 pub struct ApiDoc;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use events::EventType;
@@ -26,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::now_millis;
 use crate::events::outbox_event;
+use crate::extract::{ApiQuery, OptionalJson};
 use crate::openapi::ErrorBody;
 use crate::routes::recordings::{BoxFuture, RecordCaller};
 use crate::state::{AppState, Caller, Quota, store_error, within_quota};
@@ -252,7 +253,7 @@ impl Drop for SpoolFile {
 pub async fn upload(
     State(st): State<AppState>,
     caller: Caller,
-    Query(q): Query<UploadQuery>,
+    ApiQuery(q): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
@@ -474,9 +475,8 @@ pub async fn mixdown(
     State(st): State<AppState>,
     caller: RecordCaller,
     Path((name, id)): Path<(String, String)>,
-    body: Option<Json<MixdownRequest>>,
+    OptionalJson(req): OptionalJson<MixdownRequest>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let req = body.map(|Json(b)| b).unwrap_or_default();
     check_options(req.target_lufs, req.bitrate)?;
     let rec = crate::routes::recordings::room_recording(&st, &caller, &name, &id).await?;
     within_quota(&st, &rec.owner_id, Quota::JobsInFlight).await?;
