@@ -259,6 +259,9 @@ def main(a, s):
     # A new link: the old one no longer opens the room.
     ada.get_by_role("button", name="Make a new link").click()
     wait_for("a new share link", lambda: ada.locator("#share-url").input_value() not in ("", link))
+    # Cancelling every pass: Ada is told, and the people in the room stay.
+    ada.get_by_role("button", name="Cancel every pass to this room").click()
+    wait_for("the passes cancelled", lambda: "is cancelled" in ada.locator("#sharing-message").inner_text())
     late = s.person("Eve")
     sign_up(late, base, f"eve-{uuid.uuid4().hex[:6]}@example.com", name="Eve")
     late.goto(base + link[link.index("/room?"):])

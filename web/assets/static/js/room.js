@@ -174,6 +174,13 @@ async function sharing(info) {
       say(box, 'A new link is made; the old one no longer lets anyone in.', 'ok');
     }),
   );
+  const revoke = $('revoke-passes', HTMLButtonElement);
+  revoke.addEventListener('click', () =>
+    busy(revoke, box, async () => {
+      await session.post(`${path}/reset`);
+      say(box, 'Every earlier pass to this room is cancelled. People in the room stay until they leave.', 'ok');
+    }),
+  );
   const invite = $('invite-form', HTMLFormElement);
   invite.addEventListener('submit', (e) => {
     e.preventDefault();
