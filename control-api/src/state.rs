@@ -296,6 +296,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller's account as stored now (401 when it was removed since the token
+    /// was issued).
+    pub async fn account(&self, st: &AppState) -> Result<crate::store::User, ApiError> {
+        st.db
+            .user_by_id(&self.user_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))
+    }
+
     /// Refuses device-scoped credentials: only a user's own session may do this.
     pub fn require_user(&self) -> Result<(), ApiError> {
         match self.device {

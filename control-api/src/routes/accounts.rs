@@ -519,12 +519,7 @@ pub async fn logout(
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, body = UserView), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn me(State(st): State<AppState>, caller: Caller) -> Result<Json<UserView>, ApiError> {
-    let u = st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    let u = caller.account(&st).await?;
     Ok(Json(UserView::from(&u)))
 }
 
@@ -536,12 +531,7 @@ pub async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     caller.require_user()?;
     check_password("new_password", &req.new_password)?;
-    let u = st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::unauthorized("no such account"))?;
+    let u = caller.account(&st).await?;
     let (cur, h) = (req.current_password, u.password_hash.clone());
     if !blocking(&st, move || auth::verify_password(&cur, &h)).await? {
         return Err(ApiError::new(
@@ -701,12 +691,7 @@ pub async fn resend_verification(
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     caller.require_user()?;
-    let user = st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    let user = caller.account(&st).await?;
     if user.email_verified_at.is_some() {
         return Err(ApiError::conflict(
             "already_verified",

@@ -76,12 +76,7 @@ pub async fn invite(
     caller.require_user()?;
     let room = own_room(&st, &caller, &name).await?;
     let email = parse_email(&req.email)?;
-    let owner = st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    let owner = caller.account(&st).await?;
     if owner.email_verified_at.is_none() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -190,17 +185,6 @@ impl From<Invitation> for InvitationView {
     }
 }
 
-/// The caller's account email (invitations are addressed to it).
-async fn caller_email(st: &AppState, caller: &Caller) -> Result<String, ApiError> {
-    Ok(st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?
-        .email)
-}
-
 /// Rooms others invited the caller to: pending, accepted and declined.
 #[utoipa::path(get, path = "/api/v1/invitations", tag = "rooms", responses((status = 200, body = Vec<InvitationView>), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn invitations(
@@ -208,7 +192,7 @@ pub async fn invitations(
     caller: Caller,
 ) -> Result<Json<Vec<InvitationView>>, ApiError> {
     caller.require_user()?;
-    let email = caller_email(&st, &caller).await?;
+    let email = caller.account(&st).await?.email;
     let list = st.db.invitations(&email).await.map_err(store_error)?;
     Ok(Json(list.into_iter().map(InvitationView::from).collect()))
 }
@@ -220,7 +204,7 @@ async fn answer(
     accept: bool,
 ) -> Result<Json<InvitationView>, ApiError> {
     caller.require_user()?;
-    let email = caller_email(st, caller).await?;
+    let email = caller.account(st).await?.email;
     st.db
         .answer_invitation(id, &email, &caller.user_id, accept, now_millis())
         .await
