@@ -136,8 +136,12 @@ struct TokenArgs {
     common: CommonArgs,
     #[arg(long)]
     room: String,
+    /// Unique among the room's participants: a second one with it replaces the first.
     #[arg(long)]
     identity: String,
+    /// The name other participants see (default: the identity).
+    #[arg(long)]
+    name: Option<String>,
     #[arg(long)]
     publish: bool,
     #[arg(long)]
@@ -231,7 +235,14 @@ fn main() -> anyhow::Result<()> {
                 publish_data: a.publish_data,
                 record: a.record,
             };
-            println!("{}", signer.sign(&room, &a.identity, grants, a.ttl)?);
+            let scope = signaling::token::TokenScope {
+                name: a.name,
+                ..Default::default()
+            };
+            println!(
+                "{}",
+                signer.sign_scoped(&room, &a.identity, grants, a.ttl, scope)?
+            );
             Ok(())
         }
         Command::Api(args) => {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use media_core::{
-    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RemoteIceCreds, RoomId, Sfu,
-    SfuConfig, SfuError, SfuEvent, SfuStats,
+    JoinRequest, OfferRequest, ParticipantInfo, PeerId, PeerRole, RemoteIceCreds, RemoveReason,
+    RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats,
 };
 use signaling::{
     BackendError, JoinRoom, MediaBackend, OpenSession, OpenedSession, ParticipantKey, RoomBackend,
@@ -43,6 +43,7 @@ enum Command {
     Accept {
         room: RoomId,
         identity: String,
+        name: String,
         role: PeerRole,
         offer: String,
         room_limit: Option<usize>,
@@ -90,6 +91,17 @@ enum Command {
     StopTap {
         room: RoomId,
         reply: oneshot::Sender<Result<Option<media_core::TapStats>, SfuError>>,
+    },
+    /// The identities of a room's peers.
+    Identities {
+        room: RoomId,
+        reply: oneshot::Sender<Result<Vec<String>, SfuError>>,
+    },
+    /// Remove a room's peers with these identities (their passes were revoked).
+    Evict {
+        room: RoomId,
+        identities: Vec<String>,
+        reply: oneshot::Sender<Result<usize, SfuError>>,
     },
     /// Close every peer gracefully and stop.
     Shutdown,
@@ -298,6 +310,28 @@ impl MediaWorkers {
     }
 
     /// Starts offering a room's media to a recorder's tap, on the room's worker.
+    /// The identities of the peers in `room`.
+    pub async fn identities(&self, room: RoomId) -> Result<Vec<String>, BackendError> {
+        let w = self.worker_for(&room);
+        self.call(w, |reply| Command::Identities { room, reply })
+            .await
+    }
+
+    /// Removes the peers of `room` with these identities (`left`, reason `revoked`).
+    pub async fn evict(
+        &self,
+        room: RoomId,
+        identities: Vec<String>,
+    ) -> Result<usize, BackendError> {
+        let w = self.worker_for(&room);
+        self.call(w, |reply| Command::Evict {
+            room,
+            identities,
+            reply,
+        })
+        .await
+    }
+
     pub async fn start_tap(
         &self,
         room: RoomId,
@@ -345,6 +379,7 @@ impl MediaBackend for MediaWorkers {
             .call(worker, |reply| Command::Accept {
                 room: req.room,
                 identity: req.identity,
+                name: req.name,
                 role: req.role,
                 offer: req.offer_sdp,
                 room_limit: req.room_limit,
@@ -750,6 +785,7 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
                 JoinRequest {
                     room: &req.room,
                     identity: &req.identity,
+                    name: &req.name,
                     room_limit: req.room_limit,
                     may_publish: req.may_publish,
                 },
@@ -802,6 +838,7 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
         Command::Accept {
             room,
             identity,
+            name,
             role,
             offer,
             room_limit,
@@ -813,6 +850,7 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
                     room_limit,
                     room: &room,
                     identity: &identity,
+                    name: &name,
                     role,
                     offer_sdp: &offer,
                 },
@@ -844,6 +882,24 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
         }
         Command::StopTap { room, reply } => {
             let _ = reply.send(Ok(sfu.stop_tap(&room).map(|(_, stats)| stats)));
+        }
+        Command::Identities { room, reply } => {
+            let mut ids: Vec<String> = sfu
+                .room_participants(&room)
+                .into_iter()
+                .map(|p| p.identity)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let _ = reply.send(Ok(ids));
+        }
+        Command::Evict {
+            room,
+            identities,
+            reply,
+        } => {
+            let n = sfu.remove_identities(now, &room, &identities, RemoveReason::Revoked);
+            let _ = reply.send(Ok(n));
         }
         Command::Shutdown => {}
     }
@@ -930,6 +986,7 @@ fn room_command(
             let update = RoomUpdate::Data {
                 from: peer,
                 from_identity: identity.to_owned(),
+                from_name: sfu.peer_name(peer).unwrap_or(identity).to_owned(),
                 payload,
             };
             let n = listeners.send(&room, &update, |l| {
@@ -981,6 +1038,34 @@ fn on_event(ctx: &WorkerContext, listeners: &mut Listeners, ev: SfuEvent) {
     let _ = ctx.room_events.send((ctx.index, ev));
 }
 
+/// The control API ends revoked passes through the workers.
+impl control_api::live_rooms::LiveRooms for MediaWorkers {
+    fn identities<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let room = RoomId::parse(room).map_err(|e| e.to_string())?;
+            MediaWorkers::identities(self, room)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn evict<'a>(
+        &'a self,
+        room: &'a str,
+        identities: Vec<String>,
+    ) -> futures_util::future::BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            let room = RoomId::parse(room).map_err(|e| e.to_string())?;
+            MediaWorkers::evict(self, room, identities)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -989,6 +1074,7 @@ mod tests {
         RoomUpdate::Data {
             from: PeerId(n),
             from_identity: "x".into(),
+            from_name: "x".into(),
             payload: serde_json::json!(n),
         }
     }

@@ -65,6 +65,8 @@ fn reason_name(r: RemoveReason) -> &'static str {
         RemoveReason::Disconnected => "disconnected",
         RemoveReason::ClosedByRemote => "closed_by_remote",
         RemoveReason::Failed => "failed",
+        RemoveReason::Replaced => "replaced",
+        RemoveReason::Revoked => "revoked",
     }
 }
 
@@ -109,6 +111,7 @@ impl RoomEventTracker {
                 room,
                 identity,
                 role: role @ PeerRole::Participant,
+                ..
             }
             | SfuEvent::PeerConnected {
                 peer,

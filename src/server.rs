@@ -338,6 +338,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         crate::recording::RunningRecorder::start(settings, &api, workers.clone(), metrics.clone())
             .await?;
     api.recordings = Some(recorder.service.clone());
+    api.live_rooms = Some(workers.clone());
     // Subscribed before the relay starts, so it hears every request.
     let worker = if settings.worker.in_process {
         Some(start_worker(settings, &api, metrics.clone())?)

@@ -607,3 +607,72 @@ async fn a_data_flood_is_refused_to_the_flooder_and_cuts_off_no_one_else() {
     assert_eq!(heard, ok);
     srv.stop().await;
 }
+
+/// One identity, one participant: a second join with a participant's identity (another
+/// tab, a phone that lost its old connection) replaces it. The old socket hears
+/// `left` (`replaced`), the others see it leave and the new one join, under the name
+/// its token carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_again_with_the_same_identity_replaces_the_participant() {
+    let srv = TestServer::start().await;
+    let signer = &srv.server().signer;
+    let room = RoomId::parse("r").unwrap();
+    let named = |identity: &str, name: &str| {
+        signer
+            .sign_scoped(
+                &room,
+                identity,
+                all_grants(),
+                Duration::from_secs(60),
+                signaling::token::TokenScope {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    let mut watcher = RoomClient::join(&srv, &named("u-w", "Walt")).await;
+    let mut first = RoomClient::join(&srv, &named("u-ann", "Ann Lee")).await;
+    assert_eq!(first.joined["participant"]["name"], "Ann Lee");
+    let joined = watcher
+        .wait_for("participant_joined", |m| {
+            m["participant"]["sid"] == first.sid.as_str()
+        })
+        .await;
+    assert_eq!(
+        (
+            &joined["participant"]["identity"],
+            &joined["participant"]["name"]
+        ),
+        (&json!("u-ann"), &json!("Ann Lee"))
+    );
+    let second = RoomClient::join(&srv, &named("u-ann", "Ann Lee")).await;
+    assert_ne!(second.sid, first.sid);
+    let gone = first.wait_for("left", |_| true).await;
+    assert_eq!(gone["reason"], "replaced");
+    let left = watcher
+        .wait_for("participant_left", |m| {
+            m["participant"] == first.sid.as_str()
+        })
+        .await;
+    assert_eq!(left["reason"], "replaced");
+    watcher
+        .wait_for("participant_joined", |m| {
+            m["participant"]["sid"] == second.sid.as_str()
+        })
+        .await;
+    // The chat line says who wrote it by name.
+    let mut second = second;
+    second
+        .request(json!({"type": "data", "payload": {"chat": "hi"}}))
+        .await;
+    let d = watcher.wait_for("data", |_| true).await;
+    assert_eq!(
+        (&d["from_identity"], &d["from_name"]),
+        (&json!("u-ann"), &json!("Ann Lee"))
+    );
+    // The replaced participant cannot come back by resuming: it is gone.
+    let r = first.resume(&srv, &named("u-ann", "Ann Lee")).await;
+    assert_eq!(r["code"], "resume_expired", "{r}");
+    srv.stop().await;
+}

@@ -1103,3 +1103,178 @@ async fn join_tokens_die_with_their_room_epoch() {
     assert!(whep(operator).await.is_ok());
     srv.stop().await;
 }
+
+/// Revoking passes ends the sessions they opened, not only future joins: a new share
+/// link removes the link holder's room participant and WHEP player at once (`left`,
+/// reason `revoked`) while the owner stays; a reset removes the guest who came back
+/// with the new link; deleting the room removes the owner too. A guest cannot pose as
+/// someone else, and is shown under their display name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_passes_end_the_sessions_they_opened() {
+    use common::remote::{send, socket, wait_for};
+    use media_core::str0m::media::MediaKind::Audio;
+    let srv = TestServer::start().await;
+    let url = |p: &str| format!("{}/api/v1{p}", srv.base);
+    let owner = register(&srv.http, &srv.base, "pass-owner@example.com").await;
+    let (s, v) = post(
+        &srv.http,
+        url("/auth/register"),
+        None,
+        json!({"email": "pass-guest@example.com", "password": "a long enough password", "display_name": "Gwen"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let guest = common::remote::User {
+        id: v["user"]["id"].as_str().unwrap().to_owned(),
+        access: v["session"]["access_token"].as_str().unwrap().to_owned(),
+    };
+    let (s, v) = post(
+        &srv.http,
+        url("/rooms"),
+        Some(&owner.access),
+        json!({"name": "passes"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let share = || async {
+        let (s, v) = post(
+            &srv.http,
+            url("/rooms/passes/share-link"),
+            Some(&owner.access),
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let link = v["share_url"].as_str().unwrap().to_owned();
+        link.split("key=").nth(1).unwrap().to_owned()
+    };
+    let (s, _) = srv
+        .http
+        .patch(url("/rooms/passes"))
+        .bearer_auth(&owner.access)
+        .json(&json!({"access": "link"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(s, 200);
+    let key = share().await;
+    let token = |access: String, body: Value| {
+        let srv = &srv;
+        async move {
+            let (s, v) = post(
+                &srv.http,
+                format!("{}/api/v1/rooms/passes/token", srv.base),
+                Some(&access),
+                body,
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    // A guest may not pose as the owner.
+    let (s, v) = post(
+        &srv.http,
+        url("/rooms/passes/token"),
+        Some(&guest.access),
+        json!({"subscribe": true, "key": key, "identity": owner.id}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("identity_not_allowed"))
+    );
+    let join = |t: String| {
+        let base = srv.base.clone();
+        async move {
+            let mut ws = socket(&base, "/rtc", "-").await;
+            send(
+                &mut ws,
+                json!({"type": "join", "id": 0, "token": t, "version": 1}),
+            )
+            .await;
+            let joined =
+                wait_for(&mut ws, Duration::from_secs(10), |m| m["type"] == "joined").await;
+            (ws, joined)
+        }
+    };
+    let mut host = join(token(owner.access.clone(), json!({"subscribe": true})).await)
+        .await
+        .0;
+    let guest_token = token(
+        guest.access.clone(),
+        json!({"subscribe": true, "publish_data": true, "key": key}),
+    )
+    .await;
+    let (mut visitor, joined) = join(guest_token.clone()).await;
+    assert_eq!(
+        (
+            &joined["participant"]["identity"],
+            &joined["participant"]["name"]
+        ),
+        (&json!(guest.id), &json!("Gwen"))
+    );
+    let _player = common::join(&srv, "/whep/passes", &guest_token, &[Audio])
+        .await
+        .expect("the guest's player opens");
+    let seen = wait_for(&mut host, Duration::from_secs(10), |m| {
+        m["type"] == "participant_joined" && m["participant"]["kind"] == "subscriber"
+    })
+    .await;
+    assert_eq!(seen["participant"]["name"], "Gwen");
+
+    // A new link: the guest's participant and player leave; the owner stays.
+    let key = share().await;
+    let gone = wait_for(&mut visitor, Duration::from_secs(10), |m| {
+        m["type"] == "left"
+    })
+    .await;
+    assert_eq!(gone["reason"], "revoked");
+    for _ in 0..2 {
+        let m = wait_for(&mut host, Duration::from_secs(10), |m| {
+            m["type"] == "participant_left" || m["type"] == "left"
+        })
+        .await;
+        assert_eq!(
+            (&m["type"], &m["reason"]),
+            (&json!("participant_left"), &json!("revoked")),
+            "{m}"
+        );
+    }
+
+    // Back with the new link, then the owner cancels every pass: out again.
+    let (mut visitor, _) =
+        join(token(guest.access.clone(), json!({"subscribe": true, "key": key})).await).await;
+    let (s, _) = post(
+        &srv.http,
+        url("/rooms/passes/reset"),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let gone = wait_for(&mut visitor, Duration::from_secs(10), |m| {
+        m["type"] == "left"
+    })
+    .await;
+    assert_eq!(gone["reason"], "revoked");
+    let m = wait_for(&mut host, Duration::from_secs(10), |m| {
+        m["type"] == "participant_left" || m["type"] == "left"
+    })
+    .await;
+    assert_eq!(m["type"], "participant_left", "the owner stays: {m}");
+
+    // A deleted room keeps no one.
+    let r = srv
+        .http
+        .delete(url("/rooms/passes"))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let gone = wait_for(&mut host, Duration::from_secs(10), |m| m["type"] == "left").await;
+    assert_eq!(gone["reason"], "revoked");
+    srv.stop().await;
+}

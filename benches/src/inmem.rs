@@ -518,6 +518,7 @@ fn join(
         OfferRequest {
             room,
             identity: "bench",
+            name: "bench",
             role,
             offer_sdp: &offer_sdp,
             room_limit: None,

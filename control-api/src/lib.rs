@@ -8,7 +8,8 @@
 //! default) or PostgreSQL.
 //!
 //! Invariants:
-//! - control-api never touches media packets; it only signs join tokens the SFU verifies.
+//! - control-api never touches media packets; it signs join tokens the SFU verifies, and
+//!   asks the media plane to end the sessions whose pass it revoked ([`live_rooms`]).
 //! - Every read of user-owned data is filtered by the caller's user id in the store query
 //!   itself: another user's device, room or track is "not found", never "forbidden".
 //! - Secrets (refresh tokens, reset tokens) are stored only as SHA-256 digests; passwords
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod hub;
 pub mod keyfile;
 pub mod links;
+pub mod live_rooms;
 pub mod mail;
 pub mod openapi;
 pub mod ratelimit;
@@ -76,6 +78,7 @@ pub async fn build_state(
         hub: Arc::new(hub::Hub::default()),
         node_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
         recordings: None,
+        live_rooms: None,
         objects: None,
     })
 }

@@ -270,6 +270,8 @@ pub struct AppState {
     pub node_id: Arc<str>,
     /// The media node's recorder (`None` on an API-only node).
     pub recordings: crate::routes::recordings::Recordings,
+    /// Who is in a room on this node, to end revoked passes (`None`: API only).
+    pub live_rooms: crate::live_rooms::LiveRoomsRef,
     /// The object store uploads go to (`None` on an API-only node).
     pub objects: crate::routes::jobs::ObjectsRef,
 }

@@ -1058,7 +1058,7 @@ both!(login_rate_limit);
 async fn rooms_and_join_tokens(api: Api) {
     let (owner_id, a, _) = api.user("host@example.com").await;
     api.verify("host@example.com").await;
-    let (_, b, _) = api.user("guest@example.com").await;
+    let (guest_id, b, _) = api.user("guest@example.com").await;
     let (s, r) = api
         .post(
             "/api/v1/rooms",
@@ -1213,21 +1213,63 @@ async fn rooms_and_join_tokens(api: Api) {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    // A guest is who they are: their user id, shown with their display name. They
+    // may not choose an identity (they could pose as someone, or push someone out of
+    // the room, see tests/rooms.rs) nor a name.
+    for chosen in [
+        json!({"subscribe": true, "identity": "guest-1"}),
+        json!({"subscribe": true, "identity": owner_id}),
+        json!({"subscribe": true, "name": "Host"}),
+    ] {
+        let (s, v) = api
+            .post("/api/v1/rooms/party/token", Some(&b), chosen.clone())
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "identity_not_allowed"),
+            "{chosen}"
+        );
+    }
     // A guest: subscribe yes, publish yes (policy anyone), record no.
     let (s, t) = api
         .post(
             "/api/v1/rooms/party/token",
             Some(&b),
-            json!({"subscribe": true, "identity": "guest-1"}),
+            json!({"subscribe": true}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    let g = verifier.verify(t["token"].as_str().unwrap()).unwrap();
     assert_eq!(
-        verifier
-            .verify(t["token"].as_str().unwrap())
-            .unwrap()
-            .identity,
-        "guest-1"
+        (g.identity.as_str(), g.name.as_str()),
+        (guest_id.as_str(), "Tester")
+    );
+    assert_eq!(
+        (&t["identity"], &t["name"]),
+        (&json!(guest_id), &json!("Tester"))
+    );
+    // Their own identity, said out loud, is fine.
+    let (s, _) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&b),
+            json!({"subscribe": true, "identity": guest_id, "name": "Tester"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // The owner may choose both (a test client, a second camera).
+    let (s, t) = api
+        .post(
+            "/api/v1/rooms/party/token",
+            Some(&a),
+            json!({"subscribe": true, "identity": "cam-2", "name": "Stage camera"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let g = verifier.verify(t["token"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (g.identity.as_str(), g.name.as_str()),
+        ("cam-2", "Stage camera")
     );
     let (s, _) = api
         .post(

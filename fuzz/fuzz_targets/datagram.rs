@@ -47,6 +47,7 @@ fn connect(sfu: &mut Sfu, server: SocketAddr, me: SocketAddr, role: PeerRole, no
                 } else {
                     "sub"
                 },
+                name: "fuzz",
                 role,
                 offer_sdp: &offer.to_sdp_string(),
                 room_limit: None,

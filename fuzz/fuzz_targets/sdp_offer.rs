@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             OfferRequest {
                 room: &room,
                 identity: "f",
+                name: "f",
                 role,
                 offer_sdp: sdp,
                 room_limit: None,
@@ -49,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
     let join = JoinRequest {
         room: &room,
         identity: "p",
+        name: "p",
         room_limit: None,
         may_publish: true,
     };

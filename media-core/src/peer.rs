@@ -82,6 +82,8 @@ pub struct Peer {
     pub id: PeerId,
     pub room: RoomKey,
     pub identity: String,
+    /// What other participants see.
+    pub name: String,
     pub role: PeerRole,
     pub rtc: Rtc,
     pub ufrag: String,

@@ -89,6 +89,8 @@ impl SfuConfig {
 pub struct OfferRequest<'a> {
     pub room: &'a RoomId,
     pub identity: &'a str,
+    /// What other participants see.
+    pub name: &'a str,
     pub role: PeerRole,
     pub offer_sdp: &'a str,
     /// Most peers the room may hold, counting this one (from the join token).
@@ -99,7 +101,11 @@ pub struct OfferRequest<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct JoinRequest<'a> {
     pub room: &'a RoomId,
+    /// Unique among the room's participants: joining with the identity of one
+    /// replaces it ([`RemoveReason::Replaced`]).
     pub identity: &'a str,
+    /// What other participants see.
+    pub name: &'a str,
     /// Most peers the room may hold, counting this one.
     pub room_limit: Option<usize>,
     /// The participant's token grants publishing: without it, offers that send
@@ -112,6 +118,7 @@ pub struct JoinRequest<'a> {
 pub struct ParticipantInfo {
     pub peer: PeerId,
     pub identity: String,
+    pub name: String,
     pub role: PeerRole,
     /// ICE and DTLS are up (and not in a disconnect grace period).
     pub connected: bool,
@@ -172,6 +179,11 @@ pub enum RemoveReason {
     ClosedByRemote,
     /// str0m reported an error for this peer.
     Failed,
+    /// A participant with the same identity joined the room.
+    Replaced,
+    /// The room's owner revoked the peer's pass (reset or deleted the room, removed
+    /// the person, changed who may join).
+    Revoked,
 }
 
 /// What the core tells its driver.
@@ -182,6 +194,7 @@ pub enum SfuEvent {
         peer: PeerId,
         room: RoomId,
         identity: String,
+        name: String,
         role: PeerRole,
     },
     PeerConnected {
@@ -392,6 +405,11 @@ impl Sfu {
         Some((&room.id, &p.identity))
     }
 
+    /// The name a peer's participants see.
+    pub fn peer_name(&self, peer: PeerId) -> Option<&str> {
+        self.peers.get(&peer).map(|p| p.name.as_str())
+    }
+
     /// The tracks published in a room, in publish order.
     pub fn room_tracks(&self, room: &RoomId) -> Vec<TrackInfo> {
         let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
@@ -437,10 +455,13 @@ impl Sfu {
         let bwe = req.role == PeerRole::Subscriber && offer_receives_video(req.offer_sdp);
         let id = self.add_peer(
             now,
-            req.room,
-            req.identity,
-            req.role,
-            req.room_limit,
+            NewPeer {
+                room: req.room,
+                identity: req.identity,
+                name: req.name,
+                role: req.role,
+                room_limit: req.room_limit,
+            },
             PeerMedia {
                 bwe,
                 preferred_video: offer_preferred_video_codec(req.offer_sdp),
@@ -498,14 +519,25 @@ impl Sfu {
     /// A room participant joins without media: it is in the participant list at once
     /// and negotiates ([`Sfu::negotiate`]) when it has something to send or receive.
     pub fn join(&mut self, now: Instant, req: JoinRequest<'_>) -> Result<PeerId, SfuError> {
+        // One identity, one participant: the newer session is the one its person is
+        // at (another tab, a phone that lost the old connection without a goodbye).
+        let same = self.room_peers_where(req.room, |p| {
+            p.role == PeerRole::Participant && p.identity == req.identity
+        });
+        for old in same {
+            self.remove_peer_because(now, old, RemoveReason::Replaced)?;
+        }
         // A participant may subscribe to video at any later offer; its estimator
         // must exist from the start.
         let id = self.add_peer(
             now,
-            req.room,
-            req.identity,
-            PeerRole::Participant,
-            req.room_limit,
+            NewPeer {
+                room: req.room,
+                identity: req.identity,
+                name: req.name,
+                role: PeerRole::Participant,
+                room_limit: req.room_limit,
+            },
             PeerMedia {
                 bwe: true,
                 preferred_video: None,
@@ -576,6 +608,7 @@ impl Sfu {
             peer: id,
             room: room.id.clone(),
             identity: peer.identity.clone(),
+            name: peer.name.clone(),
             role: peer.role,
         })
     }
@@ -584,12 +617,16 @@ impl Sfu {
     fn add_peer(
         &mut self,
         now: Instant,
-        room: &RoomId,
-        identity: &str,
-        role: PeerRole,
-        room_limit: Option<usize>,
+        new: NewPeer<'_>,
         media: PeerMedia,
     ) -> Result<PeerId, SfuError> {
+        let NewPeer {
+            room,
+            identity,
+            name,
+            role,
+            room_limit,
+        } = new;
         let PeerMedia {
             bwe,
             preferred_video,
@@ -674,6 +711,7 @@ impl Sfu {
                 id,
                 room: key,
                 identity: identity.to_owned(),
+                name: name.to_owned(),
                 role,
                 rtc,
                 ufrag,
@@ -761,6 +799,34 @@ impl Sfu {
     /// goodbye (RTCP BYE, DTLS close_notify) is queued for transmission.
     pub fn remove_peer(&mut self, now: Instant, peer: PeerId) -> Result<(), SfuError> {
         self.remove_peer_because(now, peer, RemoveReason::Requested)
+    }
+
+    /// Removes every peer of `room` whose identity is in `identities` (their passes
+    /// were revoked), as [`Sfu::remove_peer_because`] does; how many.
+    pub fn remove_identities(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        identities: &[String],
+        reason: RemoveReason,
+    ) -> usize {
+        let leaving = self.room_peers_where(room, |p| identities.contains(&p.identity));
+        for id in &leaving {
+            let _ = self.remove_peer_because(now, *id, reason);
+        }
+        leaving.len()
+    }
+
+    /// The peers of `room` that `pred` picks, in join order.
+    fn room_peers_where(&self, room: &RoomId, pred: impl Fn(&Peer) -> bool) -> Vec<PeerId> {
+        self.room_keys
+            .get(room)
+            .and_then(|k| self.rooms.get(k))
+            .into_iter()
+            .flat_map(|r| &r.peers)
+            .filter(|id| self.peers.get(id).is_some_and(&pred))
+            .copied()
+            .collect()
     }
 
     /// Like [`Sfu::remove_peer`], for a reason the application knows (a participant
@@ -960,6 +1026,7 @@ impl Sfu {
             .map(|p| ParticipantInfo {
                 peer: p.id,
                 identity: p.identity.clone(),
+                name: p.name.clone(),
                 role: p.role,
                 connected: p.state == PeerState::Connected,
                 tracks: r
@@ -2200,6 +2267,15 @@ fn bind(track: &mut TrackIn, out: &mut TrackOut, sub: PeerId, slot: usize) -> bo
     out.pt_map.clear();
     debug!(subscriber = %sub, track = %track.track.mid, "subscription bound");
     out.kind == MediaKind::Video && !track.muted
+}
+
+/// Who a new peer is and where it goes.
+struct NewPeer<'a> {
+    room: &'a RoomId,
+    identity: &'a str,
+    name: &'a str,
+    role: PeerRole,
+    room_limit: Option<usize>,
 }
 
 /// How a new peer's `Rtc` is set up.

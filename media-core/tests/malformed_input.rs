@@ -115,6 +115,7 @@ fn random_sdp_is_rejected_without_leaking() {
                 room_limit: None,
                 room: &room,
                 identity: "x",
+                name: "x",
                 role,
                 offer_sdp: &body,
             },
@@ -148,6 +149,7 @@ fn offers_without_usable_media_are_refused() {
                 room_limit: None,
                 room: &room,
                 identity: "x",
+                name: "x",
                 role: PeerRole::Publisher,
                 offer_sdp: &offer,
             },
@@ -161,6 +163,7 @@ fn offers_without_usable_media_are_refused() {
                 room_limit: None,
                 room: &room,
                 identity: "x",
+                name: "x",
                 role: PeerRole::Subscriber,
                 offer_sdp: "v=0\r\n"
             }
@@ -188,6 +191,7 @@ fn an_offer_that_makes_str0m_panic_is_refused_and_the_core_goes_on() {
                     room_limit: None,
                     room: &room,
                     identity: "x",
+                    name: "x",
                     role,
                     offer_sdp: offer,
                 },

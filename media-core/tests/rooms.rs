@@ -453,3 +453,103 @@ fn a_participant_without_the_publish_grant_cannot_send() {
         .unwrap();
     add(&mut h2, viewer2, MediaKind::Audio, Direction::RecvOnly);
 }
+
+/// One identity, one participant: joining again (another tab, a phone whose old
+/// connection never said goodbye) replaces the old participant, whose tracks end. A
+/// WHIP/WHEP session with that identity, and the identity in another room, stay.
+#[test]
+fn a_second_participant_with_the_same_identity_replaces_the_first() {
+    let mut p = pair();
+    p.subscribe(p.bob_video, p.alice_video).unwrap();
+    send_media(&mut p.h, p.alice, 0);
+    let old = p.h.clients[p.alice].peer;
+    let whip =
+        p.h.join("r", PeerRole::Publisher, &[MediaKind::Audio])
+            .unwrap();
+    let elsewhere = p.h.join_participant("other", "alice", None).unwrap();
+    p.h.events.clear();
+    let again = p.h.join_participant("r", "alice", None).unwrap();
+    let new = p.h.clients[again].peer;
+    let order: Vec<_> = p
+        .h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::PeerRemoved { peer, reason, .. } => Some(("removed", *peer, Some(*reason))),
+            SfuEvent::PeerJoined { peer, .. } => Some(("joined", *peer, None)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("removed", old, Some(RemoveReason::Replaced)),
+            ("joined", new, None)
+        ],
+        "the old one leaves before the new one is announced"
+    );
+    assert!(p.h.events.iter().any(|e| matches!(e,
+        SfuEvent::TrackUnpublished { peer, mid, .. } if *peer == old && *mid == p.alice_video)));
+    let list: Vec<_> =
+        p.h.sfu
+            .room_participants(&room())
+            .into_iter()
+            .map(|x| (x.peer, x.identity))
+            .collect();
+    assert_eq!(
+        list,
+        vec![
+            (p.h.clients[p.bob].peer, "bob".to_owned()),
+            (p.h.clients[whip].peer, "tester".to_owned()),
+            (new, "alice".to_owned())
+        ]
+    );
+    // A WHIP session is not a participant to replace; another room is another room.
+    p.h.join_participant("r", "tester", None).unwrap();
+    assert!(p.h.sfu.has_peer(p.h.clients[whip].peer));
+    assert!(p.h.sfu.has_peer(p.h.clients[elsewhere].peer));
+}
+
+/// Revoking passes removes exactly the peers with those identities, WHIP/WHEP sessions
+/// included, each announced with the reason.
+#[test]
+fn revoked_identities_leave_the_room() {
+    let mut p = pair();
+    let whip =
+        p.h.join("r", PeerRole::Publisher, &[MediaKind::Audio])
+            .unwrap();
+    let elsewhere = p.h.join_participant("other", "bob", None).unwrap();
+    let now = p.h.now;
+    p.h.events.clear();
+    let n = p.h.sfu.remove_identities(
+        now,
+        &room(),
+        &["bob".into(), "tester".into()],
+        RemoveReason::Revoked,
+    );
+    assert_eq!(n, 2);
+    p.h.shuttle();
+    let gone: Vec<_> =
+        p.h.events
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::PeerRemoved { peer, reason, .. } => Some((*peer, *reason)),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        gone,
+        vec![
+            (p.h.clients[p.bob].peer, RemoveReason::Revoked),
+            (p.h.clients[whip].peer, RemoveReason::Revoked)
+        ]
+    );
+    let left: Vec<_> =
+        p.h.sfu
+            .room_participants(&room())
+            .into_iter()
+            .map(|x| x.identity)
+            .collect();
+    assert_eq!(left, ["alice"]);
+    assert!(p.h.sfu.has_peer(p.h.clients[elsewhere].peer));
+}

@@ -7,7 +7,8 @@ layers the publisher stops sending them (and starts again); a screen share arriv
 its own tile, and a subscriber can drop it and take it again; chat arrives; the active
 speaker is highlighted; mute shows; and a participant whose connection is cut (its
 socket closed, then an ICE restart) is back within 2 s without anyone seeing it leave.
-Last, Ada opens the room to link holders, and Dan, a stranger, joins with the link."""
+Last, Ada opens the room to link holders, and Dan, a stranger, joins with the link; a new
+link puts him out, and cancelling every pass puts Ben and Cleo out while Ada stays."""
 
 import uuid
 
@@ -23,7 +24,7 @@ async () => {
   const out = [];
   for (const p of room.participants.values()) for (const t of p.tracks.values()) {
     const s = t.transceiver ? byMid[t.transceiver.mid] : undefined;
-    out.push({who: p.identity, sid: p.sid, kind: t.kind, source: t.source, subscribed: t.subscribed,
+    out.push({who: p.name, sid: p.sid, kind: t.kind, source: t.source, subscribed: t.subscribed,
       packets: s?.packetsReceived ?? 0, frames: s?.framesDecoded ?? 0, width: s?.frameWidth ?? 0,
       energy: s?.totalAudioEnergy ?? 0});
   }
@@ -33,7 +34,7 @@ async () => {
 
 # Every participant-left event a page sees, kept from the moment it is installed.
 WATCH_LEAVES_JS = """
-() => { window.__left = []; window.streamcoreRoom.on('participantLeft', (e) => window.__left.push(e.participant.identity)); }
+() => { window.__left = []; window.streamcoreRoom.on('participantLeft', (e) => window.__left.push(e.participant.name)); }
 """
 
 
@@ -189,7 +190,7 @@ def main(a, s):
     screen_js = """async (what) => {
       const room = window.streamcoreRoom;
       for (const p of room.participants.values()) for (const t of p.tracks.values())
-        if (p.identity === 'Ada' && t.source === 'screen') return what === 'off' ? room.unsubscribe(t) : room.subscribe(t);
+        if (p.name === 'Ada' && t.source === 'screen') return what === 'off' ? room.unsubscribe(t) : room.subscribe(t);
       throw new Error('Ben has no screen track of Ada');
     }"""
     ben.evaluate(screen_js, "off")
@@ -256,12 +257,25 @@ def main(a, s):
     dan.goto(base + link[link.index("/room?"):])
     wait_for("Dan to be connected through the link", lambda: dan.locator("#room-state").inner_text() == "connected", 20)
     wait_for("Ada to see Dan's tile", lambda: ada.locator(".tile", has_text="Dan").count() == 1, 20)
-    # A new link: the old one no longer opens the room.
+    # Ben and Cleo, invited, stayed when the room opened to link holders.
+    for n in ("Ben", "Cleo"):
+        if pages[n].locator("#room-state").inner_text() != "connected":
+            raise Failure(f"{n} left when the room opened to link holders")
+    # A new link: the old one no longer opens the room, and Dan, who came with it, is
+    # out at once and told why.
     ada.get_by_role("button", name="Make a new link").click()
     wait_for("a new share link", lambda: ada.locator("#share-url").input_value() not in ("", link))
-    # Cancelling every pass: Ada is told, and the people in the room stay.
+    wait_for("Dan to be told his pass is cancelled", lambda: "cancelled your pass" in dan.locator("#call-message").inner_text())
+    wait_for("Dan's tile to go from Ada's page", lambda: ada.locator(".tile", has_text="Dan").count() == 0)
+    if ben.locator("#room-state").inner_text() != "connected":
+        raise Failure("Ben, a member, left with the old link")
+    # Cancelling every pass: everyone but Ada leaves; she stays, and is told.
     ada.get_by_role("button", name="Cancel every pass to this room").click()
     wait_for("the passes cancelled", lambda: "is cancelled" in ada.locator("#sharing-message").inner_text())
+    for n in ("Ben", "Cleo"):
+        wait_for(f"{n} to be told the pass is cancelled", lambda p=pages[n]: "cancelled your pass" in p.locator("#call-message").inner_text())
+    if ada.locator("#room-state").inner_text() != "connected":
+        raise Failure("Ada left her own room when cancelling the passes")
     late = s.person("Eve")
     sign_up(late, base, f"eve-{uuid.uuid4().hex[:6]}@example.com", name="Eve")
     late.goto(base + link[link.index("/room?"):])

@@ -49,6 +49,8 @@ impl fmt::Debug for SessionId {
 pub struct OpenSession {
     pub room: RoomId,
     pub identity: String,
+    /// What room participants see.
+    pub name: String,
     pub role: PeerRole,
     pub offer_sdp: String,
     /// Most peers the room may hold, counting this one (from the join token).
@@ -134,6 +136,7 @@ pub enum RoomUpdate {
     Data {
         from: PeerId,
         from_identity: String,
+        from_name: String,
         payload: serde_json::Value,
     },
 }
@@ -145,7 +148,10 @@ pub const ROOM_UPDATE_QUEUE: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct JoinRoom {
     pub room: RoomId,
+    /// Unique among the room's participants: a second join with it replaces the first.
     pub identity: String,
+    /// What the others see.
+    pub name: String,
     pub room_limit: Option<usize>,
     /// The token's publish grant, enforced by the media core.
     pub may_publish: bool,

@@ -323,7 +323,10 @@ mod double_option {
 #[derive(Debug, Serialize)]
 struct ParticipantView {
     sid: String,
+    /// Unique in the room: the account's (or device's) id for everyone but the owner.
     identity: String,
+    /// What to show: the person's display name (or the device's name).
+    name: String,
     /// `participant` (this protocol), `publisher` (WHIP) or `subscriber` (WHEP).
     kind: &'static str,
     connected: bool,
@@ -395,6 +398,7 @@ fn participant_view(sources: &TrackSources, worker: usize, p: &ParticipantInfo) 
     ParticipantView {
         sid: sid(p.peer),
         identity: p.identity.clone(),
+        name: p.name.clone(),
         kind: p.role.as_str(),
         connected: p.connected,
         tracks: p
@@ -412,6 +416,8 @@ fn reason_name(r: RemoveReason) -> &'static str {
         RemoveReason::Disconnected => "disconnected",
         RemoveReason::ClosedByRemote => "closed",
         RemoveReason::Failed => "failed",
+        RemoveReason::Replaced => "replaced",
+        RemoveReason::Revoked => "revoked",
     }
 }
 
@@ -444,10 +450,11 @@ fn update_message(
         RoomUpdate::Data {
             from,
             from_identity,
+            from_name,
             payload,
         } => (
             Some(
-                json!({"type": "data", "from": sid(*from), "from_identity": from_identity, "payload": payload}),
+                json!({"type": "data", "from": sid(*from), "from_identity": from_identity, "from_name": from_name, "payload": payload}),
             ),
             None,
         ),
@@ -455,12 +462,13 @@ fn update_message(
             SfuEvent::PeerJoined {
                 peer,
                 identity,
+                name,
                 role,
                 ..
             } if *peer != me => (
                 Some(
                     json!({"type": "participant_joined", "participant": ParticipantView {
-                        sid: sid(*peer), identity: identity.clone(), kind: role.as_str(), connected: false, tracks: Vec::new(),
+                        sid: sid(*peer), identity: identity.clone(), name: name.clone(), kind: role.as_str(), connected: false, tracks: Vec::new(),
                     }}),
                 ),
                 None,
@@ -828,6 +836,7 @@ async fn join<B: RoomBackend>(
             JoinRoom {
                 room: grant.room.clone(),
                 identity: grant.identity.clone(),
+                name: grant.name.clone(),
                 room_limit: grant.room_limit,
                 may_publish: grant.grants.publish,
             },

@@ -5,7 +5,8 @@
 //!
 //! | claim | meaning |
 //! |---|---|
-//! | `sub` | participant identity |
+//! | `sub` | participant identity: unique in a room (a second room participant with it replaces the first) |
+//! | `name` | the name others see (absent: the identity) |
 //! | `room` | room name |
 //! | `grants` | `publish`, `subscribe`, `publish_data`, `record` (all default false) |
 //! | `iat`, `nbf`, `exp` | issued at, not before, expiry (seconds since the epoch) |
@@ -52,6 +53,8 @@ pub struct JoinClaims {
     pub rid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The room a token was issued for, as the control plane knew it: deleting the room,
@@ -67,6 +70,8 @@ pub struct RoomBinding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinGrant {
     pub identity: String,
+    /// What other participants see: the token's `name`, or else the identity.
+    pub name: String,
     pub room: RoomId,
     pub grants: Grants,
     /// Most peers the room may hold, counting the joining one.
@@ -87,6 +92,8 @@ pub enum TokenError {
     BadRoom(String),
     #[error("the token has no identity")]
     NoIdentity,
+    #[error("the token's name is empty, longer than 128 bytes or not printable")]
+    BadName,
     #[error("key file {path}: {message}")]
     Key { path: String, message: String },
     #[error("signing failed: {0}")]
@@ -95,6 +102,24 @@ pub enum TokenError {
 
 /// Longest identity accepted, in bytes.
 pub const MAX_IDENTITY_LEN: usize = 128;
+/// Longest display name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A display name: 1–128 bytes, no control characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+}
+
+/// What a control-plane token carries besides its room, identity, grants and life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    /// Most participants the room may hold when this token joins it.
+    pub max_participants: Option<u32>,
+    /// The control plane's room, which revokes the token when it goes.
+    pub binding: Option<RoomBinding>,
+    /// The name others see; `None` shows the identity.
+    pub name: Option<String>,
+}
 
 #[derive(Clone)]
 pub struct JoinTokenVerifier {
@@ -133,7 +158,13 @@ impl JoinTokenVerifier {
             return Err(TokenError::NoIdentity);
         }
         let room = RoomId::parse(&c.room).map_err(|e| TokenError::BadRoom(e.to_string()))?;
+        let name = match c.name {
+            Some(n) if valid_name(&n) => n,
+            Some(_) => return Err(TokenError::BadName),
+            None => c.sub.clone(),
+        };
         Ok(JoinGrant {
+            name,
             identity: c.sub,
             room,
             grants: c.grants,
@@ -292,23 +323,39 @@ impl JoinTokenSigner {
         ttl: Duration,
         max_participants: Option<u32>,
     ) -> Result<String, TokenError> {
-        self.sign_bound(room, identity, grants, ttl, max_participants, None)
+        self.sign_scoped(
+            room,
+            identity,
+            grants,
+            ttl,
+            TokenScope {
+                max_participants,
+                ..TokenScope::default()
+            },
+        )
     }
 
-    /// A token bound to the control plane's room (`binding`): it stops working when
-    /// the room is deleted or its epoch moves on.
-    pub fn sign_bound(
+    /// A token with its [`TokenScope`]: bound to the control plane's room (it stops
+    /// working when the room is deleted or its epoch moves on), with a display name.
+    pub fn sign_scoped(
         &self,
         room: &RoomId,
         identity: &str,
         grants: Grants,
         ttl: Duration,
-        max_participants: Option<u32>,
-        binding: Option<RoomBinding>,
+        scope: TokenScope,
     ) -> Result<String, TokenError> {
         if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
             return Err(TokenError::NoIdentity);
         }
+        if scope.name.as_deref().is_some_and(|n| !valid_name(n)) {
+            return Err(TokenError::BadName);
+        }
+        let TokenScope {
+            max_participants,
+            binding,
+            name,
+        } = scope;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -324,6 +371,7 @@ impl JoinTokenSigner {
             max_participants,
             epoch: binding.as_ref().map(|b| b.epoch),
             rid: binding.map(|b| b.room_id),
+            name,
         };
         self.key.sign_claims(&claims)
     }
@@ -418,6 +466,7 @@ mod tests {
             max_participants: None,
             rid: None,
             epoch: None,
+            name: None,
         };
         let t = s.key().sign_claims(&claims).unwrap();
         assert!(matches!(s.verifier().verify(&t), Err(TokenError::Expired)));
@@ -432,13 +481,15 @@ mod tests {
             epoch: 7,
         };
         let t = s
-            .sign_bound(
+            .sign_scoped(
                 &room,
                 "x",
                 grants(),
                 Duration::from_secs(60),
-                None,
-                Some(binding.clone()),
+                TokenScope {
+                    binding: Some(binding.clone()),
+                    ..TokenScope::default()
+                },
             )
             .unwrap();
         assert_eq!(s.verifier().verify(&t).unwrap().binding, Some(binding));
@@ -446,6 +497,33 @@ mod tests {
             .sign(&room, "x", grants(), Duration::from_secs(60))
             .unwrap();
         assert_eq!(s.verifier().verify(&plain).unwrap().binding, None);
+    }
+
+    #[test]
+    fn the_name_others_see_travels_in_the_token() {
+        let s = JoinTokenSigner::generate().unwrap();
+        let room = RoomId::parse("r").unwrap();
+        let named = |name: &str| {
+            s.sign_scoped(
+                &room,
+                "u-1",
+                grants(),
+                Duration::from_secs(60),
+                TokenScope {
+                    name: Some(name.into()),
+                    ..TokenScope::default()
+                },
+            )
+        };
+        let g = s.verifier().verify(&named("Ann Lee").unwrap()).unwrap();
+        assert_eq!((g.identity.as_str(), g.name.as_str()), ("u-1", "Ann Lee"));
+        assert!(matches!(named("a\u{7}b"), Err(TokenError::BadName)));
+        assert!(matches!(named(" "), Err(TokenError::BadName)));
+        // Without a name, others see the identity.
+        let plain = s
+            .sign(&room, "u-1", grants(), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(s.verifier().verify(&plain).unwrap().name, "u-1");
     }
 
     #[test]

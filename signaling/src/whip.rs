@@ -204,6 +204,7 @@ async fn open<B: MediaBackend>(
         .open_session(OpenSession {
             room: room.clone(),
             identity: grant.identity.clone(),
+            name: grant.name.clone(),
             role,
             offer_sdp,
             room_limit: grant.room_limit,

@@ -159,6 +159,12 @@ pub async fn remove(
     // Their tokens (and everyone's issued before) stop joining.
     st.db.bump_room_epoch(&room.id).await.map_err(store_error)?;
     info!(user = %caller.user_id, room = %room.name, "room member removed");
+    crate::live_rooms::end_revoked_sessions(
+        &st,
+        &room,
+        crate::live_rooms::Revocation::WhoMayJoinChanged,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

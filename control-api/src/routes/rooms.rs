@@ -22,6 +22,7 @@ use signaling::{ApiError, Grants};
 use tracing::{info, warn};
 
 use crate::auth::now_millis;
+use crate::live_rooms::{Revocation, end_revoked_sessions};
 use crate::state::{AppState, Caller, Quota, store_error, within_quota};
 use crate::store::{Room, RoomSettings, Store};
 
@@ -242,12 +243,14 @@ pub async fn update(
         // Tokens issued under the old access stop joining.
         st.db.bump_room_epoch(&r.id).await.map_err(store_error)?;
         info!(user = %caller.user_id, room = %name, access = %r.access, "room access changed; its join tokens revoked");
+        end_revoked_sessions(&st, &r, Revocation::WhoMayJoinChanged).await;
     }
     Ok(Json(RoomView::new(&st, r)))
 }
 
 /// Revokes every join token of the room (its epoch moves on): nobody joins or resumes
-/// with a token issued before. Who is in the room stays until they leave.
+/// with a token issued before, and everyone in the room but the owner's own sessions
+/// is removed.
 #[utoipa::path(post, path = "/api/v1/rooms/{name}/reset", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn reset(
     State(st): State<AppState>,
@@ -258,10 +261,9 @@ pub async fn reset(
     let room = own_room(&st, &caller, &name).await?;
     let epoch = st.db.bump_room_epoch(&room.id).await.map_err(store_error)?;
     info!(user = %caller.user_id, room = %name, epoch, "room reset: its join tokens revoked");
-    Ok(Json(RoomView::new(
-        &st,
-        own_room(&st, &caller, &name).await?,
-    )))
+    let room = own_room(&st, &caller, &name).await?;
+    end_revoked_sessions(&st, &room, Revocation::Reset).await;
+    Ok(Json(RoomView::new(&st, room)))
 }
 
 /// The control plane's answer to "is this token's room still the one it was issued
@@ -314,6 +316,7 @@ pub async fn new_share_link(
         .ok_or_else(not_found)?;
     st.db.bump_room_epoch(&r.id).await.map_err(store_error)?;
     info!(user = %caller.user_id, room = %name, "room share link replaced; its join tokens revoked");
+    end_revoked_sessions(&st, &r, Revocation::WhoMayJoinChanged).await;
     Ok(Json(RoomView::new(&st, r)))
 }
 
@@ -351,6 +354,7 @@ pub async fn delete(
         return Err(not_found());
     }
     info!(user = %caller.user_id, room = %name, "room deleted");
+    end_revoked_sessions(&st, &room, Revocation::Deleted).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -359,7 +363,11 @@ pub struct JoinTokenView {
     /// The join token (EdDSA JWT) to send as `Authorization: Bearer` to WHIP/WHEP.
     pub token: String,
     pub room: String,
+    /// Unique among the room's participants: a second one joining with it replaces
+    /// the first.
     pub identity: String,
+    /// The name other participants see.
+    pub name: String,
     pub publish: bool,
     pub subscribe: bool,
     pub publish_data: bool,
@@ -388,8 +396,13 @@ pub struct IceServerView {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
-    /// Participant identity; defaults to the caller's user id (or device id).
+    /// Participant identity, for the room's owner to choose (an operator's test
+    /// client, a second camera); anyone else is who they are: their user id (or
+    /// device id), the default.
     pub identity: Option<String>,
+    /// The name others see, for the owner to choose; anyone else is shown with
+    /// their display name (or their device's name), the default.
+    pub name: Option<String>,
     #[serde(default)]
     pub publish: bool,
     #[serde(default)]
@@ -429,9 +442,19 @@ pub async fn standing(
             .await
             .map_err(store_error)?
             .then_some(Standing::Member),
-        "link" => key
-            .filter(|k| !room.share_key.is_empty() && same_secret(k, &room.share_key))
-            .map(|_| Standing::LinkHolder),
+        // The people invited stay welcome when the owner opens the room wider.
+        "link"
+            if key
+                .is_some_and(|k| !room.share_key.is_empty() && same_secret(k, &room.share_key)) =>
+        {
+            Some(Standing::LinkHolder)
+        }
+        "link" => st
+            .db
+            .is_member(&room.id, &caller.user_id)
+            .await
+            .map_err(store_error)?
+            .then_some(Standing::Member),
         _ => None,
     })
 }
@@ -481,8 +504,9 @@ pub async fn join_token(
     if req.record && !owner {
         return Err(ApiError::forbidden("only the room's owner may record"));
     }
+    let own = as_themselves(&st, &caller).await?;
     let identity = match req.identity {
-        Some(i) => {
+        Some(i) if owner => {
             let i = i.trim().to_owned();
             if i.is_empty()
                 || i.len() > signaling::token::MAX_IDENTITY_LEN
@@ -495,10 +519,35 @@ pub async fn join_token(
             }
             i
         }
-        None => caller
-            .device
-            .clone()
-            .unwrap_or_else(|| caller.user_id.clone()),
+        Some(i) if i != own.identity => {
+            info!(user = %caller.user_id, room = %name, "join token refused: a guest chose an identity");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "identity_not_allowed",
+                "only the room's owner chooses identities; leave identity out to join as yourself",
+            ));
+        }
+        _ => own.identity.clone(),
+    };
+    let shown = match req.name {
+        Some(n) if owner => {
+            let n = n.trim().to_owned();
+            if !signaling::token::valid_name(&n) {
+                return Err(ApiError::invalid_field(
+                    "name",
+                    "must be 1–128 bytes of printable text",
+                ));
+            }
+            n
+        }
+        Some(n) if n.trim() != own.name => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "identity_not_allowed",
+                "only the room's owner chooses names; others are shown with their display name",
+            ));
+        }
+        _ => own.name,
     };
     let ttl = req.ttl_secs.unwrap_or(3600);
     if ttl == 0 || ttl > st.config.max_join_ttl.as_secs() {
@@ -513,31 +562,93 @@ pub async fn join_token(
         publish_data: req.publish_data,
         record: req.record,
     };
-    Ok(Json(issue(&st, &room, identity, grants, ttl)?))
+    let who = Who {
+        identity,
+        name: shown,
+    };
+    Ok(Json(issue(&st, &room, who, grants, ttl)?))
+}
+
+/// Who a join token is for: the identity the room knows them by, the name it shows.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub identity: String,
+    pub name: String,
+}
+
+/// Who the caller is in a room: their user id and display name, or (with a device's
+/// credential) the device's id and name.
+async fn as_themselves(st: &AppState, caller: &Caller) -> Result<Who, ApiError> {
+    if let Some(id) = &caller.device {
+        let device = st
+            .db
+            .device(&caller.user_id, id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::unauthorized("the device no longer exists"))?;
+        return Ok(Who {
+            identity: device.id,
+            name: shown_name(&device.name, "device"),
+        });
+    }
+    let account = caller.account(st).await?;
+    let fallback = account.email.split('@').next().unwrap_or("guest");
+    Ok(Who {
+        identity: account.id,
+        name: shown_name(&account.display_name, fallback),
+    })
+}
+
+/// A name others may see: printable, at most 128 bytes; `fallback` when none is left.
+fn shown_name(name: &str, fallback: &str) -> String {
+    let clean = |s: &str| {
+        let mut out = String::new();
+        for c in s.trim().chars().filter(|c| !c.is_control()) {
+            if out.len() + c.len_utf8() > signaling::token::MAX_NAME_LEN {
+                break;
+            }
+            out.push(c);
+        }
+        out
+    };
+    let n = clean(name);
+    if signaling::token::valid_name(&n) {
+        return n;
+    }
+    let f = clean(fallback);
+    if signaling::token::valid_name(&f) {
+        f
+    } else {
+        "guest".to_owned()
+    }
 }
 
 /// Signs a join token for `room` and says where to use it.
 fn issue(
     st: &AppState,
     room: &Room,
-    identity: String,
+    who: Who,
     grants: Grants,
     ttl: u64,
 ) -> Result<JoinTokenView, ApiError> {
     let room_id = parse_room(&room.name)?;
+    let Who { identity, name } = who;
     let token = st
         .join_signer
-        .sign_bound(
+        .sign_scoped(
             &room_id,
             &identity,
             grants,
             Duration::from_secs(ttl),
-            // The SFU enforces the room's size at join time from the token.
-            u32::try_from(room.max_participants).ok().filter(|n| *n > 0),
-            Some(signaling::token::RoomBinding {
-                room_id: room.id.clone(),
-                epoch: room.epoch,
-            }),
+            signaling::token::TokenScope {
+                // The SFU enforces the room's size at join time from the token.
+                max_participants: u32::try_from(room.max_participants).ok().filter(|n| *n > 0),
+                binding: Some(signaling::token::RoomBinding {
+                    room_id: room.id.clone(),
+                    epoch: room.epoch,
+                }),
+                name: Some(name.clone()),
+            },
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let base = st.config.public_url.trim_end_matches('/');
@@ -564,6 +675,7 @@ fn issue(
             .collect(),
         room: room.name.clone(),
         identity,
+        name,
         publish: grants.publish,
         subscribe: grants.subscribe,
         publish_data: grants.publish_data,
@@ -602,14 +714,17 @@ pub async fn device_stream(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("no such device"))?;
-    let (grants, identity) = match req.role.as_str() {
+    let (grants, who) = match req.role.as_str() {
         "publish" if caller.device.as_deref() == Some(device.id.as_str()) => (
             Grants {
                 publish: true,
                 publish_data: true,
                 ..Grants::default()
             },
-            device.id.clone(),
+            Who {
+                identity: device.id.clone(),
+                name: shown_name(&device.name, "device"),
+            },
         ),
         "publish" => {
             return Err(ApiError::forbidden(
@@ -621,10 +736,7 @@ pub async fn device_stream(
                 subscribe: true,
                 ..Grants::default()
             },
-            caller
-                .device
-                .clone()
-                .unwrap_or_else(|| caller.user_id.clone()),
+            as_themselves(&st, &caller).await?,
         ),
         _ => return Err(ApiError::invalid_field("role", "must be publish or listen")),
     };
@@ -655,7 +767,7 @@ pub async fn device_stream(
         },
     };
     let ttl = 3600.min(st.config.max_join_ttl.as_secs());
-    Ok(Json(issue(&st, &room, identity, grants, ttl)?))
+    Ok(Json(issue(&st, &room, who, grants, ttl)?))
 }
 
 /// The public keys SFU nodes verify join tokens with.

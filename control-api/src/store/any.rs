@@ -128,6 +128,9 @@ impl Store for Db {
     async fn device(&self, user_id: &str, id: &str) -> R<Option<Device>> {
         delegate!(self, s => s.device(user_id, id))
     }
+    async fn device_by_id(&self, id: &str) -> R<Option<Device>> {
+        delegate!(self, s => s.device_by_id(id))
+    }
     async fn rename_device(&self, user_id: &str, id: &str, name: &str) -> R<bool> {
         delegate!(self, s => s.rename_device(user_id, id, name))
     }

@@ -558,6 +558,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn create_device(&self, new: NewDevice, now: Millis) -> impl Future<Output = R<Device>> + Send;
     fn list_devices(&self, user_id: &str) -> impl Future<Output = R<Vec<Device>>> + Send;
     fn device(&self, user_id: &str, id: &str) -> impl Future<Output = R<Option<Device>>> + Send;
+    /// A device by its id alone, whoever's it is (to say whose a room identity is).
+    fn device_by_id(&self, id: &str) -> impl Future<Output = R<Option<Device>>> + Send;
     fn rename_device(
         &self,
         user_id: &str,

@@ -632,6 +632,19 @@ impl Store for PgStore {
         collect(rows, device_row)
     }
 
+    async fn device_by_id(&self, id: &str) -> R<Option<Device>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
+             last_seen, online, control_conn FROM devices WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
+        Ok(row.as_ref().map(device_row).transpose()?)
+    }
+
     async fn device(&self, user_id: &str, id: &str) -> R<Option<Device>> {
         let row = sqlx::query(
             "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \

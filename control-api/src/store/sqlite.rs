@@ -659,6 +659,17 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(device_row).transpose()?)
     }
 
+    async fn device_by_id(&self, id: &str) -> R<Option<Device>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, name, kind, cap_mic, cap_camera, cap_screen, created_at, \
+             last_seen, online, control_conn FROM devices WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(device_row).transpose()?)
+    }
+
     async fn rename_device(&self, user_id: &str, id: &str, name: &str) -> R<bool> {
         let done = sqlx::query("UPDATE devices SET name = ? WHERE user_id = ? AND id = ?")
             .bind(name)

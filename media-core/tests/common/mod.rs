@@ -391,6 +391,7 @@ impl Harness {
                 room_limit: None,
                 room: &room,
                 identity: "tester",
+                name: "tester",
                 role,
                 offer_sdp: &offer.to_sdp_string(),
             },
@@ -432,6 +433,7 @@ impl Harness {
             JoinRequest {
                 room: &room,
                 identity,
+                name: identity,
                 room_limit,
                 may_publish,
             },

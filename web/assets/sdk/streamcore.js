@@ -1152,11 +1152,14 @@ export class RemoteParticipant {
   tracks = new Map();
 
   /**
-   * @param {{sid: string, identity: string, kind: string, connected: boolean}} p
+   * @param {{sid: string, identity: string, name?: string, kind: string, connected: boolean}} p
    */
   constructor(p) {
     this.sid = p.sid;
+    /** Unique in the room (an account's or device's id): a second session with it replaces the first. */
     this.identity = p.identity;
+    /** What to show: the person's display name (or the device's name). */
+    this.name = p.name ?? p.identity;
     /** `participant` (/rtc), `publisher` (WHIP) or `subscriber` (WHEP) */
     this.kind = p.kind;
     this.connected = p.connected;
@@ -1204,7 +1207,7 @@ export class LocalTrackPublication {
  * @property {{track: RemoteTrack|null, trackId: string, muted: boolean}} trackMuted
  * @property {LocalTrackPublication} localTrackPublished
  * @property {{participantSid: string, trackId: string}} activeSpeaker
- * @property {{from: string, fromIdentity: string, payload: any}} data
+ * @property {{from: string, fromIdentity: string, fromName: string, payload: any}} data
  * @property {QualityReport} quality this connection's quality, every 2 s
  * @property {{reason: string}} reconnecting the network went away; resuming
  * @property {{}} reconnected media flows again; nobody saw this participant leave
@@ -1290,8 +1293,8 @@ class Replies {
 export class Room extends Emitter {
   /** @type {'idle'|'connecting'|'connected'|'reconnecting'|'disconnected'} */
   state = 'idle';
-  /** @type {{sid: string, identity: string}} */
-  local = { sid: '', identity: '' };
+  /** @type {{sid: string, identity: string, name: string}} */
+  local = { sid: '', identity: '', name: '' };
   /** @type {Map<string, RemoteParticipant>} */
   participants = new Map();
   /** @type {Map<RTCRtpTransceiver, LocalTrackPublication>} */
@@ -1421,7 +1424,11 @@ export class Room extends Emitter {
     if (resume && this.#resume) join.resume = this.#resume;
     const joined = await this.#request(join);
     this.#stillCurrent(generation);
-    this.local = { sid: joined.participant.sid, identity: joined.participant.identity };
+    this.local = {
+      sid: joined.participant.sid,
+      identity: joined.participant.identity,
+      name: joined.participant.name ?? joined.participant.identity,
+    };
     this.roomName = joined.room;
     this.grants = joined.grants ?? {};
     this.#resume = { sid: joined.participant.sid, token: joined.resume_token };
@@ -1549,7 +1556,12 @@ export class Room extends Emitter {
         this.#applyLayers(m.track, m.unwanted ?? null, m.layers);
         break;
       case 'data':
-        this.emit('data', { from: m.from, fromIdentity: m.from_identity, payload: m.payload });
+        this.emit('data', {
+          from: m.from,
+          fromIdentity: m.from_identity,
+          fromName: m.from_name ?? m.from_identity,
+          payload: m.payload,
+        });
         break;
       case 'left':
         this.#end(m.reason ?? 'left');

@@ -9,7 +9,7 @@
 import { Room, StreamCoreError } from '/sdk/streamcore.js';
 import { $, busy, explain, h, mediaDevices, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
 
-const { session, me } = await signedIn();
+const { session } = await signedIn();
 const name = query().get('name');
 /** A share link's key (rooms open to anyone with the link). */
 const shareKey = query().get('key');
@@ -178,7 +178,7 @@ async function sharing(info) {
   revoke.addEventListener('click', () =>
     busy(revoke, box, async () => {
       await session.post(`${path}/reset`);
-      say(box, 'Every earlier pass to this room is cancelled. People in the room stay until they leave.', 'ok');
+      say(box, 'Every earlier pass to this room is cancelled: everyone but you left the room, and whoever may still join can come back.', 'ok');
     }),
   );
   const invite = $('invite-form', HTMLFormElement);
@@ -206,20 +206,19 @@ async function sharing(info) {
  * @returns {Promise<any>}
  */
 async function joinToken(room) {
-  const identity = me.display_name || me.email;
+  // Who one is in a room (identity and shown name) is the server's to say.
   const key = shareKey ?? undefined;
   try {
     return await session.post(`/rooms/${encodeURIComponent(room)}/token`, {
       publish: true,
       subscribe: true,
       publish_data: true,
-      identity,
       key,
     });
   } catch (e) {
     if (e instanceof StreamCoreError && e.code === 'forbidden') {
       // Only the owner publishes here: listen and chat.
-      return session.post(`/rooms/${encodeURIComponent(room)}/token`, { subscribe: true, publish_data: true, identity, key });
+      return session.post(`/rooms/${encodeURIComponent(room)}/token`, { subscribe: true, publish_data: true, key });
     }
     throw e;
   }
@@ -339,7 +338,7 @@ async function call(roomName) {
   };
 
   room.on('participantJoined', (p) => {
-    personTile(p.sid, p.identity, false);
+    personTile(p.sid, p.name, false);
     count();
   });
   room.on('participantLeft', ({ participant }) => {
@@ -356,16 +355,16 @@ async function call(roomName) {
       video.srcObject = new MediaStream([track]);
       const tile = h(
         'figure',
-        { class: 'tile screen', 'data-track': t.id, 'aria-label': `Screen of ${owner?.identity ?? ''}` },
+        { class: 'tile screen', 'data-track': t.id, 'aria-label': `Screen of ${owner?.name ?? ''}` },
         video,
-        h('figcaption', { class: 'name' }, `${owner?.identity ?? ''}’s screen`),
+        h('figcaption', { class: 'name' }, `${owner?.name ?? ''}’s screen`),
       );
       screens.get(t.id)?.remove();
       screens.set(t.id, tile);
       tiles.prepend(tile);
       return;
     }
-    show(personTile(t.participantSid, owner?.identity ?? t.participantSid, false), track);
+    show(personTile(t.participantSid, owner?.name ?? t.participantSid, false), track);
   });
   /** @param {import('/sdk/streamcore.js').RemoteTrack} t */
   const drop = (t) => {
@@ -394,7 +393,8 @@ async function call(roomName) {
   room.on('reconnected', () => say(box, ''));
   room.on('disconnected', ({ reason }) => {
     const why = {
-      replaced: 'This connection was taken over by another one of yours (another tab, or this page reloaded); it left the room.',
+      replaced: 'You joined this room again from another tab or device, so this one left the room.',
+      revoked: 'The room’s owner cancelled your pass to this room (or changed who may join). Reload the page to try again.',
       reconnect_failed: 'The connection could not be brought back. Reload the page to join again.',
     };
     say(box, /** @type {Record<string, string>} */ (why)[reason] ?? 'You left the room.', reason === 'left' ? 'info' : 'error');
@@ -412,7 +412,7 @@ async function call(roomName) {
     chat.scrollTop = chat.scrollHeight;
   };
   room.on('data', (d) => {
-    if (typeof d.payload?.chat === 'string') addChat(d.fromIdentity, d.payload.chat);
+    if (typeof d.payload?.chat === 'string') addChat(d.fromName, d.payload.chat);
   });
   const chatForm = $('chat-form', HTMLFormElement);
   chatForm.addEventListener('submit', (e) => {
@@ -429,7 +429,7 @@ async function call(roomName) {
 
   await room.connect();
   count();
-  const local = personTile(room.local.sid, me.display_name || me.email, true);
+  const local = personTile(room.local.sid, room.local.name, true);
 
   // ---- publishing ----
   /** @type {import('/sdk/streamcore.js').LocalTrackPublication|null} */
