@@ -87,12 +87,7 @@ fn kinds(v: &[Envelope]) -> Vec<&str> {
 /// its state; both browsers see it. Bad messages get errors and break nothing.
 async fn remote_control(srv: &TestServer) {
     let http = &srv.http;
-    let user = register(
-        http,
-        &srv.base,
-        &format!("{}@example.com", uuid::Uuid::new_v4()),
-    )
-    .await;
+    let user = register(srv, &format!("{}@example.com", uuid::Uuid::new_v4())).await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
     let welcome = wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
@@ -233,8 +228,8 @@ async fn forged_bus_records_command_no_device() {
     let t = Tansu::start();
     let srv = kafka_server(&t).await;
     let http = &srv.http;
-    let owner = register(http, &srv.base, "owner@example.com").await;
-    let other = register(http, &srv.base, "other@example.com").await;
+    let owner = register(&srv, "owner@example.com").await;
+    let other = register(&srv, "other@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &owner, "Pixel").await;
     let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
     wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
@@ -310,8 +305,8 @@ async fn forged_bus_records_command_no_device() {
 async fn commands_to_a_device_that_never_connected_fail_and_others_are_refused() {
     let srv = TestServer::start().await;
     let http = &srv.http;
-    let user = register(http, &srv.base, "owner@example.com").await;
-    let other = register(http, &srv.base, "other@example.com").await;
+    let user = register(&srv, "owner@example.com").await;
+    let other = register(&srv, "other@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let (s, e) = command(
         http,
@@ -397,7 +392,7 @@ async fn device_status_follows_sockets_heartbeats_and_silence() {
         .subscribe("test-status", &[Topic::DeviceStatus])
         .unwrap();
     let http = &srv.http;
-    let user = register(http, &srv.base, "s@example.com").await;
+    let user = register(&srv, "s@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
     wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
@@ -560,7 +555,7 @@ async fn broker_outage_loses_nothing() {
     let t = Tansu::start();
     let srv = kafka_server(&t).await;
     let http = &srv.http;
-    let user = register(http, &srv.base, "k@example.com").await;
+    let user = register(&srv, "k@example.com").await;
     let (device, device_token) = pair_phone(http, &srv.base, &user, "Pixel").await;
     let mut phone = socket(&srv.base, "/api/v1/devices/socket", &device_token).await;
     wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
@@ -667,7 +662,7 @@ async fn two_nodes_share_a_database_and_a_broker() {
     let a = TestServer::start_with(node("node-a")).await;
     let b = TestServer::start_with(node("node-b")).await;
     let http = &a.http;
-    let user = register(http, &a.base, "two@example.com").await;
+    let user = register(&a, "two@example.com").await;
     let (device, device_token) = pair_phone(http, &a.base, &user, "Pixel").await;
     let mut phone = socket(&b.base, "/api/v1/devices/socket", &device_token).await;
     wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
@@ -735,7 +730,7 @@ async fn two_nodes_share_a_database_and_a_broker() {
 async fn sockets_close_when_their_credentials_end() {
     let srv = TestServer::start().await;
     let http = &srv.http;
-    let user = register(http, &srv.base, "sockets-end@example.com").await;
+    let user = register(&srv, "sockets-end@example.com").await;
     let is_error =
         |code: &'static str| move |v: &Value| v["type"] == "error" && v["error"]["code"] == code;
 
@@ -803,7 +798,7 @@ async fn sockets_close_when_their_credentials_end() {
     let answer = wait_for(&mut refreshed, WAIT, |v| v["request_id"] == 7).await;
     assert_eq!(answer["type"], "error", "{answer}");
     // A fresh token of someone else is refused, and the socket closed.
-    let other = register(http, &srv.base, "someone-else@example.com").await;
+    let other = register(&srv, "someone-else@example.com").await;
     send(
         &mut refreshed,
         json!({"type": "auth", "token": other.access, "request_id": 8}),
@@ -821,7 +816,7 @@ async fn sockets_close_when_their_credentials_end() {
 async fn a_users_sockets_are_capped() {
     let srv = TestServer::start_with(|s| s.limits.sockets_per_user = 2).await;
     let http = &srv.http;
-    let user = register(http, &srv.base, "many-tabs@example.com").await;
+    let user = register(&srv, "many-tabs@example.com").await;
     let (_, phone_token) = pair_phone(http, &srv.base, &user, "Phone").await;
     let mut phone = socket_first_message(&srv.base, "/api/v1/devices/socket", &phone_token).await;
     wait_for(&mut phone, WAIT, |v| v["type"] == "welcome").await;
@@ -831,7 +826,7 @@ async fn a_users_sockets_are_capped() {
     let e = wait_for(&mut third, WAIT, |v| v["type"] == "error").await;
     assert_eq!(e["error"]["code"], "quota_exceeded", "{e}");
     assert!(recv(&mut third, WAIT).await.is_none(), "closed");
-    let other = register(http, &srv.base, "one-tab@example.com").await;
+    let other = register(&srv, "one-tab@example.com").await;
     let mut theirs = socket_first_message(&srv.base, "/api/v1/events/socket", &other.access).await;
     wait_for(&mut theirs, WAIT, |v| v["type"] == "snapshot").await;
     // One closes: the next opens (the node may take a moment to see the close).
@@ -897,7 +892,7 @@ async fn closes(ws: &mut common::remote::Ws, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_are_closed_and_answering_ones_stay() {
     let srv = TestServer::start_with(|s| s.limits.websocket_idle_secs = 3).await;
-    let user = register(&srv.http, &srv.base, "idle@example.com").await;
+    let user = register(&srv, "idle@example.com").await;
     let mut answering = socket(&srv.base, "/api/v1/events/socket", &user.access).await;
     let mut silent = socket(&srv.base, "/api/v1/events/socket", &user.access).await;
     let token = srv.token(

@@ -100,7 +100,7 @@ async fn play(peers: &mut [&mut Peer], tracks: &mut [Play]) {
 }
 
 async fn owner_with_room(srv: &TestServer, room: &str, auto_record: bool) -> User {
-    let owner = register(&srv.http, &srv.base, &format!("owner-{room}@example.test")).await;
+    let owner = register(srv, &format!("owner-{room}@example.test")).await;
     let (s, v) = post(
         &srv.http,
         format!("{}/api/v1/rooms", srv.base),
@@ -427,7 +427,7 @@ async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings()
         .as_u16();
     assert_eq!(s, 204);
 
-    let second = register(&srv.http, &srv.base, "second-owner@example.test").await;
+    let second = register(&srv, "second-owner@example.test").await;
     let (s, v) = post(
         &srv.http,
         format!("{}/api/v1/rooms", srv.base),
@@ -494,7 +494,7 @@ async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings()
 async fn bad_recording_requests_get_clear_errors() {
     let srv = TestServer::start().await;
     let owner = owner_with_room(&srv, "studio", false).await;
-    let stranger = register(&srv.http, &srv.base, "stranger@example.test").await;
+    let stranger = register(&srv, "stranger@example.test").await;
     let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
 
     let (s, v) = start(&srv, "nowhere", &owner.access).await;

@@ -28,10 +28,26 @@ use streamcore::config::{SmtpSettings, SmtpTlsMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamcore");
 
-async fn register_and_forget(http: &reqwest::Client, base: &str, email: &str) {
+/// Signs up through the mail (the sign-up link arrives at the sink), then asks for a
+/// password reset.
+async fn register_and_forget(http: &reqwest::Client, base: &str, email: &str, sink: &Sink) {
     let r = http
         .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .json(&json!({"email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let got = sink.wait_messages(1, Duration::from_secs(10)).await;
+    let body = got[0]["body"].as_str().unwrap();
+    let token = body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Sign-up code: "))
+        .unwrap_or_else(|| panic!("no sign-up code in:\n{body}"))
+        .trim();
+    let r = http
+        .post(format!("{base}/api/v1/auth/register/complete"))
+        .json(&json!({"token": token, "password": "correct horse battery"}))
         .send()
         .await
         .unwrap();
@@ -61,8 +77,8 @@ async fn node_sends_reset_mail_over_smtp() {
         });
     })
     .await;
-    register_and_forget(&srv.http, &srv.base, "ann@example.com").await;
-    // The sign-up's verification mail, then the reset mail.
+    register_and_forget(&srv.http, &srv.base, "ann@example.com", &sink).await;
+    // The sign-up mail, then the reset mail.
     let got = sink.wait_messages(2, Duration::from_secs(10)).await;
     for m in &got {
         assert_eq!(m["rcpt_tos"], json!(["ann@example.com"]));
@@ -163,7 +179,7 @@ async fn api_role_takes_smtp_from_the_environment() {
         }
     };
     let http = reqwest::Client::new();
-    register_and_forget(&http, &base, "bo@example.com").await;
+    register_and_forget(&http, &base, "bo@example.com", &sink).await;
     let got = sink.wait_messages(2, Duration::from_secs(10)).await;
     for m in &got {
         assert_eq!(m["rcpt_tos"], json!(["bo@example.com"]));

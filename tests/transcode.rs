@@ -129,7 +129,7 @@ fn ffmpeg_ms(py: &str, path: &Path) -> f64 {
 }
 
 async fn user(srv: &TestServer, name: &str) -> User {
-    register(&srv.http, &srv.base, &format!("{name}@example.test")).await
+    register(srv, &format!("{name}@example.test")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

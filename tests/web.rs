@@ -71,6 +71,7 @@ async fn pages_and_the_client_library_are_served_with_their_headers() {
         "/uploads",
         "/reset-password",
         "/verify-email",
+        "/sign-up?token=x",
     ] {
         let r = srv
             .http
@@ -218,7 +219,19 @@ async fn a_page_keeps_its_refresh_token_in_an_http_only_cookie() {
         &srv,
         "/api/v1/auth/register",
         None,
-        json!({"email": "cookie@example.com", "password": "a long password 1", "cookie": true}),
+        json!({"email": "cookie@example.com"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let token = srv
+        .mailed_token("cookie@example.com", "/sign-up")
+        .await
+        .expect("the sign-up link");
+    let r = post_json(
+        &srv,
+        "/api/v1/auth/register/complete",
+        None,
+        json!({"token": token, "password": "a long password 1", "cookie": true}),
     )
     .await;
     assert_eq!(r.status(), 201);
@@ -353,7 +366,7 @@ async fn a_page_keeps_its_refresh_token_in_an_http_only_cookie() {
     assert_eq!(r.status(), 401);
 
     // A phone page pairs with a cookie of its own kind.
-    let user = register(&srv.http, &srv.base, "owner@example.com").await;
+    let user = register(&srv, "owner@example.com").await;
     let (_, p) = post(
         &srv.http,
         format!("{}/api/v1/pairings", srv.base),
@@ -384,7 +397,7 @@ async fn a_page_keeps_its_refresh_token_in_an_http_only_cookie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_get_stream_tokens_for_their_own_room() {
     let srv = TestServer::start().await;
-    let user = register(&srv.http, &srv.base, "live@example.com").await;
+    let user = register(&srv, "live@example.com").await;
     let (device, device_token) = pair_phone(&srv.http, &srv.base, &user, "Phone").await;
     let url = |d: &str| format!("{}/api/v1/devices/{d}/stream", srv.base);
 
@@ -454,7 +467,7 @@ async fn devices_get_stream_tokens_for_their_own_room() {
     )
     .await;
     assert!(rooms.as_array().unwrap().iter().any(|r| r["name"] == room));
-    let stranger = register(&srv.http, &srv.base, "stranger@example.com").await;
+    let stranger = register(&srv, "stranger@example.com").await;
     let (s, _) = post(
         &srv.http,
         url(&device),
@@ -487,7 +500,7 @@ async fn devices_get_stream_tokens_for_their_own_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_files_open_with_signed_links_and_byte_ranges() {
     let srv = TestServer::start().await;
-    let user = register(&srv.http, &srv.base, "links@example.com").await;
+    let user = register(&srv, "links@example.com").await;
     let wav = tone_wav(3.0);
     let r = srv
         .http
@@ -666,14 +679,34 @@ async fn https_with_a_certificate_the_node_makes_and_keeps() {
     );
 
     // A page's session cookie over HTTPS is Secure.
-    let body = r#"{"email":"tls@example.com","password":"a long password 1","cookie":true}"#;
-    let (head, _) = https(
-        &connector,
-        addr,
-        &format!(
-            "POST /api/v1/auth/register HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
+    let post_json = |path: &'static str, body: String| {
+        let connector = connector.clone();
+        async move {
+            https(
+                &connector,
+                addr,
+                &format!(
+                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+            )
+            .await
+            .0
+        }
+    };
+    let head = post_json(
+        "/api/v1/auth/register",
+        r#"{"email":"tls@example.com"}"#.into(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    let token = srv
+        .mailed_token("tls@example.com", "/sign-up")
+        .await
+        .unwrap();
+    let head = post_json(
+        "/api/v1/auth/register/complete",
+        json!({"token": token, "password": "a long password 1", "cookie": true}).to_string(),
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 201"), "{head}");
@@ -768,18 +801,17 @@ async fn rate_limits_follow_the_client_behind_a_trusted_proxy_only() {
 }
 
 /// Sign-ups are limited per client address (429 with `Retry-After`), and Argon2 runs
-/// in a bounded number of slots: a flood of sign-ups from many addresses (behind a
-/// trusted proxy) gets 201s and, past the wait for a slot, 503 with `Retry-After`,
-/// never anything else, and the node keeps answering.
+/// in a bounded number of slots: a flood of sign-ins from many addresses (behind a
+/// trusted proxy) gets 401s and, past the wait for a slot, 503 with `Retry-After`,
+/// never anything else, and the node keeps answering. (A sign-up hashes nothing until
+/// its link is opened.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_ups_are_rate_limited_and_password_hashing_is_bounded() {
     async fn sign_up(srv: &TestServer, n: usize, forwarded_for: &str) -> reqwest::Response {
         srv.http
             .post(format!("{}/api/v1/auth/register", srv.base))
             .header("X-Forwarded-For", forwarded_for)
-            .json(
-                &json!({"email": format!("flood{n}@example.com"), "password": "a long password 1"}),
-            )
+            .json(&json!({"email": format!("flood{n}@example.com")}))
             .send()
             .await
             .unwrap()
@@ -792,7 +824,7 @@ async fn sign_ups_are_rate_limited_and_password_hashing_is_bounded() {
     .await;
     // One address: ten sign-ups a minute.
     for n in 0..10 {
-        assert_eq!(sign_up(&srv, n, "198.51.100.1").await.status(), 201);
+        assert_eq!(sign_up(&srv, n, "198.51.100.1").await.status(), 202);
     }
     let refused = sign_up(&srv, 10, "198.51.100.1").await;
     assert_eq!(refused.status(), 429);
@@ -812,7 +844,14 @@ async fn sign_ups_are_rate_limited_and_password_hashing_is_bounded() {
         .map(|i| {
             let srv = srv.clone();
             tokio::spawn(async move {
-                let r = sign_up(&srv, 100 + i, &format!("203.0.113.{i}")).await;
+                let r = srv
+                    .http
+                    .post(format!("{}/api/v1/auth/login", srv.base))
+                    .header("X-Forwarded-For", format!("203.0.113.{i}"))
+                    .json(&json!({"email": format!("flood{i}@example.com"), "password": "a long password 1"}))
+                    .send()
+                    .await
+                    .unwrap();
                 (
                     r.status().as_u16(),
                     r.headers().get("retry-after").is_some(),
@@ -820,23 +859,118 @@ async fn sign_ups_are_rate_limited_and_password_hashing_is_bounded() {
             })
         })
         .collect();
-    let mut created = 0;
+    let mut checked = 0;
     let mut busy = 0;
     for f in flood {
         match f.await.unwrap() {
-            (201, _) => created += 1,
+            (401, _) => checked += 1,
             (503, true) => busy += 1,
-            other => panic!("a sign-up in the flood got {other:?}"),
+            other => panic!("a sign-in in the flood got {other:?}"),
         }
     }
-    assert!(created >= 1, "none got through");
+    assert!(checked >= 1, "none got through");
     assert!(
         busy >= 1,
-        "all {created} waited for one slot: the wait is not bounded"
+        "all {checked} waited for one slot: the wait is not bounded"
     );
     let health = reqwest::get(format!("{}/healthz", srv.base)).await.unwrap();
     assert_eq!(health.status(), 200);
     Arc::into_inner(srv).unwrap().stop().await;
+}
+
+/// Signing up says nothing about the address: an address with an account gets the same
+/// answer as a new one (its owner gets a mail saying so, with no link that could make
+/// a second account). A new address's link makes the account once; the password comes
+/// with the link, never with the sign-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_answers_alike_whether_or_not_the_address_has_an_account() {
+    let srv = TestServer::start().await;
+    let ask = |email: &'static str| {
+        let srv = &srv;
+        async move {
+            let r = srv
+                .http
+                .post(format!("{}/api/v1/auth/register", srv.base))
+                .json(&json!({"email": email, "display_name": "Sam"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let mut headers: Vec<String> = r
+                .headers()
+                .iter()
+                .filter(|(k, _)| *k != "date" && *k != "x-request-id")
+                .map(|(k, v)| format!("{k}: {v:?}"))
+                .collect();
+            headers.sort();
+            (status, headers, r.text().await.unwrap())
+        }
+    };
+    let had = register(&srv, "taken@example.com").await;
+    let taken = ask("taken@example.com").await;
+    let fresh = ask("fresh@example.com").await;
+    assert_eq!(taken.0, 202);
+    assert_eq!(
+        taken, fresh,
+        "the same answer for a taken and a new address"
+    );
+    // The owner is told; no link for that address works.
+    let mails = control_api::store::Store::list_mail(&srv.server().api.db, 50)
+        .await
+        .unwrap();
+    let note = mails
+        .iter()
+        .find(|m| m.to_addr == "taken@example.com" && m.subject.contains("already"))
+        .expect("a note to the owner");
+    assert!(!note.body.contains("token="), "{}", note.body);
+    // The new address's link: no password at sign-up, then one account, once.
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/auth/register", srv.base),
+        None,
+        json!({"email": "eager@example.com", "password": "a long password 1"}),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("password")));
+    let token = srv
+        .mailed_token("fresh@example.com", "/sign-up")
+        .await
+        .unwrap();
+    let complete = |token: String| {
+        let srv = &srv;
+        async move {
+            post(
+                &srv.http,
+                format!("{}/api/v1/auth/register/complete", srv.base),
+                None,
+                json!({"token": token, "password": "a long password 1"}),
+            )
+            .await
+        }
+    };
+    let (s, v) = complete(token.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["user"]["display_name"], "Sam");
+    assert_eq!(
+        v["user"]["email_verified"], true,
+        "the link proved the address"
+    );
+    let (s, v) = complete(token).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_signup_token"))
+    );
+    // The first account still signs in with its own password; nothing changed it.
+    let (s, _) = post(
+        &srv.http,
+        format!("{}/api/v1/auth/login", srv.base),
+        None,
+        json!({"email": "taken@example.com", "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let _ = had;
+    srv.stop().await;
 }
 
 /// Slowloris: a few hundred connections from one address that start a request and
@@ -935,7 +1069,7 @@ async fn bodies_that_stop_or_trickle_are_cut_off() {
     })
     .await;
     let addr = srv.server().http_addr;
-    let user = register(&srv.http, &srv.base, "slow-body@example.com").await;
+    let user = register(&srv, "slow-body@example.com").await;
     /// Reads the whole answer (the node closes after it) within 10 s.
     async fn answer(c: &mut tokio::net::TcpStream) -> String {
         let mut buf = Vec::new();
@@ -1019,7 +1153,7 @@ async fn bodies_that_stop_or_trickle_are_cut_off() {
 async fn join_tokens_die_with_their_room_epoch() {
     use media_core::str0m::media::MediaKind::Audio;
     let srv = TestServer::start().await;
-    let owner = register(&srv.http, &srv.base, "epoch-owner@example.com").await;
+    let owner = register(&srv, "epoch-owner@example.com").await;
     let url = |p: &str| format!("{}/api/v1{p}", srv.base);
     let (s, v) = post(
         &srv.http,
@@ -1115,19 +1249,13 @@ async fn revoked_passes_end_the_sessions_they_opened() {
     use media_core::str0m::media::MediaKind::Audio;
     let srv = TestServer::start().await;
     let url = |p: &str| format!("{}/api/v1{p}", srv.base);
-    let owner = register(&srv.http, &srv.base, "pass-owner@example.com").await;
-    let (s, v) = post(
-        &srv.http,
-        url("/auth/register"),
-        None,
-        json!({"email": "pass-guest@example.com", "password": "a long enough password", "display_name": "Gwen"}),
+    let owner = register(&srv, "pass-owner@example.com").await;
+    let guest = common::remote::sign_up(
+        &srv,
+        "pass-guest@example.com",
+        json!({"email": "pass-guest@example.com", "display_name": "Gwen"}),
     )
     .await;
-    assert_eq!(s, 201, "{v}");
-    let guest = common::remote::User {
-        id: v["user"]["id"].as_str().unwrap().to_owned(),
-        access: v["session"]["access_token"].as_str().unwrap().to_owned(),
-    };
     let (s, v) = post(
         &srv.http,
         url("/rooms"),

@@ -30,7 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "scripts" / "browser"))
 
-from harness import PHONE, Session, api, fixtures, serve_page, sign_up, tagged_tone, wait_for  # noqa: E402
+import harness  # noqa: E402
+from harness import PHONE, Session, api, api_sign_up, fixtures, serve_page, sign_up, tagged_tone, wait_for  # noqa: E402
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>bench</title>
 <script type="module">
@@ -151,7 +152,7 @@ def mouth_to_ear(pub, lis, seconds: float = 12) -> list[float]:
 
 def through_node(s: Session, node: str, origin: str, joins: int) -> dict:
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    access = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})["session"]["access_token"]
+    access = api_sign_up(node, email)["session"]["access_token"]
     room = f"bench-{uuid.uuid4().hex[:6]}"
     api(node, "POST", "/rooms", {"name": room}, access)
     pub_tok = api(node, "POST", f"/rooms/{room}/token", {"publish": True}, access)
@@ -352,6 +353,7 @@ def main() -> None:
     a = p.parse_args()
     Path(a.shots).mkdir(parents=True, exist_ok=True)
     proc, node, data = start_node(a.streamcore)
+    harness.NODE_DATA_DIR = data
     srv, origin = serve_page(PAGE % {"node": node})
     s = Session(a.shots)
     try:

@@ -102,6 +102,7 @@ pub const EVENT_KEY_FILE: &str = "event-signing.key";
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/auth/register", post(accounts::register))
+        .route("/auth/register/complete", post(accounts::complete_signup))
         .route("/auth/login", post(accounts::login))
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))

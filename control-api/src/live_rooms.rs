@@ -93,25 +93,40 @@ pub async fn end_revoked_sessions(st: &AppState, room: &Room, why: Revocation) -
     }
 }
 
-/// The account (user id) an identity names: a user's id, or a device's (its user).
-async fn account_of(st: &AppState, identity: &str) -> Option<String> {
-    if let Ok(Some(u)) = st.db.user_by_id(identity).await {
-        return Some(u.id);
+/// Whose an identity is, as far as the store can say.
+enum Owner {
+    /// A user's id, or a device's (then its user's).
+    Account(String),
+    /// Neither: an identity the owner (or the operator) chose for a token.
+    Chosen,
+    /// The store did not answer.
+    Unknown,
+}
+
+async fn account_of(st: &AppState, identity: &str) -> Owner {
+    let user_lookup_failed = match st.db.user_by_id(identity).await {
+        Ok(Some(u)) => return Owner::Account(u.id),
+        Ok(None) => false,
+        Err(_) => true,
+    };
+    match st.db.device_by_id(identity).await {
+        Ok(Some(d)) => Owner::Account(d.user_id),
+        Ok(None) if !user_lookup_failed => Owner::Chosen,
+        Ok(None) | Err(_) => {
+            warn!(%identity, "could not tell whose a room identity is; its session ends with the revoked passes");
+            Owner::Unknown
+        }
     }
-    st.db
-        .device_by_id(identity)
-        .await
-        .ok()
-        .flatten()
-        .map(|d| d.user_id)
 }
 
 /// The owner's account or device, or an identity the owner chose (it names neither
 /// an account nor a device: only the owner's tokens, and the operator's, carry those).
+/// When the store cannot say, the session ends: whoever may still join comes back.
 async fn owners_own(st: &AppState, room: &Room, identity: &str) -> bool {
     match account_of(st, identity).await {
-        Some(user) => user == room.owner_id,
-        None => true,
+        Owner::Account(user) => user == room.owner_id,
+        Owner::Chosen => true,
+        Owner::Unknown => false,
     }
 }
 
@@ -122,7 +137,7 @@ async fn still_member(st: &AppState, room: &Room, identity: &str) -> bool {
         return false;
     }
     match account_of(st, identity).await {
-        Some(user) => st.db.is_member(&room.id, &user).await.unwrap_or(false),
-        None => false,
+        Owner::Account(user) => st.db.is_member(&room.id, &user).await.unwrap_or(false),
+        Owner::Chosen | Owner::Unknown => false,
     }
 }

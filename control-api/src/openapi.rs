@@ -92,7 +92,7 @@ impl Modify for BodyErrors {
 #[openapi(
     info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, and library metadata."),
     paths(
-        accounts::register, accounts::login, accounts::refresh, accounts::logout,
+        accounts::register, accounts::complete_signup, accounts::login, accounts::refresh, accounts::logout,
         accounts::forgot_password, accounts::reset_password, accounts::verify_email, accounts::resend_verification, accounts::me, accounts::change_password,
         accounts::admin_list_users, accounts::admin_end_sessions, accounts::admin_mail,
         devices::create, devices::list, devices::get, devices::rename, devices::remove, devices::heartbeat,

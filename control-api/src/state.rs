@@ -215,6 +215,9 @@ pub struct Limits {
     pub invite_mails: RateLimiter,
     /// Verification mails asked for again, per account.
     pub verify_mails: RateLimiter,
+    /// Sign-up mails per address (beyond it, sign-ups for it are answered alike and
+    /// mail nothing).
+    pub signup_mails: RateLimiter,
     /// Argon2 runs at once (hash or verify; 19 MiB each).
     pub password_hashes: Arc<tokio::sync::Semaphore>,
 }
@@ -231,6 +234,7 @@ impl Limits {
             register_all: RateLimiter::new(config.register_per_minute, min),
             invite_mails: RateLimiter::new(30, Duration::from_secs(3600)),
             verify_mails: RateLimiter::new(3, Duration::from_secs(3600)),
+            signup_mails: RateLimiter::new(3, Duration::from_secs(3600)),
             password_hashes: Arc::new(tokio::sync::Semaphore::new(
                 config.concurrent_password_hashes.max(1),
             )),

@@ -6,7 +6,7 @@ The control API stays closed to that origin (no CORS by default)."""
 
 import uuid
 
-from harness import Failure, api, run, serve_page, wait_for
+from harness import Failure, api, api_sign_up, run, serve_page, wait_for
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>another site</title>
 <script type="module">
@@ -117,7 +117,7 @@ def main(a, s):
     try:
         # An account and a room, through the API (this test is about the other site).
         email = f"cors-{uuid.uuid4().hex[:8]}@example.com"
-        reg = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})
+        reg = api_sign_up(node, email)
         access = reg["session"]["access_token"]
         room = f"cors-{uuid.uuid4().hex[:6]}"
         api(node, "POST", "/rooms", {"name": room}, access)

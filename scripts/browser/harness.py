@@ -158,6 +158,8 @@ class Session:
 def run(main: Callable[[argparse.Namespace, Session], dict], extra=None, flags: list[str] | None = None) -> None:
     """Runs a scenario; prints its result as JSON, or the failure with the pages' logs."""
     a = args(extra)
+    global NODE_DATA_DIR
+    NODE_DATA_DIR = a.data_dir
     s = Session(a.shots, flags)
     try:
         result = main(a, s)
@@ -193,6 +195,17 @@ def api(base: str, method: str, path: str, body: Any = None, token: str | None =
     context = ssl._create_unverified_context() if base.startswith("https://") else None  # noqa: S323
     with urllib.request.urlopen(req, context=context) as r:
         return json.loads(r.read() or b"null")
+
+
+def api_sign_up(base: str, email: str, password: str = "a long password 1") -> Any:
+    """Signs up through the API and the mail's link (read from the node's outbox);
+    returns the new account and its session, as `/auth/register/complete` answers."""
+    if NODE_DATA_DIR is None:
+        raise Failure("api_sign_up needs the node's data dir (--data-dir, or harness.NODE_DATA_DIR)")
+    api(base, "POST", "/auth/register", {"email": email})
+    link = wait_for("the sign-up mail", lambda: mailed_link(NODE_DATA_DIR, email.strip().lower(), "/sign-up"))
+    token = link.split("token=", 1)[1]
+    return api(base, "POST", "/auth/register/complete", {"token": token, "password": password})
 
 
 def serve_page(html: str) -> tuple[Any, str]:
@@ -355,17 +368,34 @@ def mailed_link(data_dir: str, to: str, path: str) -> str | None:
     return found[0] if found else None
 
 
+# The data directory of the node under test: sign-up links are read from its outbox.
+NODE_DATA_DIR: str | None = None
+
+
 def sign_up(page: Page, base: str, email: str, password: str = "a long password 1", name: str = "") -> None:
-    """Creates an account on `/` as a person would, and waits for the devices page."""
+    """Creates an account as a person would: asks for it on `/`, opens the link of the
+    mail (from the node's outbox: the test node has no SMTP), chooses the password
+    there, and waits for the devices page (or the page the sign-up began on)."""
+    if NODE_DATA_DIR is None:
+        raise Failure("sign_up needs the node's data dir (--data-dir, or harness.NODE_DATA_DIR)")
     open_page(page, f"{base}/")
     page.get_by_role("tab", name="Create account").click()
     form = page.locator("#signup")
     if name:
         form.get_by_label("Your name").fill(name)
     form.get_by_label("Email").fill(email)
-    form.get_by_label("Password").fill(password)
     form.get_by_role("button", name="Create account").click()
-    page.locator("#devices-panel").wait_for(state="visible")
+    wait_for("the page to say a mail is on its way", lambda: "Check your mail" in page.locator("#auth-message").inner_text())
+    link = wait_for("the sign-up mail", lambda: mailed_link(NODE_DATA_DIR, email.strip().lower(), "/sign-up"))
+    # (the link names the node's public URL; the test opens its path on the address it uses)
+    page.goto(base + link[link.index("/sign-up"):])
+    # The token must not linger in the address bar or the history.
+    wait_for("the sign-up token to leave the address bar", lambda: "token" not in page.url)
+    page.get_by_label("Choose a password").fill(password)
+    page.get_by_role("button", name="Make my account").click()
+    page.wait_for_url(lambda u: "/sign-up" not in u)
+    if "/room" not in page.url:
+        page.locator("#devices-panel").wait_for(state="visible")
 
 
 def sign_in(page: Page, base: str, email: str, password: str = "a long password 1") -> None:

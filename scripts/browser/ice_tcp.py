@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import Failure, analyse, api, run, tone_wav, wait_for
+from harness import Failure, analyse, api, api_sign_up, run, tone_wav, wait_for
 
 
 def base_arg() -> str:
@@ -177,7 +177,7 @@ def extra(p):
 def main(a, s):
     node = a.base
     email = f"tcp-{uuid.uuid4().hex[:8]}@example.com"
-    reg = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})
+    reg = api_sign_up(node, email)
     access = reg["session"]["access_token"]
     room = f"tcp-{uuid.uuid4().hex[:6]}"
     api(node, "POST", "/rooms", {"name": room}, access)

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from foreign import PAGE, STATS_JS
-from harness import Failure, api, run, serve_page, wait_for
+from harness import Failure, api, api_sign_up, run, serve_page, wait_for
 
 PUBLISH_JS = """
 async ([url, token, iceServers]) => {
@@ -129,7 +129,7 @@ def main(a, s):
     srv, origin = serve_page(PAGE % {"node": node})
     try:
         email = f"turn-{uuid.uuid4().hex[:8]}@example.com"
-        reg = api(node, "POST", "/auth/register", {"email": email, "password": "a long password 1"})
+        reg = api_sign_up(node, email)
         access = reg["session"]["access_token"]
         room = f"turn-{uuid.uuid4().hex[:6]}"
         api(node, "POST", "/rooms", {"name": room}, access)

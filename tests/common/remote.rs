@@ -40,12 +40,32 @@ pub async fn post(
     (s, resp.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> User {
+/// Signs up as a person does: asks for an account, takes the link from the mail
+/// waiting in the node's outbox (the test node has no SMTP), and chooses the password
+/// there.
+pub async fn register(srv: &super::TestServer, email: &str) -> User {
+    sign_up(srv, email, json!({"email": email})).await
+}
+
+/// [`register`] with the sign-up request's body (a display name, say).
+pub async fn sign_up(srv: &super::TestServer, email: &str, body: Value) -> User {
     let (s, v) = post(
-        http,
-        format!("{base}/api/v1/auth/register"),
+        &srv.http,
+        format!("{}/api/v1/auth/register", srv.base),
         None,
-        json!({"email": email, "password": "a long enough password"}),
+        body,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let token = srv
+        .mailed_token(email, "/sign-up")
+        .await
+        .expect("a sign-up link in the outbox");
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/auth/register/complete", srv.base),
+        None,
+        json!({"token": token, "password": "a long enough password"}),
     )
     .await;
     assert_eq!(s, 201, "{v}");

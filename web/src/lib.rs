@@ -2,8 +2,9 @@
 //!
 //! `assets/` is embedded at compile time (`build.rs`): `pages/*.html` are what people
 //! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`,
-//! `/reset-password`, `/verify-email`), `static/` holds their scripts and styles, and
-//! `sdk/streamcore.js` is the client library every page is built on (docs/client.md).
+//! `/reset-password`, `/verify-email`, `/sign-up`), `static/` holds their scripts and
+//! styles, and `sdk/streamcore.js` is the client library every page is built on
+//! (docs/client.md).
 //! There is no build step and nothing is fetched from elsewhere: the bytes in the
 //! repository are the bytes a browser gets.
 //!
@@ -35,7 +36,7 @@ pub struct Asset {
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 /// The pages: route → file under `assets/`.
-pub const PAGES: [(&str, &str); 8] = [
+pub const PAGES: [(&str, &str); 9] = [
     ("/", "pages/index.html"),
     ("/phone", "pages/phone.html"),
     ("/listen", "pages/listen.html"),
@@ -44,6 +45,7 @@ pub const PAGES: [(&str, &str); 8] = [
     ("/uploads", "pages/uploads.html"),
     ("/reset-password", "pages/reset-password.html"),
     ("/verify-email", "pages/verify-email.html"),
+    ("/sign-up", "pages/sign-up.html"),
 ];
 
 /// The pages' policy: scripts, styles, fonts and connections only from this origin

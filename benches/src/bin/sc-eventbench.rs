@@ -131,11 +131,27 @@ async fn main() -> anyhow::Result<()> {
     let srv = streamcore::server::start(&s).await?;
     let base = format!("http://{}", srv.http_addr);
     let http = reqwest::Client::new();
-    let reg = post(
+    // Signing up is mail first: the link's token comes from the node's outbox.
+    post(
         &http,
         format!("{base}/api/v1/auth/register"),
         None,
-        json!({"email": "bench@example.com", "password": "a long enough password"}),
+        json!({"email": "bench@example.com"}),
+    )
+    .await?;
+    let mails = control_api::store::Store::list_mail(&srv.api.db, 10).await?;
+    let token = mails
+        .iter()
+        .find_map(|m| {
+            let rest = &m.body[m.body.find("/sign-up?token=")? + "/sign-up?token=".len()..];
+            Some(rest[..rest.find(char::is_whitespace).unwrap_or(rest.len())].to_owned())
+        })
+        .context("no sign-up link in the outbox")?;
+    let reg = post(
+        &http,
+        format!("{base}/api/v1/auth/register/complete"),
+        None,
+        json!({"token": token, "password": "a long enough password"}),
     )
     .await?;
     let access = reg["session"]["access_token"]

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::auth::{self, now_millis, secret_hash};
 use crate::cookies::{self, CookieKind};
 use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
-use crate::store::{Mail, NewUser, Role, Store, User};
+use crate::store::{Mail, NewUser, Role, Signup, Store, User};
 
 pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 256;
@@ -73,9 +73,19 @@ pub struct Revoked {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     pub email: String,
-    pub password: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Refused (422): the password is chosen on the page the sign-up mail links to.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompleteSignupRequest {
+    /// The token of the sign-up mail's link.
+    pub token: String,
+    /// The new account's password (at least 10 characters).
+    pub password: String,
     /// A browser page: keep the refresh token in an HttpOnly cookie, not in the body.
     #[serde(default)]
     pub cookie: bool,
@@ -266,12 +276,16 @@ pub async fn new_session(
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 201, body = Registered), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many sign-ups from this address or in all (Retry-After)", body = ErrorBody), (status = 503, description = "every password-hashing slot busy (Retry-After)", body = ErrorBody)))]
+/// Sign-up is mail first, and answers alike whoever asks: an address without an account
+/// gets a link to finish signing up (the account is made there, with the password chosen
+/// there); an address that has one gets a mail telling its owner. Both cost the same
+/// store work, and no password is hashed here.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts", request_body = RegisterRequest, responses((status = 202, description = "a mail is on its way to the address: a sign-up link, or (when it has an account) a note to its owner"), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many sign-ups from this address or in all (Retry-After)", body = ErrorBody)))]
 pub async fn register(
     State(st): State<AppState>,
     addr: ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<StatusCode, ApiError> {
     // Before anything costs: sign-ups per client address, and in all.
     let now = Instant::now();
     st.limits
@@ -280,7 +294,12 @@ pub async fn register(
         .map_err(too_many)?;
     st.limits.register_all.check("all", now).map_err(too_many)?;
     let email = parse_email(&req.email)?;
-    check_password("password", &req.password)?;
+    if req.password.is_some() {
+        return Err(ApiError::invalid_field(
+            "password",
+            "the password is chosen on the page the sign-up mail links to; send only email and display_name",
+        ));
+    }
     let display_name = req.display_name.unwrap_or_default().trim().to_owned();
     if display_name.chars().count() > 100 {
         return Err(ApiError::invalid_field(
@@ -288,27 +307,113 @@ pub async fn register(
             "must be at most 100 characters",
         ));
     }
+    if st.limits.signup_mails.check(&email, now).is_err() {
+        // Quietly: a 429 here would say something about the address.
+        return Ok(StatusCode::ACCEPTED);
+    }
+    let existing = st.db.user_by_email(&email).await.map_err(store_error)?;
+    // A link is stored either way (one for a taken address can never make an account),
+    // so both answers cost the same.
+    let token = auth::new_secret();
+    let created_at = now_millis();
+    st.db
+        .insert_signup(Signup {
+            token_hash: secret_hash(&token),
+            email: email.clone(),
+            display_name,
+            created_at,
+            expires_at: created_at + SIGNUP_TTL_MS,
+        })
+        .await
+        .map_err(store_error)?;
+    let base = st.config.public_url.trim_end_matches('/');
+    let (subject, body) = match &existing {
+        Some(_) => (
+            "You already have a StreamCore account",
+            format!(
+                "Someone (perhaps you) asked to make a StreamCore account with this address, which has one already.\n\nSign in: {base}/\nForgot the password? Ask for a new one there, under \"Forgot password\".\n\nIf it was not you, ignore this mail: nothing changed.\n"
+            ),
+        ),
+        None => (
+            "Finish signing up to StreamCore",
+            format!(
+                "Open this link to choose your password and finish making your StreamCore account:\n\nLink: {base}/sign-up?token={token}\nSign-up code: {token}\n\nIt works once, for 48 hours. If you did not ask for an account, ignore this mail.\n"
+            ),
+        ),
+    };
+    st.db
+        .insert_mail(Mail {
+            id: uuid::Uuid::new_v4().to_string(),
+            to_addr: email,
+            subject: subject.into(),
+            body,
+            created_at,
+            sent_at: None,
+        })
+        .await
+        .map_err(store_error)?;
+    st.mail_queued.notify_one();
+    match existing {
+        Some(u) => {
+            info!(user = %u.id, "sign-up asked for an address with an account; its owner is told")
+        }
+        None => info!("sign-up link queued in the outbox"),
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// How long a sign-up link works.
+const SIGNUP_TTL_MS: i64 = 48 * 3600 * 1000;
+
+/// The link of a sign-up mail, opened: makes the account with the password chosen
+/// there (its email verified: the link proves it) and signs in. The address's other
+/// sign-up links are spent with it.
+#[utoipa::path(post, path = "/api/v1/auth/register/complete", tag = "accounts", request_body = CompleteSignupRequest, responses((status = 201, body = Registered), (status = 400, description = "unknown, used or expired sign-up link", body = ErrorBody), (status = 409, description = "the address has an account already", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 503, description = "every password-hashing slot busy (Retry-After)", body = ErrorBody)))]
+pub async fn complete_signup(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<CompleteSignupRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_password("password", &req.password)?;
+    let signup = st
+        .db
+        .signup_by_token(&secret_hash(req.token.trim()), now_millis())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_signup_token",
+                "this sign-up link is unknown, used or expired; sign up again",
+            )
+        })?;
     let password_hash = hash(&st, req.password).await?;
     // Admins are made by the operator (`streamcore admin create`), never by signing up.
     let role = Role::User;
-    let user = st
+    let made = st
         .db
         .create_user(NewUser {
-            email,
-            display_name,
+            email: signup.email.clone(),
+            display_name: signup.display_name.clone(),
             password_hash,
             role,
-            email_verified: false,
+            email_verified: true,
         })
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => {
-                ApiError::conflict("email_taken", "an account with this email already exists")
-            }
-            other => store_error(other),
-        })?;
-    info!(user = %user.id, role = role.as_str(), "account registered");
-    mail_verification(&st, &user).await?;
+        .await;
+    let account_exists = matches!(made, Ok(_) | Err(crate::store::StoreError::Conflict(_)));
+    if account_exists {
+        // Made now or before: every link of the address is spent.
+        st.db
+            .delete_signups(&signup.email)
+            .await
+            .map_err(store_error)?;
+    }
+    let user = made.map_err(|e| match e {
+        crate::store::StoreError::Conflict(_) => ApiError::conflict(
+            "email_taken",
+            "this address has an account already: sign in, or ask for a new password",
+        ),
+        other => store_error(other),
+    })?;
+    info!(user = %user.id, role = role.as_str(), "account made from its sign-up link");
     let session = new_session(&st, &user, None).await?;
     Ok(session_response(
         &st,
@@ -785,7 +890,7 @@ async fn end_sessions(st: &AppState, user_id: &str, reason: &str) -> Result<u64,
 pub fn redact_secrets(body: &str) -> String {
     body.lines()
         .map(|line| {
-            for label in ["Reset token: ", "Verification token: "] {
+            for label in ["Reset token: ", "Verification token: ", "Sign-up code: "] {
                 if line.starts_with(label) {
                     return format!("{label}[redacted]");
                 }

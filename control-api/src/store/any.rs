@@ -107,6 +107,15 @@ impl Store for Db {
     async fn take_email_verification(&self, token_hash: &str, now: Millis) -> R<Option<String>> {
         delegate!(self, s => s.take_email_verification(token_hash, now))
     }
+    async fn insert_signup(&self, signup: Signup) -> R<()> {
+        delegate!(self, s => s.insert_signup(signup))
+    }
+    async fn signup_by_token(&self, token_hash: &str, now: Millis) -> R<Option<Signup>> {
+        delegate!(self, s => s.signup_by_token(token_hash, now))
+    }
+    async fn delete_signups(&self, email: &str) -> R<u64> {
+        delegate!(self, s => s.delete_signups(email))
+    }
     async fn insert_mail(&self, mail: Mail) -> R<()> {
         delegate!(self, s => s.insert_mail(mail))
     }

@@ -97,6 +97,18 @@ pub struct RefreshRecord {
     pub revoked_at: Option<Millis>,
 }
 
+/// A sign-up waiting for its link to be opened (mail first: the account is made only
+/// then, with the password chosen there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signup {
+    pub token_hash: String,
+    /// Normalised (trimmed, lower case).
+    pub email: String,
+    pub display_name: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mail {
     pub id: String,
@@ -545,6 +557,17 @@ pub trait Store: Clone + Send + Sync + 'static {
         token_hash: &str,
         now: Millis,
     ) -> impl Future<Output = R<Option<String>>> + Send;
+    /// A pending sign-up: the link mailed to `email`, stored as its token's hash.
+    /// Expired ones are deleted on the way.
+    fn insert_signup(&self, signup: Signup) -> impl Future<Output = R<()>> + Send;
+    /// The pending sign-up of a link, unless it expired.
+    fn signup_by_token(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<Option<Signup>>> + Send;
+    /// Deletes every pending sign-up of an address (its account now exists).
+    fn delete_signups(&self, email: &str) -> impl Future<Output = R<u64>> + Send;
     fn insert_mail(&self, mail: Mail) -> impl Future<Output = R<()>> + Send;
     /// Newest first.
     fn list_mail(&self, limit: i64) -> impl Future<Output = R<Vec<Mail>>> + Send;

@@ -20,8 +20,8 @@ use sqlx::{Row, SqlitePool};
 use super::{
     Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Membership,
     Millis, NewDevice, NewUser, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence,
-    PresenceChange, R, Recording, RecordingChange, RefreshRecord, Role, Room, RoomSettings, Store,
-    StoreError, SyncCounts, TrackMeta, User, apply_presence,
+    PresenceChange, R, Recording, RecordingChange, RefreshRecord, Role, Room, RoomSettings, Signup,
+    Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
 };
 
 /// Connections of a file database. WAL lets readers run beside the one writer.
@@ -554,6 +554,54 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok((done.rows_affected() == 1).then_some(user_id))
+    }
+
+    async fn insert_signup(&self, signup: Signup) -> R<()> {
+        sqlx::query("DELETE FROM signups WHERE expires_at <= ?")
+            .bind(signup.created_at)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signups (token_hash, email, display_name, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&signup.token_hash)
+        .bind(&signup.email)
+        .bind(&signup.display_name)
+        .bind(signup.created_at)
+        .bind(signup.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "sign-up token"))?;
+        Ok(())
+    }
+
+    async fn signup_by_token(&self, token_hash: &str, now: Millis) -> R<Option<Signup>> {
+        let row: Option<(String, String, String, Millis, Millis)> = sqlx::query_as(
+            "SELECT token_hash, email, display_name, created_at, expires_at FROM signups \
+             WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(token_hash, email, display_name, created_at, expires_at)| Signup {
+                token_hash,
+                email,
+                display_name,
+                created_at,
+                expires_at,
+            },
+        ))
+    }
+
+    async fn delete_signups(&self, email: &str) -> R<u64> {
+        let done = sqlx::query("DELETE FROM signups WHERE email = ?")
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_mail(&self, mail: Mail) -> R<()> {

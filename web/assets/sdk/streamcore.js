@@ -274,14 +274,28 @@ export class Session extends Emitter {
   }
 
   /**
-   * Creates an account and signs in.
-   * @param {{email: string, password: string, displayName?: string, base?: string}} a
+   * Asks for an account: the server mails the address a link to finish signing up
+   * ({@link Session.completeSignUp}), or, when it has an account already, a note to its
+   * owner. The answer is the same either way, so it says nothing about the address.
+   * @param {{email: string, displayName?: string, base?: string}} a
+   * @returns {Promise<void>}
    */
   static async register(a) {
-    const r = await Session.#anonymous(a.base ?? '', '/api/v1/auth/register', {
+    await Session.#anonymous(a.base ?? '', '/api/v1/auth/register', {
       email: a.email,
-      password: a.password,
       display_name: a.displayName || undefined,
+    });
+  }
+
+  /**
+   * Finishes signing up with the token of the sign-up mail's link: makes the account
+   * with this password and signs in.
+   * @param {{token: string, password: string, base?: string}} a
+   */
+  static async completeSignUp(a) {
+    const r = await Session.#anonymous(a.base ?? '', '/api/v1/auth/register/complete', {
+      token: a.token,
+      password: a.password,
       cookie: true,
     });
     return new Session({ kind: 'user', accessToken: r.session.access_token, expiresIn: r.session.expires_in, base: a.base });
@@ -1393,7 +1407,7 @@ export class Room extends Emitter {
     if (!this.autoSubscribe || this.grants.subscribe === false) return;
     for (const p of this.participants.values()) {
       for (const t of p.tracks.values()) {
-        if (!t.transceiver) this.subscribe(t).catch((e) => this.emit('error', e));
+        if (!t.transceiver) this.subscribe(t).catch((e) => this.#fail(e));
       }
     }
   }
@@ -1582,6 +1596,16 @@ export class Room extends Emitter {
   }
 
   /**
+   * Reports a failure of something the client started on its own (an automatic
+   * subscription); once the room has ended, what was in flight failing is no news.
+   * @param {unknown} e
+   */
+  #fail(e) {
+    if (this.#leaving || this.state === 'disconnected') return;
+    this.emit('error', e instanceof StreamCoreError ? e : new StreamCoreError('failed', String(e)));
+  }
+
+  /**
    * Out of the room for good: everything is closed and forgotten, once.
    * @param {string} reason
    */
@@ -1653,7 +1677,7 @@ export class Room extends Emitter {
     // While joining, the snapshot's tracks wait for the join to finish.
     const live = this.state === 'connected' || this.state === 'reconnecting';
     if (live && this.autoSubscribe && this.grants.subscribe !== false) {
-      this.subscribe(track).catch((e) => this.emit('error', e));
+      this.subscribe(track).catch((e) => this.#fail(e));
     }
   }
 
@@ -2033,6 +2057,12 @@ export class Room extends Emitter {
         // Else `#onPeerState` says so once ICE is up on the new path.
       } catch (e) {
         if (this.#leaving) return;
+        if (e instanceof StreamCoreError && (e.status === 403 || e.status === 404)) {
+          // The token provider was refused a new pass: this person may no longer
+          // join (the owner reset the room, replaced its link, removed them).
+          this.#end('revoked');
+          return;
+        }
         this.emit('error', e instanceof StreamCoreError ? e : new StreamCoreError('reconnect_failed', String(e)));
         this.#end('reconnect_failed');
       } finally {

@@ -50,6 +50,9 @@ export function $(id, type) {
   return /** @type {T} */ (el);
 }
 
+/** The `localStorage` key of where to go once a sign-up link is opened. */
+export const AFTER_SIGN_UP = 'streamcore.afterSignUp';
+
 /** Error codes as a person should read them. */
 export const MESSAGES = /** @type {Record<string, string>} */ ({
   invalid_credentials: 'That email and password do not match an account.',
@@ -60,6 +63,7 @@ export const MESSAGES = /** @type {Record<string, string>} */ ({
   pairing_code_void:
     'Someone tried many wrong codes, so this one was switched off for safety. Press “Pair a phone” for a new code.',
   invalid_reset_token: 'This reset link has expired or was already used. Ask for a new one.',
+  invalid_signup_token: 'This sign-up link is unknown, used or expired. Sign up again for a new one.',
   invalid_refresh_token: 'Your session has ended. Sign in again.',
   refresh_token_reused: 'Your session was ended for safety (it was used twice). Sign in again.',
   token_expired: 'Your session has expired. Sign in again.',

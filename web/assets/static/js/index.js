@@ -4,7 +4,7 @@
  * (live online state from the user socket), renaming, removing, and pairing a phone.
  */
 import { Session, UserSocket } from '/sdk/streamcore.js';
-import { $, MESSAGES, busy, explain, h, pageReady, query, say, topBar, when } from '/static/js/app.js';
+import { $, AFTER_SIGN_UP, MESSAGES, busy, explain, h, pageReady, query, say, topBar, when } from '/static/js/app.js';
 
 const authBox = $('auth-message');
 
@@ -52,12 +52,18 @@ function signedOut() {
     e.preventDefault();
     const f = new FormData(signup);
     busy(signup.querySelector('button'), authBox, async () => {
-      await Session.register({
-        email: String(f.get('email')),
-        password: String(f.get('password')),
-        displayName: String(f.get('display_name') ?? ''),
-      });
-      location.href = next() ?? '/';
+      const email = String(f.get('email'));
+      await Session.register({ email, displayName: String(f.get('display_name') ?? '') });
+      // Where to go once the link is opened (in this browser), e.g. a room's share link.
+      const then = next();
+      if (then) localStorage.setItem(AFTER_SIGN_UP, then);
+      else localStorage.removeItem(AFTER_SIGN_UP);
+      signup.reset();
+      say(
+        authBox,
+        `Check your mail: we sent ${email} a link to finish signing up (if the address has an account already, a note saying so). (Without mail set up on this server, the administrator can read it for you.)`,
+        'ok',
+      );
     });
   });
   const forgot = $('forgot', HTMLFormElement);

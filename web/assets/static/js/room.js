@@ -399,7 +399,10 @@ async function call(roomName) {
     };
     say(box, /** @type {Record<string, string>} */ (why)[reason] ?? 'You left the room.', reason === 'left' ? 'info' : 'error');
   });
-  room.on('error', (e) => say(box, explain(e)));
+  // Once out of the room, the reason stays on screen (what was in flight may fail after).
+  room.on('error', (e) => {
+    if (room.state !== 'disconnected') say(box, explain(e));
+  });
 
   // ---- chat ----
   const chat = $('chat');
@@ -428,6 +431,8 @@ async function call(roomName) {
   });
 
   await room.connect();
+  /** Whether the room has ended for this page (left, replaced, revoked). */
+  const outOfRoom = () => room.state === 'disconnected';
   count();
   const local = personTile(room.local.sid, room.local.name, true);
 
@@ -521,10 +526,13 @@ async function call(roomName) {
   if (grant.publish) {
     // Join with the microphone and camera on; a denied permission leaves the rest working.
     for (const [id, start] of /** @type {const} */ ([['mic', startMic], ['camera', startCamera]])) {
+      if (outOfRoom()) break;
       try {
         await start();
         pressed(id, true);
       } catch (e) {
+        // Out of the room meanwhile: the reason it left stays on screen.
+        if (outOfRoom()) break;
         say(box, explain(e));
       }
     }
