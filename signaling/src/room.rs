@@ -957,6 +957,11 @@ async fn serve<B: RoomBackend>(
             },
             u = session.updates.recv() => {
                 let Some(u) = u else {
+                    // A resume elsewhere kicks this socket, then attaches its own channel
+                    // in place of this one: both may be ready at once.
+                    if session.kicked.try_recv().is_ok() {
+                        return End::Replaced;
+                    }
                     // The worker dropped this channel: it fell behind (or the node stops).
                     return End::TooSlow;
                 };
