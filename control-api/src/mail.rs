@@ -42,6 +42,39 @@ use crate::auth::now_millis;
 use crate::state::AppState;
 use crate::store::{Db, Mail, Store};
 
+/// Writes a mail to the outbox and wakes the relay (if one runs; without SMTP the mail
+/// waits for the operator). The one way routes send mail.
+pub async fn queue(
+    st: &AppState,
+    to: &str,
+    subject: impl Into<String>,
+    body: String,
+) -> Result<(), crate::store::StoreError> {
+    st.db
+        .insert_mail(Mail {
+            id: uuid::Uuid::new_v4().to_string(),
+            to_addr: to.to_owned(),
+            subject: subject.into(),
+            body,
+            created_at: now_millis(),
+            sent_at: None,
+        })
+        .await?;
+    st.mail_queued.notify_one();
+    Ok(())
+}
+
+/// The token of a link to `path` (`/sign-up`, `/reset-password`, `/verify-email`) in
+/// a mail's body: what a person clicks, read by tests and benches from the outbox.
+pub fn link_token<'a>(body: &'a str, path: &str) -> Option<&'a str> {
+    let marker = format!("{path}?token=");
+    let rest = &body[body.find(&marker)? + marker.len()..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '&')
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
 /// How the connection to the SMTP server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SmtpTls {
@@ -477,6 +510,14 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_tokens_are_read_from_the_path_they_follow() {
+        let body = "Link: https://x.test/sign-up?token=abc-1_2\nOther: https://x.test/reset-password?token=zz&x=1";
+        assert_eq!(link_token(body, "/sign-up"), Some("abc-1_2"));
+        assert_eq!(link_token(body, "/reset-password"), Some("zz"));
+        assert_eq!(link_token(body, "/verify-email"), None);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -109,12 +109,10 @@ impl Api {
     /// The token of the newest sign-up link mailed to `email` (in the outbox).
     async fn signup_token(&self, email: &str) -> Option<String> {
         let mails = self.state.db.list_mail(200).await.unwrap();
-        mails.iter().filter(|m| m.to_addr == email).find_map(|m| {
-            let at = m.body.find("/sign-up?token=")? + "/sign-up?token=".len();
-            let rest = &m.body[at..];
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            Some(rest[..end].to_owned())
-        })
+        mails
+            .iter()
+            .filter(|m| m.to_addr == email)
+            .find_map(|m| control_api::mail::link_token(&m.body, "/sign-up").map(str::to_owned))
     }
 
     /// Signs up through the mail and returns (user id, access token, refresh token).

@@ -87,15 +87,10 @@ impl TestServer {
     pub async fn mailed_token(&self, to: &str, path: &str) -> Option<String> {
         use control_api::store::Store;
         let mails = self.server().api.db.list_mail(200).await.ok()?;
-        let marker = format!("{path}?token=");
-        mails.iter().filter(|m| m.to_addr == to).find_map(|m| {
-            let at = m.body.find(&marker)? + marker.len();
-            let rest = &m.body[at..];
-            let end = rest
-                .find(|c: char| c.is_whitespace() || c == '&')
-                .unwrap_or(rest.len());
-            Some(rest[..end].to_owned())
-        })
+        mails
+            .iter()
+            .filter(|m| m.to_addr == to)
+            .find_map(|m| control_api::mail::link_token(&m.body, path).map(str::to_owned))
     }
 
     pub fn token(&self, room: &str, identity: &str, grants: Grants) -> String {

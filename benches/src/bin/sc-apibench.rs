@@ -1114,14 +1114,10 @@ async fn ask_for_account(c: &reqwest::Client, ctx: &Ctx, email: &str) -> anyhow:
     .await?;
     let outbox = control_api::store::Db::connect(&ctx.database_url).await?;
     let mails = outbox.list_mail(50).await?;
-    let marker = "/sign-up?token=";
     mails
         .iter()
         .filter(|m| m.to_addr == email)
-        .find_map(|m| {
-            let rest = &m.body[m.body.find(marker)? + marker.len()..];
-            Some(rest[..rest.find(char::is_whitespace).unwrap_or(rest.len())].to_owned())
-        })
+        .find_map(|m| control_api::mail::link_token(&m.body, "/sign-up").map(str::to_owned))
         .context("no sign-up link in the outbox")
 }
 

@@ -142,10 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let mails = control_api::store::Store::list_mail(&srv.api.db, 10).await?;
     let token = mails
         .iter()
-        .find_map(|m| {
-            let rest = &m.body[m.body.find("/sign-up?token=")? + "/sign-up?token=".len()..];
-            Some(rest[..rest.find(char::is_whitespace).unwrap_or(rest.len())].to_owned())
-        })
+        .find_map(|m| control_api::mail::link_token(&m.body, "/sign-up").map(str::to_owned))
         .context("no sign-up link in the outbox")?;
     let reg = post(
         &http,

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::auth::{self, now_millis, secret_hash};
 use crate::cookies::{self, CookieKind};
 use crate::state::{AppState, Caller, ClientAddr, store_error, too_many};
-use crate::store::{Mail, NewUser, Role, Signup, Store, User};
+use crate::store::{NewUser, Role, Signup, Store, User};
 
 pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 256;
@@ -341,18 +341,9 @@ pub async fn register(
             ),
         ),
     };
-    st.db
-        .insert_mail(Mail {
-            id: uuid::Uuid::new_v4().to_string(),
-            to_addr: email,
-            subject: subject.into(),
-            body,
-            created_at,
-            sent_at: None,
-        })
+    crate::mail::queue(&st, &email, subject, body)
         .await
         .map_err(store_error)?;
-    st.mail_queued.notify_one();
     match existing {
         Some(u) => {
             info!(user = %u.id, "sign-up asked for an address with an account; its owner is told")
@@ -683,22 +674,13 @@ pub async fn forgot_password(
             "{}/reset-password?token={token}",
             st.config.public_url.trim_end_matches('/')
         );
-        st.db
-            .insert_mail(Mail {
-                id: uuid::Uuid::new_v4().to_string(),
-                to_addr: u.email.clone(),
-                subject: "Reset your StreamCore password".into(),
-                body: format!(
-                    "Someone asked to reset the password of this account.\n\nReset token: {token}\nLink: {link}\n\nThe token works once and expires in {} minutes. If it was not you, ignore this mail.\n",
-                    st.config.reset_ttl.as_secs() / 60
-                ),
-                created_at: now_millis(),
-                sent_at: None,
-            })
+        let body = format!(
+            "Someone asked to reset the password of this account.\n\nReset token: {token}\nLink: {link}\n\nThe token works once and expires in {} minutes. If it was not you, ignore this mail.\n",
+            st.config.reset_ttl.as_secs() / 60
+        );
+        crate::mail::queue(&st, &u.email, "Reset your StreamCore password", body)
             .await
             .map_err(store_error)?;
-        // Wakes the SMTP relay if one runs; without one the mail waits in the outbox.
-        st.mail_queued.notify_one();
         info!(user = %u.id, "password reset mail queued in the outbox");
     }
     Ok(StatusCode::ACCEPTED)
@@ -750,20 +732,17 @@ async fn mail_verification(st: &AppState, user: &User) -> Result<(), ApiError> {
         "{}/verify-email?token={token}",
         st.config.public_url.trim_end_matches('/')
     );
-    st.db
-        .insert_mail(Mail {
-            id: uuid::Uuid::new_v4().to_string(),
-            to_addr: user.email.clone(),
-            subject: "Confirm your StreamCore email address".into(),
-            body: format!(
-                "Open this link to confirm that this address is yours:\n\nLink: {link}\nVerification token: {token}\n\nIt works once, for 48 hours. If you did not make a StreamCore account, ignore this mail.\n"
-            ),
-            created_at: now_millis(),
-            sent_at: None,
-        })
-        .await
-        .map_err(store_error)?;
-    st.mail_queued.notify_one();
+    let body = format!(
+        "Open this link to confirm that this address is yours:\n\nLink: {link}\nVerification token: {token}\n\nIt works once, for 48 hours. If you did not make a StreamCore account, ignore this mail.\n"
+    );
+    crate::mail::queue(
+        st,
+        &user.email,
+        "Confirm your StreamCore email address",
+        body,
+    )
+    .await
+    .map_err(store_error)?;
     info!(user = %user.id, "verification mail queued in the outbox");
     Ok(())
 }

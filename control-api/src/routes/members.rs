@@ -22,7 +22,7 @@ use crate::openapi::ErrorBody;
 use crate::routes::accounts::parse_email;
 use crate::routes::rooms::own_room;
 use crate::state::{AppState, Caller, store_error, too_many};
-use crate::store::{Invitation, Mail, Membership, Store};
+use crate::store::{Invitation, Membership, Store};
 
 /// The most people one room's list holds (invited, accepted or declined).
 pub const MAX_MEMBERS: usize = 200;
@@ -118,21 +118,12 @@ pub async fn invite(
             owner.display_name.clone()
         };
         let lobby = format!("{}/room", st.config.public_url.trim_end_matches('/'));
-        st.db
-            .insert_mail(Mail {
-                id: uuid::Uuid::new_v4().to_string(),
-                to_addr: email.clone(),
-                subject: format!("{who} invited you to the room {}", room.name),
-                body: format!(
+        crate::mail::queue(&st, &email, format!("{who} invited you to the room {}", room.name), format!(
                     "{who} invited you to the room “{}” on StreamCore.\n\nOpen {lobby} signed in as {email} to accept or decline (make an account with this address if you have none).\n",
                     room.name
-                ),
-                created_at: now_millis(),
-                sent_at: None,
-            })
+                ))
             .await
             .map_err(store_error)?;
-        st.mail_queued.notify_one();
         info!(user = %caller.user_id, room = %room.name, "room invitation mailed");
     }
     Ok((StatusCode::CREATED, Json(m.into())))
