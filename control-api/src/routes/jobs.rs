@@ -74,7 +74,7 @@ pub struct JobView {
     #[schema(value_type = Object)]
     pub spec: Value,
     /// Outputs (object keys), loudness, duration — once completed.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Once completed: each output file with a link that opens it for a few hours.
     pub files: Vec<crate::routes::recordings::FileLink>,

@@ -62,7 +62,7 @@ pub struct RecordingView {
     /// The last failed upload attempt (uploads are retried until they succeed).
     pub last_error: Option<String>,
     /// The recorder's manifest: one entry per track file.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub manifest: Option<Value>,
     /// Object-store keys of the files and the manifest, once uploaded.
     pub objects: Option<Vec<String>>,
