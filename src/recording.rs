@@ -216,8 +216,8 @@ async fn mark_lost(api: &AppState, spool: &std::path::Path) {
             continue; // recovered from the spool; its Stopped report follows
         }
         let reason = "lost: the node restarted without this recording's spool";
-        match mark_failed(api, &r.id, &r.room_name, reason).await {
-            Ok(_) => warn!(recording = %r.id, room = %r.room_name, "{reason}"),
+        match mark_failed(api, &r.id, &r.sfu_room, reason).await {
+            Ok(_) => warn!(recording = %r.id, room = %r.sfu_room, "{reason}"),
             Err(e) => warn!(recording = %r.id, error = %e, "could not mark a lost recording"),
         }
     }

@@ -344,7 +344,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// A room that starts with `auto_record` set is recorded from its start.
 async fn auto_record(st: AppState, room: String) {
-    match st.db.room_by_name(&room).await {
+    match st.db.room_by_id(&room).await {
         Ok(Some(r)) if r.auto_record => {
             if let Err(e) = control_api::routes::recordings::start_recording(&st, &r, "auto").await
             {

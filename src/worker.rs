@@ -382,7 +382,7 @@ impl Worker {
                     Ok(_) => return Some(format!("recording {rec_id} is not {owner}'s")),
                     Err(e) => return Some(format!("recording {rec_id} could not be checked: {e}")),
                 };
-                let prefix = format!("{}/{}/", rec.room_name, rec.id);
+                let prefix = format!("{}/{}/", rec.sfu_room, rec.id);
                 let output = key("output_prefix");
                 if key("recording_prefix") != prefix
                     || !clean(&output)

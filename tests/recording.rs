@@ -99,7 +99,8 @@ async fn play(peers: &mut [&mut Peer], tracks: &mut [Play]) {
     common::pump(peers, Duration::from_millis(300)).await;
 }
 
-async fn owner_with_room(srv: &TestServer, room: &str, auto_record: bool) -> User {
+/// A user and their new room; the room's id is the SFU room media goes to.
+async fn owner_with_room(srv: &TestServer, room: &str, auto_record: bool) -> (User, String) {
     let owner = register(srv, &format!("owner-{room}@example.test")).await;
     let (s, v) = post(
         &srv.http,
@@ -109,7 +110,7 @@ async fn owner_with_room(srv: &TestServer, room: &str, auto_record: bool) -> Use
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    owner
+    (owner, v["id"].as_str().unwrap().to_owned())
 }
 
 async fn get(srv: &TestServer, path: &str, token: &str) -> (u16, Value) {
@@ -195,7 +196,7 @@ fn stored_file(srv: &TestServer, room: &str, id: &str, t: &Value) -> std::path::
 async fn a_room_with_two_publishers_is_recorded_aligned_and_uploaded() {
     let py = python();
     let srv = TestServer::start().await;
-    let owner = owner_with_room(&srv, "podcast", false).await;
+    let (owner, podcast) = owner_with_room(&srv, "podcast", false).await;
     let mut sub = srv
         .server()
         .api
@@ -204,16 +205,16 @@ async fn a_room_with_two_publishers_is_recorded_aligned_and_uploaded() {
         .unwrap();
     let mut alice = join(
         &srv,
-        "/whip/podcast",
-        &srv.publish_token("podcast", "alice"),
+        &format!("/whip/{podcast}"),
+        &srv.publish_token(&podcast, "alice"),
         &[Audio, Video],
     )
     .await
     .unwrap();
     let mut bob = join(
         &srv,
-        "/whip/podcast",
-        &srv.publish_token("podcast", "bob"),
+        &format!("/whip/{podcast}"),
+        &srv.publish_token(&podcast, "bob"),
         &[Audio],
     )
     .await
@@ -252,7 +253,7 @@ async fn a_room_with_two_publishers_is_recorded_aligned_and_uploaded() {
     // Durations: what was sent, within 100 ms, by our reader and by FFmpeg.
     for (who, play) in [("alice", &tracks[0]), ("bob", &tracks[2])] {
         let t = track(m, who, "audio");
-        let path = stored_file(&srv, "podcast", &id, t);
+        let path = stored_file(&srv, &podcast, &id, t);
         let ogg = OggOpusReader::parse(&std::fs::read(&path).unwrap()).unwrap();
         let ours = (ogg.samples().unwrap() - 312) as f64 / 48.0;
         let sent = play.sent_ms();
@@ -270,7 +271,7 @@ async fn a_room_with_two_publishers_is_recorded_aligned_and_uploaded() {
     }
     let v = track(m, "alice", "video");
     assert_eq!(v["codec"], "vp8");
-    let path = stored_file(&srv, "podcast", &id, v);
+    let path = stored_file(&srv, &podcast, &id, v);
     assert!(path.extension().unwrap() == "webm");
     let ff = &support::decode(&py, &path)[0];
     assert_eq!(ff["codec"], "vp8");
@@ -325,14 +326,14 @@ async fn a_room_with_two_publishers_is_recorded_aligned_and_uploaded() {
 async fn vp9_h264_and_av1_tracks_are_recorded_from_a_keyframe_and_decode() {
     let py = python();
     let srv = TestServer::start().await;
-    let owner = owner_with_room(&srv, "codecs", false).await;
+    let (owner, room) = owner_with_room(&srv, "codecs", false).await;
     let mut peers = Vec::new();
     for who in ["vp9", "h264", "av1"] {
         peers.push(
             join(
                 &srv,
-                "/whip/codecs",
-                &srv.publish_token("codecs", who),
+                &format!("/whip/{room}"),
+                &srv.publish_token(&room, who),
                 &[Video],
             )
             .await
@@ -369,7 +370,7 @@ async fn vp9_h264_and_av1_tracks_are_recorded_from_a_keyframe_and_decode() {
     for (_, name) in codecs {
         let t = track(&done["manifest"], name, "video");
         assert_eq!(t["codec"], name);
-        let path = stored_file(&srv, "codecs", &id, t);
+        let path = stored_file(&srv, &room, &id, t);
         let want_ext = if name == "h264" { "mkv" } else { "webm" };
         assert_eq!(path.extension().unwrap(), want_ext);
         let ff = &support::decode(&py, &path)[0];
@@ -396,7 +397,7 @@ async fn vp9_h264_and_av1_tracks_are_recorded_from_a_keyframe_and_decode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings() {
     let srv = TestServer::start().await;
-    let first = owner_with_room(&srv, "reborn", false).await;
+    let (first, reborn) = owner_with_room(&srv, "reborn", false).await;
     let (s, v) = start(&srv, "reborn", &first.access).await;
     assert_eq!(s, 201, "{v}");
     let done_id = v["id"].as_str().unwrap().to_owned();
@@ -436,6 +437,13 @@ async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings()
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    let (s, v) = get(
+        &srv,
+        &format!("/api/v1/rooms/{reborn}/recordings"),
+        &second.access,
+    )
+    .await;
+    assert_eq!(s, 404, "the deleted room is gone, for everyone: {v}");
     let (s, v) = get(&srv, "/api/v1/rooms/reborn/recordings", &second.access).await;
     assert_eq!(
         (s, v.clone()),
@@ -484,6 +492,13 @@ async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings()
         s, 201,
         "the deleted room's recording still held the name: {v}"
     );
+    let (s, v) = get(
+        &srv,
+        &format!("/api/v1/rooms/{reborn}/recordings"),
+        &second.access,
+    )
+    .await;
+    assert_eq!(s, 404, "the deleted room is gone, for everyone: {v}");
     let (s, v) = get(&srv, "/api/v1/rooms/reborn/recordings", &second.access).await;
     assert_eq!(s, 200);
     assert_eq!(v.as_array().unwrap().len(), 1, "only its own: {v}");
@@ -493,7 +508,7 @@ async fn a_room_made_again_under_the_same_name_sees_none_of_the_old_recordings()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recording_requests_get_clear_errors() {
     let srv = TestServer::start().await;
-    let owner = owner_with_room(&srv, "studio", false).await;
+    let (owner, studio) = owner_with_room(&srv, "studio", false).await;
     let stranger = register(&srv, "stranger@example.test").await;
     let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
 
@@ -503,7 +518,7 @@ async fn bad_recording_requests_get_clear_errors() {
     let (s, v) = start(&srv, "studio", &stranger.access).await;
     assert_eq!((s, code(&v)), (404, "not_found".into()), "{v}");
     // A join token without the record grant.
-    let (s, v) = start(&srv, "studio", &srv.publish_token("studio", "guest")).await;
+    let (s, v) = start(&srv, "studio", &srv.publish_token(&studio, "guest")).await;
     assert_eq!((s, code(&v)), (403, "forbidden".into()), "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("record"));
     // A record grant for another room.
@@ -522,7 +537,7 @@ async fn bad_recording_requests_get_clear_errors() {
 
     // A join token with the record grant may; a second start conflicts.
     let recorder = srv.token(
-        "studio",
+        &studio,
         "producer",
         signaling::Grants {
             record: true,
@@ -562,11 +577,11 @@ async fn auto_record_starts_with_the_room_and_outlives_a_short_absence() {
     let py = python();
     let grace = Duration::from_secs(2);
     let srv = TestServer::start_with(|s| s.media.empty_room_grace_secs = grace.as_secs()).await;
-    let owner = owner_with_room(&srv, "radio", true).await;
+    let (owner, radio) = owner_with_room(&srv, "radio", true).await;
     let mut host = join(
         &srv,
-        "/whip/radio",
-        &srv.publish_token("radio", "host"),
+        &format!("/whip/{radio}"),
+        &srv.publish_token(&radio, "host"),
         &[Audio],
     )
     .await
@@ -597,8 +612,8 @@ async fn auto_record_starts_with_the_room_and_outlives_a_short_absence() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut host = join(
         &srv,
-        "/whip/radio",
-        &srv.publish_token("radio", "host"),
+        &format!("/whip/{radio}"),
+        &srv.publish_token(&radio, "host"),
         &[Audio],
     )
     .await
@@ -675,11 +690,11 @@ async fn with_s3_an_outage_during_the_recording_delays_the_upload_and_loses_noth
         s.recording.s3_secret_access_key = Some("test".into());
     })
     .await;
-    let owner = owner_with_room(&srv, "show", false).await;
+    let (owner, show) = owner_with_room(&srv, "show", false).await;
     let mut host = join(
         &srv,
-        "/whip/show",
-        &srv.publish_token("show", "host"),
+        &format!("/whip/{show}"),
+        &srv.publish_token(&show, "host"),
         &[Audio],
     )
     .await
@@ -719,13 +734,13 @@ async fn with_s3_an_outage_during_the_recording_delays_the_upload_and_loses_noth
         .iter()
         .map(|o| o.as_str().unwrap().to_owned())
         .collect();
-    let mut listed = store.list(&format!("show/{id}")).await.unwrap();
+    let mut listed = store.list(&format!("{show}/{id}")).await.unwrap();
     listed.sort();
     let mut want = objects.clone();
     want.sort();
     assert_eq!(listed, want);
     let t = track(&done["manifest"], "host", "audio");
-    let key = recorder::object_key("show", &id, t["file"].as_str().unwrap());
+    let key = recorder::object_key(&show, &id, t["file"].as_str().unwrap());
     let data = store.get(&key).await.unwrap();
     let ogg = OggOpusReader::parse(&data).unwrap();
     let ms = (ogg.samples().unwrap() - 312) as f64 / 48.0;
@@ -752,7 +767,7 @@ async fn wait_mixdown(srv: &TestServer, room: &str, id: &str, token: &str) -> Va
 async fn a_two_speaker_recording_is_mixed_down_with_its_stems_aligned() {
     let py = python();
     let srv = TestServer::start().await;
-    let owner = owner_with_room(&srv, "episode", false).await;
+    let (owner, episode) = owner_with_room(&srv, "episode", false).await;
     let mut sub = srv
         .server()
         .api
@@ -761,16 +776,16 @@ async fn a_two_speaker_recording_is_mixed_down_with_its_stems_aligned() {
         .unwrap();
     let mut alice = join(
         &srv,
-        "/whip/episode",
-        &srv.publish_token("episode", "alice"),
+        &format!("/whip/{episode}"),
+        &srv.publish_token(&episode, "alice"),
         &[Audio],
     )
     .await
     .unwrap();
     let mut bob = join(
         &srv,
-        "/whip/episode",
-        &srv.publish_token("episode", "bob"),
+        &format!("/whip/{episode}"),
+        &srv.publish_token(&episode, "bob"),
         &[Audio],
     )
     .await

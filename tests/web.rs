@@ -409,8 +409,9 @@ async fn devices_get_stream_tokens_for_their_own_room() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let room = format!("device-{device}");
-    assert_eq!(v["room"], room);
+    let room_name = format!("device-{device}");
+    assert_eq!(v["room_name"], room_name);
+    let room = v["room"].as_str().unwrap().to_owned();
     assert_eq!(v["whip_url"], format!("{}/whip/{room}", srv.base));
     assert_eq!(
         v["rtc_url"],
@@ -466,7 +467,13 @@ async fn devices_get_stream_tokens_for_their_own_room() {
         &user.access,
     )
     .await;
-    assert!(rooms.as_array().unwrap().iter().any(|r| r["name"] == room));
+    assert!(
+        rooms
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == room_name && r["id"] == room)
+    );
     let stranger = register(&srv, "stranger@example.com").await;
     let (s, _) = post(
         &srv.http,
@@ -493,7 +500,10 @@ async fn devices_get_stream_tokens_for_their_own_room() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["whep_url"], format!("{}/whep/demo", srv.base));
+    assert_eq!(
+        v["whep_url"],
+        format!("{}/whep/{}", srv.base, v["room"].as_str().unwrap())
+    );
     srv.stop().await;
 }
 
@@ -1172,11 +1182,13 @@ async fn join_tokens_die_with_their_room_epoch() {
         )
         .await;
         assert_eq!(s, 200, "{v}");
-        v["token"].as_str().unwrap().to_owned()
+        // The SFU knows the room by its id: a room made again is another room.
+        let room = v["room"].as_str().unwrap().to_owned();
+        (v["token"].as_str().unwrap().to_owned(), room)
     };
-    let whep = |t: String| {
+    let whep = |(t, room): (String, String)| {
         let srv = &srv;
-        async move { common::join(srv, "/whep/epochs", &t, &[Audio]).await }
+        async move { common::join(srv, &format!("/whep/{room}"), &t, &[Audio]).await }
     };
     let revoked = |r: Result<common::Peer, common::Refused>| match r {
         Err(e) => assert_eq!(
@@ -1203,7 +1215,7 @@ async fn join_tokens_die_with_their_room_epoch() {
     let mut rtc = common::remote::socket(&srv.base, "/rtc", "-").await;
     common::remote::send(
         &mut rtc,
-        json!({"type": "join", "id": 0, "token": before, "version": 1}),
+        json!({"type": "join", "id": 0, "token": before.0, "version": 1}),
     )
     .await;
     let refused =
@@ -1230,11 +1242,12 @@ async fn join_tokens_die_with_their_room_epoch() {
     .await;
     assert_eq!(s, 201);
     revoked(whep(after_reset).await);
-    assert!(whep(token().await).await.is_ok());
+    let fresh = token().await;
+    assert!(whep(fresh.clone()).await.is_ok());
 
     // An operator's token for the same room is not bound to it.
-    let operator = srv.subscribe_token("epochs", "operator");
-    assert!(whep(operator).await.is_ok());
+    let operator = srv.subscribe_token(&fresh.1, "operator");
+    assert!(whep((operator, fresh.1)).await.is_ok());
     srv.stop().await;
 }
 
@@ -1264,6 +1277,8 @@ async fn revoked_passes_end_the_sessions_they_opened() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    // Guests (and the SFU) know the room by its id.
+    let passes = v["id"].as_str().unwrap().to_owned();
     let share = || async {
         let (s, v) = post(
             &srv.http,
@@ -1289,10 +1304,11 @@ async fn revoked_passes_end_the_sessions_they_opened() {
     let key = share().await;
     let token = |access: String, body: Value| {
         let srv = &srv;
+        let passes = &passes;
         async move {
             let (s, v) = post(
                 &srv.http,
-                format!("{}/api/v1/rooms/passes/token", srv.base),
+                format!("{}/api/v1/rooms/{passes}/token", srv.base),
                 Some(&access),
                 body,
             )
@@ -1304,7 +1320,7 @@ async fn revoked_passes_end_the_sessions_they_opened() {
     // A guest may not pose as the owner.
     let (s, v) = post(
         &srv.http,
-        url("/rooms/passes/token"),
+        url(&format!("/rooms/{passes}/token")),
         Some(&guest.access),
         json!({"subscribe": true, "key": key, "identity": owner.id}),
     )
@@ -1343,7 +1359,7 @@ async fn revoked_passes_end_the_sessions_they_opened() {
         ),
         (&json!(guest.id), &json!("Gwen"))
     );
-    let _player = common::join(&srv, "/whep/passes", &guest_token, &[Audio])
+    let _player = common::join(&srv, &format!("/whep/{passes}"), &guest_token, &[Audio])
         .await
         .expect("the guest's player opens");
     let seen = wait_for(&mut host, Duration::from_secs(10), |m| {

@@ -55,10 +55,10 @@ pub async fn end_revoked_sessions(st: &AppState, room: &Room, why: Revocation) -
     let Some(live) = &st.live_rooms else {
         return 0;
     };
-    let present = match live.identities(&room.name).await {
+    let present = match live.identities(&room.id).await {
         Ok(p) => p,
         Err(e) => {
-            warn!(room = %room.name, error = %e, "could not ask the media plane who is in a revoked room; they stay until they leave");
+            warn!(room = %room.id, error = %e, "could not ask the media plane who is in a revoked room; they stay until they leave");
             return 0;
         }
     };
@@ -81,13 +81,13 @@ pub async fn end_revoked_sessions(st: &AppState, room: &Room, why: Revocation) -
     if leaving.is_empty() {
         return 0;
     }
-    match live.evict(&room.name, leaving).await {
+    match live.evict(&room.id, leaving).await {
         Ok(n) => {
-            info!(room = %room.name, ?why, removed = n, "revoked passes: their sessions ended");
+            info!(room = %room.id, ?why, removed = n, "revoked passes: their sessions ended");
             n
         }
         Err(e) => {
-            warn!(room = %room.name, error = %e, "could not end the sessions of revoked passes; they stay until they leave");
+            warn!(room = %room.id, error = %e, "could not end the sessions of revoked passes; they stay until they leave");
             0
         }
     }

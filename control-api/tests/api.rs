@@ -1133,10 +1133,38 @@ async fn rooms_and_join_tokens(api: Api) {
         (r["max_participants"].as_i64(), r["publish_policy"].as_str()),
         (Some(10), Some("owner"))
     );
+    let party_id = r["id"].as_str().unwrap().to_owned();
+    let party = format!("/api/v1/rooms/{party_id}");
+    let party_token = format!("{party}/token");
+    // Names are each owner's own: another user's "party" tells nobody that this one
+    // exists, and is another room.
     let (s, v) = api
         .post("/api/v1/rooms", Some(&b), json!({"name": "party"}))
         .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_ne!(v["id"], json!(party_id));
+    let (s, _) = api
+        .call(Method::DELETE, "/api/v1/rooms/party", Some(&b), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NO_CONTENT,
+        "the guest deleted their own party"
+    );
+    let (s, _) = api.get(&party, &a).await;
+    assert_eq!(s, StatusCode::OK, "the host's party is still there");
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": "party"}))
+        .await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "room_exists"));
+    let (s, v) = api
+        .post("/api/v1/rooms", Some(&a), json!({"name": party_id}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("name")),
+        "a name may not pass for a room id"
+    );
     let (s, v) = api
         .post("/api/v1/rooms", Some(&a), json!({"name": "no/slash"}))
         .await;
@@ -1156,7 +1184,7 @@ async fn rooms_and_join_tokens(api: Api) {
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (_, list) = api.get("/api/v1/rooms", &b).await;
     assert_eq!(list, json!([]), "rooms are listed for their owner only");
-    let (s, _) = api.get("/api/v1/rooms/party", &b).await;
+    let (s, _) = api.get(&party, &b).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, r) = api
         .call(
@@ -1177,7 +1205,7 @@ async fn rooms_and_join_tokens(api: Api) {
     let (s, _) = api
         .call(
             Method::PATCH,
-            "/api/v1/rooms/party",
+            &party,
             Some(&b),
             Some(json!({"auto_record": false})),
         )
@@ -1217,26 +1245,54 @@ async fn rooms_and_join_tokens(api: Api) {
     let grant = verifier.verify(t["token"].as_str().unwrap()).unwrap();
     assert_eq!(
         (grant.identity.as_str(), grant.room.as_str()),
-        (owner_id.as_str(), "party")
+        (owner_id.as_str(), party_id.as_str()),
+        "the SFU knows the room by its id"
     );
-    let party = api.state.db.room_by_name("party").await.unwrap().unwrap();
+    assert_eq!(
+        (t["room"].as_str(), t["room_name"].as_str()),
+        (Some(party_id.as_str()), Some("party"))
+    );
+    assert!(
+        t["whip_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/whip/{party_id}")),
+        "{t}"
+    );
+    let row = api.state.db.room_by_id(&party_id).await.unwrap().unwrap();
     assert_eq!(
         grant.binding,
         Some(signaling::token::RoomBinding {
-            room_id: party.id.clone(),
-            epoch: party.epoch
+            room_id: row.id.clone(),
+            epoch: row.epoch
         }),
         "bound to the room as it is"
     );
     assert!(grant.grants.publish && grant.grants.subscribe && grant.grants.record);
+    // A join token with `record` reads the room's recordings, by id or by name, until
+    // the room is reset.
+    let recorder = t["token"].as_str().unwrap().to_owned();
+    for path in [
+        format!("{party}/recordings"),
+        "/api/v1/rooms/party/recordings".into(),
+    ] {
+        let (s, v) = api.get(&path, &recorder).await;
+        assert_eq!((s, v), (StatusCode::OK, json!([])), "{path}");
+    }
+    let (s, _) = api
+        .call(Method::POST, &format!("{party}/reset"), Some(&a), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = api.get(&format!("{party}/recordings"), &recorder).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token reads nothing: {v}"
+    );
     // The room is private (the default): a stranger is answered as for a room that
     // does not exist.
     let (s, v) = api
-        .post(
-            "/api/v1/rooms/party/token",
-            Some(&b),
-            json!({"subscribe": true}),
-        )
+        .post(&party_token, Some(&b), json!({"subscribe": true}))
         .await;
     let (_, v_none) = api
         .post(
@@ -1283,9 +1339,7 @@ async fn rooms_and_join_tokens(api: Api) {
         json!({"subscribe": true, "identity": owner_id}),
         json!({"subscribe": true, "name": "Host"}),
     ] {
-        let (s, v) = api
-            .post("/api/v1/rooms/party/token", Some(&b), chosen.clone())
-            .await;
+        let (s, v) = api.post(&party_token, Some(&b), chosen.clone()).await;
         assert_eq!(
             (s, code(&v)),
             (StatusCode::FORBIDDEN, "identity_not_allowed"),
@@ -1294,11 +1348,7 @@ async fn rooms_and_join_tokens(api: Api) {
     }
     // A guest: subscribe yes, publish yes (policy anyone), record no.
     let (s, t) = api
-        .post(
-            "/api/v1/rooms/party/token",
-            Some(&b),
-            json!({"subscribe": true}),
-        )
+        .post(&party_token, Some(&b), json!({"subscribe": true}))
         .await;
     assert_eq!(s, StatusCode::OK);
     let g = verifier.verify(t["token"].as_str().unwrap()).unwrap();
@@ -1313,7 +1363,7 @@ async fn rooms_and_join_tokens(api: Api) {
     // Their own identity, said out loud, is fine.
     let (s, _) = api
         .post(
-            "/api/v1/rooms/party/token",
+            &party_token,
             Some(&b),
             json!({"subscribe": true, "identity": guest_id, "name": "Tester"}),
         )
@@ -1334,19 +1384,11 @@ async fn rooms_and_join_tokens(api: Api) {
         ("cam-2", "Stage camera")
     );
     let (s, _) = api
-        .post(
-            "/api/v1/rooms/party/token",
-            Some(&b),
-            json!({"publish": true}),
-        )
+        .post(&party_token, Some(&b), json!({"publish": true}))
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = api
-        .post(
-            "/api/v1/rooms/party/token",
-            Some(&b),
-            json!({"record": true}),
-        )
+        .post(&party_token, Some(&b), json!({"record": true}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     api.call(
@@ -1357,11 +1399,7 @@ async fn rooms_and_join_tokens(api: Api) {
     )
     .await;
     let (s, _) = api
-        .post(
-            "/api/v1/rooms/party/token",
-            Some(&b),
-            json!({"publish": true}),
-        )
+        .post(&party_token, Some(&b), json!({"publish": true}))
         .await;
     assert_eq!(
         s,
@@ -1389,15 +1427,15 @@ async fn rooms_and_join_tokens(api: Api) {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Delete.
-    let (s, _) = api
-        .call(Method::DELETE, "/api/v1/rooms/party", Some(&b), None)
-        .await;
+    let (s, _) = api.call(Method::DELETE, &party, Some(&b), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = api
         .call(Method::DELETE, "/api/v1/rooms/party", Some(&a), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = api.get("/api/v1/rooms/party", &a).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api.get(&party, &a).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 both!(rooms_and_join_tokens);
@@ -1416,6 +1454,9 @@ async fn room_access_policies(api: Api) {
         (s, r["access"].as_str(), r.get("share_url")),
         (StatusCode::CREATED, Some("private"), None)
     );
+    // Guests know the room by its id (its name is the host's own).
+    let den_id = r["id"].as_str().unwrap().to_owned();
+    let den_id = den_id.as_str();
     let token = |who: &str, key: Option<&str>| {
         let mut body = json!({"subscribe": true});
         if let Some(k) = key {
@@ -1423,7 +1464,10 @@ async fn room_access_policies(api: Api) {
         }
         let who = who.to_owned();
         let api = &api;
-        async move { api.post("/api/v1/rooms/den/token", Some(&who), body).await }
+        async move {
+            api.post(&format!("/api/v1/rooms/{den_id}/token"), Some(&who), body)
+                .await
+        }
     };
     let (_, nothing) = api
         .post(
@@ -1495,7 +1539,7 @@ async fn room_access_policies(api: Api) {
     assert!(mail.subject.contains("den"), "{}", mail.subject);
     let (s, v) = api
         .post(
-            "/api/v1/rooms/den/members",
+            &format!("/api/v1/rooms/{den_id}/members"),
             Some(&ann),
             json!({"email": "bob@example.com"}),
         )
@@ -1513,11 +1557,12 @@ async fn room_access_policies(api: Api) {
     let (_, inv) = api.get("/api/v1/invitations", &ann).await;
     assert_eq!(
         (
-            inv[0]["room"].as_str(),
+            inv[0]["room_id"].as_str(),
+            inv[0]["room_name"].as_str(),
             inv[0]["owner_name"].as_str(),
             inv[0]["status"].as_str()
         ),
-        (Some("den"), Some("Tester"), Some("invited"))
+        (Some(den_id), Some("den"), Some("Tester"), Some("invited"))
     );
     let id = inv[0]["id"].as_str().unwrap().to_owned();
     let (_, none) = api.get("/api/v1/invitations", &bob).await;
@@ -1548,7 +1593,7 @@ async fn room_access_policies(api: Api) {
     assert_eq!(s, StatusCode::OK, "{t}");
     let (s, _) = api
         .post(
-            "/api/v1/rooms/den/token",
+            &format!("/api/v1/rooms/{den_id}/token"),
             Some(&ann),
             json!({"record": true}),
         )
@@ -1556,7 +1601,9 @@ async fn room_access_policies(api: Api) {
     assert_eq!(s, StatusCode::FORBIDDEN, "a member does not record");
     let (_, members) = api.get("/api/v1/rooms/den/members", &host).await;
     assert_eq!(members[0]["status"], "accepted");
-    let (s, _) = api.get("/api/v1/rooms/den/members", &ann).await;
+    let (s, _) = api
+        .get(&format!("/api/v1/rooms/{den_id}/members"), &ann)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Private again: membership no longer opens it.
     api.call(
@@ -1577,7 +1624,8 @@ async fn room_access_policies(api: Api) {
     assert_eq!(token(&ann, None).await.0, StatusCode::OK);
     let epoch = |api: &Api| {
         let db = api.state.db.clone();
-        async move { db.room_by_name("den").await.unwrap().unwrap().epoch }
+        let den_id = den_id.to_owned();
+        async move { db.room_by_id(&den_id).await.unwrap().unwrap().epoch }
     };
     let before = epoch(&api).await;
     let (s, _) = api
@@ -1634,7 +1682,7 @@ async fn room_access_policies(api: Api) {
     let key = url.split("key=").nth(1).unwrap().to_owned();
     assert!(
         url.starts_with(&format!(
-            "{}/room?name=den&key=",
+            "{}/room?id={den_id}&key=",
             api.state.config.public_url.trim_end_matches('/')
         )),
         "{url}"
@@ -1667,7 +1715,7 @@ async fn room_access_policies(api: Api) {
     let (s, _) = api
         .call(
             Method::POST,
-            "/api/v1/rooms/den/share-link",
+            &format!("/api/v1/rooms/{den_id}/share-link"),
             Some(&bob),
             None,
         )

@@ -689,11 +689,16 @@ async fn rooms<S: Store>(s: &S) {
     assert_eq!(r.publish_policy, "owner");
     assert_eq!(r.created_at, T0);
 
-    // names are global
+    // names are unique per owner
     let taken = s
-        .create_room(&u2.id, "jam", settings(2, true, "anyone"), T0)
+        .create_room(&u1.id, "jam", settings(2, true, "anyone"), T0)
         .await;
     assert!(is_conflict(taken, "room name"));
+    let theirs = s
+        .create_room(&u2.id, "jam", settings(2, true, "anyone"), T0)
+        .await
+        .unwrap();
+    assert_ne!(theirs.id, r.id);
     s.create_room(&u2.id, "other", settings(2, true, "anyone"), T0 + 1)
         .await
         .unwrap();
@@ -707,19 +712,29 @@ async fn rooms<S: Store>(s: &S) {
         v
     };
     assert_eq!(names(s.list_rooms(&u1.id).await.unwrap()), ["band", "jam"]);
-    assert_eq!(names(s.list_rooms(&u2.id).await.unwrap()), ["other"]);
-    assert_eq!(s.room_by_name("jam").await.unwrap(), Some(r.clone()));
-    assert_eq!(s.room_by_name("nope").await.unwrap(), None);
+    assert_eq!(names(s.list_rooms(&u2.id).await.unwrap()), ["jam", "other"]);
+    assert_eq!(
+        s.room_by_owner_name(&u1.id, "jam").await.unwrap(),
+        Some(r.clone())
+    );
+    assert_eq!(
+        s.room_by_owner_name(&u2.id, "jam").await.unwrap(),
+        Some(theirs.clone())
+    );
+    assert_eq!(s.room_by_owner_name(&u1.id, "nope").await.unwrap(), None);
+    assert_eq!(s.room_by_owner_name(&u1.id, "other").await.unwrap(), None);
+    assert_eq!(s.room_by_id(&r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(s.room_by_id("nope").await.unwrap(), None);
 
     // only the owner may change or delete
     assert_eq!(
-        s.update_room(&u2.id, "jam", settings(99, true, "anyone"))
+        s.update_room(&u2.id, "band", settings(99, true, "anyone"))
             .await
             .unwrap(),
         None
     );
-    assert!(!s.delete_room(&u2.id, "jam").await.unwrap());
-    assert_eq!(s.room_by_name("jam").await.unwrap(), Some(r.clone()));
+    assert!(!s.delete_room(&u2.id, "band").await.unwrap());
+    assert_eq!(s.room_by_id(&r.id).await.unwrap(), Some(r.clone()));
 
     let updated = s
         .update_room(&u1.id, "jam", settings(16, true, "anyone"))
@@ -731,7 +746,12 @@ async fn rooms<S: Store>(s: &S) {
     assert_eq!(updated.max_participants, 16);
     assert!(updated.auto_record);
     assert_eq!(updated.publish_policy, "anyone");
-    assert_eq!(s.room_by_name("jam").await.unwrap(), Some(updated));
+    assert_eq!(s.room_by_id(&r.id).await.unwrap(), Some(updated));
+    assert_eq!(
+        s.room_by_id(&theirs.id).await.unwrap(),
+        Some(theirs.clone()),
+        "another owner's room of the same name is untouched"
+    );
     assert_eq!(
         s.update_room(&u1.id, "nope", settings(1, false, "owner"))
             .await
@@ -741,9 +761,10 @@ async fn rooms<S: Store>(s: &S) {
 
     assert!(s.delete_room(&u1.id, "jam").await.unwrap());
     assert!(!s.delete_room(&u1.id, "jam").await.unwrap());
-    assert_eq!(s.room_by_name("jam").await.unwrap(), None);
+    assert_eq!(s.room_by_id(&r.id).await.unwrap(), None);
+    assert_eq!(s.room_by_id(&theirs.id).await.unwrap(), Some(theirs));
     // the name is free again
-    s.create_room(&u2.id, "jam", settings(2, false, "owner"), T0 + 3)
+    s.create_room(&u1.id, "jam", settings(2, false, "owner"), T0 + 3)
         .await
         .unwrap();
 }
@@ -1576,7 +1597,7 @@ fn recording(id: &str, room: &str, at: Millis) -> Recording {
     Recording {
         id: id.into(),
         room_id: format!("id-of-{room}"),
-        room_name: room.into(),
+        sfu_room: room.into(),
         owner_id: "u1".into(),
         started_by: "u1".into(),
         node_id: "n1".into(),
@@ -1859,4 +1880,94 @@ async fn jobs_are_claimed_by_one_worker_and_move_with_their_events<S: Store>(s: 
         event_ids(&s.unpublished_events(20).await.unwrap()),
         ["e1", "e4", "e5", "e6"]
     );
+}
+
+/// A database made before migration 0011 (room names global): after it, names are
+/// unique per owner, and the rooms, their settings and their invitations are all
+/// still there (SQLite rebuilds the table, which would cascade to the invitations).
+async fn names_per_owner_after_migration<S: Store>(s: &S, old: impl AsyncFnOnce(&S)) {
+    old(s).await;
+    let host = user(s, "host@example.com").await;
+    let guest = user(s, "guest@example.com").await;
+    let mut before = s
+        .create_room(&host.id, "jam", settings(8, true, "anyone"), T0)
+        .await
+        .unwrap();
+    let m = s
+        .invite_member(&before.id, "guest@example.com", T0 + 1)
+        .await
+        .unwrap();
+    s.answer_invitation(&m.id, "guest@example.com", &guest.id, true, T0 + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    before.epoch = s.bump_room_epoch(&before.id).await.unwrap();
+    assert!(
+        is_conflict(
+            s.create_room(&guest.id, "jam", settings(2, false, "owner"), T0 + 3)
+                .await,
+            "room name"
+        ),
+        "before 0011 names were global"
+    );
+
+    s.migrate().await.expect("migrate to the latest");
+    assert_eq!(
+        s.room_by_id(&before.id).await.unwrap(),
+        Some(before.clone())
+    );
+    assert!(s.is_member(&before.id, &guest.id).await.unwrap());
+    assert_eq!(s.room_members(&before.id).await.unwrap().len(), 1);
+    let theirs = s
+        .create_room(&guest.id, "jam", settings(2, false, "owner"), T0 + 4)
+        .await
+        .expect("another owner may use the name now");
+    assert_ne!(theirs.id, before.id);
+    assert!(is_conflict(
+        s.create_room(&host.id, "jam", settings(2, false, "owner"), T0 + 5)
+            .await,
+        "room name"
+    ));
+    // Foreign keys still hold: deleting the room takes its invitations along.
+    assert!(s.delete_room(&host.id, "jam").await.unwrap());
+    assert!(s.invitations("guest@example.com").await.unwrap().is_empty());
+}
+
+/// The migrations before 0011, from the repository's directory for `backend`.
+async fn migrations_before_0011(backend: &str) -> (sqlx::migrate::Migrator, common::TempDir) {
+    let dir = common::TempDir::new();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0011" {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    (migrator, dir)
+}
+
+#[tokio::test]
+async fn sqlite_room_names_per_owner_after_migration() {
+    let (path, _dir) = common::fresh_sqlite_path();
+    let store = SqliteStore::connect(&path).await.unwrap();
+    let (old, _old_dir) = migrations_before_0011("sqlite").await;
+    names_per_owner_after_migration(&store, async |s: &SqliteStore| {
+        old.run(s.pool()).await.unwrap()
+    })
+    .await;
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn postgres_room_names_per_owner_after_migration() {
+    let (url, _db) = common::fresh_pg_url().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let (old, _old_dir) = migrations_before_0011("postgres").await;
+    names_per_owner_after_migration(&store, async |s: &PgStore| old.run(s.pool()).await.unwrap())
+        .await;
+    store.pool().close().await;
 }

@@ -50,7 +50,7 @@ def main(a, s):
     # Open to whoever has the link; the host hands it to the guest.
     form.get_by_label("Who may join").select_option("link")
     form.get_by_role("button", name="Create and join").click()
-    host.wait_for_url(f"**/room?name={room}")
+    host.wait_for_url("**/room?id=*")
     wait_for("the share link", lambda: "key=" in host.locator("#share-url").input_value())
     link = host.locator("#share-url").input_value()
     guest.goto(base + link[link.index("/room?"):])

@@ -93,12 +93,16 @@ def main(a, s):
     form.get_by_label("Name").fill(room)
     form.get_by_label("Who may join").select_option("members")
     form.get_by_role("button", name="Create and join").click()
-    ada.wait_for_url(f"**/room?name={room}")
-    # Before anyone is invited, Ben typing the name learns nothing but that he may not join.
-    ben.goto(f"{base}/room")
-    ben.get_by_label("Room name").fill(room)
-    ben.get_by_role("button", name="Join", exact=True).click()
+    ada.wait_for_url("**/room?id=*")
+    # Before anyone is invited, Ben learns nothing but that he may not join: at the
+    # room's address...
+    ben.goto(ada.url)
     wait_for("Ben to be told the room is not open to him", lambda: "that you may join" in ben.locator("#call-message").inner_text())
+    # ...or typing its name (a name is its owner's own: Ben has no room of that name).
+    ben.goto(f"{base}/room")
+    ben.get_by_label("Room link, or one of your room names").fill(room)
+    ben.get_by_role("button", name="Join", exact=True).click()
+    wait_for("Ben to be told he has no such room", lambda: "no room called" in ben.locator("#call-message").inner_text())
     sharing = ada.locator("#sharing")
     sharing.wait_for()
     for n in ("Ben", "Cleo"):
@@ -113,7 +117,7 @@ def main(a, s):
         if n == "Ben":
             s.screenshot(p, "room-invitation")
         invitation.get_by_role("button", name="Accept").click()
-        p.wait_for_url(f"**/room?name={room}")
+        p.wait_for_url("**/room?id=*")
     wait_for("Ada's list to show two members", lambda: ada.locator("#members .member-status", has_text="member").count() == 2)
     for n, p in pages.items():
         wait_for(f"{n} to be connected", lambda p=p: p.locator("#room-state").inner_text() == "connected", 20)

@@ -470,7 +470,7 @@ pub struct MixdownRequest {
 
 /// Queues a podcast mixdown of an uploaded recording: one episode, one stem per
 /// speaker, waveforms; the results show on the recording (`mixdowns`).
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings/{id}/mixdown", tag = "recordings", params(("name" = String, Path), ("id" = String, Path)), request_body(content = MixdownRequest, description = "optional"), responses((status = 202, body = JobView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 409, description = "not uploaded yet", body = ErrorBody), (status = 422, description = "bad option", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings/{id}/mixdown", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("id" = String, Path)), request_body(content = MixdownRequest, description = "optional"), responses((status = 202, body = JobView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 409, description = "not uploaded yet", body = ErrorBody), (status = 422, description = "bad option", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn mixdown(
     State(st): State<AppState>,
     caller: RecordCaller,
@@ -492,8 +492,8 @@ pub async fn mixdown(
     let job_prefix = uuid::Uuid::new_v4().simple().to_string();
     let spec = json!({
         "kind": "mixdown",
-        "recording_prefix": format!("{}/{}/", rec.room_name, rec.id),
-        "output_prefix": format!("{}/{}/mixdown/{job_prefix}/", rec.room_name, rec.id),
+        "recording_prefix": format!("{}/{}/", rec.sfu_room, rec.id),
+        "output_prefix": format!("{}/{}/mixdown/{job_prefix}/", rec.sfu_room, rec.id),
         "target_lufs": req.target_lufs,
         "bitrate": req.bitrate,
     });
@@ -501,7 +501,7 @@ pub async fn mixdown(
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/mixdown/{job}/files/{file}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path), ("job" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 404, description = "no such recording, job or file", body = ErrorBody), (status = 409, description = "not completed", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/mixdown/{job}/files/{file}", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("id" = String, Path), ("job" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 404, description = "no such recording, job or file", body = ErrorBody), (status = 409, description = "not completed", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn mixdown_file(
     State(st): State<AppState>,
     access: crate::links::FileAccess<RecordCaller>,

@@ -52,7 +52,7 @@ pub struct InviteRequest {
     pub email: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{name}/members", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = Vec<MemberView>), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/members", tag = "rooms", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = Vec<MemberView>), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
@@ -66,7 +66,7 @@ pub async fn list(
 
 /// Invites someone by email and mails them (whether or not they have an account yet:
 /// they sign up with that address to answer). Inviting someone who declined asks again.
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/members", tag = "rooms", request_body = InviteRequest, params(("name" = String, Path)), responses((status = 201, body = MemberView), (status = 403, description = "too many people on the list", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many invitations sent lately", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/members", tag = "rooms", request_body = InviteRequest, params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 201, body = MemberView), (status = 403, description = "too many people on the list", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 429, description = "too many invitations sent lately", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn invite(
     State(st): State<AppState>,
     caller: Caller,
@@ -130,7 +130,7 @@ pub async fn invite(
 }
 
 /// Removes someone from the room's list (invited, member or declined).
-#[utoipa::path(delete, path = "/api/v1/rooms/{name}/members/{email}", tag = "rooms", params(("name" = String, Path), ("email" = String, Path)), responses((status = 204, description = "removed"), (status = 404, description = "no such room or person on its list", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/rooms/{name}/members/{email}", tag = "rooms", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("email" = String, Path)), responses((status = 204, description = "removed"), (status = 404, description = "no such room or person on its list", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn remove(
     State(st): State<AppState>,
     caller: Caller,
@@ -162,7 +162,10 @@ pub async fn remove(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvitationView {
     pub id: String,
-    pub room: String,
+    /// The room's id: what its page and join tokens are asked with.
+    pub room_id: String,
+    /// The room's name (its owner's choice; another owner may use it too).
+    pub room_name: String,
     /// Who invited you (their display name).
     pub owner_name: String,
     /// `invited`, `accepted` or `declined`.
@@ -174,7 +177,8 @@ impl From<Invitation> for InvitationView {
     fn from(i: Invitation) -> Self {
         InvitationView {
             id: i.membership.id,
-            room: i.room_name,
+            room_id: i.membership.room_id,
+            room_name: i.room_name,
             owner_name: i.owner_name,
             status: i.membership.status,
             invited_at: i.membership.invited_at,

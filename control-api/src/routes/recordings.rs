@@ -50,6 +50,7 @@ pub type Recordings = Option<Arc<dyn RecordingControl>>;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecordingView {
     pub id: String,
+    /// The id of the room it was made in.
     pub room: String,
     /// `recording`, `stopped`, `uploaded` or `failed`.
     pub status: String,
@@ -108,7 +109,7 @@ impl From<Recording> for RecordingView {
     fn from(r: Recording) -> Self {
         RecordingView {
             id: r.id,
-            room: r.room_name,
+            room: r.room_id,
             status: r.status,
             started_by: r.started_by,
             started_at: r.started_at,
@@ -130,10 +131,10 @@ async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     let jobs = st.db.recording_jobs(&r.id).await.map_err(store_error)?;
     let dir = format!(
         "/api/v1/rooms/{}/recordings/{}",
-        encode_segment(&r.room_name),
+        encode_segment(&r.room_id),
         encode_segment(&r.id)
     );
-    let prefix = format!("{}/{}/", r.room_name, r.id);
+    let prefix = format!("{}/{}/", r.sfu_room, r.id);
     let mut v = RecordingView::from(r);
     v.files = v
         .objects
@@ -160,6 +161,7 @@ pub enum RecordCaller {
         room: String,
         identity: String,
         record: bool,
+        binding: Option<signaling::token::RoomBinding>,
     },
 }
 
@@ -178,6 +180,7 @@ impl FromRequestParts<AppState> for RecordCaller {
                 room: g.room.as_str().to_owned(),
                 identity: g.identity,
                 record: g.grants.record,
+                binding: g.binding,
             }),
             Err(_) => Err(ApiError::unauthorized(
                 "the token is neither a valid access token nor a valid join token",
@@ -188,24 +191,37 @@ impl FromRequestParts<AppState> for RecordCaller {
 
 impl RecordCaller {
     /// The room, if this caller may record it; who they are.
+    /// `room` is the path's: the room's id, or its name (the owner's name for it).
     async fn authorize(&self, st: &AppState, room: &str) -> Result<(Room, String), ApiError> {
-        let found = st.db.room_by_name(room).await.map_err(store_error)?;
         match self {
             RecordCaller::User(c) => {
                 c.require_user()?;
-                match found {
-                    Some(r) if r.owner_id == c.user_id => Ok((r, c.user_id.clone())),
-                    _ => Err(ApiError::not_found("no such room")),
-                }
+                let r = crate::routes::rooms::own_room(st, c, room).await?;
+                Ok((r, c.user_id.clone()))
             }
             RecordCaller::Token {
                 room: granted,
                 identity,
                 record,
+                binding,
             } => {
-                let r = found.ok_or_else(|| ApiError::not_found("no such room"))?;
-                if granted != room {
+                // The token names the SFU room: the room's id.
+                let Some(r) = st
+                    .db
+                    .room_by_id(granted)
+                    .await
+                    .map_err(store_error)?
+                    .filter(|r| room == r.id || room == r.name)
+                else {
                     return Err(ApiError::forbidden("the join token is for another room"));
+                };
+                if binding
+                    .as_ref()
+                    .is_some_and(|b| b.room_id != r.id || b.epoch != r.epoch)
+                {
+                    return Err(ApiError::unauthorized(
+                        "the join token was revoked: the room was reset or its access changed",
+                    ));
                 }
                 if !record {
                     return Err(ApiError::forbidden("the join token has no record grant"));
@@ -259,7 +275,7 @@ pub async fn start_recording(
     let rec = Recording {
         id: uuid::Uuid::new_v4().simple().to_string(),
         room_id: room.id.clone(),
-        room_name: room.name.clone(),
+        sfu_room: room.id.clone(),
         owner_id: room.owner_id.clone(),
         started_by: started_by.to_owned(),
         node_id: st.node_id.to_string(),
@@ -277,7 +293,7 @@ pub async fn start_recording(
         st,
         EventType::RecordingStarted,
         &rec.id,
-        &rec.room_name,
+        &rec.sfu_room,
         json!({ "started_by": started_by, "node_id": rec.node_id }),
     );
     st.db
@@ -289,9 +305,9 @@ pub async fn start_recording(
             }
             other => store_error(other),
         })?;
-    if let Err(reason) = ctl.start(&rec.id, &rec.room_name).await {
-        warn!(recording = %rec.id, room = %rec.room_name, %reason, "recording could not start");
-        mark_failed(st, &rec.id, &rec.room_name, &reason)
+    if let Err(reason) = ctl.start(&rec.id, &rec.sfu_room).await {
+        warn!(recording = %rec.id, room = %rec.sfu_room, %reason, "recording could not start");
+        mark_failed(st, &rec.id, &rec.sfu_room, &reason)
             .await
             .map_err(store_error)?;
         return Err(ApiError::unavailable(
@@ -300,7 +316,7 @@ pub async fn start_recording(
         ));
     }
     st.events_written();
-    info!(recording = %rec.id, room = %rec.room_name, by = %started_by, "recording started");
+    info!(recording = %rec.id, room = %rec.sfu_room, by = %started_by, "recording started");
     Ok(rec)
 }
 
@@ -376,7 +392,7 @@ pub async fn mark_stopped(
     Ok(changed)
 }
 
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path)), responses((status = 201, body = RecordingView), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 409, description = "already recording", body = ErrorBody), (status = 503, description = "this node does not record", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 201, body = RecordingView), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 409, description = "already recording", body = ErrorBody), (status = 503, description = "this node does not record", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn start(
     State(st): State<AppState>,
     caller: RecordCaller,
@@ -387,7 +403,7 @@ pub async fn start(
     Ok((StatusCode::CREATED, Json(view(&st, rec).await?)))
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path)), responses((status = 200, body = Vec<RecordingView>), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = Vec<RecordingView>), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(st): State<AppState>,
     caller: RecordCaller,
@@ -432,10 +448,11 @@ pub(crate) async fn file_recording(
 ) -> Result<Recording, ApiError> {
     match access {
         crate::links::FileAccess::Caller(c) => room_recording(st, c, name, id).await,
+        // Links are made for the room's id (see `view`).
         crate::links::FileAccess::Link => {
             let room = st
                 .db
-                .room_by_name(name)
+                .room_by_id(name)
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| ApiError::not_found("no such room"))?;
@@ -444,7 +461,7 @@ pub(crate) async fn file_recording(
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path)), responses((status = 200, body = RecordingView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("id" = String, Path)), responses((status = 200, body = RecordingView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(st): State<AppState>,
     caller: RecordCaller,
@@ -455,7 +472,7 @@ pub async fn get(
 }
 
 /// One uploaded file of a recording (a track, or the manifest), ranges allowed.
-#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/files/{file}", tag = "recordings", params(("name" = String, Path), ("id" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 206, description = "the asked range"), (status = 404, description = "no such room, recording or file (or not uploaded yet)", body = ErrorBody), (status = 401, description = "no or bad token or link", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings/{id}/files/{file}", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("id" = String, Path), ("file" = String, Path)), responses((status = 200, description = "the file"), (status = 206, description = "the asked range"), (status = 404, description = "no such room, recording or file (or not uploaded yet)", body = ErrorBody), (status = 401, description = "no or bad token or link", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn file(
     State(st): State<AppState>,
     access: crate::links::FileAccess<RecordCaller>,
@@ -463,7 +480,7 @@ pub async fn file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rec = file_recording(&st, &access, &name, &id).await?;
-    let key = format!("{}/{}/{file}", rec.room_name, rec.id);
+    let key = format!("{}/{}/{file}", rec.sfu_room, rec.id);
     let stored: Vec<String> = rec
         .objects
         .as_deref()
@@ -480,7 +497,7 @@ pub async fn file(
 
 /// Stops a recording: its files are closed (fsynced) before this returns; the upload
 /// follows (status `uploaded` when the store has confirmed every file).
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings/{id}/stop", tag = "recordings", params(("name" = String, Path), ("id" = String, Path)), responses((status = 200, body = RecordingView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 409, description = "not recording (stopped already)", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/recordings/{id}/stop", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("id" = String, Path)), responses((status = 200, body = RecordingView), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 409, description = "not recording (stopped already)", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn stop(
     State(st): State<AppState>,
     caller: RecordCaller,
@@ -494,7 +511,7 @@ pub async fn stop(
         ));
     }
     stop_recording(&st, &rec, "requested").await?;
-    info!(recording = %rec.id, room = %rec.room_name, "recording stopped");
+    info!(recording = %rec.id, room = %rec.sfu_room, "recording stopped");
     let now = st
         .db
         .recording(&rec.id)
@@ -520,7 +537,7 @@ pub(crate) async fn stop_recording(
             )));
         }
         Ok(Some(manifest)) => {
-            mark_stopped(st, &rec.id, &rec.room_name, &manifest)
+            mark_stopped(st, &rec.id, &rec.sfu_room, &manifest)
                 .await
                 .map_err(store_error)?;
         }
@@ -533,7 +550,7 @@ pub(crate) async fn stop_recording(
                     format!("the recording is written by node {}", rec.node_id),
                 ));
             }
-            mark_failed(st, &rec.id, &rec.room_name, "lost: not running on its node")
+            mark_failed(st, &rec.id, &rec.sfu_room, "lost: not running on its node")
                 .await
                 .map_err(store_error)?;
         }

@@ -4,6 +4,10 @@
 //! the default), `members` (users the owner invited by email, once they accept; see
 //! `routes::members`) or `link` (anyone signed in who holds the share link). A room
 //! the caller may not join answers exactly as a room that does not exist.
+//!
+//! A room's name is unique among its owner's rooms only; the SFU, join tokens, share
+//! links and guests know a room by its id (a UUID, a shape no name may take). Routes
+//! under `/rooms/{room}` take either: the id, or for the room's owner its name.
 
 use std::time::Duration;
 
@@ -32,6 +36,9 @@ pub const MAX_PARTICIPANTS: i64 = 1000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoomView {
+    /// What the SFU, join tokens and guests know the room by.
+    pub id: String,
+    /// Unique among the owner's rooms.
     pub name: String,
     pub owner_id: String,
     pub max_participants: i64,
@@ -51,6 +58,7 @@ impl RoomView {
     pub fn new(st: &AppState, r: Room) -> Self {
         let share_url = (r.access == "link").then(|| share_url(st, &r));
         RoomView {
+            id: r.id,
             name: r.name,
             owner_id: r.owner_id,
             max_participants: r.max_participants,
@@ -66,9 +74,9 @@ impl RoomView {
 /// The room page with the share key: opening it signed in joins the room.
 fn share_url(st: &AppState, r: &Room) -> String {
     format!(
-        "{}/room?name={}&key={}",
+        "{}/room?id={}&key={}",
         st.config.public_url.trim_end_matches('/'),
-        r.name,
+        r.id,
         r.share_key
     )
 }
@@ -156,6 +164,27 @@ fn not_found() -> ApiError {
     ApiError::not_found("no such room")
 }
 
+/// Whether `s` has the shape of a room id (a hyphenated UUID, as the store makes
+/// them) rather than of a name; no room may be named so.
+pub fn is_room_id(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
+/// The room a path names: by id whoever's it is, or by name among `owner_id`'s rooms.
+/// The caller still decides whether its caller may see it.
+pub(crate) async fn find_room(
+    st: &AppState,
+    owner_id: &str,
+    room: &str,
+) -> Result<Option<Room>, ApiError> {
+    if is_room_id(room) {
+        st.db.room_by_id(room).await
+    } else {
+        st.db.room_by_owner_name(owner_id, room).await
+    }
+    .map_err(store_error)
+}
+
 #[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", request_body = CreateRoom, responses((status = 201, body = RoomView), (status = 403, description = "not allowed", body = ErrorBody), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     State(st): State<AppState>,
@@ -170,6 +199,12 @@ pub async fn create(
             "names starting with 'device-' belong to devices' live rooms",
         ));
     }
+    if is_room_id(name.as_str()) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "a name may not look like a room id (a UUID)",
+        ));
+    }
     let settings = req.settings.apply(defaults())?;
     within_quota(&st, &caller.user_id, Quota::Rooms).await?;
     let room = st
@@ -178,7 +213,7 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             crate::store::StoreError::Conflict(_) => {
-                ApiError::conflict("room_exists", "a room with this name exists")
+                ApiError::conflict("room_exists", "you have a room with this name already")
             }
             other => store_error(other),
         })?;
@@ -202,15 +237,16 @@ pub async fn list(
     ))
 }
 
-/// The caller's own room (another user's room is "not found", not "forbidden").
-pub(crate) async fn own_room(st: &AppState, caller: &Caller, name: &str) -> Result<Room, ApiError> {
-    match st.db.room_by_name(name).await.map_err(store_error)? {
+/// The caller's own room, by id or name (another user's room is "not found", not
+/// "forbidden").
+pub(crate) async fn own_room(st: &AppState, caller: &Caller, room: &str) -> Result<Room, ApiError> {
+    match find_room(st, &caller.user_id, room).await? {
         Some(r) if r.owner_id == caller.user_id => Ok(r),
         _ => Err(not_found()),
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(st): State<AppState>,
     caller: Caller,
@@ -223,7 +259,7 @@ pub async fn get(
     )))
 }
 
-#[utoipa::path(patch, path = "/api/v1/rooms/{name}", tag = "rooms", request_body = SettingsInput, params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/rooms/{name}", tag = "rooms", request_body = SettingsInput, params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn update(
     State(st): State<AppState>,
     caller: Caller,
@@ -235,7 +271,7 @@ pub async fn update(
     let settings = req.apply(settings_of(&room))?;
     let r = st
         .db
-        .update_room(&caller.user_id, &name, settings)
+        .update_room(&caller.user_id, &room.name, settings)
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
@@ -251,7 +287,7 @@ pub async fn update(
 /// Revokes every join token of the room (its epoch moves on): nobody joins or resumes
 /// with a token issued before, and everyone in the room but the owner's own sessions
 /// is removed.
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/reset", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/reset", tag = "rooms", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn reset(
     State(st): State<AppState>,
     caller: Caller,
@@ -260,8 +296,8 @@ pub async fn reset(
     caller.require_user()?;
     let room = own_room(&st, &caller, &name).await?;
     let epoch = st.db.bump_room_epoch(&room.id).await.map_err(store_error)?;
-    info!(user = %caller.user_id, room = %name, epoch, "room reset: its join tokens revoked");
-    let room = own_room(&st, &caller, &name).await?;
+    info!(user = %caller.user_id, room = %room.id, epoch, "room reset: its join tokens revoked");
+    let room = own_room(&st, &caller, &room.id).await?;
     end_revoked_sessions(&st, &room, Revocation::Reset).await;
     Ok(Json(RoomView::new(&st, room)))
 }
@@ -281,7 +317,7 @@ impl signaling::room_authority::RoomAuthority for DbRoomAuthority {
         Box::pin(async move {
             let r = self
                 .0
-                .room_by_name(room.as_str())
+                .room_by_id(room.as_str())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(r.is_some_and(|r| r.id == binding.room_id && r.epoch == binding.epoch))
@@ -290,7 +326,7 @@ impl signaling::room_authority::RoomAuthority for DbRoomAuthority {
 }
 
 /// A new share link for a room open to link holders; the old one stops working.
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/share-link", tag = "rooms", params(("name" = String, Path)), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 409, description = "the room is not open to link holders", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/share-link", tag = "rooms", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = RoomView), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 409, description = "the room is not open to link holders", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn new_share_link(
     State(st): State<AppState>,
     caller: Caller,
@@ -310,7 +346,7 @@ pub async fn new_share_link(
     };
     let r = st
         .db
-        .update_room(&caller.user_id, &name, settings)
+        .update_room(&caller.user_id, &room.name, settings)
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
@@ -320,20 +356,14 @@ pub async fn new_share_link(
     Ok(Json(RoomView::new(&st, r)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/rooms/{name}", tag = "rooms", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 204, description = "deleted"), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(st): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_user()?;
-    let room = st
-        .db
-        .room_by_name(&name)
-        .await
-        .map_err(store_error)?
-        .filter(|r| r.owner_id == caller.user_id)
-        .ok_or_else(not_found)?;
+    let room = own_room(&st, &caller, &name).await?;
     // Its recordings stay under its id (archived: no room of this name made later
     // sees them); one still running is stopped first, so nothing goes on recording a
     // room that no longer exists.
@@ -347,7 +377,7 @@ pub async fn delete(
     }
     if !st
         .db
-        .delete_room(&caller.user_id, &name)
+        .delete_room(&caller.user_id, &room.name)
         .await
         .map_err(store_error)?
     {
@@ -362,7 +392,10 @@ pub async fn delete(
 pub struct JoinTokenView {
     /// The join token (EdDSA JWT) to send as `Authorization: Bearer` to WHIP/WHEP.
     pub token: String,
+    /// The room's id: the SFU room the token is for.
     pub room: String,
+    /// The room's name.
+    pub room_name: String,
     /// Unique among the room's participants: a second one joining with it replaces
     /// the first.
     pub identity: String,
@@ -472,18 +505,15 @@ fn same_secret(a: &str, b: &str) -> bool {
 /// grant. Members and share-link holders (see the room's `access`) may subscribe and
 /// send data, and publish when the room's policy is `anyone`; only the owner may
 /// record. Anyone else gets the 404 of a room that does not exist.
-#[utoipa::path(post, path = "/api/v1/rooms/{name}/token", tag = "rooms", request_body = Option<TokenRequest>, params(("name" = String, Path)), responses((status = 200, body = JoinTokenView), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/rooms/{name}/token", tag = "rooms", request_body = Option<TokenRequest>, params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = JoinTokenView), (status = 403, description = "not allowed", body = ErrorBody), (status = 404, description = "not found (or another user's)", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn join_token(
     State(st): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     OptionalJson(req): OptionalJson<TokenRequest>,
 ) -> Result<Json<JoinTokenView>, ApiError> {
-    let room = st
-        .db
-        .room_by_name(&name)
-        .await
-        .map_err(store_error)?
+    let room = find_room(&st, &caller.user_id, &name)
+        .await?
         .ok_or_else(not_found)?;
     let Some(standing) = standing(&st, &caller, &room, req.key.as_deref()).await? else {
         info!(user = %caller.user_id, room = %name, access = %room.access, "join token refused: not the owner, a member or a link holder");
@@ -631,7 +661,7 @@ fn issue(
     grants: Grants,
     ttl: u64,
 ) -> Result<JoinTokenView, ApiError> {
-    let room_id = parse_room(&room.name)?;
+    let room_id = RoomId::parse(&room.id).map_err(|e| ApiError::internal(e.to_string()))?;
     let Who { identity, name } = who;
     let token = st
         .join_signer
@@ -659,8 +689,8 @@ fn issue(
         .unwrap_or_else(|| base.to_owned());
     Ok(JoinTokenView {
         token,
-        whip_url: format!("{base}/whip/{}", room.name),
-        whep_url: format!("{base}/whep/{}", room.name),
+        whip_url: format!("{base}/whip/{}", room.id),
+        whep_url: format!("{base}/whep/{}", room.id),
         rtc_url: format!("{ws_base}/rtc"),
         ice_servers: st
             .config
@@ -673,7 +703,8 @@ fn issue(
                 credential: s.credential,
             })
             .collect(),
-        room: room.name.clone(),
+        room: room.id.clone(),
+        room_name: room.name.clone(),
         identity,
         name,
         publish: grants.publish,
@@ -741,14 +772,13 @@ pub async fn device_stream(
         _ => return Err(ApiError::invalid_field("role", "must be publish or listen")),
     };
     let name = device_room_name(&device.id);
-    let room = match st.db.room_by_name(&name).await.map_err(store_error)? {
-        Some(r) if r.owner_id == device.user_id => r,
-        Some(_) => {
-            return Err(ApiError::conflict(
-                "room_exists",
-                "another account holds this device's room name",
-            ));
-        }
+    let room = match st
+        .db
+        .room_by_owner_name(&device.user_id, &name)
+        .await
+        .map_err(store_error)?
+    {
+        Some(r) => r,
         None => match st
             .db
             .create_room(&device.user_id, &name, defaults(), now_millis())
@@ -758,11 +788,10 @@ pub async fn device_stream(
             // Made by a request racing this one.
             Err(crate::store::StoreError::Conflict(_)) => st
                 .db
-                .room_by_name(&name)
+                .room_by_owner_name(&device.user_id, &name)
                 .await
                 .map_err(store_error)?
-                .filter(|r| r.owner_id == device.user_id)
-                .ok_or_else(|| ApiError::conflict("room_exists", "the device's room is taken"))?,
+                .ok_or_else(|| ApiError::internal("the device's room vanished while made"))?,
             Err(e) => return Err(store_error(e)),
         },
     };

@@ -278,8 +278,11 @@ impl Store for Db {
     async fn list_rooms(&self, owner_id: &str) -> R<Vec<Room>> {
         delegate!(self, s => s.list_rooms(owner_id))
     }
-    async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
-        delegate!(self, s => s.room_by_name(name))
+    async fn room_by_owner_name(&self, owner_id: &str, name: &str) -> R<Option<Room>> {
+        delegate!(self, s => s.room_by_owner_name(owner_id, name))
+    }
+    async fn room_by_id(&self, id: &str) -> R<Option<Room>> {
+        delegate!(self, s => s.room_by_id(id))
     }
     async fn update_room(&self, owner_id: &str, name: &str, st: RoomSettings) -> R<Option<Room>> {
         delegate!(self, s => s.update_room(owner_id, name, st))

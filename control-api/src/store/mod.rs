@@ -185,7 +185,8 @@ pub struct Pairing {
 pub struct Room {
     pub id: String,
     pub owner_id: String,
-    /// Globally unique; the SFU's room name.
+    /// Unique among its owner's rooms (another owner may have a room of the same
+    /// name). The SFU knows the room by its `id`.
     pub name: String,
     pub max_participants: i64,
     pub auto_record: bool,
@@ -281,8 +282,10 @@ pub struct Recording {
     /// The room it was made in. A room deleted keeps its recordings under its old id
     /// (archived): no room of the same name made later sees them.
     pub room_id: String,
-    /// The room's name then (the SFU room and the object keys use it).
-    pub room_name: String,
+    /// The SFU room it recorded, the first segment of its object keys: the room's id
+    /// (before migration 0011, when rooms were global, the room's name). Stored in the
+    /// `room_name` column.
+    pub sfu_room: String,
     pub owner_id: String,
     pub started_by: String,
     pub node_id: String,
@@ -752,7 +755,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
     ) -> impl Future<Output = R<Room>> + Send;
     fn list_rooms(&self, owner_id: &str) -> impl Future<Output = R<Vec<Room>>> + Send;
-    fn room_by_name(&self, name: &str) -> impl Future<Output = R<Option<Room>>> + Send;
+    /// The owner's room of this name.
+    fn room_by_owner_name(
+        &self,
+        owner_id: &str,
+        name: &str,
+    ) -> impl Future<Output = R<Option<Room>>> + Send;
+    /// A room by its id (the SFU's name for it), whoever's it is.
+    fn room_by_id(&self, id: &str) -> impl Future<Output = R<Option<Room>>> + Send;
     fn update_room(
         &self,
         owner_id: &str,

@@ -173,7 +173,7 @@ fn recording_row(r: &PgRow) -> Result<Recording, sqlx::Error> {
     Ok(Recording {
         id: r.try_get("id")?,
         room_id: r.try_get("room_id")?,
-        room_name: r.try_get("room_name")?,
+        sfu_room: r.try_get("room_name")?,
         owner_id: r.try_get("owner_id")?,
         started_by: r.try_get("started_by")?,
         node_id: r.try_get("node_id")?,
@@ -1021,7 +1021,7 @@ impl Store for PgStore {
         )
         .bind(&rec.id)
         .bind(&rec.room_id)
-        .bind(&rec.room_name)
+        .bind(&rec.sfu_room)
         .bind(&rec.owner_id)
         .bind(&rec.started_by)
         .bind(&rec.node_id)
@@ -1313,12 +1313,26 @@ impl Store for PgStore {
         collect(rows, room_row)
     }
 
-    async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
+    async fn room_by_owner_name(&self, owner_id: &str, name: &str) -> R<Option<Room>> {
         let row = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, epoch, created_at FROM rooms WHERE name = $1",
+             access, share_key, epoch, created_at FROM rooms WHERE owner_id = $1 AND name = $2",
         )
+        .bind(owner_id)
         .bind(name)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next();
+        Ok(row.as_ref().map(room_row).transpose()?)
+    }
+
+    async fn room_by_id(&self, id: &str) -> R<Option<Room>> {
+        let row = sqlx::query(
+            "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
+             access, share_key, epoch, created_at FROM rooms WHERE id = $1",
+        )
+        .bind(id)
         .fetch_all(&self.pool)
         .await?
         .into_iter()

@@ -202,7 +202,7 @@ fn recording_row(r: &SqliteRow) -> Result<Recording, sqlx::Error> {
     Ok(Recording {
         id: r.try_get("id")?,
         room_id: r.try_get("room_id")?,
-        room_name: r.try_get("room_name")?,
+        sfu_room: r.try_get("room_name")?,
         owner_id: r.try_get("owner_id")?,
         started_by: r.try_get("started_by")?,
         node_id: r.try_get("node_id")?,
@@ -1035,7 +1035,7 @@ impl Store for SqliteStore {
         )
         .bind(&rec.id)
         .bind(&rec.room_id)
-        .bind(&rec.room_name)
+        .bind(&rec.sfu_room)
         .bind(&rec.owner_id)
         .bind(&rec.started_by)
         .bind(&rec.node_id)
@@ -1328,12 +1328,24 @@ impl Store for SqliteStore {
         collect(rows, room_row)
     }
 
-    async fn room_by_name(&self, name: &str) -> R<Option<Room>> {
+    async fn room_by_owner_name(&self, owner_id: &str, name: &str) -> R<Option<Room>> {
         let row = sqlx::query(
             "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
-             access, share_key, epoch, created_at FROM rooms WHERE name = ?",
+             access, share_key, epoch, created_at FROM rooms WHERE owner_id = ? AND name = ?",
         )
+        .bind(owner_id)
         .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(room_row).transpose()?)
+    }
+
+    async fn room_by_id(&self, id: &str) -> R<Option<Room>> {
+        let row = sqlx::query(
+            "SELECT id, owner_id, name, max_participants, auto_record, publish_policy, \
+             access, share_key, epoch, created_at FROM rooms WHERE id = ?",
+        )
+        .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(room_row).transpose()?)

@@ -1319,7 +1319,7 @@ export class Room extends Emitter {
   quality = null;
   /** @type {string|null} the active speaker's sid */
   activeSpeaker = null;
-  /** @type {string} */
+  /** @type {string} the room joined, as the server names it (for a room of the control API, its id) */
   roomName = '';
   /** @type {Record<string, boolean>} */
   grants = {};

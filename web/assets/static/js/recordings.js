@@ -31,6 +31,9 @@ const recordings = new Map();
 /** Progress of running mixdowns (from events), by job id. @type {Map<string, {stage: string, percent: number}>} */
 const progress = new Map();
 
+/** The chosen room's id: what its recording events name. */
+const roomId = () => rooms.find((/** @type {any} */ r) => r.name === room)?.id;
+
 /** @param {string} path */
 const api = (path) => `/rooms/${encodeURIComponent(/** @type {string} */ (room))}/recordings${path}`;
 
@@ -80,7 +83,7 @@ const mixdownView = (r, j) => {
       h(
         'div',
         { class: 'row small' },
-        h('a', { class: 'button secondary', href: url(j, 'episode.opus'), download: `${r.room}-${r.id.slice(0, 8)}.opus` }, 'Download the episode'),
+        h('a', { class: 'button secondary', href: url(j, 'episode.opus'), download: `${room}-${r.id.slice(0, 8)}.opus` }, 'Download the episode'),
         h('span', { class: 'muted' }, `${clock(res.duration_ms)} at ${res.episode?.loudness?.output_lufs?.toFixed?.(1) ?? '−16'} LUFS`),
       ),
       h('h3', null, 'One stem per speaker'),
@@ -240,7 +243,7 @@ select.addEventListener('change', () => {
 
 const socket = new UserSocket(session);
 socket.on('recording', (e) => {
-  if (e.data.room === room) refresh(e.data.recording_id);
+  if (room && e.data.room === roomId()) refresh(e.data.recording_id);
 });
 socket.on('transcodeJob', (e) => {
   const d = e.data;

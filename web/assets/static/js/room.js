@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * `/room`: the lobby (your rooms, invitations, join by name, create) and, with
- * `?name=` (and a share link's `&key=`), the call: camera, microphone and screen share,
+ * `/room`: the lobby (your rooms, invitations, open a link, create) and, with
+ * `?id=` (or, for your own rooms, `?name=`; a share link adds `&key=`), the call: camera, microphone and screen share,
  * a tile per participant with the active speaker highlighted and a quality choice per
  * tile, chat over the room's data messages, a connection-quality badge, a reconnect
  * that needs nobody, and for the room's owner who may join (invitations, share link).
@@ -10,7 +10,8 @@ import { Room, StreamCoreError } from '/sdk/streamcore.js';
 import { $, busy, explain, h, mediaDevices, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session } = await signedIn();
-const name = query().get('name');
+/** The room: its id, or the name of one of your rooms (the server tells them apart). */
+const target = query().get('id') ?? query().get('name');
 /** A share link's key (rooms open to anyone with the link). */
 const shareKey = query().get('key');
 
@@ -21,16 +22,27 @@ const ACCESS = /** @type {Record<string, string>} */ ({
   link: 'anyone with the link',
 });
 
-if (!name) {
+if (!target) {
   lobby();
 } else {
-  call(name)
+  call(target)
     .catch((e) => say($('call-message'), explain(e)))
     .finally(pageReady);
 }
 
-/** @param {string} room */
-const roomUrl = (room) => `/room?name=${encodeURIComponent(room)}`;
+/** @param {string} id a room's id */
+const roomUrl = (id) => `/room?id=${encodeURIComponent(id)}`;
+
+/**
+ * Where a pasted room link, room id or name of one's own room leads.
+ * @param {string} text
+ * @returns {string}
+ */
+function destination(text) {
+  const at = text.indexOf('/room?');
+  if (at >= 0) return text.slice(at);
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text) ? roomUrl(text) : `/room?name=${encodeURIComponent(text)}`;
+}
 
 async function lobby() {
   $('lobby').hidden = false;
@@ -38,7 +50,7 @@ async function lobby() {
   const join = $('join-form', HTMLFormElement);
   join.addEventListener('submit', (e) => {
     e.preventDefault();
-    location.href = roomUrl($('join-name', HTMLInputElement).value.trim());
+    location.href = destination($('join-name', HTMLInputElement).value.trim());
   });
   const create = $('create-form', HTMLFormElement);
   create.addEventListener('submit', (e) => {
@@ -52,7 +64,7 @@ async function lobby() {
         access: String(f.get('access')),
         auto_record: f.get('auto_record') === 'on',
       });
-      location.href = roomUrl(r.name);
+      location.href = roomUrl(r.id);
     });
   });
   pageReady();
@@ -70,7 +82,7 @@ async function lobby() {
           'li',
           null,
           h('div', { class: 'grow' }, h('strong', null, r.name), h('div', { class: 'small muted' }, `${ACCESS[r.access] ?? r.access}, up to ${r.max_participants} people${r.publish_policy === 'anyone' ? '' : ', only you publish'}${r.auto_record ? ', recorded automatically' : ''}`)),
-          h('a', { class: 'button', href: roomUrl(r.name) }, 'Join'),
+          h('a', { class: 'button', href: roomUrl(r.id) }, 'Join'),
           h('a', { class: 'button secondary', href: `/recordings?room=${encodeURIComponent(r.name)}` }, 'Recordings'),
         ),
       ),
@@ -97,17 +109,17 @@ async function invitations(box) {
   const respond = (i, answer, button) =>
     busy(button, box, async () => {
       await session.post(`/invitations/${encodeURIComponent(i.id)}/${answer}`);
-      if (answer === 'accept') location.href = roomUrl(i.room);
+      if (answer === 'accept') location.href = roomUrl(i.room_id);
       else await invitations(box);
     });
   $('invitations').replaceChildren(
     ...shown.map((/** @type {any} */ i) => {
       const from = h('div', { class: 'small muted' }, i.status === 'accepted' ? `you are a member; ${i.owner_name}’s room` : `${i.owner_name} invited you`);
-      const item = h('li', { 'data-room': i.room }, h('div', { class: 'grow' }, h('strong', null, i.room), from));
+      const item = h('li', { 'data-room': i.room_name }, h('div', { class: 'grow' }, h('strong', null, i.room_name), from));
       if (i.status === 'accepted') {
         const leave = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary' }, 'Leave'));
         leave.addEventListener('click', () => respond(i, 'decline', leave));
-        item.append(h('a', { class: 'button', href: roomUrl(i.room) }, 'Join'), leave);
+        item.append(h('a', { class: 'button', href: roomUrl(i.room_id) }, 'Join'), leave);
       } else {
         const accept = /** @type {HTMLButtonElement} */ (h('button', { type: 'button' }, 'Accept'));
         const decline = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary' }, 'Decline'));
@@ -122,11 +134,11 @@ async function invitations(box) {
 
 /**
  * The owner's controls of who may join: access, the share link, invitations.
- * @param {any} info the room as `GET /rooms/{name}` returns it to its owner
+ * @param {any} info the room as `GET /rooms/{room}` returns it to its owner
  */
 async function sharing(info) {
   const box = $('sharing-message');
-  const path = `/rooms/${encodeURIComponent(info.name)}`;
+  const path = `/rooms/${encodeURIComponent(info.id)}`;
   const access = $('access', HTMLSelectElement);
   /** @param {any} r */
   const showRoom = (r) => {
@@ -224,40 +236,44 @@ async function joinToken(room) {
   }
 }
 
-/** @param {string} roomName */
-async function call(roomName) {
+/** @param {string} wanted the room's id, or the name of one of your rooms */
+async function call(wanted) {
   $('call').hidden = false;
-  $('call-title').textContent = roomName;
-  document.title = `${roomName} — StreamCore`;
-  /** @type {HTMLAnchorElement} */ ($('recordings-link')).href = `/recordings?room=${encodeURIComponent(roomName)}`;
   const box = $('call-message');
   const tiles = $('tiles');
 
   let grant;
   try {
-    grant = await joinToken(roomName);
+    grant = await joinToken(wanted);
   } catch (e) {
     if (e instanceof StreamCoreError && e.status === 404) {
       say(
         box,
         shareKey
-          ? `This link to “${roomName}” no longer works: its owner closed the room or made a new link. Ask them for the current one.`
-          : `There is no room called “${roomName}” that you may join. If someone invited you, accept the invitation under Rooms; if they shared a link, open that link.`,
+          ? 'This room link no longer works: its owner closed the room or made a new link. Ask them for the current one.'
+          : query().get('id')
+            ? 'There is no room here that you may join. If someone invited you, accept the invitation under Rooms; if they shared a link, open that link.'
+            : `You have no room called “${wanted}”. If someone invited you, accept the invitation under Rooms; if they shared a link, open that link.`,
       );
       $('call').append(h('p', null, h('a', { class: 'button', href: '/room' }, 'Back to the rooms')));
       return;
     }
     throw e;
   }
+  // Join by id from here on: a name means something only to its owner.
+  const roomId = grant.room;
+  $('call-title').textContent = grant.room_name;
+  document.title = `${grant.room_name} — StreamCore`;
+  /** @type {HTMLAnchorElement} */ ($('recordings-link')).href = `/recordings?room=${encodeURIComponent(grant.room_name)}`;
   if (!grant.publish) say(box, 'Only the room’s owner publishes here: you can watch, listen and chat.', 'info');
   // The owner (only they can read the room's settings) decides who may join.
   session
-    .get(`/rooms/${encodeURIComponent(roomName)}`)
+    .get(`/rooms/${encodeURIComponent(roomId)}`)
     .then(sharing, () => {})
     .catch((e) => say($('sharing-message'), explain(e)));
 
   // The room socket of the node that served this page (see `here`).
-  const room = new Room({ tokenProvider: async () => (await joinToken(roomName)).token });
+  const room = new Room({ tokenProvider: async () => (await joinToken(roomId)).token });
   Object.assign(window, { streamcoreRoom: room });
 
   // ---- tiles ----
