@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build (or reuse) the cached Kafka-protocol broker the event tests run against:
-# tansu from crates.io, with the `dynostore` feature for in-memory storage.
+# tansu from crates.io, with the `dynostore` feature for in-memory storage and `libsql`
+# for SQLite storage (the only one of the two that keeps SCRAM users: the SASL tests).
 #
-#   binary: ${STREAMCORE_CACHE:-$HOME/.cache/streamcore}/tansu-$VERSION/bin/tansu
+#   binary: ${STREAMCORE_CACHE:-$HOME/.cache/streamcore}/tansu-$VERSION-$FEATURES/bin/tansu
 #
 # Idempotent: builds only when that binary is missing or does not run (about ten
 # minutes on two cores, once per machine). Progress goes to stderr; the last line of
@@ -11,8 +12,9 @@
 set -euo pipefail
 
 VERSION=0.6.0
+FEATURES=dynostore,libsql
 cache="${STREAMCORE_CACHE:-${HOME:-/root}/.cache/streamcore}"
-root="${cache}/tansu-${VERSION}"
+root="${cache}/tansu-${VERSION}-${FEATURES/,/-}"
 bin="${root}/bin/tansu"
 
 log() { printf 'ensure-tansu: %s\n' "$*" >&2; }
@@ -33,11 +35,11 @@ if command -v flock >/dev/null 2>&1; then
     fi
 fi
 
-log "building tansu ${VERSION} (--features dynostore) into $root; this takes a while once"
+log "building tansu ${VERSION} (--features ${FEATURES}) into $root; this takes a while once"
 # A target dir of its own, so the project's target/ is not disturbed, removed after.
 tmp_target="${cache}/.tansu-build"
 CARGO_TARGET_DIR="$tmp_target" cargo install tansu --version "=${VERSION}" --locked \
-    --features dynostore --root "$root" >&2
+    --features "$FEATURES" --root "$root" >&2
 rm -rf "$tmp_target"
 "$bin" --version >&2
 log "tansu ready: $bin"

@@ -383,7 +383,7 @@ const RECORDING_TEXT_KEYS: [&str; 4] = [
 ];
 
 /// `[events]`: where events go (`docs/events.md`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
     /// Kafka bootstrap servers (`host:port,…`). Unset: the in-process bus.
@@ -397,8 +397,98 @@ pub struct EventSettings {
     /// Longest a consumer fetch waits at the broker (bounds remote-control latency on
     /// brokers that hold fetches for the whole wait).
     pub kafka_fetch_wait_ms: u64,
+    /// TLS to the brokers (their certificates verified, names included).
+    #[serde(default)]
+    pub kafka_tls: bool,
+    /// PEM CA certificates the brokers' certificates must chain to (with `kafka_tls`);
+    /// unset: the system's CA bundle.
+    #[serde(default)]
+    pub kafka_ca_file: Option<PathBuf>,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`: log in to the brokers with SASL/SCRAM as
+    /// `kafka_sasl_username`. Unset: no login.
+    #[serde(default)]
+    pub kafka_sasl_mechanism: Option<String>,
+    #[serde(default)]
+    pub kafka_sasl_username: Option<String>,
+    /// Secret: `config print` shows `***`.
+    #[serde(default)]
+    pub kafka_sasl_password: Option<String>,
     /// A device is online while its heartbeats are newer than this.
     pub online_window_secs: u64,
+}
+
+impl std::fmt::Debug for EventSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSettings")
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka_partitions", &self.kafka_partitions)
+            .field("kafka_replication", &self.kafka_replication)
+            .field(
+                "kafka_message_timeout_secs",
+                &self.kafka_message_timeout_secs,
+            )
+            .field("kafka_fetch_wait_ms", &self.kafka_fetch_wait_ms)
+            .field("kafka_tls", &self.kafka_tls)
+            .field("kafka_ca_file", &self.kafka_ca_file)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field(
+                "kafka_sasl_password",
+                &self.kafka_sasl_password.as_ref().map(|_| "***"),
+            )
+            .field("online_window_secs", &self.online_window_secs)
+            .finish()
+    }
+}
+
+/// `[events]` keys whose environment values are taken as text, never parsed.
+const EVENTS_TEXT_KEYS: [&str; 5] = [
+    "kafka_brokers",
+    "kafka_ca_file",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+];
+
+impl EventSettings {
+    /// How the node's Kafka clients connect (checked by `Settings::validate`).
+    pub fn kafka_security(&self) -> anyhow::Result<events::KafkaSecurity> {
+        let scram = match (
+            &self.kafka_sasl_mechanism,
+            &self.kafka_sasl_username,
+            &self.kafka_sasl_password,
+        ) {
+            (None, None, None) => None,
+            (Some(m), Some(user), Some(password)) => {
+                let mechanism = events::ScramMechanism::parse(m).with_context(|| {
+                    format!("events.kafka_sasl_mechanism {m:?}: use SCRAM-SHA-256 or SCRAM-SHA-512")
+                })?;
+                if user.is_empty() || password.is_empty() {
+                    bail!("events.kafka_sasl_username and kafka_sasl_password must not be empty");
+                }
+                Some(events::ScramLogin {
+                    mechanism,
+                    username: user.clone(),
+                    password: password.clone(),
+                })
+            }
+            _ => bail!(
+                "events.kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password go together: set all three for a SCRAM login, or none"
+            ),
+        };
+        if let Some(ca) = &self.kafka_ca_file {
+            if !self.kafka_tls {
+                bail!("events.kafka_ca_file is set but kafka_tls is not: set kafka_tls = true");
+            }
+            std::fs::metadata(ca)
+                .with_context(|| format!("events.kafka_ca_file {}", ca.display()))?;
+        }
+        Ok(events::KafkaSecurity {
+            tls: self.kafka_tls,
+            ca_file: self.kafka_ca_file.clone(),
+            scram,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -555,6 +645,11 @@ impl Default for Settings {
                 kafka_replication: 1,
                 kafka_message_timeout_secs: 30,
                 kafka_fetch_wait_ms: 100,
+                kafka_tls: false,
+                kafka_ca_file: None,
+                kafka_sasl_mechanism: None,
+                kafka_sasl_username: None,
+                kafka_sasl_password: None,
                 online_window_secs: 60,
             },
             recording: RecordingSettings {
@@ -700,6 +795,11 @@ impl Settings {
                 fig = fig.merge(Serialized::default(&format!("recording.{key}"), value));
             }
         }
+        for (key, value) in Env::prefixed("STREAMCORE_EVENTS__").iter() {
+            if EVENTS_TEXT_KEYS.contains(&key.as_str()) {
+                fig = fig.merge(Serialized::default(&format!("events.{key}"), value));
+            }
+        }
         fig = fig.merge(Serialized::defaults(overrides));
         let s: Settings = fig.extract().context("invalid settings")?;
         s.validate()?;
@@ -777,6 +877,7 @@ impl Settings {
         {
             bail!("events.kafka_brokers is empty; unset it for the in-process bus");
         }
+        self.events.kafka_security()?;
         if self.events.kafka_partitions < 1 || self.events.kafka_replication < 1 {
             bail!("events.kafka_partitions and events.kafka_replication must be at least 1");
         }
@@ -954,6 +1055,9 @@ impl Settings {
             && smtp.password.is_some()
         {
             smtp.password = Some("***".into());
+        }
+        if shown.events.kafka_sasl_password.is_some() {
+            shown.events.kafka_sasl_password = Some("***".into());
         }
         if shown.recording.s3_secret_access_key.is_some() {
             shown.recording.s3_secret_access_key = Some("***".into());
@@ -1142,6 +1246,77 @@ mod tests {
         )
         .unwrap();
         assert!(Settings::load(Some(&file), &Overrides::default()).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kafka_security_settings_checks_and_redaction() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not read here").unwrap();
+        let load = |events: &str| {
+            std::fs::write(
+                &file,
+                format!("[events]\nkafka_brokers = \"k:9093\"\n{events}"),
+            )
+            .unwrap();
+            Settings::load(Some(&file), &Overrides::default())
+        };
+        let s = load(&format!(
+            "kafka_tls = true\nkafka_ca_file = {:?}\nkafka_sasl_mechanism = \"scram-sha-512\"\n\
+             kafka_sasl_username = \"node\"\nkafka_sasl_password = \"kafka-s3cret\"\n",
+            ca.display().to_string()
+        ))
+        .unwrap();
+        let sec = s.events.kafka_security().unwrap();
+        assert!(sec.tls);
+        assert_eq!(sec.ca_file.as_deref(), Some(ca.as_path()));
+        let login = sec.scram.clone().unwrap();
+        assert_eq!(
+            (
+                login.mechanism,
+                login.username.as_str(),
+                login.password.as_str()
+            ),
+            (events::ScramMechanism::Sha512, "node", "kafka-s3cret")
+        );
+        assert!(
+            !format!("{:?}", s.events).contains("s3cret"),
+            "Debug hides it"
+        );
+        assert!(!format!("{sec:?}").contains("s3cret"), "Debug hides it");
+        let printed = s.to_toml().unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("kafka_sasl_password = \"***\""),
+            "{printed}"
+        );
+
+        // Plain TCP and no login by default.
+        let plain = load("").unwrap().events.kafka_security().unwrap();
+        assert!(!plain.tls && plain.scram.is_none() && plain.ca_file.is_none());
+        // Each refused at load, with the setting named.
+        for (bad, names) in [
+            (
+                "kafka_sasl_mechanism = \"PLAIN\"\nkafka_sasl_username = \"u\"\nkafka_sasl_password = \"p\"\n",
+                "SCRAM-SHA-256",
+            ),
+            ("kafka_sasl_username = \"u\"\n", "go together"),
+            (
+                "kafka_sasl_mechanism = \"SCRAM-SHA-256\"\nkafka_sasl_username = \"u\"\n",
+                "go together",
+            ),
+            ("kafka_ca_file = \"/etc/hosts\"\n", "kafka_tls"),
+            (
+                "kafka_tls = true\nkafka_ca_file = \"/no/such/ca.pem\"\n",
+                "kafka_ca_file",
+            ),
+        ] {
+            let e = load(bad).expect_err(bad);
+            assert!(format!("{e:#}").contains(names), "{bad}: {e:#}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

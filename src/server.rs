@@ -141,6 +141,12 @@ async fn open_control_plane(
             k.replication = settings.events.kafka_replication;
             k.message_timeout = Duration::from_secs(settings.events.kafka_message_timeout_secs);
             k.fetch_wait = Duration::from_millis(settings.events.kafka_fetch_wait_ms);
+            k.security = settings.events.kafka_security()?;
+            if k.security.scram.is_some() && !k.security.tls {
+                tracing::warn!(
+                    "events: SCRAM login to Kafka without TLS: the password stays secret, the events do not"
+                );
+            }
             Bus::Kafka(KafkaBus::new(k).context("configuring Kafka")?)
         }
         None => Bus::in_process(),

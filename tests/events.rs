@@ -219,6 +219,99 @@ async fn remote_control_through_kafka() {
     srv.stop().await;
 }
 
+/// Kafka over TLS with a SCRAM login (`events.kafka_tls`, `kafka_ca_file`,
+/// `kafka_sasl_*`): remote control works end to end through a broker that lets in only
+/// that user, and an outside client (confluent-kafka) with the login reads the events.
+/// A wrong password, no login, or no TLS (or TLS without the broker's CA) publishes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls_with_a_scram_login() {
+    const USER: &str = "streamcore-node";
+    const PASSWORD: &str = "a broker password of some length";
+    let t = Tansu::start_secured(USER, PASSWORD);
+    let login = |password: &str| events::ScramLogin {
+        // tansu 0.6 offers SCRAM-SHA-256 only.
+        mechanism: events::ScramMechanism::Sha256,
+        username: USER.into(),
+        password: password.into(),
+    };
+    let bus = |tls: bool, ca_file: Option<std::path::PathBuf>, scram| {
+        let mut config = KafkaConfig::new(&t.brokers());
+        config.message_timeout = Duration::from_secs(3);
+        config.security = events::KafkaSecurity {
+            tls,
+            ca_file,
+            scram,
+        };
+        KafkaBus::new(config).unwrap()
+    };
+    let record = |key: &str| {
+        let env = Envelope::new(
+            events::EventType::ALL[0],
+            1,
+            "streamcore/test",
+            format!("test/{key}"),
+            json!({}),
+        );
+        Record {
+            topic: env.event_type().unwrap().topic(),
+            key: key.into(),
+            signature: None,
+            payload: env.to_json(),
+        }
+    };
+    // The right login over TLS makes the topics and publishes.
+    let allowed = bus(true, Some(t.ca_file()), Some(login(PASSWORD)));
+    allowed
+        .ensure_topics()
+        .await
+        .expect("topics made with the login");
+    allowed
+        .publish(&[record("allowed")])
+        .await
+        .expect("the right login publishes");
+    // Anyone else publishes nothing: each fails within its message timeout.
+    let refused = [
+        (
+            "a wrong password",
+            true,
+            Some(t.ca_file()),
+            Some(login("not it")),
+        ),
+        ("no login", true, Some(t.ca_file()), None),
+        ("no TLS", false, None, Some(login(PASSWORD))),
+        ("an unknown CA", true, None, Some(login(PASSWORD))),
+    ];
+    for (what, tls, ca_file, scram) in refused {
+        assert!(
+            bus(tls, ca_file, scram)
+                .publish(&[record("refused")])
+                .await
+                .is_err(),
+            "{what}: published through a broker that wants a login over TLS"
+        );
+    }
+
+    // A node with the settings: remote control end to end through the broker, and an
+    // outside client with the login reads the events.
+    let (brokers, ca) = (t.brokers(), t.ca_file());
+    let srv = TestServer::start_with(move |s| {
+        s.events.kafka_brokers = Some(brokers);
+        s.events.kafka_message_timeout_secs = 5;
+        s.events.kafka_tls = true;
+        s.events.kafka_ca_file = Some(ca);
+        s.events.kafka_sasl_mechanism = Some("SCRAM-SHA-256".into());
+        s.events.kafka_sasl_username = Some(USER.into());
+        s.events.kafka_sasl_password = Some(PASSWORD.into());
+    })
+    .await;
+    remote_control(&srv).await;
+    let py = venv_python().await;
+    let records = t.outside_consume(&py, "playback.events", 1).await;
+    assert_eq!(records[0]["value"]["version"], 1, "{records:?}");
+    srv.stop().await;
+}
+
 /// Records produced straight to the topics by someone without the cluster's event key
 /// are ignored: a command reaches no device, a forged "sessions ended" closes no
 /// socket. Signed with the key, a command still reaches only a device of the user it

@@ -33,5 +33,5 @@ pub use envelope::{
     ENVELOPE_VERSION, Envelope, EventType, SeenIds, Topic, parse_rfc3339_millis, rfc3339_millis,
 };
 pub use inprocess::InProcessBus;
-pub use kafka::{KafkaBus, KafkaConfig};
+pub use kafka::{KafkaBus, KafkaConfig, KafkaSecurity, ScramLogin, ScramMechanism};
 pub use signing::{EventKey, SIGNATURE_HEADER};

@@ -4,6 +4,8 @@
 Reads --count messages from --topic (from the earliest offset, in a fresh consumer
 group) and prints one JSON line per message: {"key", "partition", "offset", "value"}
 with the value parsed as JSON. Exits 1 if fewer arrived within --timeout seconds.
+With --ca-file it connects over TLS (the broker's certificate verified against that
+CA), and with --sasl-mechanism/--username/--password it logs in with SASL/SCRAM.
 Only ever points at the loopback broker the test started.
 """
 import argparse
@@ -21,13 +23,32 @@ def main() -> int:
     ap.add_argument("--topic", required=True)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=30)
+    ap.add_argument("--ca-file")
+    ap.add_argument("--sasl-mechanism")
+    ap.add_argument("--username")
+    ap.add_argument("--password")
     a = ap.parse_args()
-    c = Consumer({
+    conf = {
         "bootstrap.servers": a.brokers,
         "group.id": f"outside-{uuid.uuid4()}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-    })
+    }
+    if a.ca_file:
+        conf["ssl.ca.location"] = a.ca_file
+    if a.sasl_mechanism:
+        conf.update({
+            "sasl.mechanism": a.sasl_mechanism,
+            "sasl.username": a.username,
+            "sasl.password": a.password,
+        })
+    conf["security.protocol"] = {
+        (False, False): "plaintext",
+        (True, False): "ssl",
+        (False, True): "sasl_plaintext",
+        (True, True): "sasl_ssl",
+    }[(bool(a.ca_file), bool(a.sasl_mechanism))]
+    c = Consumer(conf)
     c.subscribe([a.topic])
     got = 0
     deadline = time.monotonic() + a.timeout
