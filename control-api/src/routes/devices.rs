@@ -52,6 +52,8 @@ pub fn view(st: &AppState, d: Device) -> DeviceView {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DeviceInfo {
     pub name: String,
+    /// `phone`, `browser` or `other`.
+    #[schema(pattern = "^(phone|browser|other)$")]
     pub kind: String,
     #[serde(default)]
     pub capabilities: Capabilities,

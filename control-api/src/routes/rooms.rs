@@ -83,6 +83,9 @@ fn share_url(st: &AppState, r: &Room) -> String {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateRoom {
+    /// 1–64 letters, digits, `_`, `.` or `-`, not only dots; not starting `device-` (the
+    /// devices' live rooms) nor shaped like a room id (a UUID).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     #[serde(flatten)]
     pub settings: SettingsInput,
