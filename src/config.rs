@@ -877,7 +877,12 @@ impl Settings {
         {
             bail!("events.kafka_brokers is empty; unset it for the in-process bus");
         }
-        self.events.kafka_security()?;
+        let security = self.events.kafka_security()?;
+        if self.events.kafka_brokers.is_none() && (security.tls || security.scram.is_some()) {
+            bail!(
+                "events.kafka_tls or events.kafka_sasl_* are set but events.kafka_brokers is not: set the brokers, or unset these for the in-process bus"
+            );
+        }
         if self.events.kafka_partitions < 1 || self.events.kafka_replication < 1 {
             bail!("events.kafka_partitions and events.kafka_replication must be at least 1");
         }

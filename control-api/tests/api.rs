@@ -1165,6 +1165,40 @@ async fn rooms_and_join_tokens(api: Api) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("name")),
         "a name may not pass for a room id"
     );
+    // A room named so before that was refused stays its owner's by name.
+    let legacy = uuid::Uuid::new_v4().to_string();
+    api.state
+        .db
+        .create_room(
+            &owner_id,
+            &legacy,
+            control_api::store::RoomSettings {
+                max_participants: 5,
+                auto_record: false,
+                publish_policy: "owner".into(),
+                access: "private".into(),
+                share_key: "k".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let (s, v) = api.get(&format!("/api/v1/rooms/{legacy}"), &a).await;
+    assert_eq!(
+        (s, v["name"].as_str()),
+        (StatusCode::OK, Some(legacy.as_str()))
+    );
+    let (s, _) = api.get(&format!("/api/v1/rooms/{legacy}"), &b).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "and nobody else's");
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rooms/{legacy}"),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = api
         .post("/api/v1/rooms", Some(&a), json!({"name": "no/slash"}))
         .await;

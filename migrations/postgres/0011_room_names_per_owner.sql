@@ -5,4 +5,4 @@
 ALTER TABLE rooms DROP CONSTRAINT rooms_name_key;
 ALTER TABLE rooms ADD CONSTRAINT rooms_owner_name_key UNIQUE (owner_id, name);
 -- The new constraint's index leads with owner_id.
-DROP INDEX rooms_owner;
+DROP INDEX IF EXISTS rooms_owner;

@@ -180,12 +180,16 @@ pub(crate) async fn find_room(
     owner_id: &str,
     room: &str,
 ) -> Result<Option<Room>, ApiError> {
-    if is_room_id(room) {
-        st.db.room_by_id(room).await
-    } else {
-        st.db.room_by_owner_name(owner_id, room).await
+    if is_room_id(room)
+        && let Some(r) = st.db.room_by_id(room).await.map_err(store_error)?
+    {
+        return Ok(Some(r));
     }
-    .map_err(store_error)
+    // A name (or, made before names of that shape were refused, a UUID-shaped one).
+    st.db
+        .room_by_owner_name(owner_id, room)
+        .await
+        .map_err(store_error)
 }
 
 #[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", request_body = CreateRoom, responses((status = 201, body = RoomView), (status = 403, description = "not allowed", body = ErrorBody), (status = 409, description = "already exists", body = ErrorBody), (status = 422, description = "a field is invalid", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]

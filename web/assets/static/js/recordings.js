@@ -35,7 +35,7 @@ const progress = new Map();
 const roomId = () => rooms.find((/** @type {any} */ r) => r.name === room)?.id;
 
 /** @param {string} path */
-const api = (path) => `/rooms/${encodeURIComponent(/** @type {string} */ (room))}/recordings${path}`;
+const api = (path) => `/rooms/${encodeURIComponent(roomId() ?? /** @type {string} */ (room))}/recordings${path}`;
 
 /**
  * @param {{files: {name: string, url: string}[]}} holder
@@ -243,7 +243,8 @@ select.addEventListener('change', () => {
 
 const socket = new UserSocket(session);
 socket.on('recording', (e) => {
-  if (room && e.data.room === roomId()) refresh(e.data.recording_id);
+  // Recordings made before rooms were known by id name the room by its name.
+  if (room && (e.data.room === roomId() || e.data.room === room)) refresh(e.data.recording_id);
 });
 socket.on('transcodeJob', (e) => {
   const d = e.data;

@@ -138,6 +138,9 @@ async function invitations(box) {
  */
 async function sharing(info) {
   const box = $('sharing-message');
+  const recordings = /** @type {HTMLAnchorElement} */ ($('recordings-link'));
+  recordings.href = `/recordings?room=${encodeURIComponent(info.name)}`;
+  recordings.hidden = false;
   const path = `/rooms/${encodeURIComponent(info.id)}`;
   const access = $('access', HTMLSelectElement);
   /** @param {any} r */
@@ -239,6 +242,8 @@ async function joinToken(room) {
 /** @param {string} wanted the room's id, or the name of one of your rooms */
 async function call(wanted) {
   $('call').hidden = false;
+  // Only the owner has the room's recordings (see `sharing`).
+  $('recordings-link').hidden = true;
   const box = $('call-message');
   const tiles = $('tiles');
 
@@ -249,7 +254,9 @@ async function call(wanted) {
     if (e instanceof StreamCoreError && e.status === 404) {
       say(
         box,
-        shareKey
+        shareKey && !query().get('id')
+          ? 'This room link is from an older version of StreamCore and no longer opens the room. Ask its owner for the current link.'
+          : shareKey
           ? 'This room link no longer works: its owner closed the room or made a new link. Ask them for the current one.'
           : query().get('id')
             ? 'There is no room here that you may join. If someone invited you, accept the invitation under Rooms; if they shared a link, open that link.'
@@ -264,7 +271,6 @@ async function call(wanted) {
   const roomId = grant.room;
   $('call-title').textContent = grant.room_name;
   document.title = `${grant.room_name} — StreamCore`;
-  /** @type {HTMLAnchorElement} */ ($('recordings-link')).href = `/recordings?room=${encodeURIComponent(grant.room_name)}`;
   if (!grant.publish) say(box, 'Only the room’s owner publishes here: you can watch, listen and chat.', 'info');
   // The owner (only they can read the room's settings) decides who may join.
   session
