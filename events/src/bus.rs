@@ -4,6 +4,7 @@ use tokio::sync::mpsc;
 
 use crate::Topic;
 use crate::inprocess::InProcessBus;
+#[cfg(feature = "kafka")]
 use crate::kafka::KafkaBus;
 
 /// One event to publish: its topic, its ordering key and its serialised envelope.
@@ -50,6 +51,7 @@ pub enum BusError {
 #[derive(Clone)]
 pub enum Bus {
     InProcess(InProcessBus),
+    #[cfg(feature = "kafka")]
     Kafka(KafkaBus),
 }
 
@@ -67,6 +69,7 @@ impl Bus {
     pub fn kind(&self) -> &'static str {
         match self {
             Bus::InProcess(_) => "in-process",
+            #[cfg(feature = "kafka")]
             Bus::Kafka(_) => "kafka",
         }
     }
@@ -76,6 +79,7 @@ impl Bus {
     pub async fn publish(&self, records: &[Record]) -> Result<(), BusError> {
         match self {
             Bus::InProcess(b) => b.publish(records).await,
+            #[cfg(feature = "kafka")]
             Bus::Kafka(b) => b.publish(records).await,
         }
     }
@@ -84,6 +88,7 @@ impl Bus {
     pub async fn ensure_topics(&self) -> Result<(), BusError> {
         match self {
             Bus::InProcess(_) => Ok(()),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(b) => b.ensure_topics().await,
         }
     }
@@ -93,6 +98,7 @@ impl Bus {
     pub fn subscribe(&self, group: &str, topics: &[Topic]) -> Result<Subscription, BusError> {
         match self {
             Bus::InProcess(b) => Ok(Subscription::InProcess(b.subscribe(group, topics))),
+            #[cfg(feature = "kafka")]
             Bus::Kafka(b) => Ok(Subscription::Kafka(Box::new(b.subscribe(group, topics)?))),
         }
     }
@@ -101,6 +107,7 @@ impl Bus {
 /// A consumer group's stream of deliveries.
 pub enum Subscription {
     InProcess(mpsc::Receiver<Delivery>),
+    #[cfg(feature = "kafka")]
     Kafka(Box<rdkafka::consumer::StreamConsumer>),
 }
 
@@ -116,14 +123,17 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Delivery, BusError> {
         match self {
             Subscription::InProcess(rx) => rx.recv().await.ok_or(BusError::Closed),
+            #[cfg(feature = "kafka")]
             Subscription::Kafka(c) => crate::kafka::next(c).await,
         }
     }
 
     /// Marks `d` handled: after a restart the group continues after it.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub fn commit(&self, d: &Delivery) -> Result<(), BusError> {
         match self {
             Subscription::InProcess(_) => Ok(()),
+            #[cfg(feature = "kafka")]
             Subscription::Kafka(c) => crate::kafka::commit(c, d),
         }
     }

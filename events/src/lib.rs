@@ -25,6 +25,7 @@
 mod bus;
 mod envelope;
 mod inprocess;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod signing;
 
@@ -33,5 +34,6 @@ pub use envelope::{
     ENVELOPE_VERSION, Envelope, EventType, SeenIds, Topic, parse_rfc3339_millis, rfc3339_millis,
 };
 pub use inprocess::InProcessBus;
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaConfig, KafkaSecurity, ScramLogin, ScramMechanism};
 pub use signing::{EventKey, SIGNATURE_HEADER};
