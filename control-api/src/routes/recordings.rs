@@ -217,7 +217,7 @@ impl RecordCaller {
                 };
                 if binding
                     .as_ref()
-                    .is_some_and(|b| b.room_id != r.id || b.epoch != r.epoch)
+                    .is_some_and(|b| !crate::routes::rooms::binding_is_current(&r, b))
                 {
                     return Err(ApiError::unauthorized(
                         "the join token was revoked: the room was reset or its access changed",

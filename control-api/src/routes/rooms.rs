@@ -309,6 +309,12 @@ pub async fn reset(
     Ok(Json(RoomView::new(&st, room)))
 }
 
+/// Whether a token bound to `binding` was issued for `room` as it is now: the same
+/// room (not one deleted and made again) in the same epoch.
+pub(crate) fn binding_is_current(room: &Room, binding: &signaling::token::RoomBinding) -> bool {
+    room.id == binding.room_id && room.epoch == binding.epoch
+}
+
 /// The control plane's answer to "is this token's room still the one it was issued
 /// for" (`signaling::room_authority`), from the database.
 #[derive(Debug, Clone)]
@@ -327,7 +333,7 @@ impl signaling::room_authority::RoomAuthority for DbRoomAuthority {
                 .room_by_id(room.as_str())
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(r.is_some_and(|r| r.id == binding.room_id && r.epoch == binding.epoch))
+            Ok(r.is_some_and(|r| binding_is_current(&r, binding)))
         })
     }
 }
