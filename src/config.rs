@@ -531,6 +531,23 @@ pub struct MediaSettings {
     /// and layers then follow subscribers' preferences alone.
     #[serde(default = "default_bwe_initial_kbps")]
     pub bwe_initial_kbps: u64,
+    /// Video packets kept per subscriber for retransmission (NACK); bounds the RTT
+    /// over which a loss is still repaired, and most of a video subscriber's memory.
+    #[serde(default = "default_video_send_buffer_packets")]
+    pub video_send_buffer_packets: usize,
+    /// Admission control: a worker busy more than this share of its core (over the
+    /// last second) takes no new peers; they get 503 `node_full` with `Retry-After`.
+    /// 100 never refuses.
+    #[serde(default = "default_max_worker_load_percent")]
+    pub max_worker_load_percent: u8,
+}
+
+fn default_max_worker_load_percent() -> u8 {
+    90
+}
+
+fn default_video_send_buffer_packets() -> usize {
+    media_core::DEFAULT_SEND_BUFFER_VIDEO
 }
 
 fn default_bwe_initial_kbps() -> u64 {
@@ -636,6 +653,8 @@ impl Default for Settings {
                 empty_room_grace_secs: 30,
                 ice_tcp: true,
                 bwe_initial_kbps: default_bwe_initial_kbps(),
+                video_send_buffer_packets: default_video_send_buffer_packets(),
+                max_worker_load_percent: default_max_worker_load_percent(),
             },
             smtp: None,
             node_id: None,
@@ -849,6 +868,12 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
+        }
+        if !(16..=4096).contains(&self.media.video_send_buffer_packets) {
+            bail!("media.video_send_buffer_packets must be 16–4096");
+        }
+        if !(1..=100).contains(&self.media.max_worker_load_percent) {
+            bail!("media.max_worker_load_percent must be 1–100");
         }
         if self.worker.lease_secs < 5 {
             bail!("worker.lease_secs must be at least 5");
@@ -1185,6 +1210,32 @@ mod tests {
         std::fs::write(&file, "htp = \"x\"\n").unwrap();
         assert!(Settings::load(Some(&file), &Overrides::default()).is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn media_limits_are_checked() {
+        let dir = std::env::temp_dir().join(format!("sc-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        assert_eq!(Settings::default().media.video_send_buffer_packets, 256);
+        std::fs::write(&file, "[media]\nvideo_send_buffer_packets = 8\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("video_send_buffer_packets"),
+            "{e:#}"
+        );
+        std::fs::write(&file, "[media]\nvideo_send_buffer_packets = 600\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.media.video_send_buffer_packets, 600);
+        // The admission limit is a share of one core.
+        assert_eq!(s.media.max_worker_load_percent, 90);
+        std::fs::write(&file, "[media]\nmax_worker_load_percent = 0\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("max_worker_load_percent"),
+            "{e:#}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn_slots;
 pub mod http_listener;
 pub mod ice_tcp;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod recording;

@@ -29,6 +29,7 @@ use tracing::{debug, error, info};
 
 use crate::config::Settings;
 use crate::ice_tcp::{IceTcp, TcpEvent};
+use crate::load::{LoadMeter, SharedLoad};
 use crate::metrics::Metrics;
 use media_core::str0m::net::Protocol;
 
@@ -130,6 +131,8 @@ impl Sessions {
 
 struct Worker {
     tx: mpsc::Sender<Command>,
+    /// What the worker measured of its own load, for admission.
+    load: Arc<SharedLoad>,
     local_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -140,6 +143,8 @@ pub struct MediaWorkers {
     workers: Vec<Worker>,
     sessions: Arc<Mutex<Sessions>>,
     draining: AtomicBool,
+    /// New peers go only to a worker under this share of its core (100: always).
+    max_load_percent: u8,
     metrics: Metrics,
 }
 
@@ -209,9 +214,12 @@ impl MediaWorkers {
             config.disconnect_grace = Duration::from_secs(settings.media.disconnect_grace_secs);
             config.initial_bitrate = (settings.media.bwe_initial_kbps > 0)
                 .then(|| media_core::str0m::bwe::Bitrate::kbps(settings.media.bwe_initial_kbps));
+            config.send_buffer_video = settings.media.video_send_buffer_packets;
             let (tx, rx) = mpsc::channel(1024);
+            let load = Arc::new(SharedLoad::default());
             let ctx = WorkerContext {
                 index: i,
+                load: load.clone(),
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 room_events: room_events.clone(),
@@ -235,6 +243,7 @@ impl MediaWorkers {
             info!(worker = i, addr = %local_addr, tcp = ?tcp_addr, "media worker listening");
             workers.push(Worker {
                 tx,
+                load,
                 local_addr,
                 tcp_addr,
                 thread: Mutex::new(Some(thread)),
@@ -244,6 +253,7 @@ impl MediaWorkers {
             workers,
             sessions,
             draining: AtomicBool::new(false),
+            max_load_percent: settings.media.max_worker_load_percent,
             metrics,
         })
     }
@@ -283,6 +293,25 @@ impl MediaWorkers {
                 let _ = t.join();
             }
         }
+    }
+
+    /// Admission control: a worker whose last measured load is at its limit takes no
+    /// new peer (its room cannot move to another worker: a room lives on one), so the
+    /// newcomer is told to come back instead of everyone's media queueing.
+    fn admit(&self, worker: usize) -> Result<(), BackendError> {
+        let load = &self.workers[worker].load;
+        if load.admits(self.max_load_percent) {
+            return Ok(());
+        }
+        let load_percent = (load.permille() / 10).min(100) as u8;
+        info!(
+            worker,
+            load_percent,
+            limit = self.max_load_percent,
+            "new peer refused: worker at its load limit"
+        );
+        self.metrics.admission_refusals.inc();
+        Err(BackendError::Overloaded { load_percent })
     }
 
     fn worker_for(&self, room: &RoomId) -> usize {
@@ -368,6 +397,7 @@ impl MediaBackend for MediaWorkers {
             return Err(BackendError::Draining);
         }
         let worker = self.worker_for(&req.room);
+        self.admit(worker)?;
         let owner = SessionOwner {
             room: req.room.clone(),
             identity: req.identity.clone(),
@@ -497,6 +527,7 @@ impl RoomBackend for MediaWorkers {
             return Err(BackendError::Draining);
         }
         let worker = self.worker_for(&req.room);
+        self.admit(worker)?;
         let (peer, snapshot) = self
             .call(worker, |reply| Command::Join {
                 req,
@@ -630,6 +661,7 @@ impl Listeners {
 
 struct WorkerContext {
     index: usize,
+    load: Arc<SharedLoad>,
     sessions: Arc<Mutex<Sessions>>,
     metrics: Metrics,
     /// Lifecycle events for `room.events` (unbounded: a few per join, and the media
@@ -669,6 +701,7 @@ async fn run_worker(
     let label = ctx.index.to_string();
     // Wake at least this often so gauges stay fresh on an idle worker.
     let idle_wake = Duration::from_secs(1);
+    let mut meter = LoadMeter::new(Instant::now());
 
     loop {
         let deadline = sfu
@@ -676,35 +709,36 @@ async fn run_worker(
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + idle_wake)
             .min(tokio::time::Instant::now() + idle_wake);
-        tokio::select! {
+        // Waiting ends when select! returns; everything after is the turn's work.
+        let wake = tokio::select! {
             biased;
-            cmd = rx.recv() => {
-                match cmd {
-                    None | Some(Command::Shutdown) => break,
-                    Some(c) => handle_command(&mut sfu, &ctx, &mut listeners, c),
-                }
-            }
-            r = socket.recv_from(&mut buf) => {
-                match r {
-                    Ok((n, src)) => {
-                        sfu.handle_datagram(Instant::now(), src, local, &buf[..n]);
-                        // Drain what else is queued before flushing.
-                        for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, local, &buf[..n]),
-                                Err(_) => break,
-                            }
-                        }
+            cmd = rx.recv() => Wake::Command(cmd),
+            r = socket.recv_from(&mut buf) => Wake::Datagram(r),
+            accepted = accept(listener.as_ref()) => Wake::Accepted(accepted),
+            ev = tcp_event(tcp.as_mut()) => Wake::Tcp(ev),
+            _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+        };
+        let woke = Instant::now();
+        match wake {
+            Wake::Command(None | Some(Command::Shutdown)) => break,
+            Wake::Command(Some(c)) => handle_command(&mut sfu, &ctx, &mut listeners, c),
+            Wake::Datagram(Ok((n, src))) => {
+                sfu.handle_datagram(woke, src, local, &buf[..n]);
+                // Drain what else is queued before flushing.
+                for _ in 1..RECV_BATCH {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, src)) => sfu.handle_datagram(Instant::now(), src, local, &buf[..n]),
+                        Err(_) => break,
                     }
-                    Err(e) => debug!(worker = ctx.index, error = %e, "recv failed"),
                 }
             }
-            accepted = accept(listener.as_ref()) => {
+            Wake::Datagram(Err(e)) => debug!(worker = ctx.index, error = %e, "recv failed"),
+            Wake::Accepted(accepted) => {
                 if let (Ok((stream, remote)), Some(t)) = (accepted, tcp.as_mut()) {
                     t.adopt(stream, remote);
                 }
             }
-            ev = tcp_event(tcp.as_mut()) => {
+            Wake::Tcp(ev) => {
                 if let (Some(t), Some(at)) = (tcp.as_mut(), tcp_local) {
                     let mut next = ev;
                     // Drain what else is queued before flushing.
@@ -720,7 +754,7 @@ async fn run_worker(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            Wake::Timer => {}
         }
         let now = Instant::now();
         if sfu.poll_timeout().is_some_and(|t| t <= now) {
@@ -732,6 +766,14 @@ async fn run_worker(
         if stats != reported {
             ctx.metrics.add_stats(&reported, &stats);
             reported = stats;
+        }
+        let done = Instant::now();
+        if let Some(permille) = meter.record(done.duration_since(woke), done) {
+            ctx.load.set(permille);
+            ctx.metrics
+                .worker_load
+                .with_label_values(&[&label])
+                .set(f64::from(permille) / 1000.0);
         }
         if now.duration_since(last_gauges) >= Duration::from_secs(1) {
             last_gauges = now;
@@ -906,6 +948,15 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
 }
 
 /// The next ICE-TCP connection, or never without a listener.
+/// What ended a worker's wait.
+enum Wake {
+    Command(Option<Command>),
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Accepted(std::io::Result<(tokio::net::TcpStream, SocketAddr)>),
+    Tcp(Option<TcpEvent>),
+    Timer,
+}
+
 async fn accept(
     listener: Option<&tokio::net::TcpListener>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the node. Labels are bounded: `worker` (one per UDP port)
 //! and WHIP/WHEP `kind`; never rooms, peers or users.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use media_core::SfuStats;
 
@@ -44,6 +46,11 @@ pub struct Metrics {
     /// (`address_full`) held as many as allowed.
     pub http_connections_refused: IntCounterVec,
     pub ice_tcp_connections: IntGaugeVec,
+    /// Each media worker's share of its core over the last second (0–1), which
+    /// admission control compares with `media.max_worker_load_percent`.
+    pub worker_load: GaugeVec,
+    /// New peers refused because their room's worker was at its load limit.
+    pub admission_refusals: IntCounter,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
     pub events_pending: IntGauge,
@@ -147,6 +154,23 @@ impl Metrics {
                 "streamcore_ice_tcp_connections",
                 "Open ICE-TCP connections",
                 "worker",
+            ),
+            worker_load: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "streamcore_worker_load",
+                        "Share of its core a media worker spent working over the last second",
+                    ),
+                    &["worker"],
+                )
+                .expect("valid literal"); // constant names
+                r.register(Box::new(g.clone())).expect("registered once"); // fresh registry
+                g
+            },
+            admission_refusals: counter(
+                &r,
+                "streamcore_admission_refusals_total",
+                "New peers refused (node_full) because their room's worker was at its load limit",
             ),
             rooms: gauge_vec(
                 &r,

@@ -449,3 +449,124 @@ async fn a_client_without_udp_plays_over_ice_tcp() {
     assert_eq!(srv.metric("streamcore_ice_tcp_connections").await, 1);
     srv.stop().await;
 }
+
+/// Admission control from the worker's measured load: while a flood of datagrams keeps
+/// the room's worker over its limit, a new WHIP session is refused with 503
+/// `node_full` and `Retry-After`; an existing session keeps its media; once the flood
+/// stops, new sessions are admitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_its_load_limit_refuses_new_peers_and_recovers() {
+    let srv = TestServer::start_with(|s| {
+        s.media.workers = 1;
+        // A share the flood below reaches on any machine; an idle worker stays under.
+        s.media.max_worker_load_percent = 2;
+    })
+    .await;
+    let mut publisher = join(
+        &srv,
+        "/whip/busy",
+        &srv.publish_token("busy", "a"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    let mut player = join(
+        &srv,
+        "/whep/busy",
+        &srv.subscribe_token("busy", "b"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut publisher, &mut player]).await;
+
+    // Junk datagrams (no STUN, no known source) cost the worker a read and a drop
+    // each. Bounded: at most 20 s and 5 million datagrams, stopped as soon as the
+    // test has what it needs.
+    let target = srv.server().workers.local_addrs()[0];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let junk = [0x5au8; 1000];
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < until
+                && sent < 5_000_000
+            {
+                sent += 64;
+                for _ in 0..64 {
+                    let _ = sock.send_to(&junk, target);
+                }
+            }
+        })
+    };
+    let post = |identity: &'static str| {
+        let (_rtc, _sock, _mids, sdp, _pending) =
+            common::offer(&[Audio], media_core::str0m::media::Direction::SendOnly);
+        srv.http
+            .post(format!("{}/whip/busy", srv.base))
+            .header("Content-Type", "application/sdp")
+            .header(
+                "Authorization",
+                format!("Bearer {}", srv.publish_token("busy", identity)),
+            )
+            .body(sdp)
+            .send()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let resp = post("c").await.unwrap();
+        if resp.status() == 503 {
+            break resp;
+        }
+        assert_eq!(resp.status(), 201, "admitted while under the limit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood never took the worker over 2 % of its core"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "2");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "node_full", "{body}");
+    assert!(srv.metric("streamcore_admission_refusals_total").await >= 1);
+
+    // The session that was there keeps its media meanwhile.
+    let before = player.frames_of(Audio).len();
+    for n in 0..5 {
+        publisher.send_audio(&payload(n, 40));
+        pump(
+            &mut [&mut publisher, &mut player],
+            Duration::from_millis(20),
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while player.frames_of(Audio).len() < before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admitted session lost its media under load"
+        );
+        pump(&mut [&mut player], Duration::from_millis(20)).await;
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = post("d").await.unwrap();
+        if resp.status() == 201 {
+            break;
+        }
+        assert_eq!(resp.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never came back under its limit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    srv.stop().await;
+}

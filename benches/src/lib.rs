@@ -20,12 +20,13 @@
 //!
 //! This library holds what they share.
 
-pub mod alloc;
-pub mod inmem;
 pub mod procfs;
 pub mod server;
-pub mod shape;
 pub mod srtp;
+
+// B0's harness lives in its own small crate, so the instruction-count test can build
+// it without the server.
+pub use streamcore_fanout::{alloc, inmem, shape};
 
 /// Median, minimum and maximum of a sample.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -68,8 +68,8 @@ pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
 pub use room::TrackRef;
 pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
 pub use sfu::{
-    Accepted, JoinRequest, OfferRequest, ParticipantInfo, PublishedTrack, RemoveReason, Sfu,
-    SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
+    Accepted, DEFAULT_SEND_BUFFER_VIDEO, JoinRequest, OfferRequest, ParticipantInfo,
+    PublishedTrack, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
 };
 pub use tap::{MediaTap, SenderClock, TapItem, TapPacket, TapStats, TapTrack};
 

@@ -103,6 +103,9 @@ pub struct Peer {
     /// The send-side bandwidth estimate towards this peer (TWCC, or REMB from the
     /// client), bits per second; `None` before the first one.
     pub estimate_bps: Option<u64>,
+    /// Its `Rtc` runs the estimator, whose pacer releases written packets at its own
+    /// pace; without it, every written packet can leave at once.
+    pub paced: bool,
     /// The (minimum, desired) last given to the estimator, so it is told only changes.
     pub bwe_steer: (u64, u64),
     /// Each m-line's direction (as this side sees it) after the last negotiation, so a

@@ -81,3 +81,36 @@ fn rooms_are_isolated() {
     assert!(h.clients[s2].frames_of(Audio).is_empty());
     assert_eq!(h.sfu.room_count(), 2);
 }
+
+/// A player that receives no video runs no estimator, so its answer leaves out
+/// transport-wide congestion control: it would only send feedback for the node to
+/// parse and drop. Video players (whose estimator picks layers) and publishers (whose
+/// own estimator needs the node's feedback) keep it, and audio still flows to all.
+#[test]
+fn transport_cc_only_where_an_estimator_uses_it() {
+    const TWCC: &str = "transport-wide-cc";
+    let mut h = Harness::new();
+    let publisher = h.join("tcc", PeerRole::Publisher, &[Audio, Video]).unwrap();
+    let audio_only = h.join("tcc", PeerRole::Subscriber, &[Audio]).unwrap();
+    let with_video = h
+        .join("tcc", PeerRole::Subscriber, &[Audio, Video])
+        .unwrap();
+    assert!(h.clients[publisher].answer_sdp.contains(TWCC));
+    assert!(h.clients[with_video].answer_sdp.contains(TWCC));
+    assert!(
+        !h.clients[audio_only].answer_sdp.contains(TWCC),
+        "{}",
+        h.clients[audio_only].answer_sdp
+    );
+    h.connect_all();
+    let mut sent = Vec::new();
+    for n in 0..50u32 {
+        let a = payload(n, 120);
+        h.send_audio(publisher, &a);
+        sent.push(a);
+        h.run(Duration::from_millis(20));
+    }
+    h.run(Duration::from_millis(100));
+    assert_eq!(h.clients[audio_only].frames_of(Audio), sent);
+    assert_eq!(h.clients[with_video].frames_of(Audio), sent);
+}

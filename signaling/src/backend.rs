@@ -88,6 +88,9 @@ pub enum BackendError {
     Draining,
     #[error("the media worker is unavailable: {0}")]
     Unavailable(String),
+    /// Admission control: the room's worker is at its load limit.
+    #[error("the room's media worker is at {load_percent} % of its core")]
+    Overloaded { load_percent: u8 },
 }
 
 pub trait MediaBackend: Send + Sync + 'static {

@@ -419,6 +419,10 @@ pub(crate) fn token_error(e: TokenError) -> ApiError {
 }
 
 /// The one mapping of media-plane errors to client errors (HTTP and the room protocol).
+/// How long a client refused for load is asked to wait: the worker measures its
+/// load over one second, so sooner would meet the same figure.
+const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) fn backend_error(e: BackendError) -> ApiError {
     match e {
         BackendError::Sfu(SfuError::MalformedSdp(m)) => ApiError::bad_request(
@@ -469,5 +473,12 @@ pub(crate) fn backend_error(e: BackendError) -> ApiError {
             "this node is draining and accepts no new sessions",
         ),
         BackendError::Unavailable(m) => ApiError::unavailable("media_unavailable", m),
+        BackendError::Overloaded { load_percent } => ApiError::unavailable(
+            "node_full",
+            format!(
+                "this node's media worker for the room is at {load_percent} % of its capacity; try again shortly"
+            ),
+        )
+        .with_retry_after(OVERLOAD_RETRY_AFTER),
     }
 }

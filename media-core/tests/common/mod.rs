@@ -53,6 +53,8 @@ pub struct Client {
     pub offline: bool,
     /// A bottleneck on the SFU→client path; `None`: unlimited and instant.
     pub downlink: Option<Link>,
+    /// The SFU's answer to this client's first offer (WHIP/WHEP clients).
+    pub answer_sdp: String,
     audio_time: u64,
     video_time: u64,
 }
@@ -125,6 +127,7 @@ impl Client {
             keyframe_request_times: Vec::new(),
             offline: false,
             downlink: None,
+            answer_sdp: String::new(),
             audio_time: 0,
             video_time: 0,
         }
@@ -400,8 +403,9 @@ impl Harness {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("answer accepted");
-        self.clients
-            .push(Client::new(rtc, addr, accepted.peer, role, mids));
+        let mut client = Client::new(rtc, addr, accepted.peer, role, mids);
+        client.answer_sdp = accepted.answer_sdp;
+        self.clients.push(client);
         self.shuttle();
         Ok(self.clients.len() - 1)
     }
@@ -590,49 +594,20 @@ impl Harness {
     /// Moves datagrams both ways until nothing is in flight.
     pub fn shuttle(&mut self) {
         let now = self.now;
+        let mut up: Vec<Transmit> = Vec::new();
         loop {
-            let mut up: Vec<Transmit> = Vec::new();
             let mut moved = false;
             for c in &mut self.clients {
                 while let Some(t) = c.downlink.as_mut().and_then(|l| l.pop_due(now)) {
                     moved = true;
                     deliver(&mut c.rtc, now, &t);
+                    poll_client(c, now, &mut up);
                 }
             }
             for c in &mut self.clients {
-                loop {
-                    match c.rtc.poll_output().unwrap() {
-                        Output::Timeout(_) => break,
-                        Output::Transmit(t) => {
-                            if !c.offline {
-                                up.push(t)
-                            }
-                        }
-                        Output::Event(e) => match e {
-                            Event::Connected => c.connected = true,
-                            Event::MediaData(d) => c.frames.push(Frame {
-                                mid: d.mid,
-                                data: d.data.to_vec(),
-                                picture_id: match d.codec_extra {
-                                    CodecExtra::Vp8(v) => v.picture_id,
-                                    _ => None,
-                                },
-                            }),
-                            Event::KeyframeRequest(r) => {
-                                c.keyframe_requests += 1;
-                                c.keyframe_rids.push(r.rid);
-                                c.keyframe_request_times.push(now);
-                            }
-                            // Padding (probing) carries no payload.
-                            Event::RtpPacket(p) if !p.payload.is_empty() => {
-                                c.rtp.push(p.payload.to_vec())
-                            }
-                            _ => {}
-                        },
-                    }
-                }
+                poll_client(c, now, &mut up);
             }
-            for t in up {
+            for t in std::mem::take(&mut up) {
                 if self.chance(self.loss_up) {
                     continue;
                 }
@@ -656,6 +631,7 @@ impl Harness {
                     continue;
                 }
                 deliver(&mut c.rtc, now, &t);
+                poll_client(c, now, &mut up);
             }
             while let Some(e) = self.sfu.poll_event() {
                 self.events.push(e);
@@ -765,6 +741,40 @@ impl Harness {
 }
 
 /// Hands a datagram from the SFU to a client.
+/// Polls a client until its next timeout (str0m's drain invariant: every input is
+/// followed by polling before the next): events are recorded, datagrams go to `up`.
+fn poll_client(c: &mut Client, now: Instant, up: &mut Vec<Transmit>) {
+    loop {
+        match c.rtc.poll_output().unwrap() {
+            Output::Timeout(_) => break,
+            Output::Transmit(t) => {
+                if !c.offline {
+                    up.push(t)
+                }
+            }
+            Output::Event(e) => match e {
+                Event::Connected => c.connected = true,
+                Event::MediaData(d) => c.frames.push(Frame {
+                    mid: d.mid,
+                    data: d.data.to_vec(),
+                    picture_id: match d.codec_extra {
+                        CodecExtra::Vp8(v) => v.picture_id,
+                        _ => None,
+                    },
+                }),
+                Event::KeyframeRequest(r) => {
+                    c.keyframe_requests += 1;
+                    c.keyframe_rids.push(r.rid);
+                    c.keyframe_request_times.push(now);
+                }
+                // Padding (probing) carries no payload.
+                Event::RtpPacket(p) if !p.payload.is_empty() => c.rtp.push(p.payload.to_vec()),
+                _ => {}
+            },
+        }
+    }
+}
+
 fn deliver(rtc: &mut Rtc, now: Instant, t: &Transmit) {
     let input = Input::Receive(
         now,

@@ -84,7 +84,8 @@ impl Source {
         Source {
             kind,
             frame: 0,
-            rtp_time: rand::random::<u32>() >> 1,
+            // An arbitrary start (not zero, as RFC 3550 wants), fixed so runs repeat.
+            rtp_time: 0x3c6e_f372,
             since_key: 0,
             force_key: true,
             keyframes: 0,

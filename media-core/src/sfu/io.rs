@@ -1,0 +1,271 @@
+//! The sans-IO surface: datagrams and timeouts in, transmits and events out, and the
+//! discipline behind it: every `Rtc` is drained after each mutation (str0m's invariant)
+//! and woken through one timer heap.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::{Event, Input, Output};
+use tracing::{debug, warn};
+
+use super::{Deferred, KeyframeAsk, RemoveReason, Sfu, SfuConfig, SfuEvent, SfuStats};
+use crate::PeerId;
+use crate::peer::{Peer, PeerState};
+use crate::room::TrackRef;
+use crate::timers::TimerQueue;
+
+/// Packets a paced peer may release per service, so one peer's burst does not hold
+/// up the others.
+const PACED_BURST: usize = 16;
+/// A deadline this close is due: the driver's timers are no finer.
+const DUE_SLACK: Duration = Duration::from_millis(1);
+
+impl Sfu {
+    /// One UDP datagram from `source` that arrived on the worker socket `destination`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.handle_packet(now, Protocol::Udp, source, destination, data);
+    }
+
+    /// One packet from `source` that arrived on the worker's `destination`: a UDP
+    /// datagram, or one RFC 4571 frame of an ICE-TCP connection (whose remote address
+    /// is `source`).
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let Ok(contents) = DatagramRecv::try_from(data) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let advertised = match proto {
+            Protocol::Tcp => &self.config.tcp_candidates,
+            _ => &self.config.candidates,
+        };
+        let destination = if advertised.contains(&destination) {
+            destination
+        } else {
+            advertised.first().copied().unwrap_or(destination)
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let id = match self.demux.lookup_addr(&source) {
+            Some(id) => id,
+            None => {
+                let Some(id) = self.demux.lookup_stun(data) else {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                };
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                };
+                if !peer.rtc.accepts(&input) {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                }
+                self.demux.learn(source, id, &mut peer.addrs);
+                id
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        peer.last_proto = proto;
+        peer.last_source = source;
+        if let Err(e) = peer.rtc.handle_input(input) {
+            // Bad input for this peer only; str0m rejects it and stays consistent.
+            debug!(peer = %id, error = %e, "datagram rejected");
+            self.stats.datagrams_dropped += 1;
+        }
+        self.drain(now, id);
+        self.process(now);
+    }
+
+    /// Advances time: services every peer whose deadline has passed.
+    /// Each due peer is serviced once per call: a paced `Rtc` asks for another timeout
+    /// at the same instant after every packet it sends, and is served again at the next
+    /// call, after the socket has been read.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(entry) = self.timers.pop_due(now) {
+            due.push(entry);
+        }
+        for (at, id) in due.drain(..) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.scheduled != Some(at) {
+                continue; // stale entry; the live one is elsewhere in the heap
+            }
+            peer.scheduled = None;
+            self.service(now, id);
+        }
+        self.due = due;
+        self.process(now);
+    }
+
+    /// The next datagram to send. `source` is the candidate it leaves from.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` should be called next. May be early, never late.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Lifecycle checks, due keyframe requests and the `Rtc`'s own timeout.
+    fn service(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match peer.state {
+            PeerState::Connecting if now >= peer.created + self.config.connect_timeout => {
+                self.deferred
+                    .push_back(Deferred::Remove(id, RemoveReason::ConnectTimeout));
+                return;
+            }
+            PeerState::Disconnected { since } if now >= since + self.config.disconnect_grace => {
+                self.deferred
+                    .push_back(Deferred::Remove(id, RemoveReason::Disconnected));
+                return;
+            }
+            _ => {}
+        }
+        if peer.keyframe_deadline.is_some_and(|t| t <= now) {
+            peer.keyframe_deadline = None;
+            let room = peer.room;
+            for mid in peer.published.clone() {
+                self.deferred.push_back(Deferred::Keyframe(
+                    room,
+                    TrackRef { owner: id, mid },
+                    KeyframeAsk::Pending,
+                ));
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if now < peer.rtc_deadline {
+            schedule(&mut self.timers, &self.config, peer, now);
+            return;
+        }
+        // A paced `Rtc` releases one packet per timeout and asks for the next a
+        // microsecond later: a burst (a keyframe, a fan-out) is served here in one
+        // go rather than one worker-loop turn per packet.
+        for _ in 0..PACED_BURST {
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                warn!(peer = %id, error = %e, "peer failed on timeout");
+                self.deferred
+                    .push_back(Deferred::Remove(id, RemoveReason::Failed));
+                return;
+            }
+            let sent = self.stats.datagrams_out;
+            let q = (&mut self.transmits, &mut self.pending, &mut self.deferred);
+            drain_rtc(peer, q.0, q.1, q.2, &mut self.stats);
+            let released = self.stats.datagrams_out > sent;
+            if !(peer.paced && released && peer.rtc_deadline <= now + DUE_SLACK) {
+                break;
+            }
+        }
+        schedule(&mut self.timers, &self.config, peer, now);
+    }
+
+    /// Drains one `Rtc` until it reports its next timeout (str0m's single-mutation
+    /// invariant), then reschedules the peer.
+    pub(super) fn drain(&mut self, now: Instant, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        drain_rtc(
+            peer,
+            &mut self.transmits,
+            &mut self.pending,
+            &mut self.deferred,
+            &mut self.stats,
+        );
+        schedule(&mut self.timers, &self.config, peer, now);
+    }
+}
+
+/// Polls one `Rtc` until it returns a timeout. Events are queued for `Sfu::process`;
+/// an error schedules the peer's removal.
+pub(super) fn drain_rtc(
+    peer: &mut Peer,
+    transmits: &mut VecDeque<Transmit>,
+    pending: &mut VecDeque<(PeerId, Event)>,
+    deferred: &mut VecDeque<Deferred>,
+    stats: &mut SfuStats,
+) {
+    loop {
+        match peer.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                peer.rtc_deadline = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                stats.datagrams_out += 1;
+                stats.bytes_out += t.contents.len() as u64;
+                transmits.push_back(t);
+            }
+            Ok(Output::Event(e)) => pending.push_back((peer.id, e)),
+            Err(e) => {
+                warn!(peer = %peer.id, error = %e, "peer failed");
+                deferred.push_back(Deferred::Remove(peer.id, RemoveReason::Failed));
+                // An inert Rtc produces nothing more; a far deadline keeps it off the heap.
+                peer.rtc.disconnect();
+                peer.rtc_deadline = far_future(peer.created);
+                return;
+            }
+        }
+        if !peer.rtc.is_alive() {
+            peer.rtc_deadline = far_future(peer.created);
+            return;
+        }
+    }
+}
+
+fn far_future(from: Instant) -> Instant {
+    from + Duration::from_secs(365 * 24 * 3600)
+}
+
+pub(super) fn schedule(
+    timers: &mut TimerQueue,
+    config: &SfuConfig,
+    peer: &mut Peer,
+    _now: Instant,
+) {
+    let connect_deadline = peer.created + config.connect_timeout;
+    let grace = match peer.state {
+        PeerState::Disconnected { since } => Some(since + config.disconnect_grace),
+        _ => None,
+    };
+    let at = peer.wake_at(connect_deadline, grace);
+    timers.schedule(peer.id, at, &mut peer.scheduled);
+}

@@ -1,0 +1,214 @@
+//! `Sfu`: the peers and rooms of one worker, and the packet routing between them.
+//!
+//! One struct, split by concept in str0m's manner, each part an `impl Sfu` block of
+//! its own module:
+//! - `api`: settings, requests, events, errors and counters;
+//! - `io`: datagrams and timeouts in, transmits out; the drain and timer discipline;
+//! - `lifecycle`: peers joining, negotiating, restarting ICE and leaving;
+//! - `subscriptions`: published tracks and the subscriber slots they feed;
+//! - `forward`: the hot path, one RTP packet to every subscriber of its track;
+//! - `steering`: simulcast layers, the subscribers' estimators, the active speaker;
+//! - `keyframes`: keyframe requests to publishers;
+//! - `taps`: recording;
+//! - `sdp`: what the core reads from an offer itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use str0m::Event;
+use str0m::config::DtlsCert;
+use str0m::crypto::CryptoProvider;
+use str0m::media::{MediaKind, Rid};
+use str0m::net::Transmit;
+
+use crate::demux::Demux;
+use crate::peer::Peer;
+use crate::room::{Room, RoomKey, TrackRef};
+use crate::tap::Tap;
+use crate::timers::TimerQueue;
+use crate::{PeerId, RoomId};
+
+mod api;
+mod forward;
+mod io;
+mod keyframes;
+mod lifecycle;
+mod sdp;
+mod steering;
+mod subscriptions;
+mod taps;
+
+pub use api::{
+    Accepted, DEFAULT_SEND_BUFFER_VIDEO, JoinRequest, OfferRequest, ParticipantInfo,
+    PublishedTrack, RemoveReason, SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
+};
+
+/// Work that must wait until the current drain is finished.
+#[derive(Debug)]
+enum Deferred {
+    Keyframe(RoomKey, TrackRef, KeyframeAsk),
+    Remove(PeerId, RemoveReason),
+}
+
+/// Which layers of a track a keyframe request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyframeAsk {
+    /// Every layer some subscriber (or the recording) targets.
+    Targets,
+    /// The layers whose deferred request is pending (its timer came due); nothing
+    /// when a keyframe arrived meanwhile.
+    Pending,
+    /// One layer a connected subscriber still waits for.
+    Layer(Option<Rid>),
+}
+
+/// The SFU core of one worker. See the crate docs for the run loop.
+pub struct Sfu {
+    config: SfuConfig,
+    dtls_cert: Option<DtlsCert>,
+    next_peer: u64,
+    next_room: u32,
+    /// Boxed: a `Peer` holds its `Rtc` inline (some 10 kB), which the table would
+    /// otherwise hold per slot, with its slack, and move on every growth.
+    peers: HashMap<PeerId, Box<Peer>>,
+    rooms: HashMap<RoomKey, Room>,
+    room_keys: HashMap<RoomId, RoomKey>,
+    demux: Demux,
+    timers: TimerQueue,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    /// Events drained from `Rtc`s, handled after the drain that produced them.
+    pending: VecDeque<(PeerId, Event)>,
+    deferred: VecDeque<Deferred>,
+    /// Scratch list of the timer entries due in one `handle_timeout`.
+    due: Vec<(Instant, PeerId)>,
+    /// Recorded rooms. Keyed by id, not key: a tap outlives its room emptying.
+    taps: HashMap<RoomId, Tap>,
+    stats: SfuStats,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("peers", &self.peers.len())
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Self {
+        // Idempotent: the first call in a process wins.
+        str0m::crypto::from_feature_flags().install_process_default();
+        // One certificate per worker: generating one per peer costs a key generation
+        // on every join.
+        let dtls_cert =
+            CryptoProvider::get_default().and_then(|p| p.dtls_provider.generate_certificate());
+        Sfu {
+            config,
+            dtls_cert,
+            next_peer: 1,
+            next_room: 1,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            room_keys: HashMap::new(),
+            demux: Demux::default(),
+            timers: TimerQueue::default(),
+            transmits: VecDeque::with_capacity(256),
+            events: VecDeque::new(),
+            pending: VecDeque::with_capacity(64),
+            deferred: VecDeque::new(),
+            due: Vec::with_capacity(64),
+            taps: HashMap::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn track_count(&self) -> usize {
+        self.rooms.values().map(|r| r.tracks.len()).sum()
+    }
+
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Every peer of this worker.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// A peer's room and identity.
+    pub fn peer_room(&self, peer: PeerId) -> Option<(&RoomId, &str)> {
+        let p = self.peers.get(&peer)?;
+        let room = self.rooms.get(&p.room)?;
+        Some((&room.id, &p.identity))
+    }
+
+    /// The name a peer's participants see.
+    pub fn peer_name(&self, peer: PeerId) -> Option<&str> {
+        self.peers.get(&peer).map(|p| p.name.as_str())
+    }
+
+    /// The tracks published in a room, in publish order.
+    pub fn room_tracks(&self, room: &RoomId) -> Vec<TrackInfo> {
+        let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
+            return Vec::new();
+        };
+        r.tracks
+            .iter()
+            .map(|t| TrackInfo {
+                peer: t.track.owner,
+                mid: t.track.mid,
+                kind: t.kind,
+                subscribers: t.fanout.len(),
+                packets: t.packets,
+                audio_level: (t.kind == MediaKind::Audio).then(|| t.audio_level.dbov()),
+            })
+            .collect()
+    }
+
+    /// Entries in the timer heap, live and stale.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Table sizes, for leak checks: (peers, rooms, demux addresses, demux ufrags).
+    pub fn table_sizes(&self) -> (usize, usize, usize, usize) {
+        let (a, u) = self.demux.len();
+        (self.peers.len(), self.rooms.len(), a, u)
+    }
+
+    /// Handles drained events and deferred work until nothing is left.
+    fn process(&mut self, now: Instant) {
+        loop {
+            if let Some((id, ev)) = self.pending.pop_front() {
+                self.on_event(now, id, ev);
+            } else if let Some(d) = self.deferred.pop_front() {
+                match d {
+                    Deferred::Keyframe(room, track, ask) => {
+                        self.request_keyframe(now, room, track, ask)
+                    }
+                    Deferred::Remove(id, reason) => self.remove_now(id, Some(reason)),
+                }
+            } else {
+                break;
+            }
+        }
+    }
+}
