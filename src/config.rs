@@ -540,6 +540,15 @@ pub struct MediaSettings {
     /// 100 never refuses.
     #[serde(default = "default_max_worker_load_percent")]
     pub max_worker_load_percent: u8,
+    /// Each media socket's receive buffer holds this many milliseconds of its
+    /// incoming traffic (re-measured every second; 256 KiB to 8 MiB): a worker that
+    /// falls behind drops what it cannot read in that time instead of queueing it.
+    #[serde(default = "default_recv_buffer_ms")]
+    pub recv_buffer_ms: u32,
+}
+
+fn default_recv_buffer_ms() -> u32 {
+    100
 }
 
 fn default_max_worker_load_percent() -> u8 {
@@ -655,6 +664,7 @@ impl Default for Settings {
                 bwe_initial_kbps: default_bwe_initial_kbps(),
                 video_send_buffer_packets: default_video_send_buffer_packets(),
                 max_worker_load_percent: default_max_worker_load_percent(),
+                recv_buffer_ms: default_recv_buffer_ms(),
             },
             smtp: None,
             node_id: None,
@@ -874,6 +884,9 @@ impl Settings {
         }
         if !(1..=100).contains(&self.media.max_worker_load_percent) {
             bail!("media.max_worker_load_percent must be 1–100");
+        }
+        if !(10..=2000).contains(&self.media.recv_buffer_ms) {
+            bail!("media.recv_buffer_ms must be 10–2000");
         }
         if self.worker.lease_secs < 5 {
             bail!("worker.lease_secs must be at least 5");
@@ -1229,6 +1242,10 @@ mod tests {
         assert_eq!(s.media.video_send_buffer_packets, 600);
         // The admission limit is a share of one core.
         assert_eq!(s.media.max_worker_load_percent, 90);
+        assert_eq!(s.media.recv_buffer_ms, 100);
+        std::fs::write(&file, "[media]\nrecv_buffer_ms = 5\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("recv_buffer_ms"), "{e:#}");
         std::fs::write(&file, "[media]\nmax_worker_load_percent = 0\n").unwrap();
         let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
         assert!(

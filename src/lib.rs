@@ -13,6 +13,7 @@ pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod recording;
+pub mod recv_buffer;
 pub mod room_events;
 pub mod server;
 pub mod tls;

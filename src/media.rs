@@ -31,14 +31,16 @@ use crate::config::Settings;
 use crate::ice_tcp::{IceTcp, TcpEvent};
 use crate::load::{LoadMeter, SharedLoad};
 use crate::metrics::Metrics;
+use crate::recv_buffer::RecvBufferSizer;
 use media_core::str0m::net::Protocol;
 
 /// Largest datagram we read; larger ones are truncated and then rejected by str0m.
 const RECV_BUF: usize = 2048;
 /// Datagrams read per wake-up before outputs are flushed.
 const RECV_BATCH: usize = 64;
-/// Socket buffers: a keyframe burst to many subscribers must not overflow them.
-const SOCKET_BUF_BYTES: usize = 4 * 1024 * 1024;
+/// The send buffer: a keyframe burst to many subscribers must not overflow it. (The
+/// receive buffer follows the traffic: `crate::recv_buffer`.)
+const SEND_BUF_BYTES: usize = 4 * 1024 * 1024;
 
 enum Command {
     Accept {
@@ -220,6 +222,7 @@ impl MediaWorkers {
             let ctx = WorkerContext {
                 index: i,
                 load: load.clone(),
+                recv_buffer_ms: settings.media.recv_buffer_ms,
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 room_events: room_events.clone(),
@@ -576,9 +579,9 @@ impl RoomBackend for MediaWorkers {
 fn bind_udp(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Larger buffers ride out keyframe bursts; the kernel may clamp them.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUF_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUF_BYTES);
+    // The kernel may clamp these (net.core.rmem_max, wmem_max).
+    let _ = socket.set_recv_buffer_size(crate::recv_buffer::FLOOR);
+    let _ = socket.set_send_buffer_size(SEND_BUF_BYTES);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -662,6 +665,8 @@ impl Listeners {
 struct WorkerContext {
     index: usize,
     load: Arc<SharedLoad>,
+    /// The socket's receive buffer holds this many milliseconds of its traffic.
+    recv_buffer_ms: u32,
     sessions: Arc<Mutex<Sessions>>,
     metrics: Metrics,
     /// Lifecycle events for `room.events` (unbounded: a few per join, and the media
@@ -702,6 +707,9 @@ async fn run_worker(
     // Wake at least this often so gauges stay fresh on an idle worker.
     let idle_wake = Duration::from_secs(1);
     let mut meter = LoadMeter::new(Instant::now());
+    let mut sizer = RecvBufferSizer::new(ctx.recv_buffer_ms);
+    let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+    set_recv_buffer(&socket, &ctx, &label, sizer.current());
 
     loop {
         let deadline = sfu
@@ -774,6 +782,12 @@ async fn run_worker(
                 .worker_load
                 .with_label_values(&[&label])
                 .set(f64::from(permille) / 1000.0);
+            let bytes = sfu.stats().bytes_in;
+            let resized = sizer.resize(bytes - window_bytes, done.duration_since(window_start));
+            (window_start, window_bytes) = (done, bytes);
+            if let Some(size) = resized {
+                set_recv_buffer(&socket, &ctx, &label, size);
+            }
         }
         if now.duration_since(last_gauges) >= Duration::from_secs(1) {
             last_gauges = now;
@@ -948,6 +962,26 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
 }
 
 /// The next ICE-TCP connection, or never without a listener.
+/// Asks the kernel for a receive buffer of `size` bytes and reports what it gave.
+fn set_recv_buffer(socket: &UdpSocket, ctx: &WorkerContext, label: &str, size: usize) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(size) {
+        debug!(worker = ctx.index, size, error = %e, "could not size the receive buffer");
+    }
+    if let Ok(actual) = sock.recv_buffer_size() {
+        debug!(
+            worker = ctx.index,
+            asked = size,
+            actual,
+            "receive buffer sized"
+        );
+        ctx.metrics
+            .recv_buffer_bytes
+            .with_label_values(&[label])
+            .set(actual as i64);
+    }
+}
+
 /// What ended a worker's wait.
 enum Wake {
     Command(Option<Command>),

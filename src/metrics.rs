@@ -49,6 +49,9 @@ pub struct Metrics {
     /// Each media worker's share of its core over the last second (0–1), which
     /// admission control compares with `media.max_worker_load_percent`.
     pub worker_load: GaugeVec,
+    /// Each media socket's receive buffer as the kernel reports it (it doubles what
+    /// it is asked for), sized to `media.recv_buffer_ms` of the worker's traffic.
+    pub recv_buffer_bytes: IntGaugeVec,
     /// New peers refused because their room's worker was at its load limit.
     pub admission_refusals: IntCounter,
     pub events_published: IntCounter,
@@ -167,6 +170,12 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("registered once"); // fresh registry
                 g
             },
+            recv_buffer_bytes: gauge_vec(
+                &r,
+                "streamcore_recv_buffer_bytes",
+                "A media socket's receive buffer, as the kernel reports it",
+                "worker",
+            ),
             admission_refusals: counter(
                 &r,
                 "streamcore_admission_refusals_total",

@@ -453,7 +453,8 @@ async fn a_client_without_udp_plays_over_ice_tcp() {
 /// Admission control from the worker's measured load: while a flood of datagrams keeps
 /// the room's worker over its limit, a new WHIP session is refused with 503
 /// `node_full` and `Retry-After`; an existing session keeps its media; once the flood
-/// stops, new sessions are admitted again.
+/// stops, new sessions are admitted again. The socket's receive buffer follows the
+/// traffic (`media.recv_buffer_ms`) up during the flood and back down after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_over_its_load_limit_refuses_new_peers_and_recovers() {
     let srv = TestServer::start_with(|s| {
@@ -479,6 +480,14 @@ async fn a_worker_over_its_load_limit_refuses_new_peers_and_recovers() {
     .await
     .unwrap();
     connect(&mut [&mut publisher, &mut player]).await;
+    let idle_buffer = srv.metric("streamcore_recv_buffer_bytes").await;
+    assert!(idle_buffer >= 256 * 1024, "{idle_buffer}");
+    // The kernel grants more than the floor only up to net.core.rmem_max.
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
     // Junk datagrams (no STUN, no known source) cost the worker a read and a drop
     // each. Bounded: at most 20 s and 5 million datagrams, stopped as soon as the
@@ -533,6 +542,10 @@ async fn a_worker_over_its_load_limit_refuses_new_peers_and_recovers() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "node_full", "{body}");
     assert!(srv.metric("streamcore_admission_refusals_total").await >= 1);
+    if rmem_max > 256 * 1024 {
+        srv.wait_for_metric("streamcore_recv_buffer_bytes", idle_buffer + 1)
+            .await;
+    }
 
     // The session that was there keeps its media meanwhile.
     let before = player.frames_of(Audio).len();
@@ -568,5 +581,7 @@ async fn a_worker_over_its_load_limit_refuses_new_peers_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    srv.wait_for_metric_to_be("streamcore_recv_buffer_bytes", idle_buffer)
+        .await;
     srv.stop().await;
 }
