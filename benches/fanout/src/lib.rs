@@ -18,3 +18,20 @@
 pub mod alloc;
 pub mod inmem;
 pub mod shape;
+
+/// `KIND N` from a tool's command line (`audio|video` and a number of subscribers).
+pub fn workload_from_args(tool: &str) -> anyhow::Result<(shape::Kind, usize)> {
+    let usage = || format!("usage: {tool} audio|video N");
+    let mut args = std::env::args().skip(1);
+    let kind = match args.next().as_deref() {
+        Some("audio") => shape::Kind::Audio,
+        Some("video") => shape::Kind::Video,
+        _ => anyhow::bail!(usage()),
+    };
+    let n = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!(usage()))?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("N must be a number of subscribers; {}", usage()))?;
+    Ok((kind, n))
+}

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use serde_json::json;
 use streamcore_fanout::alloc::{self, CountingAlloc};
 use streamcore_fanout::inmem::InMem;
@@ -17,17 +16,7 @@ use streamcore_fanout::shape::Kind;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let kind = match args.next().as_deref() {
-        Some("audio") => Kind::Audio,
-        Some("video") => Kind::Video,
-        _ => bail!("usage: sc-heap audio|video N"),
-    };
-    let n: usize = args
-        .next()
-        .context("usage: sc-heap audio|video N")?
-        .parse()
-        .context("N must be a number of subscribers")?;
+    let (kind, n) = streamcore_fanout::workload_from_args("sc-heap")?;
     str0m::crypto::from_feature_flags().install_process_default();
     let mut h = InMem::new(kind, 0)?;
     h.run(Duration::from_secs(1));

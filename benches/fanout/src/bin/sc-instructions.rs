@@ -10,23 +10,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use serde_json::json;
 use streamcore_fanout::inmem::{COUNT_SFU, InMem};
 use streamcore_fanout::shape::Kind;
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let kind = match args.next().as_deref() {
-        Some("audio") => Kind::Audio,
-        Some("video") => Kind::Video,
-        _ => bail!("usage: sc-instructions audio|video N"),
-    };
-    let n: usize = args
-        .next()
-        .context("usage: sc-instructions audio|video N")?
-        .parse()
-        .context("N must be a number of subscribers")?;
+    let (kind, n) = streamcore_fanout::workload_from_args("sc-instructions")?;
     str0m::crypto::from_feature_flags().install_process_default();
     let mut h = InMem::new(kind, n)?;
     h.run(Duration::from_secs(4));
