@@ -26,6 +26,7 @@ use crate::tap::TrackTap;
 struct Outgoing<'a> {
     pkt: &'a RtpPacket,
     params: PayloadParams,
+    clock_rate: u32,
     /// The simulcast layer the packet belongs to.
     rid: Option<Rid>,
     keyframe: bool,
@@ -201,6 +202,7 @@ impl Sfu {
         Some(Outgoing {
             pkt,
             params,
+            clock_rate: spec.clock_rate.get(),
             rid,
             keyframe,
             video,
@@ -294,10 +296,9 @@ fn send_to(
         return Sent::No;
     };
     let pkt = p.pkt;
-    let clock_rate = p.params.spec().clock_rate.get();
     let Some((seq, ts)) = out
         .munger
-        .rewrite(now, *pkt.seq_no, pkt.header.timestamp, clock_rate)
+        .rewrite(now, *pkt.seq_no, pkt.header.timestamp, p.clock_rate)
     else {
         return Sent::No;
     };
