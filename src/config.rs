@@ -535,6 +535,11 @@ pub struct MediaSettings {
     /// over which a loss is still repaired, and most of a video subscriber's memory.
     #[serde(default = "default_video_send_buffer_packets")]
     pub video_send_buffer_packets: usize,
+    /// Bytes each video m-line of a subscriber may have waiting in the pacer (with the
+    /// estimator on): half of it steps the layer down, and a queue at the bound is
+    /// shed and restarts on a keyframe.
+    #[serde(default = "default_video_queue_limit_bytes")]
+    pub video_queue_limit_bytes: usize,
     /// Admission control: a worker busy more than this share of its core (over the
     /// last second) takes no new peers; they get 503 `node_full` with `Retry-After`.
     /// 100 never refuses.
@@ -557,6 +562,10 @@ fn default_max_worker_load_percent() -> u8 {
 
 fn default_video_send_buffer_packets() -> usize {
     media_core::DEFAULT_SEND_BUFFER_VIDEO
+}
+
+fn default_video_queue_limit_bytes() -> usize {
+    media_core::DEFAULT_VIDEO_QUEUE_LIMIT
 }
 
 fn default_bwe_initial_kbps() -> u64 {
@@ -663,6 +672,7 @@ impl Default for Settings {
                 ice_tcp: true,
                 bwe_initial_kbps: default_bwe_initial_kbps(),
                 video_send_buffer_packets: default_video_send_buffer_packets(),
+                video_queue_limit_bytes: default_video_queue_limit_bytes(),
                 max_worker_load_percent: default_max_worker_load_percent(),
                 recv_buffer_ms: default_recv_buffer_ms(),
             },
@@ -881,6 +891,9 @@ impl Settings {
         }
         if !(16..=4096).contains(&self.media.video_send_buffer_packets) {
             bail!("media.video_send_buffer_packets must be 16–4096");
+        }
+        if !(32_000..=8_000_000).contains(&self.media.video_queue_limit_bytes) {
+            bail!("media.video_queue_limit_bytes must be 32000–8000000");
         }
         if !(1..=100).contains(&self.media.max_worker_load_percent) {
             bail!("media.max_worker_load_percent must be 1–100");
@@ -1246,6 +1259,13 @@ mod tests {
         std::fs::write(&file, "[media]\nrecv_buffer_ms = 5\n").unwrap();
         let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
         assert!(format!("{e:#}").contains("recv_buffer_ms"), "{e:#}");
+        assert_eq!(s.media.video_queue_limit_bytes, 160_000);
+        std::fs::write(&file, "[media]\nvideo_queue_limit_bytes = 1000\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("video_queue_limit_bytes"),
+            "{e:#}"
+        );
         std::fs::write(&file, "[media]\nmax_worker_load_percent = 0\n").unwrap();
         let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
         assert!(

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub rtp_forwarded: IntCounter,
     pub forward_errors: IntCounter,
     pub keyframe_requests: IntCounter,
+    /// Subscribers' video pacer queues that reached `media.video_queue_limit_bytes`
+    /// and were shed, the packets not written meanwhile, and the layer steps down
+    /// their pressure caused.
+    pub video_queue_sheds: IntCounter,
+    pub video_queue_dropped: IntCounter,
+    pub video_queue_steps_down: IntCounter,
     pub recording_dropped: IntCounter,
     pub recordings_active: IntGauge,
     pub recordings_uploaded: IntCounter,
@@ -231,6 +237,21 @@ impl Metrics {
                 "streamcore_keyframe_requests_total",
                 "Keyframe requests sent to publishers",
             ),
+            video_queue_sheds: counter(
+                &r,
+                "streamcore_video_queue_sheds_total",
+                "Subscriber video queues shed at their bound (the picture restarts on a keyframe)",
+            ),
+            video_queue_dropped: counter(
+                &r,
+                "streamcore_video_queue_dropped_packets_total",
+                "Video packets not written to a subscriber while its queue was shed",
+            ),
+            video_queue_steps_down: counter(
+                &r,
+                "streamcore_video_queue_layer_steps_down_total",
+                "Simulcast layer steps down because a subscriber's video queue did not drain",
+            ),
             recording_dropped: counter(
                 &r,
                 "streamcore_recording_items_dropped_total",
@@ -325,6 +346,12 @@ impl Metrics {
             .inc_by(now.keyframe_requests - prev.keyframe_requests);
         self.recording_dropped
             .inc_by(now.tap_refused - prev.tap_refused);
+        self.video_queue_sheds
+            .inc_by(now.backlog_sheds - prev.backlog_sheds);
+        self.video_queue_dropped
+            .inc_by(now.backlog_dropped - prev.backlog_dropped);
+        self.video_queue_steps_down
+            .inc_by(now.backlog_steps_down - prev.backlog_steps_down);
         self.connections
             .with_label_values(&["udp"])
             .inc_by(now.connected_udp - prev.connected_udp);

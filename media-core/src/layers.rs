@@ -8,7 +8,8 @@
 //!
 //! Rules, in order:
 //! - only *active* layers count (a layer the publisher stopped sending drops out);
-//! - never above the preference;
+//! - never above the preference, nor above a ceiling the send queue's pressure set
+//!   ([`LayerSelector::step_down`]: one layer below where it was, for a while);
 //! - the highest layer whose bitrate fits the bandwidth estimate: the first choice, the
 //!   current layer and lower ones fit at 100 % of their bitrate, a higher one only at
 //!   `up_headroom` × its bitrate and only after it has fitted for `up_hold` (no flapping
@@ -55,6 +56,10 @@ pub struct LayerSelector<K> {
     up_candidate: Option<(K, Instant)>,
     /// The preference was raised since the last update: the subscriber asked for more.
     raised: bool,
+    /// A ceiling from the send queue's pressure: highest layer index, until when.
+    ceiling: Option<(usize, Instant)>,
+    /// A step down asked for, to take at the next update, and how long it holds.
+    step_until: Option<Instant>,
 }
 
 impl<K: Copy + PartialEq> LayerSelector<K> {
@@ -66,6 +71,8 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
             target: None,
             up_candidate: None,
             raised: false,
+            ceiling: None,
+            step_until: None,
         }
     }
 
@@ -89,6 +96,13 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
         self.preferred_max = max_layer;
     }
 
+    /// The send queue does not drain: the next update goes one layer below the current
+    /// one (or below the ceiling already set), and nothing climbs above that before
+    /// `until`.
+    pub fn step_down(&mut self, until: Instant) {
+        self.step_until = Some(until);
+    }
+
     /// Re-decides the target from the layers (ordered low to high) and the bandwidth
     /// estimate. True when the target changed (the caller then asks the publisher for a
     /// keyframe of it).
@@ -98,7 +112,19 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
         layers: &[(K, LayerInfo)],
         available_bps: Option<u64>,
     ) -> bool {
-        let cap = self.preferred_max.unwrap_or(usize::MAX);
+        let position = |k: K| layers.iter().position(|(x, _)| *x == k);
+        let lowest_active = layers.iter().position(|(_, l)| l.active);
+        let reference = self.current.or(self.target).and_then(position);
+        self.ceiling = self.ceiling.filter(|(_, until)| now < *until);
+        if let Some(until) = self.step_until.take() {
+            let from = reference.or(lowest_active).unwrap_or(0);
+            let from = self.ceiling.map_or(from, |(c, _)| c.min(from));
+            self.ceiling = Some((from.saturating_sub(1), until));
+        }
+        let cap = self
+            .preferred_max
+            .unwrap_or(usize::MAX)
+            .min(self.ceiling.map_or(usize::MAX, |(c, _)| c));
         let active = || {
             layers
                 .iter()
@@ -106,9 +132,6 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
                 .filter(|(i, (_, l))| l.active && *i <= cap)
                 .map(|(i, (_, l))| (i, l))
         };
-        let position = |k: K| layers.iter().position(|(x, _)| *x == k);
-        let lowest_active = layers.iter().position(|(_, l)| l.active);
-        let reference = self.current.or(self.target).and_then(position);
         let wanted = match available_bps {
             None => active().map(|(i, _)| i).next_back(),
             Some(bw) => {
@@ -175,6 +198,12 @@ impl<K: Copy + PartialEq> LayerSelector<K> {
         self.current = None;
         self.target = None;
         self.up_candidate = None;
+    }
+
+    /// Forwarding stopped mid-stream (the send queue was shed): the stream starts
+    /// again at the next keyframe of the target.
+    pub fn interrupt(&mut self) {
+        self.current = None;
     }
 
     /// A keyframe of `layer` arrived: true if the subscriber now switches to it. The
@@ -346,5 +375,38 @@ mod tests {
         );
         assert!(s.on_keyframe(0));
         assert!(s.forwards(0));
+    }
+
+    #[test]
+    fn a_step_down_holds_a_layer_lower_until_it_expires() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let bw = Some(3_000_000);
+        let mut s = LayerSelector::new(LayerConfig::default());
+        s.update(at(0), &layers(ALL), bw);
+        s.on_keyframe(2);
+        s.step_down(at(8_000));
+        assert!(s.update(at(0), &layers(ALL), bw));
+        assert_eq!(s.target(), Some(1), "one below the current layer");
+        s.on_keyframe(1);
+        // A second step before the first expires goes further down, not back to 1.
+        s.step_down(at(9_000));
+        assert!(s.update(at(1_000), &layers(ALL), bw));
+        assert_eq!(s.target(), Some(0));
+        s.on_keyframe(0);
+        s.step_down(at(9_000));
+        assert!(
+            !s.update(at(1_500), &layers(ALL), bw),
+            "nothing below the lowest"
+        );
+        // The estimate would allow the top all along: still held until 9 s.
+        assert!(!s.update(at(8_999), &layers(ALL), bw));
+        assert_eq!(s.target(), Some(0));
+        // Then the normal climb: the top after it fitted for the hold.
+        s.update(at(9_000), &layers(ALL), bw);
+        assert_eq!(s.target(), Some(0));
+        assert!(s.update(at(11_000), &layers(ALL), bw));
+        assert_eq!(s.target(), Some(2));
     }
 }

@@ -31,7 +31,9 @@
 //! (`TrackOut`) keeps a [`munger::Munger`] that rewrites sequence numbers and
 //! timestamps so a change of source is invisible to the player, and a
 //! [`layers::LayerSelector`] that picks one simulcast layer of the source and holds
-//! video back until a keyframe of it ([`keyframe`]). Keyframe requests to publishers
+//! video back until a keyframe of it ([`keyframe`]). What a video m-line may have
+//! waiting in str0m's pacer is bounded ([`backlog`]): pressure steps its layer down,
+//! and a queue that still does not drain is shed and restarts on a keyframe. Keyframe requests to publishers
 //! are coalesced and rate-limited per track. The room's active speaker comes from the
 //! tracks' audio levels ([`speaker`]). A recorded room's tracks are also offered to
 //! its [`tap`], which never blocks. Payloads are shared (`Arc<[u8]>`), never copied, and the
@@ -48,6 +50,7 @@
 //! - Each subscriber slot is fed by at most one track; each track feeds a subscriber
 //!   at most once.
 
+pub mod backlog;
 pub mod demux;
 pub mod framing;
 pub mod ice_restart;
@@ -68,8 +71,9 @@ pub use ids::{PeerId, PeerRole, RoomId, RoomIdError};
 pub use room::TrackRef;
 pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
 pub use sfu::{
-    Accepted, DEFAULT_SEND_BUFFER_VIDEO, JoinRequest, OfferRequest, ParticipantInfo,
-    PublishedTrack, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
+    Accepted, DEFAULT_SEND_BUFFER_VIDEO, DEFAULT_VIDEO_QUEUE_LIMIT, JoinRequest, OfferRequest,
+    ParticipantInfo, PublishedTrack, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats,
+    TrackInfo,
 };
 pub use tap::{MediaTap, SenderClock, TapItem, TapPacket, TapStats, TapTrack};
 

@@ -13,6 +13,7 @@ use str0m::Rtc;
 use str0m::media::Pt;
 use str0m::media::{Direction, MediaKind, Mid, Rid};
 
+use crate::backlog::Backlog;
 use crate::layers::{LayerConfig, LayerSelector};
 use crate::munger::{Munger, PictureIdMunger};
 use crate::room::{RoomKey, TrackRef};
@@ -40,6 +41,8 @@ pub struct TrackOut {
     /// Which layer of the source this subscriber receives. Video is held back until a
     /// keyframe of the chosen layer arrives (also after a change of source).
     pub layer: LayerSelector<Option<Rid>>,
+    /// What this m-line has waiting in the pacer (video with the estimator on).
+    pub backlog: Backlog,
     /// (incoming PT, outgoing PT) pairs already matched for this subscriber.
     pub pt_map: Vec<(Pt, Option<Pt>)>,
     /// The subscriber asked for nothing to be sent on this m-line for now.
@@ -71,6 +74,7 @@ impl TrackOut {
             munger: Munger::new(),
             pictures: PictureIdMunger::default(),
             layer: LayerSelector::new(LayerConfig::default()),
+            backlog: Backlog::default(),
             pt_map: Vec::with_capacity(4),
             paused: false,
             enabled: true,

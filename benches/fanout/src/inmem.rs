@@ -485,7 +485,7 @@ impl InMem {
             subscribers: self.subs.len(),
             virtual_time: d,
             sent: self.sent - sent0,
-            stats: stats_since(&s1, &s0),
+            stats: s1.since(&s0),
             received: rx1 - rx0,
             costs: self.costs,
             wall_ns,
@@ -495,25 +495,6 @@ impl InMem {
 
     pub fn sfu_addr(&self) -> SocketAddr {
         self.sfu_addr
-    }
-}
-
-fn stats_since(a: &SfuStats, b: &SfuStats) -> SfuStats {
-    SfuStats {
-        datagrams_in: a.datagrams_in - b.datagrams_in,
-        bytes_in: a.bytes_in - b.bytes_in,
-        datagrams_out: a.datagrams_out - b.datagrams_out,
-        bytes_out: a.bytes_out - b.bytes_out,
-        datagrams_dropped: a.datagrams_dropped - b.datagrams_dropped,
-        rtp_in: a.rtp_in - b.rtp_in,
-        rtp_forwarded: a.rtp_forwarded - b.rtp_forwarded,
-        forward_errors: a.forward_errors - b.forward_errors,
-        dropped_waiting_keyframe: a.dropped_waiting_keyframe - b.dropped_waiting_keyframe,
-        keyframe_requests: a.keyframe_requests - b.keyframe_requests,
-        tap_refused: a.tap_refused - b.tap_refused,
-        connected_udp: a.connected_udp - b.connected_udp,
-        connected_tcp: a.connected_tcp - b.connected_tcp,
-        connected_turn: std::array::from_fn(|i| a.connected_turn[i] - b.connected_turn[i]),
     }
 }
 

@@ -48,6 +48,10 @@ pub struct SfuConfig {
     /// which a lost packet can still be repaired, and most of a video subscriber's
     /// memory (str0m's default is 1000, about 5 s of a 1.5 Mb/s stream).
     pub send_buffer_video: usize,
+    /// Bytes each video m-line of a subscriber may have waiting in the pacer (with
+    /// the estimator on) before its layer is lowered and its queue shed
+    /// ([`crate::backlog`]).
+    pub video_queue_limit: usize,
     /// The embedded TURN server's relay addresses, so a relayed peer is counted by the
     /// transport its client used to reach the relay.
     pub relays: Option<Arc<dyn RelayDirectory>>,
@@ -67,6 +71,7 @@ impl SfuConfig {
             stats_interval: None,
             initial_bitrate: Some(Bitrate::kbps(1_000)),
             send_buffer_video: DEFAULT_SEND_BUFFER_VIDEO,
+            video_queue_limit: DEFAULT_VIDEO_QUEUE_LIMIT,
             relays: None,
         }
     }
@@ -75,6 +80,10 @@ impl SfuConfig {
 /// 256 packets: about 2 s of a 1.5 Mb/s stream, ten times the RTT of a poor
 /// mobile link, which is as long as a retransmission is still of use.
 pub const DEFAULT_SEND_BUFFER_VIDEO: usize = 256;
+
+/// 160 kB: two keyframes of a 720p stream, some 0.9 s of a 1.5 Mb/s layer; a
+/// queue that holds more no longer smooths bursts, it only adds delay.
+pub const DEFAULT_VIDEO_QUEUE_LIMIT: usize = 160_000;
 
 /// An offer from a client that wants to join a room.
 #[derive(Debug, Clone, Copy)]
@@ -256,6 +265,12 @@ pub struct SfuStats {
     pub rtp_forwarded: u64,
     pub forward_errors: u64,
     pub dropped_waiting_keyframe: u64,
+    /// Video m-lines whose pacer queue reached its bound and was shed
+    /// ([`crate::backlog`]), and the packets not written while shedding.
+    pub backlog_sheds: u64,
+    pub backlog_dropped: u64,
+    /// Layer steps down because a subscriber's pacer queue did not drain.
+    pub backlog_steps_down: u64,
     pub keyframe_requests: u64,
     /// Items a recording tap refused (the recorder was behind).
     pub tap_refused: u64,
@@ -266,6 +281,32 @@ pub struct SfuStats {
     /// Peers that connected through the embedded TURN server, by the transport its
     /// client used ([`crate::turn::ClientTransport`] order: UDP, TCP, TLS); not in `connected_udp`.
     pub connected_turn: [u64; 3],
+}
+
+impl SfuStats {
+    /// What the counters grew by since `earlier`.
+    pub fn since(&self, earlier: &SfuStats) -> SfuStats {
+        let (a, b) = (self, earlier);
+        SfuStats {
+            datagrams_in: a.datagrams_in - b.datagrams_in,
+            bytes_in: a.bytes_in - b.bytes_in,
+            datagrams_out: a.datagrams_out - b.datagrams_out,
+            bytes_out: a.bytes_out - b.bytes_out,
+            datagrams_dropped: a.datagrams_dropped - b.datagrams_dropped,
+            rtp_in: a.rtp_in - b.rtp_in,
+            rtp_forwarded: a.rtp_forwarded - b.rtp_forwarded,
+            forward_errors: a.forward_errors - b.forward_errors,
+            dropped_waiting_keyframe: a.dropped_waiting_keyframe - b.dropped_waiting_keyframe,
+            backlog_sheds: a.backlog_sheds - b.backlog_sheds,
+            backlog_dropped: a.backlog_dropped - b.backlog_dropped,
+            backlog_steps_down: a.backlog_steps_down - b.backlog_steps_down,
+            keyframe_requests: a.keyframe_requests - b.keyframe_requests,
+            tap_refused: a.tap_refused - b.tap_refused,
+            connected_udp: a.connected_udp - b.connected_udp,
+            connected_tcp: a.connected_tcp - b.connected_tcp,
+            connected_turn: std::array::from_fn(|i| a.connected_turn[i] - b.connected_turn[i]),
+        }
+    }
 }
 
 /// One published track, as seen from outside.

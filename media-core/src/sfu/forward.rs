@@ -3,22 +3,27 @@
 //! [`Sfu::forward`] reads on one screen: find the packet's track and layer, account
 //! for it (`ingest`: codec, keyframe, audio level, recording), then write one copy per
 //! subscriber (`send_to`) and release it at once. Nothing here allocates in steady
-//! state; payloads are shared, never copied.
+//! state; payloads are shared, never copied. A video copy towards a paced subscriber
+//! first passes its m-line's [`Backlog`](crate::backlog::Backlog): pressure steps the layer down, and a queue
+//! at its bound is shed.
 
 use std::time::Instant;
 
 use str0m::Input;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{MediaKind, Rid};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch, Vp8PatchError};
+use str0m::rtp::{
+    ExtensionValues, RtpPacket, RtpWrite, StreamTx, Vp8Descriptor, Vp8Patch, Vp8PatchError,
+};
 use tracing::warn;
 
 use super::io::{drain_rtc, schedule};
 use super::taps::tap_packet;
 use super::{Deferred, KeyframeAsk, RemoveReason, Sfu, SfuStats};
 use crate::PeerId;
+use crate::backlog::{Admit, BacklogLimits};
 use crate::keyframe::is_keyframe;
-use crate::peer::{Peer, PeerState};
+use crate::peer::{Peer, PeerState, TrackOut};
 use crate::room::{RoomKey, TrackRef};
 use crate::tap::TrackTap;
 
@@ -35,12 +40,19 @@ struct Outgoing<'a> {
     ext: ExtensionValues,
     /// The VP8 descriptor with its picture id and TL0PICIDX, to be renumbered.
     vp8: Option<(Vp8Descriptor, u16, Option<u8>)>,
+    /// The bound of a paced subscriber's video queue.
+    backlog: BacklogLimits,
 }
 
 /// What became of one subscriber's copy.
 enum Sent {
-    Yes,
+    /// Written; `stepped_down` when its queue's pressure lowered the layer.
+    Yes {
+        stepped_down: bool,
+    },
     No,
+    /// Not written: the subscriber's queue reached its bound and is being shed.
+    Shed,
     /// Held back for a keyframe; `target` if the subscriber waits for this very layer.
     WaitingKeyframe {
         target: bool,
@@ -60,13 +72,18 @@ impl Sfu {
             return;
         };
         let mut waiting = false;
+        let mut steer = false;
         for sub in &track.fanout {
             let Some(peer) = self.peers.get_mut(&sub.subscriber) else {
                 continue;
             };
             match send_to(now, peer, sub.slot, &out, &mut self.stats) {
-                Sent::Yes => {}
+                Sent::Yes { stepped_down } => steer |= stepped_down,
                 Sent::No => continue,
+                Sent::Shed => {
+                    steer = true;
+                    continue;
+                }
                 Sent::WaitingKeyframe { target } => {
                     waiting |= target;
                     continue;
@@ -89,6 +106,11 @@ impl Sfu {
             schedule(&mut self.timers, &self.config, peer, now);
         }
         let is_audio = !out.video && out.ext.audio_level.is_some();
+        if steer {
+            // A queue under pressure took its layer down a step: the new target
+            // needs its keyframe now.
+            self.select_layers(now, key, ti);
+        }
         self.after_fan_out(now, key, ti, li, out.keyframe, waiting);
         if is_audio {
             self.check_speaker(now, key);
@@ -213,6 +235,7 @@ impl Sfu {
                 ..ExtensionValues::default()
             },
             vp8,
+            backlog: BacklogLimits::new(self.config.video_queue_limit),
         })
     }
 
@@ -261,16 +284,14 @@ fn send_to(
     if out.paused {
         return Sent::No;
     }
-    if p.video && !out.layer.forwards(p.rid) {
-        // Video starts, and changes layer, only on a keyframe of the chosen layer;
-        // the munger makes the change invisible to the player.
-        if !(p.keyframe && out.layer.on_keyframe(p.rid)) {
-            stats.dropped_waiting_keyframe += 1;
-            return Sent::WaitingKeyframe {
-                target: out.layer.target() == Some(p.rid),
-            };
-        }
-        out.switch_source();
+    let switching = p.video && !out.layer.forwards(p.rid);
+    // Video starts, and changes layer, only on a keyframe of the chosen layer; the
+    // munger makes the change invisible to the player.
+    if switching && !(p.keyframe && out.layer.target() == Some(p.rid)) {
+        stats.dropped_waiting_keyframe += 1;
+        return Sent::WaitingKeyframe {
+            target: out.layer.target() == Some(p.rid),
+        };
     }
     let pt = p.pkt.header.payload_type;
     let out_pt = match out.pt_map.iter().find(|(i, _)| *i == pt) {
@@ -295,6 +316,24 @@ fn send_to(
         stats.forward_errors += 1;
         return Sent::No;
     };
+    let paced = peer.paced;
+    let mut api = peer.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(out.mid, None) else {
+        stats.forward_errors += 1;
+        return Sent::No;
+    };
+    let stepped_down = if p.video && paced {
+        match admit_to_queue(now, tx, out, p, stats) {
+            Ok(stepped_down) => stepped_down,
+            Err(not_sent) => return not_sent,
+        }
+    } else {
+        false
+    };
+    if switching {
+        out.layer.on_keyframe(p.rid);
+        out.switch_source();
+    }
     let pkt = p.pkt;
     let Some((seq, ts)) = out
         .munger
@@ -306,12 +345,6 @@ fn send_to(
         let (out_pid, out_tl0) = out.pictures.rewrite(pid, tl0);
         ((out_pid, out_tl0) != (pid, tl0)).then(|| vp8_patch(d, out_pid, out_tl0))?
     });
-    let mid = out.mid;
-    let mut api = peer.rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-        stats.forward_errors += 1;
-        return Sent::No;
-    };
     let mut w = RtpWrite::new(out_pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
         .marker(pkt.header.marker)
         .ext_vals(p.ext.clone())
@@ -321,7 +354,44 @@ fn send_to(
     }
     tx.write_rtp(w);
     stats.rtp_forwarded += 1;
-    Sent::Yes
+    Sent::Yes { stepped_down }
+}
+
+/// A paced video copy passes its m-line's [`Backlog`](crate::backlog::Backlog) before it is written: `Ok`
+/// (with whether the queue's pressure stepped the layer down) or what became of it.
+fn admit_to_queue(
+    now: Instant,
+    tx: &StreamTx,
+    out: &mut TrackOut,
+    p: &Outgoing<'_>,
+    stats: &mut SfuStats,
+) -> Result<bool, Sent> {
+    if let Some(q) = tx.queue_info() {
+        out.backlog
+            .sample(q.created_at(), q.byte_size(), q.first_unsent());
+    }
+    let limits = &p.backlog;
+    let admit = out
+        .backlog
+        .admit(now, limits, p.pkt.header.timestamp, p.pkt.payload.len());
+    let stepped_down = out.backlog.step_down(now, limits);
+    if stepped_down {
+        out.layer.step_down(now + limits.pressure_hold);
+        stats.backlog_steps_down += 1;
+    }
+    match admit {
+        Admit::Send => Ok(stepped_down),
+        Admit::Drop => {
+            stats.backlog_dropped += 1;
+            Err(Sent::No)
+        }
+        Admit::Shed => {
+            stats.backlog_sheds += 1;
+            stats.backlog_dropped += 1;
+            out.layer.interrupt();
+            Err(Sent::Shed)
+        }
+    }
 }
 
 /// The descriptor patch that sets a VP8 packet's picture id and TL0PICIDX. A 7-bit

@@ -39,8 +39,9 @@ mod subscriptions;
 mod taps;
 
 pub use api::{
-    Accepted, DEFAULT_SEND_BUFFER_VIDEO, JoinRequest, OfferRequest, ParticipantInfo,
-    PublishedTrack, RemoveReason, SfuConfig, SfuError, SfuEvent, SfuStats, TrackInfo,
+    Accepted, DEFAULT_SEND_BUFFER_VIDEO, DEFAULT_VIDEO_QUEUE_LIMIT, JoinRequest, OfferRequest,
+    ParticipantInfo, PublishedTrack, RemoveReason, SfuConfig, SfuError, SfuEvent, SfuStats,
+    TrackInfo,
 };
 
 /// Work that must wait until the current drain is finished.
@@ -181,6 +182,24 @@ impl Sfu {
                 audio_level: (t.kind == MediaKind::Audio).then(|| t.audio_level.dbov()),
             })
             .collect()
+    }
+
+    /// What a peer's video m-lines have waiting in its pacer, by str0m's last sample
+    /// of each queue (bytes).
+    pub fn send_queue_bytes(&mut self, peer: PeerId) -> usize {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return 0;
+        };
+        let mids: Vec<_> = p
+            .tracks_out
+            .iter()
+            .filter(|o| o.kind == MediaKind::Video)
+            .map(|o| o.mid)
+            .collect();
+        let mut api = p.rtc.direct_api();
+        mids.into_iter()
+            .filter_map(|mid| Some(api.stream_tx_by_mid(mid, None)?.queue_info()?.byte_size()))
+            .sum()
     }
 
     /// Entries in the timer heap, live and stale.
