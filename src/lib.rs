@@ -18,6 +18,7 @@ pub mod room_events;
 pub mod server;
 pub mod tls;
 pub mod turn;
+pub mod udp_batch;
 pub mod worker;
 
 /// Installs the log subscriber: text or JSON lines on stderr, filtered by `level`

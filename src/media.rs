@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +33,8 @@ use crate::ice_tcp::{IceTcp, TcpEvent};
 use crate::load::{LoadMeter, SharedLoad};
 use crate::metrics::Metrics;
 use crate::recv_buffer::RecvBufferSizer;
-use media_core::str0m::net::Protocol;
+use crate::udp_batch;
+use media_core::str0m::net::{Protocol, Transmit};
 
 /// Largest datagram we read; larger ones are truncated and then rejected by str0m.
 const RECV_BUF: usize = 2048;
@@ -217,6 +219,7 @@ impl MediaWorkers {
             config.initial_bitrate = (settings.media.bwe_initial_kbps > 0)
                 .then(|| media_core::str0m::bwe::Bitrate::kbps(settings.media.bwe_initial_kbps));
             config.send_buffer_video = settings.media.video_send_buffer_packets;
+            config.video_queue_limit = settings.media.video_queue_limit_bytes;
             let (tx, rx) = mpsc::channel(1024);
             let load = Arc::new(SharedLoad::default());
             let ctx = WorkerContext {
@@ -701,6 +704,7 @@ async fn run_worker(
     let mut sfu = Sfu::new(config);
     let mut listeners = Listeners::default();
     let mut buf = vec![0u8; RECV_BUF];
+    let mut batch = Vec::with_capacity(udp_batch::BATCH);
     let mut reported = SfuStats::default();
     let mut last_gauges = Instant::now();
     let label = ctx.index.to_string();
@@ -768,7 +772,7 @@ async fn run_worker(
         if sfu.poll_timeout().is_some_and(|t| t <= now) {
             sfu.handle_timeout(now);
         }
-        flush(&mut sfu, &socket, tcp.as_mut(), &ctx.metrics).await;
+        flush(&mut sfu, &socket, tcp.as_mut(), &mut batch, &ctx.metrics).await;
         deliver_events(&mut sfu, &ctx, &mut listeners);
         let stats = sfu.stats();
         if stats != reported {
@@ -818,7 +822,7 @@ async fn run_worker(
             s.remove_peer(ctx.index, p);
         }
     }
-    flush(&mut sfu, &socket, tcp.as_mut(), &ctx.metrics).await;
+    flush(&mut sfu, &socket, tcp.as_mut(), &mut batch, &ctx.metrics).await;
     ctx.metrics.peers.with_label_values(&[&label]).set(0);
     ctx.metrics.rooms.with_label_values(&[&label]).set(0);
     ctx.metrics.tracks.with_label_values(&[&label]).set(0);
@@ -1008,7 +1012,15 @@ async fn tcp_event(tcp: Option<&mut IceTcp>) -> Option<TcpEvent> {
     }
 }
 
-async fn flush(sfu: &mut Sfu, socket: &UdpSocket, mut tcp: Option<&mut IceTcp>, metrics: &Metrics) {
+/// Sends what the core has to send: ICE-TCP frames one by one, UDP datagrams in
+/// batches of [`udp_batch::BATCH`] per system call.
+async fn flush(
+    sfu: &mut Sfu,
+    socket: &UdpSocket,
+    mut tcp: Option<&mut IceTcp>,
+    batch: &mut Vec<Transmit>,
+    metrics: &Metrics,
+) {
     while let Some(t) = sfu.poll_transmit() {
         if t.proto == Protocol::Tcp {
             let sent = tcp
@@ -1019,20 +1031,40 @@ async fn flush(sfu: &mut Sfu, socket: &UdpSocket, mut tcp: Option<&mut IceTcp>, 
             }
             continue;
         }
-        match socket.try_send_to(&t.contents, t.destination) {
-            Ok(_) => {}
+        batch.push(t);
+        if batch.len() == udp_batch::BATCH {
+            send_udp(socket, batch, metrics).await;
+        }
+    }
+    send_udp(socket, batch, metrics).await;
+}
+
+/// Sends and empties `batch`, waiting for room when the socket buffer is full; a
+/// datagram the kernel refuses is counted and skipped.
+async fn send_udp(socket: &UdpSocket, batch: &mut Vec<Transmit>, metrics: &Metrics) {
+    let fd = socket.as_raw_fd();
+    let mut at = 0;
+    while at < batch.len() {
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            udp_batch::send_batch(fd, &batch[at..])
+        });
+        match sent {
+            Ok(n) => at += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.send_to(&t.contents, t.destination).await {
-                    metrics.send_errors.inc();
-                    debug!(dest = %t.destination, error = %e, "send failed");
+                if let Err(e) = socket.writable().await {
+                    metrics.send_errors.inc_by((batch.len() - at) as u64);
+                    debug!(error = %e, "socket not writable");
+                    break;
                 }
             }
             Err(e) => {
                 metrics.send_errors.inc();
-                debug!(dest = %t.destination, error = %e, "send failed");
+                debug!(dest = %batch[at].destination, error = %e, "send failed");
+                at += 1;
             }
         }
     }
+    batch.clear();
 }
 
 fn room_command(
