@@ -9,6 +9,11 @@
 //!   publisher ═══ SRTP over UDP 127.0.0.1 ════► media worker ═══ N × SRTP ═══► subscribers
 //!   GET /metrics, /proc/PID/{stat,status,task/*/schedstat} around a steady window
 //!
+//!   B5, beside it: sc-loadgen probe (a process of its own, above the load generator's
+//!   priority): one audio publisher and one subscriber in a room of their own, whose
+//!   packets carry their send time: the latency the server adds, not the load
+//!   generator's queueing
+//!
 //!   then, with the publisher paused:
 //!   core 0: sc-loadgen floor  ═══ N × (SRTP protect + send_to) ═══► the same N sockets
 //! ```
@@ -31,11 +36,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 use signaling::Grants;
+use std::os::fd::AsRawFd;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
+use streamcore::udp_batch;
 use streamcore_benches::procfs;
 use streamcore_benches::server::{Server, ServerSpec};
 use streamcore_benches::shape::{self, Kind, Source};
@@ -77,7 +84,9 @@ USAGE: sc-loadgen [OPTIONS]
                         thread is saturated
   --server-log FILTER   the server's RUST_LOG (default warn); its log is copied to
                         target/bench-results/server-<pid>.log
+  --no-probe            no B5 latency probe beside the load
   --quick               audio 1,100 / video 1,50, 1 repeat, 5 s windows
+  --env K=V             a server setting (STREAMCORE_…), repeatable
 ";
 
 #[derive(Debug, Clone)]
@@ -98,6 +107,8 @@ struct Args {
     server_log: Option<String>,
     nice: i32,
     rt: bool,
+    probe: bool,
+    env: Vec<(String, String)>,
 }
 
 fn parse_list(s: &str) -> anyhow::Result<Vec<usize>> {
@@ -129,6 +140,8 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
         server_log: None,
         nice: -15,
         rt: false,
+        probe: true,
+        env: Vec::new(),
     };
     let mut it = argv.iter();
     let secs = |v: Option<&String>| -> anyhow::Result<Duration> {
@@ -169,6 +182,12 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
             "--server-log" => a.server_log = Some(it.next().context("a filter")?.clone()),
             "--nice" => a.nice = it.next().context("a niceness")?.parse()?,
             "--rt" => a.rt = true,
+            "--no-probe" => a.probe = false,
+            "--env" => {
+                let kv = it.next().context("K=V")?;
+                let (k, v) = kv.split_once('=').context("--env takes K=V")?;
+                a.env.push((k.to_owned(), v.to_owned()));
+            }
             "--quick" => {
                 a.audio_n = vec![1, 100];
                 a.video_n = vec![1, 50];
@@ -193,6 +212,9 @@ fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("floor") {
         return floor_main(&argv[1..]);
+    }
+    if argv.first().map(String::as_str) == Some("probe") {
+        return probe_main(&argv[1..]);
     }
     let args = parse_args(&argv)?;
     if std::env::var_os(PINNED_ENV).is_none() {
@@ -306,12 +328,30 @@ struct Joined {
     mid: Mid,
 }
 
-/// Offers one m-line of `kind` over WHIP (`publish`) or WHEP, and applies the answer.
+/// Offers one m-line of `kind` over WHIP (`publish`) or WHEP to the bench room, and
+/// applies the answer.
 async fn join(
     server: &Server,
     kind: Kind,
     publish: bool,
     identity: &str,
+) -> anyhow::Result<Joined> {
+    let grants = Grants {
+        publish,
+        subscribe: !publish,
+        ..Grants::default()
+    };
+    let token = server.token(ROOM, identity, grants)?;
+    join_room(&server.http, &server.base, ROOM, &token, kind, publish).await
+}
+
+async fn join_room(
+    http: &reqwest::Client,
+    base: &str,
+    room: &str,
+    token: &str,
+    kind: Kind,
+    publish: bool,
 ) -> anyhow::Result<Joined> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let local = sock.local_addr()?;
@@ -325,16 +365,9 @@ async fn join(
     let mut api = rtc.sdp_api();
     let mid = api.add_media(kind.media_kind(), dir, Some("s".into()), None, None);
     let (offer, pending) = api.apply().context("no offer")?;
-    let grants = Grants {
-        publish,
-        subscribe: !publish,
-        ..Grants::default()
-    };
-    let token = server.token(ROOM, identity, grants)?;
     let path = if publish { "whip" } else { "whep" };
-    let resp = server
-        .http
-        .post(format!("{}/{path}/{ROOM}", server.base))
+    let resp = http
+        .post(format!("{base}/{path}/{room}"))
         .header("Content-Type", "application/sdp")
         .header("Authorization", format!("Bearer {token}"))
         .body(offer.to_sdp_string())
@@ -544,6 +577,10 @@ struct Step {
     lat_p50_ms: f64,
     lat_p99_ms: f64,
     lat_p999_ms: f64,
+    /// B5: the probe pair's latency, beside the load (`NaN` without a probe).
+    probe_p50_ms: f64,
+    probe_p99_ms: f64,
+    probe_packets: u64,
     rss_base_kb: u64,
     rss_kb: u64,
     kb_per_sub: f64,
@@ -557,6 +594,9 @@ struct Step {
     /// The floor and ratio with AES_CM_128_HMAC_SHA1_80.
     floor_cm_us_sched: f64,
     ratio_cm: f64,
+    /// The floor and ratio with AEAD_AES_256_GCM sent by `sendmmsg`, as the server sends.
+    floor_mm_us_sched: f64,
+    ratio_mm: f64,
     send_errors: f64,
     forward_errors: f64,
     /// Datagrams the SFU received / sent per forwarded RTP packet.
@@ -573,7 +613,7 @@ struct Step {
 
 impl Step {
     fn to_json(&self) -> serde_json::Value {
-        json!({
+        let mut v = json!({
             "workload": self.kind, "repeat": self.repeat, "n": self.n, "reached": self.reached,
             "connected": self.connected, "receiving": self.receiving,
             "window_s": self.window_s, "forwarded": self.forwarded, "rtp_in": self.rtp_in,
@@ -593,7 +633,16 @@ impl Step {
             "sfu_datagrams_in_per_fwd": self.in_per_fwd, "sfu_datagrams_out_per_fwd": self.out_per_fwd,
             "udp_rcvbuf_errors": self.udp_rcvbuf_errors, "backlog_drops": self.backlog_drops,
             "join_p50_ms": self.join_p50_ms, "join_max_ms": self.join_max_ms, "ramp_s": self.ramp_s,
-        })
+        });
+        // A second object: one `json!` this size exceeds the macro recursion limit.
+        let more = json!({
+            "floor_batched_us_per_pkt_sched": self.floor_mm_us_sched, "ratio_to_floor_batched": self.ratio_mm,
+            "probe_latency_ms": {"p50": self.probe_p50_ms, "p99": self.probe_p99_ms, "packets": self.probe_packets},
+        });
+        if let (Some(o), serde_json::Value::Object(m)) = (v.as_object_mut(), more) {
+            o.extend(m);
+        }
+        v
     }
 }
 
@@ -604,7 +653,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         cpu: args.server_cpu.clone(),
         log: args.server_log.clone(),
         workers: 1,
-        env: Vec::new(),
+        env: args.env.clone(),
     })
     .await?;
     let shared = Rc::new(Shared {
@@ -699,6 +748,11 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         if !server.alive() {
             bail!("the server died: {}", server.log_tail());
         }
+        let probe = if args.probe {
+            Some(Probe::start(args, &server)?)
+        } else {
+            None
+        };
         tokio::time::sleep(args.warmup).await;
 
         // Steady window.
@@ -750,6 +804,16 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             )
         };
         let rss = server.rss_kb();
+        let probe = match probe {
+            Some(p) => match p.finish().await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("  the latency probe failed: {e:#}");
+                    None
+                }
+            },
+            None => None,
+        };
         let out_avg =
             d("streamcore_udp_bytes_out_total") / d("streamcore_udp_datagrams_out_total").max(1.0);
         let mut step = Step {
@@ -785,6 +849,9 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             out_per_fwd: d("streamcore_udp_datagrams_out_total") / forwarded.max(1.0),
             udp_rcvbuf_errors: u1.0.saturating_sub(u0.0),
             backlog_drops: u1.1.saturating_sub(u0.1),
+            probe_p50_ms: probe.as_ref().map_or(f64::NAN, |p| p.p50_ms),
+            probe_p99_ms: probe.as_ref().map_or(f64::NAN, |p| p.p99_ms),
+            probe_packets: probe.as_ref().map_or(0, |p| p.packets),
             join_p50_ms: Summary::of(&join_ms).median,
             join_max_ms: Summary::of(&join_ms).max,
             ramp_s,
@@ -802,26 +869,32 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         let size = out_avg.round() as usize;
         let floor = run_floor(args, kind, &dests, pps_per_dest, size, "gcm256").await?;
         let floor_cm = run_floor(args, kind, &dests, pps_per_dest, size, "sha1-80").await?;
+        let floor_mm = run_floor(args, kind, &dests, pps_per_dest, size, "gcm256-batched").await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let f1: u64 = subs.iter().map(|(r, _)| r.floor_packets.get()).sum();
         shared.paused.set(false);
-        step.floor_packets = floor.packets + floor_cm.packets;
+        step.floor_packets = floor.packets + floor_cm.packets + floor_mm.packets;
         step.floor_delivered = f1 - f0;
         step.floor_us_sched = floor.sched_ns as f64 / 1e3 / floor.packets.max(1) as f64;
         step.floor_us_stat = floor.ticks as f64 / tck as f64 * 1e6 / floor.packets.max(1) as f64;
         step.floor_cm_us_sched = floor_cm.sched_ns as f64 / 1e3 / floor_cm.packets.max(1) as f64;
         step.ratio = step.us_per_pkt_sched / step.floor_us_sched;
         step.ratio_cm = step.us_per_pkt_sched / step.floor_cm_us_sched;
+        step.floor_mm_us_sched = floor_mm.sched_ns as f64 / 1e3 / floor_mm.packets.max(1) as f64;
+        step.ratio_mm = step.us_per_pkt_sched / step.floor_mm_us_sched;
         eprintln!(
-            "  {} N={n}: {:.0} fwd/s, SFU {:.2} µs/pkt (stat {:.2}), floor {:.2} µs/pkt, ratio {:.2}, \
+            "  {} N={n}: {:.0} fwd/s, SFU {:.2} µs/pkt (stat {:.2}), floor {:.2} µs/pkt, ratio {:.2}, batched floor {:.2} µs/pkt, ratio {:.2}, \
              loss {:.3} %, RSS {} kB ({:+.1} kB/sub), server {:.0} % CPU, loadgen {:.0} % CPU, p50/p99 {:.2}/{:.2} ms, \
-             in/out per fwd {:.3}/{:.3}, UDP rcvbuf errors {}, backlog drops {}, join p50/max {:.1}/{:.1} ms",
+             probe p50/p99 {:.2}/{:.2} ms, in/out per fwd {:.3}/{:.3}, UDP rcvbuf errors {}, backlog drops {}, \
+             join p50/max {:.1}/{:.1} ms",
             kind.name(),
             step.fwd_per_s,
             step.us_per_pkt_sched,
             step.us_per_pkt_stat,
             step.floor_us_sched,
             step.ratio,
+            step.floor_mm_us_sched,
+            step.ratio_mm,
             step.loss * 100.0,
             rss,
             step.kb_per_sub,
@@ -829,6 +902,8 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             step.loadgen_util * 100.0,
             p50,
             p99,
+            step.probe_p50_ms,
+            step.probe_p99_ms,
             step.in_per_fwd,
             step.out_per_fwd,
             step.udp_rcvbuf_errors,
@@ -885,6 +960,170 @@ fn publisher_pt(rtc: &Rtc, mid: Mid, kind: Kind) -> anyhow::Result<Pt> {
         .find(|p| p.spec().codec == codec && pts.contains(&p.pt()))
         .map(|p| p.pt())
         .context("codec not negotiated")
+}
+
+// ---- B5: the latency probe ----------------------------------------------------------
+
+const PROBE_ROOM: &str = "probe";
+
+/// A running `sc-loadgen probe` child.
+struct Probe {
+    child: std::process::Child,
+    dir: PathBuf,
+    deadline: Instant,
+}
+
+/// What the probe measured.
+struct ProbeResult {
+    p50_ms: f64,
+    p99_ms: f64,
+    packets: u64,
+}
+
+impl Probe {
+    /// Starts the probe on the load core, above the load generator's priority: it
+    /// joins during the warm-up and measures over the window.
+    fn start(args: &Args, server: &Server) -> anyhow::Result<Probe> {
+        let token = |identity: &str, publish: bool| {
+            let grants = Grants {
+                publish,
+                subscribe: !publish,
+                ..Grants::default()
+            };
+            server.token(PROBE_ROOM, identity, grants)
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "sc-probe-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(&args.load_cpu);
+        if args.rt {
+            cmd.args(["chrt", "-r", "20"]);
+        } else {
+            cmd.args(["nice", "-n", &(args.nice - 5).max(-20).to_string()]);
+        }
+        let child = cmd
+            .arg(std::env::current_exe()?)
+            .arg("probe")
+            .args([
+                &server.base,
+                &token("probe-pub", true)?,
+                &token("probe-sub", false)?,
+            ])
+            .args([
+                format!("{:.3}", args.warmup.as_secs_f64()),
+                format!("{:.3}", args.window.as_secs_f64()),
+            ])
+            .stdout(std::fs::File::create(dir.join("out"))?)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the latency probe")?;
+        Ok(Probe {
+            child,
+            dir,
+            deadline: Instant::now() + args.warmup + args.window + Duration::from_secs(20),
+        })
+    }
+
+    async fn finish(mut self) -> anyhow::Result<ProbeResult> {
+        let status = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > self.deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("the probe did not finish");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = std::fs::read_to_string(self.dir.join("out"))?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if !status.success() {
+            bail!("the probe failed: {status}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).context("the probe's output")?;
+        let f = |k: &str| {
+            v[k].as_f64()
+                .with_context(|| format!("probe output has no {k}"))
+        };
+        Ok(ProbeResult {
+            p50_ms: f("p50_ms")?,
+            p99_ms: f("p99_ms")?,
+            packets: f("packets")? as u64,
+        })
+    }
+}
+
+/// `sc-loadgen probe BASE PUB_TOKEN SUB_TOKEN SKIP_SECS SECS`: one audio publisher
+/// and one subscriber of a room of their own, in this process only; after SKIP_SECS
+/// it records the one-way latency of every packet (send time in the payload, the
+/// same clock at both ends) for SECS and prints it as JSON.
+fn probe_main(argv: &[String]) -> anyhow::Result<()> {
+    let [base, pub_token, sub_token, skip, secs] = argv else {
+        bail!("usage: sc-loadgen probe BASE PUB_TOKEN SUB_TOKEN SKIP_SECS SECS");
+    };
+    let skip = Duration::from_secs_f64(skip.parse().context("SKIP_SECS")?);
+    let secs = Duration::from_secs_f64(secs.parse().context("SECS")?);
+    str0m::crypto::from_feature_flags().install_process_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let t0 = Instant::now();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let kind = Kind::Audio;
+        let shared = Rc::new(Shared {
+            epoch: Instant::now(),
+            kind,
+            stop: Cell::new(false),
+            paused: Cell::new(false),
+            measuring: Cell::new(false),
+            latency: RefCell::new(Histogram::default()),
+            sent: Cell::new(0),
+            keyframes: Cell::new(0),
+        });
+        let p = join_room(&http, base, PROBE_ROOM, pub_token, kind, true).await?;
+        let pt = publisher_pt(&p.rtc, p.mid, kind)?;
+        let connected = Rc::new(Cell::new(false));
+        let publisher =
+            tokio::task::spawn_local(publisher_task(p, pt, connected.clone(), shared.clone()));
+        let s = join_room(&http, base, PROBE_ROOM, sub_token, kind, false).await?;
+        let rx = Rc::new(RxStats::default());
+        let subscriber = tokio::task::spawn_local(subscriber_task(s, rx.clone(), shared.clone()));
+        if !wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            rx.received.get() > 0
+        })
+        .await
+        {
+            bail!("the probe's subscriber received nothing in 10 s");
+        }
+        tokio::time::sleep_until((t0 + skip).into()).await;
+        shared.measuring.set(true);
+        tokio::time::sleep(secs).await;
+        shared.measuring.set(false);
+        shared.stop.set(true);
+        let result = {
+            let h = shared.latency.borrow();
+            json!({
+                "p50_ms": h.quantile_ms(0.5),
+                "p99_ms": h.quantile_ms(0.99),
+                "p999_ms": h.quantile_ms(0.999),
+                "packets": h.count(),
+            })
+        };
+        println!("{result}");
+        for t in [publisher, subscriber] {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        Ok(())
+    })
 }
 
 // ---- the floor -----------------------------------------------------------------
@@ -964,11 +1203,12 @@ async fn run_floor(
 /// PROFILE: `gcm256` (AEAD_AES_256_GCM) or `sha1-80` (AES_CM_128_HMAC_SHA1_80).
 fn floor_main(argv: &[String]) -> anyhow::Result<()> {
     let [file, pps, fps, size, secs, profile] = argv else {
-        bail!("usage: sc-loadgen floor DESTS PPS FPS SIZE SECS gcm256|sha1-80");
+        bail!("usage: sc-loadgen floor DESTS PPS FPS SIZE SECS gcm256|gcm256-batched|sha1-80");
     };
-    let gcm = match profile.as_str() {
-        "gcm256" => true,
-        "sha1-80" => false,
+    let (gcm, batched) = match profile.as_str() {
+        "gcm256" => (true, false),
+        "gcm256-batched" => (true, true),
+        "sha1-80" => (false, false),
         p => bail!("unknown SRTP profile {p}"),
     };
     let dests: Vec<SocketAddr> = std::fs::read_to_string(file)?
@@ -998,6 +1238,10 @@ fn floor_main(argv: &[String]) -> anyhow::Result<()> {
     for (i, b) in buf.iter_mut().enumerate() {
         *b = (i * 7) as u8;
     }
+    // The batched floor: each packet protected into a buffer of its own, sent
+    // `udp_batch::BATCH` per `sendmmsg`, as the server's worker sends.
+    let mut bufs: Vec<Vec<u8>> = vec![buf.clone(); udp_batch::BATCH];
+    let mut filled: Vec<(SocketAddr, usize)> = Vec::with_capacity(udp_batch::BATCH);
     let tick = Duration::from_secs_f64(1.0 / fps);
     let per_tick = pps / fps;
     let mut acc = 0.0f64;
@@ -1029,15 +1273,28 @@ fn floor_main(argv: &[String]) -> anyhow::Result<()> {
         for _ in 0..k {
             for (s, dest, seq) in streams.iter_mut() {
                 let ssrc = s.ssrc();
-                write_rtp_header(&mut buf, 111, false, *seq as u16, (*seq as u32) * 960, ssrc);
-                let n = s.protect_in_place(&mut buf, plain, RTP_HEADER_LEN, *seq);
+                let b = if batched {
+                    &mut bufs[filled.len()]
+                } else {
+                    &mut buf
+                };
+                write_rtp_header(b, 111, false, *seq as u16, (*seq as u32) * 960, ssrc);
+                let n = s.protect_in_place(b, plain, RTP_HEADER_LEN, *seq);
                 *seq += 1;
+                if batched {
+                    filled.push((*dest, n));
+                    if filled.len() == udp_batch::BATCH {
+                        send_filled(&sock, &bufs, &mut filled, &mut packets, &mut errors);
+                    }
+                    continue;
+                }
                 match sock.send_to(&buf[..n], *dest) {
                     Ok(_) => packets += 1,
                     Err(_) => errors += 1,
                 }
             }
         }
+        send_filled(&sock, &bufs, &mut filled, &mut packets, &mut errors);
         next += tick;
         procfs::sleep_until(next);
     }
@@ -1051,6 +1308,37 @@ fn floor_main(argv: &[String]) -> anyhow::Result<()> {
         t1 - t0
     );
     Ok(())
+}
+
+/// Sends the batched floor's protected packets, `sendmmsg` after `sendmmsg`.
+fn send_filled(
+    sock: &std::net::UdpSocket,
+    bufs: &[Vec<u8>],
+    filled: &mut Vec<(SocketAddr, usize)>,
+    packets: &mut u64,
+    errors: &mut u64,
+) {
+    let list: [(SocketAddr, &[u8]); udp_batch::BATCH] = std::array::from_fn(|i| {
+        let (dest, n) = filled
+            .get(i)
+            .copied()
+            .unwrap_or((SocketAddr::from(([0; 4], 0)), 0));
+        (dest, &bufs[i][..n])
+    });
+    let mut at = 0;
+    while at < filled.len() {
+        match udp_batch::send_batch(sock.as_raw_fd(), &list[at..filled.len()]) {
+            Ok(n) => {
+                *packets += n as u64;
+                at += n;
+            }
+            Err(_) => {
+                *errors += 1;
+                at += 1;
+            }
+        }
+    }
+    filled.clear();
 }
 
 /// The floor's SRTP sender for one destination.
@@ -1140,9 +1428,9 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
     );
     println!();
     println!(
-        "| workload | N | fwd pkt/s | SFU CPU-µs/pkt | floor µs/pkt (GCM-256) | SFU/floor | floor µs/pkt (SHA1-80) | SFU/floor (SHA1-80) | kB/sub (RSS) | loss % | p50 / p99 ms | SFU CPU % | loadgen CPU % |"
+        "| workload | N | fwd pkt/s | SFU CPU-µs/pkt | floor µs/pkt (GCM-256) | SFU/floor | floor µs/pkt (SHA1-80) | SFU/floor (SHA1-80) | floor µs/pkt (GCM-256, sendmmsg) | SFU/batched floor | kB/sub (RSS) | loss % | p50 / p99 ms | B5 probe p50 / p99 ms | SFU CPU % | loadgen CPU % |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut keys: Vec<(&str, usize)> = all.iter().map(|s| (s.kind, s.n)).collect();
     keys.sort();
     keys.dedup();
@@ -1153,13 +1441,15 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
             |f: &dyn Fn(&Step) -> f64| Summary::of(&rows.iter().map(|s| f(s)).collect::<Vec<_>>());
         let id = if kind == "audio" { "B1" } else { "B2" };
         println!(
-            "| {id} {kind} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+            "| {id} {kind} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
             col(&|s| s.fwd_per_s).show(0),
             col(&|s| s.us_per_pkt_sched).show(2),
             col(&|s| s.floor_us_sched).show(2),
             col(&|s| s.ratio).show(2),
             col(&|s| s.floor_cm_us_sched).show(2),
             col(&|s| s.ratio_cm).show(2),
+            col(&|s| s.floor_mm_us_sched).show(2),
+            col(&|s| s.ratio_mm).show(2),
             if n >= 50 {
                 col(&|s| s.kb_per_sub).show(1)
             } else {
@@ -1168,6 +1458,8 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
             col(&|s| s.loss * 100.0).show(3),
             col(&|s| s.lat_p50_ms).show(2),
             col(&|s| s.lat_p99_ms).show(2),
+            col(&|s| s.probe_p50_ms).show(2),
+            col(&|s| s.probe_p99_ms).show(2),
             col(&|s| s.server_util * 100.0).show(0),
             col(&|s| s.loadgen_util * 100.0).show(0),
         );
