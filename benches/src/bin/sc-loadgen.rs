@@ -85,6 +85,10 @@ USAGE: sc-loadgen [OPTIONS]
   --server-log FILTER   the server's RUST_LOG (default warn); its log is copied to
                         target/bench-results/server-<pid>.log
   --no-probe            no B5 latency probe beside the load
+  --fractions LIST      after the ladder's first step, also load the worker to these
+                        shares of its capacity (e.g. 0.75,0.95,1.1): capacity = 1 s
+                        of CPU ÷ the first step's CPU per forwarded packet, and N
+                        follows from the packets each subscriber receives
   --quick               audio 1,100 / video 1,50, 1 repeat, 5 s windows
   --env K=V             a server setting (STREAMCORE_…), repeatable
 ";
@@ -109,6 +113,7 @@ struct Args {
     rt: bool,
     probe: bool,
     env: Vec<(String, String)>,
+    fractions: Vec<f64>,
 }
 
 fn parse_list(s: &str) -> anyhow::Result<Vec<usize>> {
@@ -142,6 +147,7 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
         rt: false,
         probe: true,
         env: Vec::new(),
+        fractions: Vec::new(),
     };
     let mut it = argv.iter();
     let secs = |v: Option<&String>| -> anyhow::Result<Duration> {
@@ -183,6 +189,15 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
             "--nice" => a.nice = it.next().context("a niceness")?.parse()?,
             "--rt" => a.rt = true,
             "--no-probe" => a.probe = false,
+            "--fractions" => {
+                a.fractions = it
+                    .next()
+                    .context("a list")?
+                    .split(',')
+                    .map(|v| v.trim().parse::<f64>().context("a list of shares"))
+                    .collect::<anyhow::Result<_>>()?;
+                a.fractions.sort_by(f64::total_cmp);
+            }
             "--env" => {
                 let kv = it.next().context("K=V")?;
                 let (k, v) = kv.split_once('=').context("--env takes K=V")?;
@@ -581,6 +596,8 @@ struct Step {
     probe_p50_ms: f64,
     probe_p99_ms: f64,
     probe_packets: u64,
+    /// The offered load as a share of the worker's capacity (`--fractions`).
+    capacity_share: f64,
     rss_base_kb: u64,
     rss_kb: u64,
     kb_per_sub: f64,
@@ -638,6 +655,7 @@ impl Step {
         let more = json!({
             "floor_batched_us_per_pkt_sched": self.floor_mm_us_sched, "ratio_to_floor_batched": self.ratio_mm,
             "probe_latency_ms": {"p50": self.probe_p50_ms, "p99": self.probe_p99_ms, "packets": self.probe_packets},
+            "capacity_share": self.capacity_share,
         });
         if let (Some(o), serde_json::Value::Object(m)) = (v.as_object_mut(), more) {
             o.extend(m);
@@ -692,7 +710,11 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
     let mut prev_rss = rss_base;
     let mut prev_n = 0usize;
     let gap = Duration::from_secs_f64(1.0 / args.join_rate);
-    for &target in ns {
+    let mut targets: std::collections::VecDeque<usize> = ns.iter().copied().collect();
+    // (CPU µs per forwarded packet, forwarded packets per second per subscriber) at
+    // the first step: what a share of capacity is in subscribers.
+    let mut calibration: Option<(f64, f64)> = None;
+    while let Some(target) = targets.pop_front() {
         let n = target;
         // Ramp.
         let t_ramp = Instant::now();
@@ -821,6 +843,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             repeat,
             n: target,
             reached: n,
+            capacity_share: calibration.map_or(f64::NAN, |(us, pps)| n as f64 * pps * us / 1e6),
             connected,
             receiving,
             window_s: wall,
@@ -911,6 +934,29 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             step.join_p50_ms,
             step.join_max_ms
         );
+        if calibration.is_none() && !args.fractions.is_empty() && step.forwarded > 0.0 {
+            let per_sub = step.fwd_per_s / n as f64;
+            let us = step.us_per_pkt_sched;
+            calibration = Some((us, per_sub));
+            step.capacity_share = n as f64 * per_sub * us / 1e6;
+            let capacity_n = 1e6 / (us * per_sub);
+            let mut all: Vec<usize> = targets
+                .drain(..)
+                .chain(
+                    args.fractions
+                        .iter()
+                        .map(|f| (f * capacity_n).round() as usize),
+                )
+                .filter(|m| *m > n)
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            eprintln!(
+                "  {}: capacity ≈ {capacity_n:.0} subscribers ({us:.2} µs per packet, {per_sub:.1} packets/s each); next N: {all:?}",
+                kind.name()
+            );
+            targets.extend(all);
+        }
         steps.push(step);
         // Let the subscribers get their stream back (video needs no keyframe: the
         // pause kept every subscriber's decoder state).
@@ -1488,6 +1534,29 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for d in diag {
         println!("{d}");
+    }
+    println!();
+    println!("Latency against load (every step; B5 is the probe pair beside the load):");
+    println!();
+    println!(
+        "| workload | repeat | N | load (share of capacity) | SFU CPU % | loss % | kB/sub (RSS) | load generator p50 / p99 ms | B5 probe p50 / p99 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in all {
+        println!(
+            "| {} | {} | {} | {:.2} | {:.0} | {:.3} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            s.kind,
+            s.repeat,
+            s.reached,
+            s.capacity_share,
+            s.server_util * 100.0,
+            s.loss * 100.0,
+            s.kb_per_sub,
+            s.lat_p50_ms,
+            s.lat_p99_ms,
+            s.probe_p50_ms,
+            s.probe_p99_ms
+        );
     }
     println!();
 }
