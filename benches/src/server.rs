@@ -88,6 +88,9 @@ impl Server {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(4)
+            // The server closes a keep-alive connection that sends no request within
+            // its header timeout (15 s); reusing one it is closing fails the request.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()?;
         let mut s = Server {
             keep_log: args.log.is_some(),

@@ -85,10 +85,11 @@ USAGE: sc-loadgen [OPTIONS]
   --server-log FILTER   the server's RUST_LOG (default warn); its log is copied to
                         target/bench-results/server-<pid>.log
   --no-probe            no B5 latency probe beside the load
-  --fractions LIST      after the ladder's first step, also load the worker to these
+  --fractions LIST      after the ladder's last step, also load the worker to these
                         shares of its capacity (e.g. 0.75,0.95,1.1): capacity = 1 s
-                        of CPU ÷ the first step's CPU per forwarded packet, and N
-                        follows from the packets each subscriber receives
+                        of CPU ÷ that step's CPU per forwarded packet (the largest N
+                        measured, where fixed costs weigh least), and N follows from
+                        the packets each subscriber receives
   --quick               audio 1,100 / video 1,50, 1 repeat, 5 s windows
   --env K=V             a server setting (STREAMCORE_…), repeatable
 ";
@@ -712,7 +713,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
     let gap = Duration::from_secs_f64(1.0 / args.join_rate);
     let mut targets: std::collections::VecDeque<usize> = ns.iter().copied().collect();
     // (CPU µs per forwarded packet, forwarded packets per second per subscriber) at
-    // the first step: what a share of capacity is in subscribers.
+    // the ladder's last step: what a share of capacity is in subscribers.
     let mut calibration: Option<(f64, f64)> = None;
     while let Some(target) = targets.pop_front() {
         let n = target;
@@ -934,7 +935,11 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             step.join_p50_ms,
             step.join_max_ms
         );
-        if calibration.is_none() && !args.fractions.is_empty() && step.forwarded > 0.0 {
+        if calibration.is_none()
+            && targets.is_empty()
+            && !args.fractions.is_empty()
+            && step.forwarded > 0.0
+        {
             let per_sub = step.fwd_per_s / n as f64;
             let us = step.us_per_pkt_sched;
             calibration = Some((us, per_sub));
@@ -1010,8 +1015,6 @@ fn publisher_pt(rtc: &Rtc, mid: Mid, kind: Kind) -> anyhow::Result<Pt> {
 
 // ---- B5: the latency probe ----------------------------------------------------------
 
-const PROBE_ROOM: &str = "probe";
-
 /// A running `sc-loadgen probe` child.
 struct Probe {
     child: std::process::Child,
@@ -1030,13 +1033,16 @@ impl Probe {
     /// Starts the probe on the load core, above the load generator's priority: it
     /// joins during the warm-up and measures over the window.
     fn start(args: &Args, server: &Server) -> anyhow::Result<Probe> {
+        // A room per probe: the last probe's peers may linger until their consent
+        // times out, and a new subscriber must not pick up their silent track.
+        let room = format!("probe-{:08x}", rand::random::<u32>());
         let token = |identity: &str, publish: bool| {
             let grants = Grants {
                 publish,
                 subscribe: !publish,
                 ..Grants::default()
             };
-            server.token(PROBE_ROOM, identity, grants)
+            server.token(&room, identity, grants)
         };
         let dir = std::env::temp_dir().join(format!(
             "sc-probe-{}-{:08x}",
@@ -1056,6 +1062,7 @@ impl Probe {
             .arg("probe")
             .args([
                 &server.base,
+                &room,
                 &token("probe-pub", true)?,
                 &token("probe-sub", false)?,
             ])
@@ -1104,13 +1111,13 @@ impl Probe {
     }
 }
 
-/// `sc-loadgen probe BASE PUB_TOKEN SUB_TOKEN SKIP_SECS SECS`: one audio publisher
+/// `sc-loadgen probe BASE ROOM PUB_TOKEN SUB_TOKEN SKIP_SECS SECS`: one audio publisher
 /// and one subscriber of a room of their own, in this process only; after SKIP_SECS
 /// it records the one-way latency of every packet (send time in the payload, the
 /// same clock at both ends) for SECS and prints it as JSON.
 fn probe_main(argv: &[String]) -> anyhow::Result<()> {
-    let [base, pub_token, sub_token, skip, secs] = argv else {
-        bail!("usage: sc-loadgen probe BASE PUB_TOKEN SUB_TOKEN SKIP_SECS SECS");
+    let [base, room, pub_token, sub_token, skip, secs] = argv else {
+        bail!("usage: sc-loadgen probe BASE ROOM PUB_TOKEN SUB_TOKEN SKIP_SECS SECS");
     };
     let skip = Duration::from_secs_f64(skip.parse().context("SKIP_SECS")?);
     let secs = Duration::from_secs_f64(secs.parse().context("SECS")?);
@@ -1135,12 +1142,12 @@ fn probe_main(argv: &[String]) -> anyhow::Result<()> {
             sent: Cell::new(0),
             keyframes: Cell::new(0),
         });
-        let p = join_room(&http, base, PROBE_ROOM, pub_token, kind, true).await?;
+        let p = join_room(&http, base, room, pub_token, kind, true).await?;
         let pt = publisher_pt(&p.rtc, p.mid, kind)?;
         let connected = Rc::new(Cell::new(false));
         let publisher =
             tokio::task::spawn_local(publisher_task(p, pt, connected.clone(), shared.clone()));
-        let s = join_room(&http, base, PROBE_ROOM, sub_token, kind, false).await?;
+        let s = join_room(&http, base, room, sub_token, kind, false).await?;
         let rx = Rc::new(RxStats::default());
         let subscriber = tokio::task::spawn_local(subscriber_task(s, rx.clone(), shared.clone()));
         if !wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
