@@ -64,6 +64,9 @@ impl TrackOut {
     pub fn restart(&mut self) {
         self.switch_source();
         self.layer.reset();
+        // A shed in progress belonged to what was sent before; the next sample of
+        // the queue tells what is left of it.
+        self.backlog = Backlog::default();
     }
 
     pub fn new(mid: Mid, kind: MediaKind) -> Self {
