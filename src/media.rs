@@ -1187,6 +1187,35 @@ impl control_api::live_rooms::LiveRooms for MediaWorkers {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_refused_datagram_is_counted_and_the_rest_of_the_batch_still_goes() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rx = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let metrics = Metrics::new();
+        let transmit = |destination: SocketAddr, byte: u8| Transmit {
+            proto: Protocol::Udp,
+            source: socket.local_addr().unwrap(),
+            destination,
+            contents: vec![byte; 20].into(),
+        };
+        // 150 datagrams, three system calls' worth; the 71st goes to an IPv6
+        // address from an IPv4 socket, which the kernel refuses.
+        let refused: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut batch: Vec<Transmit> = (0..150u8)
+            .map(|i| transmit(if i == 70 { refused } else { to }, i))
+            .collect();
+        send_udp(&socket, &mut batch, &metrics).await;
+        assert!(batch.is_empty());
+        assert_eq!(metrics.send_errors.get(), 1);
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        for i in (0..150u8).filter(|i| *i != 70) {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[i; 20], "datagram {i}, in order");
+        }
+    }
+
     fn update(n: u64) -> RoomUpdate {
         RoomUpdate::Data {
             from: PeerId(n),
