@@ -286,6 +286,21 @@ struct Shared {
     keyframes: Cell<u64>,
 }
 
+impl Shared {
+    fn new(kind: Kind) -> Rc<Shared> {
+        Rc::new(Shared {
+            epoch: Instant::now(),
+            kind,
+            stop: Cell::new(false),
+            paused: Cell::new(false),
+            measuring: Cell::new(false),
+            latency: RefCell::new(Histogram::default()),
+            sent: Cell::new(0),
+            keyframes: Cell::new(0),
+        })
+    }
+}
+
 /// A subscriber's receive record: a 1024-packet window of seen sequence numbers.
 #[derive(Default)]
 struct RxStats {
@@ -675,16 +690,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         env: args.env.clone(),
     })
     .await?;
-    let shared = Rc::new(Shared {
-        epoch: Instant::now(),
-        kind,
-        stop: Cell::new(false),
-        paused: Cell::new(false),
-        measuring: Cell::new(false),
-        latency: RefCell::new(Histogram::default()),
-        sent: Cell::new(0),
-        keyframes: Cell::new(0),
-    });
+    let shared = Shared::new(kind);
     let mut tasks = Vec::new();
 
     let p = join(&server, kind, true, "publisher").await?;
@@ -1132,16 +1138,7 @@ fn probe_main(argv: &[String]) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .build()?;
         let kind = Kind::Audio;
-        let shared = Rc::new(Shared {
-            epoch: Instant::now(),
-            kind,
-            stop: Cell::new(false),
-            paused: Cell::new(false),
-            measuring: Cell::new(false),
-            latency: RefCell::new(Histogram::default()),
-            sent: Cell::new(0),
-            keyframes: Cell::new(0),
-        });
+        let shared = Shared::new(kind);
         let p = join_room(&http, base, room, pub_token, kind, true).await?;
         let pt = publisher_pt(&p.rtc, p.mid, kind)?;
         let connected = Rc::new(Cell::new(false));
