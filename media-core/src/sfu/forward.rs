@@ -4,8 +4,8 @@
 //! for it (`ingest`: codec, keyframe, audio level, recording), then write one copy per
 //! subscriber (`send_to`) and release it at once. Nothing here allocates in steady
 //! state; payloads are shared, never copied. A video copy towards a paced subscriber
-//! first passes its m-line's [`Backlog`](crate::backlog::Backlog): pressure steps the layer down, and a queue
-//! at its bound is shed.
+//! first passes its m-line's [`Backlog`](crate::backlog::Backlog): pressure steps the
+//! layer down, and a queue at its bound is shed.
 
 use std::time::Instant;
 
@@ -357,8 +357,9 @@ fn send_to(
     Sent::Yes { stepped_down }
 }
 
-/// A paced video copy passes its m-line's [`Backlog`](crate::backlog::Backlog) before it is written: `Ok`
-/// (with whether the queue's pressure stepped the layer down) or what became of it.
+/// A paced video copy passes its m-line's [`Backlog`](crate::backlog::Backlog) before
+/// it is written: `Ok` (with whether the queue's pressure stepped the layer down) or
+/// what became of it.
 fn admit_to_queue(
     now: Instant,
     tx: &StreamTx,
