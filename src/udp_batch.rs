@@ -6,12 +6,13 @@
 //! datagram.
 //!
 //! Invariants: nothing is allocated per call (the message headers, I/O vectors and
-//! addresses live on the stack); the pointers into the caller's datagrams exist only
+//! addresses live on the stack, and only as many are written as are sent); the pointers into the caller's datagrams exist only
 //! for the duration of the call. The crate's only `unsafe`: the system call and the C
 //! structs it reads, which std, tokio and socket2 do not wrap.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
@@ -54,34 +55,43 @@ pub fn send_batch<D: Datagram>(fd: RawFd, datagrams: &[D]) -> io::Result<usize> 
     if n == 0 {
         return Ok(0);
     }
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    // Only the first `n` entries are written: a batch of one (a paced release) must
+    // not pay for clearing all 64 (some 13 kB).
+    let mut addrs = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH];
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH];
     for (i, d) in datagrams[..n].iter().enumerate() {
         let payload = d.payload();
-        iovs[i] = libc::iovec {
+        let iov = iovs[i].write(libc::iovec {
             iov_base: payload.as_ptr() as *mut libc::c_void,
             iov_len: payload.len(),
-        };
-        let len = write_sockaddr(&mut addrs[i], d.destination());
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = len;
-        h.msg_iov = &mut iovs[i];
+        });
+        let name = addrs[i].as_mut_ptr();
+        let namelen = write_sockaddr(name, d.destination());
+        // SAFETY: all-zero is a valid msghdr (its private padding included).
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_name = name.cast();
+        h.msg_namelen = namelen;
+        h.msg_iov = iov;
         h.msg_iovlen = 1;
+        hdrs[i].write(libc::mmsghdr {
+            msg_hdr: h,
+            msg_len: 0,
+        });
     }
-    // SAFETY: `hdrs[..n]` point into `addrs`, `iovs` and the caller's payloads, all of
-    // which outlive the call; the kernel only reads them (and writes `msg_len`).
-    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    // SAFETY: `hdrs[..n]` are initialised and point into `addrs`, `iovs` (initialised
+    // as far as `msg_namelen` and `msg_iovlen` say) and the caller's payloads, all of
+    // which outlive the call; the kernel reads them and writes only `msg_len`.
+    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr().cast(), n as libc::c_uint, 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(sent as usize)
 }
 
-/// Writes `addr` as a C socket address; returns its length.
-fn write_sockaddr(out: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+/// Writes `addr` as a C socket address at `out` (which may be uninitialised); returns
+/// its length.
+fn write_sockaddr(out: *mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -94,7 +104,7 @@ fn write_sockaddr(out: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::s
             };
             // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
             unsafe {
-                std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin);
+                std::ptr::write(out.cast(), sin);
             }
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
@@ -110,7 +120,7 @@ fn write_sockaddr(out: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::s
             };
             // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in6.
             unsafe {
-                std::ptr::write((out as *mut libc::sockaddr_storage).cast(), sin6);
+                std::ptr::write(out.cast(), sin6);
             }
             std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
