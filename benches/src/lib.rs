@@ -10,7 +10,8 @@
 //! - `src/bin/sc-loadgen.rs` (B1 audio, B2 video): the real `streamcore serve`
 //!   process pinned to core 0, joined over WHIP/WHEP from a str0m load generator
 //!   pinned to core 1; CPU-µs per forwarded packet from `/proc`, RSS per subscriber,
-//!   loss, and the SRTP-protect + `send_to` floor measured in the same run.
+//!   loss, and the SRTP-protect + `send_to` floor measured in the same run; with
+//!   `--servers streamcore,janus`, the same ladders against Janus 1.1.2 (`janus.rs`).
 //! - `src/bin/sc-roombench.rs`, `sc-eventbench.rs`, `sc-apibench.rs`: rooms, events,
 //!   the control API (each with its baseline in the same run).
 //! - `src/bin/sc-recbench.rs`: what a recording adds to forwarding, and recorded
@@ -20,6 +21,8 @@
 //!
 //! This library holds what they share.
 
+pub mod janus;
+pub mod plot;
 pub mod procfs;
 pub mod server;
 pub mod srtp;

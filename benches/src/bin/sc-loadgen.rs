@@ -37,12 +37,14 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use signaling::Grants;
 use std::os::fd::AsRawFd;
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use streamcore::udp_batch;
+use streamcore_benches::janus::{self, JanusServer, JanusSpec};
+use streamcore_benches::plot::{Series, line_plot};
 use streamcore_benches::procfs;
 use streamcore_benches::server::{Server, ServerSpec};
 use streamcore_benches::shape::{self, Kind, Source};
@@ -92,6 +94,12 @@ USAGE: sc-loadgen [OPTIONS]
                         the packets each subscriber receives
   --quick               audio 1,100 / video 1,50, 1 repeat, 5 s windows
   --env K=V             a server setting (STREAMCORE_…), repeatable
+  --servers LIST        streamcore,janus: the same ladders against Janus 1.1.2's
+                        VideoRoom (Debian's janus package), in the same run, on
+                        the same core, with the same peers (default streamcore)
+  --janus PATH          the Janus binary (default: janus on PATH)
+  --svg PATH            plot CPU per forwarded packet against N (each server and
+                        the floors) as SVG
 ";
 
 #[derive(Debug, Clone)]
@@ -115,6 +123,16 @@ struct Args {
     probe: bool,
     env: Vec<(String, String)>,
     fractions: Vec<f64>,
+    servers: Vec<ServerKind>,
+    janus: PathBuf,
+    svg: Option<PathBuf>,
+}
+
+/// Which server a ladder measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    Streamcore,
+    Janus,
 }
 
 fn parse_list(s: &str) -> anyhow::Result<Vec<usize>> {
@@ -149,6 +167,9 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
         probe: true,
         env: Vec::new(),
         fractions: Vec::new(),
+        servers: vec![ServerKind::Streamcore],
+        janus: PathBuf::from("janus"),
+        svg: None,
     };
     let mut it = argv.iter();
     let secs = |v: Option<&String>| -> anyhow::Result<Duration> {
@@ -190,6 +211,20 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
             "--nice" => a.nice = it.next().context("a niceness")?.parse()?,
             "--rt" => a.rt = true,
             "--no-probe" => a.probe = false,
+            "--servers" => {
+                a.servers = it
+                    .next()
+                    .context("a list")?
+                    .split(',')
+                    .map(|w| match w {
+                        "streamcore" => Ok(ServerKind::Streamcore),
+                        "janus" => Ok(ServerKind::Janus),
+                        o => bail!("unknown server {o}"),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "--janus" => a.janus = PathBuf::from(it.next().context("a path")?),
+            "--svg" => a.svg = Some(PathBuf::from(it.next().context("a path")?)),
             "--fractions" => {
                 a.fractions = it
                     .next()
@@ -310,6 +345,9 @@ struct RxStats {
     seen: RefCell<[u64; 16]>,
     duplicates: Cell<u64>,
     floor_packets: Cell<u64>,
+    /// Datagrams (and their bytes) from the server, RTCP included.
+    datagrams: Cell<u64>,
+    bytes: Cell<u64>,
 }
 
 impl RxStats {
@@ -359,23 +397,204 @@ struct Joined {
     mid: Mid,
 }
 
-/// Offers one m-line of `kind` over WHIP (`publish`) or WHEP to the bench room, and
-/// applies the answer.
-async fn join(
-    server: &Server,
-    kind: Kind,
-    publish: bool,
-    identity: &str,
-) -> anyhow::Result<Joined> {
-    let grants = Grants {
-        publish,
-        subscribe: !publish,
-        ..Grants::default()
-    };
-    let token = server.token(ROOM, identity, grants)?;
-    join_room(&server.http, &server.base, ROOM, &token, kind, publish).await
+/// The server under test: StreamCore, or Janus beside it (`--servers`).
+enum Sut {
+    Streamcore(Server),
+    Janus(JanusServer),
 }
 
+/// What the server did in a window: from StreamCore's metrics, or for Janus (which
+/// has none to compare) from what the subscribers received and the publisher sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    forwarded: f64,
+    rtp_in: f64,
+    datagrams_in: f64,
+    datagrams_out: f64,
+    bytes_out: f64,
+    send_errors: f64,
+    forward_errors: f64,
+}
+
+impl Counters {
+    fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            forwarded: self.forwarded - earlier.forwarded,
+            rtp_in: self.rtp_in - earlier.rtp_in,
+            datagrams_in: self.datagrams_in - earlier.datagrams_in,
+            datagrams_out: self.datagrams_out - earlier.datagrams_out,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            send_errors: self.send_errors - earlier.send_errors,
+            forward_errors: self.forward_errors - earlier.forward_errors,
+        }
+    }
+}
+
+impl Sut {
+    fn name(&self) -> &'static str {
+        match self {
+            Sut::Streamcore(_) => "streamcore",
+            Sut::Janus(_) => "janus",
+        }
+    }
+
+    async fn start(args: &Args, which: ServerKind) -> anyhow::Result<Sut> {
+        Ok(match which {
+            ServerKind::Streamcore => Sut::Streamcore(
+                Server::start(&ServerSpec {
+                    streamcore: args.streamcore.clone(),
+                    cpu: args.server_cpu.clone(),
+                    log: args.server_log.clone(),
+                    workers: 1,
+                    env: args.env.clone(),
+                })
+                .await?,
+            ),
+            ServerKind::Janus => Sut::Janus(
+                JanusServer::start(&JanusSpec {
+                    janus: args.janus.clone(),
+                    cpu: args.server_cpu.clone(),
+                })
+                .await?,
+            ),
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        match self {
+            Sut::Streamcore(s) => s.log_tail(),
+            Sut::Janus(j) => j.log_tail(),
+        }
+    }
+
+    fn cpu(&self) -> procfs::CpuReading {
+        match self {
+            Sut::Streamcore(s) => s.cpu(),
+            Sut::Janus(j) => j.cpu(),
+        }
+    }
+
+    fn rss_kb(&self) -> u64 {
+        match self {
+            Sut::Streamcore(s) => s.rss_kb(),
+            Sut::Janus(j) => j.rss_kb(),
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        match self {
+            Sut::Streamcore(s) => s.alive(),
+            Sut::Janus(j) => j.alive(),
+        }
+    }
+
+    async fn counters(
+        &self,
+        subs: &[(Rc<RxStats>, SocketAddr)],
+        shared: &Shared,
+    ) -> anyhow::Result<Counters> {
+        match self {
+            Sut::Streamcore(s) => {
+                let m = s.metrics().await?;
+                let g = |k: &str| m.get(k).copied().unwrap_or(0.0);
+                Ok(Counters {
+                    forwarded: g("streamcore_rtp_packets_forwarded_total"),
+                    rtp_in: g("streamcore_rtp_packets_in_total"),
+                    datagrams_in: g("streamcore_udp_datagrams_in_total"),
+                    datagrams_out: g("streamcore_udp_datagrams_out_total"),
+                    bytes_out: g("streamcore_udp_bytes_out_total"),
+                    send_errors: g("streamcore_udp_send_errors_total"),
+                    forward_errors: g("streamcore_forward_errors_total"),
+                })
+            }
+            // Janus's forwarded packets are the ones delivered: a packet it sent and
+            // the kernel dropped counts as not forwarded, which favours Janus.
+            Sut::Janus(_) => Ok(Counters {
+                forwarded: subs.iter().map(|(r, _)| r.received.get() as f64).sum(),
+                rtp_in: shared.sent.get() as f64,
+                datagrams_in: f64::NAN,
+                datagrams_out: subs.iter().map(|(r, _)| r.datagrams.get() as f64).sum(),
+                bytes_out: subs.iter().map(|(r, _)| r.bytes.get() as f64).sum(),
+                send_errors: 0.0,
+                forward_errors: 0.0,
+            }),
+        }
+    }
+
+    /// Joins one peer: the publisher (`publish`) or a subscriber of its track.
+    async fn join(&self, kind: Kind, publish: bool, identity: &str) -> anyhow::Result<Joined> {
+        match self {
+            Sut::Streamcore(server) => {
+                let grants = Grants {
+                    publish,
+                    subscribe: !publish,
+                    ..Grants::default()
+                };
+                let token = server.token(ROOM, identity, grants)?;
+                join_room(&server.http, &server.base, ROOM, &token, kind, publish).await
+            }
+            Sut::Janus(janus) if publish => {
+                let (mut rtc, sock, local) = new_peer(janus::peer_ip()).await?;
+                let mut api = rtc.sdp_api();
+                let mid = api.add_media(
+                    kind.media_kind(),
+                    Direction::SendOnly,
+                    Some("s".into()),
+                    None,
+                    None,
+                );
+                let (offer, pending) = api.apply().context("no offer")?;
+                let answer = janus.publish(&offer.to_sdp_string()).await?;
+                let sfu = answer_candidate(&answer).context("janus's answer has no candidate")?;
+                rtc.sdp_api()
+                    .accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
+                Ok(Joined {
+                    rtc,
+                    sock,
+                    local,
+                    sfu,
+                    mid,
+                })
+            }
+            Sut::Janus(janus) => {
+                let (mut rtc, sock, local) = new_peer(janus::peer_ip()).await?;
+                let offer = janus
+                    .subscribe(|offer| {
+                        let answer = rtc
+                            .sdp_api()
+                            .accept_offer(SdpOffer::from_sdp_string(offer)?)?;
+                        Ok(answer.to_sdp_string())
+                    })
+                    .await?;
+                let sfu = answer_candidate(&offer).context("janus's offer has no candidate")?;
+                let mid = offer
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("a=mid:"))
+                    .map(Mid::from)
+                    .context("janus's offer has no mid")?;
+                Ok(Joined {
+                    rtc,
+                    sock,
+                    local,
+                    sfu,
+                    mid,
+                })
+            }
+        }
+    }
+}
+
+/// A peer in RTP mode with one host candidate on `ip`.
+async fn new_peer(ip: std::net::IpAddr) -> anyhow::Result<(Rtc, UdpSocket, SocketAddr)> {
+    let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    let local = sock.local_addr()?;
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    Ok((rtc, sock, local))
+}
+
+/// Offers one m-line of `kind` over WHIP (`publish`) or WHEP to the bench room, and
+/// applies the answer.
 async fn join_room(
     http: &reqwest::Client,
     base: &str,
@@ -384,10 +603,7 @@ async fn join_room(
     kind: Kind,
     publish: bool,
 ) -> anyhow::Result<Joined> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
-    let local = sock.local_addr()?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let (mut rtc, sock, local) = new_peer([127, 0, 0, 1].into()).await?;
     let dir = if publish {
         Direction::SendOnly
     } else {
@@ -498,6 +714,8 @@ async fn subscriber_task(mut j: Joined, rx: Rc<RxStats>, shared: Rc<Shared>) {
             r = j.sock.recv_from(&mut buf) => {
                 if let Ok((n, src)) = r {
                     if src == j.sfu {
+                        rx.datagrams.set(rx.datagrams.get() + 1);
+                        rx.bytes.set(rx.bytes.get() + n as u64);
                         receive(&mut j.rtc, j.local, src, &buf[..n]);
                     } else {
                         // The floor's packets: counted, not decrypted.
@@ -585,6 +803,8 @@ async fn publisher_task(mut j: Joined, pt: Pt, connected: Rc<Cell<bool>>, shared
 
 #[derive(Debug, Clone, Default)]
 struct Step {
+    /// `streamcore` or `janus`.
+    server: &'static str,
     kind: &'static str,
     repeat: usize,
     /// The ladder step; `reached` subscribers joined (fewer when joins failed).
@@ -647,7 +867,7 @@ struct Step {
 impl Step {
     fn to_json(&self) -> serde_json::Value {
         let mut v = json!({
-            "workload": self.kind, "repeat": self.repeat, "n": self.n, "reached": self.reached,
+            "server": self.server, "workload": self.kind, "repeat": self.repeat, "n": self.n, "reached": self.reached,
             "connected": self.connected, "receiving": self.receiving,
             "window_s": self.window_s, "forwarded": self.forwarded, "rtp_in": self.rtp_in,
             "forwarded_per_s": self.fwd_per_s, "sfu_out_bytes_avg": self.out_bytes_avg,
@@ -680,20 +900,19 @@ impl Step {
     }
 }
 
-async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow::Result<Vec<Step>> {
+async fn ladder(
+    args: &Args,
+    which: ServerKind,
+    kind: Kind,
+    ns: &[usize],
+    repeat: usize,
+) -> anyhow::Result<Vec<Step>> {
     let tck = procfs::clk_tck();
-    let mut server = Server::start(&ServerSpec {
-        streamcore: args.streamcore.clone(),
-        cpu: args.server_cpu.clone(),
-        log: args.server_log.clone(),
-        workers: 1,
-        env: args.env.clone(),
-    })
-    .await?;
+    let mut server = Sut::start(args, which).await?;
     let shared = Shared::new(kind);
     let mut tasks = Vec::new();
 
-    let p = join(&server, kind, true, "publisher").await?;
+    let p = server.join(kind, true, "publisher").await?;
     let pt = publisher_pt(&p.rtc, p.mid, kind)?;
     let pub_connected = Rc::new(Cell::new(false));
     tasks.push(tokio::task::spawn_local(publisher_task(
@@ -733,7 +952,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             next_join = (next_join + gap).max(Instant::now());
             let i = subs.len();
             let tj = Instant::now();
-            let j = match join(&server, kind, false, &format!("sub{i}")).await {
+            let j = match server.join(kind, false, &format!("sub{i}")).await {
                 Ok(j) => j,
                 Err(e) => {
                     // A saturated server answers joins late or not at all: measure
@@ -770,22 +989,24 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         let connected = subs.iter().filter(|(r, _)| r.connected.get()).count();
         let receiving = subs.iter().filter(|(r, _)| r.received.get() > 0).count();
         eprintln!(
-            "  {} N={n}: ramp {:.1} s, {connected} connected, {receiving} receiving",
+            "  {} {} N={n}: ramp {:.1} s, {connected} connected, {receiving} receiving",
+            server.name(),
             kind.name(),
             t_ramp.elapsed().as_secs_f64()
         );
         if !server.alive() {
             bail!("the server died: {}", server.log_tail());
         }
-        let probe = if args.probe {
-            Some(Probe::start(args, &server)?)
-        } else {
-            None
+        // The probe joins StreamCore rooms; against Janus, the load generator's own
+        // latency is the figure.
+        let probe = match &server {
+            Sut::Streamcore(s) if args.probe => Some(Probe::start(args, s)?),
+            _ => None,
         };
         tokio::time::sleep(args.warmup).await;
 
         // Steady window.
-        let m0 = server.metrics().await?;
+        let m0 = server.counters(&subs, &shared).await?;
         let u0 = udp_drops();
         let c0 = server.cpu();
         let l0 = procfs::cpu("self").unwrap_or_default();
@@ -807,10 +1028,10 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         let l1 = procfs::cpu("self").unwrap_or_default();
         let wall = t0.elapsed().as_secs_f64();
         shared.measuring.set(false);
-        let m1 = server.metrics().await?;
+        let m1 = server.counters(&subs, &shared).await?;
         let u1 = udp_drops();
-        let d = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);
-        let forwarded = d("streamcore_rtp_packets_forwarded_total");
+        let d = m1.since(&m0);
+        let forwarded = d.forwarded;
         let (cpu_stat, cpu_sched) = c1.since(&c0, tck);
         let (_, lg_sched) = l1.since(&l0, tck);
         let (mut got, mut expected, mut dups) = (0u64, 0u64, 0u64);
@@ -843,9 +1064,9 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             },
             None => None,
         };
-        let out_avg =
-            d("streamcore_udp_bytes_out_total") / d("streamcore_udp_datagrams_out_total").max(1.0);
+        let out_avg = d.bytes_out / d.datagrams_out.max(1.0);
         let mut step = Step {
+            server: server.name(),
             kind: kind.name(),
             repeat,
             n: target,
@@ -855,7 +1076,7 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             receiving,
             window_s: wall,
             forwarded,
-            rtp_in: d("streamcore_rtp_packets_in_total"),
+            rtp_in: d.rtp_in,
             fwd_per_s: forwarded / wall,
             out_bytes_avg: out_avg,
             cpu_stat_s: cpu_stat,
@@ -873,10 +1094,10 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
             rss_kb: rss,
             kb_per_sub: (rss as f64 - rss_base as f64) / n as f64,
             kb_per_sub_step: (rss as f64 - prev_rss as f64) / (n - prev_n).max(1) as f64,
-            send_errors: d("streamcore_udp_send_errors_total"),
-            forward_errors: d("streamcore_forward_errors_total"),
-            in_per_fwd: d("streamcore_udp_datagrams_in_total") / forwarded.max(1.0),
-            out_per_fwd: d("streamcore_udp_datagrams_out_total") / forwarded.max(1.0),
+            send_errors: d.send_errors,
+            forward_errors: d.forward_errors,
+            in_per_fwd: d.datagrams_in / forwarded.max(1.0),
+            out_per_fwd: d.datagrams_out / forwarded.max(1.0),
             udp_rcvbuf_errors: u1.0.saturating_sub(u0.0),
             backlog_drops: u1.1.saturating_sub(u0.1),
             probe_p50_ms: probe.as_ref().map_or(f64::NAN, |p| p.p50_ms),
@@ -913,10 +1134,11 @@ async fn ladder(args: &Args, kind: Kind, ns: &[usize], repeat: usize) -> anyhow:
         step.floor_mm_us_sched = floor_mm.sched_ns as f64 / 1e3 / floor_mm.packets.max(1) as f64;
         step.ratio_mm = step.us_per_pkt_sched / step.floor_mm_us_sched;
         eprintln!(
-            "  {} N={n}: {:.0} fwd/s, SFU {:.2} µs/pkt (stat {:.2}), floor {:.2} µs/pkt, ratio {:.2}, batched floor {:.2} µs/pkt, ratio {:.2}, \
+            "  {} {} N={n}: {:.0} fwd/s, SFU {:.2} µs/pkt (stat {:.2}), floor {:.2} µs/pkt, ratio {:.2}, batched floor {:.2} µs/pkt, ratio {:.2}, \
              loss {:.3} %, RSS {} kB ({:+.1} kB/sub), server {:.0} % CPU, loadgen {:.0} % CPU, p50/p99 {:.2}/{:.2} ms, \
              probe p50/p99 {:.2}/{:.2} ms, in/out per fwd {:.3}/{:.3}, UDP rcvbuf errors {}, backlog drops {}, \
              join p50/max {:.1}/{:.1} ms",
+            server.name(),
             kind.name(),
             step.fwd_per_s,
             step.us_per_pkt_sched,
@@ -1434,14 +1656,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Kind::Audio => &args.audio_n,
                 Kind::Video => &args.video_n,
             };
-            eprintln!("repeat {} / {}: {}", repeat + 1, args.repeats, kind.name());
-            match ladder(&args, kind, ns, repeat).await {
-                Ok(s) => all.extend(s),
-                Err(e) => eprintln!("  {} ladder failed: {e:#}", kind.name()),
+            // Interleaved, so that both servers see the same machine state.
+            for &which in &args.servers {
+                eprintln!(
+                    "repeat {} / {}: {} {which:?}",
+                    repeat + 1,
+                    args.repeats,
+                    kind.name()
+                );
+                match ladder(&args, which, kind, ns, repeat).await {
+                    Ok(s) => all.extend(s),
+                    Err(e) => eprintln!("  {which:?} {} ladder failed: {e:#}", kind.name()),
+                }
             }
         }
     }
     report(&args, &sha, &all, started.elapsed());
+    if let Some(path) = &args.svg {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, cpu_plot(&sha, &all))?;
+        eprintln!("wrote {}", path.display());
+    }
     if let Some(path) = &args.json {
         let doc = json!({
             "bench": "sc-loadgen",
@@ -1478,20 +1715,25 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
     );
     println!();
     println!(
-        "| workload | N | fwd pkt/s | SFU CPU-µs/pkt | floor µs/pkt (GCM-256) | SFU/floor | floor µs/pkt (SHA1-80) | SFU/floor (SHA1-80) | floor µs/pkt (GCM-256, sendmmsg) | SFU/batched floor | kB/sub (RSS) | loss % | p50 / p99 ms | B5 probe p50 / p99 ms | SFU CPU % | loadgen CPU % |"
+        "| server | workload | N | fwd pkt/s | SFU CPU-µs/pkt | floor µs/pkt (GCM-256) | SFU/floor | floor µs/pkt (SHA1-80) | SFU/floor (SHA1-80) | floor µs/pkt (GCM-256, sendmmsg) | SFU/batched floor | kB/sub (RSS) | loss % | p50 / p99 ms | B5 probe p50 / p99 ms | SFU CPU % | loadgen CPU % |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut keys: Vec<(&str, usize)> = all.iter().map(|s| (s.kind, s.n)).collect();
-    keys.sort();
+    println!(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut keys: Vec<(&str, &str, usize)> = all.iter().map(|s| (s.kind, s.server, s.n)).collect();
+    keys.sort_by_key(|(kind, server, n)| (*kind, *server != "streamcore", *n));
     keys.dedup();
     let mut diag = Vec::new();
-    for (kind, n) in keys {
-        let rows: Vec<&Step> = all.iter().filter(|s| s.kind == kind && s.n == n).collect();
+    for (kind, server, n) in keys {
+        let rows: Vec<&Step> = all
+            .iter()
+            .filter(|s| s.kind == kind && s.server == server && s.n == n)
+            .collect();
         let col =
             |f: &dyn Fn(&Step) -> f64| Summary::of(&rows.iter().map(|s| f(s)).collect::<Vec<_>>());
         let id = if kind == "audio" { "B1" } else { "B2" };
         println!(
-            "| {id} {kind} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {server} | {id} {kind} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
             col(&|s| s.fwd_per_s).show(0),
             col(&|s| s.us_per_pkt_sched).show(2),
             col(&|s| s.floor_us_sched).show(2),
@@ -1514,7 +1756,7 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
             col(&|s| s.loadgen_util * 100.0).show(0),
         );
         diag.push(format!(
-            "| {id} {kind} | {n} | {} | {} / {} | {} | {} | {} / {} | {} | {} |",
+            "| {server} | {id} {kind} | {n} | {} | {} / {} | {} | {} | {} / {} | {} | {} |",
             col(&|s| s.us_per_pkt_stat).show(2),
             col(&|s| s.in_per_fwd).show(3),
             col(&|s| s.out_per_fwd).show(3),
@@ -1533,9 +1775,9 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
     println!("Diagnostics:");
     println!();
     println!(
-        "| workload | N | SFU CPU-µs/pkt (stat ticks) | SFU datagrams in / out per fwd | SFU mean datagram bytes | UDP rcvbuf errors in window | join p50 / max ms | ramp s | receiving/N per repeat |"
+        "| server | workload | N | SFU CPU-µs/pkt (stat ticks) | SFU datagrams in / out per fwd | SFU mean datagram bytes | UDP rcvbuf errors in window | join p50 / max ms | ramp s | receiving/N per repeat |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for d in diag {
         println!("{d}");
     }
@@ -1543,12 +1785,13 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
     println!("Latency against load (every step; B5 is the probe pair beside the load):");
     println!();
     println!(
-        "| workload | repeat | N | load (share of capacity) | SFU CPU % | loss % | kB/sub (RSS) | load generator p50 / p99 ms | B5 probe p50 / p99 ms |"
+        "| server | workload | repeat | N | load (share of capacity) | SFU CPU % | loss % | kB/sub (RSS) | load generator p50 / p99 ms | B5 probe p50 / p99 ms |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in all {
         println!(
-            "| {} | {} | {} | {:.2} | {:.0} | {:.3} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.3} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            s.server,
             s.kind,
             s.repeat,
             s.reached,
@@ -1563,4 +1806,131 @@ fn report(args: &Args, sha: &str, all: &[Step], elapsed: Duration) {
         );
     }
     println!();
+    compare_servers(all);
+}
+
+/// Median of one figure over the repeats of (server, workload, N).
+fn median_of(all: &[Step], server: &str, kind: &str, n: usize, f: impl Fn(&Step) -> f64) -> f64 {
+    let v: Vec<f64> = all
+        .iter()
+        .filter(|s| s.server == server && s.kind == kind && s.n == n)
+        .map(f)
+        .collect();
+    Summary::of(&v).median
+}
+
+/// StreamCore ÷ Janus at every (workload, N) both servers reached.
+fn compare_servers(all: &[Step]) {
+    let mut keys: Vec<(&str, usize)> = all
+        .iter()
+        .filter(|s| s.server == "janus")
+        .map(|s| (s.kind, s.n))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|(k, n)| {
+        all.iter()
+            .any(|s| s.server == "streamcore" && s.kind == *k && s.n == *n)
+    });
+    if keys.is_empty() {
+        return;
+    }
+    println!(
+        "StreamCore ÷ Janus (medians; below 1 is StreamCore cheaper; Janus ÷ StreamCore is how many times more packets one core forwards):"
+    );
+    println!();
+    println!(
+        "| workload | N | CPU-µs/pkt SC / Janus | SC ÷ Janus | Janus ÷ SC (per core) | kB/sub SC / Janus | loss % SC / Janus | p50 ms SC / Janus | p99 ms SC / Janus |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (kind, n) in keys {
+        let m = |server: &str, f: &dyn Fn(&Step) -> f64| median_of(all, server, kind, n, f);
+        let (sc, ja) = (
+            m("streamcore", &|s| s.us_per_pkt_sched),
+            m("janus", &|s| s.us_per_pkt_sched),
+        );
+        println!(
+            "| {kind} | {n} | {sc:.2} / {ja:.2} | {:.3} | {:.1} | {:.1} / {:.1} | {:.3} / {:.3} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            sc / ja,
+            ja / sc,
+            m("streamcore", &|s| s.kb_per_sub),
+            m("janus", &|s| s.kb_per_sub),
+            m("streamcore", &|s| s.loss * 100.0),
+            m("janus", &|s| s.loss * 100.0),
+            m("streamcore", &|s| s.lat_p50_ms),
+            m("janus", &|s| s.lat_p50_ms),
+            m("streamcore", &|s| s.lat_p99_ms),
+            m("janus", &|s| s.lat_p99_ms),
+        );
+    }
+    println!();
+}
+
+/// CPU per forwarded packet against N: each server and workload, and the floors
+/// measured beside StreamCore's steps.
+fn cpu_plot(sha: &str, all: &[Step]) -> String {
+    let mut series = Vec::new();
+    let palette = [
+        ("streamcore", "audio", "#1f77b4", false, "StreamCore audio"),
+        ("streamcore", "video", "#2ca02c", false, "StreamCore video"),
+        ("janus", "audio", "#d62728", false, "Janus 1.1.2 audio"),
+        ("janus", "video", "#ff7f0e", false, "Janus 1.1.2 video"),
+    ];
+    let ns = |server: &str, kind: &str| {
+        let mut v: Vec<usize> = all
+            .iter()
+            .filter(|s| s.server == server && s.kind == kind)
+            .map(|s| s.n)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    for (server, kind, colour, dashed, label) in palette {
+        let points: Vec<(f64, f64)> = ns(server, kind)
+            .into_iter()
+            .map(|n| {
+                (
+                    n as f64,
+                    median_of(all, server, kind, n, |s| s.us_per_pkt_sched),
+                )
+            })
+            .collect();
+        if !points.is_empty() {
+            series.push(Series {
+                label: label.into(),
+                colour,
+                dashed,
+                points,
+            });
+        }
+    }
+    for (kind, colour, label) in [
+        ("audio", "#7f7f7f", "floor audio (GCM, send_to)"),
+        ("video", "#bcbd22", "floor video (GCM, send_to)"),
+    ] {
+        let points: Vec<(f64, f64)> = ns("streamcore", kind)
+            .into_iter()
+            .map(|n| {
+                (
+                    n as f64,
+                    median_of(all, "streamcore", kind, n, |s| s.floor_us_sched),
+                )
+            })
+            .collect();
+        if !points.is_empty() {
+            series.push(Series {
+                label: label.into(),
+                colour,
+                dashed: true,
+                points,
+            });
+        }
+    }
+    line_plot(
+        &format!("CPU per forwarded packet, one core ({sha})"),
+        "subscribers N (log)",
+        "CPU-µs per forwarded packet",
+        &series,
+    )
 }
