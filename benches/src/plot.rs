@@ -1,5 +1,6 @@
 //! A small SVG line plot for the benchmark reports: log-scaled x (subscriber counts
-//! span 1…1000), linear y from zero, one polyline per series, a legend. Plain text
+//! span 1…1000) and y (a cost per packet spans 2…200 µs between N = 1 and N = 1000),
+//! one polyline per series, a legend. Plain text
 //! out, so a report can commit its figure beside its table.
 
 use std::fmt::Write;
@@ -11,7 +12,7 @@ pub struct Series {
     pub colour: &'static str,
     /// Dashed, for reference lines such as a floor.
     pub dashed: bool,
-    /// (x, y) with x > 0; drawn in x order.
+    /// (x, y) with x, y > 0; drawn in x order.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -28,15 +29,43 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A step of 1, 2 or 5 × 10^k giving about five ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
-    let raw = max / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag)
+/// The 1, 2, 5 × 10^k values from 10^lo to 10^hi.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut v = Vec::new();
+    let mut e = lo;
+    while e <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let t = m * 10f64.powf(e);
+            if t <= 10f64.powf(hi) * 1.0001 {
+                v.push(t);
+            }
+        }
+        e += 1.0;
+    }
+    v
+}
+
+/// A tick label without trailing zeros.
+fn label(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Whole decades around the positive values of `it` (0..1 when there are none).
+fn decades(it: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, 0f64);
+    for v in it.filter(|v| *v > 0.0 && v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let (a, b) = (lo.log10().floor(), hi.log10().ceil());
+    (a, if b > a { b } else { a + 1.0 })
 }
 
 /// The plot as an SVG document.
@@ -45,22 +74,14 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
         series
             .iter()
             .flat_map(|s| s.points.iter())
-            .filter(|(x, y)| *x > 0.0 && y.is_finite())
+            .filter(|(x, y)| *x > 0.0 && *y > 0.0 && y.is_finite())
     };
-    let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min);
-    let x_max = pts().map(|p| p.0).fold(0.0, f64::max);
-    let y_max = pts().map(|p| p.1).fold(0.0, f64::max);
-    let (lx0, lx1) = if x_min.is_finite() && x_max > x_min {
-        (x_min.log10().floor(), x_max.log10().ceil())
-    } else {
-        (0.0, 1.0)
-    };
-    let step = tick_step(if y_max > 0.0 { y_max } else { 1.0 });
-    let y_top = (y_max / step).ceil().max(1.0) * step;
+    let (lx0, lx1) = decades(pts().map(|p| p.0));
+    let (ly0, ly1) = decades(pts().map(|p| p.1));
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let sx = |x: f64| LEFT + (x.log10() - lx0) / (lx1 - lx0) * pw;
-    let sy = |y: f64| TOP + ph - y / y_top * ph;
+    let sy = |y: f64| TOP + ph - (y.log10() - ly0) / (ly1 - ly0) * ph;
 
     let mut o = String::new();
     let _ = writeln!(
@@ -75,8 +96,7 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
         escape(title)
     );
     // Axes and grid.
-    let mut y = 0.0;
-    while y <= y_top + step / 2.0 {
+    for y in ticks(ly0, ly1) {
         let py = sy(y);
         let _ = writeln!(
             o,
@@ -84,21 +104,18 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
             LEFT + pw,
             LEFT - 6.0,
             py + 4.0,
-            y
+            label(y)
         );
-        y += step;
     }
-    let mut e = lx0;
-    while e <= lx1 {
-        let px = sx(10f64.powf(e));
+    for x in ticks(lx0, lx1) {
+        let px = sx(x);
         let _ = writeln!(
             o,
             r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
             TOP + ph,
             TOP + ph + 18.0,
-            10f64.powf(e)
+            label(x)
         );
-        e += 1.0;
     }
     let _ = writeln!(
         o,
@@ -123,7 +140,7 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
             .points
             .iter()
             .copied()
-            .filter(|(x, y)| *x > 0.0 && y.is_finite())
+            .filter(|(x, y)| *x > 0.0 && *y > 0.0 && y.is_finite())
             .collect();
         p.sort_by(|a, b| a.0.total_cmp(&b.0));
         let dash = if s.dashed {
@@ -187,10 +204,15 @@ mod tests {
         assert!(svg.contains("t &lt;1&gt;") && svg.contains("a &amp; b"));
         assert_eq!(svg.matches("<circle").count(), 2, "NaN is left out");
         for c in svg.split("<circle cx=\"").skip(1) {
-            let cx: f64 = c.split('"').next().unwrap().parse().unwrap();
+            let mut f = c.split('"');
+            let cx: f64 = f.next().unwrap().parse().unwrap();
+            let cy: f64 = f.nth(1).unwrap().parse().unwrap();
             assert!((LEFT..=W - RIGHT).contains(&cx), "{cx}");
+            assert!((TOP..=H - BOTTOM).contains(&cy), "{cy}");
         }
-        assert_eq!(tick_step(40.0), 10.0);
-        assert_eq!(tick_step(7.0), 2.0);
+        // (1, 2) and (1000, 40): x over decades 0..3, y over 0..2.
+        assert_eq!(decades([1.0, 1000.0].into_iter()), (0.0, 3.0));
+        assert_eq!(decades([2.0, 40.0].into_iter()), (0.0, 2.0));
+        assert_eq!(ticks(0.0, 1.0), vec![1.0, 2.0, 5.0, 10.0]);
     }
 }

@@ -91,7 +91,7 @@ fn encode<W: Write>(
     channels: usize,
     bitrate: i32,
     out: W,
-    mut decoded: Option<&mut Vec<f32>>,
+    decoded: Option<&mut Vec<f32>>,
 ) -> Result<W, TranscodeError> {
     let ch = match channels {
         1 => Channels::Mono,
@@ -102,7 +102,52 @@ fn encode<W: Write>(
             )));
         }
     };
-    let enc_err = |e: opus::Error| TranscodeError::Encode(e.to_string());
+    let Some(decoded) = decoded else {
+        return encode_packets(samples, ch, bitrate, out, |_| Ok(()));
+    };
+    // The decoder runs beside the encoder (the encoder is the long pole), fed the
+    // packets in order.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(256);
+        let decoder = s.spawn(move || -> Result<(), TranscodeError> {
+            let mut dec = Decoder::new(48_000, ch).map_err(enc_err)?;
+            let mut pcm = vec![0f32; FRAME * channels];
+            for packet in rx {
+                let got = dec
+                    .decode_float(&packet, &mut pcm, false)
+                    .map_err(enc_err)?;
+                decoded.extend_from_slice(&pcm[..got * channels]);
+            }
+            Ok(())
+        });
+        let written = encode_packets(samples, ch, bitrate, out, |packet| {
+            // A closed channel means the decoder failed: its error is reported below.
+            let _ = tx.send(packet.to_vec());
+            Ok(())
+        });
+        drop(tx);
+        let decoding = decoder
+            .join()
+            .unwrap_or_else(|_| Err(TranscodeError::Encode("the decoder panicked".into())));
+        let w = written?;
+        decoding?;
+        Ok(w)
+    })
+}
+
+fn enc_err(e: opus::Error) -> TranscodeError {
+    TranscodeError::Encode(e.to_string())
+}
+
+/// Encodes `samples` into Ogg pages on `out`, handing each packet to `each` too.
+fn encode_packets<W: Write>(
+    samples: &[f32],
+    ch: Channels,
+    bitrate: i32,
+    out: W,
+    mut each: impl FnMut(&[u8]) -> Result<(), TranscodeError>,
+) -> Result<W, TranscodeError> {
+    let channels = ch as usize;
     let mut enc = Encoder::new(48_000, ch, Application::Audio).map_err(enc_err)?;
     enc.set_bitrate(Bitrate::Bits(bitrate)).map_err(enc_err)?;
     let lookahead = enc.get_lookahead().map_err(enc_err)?;
@@ -111,11 +156,6 @@ fn encode<W: Write>(
             "libopus look-ahead is {lookahead}, the Ogg writer's pre-skip {PRE_SKIP}"
         )));
     }
-    let mut dec = match decoded {
-        Some(_) => Some(Decoder::new(48_000, ch).map_err(enc_err)?),
-        None => None,
-    };
-    let mut pcm = vec![0f32; FRAME * channels];
     let io = |e: recorder::OggError| TranscodeError::Encode(e.to_string());
     let mut w = OggOpusWriter::new(out, channels as u8, 1, "StreamCore transcoder").map_err(io)?;
     let frames = samples.len() / channels;
@@ -135,12 +175,7 @@ fn encode<W: Write>(
         }
         let n = enc.encode_float(&buf, &mut packet).map_err(enc_err)?;
         w.push(ts, &packet[..n]).map_err(io)?;
-        if let (Some(d), Some(out)) = (dec.as_mut(), decoded.as_deref_mut()) {
-            let got = d
-                .decode_float(&packet[..n], &mut pcm, false)
-                .map_err(enc_err)?;
-            out.extend_from_slice(&pcm[..got * channels]);
-        }
+        each(&packet[..n])?;
         ts = ts.wrapping_add(FRAME as u32);
         pos += FRAME;
     }

@@ -6,6 +6,8 @@
 //!   Ogg, MKV/WebM, MP4, …).
 //! - [`resample`]: rubato's FFT resampler to 48 kHz, length kept.
 //! - [`loudness`]: EBU R128 integrated loudness and true peak (the `ebur128` crate).
+//! - [`truepeak`]: the 4× polyphase true-peak interpolator the meter and the limiter
+//!   share (the `ebur128` crate's filter, vectorised and split over the cores).
 //! - [`limiter`]: a look-ahead true-peak limiter (4× oversampled detection, gain that
 //!   never overshoots its ceiling: a limiter, not clipping).
 //! - [`normalize`]: gain to a target loudness, limited to a true-peak ceiling.
@@ -35,6 +37,7 @@ mod mp4edit;
 pub mod normalize;
 pub mod pipeline;
 pub mod resample;
+pub mod truepeak;
 pub mod waveform;
 
 pub use decode::{Pcm, decode_file};

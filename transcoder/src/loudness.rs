@@ -1,8 +1,10 @@
-//! EBU R128 loudness of interleaved PCM.
+//! EBU R128 loudness of interleaved PCM: integrated loudness from the `ebur128`
+//! crate, true peak from [`crate::truepeak`] (the same figure, computed faster).
 
 use ebur128::{EbuR128, Mode};
 
 use crate::TranscodeError;
+use crate::truepeak;
 
 /// Integrated loudness and true peak of a piece of audio.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -15,13 +17,45 @@ pub struct Loudness {
 
 /// Measures interleaved `samples` of `channels` at `rate`. Mono counts as one channel
 /// (BS.1770 and FFmpeg's `ebur128` default; as dual mono it would read 3 dB louder).
+/// Below 96 kHz the true peak is [`truepeak::channel_peak`] (the meter's own
+/// interpolator, equal to its reading), computed beside the integrated loudness.
 pub fn measure(samples: &[f32], channels: usize, rate: u32) -> Result<Loudness, TranscodeError> {
+    check_shape(samples, channels)?;
+    if rate >= 96_000 {
+        return measure_with_meter(samples, channels, rate);
+    }
+    let (integrated_lufs, peak) = std::thread::scope(|s| {
+        let loudness = s.spawn(|| integrated(samples, channels, rate));
+        let peak = (0..channels)
+            .map(|c| truepeak::channel_peak(samples, channels, c))
+            .fold(0f32, f32::max);
+        let loudness = loudness
+            .join()
+            .unwrap_or_else(|_| Err(TranscodeError::Meter("the meter panicked".into())));
+        (loudness, peak)
+    });
+    Ok(Loudness {
+        integrated_lufs: integrated_lufs?,
+        true_peak_dbtp: 20.0 * f64::from(peak).max(1e-12).log10(),
+    })
+}
+
+fn check_shape(samples: &[f32], channels: usize) -> Result<(), TranscodeError> {
     if channels == 0 || !samples.len().is_multiple_of(channels) {
         return Err(TranscodeError::BadAudio(format!(
             "{} samples do not split into {channels} channels",
             samples.len()
         )));
     }
+    Ok(())
+}
+
+/// Both figures from the `ebur128` meter (it oversamples 2× at 96 kHz and up).
+fn measure_with_meter(
+    samples: &[f32],
+    channels: usize,
+    rate: u32,
+) -> Result<Loudness, TranscodeError> {
     let meter_err = |e: ebur128::Error| TranscodeError::Meter(format!("{e:?}"));
     let mut m =
         EbuR128::new(channels as u32, rate, Mode::I | Mode::TRUE_PEAK).map_err(meter_err)?;
@@ -47,12 +81,7 @@ pub fn measure(samples: &[f32], channels: usize, rate: u32) -> Result<Loudness, 
 /// Integrated loudness alone (LUFS, `-inf` for silence): what a gain search needs,
 /// without the cost of the true-peak scan.
 pub fn integrated(samples: &[f32], channels: usize, rate: u32) -> Result<f64, TranscodeError> {
-    if channels == 0 || !samples.len().is_multiple_of(channels) {
-        return Err(TranscodeError::BadAudio(format!(
-            "{} samples do not split into {channels} channels",
-            samples.len()
-        )));
-    }
+    check_shape(samples, channels)?;
     let meter_err = |e: ebur128::Error| TranscodeError::Meter(format!("{e:?}"));
     let mut m = EbuR128::new(channels as u32, rate, Mode::I).map_err(meter_err)?;
     for block in samples.chunks(channels * rate as usize) {
@@ -90,5 +119,21 @@ mod tests {
         assert_eq!(l.integrated_lufs, f64::NEG_INFINITY);
         assert!(measure(&[0.0; 3], 2, 48_000).is_err());
         assert!(measure(&[], 0, 48_000).is_err());
+    }
+
+    #[test]
+    fn reads_as_the_ebur128_meter_at_every_rate() {
+        // 44.1 and 48 kHz take our interpolator, 96 kHz the meter's 2× one: the
+        // same figures either way.
+        for rate in [44_100, 48_000, 96_000] {
+            let s: Vec<f32> = sine(997.0, 0.8, 3.0, rate)
+                .iter()
+                .zip(sine(3_001.0, 0.15, 3.0, rate))
+                .flat_map(|(a, b)| [*a + b, *a - b])
+                .collect();
+            let ours = measure(&s, 2, rate).unwrap();
+            let meter = measure_with_meter(&s, 2, rate).unwrap();
+            assert_eq!(ours, meter, "{rate} Hz");
+        }
     }
 }

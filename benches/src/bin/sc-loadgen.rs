@@ -267,6 +267,9 @@ fn main() -> anyhow::Result<()> {
     if argv.first().map(String::as_str) == Some("probe") {
         return probe_main(&argv[1..]);
     }
+    if argv.first().map(String::as_str) == Some("plot") {
+        return plot_main(&argv[1..]);
+    }
     let args = parse_args(&argv)?;
     if std::env::var_os(PINNED_ENV).is_none() {
         // Run ourselves again on the load core (and at a higher priority, which the
@@ -1866,6 +1869,38 @@ fn compare_servers(all: &[Step]) {
     println!();
 }
 
+/// `sc-loadgen plot RUN.json OUT.svg`: the `--svg` figure again from a run's JSON.
+fn plot_main(argv: &[String]) -> anyhow::Result<()> {
+    let [json, svg] = argv else {
+        bail!("usage: sc-loadgen plot RUN.json OUT.svg");
+    };
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json)?)?;
+    let interned = |v: &serde_json::Value, names: &[&'static str]| {
+        names.iter().copied().find(|n| v.as_str() == Some(*n))
+    };
+    let mut steps = Vec::new();
+    for s in doc["steps"].as_array().context("the JSON has no steps")? {
+        let (Some(server), Some(kind)) = (
+            interned(&s["server"], &["streamcore", "janus"]).or(Some("streamcore")),
+            interned(&s["workload"], &["audio", "video"]),
+        ) else {
+            continue;
+        };
+        steps.push(Step {
+            server,
+            kind,
+            n: s["n"].as_u64().context("a step without n")? as usize,
+            us_per_pkt_sched: s["us_per_pkt_sched"].as_f64().unwrap_or(f64::NAN),
+            floor_us_sched: s["floor_us_per_pkt_sched"].as_f64().unwrap_or(f64::NAN),
+            ..Step::default()
+        });
+    }
+    let sha = doc["git"].as_str().unwrap_or("?");
+    std::fs::write(svg, cpu_plot(sha, &steps))?;
+    eprintln!("wrote {svg}");
+    Ok(())
+}
+
 /// CPU per forwarded packet against N: each server and workload, and the floors
 /// measured beside StreamCore's steps.
 fn cpu_plot(sha: &str, all: &[Step]) -> String {
@@ -1930,7 +1965,7 @@ fn cpu_plot(sha: &str, all: &[Step]) -> String {
     line_plot(
         &format!("CPU per forwarded packet, one core ({sha})"),
         "subscribers N (log)",
-        "CPU-µs per forwarded packet",
+        "CPU-µs per forwarded packet (log)",
         &series,
     )
 }
