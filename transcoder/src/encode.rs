@@ -10,6 +10,7 @@ use recorder::ogg::PRE_SKIP;
 use crate::TranscodeError;
 use crate::loudness::measure;
 use crate::normalize::{NormalizeReport, Target, normalize_measured};
+use crate::truepeak;
 
 /// 20 ms at 48 kHz.
 const FRAME: usize = 960;
@@ -47,29 +48,137 @@ pub fn encode_ogg_opus_decoded<W: Write>(
 
 /// The Ogg Opus file of `samples` normalised to `target`, with the true peak of its
 /// *decoded* audio under the target's ceiling. Lossy coding adds peaks — 3 to 4 dB
-/// on dense, noisy, heavily limited music — so the limiter's ceiling alone does not hold in
-/// the delivered file: the encoded audio is decoded and measured, and while it
+/// on dense, noisy, heavily limited music — so the limiter's ceiling alone does not
+/// hold in the delivered file: the encoded audio is decoded and measured, and while it
 /// overshoots, the limiter's ceiling is lowered by the overshoot and the audio is
-/// normalised and encoded again (at most four passes; dense music takes three). The report's output is the
-/// decoded file's loudness and true peak.
+/// normalised and encoded again (at most four encodes). On long inputs the codec's
+/// overshoot is first predicted from a few seconds of the loudest stretches (see
+/// [`Probe`]), so that the first whole encode usually holds. The report's output is
+/// the decoded file's loudness and true peak.
 pub fn normalize_to_opus(
     samples: &[f32],
     channels: usize,
     target: Target,
     bitrate: i32,
 ) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport), TranscodeError> {
+    let (file, normalised, report, _) =
+        normalize_to_opus_probed(samples, channels, target, bitrate, &Probe::DEFAULT)?;
+    Ok((file, normalised, report))
+}
+
+/// How the codec's overshoot is predicted before the first whole encode: the
+/// `windows` stretches of `window_frames` with the most energy (dense, loud audio is
+/// where the codec adds most), each encoded after `preroll_frames` of what precedes
+/// it (the encoder settles, and only the window is measured).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe {
+    /// Inputs shorter than this are encoded whole at every try.
+    pub min_frames: usize,
+    pub window_frames: usize,
+    pub preroll_frames: usize,
+    pub windows: usize,
+    /// The probes' peak is held this far under the ceiling: the whole file's worst
+    /// peak may lie where no probe looked.
+    pub margin_db: f64,
+}
+
+impl Probe {
+    /// 24 windows of 1 s: 36 s of encoding, against 600 s for a 10-minute file.
+    pub const DEFAULT: Probe = Probe {
+        min_frames: 48_000 * 120,
+        window_frames: 48_000,
+        preroll_frames: 24_000,
+        windows: 24,
+        margin_db: 0.3,
+    };
+
+    /// The true peak (dBTP) of the decoded probe windows of `pcm`.
+    fn decoded_peak(
+        &self,
+        pcm: &[f32],
+        channels: usize,
+        bitrate: i32,
+    ) -> Result<f64, TranscodeError> {
+        let frames = pcm.len() / channels;
+        let w = self.window_frames.max(1);
+        // Windows with a full pre-roll before them, loudest first.
+        let first = self.preroll_frames.div_ceil(w);
+        let mut by_energy: Vec<(f64, usize)> = (first..frames / w)
+            .map(|i| {
+                let s = &pcm[i * w * channels..(i + 1) * w * channels];
+                (s.iter().map(|x| f64::from(*x) * f64::from(*x)).sum(), i)
+            })
+            .collect();
+        by_energy.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut peak = 0f32;
+        for &(_, i) in by_energy.iter().take(self.windows) {
+            let start = i * w - self.preroll_frames;
+            let stretch = &pcm[start * channels..(i + 1) * w * channels];
+            let (_, decoded) = encode_ogg_opus_decoded(stretch, channels, bitrate, Vec::new())?;
+            // A little of the pre-roll too, as the interpolator's history.
+            let from = self.preroll_frames.saturating_sub(truepeak::TAPS_PER_PHASE);
+            let measured = &decoded[(from * channels).min(decoded.len())..];
+            for c in 0..channels {
+                peak = peak.max(truepeak::channel_peak(measured, channels, c));
+            }
+        }
+        Ok(20.0 * f64::from(peak).max(1e-12).log10())
+    }
+}
+
+/// Where the aim goes after an overshoot: what the codec added on top of the
+/// limited PCM is about the same at a lower ceiling, so aim under `ceiling_dbtp` by
+/// that much (and by at least what it overshot).
+fn lowered_aim(aim: f64, ceiling_dbtp: f64, pcm_peak: f64, decoded_peak: f64) -> f64 {
+    let over = decoded_peak - ceiling_dbtp;
+    let added = (decoded_peak - pcm_peak).max(0.0);
+    (ceiling_dbtp - added - 0.15).min(aim - over - 0.15)
+}
+
+/// [`normalize_to_opus`] with its probe settings; also returns how many times the
+/// whole input was encoded.
+pub(crate) fn normalize_to_opus_probed(
+    samples: &[f32],
+    channels: usize,
+    target: Target,
+    bitrate: i32,
+    probe: &Probe,
+) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport, usize), TranscodeError> {
     let input = measure(samples, channels, 48_000)?;
+    // The limiter holds the PCM under its aim (0.3 dB under the ceiling it is given);
+    // unlimited, the peak is the input's moved by the gain.
+    let pcm_peak = |aim: &Target, report: &NormalizeReport| {
+        (input.true_peak_dbtp + report.gain_db)
+            .min(aim.ceiling_dbtp - crate::normalize::CEILING_MARGIN_DB)
+    };
     let mut aim = target;
     let mut start_gain = None;
+    let mut ready = None;
+    if samples.len() / channels >= probe.min_frames {
+        let probe_ceiling = target.ceiling_dbtp - probe.margin_db;
+        for _ in 0..4 {
+            let (normalised, report) =
+                normalize_measured(samples, channels, 48_000, aim, input, start_gain)?;
+            start_gain = Some(report.gain_db);
+            let probed = probe.decoded_peak(&normalised, channels, bitrate)?;
+            let peak_in = pcm_peak(&aim, &report);
+            ready = Some((normalised, report));
+            if probed <= probe_ceiling || !probed.is_finite() {
+                break;
+            }
+            aim.ceiling_dbtp = lowered_aim(aim.ceiling_dbtp, probe_ceiling, peak_in, probed);
+        }
+    }
     let mut last = None;
+    let mut encodes = 0;
     for _ in 0..4 {
-        let (normalised, mut report) =
-            normalize_measured(samples, channels, 48_000, aim, input, start_gain)?;
+        let (normalised, mut report) = match ready.take() {
+            Some(r) => r,
+            None => normalize_measured(samples, channels, 48_000, aim, input, start_gain)?,
+        };
         let (file, decoded) = encode_ogg_opus_decoded(&normalised, channels, bitrate, Vec::new())?;
-        // The limiter holds the PCM under its aim (0.3 dB under the ceiling it is
-        // given); unlimited, the peak is the input's moved by the gain.
-        let pcm_peak = (input.true_peak_dbtp + report.gain_db)
-            .min(aim.ceiling_dbtp - crate::normalize::CEILING_MARGIN_DB);
+        encodes += 1;
+        let peak_in = pcm_peak(&aim, &report);
         report.output = measure(&decoded, channels, 48_000)?;
         let decoded_peak = report.output.true_peak_dbtp;
         let over = decoded_peak - target.ceiling_dbtp;
@@ -78,12 +187,12 @@ pub fn normalize_to_opus(
         if over <= -0.05 || !over.is_finite() {
             break;
         }
-        // What the codec added on top of the limited PCM is about the same at a lower
-        // ceiling: aim under the target by that much (and by at least what it overshot).
-        let added = (decoded_peak - pcm_peak).max(0.0);
-        aim.ceiling_dbtp = (target.ceiling_dbtp - added - 0.15).min(aim.ceiling_dbtp - over - 0.15);
+        aim.ceiling_dbtp =
+            lowered_aim(aim.ceiling_dbtp, target.ceiling_dbtp, peak_in, decoded_peak);
     }
-    last.ok_or_else(|| TranscodeError::Encode("nothing encoded".into()))
+    let (file, normalised, report) =
+        last.ok_or_else(|| TranscodeError::Encode("nothing encoded".into()))?;
+    Ok((file, normalised, report, encodes))
 }
 
 fn encode<W: Write>(
@@ -180,4 +289,74 @@ fn encode_packets<W: Write>(
         pos += FRAME;
     }
     w.finish_at(total as u64).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quiet for its peaks, bright and noisy: a bed of noise and tones under
+    /// hi-hat-like noise bursts eight times a second. Brought to −14 LUFS it needs
+    /// the limiter on every burst, and the codec adds peak on top of what it limited.
+    fn bursts(secs: usize) -> Vec<f32> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        // Noise low-passed to well inside the codec's 20 kHz band, so that what the
+        // codec changes is the peaks, not the loudness.
+        let (mut lp_l, mut lp_r) = (0f32, 0f32);
+        (0..secs * 48_000)
+            .flat_map(|i| {
+                let t = i as f32 / 48_000.0;
+                let tone = (t * 2.0 * std::f32::consts::PI * 220.0).sin()
+                    + 0.5 * (t * 2.0 * std::f32::consts::PI * 3_520.0).sin();
+                lp_l += 0.5 * (noise() - lp_l);
+                lp_r += 0.5 * (noise() - lp_r);
+                let burst = 1.2 * (-(t % 0.125) / 0.02).exp();
+                let l = 0.05 * tone + (0.1 + burst) * lp_l;
+                let r = 0.04 * tone + (0.1 + burst) * lp_r;
+                [l.clamp(-1.0, 1.0), r.clamp(-1.0, 1.0)]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn probing_the_codec_first_saves_whole_encodes_and_still_holds_the_ceiling() {
+        let pcm = bursts(30);
+        let target = Target::MUSIC;
+        let never = Probe {
+            min_frames: usize::MAX,
+            ..Probe::DEFAULT
+        };
+        let scaled = Probe {
+            min_frames: 0,
+            window_frames: 24_000,
+            preroll_frames: 12_000,
+            windows: 6,
+            ..Probe::DEFAULT
+        };
+        let (_, _, plain, plain_encodes) =
+            normalize_to_opus_probed(&pcm, 2, target, 96_000, &never).unwrap();
+        let (_, _, probed, probed_encodes) =
+            normalize_to_opus_probed(&pcm, 2, target, 96_000, &scaled).unwrap();
+        assert!(
+            plain_encodes > 1,
+            "this audio must overshoot at the first try, or the test shows nothing"
+        );
+        assert!(
+            probed_encodes < plain_encodes,
+            "{probed_encodes} whole encodes with the probe, {plain_encodes} without"
+        );
+        for r in [plain, probed] {
+            assert!(r.output.true_peak_dbtp <= target.ceiling_dbtp, "{r:?}");
+            assert!(
+                (r.output.integrated_lufs - target.lufs).abs() <= 0.5,
+                "{r:?}"
+            );
+        }
+    }
 }
