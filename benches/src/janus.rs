@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::procfs::{self, CpuReading};
-use crate::server::free_tcp_port;
+use crate::server::{Process, free_tcp_port};
 
 /// The veth interface that carries Janus's address, and the address.
 pub const JANUS_IF: &str = "scjanus0";
@@ -50,8 +49,7 @@ struct Inbox {
 }
 
 pub struct JanusServer {
-    child: Child,
-    pub pid: String,
+    pub process: Process,
     pub base: String,
     dir: PathBuf,
     session: u64,
@@ -65,8 +63,7 @@ pub struct JanusServer {
 impl Drop for JanusServer {
     fn drop(&mut self) {
         self.poller.abort();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -192,14 +189,13 @@ impl JanusServer {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", spec.janus.display()))?;
-        let pid = child.id().to_string();
+        let mut process = Process::new(child);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(40))
             .pool_idle_timeout(Duration::from_secs(2))
             .build()?;
         let base = format!("http://127.0.0.1:{port}/janus");
         let deadline = Instant::now() + Duration::from_secs(15);
-        let mut child = child;
         let session = loop {
             let r = http
                 .post(&base)
@@ -212,11 +208,10 @@ impl JanusServer {
             {
                 break id;
             }
-            if let Some(st) = child.try_wait()? {
+            if let Some(st) = process.exited()? {
                 bail!("janus exited at start ({st}): {}", tail(&dir));
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
                 bail!("janus did not answer in 15 s: {}", tail(&dir));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,8 +223,7 @@ impl JanusServer {
             inbox.clone(),
         ));
         Ok(JanusServer {
-            child,
-            pid,
+            process,
             base,
             dir,
             session,
@@ -242,18 +236,6 @@ impl JanusServer {
 
     pub fn log_tail(&self) -> String {
         tail(&self.dir)
-    }
-
-    pub fn cpu(&self) -> CpuReading {
-        procfs::cpu(&self.pid).unwrap_or_default()
-    }
-
-    pub fn rss_kb(&self) -> u64 {
-        procfs::rss_kb(&self.pid).unwrap_or(0)
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends one request; returns Janus's synchronous reply (`success` or `ack`).

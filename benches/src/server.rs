@@ -26,10 +26,50 @@ pub struct ServerSpec {
     pub env: Vec<(String, String)>,
 }
 
-pub struct Server {
-    keep_log: bool,
+/// A server process a bench started: what `/proc` says of it; killed on drop.
+pub struct Process {
     child: Child,
     pub pid: String,
+}
+
+impl Process {
+    pub fn new(child: Child) -> Process {
+        let pid = child.id().to_string();
+        Process { child, pid }
+    }
+
+    pub fn cpu(&self) -> CpuReading {
+        procfs::cpu(&self.pid).unwrap_or_default()
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        procfs::rss_kb(&self.pid).unwrap_or(0)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Server {
+    keep_log: bool,
+    pub process: Process,
     pub base: String,
     dir: PathBuf,
     pub signer: JoinTokenSigner,
@@ -38,12 +78,11 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         if self.keep_log {
             let dest = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/bench-results")
-                .join(format!("server-{}.log", self.pid));
+                .join(format!("server-{}.log", self.process.pid));
             let _ = std::fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")));
             let _ = std::fs::copy(self.dir.join("server.log"), &dest);
         }
@@ -84,7 +123,7 @@ impl Server {
             .spawn()
             .context("starting streamcore serve")?;
         // taskset execs the server: the child's pid is the server's.
-        let pid = child.id().to_string();
+        let process = Process::new(child);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(4)
@@ -94,8 +133,7 @@ impl Server {
             .build()?;
         let mut s = Server {
             keep_log: args.log.is_some(),
-            child,
-            pid,
+            process,
             base: format!("http://127.0.0.1:{port}"),
             dir,
             signer,
@@ -108,7 +146,7 @@ impl Server {
             {
                 break;
             }
-            if let Some(st) = s.child.try_wait()? {
+            if let Some(st) = s.process.exited()? {
                 bail!("streamcore exited at start ({st}): {}", s.log_tail());
             }
             if Instant::now() > deadline {
@@ -120,7 +158,7 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // The server binary must be the one we pinned.
-        let cpus = procfs::cpus_allowed(&s.pid).unwrap_or_default();
+        let cpus = procfs::cpus_allowed(&s.process.pid).unwrap_or_default();
         if cpus != args.cpu {
             eprintln!(
                 "warning: server allowed on CPUs {cpus}, wanted {}",
@@ -159,15 +197,15 @@ impl Server {
     }
 
     pub fn cpu(&self) -> CpuReading {
-        procfs::cpu(&self.pid).unwrap_or_default()
+        self.process.cpu()
     }
 
     pub fn rss_kb(&self) -> u64 {
-        procfs::rss_kb(&self.pid).unwrap_or(0)
+        self.process.rss_kb()
     }
 
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.alive()
     }
 
     pub fn token(&self, room: &str, identity: &str, grants: Grants) -> anyhow::Result<String> {

@@ -46,7 +46,7 @@ use streamcore::udp_batch;
 use streamcore_benches::janus::{self, JanusServer, JanusSpec};
 use streamcore_benches::plot::{Series, line_plot};
 use streamcore_benches::procfs;
-use streamcore_benches::server::{Server, ServerSpec};
+use streamcore_benches::server::{Process, Server, ServerSpec};
 use streamcore_benches::shape::{self, Kind, Source};
 use streamcore_benches::srtp::{
     GCM_TAG_LEN, GcmSender, RTP_HEADER_LEN, SessionKeys, SrtpSender, TAG_LEN, write_rtp_header,
@@ -141,6 +141,19 @@ fn parse_list(s: &str) -> anyhow::Result<Vec<usize>> {
         .collect()
 }
 
+/// The value named by each comma-separated word of `list`.
+fn parse_names<T: Copy>(list: &str, what: &str, names: &[(&str, T)]) -> anyhow::Result<Vec<T>> {
+    list.split(',')
+        .map(|w| {
+            names
+                .iter()
+                .find(|(n, _)| *n == w.trim())
+                .map(|(_, v)| *v)
+                .with_context(|| format!("unknown {what} {w}"))
+        })
+        .collect()
+}
+
 fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
     let exe = std::env::current_exe()?;
     let default_server = exe
@@ -185,16 +198,11 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
             }
             "--streamcore" => a.streamcore = PathBuf::from(it.next().context("a path")?),
             "--workloads" => {
-                a.workloads = it
-                    .next()
-                    .context("a list")?
-                    .split(',')
-                    .map(|w| match w {
-                        "audio" => Ok(Kind::Audio),
-                        "video" => Ok(Kind::Video),
-                        o => bail!("unknown workload {o}"),
-                    })
-                    .collect::<anyhow::Result<_>>()?
+                a.workloads = parse_names(
+                    it.next().context("a list")?,
+                    "workload",
+                    &[("audio", Kind::Audio), ("video", Kind::Video)],
+                )?
             }
             "--audio-n" => a.audio_n = parse_list(it.next().context("a list")?)?,
             "--video-n" => a.video_n = parse_list(it.next().context("a list")?)?,
@@ -212,16 +220,14 @@ fn parse_args(argv: &[String]) -> anyhow::Result<Args> {
             "--rt" => a.rt = true,
             "--no-probe" => a.probe = false,
             "--servers" => {
-                a.servers = it
-                    .next()
-                    .context("a list")?
-                    .split(',')
-                    .map(|w| match w {
-                        "streamcore" => Ok(ServerKind::Streamcore),
-                        "janus" => Ok(ServerKind::Janus),
-                        o => bail!("unknown server {o}"),
-                    })
-                    .collect::<anyhow::Result<_>>()?
+                a.servers = parse_names(
+                    it.next().context("a list")?,
+                    "server",
+                    &[
+                        ("streamcore", ServerKind::Streamcore),
+                        ("janus", ServerKind::Janus),
+                    ],
+                )?
             }
             "--janus" => a.janus = PathBuf::from(it.next().context("a path")?),
             "--svg" => a.svg = Some(PathBuf::from(it.next().context("a path")?)),
@@ -470,24 +476,10 @@ impl Sut {
         }
     }
 
-    fn cpu(&self) -> procfs::CpuReading {
+    fn process(&mut self) -> &mut Process {
         match self {
-            Sut::Streamcore(s) => s.cpu(),
-            Sut::Janus(j) => j.cpu(),
-        }
-    }
-
-    fn rss_kb(&self) -> u64 {
-        match self {
-            Sut::Streamcore(s) => s.rss_kb(),
-            Sut::Janus(j) => j.rss_kb(),
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        match self {
-            Sut::Streamcore(s) => s.alive(),
-            Sut::Janus(j) => j.alive(),
+            Sut::Streamcore(s) => &mut s.process,
+            Sut::Janus(j) => &mut j.process,
         }
     }
 
@@ -932,7 +924,7 @@ async fn ladder(
         bail!("the publisher did not connect: {}", server.log_tail());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_base = server.rss_kb();
+    let rss_base = server.process().rss_kb();
 
     let mut subs: Vec<(Rc<RxStats>, SocketAddr)> = Vec::new();
     let mut steps = Vec::new();
@@ -997,7 +989,7 @@ async fn ladder(
             kind.name(),
             t_ramp.elapsed().as_secs_f64()
         );
-        if !server.alive() {
+        if !server.process().alive() {
             bail!("the server died: {}", server.log_tail());
         }
         // The probe joins StreamCore rooms; against Janus, the load generator's own
@@ -1011,7 +1003,7 @@ async fn ladder(
         // Steady window.
         let m0 = server.counters(&subs, &shared).await?;
         let u0 = udp_drops();
-        let c0 = server.cpu();
+        let c0 = server.process().cpu();
         let l0 = procfs::cpu("self").unwrap_or_default();
         let rx0: Vec<(u64, u64, u64)> = subs
             .iter()
@@ -1027,7 +1019,7 @@ async fn ladder(
         shared.measuring.set(true);
         let t0 = Instant::now();
         tokio::time::sleep(args.window).await;
-        let c1 = server.cpu();
+        let c1 = server.process().cpu();
         let l1 = procfs::cpu("self").unwrap_or_default();
         let wall = t0.elapsed().as_secs_f64();
         shared.measuring.set(false);
@@ -1056,7 +1048,7 @@ async fn ladder(
                 h.quantile_ms(0.999),
             )
         };
-        let rss = server.rss_kb();
+        let rss = server.process().rss_kb();
         let probe = match probe {
             Some(p) => match p.finish().await {
                 Ok(r) => Some(r),
