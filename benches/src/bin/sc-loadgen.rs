@@ -529,27 +529,13 @@ impl Sut {
                 join_room(&server.http, &server.base, ROOM, &token, kind, publish).await
             }
             Sut::Janus(janus) if publish => {
-                let (mut rtc, sock, local) = new_peer(janus::peer_ip()).await?;
-                let mut api = rtc.sdp_api();
-                let mid = api.add_media(
-                    kind.media_kind(),
+                join_by_offer(
+                    janus::peer_ip(),
+                    kind,
                     Direction::SendOnly,
-                    Some("s".into()),
-                    None,
-                    None,
-                );
-                let (offer, pending) = api.apply().context("no offer")?;
-                let answer = janus.publish(&offer.to_sdp_string()).await?;
-                let sfu = answer_candidate(&answer).context("janus's answer has no candidate")?;
-                rtc.sdp_api()
-                    .accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
-                Ok(Joined {
-                    rtc,
-                    sock,
-                    local,
-                    sfu,
-                    mid,
-                })
+                    |offer| async move { janus.publish(&offer).await },
+                )
+                .await
             }
             Sut::Janus(janus) => {
                 let (mut rtc, sock, local) = new_peer(janus::peer_ip()).await?;
@@ -588,8 +574,36 @@ async fn new_peer(ip: std::net::IpAddr) -> anyhow::Result<(Rtc, UdpSocket, Socke
     Ok((rtc, sock, local))
 }
 
-/// Offers one m-line of `kind` over WHIP (`publish`) or WHEP to the bench room, and
-/// applies the answer.
+/// Offers one m-line of `kind` in `dir` from a new peer on `ip`; `exchange` takes
+/// the offer to the server and brings back its answer, which is applied.
+async fn join_by_offer<F, Fut>(
+    ip: std::net::IpAddr,
+    kind: Kind,
+    dir: Direction,
+    exchange: F,
+) -> anyhow::Result<Joined>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let (mut rtc, sock, local) = new_peer(ip).await?;
+    let mut api = rtc.sdp_api();
+    let mid = api.add_media(kind.media_kind(), dir, Some("s".into()), None, None);
+    let (offer, pending) = api.apply().context("no offer")?;
+    let answer = exchange(offer.to_sdp_string()).await?;
+    let sfu = answer_candidate(&answer).context("the answer has no host candidate")?;
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
+    Ok(Joined {
+        rtc,
+        sock,
+        local,
+        sfu,
+        mid,
+    })
+}
+
+/// Joins the bench room over WHIP (`publish`) or WHEP.
 async fn join_room(
     http: &reqwest::Client,
     base: &str,
@@ -598,38 +612,27 @@ async fn join_room(
     kind: Kind,
     publish: bool,
 ) -> anyhow::Result<Joined> {
-    let (mut rtc, sock, local) = new_peer([127, 0, 0, 1].into()).await?;
-    let dir = if publish {
-        Direction::SendOnly
+    let (dir, path) = if publish {
+        (Direction::SendOnly, "whip")
     } else {
-        Direction::RecvOnly
+        (Direction::RecvOnly, "whep")
     };
-    let mut api = rtc.sdp_api();
-    let mid = api.add_media(kind.media_kind(), dir, Some("s".into()), None, None);
-    let (offer, pending) = api.apply().context("no offer")?;
-    let path = if publish { "whip" } else { "whep" };
-    let resp = http
-        .post(format!("{base}/{path}/{room}"))
-        .header("Content-Type", "application/sdp")
-        .header("Authorization", format!("Bearer {token}"))
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    let status = resp.status();
-    let body = resp.text().await?;
-    if status.as_u16() != 201 {
-        bail!("{path} join refused: {status} {body}");
-    }
-    let sfu = answer_candidate(&body).context("the answer has no host candidate")?;
-    rtc.sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&body)?)?;
-    Ok(Joined {
-        rtc,
-        sock,
-        local,
-        sfu,
-        mid,
+    join_by_offer([127, 0, 0, 1].into(), kind, dir, |offer| async move {
+        let resp = http
+            .post(format!("{base}/{path}/{room}"))
+            .header("Content-Type", "application/sdp")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(offer)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        if status.as_u16() != 201 {
+            bail!("{path} join refused: {status} {body}");
+        }
+        Ok(body)
     })
+    .await
 }
 
 /// The first `a=candidate` address of an SDP.
