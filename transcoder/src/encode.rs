@@ -162,7 +162,8 @@ pub(crate) fn normalize_to_opus_probed(
             start_gain = Some(report.gain_db);
             let probed = probe.decoded_peak(&normalised, channels, bitrate)?;
             let peak_in = pcm_peak(&aim, &report);
-            ready = Some((normalised, report));
+            // With the aim it was normalised at: the loop may lower `aim` after it.
+            ready = Some((normalised, report, aim));
             if probed <= probe_ceiling || !probed.is_finite() {
                 break;
             }
@@ -173,7 +174,10 @@ pub(crate) fn normalize_to_opus_probed(
     let mut encodes = 0;
     for _ in 0..4 {
         let (normalised, mut report) = match ready.take() {
-            Some(r) => r,
+            Some((normalised, report, used)) => {
+                aim = used;
+                (normalised, report)
+            }
             None => normalize_measured(samples, channels, 48_000, aim, input, start_gain)?,
         };
         let (file, decoded) = encode_ogg_opus_decoded(&normalised, channels, bitrate, Vec::new())?;

@@ -134,7 +134,7 @@ pub fn channel_peak(samples: &[f32], channels: usize, c: usize) -> f32 {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or(f32::INFINITY))
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .fold(0f32, f32::max)
     })
 }
