@@ -255,6 +255,16 @@ impl JanusServer {
         }
     }
 
+    /// A plugin request on `handle`, with a JSEP when it carries SDP; Janus acks it
+    /// and answers with an event.
+    async fn message(&self, handle: u64, body: Value, jsep: Option<Value>) -> anyhow::Result<()> {
+        let mut m = json!({"janus": "message", "body": body});
+        if let Some(jsep) = jsep {
+            m["jsep"] = jsep;
+        }
+        self.request(&format!("/{handle}"), m).await.map(drop)
+    }
+
     async fn attach(&self) -> anyhow::Result<u64> {
         let v = self
             .request(
@@ -302,14 +312,11 @@ impl JanusServer {
     /// Joins the room as its publisher with `offer`; returns Janus's answer.
     pub async fn publish(&self, offer: &str) -> anyhow::Result<String> {
         let handle = self.attach().await?;
-        self.request(
-            &format!("/{handle}"),
-            json!({
-                "janus": "message",
-                "body": {"request": "joinandconfigure", "room": ROOM, "ptype": "publisher",
-                         "display": "publisher", "audio": true, "video": true},
-                "jsep": {"type": "offer", "sdp": offer},
-            }),
+        self.message(
+            handle,
+            json!({"request": "joinandconfigure", "room": ROOM, "ptype": "publisher",
+                   "display": "publisher", "audio": true, "video": true}),
+            Some(json!({"type": "offer", "sdp": offer})),
         )
         .await?;
         let ev = self.jsep_event(handle).await?;
@@ -331,13 +338,11 @@ impl JanusServer {
     ) -> anyhow::Result<String> {
         let feed = self.feed.borrow().context("no publisher has joined")?;
         let handle = self.attach().await?;
-        self.request(
-            &format!("/{handle}"),
-            json!({
-                "janus": "message",
-                "body": {"request": "join", "room": ROOM, "ptype": "subscriber",
-                         "streams": [{"feed": feed}]},
-            }),
+        self.message(
+            handle,
+            json!({"request": "join", "room": ROOM, "ptype": "subscriber",
+                   "streams": [{"feed": feed}]}),
+            None,
         )
         .await?;
         let ev = self.jsep_event(handle).await?;
@@ -346,13 +351,10 @@ impl JanusServer {
             .context("janus offer without SDP")?
             .to_owned();
         let sdp = answer(&offer)?;
-        self.request(
-            &format!("/{handle}"),
-            json!({
-                "janus": "message",
-                "body": {"request": "start"},
-                "jsep": {"type": "answer", "sdp": sdp},
-            }),
+        self.message(
+            handle,
+            json!({"request": "start"}),
+            Some(json!({"type": "answer", "sdp": sdp})),
         )
         .await?;
         Ok(offer)
