@@ -10,6 +10,7 @@
 //!   deadline  ──handle_timeout(now)─────► due peers only (one timer heap)
 //!   command   ──accept_offer / remove_peer / add_remote_candidates
 //!             ◄──poll_transmit()────────  datagrams to send
+//!   sent      ──recycle(buffer)─────────► kept for a later SRTP output (any peer's)
 //!             ◄──poll_event()───────────  peer connected/removed, track (un)published
 //!             ◄──poll_timeout()─────────  when to call handle_timeout next
 //! ```
@@ -37,7 +38,9 @@
 //! are coalesced and rate-limited per track. The room's active speaker comes from the
 //! tracks' audio levels ([`speaker`]). A recorded room's tracks are also offered to
 //! its [`tap`], which never blocks. Payloads are shared (`Arc<[u8]>`), never copied, and the
-//! forwarding loop allocates nothing of its own in steady state.
+//! forwarding loop allocates nothing of its own in steady state; with the sent
+//! buffers handed back ([`Sfu::recycle`]) str0m's SRTP output allocates nothing
+//! either (a patch of the vendored str0m, `docs/str0m-patches.md`).
 //!
 //! ## Panic policy
 //! Errors come from bad input; panics are bugs. Nothing reachable from network input

@@ -101,7 +101,7 @@ impl Sfu {
                 self.deferred
                     .push_back(Deferred::Remove(peer.id, RemoveReason::Failed));
             }
-            let q = (&mut self.transmits, &mut self.pending, &mut self.deferred);
+            let q = (&mut self.outbox, &mut self.pending, &mut self.deferred);
             drain_rtc(peer, q.0, q.1, q.2, &mut self.stats);
             schedule(&mut self.timers, &self.config, peer, now);
         }
@@ -144,7 +144,7 @@ impl Sfu {
             .direct_api()
             .stream_rx(&ssrc)
             .map(|rx| (rx.mid(), rx.rid()));
-        let q = (&mut self.transmits, &mut self.pending, &mut self.deferred);
+        let q = (&mut self.outbox, &mut self.pending, &mut self.deferred);
         drain_rtc(publisher, q.0, q.1, q.2, &mut self.stats);
         schedule(&mut self.timers, &self.config, publisher, now);
         let Some((mid, rid)) = lookup else {

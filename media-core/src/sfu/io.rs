@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::net::{DatagramRecv, DatagramSend, Protocol, Receive, Transmit};
 use str0m::{Event, Input, Output};
 use tracing::{debug, warn};
 
-use super::{Deferred, KeyframeAsk, RemoveReason, Sfu, SfuConfig, SfuEvent, SfuStats};
+use super::{Deferred, KeyframeAsk, Outbox, RemoveReason, Sfu, SfuConfig, SfuEvent, SfuStats};
 use crate::PeerId;
 use crate::peer::{Peer, PeerState};
 use crate::room::TrackRef;
@@ -124,11 +124,19 @@ impl Sfu {
         }
         self.due = due;
         self.process(now);
+        self.outbox.trim(now);
     }
 
     /// The next datagram to send. `source` is the candidate it leaves from.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.outbox.transmits.pop_front()
+    }
+
+    /// Takes back the buffer of a datagram from [`Sfu::poll_transmit`] once it is
+    /// sent: a later SRTP datagram of any peer is written into it. A driver that
+    /// hands every sent buffer back forwards without allocating.
+    pub fn recycle(&mut self, contents: DatagramSend) {
+        self.outbox.recycle(contents);
     }
 
     pub fn poll_event(&mut self) -> Option<SfuEvent> {
@@ -187,7 +195,7 @@ impl Sfu {
                 return;
             }
             let sent = self.stats.datagrams_out;
-            let q = (&mut self.transmits, &mut self.pending, &mut self.deferred);
+            let q = (&mut self.outbox, &mut self.pending, &mut self.deferred);
             drain_rtc(peer, q.0, q.1, q.2, &mut self.stats);
             let released = self.stats.datagrams_out > sent;
             if !(peer.paced && released && peer.rtc_deadline <= now + DUE_SLACK) {
@@ -205,7 +213,7 @@ impl Sfu {
         };
         drain_rtc(
             peer,
-            &mut self.transmits,
+            &mut self.outbox,
             &mut self.pending,
             &mut self.deferred,
             &mut self.stats,
@@ -218,11 +226,14 @@ impl Sfu {
 /// an error schedules the peer's removal.
 pub(super) fn drain_rtc(
     peer: &mut Peer,
-    transmits: &mut VecDeque<Transmit>,
+    outbox: &mut Outbox,
     pending: &mut VecDeque<(PeerId, Event)>,
     deferred: &mut VecDeque<Deferred>,
     stats: &mut SfuStats,
 ) {
+    // Only a transmitted datagram can use up the armed buffer: arm before the first
+    // poll and after each transmit, not before every poll.
+    outbox.arm(&mut peer.rtc);
     loop {
         match peer.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
@@ -232,7 +243,8 @@ pub(super) fn drain_rtc(
             Ok(Output::Transmit(t)) => {
                 stats.datagrams_out += 1;
                 stats.bytes_out += t.contents.len() as u64;
-                transmits.push_back(t);
+                outbox.push(t);
+                outbox.arm(&mut peer.rtc);
             }
             Ok(Output::Event(e)) => pending.push_back((peer.id, e)),
             Err(e) => {

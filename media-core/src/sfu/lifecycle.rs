@@ -26,6 +26,12 @@ use crate::peer::{Peer, PeerState};
 use crate::room::{Room, RoomKey, TrackRef};
 use crate::{PeerId, PeerRole, RoomId};
 
+/// Sent packets whose transport-wide sequence numbers an estimating subscriber's `Rtc`
+/// remembers, to match the player's feedback against (str0m's default is 1000: some
+/// 90 kB per video subscriber). 512 is 2.7 s of a 190-packet/s stream and 2 s at
+/// 250/s: a report arrives within a round trip, and egress loss is counted over 1 s.
+const TWCC_SEND_HISTORY: usize = 512;
+
 impl Sfu {
     /// Answers a client's offer and adds the peer to the room. The peer is registered
     /// for demultiplexing before this returns, so the client's first STUN request
@@ -239,7 +245,9 @@ impl Sfu {
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
-        builder = builder.set_send_buffer_video(self.config.send_buffer_video.max(1));
+        builder = builder
+            .set_send_buffer_video(self.config.send_buffer_video.max(1))
+            .set_twcc_send_history(TWCC_SEND_HISTORY);
         if bwe {
             builder = builder.enable_bwe(self.config.initial_bitrate);
         } else if role == PeerRole::Subscriber {
@@ -469,7 +477,7 @@ impl Sfu {
                     Output::Transmit(t) => {
                         self.stats.datagrams_out += 1;
                         self.stats.bytes_out += t.contents.len() as u64;
-                        self.transmits.push_back(t);
+                        self.outbox.push(t);
                     }
                     Output::Timeout(_) => break,
                     Output::Event(_) => {}

@@ -13,13 +13,13 @@
 //! - `sdp`: what the core reads from an offer itself.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use str0m::Event;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::media::{MediaKind, Rid};
-use str0m::net::Transmit;
+use str0m::net::{DatagramSend, Transmit};
+use str0m::{Event, Rtc};
 
 use crate::demux::Demux;
 use crate::peer::Peer;
@@ -76,7 +76,7 @@ pub struct Sfu {
     room_keys: HashMap<RoomId, RoomKey>,
     demux: Demux,
     timers: TimerQueue,
-    transmits: VecDeque<Transmit>,
+    outbox: Outbox,
     events: VecDeque<SfuEvent>,
     /// Events drained from `Rtc`s, handled after the drain that produced them.
     pending: VecDeque<(PeerId, Event)>,
@@ -86,6 +86,67 @@ pub struct Sfu {
     /// Recorded rooms. Keyed by id, not key: a tap outlives its room emptying.
     taps: HashMap<RoomId, Tap>,
     stats: SfuStats,
+}
+
+/// Datagrams on their way out, and the buffers of sent ones on their way back.
+#[derive(Default)]
+pub(super) struct Outbox {
+    transmits: VecDeque<Transmit>,
+    /// Buffers of sent datagrams ([`Sfu::recycle`]), used last in, first out. Each
+    /// `Rtc` is handed one before it is polled, so its SRTP output reuses them
+    /// instead of allocating.
+    spare: Vec<DatagramSend>,
+    /// The fewest buffers `spare` held since the last trim: that many at its bottom
+    /// went unused, and the next trim frees them, so a burst's buffers (a keyframe
+    /// fan-out, a wave of joins) do not stay for the worker's life.
+    low_water: usize,
+    next_trim: Option<Instant>,
+}
+
+/// The most sent-datagram buffers a worker keeps between trims: above one flush of a
+/// fan-out to a thousand subscribers.
+const SPARE_BUFFERS: usize = 4096;
+
+/// How often the spare buffers that went unused are freed.
+const SPARE_TRIM_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Outbox {
+    pub(super) fn push(&mut self, t: Transmit) {
+        self.transmits.push_back(t);
+    }
+
+    /// Hands `rtc` a spare buffer for its next datagram (str0m holds one per `Rtc`
+    /// and gives back the one it already held).
+    pub(super) fn arm(&mut self, rtc: &mut Rtc) {
+        let Some(buf) = self.spare.pop() else {
+            return;
+        };
+        match rtc.recycle_datagram(buf) {
+            Some(unused) => self.spare.push(unused),
+            None => self.low_water = self.low_water.min(self.spare.len()),
+        }
+    }
+
+    fn recycle(&mut self, buf: DatagramSend) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Frees the buffers that sat unused through the last interval.
+    pub(super) fn trim(&mut self, now: Instant) {
+        let Some(due) = self.next_trim else {
+            self.low_water = self.spare.len();
+            self.next_trim = Some(now + SPARE_TRIM_INTERVAL);
+            return;
+        };
+        if now < due {
+            return;
+        }
+        self.spare.drain(..self.low_water);
+        self.low_water = self.spare.len();
+        self.next_trim = Some(now + SPARE_TRIM_INTERVAL);
+    }
 }
 
 impl std::fmt::Debug for Sfu {
@@ -115,7 +176,7 @@ impl Sfu {
             room_keys: HashMap::new(),
             demux: Demux::default(),
             timers: TimerQueue::default(),
-            transmits: VecDeque::with_capacity(256),
+            outbox: Outbox::default(),
             events: VecDeque::new(),
             pending: VecDeque::with_capacity(64),
             deferred: VecDeque::new(),
@@ -229,5 +290,70 @@ impl Sfu {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::RtcConfig;
+
+    fn buffer(len: usize) -> DatagramSend {
+        vec![0u8; len].into()
+    }
+
+    #[test]
+    fn an_armed_rtc_holds_one_buffer_and_the_pool_keeps_the_rest() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let mut rtc = RtcConfig::new().build(t0);
+        let mut out = Outbox::default();
+        for _ in 0..3 {
+            out.recycle(buffer(1200));
+        }
+        out.arm(&mut rtc);
+        assert_eq!(out.spare.len(), 2, "one buffer went to the Rtc");
+        out.arm(&mut rtc);
+        assert_eq!(
+            out.spare.len(),
+            2,
+            "an Rtc holds one: the one it had came back"
+        );
+    }
+
+    #[test]
+    fn buffers_unused_for_an_interval_are_freed_and_used_ones_stay() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let mut out = Outbox::default();
+        for _ in 0..10 {
+            out.recycle(buffer(100));
+        }
+        out.trim(t0); // starts the first interval
+        assert_eq!(out.spare.len(), 10);
+        // During the interval a burst takes four and gives them back.
+        let mut rtcs: Vec<_> = (0..4).map(|_| RtcConfig::new().build(t0)).collect();
+        for rtc in &mut rtcs {
+            out.arm(rtc);
+        }
+        for _ in 0..4 {
+            out.recycle(buffer(100));
+        }
+        out.trim(t0 + SPARE_TRIM_INTERVAL / 2);
+        assert_eq!(out.spare.len(), 10, "no trim before the interval ends");
+        out.trim(t0 + SPARE_TRIM_INTERVAL);
+        assert_eq!(out.spare.len(), 4, "the six never taken are freed");
+        // A quiet interval frees the rest.
+        out.trim(t0 + 2 * SPARE_TRIM_INTERVAL);
+        assert!(out.spare.is_empty());
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let mut out = Outbox::default();
+        for _ in 0..SPARE_BUFFERS + 10 {
+            out.recycle(buffer(1));
+        }
+        assert_eq!(out.spare.len(), SPARE_BUFFERS);
     }
 }

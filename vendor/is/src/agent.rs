@@ -85,8 +85,12 @@ pub struct IceAgent {
     events: VecDeque<IceAgentEvent>,
 
     /// Queue of incoming STUN requests we might have to queue up before we receive
-    /// the remote_credentials.
-    stun_server_queue: VecDeque<StunRequest>,
+    /// the remote_credentials, each with the remote ufrag it named.
+    stun_server_queue: VecDeque<(StunRequest, String)>,
+
+    /// A buffer lent by the user ([`IceAgent::lend_buffer`]) for the next STUN reply,
+    /// instead of a fresh `Vec`.
+    spare_buffer: Option<Vec<u8>>,
 
     /// Remote addresses we have seen traffic appear from. This is used
     /// to dedupe [`IceAgentEvent::DiscoveredRecv`].
@@ -151,7 +155,6 @@ struct StunRequest {
     trans_id: TransId,
     prio: u32,
     use_candidate: bool,
-    remote_ufrag: String,
     ice_controlling: Option<u64>,
     ice_controlled: Option<u64>,
 }
@@ -339,6 +342,7 @@ impl IceAgent {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stun_server_queue: VecDeque::new(),
+            spare_buffer: None,
             discovered_recv: HashSet::new(),
             nominated_send: None,
             stats: IceAgentStats::default(),
@@ -363,6 +367,34 @@ impl IceAgent {
     /// Threshold above which an outgoing datagram triggers an MTU warning.
     pub fn mtu_warn(&self) -> usize {
         *self.mtu.end()
+    }
+
+    /// Lends the agent a buffer to write its next STUN reply into; returns the one it
+    /// held, unused.
+    ///
+    /// Optional: without it every reply is a fresh `Vec`. A caller that keeps sent
+    /// datagrams in a pool lends one before [`IceAgent::handle_packet`] and takes it
+    /// back with [`IceAgent::take_lent_buffer`] if no reply was written.
+    pub fn lend_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.spare_buffer.replace(buf)
+    }
+
+    /// Takes back a lent buffer the agent has not written into.
+    pub fn take_lent_buffer(&mut self) -> Option<Vec<u8>> {
+        self.spare_buffer.take()
+    }
+
+    /// A zeroed buffer of `len` bytes for an outgoing STUN message: the lent one if
+    /// any (a sent datagram's buffer, so usually large enough already), else a new
+    /// one with room for a whole datagram, so that it too is worth reusing once sent.
+    fn stun_buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .spare_buffer
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(self.mtu().max(len)));
+        buf.clear();
+        buf.resize(len, 0);
+        buf
     }
 
     /// Sets the control tie breaker of this agent.
@@ -581,6 +613,25 @@ impl IceAgent {
         };
 
         (username, password)
+    }
+
+    /// The password of [`Self::stun_credentials`], borrowed: checking or answering a
+    /// binding request needs only this, and that happens for every consent check, so
+    /// it should not format a username and clone a password it drops.
+    ///
+    /// ### Panics
+    ///
+    /// Panics if there are no remote credentials set and `reply` is false.
+    fn stun_password(&self, reply: bool) -> &str {
+        if reply {
+            &self.local_credentials.pass
+        } else {
+            let peer = self
+                .remote_credentials
+                .as_ref()
+                .expect("Remote ICE credentials");
+            &peer.pass
+        }
     }
 
     /// Whether this side is controlling or controlled.
@@ -1067,7 +1118,7 @@ impl IceAgent {
             |key: &[u8], payloads: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(key, payloads);
 
         let do_integrity_check = |is_request: bool| -> bool {
-            let (_, password) = self.stun_credentials(is_request);
+            let password = self.stun_password(is_request);
             let integrity_passed = message.verify(password.as_bytes(), sha1_hmac);
 
             // The integrity is always the last thing we check
@@ -1207,7 +1258,7 @@ impl IceAgent {
 
             // No need hanging on to very old requests.
             while let Some(peek) = queue.front() {
-                if now - peek.now >= self.timing_config.timeout() {
+                if now - peek.0.now >= self.timing_config.timeout() {
                     let r = queue.pop_front();
                     trace!("Drop too old enqueued STUN request: {:?}", r.unwrap());
                 } else {
@@ -1215,9 +1266,9 @@ impl IceAgent {
                 }
             }
 
-            if let Some(req) = self.stun_server_queue.pop_front() {
+            if let Some((req, remote_ufrag)) = self.stun_server_queue.pop_front() {
                 debug!("Handle enqueued STUN request: {:?}", Pii(&req));
-                self.stun_server_handle_request(req);
+                self.stun_server_handle_request(req, &remote_ufrag);
                 return;
             }
         }
@@ -1383,6 +1434,8 @@ impl IceAgent {
 
         // Because we might have to delay stun requests until we receive the remote
         // credentials, we extract all relevant bits of information so it can be owned.
+        // The ufrag is owned only when the request waits: answering at once (every
+        // consent check) borrows it.
         let req = StunRequest {
             now,
             proto: packet.proto,
@@ -1391,13 +1444,12 @@ impl IceAgent {
             trans_id,
             prio,
             use_candidate,
-            remote_ufrag: remote_ufrag.into(),
             ice_controlling: message.ice_controlling(),
             ice_controlled: message.ice_controlled(),
         };
 
         if self.remote_credentials.is_some() {
-            self.stun_server_handle_request(req);
+            self.stun_server_handle_request(req, remote_ufrag);
         } else {
             debug!(
                 "Enqueue STUN request due to missing remote credentials: {:?}",
@@ -1409,7 +1461,7 @@ impl IceAgent {
             // It is possible (and in fact very likely) that the
             // initiating agent will receive a Binding request prior to receiving
             // the candidates from its peer.
-            queue.push_back(req);
+            queue.push_back((req, remote_ufrag.into()));
 
             // This is some denial-of-service attack protection.
             while queue.len() > 100 {
@@ -1428,14 +1480,14 @@ impl IceAgent {
         }
     }
 
-    fn stun_server_handle_request(&mut self, req: StunRequest) {
+    fn stun_server_handle_request(&mut self, req: StunRequest, remote_ufrag: &str) {
         let remote_creds = self.remote_credentials.as_ref().expect("Remote ICE creds");
-        if req.remote_ufrag != remote_creds.ufrag {
+        if remote_ufrag != remote_creds.ufrag {
             // this check can be delayed due to receiving STUN bind requests before we
             // get the exchange on the signal level.
             debug!(
                 "STUN request rejected, remote user mismatch (enqueued): {} != {}",
-                Pii(&req.remote_ufrag),
+                Pii(remote_ufrag),
                 Pii(&remote_creds.ufrag)
             );
             return;
@@ -1637,16 +1689,14 @@ impl IceAgent {
             self.evaluate_nomination();
         }
 
-        let (_, password) = self.stun_credentials(true);
-
         let reply = StunMessage::binding_reply(req.trans_id, req.source);
+        let mut buf = self.stun_buffer(reply.encoded_len(true));
+        let password = self.stun_password(true);
 
         trace!(
             "Send STUN reply: {} -> {} {:?}",
             local_addr, remote_addr, reply
         );
-
-        let mut buf = vec![0_u8; self.mtu()];
 
         let sha1_hmac =
             |key: &[u8], payloads: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(key, payloads);
@@ -1666,9 +1716,9 @@ impl IceAgent {
     }
 
     fn send_role_conflict_reply(&mut self, req: &StunRequest) {
-        let (_, password) = self.stun_credentials(true);
-
         let reply = StunMessage::binding_role_conflict_reply(req.trans_id);
+        let mut buf = self.stun_buffer(reply.encoded_len(true));
+        let password = self.stun_password(true);
 
         debug!(
             "Reply 487 Role Conflict (keep {} role): {} -> {}",
@@ -1676,8 +1726,6 @@ impl IceAgent {
             req.destination,
             req.source,
         );
-
-        let mut buf = vec![0_u8; self.mtu()];
 
         let sha1_hmac =
             |key: &[u8], payloads: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(key, payloads);

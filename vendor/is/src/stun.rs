@@ -403,6 +403,20 @@ impl<'a> StunMessage<'a> {
         comp[..].ct_eq(integ).into()
     }
 
+    /// The length [`StunMessage::to_bytes`] writes, with or without a password:
+    /// the smallest buffer it needs.
+    pub fn encoded_len(&self, with_integrity: bool) -> usize {
+        const MSG_HEADER_LEN: usize = 20;
+        const MESSAGE_INTEGRITY_ATTR_LEN: usize = 24;
+        const FINGERPRINT_ATTR_LEN: usize = 8;
+        let integrity = if with_integrity {
+            MESSAGE_INTEGRITY_ATTR_LEN
+        } else {
+            0
+        };
+        MSG_HEADER_LEN + self.attrs.padded_len() + integrity + FINGERPRINT_ATTR_LEN
+    }
+
     /// Serialize this message into the provided buffer, returning the final length of the message.
     ///
     /// The provided password is used to authenticate the message if provided, otherwise no
@@ -1473,6 +1487,28 @@ mod test {
             mac.update(p);
         }
         mac.finalize().into_bytes().into()
+    }
+
+    #[test]
+    fn encoded_len_is_what_to_bytes_writes() {
+        let v4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1234));
+        let v6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 1234, 0, 0));
+        let messages = || {
+            [
+                StunMessage::binding_reply(TransId::new(), v4),
+                StunMessage::binding_reply(TransId::new(), v6),
+                StunMessage::binding_role_conflict_reply(TransId::new()),
+                StunMessage::binding_request("abcd:efgh", TransId::new(), true, 7, 99, true),
+            ]
+        };
+        for password in [Some(&b"password"[..]), None] {
+            for message in messages() {
+                let len = message.encoded_len(password.is_some());
+                let mut buf = vec![0_u8; len];
+                let written = message.to_bytes(password, &mut buf, sha1_hmac).unwrap();
+                assert_eq!(written, len);
+            }
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub struct RtcConfig {
     pub(crate) pause_threshold: Duration,
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
+    pub(crate) twcc_send_history: usize,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -662,6 +663,25 @@ impl RtcConfig {
         self.send_buffer_video
     }
 
+    /// Sets how many sent packets the transport-wide congestion control (TWCC) keeps a
+    /// record of, to match against the remote's feedback reports (default 1000).
+    ///
+    /// Each record is some 90 bytes, and the history is kept at its full size per
+    /// `Rtc` once that many packets were sent, so a server with many peers may want
+    /// fewer: enough to cover a feedback report arriving late by a round trip, and the
+    /// one-second window of the egress loss statistics, at the highest packet rate.
+    /// Must be larger than 0.
+    pub fn set_twcc_send_history(mut self, packets: usize) -> Self {
+        assert!(packets > 0, "twcc send history must be larger than 0");
+        self.twcc_send_history = packets;
+        self
+    }
+
+    /// Returns how many sent packets the TWCC send history keeps.
+    pub fn twcc_send_history(&self) -> usize {
+        self.twcc_send_history
+    }
+
     /// Sets how many bytes the data channels can buffer for sending, summed over all channels.
     ///
     /// [`Channel::write()`][crate::channel::Channel::write()] does not accept a message (returns
@@ -902,6 +922,7 @@ impl Default for RtcConfig {
             pause_threshold: Duration::from_millis(1500),
             send_buffer_audio: 50,
             send_buffer_video: 1000,
+            twcc_send_history: 1000,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

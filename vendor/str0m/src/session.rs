@@ -1,4 +1,5 @@
 use std::collections::{HashMap, VecDeque};
+use std::mem;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use crate::crypto::dtls::SrtpProfile;
 use crate::format::CodecConfig;
 use crate::format::PayloadParams;
 use crate::format::Vp9PacketizerMode;
-use crate::io::DatagramSend;
+use crate::io::{DATAGRAM_MTU_TARGET_MAX, DatagramSend};
 use crate::media::AppSpecificFeedback;
 use crate::media::Media;
 use crate::media::{KeyframeRequestKind, MID_PROBE};
@@ -109,6 +110,13 @@ pub(crate) struct Session {
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
 
+    // temporary buffer for a received RTCP compound packet, decrypted.
+    rtcp_rx_buf: Vec<u8>,
+
+    // A buffer handed in by the API user (`Rtc::recycle_datagram`), used for the next
+    // SRTP/SRTCP output instead of a fresh allocation.
+    spare_datagram: Option<Vec<u8>>,
+
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
 
@@ -125,7 +133,6 @@ pub(crate) struct Session {
     vp9_packetizer_mode: Vp9PacketizerMode,
 
     feedback_tx: VecDeque<Rtcp>,
-    feedback_rx: VecDeque<Rtcp>,
     rtp_closing: bool,
 
     /// Pending RRTRs from remote SSRCs in FIFO order, deduplicated by SSRC.
@@ -200,7 +207,7 @@ impl Session {
             last_twcc: already_happened(),
             twcc: 0,
             twcc_rx_register: TwccRecvRegister::new(100),
-            twcc_tx_register: TwccSendRegister::new(1000),
+            twcc_tx_register: TwccSendRegister::new(config.twcc_send_history),
             max_rx_seq_lookup: HashMap::new(),
             bwe,
             bwe_last_event: None,
@@ -208,6 +215,8 @@ impl Session {
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
+            rtcp_rx_buf: Vec::new(),
+            spare_datagram: None,
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -215,7 +224,6 @@ impl Session {
             rtp_mode: config.rtp_mode,
             vp9_packetizer_mode: config.vp9_packetizer_mode,
             feedback_tx: VecDeque::new(),
-            feedback_rx: VecDeque::new(),
             rtp_closing: false,
             pending_rrtrs: VecDeque::new(),
             raw_packets: if config.enable_raw_packets {
@@ -913,19 +921,26 @@ impl Session {
 
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
-        let unprotected = srtp.unprotect_rtcp(buf)?;
+        let scratch = mem::take(&mut self.rtcp_rx_buf);
+        let unprotected = srtp.unprotect_rtcp_into(buf, scratch)?;
 
-        Rtcp::read_packet(&unprotected, &mut self.feedback_rx);
         let mut need_configure_pacer = false;
         let mut may_move_timeout = false;
 
-        if let Some(raw_packets) = &mut self.raw_packets {
-            for fb in &self.feedback_rx {
-                raw_packets.push_back(Box::new(RawPacket::RtcpRx(fb.clone())));
+        // Parsed and handled one packet at a time: no queue of `Rtcp` (about 1 kB each)
+        // per session. A TWCC report parses into the storage of the last one applied.
+        let mut twcc_spare = self.twcc_tx_register.spare_report.take();
+        // Received CNAMEs only go to receive streams (a subscriber-only session has
+        // none), and to the raw packet log.
+        let parse_sdes = self.raw_packets.is_some() || self.streams.has_streams_rx();
+        let raw_packets = &mut self.raw_packets;
+        let packets = Rtcp::packets(&unprotected, &mut twcc_spare, parse_sdes).inspect(|rtcp| {
+            if let Some(raw_packets) = raw_packets {
+                raw_packets.push_back(Box::new(RawPacket::RtcpRx(rtcp.clone())));
             }
-        }
+        });
 
-        for fb in RtcpFb::from_rtcp(self.feedback_rx.drain(..)) {
+        for fb in RtcpFb::from_rtcp(packets) {
             if let RtcpFb::AppSpecificFeedback(asf) = fb {
                 self.pending_app_feedback = Some(AppSpecificFeedback {
                     sender_ssrc: asf.sender_ssrc,
@@ -992,6 +1007,12 @@ impl Session {
                 };
                 stream.handle_rtcp(now, fb);
             }
+        }
+
+        self.rtcp_rx_buf = unprotected;
+        if twcc_spare.is_some() {
+            // No report in this packet took it.
+            self.twcc_tx_register.spare_report = twcc_spare;
         }
 
         // Not in the above if due to lifetime issues, still okay because the method
@@ -1165,10 +1186,19 @@ impl Session {
         x
     }
 
+    /// Holds `buf` for the next SRTP/SRTCP output; returns the one held before.
+    pub fn recycle_datagram(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.spare_datagram.replace(buf)
+    }
+
+    /// The buffer handed in by the API user, for a writer other than SRTP (a STUN reply).
+    pub(crate) fn take_spare_datagram(&mut self) -> Option<Vec<u8>> {
+        self.spare_datagram.take()
+    }
+
     /// To be called in lieu of [`Self::poll_datagram`] when the owner is not in a position to transmit any
     /// generated feedback, and thus such feedback should be dropped.
     pub fn clear_feedback(&mut self) {
-        self.feedback_rx.clear();
         self.feedback_tx.clear();
     }
 
@@ -1200,25 +1230,35 @@ impl Session {
         let encryptable_mtu: usize = (self.mtu() - SRTCP_OVERHEAD) & !3;
         assert!(encryptable_mtu.is_multiple_of(4));
 
-        let mut data = vec![0_u8; encryptable_mtu];
+        // On the stack: the compound packet is encrypted into a datagram of its own right
+        // after, and a kept buffer would cost every session its size.
+        let mut plain = [0_u8; DATAGRAM_MTU_TARGET_MAX];
+        let data = &mut plain[..encryptable_mtu];
 
         let mut raw_packets = self.raw_packets.as_mut();
-        let output = move |fb| {
+        // A written transport-wide report goes back to the register, which builds the
+        // next one in its storage.
+        let mut written_twcc = None;
+        let output = |fb| {
             if let Some(raw_packets) = &mut raw_packets {
                 raw_packets.push_back(Box::new(RawPacket::RtcpTx(fb)));
+            } else if let Rtcp::Twcc(twcc) = fb {
+                written_twcc = Some(twcc);
             }
         };
 
-        let len = Rtcp::write_packet(&mut self.feedback_tx, &mut data, output);
+        let len = Rtcp::write_packet(&mut self.feedback_tx, data, output);
+        if written_twcc.is_some() {
+            self.twcc_rx_register.spare_report = written_twcc;
+        }
 
         if len == 0 {
             return None;
         }
 
-        data.truncate(len);
-
         let srtp = self.srtp_tx.as_mut()?;
-        let protected = srtp.protect_rtcp(&data);
+        let spare = self.spare_datagram.take().unwrap_or_default();
+        let protected = srtp.protect_rtcp_into(&data[..len], spare);
 
         assert!(
             protected.len() < self.mtu(),
@@ -1274,7 +1314,8 @@ impl Session {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        let spare = self.spare_datagram.take().unwrap_or_default();
+        let protected = srtp_tx.protect_rtp_into(buf, &header, *seq_no, spare);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {

@@ -208,7 +208,7 @@ pub fn stun(data: &[u8]) -> Option<()> {
 /// Fuzz RTCP compound-packet parsing and the feedback conversion.
 pub fn rtcp(data: &[u8]) -> Option<()> {
     let mut feedback = VecDeque::new();
-    Rtcp::read_packet(data, &mut feedback);
+    Rtcp::read_packet(data, &mut feedback, &mut None);
     // Exercise the feedback conversion as well.
     let _ = RtcpFb::from_rtcp(feedback.drain(..)).count();
     Some(())

@@ -77,6 +77,6 @@ impl TestSrtp {
         buf[header_len..header_len + payload.len()].copy_from_slice(payload);
         header.header_len = header_len;
         let packet = &buf[..header_len + payload.len()];
-        self.0.protect_rtp(packet, &header, seq)
+        self.0.protect_rtp_into(packet, &header, seq, Vec::new())
     }
 }

@@ -2,6 +2,8 @@ use std::cmp::max;
 use std::cmp::min;
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
+
 use super::macros::log_inherent_loss;
 use super::macros::log_loss_based_bitrate_estimate;
 use super::macros::log_loss_bw_limit_in_window;
@@ -488,8 +490,11 @@ impl LossController {
         true
     }
 
-    fn get_candidates(&self) -> Vec<ChannelParameters> {
-        let mut bandwidths = vec![];
+    /// At most one candidate per factor, plus the delay-based estimate, the acknowledged
+    /// rate and the backed-off delay-based estimate. On the stack: this runs for every
+    /// transport-wide feedback report.
+    fn get_candidates(&self) -> ArrayVec<ChannelParameters, MAX_CANDIDATES> {
+        let mut bandwidths = ArrayVec::<f64, MAX_CANDIDATES>::new();
 
         let current = self.current_estimate.loss_limited_bandwidth;
 
@@ -523,7 +528,7 @@ impl LossController {
             );
         }
 
-        let mut candidates = Vec::with_capacity(bandwidths.len());
+        let mut candidates = ArrayVec::new();
 
         for bandwidth in bandwidths.iter_mut() {
             let mut candidate = self.current_estimate;
@@ -878,7 +883,7 @@ struct Config {
     not_increase_if_inherent_loss_less_than_average_loss: bool,
     delayed_increase_window: Duration,
     bandwidth_rampup_upper_bound_factor: f64,
-    candidate_factor: [f64; 3],
+    candidate_factor: [f64; CANDIDATE_FACTORS],
     append_acknowledged_rate_candidate: bool,
     append_delay_based_estimate_candidate: bool,
     bandwidth_backoff_lower_bound_factor: f64,
@@ -986,6 +991,9 @@ impl PartialObservation {
         self.lost_size += summary.lost_size;
     }
 }
+
+const CANDIDATE_FACTORS: usize = 3;
+const MAX_CANDIDATES: usize = CANDIDATE_FACTORS + 3;
 
 /// An estimate derived from some candidate.
 #[derive(Debug, Clone, Copy)]

@@ -15,6 +15,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::mem;
 use std::time::{Duration, Instant};
 
 use crate::Reason;
@@ -134,6 +135,13 @@ impl Bwe {
     }
 }
 
+/// An empty `Vec` of references, for any lifetime, in the allocation of `v`: the
+/// in-place `collect` of an iterator that yields nothing keeps the buffer (same layout),
+/// so a scratch `Vec` of borrowed records outlives the borrows without `unsafe`.
+fn reuse_empty<'a, 'b, T>(v: Vec<&'a T>) -> Vec<&'b T> {
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 struct SendSideBandwidthEstimator {
     delay_controller: DelayController,
     loss_controller: LossController,
@@ -145,6 +153,10 @@ struct SendSideBandwidthEstimator {
     alr_detector: AlrDetector,
     link_capacity_estimator: LinkCapacityEstimator,
     last_updated_estimate: Option<Bitrate>,
+    // Allocations kept between TWCC reports: `update` runs per report, and a fresh pair
+    // of `Vec`s per report was most of a paced video peer's allocations per packet.
+    send_records_scratch: Vec<&'static TwccSendRecord>,
+    acked_packets_scratch: Vec<AckedPacket>,
 }
 
 impl SendSideBandwidthEstimator {
@@ -168,6 +180,8 @@ impl SendSideBandwidthEstimator {
             alr_detector,
             link_capacity_estimator: LinkCapacityEstimator::new(),
             last_updated_estimate: None,
+            send_records_scratch: Vec::new(),
+            acked_packets_scratch: Vec::new(),
         }
     }
 
@@ -189,7 +203,21 @@ impl SendSideBandwidthEstimator {
 
     /// Record a packet from a TWCC report.
     pub fn update<'t>(&mut self, records: impl Iterator<Item = &'t TwccSendRecord>, now: Instant) {
-        let send_records: Vec<_> = records.collect();
+        let mut send_records = reuse_empty(mem::take(&mut self.send_records_scratch));
+        send_records.extend(records);
+        let mut acked_packets = mem::take(&mut self.acked_packets_scratch);
+        acked_packets.clear();
+        self.update_with(&send_records, &mut acked_packets, now);
+        self.send_records_scratch = reuse_empty(send_records);
+        self.acked_packets_scratch = acked_packets;
+    }
+
+    fn update_with(
+        &mut self,
+        send_records: &[&TwccSendRecord],
+        acked_packets: &mut Vec<AckedPacket>,
+        now: Instant,
+    ) {
         if send_records.is_empty() {
             return;
         }
@@ -208,8 +236,6 @@ impl SendSideBandwidthEstimator {
                 self.link_capacity_estimator.update_from_probe(bitrate, now);
             }
         }
-
-        let mut acked_packets = vec![];
 
         let mut max_rtt = None;
         let mut count = 0;
@@ -240,7 +266,7 @@ impl SendSideBandwidthEstimator {
         // Update delay controller with the latest probe result
         let maybe_estimate =
             self.delay_controller
-                .update(&acked_packets, acked_bitrate, probe_result, now);
+                .update(acked_packets, acked_bitrate, probe_result, now);
 
         let Some(delay_estimate) = maybe_estimate else {
             return;
@@ -270,7 +296,7 @@ impl SendSideBandwidthEstimator {
 
         // This corresponds to UpdateLossBasedEstimator + UpdateEstimate
         self.loss_controller
-            .update_bandwidth_estimate(&send_records, delay_estimate);
+            .update_bandwidth_estimate(send_records, delay_estimate);
 
         // Loss-based result is capped by delay_based_limit
         let loss_result = self.loss_controller.loss_based_result();

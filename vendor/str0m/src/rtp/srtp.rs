@@ -247,12 +247,44 @@ impl DecryptWarnings {
     }
 }
 
+/// `output` emptied and filled with `len` zeros: its allocation is kept when it is large
+/// enough, so a caller that hands back sent datagrams protects without allocating.
+fn zeroed(mut output: Vec<u8>, len: usize) -> Vec<u8> {
+    output.clear();
+    // Exact: a doubled allocation would be kept for as long as the buffer is reused.
+    output.reserve_exact(len);
+    output.resize(len, 0);
+    output
+}
+
+/// `output` emptied and filled with a copy of `from`, in its allocation when large
+/// enough.
+fn copied(mut output: Vec<u8>, from: &[u8]) -> Vec<u8> {
+    output.clear();
+    output.reserve_exact(from.len());
+    output.extend_from_slice(from);
+    output
+}
+
 impl SrtpContext {
+    #[cfg(test)]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
+    ) -> Vec<u8> {
+        self.protect_rtp_into(buf, header, srtp_index, Vec::new())
+    }
+
+    /// As [`Self::protect_rtp`], writing into `output` (its contents are discarded, its
+    /// allocation reused when large enough).
+    pub fn protect_rtp_into(
+        &mut self,
+        buf: &[u8],
+        header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+        output: Vec<u8>,
     ) -> Vec<u8> {
         // SRTP layout
         // [header, [rtp, (padding + pad_count)], tag]
@@ -295,8 +327,10 @@ impl SrtpContext {
                 // HMAC_TAG_LEN is 10, CTR_BUFFER_PADDING is 15, so we need 5 extra bytes
                 let padding_needed =
                     CTR_BUFFER_PADDING.saturating_sub(Aes128CmSha1_80::HMAC_TAG_LEN);
-                let mut output =
-                    vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
+                let mut output = zeroed(
+                    output,
+                    buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed,
+                );
 
                 enc.encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
@@ -318,7 +352,7 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes128Gcm::TAG_LEN];
+                let mut output = zeroed(output, buf.len() + AeadAes128Gcm::TAG_LEN);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
@@ -334,7 +368,7 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes256Gcm::TAG_LEN];
+                let mut output = zeroed(output, buf.len() + AeadAes256Gcm::TAG_LEN);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
@@ -461,7 +495,14 @@ impl SrtpContext {
         }
     }
 
+    #[cfg(test)]
     pub fn protect_rtcp(&mut self, buf: &[u8]) -> Vec<u8> {
+        self.protect_rtcp_into(buf, Vec::new())
+    }
+
+    /// As [`Self::protect_rtcp`], writing into `output` (its contents are discarded, its
+    /// allocation reused when large enough).
+    pub fn protect_rtcp_into(&mut self, buf: &[u8], output: Vec<u8>) -> Vec<u8> {
         let srtcp_index = self.srtcp_index;
 
         // https://tools.ietf.org/html/rfc3711#page-15
@@ -487,7 +528,7 @@ impl SrtpContext {
                 // SRTCP_INDEX_LEN + HMAC_TAG_LEN is 14, CTR_BUFFER_PADDING is 15, so we need 1 extra byte
                 let padding_needed = CTR_BUFFER_PADDING
                     .saturating_sub(SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN);
-                let mut output = vec![0_u8; final_size + padding_needed];
+                let mut output = zeroed(output, final_size + padding_needed);
 
                 output[0..8].copy_from_slice(&buf[0..8]);
                 let input = &buf[8..];
@@ -511,7 +552,8 @@ impl SrtpContext {
                 aad[..8].copy_from_slice(&buf[..8]);
                 aad[8..12].copy_from_slice(&e_and_si.to_be_bytes());
 
-                let mut output = vec![0_u8; buf.len() + SRTCP_INDEX_LEN + AeadAes128Gcm::TAG_LEN];
+                let mut output =
+                    zeroed(output, buf.len() + SRTCP_INDEX_LEN + AeadAes128Gcm::TAG_LEN);
                 output[0..8].copy_from_slice(&buf[0..8]);
                 let input = &buf[8..];
 
@@ -533,7 +575,8 @@ impl SrtpContext {
                 aad[..8].copy_from_slice(&buf[..8]);
                 aad[8..12].copy_from_slice(&e_and_si.to_be_bytes());
 
-                let mut output = vec![0_u8; buf.len() + SRTCP_INDEX_LEN + AeadAes256Gcm::TAG_LEN];
+                let mut output =
+                    zeroed(output, buf.len() + SRTCP_INDEX_LEN + AeadAes256Gcm::TAG_LEN);
                 output[0..8].copy_from_slice(&buf[0..8]);
                 let input = &buf[8..];
 
@@ -559,7 +602,14 @@ impl SrtpContext {
     //
     //                  |--------------------------------------|
     //                              encrypted (aes)
+    #[cfg(test)]
     pub fn unprotect_rtcp(&mut self, buf: &[u8]) -> Option<Vec<u8>> {
+        self.unprotect_rtcp_into(buf, Vec::new())
+    }
+
+    /// As [`Self::unprotect_rtcp`], writing into `output` (its contents are discarded,
+    /// its allocation reused when large enough).
+    pub fn unprotect_rtcp_into(&mut self, buf: &[u8], output: Vec<u8>) -> Option<Vec<u8>> {
         match &mut self.rtcp {
             Derived::Aes128CmSha1_80 { key, salt, dec, .. } => {
                 if buf.len() < SRTCP_HEADER_LEN + SRTCP_INDEX_LEN + Aes128CmSha1_80::HMAC_TAG_LEN {
@@ -595,7 +645,7 @@ impl SrtpContext {
 
                 if !is_encrypted {
                     // Non-encrypted we can just return
-                    return Some(buf[0..idx_start].to_vec());
+                    return Some(copied(output, &buf[0..idx_start]));
                 }
 
                 // The SRTCP index is a 31-bit counter for the SRTCP packet.
@@ -610,7 +660,7 @@ impl SrtpContext {
                 // compound packet.
                 let input = &buf[8..idx_start];
                 // Allocate buffer with CTR padding (aws-lc-rs requirement)
-                let mut output = vec![0_u8; input.len() + 8 + CTR_BUFFER_PADDING];
+                let mut output = zeroed(output, input.len() + 8 + CTR_BUFFER_PADDING);
                 output[0..8].copy_from_slice(&buf[0..8]);
 
                 if let Err(e) = dec.decrypt(&iv, input, &mut output[8..]) {
@@ -672,10 +722,13 @@ impl SrtpContext {
                     aads[1] = &buf[idx_start..];
                 };
 
-                let mut output = vec![0_u8; buf.len() - AeadAes128Gcm::TAG_LEN - SRTCP_INDEX_LEN];
+                let mut output =
+                    zeroed(output, buf.len() - AeadAes128Gcm::TAG_LEN - SRTCP_INDEX_LEN);
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                let count = match dec.decrypt(&iv, &aads, input, &mut output[8..]) {
+                // One AAD slice when encrypted: the cipher concatenates (allocates) for two.
+                let aads = if is_encrypted { &aads[..1] } else { &aads[..] };
+                let count = match dec.decrypt(&iv, aads, input, &mut output[8..]) {
                     Ok(c) => c,
                     Err(e) => {
                         trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);
@@ -745,10 +798,13 @@ impl SrtpContext {
                     aads[1] = &buf[idx_start..];
                 };
 
-                let mut output = vec![0_u8; buf.len() - AeadAes256Gcm::TAG_LEN - SRTCP_INDEX_LEN];
+                let mut output =
+                    zeroed(output, buf.len() - AeadAes256Gcm::TAG_LEN - SRTCP_INDEX_LEN);
                 output[0..8].copy_from_slice(&buf[0..8]);
 
-                let count = match dec.decrypt(&iv, &aads, input, &mut output[8..]) {
+                // One AAD slice when encrypted: the cipher concatenates (allocates) for two.
+                let aads = if is_encrypted { &aads[..1] } else { &aads[..] };
+                let count = match dec.decrypt(&iv, aads, input, &mut output[8..]) {
                     Ok(c) => c,
                     Err(e) => {
                         trace!("Failed to decrypt SRTCP {}: {}", self.rtcp.profile(), e);

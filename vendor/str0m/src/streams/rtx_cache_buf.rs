@@ -14,7 +14,11 @@ use crate::util::already_happened;
 /// overwrite an entry that has not been evicted due to age, the buffer grows.
 #[derive(Debug)]
 pub struct EvictingBuffer<T> {
+    /// Empty until the first push: a stream that never caches (audio without RTX)
+    /// then costs no slots.
     buf: Vec<Option<Entry<T>>>,
+    /// Slots allocated at the first push. 0 makes the buffer inert.
+    initial_size: usize,
     /// How long to keep entries for.
     max_age: Duration,
     /// The maximum size allowed to grow to. Once this sized is reached, new pushed
@@ -53,7 +57,8 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            buf: Vec::new(),
+            initial_size,
             max_age,
             max_size,
             last_position: None,
@@ -75,8 +80,12 @@ impl<T> EvictingBuffer<T> {
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
     pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
-        if self.is_inert() {
+        if self.initial_size == 0 || self.max_age.is_zero() {
             return;
+        }
+
+        if self.buf.is_empty() {
+            self.buf = prepare_buf(self.initial_size);
         }
 
         if timestamp < self.last_timeout {
@@ -277,6 +286,24 @@ mod test {
         assert_eq!(buf.index_for_position(5), buf.index_for_position(3));
         assert_eq!(buf.get(5), Some(&'A'));
         assert_eq!(buf.get(3), None); // modulo to same index
+    }
+
+    #[test]
+    fn slots_allocated_at_first_push() {
+        let mut buf = EvictingBuffer::new(4, Duration::from_secs(10), 10);
+        let now = Instant::now();
+
+        assert_eq!(buf.buf.capacity(), 0);
+        assert_eq!(buf.get(5), None);
+        assert!(!buf.contains(5));
+        assert_eq!(buf.last(), None);
+        buf.maybe_evict(now);
+        buf.clear();
+        assert_eq!(buf.buf.capacity(), 0);
+
+        buf.push(5, now, 'A');
+        assert_eq!(buf.buf.len(), 4);
+        assert_eq!(buf.get(5), Some(&'A'));
     }
 
     #[test]

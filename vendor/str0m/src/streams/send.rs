@@ -917,7 +917,9 @@ impl StreamTx {
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, false);
-        if let Some(h) = &mut self.stats.bytes_transmitted {
+        // The history only feeds the resend ratio cap: a stream without RTX never
+        // resends, and would keep a second of sizes for nothing.
+        if let (Some(h), Some(_)) = (&mut self.stats.bytes_transmitted, self.rtx) {
             h.push(now, len)
         }
 

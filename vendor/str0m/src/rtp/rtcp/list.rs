@@ -25,6 +25,11 @@ impl<T> ReportList<T> {
         self.0[i].as_ref()
     }
 
+    /// Move out the element at position `i`, leaving the slot empty.
+    pub(crate) fn take(&mut self, i: usize) -> Option<T> {
+        self.0.get_mut(i)?.take()
+    }
+
     /// Iterator over the elements in the list.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.into_iter()

@@ -96,46 +96,73 @@ pub enum Rtcp {
 }
 
 impl Rtcp {
-    pub(crate) fn read_packet(buf: &[u8], feedback: &mut VecDeque<Rtcp>) {
+    /// Parse a (compound) RTCP packet onto `feedback`. A TWCC report in it parses into
+    /// `twcc_spare`'s storage when there is one.
+    #[cfg(any(test, feature = "_internal_test_exports"))]
+    pub(crate) fn read_packet(
+        buf: &[u8],
+        feedback: &mut VecDeque<Rtcp>,
+        twcc_spare: &mut Option<Twcc>,
+    ) {
+        feedback.extend(Rtcp::packets(buf, twcc_spare, true));
+    }
+
+    /// The packets of a (compound) RTCP packet, parsed as they are taken, so that the
+    /// caller needs no queue for them. Packets that do not parse are skipped; a broken
+    /// header or length ends the walk. Without `parse_sdes`, source descriptions are
+    /// skipped unparsed: a `Descriptions` is a 31 kB allocation, and a session with no
+    /// receive stream has nothing to give their CNAMEs to.
+    pub(crate) fn packets<'a>(
+        buf: &'a [u8],
+        twcc_spare: &'a mut Option<Twcc>,
+        parse_sdes: bool,
+    ) -> impl Iterator<Item = Rtcp> + 'a {
         let mut buf = buf;
-        loop {
-            if buf.is_empty() {
-                break;
-            }
-
-            let header: RtcpHeader = match buf.try_into() {
-                Ok(v) => v,
-                Err(e) => {
-                    debug!("{}", e);
-                    break;
+        std::iter::from_fn(move || {
+            loop {
+                if buf.is_empty() {
+                    return None;
                 }
-            };
-            let has_padding = buf[0] & 0b00_1_00000 > 0;
-            let full_length = header.length_words() * 4;
 
-            if full_length > buf.len() {
-                // this length is incorrect.
-                break;
-            }
+                let header: RtcpHeader = match buf.try_into() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        debug!("{}", e);
+                        return None;
+                    }
+                };
+                let has_padding = buf[0] & 0b00_1_00000 > 0;
+                let full_length = header.length_words() * 4;
 
-            let unpadded_length = if has_padding {
-                let pad = buf[full_length - 1] as usize;
-                if full_length < pad {
-                    debug!("buf.len() is less than padding: {} < {}", full_length, pad);
-                    break;
+                if full_length > buf.len() {
+                    // this length is incorrect.
+                    return None;
                 }
-                full_length - pad
-            } else {
-                full_length
-            };
 
-            match (&buf[..unpadded_length]).try_into() {
-                Ok(v) => feedback.push_back(v),
-                Err(e) => debug!("{}", e),
+                let unpadded_length = if has_padding {
+                    let pad = buf[full_length - 1] as usize;
+                    if full_length < pad {
+                        debug!("buf.len() is less than padding: {} < {}", full_length, pad);
+                        return None;
+                    }
+                    full_length - pad
+                } else {
+                    full_length
+                };
+
+                if !parse_sdes && header.rtcp_type() == RtcpType::SourceDescription {
+                    buf = &buf[full_length..];
+                    continue;
+                }
+
+                let parsed = Rtcp::parse(&buf[..unpadded_length], twcc_spare);
+                buf = &buf[full_length..];
+                match parsed {
+                    Ok(v) => return Some(v),
+                    Err(e) => debug!("{}", e),
+                }
             }
-
-            buf = &buf[full_length..];
-        }
+        })
     }
 
     pub(crate) fn write_packet(
@@ -411,6 +438,12 @@ impl<'a> TryFrom<&'a [u8]> for Rtcp {
     type Error = &'static str;
 
     fn try_from(buf: &'a [u8]) -> Result<Self, Self::Error> {
+        Rtcp::parse(buf, &mut None)
+    }
+}
+
+impl Rtcp {
+    fn parse(buf: &[u8], twcc_spare: &mut Option<Twcc>) -> Result<Self, &'static str> {
         let header: RtcpHeader = buf.try_into()?;
 
         // By constraining the length, all subparsing can go
@@ -432,7 +465,9 @@ impl<'a> TryFrom<&'a [u8]> for Rtcp {
 
                 match tlfb {
                     TransportType::Nack => Rtcp::Nack(buf.try_into()?),
-                    TransportType::TransportWide => Rtcp::Twcc(buf.try_into()?),
+                    TransportType::TransportWide => {
+                        Rtcp::Twcc(Twcc::parse_reusing(buf, twcc_spare.take())?)
+                    }
                 }
             }
             RtcpType::PayloadSpecificFeedback => {
@@ -594,7 +629,7 @@ mod test {
         buf.truncate(n);
 
         let mut parsed = VecDeque::new();
-        Rtcp::read_packet(&buf, &mut parsed);
+        Rtcp::read_packet(&buf, &mut parsed, &mut None);
 
         let Rtcp::SenderReport(s) = parsed.get(0).unwrap() else {
             panic!("Not a SenderReport in Rtcp");
@@ -622,6 +657,47 @@ mod test {
             st2.duration_since(st1)
         };
         delta.expect("delta should be absolute")
+    }
+
+    #[test]
+    fn source_descriptions_skipped_unparsed_on_request() {
+        let mut sdes = Sdes {
+            ssrc: 7.into(),
+            values: ReportList::new(),
+        };
+        sdes.values.push((SdesType::CNAME, "cname".to_string()));
+        let mut descriptions = Descriptions {
+            reports: Box::new(ReportList::new()),
+        };
+        descriptions.reports.push(sdes);
+
+        // SR, SDES, RR in this order (written one by one: `write_packet` would merge
+        // the RR into the SR), so that the walk must go on past a skipped SDES.
+        let mut buf = Vec::new();
+        for packet in [
+            sr(1, SystemTime::now()),
+            Rtcp::SourceDescription(descriptions),
+            rr(3),
+        ] {
+            let mut queue = VecDeque::from([packet]);
+            let mut one = vec![0; 1500];
+            let n = Rtcp::write_packet(&mut queue, &mut one, |_| {});
+            buf.extend_from_slice(&one[..n]);
+        }
+        let buf = &buf[..];
+
+        let kinds = |parse_sdes| {
+            Rtcp::packets(buf, &mut None, parse_sdes)
+                .map(|p| match p {
+                    Rtcp::SenderReport(_) => "sr",
+                    Rtcp::ReceiverReport(_) => "rr",
+                    Rtcp::SourceDescription(_) => "sdes",
+                    _ => "other",
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(true), ["sr", "sdes", "rr"]);
+        assert_eq!(kinds(false), ["sr", "rr"]);
     }
 
     fn sr(ssrc: u32, ntp_time: SystemTime) -> Rtcp {
@@ -720,7 +796,7 @@ mod test {
 
         for t in TESTS {
             parsed.clear();
-            Rtcp::read_packet(t, &mut parsed);
+            Rtcp::read_packet(t, &mut parsed, &mut None);
         }
     }
 }

@@ -1,3 +1,4 @@
+use super::list::IterOwned;
 use super::{AppSpecificFeedback, DlrrItem, FirEntry, NackEntry, ReceptionReport, Remb};
 use super::{ReportBlock, ReportList, Rrtr, Rtcp, Sdes, SenderInfo, Ssrc, Twcc};
 
@@ -30,55 +31,10 @@ impl RtcpFb {
         )
     }
 
+    /// Expand RTCP packets into per-SSRC feedback, lazily: a compound packet is walked
+    /// as the caller consumes it, so handling feedback allocates nothing here.
     pub fn from_rtcp<T: IntoIterator<Item = Rtcp>>(t: T) -> impl Iterator<Item = RtcpFb> {
-        let mut q = Vec::new();
-        let iter = t.into_iter();
-        for pkt in iter {
-            match pkt {
-                Rtcp::SenderReport(v) => {
-                    q.push(RtcpFb::SenderInfo(v.sender_info));
-                    q.extend(v.reports.into_iter().map(RtcpFb::ReceptionReport));
-                }
-                Rtcp::ReceiverReport(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::ReceptionReport));
-                }
-                Rtcp::ExtendedReport(v) => {
-                    for block in v.blocks {
-                        match block {
-                            ReportBlock::Rrtr(b) => q.push(RtcpFb::Rrtr((b, v.ssrc))),
-                            ReportBlock::Dlrr(v) => {
-                                q.extend(v.items.iter().map(|i| RtcpFb::DlrrItem(*i)))
-                            }
-                        }
-                    }
-                }
-                Rtcp::SourceDescription(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::SourceDescription));
-                }
-                Rtcp::Goodbye(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::Goodbye));
-                }
-                Rtcp::Nack(v) => {
-                    q.push(RtcpFb::Nack(v.ssrc, v.reports));
-                }
-                Rtcp::Pli(v) => {
-                    q.push(RtcpFb::Pli(v.ssrc));
-                }
-                Rtcp::Fir(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::Fir));
-                }
-                Rtcp::Twcc(v) => {
-                    q.push(RtcpFb::Twcc(v));
-                }
-                Rtcp::Remb(v) => {
-                    q.push(RtcpFb::Remb(v));
-                }
-                Rtcp::AppSpecificFeedback(v) => {
-                    q.push(RtcpFb::AppSpecificFeedback(v));
-                }
-            }
-        }
-        q.into_iter()
+        t.into_iter().flat_map(Expanded::from)
     }
 
     pub fn ssrc(&self) -> Ssrc {
@@ -99,11 +55,194 @@ impl RtcpFb {
     }
 }
 
+/// The feedback items one [`Rtcp`] expands to, in the order they appear in it.
+enum Expanded {
+    One(Option<RtcpFb>),
+    SenderReport(Option<SenderInfo>, IterOwned<ReceptionReport>),
+    Reports(IterOwned<ReceptionReport>),
+    Extended {
+        ssrc: Ssrc,
+        blocks: std::vec::IntoIter<ReportBlock>,
+        dlrr: std::vec::IntoIter<DlrrItem>,
+    },
+    // Boxed as in `Descriptions`: a list of 31 descriptions is ~30 kB.
+    Descriptions(Box<ReportList<Sdes>>, usize),
+    Goodbye(IterOwned<Ssrc>),
+    Fir(IterOwned<FirEntry>),
+}
+
+impl From<Rtcp> for Expanded {
+    fn from(pkt: Rtcp) -> Self {
+        match pkt {
+            Rtcp::SenderReport(v) => {
+                Expanded::SenderReport(Some(v.sender_info), v.reports.into_iter())
+            }
+            Rtcp::ReceiverReport(v) => Expanded::Reports(v.reports.into_iter()),
+            Rtcp::ExtendedReport(v) => Expanded::Extended {
+                ssrc: v.ssrc,
+                blocks: v.blocks.into_iter(),
+                dlrr: Vec::new().into_iter(),
+            },
+            Rtcp::SourceDescription(v) => Expanded::Descriptions(v.reports, 0),
+            Rtcp::Goodbye(v) => Expanded::Goodbye(v.reports.into_iter()),
+            Rtcp::Nack(v) => Expanded::One(Some(RtcpFb::Nack(v.ssrc, v.reports))),
+            Rtcp::Pli(v) => Expanded::One(Some(RtcpFb::Pli(v.ssrc))),
+            Rtcp::Fir(v) => Expanded::Fir(v.reports.into_iter()),
+            Rtcp::Twcc(v) => Expanded::One(Some(RtcpFb::Twcc(v))),
+            Rtcp::Remb(v) => Expanded::One(Some(RtcpFb::Remb(v))),
+            Rtcp::AppSpecificFeedback(v) => Expanded::One(Some(RtcpFb::AppSpecificFeedback(v))),
+        }
+    }
+}
+
+impl Iterator for Expanded {
+    type Item = RtcpFb;
+
+    fn next(&mut self) -> Option<RtcpFb> {
+        match self {
+            Expanded::One(v) => v.take(),
+            Expanded::SenderReport(info, reports) => info
+                .take()
+                .map(RtcpFb::SenderInfo)
+                .or_else(|| reports.next().map(RtcpFb::ReceptionReport)),
+            Expanded::Reports(reports) => reports.next().map(RtcpFb::ReceptionReport),
+            Expanded::Extended { ssrc, blocks, dlrr } => loop {
+                if let Some(item) = dlrr.next() {
+                    return Some(RtcpFb::DlrrItem(item));
+                }
+                match blocks.next()? {
+                    ReportBlock::Rrtr(b) => return Some(RtcpFb::Rrtr((b, *ssrc))),
+                    ReportBlock::Dlrr(d) => *dlrr = d.items.into_iter(),
+                }
+            },
+            Expanded::Descriptions(list, index) => {
+                let sdes = list.take(*index)?;
+                *index += 1;
+                Some(RtcpFb::SourceDescription(sdes))
+            }
+            Expanded::Goodbye(ssrcs) => ssrcs.next().map(RtcpFb::Goodbye),
+            Expanded::Fir(entries) => entries.next().map(RtcpFb::Fir),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::AppSpecificFeedback;
     use super::*;
     use std::collections::VecDeque;
+
+    #[test]
+    fn compound_expands_in_order() {
+        use super::super::{Descriptions, Dlrr, ExtendedReport, Fir, Goodbye, Pli, ReceiverReport};
+        use super::super::{SdesType, SenderReport};
+        use crate::rtp_::MediaTime;
+        use std::time::SystemTime;
+
+        let report = |ssrc: u32| ReceptionReport {
+            ssrc: ssrc.into(),
+            fraction_lost: 0,
+            packets_lost: 0,
+            max_seq: 1,
+            jitter: 0,
+            last_sr_time: 0,
+            last_sr_delay: 0,
+        };
+        let list = |items: Vec<ReceptionReport>| {
+            let mut l = ReportList::new();
+            items.into_iter().for_each(|i| l.push(i));
+            l
+        };
+        let now = SystemTime::now();
+        let dlrr = |ssrc: u32| DlrrItem {
+            ssrc: ssrc.into(),
+            last_rr_time: 0,
+            last_rr_delay: 0,
+        };
+        let mut descriptions = ReportList::new();
+        for ssrc in [7_u32, 8] {
+            let mut values = ReportList::new();
+            values.push((SdesType::CNAME, "cname".to_string()));
+            descriptions.push(Sdes {
+                ssrc: ssrc.into(),
+                values,
+            });
+        }
+        let mut goodbye = ReportList::new();
+        goodbye.push(11.into());
+        goodbye.push(12.into());
+
+        let compound = vec![
+            Rtcp::SenderReport(SenderReport {
+                sender_info: SenderInfo {
+                    ssrc: 1.into(),
+                    ntp_time: now,
+                    rtp_time: MediaTime::from_secs(1),
+                    sender_packet_count: 0,
+                    sender_octet_count: 0,
+                },
+                reports: list(vec![report(2), report(3)]),
+            }),
+            Rtcp::ReceiverReport(ReceiverReport {
+                sender_ssrc: 1.into(),
+                reports: list(vec![report(4)]),
+            }),
+            Rtcp::ExtendedReport(ExtendedReport {
+                ssrc: 5.into(),
+                blocks: vec![
+                    ReportBlock::Dlrr(Dlrr {
+                        items: vec![dlrr(20), dlrr(21)],
+                    }),
+                    ReportBlock::Rrtr(Rrtr { ntp_time: now }),
+                    ReportBlock::Dlrr(Dlrr { items: vec![] }),
+                    ReportBlock::Dlrr(Dlrr {
+                        items: vec![dlrr(22)],
+                    }),
+                ],
+            }),
+            Rtcp::SourceDescription(Descriptions {
+                reports: Box::new(descriptions),
+            }),
+            Rtcp::Goodbye(Goodbye { reports: goodbye }),
+            Rtcp::Pli(Pli {
+                sender_ssrc: 1.into(),
+                ssrc: 13.into(),
+            }),
+            Rtcp::Fir(Fir {
+                sender_ssrc: 1.into(),
+                reports: FirEntry {
+                    ssrc: 14.into(),
+                    seq_no: 1,
+                }
+                .into(),
+            }),
+        ];
+
+        let expanded: Vec<String> = RtcpFb::from_rtcp(compound)
+            .map(|fb| {
+                let kind = match &fb {
+                    RtcpFb::SenderInfo(_) => "sr",
+                    RtcpFb::ReceptionReport(_) => "rr",
+                    RtcpFb::DlrrItem(_) => "dlrr",
+                    RtcpFb::Rrtr(_) => "rrtr",
+                    RtcpFb::SourceDescription(_) => "sdes",
+                    RtcpFb::Goodbye(_) => "bye",
+                    RtcpFb::Pli(_) => "pli",
+                    RtcpFb::Fir(_) => "fir",
+                    _ => "other",
+                };
+                format!("{kind}:{}", *fb.ssrc())
+            })
+            .collect();
+
+        assert_eq!(
+            expanded,
+            [
+                "sr:1", "rr:2", "rr:3", "rr:4", "dlrr:20", "dlrr:21", "rrtr:5", "dlrr:22",
+                "sdes:7", "sdes:8", "bye:11", "bye:12", "pli:13", "fir:14"
+            ]
+        );
+    }
 
     #[test]
     fn app_specific_feedback_passes_through_rtcpfb() {
@@ -137,7 +276,7 @@ mod tests {
 
         // Parse it back via the Rtcp parser
         let mut parsed = VecDeque::new();
-        Rtcp::read_packet(&buf[..written], &mut parsed);
+        Rtcp::read_packet(&buf[..written], &mut parsed, &mut None);
 
         assert_eq!(parsed.len(), 1);
         match parsed.pop_front().unwrap() {
@@ -167,7 +306,7 @@ mod tests {
         let written = rtcp.write_to(&mut buf);
 
         let mut parsed = VecDeque::new();
-        Rtcp::read_packet(&buf[..written], &mut parsed);
+        Rtcp::read_packet(&buf[..written], &mut parsed, &mut None);
 
         assert_eq!(parsed.len(), 1);
         assert!(matches!(parsed[0], Rtcp::AppSpecificFeedback(_)));

@@ -254,6 +254,9 @@ pub struct TwccRecvRegister {
 
     /// Data to calculate received loss.
     receive_window: ReceiveWindow,
+
+    /// The last report sent, kept for its storage: the next report is built in it.
+    pub(crate) spare_report: Option<Twcc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +275,7 @@ impl TwccRecvRegister {
             time_start: None,
             generated_reports: 0,
             receive_window: ReceiveWindow::default(),
+            spare_report: None,
         }
     }
 
@@ -333,6 +337,14 @@ impl TwccRecvRegister {
         // The value is to be interpreted in multiples of 64ms.
         let reference_time = (first_time_rel.as_micros() as u64 / 64_000) as u32;
 
+        let (mut chunks, mut delta) = self
+            .spare_report
+            .take()
+            .map(|t| (t.chunks, t.delta))
+            .unwrap_or_default();
+        chunks.clear();
+        delta.clear();
+
         let mut twcc = Twcc {
             sender_ssrc: 0.into(),
             ssrc: 0.into(),
@@ -340,8 +352,8 @@ impl TwccRecvRegister {
             base_seq: *base_seq as u16,
             reference_time,
             status_count: 0,
-            chunks: VecDeque::new(),
-            delta: VecDeque::new(),
+            chunks,
+            delta,
         };
 
         // Because reference time is in steps of 64ms, the first reported packet might have an
@@ -877,6 +889,15 @@ impl<'a> TryFrom<&'a [u8]> for Twcc {
     type Error = &'static str;
 
     fn try_from(buf: &'a [u8]) -> Result<Self, Self::Error> {
+        Twcc::parse_reusing(buf, None)
+    }
+}
+
+impl Twcc {
+    /// Parse a TWCC report into the chunk and delta storage of `spare`, an earlier
+    /// report that is done with, so that steady-state feedback parses without
+    /// allocating.
+    pub(crate) fn parse_reusing(buf: &[u8], spare: Option<Twcc>) -> Result<Self, &'static str> {
         if buf.len() < 16 {
             return Err("Less than 16 bytes for start of Twcc");
         }
@@ -888,6 +909,10 @@ impl<'a> TryFrom<&'a [u8]> for Twcc {
         let reference_time = u32::from_be_bytes([0, buf[12], buf[13], buf[14]]);
         let feedback_count = buf[15];
 
+        let (mut chunks, mut delta) = spare.map(|t| (t.chunks, t.delta)).unwrap_or_default();
+        chunks.clear();
+        delta.clear();
+
         let mut twcc = Twcc {
             sender_ssrc,
             ssrc,
@@ -895,8 +920,8 @@ impl<'a> TryFrom<&'a [u8]> for Twcc {
             status_count,
             reference_time,
             feedback_count,
-            chunks: VecDeque::new(),
-            delta: VecDeque::new(),
+            chunks,
+            delta,
         };
 
         let mut todo = status_count as isize;
@@ -1028,6 +1053,9 @@ pub struct TwccSendRegister {
 
     /// Last registered Twcc number.
     last_registered: TwccSeq,
+
+    /// The last applied report, kept for its storage: the next report parses into it.
+    pub(crate) spare_report: Option<Twcc>,
 }
 
 impl<'a> IntoIterator for &'a TwccSendRegister {
@@ -1176,11 +1204,17 @@ impl TwccSendRegister {
             time_zero: None,
             apply_report_counter: 0,
             last_registered: 0.into(),
+            spare_report: None,
         }
     }
 
     pub fn register_seq(&mut self, packet_id: TwccPacketId, now: Instant, size: usize) {
         self.last_registered = packet_id.seq();
+        // Make room first: pushing onto a full queue would double its allocation (a
+        // `keep` of 512 would hold 1024 records' worth) before the pop below.
+        while self.queue.len() >= self.keep {
+            self.queue.pop_front();
+        }
         self.queue.push_back(TwccSendRecord {
             packet_id,
             local_send_time: now,
@@ -1190,9 +1224,6 @@ impl TwccSendRegister {
             // The recv report, derived from TWCC feedback later.
             recv_report: None,
         });
-        while self.queue.len() > self.keep {
-            self.queue.pop_front();
-        }
     }
 
     /// Apply a TWCC RTCP report.
@@ -1214,9 +1245,8 @@ impl TwccSendRegister {
         let time_zero = self.time_zero.unwrap();
         let head_seq = self.queue.front().map(|r| r.seq())?;
 
-        let mut iter = twcc
-            .into_iter(time_zero, self.last_registered)
-            .skip_while(|(seq, _, _)| seq < &head_seq);
+        let mut report = twcc.into_iter(time_zero, self.last_registered);
+        let mut iter = report.by_ref().skip_while(|(seq, _, _)| seq < &head_seq);
         let (first_seq_no, _, first_instant) = iter.next()?;
 
         // The queue is in seq order: find the report's first record by
@@ -1285,6 +1315,7 @@ impl TwccSendRegister {
             }
             last_seq_no = seq;
         }
+        self.spare_report = Some(report.twcc);
 
         if let Some((record_seq, report_seq)) = problematic_seq {
             let queue_tail: Vec<_> = self.queue.iter().rev().take(100).collect();
@@ -1512,6 +1543,83 @@ mod test {
 
         assert_eq!(header, report.header());
         assert_eq!(parsed, report);
+    }
+
+    #[test]
+    fn parse_reusing_fills_the_spare_report_storage() {
+        let now = Instant::now();
+        let write = |report: &Twcc| {
+            let mut buf = vec![0_u8; 1500];
+            let n = report.write_to(&mut buf[..]);
+            buf.truncate(n);
+            buf
+        };
+
+        let mut reg = TwccRecvRegister::new(100);
+        for i in 0..20 {
+            reg.update_seq((10 + i).into(), now + Duration::from_millis(i * 3));
+        }
+        let big = reg.build_report(1000).unwrap();
+        let mut reg = TwccRecvRegister::new(100);
+        reg.update_seq(40.into(), now);
+        reg.update_seq(42.into(), now + Duration::from_millis(70));
+        let small = reg.build_report(1000).unwrap();
+
+        let spare = Twcc::parse_reusing(&write(&big)[4..], None).unwrap();
+        assert_eq!(spare, big);
+        let delta_storage = spare.delta.as_slices().0.as_ptr();
+
+        let parsed = Twcc::parse_reusing(&write(&small)[4..], Some(spare)).unwrap();
+        assert_eq!(parsed, small, "nothing of the spare report is left in it");
+        assert_eq!(parsed.delta.as_slices().0.as_ptr(), delta_storage);
+    }
+
+    #[test]
+    fn build_report_reuses_the_spare_report_storage() {
+        let now = Instant::now();
+        let mut reused = TwccRecvRegister::new(100);
+        let mut fresh = TwccRecvRegister::new(100);
+        for i in 0..20_u64 {
+            let at = now + Duration::from_millis(i * 3);
+            reused.update_seq(i.into(), at);
+            fresh.update_seq(i.into(), at);
+        }
+        let first = reused.build_report(1000).unwrap();
+        assert_eq!(first, fresh.build_report(1000).unwrap());
+        let delta_storage = first.delta.as_slices().0.as_ptr();
+        reused.spare_report = Some(first);
+
+        for i in [20_u64, 22, 23] {
+            let at = now + Duration::from_millis(100 + i);
+            reused.update_seq(i.into(), at);
+            fresh.update_seq(i.into(), at);
+        }
+        let second = reused.build_report(1000).unwrap();
+
+        assert_eq!(second, fresh.build_report(1000).unwrap());
+        assert_eq!(second.delta.as_slices().0.as_ptr(), delta_storage);
+    }
+
+    #[test]
+    fn applied_report_is_kept_as_the_spare() {
+        let now = Instant::now();
+        let mut send = TwccSendRegister::new(100);
+        let mut recv = TwccRecvRegister::new(100);
+        for i in 0..5_u64 {
+            let at = now + Duration::from_millis(i * 10);
+            send.register_seq(TwccPacketId::new(i), at, 1000);
+            recv.update_seq(i.into(), at + Duration::from_millis(5));
+        }
+        let report = recv.build_report(1000).unwrap();
+        assert!(send.spare_report.is_none());
+
+        let acked = send
+            .apply_report(report, now + Duration::from_millis(60))
+            .unwrap()
+            .count();
+
+        assert_eq!(acked, 5);
+        assert!(send.spare_report.is_some());
     }
 
     #[test]
