@@ -527,15 +527,10 @@ fn trace_allocs() -> anyhow::Result<serde_json::Value> {
         let traces = alloc::take_traces();
         let fwd = w.forwarded().max(1) as f64;
         let rin = w.stats.rtp_in.max(1) as f64;
-        let mut sites: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        let mut owners: BTreeMap<String, u64> = BTreeMap::new();
-        for (size, bt) in &traces {
-            let frames = alloc::frames(bt);
-            let (site, owner) = alloc::attribute(&frames);
-            let e = sites.entry((owner.to_owned(), site)).or_default();
-            e.0 += 1;
-            e.1 += *size as u64;
-            *owners.entry(owner.to_owned()).or_default() += 1;
+        let mut sites = alloc::by_site(traces.iter().map(|(size, bt)| (*size, bt)));
+        let mut owners: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in &sites {
+            *owners.entry(s.owner).or_default() += s.count;
         }
         println!(
             "### {} N = {n}: {} allocations traced, {:.2} per forwarded packet ({} forwarded, {} incoming)",
@@ -548,17 +543,17 @@ fn trace_allocs() -> anyhow::Result<serde_json::Value> {
         println!();
         println!("| owner | site | per forwarded pkt | per incoming pkt | mean bytes |");
         println!("|---|---|---:|---:|---:|");
-        let mut v: Vec<_> = sites.into_iter().collect();
-        v.sort_by_key(|e| std::cmp::Reverse(e.1.0));
-        for ((owner, site), (count, bytes)) in v.iter().take(15) {
+        sites.sort_by_key(|s| std::cmp::Reverse(s.count));
+        for s in sites.iter().take(15) {
+            let (owner, site, count) = (s.owner, &s.site, s.count as f64);
+            let mean_bytes = s.bytes as f64 / count;
             println!(
-                "| {owner} | `{}` | {:.2} | {:.2} | {:.0} |",
+                "| {owner} | `{}` | {:.2} | {:.2} | {mean_bytes:.0} |",
                 site.chars().take(110).collect::<String>(),
-                *count as f64 / fwd,
-                *count as f64 / rin,
-                *bytes as f64 / *count as f64
+                count / fwd,
+                count / rin,
             );
-            out.push(json!({"workload": kind.name(), "n": n, "owner": owner, "site": site, "per_fwd": *count as f64 / fwd, "per_incoming": *count as f64 / rin, "mean_bytes": *bytes as f64 / *count as f64}));
+            out.push(json!({"workload": kind.name(), "n": n, "owner": owner, "site": site, "per_fwd": count / fwd, "per_incoming": count / rin, "mean_bytes": mean_bytes}));
         }
         println!();
         for (owner, count) in owners {
@@ -604,14 +599,7 @@ fn trace_memory() -> anyhow::Result<serde_json::Value> {
         h.drop_subscriber_clients();
         let live = alloc::take_live();
         let total: usize = live.iter().map(|(s, _)| s).sum();
-        let mut sites: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for (size, bt) in &live {
-            let frames = alloc::frames(bt);
-            let (site, owner) = alloc::attribute(&frames);
-            let e = sites.entry((owner.to_owned(), site)).or_default();
-            e.0 += 1;
-            e.1 += *size as u64;
-        }
+        let mut sites = alloc::by_site(live.iter().map(|(size, bt)| (*size, &**bt)));
         println!(
             "### {} N = {n}: {:.1} KiB per subscriber in {:.0} blocks",
             kind.name(),
@@ -621,20 +609,20 @@ fn trace_memory() -> anyhow::Result<serde_json::Value> {
         println!();
         println!("| owner | site | KiB per subscriber | blocks per subscriber |");
         println!("|---|---|---:|---:|");
-        let mut v: Vec<_> = sites.into_iter().collect();
-        v.sort_by_key(|e| std::cmp::Reverse(e.1.1));
+        sites.sort_by_key(|s| std::cmp::Reverse(s.bytes));
         let mut stacks = Vec::new();
-        for ((owner, site), (count, bytes)) in v.iter().take(14) {
-            let kib = *bytes as f64 / n as f64 / 1024.0;
+        for s in sites.iter().take(14) {
+            let (owner, site) = (s.owner, &s.site);
+            let kib = s.bytes as f64 / n as f64 / 1024.0;
+            let blocks = s.count as f64 / n as f64;
             if kib >= 10.0 {
-                stacks.push((site.clone(), example_stack(&live, site)));
+                stacks.push((site, below_allocator(&s.frames)));
             }
             println!(
-                "| {owner} | `{}` | {kib:.1} | {:.1} |",
+                "| {owner} | `{}` | {kib:.1} | {blocks:.1} |",
                 site.chars().take(110).collect::<String>(),
-                *count as f64 / n as f64
             );
-            out.push(json!({"workload": kind.name(), "n": n, "owner": owner, "site": site, "kib_per_sub": kib, "blocks_per_sub": *count as f64 / n as f64}));
+            out.push(json!({"workload": kind.name(), "n": n, "owner": owner, "site": site, "kib_per_sub": kib, "blocks_per_sub": blocks}));
         }
         println!();
         for (site, frames) in stacks {
@@ -648,23 +636,10 @@ fn trace_memory() -> anyhow::Result<serde_json::Value> {
     Ok(json!(out))
 }
 
-/// The frames of the largest live block attributed to `site`.
-fn example_stack(
-    live: &[(usize, std::sync::Arc<std::backtrace::Backtrace>)],
-    site: &str,
-) -> Vec<String> {
-    live.iter()
-        .filter_map(|(size, bt)| {
-            let frames = alloc::frames(bt);
-            (alloc::attribute(&frames).0 == site).then_some((*size, frames))
-        })
-        .max_by_key(|(size, _)| *size)
-        .map(|(_, f)| {
-            f.into_iter()
-                .skip_while(|l| {
-                    l.contains("alloc") || l.starts_with("std::") || l.starts_with("core::")
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// A stack's frames from the first one outside the allocator and the standard library.
+fn below_allocator(frames: &[String]) -> Vec<&String> {
+    frames
+        .iter()
+        .skip_while(|l| l.contains("alloc") || l.starts_with("std::") || l.starts_with("core::"))
+        .collect()
 }

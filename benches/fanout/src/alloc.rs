@@ -15,7 +15,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -277,6 +277,9 @@ fn strip_hash(name: &str) -> &str {
 
 /// Who asked for an allocation: the innermost frame outside the allocator, the
 /// standard library and generic collections, and the crate that frame belongs to.
+/// In a build with line tables, inlined frames carry no path, so the crate cannot be
+/// read from the site's name; there the site is the chain of the first few frames
+/// past the allocator's own.
 pub fn attribute(frames: &[String]) -> (String, &'static str) {
     const PLUMBING: &[&str] = &[
         "std::",
@@ -297,27 +300,116 @@ pub fn attribute(frames: &[String]) -> (String, &'static str) {
         "rust_",
         "<unknown>",
     ];
-    let site = frames
+    // The allocator's and the collections' own functions as they show when inlined:
+    // by bare name, generics cut.
+    const INLINED_PLUMBING: &[&str] = &[
+        "trace",
+        "record",
+        "alloc",
+        "realloc",
+        "alloc_zeroed",
+        "alloc_impl",
+        "alloc_impl_runtime",
+        "allocate",
+        "allocate_zeroed",
+        "grow",
+        "grow_impl",
+        "grow_impl_runtime",
+        "grow_amortized",
+        "grow_one",
+        "grow_exact",
+        "finish_grow",
+        "reserve",
+        "reserve_exact",
+        "do_reserve_and_handle",
+        "try_allocate_in",
+        "try_reserve",
+        "with_capacity_in",
+        "box_new_uninit",
+        "{closure#0}",
+    ];
+    const INLINED_CHAIN: usize = 5;
+    let bare = |f: &str| f.split('<').next().unwrap_or(f).to_owned();
+    let mut callers = frames
         .iter()
-        .find(|f| !PLUMBING.iter().any(|p| f.starts_with(p)))
-        .cloned()
-        .unwrap_or_else(|| "<unresolved>".to_owned());
-    let owner = frames
-        .iter()
-        .find_map(|f| {
-            let f = f.trim_start_matches('<');
-            if f.starts_with("str0m") {
-                Some("str0m")
-            } else if f.starts_with("media_core") {
-                Some("media-core (ours)")
-            } else if f.starts_with("aws_lc") {
-                Some("aws-lc-rs")
-            } else {
-                None
-            }
+        .skip_while(|f| {
+            PLUMBING.iter().any(|p| f.starts_with(p)) || INLINED_PLUMBING.contains(&&*bare(f))
         })
-        .unwrap_or("other");
+        .peekable();
+    let inlined = callers.peek().is_some_and(|f| !bare(f).contains("::"));
+    let site = match callers.peek() {
+        Some(f) if !inlined => (*f).clone(),
+        Some(_) => callers
+            .take(INLINED_CHAIN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" < "),
+        None => "<unresolved>".to_owned(),
+    };
+    let crate_of = |f: &String| {
+        let f = f.trim_start_matches('<');
+        if f.starts_with("str0m") {
+            Some("str0m")
+        } else if f.starts_with("media_core") {
+            Some("media-core (ours)")
+        } else if f.starts_with("aws_lc") {
+            Some("aws-lc-rs")
+        } else {
+            None
+        }
+    };
+    let owner = match frames.iter().find_map(crate_of) {
+        // An inlined site has no path: the first frame with one is a caller, and the
+        // allocating code (str0m's, often) may belong to another crate.
+        Some(krate) if inlined => match krate {
+            "str0m" => "inlined into str0m",
+            "media-core (ours)" => "inlined into media-core",
+            _ => "inlined into aws-lc-rs",
+        },
+        Some(krate) => krate,
+        None => "other",
+    };
     (site, owner)
+}
+
+/// Allocations (or live blocks) of one site, added up by [`by_site`].
+#[derive(Debug)]
+pub struct SiteTotal {
+    pub owner: &'static str,
+    pub site: String,
+    /// How many allocations or blocks.
+    pub count: u64,
+    pub bytes: u64,
+    /// The stack of the site's largest one, innermost first.
+    pub frames: Vec<String>,
+}
+
+/// Adds up traced allocations (`take_traces`) or live blocks (`take_live`) by
+/// [`attribute`]d site, resolving each backtrace once; in site order, for the caller
+/// to sort by count or by bytes.
+pub fn by_site<'a>(blocks: impl IntoIterator<Item = (usize, &'a Backtrace)>) -> Vec<SiteTotal> {
+    let mut sites: BTreeMap<(&'static str, String), (SiteTotal, usize)> = BTreeMap::new();
+    for (size, bt) in blocks {
+        let frames = frames(bt);
+        let (site, owner) = attribute(&frames);
+        let (total, largest) = sites.entry((owner, site.clone())).or_insert_with(|| {
+            let empty = SiteTotal {
+                owner,
+                site,
+                count: 0,
+                bytes: 0,
+                frames: Vec::new(),
+            };
+            (empty, 0)
+        });
+        total.count += 1;
+        total.bytes += size as u64;
+        if total.frames.is_empty() || size > *largest {
+            *largest = size;
+            total.frames = frames;
+        }
+    }
+    sites.into_values().map(|(total, _)| total).collect()
 }
 
 #[cfg(test)]
@@ -333,21 +425,48 @@ mod tests {
         assert_eq!(strip_hash("media_core::sfu::x"), "media_core::sfu::x");
     }
 
+    fn frames_of(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn attribution_skips_plumbing() {
-        let f: Vec<String> = [
+        let f = frames_of(&[
             "std::backtrace::Backtrace::create",
             "streamcore_fanout::alloc::trace",
             "alloc::raw_vec::finish_grow",
             "str0m::rtp::srtp::SrtpContext::protect_rtp",
             "media_core::sfu::Sfu::forward",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let (site, owner) = attribute(&f);
         assert_eq!(site, "str0m::rtp::srtp::SrtpContext::protect_rtp");
         assert_eq!(owner, "str0m");
+    }
+
+    #[test]
+    fn inlined_frames_are_named_by_their_chain() {
+        let f = frames_of(&[
+            "trace",
+            "alloc",
+            "__rust_alloc",
+            "alloc_impl_runtime",
+            "grow<Delta>",
+            "push_back_mut<Delta>",
+            "push_back<Delta>",
+            "build_report",
+            "create_twcc_feedback",
+            "handle_timeout",
+            "service",
+        ]);
+        let (site, owner) = attribute(&f);
+        assert_eq!(
+            site,
+            "push_back_mut<Delta> < push_back<Delta> < build_report < create_twcc_feedback < handle_timeout"
+        );
+        assert_eq!(owner, "other");
+        let mut under_ours = f.clone();
+        under_ours.push("media_core::sfu::Sfu::service".to_owned());
+        assert_eq!(attribute(&under_ours).1, "inlined into media-core");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use media_core::{OfferRequest, PeerRole, RoomId, Sfu, SfuConfig, SfuStats};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{DatagramSend, Protocol, Receive, Transmit};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -72,7 +72,7 @@ pub struct Costs {
     pub from_subscribers: Cost,
     /// `handle_timeout` (RTCP sender reports, ICE keepalive, stats).
     pub timeouts: Cost,
-    /// `poll_transmit` (moving datagrams out of the queue).
+    /// `poll_transmit` and `recycle` (datagrams out of the queue, sent buffers back).
     pub transmit: Cost,
 }
 
@@ -154,6 +154,8 @@ pub struct InMem {
     pub costs: Costs,
     up: Vec<Transmit>,
     down: Vec<Transmit>,
+    /// Delivered datagrams' buffers, to go back to the SFU.
+    returned: Vec<DatagramSend>,
     packets: Vec<Packet>,
     next_port: u16,
     epoch: Instant,
@@ -198,6 +200,7 @@ impl InMem {
             costs: Costs::default(),
             up: Vec::with_capacity(256),
             down: Vec::with_capacity(4 * subscribers + 256),
+            returned: Vec::with_capacity(4 * subscribers + 256),
             packets: Vec::with_capacity(64),
             next_port,
             epoch: now,
@@ -355,6 +358,17 @@ impl InMem {
         while self.sfu.poll_event().is_some() {}
     }
 
+    /// Gives the delivered datagrams' buffers back to the SFU, as the server's driver
+    /// does after sending them.
+    fn recycle(&mut self) {
+        let returned = &mut self.returned;
+        Self::timed(&mut self.sfu, &mut self.costs.transmit, |sfu| {
+            for contents in returned.drain(..) {
+                sfu.recycle(contents);
+            }
+        });
+    }
+
     fn collect_transmits(&mut self) {
         let down = &mut self.down;
         down.reserve(4 * self.subs.len() + 64);
@@ -389,8 +403,10 @@ impl InMem {
             if c.rtc.handle_input(input).is_ok() {
                 self.drain(i);
             }
+            self.returned.push(t.contents);
         }
         self.down = down;
+        self.recycle();
     }
 
     /// Advances virtual time by `d`, waking at every deadline of the SFU and the

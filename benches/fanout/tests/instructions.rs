@@ -11,6 +11,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 /// How much the count may grow over the baseline before this test fails.
 const BUDGET: f64 = 1.10;
 
@@ -33,21 +35,18 @@ fn count(kind: &str, n: usize) -> (f64, Value) {
     let dir = std::env::temp_dir().join(format!("sc-instr-{}-{kind}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out_file = dir.join("callgrind.out");
-    let out = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg("--toggle-collect=*counted_sfu_call*")
-        .arg(format!("--callgrind-out-file={}", out_file.display()))
-        .arg(env!("CARGO_BIN_EXE_sc-instructions"))
-        .arg(kind)
-        .arg(n.to_string())
-        .output()
-        .expect("valgrind runs");
-    assert!(
-        out.status.success(),
-        "sc-instructions under callgrind failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out_arg = format!("--callgrind-out-file={}", out_file.display());
+    let report = common::report(
+        "valgrind",
+        &[
+            "--tool=callgrind",
+            "--toggle-collect=*counted_sfu_call*",
+            &out_arg,
+            env!("CARGO_BIN_EXE_sc-instructions"),
+            kind,
+            &n.to_string(),
+        ],
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("sc-instructions prints JSON");
     let total = summary(&out_file);
     let _ = std::fs::remove_dir_all(&dir);
     let forwarded = report["forwarded"].as_u64().unwrap();
