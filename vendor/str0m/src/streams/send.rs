@@ -141,6 +141,11 @@ pub struct StreamTx {
     /// Dummy packet for resends. Used between poll_packet and poll_packet_padding
     blank_packet: RtpPacket,
 
+    /// A cached packet restored for a resend or a spurious (padding) resend: the cache
+    /// keeps packets compact and one stream resends one at a time. Made at the first
+    /// resend: a stream without RTX (audio) never needs it.
+    rtx_packet: Option<Box<RtpPacket>>,
+
     /// Cache of sent packets to be able to answer to NACKs as well as
     /// sending spurious resends as padding.
     rtx_cache: RtxCache,
@@ -379,6 +384,7 @@ impl StreamTx {
             resends: VecDeque::new(),
             padding: 0,
             blank_packet: RtpPacket::blank(),
+            rtx_packet: None,
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
@@ -812,7 +818,7 @@ impl StreamTx {
                 .pop(now)
                 .expect("head of send_queue to be there");
             if pkt.nackable {
-                self.rtx_cache.cache_sent_packet(pkt, now);
+                self.rtx_cache.cache_sent_packet(pkt, now, self.midrid);
             }
         }
 
@@ -871,26 +877,20 @@ impl StreamTx {
             }
         }
 
-        let seq_no = loop {
+        let cached = loop {
             let resend = self.resends.pop_front()?;
 
-            let pkt = self.rtx_cache.get_cached_packet_by_seq_no(resend.seq_no);
-
             // The seq_no could simply be too old to exist in the buffer, in which
-            // case we will not do a resend.
-            let Some(pkt) = pkt else {
-                continue;
-            };
-
-            // Cached packets must be nackable. This is ensured before adding the
-            // entry to the self.rtx_cache.
-            assert!(pkt.nackable);
-
-            break pkt.seq_no;
+            // case we will not do a resend. Cached packets are nackable: only those
+            // go into self.rtx_cache.
+            if let Some(cached) = self.rtx_cache.get_cached_packet_by_seq_no(resend.seq_no) {
+                break cached;
+            }
         };
-
-        // Borrow checker gymnastics.
-        let pkt = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+        let pkt = self
+            .rtx_packet
+            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        cached.restore_into(pkt, self.midrid);
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, true);
@@ -949,10 +949,14 @@ impl StreamTx {
                 // is a headroom since we can accept slightly larger padding than asked for.
                 let max_size = (self.padding * 2).min(self.mtu_warn - MAX_RTP_OVERHEAD);
 
-                let Some(pkt) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
+                let Some(cached) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
                     // Couldn't find spurious packet, try a blank packet instead.
                     break 'outer;
                 };
+                let pkt = self
+                    .rtx_packet
+                    .get_or_insert_with(|| Box::new(RtpPacket::blank()));
+                cached.restore_into(pkt, self.midrid);
 
                 let orig_seq_no = pkt.seq_no;
                 let seq_no = self.seq_no_rtx.inc();
