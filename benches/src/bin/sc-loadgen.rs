@@ -1648,6 +1648,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.window
     );
     let mut all: Vec<Step> = Vec::new();
+    let mut failed = Vec::new();
     for repeat in 0..args.repeats {
         for &kind in &args.workloads {
             let ns = match kind {
@@ -1664,7 +1665,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 );
                 match ladder(&args, which, kind, ns, repeat).await {
                     Ok(s) => all.extend(s),
-                    Err(e) => eprintln!("  {which:?} {} ladder failed: {e:#}", kind.name()),
+                    Err(e) => {
+                        eprintln!("  {which:?} {} ladder failed: {e:#}", kind.name());
+                        failed.push(format!("{which:?} {} (repeat {})", kind.name(), repeat + 1));
+                    }
                 }
             }
         }
@@ -1695,6 +1699,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
         eprintln!("wrote {}", path.display());
+    }
+    // What did run is reported above; a ladder that could not run fails the whole run,
+    // so a script or a person does not take empty tables for a result.
+    if !failed.is_empty() {
+        anyhow::bail!("ladders failed: {}", failed.join(", "));
     }
     Ok(())
 }
