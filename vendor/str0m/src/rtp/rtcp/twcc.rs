@@ -1048,8 +1048,9 @@ pub struct TwccSendRegister {
     time_zero: Option<Instant>,
 
     /// Counter of invocations of apply_report. Used to identify
-    /// which TwccSendRecord resulted from each invocation.
-    apply_report_counter: u64,
+    /// which TwccSendRecord resulted from each invocation. Compared for equality
+    /// only, so it may wrap: no record outlives 2^32 reports.
+    apply_report_counter: u32,
 
     /// Last registered Twcc number.
     last_registered: TwccSeq,
@@ -1107,29 +1108,109 @@ impl TwccPacketId {
 }
 
 /// Record for a send entry in twcc.
+///
+/// A register keeps hundreds of these per session, so a record stores its report's
+/// times as offsets from its send time (56 bytes, where the `Instant`s and `Option`s
+/// took 88); the accessors give back the same `Instant`s, to the nanosecond.
 #[derive(Debug)]
 pub struct TwccSendRecord {
-    /// Packet identification (sequence + optional probe cluster)
-    packet_id: TwccPacketId,
+    /// TWCC sequence number.
+    seq: TwccSeq,
+
+    /// Probe cluster this packet belongs to, [`NO_CLUSTER`] if none.
+    cluster: u64,
 
     /// The (local) time we sent the packet represented by seq.
     local_send_time: Instant,
 
+    /// When the last report covering this packet was applied, in nanoseconds after
+    /// `local_send_time` (negative only if the clock given to us went backwards).
+    local_recv_ns: i64,
+
+    /// When the remote side received the packet, in nanoseconds after
+    /// `local_send_time`; [`NOT_RECEIVED`] if the report says it did not.
+    remote_recv_ns: i64,
+
+    /// The `apply_report` invocation that last reported this packet.
+    apply_report_counter: u32,
+
     /// Size in bytes of the payload sent.
     size: u16,
 
-    recv_report: Option<TwccRecvReport>,
+    /// Whether a report covered this packet (the three fields above are set).
+    reported: bool,
+}
+
+/// `TwccSendRecord::cluster` for a packet outside any probe cluster.
+const NO_CLUSTER: u64 = u64::MAX;
+
+/// `TwccSendRecord::remote_recv_ns` for a packet the remote side did not receive.
+const NOT_RECEIVED: i64 = i64::MIN;
+
+/// `later - earlier` in nanoseconds, saturating far beyond any report's reach.
+fn nanos_between(earlier: Instant, later: Instant) -> i64 {
+    if later >= earlier {
+        i64::try_from((later - earlier).as_nanos()).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from((earlier - later).as_nanos()).map_or(NOT_RECEIVED + 1, |n| -n)
+    }
+}
+
+fn offset_by(base: Instant, nanos: i64) -> Instant {
+    let d = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 { base + d } else { base - d }
 }
 
 impl TwccSendRecord {
+    fn new(packet_id: TwccPacketId, local_send_time: Instant, size: usize) -> Self {
+        let cluster = packet_id.cluster().map_or(NO_CLUSTER, |c| *c);
+        debug_assert!(packet_id.cluster().is_none() || cluster != NO_CLUSTER);
+        Self {
+            seq: packet_id.seq(),
+            cluster,
+            local_send_time,
+            local_recv_ns: 0,
+            remote_recv_ns: NOT_RECEIVED,
+            apply_report_counter: 0,
+            // In practice the max sizes is constrained by the MTU and will max out around 1200
+            // bytes, hence this cast is fine.
+            size: size as u16,
+            reported: false,
+        }
+    }
+
+    /// The report that covered this packet, if one did.
+    #[cfg(test)]
+    fn recv_report(&self) -> Option<TwccRecvReport> {
+        if !self.reported {
+            return None;
+        }
+        Some(TwccRecvReport {
+            local_recv_time: offset_by(self.local_send_time, self.local_recv_ns),
+            remote_recv_time: (self.remote_recv_ns != NOT_RECEIVED)
+                .then(|| offset_by(self.local_send_time, self.remote_recv_ns)),
+            apply_report_counter: self.apply_report_counter,
+        })
+    }
+
+    #[cfg(test)]
+    fn set_recv_report(&mut self, r: TwccRecvReport) {
+        self.local_recv_ns = nanos_between(self.local_send_time, r.local_recv_time);
+        self.remote_recv_ns = r
+            .remote_recv_time
+            .map_or(NOT_RECEIVED, |t| nanos_between(self.local_send_time, t));
+        self.apply_report_counter = r.apply_report_counter;
+        self.reported = true;
+    }
+
     /// The twcc sequence number of the packet we sent.
     pub fn seq(&self) -> TwccSeq {
-        self.packet_id.seq()
+        self.seq
     }
 
     /// The probe cluster this packet belongs to, if it's a probe packet.
     pub fn cluster(&self) -> Option<TwccClusterId> {
-        self.packet_id.cluster()
+        (self.cluster != NO_CLUSTER).then(|| self.cluster.into())
     }
 
     /// The time we sent the packet.
@@ -1139,7 +1220,8 @@ impl TwccSendRecord {
 
     /// The time we received this TWCC record. [`None`] if no feedback has been received yet.
     pub fn local_recv_time(&self) -> Option<Instant> {
-        self.recv_report.as_ref().map(|r| r.local_recv_time)
+        self.reported
+            .then(|| offset_by(self.local_send_time, self.local_recv_ns))
     }
 
     pub fn size(&self) -> usize {
@@ -1148,13 +1230,15 @@ impl TwccSendRecord {
 
     /// The time indicated by the remote side for when they received the packet.
     pub fn remote_recv_time(&self) -> Option<Instant> {
-        self.recv_report.as_ref().and_then(|r| r.remote_recv_time)
+        (self.reported && self.remote_recv_ns != NOT_RECEIVED)
+            .then(|| offset_by(self.local_send_time, self.remote_recv_ns))
     }
 
     /// The rtt time between sending the packet and receiving the twcc report response.
     pub fn rtt(&self) -> Option<Duration> {
-        let recv_report = self.recv_report.as_ref()?;
-        Some(recv_report.local_recv_time - self.local_send_time)
+        // Saturating at zero, as `Instant` subtraction does.
+        let nanos = self.reported.then_some(self.local_recv_ns)?;
+        Some(Duration::from_nanos(nanos.max(0) as u64))
     }
 }
 
@@ -1171,19 +1255,18 @@ impl TwccSendRecord {
         local_recv_time: Instant,
         remote_recv_time: Option<Instant>,
     ) -> Self {
-        Self {
-            packet_id,
-            local_send_time,
-            size: size as u16,
-            recv_report: Some(TwccRecvReport {
-                local_recv_time,
-                remote_recv_time,
-                apply_report_counter: 0,
-            }),
-        }
+        let mut record = Self::new(packet_id, local_send_time, size);
+        record.set_recv_report(TwccRecvReport {
+            local_recv_time,
+            remote_recv_time,
+            apply_report_counter: 0,
+        });
+        record
     }
 }
 
+/// A report's word on one sent packet, as tests build and read it.
+#[cfg(test)]
 #[derive(Debug, Copy, Clone)]
 pub struct TwccRecvReport {
     ///  The (local) time we received confirmation the other side received the seq.
@@ -1193,7 +1276,7 @@ pub struct TwccRecvReport {
     remote_recv_time: Option<Instant>,
 
     /// The invocation count of apply_report(). Used for filtering.
-    apply_report_counter: u64,
+    apply_report_counter: u32,
 }
 
 impl TwccSendRegister {
@@ -1215,15 +1298,8 @@ impl TwccSendRegister {
         while self.queue.len() >= self.keep {
             self.queue.pop_front();
         }
-        self.queue.push_back(TwccSendRecord {
-            packet_id,
-            local_send_time: now,
-            // In practice the max sizes is constrained by the MTU and will max out around 1200
-            // bytes, hence this cast is fine.
-            size: size as u16,
-            // The recv report, derived from TWCC feedback later.
-            recv_report: None,
-        });
+        self.queue
+            .push_back(TwccSendRecord::new(packet_id, now, size));
     }
 
     /// Apply a TWCC RTCP report.
@@ -1239,7 +1315,7 @@ impl TwccSendRegister {
             self.time_zero = Some(now);
         }
 
-        self.apply_report_counter += 1;
+        self.apply_report_counter = self.apply_report_counter.wrapping_add(1);
         let apply_report_counter = self.apply_report_counter;
 
         let time_zero = self.time_zero.unwrap();
@@ -1263,31 +1339,23 @@ impl TwccSendRegister {
             r: &mut TwccSendRecord,
             seq: TwccSeq,
             remote_recv_time: Option<Instant>,
-            apply_report_counter: u64,
+            apply_report_counter: u32,
         ) -> bool {
             if r.seq() != seq {
                 return false;
             }
 
-            let apply_report_counter = if let Some(rr) = r.recv_report {
-                // This packed was already acked and handled before so carry
-                // over previous apply_report_counter, so it won't be included
-                // in the current apply_report() call result.
-                rr.remote_recv_time
-                    .map(|_| rr.apply_report_counter)
-                    .unwrap_or_else(|| apply_report_counter)
-            } else {
-                apply_report_counter
-            };
-
-            // Carry over remote recv time if this packet was acked before.
-            let remote_recv_time = r.remote_recv_time().or(remote_recv_time);
-            let recv_report = TwccRecvReport {
-                local_recv_time: now,
-                remote_recv_time,
-                apply_report_counter,
-            };
-            r.recv_report = Some(recv_report);
+            // A packet acked before keeps its remote recv time and the report that
+            // acked it, so it won't be included in the current apply_report() call
+            // result. (On the record's own fields: this runs for every packet sent.)
+            let acked_before = r.reported && r.remote_recv_ns != NOT_RECEIVED;
+            if !acked_before {
+                r.apply_report_counter = apply_report_counter;
+                r.remote_recv_ns =
+                    remote_recv_time.map_or(NOT_RECEIVED, |t| nanos_between(r.local_send_time, t));
+            }
+            r.local_recv_ns = nanos_between(r.local_send_time, now);
+            r.reported = true;
 
             true
         }
@@ -1338,11 +1406,7 @@ impl TwccSendRegister {
             // We only want the records that were registered in this invocation of
             // apply_report_counter(). This is to not double count in the BWE,
             // which is the consumer of this returned iterator.
-            .filter(move |s| {
-                s.recv_report
-                    .map(|r| r.apply_report_counter == apply_report_counter)
-                    .unwrap_or_default()
-            }),
+            .filter(move |s| s.reported && s.apply_report_counter == apply_report_counter),
         )
     }
 
@@ -1362,15 +1426,11 @@ impl TwccSendRegister {
             // If there's ingress loss but no egress loss, there's a chance the TWCC reports
             // themselves are lost. In this case considering packets that haven't been reported as
             // lost will incorrectly conclude that there is in fact egress loss.
-            .filter(|s| s.recv_report.is_some())
+            .filter(|s| s.reported)
             .take_while(|s| s.local_send_time >= lower_bound);
 
         let (total, lost) = packets.fold((0, 0), |(total, lost), s| {
-            let was_lost = s
-                .recv_report
-                .as_ref()
-                .map(|rr| rr.remote_recv_time.is_none())
-                .unwrap_or(true);
+            let was_lost = s.remote_recv_ns == NOT_RECEIVED;
 
             (total + 1, lost + u64::from(was_lost))
         });
@@ -1521,6 +1581,49 @@ mod test {
     use Delta::*;
     use PacketChunk::*;
     use PacketStatus::*;
+
+    #[test]
+    fn a_send_record_keeps_its_report_times_exactly_in_56_bytes() {
+        assert!(std::mem::size_of::<TwccSendRecord>() <= 56);
+
+        let sent = Instant::now();
+        let mut record = TwccSendRecord::new(TwccPacketId::with_cluster(7u64, 3u64), sent, 1200);
+        assert_eq!(record.seq(), 7.into());
+        assert_eq!(record.cluster(), Some(3u64.into()));
+        assert_eq!(record.size(), 1200);
+        assert_eq!(record.local_recv_time(), None);
+        assert_eq!(record.remote_recv_time(), None);
+        assert_eq!(
+            TwccSendRecord::new(TwccPacketId::new(8u64), sent, 1).cluster(),
+            None
+        );
+
+        // A remote clock ahead of or behind ours, to the nanosecond.
+        for remote in [
+            sent + Duration::from_nanos(12_345_678_901),
+            sent - Duration::from_nanos(987_654_321),
+        ] {
+            let local = sent + Duration::from_nanos(40_000_001);
+            record.set_recv_report(TwccRecvReport {
+                local_recv_time: local,
+                remote_recv_time: Some(remote),
+                apply_report_counter: u32::MAX,
+            });
+            assert_eq!(record.local_recv_time(), Some(local));
+            assert_eq!(record.remote_recv_time(), Some(remote));
+            assert_eq!(record.rtt(), Some(Duration::from_nanos(40_000_001)));
+            assert_eq!(record.recv_report().unwrap().apply_report_counter, u32::MAX);
+        }
+
+        // Reported lost.
+        record.set_recv_report(TwccRecvReport {
+            local_recv_time: sent,
+            remote_recv_time: None,
+            apply_report_counter: 1,
+        });
+        assert_eq!(record.local_recv_time(), Some(sent));
+        assert_eq!(record.remote_recv_time(), None);
+    }
 
     #[test]
     fn register_write_parse_small_delta() {
@@ -2166,10 +2269,7 @@ mod test {
         let iter = iter.unwrap();
 
         for record in iter {
-            assert!(
-                record.recv_report.is_some(),
-                "Report should have recorded recv_report"
-            );
+            assert!(record.reported, "Report should have recorded recv_report");
         }
     }
 
