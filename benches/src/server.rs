@@ -106,10 +106,13 @@ impl Server {
         let signer = JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))?;
         let port = free_tcp_port()?;
         let log = std::fs::File::create(dir.join("server.log"))?;
+        // The server runs in its data directory: a relative path given by the user
+        // names a file relative to where they ran the bench.
+        let exe = std::path::absolute(&args.streamcore)?;
         let child = Command::new("taskset")
             .arg("-c")
             .arg(&args.cpu)
-            .arg(&args.streamcore)
+            .arg(&exe)
             .args(["serve", "--data-dir"])
             .arg(&dir)
             .args(["--http", &format!("127.0.0.1:{port}")])
