@@ -120,10 +120,22 @@ impl CachedPacket {
         }
     }
 
-    /// Writes the packet as it was sent into `out`, a packet kept for resends (no
-    /// allocation unless the header had to be kept whole). `timestamp` (when the packet
-    /// was queued) is not kept: nothing reads it on a resend.
-    pub fn restore_into(&self, out: &mut RtpPacket, midrid: MidRid) {
+    /// Writes the packet as it was sent into the stream's kept packet, made at the
+    /// first resend (a stream without RTX never needs one), and returns it.
+    pub fn restore_into_kept<'a>(
+        &self,
+        kept: &'a mut Option<Box<RtpPacket>>,
+        midrid: MidRid,
+    ) -> &'a mut RtpPacket {
+        let out = kept.get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        self.restore_into(out, midrid);
+        out
+    }
+
+    /// Writes the packet as it was sent into `out` (no allocation unless the header
+    /// had to be kept whole). `timestamp` (when the packet was queued) is not kept:
+    /// nothing reads it on a resend.
+    fn restore_into(&self, out: &mut RtpPacket, midrid: MidRid) {
         out.seq_no = self.seq_no;
         out.time = self.time;
         out.header = self.header.restore(self.seq_no, midrid);

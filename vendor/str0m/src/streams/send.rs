@@ -887,10 +887,7 @@ impl StreamTx {
                 break cached;
             }
         };
-        let pkt = self
-            .rtx_packet
-            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
-        cached.restore_into(pkt, self.midrid);
+        let pkt = cached.restore_into_kept(&mut self.rtx_packet, self.midrid);
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, true);
@@ -953,10 +950,7 @@ impl StreamTx {
                     // Couldn't find spurious packet, try a blank packet instead.
                     break 'outer;
                 };
-                let pkt = self
-                    .rtx_packet
-                    .get_or_insert_with(|| Box::new(RtpPacket::blank()));
-                cached.restore_into(pkt, self.midrid);
+                let pkt = cached.restore_into_kept(&mut self.rtx_packet, self.midrid);
 
                 let orig_seq_no = pkt.seq_no;
                 let seq_no = self.seq_no_rtx.inc();
