@@ -1,14 +1,11 @@
-use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
-use crate::packet::Vp8Patch;
-use crate::rtp_::{
-    ExtensionValues, MediaTime, MidRid, Pt, RtpHeader, SeqNo, Ssrc, VideoOrientation,
-};
+use crate::rtp_::{MidRid, SeqNo};
 
 use super::RtpPacket;
+use super::compact_packet::CompactPacket;
 use super::rtx_cache_buf::EvictingBuffer;
 
 const RTX_CACHE_SIZE_QUANTIZER: usize = 25;
@@ -17,133 +14,12 @@ const RTX_CACHE_QUANTIZE_SLOTS: usize = DATAGRAM_MAX_PACKET_SIZE / RTX_CACHE_SIZ
 #[derive(Debug)]
 pub(crate) struct RtxCache {
     // Data, new additions here probably need to be cleared in [`clear`].
-    packet_by_seq_no: EvictingBuffer<CachedPacket>,
+    packet_by_seq_no: EvictingBuffer<CompactPacket>,
 
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
-}
-
-/// A sent packet as the cache keeps it: what a resend needs, a fraction of an
-/// [`RtpPacket`] (about 430 bytes, most of it the header's room for every extension
-/// and 15 CSRCs). A video stream keeps a few hundred of these, per receiver.
-#[derive(Debug)]
-pub(crate) struct CachedPacket {
-    pub seq_no: SeqNo,
-    time: MediaTime,
-    pub payload: Arc<[u8]>,
-    vp8_patch: Option<Vp8Patch>,
-    header: CachedHeader,
-}
-
-#[derive(Debug)]
-enum CachedHeader {
-    /// The header `write_rtp` makes of a packet with no CSRCs and no extension values
-    /// other than these (and the stream's mid/rid, attached until the receiver binds
-    /// the SSRC). Restoring it gives back the very header that was sent.
-    Compact {
-        payload_type: Pt,
-        marker: bool,
-        timestamp: u32,
-        ssrc: Ssrc,
-        audio_level: Option<i8>,
-        voice_activity: Option<bool>,
-        video_orientation: Option<VideoOrientation>,
-        with_mid_rid: bool,
-    },
-    /// Any other header, kept whole.
-    Full(Box<RtpHeader>),
-}
-
-impl CachedHeader {
-    fn compact(header: &RtpHeader, seq_no: SeqNo, midrid: MidRid) -> Option<Self> {
-        let ext = &header.ext_vals;
-        let compact = CachedHeader::Compact {
-            payload_type: header.payload_type,
-            marker: header.marker,
-            timestamp: header.timestamp,
-            ssrc: header.ssrc,
-            audio_level: ext.audio_level,
-            voice_activity: ext.voice_activity,
-            video_orientation: ext.video_orientation,
-            with_mid_rid: ext.mid.is_some(),
-        };
-        // Exact by construction: compact only when the restored header is equal.
-        (compact.restore(seq_no, midrid) == *header).then_some(compact)
-    }
-
-    fn restore(&self, seq_no: SeqNo, midrid: MidRid) -> RtpHeader {
-        match self {
-            CachedHeader::Compact {
-                payload_type,
-                marker,
-                timestamp,
-                ssrc,
-                audio_level,
-                voice_activity,
-                video_orientation,
-                with_mid_rid,
-            } => RtpHeader {
-                marker: *marker,
-                payload_type: *payload_type,
-                sequence_number: *seq_no as u16,
-                timestamp: *timestamp,
-                ssrc: *ssrc,
-                ext_vals: ExtensionValues {
-                    audio_level: *audio_level,
-                    voice_activity: *voice_activity,
-                    video_orientation: *video_orientation,
-                    mid: with_mid_rid.then(|| midrid.mid()),
-                    rid: if *with_mid_rid { midrid.rid() } else { None },
-                    ..ExtensionValues::default()
-                },
-                ..RtpHeader::default()
-            },
-            CachedHeader::Full(header) => (**header).clone(),
-        }
-    }
-}
-
-impl CachedPacket {
-    /// `midrid` is the sending stream's: a cached header refers to it rather than
-    /// holding a copy.
-    fn new(packet: RtpPacket, midrid: MidRid) -> Self {
-        let header = CachedHeader::compact(&packet.header, packet.seq_no, midrid)
-            .unwrap_or_else(|| CachedHeader::Full(Box::new(packet.header)));
-        CachedPacket {
-            seq_no: packet.seq_no,
-            time: packet.time,
-            payload: packet.payload,
-            vp8_patch: packet.vp8_patch,
-            header,
-        }
-    }
-
-    /// Writes the packet as it was sent into the stream's kept packet, made at the
-    /// first resend (a stream without RTX never needs one), and returns it.
-    pub fn restore_into_kept<'a>(
-        &self,
-        kept: &'a mut Option<Box<RtpPacket>>,
-        midrid: MidRid,
-    ) -> &'a mut RtpPacket {
-        let out = kept.get_or_insert_with(|| Box::new(RtpPacket::blank()));
-        self.restore_into(out, midrid);
-        out
-    }
-
-    /// Writes the packet as it was sent into `out` (no allocation unless the header
-    /// had to be kept whole). `timestamp` (when the packet was queued) is not kept:
-    /// nothing reads it on a resend.
-    fn restore_into(&self, out: &mut RtpPacket, midrid: MidRid) {
-        out.seq_no = self.seq_no;
-        out.time = self.time;
-        out.header = self.header.restore(self.seq_no, midrid);
-        out.payload = self.payload.clone();
-        out.vp8_patch = self.vp8_patch;
-        out.last_sender_info = None;
-        out.nackable = true;
-    }
 }
 
 impl RtxCache {
@@ -154,12 +30,12 @@ impl RtxCache {
         }
     }
 
-    pub fn cache_sent_packet(&mut self, packet: RtpPacket, now: Instant, midrid: MidRid) {
+    pub fn cache_sent_packet(&mut self, packet: &RtpPacket, now: Instant, midrid: MidRid) {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
         self.packet_by_seq_no
-            .push(*seq_no, now, CachedPacket::new(packet, midrid));
+            .push(*seq_no, now, CompactPacket::new(packet, midrid));
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
@@ -168,11 +44,11 @@ impl RtxCache {
         Some(self.packet_by_seq_no.last_position()?.into())
     }
 
-    pub fn get_cached_packet_by_seq_no(&self, seq_no: SeqNo) -> Option<&CachedPacket> {
+    pub fn get_cached_packet_by_seq_no(&self, seq_no: SeqNo) -> Option<&CompactPacket> {
         self.packet_by_seq_no.get(*seq_no)
     }
 
-    pub fn get_cached_packet_smaller_than(&self, max_size: usize) -> Option<&CachedPacket> {
+    pub fn get_cached_packet_smaller_than(&self, max_size: usize) -> Option<&CompactPacket> {
         let quantized_size = max_size / RTX_CACHE_SIZE_QUANTIZER;
 
         let seq_no = self.seq_no_by_quantized_size[..quantized_size]
@@ -201,7 +77,9 @@ impl RtxCache {
 
 #[cfg(test)]
 mod test {
-    use crate::rtp_::{AbsCaptureTime, MediaTime, Mid, Rid, RtpHeader};
+    use crate::rtp_::{
+        AbsCaptureTime, ExtensionValues, MediaTime, Mid, Rid, RtpHeader, VideoOrientation,
+    };
 
     use super::*;
 
@@ -227,7 +105,7 @@ mod test {
     }
 
     /// The cached packet as a resend sees it (seq_no and payload identify it here).
-    fn cached(c: Option<&CachedPacket>) -> Option<(u64, Vec<u8>)> {
+    fn cached(c: Option<&CompactPacket>) -> Option<(u64, Vec<u8>)> {
         c.map(|c| (*c.seq_no, c.payload.to_vec()))
     }
 
@@ -248,7 +126,7 @@ mod test {
     fn rtx_cache_0_sized() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(0, Duration::from_secs(3));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10), midrid());
+        rtx_cache.cache_sent_packet(&packet(now, 1, 10), after(now, 10), midrid());
         assert_eq!(
             sent(1, 10),
             cached(rtx_cache.get_cached_packet_by_seq_no(1.into()))
@@ -263,7 +141,7 @@ mod test {
     fn rtx_cache_0_duration() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(10, Duration::from_secs(0));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10), midrid());
+        rtx_cache.cache_sent_packet(&packet(now, 1, 10), after(now, 10), midrid());
         assert_eq!(
             None,
             cached(rtx_cache.get_cached_packet_by_seq_no(1.into()))
@@ -275,7 +153,7 @@ mod test {
     fn rtx_cache_1_sized() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(1, Duration::from_secs(3));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10), midrid());
+        rtx_cache.cache_sent_packet(&packet(now, 1, 10), after(now, 10), midrid());
         assert_eq!(
             sent(1, 10),
             cached(rtx_cache.get_cached_packet_by_seq_no(1.into()))
@@ -289,7 +167,7 @@ mod test {
             cached(rtx_cache.get_cached_packet_smaller_than(25))
         );
         assert_eq!(None, cached(rtx_cache.get_cached_packet_smaller_than(24)));
-        rtx_cache.cache_sent_packet(packet(now, 2, 20), after(now, 20), midrid());
+        rtx_cache.cache_sent_packet(&packet(now, 2, 20), after(now, 20), midrid());
         assert_eq!(
             sent(2, 20),
             cached(rtx_cache.get_cached_packet_by_seq_no(2.into()))
@@ -305,7 +183,7 @@ mod test {
             let seq_no = 201 - i;
             let pkt = packet(now, seq_no, (201 - i) * 10);
             let now = after(now, i * 10);
-            rtx_cache.cache_sent_packet(pkt, now, midrid());
+            rtx_cache.cache_sent_packet(&pkt, now, midrid());
         }
 
         assert_eq!(
@@ -331,7 +209,7 @@ mod test {
             let seq_no = i;
             let pkt = packet(now, seq_no, i * 10);
             let now = after(now, i * 10);
-            rtx_cache.cache_sent_packet(pkt, now, midrid());
+            rtx_cache.cache_sent_packet(&pkt, now, midrid());
         }
 
         assert_eq!(
@@ -378,11 +256,11 @@ mod test {
         for (seq_no, with_mid_rid) in [(5, true), (6, false)] {
             let pkt = written(seq_no, with_mid_rid);
             let expected = pkt.header.clone();
-            rtx_cache.cache_sent_packet(pkt, now, midrid());
+            rtx_cache.cache_sent_packet(&pkt, now, midrid());
             let cached = rtx_cache
                 .get_cached_packet_by_seq_no(seq_no.into())
                 .unwrap();
-            assert!(matches!(cached.header, CachedHeader::Compact { .. }));
+            assert!(cached.is_compact());
             let out = restored(&rtx_cache, seq_no);
             assert_eq!(out.header, expected);
             assert_eq!(out.time, MediaTime::from_90khz(123_456));
@@ -410,18 +288,18 @@ mod test {
         for pkt in [with_csrc, with_capture_time, foreign_mid] {
             let seq_no = *pkt.seq_no;
             let expected = pkt.header.clone();
-            rtx_cache.cache_sent_packet(pkt, now, midrid());
+            rtx_cache.cache_sent_packet(&pkt, now, midrid());
             let cached = rtx_cache
                 .get_cached_packet_by_seq_no(seq_no.into())
                 .unwrap();
-            assert!(matches!(cached.header, CachedHeader::Full(_)));
+            assert!(!cached.is_compact());
             assert_eq!(restored(&rtx_cache, seq_no).header, expected);
         }
     }
 
     #[test]
     fn a_cached_packet_is_a_fraction_of_a_packet() {
-        let entry = std::mem::size_of::<CachedPacket>();
+        let entry = std::mem::size_of::<CompactPacket>();
         assert!(entry <= 96, "{entry} bytes");
         assert!(std::mem::size_of::<RtpPacket>() >= 4 * entry);
     }

@@ -558,7 +558,7 @@ impl StreamTx {
             last_sender_info: None,
         };
 
-        self.send_queue.push(packet);
+        self.send_queue.push(packet, self.midrid);
     }
 
     fn padding_enabled(&self) -> bool {
@@ -626,7 +626,7 @@ impl StreamTx {
 
             // Get rid of this packet we can't send.
             if pop_send_queue {
-                self.send_queue.pop(now);
+                self.send_queue.pop(now, self.midrid);
             }
 
             return None;
@@ -815,7 +815,7 @@ impl StreamTx {
             // poll_packet_regular leaves the packet in the head of the send_queue
             let pkt = self
                 .send_queue
-                .pop(now)
+                .pop(now, self.midrid)
                 .expect("head of send_queue to be there");
             if pkt.nackable {
                 self.rtx_cache.cache_sent_packet(pkt, now, self.midrid);
@@ -910,7 +910,7 @@ impl StreamTx {
         // exit via ? here is ok since that means there is nothing to send.
         // The packet remains in the head of the send queue until we
         // finish poll_packet, at which point we move it to the cache.
-        let pkt = self.send_queue.peek()?;
+        let pkt = self.send_queue.peek(self.midrid)?;
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, false);
@@ -1165,7 +1165,7 @@ impl StreamTx {
         if self.send_queue.is_empty() {
             self.rtx_cache.last_packet()
         } else {
-            self.send_queue.last().map(|q| q.payload.as_ref())
+            self.send_queue.last_payload()
         }
     }
 

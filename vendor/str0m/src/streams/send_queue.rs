@@ -2,32 +2,55 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::pacer::{QueuePriority, QueueSnapshot};
+use crate::rtp_::MidRid;
 use crate::util::not_happening;
 
 use super::RtpPacket;
+use super::compact_packet::CompactPacket;
 
+/// Packets written and not yet sent, kept compact: a keyframe's burst queues a few
+/// dozen per receiver, and the queue's allocation stays at its largest burst. Only
+/// the head is expanded into a whole [`RtpPacket`], kept for the next head, since
+/// sending it amends its header in place before it goes to the RTX cache.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    queue: VecDeque<RtpPacket>,
+    queue: VecDeque<QueuedPacket>,
+    /// The front of `queue` as a whole packet, when `head_expanded`.
+    head: Option<Box<RtpPacket>>,
+    head_expanded: bool,
     total: TotalQueue,
     last_emitted: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct QueuedPacket {
+    packet: CompactPacket,
+    /// When it was queued; [`not_happening`] until the next `handle_timeout`.
+    timestamp: Instant,
+    nackable: bool,
 }
 
 impl SendQueue {
     pub fn new() -> Self {
         Self {
             queue: VecDeque::new(),
+            head: None,
+            head_expanded: false,
             total: TotalQueue::default(),
             last_emitted: None,
         }
     }
 
-    pub fn push(&mut self, mut packet: RtpPacket) {
-        // Every incoming packet must be timestamped withe a handle_timeout.
-        // This sentinel value indicates it is needed.
-        packet.timestamp = not_happening();
-
-        self.queue.push_back(packet);
+    /// `midrid` is the sending stream's (see [`CompactPacket::new`]); the same is
+    /// given to `peek` and `pop`.
+    pub fn push(&mut self, packet: RtpPacket, midrid: MidRid) {
+        self.queue.push_back(QueuedPacket {
+            packet: CompactPacket::new(&packet, midrid),
+            // Every incoming packet must be timestamped withe a handle_timeout.
+            // This sentinel value indicates it is needed.
+            timestamp: not_happening(),
+            nackable: packet.nackable,
+        });
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -37,7 +60,7 @@ impl SendQueue {
                 break;
             } else {
                 pkt.timestamp = now;
-                self.total.increase(now, pkt.payload.len());
+                self.total.increase(now, pkt.packet.payload.len());
             }
         }
     }
@@ -51,39 +74,51 @@ impl SendQueue {
             .unwrap_or_default()
     }
 
-    pub fn peek(&mut self) -> Option<&mut RtpPacket> {
-        let peeked = self.queue.front_mut()?;
-        if peeked.timestamp == not_happening() {
-            None
-        } else {
-            Some(peeked)
+    /// The head, if it is timestamped. Changes made to it stay until it is popped.
+    pub fn peek(&mut self, midrid: MidRid) -> Option<&mut RtpPacket> {
+        let front = self.queue.front()?;
+        if front.timestamp == not_happening() {
+            return None;
         }
+        let head = self
+            .head
+            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        if !self.head_expanded {
+            front.packet.restore_into(head, midrid);
+            head.timestamp = front.timestamp;
+            head.nackable = front.nackable;
+            self.head_expanded = true;
+        }
+        Some(head)
     }
 
-    pub fn pop(&mut self, now: Instant) -> Option<RtpPacket> {
+    /// Removes the head and returns it as `peek` last gave it.
+    pub fn pop(&mut self, now: Instant, midrid: MidRid) -> Option<&RtpPacket> {
         // Don't release packets without a timestamp.
-        self.peek()?;
+        self.peek(midrid)?;
 
         // Unwrap is OK, because peek() above must have returned a value
         // for us to be here.
         let packet = self.queue.pop_front().unwrap();
+        self.head_expanded = false;
 
         // Must be timestamped
         assert!(packet.timestamp != not_happening());
 
         let queue_time = now - packet.timestamp;
-        self.total.decrease(now, packet.payload.len(), queue_time);
+        self.total
+            .decrease(now, packet.packet.payload.len(), queue_time);
         self.last_emitted = Some(now);
 
-        Some(packet)
+        self.head.as_deref()
     }
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
-    pub fn last(&self) -> Option<&RtpPacket> {
-        self.queue.back()
+    pub fn last_payload(&self) -> Option<&[u8]> {
+        self.queue.back().map(|q| q.packet.payload.as_ref())
     }
 
     pub(crate) fn snapshot(&mut self, now: Instant) -> QueueSnapshot {
@@ -110,6 +145,7 @@ impl SendQueue {
 
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
+        self.head_expanded = false;
         self.total.clear();
         self.last_emitted = None;
     }
@@ -203,28 +239,34 @@ impl TotalQueue {
 
 #[cfg(test)]
 mod test {
-    use crate::rtp_::MediaTime;
-    use crate::rtp_::RtpHeader;
+    use crate::rtp_::{ExtensionValues, MediaTime, Mid, RtpHeader, VideoOrientation};
 
     use super::*;
+
+    fn midrid() -> MidRid {
+        MidRid(Mid::from("v"), None)
+    }
 
     #[test]
     fn peek_pop_no_timestamp() {
         let mut queue = SendQueue::new();
 
-        queue.push(RtpPacket {
-            seq_no: 0.into(),
-            time: MediaTime::from_90khz(10),
-            header: RtpHeader::default(),
-            payload: [].into(),
-            vp8_patch: None,
-            timestamp: Instant::now(),
-            last_sender_info: None,
-            nackable: true,
-        });
+        queue.push(
+            RtpPacket {
+                seq_no: 0.into(),
+                time: MediaTime::from_90khz(10),
+                header: RtpHeader::default(),
+                payload: [].into(),
+                vp8_patch: None,
+                timestamp: Instant::now(),
+                last_sender_info: None,
+                nackable: true,
+            },
+            midrid(),
+        );
 
-        assert!(queue.peek().is_none());
-        assert!(queue.pop(Instant::now()).is_none());
+        assert!(queue.peek(midrid()).is_none());
+        assert!(queue.pop(Instant::now(), midrid()).is_none());
         assert!(queue.need_timeout());
 
         let snapshot_at = Instant::now() + Duration::from_secs(3);
@@ -248,20 +290,23 @@ mod test {
 
         let start = Instant::now();
 
-        queue.push(RtpPacket {
-            seq_no: 0.into(),
-            time: MediaTime::from_90khz(10),
-            header: RtpHeader::default(),
-            payload: [42, 42].into(),
-            vp8_patch: None,
-            timestamp: start,
-            last_sender_info: None,
-            nackable: true,
-        });
+        queue.push(
+            RtpPacket {
+                seq_no: 0.into(),
+                time: MediaTime::from_90khz(10),
+                header: RtpHeader::default(),
+                payload: [42, 42].into(),
+                vp8_patch: None,
+                timestamp: start,
+                last_sender_info: None,
+                nackable: true,
+            },
+            midrid(),
+        );
 
         queue.handle_timeout(start);
 
-        assert!(queue.peek().is_some());
+        assert!(queue.peek(midrid()).is_some());
         assert!(!queue.need_timeout());
 
         let snapshot_at = start + Duration::from_secs(3);
@@ -278,7 +323,7 @@ mod test {
             }
         );
 
-        assert!(queue.pop(Instant::now()).is_some());
+        assert!(queue.pop(Instant::now(), midrid()).is_some());
     }
 
     #[test]
@@ -286,36 +331,45 @@ mod test {
         let mut queue = SendQueue::new();
         let start = Instant::now();
 
-        queue.push(RtpPacket {
-            seq_no: 0.into(),
-            time: MediaTime::from_90khz(10),
-            header: RtpHeader::default(),
-            payload: [0; 10].into(),
-            vp8_patch: None,
-            timestamp: start,
-            last_sender_info: None,
-            nackable: true,
-        });
-        queue.push(RtpPacket {
-            seq_no: 1.into(),
-            time: MediaTime::from_90khz(20),
-            header: RtpHeader::default(),
-            payload: [1; 10].into(),
-            vp8_patch: None,
-            timestamp: start,
-            last_sender_info: None,
-            nackable: true,
-        });
-        queue.push(RtpPacket {
-            seq_no: 2.into(),
-            time: MediaTime::from_90khz(20),
-            header: RtpHeader::default(),
-            payload: [1; 10].into(),
-            vp8_patch: None,
-            timestamp: start,
-            last_sender_info: None,
-            nackable: true,
-        });
+        queue.push(
+            RtpPacket {
+                seq_no: 0.into(),
+                time: MediaTime::from_90khz(10),
+                header: RtpHeader::default(),
+                payload: [0; 10].into(),
+                vp8_patch: None,
+                timestamp: start,
+                last_sender_info: None,
+                nackable: true,
+            },
+            midrid(),
+        );
+        queue.push(
+            RtpPacket {
+                seq_no: 1.into(),
+                time: MediaTime::from_90khz(20),
+                header: RtpHeader::default(),
+                payload: [1; 10].into(),
+                vp8_patch: None,
+                timestamp: start,
+                last_sender_info: None,
+                nackable: true,
+            },
+            midrid(),
+        );
+        queue.push(
+            RtpPacket {
+                seq_no: 2.into(),
+                time: MediaTime::from_90khz(20),
+                header: RtpHeader::default(),
+                payload: [1; 10].into(),
+                vp8_patch: None,
+                timestamp: start,
+                last_sender_info: None,
+                nackable: true,
+            },
+            midrid(),
+        );
 
         assert!(
             queue.queue.iter().all(|q| q.timestamp == not_happening()),
@@ -342,5 +396,81 @@ mod test {
         total_queue.decrease(now, 1, Duration::ZERO);
         // Doesn't panic
         total_queue.move_time_forward(now + Duration::from_millis(1));
+    }
+
+    /// What `write_rtp` queues for a forwarded video packet.
+    fn written(seq_no: u64, csrc_count: usize) -> RtpPacket {
+        let mut header = RtpHeader {
+            sequence_number: seq_no as u16,
+            marker: seq_no % 2 == 0,
+            payload_type: 96.into(),
+            timestamp: 9000 * seq_no as u32,
+            ssrc: 42.into(),
+            csrc_count,
+            ext_vals: ExtensionValues {
+                video_orientation: Some(VideoOrientation::Deg90),
+                ..ExtensionValues::default()
+            },
+            ..RtpHeader::default()
+        };
+        if csrc_count > 0 {
+            header.csrc[0] = 7;
+        }
+        RtpPacket {
+            seq_no: seq_no.into(),
+            time: MediaTime::from_secs(seq_no),
+            header,
+            payload: vec![seq_no as u8; 100 + seq_no as usize].into(),
+            vp8_patch: None,
+            timestamp: not_happening(),
+            last_sender_info: None,
+            nackable: seq_no != 3,
+        }
+    }
+
+    #[test]
+    fn queued_packets_come_out_as_they_went_in() {
+        let mut queue = SendQueue::new();
+        let start = Instant::now();
+        // 2 and 3 compact, 4 with a CSRC (kept whole).
+        let cases = [(2, 0), (3, 0), (4, 1)];
+        for (seq_no, csrc) in cases {
+            queue.push(written(seq_no, csrc), midrid());
+        }
+        let written: Vec<_> = cases
+            .into_iter()
+            .map(|(seq_no, csrc)| written(seq_no, csrc))
+            .collect();
+        let compact: Vec<_> = queue.queue.iter().map(|q| q.packet.is_compact()).collect();
+        assert_eq!(compact, [true, true, false]);
+        queue.handle_timeout(start);
+
+        for expected in &written {
+            let head = queue.peek(midrid()).expect("head");
+            assert_eq!(head.seq_no, expected.seq_no);
+            assert_eq!(head.time, expected.time);
+            assert_eq!(head.header, expected.header);
+            assert_eq!(head.payload, expected.payload);
+            assert_eq!(head.nackable, expected.nackable);
+            assert_eq!(head.timestamp, start);
+
+            // Sending amends the head; peeking again and popping see the amendment.
+            head.header.ext_vals.mid = Some(midrid().mid());
+            let peeked_again = queue.peek(midrid()).unwrap();
+            assert_eq!(peeked_again.header.ext_vals.mid, Some(midrid().mid()));
+            let popped = queue.pop(start, midrid()).expect("popped");
+            assert_eq!(popped.seq_no, expected.seq_no);
+            assert_eq!(popped.header.ext_vals.mid, Some(midrid().mid()));
+            assert_eq!(popped.payload, expected.payload);
+        }
+        assert!(queue.peek(midrid()).is_none());
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_queued_packet_is_a_fraction_of_a_packet() {
+        let entry = std::mem::size_of::<QueuedPacket>();
+        assert!(entry <= 120, "{entry} bytes");
+        assert!(std::mem::size_of::<RtpPacket>() >= 3 * entry);
     }
 }
