@@ -32,6 +32,14 @@ where
     /// Note: time should always monotonically increase in subsequent calls to add()
     pub fn push(&mut self, t: Instant, v: T) {
         self.value += v;
+        // Values at one instant are purged together, so they can share an entry: a
+        // sender polled for a burst of packets at one `now` keeps one, not one each.
+        if let Some((last_t, last_v)) = self.history.back_mut()
+            && *last_t == t
+        {
+            *last_v += v;
+            return;
+        }
         self.history.push_back((t, v));
     }
 
@@ -105,5 +113,20 @@ mod test {
         assert_eq!(h.sum(), 33);
         h.purge_old(now + Duration::from_millis(600));
         assert_eq!(h.sum(), 0);
+    }
+
+    #[test]
+    fn values_at_one_instant_share_an_entry() {
+        let now = Instant::now();
+        let mut h = ValueHistory::default();
+        for _ in 0..10 {
+            h.push(now, 100_u64);
+        }
+        h.push(now + Duration::from_millis(300), 5);
+        assert_eq!(h.history.len(), 2);
+        assert_eq!(h.sum(), 1005);
+        h.purge_old(now + Duration::from_millis(1100));
+        assert_eq!(h.sum(), 5);
+        assert_eq!(h.history.len(), 1);
     }
 }
