@@ -10,13 +10,15 @@ use super::compact_packet::CompactPacket;
 
 /// Packets written and not yet sent, kept compact: a keyframe's burst queues a few
 /// dozen per receiver, and the queue's allocation stays at its largest burst. Only
-/// the head is expanded into a whole [`RtpPacket`], kept for the next head, since
-/// sending it amends its header in place before it goes to the RTX cache.
+/// the head is a whole [`RtpPacket`] (kept for the next head), since sending it amends
+/// its header in place before it goes to the RTX cache. A packet written to an empty
+/// queue, as most audio is, goes straight into the head and is never compacted.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<QueuedPacket>,
     /// The front of `queue` as a whole packet, when `head_expanded`.
     head: Option<Box<RtpPacket>>,
+    /// Whether `head` holds the front; always so when the front's `packet` is `None`.
     head_expanded: bool,
     total: TotalQueue,
     last_emitted: Option<Instant>,
@@ -24,7 +26,8 @@ pub(crate) struct SendQueue {
 
 #[derive(Debug)]
 struct QueuedPacket {
-    packet: CompactPacket,
+    /// `None` for a packet written to an empty queue: it is in `head`.
+    packet: Option<CompactPacket>,
     /// When it was queued; [`not_happening`] until the next `handle_timeout`.
     timestamp: Instant,
     nackable: bool,
@@ -44,13 +47,32 @@ impl SendQueue {
     /// `midrid` is the sending stream's (see [`CompactPacket::new`]); the same is
     /// given to `peek` and `pop`.
     pub fn push(&mut self, packet: RtpPacket, midrid: MidRid) {
+        let nackable = packet.nackable;
+        let compact = if self.queue.is_empty() {
+            match &mut self.head {
+                Some(head) => **head = packet,
+                None => self.head = Some(Box::new(packet)),
+            }
+            self.head_expanded = true;
+            None
+        } else {
+            Some(CompactPacket::new(&packet, midrid))
+        };
         self.queue.push_back(QueuedPacket {
-            packet: CompactPacket::new(&packet, midrid),
+            packet: compact,
             // Every incoming packet must be timestamped withe a handle_timeout.
             // This sentinel value indicates it is needed.
             timestamp: not_happening(),
-            nackable: packet.nackable,
+            nackable,
         });
+    }
+
+    /// The payload of a queued packet, wherever it is kept.
+    fn payload<'a>(head: &'a Option<Box<RtpPacket>>, queued: &'a QueuedPacket) -> &'a [u8] {
+        match &queued.packet {
+            Some(packet) => &packet.payload,
+            None => &head.as_ref().expect("head of a queue").payload,
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -60,7 +82,8 @@ impl SendQueue {
                 break;
             } else {
                 pkt.timestamp = now;
-                self.total.increase(now, pkt.packet.payload.len());
+                let len = Self::payload(&self.head, pkt).len();
+                self.total.increase(now, len);
             }
         }
     }
@@ -84,11 +107,15 @@ impl SendQueue {
             .head
             .get_or_insert_with(|| Box::new(RtpPacket::blank()));
         if !self.head_expanded {
-            front.packet.restore_into(head, midrid);
-            head.timestamp = front.timestamp;
+            let packet = front
+                .packet
+                .as_ref()
+                .expect("a compact packet behind the head");
+            packet.restore_into(head, midrid);
             head.nackable = front.nackable;
             self.head_expanded = true;
         }
+        head.timestamp = front.timestamp;
         Some(head)
     }
 
@@ -106,8 +133,8 @@ impl SendQueue {
         assert!(packet.timestamp != not_happening());
 
         let queue_time = now - packet.timestamp;
-        self.total
-            .decrease(now, packet.packet.payload.len(), queue_time);
+        let len = Self::payload(&self.head, &packet).len();
+        self.total.decrease(now, len, queue_time);
         self.last_emitted = Some(now);
 
         self.head.as_deref()
@@ -118,7 +145,7 @@ impl SendQueue {
     }
 
     pub fn last_payload(&self) -> Option<&[u8]> {
-        self.queue.back().map(|q| q.packet.payload.as_ref())
+        self.queue.back().map(|q| Self::payload(&self.head, q))
     }
 
     pub(crate) fn snapshot(&mut self, now: Instant) -> QueueSnapshot {
@@ -437,15 +464,20 @@ mod test {
         for (seq_no, csrc) in cases {
             queue.push(written(seq_no, csrc), midrid());
         }
-        let written: Vec<_> = cases
+        let expected: Vec<_> = cases
             .into_iter()
             .map(|(seq_no, csrc)| written(seq_no, csrc))
             .collect();
-        let compact: Vec<_> = queue.queue.iter().map(|q| q.packet.is_compact()).collect();
-        assert_eq!(compact, [true, true, false]);
+        // The first went into the head, the others behind it.
+        let compact: Vec<_> = queue
+            .queue
+            .iter()
+            .map(|q| q.packet.as_ref().map(|p| p.is_compact()))
+            .collect();
+        assert_eq!(compact, [None, Some(true), Some(false)]);
         queue.handle_timeout(start);
 
-        for expected in &written {
+        for expected in &expected {
             let head = queue.peek(midrid()).expect("head");
             assert_eq!(head.seq_no, expected.seq_no);
             assert_eq!(head.time, expected.time);
@@ -465,6 +497,17 @@ mod test {
         }
         assert!(queue.peek(midrid()).is_none());
         assert!(queue.is_empty());
+
+        // An empty queue takes the next packet into the head again.
+        queue.push(written(5, 0), midrid());
+        assert_eq!(queue.last_payload(), Some(&written(5, 0).payload[..]));
+        queue.handle_timeout(start);
+        let head = queue.peek(midrid()).expect("head");
+        assert_eq!(head.header, written(5, 0).header);
+        assert_eq!(head.timestamp, start);
+        assert_eq!(queue.snapshot(start).byte_size, 105);
+        assert_eq!(queue.pop(start, midrid()).unwrap().seq_no, 5.into());
+        assert_eq!(queue.snapshot(start).byte_size, 0);
     }
 
     #[test]
