@@ -107,8 +107,10 @@ pub(super) struct Outbox {
 /// fan-out to a thousand subscribers.
 const SPARE_BUFFERS: usize = 4096;
 
-/// How often the spare buffers that went unused are freed.
-const SPARE_TRIM_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the spare buffers that went unused are freed. Longer than the keyframe
+/// interval of most encoders (2–5 s): at 2 s, an interval between two keyframes freed
+/// the buffers of a keyframe's fan-out, and the next keyframe allocated them again.
+const SPARE_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Outbox {
     pub(super) fn push(&mut self, t: Transmit) {

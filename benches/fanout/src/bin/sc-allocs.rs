@@ -1,7 +1,9 @@
 //! Heap operations inside the SFU per forwarded packet, in steady state:
-//! `sc-allocs audio|video N [--sites|--stacks]`. A publisher and N subscribers warm up for
-//! 6 s of virtual time (past the first receiver report of an audio stream, at 5 s: its
-//! queues' first growth is not steady state), then 3 s are counted by the allocator — only inside SFU
+//! `sc-allocs audio|video N [--sites|--stacks] [--window SECONDS]`. A publisher and N
+//! subscribers warm up for 6 s of virtual time (past the first receiver report of an
+//! audio stream, at 5 s: its queues' first growth is not steady state), then 3 s (or
+//! `--window`: longer than the buffer pool's trim interval to count what a trim
+//! costs) are counted by the allocator — only inside SFU
 //! calls, the buffers handed back to the SFU as the server's driver does. Prints one
 //! JSON object; with `--sites`, also where each allocation came from (one backtrace
 //! per allocation: slow, for finding them, not for the count); `--stacks` prints one
@@ -20,6 +22,18 @@ const WARM_UP: Duration = Duration::from_secs(6);
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
+fn window_from_args() -> anyhow::Result<Duration> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(i) = args.iter().position(|a| a == "--window") else {
+        return Ok(Duration::from_secs(3));
+    };
+    let secs = args.get(i + 1).map(|s| s.parse::<u64>());
+    match secs {
+        Some(Ok(secs)) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => anyhow::bail!("--window takes a whole number of seconds above 0"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let (kind, n) = streamcore_fanout::workload_from_args("sc-allocs")?;
     let stacks = std::env::args().any(|a| a == "--stacks");
@@ -31,7 +45,8 @@ fn main() -> anyhow::Result<()> {
         alloc::reset_traces(200_000);
         TRACE_SFU.store(true, Relaxed);
     }
-    let w = h.measure(Duration::from_secs(3));
+    let window = window_from_args()?;
+    let w = h.measure(window);
     TRACE_SFU.store(false, Relaxed);
     let fwd = w.forwarded().max(1) as f64;
     let ops = w.costs.total().alloc.ops();
