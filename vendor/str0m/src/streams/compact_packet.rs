@@ -123,6 +123,27 @@ impl CompactPacket {
         out
     }
 
+    /// Moves the packet into `out`, as [`CompactPacket::restore_into`] writes it but
+    /// without copying: the send queue's head is written once and the entry gone.
+    pub fn move_into(self, out: &mut RtpPacket, midrid: MidRid) {
+        let CompactPacket {
+            seq_no,
+            time,
+            payload,
+            vp8_patch,
+            header,
+        } = self;
+        out.header = match header {
+            CompactHeader::Full(header) => *header,
+            compact => compact.restore(seq_no, midrid),
+        };
+        out.seq_no = seq_no;
+        out.time = time;
+        out.payload = payload;
+        out.vp8_patch = vp8_patch;
+        out.last_sender_info = None;
+    }
+
     /// Writes the packet as it was sent into `out` (no allocation unless the header
     /// had to be kept whole). `timestamp` (when the packet was queued) is not kept:
     /// nothing reads it on a resend, and the send queue keeps its own.

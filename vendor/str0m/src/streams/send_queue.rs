@@ -10,23 +10,22 @@ use super::compact_packet::CompactPacket;
 
 /// Packets written and not yet sent, kept compact: a keyframe's burst queues a few
 /// dozen per receiver, and the queue's allocation stays at its largest burst. Only
-/// the head is a whole [`RtpPacket`] (kept for the next head), since sending it amends
-/// its header in place before it goes to the RTX cache. A packet written to an empty
-/// queue, as most audio is, goes straight into the head and is never compacted.
+/// the front is a whole [`RtpPacket`], in `head` (kept for the next front), since
+/// sending it amends its header in place before it goes to the RTX cache. A packet
+/// written to an empty queue, as most audio is, goes straight into the head and is
+/// never compacted; one behind it moves into the head once it reaches the front.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<QueuedPacket>,
-    /// The front of `queue` as a whole packet, when `head_expanded`.
+    /// The front of `queue` as a whole packet, once the front's `packet` is `None`.
     head: Option<Box<RtpPacket>>,
-    /// Whether `head` holds the front; always so when the front's `packet` is `None`.
-    head_expanded: bool,
     total: TotalQueue,
     last_emitted: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct QueuedPacket {
-    /// `None` for a packet written to an empty queue: it is in `head`.
+    /// `None` once the packet is in `head`: only ever so at the front.
     packet: Option<CompactPacket>,
     /// When it was queued; [`not_happening`] until the next `handle_timeout`.
     timestamp: Instant,
@@ -38,7 +37,6 @@ impl SendQueue {
         Self {
             queue: VecDeque::new(),
             head: None,
-            head_expanded: false,
             total: TotalQueue::default(),
             last_emitted: None,
         }
@@ -53,7 +51,6 @@ impl SendQueue {
                 Some(head) => **head = packet,
                 None => self.head = Some(Box::new(packet)),
             }
-            self.head_expanded = true;
             None
         } else {
             Some(CompactPacket::new(&packet, midrid))
@@ -99,21 +96,16 @@ impl SendQueue {
 
     /// The head, if it is timestamped. Changes made to it stay until it is popped.
     pub fn peek(&mut self, midrid: MidRid) -> Option<&mut RtpPacket> {
-        let front = self.queue.front()?;
+        let front = self.queue.front_mut()?;
         if front.timestamp == not_happening() {
             return None;
         }
         let head = self
             .head
             .get_or_insert_with(|| Box::new(RtpPacket::blank()));
-        if !self.head_expanded {
-            let packet = front
-                .packet
-                .as_ref()
-                .expect("a compact packet behind the head");
-            packet.restore_into(head, midrid);
+        if let Some(packet) = front.packet.take() {
+            packet.move_into(head, midrid);
             head.nackable = front.nackable;
-            self.head_expanded = true;
         }
         head.timestamp = front.timestamp;
         Some(head)
@@ -127,7 +119,6 @@ impl SendQueue {
         // Unwrap is OK, because peek() above must have returned a value
         // for us to be here.
         let packet = self.queue.pop_front().unwrap();
-        self.head_expanded = false;
 
         // Must be timestamped
         assert!(packet.timestamp != not_happening());
@@ -172,7 +163,6 @@ impl SendQueue {
 
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
-        self.head_expanded = false;
         self.total.clear();
         self.last_emitted = None;
     }
