@@ -19,6 +19,8 @@ pub const TAPS_PER_PHASE: usize = 12;
 pub const DELAY: usize = 6;
 /// Outputs computed per pass over the taps: small enough to stay in L1.
 const BLOCK: usize = 2048;
+/// Outputs computed together, their phases' sums held in registers.
+const LANES: usize = 8;
 /// Inputs shorter than this many frames are not worth a thread.
 const PARALLEL_MIN_FRAMES: usize = 1 << 16;
 
@@ -56,7 +58,6 @@ fn scan(
     let frames = samples.len() / channels;
     // window[k] = x[m0 − HISTORY + k], silence outside the input.
     let mut window = vec![0f32; BLOCK + HISTORY];
-    let mut acc = vec![0f32; BLOCK];
     let mut peaks = vec![0f32; BLOCK];
     let mut m0 = range.start;
     while m0 < range.end {
@@ -70,24 +71,46 @@ fn scan(
             };
         }
         let peaks = &mut peaks[..b];
-        peaks.fill(0.0);
-        for phase in h {
-            let acc = &mut acc[..b];
-            acc.fill(0.0);
-            for (t, &coeff) in phase.iter().enumerate() {
-                // x[m − t] for m in m0..m0 + b.
-                let x = &window[HISTORY - t..HISTORY - t + b];
-                for (a, &s) in acc.iter_mut().zip(x) {
-                    *a += s * coeff;
+        // Outputs in groups of LANES: the four phases' sums of a group stay in
+        // registers across the taps, and each input is loaded once for all four
+        // phases. Each sum still adds its taps in order from 0, as the crate does.
+        for (group, out) in peaks.chunks_mut(LANES).enumerate() {
+            let i = group * LANES;
+            if let Ok(out) = <&mut [f32; LANES]>::try_from(&mut *out) {
+                let mut acc = [[0f32; LANES]; PHASES];
+                for t in 0..TAPS_PER_PHASE {
+                    let x: &[f32; LANES] = window[HISTORY - t + i..HISTORY - t + i + LANES]
+                        .try_into()
+                        .expect("LANES inputs");
+                    for (sums, phase) in acc.iter_mut().zip(h) {
+                        for (a, &s) in sums.iter_mut().zip(x) {
+                            *a += s * phase[t];
+                        }
+                    }
                 }
-            }
-            for (p, a) in peaks.iter_mut().zip(acc.iter()) {
-                *p = p.max(a.abs());
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = acc.iter().fold(0f32, |p, sums| p.max(sums[k].abs()));
+                }
+            } else {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = h.iter().fold(0f32, |p, phase| {
+                        let mut a = 0f32;
+                        for (t, &coeff) in phase.iter().enumerate() {
+                            a += window[HISTORY - t + i + k] * coeff;
+                        }
+                        p.max(a.abs())
+                    });
+                }
             }
         }
         each(m0, peaks);
         m0 += b;
     }
+}
+
+/// A linear peak in dBTP (silence reads −240 dB, not −∞).
+pub fn dbtp(peak: f32) -> f64 {
+    20.0 * f64::from(peak).max(1e-12).log10()
 }
 
 /// Splits `0..len` into one range per available core (one range when short).
@@ -141,42 +164,58 @@ pub fn channel_peak(samples: &[f32], channels: usize, c: usize) -> f32 {
 
 /// The detected peak around each frame, over the channels: `out[n]` = the largest of
 /// `|x[n]|` and the interpolated values at outputs `n + DELAY` (which see the
-/// samples `n − 5 ..= n + 6`). `out` has one entry per frame.
-pub fn frame_peaks(samples: &[f32], channels: usize, out: &mut [f32]) {
+/// samples `n − 5 ..= n + 6`). `out` has one entry per frame. Returns the true peak
+/// over the channels, the largest [`channel_peak`], found in the same scan.
+pub fn frame_peaks(samples: &[f32], channels: usize, out: &mut [f32]) -> f32 {
     let frames = samples.len() / channels;
     assert_eq!(out.len(), frames, "one peak per frame");
     let h = coefficients();
-    let fill = |start: usize, out: &mut [f32]| {
+    let fill = |start: usize, out: &mut [f32]| -> f32 {
         for (i, o) in out.iter_mut().enumerate() {
             let n = start + i;
             *o = samples[n * channels..(n + 1) * channels]
                 .iter()
                 .fold(0f32, |m, s| m.max(s.abs()));
         }
-        let range = start + DELAY..start + out.len() + DELAY;
+        let mut true_peak = out.iter().fold(0f32, |m, &v| m.max(v));
+        // The true peak also reads the outputs before the first frame's (the
+        // filter filling), which no frame's peak covers.
+        let from = if start == 0 { 0 } else { start + DELAY };
+        let range = from..start + out.len() + DELAY;
         for c in 0..channels {
             scan(samples, channels, c, range.clone(), &h, |m0, p| {
-                let from = m0 - DELAY - start;
-                for (o, &v) in out[from..from + p.len()].iter_mut().zip(p) {
+                // Outputs m0..m0 + p.len(): those under `frames` count for the true
+                // peak (the tail past the end does not), those from the first
+                // frame's on go to the frames.
+                let tp_end = frames.saturating_sub(m0).min(p.len());
+                true_peak = p[..tp_end].iter().fold(true_peak, |a, &b| a.max(b));
+                let skip = (start + DELAY).saturating_sub(m0).min(p.len());
+                let from = m0 + skip - DELAY - start;
+                for (o, &v) in out[from..from + p.len() - skip].iter_mut().zip(&p[skip..]) {
                     *o = o.max(v);
                 }
             });
         }
+        true_peak
     };
     let parts = ranges(frames);
     if parts.len() <= 1 {
-        fill(0, out);
-        return;
+        return fill(0, out);
     }
     std::thread::scope(|s| {
         let mut rest = &mut out[..];
+        let mut handles = Vec::new();
         for r in parts {
             let (mine, tail) = rest.split_at_mut(r.len());
             rest = tail;
             let fill = &fill;
-            s.spawn(move || fill(r.start, mine));
+            handles.push(s.spawn(move || fill(r.start, mine)));
         }
-    });
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .fold(0f32, f32::max)
+    })
 }
 
 #[cfg(test)]
@@ -219,6 +258,15 @@ mod tests {
                     "{frames} frames, channel {c}"
                 );
             }
+            let mut p = vec![0f32; frames];
+            let over_channels = (0..channels)
+                .map(|c| meter_peak(&s, channels, c))
+                .fold(0f64, f64::max);
+            assert_eq!(
+                f64::from(frame_peaks(&s, channels, &mut p)),
+                over_channels,
+                "{frames} frames: frame_peaks' true peak"
+            );
         }
     }
 
@@ -233,7 +281,11 @@ mod tests {
         let tp = channel_peak(&s, 1, 0);
         assert!((tp - 1.0).abs() < 0.02, "{tp}");
         let mut p = vec![0f32; s.len()];
-        frame_peaks(&s, 1, &mut p);
+        assert_eq!(
+            frame_peaks(&s, 1, &mut p),
+            tp,
+            "the same scan reads the true peak"
+        );
         // The peak of 1 lies between every other pair of samples (+0.707, +0.707 or
         // −0.707, −0.707): away from the edges, one frame of every two finds it, and
         // the frames between the pairs that cross zero see the samples' 0.707.
@@ -250,7 +302,11 @@ mod tests {
     fn frame_peaks_split_over_threads_equal_one_pass() {
         let s = signal(200_000, 2, 7);
         let mut whole = vec![0f32; 200_000];
-        frame_peaks(&s, 2, &mut whole);
+        let true_peak = frame_peaks(&s, 2, &mut whole);
+        assert_eq!(
+            true_peak,
+            channel_peak(&s, 2, 0).max(channel_peak(&s, 2, 1))
+        );
         // The reference: one range, in this thread.
         let h = coefficients();
         let mut one = vec![0f32; 200_000];
