@@ -9,7 +9,7 @@ use recorder::ogg::PRE_SKIP;
 
 use crate::TranscodeError;
 use crate::loudness::measure;
-use crate::normalize::{NormalizeReport, Target, normalize_measured};
+use crate::normalize::{NormalizeReport, Prepared, Target};
 use crate::truepeak;
 
 /// 20 ms at 48 kHz.
@@ -92,16 +92,12 @@ impl Probe {
         margin_db: 0.3,
     };
 
-    /// The true peak (dBTP) of the decoded probe windows of `pcm`.
-    fn decoded_peak(
-        &self,
-        pcm: &[f32],
-        channels: usize,
-        bitrate: i32,
-    ) -> Result<f64, TranscodeError> {
+    /// The windows to probe, loudest first: indices `i` of the stretches
+    /// `i * window_frames ..` that have a full pre-roll before them. Chosen on the
+    /// input, so every aim probes the same audio.
+    fn windows(&self, pcm: &[f32], channels: usize) -> Vec<usize> {
         let frames = pcm.len() / channels;
         let w = self.window_frames.max(1);
-        // Windows with a full pre-roll before them, loudest first.
         let first = self.preroll_frames.div_ceil(w);
         let mut by_energy: Vec<(f64, usize)> = (first..frames / w)
             .map(|i| {
@@ -110,11 +106,27 @@ impl Probe {
             })
             .collect();
         by_energy.sort_by(|a, b| b.0.total_cmp(&a.0));
+        by_energy
+            .into_iter()
+            .take(self.windows)
+            .map(|(_, i)| i)
+            .collect()
+    }
+
+    /// The true peak (dBTP) of the decoded probe `windows` of the audio `render`
+    /// returns for a range of frames.
+    fn decoded_peak(
+        &self,
+        windows: &[usize],
+        render: impl Fn(std::ops::Range<usize>) -> Vec<f32>,
+        channels: usize,
+        bitrate: i32,
+    ) -> Result<f64, TranscodeError> {
+        let w = self.window_frames.max(1);
         let mut peak = 0f32;
-        for &(_, i) in by_energy.iter().take(self.windows) {
-            let start = i * w - self.preroll_frames;
-            let stretch = &pcm[start * channels..(i + 1) * w * channels];
-            let (_, decoded) = encode_ogg_opus_decoded(stretch, channels, bitrate, Vec::new())?;
+        for &i in windows {
+            let stretch = render(i * w - self.preroll_frames..(i + 1) * w);
+            let (_, decoded) = encode_ogg_opus_decoded(&stretch, channels, bitrate, Vec::new())?;
             // A little of the pre-roll too, as the interpolator's history.
             let from = self.preroll_frames.saturating_sub(truepeak::TAPS_PER_PHASE);
             let measured = &decoded[(from * channels).min(decoded.len())..];
@@ -122,7 +134,7 @@ impl Probe {
                 peak = peak.max(truepeak::channel_peak(measured, channels, c));
             }
         }
-        Ok(20.0 * f64::from(peak).max(1e-12).log10())
+        Ok(truepeak::dbtp(peak))
     }
 }
 
@@ -144,45 +156,47 @@ pub(crate) fn normalize_to_opus_probed(
     bitrate: i32,
     probe: &Probe,
 ) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport, usize), TranscodeError> {
-    let input = measure(samples, channels, 48_000)?;
+    let prepared = Prepared::new(samples, channels, 48_000)?;
+    let input = prepared.input();
     // The limiter holds the PCM under its aim (0.3 dB under the ceiling it is given);
     // unlimited, the peak is the input's moved by the gain.
-    let pcm_peak = |aim: &Target, report: &NormalizeReport| {
-        (input.true_peak_dbtp + report.gain_db)
-            .min(aim.ceiling_dbtp - crate::normalize::CEILING_MARGIN_DB)
+    let pcm_peak = |aim: &Target, gain_db: f64| {
+        (input.true_peak_dbtp + gain_db).min(aim.ceiling_dbtp - crate::normalize::CEILING_MARGIN_DB)
     };
     let mut aim = target;
     let mut start_gain = None;
-    let mut ready = None;
+    let mut planned = None;
     if samples.len() / channels >= probe.min_frames {
         let probe_ceiling = target.ceiling_dbtp - probe.margin_db;
+        let windows = probe.windows(samples, channels);
         for _ in 0..4 {
-            let (normalised, report) =
-                normalize_measured(samples, channels, 48_000, aim, input, start_gain)?;
-            start_gain = Some(report.gain_db);
-            let probed = probe.decoded_peak(&normalised, channels, bitrate)?;
-            let peak_in = pcm_peak(&aim, &report);
-            // With the aim it was normalised at: the loop may lower `aim` after it.
-            ready = Some((normalised, report, aim));
+            let plan = prepared.plan(aim, start_gain);
+            start_gain = Some(plan.gain_db);
+            let probed = probe.decoded_peak(
+                &windows,
+                |frames| prepared.render(&plan, frames),
+                channels,
+                bitrate,
+            )?;
             if probed <= probe_ceiling || !probed.is_finite() {
+                // The first whole encode uses this search.
+                planned = Some(plan);
                 break;
             }
+            let peak_in = pcm_peak(&aim, plan.gain_db);
             aim.ceiling_dbtp = lowered_aim(aim.ceiling_dbtp, probe_ceiling, peak_in, probed);
         }
     }
     let mut last = None;
     let mut encodes = 0;
     for _ in 0..4 {
-        let (normalised, mut report) = match ready.take() {
-            Some((normalised, report, used)) => {
-                aim = used;
-                (normalised, report)
-            }
-            None => normalize_measured(samples, channels, 48_000, aim, input, start_gain)?,
+        let (normalised, mut report) = match planned.take() {
+            Some(plan) => prepared.normalise_planned(aim, plan)?,
+            None => prepared.normalise(aim, start_gain)?,
         };
         let (file, decoded) = encode_ogg_opus_decoded(&normalised, channels, bitrate, Vec::new())?;
         encodes += 1;
-        let peak_in = pcm_peak(&aim, &report);
+        let peak_in = pcm_peak(&aim, report.gain_db);
         report.output = measure(&decoded, channels, 48_000)?;
         let decoded_peak = report.output.true_peak_dbtp;
         let over = decoded_peak - target.ceiling_dbtp;

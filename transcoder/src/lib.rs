@@ -5,12 +5,16 @@
 //! - [`decode`]: symphonia (MP3, AAC, FLAC, WAV, Vorbis, and Opus through libopus;
 //!   Ogg, MKV/WebM, MP4, …).
 //! - [`resample`]: rubato's FFT resampler to 48 kHz, length kept.
-//! - [`loudness`]: EBU R128 integrated loudness and true peak (the `ebur128` crate).
+//! - [`loudness`]: EBU R128 integrated loudness and true peak (as the `ebur128`
+//!   crate's meter reads them).
+//! - [`kweighting`]: BS.1770 K-weighted energy kept per frame, so a gain search
+//!   estimates the loudness of each try without filtering the audio again.
 //! - [`truepeak`]: the 4× polyphase true-peak interpolator the meter and the limiter
 //!   share (the `ebur128` crate's filter, vectorised and split over the cores).
 //! - [`limiter`]: a look-ahead true-peak limiter (4× oversampled detection, gain that
 //!   never overshoots its ceiling: a limiter, not clipping).
-//! - [`normalize`]: gain to a target loudness, limited to a true-peak ceiling.
+//! - [`normalize`]: gain to a target loudness, limited to a true-peak ceiling; the
+//!   input is prepared once (frame peaks, K-weighted energy) for every try.
 //! - [`waveform`]: peaks in a fixed number of buckets, as JSON-ready data and as SVG.
 //!
 //! - [`encode`]: Opus (libopus) in Ogg, end-trimmed to the input's length.
@@ -30,6 +34,7 @@
 pub mod decode;
 pub mod encode;
 pub mod jobs;
+pub mod kweighting;
 pub mod limiter;
 pub mod loudness;
 pub mod mixdown;

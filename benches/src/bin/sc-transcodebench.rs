@@ -38,7 +38,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::json;
 use streamcore_benches::{Summary, procfs};
-use transcoder::{Target, TranscodeOptions, TruePeakLimiter};
+use transcoder::normalize::Prepared;
+use transcoder::{Target, TranscodeOptions};
 
 /// Opus bitrate of both jobs (the transcoder's stereo default).
 const BITRATE: &str = "96k";
@@ -401,58 +402,63 @@ fn fixture(args: &Args, py: &Path) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// One pass of the normalise loop.
-#[derive(Debug, Clone, Default)]
-struct Pass {
-    gain_s: f64,
-    limiter_s: f64,
-    measure_s: f64,
-    limited: usize,
-    lufs: f64,
-}
-
+/// The normalise stage's pieces, each timed by the process's CPU (they run on
+/// several threads).
 #[derive(Debug, Clone, Default)]
 struct Steps {
-    measure_input_s: f64,
-    passes: Vec<Pass>,
+    /// Input loudness, detected frame peaks and K-weighted energy.
+    prepare_s: f64,
+    /// One gain search at the music target (tries on the prepared input).
+    plan_s: f64,
+    limited_frames: usize,
+    estimated_lufs: f64,
+    /// The whole file rendered under the search's gains.
+    render_s: f64,
+    /// Its exact integrated loudness.
+    check_s: f64,
+    lufs: f64,
+    /// One whole encode, its decode beside it.
+    encode_s: f64,
+    /// The decoded file's loudness and true peak.
+    measure_decoded_s: f64,
 }
 
-/// `transcoder::normalize`'s loop, with the public pieces, each step timed by the
-/// process's CPU (the true-peak scans run on several threads). Keep in step with normalize.rs (the limiter aims `CEILING_MARGIN_DB` =
-/// 0.3 dB under the ceiling; at most 8 passes).
+/// `transcoder::normalize_to_opus`'s pieces once, with the public API: no probe and
+/// one encode (what a file that holds its ceiling at the first try costs).
 fn normalise_steps(samples: &[f32], channels: usize, rate: u32) -> anyhow::Result<Steps> {
     let target = Target::MUSIC;
+    let secs = |from: u64| (process_ns() - from) as f64 / 1e9;
     let c = process_ns();
-    let input = transcoder::measure(samples, channels, rate)?;
-    let mut steps = Steps {
-        measure_input_s: (process_ns() - c) as f64 / 1e9,
-        passes: Vec::new(),
-    };
-    let limiter = TruePeakLimiter::new(target.ceiling_dbtp - 0.3, rate);
-    let mut gain_db = target.lufs - input.integrated_lufs;
-    for _ in 0..8 {
-        let c0 = process_ns();
-        let g = 10f64.powf(gain_db / 20.0) as f32;
-        let mut out: Vec<f32> = samples.iter().map(|s| s * g).collect();
-        let c1 = process_ns();
-        let limited = limiter.process(&mut out, channels);
-        let c2 = process_ns();
-        let output = transcoder::measure(&out, channels, rate)?;
-        let c3 = process_ns();
-        steps.passes.push(Pass {
-            gain_s: (c1 - c0) as f64 / 1e9,
-            limiter_s: (c2 - c1) as f64 / 1e9,
-            measure_s: (c3 - c2) as f64 / 1e9,
-            limited,
-            lufs: output.integrated_lufs,
-        });
-        let short = target.lufs - output.integrated_lufs;
-        if short.abs() <= 0.1 || limited == 0 {
-            break;
-        }
-        gain_db += short;
-    }
-    Ok(steps)
+    let prepared = Prepared::new(samples, channels, rate)?;
+    let prepare_s = secs(c);
+    let c = process_ns();
+    let plan = prepared.plan(target, None);
+    let plan_s = secs(c);
+    let c = process_ns();
+    let out = prepared.render(&plan, 0..samples.len() / channels);
+    let render_s = secs(c);
+    let c = process_ns();
+    let lufs = transcoder::loudness::integrated(&out, channels, rate)?;
+    let check_s = secs(c);
+    let c = process_ns();
+    let bitrate = transcoder::encode::default_bitrate(channels);
+    let (_, decoded) =
+        transcoder::encode::encode_ogg_opus_decoded(&out, channels, bitrate, Vec::new())?;
+    let encode_s = secs(c);
+    let c = process_ns();
+    transcoder::measure(&decoded, channels, rate)?;
+    let measure_decoded_s = secs(c);
+    Ok(Steps {
+        prepare_s,
+        plan_s,
+        limited_frames: plan.limited_frames,
+        estimated_lufs: plan.estimated_lufs,
+        render_s,
+        check_s,
+        lufs,
+        encode_s,
+        measure_decoded_s,
+    })
 }
 
 fn rtf(audio_s: f64, runs: &[Run]) -> Summary {
@@ -547,9 +553,7 @@ fn main() -> anyhow::Result<()> {
     let out_ff0 = args.workdir.join("ffmpeg-no-loudnorm.opus");
     let (ff_plain, _) = ffmpeg_job(&ff, FfJob::NoLoudnorm, &input, &out_ff0)?;
     let (ff_decode, _) = ffmpeg_job(&ff, FfJob::DecodeOnly, &input, Path::new("-"))?;
-    // Where ours goes: the normalise stage again, step by step, as normalize.rs does it
-    // (a measurement of the input, then passes of gain + limiter + measurement until
-    // the result is within 0.1 LU or nothing was limited), each step timed.
+    // Where ours goes: the normalise stage's pieces once, each timed.
     let pcm = transcoder::to_48k(transcoder::decode_file(&input)?)?;
     let steps = normalise_steps(&pcm.samples, pcm.channels, pcm.rate)?;
     drop(pcm);
@@ -656,30 +660,19 @@ fn main() -> anyhow::Result<()> {
         stage_json.push(json!({"stage": name, "cpu_s": s.median, "min": s.min, "max": s.max}));
     }
     println!(
-        "\nof normalise, step by step: input measurement (ebur128 with true peak) {:.2} s; \
-         {} pass(es) of gain + true-peak limiter + measurement: {} s \
-         (limiter {} s, measurement {} s); {} frames limited",
-        steps.measure_input_s,
-        steps.passes.len(),
-        steps
-            .passes
-            .iter()
-            .map(|p| format!("{:.2}", p.gain_s + p.limiter_s + p.measure_s))
-            .collect::<Vec<_>>()
-            .join(" + "),
-        steps
-            .passes
-            .iter()
-            .map(|p| format!("{:.2}", p.limiter_s))
-            .collect::<Vec<_>>()
-            .join(" + "),
-        steps
-            .passes
-            .iter()
-            .map(|p| format!("{:.2}", p.measure_s))
-            .collect::<Vec<_>>()
-            .join(" + "),
-        steps.passes.last().map_or(0, |p| p.limited),
+        "\nof normalise, piece by piece: prepare the input (loudness, frame peaks, \
+         K-weighted energy) {:.2} s; one gain search {:.2} s ({} frames limited, \
+         estimated {:.2} LUFS); render {:.2} s; exact loudness {:.2} s ({:.2} LUFS); \
+         one whole encode + decode {:.2} s; measure the decoded file {:.2} s",
+        steps.prepare_s,
+        steps.plan_s,
+        steps.limited_frames,
+        steps.estimated_lufs,
+        steps.render_s,
+        steps.check_s,
+        steps.lufs,
+        steps.encode_s,
+        steps.measure_decoded_s,
     );
     println!("\n| ffmpeg, once | CPU s | wall s |");
     println!("|---|---:|---:|");
@@ -714,11 +707,10 @@ fn main() -> anyhow::Result<()> {
             "ours_thread_cpu_s": runs_ours.iter().map(|o| o.thread_cpu_s).collect::<Vec<_>>(),
             "ours_stages": stage_json,
             "ours_normalise_steps": {
-                "measure_input_s": steps.measure_input_s,
-                "passes": steps.passes.iter().map(|p| json!({
-                    "gain_s": p.gain_s, "limiter_s": p.limiter_s, "measure_s": p.measure_s,
-                    "limited_frames": p.limited, "lufs": p.lufs,
-                })).collect::<Vec<_>>(),
+                "prepare_s": steps.prepare_s, "plan_s": steps.plan_s,
+                "limited_frames": steps.limited_frames, "estimated_lufs": steps.estimated_lufs,
+                "render_s": steps.render_s, "check_s": steps.check_s, "lufs": steps.lufs,
+                "encode_s": steps.encode_s, "measure_decoded_s": steps.measure_decoded_s,
             },
             "ffmpeg_single_pass": runs(&runs_ff1),
             "ffmpeg_two_pass": runs(&runs_ff2),
