@@ -67,7 +67,6 @@ fn channel_weights(channels: usize) -> Vec<f64> {
 struct Run {
     b: [f64; 5],
     a: [f64; 5],
-    states: Vec<[f64; 5]>,
     per_frame: Vec<f32>,
     per_100ms: Vec<f64>,
     keep_frames: bool,
@@ -90,14 +89,15 @@ impl Run {
         y
     }
 
-    /// The end of each 100 ms: its sum kept (if it is whole), subnormals flushed.
-    fn end_block(&mut self, block: f64, whole: bool) {
+    /// The end of each 100 ms: its sum kept (if it is whole), subnormals flushed from
+    /// the filter `state`.
+    fn end_block<'s>(&mut self, block: f64, whole: bool, state: impl Iterator<Item = &'s mut f64>) {
         if whole {
             self.per_100ms.push(block);
         }
         // Digital silence would decay the state into subnormals, which are slow;
         // what is flushed here is far below any gate.
-        for v in self.states.iter_mut().flat_map(|s| s[1..].iter_mut()) {
+        for v in state {
             if v.abs() < 1e-150 {
                 *v = 0.0;
             }
@@ -109,17 +109,16 @@ impl Run {
         let w: [f64; C] = std::array::from_fn(|c| weights[c]);
         // State-major (`s[k][c]`): each step is the same operation on every channel,
         // which the compiler does as one vector operation.
-        let mut s: [[f64; C]; 5] =
-            std::array::from_fn(|k| std::array::from_fn(|c| self.states[c][k]));
+        let mut s = [[0f64; C]; 5];
         for chunk in samples.chunks(C * self.frames_per_100ms) {
             let mut block = 0f64;
             for frame in chunk.chunks_exact(C) {
-                let mut y = [0f64; C];
+                let mut sum = 0f64;
                 for c in 0..C {
                     s[0][c] =
                         (f64::from(frame[c]) - a[2] * s[2][c] - a[3] * s[3][c] - a[4] * s[4][c])
                             - a[1] * s[1][c];
-                    y[c] = b[0] * s[0][c]
+                    let y = b[0] * s[0][c]
                         + b[1] * s[1][c]
                         + b[2] * s[2][c]
                         + b[3] * s[3][c]
@@ -128,43 +127,35 @@ impl Run {
                     s[3][c] = s[2][c];
                     s[2][c] = s[1][c];
                     s[1][c] = s[0][c];
-                }
-                let mut sum = 0f64;
-                for c in 0..C {
-                    sum += w[c] * y[c] * y[c];
+                    sum += w[c] * y * y;
                 }
                 if self.keep_frames {
                     self.per_frame.push(sum as f32);
                 }
                 block += sum;
             }
-            for c in 0..C {
-                for k in 0..5 {
-                    self.states[c][k] = s[k][c];
-                }
-            }
-            self.end_block(block, chunk.len() == C * self.frames_per_100ms);
-            s = std::array::from_fn(|k| std::array::from_fn(|c| self.states[c][k]));
+            let whole = chunk.len() == C * self.frames_per_100ms;
+            self.end_block(block, whole, s.iter_mut().flatten());
         }
     }
 
     fn filter_any(&mut self, samples: &[f32], channels: usize, weights: &[f64]) {
+        let mut states = vec![[0f64; 5]; channels];
         for chunk in samples.chunks(channels * self.frames_per_100ms) {
             let mut block = 0f64;
             for frame in chunk.chunks_exact(channels) {
                 let mut sum = 0f64;
-                for c in 0..channels {
-                    let mut s = self.states[c];
-                    let y = self.step(&mut s, frame[c]);
-                    self.states[c] = s;
-                    sum += weights[c] * y * y;
+                for ((s, &x), &w) in states.iter_mut().zip(frame).zip(weights) {
+                    let y = self.step(s, x);
+                    sum += w * y * y;
                 }
                 if self.keep_frames {
                     self.per_frame.push(sum as f32);
                 }
                 block += sum;
             }
-            self.end_block(block, chunk.len() == channels * self.frames_per_100ms);
+            let whole = chunk.len() == channels * self.frames_per_100ms;
+            self.end_block(block, whole, states.iter_mut().flatten());
         }
     }
 }
@@ -202,7 +193,6 @@ impl WeightedEnergy {
         let mut run = Run {
             b,
             a,
-            states: vec![[0f64; 5]; channels],
             per_frame,
             per_100ms,
             keep_frames,

@@ -251,7 +251,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 let r = (state >> 40) as f32 / (1u64 << 24) as f32;
-                let loud = (i / 3_000) % 3 == 0 || i < 50 || i > 49_990;
+                let loud = (i / 3_000) % 3 == 0 || !(50..=49_990).contains(&i);
                 if loud { 0.5 + r } else { 0.5 * r }
             })
             .collect();
