@@ -140,6 +140,10 @@ pub(crate) struct Session {
     /// Capped at 300 entries; at most 50 are consumed per DLRR report.
     pending_rrtrs: VecDeque<(Ssrc, LastRrtr)>,
 
+    /// The last written extended report, whose storage (its block list and the
+    /// DLRR's item list) the next DLRR reuses: one per sender report otherwise.
+    spare_xr: Option<ExtendedReport>,
+
     raw_packets: Option<VecDeque<Box<RawPacket>>>,
 
     // Pending application-specific feedback (PSFB FMT=15) messages to emit as events.
@@ -226,6 +230,7 @@ impl Session {
             feedback_tx: VecDeque::new(),
             rtp_closing: false,
             pending_rrtrs: VecDeque::new(),
+            spare_xr: None,
             raw_packets: if config.enable_raw_packets {
                 Some(VecDeque::new())
             } else {
@@ -322,25 +327,28 @@ impl Session {
                 .any(|r| matches!(r, Rtcp::SenderReport(_)))
         {
             let n = self.pending_rrtrs.len().min(MAX_DLRR_PER_REPORT);
-            let items: Vec<DlrrItem> = self
-                .pending_rrtrs
-                .drain(..n)
-                .map(|(ssrc, rrtr)| {
-                    let delay = now.saturating_duration_since(rrtr.received_at);
-                    let last_rr_delay = ((delay.as_micros() * 65_536) / 1_000_000) as u32;
-                    DlrrItem {
-                        ssrc,
-                        last_rr_time: rrtr.lrr,
-                        last_rr_delay,
-                    }
-                })
-                .collect();
-
-            self.feedback_tx
-                .push_back(Rtcp::ExtendedReport(ExtendedReport {
-                    ssrc: sender_ssrc,
-                    blocks: vec![ReportBlock::Dlrr(Dlrr { items })],
-                }));
+            let mut xr = self.spare_xr.take().unwrap_or(ExtendedReport {
+                ssrc: sender_ssrc,
+                blocks: Vec::new(),
+            });
+            let mut items = match xr.blocks.pop() {
+                Some(ReportBlock::Dlrr(dlrr)) => dlrr.items,
+                _ => Vec::new(),
+            };
+            xr.blocks.clear();
+            items.clear();
+            items.extend(self.pending_rrtrs.drain(..n).map(|(ssrc, rrtr)| {
+                let delay = now.saturating_duration_since(rrtr.received_at);
+                let last_rr_delay = ((delay.as_micros() * 65_536) / 1_000_000) as u32;
+                DlrrItem {
+                    ssrc,
+                    last_rr_time: rrtr.lrr,
+                    last_rr_delay,
+                }
+            }));
+            xr.ssrc = sender_ssrc;
+            xr.blocks.push(ReportBlock::Dlrr(Dlrr { items }));
+            self.feedback_tx.push_back(Rtcp::ExtendedReport(xr));
         }
 
         if do_nack {
@@ -1239,17 +1247,24 @@ impl Session {
         // A written transport-wide report goes back to the register, which builds the
         // next one in its storage.
         let mut written_twcc = None;
+        // So does a written extended report, for the next DLRR.
+        let mut written_xr = None;
         let output = |fb| {
             if let Some(raw_packets) = &mut raw_packets {
                 raw_packets.push_back(Box::new(RawPacket::RtcpTx(fb)));
             } else if let Rtcp::Twcc(twcc) = fb {
                 written_twcc = Some(twcc);
+            } else if let Rtcp::ExtendedReport(xr) = fb {
+                written_xr = Some(xr);
             }
         };
 
         let len = Rtcp::write_packet(&mut self.feedback_tx, data, output);
         if written_twcc.is_some() {
             self.twcc_rx_register.spare_report = written_twcc;
+        }
+        if written_xr.is_some() {
+            self.spare_xr = written_xr;
         }
 
         if len == 0 {
@@ -1657,6 +1672,7 @@ mod tests {
 
     use crate::poll::Readiness;
     use crate::rtp_::RtcpPacket;
+    use crate::rtp_::{SenderInfo, SenderReport};
 
     fn keyed_session() -> Session {
         let mut session = Session::new(&RtcConfig::default());
@@ -1665,6 +1681,68 @@ mod tests {
         let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
         session.set_keying_material(mat, crypto, profile, true);
         session
+    }
+
+    /// Queues a sender report and an RRTR from `remote` to answer, runs the timeout
+    /// (which builds the DLRR), and returns the queued DLRR's items with the address
+    /// of their storage.
+    fn dlrr_after_timeout(
+        session: &mut Session,
+        now: Instant,
+        remote: u32,
+    ) -> (Vec<DlrrItem>, *const DlrrItem) {
+        session
+            .feedback_tx
+            .push_back(Rtcp::SenderReport(SenderReport {
+                sender_info: SenderInfo {
+                    ssrc: 42.into(),
+                    ntp_time: std::time::SystemTime::UNIX_EPOCH,
+                    rtp_time: MediaTime::ZERO,
+                    sender_packet_count: 0,
+                    sender_octet_count: 0,
+                },
+                reports: ReportList::new(),
+            }));
+        session.pending_rrtrs.push_back((
+            remote.into(),
+            LastRrtr {
+                lrr: remote * 10,
+                received_at: now,
+            },
+        ));
+        session
+            .handle_timeout(now, &mut Readiness::idle().wake())
+            .unwrap();
+        session
+            .feedback_tx
+            .iter()
+            .find_map(|r| match r {
+                Rtcp::ExtendedReport(xr) => match xr.blocks.as_slice() {
+                    [ReportBlock::Dlrr(d)] => Some((d.items.clone(), d.items.as_ptr())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("a DLRR beside the sender report")
+    }
+
+    #[test]
+    fn a_written_dlrr_lends_its_storage_to_the_next() {
+        let now = Instant::now();
+        let mut session = keyed_session();
+        let (first, _) = dlrr_after_timeout(&mut session, now, 7);
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].ssrc, first[0].last_rr_time), (7.into(), 70));
+        while session.poll_datagram(now).is_some() {}
+        let kept = match session.spare_xr.as_ref().map(|xr| xr.blocks.as_slice()) {
+            Some([ReportBlock::Dlrr(d)]) => d.items.as_ptr(),
+            other => panic!("the written DLRR is kept: {other:?}"),
+        };
+        let later = now + Duration::from_secs(1);
+        let (second, storage) = dlrr_after_timeout(&mut session, later, 8);
+        assert_eq!(storage, kept, "built in the written one's list");
+        assert_eq!(second.len(), 1, "nothing of the first left in it");
+        assert_eq!((second[0].ssrc, second[0].last_rr_time), (8.into(), 80));
     }
 
     #[test]
