@@ -63,7 +63,7 @@ fn channel_weights(channels: usize) -> Vec<f64> {
     }
 }
 
-/// One filtering pass: the filter, its state per channel, and what it produces.
+/// One filtering pass: the filter and what it produces.
 struct Run {
     b: [f64; 5],
     a: [f64; 5],
@@ -74,21 +74,6 @@ struct Run {
 }
 
 impl Run {
-    /// One sample of one channel through the filter; returns the output.
-    #[inline(always)]
-    fn step(&self, s: &mut [f64; 5], x: f32) -> f64 {
-        let (a, b) = (&self.a, &self.b);
-        // The last state last: the terms of older states are ready early, so the
-        // recursion's critical path is one multiply and one subtraction.
-        s[0] = (f64::from(x) - a[2] * s[2] - a[3] * s[3] - a[4] * s[4]) - a[1] * s[1];
-        let y = b[0] * s[0] + b[1] * s[1] + b[2] * s[2] + b[3] * s[3] + b[4] * s[4];
-        s[4] = s[3];
-        s[3] = s[2];
-        s[2] = s[1];
-        s[1] = s[0];
-        y
-    }
-
     /// The end of each 100 ms: its sum kept (if it is whole), subnormals flushed from
     /// the filter `state`.
     fn end_block<'s>(&mut self, block: f64, whole: bool, state: impl Iterator<Item = &'s mut f64>) {
@@ -104,15 +89,19 @@ impl Run {
         }
     }
 
-    fn filter<const C: usize>(&mut self, samples: &[f32], weights: &[f64]) {
+    /// Filters the first `C` channels of frames `stride` samples long (the channels
+    /// past `C` weigh nothing).
+    fn filter<const C: usize>(&mut self, samples: &[f32], stride: usize, weights: &[f64]) {
         let (a, b) = (self.a, self.b);
         let w: [f64; C] = std::array::from_fn(|c| weights[c]);
         // State-major (`s[k][c]`): each step is the same operation on every channel,
         // which the compiler does as one vector operation.
         let mut s = [[0f64; C]; 5];
-        for chunk in samples.chunks(C * self.frames_per_100ms) {
+        for chunk in samples.chunks(stride * self.frames_per_100ms) {
             let mut block = 0f64;
-            for frame in chunk.chunks_exact(C) {
+            for frame in chunk.chunks_exact(stride) {
+                // One bounds check per frame, not per channel.
+                let frame: &[f32; C] = frame.first_chunk().expect("C ≤ stride");
                 let mut sum = 0f64;
                 for c in 0..C {
                     s[0][c] =
@@ -134,28 +123,8 @@ impl Run {
                 }
                 block += sum;
             }
-            let whole = chunk.len() == C * self.frames_per_100ms;
+            let whole = chunk.len() == stride * self.frames_per_100ms;
             self.end_block(block, whole, s.iter_mut().flatten());
-        }
-    }
-
-    fn filter_any(&mut self, samples: &[f32], channels: usize, weights: &[f64]) {
-        let mut states = vec![[0f64; 5]; channels];
-        for chunk in samples.chunks(channels * self.frames_per_100ms) {
-            let mut block = 0f64;
-            for frame in chunk.chunks_exact(channels) {
-                let mut sum = 0f64;
-                for ((s, &x), &w) in states.iter_mut().zip(frame).zip(weights) {
-                    let y = self.step(s, x);
-                    sum += w * y * y;
-                }
-                if self.keep_frames {
-                    self.per_frame.push(sum as f32);
-                }
-                block += sum;
-            }
-            let whole = chunk.len() == channels * self.frames_per_100ms;
-            self.end_block(block, whole, states.iter_mut().flatten());
         }
     }
 }
@@ -198,12 +167,16 @@ impl WeightedEnergy {
             keep_frames,
             frames_per_100ms,
         };
-        // The channel count as a constant where it usually is: the filter states
-        // then live in registers.
+        // The channel count as a constant: the filter states then live in registers.
+        // Past six channels only the first six weigh anything.
         match channels {
-            1 => run.filter::<1>(samples, &weights),
-            2 => run.filter::<2>(samples, &weights),
-            _ => run.filter_any(samples, channels, &weights),
+            0 => {}
+            1 => run.filter::<1>(samples, channels, &weights),
+            2 => run.filter::<2>(samples, channels, &weights),
+            3 => run.filter::<3>(samples, channels, &weights),
+            4 => run.filter::<4>(samples, channels, &weights),
+            5 => run.filter::<5>(samples, channels, &weights),
+            _ => run.filter::<6>(samples, channels, &weights),
         }
         let Run {
             per_frame,
@@ -322,7 +295,15 @@ mod tests {
 
     #[test]
     fn equals_the_ebur128_meter() {
-        for (rate, channels) in [(48_000, 1), (48_000, 2), (44_100, 2), (48_000, 6)] {
+        for (rate, channels) in [
+            (48_000, 1),
+            (48_000, 2),
+            (44_100, 2),
+            (48_000, 4),
+            (48_000, 5),
+            (48_000, 6),
+            (48_000, 8),
+        ] {
             let s = music(rate as usize * 7 + 1234, channels, rate);
             let ours = WeightedEnergy::of(&s, channels, rate).integrated();
             let theirs = crate_integrated(&s, channels, rate);
