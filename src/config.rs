@@ -58,6 +58,24 @@ pub struct Settings {
     pub turn: TurnSettings,
     #[serde(default)]
     pub limits: LimitSettings,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]`: how this node describes itself to the others sharing its database
+/// (`streamcore::cluster`). Rooms are placed on the least-loaded node of a token
+/// caller's region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// A region label (`eu-west`); join tokens place new rooms on a node of the
+    /// caller's region. Empty: no region.
+    pub region: String,
+    /// A finer label within the region, shown to operators.
+    pub zone: String,
+    /// Peers this node is sized for; its load is the larger of its busiest worker's CPU
+    /// share and its peers over this. 0: `media.max_peers_per_worker` per worker.
+    pub capacity: usize,
 }
 
 /// `[limits]`: abuse limits of the control API.
@@ -704,6 +722,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             turn: TurnSettings::default(),
             limits: LimitSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -948,6 +967,18 @@ impl Settings {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         {
             bail!("node_id must be 1–64 letters, digits, '-' or '_'");
+        }
+        for (key, label) in [
+            ("cluster.region", &self.cluster.region),
+            ("cluster.zone", &self.cluster.zone),
+        ] {
+            if label.len() > 64
+                || !label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("{key} must be at most 64 letters, digits, '-' or '_'");
+            }
         }
         if self.media.workers > 256 {
             bail!("media.workers = {} is more than 256", self.media.workers);

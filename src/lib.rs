@@ -5,6 +5,7 @@
 //! Prometheus metrics ([`metrics`]) and the assembly of a node ([`server`]). `main.rs` only parses
 //! the command line and calls into this crate, so tests start the same server in-process.
 
+pub mod cluster;
 pub mod config;
 pub mod conn_slots;
 pub mod http_listener;

@@ -65,6 +65,13 @@ pub struct Metrics {
     pub events_pending: IntGauge,
     pub device_sockets: IntGauge,
     pub user_sockets: IntGauge,
+    /// The cluster's media nodes by status (`active`, `draining`, `dead`), as this
+    /// node reads the registry every second.
+    pub cluster_nodes: IntGaugeVec,
+    /// Each node's load (0–1), peers and heartbeat age, from the registry.
+    pub cluster_node_load: GaugeVec,
+    pub cluster_node_peers: IntGaugeVec,
+    pub cluster_node_heartbeat_age: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +101,12 @@ fn counter_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntCounterV
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid literal"); // constant names
+    r.register(Box::new(g.clone())).expect("registered once"); // new registry per Metrics
+    g
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, label: &str) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), &[label]).expect("valid literal"); // constant names
     r.register(Box::new(g.clone())).expect("registered once"); // new registry per Metrics
     g
 }
@@ -181,6 +194,30 @@ impl Metrics {
                 "streamcore_recv_buffer_bytes",
                 "A media socket's receive buffer, as the kernel reports it",
                 "worker",
+            ),
+            cluster_nodes: gauge_vec(
+                &r,
+                "streamcore_cluster_nodes",
+                "Media nodes of the cluster by status (active, draining, dead)",
+                "status",
+            ),
+            cluster_node_load: float_gauge_vec(
+                &r,
+                "streamcore_cluster_node_load",
+                "A media node's load, 0-1: the larger of its busiest worker's CPU share and its peers over its capacity",
+                "node",
+            ),
+            cluster_node_peers: gauge_vec(
+                &r,
+                "streamcore_cluster_node_peers",
+                "A media node's peers, as its last heartbeat said",
+                "node",
+            ),
+            cluster_node_heartbeat_age: float_gauge_vec(
+                &r,
+                "streamcore_cluster_node_heartbeat_age_seconds",
+                "How long ago a media node's last heartbeat was (dead past 3 s)",
+                "node",
             ),
             admission_refusals: counter(
                 &r,

@@ -299,6 +299,7 @@ pub async fn run(
                 }
                 EventType::RoomEnded => {
                     tokio::spawn(stop_at_room_end(st.clone(), e.room.clone()));
+                    tokio::spawn(release_home(st.clone(), e.room.clone()));
                 }
                 _ => {}
             }
@@ -353,6 +354,14 @@ async fn auto_record(st: AppState, room: String) {
         }
         Ok(_) => {}
         Err(e) => warn!(%room, error = %e, "auto-record: room settings unavailable"),
+    }
+}
+
+/// An ended room has no home: the next join token places it afresh (on the least
+/// loaded node), and a request reaching this node for it takes it again.
+async fn release_home(st: AppState, room: String) {
+    if let Err(e) = st.db.release_room(&room, &st.node_id).await {
+        warn!(%room, error = %e, "the ended room's home was not released; it is taken over once this node is gone");
     }
 }
 

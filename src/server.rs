@@ -59,6 +59,8 @@ pub struct RunningServer {
     worker: Option<crate::worker::RunningWorker>,
     /// The embedded TURN server, when `turn.embedded` is on.
     pub turn: Option<crate::turn::EmbeddedTurn>,
+    /// This node's heartbeat in the cluster's registry.
+    cluster: crate::cluster::ClusterMember,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -94,6 +96,8 @@ async fn open_control_plane(
         signer.clone(),
         control_api::ApiConfig {
             public_url: public_url.to_owned(),
+            placement: true,
+            region: settings.cluster.region.clone(),
             secure_cookies: public_url.starts_with("https://") || settings.tls.enabled(),
             online_window: Duration::from_secs(settings.events.online_window_secs),
             max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
@@ -382,6 +386,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         ice_servers: ice_servers.clone(),
         ..(*api.config).clone()
     });
+    // Registered before the first request, so a token made now can be placed here.
+    let cluster = crate::cluster::ClusterMember::join(
+        settings,
+        api.db.clone(),
+        api.node_id.clone(),
+        &public_url,
+        &media_addrs,
+        metrics.clone(),
+    )
+    .await?;
+    let placement: signaling::placement::SharedPlacement =
+        Some(Arc::new(control_api::cluster::DbPlacement {
+            db: api.db.clone(),
+            node_id: api.node_id.clone(),
+        }));
     let ops = OpsState {
         workers: workers.clone(),
         metrics: metrics.clone(),
@@ -400,6 +419,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             ice_servers: ice_servers.clone(),
             sessions_per_token: settings.limits.sessions_per_join_token,
             rooms: room_authority.clone(),
+            placement: placement.clone(),
         }))
         .merge(signaling::room::router(signaling::room::RoomState::new(
             workers.clone(),
@@ -410,6 +430,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
                 ice_servers: ice_servers.clone(),
                 idle_timeout: Duration::from_secs(settings.limits.websocket_idle_secs),
                 rooms: room_authority.clone(),
+                placement,
             },
         )))
         .merge(api_router(settings, &api))
@@ -464,6 +485,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         recorder,
         worker,
         turn,
+        cluster,
     })
 }
 
@@ -577,6 +599,7 @@ impl RunningServer {
     /// with a goodbye and stops listening.
     pub async fn shutdown(self, grace: Duration, force: impl std::future::Future<Output = ()>) {
         self.workers.start_draining();
+        self.cluster.drain().await;
         info!(
             sessions = self.workers.session_count(),
             grace_secs = grace.as_secs(),
@@ -597,6 +620,7 @@ impl RunningServer {
         let workers = self.workers.clone();
         // Joining worker threads blocks; keep it off the async threads.
         let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
+        self.cluster.leave().await;
         let _ = self.stop.send(true);
         let _ = self.http_task.await;
         if let Some(t) = self.metrics_task {

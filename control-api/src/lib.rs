@@ -20,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod body_pace;
 pub mod client_addr;
+pub mod cluster;
 pub mod cookies;
 pub mod events;
 pub mod extract;
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(accounts::admin_end_sessions),
         )
         .route("/admin/mail", get(accounts::admin_mail))
+        .route("/admin/nodes", get(cluster::list_nodes))
         .route("/devices", post(devices::create).get(devices::list))
         .route(
             "/devices/{id}",

@@ -18,6 +18,12 @@ use crate::store::{Db, Role, Store, StoreError};
 pub struct ApiConfig {
     /// Base URL browsers and phones use (for pairing links and QR codes).
     pub public_url: String,
+    /// Join tokens place their rooms on the cluster's nodes and carry that node's
+    /// URLs (`crate::cluster`); off, they carry `public_url`.
+    pub placement: bool,
+    /// This server's region label: where a join token's room is placed unless the
+    /// request names another.
+    pub region: String,
     /// How long a pairing code lives.
     pub pairing_ttl: Duration,
     /// How long a password-reset token lives.
@@ -175,6 +181,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
+            placement: false,
+            region: String::new(),
             pairing_ttl: Duration::from_secs(5 * 60),
             reset_ttl: Duration::from_secs(30 * 60),
             online_window: Duration::from_secs(60),

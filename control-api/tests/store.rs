@@ -11,8 +11,8 @@ use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
     Capabilities, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
-    OutboxEvent, Pairing, Presence, Recording, RecordingChange, RefreshRecord, Role, RoomSettings,
-    Store, StoreError, SyncCounts, TrackMeta, User,
+    NodeRow, OutboxEvent, Pairing, Presence, Recording, RecordingChange, RefreshRecord, Role,
+    RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -78,6 +78,8 @@ on_both_backends!(
     relay_lease_has_one_holder,
     recordings_move_once_with_their_events,
     jobs_are_claimed_by_one_worker_and_move_with_their_events,
+    nodes_beat_drain_and_leave,
+    a_room_has_one_home_until_its_node_dies,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1591,6 +1593,91 @@ async fn relay_lease_has_one_holder<S: Store>(s: &S) {
     );
     assert!(!s.take_lease("relay", "a", T0 + 1502, 1000).await.unwrap());
     assert!(s.take_lease("other", "a", T0, 1000).await.unwrap());
+}
+
+fn node(id: &str, started_at: Millis, beat: Millis) -> NodeRow {
+    NodeRow {
+        id: id.into(),
+        region: "eu".into(),
+        zone: "eu-1".into(),
+        public_url: format!("http://{id}.example:8080"),
+        media_addrs: vec!["10.0.0.1:40000".into(), "10.0.0.1:40001".into()],
+        capacity: 400,
+        workers: 2,
+        cpu_percent: 12.5,
+        peers: 7,
+        forwarded_bps: 1_000_000,
+        state: "active".into(),
+        started_at,
+        heartbeat_at: beat,
+    }
+}
+
+async fn nodes_beat_drain_and_leave<S: Store>(s: &S) {
+    s.beat_node(&node("b", T0, T0)).await.unwrap();
+    s.beat_node(&node("a", T0, T0)).await.unwrap();
+    let mut later = node("a", T0, T0 + 1000);
+    later.peers = 9;
+    s.beat_node(&later).await.unwrap();
+    assert_eq!(
+        s.nodes().await.unwrap(),
+        vec![later.clone(), node("b", T0, T0)]
+    );
+    // Draining sticks whatever the node's beats say, until it starts again.
+    assert!(s.drain_node("a").await.unwrap());
+    assert!(!s.drain_node("nobody").await.unwrap());
+    s.beat_node(&node("a", T0, T0 + 2000)).await.unwrap();
+    assert_eq!(s.nodes().await.unwrap()[0].state, "draining");
+    s.beat_node(&node("a", T0 + 5000, T0 + 5000)).await.unwrap();
+    assert_eq!(s.nodes().await.unwrap()[0].state, "active");
+    // Leaving takes the node's rooms' homes with it.
+    assert_eq!(s.place_room("r1", "a", T0 + 5000, T0).await.unwrap(), "a");
+    s.remove_node("a").await.unwrap();
+    assert_eq!(s.room_home("r1").await.unwrap(), None);
+    assert_eq!(s.nodes().await.unwrap(), vec![node("b", T0, T0)]);
+    // Long-silent nodes are forgotten.
+    assert_eq!(s.forget_nodes(T0 + 1).await.unwrap(), 1);
+    assert!(s.nodes().await.unwrap().is_empty());
+}
+
+async fn a_room_has_one_home_until_its_node_dies<S: Store>(s: &S) {
+    s.beat_node(&node("a", T0, T0)).await.unwrap();
+    s.beat_node(&node("b", T0, T0)).await.unwrap();
+    let alive_since = T0 - 3000;
+    assert_eq!(s.room_home("r").await.unwrap(), None);
+    assert_eq!(s.place_room("r", "a", T0, alive_since).await.unwrap(), "a");
+    // A live home is never taken over.
+    assert_eq!(
+        s.place_room("r", "b", T0 + 1, alive_since).await.unwrap(),
+        "a"
+    );
+    assert_eq!(s.room_home("r").await.unwrap().as_deref(), Some("a"));
+    // Racers: one wins, both learn which.
+    let (x, y) = tokio::join!(
+        s.place_room("q", "a", T0, alive_since),
+        s.place_room("q", "b", T0, alive_since)
+    );
+    assert_eq!(x.unwrap(), y.unwrap());
+    // Its node silent past the deadline: the next placement takes the room.
+    s.beat_node(&node("b", T0, T0 + 4000)).await.unwrap();
+    assert_eq!(
+        s.place_room("r", "b", T0 + 4000, T0 + 1000).await.unwrap(),
+        "b"
+    );
+    // A home on a node that never registered counts as dead.
+    assert_eq!(
+        s.place_room("z", "ghost", T0, alive_since).await.unwrap(),
+        "ghost"
+    );
+    assert_eq!(
+        s.place_room("z", "b", T0 + 4000, T0 + 1000).await.unwrap(),
+        "b"
+    );
+    // Released only by its own node.
+    s.release_room("r", "a").await.unwrap();
+    assert_eq!(s.room_home("r").await.unwrap().as_deref(), Some("b"));
+    s.release_room("r", "b").await.unwrap();
+    assert_eq!(s.room_home("r").await.unwrap(), None);
 }
 
 fn recording(id: &str, room: &str, at: Millis) -> Recording {

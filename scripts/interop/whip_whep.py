@@ -14,6 +14,9 @@ stdout carries JSON lines only (one object per line, key "event"):
     publish: {"event":"published","location":...}  then  {"event":"done","delete_status":N,...}
     play:    {"event":"result","audio_frames":N,"video_frames":M,"dominant_hz":F,...}
 
+Every line also carries "redirected_to": the URLs 307 answers sent the offer to
+(RFC 9725 section 4.5: the node a room lives on), in order; usually empty.
+
 Diagnostics go to stderr. Exit codes:
 
     0  success
@@ -77,8 +80,14 @@ class SignallingError(Exception):
     """The WHIP/WHEP HTTP exchange failed (maps to exit code 2)."""
 
 
+# Where 307 answers sent the offer, in order.
+REDIRECTS: list[str] = []
+
+
 def emit(obj: dict[str, Any]) -> None:
-    """Print one JSON line on stdout and flush (consumers read line by line)."""
+    """Print one JSON line on stdout and flush (consumers read line by line); every
+    line says where 307 answers sent the offer (`redirected_to`, usually empty)."""
+    obj = {**obj, "redirected_to": list(REDIRECTS)}
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
@@ -297,20 +306,30 @@ async def negotiate(
     headers = {"Content-Type": "application/sdp"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    try:
-        async with session.post(
-            url,
-            data=sdp.encode(),
-            headers=headers,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
-            body = await resp.text()
-            status = resp.status
-            location = resp.headers.get("Location")
-            ctype = resp.headers.get("Content-Type", "")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-        raise SignallingError(f"POST {url} failed: {type(e).__name__}: {e}") from e
+    # RFC 9725 section 4.5: a 307 names the server to send the same offer to (the
+    # node the room lives on). Followed here, a few hops at most, staying on loopback.
+    for _hop in range(4):
+        try:
+            async with session.post(
+                url,
+                data=sdp.encode(),
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                body = await resp.text()
+                status = resp.status
+                location = resp.headers.get("Location")
+                ctype = resp.headers.get("Content-Type", "")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise SignallingError(f"POST {url} failed: {type(e).__name__}: {e}") from e
+        if status != 307 or not location:
+            break
+        target = urljoin(url, location)
+        require_loopback_url(target)
+        log.info("POST %s -> 307 to %s", url, target)
+        REDIRECTS.append(target)
+        url = target
 
     if status != 201:
         err(f"POST {url} -> HTTP {status}")

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod error;
 pub mod ice_servers;
 pub mod liveness;
+pub mod placement;
 pub mod room;
 pub mod room_authority;
 pub mod sdpfrag;

@@ -62,6 +62,9 @@ pub struct RoomProtocolConfig {
     pub idle_timeout: Duration,
     /// Asked whether a token's room is still the one it was issued for.
     pub rooms: crate::room_authority::SharedRoomAuthority,
+    /// Asked which node a room lives on; a join for another node's room is told to
+    /// move there.
+    pub placement: crate::placement::SharedPlacement,
 }
 
 impl Default for RoomProtocolConfig {
@@ -71,6 +74,7 @@ impl Default for RoomProtocolConfig {
             ice_servers: Arc::default(),
             idle_timeout: Duration::from_secs(60),
             rooms: None,
+            placement: None,
         }
     }
 }
@@ -709,7 +713,19 @@ async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) ->
                 continue;
             }
         };
-        match join(st, token, version, resume).await {
+        let routed = match resume {
+            // A resumed participant is here already, and so is its room.
+            Some(_) => Ok(None),
+            None => elsewhere(st, &token).await,
+        };
+        let joined = match routed {
+            Ok(None) => join(st, token, version, resume)
+                .await
+                .map_err(JoinRefusal::Error),
+            Ok(Some(url)) => Err(JoinRefusal::Move { url }),
+            Err(e) => Err(JoinRefusal::Error(e)),
+        };
+        match joined {
             Ok((session, participants, resumed, resume_token)) => {
                 let view = |p| participant_view(&st.sources, session.key.worker, p);
                 let me = participants
@@ -742,12 +758,48 @@ async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) ->
                 }
                 return Some(session);
             }
-            Err(e) => {
+            Err(JoinRefusal::Error(e)) => {
                 info!(code = e.code, message = %e.message, "room join refused");
                 send(socket, &error_message(&e, id.as_ref())).await;
             }
+            Err(JoinRefusal::Move { url }) => {
+                // The client joins again there, with the same token.
+                let msg = reply(
+                    "move",
+                    id.as_ref(),
+                    json!({"url": url, "reason": "room_elsewhere"}),
+                );
+                send(socket, &msg).await;
+                return None;
+            }
         }
     }
+}
+
+/// The `/rtc` URL of the node a join token's room lives on, when that is not this one.
+async fn elsewhere<B: RoomBackend>(
+    st: &RoomState<B>,
+    token: &str,
+) -> Result<Option<String>, ApiError> {
+    if st.config.placement.is_none() {
+        return Ok(None);
+    }
+    let grant = st.verifier.verify(token).map_err(token_error)?;
+    let Some(base) = crate::placement::elsewhere(&st.config.placement, &grant.room).await? else {
+        return Ok(None);
+    };
+    let url = format!("{}/rtc", crate::placement::websocket_base(&base));
+    info!(room = %grant.room, identity = %grant.identity, to = %url, "join sent to the room's node");
+    Ok(Some(url))
+}
+
+/// Why a join did not happen here.
+enum JoinRefusal {
+    Error(ApiError),
+    /// The room lives on another node: its `/rtc` URL.
+    Move {
+        url: String,
+    },
 }
 
 async fn join<B: RoomBackend>(

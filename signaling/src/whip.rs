@@ -53,6 +53,9 @@ pub struct SignalingState<B> {
     pub sessions_per_token: usize,
     /// Asked whether a token's room is still the one it was issued for.
     pub rooms: crate::room_authority::SharedRoomAuthority,
+    /// Asked which node a room lives on; requests for another node's room are
+    /// redirected there.
+    pub placement: crate::placement::SharedPlacement,
 }
 
 impl<B> Clone for SignalingState<B> {
@@ -63,6 +66,7 @@ impl<B> Clone for SignalingState<B> {
             ice_servers: self.ice_servers.clone(),
             sessions_per_token: self.sessions_per_token,
             rooms: self.rooms.clone(),
+            placement: self.placement.clone(),
         }
     }
 }
@@ -180,6 +184,17 @@ async fn open<B: MediaBackend>(
     }
     require_content_type(&headers, "application/sdp")?;
     crate::room_authority::check(&st.rooms, &grant).await?;
+    let prefix = if whep { "whep" } else { "whip" };
+    if let Some(base) = crate::placement::elsewhere(&st.placement, &room).await? {
+        // RFC 9725 §4.5: the client sends the same offer to the room's node.
+        let to = format!("{}/{prefix}/{room}", base.trim_end_matches('/'));
+        info!(%room, identity = %grant.identity, to = %to, "session sent to the room's node");
+        let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+        let location = HeaderValue::from_str(&to)
+            .map_err(|_| ApiError::internal("a node's public URL is not a valid header"))?;
+        resp.headers_mut().insert(header::LOCATION, location);
+        return Ok(resp);
+    }
     let live = st.backend.sessions_of_token(&grant.token_id);
     if live >= st.sessions_per_token {
         info!(%room, identity = %grant.identity, live, "session refused: its join token holds the most sessions");
@@ -212,7 +227,6 @@ async fn open<B: MediaBackend>(
         })
         .await
         .map_err(backend_error)?;
-    let prefix = if whep { "whep" } else { "whip" };
     let location = format!("/{prefix}/{room}/{}", opened.id.as_str());
     info!(%room, identity = %grant.identity, session = %opened.id, ?role, "session created");
     let etag = sdpfrag::ice_ufrag(&opened.answer_sdp).map(sdpfrag::etag);

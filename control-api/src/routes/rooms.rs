@@ -461,6 +461,9 @@ pub struct TokenRequest {
     pub ttl_secs: Option<u64>,
     /// The share link's key, for a room open to link holders.
     pub key: Option<String>,
+    /// The region the caller is nearest (a node's `region` label): a room not yet
+    /// live is placed on a node there when one is up. Default: this server's region.
+    pub region: Option<String>,
 }
 
 /// Why the caller may join a room.
@@ -605,11 +608,24 @@ pub async fn join_token(
         publish_data: req.publish_data,
         record: req.record,
     };
+    if let Some(r) = &req.region
+        && (r.len() > 64
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        return Err(ApiError::invalid_field(
+            "region",
+            "must be at most 64 letters, digits, '-' or '_'",
+        ));
+    }
     let who = Who {
         identity,
         name: shown,
     };
-    Ok(Json(issue(&st, &room, who, grants, ttl)?))
+    Ok(Json(
+        issue(&st, &room, who, grants, ttl, req.region.as_deref()).await?,
+    ))
 }
 
 /// Who a join token is for: the identity the room knows them by, the name it shows.
@@ -666,13 +682,16 @@ fn shown_name(name: &str, fallback: &str) -> String {
     }
 }
 
-/// Signs a join token for `room` and says where to use it.
-fn issue(
+/// Signs a join token for `room` and says where to use it: on the node the room lives
+/// on (placing it in `region`, default this server's, when it is not live) in a
+/// cluster, else on this server.
+async fn issue(
     st: &AppState,
     room: &Room,
     who: Who,
     grants: Grants,
     ttl: u64,
+    region: Option<&str>,
 ) -> Result<JoinTokenView, ApiError> {
     let room_id = RoomId::parse(&room.id).map_err(|e| ApiError::internal(e.to_string()))?;
     let Who { identity, name } = who;
@@ -694,12 +713,13 @@ fn issue(
             },
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let base = st.config.public_url.trim_end_matches('/');
-    let ws_base = base
-        .strip_prefix("https://")
-        .map(|h| format!("wss://{h}"))
-        .or_else(|| base.strip_prefix("http://").map(|h| format!("ws://{h}")))
-        .unwrap_or_else(|| base.to_owned());
+    let base = if st.config.placement {
+        crate::cluster::place(&st.db, &room.id, region.unwrap_or(&st.config.region)).await?
+    } else {
+        st.config.public_url.clone()
+    };
+    let base = base.trim_end_matches('/');
+    let ws_base = signaling::placement::websocket_base(base);
     Ok(JoinTokenView {
         token,
         whip_url: format!("{base}/whip/{}", room.id),
@@ -809,7 +829,7 @@ pub async fn device_stream(
         },
     };
     let ttl = 3600.min(st.config.max_join_ttl.as_secs());
-    Ok(Json(issue(&st, &room, who, grants, ttl)?))
+    Ok(Json(issue(&st, &room, who, grants, ttl, None).await?))
 }
 
 /// The public keys SFU nodes verify join tokens with.

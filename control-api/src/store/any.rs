@@ -333,4 +333,34 @@ impl Store for Db {
     async fn list_tracks(&self, user_id: &str, q: &LibraryQuery) -> R<Vec<LibraryTrack>> {
         delegate!(self, s => s.list_tracks(user_id, q))
     }
+    async fn beat_node(&self, node: &NodeRow) -> R<()> {
+        delegate!(self, s => s.beat_node(node))
+    }
+    async fn nodes(&self) -> R<Vec<NodeRow>> {
+        delegate!(self, s => s.nodes())
+    }
+    async fn drain_node(&self, id: &str) -> R<bool> {
+        delegate!(self, s => s.drain_node(id))
+    }
+    async fn remove_node(&self, id: &str) -> R<()> {
+        delegate!(self, s => s.remove_node(id))
+    }
+    async fn forget_nodes(&self, before: Millis) -> R<u64> {
+        delegate!(self, s => s.forget_nodes(before))
+    }
+    async fn room_home(&self, room_id: &str) -> R<Option<String>> {
+        delegate!(self, s => s.room_home(room_id))
+    }
+    async fn place_room(
+        &self,
+        room_id: &str,
+        node_id: &str,
+        now: Millis,
+        alive_since: Millis,
+    ) -> R<String> {
+        delegate!(self, s => s.place_room(room_id, node_id, now, alive_since))
+    }
+    async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
+        delegate!(self, s => s.release_room(room_id, node_id))
+    }
 }

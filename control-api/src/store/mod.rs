@@ -275,6 +275,30 @@ pub struct LibraryQuery {
     pub offset: i64,
 }
 
+/// A media node as it last reported itself (see `migrations/*/0012_cluster.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRow {
+    pub id: String,
+    pub region: String,
+    pub zone: String,
+    /// Where browsers reach the node's HTTP(S): WHIP/WHEP, `/rtc`, the pages.
+    pub public_url: String,
+    /// Its media ports as clients reach them (`ip:port`).
+    pub media_addrs: Vec<String>,
+    /// Peers it is sized for.
+    pub capacity: i64,
+    pub workers: i64,
+    /// Its busiest media worker's share of a core over the last second, 0–100.
+    pub cpu_percent: f64,
+    pub peers: i64,
+    /// Bits per second it sent over the last second.
+    pub forwarded_bps: i64,
+    /// `active` or `draining`.
+    pub state: String,
+    pub started_at: Millis,
+    pub heartbeat_at: Millis,
+}
+
 /// One recording of a room (see `migrations/*/0003_recordings.sql`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recording {
@@ -680,6 +704,33 @@ pub trait Store: Clone + Send + Sync + 'static {
         node_id: &str,
         status: &str,
     ) -> impl Future<Output = R<Vec<Recording>>> + Send;
+
+    // cluster
+    /// Writes `node`'s row (its heartbeat). A node that is `draining` stays draining
+    /// until it restarts (a new `started_at`), whatever its beat says.
+    fn beat_node(&self, node: &NodeRow) -> impl Future<Output = R<()>> + Send;
+    /// Every registered node, by id.
+    fn nodes(&self) -> impl Future<Output = R<Vec<NodeRow>>> + Send;
+    /// Marks a node `draining`; false if there is no such node.
+    fn drain_node(&self, id: &str) -> impl Future<Output = R<bool>> + Send;
+    /// Deletes a node's row and the homes of its rooms (it stopped cleanly).
+    fn remove_node(&self, id: &str) -> impl Future<Output = R<()>> + Send;
+    /// Deletes the rows of nodes silent since before `before` (long dead).
+    fn forget_nodes(&self, before: Millis) -> impl Future<Output = R<u64>> + Send;
+    /// The node `room_id` is placed on, if any (alive or not).
+    fn room_home(&self, room_id: &str) -> impl Future<Output = R<Option<String>>> + Send;
+    /// Places `room_id` on `node_id` unless it is placed on a node that has beaten
+    /// since `alive_since`; returns the node it is placed on now. One conditional
+    /// statement decides between racers.
+    fn place_room(
+        &self,
+        room_id: &str,
+        node_id: &str,
+        now: Millis,
+        alive_since: Millis,
+    ) -> impl Future<Output = R<String>> + Send;
+    /// Forgets `room_id`'s home if it is `node_id` (the room ended there).
+    fn release_room(&self, room_id: &str, node_id: &str) -> impl Future<Output = R<()>> + Send;
 
     // transcode jobs
     /// Inserts `job` unless its id exists, with `events` in the same transaction.

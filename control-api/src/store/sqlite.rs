@@ -19,7 +19,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Membership,
-    Millis, NewDevice, NewUser, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence,
+    Millis, NewDevice, NewUser, NodeRow, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence,
     PresenceChange, R, Recording, RecordingChange, RefreshRecord, Role, Room, RoomSettings, Signup,
     Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
 };
@@ -195,6 +195,29 @@ fn job_row(r: &SqliteRow) -> Result<Job, sqlx::Error> {
         result: r.try_get("result")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn node_row(r: &SqliteRow) -> Result<NodeRow, sqlx::Error> {
+    let addrs: String = r.try_get("media_addrs")?;
+    Ok(NodeRow {
+        id: r.try_get("id")?,
+        region: r.try_get("region")?,
+        zone: r.try_get("zone")?,
+        public_url: r.try_get("public_url")?,
+        media_addrs: addrs
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        capacity: r.try_get("capacity")?,
+        workers: r.try_get("workers")?,
+        cpu_percent: r.try_get("cpu_percent")?,
+        peers: r.try_get("peers")?,
+        forwarded_bps: r.try_get("forwarded_bps")?,
+        state: r.try_get("state")?,
+        started_at: r.try_get("started_at")?,
+        heartbeat_at: r.try_get("heartbeat_at")?,
     })
 }
 
@@ -1128,6 +1151,123 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         collect(rows, recording_row)
+    }
+
+    // ---- cluster ----
+
+    async fn beat_node(&self, n: &NodeRow) -> R<()> {
+        sqlx::query(
+            "INSERT INTO nodes (id, region, zone, public_url, media_addrs, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET region = excluded.region, zone = excluded.zone, \
+             public_url = excluded.public_url, media_addrs = excluded.media_addrs, \
+             capacity = excluded.capacity, workers = excluded.workers, \
+             cpu_percent = excluded.cpu_percent, peers = excluded.peers, \
+             forwarded_bps = excluded.forwarded_bps, \
+             state = CASE WHEN nodes.state = 'draining' AND nodes.started_at = excluded.started_at \
+             THEN 'draining' ELSE excluded.state END, \
+             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&n.id)
+        .bind(&n.region)
+        .bind(&n.zone)
+        .bind(&n.public_url)
+        .bind(n.media_addrs.join(","))
+        .bind(n.capacity)
+        .bind(n.workers)
+        .bind(n.cpu_percent)
+        .bind(n.peers)
+        .bind(n.forwarded_bps)
+        .bind(&n.state)
+        .bind(n.started_at)
+        .bind(n.heartbeat_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> R<Vec<NodeRow>> {
+        let rows = sqlx::query(
+            "SELECT id, region, zone, public_url, media_addrs, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at FROM nodes ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, node_row)
+    }
+
+    async fn drain_node(&self, id: &str) -> R<bool> {
+        let done = sqlx::query("UPDATE nodes SET state = 'draining' WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_node(&self, id: &str) -> R<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM room_homes WHERE node_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nodes WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forget_nodes(&self, before: Millis) -> R<u64> {
+        let done = sqlx::query("DELETE FROM nodes WHERE heartbeat_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn room_home(&self, room_id: &str) -> R<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT node_id FROM room_homes WHERE room_id = ?")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn place_room(
+        &self,
+        room_id: &str,
+        node_id: &str,
+        now: Millis,
+        alive_since: Millis,
+    ) -> R<String> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO room_homes (room_id, node_id, placed_at) VALUES (?, ?, ?) \
+             ON CONFLICT (room_id) DO UPDATE SET node_id = excluded.node_id, placed_at = excluded.placed_at \
+             WHERE room_homes.node_id NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= ?)",
+        )
+        .bind(room_id)
+        .bind(node_id)
+        .bind(now)
+        .bind(alive_since)
+        .execute(&mut *tx)
+        .await?;
+        let home: String = sqlx::query_scalar("SELECT node_id FROM room_homes WHERE room_id = ?")
+            .bind(room_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(home)
+    }
+
+    async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
+        sqlx::query("DELETE FROM room_homes WHERE room_id = ? AND node_id = ?")
+            .bind(room_id)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // ---- transcode jobs ----

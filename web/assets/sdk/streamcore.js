@@ -1423,10 +1423,12 @@ export class Room extends Emitter {
   }
 
   /**
-   * Opens a socket and joins (or resumes), then reconciles the snapshot.
+   * Opens a socket and joins (or resumes), then reconciles the snapshot. A room that
+   * lives on another server answers `move`: the join goes there, with the same token.
    * @param {boolean} resume
+   * @param {number} [moves] how many `move`s this join followed so far
    */
-  async #open(resume) {
+  async #open(resume, moves = 0) {
     const generation = ++this.#generation;
     // Requests sent on the previous socket will never be answered.
     this.#replies.failAll(new StreamCoreError('network', 'the connection to the room server was replaced'));
@@ -1438,6 +1440,14 @@ export class Room extends Emitter {
     if (resume && this.#resume) join.resume = this.#resume;
     const joined = await this.#request(join);
     this.#stillCurrent(generation);
+    if (joined.type === 'move') {
+      const to = new URL(String(joined.url));
+      if (moves >= 3 || (to.protocol !== 'ws:' && to.protocol !== 'wss:')) {
+        throw new StreamCoreError('moved', 'the room could not be found on any server; try again');
+      }
+      this.url = to.href;
+      return this.#open(resume, moves + 1);
+    }
     this.local = {
       sid: joined.participant.sid,
       identity: joined.participant.identity,

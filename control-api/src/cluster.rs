@@ -1,0 +1,317 @@
+//! The cluster: the media nodes sharing this database and the node each room lives on.
+//!
+//! Every media node writes its row in `nodes` once a second (its heartbeat: addresses,
+//! capacity, load, state; `streamcore::cluster` on the node). A node silent for
+//! [`DEAD_AFTER`] is dead. A join token places its room ([`place`]): on the node the
+//! room already lives on while that node is alive, else on the least-loaded active node
+//! of the caller's region (any region when none there is up), and its URLs are that
+//! node's. A node a request reaches for a room placed elsewhere sends it there
+//! ([`DbPlacement`], `signaling::placement`).
+//!
+//! Invariants: a room has at most one home (`room_homes`, one conditional statement
+//! decides between racers); a home on a live node is never taken over; a draining node
+//! keeps the rooms it has and gets no new ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use media_core::RoomId;
+use serde::Serialize;
+use signaling::ApiError;
+use signaling::placement::{Home, RoomPlacement};
+use utoipa::ToSchema;
+
+use crate::auth::now_millis;
+use crate::openapi::ErrorBody;
+use crate::state::{AppState, Caller, store_error};
+use crate::store::{Db, Millis, NodeRow, Store};
+
+/// How often a node writes its row.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node whose last heartbeat is older than this is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// A dead node's row is deleted after this long (it stays listed as dead until then).
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A node's standing, from its row and the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Alive and taking new rooms.
+    Active,
+    /// Alive, keeping its rooms, taking no new ones.
+    Draining,
+    /// Silent for longer than [`DEAD_AFTER`].
+    Dead,
+}
+
+/// The earliest heartbeat of a node still alive at `now`.
+pub fn alive_since(now: Millis) -> Millis {
+    now - DEAD_AFTER.as_millis() as Millis
+}
+
+pub fn status(node: &NodeRow, now: Millis) -> NodeStatus {
+    if node.heartbeat_at < alive_since(now) {
+        NodeStatus::Dead
+    } else if node.state == "draining" {
+        NodeStatus::Draining
+    } else {
+        NodeStatus::Active
+    }
+}
+
+/// How full a node is, 0 (idle) to 1 (a core busy, or every peer slot taken): the
+/// larger of its busiest worker's CPU share and its peers over its capacity.
+pub fn load(node: &NodeRow) -> f64 {
+    let peers = if node.capacity > 0 {
+        node.peers as f64 / node.capacity as f64
+    } else {
+        0.0
+    };
+    (node.cpu_percent / 100.0).max(peers)
+}
+
+/// The node a new room goes to: the least loaded active node in `region`, or in any
+/// region when none is up there (an empty `region` means any). Ties go to fewer peers,
+/// then to the lower id, so the choice is deterministic.
+pub fn choose<'a>(nodes: &'a [NodeRow], region: &str, now: Millis) -> Option<&'a NodeRow> {
+    let active = || {
+        nodes
+            .iter()
+            .filter(move |n| status(n, now) == NodeStatus::Active)
+    };
+    let least = |it: &mut dyn Iterator<Item = &'a NodeRow>| {
+        it.min_by(|a, b| {
+            load(a)
+                .total_cmp(&load(b))
+                .then(a.peers.cmp(&b.peers))
+                .then(a.id.cmp(&b.id))
+        })
+    };
+    let local = if region.is_empty() {
+        None
+    } else {
+        least(&mut active().filter(|n| n.region == region))
+    };
+    local.or_else(|| least(&mut active()))
+}
+
+/// Where a join token for `room` sends its holder: the base URL of the node the room
+/// lives on, placing it first when it has no live home. 503 `no_media_node` when no
+/// node is up.
+pub async fn place(db: &Db, room: &str, region: &str) -> Result<String, ApiError> {
+    let nodes = db.nodes().await.map_err(store_error)?;
+    let now = now_millis();
+    let url_of = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id && status(n, now) != NodeStatus::Dead)
+            .map(|n| n.public_url.clone())
+    };
+    if let Some(home) = db.room_home(room).await.map_err(store_error)?
+        && let Some(url) = url_of(&home)
+    {
+        return Ok(url);
+    }
+    let Some(chosen) = choose(&nodes, region, now) else {
+        tracing::warn!(%room, region, nodes = nodes.len(), "no media node to place a room on");
+        return Err(ApiError::unavailable(
+            "no_media_node",
+            "no media server is available right now; try again in a few seconds",
+        ));
+    };
+    let home = db
+        .place_room(room, &chosen.id, now, alive_since(now))
+        .await
+        .map_err(store_error)?;
+    if home != chosen.id {
+        // Another request placed it first, on a node alive a moment ago.
+        return url_of(&home).ok_or_else(|| {
+            ApiError::unavailable(
+                "no_media_node",
+                "the room's media server stopped answering; try again in a few seconds",
+            )
+        });
+    }
+    tracing::info!(%room, node = %chosen.id, region = %chosen.region, load = load(chosen), "room placed");
+    Ok(chosen.public_url.clone())
+}
+
+/// A node's answer to "where does this room live?" from the database: the room's home
+/// if it is alive, else this node, which takes the room.
+#[derive(Debug, Clone)]
+pub struct DbPlacement {
+    pub db: Db,
+    pub node_id: Arc<str>,
+}
+
+impl DbPlacement {
+    async fn lookup(&self, room: &str) -> Result<Home, crate::store::StoreError> {
+        let now = now_millis();
+        let me = &*self.node_id;
+        if self.db.room_home(room).await?.as_deref() == Some(me) {
+            return Ok(Home::Here);
+        }
+        let home = self.db.place_room(room, me, now, alive_since(now)).await?;
+        if home == me {
+            tracing::info!(%room, node = me, "room taken on by this node");
+            return Ok(Home::Here);
+        }
+        let nodes = self.db.nodes().await?;
+        Ok(match nodes.into_iter().find(|n| n.id == home) {
+            Some(n) => Home::Elsewhere {
+                base_url: n.public_url,
+            },
+            // Stopped cleanly a moment ago (its row and homes went with it).
+            None => Home::Here,
+        })
+    }
+}
+
+impl RoomPlacement for DbPlacement {
+    fn home<'a>(
+        &'a self,
+        room: &'a RoomId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Home, String>> + Send + 'a>>
+    {
+        Box::pin(async move { self.lookup(room.as_str()).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// A media node as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    pub region: String,
+    pub zone: String,
+    pub public_url: String,
+    pub media_addrs: Vec<String>,
+    /// Peers it is sized for.
+    pub capacity: i64,
+    pub workers: i64,
+    /// Its busiest media worker's share of a core over the last second, 0–100.
+    pub cpu_percent: f64,
+    pub peers: i64,
+    /// Bits per second it sent over the last second.
+    pub forwarded_bps: i64,
+    /// 0–1: the larger of `cpu_percent`/100 and `peers`/`capacity`.
+    pub load: f64,
+    pub status: NodeStatus,
+    pub started_at: Millis,
+    pub heartbeat_at: Millis,
+    /// How long ago its last heartbeat was, by this server's clock.
+    pub heartbeat_age_ms: Millis,
+}
+
+impl NodeView {
+    pub fn new(n: NodeRow, now: Millis) -> NodeView {
+        NodeView {
+            load: load(&n),
+            status: status(&n, now),
+            heartbeat_age_ms: (now - n.heartbeat_at).max(0),
+            id: n.id,
+            region: n.region,
+            zone: n.zone,
+            public_url: n.public_url,
+            media_addrs: n.media_addrs,
+            capacity: n.capacity,
+            workers: n.workers,
+            cpu_percent: n.cpu_percent,
+            peers: n.peers,
+            forwarded_bps: n.forwarded_bps,
+            started_at: n.started_at,
+            heartbeat_at: n.heartbeat_at,
+        }
+    }
+}
+
+/// The cluster's media nodes, dead ones included until they are forgotten.
+#[utoipa::path(get, path = "/api/v1/admin/nodes", tag = "admin", responses((status = 200, body = Vec<NodeView>), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list_nodes(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<NodeView>>, ApiError> {
+    caller.require_admin()?;
+    let now = now_millis();
+    let nodes = st.db.nodes().await.map_err(store_error)?;
+    Ok(Json(
+        nodes.into_iter().map(|n| NodeView::new(n, now)).collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, region: &str, cpu: f64, peers: i64, beat: Millis) -> NodeRow {
+        NodeRow {
+            id: id.into(),
+            region: region.into(),
+            zone: String::new(),
+            public_url: format!("http://{id}"),
+            media_addrs: vec![],
+            capacity: 100,
+            workers: 1,
+            cpu_percent: cpu,
+            peers,
+            forwarded_bps: 0,
+            state: "active".into(),
+            started_at: 0,
+            heartbeat_at: beat,
+        }
+    }
+
+    const NOW: Millis = 1_000_000;
+
+    #[test]
+    fn a_node_is_dead_three_seconds_after_its_last_heartbeat() {
+        let n = node("a", "", 0.0, 0, NOW - 3000);
+        assert_eq!(status(&n, NOW), NodeStatus::Active);
+        assert_eq!(status(&n, NOW + 1), NodeStatus::Dead);
+        let mut d = node("b", "", 0.0, 0, NOW);
+        d.state = "draining".into();
+        assert_eq!(status(&d, NOW), NodeStatus::Draining);
+    }
+
+    #[test]
+    fn load_is_the_fuller_of_cpu_and_peers() {
+        assert_eq!(load(&node("a", "", 30.0, 50, NOW)), 0.5);
+        assert_eq!(load(&node("a", "", 70.0, 50, NOW)), 0.7);
+        let mut no_capacity = node("a", "", 10.0, 500, NOW);
+        no_capacity.capacity = 0;
+        assert_eq!(load(&no_capacity), 0.1);
+    }
+
+    #[test]
+    fn the_least_loaded_live_active_node_of_the_region_is_chosen() {
+        let mut draining = node("d", "eu", 0.0, 0, NOW);
+        draining.state = "draining".into();
+        let nodes = vec![
+            node("a", "eu", 40.0, 10, NOW),
+            node("b", "eu", 20.0, 10, NOW),
+            node("c", "us", 0.0, 0, NOW),
+            node("e", "eu", 0.0, 0, NOW - 5000), // dead
+            draining,
+        ];
+        assert_eq!(choose(&nodes, "eu", NOW).unwrap().id, "b");
+        assert_eq!(choose(&nodes, "us", NOW).unwrap().id, "c");
+        // No node up in the region: any region.
+        assert_eq!(choose(&nodes, "ap", NOW).unwrap().id, "c");
+        assert_eq!(choose(&nodes, "", NOW).unwrap().id, "c");
+        assert!(choose(&nodes[3..], "eu", NOW).is_none());
+    }
+
+    #[test]
+    fn ties_go_to_fewer_peers_then_the_lower_id() {
+        let nodes = vec![
+            node("b", "", 0.0, 0, NOW),
+            node("a", "", 0.0, 0, NOW),
+            node("c", "", 0.0, 0, NOW),
+        ];
+        assert_eq!(choose(&nodes, "", NOW).unwrap().id, "a");
+        let nodes = vec![node("a", "", 10.0, 3, NOW), node("b", "", 10.0, 2, NOW)];
+        assert_eq!(choose(&nodes, "", NOW).unwrap().id, "b");
+    }
+}

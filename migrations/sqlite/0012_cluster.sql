@@ -1,0 +1,30 @@
+-- The cluster: the media nodes sharing this database, and the node each live room is
+-- placed on.
+
+-- One row per media node, written by the node itself every second (its heartbeat).
+-- A node whose heartbeat is older than three seconds is taken for dead; a node that
+-- stops cleanly deletes its row. `media_addrs` is a comma-separated list.
+CREATE TABLE nodes (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    region        TEXT    NOT NULL,
+    zone          TEXT    NOT NULL,
+    public_url    TEXT    NOT NULL,
+    media_addrs   TEXT    NOT NULL,
+    capacity      INTEGER NOT NULL,          -- peers the node is sized for
+    workers       INTEGER NOT NULL,
+    cpu_percent   REAL    NOT NULL,          -- its busiest worker's share of a core
+    peers         INTEGER NOT NULL,
+    forwarded_bps INTEGER NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('active', 'draining')),
+    started_at    INTEGER NOT NULL,
+    heartbeat_at  INTEGER NOT NULL
+) STRICT;
+
+-- Where a room lives: the node every participant of the room is sent to. A row whose
+-- node is dead is taken over by the next placement.
+CREATE TABLE room_homes (
+    room_id   TEXT    NOT NULL PRIMARY KEY,  -- the SFU room (a control-plane room's id)
+    node_id   TEXT    NOT NULL,
+    placed_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX room_homes_node ON room_homes (node_id);

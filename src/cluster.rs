@@ -1,0 +1,200 @@
+//! This node as a member of the cluster: its heartbeat and the registry in its metrics.
+//!
+//! Once a second the node writes its row in `nodes` (`control_api::cluster`): its
+//! public URL, media addresses, capacity and the last second's load — its busiest
+//! worker's CPU share, its peers, the bits it sent — and whether it drains. In the same
+//! loop it reads every node's row into the `streamcore_cluster_*` gauges. The first row
+//! is written before the node takes requests, so a join token made the moment it is up
+//! can be placed on it. A node that stops cleanly deletes its row and its rooms' homes;
+//! one that dies falls silent and is dead three seconds later.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control_api::cluster::{FORGET_AFTER, HEARTBEAT, NodeStatus, NodeView};
+use control_api::store::{Db, NodeRow, Store};
+use prometheus::core::Collector;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// The heartbeat task of a running node.
+pub struct ClusterMember {
+    db: Db,
+    id: Arc<str>,
+    draining: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterMember {
+    /// Registers the node (its first heartbeat) and starts beating.
+    pub async fn join(
+        settings: &Settings,
+        db: Db,
+        id: Arc<str>,
+        public_url: &str,
+        media_addrs: &[std::net::SocketAddr],
+        metrics: Metrics,
+    ) -> anyhow::Result<ClusterMember> {
+        let workers = media_addrs.len().max(1);
+        let capacity = match settings.cluster.capacity {
+            0 => workers * settings.media.max_peers_per_worker,
+            n => n,
+        };
+        let now = control_api::auth::now_millis();
+        let row = NodeRow {
+            id: id.to_string(),
+            region: settings.cluster.region.clone(),
+            zone: settings.cluster.zone.clone(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            media_addrs: media_addrs.iter().map(ToString::to_string).collect(),
+            capacity: capacity as i64,
+            workers: workers as i64,
+            cpu_percent: 0.0,
+            peers: 0,
+            forwarded_bps: 0,
+            state: "active".into(),
+            started_at: now,
+            heartbeat_at: now,
+        };
+        db.beat_node(&row)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering node {id} in the cluster's database: {e}"))?;
+        info!(node = %id, region = %settings.cluster.region, capacity, "joined the cluster");
+        let (draining, draining_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(beat(db.clone(), row, metrics, draining_rx, stop_rx));
+        Ok(ClusterMember {
+            db,
+            id,
+            draining,
+            stop,
+            task,
+        })
+    }
+
+    /// From now on the node says it drains: no new room is placed on it.
+    pub async fn drain(&self) {
+        let _ = self.draining.send(true);
+        if let Err(e) = self.db.drain_node(&self.id).await {
+            warn!(node = %self.id, error = %e, "could not mark the node draining");
+        }
+    }
+
+    /// Stops beating and deletes the node's row and its rooms' homes.
+    pub async fn leave(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        match self.db.remove_node(&self.id).await {
+            Ok(()) => info!(node = %self.id, "left the cluster"),
+            Err(e) => {
+                warn!(node = %self.id, error = %e, "could not leave the cluster; it will be taken for dead")
+            }
+        }
+    }
+}
+
+/// The heartbeat loop: write this node's row, read everyone's into the metrics.
+async fn beat(
+    db: Db,
+    mut row: NodeRow,
+    metrics: Metrics,
+    draining: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sent = (Instant::now(), metrics.bytes_out.get());
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = Instant::now();
+        let bytes = metrics.bytes_out.get();
+        let secs = now.duration_since(sent.0).as_secs_f64();
+        if secs > 0.0 {
+            row.forwarded_bps = ((bytes.saturating_sub(sent.1)) as f64 * 8.0 / secs) as i64;
+        }
+        sent = (now, bytes);
+        row.cpu_percent = busiest_worker(&metrics) * 100.0;
+        row.peers = sum(&metrics.peers) as i64;
+        if *draining.borrow() {
+            row.state = "draining".into();
+        }
+        row.heartbeat_at = control_api::auth::now_millis();
+        match db.beat_node(&row).await {
+            Ok(()) if failing => {
+                failing = false;
+                info!(node = %row.id, "heartbeat written again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                warn!(node = %row.id, error = %e, "heartbeat not written; the cluster takes this node for dead after 3 s");
+            }
+            Err(_) => {}
+        }
+        if let Ok(nodes) = db.nodes().await {
+            export(&metrics, nodes, row.heartbeat_at);
+        }
+        let forget_before = row.heartbeat_at - FORGET_AFTER.as_millis() as i64;
+        let _ = db.forget_nodes(forget_before).await;
+    }
+}
+
+/// The registry as gauges; rows gone since the last read are gone from the gauges.
+fn export(metrics: &Metrics, nodes: Vec<NodeRow>, now: i64) {
+    metrics.cluster_node_load.reset();
+    metrics.cluster_node_peers.reset();
+    metrics.cluster_node_heartbeat_age.reset();
+    let mut counts = [0i64; 3];
+    for n in nodes {
+        let v = NodeView::new(n, now);
+        counts[match v.status {
+            NodeStatus::Active => 0,
+            NodeStatus::Draining => 1,
+            NodeStatus::Dead => 2,
+        }] += 1;
+        metrics
+            .cluster_node_load
+            .with_label_values(&[&v.id])
+            .set(v.load);
+        metrics
+            .cluster_node_peers
+            .with_label_values(&[&v.id])
+            .set(v.peers);
+        metrics
+            .cluster_node_heartbeat_age
+            .with_label_values(&[&v.id])
+            .set(Duration::from_millis(v.heartbeat_age_ms as u64).as_secs_f64());
+    }
+    for (status, n) in ["active", "draining", "dead"].iter().zip(counts) {
+        metrics.cluster_nodes.with_label_values(&[status]).set(n);
+    }
+}
+
+/// The largest of the workers' load gauges (a share of a core, 0–1).
+fn busiest_worker(metrics: &Metrics) -> f64 {
+    metrics
+        .worker_load
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_gauge().get_value())
+        .fold(0.0, f64::max)
+}
+
+/// The sum of an integer gauge over its labels.
+fn sum(gauges: &prometheus::IntGaugeVec) -> f64 {
+    gauges
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_gauge().get_value())
+        .sum()
+}

@@ -1,0 +1,514 @@
+//! A cluster on loopback: one control plane (`streamcore api`) and three media nodes
+//! (`streamcore serve`), separate processes sharing one PostgreSQL database and one set
+//! of keys. Nodes register and beat; join tokens place rooms on the least-loaded node
+//! of the caller's region and carry that node's URLs; WHIP/WHEP requests that reach
+//! another node are redirected there (307) and `/rtc` joins told to `move`; a node
+//! killed with SIGKILL is seen dead and its rooms are placed again; a node stopped
+//! cleanly leaves the registry.
+
+mod common;
+#[path = "../recorder/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::remote::{Ws, get, post, recv, send};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamcore");
+const ADMIN_EMAIL: &str = "ops@example.com";
+const ADMIN_PASSWORD: &str = "a long admin password";
+
+/// One `streamcore` process, killed when dropped.
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `streamcore <role>` on free loopback ports and waits for its address.
+fn spawn(role: &str, dir: &Path, db: &str, node: &str, region: &str) -> Proc {
+    let mut c = Command::new(BIN);
+    c.args([
+        role,
+        "--http",
+        "127.0.0.1:0",
+        "--log-json",
+        "--database-url",
+        db,
+    ]);
+    if role == "serve" {
+        c.args(["--media-port", "0", "--workers", "1"]);
+    }
+    let mut child = c
+        .arg("--data-dir")
+        .arg(dir)
+        .env("STREAMCORE_NODE_ID", node)
+        .env("STREAMCORE_CLUSTER__REGION", region)
+        .env("STREAMCORE_SHUTDOWN_GRACE_SECS", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep reading the log to its end: a closed pipe would break the server's logging.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && let Some(http) = v["fields"]["http"].as_str()
+            {
+                let _ = tx.send(format!("http://{http}"));
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{role} {node} logged no address"));
+    Proc { child, base }
+}
+
+/// The control plane, three media nodes (`a` and `b` in `eu`, `c` in `us`) and an
+/// admin's access token.
+struct Cluster {
+    api: Proc,
+    nodes: Vec<(String, Proc)>,
+    http: reqwest::Client,
+    admin: String,
+    dir: PathBuf,
+    _db: common::pg::PgTestDb,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let (db, guard) = common::pg::fresh_pg_url().await;
+        let dir = std::env::temp_dir().join(format!("sc-cluster-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "admin",
+                "create",
+                "--email",
+                ADMIN_EMAIL,
+                "--database-url",
+                &db,
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("STREAMCORE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let api = spawn("api", &dir, &db, "control", "eu");
+        let nodes = [("a", "eu"), ("b", "eu"), ("c", "us")]
+            .into_iter()
+            .map(|(id, region)| (id.to_owned(), spawn("serve", &dir, &db, id, region)))
+            .collect();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let (s, v) = post(
+            &http,
+            format!("{}/api/v1/auth/login", api.base),
+            None,
+            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let admin = v["access_token"].as_str().unwrap().to_owned();
+        Cluster {
+            api,
+            nodes,
+            http,
+            admin,
+            dir,
+            _db: guard,
+        }
+    }
+
+    fn node(&self, id: &str) -> &Proc {
+        &self.nodes.iter().find(|(n, _)| n == id).unwrap().1
+    }
+
+    /// `GET /api/v1/admin/nodes` by node id.
+    async fn registry(&self) -> Vec<Value> {
+        let (s, v) = get(
+            &self.http,
+            format!("{}/api/v1/admin/nodes", self.api.base),
+            &self.admin,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        v.as_array().unwrap().clone()
+    }
+
+    /// Waits until the registry satisfies `ok`, returning it.
+    async fn wait_registry(&self, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.registry().await;
+            if ok(&r) {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: the registry never got there: {r:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A room of the admin's; its id.
+    async fn room(&self, name: &str) -> String {
+        let (s, v) = post(
+            &self.http,
+            format!("{}/api/v1/rooms", self.api.base),
+            Some(&self.admin),
+            json!({"name": name}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A join token for `room` (`grants` plus an optional `region`).
+    async fn token(&self, room: &str, body: Value) -> Value {
+        let (s, v) = post(
+            &self.http,
+            format!("{}/api/v1/rooms/{room}/token", self.api.base),
+            Some(&self.admin),
+            body,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Which node's base URL `url` starts with.
+    fn owner_of(&self, url: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|(_, p)| url.starts_with(&format!("{}/", p.base)))
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| panic!("{url} is on no node"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ids_with(r: &[Value], status: &str) -> Vec<String> {
+    r.iter()
+        .filter(|n| n["status"] == status)
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A node's `/metrics` value of `series` (a full series name with labels).
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Runs the aiortc WHIP/WHEP harness to completion; its last JSON line.
+async fn harness(args: &[&str], limit: Duration) -> Value {
+    let py = tokio::task::spawn_blocking(support::python).await.unwrap();
+    let child = tokio::process::Command::new(py)
+        .arg(support::repo().join("scripts/interop/whip_whep.py"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("the harness finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+async fn ws(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
+    let c = Cluster::start().await;
+    let r = c
+        .wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let (s, v) = get(
+        &c.http,
+        format!("{}/api/v1/admin/nodes", c.api.base),
+        "not a token",
+    )
+    .await;
+    assert_eq!(s, 401, "only an admin lists the nodes: {v}");
+    for n in &r {
+        let id = n["id"].as_str().unwrap();
+        assert_eq!(n["public_url"], c.node(id).base, "{n}");
+        assert_eq!(n["region"], if id == "c" { "us" } else { "eu" });
+        assert_eq!(n["workers"], 1);
+        assert_eq!(n["media_addrs"].as_array().unwrap().len(), 1);
+        assert!(n["capacity"].as_i64().unwrap() > 0, "{n}");
+        assert!(n["heartbeat_age_ms"].as_i64().unwrap() < 3000, "{n}");
+    }
+    // Every node exports the registry.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(
+        &c.http,
+        &c.node("c").base,
+        "streamcore_cluster_nodes{status=\"active\"}",
+    )
+    .await
+        != Some(3.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed 3 active nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Placed in the caller's region (the control plane's, `eu`, by default), then sticky.
+    let room = c.room("music").await;
+    let t = c.token(&room, json!({"publish": true})).await;
+    let home = c.owner_of(t["whip_url"].as_str().unwrap());
+    assert!(home == "a" || home == "b", "placed in eu: {t}");
+    assert_eq!(c.owner_of(t["whep_url"].as_str().unwrap()), home);
+    assert_eq!(
+        t["rtc_url"],
+        format!("{}/rtc", c.node(&home).base.replace("http://", "ws://"))
+    );
+    let listen = c
+        .token(&room, json!({"subscribe": true, "region": "us"}))
+        .await;
+    assert_eq!(
+        c.owner_of(listen["whep_url"].as_str().unwrap()),
+        home,
+        "a live placement holds whatever region a later caller is in"
+    );
+    let other = c.room("talk").await;
+    let us = c
+        .token(&other, json!({"subscribe": true, "region": "us"}))
+        .await;
+    assert_eq!(c.owner_of(us["whep_url"].as_str().unwrap()), "c");
+    let (s, v) = post(
+        &c.http,
+        format!("{}/api/v1/rooms/{other}/token", c.api.base),
+        Some(&c.admin),
+        json!({"subscribe": true, "region": "no such/region"}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+
+    // A real WHIP client sent to the wrong node is redirected to the room's node and
+    // publishes there; a WHEP player sent to another wrong node hears the tone.
+    let wrong: Vec<&str> = ["a", "b", "c"].into_iter().filter(|n| *n != home).collect();
+    let whip = format!("{}/whip/{room}", c.node(wrong[0]).base);
+    let whep = format!("{}/whep/{room}", c.node(wrong[1]).base);
+    let (pt, lt) = (
+        t["token"].as_str().unwrap().to_owned(),
+        listen["token"].as_str().unwrap().to_owned(),
+    );
+    let publisher = tokio::spawn(async move {
+        harness(
+            &[
+                "publish",
+                "--url",
+                &whip,
+                "--token",
+                &pt,
+                "--seconds",
+                "8",
+                "--freq",
+                "440",
+            ],
+            Duration::from_secs(60),
+        )
+        .await
+    });
+    let played = harness(
+        &[
+            "play",
+            "--url",
+            &whep,
+            "--token",
+            &lt,
+            "--seconds",
+            "3",
+            "--expect-freq",
+            "440",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let published = publisher.await.unwrap();
+    let home_base = &c.node(&home).base;
+    for (what, v, path) in [
+        ("publisher", &published, "whip"),
+        ("player", &played, "whep"),
+    ] {
+        assert_eq!(
+            v["redirected_to"],
+            json!([format!("{home_base}/{path}/{room}")]),
+            "the {what} went once to the room's node: {v}"
+        );
+    }
+    assert!(
+        (played["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 20.0,
+        "{played}"
+    );
+
+    // A `/rtc` join on a wrong node is told to move, and joins where it is told.
+    let mut sock = ws(&format!(
+        "{}/rtc",
+        c.node(wrong[0]).base.replace("http://", "ws://")
+    ))
+    .await;
+    let join = json!({"type": "join", "token": t["token"], "id": 1});
+    send(&mut sock, join.clone()).await;
+    let moved = recv(&mut sock, Duration::from_secs(10))
+        .await
+        .expect("an answer to join");
+    assert_eq!(moved["type"], "move", "{moved}");
+    assert_eq!(moved["id"], 1);
+    assert_eq!(moved["url"], t["rtc_url"], "{moved}");
+    let mut there = ws(moved["url"].as_str().unwrap()).await;
+    send(&mut there, join).await;
+    let joined = recv(&mut there, Duration::from_secs(10))
+        .await
+        .expect("joined");
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["room"], room.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
+    let mut c = Cluster::start().await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let room = c.room("stage").await;
+    let t = c.token(&room, json!({"publish": true})).await;
+    let home = c.owner_of(t["whip_url"].as_str().unwrap());
+    // Live on its node, then the node dies without a word.
+    harness(
+        &[
+            "publish",
+            "--url",
+            t["whip_url"].as_str().unwrap(),
+            "--token",
+            t["token"].as_str().unwrap(),
+            "--seconds",
+            "1",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let killed = tokio::time::Instant::now();
+    let pos = c.nodes.iter().position(|(id, _)| *id == home).unwrap();
+    let (_, mut dead) = c.nodes.remove(pos);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let r = c
+        .wait_registry("the killed node dead", |r| {
+            ids_with(r, "dead") == [home.clone()]
+        })
+        .await;
+    let after = killed.elapsed();
+    assert!(
+        after < Duration::from_secs(6),
+        "declared dead after {after:?}"
+    );
+    assert_eq!(ids_with(&r, "active").len(), 2);
+    let survivor = &c.nodes[0].1.base;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(
+        &c.http,
+        survivor,
+        "streamcore_cluster_nodes{status=\"dead\"}",
+    )
+    .await
+        != Some(1.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed the dead node"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The room is placed again on a live node, and a publisher goes live there.
+    let again = c.token(&room, json!({"publish": true})).await;
+    let new_home = c.owner_of(again["whip_url"].as_str().unwrap());
+    assert_ne!(new_home, home);
+    let v = harness(
+        &[
+            "publish",
+            "--url",
+            again["whip_url"].as_str().unwrap(),
+            "--token",
+            again["token"].as_str().unwrap(),
+            "--seconds",
+            "1",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(v["redirected_to"], json!([]), "{v}");
+
+    // A node stopped cleanly leaves the registry at once, dead or not.
+    let (gone, mut p) = c.nodes.remove(0);
+    let ok = Command::new("kill")
+        .args(["-s", "TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.child.wait().unwrap();
+        drop(p);
+        s
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    let r = c.registry().await;
+    assert!(
+        r.iter().all(|n| n["id"] != gone.as_str()),
+        "{gone} left: {r:#?}"
+    );
+}
