@@ -544,7 +544,11 @@ async fn admin(api: Api) {
     let (uid, user_access, user_refresh) = api.user("plain@example.com").await;
     let (s, v) = api.get("/api/v1/admin/users", &user_access).await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, v) = api.get("/api/v1/admin/nodes", &user_access).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
     let admin = make_admin(&api, "boss@example.com").await;
+    let (s, v) = api.get("/api/v1/admin/nodes", &admin).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])), "no media node here");
     let (s, v) = api.get("/api/v1/admin/users", &admin).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -1912,6 +1916,7 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/library/sync",
         "/api/v1/library/tracks",
         "/api/v1/admin/mail",
+        "/api/v1/admin/nodes",
         "/api/v1/devices/{id}/commands",
         "/api/v1/devices/{id}/now-playing",
         "/api/v1/devices/socket",
@@ -1939,7 +1944,7 @@ async fn openapi_document_lists_every_route() {
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 47);
+    assert_eq!(paths.len(), 48);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))
