@@ -1,12 +1,15 @@
-//! This node as a member of the cluster: its heartbeat and the registry in its metrics.
+//! This node as a member of the cluster: its heartbeat, and what it learns of the others.
 //!
-//! Once a second the node writes its row in `nodes` (`control_api::cluster`): its
+//! Once a second a media node writes its row in `nodes` (`control_api::cluster`): its
 //! public URL, media addresses, capacity and the last second's load — its busiest
 //! worker's CPU share, its peers, the bits it sent — and whether it drains. In the same
-//! loop it reads every node's row into the `streamcore_cluster_*` gauges. The first row
-//! is written before the node takes requests, so a join token made the moment it is up
-//! can be placed on it. A node that stops cleanly deletes its row and its rooms' homes;
-//! one that dies falls silent and is dead three seconds later.
+//! loop it reads every node's row into the `streamcore_cluster_*` gauges and the live
+//! nodes' origins into its pages' policy (`web::ClusterOrigins`: a page may use a room
+//! on another node). The first row is written before the node takes requests, so a
+//! join token made the moment it is up can be placed on it. A node that stops cleanly
+//! deletes its row and its rooms' homes; one that dies falls silent and is dead three
+//! seconds later. A control-API-only server reads the registry without a row of its
+//! own ([`ClusterMember::observe`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +26,8 @@ use crate::metrics::Metrics;
 /// The heartbeat task of a running node.
 pub struct ClusterMember {
     db: Db,
-    id: Arc<str>,
+    /// The node's id; `None` for a server that only observes.
+    id: Option<Arc<str>>,
     draining: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -38,6 +42,7 @@ impl ClusterMember {
         public_url: &str,
         media_addrs: &[std::net::SocketAddr],
         metrics: Metrics,
+        origins: web::ClusterOrigins,
     ) -> anyhow::Result<ClusterMember> {
         let workers = media_addrs.len().max(1);
         let capacity = match settings.cluster.capacity {
@@ -64,23 +69,38 @@ impl ClusterMember {
             .await
             .map_err(|e| anyhow::anyhow!("registering node {id} in the cluster's database: {e}"))?;
         info!(node = %id, region = %settings.cluster.region, capacity, "joined the cluster");
+        Ok(Self::spawn(db, Some(id), Some((row, metrics)), origins))
+    }
+
+    /// Reads the registry into `origins` once a second, without a row of its own.
+    pub fn observe(db: Db, origins: web::ClusterOrigins) -> ClusterMember {
+        Self::spawn(db, None, None, origins)
+    }
+
+    fn spawn(
+        db: Db,
+        id: Option<Arc<str>>,
+        beating: Option<(NodeRow, Metrics)>,
+        origins: web::ClusterOrigins,
+    ) -> ClusterMember {
         let (draining, draining_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(beat(db.clone(), row, metrics, draining_rx, stop_rx));
-        Ok(ClusterMember {
+        let task = tokio::spawn(run(db.clone(), beating, origins, draining_rx, stop_rx));
+        ClusterMember {
             db,
             id,
             draining,
             stop,
             task,
-        })
+        }
     }
 
     /// From now on the node says it drains: no new room is placed on it.
     pub async fn drain(&self) {
         let _ = self.draining.send(true);
-        if let Err(e) = self.db.drain_node(&self.id).await {
-            warn!(node = %self.id, error = %e, "could not mark the node draining");
+        let Some(id) = &self.id else { return };
+        if let Err(e) = self.db.drain_node(id).await {
+            warn!(node = %id, error = %e, "could not mark the node draining");
         }
     }
 
@@ -88,24 +108,28 @@ impl ClusterMember {
     pub async fn leave(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        match self.db.remove_node(&self.id).await {
-            Ok(()) => info!(node = %self.id, "left the cluster"),
+        let Some(id) = &self.id else { return };
+        match self.db.remove_node(id).await {
+            Ok(()) => info!(node = %id, "left the cluster"),
             Err(e) => {
-                warn!(node = %self.id, error = %e, "could not leave the cluster; it will be taken for dead")
+                warn!(node = %id, error = %e, "could not leave the cluster; it will be taken for dead")
             }
         }
     }
 }
 
-/// The heartbeat loop: write this node's row, read everyone's into the metrics.
-async fn beat(
+/// Once a second: write this node's row (when it has one), then read everyone's.
+async fn run(
     db: Db,
-    mut row: NodeRow,
-    metrics: Metrics,
+    mut beating: Option<(NodeRow, Metrics)>,
+    origins: web::ClusterOrigins,
     draining: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut sent = (Instant::now(), metrics.bytes_out.get());
+    let mut sent = (
+        Instant::now(),
+        beating.as_ref().map_or(0, |(_, m)| m.bytes_out.get()),
+    );
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -114,36 +138,48 @@ async fn beat(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let now = Instant::now();
-        let bytes = metrics.bytes_out.get();
-        let secs = now.duration_since(sent.0).as_secs_f64();
-        if secs > 0.0 {
-            row.forwarded_bps = ((bytes.saturating_sub(sent.1)) as f64 * 8.0 / secs) as i64;
-        }
-        sent = (now, bytes);
-        row.cpu_percent = busiest_worker(&metrics) * 100.0;
-        row.peers = sum(&metrics.peers) as i64;
-        if *draining.borrow() {
-            row.state = "draining".into();
-        }
-        row.heartbeat_at = control_api::auth::now_millis();
-        match db.beat_node(&row).await {
-            Ok(()) if failing => {
-                failing = false;
-                info!(node = %row.id, "heartbeat written again");
+        let now_ms = control_api::auth::now_millis();
+        if let Some((row, metrics)) = &mut beating {
+            let now = Instant::now();
+            let bytes = metrics.bytes_out.get();
+            let secs = now.duration_since(sent.0).as_secs_f64();
+            if secs > 0.0 {
+                row.forwarded_bps = ((bytes.saturating_sub(sent.1)) as f64 * 8.0 / secs) as i64;
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                warn!(node = %row.id, error = %e, "heartbeat not written; the cluster takes this node for dead after 3 s");
+            sent = (now, bytes);
+            row.cpu_percent = busiest_worker(metrics) * 100.0;
+            row.peers = sum(&metrics.peers) as i64;
+            if *draining.borrow() {
+                row.state = "draining".into();
             }
-            Err(_) => {}
+            row.heartbeat_at = now_ms;
+            match db.beat_node(row).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    info!(node = %row.id, "heartbeat written again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!(node = %row.id, error = %e, "heartbeat not written; the cluster takes this node for dead after 3 s");
+                }
+                Err(_) => {}
+            }
         }
         if let Ok(nodes) = db.nodes().await {
-            export(&metrics, nodes, row.heartbeat_at);
+            origins.set(
+                nodes
+                    .iter()
+                    .filter(|n| control_api::cluster::status(n, now_ms) != NodeStatus::Dead)
+                    .map(|n| n.public_url.as_str()),
+            );
+            if let Some((_, metrics)) = &beating {
+                export(metrics, nodes, now_ms);
+            }
         }
-        let forget_before = row.heartbeat_at - FORGET_AFTER.as_millis() as i64;
-        let _ = db.forget_nodes(forget_before).await;
+        let _ = db
+            .forget_nodes(now_ms - FORGET_AFTER.as_millis() as i64)
+            .await;
     }
 }
 

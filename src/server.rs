@@ -387,6 +387,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         ..(*api.config).clone()
     });
     // Registered before the first request, so a token made now can be placed here.
+    let origins = web::ClusterOrigins::default();
     let cluster = crate::cluster::ClusterMember::join(
         settings,
         api.db.clone(),
@@ -394,6 +395,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         &public_url,
         &media_addrs,
         metrics.clone(),
+        origins.clone(),
     )
     .await?;
     let placement: signaling::placement::SharedPlacement =
@@ -434,7 +436,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             },
         )))
         .merge(api_router(settings, &api))
-        .merge(web::router());
+        .merge(web::router_in_cluster(origins));
     if settings.metrics.is_none() {
         app = app.merge(metrics_router(ops.clone()));
     }
@@ -645,6 +647,8 @@ pub struct RunningApi {
     task: tokio::task::JoinHandle<()>,
     mail_relay: Option<MailRelay>,
     events: EventServices,
+    /// Reads the node registry for its pages' policy.
+    cluster: crate::cluster::ClusterMember,
 }
 
 impl std::fmt::Debug for RunningApi {
@@ -665,11 +669,14 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
     let (_, api) = open_control_plane(settings, &public_url).await?;
     let mail_relay = start_mail_relay(settings, &api)?;
     let events = EventServices::start(&api, None, None)?;
+    // Its pages use the media nodes' WHIP/WHEP and `/rtc`.
+    let origins = web::ClusterOrigins::default();
+    let cluster = crate::cluster::ClusterMember::observe(api.db.clone(), origins.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(healthz))
         .merge(api_router(settings, &api))
-        .merge(web::router());
+        .merge(web::router_in_cluster(origins));
     let (stop, rx) = watch::channel(false);
     let limits = http_limits(settings, None)?;
     let task = tokio::spawn(serve(listener, app, tls.map(|t| t.config), limits, rx));
@@ -680,6 +687,7 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
         task,
         mail_relay,
         events,
+        cluster,
     })
 }
 
@@ -687,6 +695,7 @@ impl RunningApi {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        self.cluster.leave().await;
         self.events.shutdown(&self.api).await;
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;

@@ -512,3 +512,79 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
         "{gone} left: {r:#?}"
     );
 }
+
+/// Debian's Chromium (`scripts/ensure-chromium.sh`, which `scripts/test` runs first).
+fn chromium() -> String {
+    let out = Command::new("bash")
+        .arg(support::repo().join("scripts/ensure-chromium.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/ensure-chromium.sh");
+    assert!(out.status.success(), "scripts/ensure-chromium.sh failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("the browser's path")
+        .to_owned()
+}
+
+/// The web app on the control plane (no media of its own): its pages publish and play
+/// on the node the room is placed on, another origin their policy allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
+    let c = Cluster::start().await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
+        .await
+        .unwrap();
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let child = tokio::process::Command::new(py)
+        .arg(support::repo().join("scripts/browser/cluster.py"))
+        .args(["--base", &c.api.base, "--shots"])
+        .arg(shots)
+        .args(["--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD])
+        .env("STREAMCORE_CHROMIUM", chromium)
+        .current_dir(support::repo().join("scripts/browser"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .expect("the scenario finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let whip = v["whip_url"].as_str().unwrap();
+    let whep = v["whep_url"].as_str().unwrap();
+    let node = c.owner_of(whip);
+    assert_eq!(c.owner_of(whep), node, "{v}");
+    assert!(!whip.starts_with(&c.api.base), "{v}");
+    let policy = v["policy"].as_str().unwrap();
+    let connect: Vec<&str> = policy
+        .split(';')
+        .find_map(|d| d.trim().strip_prefix("connect-src "))
+        .expect("a connect-src directive")
+        .split(' ')
+        .collect();
+    let mut wanted = vec!["'self'".to_owned()];
+    for (_, p) in &c.nodes {
+        wanted.push(p.base.clone());
+        wanted.push(p.base.replace("http://", "ws://"));
+    }
+    let mut got: Vec<String> = connect.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    wanted.sort();
+    assert_eq!(
+        got, wanted,
+        "the pages reach their origin and the nodes only: {policy}"
+    );
+}

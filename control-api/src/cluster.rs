@@ -98,17 +98,27 @@ pub fn choose<'a>(nodes: &'a [NodeRow], region: &str, now: Millis) -> Option<&'a
     local.or_else(|| least(&mut active()))
 }
 
-/// Where a join token for `room` sends its holder: the base URL of the node the room
-/// lives on, placing it first when it has no live home. 503 `no_media_node` when no
-/// node is up.
-pub async fn place(db: &Db, room: &str, region: &str) -> Result<String, ApiError> {
+/// The node a room lives on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub node_id: String,
+    /// Its public base URL (`https://host:port`).
+    pub base_url: String,
+}
+
+/// Where a join token for `room` sends its holder: the node the room lives on,
+/// placing it first when it has no live home. 503 `no_media_node` when no node is up.
+pub async fn place(db: &Db, room: &str, region: &str) -> Result<Placed, ApiError> {
     let nodes = db.nodes().await.map_err(store_error)?;
     let now = now_millis();
     let url_of = |id: &str| {
         nodes
             .iter()
             .find(|n| n.id == id && status(n, now) != NodeStatus::Dead)
-            .map(|n| n.public_url.clone())
+            .map(|n| Placed {
+                node_id: n.id.clone(),
+                base_url: n.public_url.clone(),
+            })
     };
     if let Some(home) = db.room_home(room).await.map_err(store_error)?
         && let Some(url) = url_of(&home)
@@ -136,7 +146,10 @@ pub async fn place(db: &Db, room: &str, region: &str) -> Result<String, ApiError
         });
     }
     tracing::info!(%room, node = %chosen.id, region = %chosen.region, load = load(chosen), "room placed");
-    Ok(chosen.public_url.clone())
+    Ok(Placed {
+        node_id: chosen.id.clone(),
+        base_url: chosen.public_url.clone(),
+    })
 }
 
 /// A node's answer to "where does this room live?" from the database: the room's home

@@ -10,12 +10,15 @@
 //!
 //! Invariants:
 //! - Every page is sent with a Content-Security-Policy that allows no inline script or
-//!   style and nothing from another origin, with `X-Content-Type-Options: nosniff`,
-//!   a `Referrer-Policy`, and no framing.
+//!   style and nothing from another origin — but connections (WHIP/WHEP, `/rtc`) to
+//!   the other media nodes of its cluster ([`ClusterOrigins`]) — with
+//!   `X-Content-Type-Options: nosniff`, a `Referrer-Policy`, and no framing.
 //! - Every asset carries its content hash as `ETag` and `Cache-Control: no-cache`: a
 //!   new binary's assets are used at once, unchanged ones cost a `304`.
 //! - The client library may be imported by a page of any origin
 //!   (`Access-Control-Allow-Origin: *`); it carries no secret.
+
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -55,6 +58,59 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
 font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The media nodes of the cluster a page may connect to besides its own origin: a
+/// room may live on another node, whose WHIP/WHEP and `/rtc` the page then uses
+/// directly. Set from the node registry as nodes come and go.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOrigins(Arc<RwLock<Option<HeaderValue>>>);
+
+impl ClusterOrigins {
+    /// Replaces the nodes' base URLs (`https://host:port`); each is allowed over HTTP(S)
+    /// and as a WebSocket. A URL that is not a plain origin is left out.
+    pub fn set<'a>(&self, base_urls: impl IntoIterator<Item = &'a str>) {
+        let mut sources = Vec::new();
+        for url in base_urls {
+            let url = url.trim_end_matches('/');
+            let Some((scheme, host)) = url.split_once("://") else {
+                continue;
+            };
+            let plain = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+            let ws = match scheme {
+                "http" => "ws",
+                "https" => "wss",
+                _ => continue,
+            };
+            if plain {
+                sources.push(format!("{scheme}://{host} {ws}://{host}"));
+            }
+        }
+        let policy = (!sources.is_empty())
+            .then(|| {
+                let extra = format!("connect-src 'self' {}", sources.join(" "));
+                HeaderValue::from_str(
+                    &CONTENT_SECURITY_POLICY.replace("connect-src 'self'", &extra),
+                )
+                .ok()
+            })
+            .flatten();
+        if let Ok(mut p) = self.0.write() {
+            *p = policy;
+        }
+    }
+
+    /// The pages' policy with these nodes in `connect-src`.
+    pub fn policy(&self) -> HeaderValue {
+        self.0
+            .read()
+            .ok()
+            .and_then(|p| p.clone())
+            .unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY))
+    }
+}
+
 /// The embedded file at `path` (under `assets/`).
 pub fn asset(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
@@ -62,11 +118,22 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
 
 /// The routes of the pages, their files and the client library.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    router_in_cluster(ClusterOrigins::default())
+}
+
+/// [`router`] for a node of a cluster: its pages may connect to the other nodes.
+pub fn router_in_cluster<S: Clone + Send + Sync + 'static>(nodes: ClusterOrigins) -> Router<S> {
     let mut r = Router::new();
     for (route, file) in PAGES {
+        let nodes = nodes.clone();
         r = r.route(
             route,
-            get(move |headers: HeaderMap| async move { serve(file, &headers, Kind::Page) }),
+            get(move |headers: HeaderMap| async move {
+                let mut resp = serve(file, &headers, Kind::Page);
+                resp.headers_mut()
+                    .insert(header::CONTENT_SECURITY_POLICY, nodes.policy());
+                resp
+            }),
         );
     }
     r.route(
@@ -240,6 +307,43 @@ mod tests {
                 "{script} never calls pageReady"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn pages_of_a_cluster_node_may_connect_to_the_other_nodes() {
+        let nodes = ClusterOrigins::default();
+        let app: Router = router_in_cluster(nodes.clone());
+        let csp = |r: Response| r.headers()[header::CONTENT_SECURITY_POLICY].clone();
+        let page = || {
+            app.clone()
+                .oneshot(Request::get("/room").body(Body::empty()).unwrap())
+        };
+        assert_eq!(csp(page().await.unwrap()), CONTENT_SECURITY_POLICY);
+        nodes.set([
+            "https://b.example:8443/",
+            "http://127.0.0.1:4001",
+            "http://evil; script-src *",
+            "ftp://c.example",
+        ]);
+        let with = csp(page().await.unwrap());
+        let with = with.to_str().unwrap();
+        assert!(
+            with.contains(
+                "connect-src 'self' https://b.example:8443 wss://b.example:8443 http://127.0.0.1:4001 ws://127.0.0.1:4001;"
+            ),
+            "{with}"
+        );
+        assert!(!with.contains("evil") && !with.contains("ftp"), "{with}");
+        assert_eq!(
+            with.replace(
+                " https://b.example:8443 wss://b.example:8443 http://127.0.0.1:4001 ws://127.0.0.1:4001",
+                ""
+            ),
+            CONTENT_SECURITY_POLICY,
+            "nothing else changes"
+        );
+        nodes.set([]);
+        assert_eq!(csp(page().await.unwrap()), CONTENT_SECURITY_POLICY);
     }
 
     #[tokio::test]

@@ -425,6 +425,10 @@ pub struct JoinTokenView {
     pub whep_url: String,
     /// The room protocol's WebSocket (absolute).
     pub rtc_url: String,
+    /// The room lives on the server that answered: its URLs may be used on whatever
+    /// name the page reached that server by. Else they name another node of the
+    /// cluster.
+    pub local: bool,
     /// STUN/TURN servers for `RTCConfiguration.iceServers`, TURN with credentials for
     /// this identity (empty when none are configured).
     pub ice_servers: Vec<IceServerView>,
@@ -713,10 +717,12 @@ async fn issue(
             },
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let base = if st.config.placement {
-        crate::cluster::place(&st.db, &room.id, region.unwrap_or(&st.config.region)).await?
+    let (base, local) = if st.config.placement {
+        let home =
+            crate::cluster::place(&st.db, &room.id, region.unwrap_or(&st.config.region)).await?;
+        (home.base_url, home.node_id == *st.node_id)
     } else {
-        st.config.public_url.clone()
+        (st.config.public_url.clone(), true)
     };
     let base = base.trim_end_matches('/');
     let ws_base = signaling::placement::websocket_base(base);
@@ -725,6 +731,7 @@ async fn issue(
         whip_url: format!("{base}/whip/{}", room.id),
         whep_url: format!("{base}/whep/{}", room.id),
         rtc_url: format!("{ws_base}/rtc"),
+        local,
         ice_servers: st
             .config
             .ice_servers

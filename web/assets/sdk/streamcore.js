@@ -1427,6 +1427,7 @@ export class Room extends Emitter {
    * lives on another server answers `move`: the join goes there, with the same token.
    * @param {boolean} resume
    * @param {number} [moves] how many `move`s this join followed so far
+   * @returns {Promise<void>}
    */
   async #open(resume, moves = 0) {
     const generation = ++this.#generation;

@@ -217,14 +217,21 @@ export function mediaDevices() {
 }
 
 /**
- * The path of a URL the node handed out (a join token's `whip_url`, …), to be used on
- * this page's own origin: the page may have been opened under another name of the
- * same node (a LAN address) than the one the node calls itself, and the page's policy
- * allows connections to its own origin only.
+ * Where the page uses a URL a join token handed out (`whip_url`, `whep_url`,
+ * `rtc_url`). When the room lives on the server that answered (`grant.local`), on the
+ * page's own origin: the page may have been opened under another name of the same
+ * node (a LAN address) than the one the node calls itself, and its policy allows
+ * connections to its own origin. Else as given: the room lives on another node of
+ * the cluster, whose origin the page's policy allows too.
+ * @param {{local?: boolean}} grant
  * @param {string} url
  */
-export function here(url) {
+export function here(grant, url) {
+  if (grant.local === false) return url;
   const u = new URL(url, location.href);
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') {
+    return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${u.pathname}${u.search}`;
+  }
   return u.pathname + u.search;
 }
 

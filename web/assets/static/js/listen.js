@@ -152,7 +152,7 @@ const stopListening = async () => {
 const startListening = async () => {
   if (!deviceId) throw new Error('Pick a device first.');
   const grant = await session.post(`/devices/${encodeURIComponent(deviceId)}/stream`, { role: 'listen' });
-  const p = new WhepPlayer({ url: here(grant.whep_url), token: grant.token, iceServers: grant.ice_servers });
+  const p = new WhepPlayer({ url: here(grant, grant.whep_url), token: grant.token, iceServers: grant.ice_servers });
   p.on('quality', (q) => showQuality($('quality'), q));
   p.on('state', (s) => {
     if (s === 'failed' && player === p) {

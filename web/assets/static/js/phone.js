@@ -438,7 +438,7 @@ async function phone(session) {
       if (e instanceof StreamCoreError && e.status === 404) gone();
       throw e;
     });
-    const p = new WhipPublisher({ url: here(grant.whip_url), token: grant.token, iceServers: grant.ice_servers });
+    const p = new WhipPublisher({ url: here(grant, grant.whip_url), token: grant.token, iceServers: grant.ice_servers });
     p.on('quality', (q) => showQuality($('quality'), q));
     p.on('state', (s) => {
       if (s === 'failed' && publisher === p) {

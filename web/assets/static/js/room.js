@@ -7,7 +7,7 @@
  * that needs nobody, and for the room's owner who may join (invitations, share link).
  */
 import { Room, StreamCoreError } from '/sdk/streamcore.js';
-import { $, busy, explain, h, mediaDevices, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
+import { $, busy, explain, h, here, mediaDevices, pageReady, query, say, showQuality, signedIn } from '/static/js/app.js';
 
 const { session } = await signedIn();
 /** The room: its id, or the name of one of your rooms (the server tells them apart). */
@@ -278,8 +278,8 @@ async function call(wanted) {
     .then(sharing, () => {})
     .catch((e) => say($('sharing-message'), explain(e)));
 
-  // The room socket of the node that served this page (see `here`).
-  const room = new Room({ tokenProvider: async () => (await joinToken(roomId)).token });
+  // The room socket of the node the room lives on (see `here`).
+  const room = new Room({ url: here(grant, grant.rtc_url), tokenProvider: async () => (await joinToken(roomId)).token });
   Object.assign(window, { streamcoreRoom: room });
 
   // ---- tiles ----
