@@ -29,6 +29,8 @@ pub struct ClusterMember {
     /// The node's id; `None` for a server that only observes.
     id: Option<Arc<str>>,
     draining: watch::Sender<bool>,
+    /// Set when the registry says this node drains (an operator asked the API).
+    drain_requested: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -84,15 +86,30 @@ impl ClusterMember {
         origins: web::ClusterOrigins,
     ) -> ClusterMember {
         let (draining, draining_rx) = watch::channel(false);
+        let (requested, drain_requested) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(db.clone(), beating, origins, draining_rx, stop_rx));
+        let task = tokio::spawn(run(
+            db.clone(),
+            beating,
+            origins,
+            (draining_rx, requested),
+            stop_rx,
+        ));
         ClusterMember {
             db,
             id,
             draining,
+            drain_requested,
             stop,
             task,
         }
+    }
+
+    /// Resolves when the registry says this node drains though it was not told to
+    /// here (`POST /api/v1/admin/nodes/{id}/drain`).
+    pub async fn drain_requested(&self) {
+        let mut r = self.drain_requested.clone();
+        let _ = r.wait_for(|d| *d).await;
     }
 
     /// From now on the node says it drains: no new room is placed on it.
@@ -123,7 +140,7 @@ async fn run(
     db: Db,
     mut beating: Option<(NodeRow, Metrics)>,
     origins: web::ClusterOrigins,
-    draining: watch::Receiver<bool>,
+    (draining, requested): (watch::Receiver<bool>, watch::Sender<bool>),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sent = (
@@ -167,6 +184,14 @@ async fn run(
             }
         }
         if let Ok(nodes) = db.nodes().await {
+            if let Some((row, _)) = &beating
+                && !*draining.borrow()
+                && nodes
+                    .iter()
+                    .any(|n| n.id == row.id && n.state == "draining")
+            {
+                requested.send_replace(true);
+            }
             origins.set(
                 nodes
                     .iter()

@@ -432,7 +432,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             );
         }
     }
-    signals.recv().await;
+    tokio::select! {
+        () = signals.recv() => {}
+        () = server.drain_requested() => tracing::info!("an operator asked the cluster to drain this node"),
+    }
     // A second signal during the drain exits at once.
     server
         .shutdown(settings.shutdown_grace(), signals.recv())

@@ -61,6 +61,9 @@ pub struct RunningServer {
     pub turn: Option<crate::turn::EmbeddedTurn>,
     /// This node's heartbeat in the cluster's registry.
     cluster: crate::cluster::ClusterMember,
+    /// The room protocol's sockets, told to move when the node drains.
+    rooms: signaling::room::RoomState<MediaWorkers>,
+    region: String,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -411,6 +414,18 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
     let room_authority: signaling::room_authority::SharedRoomAuthority = Some(Arc::new(
         control_api::routes::rooms::DbRoomAuthority(api.db.clone()),
     ));
+    let rooms = signaling::room::RoomState::new(
+        workers.clone(),
+        signer.verifier(),
+        signaling::room::RoomProtocolConfig {
+            // One grace for both: a lost network costs the socket and ICE at once.
+            resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
+            ice_servers: ice_servers.clone(),
+            idle_timeout: Duration::from_secs(settings.limits.websocket_idle_secs),
+            rooms: room_authority.clone(),
+            placement: placement.clone(),
+        },
+    );
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -423,18 +438,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             rooms: room_authority.clone(),
             placement: placement.clone(),
         }))
-        .merge(signaling::room::router(signaling::room::RoomState::new(
-            workers.clone(),
-            signer.verifier(),
-            signaling::room::RoomProtocolConfig {
-                // One grace for both: a lost network costs the socket and ICE at once.
-                resume_grace: Duration::from_secs(settings.media.disconnect_grace_secs),
-                ice_servers: ice_servers.clone(),
-                idle_timeout: Duration::from_secs(settings.limits.websocket_idle_secs),
-                rooms: room_authority.clone(),
-                placement,
-            },
-        )))
+        .merge(signaling::room::router(rooms.clone()))
         .merge(api_router(settings, &api))
         .merge(web::router_in_cluster(origins));
     if settings.metrics.is_none() {
@@ -488,6 +492,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         worker,
         turn,
         cluster,
+        rooms,
+        region: settings.cluster.region.clone(),
     })
 }
 
@@ -602,6 +608,7 @@ impl RunningServer {
     pub async fn shutdown(self, grace: Duration, force: impl std::future::Future<Output = ()>) {
         self.workers.start_draining();
         self.cluster.drain().await;
+        self.move_rooms_away().await;
         info!(
             sessions = self.workers.session_count(),
             grace_secs = grace.as_secs(),
@@ -636,6 +643,41 @@ impl RunningServer {
         if let Some(r) = self.mail_relay {
             r.shutdown(MAIL_GRACE).await;
         }
+    }
+}
+
+impl RunningServer {
+    /// Resolves when an operator asks the cluster to drain this node (the admin API);
+    /// the caller then shuts it down as on SIGTERM.
+    pub async fn drain_requested(&self) {
+        self.cluster.drain_requested().await;
+    }
+
+    /// Places this node's rooms on other nodes and tells their `/rtc` participants to
+    /// join there.
+    async fn move_rooms_away(&self) {
+        let moved = match control_api::cluster::move_rooms_away(
+            &self.api.db,
+            &self.api.node_id,
+            &self.region,
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "the rooms could not be moved off this node; their people stay until the grace ends");
+                return;
+            }
+        };
+        let moves = moved
+            .into_iter()
+            .filter_map(|(room, to)| {
+                let room = media_core::RoomId::parse(&room).ok()?;
+                let url = format!("{}/rtc", signaling::placement::websocket_base(&to.base_url));
+                Some((room, url))
+            })
+            .collect();
+        self.rooms.move_rooms(moves);
     }
 }
 

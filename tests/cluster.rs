@@ -529,22 +529,17 @@ fn chromium() -> String {
         .to_owned()
 }
 
-/// The web app on the control plane (no media of its own): its pages publish and play
-/// on the node the room is placed on, another origin their policy allows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
-    let c = Cluster::start().await;
-    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
-        .await;
+/// Runs `scripts/browser/<name>.py` in Debian's Chromium against `base`; its result.
+async fn scenario(name: &str, base: &str, args: &[&str]) -> Value {
     let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
         .await
         .unwrap();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
     let child = tokio::process::Command::new(py)
-        .arg(support::repo().join("scripts/browser/cluster.py"))
-        .args(["--base", &c.api.base, "--shots"])
+        .arg(support::repo().join(format!("scripts/browser/{name}.py")))
+        .args(["--base", base, "--shots"])
         .arg(shots)
-        .args(["--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD])
+        .args(args)
         .env("STREAMCORE_CHROMIUM", chromium)
         .current_dir(support::repo().join("scripts/browser"))
         .stdout(Stdio::piped())
@@ -559,10 +554,27 @@ async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
+        "{name} failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    println!("{name}: {v}");
+    v
+}
+
+/// The web app on the control plane (no media of its own): its pages publish and play
+/// on the node the room is placed on, another origin their policy allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
+    let c = Cluster::start().await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let v = scenario(
+        "cluster",
+        &c.api.base,
+        &["--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+    )
+    .await;
     let whip = v["whip_url"].as_str().unwrap();
     let whep = v["whep_url"].as_str().unwrap();
     let node = c.owner_of(whip);
@@ -587,4 +599,76 @@ async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
         got, wanted,
         "the pages reach their origin and the nodes only: {policy}"
     );
+}
+
+/// An operator drains the node a room lives on: its two people (the client library in
+/// Chromium) are told to move, join the room again on another node, and the subscriber
+/// decodes the publisher again; the drained node, empty, exits by itself and leaves the
+/// registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_nodes_people_move_to_another_node_and_it_exits() {
+    let mut c = Cluster::start().await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let room = c.room("drained").await;
+    let p = c
+        .token(
+            &room,
+            json!({"publish": true, "subscribe": true, "identity": "pub"}),
+        )
+        .await;
+    let s = c
+        .token(&room, json!({"subscribe": true, "identity": "sub"}))
+        .await;
+    let home = c.owner_of(p["whip_url"].as_str().unwrap());
+    let v = scenario(
+        "cluster_drain",
+        &c.api.base,
+        &[
+            "--rtc-url",
+            p["rtc_url"].as_str().unwrap(),
+            "--publish-token",
+            p["token"].as_str().unwrap(),
+            "--subscribe-token",
+            s["token"].as_str().unwrap(),
+            "--admin-token",
+            &c.admin,
+            "--node",
+            &home,
+        ],
+    )
+    .await;
+    let moved_to = v["moved_to"].as_str().unwrap();
+    let new_home = c.owner_of(&moved_to.replace("ws://", "http://"));
+    assert_ne!(new_home, home, "{v}");
+    let back = v["receiving_again_ms"].as_u64().unwrap();
+    assert!(
+        back < 5000,
+        "the subscriber decoded again {back} ms after the drain: {v}"
+    );
+
+    // Empty, the drained node stops by itself and leaves the registry.
+    let pos = c.nodes.iter().position(|(id, _)| *id == home).unwrap();
+    let (_, mut drained) = c.nodes.remove(pos);
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = drained.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the drained node did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    let r = c.registry().await;
+    assert!(r.iter().all(|n| n["id"] != home.as_str()), "{r:#?}");
+    // A new token for the room names its new node.
+    let again = c.token(&room, json!({"subscribe": true})).await;
+    assert_eq!(c.owner_of(again["whep_url"].as_str().unwrap()), new_home);
 }

@@ -152,6 +152,51 @@ pub async fn place(db: &Db, room: &str, region: &str) -> Result<Placed, ApiError
     })
 }
 
+/// Moves the rooms placed on `me` (a draining node) to the least-loaded active node of
+/// `region` (any region when none is up there): the rooms moved and where they went.
+/// A room no node can take stays where it is.
+pub async fn move_rooms_away(
+    db: &Db,
+    me: &str,
+    region: &str,
+) -> Result<Vec<(String, Placed)>, crate::store::StoreError> {
+    let rooms = db.node_rooms(me).await?;
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut nodes: Vec<NodeRow> = db
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.id != me)
+        .collect();
+    let now = now_millis();
+    let mut moved = Vec::new();
+    for room in rooms {
+        let Some(to) = choose(&nodes, region, now).map(|n| n.id.clone()) else {
+            tracing::warn!(%room, node = me, "no node to move the room to; it stays");
+            continue;
+        };
+        if db.move_room(&room, me, &to, now).await? {
+            let n = nodes
+                .iter_mut()
+                .find(|n| n.id == to)
+                .expect("chosen from the list");
+            // Spread the rooms: count the room's people against the node at once.
+            n.peers += 1;
+            tracing::info!(%room, from = me, to = %to, "room moved off a draining node");
+            moved.push((
+                room,
+                Placed {
+                    node_id: to,
+                    base_url: n.public_url.clone(),
+                },
+            ));
+        }
+    }
+    Ok(moved)
+}
+
 /// A node's answer to "where does this room live?" from the database: the room's home
 /// if it is alive, else this node, which takes the room.
 #[derive(Debug, Clone)]
@@ -251,6 +296,34 @@ pub async fn list_nodes(
     let nodes = st.db.nodes().await.map_err(store_error)?;
     Ok(Json(
         nodes.into_iter().map(|n| NodeView::new(n, now)).collect(),
+    ))
+}
+
+/// Drains a node: it takes no new rooms, moves the rooms it has to other nodes (their
+/// `/rtc` participants are told to `move`), and stops once empty or after its grace.
+#[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/drain", tag = "admin", params(("id" = String, Path, description = "node id")), responses((status = 202, body = NodeView), (status = 404, description = "no such node", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn drain_node(
+    State(st): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<(axum::http::StatusCode, Json<NodeView>), ApiError> {
+    caller.require_admin()?;
+    if !st.db.drain_node(&id).await.map_err(store_error)? {
+        return Err(ApiError::not_found("no such node"));
+    }
+    tracing::info!(node = %id, by = %caller.user_id, "node drain requested");
+    let now = now_millis();
+    let node = st
+        .db
+        .nodes()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| ApiError::not_found("no such node"))?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(NodeView::new(node, now)),
     ))
 }
 

@@ -549,6 +549,18 @@ async fn admin(api: Api) {
     let admin = make_admin(&api, "boss@example.com").await;
     let (s, v) = api.get("/api/v1/admin/nodes", &admin).await;
     assert_eq!((s, v), (StatusCode::OK, json!([])), "no media node here");
+    let (s, v) = api
+        .post(
+            "/api/v1/admin/nodes/nope/drain",
+            Some(&user_access),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, v) = api
+        .post("/api/v1/admin/nodes/nope/drain", Some(&admin), json!({}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
     let (s, v) = api.get("/api/v1/admin/users", &admin).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -1917,6 +1929,7 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/library/tracks",
         "/api/v1/admin/mail",
         "/api/v1/admin/nodes",
+        "/api/v1/admin/nodes/{id}/drain",
         "/api/v1/devices/{id}/commands",
         "/api/v1/devices/{id}/now-playing",
         "/api/v1/devices/socket",
@@ -1944,7 +1957,7 @@ async fn openapi_document_lists_every_route() {
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 48);
+    assert_eq!(paths.len(), 49);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

@@ -1673,6 +1673,16 @@ async fn a_room_has_one_home_until_its_node_dies<S: Store>(s: &S) {
         s.place_room("z", "b", T0 + 4000, T0 + 1000).await.unwrap(),
         "b"
     );
+    // Moved only from the node it is on.
+    assert!(!s.move_room("r", "a", "c", T0 + 4000).await.unwrap());
+    assert!(
+        s.move_room("q", &s.room_home("q").await.unwrap().unwrap(), "c", T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.room_home("q").await.unwrap().as_deref(), Some("c"));
+    assert_eq!(s.node_rooms("b").await.unwrap(), ["r", "z"]);
+    assert_eq!(s.node_rooms("c").await.unwrap(), ["q"]);
     // Released only by its own node.
     s.release_room("r", "a").await.unwrap();
     assert_eq!(s.room_home("r").await.unwrap().as_deref(), Some("b"));

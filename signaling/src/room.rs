@@ -85,6 +85,8 @@ pub struct RoomState<B> {
     pub config: RoomProtocolConfig,
     sessions: Arc<Mutex<HashMap<String, Resumable>>>,
     sources: Arc<TrackSources>,
+    /// Rooms that moved to another node (it drains): the `/rtc` URL each went to.
+    moves: Arc<tokio::sync::watch::Sender<Arc<HashMap<RoomId, String>>>>,
 }
 
 /// What kinds of source a published m-line may say it carries.
@@ -161,6 +163,7 @@ impl<B> Clone for RoomState<B> {
             config: self.config.clone(),
             sessions: self.sessions.clone(),
             sources: self.sources.clone(),
+            moves: self.moves.clone(),
         }
     }
 }
@@ -173,7 +176,15 @@ impl<B: RoomBackend> RoomState<B> {
             config,
             sessions: Arc::default(),
             sources: Arc::default(),
+            moves: Arc::new(tokio::sync::watch::Sender::new(Arc::default())),
         }
+    }
+
+    /// Tells every participant of each room in `moves` to join again at its new
+    /// node's `/rtc` URL (a `move` message), and takes it out of the room here.
+    pub fn move_rooms(&self, moves: HashMap<RoomId, String>) {
+        info!(rooms = moves.len(), "room participants told to move");
+        self.moves.send_replace(Arc::new(moves));
     }
 }
 
@@ -647,6 +658,14 @@ async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
             forget(&st, &session.sid);
             let _ = send(&mut socket, &json!({"type": "left", "reason": reason})).await;
         }
+        End::Moved(url) => {
+            forget(&st, &session.sid);
+            let _ = send(
+                &mut socket,
+                &json!({"type": "move", "url": url, "reason": "node_draining"}),
+            )
+            .await;
+        }
         End::Replaced => {
             let _ = send(
                 &mut socket,
@@ -675,6 +694,9 @@ async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
 enum End {
     /// The participant is out of the room (it left, or the media plane removed it).
     Left(&'static str),
+    /// The room moved to another node (this one drains): the participant left it here
+    /// and joins again at this `/rtc` URL.
+    Moved(String),
     /// Another socket resumed the participant.
     Replaced,
     SocketGone,
@@ -992,9 +1014,19 @@ async fn serve<B: RoomBackend>(
     session: &mut Session,
 ) -> End {
     let mut live = Liveness::new(std::time::Instant::now(), st.config.idle_timeout);
+    let mut moves = st.moves.subscribe();
+    moves.mark_changed();
     loop {
         tokio::select! {
             _ = &mut session.kicked => return End::Replaced,
+            Ok(()) = moves.changed() => {
+                let to = moves.borrow_and_update().get(&session.grant.room).cloned();
+                if let Some(url) = to {
+                    info!(participant = %session.sid, room = %session.grant.room, to = %url, "participant moved to the room's new node");
+                    let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
+                    return End::Moved(url);
+                }
+            }
             () = tokio::time::sleep_until(live.wake_at().into()) => match live.due(std::time::Instant::now()) {
                 Due::Ping => {
                     if socket.send(Message::Ping(Default::default())).await.is_err() {

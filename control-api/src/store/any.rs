@@ -360,6 +360,12 @@ impl Store for Db {
     ) -> R<String> {
         delegate!(self, s => s.place_room(room_id, node_id, now, alive_since))
     }
+    async fn node_rooms(&self, node_id: &str) -> R<Vec<String>> {
+        delegate!(self, s => s.node_rooms(node_id))
+    }
+    async fn move_room(&self, room_id: &str, from: &str, to: &str, now: Millis) -> R<bool> {
+        delegate!(self, s => s.move_room(room_id, from, to, now))
+    }
     async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
         delegate!(self, s => s.release_room(room_id, node_id))
     }

@@ -729,6 +729,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
         alive_since: Millis,
     ) -> impl Future<Output = R<String>> + Send;
+    /// The rooms placed on `node_id`.
+    fn node_rooms(&self, node_id: &str) -> impl Future<Output = R<Vec<String>>> + Send;
+    /// Moves `room_id`'s home from `from` to `to`; false if it is not on `from`.
+    fn move_room(
+        &self,
+        room_id: &str,
+        from: &str,
+        to: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<bool>> + Send;
     /// Forgets `room_id`'s home if it is `node_id` (the room ended there).
     fn release_room(&self, room_id: &str, node_id: &str) -> impl Future<Output = R<()>> + Send;
 

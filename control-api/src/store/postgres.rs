@@ -1247,6 +1247,30 @@ impl Store for PgStore {
         Ok(home)
     }
 
+    async fn node_rooms(&self, node_id: &str) -> R<Vec<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT room_id FROM room_homes WHERE node_id = $1 ORDER BY room_id",
+            )
+            .bind(node_id)
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    async fn move_room(&self, room_id: &str, from: &str, to: &str, now: Millis) -> R<bool> {
+        let done = sqlx::query(
+            "UPDATE room_homes SET node_id = $1, placed_at = $2 WHERE room_id = $3 AND node_id = $4",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(room_id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
         sqlx::query("DELETE FROM room_homes WHERE room_id = $1 AND node_id = $2")
             .bind(room_id)

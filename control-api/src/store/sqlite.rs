@@ -1261,6 +1261,28 @@ impl Store for SqliteStore {
         Ok(home)
     }
 
+    async fn node_rooms(&self, node_id: &str) -> R<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT room_id FROM room_homes WHERE node_id = ? ORDER BY room_id")
+                .bind(node_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn move_room(&self, room_id: &str, from: &str, to: &str, now: Millis) -> R<bool> {
+        let done = sqlx::query(
+            "UPDATE room_homes SET node_id = ?, placed_at = ? WHERE room_id = ? AND node_id = ?",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(room_id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
         sqlx::query("DELETE FROM room_homes WHERE room_id = ? AND node_id = ?")
             .bind(room_id)

@@ -1547,6 +1547,9 @@ export class Room extends Emitter {
       if (this.#replies.settle(m.id, m, error)) return;
     }
     switch (m.type) {
+      case 'move':
+        this.#move(String(m.url));
+        break;
       case 'participant_joined':
         this.#addParticipant(m.participant);
         break;
@@ -2081,6 +2084,36 @@ export class Room extends Emitter {
       }
     })();
     return this.#reconnecting;
+  }
+
+  /**
+   * The room moved to another server (this one drains): join there as a new
+   * participant with the same tracks.
+   * @param {string} url its `/rtc`
+   */
+  #move(url) {
+    let to;
+    try {
+      to = new URL(url);
+    } catch {
+      return;
+    }
+    if (to.protocol !== 'ws:' && to.protocol !== 'wss:') return;
+    this.url = to.href;
+    if (this.#leaving || this.#reconnecting) return;
+    this.#setState('reconnecting');
+    this.emit('reconnecting', { reason: 'moved' });
+    this.#reconnecting = (async () => {
+      try {
+        await this.#rejoin();
+      } catch (e) {
+        if (this.#leaving) return;
+        this.emit('error', e instanceof StreamCoreError ? e : new StreamCoreError('reconnect_failed', String(e)));
+        this.#end('reconnect_failed');
+      } finally {
+        this.#reconnecting = null;
+      }
+    })();
   }
 
   /** The resume window passed: a new participant with the same tracks. */
