@@ -531,33 +531,68 @@ fn chromium() -> String {
 
 /// Runs `scripts/browser/<name>.py` in Debian's Chromium against `base`; its result.
 async fn scenario(name: &str, base: &str, args: &[&str]) -> Value {
+    scenario_with(name, base, args, || {}).await
+}
+
+/// [`scenario`] for a script that says `{"event": "ready"}` on a line of its own and
+/// then waits for a line on its stdin: `when_ready` runs in between.
+async fn scenario_with(
+    name: &str,
+    base: &str,
+    args: &[&str],
+    when_ready: impl FnOnce() + Send + 'static,
+) -> Value {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
         .await
         .unwrap();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
-    let child = tokio::process::Command::new(py)
+    let mut child = tokio::process::Command::new(py)
         .arg(support::repo().join(format!("scripts/browser/{name}.py")))
         .args(["--base", base, "--shots"])
         .arg(shots)
         .args(args)
         .env("STREAMCORE_CHROMIUM", chromium)
         .current_dir(support::repo().join("scripts/browser"))
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut e = String::new();
+        let _ = stderr.read_to_string(&mut e).await;
+        e
+    });
+    let run = async {
+        let mut when_ready = Some(when_ready);
+        let mut lines = Vec::new();
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if line.contains(r#""event": "ready""#)
+                && let Some(f) = when_ready.take()
+            {
+                tokio::task::spawn_blocking(f).await.unwrap();
+                stdin.write_all(b"done\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+            lines.push(line);
+        }
+        (child.wait().await.unwrap(), lines)
+    };
+    let (status, lines) = tokio::time::timeout(Duration::from_secs(300), run)
         .await
-        .expect("the scenario finished in time")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .expect("the scenario finished in time");
+    let errors = errors.await.unwrap();
     assert!(
-        out.status.success(),
-        "{name} failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        status.success(),
+        "{name} failed\nstdout:\n{}\nstderr:\n{errors}",
+        lines.join("\n")
     );
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let v: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     println!("{name}: {v}");
     v
 }
@@ -611,26 +646,19 @@ async fn a_drained_nodes_people_move_to_another_node_and_it_exits() {
     c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
         .await;
     let room = c.room("drained").await;
-    let p = c
-        .token(
-            &room,
-            json!({"publish": true, "subscribe": true, "identity": "pub"}),
-        )
-        .await;
-    let s = c
-        .token(&room, json!({"subscribe": true, "identity": "sub"}))
-        .await;
-    let home = c.owner_of(p["whip_url"].as_str().unwrap());
+    let home = c.owner_of(
+        c.token(&room, json!({"subscribe": true})).await["whep_url"]
+            .as_str()
+            .unwrap(),
+    );
     let v = scenario(
-        "cluster_drain",
+        "cluster_move",
         &c.api.base,
         &[
-            "--rtc-url",
-            p["rtc_url"].as_str().unwrap(),
-            "--publish-token",
-            p["token"].as_str().unwrap(),
-            "--subscribe-token",
-            s["token"].as_str().unwrap(),
+            "--how",
+            "drain",
+            "--room",
+            &room,
             "--admin-token",
             &c.admin,
             "--node",
@@ -671,4 +699,49 @@ async fn a_drained_nodes_people_move_to_another_node_and_it_exits() {
     // A new token for the room names its new node.
     let again = c.token(&room, json!({"subscribe": true})).await;
     assert_eq!(c.owner_of(again["whep_url"].as_str().unwrap()), new_home);
+}
+
+/// The node a room lives on dies (SIGKILL): its two people (the client library in
+/// Chromium) get fresh passes from the control plane, which places the room on a live
+/// node once the dead one is declared dead, and join there; the subscriber decodes the
+/// publisher again within 5 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_people_are_back_on_another_node_within_seconds() {
+    let mut c = Cluster::start().await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let room = c.room("survives").await;
+    let home = c.owner_of(
+        c.token(&room, json!({"subscribe": true})).await["whep_url"]
+            .as_str()
+            .unwrap(),
+    );
+    let pos = c.nodes.iter().position(|(id, _)| *id == home).unwrap();
+    let (_, mut doomed) = c.nodes.remove(pos);
+    let v = scenario_with(
+        "cluster_move",
+        &c.api.base,
+        &[
+            "--how",
+            "kill",
+            "--room",
+            &room,
+            "--admin-token",
+            &c.admin,
+            "--node",
+            &home,
+        ],
+        move || {
+            doomed.child.kill().unwrap();
+            doomed.child.wait().unwrap();
+        },
+    )
+    .await;
+    let moved_to = v["moved_to"].as_str().unwrap();
+    assert_ne!(c.owner_of(&moved_to.replace("ws://", "http://")), home);
+    let back = v["receiving_again_ms"].as_u64().unwrap();
+    assert!(
+        back < 5000,
+        "the subscriber decoded again {back} ms after the kill: {v}"
+    );
 }

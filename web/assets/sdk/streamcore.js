@@ -1357,8 +1357,10 @@ export class Room extends Emitter {
 
   /**
    * @param {object} opts
-   * @param {() => Promise<string>} opts.tokenProvider gives a join token (called again
-   *   when a resume or rejoin needs a fresh one)
+   * @param {() => Promise<string | {token: string, url?: string}>} opts.tokenProvider
+   *   gives a join token (called again when a resume or rejoin needs a fresh one, and
+   *   when the room's server cannot be reached); with a `url`, the room's `/rtc` as
+   *   that token's grant names it (in a cluster, the server the room lives on now)
    * @param {string} [opts.url] the `/rtc` WebSocket URL (default: this origin's)
    * @param {RTCIceServer[]} [opts.iceServers] default: those `joined` hands out (the
    *   node's STUN/TURN, with fresh credentials at every resume)
@@ -1390,7 +1392,7 @@ export class Room extends Emitter {
     this.#leaving = false;
     this.#setState('connecting');
     try {
-      this.#token = await this.tokenProvider();
+      await this.#takePass();
       await this.#open(false);
     } catch (e) {
       this.#teardown();
@@ -2053,7 +2055,7 @@ export class Room extends Emitter {
             if (code === 'token_expired' || code === 'token_revoked') {
               // Still within the grace: resume with a fresh token (after a room reset
               // or an access change, one the caller may still get).
-              this.#token = await this.tokenProvider();
+              await this.#takePass();
               delay = 0;
               continue;
             }
@@ -2061,7 +2063,12 @@ export class Room extends Emitter {
               await this.#rejoin();
               return;
             }
-            delay = Math.min(2000, Math.max(250, delay * 2));
+            if (code === 'network' && (await this.#roomMoved())) {
+              // Its server is gone, and the room was placed on another one.
+              await this.#rejoin();
+              return;
+            }
+            delay = Math.min(1000, Math.max(250, delay * 2));
           }
         }
         if (this.pc?.connectionState === 'connected') {
@@ -2116,6 +2123,31 @@ export class Room extends Emitter {
     })();
   }
 
+  /** A fresh join token from the provider, and the room's `/rtc` when it names one. */
+  async #takePass() {
+    const pass = await this.tokenProvider();
+    if (typeof pass === 'string') {
+      this.#token = pass;
+      return;
+    }
+    this.#token = pass.token;
+    if (pass.url) this.url = pass.url;
+  }
+
+  /**
+   * Whether a fresh pass names another server for the room (its server died and the
+   * room was placed again). False when none can be had right now.
+   */
+  async #roomMoved() {
+    const before = this.url;
+    try {
+      await this.#takePass();
+    } catch {
+      return false;
+    }
+    return this.url !== before;
+  }
+
   /** The resume window passed: a new participant with the same tracks. */
   async #rejoin() {
     const tracks = [...this.publications.values()].map((p) => ({
@@ -2125,7 +2157,7 @@ export class Room extends Emitter {
       muted: p.muted,
     }));
     this.#reset();
-    this.#token = await this.tokenProvider();
+    await this.#takePass();
     await this.#open(false);
     for (const t of tracks) {
       const pub = await this.publish(t.track, { source: t.source, simulcast: t.simulcast });

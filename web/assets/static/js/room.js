@@ -278,8 +278,15 @@ async function call(wanted) {
     .then(sharing, () => {})
     .catch((e) => say($('sharing-message'), explain(e)));
 
-  // The room socket of the node the room lives on (see `here`).
-  const room = new Room({ url: here(grant, grant.rtc_url), tokenProvider: async () => (await joinToken(roomId)).token });
+  // The room socket of the node the room lives on (see `here`); a fresh pass names
+  // the node it lives on then (another, once its node died).
+  const room = new Room({
+    url: here(grant, grant.rtc_url),
+    tokenProvider: async () => {
+      const g = await joinToken(roomId);
+      return { token: g.token, url: here(g, g.rtc_url) };
+    },
+  });
   Object.assign(window, { streamcoreRoom: room });
 
   // ---- tiles ----
