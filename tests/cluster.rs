@@ -601,7 +601,7 @@ async fn scenario_with(
 /// on the node the room is placed on, another origin their policy allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
-    let c = Cluster::start().await;
+    let mut c = Cluster::start().await;
     c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
         .await;
     let v = scenario(
@@ -634,6 +634,15 @@ async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
         got, wanted,
         "the pages reach their origin and the nodes only: {policy}"
     );
+    // The Servers page drained a node without the room: it stopped by itself.
+    let drained = v["drained"].as_str().unwrap();
+    assert_ne!(drained, node);
+    let pos = c.nodes.iter().position(|(id, _)| id == drained).unwrap();
+    let (_, mut p) = c.nodes.remove(pos);
+    let status = tokio::task::spawn_blocking(move || p.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 /// An operator drains the node a room lives on: its two people (the client library in

@@ -1635,9 +1635,11 @@ async fn nodes_beat_drain_and_leave<S: Store>(s: &S) {
     s.remove_node("a").await.unwrap();
     assert_eq!(s.room_home("r1").await.unwrap(), None);
     assert_eq!(s.nodes().await.unwrap(), vec![node("b", T0, T0)]);
-    // Long-silent nodes are forgotten.
+    // Long-silent nodes are forgotten, with their rooms' homes.
+    assert_eq!(s.place_room("r2", "b", T0, T0).await.unwrap(), "b");
     assert_eq!(s.forget_nodes(T0 + 1).await.unwrap(), 1);
     assert!(s.nodes().await.unwrap().is_empty());
+    assert_eq!(s.room_home("r2").await.unwrap(), None);
 }
 
 async fn a_room_has_one_home_until_its_node_dies<S: Store>(s: &S) {

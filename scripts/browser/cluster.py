@@ -2,7 +2,9 @@
 origins: a person signs in on the control plane's pages and pairs a phone; the phone
 page goes live with a music file (its WHIP goes to the node the device's room is
 placed on); the listen page on the control plane hears the tone from that node (WHEP
-there). The pages' policy lets them reach the cluster's nodes and nothing else."""
+there). The pages' policy lets them reach the cluster's nodes and nothing else. The
+administrator's Servers page lists the three nodes and drains one the room is not on;
+it is listed draining, then gone."""
 
 import uuid
 
@@ -60,7 +62,35 @@ def main(a, s):
         """async () => (await fetch(location.href)).headers.get('content-security-policy')"""
     )
     s.screenshot(user, "cluster-listen")
-    return {"whip_url": whip, "whep_url": whep, "listen_hz": round(tone["hz"], 1), "policy": policy}
+
+    # The Servers page (administrators only; in the top bar).
+    user.get_by_role("link", name="Servers").click()
+    user.wait_for_url("**/servers")
+    items = user.locator("#servers li")
+    wait_for("three servers up", lambda: user.locator("#servers li[data-status='active']").count() == 3, 10)
+    room_origin = whip.split("/whip/")[0]
+    drained = None
+    for i in range(items.count()):
+        if room_origin not in items.nth(i).inner_text():
+            drained = items.nth(i).get_attribute("data-node")
+            break
+    if drained is None:
+        raise Failure("no server without the room to drain")
+    load = user.locator(f"#servers li[data-node='{drained}'] [data-role='load']").inner_text()
+    if "connections" not in load:
+        raise Failure(f"the server's load is not shown: {load!r}")
+    s.screenshot(user, "servers")
+    user.once("dialog", lambda d: d.accept())
+    user.get_by_role("button", name=f"Drain {drained}").click()
+    wait_for("the page to say the server drains", lambda: "is draining" in user.locator("#servers-message").inner_text(), 10)
+    wait_for("the drained server to leave the list", lambda: user.locator(f"#servers li[data-node='{drained}']").count() == 0, 20)
+    return {
+        "whip_url": whip,
+        "whep_url": whep,
+        "listen_hz": round(tone["hz"], 1),
+        "policy": policy,
+        "drained": drained,
+    }
 
 
 if __name__ == "__main__":

@@ -715,7 +715,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn drain_node(&self, id: &str) -> impl Future<Output = R<bool>> + Send;
     /// Deletes a node's row and the homes of its rooms (it stopped cleanly).
     fn remove_node(&self, id: &str) -> impl Future<Output = R<()>> + Send;
-    /// Deletes the rows of nodes silent since before `before` (long dead).
+    /// Deletes the rows of nodes silent since before `before` (long dead), and the homes
+    /// of rooms on nodes that are not registered.
     fn forget_nodes(&self, before: Millis) -> impl Future<Output = R<u64>> + Send;
     /// The node `room_id` is placed on, if any (alive or not).
     fn room_home(&self, room_id: &str) -> impl Future<Output = R<Option<String>>> + Send;

@@ -1222,6 +1222,11 @@ impl Store for SqliteStore {
             .bind(before)
             .execute(&self.pool)
             .await?;
+        // Their rooms' homes went with them (a live placement replaces such a home
+        // anyway; this keeps rooms never used again from piling up).
+        sqlx::query("DELETE FROM room_homes WHERE node_id NOT IN (SELECT id FROM nodes)")
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -302,7 +302,7 @@ const NAV = [
 /**
  * The top bar of a signed-in page.
  * @param {Session} session
- * @param {{email: string, display_name: string}} me
+ * @param {{email: string, display_name: string, role?: string}} me
  */
 export function topBar(session, me) {
   const header = $('top');
@@ -312,7 +312,7 @@ export function topBar(session, me) {
     h(
       'nav',
       { 'aria-label': 'Main' },
-      ...NAV.map(([href, label]) =>
+      ...[...NAV, ...(me.role === 'admin' ? [['/servers', 'Servers']] : [])].map(([href, label]) =>
         h('a', { href, 'aria-current': location.pathname === href ? 'page' : undefined }, label),
       ),
     ),
