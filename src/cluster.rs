@@ -43,6 +43,7 @@ impl ClusterMember {
         id: Arc<str>,
         public_url: &str,
         media_addrs: &[std::net::SocketAddr],
+        turn_urls: &[String],
         metrics: Metrics,
         origins: web::ClusterOrigins,
     ) -> anyhow::Result<ClusterMember> {
@@ -58,6 +59,7 @@ impl ClusterMember {
             zone: settings.cluster.zone.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             media_addrs: media_addrs.iter().map(ToString::to_string).collect(),
+            turn_urls: turn_urls.to_vec(),
             capacity: capacity as i64,
             workers: workers as i64,
             cpu_percent: 0.0,

@@ -101,6 +101,7 @@ async fn open_control_plane(
             public_url: public_url.to_owned(),
             placement: true,
             region: settings.cluster.region.clone(),
+            turn_secret_shared: settings.turn.shared_secret.is_some(),
             secure_cookies: public_url.starts_with("https://") || settings.tls.enabled(),
             online_window: Duration::from_secs(settings.events.online_window_secs),
             max_upload_bytes: settings.worker.max_upload_mib * 1024 * 1024,
@@ -385,8 +386,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         None => settings.turn.ice_servers(),
     });
     // The join-token response hands out the embedded server's URLs too, known only now.
+    let turn_urls = turn.as_ref().map(|t| t.urls.clone()).unwrap_or_default();
     api.config = Arc::new(control_api::ApiConfig {
         ice_servers: ice_servers.clone(),
+        embedded_turn_urls: turn_urls.clone(),
         ..(*api.config).clone()
     });
     // Registered before the first request, so a token made now can be placed here.
@@ -397,6 +400,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         api.node_id.clone(),
         &public_url,
         &media_addrs,
+        &turn_urls,
         metrics.clone(),
         origins.clone(),
     )

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_streamcore");
 const ADMIN_EMAIL: &str = "ops@example.com";
 const ADMIN_PASSWORD: &str = "a long admin password";
+const TURN_SECRET: &str = "one secret for the cluster";
 
 /// One `streamcore` process, killed when dropped.
 struct Proc {
@@ -36,8 +37,16 @@ impl Drop for Proc {
 }
 
 /// Starts `streamcore <role>` on free loopback ports and waits for its address.
-fn spawn(role: &str, dir: &Path, db: &str, node: &str, region: &str) -> Proc {
+fn spawn(
+    role: &str,
+    dir: &Path,
+    db: &str,
+    node: &str,
+    region: &str,
+    env: &[(String, String)],
+) -> Proc {
     let mut c = Command::new(BIN);
+    c.envs(env.iter().map(|(k, v)| (k, v)));
     c.args([
         role,
         "--http",
@@ -91,6 +100,28 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(false).await
+    }
+
+    /// With `turn`, every node runs its embedded TURN server (one secret for the
+    /// cluster).
+    async fn start_with(turn: bool) -> Cluster {
+        let env = |node: bool| -> Vec<(String, String)> {
+            if !turn {
+                return Vec::new();
+            }
+            let mut e = vec![(
+                "STREAMCORE_TURN__SHARED_SECRET".to_owned(),
+                TURN_SECRET.to_owned(),
+            )];
+            if node {
+                let port = support::free_port().to_string();
+                e.push(("STREAMCORE_TURN__EMBEDDED".into(), "true".into()));
+                e.push(("STREAMCORE_TURN__UDP_PORT".into(), port.clone()));
+                e.push(("STREAMCORE_TURN__TCP_PORT".into(), port));
+            }
+            e
+        };
         let (db, guard) = common::pg::fresh_pg_url().await;
         let dir = std::env::temp_dir().join(format!("sc-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -113,10 +144,15 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let api = spawn("api", &dir, &db, "control", "eu");
+        let api = spawn("api", &dir, &db, "control", "eu", &env(false));
         let nodes = [("a", "eu"), ("b", "eu"), ("c", "us")]
             .into_iter()
-            .map(|(id, region)| (id.to_owned(), spawn("serve", &dir, &db, id, region)))
+            .map(|(id, region)| {
+                (
+                    id.to_owned(),
+                    spawn("serve", &dir, &db, id, region, &env(true)),
+                )
+            })
             .collect();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -267,7 +303,7 @@ async fn ws(url: &str) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let r = c
         .wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
         .await;
@@ -415,6 +451,30 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
         .expect("joined");
     assert_eq!(joined["type"], "joined", "{joined}");
     assert_eq!(joined["room"], room.as_str());
+
+    // The token hands out the TURN server of the room's node (with credentials from
+    // the cluster's secret), as that node's own `joined` does; no other node's.
+    let turn_of = |servers: &Value| -> Vec<String> {
+        servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["credential"].is_string())
+            .flat_map(|s| s["urls"].as_array().unwrap().clone())
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let registry = c.registry().await;
+    let home_turn: Vec<String> =
+        registry.iter().find(|n| n["id"] == home.as_str()).unwrap()["turn_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect();
+    assert!(!home_turn.is_empty(), "{registry:#?}");
+    assert_eq!(turn_of(&t["ice_servers"]), home_turn, "{t}");
+    assert_eq!(turn_of(&joined["ice_servers"]), home_turn, "{joined}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

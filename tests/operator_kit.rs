@@ -113,7 +113,11 @@ fn the_dashboards_queries_are_valid_promql() {
 fn the_kit_names_only_metrics_a_node_exports() {
     let exported = metric_names(include_str!("../src/metrics.rs"));
     let alerts = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yaml")).unwrap();
-    let used = [metric_names(&alerts), metric_names(&dashboard_queries().join("\n"))].concat();
+    let used = [
+        metric_names(&alerts),
+        metric_names(&dashboard_queries().join("\n")),
+    ]
+    .concat();
     assert!(used.len() > 10, "{used:?}");
     for name in used {
         assert!(

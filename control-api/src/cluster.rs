@@ -104,6 +104,8 @@ pub struct Placed {
     pub node_id: String,
     /// Its public base URL (`https://host:port`).
     pub base_url: String,
+    /// Its embedded TURN server's URLs.
+    pub turn_urls: Vec<String>,
 }
 
 /// Where a join token for `room` sends its holder: the node the room lives on,
@@ -118,6 +120,7 @@ pub async fn place(db: &Db, room: &str, region: &str) -> Result<Placed, ApiError
             .map(|n| Placed {
                 node_id: n.id.clone(),
                 base_url: n.public_url.clone(),
+                turn_urls: n.turn_urls.clone(),
             })
     };
     if let Some(home) = db.room_home(room).await.map_err(store_error)?
@@ -149,6 +152,7 @@ pub async fn place(db: &Db, room: &str, region: &str) -> Result<Placed, ApiError
     Ok(Placed {
         node_id: chosen.id.clone(),
         base_url: chosen.public_url.clone(),
+        turn_urls: chosen.turn_urls.clone(),
     })
 }
 
@@ -190,6 +194,7 @@ pub async fn move_rooms_away(
                 Placed {
                     node_id: to,
                     base_url: n.public_url.clone(),
+                    turn_urls: n.turn_urls.clone(),
                 },
             ));
         }
@@ -246,6 +251,7 @@ pub struct NodeView {
     pub zone: String,
     pub public_url: String,
     pub media_addrs: Vec<String>,
+    pub turn_urls: Vec<String>,
     /// Peers it is sized for.
     pub capacity: i64,
     pub workers: i64,
@@ -274,6 +280,7 @@ impl NodeView {
             zone: n.zone,
             public_url: n.public_url,
             media_addrs: n.media_addrs,
+            turn_urls: n.turn_urls,
             capacity: n.capacity,
             workers: n.workers,
             cpu_percent: n.cpu_percent,
@@ -338,6 +345,7 @@ mod tests {
             zone: String::new(),
             public_url: format!("http://{id}"),
             media_addrs: vec![],
+            turn_urls: vec![],
             capacity: 100,
             workers: 1,
             cpu_percent: cpu,

@@ -24,6 +24,12 @@ pub struct ApiConfig {
     /// This server's region label: where a join token's room is placed unless the
     /// request names another.
     pub region: String,
+    /// This server's embedded TURN URLs (in `ice_servers`): a token for a room on
+    /// another node hands out that node's instead.
+    pub embedded_turn_urls: Vec<String>,
+    /// The cluster shares one `turn.shared_secret`, so this server can make
+    /// credentials for another node's embedded TURN server.
+    pub turn_secret_shared: bool,
     /// How long a pairing code lives.
     pub pairing_ttl: Duration,
     /// How long a password-reset token lives.
@@ -183,6 +189,8 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
             placement: false,
             region: String::new(),
+            embedded_turn_urls: Vec::new(),
+            turn_secret_shared: false,
             pairing_ttl: Duration::from_secs(5 * 60),
             reset_ttl: Duration::from_secs(30 * 60),
             online_window: Duration::from_secs(60),

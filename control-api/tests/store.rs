@@ -1602,6 +1602,10 @@ fn node(id: &str, started_at: Millis, beat: Millis) -> NodeRow {
         zone: "eu-1".into(),
         public_url: format!("http://{id}.example:8080"),
         media_addrs: vec!["10.0.0.1:40000".into(), "10.0.0.1:40001".into()],
+        turn_urls: vec![
+            "turn:10.0.0.1:3478?transport=udp".into(),
+            "turn:10.0.0.1:3478?transport=tcp".into(),
+        ],
         capacity: 400,
         workers: 2,
         cpu_percent: 12.5,

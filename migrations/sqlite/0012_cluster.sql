@@ -3,13 +3,14 @@
 
 -- One row per media node, written by the node itself every second (its heartbeat).
 -- A node whose heartbeat is older than three seconds is taken for dead; a node that
--- stops cleanly deletes its row. `media_addrs` is a comma-separated list.
+-- stops cleanly deletes its row. `media_addrs` and `turn_urls` are comma-separated lists.
 CREATE TABLE nodes (
     id            TEXT    NOT NULL PRIMARY KEY,
     region        TEXT    NOT NULL,
     zone          TEXT    NOT NULL,
     public_url    TEXT    NOT NULL,
     media_addrs   TEXT    NOT NULL,
+    turn_urls     TEXT    NOT NULL,          -- its embedded TURN server's URLs
     capacity      INTEGER NOT NULL,          -- peers the node is sized for
     workers       INTEGER NOT NULL,
     cpu_percent   REAL    NOT NULL,          -- its busiest worker's share of a core

@@ -72,6 +72,33 @@ impl IceServerConfig {
         Ok(())
     }
 
+    /// The servers for a client of another node of the cluster: this node's embedded
+    /// TURN URLs (`own`) swapped for that node's (`theirs`), whose credentials this
+    /// node can make only when the cluster shares one `turn.shared_secret`
+    /// (`secret_shared`); external TURN and STUN servers are everyone's.
+    pub fn on_other_node(
+        &self,
+        own: &[String],
+        theirs: &[String],
+        secret_shared: bool,
+    ) -> IceServerConfig {
+        let mut turn_urls: Vec<String> = self
+            .turn_urls
+            .iter()
+            .filter(|u| !own.contains(u))
+            .cloned()
+            .collect();
+        if secret_shared {
+            turn_urls.extend(theirs.iter().cloned());
+        }
+        IceServerConfig {
+            stun_urls: self.stun_urls.clone(),
+            turn_urls,
+            shared_secret: self.shared_secret.clone(),
+            credential_ttl: self.credential_ttl,
+        }
+    }
+
     /// The servers for a client of `identity`, with credentials valid from `now` for
     /// the configured lifetime.
     pub fn servers_for(&self, identity: &str, now: SystemTime) -> Vec<IceServer> {
@@ -124,6 +151,31 @@ pub fn link_headers(servers: &[IceServer]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn another_nodes_clients_get_its_turn_urls_not_ours() {
+        let c = IceServerConfig {
+            stun_urls: vec!["stun:stun.example:3478".into()],
+            turn_urls: vec![
+                "turn:shared.example:3478".into(),
+                "turn:a.example:3478".into(),
+            ],
+            shared_secret: Some("s".into()),
+            credential_ttl: Duration::from_secs(60),
+        };
+        let own = ["turn:a.example:3478".to_owned()];
+        let theirs = ["turn:b.example:3478".to_owned()];
+        let shared = c.on_other_node(&own, &theirs, true);
+        assert_eq!(
+            shared.turn_urls,
+            ["turn:shared.example:3478", "turn:b.example:3478"]
+        );
+        assert_eq!(shared.stun_urls, c.stun_urls);
+        // Without one secret for the cluster, this node cannot vouch for theirs.
+        let apart = c.on_other_node(&own, &theirs, false);
+        assert_eq!(apart.turn_urls, ["turn:shared.example:3478"]);
+    }
+
     use super::*;
 
     fn config() -> IceServerConfig {

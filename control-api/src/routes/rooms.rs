@@ -717,12 +717,21 @@ async fn issue(
             },
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (base, local) = if st.config.placement {
+    let (base, local, elsewhere_ice) = if st.config.placement {
         let home =
             crate::cluster::place(&st.db, &room.id, region.unwrap_or(&st.config.region)).await?;
-        (home.base_url, home.node_id == *st.node_id)
+        let local = home.node_id == *st.node_id;
+        // Another node's clients use its TURN server, not this one's.
+        let ice = (!local).then(|| {
+            st.config.ice_servers.on_other_node(
+                &st.config.embedded_turn_urls,
+                &home.turn_urls,
+                st.config.turn_secret_shared,
+            )
+        });
+        (home.base_url, local, ice)
     } else {
-        (st.config.public_url.clone(), true)
+        (st.config.public_url.clone(), true, None)
     };
     let base = base.trim_end_matches('/');
     let ws_base = signaling::placement::websocket_base(base);
@@ -732,9 +741,9 @@ async fn issue(
         whep_url: format!("{base}/whep/{}", room.id),
         rtc_url: format!("{ws_base}/rtc"),
         local,
-        ice_servers: st
-            .config
-            .ice_servers
+        ice_servers: elsewhere_ice
+            .as_ref()
+            .unwrap_or(&st.config.ice_servers)
             .servers_for(&identity, std::time::SystemTime::now())
             .into_iter()
             .map(|s| IceServerView {

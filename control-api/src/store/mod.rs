@@ -285,6 +285,8 @@ pub struct NodeRow {
     pub public_url: String,
     /// Its media ports as clients reach them (`ip:port`).
     pub media_addrs: Vec<String>,
+    /// Its embedded TURN server's `turn:`/`turns:` URLs (none without one).
+    pub turn_urls: Vec<String>,
     /// Peers it is sized for.
     pub capacity: i64,
     pub workers: i64,

@@ -170,17 +170,21 @@ fn job_row(r: &PgRow) -> Result<Job, sqlx::Error> {
 }
 
 fn node_row(r: &PgRow) -> Result<NodeRow, sqlx::Error> {
-    let addrs: String = r.try_get("media_addrs")?;
+    let list = |column: &str| -> Result<Vec<String>, sqlx::Error> {
+        let text: String = r.try_get(column)?;
+        Ok(text
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect())
+    };
     Ok(NodeRow {
         id: r.try_get("id")?,
         region: r.try_get("region")?,
         zone: r.try_get("zone")?,
         public_url: r.try_get("public_url")?,
-        media_addrs: addrs
-            .split(',')
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        media_addrs: list("media_addrs")?,
+        turn_urls: list("turn_urls")?,
         capacity: r.try_get("capacity")?,
         workers: r.try_get("workers")?,
         cpu_percent: r.try_get("cpu_percent")?,
@@ -1143,10 +1147,11 @@ impl Store for PgStore {
 
     async fn beat_node(&self, n: &NodeRow) -> R<()> {
         sqlx::query(
-            "INSERT INTO nodes (id, region, zone, public_url, media_addrs, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+            "INSERT INTO nodes (id, region, zone, public_url, media_addrs, turn_urls, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id) DO UPDATE SET region = excluded.region, zone = excluded.zone, \
              public_url = excluded.public_url, media_addrs = excluded.media_addrs, \
+             turn_urls = excluded.turn_urls, \
              capacity = excluded.capacity, workers = excluded.workers, \
              cpu_percent = excluded.cpu_percent, peers = excluded.peers, \
              forwarded_bps = excluded.forwarded_bps, \
@@ -1159,6 +1164,7 @@ impl Store for PgStore {
         .bind(&n.zone)
         .bind(&n.public_url)
         .bind(n.media_addrs.join(","))
+        .bind(n.turn_urls.join(","))
         .bind(n.capacity)
         .bind(n.workers)
         .bind(n.cpu_percent)
@@ -1174,7 +1180,7 @@ impl Store for PgStore {
 
     async fn nodes(&self) -> R<Vec<NodeRow>> {
         let rows = sqlx::query(
-            "SELECT id, region, zone, public_url, media_addrs, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at FROM nodes ORDER BY id",
+            "SELECT id, region, zone, public_url, media_addrs, turn_urls, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at FROM nodes ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
