@@ -152,62 +152,130 @@ async fn run(
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut beats: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        beats += 1;
         let now_ms = control_api::auth::now_millis();
-        if let Some((row, metrics)) = &mut beating {
-            let now = Instant::now();
-            let bytes = metrics.bytes_out.get();
-            let secs = now.duration_since(sent.0).as_secs_f64();
-            if secs > 0.0 {
-                row.forwarded_bps = ((bytes.saturating_sub(sent.1)) as f64 * 8.0 / secs) as i64;
-            }
-            sent = (now, bytes);
-            row.cpu_percent = busiest_worker(metrics) * 100.0;
-            row.peers = sum(&metrics.peers) as i64;
-            if *draining.borrow() {
-                row.state = "draining".into();
-            }
-            row.heartbeat_at = now_ms;
-            match db.beat_node(row).await {
-                Ok(()) if failing => {
-                    failing = false;
-                    info!(node = %row.id, "heartbeat written again");
+        // A database that does not answer must not hold up the node's shutdown.
+        let beat = async {
+            if let Some((row, metrics)) = &mut beating {
+                let now = Instant::now();
+                let bytes = metrics.bytes_out.get();
+                let secs = now.duration_since(sent.0).as_secs_f64();
+                if secs > 0.0 {
+                    row.forwarded_bps = ((bytes.saturating_sub(sent.1)) as f64 * 8.0 / secs) as i64;
                 }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    warn!(node = %row.id, error = %e, "heartbeat not written; the cluster takes this node for dead after 3 s");
+                sent = (now, bytes);
+                row.cpu_percent = busiest_worker(metrics) * 100.0;
+                row.peers = sum(&metrics.peers) as i64;
+                if *draining.borrow() {
+                    row.state = "draining".into();
                 }
-                Err(_) => {}
+                row.heartbeat_at = now_ms;
+                match db.beat_node(row).await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        info!(node = %row.id, "heartbeat written again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(node = %row.id, error = %e, "heartbeat not written; the cluster takes this node for dead after 3 s");
+                    }
+                    Err(_) => {}
+                }
             }
+            if let Ok(nodes) = db.nodes().await {
+                if let Some((row, _)) = &beating
+                    && !*draining.borrow()
+                    && nodes
+                        .iter()
+                        .any(|n| n.id == row.id && n.state == "draining")
+                {
+                    requested.send_replace(true);
+                }
+                origins.set(
+                    nodes
+                        .iter()
+                        .filter(|n| control_api::cluster::status(n, now_ms) != NodeStatus::Dead)
+                        .map(|n| n.public_url.as_str()),
+                );
+                if let Some((_, metrics)) = &beating {
+                    export(metrics, nodes, now_ms);
+                }
+            }
+            if beats % 60 == 1 {
+                let _ = db
+                    .forget_nodes(now_ms - FORGET_AFTER.as_millis() as i64)
+                    .await;
+            }
+        };
+        tokio::select! {
+            () = beat => {}
+            _ = stop.changed() => return,
         }
-        if let Ok(nodes) = db.nodes().await {
-            if let Some((row, _)) = &beating
-                && !*draining.borrow()
-                && nodes
-                    .iter()
-                    .any(|n| n.id == row.id && n.state == "draining")
-            {
-                requested.send_replace(true);
-            }
-            origins.set(
-                nodes
-                    .iter()
-                    .filter(|n| control_api::cluster::status(n, now_ms) != NodeStatus::Dead)
-                    .map(|n| n.public_url.as_str()),
-            );
-            if let Some((_, metrics)) = &beating {
-                export(metrics, nodes, now_ms);
-            }
-        }
-        let _ = db
-            .forget_nodes(now_ms - FORGET_AFTER.as_millis() as i64)
-            .await;
     }
+}
+
+/// Every second, sends this node's `/rtc` participants of rooms that live on another
+/// node there (`control_api::cluster::rooms_living_elsewhere`), and takes back served
+/// rooms that lost their home: a room served on two nodes (its home released while
+/// someone joined here, or taken over while this node's heartbeat was late) is whole
+/// again within seconds.
+pub fn keep_rooms_whole(
+    db: Db,
+    me: Arc<str>,
+    rooms: signaling::room::RoomState<crate::media::MediaWorkers>,
+    workers: Arc<crate::media::MediaWorkers>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut served: Vec<String> = workers
+                .session_rooms()
+                .into_iter()
+                .chain(rooms.participant_rooms())
+                .map(|r| r.as_str().to_owned())
+                .collect();
+            served.sort();
+            served.dedup();
+            let elsewhere = match control_api::cluster::rooms_living_elsewhere(
+                &db,
+                &me,
+                &served,
+                workers.is_draining(),
+            )
+            .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "could not check where this node's rooms live");
+                    continue;
+                }
+            };
+            for (room, node) in &elsewhere {
+                warn!(%room, to = %node, "room served here lives on another node; its participants move there");
+            }
+            rooms.move_rooms(
+                elsewhere
+                    .into_iter()
+                    .filter_map(|(room, base)| {
+                        let room = media_core::RoomId::parse(&room).ok()?;
+                        Some((
+                            room,
+                            signaling::room::Move::to_node(&base, "room_elsewhere"),
+                        ))
+                    })
+                    .collect(),
+            );
+        }
+    })
 }
 
 /// The registry as gauges; rows gone since the last read are gone from the gauges.

@@ -273,6 +273,18 @@ impl MediaWorkers {
         self.workers.iter().filter_map(|w| w.tcp_addr).collect()
     }
 
+    /// The rooms of this node's WHIP/WHEP sessions.
+    pub fn session_rooms(&self) -> Vec<RoomId> {
+        let mut rooms: Vec<RoomId> = self
+            .sessions
+            .lock()
+            .map(|s| s.by_id.values().map(|e| e.owner.room.clone()).collect())
+            .unwrap_or_default();
+        rooms.sort();
+        rooms.dedup();
+        rooms
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.lock().map(|s| s.by_id.len()).unwrap_or(0)
     }

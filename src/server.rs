@@ -63,6 +63,10 @@ pub struct RunningServer {
     cluster: crate::cluster::ClusterMember,
     /// The room protocol's sockets, told to move when the node drains.
     rooms: signaling::room::RoomState<MediaWorkers>,
+    /// Sends participants of rooms that live elsewhere there (`cluster::keep_rooms_whole`).
+    keeper: tokio::task::JoinHandle<()>,
+    /// Set when the node drains: it takes no rooms from then on.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     region: String,
 }
 
@@ -405,10 +409,13 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         origins.clone(),
     )
     .await?;
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let placement: signaling::placement::SharedPlacement =
         Some(Arc::new(control_api::cluster::DbPlacement {
             db: api.db.clone(),
             node_id: api.node_id.clone(),
+            region: settings.cluster.region.clone(),
+            draining: draining.clone(),
         }));
     let ops = OpsState {
         workers: workers.clone(),
@@ -477,6 +484,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         }
         None => (None, None),
     };
+    let keeper = crate::cluster::keep_rooms_whole(
+        api.db.clone(),
+        api.node_id.clone(),
+        rooms.clone(),
+        workers.clone(),
+    );
     info!(http = %http_addr, url = %public_url, media = ?media_addrs, "streamcore listening");
     Ok(RunningServer {
         http_addr,
@@ -495,8 +508,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         recorder,
         worker,
         turn,
+        keeper,
         cluster,
         rooms,
+        draining,
         region: settings.cluster.region.clone(),
     })
 }
@@ -611,8 +626,16 @@ impl RunningServer {
     /// with a goodbye and stops listening.
     pub async fn shutdown(self, grace: Duration, force: impl std::future::Future<Output = ()>) {
         self.workers.start_draining();
-        self.cluster.drain().await;
-        self.move_rooms_away().await;
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.keeper.abort();
+        // The database may be away: the drain goes on without it.
+        let cluster_grace = Duration::from_secs(3);
+        let _ = tokio::time::timeout(cluster_grace, async {
+            self.cluster.drain().await;
+            self.move_rooms_away().await;
+        })
+        .await;
         info!(
             sessions = self.workers.session_count(),
             grace_secs = grace.as_secs(),
@@ -633,7 +656,14 @@ impl RunningServer {
         let workers = self.workers.clone();
         // Joining worker threads blocks; keep it off the async threads.
         let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
-        self.cluster.leave().await;
+        if tokio::time::timeout(Duration::from_secs(3), self.cluster.leave())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "could not leave the cluster's registry in time; this node will be taken for dead"
+            );
+        }
         let _ = self.stop.send(true);
         let _ = self.http_task.await;
         if let Some(t) = self.metrics_task {
@@ -677,8 +707,10 @@ impl RunningServer {
             .into_iter()
             .filter_map(|(room, to)| {
                 let room = media_core::RoomId::parse(&room).ok()?;
-                let url = format!("{}/rtc", signaling::placement::websocket_base(&to.base_url));
-                Some((room, url))
+                Some((
+                    room,
+                    signaling::room::Move::to_node(&to.base_url, "node_draining"),
+                ))
             })
             .collect();
         self.rooms.move_rooms(moves);

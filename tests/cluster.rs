@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::remote::{Ws, get, post, recv, send};
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamcore");
 const ADMIN_EMAIL: &str = "ops@example.com";
@@ -95,6 +96,7 @@ struct Cluster {
     http: reqwest::Client,
     admin: String,
     dir: PathBuf,
+    db_url: String,
     _db: common::pg::PgTestDb,
 }
 
@@ -173,6 +175,7 @@ impl Cluster {
             http,
             admin,
             dir,
+            db_url: db,
             _db: guard,
         }
     }
@@ -295,6 +298,15 @@ async fn harness(args: &[&str], limit: Duration) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// The node `room` is placed on, read from the database.
+async fn room_home_in(sql: &mut sqlx::PgConnection, room: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT node_id FROM room_homes WHERE room_id = $1")
+        .bind(room)
+        .fetch_optional(sql)
+        .await
+        .unwrap()
 }
 
 async fn ws(url: &str) -> Ws {
@@ -475,6 +487,45 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
     assert!(!home_turn.is_empty(), "{registry:#?}");
     assert_eq!(turn_of(&t["ice_servers"]), home_turn, "{t}");
     assert_eq!(turn_of(&joined["ice_servers"]), home_turn, "{joined}");
+
+    // A room served where it does not live is made whole within seconds: its home
+    // released while someone joined is taken back by the node serving it...
+    let mut sql = sqlx::PgConnection::connect(&c.db_url).await.unwrap();
+    sqlx::query("DELETE FROM room_homes WHERE room_id = $1")
+        .bind(&room)
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while room_home_in(&mut sql, &room).await.as_deref() != Some(home.as_str()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the released room was not taken back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and one whose home went to another node (as when a late heartbeat made its
+    // node look dead) sends its participants there.
+    let other = wrong[1];
+    sqlx::query("UPDATE room_homes SET node_id = $1 WHERE room_id = $2")
+        .bind(other)
+        .bind(&room)
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    let moved = loop {
+        let m = recv(&mut there, Duration::from_secs(10))
+            .await
+            .expect("a move before the room's node was silent for 10 s");
+        if m["type"] == "move" {
+            break m;
+        }
+    };
+    assert_eq!(moved["reason"], "room_elsewhere", "{moved}");
+    assert_eq!(
+        moved["url"],
+        format!("{}/rtc", c.node(other).base.replace("http://", "ws://"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,10 +715,23 @@ async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
     let mut c = Cluster::start().await;
     c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
         .await;
+    let pids = c
+        .nodes
+        .iter()
+        .map(|(id, p)| format!("{id}={}", p.child.id()))
+        .collect::<Vec<_>>()
+        .join(",");
     let v = scenario(
         "cluster",
         &c.api.base,
-        &["--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+        &[
+            "--email",
+            ADMIN_EMAIL,
+            "--password",
+            ADMIN_PASSWORD,
+            "--pids",
+            &pids,
+        ],
     )
     .await;
     let whip = v["whip_url"].as_str().unwrap();
@@ -703,6 +767,12 @@ async fn the_control_planes_pages_use_the_node_a_room_lives_on() {
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // The one it killed is gone from the registry too.
+    let killed = v["killed"].as_str().unwrap();
+    assert!(
+        c.registry().await.iter().all(|n| n["id"] != killed),
+        "{killed} was removed"
+    );
 }
 
 /// An operator drains the node a room lives on: its two people (the client library in

@@ -110,9 +110,14 @@ pub struct Placed {
 
 /// Where a join token for `room` sends its holder: the node the room lives on,
 /// placing it first when it has no live home. 503 `no_media_node` when no node is up.
-pub async fn place(db: &Db, room: &str, region: &str) -> Result<Placed, ApiError> {
-    let nodes = db.nodes().await.map_err(store_error)?;
+/// `me` is the answering server: if it is a node, it is alive whatever its last
+/// heartbeat says (a slow database write must not make a lone node refuse tokens).
+pub async fn place(db: &Db, room: &str, region: &str, me: &str) -> Result<Placed, ApiError> {
+    let mut nodes = db.nodes().await.map_err(store_error)?;
     let now = now_millis();
+    for n in nodes.iter_mut().filter(|n| n.id == me) {
+        n.heartbeat_at = n.heartbeat_at.max(now);
+    }
     let url_of = |id: &str| {
         nodes
             .iter()
@@ -202,20 +207,83 @@ pub async fn move_rooms_away(
     Ok(moved)
 }
 
+/// Which of the rooms this node serves (it has sessions or participants in them)
+/// live elsewhere, with the base URL of their node. A served room without a live home
+/// is claimed again (its home was released while someone joined, or its node died),
+/// unless this node drains. Nodes call this every second, so a room that came to be
+/// served on two nodes is whole again within seconds: the node that is not its home
+/// sends its participants to the one that is.
+pub async fn rooms_living_elsewhere(
+    db: &Db,
+    me: &str,
+    served: &[String],
+    draining: bool,
+) -> Result<Vec<(String, String)>, crate::store::StoreError> {
+    if served.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mine = db.node_rooms(me).await?;
+    let now = now_millis();
+    let mut nodes = None;
+    let mut elsewhere = Vec::new();
+    for room in served.iter().filter(|r| !mine.contains(r)) {
+        let home = if draining {
+            match db.room_home(room).await? {
+                Some(h) => h,
+                None => continue,
+            }
+        } else {
+            db.place_room(room, me, now, alive_since(now)).await?
+        };
+        if home == me {
+            tracing::info!(%room, node = me, "room served here taken back");
+            continue;
+        }
+        if nodes.is_none() {
+            nodes = Some(db.nodes().await?);
+        }
+        if let Some(n) = nodes
+            .as_ref()
+            .and_then(|ns| ns.iter().find(|n| n.id == home))
+            .filter(|n| status(n, now) != NodeStatus::Dead)
+        {
+            elsewhere.push((room.clone(), n.public_url.clone()));
+        }
+    }
+    Ok(elsewhere)
+}
+
 /// A node's answer to "where does this room live?" from the database: the room's home
-/// if it is alive, else this node, which takes the room.
+/// if it is alive, else this node, which takes the room — unless it drains: then the
+/// room goes to another node.
 #[derive(Debug, Clone)]
 pub struct DbPlacement {
     pub db: Db,
     pub node_id: Arc<str>,
+    /// This node's region, where a draining node sends rooms it has no home for.
+    pub region: String,
+    /// Set when this node starts draining.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DbPlacement {
     async fn lookup(&self, room: &str) -> Result<Home, crate::store::StoreError> {
         let now = now_millis();
         let me = &*self.node_id;
-        if self.db.room_home(room).await?.as_deref() == Some(me) {
+        let home = self.db.room_home(room).await?;
+        if home.as_deref() == Some(me) {
             return Ok(Home::Here);
+        }
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            // Takes no rooms: one with a live home goes there, one without to the
+            // least-loaded active node (which a token would choose too).
+            return Ok(match place(&self.db, room, &self.region, "").await {
+                Ok(p) if p.node_id != me => Home::Elsewhere {
+                    base_url: p.base_url,
+                },
+                // No other node: the media plane says it drains.
+                _ => Home::Here,
+            });
         }
         let home = self.db.place_room(room, me, now, alive_since(now)).await?;
         if home == me {
@@ -223,13 +291,25 @@ impl DbPlacement {
             return Ok(Home::Here);
         }
         let nodes = self.db.nodes().await?;
-        Ok(match nodes.into_iter().find(|n| n.id == home) {
-            Some(n) => Home::Elsewhere {
+        match nodes.into_iter().find(|n| n.id == home) {
+            Some(n) => Ok(Home::Elsewhere {
                 base_url: n.public_url,
-            },
-            // Stopped cleanly a moment ago (its row and homes went with it).
-            None => Home::Here,
-        })
+            }),
+            // Stopped cleanly a moment ago, its homes with it: take the room.
+            None => {
+                let home = self.db.place_room(room, me, now, alive_since(now)).await?;
+                if home == me {
+                    return Ok(Home::Here);
+                }
+                let nodes = self.db.nodes().await?;
+                Ok(nodes
+                    .into_iter()
+                    .find(|n| n.id == home)
+                    .map_or(Home::Here, |n| Home::Elsewhere {
+                        base_url: n.public_url,
+                    }))
+            }
+        }
     }
 }
 
@@ -315,11 +395,25 @@ pub async fn drain_node(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<(axum::http::StatusCode, Json<NodeView>), ApiError> {
     caller.require_admin()?;
+    let now = now_millis();
+    let nodes = st.db.nodes().await.map_err(store_error)?;
+    if !nodes.iter().any(|n| n.id == id) {
+        return Err(ApiError::not_found("no such node"));
+    }
+    if !nodes
+        .iter()
+        .any(|n| n.id != id && status(n, now) == NodeStatus::Active)
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no_other_node",
+            "no other server is up to take this one's rooms; start another first (or stop this one, ending its rooms)",
+        ));
+    }
     if !st.db.drain_node(&id).await.map_err(store_error)? {
         return Err(ApiError::not_found("no such node"));
     }
     tracing::info!(node = %id, by = %caller.user_id, "node drain requested");
-    let now = now_millis();
     let node = st
         .db
         .nodes()
@@ -332,6 +426,32 @@ pub async fn drain_node(
         axum::http::StatusCode::ACCEPTED,
         Json(NodeView::new(node, now)),
     ))
+}
+
+/// Forgets a dead node (one that will not come back): its row and its rooms' homes.
+/// A node still beating cannot be removed: drain it.
+#[utoipa::path(delete, path = "/api/v1/admin/nodes/{id}", tag = "admin", params(("id" = String, Path, description = "node id")), responses((status = 204, description = "removed"), (status = 404, description = "no such node", body = ErrorBody), (status = 409, description = "the node is alive", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn remove_node(
+    State(st): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require_admin()?;
+    let now = now_millis();
+    let nodes = st.db.nodes().await.map_err(store_error)?;
+    let Some(node) = nodes.iter().find(|n| n.id == id) else {
+        return Err(ApiError::not_found("no such node"));
+    };
+    if status(node, now) != NodeStatus::Dead {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "node_alive",
+            "this server is still up; drain it instead",
+        ));
+    }
+    st.db.remove_node(&id).await.map_err(store_error)?;
+    tracing::info!(node = %id, by = %caller.user_id, "dead node removed from the registry");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -121,6 +121,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/mail", get(accounts::admin_mail))
         .route("/admin/nodes", get(cluster::list_nodes))
         .route("/admin/nodes/{id}/drain", post(cluster::drain_node))
+        .route(
+            "/admin/nodes/{id}",
+            axum::routing::delete(cluster::remove_node),
+        )
         .route("/devices", post(devices::create).get(devices::list))
         .route(
             "/devices/{id}",

@@ -332,7 +332,7 @@ impl Modify for Links {
     paths(
         accounts::register, accounts::complete_signup, accounts::login, accounts::refresh, accounts::logout,
         accounts::forgot_password, accounts::reset_password, accounts::verify_email, accounts::resend_verification, accounts::me, accounts::change_password,
-        accounts::admin_list_users, accounts::admin_end_sessions, accounts::admin_mail, crate::cluster::list_nodes, crate::cluster::drain_node,
+        accounts::admin_list_users, accounts::admin_end_sessions, accounts::admin_mail, crate::cluster::list_nodes, crate::cluster::drain_node, crate::cluster::remove_node,
         devices::create, devices::list, devices::get, devices::rename, devices::remove, devices::heartbeat,
         devices::start_pairing, devices::pairing_status, devices::claim,
         rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks, rooms::device_stream, rooms::new_share_link, rooms::reset, members::list, members::invite, members::remove, members::invitations, members::accept, members::decline,

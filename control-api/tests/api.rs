@@ -561,6 +561,78 @@ async fn admin(api: Api) {
         .post("/api/v1/admin/nodes/nope/drain", Some(&admin), json!({}))
         .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    // Draining needs another node up to take the rooms; removing, a dead node.
+    let now = control_api::auth::now_millis();
+    let node = |id: &str, beat: i64| control_api::store::NodeRow {
+        id: id.into(),
+        region: String::new(),
+        zone: String::new(),
+        public_url: format!("http://{id}.example"),
+        media_addrs: vec![],
+        turn_urls: vec![],
+        capacity: 10,
+        workers: 1,
+        cpu_percent: 0.0,
+        peers: 0,
+        forwarded_bps: 0,
+        state: "active".into(),
+        started_at: beat,
+        heartbeat_at: beat,
+    };
+    api.state.db.beat_node(&node("solo", now)).await.unwrap();
+    let (s, v) = api
+        .post("/api/v1/admin/nodes/solo/drain", Some(&admin), json!({}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "no_other_node"));
+    let (s, v) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/admin/nodes/solo",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "node_alive"));
+    api.state
+        .db
+        .beat_node(&node("gone", now - 10_000))
+        .await
+        .unwrap();
+    api.state.db.beat_node(&node("other", now)).await.unwrap();
+    let (s, v) = api
+        .post("/api/v1/admin/nodes/solo/drain", Some(&admin), json!({}))
+        .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("draining")),
+        "{v}"
+    );
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/admin/nodes/gone",
+            Some(&user_access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/admin/nodes/gone",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = api.get("/api/v1/admin/nodes", &admin).await;
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["other", "solo"]);
     let (s, v) = api.get("/api/v1/admin/users", &admin).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -1930,6 +2002,7 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/admin/mail",
         "/api/v1/admin/nodes",
         "/api/v1/admin/nodes/{id}/drain",
+        "/api/v1/admin/nodes/{id}",
         "/api/v1/devices/{id}/commands",
         "/api/v1/devices/{id}/now-playing",
         "/api/v1/devices/socket",
@@ -1957,7 +2030,7 @@ async fn openapi_document_lists_every_route() {
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 49);
+    assert_eq!(paths.len(), 50);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

@@ -4,8 +4,11 @@ page goes live with a music file (its WHIP goes to the node the device's room is
 placed on); the listen page on the control plane hears the tone from that node (WHEP
 there). The pages' policy lets them reach the cluster's nodes and nothing else. The
 administrator's Servers page lists the three nodes and drains one the room is not on;
-it is listed draining, then gone."""
+it is listed draining, then gone. Another is killed: it is listed down, and removed
+from the list with a press."""
 
+import os
+import signal
 import uuid
 
 from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_in, tagged_tone, wait_for
@@ -14,6 +17,7 @@ from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_in, ta
 def extra(p):
     p.add_argument("--email", required=True, help="an account to sign in with")
     p.add_argument("--password", required=True)
+    p.add_argument("--pids", required=True, help="node=pid,... of the media nodes (one is killed)")
 
 
 # The URL of the live peer connection's remote side, as the page's client holds it.
@@ -84,12 +88,26 @@ def main(a, s):
     user.get_by_role("button", name=f"Drain {drained}").click()
     wait_for("the page to say the server drains", lambda: "is draining" in user.locator("#servers-message").inner_text(), 10)
     wait_for("the drained server to leave the list", lambda: user.locator(f"#servers li[data-node='{drained}']").count() == 0, 20)
+
+    # A server that dies is shown down; the administrator removes it.
+    pids = dict(kv.split("=") for kv in a.pids.split(","))
+    others = [n for n in pids if n != drained and user.locator(f"#servers li[data-node='{n}']").count() == 1 and room_origin not in user.locator(f"#servers li[data-node='{n}']").inner_text()]
+    if not others:
+        raise Failure(f"no server left to kill besides the room's: {pids}")
+    killed = others[0]
+    os.kill(int(pids[killed]), signal.SIGKILL)
+    wait_for("the killed server shown down", lambda: user.locator(f"#servers li[data-node='{killed}']").get_attribute("data-status") == "dead", 15)
+    s.screenshot(user, "servers-down")
+    user.once("dialog", lambda d: d.accept())
+    user.get_by_role("button", name=f"Remove {killed}").click()
+    wait_for("the removed server to leave the list", lambda: user.locator(f"#servers li[data-node='{killed}']").count() == 0, 10)
     return {
         "whip_url": whip,
         "whep_url": whep,
         "listen_hz": round(tone["hz"], 1),
         "policy": policy,
         "drained": drained,
+        "killed": killed,
     }
 
 

@@ -86,7 +86,7 @@ pub struct RoomState<B> {
     sessions: Arc<Mutex<HashMap<String, Resumable>>>,
     sources: Arc<TrackSources>,
     /// Rooms that moved to another node (it drains): the `/rtc` URL each went to.
-    moves: Arc<tokio::sync::watch::Sender<Arc<HashMap<RoomId, String>>>>,
+    moves: Arc<tokio::sync::watch::Sender<Arc<HashMap<RoomId, Move>>>>,
 }
 
 /// What kinds of source a published m-line may say it carries.
@@ -181,10 +181,26 @@ impl<B: RoomBackend> RoomState<B> {
     }
 
     /// Tells every participant of each room in `moves` to join again at its new
-    /// node's `/rtc` URL (a `move` message), and takes it out of the room here.
-    pub fn move_rooms(&self, moves: HashMap<RoomId, String>) {
+    /// node's `/rtc` URL (a `move` message), and takes it out of the room here. The
+    /// map replaces the last one: a room left out of it is no longer moved.
+    pub fn move_rooms(&self, moves: HashMap<RoomId, Move>) {
+        if moves.is_empty() && self.moves.borrow().is_empty() {
+            return;
+        }
         info!(rooms = moves.len(), "room participants told to move");
         self.moves.send_replace(Arc::new(moves));
+    }
+
+    /// The rooms this node's `/rtc` participants are in (resumable ones included).
+    pub fn participant_rooms(&self) -> Vec<RoomId> {
+        let mut rooms: Vec<RoomId> = self
+            .sessions
+            .lock()
+            .map(|s| s.values().map(|r| r.room.clone()).collect())
+            .unwrap_or_default();
+        rooms.sort();
+        rooms.dedup();
+        rooms
     }
 }
 
@@ -658,11 +674,11 @@ async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
             forget(&st, &session.sid);
             let _ = send(&mut socket, &json!({"type": "left", "reason": reason})).await;
         }
-        End::Moved(url) => {
+        End::Moved(to) => {
             forget(&st, &session.sid);
             let _ = send(
                 &mut socket,
-                &json!({"type": "move", "url": url, "reason": "node_draining"}),
+                &json!({"type": "move", "url": to.url, "reason": to.reason}),
             )
             .await;
         }
@@ -696,7 +712,7 @@ enum End {
     Left(&'static str),
     /// The room moved to another node (this one drains): the participant left it here
     /// and joins again at this `/rtc` URL.
-    Moved(String),
+    Moved(Move),
     /// Another socket resumed the participant.
     Replaced,
     SocketGone,
@@ -798,6 +814,26 @@ async fn handshake<B: RoomBackend>(st: &RoomState<B>, socket: &mut WebSocket) ->
     }
 }
 
+/// Where a room's participants go, and why (the `move` message's `reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The `/rtc` of the room's node.
+    pub url: String,
+    /// `node_draining`: this node drains; `room_elsewhere`: the room lives on that
+    /// node (it came to be served here too, and is made whole again).
+    pub reason: &'static str,
+}
+
+impl Move {
+    /// To the `/rtc` of the node at `base_url` (`https://host:port`).
+    pub fn to_node(base_url: &str, reason: &'static str) -> Move {
+        Move {
+            url: format!("{}/rtc", crate::placement::websocket_base(base_url)),
+            reason,
+        }
+    }
+}
+
 /// The `/rtc` URL of the node a join token's room lives on, when that is not this one.
 async fn elsewhere<B: RoomBackend>(
     st: &RoomState<B>,
@@ -807,12 +843,14 @@ async fn elsewhere<B: RoomBackend>(
         return Ok(None);
     }
     let grant = st.verifier.verify(token).map_err(token_error)?;
+    // A revoked token learns nothing of where the room lives, and places nothing.
+    crate::room_authority::check(&st.config.rooms, &grant).await?;
     let Some(base) = crate::placement::elsewhere(&st.config.placement, &grant.room).await? else {
         return Ok(None);
     };
-    let url = format!("{}/rtc", crate::placement::websocket_base(&base));
-    info!(room = %grant.room, identity = %grant.identity, to = %url, "join sent to the room's node");
-    Ok(Some(url))
+    let to = Move::to_node(&base, "room_elsewhere");
+    info!(room = %grant.room, identity = %grant.identity, to = %to.url, "join sent to the room's node");
+    Ok(Some(to.url))
 }
 
 /// Why a join did not happen here.
@@ -1021,10 +1059,10 @@ async fn serve<B: RoomBackend>(
             _ = &mut session.kicked => return End::Replaced,
             Ok(()) = moves.changed() => {
                 let to = moves.borrow_and_update().get(&session.grant.room).cloned();
-                if let Some(url) = to {
-                    info!(participant = %session.sid, room = %session.grant.room, to = %url, "participant moved to the room's new node");
+                if let Some(to) = to {
+                    info!(participant = %session.sid, room = %session.grant.room, to = %to.url, reason = to.reason, "participant moved to the room's node");
                     let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
-                    return End::Moved(url);
+                    return End::Moved(to);
                 }
             }
             () = tokio::time::sleep_until(live.wake_at().into()) => match live.due(std::time::Instant::now()) {

@@ -718,8 +718,13 @@ async fn issue(
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let (base, local, elsewhere_ice) = if st.config.placement {
-        let home =
-            crate::cluster::place(&st.db, &room.id, region.unwrap_or(&st.config.region)).await?;
+        let home = crate::cluster::place(
+            &st.db,
+            &room.id,
+            region.unwrap_or(&st.config.region),
+            &st.node_id,
+        )
+        .await?;
         let local = home.node_id == *st.node_id;
         // Another node's clients use its TURN server, not this one's.
         let ice = (!local).then(|| {

@@ -2037,7 +2037,8 @@ export class Room extends Emitter {
     this.emit('reconnecting', { reason });
     this.#reconnecting = (async () => {
       try {
-        const deadline = Date.now() + this.#grace * 1000;
+        const started = Date.now();
+        const deadline = started + this.#grace * 1000;
         let delay = 0;
         for (;;) {
           await sleep(delay);
@@ -2063,7 +2064,9 @@ export class Room extends Emitter {
               await this.#rejoin();
               return;
             }
-            if (code === 'network' && (await this.#roomMoved())) {
+            // Its server unreachable for a while (a blip is not worth a pass): the
+            // room may have been placed on another one.
+            if (code === 'network' && Date.now() - started > 1000 && (await this.#roomMoved())) {
               // Its server is gone, and the room was placed on another one.
               await this.#rejoin();
               return;
@@ -2107,7 +2110,8 @@ export class Room extends Emitter {
     }
     if (to.protocol !== 'ws:' && to.protocol !== 'wss:') return;
     this.url = to.href;
-    if (this.#leaving || this.#reconnecting) return;
+    // A resume under way goes on at the new URL (and rejoins there).
+    if (this.#leaving || this.#reconnecting || this.state !== 'connected') return;
     this.#setState('reconnecting');
     this.emit('reconnecting', { reason: 'moved' });
     this.#reconnecting = (async () => {

@@ -1,8 +1,9 @@
 // @ts-check
 /**
  * `/servers` (administrators): the cluster's media servers as the registry has them —
- * status, region, load, people — refreshed every two seconds, and a server drained
- * with a press (its rooms move to the others, then it stops).
+ * status, region, load, people — refreshed every two seconds; a server drained with a
+ * press (its rooms move to the others, then it stops), and one that is down for good
+ * removed from the list.
  */
 import { $, explain, h, pageReady, say, signedIn } from '/static/js/app.js';
 
@@ -64,7 +65,30 @@ const item = (n) =>
           },
           'Drain',
         )
-      : null,
+      : n.status === 'dead'
+        ? h(
+            'button',
+            {
+              type: 'button',
+              class: 'secondary',
+              'aria-label': `Remove ${n.id}`,
+              onclick: async (/** @type {Event} */ e) => {
+                if (!confirm(`Remove ${n.id} from the list? Do this for a server that will not come back.`)) return;
+                const b = /** @type {HTMLButtonElement} */ (e.currentTarget);
+                b.disabled = true;
+                try {
+                  await session.delete(`/admin/nodes/${encodeURIComponent(n.id)}`);
+                  say(box, `${n.id} was removed from the list.`, 'info');
+                  await refresh();
+                } catch (err) {
+                  b.disabled = false;
+                  say(box, explain(err));
+                }
+              },
+            },
+            'Remove',
+          )
+        : null,
   );
 
 const refresh = async () => {
