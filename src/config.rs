@@ -76,6 +76,9 @@ pub struct ClusterSettings {
     /// Peers this node is sized for; its load is the larger of its busiest worker's CPU
     /// share and its peers over this. 0: `media.max_peers_per_worker` per worker.
     pub capacity: usize,
+    /// Origins the pages may connect to besides the nodes the registry lists now, for
+    /// nodes that join while a page is open: `["https://*.media.example"]`.
+    pub connect_origins: Vec<String>,
 }
 
 /// `[limits]`: abuse limits of the control API.
@@ -980,6 +983,13 @@ impl Settings {
                 bail!("{key} must be at most 64 letters, digits, '-' or '_'");
             }
         }
+        for o in &self.cluster.connect_origins {
+            if web::connect_sources(o).is_none() {
+                bail!(
+                    "cluster.connect_origins: '{o}' is not an origin like https://media.example:8443 or https://*.media.example"
+                );
+            }
+        }
         if self.media.workers > 256 {
             bail!("media.workers = {} is more than 256", self.media.workers);
         }
@@ -1303,6 +1313,24 @@ mod tests {
             format!("{e:#}").contains("max_worker_load_percent"),
             "{e:#}"
         );
+        for (bad, key) in [
+            ("region = \"eu west\"", "cluster.region"),
+            (
+                "connect_origins = [\"ftp://x.example\"]",
+                "cluster.connect_origins",
+            ),
+        ] {
+            std::fs::write(&file, format!("[cluster]\n{bad}\n")).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{e:#}");
+        }
+        std::fs::write(
+            &file,
+            "[cluster]\nregion = \"eu-west\"\nconnect_origins = [\"https://*.media.example\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.cluster.connect_origins, ["https://*.media.example"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

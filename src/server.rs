@@ -397,7 +397,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         ..(*api.config).clone()
     });
     // Registered before the first request, so a token made now can be placed here.
-    let origins = web::ClusterOrigins::default();
+    let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins);
     let cluster = crate::cluster::ClusterMember::join(
         settings,
         api.db.clone(),
@@ -748,7 +748,7 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
     let mail_relay = start_mail_relay(settings, &api)?;
     let events = EventServices::start(&api, None, None)?;
     // Its pages use the media nodes' WHIP/WHEP and `/rtc`.
-    let origins = web::ClusterOrigins::default();
+    let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins);
     let cluster = crate::cluster::ClusterMember::observe(api.db.clone(), origins.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))

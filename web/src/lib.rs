@@ -61,33 +61,52 @@ font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-a
 
 /// The media nodes of the cluster a page may connect to besides its own origin: a
 /// room may live on another node, whose WHIP/WHEP and `/rtc` the page then uses
-/// directly. Set from the node registry as nodes come and go.
+/// directly. Set from the node registry as nodes come and go, beside origins the
+/// operator names for nodes yet to come (`https://*.media.example`).
 #[derive(Debug, Clone, Default)]
-pub struct ClusterOrigins(Arc<RwLock<Option<HeaderValue>>>);
+pub struct ClusterOrigins {
+    policy: Arc<RwLock<Option<HeaderValue>>>,
+    fixed: Arc<Vec<String>>,
+}
+
+/// `scheme://host[:port]` as CSP sources for HTTP(S) and its WebSocket, or `None`
+/// when it is not a plain origin (a host may start with `*.`, a wildcard).
+pub fn connect_sources(url: &str) -> Option<String> {
+    let url = url.trim_end_matches('/');
+    let (scheme, host) = url.split_once("://")?;
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    let ws = match scheme {
+        "http" => "ws",
+        "https" => "wss",
+        _ => return None,
+    };
+    plain.then(|| format!("{scheme}://{host} {ws}://{host}"))
+}
 
 impl ClusterOrigins {
+    /// With `fixed` origins allowed whatever the registry says.
+    pub fn with_fixed(fixed: &[String]) -> ClusterOrigins {
+        let o = ClusterOrigins {
+            policy: Arc::default(),
+            fixed: Arc::new(fixed.to_vec()),
+        };
+        o.set([]);
+        o
+    }
+
     /// Replaces the nodes' base URLs (`https://host:port`); each is allowed over HTTP(S)
     /// and as a WebSocket. A URL that is not a plain origin is left out.
     pub fn set<'a>(&self, base_urls: impl IntoIterator<Item = &'a str>) {
-        let mut sources = Vec::new();
-        for url in base_urls {
-            let url = url.trim_end_matches('/');
-            let Some((scheme, host)) = url.split_once("://") else {
-                continue;
-            };
-            let plain = !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
-            let ws = match scheme {
-                "http" => "ws",
-                "https" => "wss",
-                _ => continue,
-            };
-            if plain {
-                sources.push(format!("{scheme}://{host} {ws}://{host}"));
-            }
-        }
+        let mut sources: Vec<String> = self
+            .fixed
+            .iter()
+            .filter_map(|o| connect_sources(o))
+            .collect();
+        sources.extend(base_urls.into_iter().filter_map(connect_sources));
         let policy = (!sources.is_empty())
             .then(|| {
                 let extra = format!("connect-src 'self' {}", sources.join(" "));
@@ -97,14 +116,14 @@ impl ClusterOrigins {
                 .ok()
             })
             .flatten();
-        if let Ok(mut p) = self.0.write() {
+        if let Ok(mut p) = self.policy.write() {
             *p = policy;
         }
     }
 
     /// The pages' policy with these nodes in `connect-src`.
     pub fn policy(&self) -> HeaderValue {
-        self.0
+        self.policy
             .read()
             .ok()
             .and_then(|p| p.clone())
@@ -345,6 +364,18 @@ mod tests {
         );
         nodes.set([]);
         assert_eq!(csp(page().await.unwrap()), CONTENT_SECURITY_POLICY);
+        // Origins the operator names stay, for nodes that join later.
+        let fixed = ClusterOrigins::with_fixed(&["https://*.media.example".into()]);
+        fixed.set(["http://127.0.0.1:4001"]);
+        let with = fixed.policy();
+        assert!(
+            with.to_str().unwrap().contains(
+                "connect-src 'self' https://*.media.example wss://*.media.example http://127.0.0.1:4001 ws://127.0.0.1:4001;"
+            ),
+            "{with:?}"
+        );
+        assert_eq!(connect_sources("https://*.*.example"), None);
+        assert_eq!(connect_sources("https://a b"), None);
     }
 
     #[tokio::test]
