@@ -536,20 +536,38 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
     let room = c.room("stage").await;
     let t = c.token(&room, json!({"publish": true})).await;
     let home = c.owner_of(t["whip_url"].as_str().unwrap());
-    // Live on its node, then the node dies without a word.
-    harness(
-        &[
-            "publish",
-            "--url",
-            t["whip_url"].as_str().unwrap(),
-            "--token",
-            t["token"].as_str().unwrap(),
-            "--seconds",
-            "1",
-        ],
-        Duration::from_secs(60),
+    // Live on its node and recorded there (the recording is started on the room's
+    // node: its recorder is there), then the node dies without a word.
+    let py = tokio::task::spawn_blocking(support::python).await.unwrap();
+    let mut publisher = tokio::process::Command::new(py)
+        .arg(support::repo().join("scripts/interop/whip_whep.py"))
+        .args(["publish", "--url", t["whip_url"].as_str().unwrap()])
+        .args(["--token", t["token"].as_str().unwrap(), "--seconds", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(publisher.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line),
+    )
+    .await
+    .expect("the publisher went live")
+    .unwrap();
+    assert!(line.contains("published"), "{line}");
+    let home_base = c.node(&home).base.clone();
+    let (s, rec) = post(
+        &c.http,
+        format!("{home_base}/api/v1/rooms/{room}/recordings"),
+        Some(&c.admin),
+        json!({}),
     )
     .await;
+    assert_eq!(s, 201, "{rec}");
+    let recording = rec["id"].as_str().unwrap().to_owned();
     let killed = tokio::time::Instant::now();
     let pos = c.nodes.iter().position(|(id, _)| *id == home).unwrap();
     let (_, mut dead) = c.nodes.remove(pos);
@@ -601,6 +619,40 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
     )
     .await;
     assert_eq!(v["redirected_to"], json!([]), "{v}");
+
+    // The operator removes the dead node for good: its recording in progress, which
+    // it can no longer finish, fails with the reason (not silently `recording`).
+    drop(publisher);
+    let (s, v) = get(
+        &c.http,
+        format!("{}/api/v1/rooms/{room}/recordings/{recording}", c.api.base),
+        &c.admin,
+    )
+    .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("recording")), "{v}");
+    let r = c
+        .http
+        .delete(format!("{}/api/v1/admin/nodes/{home}", c.api.base))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, v) = get(
+        &c.http,
+        format!("{}/api/v1/rooms/{room}/recordings/{recording}", c.api.base),
+        &c.admin,
+    )
+    .await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["failure"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("interrupted"),
+        "{v}"
+    );
+    assert!(c.registry().await.iter().all(|n| n["id"] != home.as_str()));
 
     // A node stopped cleanly leaves the registry at once, dead or not.
     let (gone, mut p) = c.nodes.remove(0);

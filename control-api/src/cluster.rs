@@ -428,8 +428,9 @@ pub async fn drain_node(
     ))
 }
 
-/// Forgets a dead node (one that will not come back): its row and its rooms' homes.
-/// A node still beating cannot be removed: drain it.
+/// Forgets a dead node (one that will not come back): its row and its rooms' homes;
+/// its recordings still `recording` fail, with the reason. A node still beating
+/// cannot be removed: drain it.
 #[utoipa::path(delete, path = "/api/v1/admin/nodes/{id}", tag = "admin", params(("id" = String, Path, description = "node id")), responses((status = 204, description = "removed"), (status = 404, description = "no such node", body = ErrorBody), (status = 409, description = "the node is alive", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 401, description = "no or bad access token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn remove_node(
     State(st): State<AppState>,
@@ -451,6 +452,19 @@ pub async fn remove_node(
     }
     st.db.remove_node(&id).await.map_err(store_error)?;
     tracing::info!(node = %id, by = %caller.user_id, "dead node removed from the registry");
+    // Its recordings in progress will not be finished by it: say so, not nothing.
+    let open = st
+        .db
+        .node_recordings(&id, "recording")
+        .await
+        .map_err(store_error)?;
+    for r in open {
+        let reason = "interrupted: its media server died and was removed from the cluster; what it recorded stays in that server's spool";
+        crate::routes::recordings::mark_failed(&st, &r.id, &r.sfu_room, reason)
+            .await
+            .map_err(store_error)?;
+        tracing::warn!(recording = %r.id, room = %r.sfu_room, node = %id, "recording of a removed node marked failed");
+    }
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
