@@ -558,16 +558,37 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
     .expect("the publisher went live")
     .unwrap();
     assert!(line.contains("published"), "{line}");
-    let home_base = c.node(&home).base.clone();
-    let (s, rec) = post(
-        &c.http,
-        format!("{home_base}/api/v1/rooms/{room}/recordings"),
-        Some(&c.admin),
-        json!({}),
-    )
-    .await;
+    // Recording is asked of the control plane, which sends it on to the room's node
+    // (its recorder); so is stopping it, and starting again.
+    let record = |path: String| {
+        let (http, base, admin) = (c.http.clone(), c.api.base.clone(), c.admin.clone());
+        async move {
+            post(
+                &http,
+                format!("{base}/api/v1/rooms/{path}"),
+                Some(&admin),
+                json!({}),
+            )
+            .await
+        }
+    };
+    let (s, rec) = record(format!("{room}/recordings")).await;
+    assert_eq!(s, 201, "{rec}");
+    assert_eq!(rec["status"], "recording", "{rec}");
+    let first = rec["id"].as_str().unwrap().to_owned();
+    let (s, v) = record(format!("{room}/recordings/{first}/stop")).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    let (s, rec) = record(format!("{room}/recordings")).await;
     assert_eq!(s, 201, "{rec}");
     let recording = rec["id"].as_str().unwrap().to_owned();
+    let sql_url = c.db_url.clone();
+    let mut sql = sqlx::PgConnection::connect(&sql_url).await.unwrap();
+    let held_by: String = sqlx::query_scalar("SELECT node_id FROM recordings WHERE id = $1")
+        .bind(&recording)
+        .fetch_one(&mut sql)
+        .await
+        .unwrap();
+    assert_eq!(held_by, home, "recorded on the room's node");
     let killed = tokio::time::Instant::now();
     let pos = c.nodes.iter().position(|(id, _)| *id == home).unwrap();
     let (_, mut dead) = c.nodes.remove(pos);

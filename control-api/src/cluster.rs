@@ -323,6 +323,95 @@ impl RoomPlacement for DbPlacement {
     }
 }
 
+/// Marks a request one server sent on to another, so it is not sent on again.
+pub const FORWARDED_HEADER: &str = "x-streamcore-forwarded-by";
+
+/// The base URL of the live node a request about a room's media belongs on, when that
+/// is not this server: the room's home (placing a room nobody is in, as a join token
+/// would), or `node` when the request concerns what a given node holds (a recording).
+/// `None` to serve it here: outside a cluster, on the right node, or for a request
+/// another server sent on already.
+pub async fn media_node_for(
+    st: &AppState,
+    headers: &axum::http::HeaderMap,
+    room: &str,
+    node: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    if !st.config.placement || headers.contains_key(FORWARDED_HEADER) {
+        return Ok(None);
+    }
+    let me = &*st.node_id;
+    let target = match node {
+        Some(n) => n.to_owned(),
+        None => place(&st.db, room, &st.config.region, me).await?.node_id,
+    };
+    if target == me {
+        return Ok(None);
+    }
+    let now = now_millis();
+    let nodes = st.db.nodes().await.map_err(store_error)?;
+    match nodes
+        .into_iter()
+        .find(|n| n.id == target && status(n, now) != NodeStatus::Dead)
+    {
+        Some(n) => Ok(Some(n.public_url)),
+        None => Err(ApiError::unavailable(
+            "media_node_down",
+            "the media server of this room is down; try again in a few seconds",
+        )),
+    }
+}
+
+/// Sends a request on to `url` on another node, with the caller's credentials, and
+/// answers with what it answered: the page talks to its own server only.
+pub async fn forward(
+    st: &AppState,
+    headers: &axum::http::HeaderMap,
+    method: reqwest::Method,
+    url: String,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    });
+    let mut req = client
+        .request(method, &url)
+        .header(FORWARDED_HEADER, &*st.node_id)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}");
+    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+        req = req.header(reqwest::header::AUTHORIZATION, auth.as_bytes());
+    }
+    let resp = req.send().await.map_err(|e| {
+        tracing::warn!(%url, error = %e, "a request could not be sent on to the room's media server");
+        ApiError::unavailable(
+            "media_node_unreachable",
+            "the media server of this room could not be reached; try again in a few seconds",
+        )
+    })?;
+    let status = axum::http::StatusCode::from_u16(resp.status().as_u16())
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let body = resp.bytes().await.map_err(|e| {
+        tracing::warn!(%url, error = %e, "the room's media server's answer was cut off");
+        ApiError::unavailable(
+            "media_node_unreachable",
+            "the media server of this room stopped answering; try again",
+        )
+    })?;
+    tracing::info!(%url, status = status.as_u16(), "request sent on to the room's media server");
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
 /// A media node as the admin API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeView {

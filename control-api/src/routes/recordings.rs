@@ -397,10 +397,16 @@ pub async fn start(
     State(st): State<AppState>,
     caller: RecordCaller,
     Path(name): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (room, who) = caller.authorize(&st, &name).await?;
+    // The recorder is on the room's media server: the request goes there.
+    if let Some(base) = crate::cluster::media_node_for(&st, &headers, &room.id, None).await? {
+        let url = format!("{base}/api/v1/rooms/{}/recordings", room.id);
+        return crate::cluster::forward(&st, &headers, reqwest::Method::POST, url).await;
+    }
     let rec = start_recording(&st, &room, &who).await?;
-    Ok((StatusCode::CREATED, Json(view(&st, rec).await?)))
+    Ok((StatusCode::CREATED, Json(view(&st, rec).await?)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{name}/recordings", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name")), responses((status = 200, body = Vec<RecordingView>), (status = 403, description = "no record grant", body = ErrorBody), (status = 404, description = "no such room", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
@@ -502,13 +508,24 @@ pub async fn stop(
     State(st): State<AppState>,
     caller: RecordCaller,
     Path((name, id)): Path<(String, String)>,
-) -> Result<Json<RecordingView>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let rec = room_recording(&st, &caller, &name, &id).await?;
     if rec.status != "recording" {
         return Err(ApiError::conflict(
             "not_recording",
             format!("the recording is {}, not recording", rec.status),
         ));
+    }
+    // Its recorder is on the node that holds it.
+    if let Some(base) =
+        crate::cluster::media_node_for(&st, &headers, &rec.sfu_room, Some(&rec.node_id)).await?
+    {
+        let url = format!(
+            "{base}/api/v1/rooms/{}/recordings/{}/stop",
+            rec.room_id, rec.id
+        );
+        return crate::cluster::forward(&st, &headers, reqwest::Method::POST, url).await;
     }
     stop_recording(&st, &rec, "requested").await?;
     info!(recording = %rec.id, room = %rec.sfu_room, "recording stopped");
@@ -518,7 +535,7 @@ pub async fn stop(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("no such recording"))?;
-    Ok(Json(view(&st, now).await?))
+    Ok(Json(view(&st, now).await?).into_response())
 }
 
 /// Stops a running recording (`reason` goes into its manifest): closed and marked
