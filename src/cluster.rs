@@ -23,6 +23,15 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 
+/// Where clients reach a node: what its registry row says of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    pub public_url: &'a str,
+    pub media_addrs: &'a [std::net::SocketAddr],
+    /// Its embedded TURN server's URLs.
+    pub turn_urls: &'a [String],
+}
+
 /// The heartbeat task of a running node.
 pub struct ClusterMember {
     db: Db,
@@ -41,12 +50,15 @@ impl ClusterMember {
         settings: &Settings,
         db: Db,
         id: Arc<str>,
-        public_url: &str,
-        media_addrs: &[std::net::SocketAddr],
-        turn_urls: &[String],
+        reach: Reach<'_>,
         metrics: Metrics,
         origins: web::ClusterOrigins,
     ) -> anyhow::Result<ClusterMember> {
+        let Reach {
+            public_url,
+            media_addrs,
+            turn_urls,
+        } = reach;
         let workers = media_addrs.len().max(1);
         let capacity = match settings.cluster.capacity {
             0 => workers * settings.media.max_peers_per_worker,

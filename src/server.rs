@@ -402,9 +402,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         settings,
         api.db.clone(),
         api.node_id.clone(),
-        &public_url,
-        &media_addrs,
-        &turn_urls,
+        crate::cluster::Reach {
+            public_url: &public_url,
+            media_addrs: &media_addrs,
+            turn_urls: &turn_urls,
+        },
         metrics.clone(),
         origins.clone(),
     )
