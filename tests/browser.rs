@@ -30,24 +30,6 @@ fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots")
 }
 
-/// Debian's Chromium (installed by `scripts/ensure-chromium.sh`, which `scripts/test`
-/// runs first).
-fn chromium() -> String {
-    let out = std::process::Command::new("bash")
-        .arg(repo().join("scripts/ensure-chromium.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/ensure-chromium.sh");
-    assert!(out.status.success(), "scripts/ensure-chromium.sh failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("chromium's path")
-        .trim()
-        .to_owned()
-}
-
 /// Runs `scripts/browser/<name>.py` against `srv`; its JSON result.
 async fn scenario(name: &str, srv: &TestServer, extra: &[&str]) -> Value {
     scenario_at(name, &srv.base, srv, extra).await
@@ -67,7 +49,7 @@ async fn scenario_with(
     extra: &[&str],
     launcher: Option<&(dyn Fn(&str) -> String + Sync)>,
 ) -> Value {
-    let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
+    let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), common::chromium()))
         .await
         .expect("the setup helpers ran");
     let chromium = launcher.map_or(chromium.clone(), |l| l(&chromium));

@@ -276,6 +276,18 @@ async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64>
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Waits until a node's `/metrics` shows `series` at `value`.
+async fn wait_metric(http: &reqwest::Client, base: &str, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(http, base, series).await != Some(value) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base}/metrics never showed {series} {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs the aiortc WHIP/WHEP harness to completion; its last JSON line.
 async fn harness(args: &[&str], limit: Duration) -> Value {
     let py = tokio::task::spawn_blocking(support::python).await.unwrap();
@@ -336,21 +348,13 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
         assert!(n["heartbeat_age_ms"].as_i64().unwrap() < 3000, "{n}");
     }
     // Every node exports the registry.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(
+    wait_metric(
         &c.http,
         &c.node("c").base,
         "streamcore_cluster_nodes{status=\"active\"}",
+        3.0,
     )
-    .await
-        != Some(3.0)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics never showed 3 active nodes"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    .await;
 
     // Placed in the caller's region (the control plane's, `eu`, by default), then sticky.
     let room = c.room("music").await;
@@ -606,21 +610,13 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
     );
     assert_eq!(ids_with(&r, "active").len(), 2);
     let survivor = &c.nodes[0].1.base;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(
+    wait_metric(
         &c.http,
         survivor,
         "streamcore_cluster_nodes{status=\"dead\"}",
+        1.0,
     )
-    .await
-        != Some(1.0)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics never showed the dead node"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    .await;
 
     // The room is placed again on a live node, and a publisher goes live there.
     let again = c.token(&room, json!({"publish": true})).await;
@@ -697,22 +693,6 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
     );
 }
 
-/// Debian's Chromium (`scripts/ensure-chromium.sh`, which `scripts/test` runs first).
-fn chromium() -> String {
-    let out = Command::new("bash")
-        .arg(support::repo().join("scripts/ensure-chromium.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/ensure-chromium.sh");
-    assert!(out.status.success(), "scripts/ensure-chromium.sh failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("the browser's path")
-        .to_owned()
-}
-
 /// Runs `scripts/browser/<name>.py` in Debian's Chromium against `base`; its result.
 async fn scenario(name: &str, base: &str, args: &[&str]) -> Value {
     scenario_with(name, base, args, || {}).await
@@ -727,7 +707,7 @@ async fn scenario_with(
     when_ready: impl FnOnce() + Send + 'static,
 ) -> Value {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), chromium()))
+    let (py, chromium) = tokio::task::spawn_blocking(|| (support::python(), common::chromium()))
         .await
         .unwrap();
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");

@@ -29,14 +29,26 @@ pub mod room;
 /// The path of `command`, installing Debian's `package` first when it is missing
 /// (`scripts/ensure-debian-command.sh`).
 pub fn ensure_debian_command(command: &str, package: &str) -> String {
+    last_line_of_script("ensure-debian-command.sh", &[command, package])
+}
+
+/// Debian's Chromium (installed by `scripts/ensure-chromium.sh`, which `scripts/test`
+/// runs first).
+pub fn chromium() -> String {
+    last_line_of_script("ensure-chromium.sh", &[])
+}
+
+/// Runs `scripts/<script>` with `args` (its progress on stderr) and returns the last
+/// line it printed: the path of what it made sure of.
+fn last_line_of_script(script: &str, args: &[&str]) -> String {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("bash")
-        .arg(repo.join("scripts/ensure-debian-command.sh"))
-        .args([command, package])
+        .arg(repo.join("scripts").join(script))
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .expect("running scripts/ensure-debian-command.sh");
-    assert!(out.status.success(), "{package} could not be installed");
+        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+    assert!(out.status.success(), "scripts/{script} {args:?} failed");
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
