@@ -253,7 +253,7 @@ pub fn keep_rooms_whole(
                 .session_rooms()
                 .into_iter()
                 .chain(rooms.participant_rooms())
-                .map(|r| r.as_str().to_owned())
+                .map(|(r, _)| r.as_str().to_owned())
                 .collect();
             served.sort();
             served.dedup();
@@ -290,7 +290,8 @@ pub fn keep_rooms_whole(
     })
 }
 
-/// The registry as gauges; rows gone since the last read are gone from the gauges.
+/// The registry as gauges; rows gone since the last read are gone from the gauges,
+/// and a dead node has only its heartbeat age.
 fn export(metrics: &Metrics, nodes: Vec<NodeRow>, now: i64) {
     metrics.cluster_node_load.reset();
     metrics.cluster_node_peers.reset();
@@ -303,14 +304,18 @@ fn export(metrics: &Metrics, nodes: Vec<NodeRow>, now: i64) {
             NodeStatus::Draining => 1,
             NodeStatus::Dead => 2,
         }] += 1;
-        metrics
-            .cluster_node_load
-            .with_label_values(&[&v.id])
-            .set(v.load);
-        metrics
-            .cluster_node_peers
-            .with_label_values(&[&v.id])
-            .set(v.peers);
+        // A dead node's last load is stale: it must not make the cluster look full
+        // (or empty) to an alert over the nodes' loads.
+        if v.status != NodeStatus::Dead {
+            metrics
+                .cluster_node_load
+                .with_label_values(&[&v.id])
+                .set(v.load);
+            metrics
+                .cluster_node_peers
+                .with_label_values(&[&v.id])
+                .set(v.peers);
+        }
         metrics
             .cluster_node_heartbeat_age
             .with_label_values(&[&v.id])

@@ -273,16 +273,15 @@ impl MediaWorkers {
         self.workers.iter().filter_map(|w| w.tcp_addr).collect()
     }
 
-    /// The rooms of this node's WHIP/WHEP sessions.
-    pub fn session_rooms(&self) -> Vec<RoomId> {
-        let mut rooms: Vec<RoomId> = self
-            .sessions
-            .lock()
-            .map(|s| s.by_id.values().map(|e| e.owner.room.clone()).collect())
-            .unwrap_or_default();
-        rooms.sort();
-        rooms.dedup();
-        rooms
+    /// The rooms of this node's WHIP/WHEP sessions, with how many each has.
+    pub fn session_rooms(&self) -> Vec<(RoomId, usize)> {
+        let mut rooms = std::collections::BTreeMap::<RoomId, usize>::new();
+        if let Ok(s) = self.sessions.lock() {
+            for e in s.by_id.values() {
+                *rooms.entry(e.owner.room.clone()).or_default() += 1;
+            }
+        }
+        rooms.into_iter().collect()
     }
 
     pub fn session_count(&self) -> usize {

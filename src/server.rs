@@ -692,10 +692,20 @@ impl RunningServer {
     /// Places this node's rooms on other nodes and tells their `/rtc` participants to
     /// join there.
     async fn move_rooms_away(&self) {
+        let mut people = std::collections::HashMap::<String, usize>::new();
+        for room in self
+            .workers
+            .session_rooms()
+            .into_iter()
+            .chain(self.rooms.participant_rooms())
+        {
+            *people.entry(room.0.as_str().to_owned()).or_default() += room.1;
+        }
         let moved = match control_api::cluster::move_rooms_away(
             &self.api.db,
             &self.api.node_id,
             &self.region,
+            &people,
         )
         .await
         {

@@ -581,7 +581,12 @@ async fn a_killed_node_is_dead_within_seconds_and_its_rooms_are_placed_again() {
     assert_eq!(rec["status"], "recording", "{rec}");
     let first = rec["id"].as_str().unwrap().to_owned();
     let (s, v) = record(format!("{room}/recordings/{first}/stop")).await;
-    assert_eq!((s, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    // Stopped, and perhaps already in the store (its files are small).
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        ["stopped", "uploaded"].contains(&v["status"].as_str().unwrap_or("")),
+        "{v}"
+    );
     let (s, rec) = record(format!("{room}/recordings")).await;
     assert_eq!(s, 201, "{rec}");
     let recording = rec["id"].as_str().unwrap().to_owned();

@@ -163,11 +163,13 @@ pub async fn place(db: &Db, room: &str, region: &str, me: &str) -> Result<Placed
 
 /// Moves the rooms placed on `me` (a draining node) to the least-loaded active node of
 /// `region` (any region when none is up there): the rooms moved and where they went.
-/// A room no node can take stays where it is.
+/// `people` says how many each room holds here, counted against the node it goes to
+/// so the next room sees that node fuller. A room no node can take stays where it is.
 pub async fn move_rooms_away(
     db: &Db,
     me: &str,
     region: &str,
+    people: &std::collections::HashMap<String, usize>,
 ) -> Result<Vec<(String, Placed)>, crate::store::StoreError> {
     let rooms = db.node_rooms(me).await?;
     if rooms.is_empty() {
@@ -191,8 +193,13 @@ pub async fn move_rooms_away(
                 .iter_mut()
                 .find(|n| n.id == to)
                 .expect("chosen from the list");
-            // Spread the rooms: count the room's people against the node at once.
-            n.peers += 1;
+            // Spread the rooms: count the room's people against the node at once, as
+            // peers and as their share of its CPU (at its current cost per peer).
+            let arriving = people.get(&room).copied().unwrap_or(1).max(1) as i64;
+            if n.peers > 0 {
+                n.cpu_percent += n.cpu_percent * arriving as f64 / n.peers as f64;
+            }
+            n.peers += arriving;
             tracing::info!(%room, from = me, to = %to, "room moved off a draining node");
             moved.push((
                 room,

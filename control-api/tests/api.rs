@@ -633,6 +633,34 @@ async fn admin(api: Api) {
         .map(|n| n["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["other", "solo"]);
+    // A draining node's rooms are spread: each room's people count against the node
+    // it went to before the next room is placed.
+    let mut busy = node("y", now);
+    busy.cpu_percent = 10.0;
+    busy.peers = 2;
+    let mut idle = node("z", now);
+    idle.cpu_percent = 10.0;
+    idle.peers = 2;
+    for n in [&busy, &idle] {
+        api.state.db.beat_node(n).await.unwrap();
+    }
+    for room in ["r1", "r2"] {
+        api.state
+            .db
+            .place_room(room, "solo", now, now - 3000)
+            .await
+            .unwrap();
+    }
+    api.state.db.remove_node("other").await.unwrap();
+    let people = std::collections::HashMap::from([("r1".to_owned(), 5)]);
+    let moved = control_api::cluster::move_rooms_away(&api.state.db, "solo", "", &people)
+        .await
+        .unwrap();
+    let to: Vec<(&str, &str)> = moved
+        .iter()
+        .map(|(room, p)| (room.as_str(), p.node_id.as_str()))
+        .collect();
+    assert_eq!(to, [("r1", "y"), ("r2", "z")]);
     let (s, v) = api.get("/api/v1/admin/users", &admin).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v.as_array().unwrap().len(), 2);

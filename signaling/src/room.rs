@@ -191,16 +191,16 @@ impl<B: RoomBackend> RoomState<B> {
         self.moves.send_replace(Arc::new(moves));
     }
 
-    /// The rooms this node's `/rtc` participants are in (resumable ones included).
-    pub fn participant_rooms(&self) -> Vec<RoomId> {
-        let mut rooms: Vec<RoomId> = self
-            .sessions
-            .lock()
-            .map(|s| s.values().map(|r| r.room.clone()).collect())
-            .unwrap_or_default();
-        rooms.sort();
-        rooms.dedup();
-        rooms
+    /// The rooms this node's `/rtc` participants are in (resumable ones included),
+    /// with how many each has.
+    pub fn participant_rooms(&self) -> Vec<(RoomId, usize)> {
+        let mut rooms = std::collections::BTreeMap::<RoomId, usize>::new();
+        if let Ok(s) = self.sessions.lock() {
+            for r in s.values() {
+                *rooms.entry(r.room.clone()).or_default() += 1;
+            }
+        }
+        rooms.into_iter().collect()
     }
 }
 
