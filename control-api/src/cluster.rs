@@ -297,26 +297,16 @@ impl DbPlacement {
             tracing::info!(%room, node = me, "room taken on by this node");
             return Ok(Home::Here);
         }
+        // `place_room` kept the home only because that node was alive. If it left
+        // cleanly since (its homes with it), serve here: `rooms_living_elsewhere`
+        // claims the room within a second.
         let nodes = self.db.nodes().await?;
-        match nodes.into_iter().find(|n| n.id == home) {
-            Some(n) => Ok(Home::Elsewhere {
+        Ok(nodes
+            .into_iter()
+            .find(|n| n.id == home)
+            .map_or(Home::Here, |n| Home::Elsewhere {
                 base_url: n.public_url,
-            }),
-            // Stopped cleanly a moment ago, its homes with it: take the room.
-            None => {
-                let home = self.db.place_room(room, me, now, alive_since(now)).await?;
-                if home == me {
-                    return Ok(Home::Here);
-                }
-                let nodes = self.db.nodes().await?;
-                Ok(nodes
-                    .into_iter()
-                    .find(|n| n.id == home)
-                    .map_or(Home::Here, |n| Home::Elsewhere {
-                        base_url: n.public_url,
-                    }))
-            }
-        }
+            }))
     }
 }
 
