@@ -62,6 +62,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod munger;
 mod peer;
+pub mod relay;
 mod room;
 mod sfu;
 pub mod speaker;
@@ -75,8 +76,8 @@ pub use room::TrackRef;
 pub use room::{AudioLevel, KeyframeDecision, KeyframeRequests};
 pub use sfu::{
     Accepted, DEFAULT_SEND_BUFFER_VIDEO, DEFAULT_VIDEO_QUEUE_LIMIT, JoinRequest, OfferRequest,
-    ParticipantInfo, PublishedTrack, RemoveReason, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats,
-    TrackInfo,
+    ParticipantInfo, PublishedTrack, RelayOut, RelaySink, RemoveReason, Sfu, SfuConfig, SfuError,
+    SfuEvent, SfuStats, TrackInfo,
 };
 pub use tap::{MediaTap, SenderClock, TapItem, TapPacket, TapStats, TapTrack};
 

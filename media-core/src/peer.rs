@@ -129,6 +129,9 @@ pub struct Peer {
     /// Whether this peer's offers may send audio or video (a room participant's
     /// publish grant).
     pub may_publish: bool,
+    /// An import of another node's tracks ([`crate::sfu`] `relays`): no network of
+    /// its own.
+    pub relayed: Option<Box<crate::sfu::RelayIn>>,
 }
 
 impl std::fmt::Debug for Peer {

@@ -81,6 +81,10 @@ pub struct TrackIn {
     pub tap: TrackTap,
     pub packets: u64,
     pub bytes: u64,
+    /// Its id on relay links, unique in the worker ([`crate::relay`]).
+    pub relay_id: u32,
+    /// Its room is exported: its packets are offered to the room's relay links.
+    pub exported: bool,
 }
 
 impl TrackIn {
@@ -101,6 +105,8 @@ impl TrackIn {
             tap: TrackTap::Off,
             packets: 0,
             bytes: 0,
+            relay_id: 0,
+            exported: false,
         }
     }
 }

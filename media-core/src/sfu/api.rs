@@ -249,6 +249,14 @@ pub enum SfuEvent {
         identity: String,
         mid: Mid,
     },
+    /// Subscribers of an imported track wait for a keyframe: the driver asks the
+    /// exporting node over the link (coalesced here as for any publisher).
+    RelayKeyframeWanted {
+        room: RoomId,
+        link: u64,
+        track: u32,
+        rid: Option<String>,
+    },
 }
 
 /// Monotonic counters; the driver exports them.
@@ -281,6 +289,11 @@ pub struct SfuStats {
     /// Peers that connected through the embedded TURN server, by the transport its
     /// client used ([`crate::turn::ClientTransport`] order: UDP, TCP, TLS); not in `connected_udp`.
     pub connected_turn: [u64; 3],
+    /// Packets offered to relay links, packets a link refused (it was behind), and
+    /// packets that arrived over links.
+    pub relayed_out: u64,
+    pub relay_refused: u64,
+    pub relayed_in: u64,
 }
 
 impl SfuStats {
@@ -305,6 +318,9 @@ impl SfuStats {
             connected_udp: a.connected_udp - b.connected_udp,
             connected_tcp: a.connected_tcp - b.connected_tcp,
             connected_turn: std::array::from_fn(|i| a.connected_turn[i] - b.connected_turn[i]),
+            relayed_out: a.relayed_out - b.relayed_out,
+            relay_refused: a.relay_refused - b.relay_refused,
+            relayed_in: a.relayed_in - b.relayed_in,
         }
     }
 }

@@ -19,11 +19,12 @@ use tracing::warn;
 
 use super::io::{drain_rtc, schedule};
 use super::taps::tap_packet;
-use super::{Deferred, KeyframeAsk, RemoveReason, Sfu, SfuStats};
+use super::{Deferred, KeyframeAsk, RelayOut, RemoveReason, Sfu, SfuStats};
 use crate::PeerId;
 use crate::backlog::{Admit, BacklogLimits};
 use crate::keyframe::is_keyframe;
 use crate::peer::{Peer, PeerState, TrackOut};
+use crate::relay::RelayedPacket;
 use crate::room::{RoomKey, TrackRef};
 use crate::tap::TrackTap;
 
@@ -65,7 +66,21 @@ impl Sfu {
         let Some((key, ti, li)) = self.locate(now, from, &pkt) else {
             return;
         };
-        let Some(out) = self.ingest(now, from, key, ti, li, &pkt) else {
+        self.fan_out(now, from, key, ti, li, &pkt);
+    }
+
+    /// One located packet of track `ti` (layer `li`) of a publisher, to every
+    /// subscriber of the track.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        key: RoomKey,
+        ti: usize,
+        li: usize,
+        pkt: &RtpPacket,
+    ) {
+        let Some(out) = self.ingest(now, from, key, ti, li, pkt) else {
             return;
         };
         let Some(track) = self.rooms.get(&key).and_then(|r| r.tracks.get(ti)) else {
@@ -214,6 +229,29 @@ impl Sfu {
         {
             let ask = Deferred::Keyframe(key, track.track, KeyframeAsk::Targets);
             self.deferred.push_back(ask);
+        }
+        if track.exported
+            && let Some(exports) = self.exports.get_mut(&room.id)
+        {
+            let relayed = RelayedPacket {
+                track: track.relay_id,
+                rid,
+                pt: *pt,
+                seq: *pkt.seq_no,
+                timestamp: pkt.header.timestamp,
+                ssrc: *pkt.header.ssrc,
+                marker: pkt.header.marker,
+                audio_level: ext.audio_level,
+                voice_activity: ext.voice_activity,
+                payload: pkt.payload.clone(),
+            };
+            for e in exports.iter_mut() {
+                if e.offer(RelayOut::Packet(relayed.clone())) {
+                    self.stats.relayed_out += 1;
+                } else {
+                    self.stats.relay_refused += 1;
+                }
+            }
         }
         // VP8 picture ids are rewritten with the sequence numbers (layer and source
         // changes); a descriptor without them is left alone.

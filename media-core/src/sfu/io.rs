@@ -263,7 +263,7 @@ pub(super) fn drain_rtc(
     }
 }
 
-fn far_future(from: Instant) -> Instant {
+pub(super) fn far_future(from: Instant) -> Instant {
     from + Duration::from_secs(365 * 24 * 3600)
 }
 

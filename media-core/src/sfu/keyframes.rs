@@ -98,6 +98,35 @@ impl Sfu {
                 m += 1;
             }
         }
+        if self
+            .peers
+            .get(&track.owner)
+            .is_some_and(|p| p.relayed.is_some())
+        {
+            // An import: the exporting node's publisher is asked, over the link.
+            let mut sent = false;
+            for (rid, decision) in &asks[..m] {
+                match decision {
+                    Some(KeyframeDecision::SendNow) => {
+                        sent |= self.ask_exporter(track.owner, track.mid, *rid);
+                    }
+                    Some(KeyframeDecision::Deferred(at)) => {
+                        if let Some(p) = self.peers.get_mut(&track.owner) {
+                            p.keyframe_deadline =
+                                Some(p.keyframe_deadline.map_or(*at, |k| k.min(*at)));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if sent {
+                self.stats.keyframe_requests += 1;
+            }
+            if let Some(p) = self.peers.get_mut(&track.owner) {
+                schedule(&mut self.timers, &self.config, p, now);
+            }
+            return;
+        }
         let Some(publisher) = self.peers.get_mut(&track.owner) else {
             return;
         };

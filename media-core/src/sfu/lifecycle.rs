@@ -206,7 +206,7 @@ impl Sfu {
     }
 
     /// A new peer with its `Rtc`, in the demux tables and the room, not yet announced.
-    fn add_peer(
+    pub(super) fn add_peer(
         &mut self,
         now: Instant,
         new: NewPeer<'_>,
@@ -332,6 +332,7 @@ impl Sfu {
                 last_source: self.config.local_addr,
                 // WHIP/WHEP sessions are held to their role; participants to their grant.
                 may_publish: true,
+                relayed: None,
             }),
         );
         Ok(id)
@@ -709,20 +710,20 @@ impl Sfu {
 }
 
 /// Who a new peer is and where it goes.
-struct NewPeer<'a> {
-    room: &'a RoomId,
-    identity: &'a str,
-    name: &'a str,
-    role: PeerRole,
-    room_limit: Option<usize>,
+pub(super) struct NewPeer<'a> {
+    pub(super) room: &'a RoomId,
+    pub(super) identity: &'a str,
+    pub(super) name: &'a str,
+    pub(super) role: PeerRole,
+    pub(super) room_limit: Option<usize>,
 }
 
 /// How a new peer's `Rtc` is set up.
-struct PeerMedia {
+pub(super) struct PeerMedia {
     /// Run the bandwidth estimator (subscribers of video).
-    bwe: bool,
+    pub(super) bwe: bool,
     /// The video codec to put first in answers (the offerer's first choice).
-    preferred_video: Option<Codec>,
+    pub(super) preferred_video: Option<Codec>,
 }
 
 /// str0m's standard header extensions less transport-wide congestion control.

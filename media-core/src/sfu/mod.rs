@@ -10,6 +10,7 @@
 //! - `steering`: simulcast layers, the subscribers' estimators, the active speaker;
 //! - `keyframes`: keyframe requests to publishers;
 //! - `taps`: recording;
+//! - `relays`: rooms exported to and imported from other nodes;
 //! - `sdp`: what the core reads from an offer itself.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +34,7 @@ mod forward;
 mod io;
 mod keyframes;
 mod lifecycle;
+mod relays;
 mod sdp;
 mod steering;
 mod subscriptions;
@@ -43,6 +45,7 @@ pub use api::{
     ParticipantInfo, PublishedTrack, RemoveReason, SfuConfig, SfuError, SfuEvent, SfuStats,
     TrackInfo,
 };
+pub use relays::{RelayIn, RelayOut, RelaySink};
 
 /// Work that must wait until the current drain is finished.
 #[derive(Debug)]
@@ -85,6 +88,9 @@ pub struct Sfu {
     due: Vec<(Instant, PeerId)>,
     /// Recorded rooms. Keyed by id, not key: a tap outlives its room emptying.
     taps: HashMap<RoomId, Tap>,
+    /// Exported rooms ([`relays`]). Keyed by id: an export outlives its room emptying.
+    exports: HashMap<RoomId, Vec<relays::Export>>,
+    next_relay_track: u32,
     stats: SfuStats,
 }
 
@@ -184,6 +190,8 @@ impl Sfu {
             deferred: VecDeque::new(),
             due: Vec::with_capacity(64),
             taps: HashMap::new(),
+            exports: HashMap::new(),
+            next_relay_track: 1,
             stats: SfuStats::default(),
         }
     }

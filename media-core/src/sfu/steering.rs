@@ -74,13 +74,16 @@ impl Sfu {
         if track.kind != MediaKind::Video || track.layer_infos.len() < 2 {
             return;
         }
+        // A node importing the track chooses layers for its own subscribers.
+        let exported = track.exported.then_some(usize::MAX);
         let cap = track
             .fanout
             .iter()
             .filter_map(|s| self.peers.get(&s.subscriber)?.tracks_out.get(s.slot))
             .filter(|o| !o.paused)
             .map(|o| o.layer.preference().unwrap_or(usize::MAX))
-            .max();
+            .max()
+            .max(exported);
         let count = cap.map_or(0, |c| c.saturating_add(1).min(track.layer_infos.len()));
         let mut rids = [None; 3];
         for (slot, (rid, _)) in rids.iter_mut().zip(&track.layer_infos) {

@@ -6,7 +6,9 @@ use std::time::Instant;
 use str0m::media::{MediaKind, Mid};
 use tracing::{debug, info};
 
-use super::{Deferred, KeyframeAsk, ParticipantInfo, PublishedTrack, Sfu, SfuError, SfuEvent};
+use super::{
+    Deferred, KeyframeAsk, ParticipantInfo, PublishedTrack, RelayOut, Sfu, SfuError, SfuEvent,
+};
 use crate::peer::{PeerState, TrackOut};
 use crate::room::{RoomKey, Subscription, TrackIn, TrackRef};
 use crate::tap::{TapItem, TrackTap};
@@ -188,12 +190,23 @@ impl Sfu {
             self.deferred
                 .push_back(Deferred::Keyframe(key, track, KeyframeAsk::Targets));
         }
-        self.events.push_back(SfuEvent::TrackMuted {
-            room: room.id.clone(),
-            peer,
-            mid,
-            muted,
-        });
+        let (exported, relay_id, room_id) = (t.exported, t.relay_id, room.id.clone());
+        if self.peers.get(&peer).is_some_and(|p| p.relayed.is_none()) {
+            self.events.push_back(SfuEvent::TrackMuted {
+                room: room_id.clone(),
+                peer,
+                mid,
+                muted,
+            });
+        }
+        if exported {
+            let item = RelayOut::Muted {
+                room: room_id.as_str().to_owned(),
+                track: relay_id,
+                muted,
+            };
+            self.offer_export(&room_id, None, item);
+        }
         self.process(now);
         Ok(())
     }
@@ -227,20 +240,15 @@ impl Sfu {
     }
 
     pub(super) fn publish_track(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
-        let Some(peer) = self.peers.get_mut(&id) else {
+        if !self.add_track(id, mid, kind) {
+            return;
+        }
+        let (Some(peer), Some(room)) = (
+            self.peers.get(&id),
+            self.peers.get(&id).and_then(|p| self.rooms.get(&p.room)),
+        ) else {
             return;
         };
-        if peer.published.contains(&mid) {
-            return;
-        }
-        peer.published.push(mid);
-        let room = self.rooms.get_mut(&peer.room).expect("peer's room exists"); // a room lives while it has peers
-        let mut track = TrackIn::new(TrackRef { owner: id, mid }, kind);
-        if self.taps.contains_key(&room.id) {
-            track.tap = TrackTap::Waiting;
-        }
-        room.tracks.push(track);
-        info!(peer = %id, room = %room.id, %mid, ?kind, "track published");
         self.events.push_back(SfuEvent::TrackPublished {
             room: room.id.clone(),
             peer: id,
@@ -248,6 +256,29 @@ impl Sfu {
             mid,
             kind,
         });
+        let key = peer.room;
+        self.export_new_track(key, TrackRef { owner: id, mid });
+    }
+
+    /// Adds a publisher's track to its room, unannounced. False if it already was.
+    pub(super) fn add_track(&mut self, id: PeerId, mid: Mid, kind: MediaKind) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        if peer.published.contains(&mid) {
+            return false;
+        }
+        peer.published.push(mid);
+        let room = self.rooms.get_mut(&peer.room).expect("peer's room exists"); // a room lives while it has peers
+        let mut track = TrackIn::new(TrackRef { owner: id, mid }, kind);
+        if self.taps.contains_key(&room.id) {
+            track.tap = TrackTap::Waiting;
+        }
+        track.relay_id = self.next_relay_track;
+        self.next_relay_track = self.next_relay_track.wrapping_add(1).max(1);
+        room.tracks.push(track);
+        info!(peer = %id, room = %room.id, %mid, ?kind, "track published");
+        true
     }
 
     /// Ends a published track: its subscribers' slots fall empty (WHEP players are
@@ -267,6 +298,19 @@ impl Sfu {
         if let (TrackTap::On(_), Some(tap)) = (t.tap, self.taps.get_mut(&room.id)) {
             tap.offer(TapItem::TrackEnded(track), &mut self.stats);
         }
+        if t.exported {
+            let (id, ended) = (
+                room.id.clone(),
+                RelayOut::TrackEnded {
+                    room: room.id.as_str().to_owned(),
+                    track: t.relay_id,
+                },
+            );
+            self.offer_export(&id, None, ended);
+        }
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
         for s in &t.fanout {
             if let Some(out) = self
                 .peers

@@ -101,6 +101,28 @@ pub struct StreamPaused {
 const BLANK_PACKET_DEFAULT_PT: Pt = Pt::new_with_value(255);
 
 impl RtpPacket {
+    /// A packet that arrived by another way than this `Rtc` (a relay between SFU nodes),
+    /// to be handed to the same code that handles received ones. Not nackable: the hop
+    /// it came over repairs its own losses.
+    pub fn relayed(
+        seq_no: SeqNo,
+        time: MediaTime,
+        header: RtpHeader,
+        payload: Arc<[u8]>,
+        timestamp: Instant,
+    ) -> RtpPacket {
+        RtpPacket {
+            seq_no,
+            time,
+            header,
+            payload,
+            vp8_patch: None,
+            nackable: false,
+            last_sender_info: None,
+            timestamp,
+        }
+    }
+
     fn blank() -> RtpPacket {
         RtpPacket {
             seq_no: 0.into(),
