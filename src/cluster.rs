@@ -30,6 +30,8 @@ pub struct Reach<'a> {
     pub media_addrs: &'a [std::net::SocketAddr],
     /// Its embedded TURN server's URLs.
     pub turn_urls: &'a [String],
+    /// Where its relay listens, as the other nodes reach it.
+    pub relay_addr: Option<std::net::SocketAddr>,
 }
 
 /// The heartbeat task of a running node.
@@ -58,6 +60,7 @@ impl ClusterMember {
             public_url,
             media_addrs,
             turn_urls,
+            relay_addr,
         } = reach;
         let workers = media_addrs.len().max(1);
         let capacity = match settings.cluster.capacity {
@@ -72,6 +75,7 @@ impl ClusterMember {
             public_url: public_url.trim_end_matches('/').to_owned(),
             media_addrs: media_addrs.iter().map(ToString::to_string).collect(),
             turn_urls: turn_urls.to_vec(),
+            relay_addr: relay_addr.map(|a| a.to_string()).unwrap_or_default(),
             capacity: capacity as i64,
             workers: workers as i64,
             cpu_percent: 0.0,

@@ -65,7 +65,7 @@ pub struct Settings {
 /// `[cluster]`: how this node describes itself to the others sharing its database
 /// (`streamcore::cluster`). Rooms are placed on the least-loaded node of a token
 /// caller's region.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
     /// A region label (`eu-west`); join tokens place new rooms on a node of the
@@ -79,6 +79,25 @@ pub struct ClusterSettings {
     /// Origins the pages may connect to besides the nodes the registry lists now, for
     /// nodes that join while a page is open: `["https://*.media.example"]`.
     pub connect_origins: Vec<String>,
+    /// Run the relay (`streamcore::relay`): WHEP players on this node of a room that
+    /// lives on another are fed over QUIC from that node, instead of redirected there.
+    pub relay: bool,
+    /// The relay's UDP port on the media bind address (0: any free port; the registry
+    /// tells the other nodes which).
+    pub relay_port: u16,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            region: String::new(),
+            zone: String::new(),
+            capacity: 0,
+            connect_origins: Vec::new(),
+            relay: true,
+            relay_port: 0,
+        }
+    }
 }
 
 /// `[limits]`: abuse limits of the control API.
@@ -1062,6 +1081,11 @@ impl Settings {
         } else {
             self.media.advertise.clone()
         }
+    }
+
+    /// The key every node of a cluster shares to prove itself on relay links.
+    pub fn cluster_key_path(&self) -> PathBuf {
+        self.keys_dir().join("cluster-relay.key")
     }
 
     pub fn token_key_path(&self) -> PathBuf {

@@ -15,6 +15,7 @@ pub mod media;
 pub mod metrics;
 pub mod recording;
 pub mod recv_buffer;
+pub mod relay;
 pub mod room_events;
 pub mod server;
 pub mod tls;

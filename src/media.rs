@@ -108,9 +108,90 @@ enum Command {
         identities: Vec<String>,
         reply: oneshot::Sender<Result<usize, SfuError>>,
     },
+    /// The relay between nodes (`crate::relay`); no reply: a link never waits on media.
+    Relay(RelayCommand),
     /// Close every peer gracefully and stop.
     Shutdown,
 }
+
+/// What a relay link asks of the worker of a room.
+pub enum RelayCommand {
+    /// Offer the room's tracks to a link (its node imports the room).
+    Export {
+        room: RoomId,
+        link: u64,
+        sink: Box<dyn media_core::RelaySink>,
+    },
+    StopExport {
+        room: RoomId,
+        link: u64,
+    },
+    /// The link closed: every room it exported (sent to every worker).
+    StopLinkExports {
+        link: u64,
+    },
+    ExportKeyframe {
+        room: RoomId,
+        track: u32,
+        rid: Option<media_core::str0m::media::Rid>,
+    },
+    /// A track of a room this node imports, announced by its home over `link`.
+    ImportTrack {
+        room: RoomId,
+        link: u64,
+        node: String,
+        track: media_core::relay::RelayTrack,
+    },
+    ImportEnded {
+        room: RoomId,
+        link: u64,
+        track: u32,
+    },
+    ImportMuted {
+        room: RoomId,
+        link: u64,
+        track: u32,
+        muted: bool,
+    },
+    ImportPacket {
+        room: RoomId,
+        link: u64,
+        packet: media_core::relay::RelayedPacket,
+    },
+    /// The import of a room over `link` ends (no subscriber here, or the link closed).
+    CloseImport {
+        room: RoomId,
+        link: u64,
+    },
+}
+
+impl RelayCommand {
+    fn room(&self) -> Option<&RoomId> {
+        match self {
+            RelayCommand::Export { room, .. }
+            | RelayCommand::StopExport { room, .. }
+            | RelayCommand::ExportKeyframe { room, .. }
+            | RelayCommand::ImportTrack { room, .. }
+            | RelayCommand::ImportEnded { room, .. }
+            | RelayCommand::ImportMuted { room, .. }
+            | RelayCommand::ImportPacket { room, .. }
+            | RelayCommand::CloseImport { room, .. } => Some(room),
+            RelayCommand::StopLinkExports { .. } => None,
+        }
+    }
+}
+
+/// An imported track's subscribers wait for a keyframe: the relay asks the exporter.
+#[derive(Debug)]
+pub struct RelayKeyframe {
+    pub room: RoomId,
+    pub link: u64,
+    pub track: u32,
+    pub rid: Option<String>,
+}
+
+/// Where workers send [`RelayKeyframe`]s, once the relay runs.
+type RelayKeyframes = Arc<std::sync::OnceLock<mpsc::UnboundedSender<RelayKeyframe>>>;
 
 #[derive(Debug, Clone)]
 struct SessionEntry {
@@ -150,6 +231,7 @@ pub struct MediaWorkers {
     /// New peers go only to a worker under this share of its core (100: always).
     max_load_percent: u8,
     metrics: Metrics,
+    relay_keyframes: RelayKeyframes,
 }
 
 impl std::fmt::Debug for MediaWorkers {
@@ -172,6 +254,7 @@ impl MediaWorkers {
         let n = settings.worker_count();
         let bind_ip = settings.media_bind_ip();
         let sessions = Arc::new(Mutex::new(Sessions::default()));
+        let relay_keyframes = RelayKeyframes::default();
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let port = if settings.media.port == 0 {
@@ -229,6 +312,7 @@ impl MediaWorkers {
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 room_events: room_events.clone(),
+                relay_keyframes: relay_keyframes.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -261,6 +345,7 @@ impl MediaWorkers {
             draining: AtomicBool::new(false),
             max_load_percent: settings.media.max_worker_load_percent,
             metrics,
+            relay_keyframes,
         })
     }
 
@@ -395,6 +480,31 @@ impl MediaWorkers {
     ) -> Result<Option<media_core::TapStats>, BackendError> {
         let w = self.worker_for(&room);
         self.call(w, |reply| Command::StopTap { room, reply }).await
+    }
+
+    /// Hands a relay command to the room's worker (every worker for a link's end).
+    /// False when a worker's queue was full and the command was dropped.
+    pub fn relay(&self, cmd: RelayCommand) -> bool {
+        let Some(room) = cmd.room() else {
+            let RelayCommand::StopLinkExports { link } = cmd else {
+                return false;
+            };
+            return self.workers.iter().all(|w| {
+                w.tx.try_send(Command::Relay(RelayCommand::StopLinkExports { link }))
+                    .is_ok()
+            });
+        };
+        let w = self.worker_for(room);
+        let sent = self.workers[w].tx.try_send(Command::Relay(cmd)).is_ok();
+        if !sent {
+            self.metrics.relay_dropped.inc();
+        }
+        sent
+    }
+
+    /// Where the workers send keyframe requests for imported tracks (set once).
+    pub fn set_relay_keyframes(&self, tx: mpsc::UnboundedSender<RelayKeyframe>) {
+        let _ = self.relay_keyframes.set(tx);
     }
 
     fn entry(&self, id: &SessionId) -> Option<SessionEntry> {
@@ -686,6 +796,7 @@ struct WorkerContext {
     /// Lifecycle events for `room.events` (unbounded: a few per join, and the media
     /// thread must never wait on the database).
     room_events: mpsc::UnboundedSender<(usize, SfuEvent)>,
+    relay_keyframes: RelayKeyframes,
 }
 
 async fn run_worker(
@@ -972,7 +1083,61 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
             let n = sfu.remove_identities(now, &room, &identities, RemoveReason::Revoked);
             let _ = reply.send(Ok(n));
         }
+        Command::Relay(r) => handle_relay(sfu, now, r),
         Command::Shutdown => {}
+    }
+}
+
+fn handle_relay(sfu: &mut Sfu, now: Instant, cmd: RelayCommand) {
+    match cmd {
+        RelayCommand::Export { room, link, sink } => sfu.start_export(&room, link, sink),
+        RelayCommand::StopExport { room, link } => {
+            sfu.stop_export(&room, link);
+        }
+        RelayCommand::StopLinkExports { link } => sfu.stop_link_exports(link),
+        RelayCommand::ExportKeyframe { room, track, rid } => {
+            if let Err(e) = sfu.export_keyframe(now, &room, track, rid) {
+                debug!(%room, track, error = %e, "keyframe request for an unknown exported track");
+            }
+        }
+        RelayCommand::ImportTrack {
+            room,
+            link,
+            node,
+            track,
+        } => {
+            let r = sfu
+                .open_import(now, &room, link, &node)
+                .and_then(|peer| sfu.import_track(now, peer, &track));
+            if let Err(e) = r {
+                info!(%room, link, track = track.track, error = %e, "relayed track not imported");
+            }
+        }
+        RelayCommand::ImportEnded { room, link, track } => {
+            if let Some(peer) = sfu.import_peer(&room, link) {
+                sfu.import_track_ended(now, peer, track);
+            }
+        }
+        RelayCommand::ImportMuted {
+            room,
+            link,
+            track,
+            muted,
+        } => {
+            if let Some(peer) = sfu.import_peer(&room, link) {
+                sfu.import_muted(now, peer, track, muted);
+            }
+        }
+        RelayCommand::ImportPacket { room, link, packet } => {
+            if let Some(peer) = sfu.import_peer(&room, link) {
+                sfu.import_packet(now, peer, packet);
+            }
+        }
+        RelayCommand::CloseImport { room, link } => {
+            if let Some(peer) = sfu.import_peer(&room, link) {
+                sfu.close_import(now, peer);
+            }
+        }
     }
 }
 
@@ -1154,11 +1319,29 @@ fn event_room(ev: &SfuEvent) -> &RoomId {
         | SfuEvent::TrackUnpublished { room, .. }
         | SfuEvent::TrackMuted { room, .. }
         | SfuEvent::LayersWanted { room, .. }
-        | SfuEvent::SpeakerChanged { room, .. } => room,
+        | SfuEvent::SpeakerChanged { room, .. }
+        | SfuEvent::RelayKeyframeWanted { room, .. } => room,
     }
 }
 
 fn on_event(ctx: &WorkerContext, listeners: &mut Listeners, ev: SfuEvent) {
+    if let SfuEvent::RelayKeyframeWanted {
+        room,
+        link,
+        track,
+        rid,
+    } = ev
+    {
+        if let Some(tx) = ctx.relay_keyframes.get() {
+            let _ = tx.send(RelayKeyframe {
+                room,
+                link,
+                track,
+                rid,
+            });
+        }
+        return;
+    }
     let room = event_room(&ev).clone();
     let update = RoomUpdate::Sfu(ev.clone());
     listeners.send(&room, &update, |_| true);

@@ -72,6 +72,16 @@ pub struct Metrics {
     pub cluster_node_load: GaugeVec,
     pub cluster_node_peers: IntGaugeVec,
     pub cluster_node_heartbeat_age: GaugeVec,
+    /// The relay (`crate::relay`): links up per peer node, and per peer node the
+    /// packets sent, received, found missing (NACKed) and repaired.
+    pub relay_links: IntGaugeVec,
+    pub relay_packets_sent: IntCounterVec,
+    pub relay_packets_received: IntCounterVec,
+    pub relay_packets_lost: IntCounterVec,
+    pub relay_repaired: IntCounterVec,
+    pub relay_auth_failures: IntCounter,
+    /// Relay commands dropped because a media worker's queue was full.
+    pub relay_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -218,6 +228,46 @@ impl Metrics {
                 "streamcore_cluster_node_heartbeat_age_seconds",
                 "How long ago a media node's last heartbeat was (dead past 3 s)",
                 "node",
+            ),
+            relay_links: gauge_vec(
+                &r,
+                "streamcore_relay_links",
+                "Relay links up (1) or down (0), by peer node",
+                "node",
+            ),
+            relay_packets_sent: counter_vec(
+                &r,
+                "streamcore_relay_packets_sent_total",
+                "RTP packets sent to a peer node over the relay (one copy per track, whatever its subscribers there)",
+                "node",
+            ),
+            relay_packets_received: counter_vec(
+                &r,
+                "streamcore_relay_packets_received_total",
+                "RTP packets received from a peer node over the relay",
+                "node",
+            ),
+            relay_packets_lost: counter_vec(
+                &r,
+                "streamcore_relay_packets_lost_total",
+                "Relayed packets found missing and asked for again (NACK), by the node they come from",
+                "node",
+            ),
+            relay_repaired: counter_vec(
+                &r,
+                "streamcore_relay_packets_repaired_total",
+                "Relayed packets sent again to a peer node that missed them",
+                "node",
+            ),
+            relay_auth_failures: counter(
+                &r,
+                "streamcore_relay_auth_failures_total",
+                "Relay connections closed because the peer did not prove the cluster key",
+            ),
+            relay_dropped: counter(
+                &r,
+                "streamcore_relay_dropped_total",
+                "Relay commands and packets dropped because a media worker's queue was full",
             ),
             admission_refusals: counter(
                 &r,

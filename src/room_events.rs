@@ -219,7 +219,8 @@ impl RoomEventTracker {
             }
             SfuEvent::PeerJoined { .. }
             | SfuEvent::TrackMuted { .. }
-            | SfuEvent::LayersWanted { .. } => {}
+            | SfuEvent::LayersWanted { .. }
+            | SfuEvent::RelayKeyframeWanted { .. } => {}
             SfuEvent::PeerRemoved {
                 peer,
                 room,

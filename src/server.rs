@@ -61,6 +61,8 @@ pub struct RunningServer {
     pub turn: Option<crate::turn::EmbeddedTurn>,
     /// This node's heartbeat in the cluster's registry.
     cluster: crate::cluster::ClusterMember,
+    /// The relay to the other nodes, when `cluster.relay` is on.
+    pub relay: Option<crate::relay::Relay>,
     /// The room protocol's sockets, told to move when the node drains.
     rooms: signaling::room::RoomState<MediaWorkers>,
     /// Sends participants of rooms that live elsewhere there (`cluster::keep_rooms_whole`).
@@ -396,6 +398,31 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         embedded_turn_urls: turn_urls.clone(),
         ..(*api.config).clone()
     });
+    let relay = if settings.cluster.relay {
+        let key = control_api::keyfile::load_or_create(&settings.cluster_key_path())
+            .context("reading the cluster key")?;
+        let bind = SocketAddr::new(settings.media_bind_ip(), settings.cluster.relay_port);
+        Some(crate::relay::Relay::start(
+            bind,
+            &api.node_id,
+            &key,
+            workers.clone(),
+            api.db.clone(),
+            metrics.clone(),
+        )?)
+    } else {
+        None
+    };
+    let relay_addr = match &relay {
+        Some(r) => {
+            let port = r.local_addr()?.port();
+            settings
+                .advertised_ips()
+                .first()
+                .map(|ip| SocketAddr::new(*ip, port))
+        }
+        None => None,
+    };
     // Registered before the first request, so a token made now can be placed here.
     let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins);
     let cluster = crate::cluster::ClusterMember::join(
@@ -406,6 +433,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             public_url: &public_url,
             media_addrs: &media_addrs,
             turn_urls: &turn_urls,
+            relay_addr,
         },
         metrics.clone(),
         origins.clone(),
@@ -450,6 +478,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             sessions_per_token: settings.limits.sessions_per_join_token,
             rooms: room_authority.clone(),
             placement: placement.clone(),
+            cascade: relay
+                .clone()
+                .map(|r| Arc::new(r) as Arc<dyn signaling::placement::Cascade>),
         }))
         .merge(signaling::room::router(rooms.clone()))
         .merge(api_router(settings, &api))
@@ -512,6 +543,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         turn,
         keeper,
         cluster,
+        relay,
         rooms,
         draining,
         region: settings.cluster.region.clone(),
@@ -658,6 +690,9 @@ impl RunningServer {
         let workers = self.workers.clone();
         // Joining worker threads blocks; keep it off the async threads.
         let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
+        if let Some(r) = &self.relay {
+            r.shutdown();
+        }
         if tokio::time::timeout(Duration::from_secs(3), self.cluster.leave())
             .await
             .is_err()

@@ -4,7 +4,8 @@
 //! of the caller's region and carry that node's URLs; WHIP/WHEP requests that reach
 //! another node are redirected there (307) and `/rtc` joins told to `move`; a node
 //! killed with SIGKILL is seen dead and its rooms are placed again; a node stopped
-//! cleanly leaves the registry.
+//! cleanly leaves the registry. WHEP players on a node the room does not live on are
+//! fed over the QUIC relay from the room's node, one copy per node.
 
 mod common;
 #[path = "../recorder/tests/support/mod.rs"]
@@ -389,7 +390,8 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
     assert_eq!(s, 422, "{v}");
 
     // A real WHIP client sent to the wrong node is redirected to the room's node and
-    // publishes there; a WHEP player sent to another wrong node hears the tone.
+    // publishes there; a WHEP player on another node hears the tone there, relayed
+    // from the room's node.
     let wrong: Vec<&str> = ["a", "b", "c"].into_iter().filter(|n| *n != home).collect();
     let whip = format!("{}/whip/{room}", c.node(wrong[0]).base);
     let whep = format!("{}/whep/{room}", c.node(wrong[1]).base);
@@ -431,16 +433,16 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
     .await;
     let published = publisher.await.unwrap();
     let home_base = &c.node(&home).base;
-    for (what, v, path) in [
-        ("publisher", &published, "whip"),
-        ("player", &played, "whep"),
-    ] {
-        assert_eq!(
-            v["redirected_to"],
-            json!([format!("{home_base}/{path}/{room}")]),
-            "the {what} went once to the room's node: {v}"
-        );
-    }
+    assert_eq!(
+        published["redirected_to"],
+        json!([format!("{home_base}/whip/{room}")]),
+        "the publisher went once to the room's node: {published}"
+    );
+    assert_eq!(
+        played["redirected_to"],
+        json!([]),
+        "the player stayed where it was: {played}"
+    );
     assert!(
         (played["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 20.0,
         "{played}"
@@ -941,4 +943,137 @@ async fn a_dead_nodes_people_are_back_on_another_node_within_seconds() {
         back < 5000,
         "the subscriber decoded again {back} ms after the kill: {v}"
     );
+}
+
+/// Every series of `name` on a node's `/metrics`, by its `node` label.
+async fn by_node(http: &reqwest::Client, base: &str, name: &str) -> Vec<(String, f64)> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name}{{node=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (node, value) = rest.split_once("\"}")?;
+            Some((node.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_nodes_over_the_relay_one_copy_per_node() {
+    let c = Cluster::start().await;
+    c.wait_registry("three nodes up, each with a relay", |r| {
+        ids_with(r, "active").len() == 3
+            && r.iter()
+                .all(|n| n["relay_addr"].as_str().is_some_and(|a| !a.is_empty()))
+    })
+    .await;
+    let room = c.room("concert").await;
+    let t = c
+        .token(&room, json!({"publish": true, "subscribe": true}))
+        .await;
+    let home = c.owner_of(t["whip_url"].as_str().unwrap());
+    let others: Vec<String> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| *n != home)
+        .map(str::to_owned)
+        .collect();
+    let token = t["token"].as_str().unwrap().to_owned();
+    let whip = t["whip_url"].as_str().unwrap().to_owned();
+    let pt = token.clone();
+    let publisher = tokio::spawn(async move {
+        harness(
+            &[
+                "publish",
+                "--url",
+                &whip,
+                "--token",
+                &pt,
+                "--seconds",
+                "14",
+                "--freq",
+                "440",
+                "--video",
+            ],
+            Duration::from_secs(90),
+        )
+        .await
+    });
+    // Two players on one other node, one on the third: each hears the tone and sees
+    // video, served where it asked.
+    let players: Vec<_> = [&others[0], &others[0], &others[1]]
+        .into_iter()
+        .map(|node| {
+            let url = format!("{}/whep/{room}", c.node(node).base);
+            let token = token.clone();
+            tokio::spawn(async move {
+                harness(
+                    &[
+                        "play",
+                        "--url",
+                        &url,
+                        "--token",
+                        &token,
+                        "--seconds",
+                        "6",
+                        "--expect-freq",
+                        "440",
+                        "--expect-video",
+                    ],
+                    Duration::from_secs(90),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut played = Vec::new();
+    for p in players {
+        played.push(p.await.unwrap());
+    }
+    for v in &played {
+        assert_eq!(v["redirected_to"], json!([]), "served where it asked: {v}");
+        assert!(
+            (v["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 20.0,
+            "{v}"
+        );
+        assert!(v["video_frames"].as_u64().unwrap() > 0, "{v}");
+    }
+    // The room's node sent each other node one copy of each packet: the node with two
+    // players got no more than its publisher sent, as the node with one did.
+    let home_base = &c.node(&home).base;
+    let sent = by_node(&c.http, home_base, "streamcore_relay_packets_sent_total").await;
+    let rtp_in = metric(&c.http, home_base, "streamcore_rtp_packets_in_total")
+        .await
+        .unwrap();
+    for node in &others {
+        let n = sent
+            .iter()
+            .find(|(id, _)| id == node)
+            .map_or(0.0, |(_, v)| *v);
+        assert!(
+            n > 0.2 * rtp_in && n <= rtp_in,
+            "{node}: {n} relayed of {rtp_in} received ({sent:?})"
+        );
+        let links = by_node(&c.http, &c.node(node).base, "streamcore_relay_links").await;
+        assert!(links.contains(&(home.clone(), 1.0)), "{node}: {links:?}");
+        let received = by_node(
+            &c.http,
+            &c.node(node).base,
+            "streamcore_relay_packets_received_total",
+        )
+        .await;
+        assert!(
+            received.iter().any(|(id, v)| *id == home && *v > 0.0),
+            "{node}: {received:?}"
+        );
+    }
+    // With its players gone, a node stops importing: its export ends on the home.
+    let published = publisher.await.unwrap();
+    assert!(published["ok"].as_bool().unwrap_or(true), "{published}");
 }

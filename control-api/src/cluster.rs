@@ -286,6 +286,7 @@ impl DbPlacement {
             // least-loaded active node (which a token would choose too).
             return Ok(match place(&self.db, room, &self.region, "").await {
                 Ok(p) if p.node_id != me => Home::Elsewhere {
+                    node_id: p.node_id,
                     base_url: p.base_url,
                 },
                 // No other node: the media plane says it drains.
@@ -305,6 +306,7 @@ impl DbPlacement {
             .into_iter()
             .find(|n| n.id == home)
             .map_or(Home::Here, |n| Home::Elsewhere {
+                node_id: n.id,
                 base_url: n.public_url,
             }))
     }
@@ -418,6 +420,8 @@ pub struct NodeView {
     pub public_url: String,
     pub media_addrs: Vec<String>,
     pub turn_urls: Vec<String>,
+    /// Where its relay listens (`ip:port`); empty without one.
+    pub relay_addr: String,
     /// Peers it is sized for.
     pub capacity: i64,
     pub workers: i64,
@@ -447,6 +451,7 @@ impl NodeView {
             public_url: n.public_url,
             media_addrs: n.media_addrs,
             turn_urls: n.turn_urls,
+            relay_addr: n.relay_addr,
             capacity: n.capacity,
             workers: n.workers,
             cpu_percent: n.cpu_percent,
@@ -566,6 +571,7 @@ mod tests {
             public_url: format!("http://{id}"),
             media_addrs: vec![],
             turn_urls: vec![],
+            relay_addr: String::new(),
             capacity: 100,
             workers: 1,
             cpu_percent: cpu,

@@ -570,6 +570,7 @@ async fn admin(api: Api) {
         public_url: format!("http://{id}.example"),
         media_addrs: vec![],
         turn_urls: vec![],
+        relay_addr: String::new(),
         capacity: 10,
         workers: 1,
         cpu_percent: 0.0,

@@ -1606,6 +1606,7 @@ fn node(id: &str, started_at: Millis, beat: Millis) -> NodeRow {
             "turn:10.0.0.1:3478?transport=udp".into(),
             "turn:10.0.0.1:3478?transport=tcp".into(),
         ],
+        relay_addr: "10.0.0.1:7443".into(),
         capacity: 400,
         workers: 2,
         cpu_percent: 12.5,

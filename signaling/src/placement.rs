@@ -21,9 +21,27 @@ pub enum Home {
     Here,
     /// On another live node, reached at this base URL (`https://host:port`).
     Elsewhere {
+        node_id: String,
         base_url: String,
     },
 }
+
+/// A room's other node, as [`elsewhere`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub node_id: String,
+    pub base_url: String,
+}
+
+/// Serves a WHEP player on this node from a room that lives on another, over the
+/// relay between nodes, instead of redirecting the player there.
+pub trait Cascade: std::fmt::Debug + Send + Sync + 'static {
+    /// Starts importing `room` from the node `home` (returns at once). False when this
+    /// node cannot (it drains, or runs no relay): the player is redirected.
+    fn import(&self, room: &RoomId, home: &str) -> bool;
+}
+
+pub type SharedCascade = Option<Arc<dyn Cascade>>;
 
 pub trait RoomPlacement: std::fmt::Debug + Send + Sync + 'static {
     /// The room's home, placing it here when it has none (or its node is dead); an
@@ -37,17 +55,17 @@ pub trait RoomPlacement: std::fmt::Debug + Send + Sync + 'static {
 /// A node outside a cluster (`None`) serves every room itself.
 pub type SharedPlacement = Option<Arc<dyn RoomPlacement>>;
 
-/// The base URL of the node `room` lives on when that is not this one.
+/// The node `room` lives on when that is not this one.
 pub async fn elsewhere(
     placement: &SharedPlacement,
     room: &RoomId,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<Remote>, ApiError> {
     let Some(p) = placement else {
         return Ok(None);
     };
     match p.home(room).await {
         Ok(Home::Here) => Ok(None),
-        Ok(Home::Elsewhere { base_url }) => Ok(Some(base_url)),
+        Ok(Home::Elsewhere { node_id, base_url }) => Ok(Some(Remote { node_id, base_url })),
         Err(e) => {
             tracing::warn!(%room, error = %e, "the room's node could not be looked up");
             Err(ApiError::unavailable(

@@ -558,7 +558,9 @@ fn update_message(
                 ),
                 None,
             ),
-            SfuEvent::PeerJoined { .. } | SfuEvent::LayersWanted { .. } => (None, None),
+            SfuEvent::PeerJoined { .. }
+            | SfuEvent::LayersWanted { .. }
+            | SfuEvent::RelayKeyframeWanted { .. } => (None, None),
         },
     }
 }
@@ -845,10 +847,10 @@ async fn elsewhere<B: RoomBackend>(
     let grant = st.verifier.verify(token).map_err(token_error)?;
     // A revoked token learns nothing of where the room lives, and places nothing.
     crate::room_authority::check(&st.config.rooms, &grant).await?;
-    let Some(base) = crate::placement::elsewhere(&st.config.placement, &grant.room).await? else {
+    let Some(remote) = crate::placement::elsewhere(&st.config.placement, &grant.room).await? else {
         return Ok(None);
     };
-    let to = Move::to_node(&base, "room_elsewhere");
+    let to = Move::to_node(&remote.base_url, "room_elsewhere");
     info!(room = %grant.room, identity = %grant.identity, to = %to.url, "join sent to the room's node");
     Ok(Some(to.url))
 }

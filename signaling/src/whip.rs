@@ -54,8 +54,10 @@ pub struct SignalingState<B> {
     /// Asked whether a token's room is still the one it was issued for.
     pub rooms: crate::room_authority::SharedRoomAuthority,
     /// Asked which node a room lives on; requests for another node's room are
-    /// redirected there.
+    /// redirected there…
     pub placement: crate::placement::SharedPlacement,
+    /// … or, for WHEP players, served here over the relay from that node.
+    pub cascade: crate::placement::SharedCascade,
 }
 
 impl<B> Clone for SignalingState<B> {
@@ -67,6 +69,7 @@ impl<B> Clone for SignalingState<B> {
             sessions_per_token: self.sessions_per_token,
             rooms: self.rooms.clone(),
             placement: self.placement.clone(),
+            cascade: self.cascade.clone(),
         }
     }
 }
@@ -185,9 +188,16 @@ async fn open<B: MediaBackend>(
     require_content_type(&headers, "application/sdp")?;
     crate::room_authority::check(&st.rooms, &grant).await?;
     let prefix = if whep { "whep" } else { "whip" };
-    if let Some(base) = crate::placement::elsewhere(&st.placement, &room).await? {
+    let remote = crate::placement::elsewhere(&st.placement, &room).await?;
+    let cascaded = remote.as_ref().is_some_and(|r| {
+        whep && st
+            .cascade
+            .as_ref()
+            .is_some_and(|c| c.import(&room, &r.node_id))
+    });
+    if let (Some(remote), false) = (remote, cascaded) {
         // RFC 9725 §4.5: the client sends the same offer to the room's node.
-        let to = format!("{}/{prefix}/{room}", base.trim_end_matches('/'));
+        let to = format!("{}/{prefix}/{room}", remote.base_url.trim_end_matches('/'));
         info!(%room, identity = %grant.identity, to = %to, "session sent to the room's node");
         let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
         let location = HeaderValue::from_str(&to)

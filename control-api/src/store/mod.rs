@@ -287,6 +287,8 @@ pub struct NodeRow {
     pub media_addrs: Vec<String>,
     /// Its embedded TURN server's `turn:`/`turns:` URLs (none without one).
     pub turn_urls: Vec<String>,
+    /// Where its QUIC relay listens (`ip:port`); empty without one.
+    pub relay_addr: String,
     /// Peers it is sized for.
     pub capacity: i64,
     pub workers: i64,

@@ -214,6 +214,7 @@ fn node_row(r: &SqliteRow) -> Result<NodeRow, sqlx::Error> {
         public_url: r.try_get("public_url")?,
         media_addrs: list("media_addrs")?,
         turn_urls: list("turn_urls")?,
+        relay_addr: r.try_get("relay_addr")?,
         capacity: r.try_get("capacity")?,
         workers: r.try_get("workers")?,
         cpu_percent: r.try_get("cpu_percent")?,
@@ -1161,11 +1162,11 @@ impl Store for SqliteStore {
 
     async fn beat_node(&self, n: &NodeRow) -> R<()> {
         sqlx::query(
-            "INSERT INTO nodes (id, region, zone, public_url, media_addrs, turn_urls, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO nodes (id, region, zone, public_url, media_addrs, turn_urls, relay_addr, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET region = excluded.region, zone = excluded.zone, \
              public_url = excluded.public_url, media_addrs = excluded.media_addrs, \
-             turn_urls = excluded.turn_urls, \
+             turn_urls = excluded.turn_urls, relay_addr = excluded.relay_addr, \
              capacity = excluded.capacity, workers = excluded.workers, \
              cpu_percent = excluded.cpu_percent, peers = excluded.peers, \
              forwarded_bps = excluded.forwarded_bps, \
@@ -1179,6 +1180,7 @@ impl Store for SqliteStore {
         .bind(&n.public_url)
         .bind(n.media_addrs.join(","))
         .bind(n.turn_urls.join(","))
+        .bind(&n.relay_addr)
         .bind(n.capacity)
         .bind(n.workers)
         .bind(n.cpu_percent)
@@ -1194,7 +1196,7 @@ impl Store for SqliteStore {
 
     async fn nodes(&self) -> R<Vec<NodeRow>> {
         let rows = sqlx::query(
-            "SELECT id, region, zone, public_url, media_addrs, turn_urls, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at FROM nodes ORDER BY id",
+            "SELECT id, region, zone, public_url, media_addrs, turn_urls, relay_addr, capacity, workers, cpu_percent, peers, forwarded_bps, state, started_at, heartbeat_at FROM nodes ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;

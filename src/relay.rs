@@ -1,0 +1,868 @@
+//! The relay between nodes: one QUIC connection (`quinn`) per node pair, over which a
+//! node imports the rooms that live on another node, so its own subscribers are fed
+//! from one copy of each track ([`media_core::relay`] is the protocol).
+//!
+//! ```text
+//!   node B (importer)                         node A (the room's home, exporter)
+//!   WHEP for room R ──import(R, A)──► link ──Import{R}──► start_export(R, sink)
+//!   workers ◄──ImportTrack/Packet── link ◄──Track / datagrams── sink ◄── Sfu
+//!   Sfu: keyframe wanted ──────────► link ──Keyframe──► export_keyframe
+//!   gap in a stream ───────────────► link ──Nack──► RepairBuffer ──datagram──►
+//! ```
+//!
+//! ## Trust
+//! Every node of a cluster holds the cluster key (`keys/cluster-relay.key`, shared like
+//! the token key). TLS gives the connection its privacy; a node proves it holds the
+//! key with an HMAC of the connection's TLS exporter secret, each way, before anything
+//! else crosses. The proof is bound to the TLS session, so it cannot be replayed on
+//! another connection, and a node without the key is closed at once. Certificates are
+//! self-signed and not what is trusted.
+//!
+//! ## Invariants
+//! - At most one link per peer node in this process's table; a link that closes takes
+//!   its imports' tracks away (subscribers' slots fall empty) and its exports with it;
+//!   the maintenance pass dials again while local subscribers still want the room.
+//! - Nothing here waits on a media worker: commands to workers are `try_send`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_lc_rs::hmac;
+use control_api::store::Store;
+use media_core::relay::{
+    Arrival, Control, ControlReader, LossDetector, RelayedPacket, RepairBuffer, encode_control,
+};
+use media_core::{RelayOut, RelaySink, RoomId};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::media::{MediaWorkers, RelayCommand, RelayKeyframe};
+use crate::metrics::Metrics;
+
+const ALPN: &[u8] = b"streamcore-relay/1";
+const SERVER_NAME: &str = "streamcore-relay";
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-streamcore-relay";
+/// A link that says nothing for this long is gone (keep-alives every second).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// The handshake (QUIC, TLS and both proofs) must end within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often imports are checked against local subscribers and links dialled again.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+/// Items an export may have queued towards its link; beyond, packets are dropped.
+const EXPORT_QUEUE: usize = 4096;
+/// Packets an exporter keeps per link for repairs.
+const REPAIR_PACKETS: usize = 1024;
+/// QUIC close code: the peer did not prove the cluster key.
+const CLOSE_UNAUTHORISED: u32 = 0x5c01;
+
+/// The relay of one node.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    key: hmac::Key,
+    endpoint: quinn::Endpoint,
+    media: Arc<MediaWorkers>,
+    db: control_api::store::Db,
+    metrics: Metrics,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Rooms imported, with the node each comes from.
+    imports: Mutex<HashMap<RoomId, String>>,
+    /// Dials under way, so one maintenance pass does not start a second.
+    dialling: Mutex<Vec<String>>,
+    next_link: AtomicU64,
+    stop: watch::Sender<bool>,
+}
+
+/// One authenticated connection to a peer node.
+struct Link {
+    id: u64,
+    peer: String,
+    conn: quinn::Connection,
+    control: mpsc::UnboundedSender<Control>,
+    repair: Mutex<RepairBuffer>,
+    loss: Mutex<LossDetector>,
+    /// Imported tracks' rooms (datagrams carry only the track id).
+    tracks: Mutex<HashMap<u32, RoomId>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("node", &self.inner.node_id)
+            .field("addr", &self.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// Binds the relay's UDP socket and starts accepting links and maintaining imports.
+    pub fn start(
+        bind: SocketAddr,
+        node_id: &str,
+        cluster_key: &[u8],
+        media: Arc<MediaWorkers>,
+        db: control_api::store::Db,
+        metrics: Metrics,
+    ) -> anyhow::Result<Relay> {
+        let endpoint = endpoint(bind).with_context(|| format!("binding the relay on {bind}"))?;
+        let (stop, _) = watch::channel(false);
+        let relay = Relay {
+            inner: Arc::new(Inner {
+                node_id: node_id.to_owned(),
+                key: hmac::Key::new(hmac::HMAC_SHA256, cluster_key),
+                endpoint,
+                media: media.clone(),
+                db,
+                metrics,
+                links: Mutex::new(HashMap::new()),
+                imports: Mutex::new(HashMap::new()),
+                dialling: Mutex::new(Vec::new()),
+                next_link: AtomicU64::new(1),
+                stop,
+            }),
+        };
+        let (kf_tx, kf_rx) = mpsc::unbounded_channel();
+        media.set_relay_keyframes(kf_tx);
+        tokio::spawn(relay.clone().accept_loop());
+        tokio::spawn(relay.clone().keyframe_loop(kf_rx));
+        tokio::spawn(relay.clone().maintain_loop());
+        info!(node = node_id, addr = %relay.local_addr()?, "relay listening");
+        Ok(relay)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// Closes every link and stops.
+    pub fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        self.inner.endpoint.close(0u32.into(), b"node stopping");
+    }
+
+    /// Imports `room` from `home` for this node's subscribers; returns at once (the
+    /// link is dialled in the background if need be).
+    pub fn start_import(&self, room: &RoomId, home: &str) {
+        let fresh = {
+            let mut imports = lock(&self.inner.imports);
+            let before = imports.insert(room.clone(), home.to_owned());
+            before.as_deref() != Some(home)
+        };
+        if !fresh {
+            return;
+        }
+        info!(%room, from = home, "importing the room");
+        match self.link_to(home) {
+            Some(link) => {
+                let _ = link.control.send(Control::Import {
+                    room: room.as_str().to_owned(),
+                });
+            }
+            None => self.dial_in_background(home.to_owned()),
+        }
+    }
+
+    fn link_to(&self, node: &str) -> Option<Arc<Link>> {
+        lock(&self.inner.links).get(node).cloned()
+    }
+
+    fn link_by_id(&self, id: u64) -> Option<Arc<Link>> {
+        lock(&self.inner.links)
+            .values()
+            .find(|l| l.id == id)
+            .cloned()
+    }
+
+    fn dial_in_background(&self, node: String) {
+        {
+            let mut d = lock(&self.inner.dialling);
+            if d.contains(&node) {
+                return;
+            }
+            d.push(node.clone());
+        }
+        let relay = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = relay.dial(&node).await {
+                warn!(peer = %node, error = %format!("{e:#}"), "relay link could not be opened");
+            }
+            lock(&relay.inner.dialling).retain(|n| *n != node);
+        });
+    }
+
+    async fn dial(&self, node: &str) -> anyhow::Result<()> {
+        let nodes = self
+            .inner
+            .db
+            .nodes()
+            .await
+            .context("reading the registry")?;
+        let row = nodes
+            .into_iter()
+            .find(|n| n.id == node)
+            .with_context(|| format!("node {node} is not in the registry"))?;
+        let addr: SocketAddr = row
+            .relay_addr
+            .parse()
+            .with_context(|| format!("node {node} has no relay address"))?;
+        let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            self.inner
+                .endpoint
+                .connect(addr, SERVER_NAME)?
+                .await
+                .context("QUIC handshake")
+        })
+        .await
+        .context("QUIC handshake timed out")??;
+        let (send, recv) = conn.open_bi().await.context("opening the control stream")?;
+        self.run_link(conn, send, recv, Some(node)).await
+    }
+
+    async fn accept_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let incoming = tokio::select! {
+                i = self.inner.endpoint.accept() => i,
+                _ = stop.changed() => return,
+            };
+            let Some(incoming) = incoming else {
+                return;
+            };
+            let relay = self.clone();
+            tokio::spawn(async move {
+                let from = incoming.remote_address();
+                let r = async {
+                    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming)
+                        .await
+                        .context("QUIC handshake timed out")?
+                        .context("QUIC handshake")?;
+                    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+                        .await
+                        .context("no control stream")?
+                        .context("no control stream")?;
+                    relay.run_link(conn, send, recv, None).await
+                };
+                if let Err(e) = r.await {
+                    info!(%from, error = %format!("{e:#}"), "relay link refused or ended");
+                }
+            });
+        }
+    }
+
+    /// Proves the key, checks the peer's proof, then serves the link until it closes.
+    /// `expect` is the node dialled (`None` when accepting).
+    async fn run_link(
+        &self,
+        conn: quinn::Connection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        expect: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let dialer = expect.is_some();
+        let (node, reader) = match authenticate(
+            &self.inner.key,
+            &self.inner.node_id,
+            &conn,
+            &mut send,
+            &mut recv,
+            expect,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.metrics.relay_auth_failures.inc();
+                return Err(e);
+            }
+        };
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            id: self.inner.next_link.fetch_add(1, Ordering::Relaxed),
+            peer: node.clone(),
+            conn: conn.clone(),
+            control,
+            repair: Mutex::new(RepairBuffer::new(REPAIR_PACKETS)),
+            loss: Mutex::new(LossDetector::default()),
+            tracks: Mutex::new(HashMap::new()),
+        });
+        if let Some(old) = lock(&self.inner.links).insert(node.clone(), link.clone()) {
+            // The newer connection wins; the old one's rooms move over below.
+            old.conn.close(0u32.into(), b"replaced");
+        }
+        self.inner
+            .metrics
+            .relay_links
+            .with_label_values(&[&node])
+            .set(1);
+        info!(peer = %node, link = link.id, addr = %conn.remote_address(), dialer, "relay link up");
+        // What this node imports from the peer is asked for again on the new link.
+        for (room, from) in lock(&self.inner.imports).iter() {
+            if *from == node {
+                let _ = link.control.send(Control::Import {
+                    room: room.as_str().to_owned(),
+                });
+            }
+        }
+        let writer = tokio::spawn(write_control(send, control_rx));
+        let datagrams = tokio::spawn(self.clone().read_datagrams(link.clone()));
+        let r = self.read_control(&link, recv, reader).await;
+        writer.abort();
+        datagrams.abort();
+        self.link_closed(&link);
+        r
+    }
+
+    async fn read_control(
+        &self,
+        link: &Arc<Link>,
+        mut recv: quinn::RecvStream,
+        mut reader: ControlReader,
+    ) -> anyhow::Result<()> {
+        loop {
+            let msg = read_frame(&mut recv, &mut reader).await?;
+            self.on_control(link, msg);
+        }
+    }
+
+    fn on_control(&self, link: &Arc<Link>, msg: Control) {
+        let media = &self.inner.media;
+        let room_of = |r: &str| match RoomId::parse(r) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(peer = %link.peer, room = r, error = %e, "relay message names no valid room");
+                None
+            }
+        };
+        match msg {
+            Control::Hello { .. } => {}
+            Control::Import { room } => {
+                let Some(room) = room_of(&room) else { return };
+                if media.is_draining() {
+                    let _ = link.control.send(Control::Refused {
+                        room: room.as_str().to_owned(),
+                        reason: "the node is draining".into(),
+                    });
+                    return;
+                }
+                let sink = LinkSink::new(self.clone(), link.clone());
+                media.relay(RelayCommand::Export {
+                    room,
+                    link: link.id,
+                    sink: Box::new(sink),
+                });
+            }
+            Control::Stop { room } => {
+                let Some(room) = room_of(&room) else { return };
+                media.relay(RelayCommand::StopExport {
+                    room,
+                    link: link.id,
+                });
+            }
+            Control::Keyframe { room, track, rid } => {
+                let Some(room) = room_of(&room) else { return };
+                media.relay(RelayCommand::ExportKeyframe {
+                    room,
+                    track,
+                    rid: rid.as_deref().map(Into::into),
+                });
+            }
+            Control::Nack { track, ssrc, seqs } => {
+                let mut buf = Vec::new();
+                let repair = lock(&link.repair);
+                for seq in seqs {
+                    let Some(p) = repair.find(track, ssrc, seq) else {
+                        continue;
+                    };
+                    buf.clear();
+                    p.encode(&mut buf);
+                    if link
+                        .conn
+                        .send_datagram(bytes::Bytes::copy_from_slice(&buf))
+                        .is_ok()
+                    {
+                        self.inner
+                            .metrics
+                            .relay_repaired
+                            .with_label_values(&[&link.peer])
+                            .inc();
+                    }
+                }
+            }
+            Control::Track(t) => {
+                let Some(room) = room_of(&t.room) else { return };
+                lock(&link.tracks).insert(t.track, room.clone());
+                media.relay(RelayCommand::ImportTrack {
+                    room,
+                    link: link.id,
+                    node: link.peer.clone(),
+                    track: t,
+                });
+            }
+            Control::TrackEnded { room, track } => {
+                let Some(room) = room_of(&room) else { return };
+                lock(&link.tracks).remove(&track);
+                lock(&link.loss).forget(track);
+                media.relay(RelayCommand::ImportEnded {
+                    room,
+                    link: link.id,
+                    track,
+                });
+            }
+            Control::Muted { room, track, muted } => {
+                let Some(room) = room_of(&room) else { return };
+                media.relay(RelayCommand::ImportMuted {
+                    room,
+                    link: link.id,
+                    track,
+                    muted,
+                });
+            }
+            Control::Refused { room, reason } => {
+                warn!(peer = %link.peer, %room, %reason, "import refused");
+                if let Some(room) = room_of(&room) {
+                    lock(&self.inner.imports).remove(&room);
+                }
+            }
+        }
+    }
+
+    async fn read_datagrams(self, link: Arc<Link>) {
+        let received = self
+            .inner
+            .metrics
+            .relay_packets_received
+            .with_label_values(&[&link.peer]);
+        let lost = self
+            .inner
+            .metrics
+            .relay_packets_lost
+            .with_label_values(&[&link.peer]);
+        while let Ok(d) = link.conn.read_datagram().await {
+            let p = match RelayedPacket::decode(&d) {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!(peer = %link.peer, error = %e, "relay datagram dropped");
+                    continue;
+                }
+            };
+            let Some(room) = lock(&link.tracks).get(&p.track).cloned() else {
+                continue; // before its announcement, or after its end
+            };
+            match lock(&link.loss).on_packet(p.track, p.ssrc, p.seq) {
+                Arrival::Drop => continue,
+                Arrival::Forward { nack } if !nack.is_empty() => {
+                    lost.inc_by(nack.len() as u64);
+                    let _ = link.control.send(Control::Nack {
+                        track: p.track,
+                        ssrc: p.ssrc,
+                        seqs: nack,
+                    });
+                }
+                Arrival::Forward { .. } => {}
+            }
+            received.inc();
+            self.inner.media.relay(RelayCommand::ImportPacket {
+                room,
+                link: link.id,
+                packet: p,
+            });
+        }
+    }
+
+    async fn keyframe_loop(self, mut rx: mpsc::UnboundedReceiver<RelayKeyframe>) {
+        while let Some(k) = rx.recv().await {
+            if let Some(link) = self.link_by_id(k.link) {
+                let _ = link.control.send(Control::Keyframe {
+                    room: k.room.as_str().to_owned(),
+                    track: k.track,
+                    rid: k.rid,
+                });
+            }
+        }
+    }
+
+    fn link_closed(&self, link: &Arc<Link>) {
+        {
+            let mut links = lock(&self.inner.links);
+            if links.get(&link.peer).is_some_and(|l| l.id == link.id) {
+                links.remove(&link.peer);
+                self.inner
+                    .metrics
+                    .relay_links
+                    .with_label_values(&[&link.peer])
+                    .set(0);
+            }
+        }
+        info!(peer = %link.peer, link = link.id, reason = ?link.conn.close_reason(), "relay link down");
+        self.inner
+            .media
+            .relay(RelayCommand::StopLinkExports { link: link.id });
+        let rooms: Vec<RoomId> = lock(&link.tracks).drain().map(|(_, r)| r).collect();
+        let mut seen = Vec::new();
+        for room in rooms {
+            if !seen.contains(&room) {
+                seen.push(room.clone());
+                self.inner.media.relay(RelayCommand::CloseImport {
+                    room,
+                    link: link.id,
+                });
+            }
+        }
+    }
+
+    /// Every second: stops imports nobody here listens to, and dials links that are
+    /// missing for the imports that remain.
+    async fn maintain_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+            let listened: Vec<RoomId> = self
+                .inner
+                .media
+                .session_rooms()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+            let imports: Vec<(RoomId, String)> = lock(&self.inner.imports)
+                .iter()
+                .map(|(r, n)| (r.clone(), n.clone()))
+                .collect();
+            for (room, node) in imports {
+                let link = self.link_to(&node);
+                if !listened.contains(&room) {
+                    info!(%room, from = %node, "import ended: no subscriber here");
+                    lock(&self.inner.imports).remove(&room);
+                    if let Some(link) = link {
+                        let _ = link.control.send(Control::Stop {
+                            room: room.as_str().to_owned(),
+                        });
+                        self.inner.media.relay(RelayCommand::CloseImport {
+                            room,
+                            link: link.id,
+                        });
+                    }
+                } else if link.is_none() {
+                    self.dial_in_background(node);
+                }
+            }
+        }
+    }
+}
+
+impl signaling::placement::Cascade for Relay {
+    fn import(&self, room: &RoomId, home: &str) -> bool {
+        if self.inner.media.is_draining() {
+            return false;
+        }
+        self.start_import(room, home);
+        true
+    }
+}
+
+/// An export's queue towards its link, drained by a task that sends control messages
+/// on the stream and packets as datagrams.
+struct LinkSink {
+    tx: mpsc::Sender<RelayOut>,
+}
+
+impl LinkSink {
+    fn new(relay: Relay, link: Arc<Link>) -> LinkSink {
+        let (tx, mut rx) = mpsc::channel::<RelayOut>(EXPORT_QUEUE);
+        tokio::spawn(async move {
+            let sent = relay
+                .inner
+                .metrics
+                .relay_packets_sent
+                .with_label_values(&[&link.peer]);
+            let mut buf = Vec::with_capacity(1500);
+            while let Some(item) = rx.recv().await {
+                let msg = match item {
+                    RelayOut::Packet(p) => {
+                        buf.clear();
+                        p.encode(&mut buf);
+                        if link
+                            .conn
+                            .send_datagram(bytes::Bytes::copy_from_slice(&buf))
+                            .is_ok()
+                        {
+                            sent.inc();
+                        }
+                        lock(&link.repair).keep(&p);
+                        continue;
+                    }
+                    RelayOut::Track(t) => Control::Track(t),
+                    RelayOut::TrackEnded { room, track } => Control::TrackEnded { room, track },
+                    RelayOut::Muted { room, track, muted } => Control::Muted { room, track, muted },
+                };
+                if link.control.send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+        LinkSink { tx }
+    }
+}
+
+impl RelaySink for LinkSink {
+    fn offer(&mut self, item: RelayOut) -> bool {
+        self.tx.try_send(item).is_ok()
+    }
+}
+
+async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Control>) {
+    let mut buf = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        buf.clear();
+        encode_control(&msg, &mut buf);
+        while let Ok(more) = rx.try_recv() {
+            encode_control(&more, &mut buf);
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    reader: &mut ControlReader,
+) -> anyhow::Result<Control> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(msg) = reader.next_frame()? {
+            return Ok(msg);
+        }
+        match recv.read(&mut buf).await? {
+            Some(n) => reader.push(&buf[..n]),
+            None => anyhow::bail!("the peer closed the control stream"),
+        }
+    }
+}
+
+/// Each side proves the cluster key over this connection's TLS exporter secret and
+/// checks the other's proof. The peer's node id and the control stream's reader (it
+/// may hold what followed the hello) on success; the connection is closed otherwise.
+async fn authenticate(
+    key: &hmac::Key,
+    me: &str,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    expect: Option<&str>,
+) -> anyhow::Result<(String, ControlReader)> {
+    let dialer = expect.is_some();
+    let mut ekm = [0u8; 32];
+    conn.export_keying_material(&mut ekm, EXPORTER_LABEL, b"")
+        .map_err(|_| anyhow::anyhow!("the TLS exporter is unavailable"))?;
+    let mine = hmac::sign(key, &proof_message(&ekm, dialer));
+    let mut out = Vec::new();
+    encode_control(
+        &Control::Hello {
+            node: me.to_owned(),
+            proof: hex::encode(mine.as_ref()),
+        },
+        &mut out,
+    );
+    send.write_all(&out).await.context("sending hello")?;
+    let mut reader = ControlReader::default();
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(recv, &mut reader))
+        .await
+        .context("no hello from the peer")?
+        .context("no hello from the peer")?;
+    let Control::Hello { node, proof } = hello else {
+        conn.close(CLOSE_UNAUTHORISED.into(), b"hello expected");
+        anyhow::bail!("the peer did not start with hello");
+    };
+    let verified = hex::decode(&proof)
+        .ok()
+        .is_some_and(|p| hmac::verify(key, &proof_message(&ekm, !dialer), &p).is_ok());
+    if !verified || expect.is_some_and(|e| e != node) {
+        conn.close(CLOSE_UNAUTHORISED.into(), b"cluster key not proven");
+        warn!(peer = %node, addr = %conn.remote_address(), "relay peer refused: it did not prove the cluster key");
+        anyhow::bail!("node {node} did not prove the cluster key");
+    }
+    Ok((node, reader))
+}
+
+/// What a proof signs: who proves (dialer or acceptor) and the session's secret.
+fn proof_message(ekm: &[u8], dialer: bool) -> Vec<u8> {
+    let mut m = if dialer {
+        b"dialer:".to_vec()
+    } else {
+        b"acceptor:".to_vec()
+    };
+    m.extend_from_slice(ekm);
+    m
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A QUIC endpoint that accepts links and dials them, with a fresh self-signed
+/// certificate (the cluster key, not the certificate, is what is trusted).
+fn endpoint(bind: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = rcgen::KeyPair::generate().context("making the relay key")?;
+    let cert = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()])?
+        .self_signed(&key)
+        .context("making the relay certificate")?;
+    let cert_der = cert.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(KeyProvesNode(provider)))
+        .with_no_client_auth();
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into()?))
+        .datagram_receive_buffer_size(Some(4 * 1024 * 1024));
+    let transport = Arc::new(transport);
+    let mut server_config =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server)?));
+    server_config.transport_config(transport.clone());
+    let mut client_config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client)?));
+    client_config.transport_config(transport);
+    let mut endpoint = quinn::Endpoint::server(server_config, bind)?;
+    endpoint.set_default_client_config(client_config);
+    Ok(endpoint)
+}
+
+/// Accepts any certificate whose handshake signature is valid: the peer is trusted
+/// by its proof of the cluster key afterwards, bound to this very TLS session.
+#[derive(Debug)]
+struct KeyProvesNode(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for KeyProvesNode {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dials `b` from `a` and runs both sides' proofs; each side's outcome.
+    async fn handshake(
+        key_a: &[u8],
+        key_b: &[u8],
+    ) -> (anyhow::Result<String>, anyhow::Result<String>) {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (a, b) = (endpoint(any).unwrap(), endpoint(any).unwrap());
+        let to = b.local_addr().unwrap();
+        let (ka, kb) = (
+            hmac::Key::new(hmac::HMAC_SHA256, key_a),
+            hmac::Key::new(hmac::HMAC_SHA256, key_b),
+        );
+        // Each side keeps its connection until both are done: a dropped one closes.
+        let acceptor = async {
+            let conn = b.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let r = authenticate(&kb, "node-b", &conn, &mut send, &mut recv, None).await;
+            (r.map(|(node, _)| node), conn)
+        };
+        let dialer = async {
+            let conn = a.connect(to, SERVER_NAME).unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let r = authenticate(&ka, "node-a", &conn, &mut send, &mut recv, Some("node-b")).await;
+            (r.map(|(node, _)| node), conn)
+        };
+        let ((d, _c1), (a, _c2)) = tokio::join!(dialer, acceptor);
+        (d, a)
+    }
+
+    #[tokio::test]
+    async fn nodes_with_the_cluster_key_link_up() {
+        let (dialer, acceptor) = handshake(&[7; 32], &[7; 32]).await;
+        assert_eq!(dialer.unwrap(), "node-b");
+        assert_eq!(acceptor.unwrap(), "node-a");
+    }
+
+    #[tokio::test]
+    async fn a_node_without_the_cluster_key_is_refused_both_ways() {
+        let (dialer, acceptor) = handshake(&[7; 32], &[8; 32]).await;
+        assert!(dialer.is_err(), "the dialer refuses the acceptor's proof");
+        assert!(acceptor.is_err(), "the acceptor refuses the dialer's proof");
+    }
+
+    #[tokio::test]
+    async fn a_dialled_node_that_answers_with_another_name_is_refused() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (a, b) = (endpoint(any).unwrap(), endpoint(any).unwrap());
+        let to = b.local_addr().unwrap();
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
+        let acceptor = async {
+            let conn = b.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            authenticate(&key, "node-c", &conn, &mut send, &mut recv, None).await
+        };
+        let dialer = async {
+            let conn = a.connect(to, SERVER_NAME).unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            authenticate(&key, "node-a", &conn, &mut send, &mut recv, Some("node-b")).await
+        };
+        let (d, _) = tokio::join!(dialer, acceptor);
+        assert!(d.is_err());
+    }
+}
