@@ -590,6 +590,12 @@ pub struct MediaSettings {
     /// falls behind drops what it cannot read in that time instead of queueing it.
     #[serde(default = "default_recv_buffer_ms")]
     pub recv_buffer_ms: u32,
+    /// A room's WHEP players on its own worker at most; more are served by another
+    /// worker, fed one copy of each track from the room's worker (as a node imports a
+    /// room over the relay). 0: no count; a room spreads only when its worker is at
+    /// `max_worker_load_percent`.
+    #[serde(default)]
+    pub room_players_per_worker: usize,
 }
 
 fn default_recv_buffer_ms() -> u32 {
@@ -714,6 +720,7 @@ impl Default for Settings {
                 video_send_buffer_packets: default_video_send_buffer_packets(),
                 video_queue_limit_bytes: default_video_queue_limit_bytes(),
                 max_worker_load_percent: default_max_worker_load_percent(),
+                room_players_per_worker: 0,
                 recv_buffer_ms: default_recv_buffer_ms(),
             },
             smtp: None,

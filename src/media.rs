@@ -193,6 +193,64 @@ pub struct RelayKeyframe {
 /// Where workers send [`RelayKeyframe`]s, once the relay runs.
 type RelayKeyframes = Arc<std::sync::OnceLock<mpsc::UnboundedSender<RelayKeyframe>>>;
 
+/// Links between two workers of this node (a room spread over workers) have this bit
+/// set; QUIC links between nodes never do.
+const LOCAL_LINK: u64 = 1 << 63;
+
+fn local_link(home: usize, importer: usize) -> u64 {
+    LOCAL_LINK | ((home as u64) << 20) | importer as u64
+}
+
+/// The worker a local link exports from.
+fn local_link_home(link: u64) -> Option<usize> {
+    (link & LOCAL_LINK != 0).then_some(((link & !LOCAL_LINK) >> 20) as usize)
+}
+
+/// What spreading needs across workers: every worker's queue, and which rooms are
+/// spread to which worker.
+#[derive(Default)]
+struct Spreads {
+    senders: std::sync::OnceLock<Vec<mpsc::Sender<Command>>>,
+    /// (room, importing worker) → the local link that feeds it.
+    rooms: Mutex<HashMap<(RoomId, usize), u64>>,
+}
+
+/// A room's export to another worker of this node: what the room's worker offers
+/// goes straight into the importing worker's queue.
+struct WorkerSink {
+    tx: mpsc::Sender<Command>,
+    room: RoomId,
+    link: u64,
+    node: String,
+}
+
+impl media_core::RelaySink for WorkerSink {
+    fn offer(&mut self, item: media_core::RelayOut) -> bool {
+        let (room, link) = (self.room.clone(), self.link);
+        let cmd = match item {
+            media_core::RelayOut::Track(track) => RelayCommand::ImportTrack {
+                room,
+                link,
+                node: self.node.clone(),
+                track,
+            },
+            media_core::RelayOut::TrackEnded { track, .. } => {
+                RelayCommand::ImportEnded { room, link, track }
+            }
+            media_core::RelayOut::Muted { track, muted, .. } => RelayCommand::ImportMuted {
+                room,
+                link,
+                track,
+                muted,
+            },
+            media_core::RelayOut::Packet(packet) => {
+                RelayCommand::ImportPacket { room, link, packet }
+            }
+        };
+        self.tx.try_send(Command::Relay(cmd)).is_ok()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct SessionEntry {
     worker: usize,
@@ -232,6 +290,9 @@ pub struct MediaWorkers {
     max_load_percent: u8,
     metrics: Metrics,
     relay_keyframes: RelayKeyframes,
+    /// A room's players on its own worker at most before others serve it (0: none).
+    room_players_per_worker: usize,
+    spreads: Arc<Spreads>,
 }
 
 impl std::fmt::Debug for MediaWorkers {
@@ -255,6 +316,7 @@ impl MediaWorkers {
         let bind_ip = settings.media_bind_ip();
         let sessions = Arc::new(Mutex::new(Sessions::default()));
         let relay_keyframes = RelayKeyframes::default();
+        let spreads = Arc::new(Spreads::default());
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let port = if settings.media.port == 0 {
@@ -313,6 +375,7 @@ impl MediaWorkers {
                 metrics: metrics.clone(),
                 room_events: room_events.clone(),
                 relay_keyframes: relay_keyframes.clone(),
+                spreads: spreads.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -339,6 +402,9 @@ impl MediaWorkers {
                 thread: Mutex::new(Some(thread)),
             });
         }
+        let _ = spreads
+            .senders
+            .set(workers.iter().map(|w: &Worker| w.tx.clone()).collect());
         Ok(MediaWorkers {
             workers,
             sessions,
@@ -346,6 +412,8 @@ impl MediaWorkers {
             max_load_percent: settings.media.max_worker_load_percent,
             metrics,
             relay_keyframes,
+            room_players_per_worker: settings.media.room_players_per_worker,
+            spreads,
         })
     }
 
@@ -414,6 +482,63 @@ impl MediaWorkers {
         );
         self.metrics.admission_refusals.inc();
         Err(BackendError::Overloaded { load_percent })
+    }
+
+    /// The worker a new WHEP player of `room` goes to: the room's own, unless it holds
+    /// `room_players_per_worker` of them or is at its load limit; then the other worker
+    /// with the fewest of the room's players that takes peers.
+    fn player_worker(&self, room: &RoomId, home: usize) -> usize {
+        if self.workers.len() < 2 {
+            return home;
+        }
+        let on = |w: usize| {
+            self.sessions.lock().map_or(0, |s| {
+                s.by_id
+                    .values()
+                    .filter(|e| {
+                        e.worker == w
+                            && e.owner.role == PeerRole::Subscriber
+                            && e.owner.room == *room
+                    })
+                    .count()
+            })
+        };
+        let admits = |w: usize| self.workers[w].load.admits(self.max_load_percent);
+        let cap = self.room_players_per_worker;
+        if admits(home) && (cap == 0 || on(home) < cap) {
+            return home;
+        }
+        (0..self.workers.len())
+            .filter(|w| *w != home && admits(*w))
+            .min_by_key(|w| on(*w))
+            .unwrap_or(home)
+    }
+
+    /// Feeds `room` from its worker `home` to worker `to` (once).
+    fn spread(&self, room: &RoomId, home: usize, to: usize) {
+        let link = local_link(home, to);
+        if lock(&self.spreads.rooms)
+            .insert((room.clone(), to), link)
+            .is_some()
+        {
+            return;
+        }
+        let sink = WorkerSink {
+            tx: self.workers[to].tx.clone(),
+            room: room.clone(),
+            link,
+            node: format!("worker-{home}"),
+        };
+        let cmd = Command::Relay(RelayCommand::Export {
+            room: room.clone(),
+            link,
+            sink: Box::new(sink),
+        });
+        if self.workers[home].tx.try_send(cmd).is_err() {
+            lock(&self.spreads.rooms).remove(&(room.clone(), to));
+            return;
+        }
+        info!(%room, from = home, to, "room spread to another worker");
     }
 
     fn worker_for(&self, room: &RoomId) -> usize {
@@ -523,7 +648,11 @@ impl MediaBackend for MediaWorkers {
         if self.is_draining() {
             return Err(BackendError::Draining);
         }
-        let worker = self.worker_for(&req.room);
+        let home = self.worker_for(&req.room);
+        let worker = match req.role {
+            PeerRole::Subscriber => self.player_worker(&req.room, home),
+            _ => home,
+        };
         self.admit(worker)?;
         let owner = SessionOwner {
             room: req.room.clone(),
@@ -543,6 +672,9 @@ impl MediaBackend for MediaWorkers {
                 reply,
             })
             .await?;
+        if worker != home {
+            self.spread(&owner.room, home, worker);
+        }
         let id = SessionId::random();
         let owner = SessionOwner {
             ice_ufrag: signaling::sdpfrag::ice_ufrag(&accepted.answer_sdp)
@@ -797,6 +929,7 @@ struct WorkerContext {
     /// thread must never wait on the database).
     room_events: mpsc::UnboundedSender<(usize, SfuEvent)>,
     relay_keyframes: RelayKeyframes,
+    spreads: Arc<Spreads>,
 }
 
 async fn run_worker(
@@ -1305,9 +1438,51 @@ fn room_command(
 
 /// Hands the core's events to the room's participants and to `room.events`.
 fn deliver_events(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners) {
+    let mut left: Vec<RoomId> = Vec::new();
     while let Some(ev) = sfu.poll_event() {
+        if let SfuEvent::PeerRemoved { room, .. } = &ev
+            && !left.contains(room)
+        {
+            left.push(room.clone());
+        }
         on_event(ctx, listeners, ev);
     }
+    for room in left {
+        end_lone_local_imports(sfu, ctx, &room);
+    }
+}
+
+/// A room spread to this worker whose last player here left: the import ends, and
+/// the room's worker stops exporting to this one. (Imports from other nodes end by
+/// the relay's own check.)
+fn end_lone_local_imports(sfu: &mut Sfu, ctx: &WorkerContext, room: &RoomId) {
+    let imports = sfu.lone_imports(room);
+    if imports.is_empty() && !sfu.room_participants(room).is_empty() {
+        return; // players remain
+    }
+    for (peer, link) in imports {
+        if local_link_home(link).is_some() {
+            sfu.close_import(Instant::now(), peer);
+        }
+    }
+    let Some(link) = lock(&ctx.spreads.rooms).remove(&(room.clone(), ctx.index)) else {
+        return;
+    };
+    let Some(home) = local_link_home(link) else {
+        return;
+    };
+    if let Some(tx) = ctx.spreads.senders.get().and_then(|s| s.get(home)) {
+        let stop = RelayCommand::StopExport {
+            room: room.clone(),
+            link,
+        };
+        let _ = tx.try_send(Command::Relay(stop));
+    }
+    info!(%room, from = home, to = ctx.index, "room no longer spread to this worker");
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn event_room(ev: &SfuEvent) -> &RoomId {
@@ -1332,7 +1507,16 @@ fn on_event(ctx: &WorkerContext, listeners: &mut Listeners, ev: SfuEvent) {
         rid,
     } = ev
     {
-        if let Some(tx) = ctx.relay_keyframes.get() {
+        if let Some(home) = local_link_home(link) {
+            let ask = RelayCommand::ExportKeyframe {
+                room,
+                track,
+                rid: rid.as_deref().map(Into::into),
+            };
+            if let Some(tx) = ctx.spreads.senders.get().and_then(|s| s.get(home)) {
+                let _ = tx.try_send(Command::Relay(ask));
+            }
+        } else if let Some(tx) = ctx.relay_keyframes.get() {
             let _ = tx.send(RelayKeyframe {
                 room,
                 link,

@@ -585,3 +585,108 @@ async fn a_worker_over_its_load_limit_refuses_new_peers_and_recovers() {
         .await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spreads_over_two_workers_and_both_halves_of_its_players_receive() {
+    let srv = TestServer::start_with(|s| {
+        s.media.workers = 2;
+        s.media.room_players_per_worker = 2;
+    })
+    .await;
+    let mut publisher = join(
+        &srv,
+        "/whip/big",
+        &srv.publish_token("big", "phone"),
+        &[Audio, Video],
+    )
+    .await
+    .unwrap();
+    let mut players = Vec::new();
+    for i in 0..4 {
+        let t = srv.subscribe_token("big", &format!("browser{i}"));
+        players.push(join(&srv, "/whep/big", &t, &[Audio, Video]).await.unwrap());
+    }
+    {
+        let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
+        all.extend(players.iter_mut());
+        connect(&mut all).await;
+    }
+    // Two players on the room's worker, two on the other, fed from the first.
+    let per_worker = peers_per_worker(&srv).await;
+    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
+    assert!(
+        per_worker.iter().all(|(_, n)| *n == 3),
+        "publisher and two players on one worker, two players and the import on the other: {per_worker:?}"
+    );
+    let mut sent_a = Vec::new();
+    let mut sent_v = Vec::new();
+    for n in 0..50u32 {
+        let a = payload(n, 120);
+        publisher.send_audio(&a);
+        sent_a.push(a);
+        if n % 2 == 0 {
+            sent_v.push(publisher.send_video(n == 0, &payload(n, 3000)));
+        }
+        let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
+        all.extend(players.iter_mut());
+        pump(&mut all, Duration::from_millis(20)).await;
+    }
+    let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
+    all.extend(players.iter_mut());
+    pump(&mut all, Duration::from_millis(300)).await;
+    for (i, p) in players.iter().enumerate() {
+        assert_eq!(p.frames_of(Audio), sent_a, "audio at player {i}");
+        assert_eq!(p.frames_of(Video), sent_v, "video at player {i}");
+    }
+    assert_eq!(srv.metric("streamcore_forward_errors_total").await, 0);
+    // The other worker's players leave: its import ends with them.
+    for p in players.drain(2..) {
+        let resp = srv
+            .http
+            .delete(format!("{}{}", srv.base, p.location))
+            .header("Authorization", format!("Bearer {}", p.token))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = peers_per_worker(&srv).await;
+        if w.iter().map(|(_, n)| n).sum::<i64>() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{w:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    srv.stop().await;
+}
+
+/// `streamcore_peers` by worker.
+async fn peers_per_worker(srv: &TestServer) -> Vec<(String, i64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = srv
+            .http
+            .get(format!("{}/metrics", srv.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let v: Vec<(String, i64)> = text
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("streamcore_peers{worker=\"")?;
+                let (w, n) = rest.split_once("\"}")?;
+                Some((w.to_owned(), n.trim().parse().ok()?))
+            })
+            .collect();
+        // The gauges are refreshed once a second.
+        if v.len() == 2 || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -274,6 +274,21 @@ impl Sfu {
         })
     }
 
+    /// The imports of a room with no other peer left in it (nobody here needs them).
+    pub fn lone_imports(&self, room: &RoomId) -> Vec<(PeerId, u64)> {
+        let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
+            return Vec::new();
+        };
+        let mut imports = Vec::new();
+        for id in &r.peers {
+            match self.peers.get(id).and_then(|p| p.relayed.as_ref()) {
+                Some(relay) => imports.push((*id, relay.link)),
+                None => return Vec::new(),
+            }
+        }
+        imports
+    }
+
     /// Closes an import: its tracks end for the local subscribers, silently (the
     /// publishers did not leave; the link did).
     pub fn close_import(&mut self, now: Instant, peer: PeerId) {
