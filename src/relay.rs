@@ -45,7 +45,8 @@ use crate::media::{MediaWorkers, RelayCommand, RelayKeyframe};
 use crate::metrics::Metrics;
 
 const ALPN: &[u8] = b"streamcore-relay/1";
-const SERVER_NAME: &str = "streamcore-relay";
+/// The name relay links dial (certificates are not what is trusted).
+pub const SERVER_NAME: &str = "streamcore-relay";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-streamcore-relay";
 /// A link that says nothing for this long is gone (keep-alives every second).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -448,8 +449,9 @@ impl Relay {
             .relay_packets_lost
             .with_label_values(&[&link.peer]);
         while let Ok(d) = link.conn.read_datagram().await {
-            let p = match RelayedPacket::decode(&d) {
-                Ok(p) => p,
+            let (p, nack) = match receive_packet(&d, &link.loss) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
                 Err(e) => {
                     debug!(peer = %link.peer, error = %e, "relay datagram dropped");
                     continue;
@@ -458,17 +460,13 @@ impl Relay {
             let Some(room) = lock(&link.tracks).get(&p.track).cloned() else {
                 continue; // before its announcement, or after its end
             };
-            match lock(&link.loss).on_packet(p.track, p.ssrc, p.seq) {
-                Arrival::Drop => continue,
-                Arrival::Forward { nack } if !nack.is_empty() => {
-                    lost.inc_by(nack.len() as u64);
-                    let _ = link.control.send(Control::Nack {
-                        track: p.track,
-                        ssrc: p.ssrc,
-                        seqs: nack,
-                    });
-                }
-                Arrival::Forward { .. } => {}
+            if !nack.is_empty() {
+                lost.inc_by(nack.len() as u64);
+                let _ = link.control.send(Control::Nack {
+                    track: p.track,
+                    ssrc: p.ssrc,
+                    seqs: nack,
+                });
             }
             received.inc();
             self.inner.media.relay(RelayCommand::ImportPacket {
@@ -591,16 +589,9 @@ impl LinkSink {
             while let Some(item) = rx.recv().await {
                 let msg = match item {
                     RelayOut::Packet(p) => {
-                        buf.clear();
-                        p.encode(&mut buf);
-                        if link
-                            .conn
-                            .send_datagram(bytes::Bytes::copy_from_slice(&buf))
-                            .is_ok()
-                        {
+                        if send_packet(&link.conn, &p, &mut buf, &link.repair) {
                             sent.inc();
                         }
-                        lock(&link.repair).keep(&p);
                         continue;
                     }
                     RelayOut::Track(t) => Control::Track(t),
@@ -620,6 +611,36 @@ impl RelaySink for LinkSink {
     fn offer(&mut self, item: RelayOut) -> bool {
         self.tx.try_send(item).is_ok()
     }
+}
+
+/// Sends one relayed packet as a datagram, and keeps it for the peer's NACKs. False
+/// when QUIC refused it (the link is closing, or its datagram buffer is full).
+pub fn send_packet(
+    conn: &quinn::Connection,
+    p: &RelayedPacket,
+    buf: &mut Vec<u8>,
+    repair: &Mutex<RepairBuffer>,
+) -> bool {
+    buf.clear();
+    p.encode(buf);
+    let sent = conn
+        .send_datagram(bytes::Bytes::copy_from_slice(buf))
+        .is_ok();
+    lock(repair).keep(p);
+    sent
+}
+
+/// Reads one received datagram: the packet to forward with what went missing before
+/// it (to NACK), or `None` for a copy already forwarded.
+pub fn receive_packet(
+    d: &[u8],
+    loss: &Mutex<LossDetector>,
+) -> Result<Option<(RelayedPacket, Vec<u64>)>, media_core::relay::RelayError> {
+    let p = RelayedPacket::decode(d)?;
+    Ok(match lock(loss).on_packet(p.track, p.ssrc, p.seq) {
+        Arrival::Drop => None,
+        Arrival::Forward { nack } => Some((p, nack)),
+    })
 }
 
 async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Control>) {
@@ -714,7 +735,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A QUIC endpoint that accepts links and dials them, with a fresh self-signed
 /// certificate (the cluster key, not the certificate, is what is trusted).
-fn endpoint(bind: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+pub fn endpoint(bind: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let key = rcgen::KeyPair::generate().context("making the relay key")?;
     let cert = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()])?

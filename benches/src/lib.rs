@@ -116,6 +116,14 @@ impl Histogram {
         self.count = 0;
     }
 
+    /// Adds what `other` recorded.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+    }
+
     /// The `q` quantile (0..=1) in ms, at bucket resolution (upper edge).
     pub fn quantile_ms(&self, q: f64) -> f64 {
         if self.count == 0 {

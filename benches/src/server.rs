@@ -24,6 +24,9 @@ pub struct ServerSpec {
     pub workers: usize,
     /// More settings, as `STREAMCORE_*` environment variables.
     pub env: Vec<(String, String)>,
+    /// A data directory shared with other servers (a cluster: one database file, one
+    /// set of keys), kept on drop; `None`: a fresh one of its own, removed on drop.
+    pub dir: Option<PathBuf>,
 }
 
 /// A server process a bench started: what `/proc` says of it; killed on drop.
@@ -69,6 +72,9 @@ impl Drop for Process {
 
 pub struct Server {
     keep_log: bool,
+    /// The data directory is this server's own (removed on drop).
+    owned: bool,
+    log: PathBuf,
     pub process: Process,
     pub base: String,
     dir: PathBuf,
@@ -84,9 +90,11 @@ impl Drop for Server {
                 .join("../target/bench-results")
                 .join(format!("server-{}.log", self.process.pid));
             let _ = std::fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")));
-            let _ = std::fs::copy(self.dir.join("server.log"), &dest);
+            let _ = std::fs::copy(&self.log, &dest);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -97,15 +105,19 @@ pub fn free_tcp_port() -> anyhow::Result<u16> {
 
 impl Server {
     pub async fn start(args: &ServerSpec) -> anyhow::Result<Server> {
-        let dir = std::env::temp_dir().join(format!(
-            "sc-bench-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let owned = args.dir.is_none();
+        let dir = args.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "sc-bench-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ))
+        });
         std::fs::create_dir_all(&dir)?;
         let signer = JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))?;
         let port = free_tcp_port()?;
-        let log = std::fs::File::create(dir.join("server.log"))?;
+        let log_path = dir.join(format!("server-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
         // The server runs in its data directory: a relative path given by the user
         // names a file relative to where they ran the bench.
         let exe = std::path::absolute(&args.streamcore)?;
@@ -136,6 +148,8 @@ impl Server {
             .build()?;
         let mut s = Server {
             keep_log: args.log.is_some(),
+            owned,
+            log: log_path,
             process,
             base: format!("http://127.0.0.1:{port}"),
             dir,
@@ -172,7 +186,7 @@ impl Server {
     }
 
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(10)..].join("\n")
     }

@@ -456,6 +456,7 @@ impl Sut {
                     log: args.server_log.clone(),
                     workers: 1,
                     env: args.env.clone(),
+                    dir: None,
                 })
                 .await?,
             ),

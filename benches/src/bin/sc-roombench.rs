@@ -136,6 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         log: args.server_log.clone(),
         workers: 1,
         env: Vec::new(),
+        dir: None,
     };
     for w in &args.workloads {
         match w.as_str() {

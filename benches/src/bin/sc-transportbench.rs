@@ -787,6 +787,7 @@ async fn measure(
         log: None,
         workers: 1,
         env,
+        dir: None,
     })
     .await?;
     let coturn = if transport.coturn() {
