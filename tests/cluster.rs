@@ -47,12 +47,34 @@ fn spawn(
     region: &str,
     env: &[(String, String)],
 ) -> Proc {
-    let mut c = Command::new(BIN);
+    spawn_at(None, "127.0.0.1", role, dir, db, node, region, env)
+}
+
+/// [`spawn`] on `ip` (a free port), inside the network namespace `netns` if given.
+#[allow(clippy::too_many_arguments)] // spawn's arguments and where
+fn spawn_at(
+    netns: Option<&str>,
+    ip: &str,
+    role: &str,
+    dir: &Path,
+    db: &str,
+    node: &str,
+    region: &str,
+    env: &[(String, String)],
+) -> Proc {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
     c.envs(env.iter().map(|(k, v)| (k, v)));
     c.args([
         role,
         "--http",
-        "127.0.0.1:0",
+        &format!("{ip}:0"),
         "--log-json",
         "--database-url",
         db,
@@ -1076,4 +1098,175 @@ async fn a_room_spans_nodes_over_the_relay_one_copy_per_node() {
     // With its players gone, a node stops importing: its export ends on the home.
     let published = publisher.await.unwrap();
     assert!(published["ok"].as_bool().unwrap_or(true), "{published}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_relay_link_heals_and_the_players_hear_the_room_again() {
+    // Node a on this host, node b in a namespace of its own; one SQLite database and
+    // one set of keys in a shared directory. The link between them is cut by dropping
+    // the relay's UDP inside b's namespace (nftables), then restored.
+    let ns = tokio::task::spawn_blocking(common::netns::NetNs::create)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("sc-relaycut-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let signer =
+        signaling::JoinTokenSigner::load_or_create(&dir.join("keys/join-token-ed25519.pem"))
+            .unwrap();
+    let db = format!("sqlite://{}", dir.join("streamcore.db").display());
+    let (host, guest) = (ns.host_ip.to_string(), ns.client_ip.to_string());
+    let a = spawn_at(None, &host, "serve", &dir, &db, "a", "eu", &[]);
+    let b = spawn_at(Some(&ns.name), &guest, "serve", &dir, &db, "b", "eu", &[]);
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while metric(
+        &http,
+        &b.base,
+        "streamcore_cluster_nodes{status=\"active\"}",
+    )
+    .await
+        != Some(2.0)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "b never saw a");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let relay_port: u16 = {
+        let db_path = dir.join("streamcore.db");
+        let mut sql = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
+            .await
+            .unwrap();
+        let addr: String = sqlx::query_scalar("SELECT relay_addr FROM nodes WHERE id = 'a'")
+            .fetch_one(&mut sql)
+            .await
+            .unwrap();
+        addr.rsplit_once(':').unwrap().1.parse().unwrap()
+    };
+    let room = media_core::RoomId::parse("cut").unwrap();
+    let token = |identity: &str, publish: bool| {
+        signer
+            .sign(
+                &room,
+                identity,
+                signaling::Grants {
+                    publish,
+                    subscribe: !publish,
+                    ..signaling::Grants::default()
+                },
+                Duration::from_secs(600),
+            )
+            .unwrap()
+    };
+    let o = ns.host_ip.octets();
+    let net = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
+    let lab = |url: String, token: String, args: &[&str]| {
+        let mut v: Vec<String> = vec![
+            "--url".into(),
+            url,
+            "--token".into(),
+            token,
+            "--lab-net".into(),
+            net.clone(),
+            "--host-ip".into(),
+            host.clone(),
+        ];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let publish = lab(
+        format!("{}/whip/cut", a.base),
+        token("phone", true),
+        &["--seconds", "45", "--freq", "440"],
+    );
+    let publisher = tokio::spawn(async move {
+        let args: Vec<&str> = std::iter::once("publish")
+            .chain(publish.iter().map(String::as_str))
+            .collect();
+        harness(&args, Duration::from_secs(120)).await
+    });
+    // A player on b listens through the cut and after it; it keeps b importing.
+    let long = lab(
+        format!("{}/whep/cut", b.base),
+        token("long", false),
+        &["--seconds", "30", "--expect-freq", "440"],
+    );
+    let long_player = tokio::spawn(async move {
+        let args: Vec<&str> = std::iter::once("play")
+            .chain(long.iter().map(String::as_str))
+            .collect();
+        harness(&args, Duration::from_secs(120)).await
+    });
+    let links = "streamcore_relay_links{node=\"a\"}";
+    wait_metric(&http, &b.base, links, 1.0).await;
+    let received = "streamcore_relay_packets_received_total{node=\"a\"}";
+    let grows = |before: f64| {
+        let http = http.clone();
+        let base = b.base.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let now = metric(&http, &base, received).await.unwrap_or(0.0);
+                if now > before + 50.0 {
+                    return now;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no relayed packets reached b ({before} → {now})"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let before_cut = grows(0.0).await;
+
+    // The cut: b's relay traffic to and from a's relay port is dropped.
+    let nft = common::ensure_debian_command("nft", "nftables");
+    let port = relay_port.to_string();
+    ns.exec(&[&nft, "add table inet relaycut"]);
+    for (hook, rule) in [
+        ("output", format!("ip daddr {host} udp dport {port} drop")),
+        ("input", format!("ip saddr {host} udp sport {port} drop")),
+    ] {
+        ns.exec(&[
+            &nft,
+            &format!(
+                "add chain inet relaycut {hook} {{ type filter hook {hook} priority 0 ; policy accept ; }}"
+            ),
+        ]);
+        ns.exec(&[&nft, &format!("add rule inet relaycut {hook} {rule}")]);
+    }
+    let cut_at = tokio::time::Instant::now();
+    // The link is seen gone (idle timeout), and both nodes keep serving.
+    wait_metric(&http, &b.base, links, 0.0).await;
+    for base in [&a.base, &b.base] {
+        let s = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert!(s.status().is_success(), "{base} stays up through the cut");
+    }
+    tokio::time::sleep_until(cut_at + Duration::from_secs(10)).await;
+    ns.exec(&[&nft, "delete table inet relaycut"]);
+
+    // Restored: b dials again (its player still wants the room) and media flows.
+    wait_metric(&http, &b.base, links, 1.0).await;
+    let healed = grows(metric(&http, &b.base, received).await.unwrap_or(before_cut)).await;
+    assert!(healed > before_cut);
+    let fresh = lab(
+        format!("{}/whep/cut", b.base),
+        token("fresh", false),
+        &["--seconds", "3", "--expect-freq", "440"],
+    );
+    let fresh: Vec<&str> = std::iter::once("play")
+        .chain(fresh.iter().map(String::as_str))
+        .collect();
+    let heard = harness(&fresh, Duration::from_secs(60)).await;
+    assert!(
+        (heard["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 20.0,
+        "{heard}"
+    );
+    let long = long_player.await.unwrap();
+    assert!(
+        (long["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 20.0,
+        "{long}"
+    );
+    publisher.abort();
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
 }
