@@ -394,7 +394,11 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
         .await;
     assert_eq!(
         c.owner_of(listen["whep_url"].as_str().unwrap()),
-        home,
+        "c",
+        "a listener in another region plays on a node of its region, over the relay"
+    );
+    assert_eq!(
+        listen["rtc_url"], t["rtc_url"],
         "a live placement holds whatever region a later caller is in"
     );
     let other = c.room("talk").await;
@@ -416,7 +420,8 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
     // from the room's node.
     let wrong: Vec<&str> = ["a", "b", "c"].into_iter().filter(|n| *n != home).collect();
     let whip = format!("{}/whip/{room}", c.node(wrong[0]).base);
-    let whep = format!("{}/whep/{room}", c.node(wrong[1]).base);
+    let whep = listen["whep_url"].as_str().unwrap().to_owned();
+    assert_eq!(c.owner_of(&whep), wrong[1]);
     let (pt, lt) = (
         t["token"].as_str().unwrap().to_owned(),
         listen["token"].as_str().unwrap().to_owned(),

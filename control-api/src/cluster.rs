@@ -98,6 +98,37 @@ pub fn choose<'a>(nodes: &'a [NodeRow], region: &str, now: Millis) -> Option<&'a
     local.or_else(|| least(&mut active()))
 }
 
+/// Where a listener (a grant that only subscribes) of a room living on `home` plays
+/// it: on the least-loaded active node of the listener's `region` when the home is in
+/// another region, or on the least-loaded other node when the home is full; that node
+/// imports the room over the relay. Else on the home. Both ends need a relay.
+pub fn listen_node<'a>(
+    nodes: &'a [NodeRow],
+    home: &str,
+    region: &str,
+    now: Millis,
+) -> Option<&'a NodeRow> {
+    let relayed = |n: &&NodeRow| !n.relay_addr.is_empty() && status(n, now) == NodeStatus::Active;
+    let home = nodes.iter().find(|n| n.id == home).filter(relayed)?;
+    let others: Vec<NodeRow> = nodes
+        .iter()
+        .filter(relayed)
+        .filter(|n| n.id != home.id)
+        .cloned()
+        .collect();
+    let full = load(home) >= 1.0;
+    let elsewhere = !region.is_empty() && home.region != region;
+    if !(full || elsewhere) {
+        return None;
+    }
+    let chosen = if elsewhere {
+        choose(&others, region, now).filter(|n| n.region == region || full)
+    } else {
+        choose(&others, &home.region, now)
+    }?;
+    nodes.iter().find(|n| n.id == chosen.id)
+}
+
 /// The node a room lives on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed {
@@ -584,6 +615,57 @@ mod tests {
     }
 
     const NOW: Millis = 1_000_000;
+
+    fn relayed(mut n: NodeRow) -> NodeRow {
+        n.relay_addr = format!("10.0.0.1:{}", 7000 + n.id.len());
+        n
+    }
+
+    #[test]
+    fn a_listener_far_from_the_room_plays_on_a_node_of_its_region() {
+        let nodes = [
+            relayed(node("a", "eu", 10.0, 5, NOW)),
+            relayed(node("c", "us", 30.0, 5, NOW)),
+            relayed(node("d", "us", 5.0, 5, NOW)),
+        ];
+        let id = |n: Option<&NodeRow>| n.map(|n| n.id.clone());
+        assert_eq!(id(listen_node(&nodes, "a", "us", NOW)), Some("d".into()));
+        assert_eq!(
+            id(listen_node(&nodes, "a", "eu", NOW)),
+            None,
+            "near the home"
+        );
+        assert_eq!(
+            id(listen_node(&nodes, "a", "", NOW)),
+            None,
+            "no region: the home"
+        );
+        assert_eq!(
+            id(listen_node(&nodes, "a", "asia", NOW)),
+            None,
+            "no node in its region: the home"
+        );
+        // A node without a relay neither exports nor imports.
+        let mut plain = nodes.clone();
+        plain[0].relay_addr.clear();
+        assert_eq!(id(listen_node(&plain, "a", "us", NOW)), None);
+        // A dead node is not chosen.
+        let mut dead = nodes.clone();
+        dead[2].heartbeat_at = NOW - 10_000;
+        assert_eq!(id(listen_node(&dead, "a", "us", NOW)), Some("c".into()));
+    }
+
+    #[test]
+    fn a_full_home_sends_listeners_to_the_least_loaded_other_node() {
+        let nodes = [
+            relayed(node("a", "eu", 100.0, 5, NOW)),
+            relayed(node("b", "eu", 20.0, 5, NOW)),
+            relayed(node("c", "us", 10.0, 5, NOW)),
+        ];
+        let id = |n: Option<&NodeRow>| n.map(|n| n.id.clone());
+        assert_eq!(id(listen_node(&nodes, "a", "eu", NOW)), Some("b".into()));
+        assert_eq!(id(listen_node(&nodes, "a", "us", NOW)), Some("c".into()));
+    }
 
     #[test]
     fn a_node_is_dead_three_seconds_after_its_last_heartbeat() {

@@ -421,7 +421,9 @@ pub struct JoinTokenView {
     pub expires_in: u64,
     /// Where to publish with WHIP (absolute).
     pub whip_url: String,
-    /// Where to play with WHEP (absolute).
+    /// Where to play with WHEP (absolute). For a token that only subscribes, a node
+    /// of the caller's region when the room lives in another (or its node is full),
+    /// fed from the room's node over the relay.
     pub whep_url: String,
     /// The room protocol's WebSocket (absolute).
     pub rtc_url: String,
@@ -717,14 +719,17 @@ async fn issue(
             },
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let listener = grants.subscribe && !grants.publish && !grants.publish_data;
+    let mut play_base = None;
     let (base, local, elsewhere_ice) = if st.config.placement {
-        let home = crate::cluster::place(
-            &st.db,
-            &room.id,
-            region.unwrap_or(&st.config.region),
-            &st.node_id,
-        )
-        .await?;
+        let region = region.unwrap_or(&st.config.region);
+        let home = crate::cluster::place(&st.db, &room.id, region, &st.node_id).await?;
+        if listener {
+            let nodes = st.db.nodes().await.map_err(crate::state::store_error)?;
+            let now = crate::auth::now_millis();
+            play_base = crate::cluster::listen_node(&nodes, &home.node_id, region, now)
+                .map(|n| n.public_url.trim_end_matches('/').to_owned());
+        }
         let local = home.node_id == *st.node_id;
         // Another node's clients use its TURN server, not this one's.
         let ice = (!local).then(|| {
@@ -740,10 +745,11 @@ async fn issue(
     };
     let base = base.trim_end_matches('/');
     let ws_base = signaling::placement::websocket_base(base);
+    let play_base = play_base.as_deref().unwrap_or(base);
     Ok(JoinTokenView {
         token,
         whip_url: format!("{base}/whip/{}", room.id),
-        whep_url: format!("{base}/whep/{}", room.id),
+        whep_url: format!("{play_base}/whep/{}", room.id),
         rtc_url: format!("{ws_base}/rtc"),
         local,
         ice_servers: elsewhere_ice
