@@ -116,11 +116,13 @@ enum Command {
 
 /// What a relay link asks of the worker of a room.
 pub enum RelayCommand {
-    /// Offer the room's tracks to a link (its node imports the room).
+    /// Offer the room's tracks to a link (its node imports the room); with
+    /// `imports_too`, the tracks this worker imports as well (a link to another worker).
     Export {
         room: RoomId,
         link: u64,
         sink: Box<dyn media_core::RelaySink>,
+        imports_too: bool,
     },
     StopExport {
         room: RoomId,
@@ -357,6 +359,7 @@ impl MediaWorkers {
             }
             config.max_peers = settings.media.max_peers_per_worker;
             config.relays = relays.clone();
+            config.relay_id_space = u8::try_from(i).context("at most 256 media workers")?;
             config.keyframe_min_interval =
                 Duration::from_millis(settings.media.keyframe_interval_ms);
             config.connect_timeout = Duration::from_secs(settings.media.connect_timeout_secs);
@@ -533,6 +536,7 @@ impl MediaWorkers {
             room: room.clone(),
             link,
             sink: Box::new(sink),
+            imports_too: true,
         });
         if self.workers[home].tx.try_send(cmd).is_err() {
             lock(&self.spreads.rooms).remove(&(room.clone(), to));
@@ -568,9 +572,18 @@ impl MediaWorkers {
     /// Starts offering a room's media to a recorder's tap, on the room's worker.
     /// The identities of the peers in `room`.
     pub async fn identities(&self, room: RoomId) -> Result<Vec<String>, BackendError> {
-        let w = self.worker_for(&room);
-        self.call(w, |reply| Command::Identities { room, reply })
-            .await
+        // Every worker: a room's players may be spread over them.
+        let mut all = Vec::new();
+        for w in 0..self.workers.len() {
+            let room = room.clone();
+            all.extend(
+                self.call(w, |reply| Command::Identities { room, reply })
+                    .await?,
+            );
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
     }
 
     /// Removes the peers of `room` with these identities (`left`, reason `revoked`).
@@ -579,13 +592,18 @@ impl MediaWorkers {
         room: RoomId,
         identities: Vec<String>,
     ) -> Result<usize, BackendError> {
-        let w = self.worker_for(&room);
-        self.call(w, |reply| Command::Evict {
-            room,
-            identities,
-            reply,
-        })
-        .await
+        let mut n = 0;
+        for w in 0..self.workers.len() {
+            let (room, identities) = (room.clone(), identities.clone());
+            n += self
+                .call(w, |reply| Command::Evict {
+                    room,
+                    identities,
+                    reply,
+                })
+                .await?;
+        }
+        Ok(n)
     }
 
     pub async fn start_tap(
@@ -614,10 +632,15 @@ impl MediaWorkers {
             let RelayCommand::StopLinkExports { link } = cmd else {
                 return false;
             };
-            return self.workers.iter().all(|w| {
-                w.tx.try_send(Command::Relay(RelayCommand::StopLinkExports { link }))
-                    .is_ok()
-            });
+            let mut all = true;
+            for w in &self.workers {
+                let stop = Command::Relay(RelayCommand::StopLinkExports { link });
+                all &= w.tx.try_send(stop).is_ok();
+            }
+            if !all {
+                self.metrics.relay_dropped.inc();
+            }
+            return all;
         };
         let w = self.worker_for(room);
         let sent = self.workers[w].tx.try_send(Command::Relay(cmd)).is_ok();
@@ -1202,6 +1225,7 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
             let mut ids: Vec<String> = sfu
                 .room_participants(&room)
                 .into_iter()
+                .filter(|p| !sfu.is_import(p.peer))
                 .map(|p| p.identity)
                 .collect();
             ids.sort_unstable();
@@ -1223,7 +1247,12 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
 
 fn handle_relay(sfu: &mut Sfu, now: Instant, cmd: RelayCommand) {
     match cmd {
-        RelayCommand::Export { room, link, sink } => sfu.start_export(&room, link, sink),
+        RelayCommand::Export {
+            room,
+            link,
+            sink,
+            imports_too,
+        } => sfu.start_export(&room, link, sink, imports_too),
         RelayCommand::StopExport { room, link } => {
             sfu.stop_export(&room, link);
         }

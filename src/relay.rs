@@ -21,14 +21,15 @@
 //! ## Invariants
 //! - At most one link per peer node in this process's table; a link that closes takes
 //!   its imports' tracks away (subscribers' slots fall empty) and its exports with it;
-//!   the maintenance pass dials again while local subscribers still want the room.
+//!   the maintenance pass dials again while local subscribers still want the room. A
+//!   link stays open once made (keep-alives are cheap); imports come and go over it.
 //! - Nothing here waits on a media worker: commands to workers are `try_send`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_lc_rs::hmac;
@@ -61,6 +62,17 @@ const EXPORT_QUEUE: usize = 4096;
 const REPAIR_PACKETS: usize = 1024;
 /// QUIC close code: the peer did not prove the cluster key.
 const CLOSE_UNAUTHORISED: u32 = 0x5c01;
+/// An import is not ended for want of players this soon after it began: the player
+/// that asked for it is registered a moment later.
+const IMPORT_GRACE: Duration = Duration::from_secs(5);
+/// After a link to a node failed, new WHEP players of its rooms are redirected there
+/// for this long instead of served here (the link is still dialled for the players
+/// already here).
+const FAILED_LINK_BACKOFF: Duration = Duration::from_secs(10);
+/// The UDP payload QUIC starts with: RTP packets of up to 1200 bytes plus the relay's
+/// header fit, on networks with the usual 1500-byte MTU between nodes (quinn lowers it
+/// if packets this large do not get through).
+const INITIAL_MTU: u16 = 1452;
 
 /// The relay of one node.
 #[derive(Clone)]
@@ -76,8 +88,12 @@ struct Inner {
     db: control_api::store::Db,
     metrics: Metrics,
     links: Mutex<HashMap<String, Arc<Link>>>,
-    /// Rooms imported, with the node each comes from.
-    imports: Mutex<HashMap<RoomId, String>>,
+    /// Rooms imported: the node each comes from, and since when.
+    imports: Mutex<HashMap<RoomId, (String, Instant)>>,
+    /// The nodes with a relay, by the registry's last reading (every second).
+    relayed_nodes: Mutex<Vec<String>>,
+    /// Nodes a link to which failed lately (not dialled, not imported from, until then).
+    failed: Mutex<HashMap<String, Instant>>,
     /// Dials under way, so one maintenance pass does not start a second.
     dialling: Mutex<Vec<String>>,
     next_link: AtomicU64,
@@ -127,6 +143,8 @@ impl Relay {
                 metrics,
                 links: Mutex::new(HashMap::new()),
                 imports: Mutex::new(HashMap::new()),
+                relayed_nodes: Mutex::new(Vec::new()),
+                failed: Mutex::new(HashMap::new()),
                 dialling: Mutex::new(Vec::new()),
                 next_link: AtomicU64::new(1),
                 stop,
@@ -156,8 +174,8 @@ impl Relay {
     pub fn start_import(&self, room: &RoomId, home: &str) {
         let fresh = {
             let mut imports = lock(&self.inner.imports);
-            let before = imports.insert(room.clone(), home.to_owned());
-            before.as_deref() != Some(home)
+            let before = imports.insert(room.clone(), (home.to_owned(), Instant::now()));
+            before.is_none_or(|(n, _)| n != home)
         };
         if !fresh {
             return;
@@ -196,6 +214,7 @@ impl Relay {
         tokio::spawn(async move {
             if let Err(e) = relay.dial(&node).await {
                 warn!(peer = %node, error = %format!("{e:#}"), "relay link could not be opened");
+                lock(&relay.inner.failed).insert(node.clone(), Instant::now());
             }
             lock(&relay.inner.dialling).retain(|n| *n != node);
         });
@@ -306,8 +325,9 @@ impl Relay {
             .with_label_values(&[&node])
             .set(1);
         info!(peer = %node, link = link.id, addr = %conn.remote_address(), dialer, "relay link up");
+        lock(&self.inner.failed).remove(&node);
         // What this node imports from the peer is asked for again on the new link.
-        for (room, from) in lock(&self.inner.imports).iter() {
+        for (room, (from, _)) in lock(&self.inner.imports).iter() {
             if *from == node {
                 let _ = link.control.send(Control::Import {
                     room: room.as_str().to_owned(),
@@ -360,6 +380,7 @@ impl Relay {
                     room,
                     link: link.id,
                     sink: Box::new(sink),
+                    imports_too: false,
                 });
             }
             Control::Stop { room } => {
@@ -401,6 +422,12 @@ impl Relay {
             }
             Control::Track(t) => {
                 let Some(room) = room_of(&t.room) else { return };
+                let wanted = lock(&self.inner.imports)
+                    .get(&room)
+                    .is_some_and(|(from, _)| *from == link.peer);
+                if !wanted {
+                    return; // announced after this node stopped importing the room
+                }
                 lock(&link.tracks).insert(t.track, room.clone());
                 media.relay(RelayCommand::ImportTrack {
                     room,
@@ -534,25 +561,49 @@ impl Relay {
                 .into_iter()
                 .map(|(r, _)| r)
                 .collect();
-            let imports: Vec<(RoomId, String)> = lock(&self.inner.imports)
+            if let Ok(nodes) = self.inner.db.nodes().await {
+                *lock(&self.inner.relayed_nodes) = nodes
+                    .into_iter()
+                    .filter(|n| !n.relay_addr.is_empty())
+                    .map(|n| n.id)
+                    .collect();
+            }
+            lock(&self.inner.failed).retain(|_, at| at.elapsed() < FAILED_LINK_BACKOFF);
+            let imports: Vec<(RoomId, String, Instant)> = lock(&self.inner.imports)
                 .iter()
-                .map(|(r, n)| (r.clone(), n.clone()))
+                .map(|(r, (n, since))| (r.clone(), n.clone(), *since))
                 .collect();
-            for (room, node) in imports {
+            for (room, node, since) in imports {
                 let link = self.link_to(&node);
-                if !listened.contains(&room) {
+                if !listened.contains(&room) && since.elapsed() >= IMPORT_GRACE {
                     info!(%room, from = %node, "import ended: no subscriber here");
                     lock(&self.inner.imports).remove(&room);
                     if let Some(link) = link {
                         let _ = link.control.send(Control::Stop {
                             room: room.as_str().to_owned(),
                         });
+                        let ended: Vec<u32> = {
+                            let mut tracks = lock(&link.tracks);
+                            let ended = tracks
+                                .iter()
+                                .filter(|(_, r)| **r == room)
+                                .map(|(t, _)| *t)
+                                .collect::<Vec<_>>();
+                            tracks.retain(|_, r| *r != room);
+                            ended
+                        };
+                        let mut loss = lock(&link.loss);
+                        for t in ended {
+                            loss.forget(t);
+                        }
+                        drop(loss);
                         self.inner.media.relay(RelayCommand::CloseImport {
                             room,
                             link: link.id,
                         });
                     }
                 } else if link.is_none() {
+                    // Its players are here already: keep trying (one dial at a time).
                     self.dial_in_background(node);
                 }
             }
@@ -561,8 +612,12 @@ impl Relay {
 }
 
 impl signaling::placement::Cascade for Relay {
+    /// False (the player is redirected) while this node drains, when the room's node
+    /// runs no relay, or while a link to it has failed lately.
     fn import(&self, room: &RoomId, home: &str) -> bool {
-        if self.inner.media.is_draining() {
+        let reachable = lock(&self.inner.relayed_nodes).iter().any(|n| n == home)
+            && !lock(&self.inner.failed).contains_key(home);
+        if self.inner.media.is_draining() || !reachable {
             return false;
         }
         self.start_import(room, home);
@@ -623,9 +678,13 @@ pub fn send_packet(
 ) -> bool {
     buf.clear();
     p.encode(buf);
-    let sent = conn
-        .send_datagram(bytes::Bytes::copy_from_slice(buf))
-        .is_ok();
+    let sent = match conn.send_datagram(bytes::Bytes::copy_from_slice(buf)) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(len = buf.len(), error = %e, "relay datagram not sent");
+            false
+        }
+    };
     lock(repair).keep(p);
     sent
 }
@@ -688,7 +747,7 @@ async fn authenticate(
     let mut ekm = [0u8; 32];
     conn.export_keying_material(&mut ekm, EXPORTER_LABEL, b"")
         .map_err(|_| anyhow::anyhow!("the TLS exporter is unavailable"))?;
-    let mine = hmac::sign(key, &proof_message(&ekm, dialer));
+    let mine = hmac::sign(key, &proof_message(&ekm, dialer, me));
     let mut out = Vec::new();
     encode_control(
         &Control::Hello {
@@ -709,7 +768,7 @@ async fn authenticate(
     };
     let verified = hex::decode(&proof)
         .ok()
-        .is_some_and(|p| hmac::verify(key, &proof_message(&ekm, !dialer), &p).is_ok());
+        .is_some_and(|p| hmac::verify(key, &proof_message(&ekm, !dialer, &node), &p).is_ok());
     if !verified || expect.is_some_and(|e| e != node) {
         conn.close(CLOSE_UNAUTHORISED.into(), b"cluster key not proven");
         warn!(peer = %node, addr = %conn.remote_address(), "relay peer refused: it did not prove the cluster key");
@@ -718,14 +777,16 @@ async fn authenticate(
     Ok((node, reader))
 }
 
-/// What a proof signs: who proves (dialer or acceptor) and the session's secret.
-fn proof_message(ekm: &[u8], dialer: bool) -> Vec<u8> {
+/// What a proof signs: who proves (dialer or acceptor, and its node id) and the
+/// session's secret.
+fn proof_message(ekm: &[u8], dialer: bool, node: &str) -> Vec<u8> {
     let mut m = if dialer {
         b"dialer:".to_vec()
     } else {
         b"acceptor:".to_vec()
     };
     m.extend_from_slice(ekm);
+    m.extend_from_slice(node.as_bytes());
     m
 }
 
@@ -758,6 +819,7 @@ pub fn endpoint(bind: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into()?))
+        .initial_mtu(INITIAL_MTU)
         .datagram_receive_buffer_size(Some(4 * 1024 * 1024));
     let transport = Arc::new(transport);
     let mut server_config =

@@ -687,12 +687,13 @@ impl RunningServer {
         }
         // Recordings close their files while the workers still run (their taps go).
         self.recorder.service.stop_all("shutdown").await;
-        let workers = self.workers.clone();
-        // Joining worker threads blocks; keep it off the async threads.
-        let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
+        // The relay first: its packets share the workers' queues.
         if let Some(r) = &self.relay {
             r.shutdown();
         }
+        let workers = self.workers.clone();
+        // Joining worker threads blocks; keep it off the async threads.
+        let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
         if tokio::time::timeout(Duration::from_secs(3), self.cluster.leave())
             .await
             .is_err()

@@ -15,8 +15,9 @@
 //! last. Subscribers' own NACKs are answered by their node's `Rtc`s as for any track.
 //!
 //! ## Invariants
-//! - A track id is the exporter's and unique on it for its life; the importer keys
-//!   everything by (link, track id).
+//! - A track id is the exporter's and unique on that node for its life (each worker
+//!   numbers its tracks in its own space, `SfuConfig::relay_id_space`); the importer
+//!   keys everything by (link, track id).
 //! - Datagrams start with [`DATAGRAM_VERSION`]; a reader drops what it does not know.
 
 use std::collections::VecDeque;
@@ -70,7 +71,7 @@ pub enum Control {
         ssrc: u32,
         seqs: Vec<u64>,
     },
-    /// The exporter cannot serve an import (the room lives elsewhere now, it drains).
+    /// The exporter cannot serve an import (it drains).
     Refused {
         room: String,
         reason: String,

@@ -111,7 +111,8 @@ fn two_nodes() -> (TwoNodes, usize, [usize; 2]) {
         )
         .unwrap();
     a.connect_all();
-    a.sfu.start_export(&room(), LINK, Box::new(Queue(tx)));
+    a.sfu
+        .start_export(&room(), LINK, Box::new(Queue(tx)), false);
     let mut b = Harness::new();
     let subs = [0, 1].map(|_| {
         b.join(
@@ -244,7 +245,8 @@ fn closing_the_import_empties_the_room_of_its_tracks_but_keeps_the_subscribers()
     assert!(n.a.sfu.stop_export(&room(), LINK));
     let (tx, rx) = channel();
     n.link = rx;
-    n.a.sfu.start_export(&room(), LINK, Box::new(Queue(tx)));
+    n.a.sfu
+        .start_export(&room(), LINK, Box::new(Queue(tx)), false);
     n.carry();
     for i in 1..10 {
         n.a.send_audio(p, &payload(i, 80));
@@ -273,11 +275,70 @@ fn a_full_link_costs_packets_not_the_call() {
         .join("relayed", PeerRole::Subscriber, &[MediaKind::Audio])
         .unwrap();
     a.connect_all();
-    a.sfu.start_export(&room(), LINK, Box::new(Refuses));
+    a.sfu.start_export(&room(), LINK, Box::new(Refuses), false);
     for i in 0..5 {
         a.send_audio(p, &payload(i, 80));
         a.run(Duration::from_millis(20));
     }
     assert_eq!(a.clients[s].frames_of(MediaKind::Audio).len(), 5);
     assert!(a.sfu.stats().relay_refused >= 5);
+}
+
+#[test]
+fn each_worker_numbers_its_tracks_in_its_own_space() {
+    let mut a = Harness::with_config(|c| c.relay_id_space = 3);
+    let (tx, rx) = channel();
+    a.join("relayed", PeerRole::Publisher, &[MediaKind::Audio])
+        .unwrap();
+    a.connect_all();
+    a.sfu
+        .start_export(&room(), LINK, Box::new(Queue(tx)), false);
+    let ids: Vec<u32> = rx
+        .try_iter()
+        .filter_map(|i| match i {
+            RelayOut::Track(t) => Some(t.track),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0] >> 24, 3, "{:#x}", ids[0]);
+}
+
+#[test]
+fn an_imported_room_is_passed_on_to_another_worker_only_when_asked() {
+    let (mut n, p, _subs) = two_nodes();
+    n.carry();
+    // B passes the room on: to another worker of its node (imports too), and to
+    // another node (its own publishers only: it has none).
+    let (to_worker, from_b) = channel();
+    let (to_node, nothing) = channel();
+    n.b.sfu
+        .start_export(&room(), 8, Box::new(Queue(to_worker)), true);
+    n.b.sfu
+        .start_export(&room(), 9, Box::new(Queue(to_node)), false);
+    for i in 0..5 {
+        n.a.send_audio(p, &payload(i, 80));
+        n.run(Duration::from_millis(20));
+    }
+    let passed: Vec<RelayOut> = from_b.try_iter().collect();
+    assert_eq!(
+        passed
+            .iter()
+            .filter(|i| matches!(i, RelayOut::Track(_)))
+            .count(),
+        2,
+        "both imported tracks announced to the other worker"
+    );
+    assert!(
+        passed
+            .iter()
+            .filter(|i| matches!(i, RelayOut::Packet(_)))
+            .count()
+            >= 5
+    );
+    assert_eq!(
+        nothing.try_iter().count(),
+        0,
+        "nothing imported goes to another node"
+    );
 }

@@ -55,6 +55,9 @@ pub struct SfuConfig {
     /// The embedded TURN server's relay addresses, so a relayed peer is counted by the
     /// transport its client used to reach the relay.
     pub relays: Option<Arc<dyn RelayDirectory>>,
+    /// The top 8 bits of this worker's track ids on relay links: one link carries every
+    /// worker's rooms, so each worker of a node numbers its tracks apart.
+    pub relay_id_space: u8,
 }
 
 impl SfuConfig {
@@ -73,6 +76,7 @@ impl SfuConfig {
             send_buffer_video: DEFAULT_SEND_BUFFER_VIDEO,
             video_queue_limit: DEFAULT_VIDEO_QUEUE_LIMIT,
             relays: None,
+            relay_id_space: 0,
         }
     }
 }

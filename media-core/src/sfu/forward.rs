@@ -245,11 +245,12 @@ impl Sfu {
                 voice_activity: ext.voice_activity,
                 payload: pkt.payload.clone(),
             };
+            let imported = publisher.relayed.is_some();
             for e in exports.iter_mut() {
-                if e.offer(RelayOut::Packet(relayed.clone())) {
-                    self.stats.relayed_out += 1;
-                } else {
-                    self.stats.relay_refused += 1;
+                match e.offer(RelayOut::Packet(relayed.clone()), imported) {
+                    Some(true) => self.stats.relayed_out += 1,
+                    Some(false) => self.stats.relay_refused += 1,
+                    None => {}
                 }
             }
         }

@@ -506,6 +506,9 @@ impl Sfu {
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
+        if let Some(relay) = &peer.relayed {
+            self.imports.remove(&(room.id.clone(), relay.link));
+        }
         room.peers.retain(|p| *p != id);
         let room_id = room.id.clone();
         // Subscriptions of this subscriber.

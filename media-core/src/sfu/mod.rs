@@ -91,6 +91,8 @@ pub struct Sfu {
     /// Exported rooms ([`relays`]). Keyed by id: an export outlives its room emptying.
     exports: HashMap<RoomId, Vec<relays::Export>>,
     next_relay_track: u32,
+    /// The import peer of each (room, link).
+    imports: HashMap<(RoomId, u64), PeerId>,
     stats: SfuStats,
 }
 
@@ -192,6 +194,7 @@ impl Sfu {
             taps: HashMap::new(),
             exports: HashMap::new(),
             next_relay_track: 1,
+            imports: HashMap::new(),
             stats: SfuStats::default(),
         }
     }

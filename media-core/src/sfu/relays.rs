@@ -7,8 +7,8 @@
 //! tracks are announced by the exporter, its packets enter the forwarding path as if
 //! its `Rtc` had received them, and keyframe requests for them come out as
 //! [`SfuEvent::RelayKeyframeWanted`] for the driver to send back over the link.
-//! Imported tracks are never exported again: a room's home node feeds every other
-//! node directly.
+//! Imported tracks are exported again only to another worker of the same node (a room
+//! spread over workers): a room's home node feeds every other node directly.
 
 use std::time::Instant;
 
@@ -49,11 +49,18 @@ pub trait RelaySink: Send {
 pub(super) struct Export {
     link: u64,
     sink: Box<dyn RelaySink>,
+    /// Imported tracks go too (a link to another worker of this node); a link to
+    /// another node gets only the room's own publishers.
+    imports_too: bool,
 }
 
 impl Export {
-    pub(super) fn offer(&mut self, item: RelayOut) -> bool {
-        self.sink.offer(item)
+    /// Offers an item of a track that is imported (`imported`) or not.
+    pub(super) fn offer(&mut self, item: RelayOut, imported: bool) -> Option<bool> {
+        if imported && !self.imports_too {
+            return None;
+        }
+        Some(self.sink.offer(item))
     }
 }
 
@@ -77,21 +84,34 @@ fn relay_mid(track: u32) -> Mid {
 }
 
 impl Sfu {
-    /// Starts offering a room's tracks to `sink` (the link `link` imports it). The room
-    /// need not exist yet. Tracks already published are announced at once.
-    pub fn start_export(&mut self, room: &RoomId, link: u64, sink: Box<dyn RelaySink>) {
+    /// Starts offering a room's tracks to `sink` (the link `link` imports it); with
+    /// `imports_too`, the tracks this worker imports as well. The room need not exist
+    /// yet. Tracks already published are announced at once.
+    pub fn start_export(
+        &mut self,
+        room: &RoomId,
+        link: u64,
+        sink: Box<dyn RelaySink>,
+        imports_too: bool,
+    ) {
         let exports = self.exports.entry(room.clone()).or_default();
         exports.retain(|e| e.link != link);
-        exports.push(Export { link, sink });
-        info!(%room, link, "room exported");
+        exports.push(Export {
+            link,
+            sink,
+            imports_too,
+        });
+        info!(%room, link, imports_too, "room exported");
         let Some(&key) = self.room_keys.get(room) else {
             return;
         };
         let n = self.rooms.get(&key).map_or(0, |r| r.tracks.len());
         for ti in 0..n {
-            if let Some(t) = self.announcement(key, ti) {
-                self.offer_export(room, Some(link), RelayOut::Track(t));
+            if let Some((t, imported)) = self.announcement(key, ti) {
+                self.offer_export(room, Some(link), RelayOut::Track(t), imported);
             }
+            // The importer's players choose their own layers: every layer is wanted.
+            self.announce_wanted(key, ti);
         }
     }
 
@@ -105,9 +125,15 @@ impl Sfu {
         let stopped = exports.len() < before;
         if exports.is_empty() {
             self.exports.remove(room);
-            if let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get_mut(k)) {
+            if let Some(&key) = self.room_keys.get(room)
+                && let Some(r) = self.rooms.get_mut(&key)
+            {
                 for t in &mut r.tracks {
                     t.exported = false;
+                }
+                // Layers only the importer wanted may be paused again.
+                for ti in 0..r.tracks.len() {
+                    self.announce_wanted(key, ti);
                 }
             }
         }
@@ -153,14 +179,13 @@ impl Sfu {
         Ok(())
     }
 
-    /// How an exported track is announced: its publisher's payload types of its kind.
-    fn announcement(&mut self, key: RoomKey, ti: usize) -> Option<RelayTrack> {
+    /// How an exported track is announced: its publisher's payload types of its kind;
+    /// and whether the track is itself imported.
+    fn announcement(&mut self, key: RoomKey, ti: usize) -> Option<(RelayTrack, bool)> {
         let room = self.rooms.get_mut(&key)?;
         let t = room.tracks.get_mut(ti)?;
         let publisher = self.peers.get(&t.track.owner)?;
-        if publisher.relayed.is_some() {
-            return None;
-        }
+        let imported = publisher.relayed.is_some();
         t.exported = true;
         let audio = t.kind == MediaKind::Audio;
         let codecs = publisher
@@ -182,18 +207,26 @@ impl Sfu {
                 }
             })
             .collect();
-        Some(RelayTrack {
+        let track = RelayTrack {
             room: room.id.as_str().to_owned(),
             track: t.relay_id,
             kind: if audio { "audio" } else { "video" }.to_owned(),
             identity: publisher.identity.clone(),
             muted: t.muted,
             codecs,
-        })
+        };
+        Some((track, imported))
     }
 
-    /// Offers `item` to a room's exports (only to `link`'s when given).
-    pub(super) fn offer_export(&mut self, room: &RoomId, link: Option<u64>, item: RelayOut) {
+    /// Offers `item` (of an `imported` track or not) to a room's exports (only to
+    /// `link`'s when given).
+    pub(super) fn offer_export(
+        &mut self,
+        room: &RoomId,
+        link: Option<u64>,
+        item: RelayOut,
+        imported: bool,
+    ) {
         let Some(exports) = self.exports.get_mut(room) else {
             return;
         };
@@ -201,10 +234,16 @@ impl Sfu {
             if link.is_some_and(|l| l != e.link) {
                 continue;
             }
-            if !e.sink.offer(item.clone()) {
+            if e.offer(item.clone(), imported) == Some(false) {
                 self.stats.relay_refused += 1;
             }
         }
+    }
+
+    /// Whether `peer` is an import (a publisher standing for another node's or
+    /// worker's tracks).
+    pub fn is_import(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.relayed.is_some())
     }
 
     /// Announces a newly published track to the room's exports.
@@ -219,8 +258,8 @@ impl Sfu {
         let Some(ti) = room.track_index(track) else {
             return;
         };
-        if let Some(t) = self.announcement(key, ti) {
-            self.offer_export(&room_id, None, RelayOut::Track(t));
+        if let Some((t, imported)) = self.announcement(key, ti) {
+            self.offer_export(&room_id, None, RelayOut::Track(t), imported);
         }
     }
 
@@ -259,19 +298,14 @@ impl Sfu {
             link,
             tracks: Vec::new(),
         }));
+        self.imports.insert((room.clone(), link), id);
         info!(%room, link, node, peer = %id, "room imported");
         Ok(id)
     }
 
     /// The import peer of a room over a link.
     pub fn import_peer(&self, room: &RoomId, link: u64) -> Option<PeerId> {
-        let r = self.rooms.get(self.room_keys.get(room)?)?;
-        r.peers.iter().copied().find(|id| {
-            self.peers
-                .get(id)
-                .and_then(|p| p.relayed.as_ref())
-                .is_some_and(|r| r.link == link)
-        })
+        self.imports.get(&(room.clone(), link)).copied()
     }
 
     /// The imports of a room with no other peer left in it (nobody here needs them).
@@ -346,6 +380,8 @@ impl Sfu {
         if t.muted {
             self.set_track_muted(now, peer, mid, true)?;
         }
+        // Another worker of this node may take the room from here.
+        self.export_new_track(key, TrackRef { owner: peer, mid });
         self.bind_room(key);
         self.process(now);
         Ok(())

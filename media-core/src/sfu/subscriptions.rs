@@ -205,7 +205,8 @@ impl Sfu {
                 track: relay_id,
                 muted,
             };
-            self.offer_export(&room_id, None, item);
+            let imported = self.is_import(peer);
+            self.offer_export(&room_id, None, item, imported);
         }
         self.process(now);
         Ok(())
@@ -274,8 +275,8 @@ impl Sfu {
         if self.taps.contains_key(&room.id) {
             track.tap = TrackTap::Waiting;
         }
-        track.relay_id = self.next_relay_track;
-        self.next_relay_track = self.next_relay_track.wrapping_add(1).max(1);
+        track.relay_id = (u32::from(self.config.relay_id_space) << 24) | self.next_relay_track;
+        self.next_relay_track = (self.next_relay_track + 1) & 0x00ff_ffff;
         room.tracks.push(track);
         info!(peer = %id, room = %room.id, %mid, ?kind, "track published");
         true
@@ -306,7 +307,8 @@ impl Sfu {
                     track: t.relay_id,
                 },
             );
-            self.offer_export(&id, None, ended);
+            let imported = self.is_import(track.owner);
+            self.offer_export(&id, None, ended, imported);
         }
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
