@@ -982,14 +982,7 @@ async fn by_node(http: &reqwest::Client, base: &str, name: &str) -> Vec<(String,
         .text()
         .await
         .unwrap();
-    let prefix = format!("{name}{{node=\"");
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
-            let (node, value) = rest.split_once("\"}")?;
-            Some((node.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
+    common::series_by_label(&text, name, "node")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1163,8 +1156,10 @@ async fn a_cut_relay_link_heals_and_the_players_hear_the_room_again() {
     };
     let o = ns.host_ip.octets();
     let net = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
-    let lab = |url: String, token: String, args: &[&str]| {
+    // The harness's arguments for a client on the test link.
+    let lab = |mode: &str, url: String, token: String, args: &[&str]| {
         let mut v: Vec<String> = vec![
+            mode.into(),
             "--url".into(),
             url,
             "--token".into(),
@@ -1177,29 +1172,25 @@ async fn a_cut_relay_link_heals_and_the_players_hear_the_room_again() {
         v.extend(args.iter().map(|s| s.to_string()));
         v
     };
-    let publish = lab(
+    let run = |args: Vec<String>| {
+        tokio::spawn(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            harness(&args, Duration::from_secs(120)).await
+        })
+    };
+    let publisher = run(lab(
+        "publish",
         format!("{}/whip/cut", a.base),
         token("phone", true),
         &["--seconds", "45", "--freq", "440"],
-    );
-    let publisher = tokio::spawn(async move {
-        let args: Vec<&str> = std::iter::once("publish")
-            .chain(publish.iter().map(String::as_str))
-            .collect();
-        harness(&args, Duration::from_secs(120)).await
-    });
+    ));
     // A player on b listens through the cut and after it; it keeps b importing.
-    let long = lab(
+    let long_player = run(lab(
+        "play",
         format!("{}/whep/cut", b.base),
         token("long", false),
         &["--seconds", "30", "--expect-freq", "440"],
-    );
-    let long_player = tokio::spawn(async move {
-        let args: Vec<&str> = std::iter::once("play")
-            .chain(long.iter().map(String::as_str))
-            .collect();
-        harness(&args, Duration::from_secs(120)).await
-    });
+    ));
     let links = "streamcore_relay_links{node=\"a\"}";
     wait_metric(&http, &b.base, links, 1.0).await;
     let received = "streamcore_relay_packets_received_total{node=\"a\"}";
@@ -1253,15 +1244,14 @@ async fn a_cut_relay_link_heals_and_the_players_hear_the_room_again() {
     wait_metric(&http, &b.base, links, 1.0).await;
     let healed = grows(metric(&http, &b.base, received).await.unwrap_or(before_cut)).await;
     assert!(healed > before_cut);
-    let fresh = lab(
+    let heard = run(lab(
+        "play",
         format!("{}/whep/cut", b.base),
         token("fresh", false),
         &["--seconds", "3", "--expect-freq", "440"],
-    );
-    let fresh: Vec<&str> = std::iter::once("play")
-        .chain(fresh.iter().map(String::as_str))
-        .collect();
-    let heard = harness(&fresh, Duration::from_secs(60)).await;
+    ))
+    .await
+    .unwrap();
     assert!(
         (heard["dominant_hz"].as_f64().unwrap() - 440.0).abs() < 20.0,
         "{heard}"

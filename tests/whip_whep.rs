@@ -28,26 +28,7 @@ async fn publish_to_three_players() {
         all.extend(players.iter_mut());
         connect(&mut all).await;
     }
-    let mut sent_a = Vec::new();
-    let mut sent_v = Vec::new();
-    for n in 0..50u32 {
-        let a = payload(n, 120);
-        publisher.send_audio(&a);
-        sent_a.push(a);
-        if n % 2 == 0 {
-            sent_v.push(publisher.send_video(n == 0, &payload(n, 3000)));
-        }
-        let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
-        all.extend(players.iter_mut());
-        pump(&mut all, Duration::from_millis(20)).await;
-    }
-    let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
-    all.extend(players.iter_mut());
-    pump(&mut all, Duration::from_millis(300)).await;
-    for (i, p) in players.iter().enumerate() {
-        assert_eq!(p.frames_of(Audio), sent_a, "audio at player {i}");
-        assert_eq!(p.frames_of(Video), sent_v, "video at player {i}");
-    }
+    every_player_gets_every_frame(&mut publisher, &mut players).await;
     assert!(srv.metric("streamcore_rtp_packets_forwarded_total").await >= 3 * (50 + 25 * 3));
     assert_eq!(srv.metric("streamcore_forward_errors_total").await, 0);
     srv.stop().await;
@@ -615,29 +596,10 @@ async fn a_room_spreads_over_two_workers_and_both_halves_of_its_players_receive(
     let per_worker = peers_per_worker(&srv).await;
     assert_eq!(per_worker.len(), 2, "{per_worker:?}");
     assert!(
-        per_worker.iter().all(|(_, n)| *n == 3),
+        per_worker.iter().all(|(_, n)| *n == 3.0),
         "publisher and two players on one worker, two players and the import on the other: {per_worker:?}"
     );
-    let mut sent_a = Vec::new();
-    let mut sent_v = Vec::new();
-    for n in 0..50u32 {
-        let a = payload(n, 120);
-        publisher.send_audio(&a);
-        sent_a.push(a);
-        if n % 2 == 0 {
-            sent_v.push(publisher.send_video(n == 0, &payload(n, 3000)));
-        }
-        let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
-        all.extend(players.iter_mut());
-        pump(&mut all, Duration::from_millis(20)).await;
-    }
-    let mut all: Vec<&mut common::Peer> = vec![&mut publisher];
-    all.extend(players.iter_mut());
-    pump(&mut all, Duration::from_millis(300)).await;
-    for (i, p) in players.iter().enumerate() {
-        assert_eq!(p.frames_of(Audio), sent_a, "audio at player {i}");
-        assert_eq!(p.frames_of(Video), sent_v, "video at player {i}");
-    }
+    every_player_gets_every_frame(&mut publisher, &mut players).await;
     assert_eq!(srv.metric("streamcore_forward_errors_total").await, 0);
     // The other worker's players leave: its import ends with them.
     for p in players.drain(2..) {
@@ -653,7 +615,7 @@ async fn a_room_spreads_over_two_workers_and_both_halves_of_its_players_receive(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let w = peers_per_worker(&srv).await;
-        if w.iter().map(|(_, n)| n).sum::<i64>() == 3 {
+        if w.iter().map(|(_, n)| n).sum::<f64>() == 3.0 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{w:?}");
@@ -662,31 +624,40 @@ async fn a_room_spreads_over_two_workers_and_both_halves_of_its_players_receive(
     srv.stop().await;
 }
 
-/// `streamcore_peers` by worker.
-async fn peers_per_worker(srv: &TestServer) -> Vec<(String, i64)> {
+/// `streamcore_peers` by worker (the gauges are refreshed once a second: waits up to
+/// 5 s for both workers to show).
+async fn peers_per_worker(srv: &TestServer) -> Vec<(String, f64)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let text = srv
-            .http
-            .get(format!("{}/metrics", srv.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v: Vec<(String, i64)> = text
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix("streamcore_peers{worker=\"")?;
-                let (w, n) = rest.split_once("\"}")?;
-                Some((w.to_owned(), n.trim().parse().ok()?))
-            })
-            .collect();
-        // The gauges are refreshed once a second.
+        let v = srv.series_by("streamcore_peers", "worker").await;
         if v.len() == 2 || tokio::time::Instant::now() >= deadline {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The publisher sends 50 audio and 25 video frames (a keyframe first); every player
+/// gets each of them, in order.
+async fn every_player_gets_every_frame(publisher: &mut common::Peer, players: &mut [common::Peer]) {
+    let mut sent_a = Vec::new();
+    let mut sent_v = Vec::new();
+    for n in 0..50u32 {
+        let a = payload(n, 120);
+        publisher.send_audio(&a);
+        sent_a.push(a);
+        if n % 2 == 0 {
+            sent_v.push(publisher.send_video(n == 0, &payload(n, 3000)));
+        }
+        let mut all: Vec<&mut common::Peer> = vec![&mut *publisher];
+        all.extend(players.iter_mut());
+        pump(&mut all, Duration::from_millis(20)).await;
+    }
+    let mut all: Vec<&mut common::Peer> = vec![publisher];
+    all.extend(players.iter_mut());
+    pump(&mut all, Duration::from_millis(300)).await;
+    for (i, p) in players.iter().enumerate() {
+        assert_eq!(p.frames_of(Audio), sent_a, "audio at player {i}");
+        assert_eq!(p.frames_of(Video), sent_v, "video at player {i}");
     }
 }

@@ -161,6 +161,20 @@ impl TestServer {
             .sum::<f64>() as u64
     }
 
+    /// Every series of `name` on `/metrics`, by the value of its one label `label`.
+    pub async fn series_by(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        series_by_label(&text, name, label)
+    }
+
     /// Waits until `name` reaches `at_least` (metrics are updated every second or
     /// so); its value then. Panics after 10 s, naming the metric and its last value.
     pub async fn wait_for_metric(&self, name: &str, at_least: u64) -> u64 {
@@ -666,4 +680,15 @@ pub async fn connect(peers: &mut [&mut Peer]) {
 
 pub fn payload(n: u32, len: usize) -> Vec<u8> {
     (0..len).map(|i| (n as usize * 31 + i * 7) as u8).collect()
+}
+
+/// Every series of `name` in a `/metrics` text, by the value of its one label `label`.
+pub fn series_by_label(text: &str, name: &str, label: &str) -> Vec<(String, f64)> {
+    let prefix = format!("{name}{{{label}=\"");
+    text.lines()
+        .filter_map(|l| {
+            let (value_of_label, value) = l.strip_prefix(&prefix)?.split_once("\"}")?;
+            Some((value_of_label.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
