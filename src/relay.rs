@@ -549,9 +549,12 @@ impl Relay {
     /// missing for the imports that remain.
     async fn maintain_loop(self) {
         let mut stop = self.inner.stop.subscribe();
+        // The first pass at once: the registry tells which nodes have a relay.
+        let mut every = tokio::time::interval(MAINTAIN_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
+                _ = every.tick() => {}
                 _ = stop.changed() => return,
             }
             let listened: Vec<RoomId> = self
