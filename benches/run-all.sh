@@ -40,6 +40,10 @@ if [[ ${#quick[@]} -gt 0 ]]; then
 fi
 taskset -c 1 target/release/sc-transportbench "${transport_args[@]}" | tee "$out/transport-$stamp.md"
 
+# Relay: one room over three nodes against one, over two workers against one, and the
+# relay's per-packet code against plain QUIC datagrams (nodes on CPU 0).
+taskset -c 1 target/release/sc-relaybench "${transport_args[@]}" | tee "$out/relay-$stamp.md"
+
 # B9: Chromium to Chromium through the node, beside two directly connected Chromiums
 # (Debian's Chromium and Playwright, as the browser tests use them).
 joins=20
