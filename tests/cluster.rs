@@ -401,6 +401,7 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
         listen["rtc_url"], t["rtc_url"],
         "a live placement holds whatever region a later caller is in"
     );
+    assert_eq!(listen["local"], false, "its URLs name two nodes: {listen}");
     let other = c.room("talk").await;
     let us = c
         .token(&other, json!({"subscribe": true, "region": "us"}))
@@ -519,6 +520,14 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
             .collect();
     assert!(!home_turn.is_empty(), "{registry:#?}");
     assert_eq!(turn_of(&t["ice_servers"]), home_turn, "{t}");
+    // The listener plays from node c: its TURN server is c's.
+    let c_turn: Vec<String> = registry.iter().find(|n| n["id"] == "c").unwrap()["turn_urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(turn_of(&listen["ice_servers"]), c_turn, "{listen}");
     assert_eq!(turn_of(&joined["ice_servers"]), home_turn, "{joined}");
 
     // A room served where it does not live is made whole within seconds: its home

@@ -423,7 +423,8 @@ pub struct JoinTokenView {
     pub whip_url: String,
     /// Where to play with WHEP (absolute). For a token that only subscribes, a node
     /// of the caller's region when the room lives in another (or its node is full),
-    /// fed from the room's node over the relay.
+    /// fed from the room's node over the relay; its `ice_servers` are then that node's,
+    /// and `local` is false.
     pub whep_url: String,
     /// The room protocol's WebSocket (absolute).
     pub rtc_url: String,
@@ -724,18 +725,24 @@ async fn issue(
     let (base, local, elsewhere_ice) = if st.config.placement {
         let region = region.unwrap_or(&st.config.region);
         let home = crate::cluster::place(&st.db, &room.id, region, &st.node_id).await?;
+        // The node whose media the client meets: a listener's may be another than the
+        // room's (and then the URLs name two nodes: none is "here" for the page).
+        let mut media = (home.node_id.clone(), home.turn_urls.clone());
         if listener {
             let nodes = st.db.nodes().await.map_err(crate::state::store_error)?;
             let now = crate::auth::now_millis();
-            play_base = crate::cluster::listen_node(&nodes, &home.node_id, region, now)
-                .map(|n| n.public_url.trim_end_matches('/').to_owned());
+            if let Some(n) = crate::cluster::listen_node(&nodes, &home.node_id, region, now) {
+                play_base = Some(n.public_url.trim_end_matches('/').to_owned());
+                media = (n.id.clone(), n.turn_urls.clone());
+            }
         }
-        let local = home.node_id == *st.node_id;
-        // Another node's clients use its TURN server, not this one's.
-        let ice = (!local).then(|| {
+        let local = home.node_id == *st.node_id && play_base.is_none();
+        // Another node's clients use its TURN server, not this one's: a listener's,
+        // the TURN server of the node it plays from.
+        let ice = (media.0 != *st.node_id).then(|| {
             st.config.ice_servers.on_other_node(
                 &st.config.embedded_turn_urls,
-                &home.turn_urls,
+                &media.1,
                 st.config.turn_secret_shared,
             )
         });
