@@ -90,8 +90,9 @@ struct Inner {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// Rooms imported: the node each comes from, and since when.
     imports: Mutex<HashMap<RoomId, (String, Instant)>>,
-    /// The nodes with a relay, by the registry's last reading (every second).
-    relayed_nodes: Mutex<Vec<String>>,
+    /// The nodes without a relay, by the registry's last reading (every second). A
+    /// node not read yet is tried: a failed dial then marks it in `failed`.
+    relayless: Mutex<Vec<String>>,
     /// Nodes a link to which failed lately (not dialled, not imported from, until then).
     failed: Mutex<HashMap<String, Instant>>,
     /// Dials under way, so one maintenance pass does not start a second.
@@ -143,7 +144,7 @@ impl Relay {
                 metrics,
                 links: Mutex::new(HashMap::new()),
                 imports: Mutex::new(HashMap::new()),
-                relayed_nodes: Mutex::new(Vec::new()),
+                relayless: Mutex::new(Vec::new()),
                 failed: Mutex::new(HashMap::new()),
                 dialling: Mutex::new(Vec::new()),
                 next_link: AtomicU64::new(1),
@@ -549,7 +550,7 @@ impl Relay {
     /// missing for the imports that remain.
     async fn maintain_loop(self) {
         let mut stop = self.inner.stop.subscribe();
-        // The first pass at once: the registry tells which nodes have a relay.
+        // The first pass at once: the registry tells which nodes have no relay.
         let mut every = tokio::time::interval(MAINTAIN_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -565,9 +566,9 @@ impl Relay {
                 .map(|(r, _)| r)
                 .collect();
             if let Ok(nodes) = self.inner.db.nodes().await {
-                *lock(&self.inner.relayed_nodes) = nodes
+                *lock(&self.inner.relayless) = nodes
                     .into_iter()
-                    .filter(|n| !n.relay_addr.is_empty())
+                    .filter(|n| n.relay_addr.is_empty())
                     .map(|n| n.id)
                     .collect();
             }
@@ -618,7 +619,7 @@ impl signaling::placement::Cascade for Relay {
     /// False (the player is redirected) while this node drains, when the room's node
     /// runs no relay, or while a link to it has failed lately.
     fn import(&self, room: &RoomId, home: &str) -> bool {
-        let reachable = lock(&self.inner.relayed_nodes).iter().any(|n| n == home)
+        let reachable = !lock(&self.inner.relayless).iter().any(|n| n == home)
             && !lock(&self.inner.failed).contains_key(home);
         if self.inner.media.is_draining() || !reachable {
             return false;

@@ -98,6 +98,10 @@ fn spawn_at(
     // Keep reading the log to its end: a closed pipe would break the server's logging.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // SC_DEBUG_RELAY=1 shows the nodes' relay log lines (with --nocapture).
+            if std::env::var("SC_DEBUG_RELAY").is_ok() && line.contains("relay") {
+                eprintln!("{line}");
+            }
             if let Ok(v) = serde_json::from_str::<Value>(&line)
                 && let Some(http) = v["fields"]["http"].as_str()
             {
@@ -1193,6 +1197,16 @@ async fn a_cut_relay_link_heals_and_the_players_hear_the_room_again() {
         token("phone", true),
         &["--seconds", "45", "--freq", "440"],
     ));
+    // The room is a's once its publisher is there (a player reaching b first would
+    // place it on b).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while metric(&http, &a.base, "streamcore_tracks{worker=\"0\"}").await != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the publisher never published on a"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // A player on b listens through the cut and after it; it keeps b importing.
     let long_player = run(lab(
         "play",
