@@ -65,6 +65,8 @@ pub struct RunningServer {
     pub relay: Option<crate::relay::Relay>,
     /// The room protocol's sockets, told to move when the node drains.
     rooms: signaling::room::RoomState<MediaWorkers>,
+    /// The WHIP/WHEP sessions' events, told to reconnect when the node drains.
+    pub session_events: Arc<signaling::session_events::SessionEvents>,
     /// Sends participants of rooms that live elsewhere there (`cluster::keep_rooms_whole`).
     keeper: tokio::task::JoinHandle<()>,
     /// Set when the node drains: it takes no rooms from then on.
@@ -467,6 +469,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             placement: placement.clone(),
         },
     );
+    let session_events = Arc::new(signaling::session_events::SessionEvents::default());
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -481,6 +484,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             cascade: relay
                 .clone()
                 .map(|r| Arc::new(r) as Arc<dyn signaling::placement::Cascade>),
+            events: session_events.clone(),
         }))
         .merge(signaling::room::router(rooms.clone()))
         .merge(api_router(settings, &api))
@@ -545,6 +549,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         cluster,
         relay,
         rooms,
+        session_events,
         draining,
         region: settings.cluster.region.clone(),
     })
@@ -726,7 +731,8 @@ impl RunningServer {
     }
 
     /// Places this node's rooms on other nodes and tells their `/rtc` participants to
-    /// join there.
+    /// join there, and their WHIP/WHEP sessions (those of rooms relayed here too) to
+    /// open again on the room's node.
     async fn move_rooms_away(&self) {
         let mut people = std::collections::HashMap::<String, usize>::new();
         for room in self
@@ -762,6 +768,30 @@ impl RunningServer {
             })
             .collect();
         self.rooms.move_rooms(moves);
+        let served: Vec<String> = self
+            .workers
+            .session_rooms()
+            .into_iter()
+            .map(|(r, _)| r.as_str().to_owned())
+            .collect();
+        match control_api::cluster::rooms_living_elsewhere(
+            &self.api.db,
+            &self.api.node_id,
+            &served,
+            true,
+        )
+        .await
+        {
+            Ok(elsewhere) => self.session_events.move_rooms(
+                elsewhere
+                    .into_iter()
+                    .filter_map(|(room, base)| Some((media_core::RoomId::parse(&room).ok()?, base)))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tell WHIP/WHEP sessions where their rooms went; they stay until the grace ends")
+            }
+        }
     }
 }
 

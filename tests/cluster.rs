@@ -916,28 +916,45 @@ async fn a_drained_nodes_people_move_to_another_node_and_it_exits() {
 
     // Empty, the drained node stops by itself and leaves the registry.
     let pos = c.nodes.iter().position(|(id, _)| *id == home).unwrap();
-    let (_, mut drained) = c.nodes.remove(pos);
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = drained.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the drained node did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    let (_, drained) = c.nodes.remove(pos);
+    let status = exit_of(drained, "the drained node").await;
     assert!(status.success(), "{status:?}");
     let r = c.registry().await;
     assert!(r.iter().all(|n| n["id"] != home.as_str()), "{r:#?}");
     // A new token for the room names its new node.
     let again = c.token(&room, json!({"subscribe": true})).await;
     assert_eq!(c.owner_of(again["whep_url"].as_str().unwrap()), new_home);
+}
+
+/// An operator drains the node a phone's live stream runs on (the phone page, WHIP)
+/// while a person listens (the listen page, WHEP): both sessions hear `reconnect` on
+/// their events, open again on the room's new node, and the listener hears the tone
+/// again within 5 s of the press; the drained node, empty, exits by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
+    let mut c = Cluster::start().await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let v = scenario(
+        "cluster_drain_pages",
+        &c.api.base,
+        &["--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+    )
+    .await;
+    let drained = v["drained"].as_str().unwrap().to_owned();
+    assert_eq!(c.owner_of(v["whip_before"].as_str().unwrap()), drained);
+    let to = c.owner_of(v["whip_after"].as_str().unwrap());
+    assert_ne!(to, drained, "{v}");
+    assert_eq!(c.owner_of(v["whep_after"].as_str().unwrap()), to, "{v}");
+    let back = v["receiving_again_ms"].as_u64().unwrap();
+    assert!(
+        back < 5000,
+        "the listener received audio again {back} ms after the drain: {v}"
+    );
+    let pos = c.nodes.iter().position(|(id, _)| *id == drained).unwrap();
+    let (_, p) = c.nodes.remove(pos);
+    let status = exit_of(p, "the drained node, once its sessions moved").await;
+    assert!(status.success(), "{status:?}");
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in
@@ -983,6 +1000,23 @@ async fn a_dead_nodes_people_are_back_on_another_node_within_seconds() {
         back < 5000,
         "the subscriber decoded again {back} ms after the kill: {v}"
     );
+}
+
+/// The exit status of a node that should stop by itself within 20 s (`what` it is,
+/// for the failure).
+async fn exit_of(mut p: Proc, what: &'static str) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = p.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap()
 }
 
 /// Every series of `name` on a node's `/metrics`, by its `node` label.

@@ -175,6 +175,129 @@ async fn draining_refuses_new_sessions_and_keeps_old_ones() {
     srv.stop().await;
 }
 
+/// A session's events (the WHEP draft's server-sent events): asked for with the
+/// session's token, read without one at the URL handed back; a move of the session's
+/// room (a drain) arrives as `reconnect` with the endpoint on the room's new node, a
+/// move of another room does not, and the stream ends with its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_events_tell_it_where_to_reconnect() {
+    let srv = TestServer::start().await;
+    let token = srv.subscribe_token("ev", "b");
+    let resp = srv
+        .http
+        .post(format!("{}/whep/ev", srv.base))
+        .header("Content-Type", "application/sdp")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(common::offer(&[Audio], media_core::str0m::media::Direction::RecvOnly).3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let links: Vec<String> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let events = format!("{location}/events");
+    assert!(
+        links.contains(&format!(
+            "<{events}>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"reconnect\""
+        )),
+        "{links:?}"
+    );
+    let ask = |token: Option<String>, body: &'static str| {
+        let mut r = srv
+            .http
+            .post(format!("{}{events}", srv.base))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        r.send()
+    };
+    assert_eq!(ask(None, r#"["reconnect"]"#).await.unwrap().status(), 401);
+    let other = srv.subscribe_token("ev", "someone else");
+    assert_eq!(
+        ask(Some(other), r#"["reconnect"]"#).await.unwrap().status(),
+        403
+    );
+    let bad = ask(Some(token.clone()), r#"{"reconnect": true}"#)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "malformed_events", "{body}");
+    let ok = ask(Some(token.clone()), r#"["reconnect", "layers"]"#)
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    let stream_at = ok.headers()["location"].to_str().unwrap().to_owned();
+    assert!(stream_at.starts_with(&format!("{events}/")), "{stream_at}");
+    let guessed = srv
+        .http
+        .get(format!("{}{events}/{}", srv.base, "0".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guessed.status(), 404, "a key that is not the session's");
+
+    let mut stream = srv
+        .http
+        .get(format!("{}{stream_at}", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let room = |s: &str| media_core::RoomId::parse(s).unwrap();
+    let events_ = &srv.server().session_events;
+    events_.move_rooms([(room("elsewhere"), "http://n1.example".to_owned())].into());
+    events_.move_rooms(
+        [
+            (room("elsewhere"), "http://n1.example".to_owned()),
+            (room("ev"), "http://n2.example/".to_owned()),
+        ]
+        .into(),
+    );
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !text.contains("\n\n") || !text.contains("reconnect") {
+            let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .expect("a reconnect event");
+    assert!(text.contains("event: reconnect\n"), "{text:?}");
+    assert!(
+        text.contains(r#"data: {"reason":"node_draining","url":"http://n2.example/whep/ev"}"#),
+        "{text:?}"
+    );
+    assert!(
+        !text.contains("n1.example"),
+        "another room's move: {text:?}"
+    );
+
+    // The session ends: so does its stream.
+    let deleted = srv
+        .http
+        .delete(format!("{}{location}", srv.base))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect("the stream ended with its session");
+    srv.stop().await;
+}
+
 /// Sends audio until `player` has received `more` further frames; how long it took.
 async fn audio_back(
     publisher: &mut common::Peer,

@@ -1,6 +1,6 @@
 //! # signaling: how clients reach the media plane
 //!
-//! WHIP/WHEP resources over HTTP ([`whip`]), the multi-party room protocol over a
+//! WHIP/WHEP resources over HTTP ([`whip`], their events: [`session_events`]), the multi-party room protocol over a
 //! WebSocket ([`room`], `/rtc`), join-token verification ([`token`]),
 //! and the one error-to-HTTP mapping ([`error`]). The media plane is behind the
 //! [`backend::MediaBackend`] trait, so this crate holds no sockets and no `Rtc`s.
@@ -19,6 +19,7 @@ pub mod placement;
 pub mod room;
 pub mod room_authority;
 pub mod sdpfrag;
+pub mod session_events;
 pub mod token;
 pub mod whip;
 

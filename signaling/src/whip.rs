@@ -6,6 +6,8 @@
 //! | `POST` | `/whep/{room}` | play: likewise, for a player |
 //! | `PATCH` | `/whip/{room}/{session}`, `/whep/…` | trickle ICE candidates (`application/trickle-ice-sdpfrag`); with `If-Match: *`, an ICE restart |
 //! | `DELETE` | `/whip/{room}/{session}`, `/whep/…` | end the session |
+//! | `POST` | `/whip/{room}/{session}/events`, `/whep/…` | ask for the session's events (`["reconnect"]`): `201` + `Location` of the stream |
+//! | `GET` | `…/events/{key}` | the events, `text/event-stream`, no token ([`crate::session_events`]) |
 //! | `OPTIONS` | any of the above | `204` with the allowed methods (a CORS preflight) |
 //!
 //! Every request carries `Authorization: Bearer <join token>`. The token must name the
@@ -29,8 +31,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use media_core::{PeerRole, RemoteIceCreds, RoomId, SfuError};
 use tracing::info;
 
@@ -38,6 +41,7 @@ use crate::backend::{BackendError, MediaBackend, OpenSession, SessionId, Session
 use crate::error::ApiError;
 use crate::ice_servers::{IceServerConfig, link_headers};
 use crate::sdpfrag::{self, IceFragment};
+use crate::session_events::{EVENTS, EVENTS_REL, SessionEvents};
 use crate::token::{JoinGrant, JoinTokenVerifier, TokenError};
 
 /// Largest SDP body accepted.
@@ -58,6 +62,8 @@ pub struct SignalingState<B> {
     pub placement: crate::placement::SharedPlacement,
     /// … or, for WHEP players, served here over the relay from that node.
     pub cascade: crate::placement::SharedCascade,
+    /// Tells sessions where to reconnect when the node drains.
+    pub events: Arc<SessionEvents>,
 }
 
 impl<B> Clone for SignalingState<B> {
@@ -70,6 +76,7 @@ impl<B> Clone for SignalingState<B> {
             rooms: self.rooms.clone(),
             placement: self.placement.clone(),
             cascade: self.cascade.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -91,6 +98,16 @@ pub fn router<B: MediaBackend>(state: SignalingState<B>) -> Router {
                 .delete(delete_session::<B>)
                 .options(options_resource),
         )
+        .route(
+            "/whip/{room}/{session}/events",
+            post(open_events::<B>).options(options_endpoint),
+        )
+        .route(
+            "/whep/{room}/{session}/events",
+            post(open_events::<B>).options(options_endpoint),
+        )
+        .route("/whip/{room}/{session}/events/{key}", get(events::<B>))
+        .route("/whep/{room}/{session}/events/{key}", get(events::<B>))
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(state)
@@ -254,6 +271,13 @@ async fn open<B: MediaBackend>(
             h.append(header::LINK, v);
         }
     }
+    // Where the client hears that it should reconnect elsewhere (the node drains).
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "<{location}/events>; rel=\"{EVENTS_REL}\"; events=\"{}\"",
+        EVENTS.join(",")
+    )) {
+        h.append(header::LINK, v);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
@@ -355,8 +379,96 @@ async fn delete_session<B: MediaBackend>(
 ) -> Result<Response, ApiError> {
     let (room, id, _) = owned_session(&st, &room, &session, &headers)?;
     st.backend.close_session(&id).await.map_err(backend_error)?;
+    st.events.forget(&id);
     info!(%room, session = %id, "session deleted");
     Ok(StatusCode::OK.into_response())
+}
+
+/// Asks for a session's events: a JSON list of event names in, the stream's URL out
+/// (`201`, `Location`). Names this node does not send are ignored.
+async fn open_events<B: MediaBackend>(
+    State(st): State<SignalingState<B>>,
+    Path((room, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (room, id, owner) = owned_session(&st, &room, &session, &headers)?;
+    let malformed = || {
+        ApiError::bad_request(
+            "malformed_events",
+            format!(
+                "send a JSON list of event names, such as [\"reconnect\"]; this node sends {}",
+                EVENTS.join(", ")
+            ),
+        )
+    };
+    if !body.is_empty() {
+        let wanted: Vec<String> = serde_json::from_slice(&body).map_err(|_| malformed())?;
+        if !wanted.iter().any(|w| EVENTS.contains(&w.as_str())) {
+            return Err(malformed());
+        }
+    }
+    let backend = st.backend.clone();
+    let key = st.events.open(&id, |s| backend.session_owner(s).is_some());
+    let prefix = resource_prefix(owner.role);
+    let location = format!("/{prefix}/{room}/{}/events/{key}", id.as_str());
+    info!(%room, session = %id, "session events asked for");
+    let mut resp = StatusCode::CREATED.into_response();
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("room, session and key are URL-safe ASCII"),
+    );
+    Ok(resp)
+}
+
+/// The path prefix of a session's resources: `whep` for players, `whip` for publishers.
+fn resource_prefix(role: PeerRole) -> &'static str {
+    if role == PeerRole::Subscriber {
+        "whep"
+    } else {
+        "whip"
+    }
+}
+
+/// A session's events, as `text/event-stream`; ends when the session does.
+async fn events<B: MediaBackend>(
+    State(st): State<SignalingState<B>>,
+    Path((room, session, key)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let unknown = || ApiError::not_found("no such event stream");
+    let room = parse_room(&room)?;
+    let id = SessionId::parse(&session).ok_or_else(unknown)?;
+    let owner = st.backend.session_owner(&id).ok_or_else(unknown)?;
+    if owner.room != room || !st.events.check(&id, &key) {
+        return Err(unknown());
+    }
+    let prefix = resource_prefix(owner.role);
+    let moves = st.events.watch(room.clone());
+    let backend = st.backend.clone();
+    let stream = futures_util::stream::unfold(
+        (moves, backend, id, room),
+        move |(mut moves, backend, id, room)| async move {
+            let mut alive = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    to = moves.next() => {
+                        let url = format!("{}/{prefix}/{room}", to.base_url.trim_end_matches('/'));
+                        info!(%room, session = %id, to = %url, "session told to reconnect");
+                        let data = serde_json::json!({"url": url, "reason": "node_draining"});
+                        let event = Event::default().event("reconnect").data(data.to_string());
+                        return Some((Ok::<_, std::convert::Infallible>(event), (moves, backend, id, room)));
+                    }
+                    _ = alive.tick() => {
+                        // The session ended: so does its stream.
+                        backend.session_owner(&id)?;
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Checks that the session exists in this room and that the caller's token is for

@@ -724,7 +724,9 @@ export class QualityMonitor extends Emitter {
  * @property {QualityReport} quality
  * @property {MediaStreamTrack} track a received track (WHEP)
  * @property {{}} restarted ICE was restarted on the same session (a network change)
- * @property {StreamCoreError} error a restart that failed (the next one retries)
+ * @property {{url: string, reason: string}} moving the node drains: the session opens again at `url`
+ * @property {{url: string, reason: string}} moved the session runs at `url` now (WHEP: its tracks replaced the old ones in `stream`)
+ * @property {StreamCoreError} error a restart that failed (the next one retries), or a move that failed (`move_failed`; the old session runs on)
  */
 
 /**
@@ -789,6 +791,21 @@ export function iceServersFromLinks(header) {
 }
 
 /**
+ * The URL of a session's events in a WHIP/WHEP `201`'s `Link` header (the WHEP
+ * draft's server-sent events relation), if the node has them.
+ * @param {string|null} header
+ * @returns {string|null}
+ */
+export function eventsFromLinks(header) {
+  if (!header) return null;
+  for (const link of header.split(/,(?=\s*<)/)) {
+    const url = /<([^>]*)>/.exec(link)?.[1];
+    if (url && /;\s*rel="?urn:ietf:params:whep:ext:core:server-sent-events"?/.test(link)) return url;
+  }
+  return null;
+}
+
+/**
  * The node's answer with the credentials and candidates of an ICE restart's answer
  * `frag`: everything else negotiated still holds (RFC 9725 §4.4).
  * @param {string} answer
@@ -829,6 +846,10 @@ export const SIMULCAST_LAYERS = /** @type {const} */ ([
  * on the same session by itself (RFC 9725 §4.4): a `PATCH` with `If-Match: *` and new
  * credentials, answered with the node's. The session, its tracks and its players are
  * kept; `restarted` is emitted when media can flow again.
+ *
+ * A node that drains tells its sessions where their room is served now (a
+ * `reconnect` event); the session opens there with the same token and tracks, then
+ * ends the old one (`moving`, `moved`).
  * @extends {Emitter<SessionStreamEvents>}
  */
 class HttpMediaSession extends Emitter {
@@ -852,6 +873,12 @@ class HttpMediaSession extends Emitter {
   #iceWatch = null;
   /** @type {(() => void)[]} */
   #unlisten = [];
+  /** @type {EventSource|null} the session's events (`reconnect`), when the node has them */
+  #events = null;
+  /** @type {((pc: RTCPeerConnection) => void)|null} adds the session's transceivers to a new connection */
+  #setup = null;
+  /** @type {Promise<void>|null} */
+  #moving = null;
 
   /**
    * @param {{url: string, token: string, iceServers?: RTCIceServer[], iceTransportPolicy?: RTCIceTransportPolicy}} opts
@@ -868,14 +895,22 @@ class HttpMediaSession extends Emitter {
     this.iceTransportPolicy = opts.iceTransportPolicy ?? 'all';
   }
 
-  /** @protected */
-  newPeerConnection() {
+  /**
+   * A new connection with the session's transceivers (`setup` adds them); kept, so
+   * that the session can open again elsewhere when its node drains.
+   * @protected
+   * @param {(pc: RTCPeerConnection) => void} setup
+   */
+  newPeerConnection(setup) {
+    this.#setup = setup;
     const pc = new RTCPeerConnection({
       iceServers: this.iceServers,
       iceTransportPolicy: this.iceTransportPolicy,
       bundlePolicy: 'max-bundle',
     });
     pc.addEventListener('connectionstatechange', () => {
+      // A connection left behind by a move says nothing about the session.
+      if (pc !== this.pc) return;
       this.emit('state', pc.connectionState);
       this.#onPeerState(pc);
     });
@@ -886,6 +921,7 @@ class HttpMediaSession extends Emitter {
     this.quality = new QualityMonitor(pc);
     this.quality.on('quality', (q) => this.emit('quality', q));
     this.#watchNetwork();
+    setup(pc);
     return pc;
   }
 
@@ -958,6 +994,127 @@ class HttpMediaSession extends Emitter {
     await pc.setRemoteDescription({ type: 'answer', sdp: this.#answer });
     this.quality?.start();
     this.#flushCandidates();
+    this.#followEvents(res.headers.get('link')).catch(() => {
+      // Events are a help: without them the session still works until its node stops.
+    });
+  }
+
+  /**
+   * Asks for the session's events, when its `201` links them (the WHEP draft's
+   * server-sent events); a `reconnect` opens the session again where it says.
+   * @param {string|null} link
+   */
+  async #followEvents(link) {
+    const href = eventsFromLinks(link);
+    const resource = this.resource;
+    if (!href || !resource) return;
+    const at = new URL(href, this.url).toString();
+    const res = await fetch(at, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
+      body: JSON.stringify(['reconnect']),
+    });
+    const location = res.headers.get('location');
+    // The session may have moved or ended while the request was out.
+    if (res.status !== 201 || !location || this.resource !== resource) return;
+    const events = new EventSource(new URL(location, at).toString());
+    events.addEventListener('reconnect', (e) => {
+      /** @type {{url?: string, reason?: string}} */
+      let data = {};
+      try {
+        data = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      } catch {
+        return;
+      }
+      if (typeof data.url === 'string' && this.resource === resource) this.moveTo(data.url, data.reason ?? 'moved');
+    });
+    this.#events = events;
+  }
+
+  /**
+   * Opens the session again at another endpoint (its node drains: a `reconnect`
+   * event) and then ends the old one, so the media never stops while it moves. Emits
+   * `moving` and then `moved`, or `error` (`move_failed`) after a few tries; the old
+   * session is kept until then.
+   * @param {string} url the endpoint (`…/whep/<room>`)
+   * @param {string} [reason]
+   * @returns {Promise<void>}
+   */
+  moveTo(url, reason = 'moved') {
+    if (!this.#moving) {
+      this.#moving = this.#move(new URL(url, this.url).toString(), reason).finally(() => {
+        this.#moving = null;
+      });
+    }
+    return this.#moving;
+  }
+
+  /**
+   * @param {string} url
+   * @param {string} reason
+   */
+  async #move(url, reason) {
+    const setup = this.#setup;
+    if (!setup || !this.pc || !this.resource) return;
+    this.emit('moving', { url, reason });
+    const old = {
+      url: this.url,
+      pc: this.pc,
+      resource: this.resource,
+      etag: this.etag,
+      answer: this.#answer,
+      quality: this.quality,
+      events: this.#events,
+      unlisten: this.#unlisten.splice(0),
+    };
+    this.#events = null;
+    /** @type {unknown} */
+    let failure = null;
+    for (const wait of [0, 500, 1000, 2000]) {
+      if (wait) await new Promise((r) => setTimeout(r, wait));
+      this.url = url;
+      this.resource = null;
+      this.newPeerConnection(setup);
+      try {
+        await this.exchange();
+        failure = null;
+        break;
+      } catch (e) {
+        failure = e;
+        this.quality?.stop();
+        if (this.pc !== old.pc) this.pc?.close();
+      }
+    }
+    if (failure) {
+      // Back to the old session: it runs until its node stops.
+      Object.assign(this, { url: old.url, pc: old.pc, resource: old.resource, etag: old.etag, quality: old.quality });
+      this.#answer = old.answer;
+      this.#events = old.events;
+      this.#unlisten.push(...old.unlisten);
+      this.emit(
+        'error',
+        new StreamCoreError('move_failed', `could not move the session to ${url}: ${failure instanceof Error ? failure.message : String(failure)}`),
+      );
+      return;
+    }
+    old.quality?.stop();
+    old.events?.close();
+    for (const off of old.unlisten) off();
+    this.retire(old.pc);
+    old.pc.close();
+    fetch(old.resource, { method: 'DELETE', headers: { authorization: `Bearer ${this.token}` } }).catch(() => {
+      // The old node may be gone already; it ends the session itself then.
+    });
+    this.emit('moved', { url: this.url, reason });
+  }
+
+  /**
+   * What a subclass lets go of when the session moved off `pc`.
+   * @protected
+   * @param {RTCPeerConnection} pc
+   */
+  retire(pc) {
+    void pc;
   }
 
   /**
@@ -1037,6 +1194,8 @@ class HttpMediaSession extends Emitter {
   #close() {
     if (this.#iceWatch) clearTimeout(this.#iceWatch);
     this.#iceWatch = null;
+    this.#events?.close();
+    this.#events = null;
     for (const off of this.#unlisten.splice(0)) off();
     this.pc?.close();
   }
@@ -1070,16 +1229,17 @@ export class WhipPublisher extends HttpMediaSession {
    * @param {{simulcast?: boolean}} [opts] send video as three simulcast layers
    */
   async publish(tracks, opts = {}) {
-    const pc = this.newPeerConnection();
     const stream = new MediaStream(tracks);
-    for (const track of tracks) {
-      /** @type {RTCRtpTransceiverInit} */
-      const init = { direction: 'sendonly', streams: [stream] };
-      if (track.kind === 'video' && opts.simulcast) {
-        init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+    this.newPeerConnection((pc) => {
+      for (const track of tracks) {
+        /** @type {RTCRtpTransceiverInit} */
+        const init = { direction: 'sendonly', streams: [stream] };
+        if (track.kind === 'video' && opts.simulcast) {
+          init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+        }
+        pc.addTransceiver(track, init);
       }
-      pc.addTransceiver(track, init);
-    }
+    });
     await this.exchange();
   }
 
@@ -1115,14 +1275,25 @@ export class WhepPlayer extends HttpMediaSession {
    * @param {{audio?: boolean, video?: boolean}} [what] default: both
    */
   async play(what = {}) {
-    const pc = this.newPeerConnection();
-    pc.addEventListener('track', (e) => {
-      this.stream.addTrack(e.track);
-      this.emit('track', e.track);
+    this.newPeerConnection((pc) => {
+      pc.addEventListener('track', (e) => {
+        this.stream.addTrack(e.track);
+        this.emit('track', e.track);
+      });
+      if (what.audio !== false) pc.addTransceiver('audio', { direction: 'recvonly' });
+      if (what.video !== false) pc.addTransceiver('video', { direction: 'recvonly' });
     });
-    if (what.audio !== false) pc.addTransceiver('audio', { direction: 'recvonly' });
-    if (what.video !== false) pc.addTransceiver('video', { direction: 'recvonly' });
     await this.exchange();
+  }
+
+  /**
+   * The moved session's tracks replaced the old connection's in `stream`.
+   * @protected
+   * @override
+   * @param {RTCPeerConnection} pc
+   */
+  retire(pc) {
+    for (const r of pc.getReceivers()) this.stream.removeTrack(r.track);
   }
 }
 

@@ -160,6 +160,24 @@ const startListening = async () => {
       stopListening();
     }
   });
+  // The server is taken down for maintenance: the player moves to another one.
+  p.on('moving', () => {
+    if (player === p) say(message, 'This server is going down for maintenance: moving you to another one…', 'info');
+  });
+  p.on('moved', () => {
+    if (player !== p) return;
+    say(message, '');
+    // The stream's tracks are the new server's now: play them.
+    audio.srcObject = p.stream;
+    video.srcObject = p.stream;
+    audio.play().catch(() => say(message, 'Press play on the audio player to hear it.', 'info'));
+    video.play().catch(() => {});
+  });
+  p.on('error', (e) => {
+    if (e.code === 'move_failed' && player === p) {
+      say(message, 'Could not move to another server; you hear this one until it stops, then press “Listen live” again.');
+    }
+  });
   await p.play();
   player = p;
   audio.srcObject = p.stream;

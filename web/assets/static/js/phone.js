@@ -446,6 +446,18 @@ async function phone(session) {
         stopLive();
       }
     });
+    // The server is taken down for maintenance: the stream moves to another one.
+    p.on('moving', () => {
+      if (publisher === p) say(message, 'The server is going down for maintenance: moving the live stream to another one…', 'info');
+    });
+    p.on('moved', () => {
+      if (publisher === p) say(message, '');
+    });
+    p.on('error', (e) => {
+      if (e.code === 'move_failed' && publisher === p) {
+        say(message, 'The live stream could not move to another server; it stops when this one does. Press “Go live” again then.');
+      }
+    });
     try {
       await p.publish(tracks);
     } catch (e) {
