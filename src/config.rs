@@ -394,6 +394,11 @@ pub struct RecordingSettings {
     pub s3_secret_access_key: Option<String>,
     /// Items (packets) queued between the SFU and one recording before it refuses more.
     pub queue: usize,
+    /// `spool_dir` is storage every node of the cluster mounts: each node spools in
+    /// its own directory under it (named by its node id), and takes over the
+    /// recordings of a node silent for 15 s (finished as `interrupted`, uploaded).
+    #[serde(default)]
+    pub shared_spool: bool,
 }
 
 impl std::fmt::Debug for RecordingSettings {
@@ -410,6 +415,7 @@ impl std::fmt::Debug for RecordingSettings {
                 &self.s3_secret_access_key.as_ref().map(|_| "***"),
             )
             .field("queue", &self.queue)
+            .field("shared_spool", &self.shared_spool)
             .finish()
     }
 }
@@ -747,6 +753,7 @@ impl Default for Settings {
                 s3_access_key_id: None,
                 s3_secret_access_key: None,
                 queue: 8192,
+                shared_spool: false,
             },
             worker: WorkerSettings::default(),
             turn: TurnSettings::default(),

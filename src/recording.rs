@@ -53,6 +53,8 @@ pub struct RunningRecorder {
     /// Tells the writer to apply what is queued and stop (the service, held by the
     /// API's state, outlives shutdown, so its channel never closes by itself).
     stop_writer: tokio::sync::oneshot::Sender<()>,
+    /// Takes over the recordings of dead nodes (`recording.shared_spool`).
+    adopter: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningRecorder {
@@ -64,14 +66,29 @@ impl RunningRecorder {
         workers: Arc<MediaWorkers>,
         metrics: Metrics,
     ) -> anyhow::Result<RunningRecorder> {
-        let (config, store_config) = settings.recorder_config();
+        let (mut config, store_config) = settings.recorder_config();
+        // A spool the cluster's nodes share: each writes its own part of it.
+        let shared_root = settings
+            .recording
+            .shared_spool
+            .then(|| config.spool.clone());
+        if let Some(root) = &shared_root {
+            config.spool = root.join(recorder::spool::safe_name(&api.node_id));
+        }
         let store = ObjectStore::open(&store_config).context("opening the recordings store")?;
-        info!(store = store.description(), spool = %config.spool.display(), "recordings");
+        info!(store = store.description(), spool = %config.spool.display(), shared = shared_root.is_some(), "recordings");
         let spool = config.spool.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let (recorder, uploader) =
             Recorder::start(config, store, tx).context("opening the recording spool")?;
         mark_lost(api, &spool).await;
+        let adopter = shared_root.map(|root| {
+            tokio::spawn(adopt_dead_nodes_recordings(
+                api.clone(),
+                recorder.clone(),
+                root,
+            ))
+        });
         let (stop_writer, stopped) = tokio::sync::oneshot::channel();
         let writer = tokio::spawn(apply_events(api.clone(), rx, metrics.clone(), stopped));
         Ok(RunningRecorder {
@@ -84,12 +101,16 @@ impl RunningRecorder {
             uploader,
             writer,
             stop_writer,
+            adopter,
         })
     }
 
     /// Stops every recording (files closed), then gives the uploader and the event
     /// writer `grace` to finish; what is left is picked up at the next start.
     pub async fn shutdown(self, grace: Duration) {
+        if let Some(a) = &self.adopter {
+            a.abort();
+        }
         self.service.stop_all("shutdown").await;
         let deadline = tokio::time::Instant::now() + grace;
         let _ = tokio::time::timeout_at(deadline, async {
@@ -203,6 +224,52 @@ impl RecordingControl for RecordingService {
 
 /// Rows this node left `recording` with no spool directory to finish them from
 /// (the spool was lost): they fail, with the reason.
+/// How long a node is silent before its recordings are taken over. Longer than the
+/// 3 s after which its rooms are placed elsewhere: a node whose database connection
+/// stalls for a few seconds keeps writing its recordings, and they must stay its own.
+const ADOPT_AFTER: Duration = Duration::from_secs(15);
+
+/// With a spool the nodes share (`recording.shared_spool`): every second, the
+/// recordings of each node silent for [`ADOPT_AFTER`] are taken into this node's
+/// spool, finished as `interrupted` with what was spooled, and uploaded, so a node
+/// that dies loses no recording (`Recorder::adopt`; of two nodes adopting at once,
+/// each recording goes to one).
+async fn adopt_dead_nodes_recordings(api: AppState, recorder: Recorder, root: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let nodes = match api.db.nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "could not read the registry for dead nodes' recordings");
+                continue;
+            }
+        };
+        let silent_since = control_api::auth::now_millis() - ADOPT_AFTER.as_millis() as i64;
+        for node in nodes
+            .into_iter()
+            .filter(|n| n.id != *api.node_id && n.heartbeat_at < silent_since)
+        {
+            let dir = root.join(recorder::spool::safe_name(&node.id));
+            if !dir.is_dir() {
+                continue;
+            }
+            let r = recorder.clone();
+            match tokio::task::spawn_blocking(move || r.adopt(&dir)).await {
+                Ok(Ok(taken)) if taken.is_empty() => {}
+                Ok(Ok(taken)) => {
+                    warn!(node = %node.id, recordings = ?taken, "took over a dead node's recordings: finished as interrupted, uploading")
+                }
+                Ok(Err(e)) => {
+                    warn!(node = %node.id, error = %e, "could not take over a dead node's recordings")
+                }
+                Err(e) => warn!(error = %e, "the recordings takeover panicked"),
+            }
+        }
+    }
+}
+
 async fn mark_lost(api: &AppState, spool: &std::path::Path) {
     let rows = match api.db.node_recordings(&api.node_id, "recording").await {
         Ok(r) => r,

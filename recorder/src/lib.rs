@@ -128,6 +128,39 @@ impl Recorder {
         ))
     }
 
+    /// Takes over the recordings of another recorder's spool `from` (a node that
+    /// died, its spool on storage this node shares): each is moved into this spool
+    /// (a rename, so of two nodes adopting at once each recording goes to one),
+    /// finished as [`upload::recover`] finishes a spool at start (`interrupted`) and
+    /// queued for upload. Returns the ids of the recordings taken.
+    pub fn adopt(&self, from: &Path) -> Result<Vec<String>, RecorderError> {
+        let mut taken = Vec::new();
+        let mut ids = Vec::new();
+        for dir in spool::recordings(from)? {
+            let Some(name) = dir.file_name() else {
+                continue;
+            };
+            let to = self.config.spool.join(name);
+            match std::fs::rename(&dir, &to) {
+                Ok(()) => {
+                    ids.push(name.to_string_lossy().into_owned());
+                    taken.push(to);
+                }
+                // Another node took it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RecorderError::io(&dir, e)),
+            }
+        }
+        if !taken.is_empty() {
+            spool::fsync_dir(&self.config.spool)?;
+        }
+        upload::recover_dirs(&taken, &self.events)?;
+        for dir in taken {
+            self.uploads.push(dir);
+        }
+        Ok(ids)
+    }
+
     /// True while closed recordings wait for (or are in) upload.
     pub fn has_pending_uploads(&self) -> bool {
         self.uploads.pending() > 0

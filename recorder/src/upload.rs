@@ -230,7 +230,16 @@ pub fn recover(
     events: &mpsc::UnboundedSender<RecorderEvent>,
 ) -> Result<Vec<PathBuf>, RecorderError> {
     let dirs = crate::spool::recordings(spool)?;
-    for dir in &dirs {
+    recover_dirs(&dirs, events)?;
+    Ok(dirs)
+}
+
+/// [`recover`] for the recordings in `dirs` (each a recording's spool directory).
+pub fn recover_dirs(
+    dirs: &[PathBuf],
+    events: &mpsc::UnboundedSender<RecorderEvent>,
+) -> Result<(), RecorderError> {
+    for dir in dirs {
         let mut m = match Manifest::read(dir) {
             Ok(m) => m,
             Err(e) => {
@@ -281,7 +290,7 @@ pub fn recover(
             });
         }
     }
-    Ok(dirs)
+    Ok(())
 }
 
 #[cfg(test)]

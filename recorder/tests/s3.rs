@@ -374,3 +374,58 @@ async fn a_recorder_killed_while_recording_is_finished_from_its_spool() {
     let _ = SystemTime::now();
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+/// A recorder process killed while recording, its spool on storage another recorder
+/// shares (a node that died, in a cluster): the other one adopts the recording,
+/// finishes it as `interrupted` with what reached the disk, and uploads it; the dead
+/// one's spool is left without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_recorders_recording_is_adopted_finished_and_uploaded_by_another() {
+    let py = python();
+    let moto = Moto::start(&py);
+    let shared = temp("adopted");
+    let (dead, alive) = (shared.join("node-a"), shared.join("node-b"));
+    std::fs::create_dir_all(&dead).unwrap();
+    let child = spawn_child("record", &dead, &moto);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(dead.join("progress"))
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        < 200
+    {
+        assert!(Instant::now() < deadline, "the child did not record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(child);
+    let store = Store::open(&moto.store_config()).unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (rec, _task) = Recorder::start(config(&alive), store.clone(), tx).unwrap();
+    let taken = rec.adopt(&dead).unwrap();
+    assert_eq!(taken, ["rec-killed"]);
+    assert!(
+        recorder::spool::recordings(&dead).unwrap().is_empty(),
+        "moved out of the dead one's spool"
+    );
+    // Adopting again finds nothing: each recording goes to one recorder.
+    assert!(rec.adopt(&dead).unwrap().is_empty());
+    let stopped = next_event(&mut rx, Duration::from_secs(10), |k| {
+        matches!(k, RecorderEventKind::Stopped(_))
+    })
+    .await;
+    let RecorderEventKind::Stopped(m) = stopped.kind else {
+        unreachable!()
+    };
+    assert_eq!(m.stop_reason.as_deref(), Some("interrupted"));
+    next_event(&mut rx, Duration::from_secs(30), |k| {
+        matches!(k, RecorderEventKind::Uploaded { .. })
+    })
+    .await;
+    let data = store
+        .get(&object_key("podcast", "rec-killed", &m.tracks[0].file))
+        .await
+        .unwrap();
+    let samples = OggOpusReader::parse(&data).unwrap().samples().unwrap();
+    assert!(samples > 0, "what was spooled is uploaded");
+    let _ = std::fs::remove_dir_all(&shared);
+}
