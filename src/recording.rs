@@ -36,6 +36,8 @@ pub struct RecordingService {
     recorder: Recorder,
     workers: Arc<MediaWorkers>,
     active: Mutex<HashMap<String, Active>>,
+    /// Recordings another node continues (this one drains): they stop `handed_over`.
+    handed_over: Mutex<std::collections::HashSet<String>>,
     metrics: Metrics,
 }
 
@@ -55,6 +57,8 @@ pub struct RunningRecorder {
     stop_writer: tokio::sync::oneshot::Sender<()>,
     /// Takes over the recordings of dead nodes (`recording.shared_spool`).
     adopter: Option<tokio::task::JoinHandle<()>>,
+    /// Starts the recordings draining nodes hand over to this one.
+    continuer: tokio::task::JoinHandle<()>,
 }
 
 impl RunningRecorder {
@@ -91,17 +95,21 @@ impl RunningRecorder {
         });
         let (stop_writer, stopped) = tokio::sync::oneshot::channel();
         let writer = tokio::spawn(apply_events(api.clone(), rx, metrics.clone(), stopped));
+        let service = Arc::new(RecordingService {
+            recorder,
+            workers,
+            active: Mutex::new(HashMap::new()),
+            handed_over: Mutex::default(),
+            metrics,
+        });
+        let continuer = tokio::spawn(start_handed_over_recordings(api.clone(), service.clone()));
         Ok(RunningRecorder {
-            service: Arc::new(RecordingService {
-                recorder,
-                workers,
-                active: Mutex::new(HashMap::new()),
-                metrics,
-            }),
+            service,
             uploader,
             writer,
             stop_writer,
             adopter,
+            continuer,
         })
     }
 
@@ -111,6 +119,7 @@ impl RunningRecorder {
         if let Some(a) = &self.adopter {
             a.abort();
         }
+        self.continuer.abort();
         self.service.stop_all("shutdown").await;
         let deadline = tokio::time::Instant::now() + grace;
         let _ = tokio::time::timeout_at(deadline, async {
@@ -190,11 +199,50 @@ impl RecordingService {
             .map(|(id, _)| id.clone())
     }
 
+    /// Stops every recording, with `reason`, or `handed_over` for those another node
+    /// continues.
     pub async fn stop_all(&self, reason: &str) {
         let ids: Vec<String> = self.lock().keys().cloned().collect();
         for id in ids {
+            let handed_over = self
+                .handed_over
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id);
+            let reason = if handed_over { "handed_over" } else { reason };
             if let Err(e) = self.stop_recording(&id, reason).await {
                 warn!(recording = %id, error = %e, "stopping a recording failed");
+            }
+        }
+    }
+
+    /// This node drains and its rooms moved (`moved`: room, new node): each room's
+    /// recording here is continued by a recording on the room's new node, which
+    /// starts it at once, while this one goes on until the node stops (its people
+    /// move over meanwhile), so the two overlap and nothing is missed.
+    pub async fn hand_over(&self, api: &AppState, moved: &[(String, String)]) {
+        for (room, node) in moved {
+            let Some(id) = self.recording_of(room) else {
+                continue;
+            };
+            let old = match api.db.recording(&id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(recording = %id, error = %e, "could not read a recording to hand it over; it stops with this node");
+                    continue;
+                }
+            };
+            match control_api::routes::recordings::continue_recording(api, &old, node).await {
+                Ok(_) => {
+                    self.handed_over
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id);
+                }
+                Err(e) => {
+                    warn!(recording = %id, to = %node, error = %e, "could not hand a recording over; it stops with this node")
+                }
             }
         }
     }
@@ -222,8 +270,42 @@ impl RecordingControl for RecordingService {
     }
 }
 
-/// Rows this node left `recording` with no spool directory to finish them from
-/// (the spool was lost): they fail, with the reason.
+/// Starts the recordings a draining node handed over to this one (rows of this node,
+/// `recording`, continuing another, made after this node started), within a quarter
+/// of a second: the room's people are on their way here.
+async fn start_handed_over_recordings(api: AppState, service: Arc<RecordingService>) {
+    let started = control_api::auth::now_millis();
+    let mut tried = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let rows = match api.db.node_recordings(&api.node_id, "recording").await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "could not look for recordings handed over to this node");
+                continue;
+            }
+        };
+        for r in rows {
+            if r.continues.is_none() || r.started_at < started || !tried.insert(r.id.clone()) {
+                continue;
+            }
+            match service.start_recording(&r.id, &r.sfu_room).await {
+                Ok(()) => {
+                    info!(recording = %r.id, continues = ?r.continues, room = %r.sfu_room, "recording handed over to this node started")
+                }
+                Err(reason) => {
+                    warn!(recording = %r.id, room = %r.sfu_room, %reason, "a recording handed over could not start");
+                    if let Err(e) = mark_failed(&api, &r.id, &r.sfu_room, &reason).await {
+                        warn!(recording = %r.id, error = %e, "could not mark it failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How long a node is silent before its recordings are taken over. Longer than the
 /// 3 s after which its rooms are placed elsewhere: a node whose database connection
 /// stalls for a few seconds keeps writing its recordings, and they must stay its own.
@@ -270,6 +352,8 @@ async fn adopt_dead_nodes_recordings(api: AppState, recorder: Recorder, root: st
     }
 }
 
+/// Rows this node left `recording` with no spool directory to finish them from
+/// (the spool was lost): they fail, with the reason.
 async fn mark_lost(api: &AppState, spool: &std::path::Path) {
     let rows = match api.db.node_recordings(&api.node_id, "recording").await {
         Ok(r) => r,

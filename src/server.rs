@@ -757,6 +757,12 @@ impl RunningServer {
                 return;
             }
         };
+        // Recordings first: the new node starts them before the people arrive.
+        let to_nodes: Vec<(String, String)> = moved
+            .iter()
+            .map(|(room, to)| (room.clone(), to.node_id.clone()))
+            .collect();
+        self.recorder.service.hand_over(&self.api, &to_nodes).await;
         let moves = moved
             .into_iter()
             .filter_map(|(room, to)| {

@@ -982,7 +982,8 @@ async fn a_drained_nodes_people_move_to_another_node_and_it_exits() {
 /// An operator drains the node a phone's live stream runs on (the phone page, WHIP)
 /// while a person listens (the listen page, WHEP): both sessions hear `reconnect` on
 /// their events, open again on the room's new node, and the listener hears the tone
-/// again within 5 s of the press; the drained node, empty, exits by itself.
+/// again within 5 s of the press; the drained node, empty, exits by itself. The room's
+/// recording is handed over to the new node without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
     let mut c = Cluster::start().await;
@@ -991,7 +992,14 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
     let v = scenario(
         "cluster_drain_pages",
         &c.api.base,
-        &["--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+        &[
+            "--email",
+            ADMIN_EMAIL,
+            "--password",
+            ADMIN_PASSWORD,
+            "--admin-token",
+            &c.admin,
+        ],
     )
     .await;
     let drained = v["drained"].as_str().unwrap().to_owned();
@@ -1008,6 +1016,93 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
     let (_, p) = c.nodes.remove(pos);
     let status = exit_of(p, "the drained node, once its sessions moved").await;
     assert!(status.success(), "{status:?}");
+
+    // The room's recording was handed over: the new node's continues it, and began
+    // before the old one stopped (no gap). Each ends with what it recorded.
+    let room = v["room"].as_str().unwrap();
+    let first = v["recording"].as_str().unwrap();
+    let recordings = |c: &Cluster| {
+        let (http, url, admin) = (
+            c.http.clone(),
+            format!("{}/api/v1/rooms/{room}/recordings", c.api.base),
+            c.admin.clone(),
+        );
+        async move {
+            let (s, v) = get(&http, url, &admin).await;
+            assert_eq!(s, 200, "{v}");
+            v.as_array().unwrap().clone()
+        }
+    };
+    let all = recordings(&c).await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let old = all.iter().find(|r| r["id"] == first).unwrap().clone();
+    let next = all.iter().find(|r| r["id"] != first).unwrap().clone();
+    assert_eq!(next["continues"], first, "{next}");
+    assert_eq!(next["status"], "recording", "{next}");
+    assert_eq!(old["stop_reason"], "handed_over", "{old}");
+    assert!(
+        next["started_at"].as_i64().unwrap() <= old["stopped_at"].as_i64().unwrap(),
+        "the new node's recording began after the old one stopped: {old} {next}"
+    );
+    let (s, stopped) = post(
+        &c.http,
+        format!(
+            "{}/api/v1/rooms/{room}/recordings/{}/stop",
+            c.api.base,
+            next["id"].as_str().unwrap()
+        ),
+        Some(&c.admin),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{stopped}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = recordings(&c).await;
+        if all.iter().all(|r| r["status"] == "uploaded") {
+            for r in &all {
+                let heard = r["manifest"]["tracks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["duration_ms"].as_f64().unwrap_or(0.0))
+                    .fold(0.0, f64::max);
+                assert!(heard > 1000.0, "a part with {heard} ms of audio: {r}");
+            }
+            // The phone sent to both nodes for a moment: the new part's audio starts
+            // before the old part's ends (both nodes share this machine's clock).
+            let audio = |r: &Value| -> (f64, f64) {
+                r["manifest"]["tracks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["kind"] == "audio")
+                    .map(|t| {
+                        let from = t["first_sample_at"].as_f64().unwrap();
+                        (from, from + t["duration_ms"].as_f64().unwrap())
+                    })
+                    .fold((f64::MAX, 0.0_f64), |(a, b), (f, t)| (a.min(f), b.max(t)))
+            };
+            let (old_r, next_r) = (
+                all.iter().find(|r| r["id"] == first).unwrap(),
+                all.iter().find(|r| r["id"] != first).unwrap(),
+            );
+            let (_, old_end) = audio(old_r);
+            let (next_start, _) = audio(next_r);
+            assert!(
+                next_start <= old_end,
+                "a gap of {} ms between the parts",
+                next_start - old_end
+            );
+            println!("the parts overlap by {:.0} ms", old_end - next_start);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two parts were not uploaded: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in

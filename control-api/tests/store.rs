@@ -77,6 +77,7 @@ on_both_backends!(
     now_playing_with_its_event,
     relay_lease_has_one_holder,
     recordings_move_once_with_their_events,
+    a_recording_continues_on_another_node,
     jobs_are_claimed_by_one_worker_and_move_with_their_events,
     nodes_beat_drain_and_leave,
     a_room_has_one_home_until_its_node_dies,
@@ -1714,7 +1715,39 @@ fn recording(id: &str, room: &str, at: Millis) -> Recording {
         last_error: None,
         manifest: None,
         objects: None,
+        continues: None,
     }
+}
+
+/// A drained node's recording is continued on the room's new node: both record at
+/// once for a moment; still one active recording per room on a node.
+async fn a_recording_continues_on_another_node<S: Store>(s: &S) {
+    s.create_recording(&recording("r1", "room", T0), ev("e1", "room", T0))
+        .await
+        .unwrap();
+    let next = Recording {
+        node_id: "n2".into(),
+        continues: Some("r1".into()),
+        ..recording("r2", "room", T0 + 5)
+    };
+    s.create_recording(&next, ev("e2", "room", T0))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        s.create_recording(
+            &Recording {
+                node_id: "n2".into(),
+                ..recording("r3", "room", T0 + 6)
+            },
+            ev("e3", "room", T0)
+        )
+        .await,
+        "active recording of this room"
+    ));
+    let got = s.recording("r2").await.unwrap().unwrap();
+    assert_eq!(got.continues.as_deref(), Some("r1"));
+    assert_eq!(got.node_id, "n2");
+    assert_eq!(s.recording("r1").await.unwrap().unwrap().continues, None);
 }
 
 async fn recordings_move_once_with_their_events<S: Store>(s: &S) {

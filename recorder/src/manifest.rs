@@ -32,8 +32,9 @@ pub struct Manifest {
     /// Unix milliseconds.
     pub started_at: i64,
     pub stopped_at: Option<i64>,
-    /// Why it stopped: `requested`, `room_ended`, `shutdown`, `interrupted` (the
-    /// recorder died and the recording was finished from its spool at restart).
+    /// Why it stopped: `requested`, `room_ended`, `shutdown`, `handed_over` (its node
+    /// drained; a recording on the room's new node continues it), `interrupted` (the
+    /// recorder died and the recording was finished from its spool).
     pub stop_reason: Option<String>,
     /// Packets (and track notices) the SFU could not queue for this recording because
     /// the recorder was behind; they are missing from its files.

@@ -4,17 +4,20 @@ listen page on the control plane plays it (WHEP) from there. An administrator dr
 that node on the Servers page. Both sessions are told to reconnect (the sessions'
 server-sent events) and open again, with the same tokens, on the node the room moved
 to; the listener hears the tone again, and neither page shows an error. The time from
-the press until the listener receives audio again on its new connection is measured."""
+the press until the listener receives audio again on its new connection is measured.
+The room is recorded (through the control API, as its owner) from before the drain:
+the test checks that the recording was handed over to the new node."""
 
 import time
 import uuid
 
-from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_in, tagged_tone, wait_for
+from harness import PHONE, Failure, analyse, api, fixtures, inbound, run, sign_in, tagged_tone, wait_for
 
 
 def extra(p):
     p.add_argument("--email", required=True, help="an administrator's account to sign in with")
     p.add_argument("--password", required=True)
+    p.add_argument("--admin-token", required=True, help="the same administrator's access token, to record the room")
 
 
 PUBLISHER_URL_JS = "() => window.streamcorePhone.publisher()?.url ?? null"
@@ -54,6 +57,10 @@ def main(a, s):
     phone.get_by_role("button", name="Go live").click()
     wait_for("the phone to be live", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
     whip_before = phone.evaluate(PUBLISHER_URL_JS)
+    room = whip_before.split("/whip/")[1]
+    recording = api(base, "POST", f"/rooms/{room}/recordings", {}, a.admin_token)
+    if recording.get("status") != "recording":
+        raise Failure(f"the recording did not start: {recording}")
     phone.evaluate("() => { window.moved = 0; window.streamcorePhone.publisher().on('moved', () => { window.moved += 1; }); }")
 
     user.goto(f"{base}/")
@@ -116,6 +123,8 @@ def main(a, s):
     wait_for("the drained server to leave the list", lambda: admin.locator(f"#servers li[data-node='{drained}']").count() == 0, 30)
     return {
         "drained": drained,
+        "room": room,
+        "recording": recording["id"],
         "whip_before": whip_before,
         "whip_after": whip_after,
         "whep_after": whep_after,

@@ -58,8 +58,12 @@ pub struct RecordingView {
     pub started_at: i64,
     pub stopped_at: Option<i64>,
     pub uploaded_at: Option<i64>,
+    /// Why it stopped: `stopped` (asked), `handed_over` (its node drained; the
+    /// recording that `continues` it goes on), `interrupted` (its node died), ….
     pub stop_reason: Option<String>,
     pub failure: Option<String>,
+    /// The recording this one continues (its node drained while recording).
+    pub continues: Option<String>,
     /// The last failed upload attempt (uploads are retried until they succeed).
     pub last_error: Option<String>,
     /// The recorder's manifest: one entry per track file.
@@ -117,6 +121,7 @@ impl From<Recording> for RecordingView {
             uploaded_at: r.uploaded_at,
             stop_reason: r.stop_reason,
             failure: r.failure,
+            continues: r.continues,
             last_error: r.last_error,
             manifest: r.manifest.and_then(|m| serde_json::from_str(&m).ok()),
             objects: r.objects.and_then(|o| serde_json::from_str(&o).ok()),
@@ -288,6 +293,7 @@ pub async fn start_recording(
         last_error: None,
         manifest: None,
         objects: None,
+        continues: None,
     };
     let ev = recording_event(
         st,
@@ -317,6 +323,42 @@ pub async fn start_recording(
     }
     st.events_written();
     info!(recording = %rec.id, room = %rec.sfu_room, by = %started_by, "recording started");
+    Ok(rec)
+}
+
+/// A recording of `old`'s room on `node_id`, continuing `old` (its node drains and the
+/// room moved there): the row and its `recording.started` event. The node named
+/// starts it when it sees the row (its recorder is there, not here).
+pub async fn continue_recording(
+    st: &AppState,
+    old: &Recording,
+    node_id: &str,
+) -> Result<Recording, StoreError> {
+    let rec = Recording {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        node_id: node_id.to_owned(),
+        status: "recording".into(),
+        started_at: now_millis(),
+        stopped_at: None,
+        uploaded_at: None,
+        stop_reason: None,
+        failure: None,
+        last_error: None,
+        manifest: None,
+        objects: None,
+        continues: Some(old.id.clone()),
+        ..old.clone()
+    };
+    let ev = recording_event(
+        st,
+        EventType::RecordingStarted,
+        &rec.id,
+        &rec.sfu_room,
+        json!({ "started_by": rec.started_by, "node_id": rec.node_id, "continues": old.id }),
+    );
+    st.db.create_recording(&rec, ev).await?;
+    st.events_written();
+    info!(recording = %rec.id, continues = %old.id, room = %rec.sfu_room, node = %node_id, "recording handed over");
     Ok(rec)
 }
 

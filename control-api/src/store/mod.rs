@@ -327,6 +327,9 @@ pub struct Recording {
     pub last_error: Option<String>,
     pub manifest: Option<String>,
     pub objects: Option<String>,
+    /// The recording this one continues: its node drained, and the room's new node
+    /// took over (the two overlap for a moment, so nothing is missed).
+    pub continues: Option<String>,
 }
 
 /// A change of a recording: the new status and the fields it sets (`None` keeps a

@@ -214,6 +214,7 @@ fn recording_row(r: &PgRow) -> Result<Recording, sqlx::Error> {
         last_error: r.try_get("last_error")?,
         manifest: r.try_get("manifest")?,
         objects: r.try_get("objects")?,
+        continues: r.try_get("continues")?,
     })
 }
 
@@ -1044,8 +1045,8 @@ impl Store for PgStore {
     async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO recordings (id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "INSERT INTO recordings (id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&rec.id)
         .bind(&rec.room_id)
@@ -1062,6 +1063,7 @@ impl Store for PgStore {
         .bind(&rec.last_error)
         .bind(&rec.manifest)
         .bind(&rec.objects)
+        .bind(&rec.continues)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, "active recording of this room"))?;
@@ -1112,7 +1114,7 @@ impl Store for PgStore {
     }
 
     async fn recording(&self, id: &str) -> R<Option<Recording>> {
-        let row = sqlx::query("SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings WHERE id = $1")
+        let row = sqlx::query("SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings WHERE id = $1")
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -1123,7 +1125,7 @@ impl Store for PgStore {
 
     async fn room_recordings(&self, room_id: &str) -> R<Vec<Recording>> {
         let rows = sqlx::query(
-            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings \
              WHERE room_id = $1 ORDER BY started_at DESC, id",
         )
         .bind(room_id)
@@ -1134,7 +1136,7 @@ impl Store for PgStore {
 
     async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
         let rows = sqlx::query(
-            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings \
              WHERE node_id = $1 AND status = $2 ORDER BY started_at",
         )
         .bind(node_id)

@@ -243,6 +243,7 @@ fn recording_row(r: &SqliteRow) -> Result<Recording, sqlx::Error> {
         last_error: r.try_get("last_error")?,
         manifest: r.try_get("manifest")?,
         objects: r.try_get("objects")?,
+        continues: r.try_get("continues")?,
     })
 }
 
@@ -1058,8 +1059,8 @@ impl Store for SqliteStore {
     async fn create_recording(&self, rec: &Recording, event: OutboxEvent) -> R<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
-            "INSERT INTO recordings (id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO recordings (id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&rec.id)
         .bind(&rec.room_id)
@@ -1076,6 +1077,7 @@ impl Store for SqliteStore {
         .bind(&rec.last_error)
         .bind(&rec.manifest)
         .bind(&rec.objects)
+        .bind(&rec.continues)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, "active recording of this room"))?;
@@ -1126,7 +1128,7 @@ impl Store for SqliteStore {
     }
 
     async fn recording(&self, id: &str) -> R<Option<Recording>> {
-        let row = sqlx::query("SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings WHERE id = ?")
+        let row = sqlx::query("SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings WHERE id = ?")
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -1137,7 +1139,7 @@ impl Store for SqliteStore {
 
     async fn room_recordings(&self, room_id: &str) -> R<Vec<Recording>> {
         let rows = sqlx::query(
-            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings \
              WHERE room_id = ? ORDER BY started_at DESC, id",
         )
         .bind(room_id)
@@ -1148,7 +1150,7 @@ impl Store for SqliteStore {
 
     async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
         let rows = sqlx::query(
-            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects FROM recordings \
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings \
              WHERE node_id = ? AND status = ? ORDER BY started_at",
         )
         .bind(node_id)

@@ -791,6 +791,28 @@ export function iceServersFromLinks(header) {
 }
 
 /**
+ * Resolves when `pc` is connected, or after `ms` (whichever comes first).
+ * @param {RTCPeerConnection} pc
+ * @param {number} ms
+ * @returns {Promise<void>}
+ */
+function connectedWithin(pc, ms) {
+  return new Promise((resolve) => {
+    if (pc.connectionState === 'connected') return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('connectionstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.connectionState === 'connected' || pc.connectionState === 'failed' || pc.connectionState === 'closed') done();
+    };
+    const timer = setTimeout(done, ms);
+    pc.addEventListener('connectionstatechange', check);
+  });
+}
+
+/**
  * The URL of a session's events in a WHIP/WHEP `201`'s `Link` header (the WHEP
  * draft's server-sent events relation), if the node has them.
  * @param {string|null} header
@@ -1097,6 +1119,10 @@ class HttpMediaSession extends Emitter {
       );
       return;
     }
+    // The old session stops half a second after the new one connected (or after
+    // 5 s): the two overlap, so a recording of the room misses nothing in between.
+    await connectedWithin(/** @type {RTCPeerConnection} */ (this.pc), 5000);
+    await new Promise((r) => setTimeout(r, 500));
     old.quality?.stop();
     old.events?.close();
     for (const off of old.unlisten) off();
