@@ -135,12 +135,18 @@ impl Cluster {
     /// With `turn`, every node runs its embedded TURN server (one secret for the
     /// cluster).
     async fn start_with(turn: bool) -> Cluster {
+        Self::start_with_env(turn, &[]).await
+    }
+
+    /// [`Cluster::start_with`], each media node with the settings `node_env` too.
+    async fn start_with_env(turn: bool, node_env: &[(&str, &str)]) -> Cluster {
         let env = |node: bool| -> Vec<(String, String)> {
             // The nodes share the data dir, so their spool: each takes over a dead
             // one's recordings.
             let mut e = Vec::new();
             if node {
                 e.push(("STREAMCORE_RECORDING__SHARED_SPOOL".into(), "true".into()));
+                e.extend(node_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             }
             if !turn {
                 return e;
@@ -999,6 +1005,8 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
             ADMIN_PASSWORD,
             "--admin-token",
             &c.admin,
+            "--drain",
+            "publisher",
         ],
     )
     .await;
@@ -1103,6 +1111,52 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The room's node is full (the test gives each node room for one peer), so the
+/// listen page in Chromium plays the phone's stream from another node, which imports
+/// the room over the relay; that node is drained: the listener reconnects to the
+/// room's node and hears the tone again within 5 s, the phone stays where it is, and
+/// the drained node exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_relayed_from_another_node_reconnects_when_that_node_drains() {
+    let mut c = Cluster::start_with_env(false, &[("STREAMCORE_CLUSTER__CAPACITY", "1")]).await;
+    c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
+        .await;
+    let v = scenario(
+        "cluster_drain_pages",
+        &c.api.base,
+        &[
+            "--email",
+            ADMIN_EMAIL,
+            "--password",
+            ADMIN_PASSWORD,
+            "--admin-token",
+            &c.admin,
+            "--drain",
+            "listener",
+        ],
+    )
+    .await;
+    let home = c.owner_of(v["whip_before"].as_str().unwrap());
+    let relay_node = c.owner_of(v["whep_before"].as_str().unwrap());
+    assert_ne!(relay_node, home, "{v}");
+    assert_eq!(v["drained"], relay_node.as_str(), "{v}");
+    assert_eq!(c.owner_of(v["whep_after"].as_str().unwrap()), home, "{v}");
+    assert_eq!(v["whip_after"], v["whip_before"], "{v}");
+    let back = v["receiving_again_ms"].as_u64().unwrap();
+    assert!(
+        back < 5000,
+        "the listener received audio again {back} ms after the drain: {v}"
+    );
+    let pos = c
+        .nodes
+        .iter()
+        .position(|(id, _)| *id == relay_node)
+        .unwrap();
+    let (_, p) = c.nodes.remove(pos);
+    let status = exit_of(p, "the drained relay node").await;
+    assert!(status.success(), "{status:?}");
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in
