@@ -193,7 +193,8 @@ fn the_compose_cluster_starts_every_streamcore_service_with_valid_settings() {
     let mut nodes = Vec::new();
     for (name, svc) in services.iter().filter(|(_, s)| s.get("build").is_some()) {
         let role = svc["command"][0].as_str().unwrap().to_owned();
-        // Every StreamCore process shares the keys, and nothing else of its data dir.
+        // Every StreamCore process shares the keys (media nodes the spool too), and
+        // nothing else of its data dir.
         let volumes: Vec<&str> = svc["volumes"]
             .as_array()
             .unwrap()
@@ -251,7 +252,32 @@ fn the_compose_cluster_starts_every_streamcore_service_with_valid_settings() {
                 printed.contains("s3_bucket = \"recordings\""),
                 "{name}: {printed}"
             );
-            nodes.push((name.clone(), http, port));
+            // Its relay port is fixed and published (the others dial it at the
+            // host's address), and its spool is the nodes' shared one.
+            let relay = svc["environment"]["STREAMCORE_CLUSTER__RELAY_PORT"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                printed.contains(&format!("relay_port = {relay}")),
+                "{name}: {printed}"
+            );
+            let ports: Vec<&str> = svc["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert!(
+                ports.contains(&format!("{relay}:{relay}/udp").as_str()),
+                "{name}: {ports:?}"
+            );
+            assert!(
+                printed.contains("shared_spool = true")
+                    && volumes.contains(&"spool:/var/lib/streamcore/spool"),
+                "{name}: {printed}"
+            );
+            nodes.push((name.clone(), http, format!("{port}/{relay}")));
         }
         roles.push(role);
     }
