@@ -18,7 +18,9 @@
 //!   QUIC datagrams: CPU µs per packet of this (single) thread.
 //!
 //! `taskset -c 1 sc-relaybench [--subscribers N] [--seconds S] [--rounds R]
-//! [--streamcore PATH]`; the nodes are pinned to CPU 0.
+//! [--rate PPS] [--size BYTES] [--streamcore PATH]`; the nodes are pinned to CPU 0.
+//! The publisher sends 300 packets/s of 1100 bytes unless `--rate`/`--size` say
+//! otherwise (50 × 160 is an Opus voice, for many players per node).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -36,8 +38,14 @@ use signaling::Grants;
 use streamcore_benches::server::{Server, ServerSpec};
 use streamcore_benches::{Histogram, Summary};
 
-const RATE: u32 = 300;
-const SIZE: usize = 1100;
+/// What the publisher sends, and the link part's packets.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// Packets per second.
+    rate: u32,
+    /// Bytes per packet.
+    size: usize,
+}
 
 /// A str0m client over one UDP socket (a WHIP publisher or a WHEP player).
 struct Client {
@@ -134,9 +142,9 @@ impl Client {
         }
     }
 
-    /// One Opus-labelled frame, stamped with its send time.
-    fn send(&mut self, epoch: Instant) {
-        let mut data = vec![0x5a; SIZE];
+    /// One Opus-labelled frame of `size` bytes, stamped with its send time.
+    fn send(&mut self, epoch: Instant, size: usize) {
+        let mut data = vec![0x5a; size.max(8)];
         data[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
         let Some(w) = self.rtc.writer(self.mid) else {
             return;
@@ -166,15 +174,16 @@ struct Run {
     epoch: Instant,
     next: Instant,
     sent: u64,
+    stream: Stream,
 }
 
 impl Run {
     async fn drive(&mut self, secs: f64) {
-        let interval = Duration::from_secs_f64(1.0 / f64::from(RATE));
+        let interval = Duration::from_secs_f64(1.0 / f64::from(self.stream.rate));
         let end = Instant::now() + Duration::from_secs_f64(secs);
         while Instant::now() < end {
             if Instant::now() >= self.next {
-                self.publisher.send(self.epoch);
+                self.publisher.send(self.epoch, self.stream.size);
                 self.sent += 1;
                 self.next += interval;
             }
@@ -220,6 +229,7 @@ struct Args {
     subscribers: usize,
     seconds: u64,
     rounds: usize,
+    stream: Stream,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -232,6 +242,10 @@ fn parse_args() -> anyhow::Result<Args> {
         subscribers: 20,
         seconds: 6,
         rounds: 3,
+        stream: Stream {
+            rate: 300,
+            size: 1100,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -240,6 +254,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--subscribers" => a.subscribers = v.parse()?,
             "--seconds" => a.seconds = v.parse()?,
             "--rounds" => a.rounds = v.parse()?,
+            "--rate" => a.stream.rate = v.parse()?,
+            "--size" => a.stream.size = v.parse()?,
             "--streamcore" => a.streamcore = PathBuf::from(v),
             _ => bail!("unknown argument {k}"),
         }
@@ -286,7 +302,7 @@ async fn start_nodes(
 }
 
 /// Publisher on node 0, `per_node[i]` players on node i.
-async fn clients(nodes: &[Server], per_node: &[usize]) -> anyhow::Result<Run> {
+async fn clients(nodes: &[Server], per_node: &[usize], stream: Stream) -> anyhow::Result<Run> {
     let grants = |publish| Grants {
         publish,
         subscribe: !publish,
@@ -312,6 +328,7 @@ async fn clients(nodes: &[Server], per_node: &[usize]) -> anyhow::Result<Run> {
         epoch: now,
         next: now,
         sent: 0,
+        stream,
     };
     run.settle().await?;
     Ok(run)
@@ -360,14 +377,14 @@ async fn nodes_round(args: &Args) -> anyhow::Result<(NodeCost, Vec<NodeCost>)> {
     let n = args.subscribers;
     let one = {
         let (nodes, dir) = start_nodes(args, 1, 1, &[]).await?;
-        let mut run = clients(&nodes, &[3 * n]).await?;
+        let mut run = clients(&nodes, &[3 * n], args.stream).await?;
         let c = window(args, &nodes, &mut run).await?;
         drop(nodes);
         let _ = std::fs::remove_dir_all(dir);
         c.into_iter().next().context("one node")?
     };
     let (nodes, dir) = start_nodes(args, 3, 1, &[]).await?;
-    let mut run = clients(&nodes, &[n, n, n]).await?;
+    let mut run = clients(&nodes, &[n, n, n], args.stream).await?;
     let three = window(args, &nodes, &mut run).await?;
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);
@@ -383,7 +400,7 @@ async fn workers_round(args: &Args, split: bool) -> anyhow::Result<(f64, f64)> {
         if split { n.to_string() } else { "0".into() },
     )];
     let (nodes, dir) = start_nodes(args, 1, 2, &env).await?;
-    let mut run = clients(&nodes, &[2 * n]).await?;
+    let mut run = clients(&nodes, &[2 * n], args.stream).await?;
     run.drive(2.0).await;
     run.clear();
     let sent0 = run.sent;
@@ -415,7 +432,7 @@ async fn workers_round(args: &Args, split: bool) -> anyhow::Result<(f64, f64)> {
 }
 
 /// CPU µs per packet of this thread: plain QUIC datagrams, then the relay's code.
-async fn link_round(packets: u64) -> anyhow::Result<(f64, f64)> {
+async fn link_round(packets: u64, size: usize) -> anyhow::Result<(f64, f64)> {
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     let (a, b) = (
         streamcore::relay::endpoint(any)?,
@@ -429,7 +446,7 @@ async fn link_round(packets: u64) -> anyhow::Result<(f64, f64)> {
     });
     let conn = a.connect(to, streamcore::relay::SERVER_NAME)?.await?;
     let (peer, _b) = accept.await??;
-    let payload: Arc<[u8]> = vec![0x5a; SIZE].into();
+    let payload: Arc<[u8]> = vec![0x5a; size].into();
     let thread_ns = || streamcore_benches::procfs::thread_sched_ns().unwrap_or(0);
     let mut results = [0.0f64; 2];
     for (i, relay) in [false, true].into_iter().enumerate() {
@@ -485,12 +502,14 @@ fn main() -> anyhow::Result<()> {
     media_core::str0m::crypto::from_feature_flags().install_process_default();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     println!(
-        "sc-relaybench  git {}  {}  {} subscribers per node  {} rounds of {} s  {RATE} pps × {SIZE} B",
+        "sc-relaybench  git {}  {}  {} subscribers per node  {} rounds of {} s  {} pps × {} B",
         streamcore_benches::procfs::git_sha(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))),
         streamcore_benches::procfs::machine(),
         args.subscribers,
         args.rounds,
-        args.seconds
+        args.seconds,
+        args.stream.rate,
+        args.stream.size
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -523,7 +542,7 @@ fn main() -> anyhow::Result<()> {
                     .context("workers")?,
             );
         }
-        let (plain, relay) = rt.block_on(link_round(20_000)).context("link")?;
+        let (plain, relay) = rt.block_on(link_round(20_000, args.stream.size)).context("link")?;
         link[0].push(plain);
         link[1].push(relay);
     }
@@ -564,7 +583,8 @@ fn main() -> anyhow::Result<()> {
     let secs = args.seconds as f64;
     let per_pair = Summary::of(&relayed).median / 2.0 / secs;
     println!(
-        "\nRelayed by the room's node: {per_pair:.0} packets/s per other node ({RATE} pps published)."
+        "\nRelayed by the room's node: {per_pair:.0} packets/s per other node ({} pps published).",
+        args.stream.rate
     );
     let hop: Vec<f64> = (0..args.rounds)
         .map(|r| (lat[1][r].0 + lat[2][r].0) / 2.0 - lat[0][r].0)
@@ -599,7 +619,10 @@ fn main() -> anyhow::Result<()> {
 
     let plain = Summary::of(&link[0]);
     let relay = Summary::of(&link[1]);
-    println!("\n### Link: {SIZE}-byte packets over one in-process QUIC connection");
+    println!(
+        "\n### Link: {}-byte packets over one in-process QUIC connection",
+        args.stream.size
+    );
     println!("\n| path | µs per packet (send + receive) | ÷ plain |");
     println!("|---|---|---|");
     println!("| plain QUIC datagram | {} | 1.00 |", plain.show(2));
