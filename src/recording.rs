@@ -306,9 +306,10 @@ async fn start_handed_over_recordings(api: AppState, service: Arc<RecordingServi
     }
 }
 
-/// How long a node is silent before its recordings are taken over. Longer than the
-/// 3 s after which its rooms are placed elsewhere: a node whose database connection
-/// stalls for a few seconds keeps writing its recordings, and they must stay its own.
+/// How long a node is silent, and its recording's files unwritten, before the
+/// recording is taken over. Longer than the 3 s after which its rooms are placed
+/// elsewhere: a node whose database connection stalls keeps writing its recordings,
+/// and they must stay its own (a recording still written to is never taken).
 const ADOPT_AFTER: Duration = Duration::from_secs(15);
 
 /// With a spool the nodes share (`recording.shared_spool`): every second, the
@@ -328,6 +329,14 @@ async fn adopt_dead_nodes_recordings(api: AppState, recorder: Recorder, root: st
                 continue;
             }
         };
+        // Recordings in the root itself were spooled before the spool was shared: the
+        // first node to see them takes them.
+        let (r, top) = (recorder.clone(), root.clone());
+        if let Ok(taken) = tokio::task::spawn_blocking(move || r.adopt(&top, ADOPT_AFTER)).await
+            && !taken.is_empty()
+        {
+            warn!(recordings = ?taken, "took over recordings spooled before the spool was shared: finished, uploading");
+        }
         let silent_since = control_api::auth::now_millis() - ADOPT_AFTER.as_millis() as i64;
         for node in nodes
             .into_iter()
@@ -338,13 +347,10 @@ async fn adopt_dead_nodes_recordings(api: AppState, recorder: Recorder, root: st
                 continue;
             }
             let r = recorder.clone();
-            match tokio::task::spawn_blocking(move || r.adopt(&dir)).await {
-                Ok(Ok(taken)) if taken.is_empty() => {}
-                Ok(Ok(taken)) => {
+            match tokio::task::spawn_blocking(move || r.adopt(&dir, ADOPT_AFTER)).await {
+                Ok(taken) if taken.is_empty() => {}
+                Ok(taken) => {
                     warn!(node = %node.id, recordings = ?taken, "took over a dead node's recordings: finished as interrupted, uploading")
-                }
-                Ok(Err(e)) => {
-                    warn!(node = %node.id, error = %e, "could not take over a dead node's recordings")
                 }
                 Err(e) => warn!(error = %e, "the recordings takeover panicked"),
             }

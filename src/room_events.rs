@@ -21,7 +21,7 @@ use media_core::str0m::media::MediaKind;
 use media_core::{PeerId, PeerRole, RemoveReason, SfuEvent};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 type PeerKey = (usize, PeerId);
 
@@ -344,13 +344,29 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// A room that starts with `auto_record` set is recorded from its start.
+/// A room that starts with `auto_record` set is recorded from its start, by the node
+/// it lives on (not by one that imports it over the relay for its listeners).
 async fn auto_record(st: AppState, room: String) {
     match st.db.room_by_id(&room).await {
         Ok(Some(r)) if r.auto_record => {
-            if let Err(e) = control_api::routes::recordings::start_recording(&st, &r, "auto").await
-            {
-                warn!(%room, error = ?e, "auto-record did not start");
+            match st.db.room_home(&room).await {
+                Ok(Some(home)) if home != *st.node_id => {
+                    tracing::debug!(%room, %home, "auto-record: the room lives on another node, which records it");
+                    return;
+                }
+                Err(e) => {
+                    warn!(%room, error = %e, "auto-record: the room's node is unknown");
+                    return;
+                }
+                Ok(_) => {}
+            }
+            match control_api::routes::recordings::start_recording(&st, &r, "auto").await {
+                Ok(_) => {}
+                // A recording handed over by a draining node goes on here already.
+                Err(e) if e.code == "already_recording" => {
+                    info!(%room, "auto-record: the room is being recorded already")
+                }
+                Err(e) => warn!(%room, error = ?e, "auto-record did not start"),
             }
         }
         Ok(_) => {}

@@ -762,7 +762,18 @@ impl RunningServer {
             .iter()
             .map(|(room, to)| (room.clone(), to.node_id.clone()))
             .collect();
-        self.recorder.service.hand_over(&self.api, &to_nodes).await;
+        // Bounded: the people's moves below must go out whatever the database does.
+        if tokio::time::timeout(
+            Duration::from_secs(1),
+            self.recorder.service.hand_over(&self.api, &to_nodes),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "handing the recordings over took over a second; the rest stop with this node"
+            );
+        }
         let moves = moved
             .into_iter()
             .filter_map(|(room, to)| {

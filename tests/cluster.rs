@@ -1025,8 +1025,8 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
     let status = exit_of(p, "the drained node, once its sessions moved").await;
     assert!(status.success(), "{status:?}");
 
-    // The room's recording was handed over: the new node's continues it, and began
-    // before the old one stopped (no gap). Each ends with what it recorded.
+    // The room's recording was handed over: the new node's continues it, and their
+    // audio overlaps (no gap; below). Each ends with what it recorded.
     let room = v["room"].as_str().unwrap();
     let first = v["recording"].as_str().unwrap();
     let recordings = |c: &Cluster| {
@@ -1048,10 +1048,6 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
     assert_eq!(next["continues"], first, "{next}");
     assert_eq!(next["status"], "recording", "{next}");
     assert_eq!(old["stop_reason"], "handed_over", "{old}");
-    assert!(
-        next["started_at"].as_i64().unwrap() <= old["stopped_at"].as_i64().unwrap(),
-        "the new node's recording began after the old one stopped: {old} {next}"
-    );
     let (s, stopped) = post(
         &c.http,
         format!(

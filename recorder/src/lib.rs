@@ -132,33 +132,54 @@ impl Recorder {
     /// died, its spool on storage this node shares): each is moved into this spool
     /// (a rename, so of two nodes adopting at once each recording goes to one),
     /// finished as [`upload::recover`] finishes a spool at start (`interrupted`) and
-    /// queued for upload. Returns the ids of the recordings taken.
-    pub fn adopt(&self, from: &Path) -> Result<Vec<String>, RecorderError> {
+    /// queued for upload. A recording with a file written in the last `quiet_for` is
+    /// left alone: its recorder may be alive (only its database connection lost).
+    /// Returns the spool names of the recordings taken; one that could not be moved
+    /// is logged and left where it is.
+    pub fn adopt(&self, from: &Path, quiet_for: std::time::Duration) -> Vec<String> {
         let mut taken = Vec::new();
-        let mut ids = Vec::new();
-        for dir in spool::recordings(from)? {
+        let mut names = Vec::new();
+        let dirs = match spool::recordings(from) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(spool = %from.display(), error = %e, "another node's spool is unreadable");
+                return names;
+            }
+        };
+        for dir in dirs {
             let Some(name) = dir.file_name() else {
                 continue;
             };
+            if spool::written_within(&dir, quiet_for) {
+                continue;
+            }
             let to = self.config.spool.join(name);
             match std::fs::rename(&dir, &to) {
                 Ok(()) => {
-                    ids.push(name.to_string_lossy().into_owned());
+                    names.push(name.to_string_lossy().into_owned());
                     taken.push(to);
                 }
                 // Another node took it first.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(RecorderError::io(&dir, e)),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not take over a recording; it stays in the other node's spool")
+                }
             }
         }
-        if !taken.is_empty() {
-            spool::fsync_dir(&self.config.spool)?;
+        if taken.is_empty() {
+            return names;
         }
-        upload::recover_dirs(&taken, &self.events)?;
+        if let Err(e) = spool::fsync_dir(&self.config.spool) {
+            tracing::warn!(error = %e, "the spool directory could not be synced after a takeover");
+        }
+        // In this spool now: a failure here is finished at this node's next start.
+        if let Err(e) = upload::recover_dirs(&taken, &self.events) {
+            tracing::warn!(error = %e, "a recording taken over could not be finished; this node's next start retries");
+        }
         for dir in taken {
             self.uploads.push(dir);
         }
-        Ok(ids)
+        names
     }
 
     /// True while closed recordings wait for (or are in) upload.

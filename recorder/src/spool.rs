@@ -52,6 +52,26 @@ pub fn recordings(spool: &Path) -> Result<Vec<PathBuf>, RecorderError> {
     Ok(out)
 }
 
+/// Whether a file in `dir` (or `dir` itself) was modified within `within` of now: a
+/// recorder is still writing it. Unreadable times count as recent.
+pub fn written_within(dir: &Path, within: std::time::Duration) -> bool {
+    let recent = |m: std::io::Result<std::fs::Metadata>| {
+        m.and_then(|m| m.modified())
+            .map(|t| t.elapsed().map_or(true, |age| age < within))
+            .unwrap_or(true)
+    };
+    if within.is_zero() {
+        return false;
+    }
+    if recent(std::fs::metadata(dir)) {
+        return true;
+    }
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(Result::ok).any(|e| recent(e.metadata())),
+        Err(_) => true,
+    }
+}
+
 pub fn is_uploaded(dir: &Path, file: &str) -> bool {
     dir.join(format!("{file}{UPLOADED_SUFFIX}")).exists()
 }

@@ -542,7 +542,9 @@ fn main() -> anyhow::Result<()> {
                     .context("workers")?,
             );
         }
-        let (plain, relay) = rt.block_on(link_round(20_000, args.stream.size)).context("link")?;
+        let (plain, relay) = rt
+            .block_on(link_round(20_000, args.stream.size))
+            .context("link")?;
         link[0].push(plain);
         link[1].push(relay);
     }

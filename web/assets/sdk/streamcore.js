@@ -901,6 +901,15 @@ class HttpMediaSession extends Emitter {
   #setup = null;
   /** @type {Promise<void>|null} */
   #moving = null;
+  /** @type {{url: string, reason: string}|null} a move asked for while one runs: made after it */
+  #nextMove = null;
+  /**
+   * The session a move is leaving, until the new one runs (`stop()` ends it too).
+   * @type {{pc: RTCPeerConnection, resource: string, events: EventSource|null, quality: QualityMonitor|null, unlisten: (() => void)[]}|null}
+   */
+  #leaving = null;
+  /** Set by `stop()`: a move in progress gives up. */
+  #stopped = false;
 
   /**
    * @param {{url: string, token: string, iceServers?: RTCIceServer[], iceTransportPolicy?: RTCIceTransportPolicy}} opts
@@ -1040,6 +1049,15 @@ class HttpMediaSession extends Emitter {
     // The session may have moved or ended while the request was out.
     if (res.status !== 201 || !location || this.resource !== resource) return;
     const events = new EventSource(new URL(location, at).toString());
+    // A node gone for good (its session with it) is not asked forever.
+    let failures = 0;
+    events.addEventListener('open', () => {
+      failures = 0;
+    });
+    events.addEventListener('error', () => {
+      failures += 1;
+      if (failures >= 5 || this.resource !== resource) events.close();
+    });
     events.addEventListener('reconnect', (e) => {
       /** @type {{url?: string, reason?: string}} */
       let data = {};
@@ -1063,11 +1081,18 @@ class HttpMediaSession extends Emitter {
    * @returns {Promise<void>}
    */
   moveTo(url, reason = 'moved') {
-    if (!this.#moving) {
-      this.#moving = this.#move(new URL(url, this.url).toString(), reason).finally(() => {
-        this.#moving = null;
-      });
+    const to = new URL(url, this.url).toString();
+    if (this.#moving) {
+      // Told again while moving (the new node drains too): that move comes next.
+      this.#nextMove = { url: to, reason };
+      return this.#moving;
     }
+    this.#moving = this.#move(to, reason).finally(() => {
+      this.#moving = null;
+      const next = this.#nextMove;
+      this.#nextMove = null;
+      if (next && !this.#stopped && next.url !== this.url) this.moveTo(next.url, next.reason);
+    });
     return this.#moving;
   }
 
@@ -1077,7 +1102,7 @@ class HttpMediaSession extends Emitter {
    */
   async #move(url, reason) {
     const setup = this.#setup;
-    if (!setup || !this.pc || !this.resource) return;
+    if (this.#stopped || !setup || !this.pc || !this.resource) return;
     this.emit('moving', { url, reason });
     const old = {
       url: this.url,
@@ -1089,49 +1114,92 @@ class HttpMediaSession extends Emitter {
       events: this.#events,
       unlisten: this.#unlisten.splice(0),
     };
+    // Its quality says nothing about the session any more.
+    old.quality?.stop();
+    this.#leaving = old;
     this.#events = null;
     /** @type {unknown} */
     let failure = null;
     for (const wait of [0, 500, 1000, 2000]) {
       if (wait) await new Promise((r) => setTimeout(r, wait));
+      // stop() ended both sessions.
+      if (this.#stopped) return;
       this.url = url;
       this.resource = null;
-      this.newPeerConnection(setup);
+      const pc = this.newPeerConnection(setup);
       try {
         await this.exchange();
+        // The old session stops half a second after the new one connected: the two
+        // overlap, so a recording of the room misses nothing in between.
+        await connectedWithin(pc, 5000);
+        if (this.#stopped) {
+          this.#endNew();
+          return;
+        }
+        if (pc.connectionState !== 'connected') {
+          throw new StreamCoreError('move_failed', `no connection to ${url} within 5 s`);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        if (this.#stopped) {
+          this.#endNew();
+          return;
+        }
         failure = null;
         break;
       } catch (e) {
         failure = e;
-        this.quality?.stop();
-        if (this.pc !== old.pc) this.pc?.close();
+        // A session opened before the failure is ended; the next try opens another.
+        this.#endNew();
       }
     }
+    this.#leaving = null;
     if (failure) {
       // Back to the old session: it runs until its node stops.
       Object.assign(this, { url: old.url, pc: old.pc, resource: old.resource, etag: old.etag, quality: old.quality });
       this.#answer = old.answer;
       this.#events = old.events;
       this.#unlisten.push(...old.unlisten);
+      old.quality?.start();
       this.emit(
         'error',
         new StreamCoreError('move_failed', `could not move the session to ${url}: ${failure instanceof Error ? failure.message : String(failure)}`),
       );
       return;
     }
-    // The old session stops half a second after the new one connected (or after
-    // 5 s): the two overlap, so a recording of the room misses nothing in between.
-    await connectedWithin(/** @type {RTCPeerConnection} */ (this.pc), 5000);
-    await new Promise((r) => setTimeout(r, 500));
+    this.retire(old.pc);
+    this.#letGo(old);
+    this.emit('moved', { url: this.url, reason });
+  }
+
+  /** Ends the session a move was opening (it failed, or `stop()` came). */
+  #endNew() {
+    this.quality?.stop();
+    for (const off of this.#unlisten.splice(0)) off();
+    this.#events?.close();
+    this.#events = null;
+    this.pc?.close();
+    const resource = this.resource;
+    this.resource = null;
+    if (resource) this.#delete(resource);
+  }
+
+  /**
+   * Ends a session a move left.
+   * @param {{pc: RTCPeerConnection, resource: string, events: EventSource|null, quality: QualityMonitor|null, unlisten: (() => void)[]}} old
+   */
+  #letGo(old) {
     old.quality?.stop();
     old.events?.close();
-    for (const off of old.unlisten) off();
-    this.retire(old.pc);
+    for (const off of old.unlisten.splice(0)) off();
     old.pc.close();
-    fetch(old.resource, { method: 'DELETE', headers: { authorization: `Bearer ${this.token}` } }).catch(() => {
-      // The old node may be gone already; it ends the session itself then.
+    this.#delete(old.resource);
+  }
+
+  /** @param {string} resource */
+  #delete(resource) {
+    return fetch(resource, { method: 'DELETE', headers: { authorization: `Bearer ${this.token}` } }).catch(() => {
+      // The node may be gone already; it ends the session itself then.
     });
-    this.emit('moved', { url: this.url, reason });
   }
 
   /**
@@ -1183,6 +1251,8 @@ class HttpMediaSession extends Emitter {
       throw new StreamCoreError('network', 'could not reach the media server to resume');
     }
     if (res.status !== 200) throw await errorOf(res);
+    // The session moved meanwhile: this restart was the old one's.
+    if (this.pc !== pc) return;
     this.etag = res.headers.get('etag');
     const answer = withIceFragment(this.#answer, await res.text());
     await pc.setRemoteDescription({ type: 'answer', sdp: answer });
@@ -1228,16 +1298,16 @@ class HttpMediaSession extends Emitter {
 
   /** Ends the session (`DELETE`) and closes the connection. */
   async stop() {
+    this.#stopped = true;
     this.quality?.stop();
     const resource = this.resource;
     this.resource = null;
     this.#close();
-    if (resource) {
-      await fetch(resource, {
-        method: 'DELETE',
-        headers: { authorization: `Bearer ${this.token}` },
-      }).catch(() => {});
-    }
+    // A move in progress: the session it was leaving ends too.
+    const leaving = this.#leaving;
+    this.#leaving = null;
+    if (leaving) this.#letGo(leaving);
+    if (resource) await this.#delete(resource);
   }
 }
 
