@@ -371,6 +371,27 @@ async fn a_room_is_recorded_mixed_down_and_an_upload_plays() {
     srv.stop().await;
 }
 
+/// The client library moves a WHIP/WHEP session (what a draining node's `reconnect`
+/// makes it do): to a working endpoint, to one nobody answers (it falls back), and
+/// stopped halfway (nothing stays open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moved_by_the_client_library_falls_back_and_stops_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let srv = TestServer::start().await;
+    let (p, s) = (
+        srv.publish_token("moves", "phone"),
+        srv.subscribe_token("moves", "listener"),
+    );
+    let r = scenario(
+        "session_moves",
+        &srv,
+        &["--room", "moves", "--pub-token", &p, "--sub-token", &s],
+    )
+    .await;
+    assert_ne!(r["first"], r["second"], "{r}");
+    srv.stop().await;
+}
+
 /// Wrong and expired pairing codes, a removed device, an ended and an expired session, a used reset
 /// link, a wrong password, a missing room, a denied microphone: each says what
 /// happened, and the page goes on working.
