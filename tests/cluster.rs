@@ -995,21 +995,7 @@ async fn a_drained_nodes_whip_and_whep_sessions_reconnect_on_another_node() {
     let mut c = Cluster::start().await;
     c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
         .await;
-    let v = scenario(
-        "cluster_drain_pages",
-        &c.api.base,
-        &[
-            "--email",
-            ADMIN_EMAIL,
-            "--password",
-            ADMIN_PASSWORD,
-            "--admin-token",
-            &c.admin,
-            "--drain",
-            "publisher",
-        ],
-    )
-    .await;
+    let v = drain_pages(&c, "publisher").await;
     let drained = v["drained"].as_str().unwrap().to_owned();
     assert_eq!(c.owner_of(v["whip_before"].as_str().unwrap()), drained);
     let to = c.owner_of(v["whip_after"].as_str().unwrap());
@@ -1119,21 +1105,7 @@ async fn a_listener_relayed_from_another_node_reconnects_when_that_node_drains()
     let mut c = Cluster::start_with_env(false, &[("STREAMCORE_CLUSTER__CAPACITY", "1")]).await;
     c.wait_registry("three nodes up", |r| ids_with(r, "active").len() == 3)
         .await;
-    let v = scenario(
-        "cluster_drain_pages",
-        &c.api.base,
-        &[
-            "--email",
-            ADMIN_EMAIL,
-            "--password",
-            ADMIN_PASSWORD,
-            "--admin-token",
-            &c.admin,
-            "--drain",
-            "listener",
-        ],
-    )
-    .await;
+    let v = drain_pages(&c, "listener").await;
     let home = c.owner_of(v["whip_before"].as_str().unwrap());
     let relay_node = c.owner_of(v["whep_before"].as_str().unwrap());
     assert_ne!(relay_node, home, "{v}");
@@ -1198,6 +1170,26 @@ async fn a_dead_nodes_people_are_back_on_another_node_within_seconds() {
         back < 5000,
         "the subscriber decoded again {back} ms after the kill: {v}"
     );
+}
+
+/// `scripts/browser/cluster_drain_pages.py`: the phone and listen pages, and the node
+/// of the `whose` session (`publisher` or `listener`) drained.
+async fn drain_pages(c: &Cluster, whose: &str) -> Value {
+    scenario(
+        "cluster_drain_pages",
+        &c.api.base,
+        &[
+            "--email",
+            ADMIN_EMAIL,
+            "--password",
+            ADMIN_PASSWORD,
+            "--admin-token",
+            &c.admin,
+            "--drain",
+            whose,
+        ],
+    )
+    .await
 }
 
 /// The exit status of a node that should stop by itself within 20 s (`what` it is,

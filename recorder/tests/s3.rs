@@ -248,6 +248,39 @@ fn spawn_child(role: &str, spool: &Path, moto: &Moto) -> Child {
         .unwrap()
 }
 
+/// Waits (60 s at most) until the recording child in `spool` wrote `packets`.
+fn wait_recorded(spool: &Path, packets: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(spool.join("progress"))
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        < packets
+    {
+        assert!(Instant::now() < deadline, "the child did not record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A recording found unfinished is closed `interrupted`, then uploaded: its manifest.
+async fn finished_interrupted_and_uploaded(
+    rx: &mut mpsc::UnboundedReceiver<RecorderEvent>,
+) -> Manifest {
+    let stopped = next_event(rx, Duration::from_secs(10), |k| {
+        matches!(k, RecorderEventKind::Stopped(_))
+    })
+    .await;
+    let RecorderEventKind::Stopped(m) = stopped.kind else {
+        unreachable!()
+    };
+    assert_eq!(m.stop_reason.as_deref(), Some("interrupted"));
+    next_event(rx, Duration::from_secs(30), |k| {
+        matches!(k, RecorderEventKind::Uploaded { .. })
+    })
+    .await;
+    m
+}
+
 fn kill(mut c: Child) {
     // SIGKILL: no destructor, no flush, no cleanup runs.
     c.kill().unwrap();
@@ -318,18 +351,7 @@ async fn a_recorder_killed_while_recording_is_finished_from_its_spool() {
     let spool = temp("killed-recording");
     let child = spawn_child("record", &spool, &moto);
     // At least 4 s of audio written.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: u64 = std::fs::read_to_string(spool.join("progress"))
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if n >= 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the child did not record");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_recorded(&spool, 200);
     kill(child);
     let written: u64 = std::fs::read_to_string(spool.join("progress"))
         .unwrap()
@@ -339,18 +361,7 @@ async fn a_recorder_killed_while_recording_is_finished_from_its_spool() {
     let store = Store::open(&moto.store_config()).unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_rec, _task) = Recorder::start(config(&spool), store.clone(), tx).unwrap();
-    let stopped = next_event(&mut rx, Duration::from_secs(10), |k| {
-        matches!(k, RecorderEventKind::Stopped(_))
-    })
-    .await;
-    let RecorderEventKind::Stopped(m) = stopped.kind else {
-        unreachable!()
-    };
-    assert_eq!(m.stop_reason.as_deref(), Some("interrupted"));
-    next_event(&mut rx, Duration::from_secs(30), |k| {
-        matches!(k, RecorderEventKind::Uploaded { .. })
-    })
-    .await;
+    let m = finished_interrupted_and_uploaded(&mut rx).await;
     let key = object_key("podcast", "rec-killed", &m.tracks[0].file);
     let data = store.get(&key).await.unwrap();
     // Cut back to whole pages: it parses (every CRC checks) and holds what was
@@ -387,16 +398,7 @@ async fn a_dead_recorders_recording_is_adopted_finished_and_uploaded_by_another(
     let (dead, alive) = (shared.join("node-a"), shared.join("node-b"));
     std::fs::create_dir_all(&dead).unwrap();
     let child = spawn_child("record", &dead, &moto);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(dead.join("progress"))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0)
-        < 200
-    {
-        assert!(Instant::now() < deadline, "the child did not record");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_recorded(&dead, 200);
     kill(child);
     let store = Store::open(&moto.store_config()).unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -411,18 +413,7 @@ async fn a_dead_recorders_recording_is_adopted_finished_and_uploaded_by_another(
     );
     // Adopting again finds nothing: each recording goes to one recorder.
     assert!(rec.adopt(&dead, Duration::ZERO).is_empty());
-    let stopped = next_event(&mut rx, Duration::from_secs(10), |k| {
-        matches!(k, RecorderEventKind::Stopped(_))
-    })
-    .await;
-    let RecorderEventKind::Stopped(m) = stopped.kind else {
-        unreachable!()
-    };
-    assert_eq!(m.stop_reason.as_deref(), Some("interrupted"));
-    next_event(&mut rx, Duration::from_secs(30), |k| {
-        matches!(k, RecorderEventKind::Uploaded { .. })
-    })
-    .await;
+    let m = finished_interrupted_and_uploaded(&mut rx).await;
     let data = store
         .get(&object_key("podcast", "rec-killed", &m.tracks[0].file))
         .await

@@ -11,7 +11,7 @@ import os
 import signal
 import uuid
 
-from harness import PHONE, Failure, analyse, fixtures, inbound, run, sign_in, tagged_tone, wait_for
+from harness import Failure, analyse, fixtures, inbound, phone_live_with_song, run, sign_in, tagged_tone, wait_for
 
 
 def extra(p):
@@ -30,20 +30,8 @@ def main(a, s):
     user = s.person("user")
     sign_in(user, base, a.email, a.password)
 
-    user.get_by_role("button", name="Pair a phone").click()
-    user.locator("#pair-code").wait_for()
-    link = user.locator("#pair-link").get_attribute("href")
-    phone = s.person("phone", viewport=PHONE)
-    phone.goto(link)
-    phone.locator("#phone").wait_for(state="visible")
-    wait_for("the phone's device socket", lambda: phone.locator("#connection").inner_text() == "online")
-
     song = tagged_tone(fixtures() / f"cluster-{uuid.uuid4().hex[:6]}.flac", "Node Tone", "The Cluster", "Spread", 440.0, 40.0)
-    phone.locator("#files").set_input_files(str(song))
-    phone.locator("#library li", has_text="Node Tone").click()
-    wait_for("the phone's player to play", lambda: phone.evaluate("() => !window.streamcorePhone.audio.paused"))
-    phone.get_by_role("button", name="Go live").click()
-    wait_for("the phone to be live", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
+    phone = phone_live_with_song(s, user, song, "Node Tone")
     whip = phone.evaluate(PUBLISHER_URL_JS)
 
     user.goto(f"{base}/")

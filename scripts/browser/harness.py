@@ -424,6 +424,25 @@ def pair_phone_over_https(s: "Session", base: str, email: str, name: str) -> tup
     return user, phone
 
 
+def phone_live_with_song(s: "Session", user: Page, song: Path, title: str) -> Page:
+    """`user` (signed in, on the devices page) pairs a phone; the phone page adds
+    `song` to its library, plays it (the entry named `title`) and goes live with it.
+    The phone page."""
+    user.get_by_role("button", name="Pair a phone").click()
+    user.locator("#pair-code").wait_for()
+    link = user.locator("#pair-link").get_attribute("href")
+    phone = s.person("phone", viewport=PHONE)
+    phone.goto(link)
+    phone.locator("#phone").wait_for(state="visible")
+    wait_for("the phone's device socket", lambda: phone.locator("#connection").inner_text() == "online")
+    phone.locator("#files").set_input_files(str(song))
+    phone.locator("#library li", has_text=title).click()
+    wait_for("the phone's player to play", lambda: phone.evaluate("() => !window.streamcorePhone.audio.paused"))
+    phone.get_by_role("button", name="Go live").click()
+    wait_for("the phone to be live", lambda: phone.locator("#live-badge").inner_text() == "live", 20)
+    return phone
+
+
 def listen_to_first_device(user: Page, base: str) -> None:
     """From the devices page, the first device's listen page, listening live."""
     user.goto(f"{base}/")

@@ -269,21 +269,21 @@ pub fn recording_event(
     )
 }
 
-/// Starts a recording of a room on this node (also auto-record). `Conflict` when the
-/// room is being recorded.
-pub async fn start_recording(
-    st: &AppState,
-    room: &Room,
+/// A new row, `recording` from now on `node_id`: of the room `room_id` (owned by
+/// `owner_id`), recording its SFU room `sfu_room`.
+fn new_recording(
+    (room_id, sfu_room, owner_id): (&str, &str, &str),
     started_by: &str,
-) -> Result<Recording, ApiError> {
-    let ctl = control(st)?;
-    let rec = Recording {
+    node_id: &str,
+    continues: Option<String>,
+) -> Recording {
+    Recording {
         id: uuid::Uuid::new_v4().simple().to_string(),
-        room_id: room.id.clone(),
-        sfu_room: room.id.clone(),
-        owner_id: room.owner_id.clone(),
+        room_id: room_id.to_owned(),
+        sfu_room: sfu_room.to_owned(),
+        owner_id: owner_id.to_owned(),
         started_by: started_by.to_owned(),
-        node_id: st.node_id.to_string(),
+        node_id: node_id.to_owned(),
         status: "recording".into(),
         started_at: now_millis(),
         stopped_at: None,
@@ -293,8 +293,24 @@ pub async fn start_recording(
         last_error: None,
         manifest: None,
         objects: None,
-        continues: None,
-    };
+        continues,
+    }
+}
+
+/// Starts a recording of a room on this node (also auto-record). `Conflict` when the
+/// room is being recorded.
+pub async fn start_recording(
+    st: &AppState,
+    room: &Room,
+    started_by: &str,
+) -> Result<Recording, ApiError> {
+    let ctl = control(st)?;
+    let rec = new_recording(
+        (&room.id, &room.id, &room.owner_id),
+        started_by,
+        &st.node_id,
+        None,
+    );
     let ev = recording_event(
         st,
         EventType::RecordingStarted,
@@ -334,21 +350,12 @@ pub async fn continue_recording(
     old: &Recording,
     node_id: &str,
 ) -> Result<Recording, StoreError> {
-    let rec = Recording {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        node_id: node_id.to_owned(),
-        status: "recording".into(),
-        started_at: now_millis(),
-        stopped_at: None,
-        uploaded_at: None,
-        stop_reason: None,
-        failure: None,
-        last_error: None,
-        manifest: None,
-        objects: None,
-        continues: Some(old.id.clone()),
-        ..old.clone()
-    };
+    let rec = new_recording(
+        (&old.room_id, &old.sfu_room, &old.owner_id),
+        &old.started_by,
+        node_id,
+        Some(old.id.clone()),
+    );
     let ev = recording_event(
         st,
         EventType::RecordingStarted,
