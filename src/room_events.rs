@@ -292,6 +292,7 @@ pub async fn run(
             None => Vec::new(),
         };
         room_events.extend(tracker.poll_ended(instant));
+        drop_starts_and_ends_of_rooms_living_elsewhere(&st, &mut room_events).await;
         let now = control_api::auth::now_millis();
         for e in &room_events {
             match e.kind {
@@ -333,6 +334,35 @@ pub async fn run(
             }
         }
         st.events_written();
+    }
+}
+
+/// A room starts and ends once, on the node it lives on: a node that imports it over
+/// the relay for its listeners reports their joins and leaves, not the room's start
+/// or end (which would tell the bus the room ended while it goes on elsewhere).
+async fn drop_starts_and_ends_of_rooms_living_elsewhere(
+    st: &AppState,
+    events: &mut Vec<RoomEvent>,
+) {
+    let mut elsewhere = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| matches!(e.kind, EventType::RoomStarted | EventType::RoomEnded))
+    {
+        match st.db.room_home(&e.room).await {
+            Ok(Some(home)) if home != *st.node_id => elsewhere.push(e.room.clone()),
+            Ok(_) => {}
+            // Unknown: reported, rather than lost.
+            Err(err) => {
+                warn!(room = %e.room, error = %err, "the room's node is unknown; its start or end is reported from here")
+            }
+        }
+    }
+    if !elsewhere.is_empty() {
+        events.retain(|e| {
+            !(matches!(e.kind, EventType::RoomStarted | EventType::RoomEnded)
+                && elsewhere.contains(&e.room))
+        });
     }
 }
 

@@ -1333,6 +1333,23 @@ async fn a_room_spans_nodes_over_the_relay_one_copy_per_node() {
     // With its players gone, a node stops importing: its export ends on the home.
     let published = publisher.await.unwrap();
     assert!(published["ok"].as_bool().unwrap_or(true), "{published}");
+    // The room started once, on its node; the nodes that relayed it for their
+    // players reported those players, not a start of their own.
+    let mut sql = sqlx::PgConnection::connect(&c.db_url).await.unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM event_outbox WHERE key = $1 ORDER BY seq")
+            .bind(&room)
+            .fetch_all(&mut sql)
+            .await
+            .unwrap();
+    let count = |t: &str| {
+        events
+            .iter()
+            .filter(|p| p.contains(&format!("\"{t}\"")))
+            .count()
+    };
+    assert_eq!(count("room.started"), 1, "{events:#?}");
+    assert!(count("room.participant_joined") >= 4, "{events:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
