@@ -71,6 +71,9 @@ def main(a, s):
     load = user.locator(f"#servers li[data-node='{drained}'] [data-role='load']").inner_text()
     if "connections" not in load:
         raise Failure(f"the server's load is not shown: {load!r}")
+    relay = user.locator(f"#servers li[data-node='{drained}'] [data-role='relay']").inner_text()
+    if not relay.startswith("relay at 127.0.0.1:"):
+        raise Failure(f"the server's relay is not shown: {relay!r}")
     s.screenshot(user, "servers")
     user.once("dialog", lambda d: d.accept())
     user.get_by_role("button", name=f"Drain {drained}").click()

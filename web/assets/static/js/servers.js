@@ -1,7 +1,7 @@
 // @ts-check
 /**
  * `/servers` (administrators): the cluster's media servers as the registry has them —
- * status, region, load, people — refreshed every two seconds; a server drained with a
+ * status, region, load, people, relay — refreshed every two seconds; a server drained with a
  * press (its rooms move to the others, then it stops), and one that is down for good
  * removed from the list.
  */
@@ -40,6 +40,13 @@ const item = (n) =>
         'div',
         { class: 'small', 'data-role': 'load' },
         `${Math.round(n.load * 100)}% loaded · ${n.peers} of ${n.capacity} connections · ${rate(n.forwarded_bps)} out · ${n.workers} worker${n.workers === 1 ? '' : 's'}`,
+      ),
+      h(
+        'div',
+        { class: 'small muted', 'data-role': 'relay' },
+        n.relay_addr
+          ? `relay at ${n.relay_addr}`
+          : 'no relay: its listeners of other servers’ rooms are sent there',
       ),
     ),
     n.status === 'active'
