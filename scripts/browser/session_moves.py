@@ -35,6 +35,10 @@ START_JS = """async ([room, pubToken, subToken]) => {
 }"""
 
 
+# The player's audio tracks: [readyState, enabled] each.
+STREAM_JS = "() => window.player.stream.getAudioTracks().map(t => [t.readyState, t.enabled])"
+
+
 def audio_packets(page):
     return sum((r["packets"] or 0) for r in inbound(page, "window.player.pc") if r["kind"] == "audio")
 
@@ -78,9 +82,9 @@ def main(a, s):
     wait_for("the old session ended", lambda: status_of(page, first, a.sub_token) == 404, 10)
     if status_of(page, second, a.sub_token) == 404:
         raise Failure("the new session is gone")
-    audio_tracks = page.evaluate("() => window.player.stream.getAudioTracks().map(t => t.readyState)")
-    if audio_tracks != ["live"]:
-        raise Failure(f"the player's stream holds {audio_tracks}, not the new connection's one live track")
+    audio_tracks = page.evaluate(STREAM_JS)
+    if audio_tracks != [["live", True]]:
+        raise Failure(f"the player's stream holds {audio_tracks}, not the new connection's one live, playing track")
 
     # 2. A move nobody answers: the old session goes on.
     page.evaluate("() => { window.secondPc = window.player.pc; window.player.moveTo('http://127.0.0.1:9/whep/nowhere'); }")
@@ -89,6 +93,9 @@ def main(a, s):
         raise Failure("a failed move did not go back to the session it left")
     before = audio_packets(page)
     wait_for("audio still flowing on the session", lambda: audio_packets(page) > before + 20, 10)
+    audio_tracks = page.evaluate(STREAM_JS)
+    if audio_tracks != [["live", True]]:
+        raise Failure(f"after a failed move the player's stream holds {audio_tracks}, not its one live, playing track")
     if page.evaluate("() => window.player.url") != f"{a.base}/whep/{a.room}":
         raise Failure(f"the session's endpoint is {page.evaluate('() => window.player.url')}")
 

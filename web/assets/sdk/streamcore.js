@@ -1177,6 +1177,7 @@ class HttpMediaSession extends Emitter {
     for (const off of this.#unlisten.splice(0)) off();
     this.#events?.close();
     this.#events = null;
+    if (this.pc) this.retire(this.pc);
     this.pc?.close();
     const resource = this.resource;
     this.resource = null;
@@ -1203,12 +1204,18 @@ class HttpMediaSession extends Emitter {
   }
 
   /**
-   * What a subclass lets go of when the session moved off `pc`.
+   * What a subclass lets go of when the session leaves `pc`: the connection a move
+   * left, or the one a failed move had opened.
    * @protected
    * @param {RTCPeerConnection} pc
    */
   retire(pc) {
     void pc;
+  }
+
+  /** True while the session moves (`moveTo`): a new connection is being opened. */
+  get moving() {
+    return this.#moving !== null;
   }
 
   /**
@@ -1373,6 +1380,9 @@ export class WhepPlayer extends HttpMediaSession {
   async play(what = {}) {
     this.newPeerConnection((pc) => {
       pc.addEventListener('track', (e) => {
+        // A move's new tracks stay silent while the old ones play: no double audio in
+        // the half second both sessions run.
+        if (this.moving) e.track.enabled = false;
         this.stream.addTrack(e.track);
         this.emit('track', e.track);
       });
@@ -1383,13 +1393,15 @@ export class WhepPlayer extends HttpMediaSession {
   }
 
   /**
-   * The moved session's tracks replaced the old connection's in `stream`.
+   * `pc`'s tracks leave `stream`, and the ones that stay play: after a move the new
+   * connection's replace the old one's; after a failed move the old ones stay.
    * @protected
    * @override
    * @param {RTCPeerConnection} pc
    */
   retire(pc) {
     for (const r of pc.getReceivers()) this.stream.removeTrack(r.track);
+    for (const t of this.stream.getTracks()) t.enabled = true;
   }
 }
 
