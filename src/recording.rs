@@ -280,7 +280,7 @@ async fn start_handed_over_recordings(api: AppState, service: Arc<RecordingServi
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let rows = match api.db.node_recordings(&api.node_id, "recording").await {
+        let rows = match api.db.recordings_handed_over_to(&api.node_id).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "could not look for recordings handed over to this node");
@@ -288,7 +288,7 @@ async fn start_handed_over_recordings(api: AppState, service: Arc<RecordingServi
             }
         };
         for r in rows {
-            if r.continues.is_none() || r.started_at < started || !tried.insert(r.id.clone()) {
+            if r.started_at < started || !tried.insert(r.id.clone()) {
                 continue;
             }
             match service.start_recording(&r.id, &r.sfu_room).await {

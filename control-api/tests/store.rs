@@ -1748,6 +1748,13 @@ async fn a_recording_continues_on_another_node<S: Store>(s: &S) {
     assert_eq!(got.continues.as_deref(), Some("r1"));
     assert_eq!(got.node_id, "n2");
     assert_eq!(s.recording("r1").await.unwrap().unwrap().continues, None);
+    // What n2 has to start; n1 was handed nothing.
+    let ids = |v: Vec<Recording>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.recordings_handed_over_to("n2").await.unwrap()),
+        ["r2"]
+    );
+    assert!(s.recordings_handed_over_to("n1").await.unwrap().is_empty());
 }
 
 async fn recordings_move_once_with_their_events<S: Store>(s: &S) {

@@ -79,13 +79,9 @@ impl SessionEvents {
     /// Whether `key` is the current stream key of `session`.
     pub fn check(&self, session: &SessionId, key: &str) -> bool {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        // Constant time: the key is a capability.
         keys.get(session).is_some_and(|k| {
-            // Constant time: the key is a capability.
-            k.len() == key.len()
-                && k.bytes()
-                    .zip(key.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
+            aws_lc_rs::constant_time::verify_slices_are_equal(k.as_bytes(), key.as_bytes()).is_ok()
         })
     }
 

@@ -44,6 +44,10 @@ use crate::sdpfrag::{self, IceFragment};
 use crate::session_events::{EVENTS, EVENTS_REL, SessionEvents};
 use crate::token::{JoinGrant, JoinTokenVerifier, TokenError};
 
+/// How often a session's event stream checks that its session still lives (it ends
+/// within this of the session).
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest SDP body accepted.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
@@ -448,7 +452,9 @@ async fn events<B: MediaBackend>(
     let stream = futures_util::stream::unfold(
         (moves, backend, id, room),
         move |(mut moves, backend, id, room)| async move {
-            let mut alive = tokio::time::interval(std::time::Duration::from_secs(1));
+            // Whether the session still lives is asked every few seconds, not each one:
+            // the session table's lock is the media workers' too.
+            let mut alive = tokio::time::interval(SESSION_CHECK);
             loop {
                 tokio::select! {
                     to = moves.next() => {

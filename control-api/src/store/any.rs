@@ -266,6 +266,9 @@ impl Store for Db {
     async fn node_recordings(&self, node_id: &str, status: &str) -> R<Vec<Recording>> {
         delegate!(self, s => s.node_recordings(node_id, status))
     }
+    async fn recordings_handed_over_to(&self, node_id: &str) -> R<Vec<Recording>> {
+        delegate!(self, s => s.recordings_handed_over_to(node_id))
+    }
     async fn create_room(
         &self,
         owner_id: &str,

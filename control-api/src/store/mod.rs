@@ -711,6 +711,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         node_id: &str,
         status: &str,
     ) -> impl Future<Output = R<Vec<Recording>>> + Send;
+    /// Recordings a draining node handed over to `node_id` that are still
+    /// `recording` (the ones it has to start). Polled often: the partial index of
+    /// migration 0014 keeps it to those rows.
+    fn recordings_handed_over_to(
+        &self,
+        node_id: &str,
+    ) -> impl Future<Output = R<Vec<Recording>>> + Send;
 
     // cluster
     /// Writes `node`'s row (its heartbeat). A node that is `draining` stays draining

@@ -1146,6 +1146,17 @@ impl Store for PgStore {
         collect(rows, recording_row)
     }
 
+    async fn recordings_handed_over_to(&self, node_id: &str) -> R<Vec<Recording>> {
+        let rows = sqlx::query(
+            "SELECT id, room_id, room_name, owner_id, started_by, node_id, status, started_at, stopped_at, uploaded_at, stop_reason, failure, last_error, manifest, objects, continues FROM recordings \
+             WHERE node_id = $1 AND status = 'recording' AND continues IS NOT NULL ORDER BY started_at",
+        )
+        .bind(node_id)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, recording_row)
+    }
+
     // ---- cluster ----
 
     async fn beat_node(&self, n: &NodeRow) -> R<()> {
