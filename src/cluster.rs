@@ -237,16 +237,21 @@ async fn run(
     }
 }
 
-/// Every second, sends this node's `/rtc` participants of rooms that live on another
-/// node there (`control_api::cluster::rooms_living_elsewhere`), and takes back served
-/// rooms that lost their home: a room served on two nodes (its home released while
-/// someone joined here, or taken over while this node's heartbeat was late) is whole
-/// again within seconds.
+/// Every second, checks where the rooms this node serves live, and takes back served
+/// rooms that lost their home (`control_api::cluster::rooms_living_elsewhere`): a room
+/// served on two nodes (its home released while someone joined here, or taken over
+/// while this node's heartbeat was late) is whole again within seconds.
+///
+/// A room imported over the relay from its home stays served here; if its home moved,
+/// the import follows it (or ends, when the room came to live here). Participants of a
+/// room that lives elsewhere and is not imported (no relay, or this node drains) are
+/// sent to its node.
 pub fn keep_rooms_whole(
     db: Db,
     me: Arc<str>,
     rooms: signaling::room::RoomState<crate::media::MediaWorkers>,
     workers: Arc<crate::media::MediaWorkers>,
+    relay: Option<crate::relay::Relay>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
@@ -261,35 +266,54 @@ pub fn keep_rooms_whole(
                 .collect();
             served.sort();
             served.dedup();
-            let elsewhere = match control_api::cluster::rooms_living_elsewhere(
-                &db,
-                &me,
-                &served,
-                workers.is_draining(),
-            )
-            .await
-            {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "could not check where this node's rooms live");
+            let draining = workers.is_draining();
+            let elsewhere =
+                match control_api::cluster::rooms_living_elsewhere(&db, &me, &served, draining)
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(error = %e, "could not check where this node's rooms live");
+                        continue;
+                    }
+                };
+            let imported = relay
+                .as_ref()
+                .map(crate::relay::Relay::imported_rooms)
+                .unwrap_or_default();
+            let mut moves = std::collections::HashMap::new();
+            for e in elsewhere {
+                let Ok(room) = media_core::RoomId::parse(&e.room) else {
+                    continue;
+                };
+                if !draining
+                    && let Some(relay) = &relay
+                    && imported.iter().any(|(r, _)| *r == room)
+                {
+                    relay.follow_home(&room, Some(&e.node_id));
                     continue;
                 }
-            };
-            for (room, node) in &elsewhere {
-                warn!(%room, to = %node, "room served here lives on another node; its participants move there");
+                warn!(room = %e.room, to = %e.node_id, "room served here lives on another node; its participants move there");
+                moves.insert(
+                    room,
+                    signaling::room::Move::to_node(&e.base_url, "room_elsewhere"),
+                );
             }
-            rooms.move_rooms(
-                elsewhere
-                    .into_iter()
-                    .filter_map(|(room, base)| {
-                        let room = media_core::RoomId::parse(&room).ok()?;
-                        Some((
-                            room,
-                            signaling::room::Move::to_node(&base, "room_elsewhere"),
-                        ))
-                    })
-                    .collect(),
-            );
+            // A served room the relay imports, living nowhere else: it lives here now.
+            if !draining && let Some(relay) = &relay {
+                for (room, _) in &imported {
+                    let here = served.iter().any(|s| s == room.as_str())
+                        && !moves.contains_key(room)
+                        && db
+                            .room_home(room.as_str())
+                            .await
+                            .is_ok_and(|h| h.as_deref() == Some(&*me));
+                    if here {
+                        relay.follow_home(room, None);
+                    }
+                }
+            }
+            rooms.move_rooms(moves);
         }
     })
 }

@@ -117,12 +117,13 @@ enum Command {
 /// What a relay link asks of the worker of a room.
 pub enum RelayCommand {
     /// Offer the room's tracks to a link (its node imports the room); with
-    /// `imports_too`, the tracks this worker imports as well (a link to another worker).
+    /// `participants`, its participants and data messages too (a link to another node,
+    /// not to another worker).
     Export {
         room: RoomId,
         link: u64,
         sink: Box<dyn media_core::RelaySink>,
-        imports_too: bool,
+        participants: bool,
     },
     StopExport {
         room: RoomId,
@@ -137,11 +138,29 @@ pub enum RelayCommand {
         track: u32,
         rid: Option<media_core::str0m::media::Rid>,
     },
-    /// A track of a room this node imports, announced by its home over `link`.
+    /// A participant of the other side of a room imported over `link`.
+    ImportParticipant {
+        room: RoomId,
+        link: u64,
+        participant: media_core::relay::RelayParticipant,
+    },
+    ImportLeft {
+        room: RoomId,
+        link: u64,
+        participant: u64,
+    },
+    /// A data message of the other side's participant `participant`.
+    ImportData {
+        room: RoomId,
+        link: u64,
+        participant: u64,
+        to: Option<Vec<String>>,
+        payload: serde_json::Value,
+    },
+    /// A track of a room this node imports, announced over `link`.
     ImportTrack {
         room: RoomId,
         link: u64,
-        node: String,
         track: media_core::relay::RelayTrack,
     },
     ImportEnded {
@@ -173,6 +192,9 @@ impl RelayCommand {
             RelayCommand::Export { room, .. }
             | RelayCommand::StopExport { room, .. }
             | RelayCommand::ExportKeyframe { room, .. }
+            | RelayCommand::ImportParticipant { room, .. }
+            | RelayCommand::ImportLeft { room, .. }
+            | RelayCommand::ImportData { room, .. }
             | RelayCommand::ImportTrack { room, .. }
             | RelayCommand::ImportEnded { room, .. }
             | RelayCommand::ImportMuted { room, .. }
@@ -223,19 +245,17 @@ struct WorkerSink {
     tx: mpsc::Sender<Command>,
     room: RoomId,
     link: u64,
-    node: String,
 }
 
 impl media_core::RelaySink for WorkerSink {
     fn offer(&mut self, item: media_core::RelayOut) -> bool {
         let (room, link) = (self.room.clone(), self.link);
         let cmd = match item {
-            media_core::RelayOut::Track(track) => RelayCommand::ImportTrack {
-                room,
-                link,
-                node: self.node.clone(),
-                track,
-            },
+            media_core::RelayOut::Track(track) => RelayCommand::ImportTrack { room, link, track },
+            // A link to another worker carries tracks only (`participants: false`).
+            media_core::RelayOut::Participant(_)
+            | media_core::RelayOut::ParticipantLeft { .. }
+            | media_core::RelayOut::Data { .. } => return true,
             media_core::RelayOut::TrackEnded { track, .. } => {
                 RelayCommand::ImportEnded { room, link, track }
             }
@@ -530,13 +550,12 @@ impl MediaWorkers {
             tx: self.workers[to].tx.clone(),
             room: room.clone(),
             link,
-            node: format!("worker-{home}"),
         };
         let cmd = Command::Relay(RelayCommand::Export {
             room: room.clone(),
             link,
             sink: Box::new(sink),
-            imports_too: true,
+            participants: false,
         });
         if self.workers[home].tx.try_send(cmd).is_err() {
             lock(&self.spreads.rooms).remove(&(room.clone(), to));
@@ -1240,19 +1259,19 @@ fn handle_command(sfu: &mut Sfu, ctx: &WorkerContext, listeners: &mut Listeners,
             let n = sfu.remove_identities(now, &room, &identities, RemoveReason::Revoked);
             let _ = reply.send(Ok(n));
         }
-        Command::Relay(r) => handle_relay(sfu, now, r),
+        Command::Relay(r) => handle_relay(sfu, listeners, now, r),
         Command::Shutdown => {}
     }
 }
 
-fn handle_relay(sfu: &mut Sfu, now: Instant, cmd: RelayCommand) {
+fn handle_relay(sfu: &mut Sfu, listeners: &mut Listeners, now: Instant, cmd: RelayCommand) {
     match cmd {
         RelayCommand::Export {
             room,
             link,
             sink,
-            imports_too,
-        } => sfu.start_export(&room, link, sink, imports_too),
+            participants,
+        } => sfu.start_export(&room, link, sink, participants),
         RelayCommand::StopExport { room, link } => {
             sfu.stop_export(&room, link);
         }
@@ -1262,44 +1281,68 @@ fn handle_relay(sfu: &mut Sfu, now: Instant, cmd: RelayCommand) {
                 debug!(%room, track, error = %e, "keyframe request for an unknown exported track");
             }
         }
-        RelayCommand::ImportTrack {
+        RelayCommand::ImportParticipant {
             room,
             link,
-            node,
-            track,
+            participant,
         } => {
-            let r = sfu
-                .open_import(now, &room, link, &node)
-                .and_then(|peer| sfu.import_track(now, peer, &track));
-            if let Err(e) = r {
+            if let Err(e) = sfu.import_participant(now, link, &participant) {
+                info!(%room, link, identity = %participant.identity, error = %e, "relayed participant not imported");
+            }
+        }
+        RelayCommand::ImportLeft {
+            room,
+            link,
+            participant,
+        } => sfu.import_left(now, &room, link, participant),
+        RelayCommand::ImportData {
+            room,
+            link,
+            participant,
+            to,
+            payload,
+        } => {
+            let Some(from) = sfu.import_sender(&room, link, participant) else {
+                debug!(%room, link, participant, "data from an unknown relayed participant dropped");
+                return;
+            };
+            let (identity, name) = match sfu.peer_room(from) {
+                Some((_, identity)) => (
+                    identity.to_owned(),
+                    sfu.peer_name(from).unwrap_or(identity).to_owned(),
+                ),
+                None => return,
+            };
+            let update = RoomUpdate::Data {
+                from,
+                from_identity: identity,
+                from_name: name,
+                payload: payload.clone(),
+            };
+            listeners.send(&room, &update, |l| {
+                to.as_ref().is_none_or(|t| t.contains(&l.identity))
+            });
+            // The room's node passes it on to the room's other nodes.
+            sfu.export_data(from, to, payload);
+        }
+        RelayCommand::ImportTrack { room, link, track } => {
+            if let Err(e) = sfu.import_track(now, link, &track) {
                 info!(%room, link, track = track.track, error = %e, "relayed track not imported");
             }
         }
         RelayCommand::ImportEnded { room, link, track } => {
-            if let Some(peer) = sfu.import_peer(&room, link) {
-                sfu.import_track_ended(now, peer, track);
-            }
+            sfu.import_track_ended(now, &room, link, track);
         }
         RelayCommand::ImportMuted {
             room,
             link,
             track,
             muted,
-        } => {
-            if let Some(peer) = sfu.import_peer(&room, link) {
-                sfu.import_muted(now, peer, track, muted);
-            }
-        }
+        } => sfu.import_muted(now, &room, link, track, muted),
         RelayCommand::ImportPacket { room, link, packet } => {
-            if let Some(peer) = sfu.import_peer(&room, link) {
-                sfu.import_packet(now, peer, packet);
-            }
+            sfu.import_packet(now, &room, link, packet);
         }
-        RelayCommand::CloseImport { room, link } => {
-            if let Some(peer) = sfu.import_peer(&room, link) {
-                sfu.close_import(now, peer);
-            }
-        }
+        RelayCommand::CloseImport { room, link } => sfu.close_import(now, &room, link),
     }
 }
 
@@ -1452,11 +1495,13 @@ fn room_command(
                 from: peer,
                 from_identity: identity.to_owned(),
                 from_name: sfu.peer_name(peer).unwrap_or(identity).to_owned(),
-                payload,
+                payload: payload.clone(),
             };
             let n = listeners.send(&room, &update, |l| {
                 l.peer != peer && to.as_ref().is_none_or(|t| t.contains(&l.identity))
             });
+            // The room's other nodes deliver it to theirs (not counted here).
+            sfu.export_data(peer, to, payload);
             Ok(RoomReply::Delivered(n))
         }
         RoomCommand::Leave(reason) => sfu
@@ -1489,9 +1534,9 @@ fn end_lone_local_imports(sfu: &mut Sfu, ctx: &WorkerContext, room: &RoomId) {
     if imports.is_empty() && !sfu.room_participants(room).is_empty() {
         return; // players remain
     }
-    for (peer, link) in imports {
+    for link in imports {
         if local_link_home(link).is_some() {
-            sfu.close_import(Instant::now(), peer);
+            sfu.close_import(Instant::now(), room, link);
         }
     }
     let Some(link) = lock(&ctx.spreads.rooms).remove(&(room.clone(), ctx.index)) else {

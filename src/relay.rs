@@ -4,11 +4,16 @@
 //!
 //! ```text
 //!   node B (importer)                         node A (the room's home, exporter)
-//!   WHEP for room R ──import(R, A)──► link ──Import{R}──► start_export(R, sink)
-//!   workers ◄──ImportTrack/Packet── link ◄──Track / datagrams── sink ◄── Sfu
+//!   WHEP or /rtc for R ─import(R, A)─► link ──Import{R}──► start_export(R, sink)
+//!   workers ◄─Participant/Track/Packet─ link ◄── Participant / Track / datagrams ── sink ◄── Sfu
+//!   start_export(R, sink) ◄──Import{R, back}── link ◄── A imports B's side of R back
 //!   Sfu: keyframe wanted ──────────► link ──Keyframe──► export_keyframe
 //!   gap in a stream ───────────────► link ──Nack──► RepairBuffer ──datagram──►
 //! ```
+//!
+//! The room's node imports back every node that imports a room from it, and passes
+//! each node's participants on to the others: a room's nodes form a star around its
+//! home, and its `/rtc` participants, wherever they are, see one room.
 //!
 //! ## Trust
 //! Every node of a cluster holds the cluster key (`keys/cluster-relay.key`, shared like
@@ -90,6 +95,12 @@ struct Inner {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// Rooms imported: the node each comes from, and since when.
     imports: Mutex<HashMap<RoomId, (String, Instant)>>,
+    /// Rooms of this node imported back from the nodes that import them (`back`),
+    /// while those nodes do.
+    back_imports: Mutex<Vec<(RoomId, String)>>,
+    /// The rooms this node's `/rtc` participants are in (set once the room protocol
+    /// runs): an import they use is kept.
+    participant_rooms: std::sync::OnceLock<Box<dyn Fn() -> Vec<RoomId> + Send + Sync>>,
     /// The nodes without a relay, by the registry's last reading (every second). A
     /// node not read yet is tried: a failed dial then marks it in `failed`.
     relayless: Mutex<Vec<String>>,
@@ -111,6 +122,8 @@ struct Link {
     loss: Mutex<LossDetector>,
     /// Imported tracks' rooms (datagrams carry only the track id).
     tracks: Mutex<HashMap<u32, RoomId>>,
+    /// The rooms whose participants or tracks came in over this link.
+    rooms: Mutex<Vec<RoomId>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -144,6 +157,8 @@ impl Relay {
                 metrics,
                 links: Mutex::new(HashMap::new()),
                 imports: Mutex::new(HashMap::new()),
+                back_imports: Mutex::new(Vec::new()),
+                participant_rooms: std::sync::OnceLock::new(),
                 relayless: Mutex::new(Vec::new()),
                 failed: Mutex::new(HashMap::new()),
                 dialling: Mutex::new(Vec::new()),
@@ -186,6 +201,7 @@ impl Relay {
             Some(link) => {
                 let _ = link.control.send(Control::Import {
                     room: room.as_str().to_owned(),
+                    back: false,
                 });
             }
             None => self.dial_in_background(home.to_owned()),
@@ -315,6 +331,7 @@ impl Relay {
             repair: Mutex::new(RepairBuffer::new(REPAIR_PACKETS)),
             loss: Mutex::new(LossDetector::default()),
             tracks: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Vec::new()),
         });
         if let Some(old) = lock(&self.inner.links).insert(node.clone(), link.clone()) {
             // The newer connection wins; the old one's rooms move over below.
@@ -332,6 +349,7 @@ impl Relay {
             if *from == node {
                 let _ = link.control.send(Control::Import {
                     room: room.as_str().to_owned(),
+                    back: false,
                 });
             }
         }
@@ -367,9 +385,9 @@ impl Relay {
         };
         match msg {
             Control::Hello { .. } => {}
-            Control::Import { room } => {
+            Control::Import { room, back } => {
                 let Some(room) = room_of(&room) else { return };
-                if media.is_draining() {
+                if media.is_draining() && !back {
                     let _ = link.control.send(Control::Refused {
                         room: room.as_str().to_owned(),
                         reason: "the node is draining".into(),
@@ -378,18 +396,43 @@ impl Relay {
                 }
                 let sink = LinkSink::new(self.clone(), link.clone());
                 media.relay(RelayCommand::Export {
-                    room,
+                    room: room.clone(),
                     link: link.id,
                     sink: Box::new(sink),
-                    imports_too: false,
+                    participants: true,
                 });
+                if !back {
+                    // The importer's own participants join this side of the room.
+                    let mut backs = lock(&self.inner.back_imports);
+                    if !backs.iter().any(|(r, n)| *r == room && *n == link.peer) {
+                        backs.push((room.clone(), link.peer.clone()));
+                    }
+                    drop(backs);
+                    let _ = link.control.send(Control::Import {
+                        room: room.as_str().to_owned(),
+                        back: true,
+                    });
+                }
             }
             Control::Stop { room } => {
                 let Some(room) = room_of(&room) else { return };
                 media.relay(RelayCommand::StopExport {
-                    room,
+                    room: room.clone(),
                     link: link.id,
                 });
+                let was_back = {
+                    let mut backs = lock(&self.inner.back_imports);
+                    let before = backs.len();
+                    backs.retain(|(r, n)| !(*r == room && *n == link.peer));
+                    backs.len() < before
+                };
+                if was_back {
+                    // The node no longer imports the room: nor does this one its side.
+                    let _ = link.control.send(Control::Stop {
+                        room: room.as_str().to_owned(),
+                    });
+                    self.close_import_over(link, &room);
+                }
             }
             Control::Keyframe { room, track, rid } => {
                 let Some(room) = room_of(&room) else { return };
@@ -421,19 +464,51 @@ impl Relay {
                     }
                 }
             }
-            Control::Track(t) => {
-                let Some(room) = room_of(&t.room) else { return };
-                let wanted = lock(&self.inner.imports)
-                    .get(&room)
-                    .is_some_and(|(from, _)| *from == link.peer);
-                if !wanted {
+            Control::Participant(p) => {
+                let Some(room) = room_of(&p.room) else { return };
+                if !self.imports_from(&room, &link.peer) {
                     return; // announced after this node stopped importing the room
                 }
+                note_room(link, &room);
+                media.relay(RelayCommand::ImportParticipant {
+                    room,
+                    link: link.id,
+                    participant: p,
+                });
+            }
+            Control::ParticipantLeft { room, participant } => {
+                let Some(room) = room_of(&room) else { return };
+                media.relay(RelayCommand::ImportLeft {
+                    room,
+                    link: link.id,
+                    participant,
+                });
+            }
+            Control::Data {
+                room,
+                participant,
+                to,
+                payload,
+            } => {
+                let Some(room) = room_of(&room) else { return };
+                media.relay(RelayCommand::ImportData {
+                    room,
+                    link: link.id,
+                    participant,
+                    to,
+                    payload,
+                });
+            }
+            Control::Track(t) => {
+                let Some(room) = room_of(&t.room) else { return };
+                if !self.imports_from(&room, &link.peer) {
+                    return; // announced after this node stopped importing the room
+                }
+                note_room(link, &room);
                 lock(&link.tracks).insert(t.track, room.clone());
                 media.relay(RelayCommand::ImportTrack {
                     room,
                     link: link.id,
-                    node: link.peer.clone(),
                     track: t,
                 });
             }
@@ -518,9 +593,10 @@ impl Relay {
     }
 
     fn link_closed(&self, link: &Arc<Link>) {
-        {
+        let current = {
             let mut links = lock(&self.inner.links);
-            if links.get(&link.peer).is_some_and(|l| l.id == link.id) {
+            let current = links.get(&link.peer).is_some_and(|l| l.id == link.id);
+            if current {
                 links.remove(&link.peer);
                 self.inner
                     .metrics
@@ -528,22 +604,99 @@ impl Relay {
                     .with_label_values(&[&link.peer])
                     .set(0);
             }
-        }
+            current
+        };
         info!(peer = %link.peer, link = link.id, reason = ?link.conn.close_reason(), "relay link down");
+        if current {
+            // A newer link to the node asks for its imports again itself.
+            lock(&self.inner.back_imports).retain(|(_, n)| *n != link.peer);
+        }
         self.inner
             .media
             .relay(RelayCommand::StopLinkExports { link: link.id });
-        let rooms: Vec<RoomId> = lock(&link.tracks).drain().map(|(_, r)| r).collect();
-        let mut seen = Vec::new();
+        lock(&link.tracks).clear();
+        let rooms: Vec<RoomId> = std::mem::take(&mut *lock(&link.rooms));
         for room in rooms {
-            if !seen.contains(&room) {
-                seen.push(room.clone());
-                self.inner.media.relay(RelayCommand::CloseImport {
-                    room,
-                    link: link.id,
-                });
-            }
+            self.inner.media.relay(RelayCommand::CloseImport {
+                room,
+                link: link.id,
+            });
         }
+    }
+
+    /// Whether this node takes `room`'s participants and tracks from `node`: it
+    /// imports the room from there, or imports its side back.
+    fn imports_from(&self, room: &RoomId, node: &str) -> bool {
+        lock(&self.inner.imports)
+            .get(room)
+            .is_some_and(|(from, _)| from == node)
+            || lock(&self.inner.back_imports)
+                .iter()
+                .any(|(r, n)| r == room && n == node)
+    }
+
+    /// Ends what came in of `room` over `link`: its participants leave here.
+    fn close_import_over(&self, link: &Arc<Link>, room: &RoomId) {
+        let ended: Vec<u32> = {
+            let mut tracks = lock(&link.tracks);
+            let ended = tracks
+                .iter()
+                .filter(|(_, r)| *r == room)
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>();
+            tracks.retain(|_, r| r != room);
+            ended
+        };
+        let mut loss = lock(&link.loss);
+        for t in ended {
+            loss.forget(t);
+        }
+        drop(loss);
+        lock(&link.rooms).retain(|r| r != room);
+        self.inner.media.relay(RelayCommand::CloseImport {
+            room: room.clone(),
+            link: link.id,
+        });
+    }
+
+    /// Stops importing `room` (from wherever it came).
+    fn end_import(&self, room: &RoomId) {
+        let Some((node, _)) = lock(&self.inner.imports).remove(room) else {
+            return;
+        };
+        if let Some(link) = self.link_to(&node) {
+            let _ = link.control.send(Control::Stop {
+                room: room.as_str().to_owned(),
+            });
+            self.close_import_over(&link, room);
+        }
+    }
+
+    /// The rooms this node imports, with the node each comes from.
+    pub fn imported_rooms(&self) -> Vec<(RoomId, String)> {
+        lock(&self.inner.imports)
+            .iter()
+            .map(|(r, (n, _))| (r.clone(), n.clone()))
+            .collect()
+    }
+
+    /// `room` lives on `home` now (`None`: here): an import from another node ends,
+    /// and one from `home` starts.
+    pub fn follow_home(&self, room: &RoomId, home: Option<&str>) {
+        let from = lock(&self.inner.imports).get(room).map(|(n, _)| n.clone());
+        if from.as_deref() == home || from.is_none() {
+            return;
+        }
+        info!(%room, from = ?from, to = ?home, "the imported room moved");
+        self.end_import(room);
+        if let Some(home) = home {
+            self.start_import(room, home);
+        }
+    }
+
+    /// Where the room protocol's participants are: their rooms' imports are kept.
+    pub fn set_participant_rooms(&self, rooms: impl Fn() -> Vec<RoomId> + Send + Sync + 'static) {
+        let _ = self.inner.participant_rooms.set(Box::new(rooms));
     }
 
     /// Every second: stops imports nobody here listens to, and dials links that are
@@ -558,13 +711,16 @@ impl Relay {
                 _ = every.tick() => {}
                 _ = stop.changed() => return,
             }
-            let listened: Vec<RoomId> = self
+            let mut listened: Vec<RoomId> = self
                 .inner
                 .media
                 .session_rooms()
                 .into_iter()
                 .map(|(r, _)| r)
                 .collect();
+            if let Some(rooms) = self.inner.participant_rooms.get() {
+                listened.extend(rooms());
+            }
             if let Ok(nodes) = self.inner.db.nodes().await {
                 *lock(&self.inner.relayless) = nodes
                     .into_iter()
@@ -578,40 +734,23 @@ impl Relay {
                 .map(|(r, (n, since))| (r.clone(), n.clone(), *since))
                 .collect();
             for (room, node, since) in imports {
-                let link = self.link_to(&node);
                 if !listened.contains(&room) && since.elapsed() >= IMPORT_GRACE {
-                    info!(%room, from = %node, "import ended: no subscriber here");
-                    lock(&self.inner.imports).remove(&room);
-                    if let Some(link) = link {
-                        let _ = link.control.send(Control::Stop {
-                            room: room.as_str().to_owned(),
-                        });
-                        let ended: Vec<u32> = {
-                            let mut tracks = lock(&link.tracks);
-                            let ended = tracks
-                                .iter()
-                                .filter(|(_, r)| **r == room)
-                                .map(|(t, _)| *t)
-                                .collect::<Vec<_>>();
-                            tracks.retain(|_, r| *r != room);
-                            ended
-                        };
-                        let mut loss = lock(&link.loss);
-                        for t in ended {
-                            loss.forget(t);
-                        }
-                        drop(loss);
-                        self.inner.media.relay(RelayCommand::CloseImport {
-                            room,
-                            link: link.id,
-                        });
-                    }
-                } else if link.is_none() {
-                    // Its players are here already: keep trying (one dial at a time).
+                    info!(%room, from = %node, "import ended: nobody here");
+                    self.end_import(&room);
+                } else if self.link_to(&node).is_none() {
+                    // Its people are here already: keep trying (one dial at a time).
                     self.dial_in_background(node);
                 }
             }
         }
+    }
+}
+
+/// Notes that `room` has something coming in over `link`.
+fn note_room(link: &Link, room: &RoomId) {
+    let mut rooms = lock(&link.rooms);
+    if !rooms.contains(room) {
+        rooms.push(room.clone());
     }
 }
 
@@ -653,6 +792,21 @@ impl LinkSink {
                         }
                         continue;
                     }
+                    RelayOut::Participant(p) => Control::Participant(p),
+                    RelayOut::ParticipantLeft { room, participant } => {
+                        Control::ParticipantLeft { room, participant }
+                    }
+                    RelayOut::Data {
+                        room,
+                        participant,
+                        to,
+                        payload,
+                    } => Control::Data {
+                        room,
+                        participant,
+                        to,
+                        payload,
+                    },
                     RelayOut::Track(t) => Control::Track(t),
                     RelayOut::TrackEnded { room, track } => Control::TrackEnded { room, track },
                     RelayOut::Muted { room, track, muted } => Control::Muted { room, track, muted },

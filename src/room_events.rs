@@ -105,12 +105,14 @@ impl RoomEventTracker {
         let mut out = Vec::new();
         match ev {
             // A room participant is in the room from its join (it may never send media);
-            // a WHIP/WHEP session from the moment it connects.
+            // a WHIP/WHEP session from the moment it connects. Another node's
+            // participant (`relayed`) is that node's to report.
             SfuEvent::PeerJoined {
                 peer,
                 room,
                 identity,
                 role: role @ PeerRole::Participant,
+                relayed: false,
                 ..
             }
             | SfuEvent::PeerConnected {

@@ -467,8 +467,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             idle_timeout: Duration::from_secs(settings.limits.websocket_idle_secs),
             rooms: room_authority.clone(),
             placement: placement.clone(),
+            cascade: relay
+                .clone()
+                .map(|r| Arc::new(r) as Arc<dyn signaling::placement::Cascade>),
         },
     );
+    if let Some(relay) = &relay {
+        let rooms = rooms.clone();
+        relay.set_participant_rooms(move || {
+            rooms
+                .participant_rooms()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        });
+    }
     let session_events = Arc::new(signaling::session_events::SessionEvents::default());
     let mut app = Router::new()
         .route("/healthz", get(healthz))
@@ -526,6 +539,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         api.node_id.clone(),
         rooms.clone(),
         workers.clone(),
+        relay.clone(),
     );
     info!(http = %http_addr, url = %public_url, media = ?media_addrs, "streamcore listening");
     Ok(RunningServer {
@@ -802,7 +816,7 @@ impl RunningServer {
             Ok(elsewhere) => self.session_events.move_rooms(
                 elsewhere
                     .into_iter()
-                    .filter_map(|(room, base)| Some((media_core::RoomId::parse(&room).ok()?, base)))
+                    .filter_map(|e| Some((media_core::RoomId::parse(&e.room).ok()?, e.base_url)))
                     .collect(),
             ),
             Err(e) => {

@@ -414,7 +414,18 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
         "a listener in another region plays on a node of its region, over the relay"
     );
     assert_eq!(
-        listen["rtc_url"], t["rtc_url"],
+        c.owner_of(
+            &listen["rtc_url"]
+                .as_str()
+                .unwrap()
+                .replace("ws://", "http://")
+        ),
+        "c",
+        "its `/rtc` is there too: {listen}"
+    );
+    let again = c.token(&room, json!({"publish": true})).await;
+    assert_eq!(
+        again["whip_url"], t["whip_url"],
         "a live placement holds whatever region a later caller is in"
     );
     assert_eq!(listen["local"], false, "its URLs name two nodes: {listen}");
@@ -492,7 +503,9 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
         "{played}"
     );
 
-    // A `/rtc` join on a wrong node is told to move, and joins where it is told.
+    // A `/rtc` join on another node than the room's is served there, the room
+    // relayed from its node (`a_room_participants_on_two_nodes_see_one_room` has the
+    // pages); one on the room's node joins there.
     let mut sock = ws(&format!(
         "{}/rtc",
         c.node(wrong[0]).base.replace("http://", "ws://")
@@ -500,13 +513,13 @@ async fn rooms_are_placed_on_one_node_and_requests_are_sent_there() {
     .await;
     let join = json!({"type": "join", "token": t["token"], "id": 1});
     send(&mut sock, join.clone()).await;
-    let moved = recv(&mut sock, Duration::from_secs(10))
+    let served = recv(&mut sock, Duration::from_secs(10))
         .await
         .expect("an answer to join");
-    assert_eq!(moved["type"], "move", "{moved}");
-    assert_eq!(moved["id"], 1);
-    assert_eq!(moved["url"], t["rtc_url"], "{moved}");
-    let mut there = ws(moved["url"].as_str().unwrap()).await;
+    assert_eq!(served["type"], "joined", "{served}");
+    assert_eq!(served["id"], 1);
+    drop(sock);
+    let mut there = ws(t["rtc_url"].as_str().unwrap()).await;
     send(&mut there, join).await;
     let joined = recv(&mut there, Duration::from_secs(10))
         .await
@@ -1125,6 +1138,98 @@ async fn a_listener_relayed_from_another_node_reconnects_when_that_node_drains()
     let (_, p) = c.nodes.remove(pos);
     let status = exit_of(p, "the drained relay node").await;
     assert!(status.success(), "{status:?}");
+}
+
+/// One room with a person on each of two nodes (every node has room for one peer, so
+/// the second person's pass names another node, which imports the room over the relay
+/// and is imported back): in Chromium, each decodes the other, chat crosses both ways,
+/// a mute shows, each page has an active speaker, and a leave is seen
+/// (`scripts/browser/cluster_room.py`). The relay carried media both ways, and the bus
+/// heard each person join once, from the node they were on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_participants_on_two_nodes_see_one_room() {
+    const BEN_EMAIL: &str = "ben@example.com";
+    let c = Cluster::start_with_env(false, &[("STREAMCORE_CLUSTER__CAPACITY", "1")]).await;
+    c.wait_registry("three nodes up, each with a relay", |r| {
+        ids_with(r, "active").len() == 3
+            && r.iter()
+                .all(|n| n["relay_addr"].as_str().is_some_and(|a| !a.is_empty()))
+    })
+    .await;
+    let out = Command::new(BIN)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            BEN_EMAIL,
+            "--display-name",
+            "Ben",
+        ])
+        .args(["--database-url", &c.db_url, "--data-dir"])
+        .arg(&c.dir)
+        .env("STREAMCORE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = scenario(
+        "cluster_room",
+        &c.api.base,
+        &[
+            "--email",
+            ADMIN_EMAIL,
+            "--password",
+            ADMIN_PASSWORD,
+            "--admin-token",
+            &c.admin,
+            "--ben-email",
+            BEN_EMAIL,
+            "--ben-password",
+            ADMIN_PASSWORD,
+        ],
+    )
+    .await;
+    let owner = |url: &Value| c.owner_of(&format!("{}/", url.as_str().unwrap()));
+    let (ada, ben) = (owner(&v["ada_node"]), owner(&v["ben_node"]));
+    assert_ne!(ada, ben, "{v}");
+    // Each node received the other's media over their link.
+    for (at, from) in [(&ada, &ben), (&ben, &ada)] {
+        let received = by_node(
+            &c.http,
+            &c.node(at).base,
+            "streamcore_relay_packets_received_total",
+        )
+        .await;
+        assert!(
+            received.iter().any(|(n, v)| n == from && *v > 100.0),
+            "node {at} received {received:?}"
+        );
+    }
+    // Each person joined once on the bus (no shadow reported), the room started once.
+    let room = v["room"].as_str().unwrap();
+    let mut sql = sqlx::PgConnection::connect(&c.db_url).await.unwrap();
+    let id: String = sqlx::query_scalar("SELECT id FROM rooms WHERE name = $1")
+        .bind(room)
+        .fetch_one(&mut sql)
+        .await
+        .unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM event_outbox WHERE key = $1 ORDER BY seq")
+            .bind(&id)
+            .fetch_all(&mut sql)
+            .await
+            .unwrap();
+    let count = |t: &str| {
+        events
+            .iter()
+            .filter(|p| p.contains(&format!("\"{t}\"")))
+            .count()
+    };
+    assert_eq!(count("room.participant_joined"), 2, "{events:#?}");
+    assert_eq!(count("room.started"), 1, "{events:#?}");
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in

@@ -245,8 +245,17 @@ pub async fn move_rooms_away(
     Ok(moved)
 }
 
+/// A served room's home on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivesElsewhere {
+    pub room: String,
+    pub node_id: String,
+    /// The node's public base URL.
+    pub base_url: String,
+}
+
 /// Which of the rooms this node serves (it has sessions or participants in them)
-/// live elsewhere, with the base URL of their node. A served room without a live home
+/// live elsewhere, and on which node. A served room without a live home
 /// is claimed again (its home was released while someone joined, or its node died),
 /// unless this node drains. Nodes call this every second, so a room that came to be
 /// served on two nodes is whole again within seconds: the node that is not its home
@@ -256,7 +265,7 @@ pub async fn rooms_living_elsewhere(
     me: &str,
     served: &[String],
     draining: bool,
-) -> Result<Vec<(String, String)>, crate::store::StoreError> {
+) -> Result<Vec<LivesElsewhere>, crate::store::StoreError> {
     if served.is_empty() {
         return Ok(Vec::new());
     }
@@ -285,7 +294,11 @@ pub async fn rooms_living_elsewhere(
             .and_then(|ns| ns.iter().find(|n| n.id == home))
             .filter(|n| status(n, now) != NodeStatus::Dead)
         {
-            elsewhere.push((room.clone(), n.public_url.clone()));
+            elsewhere.push(LivesElsewhere {
+                room: room.clone(),
+                node_id: n.id.clone(),
+                base_url: n.public_url.clone(),
+            });
         }
     }
     Ok(elsewhere)

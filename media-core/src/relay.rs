@@ -2,11 +2,14 @@
 //! each hop repairs its own losses.
 //!
 //! A link joins two nodes. Over it one node *imports* rooms from the node they live on
-//! (the *exporter*): the exporter announces each published track of the room
-//! ([`RelayTrack`]), then sends every RTP packet of it once ([`RelayedPacket`], one
-//! QUIC datagram), however many subscribers the importer fans it out to. Control
-//! messages ([`Control`]) travel in order on one stream: length-prefixed JSON, read
-//! back by [`ControlReader`].
+//! (the *exporter*): the exporter announces each participant of the room
+//! ([`RelayParticipant`]) and each published track ([`RelayTrack`]), then sends every
+//! RTP packet of it once ([`RelayedPacket`], one QUIC datagram), however many
+//! subscribers the importer fans it out to. The room's node imports back what the
+//! importer's own participants publish and say ([`Control::Import`] with `back`), so a
+//! room's nodes form a star around its home, and every participant sees one room.
+//! Control messages ([`Control`]) travel in order on one stream: length-prefixed JSON,
+//! read back by [`ControlReader`].
 //!
 //! ## Repair per hop
 //! A datagram lost between the nodes is repaired on that hop, not by the publisher:
@@ -17,7 +20,9 @@
 //! ## Invariants
 //! - A track id is the exporter's and unique on that node for its life (each worker
 //!   numbers its tracks in its own space, `SfuConfig::relay_id_space`); the importer
-//!   keys everything by (link, track id).
+//!   keys everything by (link, track id). A participant id is the exporter's likewise.
+//! - An exporter never sends a link what came in over that same link: with the star
+//!   around the room's node, nothing loops.
 //! - Datagrams start with [`DATAGRAM_VERSION`]; a reader drops what it does not know.
 
 use std::collections::VecDeque;
@@ -41,13 +46,33 @@ pub enum Control {
         node: String,
         proof: String,
     },
-    /// The importer wants a room's media.
+    /// The importer wants a room's participants and media. `back`: the room's node
+    /// imports the importer's own side of a room the importer imports from it (and
+    /// does not ask back in turn).
     Import {
         room: String,
+        #[serde(default)]
+        back: bool,
     },
     /// … and no longer.
     Stop {
         room: String,
+    },
+    /// A participant is in the room (sent before its tracks, and for every
+    /// participant already there when the export starts).
+    Participant(RelayParticipant),
+    /// … and left it.
+    ParticipantLeft {
+        room: String,
+        participant: u64,
+    },
+    /// A room data message from a participant of the exporter's side, to the room's
+    /// participants with these identities (`None`: all).
+    Data {
+        room: String,
+        participant: u64,
+        to: Option<Vec<String>>,
+        payload: serde_json::Value,
     },
     Track(RelayTrack),
     TrackEnded {
@@ -78,6 +103,19 @@ pub enum Control {
     },
 }
 
+/// A participant of the exporter's side of a room (WHEP players are not announced:
+/// they are counted where they play).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayParticipant {
+    pub room: String,
+    /// The exporter's id for it, unique on that node for the participant's life.
+    pub participant: u64,
+    pub identity: String,
+    pub name: String,
+    /// `participant` (`/rtc`) or `publisher` (WHIP).
+    pub role: String,
+}
+
 /// A published track, as the exporter announces it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelayTrack {
@@ -85,8 +123,13 @@ pub struct RelayTrack {
     pub track: u32,
     /// `audio` or `video`.
     pub kind: String,
-    /// The publisher's identity on the exporter.
+    /// Its publisher ([`RelayParticipant::participant`]).
+    #[serde(default)]
+    pub participant: u64,
+    /// The publisher's identity and name on the exporter.
     pub identity: String,
+    #[serde(default)]
+    pub name: String,
     pub muted: bool,
     /// The publisher's payload types for this kind: packets carry these.
     pub codecs: Vec<RelayCodec>,
@@ -403,7 +446,27 @@ mod tests {
     #[test]
     fn control_frames_come_back_whole_from_any_split() {
         let msgs = [
-            Control::Import { room: "r".into() },
+            Control::Import {
+                room: "r".into(),
+                back: true,
+            },
+            Control::Participant(RelayParticipant {
+                room: "r".into(),
+                participant: 7,
+                identity: "ada".into(),
+                name: "Ada".into(),
+                role: "participant".into(),
+            }),
+            Control::Data {
+                room: "r".into(),
+                participant: 7,
+                to: Some(vec!["ben".into()]),
+                payload: serde_json::json!({"chat": "hi"}),
+            },
+            Control::ParticipantLeft {
+                room: "r".into(),
+                participant: 7,
+            },
             Control::Nack {
                 track: 3,
                 ssrc: 9,

@@ -1,11 +1,13 @@
 //! Which node of the cluster a room lives on. The control plane places every room on
-//! one node (`control_api::cluster`); a WHIP/WHEP request that reaches another node is
-//! sent there with `307 Temporary Redirect` (RFC 9725 §4.5) and a `/rtc` join gets a
-//! `move` message naming the node's `/rtc`. A room nobody placed yet (a token made on
-//! the command line, or its node died) is placed on the node the request reached.
+//! one node (`control_api::cluster`). A WHEP player or a `/rtc` participant that
+//! reaches another node is served there, the room relayed from its node ([`Cascade`]);
+//! when that cannot be, and for WHIP, the request is sent to the room's node
+//! (`307 Temporary Redirect`, RFC 9725 §4.5; a `move` message for `/rtc`). A room
+//! nobody placed yet (a token made on the command line, or its node died) is placed on
+//! the node the request reached.
 //!
-//! Invariant: a node serves a room only while the room's home is this node, so two
-//! nodes never hold two halves of one room.
+//! Invariant: a node serves a room only while the room's home is this node or it
+//! imports the room from that home, so a room's nodes form one star around its home.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,11 +35,11 @@ pub struct Remote {
     pub base_url: String,
 }
 
-/// Serves a WHEP player on this node from a room that lives on another, over the
-/// relay between nodes, instead of redirecting the player there.
+/// Serves a WHEP player or a `/rtc` participant on this node in a room that lives on
+/// another, over the relay between nodes, instead of sending it there.
 pub trait Cascade: std::fmt::Debug + Send + Sync + 'static {
     /// Starts importing `room` from the node `home` (returns at once). False when this
-    /// node cannot (it drains, or runs no relay): the player is redirected.
+    /// node cannot (it drains, or runs no relay): the client is sent there.
     fn import(&self, room: &RoomId, home: &str) -> bool;
 }
 

@@ -62,9 +62,11 @@ pub struct RoomProtocolConfig {
     pub idle_timeout: Duration,
     /// Asked whether a token's room is still the one it was issued for.
     pub rooms: crate::room_authority::SharedRoomAuthority,
-    /// Asked which node a room lives on; a join for another node's room is told to
-    /// move there.
+    /// Asked which node a room lives on; a join for another node's room is served
+    /// here through the relay when `cascade` can, else told to move there.
     pub placement: crate::placement::SharedPlacement,
+    /// Imports another node's room for the participants joining it here.
+    pub cascade: crate::placement::SharedCascade,
 }
 
 impl Default for RoomProtocolConfig {
@@ -75,6 +77,7 @@ impl Default for RoomProtocolConfig {
             idle_timeout: Duration::from_secs(60),
             rooms: None,
             placement: None,
+            cascade: None,
         }
     }
 }
@@ -495,11 +498,13 @@ fn update_message(
                 identity,
                 name,
                 role,
+                relayed,
                 ..
             } if *peer != me => (
                 Some(
+                    // Another node's participant is connected there.
                     json!({"type": "participant_joined", "participant": ParticipantView {
-                        sid: sid(*peer), identity: identity.clone(), name: name.clone(), kind: role.as_str(), connected: false, tracks: Vec::new(),
+                        sid: sid(*peer), identity: identity.clone(), name: name.clone(), kind: role.as_str(), connected: *relayed, tracks: Vec::new(),
                     }}),
                 ),
                 None,
@@ -850,6 +855,12 @@ async fn elsewhere<B: RoomBackend>(
     let Some(remote) = crate::placement::elsewhere(&st.config.placement, &grant.room).await? else {
         return Ok(None);
     };
+    if let Some(c) = &st.config.cascade
+        && c.import(&grant.room, &remote.node_id)
+    {
+        info!(room = %grant.room, identity = %grant.identity, home = %remote.node_id, "participant served here; the room is relayed from its node");
+        return Ok(None);
+    }
     let to = Move::to_node(&remote.base_url, "room_elsewhere");
     info!(room = %grant.room, identity = %grant.identity, to = %to.url, "join sent to the room's node");
     Ok(Some(to.url))

@@ -722,21 +722,26 @@ async fn issue(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let listener = grants.subscribe && !grants.publish && !grants.publish_data;
     let mut play_base = None;
+    let mut rtc_base = None;
     let (base, local, elsewhere_ice) = if st.config.placement {
         let region = region.unwrap_or(&st.config.region);
         let home = crate::cluster::place(&st.db, &room.id, region, &st.node_id).await?;
         // The node whose media the client meets: a listener's may be another than the
-        // room's (and then the URLs name two nodes: none is "here" for the page).
+        // room's (and then the URLs name two nodes: none is "here" for the page). A
+        // `/rtc` participant, listening or not, joins on that node too: the relay
+        // carries its room both ways.
         let mut media = (home.node_id.clone(), home.turn_urls.clone());
-        if listener {
-            let nodes = st.db.nodes().await.map_err(crate::state::store_error)?;
-            let now = crate::auth::now_millis();
-            if let Some(n) = crate::cluster::listen_node(&nodes, &home.node_id, region, now) {
-                play_base = Some(n.public_url.trim_end_matches('/').to_owned());
+        let nodes = st.db.nodes().await.map_err(crate::state::store_error)?;
+        let now = crate::auth::now_millis();
+        if let Some(n) = crate::cluster::listen_node(&nodes, &home.node_id, region, now) {
+            let near = n.public_url.trim_end_matches('/').to_owned();
+            rtc_base = Some(signaling::placement::websocket_base(&near));
+            if listener {
+                play_base = Some(near);
                 media = (n.id.clone(), n.turn_urls.clone());
             }
         }
-        let local = home.node_id == *st.node_id && play_base.is_none();
+        let local = home.node_id == *st.node_id && play_base.is_none() && rtc_base.is_none();
         // Another node's clients use its TURN server, not this one's: a listener's,
         // the TURN server of the node it plays from.
         let ice = (media.0 != *st.node_id).then(|| {
@@ -751,7 +756,7 @@ async fn issue(
         (st.config.public_url.clone(), true, None)
     };
     let base = base.trim_end_matches('/');
-    let ws_base = signaling::placement::websocket_base(base);
+    let ws_base = rtc_base.unwrap_or_else(|| signaling::placement::websocket_base(base));
     let play_base = play_base.as_deref().unwrap_or(base);
     Ok(JoinTokenView {
         token,

@@ -194,13 +194,16 @@ pub enum RemoveReason {
 /// What the core tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {
-    /// A peer entered the room's participant list (before it connects).
+    /// A peer entered the room's participant list (before it connects). `relayed`: a
+    /// shadow of another node's participant (`Sfu::import_participant`), which that
+    /// node reports.
     PeerJoined {
         peer: PeerId,
         room: RoomId,
         identity: String,
         name: String,
         role: PeerRole,
+        relayed: bool,
     },
     PeerConnected {
         peer: PeerId,

@@ -245,9 +245,9 @@ impl Sfu {
                 voice_activity: ext.voice_activity,
                 payload: pkt.payload.clone(),
             };
-            let imported = publisher.relayed.is_some();
+            let origin = publisher.relayed.as_ref().map(|r| r.link);
             for e in exports.iter_mut() {
-                match e.offer(RelayOut::Packet(relayed.clone()), imported) {
+                match e.offer(RelayOut::Packet(relayed.clone()), origin) {
                     Some(true) => self.stats.relayed_out += 1,
                     Some(false) => self.stats.relay_refused += 1,
                     None => {}

@@ -98,6 +98,7 @@ impl Sfu {
             self.events
                 .insert(announce_at.min(self.events.len()), joined);
         }
+        self.export_joined(id);
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.offer_sdp = Some(req.offer_sdp.to_owned());
         }
@@ -114,7 +115,7 @@ impl Sfu {
         // One identity, one participant: the newer session is the one its person is
         // at (another tab, a phone that lost the old connection without a goodbye).
         let same = self.room_peers_where(req.room, |p| {
-            p.role == PeerRole::Participant && p.identity == req.identity
+            p.role == PeerRole::Participant && p.identity == req.identity && p.relayed.is_none()
         });
         for old in same {
             self.remove_peer_because(now, old, RemoveReason::Replaced)?;
@@ -141,6 +142,7 @@ impl Sfu {
         if let Some(joined) = self.join_event(id) {
             self.events.push_back(joined);
         }
+        self.export_joined(id);
         info!(peer = %id, room = %req.room, identity = req.identity, "participant joined");
         Ok(id)
     }
@@ -193,7 +195,7 @@ impl Sfu {
         answer
     }
 
-    fn join_event(&self, id: PeerId) -> Option<SfuEvent> {
+    pub(super) fn join_event(&self, id: PeerId) -> Option<SfuEvent> {
         let peer = self.peers.get(&id)?;
         let room = self.rooms.get(&peer.room)?;
         Some(SfuEvent::PeerJoined {
@@ -202,6 +204,7 @@ impl Sfu {
             identity: peer.identity.clone(),
             name: peer.name.clone(),
             role: peer.role,
+            relayed: peer.relayed.is_some(),
         })
     }
 
@@ -441,7 +444,10 @@ impl Sfu {
         identities: &[String],
         reason: RemoveReason,
     ) -> usize {
-        let leaving = self.room_peers_where(room, |p| identities.contains(&p.identity));
+        // A shadow is removed by its own node, which tells this one.
+        let leaving = self.room_peers_where(room, |p| {
+            p.relayed.is_none() && identities.contains(&p.identity)
+        });
         for id in &leaving {
             let _ = self.remove_peer_because(now, *id, reason);
         }
@@ -497,6 +503,8 @@ impl Sfu {
     /// slots are re-fed from another publisher of the room if there is one.
     /// `reason: None` removes silently (a peer that was never announced).
     pub(super) fn remove_now(&mut self, id: PeerId, reason: Option<RemoveReason>) {
+        // Told to the other nodes once its tracks ended.
+        let leaving = self.leave_announcement(id);
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
@@ -507,8 +515,12 @@ impl Sfu {
             return;
         };
         if let Some(relay) = &peer.relayed {
-            self.imports.remove(&(room.id.clone(), relay.link));
+            let room_id = room.id.clone();
+            self.forget_shadow(&room_id, relay);
         }
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
         room.peers.retain(|p| *p != id);
         let room_id = room.id.clone();
         // Subscriptions of this subscriber.
@@ -528,6 +540,9 @@ impl Sfu {
             .collect();
         for t in &ended {
             self.end_track(key, *t, reason.is_some());
+        }
+        if let Some((room, left, origin)) = leaving {
+            self.offer_export(&room, None, left, origin);
         }
         let Some(room) = self.rooms.get_mut(&key) else {
             return;

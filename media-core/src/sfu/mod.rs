@@ -91,8 +91,8 @@ pub struct Sfu {
     /// Exported rooms ([`relays`]). Keyed by id: an export outlives its room emptying.
     exports: HashMap<RoomId, Vec<relays::Export>>,
     next_relay_track: u32,
-    /// The import peer of each (room, link).
-    imports: HashMap<(RoomId, u64), PeerId>,
+    /// The shadows of each (room, link).
+    imports: HashMap<(RoomId, u64), relays::Imported>,
     stats: SfuStats,
 }
 

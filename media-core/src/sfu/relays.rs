@@ -1,15 +1,21 @@
-//! Rooms that span nodes: exporting a room's tracks over relay links, and importing
-//! another node's tracks as a publisher of the local room ([`crate::relay`] is the wire).
+//! Rooms that span nodes: exporting a room's participants and tracks over relay links,
+//! and importing another node's as participants of the local room ([`crate::relay`]
+//! is the wire).
 //!
-//! An export is a sink per (room, link) that is offered every track announcement and
-//! every packet of the room's own publishers, as a recording tap is; it never blocks.
-//! An import is one publisher peer per (room, link) with no network of its own: its
-//! tracks are announced by the exporter, its packets enter the forwarding path as if
-//! its `Rtc` had received them, and keyframe requests for them come out as
-//! [`SfuEvent::RelayKeyframeWanted`] for the driver to send back over the link.
-//! Imported tracks are exported again only to another worker of the same node (a room
-//! spread over workers): a room's home node feeds every other node directly.
+//! An export is a sink per (room, link) that is offered every participant, every
+//! track announcement, data message and packet of the room, as a recording tap is; it
+//! never blocks. What came in over a link is never offered back to it: the room's
+//! node passes one node's participants on to the others, and nothing loops.
+//!
+//! An import is one *shadow* peer per participant of the other side, with no network
+//! of its own: its tracks are announced by the exporter, its packets enter the
+//! forwarding path as if its `Rtc` had received them, and keyframe requests for them
+//! come out as [`SfuEvent::RelayKeyframeWanted`] for the driver to send back over the
+//! link. The local participants hear shadows join, publish, mute and leave like anyone
+//! ([`SfuEvent::PeerJoined`] says `relayed`, so the node that hosts the person is the
+//! one that reports it to the bus).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::format::Codec;
@@ -18,15 +24,26 @@ use str0m::rtp::{ExtensionValues, RtpHeader, RtpPacket, SeqNo};
 use tracing::{debug, info, warn};
 
 use super::lifecycle::{NewPeer, PeerMedia};
-use super::{Deferred, KeyframeAsk, Sfu, SfuError, SfuEvent};
+use super::{Deferred, KeyframeAsk, RemoveReason, Sfu, SfuError, SfuEvent};
 use crate::peer::PeerState;
-use crate::relay::{RelayCodec, RelayTrack, RelayedPacket};
+use crate::relay::{RelayCodec, RelayParticipant, RelayTrack, RelayedPacket};
 use crate::room::{RoomKey, TrackRef};
 use crate::{PeerId, PeerRole, RoomId};
 
 /// What an export offers its link.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RelayOut {
+    Participant(RelayParticipant),
+    ParticipantLeft {
+        room: String,
+        participant: u64,
+    },
+    Data {
+        room: String,
+        participant: u64,
+        to: Option<Vec<String>>,
+        payload: serde_json::Value,
+    },
     Track(RelayTrack),
     TrackEnded {
         room: String,
@@ -49,25 +66,27 @@ pub trait RelaySink: Send {
 pub(super) struct Export {
     link: u64,
     sink: Box<dyn RelaySink>,
-    /// Imported tracks go too (a link to another worker of this node); a link to
-    /// another node gets only the room's own publishers.
-    imports_too: bool,
+    /// Participants, and their data messages, go too (a link to another node); a link
+    /// to another worker of this node feeds its players and gets tracks only.
+    participants: bool,
 }
 
 impl Export {
-    /// Offers an item of a track that is imported (`imported`) or not.
-    pub(super) fn offer(&mut self, item: RelayOut, imported: bool) -> Option<bool> {
-        if imported && !self.imports_too {
+    /// Offers an item that came in over the link `origin` (`None`: this node's own).
+    pub(super) fn offer(&mut self, item: RelayOut, origin: Option<u64>) -> Option<bool> {
+        if origin == Some(self.link) {
             return None;
         }
         Some(self.sink.offer(item))
     }
 }
 
-/// What makes a peer an import.
+/// What makes a peer a shadow: the link it came over, and its tracks.
 #[derive(Debug)]
 pub struct RelayIn {
     pub link: u64,
+    /// The exporter's id for the participant.
+    participant: u64,
     tracks: Vec<InTrack>,
 }
 
@@ -79,36 +98,63 @@ struct InTrack {
     pts: Vec<(u8, Pt, u32)>,
 }
 
+/// The shadows of one (room, link): by the exporter's participant and track ids.
+#[derive(Debug, Default)]
+pub(super) struct Imported {
+    by_participant: HashMap<u64, PeerId>,
+    by_track: HashMap<u32, PeerId>,
+}
+
 fn relay_mid(track: u32) -> Mid {
     Mid::from(format!("r{track}").as_str())
 }
 
+fn role_name(role: PeerRole) -> &'static str {
+    match role {
+        PeerRole::Publisher => "publisher",
+        PeerRole::Subscriber => "subscriber",
+        PeerRole::Participant => "participant",
+    }
+}
+
 impl Sfu {
-    /// Starts offering a room's tracks to `sink` (the link `link` imports it); with
-    /// `imports_too`, the tracks this worker imports as well. The room need not exist
-    /// yet. Tracks already published are announced at once.
+    /// Starts offering a room to `sink` (the link `link` imports it); with
+    /// `participants`, its participants and data messages too. The room need not exist
+    /// yet. Participants and tracks already there are announced at once.
     pub fn start_export(
         &mut self,
         room: &RoomId,
         link: u64,
         sink: Box<dyn RelaySink>,
-        imports_too: bool,
+        participants: bool,
     ) {
         let exports = self.exports.entry(room.clone()).or_default();
         exports.retain(|e| e.link != link);
         exports.push(Export {
             link,
             sink,
-            imports_too,
+            participants,
         });
-        info!(%room, link, imports_too, "room exported");
+        info!(%room, link, participants, "room exported");
         let Some(&key) = self.room_keys.get(room) else {
             return;
         };
+        if participants {
+            let peers = self
+                .rooms
+                .get(&key)
+                .map(|r| r.peers.clone())
+                .unwrap_or_default();
+            for id in peers {
+                if let Some((_, p, origin)) = self.participant_announcement(id) {
+                    self.offer_export(room, Some(link), RelayOut::Participant(p), origin);
+                }
+            }
+        }
         let n = self.rooms.get(&key).map_or(0, |r| r.tracks.len());
         for ti in 0..n {
-            if let Some((t, imported)) = self.announcement(key, ti) {
-                self.offer_export(room, Some(link), RelayOut::Track(t), imported);
+            if let Some((t, origin)) = self.announcement(key, ti) {
+                self.offer_export(room, Some(link), RelayOut::Track(t), origin);
             }
             // The importer's players choose their own layers: every layer is wanted.
             self.announce_wanted(key, ti);
@@ -180,12 +226,14 @@ impl Sfu {
     }
 
     /// How an exported track is announced: its publisher's payload types of its kind;
-    /// and whether the track is itself imported.
-    fn announcement(&mut self, key: RoomKey, ti: usize) -> Option<(RelayTrack, bool)> {
+    /// and the link the track came in over, if it did.
+    fn announcement(&mut self, key: RoomKey, ti: usize) -> Option<(RelayTrack, Option<u64>)> {
+        let participant =
+            self.relay_participant_id(self.rooms.get(&key)?.tracks.get(ti)?.track.owner);
         let room = self.rooms.get_mut(&key)?;
         let t = room.tracks.get_mut(ti)?;
         let publisher = self.peers.get(&t.track.owner)?;
-        let imported = publisher.relayed.is_some();
+        let origin = publisher.relayed.as_ref().map(|r| r.link);
         t.exported = true;
         let audio = t.kind == MediaKind::Audio;
         let codecs = publisher
@@ -211,37 +259,118 @@ impl Sfu {
             room: room.id.as_str().to_owned(),
             track: t.relay_id,
             kind: if audio { "audio" } else { "video" }.to_owned(),
+            participant,
             identity: publisher.identity.clone(),
+            name: publisher.name.clone(),
             muted: t.muted,
             codecs,
         };
-        Some((track, imported))
+        Some((track, origin))
     }
 
-    /// Offers `item` (of an `imported` track or not) to a room's exports (only to
-    /// `link`'s when given).
+    /// This worker's relay id of a peer: unique on the node (each worker has its
+    /// own space, as for tracks).
+    fn relay_participant_id(&self, peer: PeerId) -> u64 {
+        (u64::from(self.config.relay_id_space) << 56) | (peer.0 & ((1 << 56) - 1))
+    }
+
+    /// How a peer is announced to other nodes, with its room and the link it came in
+    /// over, if it did. WHEP players are not announced; nor is anyone of a room that is
+    /// not exported.
+    fn participant_announcement(
+        &self,
+        id: PeerId,
+    ) -> Option<(RoomId, RelayParticipant, Option<u64>)> {
+        let p = self.peers.get(&id)?;
+        if p.role == PeerRole::Subscriber {
+            return None;
+        }
+        let room = self.rooms.get(&p.room)?;
+        if !self.exports.contains_key(&room.id) {
+            return None;
+        }
+        Some((
+            room.id.clone(),
+            RelayParticipant {
+                room: room.id.as_str().to_owned(),
+                participant: self.relay_participant_id(id),
+                identity: p.identity.clone(),
+                name: p.name.clone(),
+                role: role_name(p.role).to_owned(),
+            },
+            p.relayed.as_ref().map(|r| r.link),
+        ))
+    }
+
+    /// Offers `item` (which came in over `origin`, if it did) to a room's exports
+    /// (only to `link`'s when given).
     pub(super) fn offer_export(
         &mut self,
         room: &RoomId,
         link: Option<u64>,
         item: RelayOut,
-        imported: bool,
+        origin: Option<u64>,
     ) {
         let Some(exports) = self.exports.get_mut(room) else {
             return;
         };
+        let presence = matches!(
+            item,
+            RelayOut::Participant(_) | RelayOut::ParticipantLeft { .. } | RelayOut::Data { .. }
+        );
         for e in exports.iter_mut() {
-            if link.is_some_and(|l| l != e.link) {
+            if link.is_some_and(|l| l != e.link) || (presence && !e.participants) {
                 continue;
             }
-            if e.offer(item.clone(), imported) == Some(false) {
+            if e.offer(item.clone(), origin) == Some(false) {
                 self.stats.relay_refused += 1;
             }
         }
     }
 
-    /// Whether `peer` is an import (a publisher standing for another node's or
-    /// worker's tracks).
+    /// Announces a peer that joined to the room's exports.
+    pub(super) fn export_joined(&mut self, id: PeerId) {
+        if let Some((room, p, origin)) = self.participant_announcement(id) {
+            self.offer_export(&room, None, RelayOut::Participant(p), origin);
+        }
+    }
+
+    /// What tells the room's exports that a peer left (taken before it is removed).
+    pub(super) fn leave_announcement(&self, id: PeerId) -> Option<(RoomId, RelayOut, Option<u64>)> {
+        let (room, p, origin) = self.participant_announcement(id)?;
+        let left = RelayOut::ParticipantLeft {
+            room: p.room,
+            participant: p.participant,
+        };
+        Some((room, left, origin))
+    }
+
+    /// A participant's data message goes to the other nodes of its room too (they
+    /// deliver it to their own participants that `to` names).
+    pub fn export_data(
+        &mut self,
+        from: PeerId,
+        to: Option<Vec<String>>,
+        payload: serde_json::Value,
+    ) {
+        if let Some((room, p, origin)) = self.participant_announcement(from) {
+            let data = RelayOut::Data {
+                room: p.room,
+                participant: p.participant,
+                to,
+                payload,
+            };
+            self.offer_export(&room, None, data, origin);
+        }
+    }
+
+    /// The link a shadow came in over (`None`: not a shadow).
+    pub(super) fn origin_link(&self, peer: PeerId) -> Option<u64> {
+        self.peers.get(&peer)?.relayed.as_ref().map(|r| r.link)
+    }
+
+    /// Whether `peer` is a shadow (it stands for another node's or worker's
+    /// participant).
     pub fn is_import(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.relayed.is_some())
     }
@@ -258,31 +387,54 @@ impl Sfu {
         let Some(ti) = room.track_index(track) else {
             return;
         };
-        if let Some((t, imported)) = self.announcement(key, ti) {
-            self.offer_export(&room_id, None, RelayOut::Track(t), imported);
+        if let Some((t, origin)) = self.announcement(key, ti) {
+            self.offer_export(&room_id, None, RelayOut::Track(t), origin);
         }
     }
 
-    /// Opens the import of a room over a link: a publisher peer of the local room whose
-    /// tracks come from `node`. One per (room, link); asking again returns it.
-    pub fn open_import(
+    /// A participant of the other side of a room, over `link`: its shadow here, made
+    /// (and announced to the room) the first time.
+    pub fn import_participant(
+        &mut self,
+        now: Instant,
+        link: u64,
+        p: &RelayParticipant,
+    ) -> Result<PeerId, SfuError> {
+        let room = RoomId::parse(&p.room).map_err(|_| SfuError::NotAllowed("bad room"))?;
+        let role = match p.role.as_str() {
+            "participant" => PeerRole::Participant,
+            _ => PeerRole::Publisher,
+        };
+        self.shadow(now, &room, link, p.participant, &p.identity, &p.name, role)
+    }
+
+    /// The shadow of (room, link, participant), made if it is new.
+    #[allow(clippy::too_many_arguments)]
+    fn shadow(
         &mut self,
         now: Instant,
         room: &RoomId,
         link: u64,
-        node: &str,
+        participant: u64,
+        identity: &str,
+        name: &str,
+        role: PeerRole,
     ) -> Result<PeerId, SfuError> {
-        if let Some(id) = self.import_peer(room, link) {
-            return Ok(id);
+        if let Some(id) = self
+            .imports
+            .get(&(room.clone(), link))
+            .and_then(|i| i.by_participant.get(&participant))
+        {
+            return Ok(*id);
         }
-        let identity = format!("relay:{node}");
+        let name = if name.is_empty() { identity } else { name };
         let id = self.add_peer(
             now,
             NewPeer {
                 room,
-                identity: &identity,
-                name: node,
-                role: PeerRole::Publisher,
+                identity,
+                name,
+                role,
                 room_limit: None,
             },
             PeerMedia {
@@ -296,39 +448,98 @@ impl Sfu {
         peer.rtc_deadline = super::io::far_future(now);
         peer.relayed = Some(Box::new(RelayIn {
             link,
+            participant,
             tracks: Vec::new(),
         }));
-        self.imports.insert((room.clone(), link), id);
-        info!(%room, link, node, peer = %id, "room imported");
+        self.imports
+            .entry((room.clone(), link))
+            .or_default()
+            .by_participant
+            .insert(participant, id);
+        if let Some(joined) = self.join_event(id) {
+            self.events.push_back(joined);
+        }
+        // The room's node passes it on to the room's other nodes.
+        self.export_joined(id);
+        info!(%room, link, participant, peer = %id, identity, "participant imported");
         Ok(id)
     }
 
-    /// The import peer of a room over a link.
-    pub fn import_peer(&self, room: &RoomId, link: u64) -> Option<PeerId> {
-        self.imports.get(&(room.clone(), link)).copied()
+    /// The shadow that published a track imported over `link`.
+    fn shadow_of_track(&self, room: &RoomId, link: u64, track: u32) -> Option<PeerId> {
+        self.imports
+            .get(&(room.clone(), link))
+            .and_then(|i| i.by_track.get(&track))
+            .copied()
     }
 
-    /// The imports of a room with no other peer left in it (nobody here needs them).
-    pub fn lone_imports(&self, room: &RoomId) -> Vec<(PeerId, u64)> {
+    /// The shadow of the exporter's participant `participant` over `link`.
+    pub fn import_sender(&self, room: &RoomId, link: u64, participant: u64) -> Option<PeerId> {
+        self.imports
+            .get(&(room.clone(), link))
+            .and_then(|i| i.by_participant.get(&participant))
+            .copied()
+    }
+
+    /// Whether anything of `room` comes in over `link`.
+    pub fn imports_over(&self, room: &RoomId, link: u64) -> bool {
+        self.imports.contains_key(&(room.clone(), link))
+    }
+
+    /// The links whose shadows are all that is left of a room (nobody here needs them).
+    pub fn lone_imports(&self, room: &RoomId) -> Vec<u64> {
         let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
             return Vec::new();
         };
-        let mut imports = Vec::new();
+        let mut links = Vec::new();
         for id in &r.peers {
             match self.peers.get(id).and_then(|p| p.relayed.as_ref()) {
-                Some(relay) => imports.push((*id, relay.link)),
+                Some(relay) => {
+                    if !links.contains(&relay.link) {
+                        links.push(relay.link);
+                    }
+                }
                 None => return Vec::new(),
             }
         }
-        imports
+        links
     }
 
-    /// Closes an import: its tracks end for the local subscribers, silently (the
-    /// publishers did not leave; the link did).
-    pub fn close_import(&mut self, now: Instant, peer: PeerId) {
-        if self.peers.get(&peer).is_some_and(|p| p.relayed.is_some()) {
-            self.remove_now(peer, None);
+    /// Ends a room's import over a link (the link closed, or nobody here needs it):
+    /// its participants leave, disconnected, and their tracks end.
+    pub fn close_import(&mut self, now: Instant, room: &RoomId, link: u64) {
+        let Some(imported) = self.imports.remove(&(room.clone(), link)) else {
+            return;
+        };
+        let mut shadows: Vec<PeerId> = imported.by_participant.into_values().collect();
+        shadows.sort_unstable();
+        for id in shadows {
+            self.remove_now(id, Some(RemoveReason::Disconnected));
+        }
+        info!(%room, link, "room import closed");
+        self.process(now);
+    }
+
+    /// The other side's participant left.
+    pub fn import_left(&mut self, now: Instant, room: &RoomId, link: u64, participant: u64) {
+        if let Some(id) = self.import_sender(room, link, participant) {
+            self.remove_now(id, Some(RemoveReason::Requested));
             self.process(now);
+        }
+    }
+
+    /// Forgets a removed shadow's entries.
+    pub(super) fn forget_shadow(&mut self, room: &RoomId, relay: &RelayIn) {
+        let key = (room.clone(), relay.link);
+        let Some(imported) = self.imports.get_mut(&key) else {
+            return;
+        };
+        imported.by_participant.remove(&relay.participant);
+        for t in &relay.tracks {
+            imported.by_track.remove(&t.id);
+        }
+        if imported.by_participant.is_empty() {
+            self.imports.remove(&key);
         }
     }
 
@@ -336,7 +547,7 @@ impl Sfu {
     pub fn import_track(
         &mut self,
         now: Instant,
-        peer: PeerId,
+        link: u64,
         t: &RelayTrack,
     ) -> Result<(), SfuError> {
         let kind = match t.kind.as_str() {
@@ -344,6 +555,16 @@ impl Sfu {
             "video" => MediaKind::Video,
             _ => return Err(SfuError::NotAllowed("a relayed track is audio or video")),
         };
+        let room = RoomId::parse(&t.room).map_err(|_| SfuError::NotAllowed("bad room"))?;
+        let peer = self.shadow(
+            now,
+            &room,
+            link,
+            t.participant,
+            &t.identity,
+            &t.name,
+            PeerRole::Publisher,
+        )?;
         let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
         let ours = p.rtc.codec_config().params().to_vec();
         let relay = p.relayed.as_mut().ok_or(SfuError::UnknownPeer)?;
@@ -373,29 +594,35 @@ impl Sfu {
             mid,
             pts,
         });
-        let key = p.room;
-        if !self.add_track(peer, mid, kind) {
-            return Ok(()); // announced again (a re-import): the track stands
+        if let Some(i) = self.imports.get_mut(&(room.clone(), link)) {
+            i.by_track.insert(t.track, peer);
         }
+        // Announced to the room and passed on, as any new track.
+        self.publish_track(peer, mid, kind);
         if t.muted {
             self.set_track_muted(now, peer, mid, true)?;
         }
-        // Another worker of this node may take the room from here.
-        self.export_new_track(key, TrackRef { owner: peer, mid });
-        self.bind_room(key);
+        if let Some(key) = self.room_keys.get(&room).copied() {
+            self.bind_room(key);
+        }
         self.process(now);
         Ok(())
     }
 
     /// An exporter's track ended.
-    pub fn import_track_ended(&mut self, now: Instant, peer: PeerId, track: u32) {
+    pub fn import_track_ended(&mut self, now: Instant, room: &RoomId, link: u64, track: u32) {
+        let Some(peer) = self.shadow_of_track(room, link, track) else {
+            return;
+        };
+        if let Some(i) = self.imports.get_mut(&(room.clone(), link)) {
+            i.by_track.remove(&track);
+        }
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let Some(relay) = p.relayed.as_mut() else {
-            return;
-        };
-        relay.tracks.retain(|t| t.id != track);
+        if let Some(relay) = p.relayed.as_mut() {
+            relay.tracks.retain(|t| t.id != track);
+        }
         let key = p.room;
         self.end_track(
             key,
@@ -403,23 +630,37 @@ impl Sfu {
                 owner: peer,
                 mid: relay_mid(track),
             },
-            false,
+            true,
         );
         self.bind_room(key);
         self.process(now);
     }
 
     /// An exporter's track was muted or unmuted.
-    pub fn import_muted(&mut self, now: Instant, peer: PeerId, track: u32, muted: bool) {
+    pub fn import_muted(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        link: u64,
+        track: u32,
+        muted: bool,
+    ) {
+        let Some(peer) = self.shadow_of_track(room, link, track) else {
+            return;
+        };
         if let Err(e) = self.set_track_muted(now, peer, relay_mid(track), muted) {
             debug!(%peer, track, error = %e, "mute of an unknown relayed track");
         }
     }
 
-    /// A relayed packet for an import: forwarded to the local subscribers as one the
-    /// import's publisher sent.
-    pub fn import_packet(&mut self, now: Instant, peer: PeerId, p: RelayedPacket) {
+    /// A relayed packet: forwarded to the local subscribers as one its shadow's
+    /// publisher sent.
+    pub fn import_packet(&mut self, now: Instant, room: &RoomId, link: u64, p: RelayedPacket) {
         self.stats.relayed_in += 1;
+        let Some(peer) = self.shadow_of_track(room, link, p.track) else {
+            self.stats.forward_errors += 1;
+            return;
+        };
         let Some(publisher) = self.peers.get(&peer) else {
             return;
         };

@@ -191,22 +191,20 @@ impl Sfu {
                 .push_back(Deferred::Keyframe(key, track, KeyframeAsk::Targets));
         }
         let (exported, relay_id, room_id) = (t.exported, t.relay_id, room.id.clone());
-        if self.peers.get(&peer).is_some_and(|p| p.relayed.is_none()) {
-            self.events.push_back(SfuEvent::TrackMuted {
-                room: room_id.clone(),
-                peer,
-                mid,
-                muted,
-            });
-        }
+        self.events.push_back(SfuEvent::TrackMuted {
+            room: room_id.clone(),
+            peer,
+            mid,
+            muted,
+        });
         if exported {
             let item = RelayOut::Muted {
                 room: room_id.as_str().to_owned(),
                 track: relay_id,
                 muted,
             };
-            let imported = self.is_import(peer);
-            self.offer_export(&room_id, None, item, imported);
+            let origin = self.origin_link(peer);
+            self.offer_export(&room_id, None, item, origin);
         }
         self.process(now);
         Ok(())
@@ -307,8 +305,8 @@ impl Sfu {
                     track: t.relay_id,
                 },
             );
-            let imported = self.is_import(track.owner);
-            self.offer_export(&id, None, ended, imported);
+            let origin = self.origin_link(track.owner);
+            self.offer_export(&id, None, ended, origin);
         }
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
