@@ -1143,9 +1143,10 @@ async fn a_listener_relayed_from_another_node_reconnects_when_that_node_drains()
 /// One room with a person on each of two nodes (every node has room for one peer, so
 /// the second person's pass names another node, which imports the room over the relay
 /// and is imported back): in Chromium, each decodes the other, chat crosses both ways,
-/// a mute shows, each page has an active speaker, and a leave is seen
-/// (`scripts/browser/cluster_room.py`). The relay carried media both ways, and the bus
-/// heard each person join once, from the node they were on.
+/// a mute shows, each page has an active speaker; the room's node drains, its person
+/// moves, the other's node follows the room, and both decode each other again; a
+/// leave is seen (`scripts/browser/cluster_room.py`). The relay carried media both
+/// ways, and the bus heard each join once, from the node it was on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_participants_on_two_nodes_see_one_room() {
     const BEN_EMAIL: &str = "ben@example.com";
@@ -1195,8 +1196,21 @@ async fn a_room_participants_on_two_nodes_see_one_room() {
     let owner = |url: &Value| c.owner_of(&format!("{}/", url.as_str().unwrap()));
     let (ada, ben) = (owner(&v["ada_node"]), owner(&v["ben_node"]));
     assert_ne!(ada, ben, "{v}");
-    // Each node received the other's media over their link.
-    for (at, from) in [(&ada, &ben), (&ben, &ada)] {
+    // Ada's node, the room's, was drained: she went on elsewhere, Ben stayed.
+    assert_eq!(v["drained"], ada.as_str(), "{v}");
+    let ada_after = owner(&v["ada_after"]);
+    assert_ne!(ada_after, ada, "{v}");
+    let again = v["both_decode_again_ms"].as_u64().unwrap();
+    assert!(
+        again < 10_000,
+        "both decoded again {again} ms after the drain: {v}"
+    );
+    // Ben's node received Ada's media over the relay before the drain, and after it
+    // the room's new node and Ben's received each other's (the drained node is gone).
+    for (at, from) in [(&ben, &ada), (&ada_after, &ben), (&ben, &ada_after)] {
+        if at == from {
+            continue; // the room moved to Ben's node
+        }
         let received = by_node(
             &c.http,
             &c.node(at).base,
@@ -1228,7 +1242,25 @@ async fn a_room_participants_on_two_nodes_see_one_room() {
             .filter(|p| p.contains(&format!("\"{t}\"")))
             .count()
     };
-    assert_eq!(count("room.participant_joined"), 2, "{events:#?}");
+    // Joins by participant: Ada once on each node she was on, Ben once; a shadow
+    // would have made one more each.
+    let mut joins = std::collections::BTreeMap::<String, usize>::new();
+    for e in &events {
+        let v: Value = serde_json::from_str(e).unwrap();
+        if v["type"] == "room.participant_joined" {
+            *joins
+                .entry(
+                    v["data"]["participant"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+                .or_default() += 1;
+        }
+    }
+    let mut counts: Vec<usize> = joins.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 2], "{events:#?}");
     assert_eq!(count("room.started"), 1, "{events:#?}");
 }
 

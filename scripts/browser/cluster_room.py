@@ -3,9 +3,12 @@ so), so Ada joins the room on its node and Ben, who comes with the room's link o
 that node is full, joins on another, which imports the room over the relay; Ada's
 node imports Ben's side back. Each sees the other's tile and decodes the other's
 video and audio; chat crosses both ways; Ben's mute shows on Ada's page; an active
-speaker is highlighted on both; when Ben leaves, his tile goes from Ada's page. The
+speaker is highlighted on both. Then Ada's node, the room's, is drained: Ada is told
+to move and resumes on the room's new node, Ben's node follows the room there, and
+each decodes the other again. When Ben leaves, his tile goes from Ada's page. The
 pages are the control plane's; their room sockets are the nodes'."""
 
+import time
 import uuid
 
 from harness import Failure, api, run, sign_in, wait_for
@@ -42,6 +45,13 @@ def get_from(page, kind):
         if r["kind"] == kind:
             return r
     return {}
+
+
+def decoding(page):
+    """Whether the page decodes the other person's video right now."""
+    first = get_from(page, "video").get("frames", 0)
+    time.sleep(0.4)
+    return get_from(page, "video").get("frames", 0) > first + 3
 
 
 def socket_origin(page):
@@ -108,13 +118,40 @@ def main(a, s):
         wait_for("an active speaker", lambda p=page: p.locator(".tile.speaking").count() == 1, 20)
     s.screenshot(ada, "cluster-room-ada")
 
+    # The room's node (Ada's) drains: Ada moves with the room; Ben stays on his node,
+    # which now imports the room from its new node; each decodes the other again.
+    nodes = api(base, "GET", "/admin/nodes", None, a.admin_token)
+    drained = next(n["id"] for n in nodes if n["public_url"] == ada_node)
+    t0 = time.monotonic()
+    api(base, "POST", f"/admin/nodes/{drained}/drain", {}, a.admin_token)
+    wait_for("Ada to leave the drained node", lambda: socket_origin(ada) != ada_node, 15)
+    wait_for("Ada to be connected again", lambda: ada.locator("#room-state").inner_text() == "connected", 15)
+    ada_after = socket_origin(ada)
+    wait_for("Ada to decode Ben again", lambda: decoding(ada), 20)
+    wait_for("Ben to decode Ada again", lambda: decoding(ben), 20)
+    again_ms = round((time.monotonic() - t0) * 1000)
+    if socket_origin(ben) != ben_node:
+        raise Failure("Ben moved, though his node does not drain")
+    for page in (ada, ben):
+        wait_for("two tiles after the move", lambda p=page: p.locator(".tile:not(.screen)").count() == 2)
+    ben.locator("#chat-text").fill("still here")
+    ben.get_by_role("button", name="Send").click()
+    ada.locator("#chat li", has_text="still here").wait_for()
+
     # Ben leaves: his tile goes from Ada's page, and Ada stays.
     ben.get_by_role("button", name="Leave").click()
     wait_for("Ben's tile to go from Ada's page", lambda: ada.locator(".tile", has_text="Ben").count() == 0, 10)
     if ada.locator("#room-state").inner_text() != "connected":
         raise Failure("Ada left with Ben")
 
-    return {"room": room, "ada_node": ada_node, "ben_node": ben_node}
+    return {
+        "room": room,
+        "ada_node": ada_node,
+        "ben_node": ben_node,
+        "drained": drained,
+        "ada_after": ada_after,
+        "both_decode_again_ms": again_ms,
+    }
 
 
 if __name__ == "__main__":
