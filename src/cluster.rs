@@ -246,13 +246,16 @@ async fn run(
 /// the import follows it (or ends, when the room came to live here). Participants of a
 /// room that lives elsewhere and is not imported (no relay, or this node drains) are
 /// sent to its node.
+///
+/// The same pass ends the sessions of served rooms whose passes were revoked on
+/// another server (`control_api::live_rooms::check_revocations`).
 pub fn keep_rooms_whole(
-    db: Db,
-    me: Arc<str>,
+    api: control_api::AppState,
     rooms: signaling::room::RoomState<crate::media::MediaWorkers>,
     workers: Arc<crate::media::MediaWorkers>,
     relay: Option<crate::relay::Relay>,
 ) -> tokio::task::JoinHandle<()> {
+    let (db, me) = (api.db.clone(), api.node_id.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -266,6 +269,7 @@ pub fn keep_rooms_whole(
                 .collect();
             served.sort();
             served.dedup();
+            control_api::live_rooms::check_revocations(&api, &served).await;
             let draining = workers.is_draining();
             let elsewhere =
                 match control_api::cluster::rooms_living_elsewhere(&db, &me, &served, draining)

@@ -67,7 +67,8 @@ pub struct RunningServer {
     rooms: signaling::room::RoomState<MediaWorkers>,
     /// The WHIP/WHEP sessions' events, told to reconnect when the node drains.
     pub session_events: Arc<signaling::session_events::SessionEvents>,
-    /// Sends participants of rooms that live elsewhere there (`cluster::keep_rooms_whole`).
+    /// Sends participants of rooms that live elsewhere there, and ends revoked passes
+    /// (`cluster::keep_rooms_whole`).
     keeper: tokio::task::JoinHandle<()>,
     /// Set when the node drains: it takes no rooms from then on.
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -454,9 +455,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         metrics: metrics.clone(),
     };
     // Join tokens from the API are bound to their room as the database knows it.
-    let room_authority: signaling::room_authority::SharedRoomAuthority = Some(Arc::new(
-        control_api::routes::rooms::DbRoomAuthority(api.db.clone()),
-    ));
+    let room_authority: signaling::room_authority::SharedRoomAuthority =
+        Some(Arc::new(control_api::routes::rooms::DbRoomAuthority {
+            db: api.db.clone(),
+            seen: api.revocations_seen.clone(),
+        }));
     let rooms = signaling::room::RoomState::new(
         workers.clone(),
         signer.verifier(),
@@ -535,8 +538,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         None => (None, None),
     };
     let keeper = crate::cluster::keep_rooms_whole(
-        api.db.clone(),
-        api.node_id.clone(),
+        api.clone(),
         rooms.clone(),
         workers.clone(),
         relay.clone(),

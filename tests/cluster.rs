@@ -1,11 +1,12 @@
 //! A cluster on loopback: one control plane (`streamcore api`) and three media nodes
 //! (`streamcore serve`), separate processes sharing one PostgreSQL database and one set
 //! of keys. Nodes register and beat; join tokens place rooms on the least-loaded node
-//! of the caller's region and carry that node's URLs; WHIP/WHEP requests that reach
-//! another node are redirected there (307) and `/rtc` joins told to `move`; a node
-//! killed with SIGKILL is seen dead and its rooms are placed again; a node stopped
-//! cleanly leaves the registry. WHEP players on a node the room does not live on are
-//! fed over the QUIC relay from the room's node, one copy per node.
+//! of the caller's region and carry that node's URLs; WHIP requests that reach another
+//! node are redirected there (307); a node killed with SIGKILL is seen dead and its
+//! rooms are placed again; a node stopped cleanly leaves the registry. WHEP players
+//! and `/rtc` participants on a node the room does not live on are served over the
+//! QUIC relay from the room's node, one copy per node, both ways; revoked passes end
+//! on every node.
 
 mod common;
 #[path = "../recorder/tests/support/mod.rs"]
@@ -1262,6 +1263,144 @@ async fn a_room_participants_on_two_nodes_see_one_room() {
     counts.sort_unstable();
     assert_eq!(counts, [1, 2], "{events:#?}");
     assert_eq!(count("room.started"), 1, "{events:#?}");
+}
+
+/// Passes revoked on the control plane (which holds nobody) end the sessions they
+/// opened on every node within seconds: a link holder served on another node than the
+/// room's leaves (`revoked`) when the owner makes a new link, while the owner stays on
+/// the room's node and sees the link holder leave; deleting the room ends the owner's
+/// session too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_passes_end_their_sessions_on_every_node() {
+    use common::remote::wait_for;
+    let c = Cluster::start().await;
+    c.wait_registry("three nodes up, each with a relay", |r| {
+        ids_with(r, "active").len() == 3
+            && r.iter()
+                .all(|n| n["relay_addr"].as_str().is_some_and(|a| !a.is_empty()))
+    })
+    .await;
+    let guest_email = "gwen@example.com";
+    let out = Command::new(BIN)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            guest_email,
+            "--display-name",
+            "Gwen",
+        ])
+        .args(["--database-url", &c.db_url, "--data-dir"])
+        .arg(&c.dir)
+        .env("STREAMCORE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, v) = post(
+        &c.http,
+        format!("{}/api/v1/auth/login", c.api.base),
+        None,
+        json!({"email": guest_email, "password": ADMIN_PASSWORD}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let guest = v["access_token"].as_str().unwrap().to_owned();
+    let room = c.room("passes").await;
+    let api = |p: &str| format!("{}/api/v1/rooms/{room}{p}", c.api.base);
+    let s = c
+        .http
+        .patch(api(""))
+        .bearer_auth(&c.admin)
+        .json(&json!({"access": "link"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 200);
+    let share = || async {
+        let (s, v) = post(&c.http, api("/share-link"), Some(&c.admin), json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        v["share_url"]
+            .as_str()
+            .unwrap()
+            .split("key=")
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let key = share().await;
+    let owner_pass = c.token(&room, json!({"subscribe": true})).await;
+    // The guest is in another region than the room: its `/rtc` is on node c.
+    let (s, guest_pass) = post(
+        &c.http,
+        api("/token"),
+        Some(&guest),
+        json!({"subscribe": true, "key": key, "region": "us"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{guest_pass}");
+    let home = c.owner_of(owner_pass["whep_url"].as_str().unwrap());
+    let guest_node = c.owner_of(
+        &guest_pass["rtc_url"]
+            .as_str()
+            .unwrap()
+            .replace("ws://", "http://"),
+    );
+    assert_eq!(guest_node, "c", "{guest_pass}");
+    assert_ne!(home, guest_node);
+    let join = |pass: Value| async move {
+        let mut ws = ws(pass["rtc_url"].as_str().unwrap()).await;
+        send(
+            &mut ws,
+            json!({"type": "join", "id": 0, "token": pass["token"], "version": 1}),
+        )
+        .await;
+        let joined = wait_for(&mut ws, Duration::from_secs(10), |m| m["type"] == "joined").await;
+        (ws, joined)
+    };
+    let (mut host, _) = join(owner_pass).await;
+    let (mut visitor, _) = join(guest_pass).await;
+    let seen = wait_for(&mut host, Duration::from_secs(10), |m| {
+        m["type"] == "participant_joined"
+    })
+    .await;
+    assert_eq!(seen["participant"]["name"], "Gwen", "{seen}");
+
+    // A new link, made on the control plane: the guest's node ends its session.
+    let revoked_at = std::time::Instant::now();
+    share().await;
+    let gone = wait_for(&mut visitor, Duration::from_secs(10), |m| {
+        m["type"] == "left"
+    })
+    .await;
+    assert_eq!(gone["reason"], "revoked", "{gone}");
+    let took = revoked_at.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the guest left {took:?} after the new link"
+    );
+    let left = wait_for(&mut host, Duration::from_secs(10), |m| {
+        m["type"] == "participant_left" || m["type"] == "left"
+    })
+    .await;
+    assert_eq!(left["type"], "participant_left", "the owner stays: {left}");
+
+    // Deleting the room ends the owner's session on the room's node too.
+    let s = c
+        .http
+        .delete(api(""))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 204);
+    let gone = wait_for(&mut host, Duration::from_secs(10), |m| m["type"] == "left").await;
+    assert_eq!(gone["reason"], "revoked", "{gone}");
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in

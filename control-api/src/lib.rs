@@ -80,6 +80,7 @@ pub async fn build_state(
         node_id: Arc::from(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
         recordings: None,
         live_rooms: None,
+        revocations_seen: Default::default(),
         objects: None,
     })
 }

@@ -6,14 +6,24 @@
 //! each identity is resolved to the account (or device) it names, and those who may
 //! no longer be there are removed (`left` with reason `revoked`).
 //!
+//! In a cluster the owner's request reaches one server (often the control plane, which
+//! holds no one): every media node checks the rooms it serves every second
+//! ([`check_revocations`]) and ends, on its side, the sessions a room's new epoch
+//! revokes, for the reason the database gives (`rooms.revoked_why`).
+//!
 //! Invariants:
 //! - The database change comes first and stands whatever happens here: a media plane
 //!   that cannot be reached is logged, and the revoked tokens still join nothing.
+//! - A node acts once per epoch of a room: the server that made the change marks the
+//!   epoch seen as it ends its own sessions, so the check does not end again those
+//!   who came back with a fresh pass.
 //! - The owner's own sessions (their account, their devices, and identities they chose
 //!   for tokens they made, which name no account or device) stay, except when the
 //!   room is deleted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use tracing::{info, warn};
@@ -48,6 +58,154 @@ pub enum Revocation {
     /// who may not join the room as it stands now (share-link holders who are not
     /// members always: the link they came with is gone, or no longer opens the room).
     WhoMayJoinChanged,
+}
+
+impl Revocation {
+    /// As `rooms.revoked_why` has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Deleted => "deleted",
+            Revocation::Reset => "reset",
+            Revocation::WhoMayJoinChanged => "who_may_join_changed",
+        }
+    }
+
+    /// An unknown word (a newer server's) is read as the strictest change short of
+    /// deletion.
+    pub fn parse(s: &str) -> Revocation {
+        match s {
+            "deleted" => Revocation::Deleted,
+            "who_may_join_changed" => Revocation::WhoMayJoinChanged,
+            _ => Revocation::Reset,
+        }
+    }
+}
+
+/// The epoch of each room this node has acted on, or let a session in with, by room
+/// id; and when the room was last served here (a room not served for
+/// [`FORGET_AFTER`] is forgotten).
+pub type SeenEpochs = Arc<Mutex<HashMap<String, (i64, Instant)>>>;
+
+/// A room unserved this long is forgotten (its next session marks it again).
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn seen(st: &AppState) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Instant)>> {
+    st.revocations_seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Marks `epoch` of `room` seen, as a session is let in with it (a revocation this
+/// node has not acted on yet stays due).
+pub fn mark_admitted(seen: &SeenEpochs, room: &str, epoch: i64) {
+    seen.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(room.to_owned())
+        .or_insert((epoch, Instant::now()));
+}
+
+/// Moves the room's epoch on for `why` and ends the sessions it revokes on this
+/// node (the others end theirs within a second: [`check_revocations`]); the room as
+/// it is now.
+pub async fn revoke(
+    st: &AppState,
+    room: &Room,
+    why: Revocation,
+) -> Result<Room, crate::store::StoreError> {
+    let epoch = st.db.bump_room_epoch(&room.id, why.as_str()).await?;
+    seen(st).insert(room.id.clone(), (epoch, Instant::now()));
+    let now = st
+        .db
+        .room_by_id(&room.id)
+        .await?
+        .unwrap_or_else(|| room.clone());
+    end_revoked_sessions(st, &now, why).await;
+    Ok(now)
+}
+
+/// Every second on a media node, with the rooms it serves: a room whose epoch moved
+/// on since this node last looked has the sessions its reason revokes ended here, and
+/// a room that no longer exists has all of them ended.
+pub async fn check_revocations(st: &AppState, served: &[String]) {
+    if st.live_rooms.is_none() {
+        return;
+    }
+    let rows = match st.db.room_revocations(served).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "could not check the served rooms for revoked passes; checking again in a second");
+            return;
+        }
+    };
+    let mut due = Vec::new();
+    {
+        let mut seen = seen(st);
+        let now = Instant::now();
+        seen.retain(|room, (_, at)| {
+            served.contains(room) || now.duration_since(*at) < FORGET_AFTER
+        });
+        for room in served {
+            match rows.iter().find(|(id, _, _)| id == room) {
+                Some((_, epoch, why)) => {
+                    let before = seen.insert(room.clone(), (*epoch, now));
+                    match before {
+                        Some((before, _)) if before < *epoch => {
+                            due.push((room.clone(), Some(Revocation::parse(why))));
+                        }
+                        Some((before, _)) if before > *epoch => {
+                            seen.insert(room.clone(), (before, now));
+                        }
+                        _ => {}
+                    }
+                }
+                // A room served here that the database no longer has was deleted
+                // (tokens made on the command line name no room: never seen here).
+                None if seen.remove(room).is_some() => due.push((room.clone(), None)),
+                None => {}
+            }
+        }
+    }
+    for (room_id, why) in due {
+        match why {
+            Some(why) => match st.db.room_by_id(&room_id).await {
+                Ok(Some(room)) => {
+                    info!(room = %room_id, ?why, "a room's passes were revoked elsewhere; ending them here");
+                    end_revoked_sessions(st, &room, why).await;
+                }
+                Ok(None) => end_all(st, &room_id).await,
+                Err(e) => {
+                    warn!(room = %room_id, error = %e, "a revoked room could not be read; its sessions stay until the next check")
+                }
+            },
+            None => {
+                info!(room = %room_id, "a room served here was deleted elsewhere; ending its sessions");
+                end_all(st, &room_id).await;
+            }
+        }
+    }
+}
+
+/// Ends every session of a deleted room on this node.
+async fn end_all(st: &AppState, room_id: &str) {
+    let Some(live) = &st.live_rooms else {
+        return;
+    };
+    let everyone = match live.identities(room_id).await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(room = %room_id, error = %e, "could not ask the media plane who is in a deleted room");
+            return;
+        }
+    };
+    if everyone.is_empty() {
+        return;
+    }
+    match live.evict(room_id, everyone).await {
+        Ok(n) => info!(room = %room_id, removed = n, "deleted room: its sessions ended"),
+        Err(e) => {
+            warn!(room = %room_id, error = %e, "could not end the sessions of a deleted room")
+        }
+    }
 }
 
 /// Ends the sessions `why` revokes in `room` (as the database has it now); how many.

@@ -292,6 +292,8 @@ pub struct AppState {
     pub recordings: crate::routes::recordings::Recordings,
     /// Who is in a room on this node, to end revoked passes (`None`: API only).
     pub live_rooms: crate::live_rooms::LiveRoomsRef,
+    /// The room epochs this node has acted on (`crate::live_rooms::check_revocations`).
+    pub revocations_seen: crate::live_rooms::SeenEpochs,
     /// The object store uploads go to (`None` on an API-only node).
     pub objects: crate::routes::jobs::ObjectsRef,
 }

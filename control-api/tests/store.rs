@@ -81,7 +81,48 @@ on_both_backends!(
     jobs_are_claimed_by_one_worker_and_move_with_their_events,
     nodes_beat_drain_and_leave,
     a_room_has_one_home_until_its_node_dies,
+    a_rooms_revocation_says_why,
 );
+
+/// Every node reads each room's epoch and why it last moved on, for the rooms it
+/// serves, in one query.
+async fn a_rooms_revocation_says_why<S: Store>(s: &S) {
+    let host = user(s, "host@example.com").await;
+    let a = s
+        .create_room(&host.id, "a", settings(8, true, "anyone"), T0)
+        .await
+        .unwrap();
+    let b = s
+        .create_room(&host.id, "b", settings(8, true, "anyone"), T0)
+        .await
+        .unwrap();
+    assert_eq!(s.room_revocations(&[]).await.unwrap(), vec![]);
+    let ids = vec![a.id.clone(), b.id.clone(), "no-such-room".to_owned()];
+    let mut want = vec![
+        (a.id.clone(), 0, String::new()),
+        (b.id.clone(), 0, String::new()),
+    ];
+    want.sort();
+    assert_eq!(s.room_revocations(&ids).await.unwrap(), want);
+    assert_eq!(s.bump_room_epoch(&a.id, "reset").await.unwrap(), 1);
+    assert_eq!(
+        s.bump_room_epoch(&a.id, "who_may_join_changed")
+            .await
+            .unwrap(),
+        2
+    );
+    let got = s.room_revocations(&ids).await.unwrap();
+    assert!(
+        got.contains(&(a.id.clone(), 2, "who_may_join_changed".to_owned())),
+        "{got:?}"
+    );
+    assert!(got.contains(&(b.id.clone(), 0, String::new())), "{got:?}");
+    assert_eq!(
+        got.len(),
+        2,
+        "a room that does not exist is not listed: {got:?}"
+    );
+}
 
 // ---------------------------------------------------------------- fixtures
 
@@ -2045,7 +2086,7 @@ async fn names_per_owner_after_migration<S: Store>(s: &S, old: impl AsyncFnOnce(
         .await
         .unwrap()
         .unwrap();
-    before.epoch = s.bump_room_epoch(&before.id).await.unwrap();
+    before.epoch = s.bump_room_epoch(&before.id, "reset").await.unwrap();
     assert!(
         is_conflict(
             s.create_room(&guest.id, "jam", settings(2, false, "owner"), T0 + 3)

@@ -148,14 +148,10 @@ pub async fn remove(
         return Err(ApiError::not_found("nobody with that email is on the list"));
     }
     // Their tokens (and everyone's issued before) stop joining.
-    st.db.bump_room_epoch(&room.id).await.map_err(store_error)?;
     info!(user = %caller.user_id, room = %room.name, "room member removed");
-    crate::live_rooms::end_revoked_sessions(
-        &st,
-        &room,
-        crate::live_rooms::Revocation::WhoMayJoinChanged,
-    )
-    .await;
+    crate::live_rooms::revoke(&st, &room, crate::live_rooms::Revocation::WhoMayJoinChanged)
+        .await
+        .map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

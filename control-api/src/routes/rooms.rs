@@ -26,7 +26,7 @@ use signaling::{ApiError, Grants};
 use tracing::{info, warn};
 
 use crate::auth::now_millis;
-use crate::live_rooms::{Revocation, end_revoked_sessions};
+use crate::live_rooms::{Revocation, end_revoked_sessions, revoke};
 use crate::state::{AppState, Caller, Quota, store_error, within_quota};
 use crate::store::{Room, RoomSettings, Store};
 
@@ -282,12 +282,15 @@ pub async fn update(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    if r.access != room.access {
+    let r = if r.access != room.access {
         // Tokens issued under the old access stop joining.
-        st.db.bump_room_epoch(&r.id).await.map_err(store_error)?;
         info!(user = %caller.user_id, room = %name, access = %r.access, "room access changed; its join tokens revoked");
-        end_revoked_sessions(&st, &r, Revocation::WhoMayJoinChanged).await;
-    }
+        revoke(&st, &r, Revocation::WhoMayJoinChanged)
+            .await
+            .map_err(store_error)?
+    } else {
+        r
+    };
     Ok(Json(RoomView::new(&st, r)))
 }
 
@@ -302,10 +305,10 @@ pub async fn reset(
 ) -> Result<Json<RoomView>, ApiError> {
     caller.require_user()?;
     let room = own_room(&st, &caller, &name).await?;
-    let epoch = st.db.bump_room_epoch(&room.id).await.map_err(store_error)?;
-    info!(user = %caller.user_id, room = %room.id, epoch, "room reset: its join tokens revoked");
-    let room = own_room(&st, &caller, &room.id).await?;
-    end_revoked_sessions(&st, &room, Revocation::Reset).await;
+    let room = revoke(&st, &room, Revocation::Reset)
+        .await
+        .map_err(store_error)?;
+    info!(user = %caller.user_id, room = %room.id, epoch = room.epoch, "room reset: its join tokens revoked");
     Ok(Json(RoomView::new(&st, room)))
 }
 
@@ -318,7 +321,12 @@ pub(crate) fn binding_is_current(room: &Room, binding: &signaling::token::RoomBi
 /// The control plane's answer to "is this token's room still the one it was issued
 /// for" (`signaling::room_authority`), from the database.
 #[derive(Debug, Clone)]
-pub struct DbRoomAuthority(pub crate::store::Db);
+pub struct DbRoomAuthority {
+    pub db: crate::store::Db,
+    /// A room's epoch is marked seen as a session is let in with it: a revocation
+    /// after that is acted on however soon it follows (`live_rooms::check_revocations`).
+    pub seen: crate::live_rooms::SeenEpochs,
+}
 
 impl signaling::room_authority::RoomAuthority for DbRoomAuthority {
     fn is_current<'a>(
@@ -329,11 +337,15 @@ impl signaling::room_authority::RoomAuthority for DbRoomAuthority {
     {
         Box::pin(async move {
             let r = self
-                .0
+                .db
                 .room_by_id(room.as_str())
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(r.is_some_and(|r| binding_is_current(&r, binding)))
+            let current = r.filter(|r| binding_is_current(r, binding));
+            if let Some(r) = &current {
+                crate::live_rooms::mark_admitted(&self.seen, &r.id, r.epoch);
+            }
+            Ok(current.is_some())
         })
     }
 }
@@ -363,9 +375,10 @@ pub async fn new_share_link(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    st.db.bump_room_epoch(&r.id).await.map_err(store_error)?;
     info!(user = %caller.user_id, room = %name, "room share link replaced; its join tokens revoked");
-    end_revoked_sessions(&st, &r, Revocation::WhoMayJoinChanged).await;
+    let r = revoke(&st, &r, Revocation::WhoMayJoinChanged)
+        .await
+        .map_err(store_error)?;
     Ok(Json(RoomView::new(&st, r)))
 }
 

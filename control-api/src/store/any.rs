@@ -293,8 +293,12 @@ impl Store for Db {
     async fn delete_room(&self, owner_id: &str, name: &str) -> R<bool> {
         delegate!(self, s => s.delete_room(owner_id, name))
     }
-    async fn bump_room_epoch(&self, room_id: &str) -> R<i64> {
-        delegate!(self, s => s.bump_room_epoch(room_id))
+    async fn bump_room_epoch(&self, room_id: &str, why: &str) -> R<i64> {
+        delegate!(self, s => s.bump_room_epoch(room_id, why))
+    }
+
+    async fn room_revocations(&self, room_ids: &[String]) -> R<Vec<(String, i64, String)>> {
+        delegate!(self, s => s.room_revocations(room_ids))
     }
     async fn invite_member(&self, room_id: &str, email: &str, now: Millis) -> R<Membership> {
         delegate!(self, s => s.invite_member(room_id, email, now))

@@ -846,8 +846,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         s: RoomSettings,
     ) -> impl Future<Output = R<Option<Room>>> + Send;
     fn delete_room(&self, owner_id: &str, name: &str) -> impl Future<Output = R<bool>> + Send;
-    /// Moves the room's epoch on: every join token issued before stops joining.
-    fn bump_room_epoch(&self, room_id: &str) -> impl Future<Output = R<i64>> + Send;
+    /// Moves the room's epoch on, for `why` (`crate::live_rooms::Revocation`): every
+    /// join token issued before stops joining. The new epoch.
+    fn bump_room_epoch(&self, room_id: &str, why: &str) -> impl Future<Output = R<i64>> + Send;
+    /// The epoch of each of these rooms that exists, and why it last moved on:
+    /// `(room id, epoch, why)`.
+    fn room_revocations(
+        &self,
+        room_ids: &[String],
+    ) -> impl Future<Output = R<Vec<(String, i64, String)>>> + Send;
 
     // room members
     /// Invites `email` to the room; inviting again someone who declined asks again,

@@ -1560,13 +1560,27 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn bump_room_epoch(&self, room_id: &str) -> R<i64> {
-        let epoch: Option<i64> =
-            sqlx::query_scalar("UPDATE rooms SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch")
-                .bind(room_id)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn bump_room_epoch(&self, room_id: &str, why: &str) -> R<i64> {
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE rooms SET epoch = epoch + 1, revoked_why = $2 WHERE id = $1 RETURNING epoch",
+        )
+        .bind(room_id)
+        .bind(why)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(epoch.unwrap_or(0))
+    }
+
+    async fn room_revocations(&self, room_ids: &[String]) -> R<Vec<(String, i64, String)>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(
+            "SELECT id, epoch, revoked_why FROM rooms WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(room_ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     // ---- room members ----

@@ -1567,13 +1567,29 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn bump_room_epoch(&self, room_id: &str) -> R<i64> {
-        let epoch: Option<i64> =
-            sqlx::query_scalar("UPDATE rooms SET epoch = epoch + 1 WHERE id = ? RETURNING epoch")
-                .bind(room_id)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn bump_room_epoch(&self, room_id: &str, why: &str) -> R<i64> {
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE rooms SET epoch = epoch + 1, revoked_why = ? WHERE id = ? RETURNING epoch",
+        )
+        .bind(why)
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(epoch.unwrap_or(0))
+    }
+
+    async fn room_revocations(&self, room_ids: &[String]) -> R<Vec<(String, i64, String)>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(room_ids).unwrap_or_else(|_| "[]".into());
+        Ok(sqlx::query_as(
+            "SELECT id, epoch, revoked_why FROM rooms \
+             WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     // ---- room members ----
