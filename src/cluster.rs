@@ -294,7 +294,7 @@ pub fn keep_rooms_whole(
                     && let Some(relay) = &relay
                     && imported.iter().any(|(r, _)| *r == room)
                 {
-                    relay.follow_home(&room, Some(&e.node_id));
+                    relay.follow_home(&room, Some(&e.node_id)).await;
                     continue;
                 }
                 warn!(room = %e.room, to = %e.node_id, "room served here lives on another node; its participants move there");
@@ -313,7 +313,7 @@ pub fn keep_rooms_whole(
                             .await
                             .is_ok_and(|h| h.as_deref() == Some(&*me));
                     if here {
-                        relay.follow_home(room, None);
+                        relay.follow_home(room, None).await;
                     }
                 }
             }

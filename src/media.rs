@@ -148,6 +148,7 @@ pub enum RelayCommand {
         room: RoomId,
         link: u64,
         participant: u64,
+        reason: RemoveReason,
     },
     /// A data message of the other side's participant `participant`.
     ImportData {
@@ -667,6 +668,25 @@ impl MediaWorkers {
             self.metrics.relay_dropped.inc();
         }
         sent
+    }
+
+    /// Hands a relay link's control command (a participant, a track, an export, an
+    /// end) to the room's worker (every worker for a link's end), waiting for room in
+    /// its queue: unlike packets, none may be lost, and they keep their order.
+    pub async fn relay_control(&self, cmd: RelayCommand) {
+        let Some(room) = cmd.room() else {
+            let RelayCommand::StopLinkExports { link } = cmd else {
+                return;
+            };
+            for w in &self.workers {
+                let stop = Command::Relay(RelayCommand::StopLinkExports { link });
+                let _ = w.tx.send(stop).await;
+            }
+            return;
+        };
+        let w = self.worker_for(room);
+        // Fails only once the worker stopped (the node shuts down).
+        let _ = self.workers[w].tx.send(Command::Relay(cmd)).await;
     }
 
     /// Where the workers send keyframe requests for imported tracks (set once).
@@ -1294,7 +1314,8 @@ fn handle_relay(sfu: &mut Sfu, listeners: &mut Listeners, now: Instant, cmd: Rel
             room,
             link,
             participant,
-        } => sfu.import_left(now, &room, link, participant),
+            reason,
+        } => sfu.import_left(now, &room, link, participant, reason),
         RelayCommand::ImportData {
             room,
             link,
@@ -1497,10 +1518,18 @@ fn room_command(
                 from_name: sfu.peer_name(peer).unwrap_or(identity).to_owned(),
                 payload: payload.clone(),
             };
-            let n = listeners.send(&room, &update, |l| {
+            let mut n = listeners.send(&room, &update, |l| {
                 l.peer != peer && to.as_ref().is_none_or(|t| t.contains(&l.identity))
             });
-            // The room's other nodes deliver it to theirs (not counted here).
+            // The room's other nodes deliver it to theirs: a message to someone there
+            // counts as delivered once handed to their node.
+            if let Some(to) = &to {
+                n += sfu
+                    .room_participants(&room)
+                    .iter()
+                    .filter(|p| sfu.is_import(p.peer) && to.contains(&p.identity))
+                    .count();
+            }
             sfu.export_data(peer, to, payload);
             Ok(RoomReply::Delivered(n))
         }

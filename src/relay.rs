@@ -50,7 +50,9 @@ use tracing::{debug, info, warn};
 use crate::media::{MediaWorkers, RelayCommand, RelayKeyframe};
 use crate::metrics::Metrics;
 
-const ALPN: &[u8] = b"streamcore-relay/1";
+/// Nodes of another relay version do not link: their WHEP players and `/rtc`
+/// participants are sent to the room's node instead (a rolling upgrade).
+const ALPN: &[u8] = b"streamcore-relay/2";
 /// The name relay links dial (certificates are not what is trusted).
 pub const SERVER_NAME: &str = "streamcore-relay";
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-streamcore-relay";
@@ -98,6 +100,9 @@ struct Inner {
     /// Rooms of this node imported back from the nodes that import them (`back`),
     /// while those nodes do.
     back_imports: Mutex<Vec<(RoomId, String)>>,
+    /// Why this node exports a room to a peer node; the export ends when neither
+    /// reason holds.
+    exporting: Mutex<HashMap<(RoomId, String), Exported>>,
     /// The rooms this node's `/rtc` participants are in (set once the room protocol
     /// runs): an import they use is kept.
     participant_rooms: std::sync::OnceLock<Box<dyn Fn() -> Vec<RoomId> + Send + Sync>>,
@@ -110,6 +115,15 @@ struct Inner {
     dialling: Mutex<Vec<String>>,
     next_link: AtomicU64,
     stop: watch::Sender<bool>,
+}
+
+/// Why a room is exported to a peer: the peer imports the room from this node
+/// (`forward`), or, living there, imports this node's side of it back (`back`). Both
+/// hold at once while two nodes each take the other for the room's home.
+#[derive(Debug, Default, Clone, Copy)]
+struct Exported {
+    forward: bool,
+    back: bool,
 }
 
 /// One authenticated connection to a peer node.
@@ -158,6 +172,7 @@ impl Relay {
                 links: Mutex::new(HashMap::new()),
                 imports: Mutex::new(HashMap::new()),
                 back_imports: Mutex::new(Vec::new()),
+                exporting: Mutex::new(HashMap::new()),
                 participant_rooms: std::sync::OnceLock::new(),
                 relayless: Mutex::new(Vec::new()),
                 failed: Mutex::new(HashMap::new()),
@@ -358,7 +373,7 @@ impl Relay {
         let r = self.read_control(&link, recv, reader).await;
         writer.abort();
         datagrams.abort();
-        self.link_closed(&link);
+        self.link_closed(&link).await;
         r
     }
 
@@ -370,11 +385,11 @@ impl Relay {
     ) -> anyhow::Result<()> {
         loop {
             let msg = read_frame(&mut recv, &mut reader).await?;
-            self.on_control(link, msg);
+            self.on_control(link, msg).await;
         }
     }
 
-    fn on_control(&self, link: &Arc<Link>, msg: Control) {
+    async fn on_control(&self, link: &Arc<Link>, msg: Control) {
         let media = &self.inner.media;
         let room_of = |r: &str| match RoomId::parse(r) {
             Ok(id) => Some(id),
@@ -394,32 +409,80 @@ impl Relay {
                     });
                     return;
                 }
-                let sink = LinkSink::new(self.clone(), link.clone());
-                media.relay(RelayCommand::Export {
-                    room: room.clone(),
-                    link: link.id,
-                    sink: Box::new(sink),
-                    participants: true,
-                });
+                let fresh = {
+                    let mut exporting = lock(&self.inner.exporting);
+                    let e = exporting
+                        .entry((room.clone(), link.peer.clone()))
+                        .or_default();
+                    let fresh = !e.forward && !e.back;
+                    if back {
+                        e.back = true;
+                    } else {
+                        e.forward = true;
+                    }
+                    fresh
+                };
+                if fresh {
+                    let sink = LinkSink::new(self.clone(), link.clone());
+                    media
+                        .relay_control(RelayCommand::Export {
+                            room: room.clone(),
+                            link: link.id,
+                            sink: Box::new(sink),
+                            participants: true,
+                        })
+                        .await;
+                }
                 if !back {
                     // The importer's own participants join this side of the room.
-                    let mut backs = lock(&self.inner.back_imports);
-                    if !backs.iter().any(|(r, n)| *r == room && *n == link.peer) {
-                        backs.push((room.clone(), link.peer.clone()));
+                    let added = {
+                        let mut backs = lock(&self.inner.back_imports);
+                        let added = !backs.iter().any(|(r, n)| *r == room && *n == link.peer);
+                        if added {
+                            backs.push((room.clone(), link.peer.clone()));
+                        }
+                        added
+                    };
+                    if added {
+                        let _ = link.control.send(Control::Import {
+                            room: room.as_str().to_owned(),
+                            back: true,
+                        });
                     }
-                    drop(backs);
-                    let _ = link.control.send(Control::Import {
-                        room: room.as_str().to_owned(),
-                        back: true,
-                    });
                 }
             }
-            Control::Stop { room } => {
+            Control::Stop { room, back } => {
                 let Some(room) = room_of(&room) else { return };
-                media.relay(RelayCommand::StopExport {
-                    room: room.clone(),
-                    link: link.id,
-                });
+                let ended = {
+                    let mut exporting = lock(&self.inner.exporting);
+                    let key = (room.clone(), link.peer.clone());
+                    match exporting.get_mut(&key) {
+                        Some(e) => {
+                            if back {
+                                e.back = false;
+                            } else {
+                                e.forward = false;
+                            }
+                            let ended = !e.forward && !e.back;
+                            if ended {
+                                exporting.remove(&key);
+                            }
+                            ended
+                        }
+                        None => false,
+                    }
+                };
+                if ended {
+                    media
+                        .relay_control(RelayCommand::StopExport {
+                            room: room.clone(),
+                            link: link.id,
+                        })
+                        .await;
+                }
+                if back {
+                    return;
+                }
                 let was_back = {
                     let mut backs = lock(&self.inner.back_imports);
                     let before = backs.len();
@@ -427,11 +490,18 @@ impl Relay {
                     backs.len() < before
                 };
                 if was_back {
-                    // The node no longer imports the room: nor does this one its side.
+                    // The node no longer imports the room: nor does this one its side
+                    // (unless it imports the room from there itself).
                     let _ = link.control.send(Control::Stop {
                         room: room.as_str().to_owned(),
+                        back: true,
                     });
-                    self.close_import_over(link, &room);
+                    let forward = lock(&self.inner.imports)
+                        .get(&room)
+                        .is_some_and(|(from, _)| *from == link.peer);
+                    if !forward {
+                        self.close_import_over(link, &room).await;
+                    }
                 }
             }
             Control::Keyframe { room, track, rid } => {
@@ -470,19 +540,29 @@ impl Relay {
                     return; // announced after this node stopped importing the room
                 }
                 note_room(link, &room);
-                media.relay(RelayCommand::ImportParticipant {
-                    room,
-                    link: link.id,
-                    participant: p,
-                });
+                media
+                    .relay_control(RelayCommand::ImportParticipant {
+                        room,
+                        link: link.id,
+                        participant: p,
+                    })
+                    .await;
             }
-            Control::ParticipantLeft { room, participant } => {
+            Control::ParticipantLeft {
+                room,
+                participant,
+                reason,
+            } => {
                 let Some(room) = room_of(&room) else { return };
-                media.relay(RelayCommand::ImportLeft {
-                    room,
-                    link: link.id,
-                    participant,
-                });
+                let reason = media_core::RemoveReason::parse(reason.as_deref().unwrap_or(""));
+                media
+                    .relay_control(RelayCommand::ImportLeft {
+                        room,
+                        link: link.id,
+                        participant,
+                        reason,
+                    })
+                    .await;
             }
             Control::Data {
                 room,
@@ -491,13 +571,15 @@ impl Relay {
                 payload,
             } => {
                 let Some(room) = room_of(&room) else { return };
-                media.relay(RelayCommand::ImportData {
-                    room,
-                    link: link.id,
-                    participant,
-                    to,
-                    payload,
-                });
+                media
+                    .relay_control(RelayCommand::ImportData {
+                        room,
+                        link: link.id,
+                        participant,
+                        to,
+                        payload,
+                    })
+                    .await;
             }
             Control::Track(t) => {
                 let Some(room) = room_of(&t.room) else { return };
@@ -506,30 +588,36 @@ impl Relay {
                 }
                 note_room(link, &room);
                 lock(&link.tracks).insert(t.track, room.clone());
-                media.relay(RelayCommand::ImportTrack {
-                    room,
-                    link: link.id,
-                    track: t,
-                });
+                media
+                    .relay_control(RelayCommand::ImportTrack {
+                        room,
+                        link: link.id,
+                        track: t,
+                    })
+                    .await;
             }
             Control::TrackEnded { room, track } => {
                 let Some(room) = room_of(&room) else { return };
                 lock(&link.tracks).remove(&track);
                 lock(&link.loss).forget(track);
-                media.relay(RelayCommand::ImportEnded {
-                    room,
-                    link: link.id,
-                    track,
-                });
+                media
+                    .relay_control(RelayCommand::ImportEnded {
+                        room,
+                        link: link.id,
+                        track,
+                    })
+                    .await;
             }
             Control::Muted { room, track, muted } => {
                 let Some(room) = room_of(&room) else { return };
-                media.relay(RelayCommand::ImportMuted {
-                    room,
-                    link: link.id,
-                    track,
-                    muted,
-                });
+                media
+                    .relay_control(RelayCommand::ImportMuted {
+                        room,
+                        link: link.id,
+                        track,
+                        muted,
+                    })
+                    .await;
             }
             Control::Refused { room, reason } => {
                 warn!(peer = %link.peer, %room, %reason, "import refused");
@@ -592,7 +680,7 @@ impl Relay {
         }
     }
 
-    fn link_closed(&self, link: &Arc<Link>) {
+    async fn link_closed(&self, link: &Arc<Link>) {
         let current = {
             let mut links = lock(&self.inner.links);
             let current = links.get(&link.peer).is_some_and(|l| l.id == link.id);
@@ -610,17 +698,22 @@ impl Relay {
         if current {
             // A newer link to the node asks for its imports again itself.
             lock(&self.inner.back_imports).retain(|(_, n)| *n != link.peer);
+            lock(&self.inner.exporting).retain(|(_, n), _| *n != link.peer);
         }
         self.inner
             .media
-            .relay(RelayCommand::StopLinkExports { link: link.id });
+            .relay_control(RelayCommand::StopLinkExports { link: link.id })
+            .await;
         lock(&link.tracks).clear();
         let rooms: Vec<RoomId> = std::mem::take(&mut *lock(&link.rooms));
         for room in rooms {
-            self.inner.media.relay(RelayCommand::CloseImport {
-                room,
-                link: link.id,
-            });
+            self.inner
+                .media
+                .relay_control(RelayCommand::CloseImport {
+                    room,
+                    link: link.id,
+                })
+                .await;
         }
     }
 
@@ -636,7 +729,7 @@ impl Relay {
     }
 
     /// Ends what came in of `room` over `link`: its participants leave here.
-    fn close_import_over(&self, link: &Arc<Link>, room: &RoomId) {
+    async fn close_import_over(&self, link: &Arc<Link>, room: &RoomId) {
         let ended: Vec<u32> = {
             let mut tracks = lock(&link.tracks);
             let ended = tracks
@@ -647,28 +740,39 @@ impl Relay {
             tracks.retain(|_, r| r != room);
             ended
         };
-        let mut loss = lock(&link.loss);
-        for t in ended {
-            loss.forget(t);
+        {
+            let mut loss = lock(&link.loss);
+            for t in ended {
+                loss.forget(t);
+            }
         }
-        drop(loss);
         lock(&link.rooms).retain(|r| r != room);
-        self.inner.media.relay(RelayCommand::CloseImport {
-            room: room.clone(),
-            link: link.id,
-        });
+        self.inner
+            .media
+            .relay_control(RelayCommand::CloseImport {
+                room: room.clone(),
+                link: link.id,
+            })
+            .await;
     }
 
-    /// Stops importing `room` (from wherever it came).
-    fn end_import(&self, room: &RoomId) {
+    /// Stops importing `room` (from wherever it came); its side there goes on coming
+    /// while that node imports this node's side back.
+    async fn end_import(&self, room: &RoomId) {
         let Some((node, _)) = lock(&self.inner.imports).remove(room) else {
             return;
         };
         if let Some(link) = self.link_to(&node) {
             let _ = link.control.send(Control::Stop {
                 room: room.as_str().to_owned(),
+                back: false,
             });
-            self.close_import_over(&link, room);
+            let back = lock(&self.inner.back_imports)
+                .iter()
+                .any(|(r, n)| r == room && *n == node);
+            if !back {
+                self.close_import_over(&link, room).await;
+            }
         }
     }
 
@@ -682,13 +786,13 @@ impl Relay {
 
     /// `room` lives on `home` now (`None`: here): an import from another node ends,
     /// and one from `home` starts.
-    pub fn follow_home(&self, room: &RoomId, home: Option<&str>) {
+    pub async fn follow_home(&self, room: &RoomId, home: Option<&str>) {
         let from = lock(&self.inner.imports).get(room).map(|(n, _)| n.clone());
         if from.as_deref() == home || from.is_none() {
             return;
         }
         info!(%room, from = ?from, to = ?home, "the imported room moved");
-        self.end_import(room);
+        self.end_import(room).await;
         if let Some(home) = home {
             self.start_import(room, home);
         }
@@ -736,7 +840,7 @@ impl Relay {
             for (room, node, since) in imports {
                 if !listened.contains(&room) && since.elapsed() >= IMPORT_GRACE {
                     info!(%room, from = %node, "import ended: nobody here");
-                    self.end_import(&room);
+                    self.end_import(&room).await;
                 } else if self.link_to(&node).is_none() {
                     // Its people are here already: keep trying (one dial at a time).
                     self.dial_in_background(node);
@@ -768,15 +872,18 @@ impl signaling::placement::Cascade for Relay {
     }
 }
 
-/// An export's queue towards its link, drained by a task that sends control messages
-/// on the stream and packets as datagrams.
+/// An export towards its link: control items go on the link's stream at once, in
+/// order and never dropped (they are few); packets through a bounded queue, drained
+/// by a task that sends them as datagrams (a link that falls behind loses packets).
 struct LinkSink {
-    tx: mpsc::Sender<RelayOut>,
+    packets: mpsc::Sender<RelayedPacket>,
+    control: mpsc::UnboundedSender<Control>,
 }
 
 impl LinkSink {
     fn new(relay: Relay, link: Arc<Link>) -> LinkSink {
-        let (tx, mut rx) = mpsc::channel::<RelayOut>(EXPORT_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<RelayedPacket>(EXPORT_QUEUE);
+        let control = link.control.clone();
         tokio::spawn(async move {
             let sent = relay
                 .inner
@@ -784,45 +891,51 @@ impl LinkSink {
                 .relay_packets_sent
                 .with_label_values(&[&link.peer]);
             let mut buf = Vec::with_capacity(1500);
-            while let Some(item) = rx.recv().await {
-                let msg = match item {
-                    RelayOut::Packet(p) => {
-                        if send_packet(&link.conn, &p, &mut buf, &link.repair) {
-                            sent.inc();
-                        }
-                        continue;
-                    }
-                    RelayOut::Participant(p) => Control::Participant(p),
-                    RelayOut::ParticipantLeft { room, participant } => {
-                        Control::ParticipantLeft { room, participant }
-                    }
-                    RelayOut::Data {
-                        room,
-                        participant,
-                        to,
-                        payload,
-                    } => Control::Data {
-                        room,
-                        participant,
-                        to,
-                        payload,
-                    },
-                    RelayOut::Track(t) => Control::Track(t),
-                    RelayOut::TrackEnded { room, track } => Control::TrackEnded { room, track },
-                    RelayOut::Muted { room, track, muted } => Control::Muted { room, track, muted },
-                };
-                if link.control.send(msg).is_err() {
-                    return;
+            while let Some(p) = rx.recv().await {
+                if send_packet(&link.conn, &p, &mut buf, &link.repair) {
+                    sent.inc();
                 }
             }
         });
-        LinkSink { tx }
+        LinkSink {
+            packets: tx,
+            control,
+        }
     }
 }
 
 impl RelaySink for LinkSink {
     fn offer(&mut self, item: RelayOut) -> bool {
-        self.tx.try_send(item).is_ok()
+        let msg = match item {
+            RelayOut::Packet(p) => return self.packets.try_send(p).is_ok(),
+            RelayOut::Participant(p) => Control::Participant(p),
+            RelayOut::ParticipantLeft {
+                room,
+                participant,
+                reason,
+            } => Control::ParticipantLeft {
+                room,
+                participant,
+                reason: reason.map(|r| r.as_str().to_owned()),
+            },
+            RelayOut::Data {
+                room,
+                participant,
+                to,
+                payload,
+            } => Control::Data {
+                room,
+                participant,
+                to,
+                payload,
+            },
+            RelayOut::Track(t) => Control::Track(t),
+            RelayOut::TrackEnded { room, track } => Control::TrackEnded { room, track },
+            RelayOut::Muted { room, track, muted } => Control::Muted { room, track, muted },
+        };
+        // Closed only with the link, whose end ends the export too.
+        let _ = self.control.send(msg);
+        true
     }
 }
 

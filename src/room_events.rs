@@ -37,6 +37,10 @@ pub struct RoomEvent {
 pub struct RoomEventTracker {
     /// Connected participants per room.
     joined: HashMap<String, HashSet<PeerKey>>,
+    /// Other nodes' participants per room (shadows): they keep the room going here
+    /// (it neither ends nor is let go while they are in it), but their node reports
+    /// their joins and leaves.
+    relayed: HashMap<String, HashSet<PeerKey>>,
     /// Tracks published by peers that have not connected yet.
     pending_tracks: HashMap<PeerKey, Vec<Value>>,
     /// Tracks announced, so their end is announced too.
@@ -77,6 +81,12 @@ impl RoomEventTracker {
             grace,
             ..RoomEventTracker::default()
         }
+    }
+
+    /// Nobody is in the room here, from this node or another.
+    fn is_empty(&self, room: &str) -> bool {
+        self.joined.get(room).is_none_or(HashSet::is_empty)
+            && self.relayed.get(room).is_none_or(HashSet::is_empty)
     }
 
     /// When [`Self::poll_ended`] next has something to say.
@@ -123,10 +133,11 @@ impl RoomEventTracker {
             } => {
                 let key = (worker, *peer);
                 let room = room.to_string();
+                let first = self.is_empty(&room);
                 let members = self.joined.entry(room.clone()).or_default();
                 // Back within the grace: the same room goes on.
                 let resumed = self.ending.remove(&room).is_some();
-                if members.is_empty() && !resumed {
+                if first && !resumed {
                     out.push(RoomEvent {
                         kind: EventType::RoomStarted,
                         room: room.clone(),
@@ -219,6 +230,27 @@ impl RoomEventTracker {
                     });
                 }
             }
+            SfuEvent::PeerJoined {
+                peer,
+                room,
+                relayed: true,
+                ..
+            } => {
+                let room = room.to_string();
+                let first = self.is_empty(&room);
+                let resumed = self.ending.remove(&room).is_some();
+                if first && !resumed {
+                    out.push(RoomEvent {
+                        kind: EventType::RoomStarted,
+                        room: room.clone(),
+                        data: json!({"room": room}),
+                    });
+                }
+                self.relayed
+                    .entry(room)
+                    .or_default()
+                    .insert((worker, *peer));
+            }
             SfuEvent::PeerJoined { .. }
             | SfuEvent::TrackMuted { .. }
             | SfuEvent::LayersWanted { .. }
@@ -233,10 +265,15 @@ impl RoomEventTracker {
                 self.pending_tracks.remove(&key);
                 self.announced.retain(|(k, _)| *k != key);
                 let room = room.to_string();
-                let Some(members) = self.joined.get_mut(&room) else {
+                let was_relayed = self.relayed.get_mut(&room).is_some_and(|r| r.remove(&key));
+                if self.relayed.get(&room).is_some_and(HashSet::is_empty) {
+                    self.relayed.remove(&room);
+                }
+                let was_member = self.joined.get_mut(&room).is_some_and(|m| m.remove(&key));
+                if !(was_relayed || was_member) {
                     return out;
-                };
-                if members.remove(&key) {
+                }
+                if was_member {
                     out.push(RoomEvent {
                         kind: EventType::RoomParticipantLeft,
                         room: room.clone(),
@@ -248,8 +285,10 @@ impl RoomEventTracker {
                         }),
                     });
                 }
-                if members.is_empty() {
+                if self.joined.get(&room).is_some_and(HashSet::is_empty) {
                     self.joined.remove(&room);
+                }
+                if self.is_empty(&room) {
                     if self.grace.is_zero() {
                         out.push(ended(room));
                     } else {
@@ -516,6 +555,44 @@ mod tests {
             names(&t.on_event(1, &connected(a, "p"), now)),
             ["room.started", "room.participant_joined"]
         );
+    }
+
+    #[test]
+    fn another_nodes_participants_keep_the_room_going_but_are_reported_there() {
+        let mut t = RoomEventTracker::default();
+        let now = Instant::now();
+        let room = RoomId::parse("spread").unwrap();
+        let (local, shadow) = (PeerId(1), PeerId(2));
+        let joined = |peer, relayed| SfuEvent::PeerJoined {
+            peer,
+            room: room.clone(),
+            identity: "someone".into(),
+            name: "Someone".into(),
+            role: PeerRole::Participant,
+            relayed,
+        };
+        let removed = |peer| SfuEvent::PeerRemoved {
+            peer,
+            room: room.clone(),
+            identity: "someone".into(),
+            reason: RemoveReason::Requested,
+        };
+        // The room starts with the first person, here or relayed; only the local
+        // join is this node's to report.
+        assert_eq!(
+            names(&t.on_event(0, &joined(shadow, true), now)),
+            ["room.started"]
+        );
+        assert_eq!(
+            names(&t.on_event(0, &joined(local, false), now)),
+            ["room.participant_joined"]
+        );
+        // The local person leaves: the room goes on while the other node's is in it.
+        assert_eq!(
+            names(&t.on_event(0, &removed(local), now)),
+            ["room.participant_left"]
+        );
+        assert_eq!(names(&t.on_event(0, &removed(shadow), now)), ["room.ended"]);
     }
 
     #[test]

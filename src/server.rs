@@ -800,13 +800,18 @@ impl RunningServer {
                 ))
             })
             .collect();
-        self.rooms.move_rooms(moves);
-        let served: Vec<String> = self
+        let mut moves: std::collections::HashMap<_, _> = moves;
+        // Rooms served here that live elsewhere (moved, or imported over the relay):
+        // their WHIP/WHEP sessions and `/rtc` participants go to the room's node.
+        let mut served: Vec<String> = self
             .workers
             .session_rooms()
             .into_iter()
+            .chain(self.rooms.participant_rooms())
             .map(|(r, _)| r.as_str().to_owned())
             .collect();
+        served.sort();
+        served.dedup();
         match control_api::cluster::rooms_living_elsewhere(
             &self.api.db,
             &self.api.node_id,
@@ -815,16 +820,25 @@ impl RunningServer {
         )
         .await
         {
-            Ok(elsewhere) => self.session_events.move_rooms(
-                elsewhere
+            Ok(elsewhere) => {
+                let elsewhere: Vec<(media_core::RoomId, String)> = elsewhere
                     .into_iter()
                     .filter_map(|e| Some((media_core::RoomId::parse(&e.room).ok()?, e.base_url)))
-                    .collect(),
-            ),
+                    .collect();
+                for (room, base) in &elsewhere {
+                    moves
+                        .entry(room.clone())
+                        .or_insert_with(|| signaling::room::Move::to_node(base, "node_draining"));
+                }
+                self.session_events
+                    .move_rooms(elsewhere.into_iter().collect());
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "could not tell WHIP/WHEP sessions where their rooms went; they stay until the grace ends")
+                tracing::warn!(error = %e, "could not tell the sessions of rooms served here where their rooms live; they stay until the grace ends")
             }
         }
+        // One call: each replaces the moves the room sockets follow.
+        self.rooms.move_rooms(moves);
     }
 }
 

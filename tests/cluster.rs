@@ -1403,6 +1403,58 @@ async fn revoked_passes_end_their_sessions_on_every_node() {
     assert_eq!(gone["reason"], "revoked", "{gone}");
 }
 
+/// A node that drains sends its `/rtc` participants of rooms it imports to the rooms'
+/// nodes (`move`, `node_draining`), as it does those of its own rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
+    use common::remote::wait_for;
+    let c = Cluster::start().await;
+    c.wait_registry("three nodes up, each with a relay", |r| {
+        ids_with(r, "active").len() == 3
+            && r.iter()
+                .all(|n| n["relay_addr"].as_str().is_some_and(|a| !a.is_empty()))
+    })
+    .await;
+    let room = c.room("drained-relay").await;
+    let home_pass = c.token(&room, json!({"publish": true})).await;
+    let pass = c
+        .token(&room, json!({"publish": true, "region": "us"}))
+        .await;
+    let near = c.owner_of(
+        &pass["rtc_url"]
+            .as_str()
+            .unwrap()
+            .replace("ws://", "http://"),
+    );
+    assert_eq!(near, "c", "{pass}");
+    let mut sock = ws(pass["rtc_url"].as_str().unwrap()).await;
+    send(
+        &mut sock,
+        json!({"type": "join", "id": 0, "token": pass["token"]}),
+    )
+    .await;
+    wait_for(&mut sock, Duration::from_secs(10), |m| {
+        m["type"] == "joined"
+    })
+    .await;
+    let (s, v) = post(
+        &c.http,
+        format!("{}/api/v1/admin/nodes/c/drain", c.api.base),
+        Some(&c.admin),
+        json!({}),
+    )
+    .await;
+    assert!(s == 200 || s == 202, "{s} {v}");
+    let moved = wait_for(&mut sock, Duration::from_secs(5), |m| m["type"] == "move").await;
+    assert_eq!(moved["reason"], "node_draining", "{moved}");
+    let home = c.owner_of(home_pass["whip_url"].as_str().unwrap());
+    assert_eq!(
+        moved["url"],
+        format!("{}/rtc", c.node(&home).base.replace("http://", "ws://")),
+        "{moved}"
+    );
+}
+
 /// The node a room lives on dies (SIGKILL): its two people (the client library in
 /// Chromium) get fresh passes from the control plane, which places the room on a live
 /// node once the dead one is declared dead, and join there; the subscriber decodes the

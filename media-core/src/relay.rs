@@ -54,17 +54,21 @@ pub enum Control {
         #[serde(default)]
         back: bool,
     },
-    /// … and no longer.
+    /// … and no longer (`back`: the import back, as in `Import`).
     Stop {
         room: String,
+        #[serde(default)]
+        back: bool,
     },
     /// A participant is in the room (sent before its tracks, and for every
     /// participant already there when the export starts).
     Participant(RelayParticipant),
-    /// … and left it.
+    /// … and left it, for this reason (`RemoveReason::as_str`).
     ParticipantLeft {
         room: String,
         participant: u64,
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// A room data message from a participant of the exporter's side, to the room's
     /// participants with these identities (`None`: all).
@@ -466,6 +470,7 @@ mod tests {
             Control::ParticipantLeft {
                 room: "r".into(),
                 participant: 7,
+                reason: Some("revoked".into()),
             },
             Control::Nack {
                 track: 3,

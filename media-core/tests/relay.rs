@@ -56,8 +56,13 @@ fn deliver(
             RelayOut::Participant(p) => {
                 to.sfu.import_participant(now, link, &p).unwrap();
             }
-            RelayOut::ParticipantLeft { participant, .. } => {
-                to.sfu.import_left(now, &room(), link, participant);
+            RelayOut::ParticipantLeft {
+                participant,
+                reason,
+                ..
+            } => {
+                let reason = reason.unwrap_or(RemoveReason::Requested);
+                to.sfu.import_left(now, &room(), link, participant, reason);
             }
             RelayOut::Data {
                 participant,
@@ -360,20 +365,43 @@ fn an_imported_room_is_passed_on_to_other_links_but_never_back() {
     );
     assert_eq!(count(&passed, |i| matches!(i, RelayOut::Participant(_))), 0);
     assert!(count(&passed, |i| matches!(i, RelayOut::Packet(_))) >= 5);
-    let to_c: Vec<RelayOut> = to_c.try_iter().collect();
+    let first: Vec<RelayOut> = to_c.try_iter().collect();
     assert_eq!(
-        count(&to_c, |i| matches!(i, RelayOut::Participant(_))),
+        count(&first, |i| matches!(i, RelayOut::Participant(_))),
         1,
-        "{to_c:?}"
+        "{first:?}"
     );
-    assert_eq!(count(&to_c, |i| matches!(i, RelayOut::Track(_))), 2);
-    assert!(count(&to_c, |i| matches!(i, RelayOut::Packet(_))) >= 5);
-    // B's own participant goes to A; nothing of A's goes back whence it came.
+    assert_eq!(count(&first, |i| matches!(i, RelayOut::Track(_))), 2);
+    assert!(count(&first, |i| matches!(i, RelayOut::Packet(_))) >= 5);
+    // B's own participant goes to A; nothing of A's goes back whence it came, nor
+    // the end of its tracks and its leaving.
     n.b.join_participant("relayed", "ben", None).unwrap();
+    let publisher = n.a.clients[p].peer;
+    n.a.sfu
+        .remove_peer_because(n.a.now, publisher, RemoveReason::Requested)
+        .unwrap();
+    n.a.shuttle();
+    n.carry();
     let to_a: Vec<RelayOut> = to_a.try_iter().collect();
     assert!(
         matches!(&to_a[..], [RelayOut::Participant(p)] if p.identity == "ben"),
         "{to_a:?}"
+    );
+    let to_c: Vec<RelayOut> = to_c.try_iter().collect();
+    assert_eq!(
+        count(&to_c, |i| matches!(i, RelayOut::TrackEnded { .. })),
+        2,
+        "{to_c:?}"
+    );
+    assert!(
+        to_c.iter().any(|i| matches!(
+            i,
+            RelayOut::ParticipantLeft {
+                reason: Some(RemoveReason::Requested),
+                ..
+            }
+        )),
+        "{to_c:?}"
     );
 }
 
@@ -547,18 +575,31 @@ fn each_sides_participants_are_shadows_on_the_other_that_join_publish_speak_and_
 #[test]
 fn a_local_participant_replaces_its_own_identity_but_never_a_shadow() {
     let (mut w, _) = both_ways();
-    w.n.a.join_participant("relayed", "ada", None).unwrap();
+    let on_a = w.n.a.join_participant("relayed", "ada", None).unwrap();
     w.carry();
     let shadow = shadow_of(&w.n.b, "ada");
     // The same person joins on B too (another tab near another node): both stay.
-    w.n.b.join_participant("relayed", "ada", None).unwrap();
-    assert!(w.n.b.sfu.has_peer(shadow));
+    let on_b = w.n.b.join_participant("relayed", "ada", None).unwrap();
+    let own = w.n.b.clients[on_b].peer;
+    assert!(w.n.b.sfu.has_peer(shadow) && w.n.b.sfu.has_peer(own));
     // Evicting the identity on B removes B's own participant, not A's shadow.
-    w.n.b.sfu.remove_identities(
-        w.n.b.now,
-        &room(),
-        &["ada".to_owned()],
-        RemoveReason::Revoked,
-    );
-    assert!(w.n.b.sfu.has_peer(shadow));
+    let ada = ["ada".to_owned()];
+    let n =
+        w.n.b
+            .sfu
+            .remove_identities(w.n.b.now, &room(), &ada, RemoveReason::Revoked);
+    assert_eq!(n, 1);
+    assert!(w.n.b.sfu.has_peer(shadow) && !w.n.b.sfu.has_peer(own));
+    // A evicts its own: the shadow leaves B for the same reason.
+    let peer = w.n.a.clients[on_a].peer;
+    w.n.a
+        .sfu
+        .remove_identities(w.n.a.now, &room(), &ada, RemoveReason::Revoked);
+    w.n.a.shuttle();
+    w.carry();
+    assert!(!w.n.a.sfu.has_peer(peer));
+    assert!(w.n.b.events.iter().any(|e| matches!(
+        e,
+        SfuEvent::PeerRemoved { peer, reason: RemoveReason::Revoked, .. } if *peer == shadow
+    )));
 }

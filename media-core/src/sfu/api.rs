@@ -191,6 +191,34 @@ pub enum RemoveReason {
     Revoked,
 }
 
+impl RemoveReason {
+    /// Its name between nodes (`crate::relay::Control::ParticipantLeft`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Requested => "requested",
+            RemoveReason::ConnectTimeout => "connect_timeout",
+            RemoveReason::Disconnected => "disconnected",
+            RemoveReason::ClosedByRemote => "closed_by_remote",
+            RemoveReason::Failed => "failed",
+            RemoveReason::Replaced => "replaced",
+            RemoveReason::Revoked => "revoked",
+        }
+    }
+
+    /// A name from another node; one this node does not know reads as `Requested`.
+    pub fn parse(s: &str) -> RemoveReason {
+        match s {
+            "connect_timeout" => RemoveReason::ConnectTimeout,
+            "disconnected" => RemoveReason::Disconnected,
+            "closed_by_remote" => RemoveReason::ClosedByRemote,
+            "failed" => RemoveReason::Failed,
+            "replaced" => RemoveReason::Replaced,
+            "revoked" => RemoveReason::Revoked,
+            _ => RemoveReason::Requested,
+        }
+    }
+}
+
 /// What the core tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {

@@ -230,8 +230,11 @@ impl Sfu {
             let ask = Deferred::Keyframe(key, track.track, KeyframeAsk::Targets);
             self.deferred.push_back(ask);
         }
+        let origin = publisher.relayed.as_ref().map(|r| r.link);
         if track.exported
             && let Some(exports) = self.exports.get_mut(&room.id)
+            // A shadow's packets go on only if some link is not the one they came by.
+            && exports.iter().any(|e| e.takes(origin))
         {
             let relayed = RelayedPacket {
                 track: track.relay_id,
@@ -245,7 +248,6 @@ impl Sfu {
                 voice_activity: ext.voice_activity,
                 payload: pkt.payload.clone(),
             };
-            let origin = publisher.relayed.as_ref().map(|r| r.link);
             for e in exports.iter_mut() {
                 match e.offer(RelayOut::Packet(relayed.clone()), origin) {
                     Some(true) => self.stats.relayed_out += 1,

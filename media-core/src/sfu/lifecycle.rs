@@ -53,6 +53,7 @@ impl Sfu {
                 name: req.name,
                 role: req.role,
                 room_limit: req.room_limit,
+                shadow: false,
             },
             PeerMedia {
                 bwe,
@@ -130,6 +131,7 @@ impl Sfu {
                 name: req.name,
                 role: PeerRole::Participant,
                 room_limit: req.room_limit,
+                shadow: false,
             },
             PeerMedia {
                 bwe: true,
@@ -221,12 +223,14 @@ impl Sfu {
             name,
             role,
             room_limit,
+            shadow,
         } = new;
         let PeerMedia {
             bwe,
             preferred_video,
         } = media;
-        if self.peers.len() >= self.config.max_peers {
+        // Another node's participant is bounded by its own node.
+        if !shadow && self.peers.len() - self.shadows >= self.config.max_peers {
             return Err(SfuError::Full(self.config.max_peers));
         }
         if let Some(limit) = room_limit {
@@ -504,7 +508,8 @@ impl Sfu {
     /// `reason: None` removes silently (a peer that was never announced).
     pub(super) fn remove_now(&mut self, id: PeerId, reason: Option<RemoveReason>) {
         // Told to the other nodes once its tracks ended.
-        let leaving = self.leave_announcement(id);
+        let leaving = self.leave_announcement(id, reason);
+        let origin = self.origin_link(id);
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
@@ -539,7 +544,7 @@ impl Sfu {
             .map(|t| t.track)
             .collect();
         for t in &ended {
-            self.end_track(key, *t, reason.is_some());
+            self.end_track_from(key, *t, reason.is_some(), origin);
         }
         if let Some((room, left, origin)) = leaving {
             self.offer_export(&room, None, left, origin);
@@ -734,6 +739,8 @@ pub(super) struct NewPeer<'a> {
     pub(super) name: &'a str,
     pub(super) role: PeerRole,
     pub(super) room_limit: Option<usize>,
+    /// Another node's participant (`relays`).
+    pub(super) shadow: bool,
 }
 
 /// How a new peer's `Rtc` is set up.

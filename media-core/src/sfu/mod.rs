@@ -91,8 +91,9 @@ pub struct Sfu {
     /// Exported rooms ([`relays`]). Keyed by id: an export outlives its room emptying.
     exports: HashMap<RoomId, Vec<relays::Export>>,
     next_relay_track: u32,
-    /// The shadows of each (room, link).
+    /// The shadows of each (room, link), and how many there are.
     imports: HashMap<(RoomId, u64), relays::Imported>,
+    shadows: usize,
     stats: SfuStats,
 }
 
@@ -195,6 +196,7 @@ impl Sfu {
             exports: HashMap::new(),
             next_relay_track: 1,
             imports: HashMap::new(),
+            shadows: 0,
             stats: SfuStats::default(),
         }
     }
@@ -207,8 +209,10 @@ impl Sfu {
         self.stats
     }
 
+    /// The peers this worker serves (shadows of other nodes' participants are not
+    /// counted: their own node counts them).
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.peers.len() - self.shadows
     }
 
     pub fn room_count(&self) -> usize {

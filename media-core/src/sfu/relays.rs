@@ -37,6 +37,7 @@ pub enum RelayOut {
     ParticipantLeft {
         room: String,
         participant: u64,
+        reason: Option<RemoveReason>,
     },
     Data {
         room: String,
@@ -72,9 +73,15 @@ pub(super) struct Export {
 }
 
 impl Export {
-    /// Offers an item that came in over the link `origin` (`None`: this node's own).
+    /// Whether what came in over the link `origin` (`None`: this node's own) goes
+    /// to this export's link: everything but what came from there.
+    pub(super) fn takes(&self, origin: Option<u64>) -> bool {
+        origin != Some(self.link)
+    }
+
+    /// Offers an item that came in over the link `origin`; `None` if not taken.
     pub(super) fn offer(&mut self, item: RelayOut, origin: Option<u64>) -> Option<bool> {
-        if origin == Some(self.link) {
+        if !self.takes(origin) {
             return None;
         }
         Some(self.sink.offer(item))
@@ -336,11 +343,16 @@ impl Sfu {
     }
 
     /// What tells the room's exports that a peer left (taken before it is removed).
-    pub(super) fn leave_announcement(&self, id: PeerId) -> Option<(RoomId, RelayOut, Option<u64>)> {
+    pub(super) fn leave_announcement(
+        &self,
+        id: PeerId,
+        reason: Option<RemoveReason>,
+    ) -> Option<(RoomId, RelayOut, Option<u64>)> {
         let (room, p, origin) = self.participant_announcement(id)?;
         let left = RelayOut::ParticipantLeft {
             room: p.room,
             participant: p.participant,
+            reason,
         };
         Some((room, left, origin))
     }
@@ -436,12 +448,14 @@ impl Sfu {
                 name,
                 role,
                 room_limit: None,
+                shadow: true,
             },
             PeerMedia {
                 bwe: false,
                 preferred_video: None,
             },
         )?;
+        self.shadows += 1;
         let peer = self.peers.get_mut(&id).expect("just added"); // add_peer inserted it
         peer.state = PeerState::Connected;
         // Its `Rtc` never meets the network: it is never given a timeout.
@@ -520,16 +534,24 @@ impl Sfu {
         self.process(now);
     }
 
-    /// The other side's participant left.
-    pub fn import_left(&mut self, now: Instant, room: &RoomId, link: u64, participant: u64) {
+    /// The other side's participant left (for `reason`, as its node said).
+    pub fn import_left(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        link: u64,
+        participant: u64,
+        reason: RemoveReason,
+    ) {
         if let Some(id) = self.import_sender(room, link, participant) {
-            self.remove_now(id, Some(RemoveReason::Requested));
+            self.remove_now(id, Some(reason));
             self.process(now);
         }
     }
 
     /// Forgets a removed shadow's entries.
     pub(super) fn forget_shadow(&mut self, room: &RoomId, relay: &RelayIn) {
+        self.shadows -= 1;
         let key = (room.clone(), relay.link);
         let Some(imported) = self.imports.get_mut(&key) else {
             return;

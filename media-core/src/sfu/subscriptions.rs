@@ -283,6 +283,19 @@ impl Sfu {
     /// Ends a published track: its subscribers' slots fall empty (WHEP players are
     /// re-fed from another track of the room).
     pub(super) fn end_track(&mut self, key: RoomKey, track: TrackRef, announce: bool) {
+        let origin = self.origin_link(track.owner);
+        self.end_track_from(key, track, announce, origin);
+    }
+
+    /// [`Self::end_track`] of a track that came in over `origin` (its publisher may be
+    /// gone from the peer table already).
+    pub(super) fn end_track_from(
+        &mut self,
+        key: RoomKey,
+        track: TrackRef,
+        announce: bool,
+        origin: Option<u64>,
+    ) {
         if let Some(p) = self.peers.get_mut(&track.owner) {
             p.published.retain(|m| *m != track.mid);
         }
@@ -305,7 +318,6 @@ impl Sfu {
                     track: t.relay_id,
                 },
             );
-            let origin = self.origin_link(track.owner);
             self.offer_export(&id, None, ended, origin);
         }
         let Some(room) = self.rooms.get_mut(&key) else {
