@@ -28,7 +28,9 @@
 //!   its imports' tracks away (subscribers' slots fall empty) and its exports with it;
 //!   the maintenance pass dials again while local subscribers still want the room. A
 //!   link stays open once made (keep-alives are cheap); imports come and go over it.
-//! - Nothing here waits on a media worker: commands to workers are `try_send`.
+//! - Packets never wait on a media worker (`try_send`: a full queue drops them);
+//!   control items (participants, tracks, ends, exports) wait for room, in order, and
+//!   are never dropped. A media worker never waits on the relay.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -352,6 +354,11 @@ impl Relay {
             // The newer connection wins; the old one's rooms move over below.
             old.conn.close(0u32.into(), b"replaced");
         }
+        // What the peer imports from this node, and this node back from it, is asked
+        // for again over this link (by each side as the link comes up): the old link's
+        // exports end with it.
+        lock(&self.inner.back_imports).retain(|(_, n)| *n != node);
+        lock(&self.inner.exporting).retain(|(_, n), _| *n != node);
         self.inner
             .metrics
             .relay_links

@@ -1388,6 +1388,10 @@ async fn revoked_passes_end_their_sessions_on_every_node() {
     })
     .await;
     assert_eq!(left["type"], "participant_left", "the owner stays: {left}");
+    assert_eq!(
+        left["reason"], "revoked",
+        "the reason crossed the relay: {left}"
+    );
 
     // Deleting the room ends the owner's session on the room's node too.
     let s = c

@@ -113,7 +113,13 @@ pub async fn revoke(
     why: Revocation,
 ) -> Result<Room, crate::store::StoreError> {
     let epoch = st.db.bump_room_epoch(&room.id, why.as_str()).await?;
-    seen(st).insert(room.id.clone(), (epoch, Instant::now()));
+    if st.live_rooms.is_some() {
+        let mut seen = seen(st);
+        let e = seen
+            .entry(room.id.clone())
+            .or_insert((epoch, Instant::now()));
+        e.0 = e.0.max(epoch);
+    }
     let now = st
         .db
         .room_by_id(&room.id)
@@ -124,8 +130,10 @@ pub async fn revoke(
 }
 
 /// Every second on a media node, with the rooms it serves: a room whose epoch moved
-/// on since this node last looked has the sessions its reason revokes ended here, and
-/// a room that no longer exists has all of them ended.
+/// on since this node last looked has the sessions its reason revokes ended here (the
+/// strictest short of deletion when it moved on more than once: only the last reason
+/// is kept), and a room that no longer exists has all of them ended. An epoch counts
+/// as acted on once its sessions are ended; a failure is tried again at the next check.
 pub async fn check_revocations(st: &AppState, served: &[String]) {
     if st.live_rooms.is_none() {
         return;
@@ -137,7 +145,8 @@ pub async fn check_revocations(st: &AppState, served: &[String]) {
             return;
         }
     };
-    let mut due = Vec::new();
+    // (room, the epoch to mark acted on, why; `None`: deleted).
+    let mut due: Vec<(String, i64, Option<Revocation>)> = Vec::new();
     {
         let mut seen = seen(st);
         let now = Instant::now();
@@ -146,78 +155,107 @@ pub async fn check_revocations(st: &AppState, served: &[String]) {
         });
         for room in served {
             match rows.iter().find(|(id, _, _)| id == room) {
-                Some((_, epoch, why)) => {
-                    let before = seen.insert(room.clone(), (*epoch, now));
-                    match before {
-                        Some((before, _)) if before < *epoch => {
-                            due.push((room.clone(), Some(Revocation::parse(why))));
+                Some((_, epoch, why)) => match seen.get_mut(room) {
+                    Some((before, at)) => {
+                        *at = now;
+                        if *before < *epoch {
+                            let why = if *epoch - *before > 1 {
+                                Revocation::Reset
+                            } else {
+                                Revocation::parse(why)
+                            };
+                            due.push((room.clone(), *epoch, Some(why)));
                         }
-                        Some((before, _)) if before > *epoch => {
-                            seen.insert(room.clone(), (before, now));
-                        }
-                        _ => {}
                     }
-                }
+                    None => {
+                        seen.insert(room.clone(), (*epoch, now));
+                    }
+                },
                 // A room served here that the database no longer has was deleted
                 // (tokens made on the command line name no room: never seen here).
-                None if seen.remove(room).is_some() => due.push((room.clone(), None)),
+                None if seen.contains_key(room) => due.push((room.clone(), 0, None)),
                 None => {}
             }
         }
     }
-    for (room_id, why) in due {
-        match why {
+    for (room_id, epoch, why) in due {
+        let done = match why {
             Some(why) => match st.db.room_by_id(&room_id).await {
                 Ok(Some(room)) => {
                     info!(room = %room_id, ?why, "a room's passes were revoked elsewhere; ending them here");
-                    end_revoked_sessions(st, &room, why).await;
+                    try_end_revoked_sessions(st, &room, why).await.is_ok()
                 }
                 Ok(None) => end_all(st, &room_id).await,
                 Err(e) => {
-                    warn!(room = %room_id, error = %e, "a revoked room could not be read; its sessions stay until the next check")
+                    warn!(room = %room_id, error = %e, "a revoked room could not be read; trying again at the next check");
+                    false
                 }
             },
             None => {
                 info!(room = %room_id, "a room served here was deleted elsewhere; ending its sessions");
-                end_all(st, &room_id).await;
+                end_all(st, &room_id).await
             }
+        };
+        if !done {
+            continue;
+        }
+        let mut seen = seen(st);
+        if why.is_none() {
+            seen.remove(&room_id);
+        } else if let Some(e) = seen.get_mut(&room_id) {
+            e.0 = e.0.max(epoch);
         }
     }
 }
 
-/// Ends every session of a deleted room on this node.
-async fn end_all(st: &AppState, room_id: &str) {
+/// Ends every session of a deleted room on this node; false if the media plane could
+/// not be asked or told.
+async fn end_all(st: &AppState, room_id: &str) -> bool {
     let Some(live) = &st.live_rooms else {
-        return;
+        return true;
     };
     let everyone = match live.identities(room_id).await {
         Ok(p) => p,
         Err(e) => {
             warn!(room = %room_id, error = %e, "could not ask the media plane who is in a deleted room");
-            return;
+            return false;
         }
     };
     if everyone.is_empty() {
-        return;
+        return true;
     }
     match live.evict(room_id, everyone).await {
-        Ok(n) => info!(room = %room_id, removed = n, "deleted room: its sessions ended"),
+        Ok(n) => {
+            info!(room = %room_id, removed = n, "deleted room: its sessions ended");
+            true
+        }
         Err(e) => {
-            warn!(room = %room_id, error = %e, "could not end the sessions of a deleted room")
+            warn!(room = %room_id, error = %e, "could not end the sessions of a deleted room");
+            false
         }
     }
 }
 
 /// Ends the sessions `why` revokes in `room` (as the database has it now); how many.
 pub async fn end_revoked_sessions(st: &AppState, room: &Room, why: Revocation) -> usize {
+    try_end_revoked_sessions(st, room, why).await.unwrap_or(0)
+}
+
+/// [`end_revoked_sessions`], with an error when the media plane could not be asked
+/// or told (logged here).
+async fn try_end_revoked_sessions(
+    st: &AppState,
+    room: &Room,
+    why: Revocation,
+) -> Result<usize, ()> {
     let Some(live) = &st.live_rooms else {
-        return 0;
+        return Ok(0);
     };
     let present = match live.identities(&room.id).await {
         Ok(p) => p,
         Err(e) => {
             warn!(room = %room.id, error = %e, "could not ask the media plane who is in a revoked room; they stay until they leave");
-            return 0;
+            return Err(());
         }
     };
     let mut leaving = Vec::new();
@@ -237,16 +275,16 @@ pub async fn end_revoked_sessions(st: &AppState, room: &Room, why: Revocation) -
         }
     }
     if leaving.is_empty() {
-        return 0;
+        return Ok(0);
     }
     match live.evict(&room.id, leaving).await {
         Ok(n) => {
             info!(room = %room.id, ?why, removed = n, "revoked passes: their sessions ended");
-            n
+            Ok(n)
         }
         Err(e) => {
             warn!(room = %room.id, error = %e, "could not end the sessions of revoked passes; they stay until they leave");
-            0
+            Err(())
         }
     }
 }

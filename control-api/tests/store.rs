@@ -2070,7 +2070,13 @@ async fn jobs_are_claimed_by_one_worker_and_move_with_their_events<S: Store>(s: 
 /// A database made before migration 0011 (room names global): after it, names are
 /// unique per owner, and the rooms, their settings and their invitations are all
 /// still there (SQLite rebuilds the table, which would cascade to the invitations).
-async fn names_per_owner_after_migration<S: Store>(s: &S, old: impl AsyncFnOnce(&S)) {
+/// `bump` moves a room's epoch on in the old schema (the store's own statement is
+/// the latest schema's).
+async fn names_per_owner_after_migration<S: Store>(
+    s: &S,
+    old: impl AsyncFnOnce(&S),
+    bump: impl AsyncFnOnce(&S, &str) -> i64,
+) {
     old(s).await;
     let host = user(s, "host@example.com").await;
     let guest = user(s, "guest@example.com").await;
@@ -2086,7 +2092,7 @@ async fn names_per_owner_after_migration<S: Store>(s: &S, old: impl AsyncFnOnce(
         .await
         .unwrap()
         .unwrap();
-    before.epoch = s.bump_room_epoch(&before.id, "reset").await.unwrap();
+    before.epoch = bump(s, &before.id).await;
     assert!(
         is_conflict(
             s.create_room(&guest.id, "jam", settings(2, false, "owner"), T0 + 3)
@@ -2140,9 +2146,17 @@ async fn sqlite_room_names_per_owner_after_migration() {
     let (path, _dir) = common::fresh_sqlite_path();
     let store = SqliteStore::connect(&path).await.unwrap();
     let (old, _old_dir) = migrations_before_0011("sqlite").await;
-    names_per_owner_after_migration(&store, async |s: &SqliteStore| {
-        old.run(s.pool()).await.unwrap()
-    })
+    names_per_owner_after_migration(
+        &store,
+        async |s: &SqliteStore| old.run(s.pool()).await.unwrap(),
+        async |s: &SqliteStore, id: &str| {
+            sqlx::query_scalar("UPDATE rooms SET epoch = epoch + 1 WHERE id = ? RETURNING epoch")
+                .bind(id)
+                .fetch_one(s.pool())
+                .await
+                .unwrap()
+        },
+    )
     .await;
     store.pool().close().await;
 }
@@ -2152,7 +2166,17 @@ async fn postgres_room_names_per_owner_after_migration() {
     let (url, _db) = common::fresh_pg_url().await;
     let store = PgStore::connect(&url).await.unwrap();
     let (old, _old_dir) = migrations_before_0011("postgres").await;
-    names_per_owner_after_migration(&store, async |s: &PgStore| old.run(s.pool()).await.unwrap())
-        .await;
+    names_per_owner_after_migration(
+        &store,
+        async |s: &PgStore| old.run(s.pool()).await.unwrap(),
+        async |s: &PgStore, id: &str| {
+            sqlx::query_scalar("UPDATE rooms SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch")
+                .bind(id)
+                .fetch_one(s.pool())
+                .await
+                .unwrap()
+        },
+    )
+    .await;
     store.pool().close().await;
 }

@@ -230,7 +230,7 @@ impl Sfu {
             preferred_video,
         } = media;
         // Another node's participant is bounded by its own node.
-        if !shadow && self.peers.len() - self.shadows >= self.config.max_peers {
+        if !shadow && self.peers.len().saturating_sub(self.shadows) >= self.config.max_peers {
             return Err(SfuError::Full(self.config.max_peers));
         }
         if let Some(limit) = room_limit {
@@ -513,6 +513,9 @@ impl Sfu {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        if peer.relayed.is_some() {
+            self.shadows -= 1;
+        }
         peer.rtc.disconnect();
         self.demux.forget(id, &peer.ufrag, &peer.addrs);
         let key = peer.room;

@@ -212,7 +212,7 @@ impl Sfu {
     /// The peers this worker serves (shadows of other nodes' participants are not
     /// counted: their own node counts them).
     pub fn peer_count(&self) -> usize {
-        self.peers.len() - self.shadows
+        self.peers.len().saturating_sub(self.shadows)
     }
 
     pub fn room_count(&self) -> usize {

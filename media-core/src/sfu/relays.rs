@@ -551,7 +551,6 @@ impl Sfu {
 
     /// Forgets a removed shadow's entries.
     pub(super) fn forget_shadow(&mut self, room: &RoomId, relay: &RelayIn) {
-        self.shadows -= 1;
         let key = (room.clone(), relay.link);
         let Some(imported) = self.imports.get_mut(&key) else {
             return;
