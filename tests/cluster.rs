@@ -220,6 +220,22 @@ impl Cluster {
         }
     }
 
+    /// Another account (an admin, named `name`), with the admin's password.
+    fn create_account(&self, email: &str, name: &str) {
+        let out = Command::new(BIN)
+            .args(["admin", "create", "--email", email, "--display-name", name])
+            .args(["--database-url", &self.db_url, "--data-dir"])
+            .arg(&self.dir)
+            .env("STREAMCORE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn node(&self, id: &str) -> &Proc {
         &self.nodes.iter().find(|(n, _)| n == id).unwrap().1
     }
@@ -1158,25 +1174,7 @@ async fn a_room_participants_on_two_nodes_see_one_room() {
                 .all(|n| n["relay_addr"].as_str().is_some_and(|a| !a.is_empty()))
     })
     .await;
-    let out = Command::new(BIN)
-        .args([
-            "admin",
-            "create",
-            "--email",
-            BEN_EMAIL,
-            "--display-name",
-            "Ben",
-        ])
-        .args(["--database-url", &c.db_url, "--data-dir"])
-        .arg(&c.dir)
-        .env("STREAMCORE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.create_account(BEN_EMAIL, "Ben");
     let v = scenario(
         "cluster_room",
         &c.api.base,
@@ -1281,25 +1279,7 @@ async fn revoked_passes_end_their_sessions_on_every_node() {
     })
     .await;
     let guest_email = "gwen@example.com";
-    let out = Command::new(BIN)
-        .args([
-            "admin",
-            "create",
-            "--email",
-            guest_email,
-            "--display-name",
-            "Gwen",
-        ])
-        .args(["--database-url", &c.db_url, "--data-dir"])
-        .arg(&c.dir)
-        .env("STREAMCORE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.create_account(guest_email, "Gwen");
     let (s, v) = post(
         &c.http,
         format!("{}/api/v1/auth/login", c.api.base),

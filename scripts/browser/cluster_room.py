@@ -12,24 +12,7 @@ import time
 import uuid
 
 from harness import Failure, api, run, sign_in, wait_for
-
-# What a page receives from each other participant, by track kind.
-RECEIVED_JS = """
-async () => {
-  const room = window.streamcoreRoom;
-  if (!room || !room.pc) return [];
-  const byMid = {};
-  (await room.pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp') byMid[s.mid] = s; });
-  const out = [];
-  for (const p of room.participants.values()) for (const t of p.tracks.values()) {
-    const s = t.transceiver ? byMid[t.transceiver.mid] : undefined;
-    out.push({who: p.name, kind: t.kind, packets: s?.packetsReceived ?? 0,
-      frames: s?.framesDecoded ?? 0, energy: s?.totalAudioEnergy ?? 0});
-  }
-  return out;
-}
-"""
-
+from room import RECEIVED_JS
 
 def extra(p):
     p.add_argument("--email", required=True, help="an administrator's account to sign in with")
