@@ -83,6 +83,20 @@ impl RoomEventTracker {
         }
     }
 
+    /// `room.started` when someone arrives in an empty room, unless it is back within
+    /// its grace (the same room goes on).
+    fn start(&mut self, room: &str, out: &mut Vec<RoomEvent>) {
+        let first = self.is_empty(room);
+        let resumed = self.ending.remove(room).is_some();
+        if first && !resumed {
+            out.push(RoomEvent {
+                kind: EventType::RoomStarted,
+                room: room.to_owned(),
+                data: json!({"room": room}),
+            });
+        }
+    }
+
     /// Nobody is in the room here, from this node or another.
     fn is_empty(&self, room: &str) -> bool {
         self.joined.get(room).is_none_or(HashSet::is_empty)
@@ -133,17 +147,8 @@ impl RoomEventTracker {
             } => {
                 let key = (worker, *peer);
                 let room = room.to_string();
-                let first = self.is_empty(&room);
+                self.start(&room, &mut out);
                 let members = self.joined.entry(room.clone()).or_default();
-                // Back within the grace: the same room goes on.
-                let resumed = self.ending.remove(&room).is_some();
-                if first && !resumed {
-                    out.push(RoomEvent {
-                        kind: EventType::RoomStarted,
-                        room: room.clone(),
-                        data: json!({"room": room}),
-                    });
-                }
                 if members.insert(key) {
                     out.push(RoomEvent {
                         kind: EventType::RoomParticipantJoined,
@@ -237,15 +242,7 @@ impl RoomEventTracker {
                 ..
             } => {
                 let room = room.to_string();
-                let first = self.is_empty(&room);
-                let resumed = self.ending.remove(&room).is_some();
-                if first && !resumed {
-                    out.push(RoomEvent {
-                        kind: EventType::RoomStarted,
-                        room: room.clone(),
-                        data: json!({"room": room}),
-                    });
-                }
+                self.start(&room, &mut out);
                 self.relayed
                     .entry(room)
                     .or_default()

@@ -1227,17 +1227,12 @@ async fn a_room_participants_on_two_nodes_see_one_room() {
         if at == from {
             continue; // the room moved to Ben's node
         }
-        let received = by_node(
-            &c.http,
-            &c.node(at).base,
-            "streamcore_relay_packets_received_total",
-        )
-        .await;
         // After the drain the pages decode for a second or two before the scenario
         // ends: some 100 packets of audio and video (50 of audio alone).
+        let received = relayed_in(&c, at, from).await;
         assert!(
-            received.iter().any(|(n, v)| n == from && *v >= 50.0),
-            "node {at} received {received:?}"
+            received >= 50.0,
+            "node {at} received {received} from {from}"
         );
     }
     // Each person joined once on the bus (no shadow reported), the room started once.
@@ -1525,6 +1520,20 @@ async fn exit_of(mut p: Proc, what: &'static str) -> std::process::ExitStatus {
     .unwrap()
 }
 
+/// The RTP packets node `at` received over the relay from node `from`.
+async fn relayed_in(c: &Cluster, at: &str, from: &str) -> f64 {
+    let received = by_node(
+        &c.http,
+        &c.node(at).base,
+        "streamcore_relay_packets_received_total",
+    )
+    .await;
+    received
+        .iter()
+        .find(|(n, _)| n == from)
+        .map_or(0.0, |(_, v)| *v)
+}
+
 /// Every series of `name` on a node's `/metrics`, by its `node` label.
 async fn by_node(http: &reqwest::Client, base: &str, name: &str) -> Vec<(String, f64)> {
     let text = http
@@ -1630,16 +1639,8 @@ async fn a_room_spans_nodes_over_the_relay_one_copy_per_node() {
         );
         let links = by_node(&c.http, &c.node(node).base, "streamcore_relay_links").await;
         assert!(links.contains(&(home.clone(), 1.0)), "{node}: {links:?}");
-        let received = by_node(
-            &c.http,
-            &c.node(node).base,
-            "streamcore_relay_packets_received_total",
-        )
-        .await;
-        assert!(
-            received.iter().any(|(id, v)| *id == home && *v > 0.0),
-            "{node}: {received:?}"
-        );
+        let received = relayed_in(&c, node, &home).await;
+        assert!(received > 0.0, "{node} received {received} from {home}");
     }
     // With its players gone, a node stops importing: its export ends on the home.
     let published = publisher.await.unwrap();

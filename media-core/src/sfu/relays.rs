@@ -495,11 +495,6 @@ impl Sfu {
             .copied()
     }
 
-    /// Whether anything of `room` comes in over `link`.
-    pub fn imports_over(&self, room: &RoomId, link: u64) -> bool {
-        self.imports.contains_key(&(room.clone(), link))
-    }
-
     /// The links whose shadows are all that is left of a room (nobody here needs them).
     pub fn lone_imports(&self, room: &RoomId) -> Vec<u64> {
         let Some(r) = self.room_keys.get(room).and_then(|k| self.rooms.get(k)) else {
