@@ -461,6 +461,15 @@ pub struct EventSettings {
     pub kafka_sasl_password: Option<String>,
     /// A device is online while its heartbeats are newer than this.
     pub online_window_secs: u64,
+    /// The listening history's consumer group on the bus. Every node of a cluster
+    /// uses the same; a new name reads `now.playing` again from the start of what the
+    /// broker keeps, which counts no play twice (to rebuild the history).
+    #[serde(default = "default_history_group")]
+    pub history_group: String,
+}
+
+fn default_history_group() -> String {
+    "streamcore-history".into()
 }
 
 impl std::fmt::Debug for EventSettings {
@@ -483,13 +492,15 @@ impl std::fmt::Debug for EventSettings {
                 &self.kafka_sasl_password.as_ref().map(|_| "***"),
             )
             .field("online_window_secs", &self.online_window_secs)
+            .field("history_group", &self.history_group)
             .finish()
     }
 }
 
 /// `[events]` keys whose environment values are taken as text, never parsed.
-const EVENTS_TEXT_KEYS: [&str; 5] = [
+const EVENTS_TEXT_KEYS: [&str; 6] = [
     "kafka_brokers",
+    "history_group",
     "kafka_ca_file",
     "kafka_sasl_mechanism",
     "kafka_sasl_username",
@@ -743,6 +754,7 @@ impl Default for Settings {
                 kafka_sasl_username: None,
                 kafka_sasl_password: None,
                 online_window_secs: 60,
+                history_group: default_history_group(),
             },
             recording: RecordingSettings {
                 spool_dir: None,
@@ -994,6 +1006,10 @@ impl Settings {
         }
         if self.events.online_window_secs == 0 {
             bail!("events.online_window_secs must be at least 1");
+        }
+        let g = &self.events.history_group;
+        if g.is_empty() || g.len() > 200 || g.chars().any(char::is_control) {
+            bail!("events.history_group must be 1–200 characters, none of them control characters");
         }
         if let Some(id) = &self.node_id
             && (id.is_empty()

@@ -138,6 +138,7 @@ async fn open_control_plane(
                     .saturating_mul(1024 * 1024),
             },
             websocket_idle: Duration::from_secs(settings.limits.websocket_idle_secs),
+            history_group: settings.events.history_group.clone(),
             max_join_ttl: Duration::from_secs(settings.limits.join_token_max_ttl_secs),
             ..control_api::ApiConfig::default()
         },
@@ -247,6 +248,7 @@ async fn sample_events(
 struct EventServices {
     relay: EventRelay,
     consumer: hub::Task,
+    history: hub::Task,
     sweeper: hub::Task,
     room_events: Option<tokio::task::JoinHandle<()>>,
     sampler: Option<tokio::task::JoinHandle<()>>,
@@ -264,6 +266,7 @@ impl EventServices {
     ) -> anyhow::Result<EventServices> {
         let relay = EventRelay::start(api, RelayConfig::default());
         let consumer = hub::start_consumer(api).context("subscribing to events")?;
+        let history = control_api::history::start(api).context("subscribing to now.playing")?;
         let sweeper = hub::start_sweeper(
             api,
             (api.config.online_window / 4).max(Duration::from_millis(250)),
@@ -275,6 +278,7 @@ impl EventServices {
         Ok(EventServices {
             relay,
             consumer,
+            history,
             sweeper,
             room_events,
             sampler,
@@ -295,6 +299,7 @@ impl EventServices {
         }
         self.sweeper.shutdown().await;
         self.consumer.shutdown().await;
+        self.history.shutdown().await;
         self.relay.shutdown(EVENTS_GRACE).await;
         if let Bus::Kafka(k) = &api.bus {
             // librdkafka's flush blocks its thread.

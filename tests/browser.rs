@@ -118,6 +118,19 @@ async fn a_phone_pairs_goes_live_with_music_and_a_browser_listens_and_controls_i
     srv.stop().await;
 }
 
+/// A phone plays two short songs through and skips a third: the history page, open
+/// meanwhile, shows the two plays as they are counted, with the period's top tracks,
+/// artists and albums, and says so in words when the server cannot answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_page_follows_what_the_phone_plays() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let srv = TestServer::start().await;
+    let r = scenario("history", &srv, &[]).await;
+    assert_eq!(r["plays"], 2, "{r}");
+    assert_eq!(r["tracks"].as_array().map(Vec::len), Some(2), "{r}");
+    srv.stop().await;
+}
+
 /// Three people in a room they reach by invitation (a stranger is told no room is open
 /// to them): audio and video both ways, a simulcast layer cap, screen share, chat,
 /// active speaker, mute, and a reconnect nobody notices; then a fourth joins with the

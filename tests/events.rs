@@ -1018,3 +1018,245 @@ async fn silent_sockets_are_closed_and_answering_ones_stay() {
     );
     srv.stop().await;
 }
+
+// ---------------------------------------------------------------- listening history
+
+/// A signed `now_playing.updated` record of `device` at `at`, as the node publishes.
+fn state_record(key: &events::EventKey, user: &str, device: &str, at: i64, state: Value) -> Record {
+    let env = Envelope::new(
+        events::EventType::NowPlayingUpdated,
+        at,
+        "streamcore/elsewhere",
+        format!("device/{device}"),
+        json!({"device_id": device, "user_id": user, "state": state}),
+    );
+    let payload = env.to_json();
+    Record {
+        topic: Topic::NowPlaying,
+        key: device.to_owned(),
+        signature: Some(key.sign(payload.as_bytes())),
+        payload,
+    }
+}
+
+fn playing(status: &str, id: &str, duration_ms: i64) -> Value {
+    json!({"status": status, "position_ms": 0, "track": {"id": id, "title": format!("Title {id}"), "artist": "Band", "album": "Record", "duration_ms": duration_ms}})
+}
+
+/// Three days ago on `device`: `a` for 100 s, `b` for 100 s (paused, then stopped),
+/// `c` skipped after 5 s, `d` for 95 s. Three plays, 295 s.
+fn three_plays(key: &events::EventKey, user: &str, device: &str, base: i64) -> Vec<Record> {
+    let s = |at: i64, state: Value| state_record(key, user, device, base + at * 1000, state);
+    vec![
+        s(0, playing("playing", "a", 200_000)),
+        s(100, playing("playing", "b", 180_000)),
+        s(200, playing("paused", "b", 180_000)),
+        s(300, json!({"status": "stopped"})),
+        s(400, playing("playing", "c", 200_000)),
+        s(405, playing("playing", "d", 200_000)),
+        s(500, json!({"status": "stopped"})),
+    ]
+}
+
+async fn stats(srv: &TestServer, user: &common::remote::User) -> Value {
+    let (s, v) = common::remote::get(
+        &srv.http,
+        format!("{}/api/v1/me/stats?period=all", srv.base),
+        &user.access,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Polls the user's statistics until `done` holds (or panics with the last answer).
+async fn stats_until(
+    srv: &TestServer,
+    user: &common::remote::User,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = stats(srv, user).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Plays the 1 s track `id` on the phone's socket, reporting `playing` until the play
+/// counts and `srv` shows `plays` in all.
+async fn play_live(
+    srv: &TestServer,
+    user: &common::remote::User,
+    phone: &mut common::remote::Ws,
+    id: &str,
+    plays: i64,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        send(
+            phone,
+            json!({"type": "state", "state": playing("playing", id, 1_000)}),
+        )
+        .await;
+        let v = stats(srv, user).await;
+        if v["plays"] == plays {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The in-process bus: a batch published twice (a relay's retry) counts once, and the
+/// statistics are the database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_history_through_the_in_process_bus_counts_repeats_once() {
+    let srv = TestServer::start().await;
+    let user = register(&srv, "hist-inproc@example.com").await;
+    let (device, _) = pair_phone(&srv.http, &srv.base, &user, "Pixel").await;
+    let api = &srv.server().api;
+    let base = control_api::auth::now_millis() - 3 * 24 * 3_600_000;
+    let batch = three_plays(&api.event_key, &user.id, &device, base);
+    api.bus.publish(&batch).await.unwrap();
+    api.bus.publish(&batch).await.unwrap();
+    let v = stats_until(&srv, &user, WAIT, |v| v["plays"] == 3).await;
+    assert_eq!(v["listened_ms"], 295_000, "{v}");
+    assert_eq!(v["top_artists"][0]["plays"], 3, "{v}");
+    // Nothing more arrives: a sentinel state after the repeats ends play `d` again,
+    // which changes nothing.
+    api.bus
+        .publish(&[state_record(
+            &api.event_key,
+            &user.id,
+            &device,
+            base + 600_000,
+            json!({"status": "stopped"}),
+        )])
+        .await
+        .unwrap();
+    let (s, recent) = common::remote::get(
+        &srv.http,
+        format!("{}/api/v1/me/plays", srv.base),
+        &user.access,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let listened: Vec<i64> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["listened_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listened, [95_000, 100_000, 100_000], "{recent}");
+    assert_eq!(stats(&srv, &user).await["plays"], 3);
+    let r = srv
+        .http
+        .get(format!("{}/api/v1/me/stats", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the history is its user's alone");
+    // Bad periods and limits are refused in words.
+    for q in ["period=decade", "limit=0", "limit=x"] {
+        let (s, e) = common::remote::get(
+            &srv.http,
+            format!("{}/api/v1/me/stats?{q}", srv.base),
+            &user.access,
+        )
+        .await;
+        assert_eq!(s, 422, "{q}: {e}");
+        assert!(e["error"]["message"].is_string(), "{e}");
+    }
+    srv.stop().await;
+}
+
+/// Kafka: the history consumer reads `now.playing` as any outside consumer does. The
+/// phone's own states and records published twice count each play once; then a node
+/// with a new consumer group reads the whole topic again from its start, and still
+/// nothing is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_history_from_kafka_survives_a_replay_of_the_topic() {
+    let t = Tansu::start();
+    let shared = std::env::temp_dir().join(format!("sc-history-{}", uuid::Uuid::new_v4()));
+    let node = |group: &'static str| {
+        let (brokers, dir) = (t.brokers(), shared.clone());
+        move |s: &mut streamcore::config::Settings| {
+            s.data_dir = dir;
+            s.events.kafka_brokers = Some(brokers);
+            s.events.kafka_fetch_wait_ms = 20;
+            s.events.history_group = group.into();
+        }
+    };
+    let a = TestServer::start_with(node("streamcore-history")).await;
+    let user = register(&a, "hist-kafka@example.com").await;
+    let (device, device_token) = pair_phone(&a.http, &a.base, &user, "Pixel").await;
+    let key = a.server().api.event_key.clone();
+    let outside = Bus::Kafka(KafkaBus::new(KafkaConfig::new(&t.brokers())).unwrap());
+    let batch = three_plays(
+        &key,
+        &user.id,
+        &device,
+        control_api::auth::now_millis() - 3 * 24 * 3_600_000,
+    );
+    outside.publish(&batch).await.unwrap();
+    outside.publish(&batch).await.unwrap();
+    stats_until(&a, &user, Duration::from_secs(30), |v| v["plays"] == 3).await;
+
+    // The phone's own states, through the node's outbox and relay.
+    let mut phone = socket(&a.base, "/api/v1/devices/socket", &device_token).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    play_live(&a, &user, &mut phone, "live", 4).await;
+    send(
+        &mut phone,
+        json!({"type": "state", "state": {"status": "stopped"}}),
+    )
+    .await;
+    // The stop is applied once the device's cursor holds no open play.
+    let db = a.server().api.db.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !db
+        .listening_cursor(&device)
+        .await
+        .unwrap()
+        .is_some_and(|c| c.contains("\"open\":null"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stop was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(phone);
+    let (_, plays_before) =
+        common::remote::get(&a.http, format!("{}/api/v1/me/plays", a.base), &user.access).await;
+    let total_before = stats(&a, &user).await["listened_ms"].as_i64().unwrap();
+    a.stop().await;
+
+    // A node whose history group is new: the topic from its start, every record again.
+    let b = TestServer::start_with(node("streamcore-history-rebuilt")).await;
+    let mut phone = socket(&b.base, "/api/v1/devices/socket", &device_token).await;
+    wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
+    // A new play after the replay: once it shows, the replayed records before it (same
+    // device, same partition) were all read.
+    let after = play_live(&b, &user, &mut phone, "after", 5).await;
+    let (_, plays_after) =
+        common::remote::get(&b.http, format!("{}/api/v1/me/plays", b.base), &user.access).await;
+    let older: Vec<&Value> = plays_after.as_array().unwrap().iter().skip(1).collect();
+    let earlier: Vec<&Value> = plays_before.as_array().unwrap().iter().collect();
+    assert_eq!(earlier.len(), 4, "{plays_before}");
+    assert_eq!(older, earlier, "the replay changed the plays before it");
+    assert_eq!(after["plays"], 5, "{after}");
+    assert_eq!(plays_after[0]["track_id"], "after", "{plays_after}");
+    let old_total: i64 = older
+        .iter()
+        .map(|p| p["listened_ms"].as_i64().unwrap())
+        .sum();
+    assert_eq!(old_total, total_before, "{plays_after}");
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&shared);
+}

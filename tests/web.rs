@@ -69,6 +69,7 @@ async fn pages_and_the_client_library_are_served_with_their_headers() {
         "/room?name=x",
         "/recordings",
         "/uploads",
+        "/history",
         "/servers",
         "/reset-password",
         "/verify-email",

@@ -229,6 +229,10 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
+    pub fn new(stop: watch::Sender<bool>, task: tokio::task::JoinHandle<()>) -> Task {
+        Task { stop, task }
+    }
+
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let mut t = self.task;

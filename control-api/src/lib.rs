@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod cookies;
 pub mod events;
 pub mod extract;
+pub mod history;
 pub mod hub;
 pub mod keyfile;
 pub mod links;
@@ -114,6 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/email/resend", post(accounts::resend_verification))
         .route("/me", get(accounts::me))
         .route("/me/password", post(accounts::change_password))
+        .route("/me/plays", get(routes::history::plays))
+        .route("/me/stats", get(routes::history::stats))
         .route("/admin/users", get(accounts::admin_list_users))
         .route(
             "/admin/users/{id}/sessions",

@@ -328,7 +328,7 @@ impl Modify for Links {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, and library metadata."),
+    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, library metadata, and listening history."),
     paths(
         accounts::register, accounts::complete_signup, accounts::login, accounts::refresh, accounts::logout,
         accounts::forgot_password, accounts::reset_password, accounts::verify_email, accounts::resend_verification, accounts::me, accounts::change_password,
@@ -338,7 +338,7 @@ impl Modify for Links {
         rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks, rooms::device_stream, rooms::new_share_link, rooms::reset, members::list, members::invite, members::remove, members::invitations, members::accept, members::decline,
         recordings::start, recordings::list, recordings::get, recordings::stop, recordings::file,
         jobs::mixdown, jobs::mixdown_file, jobs::upload, jobs::list, jobs::get, jobs::file,
-        library::sync, library::list,
+        library::sync, library::list, crate::routes::history::plays, crate::routes::history::stats,
         control::command, control::now_playing, control::device_socket, control::browser_socket,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -70,6 +70,10 @@ pub struct ApiConfig {
     pub quotas: Quotas,
     /// A browser socket silent this long (not even answering pings) is closed.
     pub websocket_idle: Duration,
+    /// The listening history's consumer group on the bus (`crate::history`). Every
+    /// node of a cluster uses the same one; a new name reads the topic again from its
+    /// start, which counts nothing twice.
+    pub history_group: String,
 }
 
 /// The most a user may hold at once; beyond, `403 quota_exceeded` (checked before each
@@ -211,6 +215,7 @@ impl Default for ApiConfig {
             pairing_wrong_guesses_per_code: 10_000,
             quotas: Quotas::default(),
             websocket_idle: Duration::from_secs(60),
+            history_group: "streamcore-history".into(),
         }
     }
 }

@@ -2056,10 +2056,12 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/auth/email/resend",
         "/api/v1/rooms/{name}/reset",
         "/api/v1/auth/register/complete",
+        "/api/v1/me/plays",
+        "/api/v1/me/stats",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 50);
+    assert_eq!(paths.len(), 52);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

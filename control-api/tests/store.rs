@@ -11,8 +11,8 @@ use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
     Capabilities, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
-    NodeRow, OutboxEvent, Pairing, Presence, Recording, RecordingChange, RefreshRecord, Role,
-    RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+    NodeRow, OutboxEvent, Pairing, PlayRow, Presence, Recording, RecordingChange, RefreshRecord,
+    Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -82,6 +82,7 @@ on_both_backends!(
     nodes_beat_drain_and_leave,
     a_room_has_one_home_until_its_node_dies,
     a_rooms_revocation_says_why,
+    listening_history_and_its_statistics,
 );
 
 /// Every node reads each room's epoch and why it last moved on, for the rooms it
@@ -121,6 +122,198 @@ async fn a_rooms_revocation_says_why<S: Store>(s: &S) {
         got.len(),
         2,
         "a room that does not exist is not listed: {got:?}"
+    );
+}
+
+/// Plays are stored with their device's cursor, kept at their longest listening,
+/// listed newest first and summed per track, artist and album by the database, for
+/// their user only.
+async fn listening_history_and_its_statistics<S: Store>(s: &S) {
+    const DAY: Millis = 24 * HOUR;
+    let u = user(s, "listener@example.com").await;
+    let other = user(s, "other@example.com").await;
+    let phone = device(s, &u.id, "Pixel").await;
+    let tablet = device(s, &u.id, "Tab").await;
+    let others = device(s, &other.id, "Theirs").await;
+    let play = |id: &str, track: &str, artist: &str, album: &str, at: Millis, ms: i64| PlayRow {
+        id: id.to_owned(),
+        device_id: String::new(),
+        track_id: format!("{track}-id"),
+        title: track.to_owned(),
+        artist: artist.to_owned(),
+        album: album.to_owned(),
+        duration_ms: 200_000,
+        started_at: at,
+        listened_ms: ms,
+    };
+    assert_eq!(s.listening_cursor(&phone).await.unwrap(), None);
+    // The same song from two devices is one track; a play written again keeps its
+    // longest listening, whichever order the writes come in.
+    assert!(
+        s.record_listening(
+            &u.id,
+            &phone,
+            "{\"c\":1}",
+            &[
+                play("p1", "Song", "Band", "Record", T0 - 2 * DAY, 60_000),
+                play("p2", "Song", "Band", "Record", T0 - 3 * DAY, 30_000),
+            ],
+            T0,
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.record_listening(
+            &u.id,
+            &phone,
+            "{\"c\":2}",
+            &[play("p1", "Song", "Band", "Record", T0 - 2 * DAY, 90_000)],
+            T0
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.record_listening(
+            &u.id,
+            &phone,
+            "{\"c\":3}",
+            &[play("p1", "Song", "Band", "Record", T0 - 2 * DAY, 40_000)],
+            T0
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        s.listening_cursor(&phone).await.unwrap().as_deref(),
+        Some("{\"c\":3}")
+    );
+    let mut on_tablet = play("p3", "Song", "Band", "Record", T0 - DAY, 120_000);
+    on_tablet.track_id = "tablet-song".into();
+    s.record_listening(
+        &u.id,
+        &tablet,
+        "{}",
+        &[
+            on_tablet,
+            play("p4", "Other", "Band", "Live", T0 - 20 * DAY, 180_000),
+            play("p5", "Hymn", "", "", T0 - 400 * DAY, 45_000),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    // Another user's device, and a device that is not the user's: nothing stored.
+    s.record_listening(
+        &other.id,
+        &others,
+        "{}",
+        &[play("q1", "Song", "Band", "Record", T0 - DAY, 99_000)],
+        T0,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !s.record_listening(
+            &u.id,
+            &others,
+            "{}",
+            &[play("x1", "Stolen", "Band", "Record", T0, 99_000)],
+            T0
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        s.listening_cursor(&others).await.unwrap().as_deref(),
+        Some("{}")
+    );
+
+    let week = s.listening_stats(&u.id, T0 - 7 * DAY, 10).await.unwrap();
+    assert_eq!((week.plays, week.listened_ms), (3, 240_000), "{week:?}");
+    assert_eq!(week.tracks.len(), 1, "{week:?}");
+    let song = &week.tracks[0];
+    assert_eq!(
+        (
+            song.title.as_str(),
+            song.artist.as_str(),
+            song.album.as_str(),
+            song.plays,
+            song.listened_ms
+        ),
+        ("Song", "Band", "Record", 3, 240_000)
+    );
+    assert!(["Song-id", "tablet-song"].contains(&song.track_id.as_str()));
+    assert_eq!(week.artists.len(), 1);
+    assert_eq!(
+        (week.artists[0].artist.as_str(), week.artists[0].plays),
+        ("Band", 3)
+    );
+    assert_eq!(
+        (week.albums[0].album.as_str(), week.albums[0].plays),
+        ("Record", 3)
+    );
+
+    let year = s.listening_stats(&u.id, T0 - 365 * DAY, 10).await.unwrap();
+    assert_eq!((year.plays, year.listened_ms), (4, 420_000));
+    let titles: Vec<_> = year
+        .tracks
+        .iter()
+        .map(|t| (t.title.as_str(), t.plays))
+        .collect();
+    assert_eq!(titles, [("Song", 3), ("Other", 1)]);
+    assert_eq!(year.artists[0].listened_ms, 420_000);
+    let albums: Vec<_> = year
+        .albums
+        .iter()
+        .map(|a| (a.album.as_str(), a.plays))
+        .collect();
+    assert_eq!(albums, [("Record", 3), ("Live", 1)]);
+
+    // All time: the track with no artist or album is a track, and no artist or album.
+    let all = s.listening_stats(&u.id, Millis::MIN, 1).await.unwrap();
+    assert_eq!(all.plays, 5);
+    assert_eq!(all.tracks.len(), 1, "limited to 1");
+    assert_eq!(all.artists.len(), 1);
+    let every = s.listening_stats(&u.id, Millis::MIN, 10).await.unwrap();
+    assert!(
+        every
+            .tracks
+            .iter()
+            .any(|t| t.title == "Hymn" && t.artist.is_empty())
+    );
+    assert!(every.artists.iter().all(|a| !a.artist.is_empty()));
+    assert!(every.albums.iter().all(|a| !a.album.is_empty()));
+
+    let theirs = s.listening_stats(&other.id, Millis::MIN, 10).await.unwrap();
+    assert_eq!((theirs.plays, theirs.listened_ms), (1, 99_000));
+    let nobody = s.listening_stats("nobody", Millis::MIN, 10).await.unwrap();
+    assert_eq!(nobody, Default::default());
+
+    let recent = s.recent_plays(&u.id, Millis::MAX, 3).await.unwrap();
+    let ids: Vec<_> = recent.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["p3", "p1", "p2"]);
+    assert_eq!(
+        (recent[1].listened_ms, recent[1].device_id.as_str()),
+        (90_000, phone.as_str())
+    );
+    let next = s
+        .recent_plays(&u.id, recent[2].started_at, 3)
+        .await
+        .unwrap();
+    let ids: Vec<_> = next.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["p4", "p5"]);
+
+    // A removed device takes its cursor with it; its plays stay in the history.
+    assert!(s.delete_device(&u.id, &phone).await.unwrap());
+    assert_eq!(s.listening_cursor(&phone).await.unwrap(), None);
+    assert_eq!(
+        s.listening_stats(&u.id, Millis::MIN, 10)
+            .await
+            .unwrap()
+            .plays,
+        5
     );
 }
 
@@ -2179,4 +2372,115 @@ async fn postgres_room_names_per_owner_after_migration() {
     )
     .await;
     store.pool().close().await;
+}
+
+/// The statistics read one user's period from an index, never the whole table: asked
+/// of each backend's planner with the exact statement, over a table holding other
+/// users' plays too.
+mod statistics_plan {
+    use super::*;
+
+    /// `n` plays of the user, one a minute back from `T0`, and as many of another user.
+    fn fill_sql(backend_series: &str) -> String {
+        format!(
+            "INSERT INTO plays (id, user_id, started_at, device_id, track_id, title, artist, \
+             album, duration_ms, listened_ms) \
+             SELECT u || '-' || i, u, {T0} - i * 60000, 'd', 't' || (i % 500), 'T' || (i % 500), \
+             'A' || (i % 50), 'L' || (i % 100), 200000, 60000 FROM {backend_series}"
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_reads_one_range_of_the_table() {
+        let (path, _dir) = common::fresh_sqlite_path();
+        let s = SqliteStore::connect(&path).await.unwrap();
+        s.migrate().await.unwrap();
+        let (a, b) = (
+            user(&s, "a@example.com").await,
+            user(&s, "b@example.com").await,
+        );
+        let series = format!(
+            "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             SELECT i FROM n), (SELECT '{}' AS u UNION ALL SELECT '{}')",
+            a.id, b.id
+        );
+        sqlx::query(sqlx::AssertSqlSafe(fill_sql(&series)))
+            .execute(s.pool())
+            .await
+            .unwrap();
+        sqlx::query("ANALYZE").execute(s.pool()).await.unwrap();
+        let plan = explain_sqlite(&s, &a.id).await;
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("SEARCH plays USING PRIMARY KEY (user_id=? AND started_at>?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.starts_with("SCAN plays")),
+            "{plan:#?}"
+        );
+        let stats = s.listening_stats(&a.id, Millis::MIN, 10).await.unwrap();
+        assert_eq!(stats.plays, 5000);
+        s.pool().close().await;
+    }
+
+    async fn explain_sqlite(s: &SqliteStore, user: &str) -> Vec<String> {
+        use sqlx::Row;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            control_api::store::sqlite::LISTENING_STATS_SQL
+        )))
+        .bind(user)
+        .bind(T0 - 365 * 24 * HOUR)
+        .bind(10)
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+        rows.iter().map(|r| r.get::<String, _>("detail")).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_reads_the_covering_index() {
+        let (url, _db) = common::fresh_pg_url().await;
+        let s = PgStore::connect(&url).await.unwrap();
+        s.migrate().await.unwrap();
+        let (a, b) = (
+            user(&s, "a@example.com").await,
+            user(&s, "b@example.com").await,
+        );
+        let series = format!(
+            "generate_series(1, 20000) AS i, (VALUES ('{}'), ('{}')) AS us(u)",
+            a.id, b.id
+        );
+        sqlx::query(sqlx::AssertSqlSafe(fill_sql(&series)))
+            .execute(s.pool())
+            .await
+            .unwrap();
+        sqlx::query("VACUUM ANALYZE plays")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN {}",
+            control_api::store::postgres::LISTENING_STATS_SQL
+        )))
+        .bind(&a.id)
+        .bind(T0 - 7 * 24 * HOUR)
+        .bind(10i64)
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("Index Only Scan using plays_user_time")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.contains("Seq Scan on plays")),
+            "{plan:#?}"
+        );
+        let stats = s.listening_stats(&a.id, Millis::MIN, 10).await.unwrap();
+        assert_eq!(stats.plays, 20000);
+        s.pool().close().await;
+    }
 }

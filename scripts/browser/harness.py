@@ -424,10 +424,9 @@ def pair_phone_over_https(s: "Session", base: str, email: str, name: str) -> tup
     return user, phone
 
 
-def phone_live_with_song(s: "Session", user: Page, song: Path, title: str) -> Page:
-    """`user` (signed in, on the devices page) pairs a phone; the phone page adds
-    `song` to its library, plays it (the entry named `title`) and goes live with it.
-    The phone page."""
+def pair_phone(s: "Session", user: Page) -> Page:
+    """`user` (signed in, on the devices page) pairs a phone: the phone page, open on
+    the link of the pairing code, its device socket online."""
     user.get_by_role("button", name="Pair a phone").click()
     user.locator("#pair-code").wait_for()
     link = user.locator("#pair-link").get_attribute("href")
@@ -435,6 +434,14 @@ def phone_live_with_song(s: "Session", user: Page, song: Path, title: str) -> Pa
     phone.goto(link)
     phone.locator("#phone").wait_for(state="visible")
     wait_for("the phone's device socket", lambda: phone.locator("#connection").inner_text() == "online")
+    return phone
+
+
+def phone_live_with_song(s: "Session", user: Page, song: Path, title: str) -> Page:
+    """`user` (signed in, on the devices page) pairs a phone; the phone page adds
+    `song` to its library, plays it (the entry named `title`) and goes live with it.
+    The phone page."""
+    phone = pair_phone(s, user)
     phone.locator("#files").set_input_files(str(song))
     phone.locator("#library li", has_text=title).click()
     wait_for("the phone's player to play", lambda: phone.evaluate("() => !window.streamcorePhone.audio.paused"))

@@ -1,7 +1,7 @@
 //! # web: the pages and the JavaScript client, inside the binary
 //!
 //! `assets/` is embedded at compile time (`build.rs`): `pages/*.html` are what people
-//! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`, `/servers`,
+//! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`, `/history`, `/servers`,
 //! `/reset-password`, `/verify-email`, `/sign-up`), `static/` holds their scripts and
 //! styles, and `sdk/streamcore.js` is the client library every page is built on
 //! (docs/client.md).
@@ -39,13 +39,14 @@ pub struct Asset {
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 /// The pages: route → file under `assets/`.
-pub const PAGES: [(&str, &str); 10] = [
+pub const PAGES: [(&str, &str); 11] = [
     ("/", "pages/index.html"),
     ("/phone", "pages/phone.html"),
     ("/listen", "pages/listen.html"),
     ("/room", "pages/room.html"),
     ("/recordings", "pages/recordings.html"),
     ("/uploads", "pages/uploads.html"),
+    ("/history", "pages/history.html"),
     ("/servers", "pages/servers.html"),
     ("/reset-password", "pages/reset-password.html"),
     ("/verify-email", "pages/verify-email.html"),

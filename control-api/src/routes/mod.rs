@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod control;
 pub mod devices;
 pub mod files;
+pub mod history;
 pub mod jobs;
 pub mod library;
 pub mod members;

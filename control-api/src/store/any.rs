@@ -376,4 +376,23 @@ impl Store for Db {
     async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
         delegate!(self, s => s.release_room(room_id, node_id))
     }
+    async fn listening_cursor(&self, device_id: &str) -> R<Option<String>> {
+        delegate!(self, s => s.listening_cursor(device_id))
+    }
+    async fn record_listening(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        cursor: &str,
+        plays: &[PlayRow],
+        now: Millis,
+    ) -> R<bool> {
+        delegate!(self, s => s.record_listening(user_id, device_id, cursor, plays, now))
+    }
+    async fn listening_stats(&self, user_id: &str, since: Millis, limit: i64) -> R<ListeningStats> {
+        delegate!(self, s => s.listening_stats(user_id, since, limit))
+    }
+    async fn recent_plays(&self, user_id: &str, before: Millis, limit: i64) -> R<Vec<PlayRow>> {
+        delegate!(self, s => s.recent_plays(user_id, before, limit))
+    }
 }

@@ -266,6 +266,65 @@ pub struct SyncCounts {
     pub deleted: u64,
 }
 
+/// One play of the listening history (see `crate::history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlayRow {
+    /// The id of the `now.playing` event that started it.
+    pub id: String,
+    pub device_id: String,
+    /// The library track's `client_id` (or its title, when the device gave no id).
+    pub track_id: String,
+    pub title: String,
+    pub artist: String,
+    pub album: String,
+    /// 0 when unknown.
+    pub duration_ms: i64,
+    pub started_at: Millis,
+    pub listened_ms: i64,
+}
+
+/// Plays and listening time of one track, artist or album in a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlayCount {
+    /// Empty for artists and albums.
+    pub title: String,
+    /// Empty for albums' and tracks' unknown artists.
+    pub artist: String,
+    /// Empty for artists.
+    pub album: String,
+    /// One of the track's ids (tracks only).
+    pub track_id: String,
+    pub plays: i64,
+    pub listened_ms: i64,
+}
+
+/// A user's listening in a period, computed by the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListeningStats {
+    pub plays: i64,
+    pub listened_ms: i64,
+    /// Most played first (then most listened); tracks are grouped by title, artist and
+    /// album, so the same song on two devices is one track.
+    pub tracks: Vec<PlayCount>,
+    pub artists: Vec<PlayCount>,
+    pub albums: Vec<PlayCount>,
+}
+
+impl ListeningStats {
+    /// Sorts the rows of the statistics query (`kind`, then the count) into place.
+    pub(crate) fn push(&mut self, kind: &str, row: PlayCount) {
+        match kind {
+            "track" => self.tracks.push(row),
+            "artist" => self.artists.push(row),
+            "album" => self.albums.push(row),
+            _ => {
+                self.plays = row.plays;
+                self.listened_ms = row.listened_ms;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LibraryQuery {
     /// Case-insensitive substring of title, artist or album.
@@ -903,6 +962,36 @@ pub trait Store: Clone + Send + Sync + 'static {
         user_id: &str,
         q: &LibraryQuery,
     ) -> impl Future<Output = R<Vec<LibraryTrack>>> + Send;
+
+    // listening history
+    /// A device's listening cursor (`history::Cursor` as JSON), if it has one.
+    fn listening_cursor(&self, device_id: &str) -> impl Future<Output = R<Option<String>>> + Send;
+    /// Stores a device's cursor and the plays it made, in one transaction; a play
+    /// stored before keeps the longer listening. False, and nothing stored, when the
+    /// device is not (or no longer) the user's.
+    fn record_listening(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        cursor: &str,
+        plays: &[PlayRow],
+        now: Millis,
+    ) -> impl Future<Output = R<bool>> + Send;
+    /// The user's plays that started at or after `since`: totals and the `limit` most
+    /// played tracks, artists and albums.
+    fn listening_stats(
+        &self,
+        user_id: &str,
+        since: Millis,
+        limit: i64,
+    ) -> impl Future<Output = R<ListeningStats>> + Send;
+    /// The user's plays that started before `before`, newest first.
+    fn recent_plays(
+        &self,
+        user_id: &str,
+        before: Millis,
+        limit: i64,
+    ) -> impl Future<Output = R<Vec<PlayRow>>> + Send;
 }
 
 #[cfg(test)]

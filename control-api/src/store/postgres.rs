@@ -13,10 +13,11 @@ use super::sqlite::{
     conflict, fold, like_pattern, new_id, now_ms, page, pairing_conflict, parse_role, plan_upsert,
 };
 use super::{
-    Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Membership,
-    Millis, NewDevice, NewUser, NodeRow, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence,
-    PresenceChange, R, Recording, RecordingChange, RefreshRecord, Role, Room, RoomSettings, Signup,
-    Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
+    Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, ListeningStats,
+    Mail, Membership, Millis, NewDevice, NewUser, NodeRow, OutboxEvent, OutboxRow, OwnedCounts,
+    Pairing, PlayCount, PlayRow, Presence, PresenceChange, R, Recording, RecordingChange,
+    RefreshRecord, Role, Room, RoomSettings, Signup, Store, StoreError, SyncCounts, TrackMeta,
+    User, apply_presence,
 };
 
 /// Connections per store.
@@ -1799,4 +1800,145 @@ impl Store for PgStore {
         .await?;
         collect(rows, track_row)
     }
+
+    async fn listening_cursor(&self, device_id: &str) -> R<Option<String>> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT cursor FROM listening_cursors WHERE device_id = $1",
+        )
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .next())
+    }
+
+    async fn record_listening(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        cursor: &str,
+        plays: &[PlayRow],
+        now: Millis,
+    ) -> R<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO listening_cursors (device_id, user_id, cursor, updated_at) \
+             SELECT id, user_id, $1, $2 FROM devices WHERE id = $3 AND user_id = $4 \
+             ON CONFLICT (device_id) DO UPDATE SET cursor = excluded.cursor, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(cursor)
+        .bind(now)
+        .bind(device_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for p in plays {
+            sqlx::query(
+                "INSERT INTO plays (id, user_id, device_id, track_id, title, artist, album, \
+                 duration_ms, started_at, listened_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 listened_ms = greatest(plays.listened_ms, excluded.listened_ms)",
+            )
+            .bind(&p.id)
+            .bind(user_id)
+            .bind(device_id)
+            .bind(&p.track_id)
+            .bind(&p.title)
+            .bind(&p.artist)
+            .bind(&p.album)
+            .bind(p.duration_ms)
+            .bind(p.started_at)
+            .bind(p.listened_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn listening_stats(&self, user_id: &str, since: Millis, limit: i64) -> R<ListeningStats> {
+        let rows = sqlx::query(LISTENING_STATS_SQL)
+            .bind(user_id)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut stats = ListeningStats::default();
+        for r in &rows {
+            let kind: String = r.try_get("kind")?;
+            stats.push(&kind, play_count_row(r)?);
+        }
+        Ok(stats)
+    }
+
+    async fn recent_plays(&self, user_id: &str, before: Millis, limit: i64) -> R<Vec<PlayRow>> {
+        let rows = sqlx::query(
+            "SELECT id, device_id, track_id, title, artist, album, duration_ms, started_at, \
+             listened_ms FROM plays WHERE user_id = $1 AND started_at < $2 \
+             ORDER BY started_at DESC, id DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, play_row)
+    }
+}
+
+/// A user's listening statistics (`Store::listening_stats`; parameters: user, since,
+/// limit). One pass over the user's range of the index groups plays by track;
+/// artists, albums and totals are grouped from those (far fewer) rows. Public so the
+/// tests can ask the planner how it runs.
+pub const LISTENING_STATS_SQL: &str = r"WITH t AS MATERIALIZED (
+        SELECT title, artist, album, min(track_id) AS track_id,
+               count(*) AS plays, sum(listened_ms)::bigint AS ms
+        FROM plays WHERE user_id = $1 AND started_at >= $2
+        GROUP BY title, artist, album)
+      SELECT * FROM (SELECT 'track' AS kind, title, artist, album, track_id, plays, ms
+                     FROM t ORDER BY plays DESC, ms DESC, title, artist, album
+                     LIMIT $3) tracks
+      UNION ALL
+      SELECT * FROM (SELECT 'artist', '', artist, '', '', sum(plays)::bigint,
+                            sum(ms)::bigint
+                     FROM t WHERE artist <> '' GROUP BY artist
+                     ORDER BY 6 DESC, 7 DESC, 3 LIMIT $3) artists
+      UNION ALL
+      SELECT * FROM (SELECT 'album', '', artist, album, '', sum(plays)::bigint,
+                            sum(ms)::bigint
+                     FROM t WHERE album <> '' GROUP BY artist, album
+                     ORDER BY 6 DESC, 7 DESC, 3, 4 LIMIT $3) albums
+      UNION ALL
+      SELECT 'total', '', '', '', '', coalesce(sum(plays), 0)::bigint,
+             coalesce(sum(ms), 0)::bigint
+      FROM t";
+
+fn play_row(r: &PgRow) -> Result<PlayRow, sqlx::Error> {
+    Ok(PlayRow {
+        id: r.try_get("id")?,
+        device_id: r.try_get("device_id")?,
+        track_id: r.try_get("track_id")?,
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        album: r.try_get("album")?,
+        duration_ms: r.try_get("duration_ms")?,
+        started_at: r.try_get("started_at")?,
+        listened_ms: r.try_get("listened_ms")?,
+    })
+}
+
+fn play_count_row(r: &PgRow) -> Result<PlayCount, sqlx::Error> {
+    Ok(PlayCount {
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        album: r.try_get("album")?,
+        track_id: r.try_get("track_id")?,
+        plays: r.try_get("plays")?,
+        listened_ms: r.try_get("ms")?,
+    })
 }

@@ -18,10 +18,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Membership,
-    Millis, NewDevice, NewUser, NodeRow, OutboxEvent, OutboxRow, OwnedCounts, Pairing, Presence,
-    PresenceChange, R, Recording, RecordingChange, RefreshRecord, Role, Room, RoomSettings, Signup,
-    Store, StoreError, SyncCounts, TrackMeta, User, apply_presence,
+    Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, ListeningStats,
+    Mail, Membership, Millis, NewDevice, NewUser, NodeRow, OutboxEvent, OutboxRow, OwnedCounts,
+    Pairing, PlayCount, PlayRow, Presence, PresenceChange, R, Recording, RecordingChange,
+    RefreshRecord, Role, Room, RoomSettings, Signup, Store, StoreError, SyncCounts, TrackMeta,
+    User, apply_presence,
 };
 
 /// Connections of a file database. WAL lets readers run beside the one writer.
@@ -1813,6 +1814,140 @@ impl Store for SqliteStore {
         .await?;
         collect(rows, track_row)
     }
+
+    async fn listening_cursor(&self, device_id: &str) -> R<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT cursor FROM listening_cursors WHERE device_id = ?")
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn record_listening(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        cursor: &str,
+        plays: &[PlayRow],
+        now: Millis,
+    ) -> R<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "INSERT INTO listening_cursors (device_id, user_id, cursor, updated_at) \
+             SELECT id, user_id, ?, ? FROM devices WHERE id = ? AND user_id = ? \
+             ON CONFLICT (device_id) DO UPDATE SET cursor = excluded.cursor, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(cursor)
+        .bind(now)
+        .bind(device_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for p in plays {
+            sqlx::query(
+                "INSERT INTO plays (id, user_id, device_id, track_id, title, artist, album, \
+                 duration_ms, started_at, listened_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 listened_ms = max(plays.listened_ms, excluded.listened_ms)",
+            )
+            .bind(&p.id)
+            .bind(user_id)
+            .bind(device_id)
+            .bind(&p.track_id)
+            .bind(&p.title)
+            .bind(&p.artist)
+            .bind(&p.album)
+            .bind(p.duration_ms)
+            .bind(p.started_at)
+            .bind(p.listened_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn listening_stats(&self, user_id: &str, since: Millis, limit: i64) -> R<ListeningStats> {
+        let rows = sqlx::query(LISTENING_STATS_SQL)
+            .bind(user_id)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut stats = ListeningStats::default();
+        for r in &rows {
+            let kind: String = r.try_get("kind")?;
+            stats.push(&kind, play_count_row(r)?);
+        }
+        Ok(stats)
+    }
+
+    async fn recent_plays(&self, user_id: &str, before: Millis, limit: i64) -> R<Vec<PlayRow>> {
+        let rows = sqlx::query(
+            "SELECT id, device_id, track_id, title, artist, album, duration_ms, started_at, \
+             listened_ms FROM plays WHERE user_id = ? AND started_at < ? \
+             ORDER BY started_at DESC, id DESC LIMIT ?",
+        )
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        collect(rows, play_row)
+    }
+}
+
+/// A user's listening statistics (`Store::listening_stats`; parameters: user, since,
+/// limit). One pass over the user's range of the table groups plays by track;
+/// artists, albums and totals are grouped from those (far fewer) rows. Public so the
+/// tests can ask the planner how it runs.
+pub const LISTENING_STATS_SQL: &str = r"WITH t AS MATERIALIZED (
+        SELECT title, artist, album, min(track_id) AS track_id,
+               count(*) AS plays, sum(listened_ms) AS ms
+        FROM plays WHERE user_id = ?1 AND started_at >= ?2
+        GROUP BY title, artist, album)
+      SELECT * FROM (SELECT 'track' AS kind, title, artist, album, track_id, plays, ms
+                     FROM t ORDER BY plays DESC, ms DESC, title, artist, album LIMIT ?3)
+      UNION ALL
+      SELECT * FROM (SELECT 'artist', '', artist, '', '', sum(plays), sum(ms)
+                     FROM t WHERE artist <> '' GROUP BY artist
+                     ORDER BY 6 DESC, 7 DESC, 3 LIMIT ?3)
+      UNION ALL
+      SELECT * FROM (SELECT 'album', '', artist, album, '', sum(plays), sum(ms)
+                     FROM t WHERE album <> '' GROUP BY artist, album
+                     ORDER BY 6 DESC, 7 DESC, 3, 4 LIMIT ?3)
+      UNION ALL
+      SELECT 'total', '', '', '', '', coalesce(sum(plays), 0), coalesce(sum(ms), 0)
+      FROM t";
+
+fn play_row(r: &SqliteRow) -> Result<PlayRow, sqlx::Error> {
+    Ok(PlayRow {
+        id: r.try_get("id")?,
+        device_id: r.try_get("device_id")?,
+        track_id: r.try_get("track_id")?,
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        album: r.try_get("album")?,
+        duration_ms: r.try_get("duration_ms")?,
+        started_at: r.try_get("started_at")?,
+        listened_ms: r.try_get("listened_ms")?,
+    })
+}
+
+fn play_count_row(r: &SqliteRow) -> Result<PlayCount, sqlx::Error> {
+    Ok(PlayCount {
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        album: r.try_get("album")?,
+        track_id: r.try_get("track_id")?,
+        plays: r.try_get("plays")?,
+        listened_ms: r.try_get("ms")?,
+    })
 }
 
 // ---- helpers shared with postgres.rs ----

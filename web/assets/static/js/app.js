@@ -297,6 +297,7 @@ const NAV = [
   ['/room', 'Rooms'],
   ['/recordings', 'Recordings'],
   ['/uploads', 'Uploads'],
+  ['/history', 'History'],
 ];
 
 /**
