@@ -1176,9 +1176,10 @@ async fn listening_history_through_the_in_process_bus_counts_repeats_once() {
 }
 
 /// Kafka: the history consumer reads `now.playing` as any outside consumer does. The
-/// phone's own states and records published twice count each play once; then a node
-/// with a new consumer group reads the whole topic again from its start, and still
-/// nothing is counted twice.
+/// phone's own states and records published twice count each play once. Then the
+/// history is rebuilt: with the plays and cursors gone from the database (a restore
+/// from before them), a node with a new consumer group reads the whole topic again
+/// from its start and makes the very same plays, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listening_history_from_kafka_survives_a_replay_of_the_topic() {
     let t = Tansu::start();
@@ -1237,8 +1238,19 @@ async fn listening_history_from_kafka_survives_a_replay_of_the_topic() {
     let total_before = stats(&a, &user).await["listened_ms"].as_i64().unwrap();
     a.stop().await;
 
-    // A node whose history group is new: the topic from its start, every record again.
+    // The database loses the history; a node whose history group is new reads the
+    // topic from its start, every record (the repeats too) again.
+    let db = control_api::store::sqlite::SqliteStore::connect(
+        shared.join("streamcore.db").to_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    for sql in ["DELETE FROM plays", "DELETE FROM listening_cursors"] {
+        sqlx::query(sql).execute(db.pool()).await.unwrap();
+    }
+    db.pool().close().await;
     let b = TestServer::start_with(node("streamcore-history-rebuilt")).await;
+    stats_until(&b, &user, Duration::from_secs(30), |v| v["plays"] == 4).await;
     let mut phone = socket(&b.base, "/api/v1/devices/socket", &device_token).await;
     wait_for(&mut phone, WAIT, |m| m["type"] == "welcome").await;
     // A new play after the replay: once it shows, the replayed records before it (same
