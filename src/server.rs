@@ -299,8 +299,10 @@ impl EventServices {
         }
         self.sweeper.shutdown().await;
         self.consumer.shutdown().await;
-        self.history.shutdown().await;
         self.relay.shutdown(EVENTS_GRACE).await;
+        // After the relay's last publish: the in-process bus's history applies what
+        // it queued before it stops (Kafka keeps it for the group's next run).
+        self.history.shutdown().await;
         if let Bus::Kafka(k) = &api.bus {
             // librdkafka's flush blocks its thread.
             let k = k.clone();

@@ -11,8 +11,8 @@ use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
     Capabilities, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
-    NodeRow, OutboxEvent, Pairing, PlayRow, Presence, Recording, RecordingChange, RefreshRecord,
-    Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
+    NodeRow, OutboxEvent, Pairing, PlayRow, Presence, Recorded, Recording, RecordingChange,
+    RefreshRecord, Role, RoomSettings, Store, StoreError, SyncCounts, TrackMeta, User,
 };
 
 const HOUR: Millis = 3_600_000;
@@ -148,46 +148,46 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
     };
     assert_eq!(s.listening_cursor(&phone).await.unwrap(), None);
     // The same song from two devices is one track; a play written again keeps its
-    // longest listening, whichever order the writes come in.
-    assert!(
-        s.record_listening(
-            &u.id,
-            &phone,
+    // longest listening, whichever order the writes come in. Each write moves the
+    // cursor's version on, and one made over a version that moved changes nothing.
+    let stored = |cursor: &'static str, version: Option<i64>, plays: Vec<PlayRow>| {
+        let phone = phone.clone();
+        let uid = u.id.clone();
+        async move {
+            s.record_listening(&uid, &phone, cursor, version, &plays, T0)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        stored(
             "{\"c\":1}",
-            &[
+            None,
+            vec![
                 play("p1", "Song", "Band", "Record", T0 - 2 * DAY, 60_000),
                 play("p2", "Song", "Band", "Record", T0 - 3 * DAY, 30_000),
-            ],
-            T0,
+            ]
         )
-        .await
-        .unwrap()
+        .await,
+        Recorded::Stored
     );
-    assert!(
-        s.record_listening(
-            &u.id,
-            &phone,
-            "{\"c\":2}",
-            &[play("p1", "Song", "Band", "Record", T0 - 2 * DAY, 90_000)],
-            T0
-        )
-        .await
-        .unwrap()
-    );
-    assert!(
-        s.record_listening(
-            &u.id,
-            &phone,
-            "{\"c\":3}",
-            &[play("p1", "Song", "Band", "Record", T0 - 2 * DAY, 40_000)],
-            T0
-        )
-        .await
-        .unwrap()
+    let p1 = |ms| vec![play("p1", "Song", "Band", "Record", T0 - 2 * DAY, ms)];
+    assert_eq!(stored("{\"c\":0}", None, p1(99_000)).await, Recorded::Stale);
+    assert_eq!(
+        stored("{\"c\":2}", Some(1), p1(90_000)).await,
+        Recorded::Stored
     );
     assert_eq!(
-        s.listening_cursor(&phone).await.unwrap().as_deref(),
-        Some("{\"c\":3}")
+        stored("{\"c\":0}", Some(1), p1(99_000)).await,
+        Recorded::Stale
+    );
+    assert_eq!(
+        stored("{\"c\":3}", Some(2), p1(40_000)).await,
+        Recorded::Stored
+    );
+    assert_eq!(
+        s.listening_cursor(&phone).await.unwrap(),
+        Some(("{\"c\":3}".to_owned(), 3))
     );
     let mut on_tablet = play("p3", "Song", "Band", "Record", T0 - DAY, 120_000);
     on_tablet.track_id = "tablet-song".into();
@@ -195,10 +195,13 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
         &u.id,
         &tablet,
         "{}",
+        None,
         &[
             on_tablet,
             play("p4", "Other", "Band", "Live", T0 - 20 * DAY, 180_000),
+            // Two plays that began in the same millisecond.
             play("p5", "Hymn", "", "", T0 - 400 * DAY, 45_000),
+            play("p6", "Hymn", "", "", T0 - 400 * DAY, 45_000),
         ],
         T0,
     )
@@ -209,25 +212,34 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
         &other.id,
         &others,
         "{}",
+        None,
         &[play("q1", "Song", "Band", "Record", T0 - DAY, 99_000)],
         T0,
     )
     .await
     .unwrap();
-    assert!(
-        !s.record_listening(
+    assert_eq!(
+        s.record_listening(
             &u.id,
             &others,
             "{}",
+            Some(1),
             &[play("x1", "Stolen", "Band", "Record", T0, 99_000)],
             T0
         )
         .await
-        .unwrap()
+        .unwrap(),
+        Recorded::NotOwned
     );
     assert_eq!(
-        s.listening_cursor(&others).await.unwrap().as_deref(),
-        Some("{}")
+        s.record_listening(&u.id, &others, "{}", None, &[], T0)
+            .await
+            .unwrap(),
+        Recorded::NotOwned
+    );
+    assert_eq!(
+        s.listening_cursor(&others).await.unwrap(),
+        Some(("{}".to_owned(), 1))
     );
 
     let week = s.listening_stats(&u.id, T0 - 7 * DAY, 10).await.unwrap();
@@ -273,7 +285,7 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
 
     // All time: the track with no artist or album is a track, and no artist or album.
     let all = s.listening_stats(&u.id, Millis::MIN, 1).await.unwrap();
-    assert_eq!(all.plays, 5);
+    assert_eq!(all.plays, 6);
     assert_eq!(all.tracks.len(), 1, "limited to 1");
     assert_eq!(all.artists.len(), 1);
     let every = s.listening_stats(&u.id, Millis::MIN, 10).await.unwrap();
@@ -291,7 +303,7 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
     let nobody = s.listening_stats("nobody", Millis::MIN, 10).await.unwrap();
     assert_eq!(nobody, Default::default());
 
-    let recent = s.recent_plays(&u.id, Millis::MAX, 3).await.unwrap();
+    let recent = s.recent_plays(&u.id, (Millis::MAX, ""), 3).await.unwrap();
     let ids: Vec<_> = recent.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["p3", "p1", "p2"]);
     assert_eq!(
@@ -299,11 +311,18 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
         (90_000, phone.as_str())
     );
     let next = s
-        .recent_plays(&u.id, recent[2].started_at, 3)
+        .recent_plays(&u.id, (recent[2].started_at, &recent[2].id), 2)
         .await
         .unwrap();
     let ids: Vec<_> = next.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(ids, ["p4", "p5"]);
+    assert_eq!(ids, ["p4", "p6"]);
+    // The page boundary falls between two plays of one millisecond: neither is lost.
+    let last = s
+        .recent_plays(&u.id, (next[1].started_at, &next[1].id), 2)
+        .await
+        .unwrap();
+    let ids: Vec<_> = last.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["p5"]);
 
     // A removed device takes its cursor with it; its plays stay in the history.
     assert!(s.delete_device(&u.id, &phone).await.unwrap());
@@ -313,7 +332,7 @@ async fn listening_history_and_its_statistics<S: Store>(s: &S) {
             .await
             .unwrap()
             .plays,
-        5
+        6
     );
 }
 
@@ -1779,23 +1798,25 @@ async fn now_playing_with_its_event<S: Store>(s: &S) {
     let other = user(s, "o@example.com").await;
     let d = device(s, &u.id, "Phone").await;
     assert!(
-        s.record_now_playing(&u.id, &d, r#"{"status":"playing"}"#, T0, ev("np1", &d, T0))
-            .await
-            .unwrap()
-    );
-    assert!(
-        s.record_now_playing(
-            &u.id,
+        s.record_now_playing(&u.id, &d, r#"{"status":"playing"}"#, T0, |n| ev(
+            &format!("np{n}"),
             &d,
-            r#"{"status":"paused"}"#,
-            T0 + 5,
-            ev("np2", &d, T0 + 5)
-        )
+            T0
+        ))
         .await
         .unwrap()
     );
     assert!(
-        !s.record_now_playing(&other.id, &d, "{}", T0, ev("np3", &d, T0))
+        s.record_now_playing(&u.id, &d, r#"{"status":"paused"}"#, T0 + 5, |n| ev(
+            &format!("np{n}"),
+            &d,
+            T0 + 5
+        ))
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.record_now_playing(&other.id, &d, "{}", T0, |_| ev("np3", &d, T0))
             .await
             .unwrap(),
         "another user's device"
@@ -2383,15 +2404,20 @@ mod statistics_plan {
     /// `n` plays of the user, one a minute back from `T0`, and as many of another user.
     fn fill_sql(backend_series: &str) -> String {
         format!(
-            "INSERT INTO plays (id, user_id, started_at, device_id, track_id, title, artist, \
-             album, duration_ms, listened_ms) \
-             SELECT u || '-' || i, u, {T0} - i * 60000, 'd', 't' || (i % 500), 'T' || (i % 500), \
-             'A' || (i % 50), 'L' || (i % 100), 200000, 60000 FROM {backend_series}"
+            "INSERT INTO plays (id, user_id, started_at, device_id, track_key, track_id, title, \
+             artist, album, duration_ms, listened_ms) \
+             SELECT u || '-' || i, u, {T0} - i * 60000, 'd', i % 500, 't' || (i % 500), \
+             'T' || (i % 500), 'A' || (i % 50), 'L' || (i % 100), 200000, 60000 \
+             FROM {backend_series}"
         )
     }
 
+    /// What each track key stands for, from the plays just made.
+    const NAME_TRACKS: &str = "INSERT INTO play_tracks \
+        SELECT DISTINCT user_id, track_key, title, artist, album, track_id FROM plays";
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_reads_one_range_of_the_table() {
+    async fn sqlite_reads_a_range_of_a_narrow_index() {
         let (path, _dir) = common::fresh_sqlite_path();
         let s = SqliteStore::connect(&path).await.unwrap();
         s.migrate().await.unwrap();
@@ -2408,19 +2434,32 @@ mod statistics_plan {
             .execute(s.pool())
             .await
             .unwrap();
+        sqlx::query(NAME_TRACKS).execute(s.pool()).await.unwrap();
         sqlx::query("ANALYZE").execute(s.pool()).await.unwrap();
         let plan = explain_sqlite(&s, &a.id).await;
         assert!(
-            plan.iter()
-                .any(|l| l.contains("SEARCH plays USING PRIMARY KEY (user_id=? AND started_at>?)")),
+            plan.iter().any(|l| l.contains(
+                "SEARCH p USING COVERING INDEX plays_user_track (user_id=? AND track_key=? AND started_at>?)"
+            )),
             "{plan:#?}"
         );
+        // The plays arrive grouped: no sort of them, and no scan of anything but `k`.
+        let materialized = plan
+            .iter()
+            .skip_while(|l| !l.starts_with("MATERIALIZE k"))
+            .take_while(|l| !l.starts_with("SCAN k"))
+            .collect::<Vec<_>>();
+        assert!(materialized.len() > 1, "{plan:#?}");
         assert!(
-            !plan.iter().any(|l| l.starts_with("SCAN plays")),
+            !materialized
+                .iter()
+                .any(|l| l.starts_with("SCAN") || l.contains("TEMP B-TREE")),
             "{plan:#?}"
         );
         let stats = s.listening_stats(&a.id, Millis::MIN, 10).await.unwrap();
         assert_eq!(stats.plays, 5000);
+        assert_eq!(stats.tracks.len(), 10);
+        assert_eq!(stats.tracks[0].plays, 10, "{stats:?}");
         s.pool().close().await;
     }
 
@@ -2449,13 +2488,14 @@ mod statistics_plan {
             user(&s, "b@example.com").await,
         );
         let series = format!(
-            "generate_series(1, 20000) AS i, (VALUES ('{}'), ('{}')) AS us(u)",
+            "generate_series(1::bigint, 20000) AS i, (VALUES ('{}'), ('{}')) AS us(u)",
             a.id, b.id
         );
         sqlx::query(sqlx::AssertSqlSafe(fill_sql(&series)))
             .execute(s.pool())
             .await
             .unwrap();
+        sqlx::query(NAME_TRACKS).execute(s.pool()).await.unwrap();
         sqlx::query("VACUUM ANALYZE plays")
             .execute(s.pool())
             .await
@@ -2481,6 +2521,7 @@ mod statistics_plan {
         );
         let stats = s.listening_stats(&a.id, Millis::MIN, 10).await.unwrap();
         assert_eq!(stats.plays, 20000);
+        assert_eq!(stats.tracks[0].plays, 40, "{stats:?}");
         s.pool().close().await;
     }
 }

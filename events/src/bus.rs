@@ -128,6 +128,17 @@ impl Subscription {
         }
     }
 
+    /// A delivery already waiting, without waiting for one: what an in-process
+    /// consumer drains at shutdown (its queue dies with the process). Kafka keeps what
+    /// was not consumed for the group's next run: `None`.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        match self {
+            Subscription::InProcess(rx) => rx.try_recv().ok(),
+            #[cfg(feature = "kafka")]
+            Subscription::Kafka(_) => None,
+        }
+    }
+
     /// Marks `d` handled: after a restart the group continues after it.
     #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub fn commit(&self, d: &Delivery) -> Result<(), BusError> {

@@ -4,8 +4,9 @@
 //!   made-up times);
 //! - [`consumer`] reads `now.playing` from the bus in its own consumer group, as an
 //!   outside consumer would, so it works on Kafka and on the in-process bus alike; it
-//!   stores each device's cursor and its plays in one transaction, so a restart
-//!   continues where it stopped and a replayed topic counts nothing twice;
+//!   stores each device's cursor and its plays in one transaction, over the cursor's
+//!   version, so a restarted or rebalanced group continues where it stopped and a
+//!   replayed topic counts nothing twice;
 //! - `routes::history` serves the plays and the statistics
 //!   (`GET /api/v1/me/plays`, `GET /api/v1/me/stats`), computed by the database.
 
@@ -13,4 +14,6 @@ pub mod consumer;
 pub mod tracker;
 
 pub use consumer::start;
-pub use tracker::{COUNTS_AFTER_MS, Cursor, Observation, Play, Status, TrackRef, counts_after};
+pub use tracker::{
+    COUNTS_AFTER_MS, Cursor, Observation, Play, STRETCH_CAP_MS, Status, TrackRef, counts_after,
+};

@@ -4,18 +4,26 @@
 //! [`Cursor`], applies one observed state, stores the cursor and the plays it returned.
 //!
 //! Rules:
-//! - a play starts when a track first shows in a state that is not `stopped`; it ends
-//!   when another track shows, the device stops, or the same track starts over from
-//!   its beginning after it counted;
-//! - it accrues wall time while the device says `playing`, each stretch capped by what
-//!   was left of the track (so a phone that vanished mid-song adds at most the rest of
-//!   the song);
-//! - it **counts** once it accrued 30 s, or half the track if that is shorter.
+//! - a play begins when a track first shows in a state that is not `stopped`, and
+//!   starts (`started_at`) when it first plays; it ends when another track shows, the
+//!   device stops, or the same track starts over from its beginning after it counted;
+//! - it accrues the time the device says it was `playing`. A stretch that ends in a
+//!   state of the same track with a position counts what the position advanced (a seek
+//!   forward is not listening), at most the wall time; any other stretch counts the
+//!   wall time, at most [`STRETCH_CAP_MS`] (devices report at least every 15 s while
+//!   playing: a phone that vanished mid-song adds at most that), and never more than
+//!   was left of the track;
+//! - it **counts** once it accrued 30 s, or half the track if that is shorter; it is
+//!   stored then, and again with all its listening when it ends.
 //!
-//! Idempotent: the cursor remembers the newest state time and the ids of the events
-//! applied at that time, and skips anything not newer. Replaying a topic from its
-//! start, or a relay publishing a batch twice, changes nothing. A play's id is the id
-//! of the event that started it, so a play stored twice is stored once.
+//! Idempotent and in order: states carry the device's own number (`seq`, given by the
+//! store in the transaction that records them) and the cursor skips any number it has
+//! passed, so replaying a topic from its start, or a relay publishing a batch twice,
+//! changes nothing, whatever the clocks of the nodes that stamped the states. (States
+//! without a number are ordered by time, then event id.) Time never runs backwards for
+//! a device: a state stamped earlier than the last one counts as at the same moment. A
+//! play's id is the id of the event that began it, so a play stored twice is stored
+//! once.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +31,11 @@ use crate::store::Millis;
 
 /// A play counts after this much listening, or half the track if shorter.
 pub const COUNTS_AFTER_MS: i64 = 30_000;
-/// A stretch of `playing` of a track with no known duration accrues at most this.
-const UNKNOWN_LENGTH_CAP_MS: i64 = 60 * 60 * 1000;
-/// Slack on the rest-of-track cap: positions are reported late and rounded.
-const CAP_SLACK_MS: i64 = 2_000;
+/// The most a stretch of `playing` counts without a position of the same track to go
+/// by: three of the phone's 15 s reports.
+pub const STRETCH_CAP_MS: i64 = 45_000;
+/// Slack on positions: they are reported late and rounded.
+const POSITION_SLACK_MS: i64 = 2_000;
 /// A track back at a position below this, after it counted, starts a new play.
 const START_OVER_BELOW_MS: i64 = 3_000;
 /// Longest text kept of a track's title, artist or album (bytes).
@@ -56,6 +65,8 @@ pub struct TrackRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub event_id: String,
+    /// The device's number for the state (`None` in events from before it had one).
+    pub seq: Option<i64>,
     pub at: Millis,
     pub status: Status,
     pub position_ms: Option<i64>,
@@ -75,7 +86,8 @@ pub struct Play {
 struct OpenPlay {
     id: String,
     track: TrackRef,
-    started_at: Millis,
+    /// When it first played (`None`: shown, not played yet).
+    started_at: Option<Millis>,
     listened_ms: i64,
     /// Set while the device says `playing`: since when, and from which position.
     playing_since: Option<(Millis, i64)>,
@@ -91,21 +103,43 @@ impl OpenPlay {
         Play {
             id: self.id.clone(),
             track: self.track.clone(),
-            started_at: self.started_at,
+            // A play that counts has played.
+            started_at: self.started_at.unwrap_or_default(),
             listened_ms: self.listened_ms,
         }
     }
 
-    /// Adds the stretch of `playing` that ends at `at`.
-    fn accrue(&mut self, at: Millis) {
-        if let Some((since, from)) = self.playing_since.take() {
-            let cap = if self.track.duration_ms > 0 {
-                (self.track.duration_ms - from).max(0) + CAP_SLACK_MS
-            } else {
-                UNKNOWN_LENGTH_CAP_MS
-            };
-            self.listened_ms += (at - since).clamp(0, cap);
+    /// Where the track is at `at`, by the last report.
+    fn position_at(&self, at: Millis) -> i64 {
+        match self.playing_since {
+            Some((since, from)) => from + (at - since).max(0),
+            None => self.last_position_ms,
         }
+    }
+
+    /// Adds the stretch of `playing` that ends at `at`; `position` is where the same
+    /// track is then, if the state says.
+    fn accrue(&mut self, at: Millis, position: Option<i64>) {
+        let Some((since, from)) = self.playing_since.take() else {
+            return;
+        };
+        let wall = (at - since).max(0);
+        let mut credit = match position {
+            // It moved on: no more than it moved (a seek forward is not listening).
+            Some(p) if p > from => wall.min(p - from + POSITION_SLACK_MS),
+            // Sought back (or nothing to go by): the wall time, bounded.
+            _ => wall.min(STRETCH_CAP_MS),
+        };
+        if self.track.duration_ms > 0 {
+            credit = credit.min((self.track.duration_ms - from).max(0) + POSITION_SLACK_MS);
+        }
+        self.listened_ms += credit;
+    }
+
+    /// The device says it plays from `position` at `at`.
+    fn playing(&mut self, at: Millis, position: i64) {
+        self.playing_since = Some((at, position));
+        self.started_at.get_or_insert(at);
     }
 }
 
@@ -121,9 +155,12 @@ pub fn counts_after(duration_ms: i64) -> i64 {
 /// A device's place in its stream of states; stored as JSON between events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// The newest state time applied.
+    /// The newest state number applied.
+    #[serde(default)]
+    last_seq: i64,
+    /// The latest state time seen.
     last_at: Millis,
-    /// The events applied at `last_at`.
+    /// The events without a number applied at `last_at`.
     ids_at_last: Vec<String>,
     open: Option<OpenPlay>,
 }
@@ -131,43 +168,68 @@ pub struct Cursor {
 /// What one observation did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Plays to store (each counts): one that ended, and the open one.
+    /// Plays to store (each counts): one that ended, or the open one as it comes to
+    /// count.
     pub plays: Vec<Play>,
     /// The observation was older than the cursor, or already applied.
     pub skipped: bool,
 }
 
 impl Cursor {
+    /// Whether `o` comes after everything applied so far.
+    fn is_new(&self, o: &Observation) -> bool {
+        match o.seq {
+            Some(seq) => seq > self.last_seq,
+            None => {
+                o.at > self.last_at
+                    || (o.at == self.last_at && !self.ids_at_last.contains(&o.event_id))
+            }
+        }
+    }
+
     /// Applies one state of the device.
     pub fn apply(&mut self, o: &Observation) -> Applied {
-        if o.at < self.last_at || (o.at == self.last_at && self.ids_at_last.contains(&o.event_id)) {
+        if !self.is_new(o) {
             return Applied {
                 plays: Vec::new(),
                 skipped: true,
             };
         }
+        if let Some(seq) = o.seq {
+            self.last_seq = seq;
+        }
+        // A node whose clock is behind does not make time run backwards.
+        let at = o.at.max(self.last_at);
         if o.at > self.last_at {
             self.last_at = o.at;
             self.ids_at_last.clear();
         }
-        self.ids_at_last.push(o.event_id.clone());
+        if o.seq.is_none() && o.at == self.last_at {
+            self.ids_at_last.push(o.event_id.clone());
+        }
 
         let mut plays = Vec::new();
-        let position = o.position_ms.unwrap_or(0).max(0);
+        let same_track = |open: &OpenPlay| {
+            o.status != Status::Stopped && o.track.as_ref().is_some_and(|t| t.id == open.track.id)
+        };
         if let Some(open) = &mut self.open {
-            open.accrue(o.at);
-            let same_track = o.status != Status::Stopped
-                && o.track.as_ref().is_some_and(|t| t.id == open.track.id);
-            let started_over = same_track
+            let was_at = open.position_at(at);
+            let counted = open.counts();
+            let same = same_track(open);
+            open.accrue(at, if same { o.position_ms } else { None });
+            let started_over = same
                 && open.counts()
-                && position < START_OVER_BELOW_MS
-                && position + START_OVER_BELOW_MS < open.last_position_ms;
-            if same_track && !started_over {
+                && o.position_ms
+                    .is_some_and(|p| p < START_OVER_BELOW_MS && p + START_OVER_BELOW_MS < was_at);
+            if same && !started_over {
+                let position = o.position_ms.unwrap_or(was_at).max(0);
                 open.last_position_ms = position;
                 if o.status == Status::Playing {
-                    open.playing_since = Some((o.at, position));
+                    open.playing(at, position);
                 }
-                if open.counts() {
+                // Stored when it comes to count, and again when it ends: not at every
+                // state in between (each write of a play costs the statistics' index).
+                if open.counts() && !counted {
                     plays.push(open.as_play());
                 }
                 return Applied {
@@ -183,14 +245,19 @@ impl Cursor {
         if o.status != Status::Stopped
             && let Some(track) = &o.track
         {
-            self.open = Some(OpenPlay {
+            let position = o.position_ms.unwrap_or(0).max(0);
+            let mut open = OpenPlay {
                 id: o.event_id.clone(),
                 track: track.clone(),
-                started_at: o.at,
+                started_at: None,
                 listened_ms: 0,
-                playing_since: (o.status == Status::Playing).then_some((o.at, position)),
+                playing_since: None,
                 last_position_ms: position,
-            });
+            };
+            if o.status == Status::Playing {
+                open.playing(at, position);
+            }
+            self.open = Some(open);
         }
         Applied {
             plays,
@@ -200,7 +267,12 @@ impl Cursor {
 }
 
 /// Reads the `state` of a `now_playing.updated` event. `None`: not a state at all.
-pub fn observe(event_id: &str, at: Millis, state: &serde_json::Value) -> Option<Observation> {
+pub fn observe(
+    event_id: &str,
+    seq: Option<i64>,
+    at: Millis,
+    state: &serde_json::Value,
+) -> Option<Observation> {
     let status = match state["status"].as_str()? {
         "playing" => Status::Playing,
         "paused" => Status::Paused,
@@ -225,6 +297,7 @@ pub fn observe(event_id: &str, at: Millis, state: &serde_json::Value) -> Option<
     });
     Some(Observation {
         event_id: event_id.to_owned(),
+        seq,
         at,
         status,
         position_ms: state["position_ms"].as_i64(),
@@ -245,6 +318,7 @@ fn clip(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const S: i64 = 1_000;
     const MIN: i64 = 60_000;
 
     fn track(id: &str, duration_ms: i64) -> TrackRef {
@@ -257,10 +331,10 @@ mod tests {
         }
     }
 
-    /// A device's states, applied in order; every play each one returned.
+    /// A device's states, numbered and applied in order; every play each returned.
     struct Device {
         cursor: Cursor,
-        n: u32,
+        n: i64,
         stored: Vec<Play>,
     }
 
@@ -273,18 +347,41 @@ mod tests {
             }
         }
 
-        fn state(&mut self, at: Millis, status: Status, pos: i64, t: Option<TrackRef>) -> Applied {
+        fn observation(
+            &mut self,
+            at: Millis,
+            status: Status,
+            pos: i64,
+            t: Option<&TrackRef>,
+        ) -> Observation {
             self.n += 1;
-            let o = Observation {
+            Observation {
                 event_id: format!("e{}", self.n),
+                seq: Some(self.n),
                 at,
                 status,
                 position_ms: Some(pos),
-                track: t,
-            };
-            let a = self.cursor.apply(&o);
+                track: t.cloned(),
+            }
+        }
+
+        fn apply(&mut self, o: &Observation) -> Applied {
+            let a = self.cursor.apply(o);
             self.stored.extend(a.plays.iter().cloned());
             a
+        }
+
+        fn state(&mut self, at: Millis, status: Status, pos: i64, t: Option<&TrackRef>) -> Applied {
+            let o = self.observation(at, status, pos, t);
+            self.apply(&o)
+        }
+
+        fn playing(&mut self, at: Millis, pos: i64, t: &TrackRef) -> Applied {
+            self.state(at, Status::Playing, pos, Some(t))
+        }
+
+        fn stop(&mut self, at: Millis) -> Applied {
+            self.state(at, Status::Stopped, 0, None)
         }
 
         /// The plays as a table keyed by id would hold them.
@@ -302,143 +399,231 @@ mod tests {
 
     #[test]
     fn a_play_counts_after_thirty_seconds_or_half_the_track() {
-        assert_eq!(counts_after(4 * MIN), 30_000);
-        assert_eq!(counts_after(40_000), 20_000);
-        assert_eq!(counts_after(0), 30_000);
+        assert_eq!(counts_after(4 * MIN), 30 * S);
+        assert_eq!(counts_after(40 * S), 20 * S);
+        assert_eq!(counts_after(0), 30 * S);
 
         let mut d = Device::new();
         let a = track("a", 4 * MIN);
-        d.state(0, Status::Playing, 0, Some(a.clone()));
+        d.playing(0, 0, &a);
+        d.playing(15 * S, 15 * S, &a);
         // 29 s in, paused: not a play yet.
         assert!(
-            d.state(29_000, Status::Paused, 29_000, Some(a.clone()))
+            d.state(29 * S, Status::Paused, 29 * S, Some(&a))
                 .plays
                 .is_empty()
         );
         // Resumed 10 min later for 1 s more: 30 s of listening, the pause not counted.
-        d.state(10 * MIN, Status::Playing, 29_000, Some(a.clone()));
-        let p = d.state(10 * MIN + 1_000, Status::Paused, 30_000, Some(a.clone()));
+        d.playing(10 * MIN, 29 * S, &a);
+        let p = d.state(10 * MIN + S, Status::Paused, 30 * S, Some(&a));
         assert_eq!(p.plays.len(), 1);
-        assert_eq!(p.plays[0].listened_ms, 30_000);
-        assert_eq!(p.plays[0].started_at, 0);
-        assert_eq!(p.plays[0].id, "e1");
+        assert_eq!(p.plays[0].listened_ms, 30 * S);
+        assert_eq!((p.plays[0].started_at, p.plays[0].id.as_str()), (0, "e1"));
+    }
+
+    #[test]
+    fn a_play_is_written_when_it_comes_to_count_and_when_it_ends() {
+        let mut d = Device::new();
+        let a = track("a", 6 * MIN);
+        let mut writes = Vec::new();
+        for i in 0..6 {
+            writes.push(d.playing(i * 15 * S, i * 15 * S, &a).plays.len());
+        }
+        writes.push(d.stop(90 * S).plays.len());
+        assert_eq!(writes, [0, 0, 1, 0, 0, 0, 1]);
+        assert_eq!(d.table()[0].listened_ms, 90 * S);
     }
 
     #[test]
     fn a_short_listen_is_not_a_play() {
         let mut d = Device::new();
-        d.state(0, Status::Playing, 0, Some(track("a", 4 * MIN)));
-        d.state(10_000, Status::Playing, 0, Some(track("b", 4 * MIN)));
-        d.state(20_000, Status::Stopped, 10_000, None);
+        d.playing(0, 0, &track("a", 4 * MIN));
+        d.playing(10 * S, 0, &track("b", 4 * MIN));
+        d.stop(20 * S);
         assert!(d.table().is_empty());
     }
 
     #[test]
     fn changing_tracks_ends_a_play_and_starts_the_next() {
         let mut d = Device::new();
-        d.state(0, Status::Playing, 0, Some(track("a", 40_000)));
-        let next = d.state(40_000, Status::Playing, 0, Some(track("b", 3 * MIN)));
+        let (a, b) = (track("a", 40 * S), track("b", 3 * MIN));
+        d.playing(0, 0, &a);
+        d.playing(15 * S, 15 * S, &a);
+        d.playing(30 * S, 30 * S, &a);
+        // a ends by itself; b begins.
+        let next = d.playing(40 * S, 0, &b);
         assert_eq!(next.plays.len(), 1, "a ended having counted");
-        assert_eq!(next.plays[0].track.id, "a");
-        assert_eq!(next.plays[0].listened_ms, 40_000);
-        d.state(40_000 + 3 * MIN, Status::Stopped, 0, None);
+        assert_eq!(
+            (next.plays[0].track.id.as_str(), next.plays[0].listened_ms),
+            ("a", 40 * S)
+        );
+        d.stop(70 * S);
         let t = d.table();
         assert_eq!(t.len(), 2);
-        assert_eq!((t[1].track.id.as_str(), t[1].listened_ms), ("b", 3 * MIN));
-        assert_eq!(t[1].started_at, 40_000);
+        assert_eq!((t[1].track.id.as_str(), t[1].listened_ms), ("b", 30 * S));
+        assert_eq!(t[1].started_at, 40 * S);
     }
 
     #[test]
-    fn a_vanished_phone_adds_at_most_the_rest_of_the_track() {
+    fn a_vanished_phone_adds_at_most_one_silent_stretch() {
         let mut d = Device::new();
-        let a = track("a", 3 * MIN);
-        d.state(0, Status::Playing, 2 * MIN, Some(a.clone()));
+        let a = track("a", 6 * MIN);
+        d.playing(0, 5 * S, &a);
         // The next word from the device comes an hour later.
-        d.state(60 * MIN, Status::Stopped, 0, None);
-        assert_eq!(d.table()[0].listened_ms, MIN + CAP_SLACK_MS);
+        d.stop(60 * MIN);
+        assert_eq!(d.table()[0].listened_ms, STRETCH_CAP_MS);
+        // Never more than was left of the track.
+        let mut d = Device::new();
+        d.playing(0, 3 * MIN - 35 * S, &track("b", 3 * MIN));
+        d.stop(60 * MIN);
+        assert_eq!(d.table()[0].listened_ms, 35 * S + POSITION_SLACK_MS);
+    }
+
+    #[test]
+    fn positions_of_the_same_track_bound_what_counts() {
+        let mut d = Device::new();
+        let a = track("a", 6 * MIN);
+        d.playing(0, 0, &a);
+        // A seek forward 10 s in: 10 s listened, not the 2 minutes skipped.
+        d.playing(10 * S, 2 * MIN, &a);
+        // The player stalled: 20 s of wall time, 5 s of music.
+        d.playing(30 * S, 2 * MIN + 5 * S, &a);
+        // Sought back: the wall time.
+        d.playing(50 * S, MIN, &a);
+        d.state(60 * S, Status::Paused, MIN + 10 * S, Some(&a));
+        d.stop(2 * MIN);
+        let t = d.table();
+        assert_eq!(
+            t[0].listened_ms,
+            10 * S + (5 * S + POSITION_SLACK_MS) + 20 * S + 10 * S
+        );
     }
 
     #[test]
     fn starting_over_after_it_counted_is_a_new_play() {
-        let mut d = Device::new();
         let a = track("a", MIN);
-        d.state(0, Status::Playing, 0, Some(a.clone()));
-        d.state(MIN, Status::Paused, MIN, Some(a.clone()));
-        d.state(MIN + 100, Status::Playing, 0, Some(a.clone()));
-        d.state(2 * MIN + 100, Status::Stopped, 0, None);
+        // Paused at the end, then played from the start.
+        let mut d = Device::new();
+        d.playing(0, 0, &a);
+        d.state(MIN, Status::Paused, MIN, Some(&a));
+        d.playing(MIN + 100, 0, &a);
+        d.playing(MIN + 30_100, 30 * S, &a);
+        d.stop(2 * MIN + 100);
         let t = d.table();
         assert_eq!(t.len(), 2, "{t:?}");
-        assert!(t.iter().all(|p| p.listened_ms == MIN));
-        // Seeking back early, before it counted, is the same play.
+        assert!(t.iter().all(|p| p.listened_ms == MIN), "{t:?}");
+        assert_eq!(t[1].started_at, MIN + 100);
+        // Looping with nothing in between: the estimated position says it went round.
         let mut d = Device::new();
-        d.state(0, Status::Playing, 0, Some(a.clone()));
-        d.state(10_000, Status::Playing, 0, Some(a.clone()));
-        d.state(40_000, Status::Stopped, 30_000, None);
+        for i in 0..4 {
+            d.playing(i * 15 * S, i * 15 * S, &a);
+        }
+        d.playing(MIN, 0, &a);
+        d.stop(MIN + 40 * S);
+        let t = d.table();
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0].listened_ms, MIN);
+        // Sought back early, before it counted: the same play.
+        let mut d = Device::new();
+        d.playing(0, 0, &a);
+        d.playing(10 * S, 0, &a);
+        d.state(40 * S, Status::Paused, 30 * S, Some(&a));
         assert_eq!(d.table().len(), 1);
-        assert_eq!(d.table()[0].listened_ms, 40_000);
+        assert_eq!(d.table()[0].listened_ms, 40 * S);
+    }
+
+    #[test]
+    fn a_play_starts_when_it_first_plays() {
+        let mut d = Device::new();
+        let a = track("a", 3 * MIN);
+        // The page opened on a paused track; it plays an hour later.
+        d.state(0, Status::Paused, 0, Some(&a));
+        d.playing(60 * MIN, 0, &a);
+        d.state(61 * MIN, Status::Paused, MIN, Some(&a));
+        assert_eq!(d.table()[0].started_at, 60 * MIN);
+    }
+
+    #[test]
+    fn states_are_ordered_by_their_number_not_by_clocks() {
+        let mut d = Device::new();
+        let a = track("a", 3 * MIN);
+        d.playing(100 * S, 0, &a);
+        // The phone moved to a node whose clock is 10 s behind: its pause still counts.
+        let paused = d.state(90 * S, Status::Paused, 20 * S, Some(&a));
+        assert!(!paused.skipped);
+        d.stop(60 * MIN);
+        // Nothing accrued while paused, and no time ran backwards.
+        assert!(d.table().is_empty(), "{:?}", d.table());
     }
 
     #[test]
     fn replays_and_repeats_change_nothing() {
-        let a = track("a", 3 * MIN);
-        let b = track("b", 3 * MIN);
-        let states = [
-            (0, Status::Playing, 0, Some(a.clone())),
-            (20_000, Status::Paused, 20_000, Some(a.clone())),
-            // Two states in the same millisecond.
-            (20_000, Status::Playing, 20_000, Some(a.clone())),
-            (90_000, Status::Playing, 0, Some(b.clone())),
-            (150_000, Status::Stopped, 0, None),
-        ];
+        let (a, b) = (track("a", 3 * MIN), track("b", 3 * MIN));
         let mut d = Device::new();
-        let mut applied = Vec::new();
-        for (at, s, pos, t) in states.iter().cloned() {
-            d.state(at, s, pos, t);
-            applied.push(d.cursor.clone());
+        let stream = [
+            d.observation(0, Status::Playing, 0, Some(&a)),
+            d.observation(20 * S, Status::Paused, 20 * S, Some(&a)),
+            d.observation(20 * S, Status::Playing, 20 * S, Some(&a)),
+            d.observation(30 * S, Status::Playing, 30 * S, Some(&a)),
+            d.observation(40 * S, Status::Playing, 0, Some(&b)),
+            d.observation(70 * S, Status::Stopped, 0, None),
+        ];
+        for o in &stream {
+            d.apply(o);
         }
         let once = d.table();
-        assert_eq!(once.len(), 2);
-        assert_eq!(once[0].listened_ms, 90_000);
-        assert_eq!(once[1].listened_ms, 60_000);
+        assert_eq!(once.len(), 2, "{once:?}");
+        assert_eq!((once[0].listened_ms, once[1].listened_ms), (40 * S, 30 * S));
         let end = d.cursor.clone();
-
-        // The whole stream again, event ids and all: every state is skipped.
-        for (i, (at, s, pos, t)) in states.iter().cloned().enumerate() {
-            let o = Observation {
-                event_id: format!("e{}", i + 1),
-                at,
-                status: s,
-                position_ms: Some(pos),
-                track: t,
-            };
-            assert!(d.cursor.apply(&o).skipped, "state {i} applied twice");
+        // The whole stream again: every state is skipped.
+        for o in &stream {
+            assert!(d.apply(o).skipped, "{o:?} applied twice");
         }
-        assert_eq!(d.cursor, end);
-        assert_eq!(d.table(), once);
-
+        assert_eq!((d.cursor.clone(), d.table()), (end, once.clone()));
         // Each state delivered twice in a row (a relay's retried batch).
         let mut twice = Device::new();
-        for (at, s, pos, t) in states.iter().cloned() {
-            twice.n += 1;
-            let o = Observation {
-                event_id: format!("e{}", twice.n),
-                at,
-                status: s,
-                position_ms: Some(pos),
-                track: t,
-            };
-            for _ in 0..2 {
-                let a = twice.cursor.apply(&o);
-                twice.stored.extend(a.plays);
-            }
+        for o in &stream {
+            twice.apply(o);
+            assert!(twice.apply(o).skipped);
         }
         assert_eq!(twice.table(), once);
     }
 
     #[test]
+    fn states_without_a_number_are_ordered_by_time_then_id() {
+        let a = track("a", 3 * MIN);
+        let o = |id: &str, at: Millis, status: Status| Observation {
+            event_id: id.into(),
+            seq: None,
+            at,
+            status,
+            position_ms: Some(at),
+            track: Some(a.clone()),
+        };
+        let stream = [
+            o("x", 0, Status::Playing),
+            // Two states in the same millisecond.
+            o("y", 20 * S, Status::Paused),
+            o("z", 20 * S, Status::Playing),
+            o("w", 40 * S, Status::Paused),
+        ];
+        let mut c = Cursor::default();
+        let mut last = Vec::new();
+        for s in &stream {
+            last = c.apply(s).plays;
+        }
+        assert_eq!(last[0].listened_ms, 40 * S);
+        let end = c.clone();
+        for s in &stream {
+            assert!(c.apply(s).skipped, "{s:?}");
+        }
+        assert_eq!(c, end);
+    }
+
+    #[test]
     fn the_cursor_survives_being_stored() {
         let mut d = Device::new();
-        d.state(0, Status::Playing, 0, Some(track("a", 3 * MIN)));
+        d.playing(0, 0, &track("a", 3 * MIN));
         let json = serde_json::to_string(&d.cursor).unwrap();
         let back: Cursor = serde_json::from_str(&json).unwrap();
         assert_eq!(back, d.cursor);
@@ -448,11 +633,13 @@ mod tests {
     fn states_are_read_leniently_and_clipped() {
         let o = observe(
             "e",
+            Some(3),
             5,
             &serde_json::json!({"status": "playing", "position_ms": 7,
                 "track": {"id": " t1 ", "title": "x".repeat(600), "duration_ms": 1000}}),
         )
         .unwrap();
+        assert_eq!(o.seq, Some(3));
         let t = o.track.unwrap();
         assert_eq!(
             (t.id.as_str(), t.title.len(), t.artist.as_str()),
@@ -460,17 +647,19 @@ mod tests {
         );
         let no_id = observe(
             "e",
+            None,
             5,
             &serde_json::json!({"status": "paused", "track": {"title": "Song"}}),
         );
         assert_eq!(no_id.unwrap().track.unwrap().id, "Song");
         let nothing = observe(
             "e",
+            None,
             5,
             &serde_json::json!({"status": "paused", "track": {}}),
         );
         assert_eq!(nothing.unwrap().track, None);
-        assert!(observe("e", 5, &serde_json::json!({"status": "dancing"})).is_none());
+        assert!(observe("e", None, 5, &serde_json::json!({"status": "dancing"})).is_none());
         assert_eq!(clip(&"é".repeat(300)).len(), 500);
     }
 }

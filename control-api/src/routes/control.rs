@@ -605,17 +605,28 @@ async fn on_device_message(
             if let Some(c) = v.get("command_id").and_then(Value::as_str) {
                 data["command_id"] = json!(c);
             }
-            let ev = outbox_event(
-                &st.event_source(),
-                EventType::NowPlayingUpdated,
-                device_id,
-                format!("device/{device_id}"),
-                data,
-                now,
-            );
+            let source = st.event_source();
+            // The state's number is the store's to give (the history orders by it).
+            let event = move |seq: i64| {
+                data["seq"] = json!(seq);
+                outbox_event(
+                    &source,
+                    EventType::NowPlayingUpdated,
+                    device_id,
+                    format!("device/{device_id}"),
+                    data,
+                    now,
+                )
+            };
             match st
                 .db
-                .record_now_playing(&caller.user_id, device_id, &state_json.to_string(), now, ev)
+                .record_now_playing(
+                    &caller.user_id,
+                    device_id,
+                    &state_json.to_string(),
+                    now,
+                    event,
+                )
                 .await
             {
                 Ok(true) => {

@@ -125,9 +125,10 @@ pub async fn stats(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PlaysParams {
-    /// Plays that started before this time (Unix ms): the next page after the last
-    /// play's `started_at`. Default: now.
+    /// The next page: plays that started before this time (Unix ms)…
     pub before: Option<Millis>,
+    /// …or at it, with an id before this one: the last play's `started_at` and `id`.
+    pub before_id: Option<String>,
     /// 1–200; default 50.
     pub limit: Option<i64>,
 }
@@ -139,7 +140,16 @@ pub async fn plays(
     ApiQuery(p): ApiQuery<PlaysParams>,
 ) -> Result<Json<Vec<PlayRow>>, ApiError> {
     let limit = check_limit(p.limit, 50, 200)?;
-    let before = p.before.unwrap_or(Millis::MAX);
+    if p.before_id.is_some() && p.before.is_none() {
+        return Err(ApiError::invalid_field(
+            "before_id",
+            "goes with before (the last play's started_at)",
+        ));
+    }
+    let before = (
+        p.before.unwrap_or(Millis::MAX),
+        p.before_id.as_deref().unwrap_or(""),
+    );
     let rows = st
         .db
         .recent_plays(&caller.user_id, before, limit)

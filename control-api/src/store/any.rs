@@ -168,7 +168,7 @@ impl Store for Db {
         device_id: &str,
         state_json: &str,
         now: Millis,
-        event: OutboxEvent,
+        event: impl FnOnce(i64) -> OutboxEvent + Send,
     ) -> R<bool> {
         delegate!(self, s => s.record_now_playing(user_id, device_id, state_json, now, event))
     }
@@ -376,7 +376,7 @@ impl Store for Db {
     async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
         delegate!(self, s => s.release_room(room_id, node_id))
     }
-    async fn listening_cursor(&self, device_id: &str) -> R<Option<String>> {
+    async fn listening_cursor(&self, device_id: &str) -> R<Option<(String, i64)>> {
         delegate!(self, s => s.listening_cursor(device_id))
     }
     async fn record_listening(
@@ -384,15 +384,21 @@ impl Store for Db {
         user_id: &str,
         device_id: &str,
         cursor: &str,
+        version: Option<i64>,
         plays: &[PlayRow],
         now: Millis,
-    ) -> R<bool> {
-        delegate!(self, s => s.record_listening(user_id, device_id, cursor, plays, now))
+    ) -> R<Recorded> {
+        delegate!(self, s => s.record_listening(user_id, device_id, cursor, version, plays, now))
     }
     async fn listening_stats(&self, user_id: &str, since: Millis, limit: i64) -> R<ListeningStats> {
         delegate!(self, s => s.listening_stats(user_id, since, limit))
     }
-    async fn recent_plays(&self, user_id: &str, before: Millis, limit: i64) -> R<Vec<PlayRow>> {
+    async fn recent_plays(
+        &self,
+        user_id: &str,
+        before: (Millis, &str),
+        limit: i64,
+    ) -> R<Vec<PlayRow>> {
         delegate!(self, s => s.recent_plays(user_id, before, limit))
     }
 }

@@ -283,6 +283,30 @@ pub struct PlayRow {
     pub listened_ms: i64,
 }
 
+/// The statistics' key of a track: its title, artist and album, hashed (SHA-256, the
+/// first 8 bytes). Grouping a year of plays by an integer is several times cheaper
+/// than by three strings; two different tracks share a key with odds of 2^-64.
+pub fn track_key(title: &str, artist: &str, album: &str) -> i64 {
+    use aws_lc_rs::digest::{SHA256, digest};
+    let text = [title, artist, album].join("\u{0}");
+    let d = digest(&SHA256, text.as_bytes());
+    i64::from_be_bytes(
+        d.as_ref()[..8]
+            .try_into()
+            .expect("a SHA-256 digest is 32 bytes"),
+    )
+}
+
+/// What [`Store::record_listening`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Stored,
+    /// Another writer moved the cursor on first: read it again.
+    Stale,
+    /// The device is not (or no longer) the user's: nothing stored.
+    NotOwned,
+}
+
 /// Plays and listening time of one track, artist or album in a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PlayCount {
@@ -705,14 +729,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: i64,
     ) -> impl Future<Output = R<Vec<(String, String)>>> + Send;
     /// Stores a device's reported playback state and its `now.playing` event in one
-    /// transaction. False when the device does not exist (or is another user's).
+    /// transaction; the state's number (one more than the device's last, from 1) is
+    /// given to `event` to put in it. False when the device does not exist (or is
+    /// another user's).
     fn record_now_playing(
         &self,
         user_id: &str,
         device_id: &str,
         state_json: &str,
         now: Millis,
-        event: OutboxEvent,
+        event: impl FnOnce(i64) -> OutboxEvent + Send,
     ) -> impl Future<Output = R<bool>> + Send;
     /// The last reported state of each of a user's devices: (device, state JSON, time).
     fn now_playing(
@@ -964,19 +990,24 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = R<Vec<LibraryTrack>>> + Send;
 
     // listening history
-    /// A device's listening cursor (`history::Cursor` as JSON), if it has one.
-    fn listening_cursor(&self, device_id: &str) -> impl Future<Output = R<Option<String>>> + Send;
-    /// Stores a device's cursor and the plays it made, in one transaction; a play
-    /// stored before keeps the longer listening. False, and nothing stored, when the
-    /// device is not (or no longer) the user's.
+    /// A device's listening cursor (`history::Cursor` as JSON) and its version, if it
+    /// has one.
+    fn listening_cursor(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = R<Option<(String, i64)>>> + Send;
+    /// Stores a device's cursor and the plays it made, in one transaction, if the
+    /// stored cursor is still at `version` (`None`: there is none yet); a play stored
+    /// before keeps the longer listening.
     fn record_listening(
         &self,
         user_id: &str,
         device_id: &str,
         cursor: &str,
+        version: Option<i64>,
         plays: &[PlayRow],
         now: Millis,
-    ) -> impl Future<Output = R<bool>> + Send;
+    ) -> impl Future<Output = R<Recorded>> + Send;
     /// The user's plays that started at or after `since`: totals and the `limit` most
     /// played tracks, artists and albums.
     fn listening_stats(
@@ -985,11 +1016,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         since: Millis,
         limit: i64,
     ) -> impl Future<Output = R<ListeningStats>> + Send;
-    /// The user's plays that started before `before`, newest first.
+    /// The user's plays before `before` (start time, then id), newest first.
     fn recent_plays(
         &self,
         user_id: &str,
-        before: Millis,
+        before: (Millis, &str),
         limit: i64,
     ) -> impl Future<Output = R<Vec<PlayRow>>> + Send;
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
+use super::Recorded;
 use super::sqlite::{
     conflict, fold, like_pattern, new_id, now_ms, page, pairing_conflict, parse_role, plan_upsert,
 };
@@ -834,25 +835,26 @@ impl Store for PgStore {
         device_id: &str,
         state_json: &str,
         now: Millis,
-        event: OutboxEvent,
+        event: impl FnOnce(i64) -> OutboxEvent + Send,
     ) -> R<bool> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO now_playing (device_id, user_id, state, updated_at) \
-             SELECT id, user_id, $1, $2 FROM devices WHERE id = $3 AND user_id = $4 \
-             ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, \
-             updated_at = EXCLUDED.updated_at",
+        let seq: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO now_playing (device_id, user_id, state, updated_at, seq) \
+             SELECT id, user_id, $1, $2, 1 FROM devices WHERE id = $3 AND user_id = $4 \
+             ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, \
+             updated_at = excluded.updated_at, seq = now_playing.seq + 1 \
+             RETURNING seq",
         )
         .bind(state_json)
         .bind(now)
         .bind(device_id)
         .bind(user_id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
+        let Some(&seq) = seq.first() else {
             return Ok(false);
-        }
-        insert_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+        };
+        insert_outbox(&mut tx, std::slice::from_ref(&event(seq))).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1801,15 +1803,17 @@ impl Store for PgStore {
         collect(rows, track_row)
     }
 
-    async fn listening_cursor(&self, device_id: &str) -> R<Option<String>> {
-        Ok(sqlx::query_scalar::<_, String>(
-            "SELECT cursor FROM listening_cursors WHERE device_id = $1",
-        )
-        .bind(device_id)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .next())
+    async fn listening_cursor(&self, device_id: &str) -> R<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT cursor, version FROM listening_cursors WHERE device_id = $1")
+            .bind(device_id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .next();
+        Ok(match row {
+            Some(r) => Some((r.try_get("cursor")?, r.try_get("version")?)),
+            None => None,
+        })
     }
 
     async fn record_listening(
@@ -1817,36 +1821,74 @@ impl Store for PgStore {
         user_id: &str,
         device_id: &str,
         cursor: &str,
+        version: Option<i64>,
         plays: &[PlayRow],
         now: Millis,
-    ) -> R<bool> {
+    ) -> R<Recorded> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "INSERT INTO listening_cursors (device_id, user_id, cursor, updated_at) \
-             SELECT id, user_id, $1, $2 FROM devices WHERE id = $3 AND user_id = $4 \
-             ON CONFLICT (device_id) DO UPDATE SET cursor = excluded.cursor, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(cursor)
-        .bind(now)
-        .bind(device_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+        let done = match version {
+            None => sqlx::query(
+                "INSERT INTO listening_cursors (device_id, user_id, cursor, version, updated_at) \
+                 SELECT id, user_id, $1, 1, $2 FROM devices WHERE id = $3 AND user_id = $4 \
+                 ON CONFLICT (device_id) DO NOTHING",
+            )
+            .bind(cursor)
+            .bind(now)
+            .bind(device_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?,
+            Some(v) => sqlx::query(
+                "UPDATE listening_cursors SET cursor = $1, version = version + 1, updated_at = $2 \
+                 WHERE device_id = $3 AND user_id = $4 AND version = $5",
+            )
+            .bind(cursor)
+            .bind(now)
+            .bind(device_id)
+            .bind(user_id)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?,
+        };
         if done.rows_affected() == 0 {
-            return Ok(false);
+            let owned: Vec<i64> =
+                sqlx::query_scalar("SELECT 1::bigint FROM devices WHERE id = $1 AND user_id = $2")
+                    .bind(device_id)
+                    .bind(user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            return Ok(if owned.is_empty() {
+                Recorded::NotOwned
+            } else {
+                Recorded::Stale
+            });
         }
         for p in plays {
+            let key = super::track_key(&p.title, &p.artist, &p.album);
             sqlx::query(
-                "INSERT INTO plays (id, user_id, device_id, track_id, title, artist, album, \
-                 duration_ms, started_at, listened_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                 listened_ms = greatest(plays.listened_ms, excluded.listened_ms)",
+                "INSERT INTO play_tracks (user_id, track_key, title, artist, album, track_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, track_key) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(key)
+            .bind(&p.title)
+            .bind(&p.artist)
+            .bind(&p.album)
+            .bind(&p.track_id)
+            .execute(&mut *tx)
+            .await?;
+            // Written again only when it listened longer: an unchanged row stays put.
+            sqlx::query(
+                "INSERT INTO plays (id, user_id, device_id, track_key, track_id, title, artist, \
+                 album, duration_ms, started_at, listened_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (id) DO UPDATE SET listened_ms = excluded.listened_ms \
+                 WHERE excluded.listened_ms > plays.listened_ms",
             )
             .bind(&p.id)
             .bind(user_id)
             .bind(device_id)
+            .bind(key)
             .bind(&p.track_id)
             .bind(&p.title)
             .bind(&p.artist)
@@ -1858,7 +1900,7 @@ impl Store for PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Recorded::Stored)
     }
 
     async fn listening_stats(&self, user_id: &str, since: Millis, limit: i64) -> R<ListeningStats> {
@@ -1876,14 +1918,21 @@ impl Store for PgStore {
         Ok(stats)
     }
 
-    async fn recent_plays(&self, user_id: &str, before: Millis, limit: i64) -> R<Vec<PlayRow>> {
+    async fn recent_plays(
+        &self,
+        user_id: &str,
+        before: (Millis, &str),
+        limit: i64,
+    ) -> R<Vec<PlayRow>> {
         let rows = sqlx::query(
-            "SELECT id, device_id, track_id, title, artist, album, duration_ms, started_at, \
-             listened_ms FROM plays WHERE user_id = $1 AND started_at < $2 \
-             ORDER BY started_at DESC, id DESC LIMIT $3",
+            r#"SELECT id, device_id, track_id, title, artist, album, duration_ms, started_at,
+                      listened_ms FROM plays WHERE user_id = $1
+                 AND (started_at < $2 OR (started_at = $2 AND id COLLATE "C" < $3))
+               ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT $4"#,
         )
         .bind(user_id)
-        .bind(before)
+        .bind(before.0)
+        .bind(before.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -1892,31 +1941,37 @@ impl Store for PgStore {
 }
 
 /// A user's listening statistics (`Store::listening_stats`; parameters: user, since,
-/// limit). One pass over the user's range of the index groups plays by track;
-/// artists, albums and totals are grouped from those (far fewer) rows. Public so the
-/// tests can ask the planner how it runs.
-pub const LISTENING_STATS_SQL: &str = r"WITH t AS MATERIALIZED (
-        SELECT title, artist, album, min(track_id) AS track_id,
-               count(*) AS plays, sum(listened_ms)::bigint AS ms
+/// limit). One pass over the user's range of the narrow index groups plays by their
+/// integer track key; the few thousand tracks are then named from `play_tracks`, and
+/// artists, albums and totals grouped from those.
+/// Ties are broken by bytes (`COLLATE "C"`), as SQLite does. Public so the tests can
+/// ask the planner how it runs.
+pub const LISTENING_STATS_SQL: &str = r#"WITH t AS MATERIALIZED (
+        SELECT track_key, count(*) AS plays, sum(listened_ms)::bigint AS ms
         FROM plays WHERE user_id = $1 AND started_at >= $2
-        GROUP BY title, artist, album)
+        GROUP BY track_key),
+      k AS MATERIALIZED (
+        SELECT p.title, p.artist, p.album, p.track_id, t.plays, t.ms
+        FROM t JOIN play_tracks p ON p.user_id = $1 AND p.track_key = t.track_key)
       SELECT * FROM (SELECT 'track' AS kind, title, artist, album, track_id, plays, ms
-                     FROM t ORDER BY plays DESC, ms DESC, title, artist, album
+                     FROM k ORDER BY plays DESC, ms DESC, title COLLATE "C",
+                                     artist COLLATE "C", album COLLATE "C"
                      LIMIT $3) tracks
       UNION ALL
-      SELECT * FROM (SELECT 'artist', '', artist, '', '', sum(plays)::bigint,
-                            sum(ms)::bigint
-                     FROM t WHERE artist <> '' GROUP BY artist
-                     ORDER BY 6 DESC, 7 DESC, 3 LIMIT $3) artists
+      SELECT * FROM (SELECT 'artist', '', artist, '', '', sum(plays)::bigint AS p,
+                            sum(ms)::bigint AS m
+                     FROM k WHERE artist <> '' GROUP BY artist
+                     ORDER BY p DESC, m DESC, artist COLLATE "C" LIMIT $3) artists
       UNION ALL
-      SELECT * FROM (SELECT 'album', '', artist, album, '', sum(plays)::bigint,
-                            sum(ms)::bigint
-                     FROM t WHERE album <> '' GROUP BY artist, album
-                     ORDER BY 6 DESC, 7 DESC, 3, 4 LIMIT $3) albums
+      SELECT * FROM (SELECT 'album', '', artist, album, '', sum(plays)::bigint AS p,
+                            sum(ms)::bigint AS m
+                     FROM k WHERE album <> '' GROUP BY artist, album
+                     ORDER BY p DESC, m DESC, artist COLLATE "C", album COLLATE "C"
+                     LIMIT $3) albums
       UNION ALL
       SELECT 'total', '', '', '', '', coalesce(sum(plays), 0)::bigint,
              coalesce(sum(ms), 0)::bigint
-      FROM t";
+      FROM t"#;
 
 fn play_row(r: &PgRow) -> Result<PlayRow, sqlx::Error> {
     Ok(PlayRow {

@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+use super::Recorded;
 use super::{
     Capabilities, Device, Invitation, Job, JobChange, LibraryQuery, LibraryTrack, ListeningStats,
     Mail, Membership, Millis, NewDevice, NewUser, NodeRow, OutboxEvent, OutboxRow, OwnedCounts,
@@ -851,25 +852,26 @@ impl Store for SqliteStore {
         device_id: &str,
         state_json: &str,
         now: Millis,
-        event: OutboxEvent,
+        event: impl FnOnce(i64) -> OutboxEvent + Send,
     ) -> R<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "INSERT INTO now_playing (device_id, user_id, state, updated_at) \
-             SELECT id, user_id, ?, ? FROM devices WHERE id = ? AND user_id = ? \
+        let seq: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO now_playing (device_id, user_id, state, updated_at, seq) \
+             SELECT id, user_id, ?, ?, 1 FROM devices WHERE id = ? AND user_id = ? \
              ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, seq = now_playing.seq + 1 \
+             RETURNING seq",
         )
         .bind(state_json)
         .bind(now)
         .bind(device_id)
         .bind(user_id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
+        let Some(&seq) = seq.first() else {
             return Ok(false);
-        }
-        insert_outbox(&mut tx, std::slice::from_ref(&event)).await?;
+        };
+        insert_outbox(&mut tx, std::slice::from_ref(&event(seq))).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1815,13 +1817,15 @@ impl Store for SqliteStore {
         collect(rows, track_row)
     }
 
-    async fn listening_cursor(&self, device_id: &str) -> R<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT cursor FROM listening_cursors WHERE device_id = ?")
-                .bind(device_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    async fn listening_cursor(&self, device_id: &str) -> R<Option<(String, i64)>> {
+        let row = sqlx::query("SELECT cursor, version FROM listening_cursors WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("cursor")?, r.try_get("version")?)),
+            None => None,
+        })
     }
 
     async fn record_listening(
@@ -1829,35 +1833,74 @@ impl Store for SqliteStore {
         user_id: &str,
         device_id: &str,
         cursor: &str,
+        version: Option<i64>,
         plays: &[PlayRow],
         now: Millis,
-    ) -> R<bool> {
+    ) -> R<Recorded> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "INSERT INTO listening_cursors (device_id, user_id, cursor, updated_at) \
-             SELECT id, user_id, ?, ? FROM devices WHERE id = ? AND user_id = ? \
-             ON CONFLICT (device_id) DO UPDATE SET cursor = excluded.cursor, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(cursor)
-        .bind(now)
-        .bind(device_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+        let done = match version {
+            None => sqlx::query(
+                "INSERT INTO listening_cursors (device_id, user_id, cursor, version, updated_at) \
+                 SELECT id, user_id, ?, 1, ? FROM devices WHERE id = ? AND user_id = ? \
+                 ON CONFLICT (device_id) DO NOTHING",
+            )
+            .bind(cursor)
+            .bind(now)
+            .bind(device_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?,
+            Some(v) => sqlx::query(
+                "UPDATE listening_cursors SET cursor = ?, version = version + 1, updated_at = ? \
+                 WHERE device_id = ? AND user_id = ? AND version = ?",
+            )
+            .bind(cursor)
+            .bind(now)
+            .bind(device_id)
+            .bind(user_id)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?,
+        };
         if done.rows_affected() == 0 {
-            return Ok(false);
+            let owned: Vec<i64> =
+                sqlx::query_scalar("SELECT 1 FROM devices WHERE id = ? AND user_id = ?")
+                    .bind(device_id)
+                    .bind(user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            return Ok(if owned.is_empty() {
+                Recorded::NotOwned
+            } else {
+                Recorded::Stale
+            });
         }
         for p in plays {
+            let key = super::track_key(&p.title, &p.artist, &p.album);
             sqlx::query(
-                "INSERT INTO plays (id, user_id, device_id, track_id, title, artist, album, \
-                 duration_ms, started_at, listened_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                 listened_ms = max(plays.listened_ms, excluded.listened_ms)",
+                "INSERT INTO play_tracks (user_id, track_key, title, artist, album, track_id) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, track_key) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(key)
+            .bind(&p.title)
+            .bind(&p.artist)
+            .bind(&p.album)
+            .bind(&p.track_id)
+            .execute(&mut *tx)
+            .await?;
+            // Written again only when it listened longer: an unchanged row stays put.
+            sqlx::query(
+                "INSERT INTO plays (id, user_id, device_id, track_key, track_id, title, artist, \
+                 album, duration_ms, started_at, listened_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET listened_ms = excluded.listened_ms \
+                 WHERE excluded.listened_ms > plays.listened_ms",
             )
             .bind(&p.id)
             .bind(user_id)
             .bind(device_id)
+            .bind(key)
             .bind(&p.track_id)
             .bind(&p.title)
             .bind(&p.artist)
@@ -1869,7 +1912,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Recorded::Stored)
     }
 
     async fn listening_stats(&self, user_id: &str, since: Millis, limit: i64) -> R<ListeningStats> {
@@ -1887,14 +1930,21 @@ impl Store for SqliteStore {
         Ok(stats)
     }
 
-    async fn recent_plays(&self, user_id: &str, before: Millis, limit: i64) -> R<Vec<PlayRow>> {
+    async fn recent_plays(
+        &self,
+        user_id: &str,
+        before: (Millis, &str),
+        limit: i64,
+    ) -> R<Vec<PlayRow>> {
         let rows = sqlx::query(
             "SELECT id, device_id, track_id, title, artist, album, duration_ms, started_at, \
-             listened_ms FROM plays WHERE user_id = ? AND started_at < ? \
-             ORDER BY started_at DESC, id DESC LIMIT ?",
+             listened_ms FROM plays WHERE user_id = ?1 \
+             AND (started_at < ?2 OR (started_at = ?2 AND id < ?3)) \
+             ORDER BY started_at DESC, id DESC LIMIT ?4",
         )
         .bind(user_id)
-        .bind(before)
+        .bind(before.0)
+        .bind(before.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -1903,27 +1953,33 @@ impl Store for SqliteStore {
 }
 
 /// A user's listening statistics (`Store::listening_stats`; parameters: user, since,
-/// limit). One pass over the user's range of the table groups plays by track;
-/// artists, albums and totals are grouped from those (far fewer) rows. Public so the
-/// tests can ask the planner how it runs.
-pub const LISTENING_STATS_SQL: &str = r"WITH t AS MATERIALIZED (
-        SELECT title, artist, album, min(track_id) AS track_id,
-               count(*) AS plays, sum(listened_ms) AS ms
-        FROM plays WHERE user_id = ?1 AND started_at >= ?2
-        GROUP BY title, artist, album)
+/// limit). The user's tracks in key order, each one's plays of the period read from
+/// the narrow index `plays_user_track`: the plays come grouped, with no sort (SQLite
+/// has no hash aggregate, and sorting a year of plays cost most of the time; `CROSS
+/// JOIN` and `INDEXED BY` keep the planner to that order whatever its statistics say). Artists,
+/// albums and totals are grouped from the few thousand tracks. Public so the tests can
+/// ask the planner how it runs.
+pub const LISTENING_STATS_SQL: &str = r"WITH k AS MATERIALIZED (
+        SELECT t.title, t.artist, t.album, t.track_id,
+               count(*) AS plays, sum(p.listened_ms) AS ms
+        FROM play_tracks t
+        CROSS JOIN plays p INDEXED BY plays_user_track
+             ON p.user_id = t.user_id AND p.track_key = t.track_key AND p.started_at >= ?2
+        WHERE t.user_id = ?1
+        GROUP BY t.track_key)
       SELECT * FROM (SELECT 'track' AS kind, title, artist, album, track_id, plays, ms
-                     FROM t ORDER BY plays DESC, ms DESC, title, artist, album LIMIT ?3)
+                     FROM k ORDER BY plays DESC, ms DESC, title, artist, album LIMIT ?3)
       UNION ALL
       SELECT * FROM (SELECT 'artist', '', artist, '', '', sum(plays), sum(ms)
-                     FROM t WHERE artist <> '' GROUP BY artist
+                     FROM k WHERE artist <> '' GROUP BY artist
                      ORDER BY 6 DESC, 7 DESC, 3 LIMIT ?3)
       UNION ALL
       SELECT * FROM (SELECT 'album', '', artist, album, '', sum(plays), sum(ms)
-                     FROM t WHERE album <> '' GROUP BY artist, album
+                     FROM k WHERE album <> '' GROUP BY artist, album
                      ORDER BY 6 DESC, 7 DESC, 3, 4 LIMIT ?3)
       UNION ALL
       SELECT 'total', '', '', '', '', coalesce(sum(plays), 0), coalesce(sum(ms), 0)
-      FROM t";
+      FROM k";
 
 fn play_row(r: &SqliteRow) -> Result<PlayRow, sqlx::Error> {
     Ok(PlayRow {

@@ -14,8 +14,10 @@ const period = $('period', HTMLSelectElement);
 const PAGE = 50;
 /** Device names by id (plays of a removed device say so). @type {Map<string, string>} */
 let devices = new Map();
-/** The oldest play shown, for "Show older plays". @type {number|null} */
+/** The oldest play shown, where "Show older plays" goes on. @type {{started_at: number, id: string}|null} */
 let oldest = null;
+/** The newest request of each kind: an answer to an older one is dropped. */
+const latest = { stats: 0, plays: 0 };
 
 /** @param {number} n */
 const plays = (n) => `${n} ${n === 1 ? 'play' : 'plays'}`;
@@ -47,7 +49,9 @@ const fill = (id, items, empty) => {
 };
 
 const loadStats = async () => {
+  const mine = ++latest.stats;
   const s = await session.get(`/me/stats?period=${encodeURIComponent(period.value)}&limit=10`);
+  if (mine !== latest.stats) return;
   $('totals').textContent = s.plays
     ? `${plays(s.plays)}, ${listened(s.listened_ms)} of listening ${s.since ? `since ${when(s.since)}` : 'in all'}.`
     : 'No plays in this period.';
@@ -74,16 +78,40 @@ const playItem = (p) =>
     ),
   );
 
-/** @param {boolean} older the next page, instead of the newest */
-const loadPlays = async (older) => {
-  const before = older && oldest !== null ? `&before=${oldest}` : '';
-  const list = await session.get(`/me/plays?limit=${PAGE}${before}`);
-  const items = list.map(playItem);
-  if (older) $('plays').append(...items);
-  else $('plays').replaceChildren(...items);
-  if (list.length) oldest = list[list.length - 1].started_at;
+/**
+ * The newest plays, merged into the list: new ones on top, those shown updated in
+ * place (a play in progress listens longer), older pages the person opened kept.
+ */
+const loadNewest = async () => {
+  const mine = ++latest.plays;
+  const list = await session.get(`/me/plays?limit=${PAGE}`);
+  if (mine !== latest.plays) return;
+  const ul = $('plays');
+  /** @type {Map<string, Element>} */
+  const shown = new Map([...ul.children].map((li) => [li.getAttribute('data-play') ?? '', li]));
+  const first = ul.firstElementChild;
+  for (const p of list) {
+    const li = playItem(p);
+    const old = shown.get(p.id);
+    if (old) old.replaceWith(li);
+    else ul.insertBefore(li, first);
+  }
+  if (oldest === null && list.length) {
+    oldest = list[list.length - 1];
+    $('more').hidden = list.length < PAGE;
+  }
+  $('no-plays').hidden = ul.children.length > 0;
+};
+
+/** The page of plays before the oldest shown. */
+const loadOlder = async () => {
+  if (!oldest) return;
+  const from = oldest;
+  const list = await session.get(`/me/plays?limit=${PAGE}&before=${from.started_at}&before_id=${encodeURIComponent(from.id)}`);
+  if (oldest !== from) return;
+  $('plays').append(...list.map(playItem));
+  if (list.length) oldest = list[list.length - 1];
   $('more').hidden = list.length < PAGE;
-  $('no-plays').hidden = $('plays').children.length > 0;
 };
 
 const loadDevices = async () => {
@@ -94,7 +122,7 @@ const loadDevices = async () => {
 /** Everything again, saying what went wrong in the page. */
 const refresh = async () => {
   try {
-    await Promise.all([loadStats(), loadPlays(false)]);
+    await Promise.all([loadStats(), loadNewest()]);
     say(box, '');
   } catch (e) {
     say(box, `The history could not be loaded: ${explain(e)}`);
@@ -102,7 +130,7 @@ const refresh = async () => {
 };
 
 period.addEventListener('change', refresh);
-$('more').addEventListener('click', () => loadPlays(true).catch((e) => say(box, explain(e))));
+$('more').addEventListener('click', () => loadOlder().catch((e) => say(box, explain(e))));
 
 await loadDevices().catch(() => {});
 await refresh();
