@@ -83,8 +83,17 @@ impl Objects for StoreObjects {
         })
     }
 
-    fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
-        Box::pin(async move { self.0.size(key).await.map_err(|e| e.to_string()) })
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            self.0
+                .delete_prefix(prefix)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, String), String>> {
+        Box::pin(async move { self.0.head(key).await.map_err(|e| e.to_string()) })
     }
 
     fn get_range<'a>(

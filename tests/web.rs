@@ -565,8 +565,45 @@ async fn job_files_open_with_signed_links_and_byte_ranges() {
     assert_eq!(whole.status(), 200);
     assert_eq!(whole.headers()["content-type"], "audio/ogg");
     assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(
+        etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
+        "{etag}"
+    );
     let bytes = whole.bytes().await.unwrap();
     assert_eq!(&bytes[..4], b"OggS");
+    // A player that has this version already gets 304 and no bytes; another version's
+    // tag gets the file.
+    let again = srv
+        .http
+        .get(format!("{}{link}", srv.base))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+    let stale = srv
+        .http
+        .get(format!("{}{link}", srv.base))
+        .header("if-none-match", "\"another-version\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.bytes().await.unwrap(), bytes);
+    // A range asked `If-Range` of another version: the whole (current) file instead.
+    let moved = srv
+        .http
+        .get(format!("{}{link}", srv.base))
+        .header("range", "bytes=4-99")
+        .header("if-range", "\"another-version\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    assert_eq!(moved.bytes().await.unwrap().len(), bytes.len());
     let part = srv
         .http
         .get(format!("{}{link}", srv.base))
@@ -575,6 +612,7 @@ async fn job_files_open_with_signed_links_and_byte_ranges() {
         .await
         .unwrap();
     assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["etag"], etag.as_str());
     assert_eq!(
         part.headers()["content-range"],
         format!("bytes 4-99/{}", bytes.len())
@@ -611,6 +649,42 @@ async fn job_files_open_with_signed_links_and_byte_ranges() {
             .unwrap();
         assert_eq!(r.status(), 401, "{bad}");
     }
+
+    // Deleting the upload: another user cannot (404); its owner can, and its files go
+    // from the store with it (the source and every output), its link with them.
+    let spec_prefix = done["spec"]["output_prefix"].as_str().unwrap().to_owned();
+    let dir = srv.data_dir.join("recordings").join(&spec_prefix);
+    assert!(dir.join("audio.opus").exists(), "{dir:?}");
+    let stranger = register(&srv, "stranger@example.com").await;
+    let delete = |token: String| {
+        srv.http
+            .delete(format!("{}/api/v1/uploads/{id}", srv.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(delete(stranger.access.clone()).await.unwrap().status(), 404);
+    assert!(dir.join("audio.opus").exists());
+    assert_eq!(delete(user.access.clone()).await.unwrap().status(), 204);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    let (s, e) = get(
+        &srv.http,
+        format!("{}/api/v1/uploads/{id}", srv.base),
+        &user.access,
+    )
+    .await;
+    assert_eq!(s, 404, "{e}");
+    let r = srv
+        .http
+        .get(format!("{}{link}", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let again = delete(user.access.clone()).await.unwrap();
+    assert_eq!(again.status(), 404);
     srv.stop().await;
 }
 

@@ -183,7 +183,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::map_response(close_after_refused_upload))
                 .get(jobs::list),
         )
-        .route("/uploads/{id}", get(jobs::get))
+        .route("/uploads/{id}", get(jobs::get).delete(jobs::delete))
         .route("/uploads/{id}/files/{name}", get(jobs::file))
         .route("/library/sync", post(library::sync))
         .route("/library/tracks", get(library::list))

@@ -2279,6 +2279,15 @@ async fn jobs_are_claimed_by_one_worker_and_move_with_their_events<S: Store>(s: 
         event_ids(&s.unpublished_events(20).await.unwrap()),
         ["e1", "e4", "e5", "e6"]
     );
+    // Only its owner deletes a job, and only once it is over.
+    assert!(!s.delete_finished_job("u1", "j2").await.unwrap(), "queued");
+    assert!(
+        !s.delete_finished_job("u2", "j1").await.unwrap(),
+        "not theirs"
+    );
+    assert!(s.delete_finished_job("u1", "j1").await.unwrap());
+    assert!(s.job("j1").await.unwrap().is_none());
+    assert!(!s.delete_finished_job("u1", "j1").await.unwrap(), "gone");
 }
 
 /// A database made before migration 0011 (room names global): after it, names are

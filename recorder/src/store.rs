@@ -200,6 +200,31 @@ impl Store {
         Ok(self.inner.head(&ObjectPath::from(key)).await?.size)
     }
 
+    /// Deletes every object under `prefix` (a "directory", `a/b/`); how many there
+    /// were. Objects already gone count as deleted, so a retry finishes the job.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        use futures_util::TryStreamExt;
+        let dir = ObjectPath::from(prefix.trim_end_matches('/'));
+        let found: Vec<_> = self.inner.list(Some(&dir)).try_collect().await?;
+        for m in &found {
+            match self.inner.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(found.len() as u64)
+    }
+
+    /// An object's size and version: the store's own `ETag` (S3's, or the local
+    /// store's inode, time and size), else its size and time.
+    pub async fn head(&self, key: &str) -> Result<(u64, String), StoreError> {
+        let m = self.inner.head(&ObjectPath::from(key)).await?;
+        let version = m
+            .e_tag
+            .unwrap_or_else(|| format!("{:x}-{:x}", m.size, m.last_modified.timestamp_millis()));
+        Ok((m.size, version))
+    }
+
     /// A byte range of an object.
     pub async fn get_range(
         &self,

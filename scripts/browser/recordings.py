@@ -6,6 +6,7 @@ page shows its progress, then plays with its waveform."""
 
 import base64
 import io
+import urllib.error
 import urllib.request
 import uuid
 
@@ -179,6 +180,25 @@ def main(a, s):
     wait_for("the dropped file's job to complete", lambda: dropped.get_attribute("data-status") == "completed", 90, 0.1)
     wait_for("the dropped file's waveform", lambda: dropped.locator("img.waveform").evaluate("i => i.complete && i.naturalWidth > 0"))
     s.screenshot(up, "uploads")
+
+    # Deleting the dropped file's upload: asked first, then gone from the page and
+    # from the server, its file link with it.
+    link = absolute(base, dropped.locator("a[download]").get_attribute("href"))
+    up.once("dialog", lambda d: d.accept())
+    dropped.get_by_role("button", name=f"Delete {dropped_wav.name}").click()
+    wait_for("the deleted upload to leave the page", lambda: up.locator("#jobs li[data-job]", has_text=dropped_wav.name).count() == 0)
+    if "was deleted" not in up.locator("#up-message").inner_text():
+        raise Failure(f"the page says {up.locator('#up-message').inner_text()!r} after deleting")
+    try:
+        urllib.request.urlopen(link)
+        raise Failure("the deleted upload's file still opens")
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise Failure(f"the deleted upload's file answers {e.code}, not 404") from e
+    up.reload()
+    up.locator("#jobs li[data-job]").first.wait_for()
+    if up.locator("#jobs li[data-job]", has_text=dropped_wav.name).count():
+        raise Failure("the deleted upload is back after a reload")
     return {"tracks": {k: v for k, v in decoded.items()}, "episode_s": round(ep["audio_s"], 1), "upload_progress": sorted(seen)}
 
 

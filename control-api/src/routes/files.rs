@@ -1,6 +1,8 @@
 //! Stored files as HTTP answers: the type from the name, the whole file streamed from
 //! the store, or one byte range of it (media elements seek with ranges and read a
-//! file's end first). Nothing holds a whole file in memory.
+//! file's end first), with the object's version as `ETag`: a client that has the file
+//! already (`If-None-Match`) gets `304` and no bytes, and a range asked `If-Range` of
+//! another version gets the whole new file. Nothing holds a whole file in memory.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -69,24 +71,59 @@ fn asked(headers: &HeaderMap, len: u64) -> Asked {
     Asked::Range(start, end.min(start + MAX_RANGE - 1))
 }
 
-/// Whether a request names a byte range at all (then the size is needed first).
-fn has_range(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::RANGE)
+/// A store's version of an object as an HTTP entity tag (quoted, no quotes inside).
+fn entity_tag(version: &str) -> String {
+    let v: String = version
+        .trim_matches('"')
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"')
+        .collect();
+    format!("\"{v}\"")
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`): weak comparison, as RFC 9110 says.
+fn none_match(request: &HeaderMap, etag: &str) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// Whether a range may be answered: no `If-Range`, or one naming this version.
+fn range_still_applies(request: &HeaderMap, etag: &str) -> bool {
+    request
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag)
 }
 
 /// The stored object `key` (a file called `name`): `200` with all of it (streamed),
-/// `206` with the asked range, or `416`.
+/// `206` with the asked range, `304` when the client has this version, or `416`.
 pub async fn serve_object(
     store: &dyn Objects,
     key: &str,
     name: &str,
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let ranged = if has_range(request) {
-        let len = store
-            .size(key)
-            .await
-            .map_err(|e| storage_unavailable(key, &e))?;
+    let (len, version) = store
+        .head(key)
+        .await
+        .map_err(|e| storage_unavailable(key, &e))?;
+    let etag = entity_tag(&version);
+    let etag_header = HeaderValue::from_str(&etag).expect("printable ASCII"); // filtered above
+    if none_match(request, &etag) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert(header::ETAG, etag_header);
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=3600"),
+        );
+        return Ok(r);
+    }
+    let ranged = if range_still_applies(request, &etag) {
         match asked(request, len) {
             Asked::Whole => None,
             Asked::Range(start, end) => Some((start, end, len)),
@@ -133,6 +170,7 @@ pub async fn serve_object(
         HeaderValue::from_static(content_type(name)),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, etag_header);
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=3600"),
@@ -162,6 +200,34 @@ mod tests {
         assert_eq!(asked(&ranged("bytes=0-1,4-5"), 10), Asked::Whole);
         assert_eq!(asked(&ranged("bytes=7-3"), 10), Asked::Whole);
         assert_eq!(asked(&ranged("items=0-3"), 10), Asked::Whole);
+    }
+
+    #[test]
+    fn entity_tags_are_compared_as_rfc_9110_says() {
+        assert_eq!(entity_tag("\"abc\""), "\"abc\"");
+        assert_eq!(entity_tag("1f-5a\u{7}\" x"), "\"1f-5ax\"");
+        let with = |name, v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert!(none_match(
+            &with(header::IF_NONE_MATCH, "\"a\", \"b\""),
+            "\"b\""
+        ));
+        assert!(none_match(&with(header::IF_NONE_MATCH, "W/\"b\""), "\"b\""));
+        assert!(none_match(&with(header::IF_NONE_MATCH, "*"), "\"b\""));
+        assert!(!none_match(&with(header::IF_NONE_MATCH, "\"a\""), "\"b\""));
+        assert!(!none_match(&HeaderMap::new(), "\"b\""));
+        assert!(range_still_applies(&HeaderMap::new(), "\"b\""));
+        assert!(range_still_applies(
+            &with(header::IF_RANGE, "\"b\""),
+            "\"b\""
+        ));
+        assert!(!range_still_applies(
+            &with(header::IF_RANGE, "\"a\""),
+            "\"b\""
+        ));
     }
 
     #[test]

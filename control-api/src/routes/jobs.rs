@@ -39,14 +39,16 @@ pub trait Objects: Send + Sync {
     fn put_file<'a>(&'a self, key: &'a str, path: &'a FsPath)
     -> BoxFuture<'a, Result<u64, String>>;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>>;
-    /// An object's size in bytes.
-    fn size<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+    /// An object's size in bytes and its version (changes whenever its bytes do).
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, String), String>>;
     /// A byte range of an object.
     fn get_range<'a>(
         &'a self,
         key: &'a str,
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'a, Result<axum::body::Bytes, String>>;
+    /// Deletes every object under `prefix`; how many there were (gone ones count).
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, String>>;
     /// An object as it streams from the store, with its size.
     fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, ByteStream), String>>;
 }
@@ -441,6 +443,59 @@ async fn output_file(
         .ok_or_else(|| ApiError::not_found("the job wrote no such file"))?
         .to_owned();
     crate::routes::files::serve_object(&*objects(st)?, &key, name, headers).await
+}
+
+/// Deletes a finished upload: its stored files (the source and every output) first,
+/// then the job. A store that fails leaves the job listed, to be deleted again.
+#[utoipa::path(delete, path = "/api/v1/uploads/{id}", tag = "uploads", params(("id" = String, Path)), responses((status = 204, description = "deleted, with its files"), (status = 404, description = "no such upload", body = ErrorBody), (status = 409, description = "job_in_progress: it is still being worked on", body = ErrorBody), (status = 503, description = "the object store is unavailable", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let job = own_upload(&st, &caller, &id).await?;
+    if !matches!(job.status.as_str(), "completed" | "failed") {
+        return Err(ApiError::conflict(
+            "job_in_progress",
+            format!("the upload is {}; delete it once it is done", job.status),
+        ));
+    }
+    // Everything of an upload is under its own prefix (see `upload`), in its owner's.
+    let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
+    let prefix = match spec["output_prefix"].as_str() {
+        Some(p)
+            if p.strip_prefix(&format!("uploads/{}/", caller.user_id))
+                .is_some_and(|rest| {
+                    rest.len() > 1 && rest.ends_with('/') && !rest.contains("..")
+                }) =>
+        {
+            p.to_owned()
+        }
+        _ => {
+            warn!(job = %job.id, "an upload without its own prefix; its files are left alone");
+            return Err(ApiError::conflict(
+                "not_deletable",
+                "this upload's files cannot be told apart; ask the operator",
+            ));
+        }
+    };
+    let removed = objects(&st)?.delete_prefix(&prefix).await.map_err(|e| {
+        warn!(prefix = %prefix, error = %e, "deleting an upload's files failed");
+        ApiError::unavailable(
+            "storage_unavailable",
+            "the object store is unavailable; try again",
+        )
+    })?;
+    if !st
+        .db
+        .delete_finished_job(&caller.user_id, &job.id)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::not_found("no such upload"));
+    }
+    info!(user = %caller.user_id, job = %job.id, files = removed, "upload deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/uploads/{id}/files/{name}", tag = "uploads", params(("id" = String, Path), ("name" = String, Path)), responses((status = 200, description = "the file"), (status = 404, description = "no such upload or file", body = ErrorBody), (status = 409, description = "not completed", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]

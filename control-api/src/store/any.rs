@@ -376,6 +376,9 @@ impl Store for Db {
     async fn release_room(&self, room_id: &str, node_id: &str) -> R<()> {
         delegate!(self, s => s.release_room(room_id, node_id))
     }
+    async fn delete_finished_job(&self, owner_id: &str, id: &str) -> R<bool> {
+        delegate!(self, s => s.delete_finished_job(owner_id, id))
+    }
     async fn listening_cursor(&self, device_id: &str) -> R<Option<(String, i64)>> {
         delegate!(self, s => s.listening_cursor(device_id))
     }

@@ -879,6 +879,10 @@ pub trait Store: Clone + Send + Sync + 'static {
         kind: &str,
         limit: i64,
     ) -> impl Future<Output = R<Vec<Job>>> + Send;
+    /// Deletes a user's job that is over (completed or failed); false when there is
+    /// none such.
+    fn delete_finished_job(&self, owner_id: &str, id: &str)
+    -> impl Future<Output = R<bool>> + Send;
     /// A recording's jobs, newest first.
     fn recording_jobs(&self, recording_id: &str) -> impl Future<Output = R<Vec<Job>>> + Send;
     /// Jobs not finished (queued, running, retrying), oldest first.

@@ -1449,6 +1449,18 @@ impl Store for SqliteStore {
         collect(rows, job_row)
     }
 
+    async fn delete_finished_job(&self, owner_id: &str, id: &str) -> R<bool> {
+        let done = sqlx::query(
+            "DELETE FROM transcode_jobs WHERE id = ? AND owner_id = ? \
+             AND status IN ('completed', 'failed')",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn recording_jobs(&self, recording_id: &str) -> R<Vec<Job>> {
         let rows = sqlx::query(
             "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE recording_id = ? ORDER BY created_at DESC, id",

@@ -34,6 +34,25 @@ const fileUrl = (j, name) => j.files?.find((/** @type {any} */ f) => f.name === 
 /** @param {number|null|undefined} x */
 const lufs = (x) => (typeof x === 'number' ? x.toFixed(1) : '—');
 
+/**
+ * Deletes a finished upload and its files, after asking.
+ * @param {any} j
+ */
+const remove = async (j) => {
+  const name = j.spec?.source?.name ?? 'this upload';
+  if (!confirm(`Delete “${name}” and its files? This cannot be undone.`)) return;
+  try {
+    await session.delete(`/uploads/${encodeURIComponent(j.id)}`);
+    rows.get(j.id)?.li.remove();
+    rows.delete(j.id);
+    jobs.delete(j.id);
+    $('none').hidden = rows.size > 0 || sending.size > 0;
+    say(box, `“${name}” was deleted.`, 'info');
+  } catch (e) {
+    say(box, `“${name}” was not deleted: ${explain(e)}`);
+  }
+};
+
 /** @param {any} j */
 const item = (j) => {
   const src = j.spec?.source ?? {};
@@ -44,7 +63,21 @@ const item = (j) => {
     h(
       'div',
       { class: 'grow stack' },
-      h('div', { class: 'row spread' }, h('strong', null, src.name ?? j.id), h('span', { class: 'small muted' }, when(j.created_at))),
+      h(
+        'div',
+        { class: 'row spread' },
+        h('strong', null, src.name ?? j.id),
+        h(
+          'span',
+          { class: 'row' },
+          h('span', { class: 'small muted' }, when(j.created_at)),
+          h(
+            'button',
+            { type: 'button', class: 'secondary', 'data-role': 'delete', 'aria-label': `Delete ${src.name ?? 'the upload'}`, onclick: () => remove(jobs.get(j.id) ?? j) },
+            'Delete',
+          ),
+        ),
+      ),
       h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-label': `Progress of ${src.name ?? 'the upload'}` }, h('div')),
       h('div', { class: 'small', 'data-role': 'status' }, statusText(j)),
       j.status === 'completed'
@@ -73,6 +106,8 @@ const item = (j) => {
  */
 const update = (li, j) => {
   li.setAttribute('data-status', j.status);
+  // Only a finished upload can go: a running one is still writing its files.
+  /** @type {HTMLElement} */ (li.querySelector('[data-role=delete]')).hidden = !['completed', 'failed'].includes(j.status);
   const status = /** @type {HTMLElement} */ (li.querySelector('[data-role=status]'));
   status.textContent = statusText(j);
   const percent = j.status === 'completed' ? 100 : j.percent ?? 0;
