@@ -92,7 +92,7 @@ impl Objects for StoreObjects {
         })
     }
 
-    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, String), String>> {
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(u64, String)>, String>> {
         Box::pin(async move { self.0.head(key).await.map_err(|e| e.to_string()) })
     }
 

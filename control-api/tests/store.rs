@@ -2286,7 +2286,15 @@ async fn jobs_are_claimed_by_one_worker_and_move_with_their_events<S: Store>(s: 
         "not theirs"
     );
     assert!(s.delete_finished_job("u1", "j1").await.unwrap());
-    assert!(s.job("j1").await.unwrap().is_none());
+    // Its row stays, marked, so a redelivered request is not taken for a new job; it
+    // is listed nowhere and its bytes count no more.
+    let gone = s.job("j1").await.unwrap().unwrap();
+    assert!(gone.is_deleted() && gone.is_final(), "{gone:?}");
+    assert!(
+        !s.create_job(&job("j1", T0), vec![]).await.unwrap(),
+        "the same request again makes no job"
+    );
+    assert!(ids(s.owner_jobs("u1", "transcode", 10).await.unwrap()).is_empty());
     assert!(!s.delete_finished_job("u1", "j1").await.unwrap(), "gone");
 }
 

@@ -60,7 +60,8 @@ impl Store {
                     path: dir.clone(),
                     source: e,
                 })?;
-                let fs = LocalFileSystem::new_with_prefix(dir)?;
+                // Deleting a "directory"'s last object removes the emptied directories.
+                let fs = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
                 Ok(Store {
                     inner: Arc::new(fs),
                     part_size: 8 * 1024 * 1024,
@@ -216,13 +217,18 @@ impl Store {
     }
 
     /// An object's size and version: the store's own `ETag` (S3's, or the local
-    /// store's inode, time and size), else its size and time.
-    pub async fn head(&self, key: &str) -> Result<(u64, String), StoreError> {
-        let m = self.inner.head(&ObjectPath::from(key)).await?;
+    /// store's inode, time and size), else its size and time. `None`: there is no
+    /// such object.
+    pub async fn head(&self, key: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let m = match self.inner.head(&ObjectPath::from(key)).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let version = m
             .e_tag
             .unwrap_or_else(|| format!("{:x}-{:x}", m.size, m.last_modified.timestamp_millis()));
-        Ok((m.size, version))
+        Ok(Some((m.size, version)))
     }
 
     /// A byte range of an object.

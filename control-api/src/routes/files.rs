@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use signaling::ApiError;
+use tracing::warn;
 
 use crate::routes::jobs::{Objects, storage_unavailable};
 
@@ -71,33 +72,46 @@ fn asked(headers: &HeaderMap, len: u64) -> Asked {
     Asked::Range(start, end.min(start + MAX_RANGE - 1))
 }
 
-/// A store's version of an object as an HTTP entity tag (quoted, no quotes inside).
+/// A store's version of an object as an HTTP entity tag: quoted, nothing but visible
+/// ASCII inside, weak when the store says so (`W/`).
 fn entity_tag(version: &str) -> String {
-    let v: String = version
-        .trim_matches('"')
+    let (weak, v) = match version.strip_prefix("W/") {
+        Some(rest) => ("W/", rest),
+        None => ("", version),
+    };
+    let v: String = v
         .chars()
         .filter(|c| c.is_ascii_graphic() && *c != '"')
         .collect();
-    format!("\"{v}\"")
+    // A store that gives no version: one tag for all, which a client cannot tell
+    // apart, so it never skips a download it needs.
+    let v = if v.is_empty() {
+        "unversioned".into()
+    } else {
+        v
+    };
+    format!("{weak}\"{v}\"")
 }
 
 /// Whether `If-None-Match` names `etag` (or `*`): weak comparison, as RFC 9110 says.
 fn none_match(request: &HeaderMap, etag: &str) -> bool {
+    let opaque = etag.trim_start_matches("W/");
     request
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == "*" || t == etag)
+        .any(|t| t == "*" || t == opaque)
 }
 
-/// Whether a range may be answered: no `If-Range`, or one naming this version.
+/// Whether a range may be answered: no `If-Range`, or one naming this version with a
+/// strong tag (a date, or a weak tag, never matches: the whole file goes).
 fn range_still_applies(request: &HeaderMap, etag: &str) -> bool {
     request
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim() == etag)
+        .is_none_or(|v| !etag.starts_with("W/") && v.trim() == etag)
 }
 
 /// The stored object `key` (a file called `name`): `200` with all of it (streamed),
@@ -108,10 +122,14 @@ pub async fn serve_object(
     name: &str,
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (len, version) = store
+    let Some((len, version)) = store
         .head(key)
         .await
-        .map_err(|e| storage_unavailable(key, &e))?;
+        .map_err(|e| storage_unavailable(key, &e))?
+    else {
+        warn!(key, "a file the database names is not in the store");
+        return Err(ApiError::not_found("the file is not in the store"));
+    };
     let etag = entity_tag(&version);
     let etag_header = HeaderValue::from_str(&etag).expect("printable ASCII"); // filtered above
     if none_match(request, &etag) {
@@ -206,6 +224,8 @@ mod tests {
     fn entity_tags_are_compared_as_rfc_9110_says() {
         assert_eq!(entity_tag("\"abc\""), "\"abc\"");
         assert_eq!(entity_tag("1f-5a\u{7}\" x"), "\"1f-5ax\"");
+        assert_eq!(entity_tag("W/\"abc\""), "W/\"abc\"");
+        assert_eq!(entity_tag(""), "\"unversioned\"");
         let with = |name, v: &str| {
             let mut h = HeaderMap::new();
             h.insert(name, HeaderValue::from_str(v).unwrap());
@@ -228,6 +248,9 @@ mod tests {
             &with(header::IF_RANGE, "\"a\""),
             "\"b\""
         ));
+        let weak = "W/\"b\"";
+        assert!(!range_still_applies(&with(header::IF_RANGE, weak), weak));
+        assert!(none_match(&with(header::IF_NONE_MATCH, "\"b\""), weak));
     }
 
     #[test]

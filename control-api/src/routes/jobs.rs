@@ -39,8 +39,9 @@ pub trait Objects: Send + Sync {
     fn put_file<'a>(&'a self, key: &'a str, path: &'a FsPath)
     -> BoxFuture<'a, Result<u64, String>>;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>>;
-    /// An object's size in bytes and its version (changes whenever its bytes do).
-    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, String), String>>;
+    /// An object's size in bytes and its version (changes whenever its bytes do);
+    /// `None` when there is no such object.
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(u64, String)>, String>>;
     /// A byte range of an object.
     fn get_range<'a>(
         &'a self,
@@ -377,7 +378,13 @@ pub async fn upload(
 
 async fn own_upload(st: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
     match st.db.job(id).await.map_err(store_error)? {
-        Some(j) if j.kind == "transcode" && j.owner_id.as_deref() == Some(&caller.user_id) => Ok(j),
+        Some(j)
+            if j.kind == "transcode"
+                && !j.is_deleted()
+                && j.owner_id.as_deref() == Some(&caller.user_id) =>
+        {
+            Ok(j)
+        }
         _ => Err(ApiError::not_found("no such upload")),
     }
 }
@@ -446,13 +453,17 @@ async fn output_file(
 }
 
 /// Deletes a finished upload: its stored files (the source and every output) first,
-/// then the job. A store that fails leaves the job listed, to be deleted again.
-#[utoipa::path(delete, path = "/api/v1/uploads/{id}", tag = "uploads", params(("id" = String, Path)), responses((status = 204, description = "deleted, with its files"), (status = 404, description = "no such upload", body = ErrorBody), (status = 409, description = "job_in_progress: it is still being worked on", body = ErrorBody), (status = 503, description = "the object store is unavailable", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+/// then the job is marked deleted (its row stays, so that a redelivered request for
+/// it is not taken for a new one). A store that fails leaves the upload listed, to be
+/// deleted again.
+#[utoipa::path(delete, path = "/api/v1/uploads/{id}", tag = "uploads", params(("id" = String, Path)), responses((status = 204, description = "deleted, with its files"), (status = 404, description = "no such upload", body = ErrorBody), (status = 403, description = "a device credential cannot delete", body = ErrorBody), (status = 409, description = "job_in_progress: it is still being worked on; not_deletable: its files are not under its own prefix", body = ErrorBody), (status = 503, description = "the object store is unavailable", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // A paired device may upload nothing, and deletes nothing either.
+    caller.require_user()?;
     let job = own_upload(&st, &caller, &id).await?;
     if !matches!(job.status.as_str(), "completed" | "failed") {
         return Err(ApiError::conflict(
@@ -465,8 +476,9 @@ pub async fn delete(
     let prefix = match spec["output_prefix"].as_str() {
         Some(p)
             if p.strip_prefix(&format!("uploads/{}/", caller.user_id))
-                .is_some_and(|rest| {
-                    rest.len() > 1 && rest.ends_with('/') && !rest.contains("..")
+                .and_then(|rest| rest.strip_suffix('/'))
+                .is_some_and(|dir| {
+                    !dir.is_empty() && !dir.contains('/') && dir != "." && dir != ".."
                 }) =>
         {
             p.to_owned()
@@ -509,7 +521,7 @@ pub async fn file(
         crate::links::FileAccess::Caller(caller) => own_upload(&st, &caller, &id).await?,
         // The link was signed for this upload's file.
         crate::links::FileAccess::Link => match st.db.job(&id).await.map_err(store_error)? {
-            Some(j) if j.kind == "transcode" => j,
+            Some(j) if j.kind == "transcode" && !j.is_deleted() => j,
             _ => return Err(ApiError::not_found("no such upload")),
         },
     };

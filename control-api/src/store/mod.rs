@@ -484,7 +484,13 @@ impl Job {
     }
 
     pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed")
+        matches!(self.status.as_str(), "completed" | "failed" | "deleted")
+    }
+
+    /// Its owner deleted it (and its files): kept as a row so that a redelivered
+    /// request for it is not taken for a new one, but listed nowhere.
+    pub fn is_deleted(&self) -> bool {
+        self.status == "deleted"
     }
 }
 
@@ -879,8 +885,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         kind: &str,
         limit: i64,
     ) -> impl Future<Output = R<Vec<Job>>> + Send;
-    /// Deletes a user's job that is over (completed or failed); false when there is
-    /// none such.
+    /// Marks a user's job that is over (completed or failed) deleted: it is listed
+    /// nowhere and counts toward no quota, and its row keeps a redelivered request for
+    /// it from running it again. False when there is none such.
     fn delete_finished_job(&self, owner_id: &str, id: &str)
     -> impl Future<Output = R<bool>> + Send;
     /// A recording's jobs, newest first.

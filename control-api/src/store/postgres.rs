@@ -1003,7 +1003,8 @@ impl Store for PgStore {
                    WHERE owner_id = $1 AND status IN ('queued', 'running', 'retrying')), \
                  (SELECT COALESCE(SUM(CASE WHEN jsonb_typeof(spec::jsonb #> '{source,bytes}') = 'number' \
                       THEN (spec::jsonb #>> '{source,bytes}')::numeric ELSE 0 END), 0)::bigint \
-                    FROM transcode_jobs WHERE owner_id = $1 AND kind = 'transcode')",
+                    FROM transcode_jobs WHERE owner_id = $1 AND kind = 'transcode' \
+                   AND status <> 'deleted')",
         )
         .bind(user_id)
         .bind(now)
@@ -1426,7 +1427,7 @@ impl Store for PgStore {
 
     async fn owner_jobs(&self, owner_id: &str, kind: &str, limit: i64) -> R<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE owner_id = $1 AND kind = $2 ORDER BY created_at DESC, id LIMIT $3",
+            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE owner_id = $1 AND kind = $2 AND status <> 'deleted' ORDER BY created_at DESC, id LIMIT $3",
         )
         .bind(owner_id)
         .bind(kind)
@@ -1438,9 +1439,10 @@ impl Store for PgStore {
 
     async fn delete_finished_job(&self, owner_id: &str, id: &str) -> R<bool> {
         let done = sqlx::query(
-            "DELETE FROM transcode_jobs WHERE id = $1 AND owner_id = $2 \
-             AND status IN ('completed', 'failed')",
+            "UPDATE transcode_jobs SET status = 'deleted', updated_at = $1 \
+             WHERE id = $2 AND owner_id = $3 AND status IN ('completed', 'failed')",
         )
+        .bind(now_ms())
         .bind(id)
         .bind(owner_id)
         .execute(&self.pool)

@@ -1017,7 +1017,8 @@ impl Store for SqliteStore {
                  (SELECT CAST(COALESCE(SUM(CASE WHEN json_valid(spec) THEN \
                       CASE WHEN json_type(spec, '$.source.bytes') = 'integer' \
                       THEN json_extract(spec, '$.source.bytes') ELSE 0 END ELSE 0 END), 0) AS INTEGER) \
-                    FROM transcode_jobs WHERE owner_id = ?1 AND kind = 'transcode')",
+                    FROM transcode_jobs WHERE owner_id = ?1 AND kind = 'transcode' \
+                   AND status <> 'deleted')",
         )
         .bind(user_id)
         .bind(now)
@@ -1439,7 +1440,7 @@ impl Store for SqliteStore {
 
     async fn owner_jobs(&self, owner_id: &str, kind: &str, limit: i64) -> R<Vec<Job>> {
         let rows = sqlx::query(
-            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE owner_id = ? AND kind = ? ORDER BY created_at DESC, id LIMIT ?",
+            "SELECT id, kind, owner_id, recording_id, spec, status, stage, percent, attempts, worker_id, lease_until, last_error, result, created_at, updated_at FROM transcode_jobs WHERE owner_id = ? AND kind = ? AND status <> 'deleted' ORDER BY created_at DESC, id LIMIT ?",
         )
         .bind(owner_id)
         .bind(kind)
@@ -1451,9 +1452,10 @@ impl Store for SqliteStore {
 
     async fn delete_finished_job(&self, owner_id: &str, id: &str) -> R<bool> {
         let done = sqlx::query(
-            "DELETE FROM transcode_jobs WHERE id = ? AND owner_id = ? \
-             AND status IN ('completed', 'failed')",
+            "UPDATE transcode_jobs SET status = 'deleted', updated_at = ? \
+             WHERE id = ? AND owner_id = ? AND status IN ('completed', 'failed')",
         )
+        .bind(now_ms())
         .bind(id)
         .bind(owner_id)
         .execute(&self.pool)

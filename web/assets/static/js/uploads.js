@@ -4,7 +4,7 @@
  * whose progress arrives live on the user socket, and the result plays here with its
  * waveform.
  */
-import { UserSocket } from '/sdk/streamcore.js';
+import { StreamCoreError, UserSocket } from '/sdk/streamcore.js';
 import { $, bytes, clock, explain, h, pageReady, say, signedIn, stageText, when } from '/static/js/app.js';
 
 const { session } = await signedIn();
@@ -41,14 +41,20 @@ const lufs = (x) => (typeof x === 'number' ? x.toFixed(1) : '—');
 const remove = async (j) => {
   const name = j.spec?.source?.name ?? 'this upload';
   if (!confirm(`Delete “${name}” and its files? This cannot be undone.`)) return;
+  const button = /** @type {HTMLButtonElement|null} */ (rows.get(j.id)?.li.querySelector('[data-role=delete]') ?? null);
+  if (button) button.disabled = true;
   try {
-    await session.delete(`/uploads/${encodeURIComponent(j.id)}`);
+    await session.delete(`/uploads/${encodeURIComponent(j.id)}`).catch((e) => {
+      // Deleted already (another tab, or a click whose answer was lost): as asked.
+      if (!(e instanceof StreamCoreError && e.status === 404)) throw e;
+    });
     rows.get(j.id)?.li.remove();
     rows.delete(j.id);
     jobs.delete(j.id);
     $('none').hidden = rows.size > 0 || sending.size > 0;
     say(box, `“${name}” was deleted.`, 'info');
   } catch (e) {
+    if (button) button.disabled = false;
     say(box, `“${name}” was not deleted: ${explain(e)}`);
   }
 };
