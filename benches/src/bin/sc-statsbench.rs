@@ -114,21 +114,54 @@ struct Row {
     max: f64,
 }
 
-async fn run<S: Store>(
+/// Times `f` (median and max of `repeats`) as the row `what` of `backend`.
+async fn measured<F, Fut>(
+    out: &mut Vec<Row>,
+    backend: &'static str,
+    what: String,
+    repeats: usize,
+    f: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (median, max) = time(repeats, f).await?;
+    out.push(Row {
+        backend,
+        what,
+        median,
+        max,
+    });
+    Ok(())
+}
+
+/// Every row of one backend, on its filled and analysed database: the floor
+/// (`floor`), the statistics of each period, the year out of the index's reach
+/// (`unindexed`), then the year again after the user's plays since a time were
+/// rewritten twice, as a play is (when it counts, and when it ends), and the table
+/// analysed but not vacuumed (`rewrite`).
+#[allow(clippy::too_many_arguments)]
+async fn backend<S: Store>(
+    out: &mut Vec<Row>,
     backend: &'static str,
     s: &S,
     target: &str,
     now: Millis,
     repeats: usize,
-    out: &mut Vec<Row>,
+    floor: impl AsyncFn() -> Result<()>,
+    unindexed: impl AsyncFn() -> Result<()>,
+    rewrite: impl AsyncFn(Millis) -> Result<()>,
 ) -> Result<()> {
+    let what = "floor: count the year's plays".to_owned();
+    measured(out, backend, what, repeats, || floor()).await?;
     for (name, days) in [("week", 7), ("month", 30), ("year", 365), ("all", 0)] {
         let since = if days == 0 {
             Millis::MIN
         } else {
             now - days * DAY
         };
-        let (median, max) = time(repeats, || async {
+        measured(out, backend, format!("stats, {name}"), repeats, || async {
             let st = s.listening_stats(target, since, 10).await?;
             anyhow::ensure!(
                 st.plays > 0 && st.tracks.len() == 10,
@@ -139,46 +172,23 @@ async fn run<S: Store>(
             Ok(())
         })
         .await?;
-        out.push(Row {
-            backend,
-            what: format!("stats, {name}"),
-            median,
-            max,
-        });
     }
-    Ok(())
-}
-
-/// The user's plays since `from` rewritten twice (as a play is: when it counts, and
-/// when it ends) and the table analysed but not vacuumed; then the year's statistics
-/// again.
-#[allow(clippy::too_many_arguments)]
-async fn churned<S: Store>(
-    backend: &'static str,
-    label: &str,
-    from: Millis,
-    s: &S,
-    target: &str,
-    now: Millis,
-    repeats: usize,
-    rewrite: impl AsyncFn(Millis) -> Result<()>,
-    out: &mut Vec<Row>,
-) -> Result<()> {
-    for _ in 0..2 {
-        rewrite(from).await?;
+    let what = "no index: stats, year".to_owned();
+    measured(out, backend, what, repeats.min(5), || unindexed()).await?;
+    for (label, from) in [
+        ("the last week's plays", now - 7 * DAY),
+        ("every play", Millis::MIN),
+    ] {
+        for _ in 0..2 {
+            rewrite(from).await?;
+        }
+        let what = format!("stats, year, {label} rewritten twice, not vacuumed");
+        measured(out, backend, what, repeats, || async {
+            s.listening_stats(target, now - 365 * DAY, 10).await?;
+            Ok(())
+        })
+        .await?;
     }
-    let since = now - 365 * DAY;
-    let (median, max) = time(repeats, || async {
-        s.listening_stats(target, since, 10).await?;
-        Ok(())
-    })
-    .await?;
-    out.push(Row {
-        backend,
-        what: format!("stats, year, {label} rewritten twice, not vacuumed"),
-        median,
-        max,
-    });
     Ok(())
 }
 
@@ -223,69 +233,51 @@ async fn main() -> Result<()> {
     sqlx::query(NAME_TRACKS).execute(s.pool()).await?;
     sqlx::query("ANALYZE").execute(s.pool()).await?;
     eprintln!("sqlite: filled in {:?}", t.elapsed());
-    let floor_sql = "SELECT count(*), coalesce(sum(listened_ms), 0) FROM plays \
-                     WHERE user_id = ?1 AND started_at >= ?2";
     let year = now - 365 * DAY;
-    let (median, max) = time(a.repeats, || async {
-        let (n, _): (i64, i64) = sqlx::query_as(floor_sql)
+    let unindexed =
+        SQLITE_SQL.replace("plays p INDEXED BY plays_user_track", "plays p NOT INDEXED");
+    backend(
+        &mut out,
+        "SQLite",
+        &s,
+        target,
+        now,
+        a.repeats,
+        async || {
+            let (n, _): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), coalesce(sum(listened_ms), 0) FROM plays \
+                 WHERE user_id = ?1 AND started_at >= ?2",
+            )
             .bind(target)
             .bind(year)
             .fetch_one(s.pool())
             .await?;
-        anyhow::ensure!(n > 0, "no plays");
-        Ok(())
-    })
-    .await?;
-    out.push(Row {
-        backend: "SQLite",
-        what: "floor: count the year's plays".into(),
-        median,
-        max,
-    });
-    run("SQLite", &s, target, now, a.repeats, &mut out).await?;
-    let unindexed =
-        SQLITE_SQL.replace("plays p INDEXED BY plays_user_track", "plays p NOT INDEXED");
-    let (median, max) = time(a.repeats.min(5), || async {
-        sqlx::query(sqlx::AssertSqlSafe(unindexed.clone()))
+            anyhow::ensure!(n > 0, "no plays");
+            Ok(())
+        },
+        async || {
+            sqlx::query(sqlx::AssertSqlSafe(unindexed.clone()))
+                .bind(target)
+                .bind(year)
+                .bind(10)
+                .fetch_all(s.pool())
+                .await?;
+            Ok(())
+        },
+        async |from| {
+            sqlx::query(
+                "UPDATE plays SET listened_ms = listened_ms + 1000 \
+                 WHERE user_id = ?1 AND started_at >= ?2",
+            )
             .bind(target)
-            .bind(year)
-            .bind(10)
-            .fetch_all(s.pool())
+            .bind(from)
+            .execute(s.pool())
             .await?;
-        Ok(())
-    })
+            sqlx::query("ANALYZE").execute(s.pool()).await?;
+            Ok(())
+        },
+    )
     .await?;
-    out.push(Row {
-        backend: "SQLite",
-        what: "no index: stats, year".into(),
-        median,
-        max,
-    });
-    for (label, from) in [
-        ("the last week's plays", now - 7 * DAY),
-        ("every play", Millis::MIN),
-    ] {
-        churned(
-            "SQLite",
-            label,
-            from,
-            &s,
-            target,
-            now,
-            a.repeats,
-            async |from| {
-                sqlx::query("UPDATE plays SET listened_ms = listened_ms + 1000 WHERE user_id = ?1 AND started_at >= ?2")
-                    .bind(target)
-                    .bind(from)
-                    .execute(s.pool())
-                    .await?;
-                sqlx::query("ANALYZE").execute(s.pool()).await?;
-                Ok(())
-            },
-            &mut out,
-        )
-        .await?;
-    }
     s.pool().close().await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -329,25 +321,6 @@ async fn main() -> Result<()> {
             .execute(s.pool())
             .await?;
         eprintln!("postgres: filled in {:?}", t.elapsed());
-        let floor_sql = "SELECT count(*), coalesce(sum(listened_ms), 0)::bigint FROM plays \
-                         WHERE user_id = $1 AND started_at >= $2";
-        let (median, max) = time(a.repeats, || async {
-            let (n, _): (i64, i64) = sqlx::query_as(floor_sql)
-                .bind(target)
-                .bind(year)
-                .fetch_one(s.pool())
-                .await?;
-            anyhow::ensure!(n > 0, "no plays");
-            Ok(())
-        })
-        .await?;
-        out.push(Row {
-            backend: "PostgreSQL",
-            what: "floor: count the year's plays".into(),
-            median,
-            max,
-        });
-        run("PostgreSQL", &s, target, now, a.repeats, &mut out).await?;
         // The same statement on a connection whose planner may use no index.
         let unindexed: sqlx::postgres::PgConnectOptions = url.parse()?;
         let unindexed = sqlx::PgPool::connect_with(unindexed.options([
@@ -356,45 +329,49 @@ async fn main() -> Result<()> {
             ("enable_bitmapscan", "off"),
         ]))
         .await?;
-        let (median, max) = time(a.repeats.min(5), || async {
-            sqlx::query(PG_SQL)
+        backend(
+            &mut out,
+            "PostgreSQL",
+            &s,
+            target,
+            now,
+            a.repeats,
+            async || {
+                let (n, _): (i64, i64) = sqlx::query_as(
+                    "SELECT count(*), coalesce(sum(listened_ms), 0)::bigint FROM plays \
+                     WHERE user_id = $1 AND started_at >= $2",
+                )
                 .bind(target)
                 .bind(year)
-                .bind(10i64)
-                .fetch_all(&unindexed)
+                .fetch_one(s.pool())
                 .await?;
-            Ok(())
-        })
+                anyhow::ensure!(n > 0, "no plays");
+                Ok(())
+            },
+            async || {
+                sqlx::query(PG_SQL)
+                    .bind(target)
+                    .bind(year)
+                    .bind(10i64)
+                    .fetch_all(&unindexed)
+                    .await?;
+                Ok(())
+            },
+            async |from| {
+                sqlx::query(
+                    "UPDATE plays SET listened_ms = listened_ms + 1000 \
+                     WHERE user_id = $1 AND started_at >= $2",
+                )
+                .bind(target)
+                .bind(from)
+                .execute(s.pool())
+                .await?;
+                sqlx::query("ANALYZE plays").execute(s.pool()).await?;
+                Ok(())
+            },
+        )
         .await?;
         unindexed.close().await;
-        out.push(Row {
-            backend: "PostgreSQL",
-            what: "no index: stats, year".into(),
-            median,
-            max,
-        });
-        for (label, from) in [("the last week's plays", now - 7 * DAY), ("every play", Millis::MIN)] {
-            churned(
-                "PostgreSQL",
-                label,
-                from,
-                &s,
-                target,
-                now,
-                a.repeats,
-                async |from| {
-                    sqlx::query("UPDATE plays SET listened_ms = listened_ms + 1000 WHERE user_id = $1 AND started_at >= $2")
-                        .bind(target)
-                        .bind(from)
-                        .execute(s.pool())
-                        .await?;
-                    sqlx::query("ANALYZE plays").execute(s.pool()).await?;
-                    Ok(())
-                },
-                &mut out,
-            )
-            .await?;
-        }
         s.pool().close().await;
         anyhow::Ok(())
     }

@@ -14,6 +14,3 @@ pub mod consumer;
 pub mod tracker;
 
 pub use consumer::start;
-pub use tracker::{
-    COUNTS_AFTER_MS, Cursor, Observation, Play, STRETCH_CAP_MS, Status, TrackRef, counts_after,
-};
