@@ -480,6 +480,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
             cascade: relay
                 .clone()
                 .map(|r| Arc::new(r) as Arc<dyn signaling::placement::Cascade>),
+            markers: Some(Arc::new(control_api::routes::podcasts::RoomMarkerSink(
+                api.clone(),
+            ))),
         },
     );
     if let Some(relay) = &relay {

@@ -68,7 +68,28 @@ impl WorkerConfig {
 #[derive(Debug, Clone)]
 pub struct StoreObjects(pub Arc<ObjectStore>);
 
+/// How long a presigned download URL works: enough to start reading (a player asks
+/// for a new one at its next request).
+const PRESIGNED_TTL: Duration = Duration::from_secs(300);
+
 impl Objects for StoreObjects {
+    fn put_bytes<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.0.put_bytes(key, data).await.map_err(|e| e.to_string()) })
+    }
+
+    fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { self.0.copy(from, to).await.map_err(|e| e.to_string()) })
+    }
+
+    fn presigned_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.0
+                .presigned_get(key, PRESIGNED_TTL)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn put_file<'a>(&'a self, key: &'a str, path: &'a Path) -> BoxFuture<'a, Result<u64, String>> {
         Box::pin(async move { self.0.put_file(key, path).await.map_err(|e| e.to_string()) })
     }

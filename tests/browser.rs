@@ -131,6 +131,24 @@ async fn the_history_page_follows_what_the_phone_plays() {
     srv.stop().await;
 }
 
+/// A person makes a podcast from an upload in the pages: a show (a too-small artwork
+/// refused in words, a proper one taken), an episode with two chapters published —
+/// its feed passes feedparser, an independent RSS/iTunes/Podcasting 2.0 check and
+/// every link it hands out (audio with byte ranges, chapters, artwork) — and a second
+/// episode scheduled for later stays out of the feed until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_podcasts_page_publishes_a_show() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let srv = TestServer::start().await;
+    let r = scenario("podcasts", &srv, &[]).await;
+    assert_eq!(r["episodes_in_feed"], 1, "{r}");
+    assert_eq!(r["chapters"], 2, "{r}");
+    assert!(number(&r, "enclosure_bytes") > 1000.0, "{r}");
+    assert_eq!(r["scheduled_in_feed"], false, "{r}");
+    assert_eq!(r["artwork"]["width"], 1400, "{r}");
+    srv.stop().await;
+}
+
 /// Three people in a room they reach by invitation (a stranger is told no room is open
 /// to them): audio and video both ways, a simulcast layer cap, screen share, chat,
 /// active speaker, mute, and a reconnect nobody notices; then a fourth joins with the

@@ -945,3 +945,504 @@ async fn a_two_speaker_recording_is_mixed_down_with_its_stems_aligned() {
     assert!(evs.iter().all(|e| e.data["job_id"] == job["id"]));
     srv.stop().await;
 }
+
+/// A PNG of `side` × `side` pixels made by Python's zlib (a real image, as a podcast
+/// directory would fetch it).
+fn png(py: &str, side: u32) -> Vec<u8> {
+    let script = r#"
+import struct, sys, zlib
+w = int(sys.argv[1])
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+raw = b"".join(b"\x00" + bytes([30, 90, 160]) * w for _ in range(w))
+sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, w, 8, 2, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+"#;
+    let out = std::process::Command::new(py)
+        .args(["-c", script, &side.to_string()])
+        .output()
+        .expect("python makes a PNG");
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// The podcast feed validator (`scripts/interop/podcast_feed.py`: `feedparser`, an
+/// independent namespace and element check, and every enclosure, chapter file and the
+/// artwork fetched): its summary, or the reason it refused the feed.
+fn validate_feed(py: &str, url: &str) -> Result<Value, String> {
+    let out = std::process::Command::new(py)
+        .arg(support::repo().join("scripts/interop/podcast_feed.py"))
+        .arg(url)
+        .output()
+        .expect("running podcast_feed.py");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// A host marks chapters while recording (a `marker` message on the room socket, and
+/// the API afterwards with a time), the recording is mixed down, and its episode is
+/// published in a show on S3: the feed passes two parsers with its chapters, its
+/// enclosure and artwork are presigned redirects to the store with the right type and
+/// exact length, a scheduled or unpublished episode is not in it, and deleting the
+/// episode and the show removes their objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
+    let py = python();
+    let moto = Moto::start(&py);
+    let endpoint = moto.endpoint();
+    let srv = TestServer::start_with(|s| {
+        s.recording.s3_bucket = Some(support::BUCKET.into());
+        s.recording.s3_endpoint = Some(endpoint.clone());
+        s.recording.s3_access_key_id = Some("test".into());
+        s.recording.s3_secret_access_key = Some("test".into());
+    })
+    .await;
+    let store = recorder::Store::open(&moto.store_config()).unwrap();
+    let (owner, room) = owner_with_room(&srv, "pod", false).await;
+    let api = |p: &str| format!("{}/api/v1{p}", srv.base);
+    let mut host = join(
+        &srv,
+        &format!("/whip/{room}"),
+        &srv.publish_token(&room, "host"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut host]).await;
+    let grants = signaling::Grants {
+        publish: false,
+        subscribe: true,
+        publish_data: false,
+        record: true,
+    };
+    let mut producer =
+        common::room::RoomClient::join(&srv, &srv.token(&room, "producer", grants)).await;
+    let mut listener =
+        common::room::RoomClient::join(&srv, &srv.subscribe_token(&room, "listener")).await;
+    let r = producer
+        .request(json!({"type": "marker", "title": "Intro"}))
+        .await;
+    assert_eq!(r["code"], "not_recording", "{r}");
+
+    let (s, rec) = start(&srv, "pod", &owner.access).await;
+    assert_eq!(s, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let r = producer
+        .request(json!({"type": "marker", "title": "Intro"}))
+        .await;
+    assert_eq!(r["type"], "marker_ok", "{r}");
+    assert_eq!(r["marker"]["created_by"], "producer", "{r}");
+    let r = listener
+        .request(json!({"type": "marker", "title": "Nope"}))
+        .await;
+    assert_eq!(r["code"], "forbidden", "no record grant: {r}");
+    let mut tracks = [Play::new(
+        0,
+        Audio,
+        Codec::Opus,
+        encode(&py, "opus", 150),
+        0,
+    )];
+    play(&mut [&mut host], &mut tracks).await;
+    let (s, v) = stop(&srv, "pod", &id, &owner.access).await;
+    assert_eq!(s, 200, "{v}");
+    let started = v["started_at"].as_i64().unwrap();
+    let first_sound = started + 100;
+    // Afterwards, a chapter with its time; outside the recording is refused.
+    let markers = api(&format!("/rooms/pod/recordings/{id}/markers"));
+    let (s, e) = post(
+        &srv.http,
+        markers.clone(),
+        Some(&owner.access),
+        json!({"title": "Late"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("not_recording")),
+        "{e}"
+    );
+    let (s, e) = post(
+        &srv.http,
+        markers.clone(),
+        Some(&owner.access),
+        json!({"title": "x", "at_ms": started - 1}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (422, Some("at_ms")),
+        "{e}"
+    );
+    let (s, m) = post(
+        &srv.http,
+        markers.clone(),
+        Some(&owner.access),
+        json!({"title": "Talk", "at_ms": first_sound + 1500}),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    wait_recording(&srv, "pod", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    let (_, v) = get(
+        &srv,
+        &format!("/api/v1/rooms/pod/recordings/{id}"),
+        &owner.access,
+    )
+    .await;
+    let titles: Vec<&str> = v["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Intro", "Talk"], "{v}");
+    let (s, job) = post(
+        &srv.http,
+        api(&format!("/rooms/pod/recordings/{id}/mixdown")),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let mix = wait_mixdown(&srv, "pod", &id, &owner.access).await;
+    assert_eq!(mix["status"], "completed", "{mix}");
+    let job_id = mix["id"].as_str().unwrap().to_owned();
+
+    // The sources name the mixdown with its chapters from the markers.
+    let (s, sources) = get(&srv, "/api/v1/podcasts/sources", &owner.access).await;
+    assert_eq!(s, 200, "{sources}");
+    let src = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["job_id"] == job_id.as_str())
+        .expect("the mixdown is a source")
+        .clone();
+    assert_eq!(
+        (src["kind"].as_str(), src["title"].as_str()),
+        (Some("mixdown"), Some("Recording of pod")),
+        "{src}"
+    );
+    let chapters = src["chapters"].as_array().unwrap();
+    assert_eq!(chapters.len(), 2, "{src}");
+    assert_eq!(
+        (
+            chapters[0]["start_ms"].as_i64(),
+            chapters[0]["title"].as_str()
+        ),
+        (Some(0), Some("Intro"))
+    );
+    let talk = chapters[1]["start_ms"].as_i64().unwrap();
+    assert!(
+        (1000..=2000).contains(&talk),
+        "Talk starts at {talk} ms: {src}"
+    );
+
+    // A show: fields checked, artwork checked.
+    let (s, e) = post(
+        &srv.http,
+        api("/podcasts/shows"),
+        Some(&owner.access),
+        json!({"title": "Pod", "author": "Ann", "language": "en", "category": "Musik"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (422, Some("category")),
+        "{e}"
+    );
+    let (s, show) = post(&srv.http, api("/podcasts/shows"), Some(&owner.access), json!({"title": "Pod & Friends", "description": "Talk <b>about</b> things", "author": "Ann", "language": "en", "category": "Technology", "explicit": false})).await;
+    assert_eq!(s, 201, "{show}");
+    let show_id = show["id"].as_str().unwrap().to_owned();
+    let artwork = api(&format!("/podcasts/shows/{show_id}/artwork"));
+    let put = |body: Vec<u8>| {
+        srv.http
+            .put(artwork.clone())
+            .bearer_auth(&owner.access)
+            .body(body)
+            .send()
+    };
+    let r = put(png(&py, 800)).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "bad_artwork", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("800 × 800 px"),
+        "{e}"
+    );
+    assert_eq!(
+        put(b"GIF89a not an image".to_vec()).await.unwrap().status(),
+        415
+    );
+    let r = put(png(&py, 1400)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let show: Value = r.json().await.unwrap();
+    assert!(
+        show["artwork_url"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/feeds/{show_id}/artwork?v=")),
+        "{show}"
+    );
+
+    // Another user sees no show and cannot use the mixdown.
+    let stranger = register(&srv, "stranger-pod@example.test").await;
+    let (s, _) = get(
+        &srv,
+        &format!("/api/v1/podcasts/shows/{show_id}"),
+        &stranger.access,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, theirs) = post(
+        &srv.http,
+        api("/podcasts/shows"),
+        Some(&stranger.access),
+        json!({"title": "Theirs", "author": "S", "language": "en", "category": "Music"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, e) = post(
+        &srv.http,
+        api(&format!(
+            "/podcasts/shows/{}/episodes",
+            theirs["id"].as_str().unwrap()
+        )),
+        Some(&stranger.access),
+        json!({"source_job": job_id, "title": "Stolen"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (422, Some("source_job")),
+        "{e}"
+    );
+
+    // A draft from the mixdown: its own copy of the audio, its chapters from the markers.
+    let episodes = api(&format!("/podcasts/shows/{show_id}/episodes"));
+    let (s, e) = post(&srv.http, episodes.clone(), Some(&owner.access), json!({"source_job": job_id, "title": "One", "chapters": [{"start_ms": 999_999_999, "title": "Past the end"}]})).await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (422, Some("chapters")),
+        "{e}"
+    );
+    let (s, ep) = post(&srv.http, episodes.clone(), Some(&owner.access), json!({"source_job": job_id, "title": "One", "description": "Show notes", "season": 1, "episode": 1})).await;
+    assert_eq!(s, 201, "{ep}");
+    assert_eq!(ep["status"], "draft");
+    assert_eq!(ep["chapters"].as_array().unwrap().len(), 2, "{ep}");
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    let key = format!("podcasts/{}/{show_id}/{ep_id}/audio.opus", owner.id);
+    assert_eq!(
+        ep["audio_bytes"].as_u64(),
+        Some(store.size(&key).await.unwrap()),
+        "{ep}"
+    );
+    let feed_url = show["feed_url"].as_str().unwrap().to_owned();
+    let public_audio = format!("{}/feeds/{show_id}/{ep_id}/audio.opus", srv.base);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(
+        no_redirects
+            .get(&public_audio)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "a draft is not public"
+    );
+    // The owner's page plays the draft through its signed link: a redirect to S3.
+    let link = format!("{}{}", srv.base, ep["audio_url"].as_str().unwrap());
+    let r = no_redirects.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 307);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&endpoint) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let r = srv.http.get(&location).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/ogg");
+    assert_eq!(
+        r.bytes().await.unwrap().len() as u64,
+        ep["audio_bytes"].as_u64().unwrap()
+    );
+    let summary = validate_feed(&py, &feed_url).unwrap();
+    assert_eq!(
+        summary["episodes"].as_array().map(Vec::len),
+        Some(0),
+        "a draft is not in the feed: {summary}"
+    );
+
+    // Published: in the feed, which two parsers accept, with everything it names fetched.
+    let (s, ep) = post(
+        &srv.http,
+        api(&format!(
+            "/podcasts/shows/{show_id}/episodes/{ep_id}/publish"
+        )),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!((s, ep["status"].as_str()), (200, Some("published")), "{ep}");
+    let (s, later) = post(
+        &srv.http,
+        episodes.clone(),
+        Some(&owner.access),
+        json!({"source_job": job_id, "title": "Two", "chapters": []}),
+    )
+    .await;
+    assert_eq!(s, 201, "{later}");
+    let later_id = later["id"].as_str().unwrap().to_owned();
+    let in_an_hour = chrono_free_now() + 3_600_000;
+    let (s, later) = post(
+        &srv.http,
+        api(&format!(
+            "/podcasts/shows/{show_id}/episodes/{later_id}/publish"
+        )),
+        Some(&owner.access),
+        json!({"publish_at": in_an_hour}),
+    )
+    .await;
+    assert_eq!(
+        (s, later["status"].as_str()),
+        (200, Some("scheduled")),
+        "{later}"
+    );
+    let summary =
+        validate_feed(&py, &feed_url).unwrap_or_else(|e| panic!("the feed was refused: {e}"));
+    let items = summary["episodes"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only the published one: {summary}");
+    assert_eq!(items[0]["guid"], ep["guid"], "{summary}");
+    assert_eq!(items[0]["chapters"], 2, "{summary}");
+    assert_eq!(
+        items[0]["length"].as_u64(),
+        ep["audio_bytes"].as_u64(),
+        "{summary}"
+    );
+    let r = no_redirects.get(&public_audio).send().await.unwrap();
+    assert_eq!(r.status(), 307, "a live episode's audio is public");
+    let art = srv
+        .http
+        .get(format!("{}/feeds/{show_id}/artwork", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            art.status().as_u16(),
+            art.headers()["content-type"].to_str().unwrap()
+        ),
+        (200, "image/png")
+    );
+
+    // Edited, the guid stays; unpublished, it leaves the feed.
+    let (s, edited) = srv
+        .http
+        .patch(api(&format!("/podcasts/shows/{show_id}/episodes/{ep_id}")))
+        .bearer_auth(&owner.access)
+        .json(&json!({"title": "One, edited", "season": null}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(s, 200);
+    let edited: Value = edited.json().await.unwrap();
+    assert_eq!(
+        (
+            edited["guid"].clone(),
+            edited["season"].clone(),
+            edited["episode"].clone()
+        ),
+        (ep["guid"].clone(), Value::Null, json!(1)),
+        "{edited}"
+    );
+    let (s, _) = post(
+        &srv.http,
+        api(&format!(
+            "/podcasts/shows/{show_id}/episodes/{ep_id}/unpublish"
+        )),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let summary = validate_feed(&py, &feed_url).unwrap();
+    assert_eq!(
+        summary["episodes"].as_array().map(Vec::len),
+        Some(0),
+        "{summary}"
+    );
+    assert_eq!(
+        no_redirects
+            .get(&public_audio)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Deleting removes the objects: the episode's, then the show's with its artwork.
+    let r = srv
+        .http
+        .delete(api(&format!("/podcasts/shows/{show_id}/episodes/{ep_id}")))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(store.head(&key).await.unwrap(), None);
+    let r = srv
+        .http
+        .delete(api(&format!("/podcasts/shows/{show_id}")))
+        .bearer_auth(&stranger.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another's show");
+    let r = srv
+        .http
+        .delete(api(&format!("/podcasts/shows/{show_id}")))
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        store
+            .list(&format!("podcasts/{}/{show_id}", owner.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(srv.http.get(&feed_url).send().await.unwrap().status(), 404);
+    // The mixdown it came from is untouched.
+    assert!(
+        store
+            .head(mix["result"]["files"]["episode.opus"].as_str().unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    srv.stop().await;
+}
+
+fn chrono_free_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -70,6 +70,7 @@ async fn pages_and_the_client_library_are_served_with_their_headers() {
         "/recordings",
         "/uploads",
         "/history",
+        "/podcasts",
         "/servers",
         "/reset-password",
         "/verify-email",

@@ -31,6 +31,7 @@ pub mod links;
 pub mod live_rooms;
 pub mod mail;
 pub mod openapi;
+pub mod podcast;
 pub mod ratelimit;
 pub mod relay;
 pub mod routes;
@@ -47,7 +48,9 @@ use signaling::{ApiError, JoinTokenSigner};
 pub use state::{ApiConfig, AppState, Caller};
 use store::{Db, Store, StoreError};
 
-use routes::{accounts, control, devices, jobs, library, members, recordings, rooms};
+use routes::{
+    accounts, control, devices, feeds, jobs, library, members, podcasts, recordings, rooms,
+};
 
 /// Connects to the database (`postgres://…`, or a SQLite path/URL), applies the
 /// migrations, and loads or creates the access-token key in `keys_dir`.
@@ -185,12 +188,59 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/uploads/{id}", get(jobs::get).delete(jobs::delete))
         .route("/uploads/{id}/files/{name}", get(jobs::file))
+        .route("/podcasts/categories", get(podcasts::categories))
+        .route("/podcasts/sources", get(podcasts::sources))
+        .route(
+            "/podcasts/shows",
+            post(podcasts::create_show).get(podcasts::list_shows),
+        )
+        .route(
+            "/podcasts/shows/{id}",
+            get(podcasts::get_show)
+                .patch(podcasts::update_show)
+                .delete(podcasts::delete_show),
+        )
+        .route(
+            "/podcasts/shows/{id}/artwork",
+            axum::routing::put(podcasts::put_artwork).layer(axum::extract::DefaultBodyLimit::max(
+                podcasts::MAX_ARTWORK_BYTES,
+            )),
+        )
+        .route(
+            "/podcasts/shows/{id}/episodes",
+            post(podcasts::create_episode).get(podcasts::list_episodes),
+        )
+        .route(
+            "/podcasts/shows/{id}/episodes/{episode}",
+            get(podcasts::get_episode)
+                .patch(podcasts::update_episode)
+                .delete(podcasts::delete_episode),
+        )
+        .route(
+            "/podcasts/shows/{id}/episodes/{episode}/publish",
+            post(podcasts::publish),
+        )
+        .route(
+            "/podcasts/shows/{id}/episodes/{episode}/unpublish",
+            post(podcasts::unpublish),
+        )
+        .route(
+            "/rooms/{name}/recordings/{id}/markers",
+            post(podcasts::create_marker).get(podcasts::list_markers),
+        )
         .route("/library/sync", post(library::sync))
         .route("/library/tracks", get(library::list))
         .route("/jwks.json", get(rooms::jwks));
     Router::new()
         .nest("/api/v1", v1)
         .route("/.well-known/jwks.json", get(rooms::jwks))
+        .route("/feeds/{file}", get(feeds::feed))
+        .route("/feeds/{show}/artwork", get(feeds::artwork))
+        .route("/feeds/{show}/{episode}/audio.opus", get(feeds::audio))
+        .route(
+            "/feeds/{show}/{episode}/chapters.json",
+            get(feeds::chapters),
+        )
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {

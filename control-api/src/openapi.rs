@@ -328,7 +328,7 @@ impl Modify for Links {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, library metadata, and listening history."),
+    info(title = "StreamCore control API", description = "Accounts, sessions, devices, phone pairing, remote control, rooms, join tokens, recordings, uploads and transcode jobs, library metadata, listening history, and podcasts (shows, episodes, public RSS feeds)."),
     paths(
         accounts::register, accounts::complete_signup, accounts::login, accounts::refresh, accounts::logout,
         accounts::forgot_password, accounts::reset_password, accounts::verify_email, accounts::resend_verification, accounts::me, accounts::change_password,
@@ -340,6 +340,12 @@ impl Modify for Links {
         jobs::mixdown, jobs::mixdown_file, jobs::upload, jobs::list, jobs::get, jobs::delete, jobs::file,
         library::sync, library::list, crate::routes::history::plays, crate::routes::history::stats,
         control::command, control::now_playing, control::device_socket, control::browser_socket,
+        crate::routes::podcasts::categories, crate::routes::podcasts::sources, crate::routes::podcasts::create_show, crate::routes::podcasts::list_shows,
+        crate::routes::podcasts::get_show, crate::routes::podcasts::update_show, crate::routes::podcasts::delete_show, crate::routes::podcasts::put_artwork,
+        crate::routes::podcasts::create_episode, crate::routes::podcasts::list_episodes, crate::routes::podcasts::get_episode, crate::routes::podcasts::update_episode,
+        crate::routes::podcasts::publish, crate::routes::podcasts::unpublish, crate::routes::podcasts::delete_episode,
+        crate::routes::podcasts::create_marker, crate::routes::podcasts::list_markers,
+        crate::routes::feeds::feed, crate::routes::feeds::artwork, crate::routes::feeds::audio, crate::routes::feeds::chapters,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &BodyErrors, &Links),

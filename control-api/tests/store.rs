@@ -7,6 +7,7 @@
 
 mod common;
 
+use control_api::store::podcasts::{Episode, Marker, PodcastStore, Show};
 use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
@@ -83,7 +84,162 @@ on_both_backends!(
     a_room_has_one_home_until_its_node_dies,
     a_rooms_revocation_says_why,
     listening_history_and_its_statistics,
+    podcasts_shows_episodes_and_markers,
 );
+
+/// Shows belong to their owner; episodes to their show (deleted with it); the feed
+/// lists what is published and due, newest first; markers come back by time.
+async fn podcasts_shows_episodes_and_markers<S: Store + PodcastStore>(s: &S) {
+    let show = |id: &str, owner: &str, at: Millis| Show {
+        id: id.into(),
+        owner_id: owner.into(),
+        title: format!("Show {id}"),
+        description: "About things".into(),
+        author: "Ann".into(),
+        language: "en".into(),
+        category: "Music".into(),
+        explicit: true,
+        artwork_key: None,
+        artwork_type: None,
+        created_at: at,
+        updated_at: at,
+        episodes: 0,
+    };
+    let episode = |id: &str, show: &str, status: &str, publish_at: Option<Millis>| Episode {
+        id: id.into(),
+        show_id: show.into(),
+        guid: format!("guid-{id}"),
+        title: format!("Episode {id}"),
+        description: String::new(),
+        status: status.into(),
+        publish_at,
+        season: Some(1),
+        episode: None,
+        source_job: "job".into(),
+        audio_key: format!("podcasts/u1/{show}/{id}/audio.opus"),
+        audio_bytes: 1234,
+        audio_type: "audio/ogg".into(),
+        duration_ms: 60_000,
+        chapters: r#"[{"start_ms":0,"title":"Intro"}]"#.into(),
+        created_at: publish_at.unwrap_or(T0),
+        updated_at: T0,
+    };
+    s.create_show(&show("a", "u1", T0)).await.unwrap();
+    s.create_show(&show("b", "u1", T0 + 1)).await.unwrap();
+    s.create_show(&show("c", "u2", T0 + 2)).await.unwrap();
+    let mine: Vec<String> = s
+        .shows("u1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(mine, ["b", "a"]);
+    assert!(s.show("u2", "a").await.unwrap().is_none(), "another's show");
+    assert_eq!(s.public_show("c").await.unwrap().unwrap().owner_id, "u2");
+    let mut a = s.show("u1", "a").await.unwrap().unwrap();
+    assert!(a.explicit);
+    a.title = "Renamed".into();
+    a.explicit = false;
+    a.artwork_key = Some("podcasts/u1/a/artwork.png".into());
+    a.artwork_type = Some("image/png".into());
+    assert!(s.update_show(&a).await.unwrap());
+    let mut stolen = a.clone();
+    stolen.owner_id = "u2".into();
+    assert!(!s.update_show(&stolen).await.unwrap(), "another's update");
+    assert_eq!(
+        s.show("u1", "a")
+            .await
+            .unwrap()
+            .unwrap()
+            .artwork_type
+            .as_deref(),
+        Some("image/png")
+    );
+
+    s.create_episode(&episode("draft", "a", "draft", None))
+        .await
+        .unwrap();
+    s.create_episode(&episode("old", "a", "published", Some(T0 + HOUR)))
+        .await
+        .unwrap();
+    s.create_episode(&episode("new", "a", "published", Some(T0 + 2 * HOUR)))
+        .await
+        .unwrap();
+    s.create_episode(&episode("due", "a", "published", Some(T0 + 5 * HOUR)))
+        .await
+        .unwrap();
+    s.create_episode(&episode("other", "b", "published", Some(T0)))
+        .await
+        .unwrap();
+    assert!(
+        s.create_episode(&episode("x", "a", "draft", None))
+            .await
+            .is_ok()
+    );
+    let mut dup = episode("y", "a", "draft", None);
+    dup.guid = "guid-old".into();
+    assert!(s.create_episode(&dup).await.is_err(), "a guid is unique");
+    assert_eq!(s.show("u1", "a").await.unwrap().unwrap().episodes, 5);
+    let feed = |now| async move {
+        s.feed_episodes("a", now, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(feed(T0 + 3 * HOUR).await, ["new", "old"]);
+    assert_eq!(feed(T0 + 5 * HOUR).await, ["due", "new", "old"]);
+    let mut e = s.episode("a", "old").await.unwrap().unwrap();
+    assert_eq!(e.chapter_list()[0].title, "Intro");
+    e.status = "draft".into();
+    e.publish_at = None;
+    e.title = "Edited".into();
+    e.season = None;
+    assert!(s.update_episode(&e).await.unwrap());
+    let back = s.episode("a", "old").await.unwrap().unwrap();
+    assert_eq!(
+        (back.title.as_str(), back.season, back.guid.as_str()),
+        ("Edited", None, "guid-old")
+    );
+    assert_eq!(feed(T0 + 5 * HOUR).await, ["due", "new"]);
+    assert!(
+        s.episode("b", "old").await.unwrap().is_none(),
+        "through another show"
+    );
+    assert!(s.delete_episode("a", "new").await.unwrap());
+    assert!(!s.delete_episode("a", "new").await.unwrap());
+    assert!(!s.delete_show("u2", "a").await.unwrap(), "another's delete");
+    assert!(s.delete_show("u1", "a").await.unwrap());
+    assert!(
+        s.episodes("a").await.unwrap().is_empty(),
+        "episodes go with their show"
+    );
+    assert_eq!(s.episodes("b").await.unwrap().len(), 1);
+
+    for (id, at) in [("m2", T0 + 20), ("m1", T0 + 10)] {
+        s.add_marker(&Marker {
+            id: id.into(),
+            recording_id: "rec".into(),
+            at_ms: at,
+            title: id.into(),
+            created_by: "host".into(),
+            created_at: at,
+        })
+        .await
+        .unwrap();
+    }
+    let ms: Vec<String> = s
+        .markers("rec")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ms, ["m1", "m2"]);
+    assert!(s.markers("other").await.unwrap().is_empty());
+}
 
 /// Every node reads each room's epoch and why it last moved on, for the rooms it
 /// serves, in one query.

@@ -44,9 +44,33 @@ pub enum StoreConfig {
     },
 }
 
+/// What a file's extension says it is: S3 keeps it with the object, so a presigned
+/// download is answered with the right `Content-Type`.
+const CONTENT_TYPES: &[(&str, &str)] = &[
+    ("opus", "audio/ogg"),
+    ("ogg", "audio/ogg"),
+    ("oga", "audio/ogg"),
+    ("webm", "video/webm"),
+    ("mkv", "video/x-matroska"),
+    ("json", "application/json"),
+    ("svg", "image/svg+xml"),
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+];
+
+fn content_types(mut options: ClientOptions) -> ClientOptions {
+    for (ext, mime) in CONTENT_TYPES {
+        options = options.with_content_type_for_suffix(*ext, *mime);
+    }
+    options
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// S3's request signer: downloads go to the store itself on a presigned URL.
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
     /// Files larger than this go up as multipart uploads of this part size.
     part_size: usize,
     description: String,
@@ -64,6 +88,7 @@ impl Store {
                 let fs = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
                 Ok(Store {
                     inner: Arc::new(fs),
+                    signer: None,
                     part_size: 8 * 1024 * 1024,
                     description: format!("local directory {}", dir.display()),
                 })
@@ -93,7 +118,7 @@ impl Store {
                         ..RetryConfig::default()
                     })
                     .with_client_options(
-                        ClientOptions::new()
+                        content_types(ClientOptions::new())
                             .with_connect_timeout(Duration::from_secs(5))
                             .with_timeout(Duration::from_secs(120)),
                     );
@@ -103,8 +128,10 @@ impl Store {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_virtual_hosted_style_request(false);
                 }
+                let s3 = Arc::new(b.build()?);
                 Ok(Store {
-                    inner: Arc::new(b.build()?),
+                    inner: s3.clone(),
+                    signer: Some(s3),
                     // S3's smallest part (but the last) is 5 MiB.
                     part_size: 8 * 1024 * 1024,
                     description: format!("s3 bucket {bucket} at {endpoint}"),
@@ -256,6 +283,30 @@ impl Store {
         let r = self.inner.get(&ObjectPath::from(key)).await?;
         let size = r.meta.size;
         Ok((size, Box::pin(r.into_stream().map_err(StoreError::from))))
+    }
+
+    /// Copies an object within the store (S3: server-side); the copy's size.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        self.inner
+            .copy(&ObjectPath::from(from), &ObjectPath::from(to))
+            .await?;
+        self.size(to).await
+    }
+
+    /// A URL that reads `key` straight from the store for `ttl`, when the store can
+    /// make one (S3); `None` for a local directory.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(http::Method::GET, &ObjectPath::from(key), ttl)
+            .await?;
+        Ok(Some(url.to_string()))
     }
 
     /// The keys under a prefix, sorted.

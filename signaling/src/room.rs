@@ -67,6 +67,20 @@ pub struct RoomProtocolConfig {
     pub placement: crate::placement::SharedPlacement,
     /// Imports another node's room for the participants joining it here.
     pub cascade: crate::placement::SharedCascade,
+    /// Where a `marker` message goes: the recording running in the room.
+    pub markers: Option<Arc<dyn RoomMarkers>>,
+}
+
+/// Chapter markers set from the room (a `marker` message of a participant with the
+/// `record` grant): the control plane keeps them with the room's running recording.
+pub trait RoomMarkers: Send + Sync + std::fmt::Debug {
+    /// Marks now in `room`'s recording; the marker as the API shows it.
+    fn mark<'a>(
+        &'a self,
+        room: &'a str,
+        identity: &'a str,
+        title: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ApiError>> + Send + 'a>>;
 }
 
 impl Default for RoomProtocolConfig {
@@ -78,6 +92,7 @@ impl Default for RoomProtocolConfig {
             rooms: None,
             placement: None,
             cascade: None,
+            markers: None,
         }
     }
 }
@@ -323,6 +338,12 @@ pub enum ClientMessage {
         payload: Value,
         #[serde(default)]
         to: Option<Vec<String>>,
+    },
+    /// A chapter marker in the room's running recording (needs the `record` grant).
+    Marker {
+        #[serde(default)]
+        id: Option<Value>,
+        title: String,
     },
     Leave {
         #[serde(default)]
@@ -1195,6 +1216,25 @@ async fn handle<B: RoomBackend>(
             )),
         ),
         ClientMessage::Leave { id } => (id, Ok(json!({}))), // handled by the caller
+        ClientMessage::Marker { id, title } => {
+            let r = async {
+                if !grants.record {
+                    return Err(ApiError::forbidden("the token does not grant record"));
+                }
+                let Some(markers) = &st.config.markers else {
+                    return Err(ApiError::unavailable(
+                        "markers_unavailable",
+                        "this node keeps no recording markers",
+                    ));
+                };
+                let marker = markers
+                    .mark(session.grant.room.as_str(), &session.grant.identity, &title)
+                    .await?;
+                Ok(reply("marker_ok", id.as_ref(), json!({ "marker": marker })))
+            }
+            .await;
+            (id, r)
+        }
         ClientMessage::Ping { id } => {
             let r = reply("pong", id.as_ref(), json!({}));
             (id, Ok(r))

@@ -1,10 +1,10 @@
 //! # web: the pages and the JavaScript client, inside the binary
 //!
 //! `assets/` is embedded at compile time (`build.rs`): `pages/*.html` are what people
-//! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`, `/history`, `/servers`,
-//! `/reset-password`, `/verify-email`, `/sign-up`), `static/` holds their scripts and
-//! styles, and `sdk/streamcore.js` is the client library every page is built on
-//! (docs/client.md).
+//! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`, `/history`,
+//! `/podcasts`, `/servers`, `/reset-password`, `/verify-email`, `/sign-up`), `static/`
+//! holds their scripts and styles, and `sdk/streamcore.js` is the client library every
+//! page is built on (docs/client.md).
 //! There is no build step and nothing is fetched from elsewhere: the bytes in the
 //! repository are the bytes a browser gets.
 //!
@@ -39,7 +39,7 @@ pub struct Asset {
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 /// The pages: route → file under `assets/`.
-pub const PAGES: [(&str, &str); 11] = [
+pub const PAGES: [(&str, &str); 12] = [
     ("/", "pages/index.html"),
     ("/phone", "pages/phone.html"),
     ("/listen", "pages/listen.html"),
@@ -47,6 +47,7 @@ pub const PAGES: [(&str, &str); 11] = [
     ("/recordings", "pages/recordings.html"),
     ("/uploads", "pages/uploads.html"),
     ("/history", "pages/history.html"),
+    ("/podcasts", "pages/podcasts.html"),
     ("/servers", "pages/servers.html"),
     ("/reset-password", "pages/reset-password.html"),
     ("/verify-email", "pages/verify-email.html"),

@@ -29,6 +29,8 @@ pub fn content_type(name: &str) -> &'static str {
         Some("mkv") => "video/x-matroska",
         Some("json") => "application/json",
         Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
         _ => "application/octet-stream",
     }
 }
@@ -115,7 +117,10 @@ fn range_still_applies(request: &HeaderMap, etag: &str) -> bool {
 }
 
 /// The stored object `key` (a file called `name`): `200` with all of it (streamed),
-/// `206` with the asked range, `304` when the client has this version, or `416`.
+/// `206` with the asked range, `304` when the client has this version, or `416` —
+/// or, when the store makes presigned URLs (S3), `307` to one: the bytes then come
+/// from the store itself (it answers ranges and `ETag`s the same way; the object
+/// carries its `Content-Type`, set by extension when it was written).
 pub async fn serve_object(
     store: &dyn Objects,
     key: &str,
@@ -130,6 +135,22 @@ pub async fn serve_object(
         warn!(key, "a file the database names is not in the store");
         return Err(ApiError::not_found("the file is not in the store"));
     };
+    if let Some(url) = store
+        .presigned_get(key)
+        .await
+        .map_err(|e| storage_unavailable(key, &e))?
+    {
+        let location = HeaderValue::from_str(&url).map_err(|_| {
+            warn!(key, "the store made a URL that is not a header value");
+            ApiError::internal("the file could not be served")
+        })?;
+        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+        r.headers_mut().insert(header::LOCATION, location);
+        // The URL expires: nobody may keep it.
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(r);
+    }
     let etag = entity_tag(&version);
     let etag_header = HeaderValue::from_str(&etag).expect("printable ASCII"); // filtered above
     if none_match(request, &etag) {

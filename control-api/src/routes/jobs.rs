@@ -52,6 +52,13 @@ pub trait Objects: Send + Sync {
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, String>>;
     /// An object as it streams from the store, with its size.
     fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, ByteStream), String>>;
+    /// Stores `data` under `key`.
+    fn put_bytes<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), String>>;
+    /// Copies an object within the store; the copy's size.
+    fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+    /// A short-lived URL that reads `key` from the store itself, when the store makes
+    /// them (S3); `None` otherwise.
+    fn presigned_get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
 }
 
 /// Bytes as they come from the object store.

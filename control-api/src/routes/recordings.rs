@@ -26,6 +26,7 @@ use crate::auth::now_millis;
 use crate::events::outbox_event;
 use crate::openapi::ErrorBody;
 use crate::state::{AppState, Caller, bearer, store_error};
+use crate::store::podcasts::PodcastStore;
 use crate::store::{OutboxEvent, Recording, RecordingChange, Room, Store, StoreError};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -77,6 +78,8 @@ pub struct RecordingView {
     /// The uploaded files with links that open them for a few hours (for players and
     /// downloads, which cannot send a token).
     pub files: Vec<FileLink>,
+    /// Chapter markers set while recording, by time.
+    pub markers: Vec<crate::routes::podcasts::MarkerView>,
 }
 
 /// A stored file and a signed link to it.
@@ -127,6 +130,7 @@ impl From<Recording> for RecordingView {
             objects: r.objects.and_then(|o| serde_json::from_str(&o).ok()),
             mixdowns: Vec::new(),
             files: Vec::new(),
+            markers: Vec::new(),
         }
     }
 }
@@ -134,6 +138,7 @@ impl From<Recording> for RecordingView {
 /// A recording with its mixdown jobs and links to its files.
 async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     let jobs = st.db.recording_jobs(&r.id).await.map_err(store_error)?;
+    let markers = st.db.markers(&r.id).await.map_err(store_error)?;
     let dir = format!(
         "/api/v1/rooms/{}/recordings/{}",
         encode_segment(&r.room_id),
@@ -141,6 +146,7 @@ async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     );
     let prefix = format!("{}/{}/", r.sfu_room, r.id);
     let mut v = RecordingView::from(r);
+    v.markers = markers.into_iter().map(Into::into).collect();
     v.files = v
         .objects
         .iter()

@@ -2251,6 +2251,17 @@ export class Room extends Emitter {
   }
 
   /**
+   * Marks a chapter now in the room's running recording (needs the `record` grant):
+   * a podcast episode made from the recording starts a chapter there.
+   * @param {string} title
+   * @returns {Promise<{id: string, at_ms: number, title: string, created_by: string}>}
+   */
+  async marker(title) {
+    const r = await this.#request({ type: 'marker', title });
+    return r.marker;
+  }
+
+  /**
    * Sets which simulcast layers a published track sends (`layers_wanted`): off the
    * ones the node received and nobody wants, on the rest. A layer the node never
    * received stays on (it may not have been sent yet, for bandwidth), or it could

@@ -298,6 +298,7 @@ const NAV = [
   ['/recordings', 'Recordings'],
   ['/uploads', 'Uploads'],
   ['/history', 'History'],
+  ['/podcasts', 'Podcasts'],
 ];
 
 /**

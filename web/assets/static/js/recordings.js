@@ -158,6 +158,14 @@ const item = (r) => {
             ),
           )
         : h('p', { class: 'small muted' }, r.status === 'recording' ? 'Tracks appear here when the recording stops.' : 'No tracks.'),
+      r.markers?.length
+        ? h(
+            'p',
+            { class: 'small', 'data-role': 'markers' },
+            'Chapters: ',
+            r.markers.map((/** @type {any} */ m) => `${clock(m.at_ms - r.started_at)} ${m.title}`).join(' · '),
+          )
+        : null,
       h('div', { class: 'row' }, make),
       mix ? mixdownView(r, mix) : null,
     ),
@@ -189,6 +197,7 @@ const controls = () => {
   const active = items.find((r) => r.status === 'recording');
   $('start').hidden = Boolean(active);
   $('stop').hidden = !active;
+  $('marker-form').hidden = !active;
   const st = $('rec-state');
   st.textContent = active ? 'recording' : 'not recording';
   st.className = `badge ${active ? 'live' : 'offline'}`;
@@ -231,6 +240,19 @@ $('start').addEventListener('click', () =>
     show(r);
   }),
 );
+$('marker-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const active = [...recordings.values()].find((r) => r.status === 'recording');
+  const input = $('marker-title', HTMLInputElement);
+  if (!active || !input.value.trim()) return;
+  busy($('mark', HTMLButtonElement), box, async () => {
+    const m = await session.post(api(`/${encodeURIComponent(active.id)}/markers`), { title: input.value });
+    active.markers = [...(active.markers ?? []), m];
+    show(active);
+    $('marker-said').textContent = `Marked “${m.title}” at ${clock(m.at_ms - active.started_at)}.`;
+    input.value = '';
+  });
+});
 $('stop').addEventListener('click', () => {
   const active = [...recordings.values()].find((r) => r.status === 'recording');
   if (active) stopRecording(active.id, $('stop', HTMLButtonElement));
