@@ -1050,7 +1050,9 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
     let (s, v) = stop(&srv, "pod", &id, &owner.access).await;
     assert_eq!(s, 200, "{v}");
     let started = v["started_at"].as_i64().unwrap();
-    let first_sound = started + 100;
+    let first_sound = v["manifest"]["tracks"][0]["first_sample_at"]
+        .as_f64()
+        .expect("the track's first sample time") as i64;
     // Afterwards, a chapter with its time; outside the recording is refused.
     let markers = api(&format!("/rooms/pod/recordings/{id}/markers"));
     let (s, e) = post(
@@ -1429,13 +1431,69 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
             .is_empty()
     );
     assert_eq!(srv.http.get(&feed_url).send().await.unwrap().status(), 404);
-    // The mixdown it came from is untouched.
+    // The mixdown it came from is untouched; deleting the recording removes its tracks
+    // and its mixdowns' files, and only its owner may.
+    let mixed = mix["result"]["files"]["episode.opus"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(store.head(&mixed).await.unwrap().is_some());
+    let recording = api(&format!("/rooms/pod/recordings/{id}"));
+    let r = srv
+        .http
+        .delete(api(&format!("/rooms/{room}/recordings/{id}")))
+        .bearer_auth(&stranger.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another's recording");
+    let r = srv
+        .http
+        .delete(&recording)
+        .bearer_auth(srv.publish_token(&room, "host"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a join token cannot delete");
     assert!(
-        store
-            .head(mix["result"]["files"]["episode.opus"].as_str().unwrap())
+        !store
+            .list(&format!("{room}/{id}"))
             .await
             .unwrap()
-            .is_some()
+            .is_empty()
+    );
+    let r = srv
+        .http
+        .delete(&recording)
+        .bearer_auth(&owner.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        store
+            .list(&format!("{room}/{id}"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the recording's files are gone"
+    );
+    assert_eq!(store.head(&mixed).await.unwrap(), None);
+    let (s, _) = get(
+        &srv,
+        &format!("/api/v1/rooms/pod/recordings/{id}"),
+        &owner.access,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, sources) = get(&srv, "/api/v1/podcasts/sources", &owner.access).await;
+    assert!(
+        sources
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["job_id"] != job_id.as_str()),
+        "{sources}"
     );
     srv.stop().await;
 }

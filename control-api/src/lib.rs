@@ -168,7 +168,10 @@ pub fn router(state: AppState) -> Router {
             "/rooms/{name}/recordings",
             post(recordings::start).get(recordings::list),
         )
-        .route("/rooms/{name}/recordings/{id}", get(recordings::get))
+        .route(
+            "/rooms/{name}/recordings/{id}",
+            get(recordings::get).delete(recordings::delete),
+        )
         .route("/rooms/{name}/recordings/{id}/stop", post(recordings::stop))
         .route(
             "/rooms/{name}/recordings/{id}/files/{file}",

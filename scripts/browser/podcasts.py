@@ -57,10 +57,30 @@ def text(page, selector: str) -> str:
     return loc.inner_text().strip() if loc.count() and loc.is_visible() else ""
 
 
+def address(page) -> str:
+    """The page's address as the page has it now (after its `history.pushState`).
+    Not `page.url`: that is Playwright's copy, which its sync API brings up to date
+    only while a Playwright call runs, so a poll that reads it alone between sleeps
+    never sees a pushState made after the last call returned (the address stays
+    `/podcasts` for as long as the poll lasts)."""
+    return page.evaluate("() => location.href")
+
+
+def state(page) -> dict:
+    """What the page shows, for a failure report: the boxes first (their calls also
+    bring Playwright's copy of the address up to date), then the address."""
+    boxes = {b: text(page, f"#{b}") for b in BOXES}
+    try:
+        url = address(page)
+    except Exception:  # noqa: BLE001 - a page gone or navigating: Playwright's copy
+        url = page.url
+    return {"url": url, **boxes}
+
+
 def main(a, s):
     base = a.base
     user = s.person("host")
-    s.on_failure = lambda: {"url": user.url, **{b: text(user, f"#{b}") for b in BOXES}}
+    s.on_failure = lambda: state(user)
     sign_up(user, base, f"podcaster-{uuid.uuid4().hex[:8]}@example.com", name="Pia")
     media = fixtures()
 
@@ -96,7 +116,7 @@ def publish(s, user, base: str, job_id: str, media: Path) -> dict:
         raise Failure(f"the categories offered are {categories!r}")
     form.get_by_label("Category").select_option("Music")
     form.get_by_role("button", name="Create the show").click()
-    wait_for("the new show, open", lambda: "show=" in user.url and user.locator("#show-view").is_visible())
+    wait_for("the new show, open", lambda: "show=" in address(user) and user.locator("#show-view").is_visible())
     if user.locator("#show-title").inner_text() != SHOW:
         raise Failure(f"the open show is called {user.locator('#show-title').inner_text()!r}")
     if user.locator("#show-form").get_by_label("Category").input_value() != "Music":

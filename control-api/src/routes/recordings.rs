@@ -629,3 +629,56 @@ pub(crate) async fn stop_recording(
     }
     Ok(())
 }
+
+/// Deletes a finished recording of the owner's room: its files in the store first (its
+/// tracks, manifest and every mixdown's outputs, all under its prefix), then its row,
+/// markers and mixdowns. Episodes made from it keep their own copy of the audio.
+#[utoipa::path(delete, path = "/api/v1/rooms/{name}/recordings/{id}", tag = "recordings", params(("name" = String, Path, description = "the room's id, or (for its owner) its name"), ("id" = String, Path)), responses((status = 204, description = "deleted, with its files"), (status = 404, description = "no such room or recording", body = ErrorBody), (status = 403, description = "a join token or device credential cannot delete", body = ErrorBody), (status = 409, description = "still recording, storing, or being mixed down", body = ErrorBody), (status = 503, description = "the object store is unavailable", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: RecordCaller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let RecordCaller::User(user) = &caller else {
+        return Err(ApiError::forbidden(
+            "only the room's owner deletes its recordings",
+        ));
+    };
+    user.require_user()?;
+    let rec = room_recording(&st, &caller, &name, &id).await?;
+    if !matches!(rec.status.as_str(), "uploaded" | "failed") {
+        return Err(ApiError::conflict(
+            "recording_in_progress",
+            format!(
+                "the recording is {}; delete it once it is stored",
+                rec.status
+            ),
+        ));
+    }
+    let jobs = st.db.recording_jobs(&rec.id).await.map_err(store_error)?;
+    if jobs.iter().any(|j| !j.is_final()) {
+        return Err(ApiError::conflict(
+            "job_in_progress",
+            "a mixdown of this recording is running; delete it once it is done",
+        ));
+    }
+    let prefix = format!("{}/{}/", rec.sfu_room, rec.id);
+    let store = crate::routes::jobs::objects(&st)?;
+    let removed = store.delete_prefix(&prefix).await.map_err(|e| {
+        warn!(prefix = %prefix, error = %e, "deleting a recording's files failed");
+        ApiError::unavailable(
+            "storage_unavailable",
+            "the object store is unavailable; try again",
+        )
+    })?;
+    if !st
+        .db
+        .delete_recording(&rec.owner_id, &rec.id, now_millis())
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::not_found("no such recording in this room"));
+    }
+    info!(recording = %rec.id, room = %rec.sfu_room, files = removed, "recording deleted");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

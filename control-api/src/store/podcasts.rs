@@ -1,4 +1,5 @@
-//! Podcast shows, episodes and recording markers: one implementation for both
+//! Podcast shows, episodes and recording markers (and deleting a recording, which
+//! takes its markers along): one implementation for both
 //! backends. The SQL is the same text on each (sqlx binds `$n` on SQLite too), so the
 //! queries are written once and expanded for each pool by [`podcast_store!`].
 //!
@@ -116,6 +117,15 @@ pub trait PodcastStore {
         limit: i64,
     ) -> impl Future<Output = R<Vec<Episode>>> + Send;
     fn add_marker(&self, marker: &Marker) -> impl Future<Output = R<()>> + Send;
+    /// Deletes a finished recording (`uploaded` or `failed`) of `owner_id`'s with its
+    /// markers, and marks its mixdowns deleted (their rows stay, as an upload's do);
+    /// false when there is no such finished recording.
+    fn delete_recording(
+        &self,
+        owner_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<bool>> + Send;
     /// A recording's markers by time.
     fn markers(&self, recording_id: &str) -> impl Future<Output = R<Vec<Marker>>> + Send;
 }
@@ -332,6 +342,34 @@ macro_rules! podcast_store {
                 Ok(())
             }
 
+            async fn delete_recording(&self, owner_id: &str, id: &str, now: Millis) -> R<bool> {
+                let mut tx = self.pool().begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM recordings WHERE id = $1 AND owner_id = $2 \
+                     AND status IN ('uploaded', 'failed')",
+                )
+                .bind(id)
+                .bind(owner_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 1 {
+                    sqlx::query("DELETE FROM recording_markers WHERE recording_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE transcode_jobs SET status = 'deleted', updated_at = $1 \
+                         WHERE recording_id = $2 AND status IN ('completed', 'failed')",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn markers(&self, recording_id: &str) -> R<Vec<Marker>> {
                 Ok(sqlx::query_as(
                     "SELECT id, recording_id, at_ms, title, created_by, created_at \
@@ -399,5 +437,8 @@ impl PodcastStore for Db {
     }
     async fn markers(&self, recording_id: &str) -> R<Vec<Marker>> {
         delegate!(self, s => s.markers(recording_id))
+    }
+    async fn delete_recording(&self, owner_id: &str, id: &str, now: Millis) -> R<bool> {
+        delegate!(self, s => s.delete_recording(owner_id, id, now))
     }
 }

@@ -131,6 +131,18 @@ const item = (r) => {
   );
   const stop = r.status === 'recording' ? h('button', { type: 'button', class: 'danger' }, 'Stop') : null;
   stop?.addEventListener('click', () => stopRecording(r.id, /** @type {HTMLButtonElement} */ (stop)));
+  const remove = r.status === 'uploaded' || r.status === 'failed' ? h('button', { type: 'button', class: 'danger secondary', 'data-role': 'delete' }, 'Delete') : null;
+  remove?.addEventListener('click', () => {
+    if (!confirm(`Delete the recording of ${when(r.started_at)} with its tracks and mixdowns? Podcast episodes made from it stay.`)) return;
+    busy(/** @type {HTMLButtonElement} */ (remove), box, async () => {
+      await session.delete(api(`/${encodeURIComponent(r.id)}`));
+      recordings.delete(r.id);
+      rows.get(r.id)?.remove();
+      rows.delete(r.id);
+      controls();
+      say(box, 'The recording and its files are deleted.', 'ok');
+    });
+  });
   const took = r.stopped_at ? clock(r.stopped_at - r.started_at) : '';
   return h(
     'li',
@@ -138,7 +150,7 @@ const item = (r) => {
     h(
       'div',
       { class: 'grow stack' },
-      h('div', { class: 'row spread' }, h('strong', null, when(r.started_at)), h('div', { class: 'row' }, took ? h('span', { class: 'time' }, took) : null, statusBadge(r), stop)),
+      h('div', { class: 'row spread' }, h('strong', null, when(r.started_at)), h('div', { class: 'row' }, took ? h('span', { class: 'time' }, took) : null, statusBadge(r), stop, remove)),
       tracks.length
         ? h(
             'ul',
