@@ -399,6 +399,14 @@ pub struct RecordingSettings {
     /// recordings of a node silent for 15 s (finished as `interrupted`, uploaded).
     #[serde(default)]
     pub shared_spool: bool,
+    /// How often a node looks for raw tracks past their room's retention (one node
+    /// at a time does it, under a lease).
+    #[serde(default = "default_retention_sweep_secs")]
+    pub retention_sweep_secs: u64,
+}
+
+fn default_retention_sweep_secs() -> u64 {
+    600
 }
 
 impl std::fmt::Debug for RecordingSettings {
@@ -416,6 +424,7 @@ impl std::fmt::Debug for RecordingSettings {
             )
             .field("queue", &self.queue)
             .field("shared_spool", &self.shared_spool)
+            .field("retention_sweep_secs", &self.retention_sweep_secs)
             .finish()
     }
 }
@@ -766,6 +775,7 @@ impl Default for Settings {
                 s3_secret_access_key: None,
                 queue: 8192,
                 shared_spool: false,
+                retention_sweep_secs: default_retention_sweep_secs(),
             },
             worker: WorkerSettings::default(),
             turn: TurnSettings::default(),

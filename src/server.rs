@@ -139,6 +139,7 @@ async fn open_control_plane(
             },
             websocket_idle: Duration::from_secs(settings.limits.websocket_idle_secs),
             history_group: settings.events.history_group.clone(),
+            retention_sweep: Duration::from_secs(settings.recording.retention_sweep_secs.max(1)),
             max_join_ttl: Duration::from_secs(settings.limits.join_token_max_ttl_secs),
             ..control_api::ApiConfig::default()
         },
@@ -250,6 +251,7 @@ struct EventServices {
     consumer: hub::Task,
     history: hub::Task,
     sweeper: hub::Task,
+    retention: hub::Task,
     room_events: Option<tokio::task::JoinHandle<()>>,
     sampler: Option<tokio::task::JoinHandle<()>>,
 }
@@ -271,6 +273,7 @@ impl EventServices {
             api,
             (api.config.online_window / 4).max(Duration::from_millis(250)),
         );
+        let retention = control_api::retention::start(api, api.config.retention_sweep);
         let room_events = room_events
             .map(|(rx, grace)| tokio::spawn(crate::room_events::run(api.clone(), rx, grace)));
         let sampler =
@@ -280,6 +283,7 @@ impl EventServices {
             consumer,
             history,
             sweeper,
+            retention,
             room_events,
             sampler,
         })
@@ -298,6 +302,7 @@ impl EventServices {
             t.abort();
         }
         self.sweeper.shutdown().await;
+        self.retention.shutdown().await;
         self.consumer.shutdown().await;
         self.relay.shutdown(EVENTS_GRACE).await;
         // After the relay's last publish: the in-process bus's history applies what
@@ -597,7 +602,13 @@ fn api_router(settings: &Settings, api: &control_api::AppState) -> Router {
     router.layer(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .expose_headers([header::LOCATION, header::RETRY_AFTER])
             .max_age(Duration::from_secs(3600)),

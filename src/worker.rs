@@ -68,13 +68,17 @@ impl WorkerConfig {
 #[derive(Debug, Clone)]
 pub struct StoreObjects(pub Arc<ObjectStore>);
 
-/// How long a presigned download URL works: enough to start reading (a player asks
-/// for a new one at its next request).
-const PRESIGNED_TTL: Duration = Duration::from_secs(300);
+/// How long a presigned download URL works: a podcast app or player keeps reading
+/// ranges from where it was sent (pauses included) before it asks the node again.
+const PRESIGNED_TTL: Duration = Duration::from_secs(3600);
 
 impl Objects for StoreObjects {
     fn put_bytes<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.0.put_bytes(key, data).await.map_err(|e| e.to_string()) })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.0.delete(key).await.map_err(|e| e.to_string()) })
     }
 
     fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<u64, String>> {
@@ -393,12 +397,13 @@ impl Worker {
                 }
                 let inside = |k: &str| match owner {
                     Some(o) => k.starts_with(&format!("uploads/{o}/")),
-                    None => !k.starts_with("uploads/"),
+                    // Users' files: uploads, and podcast episodes and artwork.
+                    None => !k.starts_with("uploads/") && !k.starts_with("podcasts/"),
                 };
                 if !inside(&input) || !inside(&output) {
                     return Some(match owner {
                         Some(o) => format!("a job of {o} reads and writes only under uploads/{o}/"),
-                        None => "a job without an owner may not touch uploads/".into(),
+                        None => "a job without an owner may not touch uploads/ or podcasts/".into(),
                     });
                 }
                 None

@@ -389,12 +389,15 @@ async fn behind_a_firewall_without_udp_over_ice_tcp_and_moving_address() {
     srv.stop().await;
 }
 
-/// Recording a Chromium room from the recordings page: tracks that decode, a podcast
-/// mixdown with its episode and stems; and an upload with live progress that plays.
+/// Recording a Chromium room from the recordings page: a chapter marked while it
+/// records, tracks that decode, a podcast mixdown with its episode and stems, raw
+/// tracks gone after the room's retention, the recording deleted; and an upload with
+/// live progress that plays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_is_recorded_mixed_down_and_an_upload_plays() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let srv = TestServer::start().await;
+    // Raw tracks past the room's retention are looked for every second.
+    let srv = TestServer::start_with(|s| s.recording.retention_sweep_secs = 1).await;
     let r = scenario("recordings", &srv, &[]).await;
     assert!(number(&r, "episode_s") >= 4.0, "{r}");
     let tracks = r["tracks"].as_object().expect("tracks");

@@ -1151,7 +1151,7 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
         &srv.http,
         api("/podcasts/shows"),
         Some(&owner.access),
-        json!({"title": "Pod", "author": "Ann", "language": "en", "category": "Musik"}),
+        json!({"title": "Pod", "description": "d", "author": "Ann", "language": "en", "category": "Musik"}),
     )
     .await;
     assert_eq!(
@@ -1209,7 +1209,7 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
         &srv.http,
         api("/podcasts/shows"),
         Some(&stranger.access),
-        json!({"title": "Theirs", "author": "S", "language": "en", "category": "Music"}),
+        json!({"title": "Theirs", "description": "Theirs", "author": "S", "language": "en", "category": "Music"}),
     )
     .await;
     assert_eq!(s, 201);
@@ -1264,17 +1264,10 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
         404,
         "a draft is not public"
     );
-    // The owner's page plays the draft through its signed link: a redirect to S3.
+    // The owner's page plays the draft through its signed link, through the node (the
+    // page admits media from its own origin only).
     let link = format!("{}{}", srv.base, ep["audio_url"].as_str().unwrap());
     let r = no_redirects.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 307);
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
-    assert!(
-        location.starts_with(&endpoint) && location.contains("X-Amz-Signature="),
-        "{location}"
-    );
-    assert_eq!(r.headers()["cache-control"], "no-store");
-    let r = srv.http.get(&location).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "audio/ogg");
     assert_eq!(
@@ -1334,8 +1327,32 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
         ep["audio_bytes"].as_u64(),
         "{summary}"
     );
+    // A live episode's audio is public: a presigned redirect to S3 (an hour long),
+    // read with its type and every byte; `HEAD` (which a URL signed for `GET` would
+    // not answer) is answered by the node.
     let r = no_redirects.get(&public_audio).send().await.unwrap();
     assert_eq!(r.status(), 307, "a live episode's audio is public");
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&endpoint)
+            && location.contains("X-Amz-Signature=")
+            && location.contains("X-Amz-Expires=3600"),
+        "{location}"
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let r = srv.http.get(&location).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/ogg");
+    assert_eq!(
+        r.bytes().await.unwrap().len() as u64,
+        ep["audio_bytes"].as_u64().unwrap()
+    );
+    let r = no_redirects.head(&public_audio).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"].to_str().unwrap(),
+        ep["audio_bytes"].to_string()
+    );
     let art = srv
         .http
         .get(format!("{}/feeds/{show_id}/artwork", srv.base))
@@ -1503,4 +1520,133 @@ fn chrono_free_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A room that keeps raw tracks 0 days after a mixdown: once the mixdown is done the
+/// sweeper deletes the track files (the manifest and the mixdown stay), the recording
+/// says when, and it cannot be mixed down again; a room without retention keeps its.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_tracks_go_after_the_rooms_retention_and_the_mixdown_stays() {
+    let py = python();
+    let srv = TestServer::start_with(|s| s.recording.retention_sweep_secs = 1).await;
+    let (owner, room) = owner_with_room(&srv, "kept", false).await;
+    let retention = format!("{}/api/v1/rooms/kept/retention", srv.base);
+    let (s, v) = get(&srv, "/api/v1/rooms/kept/retention", &owner.access).await;
+    assert_eq!((s, v["tracks_days"].clone()), (200, Value::Null), "{v}");
+    let set = |days: Value| {
+        srv.http
+            .put(&retention)
+            .bearer_auth(&owner.access)
+            .json(&json!({ "tracks_days": days }))
+            .send()
+    };
+    let r = set(json!(-1)).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let stranger = register(&srv, "stranger-kept@example.test").await;
+    let r = srv
+        .http
+        .put(format!("{}/api/v1/rooms/{room}/retention", srv.base))
+        .bearer_auth(&stranger.access)
+        .json(&json!({"tracks_days": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another's room");
+    let r = set(json!(0)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = get(&srv, "/api/v1/rooms/kept/retention", &owner.access).await;
+    assert_eq!(v["tracks_days"], 0, "{v}");
+
+    let mut host = join(
+        &srv,
+        &format!("/whip/{room}"),
+        &srv.publish_token(&room, "host"),
+        &[Audio],
+    )
+    .await
+    .unwrap();
+    connect(&mut [&mut host]).await;
+    let (s, rec) = start(&srv, "kept", &owner.access).await;
+    assert_eq!(s, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let mut tracks = [Play::new(0, Audio, Codec::Opus, encode(&py, "opus", 50), 0)];
+    play(&mut [&mut host], &mut tracks).await;
+    let (s, v) = stop(&srv, "kept", &id, &owner.access).await;
+    assert_eq!(s, 200, "{v}");
+    let stored = wait_recording(&srv, "kept", &id, &owner.access, |v| {
+        v["status"] == "uploaded"
+    })
+    .await;
+    let dir = srv.data_dir.join("recordings").join(&room).join(&id);
+    let track_file = dir.join(
+        track(&stored["manifest"], "host", "audio")["file"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(track_file.exists());
+    // Uploaded but never mixed down: the tracks stay (sweeps pass meanwhile).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(track_file.exists(), "no mixdown yet: the tracks stay");
+    let (s, job) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms/kept/recordings/{id}/mixdown", srv.base),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let mix = wait_mixdown(&srv, "kept", &id, &owner.access).await;
+    assert_eq!(mix["status"], "completed", "{mix}");
+    let deadline = Instant::now() + WAIT;
+    let swept = loop {
+        let (_, v) = get(
+            &srv,
+            &format!("/api/v1/rooms/kept/recordings/{id}"),
+            &owner.access,
+        )
+        .await;
+        if !v["tracks_deleted_at"].is_null() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tracks were never swept: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!track_file.exists(), "the raw track is gone");
+    assert!(dir.join("manifest.json").exists(), "the manifest stays");
+    let episode = srv
+        .data_dir
+        .join("recordings")
+        .join(mix["result"]["files"]["episode.opus"].as_str().unwrap());
+    assert!(episode.exists(), "the mixdown stays");
+    let objects: Vec<&str> = swept["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert_eq!(objects, [format!("{room}/{id}/manifest.json")], "{swept}");
+    assert!(
+        swept["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != track_file.file_name().unwrap().to_str().unwrap()),
+        "{swept}"
+    );
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/rooms/kept/recordings/{id}/mixdown", srv.base),
+        Some(&owner.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("tracks_deleted")),
+        "{v}"
+    );
+    srv.stop().await;
 }

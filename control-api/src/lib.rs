@@ -34,6 +34,7 @@ pub mod openapi;
 pub mod podcast;
 pub mod ratelimit;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -226,6 +227,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/podcasts/shows/{id}/episodes/{episode}/unpublish",
             post(podcasts::unpublish),
+        )
+        .route(
+            "/rooms/{name}/retention",
+            get(routes::retention::get).put(routes::retention::put),
         )
         .route(
             "/rooms/{name}/recordings/{id}/markers",

@@ -336,7 +336,7 @@ impl Modify for Links {
         devices::create, devices::list, devices::get, devices::rename, devices::remove, devices::heartbeat,
         devices::start_pairing, devices::pairing_status, devices::claim,
         rooms::create, rooms::list, rooms::get, rooms::update, rooms::delete, rooms::join_token, rooms::jwks, rooms::device_stream, rooms::new_share_link, rooms::reset, members::list, members::invite, members::remove, members::invitations, members::accept, members::decline,
-        recordings::start, recordings::list, recordings::get, recordings::stop, recordings::file, recordings::delete,
+        recordings::start, recordings::list, recordings::get, recordings::stop, recordings::file, recordings::delete, crate::routes::retention::get, crate::routes::retention::put,
         jobs::mixdown, jobs::mixdown_file, jobs::upload, jobs::list, jobs::get, jobs::delete, jobs::file,
         library::sync, library::list, crate::routes::history::plays, crate::routes::history::stats,
         control::command, control::now_playing, control::device_socket, control::browser_socket,

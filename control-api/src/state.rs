@@ -74,6 +74,8 @@ pub struct ApiConfig {
     /// node of a cluster uses the same one; a new name reads the topic again from its
     /// start, which counts nothing twice.
     pub history_group: String,
+    /// How often raw tracks past their room's retention are looked for.
+    pub retention_sweep: Duration,
 }
 
 /// The most a user may hold at once; beyond, `403 quota_exceeded` (checked before each
@@ -216,6 +218,7 @@ impl Default for ApiConfig {
             quotas: Quotas::default(),
             websocket_idle: Duration::from_secs(60),
             history_group: "streamcore-history".into(),
+            retention_sweep: Duration::from_secs(600),
         }
     }
 }

@@ -141,20 +141,31 @@ async fn podcasts_shows_episodes_and_markers<S: Store + PodcastStore>(s: &S) {
     assert!(a.explicit);
     a.title = "Renamed".into();
     a.explicit = false;
-    a.artwork_key = Some("podcasts/u1/a/artwork.png".into());
-    a.artwork_type = Some("image/png".into());
     assert!(s.update_show(&a).await.unwrap());
+    assert_eq!(
+        s.set_artwork(&a, "podcasts/u1/a/artwork.png", "image/png", T0 + 5)
+            .await
+            .unwrap(),
+        Some(None)
+    );
+    assert_eq!(
+        s.set_artwork(&a, "podcasts/u1/a/artwork.jpg", "image/jpeg", T0 + 6)
+            .await
+            .unwrap(),
+        Some(Some("podcasts/u1/a/artwork.png".into())),
+        "the key it replaced"
+    );
     let mut stolen = a.clone();
     stolen.owner_id = "u2".into();
     assert!(!s.update_show(&stolen).await.unwrap(), "another's update");
+    let a = s.show("u1", "a").await.unwrap().unwrap();
     assert_eq!(
-        s.show("u1", "a")
-            .await
-            .unwrap()
-            .unwrap()
-            .artwork_type
-            .as_deref(),
-        Some("image/png")
+        (a.title.as_str(), a.explicit, a.artwork_type.as_deref()),
+        ("Renamed", false, Some("image/jpeg"))
+    );
+    assert_eq!(
+        s.set_artwork(&stolen, "k", "image/png", T0).await.unwrap(),
+        None
     );
 
     s.create_episode(&episode("draft", "a", "draft", None))

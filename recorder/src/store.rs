@@ -285,6 +285,14 @@ impl Store {
         Ok((size, Box::pin(r.into_stream().map_err(StoreError::from))))
     }
 
+    /// Deletes one object; one already gone counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Copies an object within the store (S3: server-side); the copy's size.
     pub async fn copy(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         self.inner

@@ -69,10 +69,17 @@ def main(a, s):
     item.wait_for()
     # Record for a while: until the room has sent some seconds of media.
     started = rec.evaluate("() => performance.now()")
+    wait_for("two seconds of recording", lambda: rec.evaluate("() => performance.now()") - started > 2000, 15, 0.25)
+    # A chapter marked while recording: the page says where, and the recording keeps it.
+    rec.get_by_label("Chapter title").fill("The interview")
+    rec.get_by_role("button", name="Mark a chapter here").click()
+    wait_for("the marker said", lambda: rec.locator("#marker-said").inner_text().startswith("Marked “The interview” at 0:0"))
     wait_for("six seconds of recording", lambda: rec.evaluate("() => performance.now()") - started > 6000, 15, 0.25)
     rec.get_by_role("button", name="Stop recording").click()
     wait_for("the recording stored", lambda: item.locator("[data-status]").first.get_attribute("data-status") == "uploaded", 60)
     s.screenshot(rec, "recordings")
+    if "The interview" not in item.locator("[data-role=markers]").inner_text():
+        raise Failure(f"the recording shows no chapter: {item.inner_text()!r}")
 
     # Every track plays in the page from its signed link, and decodes with FFmpeg.
     tracks = item.locator("li[data-file]")
@@ -122,6 +129,42 @@ def main(a, s):
         if d["audio_s"] < 4:
             raise Failure(f"download {i} decodes to {d['audio_s']:.1f} s")
     s.screenshot(rec, "recordings-episode")
+
+    # The room keeps raw tracks only until a mixdown: they go (the node sweeps each
+    # second in this test), the episode stays; then the whole recording is deleted.
+    track_link = absolute(base, tracks.first.locator("audio, video").get_attribute("src"))
+    rec.get_by_label("Raw tracks").select_option("0")
+    rec.get_by_role("button", name="Save").click()
+    wait_for("the retention saved", lambda: rec.locator("#retention-said").inner_text().startswith("Saved"))
+
+    def swept():
+        rec.reload()
+        rec.locator("#recordings li[data-recording]").first.wait_for()
+        return rec.locator("[data-role=tracks-deleted]").count() == 1
+
+    wait_for("the raw tracks deleted", swept, 30, 1.0)
+    if rec.get_by_label("Raw tracks").input_value() != "0":
+        raise Failure("the retention is not shown after a reload")
+    item = rec.locator("#recordings li[data-recording]").first
+    if item.locator("li[data-file]").count() != 0:
+        raise Failure(f"deleted tracks are still listed: {item.inner_text()!r}")
+    if item.locator("[data-mixdown] audio").count() == 0:
+        raise Failure("the episode went with the raw tracks")
+    try:
+        urllib.request.urlopen(track_link)
+        raise Failure("a deleted raw track still opens")
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise Failure(f"a deleted raw track answers {e.code}, not 404") from e
+    rec.once("dialog", lambda d: d.accept())
+    item.locator("button[data-role=delete]").click()
+    wait_for("the recording to leave the page", lambda: rec.locator("#recordings li[data-recording]").count() == 0)
+    try:
+        urllib.request.urlopen(ep_src if ep_src.startswith("http") else absolute(base, ep_src))
+        raise Failure("the deleted recording's episode still opens")
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise Failure(f"the deleted recording's episode answers {e.code}, not 404") from e
 
     # Uploads: a file in, progress live, the result plays with its waveform.
     up = host.context.new_page()

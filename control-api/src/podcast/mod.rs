@@ -58,15 +58,12 @@ pub fn text(
 ) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() && !empty_ok {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("{field} must not be empty"),
-        ));
+        return Err(ApiError::invalid_field(field, "must not be empty"));
     }
     if v.chars().count() > max {
         return Err(ApiError::invalid_field(
             field,
-            format!("{field} must be at most {max} characters"),
+            format!("must be at most {max} characters"),
         ));
     }
     if v.chars()
@@ -74,7 +71,7 @@ pub fn text(
     {
         return Err(ApiError::invalid_field(
             field,
-            format!("{field} must not hold control characters"),
+            "must not hold control characters",
         ));
     }
     Ok(v.to_owned())
@@ -93,7 +90,7 @@ pub fn language(value: &str) -> Result<String, ApiError> {
     {
         return Err(ApiError::invalid_field(
             "language",
-            "language must be a language tag such as en or pt-BR",
+            "must be a language tag such as en or pt-BR",
         ));
     }
     Ok(v.to_owned())
@@ -107,7 +104,7 @@ pub fn category(value: &str) -> Result<String, ApiError> {
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "category",
-                format!("category must be one of: {}", CATEGORIES.join(", ")),
+                format!("must be one of: {}", CATEGORIES.join(", ")),
             )
         })
 }
@@ -117,7 +114,7 @@ pub fn number(field: &'static str, value: Option<i64>) -> Result<Option<i64>, Ap
     match value {
         Some(n) if !(1..=1_000_000).contains(&n) => Err(ApiError::invalid_field(
             field,
-            format!("{field} must be a whole number from 1"),
+            "must be a whole number from 1",
         )),
         v => Ok(v),
     }

@@ -109,6 +109,7 @@ pub fn feed(show: &Show, episodes: &[Episode], urls: &FeedUrls, now: Millis) -> 
          <lastBuildDate>{built}</lastBuildDate>\n\
          <generator>StreamCore</generator>\n\
          <itunes:author>{author}</itunes:author>\n\
+         <itunes:owner><itunes:name>{author}</itunes:name></itunes:owner>\n\
          <itunes:category text=\"{category}\"/>\n\
          <itunes:explicit>{explicit}</itunes:explicit>\n\
          <itunes:type>episodic</itunes:type>\n\

@@ -4,7 +4,7 @@
 //! signed link (the owner's page plays drafts with one).
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use signaling::ApiError;
 
@@ -23,13 +23,14 @@ async fn show(st: &AppState, id: &str) -> Result<Show, ApiError> {
         .ok_or_else(|| ApiError::not_found("no such show"))
 }
 
-/// A live episode, or any episode of the show for a signed link to this path.
+/// A live episode, or any episode of the show for a signed link to this path; whether
+/// it is live.
 async fn episode(
     st: &AppState,
     uri: &OriginalUri,
     show_id: &str,
     id: &str,
-) -> Result<Episode, ApiError> {
+) -> Result<(Episode, bool), ApiError> {
     let e = st
         .db
         .episode(show_id, id)
@@ -40,8 +41,9 @@ async fn episode(
         axum::extract::Query::<crate::links::LinkQuery>::try_from_uri(&uri.0)
             .is_ok_and(|q| st.links.verify(uri.0.path(), &q, now_millis() / 1000))
     };
-    if e.is_live(now_millis()) || linked() {
-        Ok(e)
+    let live = e.is_live(now_millis());
+    if live || linked() {
+        Ok((e, live))
     } else {
         Err(ApiError::not_found("no such episode"))
     }
@@ -70,6 +72,11 @@ pub async fn feed(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/rss+xml; charset=utf-8"),
     );
+    // Web players and directories read it from their own origins.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     // Apps poll; a scheduled episode shows within a minute of its time.
     h.insert(
         header::CACHE_CONTROL,
@@ -81,6 +88,7 @@ pub async fn feed(
 #[utoipa::path(get, path = "/feeds/{show}/artwork", tag = "podcasts", params(("show" = String, Path)), responses((status = 200, description = "the image (JPEG or PNG)"), (status = 404, description = "no such show, or no artwork", body = crate::openapi::ErrorBody)))]
 pub async fn artwork(
     State(st): State<AppState>,
+    method: Method,
     Path(show_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -89,18 +97,33 @@ pub async fn artwork(
         .artwork_key
         .ok_or_else(|| ApiError::not_found("the show has no artwork"))?;
     let name = key.rsplit('/').next().unwrap_or("artwork");
-    crate::routes::files::serve_object(&*objects(&st)?, &key, name, &headers).await
+    crate::routes::files::serve_public_object(&*objects(&st)?, &key, name, &method, &headers).await
 }
 
 #[utoipa::path(get, path = "/feeds/{show}/{episode}/audio.opus", tag = "podcasts", params(("show" = String, Path), ("episode" = String, Path)), responses((status = 200, description = "the episode's audio (Opus in Ogg)"), (status = 206, description = "the asked range"), (status = 307, description = "to the object store (S3)"), (status = 404, description = "no such live episode", body = crate::openapi::ErrorBody)))]
 pub async fn audio(
     State(st): State<AppState>,
+    method: Method,
     uri: OriginalUri,
     Path((show_id, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let e = episode(&st, &uri, &show_id, &id).await?;
-    crate::routes::files::serve_object(&*objects(&st)?, &e.audio_key, "audio.opus", &headers).await
+    let (e, live) = episode(&st, &uri, &show_id, &id).await?;
+    let store = objects(&st)?;
+    if live {
+        crate::routes::files::serve_public_object(
+            &*store,
+            &e.audio_key,
+            "audio.opus",
+            &method,
+            &headers,
+        )
+        .await
+    } else {
+        // The owner's page plays a draft: through the node (its policy admits no
+        // other origin).
+        crate::routes::files::serve_object(&*store, &e.audio_key, "audio.opus", &headers).await
+    }
 }
 
 #[utoipa::path(get, path = "/feeds/{show}/{episode}/chapters.json", tag = "podcasts", params(("show" = String, Path), ("episode" = String, Path)), responses((status = 200, description = "Podcasting 2.0 JSON chapters", content_type = "application/json+chapters"), (status = 404, description = "no such live episode", body = crate::openapi::ErrorBody)))]
@@ -109,7 +132,7 @@ pub async fn chapters(
     uri: OriginalUri,
     Path((show_id, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let e = episode(&st, &uri, &show_id, &id).await?;
+    let (e, _) = episode(&st, &uri, &show_id, &id).await?;
     let mut r = axum::Json(rss::chapters_json(&e)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -118,6 +141,10 @@ pub async fn chapters(
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),
+    );
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
     );
     Ok(r)
 }

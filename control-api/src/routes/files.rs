@@ -116,11 +116,51 @@ fn range_still_applies(request: &HeaderMap, etag: &str) -> bool {
         .is_none_or(|v| !etag.starts_with("W/") && v.trim() == etag)
 }
 
+/// A public file (a podcast feed's enclosure or artwork) for a `GET`: when the store
+/// makes presigned URLs (S3), `307` to one, and the bytes come from the store itself
+/// (it answers ranges and `ETag`s the same way; the object carries its `Content-Type`,
+/// set by extension when it was written). Otherwise, and for `HEAD` (a URL is signed
+/// for one method), as [`serve_object`]. The pages' own files always come through the
+/// node: their Content-Security-Policy admits media from their origin only.
+pub async fn serve_public_object(
+    store: &dyn Objects,
+    key: &str,
+    name: &str,
+    method: &axum::http::Method,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
+    if method == axum::http::Method::GET {
+        if store
+            .head(key)
+            .await
+            .map_err(|e| storage_unavailable(key, &e))?
+            .is_none()
+        {
+            warn!(key, "a file the database names is not in the store");
+            return Err(ApiError::not_found("the file is not in the store"));
+        }
+        if let Some(url) = store
+            .presigned_get(key)
+            .await
+            .map_err(|e| storage_unavailable(key, &e))?
+        {
+            let location = HeaderValue::from_str(&url).map_err(|_| {
+                warn!(key, "the store made a URL that is not a header value");
+                ApiError::internal("the file could not be served")
+            })?;
+            let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+            r.headers_mut().insert(header::LOCATION, location);
+            // The URL expires: nobody may keep it.
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(r);
+        }
+    }
+    serve_object(store, key, name, request).await
+}
+
 /// The stored object `key` (a file called `name`): `200` with all of it (streamed),
-/// `206` with the asked range, `304` when the client has this version, or `416` —
-/// or, when the store makes presigned URLs (S3), `307` to one: the bytes then come
-/// from the store itself (it answers ranges and `ETag`s the same way; the object
-/// carries its `Content-Type`, set by extension when it was written).
+/// `206` with the asked range, `304` when the client has this version, or `416`.
 pub async fn serve_object(
     store: &dyn Objects,
     key: &str,
@@ -135,22 +175,6 @@ pub async fn serve_object(
         warn!(key, "a file the database names is not in the store");
         return Err(ApiError::not_found("the file is not in the store"));
     };
-    if let Some(url) = store
-        .presigned_get(key)
-        .await
-        .map_err(|e| storage_unavailable(key, &e))?
-    {
-        let location = HeaderValue::from_str(&url).map_err(|_| {
-            warn!(key, "the store made a URL that is not a header value");
-            ApiError::internal("the file could not be served")
-        })?;
-        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
-        r.headers_mut().insert(header::LOCATION, location);
-        // The URL expires: nobody may keep it.
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Ok(r);
-    }
     let etag = entity_tag(&version);
     let etag_header = HeaderValue::from_str(&etag).expect("printable ASCII"); // filtered above
     if none_match(request, &etag) {

@@ -52,6 +52,8 @@ pub trait Objects: Send + Sync {
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, String>>;
     /// An object as it streams from the store, with its size.
     fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(u64, ByteStream), String>>;
+    /// Deletes one object (gone already: deleted).
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), String>>;
     /// Stores `data` under `key`.
     fn put_bytes<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), String>>;
     /// Copies an object within the store; the copy's size.
@@ -561,6 +563,16 @@ pub async fn mixdown(
                 "the recording is {}; a mixdown needs it uploaded",
                 rec.status
             ),
+        ));
+    }
+    if crate::store::retention::RetentionStore::tracks_deleted_at(&st.db, &rec.id)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(ApiError::conflict(
+            "tracks_deleted",
+            "the recording's raw tracks were deleted (the room's retention); its earlier mixdowns stay",
         ));
     }
     let job_prefix = uuid::Uuid::new_v4().simple().to_string();

@@ -11,4 +11,5 @@ pub mod library;
 pub mod members;
 pub mod podcasts;
 pub mod recordings;
+pub mod retention;
 pub mod rooms;

@@ -199,7 +199,8 @@ fn apply_show(s: &mut Show, c: ShowChange) -> Result<(), ApiError> {
         s.title = podcast::text("title", &v, MAX_TITLE, false)?;
     }
     if let Some(v) = c.description {
-        s.description = podcast::text("description", &v, MAX_DESCRIPTION, true)?;
+        // Directories refuse a show without one.
+        s.description = podcast::text("description", &v, MAX_DESCRIPTION, false)?;
     }
     if let Some(v) = c.author {
         s.author = podcast::text("author", &v, MAX_TITLE, false)?;
@@ -365,18 +366,25 @@ pub async fn put_artwork(
         .put_bytes(&key, bytes.to_vec())
         .await
         .map_err(|e| storage_error("storing artwork", &key, &e))?;
+    let now = now_millis();
+    let Some(old) = st
+        .db
+        .set_artwork(&show, &key, art.mime, now)
+        .await
+        .map_err(store_error)?
+    else {
+        return Err(ApiError::not_found("no such show"));
+    };
     // The other type's file, if the artwork changed type.
-    if let Some(old) = show.artwork_key.replace(key.clone())
+    if let Some(old) = old
         && old != key
-        && let Err(e) = store.delete_prefix(&old).await
+        && let Err(e) = store.delete(&old).await
     {
         warn!(key = %old, error = %e, "the old artwork stays in the store");
     }
+    show.artwork_key = Some(key);
     show.artwork_type = Some(art.mime.to_owned());
-    show.updated_at = now_millis();
-    if !st.db.update_show(&show).await.map_err(store_error)? {
-        return Err(ApiError::not_found("no such show"));
-    }
+    show.updated_at = now;
     info!(show = %show.id, side = art.side, mime = art.mime, "show artwork stored");
     Ok(Json(show_view(&st, show)))
 }
@@ -548,7 +556,7 @@ pub async fn create_episode(
     .ok_or_else(|| {
         ApiError::invalid_field(
             "source_job",
-            "source_job must be one of your finished uploads or recording mixdowns",
+            "must be one of your finished uploads or recording mixdowns",
         )
     })?;
     let now = now_millis();
@@ -578,7 +586,11 @@ pub async fn create_episode(
             description: Some(req.description),
             season: Some(req.season),
             episode: Some(req.episode),
-            chapters: Some(req.chapters.unwrap_or(src.view.chapters)),
+            chapters: Some(req.chapters.unwrap_or_else(|| {
+                let mut c = src.view.chapters;
+                c.truncate(podcast::MAX_CHAPTERS);
+                c
+            })),
         },
     )?;
     ep.audio_key = format!("{}{}/audio.opus", show_prefix(&show), ep.id);
@@ -587,7 +599,13 @@ pub async fn create_episode(
         .await
         .map_err(|e| storage_error("copying an episode's audio", &src.audio_key, &e))?;
     ep.audio_bytes = bytes as i64;
-    st.db.create_episode(&ep).await.map_err(store_error)?;
+    if let Err(e) = st.db.create_episode(&ep).await {
+        // The copy would be nobody's.
+        if let Err(del) = objects(&st)?.delete(&ep.audio_key).await {
+            warn!(key = %ep.audio_key, error = %del, "an episode's audio copy stays in the store");
+        }
+        return Err(store_error(e));
+    }
     info!(show = %show.id, episode = %ep.id, source = %ep.source_job, bytes, "episode created");
     Ok((StatusCode::CREATED, Json(episode_view(&st, ep, now))))
 }
@@ -656,7 +674,7 @@ pub async fn publish(
     if !(0..=253_402_300_799_000).contains(&at) {
         return Err(ApiError::invalid_field(
             "publish_at",
-            "publish_at must be a time in milliseconds since 1970",
+            "must be a time in milliseconds since 1970",
         ));
     }
     e.status = "published".into();
@@ -750,7 +768,16 @@ pub async fn add_marker(
     if at < rec.started_at || at > end {
         return Err(ApiError::invalid_field(
             "at_ms",
-            "at_ms must be within the recording",
+            "must be within the recording",
+        ));
+    }
+    if st.db.markers(&rec.id).await.map_err(store_error)?.len() >= podcast::MAX_CHAPTERS {
+        return Err(ApiError::conflict(
+            "too_many_markers",
+            format!(
+                "a recording holds at most {} markers",
+                podcast::MAX_CHAPTERS
+            ),
         ));
     }
     let m = Marker {

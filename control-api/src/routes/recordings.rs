@@ -27,6 +27,7 @@ use crate::events::outbox_event;
 use crate::openapi::ErrorBody;
 use crate::state::{AppState, Caller, bearer, store_error};
 use crate::store::podcasts::PodcastStore;
+use crate::store::retention::RetentionStore;
 use crate::store::{OutboxEvent, Recording, RecordingChange, Room, Store, StoreError};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -80,6 +81,9 @@ pub struct RecordingView {
     pub files: Vec<FileLink>,
     /// Chapter markers set while recording, by time.
     pub markers: Vec<crate::routes::podcasts::MarkerView>,
+    /// When its raw tracks were deleted, past the room's retention (the manifest and
+    /// mixdowns stay).
+    pub tracks_deleted_at: Option<i64>,
 }
 
 /// A stored file and a signed link to it.
@@ -131,6 +135,7 @@ impl From<Recording> for RecordingView {
             mixdowns: Vec::new(),
             files: Vec::new(),
             markers: Vec::new(),
+            tracks_deleted_at: None,
         }
     }
 }
@@ -139,6 +144,7 @@ impl From<Recording> for RecordingView {
 async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     let jobs = st.db.recording_jobs(&r.id).await.map_err(store_error)?;
     let markers = st.db.markers(&r.id).await.map_err(store_error)?;
+    let tracks_deleted_at = st.db.tracks_deleted_at(&r.id).await.map_err(store_error)?;
     let dir = format!(
         "/api/v1/rooms/{}/recordings/{}",
         encode_segment(&r.room_id),
@@ -147,6 +153,7 @@ async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     let prefix = format!("{}/{}/", r.sfu_room, r.id);
     let mut v = RecordingView::from(r);
     v.markers = markers.into_iter().map(Into::into).collect();
+    v.tracks_deleted_at = tracks_deleted_at;
     v.files = v
         .objects
         .iter()

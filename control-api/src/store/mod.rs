@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod any;
 pub mod podcasts;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 pub use any::Db;

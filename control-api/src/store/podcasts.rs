@@ -98,8 +98,16 @@ pub trait PodcastStore {
     fn show(&self, owner_id: &str, id: &str) -> impl Future<Output = R<Option<Show>>> + Send;
     /// A show by id alone: for its public feed and files.
     fn public_show(&self, id: &str) -> impl Future<Output = R<Option<Show>>> + Send;
-    /// Writes the show's fields (its artwork included); false when it is gone.
+    /// Writes the show's fields (not its artwork); false when it is gone.
     fn update_show(&self, show: &Show) -> impl Future<Output = R<bool>> + Send;
+    /// Sets the show's artwork; the key it replaces (false when the show is gone).
+    fn set_artwork(
+        &self,
+        show: &Show,
+        key: &str,
+        mime: &str,
+        now: Millis,
+    ) -> impl Future<Output = R<Option<Option<String>>>> + Send;
     /// Deletes the show and its episodes.
     fn delete_show(&self, owner_id: &str, id: &str) -> impl Future<Output = R<bool>> + Send;
     fn create_episode(&self, ep: &Episode) -> impl Future<Output = R<()>> + Send;
@@ -197,8 +205,8 @@ macro_rules! podcast_store {
             async fn update_show(&self, s: &Show) -> R<bool> {
                 let done = sqlx::query(
                     "UPDATE shows SET title = $1, description = $2, author = $3, language = $4, \
-                     category = $5, explicit = $6, artwork_key = $7, artwork_type = $8, updated_at = $9 \
-                     WHERE id = $10 AND owner_id = $11",
+                     category = $5, explicit = $6, updated_at = $7 \
+                     WHERE id = $8 AND owner_id = $9",
                 )
                 .bind(&s.title)
                 .bind(&s.description)
@@ -206,14 +214,39 @@ macro_rules! podcast_store {
                 .bind(&s.language)
                 .bind(&s.category)
                 .bind(s.explicit)
-                .bind(&s.artwork_key)
-                .bind(&s.artwork_type)
                 .bind(s.updated_at)
                 .bind(&s.id)
                 .bind(&s.owner_id)
                 .execute(self.pool())
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_artwork(&self, s: &Show, key: &str, mime: &str, now: Millis) -> R<Option<Option<String>>> {
+                let mut tx = self.pool().begin().await?;
+                let old: Option<(Option<String>,)> = sqlx::query_as(
+                    "SELECT artwork_key FROM shows WHERE id = $1 AND owner_id = $2",
+                )
+                .bind(&s.id)
+                .bind(&s.owner_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((old,)) = old else {
+                    return Ok(None);
+                };
+                sqlx::query(
+                    "UPDATE shows SET artwork_key = $1, artwork_type = $2, updated_at = $3 \
+                     WHERE id = $4 AND owner_id = $5",
+                )
+                .bind(key)
+                .bind(mime)
+                .bind(now)
+                .bind(&s.id)
+                .bind(&s.owner_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(old))
             }
 
             async fn delete_show(&self, owner_id: &str, id: &str) -> R<bool> {
@@ -357,6 +390,10 @@ macro_rules! podcast_store {
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
+                    sqlx::query("DELETE FROM recording_tracks_deleted WHERE recording_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query(
                         "UPDATE transcode_jobs SET status = 'deleted', updated_at = $1 \
                          WHERE recording_id = $2 AND status IN ('completed', 'failed')",
@@ -410,6 +447,15 @@ impl PodcastStore for Db {
     }
     async fn update_show(&self, show: &Show) -> R<bool> {
         delegate!(self, s => s.update_show(show))
+    }
+    async fn set_artwork(
+        &self,
+        show: &Show,
+        key: &str,
+        mime: &str,
+        now: Millis,
+    ) -> R<Option<Option<String>>> {
+        delegate!(self, s => s.set_artwork(show, key, mime, now))
     }
     async fn delete_show(&self, owner_id: &str, id: &str) -> R<bool> {
         delegate!(self, s => s.delete_show(owner_id, id))

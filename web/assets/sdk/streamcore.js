@@ -504,6 +504,14 @@ export class Session extends Emitter {
 
   /**
    * @param {string} path
+   * @param {any} [body]
+   */
+  put(path, body) {
+    return this.request('PUT', path, body);
+  }
+
+  /**
+   * @param {string} path
    * @param {unknown} body
    */
   patch(path, body) {

@@ -310,6 +310,8 @@ const episodes = new Map();
 const sources = new Map();
 /** A look again once a scheduled episode's time came. @type {ReturnType<typeof setTimeout>|null} */
 let againAt = null;
+/** Changes made here to the open show's episodes, counted: a list asked for before one is out of date. */
+let edits = 0;
 
 const page = area('pod');
 const showArea = area('show');
@@ -379,11 +381,14 @@ const showItem = (s) =>
     ),
   );
 
-const listShows = async () => {
+/** @param {() => boolean} [stale] true once another route has begun (its answer is not shown) */
+const listShows = async (stale = () => false) => {
   current = null;
   if (againAt) clearTimeout(againAt);
+  againAt = null;
   document.title = 'Podcasts — StreamCore';
   const shows = /** @type {Show[]} */ (await session.get('/podcasts/shows'));
+  if (stale()) return;
   $('show-view').hidden = true;
   $('list-view').hidden = false;
   $('shows').replaceChildren(...shows.map(showItem));
@@ -432,19 +437,23 @@ const renderArtwork = (s) => {
   $('no-artwork').hidden = !!s.artwork_url;
 };
 
-/** @param {string} id */
-const openShow = async (id) => {
+/**
+ * @param {string} id
+ * @param {() => boolean} stale true once another route has begun (its answer is not shown)
+ */
+const openShow = async (id, stale) => {
   /** @type {Show} */
   let s;
   try {
     s = await session.get(`/podcasts/shows/${enc(id)}`);
   } catch (e) {
-    if (!(e instanceof StreamCoreError && e.status === 404)) throw e;
+    if (stale() || !(e instanceof StreamCoreError && e.status === 404)) throw e;
     history.replaceState(null, '', '/podcasts');
-    await listShows();
-    say(page.error, 'This show no longer exists: it may have been deleted.');
+    await listShows(stale);
+    if (!stale()) say(page.error, 'This show no longer exists: it may have been deleted.');
     return;
   }
+  if (stale()) return;
   for (const a of [showArea, artworkArea, episodesArea, newEpisodeArea]) quiet(a);
   if (current?.id !== id) {
     newEpisode.reset();
@@ -458,12 +467,28 @@ const openShow = async (id) => {
   await Promise.all([loadEpisodes(), loadSources()]);
 };
 
-/** What the address names: a show, or the list. */
+/** Routes begun, counted: only the newest shows its answer. */
+let routes = 0;
+
+/**
+ * Shows what the address names: a show, or the list. A route overtaken by another
+ * (Back pressed, or another show opened, while this one loads) leaves the page to the
+ * newer one, whichever answer comes first: else the page could show one show while
+ * its address names another, or the list. Resolves false when it was overtaken.
+ * @returns {Promise<boolean>}
+ */
 const route = async () => {
+  const n = ++routes;
+  const stale = () => n !== routes;
   quiet(page);
   const id = query().get('show');
-  if (id) await openShow(id);
-  else await listShows();
+  try {
+    if (id) await openShow(id, stale);
+    else await listShows(stale);
+  } catch (e) {
+    if (!stale()) throw e;
+  }
+  return !stale();
 };
 
 /**
@@ -474,8 +499,7 @@ const go = async (id) => {
   const url = id ? `/podcasts?show=${enc(id)}` : '/podcasts';
   if (location.pathname + location.search !== url) history.pushState(null, '', url);
   try {
-    await route();
-    window.scrollTo(0, 0);
+    if (await route()) window.scrollTo(0, 0);
   } catch (e) {
     say(page.error, explain(e));
   }
@@ -495,7 +519,10 @@ showForm.addEventListener('submit', (e) => {
     showForm.querySelector('button[type=submit]'),
     showArea,
     async () => {
-      renderShow(await session.patch(`/podcasts/shows/${enc(s.id)}`, readShow(showForm)));
+      const v = /** @type {Show} */ (await session.patch(`/podcasts/shows/${enc(s.id)}`, readShow(showForm)));
+      // (another show, or the list, opened meanwhile: the page shows that)
+      if (current?.id !== v.id) return;
+      renderShow(v);
       done(showArea, 'The details are saved. Podcast apps see them the next time they look at the feed.');
     },
     { form: showForm },
@@ -663,6 +690,7 @@ const episodeItem = (ep) => {
       });
       li.remove();
       episodes.delete(ep.id);
+      edits++;
       $('no-episodes').hidden = episodes.size > 0;
       done(episodesArea, `“${name}” was deleted.`);
     });
@@ -775,6 +803,7 @@ const editor = (ep) => {
  */
 const put = (ep) => {
   if (current?.id !== ep.show_id) return;
+  edits++;
   episodes.set(ep.id, ep);
   const ul = $('episodes');
   const old = ul.querySelector(`[data-episode="${CSS.escape(ep.id)}"]`);
@@ -794,8 +823,16 @@ const put = (ep) => {
 const loadEpisodes = async () => {
   const s = current;
   if (!s) return;
-  const list = /** @type {Episode[]} */ (await session.get(`/podcasts/shows/${enc(s.id)}/episodes`));
-  if (current?.id !== s.id) return;
+  /** @type {Episode[]} */
+  let list;
+  for (;;) {
+    const before = edits;
+    list = await session.get(`/podcasts/shows/${enc(s.id)}/episodes`);
+    if (current?.id !== s.id) return;
+    // An episode made, changed or deleted here while the list was on its way (the
+    // timer's look again beside a click): that list is older than the page, so again.
+    if (edits === before) break;
+  }
   episodes.clear();
   for (const ep of list) episodes.set(ep.id, ep);
   $('episodes').replaceChildren(...list.map(episodeItem));

@@ -115,11 +115,17 @@ const mixdownView = (r, j) => {
 
 /** @param {any} r */
 const item = (r) => {
-  const tracks = r.manifest?.tracks ?? [];
+  // Raw tracks deleted past the room's retention: none to list or mix down again.
+  const tracks = r.tracks_deleted_at ? [] : (r.manifest?.tracks ?? []);
   const mix = r.mixdowns?.[0];
   const make = h(
     'button',
-    { type: 'button', class: 'secondary', disabled: r.status !== 'uploaded' || (mix && mix.status !== 'completed' && mix.status !== 'failed') },
+    {
+      type: 'button',
+      class: 'secondary',
+      hidden: Boolean(r.tracks_deleted_at),
+      disabled: r.status !== 'uploaded' || (mix && mix.status !== 'completed' && mix.status !== 'failed'),
+    },
     mix ? 'Make the episode again' : 'Make a podcast episode',
   );
   make.addEventListener('click', () =>
@@ -131,7 +137,7 @@ const item = (r) => {
   );
   const stop = r.status === 'recording' ? h('button', { type: 'button', class: 'danger' }, 'Stop') : null;
   stop?.addEventListener('click', () => stopRecording(r.id, /** @type {HTMLButtonElement} */ (stop)));
-  const remove = r.status === 'uploaded' || r.status === 'failed' ? h('button', { type: 'button', class: 'danger secondary', 'data-role': 'delete' }, 'Delete') : null;
+  const remove = r.status === 'uploaded' || r.status === 'failed' ? h('button', { type: 'button', class: 'secondary', 'data-role': 'delete', 'aria-label': `Delete the recording of ${when(r.started_at)}` }, 'Delete') : null;
   remove?.addEventListener('click', () => {
     if (!confirm(`Delete the recording of ${when(r.started_at)} with its tracks and mixdowns? Podcast episodes made from it stay.`)) return;
     busy(/** @type {HTMLButtonElement} */ (remove), box, async () => {
@@ -169,7 +175,12 @@ const item = (r) => {
               ),
             ),
           )
-        : h('p', { class: 'small muted' }, r.status === 'recording' ? 'Tracks appear here when the recording stops.' : 'No tracks.'),
+        : r.tracks_deleted_at
+          ? null
+          : h('p', { class: 'small muted' }, r.status === 'recording' ? 'Tracks appear here when the recording stops.' : 'No tracks.'),
+      r.tracks_deleted_at
+        ? h('p', { class: 'small muted', 'data-role': 'tracks-deleted' }, `The raw tracks were deleted on ${when(r.tracks_deleted_at)}, as this room keeps them; the mixdowns stay.`)
+        : null,
       r.markers?.length
         ? h(
             'p',
@@ -225,6 +236,7 @@ const load = async () => {
   all.sort((/** @type {any} */ a, /** @type {any} */ b) => a.started_at - b.started_at);
   for (const r of all) show(r);
   controls();
+  await loadRetention();
 };
 
 /** @param {string} id */
@@ -252,6 +264,28 @@ $('start').addEventListener('click', () =>
     show(r);
   }),
 );
+/** The room's retention of raw tracks, in the select (a value the list lacks is added). */
+const loadRetention = async () => {
+  const form = $('retention-form');
+  form.hidden = !room;
+  if (!room) return;
+  const r = await session.get(`/rooms/${encodeURIComponent(room)}/retention`);
+  const sel = $('retention', HTMLSelectElement);
+  const value = r.tracks_days === null ? '' : String(r.tracks_days);
+  if (![...sel.options].some((o) => o.value === value)) {
+    sel.append(h('option', { value }, `are deleted ${value} days after a mixdown`));
+  }
+  sel.value = value;
+  $('retention-said').textContent = '';
+};
+$('retention-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const v = $('retention', HTMLSelectElement).value;
+  busy($('save-retention', HTMLButtonElement), box, async () => {
+    await session.put(`/rooms/${encodeURIComponent(room)}/retention`, { tracks_days: v === '' ? null : Number(v) });
+    $('retention-said').textContent = v === '' ? 'Saved: raw tracks are kept.' : 'Saved: raw tracks go that long after a mixdown; episodes and stems stay.';
+  });
+});
 $('marker-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const active = [...recordings.values()].find((r) => r.status === 'recording');
