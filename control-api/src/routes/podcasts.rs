@@ -481,7 +481,7 @@ pub async fn sources(
             .await
             .map_err(store_error)?,
     );
-    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
     let mut out = Vec::new();
     for j in jobs {
         if let Some(s) = source(&st, &caller.user_id, j).await? {
