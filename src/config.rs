@@ -54,6 +54,11 @@ pub struct Settings {
     pub recording: RecordingSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+    /// OpenID Connect providers people may sign in with (`[[oidc]]` tables: id,
+    /// name, issuer, client_id, client_secret). The redirect URI to register at each
+    /// is `<public_url>/auth/oidc/callback`.
+    #[serde(default)]
+    pub oidc: Vec<control_api::oidc::ProviderConfig>,
     #[serde(default)]
     pub turn: TurnSettings,
     #[serde(default)]
@@ -778,6 +783,7 @@ impl Default for Settings {
                 retention_sweep_secs: default_retention_sweep_secs(),
             },
             worker: WorkerSettings::default(),
+            oidc: Vec::new(),
             turn: TurnSettings::default(),
             limits: LimitSettings::default(),
             cluster: ClusterSettings::default(),
@@ -1225,6 +1231,9 @@ impl Settings {
         }
         if shown.turn.shared_secret.is_some() {
             shown.turn.shared_secret = Some("***".into());
+        }
+        for p in &mut shown.oidc {
+            p.client_secret = "***".into();
         }
         Ok(toml::to_string_pretty(&shown)?)
     }

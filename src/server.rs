@@ -139,6 +139,7 @@ async fn open_control_plane(
             },
             websocket_idle: Duration::from_secs(settings.limits.websocket_idle_secs),
             history_group: settings.events.history_group.clone(),
+            oidc: settings.oidc.clone(),
             retention_sweep: Duration::from_secs(settings.recording.retention_sweep_secs.max(1)),
             max_join_ttl: Duration::from_secs(settings.limits.join_token_max_ttl_secs),
             ..control_api::ApiConfig::default()

@@ -1496,3 +1496,380 @@ async fn revoked_passes_end_the_sessions_they_opened() {
     assert_eq!(gone["reason"], "revoked");
     srv.stop().await;
 }
+
+/// The OpenID Connect provider of the sign-in tests: npm's `oidc-provider`
+/// (`scripts/oidc/provider.mjs`), on a loopback port, with its signing keys in `keys`.
+struct Provider {
+    child: std::process::Child,
+    issuer: String,
+}
+
+impl Provider {
+    fn start(port: u16, keys: &std::path::Path) -> Provider {
+        use std::io::BufRead;
+        let exe = std::env::var("STREAMCORE_OIDC_PROVIDER").unwrap_or_else(|_| {
+            let out = std::process::Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/ensure-oidc-provider.sh"
+                ))
+                .output()
+                .expect("scripts/ensure-oidc-provider.sh");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .trim()
+                .to_owned()
+        });
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--client-id",
+                "streamcore",
+                "--client-secret",
+                "s3cret",
+            ])
+            .args([
+                "--redirect-uri",
+                "http://127.0.0.1/auth/oidc/callback",
+                "--any-loopback-port",
+            ])
+            .arg("--keys")
+            .arg(keys)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the OIDC provider");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let issuer = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("the provider said {line:?}"))
+            .to_owned();
+        Provider { child, issuer }
+    }
+
+    fn port(&self) -> u16 {
+        self.issuer.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    async fn mode(&self, mode: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/__test/mode", self.issuer))
+            .json(&json!({ "mode": mode }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "mode {mode}: {}", r.status());
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Signs in at the provider as `login` from our `start` URL (its login and consent
+/// forms, by `scripts/interop/oidc_login.py`): the callback URL it sends the browser
+/// back to, not yet followed.
+async fn provider_login(start: String, login: &str, callback_prefix: String) -> String {
+    let login = login.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/interop/oidc_login.py"
+            ))
+            .args([&start, &login, &callback_prefix])
+            .output()
+            .expect("python3 runs oidc_login.py");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// Sign-in with OpenID Connect against a real provider: an account made for a verified
+/// email, the same account next time; a replayed `state`, a tampered ID token, one for
+/// another audience, an expired one and an unverified email all refused; an existing
+/// account's email linked only after its password; keys the provider rotated; linking
+/// while signed in, listing and unlinking (never the account's only way in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_with_openid_connect_against_a_real_provider() {
+    let dir = tempfile_dir("oidc");
+    let provider = Provider::start(0, &dir.join("keys-1.json"));
+    let issuer = provider.issuer.clone();
+    let srv = TestServer::start_with(|s| {
+        s.oidc = vec![control_api::oidc::ProviderConfig {
+            id: "test".into(),
+            name: "Test IdP".into(),
+            issuer: issuer.clone(),
+            client_id: "streamcore".into(),
+            client_secret: "s3cret".into(),
+        }]
+    })
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = format!("{}/auth/oidc/test/start?return_to=/podcasts", srv.base);
+    let callback_prefix = format!("{}/auth/oidc/callback", srv.base);
+    // Our callback, as the browser reaches it: where it sends the browser, and the
+    // refresh cookie it sets.
+    let back = |url: String| {
+        let c = no_redirects.clone();
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            let location = r.headers()["location"].to_str().unwrap().to_owned();
+            (location, cookie(&set_cookies(&r), "sc_refresh_user"))
+        }
+    };
+    let session_of = |refresh: String| {
+        let http = srv.http.clone();
+        let base = srv.base.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/api/v1/auth/refresh"))
+                .header("cookie", refresh)
+                .json(&json!({"cookie": "user"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            let access = v["access_token"].as_str().unwrap().to_owned();
+            let (_, me) = get(&http, format!("{base}/api/v1/me/providers"), &access).await;
+            (access, me)
+        }
+    };
+    let (s, list) = get(
+        &srv.http,
+        format!("{}/api/v1/auth/oidc/providers", srv.base),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (s, list.clone()),
+        (200, json!([{"id": "test", "name": "Test IdP"}]))
+    );
+
+    // A new person: an account for the provider's verified email, signed in.
+    let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
+    let (location, refresh) = back(cb.clone()).await;
+    assert_eq!(location, "/podcasts");
+    let (_, alice) = session_of(refresh.expect("a session cookie")).await;
+    assert_eq!(alice["user"]["email"], "alice@corp.test", "{alice}");
+    assert_eq!(alice["user"]["email_verified"], true, "{alice}");
+    assert_eq!(alice["has_password"], false, "{alice}");
+    assert_eq!(alice["linked"][0]["provider"], "test", "{alice}");
+    // The same callback again: its state is spent.
+    let (location, refresh) = back(cb).await;
+    assert_eq!(
+        (location.as_str(), refresh),
+        ("/?sign_in_error=invalid_state", None)
+    );
+    // Next time: the same account.
+    let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
+    let (_, refresh) = back(cb).await;
+    let (alice_access, again) = session_of(refresh.unwrap()).await;
+    assert_eq!(again["user"]["id"], alice["user"]["id"]);
+
+    // ID tokens the provider's token endpoint is made to return wrong.
+    for mode in ["tamper", "wrong_audience", "expired"] {
+        provider.mode(mode).await;
+        let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
+        let (location, refresh) = back(cb).await;
+        assert_eq!(
+            (location.as_str(), refresh),
+            ("/?sign_in_error=invalid_token", None),
+            "{mode}"
+        );
+    }
+    provider.mode("normal").await;
+
+    // An email the provider does not vouch for makes no account.
+    let cb = provider_login(
+        start.clone(),
+        "unverified-carol@corp.test",
+        callback_prefix.clone(),
+    )
+    .await;
+    let (location, refresh) = back(cb).await;
+    assert_eq!(
+        (location.as_str(), refresh),
+        ("/?sign_in_error=email_unverified", None)
+    );
+
+    // An existing account's verified email: linked only once its password is given.
+    let bob = register(&srv, "bob@corp.test").await;
+    let cb = provider_login(start.clone(), "bob@corp.test", callback_prefix.clone()).await;
+    let (location, refresh) = back(cb).await;
+    assert!(refresh.is_none(), "no session before the password");
+    let token = location
+        .strip_prefix("/link-account?token=")
+        .and_then(|t| t.split('&').next())
+        .unwrap_or_else(|| panic!("{location}"))
+        .to_owned();
+    let (_, mine) = get(
+        &srv.http,
+        format!("{}/api/v1/me/providers", srv.base),
+        &bob.access,
+    )
+    .await;
+    assert_eq!(mine["linked"], json!([]), "nothing linked yet: {mine}");
+    let (s, v) = get(
+        &srv.http,
+        format!("{}/api/v1/auth/oidc/link/{token}", srv.base),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (s, v["email"].as_str()),
+        (200, Some("bob@corp.test")),
+        "{v}"
+    );
+    let link = format!("{}/api/v1/auth/oidc/link", srv.base);
+    let (s, v) = post(
+        &srv.http,
+        link.clone(),
+        None,
+        json!({"token": token, "password": "wrong password here"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_credentials")),
+        "{v}"
+    );
+    let (s, v) = post(
+        &srv.http,
+        link.clone(),
+        None,
+        json!({"token": token, "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = post(
+        &srv.http,
+        link,
+        None,
+        json!({"token": token, "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(s, 404, "a link is used once");
+    let (_, mine) = get(
+        &srv.http,
+        format!("{}/api/v1/me/providers", srv.base),
+        &bob.access,
+    )
+    .await;
+    assert_eq!(mine["linked"][0]["provider"], "test", "{mine}");
+    let cb = provider_login(start.clone(), "bob@corp.test", callback_prefix.clone()).await;
+    let (_, refresh) = back(cb).await;
+    let (_, bob_now) = session_of(refresh.unwrap()).await;
+    assert_eq!(bob_now["user"]["id"], bob.id.as_str());
+
+    // The provider rotates its keys (restarted with new ones): its new tokens verify.
+    let port = provider.port();
+    drop(provider);
+    let provider = Provider::start(port, &dir.join("keys-2.json"));
+    let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
+    let (location, refresh) = back(cb).await;
+    assert_eq!(location, "/podcasts");
+    assert!(refresh.is_some());
+
+    // Unlinking: never the only way into an account; bob has a password.
+    let unlink = |token: String| {
+        srv.http
+            .delete(format!("{}/api/v1/me/providers/test", srv.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let r = unlink(alice_access.clone()).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = unlink(bob.access.clone()).await.unwrap();
+    assert_eq!(r.status(), 204);
+    // Linking while signed in: the provider's account, whatever its email.
+    let (s, v) = post(
+        &srv.http,
+        format!("{}/api/v1/me/providers/test", srv.base),
+        Some(&bob.access),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let cb = provider_login(
+        v["url"].as_str().unwrap().to_owned(),
+        "robert@elsewhere.test",
+        callback_prefix.clone(),
+    )
+    .await;
+    let (location, _) = back(cb).await;
+    assert_eq!(location, "/?linked=1");
+    let (_, mine) = get(
+        &srv.http,
+        format!("{}/api/v1/me/providers", srv.base),
+        &bob.access,
+    )
+    .await;
+    assert_eq!(
+        mine["linked"][0]["email"], "robert@elsewhere.test",
+        "{mine}"
+    );
+    // An identity linked to one account cannot be linked to another.
+    let (_, v) = post(
+        &srv.http,
+        format!("{}/api/v1/me/providers/test", srv.base),
+        Some(&alice_access),
+        json!({}),
+    )
+    .await;
+    let cb = provider_login(
+        v["url"].as_str().unwrap().to_owned(),
+        "robert@elsewhere.test",
+        callback_prefix.clone(),
+    )
+    .await;
+    let (location, _) = back(cb).await;
+    assert_eq!(location, "/?sign_in_error=identity_taken");
+    drop(provider);
+    srv.stop().await;
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sc-{name}-{}", uuid_like()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}

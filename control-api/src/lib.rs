@@ -30,6 +30,7 @@ pub mod keyfile;
 pub mod links;
 pub mod live_rooms;
 pub mod mail;
+pub mod oidc;
 pub mod openapi;
 pub mod podcast;
 pub mod ratelimit;
@@ -63,6 +64,7 @@ pub async fn build_state(
 ) -> Result<AppState, BuildError> {
     let db = Db::connect(database_url).await?;
     db.migrate().await?;
+    let config_oidc = config.oidc.clone();
     let tokens = auth::AccessTokens::load_or_create(&keys_dir.join("access-token-ed25519.pem"))?;
     let links = links::FileLinks::load_or_create(&keys_dir.join("file-links.key"))
         .map_err(BuildError::LinkKey)?;
@@ -87,6 +89,7 @@ pub async fn build_state(
         live_rooms: None,
         revocations_seen: Default::default(),
         objects: None,
+        oidc: oidc::Providers::new(config_oidc),
     })
 }
 
@@ -117,6 +120,14 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/password/reset", post(accounts::reset_password))
         .route("/auth/email/verify", post(accounts::verify_email))
         .route("/auth/email/resend", post(accounts::resend_verification))
+        .route("/auth/oidc/providers", get(routes::oidc::providers))
+        .route("/auth/oidc/link", post(routes::oidc::link))
+        .route("/auth/oidc/link/{token}", get(routes::oidc::pending))
+        .route("/me/providers", get(routes::oidc::mine))
+        .route(
+            "/me/providers/{provider}",
+            post(routes::oidc::link_start).delete(routes::oidc::unlink),
+        )
         .route("/me", get(accounts::me))
         .route("/me/password", post(accounts::change_password))
         .route("/me/plays", get(routes::history::plays))
@@ -242,6 +253,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/.well-known/jwks.json", get(rooms::jwks))
+        .route("/auth/oidc/{provider}/start", get(routes::oidc::start))
+        .route("/auth/oidc/callback", get(routes::oidc::callback))
         .route("/feeds/{file}", get(feeds::feed))
         .route("/feeds/{show}/artwork", get(feeds::artwork))
         .route("/feeds/{show}/{episode}/audio.opus", get(feeds::audio))

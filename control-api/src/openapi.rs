@@ -345,6 +345,8 @@ impl Modify for Links {
         crate::routes::podcasts::create_episode, crate::routes::podcasts::list_episodes, crate::routes::podcasts::get_episode, crate::routes::podcasts::update_episode,
         crate::routes::podcasts::publish, crate::routes::podcasts::unpublish, crate::routes::podcasts::delete_episode,
         crate::routes::podcasts::create_marker, crate::routes::podcasts::list_markers,
+        crate::routes::oidc::providers, crate::routes::oidc::start, crate::routes::oidc::callback, crate::routes::oidc::link_start,
+        crate::routes::oidc::link, crate::routes::oidc::pending, crate::routes::oidc::mine, crate::routes::oidc::unlink,
         crate::routes::feeds::feed, crate::routes::feeds::artwork, crate::routes::feeds::audio, crate::routes::feeds::chapters,
     ),
     components(schemas(ErrorBody, ErrorDetail)),

@@ -76,6 +76,8 @@ pub struct ApiConfig {
     pub history_group: String,
     /// How often raw tracks past their room's retention are looked for.
     pub retention_sweep: Duration,
+    /// OpenID Connect providers for sign-in.
+    pub oidc: Vec<crate::oidc::ProviderConfig>,
 }
 
 /// The most a user may hold at once; beyond, `403 quota_exceeded` (checked before each
@@ -219,6 +221,7 @@ impl Default for ApiConfig {
             websocket_idle: Duration::from_secs(60),
             history_group: "streamcore-history".into(),
             retention_sweep: Duration::from_secs(600),
+            oidc: Vec::new(),
         }
     }
 }
@@ -304,6 +307,8 @@ pub struct AppState {
     pub revocations_seen: crate::live_rooms::SeenEpochs,
     /// The object store uploads go to (`None` on an API-only node).
     pub objects: crate::routes::jobs::ObjectsRef,
+    /// The OpenID Connect providers people may sign in with.
+    pub oidc: Arc<crate::oidc::Providers>,
 }
 
 impl AppState {

@@ -222,7 +222,7 @@ pub fn check_password(field: &'static str, p: &str) -> Result<(), ApiError> {
 /// bounded hashing slots: each costs 19 MiB, so a flood of sign-ups waits (up to
 /// `password_hash_wait`, then 503 with `Retry-After`) instead of taking the node's
 /// memory.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -9,6 +9,7 @@ pub mod history;
 pub mod jobs;
 pub mod library;
 pub mod members;
+pub mod oidc;
 pub mod podcasts;
 pub mod recordings;
 pub mod retention;

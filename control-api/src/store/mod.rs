@@ -15,6 +15,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 pub mod any;
+pub mod oidc;
 pub mod podcasts;
 pub mod postgres;
 pub mod retention;
