@@ -393,6 +393,11 @@ pub struct RecordingSettings {
     pub s3_bucket: Option<String>,
     /// The S3 endpoint (`http://127.0.0.1:9000` for a local one); unset for AWS.
     pub s3_endpoint: Option<String>,
+    /// Where podcast apps and browsers reach the same S3 service, when it is not
+    /// `s3_endpoint` (a compose network's `http://minio:9000`): presigned URLs are
+    /// made for it.
+    #[serde(default)]
+    pub s3_public_endpoint: Option<String>,
     pub s3_region: String,
     pub s3_access_key_id: Option<String>,
     /// Secret: `config print` shows `***`.
@@ -421,6 +426,7 @@ impl std::fmt::Debug for RecordingSettings {
             .field("local_dir", &self.local_dir)
             .field("s3_bucket", &self.s3_bucket)
             .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_public_endpoint", &self.s3_public_endpoint)
             .field("s3_region", &self.s3_region)
             .field("s3_access_key_id", &self.s3_access_key_id)
             .field(
@@ -435,8 +441,9 @@ impl std::fmt::Debug for RecordingSettings {
 }
 
 /// `[recording]` keys whose environment values are taken as text, never parsed.
-const RECORDING_TEXT_KEYS: [&str; 4] = [
+const RECORDING_TEXT_KEYS: [&str; 5] = [
     "s3_bucket",
+    "s3_public_endpoint",
     "s3_region",
     "s3_access_key_id",
     "s3_secret_access_key",
@@ -775,6 +782,7 @@ impl Default for Settings {
                 local_dir: None,
                 s3_bucket: None,
                 s3_endpoint: None,
+                s3_public_endpoint: None,
                 s3_region: "us-east-1".into(),
                 s3_access_key_id: None,
                 s3_secret_access_key: None,
@@ -971,6 +979,39 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 {
             bail!("worker.max_attempts must be at least 1");
+        }
+        for (i, p) in self.oidc.iter().enumerate() {
+            if p.id.is_empty()
+                || p.id.len() > 40
+                || !p
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                bail!("oidc[{i}].id must be 1–40 of a-z, 0-9 and -");
+            }
+            if self.oidc[..i].iter().any(|o| o.id == p.id) {
+                bail!("oidc[{i}].id {} is given twice", p.id);
+            }
+            if p.name.trim().is_empty() || p.client_id.is_empty() || p.client_secret.is_empty() {
+                bail!(
+                    "oidc[{i}] ({}) needs a name, a client_id and a client_secret",
+                    p.id
+                );
+            }
+            // The client secret goes to its token endpoint: never in the clear off this host.
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|h| {
+                    p.issuer
+                        .strip_prefix(h)
+                        .is_some_and(|r| r.is_empty() || r.starts_with([':', '/']))
+                });
+            if !(p.issuer.starts_with("https://") || loopback) {
+                bail!(
+                    "oidc[{i}].issuer must be an https:// URL (http only on this machine's loopback)"
+                );
+            }
         }
         if !(16..=4096).contains(&self.media.video_send_buffer_packets) {
             bail!("media.video_send_buffer_packets must be 16–4096");

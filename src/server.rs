@@ -172,11 +172,34 @@ async fn open_control_plane(
         None => Bus::in_process(),
     };
     info!(node = %api.node_id, bus = api.bus.kind(), "events");
-    let store = Arc::new(
-        recorder::Store::open(&settings.recorder_config().1).context("opening the object store")?,
-    );
-    api.objects = Some(Arc::new(crate::worker::StoreObjects(store)));
+    let store_config = settings.recorder_config().1;
+    let mut store = recorder::Store::open(&store_config).context("opening the object store")?;
+    if let Some(public) = settings.recording.s3_public_endpoint.as_deref() {
+        store = store
+            .with_public_endpoint(&store_config, public)
+            .context("the S3 public endpoint")?;
+    }
+    api.objects = Some(Arc::new(crate::worker::StoreObjects(Arc::new(store))));
     Ok((signer, api))
+}
+
+/// The object store's origin when public files redirect to it (S3's presigned URLs),
+/// for the pages' policy: the podcasts page shows artwork and plays live episodes from
+/// their public addresses.
+async fn store_origin(api: &control_api::AppState) -> Vec<String> {
+    let Some(objects) = &api.objects else {
+        return Vec::new();
+    };
+    match objects.presigned_get("origin-probe").await {
+        Ok(Some(url)) => url
+            .split_once("://")
+            .map(|(scheme, rest)| {
+                let host = rest.split(['/', '?']).next().unwrap_or(rest);
+                vec![format!("{scheme}://{host}")]
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Starts the transcode worker on this node.
@@ -440,7 +463,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<RunningServer> {
         None => None,
     };
     // Registered before the first request, so a token made now can be placed here.
-    let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins);
+    let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins)
+        .with_media(&store_origin(&api).await);
     let cluster = crate::cluster::ClusterMember::join(
         settings,
         api.db.clone(),
@@ -895,7 +919,8 @@ pub async fn start_api(settings: &Settings) -> anyhow::Result<RunningApi> {
     let mail_relay = start_mail_relay(settings, &api)?;
     let events = EventServices::start(&api, None, None)?;
     // Its pages use the media nodes' WHIP/WHEP and `/rtc`.
-    let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins);
+    let origins = web::ClusterOrigins::with_fixed(&settings.cluster.connect_origins)
+        .with_media(&store_origin(&api).await);
     let cluster = crate::cluster::ClusterMember::observe(api.db.clone(), origins.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))

@@ -374,7 +374,7 @@ impl Worker {
     /// Why a request made outside the control API (it has no job row yet) may not run:
     /// what it names must belong to whom it claims. With an owner, a transcode's input
     /// and output lie under `uploads/<owner>/`, and a mixdown's under the owner's
-    /// recording it names; without one, nothing under `uploads/` (users' files).
+    /// recording it names; without one, nothing under `uploads/` or `podcasts/` (users' files).
     async fn outside_request_refusal(&self, data: &Value) -> Option<String> {
         let spec = &data["spec"];
         let owner = data["owner_id"].as_str();

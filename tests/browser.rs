@@ -449,6 +449,105 @@ async fn bad_input_gets_a_clear_message_and_breaks_nothing() {
     srv.stop().await;
 }
 
+/// Signing in with an OpenID Connect provider in the pages, against the real one (npm's
+/// oidc-provider): a new person signs in with "Sign in with Test IdP" and gets an
+/// account for the provider's email; a person with a password account is sent to
+/// `/link-account`, where only that account's password links the two (a wrong one is
+/// refused in words) and signs in; the account section lists the provider, unlinks it
+/// (but never an account's only way in) and links it again; an email the provider has
+/// not verified and a sign-in link used twice are explained on the sign-in page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_with_an_openid_connect_provider() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let keys = std::env::temp_dir().join(format!("sc-oidc-keys-{}.json", rand::random::<u64>()));
+    let file = keys.clone();
+    let provider = tokio::task::spawn_blocking(move || common::oidc::Provider::start(0, &file))
+        .await
+        .expect("the provider started");
+    let issuer = provider.issuer.clone();
+    let srv = TestServer::start_with(|s| {
+        s.oidc = vec![control_api::oidc::ProviderConfig {
+            id: "test".into(),
+            name: "Test IdP".into(),
+            issuer,
+            client_id: "streamcore".into(),
+            client_secret: "s3cret".into(),
+        }]
+    })
+    .await;
+    let r = scenario("oidc", &srv, &[]).await;
+    // A new person: an account made for the provider's verified email, signed in.
+    assert_eq!(r["signed_in_as"], "dana@corp.test", "{r}");
+    assert_eq!(r["dana_providers"][0], "Test IdP", "{r}");
+    assert!(
+        r["last_sign_in"]
+            .as_str()
+            .is_some_and(|m| m.contains("only way")),
+        "{r}"
+    );
+    // A password account: linked only with its password.
+    assert_eq!(r["link_page_email"], "eve@corp.test", "{r}");
+    assert!(
+        r["wrong_password"]
+            .as_str()
+            .is_some_and(|m| m.contains("password")),
+        "{r}"
+    );
+    assert_eq!(r["linked_as"], "eve@corp.test", "{r}");
+    assert_eq!(r["eve_providers"][0], "Test IdP", "{r}");
+    assert_eq!(r["relinked"], "Test IdP is linked to your account.", "{r}");
+    // Refusals in words, gone from the address bar.
+    assert!(
+        r["unverified"]
+            .as_str()
+            .is_some_and(|m| m.contains("not verified")),
+        "{r}"
+    );
+    assert!(
+        r["replayed"]
+            .as_str()
+            .is_some_and(|m| m.contains("used already")),
+        "{r}"
+    );
+    assert_eq!(r["no_providers_hidden"], true, "{r}");
+    // The accounts as the node sees them: Dana's made by the provider (no password),
+    // Eve's the one she signed up with (her password), the provider linked to it, and
+    // none for Finn, whose email the provider did not vouch for.
+    use control_api::routes::oidc::NO_PASSWORD;
+    use control_api::store::Store;
+    use control_api::store::oidc::OidcStore;
+    let db = &srv.server().api.db;
+    let dana = db
+        .user_by_email("dana@corp.test")
+        .await
+        .unwrap()
+        .expect("an account for dana");
+    assert_eq!(dana.password_hash, NO_PASSWORD, "made by the provider");
+    let eve = db
+        .user_by_email("eve@corp.test")
+        .await
+        .unwrap()
+        .expect("eve's account");
+    assert_ne!(eve.password_hash, NO_PASSWORD, "her own account");
+    let linked = db.user_identities(&eve.id).await.unwrap();
+    assert_eq!(linked.len(), 1, "{linked:?}");
+    assert_eq!(
+        (linked[0].provider.as_str(), linked[0].email.as_deref()),
+        (provider.issuer.as_str(), Some("eve@corp.test")),
+        "identities are kept under the provider's issuer"
+    );
+    assert!(
+        db.user_by_email("unverified-finn@corp.test")
+            .await
+            .unwrap()
+            .is_none(),
+        "no account for an unverified email"
+    );
+    srv.stop().await;
+    drop(provider);
+    let _ = std::fs::remove_file(keys);
+}
+
 /// HTTPS without a proxy: the phone reaches the node by a LAN name over the node's own
 /// certificate, is a secure origin there, and goes live with its microphone, then its
 /// camera (the listener decodes the pictures).

@@ -992,15 +992,36 @@ fn validate_feed(py: &str, url: &str) -> Result<Value, String> {
 async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
     let py = python();
     let moto = Moto::start(&py);
-    let endpoint = moto.endpoint();
+    // The servers reach the store at one address; podcast apps and pages at another
+    // (the same service): presigned URLs name the public one.
+    let internal = moto.endpoint();
+    let endpoint = internal.replace("127.0.0.1", "localhost");
     let srv = TestServer::start_with(|s| {
         s.recording.s3_bucket = Some(support::BUCKET.into());
-        s.recording.s3_endpoint = Some(endpoint.clone());
+        s.recording.s3_endpoint = Some(internal.clone());
+        s.recording.s3_public_endpoint = Some(endpoint.clone());
         s.recording.s3_access_key_id = Some("test".into());
         s.recording.s3_secret_access_key = Some("test".into());
     })
     .await;
     let store = recorder::Store::open(&moto.store_config()).unwrap();
+    // The pages may show and play what redirects to the store (live episodes, artwork).
+    let page = srv
+        .http
+        .get(format!("{}/podcasts", srv.base))
+        .send()
+        .await
+        .unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let origin = endpoint.trim_end_matches('/');
+    assert!(
+        policy.contains(&format!("media-src 'self' blob: {origin};"))
+            && policy.contains(&format!("img-src 'self' data: blob: {origin};")),
+        "{policy}"
+    );
     let (owner, room) = owner_with_room(&srv, "pod", false).await;
     let api = |p: &str| format!("{}/api/v1{p}", srv.base);
     let mut host = join(

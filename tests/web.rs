@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
+use common::oidc::Provider;
 use common::remote::{get, pair_phone, post, register};
 use serde_json::{Value, json};
 
@@ -75,6 +76,7 @@ async fn pages_and_the_client_library_are_served_with_their_headers() {
         "/reset-password",
         "/verify-email",
         "/sign-up?token=x",
+        "/link-account?token=x&provider=Test%20IdP",
     ] {
         let r = srv
             .http
@@ -1497,95 +1499,10 @@ async fn revoked_passes_end_the_sessions_they_opened() {
     srv.stop().await;
 }
 
-/// The OpenID Connect provider of the sign-in tests: npm's `oidc-provider`
-/// (`scripts/oidc/provider.mjs`), on a loopback port, with its signing keys in `keys`.
-struct Provider {
-    child: std::process::Child,
-    issuer: String,
-}
-
-impl Provider {
-    fn start(port: u16, keys: &std::path::Path) -> Provider {
-        use std::io::BufRead;
-        let exe = std::env::var("STREAMCORE_OIDC_PROVIDER").unwrap_or_else(|_| {
-            let out = std::process::Command::new("bash")
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/scripts/ensure-oidc-provider.sh"
-                ))
-                .output()
-                .expect("scripts/ensure-oidc-provider.sh");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .last()
-                .unwrap()
-                .trim()
-                .to_owned()
-        });
-        let mut child = std::process::Command::new(exe)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--client-id",
-                "streamcore",
-                "--client-secret",
-                "s3cret",
-            ])
-            .args([
-                "--redirect-uri",
-                "http://127.0.0.1/auth/oidc/callback",
-                "--any-loopback-port",
-            ])
-            .arg("--keys")
-            .arg(keys)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting the OIDC provider");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let issuer = line
-            .trim()
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("the provider said {line:?}"))
-            .to_owned();
-        Provider { child, issuer }
-    }
-
-    fn port(&self) -> u16 {
-        self.issuer.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    async fn mode(&self, mode: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/__test/mode", self.issuer))
-            .json(&json!({ "mode": mode }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "mode {mode}: {}", r.status());
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Signs in at the provider as `login` from our `start` URL (its login and consent
 /// forms, by `scripts/interop/oidc_login.py`): the callback URL it sends the browser
 /// back to, not yet followed.
-async fn provider_login(start: String, login: &str, callback_prefix: String) -> String {
+async fn provider_login(start: String, login: &str, callback_prefix: String) -> (String, String) {
     let login = login.to_owned();
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new("python3")
@@ -1593,6 +1510,7 @@ async fn provider_login(start: String, login: &str, callback_prefix: String) -> 
                 env!("CARGO_MANIFEST_DIR"),
                 "/scripts/interop/oidc_login.py"
             ))
+            .arg("--cookie-header")
             .args([&start, &login, &callback_prefix])
             .output()
             .expect("python3 runs oidc_login.py");
@@ -1602,7 +1520,11 @@ async fn provider_login(start: String, login: &str, callback_prefix: String) -> 
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let url = lines.next().unwrap_or_default().trim().to_owned();
+        let cookies = lines.next().unwrap_or_default().trim().to_owned();
+        (url, cookies)
     })
     .await
     .unwrap()
@@ -1634,15 +1556,21 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
         .unwrap();
     let start = format!("{}/auth/oidc/test/start?return_to=/podcasts", srv.base);
     let callback_prefix = format!("{}/auth/oidc/callback", srv.base);
-    // Our callback, as the browser reaches it: where it sends the browser, and the
-    // refresh cookie it sets.
-    let back = |url: String| {
+    // Our callback, as the browser that began the sign-in reaches it (with its
+    // cookies): where it sends the browser, the refresh cookie it sets, and a pending
+    // link's cookie.
+    let back = |(url, cookies): (String, String)| {
         let c = no_redirects.clone();
         async move {
-            let r = c.get(url).send().await.unwrap();
+            let r = c.get(url).header("cookie", cookies).send().await.unwrap();
             assert_eq!(r.status(), 303);
             let location = r.headers()["location"].to_str().unwrap().to_owned();
-            (location, cookie(&set_cookies(&r), "sc_refresh_user"))
+            let set = set_cookies(&r);
+            (
+                location,
+                cookie(&set, "sc_refresh_user"),
+                cookie(&set, "sc_oidc_link"),
+            )
         }
     };
     let session_of = |refresh: String| {
@@ -1676,7 +1604,14 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
 
     // A new person: an account for the provider's verified email, signed in.
     let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
-    let (location, refresh) = back(cb.clone()).await;
+    // The callback URL opened in another browser (one that did not begin this sign-in:
+    // someone sent it the link) signs nobody in.
+    let (location, refresh, _) = back((cb.0.clone(), String::new())).await;
+    assert_eq!(
+        (location.as_str(), refresh),
+        ("/?sign_in_error=invalid_state", None)
+    );
+    let (location, refresh, _) = back(cb.clone()).await;
     assert_eq!(location, "/podcasts");
     let (_, alice) = session_of(refresh.expect("a session cookie")).await;
     assert_eq!(alice["user"]["email"], "alice@corp.test", "{alice}");
@@ -1684,14 +1619,14 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     assert_eq!(alice["has_password"], false, "{alice}");
     assert_eq!(alice["linked"][0]["provider"], "test", "{alice}");
     // The same callback again: its state is spent.
-    let (location, refresh) = back(cb).await;
+    let (location, refresh, _) = back(cb).await;
     assert_eq!(
         (location.as_str(), refresh),
         ("/?sign_in_error=invalid_state", None)
     );
     // Next time: the same account.
     let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
-    let (_, refresh) = back(cb).await;
+    let (_, refresh, _) = back(cb).await;
     let (alice_access, again) = session_of(refresh.unwrap()).await;
     assert_eq!(again["user"]["id"], alice["user"]["id"]);
 
@@ -1699,7 +1634,7 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     for mode in ["tamper", "wrong_audience", "expired"] {
         provider.mode(mode).await;
         let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
-        let (location, refresh) = back(cb).await;
+        let (location, refresh, _) = back(cb).await;
         assert_eq!(
             (location.as_str(), refresh),
             ("/?sign_in_error=invalid_token", None),
@@ -1715,7 +1650,7 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
         callback_prefix.clone(),
     )
     .await;
-    let (location, refresh) = back(cb).await;
+    let (location, refresh, _) = back(cb).await;
     assert_eq!(
         (location.as_str(), refresh),
         ("/?sign_in_error=email_unverified", None)
@@ -1724,8 +1659,9 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     // An existing account's verified email: linked only once its password is given.
     let bob = register(&srv, "bob@corp.test").await;
     let cb = provider_login(start.clone(), "bob@corp.test", callback_prefix.clone()).await;
-    let (location, refresh) = back(cb).await;
+    let (location, refresh, link_cookie) = back(cb).await;
     assert!(refresh.is_none(), "no session before the password");
+    let link_cookie = link_cookie.expect("the pending link's cookie");
     let token = location
         .strip_prefix("/link-account?token=")
         .and_then(|t| t.split('&').next())
@@ -1738,45 +1674,50 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     )
     .await;
     assert_eq!(mine["linked"], json!([]), "nothing linked yet: {mine}");
-    let (s, v) = get(
-        &srv.http,
-        format!("{}/api/v1/auth/oidc/link/{token}", srv.base),
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, v["email"].as_str()),
-        (200, Some("bob@corp.test")),
-        "{v}"
-    );
+    // The link page in another browser (sent to someone, to phish their password)
+    // finds no link.
+    let pending = format!("{}/api/v1/auth/oidc/link/{token}", srv.base);
+    let r = srv.http.get(&pending).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = srv
+        .http
+        .get(&pending)
+        .header("cookie", &link_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["email"], "bob@corp.test", "{v}");
     let link = format!("{}/api/v1/auth/oidc/link", srv.base);
-    let (s, v) = post(
-        &srv.http,
-        link.clone(),
-        None,
-        json!({"token": token, "password": "wrong password here"}),
-    )
-    .await;
+    let post_link = |password: &'static str, cookie: Option<String>| {
+        let mut r = srv
+            .http
+            .post(&link)
+            .json(&json!({"token": token, "password": password}));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, _) = post_link("a long enough password", None).await;
+    assert_eq!(
+        s, 404,
+        "the right password from another browser links nothing"
+    );
+    let (s, v) = post_link("wrong password here", Some(link_cookie.clone())).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (401, Some("invalid_credentials")),
         "{v}"
     );
-    let (s, v) = post(
-        &srv.http,
-        link.clone(),
-        None,
-        json!({"token": token, "password": "a long enough password"}),
-    )
-    .await;
+    let (s, v) = post_link("a long enough password", Some(link_cookie.clone())).await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = post(
-        &srv.http,
-        link,
-        None,
-        json!({"token": token, "password": "a long enough password"}),
-    )
-    .await;
+    let (s, _) = post_link("a long enough password", Some(link_cookie.clone())).await;
     assert_eq!(s, 404, "a link is used once");
     let (_, mine) = get(
         &srv.http,
@@ -1786,7 +1727,7 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     .await;
     assert_eq!(mine["linked"][0]["provider"], "test", "{mine}");
     let cb = provider_login(start.clone(), "bob@corp.test", callback_prefix.clone()).await;
-    let (_, refresh) = back(cb).await;
+    let (_, refresh, _) = back(cb).await;
     let (_, bob_now) = session_of(refresh.unwrap()).await;
     assert_eq!(bob_now["user"]["id"], bob.id.as_str());
 
@@ -1795,7 +1736,7 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     drop(provider);
     let provider = Provider::start(port, &dir.join("keys-2.json"));
     let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
-    let (location, refresh) = back(cb).await;
+    let (location, refresh, _) = back(cb).await;
     assert_eq!(location, "/podcasts");
     assert!(refresh.is_some());
 
@@ -1811,21 +1752,8 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     let r = unlink(bob.access.clone()).await.unwrap();
     assert_eq!(r.status(), 204);
     // Linking while signed in: the provider's account, whatever its email.
-    let (s, v) = post(
-        &srv.http,
-        format!("{}/api/v1/me/providers/test", srv.base),
-        Some(&bob.access),
-        json!({}),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let cb = provider_login(
-        v["url"].as_str().unwrap().to_owned(),
-        "robert@elsewhere.test",
-        callback_prefix.clone(),
-    )
-    .await;
-    let (location, _) = back(cb).await;
+    let cb = link_login(&srv, &bob.access, "robert@elsewhere.test", &callback_prefix).await;
+    let (location, _, _) = back(cb).await;
     assert_eq!(location, "/?linked=1");
     let (_, mine) = get(
         &srv.http,
@@ -1838,23 +1766,44 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
         "{mine}"
     );
     // An identity linked to one account cannot be linked to another.
-    let (_, v) = post(
-        &srv.http,
-        format!("{}/api/v1/me/providers/test", srv.base),
-        Some(&alice_access),
-        json!({}),
-    )
-    .await;
-    let cb = provider_login(
-        v["url"].as_str().unwrap().to_owned(),
+    let cb = link_login(
+        &srv,
+        &alice_access,
         "robert@elsewhere.test",
-        callback_prefix.clone(),
+        &callback_prefix,
     )
     .await;
-    let (location, _) = back(cb).await;
+    let (location, _, _) = back(cb).await;
     assert_eq!(location, "/?sign_in_error=identity_taken");
     drop(provider);
     srv.stop().await;
+}
+
+/// A signed-in user links the provider: its login as `login`, and the cookies the
+/// browser holds for the callback (the login's, set by our answer, and the provider's).
+async fn link_login(
+    srv: &TestServer,
+    access: &str,
+    login: &str,
+    callback_prefix: &str,
+) -> (String, String) {
+    let r = srv
+        .http
+        .post(format!("{}/api/v1/me/providers/test", srv.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let state = cookie(&set_cookies(&r), "sc_oidc_state").expect("the login's cookie");
+    let v: Value = r.json().await.unwrap();
+    let (url, cookies) = provider_login(
+        v["url"].as_str().unwrap().to_owned(),
+        login,
+        callback_prefix.to_owned(),
+    )
+    .await;
+    (url, format!("{cookies}; {state}"))
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {

@@ -37,13 +37,19 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// Verifies a password against a stored hash. CPU-heavy: call from a blocking thread.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    match PasswordHash::new(hash) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => {
+            // An account no password opens (made by a sign-in provider) costs the same
+            // time as any other, so a login's timing does not tell it apart.
+            if let Ok(d) = PasswordHash::new(dummy_hash()) {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &d);
+            }
+            false
+        }
+    }
 }
 
 /// A hash of a password nobody has, so a login for an unknown email costs the same

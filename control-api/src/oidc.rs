@@ -36,6 +36,14 @@ pub struct ProviderConfig {
     pub client_secret: String,
 }
 
+impl ProviderConfig {
+    /// What the accounts' identities of this provider are stored under: its issuer,
+    /// so that a provider id pointed at another issuer finds none of the first's.
+    pub fn key(&self) -> String {
+        self.issuer.trim_end_matches('/').to_owned()
+    }
+}
+
 impl std::fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderConfig")
@@ -75,12 +83,31 @@ pub struct Identity {
     pub sub: String,
     #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
+    /// Some providers send it as a string.
+    #[serde(default, deserialize_with = "loose_bool")]
     pub email_verified: Option<bool>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     nonce: Option<String>,
+    /// The party the token was issued to, when it has several audiences.
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    aud: serde_json::Value,
+}
+
+/// `true`, `false`, `"true"` or `"false"`.
+fn loose_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Bool(b)) => Some(b),
+        Some(serde_json::Value::String(s)) => match s.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 impl Identity {
@@ -141,6 +168,7 @@ pub fn verify_id_token(
     v.set_audience(&[client_id]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v.leeway = 60;
+    v.validate_nbf = true;
     let data = jsonwebtoken::decode::<Identity>(token, &key, &v).map_err(|e| {
         bad(match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => {
@@ -155,13 +183,26 @@ pub fn verify_id_token(
     if data.claims.nonce.as_deref() != Some(nonce) {
         return Err(bad("its nonce is not this sign-in's".into()));
     }
+    // Several audiences: it must have been issued to us (OpenID Connect Core 3.1.3.7).
+    let several = data.claims.aud.as_array().is_some_and(|a| a.len() > 1);
+    match data.claims.azp.as_deref() {
+        Some(azp) if azp != client_id => return Err(bad("it was issued to another party".into())),
+        None if several => return Err(bad("it has several audiences and no azp".into())),
+        _ => {}
+    }
     Ok(Some(data.claims))
+}
+
+fn token_has_kid(token: &str) -> bool {
+    jsonwebtoken::decode_header(token).is_ok_and(|h| h.kid.is_some())
 }
 
 /// How long a discovery document is trusted before it is read again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// Keys are fetched again for an unknown `kid` at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(2);
+/// Keys are read again at least this often: one the provider withdrew stops working.
+const JWKS_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 struct Cached {
@@ -207,6 +248,11 @@ impl Providers {
 
     pub fn get(&self, id: &str) -> Option<&ProviderConfig> {
         self.configs.iter().find(|c| c.id == id)
+    }
+
+    /// The provider whose identities are stored under `key` (its issuer).
+    pub fn by_key(&self, key: &str) -> Option<&ProviderConfig> {
+        self.configs.iter().find(|c| c.key() == key)
     }
 
     async fn fetch_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
@@ -272,6 +318,7 @@ impl Providers {
             .await
             .get(&p.id)
             .and_then(|c| c.keys.clone())
+            && at.elapsed() < JWKS_TTL
             && (!fresh || at.elapsed() < JWKS_REFETCH)
         {
             return Ok(k);
@@ -326,8 +373,15 @@ impl Providers {
             .as_str()
             .ok_or_else(|| OidcError::Protocol("no id_token in the token answer".into()))?;
         let keys = self.keys(p, &d, false).await?;
-        if let Some(id) = verify_id_token(token, &keys, &d.issuer, &p.client_id, nonce)? {
-            return Ok(id);
+        match verify_id_token(token, &keys, &d.issuer, &p.client_id, nonce) {
+            Ok(Some(id)) => return Ok(id),
+            Ok(None) => {}
+            // No kid, and the one key fails: it may have been replaced.
+            Err(e) if !token_has_kid(token) => {
+                let keys = self.keys(p, &d, true).await?;
+                return verify_id_token(token, &keys, &d.issuer, &p.client_id, nonce)?.ok_or(e);
+            }
+            Err(e) => return Err(e),
         }
         // A key not seen yet: the provider rotated its keys.
         let keys = self.keys(p, &d, true).await?;
@@ -360,6 +414,8 @@ mod tests {
             email_verified: verified,
             name: None,
             nonce: None,
+            azp: None,
+            aud: serde_json::Value::Null,
         };
         assert_eq!(
             id(Some(" Ann@Example.COM "), Some(true)).verified_email(),

@@ -7,6 +7,7 @@
 
 mod common;
 
+use control_api::store::oidc::{OidcIdentity, OidcLogin, OidcStore, PendingLink};
 use control_api::store::podcasts::{Episode, Marker, PodcastStore, Show};
 use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
@@ -85,7 +86,101 @@ on_both_backends!(
     a_rooms_revocation_says_why,
     listening_history_and_its_statistics,
     podcasts_shows_episodes_and_markers,
+    oidc_logins_identities_and_pending_links,
 );
+
+/// A login is taken once and not after it expires; an identity belongs to one
+/// account, and an account has one of each provider; a pending link outlives a wrong
+/// password (it is looked up, not taken) until it is deleted or expires.
+async fn oidc_logins_identities_and_pending_links<S: Store + OidcStore>(s: &S) {
+    let login = |hash: &str, expires_at: Millis| OidcLogin {
+        state_hash: hash.into(),
+        provider: "p".into(),
+        nonce: "n".into(),
+        verifier: "v".into(),
+        link_user_id: None,
+        return_to: "/".into(),
+        expires_at,
+    };
+    s.insert_oidc_login(&login("a", T0 + 600_000))
+        .await
+        .unwrap();
+    s.insert_oidc_login(&login("old", T0 - 1)).await.unwrap();
+    assert_eq!(
+        s.take_oidc_login("a", T0).await.unwrap(),
+        Some(login("a", T0 + 600_000))
+    );
+    assert_eq!(
+        s.take_oidc_login("a", T0).await.unwrap(),
+        None,
+        "taken once"
+    );
+    assert_eq!(s.take_oidc_login("old", T0).await.unwrap(), None, "expired");
+    let id = |provider: &str, subject: &str, user: &str| OidcIdentity {
+        provider: provider.into(),
+        subject: subject.into(),
+        user_id: user.into(),
+        email: Some(format!("{subject}@x.test")),
+        linked_at: T0,
+    };
+    s.link_identity(&id("https://a.test", "s1", "u1"))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        s.link_identity(&id("https://a.test", "s1", "u2")).await,
+        "oidc identity"
+    ));
+    assert!(is_conflict(
+        s.link_identity(&id("https://a.test", "s2", "u1")).await,
+        "oidc identity"
+    ));
+    s.link_identity(&id("https://b.test", "s1", "u1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.oidc_identity("https://a.test", "s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        "u1"
+    );
+    assert!(
+        s.oidc_identity("https://b.test", "s2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.user_identities("u1").await.unwrap().len(), 2);
+    assert!(s.unlink_identity("u1", "https://a.test").await.unwrap());
+    assert!(!s.unlink_identity("u1", "https://a.test").await.unwrap());
+    let pending = PendingLink {
+        token_hash: "t".into(),
+        provider: "p".into(),
+        subject: "s9".into(),
+        email: "e@x.test".into(),
+        user_id: "u1".into(),
+        return_to: "/".into(),
+        expires_at: T0 + 1000,
+    };
+    s.insert_pending_link(&pending).await.unwrap();
+    assert_eq!(
+        s.pending_link("t", T0).await.unwrap(),
+        Some(pending.clone())
+    );
+    assert_eq!(
+        s.pending_link("t", T0).await.unwrap(),
+        Some(pending),
+        "not taken by a look"
+    );
+    assert_eq!(
+        s.pending_link("t", T0 + 1001).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert!(s.delete_pending_link("t").await.unwrap());
+    assert_eq!(s.pending_link("t", T0).await.unwrap(), None);
+}
 
 /// Shows belong to their owner; episodes to their show (deleted with it); the feed
 /// lists what is published and due, newest first; markers come back by time.

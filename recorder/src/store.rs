@@ -140,6 +140,36 @@ impl Store {
         }
     }
 
+    /// Presigned URLs made for `endpoint` (the address clients reach the S3 service
+    /// at, when the servers reach it at another, e.g. `http://minio:9000` inside a
+    /// compose network); a local store makes none.
+    pub fn with_public_endpoint(
+        mut self,
+        config: &StoreConfig,
+        endpoint: &str,
+    ) -> Result<Store, StoreError> {
+        if let StoreConfig::S3 {
+            bucket,
+            region,
+            access_key_id,
+            secret_access_key,
+            ..
+        } = config
+        {
+            let signer = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(region)
+                .with_access_key_id(access_key_id)
+                .with_secret_access_key(secret_access_key)
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false)
+                .build()?;
+            self.signer = Some(Arc::new(signer));
+        }
+        Ok(self)
+    }
+
     /// The same store with another part size (tests use small parts).
     pub fn with_part_size(mut self, bytes: usize) -> Store {
         self.part_size = bytes.max(5 * 1024 * 1024);

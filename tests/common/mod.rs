@@ -20,6 +20,7 @@ use streamcore::server::RunningServer;
 pub mod coturn;
 pub mod kafka;
 pub mod netns;
+pub mod oidc;
 /// Fresh PostgreSQL databases, shared with control-api's tests.
 #[path = "../../control-api/tests/common/mod.rs"]
 pub mod pg;

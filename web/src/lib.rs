@@ -2,9 +2,9 @@
 //!
 //! `assets/` is embedded at compile time (`build.rs`): `pages/*.html` are what people
 //! open (`/`, `/phone`, `/listen`, `/room`, `/recordings`, `/uploads`, `/history`,
-//! `/podcasts`, `/servers`, `/reset-password`, `/verify-email`, `/sign-up`), `static/`
-//! holds their scripts and styles, and `sdk/streamcore.js` is the client library every
-//! page is built on (docs/client.md).
+//! `/podcasts`, `/servers`, `/reset-password`, `/verify-email`, `/sign-up`,
+//! `/link-account`), `static/` holds their scripts and styles, and
+//! `sdk/streamcore.js` is the client library every page is built on (docs/client.md).
 //! There is no build step and nothing is fetched from elsewhere: the bytes in the
 //! repository are the bytes a browser gets.
 //!
@@ -39,7 +39,7 @@ pub struct Asset {
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 /// The pages: route → file under `assets/`.
-pub const PAGES: [(&str, &str); 12] = [
+pub const PAGES: [(&str, &str); 13] = [
     ("/", "pages/index.html"),
     ("/phone", "pages/phone.html"),
     ("/listen", "pages/listen.html"),
@@ -52,6 +52,7 @@ pub const PAGES: [(&str, &str); 12] = [
     ("/reset-password", "pages/reset-password.html"),
     ("/verify-email", "pages/verify-email.html"),
     ("/sign-up", "pages/sign-up.html"),
+    ("/link-account", "pages/link-account.html"),
 ];
 
 /// The pages' policy: scripts, styles, fonts and connections only from this origin
@@ -69,6 +70,9 @@ font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-a
 pub struct ClusterOrigins {
     policy: Arc<RwLock<Option<HeaderValue>>>,
     fixed: Arc<Vec<String>>,
+    /// Where pictures and media may also come from: the object store, when public
+    /// files redirect to it (S3's presigned URLs).
+    media: Arc<Vec<String>>,
 }
 
 /// `scheme://host[:port]` as CSP sources for HTTP(S) and its WebSocket, or `None`
@@ -95,9 +99,25 @@ impl ClusterOrigins {
         let o = ClusterOrigins {
             policy: Arc::default(),
             fixed: Arc::new(fixed.to_vec()),
+            media: Arc::default(),
         };
         o.set([]);
         o
+    }
+
+    /// The same, with `origins` (`scheme://host[:port]`) allowed for `<img>` and
+    /// `<audio>`/`<video>`: the object store a podcast's artwork and live episodes
+    /// redirect to. One that is not a plain origin is left out.
+    pub fn with_media(mut self, origins: &[String]) -> ClusterOrigins {
+        self.media = Arc::new(
+            origins
+                .iter()
+                .filter(|o| connect_sources(o).is_some())
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
+        );
+        self.set([]);
+        self
     }
 
     /// Replaces the nodes' base URLs (`https://host:port`); each is allowed over HTTP(S)
@@ -109,14 +129,25 @@ impl ClusterOrigins {
             .filter_map(|o| connect_sources(o))
             .collect();
         sources.extend(base_urls.into_iter().filter_map(connect_sources));
-        let policy = (!sources.is_empty())
-            .then(|| {
-                let extra = format!("connect-src 'self' {}", sources.join(" "));
-                HeaderValue::from_str(
-                    &CONTENT_SECURITY_POLICY.replace("connect-src 'self'", &extra),
+        let mut text = CONTENT_SECURITY_POLICY.to_owned();
+        if !sources.is_empty() {
+            let extra = format!("connect-src 'self' {}", sources.join(" "));
+            text = text.replace("connect-src 'self'", &extra);
+        }
+        if !self.media.is_empty() {
+            let media = self.media.join(" ");
+            text = text
+                .replace(
+                    "img-src 'self' data: blob:",
+                    &format!("img-src 'self' data: blob: {media}"),
                 )
-                .ok()
-            })
+                .replace(
+                    "media-src 'self' blob:",
+                    &format!("media-src 'self' blob: {media}"),
+                );
+        }
+        let policy = (text != CONTENT_SECURITY_POLICY)
+            .then(|| HeaderValue::from_str(&text).ok())
             .flatten();
         if let Ok(mut p) = self.policy.write() {
             *p = policy;
@@ -267,6 +298,38 @@ mod tests {
             .oneshot(req.body(Body::empty()).unwrap())
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn the_object_stores_origin_may_serve_pictures_and_media() {
+        let o = ClusterOrigins::with_fixed(&[])
+            .with_media(&["http://127.0.0.1:9000/".into(), "not a url".into()]);
+        let p = o.policy();
+        let p = p.to_str().unwrap();
+        assert!(
+            p.contains("img-src 'self' data: blob: http://127.0.0.1:9000;"),
+            "{p}"
+        );
+        assert!(
+            p.contains("media-src 'self' blob: http://127.0.0.1:9000;"),
+            "{p}"
+        );
+        assert!(p.contains("connect-src 'self';"), "{p}");
+        o.set(["https://node-2.example:8443"]);
+        let p = o.policy();
+        let p = p.to_str().unwrap();
+        assert!(
+            p.contains("connect-src 'self' https://node-2.example:8443 wss://node-2.example:8443;"),
+            "{p}"
+        );
+        assert!(
+            p.contains("media-src 'self' blob: http://127.0.0.1:9000;"),
+            "{p}"
+        );
+        assert_eq!(
+            ClusterOrigins::with_fixed(&[]).with_media(&[]).policy(),
+            CONTENT_SECURITY_POLICY
+        );
     }
 
     #[test]

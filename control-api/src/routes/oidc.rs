@@ -35,6 +35,77 @@ use crate::store::{NewUser, Role, Store, StoreError, User};
 const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
 /// How long a pending link waits for the password.
 const LINK_TTL_MS: i64 = 15 * 60 * 1000;
+/// The cookie that binds a login to the browser that began it: a callback in another
+/// browser (a link an attacker sends, to sign the victim into the attacker's account or
+/// to link the attacker's provider account to the victim's) finds no login.
+const STATE_COOKIE: &str = "sc_oidc_state";
+
+fn state_cookie(st: &AppState, state: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if st.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    // Lax: the provider sends the browser back with a cross-site navigation.
+    HeaderValue::from_str(&format!(
+        "{STATE_COOKIE}={state}; Path=/auth/oidc; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .expect("a base64url state")
+}
+
+/// The same for a pending link: its page's requests carry it, so a link page sent to
+/// someone else (to phish their password into linking another's provider account)
+/// finds nothing.
+const LINK_COOKIE: &str = "sc_oidc_link";
+
+fn link_cookie(st: &AppState, token: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if st.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{LINK_COOKIE}={token}; Path=/api/v1/auth/oidc; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .expect("a base64url token")
+}
+
+fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn cookie_state(headers: &axum::http::HeaderMap) -> Option<String> {
+    cookie_value(headers, STATE_COOKIE)
+}
+
+/// The pending link `token` names, if this browser holds it.
+async fn pending_of(
+    st: &AppState,
+    headers: &axum::http::HeaderMap,
+    token: &str,
+) -> Result<PendingLink, ApiError> {
+    let expired = || {
+        ApiError::not_found(
+            "this link has expired, or was opened in another browser; sign in with the provider again",
+        )
+    };
+    if cookie_value(headers, LINK_COOKIE).as_deref() != Some(token) {
+        return Err(expired());
+    }
+    st.db
+        .pending_link(&digest(token), now_millis())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(expired)
+}
+
 /// The password hash of an account made by a provider: no password opens it (a
 /// password can be set with the reset mail).
 pub const NO_PASSWORD: &str = "!oidc";
@@ -56,7 +127,16 @@ fn redirect_uri(st: &AppState) -> String {
 /// A path on this site to go back to; anything else is `/`.
 fn local_path(p: Option<&str>) -> String {
     match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        // Browsers drop tabs and newlines from a URL (`/\t/evil` is `//evil`): only
+        // visible ASCII.
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -69,9 +149,8 @@ fn provider<'a>(st: &'a AppState, id: &str) -> Result<&'a ProviderConfig, ApiErr
 
 fn see_other(location: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
+    let v = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+    r.headers_mut().insert(header::LOCATION, v);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -102,13 +181,14 @@ pub async fn providers(State(st): State<AppState>) -> Json<Vec<ProviderView>> {
     )
 }
 
-/// A login at the provider: its row, and the URL that begins it.
+/// A login at the provider: its row; the URL that begins it and the cookie that binds
+/// it to this browser.
 async fn begin(
     st: &AppState,
     p: &ProviderConfig,
     link_user_id: Option<String>,
     return_to: String,
-) -> Result<String, ApiError> {
+) -> Result<(String, HeaderValue), ApiError> {
     let d = st.oidc.discovery(p).await.map_err(|e| {
         warn!(provider = %p.id, error = %e, "sign-in provider unavailable");
         ApiError::unavailable(
@@ -149,7 +229,10 @@ async fn begin(
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &oidc::challenge(&verifier))
         .append_pair("code_challenge_method", "S256");
-    Ok(url.to_string())
+    Ok((
+        url.to_string(),
+        state_cookie(st, &state, LOGIN_TTL_MS / 1000),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -162,12 +245,20 @@ pub struct StartQuery {
 #[utoipa::path(get, path = "/auth/oidc/{provider}/start", tag = "accounts", params(("provider" = String, Path), StartQuery), responses((status = 303, description = "to the provider"), (status = 404, description = "no such provider", body = ErrorBody), (status = 503, description = "the provider cannot be reached", body = ErrorBody)))]
 pub async fn start(
     State(st): State<AppState>,
+    addr: crate::state::ClientAddr,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<StartQuery>,
 ) -> Result<Response, ApiError> {
+    // Each start stores a login: as many as password logins from one address.
+    st.limits
+        .login_addr
+        .check(&addr.key(), std::time::Instant::now())
+        .map_err(too_many)?;
     let p = provider(&st, &id)?;
-    let url = begin(&st, p, None, local_path(q.return_to.as_deref())).await?;
-    Ok(see_other(&url))
+    let (url, cookie) = begin(&st, p, None, local_path(q.return_to.as_deref())).await?;
+    let mut r = see_other(&url);
+    r.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(r)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -177,16 +268,18 @@ pub struct LinkStart {
 }
 
 /// Begins linking a provider to the signed-in account.
-#[utoipa::path(post, path = "/api/v1/me/providers/{provider}", tag = "accounts", params(("provider" = String, Path)), responses((status = 200, body = LinkStart), (status = 404, description = "no such provider", body = ErrorBody), (status = 403, description = "a device credential", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/me/providers/{provider}", tag = "accounts", params(("provider" = String, Path)), responses((status = 200, body = LinkStart, description = "and a cookie that binds the login to this browser"), (status = 404, description = "no such provider", body = ErrorBody), (status = 403, description = "a device credential", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn link_start(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<LinkStart>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_user()?;
     let p = provider(&st, &id)?;
-    let url = begin(&st, p, Some(caller.user_id.clone()), "/?linked=1".into()).await?;
-    Ok(Json(LinkStart { url }))
+    let (url, cookie) = begin(&st, p, Some(caller.user_id.clone()), "/?linked=1".into()).await?;
+    let mut r = Json(LinkStart { url }).into_response();
+    r.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(r)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -200,9 +293,11 @@ pub struct CallbackQuery {
 #[utoipa::path(get, path = "/auth/oidc/callback", tag = "accounts", params(CallbackQuery), responses((status = 303, description = "signed in (with the refresh cookie), to the link page, or to the sign-in page with `sign_in_error`")))]
 pub async fn callback(
     State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Response {
-    match complete(&st, q).await {
+    let bound = cookie_state(&headers);
+    let mut r = match complete(&st, q, bound).await {
         Ok(r) => r,
         Err(Outcome::Failed(code, why)) => {
             info!(code, %why, "sign-in with a provider refused");
@@ -212,7 +307,11 @@ pub async fn callback(
             warn!(error = %e, "sign-in with a provider failed");
             failed("server_error")
         }
-    }
+    };
+    // The login is over either way.
+    r.headers_mut()
+        .append(header::SET_COOKIE, state_cookie(&st, "", 0));
+    r
 }
 
 enum Outcome {
@@ -232,13 +331,26 @@ impl From<ApiError> for Outcome {
     }
 }
 
-async fn complete(st: &AppState, q: CallbackQuery) -> Result<Response, Outcome> {
+async fn complete(
+    st: &AppState,
+    q: CallbackQuery,
+    bound: Option<String>,
+) -> Result<Response, Outcome> {
     if let Some(e) = q.error {
-        return Err(Outcome::Failed("provider_refused", e));
+        return Err(Outcome::Failed(
+            "provider_refused",
+            e.chars().take(100).collect(),
+        ));
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return Err(Outcome::Failed("invalid_state", "no code or state".into()));
     };
+    if bound.as_deref() != Some(state.as_str()) {
+        return Err(Outcome::Failed(
+            "invalid_state",
+            "the sign-in began in another browser (or its cookie is gone)".into(),
+        ));
+    }
     let now = now_millis();
     let login = st
         .db
@@ -267,13 +379,13 @@ async fn complete(st: &AppState, q: CallbackQuery) -> Result<Response, Outcome> 
             other => Outcome::Failed("provider_unavailable", other.to_string()),
         })?;
     let identity = OidcIdentity {
-        provider: p.id.clone(),
+        provider: p.key(),
         subject: id.sub.clone(),
         user_id: String::new(),
         email: id.email.clone(),
         linked_at: now,
     };
-    let known = st.db.oidc_identity(&p.id, &id.sub).await?;
+    let known = st.db.oidc_identity(&p.key(), &id.sub).await?;
 
     // A signed-in user linking this provider.
     if let Some(uid) = login.link_user_id {
@@ -314,7 +426,10 @@ async fn complete(st: &AppState, q: CallbackQuery) -> Result<Response, Outcome> 
         return signed_in(st, &user, &login.return_to).await;
     }
 
-    let Some(email) = id.verified_email() else {
+    let Some(email) = id
+        .verified_email()
+        .and_then(|e| crate::routes::accounts::parse_email(&e).ok())
+    else {
         return Err(Outcome::Failed(
             "email_unverified",
             format!("{} does not vouch for the email {:?}", p.name, id.email),
@@ -335,10 +450,15 @@ async fn complete(st: &AppState, q: CallbackQuery) -> Result<Response, Outcome> 
             })
             .await?;
         info!(user = %existing.id, provider = %p.id, "provider identity waits for the account's password");
-        return Ok(see_other(&format!(
+        let mut r = see_other(&format!(
             "/link-account?token={token}&provider={}",
             percent_encoding::utf8_percent_encode(&p.name, percent_encoding::NON_ALPHANUMERIC)
-        )));
+        ));
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            link_cookie(st, &token, LINK_TTL_MS / 1000),
+        );
+        return Ok(r);
     }
     let name = id
         .name
@@ -410,16 +530,10 @@ pub struct LinkView {
 #[utoipa::path(get, path = "/api/v1/auth/oidc/link/{token}", tag = "accounts", params(("token" = String, Path)), responses((status = 200, body = LinkView), (status = 404, description = "unknown or expired", body = ErrorBody)))]
 pub async fn pending(
     State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Json<LinkView>, ApiError> {
-    let l = st
-        .db
-        .pending_link(&digest(&token), now_millis())
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::not_found("this link has expired; sign in with the provider again")
-        })?;
+    let l = pending_of(&st, &headers, &token).await?;
     let provider = st
         .oidc
         .get(&l.provider)
@@ -435,17 +549,11 @@ pub async fn pending(
 #[utoipa::path(post, path = "/api/v1/auth/oidc/link", tag = "accounts", request_body = LinkRequest, responses((status = 200, body = Session), (status = 401, description = "wrong password", body = ErrorBody), (status = 404, description = "unknown or expired link", body = ErrorBody), (status = 409, description = "the identity or the provider is linked already", body = ErrorBody), (status = 429, description = "too many tries", body = ErrorBody)))]
 pub async fn link(
     State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<LinkRequest>,
 ) -> Result<Response, ApiError> {
     let hash = digest(&req.token);
-    let l = st
-        .db
-        .pending_link(&hash, now_millis())
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::not_found("this link has expired; sign in with the provider again")
-        })?;
+    let l = pending_of(&st, &headers, &req.token).await?;
     st.limits
         .login_account
         .check(&l.email, std::time::Instant::now())
@@ -456,6 +564,12 @@ pub async fn link(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("the account is gone"))?;
+    if user.password_hash == NO_PASSWORD {
+        return Err(ApiError::conflict(
+            "no_password",
+            "that account has no password yet: set one with Forgot password (a mail link), then link again",
+        ));
+    }
     let (password, stored) = (req.password, user.password_hash.clone());
     if !blocking(&st, move || {
         crate::auth::verify_password(&password, &stored)
@@ -470,7 +584,13 @@ pub async fn link(
     }
     st.db
         .link_identity(&OidcIdentity {
-            provider: l.provider.clone(),
+            provider: st
+                .oidc
+                .get(&l.provider)
+                .ok_or_else(|| {
+                    ApiError::not_found("this sign-in provider is no longer configured")
+                })?
+                .key(),
             subject: l.subject.clone(),
             user_id: user.id.clone(),
             email: Some(l.email.clone()),
@@ -539,9 +659,12 @@ pub async fn mine(
         .map(|i| LinkedView {
             name: st
                 .oidc
-                .get(&i.provider)
+                .by_key(&i.provider)
                 .map_or(i.provider.clone(), |p| p.name.clone()),
-            provider: i.provider,
+            provider: st
+                .oidc
+                .by_key(&i.provider)
+                .map_or(i.provider, |p| p.id.clone()),
             email: i.email,
             linked_at: i.linked_at,
         })
@@ -568,7 +691,9 @@ pub async fn unlink(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("no such account"))?;
     let linked = st.db.user_identities(&user.id).await.map_err(store_error)?;
-    if !linked.iter().any(|i| i.provider == id) {
+    // By its configured id, or by its issuer when it is no longer configured.
+    let key = st.oidc.get(&id).map_or(id.clone(), |p| p.key());
+    if !linked.iter().any(|i| i.provider == key) {
         return Err(ApiError::not_found("this provider is not linked"));
     }
     if user.password_hash == NO_PASSWORD && linked.len() == 1 {
@@ -578,7 +703,7 @@ pub async fn unlink(
         ));
     }
     st.db
-        .unlink_identity(&user.id, &id)
+        .unlink_identity(&user.id, &key)
         .await
         .map_err(store_error)?;
     info!(user = %user.id, provider = %id, "provider unlinked");
@@ -595,6 +720,8 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(local_path(Some("/caf\u{e9}")), "/");
         assert_eq!(local_path(None), "/");
     }
 }

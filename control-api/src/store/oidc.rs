@@ -89,6 +89,11 @@ macro_rules! oidc_store {
     ($store:ty) => {
         impl OidcStore for $store {
             async fn insert_oidc_login(&self, l: &OidcLogin) -> R<()> {
+                // Logins nobody finished (a day past their end) go.
+                sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1")
+                    .bind(l.expires_at - 86_400_000)
+                    .execute(self.pool())
+                    .await?;
                 sqlx::query(
                     "INSERT INTO oidc_logins (state_hash, provider, nonce, verifier, link_user_id, return_to, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -169,6 +174,10 @@ macro_rules! oidc_store {
             }
 
             async fn insert_pending_link(&self, l: &PendingLink) -> R<()> {
+                sqlx::query("DELETE FROM oidc_pending_links WHERE expires_at < $1")
+                    .bind(l.expires_at - 86_400_000)
+                    .execute(self.pool())
+                    .await?;
                 sqlx::query(
                     "INSERT INTO oidc_pending_links (token_hash, provider, subject, email, user_id, return_to, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -274,6 +274,67 @@ export class Session extends Emitter {
   }
 
   /**
+   * A plain JSON `GET` without a session.
+   * @param {string} base
+   * @param {string} path
+   */
+  static async #anonymousGet(base, path) {
+    const res = await fetch(originOf(base) + path, { credentials: 'same-origin' });
+    if (!res.ok) throw await errorOf(res);
+    return res.json();
+  }
+
+  /**
+   * The sign-in providers (OpenID Connect) the node offers; empty when it has none.
+   * @param {{base?: string}} [a]
+   * @returns {Promise<{id: string, name: string}[]>}
+   */
+  static async signInProviders(a = {}) {
+    return Session.#anonymousGet(a.base ?? '', '/api/v1/auth/oidc/providers');
+  }
+
+  /**
+   * Where the browser goes (a navigation, not a fetch) to sign in with a provider. It
+   * comes back to `returnTo` (a path of this node) signed in — the refresh cookie is
+   * set, so the page there calls {@link Session.restore} — or to
+   * `/link-account?token=…&provider=<name>` when the provider's email has an account
+   * already (see {@link Session.linkProvider}), or to `/?sign_in_error=<code>`.
+   * @param {string} providerId
+   * @param {{returnTo?: string, base?: string}} [a]
+   */
+  static providerSignInUrl(providerId, a = {}) {
+    const back = encodeURIComponent(a.returnTo ?? '/');
+    return `${originOf(a.base)}/auth/oidc/${encodeURIComponent(providerId)}/start?return_to=${back}`;
+  }
+
+  /**
+   * What a pending link (the token of `/link-account?token=…`) is about: the email the
+   * provider vouched for and the provider's name. A `404` once it has expired.
+   * @param {string} token
+   * @param {{base?: string}} [a]
+   * @returns {Promise<{email: string, provider: string}>}
+   */
+  static async pendingLink(token, a = {}) {
+    return Session.#anonymousGet(a.base ?? '', `/api/v1/auth/oidc/link/${encodeURIComponent(token)}`);
+  }
+
+  /**
+   * Links a provider's identity to the existing account with its email, proven by that
+   * account's password, and signs in (the refresh token in the HttpOnly cookie).
+   * `invalid_credentials` (401) for a wrong password, `404` once the link has expired,
+   * `already_linked` (409).
+   * @param {{token: string, password: string, base?: string}} a
+   */
+  static async linkProvider(a) {
+    const r = await Session.#anonymous(a.base ?? '', '/api/v1/auth/oidc/link', {
+      token: a.token,
+      password: a.password,
+      cookie: true,
+    });
+    return new Session({ kind: 'user', accessToken: r.access_token, expiresIn: r.expires_in, base: a.base });
+  }
+
+  /**
    * Asks for an account: the server mails the address a link to finish signing up
    * ({@link Session.completeSignUp}), or, when it has an account already, a note to its
    * owner. The answer is the same either way, so it says nothing about the address.

@@ -1,12 +1,93 @@
 // @ts-check
 /**
- * `/`: sign in, create an account, ask for a reset link; once signed in, the devices
- * (live online state from the user socket), renaming, removing, and pairing a phone.
+ * `/`: sign in (with a password or a sign-in provider), create an account, ask for a
+ * reset link; once signed in, the account (its sign-in providers: linked ones to
+ * unlink, others to link), the devices (live online state from the user socket),
+ * renaming, removing, and pairing a phone.
  */
-import { Session, UserSocket } from '/sdk/streamcore.js';
+import { Session, StreamCoreError, UserSocket } from '/sdk/streamcore.js';
 import { $, AFTER_SIGN_UP, MESSAGES, busy, explain, h, pageReady, query, say, topBar, when } from '/static/js/app.js';
 
 const authBox = $('auth-message');
+
+/** The `sessionStorage` key of the provider this tab went to sign in with (its name). */
+const PROVIDER_TRIED = 'streamcore.providerTried';
+
+/**
+ * Remembers (a name) or forgets (null) the provider this tab goes to; a browser that
+ * keeps no storage for the page only loses the name in the messages.
+ * @param {string|null} name
+ */
+function rememberProvider(name) {
+  try {
+    if (name) sessionStorage.setItem(PROVIDER_TRIED, name);
+    else sessionStorage.removeItem(PROVIDER_TRIED);
+  } catch {
+    // Storage refused: the messages say “the sign-in provider”.
+  }
+}
+
+/** The provider this tab went to, if it remembered one. */
+function providerTried() {
+  try {
+    return sessionStorage.getItem(PROVIDER_TRIED);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What the way back from a sign-in provider (`/?sign_in_error=<code>`) means, given
+ * the provider's name when this tab knows it (`p`: “Test IdP”, else null).
+ */
+const SIGN_IN_ERRORS = /** @type {Record<string, (p: string|null) => string>} */ ({
+  invalid_state: () =>
+    'That sign-in link was used already or has expired (or it began in another browser). Start again here: choose the provider once more.',
+  invalid_token: (p) =>
+    `${p ?? 'The sign-in provider'}’s answer could not be verified, so you are not signed in. Try again; if it keeps happening, tell the administrator.`,
+  provider_refused: (p) =>
+    `${p ?? 'The sign-in provider'} did not sign you in (it was cancelled or refused). Try again, or sign in with your email and password.`,
+  provider_unavailable: (p) =>
+    `${p ?? 'The sign-in provider'} cannot be reached right now. Try again later, or sign in with your email and password.`,
+  email_unverified: (p) =>
+    `${p ?? 'The sign-in provider'} has not verified your email address, so it cannot sign you in here. Sign in with your password, or verify the email address at ${p ?? 'the provider'} and try again.`,
+  identity_taken: (p) => {
+    const account = p ? `${p} account` : 'provider account';
+    return `That ${account} is linked to another StreamCore account. Sign in to that account, or use another ${account}.`;
+  },
+  already_linked: (p) =>
+    `Your account has ${p ? `a ${p} account` : 'an account of this provider'} linked already. Unlink it first, then link the other one.`,
+  try_again: () => 'Your account was being set up at that very moment. Try signing in once more.',
+  server_error: () => 'Something went wrong on our side while signing you in. Try again in a moment.',
+  unknown: () => 'Signing in did not work. Try again, or sign in with your email and password.',
+});
+
+/**
+ * How a sign-in with a provider ended, read from the address, which then forgets it
+ * (a reload must not say it again).
+ */
+function takeOutcome() {
+  const q = query();
+  const error = q.get('sign_in_error');
+  const linked = q.get('linked') === '1';
+  // Good for this one way back only.
+  const tried = providerTried();
+  rememberProvider(null);
+  if (q.has('sign_in_error') || q.has('linked')) {
+    q.delete('sign_in_error');
+    q.delete('linked');
+    const rest = q.toString();
+    history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+  }
+  // (Own keys only: the address is anyone's to write.)
+  const words = error !== null && Object.hasOwn(SIGN_IN_ERRORS, error) ? SIGN_IN_ERRORS[error] : SIGN_IN_ERRORS.unknown;
+  return { error: error === null ? null : words(tried || null), linked, tried };
+}
+
+const outcome = takeOutcome();
+
+/** Whether the node offers sign-in providers (their buttons go with the sign-in tab). */
+let haveProviders = false;
 
 /** Where to go after signing in: a page of this site only (never another origin). */
 function next() {
@@ -26,14 +107,51 @@ function showTab(which) {
     $(`tab-${id}`).setAttribute('aria-selected', String(id === which));
     $(id).hidden = id !== which;
   }
+  $('providers').hidden = !haveProviders || which !== 'signin';
   say(authBox, '');
   $(which).querySelector('input')?.focus();
 }
 
-function signedOut() {
+/**
+ * "Sign in with <name>" for each provider the node offers, under the sign-in form
+ * (nothing when it offers none). Each is a link: the browser goes to the provider and
+ * comes back where the person was going.
+ */
+async function providerButtons() {
+  /** @type {{id: string, name: string}[]} */
+  let list;
+  try {
+    list = await Session.signInProviders();
+  } catch (e) {
+    // The password form still works; the buttons stay away.
+    console.warn('the sign-in providers could not be listed', e);
+    return;
+  }
+  const back = next() ?? '/';
+  $('provider-buttons').replaceChildren(
+    ...list.map((p) =>
+      h(
+        'a',
+        {
+          class: 'button secondary',
+          href: Session.providerSignInUrl(p.id, { returnTo: back }),
+          'data-provider': p.id,
+          // Its name, for what the way back may have to say.
+          onclick: () => rememberProvider(p.name),
+        },
+        `Sign in with ${p.name}`,
+      ),
+    ),
+  );
+  haveProviders = list.length > 0;
+  $('providers').hidden = !haveProviders || $('signin').hidden;
+}
+
+async function signedOut() {
   $('welcome').hidden = false;
   const ended = query().get('ended');
-  if (ended) say(authBox, MESSAGES[ended] ?? MESSAGES.session_ended);
+  if (outcome.error) say(authBox, outcome.error);
+  else if (ended) say(authBox, MESSAGES[ended] ?? MESSAGES.session_ended);
   else if (next()) say(authBox, 'Sign in to continue.', 'info');
   for (const id of ['signin', 'signup', 'forgot']) {
     $(`tab-${id}`).addEventListener('click', () => showTab(id));
@@ -79,6 +197,110 @@ function signedOut() {
       );
     });
   });
+  await providerButtons();
+}
+
+/**
+ * @typedef {{provider: string, name: string, email: string|null, linked_at: number}} LinkedProvider
+ * @typedef {{available: {id: string, name: string}[], linked: LinkedProvider[], has_password: boolean}} MyProviders
+ */
+
+/**
+ * The account section: who is signed in, and the sign-in providers — the linked ones
+ * with the email they vouch for and Unlink, a Link button for each other one. Also
+ * what a provider's way back said (`?linked=1`, `?sign_in_error=`).
+ * @param {Session} session
+ * @param {{email: string}} me
+ */
+async function accountPanel(session, me) {
+  $('account-panel').hidden = false;
+  $('account-email').textContent = me.email;
+  const box = $('account-message');
+  const setPassword = $('set-password', HTMLButtonElement);
+  setPassword.addEventListener('click', () =>
+    busy(setPassword, box, async () => {
+      await Session.forgotPassword(me.email);
+      say(
+        box,
+        `A link to set a password is on its way to ${me.email}. (Without mail set up on this server, the administrator can read it for you.)`,
+        'ok',
+      );
+    }),
+  );
+  /** @type {MyProviders} */
+  let mine = { available: [], linked: [], has_password: true };
+
+  const render = () => {
+    const linked = new Set(mine.linked.map((l) => l.provider));
+    $('sign-in-providers').hidden = mine.available.length === 0 && mine.linked.length === 0;
+    $('no-linked').hidden = mine.linked.length > 0;
+    $('linked-providers').replaceChildren(...mine.linked.map(linkedItem));
+    $('link-buttons').replaceChildren(...mine.available.filter((p) => !linked.has(p.id)).map(linkButton));
+    // Without a password, a provider is the only way in: a reset mail sets one.
+    setPassword.hidden = mine.has_password;
+  };
+  const load = async () => {
+    mine = await session.get('/me/providers');
+    render();
+  };
+
+  /** @param {LinkedProvider} l */
+  const linkedItem = (l) => {
+    const unlink = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary', 'aria-label': `Unlink ${l.name}` }, 'Unlink'));
+    unlink.addEventListener('click', () =>
+      busy(unlink, box, async () => {
+        try {
+          await session.delete(`/me/providers/${encodeURIComponent(l.provider)}`);
+        } catch (e) {
+          if (e instanceof StreamCoreError && e.code === 'last_sign_in') {
+            setPassword.hidden = false;
+            say(
+              box,
+              `${l.name} is the only way into your account, so it stays linked. Set a password first (“Mail me a link to set a password” below), then you can unlink it.`,
+            );
+            return;
+          }
+          throw e;
+        }
+        await load();
+        say(box, `${l.name} is unlinked: it no longer signs you in to this account.`, 'ok');
+      }),
+    );
+    return h(
+      'li',
+      { 'data-provider': l.provider },
+      h(
+        'div',
+        { class: 'grow' },
+        h('strong', null, l.name),
+        h('div', { class: 'small muted' }, l.email ? `as ${l.email}` : 'no email given', l.linked_at ? ` · linked ${when(l.linked_at)}` : ''),
+      ),
+      unlink,
+    );
+  };
+
+  /** @param {{id: string, name: string}} p */
+  const linkButton = (p) => {
+    const b = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary', 'data-provider': p.id }, `Link ${p.name}`));
+    b.addEventListener('click', () =>
+      busy(b, box, async () => {
+        // Signing in there links it; the provider sends the browser back to /?linked=1.
+        const { url } = await session.post(`/me/providers/${encodeURIComponent(p.id)}`);
+        rememberProvider(p.name);
+        location.assign(url);
+      }),
+    );
+    return b;
+  };
+
+  await load();
+  if (outcome.linked) {
+    // The one this tab went to link, else the one linked last.
+    const newest = mine.linked.reduce((/** @type {LinkedProvider|null} */ a, l) => (a && a.linked_at >= l.linked_at ? a : l), null);
+    say(box, `${outcome.tried || newest?.name || 'The provider'} is linked to your account.`, 'ok');
+  }
+  if (outcome.error) say(box, outcome.error);
+  if (outcome.linked || outcome.error) $('account-panel').scrollIntoView({ block: 'nearest' });
 }
 
 /**
@@ -91,6 +313,7 @@ function signedOut() {
 async function devicesPage(session) {
   const me = await session.get('/me');
   topBar(session, me);
+  await accountPanel(session, me).catch((e) => say($('account-message'), explain(e)));
   if (!me.email_verified) {
     $('verify-banner').hidden = false;
     const resend = $('resend-verification', HTMLButtonElement);
@@ -265,12 +488,12 @@ async function main() {
   try {
     session = await Session.restore({ kind: 'user' });
   } catch (e) {
-    signedOut();
+    await signedOut();
     say(authBox, explain(e));
     return;
   }
   if (!session) {
-    signedOut();
+    await signedOut();
     return;
   }
   const n = next();
