@@ -3,9 +3,10 @@
 //! Sign-in with any provider configured by issuer URL: its discovery document names
 //! the endpoints, its JWKS the keys (fetched again when a token names a key it does
 //! not hold, so a provider that rotates its keys keeps working). The authorization code
-//! flow with PKCE (S256): `state` (single use, stored as a digest) ties the callback to
-//! the login that began it, `nonce` ties the ID token to it, and the ID token's
-//! signature, issuer, audience and expiry are verified before anything is believed.
+//! flow with PKCE (S256): `state` (single use, stored as a digest, and held by the
+//! browser that began the login in a cookie) ties the callback to the login, `nonce`
+//! ties the ID token to it, and the ID token's signature, issuer, audience (`azp` when
+//! it has several), expiry and not-before are verified before anything is believed.
 //!
 //! The HTTP routes (`routes::oidc`) decide what a verified identity does to accounts;
 //! this module only proves who the provider says it is.

@@ -2058,10 +2058,32 @@ async fn openapi_document_lists_every_route() {
         "/api/v1/auth/register/complete",
         "/api/v1/me/plays",
         "/api/v1/me/stats",
+        "/api/v1/podcasts/categories",
+        "/api/v1/podcasts/sources",
+        "/api/v1/podcasts/shows",
+        "/api/v1/podcasts/shows/{id}",
+        "/api/v1/podcasts/shows/{id}/artwork",
+        "/api/v1/podcasts/shows/{id}/episodes",
+        "/api/v1/podcasts/shows/{id}/episodes/{episode}",
+        "/api/v1/podcasts/shows/{id}/episodes/{episode}/publish",
+        "/api/v1/podcasts/shows/{id}/episodes/{episode}/unpublish",
+        "/api/v1/rooms/{name}/recordings/{id}/markers",
+        "/api/v1/rooms/{name}/retention",
+        "/feeds/{file}",
+        "/feeds/{show}/artwork",
+        "/feeds/{show}/{episode}/audio.opus",
+        "/feeds/{show}/{episode}/chapters.json",
+        "/api/v1/auth/oidc/providers",
+        "/auth/oidc/{provider}/start",
+        "/auth/oidc/callback",
+        "/api/v1/auth/oidc/link",
+        "/api/v1/auth/oidc/link/{token}",
+        "/api/v1/me/providers",
+        "/api/v1/me/providers/{provider}",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
-    assert_eq!(paths.len(), 52);
+    assert_eq!(paths.len(), 74);
     let page = api
         .http
         .get(format!("{}/api/docs/", api.base))

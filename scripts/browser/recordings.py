@@ -60,6 +60,11 @@ def main(a, s):
         wait_for("both connected and publishing", lambda p=p: p.locator("#camera").get_attribute("aria-pressed") == "true", 30)
     wait_for("the host to hear the guest", lambda: host.locator(".tile", has_text="Gus").count() == 1, 20)
 
+    # A chapter marked in the room before anything records is refused in words.
+    host.get_by_label("Chapter title").fill("Too early")
+    host.get_by_role("button", name="Mark a chapter").click()
+    wait_for("the room page's refusal", lambda: "not being recorded" in host.locator("#chapter-said").inner_text())
+
     # The recordings page, in another tab of the host's browser.
     rec = host.context.new_page()
     rec.goto(f"{base}/recordings?room={room}")
@@ -74,12 +79,26 @@ def main(a, s):
     rec.get_by_label("Chapter title").fill("The interview")
     rec.get_by_role("button", name="Mark a chapter here").click()
     wait_for("the marker said", lambda: rec.locator("#marker-said").inner_text().startswith("Marked “The interview” at 0:0"))
+    # And one from the call itself (the room socket's `marker` message).
+    host.get_by_label("Chapter title").fill("Questions")
+    host.get_by_role("button", name="Mark a chapter").click()
+    wait_for("the room page's marker", lambda: host.locator("#chapter-said").inner_text() == "Marked “Questions”.")
     wait_for("six seconds of recording", lambda: rec.evaluate("() => performance.now()") - started > 6000, 15, 0.25)
     rec.get_by_role("button", name="Stop recording").click()
     wait_for("the recording stored", lambda: item.locator("[data-status]").first.get_attribute("data-status") == "uploaded", 60)
     s.screenshot(rec, "recordings")
-    if "The interview" not in item.locator("[data-role=markers]").inner_text():
-        raise Failure(f"the recording shows no chapter: {item.inner_text()!r}")
+    # The page shows the chapters it marked; the call's arrives with a reload.
+    def chapters_shown():
+        rec.reload()
+        rec.locator("#recordings li[data-recording]").first.wait_for()
+        shown = rec.locator("#recordings li[data-recording] [data-role=markers]")
+        return shown.count() > 0 and "Questions" in shown.first.inner_text()
+
+    wait_for("both chapters on the recording", chapters_shown, 15, 0.5)
+    item = rec.locator("#recordings li[data-recording]").first
+    chapters = item.locator("[data-role=markers]").inner_text()
+    if "The interview" not in chapters or "Questions" not in chapters:
+        raise Failure(f"the recording's chapters are {chapters!r}")
 
     # Every track plays in the page from its signed link, and decodes with FFmpeg.
     tracks = item.locator("li[data-file]")

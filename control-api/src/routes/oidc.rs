@@ -242,23 +242,35 @@ pub struct StartQuery {
 }
 
 /// Begins signing in with a provider (a browser navigation: redirects to it).
-#[utoipa::path(get, path = "/auth/oidc/{provider}/start", tag = "accounts", params(("provider" = String, Path), StartQuery), responses((status = 303, description = "to the provider"), (status = 404, description = "no such provider", body = ErrorBody), (status = 503, description = "the provider cannot be reached", body = ErrorBody)))]
+#[utoipa::path(get, path = "/auth/oidc/{provider}/start", tag = "accounts", params(("provider" = String, Path), StartQuery), responses((status = 303, description = "to the provider; or, when it is unknown or cannot be reached or too many sign-ins began from this address, to `/?sign_in_error=provider_unavailable|try_again`")))]
 pub async fn start(
     State(st): State<AppState>,
     addr: crate::state::ClientAddr,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<StartQuery>,
-) -> Result<Response, ApiError> {
+) -> Response {
+    // A browser navigated here: what goes wrong goes back to the sign-in page in words.
     // Each start stores a login: as many as password logins from one address.
-    st.limits
+    if st
+        .limits
         .login_addr
         .check(&addr.key(), std::time::Instant::now())
-        .map_err(too_many)?;
-    let p = provider(&st, &id)?;
-    let (url, cookie) = begin(&st, p, None, local_path(q.return_to.as_deref())).await?;
-    let mut r = see_other(&url);
-    r.headers_mut().append(header::SET_COOKIE, cookie);
-    Ok(r)
+        .is_err()
+    {
+        info!(provider = %id, "sign-in starts rate-limited");
+        return failed("try_again");
+    }
+    let Some(p) = st.oidc.get(&id) else {
+        return failed("provider_unavailable");
+    };
+    match begin(&st, p, None, local_path(q.return_to.as_deref())).await {
+        Ok((url, cookie)) => {
+            let mut r = see_other(&url);
+            r.headers_mut().append(header::SET_COOKIE, cookie);
+            r
+        }
+        Err(_) => failed("provider_unavailable"),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -268,13 +280,18 @@ pub struct LinkStart {
 }
 
 /// Begins linking a provider to the signed-in account.
-#[utoipa::path(post, path = "/api/v1/me/providers/{provider}", tag = "accounts", params(("provider" = String, Path)), responses((status = 200, body = LinkStart, description = "and a cookie that binds the login to this browser"), (status = 404, description = "no such provider", body = ErrorBody), (status = 403, description = "a device credential", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/me/providers/{provider}", tag = "accounts", params(("provider" = String, Path)), responses((status = 200, body = LinkStart, description = "and a cookie that binds the login to this browser"), (status = 404, description = "no such provider", body = ErrorBody), (status = 403, description = "a device credential", body = ErrorBody), (status = 429, description = "too many sign-ins begun", body = ErrorBody), (status = 503, description = "the provider cannot be reached", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn link_start(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require_user()?;
+    // Each stores a login, as a start does.
+    st.limits
+        .login_account
+        .check(&caller.user_id, std::time::Instant::now())
+        .map_err(too_many)?;
     let p = provider(&st, &id)?;
     let (url, cookie) = begin(&st, p, Some(caller.user_id.clone()), "/?linked=1".into()).await?;
     let mut r = Json(LinkStart { url }).into_response();
@@ -546,7 +563,7 @@ pub async fn pending(
 
 /// Links a provider identity to the existing account with its email, once its
 /// password is given; signs in.
-#[utoipa::path(post, path = "/api/v1/auth/oidc/link", tag = "accounts", request_body = LinkRequest, responses((status = 200, body = Session), (status = 401, description = "wrong password", body = ErrorBody), (status = 404, description = "unknown or expired link", body = ErrorBody), (status = 409, description = "the identity or the provider is linked already", body = ErrorBody), (status = 429, description = "too many tries", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/auth/oidc/link", tag = "accounts", request_body = LinkRequest, responses((status = 200, body = Session), (status = 401, description = "wrong password", body = ErrorBody), (status = 404, description = "unknown or expired link, or opened in another browser", body = ErrorBody), (status = 409, description = "already_linked: the identity or the provider is linked already; no_password: the account has no password to prove it with", body = ErrorBody), (status = 429, description = "too many tries", body = ErrorBody)))]
 pub async fn link(
     State(st): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -638,7 +655,7 @@ pub struct MyProviders {
     pub user: UserView,
 }
 
-#[utoipa::path(get, path = "/api/v1/me/providers", tag = "accounts", responses((status = 200, body = MyProviders), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/me/providers", tag = "accounts", responses((status = 200, body = MyProviders), (status = 403, description = "a device credential", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn mine(
     State(st): State<AppState>,
     caller: Caller,

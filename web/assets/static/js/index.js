@@ -57,7 +57,7 @@ const SIGN_IN_ERRORS = /** @type {Record<string, (p: string|null) => string>} */
   },
   already_linked: (p) =>
     `Your account has ${p ? `a ${p} account` : 'an account of this provider'} linked already. Unlink it first, then link the other one.`,
-  try_again: () => 'Your account was being set up at that very moment. Try signing in once more.',
+  try_again: () => 'That did not go through (an account was being set up at that moment, or many sign-ins began from here at once). Wait a moment and sign in once more.',
   server_error: () => 'Something went wrong on our side while signing you in. Try again in a moment.',
   unknown: () => 'Signing in did not work. Try again, or sign in with your email and password.',
 });

@@ -26,7 +26,7 @@ function giveUp() {
 
 function expired() {
   giveUp();
-  say(box, `This link has expired or was used already (it lasts 15 minutes). Sign in with ${provider} again to start over.`);
+  say(box, `This link has expired, was used already, or was opened in another browser than the one you signed in with (it lasts 15 minutes there). Sign in with ${provider} again to start over.`);
 }
 
 if (!token) {

@@ -223,13 +223,17 @@ async function sharing(info) {
 async function joinToken(room) {
   // Who one is in a room (identity and shown name) is the server's to say.
   const key = shareKey ?? undefined;
+  const publisher = { publish: true, subscribe: true, publish_data: true, key };
   try {
-    return await session.post(`/rooms/${encodeURIComponent(room)}/token`, {
-      publish: true,
-      subscribe: true,
-      publish_data: true,
-      key,
-    });
+    // The owner may also record (and so mark chapters); anyone else is told no.
+    return await session
+      .post(`/rooms/${encodeURIComponent(room)}/token`, { ...publisher, record: true })
+      .catch((e) => {
+        if (e instanceof StreamCoreError && e.code === 'forbidden') {
+          return session.post(`/rooms/${encodeURIComponent(room)}/token`, publisher);
+        }
+        throw e;
+      });
   } catch (e) {
     if (e instanceof StreamCoreError && e.code === 'forbidden') {
       // Only the owner publishes here: listen and chat.
@@ -288,6 +292,30 @@ async function call(wanted) {
     },
   });
   Object.assign(window, { streamcoreRoom: room });
+
+  // Whoever may record marks chapters in the running recording (a podcast episode made
+  // from it starts a chapter there).
+  const chapterForm = /** @type {HTMLFormElement} */ ($('chapter-form'));
+  chapterForm.hidden = !grant.record;
+  chapterForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const input = $('chapter-title', HTMLInputElement);
+    const said = $('chapter-said');
+    const button = $('chapter', HTMLButtonElement);
+    button.disabled = true;
+    try {
+      const m = await room.marker(input.value);
+      said.textContent = `Marked “${m.title}”.`;
+      input.value = '';
+    } catch (err) {
+      said.textContent =
+        err instanceof StreamCoreError && err.code === 'not_recording'
+          ? 'The room is not being recorded: start recording (Recordings) first.'
+          : explain(err);
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   // ---- tiles ----
   /** @type {Map<string, {tile: HTMLElement, video: HTMLVideoElement, stream: MediaStream, quality: HTMLSelectElement|null}>} */
