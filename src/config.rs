@@ -882,13 +882,15 @@ impl LogOverrides {
 }
 
 /// `STREAMCORE_*` variables that are not settings.
-const NOT_SETTINGS: [&str; 6] = [
+const NOT_SETTINGS: [&str; 7] = [
     "admin_password",
     "config",
     "test_pg_url",
     "cache",
     "tansu",
     "chromium",
+    // The test command's OpenID Connect provider (`scripts/ensure-oidc-provider.sh`).
+    "oidc_provider",
 ];
 
 impl Settings {

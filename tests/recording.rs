@@ -1605,8 +1605,12 @@ async fn raw_tracks_go_after_the_rooms_retention_and_the_mixdown_stays() {
             .unwrap(),
     );
     assert!(track_file.exists());
-    // Uploaded but never mixed down: the tracks stay (sweeps pass meanwhile).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Uploaded but never mixed down: a sweep (even a day later) leaves the tracks.
+    let a_day_later = chrono_free_now() + 86_400_000;
+    assert_eq!(
+        control_api::retention::sweep(&srv.server().api, a_day_later).await,
+        Ok(0)
+    );
     assert!(track_file.exists(), "no mixdown yet: the tracks stay");
     let (s, job) = post(
         &srv.http,
