@@ -145,6 +145,17 @@ async fn view(st: &AppState, r: Recording) -> Result<RecordingView, ApiError> {
     let jobs = st.db.recording_jobs(&r.id).await.map_err(store_error)?;
     let markers = st.db.markers(&r.id).await.map_err(store_error)?;
     let tracks_deleted_at = st.db.tracks_deleted_at(&r.id).await.map_err(store_error)?;
+    // The row may have been read just before the sweeper's transaction (which marks the
+    // recording and drops the tracks from its objects together): read it again then.
+    let r = match tracks_deleted_at {
+        Some(_) => st
+            .db
+            .recording(&r.id)
+            .await
+            .map_err(store_error)?
+            .unwrap_or(r),
+        None => r,
+    };
     let dir = format!(
         "/api/v1/rooms/{}/recordings/{}",
         encode_segment(&r.room_id),
