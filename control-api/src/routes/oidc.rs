@@ -658,35 +658,42 @@ pub struct MyProviders {
     pub user: UserView,
 }
 
+/// The signed-in user's account (not a device's credential).
+async fn account(st: &AppState, caller: &Caller) -> Result<User, ApiError> {
+    caller.require_user()?;
+    st.db
+        .user_by_id(&caller.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("no such account"))
+}
+
 #[utoipa::path(get, path = "/api/v1/me/providers", tag = "accounts", responses((status = 200, body = MyProviders), (status = 403, description = "a device credential", body = ErrorBody), (status = 401, description = "no or bad token", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn mine(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<MyProviders>, ApiError> {
-    caller.require_user()?;
-    let user = st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    let user = account(&st, &caller).await?;
     let linked = st
         .db
         .user_identities(&caller.user_id)
         .await
         .map_err(store_error)?
         .into_iter()
-        .map(|i| LinkedView {
-            name: st
+        .map(|i| {
+            // A provider no longer configured shows by its issuer.
+            let (provider, name) = st
                 .oidc
                 .by_key(&i.provider)
-                .map_or(i.provider.clone(), |p| p.name.clone()),
-            provider: st
-                .oidc
-                .by_key(&i.provider)
-                .map_or(i.provider, |p| p.id.clone()),
-            email: i.email,
-            linked_at: i.linked_at,
+                .map_or((i.provider.clone(), i.provider.clone()), |p| {
+                    (p.id.clone(), p.name.clone())
+                });
+            LinkedView {
+                provider,
+                name,
+                email: i.email,
+                linked_at: i.linked_at,
+            }
         })
         .collect();
     Ok(Json(MyProviders {
@@ -703,13 +710,7 @@ pub async fn unlink(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_user()?;
-    let user = st
-        .db
-        .user_by_id(&caller.user_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    let user = account(&st, &caller).await?;
     let linked = st.db.user_identities(&user.id).await.map_err(store_error)?;
     // By its configured id, or by its issuer when it is no longer configured.
     let key = st.oidc.get(&id).map_or(id.clone(), |p| p.key());
