@@ -37,7 +37,7 @@
 //! and a queue that still does not drain is shed and restarts on a keyframe. Keyframe requests to publishers
 //! are coalesced and rate-limited per track. The room's active speaker comes from the
 //! tracks' audio levels ([`speaker`]). A recorded room's tracks are also offered to
-//! its [`tap`], which never blocks. Payloads are shared (`Arc<[u8]>`), never copied, and the
+//! its [`tap`], which never blocks. Payloads are shared (`str0m::rtp::Payload`), never copied, and the
 //! forwarding loop allocates nothing of its own in steady state; with the sent
 //! buffers handed back ([`Sfu::recycle`]) str0m's SRTP output allocates nothing
 //! either (a patch of the vendored str0m, `docs/str0m-patches.md`).

@@ -26,10 +26,10 @@
 //! - Datagrams start with [`DATAGRAM_VERSION`]; a reader drops what it does not know.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use str0m::media::Rid;
+use str0m::rtp::Payload;
 
 /// First byte of every relayed datagram.
 pub const DATAGRAM_VERSION: u8 = 1;
@@ -216,7 +216,7 @@ pub struct RelayedPacket {
     pub marker: bool,
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
 }
 
 const FLAG_MARKER: u8 = 1;

@@ -1,7 +1,7 @@
 //! Recording taps: a copy of a room's incoming media, handed to a recorder.
 //!
 //! A room with a tap offers every packet of its recorded tracks to a [`MediaTap`]
-//! as it is forwarded. The payload is shared (`Arc<[u8]>`), not copied.
+//! as it is forwarded. The payload is shared (str0m's `Payload`), not copied.
 //!
 //! Invariants:
 //! - A tap never delays forwarding: [`MediaTap::offer`] must not block. When it
@@ -14,11 +14,11 @@
 //!   [`TapItem::TrackEnded`], unless the tap itself is removed first (removal ends
 //!   them all).
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Rid};
+use str0m::rtp::Payload;
 
 use crate::room::TrackRef;
 
@@ -56,7 +56,7 @@ pub struct TapPacket {
     /// Extended RTP timestamp (no wrap), in the track's clock rate.
     pub rtp_time: i64,
     pub marker: bool,
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
     /// When the SFU received it.
     pub arrival: Instant,
     pub sender_clock: Option<SenderClock>,

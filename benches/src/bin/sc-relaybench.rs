@@ -24,7 +24,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -446,7 +446,7 @@ async fn link_round(packets: u64, size: usize) -> anyhow::Result<(f64, f64)> {
     });
     let conn = a.connect(to, streamcore::relay::SERVER_NAME)?.await?;
     let (peer, _b) = accept.await??;
-    let payload: Arc<[u8]> = vec![0x5a; size].into();
+    let payload: str0m::rtp::Payload = vec![0x5a; size].into();
     let thread_ns = || streamcore_benches::procfs::thread_sched_ns().unwrap_or(0);
     let mut results = [0.0f64; 2];
     for (i, relay) in [false, true].into_iter().enumerate() {

@@ -39,7 +39,7 @@ use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
-use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{Payload, PayloadPool, RtpPacket, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -67,6 +67,9 @@ pub(crate) struct Session {
 
     // The actual RTP encoded streams.
     pub streams: Streams,
+
+    // Buffers for received payloads, reused once every clone of one is gone.
+    payloads: PayloadPool,
 
     /// The app m-line. Spliced into medias above.
     app: Option<(Mid, usize)>,
@@ -191,6 +194,7 @@ impl Session {
             id,
             medias: vec![],
             streams: Streams::new(enable_stats, *config.mtu.end(), config.pause_threshold),
+            payloads: PayloadPool::default(),
             app: None,
             reordering_size_audio: config.reordering_size_audio,
             reordering_size_video: config.reordering_size_video,
@@ -700,8 +704,8 @@ impl Session {
         }
 
         // The decrypted plaintext borrows from the SRTP scratch buffer. We
-        // narrow it down to the actual payload via slicing only, then build
-        // the final `Arc<[u8]>` in a single allocation at the end.
+        // narrow it down to the actual payload via slicing only, then copy it
+        // once into a pooled `Payload` at the end.
         let data = match srtp.unprotect_rtp(buf, &header, *seq_no) {
             Some(d) => d,
             None => {
@@ -763,7 +767,7 @@ impl Session {
 
         // RED-recovered packets (frame mode) are collected here and delivered after the
         // primary, filling single-packet losses from the next packet's redundancy.
-        let mut red_recovered: Vec<(RtpHeader, Arc<[u8]>, SeqNo, MediaTime)> = Vec::new();
+        let mut red_recovered: Vec<(RtpHeader, Payload, SeqNo, MediaTime)> = Vec::new();
 
         // Capture the full wire payload length before RED unwrapping narrows `data` to the primary
         // block. The sender counts the whole RED-wrapped payload, so receive stats must too.
@@ -840,7 +844,7 @@ impl Session {
                 // its own (e.g. audio level). Clear the carrier's extensions rather than let the
                 // recovered frame inherit the current packet's metadata.
                 rec_header.ext_vals = ExtensionValues::default();
-                red_recovered.push((rec_header, Arc::from(b.payload), rec_seq, rec_time));
+                red_recovered.push((rec_header, self.payloads.copy_of(b.payload), rec_seq, rec_time));
             }
             (receipt_outer, un.primary)
         } else {
@@ -863,9 +867,9 @@ impl Session {
         };
         self.media_bytes_rx += rx_bytes as u64;
 
-        // One-shot conversion to Arc<[u8]>: a single allocation that copies
-        // only the trimmed payload bytes out of the SRTP scratch buffer.
-        let payload: Arc<[u8]> = Arc::from(data);
+        // One copy of the trimmed payload out of the SRTP scratch buffer, into a buffer
+        // an earlier payload of this session was released from where there is one.
+        let payload = self.payloads.copy_of(data);
 
         let packet = stream.handle_rtp(now, header, payload, seq_no, receipt.time, rx_bytes);
 

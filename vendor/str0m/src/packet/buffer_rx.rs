@@ -1,10 +1,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Range, RangeInclusive};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::rtp::vla::VideoLayersAllocation;
+use crate::streams::Payload;
 use crate::rtp_::{ExtensionValues, MediaTime, RtpHeader, SenderInfo, SeqNo};
 
 use super::contiguity::Contiguity;
@@ -116,7 +116,7 @@ impl Depacketized {
 #[derive(Debug)]
 struct Entry {
     meta: RtpMeta,
-    data: Arc<[u8]>,
+    data: Payload,
     offset: usize,
     head: bool,
     tail: bool,
@@ -208,15 +208,15 @@ impl DepacketizingBuffer {
         }
     }
 
-    pub fn push(&mut self, meta: RtpMeta, data: impl Into<Arc<[u8]>>) {
+    pub fn push(&mut self, meta: RtpMeta, data: impl Into<Payload>) {
         self.push_entry(meta, data.into(), None);
     }
 
     pub(crate) fn push_padding(&mut self, meta: RtpMeta) {
-        self.push_entry(meta, Arc::from([]), Some((false, false)));
+        self.push_entry(meta, Payload::default(), Some((false, false)));
     }
 
-    fn push_entry(&mut self, meta: RtpMeta, data: Arc<[u8]>, partition: Option<(bool, bool)>) {
+    fn push_entry(&mut self, meta: RtpMeta, data: Payload, partition: Option<(bool, bool)>) {
         // We're not emitting frames in the wrong order. If we receive
         // packets that are before the last emitted, we drop.
         //
@@ -881,13 +881,13 @@ mod test {
             let mut meta = test_meta(base, 2, 1, 0);
             meta.header.marker = true;
             buf.push(meta, &packed[..]);
-            let original = Arc::clone(&buf.queue.front().unwrap().data);
+            let original = buf.queue.front().unwrap().data.clone();
             let first = buf.pop(base, None).unwrap().unwrap();
             assert_eq!(first.data, report);
             assert!(first.contiguous);
             assert!(first.start_of_talkspurt());
             let buffered = buf.queue.front().unwrap();
-            assert!(Arc::ptr_eq(&buffered.data, &original));
+            assert!(Payload::ptr_eq(&buffered.data, &original));
             assert_eq!(buffered.offset, 4);
             let second = buf.pop(base, None).unwrap().unwrap();
             assert_eq!(second.data, report);

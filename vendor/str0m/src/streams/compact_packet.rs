@@ -1,6 +1,6 @@
 //! Packets kept compact while they wait in a send queue or an RTX cache.
 
-use std::sync::Arc;
+use super::Payload;
 
 use crate::packet::Vp8Patch;
 use crate::rtp_::{
@@ -17,7 +17,7 @@ use super::RtpPacket;
 pub(crate) struct CompactPacket {
     pub seq_no: SeqNo,
     time: MediaTime,
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
     vp8_patch: Option<Vp8Patch>,
     header: CompactHeader,
 }

@@ -1,6 +1,5 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self};
-use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -22,6 +21,9 @@ pub use self::receive::StreamRx;
 pub use self::send::{RtpWrite, StreamTx, StreamTxQueueInfo};
 
 mod compact_packet;
+mod payload;
+pub use payload::Payload;
+pub(crate) use payload::PayloadPool;
 mod receive;
 pub(crate) mod register;
 pub(crate) mod register_nack;
@@ -56,7 +58,7 @@ pub struct RtpPacket {
     pub header: RtpHeader,
 
     /// RTP payload. This contains no header.
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
 
     vp8_patch: Option<Vp8Patch>,
 
@@ -108,7 +110,7 @@ impl RtpPacket {
         seq_no: SeqNo,
         time: MediaTime,
         header: RtpHeader,
-        payload: Arc<[u8]>,
+        payload: Payload,
         timestamp: Instant,
     ) -> RtpPacket {
         RtpPacket {
@@ -131,7 +133,7 @@ impl RtpPacket {
                 payload_type: BLANK_PACKET_DEFAULT_PT,
                 ..Default::default()
             },
-            payload: Arc::default(), // This payload is never used. See RtpHeader::create_padding_packet
+            payload: Payload::default(), // This payload is never used. See RtpHeader::create_padding_packet
             vp8_patch: None,
             nackable: false,
             last_sender_info: None,

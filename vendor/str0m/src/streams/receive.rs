@@ -1,5 +1,5 @@
 use std::collections::VecDeque;
-use std::sync::Arc;
+use super::Payload;
 use std::time::{Duration, Instant};
 
 use crate::config_mod::RtcpReportIntervals;
@@ -583,7 +583,7 @@ impl StreamRx {
         &mut self,
         now: Instant,
         header: RtpHeader,
-        payload: Arc<[u8]>,
+        payload: Payload,
         seq_no: SeqNo,
         time: MediaTime,
         wire_payload_len: usize,
@@ -605,7 +605,7 @@ impl StreamRx {
         &mut self,
         now: Instant,
         header: RtpHeader,
-        payload: Arc<[u8]>,
+        payload: Payload,
         seq_no: SeqNo,
         time: MediaTime,
     ) -> RtpPacket {
