@@ -1532,7 +1532,8 @@ async fn provider_login(start: String, login: &str, callback_prefix: String) -> 
 
 /// Sign-in with OpenID Connect against a real provider: an account made for a verified
 /// email, the same account next time; a replayed `state`, a tampered ID token, one for
-/// another audience, an expired one and an unverified email all refused; an existing
+/// another audience, an expired one, one with another sign-in's nonce and an unverified
+/// email all refused; an existing
 /// account's email linked only after its password; keys the provider rotated; linking
 /// while signed in, listing and unlinking (never the account's only way in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1631,7 +1632,7 @@ async fn sign_in_with_openid_connect_against_a_real_provider() {
     assert_eq!(again["user"]["id"], alice["user"]["id"]);
 
     // ID tokens the provider's token endpoint is made to return wrong.
-    for mode in ["tamper", "wrong_audience", "expired"] {
+    for mode in ["tamper", "wrong_audience", "expired", "wrong_nonce"] {
         provider.mode(mode).await;
         let cb = provider_login(start.clone(), "alice@corp.test", callback_prefix.clone()).await;
         let (location, refresh, _) = back(cb).await;

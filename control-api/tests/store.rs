@@ -9,6 +9,7 @@ mod common;
 
 use control_api::store::oidc::{OidcIdentity, OidcLogin, OidcStore, PendingLink};
 use control_api::store::podcasts::{Episode, Marker, PodcastStore, Show};
+use control_api::store::retention::{DAY_MS, RetentionStore};
 use control_api::store::postgres::PgStore;
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
@@ -87,7 +88,86 @@ on_both_backends!(
     listening_history_and_its_statistics,
     podcasts_shows_episodes_and_markers,
     oidc_logins_identities_and_pending_links,
+    raw_tracks_are_due_the_rooms_days_after_the_first_mixdown,
 );
+
+/// A room's retention counts its days from the recording's first finished mixdown:
+/// not due a moment before, due from then on, once; a room without one keeps its
+/// tracks, and clearing the setting keeps them again.
+async fn raw_tracks_are_due_the_rooms_days_after_the_first_mixdown<S: Store + RetentionStore>(
+    s: &S,
+) {
+    for (id, room) in [("r1", "room"), ("r2", "kept")] {
+        s.create_recording(&recording(id, room, T0), ev(&format!("c-{id}"), room, T0))
+            .await
+            .unwrap();
+        let uploaded = RecordingChange {
+            status: "uploaded".into(),
+            stopped_at: Some(T0 + 10),
+            uploaded_at: Some(T0 + 20),
+            manifest: Some("{}".into()),
+            objects: Some(r#"["room/r1/a.ogg"]"#.into()),
+            ..RecordingChange::default()
+        };
+        assert!(
+            s.change_recording(id, &["recording"], uploaded, vec![])
+                .await
+                .unwrap()
+        );
+        let mut mix = job(&format!("mix-{id}"), T0 + 30);
+        mix.kind = "mixdown".into();
+        mix.recording_id = Some(id.into());
+        assert!(s.create_job(&mix, vec![]).await.unwrap());
+        s.claim_job(&mix.id, "w1", T0 + 40, T0 + 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        let done = JobChange {
+            status: "completed".into(),
+            percent: Some(100),
+            ..JobChange::default()
+        };
+        assert!(
+            s.change_job(&mix.id, "w1", done, T0 + HOUR, vec![])
+                .await
+                .unwrap()
+        );
+    }
+    s.set_track_retention("id-of-room", Some(3), T0).await.unwrap();
+    assert_eq!(s.track_retention("id-of-room").await.unwrap(), Some(3));
+    assert_eq!(s.track_retention("id-of-kept").await.unwrap(), None);
+
+    let mixed = T0 + HOUR;
+    let due = |now: Millis| async move {
+        s.tracks_due(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(due(mixed + 3 * DAY_MS - 1).await.is_empty(), "a moment early");
+    let at = mixed + 3 * DAY_MS;
+    assert_eq!(due(at).await, ["r1"]);
+    let r = &s.tracks_due(at, 10).await.unwrap()[0];
+    assert_eq!(
+        (r.sfu_room.as_str(), r.objects.as_deref()),
+        ("room", Some(r#"["room/r1/a.ogg"]"#))
+    );
+
+    assert!(s.mark_tracks_deleted("r1", "[]", 1, at).await.unwrap());
+    assert!(!s.mark_tracks_deleted("r1", "[]", 1, at + 1).await.unwrap(), "once");
+    assert_eq!(s.tracks_deleted_at("r1").await.unwrap(), Some(at));
+    assert_eq!(s.tracks_deleted_at("r2").await.unwrap(), None);
+    assert_eq!(s.recording("r1").await.unwrap().unwrap().objects.as_deref(), Some("[]"));
+    assert!(due(at + 30 * DAY_MS).await.is_empty(), "r2's room keeps its tracks");
+
+    // A setting for the other room, then cleared: kept again.
+    s.set_track_retention("id-of-kept", Some(1), T0).await.unwrap();
+    assert_eq!(due(at).await, ["r2"]);
+    s.set_track_retention("id-of-kept", None, T0).await.unwrap();
+    assert!(due(at + 30 * DAY_MS).await.is_empty());
+}
 
 /// A login is taken once and not after it expires; an identity belongs to one
 /// account, and an account has one of each provider; a pending link outlives a wrong

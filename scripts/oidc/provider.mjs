@@ -31,13 +31,13 @@
 // (conformIdTokenClaims off) and is signed RS256.
 //
 // Test hooks on the same port, outside the provider:
-//   POST /__test/mode  {"mode": "normal" | "tamper" | "wrong_audience" | "expired"}
+//   POST /__test/mode  {"mode": "normal" | "tamper" | "wrong_audience" | "expired" | "wrong_nonce"}
 //   GET  /__test/mode  -> {"mode": ...}
 // change what POST /token returns from then on: `tamper` changes one character of the
 // ID token's `email` claim and keeps the original signature (the payload still decodes
 // as JSON; only the signature check fails); `wrong_audience` re-signs it with
 // the provider's own key with aud "someone-else"; `expired` re-signs it with iat two
-// hours and exp one hour ago.
+// hours and exp one hour ago; `wrong_nonce` re-signs it with another sign-in's nonce.
 //
 // Module resolution: `oidc-provider` is imported from the node_modules next to this
 // file (the installed copy in the cache), or from the directory named by the env
@@ -104,7 +104,7 @@ const redirectUris = opts['redirect-uri'].flatMap((u) => u.split(',')).map((u) =
 if (redirectUris.length === 0) throw new Error('at least one --redirect-uri is required');
 
 let mode = 'normal';
-const MODES = new Set(['normal', 'tamper', 'wrong_audience', 'expired']);
+const MODES = new Set(['normal', 'tamper', 'wrong_audience', 'expired', 'wrong_nonce']);
 
 const b64json = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
 
@@ -129,6 +129,9 @@ function rewriteIdToken(idToken) {
     }
     case 'wrong_audience':
       return resign(header, { ...payload, aud: 'someone-else' });
+    case 'wrong_nonce':
+      // A valid token minted for another sign-in (as a replayed or injected one is).
+      return resign(header, { ...payload, nonce: 'another-sign-ins-nonce' });
     case 'expired': {
       const now = Math.floor(Date.now() / 1000);
       return resign(header, { ...payload, iat: now - 7200, exp: now - 3600 });

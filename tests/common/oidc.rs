@@ -77,7 +77,7 @@ impl Provider {
     }
 
     /// What its token endpoint returns from now on: `normal`, `tamper`,
-    /// `wrong_audience` or `expired` ID tokens.
+    /// `wrong_audience`, `expired` or `wrong_nonce` ID tokens.
     pub async fn mode(&self, mode: &str) {
         let r = reqwest::Client::new()
             .post(format!("{}/__test/mode", self.issuer))
