@@ -9,8 +9,8 @@ mod common;
 
 use control_api::store::oidc::{OidcIdentity, OidcLogin, OidcStore, PendingLink};
 use control_api::store::podcasts::{Episode, Marker, PodcastStore, Show};
-use control_api::store::retention::{DAY_MS, RetentionStore};
 use control_api::store::postgres::PgStore;
+use control_api::store::retention::{DAY_MS, RetentionStore};
 use control_api::store::sqlite::SqliteStore;
 use control_api::store::{
     Capabilities, Job, JobChange, LibraryQuery, LibraryTrack, Mail, Millis, NewDevice, NewUser,
@@ -133,7 +133,9 @@ async fn raw_tracks_are_due_the_rooms_days_after_the_first_mixdown<S: Store + Re
                 .unwrap()
         );
     }
-    s.set_track_retention("id-of-room", Some(3), T0).await.unwrap();
+    s.set_track_retention("id-of-room", Some(3), T0)
+        .await
+        .unwrap();
     assert_eq!(s.track_retention("id-of-room").await.unwrap(), Some(3));
     assert_eq!(s.track_retention("id-of-kept").await.unwrap(), None);
 
@@ -146,7 +148,10 @@ async fn raw_tracks_are_due_the_rooms_days_after_the_first_mixdown<S: Store + Re
             .map(|d| d.id)
             .collect::<Vec<_>>()
     };
-    assert!(due(mixed + 3 * DAY_MS - 1).await.is_empty(), "a moment early");
+    assert!(
+        due(mixed + 3 * DAY_MS - 1).await.is_empty(),
+        "a moment early"
+    );
     let at = mixed + 3 * DAY_MS;
     assert_eq!(due(at).await, ["r1"]);
     let r = &s.tracks_due(at, 10).await.unwrap()[0];
@@ -156,14 +161,25 @@ async fn raw_tracks_are_due_the_rooms_days_after_the_first_mixdown<S: Store + Re
     );
 
     assert!(s.mark_tracks_deleted("r1", "[]", 1, at).await.unwrap());
-    assert!(!s.mark_tracks_deleted("r1", "[]", 1, at + 1).await.unwrap(), "once");
+    assert!(
+        !s.mark_tracks_deleted("r1", "[]", 1, at + 1).await.unwrap(),
+        "once"
+    );
     assert_eq!(s.tracks_deleted_at("r1").await.unwrap(), Some(at));
     assert_eq!(s.tracks_deleted_at("r2").await.unwrap(), None);
-    assert_eq!(s.recording("r1").await.unwrap().unwrap().objects.as_deref(), Some("[]"));
-    assert!(due(at + 30 * DAY_MS).await.is_empty(), "r2's room keeps its tracks");
+    assert_eq!(
+        s.recording("r1").await.unwrap().unwrap().objects.as_deref(),
+        Some("[]")
+    );
+    assert!(
+        due(at + 30 * DAY_MS).await.is_empty(),
+        "r2's room keeps its tracks"
+    );
 
     // A setting for the other room, then cleared: kept again.
-    s.set_track_retention("id-of-kept", Some(1), T0).await.unwrap();
+    s.set_track_retention("id-of-kept", Some(1), T0)
+        .await
+        .unwrap();
     assert_eq!(due(at).await, ["r2"]);
     s.set_track_retention("id-of-kept", None, T0).await.unwrap();
     assert!(due(at + 30 * DAY_MS).await.is_empty());

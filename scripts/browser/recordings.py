@@ -99,6 +99,17 @@ def main(a, s):
     chapters = item.locator("[data-role=markers]").inner_text()
     if "The interview" not in chapters or "Questions" not in chapters:
         raise Failure(f"the recording's chapters are {chapters!r}")
+    # A chapter the host forgot, added afterwards at a time inside the recording; a time
+    # past its end is refused in words before anything is sent.
+    later = item.locator("[data-role=later-marker]")
+    later.get_by_label("Chapter starts at (m:ss)").fill("9:59")
+    later.get_by_label("New chapter title").fill("Outro")
+    later.get_by_role("button", name="Add chapter").click()
+    wait_for("a time past the end explained", lambda: "long: pick a time inside it" in later.locator("[data-role=later-marker-said]").inner_text())
+    later.get_by_label("Chapter starts at (m:ss)").fill("0:03")
+    later.get_by_role("button", name="Add chapter").click()
+    wait_for("the later chapter shown", lambda: "0:03 Outro" in rec.locator("#recordings li[data-recording]").first.locator("[data-role=markers]").inner_text())
+    item = rec.locator("#recordings li[data-recording]").first
 
     # Every track plays in the page from its signed link, and decodes with FFmpeg.
     tracks = item.locator("li[data-file]")

@@ -273,6 +273,22 @@ export function clock(ms) {
   return h ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
 }
 
+/**
+ * `h:mm:ss` or `m:ss` (minutes may pass 59 without hours) as milliseconds; `null` if it
+ * is not such a time.
+ * @param {string} text
+ * @returns {number|null}
+ */
+export function parseTime(text) {
+  const m = /^\s*(?:(\d+):)?(\d+):(\d\d)\s*$/.exec(text);
+  if (!m) return null;
+  const hours = Number(m[1] ?? 0);
+  const minutes = Number(m[2]);
+  const seconds = Number(m[3]);
+  if (seconds > 59 || (m[1] !== undefined && minutes > 59)) return null;
+  return ((hours * 60 + minutes) * 60 + seconds) * 1000;
+}
+
 /** @param {number|null|undefined} ms unix milliseconds */
 export function when(ms) {
   if (!ms) return '';

@@ -7,7 +7,7 @@
  * browser's Back goes back).
  */
 import { StreamCoreError } from '/sdk/streamcore.js';
-import { $, bytes, clock, explain, h, pageReady, query, say, signedIn, when } from '/static/js/app.js';
+import { $, bytes, clock, explain, h, pageReady, parseTime, query, say, signedIn, when } from '/static/js/app.js';
 
 /**
  * @typedef {{start_ms: number, title: string}} Chapter
@@ -125,22 +125,6 @@ const artworkSrc = (s) => {
 
 /** @param {number} n */
 const episodesText = (n) => `${n} ${n === 1 ? 'episode' : 'episodes'}`;
-
-/**
- * `h:mm:ss` or `m:ss` (minutes may pass 59 without hours) as milliseconds; `null` if it
- * is not such a time.
- * @param {string} text
- * @returns {number|null}
- */
-function parseTime(text) {
-  const m = /^\s*(?:(\d+):)?(\d+):(\d\d)\s*$/.exec(text);
-  if (!m) return null;
-  const hours = Number(m[1] ?? 0);
-  const minutes = Number(m[2]);
-  const seconds = Number(m[3]);
-  if (seconds > 59 || (m[1] !== undefined && minutes > 59)) return null;
-  return ((hours * 60 + minutes) * 60 + seconds) * 1000;
-}
 
 /**
  * A time as a `datetime-local` input holds it (the browser's time zone).

@@ -5,7 +5,7 @@
  * mixdowns: progress, the episode with its waveform, and every stem to download.
  */
 import { StreamCoreError, UserSocket } from '/sdk/streamcore.js';
-import { $, busy, clock, explain, h, pageReady, query, say, signedIn, stageText, when } from '/static/js/app.js';
+import { $, busy, clock, explain, h, pageReady, parseTime, query, say, signedIn, stageText, when } from '/static/js/app.js';
 
 const { session } = await signedIn();
 const box = $('rec-message');
@@ -189,10 +189,42 @@ const item = (r) => {
             r.markers.map((/** @type {any} */ m) => `${clock(m.at_ms - r.started_at)} ${m.title}`).join(' · '),
           )
         : null,
+      r.status !== 'recording' && r.stopped_at && r.status !== 'failed' ? laterMarker(r) : null,
       h('div', { class: 'row' }, make),
       mix ? mixdownView(r, mix) : null,
     ),
   );
+};
+
+/**
+ * A chapter added to a stopped recording at a time inside it (the host forgot to mark it).
+ * @param {any} r
+ */
+const laterMarker = (r) => {
+  const at = h('input', { name: 'at', required: true, placeholder: 'm:ss', size: 7, 'aria-label': 'Chapter starts at (m:ss)' });
+  const title = h('input', { name: 'title', required: true, maxlength: 200, placeholder: 'e.g. Outro', 'aria-label': 'New chapter title' });
+  const add = h('button', { type: 'submit', class: 'secondary' }, 'Add chapter');
+  const said = h('span', { class: 'small', 'aria-live': 'polite', 'data-role': 'later-marker-said' });
+  const form = h('form', { class: 'row', 'data-role': 'later-marker' }, h('span', { class: 'small muted' }, 'Add a chapter at'), at, title, add, said);
+  const length = r.stopped_at - r.started_at;
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const offset = parseTime(/** @type {HTMLInputElement} */ (at).value);
+    if (offset === null) {
+      said.textContent = 'Write the time as minutes:seconds, for example 1:30.';
+      return;
+    }
+    if (offset > length) {
+      said.textContent = `The recording is ${clock(length)} long: pick a time inside it.`;
+      return;
+    }
+    busy(/** @type {HTMLButtonElement} */ (add), box, async () => {
+      const m = await session.post(api(`/${encodeURIComponent(r.id)}/markers`), { title: /** @type {HTMLInputElement} */ (title).value, at_ms: r.started_at + offset });
+      r.markers = [...(r.markers ?? []), m].sort((x, y) => x.at_ms - y.at_ms);
+      show(r);
+    });
+  });
+  return form;
 };
 
 /** Rows by recording id: one changes without touching the others (whose players may be playing). */
