@@ -37,7 +37,7 @@ use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb}
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
 use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
-use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
+use crate::rtp_::{TwccRecvRegister, TwccSendRegister, spare};
 use crate::stats::StatsSnapshot;
 use crate::streams::{Payload, PayloadPool, RtpPacket, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
@@ -1260,6 +1260,8 @@ impl Session {
                 written_twcc = Some(twcc);
             } else if let Rtcp::ExtendedReport(xr) = fb {
                 written_xr = Some(xr);
+            } else if let Rtcp::SourceDescription(d) = fb {
+                spare::give_back_descriptions(d.reports);
             }
         };
 

@@ -17,7 +17,7 @@ use crate::pacer::QueueState;
 use crate::packet::Vp8Patch;
 use crate::rtp_::MidRid;
 use crate::rtp_::{Bitrate, Descriptions, Extension, ExtensionMap, ExtensionValues, Frequency};
-use crate::rtp_::{MAX_BLANK_PADDING_PAYLOAD_SIZE, Sdes, SdesType};
+use crate::rtp_::{MAX_BLANK_PADDING_PAYLOAD_SIZE, Sdes, SdesType, spare};
 use crate::rtp_::{MediaTime, Mid, NackEntry, ReportList, Rtcp, RtpHeader};
 use crate::rtp_::{Pt, Rid, RtcpFb, SenderInfo, SenderReport, Ssrc};
 use crate::rtp_::{SRTP_BLOCK_SIZE, SeqNo};
@@ -1112,10 +1112,11 @@ impl StreamTx {
             ssrc: self.ssrc,
             values: ReportList::new(),
         };
-        s.values.push((SdesType::CNAME, cname.to_string()));
+        // In storage an earlier report on this thread was written from (rtcp::spare).
+        s.values.push((SdesType::CNAME, spare::text(cname)));
 
         let mut d = Descriptions {
-            reports: Box::new(ReportList::new()),
+            reports: spare::description_list(),
         };
         d.reports.push(s);
 

@@ -24,6 +24,8 @@ pub use xr::{Dlrr, DlrrItem, ExtendedReport, ReportBlock, Rrtr};
 mod sdes;
 pub use sdes::{Descriptions, Sdes, SdesType};
 
+pub(crate) mod spare;
+
 mod bb;
 pub use bb::Goodbye;
 
@@ -357,8 +359,15 @@ impl Rtcp {
             }
         }
 
-        // Prune empty.
-        feedback.retain(|f| !f.is_empty());
+        // Prune empty; an emptied list of descriptions is kept for the next one.
+        for _ in 0..feedback.len() {
+            let f = feedback.pop_front().expect("counted");
+            if !f.is_empty() {
+                feedback.push_back(f);
+            } else if let Rtcp::SourceDescription(d) = f {
+                spare::give_back_descriptions(d.reports);
+            }
+        }
     }
 
     fn order_no(&self) -> u8 {

@@ -62,7 +62,8 @@ enum Expanded {
     Reports(IterOwned<ReceptionReport>),
     Extended {
         ssrc: Ssrc,
-        blocks: std::vec::IntoIter<ReportBlock>,
+        /// In reverse order, taken from the end; given back (`spare`) once empty.
+        blocks: Vec<ReportBlock>,
         dlrr: std::vec::IntoIter<DlrrItem>,
     },
     // Boxed as in `Descriptions`: a list of 31 descriptions is ~30 kB.
@@ -78,11 +79,14 @@ impl From<Rtcp> for Expanded {
                 Expanded::SenderReport(Some(v.sender_info), v.reports.into_iter())
             }
             Rtcp::ReceiverReport(v) => Expanded::Reports(v.reports.into_iter()),
-            Rtcp::ExtendedReport(v) => Expanded::Extended {
-                ssrc: v.ssrc,
-                blocks: v.blocks.into_iter(),
-                dlrr: Vec::new().into_iter(),
-            },
+            Rtcp::ExtendedReport(mut v) => {
+                v.blocks.reverse();
+                Expanded::Extended {
+                    ssrc: v.ssrc,
+                    blocks: v.blocks,
+                    dlrr: Vec::new().into_iter(),
+                }
+            }
             Rtcp::SourceDescription(v) => Expanded::Descriptions(v.reports, 0),
             Rtcp::Goodbye(v) => Expanded::Goodbye(v.reports.into_iter()),
             Rtcp::Nack(v) => Expanded::One(Some(RtcpFb::Nack(v.ssrc, v.reports))),
@@ -110,7 +114,11 @@ impl Iterator for Expanded {
                 if let Some(item) = dlrr.next() {
                     return Some(RtcpFb::DlrrItem(item));
                 }
-                match blocks.next()? {
+                let Some(block) = blocks.pop() else {
+                    super::spare::give_back_blocks(std::mem::take(blocks));
+                    return None;
+                };
+                match block {
                     ReportBlock::Rrtr(b) => return Some(RtcpFb::Rrtr((b, *ssrc))),
                     ReportBlock::Dlrr(d) => *dlrr = d.items.into_iter(),
                 }

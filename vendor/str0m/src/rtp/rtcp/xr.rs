@@ -188,7 +188,8 @@ impl<'a> TryFrom<&'a [u8]> for ExtendedReport {
 
         let ssrc = u32::from_be_bytes(buf[..4].try_into().unwrap()).into();
 
-        let mut blocks: Vec<ReportBlock> = Vec::new();
+        // Given back once handled (`RtcpFb::from_rtcp`).
+        let mut blocks: Vec<ReportBlock> = super::spare::blocks();
         let mut buf = &buf[4..];
 
         while let Ok(block) = buf.try_into() {
