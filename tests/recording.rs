@@ -1425,6 +1425,43 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
         Some(0),
         "{summary}"
     );
+
+    // The show edited: the feed follows; a category Apple does not list is refused and
+    // changes nothing.
+    let show_url = api(&format!("/podcasts/shows/{show_id}"));
+    let r = srv
+        .http
+        .patch(&show_url)
+        .bearer_auth(&owner.access)
+        .json(&json!({"title": "Pod & Friends, renamed", "explicit": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let renamed: Value = r.json().await.unwrap();
+    assert_eq!(
+        (renamed["title"].clone(), renamed["explicit"].clone(), renamed["author"].clone()),
+        (json!("Pod & Friends, renamed"), json!(true), json!("Ann")),
+        "{renamed}"
+    );
+    let r = srv
+        .http
+        .patch(&show_url)
+        .bearer_auth(&owner.access)
+        .json(&json!({"title": "Not this", "category": "Nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let refused: Value = r.json().await.unwrap();
+    assert!(
+        refused["error"]["message"].as_str().unwrap().starts_with("category"),
+        "{refused}"
+    );
+    let summary = validate_feed(&py, &feed_url).unwrap();
+    assert_eq!(summary["title"], "Pod & Friends, renamed", "{summary}");
+    let xml = srv.http.get(&feed_url).send().await.unwrap().text().await.unwrap();
+    assert!(xml.contains("<itunes:explicit>true</itunes:explicit>"), "{xml}");
     assert_eq!(
         no_redirects
             .get(&public_audio)
