@@ -1440,7 +1440,11 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
     assert_eq!(r.status(), 200);
     let renamed: Value = r.json().await.unwrap();
     assert_eq!(
-        (renamed["title"].clone(), renamed["explicit"].clone(), renamed["author"].clone()),
+        (
+            renamed["title"].clone(),
+            renamed["explicit"].clone(),
+            renamed["author"].clone()
+        ),
         (json!("Pod & Friends, renamed"), json!(true), json!("Ann")),
         "{renamed}"
     );
@@ -1455,13 +1459,27 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
     assert_eq!(r.status(), 422);
     let refused: Value = r.json().await.unwrap();
     assert!(
-        refused["error"]["message"].as_str().unwrap().starts_with("category"),
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("category"),
         "{refused}"
     );
     let summary = validate_feed(&py, &feed_url).unwrap();
     assert_eq!(summary["title"], "Pod & Friends, renamed", "{summary}");
-    let xml = srv.http.get(&feed_url).send().await.unwrap().text().await.unwrap();
-    assert!(xml.contains("<itunes:explicit>true</itunes:explicit>"), "{xml}");
+    let xml = srv
+        .http
+        .get(&feed_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        xml.contains("<itunes:explicit>true</itunes:explicit>"),
+        "{xml}"
+    );
     assert_eq!(
         no_redirects
             .get(&public_audio)
