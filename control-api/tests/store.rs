@@ -106,7 +106,7 @@ async fn raw_tracks_are_due_the_rooms_days_after_the_first_mixdown<S: Store + Re
             stopped_at: Some(T0 + 10),
             uploaded_at: Some(T0 + 20),
             manifest: Some("{}".into()),
-            objects: Some(r#"["room/r1/a.ogg"]"#.into()),
+            objects: Some(format!(r#"["{room}/{id}/a.ogg"]"#)),
             ..RecordingChange::default()
         };
         assert!(

@@ -39,7 +39,7 @@ use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister, spare};
 use crate::stats::StatsSnapshot;
-use crate::streams::{Payload, PayloadPool, RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{Payload, PayloadPools, RtpPacket, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -69,7 +69,7 @@ pub(crate) struct Session {
     pub streams: Streams,
 
     // Buffers for received payloads, reused once every clone of one is gone.
-    payloads: PayloadPool,
+    payloads: PayloadPools,
 
     /// The app m-line. Spliced into medias above.
     app: Option<(Mid, usize)>,
@@ -194,7 +194,7 @@ impl Session {
             id,
             medias: vec![],
             streams: Streams::new(enable_stats, *config.mtu.end(), config.pause_threshold),
-            payloads: PayloadPool::default(),
+            payloads: PayloadPools::default(),
             app: None,
             reordering_size_audio: config.reordering_size_audio,
             reordering_size_video: config.reordering_size_video,
@@ -844,7 +844,7 @@ impl Session {
                 // its own (e.g. audio level). Clear the carrier's extensions rather than let the
                 // recovered frame inherit the current packet's metadata.
                 rec_header.ext_vals = ExtensionValues::default();
-                red_recovered.push((rec_header, self.payloads.copy_of(b.payload), rec_seq, rec_time));
+                red_recovered.push((rec_header, self.payloads.copy_of(mid, b.payload), rec_seq, rec_time));
             }
             (receipt_outer, un.primary)
         } else {
@@ -869,7 +869,7 @@ impl Session {
 
         // One copy of the trimmed payload out of the SRTP scratch buffer, into a buffer
         // an earlier payload of this session was released from where there is one.
-        let payload = self.payloads.copy_of(data);
+        let payload = self.payloads.copy_of(mid, data);
 
         let packet = stream.handle_rtp(now, header, payload, seq_no, receipt.time, rx_bytes);
 

@@ -23,7 +23,7 @@ pub use self::send::{RtpWrite, StreamTx, StreamTxQueueInfo};
 mod compact_packet;
 mod payload;
 pub use payload::Payload;
-pub(crate) use payload::PayloadPool;
+pub(crate) use payload::PayloadPools;
 mod receive;
 pub(crate) mod register;
 pub(crate) mod register_nack;

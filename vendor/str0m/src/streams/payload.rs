@@ -5,6 +5,8 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::rtp_::Mid;
+
 /// The payload of an RTP packet (no header): cheap to clone, shared by every clone.
 ///
 /// An SFU hands one received payload to many senders; each keeps a clone in its send
@@ -120,7 +122,7 @@ impl<const N: usize> PartialEq<[u8; N]> for Payload {
 /// past `MAX_POOLED` new buffers are made outside it (as without a pool). It is freed
 /// with the session.
 #[derive(Debug, Default)]
-pub(crate) struct PayloadPool {
+struct PayloadPool {
     buffers: VecDeque<Arc<Vec<u8>>>,
     /// The largest payload so far: every buffer is made (or grown) that large, since
     /// any buffer may hold any later payload.
@@ -135,7 +137,10 @@ const MAX_POOLED: usize = 4096;
 
 impl PayloadPool {
     /// A payload holding a copy of `data`.
-    pub fn copy_of(&mut self, data: &[u8]) -> Payload {
+    fn copy_of(&mut self, data: &[u8]) -> Payload {
+        if data.is_empty() {
+            return Payload::default();
+        }
         self.largest = self.largest.max(data.len());
         for _ in 0..TRIES.min(self.buffers.len()) {
             let Some(mut oldest) = self.buffers.pop_front() else {
@@ -165,6 +170,26 @@ impl PayloadPool {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.buffers.len()
+    }
+}
+
+/// A session's pools, one per media: buffers grow to the largest payload of their
+/// pool, and an audio payload (a hundred bytes) is not to be kept in one sized for
+/// video (over a thousand) by whatever holds it (a relay's repair buffer, a recorder).
+#[derive(Debug, Default)]
+pub(crate) struct PayloadPools(Vec<(Mid, PayloadPool)>);
+
+impl PayloadPools {
+    /// A payload of media `mid` holding a copy of `data`.
+    pub fn copy_of(&mut self, mid: Mid, data: &[u8]) -> Payload {
+        let i = match self.0.iter().position(|(m, _)| *m == mid) {
+            Some(i) => i,
+            None => {
+                self.0.push((mid, PayloadPool::default()));
+                self.0.len() - 1
+            }
+        };
+        self.0[i].1.copy_of(data)
     }
 }
 
@@ -199,5 +224,20 @@ mod test {
         }
         assert_eq!(held, [0]);
         assert_eq!(pool.len(), 2, "one held, one reused");
+    }
+
+    #[test]
+    fn each_media_has_its_own_buffers_and_an_empty_payload_none() {
+        let mut pools = PayloadPools::default();
+        let (audio, video) = (Mid::from("0"), Mid::from("1"));
+        drop(pools.copy_of(video, &[7; 1200]));
+        let a = pools.copy_of(audio, &[1; 100]);
+        assert_eq!(a.0.as_ref().unwrap().capacity(), 100, "not sized for video");
+        drop(a);
+        let v = pools.copy_of(video, &[8; 10]);
+        assert_eq!(v.0.as_ref().unwrap().capacity(), 1200, "the video buffer again");
+        let empty = pools.copy_of(audio, &[]);
+        assert!(empty.0.is_none());
+        assert!(empty.is_empty());
     }
 }

@@ -4,8 +4,9 @@
 //! descriptions (about 31 kB) and its CNAME's text, allocated per report and freed once
 //! written. A peer's extended report is read into a list of blocks, freed once handled.
 //! Keeping that storage in each session would cost every session 31 kB; a thread drives
-//! its sessions one at a time (each report is built, written and given back before the
-//! next session's), so a few per thread serve them all.
+//! its sessions one at a time, and a report is usually built and written in the same
+//! turn of its session, so a few per thread serve them all (one that waits longer, as
+//! when a packet is full, only makes the next report take new storage).
 
 use std::cell::RefCell;
 
