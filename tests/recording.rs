@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::remote::{User, post, register};
+use common::remote::{User, patch, post, register};
 use common::{Peer, TestServer, connect, join};
 use events::{Envelope, Topic};
 use media_core::str0m::format::Codec;
@@ -1429,16 +1429,14 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
     // The show edited: the feed follows; a category Apple does not list is refused and
     // changes nothing.
     let show_url = api(&format!("/podcasts/shows/{show_id}"));
-    let r = srv
-        .http
-        .patch(&show_url)
-        .bearer_auth(&owner.access)
-        .json(&json!({"title": "Pod & Friends, renamed", "explicit": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let renamed: Value = r.json().await.unwrap();
+    let (s, renamed) = patch(
+        &srv.http,
+        show_url.clone(),
+        &owner.access,
+        json!({"title": "Pod & Friends, renamed", "explicit": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{renamed}");
     assert_eq!(
         (
             renamed["title"].clone(),
@@ -1448,16 +1446,14 @@ async fn a_recording_with_markers_becomes_a_podcast_episode_served_from_s3() {
         (json!("Pod & Friends, renamed"), json!(true), json!("Ann")),
         "{renamed}"
     );
-    let r = srv
-        .http
-        .patch(&show_url)
-        .bearer_auth(&owner.access)
-        .json(&json!({"title": "Not this", "category": "Nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let refused: Value = r.json().await.unwrap();
+    let (s, refused) = patch(
+        &srv.http,
+        show_url,
+        &owner.access,
+        json!({"title": "Not this", "category": "Nope"}),
+    )
+    .await;
+    assert_eq!(s, 422, "{refused}");
     assert!(
         refused["error"]["message"]
             .as_str()

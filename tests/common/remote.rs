@@ -40,6 +40,19 @@ pub async fn post(
     (s, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// PATCH with a bearer token and a JSON body: status and JSON body.
+pub async fn patch(http: &reqwest::Client, url: String, token: &str, body: Value) -> (u16, Value) {
+    let r = http
+        .patch(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
 /// Signs up as a person does: asks for an account, takes the link from the mail
 /// waiting in the node's outbox (the test node has no SMTP), and chooses the password
 /// there.
