@@ -1010,6 +1010,10 @@ impl Session {
 
             if fb.is_for_rx() {
                 let Some(stream) = self.streams.stream_rx(&fb.ssrc()) else {
+                    if let RtcpFb::SourceDescription(sdes) = fb {
+                        // Its texts serve the next report read.
+                        spare::give_back_description(sdes);
+                    }
                     continue;
                 };
                 stream.handle_rtcp(now, fb);
@@ -1251,7 +1255,8 @@ impl Session {
         // A written transport-wide report goes back to the register, which builds the
         // next one in its storage.
         let mut written_twcc = None;
-        // So does a written extended report, for the next DLRR.
+        // So does a written DLRR answer, for the next one; a written RRTR's block list
+        // goes back to the thread, for the next report read or RRTR made.
         let mut written_xr = None;
         let output = |fb| {
             if let Some(raw_packets) = &mut raw_packets {
@@ -1259,7 +1264,11 @@ impl Session {
             } else if let Rtcp::Twcc(twcc) = fb {
                 written_twcc = Some(twcc);
             } else if let Rtcp::ExtendedReport(xr) = fb {
-                written_xr = Some(xr);
+                if matches!(xr.blocks.first(), Some(ReportBlock::Dlrr(_))) {
+                    written_xr = Some(xr);
+                } else {
+                    spare::give_back_blocks(xr.blocks);
+                }
             } else if let Rtcp::SourceDescription(d) = fb {
                 spare::give_back_descriptions(d.reports);
             }
@@ -1749,6 +1758,27 @@ mod tests {
         assert_eq!(storage, kept, "built in the written one's list");
         assert_eq!(second.len(), 1, "nothing of the first left in it");
         assert_eq!((second[0].ssrc, second[0].last_rr_time), (8.into(), 80));
+    }
+
+    #[test]
+    fn a_written_rrtr_gives_its_block_list_back_to_the_thread() {
+        use crate::rtp_::Rrtr;
+        let now = Instant::now();
+        let mut session = keyed_session();
+        let mut blocks = spare::blocks();
+        blocks.push(ReportBlock::Rrtr(Rrtr {
+            ntp_time: std::time::SystemTime::now(),
+        }));
+        let at = blocks.as_ptr();
+        session.feedback_tx.push_back(Rtcp::ExtendedReport(ExtendedReport {
+            ssrc: 1.into(),
+            blocks,
+        }));
+        assert!(session.poll_datagram(now).is_some());
+        assert!(session.spare_xr.is_none(), "not kept as a DLRR's storage");
+        let again = spare::blocks();
+        assert_eq!(again.as_ptr(), at, "the next report is built in it");
+        assert!(again.is_empty());
     }
 
     #[test]

@@ -250,9 +250,7 @@ impl DecryptWarnings {
 /// `output` emptied and filled with `len` zeros: its allocation is kept when it is large
 /// enough, so a caller that hands back sent datagrams protects without allocating.
 fn zeroed(mut output: Vec<u8>, len: usize) -> Vec<u8> {
-    output.clear();
-    // Exact: a doubled allocation would be kept for as long as the buffer is reused.
-    output.reserve_exact(len);
+    reserve_for(&mut output, len);
     output.resize(len, 0);
     output
 }
@@ -260,10 +258,25 @@ fn zeroed(mut output: Vec<u8>, len: usize) -> Vec<u8> {
 /// `output` emptied and filled with a copy of `from`, in its allocation when large
 /// enough.
 fn copied(mut output: Vec<u8>, from: &[u8]) -> Vec<u8> {
-    output.clear();
-    output.reserve_exact(from.len());
+    reserve_for(&mut output, from.len());
     output.extend_from_slice(from);
     output
+}
+
+/// Granularity of a datagram buffer's size.
+const DATAGRAM_CAPACITY_STEP: usize = 64;
+
+/// Empties `output` with room for `len` bytes. A buffer that grows is sized up to the next
+/// [`DATAGRAM_CAPACITY_STEP`], not exactly: a reused buffer sized exactly for one video
+/// packet (1,199 bytes) grew again for the next, one byte longer (0.0017 heap operations
+/// per forwarded packet at video N = 10). Not doubled: a doubled allocation would be kept
+/// for as long as the buffer is reused. (A step of 256 cost 1.3 kB per video subscriber
+/// in the buffers in flight; packets' sizes rarely spread over more than a few steps.)
+fn reserve_for(output: &mut Vec<u8>, len: usize) {
+    output.clear();
+    if output.capacity() < len {
+        output.reserve_exact(len.next_multiple_of(DATAGRAM_CAPACITY_STEP));
+    }
 }
 
 impl SrtpContext {
@@ -1079,6 +1092,21 @@ mod test {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn a_buffer_grows_to_the_next_step_and_then_holds_packets_a_little_longer() {
+        let first = zeroed(Vec::new(), 1199);
+        assert_eq!(first.len(), 1199);
+        assert_eq!(first.capacity(), 1216);
+        let at = first.as_ptr();
+        let second = zeroed(first, 1200);
+        assert_eq!(second.as_ptr(), at, "no new allocation");
+        assert!(second.iter().all(|b| *b == 0));
+        let third = copied(second, &[7; 1216]);
+        assert_eq!((third.as_ptr(), third.len()), (at, 1216));
+        let small = copied(Vec::new(), &[1; 100]);
+        assert_eq!(small.capacity(), 128, "an audio packet's buffer stays small");
+    }
 
     #[derive(Clone, Default)]
     struct CapturedLogs(Arc<Mutex<Vec<u8>>>);

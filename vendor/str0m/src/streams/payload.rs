@@ -115,9 +115,12 @@ impl<const N: usize> PartialEq<[u8; N]> for Payload {
 ///
 /// Payloads are released roughly in the order they were made (send queues drain and
 /// RTX caches evict oldest first), so only the oldest few are looked at: the first that
-/// nobody else holds is reused; one still held moves to the back, so that a payload
-/// somebody keeps for long does not stop the reuse of the others. When all of them are
-/// held, a new buffer is made.
+/// nobody else holds is reused and moves to the back; the held ones before it keep their
+/// place, oldest first, as they are the next to be released. When all of them are held,
+/// they move to the back, so that payloads somebody keeps for long do not stop the reuse
+/// of the others, and a new buffer is made. (Moving each held one to the back as it was
+/// looked at mixed recent buffers in among the oldest, and a keyframe's fan-out, still
+/// in the RTX caches, then filled the window: a new buffer every 1.5 s at video N = 10.)
 /// The pool therefore grows to the number of payloads alive at once and stays there;
 /// past `MAX_POOLED` new buffers are made outside it (as without a pool). It is freed
 /// with the session.
@@ -142,22 +145,24 @@ impl PayloadPool {
             return Payload::default();
         }
         self.largest = self.largest.max(data.len());
-        for _ in 0..TRIES.min(self.buffers.len()) {
-            let Some(mut oldest) = self.buffers.pop_front() else {
-                break;
-            };
-            if let Some(buf) = Arc::get_mut(&mut oldest) {
-                buf.clear();
-                // To the largest payload yet, once: growing to each payload's size would
-                // grow a buffer again and again as sizes vary, and amortised growth
-                // would double it.
-                buf.reserve_exact(self.largest);
-                buf.extend_from_slice(data);
-                self.buffers.push_back(oldest.clone());
-                return Payload(Some(oldest));
-            }
-            self.buffers.push_back(oldest);
+        let tries = TRIES.min(self.buffers.len());
+        let free = self
+            .buffers
+            .iter_mut()
+            .take(tries)
+            .position(|b| Arc::get_mut(b).is_some());
+        if let Some(mut reused) = free.and_then(|i| self.buffers.remove(i)) {
+            let buf = Arc::get_mut(&mut reused).expect("nobody else holds it");
+            buf.clear();
+            // To the largest payload yet, once: growing to each payload's size would
+            // grow a buffer again and again as sizes vary, and amortised growth would
+            // double it.
+            buf.reserve_exact(self.largest);
+            buf.extend_from_slice(data);
+            self.buffers.push_back(reused.clone());
+            return Payload(Some(reused));
         }
+        self.buffers.rotate_left(tries);
         let mut made = Vec::with_capacity(self.largest);
         made.extend_from_slice(data);
         let made = Arc::new(made);

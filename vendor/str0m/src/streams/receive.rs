@@ -12,7 +12,7 @@ use crate::rtp_::{Fir, FirEntry, Frequency, MediaTime, Remb};
 use crate::rtp_::{Mid, Pli, Pt, ReceiverReport};
 use crate::rtp_::{ReportBlock, ReportList, Rid, Rrtr, Rtcp};
 use crate::rtp_::{RtcpFb, RtpHeader, SenderInfo, SeqNo};
-use crate::rtp_::{SdesType, Ssrc};
+use crate::rtp_::{Sdes, SdesType, Ssrc, spare};
 use crate::stats::{MediaIngressStats, RemoteEgressStats, StatsSnapshot};
 use crate::util::{InstantExt, SystemTimeExt};
 use crate::util::{already_happened, calculate_rtt};
@@ -271,24 +271,7 @@ impl StreamRx {
             SenderInfo(v) => {
                 self.set_sender_info(now, v);
             }
-            SourceDescription(v) => {
-                for (sdes, st) in v.values {
-                    if sdes == SdesType::CNAME {
-                        if st.is_empty() {
-                            // In simulcast, chrome doesn't send the SSRC lines, but
-                            // expects us to infer that from rtp headers. It does
-                            // however send the SourceDescription RTCP with an empty
-                            // string CNAME. ¯\_(ツ)_/¯
-                            return;
-                        }
-
-                        // Here we _could_ check CNAME here matches something. But
-                        // CNAMEs are a bit unfashionable.
-                        self.cname = Some(st);
-                        return;
-                    }
-                }
-            }
+            SourceDescription(v) => self.set_cname(v),
             DlrrItem(v) => {
                 self.set_dlrr_item(now, v);
             }
@@ -298,6 +281,34 @@ impl StreamRx {
                 // just sent BYE on. Very not helpful.
             }
             _ => {}
+        }
+    }
+
+    /// Keeps the first CNAME of a peer's source description. The texts not kept go back
+    /// to the thread's storage for the next report read (a peer repeats its CNAME with
+    /// every sender report).
+    fn set_cname(&mut self, mut sdes: Sdes) {
+        let mut cname_seen = false;
+        for i in 0..31 {
+            let Some((kind, text)) = sdes.values.take(i) else {
+                continue;
+            };
+            if kind == SdesType::CNAME && !cname_seen {
+                cname_seen = true;
+                // In simulcast, chrome doesn't send the SSRC lines, but expects us to
+                // infer that from rtp headers. It does however send the
+                // SourceDescription RTCP with an empty string CNAME. ¯\_(ツ)_/¯
+                //
+                // Here we _could_ check CNAME here matches something. But CNAMEs are
+                // a bit unfashionable.
+                if !text.is_empty() && self.cname.as_deref() != Some(text.as_str()) {
+                    if let Some(old) = self.cname.replace(text) {
+                        spare::give_back_text(old);
+                    }
+                    continue;
+                }
+            }
+            spare::give_back_text(text);
         }
     }
 
@@ -788,9 +799,12 @@ impl StreamRx {
         let block = ReportBlock::Rrtr(Rrtr {
             ntp_time: now.to_system_time(),
         });
+        // Given back once written (`Session::poll_feedback`).
+        let mut blocks = spare::blocks();
+        blocks.push(block);
         ExtendedReport {
             ssrc: sender_ssrc,
-            blocks: vec![block],
+            blocks,
         }
     }
 

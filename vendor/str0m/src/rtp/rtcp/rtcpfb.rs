@@ -64,10 +64,12 @@ enum Expanded {
         ssrc: Ssrc,
         /// In reverse order, taken from the end; given back (`spare`) once empty.
         blocks: Vec<ReportBlock>,
-        dlrr: std::vec::IntoIter<DlrrItem>,
+        /// The current DLRR block's items, likewise.
+        dlrr: Vec<DlrrItem>,
     },
-    // Boxed as in `Descriptions`: a list of 31 descriptions is ~30 kB.
-    Descriptions(Box<ReportList<Sdes>>, usize),
+    // Boxed as in `Descriptions`: a list of 31 descriptions is ~30 kB. Given back
+    // (`spare`) once empty.
+    Descriptions(Option<Box<ReportList<Sdes>>>, usize),
     Goodbye(IterOwned<Ssrc>),
     Fir(IterOwned<FirEntry>),
 }
@@ -84,10 +86,10 @@ impl From<Rtcp> for Expanded {
                 Expanded::Extended {
                     ssrc: v.ssrc,
                     blocks: v.blocks,
-                    dlrr: Vec::new().into_iter(),
+                    dlrr: Vec::new(),
                 }
             }
-            Rtcp::SourceDescription(v) => Expanded::Descriptions(v.reports, 0),
+            Rtcp::SourceDescription(v) => Expanded::Descriptions(Some(v.reports), 0),
             Rtcp::Goodbye(v) => Expanded::Goodbye(v.reports.into_iter()),
             Rtcp::Nack(v) => Expanded::One(Some(RtcpFb::Nack(v.ssrc, v.reports))),
             Rtcp::Pli(v) => Expanded::One(Some(RtcpFb::Pli(v.ssrc))),
@@ -111,22 +113,32 @@ impl Iterator for Expanded {
                 .or_else(|| reports.next().map(RtcpFb::ReceptionReport)),
             Expanded::Reports(reports) => reports.next().map(RtcpFb::ReceptionReport),
             Expanded::Extended { ssrc, blocks, dlrr } => loop {
-                if let Some(item) = dlrr.next() {
+                if let Some(item) = dlrr.pop() {
                     return Some(RtcpFb::DlrrItem(item));
                 }
+                super::spare::give_back_dlrr_items(std::mem::take(dlrr));
                 let Some(block) = blocks.pop() else {
                     super::spare::give_back_blocks(std::mem::take(blocks));
                     return None;
                 };
                 match block {
                     ReportBlock::Rrtr(b) => return Some(RtcpFb::Rrtr((b, *ssrc))),
-                    ReportBlock::Dlrr(d) => *dlrr = d.items.into_iter(),
+                    ReportBlock::Dlrr(d) => {
+                        *dlrr = d.items;
+                        dlrr.reverse();
+                    }
                 }
             },
             Expanded::Descriptions(list, index) => {
-                let sdes = list.take(*index)?;
+                let sdes = list.as_mut()?.take(*index);
+                if sdes.is_none() {
+                    // A list is filled from its start, so the first gap is its end.
+                    if let Some(list) = list.take() {
+                        super::spare::give_back_descriptions(list);
+                    }
+                }
                 *index += 1;
-                Some(RtcpFb::SourceDescription(sdes))
+                Some(RtcpFb::SourceDescription(sdes?))
             }
             Expanded::Goodbye(ssrcs) => ssrcs.next().map(RtcpFb::Goodbye),
             Expanded::Fir(entries) => entries.next().map(RtcpFb::Fir),
@@ -250,6 +262,48 @@ mod tests {
                 "sdes:7", "sdes:8", "bye:11", "bye:12", "pli:13", "fir:14"
             ]
         );
+    }
+
+    #[test]
+    fn read_lists_go_back_to_the_threads_storage_once_expanded() {
+        use super::super::{Descriptions, Dlrr, ExtendedReport, SdesType, spare};
+
+        let mut reports = spare::description_list();
+        let mut values = ReportList::new();
+        values.push((SdesType::CNAME, spare::text("cname")));
+        reports.push(Sdes {
+            ssrc: 7.into(),
+            values,
+        });
+        let list_at = &*reports as *const ReportList<Sdes>;
+        let mut items = spare::dlrr_items(2);
+        items.push(DlrrItem {
+            ssrc: 20.into(),
+            last_rr_time: 0,
+            last_rr_delay: 0,
+        });
+        let items_at = items.as_ptr();
+        let compound = vec![
+            Rtcp::ExtendedReport(ExtendedReport {
+                ssrc: 5.into(),
+                blocks: vec![ReportBlock::Dlrr(Dlrr { items })],
+            }),
+            Rtcp::SourceDescription(Descriptions { reports }),
+        ];
+
+        for fb in RtcpFb::from_rtcp(compound) {
+            if let RtcpFb::SourceDescription(sdes) = fb {
+                spare::give_back_description(sdes);
+            }
+        }
+
+        let list = spare::description_list();
+        assert_eq!(&*list as *const ReportList<Sdes>, list_at);
+        assert!(list.is_empty());
+        assert!(spare::text("x").capacity() >= "cname".len(), "the text is kept");
+        let items = spare::dlrr_items(1);
+        assert_eq!(items.as_ptr(), items_at);
+        assert!(items.is_empty());
     }
 
     #[test]

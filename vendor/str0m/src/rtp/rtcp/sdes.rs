@@ -161,7 +161,9 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
     type Error = &'static str;
 
     fn try_from(buf: &'a [u8]) -> Result<Self, Self::Error> {
-        let mut reports = ReportList::new();
+        // Given back once handled (`RtcpFb::from_rtcp`), with the texts the receiving
+        // stream does not keep.
+        let mut reports = super::spare::description_list();
 
         let mut buf = buf;
 
@@ -191,9 +193,7 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
             buf = &buf[len..];
         }
 
-        Ok(Descriptions {
-            reports: Box::new(reports),
-        })
+        Ok(Descriptions { reports })
     }
 }
 
@@ -269,7 +269,7 @@ impl<'a> TryFrom<&'a [u8]> for Sdes {
             abs += 2;
 
             if let Ok(value) = from_utf8(&buf[..len]) {
-                values.push((stype, value.to_string()));
+                values.push((stype, super::spare::text(value)));
             } else {
                 // failed to read as utf-8. skip.
             }

@@ -2,7 +2,9 @@
 //!
 //! A sending stream writes a source description with every sender report: a list of 31
 //! descriptions (about 31 kB) and its CNAME's text, allocated per report and freed once
-//! written. A peer's extended report is read into a list of blocks, freed once handled.
+//! written. A peer's sender report comes with its own source descriptions, read into
+//! the same kind of list and texts. A peer's extended report is read into a list of
+//! blocks, and each DLRR block into a list of items, freed once handled.
 //! Keeping that storage in each session would cost every session 31 kB; a thread drives
 //! its sessions one at a time, and a report is usually built and written in the same
 //! turn of its session, so a few per thread serve them all (one that waits longer, as
@@ -10,7 +12,7 @@
 
 use std::cell::RefCell;
 
-use super::{ReportBlock, ReportList, Sdes};
+use super::{DlrrItem, ReportBlock, ReportList, Sdes};
 
 /// Lists of descriptions kept per thread.
 const MAX_LISTS: usize = 4;
@@ -18,11 +20,16 @@ const MAX_LISTS: usize = 4;
 const MAX_TEXTS: usize = 16;
 /// Block lists longer than this (a peer's unusual report) are not kept.
 const MAX_BLOCKS: usize = 8;
+/// DLRR item lists longer than this (one item per stream we sent an RRTR for) are not kept.
+const MAX_DLRR_ITEMS: usize = 64;
+/// DLRR item lists kept per thread (an extended report may carry more than one block).
+const MAX_DLRR_LISTS: usize = 4;
 
 thread_local! {
     static LISTS: RefCell<Vec<Box<ReportList<Sdes>>>> = const { RefCell::new(Vec::new()) };
     static TEXTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     static BLOCKS: RefCell<Option<Vec<ReportBlock>>> = const { RefCell::new(None) };
+    static DLRR_ITEMS: RefCell<Vec<Vec<DlrrItem>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An empty list of descriptions.
@@ -39,21 +46,33 @@ pub(crate) fn text(s: &str) -> String {
     t
 }
 
+/// Keeps a text that was read or written for later ones.
+pub(crate) fn give_back_text(mut t: String) {
+    if t.capacity() == 0 {
+        return;
+    }
+    t.clear();
+    TEXTS.with_borrow_mut(|texts| {
+        if texts.len() < MAX_TEXTS {
+            texts.push(t);
+        }
+    });
+}
+
+/// Keeps the texts of a handled description.
+pub(crate) fn give_back_description(mut sdes: Sdes) {
+    for j in 0..31 {
+        if let Some((_, t)) = sdes.values.take(j) {
+            give_back_text(t);
+        }
+    }
+}
+
 /// Keeps a written (or emptied) list of descriptions and its texts for later ones.
 pub(crate) fn give_back_descriptions(mut list: Box<ReportList<Sdes>>) {
     for i in 0..31 {
-        let Some(mut sdes) = list.take(i) else {
-            continue;
-        };
-        for j in 0..31 {
-            if let Some((_, mut t)) = sdes.values.take(j) {
-                t.clear();
-                TEXTS.with_borrow_mut(|texts| {
-                    if texts.len() < MAX_TEXTS {
-                        texts.push(t);
-                    }
-                });
-            }
+        if let Some(sdes) = list.take(i) {
+            give_back_description(sdes);
         }
     }
     LISTS.with_borrow_mut(|l| {
@@ -75,6 +94,28 @@ pub(crate) fn give_back_blocks(mut blocks: Vec<ReportBlock>) {
     }
     blocks.clear();
     BLOCKS.with_borrow_mut(|b| *b = Some(blocks));
+}
+
+/// An empty list of DLRR items with room for `n` (at most [`MAX_DLRR_ITEMS`] reserved).
+pub(crate) fn dlrr_items(n: usize) -> Vec<DlrrItem> {
+    let mut items = DLRR_ITEMS
+        .with_borrow_mut(|l| l.pop())
+        .unwrap_or_default();
+    items.reserve(n.min(MAX_DLRR_ITEMS));
+    items
+}
+
+/// Keeps a handled list of DLRR items for the next one read.
+pub(crate) fn give_back_dlrr_items(mut items: Vec<DlrrItem>) {
+    if items.capacity() == 0 || items.capacity() > MAX_DLRR_ITEMS {
+        return;
+    }
+    items.clear();
+    DLRR_ITEMS.with_borrow_mut(|l| {
+        if l.len() < MAX_DLRR_LISTS {
+            l.push(items);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -114,5 +155,22 @@ mod test {
         assert_eq!(again.as_ptr(), at);
         give_back_blocks(Vec::with_capacity(100));
         assert_eq!(blocks().capacity(), 0, "a large list is not kept");
+    }
+
+    #[test]
+    fn dlrr_item_lists_are_kept_small() {
+        let mut items = dlrr_items(3);
+        items.push(DlrrItem {
+            ssrc: Ssrc::from(1),
+            last_rr_time: 0,
+            last_rr_delay: 0,
+        });
+        let at = items.as_ptr();
+        give_back_dlrr_items(items);
+        let again = dlrr_items(1);
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), at);
+        give_back_dlrr_items(Vec::with_capacity(MAX_DLRR_ITEMS + 1));
+        assert_eq!(dlrr_items(0).capacity(), 0, "a large list is not kept");
     }
 }

@@ -258,7 +258,8 @@ impl<'a> TryFrom<&'a [u8]> for Dlrr {
         let words_per_block = 3;
         let blocks = u16::from_be_bytes(buf[2..4].try_into().unwrap()) / words_per_block;
 
-        let mut items: Vec<DlrrItem> = Vec::with_capacity(blocks as usize);
+        // Given back once handled (`RtcpFb::from_rtcp`).
+        let mut items: Vec<DlrrItem> = super::spare::dlrr_items(blocks as usize);
 
         // move on after the header
         let mut buf = &buf[4..];
