@@ -2,8 +2,11 @@
 //! subscriber after 20 subscribers joined and received for 6 s (`sc-heap`, counted by
 //! the allocator in virtual time: exact, repeatable to a few bytes, no timing).
 //!
-//! The bounds sit about 5 % (audio) and 2.5 % (video) above what str0m patches 15 and
-//! 19–22 left (45.8 kB and 173.7 kB; RSS adds malloc's own overhead on top, which is
+//! The bounds sit about 5 % (audio) and 2 % (video) above what str0m patches 15,
+//! 19–22 and 27 left (45.8 kB, then 46.6 kB, and 179.3 kB: 173.7 kB before the
+//! publisher's payload pool kept its oldest buffers in order (patch 27) and so grew to
+//! the payloads alive at once within seconds, where before it grew a buffer every 1.5 s
+//! for good; its share falls as 1/N; RSS adds malloc's own overhead on top, which is
 //! what the issue-17 targets of 64 and 160 kB count, measured by B1/B2 in
 //! `docs/benchmarks.md`).
 //! A str0m buffer that starts being kept per subscriber fails them; `sc-heap KIND 20
@@ -33,6 +36,6 @@ fn an_audio_subscriber_keeps_under_48_kb_of_heap() {
 }
 
 #[test]
-fn a_video_subscriber_keeps_under_178_kb_of_heap() {
-    check("video", 178_000);
+fn a_video_subscriber_keeps_under_183_kb_of_heap() {
+    check("video", 183_000);
 }

@@ -1,8 +1,9 @@
 //! Heap operations inside the SFU per forwarded packet, in steady state:
-//! `sc-allocs audio|video N [--sites|--stacks] [--window SECONDS]`. A publisher and N
-//! subscribers warm up for 6 s of virtual time (past the first receiver report of an
-//! audio stream, at 5 s: its queues' first growth is not steady state), then 3 s (or
-//! `--window`: longer than the buffer pool's trim interval to count what a trim
+//! `sc-allocs audio|video N [--sites|--stacks] [--window SECONDS] [--warmup SECONDS]`. A
+//! publisher and N subscribers warm up for 6 s of virtual time (past the first receiver
+//! report of an audio stream, at 5 s: its queues' first growth is not steady state; or
+//! `--warmup`: longer, past each session's first answers to its peer's reports), then 3
+//! s (or `--window`: longer than the buffer pool's trim interval to count what a trim
 //! costs) are counted by the allocator — only inside SFU
 //! calls, the buffers handed back to the SFU as the server's driver does. Prints one
 //! JSON object; with `--sites`, also where each allocation came from (one backtrace
@@ -17,20 +18,19 @@ use streamcore_fanout::alloc::{self, CountingAlloc};
 use streamcore_fanout::inmem::{InMem, TRACE_SFU};
 use streamcore_fanout::shape::Kind;
 
-const WARM_UP: Duration = Duration::from_secs(6);
-
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-fn window_from_args() -> anyhow::Result<Duration> {
+/// The whole seconds after `flag`, or `default` without it.
+fn seconds_from_args(flag: &str, default: u64) -> anyhow::Result<Duration> {
     let args: Vec<String> = std::env::args().collect();
-    let Some(i) = args.iter().position(|a| a == "--window") else {
-        return Ok(Duration::from_secs(3));
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(Duration::from_secs(default));
     };
     let secs = args.get(i + 1).map(|s| s.parse::<u64>());
     match secs {
         Some(Ok(secs)) if secs > 0 => Ok(Duration::from_secs(secs)),
-        _ => anyhow::bail!("--window takes a whole number of seconds above 0"),
+        _ => anyhow::bail!("{flag} takes a whole number of seconds above 0"),
     }
 }
 
@@ -39,13 +39,14 @@ fn main() -> anyhow::Result<()> {
     let stacks = std::env::args().any(|a| a == "--stacks");
     let sites = stacks || std::env::args().any(|a| a == "--sites");
     str0m::crypto::from_feature_flags().install_process_default();
+    let warm_up = seconds_from_args("--warmup", 6)?;
+    let window = seconds_from_args("--window", 3)?;
     let mut h = InMem::new(kind, n)?;
-    h.run(WARM_UP);
+    h.run(warm_up);
     if sites {
         alloc::reset_traces(200_000);
         TRACE_SFU.store(true, Relaxed);
     }
-    let window = window_from_args()?;
     let w = h.measure(window);
     TRACE_SFU.store(false, Relaxed);
     let fwd = w.forwarded().max(1) as f64;
