@@ -2,8 +2,8 @@
 //! subscriber after 20 subscribers joined and received for 6 s (`sc-heap`, counted by
 //! the allocator in virtual time: exact, repeatable to a few bytes, no timing).
 //!
-//! The bounds sit about 5 % (audio) and 2 % (video) above what str0m patches 15,
-//! 19–22 and 27 left (45.8 kB, then 46.6 kB, and 179.3 kB: 173.7 kB before the
+//! The bounds sit about 3 % (audio) and 2 % (video) above what str0m patches 15,
+//! 19–22 and 27 left (46.6 kB and 179.3 kB; video was 176.1 kB before the
 //! publisher's payload pool kept its oldest buffers in order (patch 27) and so grew to
 //! the payloads alive at once within seconds, where before it grew a buffer every 1.5 s
 //! for good; its share falls as 1/N; RSS adds malloc's own overhead on top, which is

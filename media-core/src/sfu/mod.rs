@@ -118,7 +118,8 @@ pub(super) struct Outbox {
 }
 
 /// The most sent-datagram buffers a worker keeps between trims: above one flush of a
-/// fan-out to a thousand subscribers.
+/// fan-out to a thousand subscribers (about 5 MB at most, kept for a minute after the
+/// burst that made them).
 const SPARE_BUFFERS: usize = 4096;
 
 /// How often the spare buffers that went unused are freed. Longer than the keyframe
@@ -166,8 +167,12 @@ impl Outbox {
         if now < due {
             return;
         }
-        self.lows.rotate_left(1);
-        self.lows[SPARE_KEPT_INTERVALS - 1] = self.low_water;
+        // Every interval since the last trim saw no fewer buffers than `low_water` (a
+        // worker with nothing due for long trims late: its burst still goes a minute on).
+        let elapsed = 1 + (now - due).as_nanos() / SPARE_TRIM_INTERVAL.as_nanos();
+        let elapsed = (elapsed as usize).min(SPARE_KEPT_INTERVALS);
+        self.lows.rotate_left(elapsed);
+        self.lows[SPARE_KEPT_INTERVALS - elapsed..].fill(self.low_water);
         let unused = self.lows.iter().copied().min().unwrap_or(0);
         self.spare.drain(..unused);
         for low in &mut self.lows {
@@ -385,6 +390,20 @@ mod tests {
         assert_eq!(out.spare.len(), 4, "the six never taken are freed");
         // The burst's four went unused since its interval: freed one interval later.
         out.trim(interval(SPARE_KEPT_INTERVALS as u32 + 1));
+        assert!(out.spare.is_empty());
+    }
+
+    #[test]
+    fn a_late_trim_counts_every_interval_that_passed() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let mut out = Outbox::default();
+        for _ in 0..5 {
+            out.recycle(buffer(100));
+        }
+        out.trim(t0);
+        // Nothing due for over a minute: the five went unused all that time.
+        out.trim(t0 + SPARE_TRIM_INTERVAL * (SPARE_KEPT_INTERVALS as u32 + 1));
         assert!(out.spare.is_empty());
     }
 

@@ -232,6 +232,35 @@ mod test {
     }
 
     #[test]
+    fn held_oldest_buffers_keep_their_place_and_a_free_one_behind_them_is_reused() {
+        let mut pool = PayloadPool::default();
+        let a = pool.copy_of(&[1]);
+        let b = pool.copy_of(&[2]);
+        let c = pool.copy_of(&[3]);
+        drop(b);
+        let d = pool.copy_of(&[4]);
+        assert_eq!(pool.len(), 3, "b's buffer was reused");
+        let at = |i: usize| Payload(Some(pool.buffers[i].clone()));
+        assert!(Payload::ptr_eq(&at(0), &a), "the held oldest stays first");
+        assert!(Payload::ptr_eq(&at(1), &c));
+        assert!(Payload::ptr_eq(&at(2), &d), "the reused one is the newest");
+    }
+
+    #[test]
+    fn when_the_oldest_are_all_held_they_move_to_the_back() {
+        let mut pool = PayloadPool::default();
+        let mut held: Vec<Payload> = (0..=TRIES).map(|i| pool.copy_of(&[i as u8])).collect();
+        // The one behind the window is let go: the window is all held, so a buffer is
+        // made and the window moves behind it.
+        drop(held.pop());
+        held.push(pool.copy_of(&[100]));
+        assert_eq!(pool.len(), TRIES + 2);
+        // Now the free one is at the front, and reused.
+        held.push(pool.copy_of(&[101]));
+        assert_eq!(pool.len(), TRIES + 2, "no second new buffer");
+    }
+
+    #[test]
     fn each_media_has_its_own_buffers_and_an_empty_payload_none() {
         let mut pools = PayloadPools::default();
         let (audio, video) = (Mid::from("0"), Mid::from("1"));

@@ -20,6 +20,9 @@ const MAX_LISTS: usize = 4;
 const MAX_TEXTS: usize = 16;
 /// Block lists longer than this (a peer's unusual report) are not kept.
 const MAX_BLOCKS: usize = 8;
+/// Block lists kept per thread (a receive stream sends an RRTR with each receiver
+/// report, and a session's streams report in the same turn).
+const MAX_BLOCK_LISTS: usize = 4;
 /// DLRR item lists longer than this (one item per stream we sent an RRTR for) are not kept.
 const MAX_DLRR_ITEMS: usize = 64;
 /// DLRR item lists kept per thread (an extended report may carry more than one block).
@@ -28,7 +31,7 @@ const MAX_DLRR_LISTS: usize = 4;
 thread_local! {
     static LISTS: RefCell<Vec<Box<ReportList<Sdes>>>> = const { RefCell::new(Vec::new()) };
     static TEXTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    static BLOCKS: RefCell<Option<Vec<ReportBlock>>> = const { RefCell::new(None) };
+    static BLOCKS: RefCell<Vec<Vec<ReportBlock>>> = const { RefCell::new(Vec::new()) };
     static DLRR_ITEMS: RefCell<Vec<Vec<DlrrItem>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -84,7 +87,7 @@ pub(crate) fn give_back_descriptions(mut list: Box<ReportList<Sdes>>) {
 
 /// An empty list of report blocks.
 pub(crate) fn blocks() -> Vec<ReportBlock> {
-    BLOCKS.with_borrow_mut(|b| b.take()).unwrap_or_default()
+    BLOCKS.with_borrow_mut(|b| b.pop()).unwrap_or_default()
 }
 
 /// Keeps a handled list of report blocks for the next report read.
@@ -93,7 +96,11 @@ pub(crate) fn give_back_blocks(mut blocks: Vec<ReportBlock>) {
         return;
     }
     blocks.clear();
-    BLOCKS.with_borrow_mut(|b| *b = Some(blocks));
+    BLOCKS.with_borrow_mut(|b| {
+        if b.len() < MAX_BLOCK_LISTS {
+            b.push(blocks);
+        }
+    });
 }
 
 /// An empty list of DLRR items with room for `n` (at most [`MAX_DLRR_ITEMS`] reserved).
@@ -118,6 +125,18 @@ pub(crate) fn give_back_dlrr_items(mut items: Vec<DlrrItem>) {
     });
 }
 
+/// How many lists of descriptions, texts, block lists and DLRR item lists this thread
+/// keeps.
+#[cfg(test)]
+pub(crate) fn kept() -> (usize, usize, usize, usize) {
+    (
+        LISTS.with_borrow(|l| l.len()),
+        TEXTS.with_borrow(|t| t.len()),
+        BLOCKS.with_borrow(|b| b.len()),
+        DLRR_ITEMS.with_borrow(|l| l.len()),
+    )
+}
+
 #[cfg(test)]
 mod test {
     use super::super::{SdesType, Ssrc};
@@ -134,6 +153,7 @@ mod test {
         list.push(sdes);
         let at = &*list as *const ReportList<Sdes>;
         give_back_descriptions(list);
+        assert_eq!((kept().0, kept().1), (1, 1), "the list and its text are kept");
 
         let again = description_list();
         assert_eq!(&*again as *const ReportList<Sdes>, at);
@@ -146,31 +166,38 @@ mod test {
     #[test]
     fn blocks_are_kept_empty_and_small() {
         let mut b = blocks();
-        b.reserve(2);
+        b.reserve_exact(3);
         b.push(ReportBlock::Dlrr(super::super::Dlrr { items: vec![] }));
-        let at = b.as_ptr();
         give_back_blocks(b);
+        assert_eq!(kept().2, 1);
         let again = blocks();
         assert!(again.is_empty());
-        assert_eq!(again.as_ptr(), at);
+        assert_eq!(again.capacity(), 3, "the kept list");
         give_back_blocks(Vec::with_capacity(100));
-        assert_eq!(blocks().capacity(), 0, "a large list is not kept");
+        assert_eq!(kept().2, 0, "a large list is not kept");
+        for _ in 0..MAX_BLOCK_LISTS + 2 {
+            give_back_blocks(Vec::with_capacity(2));
+        }
+        assert_eq!(kept().2, MAX_BLOCK_LISTS, "a few are kept");
     }
 
     #[test]
     fn dlrr_item_lists_are_kept_small() {
         let mut items = dlrr_items(3);
+        items.reserve_exact(7);
         items.push(DlrrItem {
             ssrc: Ssrc::from(1),
             last_rr_time: 0,
             last_rr_delay: 0,
         });
-        let at = items.as_ptr();
+        let capacity = items.capacity();
         give_back_dlrr_items(items);
+        assert_eq!(kept().3, 1);
         let again = dlrr_items(1);
         assert!(again.is_empty());
-        assert_eq!(again.as_ptr(), at);
+        assert_eq!(again.capacity(), capacity, "the kept list");
         give_back_dlrr_items(Vec::with_capacity(MAX_DLRR_ITEMS + 1));
-        assert_eq!(dlrr_items(0).capacity(), 0, "a large list is not kept");
+        assert_eq!(kept().3, 0, "a large list is not kept");
     }
+
 }
