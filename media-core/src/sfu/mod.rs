@@ -342,15 +342,21 @@ mod tests {
         vec![0u8; len].into()
     }
 
-    #[test]
-    fn an_armed_rtc_holds_one_buffer_and_the_pool_keeps_the_rest() {
+    /// A fixed origin for virtual time and a pool of `n` spare buffers of `len` bytes.
+    fn pool_of(n: usize, len: usize) -> (Instant, Outbox) {
         #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
         let t0 = Instant::now();
-        let mut rtc = RtcConfig::new().build(t0);
         let mut out = Outbox::default();
-        for _ in 0..3 {
-            out.recycle(buffer(1200));
+        for _ in 0..n {
+            out.recycle(buffer(len));
         }
+        (t0, out)
+    }
+
+    #[test]
+    fn an_armed_rtc_holds_one_buffer_and_the_pool_keeps_the_rest() {
+        let (t0, mut out) = pool_of(3, 1200);
+        let mut rtc = RtcConfig::new().build(t0);
         out.arm(&mut rtc);
         assert_eq!(out.spare.len(), 2, "one buffer went to the Rtc");
         out.arm(&mut rtc);
@@ -363,12 +369,7 @@ mod tests {
 
     #[test]
     fn buffers_unused_for_a_minute_are_freed_and_used_ones_stay() {
-        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-        let t0 = Instant::now();
-        let mut out = Outbox::default();
-        for _ in 0..10 {
-            out.recycle(buffer(100));
-        }
+        let (t0, mut out) = pool_of(10, 100);
         out.trim(t0); // starts the first interval
         assert_eq!(out.spare.len(), 10);
         // During the interval a burst takes four and gives them back.
@@ -395,12 +396,7 @@ mod tests {
 
     #[test]
     fn a_late_trim_counts_every_interval_that_passed() {
-        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-        let t0 = Instant::now();
-        let mut out = Outbox::default();
-        for _ in 0..5 {
-            out.recycle(buffer(100));
-        }
+        let (t0, mut out) = pool_of(5, 100);
         out.trim(t0);
         // Nothing due for over a minute: the five went unused all that time.
         out.trim(t0 + SPARE_TRIM_INTERVAL * (SPARE_KEPT_INTERVALS as u32 + 1));
@@ -409,12 +405,7 @@ mod tests {
 
     #[test]
     fn a_burst_within_the_kept_intervals_keeps_its_buffers() {
-        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-        let t0 = Instant::now();
-        let mut out = Outbox::default();
-        for _ in 0..8 {
-            out.recycle(buffer(1200));
-        }
+        let (t0, mut out) = pool_of(8, 1200);
         out.trim(t0);
         // A keyframe's fan-out every third interval takes all eight: none is ever
         // freed, so no keyframe allocates.
