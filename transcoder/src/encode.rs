@@ -114,17 +114,27 @@ impl Probe {
     }
 
     /// The true peak (dBTP) of the decoded probe `windows` of the audio `render`
-    /// returns for a range of frames.
+    /// returns for a range of frames, or, as soon as a window's peak is over
+    /// `stop_above_dbtp`, that window's: an aim that fails is given up at its first
+    /// failing window (the loudest windows come first, so that is usually the first
+    /// or second), and only the aim that holds pays for every window.
     fn decoded_peak(
         &self,
         windows: &[usize],
         render: impl Fn(std::ops::Range<usize>) -> Vec<f32>,
         channels: usize,
         bitrate: i32,
+        stop_above_dbtp: f64,
+        encodes: &mut Encodes,
     ) -> Result<f64, TranscodeError> {
         let w = self.window_frames.max(1);
         let mut peak = 0f32;
+        encodes.aims += 1;
         for &i in windows {
+            if truepeak::dbtp(peak) > stop_above_dbtp {
+                break;
+            }
+            encodes.windows += 1;
             let stretch = render(i * w - self.preroll_frames..(i + 1) * w);
             let (_, decoded) = encode_ogg_opus_decoded(&stretch, channels, bitrate, Vec::new())?;
             // A little of the pre-roll too, as the interpolator's history.
@@ -138,6 +148,10 @@ impl Probe {
     }
 }
 
+/// Aims tried on the probe windows before the first whole encode. A failing aim
+/// costs one or two windows' encodes, so a few more than the whole encodes' four.
+const MAX_PROBED_AIMS: usize = 6;
+
 /// Where the aim goes after an overshoot: what the codec added on top of the
 /// limited PCM is about the same at a lower ceiling, so aim under `ceiling_dbtp` by
 /// that much (and by at least what it overshot).
@@ -147,15 +161,25 @@ fn lowered_aim(aim: f64, ceiling_dbtp: f64, pcm_peak: f64, decoded_peak: f64) ->
     (ceiling_dbtp - added - 0.15).min(aim - over - 0.15)
 }
 
-/// [`normalize_to_opus`] with its probe settings; also returns how many times the
-/// whole input was encoded.
+/// What one [`normalize_to_opus`] encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Encodes {
+    /// Aims tried on the probe windows.
+    pub aims: usize,
+    /// Probe windows encoded, over all aims.
+    pub windows: usize,
+    /// Whole-input encodes.
+    pub whole: usize,
+}
+
+/// [`normalize_to_opus`] with its probe settings; also returns what it encoded.
 pub(crate) fn normalize_to_opus_probed(
     samples: &[f32],
     channels: usize,
     target: Target,
     bitrate: i32,
     probe: &Probe,
-) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport, usize), TranscodeError> {
+) -> Result<(Vec<u8>, Vec<f32>, NormalizeReport, Encodes), TranscodeError> {
     let prepared = Prepared::new(samples, channels, 48_000)?;
     let input = prepared.input();
     // The limiter holds the PCM under its aim (0.3 dB under the ceiling it is given);
@@ -166,10 +190,11 @@ pub(crate) fn normalize_to_opus_probed(
     let mut aim = target;
     let mut start_gain = None;
     let mut planned = None;
+    let mut encodes = Encodes::default();
     if samples.len() / channels >= probe.min_frames {
         let probe_ceiling = target.ceiling_dbtp - probe.margin_db;
         let windows = probe.windows(samples, channels);
-        for _ in 0..4 {
+        for _ in 0..MAX_PROBED_AIMS {
             let plan = prepared.plan(aim, start_gain);
             start_gain = Some(plan.gain_db);
             let probed = probe.decoded_peak(
@@ -177,6 +202,8 @@ pub(crate) fn normalize_to_opus_probed(
                 |frames| prepared.render(&plan, frames),
                 channels,
                 bitrate,
+                probe_ceiling,
+                &mut encodes,
             )?;
             if probed <= probe_ceiling || !probed.is_finite() {
                 // The first whole encode uses this search.
@@ -188,14 +215,13 @@ pub(crate) fn normalize_to_opus_probed(
         }
     }
     let mut last = None;
-    let mut encodes = 0;
     for _ in 0..4 {
         let (normalised, mut report) = match planned.take() {
             Some(plan) => prepared.normalise_planned(aim, plan)?,
             None => prepared.normalise(aim, start_gain)?,
         };
         let (file, decoded) = encode_ogg_opus_decoded(&normalised, channels, bitrate, Vec::new())?;
-        encodes += 1;
+        encodes.whole += 1;
         let peak_in = pcm_peak(&aim, report.gain_db);
         report.output = measure(&decoded, channels, 48_000)?;
         let decoded_peak = report.output.true_peak_dbtp;
@@ -362,12 +388,20 @@ mod tests {
         let (_, _, probed, probed_encodes) =
             normalize_to_opus_probed(&pcm, 2, target, 96_000, &scaled).unwrap();
         assert!(
-            plain_encodes > 1,
+            plain_encodes.whole > 1,
             "this audio must overshoot at the first try, or the test shows nothing"
         );
+        assert_eq!(plain_encodes.windows, 0);
         assert!(
-            probed_encodes < plain_encodes,
-            "{probed_encodes} whole encodes with the probe, {plain_encodes} without"
+            probed_encodes.whole < plain_encodes.whole,
+            "{probed_encodes:?} with the probe, {plain_encodes:?} without"
+        );
+        // Every aim but the last failed, each at one of its first windows: only the
+        // aim that held encoded all of them.
+        assert!(probed_encodes.aims > 1, "{probed_encodes:?}");
+        assert!(
+            probed_encodes.windows <= scaled.windows + 2 * (probed_encodes.aims - 1),
+            "{probed_encodes:?}"
         );
         for r in [plain, probed] {
             assert!(r.output.true_peak_dbtp <= target.ceiling_dbtp, "{r:?}");
