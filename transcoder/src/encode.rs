@@ -92,10 +92,10 @@ impl Probe {
         margin_db: 0.3,
     };
 
-    /// The windows to probe, loudest first: indices `i` of the stretches
-    /// `i * window_frames ..` that have a full pre-roll before them. Chosen on the
-    /// input, so every aim probes the same audio.
-    fn windows(&self, pcm: &[f32], channels: usize) -> Vec<usize> {
+    /// The windows to probe, loudest first: the stretches `i * window_frames ..`
+    /// that have a full pre-roll before them. Chosen on the input, so every aim
+    /// probes the same audio.
+    fn windows(&self, pcm: &[f32], channels: usize) -> Vec<ProbeWindow> {
         let frames = pcm.len() / channels;
         let w = self.window_frames.max(1);
         let first = self.preroll_frames.div_ceil(w);
@@ -109,48 +109,62 @@ impl Probe {
         by_energy
             .into_iter()
             .take(self.windows)
-            .map(|(_, i)| i)
+            .map(|(_, index)| ProbeWindow {
+                index,
+                added_db: 0.0,
+            })
             .collect()
     }
 
     /// The true peak (dBTP) of the decoded probe `windows` of the audio `render`
-    /// returns for a range of frames, or, as soon as a window's peak is over
-    /// `stop_above_dbtp`, that window's: an aim that fails is given up at its first
-    /// failing window (the loudest windows come first, so that is usually the first
-    /// or second), and only the aim that holds pays for every window.
+    /// returns for a range of frames, in the order given; each window probed keeps
+    /// what the codec added over `pcm_peak_dbtp`. With `stop_above_dbtp`, the scan
+    /// stops at the first window over it and returns that window's peak.
     fn decoded_peak(
         &self,
-        windows: &[usize],
+        windows: &mut [ProbeWindow],
         render: impl Fn(std::ops::Range<usize>) -> Vec<f32>,
-        channels: usize,
-        bitrate: i32,
-        stop_above_dbtp: f64,
+        (channels, bitrate): (usize, i32),
+        pcm_peak_dbtp: f64,
+        stop_above_dbtp: Option<f64>,
         encodes: &mut Encodes,
     ) -> Result<f64, TranscodeError> {
         let w = self.window_frames.max(1);
-        let mut peak = 0f32;
+        let mut peak = f64::NEG_INFINITY;
         encodes.aims += 1;
-        for &i in windows {
-            if truepeak::dbtp(peak) > stop_above_dbtp {
+        for window in windows {
+            if stop_above_dbtp.is_some_and(|stop| peak > stop) {
                 break;
             }
             encodes.windows += 1;
+            let i = window.index;
             let stretch = render(i * w - self.preroll_frames..(i + 1) * w);
             let (_, decoded) = encode_ogg_opus_decoded(&stretch, channels, bitrate, Vec::new())?;
             // A little of the pre-roll too, as the interpolator's history.
             let from = self.preroll_frames.saturating_sub(truepeak::TAPS_PER_PHASE);
             let measured = &decoded[(from * channels).min(decoded.len())..];
-            for c in 0..channels {
-                peak = peak.max(truepeak::channel_peak(measured, channels, c));
-            }
+            let here = (0..channels)
+                .map(|c| truepeak::channel_peak(measured, channels, c))
+                .fold(0f32, f32::max);
+            let here = truepeak::dbtp(here);
+            window.added_db = here - pcm_peak_dbtp;
+            peak = peak.max(here);
         }
-        Ok(truepeak::dbtp(peak))
+        Ok(peak)
     }
 }
 
-/// Aims tried on the probe windows before the first whole encode. A failing aim
-/// costs one or two windows' encodes, so a few more than the whole encodes' four.
-const MAX_PROBED_AIMS: usize = 6;
+/// A probe window: frames `index * window_frames ..`, and what the codec added to
+/// its peak at the last aim that encoded it.
+#[derive(Debug, Clone, Copy)]
+struct ProbeWindow {
+    index: usize,
+    added_db: f64,
+}
+
+/// Aims tried on the probe windows before the first whole encode. After the first,
+/// a failing aim costs one or two windows' encodes (and a gain search).
+const MAX_PROBED_AIMS: usize = 5;
 
 /// Where the aim goes after an overshoot: what the codec added on top of the
 /// limited PCM is about the same at a lower ceiling, so aim under `ceiling_dbtp` by
@@ -193,16 +207,21 @@ pub(crate) fn normalize_to_opus_probed(
     let mut encodes = Encodes::default();
     if samples.len() / channels >= probe.min_frames {
         let probe_ceiling = target.ceiling_dbtp - probe.margin_db;
-        let windows = probe.windows(samples, channels);
-        for _ in 0..MAX_PROBED_AIMS {
+        let mut windows = probe.windows(samples, channels);
+        for tried in 0..MAX_PROBED_AIMS {
             let plan = prepared.plan(aim, start_gain);
             start_gain = Some(plan.gain_db);
+            let peak_in = pcm_peak(&aim, plan.gain_db);
+            // The first aim probes every window, to learn where the codec adds most;
+            // later ones start there and give up at their first window over the
+            // ceiling (the lowered aim needs the worst window, which the first
+            // usually is). Only the aim that holds has looked at every window.
             let probed = probe.decoded_peak(
-                &windows,
+                &mut windows,
                 |frames| prepared.render(&plan, frames),
-                channels,
-                bitrate,
-                probe_ceiling,
+                (channels, bitrate),
+                peak_in,
+                (tried > 0).then_some(probe_ceiling),
                 &mut encodes,
             )?;
             if probed <= probe_ceiling || !probed.is_finite() {
@@ -210,7 +229,7 @@ pub(crate) fn normalize_to_opus_probed(
                 planned = Some(plan);
                 break;
             }
-            let peak_in = pcm_peak(&aim, plan.gain_db);
+            windows.sort_by(|a, b| b.added_db.total_cmp(&a.added_db));
             aim.ceiling_dbtp = lowered_aim(aim.ceiling_dbtp, probe_ceiling, peak_in, probed);
         }
     }
@@ -396,11 +415,12 @@ mod tests {
             probed_encodes.whole < plain_encodes.whole,
             "{probed_encodes:?} with the probe, {plain_encodes:?} without"
         );
-        // Every aim but the last failed, each at one of its first windows: only the
-        // aim that held encoded all of them.
-        assert!(probed_encodes.aims > 1, "{probed_encodes:?}");
+        // The first aim and the one that held encoded every window; any aims between
+        // gave up at their first window over the ceiling.
+        assert!(probed_encodes.aims >= 2, "{probed_encodes:?}");
         assert!(
-            probed_encodes.windows <= scaled.windows + 2 * (probed_encodes.aims - 1),
+            probed_encodes.aims == 2
+                || probed_encodes.windows < probed_encodes.aims * scaled.windows,
             "{probed_encodes:?}"
         );
         for r in [plain, probed] {
@@ -410,5 +430,52 @@ mod tests {
                 "{r:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_probe_with_a_ceiling_stops_at_the_first_window_over_it_and_keeps_what_each_added() {
+        let pcm = bursts(12);
+        let probe = Probe {
+            min_frames: 0,
+            window_frames: 24_000,
+            preroll_frames: 12_000,
+            windows: 6,
+            ..Probe::DEFAULT
+        };
+        let loud = |frames: std::ops::Range<usize>| pcm[frames.start * 2..frames.end * 2].to_vec();
+        let mut windows = probe.windows(&pcm, 2);
+        assert_eq!(windows.len(), 6);
+        let mut all = Encodes::default();
+        let peak = probe
+            .decoded_peak(&mut windows, loud, (2, 96_000), -3.0, None, &mut all)
+            .unwrap();
+        assert_eq!(
+            (all.aims, all.windows),
+            (1, 6),
+            "without a ceiling, every window"
+        );
+        let worst = windows
+            .iter()
+            .map(|w| w.added_db)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!((peak - (-3.0 + worst)).abs() < 1e-9, "{peak} {windows:?}");
+
+        let mut stopped = Encodes::default();
+        let first = probe
+            .decoded_peak(
+                &mut windows,
+                loud,
+                (2, 96_000),
+                -3.0,
+                Some(peak - 20.0),
+                &mut stopped,
+            )
+            .unwrap();
+        assert_eq!(
+            (stopped.aims, stopped.windows),
+            (1, 1),
+            "over the ceiling at once"
+        );
+        assert!((first - (-3.0 + windows[0].added_db)).abs() < 1e-9);
     }
 }
