@@ -118,8 +118,9 @@ impl Probe {
 
     /// The true peak (dBTP) of the decoded probe `windows` of the audio `render`
     /// returns for a range of frames, in the order given; each window probed keeps
-    /// what the codec added over `pcm_peak_dbtp`. With `stop_above_dbtp`, the scan
-    /// stops at the first window over it and returns that window's peak.
+    /// its decoded peak over `pcm_peak_dbtp` (the limited audio's expected peak).
+    /// With `stop_above_dbtp`, the scan stops at the first window over it and
+    /// returns that window's peak.
     fn decoded_peak(
         &self,
         windows: &mut [ProbeWindow],
@@ -154,8 +155,10 @@ impl Probe {
     }
 }
 
-/// A probe window: frames `index * window_frames ..`, and what the codec added to
-/// its peak at the last aim that encoded it.
+/// A probe window: frames `index * window_frames ..`, and its decoded peak over the
+/// limited audio's expected peak at the last aim that encoded it (about what the
+/// codec adds there; negative for a window the limiter did not reach). Aims probe the
+/// largest first.
 #[derive(Debug, Clone, Copy)]
 struct ProbeWindow {
     index: usize,
@@ -163,7 +166,7 @@ struct ProbeWindow {
 }
 
 /// Aims tried on the probe windows before the first whole encode. After the first,
-/// a failing aim costs one or two windows' encodes (and a gain search).
+/// a failing aim usually costs one window's encode (and a gain search).
 const MAX_PROBED_AIMS: usize = 5;
 
 /// Where the aim goes after an overshoot: what the codec added on top of the
@@ -175,7 +178,7 @@ fn lowered_aim(aim: f64, ceiling_dbtp: f64, pcm_peak: f64, decoded_peak: f64) ->
     (ceiling_dbtp - added - 0.15).min(aim - over - 0.15)
 }
 
-/// What one [`normalize_to_opus`] encoded.
+/// What one [`normalize_to_opus_probed`] encoded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Encodes {
     /// Aims tried on the probe windows.
@@ -215,7 +218,7 @@ pub(crate) fn normalize_to_opus_probed(
             // The first aim probes every window, to learn where the codec adds most;
             // later ones start there and give up at their first window over the
             // ceiling (the lowered aim needs the worst window, which the first
-            // usually is). Only the aim that holds has looked at every window.
+            // usually is). The aim that holds has looked at every window.
             let probed = probe.decoded_peak(
                 &mut windows,
                 |frames| prepared.render(&plan, frames),
@@ -416,11 +419,12 @@ mod tests {
             "{probed_encodes:?} with the probe, {plain_encodes:?} without"
         );
         // The first aim and the one that held encoded every window; any aims between
-        // gave up at their first window over the ceiling.
-        assert!(probed_encodes.aims >= 2, "{probed_encodes:?}");
+        // gave up at their first window over the ceiling, before their last.
+        let Encodes { aims, windows, .. } = probed_encodes;
+        assert!((2..MAX_PROBED_AIMS).contains(&aims), "{probed_encodes:?}");
+        assert!(windows >= 2 * scaled.windows, "{probed_encodes:?}");
         assert!(
-            probed_encodes.aims == 2
-                || probed_encodes.windows < probed_encodes.aims * scaled.windows,
+            windows <= 2 * scaled.windows + (aims - 2) * (scaled.windows - 1),
             "{probed_encodes:?}"
         );
         for r in [plain, probed] {
@@ -433,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_with_a_ceiling_stops_at_the_first_window_over_it_and_keeps_what_each_added() {
+    fn a_probe_with_a_ceiling_stops_at_the_first_window_over_it_and_updates_only_what_it_encoded() {
         let pcm = bursts(12);
         let probe = Probe {
             min_frames: 0,
@@ -460,22 +464,37 @@ mod tests {
             .fold(f64::NEG_INFINITY, f64::max);
         assert!((peak - (-3.0 + worst)).abs() < 1e-9, "{peak} {windows:?}");
 
+        // Against a 3 dB lower expected peak, with a ceiling between the first two
+        // windows' peaks (the larger second): the scan stops at the second, and only
+        // the windows it encoded change.
+        if windows[0].added_db > windows[1].added_db {
+            windows.swap(0, 1);
+        }
+        let before = windows.clone();
+        let (first, second) = (-3.0 + before[0].added_db, -3.0 + before[1].added_db);
+        assert!(
+            second > first + 1e-3,
+            "two windows with different peaks: {before:?}"
+        );
         let mut stopped = Encodes::default();
-        let first = probe
+        let returned = probe
             .decoded_peak(
                 &mut windows,
                 loud,
                 (2, 96_000),
-                -3.0,
-                Some(peak - 20.0),
+                -6.0,
+                Some((first + second) / 2.0),
                 &mut stopped,
             )
             .unwrap();
-        assert_eq!(
-            (stopped.aims, stopped.windows),
-            (1, 1),
-            "over the ceiling at once"
-        );
-        assert!((first - (-3.0 + windows[0].added_db)).abs() < 1e-9);
+        assert_eq!((stopped.aims, stopped.windows), (1, 2), "{before:?}");
+        assert!((returned - second).abs() < 1e-9, "{returned} {before:?}");
+        for (k, (now, was)) in windows.iter().zip(&before).enumerate() {
+            let moved = if k < 2 { 3.0 } else { 0.0 };
+            assert!(
+                (now.added_db - (was.added_db + moved)).abs() < 1e-9,
+                "window {k}: {now:?} {was:?}"
+            );
+        }
     }
 }
