@@ -209,6 +209,23 @@ const JWKS_TTL: Duration = Duration::from_secs(3600);
 struct Cached {
     discovery: Option<(Instant, Discovery)>,
     keys: Option<(Instant, JwkSet)>,
+    /// When the keys were last fetched for a `kid` they lacked. Apart from `keys`'s
+    /// time: a rotation soon after an ordinary fetch must still be picked up.
+    refetched: Option<Instant>,
+}
+
+impl Cached {
+    /// The keys as last read, if they may serve at `now`: read within [`JWKS_TTL`],
+    /// and, when `fresh` keys are asked for (a `kid` they lack), only while the last
+    /// such fetch is under [`JWKS_REFETCH`] old, so that tokens with made-up `kid`s
+    /// cannot make us fetch on every sign-in.
+    fn usable_keys(&self, fresh: bool, now: Instant) -> Option<&JwkSet> {
+        let (at, keys) = self.keys.as_ref()?;
+        let throttled = self
+            .refetched
+            .is_some_and(|r| now.saturating_duration_since(r) < JWKS_REFETCH);
+        (now.saturating_duration_since(*at) < JWKS_TTL && (!fresh || throttled)).then_some(keys)
+    }
 }
 
 /// The configured providers, with their discovery documents and keys as last read.
@@ -306,31 +323,31 @@ impl Providers {
         Ok(d)
     }
 
-    /// The provider's keys; `fresh` reads them again (unless just read).
+    /// The provider's keys; `fresh` reads them again (unless a `fresh` read was just
+    /// made: [`Cached::usable_keys`]).
     async fn keys(
         &self,
         p: &ProviderConfig,
         d: &Discovery,
         fresh: bool,
     ) -> Result<JwkSet, OidcError> {
-        if let Some((at, k)) = self
+        if let Some(k) = self
             .cache
             .lock()
             .await
             .get(&p.id)
-            .and_then(|c| c.keys.clone())
-            && at.elapsed() < JWKS_TTL
-            && (!fresh || at.elapsed() < JWKS_REFETCH)
+            .and_then(|c| c.usable_keys(fresh, Instant::now()).cloned())
         {
             return Ok(k);
         }
         let k: JwkSet = self.fetch_json(&d.jwks_uri).await?;
-        self.cache
-            .lock()
-            .await
-            .entry(p.id.clone())
-            .or_default()
-            .keys = Some((Instant::now(), k.clone()));
+        let now = Instant::now();
+        let mut cache = self.cache.lock().await;
+        let cached = cache.entry(p.id.clone()).or_default();
+        cached.keys = Some((now, k.clone()));
+        if fresh {
+            cached.refetched = Some(now);
+        }
         Ok(k)
     }
 
@@ -453,5 +470,31 @@ mod tests {
             verify_id_token(&unknown, &keys, "i", "c", "n"),
             Ok(None)
         ));
+    }
+
+    #[test]
+    fn keys_are_fetched_again_for_an_unknown_kid_at_most_every_two_seconds() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let keys = JwkSet { keys: Vec::new() };
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let read_at_0 = Cached {
+            keys: Some((t0, keys)),
+            ..Cached::default()
+        };
+        assert!(read_at_0.usable_keys(false, at(1.0)).is_some());
+        // Rotated half a second after an ordinary read: read again at once.
+        assert!(read_at_0.usable_keys(true, at(0.5)).is_none());
+        assert!(read_at_0.usable_keys(false, at(3600.0)).is_none(), "stale");
+        let refetched_at_0 = Cached {
+            refetched: Some(t0),
+            ..read_at_0
+        };
+        assert!(
+            refetched_at_0.usable_keys(true, at(1.9)).is_some(),
+            "throttled"
+        );
+        assert!(refetched_at_0.usable_keys(true, at(2.0)).is_none());
+        assert!(Cached::default().usable_keys(false, t0).is_none());
     }
 }
