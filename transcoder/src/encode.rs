@@ -8,7 +8,7 @@ use recorder::OggOpusWriter;
 use recorder::ogg::PRE_SKIP;
 
 use crate::TranscodeError;
-use crate::loudness::measure;
+use crate::loudness::{measure, true_peak_dbtp};
 use crate::normalize::{NormalizeReport, Prepared, Target};
 use crate::truepeak;
 
@@ -144,10 +144,7 @@ impl Probe {
             // A little of the pre-roll too, as the interpolator's history.
             let from = self.preroll_frames.saturating_sub(truepeak::TAPS_PER_PHASE);
             let measured = &decoded[(from * channels).min(decoded.len())..];
-            let here = (0..channels)
-                .map(|c| truepeak::channel_peak(measured, channels, c))
-                .fold(0f32, f32::max);
-            let here = truepeak::dbtp(here);
+            let here = true_peak_dbtp(measured, channels);
             window.added_db = here - pcm_peak_dbtp;
             peak = peak.max(here);
         }
