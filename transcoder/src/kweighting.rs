@@ -207,13 +207,34 @@ impl WeightedEnergy {
             self.per_frame.len(),
             "one gain per frame"
         );
-        let n = self.frames_per_100ms;
         let mut per_100ms = Vec::with_capacity(self.per_100ms.len());
-        for (e, g) in self
-            .per_frame
-            .chunks_exact(n)
-            .zip(frame_gains.chunks_exact(n))
-        {
+        self.sums_under(gain, 0, frame_gains, &mut per_100ms);
+        self.integrated_of_sums(&per_100ms)
+    }
+
+    /// Frames per 100 ms: [`Self::sums_under`] takes gains in runs that start on a
+    /// multiple of it.
+    pub fn frames_per_100ms(&self) -> usize {
+        self.frames_per_100ms
+    }
+
+    /// [`Self::integrated_under`] a run at a time: appends to `per_100ms` the energy
+    /// of each whole 100 ms of frames `first_frame ..` under `gain` and `frame_gains`
+    /// (the gains of those frames). `first_frame` is a multiple of
+    /// [`Self::frames_per_100ms`], and only a file's last run may end within 100 ms
+    /// (that part is left out, as the meter leaves it out).
+    /// [`Self::integrated_of_sums`] turns all of them into the loudness.
+    pub fn sums_under(
+        &self,
+        gain: f64,
+        first_frame: usize,
+        frame_gains: &[f32],
+        per_100ms: &mut Vec<f64>,
+    ) {
+        let n = self.frames_per_100ms;
+        assert_eq!(first_frame % n, 0, "runs start on a 100 ms boundary");
+        let energy = &self.per_frame[first_frame..first_frame + frame_gains.len()];
+        for (e, g) in energy.chunks_exact(n).zip(frame_gains.chunks_exact(n)) {
             // f32 products summed in lanes, then once into f64: a 100 ms sum of
             // 4,800 terms loses nothing a loudness figure shows.
             let sum: f32 = e
@@ -235,7 +256,11 @@ impl WeightedEnergy {
                     .sum::<f32>();
             per_100ms.push(f64::from(sum) * gain * gain);
         }
-        gated_loudness(&per_100ms, n)
+    }
+
+    /// The integrated loudness of the 100 ms energies [`Self::sums_under`] made.
+    pub fn integrated_of_sums(&self, per_100ms: &[f64]) -> f64 {
+        gated_loudness(per_100ms, self.frames_per_100ms)
     }
 }
 
@@ -361,5 +386,32 @@ mod tests {
             "{estimate} against {exact}"
         );
         assert!(exact < energy.integrated() - 0.5, "the test turns it down");
+    }
+
+    #[test]
+    fn sums_in_runs_equal_the_whole_and_runs_must_start_on_100ms() {
+        // 44.1 kHz: 4,410 frames per 100 ms, and a tail shorter than that.
+        let rate = 44_100;
+        let s = music(rate as usize * 3 + 777, 2, rate);
+        let energy = WeightedEnergy::of(&s, 2, rate);
+        let gains: Vec<f32> = (0..energy.frames())
+            .map(|n| 1.0 - 0.4 * ((n / 3_000) % 2) as f32)
+            .collect();
+        let whole = energy.integrated_under(0.7, &gains);
+        let n = energy.frames_per_100ms();
+        assert_eq!(n, 4_410);
+        for run in [n, 3 * n, 100 * n] {
+            let mut sums = Vec::new();
+            for first in (0..gains.len()).step_by(run) {
+                let end = (first + run).min(gains.len());
+                energy.sums_under(0.7, first, &gains[first..end], &mut sums);
+            }
+            assert_eq!(sums.len(), 30, "whole 100 ms only");
+            assert_eq!(energy.integrated_of_sums(&sums), whole, "runs of {run}");
+        }
+        let misaligned = std::panic::catch_unwind(|| {
+            energy.sums_under(1.0, 7, &gains[7..n + 7], &mut Vec::new());
+        });
+        assert!(misaligned.is_err(), "a run off the 100 ms grid is refused");
     }
 }

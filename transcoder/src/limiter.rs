@@ -15,6 +15,10 @@ use crate::truepeak;
 /// the interpolator's reach (the values around frame n see frames n − 5 ..= n + 6).
 const SPREAD: usize = 8;
 
+/// Frames of gain curve made at a time when the caller has no reason to choose:
+/// the working buffers (a few of these) stay in a core's cache.
+pub const CHUNK_FRAMES: usize = 16 * 1024;
+
 /// `a.min(b)` for values that are never NaN, as one instruction (`f32::min` also
 /// handles NaN, which costs more on a dependency chain).
 fn min(a: f32, b: f32) -> f32 {
@@ -27,19 +31,22 @@ fn max(a: f32, b: f32) -> f32 {
 
 /// The buffers [`TruePeakLimiter::gains_into`] works in. Gains of a long file are
 /// large, and fresh pages cost more than the arithmetic on them, so a search keeps
-/// these from try to try.
+/// these from try to try. The curve is computed a chunk at a time in `pre`, `suf`
+/// and `released`, which stay in cache; only `gains` is as long as the audio.
 #[derive(Debug, Default)]
 pub struct GainScratch {
     pre: Vec<f32>,
     suf: Vec<f32>,
+    released: Vec<f32>,
+    gains: Vec<f32>,
 }
 
 impl GainScratch {
     /// Takes the gains of the last [`TruePeakLimiter::gains_into`] over `frames`
     /// frames out (the rest stays for the next search).
     pub fn take_gains(&mut self, frames: usize) -> Vec<f32> {
-        self.pre.truncate(frames);
-        std::mem::take(&mut self.pre)
+        self.gains.truncate(frames);
+        std::mem::take(&mut self.gains)
     }
 }
 
@@ -88,17 +95,22 @@ impl TruePeakLimiter {
     /// are the scaled peaks: a search over gains detects once.
     pub fn gains_for_peaks(&self, peaks: &[f32], scale: f32) -> Vec<f32> {
         let mut scratch = GainScratch::default();
-        self.gains_into(peaks, scale, &mut scratch);
+        self.gains_into(peaks, scale, CHUNK_FRAMES, &mut scratch, |_, _| {});
         scratch.take_gains(peaks.len())
     }
 
     /// [`Self::gains_for_peaks`] into `scratch`, whose buffers a search reuses from try
-    /// to try; returns the gains (one per frame).
+    /// to try; returns the gains (one per frame). The curve is made `chunk_frames` at
+    /// a time (the result does not depend on it), and `each` sees every chunk's gains
+    /// with its first frame as they are made, while they are still in cache: a
+    /// search sums what it needs there instead of reading the whole curve again.
     pub fn gains_into<'s>(
         &self,
         peaks: &[f32],
         scale: f32,
+        chunk_frames: usize,
         scratch: &'s mut GainScratch,
+        mut each: impl FnMut(usize, &[f32]),
     ) -> &'s [f32] {
         let frames = peaks.len();
         let need = |p: &f32| {
@@ -109,68 +121,86 @@ impl TruePeakLimiter {
                 1.0
             }
         };
-        // hold[m] = min(need[m - SPREAD ..= m + lookahead + SPREAD]), the window's
-        // minimum by van Herk / Gil-Werman: `q` is `need` shifted by `back` and padded
-        // with 1 (which no minimum of gains ≤ 1 sees); with running minima forwards
-        // (`pre`) and backwards (`suf`) within blocks as long as the window, every
-        // window spans one block boundary and is the smaller of two lookups. Three
-        // branch-free passes instead of a deque per frame.
-        let (back, ahead) = (SPREAD, self.lookahead + SPREAD);
-        let w = back + ahead + 1;
-        let GainScratch { pre, suf } = scratch;
-        pre.clear();
-        pre.resize(frames + w, 1.0);
-        let mut limited = false;
-        for (q, p) in pre[back..back + frames].iter_mut().zip(peaks) {
-            *q = need(p);
-            limited |= *q < 1.0;
-        }
-        if !limited {
-            pre[..frames].fill(1.0);
-            return &pre[..frames];
-        }
-        suf.clear();
-        suf.extend_from_slice(pre);
-        for block in pre.chunks_mut(w) {
-            let mut run = 1f32;
-            for v in block {
-                run = min(run, *v);
-                *v = run;
-            }
-        }
-        for block in suf.chunks_mut(w) {
-            let mut run = 1f32;
-            for v in block.iter_mut().rev() {
-                run = min(run, *v);
-                *v = run;
-            }
-        }
-        // Release: back toward 1 exponentially, never above the hold. Kept as the
-        // reduction `u = 1 - gain`, which releases as `u·r` (one multiply and one max
-        // per frame on the dependency chain). The gain goes into `suf[m]`, whose
-        // value was last needed for frame m.
-        let mut u = 0f32;
-        for m in 0..frames {
-            let hold = min(suf[m], pre[m + w - 1]);
-            u = max(1.0 - hold, u * self.release);
-            suf[m] = 1.0 - u;
-        }
-        // Attack: moving average over the look-ahead (each window holds this frame);
-        // before a full window, the missing frames count as the first one's value.
+        let chunk_frames = chunk_frames.max(1);
+        // hold[m] = min(need[m - SPREAD ..= m + lookahead + SPREAD]): the minimum of
+        // `q[m .. m + w]`, `need` shifted by SPREAD and padded with 1 (which no
+        // minimum of gains ≤ 1 sees), by van Herk / Gil-Werman within each chunk: with
+        // running minima forwards (`pre`) and backwards (`suf`) within blocks as long
+        // as the window, every window spans one block boundary and is the smaller of
+        // two lookups. Branch-free passes instead of a deque per frame.
+        let w = SPREAD + self.lookahead + SPREAD + 1;
         let l = self.lookahead;
-        let released = &suf[..frames];
-        let out = &mut pre[..frames];
-        let first = f64::from(released[0]);
+        let GainScratch {
+            pre,
+            suf,
+            released,
+            gains,
+        } = scratch;
+        // Every frame is written below: a buffer of the right length is not filled.
+        gains.truncate(frames);
+        gains.resize(frames, 1.0);
+        // `released` holds the look-ahead's last `l` released gains, then the chunk's.
+        released.clear();
+        released.resize(l + chunk_frames, 1.0);
+        let mut u = 0f32;
+        let mut first = 1f64;
         let mut sum = 0f64;
-        for i in 0..frames.min(l) {
-            sum += f64::from(released[i]);
-            out[i] = ((sum + (l - i - 1) as f64 * first) / l as f64) as f32;
+        for c0 in (0..frames).step_by(chunk_frames) {
+            let n = chunk_frames.min(frames - c0);
+            // q[c0 .. c0 + n + w - 1]: frame j holds need[j - SPREAD], 1 outside.
+            let end = c0 + n + w - 1;
+            let lead = SPREAD.saturating_sub(c0);
+            let from = c0 + lead - SPREAD;
+            let to = (end - SPREAD).min(frames);
+            pre.clear();
+            pre.resize(lead, 1.0);
+            pre.extend(peaks[from..to].iter().map(need));
+            pre.resize(end - c0, 1.0);
+            suf.clear();
+            suf.extend_from_slice(pre);
+            for block in pre.chunks_mut(w) {
+                let mut run = 1f32;
+                for v in block {
+                    run = min(run, *v);
+                    *v = run;
+                }
+            }
+            for block in suf.chunks_mut(w) {
+                let mut run = 1f32;
+                for v in block.iter_mut().rev() {
+                    run = min(run, *v);
+                    *v = run;
+                }
+            }
+            // Release: back toward 1 exponentially, never above the hold. Kept as
+            // the reduction `u = 1 - gain`, which releases as `u·r` (one multiply and
+            // one max per frame on the dependency chain).
+            for s in 0..n {
+                let hold = min(suf[s], pre[s + w - 1]);
+                u = max(1.0 - hold, u * self.release);
+                released[l + s] = 1.0 - u;
+            }
+            if c0 == 0 {
+                first = f64::from(released[l]);
+            }
+            // Attack: moving average over the look-ahead (each window holds this
+            // frame); before a full window, the missing frames count as the first
+            // one's value.
+            let out = &mut gains[c0..c0 + n];
+            for (s, g) in out.iter_mut().enumerate() {
+                let i = c0 + s;
+                if i < l {
+                    sum += f64::from(released[l + s]);
+                    *g = ((sum + (l - i - 1) as f64 * first) / l as f64) as f32;
+                } else {
+                    sum += f64::from(released[l + s]) - f64::from(released[s]);
+                    *g = (sum / l as f64) as f32;
+                }
+            }
+            each(c0, out);
+            released.copy_within(n..n + l, 0);
         }
-        for i in l..frames {
-            sum += f64::from(released[i]) - f64::from(released[i - l]);
-            out[i] = (sum / l as f64) as f32;
-        }
-        out
+        gains
     }
 
     /// Limits `samples` in place; returns how many frames it turned down.
@@ -282,6 +312,46 @@ mod tests {
                     .all(|(a, b)| (a - b).abs() < 1e-4)
             );
         }
+    }
+
+    #[test]
+    fn the_curve_does_not_depend_on_the_chunk_and_each_chunk_is_seen_once_in_order() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let peaks: Vec<f32> = (0..20_011)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let r = (state >> 40) as f32 / (1u64 << 24) as f32;
+                if (i / 1_700) % 2 == 0 {
+                    0.6 + r
+                } else {
+                    0.4 * r
+                }
+            })
+            .collect();
+        let l = TruePeakLimiter::new(-1.0, 48_000);
+        let whole = l.gains_for_peaks(&peaks, 1.0);
+        assert!(whole.iter().any(|g| *g < 0.8), "the test limits");
+        // Under the look-ahead (240 frames), at it, past it, and over the input.
+        for chunk in [1, 7, 239, 240, 241, 1_000, 4_800, 20_011, 50_000] {
+            let mut scratch = GainScratch::default();
+            let mut seen = Vec::new();
+            let mut next = 0;
+            let gains = l.gains_into(&peaks, 1.0, chunk, &mut scratch, |first, g| {
+                assert_eq!(first, next, "chunk {chunk}: in order, none skipped");
+                assert!(g.len() <= chunk);
+                next += g.len();
+                seen.extend_from_slice(g);
+            });
+            assert_eq!(gains, &whole[..], "chunk {chunk}");
+            assert_eq!(seen, whole, "chunk {chunk}: each saw the gains returned");
+        }
+        // A scratch reused for a shorter input returns only that input's gains.
+        let mut scratch = GainScratch::default();
+        l.gains_into(&peaks, 1.0, 1_000, &mut scratch, |_, _| {});
+        let short = l.gains_into(&peaks[..500], 1.0, 1_000, &mut scratch, |_, _| {});
+        assert_eq!(short, &l.gains_for_peaks(&peaks[..500], 1.0)[..]);
     }
 
     #[test]

@@ -148,14 +148,29 @@ impl<'a> Prepared<'a> {
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
         let mut tried = None;
+        let n = self.energy.frames_per_100ms();
+        let chunk = crate::limiter::CHUNK_FRAMES.div_ceil(n) * n;
+        let mut per_100ms = Vec::new();
         for _ in 0..MAX_TRIES {
             let g = 10f64.powf(gain_db / 20.0);
-            let gains = limiter.gains_into(&self.peaks, g as f32, &mut scratch);
-            let limited_frames = gains.iter().filter(|g| **g < 1.0).count();
+            // The curve's frames limited and loudness, summed chunk by chunk while
+            // they are in cache (runs of whole 100 ms, as the sums want them).
+            let mut limited_frames = 0;
+            per_100ms.clear();
+            limiter.gains_into(
+                &self.peaks,
+                g as f32,
+                chunk,
+                &mut scratch,
+                |first, gains| {
+                    limited_frames += gains.iter().filter(|g| **g < 1.0).count();
+                    self.energy.sums_under(g, first, gains, &mut per_100ms);
+                },
+            );
             let estimated_lufs = if limited_frames == 0 {
                 input + gain_db
             } else {
-                self.energy.integrated_under(g, gains)
+                self.energy.integrated_of_sums(&per_100ms)
             };
             tried = Some((gain_db, estimated_lufs, limited_frames));
             let short = target.lufs - estimated_lufs;
