@@ -69,6 +69,9 @@ pub struct Prepared<'a> {
     rate: u32,
     input: Loudness,
     peaks: Vec<f32>,
+    /// The largest of `peaks`: a try whose gain keeps it under the limiter's
+    /// ceiling limits nothing, and needs no gain curve.
+    peak_max: f32,
     energy: WeightedEnergy,
     /// What the last search worked in, for the next.
     scratch: Mutex<GainScratch>,
@@ -112,6 +115,7 @@ impl<'a> Prepared<'a> {
             channels,
             rate,
             input,
+            peak_max: peaks.iter().fold(0f32, |m, p| m.max(*p)),
             peaks,
             energy,
             scratch: Mutex::default(),
@@ -157,16 +161,18 @@ impl<'a> Prepared<'a> {
             // they are in cache (runs of whole 100 ms, as the sums want them).
             let mut limited_frames = 0;
             per_100ms.clear();
-            limiter.gains_into(
-                &self.peaks,
-                g as f32,
-                chunk,
-                &mut scratch,
-                |first, gains| {
-                    limited_frames += gains.iter().filter(|g| **g < 1.0).count();
-                    self.energy.sums_under(g, first, gains, &mut per_100ms);
-                },
-            );
+            if limiter.limits(self.peak_max, g as f32) {
+                limiter.gains_into(
+                    &self.peaks,
+                    g as f32,
+                    chunk,
+                    &mut scratch,
+                    |first, gains| {
+                        limited_frames += gains.iter().filter(|g| **g < 1.0).count();
+                        self.energy.sums_under(g, first, gains, &mut per_100ms);
+                    },
+                );
+            }
             let estimated_lufs = if limited_frames == 0 {
                 input + gain_db
             } else {
