@@ -260,15 +260,16 @@ const controls = () => {
 };
 
 const load = async () => {
+  // The retention is in its select before the list shows, so that what a person
+  // (or a test) reads beside the list is never the page's default.
+  const [all] = await Promise.all([room ? session.get(api('')) : [], loadRetention()]);
   recordings.clear();
   rows.clear();
   list.replaceChildren();
-  const all = room ? await session.get(api('')) : [];
   // Oldest first, each on top: newest first on the page.
   all.sort((/** @type {any} */ a, /** @type {any} */ b) => a.started_at - b.started_at);
   for (const r of all) show(r);
   controls();
-  await loadRetention();
 };
 
 /** @param {string} id */
