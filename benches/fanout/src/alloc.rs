@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Forwards to the system allocator and counts.
@@ -28,6 +28,9 @@ static REALLOCS: AtomicU64 = AtomicU64::new(0);
 static FREES: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static FREED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// The most bytes live at once since [`reset_peak`]: what the process's heap had to
+/// hold, which is what its resident memory keeps after the burst is freed.
+static PEAK: AtomicI64 = AtomicI64::new(0);
 /// Allocations by size class: index `i` counts sizes in `[2^(i-1), 2^i)` (0 for 0).
 static SIZES: [AtomicU64; 24] = [const { AtomicU64::new(0) }; 24];
 
@@ -49,7 +52,8 @@ fn size_class(size: usize) -> usize {
 
 #[inline]
 fn record(size: usize, ptr: *mut u8) {
-    BYTES.fetch_add(size as u64, Relaxed);
+    let bytes = BYTES.fetch_add(size as u64, Relaxed) + size as u64;
+    PEAK.fetch_max(bytes as i64 - FREED_BYTES.load(Relaxed) as i64, Relaxed);
     SIZES[size_class(size)].fetch_add(1, Relaxed);
     if TRACING.load(Relaxed) {
         trace(size, ptr);
@@ -195,6 +199,16 @@ pub fn snapshot() -> AllocSnapshot {
 /// without the allocator's own overhead).
 pub fn live_bytes() -> i64 {
     BYTES.load(Relaxed) as i64 - FREED_BYTES.load(Relaxed) as i64
+}
+
+/// The most bytes live at once since the last [`reset_peak`] (requested sizes).
+pub fn peak_bytes() -> i64 {
+    PEAK.load(Relaxed)
+}
+
+/// Starts a new peak at what is live now.
+pub fn reset_peak() {
+    PEAK.store(live_bytes(), Relaxed);
 }
 
 /// Allocation counts per size class (`[lo, hi)` bytes, count).

@@ -43,7 +43,13 @@ fn main() -> anyhow::Result<()> {
     }
     h.add_subscribers(n)?;
     h.run(Duration::from_secs(4));
+    // How far the heap rises above its steady state in the measured window: a burst
+    // (a keyframe's fan-out, SFU and clients together) that is freed again still
+    // grows the heap, and the process keeps those pages.
+    alloc::reset_peak();
+    let steady = alloc::live_bytes();
     let w = h.measure(Duration::from_secs(2));
+    let peak = alloc::peak_bytes();
     TRACE_SFU.store(false, Relaxed);
     h.drop_subscriber_clients();
     let live1 = alloc::live_bytes();
@@ -56,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             "kind": if kind == Kind::Audio { "audio" } else { "video" },
             "subscribers": n,
             "heap_bytes_per_subscriber": (live1 - live0) / n.max(1) as i64,
+            "burst_heap_bytes_per_subscriber": (peak - steady) / n.max(1) as i64,
             "forwarded": w.forwarded(),
             "delivered": w.received,
         })
