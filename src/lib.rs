@@ -11,6 +11,7 @@ pub mod conn_slots;
 pub mod http_listener;
 pub mod ice_tcp;
 pub mod load;
+pub mod malloc_arenas;
 pub mod media;
 pub mod metrics;
 pub mod recording;

@@ -207,6 +207,7 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    streamcore::malloc_arenas::limit();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {

@@ -7,8 +7,8 @@
 //!
 //! Invariants: nothing is allocated per call (the message headers, I/O vectors and
 //! addresses live on the stack, and only as many are written as are sent); the pointers into the caller's datagrams exist only
-//! for the duration of the call. The crate's only `unsafe`: the system call and the C
-//! structs it reads, which std, tokio and socket2 do not wrap.
+//! for the duration of the call. `unsafe` here: the system call and the C structs it
+//! reads, which std, tokio and socket2 do not wrap.
 #![allow(unsafe_code)]
 
 use std::io;
