@@ -60,6 +60,11 @@ pub struct Metrics {
     pub recv_buffer_bytes: IntGaugeVec,
     /// New peers refused because their room's worker was at its load limit.
     pub admission_refusals: IntCounter,
+    /// What malloc holds for the program and what it keeps freed (set at each
+    /// render, from [`crate::malloc_arenas::heap_stats`]): RSS above the first is
+    /// the allocator's retention, not the program's state.
+    pub malloc_in_use_bytes: IntGauge,
+    pub malloc_free_bytes: IntGauge,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
     pub events_pending: IntGauge,
@@ -273,6 +278,16 @@ impl Metrics {
                 &r,
                 "streamcore_admission_refusals_total",
                 "New peers refused (node_full) because their room's worker was at its load limit",
+            ),
+            malloc_in_use_bytes: gauge(
+                &r,
+                "streamcore_malloc_in_use_bytes",
+                "Bytes of heap blocks the process holds (glibc's mallinfo2: uordblks + hblkhd)",
+            ),
+            malloc_free_bytes: gauge(
+                &r,
+                "streamcore_malloc_free_bytes",
+                "Bytes malloc's arenas keep freed for later blocks (glibc's mallinfo2: fordblks)",
             ),
             rooms: gauge_vec(
                 &r,
@@ -489,6 +504,12 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        if let Some(heap) = crate::malloc_arenas::heap_stats() {
+            self.malloc_in_use_bytes
+                .set(i64::try_from(heap.in_use).unwrap_or(i64::MAX));
+            self.malloc_free_bytes
+                .set(i64::try_from(heap.free).unwrap_or(i64::MAX));
+        }
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))

@@ -31,6 +31,8 @@ async fn publish_to_three_players() {
     every_player_gets_every_frame(&mut publisher, &mut players).await;
     assert!(srv.metric("streamcore_rtp_packets_forwarded_total").await >= 3 * (50 + 25 * 3));
     assert_eq!(srv.metric("streamcore_forward_errors_total").await, 0);
+    // The heap the node holds, read at the scrape: at least its peers' str0m state.
+    assert!(srv.metric("streamcore_malloc_in_use_bytes").await > 4 * 100_000);
     srv.stop().await;
 }
 
