@@ -31,8 +31,11 @@ async fn publish_to_three_players() {
     every_player_gets_every_frame(&mut publisher, &mut players).await;
     assert!(srv.metric("streamcore_rtp_packets_forwarded_total").await >= 3 * (50 + 25 * 3));
     assert_eq!(srv.metric("streamcore_forward_errors_total").await, 0);
-    // The heap the node holds, read at the scrape: at least its peers' str0m state.
-    assert!(srv.metric("streamcore_malloc_in_use_bytes").await > 4 * 100_000);
+    // The malloc gauges are read at a scrape (this process's heap: the server's and
+    // the test's own peers'; only that the gauge is wired up is checked).
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert!(srv.metric("streamcore_malloc_in_use_bytes").await > 0);
+    }
     srv.stop().await;
 }
 

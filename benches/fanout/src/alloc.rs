@@ -53,7 +53,11 @@ fn size_class(size: usize) -> usize {
 #[inline]
 fn record(size: usize, ptr: *mut u8) {
     let bytes = BYTES.fetch_add(size as u64, Relaxed) + size as u64;
-    PEAK.fetch_max(bytes as i64 - FREED_BYTES.load(Relaxed) as i64, Relaxed);
+    let live = bytes as i64 - FREED_BYTES.load(Relaxed) as i64;
+    // A store only at a new peak: most allocations are not one.
+    if live > PEAK.load(Relaxed) {
+        PEAK.fetch_max(live, Relaxed);
+    }
     SIZES[size_class(size)].fetch_add(1, Relaxed);
     if TRACING.load(Relaxed) {
         trace(size, ptr);

@@ -260,16 +260,22 @@ const controls = () => {
 };
 
 const load = async () => {
-  // The retention is in its select before the list shows, so that what a person
-  // (or a test) reads beside the list is never the page's default.
-  const [all] = await Promise.all([room ? session.get(api('')) : [], loadRetention()]);
   recordings.clear();
   rows.clear();
   list.replaceChildren();
-  // Oldest first, each on top: newest first on the page.
-  all.sort((/** @type {any} */ a, /** @type {any} */ b) => a.started_at - b.started_at);
-  for (const r of all) show(r);
+  // The retention is in its select before the list shows, so that what a person
+  // (or a test) reads beside the list is never the page's default; either request
+  // failing still leaves the other's part on the page, and its error is said.
+  const [listed, retention] = await Promise.allSettled([room ? session.get(api('')) : [], loadRetention()]);
+  if (listed.status === 'fulfilled') {
+    const all = listed.value;
+    // Oldest first, each on top: newest first on the page.
+    all.sort((/** @type {any} */ a, /** @type {any} */ b) => a.started_at - b.started_at);
+    for (const r of all) show(r);
+  }
   controls();
+  if (listed.status === 'rejected') throw listed.reason;
+  if (retention.status === 'rejected') throw retention.reason;
 };
 
 /** @param {string} id */
