@@ -5,9 +5,6 @@ use prometheus::{
     GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
 use media_core::SfuStats;
 
 #[derive(Clone)]
@@ -64,11 +61,12 @@ pub struct Metrics {
     /// New peers refused because their room's worker was at its load limit.
     pub admission_refusals: IntCounter,
     /// What malloc holds for the program and what it keeps freed after a peak (the
-    /// allocator's retention), from [`crate::malloc_arenas::heap_stats`], read at a
-    /// render at most once a second: the read takes each arena's lock in turn.
+    /// allocator's retention), from [`crate::malloc_arenas::heap_stats`], read at
+    /// each render as a process collector reads `/proc`. The read takes each arena's
+    /// lock in turn; forwarding allocates nothing per packet, so a media worker does
+    /// not wait on it, and encoding the scrape costs more.
     pub malloc_in_use_bytes: IntGauge,
     pub malloc_free_bytes: IntGauge,
-    heap_read_at: Arc<Mutex<Option<Instant>>>,
     pub events_published: IntCounter,
     pub event_publish_failures: IntCounter,
     pub events_pending: IntGauge,
@@ -293,7 +291,6 @@ impl Metrics {
                 "streamcore_malloc_free_bytes",
                 "Bytes malloc's arenas keep freed for later blocks (glibc's mallinfo2: fordblks)",
             ),
-            heap_read_at: Arc::new(Mutex::new(None)),
             rooms: gauge_vec(
                 &r,
                 "streamcore_rooms",
@@ -508,26 +505,13 @@ impl Metrics {
         }
     }
 
-    /// Sets the malloc gauges, unless they were set less than a second before `now`.
-    fn read_heap(&self, now: Instant) {
-        let mut at = self
-            .heap_read_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if at.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
-            return;
-        }
-        *at = Some(now);
+    pub fn render(&self) -> String {
         if let Some(heap) = crate::malloc_arenas::heap_stats() {
             self.malloc_in_use_bytes
                 .set(i64::try_from(heap.in_use).unwrap_or(i64::MAX));
             self.malloc_free_bytes
                 .set(i64::try_from(heap.free).unwrap_or(i64::MAX));
         }
-    }
-
-    pub fn render(&self) -> String {
-        self.read_heap(Instant::now());
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
