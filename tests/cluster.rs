@@ -1396,7 +1396,7 @@ async fn revoked_passes_end_their_sessions_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
     use common::remote::wait_for;
-    let c = Cluster::start().await;
+    let mut c = Cluster::start().await;
     c.wait_relays().await;
     let room = c.room("drained-relay").await;
     let home_pass = c.token(&room, json!({"publish": true})).await;
@@ -1420,6 +1420,25 @@ async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
         m["type"] == "joined"
     })
     .await;
+    // A second participant whose connection drops just before the drain: still
+    // resumable, so the node must wait for it.
+    let away_pass = c
+        .token(
+            &room,
+            json!({"subscribe": true, "region": "us", "identity": "away"}),
+        )
+        .await;
+    let mut away = ws(pass["rtc_url"].as_str().unwrap()).await;
+    send(
+        &mut away,
+        json!({"type": "join", "id": 0, "token": away_pass["token"]}),
+    )
+    .await;
+    let joined = wait_for(&mut away, Duration::from_secs(10), |m| {
+        m["type"] == "joined"
+    })
+    .await;
+    drop(away);
     let (s, v) = post(
         &c.http,
         format!("{}/api/v1/admin/nodes/c/drain", c.api.base),
@@ -1436,6 +1455,24 @@ async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
         format!("{}/rtc", c.node(&home).base.replace("http://", "ws://")),
         "{moved}"
     );
+
+    // The draining node is still there for the one who dropped: it resumes, is told
+    // where the room went, and only then does the node stop.
+    let mut back = ws(pass["rtc_url"].as_str().unwrap()).await;
+    send(
+        &mut back,
+        json!({"type": "join", "id": 1, "token": away_pass["token"],
+               "resume": {"sid": joined["participant"]["sid"], "token": joined["resume_token"]}}),
+    )
+    .await;
+    let resumed = wait_for(&mut back, Duration::from_secs(5), |m| m["type"] == "joined").await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    let moved = wait_for(&mut back, Duration::from_secs(5), |m| m["type"] == "move").await;
+    assert_eq!(moved["reason"], "node_draining", "{moved}");
+    let pos = c.nodes.iter().position(|(id, _)| id == "c").unwrap();
+    let (_, drained) = c.nodes.remove(pos);
+    let status = exit_of(drained, "the drained node, once everyone was told").await;
+    assert!(status.success(), "{status:?}");
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in

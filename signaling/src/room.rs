@@ -220,6 +220,13 @@ impl<B: RoomBackend> RoomState<B> {
         }
         rooms.into_iter().collect()
     }
+
+    /// How many `/rtc` participants this node holds, resumable ones included: a
+    /// draining node waits for them as for its WHIP/WHEP sessions, so that everyone
+    /// is told where the room went before it stops.
+    pub fn participant_count(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
 }
 
 /// A participant as the resume table knows it, keyed by its sid.
@@ -703,12 +710,14 @@ async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
             let _ = send(&mut socket, &json!({"type": "left", "reason": reason})).await;
         }
         End::Moved(to) => {
-            forget(&st, &session.sid);
+            // Forgotten only once told: a draining node stops when no participant is
+            // left, and must not stop before this frame is out.
             let _ = send(
                 &mut socket,
                 &json!({"type": "move", "url": to.url, "reason": to.reason}),
             )
             .await;
+            forget(&st, &session.sid);
         }
         End::Replaced => {
             let _ = send(
