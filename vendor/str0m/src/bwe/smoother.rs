@@ -8,8 +8,10 @@ const ESTIMATE_WINDOW: Duration = Duration::from_secs(3);
 
 /// Estimates recorded within this span share one slot of the window. The estimator
 /// may change its estimate on every timeout (hundreds of times a second when
-/// feedback is late), and one entry per change held up to 1024 entries (24 kB) per
-/// session; slots keep it at most `SLOTS + 1` entries whatever the rate.
+/// feedback is late), and one entry per change (24 bytes each) had no bound: 1024
+/// entries per session were seen on a loaded server. Slots keep it at most
+/// `SLOTS + 2` entries (the slots of the last window, one pushed before the oldest
+/// leaves) whatever the rate.
 const SLOT: Duration = Duration::from_millis(100);
 
 /// Slots that fit in the window (a slot leaves once it started more than a window ago).
@@ -37,7 +39,7 @@ pub struct EstimateSmoother {
 impl EstimateSmoother {
     pub fn new() -> Self {
         Self {
-            slots: VecDeque::with_capacity(SLOTS + 1),
+            slots: VecDeque::with_capacity(SLOTS + 2),
             last: None,
             maybe_emit: false,
             emitted: None,
@@ -46,8 +48,24 @@ impl EstimateSmoother {
 
     /// Record a new estimate and update the smoothed average.
     pub fn record(&mut self, now: Instant, estimate: Bitrate) {
-        // Remove slots older than the window first: a new slot then always fits in
-        // the capacity allocated up front.
+        // Did value change from previous?
+        if self.last != Some(estimate) {
+            self.last = Some(estimate);
+            self.maybe_emit = true;
+            match self.slots.back_mut() {
+                Some(s) if now < s.start + SLOT => {
+                    s.sum += estimate.as_f64();
+                    s.count += 1;
+                }
+                _ => self.slots.push_back(Slot {
+                    start: now,
+                    sum: estimate.as_f64(),
+                    count: 1,
+                }),
+            }
+        }
+
+        // Remove slots older than the window.
         while let Some(s) = self.slots.front() {
             if now.duration_since(s.start) <= ESTIMATE_WINDOW {
                 break;
@@ -67,23 +85,6 @@ impl EstimateSmoother {
                 self.maybe_emit = true;
             }
             break;
-        }
-
-        // Did value change from previous?
-        if self.last != Some(estimate) {
-            self.last = Some(estimate);
-            self.maybe_emit = true;
-            match self.slots.back_mut() {
-                Some(s) if now < s.start + SLOT => {
-                    s.sum += estimate.as_f64();
-                    s.count += 1;
-                }
-                _ => self.slots.push_back(Slot {
-                    start: now,
-                    sum: estimate.as_f64(),
-                    count: 1,
-                }),
-            }
         }
     }
 
@@ -192,6 +193,17 @@ mod test {
         // The slot is out of the window; only the last estimate counts now.
         s.record(ms(t0, 3500), Bitrate::kbps(2000));
         assert_eq!(s.poll(), Some(Bitrate::kbps(2000)));
+    }
+
+    #[test]
+    fn a_change_after_a_long_plateau_is_not_averaged_with_it() {
+        let t0 = Instant::now();
+        let mut s = EstimateSmoother::new();
+        s.record(t0, Bitrate::kbps(1000));
+        assert_eq!(s.poll(), Some(Bitrate::kbps(1000)));
+        s.record(ms(t0, 5000), Bitrate::kbps(2000));
+        assert_eq!(s.poll(), Some(Bitrate::kbps(2000)));
+        assert_eq!(s.slots.len(), 1);
     }
 
     #[test]
