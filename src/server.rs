@@ -723,8 +723,9 @@ async fn metrics(State(ops): State<OpsState>) -> impl IntoResponse {
 
 impl RunningServer {
     /// Drains: `/readyz` turns 503 and new sessions are refused at once; waits up to
-    /// `grace` for sessions and `/rtc` participants (resumable ones too) to end or
-    /// move away (or until `force` fires), then closes the rest
+    /// `grace` for sessions to end and for the `/rtc` participants (resumable ones
+    /// too) of rooms moved to other nodes to be told (or until `force` fires), then
+    /// closes the rest
     /// with a goodbye and stops listening.
     pub async fn shutdown(self, grace: Duration, force: impl std::future::Future<Output = ()>) {
         self.workers.start_draining();
@@ -740,13 +741,14 @@ impl RunningServer {
         .await;
         info!(
             sessions = self.workers.session_count(),
-            participants = self.rooms.participant_count(),
+            participants_to_move = self.rooms.participants_to_move(),
             grace_secs = grace.as_secs(),
             "draining"
         );
-        // `/rtc` participants count too: stopping the workers before each has been
-        // sent its `move` would leave it to find the room's new node by itself.
-        let remaining = || self.workers.session_count() + self.rooms.participant_count();
+        // `/rtc` participants of moved rooms count too: stopping the workers before
+        // each has been sent its `move` would leave it to find the room's new node
+        // by itself.
+        let remaining = || self.workers.session_count() + self.rooms.participants_to_move();
         let wait = async {
             while remaining() > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -754,7 +756,7 @@ impl RunningServer {
         };
         tokio::select! {
             _ = wait => info!("all sessions ended"),
-            _ = tokio::time::sleep(grace) => info!(sessions = self.workers.session_count(), participants = self.rooms.participant_count(), "grace period over; closing sessions"),
+            _ = tokio::time::sleep(grace) => info!(sessions = self.workers.session_count(), participants_to_move = self.rooms.participants_to_move(), "grace period over; closing sessions"),
             _ = force => info!("second signal; closing now"),
         }
         // Recordings close their files while the workers still run (their taps go).

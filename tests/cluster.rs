@@ -71,6 +71,8 @@ fn spawn_at(
         }
         None => Command::new(BIN),
     };
+    // A short drain unless the caller's settings say otherwise (they come after).
+    c.env("STREAMCORE_SHUTDOWN_GRACE_SECS", "1");
     c.envs(env.iter().map(|(k, v)| (k, v)));
     c.args([
         role,
@@ -88,7 +90,6 @@ fn spawn_at(
         .arg(dir)
         .env("STREAMCORE_NODE_ID", node)
         .env("STREAMCORE_CLUSTER__REGION", region)
-        .env("STREAMCORE_SHUTDOWN_GRACE_SECS", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1396,7 +1397,9 @@ async fn revoked_passes_end_their_sessions_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
     use common::remote::wait_for;
-    let mut c = Cluster::start().await;
+    // A drain grace long enough to tell waiting for the participants from waiting
+    // out the grace.
+    let mut c = Cluster::start_with_env(false, &[("STREAMCORE_SHUTDOWN_GRACE_SECS", "30")]).await;
     c.wait_relays().await;
     let room = c.room("drained-relay").await;
     let home_pass = c.token(&room, json!({"publish": true})).await;
@@ -1457,7 +1460,7 @@ async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
     );
 
     // The draining node is still there for the one who dropped: it resumes, is told
-    // where the room went, and only then does the node stop.
+    // where the room went, and then the node stops, long before its grace is over.
     let mut back = ws(pass["rtc_url"].as_str().unwrap()).await;
     send(
         &mut back,
@@ -1469,10 +1472,16 @@ async fn a_draining_nodes_relayed_participants_are_sent_to_the_rooms_node() {
     assert_eq!(resumed["resumed"], true, "{resumed}");
     let moved = wait_for(&mut back, Duration::from_secs(5), |m| m["type"] == "move").await;
     assert_eq!(moved["reason"], "node_draining", "{moved}");
+    let told = std::time::Instant::now();
     let pos = c.nodes.iter().position(|(id, _)| id == "c").unwrap();
     let (_, drained) = c.nodes.remove(pos);
     let status = exit_of(drained, "the drained node, once everyone was told").await;
     assert!(status.success(), "{status:?}");
+    assert!(
+        told.elapsed() < Duration::from_secs(15),
+        "the drained node took {:?} to stop after its last participant was told",
+        told.elapsed()
+    );
 }
 
 /// The node a room lives on dies (SIGKILL): its two people (the client library in

@@ -50,6 +50,10 @@ pub const MAX_DATA_BYTES: usize = 16 * 1024;
 /// The first message (`join`) must arrive this soon after the socket opens.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a `move` frame may take to go out before its participant is forgotten
+/// anyway (a client that stopped reading must not hold a draining node).
+const MOVE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Settings of the room protocol.
 #[derive(Debug, Clone)]
 pub struct RoomProtocolConfig {
@@ -221,11 +225,20 @@ impl<B: RoomBackend> RoomState<B> {
         rooms.into_iter().collect()
     }
 
-    /// How many `/rtc` participants this node holds, resumable ones included: a
+    /// How many `/rtc` participants, resumable ones included, are in a room that
+    /// [`RoomState::move_rooms`] moved and have not yet been sent their `move`: a
     /// draining node waits for them as for its WHIP/WHEP sessions, so that everyone
-    /// is told where the room went before it stops.
-    pub fn participant_count(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    /// is told where the room went before it stops. A participant whose room has no
+    /// new node is not waited for (nothing would tell it more).
+    pub fn participants_to_move(&self) -> usize {
+        let moves = self.moves.borrow().clone();
+        if moves.is_empty() {
+            return 0;
+        }
+        self.sessions
+            .lock()
+            .map(|s| s.values().filter(|r| moves.contains_key(&r.room)).count())
+            .unwrap_or(0)
     }
 }
 
@@ -711,13 +724,17 @@ async fn run_socket<B: RoomBackend>(st: RoomState<B>, mut socket: WebSocket) {
         }
         End::Moved(to) => {
             // Forgotten only once told: a draining node stops when no participant is
-            // left, and must not stop before this frame is out.
-            let _ = send(
-                &mut socket,
-                &json!({"type": "move", "url": to.url, "reason": to.reason}),
+            // left to move, and must not stop before this frame is out. A client that
+            // does not read is not waited for long.
+            let _ = tokio::time::timeout(
+                MOVE_SEND_TIMEOUT,
+                send(
+                    &mut socket,
+                    &json!({"type": "move", "url": to.url, "reason": to.reason}),
+                ),
             )
             .await;
-            forget(&st, &session.sid);
+            forget_if_current(&st, &session);
         }
         End::Replaced => {
             let _ = send(
@@ -1030,6 +1047,23 @@ async fn join<B: RoomBackend>(
     ))
 }
 
+/// [`forget`], unless another socket resumed the participant meanwhile (that one's
+/// own `serve` tells it where to go).
+fn forget_if_current<B>(st: &RoomState<B>, session: &Session) {
+    let current = st
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|s| {
+            s.get(&session.sid)
+                .map(|e| e.generation == session.generation)
+        })
+        .unwrap_or(false);
+    if current {
+        forget(st, &session.sid);
+    }
+}
+
 fn forget<B>(st: &RoomState<B>, sid: &str) {
     let gone = st.sessions.lock().ok().and_then(|mut s| s.remove(sid));
     if let Some(r) = gone {
@@ -1126,6 +1160,12 @@ async fn serve<B: RoomBackend>(
                     // in place of this one: both may be ready at once.
                     if session.kicked.try_recv().is_ok() {
                         return End::Replaced;
+                    }
+                    // A room that moved away: say where, rather than "join again".
+                    let to = st.moves.borrow().get(&session.grant.room).cloned();
+                    if let Some(to) = to {
+                        let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
+                        return End::Moved(to);
                     }
                     // The worker dropped this channel: it fell behind (or the node stops).
                     return End::TooSlow;
