@@ -49,7 +49,7 @@ fn set_arena_max(_n: i32) -> bool {
 }
 
 /// What malloc holds, over all arenas (mallinfo2(3)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct HeapStats {
     /// Bytes in blocks the program holds (from the arenas and mapped on their own),
     /// those waiting in the threads' caches included.

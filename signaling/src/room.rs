@@ -1123,6 +1123,16 @@ fn detach<B: RoomBackend>(st: &RoomState<B>, session: &Session) {
     });
 }
 
+/// The participant leaves the room here, to be told where it went (`to`).
+async fn moved_away<B: RoomBackend>(st: &RoomState<B>, session: &Session, to: Move) -> End {
+    info!(participant = %session.sid, room = %session.grant.room, to = %to.url, reason = to.reason, "participant moved to the room's node");
+    let _ = st
+        .backend
+        .room_command(session.key, RoomCommand::Leave(RemoveReason::Requested))
+        .await;
+    End::Moved(to)
+}
+
 async fn serve<B: RoomBackend>(
     st: &RoomState<B>,
     socket: &mut WebSocket,
@@ -1137,9 +1147,7 @@ async fn serve<B: RoomBackend>(
             Ok(()) = moves.changed() => {
                 let to = moves.borrow_and_update().get(&session.grant.room).cloned();
                 if let Some(to) = to {
-                    info!(participant = %session.sid, room = %session.grant.room, to = %to.url, reason = to.reason, "participant moved to the room's node");
-                    let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
-                    return End::Moved(to);
+                    return moved_away(st, session, to).await;
                 }
             }
             () = tokio::time::sleep_until(live.wake_at().into()) => match live.due(std::time::Instant::now()) {
@@ -1164,8 +1172,7 @@ async fn serve<B: RoomBackend>(
                     // A room that moved away: say where, rather than "join again".
                     let to = st.moves.borrow().get(&session.grant.room).cloned();
                     if let Some(to) = to {
-                        let _ = st.backend.room_command(session.key, RoomCommand::Leave(RemoveReason::Requested)).await;
-                        return End::Moved(to);
+                        return moved_away(st, session, to).await;
                     }
                     // The worker dropped this channel: it fell behind (or the node stops).
                     return End::TooSlow;
