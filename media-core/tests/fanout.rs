@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use common::{Harness, payload};
 use media_core::PeerRole;
+use media_core::str0m::Input;
 use media_core::str0m::media::MediaKind::{Audio, Video};
 
 #[test]
@@ -113,4 +114,44 @@ fn transport_cc_only_where_an_estimator_uses_it() {
     h.run(Duration::from_millis(100));
     assert_eq!(h.clients[audio_only].frames_of(Audio), sent);
     assert_eq!(h.clients[with_video].frames_of(Audio), sent);
+}
+
+#[test]
+fn a_keyframe_leaves_a_paced_subscriber_in_one_service() {
+    let mut h = Harness::new();
+    let publisher = h.join("paced", PeerRole::Publisher, &[Video]).unwrap();
+    let sub = h.join("paced", PeerRole::Subscriber, &[Video]).unwrap();
+    h.connect_all();
+    // A second of deltas after the first keyframe: the subscriber's estimator and
+    // pacer are past their start-up probes.
+    for n in 0..30u32 {
+        h.send_video(publisher, n == 0, &payload(n, 900));
+        h.run(Duration::from_millis(33));
+    }
+    h.run(Duration::from_millis(500));
+    let before = h.clients[sub].frames_of(Video).len();
+
+    // Two packets, under the pacer's burst at its rate here. The publisher's
+    // `Rtc` sends them at its timeout; they then wait in the subscriber's for its next
+    // one: a single service of the SFU must send them all.
+    let keyframe = h.send_video(publisher, true, &payload(99, 2_000));
+    let now = h.now;
+    h.clients[publisher]
+        .rtc
+        .handle_input(Input::Timeout(now))
+        .unwrap();
+    h.shuttle();
+    assert!(h.sfu.poll_timeout().is_some_and(|t| t <= h.now));
+    h.sfu.handle_timeout(now);
+    h.shuttle();
+    // The subscriber's `Rtc` hands a frame over at its own timeout.
+    h.clients[sub]
+        .rtc
+        .handle_input(Input::Timeout(now))
+        .unwrap();
+    h.shuttle();
+
+    let got = h.clients[sub].frames_of(Video);
+    assert_eq!(got.len(), before + 1, "the keyframe arrived whole");
+    assert_eq!(got.last(), Some(&keyframe));
 }

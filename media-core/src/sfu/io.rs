@@ -16,12 +16,6 @@ use crate::peer::{Peer, PeerState};
 use crate::room::TrackRef;
 use crate::timers::TimerQueue;
 
-/// Packets a paced peer may release per service, so one peer's burst does not hold
-/// up the others.
-const PACED_BURST: usize = 16;
-/// A deadline this close is due: the driver's timers are no finer.
-const DUE_SLACK: Duration = Duration::from_millis(1);
-
 impl Sfu {
     /// One UDP datagram from `source` that arrived on the worker socket `destination`.
     pub fn handle_datagram(
@@ -104,9 +98,8 @@ impl Sfu {
     }
 
     /// Advances time: services every peer whose deadline has passed.
-    /// Each due peer is serviced once per call: a paced `Rtc` asks for another timeout
-    /// at the same instant after every packet it sends, and is served again at the next
-    /// call, after the socket has been read.
+    /// Each due peer is serviced once per call: a paced `Rtc` releases what its pacer
+    /// allows now, and is served again at the next call, after the socket has been read.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
         while let Some(entry) = self.timers.pop_due(now) {
@@ -184,24 +177,17 @@ impl Sfu {
             schedule(&mut self.timers, &self.config, peer, now);
             return;
         }
-        // A paced `Rtc` releases one packet per timeout and asks for the next a
-        // microsecond later: a burst (a keyframe, a fan-out) is served here in one
-        // go rather than one worker-loop turn per packet.
-        for _ in 0..PACED_BURST {
-            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                warn!(peer = %id, error = %e, "peer failed on timeout");
-                self.deferred
-                    .push_back(Deferred::Remove(id, RemoveReason::Failed));
-                return;
-            }
-            let sent = self.stats.datagrams_out;
-            let q = (&mut self.outbox, &mut self.pending, &mut self.deferred);
-            drain_rtc(peer, q.0, q.1, q.2, &mut self.stats);
-            let released = self.stats.datagrams_out > sent;
-            if !(peer.paced && released && peer.rtc_deadline <= now + DUE_SLACK) {
-                break;
-            }
+        // A paced `Rtc` releases in this one drain every packet its pacer allows now
+        // (`set_paced_release_in_poll`, set on every peer): a burst (a keyframe, a
+        // fan-out) costs one timeout, not one per packet.
+        if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+            warn!(peer = %id, error = %e, "peer failed on timeout");
+            self.deferred
+                .push_back(Deferred::Remove(id, RemoveReason::Failed));
+            return;
         }
+        let q = (&mut self.outbox, &mut self.pending, &mut self.deferred);
+        drain_rtc(peer, q.0, q.1, q.2, &mut self.stats);
         schedule(&mut self.timers, &self.config, peer, now);
     }
 

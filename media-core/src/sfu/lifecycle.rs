@@ -254,7 +254,11 @@ impl Sfu {
         }
         builder = builder
             .set_send_buffer_video(self.config.send_buffer_video.max(1))
-            .set_twcc_send_history(TWCC_SEND_HISTORY);
+            .set_twcc_send_history(TWCC_SEND_HISTORY)
+            // A burst the pacer allows leaves in one drain: the worker's timers are a
+            // millisecond coarse, and a whole `handle_timeout` per paced packet was
+            // most of what a video subscriber's copy cost beyond its encryption.
+            .set_paced_release_in_poll(true);
         if bwe {
             builder = builder.enable_bwe(self.config.initial_bitrate);
         } else if role == PeerRole::Subscriber {

@@ -51,6 +51,7 @@ pub struct RtcConfig {
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
     pub(crate) twcc_send_history: usize,
+    pub(crate) paced_release_in_poll: bool,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -682,6 +683,35 @@ impl RtcConfig {
         self.twcc_send_history
     }
 
+    /// Lets the pacer release a burst of paced packets in one [`Rtc::poll_output`][crate::Rtc::poll_output]
+    /// sequence (default off).
+    ///
+    /// Without it, the pacer sends one packet per poll sequence and asks for an
+    /// [`Input::Timeout`][crate::Input::Timeout] a microsecond later before it decides on the
+    /// next: every paced packet costs a whole `handle_timeout` of the `Rtc`. With it, once a
+    /// paced packet has left and the pacer asks for nothing but that timeout, it decides on the
+    /// next packet within the same poll sequence, from the same queue states and debt the timeout
+    /// would give it. The pacing rate and burst size are unchanged; the packets of a burst carry
+    /// the same send time (the `Rtc`'s current time) instead of one a microsecond apart.
+    ///
+    /// Meant for servers that drive many `Rtc`s and serve their timeouts at a coarser
+    /// granularity than a microsecond anyway.
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// let config = Rtc::builder().set_paced_release_in_poll(true);
+    /// assert!(config.paced_release_in_poll());
+    /// ```
+    pub fn set_paced_release_in_poll(mut self, enabled: bool) -> Self {
+        self.paced_release_in_poll = enabled;
+        self
+    }
+
+    /// Returns whether the pacer releases bursts within one poll sequence.
+    pub fn paced_release_in_poll(&self) -> bool {
+        self.paced_release_in_poll
+    }
+
     /// Sets how many bytes the data channels can buffer for sending, summed over all channels.
     ///
     /// [`Channel::write()`][crate::channel::Channel::write()] does not accept a message (returns
@@ -923,6 +953,7 @@ impl Default for RtcConfig {
             send_buffer_audio: 50,
             send_buffer_video: 1000,
             twcc_send_history: 1000,
+            paced_release_in_poll: false,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

@@ -109,6 +109,10 @@ pub(crate) struct Session {
     /// A pacer for sending RTP at specific rate.
     pacer: PacerImpl,
     pacer_control: PacerControl,
+    /// `RtcConfig::set_paced_release_in_poll`.
+    paced_release_in_poll: bool,
+    /// Pacer decisions made within poll sequences since the last `handle_timeout`.
+    released_in_poll: usize,
 
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
@@ -222,6 +226,8 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
+            paced_release_in_poll: config.paced_release_in_poll,
+            released_in_poll: 0,
             poll_packet_buf: vec![0; 2000],
             rtcp_rx_buf: Vec::new(),
             spare_datagram: None,
@@ -300,6 +306,8 @@ impl Session {
             wake.no_timeout();
             return Ok(());
         }
+
+        self.released_in_poll = 0;
 
         // Payload ready media.
         self.do_payload(now)?;
@@ -1299,11 +1307,15 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
-        let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        let (midrid, cluster_id) = match self.pacer.poll_queue() {
+            Some(next) => next,
+            None if self.refresh_pacer_in_poll(now) => self.pacer.poll_queue()?,
+            None => return None,
+        };
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
@@ -1345,6 +1357,7 @@ impl Session {
         }
 
         let spare = self.spare_datagram.take().unwrap_or_default();
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let protected = srtp_tx.protect_rtp_into(buf, &header, *seq_no, spare);
 
         if twcc_enabled {
@@ -1367,6 +1380,26 @@ impl Session {
         }
 
         Some(protected.into())
+    }
+
+    /// With `paced_release_in_poll`: after a paced packet left and the pacer asks for nothing
+    /// but the immediate timeout that lets it choose the next one, gives it what that timeout
+    /// would (the send queues' states at `now`) without the rest of `handle_timeout`. True if
+    /// the pacer was refreshed and may be polled again.
+    fn refresh_pacer_in_poll(&mut self, now: Instant) -> bool {
+        // A safety net: the pacer's own debt ends a burst long before this.
+        const MAX_RELEASED_IN_POLL: usize = 64;
+
+        if !self.paced_release_in_poll
+            || self.released_in_poll >= MAX_RELEASED_IN_POLL
+            || !self.pacer.awaits_immediate_timeout()
+        {
+            return false;
+        }
+        self.released_in_poll += 1;
+        let probe_media = self.streams.probe_media();
+        self.update_queue_state(now, probe_media);
+        true
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {

@@ -195,6 +195,13 @@ impl LeakyBucketPacer {
         self.request_immediate_timeout();
     }
 
+    /// Whether [`Pacer::poll_queue`] is gated after a send and the only timeout asked for is
+    /// the immediate one that lifts the gate.
+    pub(crate) fn awaits_immediate_timeout(&self) -> bool {
+        self.needs_timeout_before_next_poll
+            && matches!(self.next_poll_time, Some((_, PacerReason::Immediate)))
+    }
+
     /// Get the cluster ID of the active probe, if any.
     pub(crate) fn active_cluster(&self) -> Option<TwccClusterId> {
         self.probe_queue.front().map(|p| p.config().cluster())
@@ -674,6 +681,31 @@ mod test {
         );
 
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn awaits_immediate_timeout_only_between_a_send_and_the_next_timeout() {
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        let mut pacer = LeakyBucketPacer::new(Bitrate::kbps(1_000));
+        assert!(!pacer.awaits_immediate_timeout(), "nothing sent yet");
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+        enqueue_packet_noisy(&mut pacer, &mut queue, 1, 1_000, PacketKind::Video, now);
+        enqueue_packet_noisy(&mut pacer, &mut queue, 2, 1_000, PacketKind::Video, now);
+        assert!(!pacer.awaits_immediate_timeout(), "a packet is ready");
+
+        let (qid, _) = pacer.poll_queue().expect("the first packet is released");
+        let packet = queue.next_packet().unwrap();
+        pacer.register_send(now, DataSize::from(packet.size()), qid);
+        queue.register_send(qid, now);
+        assert!(pacer.awaits_immediate_timeout(), "gated after the send");
+        assert!(pacer.poll_queue().is_none());
+
+        // What `Session::refresh_pacer_in_poll` does: the timeout's pacer step, at the
+        // same instant. The second packet is within the burst and is released.
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+        assert!(!pacer.awaits_immediate_timeout(), "the gate is lifted");
+        assert!(pacer.poll_queue().is_some(), "the second packet is released");
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl PacerImpl {
             PacerImpl::LeakyBucket(v) => v.check_probe_complete(now),
         }
     }
+
+    /// Whether the pacer sent a packet and now waits only for the immediate timeout that
+    /// lets it decide on the next one.
+    pub fn awaits_immediate_timeout(&self) -> bool {
+        match self {
+            PacerImpl::Null(_) => false,
+            PacerImpl::LeakyBucket(v) => v.awaits_immediate_timeout(),
+        }
+    }
 }
 
 impl Pacer for PacerImpl {
