@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 use str0m_proto::Id;
 use str0m_proto::NonCryptographicRng;
 
+/// `bytes` without leading and trailing whitespace as `str::trim` sees it in ASCII
+/// (tab, line feed, vertical tab, form feed, carriage return, space).
+fn trim_ascii_whitespace(bytes: &[u8]) -> &[u8] {
+    let white = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+    let start = bytes.iter().position(|b| !white(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !white(b)).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
 macro_rules! str_id {
     ($id:ident, $name:literal, $num:tt, $new_len:tt) => {
         impl $id {
@@ -22,6 +31,13 @@ macro_rules! str_id {
             /// Converts an array of bytes to an id.
             pub const fn from_array(a: [u8; $num]) -> $id {
                 $id(a)
+            }
+
+            /// The id's bytes as an RTP header extension carries them: what `Deref`
+            /// gives, without decoding UTF-8 again (an id is ASCII). Written on every
+            /// packet sent.
+            pub(crate) fn wire_bytes(&self) -> &[u8] {
+                trim_ascii_whitespace(&self.0)
             }
         }
 
@@ -367,5 +383,31 @@ impl MidRid {
 
     pub fn special_equals(&self, other: &MidRid) -> bool {
         self.0 == other.0 && (self.1.is_none() || self.1 == other.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_bytes_are_the_trimmed_id() {
+        let mids = [
+            Mid::from("0"),
+            Mid::from("audio"),
+            Mid::from("abcdefghijklmnop"),
+            Mid::from(""),
+            Mid::new(),
+            Mid::from_array(*b" \t 1 2\x0b\x0c\r\n       "),
+            Mid::from_array(*b"                "),
+        ];
+        for mid in mids {
+            let s: &str = &mid;
+            assert_eq!(mid.wire_bytes(), s.as_bytes(), "{mid:?}");
+        }
+        for rid in [Rid::from("h"), Rid::from("q1"), Rid::new(), Rid::from("12345678")] {
+            let s: &str = &rid;
+            assert_eq!(rid.wire_bytes(), s.as_bytes(), "{rid:?}");
+        }
     }
 }
