@@ -16,6 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::media::{MediaKind, Rid};
@@ -74,8 +75,9 @@ pub struct Sfu {
     next_room: u32,
     /// Boxed: a `Peer` holds its `Rtc` inline (some 10 kB), which the table would
     /// otherwise hold per slot, with its slack, and move on every growth.
-    peers: HashMap<PeerId, Box<Peer>>,
-    rooms: HashMap<RoomKey, Room>,
+    /// Keyed by ids this `Sfu` assigns: a fast hash, as no one else picks the keys.
+    peers: FxHashMap<PeerId, Box<Peer>>,
+    rooms: FxHashMap<RoomKey, Room>,
     room_keys: HashMap<RoomId, RoomKey>,
     demux: Demux,
     timers: TimerQueue,
@@ -205,8 +207,8 @@ impl Sfu {
             dtls_cert,
             next_peer: 1,
             next_room: 1,
-            peers: HashMap::new(),
-            rooms: HashMap::new(),
+            peers: FxHashMap::default(),
+            rooms: FxHashMap::default(),
             room_keys: HashMap::new(),
             demux: Demux::default(),
             timers: TimerQueue::default(),
