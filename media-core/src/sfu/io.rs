@@ -177,9 +177,9 @@ impl Sfu {
             schedule(&mut self.timers, &self.config, peer, now);
             return;
         }
-        // A paced `Rtc` releases in this one drain every packet its pacer allows now
-        // (`set_paced_release_in_poll`, set on every peer): a burst (a keyframe, a
-        // fan-out) costs one timeout, not one per packet.
+        // A paced `Rtc` releases in this one drain what its pacer allows now, up to
+        // `PACED_RELEASES_PER_TIMEOUT` packets: a burst (a keyframe, a fan-out) costs
+        // one timeout, not one per packet.
         if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
             warn!(peer = %id, error = %e, "peer failed on timeout");
             self.deferred

@@ -32,6 +32,13 @@ use crate::{PeerId, PeerRole, RoomId};
 /// 250/s: a report arrives within a round trip, and egress loss is counted over 1 s.
 const TWCC_SEND_HISTORY: usize = 512;
 
+/// Paced packets one timeout of a subscriber's `Rtc` may release (str0m: 1, then a
+/// timeout a microsecond later per packet, each a whole `handle_timeout`). The worker's
+/// timers are a millisecond coarse anyway. 16 bounds the datagrams one subscriber puts in
+/// flight per timeout, as the worker's service loop did before str0m patch 29; a larger
+/// burst (the pacer allows some 40 ms of its rate) goes on at the next timeout.
+const PACED_RELEASES_PER_TIMEOUT: usize = 16;
+
 impl Sfu {
     /// Answers a client's offer and adds the peer to the room. The peer is registered
     /// for demultiplexing before this returns, so the client's first STUN request
@@ -255,10 +262,7 @@ impl Sfu {
         builder = builder
             .set_send_buffer_video(self.config.send_buffer_video.max(1))
             .set_twcc_send_history(TWCC_SEND_HISTORY)
-            // A burst the pacer allows leaves in one drain: the worker's timers are a
-            // millisecond coarse, and a whole `handle_timeout` per paced packet was
-            // most of what a video subscriber's copy cost beyond its encryption.
-            .set_paced_release_in_poll(true);
+            .set_paced_releases_per_timeout(PACED_RELEASES_PER_TIMEOUT);
         if bwe {
             builder = builder.enable_bwe(self.config.initial_bitrate);
         } else if role == PeerRole::Subscriber {

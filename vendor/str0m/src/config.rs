@@ -51,7 +51,7 @@ pub struct RtcConfig {
     pub(crate) send_buffer_audio: usize,
     pub(crate) send_buffer_video: usize,
     pub(crate) twcc_send_history: usize,
-    pub(crate) paced_release_in_poll: bool,
+    pub(crate) paced_releases_per_timeout: usize,
     pub(crate) sctp_max_buffered_amount: usize,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) rtp_mode: bool,
@@ -683,33 +683,37 @@ impl RtcConfig {
         self.twcc_send_history
     }
 
-    /// Lets the pacer release a burst of paced packets in one [`Rtc::poll_output`][crate::Rtc::poll_output]
-    /// sequence (default off).
+    /// Sets how many paced packets one [`Input::Timeout`][crate::Input::Timeout] may release
+    /// (default 1).
     ///
-    /// Without it, the pacer sends one packet per poll sequence and asks for an
-    /// [`Input::Timeout`][crate::Input::Timeout] a microsecond later before it decides on the
-    /// next: every paced packet costs a whole `handle_timeout` of the `Rtc`. With it, once a
-    /// paced packet has left and the pacer asks for nothing but that timeout, it decides on the
-    /// next packet within the same poll sequence, from the same queue states and debt the timeout
-    /// would give it. The pacing rate and burst size are unchanged; the packets of a burst carry
-    /// the same send time (the `Rtc`'s current time) instead of one a microsecond apart.
+    /// The pacer sends one packet and then asks for a timeout a microsecond later before it
+    /// decides on the next: by default every paced packet costs a whole `handle_timeout` of
+    /// the `Rtc`. With more than 1, in the [`Rtc::poll_output`][crate::Rtc::poll_output]
+    /// sequence after a timeout, once a paced packet has left and the pacer asks for nothing
+    /// but that timeout, it decides on the next packet within the same sequence, from the
+    /// queue states and debt the timeout would give it, up to `packets` in all. Packets
+    /// written after that sequence ran dry wait for the next timeout, as by default.
     ///
-    /// Meant for servers that drive many `Rtc`s and serve their timeouts at a coarser
-    /// granularity than a microsecond anyway.
+    /// The pacing rate and burst size are unchanged; the packets released by one timeout
+    /// carry the same send time (the `Rtc`'s current time) instead of times a microsecond
+    /// apart. `packets` also bounds the datagrams one timeout puts in flight before the
+    /// caller sends them. Meant for servers that drive many `Rtc`s and serve their timeouts
+    /// at a coarser granularity than a microsecond anyway.
     ///
     /// ```
     /// # use str0m::Rtc;
-    /// let config = Rtc::builder().set_paced_release_in_poll(true);
-    /// assert!(config.paced_release_in_poll());
+    /// let config = Rtc::builder().set_paced_releases_per_timeout(16);
+    /// assert_eq!(config.paced_releases_per_timeout(), 16);
+    /// assert_eq!(Rtc::builder().paced_releases_per_timeout(), 1);
     /// ```
-    pub fn set_paced_release_in_poll(mut self, enabled: bool) -> Self {
-        self.paced_release_in_poll = enabled;
+    pub fn set_paced_releases_per_timeout(mut self, packets: usize) -> Self {
+        self.paced_releases_per_timeout = packets.max(1);
         self
     }
 
-    /// Returns whether the pacer releases bursts within one poll sequence.
-    pub fn paced_release_in_poll(&self) -> bool {
-        self.paced_release_in_poll
+    /// Returns how many paced packets one timeout may release.
+    pub fn paced_releases_per_timeout(&self) -> usize {
+        self.paced_releases_per_timeout
     }
 
     /// Sets how many bytes the data channels can buffer for sending, summed over all channels.
@@ -953,7 +957,7 @@ impl Default for RtcConfig {
             send_buffer_audio: 50,
             send_buffer_video: 1000,
             twcc_send_history: 1000,
-            paced_release_in_poll: false,
+            paced_releases_per_timeout: 1,
             sctp_max_buffered_amount: crate::sctp::DEFAULT_MAX_BUFFERED_AMOUNT,
             sctp_max_message_size: crate::sctp::LOCAL_MAX_MESSAGE_SIZE,
             rtp_mode: false,

@@ -109,10 +109,12 @@ pub(crate) struct Session {
     /// A pacer for sending RTP at specific rate.
     pacer: PacerImpl,
     pacer_control: PacerControl,
-    /// `RtcConfig::set_paced_release_in_poll`.
-    paced_release_in_poll: bool,
-    /// Pacer decisions made within poll sequences since the last `handle_timeout`.
-    released_in_poll: usize,
+    /// `RtcConfig::set_paced_releases_per_timeout`.
+    paced_releases_per_timeout: usize,
+    /// Pacer refreshes made in the poll sequence after the last `handle_timeout`;
+    /// `None` once that sequence ran out of packets: only a timeout's poll sequence
+    /// releases a burst, as the timeouts the pacer asks for would.
+    released_in_poll: Option<usize>,
 
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
@@ -226,8 +228,8 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            paced_release_in_poll: config.paced_release_in_poll,
-            released_in_poll: 0,
+            paced_releases_per_timeout: config.paced_releases_per_timeout,
+            released_in_poll: None,
             poll_packet_buf: vec![0; 2000],
             rtcp_rx_buf: Vec::new(),
             spare_datagram: None,
@@ -307,7 +309,7 @@ impl Session {
             return Ok(());
         }
 
-        self.released_in_poll = 0;
+        self.released_in_poll = Some(0);
 
         // Payload ready media.
         self.do_payload(now)?;
@@ -1197,6 +1199,11 @@ impl Session {
             None.or_else(|| self.poll_feedback())
                 .or_else(|| self.poll_packet(now))
         };
+        if x.is_none() {
+            // The timeout's poll sequence is over: packets written from now on (a
+            // fan-out) wait for the next timeout, as they would without the setting.
+            self.released_in_poll = None;
+        }
 
         if let Some(x) = &x {
             // In RTP mode we trust the API user feeds the RTP packet sizes they
@@ -1382,21 +1389,21 @@ impl Session {
         Some(protected.into())
     }
 
-    /// With `paced_release_in_poll`: after a paced packet left and the pacer asks for nothing
-    /// but the immediate timeout that lets it choose the next one, gives it what that timeout
-    /// would (the send queues' states at `now`) without the rest of `handle_timeout`. True if
-    /// the pacer was refreshed and may be polled again.
+    /// In the poll sequence after a `handle_timeout`, up to `paced_releases_per_timeout`
+    /// packets in all: after a paced packet left and the pacer asks for nothing but the
+    /// immediate timeout that lets it choose the next one, gives it what that timeout would
+    /// (the send queues' states at `now`) without the rest of `handle_timeout`. True if the
+    /// pacer was refreshed and may be polled again.
     fn refresh_pacer_in_poll(&mut self, now: Instant) -> bool {
-        // A safety net: the pacer's own debt ends a burst long before this.
-        const MAX_RELEASED_IN_POLL: usize = 64;
-
-        if !self.paced_release_in_poll
-            || self.released_in_poll >= MAX_RELEASED_IN_POLL
+        let Some(released) = self.released_in_poll else {
+            return false;
+        };
+        if released + 1 >= self.paced_releases_per_timeout
             || !self.pacer.awaits_immediate_timeout()
         {
             return false;
         }
-        self.released_in_poll += 1;
+        self.released_in_poll = Some(released + 1);
         let probe_media = self.streams.probe_media();
         self.update_queue_state(now, probe_media);
         true
