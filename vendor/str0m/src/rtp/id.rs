@@ -398,7 +398,7 @@ mod tests {
             Mid::from("abcdefghijklmnop"),
             Mid::from(""),
             Mid::new(),
-            Mid::from_array(*b" \t 1 2\x0b\x0c\r\n       "),
+            Mid::from_array(*b" \t 1 2\x0b\x0c\r\n      "),
             Mid::from_array(*b"                "),
         ];
         for mid in mids {
