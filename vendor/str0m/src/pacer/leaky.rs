@@ -196,9 +196,11 @@ impl LeakyBucketPacer {
     }
 
     /// Whether [`Pacer::poll_queue`] is gated after a send and the only timeout asked for is
-    /// the immediate one that lifts the gate.
+    /// the immediate one that lifts the gate. Not while a probe cluster that just completed
+    /// waits for the timeout to hand it to the estimator (`check_probe_complete`).
     pub(crate) fn awaits_immediate_timeout(&self) -> bool {
         self.needs_timeout_before_next_poll
+            && self.completed_probe.is_none()
             && matches!(self.next_poll_time, Some((_, PacerReason::Immediate)))
     }
 
@@ -706,6 +708,34 @@ mod test {
         handle_timeout_noisy(&mut pacer, &mut queue, now);
         assert!(!pacer.awaits_immediate_timeout(), "the gate is lifted");
         assert!(pacer.poll_queue().is_some(), "the second packet is released");
+    }
+
+    #[test]
+    fn a_completed_probe_leaves_the_gate_to_the_timeout() {
+        use crate::bwe_::ProbeKind;
+
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        let mut pacer = LeakyBucketPacer::new(Bitrate::kbps(1_000));
+        handle_timeout_noisy(&mut pacer, &mut queue, now);
+        pacer.start_probe(
+            ProbeClusterConfig::new(0.into(), Bitrate::kbps(300), ProbeKind::Initial)
+                .with_duration(Duration::from_millis(1))
+                .with_min_packet_count(1),
+        );
+        enqueue_packet_noisy(&mut pacer, &mut queue, 1, 1_000, PacketKind::Video, now);
+
+        // One packet completes the cluster.
+        let (qid, cluster) = pacer.poll_queue().expect("the packet is released");
+        assert_eq!(cluster, Some(0.into()));
+        let packet = queue.next_packet().unwrap();
+        pacer.register_send(now, DataSize::from(packet.size()), qid);
+        assert!(
+            !pacer.awaits_immediate_timeout(),
+            "the estimator learns of the completed probe at the timeout"
+        );
+        assert_eq!(pacer.check_probe_complete(now), Some(0.into()));
+        assert!(pacer.awaits_immediate_timeout());
     }
 
     #[test]
