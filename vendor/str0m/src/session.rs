@@ -1363,8 +1363,8 @@ impl Session {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
         }
 
-        let spare = self.spare_datagram.take().unwrap_or_default();
         let srtp_tx = self.srtp_tx.as_mut()?;
+        let spare = self.spare_datagram.take().unwrap_or_default();
         let protected = srtp_tx.protect_rtp_into(buf, &header, *seq_no, spare);
 
         if twcc_enabled {
