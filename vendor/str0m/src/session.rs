@@ -1404,7 +1404,20 @@ impl Session {
             return false;
         }
         self.released_in_poll = Some(released + 1);
-        let probe_media = self.streams.probe_media();
+        // The timeout's last two steps: the estimator's, when it has something to do
+        // at this instant (a probe cluster running or just completed, or its own
+        // deadline), and the pacer's. Between two refreshes nothing but sends reached
+        // the estimator.
+        let bwe_due = self.bwe.as_ref().is_some_and(|bwe| {
+            self.pacer.active_cluster().is_some()
+                || self.pacer.has_completed_probe()
+                || bwe.poll_timeout().0.is_some_and(|at| at <= now)
+        });
+        let probe_media = if bwe_due {
+            self.handle_timeout_bwe(now)
+        } else {
+            None
+        };
         self.update_queue_state(now, probe_media);
         true
     }

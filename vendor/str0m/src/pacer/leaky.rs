@@ -195,12 +195,15 @@ impl LeakyBucketPacer {
         self.request_immediate_timeout();
     }
 
+    /// Whether a probe cluster completed and waits for [`Self::check_probe_complete`].
+    pub(crate) fn has_completed_probe(&self) -> bool {
+        self.completed_probe.is_some()
+    }
+
     /// Whether [`Pacer::poll_queue`] is gated after a send and the only timeout asked for is
-    /// the immediate one that lifts the gate. Not while a probe cluster that just completed
-    /// waits for the timeout to hand it to the estimator (`check_probe_complete`).
+    /// the immediate one that lifts the gate.
     pub(crate) fn awaits_immediate_timeout(&self) -> bool {
         self.needs_timeout_before_next_poll
-            && self.completed_probe.is_none()
             && matches!(self.next_poll_time, Some((_, PacerReason::Immediate)))
     }
 
@@ -711,7 +714,7 @@ mod test {
     }
 
     #[test]
-    fn a_completed_probe_leaves_the_gate_to_the_timeout() {
+    fn a_completed_probe_waits_at_the_gate_for_whoever_refreshes_the_pacer() {
         use crate::bwe_::ProbeKind;
 
         let now = Instant::now();
@@ -725,17 +728,18 @@ mod test {
         );
         enqueue_packet_noisy(&mut pacer, &mut queue, 1, 1_000, PacketKind::Video, now);
 
-        // One packet completes the cluster.
+        // One packet completes the cluster. A timeout or `Session::refresh_pacer_in_poll`
+        // hands it to the estimator, once.
         let (qid, cluster) = pacer.poll_queue().expect("the packet is released");
         assert_eq!(cluster, Some(0.into()));
         let packet = queue.next_packet().unwrap();
         pacer.register_send(now, DataSize::from(packet.size()), qid);
-        assert!(
-            !pacer.awaits_immediate_timeout(),
-            "the estimator learns of the completed probe at the timeout"
-        );
-        assert_eq!(pacer.check_probe_complete(now), Some(0.into()));
         assert!(pacer.awaits_immediate_timeout());
+        assert_eq!(pacer.active_cluster(), None);
+        assert!(pacer.has_completed_probe());
+        assert_eq!(pacer.check_probe_complete(now), Some(0.into()));
+        assert!(!pacer.has_completed_probe());
+        assert_eq!(pacer.check_probe_complete(now), None);
     }
 
     #[test]

@@ -54,6 +54,14 @@ impl PacerImpl {
         }
     }
 
+    /// Whether a probe cluster completed and waits for `check_probe_complete`.
+    pub fn has_completed_probe(&self) -> bool {
+        match self {
+            PacerImpl::Null(_) => false,
+            PacerImpl::LeakyBucket(v) => v.has_completed_probe(),
+        }
+    }
+
     /// Whether the pacer sent a packet and now waits only for the immediate timeout that
     /// lets it decide on the next one.
     pub fn awaits_immediate_timeout(&self) -> bool {

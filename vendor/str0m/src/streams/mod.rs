@@ -657,11 +657,6 @@ impl Streams {
         }
     }
 
-    /// The media and payload type the probe source is bound to, if any.
-    pub(crate) fn probe_media(&self) -> Option<(Mid, Pt)> {
-        self.probe_media
-    }
-
     /// Bind the probe source only while a cluster is authorized. Changing the
     /// binding drops queued padding but preserves the SSRC's SRTP sequence.
     pub(crate) fn set_probe_media(&mut self, media: Option<(Mid, Pt)>) {
